@@ -1,0 +1,424 @@
+"""Every option the library takes: defaults, environment fallbacks, validation.
+
+Options arrive as Python values from code, and as strings from
+``logging.config.dictConfig``/``fileConfig`` files and environment variables.
+They are coerced and checked here, once, so the rest of the library can trust
+its ``Config``; a bad value is a ``ConfigurationError`` that names the option,
+raised when the client is built rather than when the first line is logged.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import re
+import socket
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal, cast
+from urllib.parse import urlsplit
+
+from ._errors import ConfigurationError
+
+__all__ = ["DEFAULT_URL", "ENV_VARS", "Config", "Secret"]
+
+DEFAULT_URL = "https://logs.logdna.com/logs/ingest"
+
+#: option name -> environment variable consulted when the option is not given.
+ENV_VARS: Mapping[str, str] = {
+    "key": "LOGDNA_INGESTION_KEY",
+    "url": "LOGDNA_URL",
+    "app": "LOGDNA_APP",
+    "env": "LOGDNA_ENV",
+    "hostname": "LOGDNA_HOSTNAME",
+    "tags": "LOGDNA_TAGS",
+}
+
+# The API's own limit is 10 MB per request body; stay well under it.
+_API_BODY_LIMIT = 10_000_000
+_MAX_BATCH_CAP = 8 * 1024 * 1024
+# hostname, app, env and level are capped at 80 characters by the service.
+_NAME_CAP = 80
+
+Overflow = Literal["drop_oldest", "drop_newest", "block"]
+_OVERFLOWS: tuple[str, ...] = ("drop_oldest", "drop_newest", "block")
+
+_TRUE = frozenset({"1", "true", "yes", "on", "y", "t"})
+_FALSE = frozenset({"0", "false", "no", "off", "n", "f", ""})
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]i?b?|b)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {
+    "": 1, "b": 1,
+    "k": 1000, "kb": 1000, "ki": 1024, "kib": 1024,
+    "m": 1000**2, "mb": 1000**2, "mi": 1024**2, "mib": 1024**2,
+    "g": 1000**3, "gb": 1000**3, "gi": 1024**3, "gib": 1024**3,
+}  # fmt: skip
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*(ms|s)?\s*$", re.IGNORECASE)
+
+
+class Secret:
+    """Holds the ingestion key so that no repr, str or traceback shows it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """The key itself, for the one place that needs it: the request header."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __reduce__(self) -> Any:
+        # Pickling a Secret (multiprocessing spawn of a handler) keeps it usable
+        # but the pickled form is as sensitive as the key itself.
+        return (Secret, (self._value,))
+
+
+def _bad(option: str, value: object, expected: str) -> ConfigurationError:
+    shown = "<hidden>" if option in ("key", "key_file") else repr(value)
+    if len(shown) > 80:
+        shown = shown[:77] + "..."
+    return ConfigurationError(f"{option}: expected {expected}, got {shown}", option)
+
+
+def to_bool(option: str, value: object) -> bool:
+    """Coerce a bool, or a string such as "true"/"0"/"off" from a config file."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        low = value.strip().lower()
+        if low in _TRUE:
+            return True
+        if low in _FALSE:
+            return False
+    raise _bad(option, value, "a boolean (true/false, yes/no, on/off, 1/0)")
+
+
+def to_duration(option: str, value: object, *, minimum: float, maximum: float) -> float:
+    """Coerce seconds: a number, or a string such as "5", "2.5s" or "500ms"."""
+    seconds: float
+    if isinstance(value, bool):
+        raise _bad(option, value, "a number of seconds")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        m = _DURATION_RE.match(value)
+        if not m:
+            raise _bad(option, value, 'a number of seconds such as "5", "2.5s" or "500ms"')
+        seconds = float(m.group(1)) / (1000.0 if (m.group(2) or "").lower() == "ms" else 1.0)
+    else:
+        raise _bad(option, value, "a number of seconds")
+    if not (minimum <= seconds <= maximum):  # also rejects NaN
+        raise _bad(option, value, f"seconds between {minimum:g} and {maximum:g}")
+    return seconds
+
+
+def to_size(option: str, value: object, *, minimum: int, maximum: int) -> int:
+    """Coerce a byte count: an int, or a string such as "2097152", "512KiB" or "2MB"."""
+    if isinstance(value, bool):
+        raise _bad(option, value, "a number of bytes")
+    size: int
+    if isinstance(value, int):
+        size = value
+    elif isinstance(value, float) and value.is_integer():
+        size = int(value)
+    elif isinstance(value, str):
+        m = _SIZE_RE.match(value)
+        if not m:
+            raise _bad(option, value, 'a number of bytes such as "1048576", "512KiB" or "2MB"')
+        size = int(float(m.group(1)) * _SIZE_UNITS[(m.group(2) or "").lower()])
+    else:
+        raise _bad(option, value, "a number of bytes")
+    if not (minimum <= size <= maximum):
+        raise _bad(option, value, f"a number of bytes between {minimum} and {maximum}")
+    return size
+
+
+def to_level(option: str, value: object) -> int:
+    """Coerce a logging level: an int, a numeric string or a name such as "warning"."""
+    if isinstance(value, bool):
+        raise _bad(option, value, "a logging level")
+    if isinstance(value, int):
+        if value < 0:
+            raise _bad(option, value, "a logging level >= 0")
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        if text.isdigit():
+            return int(text)
+        level = logging.getLevelName(text.upper())
+        if isinstance(level, int):
+            return level
+    raise _bad(option, value, "a logging level (DEBUG, INFO, WARNING, ERROR, CRITICAL or a number)")
+
+
+def to_str_list(option: str, value: object) -> tuple[str, ...]:
+    """Coerce a list of strings, or one comma-separated string ("a, b")."""
+    if value is None:
+        return ()
+    items: Iterable[object]
+    if isinstance(value, str):
+        items = value.split(",")
+    elif isinstance(value, Iterable) and not isinstance(value, bytes | Mapping):
+        items = value
+    else:
+        raise _bad(option, value, "a list of strings or a comma-separated string")
+    out: list[str] = []
+    for item in items:
+        if not isinstance(item, str):
+            raise _bad(option, value, "a list of strings or a comma-separated string")
+        item = item.strip()
+        if item:
+            out.append(item)
+    return tuple(out)
+
+
+def _optional_name(option: str, value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise _bad(option, value, "a string")
+    value = value.strip()
+    if not value:
+        return None
+    if len(value) > _NAME_CAP:
+        raise _bad(option, value, f"at most {_NAME_CAP} characters")
+    return value
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _resolve_callable(option: str, value: object) -> Callable[..., Any] | None:
+    """Accept a callable, or a dotted "module.attr" path (dictConfig gives strings)."""
+    if value is None:
+        return None
+    if callable(value):
+        return cast(Callable[..., Any], value)
+    if isinstance(value, str) and "." in value:
+        module_name, _, attr = value.rpartition(".")
+        try:
+            module = __import__(module_name, fromlist=[attr])
+            found = getattr(module, attr)
+        except (ImportError, AttributeError) as exc:
+            raise _bad(option, value, f"a callable or an importable dotted path ({exc})") from None
+        if callable(found):
+            return cast(Callable[..., Any], found)
+    raise _bad(option, value, 'a callable or a dotted path such as "myapp.logs.scrub"')
+
+
+_UNSET: Any = None  # dataclass defaults: None means "not given, use env var or default"
+
+
+@dataclass(frozen=True)
+class Config:
+    """One validated set of options, shared by a Client and everything it owns.
+
+    Every field may be given as a string (dictConfig, fileConfig, environment)
+    and is coerced in ``__post_init__``. See docs/configuration.md for the table.
+    """
+
+    key: Secret | str | None = field(default=_UNSET, repr=False)
+    key_file: str | None = field(default=None, repr=False)
+    url: str = _UNSET
+    hostname: str = _UNSET
+    ip: str | None = None
+    mac: str | None = None
+    tags: tuple[str, ...] = _UNSET
+    app: str | None = _UNSET
+    env: str | None = _UNSET
+    level: int = 0
+    flush_interval: float = 1.0
+    max_batch_bytes: int = 2 * 1024 * 1024
+    max_buffer_bytes: int = 64 * 1024 * 1024
+    overflow: Overflow = "drop_oldest"
+    block_timeout: float = 1.0
+    request_timeout: float = 15.0
+    shutdown_timeout: float = 5.0
+    retry_max_backoff: float = 30.0
+    compress: bool = True
+    verify: bool | str = True
+    index_meta: bool = True
+    redact: tuple[str, ...] | bool = True
+    redact_patterns: tuple[str, ...] = ()
+    before_send: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None
+    max_line_length: int = 32_000
+    allow_insecure: bool = False
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        env = os.environ
+
+        # -- where and as whom
+        url = self.url if self.url is not None else env.get(ENV_VARS["url"]) or DEFAULT_URL
+        if not isinstance(url, str):
+            raise _bad("url", url, "an http(s) URL")
+        url = url.strip()
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise _bad("url", url, "an http(s) URL such as " + DEFAULT_URL)
+        if parts.username or parts.password or "apikey=" in parts.query.lower():
+            # The key belongs in a header: URLs end up in proxy and error logs.
+            raise ConfigurationError(
+                "url: must not carry credentials; pass the key with key= or "
+                + ENV_VARS["key"],
+                "url",
+            )
+        set_(self, "allow_insecure", to_bool("allow_insecure", self.allow_insecure))
+        if parts.scheme == "http" and not _is_loopback(parts.hostname) and not self.allow_insecure:
+            raise ConfigurationError(
+                f"url: plain http:// to {parts.hostname} would send the ingestion key "
+                "unencrypted; use https://, or pass allow_insecure=True if you really mean it",
+                "url",
+            )
+        set_(self, "url", url)
+        set_(self, "key", self._resolve_key(_is_loopback(parts.hostname)))
+
+        hostname = self.hostname if self.hostname is not None else env.get(ENV_VARS["hostname"])
+        hostname = _optional_name("hostname", hostname) or socket.gethostname()[:_NAME_CAP]
+        set_(self, "hostname", hostname or "localhost")
+        set_(self, "ip", _optional_name("ip", self.ip))
+        set_(self, "mac", _optional_name("mac", self.mac))
+        tags = self.tags if self.tags is not None else env.get(ENV_VARS["tags"])
+        set_(self, "tags", to_str_list("tags", tags))
+        for name in ("app", "env"):
+            raw = getattr(self, name)
+            set_(self, name, _optional_name(name, raw if raw is not None else env.get(ENV_VARS[name])))
+
+        # -- behaviour
+        set_(self, "level", to_level("level", self.level))
+        set_(self, "flush_interval",
+             to_duration("flush_interval", self.flush_interval, minimum=0.01, maximum=3600))  # fmt: skip
+        set_(self, "max_batch_bytes",
+             to_size("max_batch_bytes", self.max_batch_bytes, minimum=1024,
+                     maximum=_MAX_BATCH_CAP))  # fmt: skip
+        set_(self, "max_buffer_bytes",
+             to_size("max_buffer_bytes", self.max_buffer_bytes, minimum=64 * 1024,
+                     maximum=1 << 40))  # fmt: skip
+        overflow = self.overflow.strip().lower() if isinstance(self.overflow, str) else None
+        if overflow not in _OVERFLOWS:
+            raise _bad("overflow", self.overflow, "one of " + ", ".join(_OVERFLOWS))
+        set_(self, "overflow", overflow)
+        for name, lo, hi in (
+            ("block_timeout", 0.0, 60.0),
+            ("request_timeout", 0.1, 600.0),
+            ("shutdown_timeout", 0.0, 600.0),
+            ("retry_max_backoff", 0.1, 3600.0),
+        ):
+            set_(self, name, to_duration(name, getattr(self, name), minimum=lo, maximum=hi))
+        set_(self, "compress", to_bool("compress", self.compress))
+        set_(self, "index_meta", to_bool("index_meta", self.index_meta))
+        set_(self, "verify", self._resolve_verify())
+        set_(self, "max_line_length",
+             to_size("max_line_length", self.max_line_length, minimum=64,
+                     maximum=1024 * 1024))  # fmt: skip
+
+        # -- data protection
+        redact: tuple[str, ...] | bool
+        if isinstance(self.redact, bool):
+            redact = self.redact
+        elif isinstance(self.redact, str) and self.redact.strip().lower() in _TRUE | _FALSE:
+            redact = to_bool("redact", self.redact)
+        else:
+            redact = to_str_list("redact", self.redact)
+        set_(self, "redact", redact)
+        patterns = to_str_list("redact_patterns", self.redact_patterns)
+        for pattern in patterns:
+            _check_pattern(pattern)
+        set_(self, "redact_patterns", patterns)
+        set_(self, "before_send", _resolve_callable("before_send", self.before_send))
+
+    def _resolve_key(self, loopback: bool) -> Secret | None:
+        looked: list[str] = []
+        raw: object = self.key
+        if isinstance(raw, Secret):
+            raw = raw.reveal()
+        if raw is None:
+            looked.append("key=")
+            if self.key_file is not None:
+                looked.append(f"key_file={self.key_file!r}")
+                try:
+                    with open(self.key_file, encoding="utf-8") as fh:
+                        raw = fh.read()
+                except OSError as exc:
+                    raise ConfigurationError(
+                        f"key_file: cannot read {self.key_file!r}: {exc.strerror}", "key_file"
+                    ) from None
+        if raw is None:
+            looked.append(ENV_VARS["key"])
+            raw = os.environ.get(ENV_VARS["key"])
+        if raw is not None and not isinstance(raw, str):
+            raise _bad("key", raw, "a string")
+        key = (raw or "").strip()
+        if not key:
+            if loopback:  # the local devserver needs no key
+                return None
+            where = ", ".join(looked) if looked else "key="
+            raise ConfigurationError(
+                f"key: no ingestion key found (looked at {where}); pass key=, key_file= or set "
+                + ENV_VARS["key"],
+                "key",
+            )
+        if any(c in key for c in "\r\n\0"):
+            raise ConfigurationError("key: contains a control character", "key")
+        return Secret(key)
+
+    def _resolve_verify(self) -> bool | str:
+        value: object = self.verify
+        if isinstance(value, str):
+            low = value.strip().lower()
+            if low in _TRUE | _FALSE:
+                return low in _TRUE
+            if not os.path.exists(value):
+                raise _bad("verify", value, "true/false or the path of an existing CA bundle")
+            return value
+        if isinstance(value, bool):
+            return value
+        raise _bad("verify", value, "true/false or the path of a CA bundle")
+
+    @property
+    def secret(self) -> Secret | None:
+        """The key, typed."""
+        return cast("Secret | None", self.key)
+
+    def replace(self, **changes: Any) -> Config:
+        """A copy with some options changed (and re-validated)."""
+        current = {f.name: getattr(self, f.name) for f in fields(self)}
+        current.update(changes)
+        return Config(**current)
+
+
+def _check_pattern(pattern: str) -> None:
+    from ._redact import PRESET_PATTERNS  # noqa: PLC0415 - avoids an import cycle
+
+    if pattern in PRESET_PATTERNS:
+        return
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise ConfigurationError(
+            f"redact_patterns: {pattern!r} is not a valid regular expression ({exc})",
+            "redact_patterns",
+        ) from None
+
+
+OPTION_NAMES: frozenset[str] = frozenset(f.name for f in fields(Config))

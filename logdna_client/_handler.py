@@ -1,0 +1,168 @@
+"""``LogDNAHandler``: the stdlib ``logging.Handler`` that feeds a Client.
+
+``handle`` is overridden to skip the handler lock: nothing here needs it (the
+buffer has its own short critical section), and with several threads that
+lock costs more than the rest of the work together. The message is formatted
+and serialized here, in the caller's thread, so a mutable argument changed
+after the call still ships as it was logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import traceback
+from typing import Any
+
+from ._client import Client
+from ._errors import ConfigurationError
+from ._line import safe_str
+from ._report import logger as _own_logger
+
+__all__ = ["LogDNAHandler", "STANDARD_RECORD_ATTRS"]
+
+_PROBE = logging.LogRecord("probe", logging.INFO, __file__, 1, "probe", None, None)
+# Attributes every LogRecord has; anything else arrived through extra= (or a
+# filter, adapter or other handler set it) and becomes meta.
+STANDARD_RECORD_ATTRS: frozenset[str] = frozenset(_PROBE.__dict__) | {"message", "asctime"}
+# A record built without extra= has exactly this many attributes: the common
+# case skips the scan for extras altogether.
+_PLAIN_RECORD_LEN = len(_PROBE.__dict__)
+del _PROBE
+
+_OWN_PREFIX = _own_logger.name + "."
+
+
+def _is_own_logger(name: str) -> bool:
+    return name == _own_logger.name or name.startswith(_OWN_PREFIX)
+
+
+class LogDNAHandler(logging.Handler):
+    """Ships records to LogDNA / Mezmo.
+
+    Give it the Client options as keyword arguments (``key``, ``app``, ``env``,
+    ``hostname``, ``tags``, ...; all accept strings, for dictConfig), or a
+    ``client=`` to share one pipeline between several handlers/processors.
+
+    The shipped line is the formatted message (the handler's formatter when
+    one is set, else ``record.getMessage()`` plus any exception and stack
+    text); level is ``record.levelname``; timestamp is ``record.created``; meta
+    holds every ``extra=`` attribute.
+    """
+
+    def __init__(self, *, client: Client | None = None, **options: Any) -> None:
+        if client is not None and options:
+            raise ConfigurationError(
+                "pass either client= or options (" + ", ".join(sorted(options)) + "), not both"
+            )
+        level = options.get("level", 0)
+        self._owns_client = client is None
+        self._client = client if client is not None else Client(**options)
+        super().__init__(self._client.config.level if self._owns_client else level)
+        self._encode = self._client._builder.encode
+        self._skip_names: dict[str, bool] = {}
+        self._busy: set[int | None] = set()
+        self._exc_formatter = logging.Formatter()
+
+    @property
+    def client(self) -> Client:
+        """The Client this handler ships through."""
+        return self._client
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} ({logging.getLevelName(self.level)}) {self._client!r}>"
+
+    def handle(self, record: logging.LogRecord) -> bool:  # type: ignore[override]
+        if self.filters:
+            result: Any = self.filter(record)
+            if not result:
+                return False
+            if isinstance(result, logging.LogRecord):  # Python 3.12+ filters may swap records
+                record = result
+        self.emit(record)
+        return True
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Serialize the record and queue it; never raises, never blocks on I/O."""
+        client = self._client
+        thread = record.thread if record.thread is not None else threading.get_ident()
+        if thread == client.sender_ident or thread in self._busy:
+            return  # urllib3/requests on our own thread, or re-entry from a __str__
+        skip = self._skip_names.get(record.name)
+        if skip is None:
+            skip = self._skip_names[record.name] = _is_own_logger(record.name)
+        if skip:
+            return
+        busy = self._busy
+        busy.add(thread)
+        try:
+            try:
+                if self.formatter is None:
+                    msg = record.msg
+                    text = (
+                        msg if type(msg) is str and not record.args else record.getMessage()
+                    )
+                    if record.exc_info or record.exc_text or record.stack_info:
+                        text = self._with_traceback(text, record)
+                else:
+                    text = self.format(record)
+            except Exception as exc:
+                text = _unformattable(record, exc)
+            attrs = record.__dict__
+            meta = None
+            if len(attrs) != _PLAIN_RECORD_LEN:
+                meta = {k: v for k, v in attrs.items() if k not in STANDARD_RECORD_ATTRS} or None
+            data = self._encode(text, record.levelname, int(record.created * 1000), meta)
+            if data is not None:
+                client.put(data)
+        except Exception:
+            self.handleError(record)
+        finally:
+            busy.discard(thread)
+
+    def _with_traceback(self, text: str, record: logging.LogRecord) -> str:
+        # Like Formatter.format, but without caching into the record: other
+        # handlers get the record as the application made it.
+        exc_text = record.exc_text
+        if not exc_text and record.exc_info:
+            exc_text = self._exc_formatter.formatException(record.exc_info)
+        if exc_text:
+            text = f"{text}\n{exc_text}" if text else exc_text
+        if record.stack_info:
+            text = f"{text}\n{record.stack_info}" if text else record.stack_info
+        return text
+
+    def flush(self, timeout: float | None = 5.0) -> None:  # type: ignore[override]
+        """Wait (up to ``timeout``) for queued lines to be delivered."""
+        self._client.flush(timeout)
+
+    def close(self) -> None:
+        """Deliver what is queued within ``shutdown_timeout`` and stop the sender.
+
+        A handler built with ``client=`` leaves the shared client running.
+        """
+        try:
+            if self._owns_client:
+                self._client.close()
+        finally:
+            super().close()
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - stdlib name
+        # The stdlib prints to stderr (never stdout) when logging.raiseExceptions is on.
+        try:
+            super().handleError(record)
+        except Exception:
+            pass
+
+
+def _unformattable(record: logging.LogRecord, exc: Exception) -> str:
+    """A best-effort line for a record whose message cannot be formatted."""
+    try:
+        args = repr(record.args)
+    except Exception:
+        args = "<unprintable args>"
+    detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+    return (
+        f"{safe_str(record.msg)} [logdna_client: message could not be formatted "
+        f"({safe_str(detail)}); args={args[:1000]}]"
+    )

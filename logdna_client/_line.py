@@ -1,0 +1,231 @@
+"""Line building: text, level, timestamp and meta -> one serialized JSON line.
+
+This runs in the application's thread for every line, so the common case is
+one small dict and one ``orjson.dumps`` call. Everything unusual (values orjson
+cannot encode, cycles, surrogates, huge integers, oversize lines, a raising
+``__str__``) is handled on slower fallback paths that only run when the fast
+one fails, and each bad value degrades alone instead of spoiling the line.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import orjson
+
+from ._config import Config
+from ._redact import Redactor
+
+__all__ = ["LineBuilder", "safe_str"]
+
+_log = logging.getLogger("logdna_client")
+
+_TRUNCATED = "… [truncated by logdna_client: {} bytes in all]"
+_EMPTY = "(empty message)"
+_MAX_DEPTH = 32
+# Meta that makes a line bigger than this is replaced by a short excerpt; it keeps
+# any single line far below one batch and the API's 10 MB request limit.
+_MAX_META_BYTES = 256 * 1024
+_META_EXCERPT = 1000
+
+
+def safe_str(value: object) -> str:
+    """``str(value)``, or a marker when that raises: never raises itself."""
+    try:
+        text = str(value)
+        if type(text) is str:
+            return text
+        return str.__str__(text)
+    except Exception:
+        try:
+            return f"<unprintable {type(value).__name__}>"
+        except Exception:
+            return "<unprintable>"
+
+
+def _default(value: Any) -> Any:
+    """orjson's fallback for types it does not know: lossy but never raising."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).decode("utf-8", "backslashreplace")
+    if isinstance(value, set | frozenset):
+        try:
+            return sorted(value, key=repr)
+        except Exception:
+            return [safe_str(v) for v in value]
+    return safe_str(value)
+
+
+def _clean_str(text: str) -> str:
+    # Lone surrogates (from os.fsdecode, bad JSON input) are not valid UTF-8.
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
+def _sanitize(value: Any, depth: int, path: set[int]) -> Any:
+    """A pure-JSON copy of ``value``: cycles cut, bad values replaced one by one."""
+    if value is None or isinstance(value, bool | float):
+        return value
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+            return value
+        except UnicodeEncodeError:
+            return _clean_str(value)
+    if isinstance(value, int):
+        return value if -(2**63) <= value < 2**64 else str(value)
+    if depth >= _MAX_DEPTH:
+        return "<too deep>"
+    if isinstance(value, Mapping | list | tuple | set | frozenset):
+        if id(value) in path:
+            return "<cycle>"
+        path.add(id(value))
+        try:
+            if isinstance(value, Mapping):
+                items = list(value.items())
+                return {
+                    _sanitize(k, depth + 1, path) if isinstance(k, str) else safe_str(k): (
+                        _sanitize(v, depth + 1, path)
+                    )
+                    for k, v in items
+                }
+            seq = _default(value) if isinstance(value, set | frozenset) else value
+            return [_sanitize(v, depth + 1, path) for v in seq]
+        except Exception:
+            return safe_str(value)
+        finally:
+            path.discard(id(value))
+    try:
+        # Let orjson handle what it knows natively (datetime, UUID, dataclass, enum ...).
+        return orjson.loads(orjson.dumps(value, default=_default))
+    except Exception:
+        return _clean_str(safe_str(value))
+
+
+def cap_text(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` UTF-8 bytes, with a marker saying so."""
+    if len(text) * 4 <= limit:  # cheap: no string can be longer than 4 bytes a character
+        return text
+    raw = text.encode("utf-8", "replace")
+    if len(raw) <= limit:
+        return text
+    marker = _TRUNCATED.format(len(raw))
+    keep = max(0, limit - len(marker.encode("utf-8")))
+    return raw[:keep].decode("utf-8", "ignore") + marker
+
+
+class LineBuilder:
+    """Turns the parts of one log line into the bytes the buffer holds.
+
+    Built once per Client from its Config; ``encode`` is the hot path.
+    """
+
+    __slots__ = (
+        "_after",
+        "_app",
+        "_before_send",
+        "_env",
+        "_index_meta",
+        "_line_limit",
+        "_redactor",
+        "_redacts_meta",
+        "_redacts_text",
+        "_total_limit",
+        "on_filtered",
+    )
+
+    def __init__(self, config: Config) -> None:
+        redact = config.redact
+        self._redactor = Redactor(
+            () if isinstance(redact, bool) else redact,
+            config.redact_patterns,
+            defaults=redact is not False,
+        )
+        self._redacts_meta = self._redactor.active
+        self._redacts_text = self._redactor.redacts_text
+        self._app = config.app
+        self._env = config.env
+        self._index_meta = config.index_meta
+        self._before_send = config.before_send
+        self._line_limit = config.max_line_length
+        self._total_limit = min(config.max_batch_bytes - 64, _MAX_META_BYTES + config.max_line_length)
+        self.on_filtered: Callable[[], None] | None = None
+
+    def encode(
+        self,
+        text: str,
+        level: str,
+        timestamp: int,
+        meta: dict[str, Any] | None = None,
+        app: str | None = None,
+        env: str | None = None,
+    ) -> bytes | None:
+        """The serialized line, or None when ``before_send`` dropped it."""
+        if len(text) * 4 > self._line_limit:
+            text = cap_text(text, self._line_limit)
+        if self._redacts_text:
+            text = self._redactor.text(text)
+        line: dict[str, Any] = {"line": text or _EMPTY, "timestamp": timestamp, "level": level}
+        app = app or self._app
+        if app:
+            line["app"] = app
+        env = env or self._env
+        if env:
+            line["env"] = env
+        if meta:
+            if self._redacts_meta:
+                meta = self._redactor.meta(meta)
+            line["meta"] = meta
+        if self._before_send is not None:
+            changed = self._run_before_send(line)
+            if changed is None:
+                return None
+            line = changed
+        if not self._index_meta and "meta" in line:
+            line["meta"] = self._dumps(line["meta"]).decode("utf-8")
+        data = self._dumps(line)
+        if len(data) > self._total_limit:
+            data = self._shrink(line, len(data))
+        return data
+
+    def _dumps(self, value: Any) -> bytes:
+        try:
+            return orjson.dumps(value, default=_default)
+        except TypeError:
+            pass
+        try:
+            return orjson.dumps(value, default=_default, option=orjson.OPT_NON_STR_KEYS)
+        except TypeError:
+            # Cycles, >64-bit ints, surrogates, or a default() that failed.
+            return orjson.dumps(_sanitize(value, 0, set()))
+
+    def _shrink(self, line: dict[str, Any], size: int) -> bytes:
+        """Keep an oversize line under the cap by replacing its meta with an excerpt."""
+        line = dict(line)
+        meta = line.pop("meta", None)
+        if meta is not None:
+            excerpt = meta if isinstance(meta, str) else self._dumps(meta).decode("utf-8")
+            line["meta"] = {
+                "logdna_client_truncated": f"meta of a {size}-byte line cut to an excerpt",
+                "excerpt": excerpt[:_META_EXCERPT],
+            }
+            if not self._index_meta:
+                line["meta"] = self._dumps(line["meta"]).decode("utf-8")
+        line["line"] = cap_text(line.get("line", _EMPTY), self._line_limit)
+        return self._dumps(line)
+
+    def _run_before_send(self, line: dict[str, Any]) -> dict[str, Any] | None:
+        try:
+            result = self._before_send(line)  # type: ignore[misc]
+        except Exception:
+            _log.warning("before_send raised; the line is sent without it", exc_info=True)
+            return line
+        if result is None:
+            if self.on_filtered is not None:
+                self.on_filtered()
+            return None
+        if not isinstance(result, dict) or not result.get("line"):
+            _log.warning("before_send returned %s, not a line dict; the line is sent as it was",
+                         type(result).__name__)  # fmt: skip
+            return line
+        return result

@@ -1,0 +1,54 @@
+"""Backoff: exponential with full jitter, capped, honouring Retry-After."""
+
+from __future__ import annotations
+
+import email.utils
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+__all__ = ["Backoff", "parse_retry_after"]
+
+
+def parse_retry_after(value: str | None, now: Callable[[], float] = time.time) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        seconds = float(value)
+    except ValueError:
+        pass
+    else:
+        return seconds if seconds >= 0 else None
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - now())
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """How long to wait before retry number ``attempt`` (1-based).
+
+    Full jitter (a uniform draw between 0 and the exponential ceiling) keeps a
+    fleet of clients from retrying in lock step after an outage. A server's
+    Retry-After is a floor, itself capped so a bad header cannot park us for hours.
+    """
+
+    base: float = 0.5
+    cap: float = 30.0
+    rand: Callable[[], float] = field(default=random.random, compare=False)
+
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        ceiling = min(self.cap, self.base * (2 ** min(attempt - 1, 32)))
+        wait = ceiling * self.rand()
+        if retry_after is not None:
+            wait = max(wait, min(retry_after, self.cap))
+        return wait
