@@ -211,18 +211,18 @@ def _clean(text: str) -> str:
     return text.translate(_CONTROL_ESCAPES)
 
 
-def _format_time(timestamp: object, fallback: float) -> str:
-    seconds = fallback
+def _format_time(timestamp: object, received: float) -> str:
+    """Local HH:MM:SS.mmm of a line's millisecond timestamp, else of ``received``."""
+    millis_total = int(received * 1000)
     if type(timestamp) in (int, float):
-        seconds = cast(float, timestamp) / 1000.0
+        with contextlib.suppress(OverflowError, ValueError):
+            millis_total = int(cast(float, timestamp))  # integer maths: no 0.123 -> 122
+    seconds, millis = divmod(millis_total, 1000)
     try:
-        whole = int(seconds)
-        local = time.localtime(whole)
+        local = time.localtime(seconds)
     except (OverflowError, OSError, ValueError):
-        seconds = fallback
-        whole = int(seconds)
-        local = time.localtime(whole)
-    millis = int((seconds - whole) * 1000) % 1000
+        seconds, millis = divmod(int(received * 1000), 1000)
+        local = time.localtime(seconds)
     return f"{time.strftime('%H:%M:%S', local)}.{millis:03d}"
 
 
