@@ -307,6 +307,7 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
     connection_id = 0
     _received_at = 0.0
+    _responded = False
 
     # -- connection lifecycle
 
@@ -337,11 +338,19 @@ class _Handler(BaseHTTPRequestHandler):
                 self.close_connection = True
                 return
             self._received_at = time.time()
+            self._responded = False
             if not self.parse_request():
                 return
             self._dispatch()
         except (OSError, _Disconnected):
             self.close_connection = True
+        except Exception:
+            # A bug here must cost one request, not the server: say so and answer 500.
+            traceback.print_exc(file=sys.stderr)
+            self.close_connection = True
+            if not self._responded:
+                with contextlib.suppress(OSError):
+                    self._send_json(500, {"error": "Internal server error"}, close=True)
 
     def log_message(self, format: str, *args: Any) -> None:
         # The request line can carry the key as a query parameter: never log it.
@@ -383,6 +392,7 @@ class _Handler(BaseHTTPRequestHandler):
         data = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1", "replace")
         if self.command != "HEAD":
             data += body
+        self._responded = True
         # One write: headers and body in the same segment.
         self.wfile.write(data)
 
@@ -991,7 +1001,7 @@ class DevServer:
             return self._cond.wait_for(lambda: self._line_count >= n, timeout)
 
     def wait_for_requests(self, n: int, timeout: float) -> bool:
-        """Wait until at least ``n`` requests were handled; False on timeout."""
+        """Wait until at least ``n`` requests (of any kind) were handled; False on timeout."""
         with self._cond:
             return self._cond.wait_for(lambda: self._request_count >= n, timeout)
 

@@ -22,6 +22,7 @@ import orjson
 import pytest
 import requests
 
+from logdna_client import _devserver as devserver_module
 from logdna_client._devserver import MAX_BODY_BYTES, DevServer, serve_forever_cli
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -711,6 +712,23 @@ class TestTail:
             assert "seen" in out.getvalue()
             thread.join(TIMEOUT)
 
+    def test_internal_error_is_500_and_server_survives(
+        self, server: DevServer, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+    ) -> None:
+        """A bug while handling one request answers 500 and later requests still work."""
+
+        def broken(body: bytes) -> list[dict[str, Any]]:
+            raise RuntimeError("simulated bug")
+
+        with monkeypatch.context() as patch:
+            patch.setattr(devserver_module, "_parse_lines", broken)
+            failed = post(server, body_of([{"line": "x"}]))
+
+        assert 500 == failed.status_code
+        assert {"error": "Internal server error"} == failed.json()
+        assert "simulated bug" in capfd.readouterr().err
+        assert 200 == post(server, body_of([{"line": "x"}])).status_code
+
 
 class TestStore:
     def test_store_appends_json_lines(self, tmp_path: Path) -> None:
@@ -772,6 +790,7 @@ class TestWaiting:
 
 
 class TestCli:
+    @pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a child needs POSIX")
     def test_banner_then_clean_exit_on_ctrl_c(self) -> None:
         """The CLI prints the URL banner, tails lines and exits 0 on SIGINT."""
         code = (
