@@ -151,6 +151,14 @@ class Buffer:
             self._inflight_start = None
             self._room.notify_all()
 
+    def put_summary(self, data: bytes) -> None:
+        """Queue the drop-summary line: small and rare, so it may exceed the bound."""
+        size = len(data) + LINE_OVERHEAD
+        with self._lock:
+            self._lines.append(data)
+            self.queued_bytes += size
+            self.accepted += 1
+
     def take_unreported(self) -> Counter[str]:
         """The drops since the last summary, reset to none."""
         with self._lock:

@@ -94,6 +94,9 @@ class Sender:
         self.thread: threading.Thread | None = None
         self.ident: int | None = None
         self._auth_failing = False
+        self._cut_by_shutdown = 0
+        #: Told how many lines the shutdown deadline cut off.
+        self.on_shutdown_loss: Callable[[int], None] | None = None
 
     # -- control, from other threads
 
@@ -153,16 +156,9 @@ class Sender:
             self._finish()
 
     def _finish(self) -> None:
-        lost = self._buffer.discard_all("shutdown")
-        if lost:
-            self._reporter.report(
-                "shutdown-loss",
-                logging.ERROR,
-                "logdna_client: %d lines could not be delivered before the shutdown deadline "
-                "(%.1f s) and were dropped",
-                lost,
-                self._config.shutdown_timeout,
-            )
+        lost = self._buffer.discard_all("shutdown") + self._cut_by_shutdown
+        if lost and self.on_shutdown_loss is not None:
+            self.on_shutdown_loss(lost)
         self._transport.close()
         self.finished.set()
         self._notify()
@@ -190,12 +186,32 @@ class Sender:
         if not counts:
             return
         data = self._summary(dict(counts))
-        if data is None or not self._buffer.put(data):
+        if data is None:
             self._buffer.restore_unreported(counts)
+        else:
+            self._buffer.put_summary(data)
 
     def _deliver(self, lines: list[bytes]) -> None:
         """Deliver one batch, splitting and retrying as the answers require."""
         pending: list[list[bytes]] = [lines]
+        try:
+            self._deliver_parts(pending)
+        except _Shutdown:
+            cut = sum(len(part) for part in pending)
+            self._buffer.count_drop("shutdown", cut)
+            self._cut_by_shutdown += cut
+            raise
+        except Exception:
+            # A bug (ours or a custom transport's): retrying would likely fail the
+            # same way forever, so count these lines and keep the sender going.
+            self._buffer.count_drop("error", sum(len(part) for part in pending))
+            self._reporter.report(
+                "sender-bug", logging.ERROR,
+                "logdna_client: internal error while sending; %d line(s) dropped",
+                sum(len(part) for part in pending), exc_info=True,
+            )  # fmt: skip
+
+    def _deliver_parts(self, pending: list[list[bytes]]) -> None:
         attempt = 0
         single_rejects = 0
         while pending:

@@ -1,0 +1,173 @@
+"""Tests for _buffer: bounded in bytes, FIFO, nothing lost or duplicated, drops counted."""
+
+from __future__ import annotations
+
+import threading
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from logdna_client._buffer import LINE_OVERHEAD, Buffer
+
+
+def make(max_bytes: int = 10_000, overflow: str = "drop_oldest", wake_bytes: int = 1 << 30,
+         block_timeout: float = 0.0) -> tuple[Buffer, list[int]]:  # fmt: skip
+    wakes: list[int] = []
+    buf = Buffer(max_bytes, overflow, block_timeout, wake_bytes, lambda: wakes.append(1))
+    return buf, wakes
+
+
+def line(i: int, size: int = 10) -> bytes:
+    return str(i).encode().rjust(size, b"x")
+
+
+class TestBuffer:
+    def test_fifo_and_batch_cap(self) -> None:
+        """take() returns the oldest lines first and stays within the byte cap."""
+        buf, _ = make()
+        for i in range(10):
+            assert buf.put(line(i))
+        cap = 3 * (10 + LINE_OVERHEAD)
+        first = buf.take(cap)
+        assert [line(i) for i in range(3)] == first
+        buf.release(first)
+        rest = buf.take(10_000)
+        assert [line(i) for i in range(3, 10)] == rest
+
+    def test_oversize_single_line_still_taken(self) -> None:
+        """A line bigger than the batch cap is taken alone rather than stuck forever."""
+        buf, _ = make()
+        buf.put(line(1, 500))
+        assert [line(1, 500)] == buf.take(100)
+
+    def test_drop_oldest_keeps_newest_and_counts(self) -> None:
+        """When full, drop_oldest sheds the oldest queued lines and counts them."""
+        per = 10 + LINE_OVERHEAD
+        buf, _ = make(max_bytes=5 * per)
+        for i in range(8):
+            assert buf.put(line(i))
+        assert 3 == buf.dropped["buffer_full"]
+        assert [line(i) for i in range(3, 8)] == buf.take(10_000)
+
+    def test_drop_newest_refuses_new_lines(self) -> None:
+        """drop_newest keeps what is queued and refuses (and counts) the new line."""
+        per = 10 + LINE_OVERHEAD
+        buf, _ = make(max_bytes=5 * per, overflow="drop_newest")
+        results = [buf.put(line(i)) for i in range(8)]
+        assert [True] * 5 + [False] * 3 == results
+        assert 3 == buf.dropped["buffer_full"]
+        assert [line(i) for i in range(5)] == buf.take(10_000)
+
+    def test_inflight_bytes_count_against_the_bound(self) -> None:
+        """Lines taken but not yet delivered still count, so memory stays bounded."""
+        per = 10 + LINE_OVERHEAD
+        buf, _ = make(max_bytes=4 * per, overflow="drop_newest")
+        for i in range(4):
+            buf.put(line(i))
+        batch = buf.take(10_000)
+        assert not buf.put(line(99))
+        buf.release(batch)
+        assert buf.put(line(100))
+
+    def test_block_waits_for_room(self) -> None:
+        """block makes put() wait until the sender frees room, up to block_timeout."""
+        per = 10 + LINE_OVERHEAD
+        buf, _ = make(max_bytes=2 * per, overflow="block", block_timeout=10.0)
+        buf.put(line(0))
+        buf.put(line(1))
+        batch = buf.take(10_000)
+        entered = threading.Event()
+        result: list[bool] = []
+
+        def writer() -> None:
+            entered.set()
+            result.append(buf.put(line(2)))
+
+        t = threading.Thread(target=writer)
+        t.start()
+        assert entered.wait(5)
+        buf.release(batch)
+        t.join(10)
+        assert [True] == result
+
+    def test_block_gives_up_after_timeout(self) -> None:
+        """block drops and counts the line when no room appears in time."""
+        per = 10 + LINE_OVERHEAD
+        buf, _ = make(max_bytes=per, overflow="block", block_timeout=0.05)
+        buf.put(line(0))
+        assert not buf.put(line(1))
+        assert 1 == buf.dropped["buffer_full"]
+
+    def test_wake_once_per_threshold_crossing(self) -> None:
+        """The sender is woken when a batch's worth is queued, not on every line."""
+        per = 10 + LINE_OVERHEAD
+        buf, wakes = make(wake_bytes=3 * per)
+        for i in range(10):
+            buf.put(line(i))
+        assert 1 == len(wakes)
+        buf.release(buf.take(10_000))
+        for i in range(3):
+            buf.put(line(i))
+        assert 2 == len(wakes)
+
+    def test_closed_buffer_counts_after_close(self) -> None:
+        """After close, puts are refused and counted as after_close."""
+        buf, _ = make()
+        buf.close()
+        assert not buf.put(line(1))
+        assert 1 == buf.dropped["after_close"]
+
+    def test_done_through_tracks_inflight(self) -> None:
+        """done_through only passes a line once it has left the buffer entirely."""
+        buf, _ = make()
+        for i in range(4):
+            buf.put(line(i))
+        batch = buf.take(2 * (10 + LINE_OVERHEAD))
+        assert 0 == buf.done_through
+        buf.release(batch)
+        assert 2 == buf.done_through
+
+
+ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("put"), st.integers(min_value=1, max_value=300)),
+        st.tuples(st.just("take"), st.integers(min_value=1, max_value=2000)),
+    ),
+    max_size=200,
+)
+
+
+class TestProperties:
+    @settings(max_examples=300, deadline=None)
+    @given(ops=ops, overflow=st.sampled_from(["drop_oldest", "drop_newest"]),
+           max_bytes=st.integers(min_value=200, max_value=5000))  # fmt: skip
+    def test_nothing_lost_nothing_duplicated(self, ops: list[tuple[str, int]], overflow: str,
+                                             max_bytes: int) -> None:  # fmt: skip
+        """Every accepted line is taken exactly once, in order, or counted as dropped;
+        every batch is within the cap (or a single line); the bound always holds."""
+        buf, _ = make(max_bytes=max_bytes, overflow=overflow)
+        taken: list[bytes] = []
+        accepted = 0
+        refused = 0
+        n = 0
+        for op, arg in ops:
+            if op == "put":
+                data = str(n).encode().ljust(arg, b".")
+                n += 1
+                if buf.put(data):
+                    accepted += 1
+                else:
+                    refused += 1
+            else:
+                batch = buf.take(arg)
+                size = sum(len(b) + LINE_OVERHEAD for b in batch)
+                assert size <= arg or len(batch) == 1
+                taken.extend(batch)
+                buf.release(batch)
+            assert buf.held_bytes <= max_bytes
+        taken.extend(buf.take(1 << 30))
+        ids = [int(b.rstrip(b".")) for b in taken]
+        assert sorted(set(ids)) == ids, "in order, no duplicates"
+        shed_after_accepting = buf.dropped["buffer_full"] - refused
+        assert accepted == len(taken) + shed_after_accepting
+        assert accepted == buf.accepted

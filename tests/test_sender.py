@@ -1,0 +1,234 @@
+"""Tests for _sender with a scripted transport: retry, split, bisect, auth, gzip, deadline."""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import pytest
+
+from logdna_client import Client
+from logdna_client._retry import Backoff
+from logdna_client._transport import Kind, Outcome
+
+URL = "http://127.0.0.1:1/logs/ingest"
+
+
+class FakeTransport:
+    """Answers each request with ``answer(lines, gzipped)`` and records what was delivered."""
+
+    def __init__(self, answer: Callable[[list[dict[str, Any]], bool], Outcome]) -> None:
+        self.answer = answer
+        self.delivered: list[str] = []
+        self.requests: list[tuple[int, bool]] = []
+        self.lock = threading.Lock()
+
+    def send(self, body: bytes, *, gzipped: bool, timeout: float) -> Outcome:
+        lines = orjson.loads(gzip.decompress(body) if gzipped else body)["lines"]
+        outcome = self.answer(lines, gzipped)
+        with self.lock:
+            self.requests.append((len(lines), gzipped))
+            if outcome.kind is Kind.OK:
+                self.delivered.extend(line["line"] for line in lines)
+        return outcome
+
+    def close(self) -> None:
+        pass
+
+
+class RecordingBackoff(Backoff):
+    """No real waiting; remembers the Retry-After values it was given."""
+
+    def __init__(self) -> None:
+        super().__init__(base=0.0001, cap=0.001, rand=lambda: 0.0)
+        object.__setattr__(self, "seen", [])
+
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        self.seen.append(retry_after)  # type: ignore[attr-defined]
+        return 0.0
+
+
+OK = Outcome(Kind.OK, 200)
+
+
+def client_with(answer: Callable[[list[dict[str, Any]], bool], Outcome],
+                **options: Any) -> tuple[Client, FakeTransport, RecordingBackoff]:  # fmt: skip
+    transport = FakeTransport(answer)
+    backoff = RecordingBackoff()
+    options.setdefault("retry_max_backoff", 0.1)
+    client = Client(url=URL, transport=transport, backoff=backoff, **options)
+    return client, transport, backoff
+
+
+def failing_first(n: int, outcome: Outcome) -> Callable[[list[dict[str, Any]], bool], Outcome]:
+    count = [0]
+
+    def answer(lines: list[dict[str, Any]], gzipped: bool) -> Outcome:
+        count[0] += 1
+        return outcome if count[0] <= n else OK
+
+    return answer
+
+
+class TestRetry:
+    def test_transient_failures_retry_until_delivered_in_order(self) -> None:
+        """503s and connection errors keep the batch at the head until it is delivered."""
+        client, transport, _ = client_with(failing_first(5, Outcome(Kind.RETRY, 503)))
+        for i in range(100):
+            client.log(f"line {i}")
+        assert client.flush(10)
+        assert [f"line {i}" for i in range(100)] == transport.delivered
+        stats = client.stats()
+        assert 100 == stats["sent"]
+        assert 5 == stats["retries"]
+        assert 0 == stats["dropped_total"]
+        client.close()
+
+    def test_retry_after_is_passed_to_backoff(self) -> None:
+        """A Retry-After from a 429 reaches the backoff as the floor for the wait."""
+        client, _, backoff = client_with(failing_first(1, Outcome(Kind.RETRY, 429, 7.0)))
+        client.log("x")
+        assert client.flush(10)
+        assert [7.0] == backoff.seen  # type: ignore[attr-defined]
+        client.close()
+
+
+class TestSplitting:
+    def test_413_splits_until_batches_fit(self) -> None:
+        """A 413 splits the batch in halves and resends; nothing is lost or repeated."""
+
+        def answer(lines: list[dict[str, Any]], gzipped: bool) -> Outcome:
+            return Outcome(Kind.TOO_LARGE, 413) if len(lines) > 10 else OK
+
+        client, transport, _ = client_with(answer)
+        for i in range(100):
+            client.log(f"line {i}")
+        assert client.flush(10)
+        assert [f"line {i}" for i in range(100)] == transport.delivered
+        client.close()
+
+    def test_400_finds_and_drops_only_the_bad_lines(self) -> None:
+        """A 400 bisects the batch to the offending lines, which are dropped and counted."""
+
+        def answer(lines: list[dict[str, Any]], gzipped: bool) -> Outcome:
+            bad = any("BAD" in line["line"] for line in lines)
+            return Outcome(Kind.BAD_REQUEST, 400, detail="bad line") if bad else OK
+
+        client, transport, _ = client_with(answer)
+        sent = [f"line {i}" if i not in (17, 60) else f"BAD {i}" for i in range(100)]
+        for text in sent:
+            client.log(text)
+        client.flush(10)
+        summary = "logdna_client: 2 lines dropped (2 rejected)"
+        assert [t for t in sent if "BAD" not in t] + [summary] == transport.delivered
+        assert 2 == client.stats()["dropped"]["rejected"]
+        client.close()
+
+
+class TestAuthAndEncoding:
+    def test_auth_failure_reported_once_and_lines_kept(self, caplog: pytest.LogCaptureFixture) -> None:
+        """401 is reported once at ERROR without the key, and the lines are delivered later."""
+        key = "very-secret-key-123"
+        client, transport, _ = client_with(failing_first(4, Outcome(Kind.AUTH, 401)), key=key)
+        with caplog.at_level(logging.ERROR, logger="logdna_client"):
+            client.log("kept")
+            assert client.flush(10)
+        auth = [r for r in caplog.records if "refused" in r.getMessage()]
+        assert 1 == len(auth)
+        assert key not in caplog.text
+        assert ["kept"] == transport.delivered
+        client.close()
+
+    def test_415_switches_to_plain_bodies(self) -> None:
+        """A server that refuses gzip gets plain bodies from then on."""
+
+        def answer(lines: list[dict[str, Any]], gzipped: bool) -> Outcome:
+            return Outcome(Kind.UNSUPPORTED_ENCODING, 415) if gzipped else OK
+
+        client, transport, _ = client_with(answer)
+        client.log("a")
+        assert client.flush(10)
+        client.log("b")
+        assert client.flush(10)
+        assert ["a", "b"] == transport.delivered
+        assert (1, False) == transport.requests[-1]
+        client.close()
+
+    def test_400_on_gzip_falls_back_to_plain(self) -> None:
+        """A 400 on a gzip body that the server takes plain turns gzip off, losing nothing."""
+
+        def answer(lines: list[dict[str, Any]], gzipped: bool) -> Outcome:
+            return Outcome(Kind.BAD_REQUEST, 400) if gzipped else OK
+
+        client, transport, _ = client_with(answer)
+        for i in range(5):
+            client.log(f"l{i}")
+        assert client.flush(10)
+        assert [f"l{i}" for i in range(5)] == transport.delivered
+        assert 0 == client.stats()["dropped_total"]
+        client.close()
+
+
+class TestShutdownAndAccounting:
+    def test_close_returns_by_deadline_with_dead_service(self) -> None:
+        """close() with a service that always fails returns on time and counts the loss."""
+        client, _, _ = client_with(lambda lines, gz: Outcome(Kind.RETRY, 503))
+        for i in range(10):
+            client.log(f"l{i}")
+        done = threading.Event()
+
+        def closer() -> None:
+            client.close(timeout=0.3)
+            done.set()
+
+        threading.Thread(target=closer, daemon=True).start()
+        assert done.wait(5), "close() must return near its deadline"
+        assert client._sender.finished.wait(5)
+        stats = client.stats()
+        assert 10 == stats["dropped"]["shutdown"]
+        assert not client.log("after")
+        assert 1 == client.stats()["dropped"]["after_close"]
+
+    def test_summary_line_after_drops(self) -> None:
+        """After lines were dropped, one summary line saying how many is shipped."""
+        client, transport, _ = client_with(lambda lines, gz: OK, overflow="drop_newest",
+                                           max_buffer_bytes="64KiB")  # fmt: skip
+        gate = threading.Event()
+        original = transport.answer
+        transport.answer = lambda lines, gz: (gate.wait(10), original(lines, gz))[1]
+        for i in range(3000):
+            client.log(f"line {i:05d} " + "x" * 40)
+        dropped = client.stats()["dropped"]["buffer_full"]
+        assert dropped > 0
+        gate.set()
+        client.flush(10)
+        client.log("after")
+        client.flush(10)
+        summaries = [t for t in transport.delivered if "lines dropped" in t]
+        assert [f"logdna_client: {dropped} lines dropped ({dropped} buffer full)"] == summaries
+        client.close()
+
+    def test_sender_survives_transport_bug(self) -> None:
+        """An exception inside the transport costs that batch (counted), not the sender."""
+        calls = [0]
+
+        def answer(lines: list[dict[str, Any]], gzipped: bool) -> Outcome:
+            calls[0] += 1
+            if calls[0] == 1:
+                raise RuntimeError("transport bug")
+            return OK
+
+        client, transport, _ = client_with(answer)
+        client.log("lost to the bug")
+        client.flush(10)
+        client.log("delivered")
+        assert client.flush(10)
+        expected = ["logdna_client: 1 lines dropped (1 error)", "delivered"]
+        assert expected == transport.delivered
+        assert 1 == client.stats()["dropped"]["error"]
+        assert client.stats()["sender_alive"]
+        client.close()
