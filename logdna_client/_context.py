@@ -1,0 +1,112 @@
+"""Request context: per-request fields (request id, method, path, ...) kept in a ContextVar.
+
+The Django middleware and the Flask extension bind it for the duration of a
+request; the structlog processor merges it into meta, and so does the stdlib
+handler (directly, or through ``RequestContextFilter`` attached to it). A
+ContextVar follows threads (WSGI) and tasks (ASGI) alike, so concurrent
+requests never see each other's fields.
+
+The bound value is an immutable snapshot (a new dict on every change) so that
+readers never need a lock and a context copied into a task or thread keeps the
+fields it was created with.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import re
+import sys
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = [
+    "RequestContextFilter",
+    "bind_request_context",
+    "clean_request_id",
+    "get_request_context",
+    "new_request_id",
+    "reset_request_context",
+    "update_request_context",
+]
+
+_EMPTY: Mapping[str, Any] = {}
+_request_context: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
+    "logdna_client_request_context", default=_EMPTY
+)
+
+#: The fast accessor for hot paths: ``current()`` is the bound mapping (empty when none).
+current = _request_context.get
+
+# Incoming request ids are attacker-controlled: keep them short and printable.
+_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:/+=@-]{1,128}$")
+
+
+def get_request_context() -> dict[str, Any]:
+    """A copy of the fields bound for the current request (empty outside one)."""
+    return dict(_request_context.get())
+
+
+def bind_request_context(**fields: Any) -> contextvars.Token[Mapping[str, Any]]:
+    """Bind ``fields`` (merged over any already bound); returns a token for ``reset``."""
+    merged = {**_request_context.get(), **fields}
+    return _request_context.set(merged)
+
+
+def update_request_context(**fields: Any) -> None:
+    """Add or change fields of the current request context (e.g. the response status)."""
+    _request_context.set({**_request_context.get(), **fields})
+
+
+def reset_request_context(token: contextvars.Token[Mapping[str, Any]] | None = None) -> None:
+    """Restore what was bound before ``token`` was made; without a token, clear it all."""
+    if token is not None:
+        try:
+            _request_context.reset(token)
+            return
+        except ValueError:  # the token was made in another context (a copied one)
+            pass
+    _request_context.set(_EMPTY)
+
+
+def new_request_id() -> str:
+    """A fresh random request id (32 hex digits)."""
+    return uuid.uuid4().hex
+
+
+def clean_request_id(value: object) -> str | None:
+    """The incoming request id when it is a sane token, else None (then make a new one)."""
+    if isinstance(value, str) and _REQUEST_ID_RE.match(value):
+        return value
+    return None
+
+
+_COPY_RECORD = sys.version_info >= (3, 12)
+
+
+class RequestContextFilter(logging.Filter):
+    """Adds the current request context to records as attributes, so they ship as meta.
+
+    Attach it to the LogDNA handler only (``"filters": ["request_context"]`` in
+    the handler's dictConfig entry). On Python 3.12+ it hands the handler a
+    copy of the record and the original is left untouched; on older versions
+    it adds the attributes to the record itself, never overwriting one the
+    record already has, so handlers that run later may see them too.
+    Outside a request it does nothing.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool | logging.LogRecord:  # type: ignore[override]
+        context = _request_context.get()
+        if not context:
+            return True
+        attrs = record.__dict__
+        missing = {k: v for k, v in context.items() if k not in attrs}
+        if not missing:
+            return True
+        if _COPY_RECORD:
+            copy = logging.makeLogRecord(attrs)
+            copy.__dict__.update(missing)
+            return copy
+        attrs.update(missing)
+        return True
