@@ -143,6 +143,7 @@ class Client:
         self._sender = Sender(
             config, self._buffer, transport, self._reporter, self._summary_line, self._backoff
         )
+        self._sender.on_shutdown_loss = self._shutdown_loss
         self._started = False
         #: Thread ident of the sender: records made on it are never shipped.
         self.sender_ident: int | None = None
@@ -163,9 +164,7 @@ class Client:
         self._start_lock = threading.Lock()
         self._reporter = Reporter()
         self._exit_done = False
-        if self._transport_override is not None and hasattr(
-            self._transport_override, "after_fork"
-        ):
+        if self._transport_override is not None and hasattr(self._transport_override, "after_fork"):
             self._transport_override.after_fork()
         self._new_pipeline()
         if self._closed:
@@ -234,7 +233,9 @@ class Client:
 
     def _summary_line(self, counts: dict[str, int]) -> bytes | None:
         total = sum(counts.values())
-        reasons = ", ".join(f"{n} {reason.replace('_', ' ')}" for reason, n in sorted(counts.items()))
+        reasons = ", ".join(
+            f"{n} {reason.replace('_', ' ')}" for reason, n in sorted(counts.items())
+        )
         return self._builder.encode(
             f"logdna_client: {total} lines dropped ({reasons})",
             "WARNING",
@@ -286,6 +287,12 @@ class Client:
                 return
             self._start()
         self._sender.begin_close(deadline)
+
+    def _shutdown_loss(self, lost: int) -> None:
+        _report_exit_loss(
+            f"logdna_client: {lost} lines could not be delivered before the shutdown "
+            f"deadline ({self.config.shutdown_timeout:g} s) and were dropped"
+        )
 
     def _wait_closed(self, *, at_exit: bool) -> None:
         sender = self._sender
@@ -356,7 +363,7 @@ def _has_visible_handler() -> bool:
     while current is not None:
         for handler in current.handlers:
             if not isinstance(handler, logging.NullHandler | LogDNAHandler) and (
-                logging.ERROR >= handler.level
+                handler.level <= logging.ERROR
             ):
                 return True
         if not current.propagate:
@@ -367,13 +374,9 @@ def _has_visible_handler() -> bool:
 
 def _register_multiprocessing_child_hook(client: Client) -> None:
     """Make a ``multiprocessing`` child (which skips atexit) drain before it exits."""
-    mp_util = sys.modules.get("multiprocessing.util")
-    if mp_util is None:
-        try:
-            import multiprocessing.util as mp_util  # noqa: PLC0415
-        except Exception:
-            return
     try:
+        import multiprocessing.util as mp_util  # noqa: PLC0415
+
         mp_util.register_after_fork(client, _install_mp_finalizer)
     except Exception:
         pass

@@ -180,9 +180,8 @@ def to_str_list(option: str, value: object) -> tuple[str, ...]:
     for item in items:
         if not isinstance(item, str):
             raise _bad(option, value, "a list of strings or a comma-separated string")
-        item = item.strip()
-        if item:
-            out.append(item)
+        if item.strip():
+            out.append(item.strip())
     return tuple(out)
 
 
@@ -279,8 +278,7 @@ class Config:
         if parts.username or parts.password or "apikey=" in parts.query.lower():
             # The key belongs in a header: URLs end up in proxy and error logs.
             raise ConfigurationError(
-                "url: must not carry credentials; pass the key with key= or "
-                + ENV_VARS["key"],
+                "url: must not carry credentials; pass the key with key= or " + ENV_VARS["key"],
                 "url",
             )
         set_(self, "allow_insecure", to_bool("allow_insecure", self.allow_insecure))
@@ -302,12 +300,16 @@ class Config:
         set_(self, "tags", to_str_list("tags", tags))
         for name in ("app", "env"):
             raw = getattr(self, name)
-            set_(self, name, _optional_name(name, raw if raw is not None else env.get(ENV_VARS[name])))
+            set_(
+                self,
+                name,
+                _optional_name(name, raw if raw is not None else env.get(ENV_VARS[name])),
+            )
 
         # -- behaviour
         set_(self, "level", to_level("level", self.level))
-        set_(self, "flush_interval",
-             to_duration("flush_interval", self.flush_interval, minimum=0.01, maximum=3600))  # fmt: skip
+        interval = to_duration("flush_interval", self.flush_interval, minimum=0.01, maximum=3600)
+        set_(self, "flush_interval", interval)
         set_(self, "max_batch_bytes",
              to_size("max_batch_bytes", self.max_batch_bytes, minimum=1024,
                      maximum=_MAX_BATCH_CAP))  # fmt: skip

@@ -19,7 +19,7 @@ from ._errors import ConfigurationError
 from ._line import safe_str
 from ._report import logger as _own_logger
 
-__all__ = ["LogDNAHandler", "STANDARD_RECORD_ATTRS"]
+__all__ = ["STANDARD_RECORD_ATTRS", "LogDNAHandler"]
 
 _PROBE = logging.LogRecord("probe", logging.INFO, __file__, 1, "probe", None, None)
 # Attributes every LogRecord has; anything else arrived through extra= (or a
@@ -72,7 +72,7 @@ class LogDNAHandler(logging.Handler):
     def __repr__(self) -> str:
         return f"<{type(self).__name__} ({logging.getLevelName(self.level)}) {self._client!r}>"
 
-    def handle(self, record: logging.LogRecord) -> bool:  # type: ignore[override]
+    def handle(self, record: logging.LogRecord) -> bool:
         if self.filters:
             result: Any = self.filter(record)
             if not result:
@@ -99,9 +99,7 @@ class LogDNAHandler(logging.Handler):
             try:
                 if self.formatter is None:
                     msg = record.msg
-                    text = (
-                        msg if type(msg) is str and not record.args else record.getMessage()
-                    )
+                    text = msg if type(msg) is str and not record.args else record.getMessage()
                     if record.exc_info or record.exc_text or record.stack_info:
                         text = self._with_traceback(text, record)
                 else:
@@ -132,7 +130,7 @@ class LogDNAHandler(logging.Handler):
             text = f"{text}\n{record.stack_info}" if text else record.stack_info
         return text
 
-    def flush(self, timeout: float | None = 5.0) -> None:  # type: ignore[override]
+    def flush(self, timeout: float | None = 5.0) -> None:
         """Wait (up to ``timeout``) for queued lines to be delivered."""
         self._client.flush(timeout)
 
@@ -147,7 +145,7 @@ class LogDNAHandler(logging.Handler):
         finally:
             super().close()
 
-    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - stdlib name
+    def handleError(self, record: logging.LogRecord) -> None:
         # The stdlib prints to stderr (never stdout) when logging.raiseExceptions is on.
         try:
             super().handleError(record)

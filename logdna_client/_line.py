@@ -148,7 +148,9 @@ class LineBuilder:
         self._index_meta = config.index_meta
         self._before_send = config.before_send
         self._line_limit = config.max_line_length
-        self._total_limit = min(config.max_batch_bytes - 64, _MAX_META_BYTES + config.max_line_length)
+        self._total_limit = min(
+            config.max_batch_bytes - 64, _MAX_META_BYTES + config.max_line_length
+        )
         self.on_filtered: Callable[[], None] | None = None
 
     def encode(

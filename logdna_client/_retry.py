@@ -47,8 +47,8 @@ class Backoff:
     rand: Callable[[], float] = field(default=random.random, compare=False)
 
     def delay(self, attempt: int, retry_after: float | None = None) -> float:
-        ceiling = min(self.cap, self.base * (2 ** min(attempt - 1, 32)))
-        wait = ceiling * self.rand()
+        ceiling = min(self.cap, self.base * (1 << max(0, min(attempt - 1, 32))))
+        wait = ceiling * float(self.rand())
         if retry_after is not None:
             wait = max(wait, min(retry_after, self.cap))
         return wait

@@ -228,10 +228,10 @@ class Sender:
                 self._recovered()
                 continue
             if kind is Kind.TOO_LARGE or kind is Kind.BAD_REQUEST:
-                if kind is Kind.BAD_REQUEST and self._compress and not self._gzip_checked:
-                    if self._try_plain(part):
-                        pending.pop(0)
-                        continue
+                gzip_suspect = self._compress and not self._gzip_checked
+                if kind is Kind.BAD_REQUEST and gzip_suspect and self._try_plain(part):
+                    pending.pop(0)
+                    continue
                 if len(part) > 1:
                     half = len(part) // 2
                     pending[0:1] = [part[:half], part[half:]]
@@ -250,7 +250,7 @@ class Sender:
                 self._gzip_checked = True
                 self._reporter.report(
                     "gzip-off", logging.WARNING,
-                    "logdna_client: the server refused gzip bodies (HTTP 415); sending plain bodies",
+                    "logdna_client: the server refused gzip (HTTP 415); sending plain bodies",
                 )  # fmt: skip
                 continue
             attempt += 1

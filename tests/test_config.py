@@ -21,7 +21,7 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 class TestCoercion:
     def test_strings_from_config_files_are_coerced(self) -> None:
-        """Numbers, sizes, durations, booleans and tag lists given as strings become typed values."""
+        """Numbers, sizes, durations, booleans and tag lists given as strings become typed."""
         c = Config(
             key=KEY, flush_interval="250ms", max_batch_bytes="512KiB", max_buffer_bytes="8MB",
             request_timeout="20", shutdown_timeout="2.5s", compress="false", index_meta="no",

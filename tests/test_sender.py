@@ -130,7 +130,9 @@ class TestSplitting:
 
 
 class TestAuthAndEncoding:
-    def test_auth_failure_reported_once_and_lines_kept(self, caplog: pytest.LogCaptureFixture) -> None:
+    def test_auth_failure_reported_once_and_lines_kept(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
         """401 is reported once at ERROR without the key, and the lines are delivered later."""
         key = "very-secret-key-123"
         client, transport, _ = client_with(failing_first(4, Outcome(Kind.AUTH, 401)), key=key)
