@@ -1,0 +1,895 @@
+"""The command line: ``python -m logdna_client CMD`` and the ``logdna-client`` script.
+
+Commands:
+
+- ``devserver``: a local ingest server with a live tail, filters, a store
+  file and fault injection, in the foreground until Ctrl-C.
+- ``demo``: the devserver in-process plus a few realistic lines logged
+  through ``LogDNAHandler``; shows what arrived. Needs no key, no network.
+- ``send TEXT``: ship one line and say whether it was delivered.
+- ``pipe [-- CMD ARGS...]``: run a command (or read stdin), pass its output
+  through unchanged and ship stdout lines as INFO, stderr lines as ERROR.
+
+``send`` and ``pipe`` take the library's options as flags and fall back to the
+same environment variables as the library (``LOGDNA_INGESTION_KEY``,
+``LOGDNA_URL``, ...): an absent flag is passed on as None, so ``Config``
+decides. The key is never printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from types import FrameType
+from typing import IO, Any, TextIO, cast
+
+import orjson
+
+from ._client import Client
+from ._config import ENV_VARS
+from ._devserver import DevServer, _Fault, _format_line, _isatty
+from ._errors import ConfigurationError
+from ._report import logger as _library_logger
+from ._version import __version__
+
+__all__ = ["DEFAULT_DEVSERVER_PORT", "build_parser", "main"]
+
+#: The devserver's default port: fixed, so ``LOGDNA_URL`` can be set once.
+DEFAULT_DEVSERVER_PORT = 7080
+
+PROG = "logdna-client"
+
+# Level ranks for the devserver's --level filter. The service takes any level
+# name; these are the ones clients commonly send. Unknown names rank as INFO.
+_LEVEL_RANKS = {
+    "TRACE": 5, "DEBUG": 10, "FINE": 10, "INFO": 20, "NOTICE": 25,
+    "WARN": 30, "WARNING": 30, "ERR": 40, "ERROR": 40,
+    "CRITICAL": 50, "SEVERE": 50, "FATAL": 50, "ALERT": 50, "EMERGENCY": 50, "PANIC": 50,
+}  # fmt: skip
+
+# pipe: a line longer than this without a newline is shipped in pieces, so a
+# child that never writes "\n" cannot grow our memory without bound.
+_MAX_PENDING_LINE = 1024 * 1024
+_READ_SIZE = 65536
+
+
+# -- argument parsing ------------------------------------------------------------
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value >= 0:  # also rejects NaN
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction 0..1, got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1, got {text!r}")
+    return value
+
+
+def _status(text: str) -> int:
+    if not text.isdigit() or not 100 <= int(text) <= 599:
+        raise argparse.ArgumentTypeError(f"expected an HTTP status code 100..599, got {text!r}")
+    return int(text)
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number 0..65535, got {text!r}")
+    return int(text)
+
+
+def _level_name(text: str) -> str:
+    name = text.strip().upper()
+    if not name:
+        raise argparse.ArgumentTypeError("expected a level name such as INFO or ERROR")
+    return name
+
+
+def _library_flags() -> argparse.ArgumentParser:
+    """Flags shared by send and pipe; absent ones stay None so env vars apply."""
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("library options (fall back to environment variables)")
+    group.add_argument(
+        "--key",
+        help=f"ingestion key (env {ENV_VARS['key']}; prefer the env var: flags show in `ps`)",
+    )
+    group.add_argument(
+        "--url",
+        help=f"ingest URL (env {ENV_VARS['url']}; default https://logs.logdna.com/logs/ingest)",
+    )
+    group.add_argument("--app", help=f"app name on every line (env {ENV_VARS['app']})")
+    group.add_argument("--env", help=f"environment name on every line (env {ENV_VARS['env']})")
+    group.add_argument(
+        "--hostname", help=f"hostname sent with each request (env {ENV_VARS['hostname']})"
+    )
+    group.add_argument("--tags", help=f"comma-separated tags (env {ENV_VARS['tags']})")
+    group.add_argument(
+        "--flush-interval",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="how often queued lines are sent (default 1)",
+    )
+    group.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=10.0,
+        metavar="SECONDS",
+        help="how long to wait for delivery before giving up (default 10)",
+    )
+    return parent
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every command."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Ship logs to LogDNA / Mezmo from the shell, and run a local ingest server.",
+        epilog=f"Run '{PROG} CMD --help' for the options of a command.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="CMD")
+    library = _library_flags()
+
+    dev = commands.add_parser(
+        "devserver",
+        help="run a local ingest server with a live tail of what arrives",
+        description=(
+            "Run a local LogDNA/Mezmo ingest server in the foreground and print every line it "
+            "receives. Point an application at it with "
+            f"{ENV_VARS['url']}=http://127.0.0.1:{DEFAULT_DEVSERVER_PORT}/logs/ingest. "
+            "Ctrl-C stops it."
+        ),
+    )
+    dev.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default %(default)s)"
+    )
+    dev.add_argument(
+        "--port",
+        type=_port,
+        default=DEFAULT_DEVSERVER_PORT,
+        help="port to listen on; 0 picks a free one (default %(default)s)",
+    )
+    dev.add_argument("--key", help="require this ingestion key (401/403 otherwise); never printed")
+    dev.add_argument("--json", action="store_true", help="print raw JSON lines instead of the tail")
+    dev.add_argument(
+        "--store", metavar="FILE", help="also append each shown line to FILE (JSON Lines)"
+    )
+    dev.add_argument(
+        "--color",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="colour the tail (default: when stdout is a terminal and NO_COLOR is unset)",
+    )
+    shown = dev.add_argument_group(
+        "filters (they choose what is shown and stored; every line is still accepted)"
+    )
+    shown.add_argument(
+        "--level", type=_level_name, metavar="LEVEL", help="show lines at this level or above"
+    )
+    shown.add_argument(
+        "--app", action="append", metavar="APP", help="show lines of this app (repeatable)"
+    )
+    shown.add_argument("--grep", metavar="TEXT", help="show lines whose text or meta contains TEXT")
+    faults = dev.add_argument_group("fault injection (for testing clients)")
+    faults.add_argument(
+        "--fail-rate",
+        type=_rate,
+        metavar="R",
+        help="answer a fraction R (0..1) of ingest requests with --status, storing nothing",
+    )
+    faults.add_argument(
+        "--status",
+        type=_status,
+        metavar="N",
+        help="status code of injected failures (default 503; alone it fails every request)",
+    )
+    faults.add_argument(
+        "--retry-after",
+        metavar="S",
+        help="send 'Retry-After: S' with injected failures",
+    )
+    faults.add_argument(
+        "--delay",
+        type=_positive_float,
+        metavar="S",
+        help="wait S seconds before answering each ingest request",
+    )
+    dev.set_defaults(func=_cmd_devserver)
+
+    demo = commands.add_parser(
+        "demo",
+        help="log a few lines through the handler into a local server and show what arrived",
+        description=(
+            "Start a local ingest server on a free port, log a handful of realistic lines through "
+            "logging and LogDNAHandler (levels, extra= meta, a redacted password, an exception), "
+            "and show what the server received. Needs no key and no network."
+        ),
+    )
+    demo.add_argument(
+        "--color",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="colour the tail (default: when stdout is a terminal and NO_COLOR is unset)",
+    )
+    demo.set_defaults(func=_cmd_demo)
+
+    send = commands.add_parser(
+        "send",
+        parents=[library],
+        help="send one line",
+        description=(
+            "Send one line and wait until it is delivered. Exit status 0 when delivered, 1 when "
+            "not (within --timeout), 2 for a bad option."
+        ),
+        epilog=f"example: {PROG} send 'deploy finished' --app deploy --meta '{{\"sha\": \"abc\"}}'",
+    )
+    send.add_argument("text", help="the line to send")
+    send.add_argument("--level", default="INFO", type=_level_name, help="level (default INFO)")
+    send.add_argument("--meta", metavar="JSON", help="meta as a JSON object")
+    send.set_defaults(func=_cmd_send)
+
+    pipe = commands.add_parser(
+        "pipe",
+        parents=[library],
+        help="run a command (or read stdin) and ship its output lines",
+        usage=f"{PROG} pipe [options] [-- CMD [ARGS...]]",
+        description=(
+            "With a command: run it, pass its stdout and stderr through unchanged, ship each "
+            "stdout line at --stdout-level and each stderr line at --stderr-level, and exit with "
+            "the command's exit status (128+N when a signal N ended it). SIGINT and SIGTERM are "
+            "passed on to the command. Without a command: read stdin, echo it to stdout and ship "
+            "each line at --stdout-level."
+        ),
+        epilog=f"examples: {PROG} pipe --app web -- python app.py  |  make 2>&1 | {PROG} pipe",
+    )
+    pipe.add_argument(
+        "--stdout-level", default="INFO", type=_level_name, help="level of stdout lines (INFO)"
+    )
+    pipe.add_argument(
+        "--stderr-level", default="ERROR", type=_level_name, help="level of stderr lines (ERROR)"
+    )
+    pipe.add_argument("argv", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    pipe.set_defaults(func=_cmd_pipe)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    after_dashes: list[str] | None = None
+    if args_list[:1] == ["pipe"] and "--" in args_list:
+        # Everything after "--" is the command, even words that look like our flags.
+        cut = args_list.index("--")
+        args_list, after_dashes = args_list[:cut], args_list[cut + 1 :]
+    parser = build_parser()
+    args = parser.parse_args(args_list)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    if args.command == "pipe":
+        if after_dashes is not None and args.argv:
+            parser.error("pipe: give the command after '--' only")
+        args.argv = after_dashes if after_dashes is not None else list(args.argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return int(func(args))
+    except ConfigurationError as exc:
+        print(f"{PROG} {args.command}: {exc}", file=sys.stderr)
+        return 2
+
+
+# -- devserver -------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class LineFilter:
+    """What the devserver shows and stores: minimum level, apps, a text match."""
+
+    level: str | None = None
+    apps: frozenset[str] = frozenset()
+    grep: str | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.level is not None or bool(self.apps) or bool(self.grep)
+
+    def describe(self) -> str:
+        parts = []
+        if self.level is not None:
+            parts.append(f"level >= {self.level}")
+        if self.apps:
+            parts.append("app " + " or ".join(sorted(self.apps)))
+        if self.grep:
+            parts.append(f"text contains {self.grep!r}")
+        return ", ".join(parts)
+
+    def matches(self, line: dict[str, Any]) -> bool:
+        """Whether a received line passes every filter."""
+        if self.level is not None:
+            minimum = _LEVEL_RANKS.get(self.level, 20)
+            level = str(line.get("level") or "INFO").upper()
+            if _LEVEL_RANKS.get(level, 20) < minimum:
+                return False
+        if self.apps and str(line.get("app") or line.get("file") or "") not in self.apps:
+            return False
+        if self.grep:
+            text = str(line.get("line", ""))
+            meta = line.get("meta")
+            if meta is not None and not isinstance(meta, str):
+                meta = orjson.dumps(meta).decode()
+            if self.grep not in text and (meta is None or self.grep not in meta):
+                return False
+        return True
+
+
+class _Tail:
+    """The DevServer's output stream: takes its raw JSON Lines, filters, shows, stores.
+
+    DevServer writes one batch per call, under its output lock and before it
+    wakes ``wait_for_lines`` callers, so whatever this writes (tail and store
+    file) is there by the time a waiter looks.
+    """
+
+    def __init__(
+        self,
+        out: TextIO,
+        *,
+        json_output: bool,
+        color: bool,
+        line_filter: LineFilter,
+        store: IO[bytes] | None = None,
+    ) -> None:
+        self._out: TextIO | None = out
+        self._json = json_output
+        self._color = color
+        self._filter = line_filter
+        self._store = store
+        self.shown = 0
+
+    def write(self, text: str) -> int:
+        received = time.time()
+        shown: list[str] = []
+        stored: list[bytes] = []
+        for raw in text.splitlines():
+            if not raw:
+                continue
+            try:
+                line = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                continue
+            if type(line) is not dict or not self._filter.matches(line):
+                continue
+            stored.append(raw.encode() + b"\n")
+            shown.append(raw if self._json else _format_line(line, self._color, received))
+        if not shown:
+            return len(text)
+        self.shown += len(shown)
+        if self._store is not None:
+            try:
+                self._store.write(b"".join(stored))
+                self._store.flush()
+            except (OSError, ValueError) as exc:
+                print(f"devserver: cannot write the store file: {exc}", file=sys.stderr)
+                self._store = None
+        if self._out is not None:
+            try:
+                self._out.write("".join(s + "\n" for s in shown))
+                self._out.flush()
+            except (OSError, ValueError):
+                self._out = None  # stdout closed (| head): keep serving
+        return len(text)
+
+    def flush(self) -> None:
+        return None
+
+    def isatty(self) -> bool:
+        return False
+
+
+class _CLIDevServer(DevServer):
+    """DevServer plus a Retry-After header on rate-based injected failures."""
+
+    retry_after: str | None = None
+
+    def _take_fault(self) -> _Fault | None:
+        fault = super()._take_fault()
+        if (
+            fault is not None
+            and not fault.drop
+            and fault.retry_after is None
+            and self.retry_after is not None
+        ):
+            return dataclasses.replace(fault, retry_after=self.retry_after)
+        return fault
+
+
+def _want_color(flag: bool | None, stream: TextIO) -> bool:
+    if flag is not None:
+        return flag
+    return "NO_COLOR" not in os.environ and _isatty(stream)
+
+
+def _cmd_devserver(args: argparse.Namespace) -> int:
+    out = sys.stdout
+    notices = sys.stderr if args.json else out
+    rate: float = args.fail_rate if args.fail_rate is not None else 0.0
+    if args.status is not None and args.fail_rate is None:
+        rate = 1.0
+    if args.retry_after is not None and rate == 0.0:
+        print(f"{PROG} devserver: --retry-after needs --fail-rate or --status", file=sys.stderr)
+        return 2
+    line_filter = LineFilter(
+        level=args.level, apps=frozenset(args.app or ()), grep=args.grep or None
+    )
+    store: IO[bytes] | None = None
+    if args.store:
+        try:
+            store = open(args.store, "ab")  # noqa: SIM115 - closed in the finally below
+        except OSError as exc:
+            print(f"{PROG} devserver: cannot open {args.store!r}: {exc.strerror}", file=sys.stderr)
+            return 1
+    tail = _Tail(
+        out,
+        json_output=args.json,
+        color=_want_color(args.color, out),
+        line_filter=line_filter,
+        store=store,
+    )
+    server = _CLIDevServer(
+        args.host,
+        args.port,
+        key=args.key,
+        out=cast("TextIO", tail),
+        json_output=True,
+        keep_lines=False,
+    )
+    server.retry_after = args.retry_after
+    status = args.status if args.status is not None else 503
+    if rate > 0.0:
+        server.set_fail_rate(rate, status)
+    if args.delay:
+        server.set_delay(args.delay)
+    try:
+        server.start()
+    except OSError as exc:
+        print(
+            f"{PROG} devserver: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}",
+            file=sys.stderr,
+        )
+        if store is not None:
+            store.close()
+        return 1
+    stop = threading.Event()
+    previous = _on_signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    try:
+        auth = "key required" if args.key is not None else "any key accepted"
+        banner = [f"logdna_client devserver listening on {server.url} ({auth})"]
+        banner.append(f"  send to it:  {ENV_VARS['url']}={server.url} {PROG} send 'hello'")
+        if line_filter.active:
+            banner.append(f"  showing:     {line_filter.describe()}")
+        fault_parts = []
+        if rate > 0.0:
+            fault = f"{rate:.0%} of requests answered {status}"
+            if args.retry_after is not None:
+                fault += f" (Retry-After: {args.retry_after})"
+            fault_parts.append(fault)
+        if args.delay:
+            fault_parts.append(f"{args.delay:g} s delay per request")
+        if fault_parts:
+            banner.append(f"  faults:      {', '.join(fault_parts)}")
+        if args.store:
+            banner.append(f"  storing to:  {args.store}")
+        banner.append("  Ctrl-C to stop")
+        print("\n".join(banner), file=notices, flush=True)
+        # A bounded wait lets Ctrl-C through on every platform.
+        while not stop.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        with contextlib.suppress(KeyboardInterrupt):
+            server.stop()
+        if store is not None:
+            store.close()
+        _restore_signal(signal.SIGTERM, previous)
+    shown = f", {tail.shown} shown" if line_filter.active else ""
+    with contextlib.suppress(OSError, ValueError):
+        print(
+            f"devserver stopped: {server.line_count} lines in {server.request_count} "
+            f"requests{shown}",
+            file=notices,
+            flush=True,
+        )
+    return 0
+
+
+_SignalHandler = Callable[[int, FrameType | None], Any] | int | None
+
+
+def _on_signal(signum: int, handler: Callable[[int, FrameType | None], Any]) -> _SignalHandler:
+    """Install a handler when we can (main thread only); return the previous one."""
+    try:
+        return signal.signal(signum, handler)
+    except (ValueError, OSError):
+        return None
+
+
+def _restore_signal(signum: int, previous: _SignalHandler) -> None:
+    if previous is None:
+        return
+    with contextlib.suppress(ValueError, OSError):
+        signal.signal(signum, previous)
+
+
+# -- demo ------------------------------------------------------------------------
+
+
+def _demo_lines(log: logging.Logger) -> int:
+    """Log what a small web shop might; return how many lines were logged."""
+    log.info("shop started on port %d", 8000, extra={"version": "1.4.2", "workers": 4})
+    log.debug("cache warmed", extra={"entries": 1250, "duration_ms": 84})
+    log.info(
+        "user %s logged in",
+        "ada",
+        extra={"user_id": 42, "password": "hunter2", "ip": "203.0.113.7"},
+    )
+    log.info(
+        "order %s placed", "A-1001", extra={"order_id": "A-1001", "user_id": 42, "total": 59.9}
+    )
+    log.info(
+        "GET /api/orders/A-1001 200",
+        extra={"method": "GET", "status": 200, "duration_ms": 37},
+    )
+    log.warning(
+        "payment provider slow: %d ms", 2350, extra={"provider": "acme-pay", "duration_ms": 2350}
+    )
+    log.error(
+        "order %s failed: card declined",
+        "A-1002",
+        extra={"order_id": "A-1002", "user_id": 7, "reason": "card_declined"},
+    )
+    try:
+        _send_receipt("A-1001")
+    except ConnectionError:
+        log.exception("could not send the receipt for order %s", "A-1001",
+                      extra={"order_id": "A-1001"})  # fmt: skip
+    return 8
+
+
+def _send_receipt(order_id: str) -> None:
+    raise ConnectionError(f"smtp.example.com:587 refused the connection (order {order_id})")
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from ._handler import LogDNAHandler  # noqa: PLC0415 - only this command needs it
+
+    out = sys.stdout
+    color = _want_color(args.color, out)
+    bold, dim, reset = ("\x1b[1m", "\x1b[2m", "\x1b[0m") if color else ("", "", "")
+    server = DevServer(out=out, color=color)
+    try:
+        server.start()
+    except OSError as exc:
+        print(f"{PROG} demo: cannot start the local server: {exc}", file=sys.stderr)
+        return 1
+    try:
+        print(f"{bold}logdna_client demo{reset}", flush=True)
+        print(f"  A local ingest server is listening on {server.url}")
+        print(
+            '  Logging 8 lines through logging.getLogger("shop") with\n'
+            f'  LogDNAHandler(url="{server.url}", app="demo", env="local", '
+            'hostname="demo-host")'
+        )
+        legend = f"{dim}(time, level, [app], line, meta){reset}"
+        print(f"\n{bold}What the server received{reset} {legend}", flush=True)
+        handler = LogDNAHandler(url=server.url, app="demo", env="local", hostname="demo-host")
+        log = logging.getLogger("shop")
+        log.setLevel(logging.DEBUG)
+        log.propagate = False  # the demo's lines go to the server only, not to the console
+        log.addHandler(handler)
+        try:
+            sent = _demo_lines(log)
+            delivered = handler.client.flush(timeout=10.0)
+            arrived_all = server.wait_for_lines(sent, timeout=5.0)
+            stats = handler.client.stats()
+        finally:
+            log.removeHandler(handler)
+            handler.close()
+        arrived = server.line_count
+        requests = [r for r in server.requests if r.status == 200]
+        lines = server.lines
+    finally:
+        server.stop()
+
+    print(f"\n{bold}Summary{reset}")
+    gzip = " gzip-compressed" if requests and all(r.gzip for r in requests) else ""
+    print(
+        f"  {sent} lines sent, {arrived} arrived in {len(requests)}{gzip} request(s); stats: "
+        f"sent={stats.get('sent')} retries={stats.get('retries')} "
+        f"dropped={stats.get('dropped_total')} bytes_sent={stats.get('bytes_sent')}"
+    )
+    notes = []
+    for line in lines:
+        meta = line.get("meta")
+        if isinstance(meta, dict) and "password" in meta:
+            notes.append(f"the password in extra= arrived as {meta['password']}")
+        if "Traceback" in str(line.get("line", "")):
+            notes.append("log.exception() shipped the traceback with its line")
+    notes.append("every extra= field arrived as searchable meta")
+    for note in notes:
+        print(f"  - {note}")
+    print(
+        f"\n  Next: run '{PROG} devserver' and point your app at it with\n"
+        f"  {ENV_VARS['url']}=http://127.0.0.1:{DEFAULT_DEVSERVER_PORT}/logs/ingest",
+        flush=True,
+    )
+    if not (delivered and arrived_all and arrived >= sent):
+        print(f"{PROG} demo: {sent - arrived} of {sent} lines did not arrive", file=sys.stderr)
+        return 1
+    return 0
+
+
+# -- send and pipe -----------------------------------------------------------------
+
+
+class _Trouble(logging.Handler):
+    """Collects what the library reports on its own logger, to explain a failure.
+
+    ``fatal`` is set when retrying cannot help: the key was refused or the
+    service rejected a line.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+        self.fatal = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+        except Exception:
+            return
+        self.messages.append(message)
+        if "key was refused" in message or "rejected" in message:
+            self.fatal.set()
+
+    def last(self) -> str:
+        if not self.messages:
+            return ""
+        return self.messages[-1].removeprefix("logdna_client: ")
+
+
+@contextlib.contextmanager
+def _watch_library() -> Any:
+    trouble = _Trouble()
+    _library_logger.addHandler(trouble)
+    try:
+        yield trouble
+    finally:
+        _library_logger.removeHandler(trouble)
+
+
+def _client_from(args: argparse.Namespace) -> Client:
+    """A Client from the shared flags; None for an absent flag lets Config use env vars."""
+    options: dict[str, Any] = {
+        "key": args.key,
+        "url": args.url,
+        "app": args.app,
+        "env": args.env,
+        "hostname": args.hostname,
+        "tags": args.tags,
+        "shutdown_timeout": args.timeout,
+    }
+    if args.flush_interval is not None:
+        options["flush_interval"] = args.flush_interval
+    return Client(**options)
+
+
+def _deliver(client: Client, trouble: _Trouble, timeout: float) -> bool:
+    """Wait for delivery up to ``timeout``; give up early when retrying cannot help."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if client.flush(timeout=max(0.0, min(left, 0.25))):
+            return True
+        if left <= 0 or trouble.fatal.is_set():
+            return False
+
+
+def _explain(what: str, client: Client, trouble: _Trouble, timeout: float) -> str:
+    reason = trouble.last()
+    if not reason:
+        reason = f"no answer from {client.config.url}"
+    return f"{PROG} {what}: not delivered within {timeout:g} s: {reason}"
+
+
+def _cmd_send(args: argparse.Namespace) -> int:
+    meta: dict[str, Any] | None = None
+    if args.meta is not None:
+        try:
+            parsed = orjson.loads(args.meta)
+        except orjson.JSONDecodeError as exc:
+            print(f"{PROG} send: --meta is not valid JSON: {exc}", file=sys.stderr)
+            return 2
+        if not isinstance(parsed, dict):
+            print(f"{PROG} send: --meta must be a JSON object such as '{{\"k\": 1}}'",
+                  file=sys.stderr)  # fmt: skip
+            return 2
+        meta = parsed
+    if not args.text:
+        print(f"{PROG} send: the text is empty", file=sys.stderr)
+        return 2
+    with _watch_library() as trouble:
+        client = _client_from(args)
+        try:
+            if not client.log(args.text, level=args.level, meta=meta):
+                print(f"{PROG} send: the line was not queued ({trouble.last() or 'filtered'})",
+                      file=sys.stderr)  # fmt: skip
+                return 1
+            if _deliver(client, trouble, args.timeout):
+                return 0
+            print(_explain("send", client, trouble, args.timeout), file=sys.stderr)
+            return 1
+        finally:
+            client.close(timeout=0.0)
+
+
+class _StreamPump(threading.Thread):
+    """Copies one byte stream to another unchanged and ships each complete line."""
+
+    def __init__(
+        self,
+        source: IO[bytes] | int,
+        sink: IO[bytes] | None,
+        ship: Callable[[str], None],
+        name: str,
+    ) -> None:
+        super().__init__(name=f"logdna-client-pipe-{name}", daemon=True)
+        self._fd = source if isinstance(source, int) else source.fileno()
+        self._sink = sink
+        self._ship = ship
+
+    def run(self) -> None:
+        pending = b""
+        while True:
+            try:
+                chunk = os.read(self._fd, _READ_SIZE)
+            except InterruptedError:
+                continue
+            except OSError:
+                break
+            if not chunk:
+                break
+            self._pass_through(chunk)
+            pending += chunk
+            if b"\n" in pending:
+                *complete, pending = pending.split(b"\n")
+                for raw in complete:
+                    self._ship_raw(raw)
+            while len(pending) > _MAX_PENDING_LINE:
+                self._ship_raw(pending[:_MAX_PENDING_LINE])
+                pending = pending[_MAX_PENDING_LINE:]
+        if pending:
+            self._ship_raw(pending)  # a last line without a newline still ships
+
+    def _pass_through(self, chunk: bytes) -> None:
+        sink = self._sink
+        if sink is None:
+            return
+        try:
+            sink.write(chunk)
+            sink.flush()
+        except (OSError, ValueError):
+            self._sink = None  # our output is closed (| head): keep shipping
+
+    def _ship_raw(self, raw: bytes) -> None:
+        text = raw.removesuffix(b"\r").decode("utf-8", errors="replace")
+        if text.strip():
+            self._ship(text)
+
+
+def _binary(stream: TextIO) -> IO[bytes] | None:
+    buffer = getattr(stream, "buffer", None)
+    return buffer if buffer is not None else None
+
+
+def _terminal_delivers_sigint() -> bool:
+    """Whether Ctrl-C on our terminal reaches the child by itself (same foreground group)."""
+    try:
+        fd = os.open("/dev/tty", os.O_RDONLY | os.O_NOCTTY)
+    except OSError:
+        return False
+    try:
+        return os.tcgetpgrp(fd) == os.getpgrp()
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def _cmd_pipe(args: argparse.Namespace) -> int:
+    argv: list[str] = args.argv
+    with _watch_library() as trouble:
+        client = _client_from(args)
+        try:
+            if argv:
+                status = _pipe_command(argv, client, args.stdout_level, args.stderr_level)
+            else:
+                status = _pipe_stdin(client, args.stdout_level)
+            if not _deliver(client, trouble, args.timeout):
+                print(_explain("pipe", client, trouble, args.timeout), file=sys.stderr)
+                if not argv and status == 0:
+                    status = 1
+        finally:
+            client.close(timeout=0.0)
+    return status
+
+
+def _shipper(client: Client, level: str) -> Callable[[str], None]:
+    def ship(text: str) -> None:
+        client.log(text, level=level)
+
+    return ship
+
+
+def _pipe_stdin(client: Client, level: str) -> int:
+    with contextlib.suppress(KeyboardInterrupt):
+        pump = _StreamPump(
+            sys.stdin.fileno(), _binary(sys.stdout), _shipper(client, level), "stdin"
+        )
+        pump.start()
+        pump.join()
+    return 0
+
+
+def _pipe_command(argv: list[str], client: Client, out_level: str, err_level: str) -> int:
+    try:
+        child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    except OSError as exc:
+        print(f"{PROG} pipe: cannot run {argv[0]!r}: {exc.strerror or exc}", file=sys.stderr)
+        return 127 if isinstance(exc, FileNotFoundError) else 126
+    assert child.stdout is not None and child.stderr is not None
+    pumps = [
+        _StreamPump(child.stdout, _binary(sys.stdout), _shipper(client, out_level), "stdout"),
+        _StreamPump(child.stderr, _binary(sys.stderr), _shipper(client, err_level), "stderr"),
+    ]
+    for pump in pumps:
+        pump.start()
+    terminal_sigint = _terminal_delivers_sigint()
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        if signum == signal.SIGINT and terminal_sigint:
+            return  # the terminal sent Ctrl-C to the child as well
+        with contextlib.suppress(OSError):
+            child.send_signal(signum)
+
+    previous = {signum: _on_signal(signum, forward) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        returncode = child.wait()
+        for pump in pumps:
+            pump.join()
+    finally:
+        for signum, handler in previous.items():
+            _restore_signal(signum, handler)
+        child.stdout.close()
+        child.stderr.close()
+    return 128 - returncode if returncode < 0 else returncode
