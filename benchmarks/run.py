@@ -1,0 +1,490 @@
+"""Benchmark logdna_client against the floor and the alternatives, side by side.
+
+    .venv/bin/python benchmarks/run.py            # about 3 minutes on 2 cores
+    .venv/bin/python benchmarks/run.py --quick    # under 30 seconds, rougher
+
+Starts a local ingest server (``logdna_client._devserver.DevServer``) in its
+own process, then runs every client in a fresh process on the same workloads,
+repeated and interleaved, and prints a table of ratios against the
+``logging.NullHandler`` floor and the official ``logdna`` client. Writes
+``benchmarks/results/latest.json`` and ``docs/performance.png``. The method is
+described in docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import _harness as harness
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results" / "latest.json"
+PLOT = ROOT / "docs" / "performance.png"
+
+LABELS = {
+    "null": "logging.NullHandler (floor)",
+    "queue": "logging QueueHandler+Listener",
+    "logdna": "logdna 1.18.12 (official)",
+    "ours": "logdna_client LogDNAHandler",
+    "structlog_floor": "structlog, no processor (floor)",
+    "structlog_ours": "logdna_client LogDNAProcessor",
+}
+#: The floor each client's caller time and CPU are compared with.
+FLOOR = {"structlog_floor": "structlog_floor", "structlog_ours": "structlog_floor"}
+
+_ctx = multiprocessing.get_context("spawn")
+
+
+class Server:
+    """The DevServer in its own process."""
+
+    def __init__(self) -> None:
+        self.conn, child = _ctx.Pipe()
+        self.proc = _ctx.Process(target=harness.server_main, args=(child,), daemon=True)
+        self.proc.start()
+        self.url: str = self.conn.recv()
+
+    def ask(self, *cmd: Any) -> Any:
+        self.conn.send(cmd)
+        return self.conn.recv()
+
+    def count(self) -> int:
+        return int(self.ask("count")[0])
+
+    def stop(self) -> None:
+        try:
+            self.conn.send(("stop",))
+        except OSError:
+            pass
+        self.proc.join(5)
+
+
+def _wait_lines(server: Server, target: int, stall: float, limit: float) -> int:
+    """Poll until the server holds ``target`` lines, or none arrived for ``stall`` s."""
+    deadline = time.monotonic() + limit
+    last = server.count()
+    last_change = time.monotonic()
+    while last < target and time.monotonic() < deadline:
+        time.sleep(0.005)
+        now = server.count()
+        if now != last:
+            last, last_change = now, time.monotonic()
+        elif time.monotonic() - last_change > stall:
+            break
+    return last
+
+
+def run_one(server: Server, name: str, workload: str, n: int) -> dict[str, Any] | None:
+    """One client, one workload, one fresh process; None when the client is missing."""
+    conn, child = _ctx.Pipe()
+    proc = _ctx.Process(
+        target=harness.client_main, args=(child, name, workload, n, server.url), daemon=True
+    )
+    delivers = name in harness.DELIVERING
+    start_count, start_requests = server.ask("count")
+    proc.start()
+    try:
+        kind, payload = conn.recv()
+        if kind == "skip":
+            return {"skipped": payload}
+        warm = payload
+        if delivers:
+            _wait_lines(server, start_count + warm, stall=1.0, limit=30)
+        base, base_requests = server.ask("count")
+        conn.send("go")
+        kind, info = conn.recv()
+        n = info["n"]
+        got = base
+        if delivers:
+            got = _wait_lines(server, base + n, stall=1.0, limit=120)
+        if got < base + n and delivers:
+            conn.send("close")
+            conn.recv()
+            got = _wait_lines(server, base + n, stall=1.0, limit=60)
+        conn.send("done")
+        kind, result = conn.recv()
+    finally:
+        proc.join(30)
+        if proc.is_alive():
+            proc.kill()
+    end_count, end_requests = server.ask("count")
+    # Lines that came after the measured window (close() at the end) still count as delivered.
+    result["delivered"] = end_count - base if delivers else 0
+    result["delivered_in_window"] = got - base if delivers else 0
+    result["lost"] = (n - result["delivered"]) if delivers else None
+    records = server.ask("records", end_requests - base_requests)
+    result["requests"] = len(records)
+    result["requests_truncated"] = end_requests - base_requests > len(records)
+    result["connections"] = len({r[1] for r in records})
+    result["wire_bytes"] = sum(r[0] for r in records)
+    result["http_errors"] = sum(1 for r in records if r[2] != 200)
+    ok = [r for r in records if r[2] == 200 and r[3]]
+    if delivers and ok:
+        elapsed = max(r[4] for r in ok) - info["wall0"]
+        result["delivery_s"] = elapsed
+        result["lines_per_s"] = result["delivered_in_window"] / elapsed if elapsed > 0 else None
+    del start_requests
+    return result
+
+
+def summarize(result: dict[str, Any]) -> dict[str, Any]:
+    """Per-run figures from the raw batch timings and counters."""
+    per_call = sorted(t / harness.BATCH for t in result.pop("batch_ns"))
+    n = result["n"]
+    result["call_median_ns"] = statistics.median(per_call)
+    result["call_p99_ns"] = per_call[min(len(per_call) - 1, int(len(per_call) * 0.99))]
+    result["call_mean_ns"] = result["loop_wall_s"] * 1e9 / n * result["threads"]
+    result["cpu_per_logged_line_ns"] = result["cpu_s"] * 1e9 / n
+    result["cpu_per_delivered_line_ns"] = (
+        result["cpu_s"] * 1e9 / result["delivered_in_window"]
+        if result.get("delivered_in_window")
+        else None
+    )
+    return result
+
+
+def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Best (lowest) of the repetitions for costs, worst for losses; all reps kept."""
+    keys_min = ("call_median_ns", "call_p99_ns", "call_mean_ns", "cpu_per_logged_line_ns",
+                "cpu_per_delivered_line_ns", "peak_rss_delta_kib", "delivery_s")  # fmt: skip
+    out: dict[str, Any] = {"reps": len(runs)}
+    for key in keys_min:
+        values = [r[key] for r in runs if r.get(key) is not None]
+        out[key] = min(values) if values else None
+        out[key + "_median"] = statistics.median(values) if values else None
+    for key in ("lines_per_s",):
+        values = [r[key] for r in runs if r.get(key) is not None]
+        out[key] = max(values) if values else None
+    for key in ("lost", "requests", "connections", "wire_bytes", "http_errors"):
+        values = [r[key] for r in runs if r.get(key) is not None]
+        out[key] = max(values) if values else None
+    out["n"] = runs[0]["n"]
+    out["closed_in_window"] = any(r.get("closed_in_window") for r in runs)
+    out["runs"] = runs
+    return out
+
+
+def derive(table: dict[str, dict[str, Any]]) -> None:
+    """Ratios against the floor and the official client, per workload."""
+    for row in table.values():
+        for key in ("caller_ratio", "caller_ratio_mean", "client_cpu_per_line_ns", "vs_official"):
+            row[key] = None
+    for name, row in table.items():
+        floor = table.get(FLOOR.get(name, "null"))
+        if floor is None:
+            continue
+        row["caller_ratio"] = row["call_median_ns"] / floor["call_median_ns"]
+        row["caller_ratio_mean"] = row["call_mean_ns"] / floor["call_mean_ns"]
+        if name in harness.DELIVERING and row["cpu_per_delivered_line_ns"] is not None:
+            row["client_cpu_per_line_ns"] = (
+                row["cpu_per_delivered_line_ns"] - floor["cpu_per_logged_line_ns"]
+            )
+        elif name not in harness.DELIVERING:
+            row["client_cpu_per_line_ns"] = (
+                row["cpu_per_logged_line_ns"] - floor["cpu_per_logged_line_ns"]
+            )
+    official = table.get("logdna")
+    if official is None or not official.get("client_cpu_per_line_ns"):
+        return
+    for row in table.values():
+        mine = row.get("client_cpu_per_line_ns")
+        if mine and mine > 0:
+            row["vs_official"] = official["client_cpu_per_line_ns"] / mine
+
+
+def _fmt(value: Any, scale: float = 1.0, digits: int = 0, suffix: str = "") -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float | int):
+        return f"{value / scale:,.{digits}f}{suffix}"
+    return str(value)
+
+
+COLUMNS = [
+    ("client", 31),
+    ("median ns", 9),
+    ("p99 ns", 8),
+    ("caller x", 8),
+    ("mean ns", 8),
+    ("mean x", 6),
+    ("CPU/line ns", 11),
+    ("client CPU", 10),
+    ("vs logdna", 9),
+    ("lines/s", 9),
+    ("lost", 6),
+    ("reqs", 5),
+    ("conns", 5),
+    ("wire KB", 8),
+    ("RSS MB", 6),
+]
+
+
+def row_cells(name: str, row: dict[str, Any]) -> list[str]:
+    cpu = row["cpu_per_delivered_line_ns"] if name in harness.DELIVERING else row[
+        "cpu_per_logged_line_ns"]  # fmt: skip
+    delivers = name in harness.DELIVERING
+    return [
+        LABELS[name],
+        _fmt(row["call_median_ns"]),
+        _fmt(row["call_p99_ns"]),
+        _fmt(row["caller_ratio"], digits=2, suffix="x"),
+        _fmt(row["call_mean_ns"]),
+        _fmt(row["caller_ratio_mean"], digits=2, suffix="x"),
+        _fmt(cpu),
+        _fmt(row["client_cpu_per_line_ns"]),
+        _fmt(row["vs_official"], digits=1, suffix="x") if delivers else "",
+        _fmt(row["lines_per_s"]) if delivers else "",
+        _fmt(row["lost"]) if delivers else "",
+        _fmt(row["requests"]) if delivers else "",
+        _fmt(row["connections"]) if delivers else "",
+        _fmt(row["wire_bytes"], scale=1024) if delivers else "",
+        _fmt(row["peak_rss_delta_kib"], scale=1024, digits=1),
+    ]
+
+
+def print_table(results: dict[str, dict[str, dict[str, Any]]]) -> None:
+    for workload, table in results.items():
+        n = next(iter(table.values()))["n"]
+        print(f"\n== {workload}: {n:,} calls ({WORKLOAD_TEXT[workload]})")
+        print("  ".join(f"{h:>{w}}" if i else f"{h:<{w}}" for i, (h, w) in enumerate(COLUMNS)))
+        for name, row in table.items():
+            cells = row_cells(name, row)
+            print("  ".join(f"{c:>{w}}" if i else f"{c:<{w}}"
+                            for i, (c, (_, w)) in enumerate(zip(cells, COLUMNS, strict=True))))  # fmt: skip
+
+
+def markdown_table(results: dict[str, dict[str, dict[str, Any]]]) -> str:
+    lines = []
+    for workload, table in results.items():
+        n = next(iter(table.values()))["n"]
+        lines.append(f"\n**{workload}**: {n:,} calls, {WORKLOAD_TEXT[workload]}\n")
+        lines.append("| " + " | ".join(h for h, _ in COLUMNS) + " |")
+        lines.append("|" + "|".join(":--" if i == 0 else "--:" for i in range(len(COLUMNS))) + "|")
+        for name, row in table.items():
+            lines.append("| " + " | ".join(row_cells(name, row)) + " |")
+    return "\n".join(lines) + "\n"
+
+
+WORKLOAD_TEXT = {
+    "plain": 'log.info("request %s served in %d ms", i, i % 997), 1 thread',
+    "extra": "the same with five extra= fields (structlog: five keyword arguments), 1 thread",
+    "threads4": "the plain call from 4 application threads at once",
+}
+
+
+def plot(results: dict[str, dict[str, dict[str, Any]]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    workloads = list(results)
+    names = [n for n in harness.CLIENTS if any(n in results[w] for w in workloads)]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 5.2))
+    width = 0.8 / len(workloads)
+    for j, workload in enumerate(workloads):
+        table = results[workload]
+        xs = [i + (j - (len(workloads) - 1) / 2) * width for i in range(len(names))]
+        calls = [table[n]["call_median_ns"] / 1000 if n in table else 0 for n in names]
+        cpus = []
+        for n in names:
+            row = table.get(n)
+            value = None
+            if row is not None:
+                value = (row["cpu_per_delivered_line_ns"] if n in harness.DELIVERING
+                         else row["cpu_per_logged_line_ns"])  # fmt: skip
+            cpus.append(value / 1000 if value else 0)
+        ax1.bar(xs, calls, width, label=workload)
+        ax2.bar(xs, cpus, width, label=workload)
+    short = [LABELS[n].replace(" (", "\n(").replace(" LogDNA", "\nLogDNA") for n in names]
+    for ax, title in (
+        (ax1, "Cost per logging call, app thread (median, µs)"),
+        (ax2, "Total process CPU per line (all threads, µs, log scale)"),
+    ):
+        ax.set_xticks(range(len(names)))
+        ax.set_xticklabels(short, fontsize=7, rotation=0)
+        ax.set_title(title, fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=8)
+    ax1.set_yscale("log")
+    ax2.set_yscale("log")
+    fig.suptitle("logdna_client benchmark (lower is better; floors include the LogRecord cost)",
+                 fontsize=11)  # fmt: skip
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def memory_runs(n: int) -> list[dict[str, Any]]:
+    out = []
+    for workload in ("plain", "extra"):
+        conn, child = _ctx.Pipe()
+        proc = _ctx.Process(target=harness.memory_main, args=(child, workload, n), daemon=True)
+        proc.start()
+        try:
+            out.append(conn.recv())
+        finally:
+            proc.join(30)
+    return out
+
+
+def _git_commit() -> str | None:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+            check=True,
+        ).stdout.strip()  # fmt: skip
+    except Exception:
+        return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--lines", type=int, default=None, help="calls per run (default 50000)")
+    parser.add_argument("--reps", type=int, default=None, help="repetitions per client (3)")
+    parser.add_argument("--quick", action="store_true", help="fewer lines and repetitions")
+    parser.add_argument("--clients", default=",".join(harness.CLIENTS))
+    parser.add_argument("--workloads", default=",".join(harness.WORKLOADS))
+    parser.add_argument("--json", type=Path, default=RESULTS, help="where to write results")
+    parser.add_argument("--plot", type=Path, default=PLOT, help="where to write the PNG")
+    parser.add_argument("--no-plot", action="store_true")
+    args = parser.parse_args(argv)
+    n = args.lines or (10_000 if args.quick else 50_000)
+    reps = args.reps or (1 if args.quick else 3)
+    clients = [c for c in args.clients.split(",") if c]
+    workloads = [w for w in args.workloads.split(",") if w]
+    for c in clients:
+        if c not in harness.CLIENTS:
+            parser.error(f"unknown client {c!r}; choose from {', '.join(harness.CLIENTS)}")
+    for w in workloads:
+        if w not in harness.WORKLOADS:
+            parser.error(f"unknown workload {w!r}; choose from {', '.join(harness.WORKLOADS)}")
+
+    started = time.monotonic()
+    server = Server()
+    print(f"ingest server {server.url} (separate process); {n:,} calls per run, "
+          f"{reps} repetition(s), clients interleaved", flush=True)  # fmt: skip
+    raw: dict[str, dict[str, list[dict[str, Any]]]] = {w: {c: [] for c in clients}
+                                                        for w in workloads}  # fmt: skip
+    skipped: dict[str, str] = {}
+    try:
+        for rep in range(reps):
+            for workload in workloads:
+                # Rotate the order so no client always runs first (or last) in a round.
+                order = clients[rep % len(clients):] + clients[: rep % len(clients)]
+                for name in order:
+                    if name in skipped:
+                        continue
+                    result = run_one(server, name, workload, n)
+                    if result is None or "skipped" in result:
+                        skipped[name] = (result or {}).get("skipped", "missing")
+                        print(f"  skip {name}: {skipped[name]}", flush=True)
+                        continue
+                    summarize(result)
+                    raw[workload][name].append(result)
+                    lost = result.get("lost")
+                    print(f"  rep {rep + 1} {workload:<8} {name:<15} "
+                          f"{result['call_median_ns']:>8,.0f} ns/call  "
+                          f"{result['cpu_per_logged_line_ns']:>8,.0f} ns CPU/line"
+                          + (f"  lost {lost}" if lost else ""), flush=True)  # fmt: skip
+        memory = memory_runs(20_000 if not args.quick else 5_000)
+    finally:
+        server.stop()
+
+    results = {
+        w: {c: aggregate(runs) for c, runs in raw[w].items() if runs} for w in workloads
+    }
+    for table in results.values():
+        derive(table)
+    print_table(results)
+    print("\nbytes held per queued line (sender unable to send):")
+    for m in memory:
+        print(f"  {m['workload']:<6} serialized {m['serialized_bytes_per_line']:.0f} B, "
+              f"counted by stats() {m['stats_queued_bytes_per_line']:.0f} B "
+              f"({m['stats_queued_bytes_per_line'] / m['serialized_bytes_per_line']:.2f}x), "
+              f"measured by tracemalloc {m['traced_bytes_per_line']:.0f} B "
+              f"({m['traced_bytes_per_line'] / m['serialized_bytes_per_line']:.2f}x)")  # fmt: skip
+    verdict = targets(results, memory)
+    print("\ntargets (issue 7):")
+    for line in verdict["lines"]:
+        print("  " + line)
+    elapsed = time.monotonic() - started
+    print(f"\n{elapsed:.0f} s in all")
+
+    doc = {
+        "meta": {
+            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+            "commit": _git_commit(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "lines_per_run": n,
+            "reps": reps,
+            "batch": harness.BATCH,
+            "quick": args.quick,
+            "elapsed_s": round(elapsed, 1),
+            "skipped": skipped,
+            "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        },
+        "results": results,
+        "memory": memory,
+        "targets": verdict,
+        "markdown": markdown_table(results),
+    }
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(doc, indent=1, default=str) + "\n")
+    print(f"wrote {args.json.relative_to(ROOT) if args.json.is_relative_to(ROOT) else args.json}")
+    if not args.no_plot:
+        plot(results, args.plot)
+        print(f"wrote {args.plot.relative_to(ROOT) if args.plot.is_relative_to(ROOT) else args.plot}")
+    return 0
+
+
+def targets(results: dict[str, dict[str, dict[str, Any]]], memory: list[dict[str, Any]]) -> dict[str, Any]:
+    lines = []
+    ok = True
+    plain = results.get("plain", {})
+    ours = plain.get("ours")
+    if ours and ours.get("caller_ratio") is not None:
+        passed = ours["caller_ratio"] <= 1.3
+        ok &= passed
+        lines.append(f"{'PASS' if passed else 'FAIL'} caller ratio, plain message: "
+                     f"{ours['caller_ratio']:.2f}x (median; mean {ours['caller_ratio_mean']:.2f}x)"
+                     " <= 1.3x")  # fmt: skip
+    for workload, table in results.items():
+        row = table.get("ours")
+        if row and row.get("vs_official") is not None:
+            passed = row["vs_official"] >= 10
+            ok &= passed
+            lines.append(f"{'PASS' if passed else 'FAIL'} client CPU per line vs official, "
+                         f"{workload}: {row['vs_official']:.1f}x lower (>= 10x)")  # fmt: skip
+    for workload, table in results.items():
+        for name in ("ours", "structlog_ours"):
+            row = table.get(name)
+            if row and row.get("lost") is not None:
+                passed = row["lost"] == 0
+                ok &= passed
+                lines.append(f"{'PASS' if passed else 'FAIL'} lines lost, {name}, {workload}: "
+                             f"{row['lost']}")  # fmt: skip
+    for m in memory:
+        ratio = m["traced_bytes_per_line"] / m["serialized_bytes_per_line"]
+        passed = ratio <= 1.5
+        ok &= passed
+        lines.append(f"{'PASS' if passed else 'FAIL'} memory per queued line, {m['workload']}: "
+                     f"{ratio:.2f}x its serialized size (<= 1.5x)")  # fmt: skip
+    return {"all_passed": ok, "lines": lines}
+
+
+if __name__ == "__main__":
+    sys.exit(main())
