@@ -99,7 +99,14 @@ class RequestContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool | logging.LogRecord:  # type: ignore[override]
         context = _request_context.get()
         if not context:
-            return True
+            # django.request logs some responses after the middleware returned;
+            # those records carry the request, and the middleware left the
+            # context on it.
+            request = record.__dict__.get("request")
+            found = getattr(request, "logdna_context", None) if request is not None else None
+            if not isinstance(found, Mapping) or not found:
+                return True
+            context = found
         attrs = record.__dict__
         missing = {k: v for k, v in context.items() if k not in attrs}
         if not missing:

@@ -1,0 +1,166 @@
+"""Django: request context for every line logged while a request is handled.
+
+Settings::
+
+    MIDDLEWARE = [
+        "logdna_client.contrib.django.LogDNARequestContextMiddleware",
+        # ... the rest; put it first so it covers the others too
+    ]
+
+    LOGGING = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {
+            "request_context": {"()": "logdna_client.contrib.django.RequestContextFilter"},
+        },
+        "handlers": {
+            "logdna": {
+                "class": "logdna_client.LogDNAHandler",
+                "app": "mysite",
+                "env": "production",
+                "filters": ["request_context"],
+            },
+        },
+        "root": {"handlers": ["logdna"], "level": "INFO"},
+    }
+
+The middleware binds ``request_id`` (from the ``X-Request-ID`` header when it
+is a sane token, else a new one; echoed in the response and set as
+``request.request_id``), ``http_method``, ``http_path``, and ``user_id`` when
+the user is authenticated; ``http_status`` once the response exists. Optional
+settings: ``LOGDNA_REQUEST_ID_HEADER`` (default ``"X-Request-ID"``),
+``LOGDNA_ACCESS_LOG`` (default False: when True, one line per request,
+``"GET /path 200 (12.3 ms)"``, on the ``django.access`` logger).
+
+Works under WSGI and ASGI (sync and async middleware chains).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction  # Django >= 4.2 needs it
+
+from .._context import (
+    RequestContextFilter,
+    bind_request_context,
+    clean_request_id,
+    new_request_id,
+    reset_request_context,
+    update_request_context,
+)
+
+__all__ = ["LogDNARequestContextMiddleware", "RequestContextFilter"]
+
+access_logger = logging.getLogger("django.access")
+
+
+def _user_id(request: Any) -> str | None:
+    try:
+        user = getattr(request, "user", None)
+        if user is None or not user.is_authenticated:
+            return None
+        pk = user.pk
+        return None if pk is None else str(pk)
+    except Exception:  # a broken auth backend must not break the request
+        return None
+
+
+def _setting(name: str, default: Any) -> Any:
+    from django.conf import settings  # type: ignore[import-untyped]  # noqa: PLC0415
+
+    return getattr(settings, name, default)
+
+
+class LogDNARequestContextMiddleware:
+    """Binds the request's context (request id, method, path, user, status) to its lines.
+
+    New-style Django middleware, sync and async capable.
+
+    .. versionadded:: 0.1.0
+    """
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(
+        self, get_response: Callable[[Any], Any] | Callable[[Any], Awaitable[Any]]
+    ) -> None:
+        self.get_response = get_response
+        self._async = iscoroutinefunction(get_response)
+        if self._async:
+            markcoroutinefunction(self)
+        header = str(_setting("LOGDNA_REQUEST_ID_HEADER", "X-Request-ID"))
+        self.header = header
+        self._meta_key = "HTTP_" + header.upper().replace("-", "_")
+        self.access_log = bool(_setting("LOGDNA_ACCESS_LOG", False))
+
+    def __call__(self, request: Any) -> Any:
+        if self._async:
+            return self.__acall__(request)
+        started = time.perf_counter()
+        token = bind_request_context(**self._request_fields(request))
+        try:
+            response = self.get_response(request)
+            self._finish(request, response, started)
+            return response
+        finally:
+            reset_request_context(token)
+
+    async def __acall__(self, request: Any) -> Any:
+        started = time.perf_counter()
+        token = bind_request_context(**self._request_fields(request))
+        try:
+            response = await self.get_response(request)
+            self._finish(request, response, started)
+            return response
+        finally:
+            reset_request_context(token)
+
+    def _request_fields(self, request: Any) -> dict[str, Any]:
+        request_id = clean_request_id(request.META.get(self._meta_key)) or new_request_id()
+        fields: dict[str, Any] = {
+            "request_id": request_id,
+            "http_method": request.method,
+            "http_path": request.path,
+        }
+        user_id = _user_id(request)
+        if user_id is not None:
+            fields["user_id"] = user_id
+        try:
+            request.request_id = request_id
+            # django.request logs 4xx/5xx responses after the middleware chain
+            # returned; RequestContextFilter finds the context here through
+            # the record's ``request`` attribute.
+            request.logdna_context = fields
+        except Exception:
+            pass
+        return fields
+
+    def _finish(self, request: Any, response: Any, started: float) -> None:
+        try:
+            status = int(response.status_code)
+            fields: dict[str, Any] = {"http_status": status}
+            user_id = _user_id(request)  # the view may have logged the user in
+            if user_id is not None:
+                fields["user_id"] = user_id
+            update_request_context(**fields)
+            context = getattr(request, "logdna_context", None)
+            if isinstance(context, dict):
+                context.update(fields)
+            request_id = getattr(request, "request_id", None)
+            if request_id and self.header not in response:
+                response[self.header] = request_id
+            if self.access_log:
+                elapsed_ms = round((time.perf_counter() - started) * 1000, 1)
+                access_logger.info(
+                    "%s %s %s (%.1f ms)", request.method, request.path, status, elapsed_ms,
+                    extra={"duration_ms": elapsed_ms},
+                )  # fmt: skip
+        except Exception:
+            logging.getLogger("logdna_client").debug(
+                "logdna_client: could not record the response context", exc_info=True
+            )

@@ -1,0 +1,149 @@
+"""Flask: request context for every line logged while a request is handled.
+
+::
+
+    from flask import Flask
+    from logdna_client.contrib.flask import LogDNA
+
+    app = Flask(__name__)
+    LogDNA(app)            # or: logdna = LogDNA(); logdna.init_app(app)
+
+For each request it binds ``request_id`` (from the ``X-Request-ID`` header
+when it is a sane token, else a new one; echoed in the response and kept as
+``flask.g.request_id``), ``http_method``, ``http_path``, and ``user_id`` when
+one is known (``user_id=`` callable, else Flask-Login's ``current_user`` when
+Flask-Login is in use); ``http_status`` once the response exists. The lines
+reach LogDNA through a ``LogDNAHandler`` (with ``RequestContextFilter``) or a
+``LogDNAProcessor`` configured as usual; see docs/flask.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .._context import (
+    RequestContextFilter,
+    bind_request_context,
+    clean_request_id,
+    new_request_id,
+    reset_request_context,
+    update_request_context,
+)
+
+__all__ = ["LogDNA", "RequestContextFilter"]
+
+_G_TOKEN = "_logdna_context_token"
+_G_STARTED = "_logdna_started"
+_own = logging.getLogger("logdna_client")
+
+
+def _flask_login_user_id() -> object:
+    flask_login = sys.modules.get("flask_login")
+    if flask_login is None:  # not in use: never import it ourselves
+        return None
+    current_user = getattr(flask_login, "current_user", None)
+    if current_user is not None and current_user.is_authenticated:
+        return current_user.get_id()
+    return None
+
+
+class LogDNA:
+    """Flask extension that binds request context for the lines logged during a request.
+
+    Args:
+        app: The application; or call ``init_app`` later (app factories).
+        request_id_header: The header an incoming request id is read from and
+            the response echoes it in.
+        user_id: Returns the current user's id (or None); called once the
+            request started and again when the response is ready.
+        access_log: Log one line per request (``"GET /path 200 (3.1 ms)"``)
+            on the ``flask.access`` logger.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(
+        self,
+        app: Any = None,
+        *,
+        request_id_header: str = "X-Request-ID",
+        user_id: Callable[[], object] | None = None,
+        access_log: bool = False,
+    ) -> None:
+        self.request_id_header = request_id_header
+        self.user_id = user_id if user_id is not None else _flask_login_user_id
+        self.access_log = access_log
+        self.access_logger = logging.getLogger("flask.access")
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Any) -> None:
+        """Register the request hooks on ``app``."""
+        app.before_request(self._before_request)
+        app.after_request(self._after_request)
+        app.teardown_request(self._teardown_request)
+        app.extensions["logdna_client"] = self
+
+    def _user_id(self) -> str | None:
+        try:
+            value = self.user_id()
+        except Exception:
+            return None
+        return None if value is None else str(value)
+
+    def _before_request(self) -> None:
+        from flask import g, request  # noqa: PLC0415
+
+        try:
+            header = request.headers.get(self.request_id_header)
+            request_id = clean_request_id(header) or new_request_id()
+            fields: dict[str, Any] = {
+                "request_id": request_id,
+                "http_method": request.method,
+                "http_path": request.path,
+            }
+            user_id = self._user_id()
+            if user_id is not None:
+                fields["user_id"] = user_id
+            g.request_id = request_id
+            setattr(g, _G_STARTED, time.perf_counter())
+            setattr(g, _G_TOKEN, bind_request_context(**fields))
+        except Exception:
+            _own.debug("logdna_client: could not bind the request context", exc_info=True)
+
+    def _after_request(self, response: Any) -> Any:
+        from flask import g, request  # noqa: PLC0415
+
+        try:
+            status = int(response.status_code)
+            fields: dict[str, Any] = {"http_status": status}
+            user_id = self._user_id()
+            if user_id is not None:
+                fields["user_id"] = user_id
+            update_request_context(**fields)
+            request_id = g.get("request_id")
+            if request_id and self.request_id_header not in response.headers:
+                response.headers[self.request_id_header] = request_id
+            if self.access_log:
+                started = g.get(_G_STARTED)
+                elapsed_ms = round((time.perf_counter() - started) * 1000, 1) if started else 0.0
+                self.access_logger.info(
+                    "%s %s %s (%.1f ms)", request.method, request.path, status, elapsed_ms,
+                    extra={"duration_ms": elapsed_ms},
+                )  # fmt: skip
+        except Exception:
+            _own.debug("logdna_client: could not record the response context", exc_info=True)
+        return response
+
+    def _teardown_request(self, exc: BaseException | None = None) -> None:
+        from flask import g  # noqa: PLC0415
+
+        with contextlib.suppress(Exception):
+            token = g.pop(_G_TOKEN, None)
+            if token is not None:
+                reset_request_context(token)
