@@ -18,6 +18,7 @@ from ._client import Client
 from ._errors import ConfigurationError
 from ._line import safe_str
 from ._report import logger as _own_logger
+from ._sender import SENDER_THREADS
 
 __all__ = ["STANDARD_RECORD_ATTRS", "LogDNAHandler"]
 
@@ -84,10 +85,9 @@ class LogDNAHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         """Serialize the record and queue it; never raises, never blocks on I/O."""
-        client = self._client
         thread = record.thread if record.thread is not None else threading.get_ident()
-        if thread == client.sender_ident or thread in self._busy:
-            return  # urllib3/requests on our own thread, or re-entry from a __str__
+        if thread in SENDER_THREADS or thread in self._busy:
+            return  # urllib3/requests on a sender thread, or re-entry from a __str__
         skip = self._skip_names.get(record.name)
         if skip is None:
             skip = self._skip_names[record.name] = _is_own_logger(record.name)
@@ -112,7 +112,7 @@ class LogDNAHandler(logging.Handler):
                 meta = {k: v for k, v in attrs.items() if k not in STANDARD_RECORD_ATTRS} or None
             data = self._encode(text, record.levelname, int(record.created * 1000), meta)
             if data is not None:
-                client.put(data)
+                self._client.put(data)
         except Exception:
             self.handleError(record)
         finally:

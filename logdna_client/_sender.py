@@ -25,7 +25,12 @@ from ._report import Reporter
 from ._retry import Backoff
 from ._transport import Kind, Outcome, Transport
 
-__all__ = ["Sender", "Stats"]
+__all__ = ["SENDER_THREADS", "Sender", "Stats"]
+
+#: Idents of every live sender thread in this process. Records made on them
+#: (urllib3's and requests' own logging, our reports) are never shipped by any
+#: handler, so one client's sending cannot feed another client's buffer.
+SENDER_THREADS: set[int] = set()
 
 # Measured on log lines: level 1 compresses about as well as 6 (20x) at a third of the CPU.
 _GZIP_LEVEL = 1
@@ -133,8 +138,9 @@ class Sender:
     # -- the thread
 
     def _run(self) -> None:
+        self.ident = threading.get_ident()
+        SENDER_THREADS.add(self.ident)
         try:
-            self.ident = threading.get_ident()
             while True:
                 if self._deadline is None:
                     self.wake.wait(self._config.flush_interval)
@@ -162,6 +168,8 @@ class Sender:
         self._transport.close()
         self.finished.set()
         self._notify()
+        if self.ident is not None:
+            SENDER_THREADS.discard(self.ident)
 
     def _notify(self) -> None:
         with self._progress:

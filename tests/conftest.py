@@ -30,12 +30,3 @@ def server() -> Iterator[DevServer]:
     """A DevServer on a free loopback port."""
     with DevServer() as srv:
         yield srv
-
-
-def make_logger(name: str, handler: logging.Handler) -> logging.Logger:
-    """A logger whose only handler is ``handler`` (no propagation to root)."""
-    log = logging.getLogger(name)
-    log.handlers[:] = [handler]
-    log.propagate = False
-    log.setLevel(logging.DEBUG)
-    return log

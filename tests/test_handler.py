@@ -1,0 +1,246 @@
+"""Tests for LogDNAHandler against a real local server: what a record becomes on the wire."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import pytest
+import requests
+
+from logdna_client import Client, ConfigurationError, LogDNAHandler
+from logdna_client._devserver import DevServer
+
+from tests.helpers import make_logger
+
+
+def handler_for(server: DevServer, **options: Any) -> LogDNAHandler:
+    options.setdefault("hostname", "test-host")
+    return LogDNAHandler(url=server.url, **options)
+
+
+def delivered(server: DevServer, handler: LogDNAHandler, n: int) -> list[dict[str, Any]]:
+    assert handler.client.flush(10)
+    assert server.wait_for_lines(n, 10)
+    return server.lines
+
+
+class TestRecordToLine:
+    def test_message_level_timestamp_app_env(self, server: DevServer) -> None:
+        """Line is the formatted message, level the level name, timestamp record.created in ms."""
+        h = handler_for(server, app="api", env="prod")
+        log = make_logger("t.basic", h)
+        log.warning("user %s logged in", 42)
+        (line,) = delivered(server, h, 1)
+        assert "user 42 logged in" == line["line"]
+        assert "WARNING" == line["level"]
+        assert ("api", "prod") == (line["app"], line["env"])
+        assert "meta" not in line
+        assert isinstance(line["timestamp"], int)
+        h.close()
+
+    def test_timestamp_comes_from_the_record(self, server: DevServer) -> None:
+        """The timestamp is when the record was made, not when it was sent."""
+        h = handler_for(server)
+        record = logging.LogRecord("t.ts", logging.INFO, __file__, 1, "old", None, None)
+        record.created = 1_600_000_000.123456
+        h.handle(record)
+        (line,) = delivered(server, h, 1)
+        assert 1_600_000_000_123 == line["timestamp"]
+        h.close()
+
+    def test_extra_becomes_meta_and_record_is_untouched(self, server: DevServer) -> None:
+        """Every extra= attribute becomes meta; the record keeps all its attributes."""
+        h = handler_for(server)
+        seen: list[logging.LogRecord] = []
+        spy = logging.Handler()
+        spy.emit = seen.append  # type: ignore[method-assign]
+        log = make_logger("t.extra", h)
+        log.addHandler(spy)
+        log.info("order placed", extra={"order_id": 7, "items": [1, 2], "request": object()})
+        (line,) = delivered(server, h, 1)
+        assert 7 == line["meta"]["order_id"]
+        assert [1, 2] == line["meta"]["items"]
+        assert line["meta"]["request"].startswith("<object object")
+        assert 7 == seen[0].order_id  # type: ignore[attr-defined]
+        assert seen[0].exc_text is None
+        h.close()
+
+    def test_exception_and_stack_ship_as_text(self, server: DevServer) -> None:
+        """log.exception ships the traceback in the line; stack_info too."""
+        h = handler_for(server)
+        log = make_logger("t.exc", h)
+        try:
+            raise ValueError("bad value 99")
+        except ValueError:
+            log.exception("it failed")
+        log.info("here", stack_info=True)
+        exc_line, stack_line = delivered(server, h, 2)
+        assert exc_line["line"].startswith("it failed\nTraceback")
+        assert "ValueError: bad value 99" in exc_line["line"]
+        assert "ERROR" == exc_line["level"]
+        assert "Stack (most recent call last)" in stack_line["line"]
+        h.close()
+
+    def test_formatter_is_used_when_set(self, server: DevServer) -> None:
+        """A formatter set on the handler shapes the line text."""
+        h = handler_for(server)
+        h.setFormatter(logging.Formatter("[%(name)s] %(message)s"))
+        make_logger("t.fmt", h).info("hello")
+        (line,) = delivered(server, h, 1)
+        assert "[t.fmt] hello" == line["line"]
+        h.close()
+
+    def test_filters_apply(self, server: DevServer) -> None:
+        """Handler filters still decide which records ship."""
+        h = handler_for(server)
+        h.addFilter(lambda r: "secret" not in r.getMessage())
+        log = make_logger("t.filter", h)
+        log.info("public")
+        log.info("secret stuff")
+        log.info("public again")
+        lines = delivered(server, h, 2)
+        assert ["public", "public again"] == [x["line"] for x in lines]
+        h.close()
+
+
+class TestNeverHurtsTheApp:
+    def test_format_error_still_ships_a_line(self, server: DevServer) -> None:
+        """A record whose message cannot be formatted ships a best-effort line, no exception."""
+        h = handler_for(server)
+        log = make_logger("t.bad", h)
+        log.info("%d items", "not a number")
+        log.info("after")
+        bad, after = delivered(server, h, 2)
+        assert bad["line"].startswith("%d items [logdna_client: message could not be formatted")
+        assert "after" == after["line"]
+        h.close()
+
+    def test_hostile_objects_in_message_and_meta(self, server: DevServer) -> None:
+        """An argument or extra whose __str__ raises does not take the line down."""
+
+        class Hostile:
+            def __str__(self) -> str:
+                raise RuntimeError("boom")
+
+            __repr__ = __str__
+
+        h = handler_for(server)
+        log = make_logger("t.hostile", h)
+        log.info("value: %s", Hostile())
+        log.info("meta", extra={"h": Hostile()})
+        first, second = delivered(server, h, 2)
+        assert "could not be formatted" in first["line"]
+        assert "<unprintable Hostile>" == second["meta"]["h"]
+        h.close()
+
+    def test_own_logger_and_sender_thread_records_are_not_shipped(self, server: DevServer) -> None:
+        """Records from the logdna_client logger and from the sender thread never ship."""
+        h = handler_for(server)
+        root = logging.getLogger()
+        root.addHandler(h)
+        root.setLevel(logging.DEBUG)
+        logging.getLogger("logdna_client").propagate = True
+        logging.getLogger("logdna_client").warning("internal trouble")
+        logging.getLogger("app").info("app line")
+        assert h.client.flush(10)
+        # urllib3 logged "POST /logs/ingest" at DEBUG on the sender thread: not shipped.
+        logging.getLogger("app").info("second")
+        assert h.client.flush(10)
+        texts = [x["line"] for x in server.lines]
+        assert ["app line", "second"] == texts
+        root.removeHandler(h)
+        h.close()
+
+    def test_emit_never_writes_stdout(
+        self, server: DevServer, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """Even with a dead endpoint and bad input, nothing is written to stdout."""
+        h = LogDNAHandler(url="http://127.0.0.1:1/logs/ingest", shutdown_timeout=0.2)
+        log = make_logger("t.quiet", h)
+        log.info("%s %s", 1)
+        log.error("x", extra={"bad": {1: {2, 3}}})
+        h.close()
+        assert "" == capsys.readouterr().out
+
+
+class TestOptions:
+    def test_shared_client(self, server: DevServer) -> None:
+        """Two handlers built with client= ship through the same pipeline, and close leaves it."""
+        client = Client(url=server.url, hostname="h")
+        a, b = LogDNAHandler(client=client), LogDNAHandler(client=client)
+        assert a.client is b.client is client
+        make_logger("t.a", a).info("from a")
+        make_logger("t.b", b).info("from b")
+        a.close()
+        assert not client.closed
+        assert client.flush(10)
+        assert server.wait_for_lines(2, 10)
+        client.close()
+
+    def test_client_and_options_together_is_an_error(self) -> None:
+        """Passing client= and options at once is a configuration error."""
+        with pytest.raises(ConfigurationError):
+            LogDNAHandler(client=Client(url="http://127.0.0.1:1/x"), app="x")
+
+    def test_string_options_work(self, server: DevServer) -> None:
+        """Options given as strings (as from dictConfig) produce a working handler."""
+        h = LogDNAHandler(url=server.url, flush_interval="0.05", max_batch_bytes="64KiB",
+                          compress="false", tags="a,b", index_meta="true")  # fmt: skip
+        make_logger("t.str", h).info("x", extra={"k": 1})
+        delivered(server, h, 1)
+        request = server.requests[-1]
+        assert "a,b" == request.query["tags"]
+        assert not request.gzip
+        h.close()
+
+    def test_key_goes_in_header_only(self) -> None:
+        """The key travels in the apikey header, never in the URL."""
+        seen: dict[str, str] = {}
+        with DevServer(key="k-123") as srv:
+            h = LogDNAHandler(url=srv.url, key="k-123", hostname="h")
+            make_logger("t.key", h).info("authorized")
+            assert h.client.flush(10)
+            assert srv.wait_for_lines(1, 10)
+            record = srv.requests[-1]
+            seen.update(record.query)
+            assert "header" == record.auth
+            assert record.key_valid
+            h.close()
+        assert "k-123" not in str(seen)
+
+    def test_repr_hides_key(self) -> None:
+        """Neither handler nor client repr shows the key."""
+        h = LogDNAHandler(key="super-secret-value", url="http://127.0.0.1:1/x")
+        assert "super-secret-value" not in repr(h) + repr(h.client) + str(h.client.config)
+        h.close()
+
+
+class TestConcurrency:
+    def test_many_threads_lose_nothing(self, server: DevServer) -> None:
+        """Lines from 8 threads all arrive, each thread's lines in order."""
+        h = handler_for(server)
+        log = make_logger("t.threads", h)
+        start = threading.Barrier(8)
+
+        def work(t: int) -> None:
+            start.wait()
+            for i in range(500):
+                log.info("t%d %d", t, i)
+
+        threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        lines = delivered(server, h, 4000)
+        for t in range(8):
+            mine = [int(x["line"].split()[1]) for x in lines if x["line"].startswith(f"t{t} ")]
+            assert list(range(500)) == mine
+        h.close()
+
+
+def test_devserver_status_page(server: DevServer) -> None:
+    """The devserver answers GET / (used by benchmarks and humans)."""
+    assert 200 == requests.get(server.base_url, timeout=5).status_code
