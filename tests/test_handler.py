@@ -11,7 +11,6 @@ import requests
 
 from logdna_client import Client, ConfigurationError, LogDNAHandler
 from logdna_client._devserver import DevServer
-
 from tests.helpers import make_logger
 
 
@@ -159,7 +158,7 @@ class TestNeverHurtsTheApp:
         """Even with a dead endpoint and bad input, nothing is written to stdout."""
         h = LogDNAHandler(url="http://127.0.0.1:1/logs/ingest", shutdown_timeout=0.2)
         log = make_logger("t.quiet", h)
-        log.info("%s %s", 1)
+        log.info("%s %s", 1)  # noqa: PLE1206 - the bad call is the test
         log.error("x", extra={"bad": {1: {2, 3}}})
         h.close()
         assert "" == capsys.readouterr().out

@@ -95,7 +95,7 @@ class TestProcessExit:
         assert "" == result.stdout
 
     def test_dictconfig_replacing_the_handler_loses_nothing(self, server: DevServer) -> None:
-        """A second dictConfig() closes the old handler under logging's lock: no deadlock, no loss."""
+        """A second dictConfig() closes the old handler under logging's lock: no hang, no loss."""
         result = run_script(
             """
             import logging, logging.config, os
