@@ -305,12 +305,12 @@ class LogDNAProcessor:
         if self._min_level and _LEVELNOS.get(level, logging.INFO) < self._min_level:
             return
         ts = timestamp_of(event_dict["timestamp"]) if "timestamp" in event_dict else None
-        if ts is None:
-            created = getattr(record, "created", None) if record is not None else None
-            ts = int((created if isinstance(created, float) else time.time()) * 1000)
         text, meta = event_dict_to_line(
             event_dict, _context.current(), timestamp_parsed=ts is not None
         )
+        if ts is None:
+            created = getattr(record, "created", None) if record is not None else None
+            ts = int((created if isinstance(created, float) else time.time()) * 1000)
         data = self._encode(text, level, ts, meta)
         if data is not None:
             self._client.put(data)

@@ -1,0 +1,63 @@
+"""Helpers for the integration tests (structlog, Django, Flask, dictConfig, examples)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from logdna_client import Client, LogDNAHandler
+from logdna_client._devserver import DevServer
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TIMEOUT = 10.0
+
+
+class CapturingClient(Client):
+    """A Client whose ``put`` keeps the serialized lines instead of sending them."""
+
+    def __init__(self, **options: Any) -> None:
+        options.setdefault("url", "http://127.0.0.1:9/logs/ingest")
+        options.setdefault("hostname", "test-host")
+        super().__init__(**options)
+        self.captured: list[bytes] = []
+
+    def put(self, data: bytes) -> bool:
+        self.captured.append(data)
+        return True
+
+    @property
+    def lines(self) -> list[dict[str, Any]]:
+        return [orjson.loads(data) for data in self.captured]
+
+
+def delivered(server: DevServer, client: Client, n: int) -> list[dict[str, Any]]:
+    """Flush ``client`` and return the server's lines once it holds at least ``n``."""
+    assert client.flush(TIMEOUT)
+    assert server.wait_for_lines(n, TIMEOUT), server.lines
+    return server.lines
+
+
+@contextmanager
+def logger_with(name: str, handler: logging.Handler) -> Iterator[logging.Logger]:
+    """A DEBUG logger whose only handler is ``handler``; restored afterwards."""
+    log = logging.getLogger(name)
+    saved = log.handlers[:], log.level, log.propagate
+    log.handlers[:] = [handler]
+    log.setLevel(logging.DEBUG)
+    log.propagate = False
+    try:
+        yield log
+    finally:
+        log.handlers[:], log.level, log.propagate = saved
+        handler.close()
+
+
+def handler_for(server: DevServer, **options: Any) -> LogDNAHandler:
+    options.setdefault("hostname", "test-host")
+    options.setdefault("flush_interval", 0.05)
+    return LogDNAHandler(url=server.url, **options)
