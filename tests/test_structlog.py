@@ -21,7 +21,6 @@ from logdna_client import ConfigurationError, LogDNAHandler
 from logdna_client._context import bind_request_context, reset_request_context
 from logdna_client._devserver import DevServer
 from logdna_client.structlog import LogDNAProcessor, event_dict_to_line, level_of, timestamp_of
-
 from tests._helpers_integrations import (
     REPO_ROOT,
     CapturingClient,
@@ -181,7 +180,7 @@ class TestLineMapping:
                 "_logger": 1,
                 "_name": "info",
                 "k": "v",
-            }  # fmt: skip
+            }
         )
         assert ("e", {"k": "v"}) == (text, meta)
 
@@ -382,7 +381,7 @@ class TestNeverHurts:
                 st.text(max_size=12),
                 st.sampled_from(
                     ["event", "level", "timestamp", "exc_info", "exception", "stack", "_record"]
-                ),  # fmt: skip
+                ),
             ),
             st.recursive(
                 st.none()
