@@ -479,7 +479,11 @@ def _cmd_devserver(args: argparse.Namespace) -> int:
             store.close()
         return 1
     stop = threading.Event()
-    previous = _on_signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    # Handled explicitly: a shell starting us in the background ignores SIGINT.
+    previous = {
+        signum: _on_signal(signum, lambda signum, frame: stop.set())
+        for signum in (signal.SIGINT, signal.SIGTERM)
+    }
     try:
         auth = "key required" if args.key is not None else "any key accepted"
         banner = [f"logdna_client devserver listening on {server.url} ({auth})"]
@@ -510,7 +514,8 @@ def _cmd_devserver(args: argparse.Namespace) -> int:
             server.stop()
         if store is not None:
             store.close()
-        _restore_signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            _restore_signal(signum, handler)
     shown = f", {tail.shown} shown" if line_filter.active else ""
     with contextlib.suppress(OSError, ValueError):
         print(
@@ -675,7 +680,9 @@ class _Trouble(logging.Handler):
     def last(self) -> str:
         if not self.messages:
             return ""
-        return self.messages[-1].removeprefix("logdna_client: ")
+        message = self.messages[-1].removeprefix("logdna_client: ")
+        # "...; retrying with backoff, lines are kept" is true of the library, not of us.
+        return message.split("; retrying", 1)[0].split(". Lines are kept", 1)[0]
 
 
 @contextlib.contextmanager
