@@ -1,0 +1,232 @@
+"""Django: LogDNARequestContextMiddleware puts request context into every line's meta.
+
+Requests go through Django's test clients (WSGI and ASGI); lines go to a real
+DevServer over a socket.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+django = pytest.importorskip("django")
+
+from asgiref.sync import async_to_sync  # noqa: E402
+from django.conf import settings  # noqa: E402
+from django.http import HttpRequest, HttpResponse, HttpResponseNotFound  # noqa: E402
+from django.test import AsyncClient, Client, override_settings  # noqa: E402
+from django.urls import path  # noqa: E402
+
+from logdna_client import LogDNAHandler  # noqa: E402
+from logdna_client._devserver import DevServer  # noqa: E402
+from logdna_client.contrib.django import RequestContextFilter  # noqa: E402
+from tests._helpers_integrations import REPO_ROOT, TIMEOUT, handler_for  # noqa: E402
+
+app_log = logging.getLogger("t.django.app")
+MIDDLEWARE = [
+    f"{__name__}.FakeAuthMiddleware",
+    "logdna_client.contrib.django.LogDNARequestContextMiddleware",
+]
+
+
+class FakeUser:
+    def __init__(self, pk: int | None) -> None:
+        self.pk = pk
+        self.is_authenticated = pk is not None
+
+
+class FakeAuthMiddleware:
+    """Stands in for AuthenticationMiddleware: the X-Test-User header picks the user."""
+
+    def __init__(self, get_response: Any) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> Any:
+        raw = request.META.get("HTTP_X_TEST_USER")
+        request.user = FakeUser(int(raw) if raw else None)  # type: ignore[attr-defined]
+        return self.get_response(request)
+
+
+def hello(request: HttpRequest, n: int) -> HttpResponse:
+    app_log.info("in view", extra={"order": 7})
+    return HttpResponse("ok")
+
+
+def boom(request: HttpRequest) -> HttpResponse:
+    raise RuntimeError("view failed")
+
+
+def missing(request: HttpRequest) -> HttpResponse:
+    return HttpResponseNotFound("nope")
+
+
+async def async_hello(request: HttpRequest) -> HttpResponse:
+    app_log.info("in async view")
+    return HttpResponse("ok")
+
+
+urlpatterns = [
+    path("hello/<int:n>", hello),
+    path("boom", boom),
+    path("missing", missing),
+    path("async", async_hello),
+]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _django() -> Iterator[None]:
+    if not settings.configured:
+        settings.configure(
+            DEBUG=False,
+            SECRET_KEY="test-only",
+            ALLOWED_HOSTS=["testserver"],
+            INSTALLED_APPS=[],
+            DATABASES={},
+            LOGGING_CONFIG=None,
+            ROOT_URLCONF=__name__,
+            MIDDLEWARE=MIDDLEWARE,
+        )
+        django.setup()
+    with override_settings(ROOT_URLCONF=__name__, MIDDLEWARE=MIDDLEWARE):
+        yield
+
+
+@pytest.fixture
+def handler(server: DevServer) -> Iterator[LogDNAHandler]:
+    """Our handler (with the context filter) on the app logger and on django.request."""
+    h = handler_for(server)
+    h.addFilter(RequestContextFilter())
+    saved = {}
+    for name in ("t.django.app", "django.request"):
+        log = logging.getLogger(name)
+        saved[name] = log.handlers[:], log.level, log.propagate
+        log.handlers[:] = [h]
+        log.setLevel(logging.INFO)
+        log.propagate = False
+    yield h
+    for name, (handlers, level, propagate) in saved.items():
+        log = logging.getLogger(name)
+        log.handlers[:], log.level, log.propagate = handlers, level, propagate
+    h.close()
+
+
+def lines_of(server: DevServer, handler: LogDNAHandler, n: int) -> list[dict[str, Any]]:
+    assert handler.client.flush(TIMEOUT)
+    assert server.wait_for_lines(n, TIMEOUT), server.lines
+    return server.lines
+
+
+class TestMiddleware:
+    def test_context_in_meta(self, server: DevServer, handler: LogDNAHandler) -> None:
+        """A line logged in a view carries request id, method, path and user id."""
+        response = Client().get("/hello/3", HTTP_X_REQUEST_ID="req-abc", HTTP_X_TEST_USER="42")
+        assert 200 == response.status_code
+        assert "req-abc" == response["X-Request-ID"]
+        (line,) = lines_of(server, handler, 1)
+        assert "in view" == line["line"]
+        assert {
+            "order": 7,
+            "request_id": "req-abc",
+            "http_method": "GET",
+            "http_path": "/hello/3",
+            "user_id": "42",
+        } == line["meta"]
+
+    def test_generated_request_id_and_anonymous_user(
+        self, server: DevServer, handler: LogDNAHandler
+    ) -> None:
+        """Without a header a request id is generated and echoed; anonymous means no user_id."""
+        response = Client().post("/hello/1")
+        (line,) = lines_of(server, handler, 1)
+        meta = line["meta"]
+        assert 32 == len(meta["request_id"])
+        assert meta["request_id"] == response["X-Request-ID"]
+        assert "POST" == meta["http_method"]
+        assert "user_id" not in meta
+
+    def test_bad_request_id_header_is_replaced(
+        self, server: DevServer, handler: LogDNAHandler
+    ) -> None:
+        """A request id header that is not a sane token is not trusted."""
+        Client().get("/hello/1", HTTP_X_REQUEST_ID="x" * 500)
+        (line,) = lines_of(server, handler, 1)
+        assert "x" * 500 != line["meta"]["request_id"]
+
+    def test_context_does_not_leak_between_requests(
+        self, server: DevServer, handler: LogDNAHandler
+    ) -> None:
+        """Each request has its own id, and nothing is bound after it."""
+        client = Client()
+        client.get("/hello/1", HTTP_X_REQUEST_ID="first")
+        client.get("/hello/2", HTTP_X_REQUEST_ID="second")
+        app_log.info("outside")
+        first, second, outside = lines_of(server, handler, 3)
+        assert ("first", "second") == (
+            first["meta"]["request_id"],
+            second["meta"]["request_id"],
+        )
+        assert "meta" not in outside
+
+    def test_unhandled_exception_line_has_context(
+        self, server: DevServer, handler: LogDNAHandler
+    ) -> None:
+        """django.request's "Internal Server Error" line carries the request context."""
+        response = Client(raise_request_exception=False).get("/boom", HTTP_X_REQUEST_ID="r500")
+        assert 500 == response.status_code
+        (line,) = lines_of(server, handler, 1)
+        assert line["line"].startswith("Internal Server Error: /boom")
+        assert "RuntimeError: view failed" in line["line"]
+        assert "ERROR" == line["level"]
+        assert "r500" == line["meta"]["request_id"]
+        assert 500 == line["meta"]["status_code"]
+
+    def test_returned_404_line_has_context_and_status(
+        self, server: DevServer, handler: LogDNAHandler
+    ) -> None:
+        """A 4xx returned by a view is logged after the middleware; it still has context."""
+        response = Client().get("/missing", HTTP_X_REQUEST_ID="r404")
+        assert 404 == response.status_code
+        (line,) = lines_of(server, handler, 1)
+        assert "WARNING" == line["level"]
+        assert ("r404", 404) == (line["meta"]["request_id"], line["meta"]["http_status"])
+
+    def test_async_view_under_asgi(self, server: DevServer, handler: LogDNAHandler) -> None:
+        """Under ASGI (async middleware chain) the context reaches the view's lines too."""
+        response = async_to_sync(AsyncClient().get)("/async", headers={"X-Request-ID": "as-1"})
+        assert 200 == response.status_code
+        assert "as-1" == response["X-Request-ID"]
+        (line,) = lines_of(server, handler, 1)
+        assert "in async view" == line["line"]
+        assert "as-1" == line["meta"]["request_id"]
+
+    def test_access_log(self, server: DevServer, handler: LogDNAHandler) -> None:
+        """LOGDNA_ACCESS_LOG adds one line per request, with status and duration."""
+        access = logging.getLogger("django.access")
+        saved = access.handlers[:], access.level, access.propagate
+        access.handlers[:], access.propagate = [handler], False
+        access.setLevel(logging.INFO)
+        try:
+            with override_settings(LOGDNA_ACCESS_LOG=True):
+                Client().get("/hello/5", HTTP_X_REQUEST_ID="acc")
+            view_line, access_line = lines_of(server, handler, 2)
+        finally:
+            access.handlers[:], access.level, access.propagate = saved
+        assert access_line["line"].startswith("GET /hello/5 200 (")
+        assert 200 == access_line["meta"]["http_status"]
+        assert "acc" == access_line["meta"]["request_id"]
+        assert isinstance(access_line["meta"]["duration_ms"], float)
+        assert "http_status" not in view_line["meta"]
+
+
+def test_core_does_not_import_django() -> None:
+    """The package and its contrib helpers do not import Django or Flask."""
+    code = (
+        "import sys, logdna_client, logdna_client.contrib\n"
+        "assert 'django' not in sys.modules and 'flask' not in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO_ROOT, timeout=60)
