@@ -1,15 +1,18 @@
 """Redaction: secrets in meta keys, and optional patterns in text.
 
 Runs in the application thread before a line is serialized, so nothing
-unredacted ever sits in the buffer. It only walks meta when a line has meta,
-and answers "is this key a secret?" from a small cache, because the same few
-keys come back on every line.
+unredacted ever sits in the buffer. It looks inside everything the serializer
+would expand (dicts and other mappings, lists, tuples, sets, dataclass
+instances), cuts cycles and meta deeper than ``MAX_DEPTH``, and never raises.
+It only walks meta when a line has meta, and answers "is this key a secret?"
+from a small cache, because the same few keys come back on every line.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import fields, is_dataclass
 from typing import Any
 
 __all__ = ["DEFAULT_SECRET_KEYS", "MARKER", "PRESET_PATTERNS", "Redactor"]
@@ -84,33 +87,96 @@ class Redactor:
     def meta(self, value: Any) -> Any:
         """A copy of ``value`` with secrets replaced; ``value`` itself when nothing changed.
 
-        Never mutates the caller's objects (they may be shared with other handlers).
+        Never mutates the caller's objects (they may be shared with other
+        handlers) and never raises. Anything the serializer would show as a
+        mapping (dicts, other ``Mapping`` types, dataclass instances) is walked
+        at any depth up to a limit; deeper parts, cycles and containers that
+        cannot be read are replaced by a marker rather than shipped unchecked.
         """
-        return self._walk(value, set())
+        try:
+            result = self._walk(value, set(), 0)
+        except Exception:  # a hostile container: ship nothing of it rather than secrets
+            return _UNREADABLE
+        return value if result is _OTHER else result
 
-    def _walk(self, value: Any, path: set[int]) -> Any:
+    def _key_is_secret(self, key: object) -> bool:
+        if isinstance(key, str):
+            return self.is_secret(key)
+        if isinstance(key, bytes):
+            return self.is_secret(key.decode("latin-1"))
+        return False
+
+    def _walk(self, value: Any, path: set[int], depth: int) -> Any:
         if isinstance(value, str):
             return self._text_re.sub(MARKER, value) if self._text_re else value
-        if isinstance(value, dict):
-            if id(value) in path:
-                return value  # a cycle: serialization cuts it later
-            path.add(id(value))
-            out: dict[Any, Any] | None = None
-            for k, v in value.items():
-                new = MARKER if isinstance(k, str) and self.is_secret(k) else self._walk(v, path)
-                if new is not v:
-                    if out is None:
-                        out = dict(value)
-                    out[k] = new
-            path.discard(id(value))
-            return value if out is None else out
-        if isinstance(value, list | tuple):
-            if id(value) in path:
+        if value is None or isinstance(value, int | float | bool):
+            return value
+        if isinstance(value, bytes | bytearray):
+            if self._text_re is None:
                 return value
-            path.add(id(value))
-            items = [self._walk(v, path) for v in value]
+            # The line builder ships bytes as text; check that text like any other.
+            text = bytes(value).decode("utf-8", "backslashreplace")
+            new_text = self._text_re.sub(MARKER, text)
+            return value if new_text == text else new_text
+        if type(value) is not dict:
+            value = _as_container(value)
+            if value is None:
+                return _OTHER  # not a container: the sentinel tells the caller "unchanged"
+        if depth >= MAX_DEPTH:
+            return TOO_DEEP
+        if id(value) in path:
+            # A cycle. Returning the original would smuggle its unredacted
+            # items past a copy made higher up; cut it here instead.
+            return CYCLE
+        path.add(id(value))
+        try:
+            if isinstance(value, dict):
+                out: dict[Any, Any] | None = None
+                for k, v in list(value.items()):
+                    if self._key_is_secret(k):
+                        new: Any = MARKER
+                    else:
+                        new = self._walk(v, path, depth + 1)
+                        if new is _OTHER:
+                            continue
+                    if new is not v:
+                        if out is None:
+                            out = dict(value)
+                        out[k] = new
+                return value if out is None else out
+            items = list(value)
+            changed = not isinstance(value, list | tuple)
+            for index, item in enumerate(items):
+                new = self._walk(item, path, depth + 1)
+                if new is not _OTHER and new is not item:
+                    items[index] = new
+                    changed = True
+            return items if changed else value
+        finally:
             path.discard(id(value))
-            if all(a is b for a, b in zip(items, value, strict=True)):
-                return value
-            return items
+
+
+_OTHER: Any = object()
+_UNREADABLE = "[REDACTED: unreadable]"
+#: Meta nested deeper than this is cut (the line builder's own limit is the same).
+MAX_DEPTH = 32
+TOO_DEEP = "<too deep>"
+CYCLE = "<cycle>"
+
+
+def _as_container(value: Any) -> Any:
+    """A dict or list view of a container the serializer would expand, else None.
+
+    orjson serializes dataclass instances as objects, and the line builder
+    turns other ``Mapping`` types and sets into objects and arrays: their keys
+    and strings must be checked like a dict's.
+    """
+    if isinstance(value, list | tuple):
         return value
+    if isinstance(value, Mapping):
+        return dict(value.items())
+    if isinstance(value, set | frozenset):
+        return list(value)
+    if is_dataclass(value) and not isinstance(value, type):
+        return {f.name: getattr(value, f.name) for f in fields(value)}
+    return None
