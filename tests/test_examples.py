@@ -1,0 +1,123 @@
+"""Every file in examples/ runs against a DevServer (LOGDNA_URL) and delivers what it logs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from logdna_client._devserver import DevServer
+from tests._helpers_integrations import REPO_ROOT, TIMEOUT
+
+EXAMPLES = REPO_ROOT / "examples"
+
+
+def run_example(server: DevServer, name: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOGDNA_")}
+    env["LOGDNA_URL"] = server.url
+    env["PYTHONPATH"] = str(REPO_ROOT)
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / name)],
+        check=False,
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert 0 == result.returncode, result.stderr
+    return result
+
+
+def texts(server: DevServer, n: int) -> list[str]:
+    assert server.wait_for_lines(n, TIMEOUT), server.lines
+    return [line["line"] for line in server.lines]
+
+
+def by_text(server: DevServer, start: str) -> dict[str, Any]:
+    (line,) = [line for line in server.lines if line["line"].startswith(start)]
+    return line
+
+
+def test_every_example_is_tested() -> None:
+    """Each example file has a test here (so a new one is not forgotten)."""
+    tested = {
+        "stdlib_basic.py",
+        "dictconfig.py",
+        "structlog_example.py",
+        "flask_app.py",
+        "multiprocessing_fork.py",
+        "django_app/run.py",
+        "django_app/settings.py",
+        "django_app/urls.py",
+    }
+    found = {str(p.relative_to(EXAMPLES)) for p in EXAMPLES.rglob("*.py")}
+    assert tested == found
+
+
+def test_stdlib_basic(server: DevServer) -> None:
+    """The stdlib example ships its three lines with extras and the traceback."""
+    run_example(server, "stdlib_basic.py")
+    lines = texts(server, 3)
+    assert ["order 1001 created", "stock low"] == lines[:2]
+    assert lines[2].startswith("could not compute the discount\nTraceback")
+    assert {"customer_id": 7, "total": 19.99} == by_text(server, "order")["meta"]
+    assert ["examples"] == list(server.requests[0].tags)
+
+
+def test_dictconfig(server: DevServer) -> None:
+    """The dictConfig example (string options) ships both lines."""
+    run_example(server, "dictconfig.py")
+    assert ["invoice INV-7 sent", "payment declined"] == texts(server, 2)
+    assert "billing" == server.lines[0]["app"]
+    assert ["web", "eu-west"] == list(server.requests[0].tags)
+
+
+def test_structlog_example(server: DevServer) -> None:
+    """The structlog example ships events with context and the exception."""
+    result = run_example(server, "structlog_example.py")
+    lines = texts(server, 3)
+    assert ["job started", "retrying"] == lines[:2]
+    assert lines[2].startswith("job failed\nTraceback")
+    assert {"queue": "emails", "job_id": "job-17"} == server.lines[0]["meta"]
+    assert "job started" in result.stdout  # the console renderer still ran
+
+
+def test_flask_app(server: DevServer) -> None:
+    """The Flask example ships the view's line and the access line, both with context."""
+    result = run_example(server, "flask_app.py")
+    assert "200 demo-req-1" in result.stdout
+    texts(server, 2)
+    view = by_text(server, "showing order 42")
+    access = by_text(server, "GET /orders/42 200")
+    assert "demo-req-1" == view["meta"]["request_id"]
+    assert 200 == access["meta"]["http_status"]
+
+
+def test_multiprocessing_fork(server: DevServer) -> None:
+    """Parent and three forked workers each deliver their own lines, once."""
+    if not hasattr(os, "fork"):
+        pytest.skip("fork is POSIX only")
+    run_example(server, "multiprocessing_fork.py")
+    lines = texts(server, 11)
+    expected = {f"worker {w} finished job {j}" for w in (1, 2, 3) for j in range(3)}
+    expected |= {"parent starting 3 workers", "parent done"}
+    assert sorted(expected) == sorted(lines)
+    assert [0, 0, 0] == by_text(server, "parent done")["meta"]["exit_codes"]
+
+
+def test_django_app(server: DevServer) -> None:
+    """The Django example ships view, error and access lines with request context."""
+    result = run_example(server, "django_app/run.py")
+    assert result.stdout.startswith("200 demo-req-1 500 ")
+    texts(server, 4)
+    view = by_text(server, "showing order 42")
+    assert {"order_id": 42, "request_id": "demo-req-1", "http_method": "GET",
+            "http_path": "/orders/42"} == view["meta"]  # fmt: skip
+    error = by_text(server, "Internal Server Error: /fail")
+    assert "RuntimeError: the view failed" in error["line"]
+    assert "/fail" == error["meta"]["http_path"]
+    assert 500 == by_text(server, "GET /fail 500")["meta"]["http_status"]
