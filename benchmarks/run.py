@@ -91,7 +91,7 @@ def run_one(server: Server, name: str, workload: str, n: int) -> dict[str, Any] 
         target=harness.client_main, args=(child, name, workload, n, server.url), daemon=True
     )
     delivers = name in harness.DELIVERING
-    start_count, start_requests = server.ask("count")
+    start_count, _ = server.ask("count")
     proc.start()
     try:
         kind, payload = conn.recv()
@@ -133,7 +133,6 @@ def run_one(server: Server, name: str, workload: str, n: int) -> dict[str, Any] 
         elapsed = max(r[4] for r in ok) - info["wall0"]
         result["delivery_s"] = elapsed
         result["lines_per_s"] = result["delivered_in_window"] / elapsed if elapsed > 0 else None
-    del start_requests
     return result
 
 
@@ -165,7 +164,8 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
     for key in ("lines_per_s",):
         values = [r[key] for r in runs if r.get(key) is not None]
         out[key] = max(values) if values else None
-    for key in ("lost", "requests", "connections", "wire_bytes", "http_errors"):
+    for key in ("lost", "requests", "connections", "wire_bytes", "http_errors",
+                "page_faults_per_call"):  # fmt: skip
         values = [r[key] for r in runs if r.get(key) is not None]
         out[key] = max(values) if values else None
     out["n"] = runs[0]["n"]
@@ -259,8 +259,8 @@ def print_table(results: dict[str, dict[str, dict[str, Any]]]) -> None:
         print("  ".join(f"{h:>{w}}" if i else f"{h:<{w}}" for i, (h, w) in enumerate(COLUMNS)))
         for name, row in table.items():
             cells = row_cells(name, row)
-            print("  ".join(f"{c:>{w}}" if i else f"{c:<{w}}"
-                            for i, (c, (_, w)) in enumerate(zip(cells, COLUMNS, strict=True))))  # fmt: skip
+            pairs = enumerate(zip(cells, COLUMNS, strict=True))
+            print("  ".join(f"{c:>{w}}" if i else f"{c:<{w}}" for i, (c, (_, w)) in pairs))
 
 
 def markdown_table(results: dict[str, dict[str, dict[str, Any]]]) -> str:
@@ -382,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
         for rep in range(reps):
             for workload in workloads:
                 # Rotate the order so no client always runs first (or last) in a round.
-                order = clients[rep % len(clients):] + clients[: rep % len(clients)]
+                order = clients[rep % len(clients) :] + clients[: rep % len(clients)]
                 for name in order:
                     if name in skipped:
                         continue
@@ -402,9 +402,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         server.stop()
 
-    results = {
-        w: {c: aggregate(runs) for c, runs in raw[w].items() if runs} for w in workloads
-    }
+    results = {w: {c: aggregate(runs) for c, runs in raw[w].items() if runs} for w in workloads}
     for table in results.values():
         derive(table)
     print_table(results)
@@ -447,11 +445,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {args.json.relative_to(ROOT) if args.json.is_relative_to(ROOT) else args.json}")
     if not args.no_plot:
         plot(results, args.plot)
-        print(f"wrote {args.plot.relative_to(ROOT) if args.plot.is_relative_to(ROOT) else args.plot}")
+        shown = args.plot.relative_to(ROOT) if args.plot.is_relative_to(ROOT) else args.plot
+        print(f"wrote {shown}")
     return 0
 
 
-def targets(results: dict[str, dict[str, dict[str, Any]]], memory: list[dict[str, Any]]) -> dict[str, Any]:
+def targets(
+    results: dict[str, dict[str, dict[str, Any]]], memory: list[dict[str, Any]]
+) -> dict[str, Any]:
     lines = []
     ok = True
     plain = results.get("plain", {})

@@ -1,0 +1,358 @@
+"""Where the time goes: ``LogDNAHandler.emit`` piece by piece, and the sender's batch work.
+
+    .venv/bin/python benchmarks/profile_hot_path.py [--cprofile]
+
+Each figure is nanoseconds per record (best of several timeit repetitions, so
+noise only ever makes a figure larger). The pieces are timed on the real
+objects of a live handler whose sender cannot send, so nothing competes for
+the GIL. Figures for the sender are per line, for a batch of ``max_batch_bytes``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import gc
+import logging
+import resource
+import socket
+import statistics
+import sys
+import time
+import timeit
+import zlib
+from typing import Any
+
+import orjson
+
+FMT = "request %s served in %d ms"
+_PLAIN_LEN = len(logging.LogRecord("p", logging.INFO, __file__, 1, "p", None, None).__dict__)
+
+
+def best_ns(stmt: str, env: dict[str, Any], number: int = 20_000, repeat: int = 7) -> float:
+    timer = timeit.Timer(stmt, globals=env)
+    return min(timer.repeat(repeat=repeat, number=number)) / number * 1e9
+
+
+def dead_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/logs/ingest"
+
+
+def make_handler() -> Any:
+    from logdna_client import LogDNAHandler
+
+    # The sender sleeps (no full batch, hourly interval): only the caller's work is timed.
+    return LogDNAHandler(
+        key="k", url=dead_url(), hostname="bench", app="bench", flush_interval=3600,
+        max_batch_bytes=8 * 1024 * 1024, max_buffer_bytes=1 << 40, shutdown_timeout=0,
+    )  # fmt: skip
+
+
+def hot_path(report: list[tuple[str, float]]) -> None:
+    from logdna_client import _handler as handler_mod
+
+    def add(label: str, ns: float) -> None:
+        report.append((label, ns))
+        print(f"  {ns:8.0f} ns  {label}", flush=True)
+
+    floor_log = logging.getLogger("floor")
+    floor_log.handlers[:] = [logging.NullHandler()]
+    floor_log.propagate = False
+    floor_log.setLevel(logging.INFO)
+    handler = make_handler()
+    ours_log = logging.getLogger("ours")
+    ours_log.handlers[:] = [handler]
+    ours_log.propagate = False
+    ours_log.setLevel(logging.INFO)
+    ours_log.info("start the sender")
+    client = handler.client
+    buffer = client._buffer
+    encode = handler._encode
+    record = logging.LogRecord("ours", logging.INFO, __file__, 1, FMT, (42, 7), None)
+    extra_record = logging.LogRecord("ours", logging.INFO, __file__, 1, FMT, (42, 7), None)
+    extra_record.__dict__.update(
+        {"user_id": 42, "path": "/api/v1/items", "method": "GET", "status": 200, "bytes": 5120}
+    )
+    data = encode(record.getMessage(), "INFO", int(record.created * 1000), None)
+    deque: collections.deque[bytes] = collections.deque()
+
+    def drain() -> None:
+        # Keep the buffer from growing without end between timings: recycled memory.
+        with buffer._lock:
+            buffer._lines.clear()
+            buffer.queued_bytes = 0
+
+    env: dict[str, Any] = {
+        "floor": floor_log, "ours": ours_log, "h": handler, "record": record,
+        "extra_record": extra_record, "client": client, "buffer": buffer, "encode": encode,
+        "data": data, "orjson": orjson, "deque": deque, "drain": drain,
+        "STANDARD": handler_mod.STANDARD_RECORD_ATTRS, "FMT": FMT,
+        "line": {"line": "request 42 served in 7 ms", "timestamp": 1732280000123, "level": "INFO",
+                 "app": "bench"},
+        "sender": client._sender, "PLAIN_LEN": _PLAIN_LEN,
+    }  # fmt: skip
+    n = 20_000
+
+    def timed(stmt: str, label: str, setup_drain: bool = True) -> float:
+        # ``drain`` runs once per timeit repetition (outside the timing).
+        timer = timeit.Timer(stmt, setup="drain()" if setup_drain else "pass", globals=env)
+        ns = min(timer.repeat(repeat=7, number=n)) / n * 1e9
+        add(label, ns)
+        return ns
+
+    print("\nwhole calls (application thread):")
+    fl = timed("floor.info(FMT, 42, 7)", "log.info with only a NullHandler (the floor)")
+    ou = timed(
+        "ours.info(FMT, 42, 7)", "log.info with LogDNAHandler (sender asleep, memory reused)"
+    )
+    add(f"-> caller ratio, warm memory: {ou / fl:.2f}x", 0)
+    timed("h.handle(record)", "LogDNAHandler.handle(record): the handler's whole share")
+    timed("h.handle(extra_record)", "LogDNAHandler.handle(record with 5 extra= fields)")
+
+    print("\npieces of emit (plain record):")
+    timed("record.thread == client.sender_ident or record.thread in h._busy",
+          "re-entry / sender-thread check")  # fmt: skip
+    timed("h._skip_names.get(record.name)", "own-logger check (dict lookup)")
+    timed("b = h._busy; b.add(1); b.discard(1)", "busy set add + discard")
+    timed("h.formatter is None and (record.exc_info or record.exc_text or record.stack_info)",
+          "formatter / exception checks")  # fmt: skip
+    timed("record.getMessage()", "record.getMessage() (the % formatting)")
+    timed("len(record.__dict__) != PLAIN_LEN", "len(record.__dict__) fast check for extras")
+    timed("{k: v for k, v in record.__dict__.items() if k not in STANDARD}",
+          "full scan of record.__dict__ for extras (what the fast check skips)")  # fmt: skip
+    timed("{k: v for k, v in extra_record.__dict__.items() if k not in STANDARD}",
+          "scan of record.__dict__ with 5 extras")  # fmt: skip
+    timed("int(record.created * 1000)", "timestamp in ms")
+    timed("encode('request 42 served in 7 ms', 'INFO', 1732280000123, None)",
+          "LineBuilder.encode (dict + orjson.dumps + checks), result discarded")  # fmt: skip
+    timed("orjson.dumps(line)", "orjson.dumps of the line dict alone")
+    timed("encode('request 42 served in 7 ms', 'INFO', 1732280000123, "
+          "{'user_id': 42, 'path': '/api/v1/items', 'method': 'GET', 'status': 200, "
+          "'bytes': 5120})", "LineBuilder.encode with 5 meta fields (redaction on)")  # fmt: skip
+    timed("client.put(data)", "Client.put (started/alive checks + Buffer.put)")
+    timed("buffer.put(data)", "Buffer.put alone (lock, append, counters, wake check)")
+    timed("sender.alive", "Sender.alive (Thread.is_alive)")
+    timed("client._started", "attribute read (for scale)")
+    timed("deque.append(data)", "bare deque.append (for scale)")
+
+    print("\nleaner equivalents (prototypes, for scale; same output bytes):")
+    env["lean"] = _lean_parts(client)
+    timed("lean.encode('request 42 served in 7 ms', 'INFO', 1732280000123)",
+          "encode fast path: one dict literal + orjson.dumps + right-size copy")  # fmt: skip
+    timed("lean.put(data)", "put: one lock, fewer attribute writes, liveness from a flag")
+    timed("lean.handle(record)", "whole handler share: lean handle+emit for a plain record")
+
+    print("\nholding orjson's output vs a right-sized copy (fresh process memory):")
+    fresh_memory(add)
+
+
+class _LeanParts:
+    """What the hot path could cost: a prototype with the same output, not the library."""
+
+    def __init__(self, client: Any) -> None:
+        import threading
+        from collections import deque
+
+        self._app = client.config.app
+        self._lines: deque[bytes] = deque()
+        self._lock = threading.Lock()
+        self._queued = 0
+        self._accepted = 0
+        self._max = 1 << 40
+        self._wake_at = 8 << 20
+        self._wake_pending = False
+        self._running = True  # cleared by the sender thread in a finally
+        self._sender_ident = client.sender_ident
+        self._busy: set[int] = set()
+
+    def encode(self, text: str, level: str, timestamp: int) -> bytes:
+        # Static fields known at build time; the common case needs no meta, no redaction.
+        return orjson.dumps({"line": text, "timestamp": timestamp, "level": level,
+                             "app": self._app}) + b","  # fmt: skip
+
+    def put(self, data: bytes) -> bool:
+        size = len(data) + 41
+        with self._lock:
+            queued = self._queued + size
+            if queued > self._max:
+                return False
+            self._lines.append(data)
+            self._queued = queued
+            self._accepted += 1
+            wake = queued >= self._wake_at and not self._wake_pending
+        if wake:
+            self._wake_pending = True
+        if len(self._lines) > 100_000:
+            self._lines.clear()
+            self._queued = 0
+        return True
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        thread = record.thread
+        if thread == self._sender_ident or thread in self._busy:
+            return False
+        msg = record.msg
+        args = record.args
+        text = (msg % args if args else msg) if type(msg) is str else record.getMessage()
+        if record.exc_info or record.stack_info or len(record.__dict__) != _PLAIN_LEN:
+            return False  # the general path, not prototyped here
+        self.put(self.encode(text, record.levelname, int(record.created * 1000)))
+        return True
+
+
+def _lean_parts(client: Any) -> _LeanParts:
+    return _LeanParts(client)
+
+
+def fresh_memory(add: Any) -> None:
+    """orjson returns bytes with a ~4 KiB allocation; holding them costs that, and page faults."""
+    import tracemalloc
+
+    line = {"line": "request 42 served in 7 ms", "timestamp": 1732280000123, "level": "INFO",
+            "app": "bench"}  # fmt: skip
+    dumps = orjson.dumps
+    count = 50_000
+    for label, make in (
+        ("orjson.dumps(line) held as is", lambda: dumps(line)),
+        ("orjson.dumps(line) + b',' (a right-sized copy)", lambda: dumps(line) + b","),
+    ):
+        gc.collect()
+        tracemalloc.start()
+        base, _ = tracemalloc.get_traced_memory()
+        held = [make() for _ in range(1000)]
+        size, _ = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        per_line = (size - base - 8 * len(held)) / len(held)
+        del held
+        # Timed on memory this process never touched: what a filling buffer pays.
+        q: collections.deque[bytes] = collections.deque()
+        faults0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        t0 = time.perf_counter_ns()
+        for _ in range(count):
+            q.append(make())
+        ns = (time.perf_counter_ns() - t0) / count
+        faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults0) / count
+        add(f"{label}: {per_line:,.0f} B held per {len(dumps(line))}-B line, "
+            f"{faults:.2f} page faults per line, time per line (dumps + append) on fresh memory",
+            ns)  # fmt: skip
+        del q
+
+
+def sender_costs(report: list[tuple[str, float]]) -> None:
+    from logdna_client._sender import join_lines
+
+    def add(label: str, ns: float) -> None:
+        report.append((label, ns))
+        print(f"  {ns:8.1f} ns/line  {label}", flush=True)
+
+    sample = [
+        orjson.dumps(
+            {
+                "line": f"request {i} served in {i % 997} ms",
+                "timestamp": 1732280000123 + i,
+                "level": "INFO",
+                "app": "bench",
+            }
+        )
+        for i in range(20_000)
+    ]
+    batch: list[bytes] = []
+    total = 0
+    for line in sample:
+        if total + len(line) + 41 > 2 * 1024 * 1024:
+            break
+        batch.append(line)
+        total += len(line) + 41
+    lines = len(batch)
+    body = join_lines(batch)
+    print(f"\nsender, per line of a {lines:,}-line batch ({len(body):,} B body):")
+    env = {"join_lines": join_lines, "batch": batch, "zlib": zlib, "body": body}
+    add(
+        "join_lines (one bytes.join)",
+        best_ns("join_lines(batch)", env, number=20, repeat=5) / lines,
+    )
+    for level in (1, 6, 9):
+        env["level"] = level
+        ns = best_ns(
+            "c = zlib.compressobj(level, zlib.DEFLATED, 31); c.compress(body) + c.flush()",
+            env, number=3, repeat=3,
+        ) / lines  # fmt: skip
+        c = zlib.compressobj(level, zlib.DEFLATED, 31)
+        size = len(c.compress(body) + c.flush())
+        add(f"gzip level {level}: {len(body) / size:.1f}x smaller ({size:,} B)", ns)
+    requests_cost(add, body, lines)
+
+
+def requests_cost(add: Any, body: bytes, lines: int) -> None:
+    """CPU this process spends per POST through requests.Session, to a server elsewhere."""
+    import multiprocessing
+
+    import requests
+
+    sys.path.insert(0, __file__.rsplit("/", 1)[0])
+    import _harness
+
+    ctx = multiprocessing.get_context("spawn")
+    conn, child = ctx.Pipe()
+    proc = ctx.Process(target=_harness.server_main, args=(child,), daemon=True)
+    proc.start()
+    url = conn.recv()
+    try:
+        session = requests.Session()
+        session.headers.update({"apikey": "k", "Content-Type": "application/json; charset=UTF-8"})
+        small = b'{"lines":[{"line":"x","app":"a"}]}'
+        gz = zlib.compressobj(1, zlib.DEFLATED, 31)
+        big = gz.compress(body) + gz.flush()
+        for label, payload, count in (
+            ("1-line body", small, 300),
+            ("2 MiB batch gzipped", big, 20),
+        ):
+            gzip_header = {"Content-Encoding": "gzip"} if payload is big else None
+            session.post(url, params={"hostname": "b"}, data=payload, headers=gzip_header)
+            samples = []
+            for _ in range(count):
+                c0 = time.process_time()
+                response = session.post(
+                    url, params={"hostname": "b", "now": str(int(time.time() * 1000))},
+                    data=payload, headers={"Content-Encoding": "gzip"} if payload is big else None,
+                )  # fmt: skip
+                response.close()
+                samples.append(time.process_time() - c0)
+            cpu = statistics.median(samples) * 1e9
+            print(f"  {cpu / 1000:8.0f} µs CPU per request through requests.Session ({label})",
+                  flush=True)  # fmt: skip
+            if payload is big:
+                add("requests.Session.post overhead, spread over the batch", cpu / lines)
+    finally:
+        conn.send(("stop",))
+        proc.join(5)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cprofile", action="store_true", help="also cProfile 200k emits")
+    args = parser.parse_args()
+    report: list[tuple[str, float]] = []
+    print("LogDNAHandler hot path, ns per record (best of 7):")
+    hot_path(report)
+    sender_costs(report)
+    if args.cprofile:
+        import cProfile
+        import pstats
+
+        handler = make_handler()
+        record = logging.LogRecord("ours", logging.INFO, __file__, 1, FMT, (42, 7), None)
+        profile = cProfile.Profile()
+        profile.enable()
+        for _ in range(200_000):
+            handler.handle(record)
+        profile.disable()
+        pstats.Stats(profile).sort_stats("tottime").print_stats(12)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
