@@ -51,6 +51,7 @@ class Buffer:
         self._wake_pending = False
         self.queued_bytes = 0
         self.inflight_bytes = 0
+        self.inflight_lines = 0
         self.accepted = 0  # lines ever queued: the next line's sequence number
         self._head_seq = 0  # sequence number of the oldest queued line
         self._inflight_start: int | None = None
@@ -138,6 +139,7 @@ class Buffer:
             self.queued_bytes -= total
             self.inflight_bytes += total
             if batch:
+                self.inflight_lines = len(batch)
                 self._inflight_start = self._head_seq
                 self._head_seq += len(batch)
             self._wake_pending = self.queued_bytes >= self._wake_bytes
@@ -148,6 +150,7 @@ class Buffer:
         size = sum(len(line) for line in lines) + LINE_OVERHEAD * len(lines)
         with self._lock:
             self.inflight_bytes -= size
+            self.inflight_lines = 0
             self._inflight_start = None
             self._room.notify_all()
 

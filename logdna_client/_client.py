@@ -150,7 +150,12 @@ class Client:
         self.sender_ident: int | None = None
 
     def _wake(self) -> None:
-        self._sender.wake.set()
+        # Called when a batch's worth is queued: also the cheap moment to notice a
+        # dead sender, rather than checking the thread on every line.
+        sender = self._sender
+        sender.wake.set()
+        if self._started and not sender.alive and not self._closed:
+            self._restart_dead_sender()
 
     def _start(self) -> None:
         with self._start_lock:
@@ -177,8 +182,6 @@ class Client:
         """Queue one serialized line (hot path for handlers); False when dropped."""
         if not self._started:
             self._start()
-        elif not self._sender.alive and not self._closed:
-            self._restart_dead_sender()
         return self._buffer.put(data)
 
     def _restart_dead_sender(self) -> None:
@@ -260,7 +263,7 @@ class Client:
         dropped_before = sum(buffer.dropped.values())
         if not self._started:
             self._start()
-        self._sender.wake.set()
+        self._wake()
         if _under_logging_lock() or threading.get_ident() == self.sender_ident:
             return False
         done = self._sender.wait_done_through(target, timeout)
@@ -303,12 +306,12 @@ class Client:
             sender.finished.wait(max(0.0, left) + 0.2)
         if at_exit:
             self._exit_done = True
-            if self._started and not sender.finished.is_set():
-                stuck = len(self._buffer) + (1 if self._buffer.inflight_bytes else 0)
+            stuck = len(self._buffer) + self._buffer.inflight_lines
+            if self._started and not sender.finished.is_set() and stuck:
                 _report_exit_loss(
                     f"logdna_client: the log service did not answer within the shutdown "
-                    f"deadline ({self.config.shutdown_timeout:g} s); about {stuck} batch(es) "
-                    "of lines were not delivered"
+                    f"deadline ({self.config.shutdown_timeout:g} s); {stuck} lines were not "
+                    "delivered"
                 )
 
     # -- introspection
