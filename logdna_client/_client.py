@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ._buffer import Buffer
@@ -146,6 +146,10 @@ class Client:
         )
         self._sender.on_shutdown_loss = self._shutdown_loss
         self._started = False
+        #: Queue one serialized line; False when it was dropped (and counted). The
+        #: hot path for handlers: after the first line it is the buffer's own put,
+        #: saving a call per line.
+        self.put: Callable[[bytes], bool] = self._first_put
         #: Thread ident of the sender: records made on it are never shipped.
         self.sender_ident: int | None = None
 
@@ -178,10 +182,10 @@ class Client:
 
     # -- logging
 
-    def put(self, data: bytes) -> bool:
-        """Queue one serialized line (hot path for handlers); False when dropped."""
-        if not self._started:
-            self._start()
+    def _first_put(self, data: bytes) -> bool:
+        """``put`` until the sender runs: start it, then put straight into the buffer."""
+        self._start()
+        self.put = self._buffer.put
         return self._buffer.put(data)
 
     def _restart_dead_sender(self) -> None:

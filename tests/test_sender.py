@@ -122,11 +122,10 @@ class TestSplitting:
         sent = [f"line {i}" if i not in (17, 60) else f"BAD {i}" for i in range(100)]
         for text in sent:
             client.log(text)
-        client.flush(10)
+        client.close(10)  # drains everything, including the summary queued after the 400s
         summary = "logdna_client: 2 lines dropped (2 rejected)"
         assert [t for t in sent if "BAD" not in t] + [summary] == transport.delivered
         assert 2 == client.stats()["dropped"]["rejected"]
-        client.close()
 
 
 class TestAuthAndEncoding:
@@ -208,11 +207,9 @@ class TestShutdownAndAccounting:
         assert dropped > 0
         gate.set()
         client.flush(10)
-        client.log("after")
-        client.flush(10)
+        client.close(10)
         summaries = [t for t in transport.delivered if "lines dropped" in t]
         assert [f"logdna_client: {dropped} lines dropped ({dropped} buffer full)"] == summaries
-        client.close()
 
     def test_sender_survives_transport_bug(self) -> None:
         """An exception inside the transport costs that batch (counted), not the sender."""
