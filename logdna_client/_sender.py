@@ -264,13 +264,15 @@ class Sender:
             attempt += 1
             self.stats.retries += 1
             self._report_failure(outcome)
+            # What the server asked for: close() may cut our own backoff short, not this.
+            floor = 0.0
+            if outcome.retry_after is not None:
+                floor = max(0.0, min(outcome.retry_after, self._backoff.cap))
             if kind is Kind.AUTH or kind is Kind.OTHER:
-                delay = max(self._backoff.cap * (0.5 + 0.5 * self._backoff.rand()), 0.0)
-                if outcome.retry_after is not None:
-                    delay = max(delay, min(outcome.retry_after, self._backoff.cap))
+                delay = max(self._backoff.cap * (0.5 + 0.5 * self._backoff.rand()), floor)
             else:
                 delay = self._backoff.delay(attempt, outcome.retry_after)
-            self._sleep(delay)
+            self._sleep(delay, floor)
 
     def _post(self, lines: list[bytes]) -> Outcome:
         body = join_lines(lines)
@@ -334,15 +336,27 @@ class Sender:
             self._auth_failing = False
             self._reporter.forget("auth")
 
-    def _sleep(self, seconds: float) -> None:
-        if self._deadline is not None:
-            left = self._deadline - self._clock()
-            if left <= 0:
-                raise _Shutdown
-            seconds = min(seconds, left)
-        if self._interrupt.wait(seconds):
-            # Cut short once by close(); later sleeps back off again until the deadline.
+    def _sleep(self, seconds: float, floor: float = 0.0) -> None:
+        """Back off for ``seconds``; close() cuts it short, but never below ``floor``.
+
+        ``floor`` is the server's Retry-After: retrying sooner would only earn
+        another 429/503, so even a closing client waits it out (within the deadline).
+        """
+        started = self._clock()
+        wait = seconds
+        while True:
+            if self._deadline is not None:
+                left = self._deadline - self._clock()
+                if left <= 0:
+                    raise _Shutdown
+                wait = min(wait, left)
+            if not self._interrupt.wait(wait):
+                break
+            # Cut short by close(); later sleeps back off again until the deadline.
             self._interrupt.clear()
+            wait = floor - (self._clock() - started)
+            if wait <= 0:
+                break
         if self._deadline is not None and self._clock() >= self._deadline:
             raise _Shutdown
 
