@@ -33,8 +33,35 @@ PRESET_PATTERNS: dict[str, str] = {
     "card": r"\b(?:\d[ -]?){12,18}\d\b",
     "us_ssn": r"\b\d{3}-\d{2}-\d{4}\b",
     "email": r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b",
-    "bearer": r"(?i)\bbearer\s+[A-Za-z0-9\-._~+/]+=*",
+    # A scoped flag: a global "(?i)" cannot be combined with other patterns.
+    "bearer": r"\b(?i:bearer)\s+[A-Za-z0-9\-._~+/]+=*",
 }
+
+
+class _Patterns:
+    """Several regular expressions applied as one: one combined pass when they combine.
+
+    A user's pattern may carry global inline flags ("(?i)...") that are valid
+    alone but not inside an alternation; those are applied one after another.
+    """
+
+    __slots__ = ("_regexes",)
+
+    def __init__(self, patterns: list[str]) -> None:
+        try:
+            self._regexes = (re.compile("|".join(f"(?:{p})" for p in patterns)),)
+        except re.error:
+            self._regexes = tuple(re.compile(p) for p in patterns)
+
+    def sub(self, replacement: str, text: str) -> str:
+        for regex in self._regexes:
+            text = regex.sub(replacement, text)
+        return text
+
+    def search(self, text: str) -> bool:
+        """Whether any pattern matches ``text``."""
+        return any(regex.search(text) for regex in self._regexes)
+
 
 _SEPARATORS = re.compile(r"[-_.\s]+")
 _CACHE_LIMIT = 4096
@@ -52,7 +79,7 @@ class Redactor:
         self._key_re = re.compile("|".join(map(re.escape, names))) if names else None
         self._words = frozenset(_WHOLE_WORD_KEYS) if defaults else frozenset()
         compiled = [PRESET_PATTERNS.get(p, p) for p in patterns]
-        self._text_re = re.compile("|".join(f"(?:{p})" for p in compiled)) if compiled else None
+        self._text_re = _Patterns(compiled) if compiled else None
         self._cache: dict[str, bool] = {}
 
     @property
