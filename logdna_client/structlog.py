@@ -289,7 +289,7 @@ class LogDNAProcessor:
         return event_dict
 
     def _ship(self, method_name: str, event_dict: Any) -> None:
-        if not isinstance(event_dict, Mapping):
+        if type(event_dict) is not dict and not isinstance(event_dict, Mapping):
             # A renderer ran before us: ship what it rendered.
             text = event_dict if isinstance(event_dict, str) else safe_str(event_dict)
             level = _LEVELS.get(method_name, "INFO")
