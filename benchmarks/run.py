@@ -30,6 +30,8 @@ import _harness as harness
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "latest.json"
 PLOT = ROOT / "docs" / "performance.png"
+DOC = ROOT / "docs" / "performance.md"
+BEGIN, END = "<!-- benchmark:begin -->", "<!-- benchmark:end -->"
 
 LABELS = {
     "null": "logging.NullHandler (floor)",
@@ -282,6 +284,16 @@ WORKLOAD_TEXT = {
 }
 
 
+SHORT = {
+    "null": "NullHandler\n(floor)",
+    "queue": "QueueHandler\n+Listener",
+    "logdna": "logdna 1.18.12\n(official)",
+    "ours": "logdna_client\nLogDNAHandler",
+    "structlog_floor": "structlog\n(floor)",
+    "structlog_ours": "logdna_client\nLogDNAProcessor",
+}
+
+
 def plot(results: dict[str, dict[str, dict[str, Any]]], path: Path) -> None:
     import matplotlib
 
@@ -290,36 +302,38 @@ def plot(results: dict[str, dict[str, dict[str, Any]]], path: Path) -> None:
 
     workloads = list(results)
     names = [n for n in harness.CLIENTS if any(n in results[w] for w in workloads)]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 5.2))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(14, 5.5))
     width = 0.8 / len(workloads)
     for j, workload in enumerate(workloads):
         table = results[workload]
         xs = [i + (j - (len(workloads) - 1) / 2) * width for i in range(len(names))]
-        calls = [table[n]["call_median_ns"] / 1000 if n in table else 0 for n in names]
-        cpus = []
+        calls, cpus = [], []
         for n in names:
             row = table.get(n)
-            value = None
+            calls.append(row["call_median_ns"] / 1000 if row else 0)
+            cpu = None
             if row is not None:
-                value = (row["cpu_per_delivered_line_ns"] if n in harness.DELIVERING
-                         else row["cpu_per_logged_line_ns"])  # fmt: skip
-            cpus.append(value / 1000 if value else 0)
-        ax1.bar(xs, calls, width, label=workload)
-        ax2.bar(xs, cpus, width, label=workload)
-    short = [LABELS[n].replace(" (", "\n(").replace(" LogDNA", "\nLogDNA") for n in names]
+                cpu = (row["cpu_per_delivered_line_ns"] if n in harness.DELIVERING
+                       else row["cpu_per_logged_line_ns"])  # fmt: skip
+            cpus.append(cpu / 1000 if cpu else 0)
+        for ax, values in ((ax1, calls), (ax2, cpus)):
+            bars = ax.bar(xs, values, width, label=workload)
+            ax.bar_label(bars, fmt="%.1f", fontsize=6, padding=1)
     for ax, title in (
-        (ax1, "Cost per logging call, app thread (median, µs)"),
-        (ax2, "Total process CPU per line (all threads, µs, log scale)"),
+        (ax1, "Time per logging call in the app thread (median, µs)"),
+        (ax2, "Process CPU per line, all threads, until delivered (µs)"),
     ):
         ax.set_xticks(range(len(names)))
-        ax.set_xticklabels(short, fontsize=7, rotation=0)
+        ax.set_xticklabels([SHORT[n] for n in names], fontsize=8)
         ax.set_title(title, fontsize=10)
         ax.grid(axis="y", alpha=0.3)
         ax.legend(fontsize=8)
-    ax1.set_yscale("log")
-    ax2.set_yscale("log")
-    fig.suptitle("logdna_client benchmark (lower is better; floors include the LogRecord cost)",
-                 fontsize=11)  # fmt: skip
+    n = next(iter(results[workloads[0]].values()))["n"]
+    fig.suptitle(
+        f"logdna_client benchmark: {n:,} calls per run, best of the repetitions; lower is "
+        "better. The floors already pay for the LogRecord.",
+        fontsize=10,
+    )
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -359,6 +373,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=RESULTS, help="where to write results")
     parser.add_argument("--plot", type=Path, default=PLOT, help="where to write the PNG")
     parser.add_argument("--no-plot", action="store_true")
+    parser.add_argument(
+        "--docs",
+        choices=("auto", "yes", "no"),
+        default="auto",
+        help="rewrite the results block of docs/performance.md (auto: unless --quick or filtered)",
+    )
     args = parser.parse_args(argv)
     n = args.lines or (10_000 if args.quick else 50_000)
     reps = args.reps or (1 if args.quick else 3)
@@ -447,7 +467,55 @@ def main(argv: list[str] | None = None) -> int:
         plot(results, args.plot)
         shown = args.plot.relative_to(ROOT) if args.plot.is_relative_to(ROOT) else args.plot
         print(f"wrote {shown}")
+    full = args.clients == parser.get_default("clients") and (
+        args.workloads == parser.get_default("workloads")
+    )
+    wanted = args.docs == "yes" or (args.docs == "auto" and not args.quick and full)
+    if wanted and update_docs(doc):
+        print(f"updated the results block in {DOC.relative_to(ROOT)}")
     return 0
+
+
+def docs_block(doc: dict[str, Any]) -> str:
+    meta = doc["meta"]
+    out = [
+        BEGIN,
+        "",
+        f"Run {meta['date']} at commit `{meta['commit']}`: Python {meta['python']}, "
+        f"{meta['cpus']} CPUs, {meta['lines_per_run']:,} calls per run, best of "
+        f"{meta['reps']} interleaved repetitions; `{meta['command']}` "
+        f"({meta['elapsed_s']:.0f} s).",
+        "",
+        "Targets (issue 7):",
+        "",
+        *[f"- {line}" for line in doc["targets"]["lines"]],
+        "",
+        "Bytes held per queued line (sender unable to send):",
+        "",
+    ]
+    for m in doc["memory"]:
+        ser = m["serialized_bytes_per_line"]
+        out.append(
+            f"- {m['workload']}: serialized {ser:.0f} B; counted by `stats()` "
+            f"{m['stats_queued_bytes_per_line']:.0f} B "
+            f"({m['stats_queued_bytes_per_line'] / ser:.2f}x); measured with tracemalloc "
+            f"{m['traced_bytes_per_line']:,.0f} B ({m['traced_bytes_per_line'] / ser:.2f}x)"
+        )
+    out += [doc["markdown"], "![benchmark plot](performance.png)", "", END]
+    return "\n".join(out)
+
+
+def update_docs(doc: dict[str, Any]) -> bool:
+    """Replace the generated block of docs/performance.md; False when it has none."""
+    if not DOC.exists():
+        return False
+    text = DOC.read_text()
+    if BEGIN not in text or END not in text:
+        return False
+    head, rest = text.split(BEGIN, 1)
+    tail = rest.split(END, 1)[1]
+    DOC.write_text(head + docs_block(doc) + tail)
+    return True
 
 
 def targets(
