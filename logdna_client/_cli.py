@@ -859,13 +859,20 @@ def _shipper(client: Client, level: str) -> Callable[[str], None]:
 
 
 def _pipe_stdin(client: Client, level: str) -> int:
-    with contextlib.suppress(KeyboardInterrupt):
-        pump = _StreamPump(
-            sys.stdin.fileno(), _binary(sys.stdout), _shipper(client, level), "stdin"
-        )
-        pump.start()
-        pump.join()
+    pump = _StreamPump(sys.stdin.fileno(), _binary(sys.stdout), _shipper(client, level), "stdin")
+    pump.start()
+    try:
+        _join(pump)
+    except KeyboardInterrupt:
+        return 128 + signal.SIGINT  # what was read so far is still delivered
     return 0
+
+
+def _join(thread: threading.Thread) -> None:
+    # Short waits: a signal may be delivered to another thread, and Python
+    # runs its handler only when the main thread gets back to bytecode.
+    while thread.is_alive():
+        thread.join(0.2)
 
 
 def _pipe_command(argv: list[str], client: Client, out_level: str, err_level: str) -> int:
@@ -875,12 +882,6 @@ def _pipe_command(argv: list[str], client: Client, out_level: str, err_level: st
         print(f"{PROG} pipe: cannot run {argv[0]!r}: {exc.strerror or exc}", file=sys.stderr)
         return 127 if isinstance(exc, FileNotFoundError) else 126
     assert child.stdout is not None and child.stderr is not None
-    pumps = [
-        _StreamPump(child.stdout, _binary(sys.stdout), _shipper(client, out_level), "stdout"),
-        _StreamPump(child.stderr, _binary(sys.stderr), _shipper(client, err_level), "stderr"),
-    ]
-    for pump in pumps:
-        pump.start()
     terminal_sigint = _terminal_delivers_sigint()
 
     def forward(signum: int, frame: FrameType | None) -> None:
@@ -890,13 +891,29 @@ def _pipe_command(argv: list[str], client: Client, out_level: str, err_level: st
             child.send_signal(signum)
 
     previous = {signum: _on_signal(signum, forward) for signum in (signal.SIGINT, signal.SIGTERM)}
+    pumps = [
+        _StreamPump(child.stdout, _binary(sys.stdout), _shipper(client, out_level), "stdout"),
+        _StreamPump(child.stderr, _binary(sys.stderr), _shipper(client, err_level), "stderr"),
+    ]
     try:
-        returncode = child.wait()
         for pump in pumps:
-            pump.join()
+            pump.start()
+        returncode = _wait(child)
+        for pump in pumps:
+            _join(pump)
     finally:
         for signum, handler in previous.items():
             _restore_signal(signum, handler)
         child.stdout.close()
         child.stderr.close()
     return 128 - returncode if returncode < 0 else returncode
+
+
+def _wait(child: subprocess.Popen[bytes]) -> int:
+    # Not a plain wait(): a blocking waitpid would hold back the signal handler
+    # when the signal lands on one of our other threads (see _join).
+    while True:
+        try:
+            return child.wait(timeout=0.2)
+        except subprocess.TimeoutExpired:
+            continue
