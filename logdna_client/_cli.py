@@ -257,9 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
             "stdout line at --stdout-level and each stderr line at --stderr-level, and exit with "
             "the command's exit status (128+N when a signal N ended it). SIGINT and SIGTERM are "
             "passed on to the command. Without a command: read stdin, echo it to stdout and ship "
-            "each line at --stdout-level."
+            "each line at --stdout-level (make 2>&1 | logdna-client pipe --app build)."
         ),
-        epilog=f"examples: {PROG} pipe --app web -- python app.py  |  make 2>&1 | {PROG} pipe",
+        epilog=f"example: {PROG} pipe --app web -- python app.py",
     )
     pipe.add_argument(
         "--stdout-level", default="INFO", type=_level_name, help="level of stdout lines (INFO)"
@@ -860,18 +860,26 @@ def _shipper(client: Client, level: str) -> Callable[[str], None]:
 
 def _pipe_stdin(client: Client, level: str) -> int:
     pump = _StreamPump(sys.stdin.fileno(), _binary(sys.stdout), _shipper(client, level), "stdin")
-    pump.start()
+    stopped_by: list[int] = []
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        stopped_by.append(signum)
+
+    # Ctrl-C or SIGTERM ends reading; what was read so far is still delivered.
+    previous = {signum: _on_signal(signum, stop) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
-        _join(pump)
-    except KeyboardInterrupt:
-        return 128 + signal.SIGINT  # what was read so far is still delivered
-    return 0
+        pump.start()
+        _join(pump, until=lambda: bool(stopped_by))
+    finally:
+        for signum, handler in previous.items():
+            _restore_signal(signum, handler)
+    return 128 + stopped_by[0] if stopped_by else 0
 
 
-def _join(thread: threading.Thread) -> None:
+def _join(thread: threading.Thread, until: Callable[[], bool] = lambda: False) -> None:
     # Short waits: a signal may be delivered to another thread, and Python
     # runs its handler only when the main thread gets back to bytecode.
-    while thread.is_alive():
+    while thread.is_alive() and not until():
         thread.join(0.2)
 
 

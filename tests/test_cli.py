@@ -368,6 +368,30 @@ class TestPipe:
         assert server.wait_for_lines(2, timeout=5)
         assert ["ready", "got TERM"] == [x["line"] for x in server.lines]
 
+    def test_stdin_mode_stops_on_sigterm_and_delivers_what_it_read(
+        self, server: DevServer, env: dict[str, str]
+    ) -> None:
+        """SIGTERM while reading an open stdin: exit 143, the lines read so far still ship."""
+        proc = subprocess.Popen(
+            cli("pipe"), env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, start_new_session=True,
+        )  # fmt: skip
+        assert proc.stdin is not None and proc.stdout is not None
+        reader = LineReader(proc.stdout)
+        try:
+            proc.stdin.write(b"first\nsecond\n")
+            proc.stdin.flush()
+            reader.until("second")
+            proc.send_signal(signal.SIGTERM)
+            assert 128 + signal.SIGTERM == proc.wait(timeout=20)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            proc.stdin.close()
+        assert server.wait_for_lines(2, timeout=5)
+        assert ["first", "second"] == [x["line"] for x in server.lines]
+
     def test_child_killed_by_signal_is_128_plus_n(self, env: dict[str, str]) -> None:
         """A child that dies of SIGINT (forwarded from pipe) makes pipe exit 130."""
         code = (
