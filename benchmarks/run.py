@@ -354,13 +354,25 @@ def memory_runs(n: int) -> list[dict[str, Any]]:
 
 
 def _git_commit() -> str | None:
+    """HEAD, marked when the library's files differ from it (others may be editing)."""
+    try:
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "logdna_client"], cwd=ROOT, capture_output=True,
+            text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+        return _git_head() + (" + uncommitted changes in logdna_client/" if dirty else "")
+    except Exception:
+        return None
+
+
+def _git_head() -> str:
     try:
         return subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
             check=True,
         ).stdout.strip()  # fmt: skip
     except Exception:
-        return None
+        return "unknown"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -481,7 +493,7 @@ def docs_block(doc: dict[str, Any]) -> str:
     out = [
         BEGIN,
         "",
-        f"Run {meta['date']} at commit `{meta['commit']}`: Python {meta['python']}, "
+        f"Run {meta['date']} at commit {meta['commit']}: Python {meta['python']}, "
         f"{meta['cpus']} CPUs, {meta['lines_per_run']:,} calls per run, best of "
         f"{meta['reps']} interleaved repetitions; `{meta['command']}` "
         f"({meta['elapsed_s']:.0f} s).",
