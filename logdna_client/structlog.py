@@ -39,6 +39,7 @@ from . import _context
 from ._client import Client
 from ._errors import ConfigurationError
 from ._line import safe_str
+from ._sender import SENDER_THREADS
 
 __all__ = ["LogDNAProcessor", "event_dict_to_line", "level_of", "timestamp_of"]
 
@@ -271,9 +272,9 @@ class LogDNAProcessor:
         self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
     ) -> MutableMapping[str, Any]:
         thread = threading.get_ident()
+        if thread in SENDER_THREADS or thread in self._busy:
+            return event_dict  # on a sender thread (urllib3), or re-entered from a __str__
         client = self._client
-        if thread == client.sender_ident or thread in self._busy:
-            return event_dict  # on our own sender thread, or re-entered from a __str__
         busy = self._busy
         busy.add(thread)
         try:

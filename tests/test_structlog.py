@@ -7,6 +7,7 @@ import datetime as dt
 import logging
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -360,6 +361,21 @@ class TestNeverHurts:
             client.lines[0]["line"],
             client.lines[0]["level"],
         )
+
+    def test_sender_thread_events_not_shipped(
+        self, proc: LogDNAProcessor, client: CapturingClient
+    ) -> None:
+        """Events made on a sender thread (urllib3 through a formatter) are never shipped."""
+        from logdna_client._sender import SENDER_THREADS
+
+        me = threading.get_ident()
+        SENDER_THREADS.add(me)
+        try:
+            event = {"event": "from the sender"}
+            assert event is proc(None, "debug", event)
+        finally:
+            SENDER_THREADS.discard(me)
+        assert [] == client.captured
 
     def test_reentrant_event_does_not_recurse(
         self, proc: LogDNAProcessor, client: CapturingClient
