@@ -99,6 +99,9 @@ class Sender:
         self.thread: threading.Thread | None = None
         self.ident: int | None = None
         self._auth_failing = False
+        # False from a failed request until one goes through: drops are summarized
+        # only while delivery works, so an outage ends in one summary line.
+        self._delivering = True
         self._cut_by_shutdown = 0
         #: Told how many lines the shutdown deadline cut off.
         self.on_shutdown_loss: Callable[[int], None] | None = None
@@ -179,44 +182,57 @@ class Sender:
         """Send batches until the buffer is empty."""
         buffer = self._buffer
         while True:
-            self._queue_summary()
+            summary = self._take_summary()
             lines = buffer.take(self._config.max_batch_bytes)
-            if not lines:
+            if not lines and summary is None:
                 return
             try:
-                self._deliver(lines)
+                self._deliver([*lines, summary] if summary is not None else lines, summary)
             finally:
                 buffer.release(lines)
                 self._notify()
 
-    def _queue_summary(self) -> None:
+    def _take_summary(self) -> bytes | None:
+        """The drop-summary line, while delivery works (no failed request since the last success).
+
+        It rides at the end of the next batch instead of waiting in the buffer,
+        so an outage cannot evict it (counting it as a drop of its own) and a
+        long outage ends in one summary, not one per attempt to drain.
+        """
+        if not self._delivering:
+            return None
         counts = self._buffer.take_unreported()
         if not counts:
-            return
+            return None
         data = self._summary(dict(counts))
         if data is None:
             self._buffer.restore_unreported(counts)
-        else:
-            self._buffer.put_summary(data)
+        return data
 
-    def _deliver(self, lines: list[bytes]) -> None:
+    def _deliver(self, lines: list[bytes], summary: bytes | None = None) -> None:
         """Deliver one batch, splitting and retrying as the answers require."""
         pending: list[list[bytes]] = [lines]
+
+        def undelivered() -> int:
+            # The summary line is ours, not the app's: never count it as lost.
+            return sum(1 for part in pending for line in part if line is not summary)
+
         try:
             self._deliver_parts(pending)
         except _Shutdown:
-            cut = sum(len(part) for part in pending)
+            cut = undelivered()
             self._buffer.count_drop("shutdown", cut)
             self._cut_by_shutdown += cut
             raise
         except Exception:
             # A bug (ours or a custom transport's): retrying would likely fail the
             # same way forever, so count these lines and keep the sender going.
-            self._buffer.count_drop("error", sum(len(part) for part in pending))
+            cut = undelivered()
+            self._buffer.count_drop("error", cut)
             self._reporter.report(
                 "sender-bug", logging.ERROR,
                 "logdna_client: internal error while sending; %d line(s) dropped",
-                sum(len(part) for part in pending), exc_info=True,
+                cut, exc_info=True,
             )  # fmt: skip
 
     def _deliver_parts(self, pending: list[list[bytes]]) -> None:
@@ -233,6 +249,7 @@ class Sender:
                     self._reject(outcome.rejected, outcome)
                 attempt = 0
                 single_rejects = 0
+                self._delivering = True
                 self._recovered()
                 continue
             if kind is Kind.TOO_LARGE or kind is Kind.BAD_REQUEST:
@@ -261,6 +278,7 @@ class Sender:
                     "logdna_client: the server refused gzip (HTTP 415); sending plain bodies",
                 )  # fmt: skip
                 continue
+            self._delivering = False
             attempt += 1
             self.stats.retries += 1
             self._report_failure(outcome)
@@ -298,6 +316,7 @@ class Sender:
         outcome = self._post(lines)
         if outcome.kind is Kind.OK or outcome.kind is Kind.PARTIAL:
             self.stats.sent += len(lines) - outcome.rejected
+            self._delivering = True
             self._reporter.report(
                 "gzip-off", logging.WARNING,
                 "logdna_client: the server refused a gzip body but took it plain; "
