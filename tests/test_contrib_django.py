@@ -230,3 +230,42 @@ def test_core_does_not_import_django() -> None:
         "assert 'django' not in sys.modules and 'flask' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO_ROOT, timeout=60)
+
+
+class TestRequestContextFilter:
+    def test_outside_a_request_does_nothing(self) -> None:
+        """Without a bound context the record passes untouched."""
+        record = logging.makeLogRecord({"msg": "x"})
+        before = dict(record.__dict__)
+        assert RequestContextFilter().filter(record) is True
+        assert before == record.__dict__
+
+    def test_never_overwrites_record_attributes(self) -> None:
+        """An attribute the record already has (an extra=) is kept as it is."""
+        from logdna_client._context import bind_request_context, reset_request_context
+
+        record = logging.makeLogRecord({"msg": "x", "request_id": "from-extra"})
+        token = bind_request_context(request_id="ctx", http_method="GET")
+        try:
+            result = RequestContextFilter().filter(record)
+        finally:
+            reset_request_context(token)
+        shipped = result if isinstance(result, logging.LogRecord) else record
+        assert ("from-extra", "GET") == (shipped.request_id, shipped.http_method)  # type: ignore[attr-defined]
+
+    def test_copy_mode_leaves_the_record_alone(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Where filters may return a record (3.12+), the original is not changed."""
+        from logdna_client import _context
+
+        monkeypatch.setattr(_context, "_COPY_RECORD", True)
+        record = logging.makeLogRecord({"msg": "x"})
+        before = dict(record.__dict__)
+        token = _context.bind_request_context(request_id="ctx")
+        try:
+            result = RequestContextFilter().filter(record)
+        finally:
+            _context.reset_request_context(token)
+        assert isinstance(result, logging.LogRecord)
+        assert result is not record
+        assert "ctx" == result.request_id  # type: ignore[attr-defined]
+        assert before == record.__dict__
