@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import signal
@@ -60,6 +61,9 @@ _LEVEL_RANKS = {
 # child that never writes "\n" cannot grow our memory without bound.
 _MAX_PENDING_LINE = 1024 * 1024
 _READ_SIZE = 65536
+# pipe: once the command exited, how long its pipes may stay silent (held open
+# by something it started in the background) before we stop reading them.
+_AFTER_EXIT_QUIET = 1.0
 
 
 # -- argument parsing ------------------------------------------------------------
@@ -783,6 +787,8 @@ class _StreamPump(threading.Thread):
         self._fd = source if isinstance(source, int) else source.fileno()
         self._sink = sink
         self._ship = ship
+        #: When the last chunk was dealt with; None while one is being dealt with.
+        self.idle_since: float | None = time.monotonic()
 
     def run(self) -> None:
         pending = b""
@@ -795,6 +801,7 @@ class _StreamPump(threading.Thread):
                 break
             if not chunk:
                 break
+            self.idle_since = None
             self._pass_through(chunk)
             pending += chunk
             if b"\n" in pending:
@@ -804,8 +811,14 @@ class _StreamPump(threading.Thread):
             while len(pending) > _MAX_PENDING_LINE:
                 self._ship_raw(pending[:_MAX_PENDING_LINE])
                 pending = pending[_MAX_PENDING_LINE:]
+            self.idle_since = time.monotonic()
         if pending:
             self._ship_raw(pending)  # a last line without a newline still ships
+
+    def quiet_for(self, seconds: float, since: float) -> bool:
+        """Whether nothing arrived for ``seconds`` after ``since`` (and nothing is in hand)."""
+        idle = self.idle_since
+        return idle is not None and time.monotonic() - max(idle, since) >= seconds
 
     def _pass_through(self, chunk: bytes) -> None:
         sink = self._sink
@@ -916,8 +929,11 @@ def _pipe_command(argv: list[str], client: Client, out_level: str, err_level: st
         for pump in pumps:
             pump.start()
         returncode = _wait(child)
+        # Read to EOF; but a background process the command left behind may
+        # hold the pipes open for ever: stop once they have been quiet a while.
+        exited = time.monotonic()
         for pump in pumps:
-            _join(pump)
+            _join(pump, until=functools.partial(pump.quiet_for, _AFTER_EXIT_QUIET, exited))
     finally:
         for signum, handler in previous.items():
             _restore_signal(signum, handler)

@@ -321,6 +321,24 @@ class TestPipe:
         assert server.wait_for_lines(1, timeout=5)
         assert "caf\ufffd ok" == server.lines[0]["line"]
 
+    def test_background_process_holding_the_pipes_does_not_hang_pipe(
+        self, server: DevServer, env: dict[str, str]
+    ) -> None:
+        """A command that leaves a process behind with its stdout open: pipe still ends."""
+        grandchild = "import time; time.sleep(20)"
+        code = (
+            "import subprocess, sys\n"
+            f"subprocess.Popen([sys.executable, '-c', {grandchild!r}])\n"
+            "print('parent done', flush=True)\n"
+        )
+        started = time.monotonic()
+        result = run("pipe", "--", *py(code), env=env, timeout=30)
+        assert 0 == result.returncode
+        assert b"parent done\n" == result.stdout
+        assert time.monotonic() - started < 15
+        assert server.wait_for_lines(1, timeout=5)
+        assert "parent done" == server.lines[0]["line"]
+
     def test_missing_command_is_127(self, env: dict[str, str]) -> None:
         """A command that does not exist is status 127 with a message, like a shell."""
         result = run("pipe", "--", "no-such-command-for-logdna-tests", env=env)
