@@ -292,7 +292,7 @@ class TestTransientFailures:
         code, _ = child.finish()
         assert 0 == code, child.stderr
         assert worst < 0.25, f"a logging call took {worst:.3f} s with a 1.5 s server"
-        assert_exactly_once_in_order([f"slow {i}" for i in range(3000)], texts(server))
+        assert_exactly_once_in_order([f"slow {i}" for i in range(1500)], texts(server))
 
     def test_dropped_connections(self, server: DevServer) -> None:
         """Connections closed after the body was read, without an answer, are retried.
@@ -332,7 +332,7 @@ class TestTransientFailures:
         assert 0 == code, child.stderr
         assert server.wait_for_lines(3000, 10)
         assert any(r.status == 503 for r in server.requests)
-        assert_exactly_once_in_order([f"x {i}" for i in range(3000)], texts(server))
+        assert_exactly_once_in_order([f"x {i}" for i in range(1500)], texts(server))
 
     def test_timed_out_request_the_server_stored_duplicates(self, server: DevServer) -> None:
         """The one case that duplicates: a request that timed out on our side but was
@@ -565,11 +565,11 @@ class TestMemory:
                         if line.startswith(field + ":"):
                             return int(line.split()[1]) * 1024
                 return 0
-            pad = "p" * 1000
+            pad = "p" * 2000
             for i in range(2000):  # warm up: allocator, interned strings, the sender
                 log.info("warm %d %s", i, pad)
             before = status("VmRSS")
-            for i in range(200_000):
+            for i in range(100_000):  # 200 MB
                 log.info("burst %d %s", i, pad)
             peak = status("VmHWM")
             stats = client.stats()
@@ -593,7 +593,7 @@ class TestMemory:
         assert growth < 2 * limit + 24 * 1024 * 1024, f"grew {growth / 2**20:.0f} MiB"
         stats = info["stats"]
         assert stats["queued_bytes"] <= limit
-        assert stats["dropped"]["buffer_full"] > 150_000
+        assert stats["dropped"]["buffer_full"] > 80_000
         summaries = [t for t in texts(server) if "lines dropped" in t]
         assert 1 <= len(summaries) <= 2, summaries
         assert "buffer full" in summaries[0]
@@ -601,7 +601,7 @@ class TestMemory:
         burst = [t for t in texts(server) if t.startswith("burst ")]
         numbers = [int(t.split()[1]) for t in burst]
         assert numbers == sorted(numbers)
-        assert 199_999 == numbers[-1]
+        assert 99_999 == numbers[-1]
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
@@ -736,11 +736,11 @@ class TestOverflowPolicies:
                         max_batch_bytes="16KiB", overflow="block", block_timeout=10,
                         flush_interval=0.05)  # fmt: skip
         try:
-            for i in range(3000):
+            for i in range(1500):
                 client.log(f"c {i:04d} " + "z" * 60)
             assert client.flush(20)
             stats = client.stats()
         finally:
             client.close(2)
         assert 0 == stats["dropped_total"]
-        assert_exactly_once_in_order([f"c {i:04d} " + "z" * 60 for i in range(3000)], texts(server))
+        assert_exactly_once_in_order([f"c {i:04d} " + "z" * 60 for i in range(1500)], texts(server))
