@@ -48,6 +48,7 @@ class _Patterns:
     __slots__ = ("_regexes",)
 
     def __init__(self, patterns: list[str]) -> None:
+        self._regexes: tuple[re.Pattern[str], ...]
         try:
             self._regexes = (re.compile("|".join(f"(?:{p})" for p in patterns)),)
         except re.error:

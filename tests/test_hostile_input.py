@@ -638,7 +638,7 @@ class TestDevServer:
         with DevServer(timeout=0.3) as srv:
             thread_errors: list[BaseException] = []
             hook = threading.excepthook
-            threading.excepthook = lambda args: thread_errors.append(args.exc_value)  # type: ignore[assignment,arg-type]
+            threading.excepthook = lambda args: thread_errors.append(args.exc_value)  # type: ignore[arg-type]
             try:
                 response = raw_exchange(srv.port, data)
                 assert still_up(srv)

@@ -134,7 +134,7 @@ class TestKeyNeverShown:
             handler.close()
             client.close(timeout=0)
             for obj in shown[5:]:
-                obj.close(timeout=0)  # type: ignore[union-attr]
+                obj.close(timeout=0)  # type: ignore[attr-defined]
 
     def test_config_replace_and_vars_hide_the_key(self) -> None:
         """A Config copy keeps the key wrapped; only Secret.reveal() shows it."""
@@ -198,7 +198,7 @@ class TestKeyNeverShown:
     def test_a_key_that_is_not_a_string_is_hidden(self) -> None:
         """A wrong type for key= is reported as <hidden>."""
         with pytest.raises(ConfigurationError) as info:
-            Config(key=b"kq7Z-ingest-Key-4f9c2e81b7d3a6", url=UNREACHABLE)
+            Config(key=b"kq7Z-ingest-Key-4f9c2e81b7d3a6", url=UNREACHABLE)  # type: ignore[arg-type]
 
         assert_no_key(str(info.value))
         assert "<hidden>" in str(info.value)
@@ -546,7 +546,7 @@ class TestWire:
         """allow_insecure=True (or its string forms, for dictConfig) permits http://."""
         url = "http://logs.internal.example/logs/ingest"
 
-        assert url == Config(key=KEY, url=url, allow_insecure=opt_in).url
+        assert url == Config(key=KEY, url=url, allow_insecure=opt_in).url  # type: ignore[arg-type]
 
     def test_http_proxy_from_environment_is_used(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """HTTP_PROXY from the environment routes requests through the proxy."""
@@ -591,7 +591,7 @@ SECRET_KEYS = [
     "token", "access_token", "X-Auth-Token", "api_key", "apikey", "API-KEY", "x-api-key",
     "authorization", "Authorization", "cookie", "Cookie", "set-cookie", "Set-Cookie",
     "session", "sessionId", "session_id", "private_key", "privateKey", "credit_card",
-    "creditCard", "card_number", "ccn", "user_ssn", "SSN", "cvv",
+    "creditCard", "credit card", "card_number", "ccn", "user_ssn", "SSN", "cvv",
 ]  # fmt: skip
 PLAIN_KEYS = ["user", "username", "classname", "lessons", "tokenizer_name_ok", "count"]
 
@@ -862,7 +862,7 @@ class TestRedaction:
         client = make_client(redact_patterns=["email"], before_send=rewrite)
         other = logging.Handler()
         records: list[logging.LogRecord] = []
-        other.emit = records.append  # type: ignore[method-assign]
+        other.emit = records.append  # type: ignore[method-assign,assignment]
         log = make_logger("test_security.mutation", LogDNAHandler(client=client))
         log.addHandler(other)
         try:
