@@ -541,6 +541,16 @@ class TestWire:
         """http:// to a loopback host (the devserver) needs no opt-in."""
         assert url == Config(key=KEY, url=url).url
 
+    @pytest.mark.xfail(
+        strict=True,
+        reason="_config.py: any *.localhost name counts as loopback, but glibc sends such "
+        "names to DNS, which may answer with a remote address (lead)",
+    )
+    def test_localhost_subdomain_is_not_trusted_as_loopback(self) -> None:
+        """http://x.localhost is refused: only literal loopback addresses and localhost pass."""
+        with pytest.raises(ConfigurationError):
+            Config(key=KEY, url="http://logs.attacker.localhost/logs/ingest")
+
     @pytest.mark.parametrize("opt_in", [True, "true", "1", "yes"])
     def test_allow_insecure_opts_in(self, opt_in: object) -> None:
         """allow_insecure=True (or its string forms, for dictConfig) permits http://."""
