@@ -15,10 +15,12 @@ import traceback
 from typing import Any
 
 from ._client import Client
+from ._context import current as request_context
 from ._errors import ConfigurationError
 from ._line import safe_str
 from ._report import logger as _own_logger
 from ._sender import SENDER_THREADS
+from .structlog import event_dict_to_line  # plain dict handling: needs no structlog
 
 __all__ = ["STANDARD_RECORD_ATTRS", "LogDNAHandler"]
 
@@ -30,6 +32,8 @@ STANDARD_RECORD_ATTRS: frozenset[str] = frozenset(_PROBE.__dict__) | {"message",
 # case skips the scan for extras altogether.
 _PLAIN_RECORD_LEN = len(_PROBE.__dict__)
 del _PROBE
+
+_STRUCTLOG_SKIP = STANDARD_RECORD_ATTRS | {"_logger", "_name"}
 
 _OWN_PREFIX = _own_logger.name + "."
 
@@ -60,10 +64,17 @@ class LogDNAHandler(logging.Handler):
         self._owns_client = client is None
         self._client = client if client is not None else Client(**options)
         super().__init__(self._client.config.level if self._owns_client else level)
-        self._encode = self._client._builder.encode
+        builder = self._client._builder
+        self._encode = builder.encode
+        self._plain = builder.plain
+        self._plain_max_chars = builder.plain_max_chars
+        # A formatter of our own, so that logging.basicConfig() does not give this
+        # handler its "LEVEL:name:message" one (the level already ships as a field).
+        # Identity with it selects the fast path; setFormatter() still wins.
+        self._default_formatter = _MessageFormatter()
+        self.formatter = self._default_formatter
         self._skip_names: dict[str, bool] = {}
         self._busy: set[int | None] = set()
-        self._exc_formatter = logging.Formatter()
 
     @property
     def client(self) -> Client:
@@ -96,22 +107,37 @@ class LogDNAHandler(logging.Handler):
         busy = self._busy
         busy.add(thread)
         try:
-            try:
-                if self.formatter is None:
-                    msg = record.msg
-                    text = msg if type(msg) is str and not record.args else record.getMessage()
-                    if record.exc_info or record.exc_text or record.stack_info:
-                        text = self._with_traceback(text, record)
-                else:
-                    text = self.format(record)
-            except Exception as exc:
-                text = _unformattable(record, exc)
             attrs = record.__dict__
             meta = None
-            if len(attrs) != _PLAIN_RECORD_LEN:
-                meta = {k: v for k, v in attrs.items() if k not in STANDARD_RECORD_ATTRS} or None
-            data = self._encode(text, record.levelname, int(record.created * 1000), meta)
-            if data is not None:
+            msg = record.msg
+            if type(msg) is dict and "_logger" in attrs:
+                # structlog's ProcessorFormatter.wrap_for_formatter: the event dict is
+                # the message; its keys are meta, structlog's bookkeeping is not.
+                text, meta = event_dict_to_line(
+                    msg, {k: v for k, v in attrs.items() if k not in _STRUCTLOG_SKIP}
+                )
+            else:
+                try:
+                    if self.formatter is self._default_formatter:
+                        text = msg if type(msg) is str and not record.args else record.getMessage()
+                        if record.exc_info or record.exc_text or record.stack_info:
+                            text = self._with_traceback(text, record)
+                    else:
+                        text = self.format(record)
+                except Exception as exc:
+                    text = _unformattable(record, exc)
+                if len(attrs) != _PLAIN_RECORD_LEN:
+                    meta = {
+                        k: v for k, v in attrs.items() if k not in STANDARD_RECORD_ATTRS
+                    } or None
+            context = request_context()
+            if context:
+                meta = {**context, **meta} if meta else dict(context)
+            if meta is None and 0 < len(text) <= self._plain_max_chars:
+                data: bytes | None = self._plain(text, record.levelname, int(record.created * 1000))
+            else:
+                data = self._encode(text, record.levelname, int(record.created * 1000), meta)
+            if data:
                 self._client.put(data)
         except Exception:
             self.handleError(record)
@@ -123,7 +149,7 @@ class LogDNAHandler(logging.Handler):
         # handlers get the record as the application made it.
         exc_text = record.exc_text
         if not exc_text and record.exc_info:
-            exc_text = self._exc_formatter.formatException(record.exc_info)
+            exc_text = self._default_formatter.formatException(record.exc_info)
         if exc_text:
             text = f"{text}\n{exc_text}" if text else exc_text
         if record.stack_info:
@@ -151,6 +177,21 @@ class LogDNAHandler(logging.Handler):
             super().handleError(record)
         except Exception:
             pass
+
+
+class _MessageFormatter(logging.Formatter):
+    """The default: the message, then any traceback and stack, not cached into the record."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = record.getMessage()
+        exc_text = record.exc_text
+        if not exc_text and record.exc_info:
+            exc_text = self.formatException(record.exc_info)
+        if exc_text:
+            text = f"{text}\n{exc_text}" if text else exc_text
+        if record.stack_info:
+            text = f"{text}\n{record.stack_info}" if text else record.stack_info
+        return text
 
 
 def _unformattable(record: logging.LogRecord, exc: Exception) -> str:

@@ -132,6 +132,8 @@ class LineBuilder:
         "_redacts_text",
         "_total_limit",
         "on_filtered",
+        "plain",
+        "plain_max_chars",
     )
 
     def __init__(self, config: Config) -> None:
@@ -152,6 +154,47 @@ class LineBuilder:
             config.max_batch_bytes - 64, _MAX_META_BYTES + config.max_line_length
         )
         self.on_filtered: Callable[[], None] | None = None
+        simple = not self._redacts_text and self._before_send is None
+        #: Texts up to this many characters can take ``plain`` (no meta, nothing to
+        #: redact or hook, certainly under the byte cap); -1 when nothing can.
+        self.plain_max_chars = self._line_limit // 4 if simple else -1
+        self.plain = self._make_plain()
+
+    def _make_plain(self) -> Callable[[str, str, int], bytes]:
+        """The fast path for a line without meta: one dict, one dumps, constants bound."""
+        dumps = orjson.dumps
+        encode = self.encode
+        app, env = self._app, self._env
+
+        # One variant per app/env combination, so the hot path tests nothing.
+        if app and env:
+
+            def plain(text: str, level: str, timestamp: int) -> bytes:
+                try:
+                    return dumps({"line": text, "timestamp": timestamp, "level": level,
+                                  "app": app, "env": env})  # fmt: skip
+                except TypeError:
+                    return encode(text, level, timestamp) or b""
+
+        elif app or env:
+            name, value = ("app", app) if app else ("env", env)
+
+            def plain(text: str, level: str, timestamp: int) -> bytes:
+                try:
+                    return dumps({"line": text, "timestamp": timestamp, "level": level,
+                                  name: value})  # fmt: skip
+                except TypeError:
+                    return encode(text, level, timestamp) or b""
+
+        else:
+
+            def plain(text: str, level: str, timestamp: int) -> bytes:
+                try:
+                    return dumps({"line": text, "timestamp": timestamp, "level": level})
+                except TypeError:
+                    return encode(text, level, timestamp) or b""
+
+        return plain
 
     def encode(
         self,

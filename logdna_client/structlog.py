@@ -123,7 +123,8 @@ def timestamp_of(value: object) -> int | None:
             return int(value.timestamp() * 1000)
         else:
             return None
-        if not math.isfinite(number) or number <= 0:
+        # Beyond year ~5000 in milliseconds is not a timestamp (and would not fit JSON's int64).
+        if not math.isfinite(number) or number <= 0 or number >= 1e14:
             return None
         # Epoch seconds are ~1.7e9 today, milliseconds ~1.7e12.
         return int(number if number > 1e11 else number * 1000)

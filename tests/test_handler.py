@@ -91,6 +91,33 @@ class TestRecordToLine:
         assert "[t.fmt] hello" == line["line"]
         h.close()
 
+    def test_basicconfig_does_not_impose_its_format(self, server: DevServer) -> None:
+        """logging.basicConfig(handlers=[...]) leaves the line as the plain message."""
+        h = handler_for(server)
+        logging.basicConfig(handlers=[h], level=logging.INFO, force=True)
+        logging.getLogger("t.basic_config").info("plain %s", "message")
+        (line,) = delivered(server, h, 1)
+        assert "plain message" == line["line"]
+        logging.getLogger().removeHandler(h)
+        h.close()
+
+    def test_request_context_becomes_meta(self, server: DevServer) -> None:
+        """Fields bound as request context ride along as meta, under any extra= fields."""
+        from logdna_client._context import bind_request_context, reset_request_context
+
+        h = handler_for(server)
+        log = make_logger("t.ctx", h)
+        token = bind_request_context(request_id="r-1", http_method="GET")
+        try:
+            log.info("in request", extra={"http_method": "POST"})
+        finally:
+            reset_request_context(token)
+        log.info("outside")
+        inside, outside = delivered(server, h, 2)
+        assert {"request_id": "r-1", "http_method": "POST"} == inside["meta"]
+        assert "meta" not in outside
+        h.close()
+
     def test_filters_apply(self, server: DevServer) -> None:
         """Handler filters still decide which records ship."""
         h = handler_for(server)

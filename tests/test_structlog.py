@@ -477,10 +477,6 @@ class TestStdlibBridge:
         assert "paid" == line["line"]
         assert {"invoice": 7, "amount": 3.5} == line["meta"]
 
-    @pytest.mark.xfail(
-        reason="needs LogDNAHandler to map dict record.msg via event_dict_to_line (lead)",
-        strict=False,
-    )
     def test_wrap_for_formatter_keys_become_meta(self, server: DevServer) -> None:
         """ProcessorFormatter.wrap_for_formatter: event is the line, keys meta, no internals."""
         h = handler_for(server)
