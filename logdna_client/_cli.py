@@ -29,7 +29,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from types import FrameType
 from typing import IO, Any, TextIO, cast
 
@@ -699,7 +699,8 @@ class _Trouble(logging.Handler):
 
 
 @contextlib.contextmanager
-def _watch_library() -> Any:
+def _watch_library() -> Iterator[_Trouble]:
+    """Listen to the library's own logger while a command runs."""
     trouble = _Trouble()
     _library_logger.addHandler(trouble)
     try:
