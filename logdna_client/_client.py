@@ -114,6 +114,8 @@ class Client:
 
         self._builder.on_filtered = filtered
         self._reporter = Reporter()
+        # Through self, so a fork's fresh Reporter is used.
+        self._builder.report = self._report
         self._closed = False
         self._exit_done = False
         self._start_lock = threading.Lock()
@@ -152,6 +154,10 @@ class Client:
         self.put: Callable[[bytes], bool] = self._first_put
         #: Thread ident of the sender: records made on it are never shipped.
         self.sender_ident: int | None = None
+
+    def _report(self, kind: str, level: int, message: str, *args: object,
+                exc_info: bool = False) -> bool:  # fmt: skip
+        return self._reporter.report(kind, level, message, *args, exc_info=exc_info)
 
     def _wake(self) -> None:
         # Called when a batch's worth is queued: also the cheap moment to notice a

@@ -199,7 +199,8 @@ def _optional_name(option: str, value: object) -> str | None:
 
 
 def _is_loopback(host: str) -> bool:
-    if host == "localhost" or host.endswith(".localhost"):
+    # Only the exact name: resolvers may send "x.localhost" to DNS.
+    if host == "localhost":
         return True
     try:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
@@ -273,14 +274,15 @@ class Config:
             raise _bad("url", url, "an http(s) URL")
         url = url.strip()
         parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise _bad("url", url, "an http(s) URL such as " + DEFAULT_URL)
         if parts.username or parts.password or "apikey=" in parts.query.lower():
             # The key belongs in a header: URLs end up in proxy and error logs.
             raise ConfigurationError(
                 "url: must not carry credentials; pass the key with key= or " + ENV_VARS["key"],
                 "url",
             )
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            shown = parts._replace(query="", fragment="").geturl()
+            raise _bad("url", shown, "an http(s) URL such as " + DEFAULT_URL)
         set_(self, "allow_insecure", to_bool("allow_insecure", self.allow_insecure))
         if parts.scheme == "http" and not _is_loopback(parts.hostname) and not self.allow_insecure:
             raise ConfigurationError(

@@ -133,10 +133,13 @@ class LogDNAHandler(logging.Handler):
             context = request_context()
             if context:
                 meta = {**context, **meta} if meta else dict(context)
+            level = record.levelname
+            if len(level) > 80:  # the service's cap; only an odd custom level is that long
+                level = level[:80]
             if meta is None and 0 < len(text) <= self._plain_max_chars:
-                data: bytes | None = self._plain(text, record.levelname, int(record.created * 1000))
+                data: bytes | None = self._plain(text, level, int(record.created * 1000))
             else:
-                data = self._encode(text, record.levelname, int(record.created * 1000), meta)
+                data = self._encode(text, level, int(record.created * 1000), meta)
             if data:
                 self._client.put(data)
         except Exception:

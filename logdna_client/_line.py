@@ -24,11 +24,18 @@ _log = logging.getLogger("logdna_client")
 
 _TRUNCATED = "… [truncated by logdna_client: {} bytes in all]"
 _EMPTY = "(empty message)"
+# The service caps app, env and level at 80 characters.
+_NAME_CAP = 80
 _MAX_DEPTH = 32
 # Meta that makes a line bigger than this is replaced by a short excerpt; it keeps
 # any single line far below one batch and the API's 10 MB request limit.
 _MAX_META_BYTES = 256 * 1024
 _META_EXCERPT = 1000
+
+
+def _log_report(kind: str, level: int, message: str, *args: object, exc_info: bool = False) -> bool:
+    _log.log(level, message, *args, exc_info=exc_info)
+    return True
 
 
 def safe_str(value: object) -> str:
@@ -134,6 +141,7 @@ class LineBuilder:
         "on_filtered",
         "plain",
         "plain_max_chars",
+        "report",
     )
 
     def __init__(self, config: Config) -> None:
@@ -154,6 +162,8 @@ class LineBuilder:
             config.max_batch_bytes - 64, _MAX_META_BYTES + config.max_line_length
         )
         self.on_filtered: Callable[[], None] | None = None
+        #: Where trouble is told, rate-limited (the Client points it at its Reporter).
+        self.report: Callable[..., object] = _log_report
         simple = not self._redacts_text and self._before_send is None
         #: Texts up to this many characters can take ``plain`` (no meta, nothing to
         #: redact or hook, certainly under the byte cap); -1 when nothing can.
@@ -206,17 +216,26 @@ class LineBuilder:
         env: str | None = None,
     ) -> bytes | None:
         """The serialized line, or None when ``before_send`` dropped it."""
-        if len(text) * 4 > self._line_limit:
-            text = cap_text(text, self._line_limit)
+        limit = self._line_limit
         if self._redacts_text:
+            # Redact before capping: a marker can be longer than what it replaces.
+            # The pre-cut only bounds the regex work on huge texts.
+            if len(text) > 4 * limit:
+                text = text[: 4 * limit]
             text = self._redactor.text(text)
-        line: dict[str, Any] = {"line": text or _EMPTY, "timestamp": timestamp, "level": level}
+        if len(text) * 4 > limit:
+            text = cap_text(text, limit)
+        line: dict[str, Any] = {
+            "line": text or _EMPTY,
+            "timestamp": timestamp,
+            "level": level if len(level) <= _NAME_CAP else level[:_NAME_CAP],
+        }
         app = app or self._app
         if app:
-            line["app"] = app
+            line["app"] = app[:_NAME_CAP]
         env = env or self._env
         if env:
-            line["env"] = env
+            line["env"] = env[:_NAME_CAP]
         if meta:
             if self._redacts_meta:
                 meta = self._redactor.meta(meta)
@@ -263,14 +282,20 @@ class LineBuilder:
         try:
             result = self._before_send(line)  # type: ignore[misc]
         except Exception:
-            _log.warning("before_send raised; the line is sent without it", exc_info=True)
+            self.report(
+                "before-send", logging.WARNING,
+                "logdna_client: before_send raised; lines are sent without it", exc_info=True,
+            )  # fmt: skip
             return line
         if result is None:
             if self.on_filtered is not None:
                 self.on_filtered()
             return None
         if not isinstance(result, dict) or not result.get("line"):
-            _log.warning("before_send returned %s, not a line dict; the line is sent as it was",
-                         type(result).__name__)  # fmt: skip
+            self.report(
+                "before-send", logging.WARNING,
+                "logdna_client: before_send returned %s, not a line dict; lines are sent as is",
+                type(result).__name__,
+            )  # fmt: skip
             return line
         return result

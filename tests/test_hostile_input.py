@@ -312,11 +312,6 @@ class TestClientLog:
         assert Slow.calls <= 4
         assert time.perf_counter() - started < 2.0
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="_line.py: app/env (and a handler record's levelname) are not capped, so one "
-        "line can exceed max_batch_bytes (lead)",
-    )
     def test_huge_app_env_and_level_are_capped(self, client: Client) -> None:
         """app=, env= and level= of a megabyte each still give a line within the caps."""
         big = "A" * 1_000_000
@@ -327,11 +322,6 @@ class TestClientLog:
         (data,) = take_new(client, before)
         assert len(data) <= WHOLE_LINE_LIMIT
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="_line.py: text patterns run after the length cap and the marker can be "
-        "longer than the match, so redacted text can exceed max_line_length (lead)",
-    )
     def test_redacted_text_stays_within_the_line_cap(self) -> None:
         """Text full of short matches, redacted, is still within max_line_length bytes."""
         c = Client(key="k", url=UNREACHABLE, flush_interval=3600, max_line_length=64,

@@ -176,10 +176,6 @@ class TestKeyNeverShown:
         exc = info.value
         assert_no_key(str(exc), repr(exc), repr(exc.args), repr(exc.option))
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="_config.py: a URL with a bad scheme is echoed whole, query included (lead)",
-    )
     def test_bad_scheme_url_with_key_in_query_is_not_echoed(self) -> None:
         """A mistyped URL that carries the key in its query is not quoted back."""
         with pytest.raises(ConfigurationError) as info:
@@ -541,11 +537,6 @@ class TestWire:
         """http:// to a loopback host (the devserver) needs no opt-in."""
         assert url == Config(key=KEY, url=url).url
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="_config.py: any *.localhost name counts as loopback, but glibc sends such "
-        "names to DNS, which may answer with a remote address (lead)",
-    )
     def test_localhost_subdomain_is_not_trusted_as_loopback(self) -> None:
         """http://x.localhost is refused: only literal loopback addresses and localhost pass."""
         with pytest.raises(ConfigurationError):
@@ -821,11 +812,6 @@ class TestRedaction:
         finally:
             client.close(timeout=0)
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="_line.py: a raising before_send is logged with a traceback on every line, "
-        "not once per kind of trouble (lead)",
-    )
     def test_before_send_that_raises_is_reported_once(self, capture: Capture) -> None:
         """A before_send that always raises is reported once, not once per line."""
 
