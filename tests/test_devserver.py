@@ -1,7 +1,5 @@
 """Tests for the local ingest server (logdna_client._devserver), over real sockets."""
 
-# House style asserts `expected == actual`; ruff's SIM300 calls that a Yoda condition.
-# ruff: noqa: SIM300
 
 from __future__ import annotations
 
