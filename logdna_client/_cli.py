@@ -37,7 +37,7 @@ import orjson
 
 from ._client import Client
 from ._config import ENV_VARS
-from ._devserver import DevServer, _Fault, _format_line, _isatty
+from ._devserver import DevServer, format_line, isatty
 from ._errors import ConfigurationError
 from ._report import logger as _library_logger
 from ._version import __version__
@@ -392,7 +392,7 @@ class _Tail:
             if type(line) is not dict or not self._filter.matches(line):
                 continue
             stored.append(raw.encode() + b"\n")
-            shown.append(raw if self._json else _format_line(line, self._color, received))
+            shown.append(raw if self._json else format_line(line, self._color, received))
         if not shown:
             return len(text)
         self.shown += len(shown)
@@ -418,27 +418,10 @@ class _Tail:
         return False
 
 
-class _CLIDevServer(DevServer):
-    """DevServer plus a Retry-After header on rate-based injected failures."""
-
-    retry_after: str | None = None
-
-    def _take_fault(self) -> _Fault | None:
-        fault = super()._take_fault()
-        if (
-            fault is not None
-            and not fault.drop
-            and fault.retry_after is None
-            and self.retry_after is not None
-        ):
-            return dataclasses.replace(fault, retry_after=self.retry_after)
-        return fault
-
-
 def _want_color(flag: bool | None, stream: TextIO) -> bool:
     if flag is not None:
         return flag
-    return "NO_COLOR" not in os.environ and _isatty(stream)
+    return "NO_COLOR" not in os.environ and isatty(stream)
 
 
 def _cmd_devserver(args: argparse.Namespace) -> int:
@@ -467,7 +450,7 @@ def _cmd_devserver(args: argparse.Namespace) -> int:
         line_filter=line_filter,
         store=store,
     )
-    server = _CLIDevServer(
+    server = DevServer(
         args.host,
         args.port,
         key=args.key,
@@ -475,10 +458,9 @@ def _cmd_devserver(args: argparse.Namespace) -> int:
         json_output=True,
         keep_lines=False,
     )
-    server.retry_after = args.retry_after
     status = args.status if args.status is not None else 503
     if rate > 0.0:
-        server.set_fail_rate(rate, status)
+        server.set_fail_rate(rate, status, retry_after=args.retry_after)
     if args.delay:
         server.set_delay(args.delay)
     try:

@@ -229,7 +229,18 @@ def _format_time(timestamp: object, received: float) -> str:
 def _format_value(value: object) -> str:
     if type(value) is str and value and not any(c.isspace() or c in '="' for c in value):
         return value
-    return orjson.dumps(value).decode()
+    try:
+        return orjson.dumps(value).decode()
+    except orjson.JSONEncodeError:  # valid JSON nested deeper than orjson writes back
+        return "<nested too deeply to show>"
+
+
+def dump_line(line: Mapping[str, Any]) -> bytes:
+    """One received line as JSON, even when its meta is nested too deeply to re-encode."""
+    try:
+        return orjson.dumps(line)
+    except orjson.JSONEncodeError:
+        return orjson.dumps({**line, "meta": "<nested too deeply to show>"})
 
 
 def _format_meta(meta: object) -> str:
@@ -248,7 +259,7 @@ def _format_meta(meta: object) -> str:
     return f"meta={_format_value(meta)}"
 
 
-def _format_line(line: Mapping[str, Any], color: bool, received: float) -> str:
+def format_line(line: Mapping[str, Any], color: bool, received: float) -> str:
     """Render one line for the live tail: time, level, app, text, meta."""
     stamp = _format_time(line.get("timestamp"), received)
     level = _clean(str(line.get("level") or "-"))
@@ -258,13 +269,13 @@ def _format_line(line: Mapping[str, Any], color: bool, received: float) -> str:
     meta = _clean(_format_meta(line.get("meta")))
     if color:
         level_color = _LEVEL_COLORS.get(level.upper(), "")
-        padded = f"{level:<5}"
+        padded = f"{level:<8}"
         level_part = f"{level_color}{padded}{_RESET}" if level_color else padded
         app_part = f"{_APP_COLOR}{app}{_RESET}" if app else ""
         meta_part = f"  {_DIM}{meta}{_RESET}" if meta else ""
         return f"{_DIM}{stamp}{_RESET} {level_part} {app_part}{text}{meta_part}"
     meta_part = f"  {meta}" if meta else ""
-    return f"{stamp} {level:<5} {app}{text}{meta_part}"
+    return f"{stamp} {level:<8} {app}{text}{meta_part}"
 
 
 # -- HTTP plumbing -------------------------------------------------------------
@@ -732,7 +743,7 @@ class DevServer:
         self._out = out
         self._json_output = json_output
         if color is None:
-            color = out is not None and "NO_COLOR" not in os.environ and _isatty(out)
+            color = out is not None and "NO_COLOR" not in os.environ and isatty(out)
         self._color = color
         self._store_path = store
         self._store_file: IO[bytes] | None = None
@@ -762,6 +773,7 @@ class DevServer:
         self._delay = 0.0
         self._fail_rate = 0.0
         self._fail_rate_status = 503
+        self._fail_rate_retry_after: str | None = None
         self._rng = random.Random()
         self._reject_substring: str | None = None
 
@@ -915,7 +927,7 @@ class DevServer:
     def _emit(self, lines: list[dict[str, Any]], received: float) -> None:
         if self._store_file is not None:
             try:
-                self._store_file.write(b"".join(orjson.dumps(line) + b"\n" for line in lines))
+                self._store_file.write(b"".join(dump_line(line) + b"\n" for line in lines))
                 self._store_file.flush()
             except (OSError, ValueError) as exc:
                 print(f"devserver: cannot write store file: {exc}", file=sys.stderr)
@@ -924,10 +936,10 @@ class DevServer:
         if out is None:
             return
         if self._json_output:
-            text = "".join(orjson.dumps(line).decode() + "\n" for line in lines)
+            text = "".join(dump_line(line).decode() + "\n" for line in lines)
         else:
             color = self._color
-            text = "".join(_format_line(line, color, received) + "\n" for line in lines)
+            text = "".join(format_line(line, color, received) + "\n" for line in lines)
         try:
             out.write(text)
             out.flush()
@@ -1043,13 +1055,21 @@ class DevServer:
         with self._lock:
             self._delay = max(0.0, seconds)
 
-    def set_fail_rate(self, rate: float, status: int = 503, seed: int | None = None) -> None:
-        """Fail a random fraction ``rate`` (0 to 1) of ingest POSTs with ``status``."""
+    def set_fail_rate(
+        self,
+        rate: float,
+        status: int = 503,
+        seed: int | None = None,
+        retry_after: str | None = None,
+    ) -> None:
+        """Fail a random fraction ``rate`` (0 to 1) of ingest POSTs with ``status``
+        (and a Retry-After header when ``retry_after`` is given)."""
         if not 0.0 <= rate <= 1.0:
             raise ValueError(f"rate must be between 0 and 1, got {rate!r}")
         with self._lock:
             self._fail_rate = rate
             self._fail_rate_status = status
+            self._fail_rate_retry_after = retry_after
             self._rng = random.Random(seed)
 
     def reject_lines_matching(self, substring: str | None) -> None:
@@ -1073,7 +1093,7 @@ class DevServer:
                 self._fail_n -= 1
                 return _Fault(False, self._fail_status, self._fail_retry_after, self._fail_body)
             if self._fail_rate > 0.0 and self._rng.random() < self._fail_rate:
-                return _Fault(False, self._fail_rate_status)
+                return _Fault(False, self._fail_rate_status, self._fail_rate_retry_after)
             return None
 
     def _current_delay(self) -> float:
@@ -1081,7 +1101,7 @@ class DevServer:
             return self._delay
 
 
-def _isatty(stream: TextIO) -> bool:
+def isatty(stream: TextIO) -> bool:
     try:
         return bool(stream.isatty())
     except (AttributeError, ValueError, OSError):

@@ -640,7 +640,7 @@ class TestTail:
         with DevServer(out=out) as srv:
             post(srv, body_of([line]))
 
-        expected = f'{clock} WARN  [api] disk almost full  user_id=42 path="/a b" ok=true\n'
+        expected = f'{clock} WARN     [api] disk almost full  user_id=42 path="/a b" ok=true\n'
         assert expected == out.getvalue()
 
     def test_meta_as_json_string_is_shown_as_pairs(self) -> None:
@@ -649,7 +649,7 @@ class TestTail:
         with DevServer(out=out) as srv:
             post(srv, body_of([{"line": "m", "level": "INFO", "meta": '{"a": 1, "b": "x"}'}]))
 
-        assert out.getvalue().rstrip("\n").endswith("INFO  m  a=1 b=x")
+        assert out.getvalue().rstrip("\n").endswith("INFO     m  a=1 b=x")
 
     def test_color_marks_the_level(self) -> None:
         """With color on the level is wrapped in its ANSI colour."""
@@ -657,7 +657,7 @@ class TestTail:
         with DevServer(out=out, color=True) as srv:
             post(srv, body_of([{"line": "boom", "level": "ERROR"}]))
 
-        assert "\x1b[31mERROR\x1b[0m" in out.getvalue()
+        assert "\x1b[31mERROR   \x1b[0m" in out.getvalue()
         assert "boom" in out.getvalue()
 
     def test_color_auto_is_off_for_a_non_terminal(self) -> None:
@@ -667,7 +667,7 @@ class TestTail:
             post(srv, body_of([{"line": "plain", "level": "ERROR"}]))
 
         assert "\x1b" not in out.getvalue()
-        assert "ERROR plain" in out.getvalue()
+        assert "ERROR    plain" in out.getvalue()
 
     def test_control_characters_are_escaped(self) -> None:
         """Escape sequences in a line cannot reach the terminal; newlines are indented."""

@@ -563,11 +563,6 @@ class TestDevServer:
         assert 400 == post(server, body).status_code
         assert still_up(server)
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="_devserver.py: meta nested 256-1024 deep parses but cannot be re-serialized "
-        "for the tail/store: 500 (which clients retry forever) and a traceback (devserver owner)",
-    )
     @pytest.mark.parametrize("json_output", [False, True])
     def test_meta_too_deep_to_show_is_not_a_500(self, json_output: bool) -> None:
         """A line whose meta is 300 levels deep is answered 4xx or stored, never 500."""
