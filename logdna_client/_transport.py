@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 import platform
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import orjson
@@ -101,8 +101,10 @@ class HTTPTransport:
             }
         )
         secret = config.secret
-        if secret is not None:
-            session.headers["apikey"] = secret.reveal()
+        # To scrub from what servers and proxies say back (some quote the headers).
+        self._key = secret.reveal() if secret is not None else None
+        if self._key is not None:
+            session.headers["apikey"] = self._key
         self._session = session
         params = {"hostname": config.hostname}
         if config.ip:
@@ -114,6 +116,14 @@ class HTTPTransport:
         self._params = params
 
     def send(self, body: bytes, *, gzipped: bool, timeout: float) -> Outcome:
+        outcome = self._send(body, gzipped=gzipped, timeout=timeout)
+        key = self._key
+        if key and key in outcome.detail:
+            # The detail is logged: an error body echoing the key must not leak it.
+            outcome = replace(outcome, detail=outcome.detail.replace(key, "***"))
+        return outcome
+
+    def _send(self, body: bytes, *, gzipped: bool, timeout: float) -> Outcome:
         headers = {"Content-Encoding": "gzip"} if gzipped else None
         params = dict(self._params, now=str(int(time.time() * 1000)))
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import logging
 import os
 import queue
 import subprocess
@@ -476,6 +477,25 @@ class TestBadKey:
         assert "" == child.stdout
         # At exit, the undelivered lines are reported.
         assert "could not be delivered" in err or "were not delivered" in err
+
+    def test_error_body_echoing_the_key_is_scrubbed(
+        self, server: DevServer, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A 500 whose body quotes the key is reported without it, and the line still arrives."""
+        key = "secret-key-fedcba9876543210"
+        server.fail_next(1, 500, body=f"upstream refused apikey={key}")
+        caplog.set_level(logging.DEBUG, logger="logdna_client")
+        client = Client(key=key, url=server.url, hostname="echo", flush_interval=0.05,
+                        retry_max_backoff=0.2)  # fmt: skip
+        try:
+            client.log("after the echo")
+            assert client.flush(10)
+        finally:
+            client.close(2)
+        assert ["after the echo"] == texts(server)
+        messages = [r.getMessage() for r in caplog.records if r.name == "logdna_client"]
+        assert any("upstream refused apikey=***" in m for m in messages), messages
+        assert not any(key in m for m in messages)
 
     @pytest.mark.xfail(
         strict=True,
