@@ -281,8 +281,20 @@ def fresh_memory(add: Any) -> None:
         del q
 
 
+def _body_joiner() -> tuple[Any, bytes]:
+    """The library's batch joiner and the prefix its queued entries carry, old or new layout."""
+    try:
+        from logdna_client._buffer import SEPARATOR, join_entries
+
+        return join_entries, SEPARATOR
+    except ImportError:
+        from logdna_client._sender import join_lines
+
+        return join_lines, b""
+
+
 def sender_costs(report: list[tuple[str, float]]) -> None:
-    from logdna_client._sender import join_lines
+    join_lines, separator = _body_joiner()
 
     def add(label: str, ns: float) -> None:
         report.append((label, ns))
@@ -307,11 +319,12 @@ def sender_costs(report: list[tuple[str, float]]) -> None:
         batch.append(line)
         total += len(line) + 41
     lines = len(batch)
+    batch = [separator + line for line in batch] if separator else batch
     body = join_lines(batch)
     print(f"\nsender, per line of a {lines:,}-line batch ({len(body):,} B body):")
     env = {"join_lines": join_lines, "batch": batch, "zlib": zlib, "body": body}
     add(
-        "join_lines (one bytes.join)",
+        f"{join_lines.__name__} (batch -> request body)",
         best_ns("join_lines(batch)", env, number=20, repeat=5) / lines,
     )
     for level in (1, 6, 9):
