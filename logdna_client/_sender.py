@@ -19,7 +19,7 @@ import zlib
 from collections.abc import Callable
 from typing import Any
 
-from ._buffer import Buffer
+from ._buffer import SEPARATOR, Buffer, join_entries
 from ._config import Config
 from ._report import Reporter
 from ._retry import Backoff
@@ -43,11 +43,6 @@ def gzip_body(body: bytes) -> bytes:
     """Gzip container around a deflate stream, at our chosen level."""
     compressor = zlib.compressobj(_GZIP_LEVEL, zlib.DEFLATED, 31)
     return compressor.compress(body) + compressor.flush()
-
-
-def join_lines(lines: list[bytes]) -> bytes:
-    """The request body for already-serialized lines."""
-    return b'{"lines":[' + b",".join(lines) + b"]}"
 
 
 class Stats:
@@ -207,7 +202,8 @@ class Sender:
         data = self._summary(dict(counts))
         if data is None:
             self._buffer.restore_unreported(counts)
-        return data
+            return None
+        return SEPARATOR + data  # batches hold buffer entries: a comma, then the line
 
     def _deliver(self, lines: list[bytes], summary: bytes | None = None) -> None:
         """Deliver one batch, splitting and retrying as the answers require."""
@@ -293,7 +289,7 @@ class Sender:
             self._sleep(delay, floor)
 
     def _post(self, lines: list[bytes]) -> Outcome:
-        body = join_lines(lines)
+        body = join_entries(lines)
         gzipped = self._compress
         if gzipped:
             body = gzip_body(body)

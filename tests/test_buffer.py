@@ -7,7 +7,7 @@ import threading
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from logdna_client._buffer import LINE_OVERHEAD, Buffer
+from logdna_client._buffer import LINE_OVERHEAD, SEPARATOR, Buffer, join_entries
 
 
 def make(max_bytes: int = 10_000, overflow: str = "drop_oldest", wake_bytes: int = 1 << 30,
@@ -15,6 +15,12 @@ def make(max_bytes: int = 10_000, overflow: str = "drop_oldest", wake_bytes: int
     wakes: list[int] = []
     buf = Buffer(max_bytes, overflow, block_timeout, wake_bytes, lambda: wakes.append(1))
     return buf, wakes
+
+
+def lines_of(entries: list[bytes]) -> list[bytes]:
+    """The serialized lines inside taken entries (each entry is a comma plus the line)."""
+    assert all(e.startswith(SEPARATOR) for e in entries)
+    return [e[len(SEPARATOR) :] for e in entries]
 
 
 def line(i: int, size: int = 10) -> bytes:
@@ -29,16 +35,16 @@ class TestBuffer:
             assert buf.put(line(i))
         cap = 3 * (10 + LINE_OVERHEAD)
         first = buf.take(cap)
-        assert [line(i) for i in range(3)] == first
+        assert [line(i) for i in range(3)] == lines_of(first)
         buf.release(first)
         rest = buf.take(10_000)
-        assert [line(i) for i in range(3, 10)] == rest
+        assert [line(i) for i in range(3, 10)] == lines_of(rest)
 
     def test_oversize_single_line_still_taken(self) -> None:
         """A line bigger than the batch cap is taken alone rather than stuck forever."""
         buf, _ = make()
         buf.put(line(1, 500))
-        assert [line(1, 500)] == buf.take(100)
+        assert [line(1, 500)] == lines_of(buf.take(100))
 
     def test_drop_oldest_keeps_newest_and_counts(self) -> None:
         """When full, drop_oldest sheds the oldest queued lines and counts them."""
@@ -47,7 +53,7 @@ class TestBuffer:
         for i in range(8):
             assert buf.put(line(i))
         assert 3 == buf.dropped["buffer_full"]
-        assert [line(i) for i in range(3, 8)] == buf.take(10_000)
+        assert [line(i) for i in range(3, 8)] == lines_of(buf.take(10_000))
 
     def test_drop_newest_refuses_new_lines(self) -> None:
         """drop_newest keeps what is queued and refuses (and counts) the new line."""
@@ -56,7 +62,7 @@ class TestBuffer:
         results = [buf.put(line(i)) for i in range(8)]
         assert [True] * 5 + [False] * 3 == results
         assert 3 == buf.dropped["buffer_full"]
-        assert [line(i) for i in range(5)] == buf.take(10_000)
+        assert [line(i) for i in range(5)] == lines_of(buf.take(10_000))
 
     def test_inflight_bytes_count_against_the_bound(self) -> None:
         """Lines taken but not yet delivered still count, so memory stays bounded."""
@@ -137,6 +143,25 @@ ops = st.lists(
 )
 
 
+def test_join_entries_makes_the_request_body() -> None:
+    """Entries join into {"lines": [...]} with each line exactly once, in order."""
+    buf, _ = make()
+    for i in range(3):
+        buf.put(b'{"n":%d}' % i)
+    assert b'{"lines":[{"n":0},{"n":1},{"n":2}]}' == join_entries(buf.take(10_000))
+
+
+def test_queued_lines_hold_no_oversized_allocations() -> None:
+    """Queued entries are fresh copies, not the serializer's larger buffers."""
+    import orjson
+
+    buf, _ = make()
+    data = orjson.dumps({"line": "x", "level": "INFO"})
+    buf.put(data)
+    (entry,) = buf.take(10_000)
+    assert entry is not data
+
+
 class TestProperties:
     @settings(max_examples=300, deadline=None)
     @given(ops=ops, overflow=st.sampled_from(["drop_oldest", "drop_newest"]),
@@ -160,12 +185,12 @@ class TestProperties:
                     refused += 1
             else:
                 batch = buf.take(arg)
-                size = sum(len(b) + LINE_OVERHEAD for b in batch)
+                size = sum(len(b) + LINE_OVERHEAD for b in lines_of(batch))
                 assert size <= arg or len(batch) == 1
-                taken.extend(batch)
+                taken.extend(lines_of(batch))
                 buf.release(batch)
             assert buf.held_bytes <= max_bytes
-        taken.extend(buf.take(1 << 30))
+        taken.extend(lines_of(buf.take(1 << 30)))
         ids = [int(b.rstrip(b".")) for b in taken]
         assert sorted(set(ids)) == ids, "in order, no duplicates"
         shed_after_accepting = buf.dropped["buffer_full"] - refused

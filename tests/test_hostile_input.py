@@ -214,7 +214,7 @@ def handler(client: Client) -> Iterator[StrictHandler]:
 
 
 def take_new(client: Client, before: int) -> list[bytes]:
-    return list(client._buffer._lines)[before:]
+    return client._buffer.snapshot()[before:]
 
 
 def check_line(data: bytes) -> dict[str, Any]:
@@ -229,7 +229,7 @@ def check_line(data: bytes) -> dict[str, Any]:
 
 def around(client: Client, action: Any) -> dict[str, Any]:
     """Log a known line, run ``action`` (one line), log another: all three intact."""
-    before = len(client._buffer._lines)
+    before = len(client._buffer)
     client.log("before", meta={"n": 1})
     action()
     client.log("after", meta={"n": 2})
@@ -315,7 +315,7 @@ class TestClientLog:
     def test_huge_app_env_and_level_are_capped(self, client: Client) -> None:
         """app=, env= and level= of a megabyte each still give a line within the caps."""
         big = "A" * 1_000_000
-        before = len(client._buffer._lines)
+        before = len(client._buffer)
 
         client.log("x", app=big, env=big, level=big)
 
@@ -328,7 +328,7 @@ class TestClientLog:
                    redact_patterns=["email"])  # fmt: skip
         try:
             c.log("a@b.co " * 9)
-            line = orjson.loads(c._buffer._lines[-1])
+            line = orjson.loads(c._buffer.snapshot()[-1])
         finally:
             c.close(timeout=0)
 
