@@ -137,7 +137,7 @@ def hot_path(report: list[tuple[str, float]]) -> None:
     timed("encode('request 42 served in 7 ms', 'INFO', 1732280000123, "
           "{'user_id': 42, 'path': '/api/v1/items', 'method': 'GET', 'status': 200, "
           "'bytes': 5120})", "LineBuilder.encode with 5 meta fields (redaction on)")  # fmt: skip
-    timed("client.put(data)", "Client.put (started/alive checks + Buffer.put)")
+    timed("client.put(data)", "Client.put (what the handler calls)")
     timed("buffer.put(data)", "Buffer.put alone (lock, append, counters, wake check)")
     timed("sender.alive", "Sender.alive (Thread.is_alive)")
     timed("client._started", "attribute read (for scale)")

@@ -130,6 +130,10 @@ def run_one(server: Server, name: str, workload: str, n: int) -> dict[str, Any] 
     result["connections"] = len({r[1] for r in records})
     result["wire_bytes"] = sum(r[0] for r in records)
     result["http_errors"] = sum(1 for r in records if r[2] != 200)
+    statuses: dict[str, int] = {}
+    for r in records:
+        statuses[str(r[2])] = statuses.get(str(r[2]), 0) + 1
+    result["http_statuses"] = statuses
     ok = [r for r in records if r[2] == 200 and r[3]]
     if delivers and ok:
         elapsed = max(r[4] for r in ok) - info["wall0"]
@@ -429,7 +433,8 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"  rep {rep + 1} {workload:<8} {name:<15} "
                           f"{result['call_median_ns']:>8,.0f} ns/call  "
                           f"{result['cpu_per_logged_line_ns']:>8,.0f} ns CPU/line"
-                          + (f"  lost {lost}" if lost else ""), flush=True)  # fmt: skip
+                          + (f"  lost {lost} (HTTP {result['http_statuses']})" if lost else ""),
+                          flush=True)  # fmt: skip
         memory = memory_runs(20_000 if not args.quick else 5_000)
     finally:
         server.stop()
@@ -549,7 +554,7 @@ def targets(
             passed = row["vs_official"] >= 10
             ok &= passed
             lines.append(f"{'PASS' if passed else 'FAIL'} client CPU per line vs official, "
-                         f"{workload}: {row['vs_official']:.1f}x lower (>= 10x)")  # fmt: skip
+                         f"{workload}: {row['vs_official']:.2f}x lower (>= 10x)")  # fmt: skip
     for workload, table in results.items():
         for name in ("ours", "structlog_ours"):
             row = table.get(name)
