@@ -567,13 +567,6 @@ class TestFlushCloseDeadlines:
 
 
 class TestMemory:
-    @pytest.mark.xfail(
-        strict=True,
-        reason="orjson.dumps returns bytes with at least 4 KB allocated (8 KB for a 1 KB "
-        "line); the buffer counts len(data), so a full buffer holds several times "
-        "max_buffer_bytes (a 76-byte line costs 4 KB of RSS). Needs an exact-size copy in "
-        "Buffer.put or LineBuilder (see report)",
-    )
     @pytest.mark.parametrize(
         ("pad", "count", "buffer_mib"),
         [(1000, 200_000, 16), (40, 200_000, 4)],
