@@ -224,6 +224,7 @@ COLUMNS = [
     ("mean ns", 8),
     ("mean x", 6),
     ("CPU/line ns", 11),
+    ("CPU med", 7),
     ("client CPU", 10),
     ("vs logdna", 9),
     ("lines/s", 9),
@@ -239,6 +240,8 @@ def row_cells(name: str, row: dict[str, Any]) -> list[str]:
     cpu = row["cpu_per_delivered_line_ns"] if name in harness.DELIVERING else row[
         "cpu_per_logged_line_ns"]  # fmt: skip
     delivers = name in harness.DELIVERING
+    cpu_median = row[("cpu_per_delivered_line_ns" if delivers else "cpu_per_logged_line_ns")
+                     + "_median"]  # fmt: skip
     return [
         LABELS[name],
         _fmt(row["call_median_ns"]),
@@ -247,6 +250,7 @@ def row_cells(name: str, row: dict[str, Any]) -> list[str]:
         _fmt(row["call_mean_ns"]),
         _fmt(row["caller_ratio_mean"], digits=2, suffix="x"),
         _fmt(cpu),
+        _fmt(cpu_median),
         _fmt(row["client_cpu_per_line_ns"]),
         _fmt(row["vs_official"], digits=1, suffix="x") if delivers else "",
         _fmt(row["lines_per_s"]) if delivers else "",
