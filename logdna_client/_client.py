@@ -337,7 +337,7 @@ class Client:
         for reason in ("buffer_full", "rejected", "shutdown", "after_close"):
             dropped.setdefault(reason, 0)
         out: dict[str, Any] = {
-            "queued": len(buffer),
+            "queued": buffer.accepted - buffer.done_through,  # waiting or in flight
             "queued_bytes": buffer.held_bytes,
             "accepted": buffer.accepted,
             "dropped": dropped,

@@ -497,11 +497,6 @@ class TestBadKey:
         assert any("upstream refused apikey=***" in m for m in messages), messages
         assert not any(key in m for m in messages)
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="Client.stats()['queued'] is len(buffer): lines of the batch in flight "
-        "(retried while the key is refused) are not counted; see report",
-    )
     def test_stats_queued_counts_lines_in_flight(self) -> None:
         """Lines held for retry count as queued in stats(), in flight or not."""
         with DevServer(key="right") as server:
