@@ -9,6 +9,7 @@ plain lock, never held across I/O or waiting.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections import Counter, deque
@@ -25,6 +26,9 @@ _ENTRY_OVERHEAD = 41
 #: memory: orjson hands back bytes objects with 4 KiB or more allocated behind
 #: them, while the concatenation allocates exactly what the line needs.
 SEPARATOR = b","
+
+# Free-threaded builds (3.13t) give no atomicity for free: always take the lock there.
+_NO_GIL = not getattr(sys, "_is_gil_enabled", lambda: True)()
 
 #: Bytes a queued line costs beyond its serialized length.
 LINE_OVERHEAD = _ENTRY_OVERHEAD + len(SEPARATOR)
@@ -76,6 +80,22 @@ class Buffer:
         """Queue one line; False when it was dropped (and counted)."""
         data = SEPARATOR + data
         size = len(data) + _ENTRY_OVERHEAD
+        if _NO_GIL or self.closed or self.queued_bytes + self.inflight_bytes + size > self._max:
+            return self._put_locked(data, size)
+        # The common case takes no lock: under the GIL, deque.append is atomic
+        # and an attribute's "+=" runs without a thread switch between its read
+        # and its write. Counters go first, so a concurrent take() can only see
+        # them ahead of the deque, never behind it.
+        self.queued_bytes += size
+        self.accepted += 1
+        self._lines.append(data)
+        if self.queued_bytes >= self._wake_bytes and not self._wake_pending:
+            self._wake_pending = True
+            self._wake()
+        return True
+
+    def _put_locked(self, data: bytes, size: int) -> bool:
+        """``put`` when the buffer is full or closed (or there is no GIL)."""
         with self._lock:
             if self.closed:
                 self._drop("after_close", 1)
@@ -84,9 +104,9 @@ class Buffer:
                 size
             ):
                 return False
-            self._lines.append(data)
             self.queued_bytes += size
             self.accepted += 1
+            self._lines.append(data)
             if self.queued_bytes >= self._wake_bytes and not self._wake_pending:
                 self._wake_pending = True
                 wake = True
@@ -193,9 +213,11 @@ class Buffer:
     def discard_all(self, reason: str) -> int:
         """Drop everything still queued (at the shutdown deadline); returns how many."""
         with self._lock:
-            count = len(self._lines)
-            self._lines.clear()
-            self.queued_bytes = 0
+            lines = self._lines
+            count = 0
+            while lines:  # popleft, not clear(): a lock-free put may be appending
+                self.queued_bytes -= len(lines.popleft()) + _ENTRY_OVERHEAD
+                count += 1
             self._head_seq += count
             if count:
                 self._drop(reason, count)

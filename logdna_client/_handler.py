@@ -118,12 +118,15 @@ class LogDNAHandler(logging.Handler):
                 )
             else:
                 try:
-                    if self.formatter is self._default_formatter:
-                        text = msg if type(msg) is str and not record.args else record.getMessage()
+                    if self.formatter is not self._default_formatter:
+                        text = self.format(record)
+                    elif type(msg) is str:
+                        args = record.args
+                        text = msg % args if args else msg  # getMessage(), one call less
                         if record.exc_info or record.exc_text or record.stack_info:
                             text = self._with_traceback(text, record)
                     else:
-                        text = self.format(record)
+                        text = self._default_formatter.format(record)
                 except Exception as exc:
                     text = _unformattable(record, exc)
                 if len(attrs) != _PLAIN_RECORD_LEN:

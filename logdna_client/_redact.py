@@ -71,7 +71,7 @@ _CACHE_LIMIT = 4096
 class Redactor:
     """Replaces secret values in meta and pattern matches in text."""
 
-    __slots__ = ("_cache", "_key_re", "_text_re", "_words")
+    __slots__ = ("_cache", "_key_re", "_plain_keys", "_text_re", "_words")
 
     def __init__(self, extra_keys: Iterable[str] = (), patterns: Iterable[str] = (),
                  *, defaults: bool = True) -> None:  # fmt: skip
@@ -82,6 +82,8 @@ class Redactor:
         compiled = [PRESET_PATTERNS.get(p, p) for p in patterns]
         self._text_re = _Patterns(compiled) if compiled else None
         self._cache: dict[str, bool] = {}
+        # Keys known not to be secrets: lets flat meta skip the walk entirely.
+        self._plain_keys: set[str] = set()
 
     @property
     def active(self) -> bool:
@@ -103,7 +105,10 @@ class Redactor:
             )
             if len(self._cache) >= _CACHE_LIMIT:
                 self._cache.clear()
+                self._plain_keys.clear()
             self._cache[key] = hit
+            if not hit:
+                self._plain_keys.add(key)
         return hit
 
     def text(self, value: str) -> str:
@@ -121,6 +126,16 @@ class Redactor:
         at any depth up to a limit; deeper parts, cycles and containers that
         cannot be read are replaced by a marker rather than shipped unchecked.
         """
+        if type(value) is dict and self._text_re is None:
+            # The common case: flat meta whose keys were all seen before and are
+            # not secrets. One pass over cached answers instead of the walk.
+            try:
+                if self._plain_keys.issuperset(value) and _SCALARS.issuperset(
+                    map(type, value.values())
+                ):
+                    return value
+            except Exception:  # the dict changed under us
+                pass
         try:
             result = self._walk(value, set(), 0)
         except Exception:  # a hostile container: ship nothing of it rather than secrets
@@ -185,6 +200,7 @@ class Redactor:
 
 
 _OTHER: Any = object()
+_SCALARS = frozenset({str, int, float, bool, type(None)})
 _UNREADABLE = "[REDACTED: unreadable]"
 #: Meta nested deeper than this is cut (the line builder's own limit is the same).
 MAX_DEPTH = 32

@@ -162,6 +162,44 @@ def test_queued_lines_hold_no_oversized_allocations() -> None:
     assert entry is not data
 
 
+def test_concurrent_producers_and_consumer() -> None:
+    """Four writer threads and a sender-like reader: every line once, each writer's
+    lines in order, and the byte counters back to zero at the end."""
+    buf, _ = make(max_bytes=1 << 30)
+    per_thread = 20_000
+    writers_done = threading.Event()
+    got: list[bytes] = []
+
+    def writer(t: int) -> None:
+        for i in range(per_thread):
+            buf.put(b"%d:%d" % (t, i))
+
+    def reader() -> None:
+        while True:
+            finished = writers_done.is_set()
+            batch = buf.take(4096)
+            got.extend(lines_of(batch))
+            buf.release(batch)
+            if finished and not batch:
+                return
+
+    r = threading.Thread(target=reader)
+    r.start()
+    writers = [threading.Thread(target=writer, args=(t,)) for t in range(4)]
+    for w in writers:
+        w.start()
+    for w in writers:
+        w.join()
+    writers_done.set()
+    r.join(30)
+    assert 4 * per_thread == len(got) == buf.accepted
+    for t in range(4):
+        mine = [int(x.split(b":")[1]) for x in got if x.startswith(b"%d:" % t)]
+        assert list(range(per_thread)) == mine
+    assert (0, 0) == (buf.queued_bytes, buf.inflight_bytes)
+    assert buf.accepted == buf.done_through
+
+
 class TestProperties:
     @settings(max_examples=300, deadline=None)
     @given(ops=ops, overflow=st.sampled_from(["drop_oldest", "drop_newest"]),
