@@ -3,17 +3,25 @@
 Application threads ``put``; the sender thread ``take``s batches and
 ``release``s them once delivered (or given up). Bytes still in flight count
 against the bound, so memory stays within ``max_bytes`` however long the
-service is down. The critical sections are a few attribute updates long: a
+service is down.
+
+``put`` is the application's hot path. In the common case (room to spare,
+buffer open) it takes no lock: under the GIL ``deque.append`` is atomic and an
+attribute's ``+=`` runs without a thread switch between its read and its
+write. Everything else (overflow, close, take, release) happens under one
 plain lock, never held across I/O or waiting.
 """
 
 from __future__ import annotations
 
+import operator
 import sys
 import threading
 import time
+from bisect import bisect_right
 from collections import Counter, deque
 from collections.abc import Callable
+from itertools import accumulate, islice, repeat
 
 __all__ = ["LINE_OVERHEAD", "SEPARATOR", "Buffer", "join_entries"]
 
@@ -27,11 +35,16 @@ _ENTRY_OVERHEAD = 41
 #: them, while the concatenation allocates exactly what the line needs.
 SEPARATOR = b","
 
-# Free-threaded builds (3.13t) give no atomicity for free: always take the lock there.
-_NO_GIL = not getattr(sys, "_is_gil_enabled", lambda: True)()
-
 #: Bytes a queued line costs beyond its serialized length.
 LINE_OVERHEAD = _ENTRY_OVERHEAD + len(SEPARATOR)
+
+# Free-threaded builds (3.13t) give no atomicity for free: always lock there.
+_NO_GIL = not getattr(sys, "_is_gil_enabled", lambda: True)()
+# A serialized line is never shorter than this (line, timestamp and level keys).
+_MIN_ENTRY = 48
+_NEVER = float("inf")
+
+_call: Callable[[Callable[[], bytes]], bytes] = getattr(operator, "call", lambda f: f())
 
 
 class Buffer:
@@ -55,17 +68,21 @@ class Buffer:
     ) -> None:
         self._lines: deque[bytes] = deque()
         self._lock = threading.Lock()
-        self._room = threading.Condition(self._lock)
+        self._space = threading.Condition(self._lock)
         self._max = max_bytes
         self._overflow = overflow
         self._block_timeout = block_timeout
         self._wake_bytes = wake_bytes
         self._wake = wake
-        self._wake_pending = False
+        # Queued bytes at which put() wakes the sender; infinite once it did,
+        # until the sender takes a batch. One comparison on the hot path.
+        self._wake_at: float = wake_bytes
         self.queued_bytes = 0
         self.inflight_bytes = 0
         self.inflight_lines = 0
-        self.accepted = 0  # lines ever queued: the next line's sequence number
+        # Queued bytes above which put() must take the slow, locked path: the
+        # bound less what is in flight; -1 when closed (or without a GIL).
+        self._room = -1 if _NO_GIL else max_bytes
         self._head_seq = 0  # sequence number of the oldest queued line
         self._inflight_start: int | None = None
         self.dropped: Counter[str] = Counter()
@@ -76,21 +93,22 @@ class Buffer:
     def __len__(self) -> int:
         return len(self._lines)
 
+    @property
+    def accepted(self) -> int:
+        """Lines ever queued: also the sequence number the next line gets."""
+        return self._head_seq + len(self._lines)
+
     def put(self, data: bytes) -> bool:
         """Queue one line; False when it was dropped (and counted)."""
         data = SEPARATOR + data
         size = len(data) + _ENTRY_OVERHEAD
-        if _NO_GIL or self.closed or self.queued_bytes + self.inflight_bytes + size > self._max:
+        if self.queued_bytes + size > self._room:
             return self._put_locked(data, size)
-        # The common case takes no lock: under the GIL, deque.append is atomic
-        # and an attribute's "+=" runs without a thread switch between its read
-        # and its write. Counters go first, so a concurrent take() can only see
-        # them ahead of the deque, never behind it.
+        # Counter first, so a concurrent take() can only see it ahead of the deque.
         self.queued_bytes += size
-        self.accepted += 1
         self._lines.append(data)
-        if self.queued_bytes >= self._wake_bytes and not self._wake_pending:
-            self._wake_pending = True
+        if self.queued_bytes >= self._wake_at:
+            self._wake_at = _NEVER
             self._wake()
         return True
 
@@ -105,13 +123,10 @@ class Buffer:
             ):
                 return False
             self.queued_bytes += size
-            self.accepted += 1
             self._lines.append(data)
-            if self.queued_bytes >= self._wake_bytes and not self._wake_pending:
-                self._wake_pending = True
-                wake = True
-            else:
-                wake = False
+            wake = self.queued_bytes >= self._wake_at
+            if wake:
+                self._wake_at = _NEVER
         if wake:
             self._wake()
         return True
@@ -134,11 +149,10 @@ class Buffer:
                 return True
         elif self._overflow == "block" and self._block_timeout > 0:
             deadline = time.monotonic() + self._block_timeout
-            self._wake_pending = True
             self._wake()  # the sender must run for room to appear
             while self.queued_bytes + self.inflight_bytes + size > self._max and not self.closed:
                 left = deadline - time.monotonic()
-                if left <= 0 or not self._room.wait(left):
+                if left <= 0 or not self._space.wait(left):
                     break
             if self.queued_bytes + self.inflight_bytes + size <= self._max and not self.closed:
                 return True
@@ -157,40 +171,53 @@ class Buffer:
     def snapshot(self) -> list[bytes]:
         """The queued lines, oldest first, as serialized (for tests and debugging)."""
         with self._lock:
-            return [entry[1:] for entry in self._lines]
+            return [entry[len(SEPARATOR) :] for entry in self._lines]
 
     def take(self, max_bytes: int) -> list[bytes]:
         """Move up to ``max_bytes`` of the oldest entries (at least one) to in-flight.
 
-        Entries are lines with a leading comma; ``join_entries`` makes a body of them.
+        Entries are lines with a leading comma; ``join_entries`` makes a body of
+        them. The sizes are summed and the entries popped in C (accumulate,
+        bisect, map), not a Python loop per line: the sender holds the GIL
+        while it does this, and the application waits for the GIL.
         """
-        batch: list[bytes] = []
         with self._lock:
             lines = self._lines
-            total = 0
-            while lines:
-                size = len(lines[0]) + _ENTRY_OVERHEAD
-                if batch and total + size > max_bytes:
-                    break
-                batch.append(lines.popleft())
-                total += size
+            n = len(lines)
+            if not n:
+                self._wake_at = self._wake_bytes
+                return []
+            look = min(n, max_bytes // _MIN_ENTRY + 1)
+            sizes = list(
+                accumulate(
+                    map(operator.add, map(len, islice(lines, look)), repeat(_ENTRY_OVERHEAD))
+                )
+            )
+            count = max(1, bisect_right(sizes, max_bytes))
+            total = sizes[count - 1]
+            batch = list(map(_call, repeat(lines.popleft, count)))
             self.queued_bytes -= total
             self.inflight_bytes += total
-            if batch:
-                self.inflight_lines = len(batch)
-                self._inflight_start = self._head_seq
-                self._head_seq += len(batch)
-            self._wake_pending = self.queued_bytes >= self._wake_bytes
+            self.inflight_lines = count
+            self._inflight_start = self._head_seq
+            self._head_seq += count
+            self._update_room()
+            self._wake_at = _NEVER if self.queued_bytes >= self._wake_bytes else self._wake_bytes
         return batch
 
     def release(self, lines: list[bytes]) -> None:
         """Forget lines that were taken: delivered, or dropped and counted."""
-        size = sum(len(line) for line in lines) + (_ENTRY_OVERHEAD) * len(lines)
+        size = sum(map(len, lines)) + _ENTRY_OVERHEAD * len(lines)
         with self._lock:
             self.inflight_bytes -= size
             self.inflight_lines = 0
             self._inflight_start = None
-            self._room.notify_all()
+            self._update_room()
+            self._space.notify_all()
+
+    def _update_room(self) -> None:
+        if not (self.closed or _NO_GIL):
+            self._room = self._max - self.inflight_bytes
 
     def take_unreported(self) -> Counter[str]:
         """The drops since the last summary, reset to none."""
@@ -208,7 +235,8 @@ class Buffer:
         """Refuse further lines (counted as ``after_close``) and wake blocked writers."""
         with self._lock:
             self.closed = True
-            self._room.notify_all()
+            self._room = -1
+            self._space.notify_all()
 
     def discard_all(self, reason: str) -> int:
         """Drop everything still queued (at the shutdown deadline); returns how many."""
@@ -221,7 +249,7 @@ class Buffer:
             self._head_seq += count
             if count:
                 self._drop(reason, count)
-            self._room.notify_all()
+            self._space.notify_all()
         return count
 
     @property
@@ -238,4 +266,4 @@ class Buffer:
 def join_entries(entries: list[bytes]) -> bytes:
     """The request body for queued entries (each a line with a leading comma)."""
     joined = b"".join(entries)
-    return b'{"lines":[' + memoryview(joined)[1:] + b"]}"
+    return b'{"lines":[' + memoryview(joined)[len(SEPARATOR) :] + b"]}"

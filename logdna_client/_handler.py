@@ -31,11 +31,23 @@ STANDARD_RECORD_ATTRS: frozenset[str] = frozenset(_PROBE.__dict__) | {"message",
 # A record built without extra= has exactly this many attributes: the common
 # case skips the scan for extras altogether.
 _PLAIN_RECORD_LEN = len(_PROBE.__dict__)
+_LAST_STANDARD_ATTR = list(_PROBE.__dict__)[-1]
 del _PROBE
 
 _STRUCTLOG_SKIP = STANDARD_RECORD_ATTRS | {"_logger", "_name"}
 
 _OWN_PREFIX = _own_logger.name + "."
+
+
+def _extras(attrs: dict[str, Any]) -> dict[str, Any] | None:
+    """The attributes ``extra=`` (or a filter, adapter or formatter) added to a record."""
+    keys = list(attrs)
+    # Extras come right after the standard attributes (makeRecord adds them
+    # straight after building the record): look only at the tail when the
+    # standard ones are where they always are.
+    if len(keys) > _PLAIN_RECORD_LEN and keys[_PLAIN_RECORD_LEN - 1] == _LAST_STANDARD_ATTR:
+        keys = keys[_PLAIN_RECORD_LEN:]
+    return {k: attrs[k] for k in keys if k not in STANDARD_RECORD_ATTRS} or None
 
 
 def _is_own_logger(name: str) -> bool:
@@ -85,32 +97,46 @@ class LogDNAHandler(logging.Handler):
         return f"<{type(self).__name__} ({logging.getLevelName(self.level)}) {self._client!r}>"
 
     def handle(self, record: logging.LogRecord) -> bool:
+        """Filter, serialize and queue the record; never raises, never blocks on I/O.
+
+        This replaces ``Handler.handle`` rather than ``emit`` alone: the handler
+        lock it would take guards nothing here (the buffer is safe on its own)
+        and costs more than the rest with several threads; and one call less
+        per line matters on this path.
+        """
         if self.filters:
             result: Any = self.filter(record)
             if not result:
                 return False
             if isinstance(result, logging.LogRecord):  # Python 3.12+ filters may swap records
                 record = result
-        self.emit(record)
-        return True
-
-    def emit(self, record: logging.LogRecord) -> None:
-        """Serialize the record and queue it; never raises, never blocks on I/O."""
-        thread = record.thread if record.thread is not None else threading.get_ident()
+        thread = record.thread
+        if thread is None:
+            thread = threading.get_ident()
         if thread in SENDER_THREADS or thread in self._busy:
-            return  # urllib3/requests on a sender thread, or re-entry from a __str__
+            return True  # urllib3/requests on a sender thread, or re-entry from a __str__
         skip = self._skip_names.get(record.name)
         if skip is None:
             skip = self._skip_names[record.name] = _is_own_logger(record.name)
         if skip:
-            return
+            return True
         busy = self._busy
         busy.add(thread)
         try:
             attrs = record.__dict__
-            meta = None
             msg = record.msg
-            if type(msg) is dict and "_logger" in attrs:
+            meta = None
+            if type(msg) is str and self.formatter is self._default_formatter:
+                args = record.args
+                try:
+                    text = msg % args if args else msg  # getMessage(), one call less
+                except Exception as exc:
+                    text = _unformattable(record, exc)
+                if record.exc_info or record.exc_text or record.stack_info:
+                    text = self._with_traceback(text, record)
+                if len(attrs) != _PLAIN_RECORD_LEN:
+                    meta = _extras(attrs)
+            elif type(msg) is dict and "_logger" in attrs:
                 # structlog's ProcessorFormatter.wrap_for_formatter: the event dict is
                 # the message; its keys are meta, structlog's bookkeeping is not.
                 text, meta = event_dict_to_line(
@@ -118,21 +144,11 @@ class LogDNAHandler(logging.Handler):
                 )
             else:
                 try:
-                    if self.formatter is not self._default_formatter:
-                        text = self.format(record)
-                    elif type(msg) is str:
-                        args = record.args
-                        text = msg % args if args else msg  # getMessage(), one call less
-                        if record.exc_info or record.exc_text or record.stack_info:
-                            text = self._with_traceback(text, record)
-                    else:
-                        text = self._default_formatter.format(record)
+                    text = self.format(record)
                 except Exception as exc:
                     text = _unformattable(record, exc)
                 if len(attrs) != _PLAIN_RECORD_LEN:
-                    meta = {
-                        k: v for k, v in attrs.items() if k not in STANDARD_RECORD_ATTRS
-                    } or None
+                    meta = _extras(attrs)
             context = request_context()
             if context:
                 meta = {**context, **meta} if meta else dict(context)
@@ -149,6 +165,11 @@ class LogDNAHandler(logging.Handler):
             self.handleError(record)
         finally:
             busy.discard(thread)
+        return True
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Ship one record (``handle`` does the work; filters apply here too)."""
+        self.handle(record)
 
     def _with_traceback(self, text: str, record: logging.LogRecord) -> str:
         # Like Formatter.format, but without caching into the record: other
