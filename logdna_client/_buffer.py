@@ -99,8 +99,11 @@ class Buffer:
         return self._head_seq + len(self._lines)
 
     def put(self, data: bytes) -> bool:
-        """Queue one line; False when it was dropped (and counted)."""
-        data = SEPARATOR + data
+        """Queue one serialized line; False when it was dropped (and counted)."""
+        return self.put_entry(SEPARATOR + data)
+
+    def put_entry(self, data: bytes) -> bool:
+        """Queue one entry (``SEPARATOR`` + a serialized line); the hot path."""
         size = len(data) + _ENTRY_OVERHEAD
         if self.queued_bytes + size > self._room:
             return self._put_locked(data, size)

@@ -152,6 +152,8 @@ class Client:
         #: hot path for handlers: after the first line it is the buffer's own put,
         #: saving a call per line.
         self.put: Callable[[bytes], bool] = self._first_put
+        #: The same for an entry (a comma, then the line) built by the fast path.
+        self.put_entry: Callable[[bytes], bool] = self._first_put_entry
         #: Thread ident of the sender: records made on it are never shipped.
         self.sender_ident: int | None = None
 
@@ -188,10 +190,17 @@ class Client:
 
     # -- logging
 
+    def _first_put_entry(self, entry: bytes) -> bool:
+        self._start()
+        self.put_entry = self._buffer.put_entry
+        self.put = self._buffer.put
+        return self._buffer.put_entry(entry)
+
     def _first_put(self, data: bytes) -> bool:
         """``put`` until the sender runs: start it, then put straight into the buffer."""
         self._start()
         self.put = self._buffer.put
+        self.put_entry = self._buffer.put_entry
         return self._buffer.put(data)
 
     def _restart_dead_sender(self) -> None:

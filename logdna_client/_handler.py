@@ -86,7 +86,6 @@ class LogDNAHandler(logging.Handler):
         self._default_formatter = _MessageFormatter()
         self.formatter = self._default_formatter
         self._skip_names: dict[str, bool] = {}
-        self._busy: set[int | None] = set()
 
     @property
     def client(self) -> Client:
@@ -113,15 +112,15 @@ class LogDNAHandler(logging.Handler):
         thread = record.thread
         if thread is None:
             thread = threading.get_ident()
-        if thread in SENDER_THREADS or thread in self._busy:
+        if thread in SENDER_THREADS:
             return True  # urllib3/requests on a sender thread, or re-entry from a __str__
         skip = self._skip_names.get(record.name)
         if skip is None:
             skip = self._skip_names[record.name] = _is_own_logger(record.name)
         if skip:
             return True
-        busy = self._busy
-        busy.add(thread)
+        quiet = SENDER_THREADS
+        quiet.add(thread)
         try:
             attrs = record.__dict__
             msg = record.msg
@@ -152,19 +151,18 @@ class LogDNAHandler(logging.Handler):
             context = request_context()
             if context:
                 meta = {**context, **meta} if meta else dict(context)
-            level = record.levelname
-            if len(level) > 80:  # the service's cap; only an odd custom level is that long
-                level = level[:80]
             if meta is None and 0 < len(text) <= self._plain_max_chars:
-                data: bytes | None = self._plain(text, level, int(record.created * 1000))
+                entry = self._plain(text, record.levelname, int(record.created * 1000))
+                if entry is not None:
+                    self._client.put_entry(entry)
             else:
-                data = self._encode(text, level, int(record.created * 1000), meta)
-            if data:
-                self._client.put(data)
+                data = self._encode(text, record.levelname, int(record.created * 1000), meta)
+                if data is not None:
+                    self._client.put(data)
         except Exception:
             self.handleError(record)
         finally:
-            busy.discard(thread)
+            quiet.discard(thread)
         return True
 
     def emit(self, record: logging.LogRecord) -> None:

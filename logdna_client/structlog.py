@@ -248,7 +248,7 @@ class LogDNAProcessor:
     .. versionadded:: 0.1.0
     """
 
-    __slots__ = ("_busy", "_client", "_encode", "_min_level", "_owns_client")
+    __slots__ = ("_client", "_encode", "_min_level", "_owns_client")
 
     def __init__(self, *, client: Client | None = None, **options: Any) -> None:
         if client is not None and options:
@@ -259,7 +259,6 @@ class LogDNAProcessor:
         self._client = client if client is not None else Client(**options)
         self._encode = self._client._builder.encode
         self._min_level = self._client.config.level
-        self._busy: set[int] = set()
 
     @property
     def client(self) -> Client:
@@ -273,11 +272,11 @@ class LogDNAProcessor:
         self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
     ) -> MutableMapping[str, Any]:
         thread = threading.get_ident()
-        if thread in SENDER_THREADS or thread in self._busy:
+        if thread in SENDER_THREADS:
             return event_dict  # on a sender thread (urllib3), or re-entered from a __str__
         client = self._client
-        busy = self._busy
-        busy.add(thread)
+        quiet = SENDER_THREADS
+        quiet.add(thread)
         try:
             self._ship(method_name, event_dict)
         except Exception:
@@ -287,7 +286,7 @@ class LogDNAProcessor:
                     "logdna_client: a structlog event could not be shipped", exc_info=True,
                 )  # fmt: skip
         finally:
-            busy.discard(thread)
+            quiet.discard(thread)
         return event_dict
 
     def _ship(self, method_name: str, event_dict: Any) -> None:

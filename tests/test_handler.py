@@ -161,6 +161,22 @@ class TestNeverHurtsTheApp:
         assert "<unprintable Hostile>" == second["meta"]["h"]
         h.close()
 
+    def test_a_str_that_logs_does_not_recurse(self, server: DevServer) -> None:
+        """An argument whose __str__ logs through the same handler ships once, no recursion."""
+        h = handler_for(server)
+        log = make_logger("t.reentrant", h)
+
+        class Chatty:
+            def __str__(self) -> str:
+                log.info("from inside __str__ %s", self)
+                return "chatty"
+
+        log.info("value: %s", Chatty())
+        log.info("after")
+        lines = delivered(server, h, 2)
+        assert ["value: chatty", "after"] == [x["line"] for x in lines]
+        h.close()
+
     def test_own_logger_and_sender_thread_records_are_not_shipped(self, server: DevServer) -> None:
         """Records from the logdna_client logger and from the sender thread never ship."""
         h = handler_for(server)
