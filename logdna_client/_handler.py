@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import traceback
+from itertools import islice
 from typing import Any
 
 from ._client import Client
@@ -31,7 +32,6 @@ STANDARD_RECORD_ATTRS: frozenset[str] = frozenset(_PROBE.__dict__) | {"message",
 # A record built without extra= has exactly this many attributes: the common
 # case skips the scan for extras altogether.
 _PLAIN_RECORD_LEN = len(_PROBE.__dict__)
-_LAST_STANDARD_ATTR = list(_PROBE.__dict__)[-1]
 del _PROBE
 
 _STRUCTLOG_SKIP = STANDARD_RECORD_ATTRS | {"_logger", "_name"}
@@ -41,13 +41,14 @@ _OWN_PREFIX = _own_logger.name + "."
 
 def _extras(attrs: dict[str, Any]) -> dict[str, Any] | None:
     """The attributes ``extra=`` (or a filter, adapter or formatter) added to a record."""
-    keys = list(attrs)
-    # Extras come right after the standard attributes (makeRecord adds them
-    # straight after building the record): look only at the tail when the
-    # standard ones are where they always are.
-    if len(keys) > _PLAIN_RECORD_LEN and keys[_PLAIN_RECORD_LEN - 1] == _LAST_STANDARD_ATTR:
-        keys = keys[_PLAIN_RECORD_LEN:]
-    return {k: attrs[k] for k in keys if k not in STANDARD_RECORD_ATTRS} or None
+    # Extras come after the standard attributes (LogRecord.__init__ sets those
+    # first; makeRecord, record factories and filters add theirs later), so
+    # only the tail is read, in C. A formatter that ran before us may have
+    # added "message"/"asctime" there: filtered out on the rare path.
+    extras = dict(islice(attrs.items(), _PLAIN_RECORD_LEN, None))
+    if not STANDARD_RECORD_ATTRS.isdisjoint(extras):
+        extras = {k: v for k, v in extras.items() if k not in STANDARD_RECORD_ATTRS}
+    return extras or None
 
 
 def _is_own_logger(name: str) -> bool:
@@ -151,8 +152,8 @@ class LogDNAHandler(logging.Handler):
             context = request_context()
             if context:
                 meta = {**context, **meta} if meta else dict(context)
-            if meta is None and 0 < len(text) <= self._plain_max_chars:
-                entry = self._plain(text, record.levelname, int(record.created * 1000))
+            if 0 < len(text) <= self._plain_max_chars:
+                entry = self._plain(text, record.levelname, int(record.created * 1000), meta)
                 if entry is not None:
                     self._client.put_entry(entry)
             else:

@@ -171,39 +171,57 @@ class LineBuilder:
         #: Where trouble is told, rate-limited (the Client points it at its Reporter).
         self.report: Callable[..., object] = _log_report
         simple = not self._redacts_text and self._before_send is None
-        #: Texts up to this many characters can take ``plain`` (no meta, nothing to
-        #: redact or hook, certainly under the byte cap); -1 when nothing can.
-        self.plain_max_chars = self._line_limit // 4 if simple else -1
+        #: Texts up to this many characters can take ``plain`` (nothing to redact
+        #: in text, no hook, meta as an object, certainly under the byte cap);
+        #: -1 when nothing can.
+        self.plain_max_chars = self._line_limit // 4 if simple and self._index_meta else -1
         self.plain = self._make_plain()
 
-    def _make_plain(self) -> Callable[[str, str, int], bytes | None]:
-        """The fast path for a line without meta, as a buffer entry (comma first).
+    def _make_plain(self) -> Callable[[str, str, int, dict[str, Any] | None], bytes | None]:
+        """The fast path, as a buffer entry (comma first): ``plain(text, level, ts, meta)``.
 
-        One C-level string escape and one bytes format, with app and env baked
-        into the template: no dict, no serializer call and no extra copy. The
-        output is the same JSON ``encode`` makes; anything unusual (a level
-        name not seen before, text that is not valid UTF-8) falls back to it.
+        One C-level string escape, one ``orjson.dumps`` of the meta (if any) and
+        one bytes format, with app and env baked into the template: no line
+        dict and no extra copy. The output is the JSON ``encode`` makes. For
+        texts over ``plain_max_chars``, a builder with text patterns or
+        ``before_send`` or string meta (``index_meta=False``), callers use
+        ``encode``; anything unusual here (text that is not valid UTF-8, meta
+        orjson cannot encode, an oversize line) falls back to it too.
         """
-        template = b',{"line":%b,"timestamp":%d,"level":%b'
+        head = b',{"line":%b,"timestamp":%d,"level":%b'
+        tail = b""
         if self._app:
-            template += b',"app":' + orjson.dumps(self._app[:_NAME_CAP]).replace(b"%", b"%%")
+            tail += b',"app":' + orjson.dumps(self._app[:_NAME_CAP]).replace(b"%", b"%%")
         if self._env:
-            template += b',"env":' + orjson.dumps(self._env[:_NAME_CAP]).replace(b"%", b"%%")
-        template += b"}"
+            tail += b',"env":' + orjson.dumps(self._env[:_NAME_CAP]).replace(b"%", b"%%")
+        template = head + tail + b"}"
+        template_meta = head + tail + b',"meta":%b}'
         levels: dict[str, bytes] = {}
         encode = self.encode
+        dumps = orjson.dumps
+        redact = self._redactor.meta if self._redacts_meta else None
+        limit = self._total_limit
 
-        def plain(text: str, level: str, timestamp: int) -> bytes | None:
+        def plain(
+            text: str, level: str, timestamp: int, meta: dict[str, Any] | None = None
+        ) -> bytes | None:
             fragment = levels.get(level)
             try:
                 if fragment is None:
-                    fragment = orjson.dumps(level[:_NAME_CAP])
+                    fragment = dumps(level[:_NAME_CAP])
                     if len(levels) < 64:  # level names are few; a flood of odd ones is not cached
                         levels[level] = fragment
-                return template % (_escape(text).encode(), timestamp, fragment)
-            except UnicodeEncodeError:  # lone surrogates: encode() repairs them
-                data = encode(text, level[:_NAME_CAP], timestamp)
-                return SEPARATOR + data if data is not None else None
+                if meta is None:
+                    return template % (_escape(text).encode(), timestamp, fragment)
+                if redact is not None:
+                    meta = redact(meta)
+                entry = template_meta % (_escape(text).encode(), timestamp, fragment, dumps(meta))
+                if len(entry) <= limit:
+                    return entry
+            except (UnicodeEncodeError, TypeError):  # surrogates, odd meta: encode() repairs them
+                pass
+            data = encode(text, level[:_NAME_CAP], timestamp, meta)
+            return SEPARATOR + data if data is not None else None
 
         return plain
 
