@@ -24,7 +24,7 @@ from ._config import Config
 from ._line import LineBuilder, safe_str
 from ._report import Reporter, logger
 from ._retry import Backoff
-from ._sender import SENDER_THREADS, Sender
+from ._sender import BUSY_THREADS, SENDER_THREADS, Sender
 from ._transport import HTTPTransport, Transport
 
 __all__ = ["Client"]
@@ -54,6 +54,7 @@ def _reset_all_after_fork() -> None:
     global _hooks_lock
     _hooks_lock = threading.Lock()
     SENDER_THREADS.clear()  # the parent's threads do not exist here
+    BUSY_THREADS.clear()
     for client in list(_clients):
         client._after_fork()
 

@@ -10,9 +10,9 @@ after the call still ships as it was logged.
 from __future__ import annotations
 
 import logging
-import threading
 import traceback
 from itertools import islice
+from threading import get_ident
 from typing import Any
 
 from ._client import Client
@@ -20,7 +20,7 @@ from ._context import current as request_context
 from ._errors import ConfigurationError
 from ._line import safe_str
 from ._report import logger as _own_logger
-from ._sender import SENDER_THREADS
+from ._sender import BUSY_THREADS, SENDER_THREADS
 from .structlog import event_dict_to_line  # plain dict handling: needs no structlog
 
 __all__ = ["STANDARD_RECORD_ATTRS", "LogDNAHandler"]
@@ -110,18 +110,16 @@ class LogDNAHandler(logging.Handler):
                 return False
             if isinstance(result, logging.LogRecord):  # Python 3.12+ filters may swap records
                 record = result
-        thread = record.thread
-        if thread is None:
-            thread = threading.get_ident()
-        if thread in SENDER_THREADS:
-            return True  # urllib3/requests on a sender thread, or re-entry from a __str__
+        current = get_ident()
+        if record.thread in SENDER_THREADS or current in BUSY_THREADS:
+            return True  # made by urllib3/requests on a sender thread, or re-entry from a __str__
         skip = self._skip_names.get(record.name)
         if skip is None:
             skip = self._skip_names[record.name] = _is_own_logger(record.name)
         if skip:
             return True
-        quiet = SENDER_THREADS
-        quiet.add(thread)
+        busy = BUSY_THREADS
+        busy.add(current)
         try:
             attrs = record.__dict__
             msg = record.msg
@@ -163,7 +161,7 @@ class LogDNAHandler(logging.Handler):
         except Exception:
             self.handleError(record)
         finally:
-            quiet.discard(thread)
+            busy.discard(current)
         return True
 
     def emit(self, record: logging.LogRecord) -> None:

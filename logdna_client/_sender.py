@@ -25,14 +25,18 @@ from ._report import Reporter
 from ._retry import Backoff
 from ._transport import Kind, Outcome, Transport
 
-__all__ = ["SENDER_THREADS", "Sender", "Stats"]
+__all__ = ["BUSY_THREADS", "SENDER_THREADS", "Sender", "Stats"]
 
-#: Idents of the threads whose log records no handler or processor of ours
-#: ships: every live sender thread (urllib3's and requests' own logging, our
-#: reports: one client's sending never feeds another client's buffer), and any
-#: thread while it is inside one of our handlers (a ``__str__`` that logs does
-#: not recurse). One set, so the hot path asks one question.
+#: Idents of every live sender thread in this process. Records made on them
+#: (urllib3's and requests' own logging, our reports) are never shipped by any
+#: handler, so one client's sending cannot feed another client's buffer.
 SENDER_THREADS: set[int] = set()
+
+#: Idents of the threads currently inside one of our handlers or processors: a
+#: ``__str__`` that logs, or a formatter that does, does not recurse into us.
+#: Separate from SENDER_THREADS, which is about where a record was *made*: a
+#: QueueListener thread handles records made on other threads.
+BUSY_THREADS: set[int] = set()
 
 # Measured on log lines: level 1 compresses about as well as 6 (20x) at a third of the CPU.
 _GZIP_LEVEL = 1

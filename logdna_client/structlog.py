@@ -39,7 +39,7 @@ from . import _context
 from ._client import Client
 from ._errors import ConfigurationError
 from ._line import safe_str
-from ._sender import SENDER_THREADS
+from ._sender import BUSY_THREADS, SENDER_THREADS
 
 __all__ = ["LogDNAProcessor", "event_dict_to_line", "level_of", "timestamp_of"]
 
@@ -272,11 +272,11 @@ class LogDNAProcessor:
         self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
     ) -> MutableMapping[str, Any]:
         thread = threading.get_ident()
-        if thread in SENDER_THREADS:
+        if thread in SENDER_THREADS or thread in BUSY_THREADS:
             return event_dict  # on a sender thread (urllib3), or re-entered from a __str__
         client = self._client
-        quiet = SENDER_THREADS
-        quiet.add(thread)
+        busy = BUSY_THREADS
+        busy.add(thread)
         try:
             self._ship(method_name, event_dict)
         except Exception:
@@ -286,7 +286,7 @@ class LogDNAProcessor:
                     "logdna_client: a structlog event could not be shipped", exc_info=True,
                 )  # fmt: skip
         finally:
-            quiet.discard(thread)
+            busy.discard(thread)
         return event_dict
 
     def _ship(self, method_name: str, event_dict: Any) -> None:

@@ -177,6 +177,33 @@ class TestNeverHurtsTheApp:
         assert ["value: chatty", "after"] == [x["line"] for x in lines]
         h.close()
 
+    def test_record_handled_on_another_thread_does_not_silence_its_maker(
+        self, server: DevServer
+    ) -> None:
+        """While a QueueListener-style thread handles a record made on the main thread,
+        the main thread's own lines still ship (the re-entry guard is per handling thread)."""
+        h = handler_for(server)
+        inside, release = threading.Event(), threading.Event()
+
+        class SlowFormatter(logging.Formatter):
+            def format(self, record: logging.LogRecord) -> str:
+                if record.getMessage() == "queued":
+                    inside.set()
+                    release.wait(10)
+                return record.getMessage()
+
+        h.setFormatter(SlowFormatter())
+        queued = logging.LogRecord("t.q", logging.INFO, __file__, 1, "queued", None, None)
+        worker = threading.Thread(target=h.handle, args=(queued,))
+        worker.start()
+        assert inside.wait(10)
+        make_logger("t.q", h).info("direct")
+        release.set()
+        worker.join(10)
+        lines = delivered(server, h, 2)
+        assert ["direct", "queued"] == [x["line"] for x in lines]
+        h.close()
+
     def test_own_logger_and_sender_thread_records_are_not_shipped(self, server: DevServer) -> None:
         """Records from the logdna_client logger and from the sender thread never ship."""
         h = handler_for(server)
