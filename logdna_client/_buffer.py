@@ -142,13 +142,19 @@ class Buffer:
         if self._overflow == "drop_oldest":
             lines = self._lines
             dropped = 0
-            while lines and self.queued_bytes + self.inflight_bytes + size > self._max:
-                self.queued_bytes -= len(lines.popleft()) + _ENTRY_OVERHEAD
+            # Evict until the line fits, deciding before anything that could switch
+            # threads: lock-free puts may take room freed here in the meantime.
+            while self.queued_bytes + self.inflight_bytes + size > self._max and lines:
+                # Size first: no call may run between reading and writing queued_bytes,
+                # or a lock-free put's += in that gap is lost.
+                gone = len(lines.popleft()) + _ENTRY_OVERHEAD
+                self.queued_bytes -= gone
                 dropped += 1
+            fits = self.queued_bytes + self.inflight_bytes + size <= self._max
             self._head_seq += dropped
             if dropped:
                 self._drop("buffer_full", dropped)
-            if self.queued_bytes + self.inflight_bytes + size <= self._max:
+            if fits:
                 return True
         elif self._overflow == "block" and self._block_timeout > 0:
             deadline = time.monotonic() + self._block_timeout
@@ -191,11 +197,21 @@ class Buffer:
                 self._wake_at = self._wake_bytes
                 return []
             look = min(n, max_bytes // _MIN_ENTRY + 1)
-            sizes = list(
-                accumulate(
-                    map(operator.add, map(len, islice(lines, look)), repeat(_ENTRY_OVERHEAD))
-                )
-            )
+            while True:
+                # islice() makes the deque iterator, and the calls after it can switch
+                # threads: a lock-free append then invalidates it. Only appends can
+                # happen here (we hold the lock), so trying again succeeds.
+                try:
+                    sizes = list(
+                        accumulate(
+                            map(
+                                operator.add, map(len, islice(lines, look)), repeat(_ENTRY_OVERHEAD)
+                            )
+                        )
+                    )
+                    break
+                except RuntimeError:
+                    continue
             count = max(1, bisect_right(sizes, max_bytes))
             total = sizes[count - 1]
             batch = list(map(_call, repeat(lines.popleft, count)))
@@ -247,7 +263,8 @@ class Buffer:
             lines = self._lines
             count = 0
             while lines:  # popleft, not clear(): a lock-free put may be appending
-                self.queued_bytes -= len(lines.popleft()) + _ENTRY_OVERHEAD
+                gone = len(lines.popleft()) + _ENTRY_OVERHEAD
+                self.queued_bytes -= gone
                 count += 1
             self._head_seq += count
             if count:

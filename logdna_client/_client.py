@@ -192,6 +192,8 @@ class Client:
     # -- logging
 
     def _first_put_entry(self, entry: bytes) -> bool:
+        if self._closed:  # closed before any line: count it, start no thread
+            return self._buffer.put_entry(entry)
         self._start()
         self.put_entry = self._buffer.put_entry
         self.put = self._buffer.put
@@ -199,6 +201,8 @@ class Client:
 
     def _first_put(self, data: bytes) -> bool:
         """``put`` until the sender runs: start it, then put straight into the buffer."""
+        if self._closed:  # closed before any line: count it, start no thread
+            return self._buffer.put(data)
         self._start()
         self.put = self._buffer.put
         self.put_entry = self._buffer.put_entry
@@ -206,7 +210,7 @@ class Client:
 
     def _restart_dead_sender(self) -> None:
         with self._start_lock:
-            if self._sender.alive or self._sender.finished.is_set():
+            if self._sender.alive or self._closed:
                 return
             self._reporter.report(
                 "sender-dead", logging.ERROR, "logdna_client: sender thread died; restarting it"
@@ -402,6 +406,11 @@ def _register_multiprocessing_child_hook(client: Client) -> None:
         import multiprocessing.util as mp_util  # noqa: PLC0415
 
         mp_util.register_after_fork(client, _install_mp_finalizer)
+        mp_process = sys.modules.get("multiprocessing.process")
+        if mp_process is not None and mp_process.parent_process() is not None:
+            # Built inside a multiprocessing child: it ends with os._exit (fork,
+            # forkserver) after running Finalize callbacks, never atexit.
+            _install_mp_finalizer(client)
     except Exception:
         pass
 

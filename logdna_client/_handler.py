@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import traceback
 from itertools import islice
+from os import getpid
 from threading import get_ident
 from typing import Any
 
@@ -51,8 +52,9 @@ def _extras(attrs: dict[str, Any]) -> dict[str, Any] | None:
     return extras or None
 
 
-def _is_own_logger(name: str) -> bool:
-    return name == _own_logger.name or name.startswith(_OWN_PREFIX)
+def _is_own_logger(name: object) -> bool:
+    # makeLogRecord() can build records with no name, or a non-string one.
+    return isinstance(name, str) and (name == _own_logger.name or name.startswith(_OWN_PREFIX))
 
 
 class LogDNAHandler(logging.Handler):
@@ -111,7 +113,9 @@ class LogDNAHandler(logging.Handler):
             if isinstance(result, logging.LogRecord):  # Python 3.12+ filters may swap records
                 record = result
         current = get_ident()
-        if record.thread in SENDER_THREADS or current in BUSY_THREADS:
+        if (
+            record.thread in SENDER_THREADS and record.process in (None, getpid())
+        ) or current in BUSY_THREADS:
             return True  # made by urllib3/requests on a sender thread, or re-entry from a __str__
         skip = self._skip_names.get(record.name)
         if skip is None:

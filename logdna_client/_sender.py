@@ -110,6 +110,7 @@ class Sender:
     # -- control, from other threads
 
     def start(self) -> None:
+        self.finished.clear()
         thread = threading.Thread(target=self._run, name="logdna_client-sender", daemon=True)
         self.thread = thread
         thread.start()
@@ -153,13 +154,14 @@ class Sender:
                     self._drain()
                 except _Shutdown:
                     pass
-                except Exception:
-                    # A bug of ours must not stop delivery of everything after it.
+                except BaseException:
+                    # A bug of ours, or a custom transport's gevent Timeout or
+                    # CancelledError, must not stop delivery of everything after it.
                     self._reporter.report(
                         "sender-bug", logging.ERROR, "logdna_client sender error", exc_info=True
                     )
                 if self._deadline is not None and (
-                    self._buffer.held_bytes == 0 or self._clock() >= self._deadline
+                    len(self._buffer) == 0 or self._clock() >= self._deadline
                 ):
                     break
         finally:
@@ -235,13 +237,13 @@ class Sender:
             return sum(1 for part in pending for line in part if line is not summary)
 
         try:
-            self._deliver_parts(pending)
+            self._deliver_parts(pending, summary)
         except _Shutdown:
             cut = undelivered()
             self._buffer.count_drop("shutdown", cut)
             self._cut_by_shutdown += cut
             raise
-        except Exception:
+        except BaseException:
             # A bug (ours or a custom transport's): retrying would likely fail the
             # same way forever, so count these lines and keep the sender going.
             cut = undelivered()
@@ -252,7 +254,7 @@ class Sender:
                 cut, exc_info=True,
             )  # fmt: skip
 
-    def _deliver_parts(self, pending: list[list[bytes]]) -> None:
+    def _deliver_parts(self, pending: list[list[bytes]], summary: bytes | None = None) -> None:
         attempt = 0
         single_rejects = 0
         while pending:
@@ -261,9 +263,12 @@ class Sender:
             kind = outcome.kind
             if kind is Kind.OK or kind is Kind.PARTIAL:
                 pending.pop(0)
-                self.stats.sent += len(part) - outcome.rejected
-                if outcome.rejected:
-                    self._reject(outcome.rejected, outcome)
+                # Our summary line is not an app line: neither sent nor dropped in stats.
+                app_lines = len(part) - (summary is not None and part[-1] is summary)
+                rejected = min(outcome.rejected, app_lines)
+                self.stats.sent += app_lines - rejected
+                if rejected:
+                    self._reject(rejected, outcome)
                 attempt = 0
                 single_rejects = 0
                 self._delivering = True
@@ -279,10 +284,11 @@ class Sender:
                     pending[0:1] = [part[:half], part[half:]]
                     continue
                 pending.pop(0)
-                self._reject(1, outcome)
+                if part[0] is not summary:  # our summary line is not an app line: never a drop
+                    self._reject(1, outcome)
                 single_rejects += 1
                 if kind is Kind.BAD_REQUEST and single_rejects >= _MAX_SINGLE_REJECTS:
-                    rest = sum(len(p) for p in pending)
+                    rest = sum(1 for p in pending for line in p if line is not summary)
                     pending.clear()
                     if rest:
                         self._reject(rest, outcome)

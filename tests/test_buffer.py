@@ -200,6 +200,38 @@ def test_concurrent_producers_and_consumer() -> None:
     assert buf.accepted == buf.done_through
 
 
+def test_counters_do_not_drift_under_forced_thread_switches() -> None:
+    """drop_oldest evicting for big lines while other threads put small ones lock-free:
+    with a thread switch forced at every opportunity, queued_bytes still equals what
+    the deque holds and the bound holds."""
+    import sys
+
+    buf, _ = make(max_bytes=200_000)
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+
+        def small() -> None:
+            for j in range(20_000):
+                buf.put(b"s%d" % j)
+
+        def big() -> None:
+            for _ in range(200):
+                buf.put(b"B" * 50_000)
+
+        threads = [threading.Thread(target=small) for _ in range(4)]
+        threads += [threading.Thread(target=big) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(old)
+    held = sum(len(entry) + LINE_OVERHEAD - len(SEPARATOR) for entry in buf._lines)
+    assert held == buf.queued_bytes
+    assert buf.queued_bytes <= 200_000
+
+
 class TestProperties:
     @settings(max_examples=300, deadline=None)
     @given(ops=ops, overflow=st.sampled_from(["drop_oldest", "drop_newest"]),

@@ -1,6 +1,5 @@
 """Tests for the local ingest server (logdna_client._devserver), over real sockets."""
 
-
 from __future__ import annotations
 
 import gzip

@@ -222,6 +222,14 @@ class TestNeverHurtsTheApp:
         root.removeHandler(h)
         h.close()
 
+    def test_record_without_a_name_still_ships(self, server: DevServer) -> None:
+        """A record built by makeLogRecord without a name ships; nothing raises."""
+        h = handler_for(server)
+        h.handle(logging.makeLogRecord({"msg": "nameless", "name": None}))
+        (line,) = delivered(server, h, 1)
+        assert "nameless" == line["line"]
+        h.close()
+
     def test_emit_never_writes_stdout(
         self, server: DevServer, capsys: pytest.CaptureFixture[str]
     ) -> None:

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 
@@ -18,12 +19,16 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run_script(
-    code: str, url: str, timeout: float = 60, **env: str
+    code: str, url: str, timeout: float = 60, path: str | None = None, **env: str
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``code`` in a fresh interpreter with LOGDNA_URL pointing at ``url``."""
+    """Run ``code`` in a fresh interpreter with LOGDNA_URL pointing at ``url``
+    (from a file at ``path`` when given: spawned children re-import their main module)."""
     full_env = dict(os.environ, LOGDNA_URL=url, PYTHONPATH=REPO, **env)
+    if path is not None:
+        with open(path, "w") as fh:
+            fh.write(textwrap.dedent(code))
     return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
+        [sys.executable, *([path] if path else ["-c", textwrap.dedent(code)])],
         env=full_env, capture_output=True, text=True, timeout=timeout, check=False,
     )  # fmt: skip
 
@@ -183,3 +188,34 @@ class TestFork:
         assert 0 == result.returncode, result.stderr
         assert server.wait_for_lines(60, 15)
         assert 60 == len(server.lines)
+
+    @pytest.mark.parametrize("method", ["fork", "forkserver", "spawn"])
+    def test_client_built_inside_a_multiprocessing_child_delivers(
+        self, server: DevServer, method: str, tmp_path: Path
+    ) -> None:
+        """A handler created in the child's own target (not inherited) delivers its lines,
+        though fork and forkserver children end with os._exit and skip atexit."""
+        result = run_script(
+            f"""
+            import logging, multiprocessing, os
+
+            def work():
+                from logdna_client import LogDNAHandler
+                log = logging.getLogger("child")
+                log.addHandler(LogDNAHandler(flush_interval=30))
+                log.setLevel(logging.INFO)
+                for i in range(10):
+                    log.info("child line %d", i)
+
+            if __name__ == "__main__":
+                ctx = multiprocessing.get_context("{method}")
+                p = ctx.Process(target=work)
+                p.start()
+                p.join()
+            """,
+            server.url,
+            path=str(tmp_path / "mp_child.py"),
+        )
+        assert 0 == result.returncode, result.stderr
+        assert server.wait_for_lines(10, 15)
+        assert [f"child line {i}" for i in range(10)] == [x["line"] for x in server.lines]

@@ -231,3 +231,42 @@ class TestShutdownAndAccounting:
         assert 1 == client.stats()["dropped"]["error"]
         assert client.stats()["sender_alive"]
         client.close()
+
+    def test_a_service_refusing_everything_gets_no_summary_storm(self) -> None:
+        """A 400 for every request: the app line is dropped once, and our own summary
+        line, refused too, is neither counted as a lost line nor resent in a loop."""
+        client, transport, _ = client_with(lambda lines, gz: Outcome(Kind.BAD_REQUEST, 400))
+        client.log("refused")
+        client.close(2)
+        assert 1 == client.stats()["dropped"]["rejected"]
+        assert len(transport.requests) <= 4
+
+    def test_sender_survives_a_base_exception_from_the_transport(self) -> None:
+        """A CancelledError-like BaseException from a transport costs that batch, counted."""
+        import asyncio
+
+        calls = [0]
+
+        def answer(lines: list[dict[str, Any]], gzipped: bool) -> Outcome:
+            calls[0] += 1
+            if calls[0] == 1:
+                raise asyncio.CancelledError
+            return OK
+
+        client, transport, _ = client_with(answer)
+        client.log("lost")
+        client.flush(10)
+        client.log("delivered")
+        assert client.flush(10)
+        assert "delivered" in transport.delivered
+        assert 1 == client.stats()["dropped"]["error"]
+        assert client.stats()["sender_alive"]
+        client.close()
+
+    def test_logging_after_an_early_close_starts_no_thread(self) -> None:
+        """A client closed before its first line counts later lines and starts no sender."""
+        client, _, _ = client_with(lambda lines, gz: OK)
+        client.close()
+        assert not client.log("late")
+        assert 1 == client.stats()["dropped"]["after_close"]
+        assert client._sender.thread is None
