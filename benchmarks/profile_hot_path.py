@@ -13,12 +13,12 @@ from __future__ import annotations
 import argparse
 import collections
 import gc
-import itertools
 import logging
 import resource
 import socket
 import statistics
 import sys
+import threading
 import time
 import timeit
 import zlib
@@ -117,134 +117,42 @@ def hot_path(report: list[tuple[str, float]]) -> None:
     timed("h.handle(record)", "LogDNAHandler.handle(record): the handler's whole share")
     timed("h.handle(extra_record)", "LogDNAHandler.handle(record with 5 extra= fields)")
 
-    print("\npieces of emit (plain record):")
-    timed("record.thread == client.sender_ident or record.thread in h._busy",
-          "re-entry / sender-thread check")  # fmt: skip
-    timed("h._skip_names.get(record.name)", "own-logger check (dict lookup)")
-    timed("b = h._busy; b.add(1); b.discard(1)", "busy set add + discard")
-    timed("h.formatter is None and (record.exc_info or record.exc_text or record.stack_info)",
-          "formatter / exception checks")  # fmt: skip
-    timed("record.getMessage()", "record.getMessage() (the % formatting)")
-    timed("len(record.__dict__) != PLAIN_LEN", "len(record.__dict__) fast check for extras")
-    timed("{k: v for k, v in record.__dict__.items() if k not in STANDARD}",
-          "full scan of record.__dict__ for extras (what the fast check skips)")  # fmt: skip
-    timed("{k: v for k, v in extra_record.__dict__.items() if k not in STANDARD}",
-          "scan of record.__dict__ with 5 extras")  # fmt: skip
-    timed("int(record.created * 1000)", "timestamp in ms")
-    timed("encode('request 42 served in 7 ms', 'INFO', 1732280000123, None)",
-          "LineBuilder.encode (dict + orjson.dumps + checks), result discarded")  # fmt: skip
-    timed("orjson.dumps(line)", "orjson.dumps of the line dict alone")
-    timed("encode('request 42 served in 7 ms', 'INFO', 1732280000123, "
-          "{'user_id': 42, 'path': '/api/v1/items', 'method': 'GET', 'status': 200, "
-          "'bytes': 5120})", "LineBuilder.encode with 5 meta fields (redaction on)")  # fmt: skip
-    timed("client.put(data)", "Client.put (what the handler calls)")
-    timed("buffer.put(data)", "Buffer.put alone (lock, append, counters, wake check)")
-    timed("sender.alive", "Sender.alive (Thread.is_alive)")
-    timed("client._started", "attribute read (for scale)")
-    timed("deque.append(data)", "bare deque.append (for scale)")
-
-    print("\nleaner equivalents (prototypes, for scale; same output bytes):")
-    env["lean"] = _lean_parts(client)
-    timed("lean.encode('request 42 served in 7 ms', 'INFO', 1732280000123)",
-          "encode fast path: one dict literal + orjson.dumps + right-size copy")  # fmt: skip
-    timed("lean.put(data)", "put: one lock, fewer attribute writes, liveness from a flag")
-    timed("lean.handle(record)", "whole handler share: lean handle+emit for a plain record")
+    print("\npieces of handle() (plain record), in the order it runs them:")
+    env["get_ident"] = threading.get_ident
+    env["SENDER"] = handler_mod.SENDER_THREADS
+    env["BUSY"] = handler_mod.BUSY_THREADS
+    env["context"] = handler_mod.request_context
+    env["plain"] = handler._plain
+    env["extras"] = handler_mod._extras
     env["meta5"] = {"user_id": 42, "path": "/api/v1/items", "method": "GET", "status": 200,
                     "bytes": 5120}  # fmt: skip
     env["redactor"] = client._builder._redactor
-    timed("redactor.meta(meta5)", "Redactor.meta walk of 5 flat fields (today)")
-    timed("lean.flat_meta_is_clean(meta5)",
-          "fast check: flat, known non-secret keys, scalar values: skip the walk")  # fmt: skip
-    timed("lean.extras(extra_record)", "extras from the tail of record.__dict__ (islice)")
+    env["entry"] = b"," + data
+    timed("c = get_ident(); record.thread in SENDER or c in BUSY",
+          "sender-thread and re-entry checks")  # fmt: skip
+    timed("h._skip_names.get(record.name)", "own-logger check (dict lookup)")
+    timed("BUSY.add(1); BUSY.discard(1)", "re-entry guard add + discard")
+    timed("type(record.msg) is str and h.formatter is h._default_formatter and "
+          "(record.exc_info or record.exc_text or record.stack_info)",
+          "message type, formatter and exception checks")  # fmt: skip
+    timed("record.msg % record.args", "the message's % formatting")
+    timed("len(record.__dict__) != PLAIN_LEN", "len(record.__dict__): any extras?")
+    timed("context()", "request context (ContextVar.get)")
+    timed("int(record.created * 1000)", "timestamp in ms")
+    timed("plain('request 42 served in 7 ms', 'INFO', 1732280000123)",
+          "LineBuilder.plain: escape + bytes template -> buffer entry")  # fmt: skip
+    timed("client.put_entry(entry)", "Client.put_entry -> Buffer.put_entry (lock-free path)")
+
+    print("\npieces for a record with 5 extra= fields:")
+    timed("extras(extra_record.__dict__)", "extras read from the record's tail")
+    timed("redactor.meta(meta5)", "Redactor.meta on 5 flat, known keys")
+    timed("plain('request 42 served in 7 ms', 'INFO', 1732280000123, meta5)",
+          "LineBuilder.plain with meta (redaction + dumps + template)")  # fmt: skip
+    timed("encode('request 42 served in 7 ms', 'INFO', 1732280000123, meta5)",
+          "LineBuilder.encode with meta (the general path, for comparison)")  # fmt: skip
 
     print("\nholding orjson's output vs a right-sized copy (fresh process memory):")
     fresh_memory(add)
-
-
-class _LeanParts:
-    """What the hot path could cost: a prototype with the same output, not the library."""
-
-    def __init__(self, client: Any) -> None:
-        import threading
-        from collections import deque
-
-        self._app = client.config.app
-        self._lines: deque[bytes] = deque()
-        self._lock = threading.Lock()
-        self._queued = 0
-        self._accepted = 0
-        self._max = 1 << 40
-        self._wake_at = 8 << 20
-        self._wake_pending = False
-        self._running = True  # cleared by the sender thread in a finally
-        self._sender_ident = client.sender_ident
-        self._busy: set[int] = set()
-        self._secret_cache = dict.fromkeys(("user_id", "path", "method", "status", "bytes"), False)
-
-    _SCALARS = frozenset({str, int, float, bool, type(None)})
-
-    def flat_meta_is_clean(
-        self, meta: dict[str, Any], cache: dict[str, bool] | None = None
-    ) -> bool:
-        # One pass, no calls: every key already known (cached) not to be a secret,
-        # every value a scalar. Anything else takes today's full walk.
-        cache = self._secret_cache
-        scalars = self._SCALARS
-        for k, v in meta.items():
-            if cache.get(k) is not False or type(v) not in scalars:
-                return False
-        return True
-
-    def extras(self, record: logging.LogRecord) -> dict[str, Any] | None:
-        # logging adds extra= keys after the standard attributes, in insertion order.
-        # If the last standard attribute still sits at its usual position, the
-        # standard ones were neither removed nor re-added: the tail is the extras
-        # (minus any "message"/"asctime" a formatter set). Otherwise: full scan.
-        attrs = record.__dict__
-        if len(attrs) == _PLAIN_LEN:
-            return None
-        tail = itertools.islice(attrs.items(), _PLAIN_LEN - 1, None)
-        if next(tail)[0] != _LAST_STANDARD:
-            return {k: v for k, v in attrs.items() if k not in _STANDARD}
-        return {k: v for k, v in tail if k not in _FORMATTER_ATTRS} or None
-
-    def encode(self, text: str, level: str, timestamp: int) -> bytes:
-        # Static fields known at build time; the common case needs no meta, no redaction.
-        return orjson.dumps({"line": text, "timestamp": timestamp, "level": level,
-                             "app": self._app}) + b","  # fmt: skip
-
-    def put(self, data: bytes) -> bool:
-        size = len(data) + 41
-        with self._lock:
-            queued = self._queued + size
-            if queued > self._max:
-                return False
-            self._lines.append(data)
-            self._queued = queued
-            self._accepted += 1
-            wake = queued >= self._wake_at and not self._wake_pending
-        if wake:
-            self._wake_pending = True
-        if len(self._lines) > 100_000:
-            self._lines.clear()
-            self._queued = 0
-        return True
-
-    def handle(self, record: logging.LogRecord) -> bool:
-        thread = record.thread
-        if thread == self._sender_ident or thread in self._busy:
-            return False
-        msg = record.msg
-        args = record.args
-        text = (msg % args if args else msg) if type(msg) is str else record.getMessage()
-        if record.exc_info or record.stack_info or len(record.__dict__) != _PLAIN_LEN:
-            return False  # the general path, not prototyped here
-        self.put(self.encode(text, record.levelname, int(record.created * 1000)))
-        return True
-
-
-def _lean_parts(client: Any) -> _LeanParts:
-    return _LeanParts(client)
 
 
 def fresh_memory(add: Any) -> None:
