@@ -248,7 +248,7 @@ class LogDNAProcessor:
     .. versionadded:: 0.1.0
     """
 
-    __slots__ = ("_client", "_encode", "_min_level", "_owns_client")
+    __slots__ = ("_client", "_encode", "_min_level", "_owns_client", "_plain", "_plain_max_chars")
 
     def __init__(self, *, client: Client | None = None, **options: Any) -> None:
         if client is not None and options:
@@ -258,6 +258,8 @@ class LogDNAProcessor:
         self._owns_client = client is None
         self._client = client if client is not None else Client(**options)
         self._encode = self._client._builder.encode
+        self._plain = self._client._builder.plain
+        self._plain_max_chars = self._client._builder.plain_max_chars
         self._min_level = self._client.config.level
 
     @property
@@ -312,6 +314,11 @@ class LogDNAProcessor:
         if ts is None:
             created = getattr(record, "created", None) if record is not None else None
             ts = int((created if isinstance(created, float) else time.time()) * 1000)
+        if 0 < len(text) <= self._plain_max_chars:
+            entry = self._plain(text, level, ts, meta)  # the fast path, as for the handler
+            if entry is not None:
+                self._client.put_entry(entry)
+            return
         data = self._encode(text, level, ts, meta)
         if data is not None:
             self._client.put(data)

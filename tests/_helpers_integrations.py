@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 
 from logdna_client import Client, LogDNAHandler
+from logdna_client._buffer import SEPARATOR
 from logdna_client._devserver import DevServer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -25,12 +26,18 @@ class CapturingClient(Client):
         options.setdefault("hostname", "test-host")
         super().__init__(**options)
         self.captured: list[bytes] = []
-        # Client.put is an attribute the pipeline sets (and swaps after the first line).
+        # Client.put and put_entry are attributes the pipeline sets (and swaps after
+        # the first line): the fast path hands over entries, a comma then the line.
         self.put = self._capture
+        self.put_entry = self._capture_entry
 
     def _capture(self, data: bytes) -> bool:
         self.captured.append(data)
         return True
+
+    def _capture_entry(self, entry: bytes) -> bool:
+        assert entry.startswith(SEPARATOR)
+        return self._capture(entry[len(SEPARATOR) :])
 
     @property
     def lines(self) -> list[dict[str, Any]]:

@@ -345,6 +345,7 @@ class TestNeverHurts:
             raise RuntimeError("bug")
 
         proc._encode = broken
+        proc._plain = broken  # type: ignore[assignment]
         event = {"event": "x"}
         with caplog.at_level(logging.WARNING, logger="logdna_client"):
             assert event is proc(None, "info", event)
@@ -537,6 +538,7 @@ class TestOptionalDependency:
             "p = LogDNAProcessor(url='http://127.0.0.1:9/logs/ingest', hostname='h')\n"
             "got = []\n"
             "p.client.put = got.append\n"
+            "p.client.put_entry = got.append\n"
             "p(None, 'info', {'event': 'x', 'k': 1})\n"
             "assert len(got) == 1, got\n"
             "p.client.close(0)\n"
