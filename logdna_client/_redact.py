@@ -11,6 +11,7 @@ from a small cache, because the same few keys come back on every line.
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import fields, is_dataclass
 from typing import Any
@@ -50,8 +51,12 @@ class _Patterns:
     def __init__(self, patterns: list[str]) -> None:
         self._regexes: tuple[re.Pattern[str], ...]
         try:
-            self._regexes = (re.compile("|".join(f"(?:{p})" for p in patterns)),)
-        except re.error:
+            # Python 3.10 only warns about a global flag mid-pattern (3.11 refuses):
+            # treat the warning as the refusal, so both take the one-by-one path.
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", DeprecationWarning)
+                self._regexes = (re.compile("|".join(f"(?:{p})" for p in patterns)),)
+        except (re.error, DeprecationWarning):
             self._regexes = tuple(re.compile(p) for p in patterns)
 
     def sub(self, replacement: str, text: str) -> str:
