@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import re
@@ -322,22 +323,30 @@ class TestPipe:
         assert "caf\ufffd ok" == server.lines[0]["line"]
 
     def test_background_process_holding_the_pipes_does_not_hang_pipe(
-        self, server: DevServer, env: dict[str, str]
+        self, server: DevServer, env: dict[str, str], tmp_path: Path
     ) -> None:
         """A command that leaves a process behind with its stdout open: pipe still ends."""
-        grandchild = "import time; time.sleep(20)"
+        pid_file = tmp_path / "grandchild.pid"
+        # The grandchild lives until this test kills it: it waits for a signal.
+        grandchild = "import signal; signal.pause()"
         code = (
             "import subprocess, sys\n"
-            f"subprocess.Popen([sys.executable, '-c', {grandchild!r}])\n"
+            f"p = subprocess.Popen([sys.executable, '-c', {grandchild!r}])\n"
+            f"open({str(pid_file)!r}, 'w').write(str(p.pid))\n"
             "print('parent done', flush=True)\n"
         )
         started = time.monotonic()
-        result = run("pipe", "--", *py(code), env=env, timeout=30)
-        assert 0 == result.returncode
-        assert b"parent done\n" == result.stdout
-        assert time.monotonic() - started < 15
-        assert server.wait_for_lines(1, timeout=5)
-        assert "parent done" == server.lines[0]["line"]
+        try:
+            result = run("pipe", "--", *py(code), env=env, timeout=30)
+            assert 0 == result.returncode
+            assert b"parent done\n" == result.stdout
+            assert time.monotonic() - started < 15
+            assert server.wait_for_lines(1, timeout=5)
+            assert "parent done" == server.lines[0]["line"]
+        finally:
+            if pid_file.exists():
+                with contextlib.suppress(OSError):
+                    os.kill(int(pid_file.read_text()), signal.SIGKILL)
 
     def test_missing_command_is_127(self, env: dict[str, str]) -> None:
         """A command that does not exist is status 127 with a message, like a shell."""
@@ -364,7 +373,7 @@ class TestPipe:
             "    print('got TERM', flush=True); sys.exit(7)\n"
             "signal.signal(signal.SIGTERM, bye)\n"
             "print('ready', flush=True)\n"
-            "while True: time.sleep(0.05)\n"
+            "signal.pause()\n"
         )
         proc = subprocess.Popen(
             cli("pipe", "--", *py(code)),
@@ -416,7 +425,7 @@ class TestPipe:
             "import signal, time\n"
             "signal.signal(signal.SIGINT, signal.SIG_DFL)\n"
             "print('ready', flush=True)\n"
-            "while True: time.sleep(0.05)\n"
+            "signal.pause()\n"
         )
         proc = subprocess.Popen(
             cli("pipe", "--", *py(code)),

@@ -239,10 +239,14 @@ class TestTransientFailures:
                 log.info("before %d", i)
             mark("before")
             wait_for("down")
-            for i in range(300):
-                log.info("during %d", i)
-                time.sleep(0.01)  # an app that keeps working through the outage
-            mark("logged " + str(client.stats()["retries"]))
+            # An app that keeps working through the outage: it logs until the
+            # client has demonstrably hit the closed port a few times.
+            during = 0
+            deadline = time.monotonic() + 30
+            while (during < 300 or client.stats()["retries"] < 3) and time.monotonic() < deadline:
+                log.info("during %d", during)
+                during += 1
+            mark("logged %d %d" % (during, client.stats()["retries"]))
             wait_for("up")
             for i in range(100):
                 log.info("after %d", i)
@@ -255,7 +259,7 @@ class TestTransientFailures:
         assert server.wait_for_lines(200, 20)
         server.go_down()
         child.send("down")
-        retries = int(child.expect("logged"))
+        during, retries = map(int, child.expect("logged").split())
         assert retries >= 3  # it kept trying through the outage
         server.come_up()
         child.send("up")
@@ -264,7 +268,7 @@ class TestTransientFailures:
         assert 0 == code, child.stderr
         expected = (
             [f"before {i}" for i in range(200)]
-            + [f"during {i}" for i in range(300)]
+            + [f"during {i}" for i in range(during)]
             + [f"after {i}" for i in range(100)]
         )
         assert_exactly_once_in_order(expected, texts(server))
@@ -275,25 +279,30 @@ class TestTransientFailures:
         server.set_delay(1.5)
         child = Child(
             """
+            # Keep logging until two slow requests have gone out, so calls are
+            # timed while requests are in flight, not only before the first one.
             worst = 0.0
-            for i in range(3000):
+            n = 0
+            deadline = time.monotonic() + 30
+            while (n < 3000 or client.stats()["requests"] < 2) and time.monotonic() < deadline:
                 t0 = time.perf_counter()
-                log.info("slow %d", i)
+                log.info("slow %d", n)
                 worst = max(worst, time.perf_counter() - t0)
-                if i % 300 == 0:
-                    time.sleep(0.05)  # spread the calls over the slow requests
+                n += 1
+            mark("logged %d" % n)
             mark("worst " + repr(worst))
             mark("flushed " + str(client.flush(20)))
             """,
             server.url,
             **FAST,
         )
+        logged = int(child.expect("logged"))
         worst = float(child.expect("worst"))
         assert "True" == child.expect("flushed", 30)
         code, _ = child.finish()
         assert 0 == code, child.stderr
         assert worst < 0.25, f"a logging call took {worst:.3f} s with a 1.5 s server"
-        assert_exactly_once_in_order([f"slow {i}" for i in range(1500)], texts(server))
+        assert_exactly_once_in_order([f"slow {i}" for i in range(logged)], texts(server))
 
     def test_dropped_connections(self, server: DevServer) -> None:
         """Connections closed after the body was read, without an answer, are retried.
@@ -323,17 +332,18 @@ class TestTransientFailures:
             """
             for i in range(3000):
                 log.info("x %d", i)
-                if i % 100 == 0:
-                    time.sleep(0.01)  # many small batches, many chances to fail
+            mark("flushed " + str(client.flush(45)))
             """,
             server.url,
-            **FAST,
-        )
+            # Small batches: dozens of requests, many chances to fail.
+            **FAST, max_batch_bytes="8KiB",
+        )  # fmt: skip
+        assert "True" == child.expect("flushed", 60)
         code, _ = child.finish(60)
         assert 0 == code, child.stderr
         assert server.wait_for_lines(3000, 10)
         assert any(r.status == 503 for r in server.requests)
-        assert_exactly_once_in_order([f"x {i}" for i in range(1500)], texts(server))
+        assert_exactly_once_in_order([f"x {i}" for i in range(3000)], texts(server))
 
     def test_timed_out_request_the_server_stored_duplicates(self, server: DevServer) -> None:
         """The one case that duplicates: a request that timed out on our side but was
