@@ -19,7 +19,7 @@ import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ._buffer import Buffer
+from ._buffer import SEPARATOR, Buffer
 from ._config import Config
 from ._line import LineBuilder, safe_str
 from ._report import Reporter, logger
@@ -192,6 +192,7 @@ class Client:
     # -- logging
 
     def _first_put_entry(self, entry: bytes) -> bool:
+        """``put_entry`` until the sender runs: start it, then go straight to the buffer."""
         if self._closed:  # closed before any line: count it, start no thread
             return self._buffer.put_entry(entry)
         self._start()
@@ -200,13 +201,8 @@ class Client:
         return self._buffer.put_entry(entry)
 
     def _first_put(self, data: bytes) -> bool:
-        """``put`` until the sender runs: start it, then put straight into the buffer."""
-        if self._closed:  # closed before any line: count it, start no thread
-            return self._buffer.put(data)
-        self._start()
-        self.put = self._buffer.put
-        self.put_entry = self._buffer.put_entry
-        return self._buffer.put(data)
+        """``put`` until the sender runs (see ``_first_put_entry``)."""
+        return self._first_put_entry(SEPARATOR + data)
 
     def _restart_dead_sender(self) -> None:
         with self._start_lock:
