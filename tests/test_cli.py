@@ -67,6 +67,33 @@ def py(code: str) -> list[str]:
     return [sys.executable, "-c", code]
 
 
+def status_after_signal(
+    args: list[str], env: dict[str, str], ready: str, sig: int, stdin: bytes | None = None
+) -> int:
+    """Start ``args`` (feeding ``stdin`` and keeping it open), wait until it prints
+    ``ready``, send ``sig``, and return its exit status."""
+    proc = subprocess.Popen(
+        args, env=env, stdin=subprocess.PIPE if stdin is not None else None,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    reader = LineReader(proc.stdout)
+    try:
+        if stdin is not None:
+            assert proc.stdin is not None
+            proc.stdin.write(stdin)
+            proc.stdin.flush()
+        reader.until(ready)
+        proc.send_signal(sig)
+        return proc.wait(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stdin is not None:
+            proc.stdin.close()
+
+
 class LineReader:
     """Reads a child's stream line by line on a thread, so tests can wait with a timeout."""
 
@@ -375,23 +402,7 @@ class TestPipe:
             "print('ready', flush=True)\n"
             "signal.pause()\n"
         )
-        proc = subprocess.Popen(
-            cli("pipe", "--", *py(code)),
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-        )
-        assert proc.stdout is not None
-        reader = LineReader(proc.stdout)
-        try:
-            reader.until("ready")
-            proc.send_signal(signal.SIGTERM)
-            assert 7 == proc.wait(timeout=20)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        assert 7 == status_after_signal(cli("pipe", "--", *py(code)), env, "ready", signal.SIGTERM)
         assert server.wait_for_lines(2, timeout=5)
         assert ["ready", "got TERM"] == [x["line"] for x in server.lines]
 
@@ -399,23 +410,10 @@ class TestPipe:
         self, server: DevServer, env: dict[str, str]
     ) -> None:
         """SIGTERM while reading an open stdin: exit 143, the lines read so far still ship."""
-        proc = subprocess.Popen(
-            cli("pipe"), env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, start_new_session=True,
-        )  # fmt: skip
-        assert proc.stdin is not None and proc.stdout is not None
-        reader = LineReader(proc.stdout)
-        try:
-            proc.stdin.write(b"first\nsecond\n")
-            proc.stdin.flush()
-            reader.until("second")
-            proc.send_signal(signal.SIGTERM)
-            assert 128 + signal.SIGTERM == proc.wait(timeout=20)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            proc.stdin.close()
+        status = status_after_signal(
+            cli("pipe"), env, "second", signal.SIGTERM, stdin=b"first\nsecond\n"
+        )
+        assert 128 + signal.SIGTERM == status
         assert server.wait_for_lines(2, timeout=5)
         assert ["first", "second"] == [x["line"] for x in server.lines]
 
@@ -427,23 +425,8 @@ class TestPipe:
             "print('ready', flush=True)\n"
             "signal.pause()\n"
         )
-        proc = subprocess.Popen(
-            cli("pipe", "--", *py(code)),
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-        )
-        assert proc.stdout is not None
-        reader = LineReader(proc.stdout)
-        try:
-            reader.until("ready")
-            proc.send_signal(signal.SIGINT)
-            assert 128 + signal.SIGINT == proc.wait(timeout=20)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        status = status_after_signal(cli("pipe", "--", *py(code)), env, "ready", signal.SIGINT)
+        assert 128 + signal.SIGINT == status
 
 
 def start_devserver(
