@@ -20,6 +20,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -674,65 +675,53 @@ class TestForkUnderFaults:
 
 
 class TestOverflowPolicies:
-    def test_drop_newest_keeps_the_oldest(self, server: DevServer) -> None:
-        """With drop_newest, an outage keeps the oldest lines, drops and counts the rest,
-        and every line logged is either delivered or counted."""
+    @staticmethod
+    def burst_in_outage(
+        server: DevServer, prefix: str, **options: Any
+    ) -> tuple[int, list[str], int]:
+        """Log 2,000 lines into a 64 KiB buffer while the port is closed, then bring the
+        service back and drain. Returns (lines dropped, the burst lines delivered, stats'
+        sent), after checking the bound held and the summary lines account for the drops."""
         server.go_down()
-        client = Client(url=server.url, hostname="dn", max_buffer_bytes="64KiB",
-                        overflow="drop_newest", flush_interval=0.05,
-                        retry_max_backoff=0.2)  # fmt: skip
+        client = Client(url=server.url, hostname=prefix, max_buffer_bytes="64KiB",
+                        flush_interval=0.05, retry_max_backoff=0.2, **options)  # fmt: skip
         try:
             for i in range(2000):
-                client.log(f"n {i:04d} " + "z" * 60)
+                client.log(f"{prefix} {i:04d} " + "z" * 60)
             stats = client.stats()
             assert stats["queued_bytes"] <= 64 * 1024
             server.come_up()
             client.flush(20)
         finally:
             client.close(5)
-        sent = client.stats()["sent"]
-        got = texts(server)
-        burst = [t for t in got if t.startswith("n ")]
-        kept = len(burst)
-        assert [f"n {i:04d} " + "z" * 60 for i in range(kept)] == burst
         dropped = stats["dropped"]["buffer_full"]
-        assert 2000 == kept + dropped
-        summaries = [x for x in server.lines if "lines dropped" in x["line"]]
-        assert 1 <= len(summaries) <= 2, summaries
-        assert kept == sent  # summary lines are ours: not counted as sent
-        counted = [x["meta"]["logdna_client_dropped"]["buffer_full"] for x in summaries]
-        assert dropped == sum(counted)
-
-    def test_drop_oldest_keeps_the_newest(self, server: DevServer) -> None:
-        """With drop_oldest (the default), an outage keeps the batch in flight and the
-        newest lines; all arrive in order and every line is delivered or counted."""
-        server.go_down()
-        client = Client(url=server.url, hostname="do", max_buffer_bytes="64KiB",
-                        max_batch_bytes="8KiB", flush_interval=0.05,
-                        retry_max_backoff=0.2)  # fmt: skip
-        try:
-            for i in range(2000):
-                client.log(f"o {i:04d} " + "z" * 60)
-            stats = client.stats()
-            assert stats["queued_bytes"] <= 64 * 1024
-            server.come_up()
-            client.flush(20)
-        finally:
-            client.close(5)
-        sent = client.stats()["sent"]
-        got = texts(server)
-        numbers = [int(t.split()[1]) for t in got if t.startswith("o ")]
-        assert numbers == sorted(set(numbers))
-        assert 1999 == numbers[-1]
-        dropped = stats["dropped"]["buffer_full"]
-        assert 2000 == len(numbers) + dropped
         # Usually one summary line; two when drops began before the sender first ran
         # (the first rides on the batch that then waits out the outage).
         summaries = [x for x in server.lines if "lines dropped" in x["line"]]
         assert 1 <= len(summaries) <= 2, summaries
-        assert len(numbers) == sent  # summary lines are ours: not counted as sent
         counted = [x["meta"]["logdna_client_dropped"]["buffer_full"] for x in summaries]
         assert dropped == sum(counted)
+        burst = [t for t in texts(server) if t.startswith(prefix + " ")]
+        return dropped, burst, client.stats()["sent"]
+
+    def test_drop_newest_keeps_the_oldest(self, server: DevServer) -> None:
+        """With drop_newest, an outage keeps the oldest lines, drops and counts the rest,
+        and every line logged is either delivered or counted."""
+        dropped, burst, sent = self.burst_in_outage(server, "n", overflow="drop_newest")
+        kept = len(burst)
+        assert [f"n {i:04d} " + "z" * 60 for i in range(kept)] == burst
+        assert 2000 == kept + dropped
+        assert kept == sent  # summary lines are ours: not counted as sent
+
+    def test_drop_oldest_keeps_the_newest(self, server: DevServer) -> None:
+        """With drop_oldest (the default), an outage keeps the batch in flight and the
+        newest lines; all arrive in order and every line is delivered or counted."""
+        dropped, burst, sent = self.burst_in_outage(server, "o", max_batch_bytes="8KiB")
+        numbers = [int(t.split()[1]) for t in burst]
+        assert numbers == sorted(set(numbers))
+        assert 1999 == numbers[-1]
+        assert 2000 == len(numbers) + dropped
+        assert len(numbers) == sent  # summary lines are ours: not counted as sent
 
     def test_block_waits_at_most_block_timeout(self, server: DevServer) -> None:
         """With overflow=block and a hung service, a logging call waits no longer than
