@@ -87,7 +87,7 @@ def hot_path(report: list[tuple[str, float]]) -> None:
     def drain() -> None:
         # Keep the buffer from growing without end between timings: recycled memory.
         with buffer._lock:
-            buffer._lines.clear()
+            buffer.entries.clear()
             buffer.queued_bytes = 0
 
     env: dict[str, Any] = {

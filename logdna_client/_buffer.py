@@ -5,11 +5,19 @@ Application threads ``put``; the sender thread ``take``s batches and
 against the bound, so memory stays within ``max_bytes`` however long the
 service is down.
 
-``put`` is the application's hot path. In the common case (room to spare,
-buffer open) it takes no lock: under the GIL ``deque.append`` is atomic and an
-attribute's ``+=`` runs without a thread switch between its read and its
-write. Everything else (overflow, close, take, release) happens under one
-plain lock, never held across I/O or waiting.
+``put`` is the application's hot path. In the common case (room to spare, no
+batch's worth queued yet, buffer open) it takes no lock: under the GIL
+``deque.append`` is atomic, and reading ``queued_bytes``, comparing and
+writing it back has no thread switch in between (CPython switches threads
+only at calls and backward jumps). Everything else (overflow, waking the
+sender, close, take, release) happens under one plain lock, never held across
+I/O or waiting.
+
+The lock-free protocol, for ``put_entry`` and the handlers that inline it:
+``size = len(entry) + ENTRY_OVERHEAD``; ``queued = buffer.queued_bytes + size``;
+if ``queued <= buffer.fast_limit``, store ``buffer.queued_bytes = queued`` and
+then ``buffer.entries.append(entry)``, with no call in between; otherwise call
+``put_entry``. ``fast_limit`` is only written under the lock.
 """
 
 from __future__ import annotations
@@ -23,11 +31,11 @@ from collections import Counter, deque
 from collections.abc import Callable
 from itertools import accumulate, islice, repeat
 
-__all__ = ["LINE_OVERHEAD", "SEPARATOR", "Buffer", "join_entries"]
+__all__ = ["ENTRY_OVERHEAD", "LINE_OVERHEAD", "SEPARATOR", "Buffer", "join_entries"]
 
-# What a queued entry costs beyond its length: the bytes object header (33)
-# and the deque slot (8). Counted so the bound is about memory.
-_ENTRY_OVERHEAD = 41
+#: What a queued entry costs beyond its length: the bytes object header (33)
+#: and the deque slot (8). Counted so the bound is about memory.
+ENTRY_OVERHEAD = 41
 
 #: Each queued entry is the line with a comma in front: the separator the
 #: request body needs anyway. Making it is also the copy that matters for
@@ -36,7 +44,7 @@ _ENTRY_OVERHEAD = 41
 SEPARATOR = b","
 
 #: Bytes a queued line costs beyond its serialized length.
-LINE_OVERHEAD = _ENTRY_OVERHEAD + len(SEPARATOR)
+LINE_OVERHEAD = ENTRY_OVERHEAD + len(SEPARATOR)
 
 # Free-threaded builds (3.13t) give no atomicity for free: always lock there.
 _NO_GIL = not getattr(sys, "_is_gil_enabled", lambda: True)()
@@ -56,6 +64,8 @@ class Buffer:
         block_timeout: how long ``put`` may wait for room under ``block``.
         wake_bytes: queued bytes at which ``wake`` is called (once, until the next take).
         wake: called from ``put`` to wake the sender.
+        lock_free: whether puts may skip the lock from the start (else from
+            ``allow_lock_free()`` on).
     """
 
     def __init__(
@@ -65,8 +75,9 @@ class Buffer:
         block_timeout: float,
         wake_bytes: int,
         wake: Callable[[], None],
+        lock_free: bool = True,
     ) -> None:
-        self._lines: deque[bytes] = deque()
+        self.entries: deque[bytes] = deque()
         self._lock = threading.Lock()
         self._space = threading.Condition(self._lock)
         self._max = max_bytes
@@ -80,23 +91,30 @@ class Buffer:
         self.queued_bytes = 0
         self.inflight_bytes = 0
         self.inflight_lines = 0
-        # Queued bytes above which put() must take the slow, locked path: the
-        # bound less what is in flight; -1 when closed (or without a GIL).
-        self._room = -1 if _NO_GIL else max_bytes
+        # The bound less what is in flight.
+        self._room = max_bytes
+        # A Client turns this on once its sender runs (``allow_lock_free``), so
+        # that its first put takes the locked path, where the sender is started.
+        self._lock_free = lock_free
+        #: Queued bytes (after adding a line) up to which a put may skip the lock:
+        #: below both the bound and the wake-up point; -1 while every put must
+        #: lock (before the sender runs, once closed, on builds without a GIL).
+        self.fast_limit: float = -1
         self._head_seq = 0  # sequence number of the oldest queued line
         self._inflight_start: int | None = None
         self.dropped: Counter[str] = Counter()
         # Drops not yet told to the service in a summary line.
         self.unreported: Counter[str] = Counter()
         self.closed = False
+        self._refresh_fast_limit()
 
     def __len__(self) -> int:
-        return len(self._lines)
+        return len(self.entries)
 
     @property
     def accepted(self) -> int:
         """Lines ever queued: also the sequence number the next line gets."""
-        return self._head_seq + len(self._lines)
+        return self._head_seq + len(self.entries)
 
     def put(self, data: bytes) -> bool:
         """Queue one serialized line; False when it was dropped (and counted)."""
@@ -104,19 +122,16 @@ class Buffer:
 
     def put_entry(self, data: bytes) -> bool:
         """Queue one entry (``SEPARATOR`` + a serialized line); the hot path."""
-        size = len(data) + _ENTRY_OVERHEAD
-        if self.queued_bytes + size > self._room:
+        size = len(data) + ENTRY_OVERHEAD
+        queued = self.queued_bytes + size
+        if queued > self.fast_limit:
             return self._put_locked(data, size)
-        # Counter first, so a concurrent take() can only see it ahead of the deque.
-        self.queued_bytes += size
-        self._lines.append(data)
-        if self.queued_bytes >= self._wake_at:
-            self._wake_at = _NEVER
-            self._wake()
+        self.queued_bytes = queued  # before the append: take() must never see a line uncounted
+        self.entries.append(data)
         return True
 
     def _put_locked(self, data: bytes, size: int) -> bool:
-        """``put`` when the buffer is full or closed (or there is no GIL)."""
+        """``put`` when the buffer is full, closed, or due to wake the sender."""
         with self._lock:
             if self.closed:
                 self._drop("after_close", 1)
@@ -126,13 +141,28 @@ class Buffer:
             ):
                 return False
             self.queued_bytes += size
-            self._lines.append(data)
+            self.entries.append(data)
             wake = self.queued_bytes >= self._wake_at
             if wake:
                 self._wake_at = _NEVER
+                self._refresh_fast_limit()
         if wake:
             self._wake()
         return True
+
+    def allow_lock_free(self) -> None:
+        """Let puts skip the lock from now on (the owner's sender is running)."""
+        with self._lock:
+            self._lock_free = True
+            self._refresh_fast_limit()
+
+    def _refresh_fast_limit(self) -> None:
+        # Called with the lock held whenever the bound, in-flight bytes or the
+        # wake-up point change.
+        if self._lock_free and not (self.closed or _NO_GIL):
+            self.fast_limit = min(self._room, self._wake_at - 1)
+        else:
+            self.fast_limit = -1
 
     def _make_room(self, size: int) -> bool:
         """Called with the lock held when ``size`` more bytes do not fit."""
@@ -140,14 +170,14 @@ class Buffer:
             self._drop("buffer_full", 1)
             return False
         if self._overflow == "drop_oldest":
-            lines = self._lines
+            lines = self.entries
             dropped = 0
             # Evict until the line fits, deciding before anything that could switch
             # threads: lock-free puts may take room freed here in the meantime.
             while self.queued_bytes + self.inflight_bytes + size > self._max and lines:
                 # Size first: no call may run between reading and writing queued_bytes,
                 # or a lock-free put's += in that gap is lost.
-                gone = len(lines.popleft()) + _ENTRY_OVERHEAD
+                gone = len(lines.popleft()) + ENTRY_OVERHEAD
                 self.queued_bytes -= gone
                 dropped += 1
             fits = self.queued_bytes + self.inflight_bytes + size <= self._max
@@ -180,7 +210,7 @@ class Buffer:
     def snapshot(self) -> list[bytes]:
         """The queued lines, oldest first, as serialized (for tests and debugging)."""
         with self._lock:
-            return [entry[len(SEPARATOR) :] for entry in self._lines]
+            return [entry[len(SEPARATOR) :] for entry in self.entries]
 
     def take(self, max_bytes: int) -> list[bytes]:
         """Move up to ``max_bytes`` of the oldest entries (at least one) to in-flight.
@@ -191,10 +221,11 @@ class Buffer:
         while it does this, and the application waits for the GIL.
         """
         with self._lock:
-            lines = self._lines
+            lines = self.entries
             n = len(lines)
             if not n:
                 self._wake_at = self._wake_bytes
+                self._refresh_fast_limit()
                 return []
             look = min(n, max_bytes // _MIN_ENTRY + 1)
             while True:
@@ -204,9 +235,7 @@ class Buffer:
                 try:
                     sizes = list(
                         accumulate(
-                            map(
-                                operator.add, map(len, islice(lines, look)), repeat(_ENTRY_OVERHEAD)
-                            )
+                            map(operator.add, map(len, islice(lines, look)), repeat(ENTRY_OVERHEAD))
                         )
                     )
                     break
@@ -220,13 +249,13 @@ class Buffer:
             self.inflight_lines = count
             self._inflight_start = self._head_seq
             self._head_seq += count
-            self._update_room()
             self._wake_at = _NEVER if self.queued_bytes >= self._wake_bytes else self._wake_bytes
+            self._update_room()
         return batch
 
     def release(self, lines: list[bytes]) -> None:
         """Forget lines that were taken: delivered, or dropped and counted."""
-        size = sum(map(len, lines)) + _ENTRY_OVERHEAD * len(lines)
+        size = sum(map(len, lines)) + ENTRY_OVERHEAD * len(lines)
         with self._lock:
             self.inflight_bytes -= size
             self.inflight_lines = 0
@@ -235,8 +264,8 @@ class Buffer:
             self._space.notify_all()
 
     def _update_room(self) -> None:
-        if not (self.closed or _NO_GIL):
-            self._room = self._max - self.inflight_bytes
+        self._room = self._max - self.inflight_bytes
+        self._refresh_fast_limit()
 
     def take_unreported(self) -> Counter[str]:
         """The drops since the last summary, reset to none."""
@@ -254,16 +283,16 @@ class Buffer:
         """Refuse further lines (counted as ``after_close``) and wake blocked writers."""
         with self._lock:
             self.closed = True
-            self._room = -1
+            self._refresh_fast_limit()
             self._space.notify_all()
 
     def discard_all(self, reason: str) -> int:
         """Drop everything still queued (at the shutdown deadline); returns how many."""
         with self._lock:
-            lines = self._lines
+            lines = self.entries
             count = 0
             while lines:  # popleft, not clear(): a lock-free put may be appending
-                gone = len(lines.popleft()) + _ENTRY_OVERHEAD
+                gone = len(lines.popleft()) + ENTRY_OVERHEAD
                 self.queued_bytes -= gone
                 count += 1
             self._head_seq += count

@@ -142,6 +142,7 @@ class Client:
             config.block_timeout,
             wake_bytes=config.max_batch_bytes,
             wake=self._wake,
+            lock_free=False,
         )
         transport = self._transport_override or HTTPTransport(config)
         self._sender = Sender(
@@ -177,6 +178,7 @@ class Client:
             self._sender.start()
             self.sender_ident = self._sender.ident
             self._started = True
+        self._buffer.allow_lock_free()
 
     def _after_fork(self) -> None:
         """In a forked child: forget the parent's lines, threads, locks and connection."""

@@ -227,7 +227,7 @@ def test_counters_do_not_drift_under_forced_thread_switches() -> None:
             t.join()
     finally:
         sys.setswitchinterval(old)
-    held = sum(len(entry) + LINE_OVERHEAD - len(SEPARATOR) for entry in buf._lines)
+    held = sum(len(entry) + LINE_OVERHEAD - len(SEPARATOR) for entry in buf.entries)
     assert held == buf.queued_bytes
     assert buf.queued_bytes <= 200_000
 
