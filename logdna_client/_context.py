@@ -39,6 +39,11 @@ _request_context: contextvars.ContextVar[Mapping[str, Any]] = contextvars.Contex
 #: The fast accessor for hot paths: ``current()`` is the bound mapping (empty when none).
 current = _request_context.get
 
+#: False until a request context is first bound in this process. Most
+#: applications never bind one, and then the handler's hot path skips the
+#: ContextVar lookup (read as ``_context.in_use``: it only ever turns True).
+in_use = False
+
 # Incoming request ids are attacker-controlled: keep them short and printable.
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:/+=@-]{1,128}$")
 
@@ -50,12 +55,16 @@ def get_request_context() -> dict[str, Any]:
 
 def bind_request_context(**fields: Any) -> contextvars.Token[Mapping[str, Any]]:
     """Bind ``fields`` (merged over any already bound); returns a token for ``reset``."""
+    global in_use
+    in_use = True
     merged = {**_request_context.get(), **fields}
     return _request_context.set(merged)
 
 
 def update_request_context(**fields: Any) -> None:
     """Add or change fields of the current request context (e.g. the response status)."""
+    global in_use
+    in_use = True
     _request_context.set({**_request_context.get(), **fields})
 
 

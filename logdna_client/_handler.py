@@ -16,6 +16,7 @@ from os import getpid
 from threading import get_ident
 from typing import Any
 
+from . import _context
 from ._buffer import ENTRY_OVERHEAD
 from ._client import Client
 from ._context import current as request_context
@@ -161,7 +162,7 @@ class LogDNAHandler(logging.Handler):
                     and start <= created < end
                     and 0 < len(text) <= self._plain_max_chars
                     and len(record.__dict__) == _PLAIN_RECORD_LEN
-                    and not request_context()
+                    and not (_context.in_use and request_context())
                 ):
                     try:
                         entry = (

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import requests
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from logdna_client import Client, ConfigurationError, LogDNAHandler
 from logdna_client._devserver import DevServer
@@ -321,3 +325,92 @@ class TestConcurrency:
 def test_devserver_status_page(server: DevServer) -> None:
     """The devserver answers GET / (used by benchmarks and humans)."""
     assert 200 == requests.get(server.base_url, timeout=5).status_code
+
+
+UNREACHABLE = "https://127.0.0.1:9/logs/ingest"
+
+
+class TestInlinePath:
+    """The common record is built inside handle(); it must match the general builder."""
+
+    @pytest.fixture
+    def offline(self) -> Iterator[LogDNAHandler]:
+        # Never sends (a port nobody serves, an hourly interval): lines stay queued.
+        h = LogDNAHandler(key="k", url=UNREACHABLE, hostname="t", app="a\"pp", env="é",
+                          flush_interval=3600)  # fmt: skip
+        yield h
+        h.client.close(timeout=0)
+        h.close()
+
+    @staticmethod
+    def queued_twice(h: LogDNAHandler, record: logging.LogRecord) -> list[dict[str, Any]]:
+        # The first of a second takes the general path and notes the second; the
+        # repeat (same created) takes the inline one. Both must be right.
+        h.handle(record)
+        h.handle(record)
+        return [json.loads(entry) for entry in h.client._buffer.snapshot()[-2:]]
+
+    # The handler is reused on purpose: its cached second must never leak between records.
+    @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(
+        text=st.text(max_size=300),
+        created=st.floats(min_value=-1e10, max_value=4e10, allow_nan=False) | st.integers(0, 2**40),
+        level=st.sampled_from(["INFO", "WARNING", 'ODD "LEVEL"', "ÜBER", "\ud800"]),
+    )
+    def test_same_line_as_the_general_builder(
+        self, offline: LogDNAHandler, text: str, created: float, level: str
+    ) -> None:
+        """Text, level, app and env come out as encode() makes them; timestamp within 1 ms."""
+        record = logging.LogRecord("t.inline", logging.INFO, __file__, 1, text, None, None)
+        record.levelname = level
+        record.created = created
+        expected = json.loads(
+            offline.client._builder.encode(text, level[:80], int(created * 1000)) or b"{}"
+        )
+        timestamp = expected.pop("timestamp")
+        for line in self.queued_twice(offline, record):
+            assert abs(line.pop("timestamp") - timestamp) <= 1
+            assert expected == line
+
+    @pytest.mark.parametrize(
+        ("created", "millis"),
+        [
+            (1_600_000_000.123456, 1_600_000_000_123),
+            (1_600_000_000.9995, 1_600_000_000_999),
+            (1_600_000_001.0, 1_600_000_001_000),
+            (1_600_000_000, 1_600_000_000_000),  # an int, as a filter might set
+            (0.5, 500),  # the first second of 1970: no leading-zero timestamp
+        ],
+    )
+    def test_timestamps(self, offline: LogDNAHandler, created: float, millis: int) -> None:
+        """Milliseconds since the epoch, from record.created, on both paths."""
+        record = logging.LogRecord("t.ts", logging.INFO, __file__, 1, "at %s", (created,), None)
+        record.created = created
+        assert [millis, millis] == [line["timestamp"] for line in self.queued_twice(offline, record)]
+
+    def test_second_changes_back_and_forth(self, offline: LogDNAHandler) -> None:
+        """The cached second is never applied to a record from another second."""
+        times = [1_700_000_000.25, 1_700_000_001.5, 1_700_000_000.75, 1_700_000_000.875, 1.0]
+        for created in times:
+            record = logging.LogRecord("t.ts", logging.INFO, __file__, 1, "x", None, None)
+            record.created = created
+            offline.handle(record)
+        lines = [json.loads(e) for e in offline.client._buffer.snapshot()]
+        assert [int(t * 1000) for t in times] == [line["timestamp"] for line in lines]
+
+    def test_context_bound_later_still_reaches_the_line(self, server: DevServer) -> None:
+        """Lines logged before and after a request context is first bound are both right."""
+        from logdna_client._context import bind_request_context, reset_request_context
+
+        h = handler_for(server)
+        log = make_logger("t.ctx", h)
+        log.info("before")
+        token = bind_request_context(request_id="r-9")
+        log.info("during")
+        reset_request_context(token)
+        log.info("after")
+        before, during, after = delivered(server, h, 3)
+        assert "meta" not in before
+        assert {"request_id": "r-9"} == during["meta"]
+        assert "meta" not in after
+        h.close()
