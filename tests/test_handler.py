@@ -351,7 +351,9 @@ class TestInlinePath:
         return [json.loads(entry) for entry in h.client._buffer.snapshot()[-2:]]
 
     # The handler is reused on purpose: its cached second must never leak between records.
-    @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @settings(
+        max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    )
     @given(
         text=st.text(max_size=300),
         created=st.floats(min_value=-1e10, max_value=4e10, allow_nan=False) | st.integers(0, 2**40),
@@ -386,7 +388,8 @@ class TestInlinePath:
         """Milliseconds since the epoch, from record.created, on both paths."""
         record = logging.LogRecord("t.ts", logging.INFO, __file__, 1, "at %s", (created,), None)
         record.created = created
-        assert [millis, millis] == [line["timestamp"] for line in self.queued_twice(offline, record)]
+        lines = self.queued_twice(offline, record)
+        assert [millis, millis] == [line["timestamp"] for line in lines]
 
     def test_second_changes_back_and_forth(self, offline: LogDNAHandler) -> None:
         """The cached second is never applied to a record from another second."""
