@@ -128,6 +128,15 @@ def hot_path(report: list[tuple[str, float]]) -> None:
                     "bytes": 5120}  # fmt: skip
     env["redactor"] = client._builder._redactor
     env["entry"] = b"," + data
+    env["escape"] = handler_mod._escape
+    env["HEAD"] = handler_mod.LINE_HEAD
+    env["MILLIS"] = handler_mod.MILLIS
+    env["tail"] = builder_tail = client._builder.tail("INFO")
+    env["second"] = handler_mod.second_of(record.created)
+    env["text"] = record.getMessage()
+    env["OVERHEAD"] = handler_mod.ENTRY_OVERHEAD
+    env["context_module"] = handler_mod._context
+    assert builder_tail is not None
     timed("c = get_ident(); record.thread in SENDER or c in BUSY",
           "sender-thread and re-entry checks")  # fmt: skip
     timed("h._skip_names.get(record.name)", "own-logger check (dict lookup)")
@@ -136,12 +145,22 @@ def hot_path(report: list[tuple[str, float]]) -> None:
           "(record.exc_info or record.exc_text or record.stack_info)",
           "message type, formatter and exception checks")  # fmt: skip
     timed("record.msg % record.args", "the message's % formatting")
+    timed("h._tails.get(record.levelname)", "the level's cached tail (level, app, env)")
+    timed("start, end, s = second; start <= record.created < end",
+          "is the record in the cached second?")  # fmt: skip
+    timed("0 < len(text) <= h._plain_max_chars", "text length within the fast path's cap")
     timed("len(record.__dict__) != PLAIN_LEN", "len(record.__dict__): any extras?")
-    timed("context()", "request context (ContextVar.get)")
-    timed("int(record.created * 1000)", "timestamp in ms")
+    timed("context_module.in_use and context()", "request context (flag, then ContextVar.get)")
+    timed("MILLIS[int((record.created - second[0]) * 1000)]",
+          "milliseconds of the timestamp (seconds' digits cached)")  # fmt: skip
+    timed("escape(text)", "JSON string escape (C)")
+    timed("f'{HEAD}{escape(text)},\"timestamp\":{second[2]}{MILLIS[123]}{tail}'.encode()",
+          "the entry: escape + one f-string + encode")  # fmt: skip
+    timed("b = h._client._buffer; q = b.queued_bytes + len(entry) + OVERHEAD\n"
+          "if q <= b.fast_limit:\n    b.queued_bytes = q; b.entries.append(entry)",
+          "queue it: the buffer's lock-free protocol, inlined")  # fmt: skip
     timed("plain('request 42 served in 7 ms', 'INFO', 1732280000123)",
-          "LineBuilder.plain: escape + bytes template -> buffer entry")  # fmt: skip
-    timed("client.put_entry(entry)", "Client.put_entry -> Buffer.put_entry (lock-free path)")
+          "LineBuilder.plain (the path before the inline one; still used with meta)")  # fmt: skip
 
     print("\npieces for a record with 5 extra= fields:")
     timed("extras(extra_record.__dict__)", "extras read from the record's tail")

@@ -155,75 +155,77 @@ class LogDNAHandler(logging.Handler):
                     text = _unformattable(record, exc)
                 tail = self._tails.get(record.levelname)
                 created = record.created
-                start, end, seconds = self._second
-                # __dict__ last: on 3.11+ reading it makes the record build a dict.
-                if (
-                    tail is not None
-                    and start <= created < end
-                    and 0 < len(text) <= self._plain_max_chars
-                    and len(record.__dict__) == _PLAIN_RECORD_LEN
-                    and not (_context.in_use and request_context())
-                ):
-                    try:
-                        entry = (
-                            f'{LINE_HEAD}{_escape(text)},"timestamp":{seconds}'
-                            f"{MILLIS[int((created - start) * 1000)]}{tail}"
-                        ).encode()
-                    except UnicodeEncodeError:  # a lone surrogate: _ship repairs it
-                        pass
-                    else:
-                        # Buffer.put_entry, inlined (see the lock-free protocol in _buffer).
-                        buffer = self._client._buffer
-                        queued = buffer.queued_bytes + len(entry) + ENTRY_OVERHEAD
-                        if queued <= buffer.fast_limit:
-                            buffer.queued_bytes = queued
-                            buffer.entries.append(entry)
+                # __dict__ after the other reads: on 3.11+ reading it makes the record
+                # build a dict, and attribute reads after that are slower.
+                if len(record.__dict__) == _PLAIN_RECORD_LEN:
+                    start, end, seconds = self._second
+                    if (
+                        tail is not None
+                        and start <= created < end
+                        and 0 < len(text) <= self._plain_max_chars
+                        and not (_context.in_use and request_context())
+                    ):
+                        try:
+                            entry = (
+                                f'{LINE_HEAD}{_escape(text)},"timestamp":{seconds}'
+                                f"{MILLIS[int((created - start) * 1000)]}{tail}"
+                            ).encode()
+                        except UnicodeEncodeError:  # a lone surrogate: _ship repairs it
+                            pass
                         else:
-                            self._client.put_entry(entry)
-                        return True
-                self._ship(record, text)
+                            # Buffer.put_entry, inlined (the lock-free protocol in _buffer).
+                            buffer = self._client._buffer
+                            queued = buffer.queued_bytes + len(entry) + ENTRY_OVERHEAD
+                            if queued <= buffer.fast_limit:
+                                buffer.queued_bytes = queued
+                                buffer.entries.append(entry)
+                            else:
+                                self._client.put_entry(entry)
+                            return True
+                    meta = None
+                else:
+                    meta = _extras(record.__dict__)
             else:
-                self._ship(record, None)
+                text, meta = self._text_and_meta(record)
+            self._ship(record, text, meta)
         except Exception:
             self.handleError(record)
         finally:
             busy.discard(current)
         return True
 
-    def _ship(self, record: logging.LogRecord, text: str | None) -> None:
-        """Everything ``handle`` does not do inline: ``text`` is the message when it made it."""
+    def _text_and_meta(self, record: logging.LogRecord) -> tuple[str, dict[str, Any] | None]:
+        """The line and meta of a record ``handle`` does not format itself."""
         attrs = record.__dict__
         msg = record.msg
-        meta = None
-        if text is not None:
-            if record.exc_info or record.exc_text or record.stack_info:
-                text = self._with_traceback(text, record)
-            if len(attrs) != _PLAIN_RECORD_LEN:
-                meta = _extras(attrs)
-        elif type(msg) is dict and "_logger" in attrs:
+        if type(msg) is dict and "_logger" in attrs:
             # structlog's ProcessorFormatter.wrap_for_formatter: the event dict is
             # the message; its keys are meta, structlog's bookkeeping is not.
-            text, meta = event_dict_to_line(
+            return event_dict_to_line(
                 msg, {k: v for k, v in attrs.items() if k not in _STRUCTLOG_SKIP}
             )
-        else:
-            try:
-                text = self.format(record)
-            except Exception as exc:
-                text = _unformattable(record, exc)
-            if len(attrs) != _PLAIN_RECORD_LEN:
-                meta = _extras(attrs)
+        try:
+            text = self.format(record)
+        except Exception as exc:
+            text = _unformattable(record, exc)
+        return text, _extras(attrs) if len(attrs) != _PLAIN_RECORD_LEN else None
+
+    def _ship(self, record: logging.LogRecord, text: str, meta: dict[str, Any] | None) -> None:
+        """Queue a line ``handle`` did not build inline (meta, request context, odd values)."""
         context = request_context()
         if context:
             meta = {**context, **meta} if meta else dict(context)
         level = record.levelname
         created = record.created
-        if meta is None and type(level) is str and level not in self._tails:
-            self._builder.tail(level)  # for this level's next record
-        if type(created) is float:
-            second = second_of(created)
-            if second is not None:
-                self._second = second
+        if meta is None:
+            # Ready the inline path for the next records of this level and second.
+            if type(level) is str and level not in self._tails:
+                self._builder.tail(level)
+            start, end, _ = self._second
+            if not start <= created < end:
+                second = second_of(created)
+                if second is not None:
+                    self._second = second
         timestamp = int(created * 1000)
         if 0 < len(text) <= self._plain_max_chars:
             entry = self._plain(text, level, timestamp, meta)
@@ -237,18 +239,6 @@ class LogDNAHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         """Ship one record (``handle`` does the work; filters apply here too)."""
         self.handle(record)
-
-    def _with_traceback(self, text: str, record: logging.LogRecord) -> str:
-        # Like Formatter.format, but without caching into the record: other
-        # handlers get the record as the application made it.
-        exc_text = record.exc_text
-        if not exc_text and record.exc_info:
-            exc_text = self._default_formatter.formatException(record.exc_info)
-        if exc_text:
-            text = f"{text}\n{exc_text}" if text else exc_text
-        if record.stack_info:
-            text = f"{text}\n{record.stack_info}" if text else record.stack_info
-        return text
 
     def flush(self, timeout: float | None = 5.0) -> None:
         """Wait (up to ``timeout``) for queued lines to be delivered."""
