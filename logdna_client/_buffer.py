@@ -13,11 +13,14 @@ only at calls and backward jumps). Everything else (overflow, waking the
 sender, close, take, release) happens under one plain lock, never held across
 I/O or waiting.
 
-The lock-free protocol, for ``put_entry`` and the handlers that inline it:
-``size = len(entry) + ENTRY_OVERHEAD``; ``queued = buffer.queued_bytes + size``;
-if ``queued <= buffer.fast_limit``, store ``buffer.queued_bytes = queued`` and
-then ``buffer.entries.append(entry)``, with no call in between; otherwise call
-``put_entry``. ``fast_limit`` is only written under the lock.
+The lock-free protocol, for ``put_entry`` and the handler that inlines it:
+``size = len(entry) + ENTRY_OVERHEAD`` first (a call may switch threads); if
+``buffer.queued_bytes + size <= buffer.fast_limit``, then
+``buffer.queued_bytes += size`` (one statement: no thread switch, no trace
+event inside it, even under a debugger or profiler) and then
+``buffer.entries.append(entry)``; otherwise call ``put_entry``. ``fast_limit``
+is only written under the lock; threads that passed the check just before it
+fell may each still add their one line.
 """
 
 from __future__ import annotations
@@ -51,6 +54,8 @@ _NO_GIL = not getattr(sys, "_is_gil_enabled", lambda: True)()
 # A serialized line is never shorter than this (line, timestamp and level keys).
 _MIN_ENTRY = 48
 _NEVER = float("inf")
+# fast_limit when puts must lock: below any byte count, even a wrong one.
+_LOCKED = float("-inf")
 
 _call: Callable[[Callable[[], bytes]], bytes] = getattr(operator, "call", lambda f: f())
 
@@ -98,8 +103,9 @@ class Buffer:
         self._lock_free = lock_free
         #: Queued bytes (after adding a line) up to which a put may skip the lock:
         #: below both the bound and the wake-up point; -1 while every put must
-        #: lock (before the sender runs, once closed, on builds without a GIL).
-        self.fast_limit: float = -1
+        #: lock (-inf: before the sender runs, while a batch is taken, once
+        #: closed, on builds without a GIL).
+        self.fast_limit: float = _LOCKED
         self._head_seq = 0  # sequence number of the oldest queued line
         self._inflight_start: int | None = None
         self.dropped: Counter[str] = Counter()
@@ -123,10 +129,9 @@ class Buffer:
     def put_entry(self, data: bytes) -> bool:
         """Queue one entry (``SEPARATOR`` + a serialized line); the hot path."""
         size = len(data) + ENTRY_OVERHEAD
-        queued = self.queued_bytes + size
-        if queued > self.fast_limit:
+        if self.queued_bytes + size > self.fast_limit:
             return self._put_locked(data, size)
-        self.queued_bytes = queued  # before the append: take() must never see a line uncounted
+        self.queued_bytes += size  # before the append: take() must never see a line uncounted
         self.entries.append(data)
         return True
 
@@ -162,7 +167,7 @@ class Buffer:
         if self._lock_free and not (self.closed or _NO_GIL):
             self.fast_limit = min(self._room, self._wake_at - 1)
         else:
-            self.fast_limit = -1
+            self.fast_limit = _LOCKED
 
     def _make_room(self, size: int) -> bool:
         """Called with the lock held when ``size`` more bytes do not fit."""
@@ -221,6 +226,9 @@ class Buffer:
         while it does this, and the application waits for the GIL.
         """
         with self._lock:
+            # Until the bytes taken are counted in flight, the room puts see is
+            # too big: make them wait for the lock meanwhile.
+            self.fast_limit = _LOCKED
             lines = self.entries
             n = len(lines)
             if not n:

@@ -46,6 +46,8 @@ del _PROBE
 _STRUCTLOG_SKIP = STANDARD_RECORD_ATTRS | {"_logger", "_name"}
 
 _OWN_PREFIX = _own_logger.name + "."
+# Until a record notes its second, no record falls in the cached one.
+_NO_SECOND = float("inf")
 
 
 def _extras(attrs: dict[str, Any]) -> dict[str, Any] | None:
@@ -89,8 +91,8 @@ class LogDNAHandler(logging.Handler):
         super().__init__(self._client.config.level if self._owns_client else level)
         builder = self._builder = self._client._builder
         self._tails = builder.tails
-        #: The second the last records fell in: (start, end, digits); see second_of.
-        self._second: tuple[float, float, str] = (0.0, 0.0, "")
+        #: The second the last records fell in: (its start in ms, its digits); see second_of.
+        self._second: tuple[float, str] = (_NO_SECOND, "")
         self._encode = builder.encode
         self._plain = builder.plain
         self._plain_max_chars = builder.plain_max_chars
@@ -158,30 +160,32 @@ class LogDNAHandler(logging.Handler):
                 # __dict__ after the other reads: on 3.11+ reading it makes the record
                 # build a dict, and attribute reads after that are slower.
                 if len(record.__dict__) == _PLAIN_RECORD_LEN:
-                    start, end, seconds = self._second
                     if (
                         tail is not None
-                        and start <= created < end
                         and 0 < len(text) <= self._plain_max_chars
                         and not (_context.in_use and request_context())
                     ):
+                        start_ms, seconds = self._second
                         try:
-                            entry = (
-                                f'{LINE_HEAD}{_escape(text)},"timestamp":{seconds}'
-                                f"{MILLIS[int((created - start) * 1000)]}{tail}"
-                            ).encode()
-                        except UnicodeEncodeError:  # a lone surrogate: _ship repairs it
-                            pass
-                        else:
-                            # Buffer.put_entry, inlined (the lock-free protocol in _buffer).
-                            buffer = self._client._buffer
-                            queued = buffer.queued_bytes + len(entry) + ENTRY_OVERHEAD
-                            if queued <= buffer.fast_limit:
-                                buffer.queued_bytes = queued
-                                buffer.entries.append(entry)
-                            else:
-                                self._client.put_entry(entry)
-                            return True
+                            # int(created * 1000) as the general path computes it,
+                            # less the cached second's (an exact subtraction).
+                            millis = created * 1000 - start_ms
+                            if 0 <= millis < 1000:
+                                entry = (
+                                    f'{LINE_HEAD}{_escape(text)},"timestamp":{seconds}'
+                                    f"{MILLIS[int(millis)]}{tail}"
+                                ).encode()
+                                # Buffer.put_entry, inlined (its lock-free protocol).
+                                buffer = self._client._buffer
+                                size = len(entry) + ENTRY_OVERHEAD
+                                if buffer.queued_bytes + size <= buffer.fast_limit:
+                                    buffer.queued_bytes += size
+                                    buffer.entries.append(entry)
+                                else:
+                                    self._client.put_entry(entry)
+                                return True
+                        except (TypeError, UnicodeEncodeError):
+                            pass  # a Decimal created, a lone surrogate: _ship copes
                     meta = None
                 else:
                     meta = _extras(record.__dict__)
@@ -221,8 +225,7 @@ class LogDNAHandler(logging.Handler):
             # Ready the inline path for the next records of this level and second.
             if type(level) is str and level not in self._tails:
                 self._builder.tail(level)
-            start, end, _ = self._second
-            if not start <= created < end:
+            if type(created) is float and not 0 <= created * 1000 - self._second[0] < 1000:
                 second = second_of(created)
                 if second is not None:
                     self._second = second
@@ -267,7 +270,10 @@ class _MessageFormatter(logging.Formatter):
     """The default: the message, then any traceback and stack, not cached into the record."""
 
     def format(self, record: logging.LogRecord) -> str:
-        text = record.getMessage()
+        try:
+            text = record.getMessage()
+        except Exception as exc:  # the traceback still ships, with a marker for the message
+            text = _unformattable(record, exc)
         exc_text = record.exc_text
         if not exc_text and record.exc_info:
             exc_text = self.formatException(record.exc_info)

@@ -132,17 +132,19 @@ def cap_text(text: str, limit: int) -> str:
     return raw[:keep].decode("utf-8", "ignore") + marker
 
 
-def second_of(created: float) -> tuple[float, float, str] | None:
-    """The whole second holding ``created``: (start, end, its digits), for the text fast path.
+def second_of(created: float) -> tuple[float, str] | None:
+    """The whole second holding ``created``: (its start in ms, its digits), for the fast path.
 
-    A timestamp is then those digits plus ``MILLIS[int((created - start) * 1000)]``:
-    the conversion and formatting of a 13-digit integer is paid once a second,
-    not once a line. None for a time it does not suit (before 1970-01-01T00:00:01,
-    not a float, absurdly far ahead): such records take the general path.
+    A timestamp is then those digits plus ``MILLIS[int(created * 1000 - start_ms)]``
+    whenever that difference is in [0, 1000): the same ``int(created * 1000)``
+    the general path ships (the subtraction is exact), but the conversion and
+    formatting of a 13-digit integer is paid once a second, not once a line.
+    None for a time it does not suit (before 1970-01-01T00:00:01, not a float,
+    absurdly far ahead): such records take the general path.
     """
     if type(created) is float and 1.0 <= created < 1e11:
         whole = int(created)
-        return (float(whole), float(whole + 1), str(whole))
+        return (whole * 1000.0, str(whole))
     return None
 
 

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from logdna_client._buffer import LINE_OVERHEAD, SEPARATOR, Buffer, join_entries
+from tests.helpers import run_with_forced_switches
 
 
 def make(max_bytes: int = 10_000, overflow: str = "drop_oldest", wake_bytes: int = 1 << 30,
@@ -204,29 +205,17 @@ def test_counters_do_not_drift_under_forced_thread_switches() -> None:
     """drop_oldest evicting for big lines while other threads put small ones lock-free:
     with a thread switch forced at every opportunity, queued_bytes still equals what
     the deque holds and the bound holds."""
-    import sys
-
     buf, _ = make(max_bytes=200_000)
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
 
-        def small() -> None:
-            for j in range(20_000):
-                buf.put(b"s%d" % j)
+    def small() -> None:
+        for j in range(20_000):
+            buf.put(b"s%d" % j)
 
-        def big() -> None:
-            for _ in range(200):
-                buf.put(b"B" * 50_000)
+    def big() -> None:
+        for _ in range(200):
+            buf.put(b"B" * 50_000)
 
-        threads = [threading.Thread(target=small) for _ in range(4)]
-        threads += [threading.Thread(target=big) for _ in range(2)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    finally:
-        sys.setswitchinterval(old)
+    run_with_forced_switches([small] * 4 + [big] * 2)
     held = sum(len(entry) + LINE_OVERHEAD - len(SEPARATOR) for entry in buf.entries)
     assert held == buf.queued_bytes
     assert buf.queued_bytes <= 200_000
