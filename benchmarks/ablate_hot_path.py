@@ -1,0 +1,175 @@
+"""What each duty of ``LogDNAHandler.handle`` costs inside a real ``log.info`` call.
+
+    .venv/bin/python benchmarks/ablate_hot_path.py [--reps 9] [--lines 20000]
+
+``profile_hot_path.py`` times the pieces of the handler one by one, on a record
+that stays warm in the cache. Inside a real call they cost more (a fresh
+record, its dict built on first read, the entry kept in fresh memory), and
+the caller ratio is about that. So this script times whole ``log.info`` calls
+for: the ``NullHandler`` floor; the real handler; the real handler with one
+duty taken out at a time (its ``handle`` recompiled from the source with that
+piece replaced, so nothing else changes); and a handler that does only the
+bare minimum of any client that formats in the caller (format the message,
+escape it, add level and timestamp, encode, append to a deque). The runs are
+interleaved and each figure is the best of ``--reps`` (noise only ever adds).
+The variants are measurements, not alternatives: each one drops something the
+behaviour contract requires.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import inspect
+import logging
+import socket
+import sys
+import textwrap
+import timeit
+from collections.abc import Callable
+from typing import Any
+
+FMT = "request %s served in %d ms"
+
+#: (label, text in LogDNAHandler.handle, what replaces it)
+DUTIES: tuple[tuple[str, str, str], ...] = (
+    ("records from sender threads / re-entry are skipped",
+     "record.thread in SENDER_THREADS and record.process in (None, getpid())\n"
+     "        ) or current in BUSY_THREADS", "False)"),
+    ("the library's own loggers are skipped", "skip = self._skip_names.get(record.name)",
+     "skip = False"),
+    ("the re-entry guard is set and cleared", "busy.add(current)", "pass"),
+    ("records with a traceback or stack are told apart",
+     "and not (record.exc_info or record.exc_text or record.stack_info)", ""),
+    ("extras are looked for (len(record.__dict__))",
+     "if len(record.__dict__) == _PLAIN_RECORD_LEN:", "if True:"),
+    ("request context is looked for", "and not (_context.in_use and request_context())", ""),
+    ("the buffer's byte bound and wake-up are kept", """\
+                                size = len(entry) + ENTRY_OVERHEAD
+                                if buffer.queued_bytes + size <= buffer.fast_limit:
+                                    buffer.queued_bytes += size
+                                    buffer.entries.append(entry)""", """\
+                                if True:
+                                    buffer.entries.append(entry)"""),
+)  # fmt: skip
+
+
+def _dead_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/logs/ingest"
+
+
+def _without(cls: type, *duties: tuple[str, str, str]) -> type:
+    """A subclass of ``cls`` whose ``handle`` is the real one without ``duties``."""
+    from logdna_client import _handler
+
+    source = inspect.getsource(_handler.LogDNAHandler.handle)
+    for _, old, new in duties:
+        if old not in source:
+            raise SystemExit(
+                f"ablate_hot_path.py is out of date: {old.splitlines()[0].strip()!r} "
+                "is no longer in LogDNAHandler.handle"
+            )
+        source = source.replace(old, new, 1)
+    source = textwrap.dedent(source)
+    namespace: dict[str, Any] = dict(vars(_handler))
+    exec(compile(source, "<handle, ablated>", "exec"), namespace)
+    return type(f"{cls.__name__}Ablated", (cls,), {"handle": namespace["handle"]})
+
+
+def _bare_minimum() -> logging.Handler:
+    """Format, escape, level, timestamp, encode, append: nothing else."""
+    from logdna_client._line import LINE_HEAD, _escape
+
+    queue: collections.deque[bytes] = collections.deque()
+    tail = ',"level":"INFO","app":"bench"}'
+
+    class Bare(logging.Handler):
+        entries = queue
+
+        def handle(self, record: logging.LogRecord) -> bool:  # type: ignore[override]
+            text = record.msg % record.args
+            queue.append(
+                f'{LINE_HEAD}{_escape(text)},"timestamp":{int(record.created * 1000)}{tail}'
+                .encode()
+            )  # fmt: skip
+            return True
+
+    return Bare()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--reps", type=int, default=9)
+    parser.add_argument("--lines", type=int, default=20_000)
+    args = parser.parse_args()
+
+    from logdna_client import LogDNAHandler
+
+    options = dict(
+        key="k", url=_dead_url(), hostname="bench", app="bench", flush_interval=3600,
+        max_batch_bytes=8 << 20, max_buffer_bytes=1 << 40, shutdown_timeout=0,
+    )  # fmt: skip
+    handlers: dict[str, logging.Handler] = {
+        "logging.NullHandler (the floor)": logging.NullHandler(),
+        "LogDNAHandler, as shipped": LogDNAHandler(**options),
+    }
+    for duty in DUTIES:
+        handlers[f"  without: {duty[0]}"] = _without(LogDNAHandler, duty)(**options)
+    handlers["  without all of the above"] = _without(LogDNAHandler, *DUTIES)(**options)
+    handlers["bare minimum: format, escape, timestamp, encode, append"] = _bare_minimum()
+
+    loggers: dict[str, logging.Logger] = {}
+    for i, (label, handler) in enumerate(handlers.items()):
+        log = logging.getLogger(f"ablate.{i}")
+        log.handlers[:] = [handler]
+        log.propagate = False
+        log.setLevel(logging.INFO)
+        log.info("warm up")  # starts the sender, notes the level and second
+        log.info("warm up")
+        loggers[label] = log
+
+    def drain() -> None:
+        for handler in handlers.values():
+            if isinstance(handler, LogDNAHandler):
+                buffer = handler.client._buffer
+                with buffer._lock:
+                    buffer.entries.clear()
+                    buffer.queued_bytes = 0
+            elif hasattr(handler, "entries"):
+                handler.entries.clear()
+
+    best: dict[str, float] = dict.fromkeys(loggers, float("inf"))
+    lines = range(args.lines)
+    for _ in range(args.reps):
+        for label, log in loggers.items():
+            drain()
+            info: Callable[..., None] = log.info
+            seconds = timeit.timeit(
+                "for i in lines: info(FMT, i, i % 997)",
+                globals={"info": info, "FMT": FMT, "lines": lines},
+                number=1,
+            )
+            best[label] = min(best[label], seconds / args.lines * 1e9)
+    drain()
+
+    floor = best["logging.NullHandler (the floor)"]
+    shipped = best["LogDNAHandler, as shipped"]
+    print(f"log.info(FMT, i, i % 997), {args.lines:,} calls, best of {args.reps}, "
+          f"Python {sys.version.split()[0]}:\n")  # fmt: skip
+    print(f"{'':60s} {'ns/call':>8s} {'x floor':>8s} {'saves':>7s}")
+    for label, ns in best.items():
+        saves = f"{shipped - ns:7.0f}" if label.startswith("  without") else ""
+        print(f"{label:60s} {ns:8.0f} {ns / floor:7.2f}x {saves}")
+    print("\n'saves': ns per call the shipped handler would save without that duty "
+          "(noise: about +-80 ns).")  # fmt: skip
+    for handler in handlers.values():
+        if isinstance(handler, LogDNAHandler):
+            handler.client.close(timeout=0)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
