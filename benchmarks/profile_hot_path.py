@@ -130,9 +130,9 @@ def hot_path(report: list[tuple[str, float]]) -> None:
     env["entry"] = b"," + data
     env["escape"] = handler_mod._escape
     env["HEAD"] = handler_mod.LINE_HEAD
-    env["MILLIS"] = handler_mod.MILLIS
     env["tail"] = builder_tail = client._builder.tail("INFO")
-    env["second"] = handler_mod.second_of(record.created)
+    env["stamp"] = handler._stamps["INFO"]
+    env["rest"] = handler._stamps["INFO"][2] or ',"timestamp":1732280000123' + builder_tail
     env["text"] = record.getMessage()
     env["OVERHEAD"] = handler_mod.ENTRY_OVERHEAD
     env["context_module"] = handler_mod._context
@@ -145,14 +145,16 @@ def hot_path(report: list[tuple[str, float]]) -> None:
           "(record.exc_info or record.exc_text or record.stack_info)",
           "message type, formatter and exception checks")  # fmt: skip
     timed("record.msg % record.args", "the message's % formatting")
-    timed("h._tails.get(record.levelname)", "the level's cached tail (level, app, env)")
+    timed("h._stamps.get(record.levelname)", "the level's stamp (timestamp, level, app, env)")
     timed("0 < len(text) <= h._plain_max_chars", "text length within the fast path's cap")
     timed("len(record.__dict__) != PLAIN_LEN", "len(record.__dict__): any extras?")
     timed("context_module.in_use and context()", "request context (flag, then ContextVar.get)")
-    timed("ms = record.created * 1000 - second[0]; 0 <= ms < 1000 and MILLIS[int(ms)]",
-          "timestamp: in the cached second? its milliseconds")  # fmt: skip
+    timed("low, high, r, t = stamp; low <= record.created * 1000 < high",
+          "timestamp: is the record in the stamp's millisecond?")  # fmt: skip
+    timed("w = int(record.created * 1000); f',\"timestamp\":{w}{tail}'",
+          "timestamp: a new millisecond's stamp (once a millisecond at most)")  # fmt: skip
     timed("escape(text)", "JSON string escape (C)")
-    timed("f'{HEAD}{escape(text)},\"timestamp\":{second[1]}{MILLIS[123]}{tail}'.encode()",
+    timed("f'{HEAD}{escape(text)}{rest}'.encode()",
           "the entry: escape + one f-string + encode")  # fmt: skip
     timed("b = h._client._buffer; size = len(entry) + OVERHEAD\n"
           "if b.queued_bytes + size <= b.fast_limit:\n"

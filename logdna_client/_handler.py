@@ -23,10 +23,8 @@ from ._context import current as request_context
 from ._errors import ConfigurationError
 from ._line import (
     LINE_HEAD,
-    MILLIS,
     _escape,  # the C JSON string escaper
     safe_str,
-    second_of,
 )
 from ._report import logger as _own_logger
 from ._sender import BUSY_THREADS, SENDER_THREADS
@@ -46,8 +44,8 @@ del _PROBE
 _STRUCTLOG_SKIP = STANDARD_RECORD_ATTRS | {"_logger", "_name"}
 
 _OWN_PREFIX = _own_logger.name + "."
-# Until a record notes its second, no record falls in the cached one.
-_NO_SECOND = float("inf")
+# A millisecond no record falls in: the first inline record of a level makes its stamp.
+_NEVER = float("inf")
 
 
 def _extras(attrs: dict[str, Any]) -> dict[str, Any] | None:
@@ -90,9 +88,12 @@ class LogDNAHandler(logging.Handler):
         self._client = client if client is not None else Client(**options)
         super().__init__(self._client.config.level if self._owns_client else level)
         builder = self._builder = self._client._builder
-        self._tails = builder.tails
-        #: The second the last records fell in: (its start in ms, its digits); see second_of.
-        self._second: tuple[float, str] = (_NO_SECOND, "")
+        #: Level name -> (low, high, rest, tail): ``rest`` ends an inline entry (the
+        #: timestamp, then ``tail``: level, app, env) for records whose
+        #: ``created * 1000`` is in [low, high), the millisecond the level's last
+        #: inline record fell in. A burst of records pays for the timestamp's
+        #: conversion and formatting once a millisecond, not once a line.
+        self._stamps: dict[str, tuple[float, float, str, str]] = {}
         self._encode = builder.encode
         self._plain = builder.plain
         self._plain_max_chars = builder.plain_max_chars
@@ -155,37 +156,41 @@ class LogDNAHandler(logging.Handler):
                     text = msg % args if args else msg  # getMessage(), one call less
                 except Exception as exc:
                     text = _unformattable(record, exc)
-                tail = self._tails.get(record.levelname)
+                stamp = self._stamps.get(record.levelname)
                 created = record.created
                 # __dict__ after the other reads: on 3.11+ reading it makes the record
                 # build a dict, and attribute reads after that are slower.
                 if len(record.__dict__) == _PLAIN_RECORD_LEN:
                     if (
-                        tail is not None
+                        stamp is not None
                         and 0 < len(text) <= self._plain_max_chars
                         and not (_context.in_use and request_context())
                     ):
-                        start_ms, seconds = self._second
+                        low, high, rest, tail = stamp
                         try:
-                            # int(created * 1000) as the general path computes it,
-                            # less the cached second's (an exact subtraction).
-                            millis = created * 1000 - start_ms
-                            if 0 <= millis < 1000:
-                                entry = (
-                                    f'{LINE_HEAD}{_escape(text)},"timestamp":{seconds}'
-                                    f"{MILLIS[int(millis)]}{tail}"
-                                ).encode()
-                                # Buffer.put_entry, inlined (its lock-free protocol).
-                                buffer = self._client._buffer
-                                size = len(entry) + ENTRY_OVERHEAD
-                                if buffer.queued_bytes + size <= buffer.fast_limit:
-                                    buffer.queued_bytes += size
-                                    buffer.entries.append(entry)
-                                else:
-                                    self._client.put_entry(entry)
-                                return True
-                        except (TypeError, UnicodeEncodeError):
-                            pass  # a Decimal created, a lone surrogate: _ship copes
+                            millis = created * 1000
+                            if not low <= millis < high:
+                                # int(created * 1000), as the general path ships it.
+                                whole = int(millis)
+                                rest = f',"timestamp":{whole}{tail}'
+                                self._stamps[record.levelname] = (
+                                    float(whole),
+                                    float(whole + 1),
+                                    rest,
+                                    tail,
+                                )
+                            entry = f"{LINE_HEAD}{_escape(text)}{rest}".encode()
+                            # Buffer.put_entry, inlined (its lock-free protocol).
+                            buffer = self._client._buffer
+                            size = len(entry) + ENTRY_OVERHEAD
+                            if buffer.queued_bytes + size <= buffer.fast_limit:
+                                buffer.queued_bytes += size
+                                buffer.entries.append(entry)
+                            else:
+                                self._client.put_entry(entry)
+                            return True
+                        except (TypeError, ValueError, OverflowError, UnicodeEncodeError):
+                            pass  # NaN, infinite or odd created; a lone surrogate: _ship copes
                     meta = None
                 else:
                     meta = _extras(record.__dict__)
@@ -221,14 +226,12 @@ class LogDNAHandler(logging.Handler):
             meta = {**context, **meta} if meta else dict(context)
         level = record.levelname
         created = record.created
-        if meta is None:
-            # Ready the inline path for the next records of this level and second.
-            if type(level) is str and level not in self._tails:
-                self._builder.tail(level)
-            if type(created) is float and not 0 <= created * 1000 - self._second[0] < 1000:
-                second = second_of(created)
-                if second is not None:
-                    self._second = second
+        if meta is None and type(level) is str and level not in self._stamps:
+            # Ready the inline path for this level's next records (level names are
+            # few; a flood of odd ones is not remembered).
+            tail = self._builder.tail(level)
+            if tail is not None and len(self._stamps) < 64:
+                self._stamps[level] = (_NEVER, _NEVER, "", tail)
         timestamp = int(created * 1000)
         if 0 < len(text) <= self._plain_max_chars:
             entry = self._plain(text, level, timestamp, meta)

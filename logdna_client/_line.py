@@ -20,7 +20,7 @@ from ._buffer import SEPARATOR
 from ._config import Config
 from ._redact import Redactor
 
-__all__ = ["LINE_HEAD", "MILLIS", "LineBuilder", "safe_str", "second_of"]
+__all__ = ["LINE_HEAD", "LineBuilder", "safe_str"]
 
 _log = logging.getLogger("logdna_client")
 
@@ -30,8 +30,6 @@ _escape: Callable[[str], str] = json.encoder.c_encode_basestring or json.encoder
 
 #: How every fast-path entry starts: the separator, then the line's first key.
 LINE_HEAD = ',{"line":'
-#: Milliseconds 0-999 as the three digits that follow the seconds in a timestamp.
-MILLIS: tuple[str, ...] = tuple(f"{ms:03d}" for ms in range(1000))
 
 _TRUNCATED = "… [truncated by logdna_client: {} bytes in all]"
 _EMPTY = "(empty message)"
@@ -132,22 +130,6 @@ def cap_text(text: str, limit: int) -> str:
     return raw[:keep].decode("utf-8", "ignore") + marker
 
 
-def second_of(created: float) -> tuple[float, str] | None:
-    """The whole second holding ``created``: (its start in ms, its digits), for the fast path.
-
-    A timestamp is then those digits plus ``MILLIS[int(created * 1000 - start_ms)]``
-    whenever that difference is in [0, 1000): the same ``int(created * 1000)``
-    the general path ships (the subtraction is exact), but the conversion and
-    formatting of a 13-digit integer is paid once a second, not once a line.
-    None for a time it does not suit (before 1970-01-01T00:00:01, not a float,
-    absurdly far ahead): such records take the general path.
-    """
-    if type(created) is float and 1.0 <= created < 1e11:
-        whole = int(created)
-        return (whole * 1000.0, str(whole))
-    return None
-
-
 class LineBuilder:
     """Turns the parts of one log line into the bytes the buffer holds.
 
@@ -169,7 +151,6 @@ class LineBuilder:
         "plain",
         "plain_max_chars",
         "report",
-        "tails",
     )
 
     def __init__(self, config: Config) -> None:
@@ -198,17 +179,14 @@ class LineBuilder:
         #: -1 when nothing can.
         self.plain_max_chars = self._line_limit // 4 if simple and self._index_meta else -1
         self.plain = self._make_plain()
-        #: Level name -> the end of a fast-path entry after its timestamp (level,
-        #: app, env, closing brace), filled by ``tail``; shared by the handlers.
-        self.tails: dict[str, str] = {}
 
     def tail(self, level: str) -> str | None:
-        """The end of a fast-path entry for ``level`` (cached), or None when there is no fast path.
+        """The end of an inline entry for ``level``, or None when there is no inline path.
 
-        A fast-path entry is ``LINE_HEAD``, the escaped text, ``,"timestamp":``,
-        the timestamp, then this: the same JSON ``encode`` makes for a line
-        without meta. Callers use it for texts of 1 to ``plain_max_chars``
-        characters.
+        An inline entry is ``LINE_HEAD``, the escaped text, ``,"timestamp":``,
+        the timestamp, then this (level, app, env, closing brace): the same JSON
+        ``encode`` makes for a line without meta. Callers use it for texts of 1
+        to ``plain_max_chars`` characters, and keep it.
         """
         if self.plain_max_chars < 0:
             return None
@@ -222,10 +200,7 @@ class LineBuilder:
             tail += ',"app":' + orjson.dumps(self._app[:_NAME_CAP]).decode()
         if self._env:
             tail += ',"env":' + orjson.dumps(self._env[:_NAME_CAP]).decode()
-        tail += "}"
-        if len(self.tails) < 64:  # level names are few; a flood of odd ones is not cached
-            self.tails[level] = tail
-        return tail
+        return tail + "}"
 
     def _make_plain(self) -> Callable[[str, str, int, dict[str, Any] | None], bytes | None]:
         """The fast path, as a buffer entry (comma first): ``plain(text, level, ts, meta)``.

@@ -446,15 +446,27 @@ class TestInlinePath:
         lines = self.queued_twice(offline, record)
         assert [1_600_000_000_250] * 2 == [line["timestamp"] for line in lines]
 
-    def test_second_changes_back_and_forth(self, offline: LogDNAHandler) -> None:
-        """The cached second is never applied to a record from another second."""
-        times = [1_700_000_000.25, 1_700_000_001.5, 1_700_000_000.75, 1_700_000_000.875, 1.0]
-        for created in times:
-            record = logging.LogRecord("t.ts", logging.INFO, __file__, 1, "x", None, None)
+    def test_stamps_never_leak_across_milliseconds_or_levels(self, offline: LogDNAHandler) -> None:
+        """Each level's cached millisecond is only ever applied to records of that
+        level and that millisecond, whatever order records arrive in."""
+        made = [
+            (1_700_000_000.2501, logging.INFO),
+            (1_700_000_000.2502, logging.WARNING),
+            (1_700_000_000.2503, logging.INFO),  # the same millisecond as the first
+            (1_700_000_001.5, logging.INFO),
+            (1_700_000_000.2504, logging.WARNING),
+            (1_700_000_000.2514, logging.WARNING),  # the next millisecond
+            (1_700_000_000.75, logging.INFO),
+            (1.0, logging.ERROR),
+            (1_700_000_000.75, logging.ERROR),
+        ]
+        for created, level in made * 2:
+            record = logging.LogRecord("t.ts", level, __file__, 1, "x", None, None)
             record.created = created
             offline.handle(record)
         lines = [json.loads(e) for e in offline.client._buffer.snapshot()]
-        assert [int(t * 1000) for t in times] == [line["timestamp"] for line in lines]
+        expected = [(int(t * 1000), logging.getLevelName(level)) for t, level in made * 2]
+        assert expected == [(line["timestamp"], line["level"]) for line in lines]
 
     def test_context_bound_later_still_reaches_the_line(self, server: DevServer) -> None:
         """Lines logged before and after a request context is first bound are both right."""
