@@ -36,8 +36,8 @@ DUTIES: tuple[tuple[str, str, str], ...] = (
     ("records from sender threads / re-entry are skipped",
      "record.thread in SENDER_THREADS and record.process in (None, getpid())\n"
      "        ) or current in BUSY_THREADS", "False)"),
-    ("the library's own loggers are skipped", "skip = self._skip_names.get(record.name)",
-     "skip = False"),
+    ("the library's own loggers are skipped",
+     "if name is not self._last_name and self._is_own(name):", "if False:"),
     ("the re-entry guard is set and cleared", "busy.add(current)", "pass"),
     ("records with a traceback or stack are told apart",
      "and not (record.exc_info or record.exc_text or record.stack_info)", ""),

@@ -139,7 +139,7 @@ def hot_path(report: list[tuple[str, float]]) -> None:
     assert builder_tail is not None
     timed("c = get_ident(); record.thread in SENDER or c in BUSY",
           "sender-thread and re-entry checks")  # fmt: skip
-    timed("h._skip_names.get(record.name)", "own-logger check (dict lookup)")
+    timed("record.name is not h._last_name", "own-logger check (same logger as last time)")
     timed("BUSY.add(1); BUSY.discard(1)", "re-entry guard add + discard")
     timed("type(record.msg) is str and h.formatter is h._default_formatter and "
           "(record.exc_info or record.exc_text or record.stack_info)",

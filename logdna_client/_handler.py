@@ -102,7 +102,9 @@ class LogDNAHandler(logging.Handler):
         # Identity with it selects the fast path; setFormatter() still wins.
         self._default_formatter = _MessageFormatter()
         self.formatter = self._default_formatter
-        self._skip_names: dict[str, bool] = {}
+        self._skip_names: dict[object, bool] = {}
+        #: The name of a logger known not to be the library's own (see _is_own).
+        self._last_name: object = None
 
     @property
     def client(self) -> Client:
@@ -137,10 +139,8 @@ class LogDNAHandler(logging.Handler):
             record.thread in SENDER_THREADS and record.process in (None, getpid())
         ) or current in BUSY_THREADS:
             return True  # made by urllib3/requests on a sender thread, or re-entry from a __str__
-        skip = self._skip_names.get(record.name)
-        if skip is None:
-            skip = self._skip_names[record.name] = _is_own_logger(record.name)
-        if skip:
+        name = record.name
+        if name is not self._last_name and self._is_own(name):
             return True
         busy = BUSY_THREADS
         busy.add(current)
@@ -202,6 +202,22 @@ class LogDNAHandler(logging.Handler):
         finally:
             busy.discard(current)
         return True
+
+    def _is_own(self, name: object) -> bool:
+        """Whether ``name`` is one of the library's own loggers (answers are cached)."""
+        try:
+            own = self._skip_names.get(name)
+            if own is None:
+                if len(self._skip_names) >= 1024:  # names made per request, say: stay bounded
+                    self._skip_names.clear()
+                own = self._skip_names[name] = _is_own_logger(name)
+        except TypeError:  # an unhashable name, from makeLogRecord
+            return _is_own_logger(name)
+        if not own:
+            # The same logger's next records skip even the lookup: its name is the
+            # same object every time.
+            self._last_name = name
+        return own
 
     def _text_and_meta(self, record: logging.LogRecord) -> tuple[str, dict[str, Any] | None]:
         """The line and meta of a record ``handle`` does not format itself."""

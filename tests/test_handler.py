@@ -165,6 +165,14 @@ class TestNeverHurtsTheApp:
         assert "Stack (most recent call last)" in stack_line["line"]
         h.close()
 
+    def test_unhashable_logger_name(self, server: DevServer) -> None:
+        """A record whose name is unhashable (makeLogRecord) still ships, without raising."""
+        h = handler_for(server)
+        h.handle(logging.makeLogRecord({"name": ["not", "a", "str"], "msg": "odd name"}))
+        h.handle(logging.makeLogRecord({"name": "t.ok", "msg": "after"}))
+        assert ["odd name", "after"] == [line["line"] for line in delivered(server, h, 2)]
+        h.close()
+
     def test_hostile_objects_in_message_and_meta(self, server: DevServer) -> None:
         """An argument or extra whose __str__ raises does not take the line down."""
 
