@@ -46,6 +46,8 @@ _STRUCTLOG_SKIP = STANDARD_RECORD_ATTRS | {"_logger", "_name"}
 _OWN_PREFIX = _own_logger.name + "."
 # A millisecond no record falls in: the first inline record of a level makes its stamp.
 _NEVER = float("inf")
+# Stamps are cached below this many ms (year 287,396): floats hold every integer below it.
+_EXACT = 2**53
 
 
 def _extras(attrs: dict[str, Any]) -> dict[str, Any] | None:
@@ -173,12 +175,16 @@ class LogDNAHandler(logging.Handler):
                                 # int(created * 1000), as the general path ships it.
                                 whole = int(millis)
                                 rest = f',"timestamp":{whole}{tail}'
-                                self._stamps[record.levelname] = (
-                                    float(whole),
-                                    float(whole + 1),
-                                    rest,
-                                    tail,
-                                )
+                                if 0 <= whole < _EXACT:
+                                    # [whole, whole + 1) holds exactly the values int()
+                                    # takes to whole: not so below 0 (int() rounds
+                                    # towards 0) or where floats skip integers.
+                                    self._stamps[record.levelname] = (
+                                        float(whole),
+                                        float(whole + 1),
+                                        rest,
+                                        tail,
+                                    )
                             entry = f"{LINE_HEAD}{_escape(text)}{rest}".encode()
                             # Buffer.put_entry, inlined (its lock-free protocol).
                             buffer = self._client._buffer
@@ -211,8 +217,8 @@ class LogDNAHandler(logging.Handler):
                 if len(self._skip_names) >= 1024:  # names made per request, say: stay bounded
                     self._skip_names.clear()
                 own = self._skip_names[name] = _is_own_logger(name)
-        except TypeError:  # an unhashable name, from makeLogRecord
-            return _is_own_logger(name)
+        except Exception:  # an unhashable name (makeLogRecord), or one whose hash raises
+            return False  # the library's own names are plain strings
         if not own:
             # The same logger's next records skip even the lookup: its name is the
             # same object every time.

@@ -173,6 +173,18 @@ class TestNeverHurtsTheApp:
         assert ["odd name", "after"] == [line["line"] for line in delivered(server, h, 2)]
         h.close()
 
+    def test_logger_name_whose_hash_raises(self, server: DevServer) -> None:
+        """A record whose name raises on hash() ships; nothing reaches the application."""
+
+        class Name(str):
+            def __hash__(self) -> int:
+                raise ValueError("no hash")
+
+        h = handler_for(server)
+        h.handle(logging.makeLogRecord({"name": Name("odd"), "msg": "odd name"}))
+        assert ["odd name"] == [line["line"] for line in delivered(server, h, 1)]
+        h.close()
+
     def test_hostile_objects_in_message_and_meta(self, server: DevServer) -> None:
         """An argument or extra whose __str__ raises does not take the line down."""
 
@@ -444,6 +456,24 @@ class TestInlinePath:
             record.created = created
             first, second = self.queued_twice(offline, record)
             assert int(created * 1000) == first["timestamp"] == second["timestamp"]
+
+    def test_stamps_for_odd_times(self, offline: LogDNAHandler) -> None:
+        """Negative times (int() rounds towards 0) and exact times beyond what a float
+        holds exactly never reuse a stamp made for another millisecond."""
+        from decimal import Decimal
+        from fractions import Fraction
+
+        made: list[Any] = [
+            -0.0015, -0.0005, -0.9995, -0.9990, 0.0005,
+            Decimal("9007199254740.992"), Decimal("9007199254740.993"),
+            Fraction(1125899906842624, 125), 9_223_372_036_854_911, 9_223_372_036_854_912,
+        ]  # fmt: skip
+        for created in made:
+            record = logging.LogRecord("t.ts", logging.INFO, __file__, 1, "x", None, None)
+            record.created = created
+            offline.handle(record)
+        lines = [json.loads(e) for e in offline.client._buffer.snapshot()[-len(made) :]]
+        assert [int(t * 1000) for t in made] == [line["timestamp"] for line in lines]
 
     def test_decimal_created(self, offline: LogDNAHandler) -> None:
         """A record.created set to a Decimal (by a filter, say) still ships, in ms."""
