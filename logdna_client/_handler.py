@@ -4,7 +4,9 @@
 buffer has its own short critical section), and with several threads that
 lock costs more than the rest of the work together. The message is formatted
 and serialized here, in the caller's thread, so a mutable argument changed
-after the call still ships as it was logged.
+after the call still ships as it was logged. The most common record is built
+and queued inline in ``handle`` (see its docstring); docs/performance.md has
+what each step costs.
 """
 
 from __future__ import annotations

@@ -1,10 +1,13 @@
 """Line building: text, level, timestamp and meta -> one serialized JSON line.
 
-This runs in the application's thread for every line, so the common case is
-one small dict and one ``orjson.dumps`` call. Everything unusual (values orjson
-cannot encode, cycles, surrogates, huge integers, oversize lines, a raising
-``__str__``) is handled on slower fallback paths that only run when the fast
-one fails, and each bad value degrades alone instead of spoiling the line.
+This runs in the application's thread. The stdlib handler builds its most
+common line (text only) itself, from ``LINE_HEAD`` and ``tail``; ``plain``
+(one escape, one ``orjson.dumps`` of the meta, one bytes template) serves
+lines with meta and the structlog processor; ``encode`` is the general path.
+Everything unusual (values orjson cannot encode, cycles, surrogates, huge
+integers, oversize lines, a raising ``__str__``) is handled on slower fallback
+paths that only run when the fast ones fail, and each bad value degrades
+alone instead of spoiling the line.
 """
 
 from __future__ import annotations
