@@ -276,8 +276,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; return the exit status."""
+def main(
+    argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None
+) -> int:
+    """Run the command line; return the exit status.
+
+    ``out`` and ``err`` are where the commands write (the terminal by default).
+    """
     args_list = list(sys.argv[1:] if argv is None else argv)
     after_dashes: list[str] | None = None
     if args_list[:1] == ["pipe"] and "--" in args_list:
@@ -294,10 +299,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error("pipe: give the command after '--' only")
         args.argv = after_dashes if after_dashes is not None else list(args.argv)
     func: Callable[[argparse.Namespace], int] = args.func
+    console = args.console = _Console(
+        sys.stdout if out is None else out, sys.stderr if err is None else err
+    )
     try:
         return int(func(args))
     except ConfigurationError as exc:
-        print(f"{PROG} {args.command}: {exc}", file=sys.stderr)
+        console.warn(f"{PROG} {args.command}: {exc}")
         return 2
     except KeyboardInterrupt:
         return 128 + signal.SIGINT
@@ -311,6 +319,29 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 # -- devserver -------------------------------------------------------------------
+
+
+class _Console:
+    """Where a command writes: what it shows (``out``) and what went wrong (``err``).
+
+    ``main`` points both at the terminal; the commands write only through this,
+    so their output goes wherever ``main`` was told.
+    """
+
+    def __init__(self, out: TextIO, err: TextIO) -> None:
+        self.out = out
+        self.err = err
+
+    def say(self, text: str = "", *, to: TextIO | None = None, flush: bool = False) -> None:
+        """One line (or several) to ``out``, or to ``to``."""
+        stream = self.out if to is None else to
+        stream.write(text + "\n")
+        if flush:
+            stream.flush()
+
+    def warn(self, text: str) -> None:
+        """A complaint, to ``err`` at once."""
+        self.say(text, to=self.err, flush=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -369,8 +400,10 @@ class _Tail:
         json_output: bool,
         color: bool,
         line_filter: LineFilter,
+        console: _Console,
         store: IO[bytes] | None = None,
     ) -> None:
+        self._console = console
         self._out: TextIO | None = out
         self._json = json_output
         self._color = color
@@ -401,7 +434,7 @@ class _Tail:
                 self._store.write(b"".join(stored))
                 self._store.flush()
             except (OSError, ValueError) as exc:
-                print(f"devserver: cannot write the store file: {exc}", file=sys.stderr)
+                self._console.warn(f"devserver: cannot write the store file: {exc}")
                 self._store = None
         if self._out is not None:
             try:
@@ -425,13 +458,14 @@ def _want_color(flag: bool | None, stream: TextIO) -> bool:
 
 
 def _cmd_devserver(args: argparse.Namespace) -> int:
-    out = sys.stdout
-    notices = sys.stderr if args.json else out
+    console: _Console = args.console
+    out = console.out
+    notices = console.err if args.json else out
     rate: float = args.fail_rate if args.fail_rate is not None else 0.0
     if args.status is not None and args.fail_rate is None:
         rate = 1.0
     if args.retry_after is not None and rate == 0.0:
-        print(f"{PROG} devserver: --retry-after needs --fail-rate or --status", file=sys.stderr)
+        console.warn(f"{PROG} devserver: --retry-after needs --fail-rate or --status")
         return 2
     line_filter = LineFilter(
         level=args.level, apps=frozenset(args.app or ()), grep=args.grep or None
@@ -441,13 +475,14 @@ def _cmd_devserver(args: argparse.Namespace) -> int:
         try:
             store = open(args.store, "ab")  # noqa: SIM115 - closed in the finally below
         except OSError as exc:
-            print(f"{PROG} devserver: cannot open {args.store!r}: {exc.strerror}", file=sys.stderr)
+            console.warn(f"{PROG} devserver: cannot open {args.store!r}: {exc.strerror}")
             return 1
     tail = _Tail(
         out,
         json_output=args.json,
         color=_want_color(args.color, out),
         line_filter=line_filter,
+        console=console,
         store=store,
     )
     server = DevServer(
@@ -466,9 +501,8 @@ def _cmd_devserver(args: argparse.Namespace) -> int:
     try:
         server.start()
     except OSError as exc:
-        print(
-            f"{PROG} devserver: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}",
-            file=sys.stderr,
+        console.warn(
+            f"{PROG} devserver: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}"
         )
         if store is not None:
             store.close()
@@ -498,7 +532,7 @@ def _cmd_devserver(args: argparse.Namespace) -> int:
         if args.store:
             banner.append(f"  storing to:  {args.store}")
         banner.append("  Ctrl-C to stop")
-        print("\n".join(banner), file=notices, flush=True)
+        console.say("\n".join(banner), to=notices, flush=True)
         # A bounded wait lets Ctrl-C through on every platform.
         while not stop.wait(0.5):
             pass
@@ -513,10 +547,10 @@ def _cmd_devserver(args: argparse.Namespace) -> int:
             _restore_signal(signum, handler)
     shown = f", {tail.shown} shown" if line_filter.active else ""
     with contextlib.suppress(OSError, ValueError):
-        print(
+        console.say(
             f"devserver stopped: {server.line_count} lines in {server.request_count} "
             f"requests{shown}",
-            file=notices,
+            to=notices,
             flush=True,
         )
     return 0
@@ -582,25 +616,26 @@ def _send_receipt(order_id: str) -> None:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from ._handler import LogDNAHandler  # noqa: PLC0415 - only this command needs it
 
-    out = sys.stdout
+    console: _Console = args.console
+    out = console.out
     color = _want_color(args.color, out)
     bold, dim, reset = ("\x1b[1m", "\x1b[2m", "\x1b[0m") if color else ("", "", "")
     server = DevServer(out=out, color=color)
     try:
         server.start()
     except OSError as exc:
-        print(f"{PROG} demo: cannot start the local server: {exc}", file=sys.stderr)
+        console.warn(f"{PROG} demo: cannot start the local server: {exc}")
         return 1
     try:
-        print(f"{bold}logdna_client demo{reset}", flush=True)
-        print(f"  A local ingest server is listening on {server.url}")
-        print(
+        console.say(f"{bold}logdna_client demo{reset}", flush=True)
+        console.say(f"  A local ingest server is listening on {server.url}")
+        console.say(
             '  Logging 8 lines through logging.getLogger("shop") with\n'
             f'  LogDNAHandler(url="{server.url}", app="demo", env="local", '
             'hostname="demo-host")'
         )
         legend = f"{dim}(time, level, [app], line, meta){reset}"
-        print(f"\n{bold}What the server received{reset} {legend}", flush=True)
+        console.say(f"\n{bold}What the server received{reset} {legend}", flush=True)
         handler = LogDNAHandler(url=server.url, app="demo", env="local", hostname="demo-host")
         log = logging.getLogger("shop")
         log.setLevel(logging.DEBUG)
@@ -620,9 +655,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     finally:
         server.stop()
 
-    print(f"\n{bold}Summary{reset}")
+    console.say(f"\n{bold}Summary{reset}")
     gzip = " gzip-compressed" if requests and all(r.gzip for r in requests) else ""
-    print(
+    console.say(
         f"  {sent} lines sent, {arrived} arrived in {len(requests)}{gzip} request(s); stats: "
         f"sent={stats.get('sent')} retries={stats.get('retries')} "
         f"dropped={stats.get('dropped_total')} bytes_sent={stats.get('bytes_sent')}"
@@ -636,14 +671,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             notes.append("log.exception() shipped the traceback with its line")
     notes.append("every extra= field arrived as searchable meta")
     for note in notes:
-        print(f"  - {note}")
-    print(
+        console.say(f"  - {note}")
+    console.say(
         f"\n  Next: run '{PROG} devserver' and point your app at it with\n"
         f"  {ENV_VARS['url']}=http://127.0.0.1:{DEFAULT_DEVSERVER_PORT}/logs/ingest",
         flush=True,
     )
     if not (delivered and arrived_all and arrived >= sent):
-        print(f"{PROG} demo: {sent - arrived} of {sent} lines did not arrive", file=sys.stderr)
+        console.warn(f"{PROG} demo: {sent - arrived} of {sent} lines did not arrive")
         return 1
     return 0
 
@@ -726,31 +761,32 @@ def _explain(what: str, client: Client, trouble: _Trouble, timeout: float) -> st
 
 
 def _cmd_send(args: argparse.Namespace) -> int:
+    console: _Console = args.console
     meta: dict[str, Any] | None = None
     if args.meta is not None:
         try:
             parsed = orjson.loads(args.meta)
         except orjson.JSONDecodeError as exc:
-            print(f"{PROG} send: --meta is not valid JSON: {exc}", file=sys.stderr)
+            console.warn(f"{PROG} send: --meta is not valid JSON: {exc}")
             return 2
         if not isinstance(parsed, dict):
-            print(f"{PROG} send: --meta must be a JSON object such as '{{\"k\": 1}}'",
-                  file=sys.stderr)  # fmt: skip
+            console.warn(f"{PROG} send: --meta must be a JSON object such as '{{\"k\": 1}}'")
             return 2
         meta = parsed
     if not args.text:
-        print(f"{PROG} send: the text is empty", file=sys.stderr)
+        console.warn(f"{PROG} send: the text is empty")
         return 2
     with _watch_library() as trouble:
         client = _client_from(args)
         try:
             if not client.log(args.text, level=args.level, meta=meta):
-                print(f"{PROG} send: the line was not queued ({trouble.last() or 'filtered'})",
-                      file=sys.stderr)  # fmt: skip
+                console.warn(
+                    f"{PROG} send: the line was not queued ({trouble.last() or 'filtered'})"
+                )
                 return 1
             if _deliver(client, trouble, args.timeout):
                 return 0
-            print(_explain("send", client, trouble, args.timeout), file=sys.stderr)
+            console.warn(_explain("send", client, trouble, args.timeout))
             return 1
         finally:
             client.close(timeout=0.0)
@@ -844,11 +880,13 @@ def _cmd_pipe(args: argparse.Namespace) -> int:
         client = _client_from(args)
         try:
             if argv:
-                status = _pipe_command(argv, client, args.stdout_level, args.stderr_level)
+                status = _pipe_command(
+                    argv, client, args.stdout_level, args.stderr_level, args.console
+                )
             else:
                 status = _pipe_stdin(client, args.stdout_level)
             if not _deliver(client, trouble, args.timeout):
-                print(_explain("pipe", client, trouble, args.timeout), file=sys.stderr)
+                args.console.warn(_explain("pipe", client, trouble, args.timeout))
                 if not argv and status == 0:
                     status = 1
         finally:
@@ -888,11 +926,13 @@ def _join(thread: threading.Thread, until: Callable[[], bool] = lambda: False) -
         thread.join(0.2)
 
 
-def _pipe_command(argv: list[str], client: Client, out_level: str, err_level: str) -> int:
+def _pipe_command(
+    argv: list[str], client: Client, out_level: str, err_level: str, console: _Console
+) -> int:
     try:
         child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     except OSError as exc:
-        print(f"{PROG} pipe: cannot run {argv[0]!r}: {exc.strerror or exc}", file=sys.stderr)
+        console.warn(f"{PROG} pipe: cannot run {argv[0]!r}: {exc.strerror or exc}")
         return 127 if isinstance(exc, FileNotFoundError) else 126
     assert child.stdout is not None and child.stderr is not None
     terminal_sigint = _terminal_delivers_sigint()

@@ -37,7 +37,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 
-__all__ = ["MAX_BODY_BYTES", "DevServer", "RequestRecord", "serve_forever_cli"]
+__all__ = ["MAX_BODY_BYTES", "DevServer", "RequestRecord"]
 
 #: The vendor's documented limit on a request body, on the wire and inflated.
 MAX_BODY_BYTES = 10_000_000
@@ -716,6 +716,8 @@ class DevServer:
         color: Colour the tail by level; None means ``out.isatty()`` (and no
             ``NO_COLOR`` in the environment).
         store: Path of a JSON Lines file every accepted line is appended to.
+            When writing it fails, storing stops (the server keeps serving) and
+            ``store_error`` holds the reason.
         keep_lines: Keep accepted lines in ``lines``. Benchmarks turn it off
             and read ``line_count``; then only the most recent request
             records are kept (``request_count`` counts all).
@@ -741,6 +743,8 @@ class DevServer:
         self.port = port
         self._key = key
         self._out = out
+        #: Why writing the ``store`` file failed, once it did (storing then stops).
+        self.store_error: Exception | None = None
         self._json_output = json_output
         if color is None:
             color = out is not None and "NO_COLOR" not in os.environ and isatty(out)
@@ -930,8 +934,12 @@ class DevServer:
                 self._store_file.write(b"".join(dump_line(line) + b"\n" for line in lines))
                 self._store_file.flush()
             except (OSError, ValueError) as exc:
-                print(f"devserver: cannot write store file: {exc}", file=sys.stderr)
+                # Keep serving; the reason stays readable, and the tail (if any) says so.
+                self.store_error = exc
                 self._store_file = None
+                if self._out is not None:
+                    with contextlib.suppress(OSError, ValueError):
+                        self._out.write(f"devserver: cannot write the store file: {exc}\n")
         out = self._out
         if out is None:
             return
@@ -1106,78 +1114,3 @@ def isatty(stream: TextIO) -> bool:
         return bool(stream.isatty())
     except (AttributeError, ValueError, OSError):
         return False
-
-
-def serve_forever_cli(
-    host: str = "127.0.0.1",
-    port: int = 0,
-    *,
-    key: str | None = None,
-    out: TextIO | None = None,
-    json_output: bool = False,
-    color: bool | None = None,
-    store: str | None = None,
-    keep_lines: bool = False,
-    max_body_bytes: int = MAX_BODY_BYTES,
-    stop_event: threading.Event | None = None,
-) -> int:
-    """Run a DevServer in the foreground until Ctrl-C; return the exit status.
-
-    Prints a one-line banner with the ingest URL to ``out`` (standard error
-    when ``json_output`` is on, so standard output stays pure JSON Lines),
-    then tails lines to ``out``. Lines are not kept in memory unless asked.
-
-    Args:
-        host: Address to listen on.
-        port: Port to listen on; 0 picks a free one.
-        key: Require this key; it is never printed.
-        out: Where to tail lines; standard output by default.
-        json_output: Tail raw JSON Lines instead of the readable form.
-        color: Colour the tail; None means when ``out`` is a terminal.
-        store: Also append every line to this JSON Lines file.
-        keep_lines: Keep lines in memory (a long run grows without bound).
-        max_body_bytes: The body size limit.
-        stop_event: Setting it ends the run, as Ctrl-C does (for tests).
-
-    Returns:
-        0 after Ctrl-C, 1 when the address cannot be bound.
-    """
-    stream = sys.stdout if out is None else out
-    notices = sys.stderr if json_output else stream
-    server = DevServer(
-        host,
-        port,
-        key=key,
-        out=stream,
-        json_output=json_output,
-        color=color,
-        store=store,
-        keep_lines=keep_lines,
-        max_body_bytes=max_body_bytes,
-    )
-    try:
-        server.start()
-    except OSError as exc:
-        print(f"devserver: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
-        return 1
-    stop = threading.Event() if stop_event is None else stop_event
-    try:
-        auth = "key required" if key is not None else "any key accepted"
-        print(
-            f"logdna_client devserver: ingest URL {server.url} ({auth}); Ctrl-C to stop",
-            file=notices,
-            flush=True,
-        )
-        # A bounded wait lets Ctrl-C through on every platform.
-        while not stop.wait(0.5):
-            pass
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stop()
-    print(
-        f"devserver stopped: {server.line_count} lines in {server.request_count} requests",
-        file=notices,
-        flush=True,
-    )
-    return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import queue
 import re
@@ -597,6 +598,16 @@ class TestDemo:
             assert f" {level} " in out
         assert "[demo]" in out
         assert "\x1b[" not in out
+
+    def test_output_goes_where_main_is_told(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """main(out=, err=) gets every word a command writes; the process's own
+        stdout and stderr get none."""
+        out, err = io.StringIO(), io.StringIO()
+        assert 0 == main(["demo", "--no-color"], out=out, err=err)
+        assert 2 == main(["send", ""], out=out, err=err)
+        assert "8 lines sent, 8 arrived" in out.getvalue()
+        assert "send: the text is empty" in err.getvalue()
+        assert ("", "") == capsys.readouterr()
 
 
 class TestOfficialClient:

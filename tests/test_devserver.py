@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import gzip
 import io
-import signal
+import os
 import socket
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -20,7 +18,7 @@ import pytest
 import requests
 
 from logdna_client import _devserver as devserver_module
-from logdna_client._devserver import MAX_BODY_BYTES, DevServer, serve_forever_cli
+from logdna_client._devserver import MAX_BODY_BYTES, DevServer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 KEY = "sekrit-ingest-key-5f2b"
@@ -741,6 +739,18 @@ class TestStore:
         stored = [orjson.loads(text) for text in path.read_bytes().splitlines()]
         assert [{"line": "older"}, *lines] == stored
 
+    @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+    def test_store_write_failure_keeps_serving(self) -> None:
+        """A store file that cannot be written stops storing, not serving; the tail says why."""
+        out = io.StringIO()
+        with DevServer(store="/dev/full", out=out, json_output=True) as srv:
+            first = post(srv, body_of([{"line": "one"}]))
+            second = post(srv, body_of([{"line": "two"}]))
+            assert srv.wait_for_lines(2, 5)
+        assert (200, 200) == (first.status_code, second.status_code)
+        assert isinstance(srv.store_error, OSError)
+        assert "cannot write the store file" in out.getvalue()
+
 
 class TestWaiting:
     def test_wait_for_lines_times_out(self, server: DevServer) -> None:
@@ -784,62 +794,3 @@ class TestWaiting:
         """url points at the port actually bound."""
         assert f"http://127.0.0.1:{server.port}/logs/ingest" == server.url
         assert 0 != server.port
-
-
-class TestCli:
-    @pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a child needs POSIX")
-    def test_banner_then_clean_exit_on_ctrl_c(self) -> None:
-        """The CLI prints the URL banner, tails lines and exits 0 on SIGINT."""
-        code = (
-            "import sys; from logdna_client._devserver import serve_forever_cli; "
-            f"sys.exit(serve_forever_cli('127.0.0.1', 0, key={KEY!r}))"
-        )
-        proc = subprocess.Popen(
-            [sys.executable, "-c", code],
-            cwd=REPO_ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        try:
-            assert proc.stdout is not None
-            banner = proc.stdout.readline()
-            url = banner.split("ingest URL ", 1)[1].split()[0]
-            response = requests.post(
-                url, params=HOST, data=body_of([{"line": "from cli test"}]), headers={"apikey": KEY}
-            )
-            tailed = proc.stdout.readline()
-            proc.send_signal(signal.SIGINT)
-            rest, errors = proc.communicate(timeout=TIMEOUT)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-
-        assert 200 == response.status_code
-        assert "from cli test" in tailed
-        assert 0 == proc.returncode
-        assert "stopped: 1 lines in 1 requests" in rest
-        assert "" == errors
-        assert KEY not in banner + tailed + rest
-
-    def test_stop_event_ends_the_run(self) -> None:
-        """A set stop_event ends serve_forever_cli with exit status 0 and a banner."""
-        out = io.StringIO()
-        stop = threading.Event()
-        stop.set()
-
-        status = serve_forever_cli("127.0.0.1", 0, key=KEY, out=out, stop_event=stop)
-
-        assert 0 == status
-        assert "http://127.0.0.1:" in out.getvalue()
-        assert KEY not in out.getvalue()
-
-    def test_port_in_use_is_exit_status_1(self) -> None:
-        """A port that is already taken gives exit status 1, not a traceback."""
-        with socket.socket() as taken:
-            taken.bind(("127.0.0.1", 0))
-            taken.listen()
-
-            status = serve_forever_cli("127.0.0.1", taken.getsockname()[1], out=io.StringIO())
-
-        assert 1 == status
