@@ -66,6 +66,30 @@ def logger_with(name: str, handler: logging.Handler) -> Iterator[logging.Logger]
         handler.close()
 
 
+@contextmanager
+def context_handler_on(server: DevServer, names: tuple[str, ...]) -> Iterator[LogDNAHandler]:
+    """Our handler, with the request-context filter, as the only handler of the
+    ``names`` loggers (INFO, no propagation); the loggers are restored afterwards."""
+    from logdna_client._context import RequestContextFilter
+
+    handler = handler_for(server)
+    handler.addFilter(RequestContextFilter())
+    saved = {}
+    for name in names:
+        log = logging.getLogger(name)
+        saved[name] = log.handlers[:], log.level, log.propagate
+        log.handlers[:] = [handler]
+        log.setLevel(logging.INFO)
+        log.propagate = False
+    try:
+        yield handler
+    finally:
+        for name, (handlers, level, propagate) in saved.items():
+            log = logging.getLogger(name)
+            log.handlers[:], log.level, log.propagate = handlers, level, propagate
+        handler.close()
+
+
 def handler_for(server: DevServer, **options: Any) -> LogDNAHandler:
     options.setdefault("hostname", "test-host")
     options.setdefault("flush_interval", 0.05)

@@ -25,7 +25,7 @@ from django.urls import path  # noqa: E402
 from logdna_client import LogDNAHandler  # noqa: E402
 from logdna_client._devserver import DevServer  # noqa: E402
 from logdna_client.contrib.django import RequestContextFilter  # noqa: E402
-from tests._helpers_integrations import REPO_ROOT, TIMEOUT, handler_for  # noqa: E402
+from tests._helpers_integrations import REPO_ROOT, context_handler_on, delivered  # noqa: E402
 
 app_log = logging.getLogger("t.django.app")
 MIDDLEWARE = [
@@ -99,26 +99,8 @@ def _django() -> Iterator[None]:
 @pytest.fixture
 def handler(server: DevServer) -> Iterator[LogDNAHandler]:
     """Our handler (with the context filter) on the app logger and on django.request."""
-    h = handler_for(server)
-    h.addFilter(RequestContextFilter())
-    saved = {}
-    for name in ("t.django.app", "django.request"):
-        log = logging.getLogger(name)
-        saved[name] = log.handlers[:], log.level, log.propagate
-        log.handlers[:] = [h]
-        log.setLevel(logging.INFO)
-        log.propagate = False
-    yield h
-    for name, (handlers, level, propagate) in saved.items():
-        log = logging.getLogger(name)
-        log.handlers[:], log.level, log.propagate = handlers, level, propagate
-    h.close()
-
-
-def lines_of(server: DevServer, handler: LogDNAHandler, n: int) -> list[dict[str, Any]]:
-    assert handler.client.flush(TIMEOUT)
-    assert server.wait_for_lines(n, TIMEOUT), server.lines
-    return server.lines
+    with context_handler_on(server, ("t.django.app", "django.request")) as h:
+        yield h
 
 
 class TestMiddleware:
@@ -127,7 +109,7 @@ class TestMiddleware:
         response = Client().get("/hello/3", HTTP_X_REQUEST_ID="req-abc", HTTP_X_TEST_USER="42")
         assert 200 == response.status_code
         assert "req-abc" == response["X-Request-ID"]
-        (line,) = lines_of(server, handler, 1)
+        (line,) = delivered(server, handler.client, 1)
         assert "in view" == line["line"]
         assert {
             "order": 7,
@@ -142,7 +124,7 @@ class TestMiddleware:
     ) -> None:
         """Without a header a request id is generated and echoed; anonymous means no user_id."""
         response = Client().post("/hello/1")
-        (line,) = lines_of(server, handler, 1)
+        (line,) = delivered(server, handler.client, 1)
         meta = line["meta"]
         assert 32 == len(meta["request_id"])
         assert meta["request_id"] == response["X-Request-ID"]
@@ -154,7 +136,7 @@ class TestMiddleware:
     ) -> None:
         """A request id header that is not a sane token is not trusted."""
         Client().get("/hello/1", HTTP_X_REQUEST_ID="x" * 500)
-        (line,) = lines_of(server, handler, 1)
+        (line,) = delivered(server, handler.client, 1)
         assert "x" * 500 != line["meta"]["request_id"]
 
     def test_context_does_not_leak_between_requests(
@@ -165,7 +147,7 @@ class TestMiddleware:
         client.get("/hello/1", HTTP_X_REQUEST_ID="first")
         client.get("/hello/2", HTTP_X_REQUEST_ID="second")
         app_log.info("outside")
-        first, second, outside = lines_of(server, handler, 3)
+        first, second, outside = delivered(server, handler.client, 3)
         assert ("first", "second") == (
             first["meta"]["request_id"],
             second["meta"]["request_id"],
@@ -178,7 +160,7 @@ class TestMiddleware:
         """django.request's "Internal Server Error" line carries the request context."""
         response = Client(raise_request_exception=False).get("/boom", HTTP_X_REQUEST_ID="r500")
         assert 500 == response.status_code
-        (line,) = lines_of(server, handler, 1)
+        (line,) = delivered(server, handler.client, 1)
         assert line["line"].startswith("Internal Server Error: /boom")
         assert "RuntimeError: view failed" in line["line"]
         assert "ERROR" == line["level"]
@@ -191,7 +173,7 @@ class TestMiddleware:
         """A 4xx returned by a view is logged after the middleware; it still has context."""
         response = Client().get("/missing", HTTP_X_REQUEST_ID="r404")
         assert 404 == response.status_code
-        (line,) = lines_of(server, handler, 1)
+        (line,) = delivered(server, handler.client, 1)
         assert "WARNING" == line["level"]
         assert ("r404", 404) == (line["meta"]["request_id"], line["meta"]["http_status"])
 
@@ -200,7 +182,7 @@ class TestMiddleware:
         response = async_to_sync(AsyncClient().get)("/async", headers={"X-Request-ID": "as-1"})
         assert 200 == response.status_code
         assert "as-1" == response["X-Request-ID"]
-        (line,) = lines_of(server, handler, 1)
+        (line,) = delivered(server, handler.client, 1)
         assert "in async view" == line["line"]
         assert "as-1" == line["meta"]["request_id"]
 
@@ -213,7 +195,7 @@ class TestMiddleware:
         try:
             with override_settings(LOGDNA_ACCESS_LOG=True):
                 Client().get("/hello/5", HTTP_X_REQUEST_ID="acc")
-            view_line, access_line = lines_of(server, handler, 2)
+            view_line, access_line = delivered(server, handler.client, 2)
         finally:
             access.handlers[:], access.level, access.propagate = saved
         assert access_line["line"].startswith("GET /hello/5 200 (")

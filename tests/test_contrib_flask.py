@@ -15,9 +15,9 @@ flask = pytest.importorskip("flask")
 
 from logdna_client import LogDNAHandler  # noqa: E402
 from logdna_client._devserver import DevServer  # noqa: E402
-from logdna_client.contrib.flask import LogDNA, RequestContextFilter  # noqa: E402
+from logdna_client.contrib.flask import LogDNA  # noqa: E402
 from logdna_client.structlog import LogDNAProcessor  # noqa: E402
-from tests._helpers_integrations import TIMEOUT, handler_for  # noqa: E402
+from tests._helpers_integrations import TIMEOUT, context_handler_on, delivered  # noqa: E402
 
 APP_LOGGER = "t.flask.app"
 
@@ -46,26 +46,8 @@ def make_app(**options: Any) -> Any:
 @pytest.fixture
 def handler(server: DevServer) -> Iterator[LogDNAHandler]:
     """Our handler with the context filter on the app's loggers."""
-    h = handler_for(server)
-    h.addFilter(RequestContextFilter())
-    saved = {}
-    for name in (APP_LOGGER, "t_flask_app", "flask.access"):
-        log = logging.getLogger(name)
-        saved[name] = log.handlers[:], log.level, log.propagate
-        log.handlers[:] = [h]
-        log.setLevel(logging.INFO)
-        log.propagate = False
-    yield h
-    for name, (handlers, level, propagate) in saved.items():
-        log = logging.getLogger(name)
-        log.handlers[:], log.level, log.propagate = handlers, level, propagate
-    h.close()
-
-
-def lines_of(server: DevServer, handler: LogDNAHandler, n: int) -> list[dict[str, Any]]:
-    assert handler.client.flush(TIMEOUT)
-    assert server.wait_for_lines(n, TIMEOUT), server.lines
-    return server.lines
+    with context_handler_on(server, (APP_LOGGER, "t_flask_app", "flask.access")) as h:
+        yield h
 
 
 class TestExtension:
@@ -75,7 +57,7 @@ class TestExtension:
         response = client.get("/hello/3", headers={"X-Request-ID": "req-f1"})
         assert 200 == response.status_code
         assert "req-f1" == response.headers["X-Request-ID"]
-        (line,) = lines_of(server, handler, 1)
+        (line,) = delivered(server, handler.client, 1)
         assert "in view 3" == line["line"]
         assert {
             "order": 3,
@@ -94,7 +76,7 @@ class TestExtension:
         """The user_id callable's result ships as user_id (as text)."""
         client = make_app(user_id=lambda: 42).test_client()
         client.get("/hello/1")
-        (line,) = lines_of(server, handler, 1)
+        (line,) = delivered(server, handler.client, 1)
         assert "42" == line["meta"]["user_id"]
 
     def test_broken_user_id_callable_is_ignored(
@@ -107,7 +89,7 @@ class TestExtension:
 
         response = make_app(user_id=broken).test_client().get("/hello/1")
         assert 200 == response.status_code
-        (line,) = lines_of(server, handler, 1)
+        (line,) = delivered(server, handler.client, 1)
         assert "user_id" not in line["meta"]
 
     def test_no_leak_between_requests(self, server: DevServer, handler: LogDNAHandler) -> None:
@@ -116,7 +98,7 @@ class TestExtension:
         client.get("/hello/1", headers={"X-Request-ID": "one"})
         client.get("/hello/2", headers={"X-Request-ID": "two"})
         logging.getLogger(APP_LOGGER).info("outside")
-        one, two, outside = lines_of(server, handler, 3)
+        one, two, outside = delivered(server, handler.client, 3)
         assert ("one", "two") == (one["meta"]["request_id"], two["meta"]["request_id"])
         assert "meta" not in outside
 
@@ -129,7 +111,7 @@ class TestExtension:
         response = app.test_client().get("/boom", headers={"X-Request-ID": "r500"})
         assert 500 == response.status_code
         assert "r500" == response.headers["X-Request-ID"]
-        (line,) = lines_of(server, handler, 1)
+        (line,) = delivered(server, handler.client, 1)
         assert line["line"].startswith("Exception on /boom [GET]")
         assert "RuntimeError: view failed" in line["line"]
         assert "r500" == line["meta"]["request_id"]
@@ -137,7 +119,7 @@ class TestExtension:
     def test_access_log(self, server: DevServer, handler: LogDNAHandler) -> None:
         """access_log=True adds one line per request with status and duration."""
         make_app(access_log=True).test_client().get("/hello/4", headers={"X-Request-ID": "a"})
-        view_line, access_line = lines_of(server, handler, 2)
+        view_line, access_line = delivered(server, handler.client, 2)
         assert access_line["line"].startswith("GET /hello/4 200 (")
         assert ("a", 200) == (access_line["meta"]["request_id"], access_line["meta"]["http_status"])
         assert "http_status" not in view_line["meta"]
@@ -155,7 +137,7 @@ class TestExtension:
         ext.init_app(app)
         assert app.extensions["logdna_client"] is ext
         app.test_client().get("/", headers={"X-Request-ID": "fac"})
-        (line,) = lines_of(server, handler, 1)
+        (line,) = delivered(server, handler.client, 1)
         assert "fac" == line["meta"]["request_id"]
 
     def test_structlog_processor_sees_context(self, server: DevServer) -> None:
