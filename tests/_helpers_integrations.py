@@ -12,6 +12,7 @@ import orjson
 
 from logdna_client import Client, LogDNAHandler
 from logdna_client._buffer import SEPARATOR
+from logdna_client._context import RequestContextFilter
 from logdna_client._devserver import DevServer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -52,42 +53,40 @@ def delivered(server: DevServer, client: Client, n: int) -> list[dict[str, Any]]
 
 
 @contextmanager
-def logger_with(name: str, handler: logging.Handler) -> Iterator[logging.Logger]:
-    """A DEBUG logger whose only handler is ``handler``; restored afterwards."""
-    log = logging.getLogger(name)
-    saved = log.handlers[:], log.level, log.propagate
-    log.handlers[:] = [handler]
-    log.setLevel(logging.DEBUG)
-    log.propagate = False
-    try:
-        yield log
-    finally:
-        log.handlers[:], log.level, log.propagate = saved
-        handler.close()
-
-
-@contextmanager
-def context_handler_on(server: DevServer, names: tuple[str, ...]) -> Iterator[LogDNAHandler]:
-    """Our handler, with the request-context filter, as the only handler of the
-    ``names`` loggers (INFO, no propagation); the loggers are restored afterwards."""
-    from logdna_client._context import RequestContextFilter
-
-    handler = handler_for(server)
-    handler.addFilter(RequestContextFilter())
+def _only_handler(names: tuple[str, ...], handler: logging.Handler, level: int) -> Iterator[None]:
+    """``handler`` as the only handler of the ``names`` loggers (no propagation) for
+    the duration; the loggers are restored and the handler closed afterwards."""
     saved = {}
     for name in names:
         log = logging.getLogger(name)
         saved[name] = log.handlers[:], log.level, log.propagate
         log.handlers[:] = [handler]
-        log.setLevel(logging.INFO)
+        log.setLevel(level)
         log.propagate = False
     try:
-        yield handler
+        yield
     finally:
-        for name, (handlers, level, propagate) in saved.items():
+        for name, (handlers, old_level, propagate) in saved.items():
             log = logging.getLogger(name)
-            log.handlers[:], log.level, log.propagate = handlers, level, propagate
+            log.handlers[:], log.level, log.propagate = handlers, old_level, propagate
         handler.close()
+
+
+@contextmanager
+def logger_with(name: str, handler: logging.Handler) -> Iterator[logging.Logger]:
+    """A DEBUG logger whose only handler is ``handler``; restored afterwards."""
+    with _only_handler((name,), handler, logging.DEBUG):
+        yield logging.getLogger(name)
+
+
+@contextmanager
+def context_handler_on(server: DevServer, names: tuple[str, ...]) -> Iterator[LogDNAHandler]:
+    """Our handler, with the request-context filter, as the only handler of the
+    ``names`` loggers at INFO."""
+    handler = handler_for(server)
+    handler.addFilter(RequestContextFilter())
+    with _only_handler(names, handler, logging.INFO):
+        yield handler
 
 
 def handler_for(server: DevServer, **options: Any) -> LogDNAHandler:
