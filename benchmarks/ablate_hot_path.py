@@ -45,12 +45,11 @@ DUTIES: tuple[tuple[str, str, str], ...] = (
      "if len(record.__dict__) == _PLAIN_RECORD_LEN:", "if True:"),
     ("request context is looked for", "and not (_context.in_use and request_context())", ""),
     ("the buffer's byte bound and wake-up are kept", """\
-                            size = len(entry) + ENTRY_OVERHEAD
-                            if buffer.queued_bytes + size <= buffer.fast_limit:
-                                buffer.queued_bytes += size
-                                buffer.entries.append(entry)""", """\
-                            if True:
-                                buffer.entries.append(entry)"""),
+                                if buffer.queued_bytes + size <= buffer.fast_limit:
+                                    buffer.queued_bytes += size
+                                    buffer.entries.append(entry)""", """\
+                                if True:
+                                    buffer.entries.append(entry)"""),
 )  # fmt: skip
 
 

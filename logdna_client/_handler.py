@@ -23,11 +23,7 @@ from ._buffer import ENTRY_OVERHEAD
 from ._client import Client
 from ._context import current as request_context
 from ._errors import ConfigurationError
-from ._line import (
-    LINE_HEAD,
-    _escape,  # the C JSON string escaper
-    safe_str,
-)
+from ._line import LINE_HEAD, _escape, safe_str
 from ._report import logger as _own_logger
 from ._sender import BUSY_THREADS, SENDER_THREADS
 from .structlog import event_dict_to_line  # plain dict handling: needs no structlog
@@ -92,12 +88,16 @@ class LogDNAHandler(logging.Handler):
         self._client = client if client is not None else Client(**options)
         super().__init__(self._client.config.level if self._owns_client else level)
         builder = self._builder = self._client._builder
-        #: Level name -> (low, high, rest, tail): ``rest`` ends an inline entry (the
-        #: timestamp, then ``tail``: level, app, env) for records whose
+        #: Level name -> (low, high, rest): ``rest`` ends an inline entry (the
+        #: timestamp, then the level's tail: level, app, env) for records whose
         #: ``created * 1000`` is in [low, high), the millisecond the level's last
         #: inline record fell in. A burst of records pays for the timestamp's
         #: conversion and formatting once a millisecond, not once a line.
-        self._stamps: dict[str, tuple[float, float, str, str]] = {}
+        self._stamps: dict[str, tuple[float, float, str]] = {}
+        self._tails: dict[str, str] = {}
+        #: Entries up to this size (with ENTRY_OVERHEAD) are queued as built inline:
+        #: their text is within max_line_length, so encode() would not cut it.
+        self._inline_max = builder.entry_max + ENTRY_OVERHEAD
         self._encode = builder.encode
         self._plain = builder.plain
         self._plain_max_chars = builder.plain_max_chars
@@ -165,38 +165,24 @@ class LogDNAHandler(logging.Handler):
                 # __dict__ after the other reads: on 3.11+ reading it makes the record
                 # build a dict, and attribute reads after that are slower.
                 if len(record.__dict__) == _PLAIN_RECORD_LEN:
-                    if (
-                        stamp is not None
-                        and 0 < len(text) <= self._plain_max_chars
-                        and not (_context.in_use and request_context())
-                    ):
-                        low, high, rest, tail = stamp
+                    if stamp is not None and text and not (_context.in_use and request_context()):
+                        low, high, rest = stamp
                         try:
                             millis = created * 1000
                             if not low <= millis < high:
-                                # int(created * 1000), as the general path ships it.
-                                whole = int(millis)
-                                rest = f',"timestamp":{whole}{tail}'
-                                if 0 <= whole < _EXACT:
-                                    # [whole, whole + 1) holds exactly the values int()
-                                    # takes to whole: not so below 0 (int() rounds
-                                    # towards 0) or where floats skip integers.
-                                    self._stamps[record.levelname] = (
-                                        float(whole),
-                                        float(whole + 1),
-                                        rest,
-                                        tail,
-                                    )
+                                rest = self._new_stamp(record.levelname, millis)
                             entry = f"{LINE_HEAD}{_escape(text)}{rest}".encode()
-                            # Buffer.put_entry, inlined (its lock-free protocol).
-                            buffer = self._client._buffer
                             size = len(entry) + ENTRY_OVERHEAD
-                            if buffer.queued_bytes + size <= buffer.fast_limit:
-                                buffer.queued_bytes += size
-                                buffer.entries.append(entry)
-                            else:
-                                self._client.put_entry(entry)
-                            return True
+                            # Within this, encode() would not cut the text either.
+                            if size <= self._inline_max:
+                                # Buffer.put_entry, inlined (its lock-free protocol).
+                                buffer = self._client._buffer
+                                if buffer.queued_bytes + size <= buffer.fast_limit:
+                                    buffer.queued_bytes += size
+                                    buffer.entries.append(entry)
+                                else:
+                                    self._client.put_entry(entry)
+                                return True
                         except (TypeError, ValueError, OverflowError, UnicodeEncodeError):
                             pass  # NaN, infinite or odd created; a lone surrogate: _ship copes
                     meta = None
@@ -227,6 +213,20 @@ class LogDNAHandler(logging.Handler):
             self._last_name = name
         return own
 
+    def _new_stamp(self, level: str, millis: float) -> str:
+        """The end of an inline entry for a record of ``level`` at ``millis`` ms; cached.
+
+        Once a millisecond at most per level: the timestamp is converted and
+        formatted here, as ``int(created * 1000)`` like the general path.
+        """
+        whole = int(millis)
+        rest = f',"timestamp":{whole}{self._tails[level]}'
+        if 0 <= whole < _EXACT:
+            # [whole, whole + 1) holds exactly the values int() takes to whole: not
+            # so below 0 (int() rounds towards 0) or where floats skip integers.
+            self._stamps[level] = (float(whole), float(whole + 1), rest)
+        return rest
+
     def _text_and_meta(self, record: logging.LogRecord) -> tuple[str, dict[str, Any] | None]:
         """The line and meta of a record ``handle`` does not format itself."""
         attrs = record.__dict__
@@ -255,7 +255,8 @@ class LogDNAHandler(logging.Handler):
             # few; a flood of odd ones is not remembered).
             tail = self._builder.tail(level)
             if tail is not None and len(self._stamps) < 64:
-                self._stamps[level] = (_NEVER, _NEVER, "", tail)
+                self._tails[level] = tail
+                self._stamps[level] = (_NEVER, _NEVER, "")
         timestamp = int(created * 1000)
         if 0 < len(text) <= self._plain_max_chars:
             entry = self._plain(text, level, timestamp, meta)

@@ -150,6 +150,7 @@ class LineBuilder:
         "_redacts_meta",
         "_redacts_text",
         "_total_limit",
+        "entry_max",
         "on_filtered",
         "plain",
         "plain_max_chars",
@@ -181,6 +182,9 @@ class LineBuilder:
         #: in text, no hook, meta as an object, certainly under the byte cap);
         #: -1 when nothing can.
         self.plain_max_chars = self._line_limit // 4 if simple and self._index_meta else -1
+        #: A text-only entry (separator and line) up to this many bytes is one
+        #: ``encode`` would leave as it is: its text is within the line cap.
+        self.entry_max = min(self._line_limit, self._total_limit) if simple else -1
         self.plain = self._make_plain()
 
     def tail(self, level: str) -> str | None:

@@ -432,6 +432,28 @@ class TestInlinePath:
         for line in self.queued_twice(offline, record):
             assert expected == line
 
+    @pytest.mark.parametrize("chars", [1, 60, 150, 199, 200, 201, 400, 2_000])
+    @pytest.mark.parametrize("char", ["a", '"', "é", "€", "\n"])
+    def test_texts_around_the_line_cap(self, chars: int, char: str) -> None:
+        """Texts near max_line_length (in bytes, after escaping) ship as encode() makes
+        them: whole when they fit, cut with the marker when they do not."""
+        h = LogDNAHandler(key="k", url=UNREACHABLE, hostname="t", app="a", flush_interval=3600,
+                          max_line_length=200)  # fmt: skip
+        try:
+            text = char * chars
+            record = logging.LogRecord("t.cap", logging.INFO, __file__, 1, text, None, None)
+            expected = json.loads(
+                h.client._builder.encode(text, "INFO", int(record.created * 1000)) or b"{}"
+            )
+            for line in self.queued_twice(h, record):
+                assert expected == line
+            assert len(expected["line"].encode()) <= 200 + len(
+                "… [truncated by logdna_client: 8000 bytes in all]".encode()
+            )
+        finally:
+            h.client.close(timeout=0)
+            h.close()
+
     @pytest.mark.parametrize(
         ("created", "millis"),
         [
