@@ -24,6 +24,7 @@ from ._client import Client
 from ._context import current as request_context
 from ._errors import ConfigurationError
 from ._line import LINE_HEAD, _escape, safe_str
+from ._line import orjson_dumps as _dumps
 from ._report import logger as _own_logger
 from ._sender import BUSY_THREADS, SENDER_THREADS
 from .structlog import event_dict_to_line  # plain dict handling: needs no structlog
@@ -44,6 +45,7 @@ _STRUCTLOG_SKIP = STANDARD_RECORD_ATTRS | {"_logger", "_name"}
 _OWN_PREFIX = _own_logger.name + "."
 # A millisecond no record falls in: the first inline record of a level makes its stamp.
 _NEVER = float("inf")
+_NO_STAMP = (_NEVER, _NEVER, "")
 # Stamps are cached below this many ms (year 287,396): floats hold every integer below it.
 _EXACT = 2**53
 
@@ -95,6 +97,11 @@ class LogDNAHandler(logging.Handler):
         #: conversion and formatting once a millisecond, not once a line.
         self._stamps: dict[str, tuple[float, float, str]] = {}
         self._tails: dict[str, str] = {}
+        #: The same for lines with meta: ``rest`` ends with ``"meta":``.
+        self._meta_stamps: dict[str, tuple[float, float, str]] = {}
+        #: Meta keys known not to name secrets (the redactor's own set); None when
+        #: meta is not redacted at all.
+        self._plain_keys = builder.plain_keys
         #: Entries up to this size (with ENTRY_OVERHEAD) are queued as built inline:
         #: their text is within max_line_length, so encode() would not cut it.
         self._inline_max = builder.entry_max + ENTRY_OVERHEAD
@@ -170,7 +177,7 @@ class LogDNAHandler(logging.Handler):
                         try:
                             millis = created * 1000
                             if not low <= millis < high:
-                                rest = self._new_stamp(record.levelname, millis)
+                                rest = self._new_stamp(record.levelname, millis, self._stamps)
                             entry = f"{LINE_HEAD}{_escape(text)}{rest}".encode()
                             size = len(entry) + ENTRY_OVERHEAD
                             # Within this, encode() would not cut the text either.
@@ -188,6 +195,8 @@ class LogDNAHandler(logging.Handler):
                     meta = None
                 else:
                     meta = _extras(record.__dict__)
+                    if meta and stamp is not None and self._inline_meta(record, text, meta):
+                        return True
             else:
                 text, meta = self._text_and_meta(record)
             self._ship(record, text, meta)
@@ -213,19 +222,57 @@ class LogDNAHandler(logging.Handler):
             self._last_name = name
         return own
 
-    def _new_stamp(self, level: str, millis: float) -> str:
+    def _new_stamp(
+        self, level: str, millis: float, stamps: dict[str, tuple[float, float, str]]
+    ) -> str:
         """The end of an inline entry for a record of ``level`` at ``millis`` ms; cached.
 
         Once a millisecond at most per level: the timestamp is converted and
         formatted here, as ``int(created * 1000)`` like the general path.
+        ``stamps`` is ``_stamps`` (lines without meta: the entry ends here) or
+        ``_meta_stamps`` (the entry goes on with the meta object and a brace).
         """
         whole = int(millis)
-        rest = f',"timestamp":{whole}{self._tails[level]}'
+        tail = self._tails[level]
+        if stamps is self._meta_stamps:
+            tail = tail[:-1] + ',"meta":'
+        rest = f',"timestamp":{whole}{tail}'
         if 0 <= whole < _EXACT:
             # [whole, whole + 1) holds exactly the values int() takes to whole: not
             # so below 0 (int() rounds towards 0) or where floats skip integers.
-            self._stamps[level] = (float(whole), float(whole + 1), rest)
+            stamps[level] = (float(whole), float(whole + 1), rest)
         return rest
+
+    def _inline_meta(self, record: logging.LogRecord, text: str, meta: dict[str, Any]) -> bool:
+        """Queue a line with ``extra=`` meta as ``handle`` does lines without; False
+        when ``_ship`` must build it instead (request context, keys not yet known
+        to be safe or nested containers to check for secrets, values orjson does not
+        know, a line over the cap, odd times). The bytes are those ``plain`` makes.
+        """
+        if not text or (_context.in_use and request_context()):
+            return False
+        level = record.levelname
+        try:
+            data = _dumps(meta)
+            # Secrets hide in keys. With only flat keys already found safe, and no
+            # nested object in the JSON (no "{" past the first), there is none here.
+            plain_keys = self._plain_keys
+            if plain_keys is not None and not (
+                plain_keys.issuperset(meta) and data.find(b"{", 1) < 0
+            ):
+                return False
+            low, high, rest = self._meta_stamps.get(level, _NO_STAMP)
+            millis = record.created * 1000
+            if not low <= millis < high:
+                rest = self._new_stamp(level, millis, self._meta_stamps)
+            entry = f"{LINE_HEAD}{_escape(text)}{rest}{data.decode()}}}".encode()
+        except (TypeError, ValueError, OverflowError, UnicodeEncodeError):
+            return False
+        size = len(entry) + ENTRY_OVERHEAD
+        if size > self._inline_max:
+            return False
+        self._client.put_entry(entry)
+        return True
 
     def _text_and_meta(self, record: logging.LogRecord) -> tuple[str, dict[str, Any] | None]:
         """The line and meta of a record ``handle`` does not format itself."""
@@ -250,13 +297,13 @@ class LogDNAHandler(logging.Handler):
             meta = {**context, **meta} if meta else dict(context)
         level = record.levelname
         created = record.created
-        if meta is None and type(level) is str and level not in self._stamps:
+        if type(level) is str and level not in self._stamps:
             # Ready the inline path for this level's next records (level names are
             # few; a flood of odd ones is not remembered).
             tail = self._builder.tail(level)
             if tail is not None and len(self._stamps) < 64:
                 self._tails[level] = tail
-                self._stamps[level] = (_NEVER, _NEVER, "")
+                self._stamps[level] = _NO_STAMP
         timestamp = int(created * 1000)
         if 0 < len(text) <= self._plain_max_chars:
             entry = self._plain(text, level, timestamp, meta)

@@ -23,13 +23,15 @@ from ._buffer import SEPARATOR
 from ._config import Config
 from ._redact import Redactor
 
-__all__ = ["LINE_HEAD", "LineBuilder", "safe_str"]
+__all__ = ["LINE_HEAD", "LineBuilder", "orjson_dumps", "safe_str"]
 
 _log = logging.getLogger("logdna_client")
 
 # JSON string escaping in C (the stdlib's json accelerator), with its pure
 # Python twin where the accelerator is missing.
 _escape: Callable[[str], str] = json.encoder.c_encode_basestring or json.encoder.encode_basestring  # type: ignore[attr-defined]
+
+orjson_dumps = orjson.dumps
 
 #: How every fast-path entry starts: the separator, then the line's first key.
 LINE_HEAD = ',{"line":'
@@ -153,6 +155,7 @@ class LineBuilder:
         "entry_max",
         "on_filtered",
         "plain",
+        "plain_keys",
         "plain_max_chars",
         "report",
     )
@@ -165,6 +168,9 @@ class LineBuilder:
             defaults=redact is not False,
         )
         self._redacts_meta = self._redactor.active
+        #: Meta keys known not to name secrets (grows as keys are checked); None
+        #: when meta is not redacted.
+        self.plain_keys = self._redactor.plain_keys if self._redacts_meta else None
         self._redacts_text = self._redactor.redacts_text
         self._app = config.app
         self._env = config.env

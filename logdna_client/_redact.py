@@ -96,6 +96,12 @@ class Redactor:
         return bool(self._key_re or self._words or self._text_re)
 
     @property
+    def plain_keys(self) -> set[str]:
+        """Keys found not to be secrets so far: the live set (it grows; it is
+        emptied, never replaced, when the cache is full)."""
+        return self._plain_keys
+
+    @property
     def redacts_text(self) -> bool:
         return self._text_re is not None
 

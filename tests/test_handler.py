@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from logdna_client import Client, ConfigurationError, LogDNAHandler
 from logdna_client._devserver import DevServer
+from logdna_client._handler import STANDARD_RECORD_ATTRS
 from tests.helpers import make_logger, run_with_forced_switches
 
 
@@ -431,6 +432,65 @@ class TestInlinePath:
         )
         for line in self.queued_twice(offline, record):
             assert expected == line
+
+    # Meta values: what extra= carries in practice, and what must not slip past redaction.
+    _meta_values = st.recursive(
+        st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False)
+        | st.text(max_size=20) | st.sampled_from(["{", "/api/{id}", '{"password": 1}']),
+        lambda inner: st.lists(inner, max_size=3)
+        | st.dictionaries(st.sampled_from(["a", "password", "api_key", "x{"]), inner, max_size=3),
+        max_leaves=8,
+    )  # fmt: skip
+
+    @settings(
+        max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    )
+    @given(
+        meta=st.dictionaries(
+            st.sampled_from(["user_id", "path", "token", "db_password", "x{", "é", "status"])
+            | st.text(min_size=1, max_size=10).filter(lambda k: k not in STANDARD_RECORD_ATTRS),
+            _meta_values,
+            min_size=1,
+            max_size=5,
+        ),
+        text=st.text(max_size=50),
+        created=st.floats(min_value=0, max_value=4e10) | st.integers(0, 2**40),
+    )
+    def test_meta_lines_as_the_general_builder(
+        self, offline: LogDNAHandler, meta: dict[str, Any], text: str, created: float
+    ) -> None:
+        """A record with extra= ships what encode() makes of it, secrets redacted,
+        whether its keys were seen before (the inline way) or not (the general one)."""
+        record = logging.getLogger("t.meta").makeRecord(
+            "t.meta", logging.INFO, __file__, 1, text, None, None, extra=meta
+        )
+        record.created = created
+        expected = json.loads(
+            offline.client._builder.encode(text, "INFO", int(created * 1000), dict(meta)) or b"{}"
+        )
+        for line in self.queued_twice(offline, record):
+            assert expected == line
+
+    def test_secrets_in_extra_stay_redacted_once_keys_are_known(
+        self, offline: LogDNAHandler
+    ) -> None:
+        """Known-safe keys take the inline way; a secret key, or a secret nested under
+        a safe key, sends the line the way that redacts it."""
+        log = logging.getLogger("t.meta.secret")
+        log.handlers[:] = [offline]
+        log.propagate = False
+        log.setLevel(logging.INFO)
+        for _ in range(3):
+            log.info("safe", extra={"user": 1, "ctx": "x"})
+        log.info("secret", extra={"user": 1, "api_token": "s3cr3t"})
+        log.info("nested", extra={"user": 1, "ctx": {"password": "s3cr3t"}})
+        log.info("in a list", extra={"user": 1, "ctx": [{"session_id": "s3cr3t"}]})
+        lines = [json.loads(e) for e in offline.client._buffer.snapshot()[-6:]]
+        assert [{"user": 1, "ctx": "x"}] * 3 == [line["meta"] for line in lines[:3]]
+        assert {"user": 1, "api_token": "[REDACTED]"} == lines[3]["meta"]
+        assert {"user": 1, "ctx": {"password": "[REDACTED]"}} == lines[4]["meta"]
+        assert {"user": 1, "ctx": [{"session_id": "[REDACTED]"}]} == lines[5]["meta"]
+        assert not any("s3cr3t" in e.decode() for e in offline.client._buffer.snapshot())
 
     @pytest.mark.parametrize("chars", [1, 60, 150, 199, 200, 201, 400, 2_000])
     @pytest.mark.parametrize("char", ["a", '"', "é", "€", "\n"])
