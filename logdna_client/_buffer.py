@@ -224,9 +224,9 @@ class Buffer:
         """Move up to ``max_bytes`` of the oldest entries (at least one) to in-flight.
 
         Entries are lines with a leading comma; ``join_entries`` makes a body of
-        them. The sizes are summed and the entries popped in C (accumulate,
-        bisect, map), not a Python loop per line: the sender holds the GIL
-        while it does this, and the application waits for the GIL.
+        them. Sizes are summed and entries popped in C (sum, map, islice), never
+        in a Python loop per line: the sender holds the GIL while it does this,
+        and the application waits for the GIL.
         """
         with self._lock:
             # Until the bytes taken are counted in flight, the room puts see is
@@ -238,23 +238,46 @@ class Buffer:
                 self._wake_at = self._wake_bytes
                 self._refresh_fast_limit()
                 return []
-            look = min(n, max_bytes // _MIN_ENTRY + 1)
-            while True:
-                # islice() makes the deque iterator, and the calls after it can switch
-                # threads: a lock-free append then invalidates it. Only appends can
-                # happen here (we hold the lock), so trying again succeeds.
+            count = n
+            total = 0  # 0: not summed yet (a taken entry is never 0 bytes)
+            # queued_bytes never counts less than the entries present (a put adds
+            # before it appends), so within max_bytes they all fit: no sizing pass.
+            while self.queued_bytes > max_bytes:
+                # A put that passed its lock-free check before fast_limit fell may
+                # still append while we iterate (a call can switch threads); the
+                # iterator then raises, and trying again succeeds: only such
+                # appends can happen, as we hold the lock.
                 try:
-                    sizes = list(
-                        accumulate(
-                            map(operator.add, map(len, islice(lines, look)), repeat(ENTRY_OVERHEAD))
-                        )
-                    )
+                    count = total = 0
+                    blocks = islice(lines, n)
+                    while count < n:
+                        # Whole blocks by one sum each (no int per line), until the
+                        # block the batch ends in: only that one is sized line by line.
+                        step = min(512, n - count)  # a block: ~50 KB of lines
+                        block = sum(map(len, islice(blocks, step))) + ENTRY_OVERHEAD * step
+                        if total + block > max_bytes:
+                            sizes = list(
+                                accumulate(
+                                    map(
+                                        operator.add,
+                                        map(len, islice(lines, count, count + step)),
+                                        repeat(ENTRY_OVERHEAD),
+                                    ),
+                                    initial=total,
+                                )
+                            )
+                            fit = max(1 - count, bisect_right(sizes, max_bytes) - 1)
+                            count += fit
+                            total = sizes[fit]
+                            break
+                        total += block
+                        count += step
                     break
                 except RuntimeError:
                     continue
-            count = max(1, bisect_right(sizes, max_bytes))
-            total = sizes[count - 1]
             batch = list(map(_call, repeat(lines.popleft, count)))
+            if not total:
+                total = sum(map(len, batch)) + ENTRY_OVERHEAD * count
             self.queued_bytes -= total
             self.inflight_bytes += total
             self.inflight_lines = count
@@ -324,6 +347,16 @@ class Buffer:
 
 
 def join_entries(entries: list[bytes]) -> bytes:
-    """The request body for queued entries (each a line with a leading comma)."""
-    joined = b"".join(entries)
-    return b'{"lines":[' + memoryview(joined)[len(SEPARATOR) :] + b"]}"
+    """The request body for queued entries (each a line with a leading comma).
+
+    The lines are copied once, by one ``join``: only the first entry is copied
+    on its own, to drop its comma. (Joining first and then adding the brackets
+    copies the whole body twice more, and each copy of a megabyte-sized body
+    is fresh memory the kernel has to fault in, page by page.)
+    """
+    if entries and len(entries[0]) >= len(SEPARATOR):
+        first = b'{"lines":[' + entries[0][len(SEPARATOR) :]
+        return b"".join((first, *islice(entries, 1, None), b"]}"))
+    # Not a queued entry first (none, or shorter than the separator): drop the
+    # separator's length from the front of the lines as a whole, as always.
+    return b'{"lines":[' + b"".join(entries)[len(SEPARATOR) :] + b"]}"

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -255,3 +257,128 @@ class TestProperties:
         shed_after_accepting = buf.dropped["buffer_full"] - refused
         assert accepted == len(taken) + shed_after_accepting
         assert accepted == buf.accepted
+
+
+def _line_by_line_count(sizes: list[int], max_bytes: int) -> int:
+    """How many leading entries take() must return, counted the obvious way."""
+    count = total = 0
+    for size in sizes:
+        if count and total + size > max_bytes:
+            break
+        total += size
+        count += 1
+    return count
+
+
+class TestTakeSizing:
+    """take() sizes whole blocks of entries at once and only the last block line by
+    line; the batch must be exactly what a line-by-line count gives, wherever the cap
+    falls: inside the first block, on a block edge or one byte either side, past the end."""
+
+    @settings(max_examples=150, deadline=None)
+    @given(data=st.data(), n=st.integers(min_value=1, max_value=2_000))
+    def test_batch_is_the_line_by_line_count(self, data: st.DataObject, n: int) -> None:
+        lengths = data.draw(st.lists(st.integers(1, 400), min_size=n, max_size=n), "lengths")
+        buf, _ = make(max_bytes=1 << 40)
+        for i, length in enumerate(lengths):
+            assert buf.put(str(i).encode().ljust(length, b"."))
+        sizes = [len(entry) + LINE_OVERHEAD - len(SEPARATOR) for entry in buf.entries]
+        edges = [sum(sizes[:k]) for k in (1, 511, 512, 513, 1024, 1536, n)]
+        cap = data.draw(
+            st.one_of(
+                st.integers(1, sum(sizes) + 100),
+                st.sampled_from(edges).flatmap(lambda e: st.sampled_from([e - 1, e, e + 1])),
+            ),
+            "cap",
+        )
+        expected = _line_by_line_count(sizes, max(cap, 0))
+        held = buf.held_bytes
+        batch = buf.take(max(cap, 0))
+        assert expected == len(batch)
+        assert [str(i).encode() for i in range(expected)] == [
+            b.rstrip(b".") for b in lines_of(batch)
+        ]
+        assert sum(sizes[:expected]) == buf.inflight_bytes
+        assert sum(sizes[expected:]) == buf.queued_bytes
+        assert held == buf.held_bytes
+        buf.release(batch)
+        assert (0, sum(sizes[expected:])) == (buf.inflight_bytes, buf.held_bytes)
+
+    def test_counted_but_not_yet_appended_line_is_not_taken_or_counted(self) -> None:
+        """A lock-free put adds its bytes before it appends: take() in between, with
+        queued_bytes above the cap but the lines present within it, takes just those
+        lines and moves just their bytes."""
+        buf, _ = make(max_bytes=1 << 40)
+        for i in range(2_000):
+            buf.put(line(i))
+        per = 10 + LINE_OVERHEAD
+        buf.queued_bytes += 500  # a put between its += and its append
+        batch = buf.take(2_000 * per + 1)
+        assert 2_000 == len(batch)
+        assert (2_000 * per, 500) == (buf.inflight_bytes, buf.queued_bytes)
+
+
+def test_take_while_writers_append_during_block_sizing() -> None:
+    """Batches bigger than a sizing block, taken while lock-free puts append (a thread
+    switch forced at every chance, so appends land mid-iteration): every line once, in
+    order, counters back to zero."""
+    buf, _ = make(max_bytes=1 << 30)
+    buf.allow_lock_free()
+    per_thread = 15_000
+    got: list[bytes] = []
+    done = threading.Event()
+
+    def writer(t: int) -> Callable[[], None]:
+        def run() -> None:
+            for i in range(per_thread):
+                buf.put(b"%d:%d" % (t, i))
+
+        return run
+
+    def reader() -> None:
+        while True:
+            finished = done.is_set()
+            batch = buf.take(60_000)  # about 1,000 of these lines: two blocks
+            got.extend(lines_of(batch))
+            buf.release(batch)
+            if finished and not batch:
+                return
+
+    def writers() -> None:
+        threads = [threading.Thread(target=writer(t)) for t in range(3)]
+        for w in threads:
+            w.start()
+        for w in threads:
+            w.join()
+        done.set()
+
+    run_with_forced_switches([reader, writers])
+    assert 3 * per_thread == len(got) == buf.accepted
+    for t in range(3):
+        mine = [int(x.split(b":")[1]) for x in got if x.startswith(b"%d:" % t)]
+        assert list(range(per_thread)) == mine
+    assert (0, 0) == (buf.queued_bytes, buf.inflight_bytes)
+
+
+def _join_as_before(entries: list[bytes]) -> bytes:
+    """join_entries as it was: join, then drop the separator's length off the front."""
+    return b'{"lines":[' + bytes(memoryview(b"".join(entries))[len(SEPARATOR) :]) + b"]}"
+
+
+ODD_BATCHES: list[list[bytes]] = [
+    [],
+    [b""],
+    [b","],
+    [b"", b",{}"],
+    [b"", b"", b",{}"],
+    [b",{}"],
+    [b'x{"a":1}', b',{"b":2}'],
+    [b',{"s":"\xc3\xa9\xe2\x82\xac"}', b',{"n":null}'],
+    [b',{"n":%d}' % i for i in range(1_000)],
+    [b"," + b"y" * (i % 700) for i in range(3_000)],
+]
+
+
+@pytest.mark.parametrize("entries", ODD_BATCHES, ids=range(len(ODD_BATCHES)))
+def test_join_entries_is_byte_identical_to_the_old_join(entries: list[bytes]) -> None:
+    assert _join_as_before(entries) == join_entries(entries)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import logging
 import threading
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -12,7 +13,9 @@ import orjson
 import pytest
 
 from logdna_client import Client
+from logdna_client._buffer import join_entries
 from logdna_client._retry import Backoff
+from logdna_client._sender import gzip_entries
 from logdna_client._transport import Kind, Outcome
 
 URL = "http://127.0.0.1:1/logs/ingest"
@@ -270,3 +273,26 @@ class TestShutdownAndAccounting:
         assert not client.log("late")
         assert 1 == client.stats()["dropped"]["after_close"]
         assert client._sender.thread is None
+
+
+GZIP_BATCHES: list[list[bytes]] = [
+    [],
+    [b""],
+    [b","],
+    [b"", b",{}"],
+    [b",{}"],
+    [b',{"s":"\xc3\xa9"}'],
+    [b',{"n":%d}' % i for i in range(255)],
+    [b',{"n":%d}' % i for i in range(256)],
+    [b',{"n":%d}' % i for i in range(257)],
+    [b"," + b"y" * (i % 900) for i in range(1_000)],
+]
+
+
+@pytest.mark.parametrize("entries", GZIP_BATCHES, ids=range(len(GZIP_BATCHES)))
+def test_gzip_body_is_the_joined_body(entries: list[bytes]) -> None:
+    """The sender gzips a batch a block of entries at a time, never joining the whole
+    body: it must still be one gzip member holding exactly join_entries' body."""
+    body = gzip_entries(entries)
+    assert join_entries(entries) == zlib.decompress(body, 31)
+    assert gzip.decompress(body) == join_entries(entries)
