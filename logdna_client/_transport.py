@@ -7,10 +7,12 @@ The key travels only in the ``apikey`` header, never in a URL or a message.
 from __future__ import annotations
 
 import enum
+import os
 import platform
 import time
+import urllib.request
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import Any, Protocol
 
 import orjson
 import requests
@@ -22,6 +24,11 @@ from ._version import __version__
 __all__ = ["HTTPTransport", "Kind", "Outcome", "Transport", "classify"]
 
 USER_AGENT = f"logdna_client/{__version__} (python {platform.python_version()})"
+
+# Where proxy settings come only from the environment (not the Windows registry
+# or macOS system settings), what requests derives from it per request (proxies,
+# no_proxy, a CA bundle) can only change when os.environ does.
+_PROXIES_FROM_ENVIRON = urllib.request.getproxies is urllib.request.getproxies_environment
 
 
 class Kind(enum.Enum):
@@ -114,6 +121,11 @@ class HTTPTransport:
         if config.tags:
             params["tags"] = ",".join(config.tags)
         self._params = params
+        # requests.Session.request reads the environment for every request
+        # (proxies, no_proxy, CA bundle: two walks over os.environ, a Python
+        # loop per variable). We keep its answer until os.environ changes.
+        self._environ_seen: dict[bytes, bytes] | None = None
+        self._environ_settings: dict[str, Any] = {}
 
     def send(self, body: bytes, *, gzipped: bool, timeout: float) -> Outcome:
         outcome = self._send(body, gzipped=gzipped, timeout=timeout)
@@ -126,14 +138,15 @@ class HTTPTransport:
     def _send(self, body: bytes, *, gzipped: bool, timeout: float) -> Outcome:
         headers = {"Content-Encoding": "gzip"} if gzipped else None
         params = dict(self._params, now=str(int(time.time() * 1000)))
+        session = self._session
         try:
-            response = self._session.post(
-                self._url,
-                params=params,
-                data=body,
-                headers=headers,
-                timeout=timeout,
-                verify=self._verify,
+            # What session.post(url, params=, data=, headers=, timeout=, verify=)
+            # does, with the environment's settings read only when they can differ.
+            prepared = session.prepare_request(
+                requests.Request("POST", self._url, headers=headers, data=body, params=params)
+            )
+            response = session.send(
+                prepared, timeout=timeout, allow_redirects=True, **self._settings(prepared.url)
             )
             try:
                 return classify(
@@ -150,6 +163,20 @@ class HTTPTransport:
             return Outcome(Kind.RETRY, None, None, f"connection failed: {_describe(exc)}")
         except Exception as exc:  # a bug below us must not kill the sender
             return Outcome(Kind.RETRY, None, None, f"unexpected {type(exc).__name__}")
+
+    def _settings(self, url: str | None) -> dict[str, Any]:
+        """``Session.merge_environment_settings`` for our URL, for as long as it holds."""
+        session = self._session
+        environ = getattr(os.environ, "_data", None)  # the mapping os.environ keeps in sync
+        if not (_PROXIES_FROM_ENVIRON and isinstance(environ, dict)):
+            return dict(session.merge_environment_settings(url, {}, None, self._verify, None))
+        if environ != self._environ_seen:  # a comparison in C, not a walk over the variables
+            self._environ_settings = dict(
+                session.merge_environment_settings(url, {}, None, self._verify, None)
+            )
+            self._environ_seen = dict(environ)
+        settings = self._environ_settings
+        return {**settings, "proxies": dict(settings["proxies"])}
 
     def close(self) -> None:
         try:

@@ -1,0 +1,54 @@
+"""Tests for _transport's use of requests: the environment's settings still apply."""
+
+from __future__ import annotations
+
+import pytest
+
+from logdna_client import Config
+from logdna_client._devserver import DevServer
+from logdna_client._transport import HTTPTransport, Kind
+
+BODY = b'{"lines":[{"line":"x"}]}'
+
+
+def test_proxy_from_the_environment_applies_and_follows_changes(
+    server: DevServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The transport keeps what requests reads from the environment (proxies,
+    no_proxy, CA bundle) until os.environ changes: a proxy set, changed or unset
+    between requests still applies to the very next one, as with session.post."""
+    for name in ("no_proxy", "NO_PROXY", "http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    transport = HTTPTransport(Config(key="k" * 32, url=server.url, hostname="h"))
+    try:
+        assert Kind.OK is transport.send(BODY, gzipped=False, timeout=5.0).kind
+        monkeypatch.setenv("http_proxy", "http://127.0.0.1:1")  # nothing listens there
+        failed = transport.send(BODY, gzipped=False, timeout=5.0)
+        assert (Kind.RETRY, None) == (failed.kind, failed.status)
+        monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+        assert Kind.OK is transport.send(BODY, gzipped=False, timeout=5.0).kind
+        monkeypatch.delenv("no_proxy")
+        assert Kind.RETRY is transport.send(BODY, gzipped=False, timeout=5.0).kind
+        monkeypatch.delenv("http_proxy")
+        assert Kind.OK is transport.send(BODY, gzipped=False, timeout=5.0).kind
+        assert 3 == server.request_count
+    finally:
+        transport.close()
+
+
+def test_ca_bundle_from_the_environment_is_what_requests_would_use(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    transport = HTTPTransport(Config(key="k" * 32, url="https://logs.example/ingest"))
+    url = "https://logs.example/ingest?now=1"
+    try:
+        for bundle in ("/tmp/one.pem", "/tmp/two.pem"):
+            monkeypatch.setenv("REQUESTS_CA_BUNDLE", bundle)
+            expected = transport._session.merge_environment_settings(url, {}, None, True, None)
+            assert dict(expected) == transport._settings(url)
+            assert bundle == transport._settings(url)["verify"]
+        monkeypatch.delenv("REQUESTS_CA_BUNDLE")
+        monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+        assert True is transport._settings(url)["verify"]
+    finally:
+        transport.close()
