@@ -51,8 +51,6 @@ LINE_OVERHEAD = ENTRY_OVERHEAD + len(SEPARATOR)
 
 # Free-threaded builds (3.13t) give no atomicity for free: always lock there.
 _NO_GIL = not getattr(sys, "_is_gil_enabled", lambda: True)()
-# A serialized line is never shorter than this (line, timestamp and level keys).
-_MIN_ENTRY = 48
 # Integers, not infinities: the hot path compares int with int, which is
 # several times cheaper than int with float.
 # A wake-up point no byte count reaches.
@@ -123,7 +121,11 @@ class Buffer:
     @property
     def accepted(self) -> int:
         """Lines ever queued: also the sequence number the next line gets."""
-        return self._head_seq + len(self.entries)
+        # Under the lock: take() pops lines before it moves the sequence numbers
+        # on, and a read in between would count the lines being taken as never
+        # accepted (flush() would then return before they are delivered).
+        with self._lock:
+            return self._head_seq + len(self.entries)
 
     def put(self, data: bytes) -> bool:
         """Queue one serialized line; False when it was dropped (and counted)."""

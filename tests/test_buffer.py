@@ -136,6 +136,37 @@ class TestBuffer:
         buf.release(batch)
         assert 2 == buf.done_through
 
+    def test_accepted_is_never_low_while_a_batch_is_taken(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """flush() reads accepted from an application thread while the sender may be
+        taking a batch: it must count the lines being taken (a low count would let
+        flush() return True before they are delivered)."""
+        import logdna_client._buffer as buffer_module
+
+        buf, _ = make()
+        for i in range(3):
+            buf.put(line(i))
+        seen: list[int] = []
+        reader = threading.Thread(target=lambda: seen.append(buf.accepted))
+        real_call = buffer_module._call
+        popped = 0
+
+        def pop_then_let_a_reader_in(pop: Callable[[], bytes]) -> bytes:
+            nonlocal popped
+            entry = real_call(pop)
+            popped += 1
+            if popped == 3:  # every line popped, the sequence numbers not yet moved
+                reader.start()
+                reader.join(0.5)  # in the window: a lock-free read finishes here
+            return entry
+
+        monkeypatch.setattr(buffer_module, "_call", pop_then_let_a_reader_in)
+        batch = buf.take(10_000)
+        reader.join(10)
+        assert 3 == len(batch)
+        assert [3] == seen
+
 
 ops = st.lists(
     st.one_of(
