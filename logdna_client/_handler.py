@@ -24,7 +24,7 @@ from ._client import Client
 from ._context import current as request_context
 from ._errors import ConfigurationError
 from ._line import LINE_HEAD, _escape, safe_str
-from ._line import orjson_dumps as _dumps
+from ._line import dumps as _dumps
 from ._report import logger as _own_logger
 from ._sender import BUSY_THREADS, SENDER_THREADS
 from .structlog import event_dict_to_line  # plain dict handling: needs no structlog
@@ -245,17 +245,16 @@ class LogDNAHandler(logging.Handler):
 
     def _inline_meta(self, record: logging.LogRecord, text: str, meta: dict[str, Any]) -> bool:
         """Queue a line with ``extra=`` meta as ``handle`` does lines without; False
-        when ``_ship`` must build it instead (request context, keys not yet known
-        to be safe or nested containers to check for secrets, values orjson does not
-        know, a line over the cap, odd times). The bytes are those ``plain`` makes.
+        when ``_ship`` must build it instead (request context, meta that may hold a
+        secret, values orjson does not know, a line over the cap, odd times). The
+        bytes are those ``plain`` makes.
         """
         if not text or (_context.in_use and request_context()):
             return False
         level = record.levelname
         try:
             data = _dumps(meta)
-            # Secrets hide in keys. With only flat keys already found safe, and no
-            # nested object in the JSON (no "{" past the first), there is none here.
+            # Unless no secret can hide in it (see Redactor.plain_keys): _ship walks it.
             plain_keys = self._plain_keys
             if plain_keys is not None and not (
                 plain_keys.issuperset(meta) and data.find(b"{", 1) < 0

@@ -23,7 +23,7 @@ from ._buffer import SEPARATOR
 from ._config import Config
 from ._redact import Redactor
 
-__all__ = ["LINE_HEAD", "LineBuilder", "orjson_dumps", "safe_str"]
+__all__ = ["LINE_HEAD", "LineBuilder", "dumps", "safe_str"]
 
 _log = logging.getLogger("logdna_client")
 
@@ -31,7 +31,8 @@ _log = logging.getLogger("logdna_client")
 # Python twin where the accelerator is missing.
 _escape: Callable[[str], str] = json.encoder.c_encode_basestring or json.encoder.encode_basestring  # type: ignore[attr-defined]
 
-orjson_dumps = orjson.dumps
+#: orjson.dumps, for the fast paths (no fallback for odd values: they take encode()).
+dumps = orjson.dumps
 
 #: How every fast-path entry starts: the separator, then the line's first key.
 LINE_HEAD = ',{"line":'
@@ -237,7 +238,8 @@ class LineBuilder:
         levels: dict[str, bytes] = {}
         encode = self.encode
         dumps = orjson.dumps
-        redact = self._redactor.meta if self._redacts_meta else None
+        plain_keys = self.plain_keys
+        redact = self._redactor.meta
         limit = self._total_limit
 
         def plain(
@@ -251,15 +253,22 @@ class LineBuilder:
                         levels[level] = fragment
                 if meta is None:
                     return template % (_escape(text).encode(), timestamp, fragment)
-                if redact is not None:
-                    meta = redact(meta)
-                entry = template_meta % (_escape(text).encode(), timestamp, fragment, dumps(meta))
+                data = dumps(meta)
+                # Unless no secret can hide in it (see Redactor.plain_keys): the walk,
+                # and a second dump only when the walk changed something.
+                if plain_keys is not None and not (
+                    plain_keys.issuperset(meta) and data.find(b"{", 1) < 0
+                ):
+                    redacted = redact(meta)
+                    if redacted is not meta:
+                        data = dumps(redacted)
+                entry = template_meta % (_escape(text).encode(), timestamp, fragment, data)
                 if len(entry) <= limit:
                     return entry
             except (UnicodeEncodeError, TypeError):  # surrogates, odd meta: encode() repairs them
                 pass
-            data = encode(text, level[:_NAME_CAP], timestamp, meta)
-            return SEPARATOR + data if data is not None else None
+            line = encode(text, level[:_NAME_CAP], timestamp, meta)
+            return SEPARATOR + line if line is not None else None
 
         return plain
 

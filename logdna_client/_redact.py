@@ -98,7 +98,13 @@ class Redactor:
     @property
     def plain_keys(self) -> set[str]:
         """Keys found not to be secrets so far: the live set (it grows; it is
-        emptied, never replaced, when the cache is full)."""
+        emptied, never replaced, when the cache is full).
+
+        The line builders' shortcut: when meta's own keys are all in it and its
+        JSON has no nested object (no "{" after the first byte), no secret key
+        can be anywhere in it, so the JSON ships without the walk. Text
+        patterns are not checked this way (builders with them never take it).
+        """
         return self._plain_keys
 
     @property

@@ -202,6 +202,40 @@ class TestProperties:
         assert level == line["level"]
         assert b"\n" not in data
 
+    @settings(max_examples=300, deadline=None)
+    @given(
+        text=st.text(min_size=1, max_size=40),
+        meta=st.dictionaries(
+            st.sampled_from(["user", "token", "db_password", "x{", "ctx"]) | st.text(max_size=6),
+            st.recursive(
+                st.none()
+                | st.integers()
+                | st.text(max_size=5)
+                | st.sampled_from(["{", '{"password": 1}', "/a/{id}"]),
+                lambda inner: (
+                    st.lists(inner, max_size=3)
+                    | st.dictionaries(
+                        st.sampled_from(["a", "password", "api_key"]), inner, max_size=3
+                    )
+                ),
+                max_leaves=6,
+            ),
+            min_size=1,
+            max_size=5,
+        ),
+        redact=st.sampled_from([True, False, ["user"]]),
+    )
+    def test_plain_is_encode_with_a_separator(
+        self, text: str, meta: dict[str, Any], redact: Any
+    ) -> None:
+        """plain() (the fast path with meta) makes what encode() makes, secrets redacted,
+        the first time it sees meta's keys and every time after."""
+        b = builder(redact=redact)
+        expected = b.encode(text, "INFO", 1_700_000_000_000, meta)
+        assert expected is not None
+        for _ in range(3):
+            assert b"," + expected == b.plain(text, "INFO", 1_700_000_000_000, meta)
+
     @given(st.text(), st.integers(min_value=64, max_value=500))
     def test_cap_text_respects_byte_limit(self, text: str, limit: int) -> None:
         """cap_text never exceeds the byte limit and keeps short text as it is."""
