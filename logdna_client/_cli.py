@@ -821,7 +821,6 @@ class _StreamPump(threading.Thread):
             if not chunk:
                 break
             self.idle_since = None
-            self._pass_through(chunk)
             pending += chunk
             if b"\n" in pending:
                 *complete, pending = pending.split(b"\n")
@@ -830,6 +829,9 @@ class _StreamPump(threading.Thread):
             while len(pending) > _MAX_PENDING_LINE:
                 self._ship_raw(pending[:_MAX_PENDING_LINE])
                 pending = pending[_MAX_PENDING_LINE:]
+            # Shown only once its complete lines are queued: whoever sees a line on
+            # our output and then stops us (SIGTERM, Ctrl-C) knows it still ships.
+            self._pass_through(chunk)
             self.idle_since = time.monotonic()
         if pending:
             self._ship_raw(pending)  # a last line without a newline still ships

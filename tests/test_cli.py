@@ -418,6 +418,27 @@ class TestPipe:
         assert server.wait_for_lines(2, timeout=5)
         assert ["first", "second"] == [x["line"] for x in server.lines]
 
+    def test_a_line_is_queued_before_it_is_shown(self) -> None:
+        """Whoever sees a line on pipe's output can stop pipe at once and the line
+        still ships: it is handed to the client before it is passed through."""
+        from logdna_client._cli import _StreamPump
+
+        events: list[tuple[str, str]] = []
+
+        class Sink(io.BytesIO):
+            def write(self, data: Any) -> int:
+                events.append(("shown", bytes(data).decode()))
+                return len(data)
+
+        read_end, write_end = os.pipe()
+        pump = _StreamPump(read_end, Sink(), lambda text: events.append(("queued", text)), "t")
+        pump.start()
+        os.write(write_end, b"first\nsecond\n")
+        os.close(write_end)
+        pump.join(10)
+        os.close(read_end)
+        assert [("queued", "first"), ("queued", "second"), ("shown", "first\nsecond\n")] == events
+
     def test_child_killed_by_signal_is_128_plus_n(self, env: dict[str, str]) -> None:
         """A child that dies of SIGINT (forwarded from pipe) makes pipe exit 130."""
         code = (
