@@ -386,7 +386,7 @@ def _git_head() -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--lines", type=int, default=None, help="calls per run (default 50000)")
-    parser.add_argument("--reps", type=int, default=None, help="repetitions per client (3)")
+    parser.add_argument("--reps", type=int, default=None, help="repetitions per client (5)")
     parser.add_argument("--quick", action="store_true", help="fewer lines and repetitions")
     parser.add_argument("--clients", default=",".join(harness.CLIENTS))
     parser.add_argument("--workloads", default=",".join(harness.WORKLOADS))
@@ -401,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     n = args.lines or (10_000 if args.quick else 50_000)
-    reps = args.reps or (1 if args.quick else 3)
+    reps = args.reps or (1 if args.quick else 5)
     clients = [c for c in args.clients.split(",") if c]
     workloads = [w for w in args.workloads.split(",") if w]
     for c in clients:
