@@ -25,6 +25,7 @@ from ._context import current as request_context
 from ._errors import ConfigurationError
 from ._line import LINE_HEAD, _escape, safe_str
 from ._line import dumps as _dumps
+from ._redact import MAX_DEPTH
 from ._report import logger as _own_logger
 from ._sender import BUSY_THREADS, SENDER_THREADS
 from .structlog import event_dict_to_line  # plain dict handling: needs no structlog
@@ -34,7 +35,8 @@ __all__ = ["STANDARD_RECORD_ATTRS", "LogDNAHandler"]
 _PROBE = logging.LogRecord("probe", logging.INFO, __file__, 1, "probe", None, None)
 # Attributes every LogRecord has; anything else arrived through extra= (or a
 # filter, adapter or other handler set it) and becomes meta.
-STANDARD_RECORD_ATTRS: frozenset[str] = frozenset(_PROBE.__dict__) | {"message", "asctime"}
+_INIT_ATTRS = frozenset(_PROBE.__dict__)  # the ones LogRecord.__init__ sets
+STANDARD_RECORD_ATTRS: frozenset[str] = _INIT_ATTRS | {"message", "asctime"}
 # A record built without extra= has exactly this many attributes: the common
 # case skips the scan for extras altogether.
 _PLAIN_RECORD_LEN = len(_PROBE.__dict__)
@@ -58,7 +60,10 @@ def _extras(attrs: dict[str, Any]) -> dict[str, Any] | None:
     # added "message"/"asctime" there: filtered out on the rare path.
     extras = dict(islice(attrs.items(), _PLAIN_RECORD_LEN, None))
     if not STANDARD_RECORD_ATTRS.isdisjoint(extras):
-        extras = {k: v for k, v in extras.items() if k not in STANDARD_RECORD_ATTRS}
+        # A filter that deleted an attribute __init__ sets and set it again moved
+        # it to the end: extras may sit before the tail then. Read them all.
+        source = extras if _INIT_ATTRS.isdisjoint(extras) else attrs
+        extras = {k: v for k, v in source.items() if k not in STANDARD_RECORD_ATTRS}
     return extras or None
 
 
@@ -257,7 +262,9 @@ class LogDNAHandler(logging.Handler):
             # Unless no secret can hide in it (see Redactor.plain_keys): _ship walks it.
             plain_keys = self._plain_keys
             if plain_keys is not None and not (
-                plain_keys.issuperset(meta) and data.find(b"{", 1) < 0
+                plain_keys.issuperset(meta)
+                and data.find(b"{", 1) < 0
+                and data.count(b"[") < MAX_DEPTH
             ):
                 return False
             low, high, rest = self._meta_stamps.get(level, _NO_STAMP)

@@ -21,7 +21,7 @@ import orjson
 
 from ._buffer import SEPARATOR
 from ._config import Config
-from ._redact import Redactor
+from ._redact import MAX_DEPTH, Redactor
 
 __all__ = ["LINE_HEAD", "LineBuilder", "dumps", "safe_str"]
 
@@ -257,7 +257,9 @@ class LineBuilder:
                 # Unless no secret can hide in it (see Redactor.plain_keys): the walk,
                 # and a second dump only when the walk changed something.
                 if plain_keys is not None and not (
-                    plain_keys.issuperset(meta) and data.find(b"{", 1) < 0
+                    plain_keys.issuperset(meta)
+                    and data.find(b"{", 1) < 0
+                    and data.count(b"[") < MAX_DEPTH
                 ):
                     redacted = redact(meta)
                     if redacted is not meta:

@@ -3,7 +3,8 @@
 Runs in the application thread before a line is serialized, so nothing
 unredacted ever sits in the buffer. It looks inside everything the serializer
 would expand (dicts and other mappings, lists, tuples, sets, dataclass
-instances), cuts cycles and meta deeper than ``MAX_DEPTH``, and never raises.
+instances, enum members' values), cuts cycles and meta deeper than
+``MAX_DEPTH``, and never raises.
 It only walks meta when a line has meta, and answers "is this key a secret?"
 from a small cache, because the same few keys come back on every line.
 """
@@ -14,6 +15,7 @@ import re
 import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import fields, is_dataclass
+from enum import Enum
 from typing import Any
 
 __all__ = ["DEFAULT_SECRET_KEYS", "MARKER", "PRESET_PATTERNS", "Redactor"]
@@ -102,8 +104,10 @@ class Redactor:
 
         The line builders' shortcut: when meta's own keys are all in it and its
         JSON has no nested object (no "{" after the first byte), no secret key
-        can be anywhere in it, so the JSON ships without the walk. Text
-        patterns are not checked this way (builders with them never take it).
+        can be anywhere in it; with fewer than ``MAX_DEPTH`` "[" in it, no list
+        is deep enough for the walk to cut either: the JSON ships without the
+        walk. Text patterns are not checked this way (builders with them never
+        take it).
         """
         return self._plain_keys
 
@@ -178,6 +182,11 @@ class Redactor:
             text = bytes(value).decode("utf-8", "backslashreplace")
             new_text = self._text_re.sub(MARKER, text)
             return value if new_text == text else new_text
+        if isinstance(value, Enum):
+            # orjson ships a member as its value (a dict, say): check that instead.
+            inner = value.value
+            new_inner = self._walk(inner, path, depth)
+            return _OTHER if new_inner is _OTHER or new_inner is inner else new_inner
         if type(value) is not dict:
             value = _as_container(value)
             if value is None:

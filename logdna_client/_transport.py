@@ -171,10 +171,13 @@ class HTTPTransport:
         if not (_PROXIES_FROM_ENVIRON and isinstance(environ, dict)):
             return dict(session.merge_environment_settings(url, {}, None, self._verify, None))
         if environ != self._environ_seen:  # a comparison in C, not a walk over the variables
+            # The copy first: a change another thread makes while requests reads the
+            # variables then differs from it, and the next request reads them again.
+            seen = dict(environ)
             self._environ_settings = dict(
                 session.merge_environment_settings(url, {}, None, self._verify, None)
             )
-            self._environ_seen = dict(environ)
+            self._environ_seen = seen
         settings = self._environ_settings
         return {**settings, "proxies": dict(settings["proxies"])}
 

@@ -492,6 +492,45 @@ class TestInlinePath:
         assert {"user": 1, "ctx": [{"session_id": "[REDACTED]"}]} == lines[5]["meta"]
         assert not any("s3cr3t" in e.decode() for e in offline.client._buffer.snapshot())
 
+    @pytest.mark.parametrize("formatted", [False, True])
+    def test_extras_kept_when_a_filter_sets_a_standard_attribute_again(
+        self, offline: LogDNAHandler, formatted: bool
+    ) -> None:
+        """A filter that deletes a standard attribute and sets it again moves it after
+        the extras: they still ship, also when a formatter added message/asctime."""
+        log = logging.getLogger("t.readd")
+        for _ in range(2):  # the second: keys known, the level's stamp made
+            record = log.makeRecord(
+                "t.readd", logging.INFO, __file__, 1, "m %s", ("a",), None, extra={"user": 1}
+            )
+            value = record.funcName
+            del record.funcName
+            record.funcName = value
+            if formatted:
+                logging.Formatter("%(asctime)s %(message)s").format(record)
+            offline.handle(record)
+            line = json.loads(offline.client._buffer.snapshot()[-1])
+            assert ("m a", {"user": 1}) == (line["line"], line.get("meta"))
+
+    @pytest.mark.parametrize("depth", [31, 32, 33, 40, 200])
+    def test_deep_lists_in_extra_as_the_general_builder(
+        self, offline: LogDNAHandler, depth: int
+    ) -> None:
+        """Lists nested deeper than the redaction walk goes are cut the same way on
+        the inline path (keys known, no nested object) as by encode(), byte for byte."""
+        deep: Any = "v"
+        for _ in range(depth):
+            deep = [deep]
+        meta = {"user": 1, "path": deep}
+        record = logging.getLogger("t.deep").makeRecord(
+            "t.deep", logging.INFO, __file__, 1, "deep", None, None, extra=meta
+        )
+        offline.handle(record)  # the first: keys not known yet, and the level's stamp
+        expected = offline.client._builder.encode("deep", "INFO", int(record.created * 1000), meta)
+        offline.handle(record)
+        offline.handle(record)
+        assert [expected] * 3 == offline.client._buffer.snapshot()[-3:]
+
     @pytest.mark.parametrize("chars", [1, 60, 150, 199, 200, 201, 400, 2_000])
     @pytest.mark.parametrize("char", ["a", '"', "é", "€", "\n"])
     def test_texts_around_the_line_cap(self, chars: int, char: str) -> None:

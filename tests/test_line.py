@@ -8,6 +8,7 @@ import uuid
 from typing import Any
 
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -235,6 +236,20 @@ class TestProperties:
         assert expected is not None
         for _ in range(3):
             assert b"," + expected == b.plain(text, "INFO", 1_700_000_000_000, meta)
+
+    @pytest.mark.parametrize("depth", [31, 32, 33, 200])
+    def test_plain_cuts_deep_lists_as_encode_does(self, depth: int) -> None:
+        """Lists nested deeper than the redaction walk goes come out of plain() as
+        encode() makes them (cut), also once meta's keys are known."""
+        deep: Any = "v"
+        for _ in range(depth):
+            deep = [deep]
+        b = builder()
+        meta = {"user": 1, "path": deep}
+        expected = b.encode("x", "INFO", 1_700_000_000_000, meta)
+        assert expected is not None
+        for _ in range(3):
+            assert b"," + expected == b.plain("x", "INFO", 1_700_000_000_000, meta)
 
     @given(st.text(), st.integers(min_value=64, max_value=500))
     def test_cap_text_respects_byte_limit(self, text: str, limit: int) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import enum
 import http.server
 import logging
 import os
@@ -649,6 +650,23 @@ class TestRedaction:
             assert secret not in raw
         got = buffered(offline)[-1]["meta"]
         assert {"name": "ann", "password": MARKER} == got["user"]
+
+    def test_enum_members_are_redacted_as_the_values_they_ship_as(self, offline: Client) -> None:
+        """orjson ships an Enum member as its value: a dict (or list of them) there is
+        checked like any other, on the first line and once the keys are known."""
+
+        Preset = enum.Enum(
+            "Preset", {"PROD": {"host": "db", "password": "hunter2"}, "STAGING": [{"token": "t1"}]}
+        )
+
+        for _ in range(3):
+            offline.log("x", meta={"user": "ann", "db": Preset["PROD"], "all": Preset["STAGING"]})
+        for raw in client_bytes(offline)[-3:]:
+            assert b"hunter2" not in raw and b"t1" not in raw
+            got = orjson.loads(raw)["meta"]
+            assert {"host": "db", "password": MARKER} == got["db"]
+            assert [{"token": MARKER}] == got["all"]
+        assert "hunter2" == Preset["PROD"].value["password"], "the member is not mutated"
 
     def test_cycles_do_not_smuggle_secrets(self, offline: Client) -> None:
         """A dict that contains itself still has its secret redacted everywhere."""

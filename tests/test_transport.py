@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from logdna_client import Config
@@ -50,5 +52,36 @@ def test_ca_bundle_from_the_environment_is_what_requests_would_use(
         monkeypatch.delenv("REQUESTS_CA_BUNDLE")
         monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
         assert True is transport._settings(url)["verify"]
+    finally:
+        transport.close()
+
+
+def test_environment_change_while_settings_are_read_is_not_missed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A variable another thread sets while the transport asks requests for the
+    environment's settings applies to the next request: what is remembered as
+    seen is the environment those settings were read from, not a later one."""
+    for name in ("no_proxy", "NO_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    transport = HTTPTransport(Config(key="k" * 32, url="https://logs.example/ingest"))
+    url = "https://logs.example/ingest?now=1"
+    session = transport._session
+    merge = session.merge_environment_settings
+    calls = []
+
+    def merge_then_another_thread_sets_a_proxy(*args: Any) -> Any:
+        settings = merge(*args)
+        if not calls:  # the other thread's write lands just after requests read os.environ
+            monkeypatch.setenv("https_proxy", "http://127.0.0.1:1")
+        calls.append(args)
+        return settings
+
+    monkeypatch.setattr(
+        session, "merge_environment_settings", merge_then_another_thread_sets_a_proxy
+    )
+    try:
+        assert {} == transport._settings(url)["proxies"]
+        assert "http://127.0.0.1:1" == transport._settings(url)["proxies"].get("https")
     finally:
         transport.close()
