@@ -198,7 +198,13 @@ class Buffer:
                 return True
         elif self._overflow == "block" and self._block_timeout > 0:
             deadline = time.monotonic() + self._block_timeout
-            self._wake()  # the sender must run for room to appear
+            # The sender must run for room to appear. Woken without the lock: a
+            # dead sender is restarted from the wake-up, and starting takes it.
+            self._lock.release()
+            try:
+                self._wake()
+            finally:
+                self._lock.acquire()
             while self.queued_bytes + self.inflight_bytes + size > self._max and not self.closed:
                 left = deadline - time.monotonic()
                 if left <= 0 or not self._space.wait(left):

@@ -744,6 +744,52 @@ class TestOverflowPolicies:
         assert worst >= 0.25  # it did block ...
         assert worst < 0.3 + 1.0  # ... but not past block_timeout
 
+    def test_block_restarts_a_dead_sender_instead_of_hanging(self, server: DevServer) -> None:
+        """With overflow=block, a full buffer and a sender thread that has died, the
+        logging call that waits for room restarts the sender (it used to deadlock on
+        the buffer's lock, and then so did exit); every line is delivered."""
+        child = Child(
+            """
+            sender = client._sender
+            log.info("first")
+            mark("first delivered " + str(client.flush(20)))
+            # A sender thread that ended on its own, as a bug would end it: out of
+            # its loop, through its cleanup, with nothing changed for the client.
+            sender.begin_close(0)
+            sender.thread.join(10)
+            sender._deadline = None
+            sender._interrupt.clear()
+            # And it died after being woken, before taking a batch: puts do not wake
+            # it again until it takes one, so only the blocked put can restart it.
+            buffer = client._buffer
+            with buffer._lock:
+                buffer._wake_at = 1 << 62
+                buffer._refresh_fast_limit()
+            mark("dead " + str(sender.alive))
+            for i in range(2000):
+                log.info("x %04d " + "z" * 100, i)
+            mark("logged")
+            mark("flushed " + str(client.flush(20)))
+            mark("alive again " + str(sender.alive))
+            """,
+            server.url, hostname="blk3", max_buffer_bytes="64KiB", max_batch_bytes="8KiB",
+            overflow="block", block_timeout="10", **FAST,
+        )  # fmt: skip
+        try:
+            assert "True" == child.expect("first delivered")
+            assert "False" == child.expect("dead")
+            child.expect("logged", timeout=60)
+            assert "True" == child.expect("flushed", timeout=60)
+            assert "True" == child.expect("alive again")
+            status, _ = child.finish()
+        finally:
+            if child.proc.poll() is None:  # hung: do not leave it behind
+                child.proc.kill()
+                child.proc.wait()
+        assert 0 == status, child.stderr
+        expected = ["first"] + [f"x {i:04d} " + "z" * 100 for i in range(2000)]
+        assert_exactly_once_in_order(expected, texts(server))
+
     def test_block_resumes_when_room_appears(self, server: DevServer) -> None:
         """With overflow=block and a slow but working service, blocked calls resume as
         batches are delivered and nothing is dropped."""
