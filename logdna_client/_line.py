@@ -21,7 +21,7 @@ import orjson
 
 from ._buffer import SEPARATOR
 from ._config import Config
-from ._redact import MAX_DEPTH, Redactor
+from ._redact import MAX_DEPTH, Redactor, is_named_tuple, named_tuple_fields
 
 __all__ = ["LINE_HEAD", "LineBuilder", "dumps", "safe_str"]
 
@@ -69,6 +69,8 @@ def safe_str(value: object) -> str:
 
 def _default(value: Any) -> Any:
     """orjson's fallback for types it does not know: lossy but never raising."""
+    if isinstance(value, tuple) and is_named_tuple(value):
+        return named_tuple_fields(value)  # an object, as the redaction walk sees it
     if isinstance(value, bytes | bytearray | memoryview):
         return bytes(value).decode("utf-8", "backslashreplace")
     if isinstance(value, set | frozenset):

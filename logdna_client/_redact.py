@@ -238,9 +238,11 @@ def _as_container(value: Any) -> Any:
     """A dict or list view of a container the serializer would expand, else None.
 
     orjson serializes dataclass instances as objects, and the line builder
-    turns other ``Mapping`` types and sets into objects and arrays: their keys
-    and strings must be checked like a dict's.
+    turns other ``Mapping`` types, named tuples and sets into objects and
+    arrays: their keys and strings must be checked like a dict's.
     """
+    if isinstance(value, tuple) and is_named_tuple(value):
+        return named_tuple_fields(value)
     if isinstance(value, list | tuple):
         return value
     if isinstance(value, Mapping):
@@ -250,3 +252,13 @@ def _as_container(value: Any) -> Any:
     if is_dataclass(value) and not isinstance(value, type):
         return {f.name: getattr(value, f.name) for f in fields(value)}
     return None
+
+
+def is_named_tuple(value: tuple[Any, ...]) -> bool:
+    """Whether a tuple is a named tuple (collections.namedtuple, typing.NamedTuple)."""
+    return isinstance(getattr(type(value), "_fields", None), tuple)
+
+
+def named_tuple_fields(value: tuple[Any, ...]) -> dict[Any, Any]:
+    """A named tuple as the object it ships as: field names to values."""
+    return dict(zip(type(value)._fields, value, strict=False))  # type: ignore[attr-defined]

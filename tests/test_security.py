@@ -20,7 +20,7 @@ import threading
 import types
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 import pytest
@@ -667,6 +667,31 @@ class TestRedaction:
             assert {"host": "db", "password": MARKER} == got["db"]
             assert [{"token": MARKER}] == got["all"]
         assert "hunter2" == Preset["PROD"].value["password"], "the member is not mutated"
+
+    def test_named_tuples_are_redacted_by_field_name(self, offline: Client) -> None:
+        """A named tuple ships as an object of its fields, and a field named like a
+        secret is redacted (it used to ship as its repr, secret and all)."""
+        Cred = collections.namedtuple("Cred", "user password")
+
+        class Token(NamedTuple):
+            name: str
+            api_key: str
+
+        for _ in range(3):
+            offline.log("x", meta={"cred": Cred("ann", "hunter2"), "tok": [Token("ci", "k-1")]})
+        for raw in client_bytes(offline)[-3:]:
+            assert b"hunter2" not in raw and b"k-1" not in raw
+            got = orjson.loads(raw)["meta"]
+            assert {"user": "ann", "password": MARKER} == got["cred"]
+            assert [{"name": "ci", "api_key": MARKER}] == got["tok"]
+        off = Client(key="k", url="http://127.0.0.1:1/logs/ingest", redact=False)
+        try:
+            off.log("x", meta={"cred": Cred("ann", "pw")})
+            assert {"user": "ann", "password": "pw"} == orjson.loads(client_bytes(off)[-1])["meta"][
+                "cred"
+            ]
+        finally:
+            off.close(timeout=0)
 
     def test_cycles_do_not_smuggle_secrets(self, offline: Client) -> None:
         """A dict that contains itself still has its secret redacted everywhere."""
