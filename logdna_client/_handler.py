@@ -24,8 +24,6 @@ from ._client import Client
 from ._context import current as request_context
 from ._errors import ConfigurationError
 from ._line import LINE_HEAD, _escape, safe_str
-from ._line import dumps as _dumps
-from ._redact import MAX_DEPTH
 from ._report import logger as _own_logger
 from ._sender import BUSY_THREADS, SENDER_THREADS
 from .structlog import event_dict_to_line  # plain dict handling: needs no structlog
@@ -104,9 +102,7 @@ class LogDNAHandler(logging.Handler):
         self._tails: dict[str, str] = {}
         #: The same for lines with meta: ``rest`` ends with ``"meta":``.
         self._meta_stamps: dict[str, tuple[float, float, str]] = {}
-        #: Meta keys known not to name secrets (the redactor's own set); None when
-        #: meta is not redacted at all.
-        self._plain_keys = builder.plain_keys
+        self._meta_json = builder.meta_json
         #: Entries up to this size (with ENTRY_OVERHEAD) are queued as built inline:
         #: their text is within max_line_length, so encode() would not cut it.
         self._inline_max = builder.entry_max + ENTRY_OVERHEAD
@@ -250,23 +246,15 @@ class LogDNAHandler(logging.Handler):
 
     def _inline_meta(self, record: logging.LogRecord, text: str, meta: dict[str, Any]) -> bool:
         """Queue a line with ``extra=`` meta as ``handle`` does lines without; False
-        when ``_ship`` must build it instead (request context, meta that may hold a
-        secret, values orjson does not know, a line over the cap, odd times). The
-        bytes are those ``plain`` makes.
+        when ``_ship`` must build it instead (request context, values orjson does
+        not know, a line over the cap, odd times). The bytes, secrets redacted,
+        are those ``plain`` makes: both serialize meta with ``meta_json``.
         """
         if not text or (_context.in_use and request_context()):
             return False
         level = record.levelname
         try:
-            data = _dumps(meta)
-            # Unless no secret can hide in it (see Redactor.plain_keys): _ship walks it.
-            plain_keys = self._plain_keys
-            if plain_keys is not None and not (
-                plain_keys.issuperset(meta)
-                and data.find(b"{", 1) < 0
-                and data.count(b"[") < MAX_DEPTH
-            ):
-                return False
+            data = self._meta_json(meta)
             low, high, rest = self._meta_stamps.get(level, _NO_STAMP)
             millis = record.created * 1000
             if not low <= millis < high:

@@ -23,16 +23,13 @@ from ._buffer import SEPARATOR
 from ._config import Config
 from ._redact import MAX_DEPTH, Redactor, is_named_tuple, named_tuple_fields
 
-__all__ = ["LINE_HEAD", "LineBuilder", "dumps", "safe_str"]
+__all__ = ["LINE_HEAD", "LineBuilder", "safe_str"]
 
 _log = logging.getLogger("logdna_client")
 
 # JSON string escaping in C (the stdlib's json accelerator), with its pure
 # Python twin where the accelerator is missing.
 _escape: Callable[[str], str] = json.encoder.c_encode_basestring or json.encoder.encode_basestring  # type: ignore[attr-defined]
-
-#: orjson.dumps, for the fast paths (no fallback for odd values: they take encode()).
-dumps = orjson.dumps
 
 #: How every fast-path entry starts: the separator, then the line's first key.
 LINE_HEAD = ',{"line":'
@@ -41,7 +38,6 @@ _TRUNCATED = "… [truncated by logdna_client: {} bytes in all]"
 _EMPTY = "(empty message)"
 # The service caps app, env and level at 80 characters.
 _NAME_CAP = 80
-_MAX_DEPTH = 32
 # Meta that makes a line bigger than this is replaced by a short excerpt; it keeps
 # any single line far below one batch and the API's 10 MB request limit.
 _MAX_META_BYTES = 256 * 1024
@@ -98,7 +94,7 @@ def _sanitize(value: Any, depth: int, path: set[int]) -> Any:
             return _clean_str(value)
     if isinstance(value, int):
         return value if -(2**63) <= value < 2**64 else str(value)
-    if depth >= _MAX_DEPTH:
+    if depth >= MAX_DEPTH:  # the redaction walk's limit: both cut at the same depth
         return "<too deep>"
     if isinstance(value, Mapping | list | tuple | set | frozenset):
         if id(value) in path:
@@ -156,9 +152,9 @@ class LineBuilder:
         "_redacts_text",
         "_total_limit",
         "entry_max",
+        "meta_json",
         "on_filtered",
         "plain",
-        "plain_keys",
         "plain_max_chars",
         "report",
     )
@@ -171,9 +167,6 @@ class LineBuilder:
             defaults=redact is not False,
         )
         self._redacts_meta = self._redactor.active
-        #: Meta keys known not to name secrets (grows as keys are checked); None
-        #: when meta is not redacted.
-        self.plain_keys = self._redactor.plain_keys if self._redacts_meta else None
         self._redacts_text = self._redactor.redacts_text
         self._app = config.app
         self._env = config.env
@@ -193,7 +186,10 @@ class LineBuilder:
         self.plain_max_chars = self._line_limit // 4 if simple and self._index_meta else -1
         #: A text-only entry (separator and line) up to this many bytes is one
         #: ``encode`` would leave as it is: its text is within the line cap.
-        self.entry_max = min(self._line_limit, self._total_limit) if simple else -1
+        self.entry_max = (
+            min(self._line_limit, self._total_limit) if self.plain_max_chars >= 0 else -1
+        )
+        self.meta_json = self._make_meta_json()
         self.plain = self._make_plain()
 
     def tail(self, level: str) -> str | None:
@@ -201,8 +197,8 @@ class LineBuilder:
 
         An inline entry is ``LINE_HEAD``, the escaped text, ``,"timestamp":``,
         the timestamp, then this (level, app, env, closing brace): the same JSON
-        ``encode`` makes for a line without meta. Callers use it for texts of 1
-        to ``plain_max_chars`` characters, and keep it.
+        ``encode`` makes for a line without meta. Callers use it for non-empty
+        texts whose whole entry fits ``entry_max`` bytes, and keep it.
         """
         if self.plain_max_chars < 0:
             return None
@@ -217,6 +213,32 @@ class LineBuilder:
         if self._env:
             tail += ',"env":' + orjson.dumps(self._env[:_NAME_CAP]).decode()
         return tail + "}"
+
+    def _make_meta_json(self) -> Callable[[dict[str, Any]], bytes]:
+        """``meta_json(meta)``: meta as JSON, secrets redacted; for the fast paths.
+
+        One ``orjson.dumps``; the redaction walk only when the JSON may hold a
+        secret or a list deep enough to cut (see ``Redactor.plain_keys``), and
+        a second dump only when the walk changed something. Raises TypeError
+        for values orjson does not know: callers fall back to ``encode``.
+        """
+        dumps = orjson.dumps
+        plain_keys = self._redactor.plain_keys if self._redacts_meta else None
+        redact = self._redactor.meta
+
+        def meta_json(meta: dict[str, Any]) -> bytes:
+            data = dumps(meta)
+            if plain_keys is not None and not (
+                plain_keys.issuperset(meta)
+                and data.find(b"{", 1) < 0
+                and data.count(b"[") < MAX_DEPTH
+            ):
+                redacted = redact(meta)
+                if redacted is not meta:
+                    data = dumps(redacted)
+            return data
+
+        return meta_json
 
     def _make_plain(self) -> Callable[[str, str, int, dict[str, Any] | None], bytes | None]:
         """The fast path, as a buffer entry (comma first): ``plain(text, level, ts, meta)``.
@@ -240,8 +262,7 @@ class LineBuilder:
         levels: dict[str, bytes] = {}
         encode = self.encode
         dumps = orjson.dumps
-        plain_keys = self.plain_keys
-        redact = self._redactor.meta
+        meta_json = self.meta_json
         limit = self._total_limit
 
         def plain(
@@ -255,18 +276,12 @@ class LineBuilder:
                         levels[level] = fragment
                 if meta is None:
                     return template % (_escape(text).encode(), timestamp, fragment)
-                data = dumps(meta)
-                # Unless no secret can hide in it (see Redactor.plain_keys): the walk,
-                # and a second dump only when the walk changed something.
-                if plain_keys is not None and not (
-                    plain_keys.issuperset(meta)
-                    and data.find(b"{", 1) < 0
-                    and data.count(b"[") < MAX_DEPTH
-                ):
-                    redacted = redact(meta)
-                    if redacted is not meta:
-                        data = dumps(redacted)
-                entry = template_meta % (_escape(text).encode(), timestamp, fragment, data)
+                entry = template_meta % (
+                    _escape(text).encode(),
+                    timestamp,
+                    fragment,
+                    meta_json(meta),
+                )
                 if len(entry) <= limit:
                     return entry
             except (UnicodeEncodeError, TypeError):  # surrogates, odd meta: encode() repairs them

@@ -228,7 +228,7 @@ class Redactor:
 _OTHER: Any = object()
 _SCALARS = frozenset({str, int, float, bool, type(None)})
 _UNREADABLE = "[REDACTED: unreadable]"
-#: Meta nested deeper than this is cut (the line builder's own limit is the same).
+#: Meta nested deeper than this is cut, by this walk and by the line builder alike.
 MAX_DEPTH = 32
 TOO_DEEP = "<too deep>"
 CYCLE = "<cycle>"
