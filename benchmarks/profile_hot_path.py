@@ -75,7 +75,7 @@ def hot_path(report: list[tuple[str, float]]) -> None:
     ours_log.info("start the sender")
     client = handler.client
     buffer = client._buffer
-    encode = handler._encode
+    encode = client._builder.encode
     record = logging.LogRecord("ours", logging.INFO, __file__, 1, FMT, (42, 7), None)
     extra_record = logging.LogRecord("ours", logging.INFO, __file__, 1, FMT, (42, 7), None)
     extra_record.__dict__.update(
@@ -122,7 +122,7 @@ def hot_path(report: list[tuple[str, float]]) -> None:
     env["SENDER"] = handler_mod.SENDER_THREADS
     env["BUSY"] = handler_mod.BUSY_THREADS
     env["context"] = handler_mod.request_context
-    env["plain"] = handler._plain
+    env["plain"] = client._builder.plain
     env["extras"] = handler_mod._extras
     env["meta5"] = {"user_id": 42, "path": "/api/v1/items", "method": "GET", "status": 200,
                     "bytes": 5120}  # fmt: skip

@@ -106,9 +106,6 @@ class LogDNAHandler(logging.Handler):
         #: Entries up to this size (with ENTRY_OVERHEAD) are queued as built inline:
         #: their text is within max_line_length, so encode() would not cut it.
         self._inline_max = builder.entry_max + ENTRY_OVERHEAD
-        self._encode = builder.encode
-        self._plain = builder.plain
-        self._plain_max_chars = builder.plain_max_chars
         # A formatter of our own, so that logging.basicConfig() does not give this
         # handler its "LEVEL:name:message" one (the level already ships as a field).
         # Identity with it selects the fast path; setFormatter() still wins.
@@ -298,15 +295,9 @@ class LogDNAHandler(logging.Handler):
             if tail is not None and len(self._stamps) < 64:
                 self._tails[level] = tail
                 self._stamps[level] = _NO_STAMP
-        timestamp = int(created * 1000)
-        if 0 < len(text) <= self._plain_max_chars:
-            entry = self._plain(text, level, timestamp, meta)
-            if entry is not None:
-                self._client.put_entry(entry)
-        else:
-            data = self._encode(text, level, timestamp, meta)
-            if data is not None:
-                self._client.put(data)
+        entry = self._builder.entry(text, level, int(created * 1000), meta)
+        if entry is not None:
+            self._client.put_entry(entry)
 
     def emit(self, record: logging.LogRecord) -> None:
         """Ship one record (``handle`` does the work; filters apply here too)."""

@@ -214,6 +214,17 @@ class LineBuilder:
             tail += ',"env":' + orjson.dumps(self._env[:_NAME_CAP]).decode()
         return tail + "}"
 
+    def entry(
+        self, text: str, level: str, timestamp: int, meta: dict[str, Any] | None = None
+    ) -> bytes | None:
+        """A buffer entry (separator, then the line) by the fastest path that can
+        make it: ``plain`` when it can, else ``encode``; None when ``before_send``
+        dropped the line."""
+        if 0 < len(text) <= self.plain_max_chars:
+            return self.plain(text, level, timestamp, meta)
+        line = self.encode(text, level, timestamp, meta)
+        return SEPARATOR + line if line is not None else None
+
     def _make_meta_json(self) -> Callable[[dict[str, Any]], bytes]:
         """``meta_json(meta)``: meta as JSON, secrets redacted; for the fast paths.
 

@@ -248,7 +248,7 @@ class LogDNAProcessor:
     .. versionadded:: 0.1.0
     """
 
-    __slots__ = ("_client", "_encode", "_min_level", "_owns_client", "_plain", "_plain_max_chars")
+    __slots__ = ("_builder", "_client", "_min_level", "_owns_client")
 
     def __init__(self, *, client: Client | None = None, **options: Any) -> None:
         if client is not None and options:
@@ -257,9 +257,7 @@ class LogDNAProcessor:
             )
         self._owns_client = client is None
         self._client = client if client is not None else Client(**options)
-        self._encode = self._client._builder.encode
-        self._plain = self._client._builder.plain
-        self._plain_max_chars = self._client._builder.plain_max_chars
+        self._builder = self._client._builder
         self._min_level = self._client.config.level
 
     @property
@@ -297,9 +295,9 @@ class LogDNAProcessor:
             text = event_dict if isinstance(event_dict, str) else safe_str(event_dict)
             level = _LEVELS.get(method_name, "INFO")
             if _LEVELNOS.get(level, logging.INFO) >= self._min_level:
-                data = self._encode(text, level, int(time.time() * 1000), None)
-                if data is not None:
-                    self._client.put(data)
+                entry = self._builder.entry(text, level, int(time.time() * 1000))
+                if entry is not None:
+                    self._client.put_entry(entry)
             return
         record = event_dict.get("_record")
         if record is not None and getattr(record, "name", "").startswith(_OWN_LOGGER):
@@ -314,14 +312,9 @@ class LogDNAProcessor:
         if ts is None:
             created = getattr(record, "created", None) if record is not None else None
             ts = int((created if isinstance(created, float) else time.time()) * 1000)
-        if 0 < len(text) <= self._plain_max_chars:
-            entry = self._plain(text, level, ts, meta)  # the fast path, as for the handler
-            if entry is not None:
-                self._client.put_entry(entry)
-            return
-        data = self._encode(text, level, ts, meta)
-        if data is not None:
-            self._client.put(data)
+        entry = self._builder.entry(text, level, ts, meta)
+        if entry is not None:
+            self._client.put_entry(entry)
 
     def flush(self, timeout: float | None = 5.0) -> bool:
         """Wait (up to ``timeout`` seconds) until queued lines were delivered."""
