@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import logging
 import threading
@@ -214,14 +215,20 @@ class TestShutdownAndAccounting:
         summaries = [t for t in transport.delivered if "lines dropped" in t]
         assert [f"logdna_client: {dropped} lines dropped ({dropped} buffer full)"] == summaries
 
-    def test_sender_survives_transport_bug(self) -> None:
-        """An exception inside the transport costs that batch (counted), not the sender."""
+    @pytest.mark.parametrize(
+        "error",
+        [RuntimeError("transport bug"), asyncio.CancelledError()],
+        ids=["exception", "base-exception"],
+    )
+    def test_sender_survives_transport_bug(self, error: BaseException) -> None:
+        """An exception inside the transport, even a BaseException such as a
+        CancelledError, costs that batch (counted), not the sender."""
         calls = [0]
 
         def answer(lines: list[dict[str, Any]], gzipped: bool) -> Outcome:
             calls[0] += 1
             if calls[0] == 1:
-                raise RuntimeError("transport bug")
+                raise error
             return OK
 
         client, transport, _ = client_with(answer)
@@ -243,28 +250,6 @@ class TestShutdownAndAccounting:
         client.close(2)
         assert 1 == client.stats()["dropped"]["rejected"]
         assert len(transport.requests) <= 4
-
-    def test_sender_survives_a_base_exception_from_the_transport(self) -> None:
-        """A CancelledError-like BaseException from a transport costs that batch, counted."""
-        import asyncio
-
-        calls = [0]
-
-        def answer(lines: list[dict[str, Any]], gzipped: bool) -> Outcome:
-            calls[0] += 1
-            if calls[0] == 1:
-                raise asyncio.CancelledError
-            return OK
-
-        client, transport, _ = client_with(answer)
-        client.log("lost")
-        client.flush(10)
-        client.log("delivered")
-        assert client.flush(10)
-        assert "delivered" in transport.delivered
-        assert 1 == client.stats()["dropped"]["error"]
-        assert client.stats()["sender_alive"]
-        client.close()
 
     def test_logging_after_an_early_close_starts_no_thread(self) -> None:
         """A client closed before its first line counts later lines and starts no sender."""
