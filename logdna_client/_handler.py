@@ -12,6 +12,8 @@ what each step costs.
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import traceback
 from itertools import islice
 from os import getpid
@@ -39,6 +41,16 @@ STANDARD_RECORD_ATTRS: frozenset[str] = _INIT_ATTRS | {"message", "asctime"}
 # case skips the scan for extras altogether.
 _PLAIN_RECORD_LEN = len(_PROBE.__dict__)
 del _PROBE
+
+# The C version of handle's common path (_speedups.c); None where it was not
+# built (no compiler at install) and on builds without a GIL (it relies on one,
+# and importing it there would turn the GIL back on).
+_speedups: Any = None
+if getattr(sys, "_is_gil_enabled", lambda: True)():
+    try:
+        from . import _speedups  # type: ignore[attr-defined, no-redef]
+    except ImportError:
+        pass
 
 _STRUCTLOG_SKIP = STANDARD_RECORD_ATTRS | {"_logger", "_name"}
 
@@ -114,6 +126,47 @@ class LogDNAHandler(logging.Handler):
         self._skip_names: dict[object, bool] = {}
         #: The name of a logger known not to be the library's own (see _is_own).
         self._last_name: object = None
+        #: What the C handle needs of this handler (None: the Python one runs).
+        self._fast: object = self._speedups_state()
+
+    def _speedups_state(self) -> object:
+        """The C ``handle``'s state for this handler, or None to run the Python one.
+
+        None when the C code is not there, when ``LOGDNA_CLIENT_PURE_PYTHON`` is
+        set to anything but "" or "0", when no record can be built inline
+        anyway, and when this Python's records cannot be told apart by what the
+        garbage collector sees them refer to (checked on probes here).
+        """
+        if _speedups is None or self._inline_max <= ENTRY_OVERHEAD:
+            return None
+        if os.environ.get("LOGDNA_CLIENT_PURE_PYTHON", "") not in ("", "0"):
+            return None
+        plain = _speedups.referents(_probe())
+        with_extra = _probe()
+        with_extra.__dict__["user_id"] = 1  # as makeRecord adds extra=
+        set_extra = _probe()
+        set_extra.user_id = 1  # as a filter or adapter might
+        if plain in (_speedups.referents(with_extra), _speedups.referents(set_extra)):
+            return None
+        try:
+            return _speedups.State(
+                record_type=logging.LogRecord,
+                probe=_probe(),
+                client=self._client,
+                stamps=self._stamps,
+                default_formatter=self._default_formatter,
+                context=_context,
+                sender_threads=SENDER_THREADS,
+                busy_threads=BUSY_THREADS,
+                escape=_escape,
+                line_head=LINE_HEAD,
+                queue=LogDNAHandler._queue,
+                inline_max=self._inline_max,
+                entry_overhead=ENTRY_OVERHEAD,
+                plain_len=_PLAIN_RECORD_LEN,
+            )
+        except RuntimeError:  # the attributes could not be located on a probe
+            return None
 
     @property
     def client(self) -> Client:
@@ -202,6 +255,14 @@ class LogDNAHandler(logging.Handler):
             self.handleError(record)
         finally:
             busy.discard(current)
+        return True
+
+    def _queue(self, record: logging.LogRecord, entry: bytes) -> bool:
+        """Queue an entry the C ``handle`` built, when the buffer wants its locked path."""
+        try:
+            self._client.put_entry(entry)
+        except Exception:
+            self.handleError(record)
         return True
 
     def _is_own(self, name: object) -> bool:
@@ -324,6 +385,17 @@ class LogDNAHandler(logging.Handler):
             super().handleError(record)
         except Exception:
             pass
+
+
+if _speedups is not None:
+    # handle() in C for the common record; it calls the Python method above for
+    # every other record. A class attribute, like the function it replaces.
+    LogDNAHandler.handle = _speedups.Handle(LogDNAHandler.handle)  # type: ignore[method-assign]
+
+
+def _probe() -> logging.LogRecord:
+    """A fresh record as logging makes one without ``extra=``."""
+    return logging.LogRecord("probe", logging.INFO, __file__, 1, "probe %s", ("x",), None)
 
 
 class _MessageFormatter(logging.Formatter):

@@ -1,0 +1,762 @@
+/*
+ * LogDNAHandler.handle for the common record, in C.
+ *
+ * The Python method (LogDNAHandler._handle, in _handler.py) is the reference.
+ * It builds the most common record inline: a str message formatted by %, no
+ * traceback, no extras, no filters, no request context, the default formatter.
+ * This module does the same work for the same record without running bytecode,
+ * which is most of what the Python version costs. Every branch here either
+ * produces the bytes the Python code produces or hands the record to the Python
+ * method untouched, which then decides and builds as it always does.
+ *
+ * Nothing here runs user code (only records of the exact LogRecord type, only
+ * exact builtin argument types are formatted), so no re-entry guard is needed;
+ * nothing releases the GIL, so the buffer's lock-free protocol holds as it does
+ * in Python (see _buffer.py).
+ *
+ * The module is optional: where it was not built (no compiler at install), on
+ * builds without a GIL, or with LOGDNA_CLIENT_PURE_PYTHON set, the handler runs
+ * the Python code alone.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stddef.h>
+#include <string.h>
+
+/* The record attributes the common path reads. */
+enum {
+    F_NAME,
+    F_MSG,
+    F_ARGS,
+    F_LEVELNAME,
+    F_EXC_INFO,
+    F_EXC_TEXT,
+    F_STACK_INFO,
+    F_CREATED,
+    F_THREAD,
+    N_FIELDS
+};
+static const char *const field_text[N_FIELDS] = {
+    "name", "msg", "args", "levelname", "exc_info", "exc_text", "stack_info", "created", "thread",
+};
+static PyObject *field_names[N_FIELDS];
+
+/* A LogRecord refers to about 20 objects; more than this is never a plain one. */
+#define MAX_REFERENTS 64
+
+static PyObject *s_filters, *s_formatter, *s_last_name, *s_in_use, *s_buffer;
+static PyObject *s_queued_bytes, *s_fast_limit, *s_entries, *s_append, *s_fast;
+
+/* -- what the garbage collector sees a record refer to ------------------------ */
+
+typedef struct {
+    Py_ssize_t n;
+    PyObject *items[MAX_REFERENTS];
+} Referents;
+
+static int
+collect_visit(PyObject *obj, void *arg)
+{
+    Referents *r = (Referents *)arg;
+    if (r->n < MAX_REFERENTS) {
+        r->items[r->n] = obj;
+    }
+    r->n++;
+    return 0;
+}
+
+/* Fills ``r`` with what ``obj``'s tp_traverse visits (borrowed), in order.
+ *
+ * For an object whose attribute dict has not been built, that is each attribute
+ * value in a fixed order (the type's shared keys), then the type. A record made
+ * without extra= has exactly as many as a fresh one; any added attribute adds
+ * one, and extras added through ``__dict__`` (as makeRecord does) leave only the
+ * dict and the type. So the count tells a plain record without building its
+ * dict, which ``len(record.__dict__)`` would (on 3.11+), and the values are its
+ * attributes without a lookup each. */
+static int
+collect_referents(PyObject *obj, Referents *r)
+{
+    traverseproc traverse = Py_TYPE(obj)->tp_traverse;
+    r->n = 0;
+    if (traverse == NULL || !PyObject_IS_GC(obj)) {
+        return -1;
+    }
+    return traverse(obj, collect_visit, r);
+}
+
+static PyObject *
+referents(PyObject *Py_UNUSED(module), PyObject *obj)
+{
+    Referents r;
+    if (collect_referents(obj, &r) != 0) {
+        return PyLong_FromLong(-1);
+    }
+    return PyLong_FromSsize_t(r.n);
+}
+
+/* -- per-handler state -------------------------------------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *record_type;   /* logging.LogRecord: only exact instances go fast */
+    PyObject *client_dict;   /* the Client's __dict__: its _buffer (replaced after fork) */
+    PyObject *stamps;        /* handler._stamps: level -> (low, high, rest) */
+    PyObject *default_formatter;
+    PyObject *context_dict;  /* _context's module dict: in_use */
+    PyObject *sender_threads;
+    PyObject *busy_threads;
+    PyObject *escape;        /* the JSON string escaper */
+    PyObject *line_head;     /* LINE_HEAD, ASCII */
+    PyObject *queue;         /* LogDNAHandler._queue: the locked put, in Python */
+    Py_ssize_t inline_max;   /* handler._inline_max */
+    Py_ssize_t entry_overhead;
+    Py_ssize_t plain_referents;  /* collect_referents() count of a plain record */
+    Py_ssize_t plain_len;        /* len(__dict__) of a plain record */
+    Py_ssize_t index[N_FIELDS];  /* where each field is among a plain record's referents */
+    /* The buffer seen last, its dict and entries.append: one lookup per buffer. */
+    PyObject *buffer;
+    PyObject *buffer_dict;
+    PyObject *append;
+} State;
+
+static PyTypeObject StateType;
+
+static int
+state_traverse(State *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->record_type);
+    Py_VISIT(self->client_dict);
+    Py_VISIT(self->stamps);
+    Py_VISIT(self->default_formatter);
+    Py_VISIT(self->context_dict);
+    Py_VISIT(self->sender_threads);
+    Py_VISIT(self->busy_threads);
+    Py_VISIT(self->escape);
+    Py_VISIT(self->line_head);
+    Py_VISIT(self->queue);
+    Py_VISIT(self->buffer);
+    Py_VISIT(self->buffer_dict);
+    Py_VISIT(self->append);
+    return 0;
+}
+
+static int
+state_clear(State *self)
+{
+    Py_CLEAR(self->record_type);
+    Py_CLEAR(self->client_dict);
+    Py_CLEAR(self->stamps);
+    Py_CLEAR(self->default_formatter);
+    Py_CLEAR(self->context_dict);
+    Py_CLEAR(self->sender_threads);
+    Py_CLEAR(self->busy_threads);
+    Py_CLEAR(self->escape);
+    Py_CLEAR(self->line_head);
+    Py_CLEAR(self->queue);
+    Py_CLEAR(self->buffer);
+    Py_CLEAR(self->buffer_dict);
+    Py_CLEAR(self->append);
+    return 0;
+}
+
+static void
+state_dealloc(State *self)
+{
+    PyObject_GC_UnTrack(self);
+    state_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* Where each field sits among a plain record's referents: set each on ``probe``
+ * (a fresh record) to an object of its own and look for it. */
+static int
+calibrate(State *self, PyObject *probe)
+{
+    PyObject *marks[N_FIELDS] = {NULL};
+    Referents r;
+    int i, ok = -1;
+    for (i = 0; i < N_FIELDS; i++) {
+        marks[i] = PyObject_CallNoArgs((PyObject *)&PyBaseObject_Type);
+        if (marks[i] == NULL || PyObject_SetAttr(probe, field_names[i], marks[i]) != 0) {
+            goto done;
+        }
+    }
+    if (collect_referents(probe, &r) != 0 || r.n != self->plain_referents) {
+        PyErr_SetString(PyExc_RuntimeError, "records cannot be told apart by their referents");
+        goto done;
+    }
+    for (i = 0; i < N_FIELDS; i++) {
+        Py_ssize_t j;
+        self->index[i] = -1;
+        for (j = 0; j < r.n; j++) {
+            if (r.items[j] == marks[i]) {
+                self->index[i] = j;
+            }
+        }
+        if (self->index[i] < 0) {
+            PyErr_Format(PyExc_RuntimeError, "record attribute %s not found", field_text[i]);
+            goto done;
+        }
+    }
+    ok = 0;
+done:
+    for (i = 0; i < N_FIELDS; i++) {
+        Py_XDECREF(marks[i]);
+    }
+    return ok;
+}
+
+static PyObject *
+state_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {
+        "record_type", "probe", "client", "stamps", "default_formatter", "context",
+        "sender_threads", "busy_threads", "escape", "line_head", "queue", "inline_max",
+        "entry_overhead", "plain_len", NULL,
+    };
+    PyObject *record_type, *probe, *client, *stamps, *default_formatter, *context;
+    PyObject *sender_threads, *busy_threads, *escape, *line_head, *queue;
+    Py_ssize_t inline_max, entry_overhead, plain_len;
+    Referents r;
+    State *self;
+
+    if (!PyArg_ParseTupleAndKeywords(
+            args, kwds, "$O!OOO!OO!O!O!OUOnnn", kwlist, &PyType_Type, &record_type, &probe,
+            &client, &PyDict_Type, &stamps, &default_formatter, &PyModule_Type, &context,
+            &PySet_Type, &sender_threads, &PySet_Type, &busy_threads, &escape, &line_head,
+            &queue, &inline_max, &entry_overhead, &plain_len)) {
+        return NULL;
+    }
+    if (!PyUnicode_IS_ASCII(line_head)) {
+        PyErr_SetString(PyExc_ValueError, "line_head must be ASCII");
+        return NULL;
+    }
+    if ((PyObject *)Py_TYPE(probe) != record_type) {
+        PyErr_SetString(PyExc_TypeError, "probe must be a fresh record_type instance");
+        return NULL;
+    }
+    if (collect_referents(probe, &r) != 0 || r.n < 2 || r.n > MAX_REFERENTS) {
+        PyErr_SetString(PyExc_RuntimeError, "records cannot be told apart by their referents");
+        return NULL;
+    }
+    self = (State *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    self->plain_referents = r.n;
+    self->client_dict = PyObject_GenericGetDict(client, NULL);
+    self->context_dict = Py_XNewRef(PyModule_GetDict(context));
+    if (self->client_dict == NULL || self->context_dict == NULL || calibrate(self, probe) != 0) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    self->record_type = Py_NewRef(record_type);
+    self->stamps = Py_NewRef(stamps);
+    self->default_formatter = Py_NewRef(default_formatter);
+    self->sender_threads = Py_NewRef(sender_threads);
+    self->busy_threads = Py_NewRef(busy_threads);
+    self->escape = Py_NewRef(escape);
+    self->line_head = Py_NewRef(line_head);
+    self->queue = Py_NewRef(queue);
+    self->inline_max = inline_max;
+    self->entry_overhead = entry_overhead;
+    self->plain_len = plain_len;
+    return (PyObject *)self;
+}
+
+static PyTypeObject StateType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "logdna_client._speedups.State",
+    .tp_basicsize = sizeof(State),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "What the C handle needs of one LogDNAHandler (see _handler.py).",
+    .tp_new = state_new,
+    .tp_dealloc = (destructor)state_dealloc,
+    .tp_traverse = (traverseproc)state_traverse,
+    .tp_clear = (inquiry)state_clear,
+};
+
+/* -- the common record ---------------------------------------------------------- */
+
+/* Builtin types whose %-formatting runs no user code. */
+static int
+is_plain_arg(PyObject *arg)
+{
+    PyTypeObject *t = Py_TYPE(arg);
+    return t == &PyUnicode_Type || t == &PyLong_Type || t == &PyFloat_Type ||
+           t == &PyBool_Type || arg == Py_None;
+}
+
+/* Whether ASCII ``text`` has a character JSON must escape. */
+static int
+needs_escape(const unsigned char *text, Py_ssize_t n)
+{
+    Py_ssize_t i;
+    for (i = 0; i < n; i++) {
+        unsigned char c = text[i];
+        if (c < 0x20 || c == '"' || c == '\\') {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* LINE_HEAD, the text as a JSON string, then ``rest``, UTF-8 encoded: what
+ * ``f"{LINE_HEAD}{_escape(text)}{rest}".encode()`` makes. NULL (an error may be
+ * set) when that would fail, as it does in Python for a lone surrogate. */
+static PyObject *
+join_entry(State *self, PyObject *text, PyObject *rest)
+{
+    PyObject *head = self->line_head, *escaped, *entry = NULL;
+    Py_ssize_t n_head = PyUnicode_GET_LENGTH(head), n_rest = PyUnicode_GET_LENGTH(rest);
+    char *out;
+    if (PyUnicode_IS_ASCII(text) && PyUnicode_IS_ASCII(rest)) {
+        const unsigned char *data = PyUnicode_1BYTE_DATA(text);
+        Py_ssize_t n_text = PyUnicode_GET_LENGTH(text);
+        if (!needs_escape(data, n_text)) {
+            /* The common message: nothing to escape, so its JSON string is the text
+               in quotes; no intermediate string. */
+            entry = PyBytes_FromStringAndSize(NULL, n_head + n_text + 2 + n_rest);
+            if (entry == NULL) {
+                return NULL;
+            }
+            out = PyBytes_AS_STRING(entry);
+            memcpy(out, PyUnicode_1BYTE_DATA(head), n_head);
+            out += n_head;
+            *out++ = '"';
+            memcpy(out, data, n_text);
+            out += n_text;
+            *out++ = '"';
+            memcpy(out, PyUnicode_1BYTE_DATA(rest), n_rest);
+            return entry;
+        }
+    }
+    escaped = PyObject_CallOneArg(self->escape, text);
+    if (escaped == NULL || !PyUnicode_CheckExact(escaped)) {
+        Py_XDECREF(escaped);
+        return NULL;
+    }
+    if (PyUnicode_IS_ASCII(escaped) && PyUnicode_IS_ASCII(rest)) {
+        Py_ssize_t n_escaped = PyUnicode_GET_LENGTH(escaped);
+        entry = PyBytes_FromStringAndSize(NULL, n_head + n_escaped + n_rest);
+        if (entry != NULL) {
+            out = PyBytes_AS_STRING(entry);
+            memcpy(out, PyUnicode_1BYTE_DATA(head), n_head);
+            memcpy(out + n_head, PyUnicode_1BYTE_DATA(escaped), n_escaped);
+            memcpy(out + n_head + n_escaped, PyUnicode_1BYTE_DATA(rest), n_rest);
+        }
+    }
+    else {
+        /* UTF-8 needed: the general str machinery. */
+        PyObject *joined = PyUnicode_Concat(head, escaped);
+        if (joined != NULL) {
+            PyObject *whole = PyUnicode_Concat(joined, rest);
+            Py_DECREF(joined);
+            if (whole != NULL) {
+                entry = PyUnicode_AsUTF8String(whole);
+                Py_DECREF(whole);
+            }
+        }
+    }
+    Py_DECREF(escaped);
+    return entry;
+}
+
+/* The entry (separator and line) for ``record``, as _handle would build it
+ * inline; NULL (an error may be set) when the Python code must decide. */
+static PyObject *
+build_entry(State *self, PyObject *handler_dict, PyObject *record)
+{
+    PyObject *f[N_FIELDS];
+    PyObject *attrs = NULL;  /* the record's dict, when it was built already */
+    PyObject *text = NULL, *entry = NULL, *v, *stamp;
+    Referents r;
+    int i;
+
+    if ((PyObject *)Py_TYPE(record) != self->record_type) {
+        return NULL;
+    }
+    v = PyDict_GetItemWithError(handler_dict, s_filters);
+    if (v == NULL || !PyList_CheckExact(v) || PyList_GET_SIZE(v) != 0) {
+        return NULL;
+    }
+    if (PyDict_GetItemWithError(handler_dict, s_formatter) != self->default_formatter) {
+        return NULL;
+    }
+    /* A thread is inside the Python path: it may be this one, re-entering. */
+    if (PySet_GET_SIZE(self->busy_threads) != 0) {
+        return NULL;
+    }
+    if (PyDict_GetItemWithError(self->context_dict, s_in_use) != Py_False) {
+        return NULL;
+    }
+    if (collect_referents(record, &r) != 0) {
+        return NULL;
+    }
+    if (r.n == self->plain_referents) {
+        for (i = 0; i < N_FIELDS; i++) {
+            f[i] = r.items[self->index[i]];
+        }
+    }
+    else {
+        /* Its dict was built already (another handler read it): the Python
+           rule then, a plain record has exactly plain_len attributes. */
+        attrs = PyObject_GenericGetDict(record, NULL);
+        if (attrs == NULL || PyDict_GET_SIZE(attrs) != self->plain_len) {
+            goto done;
+        }
+        for (i = 0; i < N_FIELDS; i++) {
+            f[i] = PyDict_GetItemWithError(attrs, field_names[i]);
+            if (f[i] == NULL) {
+                goto done;
+            }
+        }
+    }
+    /* Every value is checked for its type: a record that lost an attribute and
+       gained another reads shifted, and fails here (see the tests). */
+    if (!PyLong_CheckExact(f[F_THREAD])) {
+        goto done;
+    }
+    if (PySet_GET_SIZE(self->sender_threads) != 0 &&
+        PySet_Contains(self->sender_threads, f[F_THREAD]) != 0) {
+        goto done;  /* made on a sender thread (or an error): Python decides */
+    }
+    if (PyDict_GetItemWithError(handler_dict, s_last_name) != f[F_NAME]) {
+        goto done;  /* a logger not yet known not to be the library's own */
+    }
+    if (!PyUnicode_CheckExact(f[F_MSG]) || f[F_EXC_INFO] != Py_None ||
+        f[F_EXC_TEXT] != Py_None || f[F_STACK_INFO] != Py_None) {
+        goto done;
+    }
+    v = f[F_ARGS];
+    if (v == Py_None || (PyTuple_CheckExact(v) && PyTuple_GET_SIZE(v) == 0)) {
+        text = Py_NewRef(f[F_MSG]);
+    }
+    else {
+        Py_ssize_t k, n;
+        if (!PyTuple_CheckExact(v)) {
+            goto done;
+        }
+        n = PyTuple_GET_SIZE(v);
+        for (k = 0; k < n; k++) {
+            if (!is_plain_arg(PyTuple_GET_ITEM(v, k))) {
+                goto done;
+            }
+        }
+        text = PyUnicode_Format(f[F_MSG], v);
+        if (text == NULL) {
+            goto done;  /* the Python code reports it as unformattable */
+        }
+    }
+    if (!PyUnicode_CheckExact(text) || PyUnicode_GET_LENGTH(text) == 0) {
+        goto done;
+    }
+    if (!PyUnicode_CheckExact(f[F_LEVELNAME]) || !PyFloat_CheckExact(f[F_CREATED])) {
+        goto done;
+    }
+    stamp = PyDict_GetItemWithError(self->stamps, f[F_LEVELNAME]);
+    if (stamp == NULL || !PyTuple_CheckExact(stamp) || PyTuple_GET_SIZE(stamp) != 3) {
+        goto done;
+    }
+    {
+        PyObject *low = PyTuple_GET_ITEM(stamp, 0), *high = PyTuple_GET_ITEM(stamp, 1);
+        PyObject *rest = PyTuple_GET_ITEM(stamp, 2);
+        double millis = PyFloat_AS_DOUBLE(f[F_CREATED]) * 1000.0;
+        if (!PyFloat_CheckExact(low) || !PyFloat_CheckExact(high) ||
+            !PyUnicode_CheckExact(rest)) {
+            goto done;
+        }
+        /* Outside the stamp's millisecond: the Python code makes and caches a new one. */
+        if (!(PyFloat_AS_DOUBLE(low) <= millis && millis < PyFloat_AS_DOUBLE(high))) {
+            goto done;
+        }
+        entry = join_entry(self, text, rest);
+    }
+done:
+    Py_XDECREF(attrs);
+    Py_XDECREF(text);
+    return entry;
+}
+
+/* Buffer.put_entry's lock-free protocol, as _handle inlines it: 1 queued, 0 when
+ * the locked path must queue it, -1 on error (nothing queued). */
+static int
+queue_entry(State *self, PyObject *entry, Py_ssize_t size)
+{
+    PyObject *buffer = PyDict_GetItemWithError(self->client_dict, s_buffer);
+    PyObject *queued, *limit, *total, *r;
+    long long q, lim;
+    if (buffer == NULL) {
+        return -1;
+    }
+    if (buffer != self->buffer) {
+        PyObject *bdict = PyObject_GenericGetDict(buffer, NULL);
+        PyObject *entries, *append;
+        if (bdict == NULL) {
+            return -1;
+        }
+        entries = PyDict_GetItemWithError(bdict, s_entries);
+        append = entries == NULL ? NULL : PyObject_GetAttr(entries, s_append);
+        if (append == NULL) {
+            Py_DECREF(bdict);
+            return -1;
+        }
+        Py_XSETREF(self->buffer, Py_NewRef(buffer));
+        Py_XSETREF(self->buffer_dict, bdict);
+        Py_XSETREF(self->append, append);
+    }
+    queued = PyDict_GetItemWithError(self->buffer_dict, s_queued_bytes);
+    limit = PyDict_GetItemWithError(self->buffer_dict, s_fast_limit);
+    if (queued == NULL || limit == NULL || !PyLong_CheckExact(queued) ||
+        !PyLong_CheckExact(limit)) {
+        return -1;
+    }
+    q = PyLong_AsLongLong(queued);
+    lim = PyLong_AsLongLong(limit);
+    if ((q == -1 || lim == -1) && PyErr_Occurred()) {
+        return -1;
+    }
+    if (q + size > lim) {
+        return 0;
+    }
+    /* Counted before the append (take() must never see a line uncounted); no
+       other thread runs in between: nothing here releases the GIL. */
+    total = PyLong_FromLongLong(q + size);
+    if (total == NULL) {
+        return -1;
+    }
+    Py_INCREF(queued);  /* to undo with, should the append fail */
+    if (PyDict_SetItem(self->buffer_dict, s_queued_bytes, total) != 0) {
+        Py_DECREF(total);
+        Py_DECREF(queued);
+        return -1;
+    }
+    Py_DECREF(total);
+    r = PyObject_CallOneArg(self->append, entry);
+    if (r == NULL) {
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        if (PyDict_SetItem(self->buffer_dict, s_queued_bytes, queued) != 0) {
+            PyErr_Clear();
+        }
+        PyErr_Restore(type, value, tb);
+        Py_DECREF(queued);
+        return -1;
+    }
+    Py_DECREF(r);
+    Py_DECREF(queued);
+    return 1;
+}
+
+/* -- the method ----------------------------------------------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PyObject *slow;  /* LogDNAHandler._handle: the Python method */
+} Handle;
+
+static PyObject *
+handle_call(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    Handle *self = (Handle *)op;
+    PyObject *handler_dict, *state, *entry = NULL;
+    if (PyVectorcall_NARGS(nargsf) != 2 || kwnames != NULL) {
+        return PyObject_Vectorcall(self->slow, args, nargsf, kwnames);
+    }
+    handler_dict = PyObject_GenericGetDict(args[0], NULL);
+    if (handler_dict == NULL) {
+        PyErr_Clear();
+        return PyObject_Vectorcall(self->slow, args, nargsf, kwnames);
+    }
+    state = PyDict_GetItemWithError(handler_dict, s_fast);
+    if (state != NULL && Py_IS_TYPE(state, &StateType)) {
+        State *st = (State *)state;
+        entry = build_entry(st, handler_dict, args[1]);
+        if (entry != NULL) {
+            Py_ssize_t size = PyBytes_GET_SIZE(entry) + st->entry_overhead;
+            /* Over this, encode() would cut the text: the Python code does that. */
+            if (size <= st->inline_max) {
+                int queued = queue_entry(st, entry, size);
+                if (queued == 1) {
+                    Py_DECREF(entry);
+                    Py_DECREF(handler_dict);
+                    Py_RETURN_TRUE;
+                }
+                if (queued == 0) {
+                    /* Full, closed, due to wake the sender, or not started yet:
+                       the Python code queues it the locked way and reports trouble. */
+                    PyObject *call[3] = {args[0], args[1], entry};
+                    PyObject *result = PyObject_Vectorcall(st->queue, call, 3, NULL);
+                    Py_DECREF(entry);
+                    Py_DECREF(handler_dict);
+                    return result;
+                }
+            }
+            Py_DECREF(entry);
+        }
+    }
+    Py_DECREF(handler_dict);
+    /* Not the common record, or something failed before the line was queued:
+       the Python code builds it (again) and deals with what went wrong. */
+    if (PyErr_Occurred()) {
+        PyErr_Clear();
+    }
+    return PyObject_Vectorcall(self->slow, args, nargsf, kwnames);
+}
+
+static PyObject *
+handle_get(PyObject *self, PyObject *obj, PyObject *Py_UNUSED(type))
+{
+    /* A method, like the function it replaces. */
+    if (obj == NULL || obj == Py_None) {
+        return Py_NewRef(self);
+    }
+    return PyMethod_New(self, obj);
+}
+
+static PyObject *
+handle_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"slow", NULL};
+    PyObject *slow;
+    Handle *self;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O", kwlist, &slow)) {
+        return NULL;
+    }
+    if (!PyCallable_Check(slow)) {
+        PyErr_SetString(PyExc_TypeError, "slow must be callable");
+        return NULL;
+    }
+    self = (Handle *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    self->vectorcall = handle_call;
+    self->slow = Py_NewRef(slow);
+    return (PyObject *)self;
+}
+
+static int
+handle_traverse(Handle *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->slow);
+    return 0;
+}
+
+static int
+handle_clear(Handle *self)
+{
+    Py_CLEAR(self->slow);
+    return 0;
+}
+
+static void
+handle_dealloc(Handle *self)
+{
+    PyObject_GC_UnTrack(self);
+    handle_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* __doc__, __name__, __qualname__, __module__ and __wrapped__: the Python
+   method's, so help(), inspect and documentation tools see the method. */
+static PyObject *
+handle_forward(Handle *self, void *closure)
+{
+    if (closure == NULL) {
+        return Py_NewRef(self->slow);
+    }
+    return PyObject_GetAttrString(self->slow, (const char *)closure);
+}
+
+static PyGetSetDef handle_getset[] = {
+    {"__doc__", (getter)handle_forward, NULL, NULL, "__doc__"},
+    {"__name__", (getter)handle_forward, NULL, NULL, "__name__"},
+    {"__qualname__", (getter)handle_forward, NULL, NULL, "__qualname__"},
+    {"__module__", (getter)handle_forward, NULL, NULL, "__module__"},
+    {"__wrapped__", (getter)handle_forward, NULL, NULL, NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject HandleType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "logdna_client._speedups.Handle",
+    .tp_basicsize = sizeof(Handle),
+    /* METHOD_DESCRIPTOR: the interpreter calls it as it calls a function found on
+       the class, with the handler first, without making a bound method. */
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL |
+                Py_TPFLAGS_METHOD_DESCRIPTOR,
+    .tp_new = handle_new,
+    .tp_dealloc = (destructor)handle_dealloc,
+    .tp_traverse = (traverseproc)handle_traverse,
+    .tp_clear = (inquiry)handle_clear,
+    .tp_call = PyVectorcall_Call,
+    .tp_vectorcall_offset = offsetof(Handle, vectorcall),
+    .tp_descr_get = handle_get,
+    .tp_getset = handle_getset,
+};
+
+/* -- the module ----------------------------------------------------------------- */
+
+static PyMethodDef module_methods[] = {
+    {"referents", referents, METH_O,
+     "How many objects the garbage collector sees an object refer to (-1: none)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef speedups_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "logdna_client._speedups",
+    .m_doc = "LogDNAHandler.handle for the common record, in C; optional (see _handler.py).",
+    .m_size = -1,
+    .m_methods = module_methods,
+};
+
+static int
+intern_all(void)
+{
+    int i;
+#define INTERN(var, text)                           \
+    if ((var = PyUnicode_InternFromString(text)) == NULL) { \
+        return -1;                                  \
+    }
+    INTERN(s_filters, "filters");
+    INTERN(s_formatter, "formatter");
+    INTERN(s_last_name, "_last_name");
+    INTERN(s_in_use, "in_use");
+    INTERN(s_buffer, "_buffer");
+    INTERN(s_queued_bytes, "queued_bytes");
+    INTERN(s_fast_limit, "fast_limit");
+    INTERN(s_entries, "entries");
+    INTERN(s_append, "append");
+    INTERN(s_fast, "_fast");
+#undef INTERN
+    for (i = 0; i < N_FIELDS; i++) {
+        field_names[i] = PyUnicode_InternFromString(field_text[i]);
+        if (field_names[i] == NULL) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+PyMODINIT_FUNC
+PyInit__speedups(void)
+{
+    PyObject *module;
+    if (intern_all() != 0 || PyType_Ready(&StateType) < 0 || PyType_Ready(&HandleType) < 0) {
+        return NULL;
+    }
+    module = PyModule_Create(&speedups_module);
+    if (module == NULL) {
+        return NULL;
+    }
+    if (PyModule_AddObjectRef(module, "State", (PyObject *)&StateType) < 0 ||
+        PyModule_AddObjectRef(module, "Handle", (PyObject *)&HandleType) < 0) {
+        Py_DECREF(module);
+        return NULL;
+    }
+    return module;
+}
