@@ -197,11 +197,13 @@ class LogDNAHandler(logging.Handler):
             if isinstance(result, logging.LogRecord):  # Python 3.12+ filters may swap records
                 record = result
         current = get_ident()
-        if (
-            record.thread in SENDER_THREADS and record.process in (None, getpid())
-        ) or current in BUSY_THREADS:
+        try:
+            made_on_sender = record.thread in SENDER_THREADS and record.process in (None, getpid())
+            name = record.name
+        except Exception:  # a record stripped of standard attributes: ship what it has
+            made_on_sender, name = False, None
+        if made_on_sender or current in BUSY_THREADS:
             return True  # made by urllib3/requests on a sender thread, or re-entry from a __str__
-        name = record.name
         if name is not self._last_name and self._is_own(name):
             return True
         busy = BUSY_THREADS

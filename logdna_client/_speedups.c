@@ -21,6 +21,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stddef.h>
+#include <structmember.h>
 #include <string.h>
 
 /* The record attributes the common path reads. */
@@ -114,6 +115,7 @@ typedef struct {
     Py_ssize_t plain_referents;  /* collect_referents() count of a plain record */
     Py_ssize_t plain_len;        /* len(__dict__) of a plain record */
     Py_ssize_t index[N_FIELDS];  /* where each field is among a plain record's referents */
+    Py_ssize_t lines;            /* lines built here and handed to the buffer (tests read it) */
     /* The buffer seen last, its dict and entries.append: one lookup per buffer. */
     PyObject *buffer;
     PyObject *buffer_dict;
@@ -265,6 +267,12 @@ state_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     return (PyObject *)self;
 }
 
+static PyMemberDef state_members[] = {
+    {"lines", T_PYSSIZET, offsetof(State, lines), READONLY,
+     "Lines built in C and handed to the buffer."},
+    {NULL, 0, 0, 0, NULL},
+};
+
 static PyTypeObject StateType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "logdna_client._speedups.State",
@@ -275,6 +283,7 @@ static PyTypeObject StateType = {
     .tp_dealloc = (destructor)state_dealloc,
     .tp_traverse = (traverseproc)state_traverse,
     .tp_clear = (inquiry)state_clear,
+    .tp_members = state_members,
 };
 
 /* -- the common record ---------------------------------------------------------- */
@@ -363,6 +372,144 @@ join_entry(State *self, PyObject *text, PyObject *rest)
     return entry;
 }
 
+/* Decimal digits of ``value`` into ``out`` (at least 20 bytes), as str(int)
+ * writes them; returns how many. */
+static Py_ssize_t
+write_decimal(long long value, char *out)
+{
+    char digits[24];
+    Py_ssize_t n = 0, i, len = 0;
+    unsigned long long magnitude;
+    if (value < 0) {
+        out[len++] = '-';
+        magnitude = 0ULL - (unsigned long long)value;
+    }
+    else {
+        magnitude = (unsigned long long)value;
+    }
+    do {
+        digits[n++] = (char)('0' + magnitude % 10);
+        magnitude /= 10;
+    } while (magnitude != 0);
+    for (i = n - 1; i >= 0; i--) {
+        out[len++] = digits[i];
+    }
+    return len;
+}
+
+/* At most this many arguments are formatted here. */
+#define MAX_FAST_ARGS 16
+
+/* The entry for ``msg % args`` made directly, with no string in between, in
+ * the common case: an ASCII message whose only conversions are %s, %d, %i
+ * and %%, arguments that are ASCII str (for %s) or int (for %s, %d, %i) within
+ * 64 bits, and nothing JSON must escape. For such input the text is certain:
+ * str of a str is itself, and %s, %d and %i of an int are its decimal digits.
+ * NULL without an error for anything else: PyUnicode_Format decides then. */
+static PyObject *
+format_entry(State *self, PyObject *msg, PyObject *args, PyObject *rest)
+{
+    const unsigned char *fmt;
+    Py_ssize_t n_fmt, n_args = PyTuple_GET_SIZE(args), i, k = 0, n_text = 0;
+    Py_ssize_t n_head, n_rest;
+    char numbers[MAX_FAST_ARGS][24];
+    Py_ssize_t number_len[MAX_FAST_ARGS];
+    PyObject *entry;
+    char *out;
+
+    if (!PyUnicode_IS_ASCII(msg) || !PyUnicode_IS_ASCII(rest) || n_args > MAX_FAST_ARGS) {
+        return NULL;
+    }
+    fmt = PyUnicode_1BYTE_DATA(msg);
+    n_fmt = PyUnicode_GET_LENGTH(msg);
+    /* First pass: check everything and measure. */
+    for (i = 0; i < n_fmt; i++) {
+        unsigned char c = fmt[i];
+        PyObject *arg;
+        if (c != '%') {
+            if (c < 0x20 || c == '"' || c == '\\') {
+                return NULL;
+            }
+            n_text++;
+            continue;
+        }
+        if (++i == n_fmt) {
+            return NULL;
+        }
+        c = fmt[i];
+        if (c == '%') {
+            n_text++;
+            continue;
+        }
+        if ((c != 's' && c != 'd' && c != 'i') || k == n_args) {
+            return NULL;
+        }
+        arg = PyTuple_GET_ITEM(args, k);
+        if (PyLong_CheckExact(arg)) {
+            int overflow;
+            long long value = PyLong_AsLongLongAndOverflow(arg, &overflow);
+            if (overflow || (value == -1 && PyErr_Occurred())) {
+                PyErr_Clear();
+                return NULL;
+            }
+            number_len[k] = write_decimal(value, numbers[k]);
+            n_text += number_len[k];
+        }
+        else if (c == 's' && PyUnicode_CheckExact(arg) && PyUnicode_IS_ASCII(arg)) {
+            Py_ssize_t n = PyUnicode_GET_LENGTH(arg);
+            if (needs_escape(PyUnicode_1BYTE_DATA(arg), n)) {
+                return NULL;
+            }
+            number_len[k] = -1;
+            n_text += n;
+        }
+        else {
+            return NULL;
+        }
+        k++;
+    }
+    if (k != n_args || n_text == 0) {
+        return NULL;  /* "not all arguments converted", or an empty line: Python's cases */
+    }
+    /* Second pass: write. */
+    n_head = PyUnicode_GET_LENGTH(self->line_head);
+    n_rest = PyUnicode_GET_LENGTH(rest);
+    entry = PyBytes_FromStringAndSize(NULL, n_head + 1 + n_text + 1 + n_rest);
+    if (entry == NULL) {
+        return NULL;
+    }
+    out = PyBytes_AS_STRING(entry);
+    memcpy(out, PyUnicode_1BYTE_DATA(self->line_head), n_head);
+    out += n_head;
+    *out++ = '"';
+    for (i = 0, k = 0; i < n_fmt; i++) {
+        unsigned char c = fmt[i];
+        if (c != '%') {
+            *out++ = (char)c;
+            continue;
+        }
+        c = fmt[++i];
+        if (c == '%') {
+            *out++ = '%';
+            continue;
+        }
+        if (number_len[k] >= 0) {
+            memcpy(out, numbers[k], number_len[k]);
+            out += number_len[k];
+        }
+        else {
+            PyObject *arg = PyTuple_GET_ITEM(args, k);
+            Py_ssize_t n = PyUnicode_GET_LENGTH(arg);
+            memcpy(out, PyUnicode_1BYTE_DATA(arg), n);
+            out += n;
+        }
+        k++;
+    }
+    *out++ = '"';
+    memcpy(out, PyUnicode_1BYTE_DATA(rest), n_rest);
+    return entry;
+}
+
 /* The entry (separator and line) for ``record``, as _handle would build it
  * inline; NULL (an error may be set) when the Python code must decide. */
 static PyObject *
@@ -370,7 +517,7 @@ build_entry(State *self, PyObject *handler_dict, PyObject *record)
 {
     PyObject *f[N_FIELDS];
     PyObject *attrs = NULL;  /* the record's dict, when it was built already */
-    PyObject *text = NULL, *entry = NULL, *v, *stamp;
+    PyObject *text = NULL, *entry = NULL, *v, *stamp, *rest;
     Referents r;
     int i;
 
@@ -429,6 +576,26 @@ build_entry(State *self, PyObject *handler_dict, PyObject *record)
         f[F_EXC_TEXT] != Py_None || f[F_STACK_INFO] != Py_None) {
         goto done;
     }
+    if (!PyUnicode_CheckExact(f[F_LEVELNAME]) || !PyFloat_CheckExact(f[F_CREATED])) {
+        goto done;
+    }
+    stamp = PyDict_GetItemWithError(self->stamps, f[F_LEVELNAME]);
+    if (stamp == NULL || !PyTuple_CheckExact(stamp) || PyTuple_GET_SIZE(stamp) != 3) {
+        goto done;
+    }
+    rest = PyTuple_GET_ITEM(stamp, 2);
+    {
+        PyObject *low = PyTuple_GET_ITEM(stamp, 0), *high = PyTuple_GET_ITEM(stamp, 1);
+        double millis = PyFloat_AS_DOUBLE(f[F_CREATED]) * 1000.0;
+        if (!PyFloat_CheckExact(low) || !PyFloat_CheckExact(high) ||
+            !PyUnicode_CheckExact(rest)) {
+            goto done;
+        }
+        /* Outside the stamp's millisecond: the Python code makes and caches a new one. */
+        if (!(PyFloat_AS_DOUBLE(low) <= millis && millis < PyFloat_AS_DOUBLE(high))) {
+            goto done;
+        }
+    }
     v = f[F_ARGS];
     if (v == Py_None || (PyTuple_CheckExact(v) && PyTuple_GET_SIZE(v) == 0)) {
         text = Py_NewRef(f[F_MSG]);
@@ -444,6 +611,10 @@ build_entry(State *self, PyObject *handler_dict, PyObject *record)
                 goto done;
             }
         }
+        entry = format_entry(self, f[F_MSG], v, rest);
+        if (entry != NULL || PyErr_Occurred()) {
+            goto done;
+        }
         text = PyUnicode_Format(f[F_MSG], v);
         if (text == NULL) {
             goto done;  /* the Python code reports it as unformattable */
@@ -452,27 +623,7 @@ build_entry(State *self, PyObject *handler_dict, PyObject *record)
     if (!PyUnicode_CheckExact(text) || PyUnicode_GET_LENGTH(text) == 0) {
         goto done;
     }
-    if (!PyUnicode_CheckExact(f[F_LEVELNAME]) || !PyFloat_CheckExact(f[F_CREATED])) {
-        goto done;
-    }
-    stamp = PyDict_GetItemWithError(self->stamps, f[F_LEVELNAME]);
-    if (stamp == NULL || !PyTuple_CheckExact(stamp) || PyTuple_GET_SIZE(stamp) != 3) {
-        goto done;
-    }
-    {
-        PyObject *low = PyTuple_GET_ITEM(stamp, 0), *high = PyTuple_GET_ITEM(stamp, 1);
-        PyObject *rest = PyTuple_GET_ITEM(stamp, 2);
-        double millis = PyFloat_AS_DOUBLE(f[F_CREATED]) * 1000.0;
-        if (!PyFloat_CheckExact(low) || !PyFloat_CheckExact(high) ||
-            !PyUnicode_CheckExact(rest)) {
-            goto done;
-        }
-        /* Outside the stamp's millisecond: the Python code makes and caches a new one. */
-        if (!(PyFloat_AS_DOUBLE(low) <= millis && millis < PyFloat_AS_DOUBLE(high))) {
-            goto done;
-        }
-        entry = join_entry(self, text, rest);
-    }
+    entry = join_entry(self, text, rest);
 done:
     Py_XDECREF(attrs);
     Py_XDECREF(text);
@@ -580,6 +731,7 @@ handle_call(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwname
             if (size <= st->inline_max) {
                 int queued = queue_entry(st, entry, size);
                 if (queued == 1) {
+                    st->lines++;
                     Py_DECREF(entry);
                     Py_DECREF(handler_dict);
                     Py_RETURN_TRUE;
@@ -588,7 +740,9 @@ handle_call(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwname
                     /* Full, closed, due to wake the sender, or not started yet:
                        the Python code queues it the locked way and reports trouble. */
                     PyObject *call[3] = {args[0], args[1], entry};
-                    PyObject *result = PyObject_Vectorcall(st->queue, call, 3, NULL);
+                    PyObject *result;
+                    st->lines++;
+                    result = PyObject_Vectorcall(st->queue, call, 3, NULL);
                     Py_DECREF(entry);
                     Py_DECREF(handler_dict);
                     return result;

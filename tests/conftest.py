@@ -7,7 +7,12 @@ from collections.abc import Iterator
 
 import pytest
 
+from logdna_client import _handler
 from logdna_client._devserver import DevServer
+
+#: The ways LogDNAHandler.handle can run here: the C extension when it is built,
+#: and always the Python code it falls back to.
+HANDLE_PATHS = ["c", "python"] if _handler._speedups is not None else ["python"]
 
 
 @pytest.fixture(autouse=True)
@@ -30,3 +35,13 @@ def server() -> Iterator[DevServer]:
     """A DevServer on a free loopback port."""
     with DevServer() as srv:
         yield srv
+
+
+@pytest.fixture(params=HANDLE_PATHS)
+def handle_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Runs a test once per handle path: handlers built in it use that path."""
+    if request.param == "python":
+        monkeypatch.setenv("LOGDNA_CLIENT_PURE_PYTHON", "1")
+    else:
+        monkeypatch.delenv("LOGDNA_CLIENT_PURE_PYTHON", raising=False)
+    return str(request.param)

@@ -20,6 +20,9 @@ from logdna_client._devserver import DevServer
 from logdna_client._handler import STANDARD_RECORD_ATTRS
 from tests.helpers import make_logger, run_with_forced_switches
 
+# Every test here runs on each way handle can run (the C extension, the Python code).
+pytestmark = pytest.mark.usefixtures("handle_path")
+
 
 def handler_for(server: DevServer, **options: Any) -> LogDNAHandler:
     options.setdefault("hostname", "test-host")

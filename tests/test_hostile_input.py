@@ -27,6 +27,9 @@ from logdna_client import Client, LogDNAHandler
 from logdna_client._devserver import DevServer
 from tests.helpers import make_logger
 
+# Every test here runs on each way handle can run (the C extension, the Python code).
+pytestmark = pytest.mark.usefixtures("handle_path")
+
 UNREACHABLE = "https://127.0.0.1:9/logs/ingest"
 LINE_LIMIT = 1000
 # The builder keeps a whole line under max_line_length plus a bounded meta excerpt.

@@ -1,0 +1,310 @@
+"""Tests for _speedups.c: the C handle makes the Python handle's bytes, or lets it decide."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import os
+import shutil
+import sys
+import sysconfig
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from logdna_client import LogDNAHandler
+from logdna_client import _handler as handler_module
+from tests.helpers import make_logger
+
+UNREACHABLE = "http://127.0.0.1:1/logs/ingest"
+
+speedups = handler_module._speedups
+needs_speedups = pytest.mark.skipif(speedups is None, reason="the C extension is not built")
+
+
+def offline_handler(**options: Any) -> LogDNAHandler:
+    """A handler that never sends (a port nobody serves, an hourly interval)."""
+    options.setdefault("flush_interval", 3600)
+    return LogDNAHandler(key="k", url=UNREACHABLE, hostname="t", app="a", env="e", **options)
+
+
+@pytest.fixture
+def pair(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[LogDNAHandler, LogDNAHandler]]:
+    """A handler on the C path and one on the Python path, same options."""
+    fast = offline_handler()
+    monkeypatch.setenv("LOGDNA_CLIENT_PURE_PYTHON", "1")
+    slow = offline_handler()
+    monkeypatch.delenv("LOGDNA_CLIENT_PURE_PYTHON")
+    assert slow._fast is None
+    for h in (fast, slow):
+        h.handle(record())  # the first INFO record readies the level's inline path
+    yield fast, slow
+    for h in (fast, slow):
+        h.client.close(timeout=0)
+        h.close()
+
+
+def c_lines(h: LogDNAHandler) -> int:
+    """Lines the C path built for ``h`` so far."""
+    return h._fast.lines  # type: ignore[attr-defined, no-any-return]
+
+
+def record(
+    msg: object = "served %s in %d ms", args: Any = ("/a", 3), **attrs: Any
+) -> logging.LogRecord:
+    r = logging.LogRecord("t.speedups", logging.INFO, __file__, 7, msg, args, None)
+    for name, value in attrs.items():
+        setattr(r, name, value)
+    return r
+
+
+def twin(r: logging.LogRecord) -> logging.LogRecord:
+    """A record equal to ``r`` (same created) that shares none of its state."""
+    other = record(r.msg, ())
+    for name in ("args", "created", "levelname", "levelno", "name"):
+        setattr(other, name, getattr(r, name))
+    return other
+
+
+def last(h: LogDNAHandler) -> bytes:
+    return h.client._buffer.entries[-1]
+
+
+def through_both(
+    pair: tuple[LogDNAHandler, LogDNAHandler], r: logging.LogRecord
+) -> tuple[list[bytes], list[bytes]]:
+    """What each handler queues for ``r`` handled twice (the first of a millisecond
+    makes the level's stamp, the second may take the C path)."""
+    out = []
+    for h in pair:
+        before = len(h.client._buffer.entries)
+        for _ in range(2):
+            h.handle(twin(r))
+        out.append(list(h.client._buffer.entries)[before:])
+    return out[0], out[1]
+
+
+@needs_speedups
+class TestSameBytes:
+    @pytest.mark.parametrize(
+        ("msg", "args"),
+        [
+            ("served %s in %d ms", ("/a", 3)),
+            ("no args", ()),
+            ("no args, None", None),
+            ("%s %s %s %s", (True, None, 1.5, -(2**63))),
+            ("%d%% done, %i left", (99, -1)),
+            ("huge %d", (10**30,)),
+            ('quote " and backslash \\ and tab \t', ()),
+            ("%s", ('say "hi"\n',)),
+            ("%s", ("é€𝄞",)),
+            ("é %s", ("x",)),
+            ("%r and %x and %5s", ("a", 255, "b")),
+            ("%(name)s", ("x",)),
+            ("%s %s", ("only one",)),
+            ("none used", ("extra",)),
+            ("trailing %", ()),
+            ("%s", ("",)),
+        ],
+    )
+    def test_messages(self, pair: tuple[LogDNAHandler, LogDNAHandler], msg: str, args: Any) -> None:
+        """Each message ships the same from the C path as from the Python one."""
+        fast_lines, slow_lines = through_both(pair, record(msg, args))
+        assert slow_lines == fast_lines
+
+    def test_common_record_takes_the_c_path(
+        self, pair: tuple[LogDNAHandler, LogDNAHandler]
+    ) -> None:
+        """The benchmark's record is built in C from the second of a millisecond on."""
+        fast = pair[0]
+        before = c_lines(fast)
+        through_both(pair, record())
+        assert before + 1 == c_lines(fast)
+
+    @pytest.mark.parametrize(
+        "change",
+        [
+            pytest.param(lambda r: r.__dict__.update(user_id=1), id="extra through __dict__"),
+            pytest.param(lambda r: setattr(r, "user_id", 1), id="extra set as attribute"),
+            pytest.param(lambda r: setattr(r, "exc_text", "Traceback"), id="exc_text"),
+            pytest.param(lambda r: setattr(r, "stack_info", "Stack"), id="stack_info"),
+            pytest.param(lambda r: setattr(r, "msg", 42), id="msg not str"),
+            pytest.param(lambda r: setattr(r, "args", {"a": 1}), id="mapping args"),
+            pytest.param(lambda r: setattr(r, "levelname", "CUSTOM"), id="unseen level"),
+            pytest.param(lambda r: setattr(r, "created", float("nan")), id="nan created"),
+            pytest.param(lambda r: setattr(r, "thread", None), id="no thread"),
+            pytest.param(lambda r: setattr(r, "name", "logdna_client.own"), id="own logger"),
+        ],
+    )
+    def test_records_the_python_path_decides(
+        self, pair: tuple[LogDNAHandler, LogDNAHandler], change: Any
+    ) -> None:
+        """Records off the common path are left to the Python code: same bytes,
+        none built in C."""
+        fast = pair[0]
+        r = record()
+        for h in pair:
+            h.handle(twin(r))  # makes the INFO stamp for this millisecond
+        before = c_lines(fast)
+        queued = []
+        for h in pair:
+            copy = twin(r)
+            change(copy)
+            h.handle(copy)
+            queued.append(h.client._buffer.entries[-1])
+        assert before == c_lines(fast)
+        assert queued[1] == queued[0]
+
+    def test_record_whose_dict_was_read(self, pair: tuple[LogDNAHandler, LogDNAHandler]) -> None:
+        """A record whose __dict__ another handler read, without extras, still takes the C path."""
+        fast = pair[0]
+        fast.handle(record())
+        r = record()
+        vars(r)  # as a Formatter does: on 3.11+ this builds the record's dict
+        before = c_lines(fast)
+        fast.handle(r)
+        assert before + 1 == c_lines(fast)
+        assert json.loads(last(fast)[1:])["line"] == "served /a in 3 ms"
+
+    @pytest.mark.parametrize("where", ["name", "msg", "args", "levelname", "exc_text", "lineno"])
+    def test_record_missing_an_attribute_with_an_extra(
+        self, pair: tuple[LogDNAHandler, LogDNAHandler], where: str
+    ) -> None:
+        """A record that lost a standard attribute and gained an extra (so its referents
+        number the same but sit shifted) ships from C as from Python, never shifted."""
+        queued = []
+        base = record()
+        for h in pair:
+            h.handle(twin(base))  # makes the INFO stamp for this millisecond
+            r = twin(base)
+            delattr(r, where)
+            r.user_id = 7
+            h.handle(r)
+            queued.append(h.client._buffer.entries[-1])
+        assert queued[1] == queued[0]
+
+    def test_subclassed_records_go_to_python(
+        self, pair: tuple[LogDNAHandler, LogDNAHandler]
+    ) -> None:
+        """A LogRecord subclass (a custom record factory) takes the Python path:
+        its code may run there."""
+
+        class Mine(logging.LogRecord):
+            @property
+            def levelname(self) -> str:  # type: ignore[override]
+                return "WARNING"
+
+            @levelname.setter
+            def levelname(self, value: str) -> None:
+                pass
+
+        fast = pair[0]
+        fast.handle(record())
+        before = c_lines(fast)
+        fast.handle(Mine("t.speedups", logging.INFO, __file__, 7, "m %s", ("x",), None))
+        assert before == c_lines(fast)
+        assert json.loads(last(fast)[1:])["level"] == "WARNING"
+
+    def test_str_that_logs_is_not_run_in_c(self, pair: tuple[LogDNAHandler, LogDNAHandler]) -> None:
+        """An argument whose __str__ logs goes to the Python path, where the guard
+        stops the recursion."""
+        fast = pair[0]
+        log = make_logger("t.speedups.reentry", fast)
+
+        class Loud:
+            def __str__(self) -> str:
+                log.info("inside %s", "str")
+                return "loud"
+
+        log.info("outer %s", "warm")
+        log.info("outer %s", Loud())
+        assert json.loads(last(fast)[1:])["line"] == "outer loud"
+
+    @settings(
+        max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    )
+    @given(
+        msg=st.text(alphabet=st.sampled_from(list('ab %sdir"\\\né')), max_size=30),
+        args=st.lists(
+            st.one_of(
+                st.text(max_size=10),
+                st.integers(min_value=-(2**70), max_value=2**70),
+                st.booleans(),
+                st.none(),
+                st.floats(allow_nan=True),
+            ),
+            max_size=4,
+        ),
+    )
+    def test_any_message_and_args(
+        self, pair: tuple[LogDNAHandler, LogDNAHandler], msg: str, args: list[Any]
+    ) -> None:
+        """Whatever the message and builtin arguments, both paths queue the same bytes."""
+        fast_lines, slow_lines = through_both(pair, record(msg, tuple(args)))
+        assert slow_lines == fast_lines
+
+
+@needs_speedups
+class TestMethod:
+    def test_is_a_method(self) -> None:
+        """handle looks and binds like the method it replaces."""
+        h = offline_handler()
+        try:
+            assert "Filter, serialize and queue" in (LogDNAHandler.handle.__doc__ or "")
+            assert LogDNAHandler.handle.__name__ == "handle"
+            assert (
+                str(inspect.signature(LogDNAHandler.handle))
+                == "(self, record: 'logging.LogRecord') -> 'bool'"
+            )
+            r = record()
+            assert h.handle(r) is True
+            assert LogDNAHandler.handle(h, record()) is True
+            assert h.handle(record=record()) is True  # keywords go to the Python method
+        finally:
+            h.client.close(timeout=0)
+            h.close()
+
+    def test_pure_python_switch(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """LOGDNA_CLIENT_PURE_PYTHON=1 at construction keeps a handler on the Python path."""
+        monkeypatch.setenv("LOGDNA_CLIENT_PURE_PYTHON", "1")
+        h = offline_handler()
+        try:
+            assert h._fast is None
+            h.handle(record())
+            h.handle(record())
+            assert json.loads(last(h)[1:])["line"] == "served /a in 3 ms"
+        finally:
+            h.client.close(timeout=0)
+            h.close()
+
+    def test_handler_is_collected(self) -> None:
+        """A dropped handler (and its C state) is garbage collected."""
+        import gc
+        import weakref
+
+        h = offline_handler()
+        h.handle(record())
+        h.client.close(timeout=0)
+        h.close()
+        ref = weakref.ref(h)
+        del h
+        gc.collect()
+        assert ref() is None
+
+
+def test_built_where_a_compiler_is() -> None:
+    """Where a C compiler and the Python headers are, the install built the extension
+    (CI must measure and test the C path, not silently the fallback)."""
+    compiler = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    headers = os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h"))
+    if (
+        not (shutil.which(compiler) and headers)
+        or not getattr(sys, "_is_gil_enabled", lambda: True)()
+    ):
+        pytest.skip("no compiler or headers here: the Python fallback is expected")
+    assert speedups is not None
+    assert offline_handler()._fast is not None
