@@ -133,21 +133,24 @@ class LogDNAHandler(logging.Handler):
         """The C ``handle``'s state for this handler, or None to run the Python one.
 
         None when the C code is not there, when ``LOGDNA_CLIENT_PURE_PYTHON`` is
-        set to anything but "" or "0", when no record can be built inline
-        anyway, and when this Python's records cannot be told apart by what the
-        garbage collector sees them refer to (checked on probes here).
+        set to anything but "" or "0", and when no record can be built inline
+        anyway.
         """
         if _speedups is None or self._inline_max <= ENTRY_OVERHEAD:
             return None
         if os.environ.get("LOGDNA_CLIENT_PURE_PYTHON", "") not in ("", "0"):
             return None
+        # Where extras change what the garbage collector sees a record refer to,
+        # the C code tells plain records by that, without building their dict.
         plain = _speedups.referents(_probe())
         with_extra = _probe()
         with_extra.__dict__["user_id"] = 1  # as makeRecord adds extra=
         set_extra = _probe()
         set_extra.user_id = 1  # as a filter or adapter might
-        if plain in (_speedups.referents(with_extra), _speedups.referents(set_extra)):
-            return None
+        by_referents = plain not in (
+            _speedups.referents(with_extra),
+            _speedups.referents(set_extra),
+        )
         try:
             return _speedups.State(
                 record_type=logging.LogRecord,
@@ -164,6 +167,7 @@ class LogDNAHandler(logging.Handler):
                 inline_max=self._inline_max,
                 entry_overhead=ENTRY_OVERHEAD,
                 plain_len=_PLAIN_RECORD_LEN,
+                by_referents=by_referents,
             )
         except RuntimeError:  # the attributes could not be located on a probe
             return None

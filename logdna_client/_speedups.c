@@ -215,19 +215,20 @@ state_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     static char *kwlist[] = {
         "record_type", "probe", "client", "stamps", "default_formatter", "context",
         "sender_threads", "busy_threads", "escape", "line_head", "queue", "inline_max",
-        "entry_overhead", "plain_len", NULL,
+        "entry_overhead", "plain_len", "by_referents", NULL,
     };
     PyObject *record_type, *probe, *client, *stamps, *default_formatter, *context;
     PyObject *sender_threads, *busy_threads, *escape, *line_head, *queue;
     Py_ssize_t inline_max, entry_overhead, plain_len;
+    int by_referents;
     Referents r;
     State *self;
 
     if (!PyArg_ParseTupleAndKeywords(
-            args, kwds, "$O!OOO!OO!O!O!OUOnnn", kwlist, &PyType_Type, &record_type, &probe,
+            args, kwds, "$O!OOO!OO!O!O!OUOnnnp", kwlist, &PyType_Type, &record_type, &probe,
             &client, &PyDict_Type, &stamps, &default_formatter, &PyModule_Type, &context,
             &PySet_Type, &sender_threads, &PySet_Type, &busy_threads, &escape, &line_head,
-            &queue, &inline_max, &entry_overhead, &plain_len)) {
+            &queue, &inline_max, &entry_overhead, &plain_len, &by_referents)) {
         return NULL;
     }
     if (!PyUnicode_IS_ASCII(line_head)) {
@@ -238,7 +239,8 @@ state_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_TypeError, "probe must be a fresh record_type instance");
         return NULL;
     }
-    if (collect_referents(probe, &r) != 0 || r.n < 2 || r.n > MAX_REFERENTS) {
+    if (by_referents &&
+        (collect_referents(probe, &r) != 0 || r.n < 2 || r.n > MAX_REFERENTS)) {
         PyErr_SetString(PyExc_RuntimeError, "records cannot be told apart by their referents");
         return NULL;
     }
@@ -246,10 +248,13 @@ state_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     if (self == NULL) {
         return NULL;
     }
-    self->plain_referents = r.n;
+    /* Without by_referents (Python 3.10: a record's dict always exists, and is
+       all it refers to) every record takes the dict route. */
+    self->plain_referents = by_referents ? r.n : -1;
     self->client_dict = PyObject_GenericGetDict(client, NULL);
     self->context_dict = Py_XNewRef(PyModule_GetDict(context));
-    if (self->client_dict == NULL || self->context_dict == NULL || calibrate(self, probe) != 0) {
+    if (self->client_dict == NULL || self->context_dict == NULL ||
+        (by_referents && calibrate(self, probe) != 0)) {
         Py_DECREF(self);
         return NULL;
     }
@@ -538,17 +543,18 @@ build_entry(State *self, PyObject *handler_dict, PyObject *record)
     if (PyDict_GetItemWithError(self->context_dict, s_in_use) != Py_False) {
         return NULL;
     }
-    if (collect_referents(record, &r) != 0) {
+    if (self->plain_referents > 0 && collect_referents(record, &r) != 0) {
         return NULL;
     }
-    if (r.n == self->plain_referents) {
+    if (self->plain_referents > 0 && r.n == self->plain_referents) {
         for (i = 0; i < N_FIELDS; i++) {
             f[i] = r.items[self->index[i]];
         }
     }
     else {
-        /* Its dict was built already (another handler read it): the Python
-           rule then, a plain record has exactly plain_len attributes. */
+        /* Its dict was built already (another handler read it, or this Python
+           always builds it): the Python rule then, a plain record has exactly
+           plain_len attributes. */
         attrs = PyObject_GenericGetDict(record, NULL);
         if (attrs == NULL || PyDict_GET_SIZE(attrs) != self->plain_len) {
             goto done;
