@@ -159,6 +159,7 @@ class LogDNAHandler(logging.Handler):
                 stamps=self._stamps,
                 default_formatter=self._default_formatter,
                 context=_context,
+                context_var=_context._request_context,
                 sender_threads=SENDER_THREADS,
                 busy_threads=BUSY_THREADS,
                 escape=_escape,

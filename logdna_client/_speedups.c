@@ -105,6 +105,7 @@ typedef struct {
     PyObject *stamps;        /* handler._stamps: level -> (low, high, rest) */
     PyObject *default_formatter;
     PyObject *context_dict;  /* _context's module dict: in_use */
+    PyObject *context_var;   /* the request context's ContextVar, read once in_use */
     PyObject *sender_threads;
     PyObject *busy_threads;
     PyObject *escape;        /* the JSON string escaper */
@@ -132,6 +133,7 @@ state_traverse(State *self, visitproc visit, void *arg)
     Py_VISIT(self->stamps);
     Py_VISIT(self->default_formatter);
     Py_VISIT(self->context_dict);
+    Py_VISIT(self->context_var);
     Py_VISIT(self->sender_threads);
     Py_VISIT(self->busy_threads);
     Py_VISIT(self->escape);
@@ -151,6 +153,7 @@ state_clear(State *self)
     Py_CLEAR(self->stamps);
     Py_CLEAR(self->default_formatter);
     Py_CLEAR(self->context_dict);
+    Py_CLEAR(self->context_var);
     Py_CLEAR(self->sender_threads);
     Py_CLEAR(self->busy_threads);
     Py_CLEAR(self->escape);
@@ -213,11 +216,11 @@ static PyObject *
 state_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {
-        "record_type", "probe", "client", "stamps", "default_formatter", "context",
+        "record_type", "probe", "client", "stamps", "default_formatter", "context", "context_var",
         "sender_threads", "busy_threads", "escape", "line_head", "queue", "inline_max",
         "entry_overhead", "plain_len", "by_referents", NULL,
     };
-    PyObject *record_type, *probe, *client, *stamps, *default_formatter, *context;
+    PyObject *record_type, *probe, *client, *stamps, *default_formatter, *context, *context_var;
     PyObject *sender_threads, *busy_threads, *escape, *line_head, *queue;
     Py_ssize_t inline_max, entry_overhead, plain_len;
     int by_referents;
@@ -225,8 +228,9 @@ state_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     State *self;
 
     if (!PyArg_ParseTupleAndKeywords(
-            args, kwds, "$O!OOO!OO!O!O!OUOnnnp", kwlist, &PyType_Type, &record_type, &probe,
+            args, kwds, "$O!OOO!OO!O!O!O!OUOnnnp", kwlist, &PyType_Type, &record_type, &probe,
             &client, &PyDict_Type, &stamps, &default_formatter, &PyModule_Type, &context,
+            &PyContextVar_Type, &context_var,
             &PySet_Type, &sender_threads, &PySet_Type, &busy_threads, &escape, &line_head,
             &queue, &inline_max, &entry_overhead, &plain_len, &by_referents)) {
         return NULL;
@@ -259,6 +263,7 @@ state_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         return NULL;
     }
     self->record_type = Py_NewRef(record_type);
+    self->context_var = Py_NewRef(context_var);
     self->stamps = Py_NewRef(stamps);
     self->default_formatter = Py_NewRef(default_formatter);
     self->sender_threads = Py_NewRef(sender_threads);
@@ -540,8 +545,21 @@ build_entry(State *self, PyObject *handler_dict, PyObject *record)
     if (PySet_GET_SIZE(self->busy_threads) != 0) {
         return NULL;
     }
-    if (PyDict_GetItemWithError(self->context_dict, s_in_use) != Py_False) {
-        return NULL;
+    v = PyDict_GetItemWithError(self->context_dict, s_in_use);
+    if (v != Py_False) {
+        /* A request context was bound somewhere in this process: is one bound
+           here? Then its fields are meta, and the Python code adds them. */
+        PyObject *bound = NULL;
+        int empty;
+        if (v != Py_True || PyContextVar_Get(self->context_var, NULL, &bound) != 0 ||
+            bound == NULL) {
+            return NULL;
+        }
+        empty = PyDict_CheckExact(bound) && PyDict_GET_SIZE(bound) == 0;
+        Py_DECREF(bound);
+        if (!empty) {
+            return NULL;
+        }
     }
     if (self->plain_referents > 0 && collect_referents(record, &r) != 0) {
         return NULL;

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from logdna_client import LogDNAHandler
 from logdna_client import _handler as handler_module
+from logdna_client.contrib import bind_request_context, reset_request_context
 from tests.helpers import make_logger
 
 UNREACHABLE = "http://127.0.0.1:1/logs/ingest"
@@ -223,6 +224,22 @@ class TestSameBytes:
         log.info("outer %s", "warm")
         log.info("outer %s", Loud())
         assert json.loads(last(fast)[1:])["line"] == "outer loud"
+
+    def test_request_context(self, pair: tuple[LogDNAHandler, LogDNAHandler]) -> None:
+        """Inside a bound request context the Python code adds its fields; outside one,
+        once a context has been bound anywhere, plain records still take the C path."""
+        fast = pair[0]
+        token = bind_request_context(request_id="r-1")
+        try:
+            inside = through_both(pair, record())
+        finally:
+            reset_request_context(token)
+        assert inside[1] == inside[0]
+        assert {"request_id": "r-1"} == json.loads(inside[0][-1][1:])["meta"]
+        before = c_lines(fast)
+        outside = through_both(pair, record())
+        assert outside[1] == outside[0]
+        assert before + 1 == c_lines(fast)
 
     @settings(
         max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
