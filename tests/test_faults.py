@@ -238,6 +238,9 @@ class TestTransientFailures:
             """
             for i in range(200):
                 log.info("before %d", i)
+            # Delivered and answered before the outage: a request the outage cuts
+            # after the server read it is sent again (at least once), by design.
+            client.flush(10)
             mark("before")
             wait_for("down")
             # An app that keeps working through the outage: it logs until the
