@@ -20,12 +20,15 @@ from os import getpid
 from threading import get_ident
 from typing import Any
 
+import orjson
+
 from . import _context
 from ._buffer import ENTRY_OVERHEAD
 from ._client import Client
 from ._context import current as request_context
 from ._errors import ConfigurationError
 from ._line import LINE_HEAD, _escape, safe_str
+from ._redact import MAX_DEPTH
 from ._report import logger as _own_logger
 from ._sender import BUSY_THREADS, SENDER_THREADS
 from .structlog import event_dict_to_line  # plain dict handling: needs no structlog
@@ -157,6 +160,11 @@ class LogDNAHandler(logging.Handler):
                 probe=_probe(),
                 client=self._client,
                 stamps=self._stamps,
+                meta_stamps=self._meta_stamps,
+                dumps=orjson.dumps,
+                safe_keys=self._builder.meta_safe_keys,
+                standard_attrs=STANDARD_RECORD_ATTRS,
+                max_depth=MAX_DEPTH,
                 default_formatter=self._default_formatter,
                 context=_context,
                 context_var=_context._request_context,

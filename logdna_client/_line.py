@@ -153,6 +153,7 @@ class LineBuilder:
         "_total_limit",
         "entry_max",
         "meta_json",
+        "meta_safe_keys",
         "on_filtered",
         "plain",
         "plain_max_chars",
@@ -188,6 +189,11 @@ class LineBuilder:
         #: ``encode`` would leave as it is: its text is within the line cap.
         self.entry_max = (
             min(self._line_limit, self._total_limit) if self.plain_max_chars >= 0 else -1
+        )
+        #: Meta keys the redactor has found safe (a live set), or None when meta is
+        #: not redacted: meta with only such keys and nothing nested skips the walk.
+        self.meta_safe_keys: set[str] | None = (
+            self._redactor.plain_keys if self._redacts_meta else None
         )
         self.meta_json = self._make_meta_json()
         self.plain = self._make_plain()
@@ -234,7 +240,7 @@ class LineBuilder:
         for values orjson does not know: callers fall back to ``encode``.
         """
         dumps = orjson.dumps
-        plain_keys = self._redactor.plain_keys if self._redacts_meta else None
+        plain_keys = self.meta_safe_keys
         redact = self._redactor.meta
 
         def meta_json(meta: dict[str, Any]) -> bytes:

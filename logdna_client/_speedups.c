@@ -103,6 +103,11 @@ typedef struct {
     PyObject *record_type;   /* logging.LogRecord: only exact instances go fast */
     PyObject *client_dict;   /* the Client's __dict__: its _buffer (replaced after fork) */
     PyObject *stamps;        /* handler._stamps: level -> (low, high, rest) */
+    PyObject *meta_stamps;   /* handler._meta_stamps: the same for lines with meta */
+    PyObject *dumps;         /* orjson.dumps */
+    PyObject *safe_keys;     /* meta keys the redactor found safe (a live set), or None */
+    PyObject *standard_attrs;  /* STANDARD_RECORD_ATTRS: never meta */
+    Py_ssize_t max_depth;    /* lists this deep are cut: _redact.MAX_DEPTH */
     PyObject *default_formatter;
     PyObject *context_dict;  /* _context's module dict: in_use */
     PyObject *context_var;   /* the request context's ContextVar, read once in_use */
@@ -131,6 +136,10 @@ state_traverse(State *self, visitproc visit, void *arg)
     Py_VISIT(self->record_type);
     Py_VISIT(self->client_dict);
     Py_VISIT(self->stamps);
+    Py_VISIT(self->meta_stamps);
+    Py_VISIT(self->dumps);
+    Py_VISIT(self->safe_keys);
+    Py_VISIT(self->standard_attrs);
     Py_VISIT(self->default_formatter);
     Py_VISIT(self->context_dict);
     Py_VISIT(self->context_var);
@@ -151,6 +160,10 @@ state_clear(State *self)
     Py_CLEAR(self->record_type);
     Py_CLEAR(self->client_dict);
     Py_CLEAR(self->stamps);
+    Py_CLEAR(self->meta_stamps);
+    Py_CLEAR(self->dumps);
+    Py_CLEAR(self->safe_keys);
+    Py_CLEAR(self->standard_attrs);
     Py_CLEAR(self->default_formatter);
     Py_CLEAR(self->context_dict);
     Py_CLEAR(self->context_var);
@@ -216,11 +229,14 @@ static PyObject *
 state_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {
-        "record_type", "probe", "client", "stamps", "default_formatter", "context", "context_var",
+        "record_type", "probe", "client", "stamps", "meta_stamps", "dumps", "safe_keys",
+        "standard_attrs", "max_depth", "default_formatter", "context", "context_var",
         "sender_threads", "busy_threads", "escape", "line_head", "queue", "inline_max",
         "entry_overhead", "plain_len", "by_referents", NULL,
     };
     PyObject *record_type, *probe, *client, *stamps, *default_formatter, *context, *context_var;
+    PyObject *meta_stamps, *dumps, *safe_keys, *standard_attrs;
+    Py_ssize_t max_depth;
     PyObject *sender_threads, *busy_threads, *escape, *line_head, *queue;
     Py_ssize_t inline_max, entry_overhead, plain_len;
     int by_referents;
@@ -228,8 +244,9 @@ state_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     State *self;
 
     if (!PyArg_ParseTupleAndKeywords(
-            args, kwds, "$O!OOO!OO!O!O!O!OUOnnnp", kwlist, &PyType_Type, &record_type, &probe,
-            &client, &PyDict_Type, &stamps, &default_formatter, &PyModule_Type, &context,
+            args, kwds, "$O!OOO!O!OOO!nOO!O!O!O!OUOnnnp", kwlist, &PyType_Type, &record_type, &probe,
+            &client, &PyDict_Type, &stamps, &PyDict_Type, &meta_stamps, &dumps, &safe_keys,
+            &PyFrozenSet_Type, &standard_attrs, &max_depth, &default_formatter, &PyModule_Type, &context,
             &PyContextVar_Type, &context_var,
             &PySet_Type, &sender_threads, &PySet_Type, &busy_threads, &escape, &line_head,
             &queue, &inline_max, &entry_overhead, &plain_len, &by_referents)) {
@@ -237,6 +254,10 @@ state_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     }
     if (!PyUnicode_IS_ASCII(line_head)) {
         PyErr_SetString(PyExc_ValueError, "line_head must be ASCII");
+        return NULL;
+    }
+    if (safe_keys != Py_None && !PySet_CheckExact(safe_keys)) {
+        PyErr_SetString(PyExc_TypeError, "safe_keys must be a set or None");
         return NULL;
     }
     if ((PyObject *)Py_TYPE(probe) != record_type) {
@@ -265,6 +286,11 @@ state_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->record_type = Py_NewRef(record_type);
     self->context_var = Py_NewRef(context_var);
     self->stamps = Py_NewRef(stamps);
+    self->meta_stamps = Py_NewRef(meta_stamps);
+    self->dumps = Py_NewRef(dumps);
+    self->safe_keys = Py_NewRef(safe_keys);
+    self->standard_attrs = Py_NewRef(standard_attrs);
+    self->max_depth = max_depth;
     self->default_formatter = Py_NewRef(default_formatter);
     self->sender_threads = Py_NewRef(sender_threads);
     self->busy_threads = Py_NewRef(busy_threads);
@@ -321,22 +347,49 @@ needs_escape(const unsigned char *text, Py_ssize_t n)
     return 0;
 }
 
-/* LINE_HEAD, the text as a JSON string, then ``rest``, UTF-8 encoded: what
- * ``f"{LINE_HEAD}{_escape(text)}{rest}".encode()`` makes. NULL (an error may be
- * set) when that would fail, as it does in Python for a lone surrogate. */
-static PyObject *
-join_entry(State *self, PyObject *text, PyObject *rest)
+/* What follows the text's JSON string in an entry: ``rest`` (the stamp: the
+ * timestamp, level, app, env), then for a line with meta its JSON and the
+ * closing brace (``rest`` then ends with ``"meta":``). ASCII only. */
+typedef struct {
+    const char *rest;
+    Py_ssize_t n_rest;
+    const char *meta;  /* NULL: no meta */
+    Py_ssize_t n_meta;
+} Tail;
+
+static Py_ssize_t
+tail_size(const Tail *tail)
 {
-    PyObject *head = self->line_head, *escaped, *entry = NULL;
-    Py_ssize_t n_head = PyUnicode_GET_LENGTH(head), n_rest = PyUnicode_GET_LENGTH(rest);
+    return tail->n_rest + (tail->meta != NULL ? tail->n_meta + 1 : 0);
+}
+
+static void
+write_tail(char *out, const Tail *tail)
+{
+    memcpy(out, tail->rest, tail->n_rest);
+    if (tail->meta != NULL) {
+        memcpy(out + tail->n_rest, tail->meta, tail->n_meta);
+        out[tail->n_rest + tail->n_meta] = '}';
+    }
+}
+
+/* LINE_HEAD, the text as a JSON string, then the tail, UTF-8 encoded: what
+ * ``f"{LINE_HEAD}{_escape(text)}{rest}".encode()`` makes (with meta: the same
+ * with ``{data.decode()}}}`` added). NULL (an error may be set) when that
+ * would fail, as it does in Python for a lone surrogate. */
+static PyObject *
+join_entry(State *self, PyObject *text, const Tail *tail)
+{
+    PyObject *head = self->line_head, *escaped, *entry = NULL, *prefix = NULL;
+    Py_ssize_t n_head = PyUnicode_GET_LENGTH(head), n_tail = tail_size(tail);
     char *out;
-    if (PyUnicode_IS_ASCII(text) && PyUnicode_IS_ASCII(rest)) {
+    if (PyUnicode_IS_ASCII(text)) {
         const unsigned char *data = PyUnicode_1BYTE_DATA(text);
         Py_ssize_t n_text = PyUnicode_GET_LENGTH(text);
         if (!needs_escape(data, n_text)) {
             /* The common message: nothing to escape, so its JSON string is the text
                in quotes; no intermediate string. */
-            entry = PyBytes_FromStringAndSize(NULL, n_head + n_text + 2 + n_rest);
+            entry = PyBytes_FromStringAndSize(NULL, n_head + n_text + 2 + n_tail);
             if (entry == NULL) {
                 return NULL;
             }
@@ -347,7 +400,7 @@ join_entry(State *self, PyObject *text, PyObject *rest)
             memcpy(out, data, n_text);
             out += n_text;
             *out++ = '"';
-            memcpy(out, PyUnicode_1BYTE_DATA(rest), n_rest);
+            write_tail(out, tail);
             return entry;
         }
     }
@@ -356,29 +409,37 @@ join_entry(State *self, PyObject *text, PyObject *rest)
         Py_XDECREF(escaped);
         return NULL;
     }
-    if (PyUnicode_IS_ASCII(escaped) && PyUnicode_IS_ASCII(rest)) {
+    if (PyUnicode_IS_ASCII(escaped)) {
         Py_ssize_t n_escaped = PyUnicode_GET_LENGTH(escaped);
-        entry = PyBytes_FromStringAndSize(NULL, n_head + n_escaped + n_rest);
+        entry = PyBytes_FromStringAndSize(NULL, n_head + n_escaped + n_tail);
         if (entry != NULL) {
             out = PyBytes_AS_STRING(entry);
             memcpy(out, PyUnicode_1BYTE_DATA(head), n_head);
             memcpy(out + n_head, PyUnicode_1BYTE_DATA(escaped), n_escaped);
-            memcpy(out + n_head + n_escaped, PyUnicode_1BYTE_DATA(rest), n_rest);
+            write_tail(out + n_head + n_escaped, tail);
         }
+        Py_DECREF(escaped);
+        return entry;
     }
-    else {
-        /* UTF-8 needed: the general str machinery. */
+    /* UTF-8 needed: the general str machinery for the head and text. */
+    {
         PyObject *joined = PyUnicode_Concat(head, escaped);
         if (joined != NULL) {
-            PyObject *whole = PyUnicode_Concat(joined, rest);
+            prefix = PyUnicode_AsUTF8String(joined);
             Py_DECREF(joined);
-            if (whole != NULL) {
-                entry = PyUnicode_AsUTF8String(whole);
-                Py_DECREF(whole);
-            }
         }
     }
     Py_DECREF(escaped);
+    if (prefix == NULL) {
+        return NULL;
+    }
+    entry = PyBytes_FromStringAndSize(NULL, PyBytes_GET_SIZE(prefix) + n_tail);
+    if (entry != NULL) {
+        out = PyBytes_AS_STRING(entry);
+        memcpy(out, PyBytes_AS_STRING(prefix), PyBytes_GET_SIZE(prefix));
+        write_tail(out + PyBytes_GET_SIZE(prefix), tail);
+    }
+    Py_DECREF(prefix);
     return entry;
 }
 
@@ -417,17 +478,17 @@ write_decimal(long long value, char *out)
  * str of a str is itself, and %s, %d and %i of an int are its decimal digits.
  * NULL without an error for anything else: PyUnicode_Format decides then. */
 static PyObject *
-format_entry(State *self, PyObject *msg, PyObject *args, PyObject *rest)
+format_entry(State *self, PyObject *msg, PyObject *args, const Tail *tail)
 {
     const unsigned char *fmt;
     Py_ssize_t n_fmt, n_args = PyTuple_GET_SIZE(args), i, k = 0, n_text = 0;
-    Py_ssize_t n_head, n_rest;
+    Py_ssize_t n_head;
     char numbers[MAX_FAST_ARGS][24];
     Py_ssize_t number_len[MAX_FAST_ARGS];
     PyObject *entry;
     char *out;
 
-    if (!PyUnicode_IS_ASCII(msg) || !PyUnicode_IS_ASCII(rest) || n_args > MAX_FAST_ARGS) {
+    if (!PyUnicode_IS_ASCII(msg) || n_args > MAX_FAST_ARGS) {
         return NULL;
     }
     fmt = PyUnicode_1BYTE_DATA(msg);
@@ -483,8 +544,7 @@ format_entry(State *self, PyObject *msg, PyObject *args, PyObject *rest)
     }
     /* Second pass: write. */
     n_head = PyUnicode_GET_LENGTH(self->line_head);
-    n_rest = PyUnicode_GET_LENGTH(rest);
-    entry = PyBytes_FromStringAndSize(NULL, n_head + 1 + n_text + 1 + n_rest);
+    entry = PyBytes_FromStringAndSize(NULL, n_head + 1 + n_text + 1 + tail_size(tail));
     if (entry == NULL) {
         return NULL;
     }
@@ -516,8 +576,55 @@ format_entry(State *self, PyObject *msg, PyObject *args, PyObject *rest)
         k++;
     }
     *out++ = '"';
-    memcpy(out, PyUnicode_1BYTE_DATA(rest), n_rest);
+    write_tail(out, tail);
     return entry;
+}
+
+/* The JSON of a record's extra= fields, as ``meta_json(_extras(attrs))``
+ * makes it, when that is certain without the Python code: every extra comes
+ * after the standard attributes, is no standard name, and holds a str, int,
+ * float, bool or None (so dumping runs no user code); and where the redactor
+ * is on, every key is one it has found safe and the JSON holds no object and
+ * no list deep enough to cut (the rule ``LineBuilder.meta_json`` applies).
+ * NULL (an error may be set) for anything else. */
+static PyObject *
+extras_json(State *self, PyObject *attrs)
+{
+    PyObject *key, *value, *meta, *data;
+    Py_ssize_t pos = 0, seen = 0;
+    meta = PyDict_New();
+    if (meta == NULL) {
+        return NULL;
+    }
+    while (PyDict_Next(attrs, &pos, &key, &value)) {
+        if (seen++ < self->plain_len) {
+            continue;  /* the standard attributes, set first by LogRecord.__init__ */
+        }
+        if (!PyUnicode_CheckExact(key) || !is_plain_arg(value) ||
+            PySet_Contains(self->standard_attrs, key) != 0 ||
+            (self->safe_keys != Py_None && PySet_Contains(self->safe_keys, key) != 1) ||
+            PyDict_SetItem(meta, key, value) != 0) {
+            Py_DECREF(meta);
+            return NULL;
+        }
+    }
+    data = PyObject_CallOneArg(self->dumps, meta);
+    Py_DECREF(meta);
+    if (data == NULL || !PyBytes_CheckExact(data)) {
+        Py_XDECREF(data);
+        return NULL;
+    }
+    if (self->safe_keys != Py_None) {
+        const char *bytes = PyBytes_AS_STRING(data);
+        Py_ssize_t n = PyBytes_GET_SIZE(data), k, brackets = 0;
+        for (k = 1; k < n; k++) {
+            if (bytes[k] == '{' || (bytes[k] == '[' && ++brackets >= self->max_depth)) {
+                Py_DECREF(data);
+                return NULL;
+            }
+        }
+    }
+    return data;
 }
 
 /* The entry (separator and line) for ``record``, as _handle would build it
@@ -527,7 +634,8 @@ build_entry(State *self, PyObject *handler_dict, PyObject *record)
 {
     PyObject *f[N_FIELDS];
     PyObject *attrs = NULL;  /* the record's dict, when it was built already */
-    PyObject *text = NULL, *entry = NULL, *v, *stamp, *rest;
+    PyObject *text = NULL, *entry = NULL, *meta = NULL, *v, *stamp, *rest;
+    Tail tail;
     Referents r;
     int i;
 
@@ -574,12 +682,19 @@ build_entry(State *self, PyObject *handler_dict, PyObject *record)
            always builds it): the Python rule then, a plain record has exactly
            plain_len attributes. */
         attrs = PyObject_GenericGetDict(record, NULL);
-        if (attrs == NULL || PyDict_GET_SIZE(attrs) != self->plain_len) {
+        if (attrs == NULL || PyDict_GET_SIZE(attrs) < self->plain_len) {
             goto done;
         }
         for (i = 0; i < N_FIELDS; i++) {
             f[i] = PyDict_GetItemWithError(attrs, field_names[i]);
             if (f[i] == NULL) {
+                goto done;
+            }
+        }
+        if (PyDict_GET_SIZE(attrs) > self->plain_len) {
+            /* extra= fields: meta, when they are plain values (else Python). */
+            meta = extras_json(self, attrs);
+            if (meta == NULL) {
                 goto done;
             }
         }
@@ -603,7 +718,8 @@ build_entry(State *self, PyObject *handler_dict, PyObject *record)
     if (!PyUnicode_CheckExact(f[F_LEVELNAME]) || !PyFloat_CheckExact(f[F_CREATED])) {
         goto done;
     }
-    stamp = PyDict_GetItemWithError(self->stamps, f[F_LEVELNAME]);
+    stamp = PyDict_GetItemWithError(meta == NULL ? self->stamps : self->meta_stamps,
+                                    f[F_LEVELNAME]);
     if (stamp == NULL || !PyTuple_CheckExact(stamp) || PyTuple_GET_SIZE(stamp) != 3) {
         goto done;
     }
@@ -620,6 +736,13 @@ build_entry(State *self, PyObject *handler_dict, PyObject *record)
             goto done;
         }
     }
+    /* UTF-8 of the stamp (app and env may be any text); cached in the str. */
+    tail.rest = PyUnicode_AsUTF8AndSize(rest, &tail.n_rest);
+    if (tail.rest == NULL) {
+        goto done;
+    }
+    tail.meta = meta == NULL ? NULL : PyBytes_AS_STRING(meta);
+    tail.n_meta = meta == NULL ? 0 : PyBytes_GET_SIZE(meta);
     v = f[F_ARGS];
     if (v == Py_None || (PyTuple_CheckExact(v) && PyTuple_GET_SIZE(v) == 0)) {
         text = Py_NewRef(f[F_MSG]);
@@ -635,7 +758,7 @@ build_entry(State *self, PyObject *handler_dict, PyObject *record)
                 goto done;
             }
         }
-        entry = format_entry(self, f[F_MSG], v, rest);
+        entry = format_entry(self, f[F_MSG], v, &tail);
         if (entry != NULL || PyErr_Occurred()) {
             goto done;
         }
@@ -647,10 +770,11 @@ build_entry(State *self, PyObject *handler_dict, PyObject *record)
     if (!PyUnicode_CheckExact(text) || PyUnicode_GET_LENGTH(text) == 0) {
         goto done;
     }
-    entry = join_entry(self, text, rest);
+    entry = join_entry(self, text, &tail);
 done:
     Py_XDECREF(attrs);
     Py_XDECREF(text);
+    Py_XDECREF(meta);
     return entry;
 }
 

@@ -241,6 +241,54 @@ class TestSameBytes:
         assert outside[1] == outside[0]
         assert before + 1 == c_lines(fast)
 
+    @pytest.mark.parametrize(
+        "extra",
+        [
+            {"user_id": 7, "path": "/a", "method": "GET", "status": 200, "bytes": 1.5},
+            {"ok": True, "none": None, "nan": float("nan"), "big": 2**63, "neg": -(2**63)},
+            {"text": 'quote " backslash \\ é € 𝄞 \n'},
+            {"braces": "a{b}[c]", "deep": "[" * 40},
+            {"password": "hunter2", "user": "x"},
+            {"nested": {"a": 1}},
+            {"items": [1, 2]},
+            {"when": object()},
+            {"surrogate": "\ud800"},
+            {"message": "shadow", "user_id": 1},
+        ],
+        ids=["flat", "odd scalars", "escapes", "brackets", "secret", "dict", "list", "object",
+             "surrogate", "standard name"],
+    )  # fmt: skip
+    def test_extras(self, pair: tuple[LogDNAHandler, LogDNAHandler], extra: dict[str, Any]) -> None:
+        """Records with extra= ship the same meta from both paths, secrets redacted."""
+        queued = []
+        base = record()
+        for h in pair:
+            for _ in range(3):  # a record of each key set once, so keys are known safe
+                copy = twin(base)
+                copy.__dict__.update(extra)  # as makeRecord adds extra=
+                h.handle(copy)
+            queued.append(list(h.client._buffer.entries)[-3:])
+        assert queued[1] == queued[0]
+        if "password" in extra:
+            assert b"hunter2" not in b"".join(queued[0])
+
+    def test_flat_extras_take_the_c_path(self, pair: tuple[LogDNAHandler, LogDNAHandler]) -> None:
+        """The benchmark's extras (flat str and int values) are built in C once their keys
+        are known safe and the level's meta stamp is made."""
+        fast = pair[0]
+        base = record()
+        extra = {"user_id": 7, "path": "/a", "method": "GET", "status": 200, "bytes": 512}
+        for _ in range(2):
+            copy = twin(base)
+            copy.__dict__.update(extra)
+            fast.handle(copy)
+        before = c_lines(fast)
+        copy = twin(base)
+        copy.__dict__.update(extra)
+        fast.handle(copy)
+        assert before + 1 == c_lines(fast)
+        assert extra == json.loads(last(fast)[1:])["meta"]
+
     @settings(
         max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
     )
@@ -263,6 +311,37 @@ class TestSameBytes:
         """Whatever the message and builtin arguments, both paths queue the same bytes."""
         fast_lines, slow_lines = through_both(pair, record(msg, tuple(args)))
         assert slow_lines == fast_lines
+
+    @settings(
+        max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    )
+    @given(
+        extra=st.dictionaries(
+            st.sampled_from(["user_id", "path", "token", "api_key", "x", "é", "msg", "args"]),
+            st.one_of(
+                st.text(max_size=10),
+                st.integers(min_value=-(2**70), max_value=2**70),
+                st.booleans(),
+                st.none(),
+                st.floats(allow_nan=True),
+            ),
+            min_size=1,
+            max_size=4,
+        )
+    )
+    def test_any_flat_extras(
+        self, pair: tuple[LogDNAHandler, LogDNAHandler], extra: dict[str, Any]
+    ) -> None:
+        """Whatever the extras' names and scalar values, both paths queue the same bytes."""
+        queued = []
+        base = record()
+        for h in pair:
+            for _ in range(2):
+                copy = twin(base)
+                copy.__dict__.update(extra)
+                h.handle(copy)
+            queued.append(list(h.client._buffer.entries)[-2:])
+        assert queued[1] == queued[0]
 
 
 @needs_speedups
