@@ -22,6 +22,14 @@ from logdna_client.contrib import bind_request_context, reset_request_context
 from tests.helpers import make_logger
 
 UNREACHABLE = "http://127.0.0.1:1/logs/ingest"
+# Argument and extra values the C path formats itself (and a few it leaves to Python).
+SCALARS = st.one_of(
+    st.text(max_size=10),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.booleans(),
+    st.none(),
+    st.floats(allow_nan=True),
+)
 
 speedups = handler_module._speedups
 needs_speedups = pytest.mark.skipif(speedups is None, reason="the C extension is not built")
@@ -87,6 +95,22 @@ def through_both(
             h.handle(twin(r))
         out.append(list(h.client._buffer.entries)[before:])
     return out[0], out[1]
+
+
+def with_extras_through_both(
+    pair: tuple[LogDNAHandler, LogDNAHandler], extra: dict[str, Any], times: int
+) -> list[list[bytes]]:
+    """What each handler queues for ``times`` equal records with ``extra`` (a key set
+    the redactor has seen once is known safe from then on)."""
+    queued = []
+    base = record()
+    for h in pair:
+        for _ in range(times):
+            copy = twin(base)
+            copy.__dict__.update(extra)  # as makeRecord adds extra=
+            h.handle(copy)
+        queued.append(list(h.client._buffer.entries)[-times:])
+    return queued
 
 
 @needs_speedups
@@ -260,14 +284,7 @@ class TestSameBytes:
     )  # fmt: skip
     def test_extras(self, pair: tuple[LogDNAHandler, LogDNAHandler], extra: dict[str, Any]) -> None:
         """Records with extra= ship the same meta from both paths, secrets redacted."""
-        queued = []
-        base = record()
-        for h in pair:
-            for _ in range(3):  # a record of each key set once, so keys are known safe
-                copy = twin(base)
-                copy.__dict__.update(extra)  # as makeRecord adds extra=
-                h.handle(copy)
-            queued.append(list(h.client._buffer.entries)[-3:])
+        queued = with_extras_through_both(pair, extra, 3)
         assert queued[1] == queued[0]
         if "password" in extra:
             assert b"hunter2" not in b"".join(queued[0])
@@ -294,16 +311,7 @@ class TestSameBytes:
     )
     @given(
         msg=st.text(alphabet=st.sampled_from(list('ab %sdir"\\\né')), max_size=30),
-        args=st.lists(
-            st.one_of(
-                st.text(max_size=10),
-                st.integers(min_value=-(2**70), max_value=2**70),
-                st.booleans(),
-                st.none(),
-                st.floats(allow_nan=True),
-            ),
-            max_size=4,
-        ),
+        args=st.lists(SCALARS, max_size=4),
     )
     def test_any_message_and_args(
         self, pair: tuple[LogDNAHandler, LogDNAHandler], msg: str, args: list[Any]
@@ -318,13 +326,7 @@ class TestSameBytes:
     @given(
         extra=st.dictionaries(
             st.sampled_from(["user_id", "path", "token", "api_key", "x", "é", "msg", "args"]),
-            st.one_of(
-                st.text(max_size=10),
-                st.integers(min_value=-(2**70), max_value=2**70),
-                st.booleans(),
-                st.none(),
-                st.floats(allow_nan=True),
-            ),
+            SCALARS,
             min_size=1,
             max_size=4,
         )
@@ -333,14 +335,7 @@ class TestSameBytes:
         self, pair: tuple[LogDNAHandler, LogDNAHandler], extra: dict[str, Any]
     ) -> None:
         """Whatever the extras' names and scalar values, both paths queue the same bytes."""
-        queued = []
-        base = record()
-        for h in pair:
-            for _ in range(2):
-                copy = twin(base)
-                copy.__dict__.update(extra)
-                h.handle(copy)
-            queued.append(list(h.client._buffer.entries)[-2:])
+        queued = with_extras_through_both(pair, extra, 2)
         assert queued[1] == queued[0]
 
 
