@@ -14,6 +14,7 @@ import argparse
 import collections
 import gc
 import logging
+import os
 import resource
 import socket
 import statistics
@@ -46,11 +47,21 @@ def dead_url() -> str:
     return f"http://127.0.0.1:{port}/logs/ingest"
 
 
-def make_handler() -> Any:
+def make_handler(python: bool = False) -> Any:
+    """A handler whose sender sleeps (no full batch, hourly interval): only the
+    caller's work is timed. ``python``: on the Python path, not the C extension."""
     from logdna_client import LogDNAHandler
 
-    # The sender sleeps (no full batch, hourly interval): only the caller's work is timed.
-    return LogDNAHandler(
+    if python:
+        os.environ["LOGDNA_CLIENT_PURE_PYTHON"] = "1"
+    try:
+        return _handler_for_profiling(LogDNAHandler)
+    finally:
+        os.environ.pop("LOGDNA_CLIENT_PURE_PYTHON", None)
+
+
+def _handler_for_profiling(cls: Any) -> Any:
+    return cls(
         key="k", url=dead_url(), hostname="bench", app="bench", flush_interval=3600,
         max_batch_bytes=8 * 1024 * 1024, max_buffer_bytes=1 << 40, shutdown_timeout=0,
     )  # fmt: skip
@@ -116,8 +127,18 @@ def hot_path(report: list[tuple[str, float]]) -> None:
     add(f"-> caller ratio, warm memory: {ou / fl:.2f}x", 0)
     timed("h.handle(record)", "LogDNAHandler.handle(record): the handler's whole share")
     timed("h.handle(extra_record)", "LogDNAHandler.handle(record with 5 extra= fields)")
+    if handler._fast is not None:
+        # The pieces below are the Python method's, the C extension's fallback.
+        env["py"] = py = make_handler(python=True)
+        py.handle(record)  # starts its sender, notes the level
+        timed("py.handle(record)", "the same on the Python path (no C extension)")
+        timed("py.handle(extra_record)", "the same with 5 extra= fields, Python path")
+        with py.client._buffer._lock:  # nothing to deliver: no loss report at close
+            py.client._buffer.entries.clear()
+            py.client._buffer.queued_bytes = 0
+        py.client.close(timeout=0)
 
-    print("\npieces of handle() (plain record), in the order it runs them:")
+    print("\npieces of the Python handle() (plain record), in the order it runs them:")
     env["get_ident"] = threading.get_ident
     env["SENDER"] = handler_mod.SENDER_THREADS
     env["BUSY"] = handler_mod.BUSY_THREADS
