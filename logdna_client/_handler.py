@@ -54,6 +54,11 @@ if getattr(sys, "_is_gil_enabled", lambda: True)():
         from . import _speedups  # type: ignore[attr-defined, no-redef]
     except ImportError:
         pass
+    else:
+        # A build left from another version of the package (an editable install
+        # not rebuilt after an update) may expect other arguments: not used.
+        if getattr(_speedups, "API", None) != 3:
+            _speedups = None
 
 _STRUCTLOG_SKIP = STANDARD_RECORD_ATTRS | {"_logger", "_name"}
 
@@ -178,7 +183,7 @@ class LogDNAHandler(logging.Handler):
                 plain_len=_PLAIN_RECORD_LEN,
                 by_referents=by_referents,
             )
-        except RuntimeError:  # the attributes could not be located on a probe
+        except Exception:  # e.g. the attributes could not be located on a probe
             return None
 
     @property
@@ -274,10 +279,16 @@ class LogDNAHandler(logging.Handler):
 
     def _queue(self, record: logging.LogRecord, entry: bytes) -> bool:
         """Queue an entry the C ``handle`` built, when the buffer wants its locked path."""
+        # Guarded as handle guards it: a signal handler or finalizer that logs while
+        # this thread holds the buffer's lock is dropped as re-entry, not deadlocked.
+        current = get_ident()
+        BUSY_THREADS.add(current)
         try:
             self._client.put_entry(entry)
         except Exception:
             self.handleError(record)
+        finally:
+            BUSY_THREADS.discard(current)
         return True
 
     def _is_own(self, name: object) -> bool:

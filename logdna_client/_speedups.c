@@ -24,6 +24,10 @@
 #include <structmember.h>
 #include <string.h>
 
+/* What _handler.py expects of this module; a build left from another version
+ * of the package (an editable install not rebuilt) is not used. */
+#define SPEEDUPS_API 3
+
 /* The record attributes the common path reads. */
 enum {
     F_NAME,
@@ -685,28 +689,32 @@ build_entry(State *self, PyObject *handler_dict, PyObject *record)
         if (attrs == NULL || PyDict_GET_SIZE(attrs) < self->plain_len) {
             goto done;
         }
+        if (PyDict_GET_SIZE(attrs) > self->plain_len) {
+            /* extra= fields: meta, when they are plain values (else Python). First:
+               it allocates a dict, which may run the garbage collector, and the
+               fields below are borrowed. */
+            meta = extras_json(self, attrs);
+            if (meta == NULL) {
+                goto done;
+            }
+        }
         for (i = 0; i < N_FIELDS; i++) {
             f[i] = PyDict_GetItemWithError(attrs, field_names[i]);
             if (f[i] == NULL) {
                 goto done;
             }
         }
-        if (PyDict_GET_SIZE(attrs) > self->plain_len) {
-            /* extra= fields: meta, when they are plain values (else Python). */
-            meta = extras_json(self, attrs);
-            if (meta == NULL) {
-                goto done;
-            }
-        }
     }
     /* Every value is checked for its type: a record that lost an attribute and
        gained another reads shifted, and fails here (see the tests). */
-    if (!PyLong_CheckExact(f[F_THREAD])) {
-        goto done;
-    }
-    if (PySet_GET_SIZE(self->sender_threads) != 0 &&
-        PySet_Contains(self->sender_threads, f[F_THREAD]) != 0) {
-        goto done;  /* made on a sender thread (or an error): Python decides */
+    if (f[F_THREAD] != Py_None) {  /* None: logging.logThreads is off */
+        if (!PyLong_CheckExact(f[F_THREAD])) {
+            goto done;
+        }
+        if (PySet_GET_SIZE(self->sender_threads) != 0 &&
+            PySet_Contains(self->sender_threads, f[F_THREAD]) != 0) {
+            goto done;  /* made on a sender thread (or an error): Python decides */
+        }
     }
     if (PyDict_GetItemWithError(handler_dict, s_last_name) != f[F_NAME]) {
         goto done;  /* a logger not yet known not to be the library's own */
@@ -834,12 +842,12 @@ queue_entry(State *self, PyObject *entry, Py_ssize_t size)
     Py_DECREF(total);
     r = PyObject_CallOneArg(self->append, entry);
     if (r == NULL) {
-        PyObject *type, *value, *tb;
-        PyErr_Fetch(&type, &value, &tb);
+        /* Not queued after all: take the count back (the caller clears the error
+           and goes the Python way). */
+        PyErr_Clear();
         if (PyDict_SetItem(self->buffer_dict, s_queued_bytes, queued) != 0) {
             PyErr_Clear();
         }
-        PyErr_Restore(type, value, tb);
         Py_DECREF(queued);
         return -1;
     }
@@ -871,7 +879,9 @@ handle_call(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwname
     }
     state = PyDict_GetItemWithError(handler_dict, s_fast);
     if (state != NULL && Py_IS_TYPE(state, &StateType)) {
-        State *st = (State *)state;
+        /* Owned while in use: code run by an allocation (a finalizer) could
+           replace handler._fast. */
+        State *st = (State *)Py_NewRef(state);
         entry = build_entry(st, handler_dict, args[1]);
         if (entry != NULL) {
             Py_ssize_t size = PyBytes_GET_SIZE(entry) + st->entry_overhead;
@@ -880,6 +890,7 @@ handle_call(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwname
                 int queued = queue_entry(st, entry, size);
                 if (queued == 1) {
                     st->lines++;
+                    Py_DECREF(st);
                     Py_DECREF(entry);
                     Py_DECREF(handler_dict);
                     Py_RETURN_TRUE;
@@ -891,6 +902,7 @@ handle_call(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwname
                     PyObject *result;
                     st->lines++;
                     result = PyObject_Vectorcall(st->queue, call, 3, NULL);
+                    Py_DECREF(st);
                     Py_DECREF(entry);
                     Py_DECREF(handler_dict);
                     return result;
@@ -898,6 +910,7 @@ handle_call(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwname
             }
             Py_DECREF(entry);
         }
+        Py_DECREF(st);
     }
     Py_DECREF(handler_dict);
     /* Not the common record, or something failed before the line was queued:
@@ -1055,7 +1068,8 @@ PyInit__speedups(void)
     if (module == NULL) {
         return NULL;
     }
-    if (PyModule_AddObjectRef(module, "State", (PyObject *)&StateType) < 0 ||
+    if (PyModule_AddIntConstant(module, "API", SPEEDUPS_API) < 0 ||
+        PyModule_AddObjectRef(module, "State", (PyObject *)&StateType) < 0 ||
         PyModule_AddObjectRef(module, "Handle", (PyObject *)&HandleType) < 0) {
         Py_DECREF(module);
         return NULL;

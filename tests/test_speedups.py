@@ -9,6 +9,7 @@ import os
 import shutil
 import sys
 import sysconfig
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,6 +19,7 @@ from hypothesis import strategies as st
 
 from logdna_client import LogDNAHandler
 from logdna_client import _handler as handler_module
+from logdna_client._sender import BUSY_THREADS
 from logdna_client.contrib import bind_request_context, reset_request_context
 from tests.helpers import make_logger
 
@@ -74,7 +76,7 @@ def record(
 def twin(r: logging.LogRecord) -> logging.LogRecord:
     """A record equal to ``r`` (same created) that shares none of its state."""
     other = record(r.msg, ())
-    for name in ("args", "created", "levelname", "levelno", "name"):
+    for name in ("args", "created", "levelname", "levelno", "name", "thread"):
         setattr(other, name, getattr(r, name))
     return other
 
@@ -161,7 +163,7 @@ class TestSameBytes:
             pytest.param(lambda r: setattr(r, "args", {"a": 1}), id="mapping args"),
             pytest.param(lambda r: setattr(r, "levelname", "CUSTOM"), id="unseen level"),
             pytest.param(lambda r: setattr(r, "created", float("nan")), id="nan created"),
-            pytest.param(lambda r: setattr(r, "thread", None), id="no thread"),
+            pytest.param(lambda r: setattr(r, "thread", "7"), id="odd thread"),
             pytest.param(lambda r: setattr(r, "name", "logdna_client.own"), id="own logger"),
         ],
     )
@@ -187,8 +189,9 @@ class TestSameBytes:
     def test_record_whose_dict_was_read(self, pair: tuple[LogDNAHandler, LogDNAHandler]) -> None:
         """A record whose __dict__ another handler read, without extras, still takes the C path."""
         fast = pair[0]
-        fast.handle(record())
-        r = record()
+        base = record()
+        fast.handle(twin(base))  # makes the INFO stamp for this millisecond
+        r = twin(base)
         vars(r)  # as a Formatter does: on 3.11+ this builds the record's dict
         before = c_lines(fast)
         fast.handle(r)
@@ -264,6 +267,40 @@ class TestSameBytes:
         outside = through_both(pair, record())
         assert outside[1] == outside[0]
         assert before + 1 == c_lines(fast)
+
+    def test_without_thread_ids(self, pair: tuple[LogDNAHandler, LogDNAHandler]) -> None:
+        """Records made with logging.logThreads off (thread None) take the C path too."""
+        fast = pair[0]
+        base = record()
+        base.thread = None
+        before = c_lines(fast)
+        fast_lines, slow_lines = through_both(pair, base)
+        assert slow_lines == fast_lines
+        assert before + 1 == c_lines(fast)
+
+    def test_locked_put_is_guarded(
+        self, pair: tuple[LogDNAHandler, LogDNAHandler], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A line the C path hands to the buffer's locked put is queued with the thread
+        marked busy, as on the Python path: a signal handler or finalizer that logs
+        meanwhile is dropped as re-entry instead of deadlocking on the buffer's lock."""
+        fast = pair[0]
+        client = fast.client
+        real_put = client.put_entry
+        busy_while_putting = []
+
+        def put_entry(entry: bytes) -> bool:
+            busy_while_putting.append(threading.get_ident() in BUSY_THREADS)
+            return real_put(entry)
+
+        monkeypatch.setattr(client, "put_entry", put_entry)
+        base = record()
+        fast.handle(twin(base))  # makes the INFO stamp for this millisecond
+        client._buffer.fast_limit = -1  # as while the sender takes a batch: puts must lock
+        before = c_lines(fast)
+        fast.handle(twin(base))
+        assert before + 1 == c_lines(fast)
+        assert [True] == busy_while_putting
 
     @pytest.mark.parametrize(
         "extra",
@@ -366,6 +403,23 @@ class TestMethod:
         try:
             assert h._fast is None
             h.handle(record())
+            h.handle(record())
+            assert json.loads(last(h)[1:])["line"] == "served /a in 3 ms"
+        finally:
+            h.client.close(timeout=0)
+            h.close()
+
+    def test_unusable_extension_falls_back(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """An extension that cannot make a handler's state (say, a build left from
+        another version) leaves that handler on the Python path, working."""
+
+        def broken(**options: Any) -> None:
+            raise TypeError("function takes at most 14 keyword arguments (16 given)")
+
+        monkeypatch.setattr(speedups, "State", broken)
+        h = offline_handler()
+        try:
+            assert h._fast is None
             h.handle(record())
             assert json.loads(last(h)[1:])["line"] == "served /a in 3 ms"
         finally:
