@@ -26,10 +26,12 @@ BATCH = 10
 
 FMT = "request %s served in %d ms"
 
-CLIENTS = ("null", "queue", "logdna", "ours", "structlog_floor", "structlog_ours")
+CLIENTS = (
+    "null", "queue", "logdna", "ours", "ours_python", "structlog_floor", "structlog_ours",
+)  # fmt: skip
 WORKLOADS = ("plain", "extra", "threads4")
 #: Clients that put lines on the wire (the others stop in the process).
-DELIVERING = frozenset({"logdna", "ours", "structlog_ours"})
+DELIVERING = frozenset({"logdna", "ours", "ours_python", "structlog_ours"})
 
 
 # -- the ingest server ---------------------------------------------------------
@@ -166,9 +168,11 @@ def make_client(name: str, url: str, **ours: Any) -> _Setup:
         )
         log = _stdlib_logger(handler)
         return _Setup(log.info, handler.flush, handler.close)
-    if name == "ours":
+    if name in ("ours", "ours_python"):
         from logdna_client import LogDNAHandler
 
+        if name == "ours_python":  # what installs without a C compiler run
+            os.environ["LOGDNA_CLIENT_PURE_PYTHON"] = "1"
         handler = LogDNAHandler(**options)
         log = _stdlib_logger(handler)
         client = handler.client

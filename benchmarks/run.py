@@ -38,6 +38,7 @@ LABELS = {
     "queue": "logging QueueHandler+Listener",
     "logdna": "logdna 1.18.12 (official)",
     "ours": "logdna_client LogDNAHandler",
+    "ours_python": "  the same, Python path only",
     "structlog_floor": "structlog, no processor (floor)",
     "structlog_ours": "logdna_client LogDNAProcessor",
 }
@@ -297,6 +298,7 @@ SHORT = {
     "queue": "QueueHandler\n+Listener",
     "logdna": "logdna 1.18.12\n(official)",
     "ours": "logdna_client\nLogDNAHandler",
+    "ours_python": "the same,\nPython path",
     "structlog_floor": "structlog\n(floor)",
     "structlog_ours": "logdna_client\nLogDNAProcessor",
 }
@@ -359,6 +361,13 @@ def memory_runs(n: int) -> list[dict[str, Any]]:
         finally:
             proc.join(30)
     return out
+
+
+def _c_extension() -> bool:
+    """Whether this install has the handler's C extension (``ours`` runs it)."""
+    from logdna_client import _handler
+
+    return _handler._speedups is not None
 
 
 def _git_commit() -> str | None:
@@ -468,6 +477,7 @@ def main(argv: list[str] | None = None) -> int:
             "python": platform.python_version(),
             "platform": platform.platform(),
             "cpus": os.cpu_count(),
+            "c_extension": _c_extension(),
             "lines_per_run": n,
             "reps": reps,
             "batch": harness.BATCH,
@@ -505,7 +515,8 @@ def docs_block(doc: dict[str, Any]) -> str:
         f"Run {meta['date']} at commit {meta['commit']}: Python {meta['python']}, "
         f"{meta['cpus']} CPUs, {meta['lines_per_run']:,} calls per run, best of "
         f"{meta['reps']} interleaved repetitions; `{meta['command']}` "
-        f"({meta['elapsed_s']:.0f} s).",
+        f"({meta['elapsed_s']:.0f} s). The handler's C extension was "
+        f"{'built' if meta.get('c_extension') else 'not built (no compiler)'}.",
         "",
         "Targets (issue 7):",
         "",
@@ -559,8 +570,18 @@ def targets(
             ok &= passed
             lines.append(f"{'PASS' if passed else 'FAIL'} client CPU per line vs official, "
                          f"{workload}: {row['vs_official']:.2f}x lower (>= 10x)")  # fmt: skip
+    # The Python path is what an install without a C compiler runs: shown, not a target.
+    python = plain.get("ours_python")
+    if python and python.get("caller_ratio") is not None:
+        lines.append(f"INFO Python path (no C extension): caller ratio, plain message "
+                     f"{python['caller_ratio']:.2f}x")  # fmt: skip
     for workload, table in results.items():
-        for name in ("ours", "structlog_ours"):
+        row = table.get("ours_python")
+        if row and row.get("vs_official") is not None:
+            lines.append(f"INFO Python path (no C extension): client CPU per line vs official, "
+                         f"{workload}: {row['vs_official']:.2f}x lower")  # fmt: skip
+    for workload, table in results.items():
+        for name in ("ours", "ours_python", "structlog_ours"):
             row = table.get(name)
             if row and row.get("lost") is not None:
                 passed = row["lost"] == 0
