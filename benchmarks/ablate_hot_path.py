@@ -23,7 +23,6 @@ import argparse
 import collections
 import inspect
 import logging
-import os
 import socket
 import sys
 import textwrap
@@ -118,9 +117,9 @@ def main() -> int:
         "logging.NullHandler (the floor)": logging.NullHandler(),
         "LogDNAHandler, as shipped": LogDNAHandler(**options),
     }
-    # The rows below are all the Python method (the C extension's fallback).
-    os.environ["LOGDNA_CLIENT_PURE_PYTHON"] = "1"
-    handlers["LogDNAHandler, Python path"] = LogDNAHandler(**options)
+    # The rows below are all the Python method (the C extension's fallback),
+    # called as a plain method, as where the extension is not built.
+    handlers["LogDNAHandler, Python path"] = _without(LogDNAHandler)(**options)
     for duty in DUTIES:
         handlers[f"  without: {duty[0]}"] = _without(LogDNAHandler, duty)(**options)
     handlers["  without all of the above"] = _without(LogDNAHandler, *DUTIES)(**options)
