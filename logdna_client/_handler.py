@@ -57,7 +57,7 @@ if getattr(sys, "_is_gil_enabled", lambda: True)():
     else:
         # A build left from another version of the package (an editable install
         # not rebuilt after an update) may expect other arguments: not used.
-        if getattr(_speedups, "API", None) != 3:
+        if getattr(_speedups, "API", None) != 4:
             _speedups = None
 
 _STRUCTLOG_SKIP = STANDARD_RECORD_ATTRS | {"_logger", "_name"}
@@ -169,6 +169,7 @@ class LogDNAHandler(logging.Handler):
                 dumps=orjson.dumps,
                 safe_keys=self._builder.meta_safe_keys,
                 standard_attrs=STANDARD_RECORD_ATTRS,
+                init_attrs=_INIT_ATTRS,
                 max_depth=MAX_DEPTH,
                 default_formatter=self._default_formatter,
                 context=_context,
@@ -216,7 +217,9 @@ class LogDNAHandler(logging.Handler):
                 record = result
         current = get_ident()
         try:
-            made_on_sender = record.thread in SENDER_THREADS and record.process in (None, getpid())
+            # With logging.logThreads off a record has no thread: the one running is it.
+            thread = record.thread if record.thread is not None else current
+            made_on_sender = thread in SENDER_THREADS and record.process in (None, getpid())
             name = record.name
         except Exception:  # a record stripped of standard attributes: ship what it has
             made_on_sender, name = False, None
@@ -241,8 +244,11 @@ class LogDNAHandler(logging.Handler):
                 stamp = self._stamps.get(record.levelname)
                 created = record.created
                 # __dict__ after the other reads: on 3.11+ reading it makes the record
-                # build a dict, and attribute reads after that are slower.
-                if len(record.__dict__) == _PLAIN_RECORD_LEN:
+                # build a dict, and attribute reads after that are slower. A formatter
+                # that ran first may have added message/asctime: no meta either.
+                attrs = record.__dict__
+                meta = None if len(attrs) == _PLAIN_RECORD_LEN else _extras(attrs)
+                if meta is None:
                     if stamp is not None and text and not (_context.in_use and request_context()):
                         low, high, rest = stamp
                         try:
@@ -263,11 +269,8 @@ class LogDNAHandler(logging.Handler):
                                 return True
                         except (TypeError, ValueError, OverflowError, UnicodeEncodeError):
                             pass  # NaN, infinite or odd created; a lone surrogate: _ship copes
-                    meta = None
-                else:
-                    meta = _extras(record.__dict__)
-                    if meta and stamp is not None and self._inline_meta(record, text, meta):
-                        return True
+                elif stamp is not None and self._inline_meta(record, text, meta):
+                    return True
             else:
                 text, meta = self._text_and_meta(record)
             self._ship(record, text, meta)

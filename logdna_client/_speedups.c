@@ -26,7 +26,7 @@
 
 /* What _handler.py expects of this module; a build left from another version
  * of the package (an editable install not rebuilt) is not used. */
-#define SPEEDUPS_API 3
+#define SPEEDUPS_API 4
 
 /* The record attributes the common path reads. */
 enum {
@@ -111,6 +111,7 @@ typedef struct {
     PyObject *dumps;         /* orjson.dumps */
     PyObject *safe_keys;     /* meta keys the redactor found safe (a live set), or None */
     PyObject *standard_attrs;  /* STANDARD_RECORD_ATTRS: never meta */
+    PyObject *init_attrs;    /* the ones LogRecord.__init__ sets (the rest: a formatter's) */
     Py_ssize_t max_depth;    /* lists this deep are cut: _redact.MAX_DEPTH */
     PyObject *default_formatter;
     PyObject *context_dict;  /* _context's module dict: in_use */
@@ -144,6 +145,7 @@ state_traverse(State *self, visitproc visit, void *arg)
     Py_VISIT(self->dumps);
     Py_VISIT(self->safe_keys);
     Py_VISIT(self->standard_attrs);
+    Py_VISIT(self->init_attrs);
     Py_VISIT(self->default_formatter);
     Py_VISIT(self->context_dict);
     Py_VISIT(self->context_var);
@@ -168,6 +170,7 @@ state_clear(State *self)
     Py_CLEAR(self->dumps);
     Py_CLEAR(self->safe_keys);
     Py_CLEAR(self->standard_attrs);
+    Py_CLEAR(self->init_attrs);
     Py_CLEAR(self->default_formatter);
     Py_CLEAR(self->context_dict);
     Py_CLEAR(self->context_var);
@@ -234,12 +237,12 @@ state_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {
         "record_type", "probe", "client", "stamps", "meta_stamps", "dumps", "safe_keys",
-        "standard_attrs", "max_depth", "default_formatter", "context", "context_var",
+        "standard_attrs", "init_attrs", "max_depth", "default_formatter", "context", "context_var",
         "sender_threads", "busy_threads", "escape", "line_head", "queue", "inline_max",
         "entry_overhead", "plain_len", "by_referents", NULL,
     };
     PyObject *record_type, *probe, *client, *stamps, *default_formatter, *context, *context_var;
-    PyObject *meta_stamps, *dumps, *safe_keys, *standard_attrs;
+    PyObject *meta_stamps, *dumps, *safe_keys, *standard_attrs, *init_attrs;
     Py_ssize_t max_depth;
     PyObject *sender_threads, *busy_threads, *escape, *line_head, *queue;
     Py_ssize_t inline_max, entry_overhead, plain_len;
@@ -248,9 +251,9 @@ state_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     State *self;
 
     if (!PyArg_ParseTupleAndKeywords(
-            args, kwds, "$O!OOO!O!OOO!nOO!O!O!O!OUOnnnp", kwlist, &PyType_Type, &record_type, &probe,
+            args, kwds, "$O!OOO!O!OOO!O!nOO!O!O!O!OUOnnnp", kwlist, &PyType_Type, &record_type, &probe,
             &client, &PyDict_Type, &stamps, &PyDict_Type, &meta_stamps, &dumps, &safe_keys,
-            &PyFrozenSet_Type, &standard_attrs, &max_depth, &default_formatter, &PyModule_Type, &context,
+            &PyFrozenSet_Type, &standard_attrs, &PyFrozenSet_Type, &init_attrs, &max_depth, &default_formatter, &PyModule_Type, &context,
             &PyContextVar_Type, &context_var,
             &PySet_Type, &sender_threads, &PySet_Type, &busy_threads, &escape, &line_head,
             &queue, &inline_max, &entry_overhead, &plain_len, &by_referents)) {
@@ -294,6 +297,7 @@ state_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->dumps = Py_NewRef(dumps);
     self->safe_keys = Py_NewRef(safe_keys);
     self->standard_attrs = Py_NewRef(standard_attrs);
+    self->init_attrs = Py_NewRef(init_attrs);
     self->max_depth = max_depth;
     self->default_formatter = Py_NewRef(default_formatter);
     self->sender_threads = Py_NewRef(sender_threads);
@@ -590,12 +594,15 @@ format_entry(State *self, PyObject *msg, PyObject *args, const Tail *tail)
  * float, bool or None (so dumping runs no user code); and where the redactor
  * is on, every key is one it has found safe and the JSON holds no object and
  * no list deep enough to cut (the rule ``LineBuilder.meta_json`` applies).
- * NULL (an error may be set) for anything else. */
+ * None when the only attributes past the standard ones are those a formatter
+ * adds (message, asctime): no meta, as in Python. NULL (an error may be set)
+ * for anything else. */
 static PyObject *
 extras_json(State *self, PyObject *attrs)
 {
     PyObject *key, *value, *meta, *data;
     Py_ssize_t pos = 0, seen = 0;
+    int standard;
     meta = PyDict_New();
     if (meta == NULL) {
         return NULL;
@@ -604,13 +611,26 @@ extras_json(State *self, PyObject *attrs)
         if (seen++ < self->plain_len) {
             continue;  /* the standard attributes, set first by LogRecord.__init__ */
         }
-        if (!PyUnicode_CheckExact(key) || !is_plain_arg(value) ||
-            PySet_Contains(self->standard_attrs, key) != 0 ||
-            (self->safe_keys != Py_None && PySet_Contains(self->safe_keys, key) != 1) ||
-            PyDict_SetItem(meta, key, value) != 0) {
+        if (!PyUnicode_CheckExact(key)) {
             Py_DECREF(meta);
             return NULL;
         }
+        standard = PySet_Contains(self->standard_attrs, key);
+        if (standard == 1 && PySet_Contains(self->init_attrs, key) == 0) {
+            continue;  /* message or asctime: a formatter that ran first added it */
+        }
+        if (standard != 0 || !is_plain_arg(value) ||
+            (self->safe_keys != Py_None && PySet_Contains(self->safe_keys, key) != 1) ||
+            PyDict_SetItem(meta, key, value) != 0) {
+            /* A standard attribute set again (it moved to the end), an odd value, a
+               key that may be secret: the Python code sorts it out. */
+            Py_DECREF(meta);
+            return NULL;
+        }
+    }
+    if (PyDict_GET_SIZE(meta) == 0) {
+        Py_DECREF(meta);
+        return Py_NewRef(Py_None);  /* nothing but what a formatter added: no meta */
     }
     data = PyObject_CallOneArg(self->dumps, meta);
     Py_DECREF(meta);
@@ -653,9 +673,16 @@ build_entry(State *self, PyObject *handler_dict, PyObject *record)
     if (PyDict_GetItemWithError(handler_dict, s_formatter) != self->default_formatter) {
         return NULL;
     }
-    /* A thread is inside the Python path: it may be this one, re-entering. */
     if (PySet_GET_SIZE(self->busy_threads) != 0) {
-        return NULL;
+        /* A thread is inside the Python path. If it is this one, this record
+           comes from a __str__, signal handler or finalizer run there: Python
+           decides (it drops re-entry). Other threads do not matter. */
+        PyObject *ident = PyLong_FromUnsignedLong(PyThread_get_thread_ident());
+        int busy = ident == NULL ? -1 : PySet_Contains(self->busy_threads, ident);
+        Py_XDECREF(ident);
+        if (busy != 0) {
+            return NULL;
+        }
     }
     v = PyDict_GetItemWithError(self->context_dict, s_in_use);
     if (v != Py_False) {
@@ -697,6 +724,9 @@ build_entry(State *self, PyObject *handler_dict, PyObject *record)
             if (meta == NULL) {
                 goto done;
             }
+            if (meta == Py_None) {
+                Py_CLEAR(meta);
+            }
         }
         for (i = 0; i < N_FIELDS; i++) {
             f[i] = PyDict_GetItemWithError(attrs, field_names[i]);
@@ -707,13 +737,23 @@ build_entry(State *self, PyObject *handler_dict, PyObject *record)
     }
     /* Every value is checked for its type: a record that lost an attribute and
        gained another reads shifted, and fails here (see the tests). */
-    if (f[F_THREAD] != Py_None) {  /* None: logging.logThreads is off */
-        if (!PyLong_CheckExact(f[F_THREAD])) {
-            goto done;
+    if (f[F_THREAD] != Py_None && !PyLong_CheckExact(f[F_THREAD])) {
+        goto done;
+    }
+    if (PySet_GET_SIZE(self->sender_threads) != 0) {
+        /* Made on a sender thread (urllib3's logging, say): Python decides. With
+           logging.logThreads off a record has no thread: the one running is it. */
+        int made_on_sender;
+        if (f[F_THREAD] != Py_None) {
+            made_on_sender = PySet_Contains(self->sender_threads, f[F_THREAD]);
         }
-        if (PySet_GET_SIZE(self->sender_threads) != 0 &&
-            PySet_Contains(self->sender_threads, f[F_THREAD]) != 0) {
-            goto done;  /* made on a sender thread (or an error): Python decides */
+        else {
+            PyObject *ident = PyLong_FromUnsignedLong(PyThread_get_thread_ident());
+            made_on_sender = ident == NULL ? -1 : PySet_Contains(self->sender_threads, ident);
+            Py_XDECREF(ident);
+        }
+        if (made_on_sender != 0) {
+            goto done;
         }
     }
     if (PyDict_GetItemWithError(handler_dict, s_last_name) != f[F_NAME]) {
@@ -798,18 +838,25 @@ queue_entry(State *self, PyObject *entry, Py_ssize_t size)
         return -1;
     }
     if (buffer != self->buffer) {
-        PyObject *bdict = PyObject_GenericGetDict(buffer, NULL);
-        PyObject *entries, *append;
-        if (bdict == NULL) {
+        /* Owned while looked into: the allocations below may run the garbage
+           collector (3.10, 3.11), and a finalizer could replace client._buffer. */
+        PyObject *bdict, *entries, *append = NULL;
+        Py_INCREF(buffer);
+        bdict = PyObject_GenericGetDict(buffer, NULL);
+        if (bdict != NULL) {
+            entries = Py_XNewRef(PyDict_GetItemWithError(bdict, s_entries));
+            append = entries == NULL ? NULL : PyObject_GetAttr(entries, s_append);
+            Py_XDECREF(entries);
+        }
+        if (append == NULL ||
+            PyDict_GetItemWithError(self->client_dict, s_buffer) != buffer) {
+            /* Failed, or replaced meanwhile: the Python code queues this one. */
+            Py_XDECREF(append);
+            Py_XDECREF(bdict);
+            Py_DECREF(buffer);
             return -1;
         }
-        entries = PyDict_GetItemWithError(bdict, s_entries);
-        append = entries == NULL ? NULL : PyObject_GetAttr(entries, s_append);
-        if (append == NULL) {
-            Py_DECREF(bdict);
-            return -1;
-        }
-        Py_XSETREF(self->buffer, Py_NewRef(buffer));
+        Py_XSETREF(self->buffer, buffer);
         Py_XSETREF(self->buffer_dict, bdict);
         Py_XSETREF(self->append, append);
     }

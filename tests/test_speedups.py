@@ -7,8 +7,10 @@ import json
 import logging
 import os
 import shutil
+import subprocess
 import sys
 import sysconfig
+import textwrap
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -19,7 +21,7 @@ from hypothesis import strategies as st
 
 from logdna_client import LogDNAHandler
 from logdna_client import _handler as handler_module
-from logdna_client._sender import BUSY_THREADS
+from logdna_client._sender import BUSY_THREADS, SENDER_THREADS
 from logdna_client.contrib import bind_request_context, reset_request_context
 from tests.helpers import make_logger
 
@@ -301,6 +303,125 @@ class TestSameBytes:
         fast.handle(twin(base))
         assert before + 1 == c_lines(fast)
         assert [True] == busy_while_putting
+
+    def test_sender_thread_records_without_thread_ids(
+        self, pair: tuple[LogDNAHandler, LogDNAHandler]
+    ) -> None:
+        """With logging.logThreads off, a record made on a sender thread (urllib3's
+        logging of a request) is still never shipped: the running thread is its thread."""
+        base = record()
+        base.thread = None
+        for h in pair:
+            h.handle(twin(base))  # makes the INFO stamp for this millisecond
+        SENDER_THREADS.add(threading.get_ident())
+        try:
+            for h in pair:
+                before = list(h.client._buffer.entries)
+                h.handle(twin(base))
+                assert before == list(h.client._buffer.entries)
+        finally:
+            SENDER_THREADS.discard(threading.get_ident())
+
+    def test_other_threads_in_python_do_not_matter(
+        self, pair: tuple[LogDNAHandler, LogDNAHandler]
+    ) -> None:
+        """Another thread inside the Python path leaves this one on the C path; this
+        thread inside it (a signal handler or __str__ that logs) is left to Python,
+        which drops the re-entry."""
+        fast = pair[0]
+        base = record()
+        fast.handle(twin(base))
+        other_thread = threading.get_ident() + 1
+        BUSY_THREADS.add(other_thread)
+        try:
+            before = c_lines(fast)
+            fast.handle(twin(base))
+            assert before + 1 == c_lines(fast)
+            BUSY_THREADS.add(threading.get_ident())
+            queued = list(fast.client._buffer.entries)
+            fast.handle(twin(base))
+            assert queued == list(fast.client._buffer.entries)
+            assert before + 1 == c_lines(fast)
+        finally:
+            BUSY_THREADS.discard(other_thread)
+            BUSY_THREADS.discard(threading.get_ident())
+
+    def test_formatter_ran_first(self, pair: tuple[LogDNAHandler, LogDNAHandler]) -> None:
+        """A record another handler's Formatter already formatted (it adds message and
+        asctime) ships without meta, from the C path as from the Python one."""
+        fast = pair[0]
+        base = record()
+        formatter = logging.Formatter("%(asctime)s %(message)s")
+        queued = []
+        before = c_lines(fast)
+        for h in pair:
+            for _ in range(2):
+                r = twin(base)
+                formatter.format(r)
+                h.handle(r)
+            queued.append(list(h.client._buffer.entries)[-2:])
+        assert queued[1] == queued[0]
+        assert "meta" not in json.loads(queued[0][-1][1:])
+        assert before + 1 == c_lines(fast)
+
+    def test_buffer_replaced_by_a_finalizer(self) -> None:
+        """A finalizer the garbage collector runs while the C path looks into a new
+        buffer, and that replaces the client's buffer, does not crash the process
+        (3.10/3.11 run the collector inside allocations)."""
+        script = textwrap.dedent(
+            """
+            import gc, logging
+            from logdna_client import LogDNAHandler
+            from logdna_client._buffer import Buffer
+
+            h = LogDNAHandler(key="k", url="http://127.0.0.1:1/x", hostname="t",
+                              flush_interval=3600)
+            T = 1_700_000_000.5
+
+            def rec():
+                r = logging.LogRecord("uaf", 20, "/x", 1, "m %s", ("a",), None)
+                r.created = T
+                return r
+
+            def fresh():
+                b = Buffer(1 << 20, "drop_oldest", 0, 1 << 30, lambda: None)
+                b.allow_lock_free()
+                return b
+
+            class Swap:
+                armed = False
+
+                def __init__(self):
+                    self.me = self
+
+                def __del__(self):
+                    if Swap.armed:
+                        Swap.armed = False
+                        h.client._buffer = fresh()
+
+            h.handle(rec())
+            h.handle(rec())
+            for i in range(200):
+                h.client._buffer = fresh()  # one the C path has not seen yet
+                r = rec()
+                gc.collect()
+                gc.disable()
+                Swap()
+                Swap()
+                Swap.armed = True
+                gc.set_threshold(1)  # the next allocation of a tracked object collects
+                gc.enable()
+                h.handle(r)
+                gc.set_threshold(700, 10, 10)
+            h.client.close(timeout=0)
+            print("ok")
+            """
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", script], check=False, capture_output=True, text=True, timeout=60
+        )
+        assert 0 == result.returncode, result.stderr[-2000:]
+        assert "ok" == result.stdout.strip()
 
     @pytest.mark.parametrize(
         "extra",
