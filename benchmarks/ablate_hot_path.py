@@ -42,7 +42,9 @@ DUTIES: tuple[tuple[str, str, str], ...] = (
     ("records with a traceback or stack are told apart",
      "and not (record.exc_info or record.exc_text or record.stack_info)", ""),
     ("extras are looked for (len(record.__dict__))",
-     "if len(record.__dict__) == _PLAIN_RECORD_LEN:", "if True:"),
+     "attrs = record.__dict__\n"
+     "                meta = None if len(attrs) == _PLAIN_RECORD_LEN else _extras(attrs)",
+     "meta = None"),
     ("request context is looked for", "and not (_context.in_use and request_context())", ""),
     ("the buffer's byte bound and wake-up are kept", """\
                                 if buffer.queued_bytes + size <= buffer.fast_limit:
