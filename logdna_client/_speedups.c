@@ -1,18 +1,21 @@
 /*
  * LogDNAHandler.handle for the common record, in C.
  *
- * The Python method (LogDNAHandler._handle, in _handler.py) is the reference.
- * It builds the most common record inline: a str message formatted by %, no
- * traceback, no extras, no filters, no request context, the default formatter.
- * This module does the same work for the same record without running bytecode,
- * which is most of what the Python version costs. Every branch here either
- * produces the bytes the Python code produces or hands the record to the Python
- * method untouched, which then decides and builds as it always does.
+ * The Python method (LogDNAHandler.handle in _handler.py, reachable here as
+ * the Handle's __wrapped__) is the reference. It builds the most common records
+ * inline: a str message formatted by %, no traceback, no filters, no request
+ * context, the default formatter, with or without extra= fields that need no
+ * redaction walk. This module does the same work for the same records without
+ * running bytecode, which is most of what the Python version costs. Every branch
+ * here either produces the bytes the Python code produces or hands the record
+ * to the Python method untouched, which then decides and builds as it always
+ * does (tests/test_speedups.py checks both agree).
  *
  * Nothing here runs user code (only records of the exact LogRecord type, only
- * exact builtin argument types are formatted), so no re-entry guard is needed;
- * nothing releases the GIL, so the buffer's lock-free protocol holds as it does
- * in Python (see _buffer.py).
+ * exact builtin argument and extra types are formatted), so no re-entry guard
+ * is needed; nothing releases the GIL, so the buffer's lock-free protocol holds
+ * as it does in Python (see _buffer.py). Where an allocation may run the garbage
+ * collector (and so a finalizer), the objects used across it are owned.
  *
  * The module is optional: where it was not built (no compiler at install), on
  * builds without a GIL, or with LOGDNA_CLIENT_PURE_PYTHON set, the handler runs
@@ -651,7 +654,7 @@ extras_json(State *self, PyObject *attrs)
     return data;
 }
 
-/* The entry (separator and line) for ``record``, as _handle would build it
+/* The entry (separator and line) for ``record``, as handle would build it
  * inline; NULL (an error may be set) when the Python code must decide. */
 static PyObject *
 build_entry(State *self, PyObject *handler_dict, PyObject *record)
@@ -826,7 +829,7 @@ done:
     return entry;
 }
 
-/* Buffer.put_entry's lock-free protocol, as _handle inlines it: 1 queued, 0 when
+/* Buffer.put_entry's lock-free protocol, as handle inlines it: 1 queued, 0 when
  * the locked path must queue it, -1 on error (nothing queued). */
 static int
 queue_entry(State *self, PyObject *entry, Py_ssize_t size)
@@ -908,7 +911,7 @@ queue_entry(State *self, PyObject *entry, Py_ssize_t size)
 typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall;
-    PyObject *slow;  /* LogDNAHandler._handle: the Python method */
+    PyObject *slow;  /* the Python LogDNAHandler.handle */
 } Handle;
 
 static PyObject *
