@@ -6,7 +6,9 @@ lock costs more than the rest of the work together. The message is formatted
 and serialized here, in the caller's thread, so a mutable argument changed
 after the call still ships as it was logged. The most common record is built
 and queued inline in ``handle`` (see its docstring); docs/performance.md has
-what each step costs.
+what each step costs. Where the optional C extension (``_speedups.c``) is
+built, it replaces ``handle`` on the class and does that inline work for the
+same records, byte for byte, calling the Python ``handle`` for every other one.
 """
 
 from __future__ import annotations
