@@ -591,6 +591,105 @@ format_entry(State *self, PyObject *msg, PyObject *args, const Tail *tail)
     return entry;
 }
 
+/* Room for the meta JSON written directly; longer meta goes through orjson. */
+#define DIRECT_META_MAX 1024
+
+/* The common case of extras_json, written here instead of through a dict and
+ * orjson.dumps: every extra's key is ASCII with nothing JSON escapes, and its
+ * value is such a str, an int within 64 bits, a bool or None. The JSON is then
+ * certain: orjson writes exactly this, compact, keys in order. 1 with ``*out``
+ * set (the bytes, or None for no meta); 0 for anything else (no error set):
+ * extras_json then takes the general way, which decides. */
+static int
+direct_extras_json(State *self, PyObject *attrs, PyObject **out)
+{
+    char buf[DIRECT_META_MAX];
+    PyObject *key, *value;
+    Py_ssize_t n = 0, pos = 0, seen = 0, count = 0, brackets = 0, k;
+    buf[n++] = '{';
+    while (PyDict_Next(attrs, &pos, &key, &value)) {
+        int standard;
+        Py_ssize_t n_key;
+        if (seen++ < self->plain_len) {
+            continue;
+        }
+        if (!PyUnicode_CheckExact(key) || !PyUnicode_IS_ASCII(key)) {
+            return 0;
+        }
+        standard = PySet_Contains(self->standard_attrs, key);
+        if (standard == 1 && PySet_Contains(self->init_attrs, key) == 0) {
+            continue;  /* message or asctime */
+        }
+        if (standard != 0 ||
+            (self->safe_keys != Py_None && PySet_Contains(self->safe_keys, key) != 1)) {
+            PyErr_Clear();
+            return 0;
+        }
+        n_key = PyUnicode_GET_LENGTH(key);
+        /* key, quotes, colon, comma, and the longest value but a str's: 24 */
+        if (n + n_key + 4 + 24 + 1 > DIRECT_META_MAX ||
+            needs_escape(PyUnicode_1BYTE_DATA(key), n_key)) {
+            return 0;
+        }
+        if (count++) {
+            buf[n++] = ',';
+        }
+        buf[n++] = '"';
+        memcpy(buf + n, PyUnicode_1BYTE_DATA(key), n_key);
+        n += n_key;
+        buf[n++] = '"';
+        buf[n++] = ':';
+        if (PyUnicode_CheckExact(value)) {
+            Py_ssize_t n_value = PyUnicode_GET_LENGTH(value);
+            if (!PyUnicode_IS_ASCII(value) || n + n_value + 2 + 1 > DIRECT_META_MAX ||
+                needs_escape(PyUnicode_1BYTE_DATA(value), n_value)) {
+                return 0;
+            }
+            buf[n++] = '"';
+            memcpy(buf + n, PyUnicode_1BYTE_DATA(value), n_value);
+            n += n_value;
+            buf[n++] = '"';
+        }
+        else if (value == Py_True || value == Py_False || value == Py_None) {
+            const char *word = value == Py_True ? "true" : value == Py_False ? "false" : "null";
+            Py_ssize_t n_word = (Py_ssize_t)strlen(word);
+            memcpy(buf + n, word, n_word);
+            n += n_word;
+        }
+        else if (PyLong_CheckExact(value)) {
+            int overflow;
+            long long number = PyLong_AsLongLongAndOverflow(value, &overflow);
+            if (overflow || (number == -1 && PyErr_Occurred())) {
+                PyErr_Clear();
+                return 0;
+            }
+            n += write_decimal(number, buf + n);
+        }
+        else {
+            return 0;  /* a float (orjson's own formatting), or something odd */
+        }
+    }
+    if (count == 0) {
+        *out = Py_NewRef(Py_None);
+        return 1;
+    }
+    buf[n++] = '}';
+    if (self->safe_keys != Py_None) {
+        /* LineBuilder.meta_json's rule: an object or deep list may hide a secret. */
+        for (k = 1; k < n; k++) {
+            if (buf[k] == '{' || (buf[k] == '[' && ++brackets >= self->max_depth)) {
+                return 0;
+            }
+        }
+    }
+    *out = PyBytes_FromStringAndSize(buf, n);
+    if (*out == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    return 1;
+}
+
 /* The JSON of a record's extra= fields, as ``meta_json(_extras(attrs))``
  * makes it, when that is certain without the Python code: every extra comes
  * after the standard attributes, is no standard name, and holds a str, int,
@@ -606,6 +705,9 @@ extras_json(State *self, PyObject *attrs)
     PyObject *key, *value, *meta, *data;
     Py_ssize_t pos = 0, seen = 0;
     int standard;
+    if (direct_extras_json(self, attrs, &data)) {
+        return data;
+    }
     meta = PyDict_New();
     if (meta == NULL) {
         return NULL;

@@ -427,6 +427,8 @@ class TestSameBytes:
         "extra",
         [
             {"user_id": 7, "path": "/a", "method": "GET", "status": 200, "bytes": 1.5},
+            {"id": -(2**63), "max": 2**63 - 1, "ok": True, "no": False, "none": None, "s": ""},
+            {"u64": 2**63, "path": "/a"},
             {"ok": True, "none": None, "nan": float("nan"), "big": 2**63, "neg": -(2**63)},
             {"text": 'quote " backslash \\ é € 𝄞 \n'},
             {"braces": "a{b}[c]", "deep": "[" * 40},
@@ -437,8 +439,8 @@ class TestSameBytes:
             {"surrogate": "\ud800"},
             {"message": "shadow", "user_id": 1},
         ],
-        ids=["flat", "odd scalars", "escapes", "brackets", "secret", "dict", "list", "object",
-             "surrogate", "standard name"],
+        ids=["flat", "ints bools none", "past int64", "odd scalars", "escapes", "brackets",
+             "secret", "dict", "list", "object", "surrogate", "standard name"],
     )  # fmt: skip
     def test_extras(self, pair: tuple[LogDNAHandler, LogDNAHandler], extra: dict[str, Any]) -> None:
         """Records with extra= ship the same meta from both paths, secrets redacted."""
