@@ -13,6 +13,7 @@ same records, byte for byte, calling the Python ``handle`` for every other one.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
@@ -150,17 +151,6 @@ class LogDNAHandler(logging.Handler):
             return None
         if os.environ.get("LOGDNA_CLIENT_PURE_PYTHON", "") not in ("", "0"):
             return None
-        # Where extras change what the garbage collector sees a record refer to,
-        # the C code tells plain records by that, without building their dict.
-        plain = _speedups.referents(_probe())
-        with_extra = _probe()
-        with_extra.__dict__["user_id"] = 1  # as makeRecord adds extra=
-        set_extra = _probe()
-        set_extra.user_id = 1  # as a filter or adapter might
-        by_referents = plain not in (
-            _speedups.referents(with_extra),
-            _speedups.referents(set_extra),
-        )
         try:
             return _speedups.State(
                 record_type=logging.LogRecord,
@@ -184,7 +174,7 @@ class LogDNAHandler(logging.Handler):
                 inline_max=self._inline_max,
                 entry_overhead=ENTRY_OVERHEAD,
                 plain_len=_PLAIN_RECORD_LEN,
-                by_referents=by_referents,
+                by_referents=_by_referents(),
             )
         except Exception:  # e.g. the attributes could not be located on a probe
             return None
@@ -427,6 +417,19 @@ if _speedups is not None:
 def _probe() -> logging.LogRecord:
     """A fresh record as logging makes one without ``extra=``."""
     return logging.LogRecord("probe", logging.INFO, __file__, 1, "probe %s", ("x",), None)
+
+
+@functools.cache
+def _by_referents() -> bool:
+    """Whether extras change what the garbage collector sees a record refer to:
+    then the C code tells plain records by that, without building their dict
+    (3.11+; on 3.10 a record's dict always exists and is all it refers to)."""
+    plain = _speedups.referents(_probe())
+    with_extra = _probe()
+    with_extra.__dict__["user_id"] = 1  # as makeRecord adds extra=
+    set_extra = _probe()
+    set_extra.user_id = 1  # as a filter or adapter might
+    return plain not in (_speedups.referents(with_extra), _speedups.referents(set_extra))
 
 
 class _MessageFormatter(logging.Formatter):

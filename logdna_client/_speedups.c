@@ -138,53 +138,28 @@ typedef struct {
 
 static PyTypeObject StateType;
 
+/* Every object a State holds: its traverse and clear are written from this. */
+#define STATE_OBJECTS(X)                                                                \
+    X(record_type) X(client_dict) X(stamps) X(meta_stamps) X(dumps) X(safe_keys)        \
+    X(standard_attrs) X(init_attrs) X(default_formatter) X(context_dict) X(context_var) \
+    X(sender_threads) X(busy_threads) X(escape) X(line_head) X(queue) X(buffer)         \
+    X(buffer_dict) X(append)
+
 static int
 state_traverse(State *self, visitproc visit, void *arg)
 {
-    Py_VISIT(self->record_type);
-    Py_VISIT(self->client_dict);
-    Py_VISIT(self->stamps);
-    Py_VISIT(self->meta_stamps);
-    Py_VISIT(self->dumps);
-    Py_VISIT(self->safe_keys);
-    Py_VISIT(self->standard_attrs);
-    Py_VISIT(self->init_attrs);
-    Py_VISIT(self->default_formatter);
-    Py_VISIT(self->context_dict);
-    Py_VISIT(self->context_var);
-    Py_VISIT(self->sender_threads);
-    Py_VISIT(self->busy_threads);
-    Py_VISIT(self->escape);
-    Py_VISIT(self->line_head);
-    Py_VISIT(self->queue);
-    Py_VISIT(self->buffer);
-    Py_VISIT(self->buffer_dict);
-    Py_VISIT(self->append);
+#define VISIT_FIELD(name) Py_VISIT(self->name);
+    STATE_OBJECTS(VISIT_FIELD)
+#undef VISIT_FIELD
     return 0;
 }
 
 static int
 state_clear(State *self)
 {
-    Py_CLEAR(self->record_type);
-    Py_CLEAR(self->client_dict);
-    Py_CLEAR(self->stamps);
-    Py_CLEAR(self->meta_stamps);
-    Py_CLEAR(self->dumps);
-    Py_CLEAR(self->safe_keys);
-    Py_CLEAR(self->standard_attrs);
-    Py_CLEAR(self->init_attrs);
-    Py_CLEAR(self->default_formatter);
-    Py_CLEAR(self->context_dict);
-    Py_CLEAR(self->context_var);
-    Py_CLEAR(self->sender_threads);
-    Py_CLEAR(self->busy_threads);
-    Py_CLEAR(self->escape);
-    Py_CLEAR(self->line_head);
-    Py_CLEAR(self->queue);
-    Py_CLEAR(self->buffer);
-    Py_CLEAR(self->buffer_dict);
-    Py_CLEAR(self->append);
+#define CLEAR_FIELD(name) Py_CLEAR(self->name);
+    STATE_OBJECTS(CLEAR_FIELD)
+#undef CLEAR_FIELD
     return 0;
 }
 
@@ -254,10 +229,10 @@ state_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     State *self;
 
     if (!PyArg_ParseTupleAndKeywords(
-            args, kwds, "$O!OOO!O!OOO!O!nOO!O!O!O!OUOnnnp", kwlist, &PyType_Type, &record_type, &probe,
-            &client, &PyDict_Type, &stamps, &PyDict_Type, &meta_stamps, &dumps, &safe_keys,
-            &PyFrozenSet_Type, &standard_attrs, &PyFrozenSet_Type, &init_attrs, &max_depth, &default_formatter, &PyModule_Type, &context,
-            &PyContextVar_Type, &context_var,
+            args, kwds, "$O!OOO!O!OOO!O!nOO!O!O!O!OUOnnnp", kwlist, &PyType_Type, &record_type,
+            &probe, &client, &PyDict_Type, &stamps, &PyDict_Type, &meta_stamps, &dumps,
+            &safe_keys, &PyFrozenSet_Type, &standard_attrs, &PyFrozenSet_Type, &init_attrs,
+            &max_depth, &default_formatter, &PyModule_Type, &context, &PyContextVar_Type, &context_var,
             &PySet_Type, &sender_threads, &PySet_Type, &busy_threads, &escape, &line_head,
             &queue, &inline_max, &entry_overhead, &plain_len, &by_referents)) {
         return NULL;
@@ -344,14 +319,20 @@ is_plain_arg(PyObject *arg)
            t == &PyBool_Type || arg == Py_None;
 }
 
+/* Whether JSON escapes this ASCII character. */
+static int
+escaped_in_json(unsigned char c)
+{
+    return c < 0x20 || c == '"' || c == '\\';
+}
+
 /* Whether ASCII ``text`` has a character JSON must escape. */
 static int
 needs_escape(const unsigned char *text, Py_ssize_t n)
 {
     Py_ssize_t i;
     for (i = 0; i < n; i++) {
-        unsigned char c = text[i];
-        if (c < 0x20 || c == '"' || c == '\\') {
+        if (escaped_in_json(text[i])) {
             return 1;
         }
     }
@@ -509,7 +490,7 @@ format_entry(State *self, PyObject *msg, PyObject *args, const Tail *tail)
         unsigned char c = fmt[i];
         PyObject *arg;
         if (c != '%') {
-            if (c < 0x20 || c == '"' || c == '\\') {
+            if (escaped_in_json(c)) {
                 return NULL;
             }
             n_text++;
@@ -591,6 +572,48 @@ format_entry(State *self, PyObject *msg, PyObject *args, const Tail *tail)
     return entry;
 }
 
+/* What an attribute past the standard ones is to the fast paths: 1 an extra
+ * they may ship (a str key, no standard name, known safe where the redactor is
+ * on), 0 one to leave out (message or asctime: a formatter that ran first added
+ * it), -1 one only the Python code may handle (a standard attribute set again,
+ * so moved to the end; a key that may be secret). No error is left set. */
+static int
+extra_key(State *self, PyObject *key)
+{
+    int standard;
+    if (!PyUnicode_CheckExact(key)) {
+        return -1;
+    }
+    standard = PySet_Contains(self->standard_attrs, key);
+    if (standard == 1 && PySet_Contains(self->init_attrs, key) == 0) {
+        return 0;
+    }
+    if (standard != 0 ||
+        (self->safe_keys != Py_None && PySet_Contains(self->safe_keys, key) != 1)) {
+        PyErr_Clear();
+        return -1;
+    }
+    return 1;
+}
+
+/* LineBuilder.meta_json's rule, where the redactor is on: meta JSON holding an
+ * object (a '{' past the first byte) or a list deep enough to cut may hide a
+ * secret, and must take the redaction walk (in Python). */
+static int
+meta_needs_walk(State *self, const char *json, Py_ssize_t n)
+{
+    Py_ssize_t k, brackets = 0;
+    if (self->safe_keys == Py_None) {
+        return 0;
+    }
+    for (k = 1; k < n; k++) {
+        if (json[k] == '{' || (json[k] == '[' && ++brackets >= self->max_depth)) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
 /* Room for the meta JSON written directly; longer meta goes through orjson. */
 #define DIRECT_META_MAX 1024
 
@@ -605,24 +628,19 @@ direct_extras_json(State *self, PyObject *attrs, PyObject **out)
 {
     char buf[DIRECT_META_MAX];
     PyObject *key, *value;
-    Py_ssize_t n = 0, pos = 0, seen = 0, count = 0, brackets = 0, k;
+    Py_ssize_t n = 0, pos = 0, seen = 0, count = 0;
     buf[n++] = '{';
     while (PyDict_Next(attrs, &pos, &key, &value)) {
-        int standard;
         Py_ssize_t n_key;
+        int kind;
         if (seen++ < self->plain_len) {
             continue;
         }
-        if (!PyUnicode_CheckExact(key) || !PyUnicode_IS_ASCII(key)) {
-            return 0;
+        kind = extra_key(self, key);
+        if (kind == 0) {
+            continue;
         }
-        standard = PySet_Contains(self->standard_attrs, key);
-        if (standard == 1 && PySet_Contains(self->init_attrs, key) == 0) {
-            continue;  /* message or asctime */
-        }
-        if (standard != 0 ||
-            (self->safe_keys != Py_None && PySet_Contains(self->safe_keys, key) != 1)) {
-            PyErr_Clear();
+        if (kind < 0 || !PyUnicode_IS_ASCII(key)) {
             return 0;
         }
         n_key = PyUnicode_GET_LENGTH(key);
@@ -674,13 +692,8 @@ direct_extras_json(State *self, PyObject *attrs, PyObject **out)
         return 1;
     }
     buf[n++] = '}';
-    if (self->safe_keys != Py_None) {
-        /* LineBuilder.meta_json's rule: an object or deep list may hide a secret. */
-        for (k = 1; k < n; k++) {
-            if (buf[k] == '{' || (buf[k] == '[' && ++brackets >= self->max_depth)) {
-                return 0;
-            }
-        }
+    if (meta_needs_walk(self, buf, n)) {
+        return 0;
     }
     *out = PyBytes_FromStringAndSize(buf, n);
     if (*out == NULL) {
@@ -704,7 +717,7 @@ extras_json(State *self, PyObject *attrs)
 {
     PyObject *key, *value, *meta, *data;
     Py_ssize_t pos = 0, seen = 0;
-    int standard;
+    int kind;
     if (direct_extras_json(self, attrs, &data)) {
         return data;
     }
@@ -716,19 +729,12 @@ extras_json(State *self, PyObject *attrs)
         if (seen++ < self->plain_len) {
             continue;  /* the standard attributes, set first by LogRecord.__init__ */
         }
-        if (!PyUnicode_CheckExact(key)) {
-            Py_DECREF(meta);
-            return NULL;
+        kind = extra_key(self, key);
+        if (kind == 0) {
+            continue;
         }
-        standard = PySet_Contains(self->standard_attrs, key);
-        if (standard == 1 && PySet_Contains(self->init_attrs, key) == 0) {
-            continue;  /* message or asctime: a formatter that ran first added it */
-        }
-        if (standard != 0 || !is_plain_arg(value) ||
-            (self->safe_keys != Py_None && PySet_Contains(self->safe_keys, key) != 1) ||
-            PyDict_SetItem(meta, key, value) != 0) {
-            /* A standard attribute set again (it moved to the end), an odd value, a
-               key that may be secret: the Python code sorts it out. */
+        if (kind < 0 || !is_plain_arg(value) || PyDict_SetItem(meta, key, value) != 0) {
+            /* An odd value or key: the Python code sorts it out. */
             Py_DECREF(meta);
             return NULL;
         }
@@ -743,15 +749,9 @@ extras_json(State *self, PyObject *attrs)
         Py_XDECREF(data);
         return NULL;
     }
-    if (self->safe_keys != Py_None) {
-        const char *bytes = PyBytes_AS_STRING(data);
-        Py_ssize_t n = PyBytes_GET_SIZE(data), k, brackets = 0;
-        for (k = 1; k < n; k++) {
-            if (bytes[k] == '{' || (bytes[k] == '[' && ++brackets >= self->max_depth)) {
-                Py_DECREF(data);
-                return NULL;
-            }
-        }
+    if (meta_needs_walk(self, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))) {
+        Py_DECREF(data);
+        return NULL;
     }
     return data;
 }
