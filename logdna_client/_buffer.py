@@ -34,6 +34,8 @@ from collections import Counter, deque
 from collections.abc import Callable
 from itertools import accumulate, islice, repeat
 
+from ._threads import on_sender_thread
+
 __all__ = ["ENTRY_OVERHEAD", "LINE_OVERHEAD", "SEPARATOR", "Buffer", "join_entries"]
 
 #: What a queued entry costs beyond its length: the bytes object header (33)
@@ -84,7 +86,11 @@ class Buffer:
         lock_free: bool = True,
     ) -> None:
         self.entries: deque[bytes] = deque()
-        self._lock = threading.Lock()
+        # Re-entrant: a signal handler, or a finalizer the garbage collector runs
+        # on an allocation, may log, flush or close on a thread that is inside one
+        # of the sections below. Each section leaves the counters consistent at
+        # every statement, so a nested one may run in the middle of it.
+        self._lock = threading.RLock()
         self._space = threading.Condition(self._lock)
         self._max = max_bytes
         self._overflow = overflow
@@ -142,12 +148,15 @@ class Buffer:
 
     def _put_locked(self, data: bytes, size: int) -> bool:
         """``put`` when the buffer is full, closed, or due to wake the sender."""
+        # Nested in a section of this thread's, or on a sender: waiting for room would
+        # wait for a take that only this thread could make.
+        nested = self._overflow == "block" and (self.owned() or on_sender_thread())
         with self._lock:
             if self.closed:
                 self._drop("after_close", 1)
                 return False
             if self.queued_bytes + self.inflight_bytes + size > self._max and not self._make_room(
-                size
+                size, wait=not nested
             ):
                 return False
             self.queued_bytes += size
@@ -174,8 +183,11 @@ class Buffer:
         else:
             self.fast_limit = _LOCKED
 
-    def _make_room(self, size: int) -> bool:
-        """Called with the lock held when ``size`` more bytes do not fit."""
+    def _make_room(self, size: int, wait: bool = True) -> bool:
+        """Called with the lock held when ``size`` more bytes do not fit.
+
+        ``wait`` is False where the room could only come from this thread.
+        """
         if size > self._max:
             self._drop("buffer_full", 1)
             return False
@@ -196,7 +208,7 @@ class Buffer:
                 self._drop("buffer_full", dropped)
             if fits:
                 return True
-        elif self._overflow == "block" and self._block_timeout > 0:
+        elif self._overflow == "block" and self._block_timeout > 0 and wait:
             deadline = time.monotonic() + self._block_timeout
             # The sender must run for room to appear. Woken without the lock: a
             # dead sender is restarted from the wake-up, and starting takes it.
@@ -213,6 +225,13 @@ class Buffer:
                 return True
         self._drop("buffer_full", 1)
         return False
+
+    def owned(self) -> bool:
+        """Whether this thread is inside one of the buffer's critical sections (a signal
+        handler or finalizer runs there): then nothing on it may wait for the sender,
+        whose next step needs this lock."""
+        # What threading.Condition asks an RLock; present on every CPython we support.
+        return bool(self._lock._is_owned())  # type: ignore[attr-defined]
 
     def _drop(self, reason: str, count: int) -> None:
         self.dropped[reason] += count
@@ -294,6 +313,16 @@ class Buffer:
             self._wake_at = _NEVER if self.queued_bytes >= self._wake_bytes else self._wake_bytes
             self._update_room()
         return batch
+
+    def settle(self, count: int) -> None:
+        """Lines of the batch in flight that were dealt with (delivered, or dropped and
+        counted) before the whole batch is: they no longer count as held."""
+        self.inflight_lines -= count  # the sender's alone to write
+
+    @property
+    def held_lines(self) -> int:
+        """Lines waiting or in flight and not yet dealt with."""
+        return len(self.entries) + self.inflight_lines
 
     def release(self, lines: list[bytes]) -> None:
         """Forget lines that were taken: delivered, or dropped and counted."""

@@ -8,75 +8,32 @@ which end with ``os._exit`` and never run ``atexit``).
 
 from __future__ import annotations
 
-import atexit
 import datetime as _dt
 import logging
-import os
-import sys
 import threading
 import time
-import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from . import _exit
 from ._buffer import SEPARATOR, Buffer
 from ._config import Config
 from ._line import LineBuilder, safe_str
-from ._report import Reporter, logger
+from ._report import Reporter
 from ._retry import Backoff
-from ._sender import BUSY_THREADS, SENDER_THREADS, Sender
+from ._sender import Sender
+from ._threads import on_sender_thread
 from ._transport import HTTPTransport, Transport
 
 __all__ = ["Client"]
+
+# How long past its deadline a close waits for the sender's own bookkeeping.
+_CLOSE_GRACE = 0.2
 
 _LEVEL_NAMES = {
     logging.CRITICAL: "CRITICAL", logging.ERROR: "ERROR", logging.WARNING: "WARNING",
     logging.INFO: "INFO", logging.DEBUG: "DEBUG",
 }  # fmt: skip
-
-_clients: weakref.WeakSet[Client] = weakref.WeakSet()
-_hooks_lock = threading.Lock()
-_hooks_installed = False
-
-
-def _install_process_hooks() -> None:
-    global _hooks_installed
-    with _hooks_lock:
-        if _hooks_installed:
-            return
-        _hooks_installed = True
-    atexit.register(_close_all_at_exit)
-    if hasattr(os, "register_at_fork"):
-        os.register_at_fork(after_in_child=_reset_all_after_fork)
-
-
-def _reset_all_after_fork() -> None:
-    global _hooks_lock
-    _hooks_lock = threading.Lock()
-    SENDER_THREADS.clear()  # the parent's threads do not exist here
-    BUSY_THREADS.clear()
-    for client in list(_clients):
-        client._after_fork()
-
-
-def _close_all_at_exit() -> None:
-    """Deliver what is pending in every client, within each one's shutdown_timeout."""
-    clients = [c for c in list(_clients) if not c._exit_done]
-    now = time.monotonic()
-    for client in clients:
-        client._begin_close(now + client.config.shutdown_timeout)
-    for client in clients:
-        client._wait_closed(at_exit=True)
-
-
-def _under_logging_lock() -> bool:
-    """Whether this thread holds logging's module lock (dictConfig, shutdown do)."""
-    is_owned = getattr(logging._lock, "_is_owned", None)  # type: ignore[attr-defined]
-    try:
-        return bool(is_owned()) if is_owned is not None else False
-    except Exception:
-        return False
-
 
 class Client:
     """Ships log lines to the LogDNA / Mezmo ingest API from a background thread.
@@ -119,11 +76,10 @@ class Client:
         self._builder.report = self._report
         self._closed = False
         self._exit_done = False
-        self._start_lock = threading.Lock()
+        # Re-entrant: a finalizer that an allocation in _start runs may log.
+        self._start_lock = threading.RLock()
         self._new_pipeline()
-        _clients.add(self)
-        _install_process_hooks()
-        _register_multiprocessing_child_hook(self)
+        _exit.register(self)
 
     def __repr__(self) -> str:
         c = self.config
@@ -150,6 +106,7 @@ class Client:
         )
         self._sender.on_shutdown_loss = self._shutdown_loss
         self._started = False
+        self._starting = False
         #: Queue one serialized line; False when it was dropped (and counted). The
         #: hot path for handlers: after the first line it is the buffer's own put,
         #: saving a call per line.
@@ -173,16 +130,22 @@ class Client:
 
     def _start(self) -> None:
         with self._start_lock:
-            if self._started:
+            if self._started or self._starting:  # _starting: a nested call (finalizer)
                 return
-            self._sender.start()
-            self.sender_ident = self._sender.ident
-            self._started = True
+            self._starting = True
+            try:
+                self._sender.start()
+                self.sender_ident = self._sender.ident
+                self._started = True
+            finally:
+                self._starting = False
         self._buffer.allow_lock_free()
+        if self.config.handle_signals:
+            _exit.install_signal_handlers()
 
     def _after_fork(self) -> None:
         """In a forked child: forget the parent's lines, threads, locks and connection."""
-        self._start_lock = threading.Lock()
+        self._start_lock = threading.RLock()
         self._reporter = Reporter()
         self._exit_done = False
         if self._transport_override is not None and hasattr(self._transport_override, "after_fork"):
@@ -275,8 +238,11 @@ class Client:
         """Wait until every line accepted so far was delivered, or ``timeout`` passed.
 
         Returns True when all of them left the buffer and none was dropped
-        meanwhile. Called while ``logging``'s module lock is held (dictConfig
-        does), it only wakes the sender and does not wait.
+        meanwhile. Where waiting could not end well it only wakes the sender and
+        returns False: under ``logging``'s module lock (dictConfig), on a sender
+        thread, and in a signal handler or finalizer that interrupted this
+        thread inside the client. Once the client is closing, it waits no longer
+        than the close's deadline.
         """
         buffer = self._buffer
         target = buffer.accepted
@@ -286,8 +252,12 @@ class Client:
         if not self._started:
             self._start()
         self._wake()
-        if _under_logging_lock() or threading.get_ident() == self.sender_ident:
+        if not self._can_wait():
             return False
+        deadline = self._sender._deadline
+        if deadline is not None:
+            left = deadline - time.monotonic() + _CLOSE_GRACE
+            timeout = left if timeout is None else min(timeout, left)
         done = self._sender.wait_done_through(target, timeout)
         return done and sum(buffer.dropped.values()) == dropped_before
 
@@ -295,16 +265,29 @@ class Client:
         """Flush what is queued within ``timeout`` (default ``shutdown_timeout``), then stop.
 
         Lines logged afterwards are dropped and counted as ``after_close``.
-        Called under logging's module lock (dictConfig replacing handlers), it
-        does not wait: the sender drains in the background on its own deadline.
+        Where waiting could not end well (see ``flush``), for example under
+        logging's module lock while dictConfig replaces handlers, it does not
+        wait: the sender drains in the background on its own deadline.
         """
         if timeout is None:
             timeout = self.config.shutdown_timeout
-        self._begin_close(time.monotonic() + max(0.0, timeout))
-        if not _under_logging_lock() and threading.get_ident() != self.sender_ident:
+        timeout = max(0.0, timeout)
+        self._close_by(time.monotonic() + timeout, timeout)
+
+    def _close_by(self, deadline: float, timeout: float) -> None:
+        """``close`` with a deadline given, as the process-end paths give it."""
+        self._begin_close(deadline, timeout)
+        if self._can_wait():
             self._wait_closed(at_exit=False)
 
-    def _begin_close(self, deadline: float) -> None:
+    def _can_wait(self) -> bool:
+        """Whether this thread may wait for the sender: not if the sender's next step
+        could need a lock this thread holds (or this thread is a sender)."""
+        return not (self._buffer.owned() or on_sender_thread() or _exit.under_logging_lock())
+
+    def _begin_close(self, deadline: float, timeout: float) -> None:
+        """Stop taking lines and let the sender drain until ``deadline``; never waits,
+        so a signal handler or finalizer may call it."""
         self._closed = True
         self._buffer.close()
         if not self._started:
@@ -312,12 +295,16 @@ class Client:
                 self._exit_done = True
                 return
             self._start()
-        self._sender.begin_close(deadline)
+        self._sender.begin_close(deadline, timeout)
+
+    def _deadline_text(self) -> str:
+        timeout = self._sender.close_timeout
+        return f"{self.config.shutdown_timeout if timeout is None else timeout:g} s"
 
     def _shutdown_loss(self, lost: int) -> None:
-        _report_exit_loss(
+        _exit.report_exit_loss(
             f"logdna_client: {lost} lines could not be delivered before the shutdown "
-            f"deadline ({self.config.shutdown_timeout:g} s) and were dropped"
+            f"deadline ({self._deadline_text()}) and were dropped"
         )
 
     def _wait_closed(self, *, at_exit: bool) -> None:
@@ -325,15 +312,14 @@ class Client:
         if self._started and sender._deadline is not None:
             left = sender._deadline - time.monotonic()
             # A little grace past the deadline for the sender's own bookkeeping.
-            sender.finished.wait(max(0.0, left) + 0.2)
+            sender.finished.wait(max(0.0, left) + _CLOSE_GRACE)
         if at_exit:
             self._exit_done = True
-            stuck = len(self._buffer) + self._buffer.inflight_lines
+            stuck = self._buffer.held_lines
             if self._started and not sender.finished.is_set() and stuck:
-                _report_exit_loss(
+                _exit.report_exit_loss(
                     f"logdna_client: the log service did not answer within the shutdown "
-                    f"deadline ({self.config.shutdown_timeout:g} s); {stuck} lines were not "
-                    "delivered"
+                    f"deadline ({self._deadline_text()}); {stuck} lines were not delivered"
                 )
 
     # -- introspection
@@ -349,7 +335,7 @@ class Client:
         for reason in ("buffer_full", "rejected", "shutdown", "after_close"):
             dropped.setdefault(reason, 0)
         out: dict[str, Any] = {
-            "queued": buffer.accepted - buffer.done_through,  # waiting or in flight
+            "queued": buffer.held_lines,  # waiting or in flight
             "queued_bytes": buffer.held_bytes,
             "accepted": buffer.accepted,
             "dropped": dropped,
@@ -369,56 +355,3 @@ def _to_millis(timestamp: float | int | _dt.datetime | None) -> int:
     value = float(timestamp)
     # Epoch seconds are ~1.7e9 today; milliseconds ~1.7e12.
     return int(value if value > 1e11 else value * 1000)
-
-
-def _report_exit_loss(message: str) -> None:
-    """Say it through our logger; if nothing would show it, on stderr directly."""
-    try:
-        logger.error(message)
-        if not _has_visible_handler():
-            sys.stderr.write(message + "\n")
-            sys.stderr.flush()
-    except Exception:
-        pass
-
-
-def _has_visible_handler() -> bool:
-    from ._handler import LogDNAHandler  # noqa: PLC0415
-
-    current: logging.Logger | None = logger
-    while current is not None:
-        for handler in current.handlers:
-            if not isinstance(handler, logging.NullHandler | LogDNAHandler) and (
-                handler.level <= logging.ERROR
-            ):
-                return True
-        if not current.propagate:
-            break
-        current = current.parent
-    return False
-
-
-def _register_multiprocessing_child_hook(client: Client) -> None:
-    """Make a ``multiprocessing`` child (which skips atexit) drain before it exits."""
-    try:
-        import multiprocessing.util as mp_util  # noqa: PLC0415
-
-        mp_util.register_after_fork(client, _install_mp_finalizer)
-        mp_process = sys.modules.get("multiprocessing.process")
-        if mp_process is not None and mp_process.parent_process() is not None:
-            # Built inside a multiprocessing child: it ends with os._exit (fork,
-            # forkserver) after running Finalize callbacks, never atexit.
-            _install_mp_finalizer(client)
-    except Exception:
-        pass
-
-
-def _install_mp_finalizer(client: Client) -> None:
-    import multiprocessing.util as mp_util  # noqa: PLC0415
-
-    def drain() -> None:
-        if not client._exit_done:
-            client._begin_close(time.monotonic() + client.config.shutdown_timeout)
-            client._wait_closed(at_exit=True)
-
-    mp_util.Finalize(client, drain, exitpriority=100)

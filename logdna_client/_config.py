@@ -33,6 +33,7 @@ ENV_VARS: Mapping[str, str] = {
     "env": "LOGDNA_ENV",
     "hostname": "LOGDNA_HOSTNAME",
     "tags": "LOGDNA_TAGS",
+    "handle_signals": "LOGDNA_HANDLE_SIGNALS",
 }
 
 # The API's own limit is 10 MB per request body; stay well under it.
@@ -263,6 +264,9 @@ class Config:
     before_send: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None
     max_line_length: int = 32_000
     allow_insecure: bool = False
+    #: Deliver within shutdown_timeout on SIGTERM/SIGHUP left at their default
+    #: disposition, then end by that signal (see docs/delivery.md).
+    handle_signals: bool = _UNSET
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -330,6 +334,10 @@ class Config:
         ):
             set_(self, name, to_duration(name, getattr(self, name), minimum=lo, maximum=hi))
         set_(self, "compress", to_bool("compress", self.compress))
+        signals = self.handle_signals
+        if signals is None:
+            signals = env.get(ENV_VARS["handle_signals"]) or True
+        set_(self, "handle_signals", to_bool("handle_signals", signals))
         set_(self, "index_meta", to_bool("index_meta", self.index_meta))
         set_(self, "verify", self._resolve_verify())
         set_(self, "max_line_length",

@@ -33,7 +33,7 @@ from ._errors import ConfigurationError
 from ._line import LINE_HEAD, _escape, safe_str
 from ._redact import MAX_DEPTH
 from ._report import logger as _own_logger
-from ._sender import BUSY_THREADS, SENDER_THREADS
+from ._threads import BUSY_THREADS, NESTED_THREADS, SENDER_THREADS
 from .structlog import event_dict_to_line  # plain dict handling: needs no structlog
 
 __all__ = ["STANDARD_RECORD_ATTRS", "LogDNAHandler"]

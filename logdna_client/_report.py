@@ -26,7 +26,8 @@ class Reporter:
         self._clock = clock
         self._last: dict[str, float] = {}
         self._suppressed: dict[str, int] = {}
-        self._lock = threading.Lock()
+        # Re-entrant: a finalizer run by an allocation in here may report too.
+        self._lock = threading.RLock()
 
     def report(self, kind: str, level: int, message: str, *args: object,
                exc_info: bool = False) -> bool:  # fmt: skip

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-__all__ = ["Backoff", "parse_retry_after"]
+__all__ = ["CLOSING_MIN_WAIT", "CLOSING_SHARE", "Backoff", "parse_retry_after"]
 
 
 def parse_retry_after(value: str | None, now: Callable[[], float] = time.time) -> float | None:
@@ -33,6 +33,13 @@ def parse_retry_after(value: str | None, now: Callable[[], float] = time.time) -
     return max(0.0, when.timestamp() - now())
 
 
+#: While closing, a wait is at most this share of the time left (but at least
+#: CLOSING_MIN_WAIT): a service that fails briefly gets several more tries
+#: inside the deadline, and a dead one about 30, not a storm.
+CLOSING_SHARE = 0.25
+CLOSING_MIN_WAIT = 0.05
+
+
 @dataclass(frozen=True)
 class Backoff:
     """How long to wait before retry number ``attempt`` (1-based).
@@ -40,15 +47,33 @@ class Backoff:
     Full jitter (a uniform draw between 0 and the exponential ceiling) keeps a
     fleet of clients from retrying in lock step after an outage. A server's
     Retry-After is a floor, itself capped so a bad header cannot park us for hours.
+
+    ``budget``, the seconds left before a shutdown deadline (None while not
+    closing), lowers the ceiling so that the retries fit the time left: the
+    jitter stays full, the waits get shorter as the deadline nears.
     """
 
     base: float = 0.5
     cap: float = 30.0
     rand: Callable[[], float] = field(default=random.random, compare=False)
 
-    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+    def delay(
+        self, attempt: int, retry_after: float | None = None, budget: float | None = None
+    ) -> float:
         ceiling = min(self.cap, self.base * (1 << max(0, min(attempt - 1, 32))))
-        wait = ceiling * float(self.rand())
+        wait = self._fit(ceiling, budget) * float(self.rand())
         if retry_after is not None:
             wait = max(wait, min(retry_after, self.cap))
         return wait
+
+    def slow(self) -> float:
+        """The wait after an answer retrying soon cannot fix (401, 403, 404 ...):
+        between half the cap and the cap, even while closing (close() cuts one
+        wait short for a last try; more would only hammer a refusing service)."""
+        return self.cap * (0.5 + 0.5 * float(self.rand()))
+
+    @staticmethod
+    def _fit(ceiling: float, budget: float | None) -> float:
+        if budget is None:
+            return ceiling
+        return min(ceiling, max(CLOSING_MIN_WAIT, budget * CLOSING_SHARE))

@@ -23,27 +23,19 @@ from ._buffer import SEPARATOR, Buffer, join_entries
 from ._config import Config
 from ._report import Reporter
 from ._retry import Backoff
+from ._threads import SENDER_THREADS, Latch, Wakeup
 from ._transport import Kind, Outcome, Transport
 
-__all__ = ["BUSY_THREADS", "SENDER_THREADS", "Sender", "Stats", "gzip_entries"]
+__all__ = ["Sender", "Stats", "gzip_entries"]
 
-#: Idents of every live sender thread in this process. Records made on them
-#: (urllib3's and requests' own logging, our reports) are never shipped by any
-#: handler, so one client's sending cannot feed another client's buffer.
-SENDER_THREADS: set[int] = set()
-
-#: Idents of the threads currently inside one of our handlers or processors: a
-#: ``__str__`` that logs, or a formatter that does, does not recurse into us.
-#: Separate from SENDER_THREADS, which is about where a record was *made*: a
-#: QueueListener thread handles records made on other threads.
-BUSY_THREADS: set[int] = set()
 
 # Measured on log lines: level 1 compresses about as well as 6 (20x) at a third of the CPU.
 _GZIP_LEVEL = 1
 # Entries joined per compress() call: about 25 KB of typical lines.
 _GZIP_BLOCK = 256
-# A run of single lines rejected with 400 this long means the server rejects
-# everything, not one bad line: stop probing line by line.
+# A run of single lines rejected with 400 or 413 this long means the server
+# rejects everything, not one bad line: stop probing line by line, count the
+# rest of the batch as rejected and back off before the next one.
 _MAX_SINGLE_REJECTS = 16
 
 
@@ -119,13 +111,19 @@ class Sender:
         self._compress = config.compress
         self._gzip_checked = False
         self.stats = Stats()
-        # Set by producers (a full batch is waiting), flush() and close().
-        self.wake = threading.Event()
-        # Set only by close(): cuts backoff sleeps short.
-        self._interrupt = threading.Event()
-        self._progress = threading.Condition(threading.Lock())
+        # Raised by producers (a full batch is waiting), flush() and close(); all
+        # three may run in a signal handler or finalizer, hence not Events.
+        self.wake = Wakeup()
+        # Raised only by close(): cuts backoff sleeps short.
+        self._interrupt = Wakeup()
+        # Re-entrant: a signal handler may flush while its thread waits in flush().
+        self._progress = threading.Condition(threading.RLock())
         self._deadline: float | None = None
-        self.finished = threading.Event()
+        #: The timeout the deadline came from, for the messages that name it.
+        self.close_timeout: float | None = None
+        self.finished = Latch()
+        # Batches given up on as rejected in a row: each backs off before the next.
+        self._rejected_batches = 0
         self.thread: threading.Thread | None = None
         self.ident: int | None = None
         self._auth_failing = False
@@ -139,7 +137,7 @@ class Sender:
     # -- control, from other threads
 
     def start(self) -> None:
-        self.finished.clear()
+        self.finished = Latch()
         thread = threading.Thread(target=self._run, name="logdna_client-sender", daemon=True)
         self.thread = thread
         thread.start()
@@ -149,10 +147,14 @@ class Sender:
     def alive(self) -> bool:
         return self.thread is not None and self.thread.is_alive()
 
-    def begin_close(self, deadline: float) -> None:
-        """Drain what is queued, giving up at ``deadline`` (monotonic seconds)."""
+    def begin_close(self, deadline: float, timeout: float | None = None) -> None:
+        """Drain what is queued, giving up at ``deadline`` (monotonic seconds).
+
+        Safe from a signal handler or finalizer: it sets values and raises flags.
+        """
         if self._deadline is None or deadline < self._deadline:
             self._deadline = deadline
+            self.close_timeout = timeout
         self._interrupt.set()
         self.wake.set()
 
@@ -286,20 +288,27 @@ class Sender:
     def _deliver_parts(self, pending: list[list[bytes]], summary: bytes | None = None) -> None:
         attempt = 0
         single_rejects = 0
+        buffer = self._buffer
+
+        def app_lines(lines: list[bytes]) -> int:
+            # Our summary line is not an app line: neither sent nor dropped in stats.
+            return sum(1 for line in lines if line is not summary)
+
         while pending:
             part = pending[0]
             outcome = self._post(part)
             kind = outcome.kind
             if kind is Kind.OK or kind is Kind.PARTIAL:
                 pending.pop(0)
-                # Our summary line is not an app line: neither sent nor dropped in stats.
-                app_lines = len(part) - (summary is not None and part[-1] is summary)
-                rejected = min(outcome.rejected, app_lines)
-                self.stats.sent += app_lines - rejected
+                count = app_lines(part)
+                rejected = min(outcome.rejected, count)
+                self.stats.sent += count - rejected
+                buffer.settle(count)
                 if rejected:
                     self._reject(rejected, outcome)
                 attempt = 0
                 single_rejects = 0
+                self._rejected_batches = 0
                 self._delivering = True
                 self._recovered()
                 continue
@@ -307,6 +316,7 @@ class Sender:
                 gzip_suspect = self._compress and not self._gzip_checked
                 if kind is Kind.BAD_REQUEST and gzip_suspect and self._try_plain(part):
                     pending.pop(0)
+                    buffer.settle(app_lines(part))
                     continue
                 if len(part) > 1:
                     half = len(part) // 2
@@ -315,12 +325,19 @@ class Sender:
                 pending.pop(0)
                 if part[0] is not summary:  # our summary line is not an app line: never a drop
                     self._reject(1, outcome)
+                    buffer.settle(1)
                 single_rejects += 1
-                if kind is Kind.BAD_REQUEST and single_rejects >= _MAX_SINGLE_REJECTS:
-                    rest = sum(1 for p in pending for line in p if line is not summary)
+                if single_rejects >= _MAX_SINGLE_REJECTS:
+                    # Not one bad line: the server refuses everything (a 413 to any
+                    # size, a 400 to any line). Count the batch, and back off
+                    # before the next one instead of probing it line by line too.
+                    rest = sum(app_lines(p) for p in pending)
                     pending.clear()
                     if rest:
                         self._reject(rest, outcome)
+                        buffer.settle(rest)
+                    self._rejected_batches += 1
+                    self._sleep(self._backoff.delay(self._rejected_batches, None, self._left()))
                 continue
             if kind is Kind.UNSUPPORTED_ENCODING and self._compress:
                 self._compress = False
@@ -339,10 +356,15 @@ class Sender:
             if outcome.retry_after is not None:
                 floor = max(0.0, min(outcome.retry_after, self._backoff.cap))
             if kind is Kind.AUTH or kind is Kind.OTHER:
-                delay = max(self._backoff.cap * (0.5 + 0.5 * self._backoff.rand()), floor)
+                delay = max(self._backoff.slow(), floor)
             else:
-                delay = self._backoff.delay(attempt, outcome.retry_after)
+                delay = self._backoff.delay(attempt, outcome.retry_after, self._left())
             self._sleep(delay, floor)
+
+    def _left(self) -> float | None:
+        """Seconds to the shutdown deadline, or None while not closing."""
+        deadline = self._deadline
+        return None if deadline is None else max(0.0, deadline - self._clock())
 
     def _post(self, lines: list[bytes]) -> Outcome:
         gzipped = self._compress
@@ -366,6 +388,8 @@ class Sender:
         outcome = self._post(lines)
         if outcome.kind is Kind.OK or outcome.kind is Kind.PARTIAL:
             self.stats.sent += len(lines) - outcome.rejected
+            if outcome.rejected:
+                self._reject(outcome.rejected, outcome)
             self._delivering = True
             self._reporter.report(
                 "gzip-off", logging.WARNING,

@@ -9,6 +9,8 @@ from __future__ import annotations
 import enum
 import os
 import platform
+import socket
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass, replace
@@ -16,6 +18,9 @@ from typing import Any, Protocol
 
 import orjson
 import requests
+import urllib3.connection
+import urllib3.connectionpool
+from requests.adapters import HTTPAdapter
 
 from ._config import Config
 from ._retry import parse_retry_after
@@ -29,6 +34,10 @@ USER_AGENT = f"logdna_client/{__version__} (python {platform.python_version()})"
 # or macOS system settings), what requests derives from it per request (proxies,
 # no_proxy, a CA bundle) can only change when os.environ does.
 _PROXIES_FROM_ENVIRON = urllib.request.getproxies is urllib.request.getproxies_environment
+
+#: Bytes of a response body read at most: the API's answers are tiny, and a
+#: hostile or broken server's 400 MB body must not become 400 MB of memory.
+MAX_RESPONSE_BYTES = 64 * 1024
 
 
 class Kind(enum.Enum):
@@ -93,6 +102,84 @@ def _count_rejected(text: str) -> int:
                and not (isinstance(s, str) and s.lower() in ("ok", "200")))  # fmt: skip
 
 
+class _Exchange:
+    """The connection one request uses, so that its deadline can cut it.
+
+    ``requests`` bounds each socket operation, not the exchange: a server
+    that trickles a byte a second holds a request forever. A timer shuts the
+    connection's socket down at the deadline instead, which ends whatever
+    call the sender is blocked in (connect, TLS, upload, headers or body).
+    """
+
+    __slots__ = ("conn", "expired")
+
+    def __init__(self) -> None:
+        self.conn: urllib3.connection.HTTPConnection | None = None
+        self.expired = False
+
+    def cut(self) -> None:
+        self.expired = True
+        conn = self.conn
+        sock = getattr(conn, "sock", None)
+        if sock is not None:
+            try:
+                # The plain socket's shutdown, even under TLS: it touches no SSL state
+                # the sender thread is using, and the blocked read then sees the end.
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+# The exchange of the request the calling (sender) thread is making.
+_current = threading.local()
+
+
+class _Watched:
+    """Mixed into urllib3's connections: tell the current exchange which one it uses."""
+
+    def connect(self) -> None:
+        _current.__dict__.get("exchange", _Exchange()).conn = self  # type: ignore[assignment]
+        super().connect()  # type: ignore[misc]
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        _current.__dict__.get("exchange", _Exchange()).conn = self  # type: ignore[assignment]
+        super().request(*args, **kwargs)  # type: ignore[misc]
+
+
+class _WatchedHTTPConnection(_Watched, urllib3.connection.HTTPConnection):
+    pass
+
+
+class _WatchedHTTPSConnection(_Watched, urllib3.connection.HTTPSConnection):
+    pass
+
+
+class _WatchedHTTPPool(urllib3.connectionpool.HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _WatchedHTTPSPool(urllib3.connectionpool.HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+_WATCHED_POOLS = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
+
+
+class _WatchedAdapter(HTTPAdapter):
+    """requests' adapter with pools of watched connections (urllib3's documented
+    override point: a pool manager's ``pool_classes_by_scheme``)."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = _WATCHED_POOLS
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if not proxy.lower().startswith("socks"):  # SOCKS pools are their own classes
+            manager.pool_classes_by_scheme = _WATCHED_POOLS
+        return manager
+
+
 class HTTPTransport:
     """Sends bodies over one ``requests.Session`` (one kept-alive connection)."""
 
@@ -100,6 +187,9 @@ class HTTPTransport:
         self._url = config.url
         self._verify = config.verify
         session = requests.Session()
+        adapter = _WatchedAdapter()
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
         session.headers.update(
             {
                 "User-Agent": USER_AGENT,
@@ -139,30 +229,28 @@ class HTTPTransport:
         headers = {"Content-Encoding": "gzip"} if gzipped else None
         params = dict(self._params, now=str(int(time.time() * 1000)))
         session = self._session
+        exchange = _current.exchange = _Exchange()
+        timer = threading.Timer(timeout, exchange.cut)
+        timer.daemon = True
+        timer.start()
         try:
             # What session.post(url, params=, data=, headers=, timeout=, verify=)
             # does, with the environment's settings read only when they can differ.
             prepared = session.prepare_request(
                 requests.Request("POST", self._url, headers=headers, data=body, params=params)
             )
-            response = session.send(
-                prepared, timeout=timeout, allow_redirects=True, **self._settings(prepared.url)
-            )
-            try:
-                return classify(
-                    response.status_code, response.headers.get("Retry-After"), response.text
-                )
-            finally:
-                response.close()
-        except requests.exceptions.SSLError as exc:
-            # Not retried any faster than other failures, but said plainly.
-            return Outcome(Kind.RETRY, None, None, f"TLS error: {_describe(exc)}")
-        except requests.exceptions.Timeout as exc:
-            return Outcome(Kind.RETRY, None, None, f"timed out: {_describe(exc)}")
-        except requests.exceptions.RequestException as exc:
-            return Outcome(Kind.RETRY, None, None, f"connection failed: {_describe(exc)}")
-        except Exception as exc:  # a bug below us must not kill the sender
-            return Outcome(Kind.RETRY, None, None, f"unexpected {type(exc).__name__}")
+            settings = self._settings(prepared.url)
+            settings["stream"] = True  # the body is read here, up to a cap
+            response = session.send(prepared, timeout=timeout, allow_redirects=True, **settings)
+            text = _read_capped(response)
+            return classify(response.status_code, response.headers.get("Retry-After"), text)
+        except Exception as exc:
+            if exchange.expired:
+                return Outcome(Kind.RETRY, None, None, f"timed out: no complete answer in {timeout:g} s")
+            return _failure(exc)
+        finally:
+            timer.cancel()
+            _current.exchange = None
 
     def _settings(self, url: str | None) -> dict[str, Any]:
         """``Session.merge_environment_settings`` for our URL, for as long as it holds."""
@@ -186,6 +274,34 @@ class HTTPTransport:
             self._session.close()
         except Exception:
             pass
+
+
+def _read_capped(response: requests.Response) -> str:
+    """The body, up to MAX_RESPONSE_BYTES; the connection is kept only when read to its end."""
+    raw = response.raw
+    try:
+        data = raw.read(MAX_RESPONSE_BYTES, decode_content=True) or b""
+        whole = len(data) < MAX_RESPONSE_BYTES or not raw.read(1, decode_content=True)
+    except Exception:
+        whole = False
+        data = b""
+    if whole:
+        raw.release_conn()  # back to the pool for the next request
+    else:
+        response.close()  # the rest unread: this connection cannot be reused
+    return data.decode(response.encoding or "utf-8", "replace")
+
+
+def _failure(exc: Exception) -> Outcome:
+    """The outcome of a request that raised: always retried, the reason said plainly."""
+    if isinstance(exc, requests.exceptions.SSLError):
+        return Outcome(Kind.RETRY, None, None, f"TLS error: {_describe(exc)}")
+    if isinstance(exc, requests.exceptions.Timeout):
+        return Outcome(Kind.RETRY, None, None, f"timed out: {_describe(exc)}")
+    if isinstance(exc, requests.exceptions.RequestException):
+        return Outcome(Kind.RETRY, None, None, f"connection failed: {_describe(exc)}")
+    # A bug below us must not kill the sender.
+    return Outcome(Kind.RETRY, None, None, f"unexpected {type(exc).__name__}")
 
 
 def _describe(exc: BaseException) -> str:

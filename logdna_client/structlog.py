@@ -39,7 +39,7 @@ from . import _context
 from ._client import Client
 from ._errors import ConfigurationError
 from ._line import safe_str
-from ._sender import BUSY_THREADS, SENDER_THREADS
+from ._threads import BUSY_THREADS, NESTED_THREADS, SENDER_THREADS
 
 __all__ = ["LogDNAProcessor", "event_dict_to_line", "level_of", "timestamp_of"]
 

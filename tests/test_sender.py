@@ -51,7 +51,9 @@ class RecordingBackoff(Backoff):
         super().__init__(base=0.0001, cap=0.001, rand=lambda: 0.0)
         object.__setattr__(self, "seen", [])
 
-    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+    def delay(
+        self, attempt: int, retry_after: float | None = None, budget: float | None = None
+    ) -> float:
         self.seen.append(retry_after)  # type: ignore[attr-defined]
         return 0.0
 

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from logdna_client import LogDNAHandler
 from logdna_client import _handler as handler_module
-from logdna_client._sender import BUSY_THREADS, SENDER_THREADS
+from logdna_client._threads import BUSY_THREADS, SENDER_THREADS
 from logdna_client.contrib import bind_request_context, reset_request_context
 from tests.helpers import make_logger
 

@@ -367,7 +367,7 @@ class TestNeverHurts:
         self, proc: LogDNAProcessor, client: CapturingClient
     ) -> None:
         """Events made on a sender thread (urllib3 through a formatter) are never shipped."""
-        from logdna_client._sender import SENDER_THREADS
+        from logdna_client._threads import SENDER_THREADS
 
         me = threading.get_ident()
         SENDER_THREADS.add(me)

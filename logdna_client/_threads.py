@@ -1,0 +1,110 @@
+"""Which threads the library must not ship from, or not re-enter on.
+
+One home for the thread sets the handler, the structlog processor, the
+buffer and the C extension consult. Plain sets of thread idents: adding,
+discarding and testing membership are single operations under the GIL.
+"""
+
+from __future__ import annotations
+
+import threading
+
+__all__ = [
+    "BUSY_THREADS",
+    "NESTED_THREADS",
+    "SENDER_THREADS",
+    "Latch",
+    "Wakeup",
+    "on_sender_thread",
+]
+
+#: Idents of every live sender thread in this process. Records made on them
+#: (urllib3's and requests' own logging, our reports) are never shipped by any
+#: handler, so one client's sending cannot feed another client's buffer.
+SENDER_THREADS: set[int] = set()
+
+#: Idents of the threads currently inside one of our handlers or processors. A
+#: record that arrives on such a thread comes from a ``__str__``, a formatter,
+#: a signal handler or a finalizer that ran in the middle of shipping another.
+#: Separate from SENDER_THREADS, which is about where a record was *made*: a
+#: QueueListener thread handles records made on other threads.
+BUSY_THREADS: set[int] = set()
+
+#: Threads shipping such a nested record. One level of nesting is shipped (a
+#: signal handler's line, a line a ``__str__`` logs); a record nested deeper is
+#: a loop in the making, and is dropped and counted as ``reentrant``.
+NESTED_THREADS: set[int] = set()
+
+
+def on_sender_thread() -> bool:
+    """Whether the calling thread is a sender: it must never wait for a sender."""
+    return threading.get_ident() in SENDER_THREADS
+
+
+class Wakeup:
+    """A flag one thread waits on and any may raise, safe from signal handlers.
+
+    ``threading.Event`` guards its flag with a plain lock in Python code: a
+    signal handler (or a finalizer) that sets or waits on it while its own
+    thread is inside that code deadlocks. Here the flag *is* one C lock
+    (released: raised), so raising it is one atomic call that never waits.
+    One waiter (the sender) consumes it.
+    """
+
+    __slots__ = ("_lock",)
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()
+
+    def set(self) -> None:
+        """Raise the flag (a no-op when it is raised already)."""
+        try:
+            self._lock.release()
+        except RuntimeError:  # raised already
+            pass
+
+    def wait(self, timeout: float | None) -> bool:
+        """Wait up to ``timeout`` seconds for the flag; True (and lowered) when it was raised."""
+        return self._lock.acquire(timeout=-1 if timeout is None else max(0.0, timeout))
+
+    def clear(self) -> None:
+        self._lock.acquire(blocking=False)
+
+    def is_set(self) -> bool:
+        return not self._lock.locked()
+
+
+class Latch:
+    """A one-shot event (set once, waited on by any number), safe from signal handlers.
+
+    ``set`` marks it before releasing the lock, and ``wait`` looks at the mark
+    first: a waiter nested in another waiter (a signal handler that interrupted
+    one) finds it set without touching the lock the outer one holds.
+    """
+
+    __slots__ = ("_done", "_lock")
+
+    def __init__(self) -> None:
+        self._done = False
+        self._lock = threading.Lock()
+        self._lock.acquire()
+
+    def set(self) -> None:
+        if not self._done:
+            self._done = True
+            try:
+                self._lock.release()
+            except RuntimeError:  # two threads set it at once
+                pass
+
+    def is_set(self) -> bool:
+        return self._done
+
+    def wait(self, timeout: float | None) -> bool:
+        """Wait up to ``timeout`` seconds; True when it was set."""
+        if self._done:
+            return True
+        if self._lock.acquire(timeout=-1 if timeout is None else max(0.0, timeout)):
+            self._lock.release()  # let the other waiters through
+        return self._done
