@@ -27,6 +27,16 @@ from ._transport import HTTPTransport, Transport
 
 __all__ = ["Client"]
 
+#: Every reason a line can be dropped for, so stats() shows each (0 when none).
+_DROP_REASONS = (
+    "buffer_full",  # the buffer was full (the overflow policy chose this line)
+    "rejected",  # the service refused it (400, 413, 207), or refuses everything
+    "shutdown",  # still undelivered at the close or exit deadline
+    "after_close",  # logged after close()
+    "reentrant",  # logged from inside a line being logged, more than one level deep
+    "error",  # no line could be built (a bug of ours, or a record nothing can read)
+)
+
 # How long past its deadline a close waits for the sender's own bookkeeping.
 _CLOSE_GRACE = 0.2
 
@@ -34,6 +44,7 @@ _LEVEL_NAMES = {
     logging.CRITICAL: "CRITICAL", logging.ERROR: "ERROR", logging.WARNING: "WARNING",
     logging.INFO: "INFO", logging.DEBUG: "DEBUG",
 }  # fmt: skip
+
 
 class Client:
     """Ships log lines to the LogDNA / Mezmo ingest API from a background thread.
@@ -119,6 +130,10 @@ class Client:
     def _report(self, kind: str, level: int, message: str, *args: object,
                 exc_info: bool = False) -> bool:  # fmt: skip
         return self._reporter.report(kind, level, message, *args, exc_info=exc_info)
+
+    def _count_drop(self, reason: str) -> None:
+        """Count a line that was accepted by a logging call but could not be queued."""
+        self._buffer.count_drop(reason)
 
     def _wake(self) -> None:
         # Called when a batch's worth is queued: also the cheap moment to notice a
@@ -214,6 +229,7 @@ class Client:
                 return False
             return self.put(data)
         except Exception:
+            self._count_drop("error")
             self._reporter.report(
                 "log-failed", logging.WARNING, "logdna_client: a line could not be built",
                 exc_info=True,
@@ -332,7 +348,7 @@ class Client:
         """Counters: queued, sent, dropped (by reason), retries, bytes_sent and more."""
         buffer = self._buffer
         dropped = dict(buffer.dropped)
-        for reason in ("buffer_full", "rejected", "shutdown", "after_close"):
+        for reason in _DROP_REASONS:
             dropped.setdefault(reason, 0)
         out: dict[str, Any] = {
             "queued": buffer.held_lines,  # waiting or in flight

@@ -80,6 +80,10 @@ def exit_deadline(timeout: float) -> float:
     if now <= _window_end + _WINDOW_GRACE:
         return min(_window_end, now + timeout)
     _window_end = now + timeout
+    # Every client starts delivering now, not when its own close comes round
+    # (logging.shutdown() closes handlers one after the other).
+    for client in list(_clients):
+        client._sender.wake.set()
     return _window_end
 
 

@@ -17,6 +17,7 @@ import functools
 import logging
 import os
 import sys
+import time
 import traceback
 from itertools import islice
 from os import getpid
@@ -25,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from . import _context
+from . import _context, _exit
 from ._buffer import ENTRY_OVERHEAD
 from ._client import Client
 from ._context import current as request_context
@@ -215,10 +216,12 @@ class LogDNAHandler(logging.Handler):
             name = record.name
         except Exception:  # a record stripped of standard attributes: ship what it has
             made_on_sender, name = False, None
-        if made_on_sender or current in BUSY_THREADS:
-            return True  # made by urllib3/requests on a sender thread, or re-entry from a __str__
+        if made_on_sender:
+            return True  # made by urllib3/requests on a sender thread
         if name is not self._last_name and self._is_own(name):
             return True
+        if current in BUSY_THREADS:
+            return self._handle_nested(record, current)
         busy = BUSY_THREADS
         busy.add(current)
         try:
@@ -267,10 +270,33 @@ class LogDNAHandler(logging.Handler):
                 text, meta = self._text_and_meta(record)
             self._ship(record, text, meta)
         except Exception:
-            self.handleError(record)
+            self._failed(record)
         finally:
             busy.discard(current)
         return True
+
+    def _handle_nested(self, record: logging.LogRecord, current: int) -> bool:
+        """A record logged while this thread is inside a handler or processor of ours:
+        by a signal handler or finalizer that interrupted it, or by a ``__str__`` or
+        formatter it called. One level deep it ships, by the general path; deeper is
+        a loop in the making, dropped and counted as ``reentrant``."""
+        if current in NESTED_THREADS:
+            self._client._count_drop("reentrant")
+            return True
+        NESTED_THREADS.add(current)
+        try:
+            text, meta = self._text_and_meta(record)
+            self._ship(record, text, meta)
+        except Exception:
+            self._failed(record)
+        finally:
+            NESTED_THREADS.discard(current)
+        return True
+
+    def _failed(self, record: logging.LogRecord) -> None:
+        """A record no line could be built for: counted as ``error``, then the stdlib's say."""
+        self._client._count_drop("error")
+        self.handleError(record)
 
     def _queue(self, record: logging.LogRecord, entry: bytes) -> bool:
         """Queue an entry the C ``handle`` built, when the buffer wants its locked path."""
@@ -281,7 +307,7 @@ class LogDNAHandler(logging.Handler):
         try:
             self._client.put_entry(entry)
         except Exception:
-            self.handleError(record)
+            self._failed(record)
         finally:
             BUSY_THREADS.discard(current)
         return True
@@ -369,15 +395,16 @@ class LogDNAHandler(logging.Handler):
         if context:
             meta = {**context, **meta} if meta else dict(context)
         level = record.levelname
-        created = record.created
-        if type(level) is str and level not in self._stamps:
+        if type(level) is not str:  # a record made by hand, or changed by a filter
+            level = safe_str(level)
+        if level not in self._stamps:
             # Ready the inline path for this level's next records (level names are
             # few; a flood of odd ones is not remembered).
             tail = self._builder.tail(level)
             if tail is not None and len(self._stamps) < 64:
                 self._tails[level] = tail
                 self._stamps[level] = _NO_STAMP
-        entry = self._builder.entry(text, level, int(created * 1000), meta)
+        entry = self._builder.entry(text, level, _millis(record.created), meta)
         if entry is not None:
             self._client.put_entry(entry)
 
@@ -386,17 +413,32 @@ class LogDNAHandler(logging.Handler):
         self.handle(record)
 
     def flush(self, timeout: float | None = 5.0) -> None:
-        """Wait (up to ``timeout``) for queued lines to be delivered."""
-        self._client.flush(timeout)
+        """Wait (up to ``timeout``) for queued lines to be delivered.
+
+        From ``logging.shutdown()`` (which holds this handler's lock and closes
+        it next) the wait is part of the process's one exit deadline instead.
+        """
+        client = self._client
+        if _exit.owns(self.lock):
+            deadline = _exit.exit_deadline(client.config.shutdown_timeout)
+            client.flush(max(0.0, deadline - time.monotonic()))
+        else:
+            client.flush(timeout)
 
     def close(self) -> None:
         """Deliver what is queued within ``shutdown_timeout`` and stop the sender.
 
-        A handler built with ``client=`` leaves the shared client running.
+        A handler built with ``client=`` leaves the shared client running. From
+        ``logging.shutdown()`` the deadline is the process's one exit deadline.
         """
         try:
             if self._owns_client:
-                self._client.close()
+                client = self._client
+                if _exit.owns(self.lock):
+                    timeout = client.config.shutdown_timeout
+                    client._close_by(_exit.exit_deadline(timeout), timeout)
+                else:
+                    client.close()
         finally:
             super().close()
 
@@ -448,6 +490,16 @@ class _MessageFormatter(logging.Formatter):
         if record.stack_info:
             text = f"{text}\n{record.stack_info}" if text else record.stack_info
         return text
+
+
+def _millis(created: object) -> int:
+    """``created`` in epoch milliseconds; now, where it is not a usable time (NaN, a string)."""
+    if not isinstance(created, str | bytes):  # a number of any kind (a Decimal, say)
+        try:
+            return int(created * 1000)  # type: ignore[operator]
+        except Exception:  # NaN, infinite, None, an object
+            pass
+    return int(time.time() * 1000)
 
 
 def _unformattable(record: logging.LogRecord, exc: Exception) -> str:

@@ -138,11 +138,11 @@ class _Watched:
     """Mixed into urllib3's connections: tell the current exchange which one it uses."""
 
     def connect(self) -> None:
-        _current.__dict__.get("exchange", _Exchange()).conn = self  # type: ignore[assignment]
+        _current.__dict__.get("exchange", _Exchange()).conn = self
         super().connect()  # type: ignore[misc]
 
     def request(self, *args: Any, **kwargs: Any) -> None:
-        _current.__dict__.get("exchange", _Exchange()).conn = self  # type: ignore[assignment]
+        _current.__dict__.get("exchange", _Exchange()).conn = self
         super().request(*args, **kwargs)  # type: ignore[misc]
 
 
@@ -246,7 +246,8 @@ class HTTPTransport:
             return classify(response.status_code, response.headers.get("Retry-After"), text)
         except Exception as exc:
             if exchange.expired:
-                return Outcome(Kind.RETRY, None, None, f"timed out: no complete answer in {timeout:g} s")
+                detail = f"timed out: no complete answer in {timeout:g} s"
+                return Outcome(Kind.RETRY, None, None, detail)
             return _failure(exc)
         finally:
             timer.cancel()

@@ -272,21 +272,27 @@ class LogDNAProcessor:
         self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
     ) -> MutableMapping[str, Any]:
         thread = threading.get_ident()
-        if thread in SENDER_THREADS or thread in BUSY_THREADS:
-            return event_dict  # on a sender thread (urllib3), or re-entered from a __str__
+        if thread in SENDER_THREADS:
+            return event_dict  # on a sender thread (urllib3)
         client = self._client
-        busy = BUSY_THREADS
-        busy.add(thread)
+        # Inside one of our handlers or processors already (a signal handler, a
+        # finalizer, a __str__ that logs): see LogDNAHandler._handle_nested.
+        marks = NESTED_THREADS if thread in BUSY_THREADS else BUSY_THREADS
+        if thread in marks:
+            client._count_drop("reentrant")
+            return event_dict
+        marks.add(thread)
         try:
             self._ship(method_name, event_dict)
         except Exception:
+            client._count_drop("error")
             with contextlib.suppress(Exception):
                 client._reporter.report(
                     "structlog-event", logging.WARNING,
                     "logdna_client: a structlog event could not be shipped", exc_info=True,
                 )  # fmt: skip
         finally:
-            busy.discard(thread)
+            marks.discard(thread)
         return event_dict
 
     def _ship(self, method_name: str, event_dict: Any) -> None:

@@ -208,7 +208,9 @@ class TestNeverHurtsTheApp:
         h.close()
 
     def test_a_str_that_logs_does_not_recurse(self, server: DevServer) -> None:
-        """An argument whose __str__ logs through the same handler ships once, no recursion."""
+        """An argument whose __str__ logs through the same handler: the line it logs ships
+        (one level of nesting), the one that line's own formatting logs is counted as
+        ``reentrant`` instead of recursing, and the outer line ships."""
         h = handler_for(server)
         log = make_logger("t.reentrant", h)
 
@@ -219,8 +221,15 @@ class TestNeverHurtsTheApp:
 
         log.info("value: %s", Chatty())
         log.info("after")
-        lines = delivered(server, h, 2)
-        assert ["value: chatty", "after"] == [x["line"] for x in lines]
+        lines = delivered(server, h, 4)
+        expected = [
+            "from inside __str__ chatty",
+            "value: chatty",
+            "after",
+            "logdna_client: 1 lines dropped (1 reentrant)",
+        ]
+        assert expected == [x["line"] for x in lines]
+        assert 1 == h.client.stats()["dropped"]["reentrant"]
         h.close()
 
     def test_record_handled_on_another_thread_does_not_silence_its_maker(

@@ -327,7 +327,7 @@ class TestSameBytes:
     ) -> None:
         """Another thread inside the Python path leaves this one on the C path; this
         thread inside it (a signal handler or __str__ that logs) is left to Python,
-        which drops the re-entry."""
+        which ships it as a nested line (and is not counted as built in C)."""
         fast = pair[0]
         base = record()
         fast.handle(twin(base))
@@ -340,7 +340,7 @@ class TestSameBytes:
             BUSY_THREADS.add(threading.get_ident())
             queued = list(fast.client._buffer.entries)
             fast.handle(twin(base))
-            assert queued == list(fast.client._buffer.entries)
+            assert queued + queued[-1:] == list(fast.client._buffer.entries)
             assert before + 1 == c_lines(fast)
         finally:
             BUSY_THREADS.discard(other_thread)

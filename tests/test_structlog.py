@@ -381,15 +381,22 @@ class TestNeverHurts:
     def test_reentrant_event_does_not_recurse(
         self, proc: LogDNAProcessor, client: CapturingClient
     ) -> None:
-        """An event value whose __str__ logs through the same processor ships once."""
+        """An event value whose __str__ logs through the same processor: the inner event
+        ships (one level of nesting); one nested deeper is counted as ``reentrant``."""
 
         class Chatty:
             def __str__(self) -> str:
-                proc(None, "info", {"event": "inner"})
+                proc(None, "info", {"event": "inner", "again": Deeper()})
                 return "chatty"
 
+        class Deeper:
+            def __str__(self) -> str:
+                proc(None, "info", {"event": "too deep"})
+                return "deeper"
+
         proc(None, "info", {"event": Chatty()})
-        assert ["chatty"] == [line["line"] for line in client.lines]
+        assert ["inner", "chatty"] == [line["line"] for line in client.lines]
+        assert 1 == client.stats()["dropped"]["reentrant"]
 
     @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
     @given(
