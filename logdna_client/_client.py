@@ -87,7 +87,7 @@ class Client:
         self._builder.report = self._report
         self._closed = False
         self._exit_done = False
-        # Re-entrant: a finalizer that an allocation in _start runs may log.
+        # Re-entrant: a finalizer that an allocation under it runs may log.
         self._start_lock = threading.RLock()
         self._new_pipeline()
         _exit.register(self)
@@ -145,15 +145,18 @@ class Client:
 
     def _start(self) -> None:
         with self._start_lock:
-            if self._started or self._starting:  # _starting: a nested call (finalizer)
+            if self._started or self._starting:
                 return
             self._starting = True
-            try:
-                self._sender.start()
-                self.sender_ident = self._sender.ident
-                self._started = True
-            finally:
-                self._starting = False
+        # Not under the lock: Thread.start() waits for the new thread, which may run
+        # a finalizer that logs (and so comes here) before it signals that it runs.
+        # Lines queued meanwhile take the buffer's locked path and wait for it.
+        try:
+            self._sender.start()
+            self.sender_ident = self._sender.ident
+            self._started = True
+        finally:
+            self._starting = False
         self._buffer.allow_lock_free()
         if self.config.handle_signals:
             _exit.install_signal_handlers()
@@ -281,14 +284,17 @@ class Client:
         """Flush what is queued within ``timeout`` (default ``shutdown_timeout``), then stop.
 
         Lines logged afterwards are dropped and counted as ``after_close``.
-        Where waiting could not end well (see ``flush``), for example under
-        logging's module lock while dictConfig replaces handlers, it does not
-        wait: the sender drains in the background on its own deadline.
+        Called while the process is ending (within a moment of the exit
+        deadline that atexit, a termination signal or ``logging.shutdown()``
+        set), it keeps to that deadline rather than starting a new one. Where
+        waiting could not end well (see ``flush``), for example under logging's
+        module lock while dictConfig replaces handlers, it does not wait: the
+        sender drains in the background on its own deadline.
         """
         if timeout is None:
             timeout = self.config.shutdown_timeout
         timeout = max(0.0, timeout)
-        self._close_by(time.monotonic() + timeout, timeout)
+        self._close_by(_exit.exit_deadline(timeout, begins_exit=False), timeout)
 
     def _close_by(self, deadline: float, timeout: float) -> None:
         """``close`` with a deadline given, as the process-end paths give it."""

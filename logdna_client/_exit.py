@@ -69,16 +69,20 @@ def register(client: Client) -> None:
     _register_multiprocessing_child_hook(client)
 
 
-def exit_deadline(timeout: float) -> float:
-    """The monotonic deadline for a close that is part of ending the process.
+def exit_deadline(timeout: float, *, begins_exit: bool = True) -> float:
+    """The monotonic deadline for a close of ``timeout`` seconds.
 
-    The first such close sets it to ``timeout`` from now; later ones, until a
-    moment after it passed, get the same deadline (or an earlier one of their own).
+    A close that is part of ending the process (``begins_exit``) and comes
+    first sets the exit deadline to ``timeout`` from now. Any close until a
+    moment after that deadline passed gets it too (or an earlier one of its
+    own): the ending's one deadline. Other closes get ``timeout`` from now.
     """
     global _window_end
     now = time.monotonic()
     if now <= _window_end + _WINDOW_GRACE:
         return min(_window_end, now + timeout)
+    if not begins_exit:
+        return now + timeout
     _window_end = now + timeout
     # Every client starts delivering now, not when its own close comes round
     # (logging.shutdown() closes handlers one after the other).

@@ -155,6 +155,10 @@ class Sender:
         if self._deadline is None or deadline < self._deadline:
             self._deadline = deadline
             self.close_timeout = timeout
+            # A request already out was given the whole request_timeout.
+            hurry = getattr(self._transport, "hurry", None)
+            if hurry is not None:
+                hurry(deadline)
         self._interrupt.set()
         self.wake.set()
 

@@ -24,6 +24,7 @@ from requests.adapters import HTTPAdapter
 
 from ._config import Config
 from ._retry import parse_retry_after
+from ._threads import Wakeup
 from ._version import __version__
 
 __all__ = ["HTTPTransport", "Kind", "Outcome", "Transport", "classify"]
@@ -103,24 +104,46 @@ def _count_rejected(text: str) -> int:
 
 
 class _Exchange:
-    """The connection one request uses, so that its deadline can cut it.
+    """One request's deadline, and the connection it uses so the deadline can cut it.
 
     ``requests`` bounds each socket operation, not the exchange: a server
-    that trickles a byte a second holds a request forever. A timer shuts the
-    connection's socket down at the deadline instead, which ends whatever
-    call the sender is blocked in (connect, TLS, upload, headers or body).
+    that trickles a byte a second holds a request forever. A watchdog thread
+    shuts the connection's socket down at the deadline instead, which ends
+    whatever call the sender is blocked in (connect, TLS, upload, headers or
+    body). ``hurry`` brings the deadline forward (close() began).
     """
 
-    __slots__ = ("conn", "expired")
+    __slots__ = ("_poke", "conn", "deadline", "done", "expired")
 
-    def __init__(self) -> None:
-        self.conn: urllib3.connection.HTTPConnection | None = None
+    def __init__(self, deadline: float) -> None:
+        self.conn: object = None
+        self.deadline = deadline
+        self.done = False
         self.expired = False
+        self._poke = Wakeup()
+
+    def watch(self) -> None:
+        """The watchdog thread's loop: cut the connection at the deadline, unless done first."""
+        while not self.done:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                self.cut()
+                return
+            self._poke.wait(left)
+
+    def hurry(self, deadline: float) -> None:
+        """End the exchange by ``deadline`` at the latest; safe from a signal handler."""
+        if deadline < self.deadline:
+            self.deadline = deadline
+            self._poke.set()
+
+    def finish(self) -> None:
+        self.done = True
+        self._poke.set()
 
     def cut(self) -> None:
         self.expired = True
-        conn = self.conn
-        sock = getattr(conn, "sock", None)
+        sock = getattr(self.conn, "sock", None)
         if sock is not None:
             try:
                 # The plain socket's shutdown, even under TLS: it touches no SSL state
@@ -138,12 +161,18 @@ class _Watched:
     """Mixed into urllib3's connections: tell the current exchange which one it uses."""
 
     def connect(self) -> None:
-        _current.__dict__.get("exchange", _Exchange()).conn = self
+        _watch(self)
         super().connect()  # type: ignore[misc]
 
     def request(self, *args: Any, **kwargs: Any) -> None:
-        _current.__dict__.get("exchange", _Exchange()).conn = self
+        _watch(self)
         super().request(*args, **kwargs)  # type: ignore[misc]
+
+
+def _watch(conn: object) -> None:
+    exchange = getattr(_current, "exchange", None)
+    if exchange is not None:
+        exchange.conn = conn
 
 
 class _WatchedHTTPConnection(_Watched, urllib3.connection.HTTPConnection):
@@ -215,6 +244,7 @@ class HTTPTransport:
         # (proxies, no_proxy, CA bundle: two walks over os.environ, a Python
         # loop per variable). We keep its answer until os.environ changes.
         self._environ_seen: dict[bytes, bytes] | None = None
+        self._exchange: _Exchange | None = None
         self._environ_settings: dict[str, Any] = {}
 
     def send(self, body: bytes, *, gzipped: bool, timeout: float) -> Outcome:
@@ -229,10 +259,11 @@ class HTTPTransport:
         headers = {"Content-Encoding": "gzip"} if gzipped else None
         params = dict(self._params, now=str(int(time.time() * 1000)))
         session = self._session
-        exchange = _current.exchange = _Exchange()
-        timer = threading.Timer(timeout, exchange.cut)
-        timer.daemon = True
-        timer.start()
+        started = time.monotonic()
+        exchange = self._exchange = _current.exchange = _Exchange(started + timeout)
+        watchdog = threading.Thread(target=exchange.watch, name="logdna_client-watchdog")
+        watchdog.daemon = True
+        watchdog.start()
         try:
             # What session.post(url, params=, data=, headers=, timeout=, verify=)
             # does, with the environment's settings read only when they can differ.
@@ -246,12 +277,12 @@ class HTTPTransport:
             return classify(response.status_code, response.headers.get("Retry-After"), text)
         except Exception as exc:
             if exchange.expired:
-                detail = f"timed out: no complete answer in {timeout:g} s"
+                detail = f"timed out: no complete answer in {time.monotonic() - started:.1f} s"
                 return Outcome(Kind.RETRY, None, None, detail)
             return _failure(exc)
         finally:
-            timer.cancel()
-            _current.exchange = None
+            exchange.finish()
+            self._exchange = _current.exchange = None
 
     def _settings(self, url: str | None) -> dict[str, Any]:
         """``Session.merge_environment_settings`` for our URL, for as long as it holds."""
@@ -269,6 +300,12 @@ class HTTPTransport:
             self._environ_seen = seen
         settings = self._environ_settings
         return {**settings, "proxies": dict(settings["proxies"])}
+
+    def hurry(self, deadline: float) -> None:
+        """End the request in flight by ``deadline`` (monotonic) at the latest."""
+        exchange = self._exchange
+        if exchange is not None:
+            exchange.hurry(deadline)
 
     def close(self) -> None:
         try:

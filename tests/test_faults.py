@@ -12,13 +12,7 @@ import email.utils
 import json
 import logging
 import os
-import queue
-import subprocess
-import sys
-import textwrap
-import threading
 import time
-from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,136 +20,10 @@ import pytest
 
 from logdna_client import Client
 from logdna_client._devserver import DevServer
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-# Run at the top of every child script: a logger with one LogDNAHandler whose
-# options come from the FAULT_OPTS environment variable, and a tiny protocol:
-# ``mark(text)`` writes "@@text" on stderr, ``wait_for(word)`` reads stdin.
-_PRELUDE = """
-import json, logging, os, sys, time
-from logdna_client import LogDNAHandler
-
-def mark(text):
-    sys.stderr.write("@@" + text + "\\n")
-    sys.stderr.flush()
-
-def wait_for(word):
-    line = sys.stdin.readline().strip()
-    if line != word:
-        raise SystemExit(f"expected {word!r} on stdin, got {line!r}")
-
-handler = LogDNAHandler(**json.loads(os.environ.get("FAULT_OPTS", "{}")))
-client = handler.client
-log = logging.getLogger("app")
-log.addHandler(handler)
-log.setLevel(logging.INFO)
-log.propagate = False
-"""
+from tests._children import Child, assert_exactly_once_in_order, texts
 
 # Fast retries and flushes, so a test spends its time on the fault, not on backoff.
 FAST = {"flush_interval": "0.05", "retry_max_backoff": "0.2", "shutdown_timeout": "10"}
-
-
-class Child:
-    """A child interpreter running a test script; stderr is read as it comes."""
-
-    def __init__(
-        self, code: str, url: str, env: dict[str, str] | None = None, **options: str
-    ) -> None:
-        env = dict(
-            os.environ, LOGDNA_URL=url, PYTHONPATH=REPO, FAULT_OPTS=json.dumps(options),
-            **(env or {}),
-        )  # fmt: skip
-        env.pop("LOGDNA_INGESTION_KEY", None)
-        self.started = time.monotonic()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", _PRELUDE + textwrap.dedent(code)],
-            env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True,
-        )  # fmt: skip
-        self._lines: queue.Queue[str | None] = queue.Queue()
-        self.stderr_lines: list[str] = []
-        self._stdout: list[str] = []
-        self.stdout = ""
-        self._readers = [
-            threading.Thread(target=self._read_stderr, daemon=True),
-            threading.Thread(target=self._read_stdout, daemon=True),
-        ]
-        for reader in self._readers:
-            reader.start()
-
-    def _read_stderr(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self._lines.put(line)
-        self._lines.put(None)
-
-    def _read_stdout(self) -> None:
-        assert self.proc.stdout is not None
-        self._stdout.append(self.proc.stdout.read())
-
-    def expect(self, marker: str, timeout: float = 30.0) -> str:
-        """Wait for the child to ``mark(marker ...)``; return the rest of that line."""
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"no @@{marker} within {timeout} s: {self.stderr_lines}")
-            try:
-                line = self._lines.get(timeout=left)
-            except queue.Empty:
-                continue
-            if line is None:
-                raise AssertionError(f"child ended before @@{marker}: {self.stderr_lines}")
-            self.stderr_lines.append(line)
-            if line.startswith("@@" + marker):
-                return line[len(marker) + 2 :].strip()
-
-    def send(self, word: str) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(word + "\n")
-        self.proc.stdin.flush()
-
-    def finish(self, timeout: float = 30.0) -> tuple[int, float]:
-        """Wait for exit; return the exit status and seconds since start."""
-        assert self.proc.stdin is not None
-        self.proc.stdin.close()
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise
-        elapsed = time.monotonic() - self.started
-        for reader in self._readers:
-            reader.join(5)
-        while True:
-            line = self._lines.get(timeout=1)
-            if line is None:
-                break
-            self.stderr_lines.append(line)
-        self.stdout = "".join(self._stdout)
-        return self.proc.returncode, elapsed
-
-    @property
-    def stderr(self) -> str:
-        return "".join(self.stderr_lines)
-
-
-def texts(server: DevServer) -> list[str]:
-    return [x["line"] for x in server.lines]
-
-
-def assert_exactly_once_in_order(expected: list[str], got: list[str]) -> None:
-    """Every expected line arrived once, in the order logged (other lines ignored)."""
-    wanted = set(expected)
-    mine = [t for t in got if t in wanted]
-    dups = {t: n for t, n in Counter(mine).items() if n > 1}
-    assert not dups, f"{len(dups)} duplicated, e.g. {list(dups.items())[:3]}"
-    missing = wanted - set(mine)
-    assert not missing, f"{len(missing)} missing, e.g. {sorted(missing)[:3]}"
-    assert expected == mine
 
 
 @pytest.fixture

@@ -1,0 +1,454 @@
+"""Every way a process ends, in real child processes against real local servers.
+
+Termination signals (SIGTERM, SIGHUP) with their default disposition,
+``multiprocessing.Pool`` terminating its workers, signal handlers and
+finalizers that log, flush or shut logging down at any moment, and every exit
+path against servers that never answer, trickle, or fail forever. What must
+hold: no accepted line lost or left uncounted, no hang, exit within the one
+deadline in force, and the process ends the way it would have without us.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from logdna_client import Client, LogDNAHandler
+from logdna_client._devserver import DevServer
+from tests._bad_servers import KINDS, bad_server
+from tests._children import REPO, Child, assert_exactly_once_in_order, texts
+from tests.helpers import make_logger
+
+# Exit-path deadline tests use this shutdown_timeout; the Done means allow 0.5 s over it.
+DEADLINE = 1.5
+SLACK = 0.5
+# Wall-clock bounds here are about a deadline the library promises; a loaded
+# machine adds its own delay to starting and reaping processes, not to that.
+
+
+@pytest.fixture
+def server() -> Iterator[DevServer]:
+    with DevServer() as srv:
+        yield srv
+
+
+TERMINATION = [signal.SIGTERM, signal.SIGHUP]
+
+
+class TestTerminationSignals:
+    @pytest.mark.parametrize("signum", TERMINATION, ids=lambda s: signal.Signals(s).name)
+    def test_buffered_lines_delivered_then_the_same_signal_ends_it(
+        self, server: DevServer, signum: int
+    ) -> None:
+        """500 buffered lines all arrive, the process still ends by that signal (the
+        status a supervisor sees), within shutdown_timeout, with nothing on stdout."""
+        child = Child(
+            """
+            for i in range(500):
+                log.info("buffered %d", i)
+            mark("logged")
+            wait_for("never")  # blocked reading stdin when the signal comes
+            """,
+            server.url,
+            flush_interval="60",  # nothing leaves before the signal
+            shutdown_timeout=str(DEADLINE),
+        )
+        child.expect("logged")
+        assert 0 == server.line_count
+        sent = child.kill(signum)
+        code, _ = child.finish()
+        took = time.monotonic() - sent
+        assert -signum == code, child.stderr
+        assert took < DEADLINE + SLACK
+        assert_exactly_once_in_order([f"buffered {i}" for i in range(500)], texts(server))
+        assert "" == child.stdout
+
+    def test_steady_logging_loses_nothing_before_the_signal(self, server: DevServer) -> None:
+        """While the app logs steadily, every line logged before SIGTERM arrives: the
+        received lines are exactly 0..N with no gap, however far N got."""
+        child = Child(
+            """
+            mark("go")
+            i = 0
+            while True:
+                log.info("steady %d", i)
+                i += 1
+            """,
+            server.url,
+            flush_interval="1",
+        )
+        child.expect("go")
+        assert server.wait_for_lines(2000, 30)
+        child.kill(signal.SIGTERM)
+        code, _ = child.finish()
+        assert -signal.SIGTERM == code, child.stderr
+        got = texts(server)
+        assert_exactly_once_in_order([f"steady {i}" for i in range(len(got))], got)
+
+    def test_the_applications_own_handler_is_kept(self, server: DevServer) -> None:
+        """An application that set its own SIGTERM handler keeps it: ours is not installed."""
+        child = Child(
+            """
+            import signal
+            def mine(signum, frame):
+                mark("mine ran")
+                raise SystemExit(3)
+            signal.signal(signal.SIGTERM, mine)
+            log.info("hello")
+            mark("ours " + str(signal.getsignal(signal.SIGTERM) is not mine))
+            wait_for("never")
+            """,
+            server.url,
+        )
+        assert "False" == child.expect("ours")
+        child.kill(signal.SIGTERM)
+        child.expect("mine ran")
+        code, _ = child.finish()
+        assert 3 == code  # SystemExit from the app's handler; atexit then delivered
+        assert ["hello"] == texts(server)
+
+    @pytest.mark.parametrize("how", ["option", "env"])
+    def test_handle_signals_off_leaves_the_default(self, server: DevServer, how: str) -> None:
+        """handle_signals=False (or LOGDNA_HANDLE_SIGNALS=0) installs nothing."""
+        child = Child(
+            """
+            import signal
+            log.info("hello")
+            mark("default " + str(signal.getsignal(signal.SIGTERM) is signal.SIG_DFL))
+            """,
+            server.url,
+            env={"LOGDNA_HANDLE_SIGNALS": "0"} if how == "env" else None,
+            **({"handle_signals": "false"} if how == "option" else {}),
+        )
+        assert "True" == child.expect("default")
+        code, _ = child.finish()
+        assert 0 == code
+
+    def test_second_signal_ends_at_once(self) -> None:
+        """A second SIGTERM while delivery hangs ends the process at once, by SIGTERM."""
+        with bad_server("silent") as bad:
+            child = Child(
+                """
+                log.info("stuck")
+                mark("logged")
+                wait_for("never")
+                """,
+                bad.url,
+                shutdown_timeout="30",
+            )
+            child.expect("logged")
+            child.kill(signal.SIGTERM)
+            assert bad.got_request.wait(10)
+            sent = child.kill(signal.SIGTERM)
+            code, _ = child.finish()
+            assert time.monotonic() - sent < 10  # far below the 30 s deadline
+        assert -signal.SIGTERM == code
+
+
+POOL_SCRIPT = """
+import logging, multiprocessing, os, sys
+from logdna_client import LogDNAHandler
+
+# At module level, as apps configure logging: spawn and forkserver workers
+# import this module and so get the handler too.
+handler = LogDNAHandler(url=os.environ["LOGDNA_URL"], hostname="pool",
+                        flush_interval=60, shutdown_timeout=10)
+log = logging.getLogger("pool")
+log.addHandler(handler)
+log.setLevel(logging.INFO)
+log.propagate = False
+
+def work(task):
+    for j in range(1000):
+        log.info("task %d line %d", task, j)
+    return task
+
+if __name__ == "__main__":
+    ctx = multiprocessing.get_context(sys.argv[1])
+    with ctx.Pool(4) as pool:
+        done = pool.map(work, range(8))
+    sys.stderr.write("@@mapped %d\\n" % len(done))
+"""
+
+
+class TestPool:
+    @pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
+    def test_pool_exit_delivers_what_workers_logged(
+        self, server: DevServer, tmp_path: Path, method: str
+    ) -> None:
+        """``with Pool(4) as p: p.map(...)`` (whose __exit__ terminates the workers with
+        SIGTERM) delivers all 8,000 lines the workers logged, once each."""
+        script = tmp_path / "pool_app.py"
+        script.write_text(POOL_SCRIPT)
+        env = dict(os.environ, LOGDNA_URL=server.url, PYTHONPATH=REPO)
+        env.pop("LOGDNA_INGESTION_KEY", None)
+        proc = subprocess.run(
+            [sys.executable, str(script), method],
+            env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path, check=False,
+        )  # fmt: skip
+        assert 0 == proc.returncode, proc.stderr
+        assert "@@mapped 8" in proc.stderr
+        expected = [f"task {t} line {j}" for t in range(8) for j in range(1000)]
+        got = texts(server)
+        assert len(expected) == len(got), proc.stderr[-2000:]
+        assert sorted(expected) == sorted(got)
+        for t in range(8):  # each worker's lines in the order it logged them
+            assert_exactly_once_in_order([f"task {t} line {j}" for j in range(1000)], got)
+
+
+class TestReentrantCalls:
+    def test_signal_handler_shutting_logging_down_never_hangs(self, server: DevServer) -> None:
+        """100 rounds: a signal handler calls logging.shutdown(), flush() or close() at a
+        random moment of heavy logging into a small buffer (so the main thread is often
+        inside the buffer's lock); every round ends, every line is accounted for."""
+        child = Child(
+            """
+            import random, signal, threading
+            rounds = 100
+            calls = ["shutdown", "flush", "close"]
+            state = {}
+            def on_usr1(signum, frame):
+                what = state["call"]
+                if what == "shutdown":
+                    logging.shutdown()
+                elif what == "flush":
+                    state["client"].flush(0.5)
+                else:
+                    state["client"].close(0.5)
+                state["hit"].set()
+            signal.signal(signal.SIGUSR1, on_usr1)
+            rng = random.Random(7)
+            unaccounted = 0
+            for r in range(rounds):
+                h = LogDNAHandler(max_buffer_bytes="64KiB", max_batch_bytes="8KiB",
+                                  flush_interval=0.01, shutdown_timeout=0.5)
+                lg = logging.getLogger(f"round{r}")
+                lg.handlers[:] = [h]
+                lg.propagate = False
+                lg.setLevel(logging.INFO)
+                state.update(call=calls[r % 3], client=h.client, hit=threading.Event())
+                timer = threading.Timer(rng.uniform(0.0, 0.02),
+                                        os.kill, (os.getpid(), signal.SIGUSR1))
+                timer.start()
+                n = 0
+                while not state["hit"].is_set() or n < 2000:
+                    lg.info("round %d line %d " + "x" * 200, r, n)
+                    n += 1
+                timer.join()
+                h.close()
+                s = h.client.stats()
+                dealt = s["sent"] + s["dropped_total"] - s["dropped"]["after_close"]
+                unaccounted += s["accepted"] - dealt
+                lg.handlers[:] = []
+            mark("rounds %d unaccounted %d" % (rounds, unaccounted))
+            """,
+            server.url,
+        )
+        assert "100 unaccounted 0" == child.expect("rounds", timeout=240)
+        code, _ = child.finish()
+        assert 0 == code, child.stderr
+
+    def test_finalizer_logging_under_gc_pressure_never_hangs(self, server: DevServer) -> None:
+        """``Client.log`` from __del__ methods that the garbage collector runs anywhere,
+        including on the sender thread while it holds the buffer's lock: no hang, and
+        every such line is delivered or counted."""
+        child = Child(
+            """
+            import gc, faulthandler
+            faulthandler.dump_traceback_later(40, exit=True)
+            gc.set_threshold(50, 5, 5)  # collect often: on every few allocations
+            from logdna_client import Client
+            c = Client(flush_interval=0.01, max_batch_bytes="4KiB", max_buffer_bytes="64KiB")
+            calls = [0]
+            class Noisy:
+                def __init__(self):
+                    self.me = self  # a cycle: only the collector frees it, wherever it runs
+                def __del__(self):
+                    calls[0] += 1
+                    c.log("from a finalizer")
+            for i in range(20000):
+                Noisy()
+                c.log("main %d" % i)
+            c.flush(30)
+            gc.collect()
+            c.close(30)
+            s = c.stats()
+            mark("stats " + json.dumps({
+                "calls": calls[0], "accepted": s["accepted"], "sent": s["sent"],
+                "dropped": s["dropped_total"], "after_close": s["dropped"]["after_close"]}))
+            """,
+            server.url,
+        )
+        got = json.loads(child.expect("stats", timeout=120))
+        code, _ = child.finish()
+        assert 0 == code, child.stderr
+        assert got["calls"] > 1000
+        # Every log() call: queued (then sent or dropped by reason) or dropped after close.
+        assert 20000 + got["calls"] == got["accepted"] + got["after_close"]
+        assert got["accepted"] == got["sent"] + got["dropped"] - got["after_close"]
+
+
+# -- exit paths against servers that never answer, trickle, or fail forever
+
+EXIT_PATHS = {
+    "implicit": "",
+    "logging.shutdown": "logging.shutdown()",
+    "handler.close": "handler.close()",
+    "client.close": f"client.close({DEADLINE})",
+    "mixed": f"""
+        from logdna_client import Client, LogDNAHandler
+        other = LogDNAHandler(shutdown_timeout={DEADLINE}, hostname="second")
+        logging.getLogger("other").addHandler(other)
+        logging.getLogger("other").warning("second handler")
+        third = Client(shutdown_timeout={DEADLINE})
+        third.log("third client")
+        logging.shutdown()
+        third.close({DEADLINE})
+    """,
+}
+
+
+class TestExitDeadline:
+    @pytest.mark.parametrize("kind", [k for k in KINDS if k != "huge"])
+    @pytest.mark.parametrize("path", list(EXIT_PATHS))
+    def test_every_exit_path_ends_within_the_deadline(self, kind: str, path: str) -> None:
+        """From the moment the app starts to exit, the process is gone within
+        shutdown_timeout + 0.5 s, whichever way it exits and whatever the server does."""
+        with bad_server(kind) as bad:
+            child = Child(
+                f"""
+                for i in range(200):
+                    log.warning("exit %d", i)
+                client.flush(0.3)  # a request is out when the exit begins
+                mark("exiting")
+                {textwrap.indent(textwrap.dedent(EXIT_PATHS[path]), " " * 16).strip()}
+                """,
+                bad.url,
+                shutdown_timeout=str(DEADLINE),
+                retry_max_backoff="0.2",
+            )
+            child.expect("exiting", timeout=30)
+            began = time.monotonic()
+            code, _ = child.finish()
+            took = time.monotonic() - began
+        assert 0 == code, child.stderr
+        assert took < DEADLINE + SLACK, f"{path} against {kind}: {took:.2f} s"
+        assert "" == child.stdout
+        assert "not delivered" in child.stderr or "were dropped" in child.stderr
+
+    def test_six_503s_at_exit_lose_nothing(self, server: DevServer) -> None:
+        """A service that answers 503 six times, then works, gets all 2,000 lines of a
+        process that logs them and exits at once (retries fit the time left)."""
+        server.fail_next(6, 503)
+        child = Child(
+            """
+            for i in range(2000):
+                log.info("exit burst %d", i)
+            """,
+            server.url,
+        )
+        code, _ = child.finish(timeout=60)
+        assert 0 == code, child.stderr
+        assert_exactly_once_in_order([f"exit burst {i}" for i in range(2000)], texts(server))
+
+    def test_close_message_names_the_deadline_used(self, caplog: pytest.LogCaptureFixture) -> None:
+        """close(0.2) against a server that never answers says "0.2 s", not the default."""
+        with bad_server("silent") as bad:
+            client = Client(url=bad.url, flush_interval=0.01)
+            client.log("never arrives")
+            with caplog.at_level(logging.ERROR, logger="logdna_client"):
+                client.close(0.2)
+        message = " ".join(r.getMessage() for r in caplog.records)
+        assert "(0.2 s)" in message
+        assert 1 == client.stats()["dropped"]["shutdown"]
+
+
+class TestPermanentAnswers:
+    def test_413_to_everything_stays_bounded_and_counts_once(self, server: DevServer) -> None:
+        """A server answering 413 to every request gets a few dozen requests for 10,000
+        lines, not 20,000; each line is counted once, as rejected."""
+        server.fail_next(10**9, 413)
+        client = Client(url=server.url, flush_interval=0.05, retry_max_backoff=0.2)
+        for i in range(10_000):
+            client.log(f"too large {i}")
+        assert not client.flush(60)
+        stats = client.stats()
+        client.close(1)
+        assert 10_000 == stats["dropped"]["rejected"]
+        assert 10_000 == stats["dropped_total"]
+        assert 0 == stats["queued"]
+        assert stats["requests"] <= 60, stats["requests"]
+
+
+class TestAccounting:
+    def test_hostile_records_are_shipped_or_counted(self, server: DevServer) -> None:
+        """Records with a NaN or string ``created``, an int ``levelname``, or a message
+        that cannot be formatted each still ship a best-effort line; nothing vanishes."""
+        handler = LogDNAHandler(url=server.url, flush_interval=0.05)
+        log = make_logger("hostile.records", handler)
+        odd = []
+        for name, value in [("created", float("nan")), ("created", "yesterday"),
+                            ("levelname", 20), ("created", None)]:  # fmt: skip
+            record = log.makeRecord(log.name, logging.INFO, __file__, 1, f"odd {name}", (), None)
+            setattr(record, name, value)
+            odd.append(record)
+        for record in odd:
+            log.handle(record)
+        log.info("cannot format %d", "not a number")
+        assert handler.client.flush(10)
+        got = texts(server)
+        assert ["odd created", "odd created", "odd levelname", "odd created"] == got[:4]
+        assert got[4].startswith("cannot format %d [logdna_client: message could not be formatted")
+        stats = handler.client.stats()
+        assert 5 == stats["sent"]
+        assert 0 == stats["dropped_total"]
+        handler.close()
+
+    def test_queued_is_what_is_held(self) -> None:
+        """While a batch is being split and partly delivered, ``queued`` counts the lines
+        not yet dealt with, not the whole batch."""
+        import threading
+
+        from logdna_client._transport import Kind, Outcome
+
+        release = threading.Event()
+        blocked = threading.Event()
+        delivered = [0]
+
+        class Splitting:
+            def send(self, body: bytes, *, gzipped: bool, timeout: float) -> Outcome:
+                import gzip
+
+                lines = json.loads(gzip.decompress(body) if gzipped else body)["lines"]
+                if len(lines) > 100:
+                    return Outcome(Kind.TOO_LARGE, 413)
+                if delivered[0] >= 300:
+                    blocked.set()
+                    release.wait(30)
+                delivered[0] += len(lines)
+                return Outcome(Kind.OK, 200)
+
+            def close(self) -> None:
+                pass
+
+        client = Client(url="http://127.0.0.1:9/logs/ingest", transport=Splitting(),
+                        flush_interval=0.01)  # fmt: skip
+        for i in range(1000):
+            client.log(f"held {i}")
+        client.flush(0)
+        assert blocked.wait(30)
+        assert 1000 - delivered[0] == client.stats()["queued"]
+        release.set()
+        assert client.flush(30)
+        assert 0 == client.stats()["queued"]
+        client.close(1)
