@@ -28,10 +28,15 @@ FMT = "request %s served in %d ms"
 
 CLIENTS = (
     "null", "queue", "logdna", "ours", "ours_python", "structlog_floor", "structlog_ours",
+    "ours_baseline",
 )  # fmt: skip
+#: Clients run unless asked for: the baseline needs ``run.py --baseline REV``.
+ON_REQUEST = frozenset({"ours_baseline"})
 WORKLOADS = ("plain", "extra", "threads4")
 #: Clients that put lines on the wire (the others stop in the process).
-DELIVERING = frozenset({"logdna", "ours", "ours_python", "structlog_ours"})
+DELIVERING = frozenset({"logdna", "ours", "ours_python", "structlog_ours", "ours_baseline"})
+#: Where ``run.py --baseline`` put the earlier version's package (with its extension built).
+BASELINE_ENV = "LOGDNA_BENCH_BASELINE"
 
 
 # -- the ingest server ---------------------------------------------------------
@@ -168,7 +173,14 @@ def make_client(name: str, url: str, **ours: Any) -> _Setup:
         )
         log = _stdlib_logger(handler)
         return _Setup(log.info, handler.flush, handler.close)
-    if name in ("ours", "ours_python"):
+    if name in ("ours", "ours_python", "ours_baseline"):
+        if name == "ours_baseline":
+            # The same handler from an earlier commit: this fresh process imports the
+            # package from there (a sys.path entry wins over the editable install).
+            baseline = os.environ.get(BASELINE_ENV)
+            if not baseline:
+                raise ImportError("no baseline: run.py --baseline REV")
+            sys.path.insert(0, baseline)
         if name == "ours_python":
             # What an install without a C compiler runs: the extension cannot be
             # imported (this is a fresh process, and nothing imported the package yet).

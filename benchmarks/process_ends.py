@@ -24,7 +24,8 @@ from logdna_client._devserver import DevServer
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LINES = 1000
 
-SETUP = """
+SETUP = (
+    """
 import logging, os, sys, signal, multiprocessing
 from logdna_client import LogDNAHandler
 handler = LogDNAHandler(url=os.environ["LOGDNA_URL"], hostname="ends",
@@ -37,7 +38,9 @@ log.propagate = False
 def burst(tag="main"):
     for i in range(%d):
         log.info("%%s line %%d", tag, i)
-""" % LINES
+"""
+    % LINES
+)
 
 # case name -> (code after SETUP, signal the parent sends once the child says "ready")
 CASES: dict[str, tuple[str, int | None]] = {

@@ -41,6 +41,7 @@ LABELS = {
     "ours_python": "  the same, Python path only",
     "structlog_floor": "structlog, no processor (floor)",
     "structlog_ours": "logdna_client LogDNAProcessor",
+    "ours_baseline": "  the same at the --baseline commit",
 }
 #: The floor each client's caller time and CPU are compared with.
 FLOOR = {"structlog_floor": "structlog_floor", "structlog_ours": "structlog_floor"}
@@ -392,12 +393,42 @@ def _git_head() -> str:
         return "unknown"
 
 
+def prepare_baseline(rev: str) -> Path:
+    """The package as it was at ``rev``, with its C extension built, in a cache folder."""
+    commit = subprocess.run(
+        ["git", "rev-parse", "--verify", rev + "^{commit}"],
+        cwd=ROOT, check=True, capture_output=True, text=True,
+    ).stdout.strip()  # fmt: skip
+    folder = ROOT / "build" / f"baseline-{commit[:12]}"
+    if not (folder / "logdna_client" / "__init__.py").exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(
+            ["git", "archive", commit], cwd=ROOT, check=True, capture_output=True
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+        # Its extension, built in place as an install would build it (optional there too).
+        subprocess.run(
+            [sys.executable, "-c", "from setuptools import setup; setup()", "build_ext",
+             "--inplace", "-q"],
+            cwd=folder, check=False, capture_output=True,
+        )  # fmt: skip
+    print(f"baseline {rev} ({commit[:12]}) from {folder.relative_to(ROOT)}", flush=True)
+    return folder
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--lines", type=int, default=None, help="calls per run (default 50000)")
     parser.add_argument("--reps", type=int, default=None, help="repetitions per client (5)")
     parser.add_argument("--quick", action="store_true", help="fewer lines and repetitions")
-    parser.add_argument("--clients", default=",".join(harness.CLIENTS))
+    parser.add_argument(
+        "--clients", default=",".join(c for c in harness.CLIENTS if c not in harness.ON_REQUEST)
+    )
+    parser.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="also run the handler as it was at this git commit, in the same run",
+    )
     parser.add_argument("--workloads", default=",".join(harness.WORKLOADS))
     parser.add_argument("--json", type=Path, default=RESULTS, help="where to write results")
     parser.add_argument("--plot", type=Path, default=PLOT, help="where to write the PNG")
@@ -419,6 +450,11 @@ def main(argv: list[str] | None = None) -> int:
     for w in workloads:
         if w not in harness.WORKLOADS:
             parser.error(f"unknown workload {w!r}; choose from {', '.join(harness.WORKLOADS)}")
+
+    if args.baseline:
+        os.environ[harness.BASELINE_ENV] = str(prepare_baseline(args.baseline))
+        if "ours_baseline" not in clients:
+            clients.append("ours_baseline")
 
     started = time.monotonic()
     server = Server()
@@ -571,6 +607,12 @@ def targets(
             lines.append(f"{'PASS' if passed else 'FAIL'} client CPU per line vs official, "
                          f"{workload}: {row['vs_official']:.2f}x lower (>= 10x)")  # fmt: skip
     # The Python path is what an install without a C compiler runs: shown, not a target.
+    for workload, table in results.items():
+        now, then = table.get("ours"), table.get("ours_baseline")
+        if now and then and now.get("caller_ratio") and then.get("caller_ratio"):
+            lines.append(f"INFO caller ratio vs the baseline commit, {workload}: "
+                         f"{now['caller_ratio']:.3f}x now, {then['caller_ratio']:.3f}x then "
+                         f"({now['caller_ratio'] - then['caller_ratio']:+.3f})")  # fmt: skip
     python = plain.get("ours_python")
     if python and python.get("caller_ratio") is not None:
         lines.append(f"INFO Python path (no C extension): caller ratio, plain message "
