@@ -24,8 +24,7 @@ from logdna_client._devserver import DevServer
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LINES = 1000
 
-SETUP = (
-    """
+SETUP = """
 import logging, os, sys, signal, multiprocessing
 from logdna_client import LogDNAHandler
 handler = LogDNAHandler(url=os.environ["LOGDNA_URL"], hostname="ends",
@@ -36,11 +35,9 @@ log.setLevel(logging.INFO)
 log.propagate = False
 
 def burst(tag="main"):
-    for i in range(%d):
-        log.info("%%s line %%d", tag, i)
-"""
-    % LINES
-)
+    for i in range(LINES):
+        log.info("%s line %d", tag, i)
+""".replace("LINES", str(LINES))
 
 # case name -> (code after SETUP, signal the parent sends once the child says "ready")
 CASES: dict[str, tuple[str, int | None]] = {
@@ -63,14 +60,13 @@ CASES: dict[str, tuple[str, int | None]] = {
         textwrap.dedent(
             """
             def work(t):
-                for i in range(%d):
-                    log.info("worker %%d line %%d", t, i)
+                for i in range(QUARTER):
+                    log.info("worker %d line %d", t, i)
             if __name__ == "__main__":
                 with multiprocessing.get_context("fork").Pool(4) as pool:
                     pool.map(work, range(4))
             """
-            % (LINES // 4)
-        ),
+        ).replace("QUARTER", str(LINES // 4)),
         None,
     ),
     "os._exit(0)": ("burst()\nos._exit(0)", None),
