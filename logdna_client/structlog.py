@@ -145,7 +145,10 @@ def _exception_text(exc_info: object) -> str | None:
         info = exc_info
     if info is None:
         return None
-    return "".join(traceback.format_exception(*info)).rstrip("\n")
+    try:
+        return "".join(traceback.format_exception(*info)).rstrip("\n")
+    except Exception:  # not a real (type, value, traceback): say what it was
+        return f"exc_info={safe_str(exc_info)[:1000]} [logdna_client: not an exception]"
 
 
 def _no_event_text(event_dict: Mapping[str, Any]) -> str:

@@ -329,6 +329,16 @@ class TestContext:
 
 
 class TestNeverHurts:
+    def test_exc_info_that_is_not_an_exception_still_ships(
+        self, proc: LogDNAProcessor, client: CapturingClient
+    ) -> None:
+        """An ``exc_info`` tuple that is not (type, value, traceback) ships the event with a
+        marker instead of vanishing; nothing is dropped."""
+        proc(None, "error", {"event": "boom", "exc_info": ("a", "b", "c")})
+        [line] = client.lines
+        assert line["line"].startswith("boom\nexc_info=('a', 'b', 'c') [logdna_client:")
+        assert 0 == client.stats()["dropped_total"]
+
     def test_level_threshold(self) -> None:
         """Events below the client's level are not shipped."""
         c = CapturingClient(level="WARNING")
