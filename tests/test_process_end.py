@@ -78,21 +78,26 @@ class TestTerminationSignals:
         received lines are exactly 0..N with no gap, however far N got."""
         child = Child(
             """
-            mark("go")
             i = 0
             while True:
                 log.info("steady %d", i)
                 i += 1
+                if i % 2000 == 0:
+                    mark("at %d" % i)  # at least this many were logged
             """,
             server.url,
             flush_interval="1",
         )
-        child.expect("go")
-        assert server.wait_for_lines(2000, 30)
+        while int(child.expect("at")) < 20_000:
+            pass
+        assert server.wait_for_lines(2000, 30)  # the sender is busy when the signal comes
         child.kill(signal.SIGTERM)
         code, _ = child.finish()
         assert -signal.SIGTERM == code, child.stderr
+        logged_at_least = max(int(line.split()[1]) for line in child.stderr_lines
+                              if line.startswith("@@at "))  # fmt: skip
         got = texts(server)
+        assert len(got) >= logged_at_least
         assert_exactly_once_in_order([f"steady {i}" for i in range(len(got))], got)
 
     def test_the_applications_own_handler_is_kept(self, server: DevServer) -> None:
@@ -296,6 +301,50 @@ class TestReentrantCalls:
         # Every log() call: queued (then sent or dropped by reason) or dropped after close.
         assert 20000 + got["calls"] == got["accepted"] + got["after_close"]
         assert got["accepted"] == got["sent"] + got["dropped"] - got["after_close"]
+
+    def test_finalizer_inside_the_senders_critical_section_never_hangs(
+        self, server: DevServer
+    ) -> None:
+        """What a finalizer does when the collector runs it on the sender thread while
+        the sender holds the buffer's lock (an allocation in ``take``), made certain: a
+        profile hook logs at calls inside ``take``. No hang, every line delivered."""
+        child = Child(
+            """
+            import faulthandler, threading
+            faulthandler.dump_traceback_later(60, exit=True)
+            from logdna_client import Client
+            import logdna_client._buffer as buffer_module
+            c = Client(flush_interval=0.01, max_batch_bytes="4KiB", max_buffer_bytes="1MiB")
+            calls = [0]
+            seen = [0]
+            def as_if_a_finalizer_ran_here(frame, event, arg):
+                code = frame.f_code
+                if (event == "c_call" and code.co_name == "take"
+                        and code.co_filename == buffer_module.__file__):
+                    seen[0] += 1
+                    if seen[0] % 5 == 0 and not done:
+                        calls[0] += 1
+                        c.log("from a finalizer")
+            done = False
+            threading.setprofile(as_if_a_finalizer_ran_here)  # the sender starts below
+            for i in range(5000):
+                c.log("main %d" % i)
+            c.flush(30)
+            done = True  # no more "finalizers": the last flush covers every line
+            flushed = c.flush(30)
+            s = c.stats()
+            mark("stats " + json.dumps({"flushed": flushed, "calls": calls[0], "sent": s["sent"],
+                                        "dropped": s["dropped_total"]}))
+            """,
+            server.url,
+        )
+        got = json.loads(child.expect("stats", timeout=90))
+        code, _ = child.finish()
+        assert 0 == code, child.stderr
+        assert got["calls"] > 10
+        assert got["flushed"]
+        assert 0 == got["dropped"]
+        assert 5000 + got["calls"] == got["sent"]
 
 
 # -- exit paths against servers that never answer, trickle, or fail forever
