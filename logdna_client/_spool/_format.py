@@ -3,7 +3,8 @@
 A segment is one file, ``seg-<created ns>-<pid>-<random>.spool``::
 
     header   magic b"LDNASPL\\x00" | version u16 | 0 u16 | pid u32 | created ns u64 | crc32 u32
-    record   length u32 | crc32 u32 | body (``length`` bytes; the CRC covers the body)
+    record   mark b"\xd5\x1e" | length u32 | crc32 u32 | body (``length`` bytes; the CRC
+             covers the body)
     body     kind u8 | a u64 | b u64 | count u32 | data
              BATCH: a = sequence number in the segment, b = wall time appended (ns),
                     count = entries, data = count lengths (u32 each), then the entries
@@ -14,11 +15,14 @@ All integers little-endian. Records are only ever appended; an ACK says the
 batches it names were delivered (or given up: too old) and must never be read
 again. A record is either whole and matching its CRC, or damage:
 
-- a *torn tail*: the last record stops short of the length it announces (or
-  the tail is zeros, what a file system leaves after a crash). A write cut by
-  ``kill -9``, a full disk or a crash; cut off, nothing else lost.
-- *corruption*: a record whose CRC does not match, or a length no record has,
-  with more data after it. Everything from there on is moved to quarantine.
+- a *torn tail*: the last record stops short of the length it announces, or
+  fails its CRC, with no whole record after it (or the tail is zeros, what a
+  file system leaves after a crash). A write cut by ``kill -9``, a full disk
+  or a crash; cut off, nothing else lost.
+- *corruption*: anything else, such as a flipped bit with whole records after
+  it. Everything from there on is moved to quarantine. The mark lets the
+  checker find those later records (``bytes.find``, not a CRC at every byte).
+  Damage inside the very last record cannot be told from a torn write.
 
 Entries are opaque bytes to the spool (the sender's entries: a comma and one
 serialized line).
@@ -51,13 +55,15 @@ __all__ = [
     "decode_header",
     "encode_header",
     "read_record",
+    "torn_header",
 ]
 
 MAGIC = b"LDNASPL\x00"
 VERSION = 1
 _HEADER = struct.Struct("<8sHHIQ")
 HEADER_SIZE = _HEADER.size + 4  # and its CRC
-_FRAME = struct.Struct("<II")
+MARK = b"\xd5\x1e"
+_FRAME = struct.Struct("<2sII")
 _FIXED = struct.Struct("<BQQI")
 FRAME_SIZE = _FRAME.size
 #: Bytes of a record before its data: frame and fixed body fields.
@@ -93,6 +99,13 @@ def decode_header(data: bytes) -> Header | None:
     return Header(pid, created_ns)
 
 
+def torn_header(data: bytes) -> bool:
+    """A header cut short (or never written: zeros): what a crash leaves, not corruption."""
+    if len(data) >= HEADER_SIZE:
+        return data.count(0) == len(data)
+    return MAGIC.startswith(data[: len(MAGIC)]) or data.count(0) == len(data)
+
+
 def batch_frame(seq: int, time_ns: int, entries: Sequence[bytes]) -> list[bytes]:
     """The parts of one BATCH record, for ``os.writev`` (the entries are not copied twice)."""
     lengths = array("I", map(len, entries))
@@ -103,12 +116,12 @@ def batch_frame(seq: int, time_ns: int, entries: Sequence[bytes]) -> list[bytes]
     raw_lengths = lengths.tobytes()
     crc = zlib.crc32(blob, zlib.crc32(raw_lengths, zlib.crc32(fixed)))
     size = len(fixed) + len(raw_lengths) + len(blob)
-    return [_FRAME.pack(size, crc) + fixed, raw_lengths, blob]
+    return [_FRAME.pack(MARK, size, crc) + fixed, raw_lengths, blob]
 
 
 def ack_frame(first: int, last: int, lines: int) -> bytes:
     body = _FIXED.pack(ACK, first, last, lines)
-    return _FRAME.pack(len(body), zlib.crc32(body)) + body
+    return _FRAME.pack(MARK, len(body), zlib.crc32(body)) + body
 
 
 def decode_entries(data: bytes | memoryview, count: int) -> list[bytes]:
@@ -154,9 +167,9 @@ def read_record(fd: int, offset: int, end: int, *, with_data: bool) -> Record | 
     head = os.pread(fd, RECORD_HEAD, offset)
     if len(head) < RECORD_HEAD:
         return _damage(fd, offset, end, "incomplete record header", maybe_torn=True)
-    size, crc = _FRAME.unpack_from(head)
-    if size < _FIXED.size or size > MAX_BODY:
-        return _damage(fd, offset, end, f"impossible record length {size}", maybe_torn=False)
+    mark, size, crc = _FRAME.unpack_from(head)
+    if mark != MARK or size < _FIXED.size or size > MAX_BODY:
+        return _damage(fd, offset, end, "not a record header", maybe_torn=False)
     record_end = offset + FRAME_SIZE + size
     if record_end > end:
         return _damage(fd, offset, end, "record runs past the end of the file", maybe_torn=True)
@@ -169,7 +182,7 @@ def read_record(fd: int, offset: int, end: int, *, with_data: bool) -> Record | 
         if len(body) < size:
             return _damage(fd, offset, end, "file shrank while reading", maybe_torn=True)
         if zlib.crc32(body) != crc:
-            return _damage(fd, offset, end, "CRC mismatch", maybe_torn=record_end == end)
+            return _damage(fd, offset, end, "CRC mismatch", maybe_torn=True)
         data = body[_FIXED.size :]
     return Record(offset, record_end, kind, a, b, count, data)
 
@@ -177,7 +190,9 @@ def read_record(fd: int, offset: int, end: int, *, with_data: bool) -> Record | 
 def _damage(fd: int, offset: int, end: int, reason: str, *, maybe_torn: bool) -> Damage:
     # Zeros to the end are what a crash leaves where unsynced writes did not
     # reach the disk: a torn tail, whatever the length field seemed to say.
-    return Damage(offset, maybe_torn or _zeros_to_end(fd, offset, end), reason)
+    if _zeros_to_end(fd, offset, end):
+        return Damage(offset, True, reason)
+    return Damage(offset, maybe_torn and not _record_after(fd, offset + 1, end), reason)
 
 
 def _zeros_to_end(fd: int, offset: int, end: int) -> bool:
@@ -188,6 +203,24 @@ def _zeros_to_end(fd: int, offset: int, end: int) -> bool:
             return not data
         offset += len(data)
     return True
+
+
+def _record_after(fd: int, offset: int, end: int) -> bool:
+    """Is there a whole, CRC-checked record anywhere in ``offset``..``end``?
+
+    Only after damage: a torn write is the last thing in a file, so a good
+    record after the damage means corruption in the middle.
+    """
+    chunk = 1 << 20
+    while offset < end:
+        data = os.pread(fd, min(chunk + FRAME_SIZE, end - offset), offset)
+        at = data.find(MARK)
+        while 0 <= at < chunk:
+            if isinstance(read_record(fd, offset + at, end, with_data=True), Record):
+                return True
+            at = data.find(MARK, at + 1)
+        offset += chunk
+    return False
 
 
 @dataclass

@@ -141,7 +141,7 @@ class Spool:
         self.max_bytes = max_bytes
         self.max_age = max_age
         self.sync_mode: SyncMode = sync
-        self.segment_bytes = segment_bytes or min(16 << 20, max(64 << 10, max_bytes // 8))
+        self.segment_bytes = segment_bytes or min(16 << 20, max(4 << 10, max_bytes // 8))
         self._on_trouble = on_trouble
         self._clock = clock
         self._monotonic = monotonic
@@ -184,7 +184,7 @@ class Spool:
                 "always" (every append and ack is on disk before it returns).
             on_trouble: ``f(kind, message)``, called once per kind of trouble.
             segment_bytes: size at which a new segment is started (default
-                an eighth of ``max_bytes``, 64 KiB to 16 MiB).
+                an eighth of ``max_bytes``, 4 KiB to 16 MiB).
             clock: wall time in seconds (ages survive restarts, so not monotonic).
             monotonic: for the sync interval.
 
@@ -354,6 +354,17 @@ class Spool:
             return None
         seg.out.update(range(first, last + 1))
         return ReplayBatch(BatchId(seg.name, first, last, start, lines, True), entries)
+
+    def adopt(self) -> int:
+        """Take over, now, the segments of processes that died; how many were taken.
+
+        ``open`` does this, and ``next_replay_batch`` every ``RESCAN_INTERVAL`` s.
+        """
+        if not self._open():
+            return 0
+        before = len(self._segments)
+        self._safely(self._rescan)
+        return len(self._segments) - before
 
     def pending(self) -> tuple[int, int]:
         """(batches, lines) on disk not yet done, in segments this spool owns."""
@@ -578,9 +589,13 @@ class Spool:
         """Read an adopted segment through: counts, done marks, damage. False if unusable."""
         try:
             end = os.fstat(seg.fd).st_size
-            header = fmt.decode_header(os.pread(seg.fd, fmt.HEADER_SIZE, 0))
-            if header is None:
-                self._quarantine_tail(seg, fmt.Damage(0, False, "bad segment header"))
+            raw = os.pread(seg.fd, fmt.HEADER_SIZE, 0)
+            if fmt.decode_header(raw) is None:
+                if fmt.torn_header(raw):  # a crash before its header reached the disk
+                    self.torn += 1
+                    self._retire(seg)
+                else:
+                    self._quarantine_tail(seg, fmt.Damage(0, False, "bad segment header"))
                 return False
             offset = fmt.HEADER_SIZE
             while True:
