@@ -759,3 +759,56 @@ TestSpoolModel.settings = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
+
+
+class TestConfig:
+    """The spool's options in Config (kept here, beside the spool, not in test_config.py)."""
+
+    URL = "http://localhost:9/logs/ingest"
+
+    def test_defaults(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Off unless a folder is given; interval sync, 256 MiB, seven days."""
+        from logdna_client._config import Config
+
+        monkeypatch.delenv("LOGDNA_SPOOL_DIR", raising=False)
+        config = Config(url=self.URL)
+        assert (None, "interval", 256 << 20, 7 * 86400.0) == (
+            config.spool_dir,
+            config.spool_sync,
+            config.max_spool_bytes,
+            config.max_spool_age,
+        )
+
+    def test_strings_and_environment(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """dictConfig strings are coerced; the folder comes from LOGDNA_SPOOL_DIR, ~ expanded."""
+        from logdna_client._config import Config
+
+        monkeypatch.setenv("LOGDNA_SPOOL_DIR", "~/spool")
+        monkeypatch.setenv("HOME", "/home/app")
+        config = Config(
+            url=self.URL, spool_sync=" Always ", max_spool_bytes="1GiB", max_spool_age="3600"
+        )
+        assert ("/home/app/spool", "always", 1 << 30, 3600.0) == (
+            config.spool_dir,
+            config.spool_sync,
+            config.max_spool_bytes,
+            config.max_spool_age,
+        )
+        assert None is Config(url=self.URL, spool_dir="").spool_dir  # explicit "" turns it off
+
+    @pytest.mark.parametrize(
+        ("option", "value"),
+        [
+            ("spool_sync", "sometimes"),
+            ("max_spool_bytes", "10"),
+            ("spool_dir", 5),
+            ("max_spool_age", "0"),
+        ],
+    )
+    def test_bad_values_name_the_option(self, option: str, value: object) -> None:
+        """A bad spool option is a ConfigurationError that names it."""
+        from logdna_client import ConfigurationError
+        from logdna_client._config import Config
+
+        with pytest.raises(ConfigurationError, match=f"^{option}:"):
+            Config(url=self.URL, **{option: value})
