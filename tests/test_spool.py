@@ -194,11 +194,12 @@ class TestAppendAndAck:
 
 def write_segment(folder: Path, batches: int, per_batch: int = 10) -> Path:
     """A segment of ``batches`` unacked batches, left as a crashed process leaves it."""
+    before = set(segments(folder)) if folder.exists() else set()
     spool = Spool.open(folder)
     for i in range(batches):
         spool.append(lines(i * per_batch, per_batch))
     crash(spool)
-    (path,) = segments(folder)
+    (path,) = set(segments(folder)) - before
     return path
 
 
@@ -812,3 +813,85 @@ class TestConfig:
 
         with pytest.raises(ConfigurationError, match=f"^{option}:"):
             Config(url=self.URL, **{option: value})
+
+
+class TestCli:
+    """``logdna-client spool ls|verify|replay|purge``."""
+
+    @staticmethod
+    def run(*argv: str) -> tuple[int, str, str]:
+        import io
+
+        from logdna_client._cli import main
+
+        out, err = io.StringIO(), io.StringIO()
+        status = main(list(argv), out=out, err=err)
+        return status, out.getvalue(), err.getvalue()
+
+    def test_replay_delivers_orphaned_lines_once_and_leaves_live_ones(
+        self, tmp_path: Path, server: Any, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Replay sends what dead processes left, marks it done, and never touches a live one."""
+        monkeypatch.delenv("LOGDNA_INGESTION_KEY", raising=False)
+        live = Spool.open(tmp_path)
+        live.append(lines(1000, 3))
+        write_segment(tmp_path, 5)
+        status, out, _ = self.run("spool", "replay", "--spool-dir", str(tmp_path),
+                                  "--url", server.url)  # fmt: skip
+        assert 0 == status
+        assert "replayed 50 line(s)" in out
+        assert [str(i) for i in range(50)] == [entry["line"] for entry in server.lines]
+        assert 1 == len(segments(tmp_path))  # the live one
+        status, out, _ = self.run("spool", "replay", "--spool-dir", str(tmp_path),
+                                  "--url", server.url)  # fmt: skip
+        assert (0, 50) == (status, len(server.lines))
+        live.close()
+
+    def test_replay_gives_up_on_a_failing_service_and_keeps_the_lines(
+        self, tmp_path: Path, server: Any
+    ) -> None:
+        """A service that keeps failing ends replay with status 1; the lines stay on disk."""
+        write_segment(tmp_path, 2)
+        server.fail_next(1000, status=503)
+        status, _, err = self.run("spool", "replay", "--spool-dir", str(tmp_path),
+                                  "--url", server.url, "--timeout", "0.3")  # fmt: skip
+        assert 1 == status
+        assert "giving up" in err
+        assert lines(0, 20) == drain(Spool.open(tmp_path))
+
+    def test_verify_tells_torn_tails_from_corruption(self, tmp_path: Path) -> None:
+        """verify exits 0 with a torn tail and 1 with a flipped byte, naming the offset."""
+        path = write_segment(tmp_path, 3)
+        offsets = record_offsets(path)
+        with path.open("ab") as fh:
+            fh.write(b"\xd5\x1e\x50\x00")
+        status, out, _ = self.run("spool", "verify", "--spool-dir", str(tmp_path))
+        assert 0 == status and "torn tail" in out
+        data = bytearray(path.read_bytes())
+        data[offsets[1] + 30] ^= 1
+        path.write_bytes(bytes(data))
+        status, out, _ = self.run("spool", "verify", "--spool-dir", str(tmp_path))
+        assert 1 == status
+        assert f"failure at byte {offsets[1]}" in out
+
+    def test_ls_and_purge(self, tmp_path: Path) -> None:
+        """ls counts waiting lines; purge deletes only with --yes, never a live process's."""
+        live = Spool.open(tmp_path)
+        live.append(lines(100, 4))
+        write_segment(tmp_path, 2)
+        status, out, _ = self.run("spool", "ls", "--spool-dir", str(tmp_path))
+        assert 0 == status
+        assert "24 line(s) waiting" in out
+        assert "orphaned" in out and "live process" in out
+        status, out, _ = self.run("spool", "purge", "--spool-dir", str(tmp_path))
+        assert "would delete" in out and 2 == len(segments(tmp_path))
+        status, out, _ = self.run("spool", "purge", "--spool-dir", str(tmp_path), "--yes")
+        assert "deleted: 1 file(s), 20 line(s)" in out
+        assert 1 == len(segments(tmp_path))
+        live.close()
+
+    def test_no_folder_is_a_usage_error(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Without --spool-dir or LOGDNA_SPOOL_DIR the command says what to pass."""
+        monkeypatch.delenv("LOGDNA_SPOOL_DIR", raising=False)
+        status, _, err = self.run("spool", "ls")
+        assert 2 == status and "--spool-dir" in err
