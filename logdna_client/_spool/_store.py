@@ -122,7 +122,8 @@ class Spool:
 
     Build it with ``Spool.open``. Counters: ``spooled`` and ``replayed``
     (lines), ``quarantined`` (damaged pieces moved aside), ``torn`` (cut
-    tails), ``dropped`` (lines by reason: ``spool_full``, ``spool_age``).
+    tails), ``written`` (bytes), ``dropped`` (lines by reason: ``spool_full``,
+    ``spool_age``).
     """
 
     def __init__(
@@ -158,6 +159,7 @@ class Spool:
         self.replayed = 0
         self.quarantined = 0
         self.torn = 0
+        self.written = 0  # bytes, records and done marks: what the spool costs the disk
         self.dropped: Counter[str] = Counter()
 
     @classmethod
@@ -392,6 +394,7 @@ class Spool:
             "quarantined": self.quarantined,
             "torn": self.torn,
             "spool_bytes": self.disk_bytes,
+            "spool_bytes_written": self.written,
             "spool_dropped": dict(self.dropped),
             "spool_enabled": self.enabled,
         }
@@ -481,7 +484,9 @@ class Spool:
             with contextlib.suppress(OSError):
                 os.ftruncate(seg.fd, seg.size)
             raise
-        seg.size += sum(map(len, parts))
+        size = sum(map(len, parts))
+        seg.size += size
+        self.written += size
         seg.dirty = True
 
     def _mark_done(self, seg: _Segment, first: int, last: int, lines: int) -> None:
