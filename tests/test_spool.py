@@ -437,6 +437,23 @@ class TestDiskFailure:
 
         assert ["spool-disabled"] == in_child(run)
 
+    def test_unexpected_error_is_contained(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A bug inside the spool switches it off, reported once; the caller sees no exception."""
+
+        def broken(*args: object) -> list[bytes]:
+            raise ValueError("a bug")
+
+        trouble = Trouble()
+        spool = Spool.open(tmp_path, on_trouble=trouble)
+        monkeypatch.setattr(fmt, "batch_frame", broken)
+        assert None is spool.append(lines(0, 1))
+        assert None is spool.append(lines(0, 1))
+        assert not spool.enabled
+        assert ["spool-error"] == trouble.kinds
+        assert "ValueError" in trouble.messages[0]
+
     def test_broken_trouble_callback_is_contained(self, tmp_path: Path) -> None:
         """A reporting callback that raises does not reach the caller."""
 

@@ -33,13 +33,14 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import os
 import secrets
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, NamedTuple
+from typing import Concatenate, Literal, NamedTuple, ParamSpec, TypeVar
 
 from . import _format as fmt
 
@@ -70,6 +71,36 @@ _SEG_PREFIX = "seg-"
 _SEG_SUFFIX = ".spool"
 _TMP_PREFIX = ".tmp-"
 _QUARANTINE = "quarantine"
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+_D = TypeVar("_D")
+
+
+def _contained(
+    default: _D,
+) -> Callable[[Callable[Concatenate[Spool, _P], _R]], Callable[Concatenate[Spool, _P], _R | _D]]:
+    """Public methods never raise: a bug of ours switches the spool off, reported once.
+
+    Disk errors are handled where they happen (OSError); this is for the
+    rest, say a file some other program wrote that breaks an assumption.
+    """
+
+    def wrap(
+        method: Callable[Concatenate[Spool, _P], _R],
+    ) -> Callable[Concatenate[Spool, _P], _R | _D]:
+        @functools.wraps(method)
+        def contained(self: Spool, /, *args: _P.args, **kwargs: _P.kwargs) -> _R | _D:
+            try:
+                return method(self, *args, **kwargs)
+            except Exception as exc:
+                self._broken(method.__name__, exc)
+                return default
+
+        return contained
+
+    return wrap
 
 
 class BatchId(NamedTuple):
@@ -212,6 +243,7 @@ class Spool:
 
     # -- writing
 
+    @_contained(None)
     def append(self, entries: Sequence[bytes]) -> BatchId | None:
         """Write a batch before it is sent; None when the spool is off or has no room.
 
@@ -227,8 +259,10 @@ class Spool:
             parts = fmt.batch_frame(seg.next_seq, int(self._clock() * 1e9), entries)
             need = sum(map(len, parts))
             if self.disk_bytes + need > self.max_bytes and not self._make_room(need):
-                self._report("spool-full", "logdna_client: the spool folder is full of other "
-                             "processes' batches; this batch is kept in memory only")  # fmt: skip
+                self._report("spool-full", "logdna_client: the spool folder is at "
+                             "max_spool_bytes with nothing this process may drop (other "
+                             "processes' segments, batches being sent); batches that do not fit "
+                             "are kept in memory only")  # fmt: skip
                 return None
             self._write(seg, parts)
         except OSError as exc:
@@ -243,6 +277,7 @@ class Spool:
         self._synced(seg)
         return BatchId(seg.name, seq, seq, seg.size - need, len(entries), False)
 
+    @_contained(None)
     def ack(self, batch_id: BatchId) -> None:
         """The batch was delivered (or is given up for good): never hand it out again."""
         seg = self._segments.get(batch_id.segment) if self._open() else None
@@ -263,6 +298,7 @@ class Spool:
         if seg.finished and (seg is not self._current or seg.size >= self.segment_bytes):
             self._retire(seg)
 
+    @_contained(None)
     def release(self, batch_id: BatchId) -> None:
         """The caller gives the batch back unsent: ``next_replay_batch`` hands it out again."""
         seg = self._segments.get(batch_id.segment) if self._open() else None
@@ -274,6 +310,7 @@ class Spool:
 
     # -- reading back
 
+    @_contained(None)
     def next_replay_batch(self, max_bytes: int) -> ReplayBatch | None:
         """The oldest batches waiting on disk, up to ``max_bytes`` of entries (at least one).
 
@@ -357,6 +394,7 @@ class Spool:
         seg.out.update(range(first, last + 1))
         return ReplayBatch(BatchId(seg.name, first, last, start, lines, True), entries)
 
+    @_contained(0)
     def adopt(self) -> int:
         """Take over, now, the segments of processes that died; how many were taken.
 
@@ -368,6 +406,7 @@ class Spool:
         self._safely(self._rescan)
         return len(self._segments) - before
 
+    @_contained((0, 0))
     def pending(self) -> tuple[int, int]:
         """(batches, lines) on disk not yet done, in segments this spool owns."""
         batches = lines = 0
@@ -401,6 +440,7 @@ class Spool:
 
     # -- time and endings
 
+    @_contained(None)
     def tick(self) -> None:
         """Sync what is due in "interval" mode; cheap when nothing is."""
         if (
@@ -410,6 +450,7 @@ class Spool:
         ):
             self._sync_all()
 
+    @_contained(None)
     def close(self) -> None:
         """Sync (unless "none"), delete finished segments, unlock the rest for the next process."""
         if not self._open():
@@ -563,7 +604,13 @@ class Spool:
                 with contextlib.suppress(OSError):
                     foreign += entry.stat().st_size
                 continue
-            self._segments[name] = _Segment(name, fd, own=False)
+            try:
+                size = os.fstat(fd).st_size
+            except OSError:
+                os.close(fd)
+                continue
+            # Its size counts toward the cap at once; the scan, later, makes it exact.
+            self._segments[name] = _Segment(name, fd, own=False, size=size)
         self._foreign_bytes = foreign
 
     def _try_lock(self, name: str) -> int | None:
@@ -745,6 +792,14 @@ class Spool:
         self._reported.add(kind)
         with contextlib.suppress(Exception):  # a broken callback must not break the sender
             self._on_trouble(kind, message)
+
+    def _broken(self, where: str, exc: Exception) -> None:
+        self.enabled = False
+        self._report(
+            "spool-error",
+            f"logdna_client: internal error in the spool ({where}: {exc!r}); spooling is off, "
+            "lines are kept in memory only",
+        )
 
     def _fail(self, what: str, exc: OSError) -> None:
         """The disk refused a write: say so once and stop writing (the caller keeps memory)."""
