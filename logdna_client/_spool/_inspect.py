@@ -10,12 +10,19 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 from . import _format as fmt
+from ._segment import QUARANTINE, Segment, is_segment_name, list_dir, scan, try_lock
 
-__all__ = ["SegmentInfo", "inspect_segment", "locked_by_live_process", "segment_paths"]
+__all__ = [
+    "SegmentInfo",
+    "inspect_segment",
+    "locked_by_live_process",
+    "quarantine_paths",
+    "remove_orphaned",
+    "segment_paths",
+]
 
 
 @dataclass
@@ -26,39 +33,23 @@ class SegmentInfo:
     size: int
     mtime: float
     live: bool  # its writer (or adopter) holds the lock
-    header_ok: bool = True
-    created_ns: int = 0
-    pid: int = 0
-    batches: int = 0
-    lines: int = 0
-    done_batches: int = 0
-    done_lines: int = 0
-    records: int = 0
-    damage: fmt.Damage | None = None
-
-    @property
-    def pending_lines(self) -> int:
-        return self.lines - self.done_lines
-
-    @property
-    def pending_batches(self) -> int:
-        return self.batches - self.done_batches
+    header_ok: bool
+    records: int
+    pending_batches: int
+    pending_lines: int
+    damage: fmt.Damage | None
 
 
 def segment_paths(folder: str) -> list[str]:
     """The segment files of a spool folder, oldest first."""
-    with os.scandir(folder) as it:
-        names = sorted(
-            e.name for e in it if e.name.startswith("seg-") and e.name.endswith(".spool")
-        )
-    return [os.path.join(folder, name) for name in names]
+    return [
+        e.path for e in sorted(list_dir(folder), key=lambda e: e.name) if is_segment_name(e.name)
+    ]
 
 
 def quarantine_paths(folder: str) -> list[str]:
-    path = os.path.join(folder, "quarantine")
     try:
-        with os.scandir(path) as it:
-            return sorted(e.path for e in it if e.is_file())
+        return sorted(e.path for e in list_dir(os.path.join(folder, QUARANTINE)) if e.is_file())
     except FileNotFoundError:
         return []
 
@@ -77,50 +68,30 @@ def inspect_segment(path: str) -> SegmentInfo:
     """Check every record of a segment (reading only); OSError when it cannot be read."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        st = os.fstat(fd)
-        info = SegmentInfo(path, st.st_size, st.st_mtime, locked_by_live_process(fd))
-        header = fmt.decode_header(os.pread(fd, fmt.HEADER_SIZE, 0))
-        if header is None:
-            info.header_ok = False
-            return info
-        info.created_ns, info.pid = header.created_ns, header.pid
-        for record in _records(fd, st.st_size, info):
-            info.records += 1
-            if record.kind == fmt.BATCH:
-                info.batches += 1
-                info.lines += record.count
-            else:
-                info.done_batches += record.b - record.a + 1
-                info.done_lines += record.count
-        return info
+        seg = Segment(os.path.basename(path), fd, own=False)
+        live = locked_by_live_process(fd)
+        found = scan(seg)
+        return SegmentInfo(
+            path,
+            found.end,
+            os.fstat(fd).st_mtime,
+            live,
+            found.header is not None,
+            found.records,
+            seg.batches - seg.done_batches,
+            seg.lines - seg.done_lines,
+            found.damage,
+        )
     finally:
         os.close(fd)
 
 
-def _records(fd: int, end: int, info: SegmentInfo) -> Iterator[fmt.Record]:
-    offset = fmt.HEADER_SIZE
-    while True:
-        record = fmt.read_record(fd, offset, end, with_data=True)
-        if record is None:
-            return
-        if isinstance(record, fmt.Damage):
-            info.damage = record
-            return
-        yield record
-        offset = record.end
-
-
 def remove_orphaned(path: str) -> bool:
     """Delete a segment unless a live process holds it; True when deleted."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
+    fd = try_lock(path)
+    if fd is None:
         return False
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
         # Unlinked under the lock: no process adopts it half-deleted.
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)

@@ -38,11 +38,25 @@ import os
 import secrets
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import Concatenate, Literal, NamedTuple, ParamSpec, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Concatenate, Literal, ParamSpec, TypeVar
 
 from . import _format as fmt
+from ._segment import (
+    QUARANTINE_KEEP,
+    SEG_PREFIX,
+    SEG_SUFFIX,
+    TMP_PREFIX,
+    BatchId,
+    ReplayBatch,
+    Segment,
+    is_segment_name,
+    list_dir,
+    save_quarantine,
+    scan,
+    try_lock,
+    write_all,
+)
 
 __all__ = [
     "QUARANTINE_KEEP",
@@ -63,14 +77,8 @@ SYNC_MODES: tuple[str, ...] = ("none", "interval", "always")
 #: cut loses at most this much (a process crash loses nothing either way: the
 #: data is in the kernel's page cache).
 SYNC_INTERVAL = 0.2
-#: Quarantine files kept; older ones are deleted so damage cannot fill the disk.
-QUARANTINE_KEEP = 16
 #: How often next_replay_batch looks for segments of processes that died since.
 RESCAN_INTERVAL = 5.0
-_SEG_PREFIX = "seg-"
-_SEG_SUFFIX = ".spool"
-_TMP_PREFIX = ".tmp-"
-_QUARANTINE = "quarantine"
 
 
 _P = ParamSpec("_P")
@@ -103,51 +111,6 @@ def _contained(
     return wrap
 
 
-class BatchId(NamedTuple):
-    """A batch handed to the caller (``first`` to ``last`` of one segment), to ack or release."""
-
-    segment: str
-    first: int
-    last: int
-    offset: int  # of the first record, where replay resumes after a release
-    lines: int
-    replayed: bool  # came from next_replay_batch (counted as replayed once acked)
-
-
-class ReplayBatch(NamedTuple):
-    """Entries read back from disk, oldest first, and the id to ack them with."""
-
-    id: BatchId
-    entries: list[bytes]
-
-
-@dataclass(eq=False)
-class _Segment:
-    name: str
-    fd: int
-    own: bool  # written by this Spool (else adopted: scanned before use)
-    size: int = 0  # where the next record goes: the end of the good records
-    next_seq: int = 0
-    batches: int = 0
-    lines: int = 0
-    done_batches: int = 0
-    done_lines: int = 0
-    done: fmt.AckBits = field(default_factory=fmt.AckBits)
-    out: set[int] = field(default_factory=set)  # handed to the caller, not yet acked
-    cursor: int = fmt.HEADER_SIZE  # records before it are done or out
-    scanned: bool = False
-    dirty: bool = False
-
-    @property
-    def waiting(self) -> int:
-        """Batches neither done nor handed out: what replay still has to give."""
-        return self.batches - self.done_batches - len(self.out)
-
-    @property
-    def finished(self) -> bool:
-        return self.scanned and self.done_batches == self.batches
-
-
 class Spool:
     """Append-only segments of batches in one folder; see the module docstring.
 
@@ -178,8 +141,8 @@ class Spool:
         self._clock = clock
         self._monotonic = monotonic
         self._pid = os.getpid()
-        self._segments: dict[str, _Segment] = {}  # insertion order is not age: see _ordered
-        self._current: _Segment | None = None
+        self._segments: dict[str, Segment] = {}  # insertion order is not age: see _ordered
+        self._current: Segment | None = None
         self._foreign_bytes = 0  # segments of other live processes, at the last scan
         self._reported: set[str] = set()
         self._last_sync = monotonic()
@@ -338,7 +301,7 @@ class Spool:
                 return batch
         return None
 
-    def _collect(self, seg: _Segment, max_bytes: int) -> ReplayBatch | None:
+    def _collect(self, seg: Segment, max_bytes: int) -> ReplayBatch | None:
         entries: list[bytes] = []
         first = -1
         last = -1
@@ -483,23 +446,23 @@ class Spool:
 
     # -- internals
 
-    def _ordered(self) -> list[_Segment]:
+    def _ordered(self) -> list[Segment]:
         return sorted(self._segments.values(), key=lambda s: s.name)
 
     def _path(self, name: str) -> str:
         return os.path.join(self.directory, name)
 
-    def _rotate(self) -> _Segment:
+    def _rotate(self) -> Segment:
         """Start a new segment under the lock, then retire the old one if it is finished."""
         old = self._current
         created = int(self._clock() * 1e9)
-        name = f"{_SEG_PREFIX}{created:020d}-{self._pid}-{secrets.token_hex(3)}{_SEG_SUFFIX}"
-        tmp = self._path(f"{_TMP_PREFIX}{self._pid}-{secrets.token_hex(4)}")
+        name = f"{SEG_PREFIX}{created:020d}-{self._pid}-{secrets.token_hex(3)}{SEG_SUFFIX}"
+        tmp = self._path(f"{TMP_PREFIX}{self._pid}-{secrets.token_hex(4)}")
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             header = fmt.encode_header(self._pid, created)
-            _write_all(fd, [header], 0)
+            write_all(fd, [header], 0)
             if self.sync_mode != "none":
                 os.fdatasync(fd)
             os.rename(tmp, self._path(name))
@@ -508,7 +471,7 @@ class Spool:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
-        seg = _Segment(name, fd, own=True, size=fmt.HEADER_SIZE, scanned=True)
+        seg = Segment(name, fd, own=True, size=fmt.HEADER_SIZE, scanned=True)
         self._segments[name] = seg
         self._current = seg
         if self.sync_mode != "none":
@@ -517,9 +480,9 @@ class Spool:
             self._retire(old)
         return seg
 
-    def _write(self, seg: _Segment, parts: list[bytes]) -> None:
+    def _write(self, seg: Segment, parts: list[bytes]) -> None:
         try:
-            _write_all(seg.fd, parts, seg.size)
+            write_all(seg.fd, parts, seg.size)
         except OSError:
             # A partial write (disk full) must not stay in front of later records.
             with contextlib.suppress(OSError):
@@ -530,7 +493,7 @@ class Spool:
         self.written += size
         seg.dirty = True
 
-    def _mark_done(self, seg: _Segment, first: int, last: int, lines: int) -> None:
+    def _mark_done(self, seg: Segment, first: int, last: int, lines: int) -> None:
         if not self.enabled:
             return  # the disk failed: marks stay in memory, the batch may come again later
         try:
@@ -540,7 +503,7 @@ class Spool:
             return
         self._synced(seg)
 
-    def _synced(self, seg: _Segment) -> None:
+    def _synced(self, seg: Segment) -> None:
         if self.sync_mode == "always":
             try:
                 os.fdatasync(seg.fd)
@@ -569,7 +532,7 @@ class Spool:
         finally:
             os.close(fd)
 
-    def _retire(self, seg: _Segment) -> None:
+    def _retire(self, seg: Segment) -> None:
         """Delete a finished (or dropped) segment; unlinked before unlocking, so none adopts it."""
         with contextlib.suppress(FileNotFoundError):
             try:
@@ -579,7 +542,7 @@ class Spool:
                 self._fail("delete", exc)
         self._forget(seg)
 
-    def _forget(self, seg: _Segment) -> None:
+    def _forget(self, seg: Segment) -> None:
         self._segments.pop(seg.name, None)
         if seg is self._current:
             self._current = None
@@ -590,16 +553,16 @@ class Spool:
         """Adopt the segments whose owner died; count the others' bytes toward the cap."""
         self._next_rescan = self._monotonic() + RESCAN_INTERVAL
         foreign = 0
-        for entry in _entries(self.directory):
+        for entry in list_dir(self.directory):
             name = entry.name
-            if name.startswith(_TMP_PREFIX):
+            if name.startswith(TMP_PREFIX):
                 self._clear_tmp(name)
                 continue
-            if not (name.startswith(_SEG_PREFIX) and name.endswith(_SEG_SUFFIX)):
+            if not is_segment_name(name):
                 continue
             if name in self._segments:
                 continue
-            fd = self._try_lock(name)
+            fd = try_lock(self._path(name))
             if fd is None:
                 with contextlib.suppress(OSError):
                     foreign += entry.stat().st_size
@@ -610,77 +573,41 @@ class Spool:
                 os.close(fd)
                 continue
             # Its size counts toward the cap at once; the scan, later, makes it exact.
-            self._segments[name] = _Segment(name, fd, own=False, size=size)
+            self._segments[name] = Segment(name, fd, own=False, size=size)
         self._foreign_bytes = foreign
 
-    def _try_lock(self, name: str) -> int | None:
-        """A locked descriptor for a segment nobody holds; None if taken or gone."""
-        path = self._path(name)
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
-        except OSError:
-            return None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            # Its owner may have deleted it between our open and our lock.
-            if os.fstat(fd).st_ino != os.stat(path).st_ino:
-                raise FileNotFoundError(path)
-        except OSError:
-            os.close(fd)
-            return None
-        return fd
-
     def _clear_tmp(self, name: str) -> None:
-        fd = self._try_lock(name)
+        fd = try_lock(self._path(name))
         if fd is not None:
             with contextlib.suppress(OSError):
                 os.unlink(self._path(name))
             os.close(fd)
 
-    def _scan(self, seg: _Segment) -> bool:
+    def _scan(self, seg: Segment) -> bool:
         """Read an adopted segment through: counts, done marks, damage. False if unusable."""
         try:
-            end = os.fstat(seg.fd).st_size
-            raw = os.pread(seg.fd, fmt.HEADER_SIZE, 0)
-            if fmt.decode_header(raw) is None:
-                if fmt.torn_header(raw):  # a crash before its header reached the disk
-                    self.torn += 1
-                    self._retire(seg)
-                else:
-                    self._quarantine_tail(seg, fmt.Damage(0, False, "bad segment header"))
-                return False
-            offset = fmt.HEADER_SIZE
-            while True:
-                record = fmt.read_record(seg.fd, offset, end, with_data=True)
-                if record is None:
-                    break
-                if isinstance(record, fmt.Damage):
-                    seg.size = offset
-                    self._cut(seg, record, end)
-                    break
-                if record.kind == fmt.BATCH:
-                    seg.batches += 1
-                    seg.lines += record.count
-                    seg.next_seq = max(seg.next_seq, record.a + 1)
-                else:
-                    for seq in range(record.a, record.b + 1):
-                        if seg.done.add(seq):
-                            seg.done_batches += 1
-                    seg.done_lines += record.count
-                offset = record.end
-            seg.size = offset
+            found = scan(seg)
         except OSError as exc:
             self._report("spool-read", f"logdna_client: cannot read spool segment {seg.name}: "
                          f"{exc}")  # fmt: skip
             self._forget(seg)
             return False
+        if found.header is None:
+            if found.header_torn:  # a crash before its header reached the disk
+                self.torn += 1
+                self._retire(seg)
+            else:
+                self._quarantine_tail(seg, fmt.Damage(0, False, "bad segment header"))
+            return False
+        if found.damage is not None:
+            self._cut(seg, found.damage, found.end)
         seg.scanned = True
         if seg.finished:
             self._retire(seg)
             return False
         return True
 
-    def _cut(self, seg: _Segment, damage: fmt.Damage, end: int) -> None:
+    def _cut(self, seg: Segment, damage: fmt.Damage, end: int) -> None:
         """Cut the file at the damage: a torn tail goes, corrupt bytes go to quarantine."""
         if damage.torn:
             self.torn += 1
@@ -692,7 +619,7 @@ class Spool:
             except OSError as exc:
                 self._fail("write", exc)
 
-    def _quarantine_tail(self, seg: _Segment, damage: fmt.Damage) -> None:
+    def _quarantine_tail(self, seg: Segment, damage: fmt.Damage) -> None:
         """Damage found after the scan (or a bad header): move it aside and stop there."""
         try:
             end = os.fstat(seg.fd).st_size
@@ -710,31 +637,12 @@ class Spool:
         seg.batches = seg.done_batches + len(seg.out)
         seg.lines = seg.done_lines
 
-    def _save_quarantine(self, seg: _Segment, start: int, end: int, reason: str) -> None:
+    def _save_quarantine(self, seg: Segment, start: int, end: int, reason: str) -> None:
         self.quarantined += 1
         self._report("spool-corrupt", f"logdna_client: spool segment {seg.name} is damaged "
                      f"at byte {start} ({reason}); the rest is moved to quarantine")  # fmt: skip
-        folder = self._path(_QUARANTINE)
         try:
-            os.makedirs(folder, exist_ok=True)
-            target = os.path.join(folder, f"{seg.name}.{start}.bad")
-            out = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-            try:
-                offset = start
-                while offset < end:
-                    chunk = os.pread(seg.fd, min(1 << 20, end - offset), offset)
-                    if not chunk:
-                        break
-                    _write_all(out, [chunk], offset - start)
-                    offset += len(chunk)
-            finally:
-                os.close(out)
-            kept = sorted(
-                (e for e in _entries(folder) if e.name.endswith(".bad")),
-                key=lambda e: e.stat().st_mtime_ns,
-            )
-            for old in kept[:-QUARANTINE_KEEP]:
-                os.unlink(old.path)
+            save_quarantine(seg, self.directory, start, end)
         except OSError as exc:
             self._report("spool-quarantine", f"logdna_client: cannot write to the spool's "
                          f"quarantine folder: {exc}")  # fmt: skip
@@ -765,7 +673,7 @@ class Spool:
                 self._drop(seg, "spool_full")
         return self.disk_bytes + need <= self.max_bytes
 
-    def _drop(self, seg: _Segment, reason: str) -> None:
+    def _drop(self, seg: Segment, reason: str) -> None:
         if seg.scanned or self._scan(seg):
             self.dropped[reason] += seg.lines - seg.done_lines
             self._retire(seg)
@@ -812,20 +720,3 @@ class Spool:
             f"logdna_client: the spool folder {self.directory!r} failed ({what}: {name}, "
             f"{exc.strerror or exc}); spooling is off, lines are kept in memory only",
         )
-
-
-def _write_all(fd: int, parts: list[bytes], offset: int) -> None:
-    """Write all of ``parts`` at ``offset``; a short write (disk full) is finished or fails."""
-    written = os.pwritev(fd, parts, offset)
-    rest = memoryview(b"".join(parts))[written:] if written < sum(map(len, parts)) else None
-    while rest:
-        n = os.pwrite(fd, rest, offset + written)
-        if n <= 0:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        written += n
-        rest = rest[n:]
-
-
-def _entries(folder: str) -> Iterator[os.DirEntry[str]]:
-    with os.scandir(folder) as it:
-        yield from it
