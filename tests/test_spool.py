@@ -11,7 +11,7 @@ import subprocess
 import sys
 import textwrap
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -381,7 +381,53 @@ def in_child(func: Callable[[], Any]) -> Any:
     return value
 
 
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A 64 KiB tmpfs (a disk that fills up), unmounted afterwards; skipped without mount."""
+    folder = tmp_path / "tmpfs"
+    folder.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)],
+        capture_output=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
 class TestDiskFailure:
+    def test_full_tmpfs_reports_once_and_keeps_what_was_written(self, tmpfs: Path) -> None:
+        """A really full disk (ENOSPC): reported once, no exception, written batches replay."""
+        trouble = Trouble()
+        spool = Spool.open(tmpfs / "spool", on_trouble=trouble, sync="always")
+        written = 0
+        for i in range(2000):
+            if spool.append(lines(i * 10, 10)) is None:
+                break
+            written += 1
+        assert spool.append(lines(0, 1)) is None
+        assert ["spool-disabled"] == trouble.kinds
+        assert "ENOSPC" in trouble.messages[0]
+        crash(spool)
+        assert 0 < written < 2000
+        assert lines(0, 10 * written) == drain(Spool.open(tmpfs / "spool"))
+
+    def test_read_only_mount_reports_once(self, tmpfs: Path) -> None:
+        """A folder on a read-only file system (which stops root too) turns the spool off."""
+        (tmpfs / "spool").mkdir()
+        subprocess.run(["mount", "-o", "remount,ro", str(tmpfs)], check=True)
+        trouble = Trouble()
+        spool = Spool.open(tmpfs / "spool", on_trouble=trouble)
+        assert None is spool.append(lines(0, 1))
+        assert None is spool.append(lines(1, 1))
+        spool.close()
+        assert ["spool-disabled"] == trouble.kinds
+        assert "EROFS" in trouble.messages[0]
+
     def test_folder_under_a_file_disables_the_spool(self, tmp_path: Path) -> None:
         """A folder that cannot exist is reported once; appends answer None, never raise."""
         (tmp_path / "file").write_text("x")
