@@ -593,6 +593,20 @@ class TestProcesses:
         finally:
             proc.join(_ANSWER)
 
+    def test_tick_adopts_what_died_since(self, tmp_path: Path) -> None:
+        """A segment orphaned after this spool opened is adopted by tick() when a rescan is due."""
+        from logdna_client._spool._store import RESCAN_INTERVAL
+
+        now = [0.0]
+        spool = Spool.open(tmp_path, monotonic=lambda: now[0])
+        write_segment(tmp_path, 2)
+        spool.tick()
+        assert not spool.backlog  # not looked yet
+        now[0] += RESCAN_INTERVAL
+        spool.tick()
+        assert spool.backlog
+        assert lines(0, 20) == drain(spool)
+
     def test_inherited_spool_is_let_go_in_the_child(self, tmp_path: Path) -> None:
         """Using the parent's Spool object in a child writes nothing into the parent's files."""
         spool = Spool.open(tmp_path)

@@ -361,7 +361,8 @@ class Spool:
     def adopt(self) -> int:
         """Take over, now, the segments of processes that died; how many were taken.
 
-        ``open`` does this, and ``next_replay_batch`` every ``RESCAN_INTERVAL`` s.
+        ``open`` does this, and ``tick`` and ``next_replay_batch`` every
+        ``RESCAN_INTERVAL`` s.
         """
         if not self._open():
             return 0
@@ -405,13 +406,19 @@ class Spool:
 
     @_contained(None)
     def tick(self) -> None:
-        """Sync what is due in "interval" mode; cheap when nothing is."""
-        if (
-            self._open()
-            and self.sync_mode == "interval"
-            and self._monotonic() - self._last_sync >= SYNC_INTERVAL
-        ):
+        """Sync what is due in "interval" mode, adopt what died since; cheap when nothing is.
+
+        The sender calls it on every turn of its loop, so a segment left by a
+        process killed after this one started is found within ``RESCAN_INTERVAL``
+        even while there is no backlog to replay.
+        """
+        if not self._open():
+            return
+        now = self._monotonic()
+        if self.sync_mode == "interval" and now - self._last_sync >= SYNC_INTERVAL:
             self._sync_all()
+        if now >= self._next_rescan:
+            self._safely(self._rescan)
 
     @_contained(None)
     def close(self) -> None:
