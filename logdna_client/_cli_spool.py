@@ -230,7 +230,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     backoff = Backoff(cap=min(config.retry_max_backoff, max(0.5, args.timeout / 4)))
     progress = isatty(console.err)
     _, waiting = spool.pending()
-    sent = 0
+    sent = rejected = 0
     failing_since: float | None = None
     attempt = 0
     status = 0
@@ -241,10 +241,12 @@ def _cmd_replay(args: argparse.Namespace) -> int:
             )
             if outcome.kind in (Kind.OK, Kind.PARTIAL):
                 spool.ack(batch.id)
-                sent += len(batch.entries)
+                rejected += min(outcome.rejected, len(batch.entries))
+                sent += len(batch.entries) - min(outcome.rejected, len(batch.entries))
                 failing_since, attempt = None, 0
-                if progress:
-                    console.say(f"\rreplayed {sent}/{waiting} line(s)", to=console.err, flush=True)
+                if progress:  # one line, rewritten in place
+                    console.err.write(f"\rreplayed {sent + rejected}/{waiting} line(s)")
+                    console.err.flush()
                 continue
             spool.release(batch.id)
             detail = f"HTTP {outcome.status} {outcome.detail}" if outcome.status else outcome.detail
@@ -265,7 +267,11 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     finally:
         spool.close()
         transport.close()
-    dropped = spool.stats()["spool_dropped"]
+        if progress and sent + rejected:
+            console.say(to=console.err)
+    dropped = dict(spool.dropped)
+    if rejected:
+        dropped["rejected by the service"] = rejected
     console.say(
         f"replayed {sent} line(s) from {folder}" + (f"; dropped {dropped}" if dropped else "")
     )

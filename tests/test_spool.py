@@ -942,6 +942,22 @@ class TestCli:
         assert "giving up" in err
         assert lines(0, 20) == drain(Spool.open(tmp_path))
 
+    def test_replay_shows_progress_on_a_terminal(self, tmp_path: Path, server: Any) -> None:
+        """On a terminal, replay rewrites one progress line as batches go through."""
+        import io
+
+        from logdna_client._cli import main
+
+        class Terminal(io.StringIO):
+            def isatty(self) -> bool:
+                return True
+
+        write_segment(tmp_path, 3)
+        err = Terminal()
+        argv = ["spool", "replay", "--spool-dir", str(tmp_path), "--url", server.url]
+        assert 0 == main(argv, out=io.StringIO(), err=err)
+        assert err.getvalue().endswith("\rreplayed 30/30 line(s)\n")
+
     def test_verify_tells_torn_tails_from_corruption(self, tmp_path: Path) -> None:
         """verify exits 0 with a torn tail and 1 with a flipped byte, naming the offset."""
         path = write_segment(tmp_path, 3)
