@@ -316,6 +316,18 @@ class TestDamage:
             assert len(got) == len(set(got))
             assert [line for line in original if line in set(got)] == got  # in order, no strays
 
+    def test_megabytes_of_garbage_after_the_records_are_quarantined(self, tmp_path: Path) -> None:
+        """A long garbage tail (full of chance marks) is checked in bounded time, moved aside."""
+        import random
+
+        path = write_segment(tmp_path, 2)
+        noise = random.Random(7).randbytes(8 << 20)
+        with path.open("ab") as fh:  # a head that fits the file, then noise failing its CRC
+            fh.write(fmt.MARK + struct.pack("<IIBQQI", 4 << 20, 0, fmt.BATCH, 9, 0, 0) + noise)
+        spool = Spool.open(tmp_path)
+        assert lines(0, 20) == drain(spool)
+        assert 1 == spool.quarantined
+
     def test_bad_header_quarantines_the_segment(self, tmp_path: Path) -> None:
         """A file that is not a segment of ours is moved aside, never crashing the app."""
         (tmp_path / "seg-00000000000000000001-1-aaaaaa.spool").write_bytes(b"not a spool" * 50)

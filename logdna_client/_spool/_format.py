@@ -74,6 +74,8 @@ ACK = 2
 #: A length above this is damage, not a reason to allocate gigabytes.
 MAX_BODY = 64 * 1024 * 1024
 _LITTLE = sys.byteorder == "little"
+#: Marks checked after damage before giving up and calling it corruption.
+_MAX_CANDIDATES = 64
 
 
 @dataclass(frozen=True)
@@ -195,6 +197,17 @@ def _damage(fd: int, offset: int, end: int, reason: str, *, maybe_torn: bool) ->
     return Damage(offset, maybe_torn and not _record_after(fd, offset + 1, end), reason)
 
 
+def _whole_record_at(fd: int, offset: int, end: int) -> bool:
+    """A record with a valid head and CRC at ``offset`` (no damage classification: no recursion)."""
+    head = os.pread(fd, FRAME_SIZE, offset)
+    if len(head) < FRAME_SIZE:
+        return False
+    mark, size, crc = _FRAME.unpack(head)
+    if mark != MARK or not _FIXED.size <= size <= min(MAX_BODY, end - offset - FRAME_SIZE):
+        return False
+    return bool(zlib.crc32(os.pread(fd, size, offset + FRAME_SIZE)) == crc)
+
+
 def _zeros_to_end(fd: int, offset: int, end: int) -> bool:
     chunk = 1 << 16
     while offset < end:
@@ -209,14 +222,21 @@ def _record_after(fd: int, offset: int, end: int) -> bool:
     """Is there a whole, CRC-checked record anywhere in ``offset``..``end``?
 
     Only after damage: a torn write is the last thing in a file, so a good
-    record after the damage means corruption in the middle.
+    record after the damage means corruption in the middle. Megabytes of
+    garbage would make this slow (each chance mark may announce a long
+    record to check), so after ``_MAX_CANDIDATES`` it answers True: calling
+    it corruption moves the bytes to quarantine instead of cutting them.
     """
     chunk = 1 << 20
+    candidates = 0
     while offset < end:
         data = os.pread(fd, min(chunk + FRAME_SIZE, end - offset), offset)
         at = data.find(MARK)
         while 0 <= at < chunk:
-            if isinstance(read_record(fd, offset + at, end, with_data=True), Record):
+            candidates += 1
+            if candidates > _MAX_CANDIDATES:
+                return True
+            if _whole_record_at(fd, offset + at, end):
                 return True
             at = data.find(MARK, at + 1)
         offset += chunk
