@@ -388,9 +388,11 @@ class Spool:
     @property
     def disk_bytes(self) -> int:
         """Bytes the spool folder's segments take (others' as of the last scan)."""
-        return self._foreign_bytes + sum(seg.size for seg in self._segments.values())
+        # list() copies in one step: stats() reads this from the app's threads.
+        return self._foreign_bytes + sum(seg.size for seg in list(self._segments.values()))
 
     def stats(self) -> dict[str, object]:
+        """The counters; safe to call from any thread (it only reads)."""
         return {
             "spooled": self.spooled,
             "replayed": self.replayed,
