@@ -204,10 +204,13 @@ class TestAppendAndAck:
                 "always": 5, "always later": 5} == counts  # fmt: skip
 
     def test_unfinished_tmp_file_of_a_dead_process_is_removed(self, tmp_path: Path) -> None:
-        """A segment its writer never renamed into place holds nothing: deleted on open."""
-        (tmp_path / ".tmp-1-abcd").write_bytes(fmt.encode_header(1, 1))
+        """A segment its writer never renamed into place holds nothing: deleted once old."""
+        old, young = tmp_path / ".tmp-1-abcd", tmp_path / ".tmp-2-abcd"
+        old.write_bytes(fmt.encode_header(1, 1))
+        os.utime(old, (1, 1))
+        young.write_bytes(b"")  # may be between its creator's open and its lock: kept
         Spool.open(tmp_path).close()
-        assert [] == list(tmp_path.iterdir())
+        assert [young] == list(tmp_path.iterdir())
 
 
 def write_segment(folder: Path, batches: int, per_batch: int = 10) -> Path:

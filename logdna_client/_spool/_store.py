@@ -77,8 +77,10 @@ SYNC_MODES: tuple[str, ...] = ("none", "interval", "always")
 #: cut loses at most this much (a process crash loses nothing either way: the
 #: data is in the kernel's page cache).
 SYNC_INTERVAL = 0.2
-#: How often next_replay_batch looks for segments of processes that died since.
+#: How often tick and next_replay_batch look for segments of processes that died since.
 RESCAN_INTERVAL = 5.0
+#: Age after which an unlocked temporary file is a dead creator's leftover.
+TMP_GRACE = 60.0
 
 
 _P = ParamSpec("_P")
@@ -565,7 +567,10 @@ class Spool:
         for entry in list_dir(self.directory):
             name = entry.name
             if name.startswith(TMP_PREFIX):
-                self._clear_tmp(name)
+                with contextlib.suppress(OSError):
+                    # Young ones may be between their creator's open and its lock.
+                    if entry.stat().st_mtime < self._clock() - TMP_GRACE:
+                        self._clear_tmp(name)
                 continue
             if not is_segment_name(name):
                 continue
