@@ -203,6 +203,13 @@ class TestAppendAndAck:
         assert {"none": 0, "none later": 0, "interval": 1, "interval later": 2,
                 "always": 5, "always later": 5} == counts  # fmt: skip
 
+    def test_files_are_private_to_the_user(self, tmp_path: Path) -> None:
+        """A folder the spool creates is 0700 and its segments 0600: they hold log lines."""
+        spool = Spool.open(tmp_path / "new")
+        spool.append(lines(0, 1))
+        assert 0o700 == (tmp_path / "new").stat().st_mode & 0o777
+        assert [0o600] == [p.stat().st_mode & 0o777 for p in segments(tmp_path / "new")]
+
     def test_unfinished_tmp_file_of_a_dead_process_is_removed(self, tmp_path: Path) -> None:
         """A segment its writer never renamed into place holds nothing: deleted once old."""
         old, young = tmp_path / ".tmp-1-abcd", tmp_path / ".tmp-2-abcd"

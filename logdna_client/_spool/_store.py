@@ -199,7 +199,8 @@ class Spool:
             monotonic=monotonic,
         )
         try:
-            os.makedirs(spool.directory, exist_ok=True)
+            # The lines may hold what logs hold: only this user may read them.
+            os.makedirs(spool.directory, mode=0o700, exist_ok=True)
             spool._rescan()
             spool._drop_expired()
         except OSError as exc:
