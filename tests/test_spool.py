@@ -743,6 +743,95 @@ class TestLargeBacklog:
         assert [] == segments(tmp_path)
 
 
+def _send(transport: Any, entries: list[bytes]) -> bool:
+    from logdna_client._sender import gzip_entries
+    from logdna_client._transport import Kind
+
+    outcome = transport.send(gzip_entries(entries), gzipped=True, timeout=5.0)
+    return outcome.kind in (Kind.OK, Kind.PARTIAL)
+
+
+def _reference_sender(folder: str, url: str, conn: Connection) -> None:
+    """docs/spool-integration.md in miniature: 2,000 lines/s, each batch spooled before it is
+    sent, acked after a 2xx, released on failure; the backlog goes first, oldest first."""
+    import threading
+    import time
+
+    from logdna_client._config import Config
+    from logdna_client._transport import HTTPTransport
+
+    spool = Spool.open(folder)
+    transport = HTTPTransport(Config(url=url))
+    pace = threading.Event()  # never set: the loop's pace, not a wait for anything
+    started = time.time()
+    logged = 0
+    milestones = [1000, 5000]
+    while True:
+        due = int((time.time() - started) * 2000)
+        batch = [b',{"line":"%d %.3f"}' % (i, time.time()) for i in range(logged, due)]
+        logged = due
+        if batch:
+            batch_id = spool.append(batch)
+            assert batch_id is not None
+            if spool.backlog or not _send(transport, batch):
+                spool.release(batch_id)  # safe on disk, behind what is older
+            else:
+                spool.ack(batch_id)
+        while spool.backlog and (replay := spool.next_replay_batch(1 << 20)) is not None:
+            if not _send(transport, replay.entries):
+                spool.release(replay.id)
+                break
+            spool.ack(replay.id)
+        spool.tick()
+        if milestones and logged >= milestones[0]:
+            conn.send(milestones.pop(0))
+        pace.wait(0.05)
+
+
+class TestReferenceSender:
+    def test_kill_9_during_an_outage_loses_nothing(self, tmp_path: Path, server: Any) -> None:
+        """Logging at 2,000 lines/s, an outage, kill -9: a new process delivers the rest.
+
+        Every line logged more than 0.5 s before the kill arrives, and each once,
+        apart from at most the one batch in flight at the kill.
+        """
+        import time
+
+        ours, theirs = _FORK.Pipe()
+        proc = _FORK.Process(target=_reference_sender, args=(str(tmp_path), server.url, theirs))
+        proc.start()
+        try:
+            assert ours.poll(_ANSWER) and 1000 == ours.recv()
+            server.fail_next(10**9, status=503)  # the outage begins
+            assert ours.poll(_ANSWER) and 5000 == ours.recv()
+            killed_at = time.time()
+            os.kill(proc.pid or 0, signal.SIGKILL)
+        finally:
+            proc.join(_ANSWER)
+        live = len(server.lines)
+        server.fail_next(0)
+        from logdna_client._config import Config
+        from logdna_client._transport import HTTPTransport
+
+        transport = HTTPTransport(Config(url=server.url))
+        spool = Spool.open(tmp_path)
+        while (replay := spool.next_replay_batch(1 << 20)) is not None:
+            assert _send(transport, replay.entries)
+            spool.ack(replay.id)
+        spool.close()
+        arrived = {int(n): float(t) for n, t in (e["line"].split() for e in server.lines)}
+        counts = Counter(int(entry["line"].split()[0]) for entry in server.lines)
+        latest = max(arrived)
+        assert live >= 900  # delivered live before the outage
+        assert set(range(latest + 1)) == set(arrived)  # no gap: lines are numbered as logged
+        assert arrived[latest] >= killed_at - 0.5  # so all logged before that arrived
+        assert latest >= 5000
+        twice = [n for n, c in counts.items() if c > 1]
+        assert len(twice) <= 200  # one batch in flight at most (0.05 s at 2,000 lines/s)
+        assert all(c <= 2 for c in counts.values())
+        assert [] == segments(tmp_path)
+
+
 # -- the model: any appends, acks, releases, replays, torn writes and restarts
 
 
