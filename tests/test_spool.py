@@ -203,6 +203,17 @@ class TestAppendAndAck:
         assert {"none": 0, "none later": 0, "interval": 1, "interval later": 2,
                 "always": 5, "always later": 5} == counts  # fmt: skip
 
+    def test_segment_deleted_by_hand_is_not_a_disk_failure(self, tmp_path: Path) -> None:
+        """A segment removed behind the spool's back does not switch the spool off."""
+        spool = Spool.open(tmp_path, segment_bytes=100)
+        first = spool.append(lines(0, 10))
+        assert first is not None
+        for path in segments(tmp_path):
+            path.unlink()
+        spool.ack(first)  # finished and full: the spool deletes it, finds it gone
+        assert spool.enabled
+        assert spool.append(lines(10, 1)) is not None
+
     def test_files_are_private_to_the_user(self, tmp_path: Path) -> None:
         """A folder the spool creates is 0700 and its segments 0600: they hold log lines."""
         spool = Spool.open(tmp_path / "new")

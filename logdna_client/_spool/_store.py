@@ -546,12 +546,13 @@ class Spool:
 
     def _retire(self, seg: Segment) -> None:
         """Delete a finished (or dropped) segment; unlinked before unlocking, so none adopts it."""
-        with contextlib.suppress(FileNotFoundError):
-            try:
-                os.unlink(self._path(seg.name))
-            except OSError as exc:
-                # Read-only: leave it; its ACKs (if any were written) tell the next owner.
-                self._fail("delete", exc)
+        try:
+            os.unlink(self._path(seg.name))
+        except FileNotFoundError:
+            pass  # someone deleted it by hand: the same outcome
+        except OSError as exc:
+            # Read-only: leave it; its ACKs (if any were written) tell the next owner.
+            self._fail("delete", exc)
         self._forget(seg)
 
     def _forget(self, seg: Segment) -> None:
