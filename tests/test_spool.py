@@ -359,6 +359,27 @@ class TestDamage:
         assert 1 == len(list((tmp_path / "quarantine").iterdir()))
         assert [] == segments(tmp_path)
 
+    def test_unremovable_bad_segment_is_counted_once(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A bad segment that cannot be deleted is not adopted and counted again each rescan."""
+        bad = tmp_path / "seg-00000000000000000001-1-aaaaaa.spool"
+        bad.write_bytes(b"not a spool" * 50)
+        real_unlink = os.unlink
+
+        def unlink(path: Any, *args: Any, **kwargs: Any) -> None:
+            if str(path) == str(bad):
+                raise PermissionError(13, "Permission denied")
+            real_unlink(path, *args, **kwargs)
+
+        monkeypatch.setattr(os, "unlink", unlink)
+        spool = Spool.open(tmp_path)
+        for _ in range(3):
+            spool.adopt()
+            assert spool.next_replay_batch(100) is None
+        assert 1 == spool.quarantined
+        assert spool.enabled
+
     def test_damage_found_while_replaying_is_quarantined(self, tmp_path: Path) -> None:
         """A record damaged after the segment was checked stops replay there, counted."""
         spool = Spool.open(tmp_path)

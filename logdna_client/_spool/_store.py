@@ -147,6 +147,9 @@ class Spool:
         self._current: Segment | None = None
         self._foreign_bytes = 0  # segments of other live processes, at the last scan
         self._reported: set[str] = set()
+        # Segments that could be neither read nor moved aside: not adopted again
+        # and again (each time counted and reported) by every rescan.
+        self._unusable: set[str] = set()
         self._last_sync = monotonic()
         self._next_rescan = monotonic() + RESCAN_INTERVAL
         self.enabled = True
@@ -578,7 +581,7 @@ class Spool:
                 continue
             if name in self._segments:
                 continue
-            fd = try_lock(self._path(name))
+            fd = None if name in self._unusable else try_lock(self._path(name))
             if fd is None:
                 with contextlib.suppress(OSError):
                     foreign += entry.stat().st_size
@@ -606,6 +609,7 @@ class Spool:
         except OSError as exc:
             self._report("spool-read", f"logdna_client: cannot read spool segment {seg.name}: "
                          f"{exc}")  # fmt: skip
+            self._unusable.add(seg.name)
             self._forget(seg)
             return False
         if found.header is None:
@@ -643,8 +647,10 @@ class Spool:
             end = seg.size
         if damage.offset == 0:
             self._save_quarantine(seg, 0, end, damage.reason)
-            with contextlib.suppress(OSError):
+            try:
                 os.unlink(self._path(seg.name))
+            except OSError:
+                self._unusable.add(seg.name)
             self._forget(seg)
             return
         self._cut(seg, damage, end)
