@@ -3,7 +3,7 @@
 A segment is one file, ``seg-<created ns>-<pid>-<random>.spool``::
 
     header   magic b"LDNASPL\\x00" | version u16 | 0 u16 | pid u32 | created ns u64 | crc32 u32
-    record   mark b"\xd5\x1e" | length u32 | crc32 u32 | body (``length`` bytes; the CRC
+    record   mark b"\\xd5\\x1e" | length u32 | crc32 u32 | body (``length`` bytes; the CRC
              covers the body)
     body     kind u8 | a u64 | b u64 | count u32 | data
              BATCH: a = sequence number in the segment, b = wall time appended (ns),
