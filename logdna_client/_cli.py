@@ -35,6 +35,7 @@ from typing import IO, Any, TextIO, cast
 
 import orjson
 
+from ._cli_spool import register as _register_spool
 from ._client import Client
 from ._config import ENV_VARS
 from ._devserver import DevServer, format_line, isatty
@@ -273,6 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pipe.add_argument("argv", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     pipe.set_defaults(func=_cmd_pipe)
+    _register_spool(commands, library)
     return parser
 
 

@@ -34,6 +34,7 @@ ENV_VARS: Mapping[str, str] = {
     "hostname": "LOGDNA_HOSTNAME",
     "tags": "LOGDNA_TAGS",
     "handle_signals": "LOGDNA_HANDLE_SIGNALS",
+    "spool_dir": "LOGDNA_SPOOL_DIR",
 }
 
 # The API's own limit is 10 MB per request body; stay well under it.
@@ -44,6 +45,8 @@ _NAME_CAP = 80
 
 Overflow = Literal["drop_oldest", "drop_newest", "block"]
 _OVERFLOWS: tuple[str, ...] = ("drop_oldest", "drop_newest", "block")
+SpoolSync = Literal["none", "interval", "always"]
+_SPOOL_SYNCS: tuple[str, ...] = ("none", "interval", "always")
 
 _TRUE = frozenset({"1", "true", "yes", "on", "y", "t"})
 _FALSE = frozenset({"0", "false", "no", "off", "n", "f", ""})
@@ -267,6 +270,10 @@ class Config:
     #: Deliver within shutdown_timeout on SIGTERM/SIGHUP left at their default
     #: disposition, then end by that signal (see docs/delivery.md).
     handle_signals: bool = _UNSET
+    spool_dir: str | None = _UNSET
+    spool_sync: SpoolSync = "interval"
+    max_spool_bytes: int = 256 * 1024 * 1024
+    max_spool_age: float = 7 * 86400.0
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -358,6 +365,23 @@ class Config:
             _check_pattern(pattern)
         set_(self, "redact_patterns", patterns)
         set_(self, "before_send", _resolve_callable("before_send", self.before_send))
+
+        # -- durable delivery (docs/spool.md); only checked here: no folder is made until used
+        spool_dir = self.spool_dir if self.spool_dir is not None else env.get(ENV_VARS["spool_dir"])
+        if spool_dir is not None and not isinstance(spool_dir, str | os.PathLike):
+            raise _bad("spool_dir", spool_dir, "a folder path")
+        spool_dir = os.path.expanduser(os.fspath(spool_dir)).strip() if spool_dir else None
+        set_(self, "spool_dir", spool_dir or None)
+        sync = self.spool_sync.strip().lower() if isinstance(self.spool_sync, str) else None
+        if sync not in _SPOOL_SYNCS:
+            raise _bad("spool_sync", self.spool_sync, "one of " + ", ".join(_SPOOL_SYNCS))
+        set_(self, "spool_sync", sync)
+        set_(self, "max_spool_bytes",
+             to_size("max_spool_bytes", self.max_spool_bytes, minimum=1024 * 1024,
+                     maximum=1 << 50))  # fmt: skip
+        set_(self, "max_spool_age",
+             to_duration("max_spool_age", self.max_spool_age, minimum=1.0,
+                         maximum=10 * 365 * 86400.0))  # fmt: skip
 
     def _resolve_key(self, loopback: bool) -> Secret | None:
         looked: list[str] = []

@@ -25,7 +25,7 @@ from logdna_client._cli import LineFilter, build_parser, main
 from logdna_client._devserver import DevServer
 
 KEY = "cli-test-key-0123456789"
-COMMANDS = ["devserver", "demo", "send", "pipe"]
+COMMANDS = ["devserver", "demo", "send", "pipe", "spool"]
 
 
 @pytest.fixture

@@ -1,0 +1,278 @@
+"""``logdna-client spool ls|verify|replay|purge``: look after a spool folder by hand.
+
+- ``ls``: each segment with its size, age, lines waiting, and whether a live
+  process holds it; the quarantine folder.
+- ``verify``: checks every record's CRC; exit 1 when damage other than a torn
+  tail is found.
+- ``replay``: delivers what dead processes left (a live process's segments
+  are never touched), with the library's flags (``--key``, ``--url``...).
+- ``purge``: lists what it would delete (segments no live process holds,
+  quarantine files); deletes them with ``--yes``.
+
+The folder is ``--spool-dir`` or ``LOGDNA_SPOOL_DIR``. Kept apart from
+``_cli`` (which only registers these commands) so the spool's commands and
+the others change independently.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from typing import Any, Protocol, TextIO
+
+from ._config import ENV_VARS, Config
+from ._devserver import isatty
+from ._retry import Backoff
+from ._sender import gzip_entries
+from ._spool import Spool
+from ._spool._inspect import inspect_segment, quarantine_paths, remove_orphaned, segment_paths
+from ._transport import HTTPTransport, Kind
+
+__all__ = ["register"]
+
+PROG = "logdna-client"
+
+
+class _Console(Protocol):
+    out: TextIO
+    err: TextIO
+
+    def say(self, text: str = "", *, to: TextIO | None = None, flush: bool = False) -> None: ...
+
+    def warn(self, text: str) -> None: ...
+
+
+def register(commands: Any, library: argparse.ArgumentParser) -> None:
+    """Add ``spool`` and its subcommands to the CLI's subparsers."""
+    spool = commands.add_parser(
+        "spool",
+        help="inspect, verify, replay or purge a spool folder",
+        description=(
+            "Look after the folder where spool_dir keeps batches not yet delivered. "
+            f"The folder is --spool-dir, or {ENV_VARS['spool_dir']}."
+        ),
+    )
+    where = argparse.ArgumentParser(add_help=False)
+    where.add_argument(
+        "--spool-dir", metavar="DIR", help=f"the spool folder (env {ENV_VARS['spool_dir']})"
+    )
+    actions = spool.add_subparsers(dest="spool_command", metavar="ACTION", required=True)
+    ls = actions.add_parser(
+        "ls", parents=[where], help="list segments, lines waiting and who holds them"
+    )
+    ls.set_defaults(func=_cmd_ls)
+    verify = actions.add_parser(
+        "verify",
+        parents=[where],
+        help="check every record's CRC (exit 1 on corruption)",
+        description="Check every record. A torn tail (a write cut by a crash) is normal and "
+        "reported; anything else is corruption: exit status 1.",
+    )
+    verify.set_defaults(func=_cmd_verify)
+    replay = actions.add_parser(
+        "replay",
+        parents=[where, library],
+        help="deliver what dead processes left in the folder",
+        description="Send every batch no live process holds, oldest first, and mark it done. "
+        "Stops (exit 1) when the service keeps failing for --timeout seconds or refuses a "
+        "batch; what is not delivered stays on disk.",
+    )
+    replay.set_defaults(func=_cmd_replay)
+    purge = actions.add_parser(
+        "purge",
+        parents=[where],
+        help="delete segments no live process holds, and quarantine files",
+        description="Without --yes, only lists what would be deleted.",
+    )
+    purge.add_argument("--yes", action="store_true", help="really delete")
+    purge.set_defaults(func=_cmd_purge)
+
+
+def _folder(args: argparse.Namespace) -> str | None:
+    folder = args.spool_dir or os.environ.get(ENV_VARS["spool_dir"])
+    console: _Console = args.console
+    if not folder:
+        console.warn(f"{PROG} spool: no folder: pass --spool-dir or set {ENV_VARS['spool_dir']}")
+        return None
+    folder = os.path.expanduser(folder)
+    if not os.path.isdir(folder):
+        console.warn(f"{PROG} spool: {folder} is not a folder")
+        return None
+    return folder
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"  # pragma: no cover - the loop returns
+
+
+def _age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    if seconds < 172800:
+        return f"{seconds / 3600:.0f}h"
+    return f"{seconds / 86400:.0f}d"
+
+
+def _cmd_ls(args: argparse.Namespace) -> int:
+    console: _Console = args.console
+    folder = _folder(args)
+    if folder is None:
+        return 2
+    now = time.time()
+    total_lines = total_bytes = 0
+    console.say(f"{'segment':<48} {'size':>10} {'age':>5} {'lines waiting':>13}  state")
+    for path in segment_paths(folder):
+        try:
+            info = inspect_segment(path)
+        except OSError as exc:
+            console.say(f"{os.path.basename(path):<48} unreadable: {exc.strerror or exc}")
+            continue
+        state = "held by a live process" if info.live else "orphaned (replayable)"
+        if not info.header_ok:
+            state = "not a spool segment"
+        elif info.damage is not None:
+            state += ", torn tail" if info.damage.torn else ", DAMAGED"
+        total_lines += info.pending_lines
+        total_bytes += info.size
+        console.say(
+            f"{os.path.basename(path):<48} {_size(info.size):>10} "
+            f"{_age(now - info.mtime):>5} {info.pending_lines:>13}  {state}"
+        )
+    quarantined = quarantine_paths(folder)
+    console.say(f"total: {_size(total_bytes)}, {total_lines} line(s) waiting")
+    if quarantined:
+        size = sum(os.path.getsize(p) for p in quarantined)
+        console.say(f"quarantine: {len(quarantined)} file(s), {_size(size)}")
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    console: _Console = args.console
+    folder = _folder(args)
+    if folder is None:
+        return 2
+    corrupt = 0
+    for path in segment_paths(folder):
+        name = os.path.basename(path)
+        try:
+            info = inspect_segment(path)
+        except OSError as exc:
+            console.say(f"{name}: unreadable: {exc.strerror or exc}")
+            corrupt += 1
+            continue
+        if not info.header_ok:
+            console.say(f"{name}: bad header: not a spool segment of this version")
+            corrupt += 1
+            continue
+        line = f"{name}: {info.records} record(s) OK, {info.pending_lines} line(s) waiting"
+        if info.damage is not None:
+            if info.damage.torn:
+                line += f"; torn tail at byte {info.damage.offset} (cut when next adopted)"
+                if info.live:
+                    line += " or a write in progress"
+            else:
+                line += f"; CRC/format failure at byte {info.damage.offset}: {info.damage.reason}"
+                corrupt += 1
+        console.say(line)
+    console.say("corruption found" if corrupt else "no corruption found")
+    return 1 if corrupt else 0
+
+
+def _cmd_purge(args: argparse.Namespace) -> int:
+    console: _Console = args.console
+    folder = _folder(args)
+    if folder is None:
+        return 2
+    lines = files = 0
+    for path in segment_paths(folder):
+        try:
+            info = inspect_segment(path)
+        except OSError:
+            continue
+        if info.live:
+            console.say(f"kept {os.path.basename(path)}: held by a live process")
+            continue
+        if args.yes and not remove_orphaned(path):
+            continue
+        files += 1
+        lines += info.pending_lines
+    for path in quarantine_paths(folder):
+        if args.yes:
+            os.unlink(path)
+        files += 1
+    verb = "deleted" if args.yes else "would delete (pass --yes)"
+    console.say(f"{verb}: {files} file(s), {lines} line(s) never delivered")
+    return 0
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    console: _Console = args.console
+    folder = _folder(args)
+    if folder is None:
+        return 2
+    config = Config(key=args.key, url=args.url, hostname=args.hostname, tags=args.tags,
+                    app=args.app, env=args.env)  # fmt: skip
+    spool = Spool.open(
+        folder,
+        max_bytes=1 << 50,  # replay drops nothing for space: the folder is already as it is
+        max_age=config.max_spool_age,
+        sync=config.spool_sync,
+        on_trouble=lambda kind, message: console.warn(message),
+    )
+    transport = HTTPTransport(config)
+    backoff = Backoff(cap=min(config.retry_max_backoff, max(0.5, args.timeout / 4)))
+    progress = isatty(console.err)
+    _, waiting = spool.pending()
+    sent = rejected = 0
+    failing_since: float | None = None
+    attempt = 0
+    status = 0
+    try:
+        while (batch := spool.next_replay_batch(config.max_batch_bytes)) is not None:
+            outcome = transport.send(
+                gzip_entries(batch.entries), gzipped=True, timeout=config.request_timeout
+            )
+            if outcome.kind in (Kind.OK, Kind.PARTIAL):
+                spool.ack(batch.id)
+                rejected += min(outcome.rejected, len(batch.entries))
+                sent += len(batch.entries) - min(outcome.rejected, len(batch.entries))
+                failing_since, attempt = None, 0
+                if progress:  # one line, rewritten in place
+                    console.err.write(f"\rreplayed {sent + rejected}/{waiting} line(s)")
+                    console.err.flush()
+                continue
+            spool.release(batch.id)
+            detail = f"HTTP {outcome.status} {outcome.detail}" if outcome.status else outcome.detail
+            if outcome.kind in (Kind.BAD_REQUEST, Kind.TOO_LARGE, Kind.UNSUPPORTED_ENCODING):
+                console.warn(f"{PROG} spool replay: the service refused a batch ({detail}); "
+                             f"it stays on disk (spool purge drops it)")  # fmt: skip
+                status = 1
+                break
+            now = time.monotonic()
+            failing_since = now if failing_since is None else failing_since
+            if now - failing_since >= args.timeout:
+                console.warn(f"{PROG} spool replay: giving up after {args.timeout:g} s of "
+                             f"failures ({detail}); the rest stays on disk")  # fmt: skip
+                status = 1
+                break
+            attempt += 1
+            time.sleep(backoff.delay(attempt, outcome.retry_after))
+    finally:
+        spool.close()
+        transport.close()
+        if progress and sent + rejected:
+            console.say(to=console.err)
+    dropped = dict(spool.dropped)
+    if rejected:
+        dropped["rejected by the service"] = rejected
+    console.say(
+        f"replayed {sent} line(s) from {folder}" + (f"; dropped {dropped}" if dropped else "")
+    )
+    return status

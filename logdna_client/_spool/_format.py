@@ -1,0 +1,265 @@
+"""The spool's on-disk format: a segment header, framed records, and a checking scanner.
+
+A segment is one file, ``seg-<created ns>-<pid>-<random>.spool``::
+
+    header   magic b"LDNASPL\\x00" | version u16 | 0 u16 | pid u32 | created ns u64 | crc32 u32
+    record   mark b"\\xd5\\x1e" | length u32 | crc32 u32 | body (``length`` bytes; the CRC
+             covers the body)
+    body     kind u8 | a u64 | b u64 | count u32 | data
+             BATCH: a = sequence number in the segment, b = wall time appended (ns),
+                    count = entries, data = count lengths (u32 each), then the entries
+             ACK:   a = first, b = last sequence number delivered (inclusive),
+                    count = lines in them, no data
+
+All integers little-endian. Records are only ever appended; an ACK says the
+batches it names were delivered (or given up: too old) and must never be read
+again. A record is either whole and matching its CRC, or damage:
+
+- a *torn tail*: the last record stops short of the length it announces, or
+  fails its CRC, with no whole record after it (or the tail is zeros, what a
+  file system leaves after a crash). A write cut by ``kill -9``, a full disk
+  or a crash; cut off, nothing else lost.
+- *corruption*: anything else, such as a flipped bit with whole records after
+  it. Everything from there on is moved to quarantine. The mark lets the
+  checker find those later records (``bytes.find``, not a CRC at every byte).
+  Damage inside the very last record cannot be told from a torn write.
+
+Entries are opaque bytes to the spool (the sender's entries: a comma and one
+serialized line).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import sys
+import zlib
+from array import array
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from itertools import accumulate, pairwise
+
+__all__ = [
+    "ACK",
+    "BATCH",
+    "FRAME_SIZE",
+    "HEADER_SIZE",
+    "MAX_BODY",
+    "AckBits",
+    "Damage",
+    "Header",
+    "Record",
+    "ack_frame",
+    "batch_frame",
+    "decode_entries",
+    "decode_header",
+    "encode_header",
+    "read_record",
+    "torn_header",
+]
+
+MAGIC = b"LDNASPL\x00"
+VERSION = 1
+_HEADER = struct.Struct("<8sHHIQ")
+HEADER_SIZE = _HEADER.size + 4  # and its CRC
+MARK = b"\xd5\x1e"
+_FRAME = struct.Struct("<2sII")
+_FIXED = struct.Struct("<BQQI")
+FRAME_SIZE = _FRAME.size
+#: Bytes of a record before its data: frame and fixed body fields.
+RECORD_HEAD = _FRAME.size + _FIXED.size
+BATCH = 1
+ACK = 2
+#: No record is larger: the biggest batch the sender takes is 8 MiB of lines.
+#: A length above this is damage, not a reason to allocate gigabytes.
+MAX_BODY = 64 * 1024 * 1024
+_LITTLE = sys.byteorder == "little"
+#: Marks checked after damage before giving up and calling it corruption.
+_MAX_CANDIDATES = 64
+
+
+@dataclass(frozen=True)
+class Header:
+    pid: int
+    created_ns: int
+
+
+def encode_header(pid: int, created_ns: int) -> bytes:
+    head = _HEADER.pack(MAGIC, VERSION, 0, pid & 0xFFFFFFFF, created_ns)
+    return head + struct.pack("<I", zlib.crc32(head))
+
+
+def decode_header(data: bytes) -> Header | None:
+    """The header, or None when it is short, foreign, of another version or damaged."""
+    if len(data) < HEADER_SIZE:
+        return None
+    head = data[: _HEADER.size]
+    magic, version, _, pid, created_ns = _HEADER.unpack(head)
+    (crc,) = struct.unpack_from("<I", data, _HEADER.size)
+    if magic != MAGIC or version != VERSION or crc != zlib.crc32(head):
+        return None
+    return Header(pid, created_ns)
+
+
+def torn_header(data: bytes) -> bool:
+    """A header cut short (or never written: zeros): what a crash leaves, not corruption."""
+    if len(data) >= HEADER_SIZE:
+        return data.count(0) == len(data)
+    return MAGIC.startswith(data[: len(MAGIC)]) or data.count(0) == len(data)
+
+
+def batch_frame(seq: int, time_ns: int, entries: Sequence[bytes]) -> list[bytes]:
+    """The parts of one BATCH record, for ``os.writev`` (the entries are not copied twice)."""
+    lengths = array("I", map(len, entries))
+    if not _LITTLE:
+        lengths.byteswap()
+    blob = b"".join(entries)
+    fixed = _FIXED.pack(BATCH, seq, time_ns, len(entries))
+    raw_lengths = lengths.tobytes()
+    crc = zlib.crc32(blob, zlib.crc32(raw_lengths, zlib.crc32(fixed)))
+    size = len(fixed) + len(raw_lengths) + len(blob)
+    return [_FRAME.pack(MARK, size, crc) + fixed, raw_lengths, blob]
+
+
+def ack_frame(first: int, last: int, lines: int) -> bytes:
+    body = _FIXED.pack(ACK, first, last, lines)
+    return _FRAME.pack(MARK, len(body), zlib.crc32(body)) + body
+
+
+def decode_entries(data: bytes | memoryview, count: int) -> list[bytes]:
+    """The entries of a BATCH record's data (lengths, then the entries)."""
+    lengths = array("I")
+    lengths.frombytes(data[: 4 * count])
+    if not _LITTLE:
+        lengths.byteswap()
+    blob = bytes(data[4 * count :])
+    return [blob[a:b] for a, b in pairwise(accumulate(lengths, initial=0))]
+
+
+@dataclass(frozen=True)
+class Record:
+    """One whole record: where it is, what it says, and its data when it was read."""
+
+    offset: int
+    end: int
+    kind: int
+    a: int
+    b: int
+    count: int
+    data: bytes | None = None
+
+
+@dataclass(frozen=True)
+class Damage:
+    """What was found at ``offset`` instead of a record."""
+
+    offset: int
+    torn: bool  # True: a cut-off tail, False: corruption with data after it
+    reason: str
+
+
+def read_record(fd: int, offset: int, end: int, *, with_data: bool) -> Record | Damage | None:
+    """The record at ``offset`` (None at ``end``), checked against its CRC when ``with_data``.
+
+    Without ``with_data`` only the fixed fields are read: the caller skips a
+    record it knows (an ACK, a batch already delivered) without reading it all.
+    """
+    if offset >= end:
+        return None
+    head = os.pread(fd, RECORD_HEAD, offset)
+    if len(head) < RECORD_HEAD:
+        return _damage(fd, offset, end, "incomplete record header", maybe_torn=True)
+    mark, size, crc = _FRAME.unpack_from(head)
+    if mark != MARK or size < _FIXED.size or size > MAX_BODY:
+        return _damage(fd, offset, end, "not a record header", maybe_torn=False)
+    record_end = offset + FRAME_SIZE + size
+    if record_end > end:
+        return _damage(fd, offset, end, "record runs past the end of the file", maybe_torn=True)
+    kind, a, b, count = _FIXED.unpack_from(head, FRAME_SIZE)
+    if kind not in (BATCH, ACK) or (kind == BATCH and 4 * count > size - _FIXED.size):
+        return _damage(fd, offset, end, f"unknown record kind {kind}", maybe_torn=False)
+    data: bytes | None = None
+    if with_data:
+        body = os.pread(fd, size, offset + FRAME_SIZE)
+        if len(body) < size:
+            return _damage(fd, offset, end, "file shrank while reading", maybe_torn=True)
+        if zlib.crc32(body) != crc:
+            return _damage(fd, offset, end, "CRC mismatch", maybe_torn=True)
+        data = body[_FIXED.size :]
+    return Record(offset, record_end, kind, a, b, count, data)
+
+
+def _damage(fd: int, offset: int, end: int, reason: str, *, maybe_torn: bool) -> Damage:
+    # Zeros to the end are what a crash leaves where unsynced writes did not
+    # reach the disk: a torn tail, whatever the length field seemed to say.
+    if _zeros_to_end(fd, offset, end):
+        return Damage(offset, True, reason)
+    return Damage(offset, maybe_torn and not _record_after(fd, offset + 1, end), reason)
+
+
+def _whole_record_at(fd: int, offset: int, end: int) -> bool:
+    """A record with a valid head and CRC at ``offset`` (no damage classification: no recursion)."""
+    head = os.pread(fd, FRAME_SIZE, offset)
+    if len(head) < FRAME_SIZE:
+        return False
+    mark, size, crc = _FRAME.unpack(head)
+    if mark != MARK or not _FIXED.size <= size <= min(MAX_BODY, end - offset - FRAME_SIZE):
+        return False
+    return bool(zlib.crc32(os.pread(fd, size, offset + FRAME_SIZE)) == crc)
+
+
+def _zeros_to_end(fd: int, offset: int, end: int) -> bool:
+    chunk = 1 << 16
+    while offset < end:
+        data = os.pread(fd, min(chunk, end - offset), offset)
+        if not data or data.count(0) != len(data):
+            return not data
+        offset += len(data)
+    return True
+
+
+def _record_after(fd: int, offset: int, end: int) -> bool:
+    """Is there a whole, CRC-checked record anywhere in ``offset``..``end``?
+
+    Only after damage: a torn write is the last thing in a file, so a good
+    record after the damage means corruption in the middle. Megabytes of
+    garbage would make this slow (each chance mark may announce a long
+    record to check), so after ``_MAX_CANDIDATES`` it answers True: calling
+    it corruption moves the bytes to quarantine instead of cutting them.
+    """
+    chunk = 1 << 20
+    candidates = 0
+    while offset < end:
+        data = os.pread(fd, min(chunk + FRAME_SIZE, end - offset), offset)
+        at = data.find(MARK)
+        while 0 <= at < chunk:
+            candidates += 1
+            if candidates > _MAX_CANDIDATES:
+                return True
+            if _whole_record_at(fd, offset + at, end):
+                return True
+            at = data.find(MARK, at + 1)
+        offset += chunk
+    return False
+
+
+@dataclass
+class AckBits:
+    """Which sequence numbers of one segment are done: a bitmap, an eighth of a byte each."""
+
+    bits: bytearray = field(default_factory=bytearray)
+
+    def __contains__(self, seq: int) -> bool:
+        i = seq >> 3
+        return i < len(self.bits) and bool(self.bits[i] & (1 << (seq & 7)))
+
+    def add(self, seq: int) -> bool:
+        """Mark ``seq`` done; False when it already was."""
+        i = seq >> 3
+        if i >= len(self.bits):
+            self.bits.extend(bytes(i + 1 - len(self.bits)))
+        mask = 1 << (seq & 7)
+        if self.bits[i] & mask:
+            return False
+        self.bits[i] |= mask
+        return True

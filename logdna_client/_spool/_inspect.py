@@ -1,0 +1,100 @@
+"""Reading a spool folder from outside, for ``logdna-client spool ls|verify|purge``.
+
+Nothing here writes to a segment: a live process may be appending to it.
+Whether a segment's writer lives is asked of its lock, held only for that
+moment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from dataclasses import dataclass
+
+from . import _format as fmt
+from ._segment import QUARANTINE, Segment, is_segment_name, list_dir, scan, try_lock
+
+__all__ = [
+    "SegmentInfo",
+    "inspect_segment",
+    "locked_by_live_process",
+    "quarantine_paths",
+    "remove_orphaned",
+    "segment_paths",
+]
+
+
+@dataclass
+class SegmentInfo:
+    """What a segment holds, checked record by record."""
+
+    path: str
+    size: int
+    mtime: float
+    live: bool  # its writer (or adopter) holds the lock
+    header_ok: bool
+    records: int
+    pending_batches: int
+    pending_lines: int
+    damage: fmt.Damage | None
+
+
+def segment_paths(folder: str) -> list[str]:
+    """The segment files of a spool folder, oldest first."""
+    return [
+        e.path for e in sorted(list_dir(folder), key=lambda e: e.name) if is_segment_name(e.name)
+    ]
+
+
+def quarantine_paths(folder: str) -> list[str]:
+    try:
+        return sorted(e.path for e in list_dir(os.path.join(folder, QUARANTINE)) if e.is_file())
+    except FileNotFoundError:
+        return []
+
+
+def locked_by_live_process(fd: int) -> bool:
+    """True when another open file holds the segment's lock (its process lives)."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    return False
+
+
+def inspect_segment(path: str) -> SegmentInfo:
+    """Check every record of a segment (reading only); OSError when it cannot be read."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        seg = Segment(os.path.basename(path), fd, own=False)
+        live = locked_by_live_process(fd)
+        found = scan(seg)
+        return SegmentInfo(
+            path,
+            found.end,
+            os.fstat(fd).st_mtime,
+            live,
+            found.header is not None,
+            found.records,
+            seg.batches - seg.done_batches,
+            seg.lines - seg.done_lines,
+            found.damage,
+        )
+    finally:
+        os.close(fd)
+
+
+def remove_orphaned(path: str) -> bool:
+    """Delete a segment unless a live process holds it; True when deleted."""
+    fd = try_lock(path)
+    if fd is None:
+        return False
+    try:
+        # Unlinked under the lock: no process adopts it half-deleted.
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        return True
+    finally:
+        os.close(fd)

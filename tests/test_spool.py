@@ -1,0 +1,1180 @@
+"""The disk spool: appends, acks, replay, damage, limits, failing disks, processes."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import resource
+import signal
+import struct
+import subprocess
+import sys
+import textwrap
+from collections import Counter
+from collections.abc import Callable, Iterator
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    consumes,
+    rule,
+)
+
+from logdna_client._spool import BatchId, Spool
+from logdna_client._spool import _format as fmt
+
+_FORK = multiprocessing.get_context("fork")
+# Deadline for a child process to answer: generous, only hit when something hangs.
+_ANSWER = 60.0
+
+
+def lines(start: int, count: int) -> list[bytes]:
+    """Entries as the sender queues them: a comma, then a line naming its number."""
+    return [b',{"line":"%d"}' % i for i in range(start, start + count)]
+
+
+def drain(spool: Spool, max_bytes: int = 1 << 20) -> list[bytes]:
+    """Everything next_replay_batch hands out, acked as it comes."""
+    out: list[bytes] = []
+    while (batch := spool.next_replay_batch(max_bytes)) is not None:
+        out += batch.entries
+        spool.ack(batch.id)
+    return out
+
+
+def segments(folder: Path) -> list[Path]:
+    return sorted(folder.glob("seg-*.spool"))
+
+
+def crash(spool: Spool) -> None:
+    """What kill -9 does to a spool: its descriptors (and locks) go, nothing is written."""
+    spool.forget_after_fork()
+
+
+class Trouble:
+    """Collects what the spool reports."""
+
+    def __init__(self) -> None:
+        self.kinds: list[str] = []
+        self.messages: list[str] = []
+
+    def __call__(self, kind: str, message: str) -> None:
+        self.kinds.append(kind)
+        self.messages.append(message)
+
+
+class TestAppendAndAck:
+    def test_acked_batches_leave_no_files(self, tmp_path: Path) -> None:
+        """A batch acked after sending is gone from disk once the spool closes."""
+        spool = Spool.open(tmp_path)
+        for i in range(3):
+            batch = spool.append(lines(i * 10, 10))
+            assert batch is not None
+            spool.ack(batch)
+        spool.close()
+        assert [] == segments(tmp_path)
+        assert 30 == spool.spooled
+
+    def test_unacked_batches_come_back_in_order_after_a_crash(self, tmp_path: Path) -> None:
+        """What was appended and never acked is replayed by the next process, oldest first."""
+        spool = Spool.open(tmp_path, segment_bytes=1024)
+        ids = [spool.append(lines(i * 10, 10)) for i in range(20)]
+        assert all(ids)
+        assert len(segments(tmp_path)) > 1  # several segments, replayed across them in order
+        crash(spool)
+        later = Spool.open(tmp_path)
+        assert lines(0, 200) == drain(later)
+        assert 200 == later.replayed
+        later.close()
+        assert [] == segments(tmp_path)
+
+    def test_acked_batches_never_come_back(self, tmp_path: Path) -> None:
+        """Only the unacked batches of a crashed process are replayed."""
+        spool = Spool.open(tmp_path)
+        ids = [spool.append(lines(i * 10, 10)) for i in range(5)]
+        for i in (0, 2, 3):
+            batch = ids[i]
+            assert batch is not None
+            spool.ack(batch)
+        crash(spool)
+        assert lines(10, 10) + lines(40, 10) == drain(Spool.open(tmp_path))
+
+    def test_released_batch_is_handed_out_again(self, tmp_path: Path) -> None:
+        """release() gives a batch back to replay; one handed out is never handed out twice."""
+        spool = Spool.open(tmp_path)
+        first = spool.append(lines(0, 3))
+        second = spool.append(lines(3, 3))
+        assert first is not None and second is not None
+        assert spool.next_replay_batch(1 << 20) is None  # both are out with the caller
+        spool.release(second)
+        spool.release(first)
+        again = spool.next_replay_batch(1 << 20)
+        assert again is not None
+        assert lines(0, 6) == again.entries  # joined, in the order written
+        assert spool.next_replay_batch(1 << 20) is None
+        spool.ack(again.id)
+        assert (0, 0) == spool.pending()
+
+    def test_batch_released_after_replay_went_past_it_comes_back(self, tmp_path: Path) -> None:
+        """Replay rewinds to a released batch it had already skipped while it was out."""
+        spool = Spool.open(tmp_path)
+        first = spool.append(lines(0, 3))
+        second = spool.append(lines(3, 3))
+        assert first is not None and second is not None
+        spool.release(second)
+        replay = spool.next_replay_batch(1 << 20)
+        assert replay is not None and lines(3, 3) == replay.entries
+        spool.release(first)
+        again = spool.next_replay_batch(1 << 20)
+        assert again is not None and lines(0, 3) == again.entries
+
+    def test_replay_joins_batches_up_to_max_bytes(self, tmp_path: Path) -> None:
+        """Small batches are joined up to max_bytes, and a bigger one still comes alone."""
+        spool = Spool.open(tmp_path)
+        for i in range(10):
+            batch = spool.append(lines(i * 10, 10))
+            assert batch is not None
+            spool.release(batch)
+        sizes = []
+        while (replay := spool.next_replay_batch(600)) is not None:
+            sizes.append(len(replay.entries))
+            spool.ack(replay.id)
+        assert sum(sizes) == 100
+        assert max(sizes) > 10  # joined
+        assert all(n % 10 == 0 for n in sizes)  # whole batches only
+        assert 1 == len([n for n in [spool.next_replay_batch(1)] if n is None])
+
+    def test_counters(self, tmp_path: Path) -> None:
+        """stats() counts lines spooled and lines delivered from disk."""
+        spool = Spool.open(tmp_path)
+        batch = spool.append(lines(0, 7))
+        assert batch is not None
+        spool.release(batch)
+        drain(spool)
+        stats = spool.stats()
+        assert (7, 7, 0, True) == (
+            stats["spooled"],
+            stats["replayed"],
+            stats["quarantined"],
+            stats["spool_enabled"],
+        )
+
+    def test_finished_segments_are_deleted_while_running(self, tmp_path: Path) -> None:
+        """With a working service, disk use stays about one segment."""
+        spool = Spool.open(tmp_path, segment_bytes=4096)
+        for i in range(200):
+            batch = spool.append(lines(i * 10, 10))
+            assert batch is not None
+            spool.ack(batch)
+        assert len(segments(tmp_path)) == 1
+        assert spool.disk_bytes < 4096 + 1024
+
+    def test_sync_modes(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Same records in every mode; "always" syncs each write, "interval" once it is due."""
+        synced: list[int] = []
+        real = os.fdatasync
+        monkeypatch.setattr(os, "fdatasync", lambda fd: synced.append(fd) or real(fd))
+        now = [0.0]
+        counts = {}
+        for mode in ("none", "interval", "always"):
+            folder = tmp_path / mode
+            spool = Spool.open(folder, sync=mode, monotonic=lambda: now[0])  # type: ignore[arg-type]
+            synced.clear()
+            for i in range(3):
+                batch = spool.append(lines(i * 5, 5))
+                assert batch is not None
+                if i == 0:
+                    spool.ack(batch)
+            spool.tick()
+            counts[mode] = len(synced)
+            now[0] += 1.0  # past the interval: the next tick syncs
+            spool.tick()
+            counts[mode + " later"] = len(synced)
+            crash(spool)
+            assert lines(5, 10) == drain(Spool.open(folder))
+        # Both sync a new segment's header. "interval": then one sync, once due, for all the
+        # writes before it; "always": 3 appends and 1 ack, each before it returns.
+        assert {"none": 0, "none later": 0, "interval": 1, "interval later": 2,
+                "always": 5, "always later": 5} == counts  # fmt: skip
+
+    def test_segment_deleted_by_hand_is_not_a_disk_failure(self, tmp_path: Path) -> None:
+        """A segment removed behind the spool's back does not switch the spool off."""
+        spool = Spool.open(tmp_path, segment_bytes=100)
+        first = spool.append(lines(0, 10))
+        assert first is not None
+        for path in segments(tmp_path):
+            path.unlink()
+        spool.ack(first)  # finished and full: the spool deletes it, finds it gone
+        assert spool.enabled
+        assert spool.append(lines(10, 1)) is not None
+
+    def test_files_are_private_to_the_user(self, tmp_path: Path) -> None:
+        """A folder the spool creates is 0700 and its segments 0600: they hold log lines."""
+        spool = Spool.open(tmp_path / "new")
+        spool.append(lines(0, 1))
+        assert 0o700 == (tmp_path / "new").stat().st_mode & 0o777
+        assert [0o600] == [p.stat().st_mode & 0o777 for p in segments(tmp_path / "new")]
+
+    def test_unfinished_tmp_file_of_a_dead_process_is_removed(self, tmp_path: Path) -> None:
+        """A segment its writer never renamed into place holds nothing: deleted once old."""
+        old, young = tmp_path / ".tmp-1-abcd", tmp_path / ".tmp-2-abcd"
+        old.write_bytes(fmt.encode_header(1, 1))
+        os.utime(old, (1, 1))
+        young.write_bytes(b"")  # may be between its creator's open and its lock: kept
+        Spool.open(tmp_path).close()
+        assert [young] == list(tmp_path.iterdir())
+
+
+def write_segment(folder: Path, batches: int, per_batch: int = 10) -> Path:
+    """A segment of ``batches`` unacked batches, left as a crashed process leaves it."""
+    before = set(segments(folder)) if folder.exists() else set()
+    spool = Spool.open(folder)
+    for i in range(batches):
+        spool.append(lines(i * per_batch, per_batch))
+    crash(spool)
+    (path,) = set(segments(folder)) - before
+    return path
+
+
+def record_offsets(path: Path) -> list[int]:
+    data = path.read_bytes()
+    offsets = []
+    offset = fmt.HEADER_SIZE
+    while offset < len(data):
+        offsets.append(offset)
+        _, size = struct.unpack_from("<2sI", data, offset)
+        offset += fmt.FRAME_SIZE + size
+    return offsets
+
+
+class TestDamage:
+    def test_torn_tail_at_every_byte(self, tmp_path: Path) -> None:
+        """A segment cut at any byte yields the whole batches before the cut, once, in order."""
+        path = write_segment(tmp_path / "src", 3)
+        original = path.read_bytes()
+        offsets = [*record_offsets(path), len(original)]
+        for cut in range(len(original) + 1):
+            folder = tmp_path / f"cut{cut}"
+            folder.mkdir()
+            (folder / path.name).write_bytes(original[:cut])
+            spool = Spool.open(folder)
+            whole = sum(1 for end in offsets[1:] if end <= cut)
+            assert lines(0, 10 * whole) == drain(spool), cut
+            assert 0 == spool.quarantined
+            assert [] == list((folder / "quarantine").glob("*"))
+            spool.close()
+
+    def test_acks_after_a_torn_tail_are_read_back(self, tmp_path: Path) -> None:
+        """The torn tail is cut before the adopter writes its acks, so they count next time."""
+        path = write_segment(tmp_path, 3)
+        with path.open("ab") as fh:
+            fh.write(b"\x50\x00\x00\x00garbage")  # a record announcing more than is there
+        good_end = path.stat().st_size - 11
+        first = Spool.open(tmp_path)
+        batch = first.next_replay_batch(300)
+        assert good_end == path.stat().st_size  # cut before anything is written after it
+        assert batch is not None and lines(0, 10) == batch.entries
+        first.ack(batch.id)
+        assert 1 == first.torn
+        crash(first)
+        assert lines(10, 20) == drain(Spool.open(tmp_path))
+
+    def test_zeros_at_the_end_are_a_torn_tail(self, tmp_path: Path) -> None:
+        """Zeros where unsynced data never reached the disk are cut, not quarantined."""
+        path = write_segment(tmp_path, 2)
+        with path.open("ab") as fh:
+            fh.write(bytes(5000))
+        spool = Spool.open(tmp_path)
+        assert lines(0, 20) == drain(spool)
+        assert (1, 0) == (spool.torn, spool.quarantined)
+
+    @pytest.mark.parametrize("where", ["mark", "length", "fixed", "data"])
+    def test_flipped_byte_quarantines_the_rest(self, tmp_path: Path, where: str) -> None:
+        """Batches before the damage are delivered; the rest is moved aside and counted."""
+        path = write_segment(tmp_path, 4)
+        offsets = record_offsets(path)
+        at = offsets[2] + {"mark": 0, "length": 4, "fixed": 11, "data": 40}[where]
+        data = bytearray(path.read_bytes())
+        data[at] ^= 0x40
+        path.write_bytes(bytes(data))
+        trouble = Trouble()
+        spool = Spool.open(tmp_path, on_trouble=trouble)
+        assert lines(0, 20) == drain(spool)
+        assert 1 == spool.quarantined
+        (bad,) = (tmp_path / "quarantine").iterdir()
+        assert bytes(data[offsets[2] :]) == bad.read_bytes()
+        assert ["spool-corrupt"] == trouble.kinds
+        spool.close()
+        assert [] == segments(tmp_path)
+
+    @settings(max_examples=150, deadline=None)
+    @given(
+        flips=st.lists(st.tuples(st.integers(0, 10_000), st.integers(1, 255)), max_size=4),
+        cut=st.none() | st.integers(0, 10_000),
+    )
+    def test_any_damage_yields_original_lines_once_in_order(
+        self, flips: list[tuple[int, int]], cut: int | None
+    ) -> None:
+        """Flipped bytes and cuts anywhere: no exception, no line twice, only lines written."""
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as folder:
+            path = write_segment(Path(folder), 8, per_batch=5)
+            data = bytearray(path.read_bytes())
+            for at, mask in flips:
+                data[at % len(data)] ^= mask
+            if cut is not None:
+                del data[cut % (len(data) + 1) :]
+            path.write_bytes(bytes(data))
+            got = drain(Spool.open(folder), max_bytes=150)
+            original = lines(0, 40)
+            assert len(got) == len(set(got))
+            assert [line for line in original if line in set(got)] == got  # in order, no strays
+
+    def test_megabytes_of_garbage_after_the_records_are_quarantined(self, tmp_path: Path) -> None:
+        """A long garbage tail (full of chance marks) is checked in bounded time, moved aside."""
+        import random
+
+        path = write_segment(tmp_path, 2)
+        noise = random.Random(7).randbytes(8 << 20)
+        with path.open("ab") as fh:  # a head that fits the file, then noise failing its CRC
+            fh.write(fmt.MARK + struct.pack("<IIBQQI", 4 << 20, 0, fmt.BATCH, 9, 0, 0) + noise)
+        spool = Spool.open(tmp_path)
+        assert lines(0, 20) == drain(spool)
+        assert 1 == spool.quarantined
+
+    def test_bad_header_quarantines_the_segment(self, tmp_path: Path) -> None:
+        """A file that is not a segment of ours is moved aside, never crashing the app."""
+        (tmp_path / "seg-00000000000000000001-1-aaaaaa.spool").write_bytes(b"not a spool" * 50)
+        write_segment(tmp_path / "other", 1)
+        spool = Spool.open(tmp_path)
+        assert [] == drain(spool)
+        assert 1 == spool.quarantined
+        assert 1 == len(list((tmp_path / "quarantine").iterdir()))
+        assert [] == segments(tmp_path)
+
+    def test_unremovable_bad_segment_is_counted_once(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A bad segment that cannot be deleted is not adopted and counted again each rescan."""
+        bad = tmp_path / "seg-00000000000000000001-1-aaaaaa.spool"
+        bad.write_bytes(b"not a spool" * 50)
+        real_unlink = os.unlink
+
+        def unlink(path: Any, *args: Any, **kwargs: Any) -> None:
+            if str(path) == str(bad):
+                raise PermissionError(13, "Permission denied")
+            real_unlink(path, *args, **kwargs)
+
+        monkeypatch.setattr(os, "unlink", unlink)
+        spool = Spool.open(tmp_path)
+        for _ in range(3):
+            spool.adopt()
+            assert spool.next_replay_batch(100) is None
+        assert 1 == spool.quarantined
+        assert spool.enabled
+
+    def test_damage_found_while_replaying_is_quarantined(self, tmp_path: Path) -> None:
+        """A record damaged after the segment was checked stops replay there, counted."""
+        spool = Spool.open(tmp_path)
+        for i in range(3):
+            batch = spool.append(lines(i * 10, 10))
+            assert batch is not None
+            spool.release(batch)
+        (path,) = segments(tmp_path)
+        offsets = record_offsets(path)
+        data = bytearray(path.read_bytes())
+        data[offsets[1] + 40] ^= 0xFF
+        path.write_bytes(bytes(data))
+        assert lines(0, 10) == drain(spool, max_bytes=100)
+        assert 1 == spool.quarantined
+
+    def test_quarantine_keeps_the_newest_files(self, tmp_path: Path) -> None:
+        """Damage cannot fill the disk: old quarantine files are deleted."""
+        from logdna_client._spool import QUARANTINE_KEEP
+
+        for i in range(QUARANTINE_KEEP + 3):
+            (tmp_path / f"seg-{i:020d}-1-aaaaaa.spool").write_bytes(b"junk" * 10)
+        spool = Spool.open(tmp_path)
+        assert spool.pending() == (0, 0)
+        assert QUARANTINE_KEEP + 3 == spool.quarantined
+        assert QUARANTINE_KEEP == len(list((tmp_path / "quarantine").iterdir()))
+
+
+class TestLimits:
+    def test_cap_drops_oldest_segments_and_counts_their_lines(self, tmp_path: Path) -> None:
+        """During an outage disk use stays under the cap; every line is replayed or counted."""
+        cap = 64 * 1024
+        spool = Spool.open(tmp_path, max_bytes=cap)
+        for i in range(400):
+            batch = spool.append(lines(i * 10, 10))
+            assert batch is not None
+            spool.release(batch)  # the service is down: the sender leaves it on disk
+            assert spool.disk_bytes <= cap
+            assert sum(f.stat().st_size for f in segments(tmp_path)) <= cap
+        kept = drain(spool)
+        assert 4000 == len(kept) + spool.dropped["spool_full"]
+        assert lines(4000 - len(kept), len(kept)) == kept  # the newest survive, in order
+        assert spool.dropped["spool_full"] > 0
+
+    def test_batches_older_than_max_age_are_dropped(self, tmp_path: Path) -> None:
+        """Replay skips batches older than max_age, counted, and marks them done."""
+        now = [1_000_000.0]
+        spool = Spool.open(tmp_path, max_age=60, clock=lambda: now[0])
+        old = spool.append(lines(0, 10))
+        now[0] += 100
+        new = spool.append(lines(10, 5))
+        assert old is not None and new is not None
+        spool.release(old)
+        spool.release(new)
+        assert lines(10, 5) == drain(spool)
+        assert {"spool_age": 10} == dict(spool.dropped)
+        assert [] == drain(Spool.open(tmp_path, clock=lambda: now[0]))
+
+    def test_untouched_old_segments_are_dropped_at_open(self, tmp_path: Path) -> None:
+        """A segment nothing was written to for max_age is dropped whole, counted."""
+        path = write_segment(tmp_path, 2)
+        os.utime(path, (1, 1))
+        spool = Spool.open(tmp_path, max_age=3600)
+        assert {"spool_age": 20} == dict(spool.dropped)
+        assert [] == segments(tmp_path)
+
+    def test_no_room_when_others_fill_the_folder(self, tmp_path: Path) -> None:
+        """Another live process's segments are never dropped; the batch stays in memory."""
+        other = Spool.open(tmp_path, max_bytes=1 << 20)
+        for i in range(50):
+            other.append(lines(i * 100, 100))
+        trouble = Trouble()
+        spool = Spool.open(tmp_path, max_bytes=64 * 1024, on_trouble=trouble)
+        assert spool.append(lines(0, 10)) is None
+        assert spool.enabled  # full is not broken
+        assert ["spool-full"] == trouble.kinds
+        other.close()
+
+
+def in_child(func: Callable[[], Any]) -> Any:
+    """Run ``func`` in a forked child and return what it returns (raising what it raised)."""
+    parent, child = _FORK.Pipe(duplex=False)
+
+    def run() -> None:
+        try:
+            child.send(("ok", func()))
+        except BaseException as exc:
+            child.send(("error", repr(exc)))
+
+    proc = _FORK.Process(target=run)
+    proc.start()
+    assert parent.poll(_ANSWER), "child did not answer"
+    status, value = parent.recv()
+    proc.join(_ANSWER)
+    assert "ok" == status, value
+    return value
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A 64 KiB tmpfs (a disk that fills up), unmounted afterwards; skipped without mount."""
+    folder = tmp_path / "tmpfs"
+    folder.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)],
+        capture_output=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+class TestDiskFailure:
+    def test_full_tmpfs_reports_once_and_keeps_what_was_written(self, tmpfs: Path) -> None:
+        """A really full disk (ENOSPC): reported once, no exception, written batches replay."""
+        trouble = Trouble()
+        spool = Spool.open(tmpfs / "spool", on_trouble=trouble, sync="always")
+        written = 0
+        for i in range(2000):
+            if spool.append(lines(i * 10, 10)) is None:
+                break
+            written += 1
+        assert spool.append(lines(0, 1)) is None
+        assert ["spool-disabled"] == trouble.kinds
+        assert "ENOSPC" in trouble.messages[0]
+        crash(spool)
+        assert 0 < written < 2000
+        assert lines(0, 10 * written) == drain(Spool.open(tmpfs / "spool"))
+
+    def test_read_only_mount_reports_once(self, tmpfs: Path) -> None:
+        """A folder on a read-only file system (which stops root too) turns the spool off."""
+        (tmpfs / "spool").mkdir()
+        subprocess.run(["mount", "-o", "remount,ro", str(tmpfs)], check=True)
+        trouble = Trouble()
+        spool = Spool.open(tmpfs / "spool", on_trouble=trouble)
+        assert None is spool.append(lines(0, 1))
+        assert None is spool.append(lines(1, 1))
+        spool.close()
+        assert ["spool-disabled"] == trouble.kinds
+        assert "EROFS" in trouble.messages[0]
+
+    def test_folder_under_a_file_disables_the_spool(self, tmp_path: Path) -> None:
+        """A folder that cannot exist is reported once; appends answer None, never raise."""
+        (tmp_path / "file").write_text("x")
+        trouble = Trouble()
+        spool = Spool.open(tmp_path / "file" / "spool", on_trouble=trouble)
+        assert not spool.enabled
+        assert None is spool.append(lines(0, 1))
+        assert None is spool.next_replay_batch(100)
+        spool.tick()
+        spool.close()
+        assert ["spool-disabled"] == trouble.kinds
+        assert "ENOTDIR" in trouble.messages[0]
+
+    def test_full_disk_reports_once_and_keeps_what_was_written(self, tmp_path: Path) -> None:
+        """A file size limit (what a full disk does to a write) switches the spool off cleanly."""
+
+        def fill() -> tuple[int, list[str], bool]:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+            trouble = Trouble()
+            spool = Spool.open(tmp_path, sync="always", on_trouble=trouble)
+            written = 0
+            for i in range(100):
+                if spool.append(lines(i * 10, 10)) is None:
+                    break
+                written += 1
+            for i in range(10):  # more appends after the failure: no exception, no report
+                assert spool.append(lines(i, 1)) is None
+            crash(spool)
+            return written, trouble.kinds, "EFBIG" in " ".join(trouble.messages)
+
+        written, kinds, named = in_child(fill)
+        assert 0 < written < 100
+        assert ["spool-disabled"] == kinds
+        assert named
+        # The partial record was taken back: what was written replays, nothing torn.
+        spool = Spool.open(tmp_path)
+        assert lines(0, 10 * written) == drain(spool)
+        assert 0 == spool.torn
+
+    def test_failing_ack_write_disables_without_raising(self, tmp_path: Path) -> None:
+        """An ack that cannot be written is reported; the spool goes off, the caller goes on."""
+
+        def run() -> list[str]:
+            trouble = Trouble()
+            spool = Spool.open(tmp_path, on_trouble=trouble)
+            batch = spool.append(lines(0, 10))
+            assert batch is not None
+            size = segments(tmp_path)[0].stat().st_size
+            resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+            spool.ack(batch)
+            assert not spool.enabled
+            return trouble.kinds
+
+        assert ["spool-disabled"] == in_child(run)
+
+    def test_unexpected_error_is_contained(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A bug inside the spool switches it off, reported once; the caller sees no exception."""
+
+        def broken(*args: object) -> list[bytes]:
+            raise ValueError("a bug")
+
+        trouble = Trouble()
+        spool = Spool.open(tmp_path, on_trouble=trouble)
+        monkeypatch.setattr(fmt, "batch_frame", broken)
+        assert None is spool.append(lines(0, 1))
+        assert None is spool.append(lines(0, 1))
+        assert not spool.enabled
+        assert ["spool-error"] == trouble.kinds
+        assert "ValueError" in trouble.messages[0]
+
+    def test_broken_trouble_callback_is_contained(self, tmp_path: Path) -> None:
+        """A reporting callback that raises does not reach the caller."""
+
+        def broken(kind: str, message: str) -> None:
+            raise RuntimeError("boom")
+
+        (tmp_path / "f").write_text("a file, not a folder")
+        spool = Spool.open(tmp_path / "f" / "g", on_trouble=broken)
+        assert not spool.enabled
+        assert None is spool.append(lines(0, 1))
+
+
+def _worker(folder: str, start: int, acked: int, unacked: int, conn: Connection) -> None:
+    """A process that spools lines, acks some, says which, and waits to be killed or asked."""
+    spool = Spool.open(folder)
+    for i in range(acked + unacked):
+        batch = spool.append(lines(start + i * 10, 10))
+        assert batch is not None
+        if i < acked:
+            spool.ack(batch)
+    conn.send("ready")
+    while True:
+        command = conn.recv()
+        if command == "adopt":
+            conn.send((spool.adopt(), drain(spool)))
+        else:
+            return
+
+
+class TestProcesses:
+    def test_three_processes_two_killed_third_adopts_both(self, tmp_path: Path) -> None:
+        """Two SIGKILLed writers' unacked lines reach the third exactly once; none while alive."""
+        pipes = [_FORK.Pipe() for _ in range(3)]
+        procs = [
+            _FORK.Process(target=_worker, args=(str(tmp_path), n * 10_000, 3, 5, pipes[n][1]))
+            for n in range(3)
+        ]
+        for p in procs:
+            p.start()
+        try:
+            for ours, _ in pipes:
+                assert ours.poll(_ANSWER) and "ready" == ours.recv()
+            third = pipes[2][0]
+            third.send("adopt")
+            assert third.poll(_ANSWER)
+            assert (0, []) == third.recv()  # both others alive: nothing to take
+            for p in procs[:2]:
+                os.kill(p.pid or 0, signal.SIGKILL)
+                p.join(_ANSWER)
+            third.send("adopt")
+            assert third.poll(_ANSWER)
+            adopted, got = third.recv()
+            assert 2 == adopted
+            expected = lines(0 + 30, 50) + lines(10_000 + 30, 50)
+            assert sorted(expected) == sorted(got)
+            assert len(got) == len(set(got))
+        finally:
+            for p in procs:
+                if p.is_alive():
+                    p.kill()
+                p.join(_ANSWER)
+
+    def test_forked_child_never_adopts_its_living_parents_segments(self, tmp_path: Path) -> None:
+        """A child gets the parent's batches only once the parent's descriptors are gone."""
+        parent = Spool.open(tmp_path)
+        parent.append(lines(0, 10))
+        to_child, from_parent = _FORK.Pipe()
+
+        def child() -> tuple[int, list[bytes], int, list[bytes], bool]:
+            inherited = parent.append(lines(100, 1))  # the parent's object: let go, not used
+            own = Spool.open(tmp_path)
+            while_alive = own.adopt(), drain(own)
+            from_parent.send("checked")
+            assert from_parent.poll(_ANSWER)
+            from_parent.recv()  # the parent has let go of its segment
+            return (*while_alive, own.adopt(), drain(own), inherited is None)
+
+        parent_end, child_end = _FORK.Pipe(duplex=False)
+
+        def run() -> None:
+            child_end.send(child())
+
+        proc = _FORK.Process(target=run)
+        proc.start()
+        try:
+            assert to_child.poll(_ANSWER) and "checked" == to_child.recv()
+            crash(parent)  # the parent dies: its lock goes with its descriptor
+            to_child.send("go")
+            assert parent_end.poll(_ANSWER)
+            assert (0, [], 1, lines(0, 10), True) == parent_end.recv()
+        finally:
+            proc.join(_ANSWER)
+
+    def test_tick_adopts_what_died_since(self, tmp_path: Path) -> None:
+        """A segment orphaned after this spool opened is adopted by tick() when a rescan is due."""
+        from logdna_client._spool._store import RESCAN_INTERVAL
+
+        now = [0.0]
+        spool = Spool.open(tmp_path, monotonic=lambda: now[0])
+        write_segment(tmp_path, 2)
+        spool.tick()
+        assert not spool.backlog  # not looked yet
+        now[0] += RESCAN_INTERVAL
+        spool.tick()
+        assert spool.backlog
+        assert lines(0, 20) == drain(spool)
+
+    def test_inherited_spool_is_let_go_in_the_child(self, tmp_path: Path) -> None:
+        """Using the parent's Spool object in a child writes nothing into the parent's files."""
+        spool = Spool.open(tmp_path)
+        spool.append(lines(0, 10))
+        (path,) = segments(tmp_path)
+        before = path.read_bytes()
+
+        def child() -> tuple[bool, bool]:
+            return spool.append(lines(10, 1)) is None, spool.next_replay_batch(1000) is None
+
+        assert (True, True) == in_child(child)
+        assert before == path.read_bytes()
+        assert spool.append(lines(10, 1)) is not None  # the parent carries on
+
+
+_REPLAY_SCRIPT = textwrap.dedent(
+    """
+    import sys
+
+    def peak_rss_kib():
+        # VmHWM, not ru_maxrss: that one starts at the forking parent's peak.
+        with open("/proc/self/status") as fh:
+            return next(int(l.split()[1]) for l in fh if l.startswith("VmHWM:"))
+
+    from logdna_client._spool import Spool
+    folder, mode = sys.argv[1], sys.argv[2]
+    if mode == "write":
+        spool = Spool.open(folder, max_bytes=1 << 40, sync="none")
+        line = b',{"line":"%08d","level":"INFO","app":"api","timestamp":1700000000000,'
+        line += b'"meta":{"path":"/orders/42","status":200,"ms":12}}'
+        n = 0
+        total = int(sys.argv[3])
+        while n < total:
+            spool.append([line % i for i in range(n, n + 10_000)])
+            n += 10_000
+        spool.forget_after_fork()  # exit as if killed: nothing acked, nothing cleaned
+    else:
+        spool = Spool.open(folder, max_bytes=1 << 40, sync="none")
+        before = peak_rss_kib()
+        count = 0
+        expect = 0
+        while (batch := spool.next_replay_batch(2 << 20)) is not None:
+            for entry in batch.entries:
+                assert entry[10:18] == b"%08d" % expect, (entry, expect)
+                expect += 1
+            count += len(batch.entries)
+            spool.ack(batch.id)
+        spool.close()
+        after = peak_rss_kib()
+        print(count, before, after)
+    """
+)
+
+
+class TestLargeBacklog:
+    def test_replay_of_200_mib_keeps_memory_bounded(self, tmp_path: Path) -> None:
+        """Replaying a 200 MiB backlog grows peak RSS by under 24 MiB; every line once, in order."""
+        total = 1_700_000  # lines of about 127 bytes: a little over 200 MiB on disk
+        env = {**os.environ, "PYTHONPATH": os.getcwd()}
+        run = [sys.executable, "-c", _REPLAY_SCRIPT, str(tmp_path)]
+        subprocess.run([*run, "write", str(total)], check=True, env=env, timeout=300)
+        on_disk = sum(f.stat().st_size for f in segments(tmp_path))
+        assert on_disk > 200 << 20
+        out = subprocess.run(
+            [*run, "replay"], check=True, env=env, timeout=300, capture_output=True, text=True
+        ).stdout.split()
+        count, before, after = map(int, out)
+        assert total == count
+        assert (after - before) < 24 * 1024  # KiB: a few batches in flight, not a segment
+        assert [] == segments(tmp_path)
+
+
+def _send(transport: Any, entries: list[bytes]) -> bool:
+    from logdna_client._sender import gzip_entries
+    from logdna_client._transport import Kind
+
+    outcome = transport.send(gzip_entries(entries), gzipped=True, timeout=5.0)
+    return outcome.kind in (Kind.OK, Kind.PARTIAL)
+
+
+def _reference_sender(folder: str, url: str, conn: Connection) -> None:
+    """docs/spool-integration.md in miniature: 2,000 lines/s, each batch spooled before it is
+    sent, acked after a 2xx, released on failure; the backlog goes first, oldest first."""
+    import threading
+    import time
+
+    from logdna_client._config import Config
+    from logdna_client._transport import HTTPTransport
+
+    spool = Spool.open(folder)
+    transport = HTTPTransport(Config(url=url))
+    pace = threading.Event()  # never set: the loop's pace, not a wait for anything
+    started = time.time()
+    logged = 0
+    milestones = [1000, 5000]
+    while True:
+        due = int((time.time() - started) * 2000)
+        batch = [b',{"line":"%d %.3f"}' % (i, time.time()) for i in range(logged, due)]
+        logged = due
+        if batch:
+            batch_id = spool.append(batch)
+            assert batch_id is not None
+            if spool.backlog or not _send(transport, batch):
+                spool.release(batch_id)  # safe on disk, behind what is older
+            else:
+                spool.ack(batch_id)
+        while spool.backlog and (replay := spool.next_replay_batch(1 << 20)) is not None:
+            if not _send(transport, replay.entries):
+                spool.release(replay.id)
+                break
+            spool.ack(replay.id)
+        spool.tick()
+        if milestones and logged >= milestones[0]:
+            conn.send(milestones.pop(0))
+        pace.wait(0.05)
+
+
+class TestReferenceSender:
+    def test_kill_9_during_an_outage_loses_nothing(self, tmp_path: Path, server: Any) -> None:
+        """Logging at 2,000 lines/s, an outage, kill -9: a new process delivers the rest.
+
+        Every line spooled before the kill arrives (the child spools every 0.05 s), each
+        once, apart from at most the one batch in flight at the kill.
+        """
+
+        ours, theirs = _FORK.Pipe()
+        proc = _FORK.Process(target=_reference_sender, args=(str(tmp_path), server.url, theirs))
+        proc.start()
+        try:
+            assert ours.poll(_ANSWER) and 1000 == ours.recv()
+            server.fail_next(10**9, status=503)  # the outage begins
+            assert ours.poll(_ANSWER) and 5000 == ours.recv()
+            os.kill(proc.pid or 0, signal.SIGKILL)
+        finally:
+            proc.join(_ANSWER)
+        live = len(server.lines)
+        server.fail_next(0)
+        from logdna_client._config import Config
+        from logdna_client._transport import HTTPTransport
+
+        transport = HTTPTransport(Config(url=server.url))
+        spool = Spool.open(tmp_path)
+        while (replay := spool.next_replay_batch(1 << 20)) is not None:
+            assert _send(transport, replay.entries)
+            spool.ack(replay.id)
+        spool.close()
+        counts = Counter(int(entry["line"].split()[0]) for entry in server.lines)
+        arrived = set(counts)
+        latest = max(arrived)
+        assert live >= 900  # delivered live before the outage
+        assert set(range(latest + 1)) == arrived  # no gap: lines are numbered as logged
+        # The child says 5000 only once those were spooled; the kill follows at once, so the
+        # lines lost, if any, are the last moments' (0.05 s), not those of the last 0.5 s.
+        assert latest >= 4999
+        twice = [n for n, c in counts.items() if c > 1]
+        assert len(twice) <= 200  # one batch in flight at most (0.05 s at 2,000 lines/s)
+        assert all(c <= 2 for c in counts.values())
+        assert [] == segments(tmp_path)
+
+
+# -- the model: any appends, acks, releases, replays, torn writes and restarts
+
+
+class SpoolMachine(RuleBasedStateMachine):
+    """Checks, against a model, that no pending line is lost and none comes twice.
+
+    A *pending* line was appended (the append returned) and not acked: it is
+    with the caller or must come back from replay exactly once. An *acked*
+    line must never come back. A crash may tear the last write at any byte:
+    the append or ack it belonged to becomes uncertain (its lines may come
+    back once, or, for an append, not at all).
+    """
+
+    out = Bundle("out")
+
+    def __init__(self) -> None:
+        super().__init__()
+        import tempfile
+
+        self.folder = tempfile.mkdtemp(prefix="spool-model-")
+        self.spool = Spool.open(self.folder, segment_bytes=700, sync="none")
+        self.next_line = 0
+        self.pending: set[bytes] = set()
+        self.acked: set[bytes] = set()
+        self.maybe: set[bytes] = set()
+        self.with_caller: set[bytes] = set()
+        self.last_write: tuple[str, int, int, str, list[bytes]] | None = None
+        self.handed: dict[BatchId, list[bytes]] = {}
+
+    def teardown(self) -> None:
+        import shutil
+
+        try:
+            crash(self.spool)
+            self.spool = Spool.open(self.folder, segment_bytes=700, sync="none")
+            self.check_drain()
+        finally:
+            crash(self.spool)
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+    def _size(self, segment: str) -> int:
+        try:
+            return os.path.getsize(os.path.join(self.folder, segment))
+        except OSError:
+            return -1
+
+    @rule(target=out, count=st.integers(1, 8))
+    def append(self, count: int) -> BatchId:
+        new = lines(self.next_line, count)
+        self.next_line += count
+        batch = self.spool.append(new)
+        assert batch is not None
+        self.pending.update(new)
+        self.with_caller.update(new)
+        self.handed[batch] = new
+        self.last_write = (batch.segment, batch.offset, self._size(batch.segment), "append", new)
+        return batch
+
+    @rule(batch=consumes(out))
+    def ack(self, batch: BatchId) -> None:
+        if batch not in self.handed:  # from before a restart: that process is gone
+            return
+        got = self.handed.pop(batch)
+        before = self._size(batch.segment)
+        self.spool.ack(batch)
+        for line in got:
+            self.pending.discard(line)
+            self.maybe.discard(line)
+            self.with_caller.discard(line)
+            self.acked.add(line)
+        self.last_write = (batch.segment, before, self._size(batch.segment), "ack", got)
+
+    @rule(batch=consumes(out))
+    def release(self, batch: BatchId) -> None:
+        if batch not in self.handed:
+            return
+        self.spool.release(batch)
+        self.with_caller.difference_update(self.handed.pop(batch))
+
+    @rule(target=out, max_bytes=st.integers(1, 2000))
+    def replay(self, max_bytes: int) -> BatchId:
+        batch = self.spool.next_replay_batch(max_bytes)
+        if batch is None:
+            return BatchId("none", 0, 0, 0, 0, False)
+        self.check_handed_out(batch.entries)
+        self.handed[batch.id] = batch.entries
+        return batch.id
+
+    def check_handed_out(self, entries: list[bytes]) -> None:
+        for line in entries:
+            assert line not in self.acked, line
+            assert line not in self.with_caller, line  # handed out twice
+            assert line in self.pending or line in self.maybe, line
+            if line in self.maybe:
+                self.maybe.discard(line)
+                self.pending.add(line)
+            self.with_caller.add(line)
+
+    @rule()
+    def drain_live(self) -> None:
+        """Without a restart, replay hands out every pending line not with the caller."""
+        expected = self.pending - self.with_caller
+        seen: list[bytes] = []
+        taken = []
+        while (batch := self.spool.next_replay_batch(1 << 20)) is not None:
+            self.check_handed_out(batch.entries)
+            taken.append(batch)
+            seen += batch.entries
+        for batch in taken:  # given back: handed out again by the next replay
+            self.spool.release(batch.id)
+            self.with_caller.difference_update(batch.entries)
+        assert set() == expected - set(seen)
+
+    @rule(tear=st.floats(0, 1))
+    def crash(self, tear: float) -> None:
+        """kill -9, the last write torn at a chosen byte; then a new process opens the folder."""
+        crash(self.spool)
+        if self.last_write is not None:
+            segment, start, end, kind, got = self.last_write
+            path = os.path.join(self.folder, segment)
+            if end > start and os.path.exists(path):
+                os.truncate(path, start + int((end - start) * tear))
+                if kind == "append":
+                    self.pending.difference_update(got)
+                    self.maybe.update(got)
+                else:
+                    self.acked.difference_update(got)
+                    self.maybe.update(got)
+        self.last_write = None
+        self.with_caller.clear()
+        self.handed.clear()
+        self.spool = Spool.open(self.folder, segment_bytes=700, sync="none")
+
+    @rule()
+    def crash_and_drain(self) -> None:
+        """kill -9 with no torn write; the next process delivers every pending line once."""
+        crash(self.spool)
+        self.spool = Spool.open(self.folder, segment_bytes=700, sync="none")
+        self.check_drain()
+
+    def check_drain(self) -> None:
+        seen: list[bytes] = []
+        while (batch := self.spool.next_replay_batch(1 << 20)) is not None:
+            seen += batch.entries
+            self.spool.ack(batch.id)
+        assert [] == [line for line, n in Counter(seen).items() if n > 1]
+        assert set() == set(seen) & self.acked
+        assert set() == self.pending - set(seen)  # nothing pending lost
+        assert set(seen) <= self.pending | self.maybe
+        self.acked.update(seen)
+        self.pending.clear()
+        self.maybe.clear()
+        self.with_caller.clear()
+        self.handed.clear()
+        self.last_write = None
+
+
+TestSpoolModel = SpoolMachine.TestCase
+TestSpoolModel.settings = settings(
+    max_examples=150,
+    stateful_step_count=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+
+
+class TestConfig:
+    """The spool's options in Config (kept here, beside the spool, not in test_config.py)."""
+
+    URL = "http://localhost:9/logs/ingest"
+
+    def test_defaults(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Off unless a folder is given; interval sync, 256 MiB, seven days."""
+        from logdna_client._config import Config
+
+        monkeypatch.delenv("LOGDNA_SPOOL_DIR", raising=False)
+        config = Config(url=self.URL)
+        assert (None, "interval", 256 << 20, 7 * 86400.0) == (
+            config.spool_dir,
+            config.spool_sync,
+            config.max_spool_bytes,
+            config.max_spool_age,
+        )
+
+    def test_strings_and_environment(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """dictConfig strings are coerced; the folder comes from LOGDNA_SPOOL_DIR, ~ expanded."""
+        from logdna_client._config import Config
+
+        monkeypatch.setenv("LOGDNA_SPOOL_DIR", "~/spool")
+        monkeypatch.setenv("HOME", "/home/app")
+        config = Config(
+            url=self.URL, spool_sync=" Always ", max_spool_bytes="1GiB", max_spool_age="3600"
+        )
+        assert ("/home/app/spool", "always", 1 << 30, 3600.0) == (
+            config.spool_dir,
+            config.spool_sync,
+            config.max_spool_bytes,
+            config.max_spool_age,
+        )
+        assert None is Config(url=self.URL, spool_dir="").spool_dir  # explicit "" turns it off
+
+    @pytest.mark.parametrize(
+        ("option", "value"),
+        [
+            ("spool_sync", "sometimes"),
+            ("max_spool_bytes", "10"),
+            ("spool_dir", 5),
+            ("max_spool_age", "0"),
+        ],
+    )
+    def test_bad_values_name_the_option(self, option: str, value: object) -> None:
+        """A bad spool option is a ConfigurationError that names it."""
+        from logdna_client import ConfigurationError
+        from logdna_client._config import Config
+
+        with pytest.raises(ConfigurationError, match=f"^{option}:"):
+            Config(url=self.URL, **{option: value})
+
+
+class TestCli:
+    """``logdna-client spool ls|verify|replay|purge``."""
+
+    @staticmethod
+    def run(*argv: str) -> tuple[int, str, str]:
+        import io
+
+        from logdna_client._cli import main
+
+        out, err = io.StringIO(), io.StringIO()
+        status = main(list(argv), out=out, err=err)
+        return status, out.getvalue(), err.getvalue()
+
+    def test_replay_delivers_orphaned_lines_once_and_leaves_live_ones(
+        self, tmp_path: Path, server: Any, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Replay sends what dead processes left, marks it done, and never touches a live one."""
+        monkeypatch.delenv("LOGDNA_INGESTION_KEY", raising=False)
+        live = Spool.open(tmp_path)
+        live.append(lines(1000, 3))
+        write_segment(tmp_path, 5)
+        status, out, _ = self.run("spool", "replay", "--spool-dir", str(tmp_path),
+                                  "--url", server.url)  # fmt: skip
+        assert 0 == status
+        assert "replayed 50 line(s)" in out
+        assert [str(i) for i in range(50)] == [entry["line"] for entry in server.lines]
+        assert 1 == len(segments(tmp_path))  # the live one
+        status, out, _ = self.run("spool", "replay", "--spool-dir", str(tmp_path),
+                                  "--url", server.url)  # fmt: skip
+        assert (0, 50) == (status, len(server.lines))
+        live.close()
+
+    def test_replay_gives_up_on_a_failing_service_and_keeps_the_lines(
+        self, tmp_path: Path, server: Any
+    ) -> None:
+        """A service that keeps failing ends replay with status 1; the lines stay on disk."""
+        write_segment(tmp_path, 2)
+        server.fail_next(1000, status=503)
+        status, _, err = self.run("spool", "replay", "--spool-dir", str(tmp_path),
+                                  "--url", server.url, "--timeout", "0.3")  # fmt: skip
+        assert 1 == status
+        assert "giving up" in err
+        assert lines(0, 20) == drain(Spool.open(tmp_path))
+
+    def test_replay_shows_progress_on_a_terminal(self, tmp_path: Path, server: Any) -> None:
+        """On a terminal, replay rewrites one progress line as batches go through."""
+        import io
+
+        from logdna_client._cli import main
+
+        class Terminal(io.StringIO):
+            def isatty(self) -> bool:
+                return True
+
+        write_segment(tmp_path, 3)
+        err = Terminal()
+        argv = ["spool", "replay", "--spool-dir", str(tmp_path), "--url", server.url]
+        assert 0 == main(argv, out=io.StringIO(), err=err)
+        assert err.getvalue().endswith("\rreplayed 30/30 line(s)\n")
+
+    def test_verify_tells_torn_tails_from_corruption(self, tmp_path: Path) -> None:
+        """verify exits 0 with a torn tail and 1 with a flipped byte, naming the offset."""
+        path = write_segment(tmp_path, 3)
+        offsets = record_offsets(path)
+        with path.open("ab") as fh:
+            fh.write(b"\xd5\x1e\x50\x00")
+        status, out, _ = self.run("spool", "verify", "--spool-dir", str(tmp_path))
+        assert 0 == status and "torn tail" in out
+        data = bytearray(path.read_bytes())
+        data[offsets[1] + 30] ^= 1
+        path.write_bytes(bytes(data))
+        status, out, _ = self.run("spool", "verify", "--spool-dir", str(tmp_path))
+        assert 1 == status
+        assert f"failure at byte {offsets[1]}" in out
+
+    def test_ls_and_purge(self, tmp_path: Path) -> None:
+        """ls counts waiting lines; purge deletes only with --yes, never a live process's."""
+        live = Spool.open(tmp_path)
+        live.append(lines(100, 4))
+        write_segment(tmp_path, 2)
+        status, out, _ = self.run("spool", "ls", "--spool-dir", str(tmp_path))
+        assert 0 == status
+        assert "24 line(s) waiting" in out
+        assert "orphaned" in out and "live process" in out
+        status, out, _ = self.run("spool", "purge", "--spool-dir", str(tmp_path))
+        assert "would delete" in out and 2 == len(segments(tmp_path))
+        status, out, _ = self.run("spool", "purge", "--spool-dir", str(tmp_path), "--yes")
+        assert "deleted: 1 file(s), 20 line(s)" in out
+        assert 1 == len(segments(tmp_path))
+        live.close()
+
+    def test_no_folder_is_a_usage_error(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Without --spool-dir or LOGDNA_SPOOL_DIR the command says what to pass."""
+        monkeypatch.delenv("LOGDNA_SPOOL_DIR", raising=False)
+        status, _, err = self.run("spool", "ls")
+        assert 2 == status and "--spool-dir" in err
