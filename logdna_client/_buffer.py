@@ -324,6 +324,18 @@ class Buffer:
         """Lines waiting or in flight and not yet dealt with."""
         return len(self.entries) + self.inflight_lines
 
+    def untake(self, lines: list[bytes]) -> None:
+        """Put the batch just taken back at the head, as if it had never been taken."""
+        size = sum(map(len, lines)) + ENTRY_OVERHEAD * len(lines)
+        with self._lock:
+            self.entries.extendleft(reversed(lines))
+            self.queued_bytes += size
+            self.inflight_bytes -= size
+            self.inflight_lines = 0
+            self._head_seq -= len(lines)
+            self._inflight_start = None
+            self._update_room()
+
     def release(self, lines: list[bytes]) -> None:
         """Forget lines that were taken: delivered, or dropped and counted."""
         size = sum(map(len, lines)) + ENTRY_OVERHEAD * len(lines)

@@ -163,6 +163,9 @@ class Client:
 
     def _after_fork(self) -> None:
         """In a forked child: forget the parent's lines, threads, locks and connection."""
+        spool = self._sender.spool
+        if spool is not None:  # the parent's files: the child opens a spool of its own
+            spool.forget_after_fork()
         self._start_lock = threading.RLock()
         self._reporter = Reporter()
         self._exit_done = False
@@ -265,7 +268,7 @@ class Client:
         """
         buffer = self._buffer
         target = buffer.accepted
-        if buffer.done_through >= target:
+        if buffer.done_through >= target and not self._sender._backlog():
             return True
         dropped_before = sum(buffer.dropped.values())
         if not self._started:
@@ -366,6 +369,9 @@ class Client:
             "sender_alive": self._sender.alive,
         }
         out.update(self._sender.snapshot())
+        spool = self._sender.spool
+        if spool is not None:
+            out.update(spool.stats())
         return out
 
 

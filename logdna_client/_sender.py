@@ -17,12 +17,14 @@ import threading
 import time
 import zlib
 from collections.abc import Callable
+from collections import Counter
 from typing import Any
 
 from ._buffer import SEPARATOR, Buffer, join_entries
 from ._config import Config
 from ._report import Reporter
 from ._retry import Backoff
+from ._spool import BatchId, Spool
 from ._threads import SENDER_THREADS, Latch, Wakeup
 from ._transport import Kind, Outcome, Transport
 
@@ -75,10 +77,11 @@ def _gzip(body: bytes) -> bytes:
 class Stats:
     """Counters written only by the sender thread (so they need no lock)."""
 
-    __slots__ = ("bytes_sent", "requests", "retries", "sent")
+    __slots__ = ("bytes_sent", "replay_rejected", "requests", "retries", "sent")
 
     def __init__(self) -> None:
         self.sent = 0
+        self.replay_rejected = 0  # lines from the spool the service refused
         self.retries = 0
         self.requests = 0
         self.bytes_sent = 0
@@ -86,6 +89,10 @@ class Stats:
 
 class _Shutdown(Exception):
     """Raised inside the sender when the shutdown deadline has passed."""
+
+
+class _ToDisk(Exception):
+    """Raised inside the sender when a batch kept on disk failed: retry it from there."""
 
 
 class Sender:
@@ -131,6 +138,10 @@ class Sender:
         # only while delivery works, so an outage ends in one summary line.
         self._delivering = True
         self._cut_by_shutdown = 0
+        #: The disk spool (docs/spool.md), opened on the sender thread; None without one.
+        self.spool: Spool | None = None
+        # The counts a summary line being sent stands for, to restore if it is not sent.
+        self._summary_counts: dict[str, int] | None = None
         #: Told how many lines the shutdown deadline cut off.
         self.on_shutdown_loss: Callable[[int], None] | None = None
 
@@ -166,14 +177,14 @@ class Sender:
         """Wait until every line with sequence number < target has left the buffer."""
         deadline = None if timeout is None else self._clock() + timeout
         with self._progress:
-            while self._buffer.done_through < target:
+            while self._buffer.done_through < target or self._backlog():
                 if self.finished.is_set():
                     break
                 left = None if deadline is None else deadline - self._clock()
                 if left is not None and left <= 0:
                     break
                 self._progress.wait(left if left is None else min(left, 0.5))
-        return self._buffer.done_through >= target
+        return self._buffer.done_through >= target and not self._backlog()
 
     # -- the thread
 
@@ -181,10 +192,13 @@ class Sender:
         self.ident = threading.get_ident()
         SENDER_THREADS.add(self.ident)
         try:
+            self.spool = self._open_spool()
             while True:
                 if self._deadline is None:
                     self.wake.wait(self._config.flush_interval)
                 self.wake.clear()
+                if self.spool is not None:
+                    self.spool.tick()
                 try:
                     self._drain()
                 except _Shutdown:
@@ -196,16 +210,49 @@ class Sender:
                         "sender-bug", logging.ERROR, "logdna_client sender error", exc_info=True
                     )
                 if self._deadline is not None and (
-                    len(self._buffer) == 0 or self._clock() >= self._deadline
+                    (len(self._buffer) == 0 and not self._backlog())
+                    or self._clock() >= self._deadline
                 ):
                     break
         finally:
             self._finish()
 
+    def _open_spool(self) -> Spool | None:
+        """The spool, opened here: the folder's I/O belongs on this thread, not the app's."""
+        config = self._config
+        if config.spool_dir is None:
+            return None
+        reporter = self._reporter
+
+        def trouble(kind: str, message: str) -> None:
+            level = logging.ERROR if kind == "spool-error" else logging.WARNING
+            reporter.report(kind, level, "%s", message)
+
+        return Spool.open(
+            config.spool_dir,
+            max_bytes=config.max_spool_bytes,
+            max_age=config.max_spool_age,
+            sync=config.spool_sync,
+            on_trouble=trouble,
+        )
+
+    def _backlog(self) -> bool:
+        """Whether the spool holds batches to send (this process's or a dead one's)."""
+        return self.spool is not None and self.spool.backlog
+
     def _finish(self) -> None:
+        spilled = self._spill()
         lost = self._buffer.discard_all("shutdown") + self._cut_by_shutdown
         if lost and self.on_shutdown_loss is not None:
             self.on_shutdown_loss(lost)
+        if self.spool is not None:
+            if spilled or self.spool.backlog:
+                self._reporter.report(
+                    "spool-left", logging.WARNING,
+                    "logdna_client: %d line(s) left in the spool at %s for the next process",
+                    self.spool.pending()[1], self.spool.directory,
+                )  # fmt: skip
+            self.spool.close()
         self._transport.close()
         self.finished.set()
         self._notify()
@@ -223,27 +270,97 @@ class Sender:
         at once would cost a request (about a millisecond of CPU in requests)
         per few hundred lines; instead they wait for the next wake: a full
         batch, flush(), close() or flush_interval. Closing drains everything.
+
+        With a spool, each batch is written to disk before it is sent and marked
+        done after. While the spool holds older batches (an outage, or what a
+        dead process left), those go first, one per turn, and new batches go to
+        disk behind them: the order is kept and memory stays small.
         """
         buffer = self._buffer
         target = buffer.accepted
         full = self._config.max_batch_bytes
+        spool = self.spool
         while True:
+            backlog = self._backlog()
             if (
                 self._deadline is None
                 and buffer.done_through >= target
                 and buffer.queued_bytes < full
                 and not (self._delivering and buffer.unreported)  # a drop summary goes now
+                and not backlog
             ):
                 return
+            if backlog:
+                self._replay_one()
+            lines = buffer.take(full)
+            batch_id = spool.append(lines) if spool is not None and lines else None
+            if batch_id is not None and self._backlog():
+                self._to_disk(batch_id, lines)  # behind the older batches
+                continue
             summary = self._take_summary()
-            lines = buffer.take(self._config.max_batch_bytes)
             if not lines and summary is None:
+                if backlog:
+                    continue
                 return
             try:
-                self._deliver([*lines, summary] if summary is not None else lines, summary)
+                self._deliver(
+                    [*lines, summary] if summary is not None else lines, summary,
+                    kept=batch_id is not None,
+                )  # fmt: skip
+            except _ToDisk:  # (the finally below lets go of it in memory)
+                assert spool is not None and batch_id is not None
+                self._restore_summary()
+                spool.release(batch_id)
+                buffer.settle(len(lines))
+                continue
+            except _Shutdown:
+                if batch_id is not None:
+                    spool.release(batch_id)  # type: ignore[union-attr]  # on disk: not lost
+                raise
             finally:
                 buffer.release(lines)
                 self._notify()
+            if batch_id is not None:
+                spool.ack(batch_id)  # type: ignore[union-attr]
+
+    def _replay_one(self) -> None:
+        """Send the oldest batch the spool holds; it stays there unless delivered."""
+        spool = self.spool
+        assert spool is not None
+        batch = spool.next_replay_batch(self._config.max_batch_bytes)
+        if batch is None:
+            return
+        try:
+            self._deliver(list(batch.entries), replayed=True)
+        except BaseException:
+            spool.release(batch.id)
+            raise
+        spool.ack(batch.id)
+        self._notify()
+
+    def _to_disk(self, batch_id: BatchId, lines: list[bytes]) -> None:
+        """A taken batch is safe on disk and will be replayed: let go of it in memory."""
+        assert self.spool is not None
+        self.spool.release(batch_id)
+        self._buffer.settle(len(lines))
+        self._buffer.release(lines)
+        self._notify()
+
+    def _spill(self) -> int:
+        """At the end: move what the buffer still holds to the spool; lines moved."""
+        spool = self.spool
+        moved = 0
+        while spool is not None and len(self._buffer):
+            lines = self._buffer.take(self._config.max_batch_bytes)
+            batch_id = spool.append(lines)
+            if batch_id is None:  # no room, or the disk failed: they count as shutdown drops
+                self._buffer.release(lines)
+                self._buffer.count_drop("shutdown", len(lines))
+                self._cut_by_shutdown += len(lines)
+                break
+            self._to_disk(batch_id, lines)
+            moved += len(lines)
+        return moved
 
     def _take_summary(self) -> bytes | None:
         """The drop-summary line, while delivery works (no failed request since the last success).
@@ -252,6 +369,7 @@ class Sender:
         so an outage cannot evict it (counting it as a drop of its own) and a
         long outage ends in one summary, not one per attempt to drain.
         """
+        self._summary_counts = None
         if not self._delivering:
             return None
         counts = self._buffer.take_unreported()
@@ -261,10 +379,31 @@ class Sender:
         if data is None:
             self._buffer.restore_unreported(counts)
             return None
+        self._summary_counts = dict(counts)
         return SEPARATOR + data  # batches hold buffer entries: a comma, then the line
 
-    def _deliver(self, lines: list[bytes], summary: bytes | None = None) -> None:
-        """Deliver one batch, splitting and retrying as the answers require."""
+    def _restore_summary(self) -> None:
+        """The summary line taken for a batch that went to disk instead: tell it later."""
+        if self._summary_counts:
+            self._buffer.restore_unreported(Counter(self._summary_counts))
+        self._summary_counts = None
+
+    def _deliver(
+        self,
+        lines: list[bytes],
+        summary: bytes | None = None,
+        *,
+        kept: bool = False,
+        replayed: bool = False,
+    ) -> None:
+        """Deliver one batch, splitting and retrying as the answers require.
+
+        ``kept``: the batch is also in the spool. Cut off by the deadline, it is not
+        lost; and if its first request fails, ``_ToDisk`` hands it to the spool to be
+        retried from there, so that memory keeps moving to disk during an outage.
+        ``replayed``: the batch came from the spool; its lines are not this
+        process's buffer's to count (the spool counts them as ``replayed``).
+        """
         pending: list[list[bytes]] = [lines]
 
         def undelivered() -> int:
@@ -272,24 +411,37 @@ class Sender:
             return sum(1 for part in pending for line in part if line is not summary)
 
         try:
-            self._deliver_parts(pending, summary)
+            self._deliver_parts(pending, summary, handoff=kept, own=not replayed)
         except _Shutdown:
-            cut = undelivered()
-            self._buffer.count_drop("shutdown", cut)
-            self._cut_by_shutdown += cut
+            if not (kept or replayed):  # else it is on disk for the next process
+                cut = undelivered()
+                self._buffer.count_drop("shutdown", cut)
+                self._cut_by_shutdown += cut
+            raise
+        except _ToDisk:
             raise
         except BaseException:
             # A bug (ours or a custom transport's): retrying would likely fail the
             # same way forever, so count these lines and keep the sender going.
             cut = undelivered()
-            self._buffer.count_drop("error", cut)
+            if replayed:
+                self.stats.replay_rejected += cut
+            else:
+                self._buffer.count_drop("error", cut)
             self._reporter.report(
                 "sender-bug", logging.ERROR,
                 "logdna_client: internal error while sending; %d line(s) dropped",
                 cut, exc_info=True,
             )  # fmt: skip
 
-    def _deliver_parts(self, pending: list[list[bytes]], summary: bytes | None = None) -> None:
+    def _deliver_parts(
+        self,
+        pending: list[list[bytes]],
+        summary: bytes | None = None,
+        *,
+        handoff: bool = False,
+        own: bool = True,
+    ) -> None:
         attempt = 0
         single_rejects = 0
         buffer = self._buffer
@@ -304,12 +456,14 @@ class Sender:
             kind = outcome.kind
             if kind is Kind.OK or kind is Kind.PARTIAL:
                 pending.pop(0)
+                handoff = False  # part of it went: retrying from disk would duplicate that
                 count = app_lines(part)
                 rejected = min(outcome.rejected, count)
-                self.stats.sent += count - rejected
-                buffer.settle(count)
+                if own:
+                    self.stats.sent += count - rejected
+                    buffer.settle(count)
                 if rejected:
-                    self._reject(rejected, outcome)
+                    self._reject(rejected, outcome, own)
                 attempt = 0
                 single_rejects = 0
                 self._rejected_batches = 0
@@ -318,18 +472,22 @@ class Sender:
                 continue
             if kind is Kind.TOO_LARGE or kind is Kind.BAD_REQUEST:
                 gzip_suspect = self._compress and not self._gzip_checked
-                if kind is Kind.BAD_REQUEST and gzip_suspect and self._try_plain(part):
+                if kind is Kind.BAD_REQUEST and gzip_suspect and self._try_plain(part, own):
                     pending.pop(0)
-                    buffer.settle(app_lines(part))
+                    handoff = False
+                    if own:
+                        buffer.settle(app_lines(part))
                     continue
                 if len(part) > 1:
                     half = len(part) // 2
                     pending[0:1] = [part[:half], part[half:]]
                     continue
                 pending.pop(0)
+                handoff = False
                 if part[0] is not summary:  # our summary line is not an app line: never a drop
-                    self._reject(1, outcome)
-                    buffer.settle(1)
+                    self._reject(1, outcome, own)
+                    if own:
+                        buffer.settle(1)
                 single_rejects += 1
                 if single_rejects >= _MAX_SINGLE_REJECTS:
                     # Not one bad line: the server refuses everything (a 413 to any
@@ -338,8 +496,9 @@ class Sender:
                     rest = sum(app_lines(p) for p in pending)
                     pending.clear()
                     if rest:
-                        self._reject(rest, outcome)
-                        buffer.settle(rest)
+                        self._reject(rest, outcome, own)
+                        if own:
+                            buffer.settle(rest)
                     self._rejected_batches += 1
                     self._sleep(self._backoff.delay(self._rejected_batches, None, self._left()))
                 continue
@@ -352,6 +511,8 @@ class Sender:
                 )  # fmt: skip
                 continue
             self._delivering = False
+            if handoff:
+                raise _ToDisk  # kept on disk: retried from there, behind nothing
             attempt += 1
             self.stats.retries += 1
             self._report_failure(outcome)
@@ -385,15 +546,16 @@ class Sender:
             self.stats.bytes_sent += len(body)
         return outcome
 
-    def _try_plain(self, lines: list[bytes]) -> bool:
+    def _try_plain(self, lines: list[bytes], own: bool = True) -> bool:
         """After a 400 on a gzip body: does the server take it plain? Then stay plain."""
         self._gzip_checked = True
         self._compress = False
         outcome = self._post(lines)
         if outcome.kind is Kind.OK or outcome.kind is Kind.PARTIAL:
-            self.stats.sent += len(lines) - outcome.rejected
+            if own:
+                self.stats.sent += len(lines) - outcome.rejected
             if outcome.rejected:
-                self._reject(outcome.rejected, outcome)
+                self._reject(outcome.rejected, outcome, own)
             self._delivering = True
             self._reporter.report(
                 "gzip-off", logging.WARNING,
@@ -404,8 +566,11 @@ class Sender:
         self._compress = True
         return False
 
-    def _reject(self, count: int, outcome: Outcome) -> None:
-        self._buffer.count_drop("rejected", count)
+    def _reject(self, count: int, outcome: Outcome, own: bool = True) -> None:
+        if own:
+            self._buffer.count_drop("rejected", count)
+        else:
+            self.stats.replay_rejected += count
         self._reporter.report(
             "rejected", logging.WARNING,
             "logdna_client: the service rejected %d line(s) (HTTP %s: %s); dropped and counted",
@@ -447,7 +612,7 @@ class Sender:
                 if left <= 0:
                     raise _Shutdown
                 wait = min(wait, left)
-            if not self._interrupt.wait(wait):
+            if not self._wait_interruptibly(wait):
                 break
             # Cut short by close(); later sleeps back off again until the deadline.
             self._interrupt.clear()
@@ -457,7 +622,29 @@ class Sender:
         if self._deadline is not None and self._clock() >= self._deadline:
             raise _Shutdown
 
+    def _wait_interruptibly(self, seconds: float) -> bool:
+        """Wait ``seconds`` unless close() interrupts (then True). With a spool, and no
+        batch of the buffer's in flight, memory moves to disk every flush_interval
+        meanwhile: an outage longer than the buffer holds loses nothing, and a crash
+        during it loses at most the last flush_interval of lines."""
+        if self.spool is None or not self.spool.enabled or self._buffer.inflight_bytes:
+            return self._interrupt.wait(seconds)
+        end = self._clock() + seconds
+        while True:
+            if self._interrupt.wait(min(self._config.flush_interval, end - self._clock())):
+                return True
+            while self._buffer.queued_bytes and not self._buffer.inflight_bytes:
+                lines = self._buffer.take(self._config.max_batch_bytes)
+                batch_id = self.spool.append(lines)
+                if batch_id is None:  # no room on disk: these wait in memory after all
+                    self._buffer.untake(lines)
+                    break
+                self._to_disk(batch_id, lines)
+            self.spool.tick()
+            if self._clock() >= end:
+                return False
+
     def snapshot(self) -> dict[str, Any]:
         s = self.stats
         return {"sent": s.sent, "retries": s.retries, "requests": s.requests,
-                "bytes_sent": s.bytes_sent}  # fmt: skip
+                "bytes_sent": s.bytes_sent, "replay_rejected": s.replay_rejected}  # fmt: skip

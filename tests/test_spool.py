@@ -784,7 +784,7 @@ def _send(transport: Any, entries: list[bytes]) -> bool:
 
 
 def _reference_sender(folder: str, url: str, conn: Connection) -> None:
-    """docs/spool-integration.md in miniature: 2,000 lines/s, each batch spooled before it is
+    """The sender's use of the spool in miniature: 2,000 lines/s, each batch spooled before it is
     sent, acked after a 2xx, released on failure; the backlog goes first, oldest first."""
     import threading
     import time

@@ -1,7 +1,7 @@
 """The disk spool: durable delivery across crashes, restarts and long outages.
 
 ``_format`` is the file format; ``_store`` the ``Spool`` the sender drives.
-See docs/spool.md for what it guarantees and docs/spool-integration.md for
+See docs/spool.md for what it guarantees and ``_sender.py`` for
 where the sender calls it.
 """
 
