@@ -16,8 +16,8 @@ import logging
 import threading
 import time
 import zlib
-from collections.abc import Callable
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from ._buffer import SEPARATOR, Buffer, join_entries
