@@ -27,14 +27,16 @@ BATCH = 10
 FMT = "request %s served in %d ms"
 
 CLIENTS = (
-    "null", "queue", "logdna", "ours", "ours_python", "structlog_floor", "structlog_ours",
-    "ours_baseline",
+    "null", "queue", "logdna", "ours", "ours_python", "ours_spool", "structlog_floor",
+    "structlog_ours", "ours_baseline",
 )  # fmt: skip
 #: Clients run unless asked for: the baseline needs ``run.py --baseline REV``.
 ON_REQUEST = frozenset({"ours_baseline"})
 WORKLOADS = ("plain", "extra", "threads4")
 #: Clients that put lines on the wire (the others stop in the process).
-DELIVERING = frozenset({"logdna", "ours", "ours_python", "structlog_ours", "ours_baseline"})
+DELIVERING = frozenset(
+    {"logdna", "ours", "ours_python", "ours_spool", "structlog_ours", "ours_baseline"}
+)
 #: Where ``run.py --baseline`` put the earlier version's package (with its extension built).
 BASELINE_ENV = "LOGDNA_BENCH_BASELINE"
 
@@ -173,7 +175,12 @@ def make_client(name: str, url: str, **ours: Any) -> _Setup:
         )
         log = _stdlib_logger(handler)
         return _Setup(log.info, handler.flush, handler.close)
-    if name in ("ours", "ours_python", "ours_baseline"):
+    if name in ("ours", "ours_python", "ours_baseline", "ours_spool"):
+        if name == "ours_spool":
+            # The disk spool on (sync "interval", the default), in a fresh folder.
+            import tempfile
+
+            options["spool_dir"] = tempfile.mkdtemp(prefix="logdna-bench-spool-")
         if name == "ours_baseline":
             # The same handler from an earlier commit: this fresh process imports the
             # package from there (a sys.path entry wins over the editable install).

@@ -39,6 +39,7 @@ LABELS = {
     "logdna": "logdna 1.18.12 (official)",
     "ours": "logdna_client LogDNAHandler",
     "ours_python": "  the same, Python path only",
+    "ours_spool": "  the same, disk spool on",
     "structlog_floor": "structlog, no processor (floor)",
     "structlog_ours": "logdna_client LogDNAProcessor",
     "ours_baseline": "  the same at the --baseline commit",
@@ -613,6 +614,34 @@ def targets(
             lines.append(f"INFO caller ratio vs the baseline commit, {workload}: "
                          f"{now['caller_ratio']:.3f}x now, {then['caller_ratio']:.3f}x then "
                          f"({now['caller_ratio'] - then['caller_ratio']:+.3f})")  # fmt: skip
+    for workload, table in results.items():
+        now, spool = table.get("ours"), table.get("ours_spool")
+        if now and spool and now.get("caller_ratio") and spool.get("caller_ratio"):
+            delta = spool["caller_ratio"] - now["caller_ratio"]
+            passed = delta <= 0.05
+            ok &= passed
+            lines.append(f"{'PASS' if passed else 'FAIL'} caller ratio with the spool on, "
+                         f"{workload}: {spool['caller_ratio']:.3f}x vs {now['caller_ratio']:.3f}x "
+                         f"off ({delta:+.3f}, <= +0.05)")  # fmt: skip
+        if spool and spool.get("lines_per_s"):
+            passed = spool["lines_per_s"] >= 100_000
+            ok &= passed
+            lines.append(f"{'PASS' if passed else 'FAIL'} delivered lines/s with the spool on, "
+                         f"{workload}: {spool['lines_per_s']:,.0f} (>= 100,000)")  # fmt: skip
+        written = [
+            r
+            for r in (spool or {}).get("runs", [])
+            if (r.get("client_stats") or {}).get("spool_bytes_written")
+            and r.get("delivered")
+            and r.get("wire_bytes")
+        ]
+        if written:
+            r = written[0]
+            per_line = r["client_stats"]["spool_bytes_written"] / r["delivered"]
+            wire = r["wire_bytes"] / r["delivered"]
+            lines.append(f"INFO spool bytes written per line, {workload}: {per_line:.0f} B "
+                         f"({per_line / wire:.1f}x the {wire:.1f} B it takes gzipped on the wire)"
+                         )  # fmt: skip
     python = plain.get("ours_python")
     if python and python.get("caller_ratio") is not None:
         lines.append(f"INFO Python path (no C extension): caller ratio, plain message "
@@ -623,7 +652,7 @@ def targets(
             lines.append(f"INFO Python path (no C extension): client CPU per line vs official, "
                          f"{workload}: {row['vs_official']:.2f}x lower")  # fmt: skip
     for workload, table in results.items():
-        for name in ("ours", "ours_python", "structlog_ours"):
+        for name in ("ours", "ours_python", "ours_spool", "structlog_ours"):
             row = table.get(name)
             if row and row.get("lost") is not None:
                 passed = row["lost"] == 0
