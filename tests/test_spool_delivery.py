@@ -9,7 +9,10 @@ folder, with the service up, must deliver what the first one logged, once.
 from __future__ import annotations
 
 import json
+import os
 import signal
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -19,7 +22,7 @@ import pytest
 
 from logdna_client import Client
 from logdna_client._devserver import DevServer
-from tests._children import Child, texts
+from tests._children import REPO, Child, texts
 
 # The outage the crash happens in; the issue's scenario uses 30 s, this keeps the
 # suite short while the sender goes through many failed attempts and spills.
@@ -31,6 +34,8 @@ LOGGING_CHILD = """
 from logdna_client import Client
 c = Client(spool_dir=os.environ["SPOOL"], flush_interval=0.1, retry_max_backoff=1,
            shutdown_timeout=1)
+import threading
+pace = threading.Event()  # never set: waiting on it is the app's own pause
 i = 0
 start = time.monotonic()
 while True:
@@ -38,10 +43,10 @@ while True:
     i += 1
     if i % 100 == 0:
         mark("at %d %f" % (i, time.time()))
-        # about 2,000 lines a second
+        # about 2,000 lines a second, as an app that has other work between its lines
         ahead = start + i / 2000 - time.monotonic()
         if ahead > 0:
-            time.sleep(ahead)
+            pace.wait(ahead)
 """
 
 REPLAYER = """
@@ -132,3 +137,50 @@ class TestCrashes:
         assert 0 == stats["dropped"]["buffer_full"]
         got = [t for t in texts(server) if t.startswith("long outage ")]
         assert [f"long outage {i}" for i in range(20_000)] == got
+
+    def test_pool_worker_ending_by_os_exit(self, server: DevServer, tmp_path: Path) -> None:
+        """A Pool worker that logs during an outage and then ends by ``os._exit`` (no
+        atexit, no finalizer): what it logged more than 0.5 s before is in the spool, and
+        a new process delivers it."""
+        spool = tmp_path / "spool"
+        script = tmp_path / "pool_exit.py"
+        script.write_text(POOL_EXIT_SCRIPT)
+        server.go_down()
+        env = dict(os.environ, LOGDNA_URL=server.url, PYTHONPATH=REPO, SPOOL=str(spool))
+        env.pop("LOGDNA_INGESTION_KEY", None)
+        proc = subprocess.run(
+            [sys.executable, str(script)],
+            env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path, check=False,
+        )  # fmt: skip
+        assert 0 == proc.returncode, proc.stderr
+        assert "@@worker died" in proc.stderr
+        replay(server, spool)
+        got = [t for t in texts(server) if t.startswith("worker line ")]
+        assert [f"worker line {i}" for i in range(1000)] == got
+
+
+POOL_EXIT_SCRIPT = """
+import logging, multiprocessing, os, sys, threading
+from logdna_client import LogDNAHandler
+
+handler = LogDNAHandler(url=os.environ["LOGDNA_URL"], spool_dir=os.environ["SPOOL"],
+                        flush_interval=0.1, retry_max_backoff=1)
+log = logging.getLogger("pool")
+log.addHandler(handler)
+log.setLevel(logging.INFO)
+log.propagate = False
+
+def work():
+    for i in range(1000):
+        log.info("worker line %d", i)
+    threading.Event().wait(1.0)  # the app goes on with other work: the lines are 1 s old
+    os._exit(1)
+
+if __name__ == "__main__":
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        result = pool.apply_async(work)
+        try:
+            result.get(timeout=5)
+        except multiprocessing.TimeoutError:  # the worker died: its task never answers
+            sys.stderr.write("@@worker died\\n")
+"""
