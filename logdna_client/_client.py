@@ -91,6 +91,10 @@ class Client:
         self._start_lock = threading.RLock()
         self._new_pipeline()
         _exit.register(self)
+        if self.config.handle_signals:
+            # Here too, not only when the first line starts the sender: apps often
+            # configure logging on the main thread and log from worker threads only.
+            _exit.install_signal_handlers()
 
     def __repr__(self) -> str:
         c = self.config

@@ -100,6 +100,33 @@ class TestTerminationSignals:
         assert len(got) >= logged_at_least
         assert_exactly_once_in_order([f"steady {i}" for i in range(len(got))], got)
 
+    def test_lines_logged_only_from_worker_threads(self, server: DevServer) -> None:
+        """Logging configured on the main thread, lines logged only by worker threads (a
+        threaded server): SIGTERM still delivers them."""
+        child = Child(
+            """
+            import threading
+            def worker(w):
+                for i in range(100):
+                    log.info("thread %d line %d", w, i)
+            threads = [threading.Thread(target=worker, args=(w,)) for w in range(3)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            mark("logged")
+            wait_for("never")
+            """,
+            server.url,
+            flush_interval="60",
+        )
+        child.expect("logged")
+        child.kill(signal.SIGTERM)
+        code, _ = child.finish()
+        assert -signal.SIGTERM == code, child.stderr
+        expected = {f"thread {w} line {i}" for w in range(3) for i in range(100)}
+        assert expected == set(texts(server))
+
     def test_the_applications_own_handler_is_kept(self, server: DevServer) -> None:
         """An application that set its own SIGTERM handler keeps it: ours is not installed."""
         child = Child(
