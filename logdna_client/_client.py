@@ -363,6 +363,9 @@ class Client:
         dropped = dict(buffer.dropped)
         for reason in _DROP_REASONS:
             dropped.setdefault(reason, 0)
+        spool = self._sender.spool
+        if spool is not None:  # lines the spool gave up (full, too old): spool_full, spool_age
+            dropped.update(spool.dropped)
         out: dict[str, Any] = {
             "queued": buffer.held_lines,  # waiting or in flight
             "queued_bytes": buffer.held_bytes,
@@ -373,7 +376,6 @@ class Client:
             "sender_alive": self._sender.alive,
         }
         out.update(self._sender.snapshot())
-        spool = self._sender.spool
         if spool is not None:
             out.update(spool.stats())
         return out
