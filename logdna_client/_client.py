@@ -312,7 +312,12 @@ class Client:
     def _can_wait(self) -> bool:
         """Whether this thread may wait for the sender: not if the sender's next step
         could need a lock this thread holds (or this thread is a sender)."""
-        return not (self._buffer.owned() or on_sender_thread() or _exit.under_logging_lock())
+        return not (
+            self._buffer.owned()
+            or _exit.owns(self._sender._progress)  # interrupted inside flush()'s wait
+            or on_sender_thread()
+            or _exit.under_logging_lock()
+        )
 
     def _begin_close(self, deadline: float, timeout: float) -> None:
         """Stop taking lines and let the sender drain until ``deadline``; never waits,
