@@ -412,9 +412,9 @@ class Config:
 
 
 def _check_pattern(pattern: str) -> None:
-    from ._redact import PRESET_PATTERNS  # noqa: PLC0415 - avoids an import cycle
+    from ._redact import PRESET_GROUPS, PRESET_PATTERNS  # noqa: PLC0415 - avoids an import cycle
 
-    if pattern in PRESET_PATTERNS:
+    if pattern in PRESET_PATTERNS or pattern in PRESET_GROUPS:
         return
     try:
         re.compile(pattern)

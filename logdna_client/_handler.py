@@ -60,7 +60,7 @@ if getattr(sys, "_is_gil_enabled", lambda: True)():
     else:
         # A build left from another version of the package (an editable install
         # not rebuilt after an update) may expect other arguments: not used.
-        if getattr(_speedups, "API", None) != 4:
+        if getattr(_speedups, "API", None) != 5:
             _speedups = None
 
 _STRUCTLOG_SKIP = STANDARD_RECORD_ATTRS | {"_logger", "_name"}
@@ -126,6 +126,7 @@ class LogDNAHandler(logging.Handler):
         #: The same for lines with meta: ``rest`` ends with ``"meta":``.
         self._meta_stamps: dict[str, tuple[float, float, str]] = {}
         self._meta_json = builder.meta_json
+        self._text_check = builder.text_check
         #: Entries up to this size (with ENTRY_OVERHEAD) are queued as built inline:
         #: their text is within max_line_length, so encode() would not cut it.
         self._inline_max = builder.entry_max + ENTRY_OVERHEAD
@@ -175,6 +176,9 @@ class LogDNAHandler(logging.Handler):
                 entry_overhead=ENTRY_OVERHEAD,
                 plain_len=_PLAIN_RECORD_LEN,
                 by_referents=_by_referents(),
+                # Only the default credential patterns leave this path open (see
+                # LineBuilder.text_check): C tests for their triggers, Python redacts.
+                text_triggers=self._text_check is not None,
             )
         except Exception:  # e.g. the attributes could not be located on a probe
             return None
@@ -240,7 +244,10 @@ class LogDNAHandler(logging.Handler):
                 # that ran first may have added message/asctime: no meta either.
                 attrs = record.__dict__
                 meta = None if len(attrs) == _PLAIN_RECORD_LEN else _extras(attrs)
-                if meta is None:
+                check = self._text_check
+                if check is not None and check(text):
+                    pass  # may hold a credential: _ship's builder redacts it
+                elif meta is None:
                     if stamp is not None and text and not (_context.in_use and request_context()):
                         low, high, rest = stamp
                         try:

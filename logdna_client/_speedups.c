@@ -29,7 +29,7 @@
 
 /* What _handler.py expects of this module; a build left from another version
  * of the package (an editable install not rebuilt) is not used. */
-#define SPEEDUPS_API 4
+#define SPEEDUPS_API 5
 
 /* The record attributes the common path reads. */
 enum {
@@ -116,6 +116,7 @@ typedef struct {
     PyObject *standard_attrs;  /* STANDARD_RECORD_ATTRS: never meta */
     PyObject *init_attrs;    /* the ones LogRecord.__init__ sets (the rest: a formatter's) */
     Py_ssize_t max_depth;    /* lists this deep are cut: _redact.MAX_DEPTH */
+    int text_triggers;       /* the default credential patterns run: see may_hold_secret */
     PyObject *default_formatter;
     PyObject *context_dict;  /* _context's module dict: in_use */
     PyObject *context_var;   /* the request context's ContextVar, read once in_use */
@@ -217,24 +218,24 @@ state_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         "record_type", "probe", "client", "stamps", "meta_stamps", "dumps", "safe_keys",
         "standard_attrs", "init_attrs", "max_depth", "default_formatter", "context", "context_var",
         "sender_threads", "busy_threads", "escape", "line_head", "queue", "inline_max",
-        "entry_overhead", "plain_len", "by_referents", NULL,
+        "entry_overhead", "plain_len", "by_referents", "text_triggers", NULL,
     };
     PyObject *record_type, *probe, *client, *stamps, *default_formatter, *context, *context_var;
     PyObject *meta_stamps, *dumps, *safe_keys, *standard_attrs, *init_attrs;
     Py_ssize_t max_depth;
     PyObject *sender_threads, *busy_threads, *escape, *line_head, *queue;
     Py_ssize_t inline_max, entry_overhead, plain_len;
-    int by_referents;
+    int by_referents, text_triggers;
     Referents r;
     State *self;
 
     if (!PyArg_ParseTupleAndKeywords(
-            args, kwds, "$O!OOO!O!OOO!O!nOO!O!O!O!OUOnnnp", kwlist, &PyType_Type, &record_type,
+            args, kwds, "$O!OOO!O!OOO!O!nOO!O!O!O!OUOnnnpp", kwlist, &PyType_Type, &record_type,
             &probe, &client, &PyDict_Type, &stamps, &PyDict_Type, &meta_stamps, &dumps,
             &safe_keys, &PyFrozenSet_Type, &standard_attrs, &PyFrozenSet_Type, &init_attrs,
             &max_depth, &default_formatter, &PyModule_Type, &context, &PyContextVar_Type, &context_var,
             &PySet_Type, &sender_threads, &PySet_Type, &busy_threads, &escape, &line_head,
-            &queue, &inline_max, &entry_overhead, &plain_len, &by_referents)) {
+            &queue, &inline_max, &entry_overhead, &plain_len, &by_referents, &text_triggers)) {
         return NULL;
     }
     if (!PyUnicode_IS_ASCII(line_head)) {
@@ -277,6 +278,7 @@ state_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->standard_attrs = Py_NewRef(standard_attrs);
     self->init_attrs = Py_NewRef(init_attrs);
     self->max_depth = max_depth;
+    self->text_triggers = text_triggers;
     self->default_formatter = Py_NewRef(default_formatter);
     self->sender_threads = Py_NewRef(sender_threads);
     self->busy_threads = Py_NewRef(busy_threads);
@@ -337,6 +339,62 @@ needs_escape(const unsigned char *text, Py_ssize_t n)
         }
     }
     return 0;
+}
+
+/* _redact.TRIGGER's test, for text the default credential patterns would check:
+ * whether it holds ':', '=', '@', "eyJ" (a JWT) or an AWS key id's prefix. Text
+ * without any cannot match them, and ships from here; text with one goes to the
+ * Python code, which runs the patterns. Kept equal to TRIGGER by tests. */
+static const char aws_prefixes[][3] = {
+    {'K', 'I', 'A'}, {'S', 'I', 'A'}, {'B', 'I', 'A'}, {'C', 'C', 'A'}, {'G', 'P', 'A'},
+    {'I', 'D', 'A'}, {'R', 'O', 'A'}, {'I', 'P', 'A'}, {'N', 'P', 'A'}, {'N', 'V', 'A'},
+    {'P', 'K', 'A'},
+};
+
+#define MAY_HOLD_SECRET(TYPE, data, n)                                                  \
+    do {                                                                                \
+        const TYPE *d_ = (const TYPE *)(data);                                          \
+        Py_ssize_t i_, k_;                                                              \
+        for (i_ = 0; i_ < (n); i_++) {                                                  \
+            Py_UCS4 c_ = d_[i_];                                                        \
+            if (c_ == ':' || c_ == '=' || c_ == '@') {                                  \
+                return 1;                                                               \
+            }                                                                           \
+            if (c_ == 'e' && i_ + 2 < (n) && d_[i_ + 1] == 'y' && d_[i_ + 2] == 'J') {  \
+                return 1;                                                               \
+            }                                                                           \
+            if (c_ == 'A' && i_ + 3 < (n)) {                                            \
+                for (k_ = 0; k_ < (Py_ssize_t)(sizeof aws_prefixes / 3); k_++) {        \
+                    if (d_[i_ + 1] == (TYPE)aws_prefixes[k_][0] &&                      \
+                        d_[i_ + 2] == (TYPE)aws_prefixes[k_][1] &&                      \
+                        d_[i_ + 3] == (TYPE)aws_prefixes[k_][2]) {                      \
+                        return 1;                                                       \
+                    }                                                                   \
+                }                                                                       \
+            }                                                                           \
+        }                                                                               \
+        return 0;                                                                       \
+    } while (0)
+
+static int
+ascii_may_hold_secret(const unsigned char *data, Py_ssize_t n)
+{
+    MAY_HOLD_SECRET(unsigned char, data, n);
+}
+
+/* The same for any exact str. */
+static int
+may_hold_secret(PyObject *text)
+{
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+    switch (PyUnicode_KIND(text)) {
+    case PyUnicode_1BYTE_KIND:
+        MAY_HOLD_SECRET(Py_UCS1, PyUnicode_1BYTE_DATA(text), n);
+    case PyUnicode_2BYTE_KIND:
+        MAY_HOLD_SECRET(Py_UCS2, PyUnicode_2BYTE_DATA(text), n);
+    default:
+        MAY_HOLD_SECRET(Py_UCS4, PyUnicode_4BYTE_DATA(text), n);
+    }
 }
 
 /* What follows the text's JSON string in an entry: ``rest`` (the stamp: the
@@ -567,6 +625,12 @@ format_entry(State *self, PyObject *msg, PyObject *args, const Tail *tail)
         }
         k++;
     }
+    if (self->text_triggers &&
+        ascii_may_hold_secret((const unsigned char *)PyBytes_AS_STRING(entry) + n_head + 1,
+                              n_text)) {
+        Py_DECREF(entry);
+        return NULL;  /* no error set: the caller's PyUnicode_Format route checks too */
+    }
     *out++ = '"';
     write_tail(out, tail);
     return entry;
@@ -660,7 +724,9 @@ direct_extras_json(State *self, PyObject *attrs, PyObject **out)
         if (PyUnicode_CheckExact(value)) {
             Py_ssize_t n_value = PyUnicode_GET_LENGTH(value);
             if (!PyUnicode_IS_ASCII(value) || n + n_value + 2 + 1 > DIRECT_META_MAX ||
-                needs_escape(PyUnicode_1BYTE_DATA(value), n_value)) {
+                needs_escape(PyUnicode_1BYTE_DATA(value), n_value) ||
+                (self->text_triggers &&
+                 ascii_may_hold_secret(PyUnicode_1BYTE_DATA(value), n_value))) {
                 return 0;
             }
             buf[n++] = '"';
@@ -733,7 +799,9 @@ extras_json(State *self, PyObject *attrs)
         if (kind == 0) {
             continue;
         }
-        if (kind < 0 || !is_plain_arg(value) || PyDict_SetItem(meta, key, value) != 0) {
+        if (kind < 0 || !is_plain_arg(value) ||
+            (self->text_triggers && PyUnicode_CheckExact(value) && may_hold_secret(value)) ||
+            PyDict_SetItem(meta, key, value) != 0) {
             /* An odd value or key: the Python code sorts it out. */
             Py_DECREF(meta);
             return NULL;
@@ -922,6 +990,9 @@ build_entry(State *self, PyObject *handler_dict, PyObject *record)
     }
     if (!PyUnicode_CheckExact(text) || PyUnicode_GET_LENGTH(text) == 0) {
         goto done;
+    }
+    if (self->text_triggers && may_hold_secret(text)) {
+        goto done;  /* may hold a credential: the Python code redacts it */
     }
     entry = join_entry(self, text, &tail);
 done:

@@ -785,8 +785,9 @@ class TestRedaction:
         assert "redact_patterns" == info.value.option
 
     def test_every_preset_is_a_valid_regex(self) -> None:
-        """The offered presets are exactly the four documented ones."""
-        assert {"card", "us_ssn", "email", "bearer"} == set(PRESET_PATTERNS)
+        """The offered presets are exactly the documented ones."""
+        assert {"card", "us_ssn", "email", "phone", "bearer", "auth_header", "secret_kv",
+                "aws_key", "url_credentials", "jwt"} == set(PRESET_PATTERNS)  # fmt: skip
 
     def test_before_send_rewrites(self) -> None:
         """before_send sees the redacted line dict and its result is what ships."""
