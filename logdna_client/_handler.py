@@ -362,7 +362,9 @@ class LogDNAHandler(logging.Handler):
             # structlog's ProcessorFormatter.wrap_for_formatter: the event dict is
             # the message; its keys are meta, structlog's bookkeeping is not.
             return event_dict_to_line(
-                msg, {k: v for k, v in attrs.items() if k not in _STRUCTLOG_SKIP}
+                msg,
+                {k: v for k, v in attrs.items() if k not in _STRUCTLOG_SKIP},
+                redact=self._builder.redact_meta,
             )
         try:
             text = self.format(record)

@@ -207,6 +207,10 @@ class LineBuilder:
         self.meta_json = self._make_meta_json()
         self.plain = self._make_plain()
 
+    def redact_meta(self, value: dict[Any, Any]) -> Any:
+        """``value`` as meta redaction leaves it (``value`` itself when unchanged)."""
+        return self._redactor.meta(value) if self._redacts_meta else value
+
     def tail(self, level: str) -> str | None:
         """The end of an inline entry for ``level``, or None when there is no inline path.
 

@@ -79,7 +79,11 @@ CREDENTIAL_PATTERNS: dict[str, str] = {
     # meta keys: checked again by Redactor.is_secret); quoted values whole.
     "secret_kv": r"""(?P<keep>(?<![A-Za-z0-9])(?P<key>[A-Za-z0-9_.-]{0,32}?(?i:"""
     + "|".join(_KEY_WORDS)
-    + r""")[A-Za-z0-9_.-]{0,32}?)["']?[ \t]{0,3}[:=][ \t]{0,3}(?P<q>["']?))"""
+    + r""")[A-Za-z0-9_.-]{0,32}?)["']?[ \t]{0,3}[:=]"""
+    # Space after the separator, then another key and separator: this key's value
+    # is empty ("password= token=abc"), and the next one is matched on its own.
+    r"""(?:[ \t]{1,3}(?![A-Za-z0-9_.-]{1,64}["']?[ \t]{0,3}[:=]))?(?P<q>["']?)"""
+    r"""(?:(?i:bearer|basic|token|digest)[ \t]{1,3})?)"""
     r"""(?:(?<=")[^"\r\n]{1,256}|(?<=')[^'\r\n]{1,256}|[^\s"'&,;)\]}]{1,256})""",
     # AWS access key ids (long-term, temporary and the other principal kinds).
     "aws_key": r"(?<![A-Za-z0-9])(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA|APKA)"
@@ -223,6 +227,8 @@ class _Patterns:
             return match.group()
         if card and not _is_card("".join(c for c in match.group() if c.isdigit())):
             return match.group()  # a timestamp, an id: no card prefix or Luhn digit
+        if match.string.startswith(MARKER, match.start() + len(keep)):
+            return match.group()  # redacted already (meta's values in structlog text)
         return keep + MARKER
 
 
