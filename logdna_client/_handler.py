@@ -28,6 +28,7 @@ import orjson
 from . import _context
 from ._buffer import ENTRY_OVERHEAD
 from ._client import Client
+from ._config import hide_key
 from ._context import current as request_context
 from ._errors import ConfigurationError
 from ._line import LINE_HEAD, _escape, safe_str
@@ -107,6 +108,7 @@ class LogDNAHandler(logging.Handler):
     """
 
     def __init__(self, *, client: Client | None = None, **options: Any) -> None:
+        options = hide_key(options)  # first: no frame of ours holds the key's text
         if client is not None and options:
             raise ConfigurationError(
                 "pass either client= or options (" + ", ".join(sorted(options)) + "), not both"
@@ -189,7 +191,9 @@ class LogDNAHandler(logging.Handler):
         return self._client
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} ({logging.getLevelName(self.level)}) {self._client!r}>"
+        # Safe half-built too (its Client refused an option): tracebacks show it.
+        level = logging.getLevelName(getattr(self, "level", logging.NOTSET))
+        return f"<{type(self).__name__} ({level}) {getattr(self, '_client', None)!r}>"
 
     def handle(self, record: logging.LogRecord) -> bool:
         """Filter, serialize and queue the record; never raises, never blocks on I/O.

@@ -37,6 +37,7 @@ from typing import Any
 
 from . import _context
 from ._client import Client
+from ._config import hide_key
 from ._errors import ConfigurationError
 from ._line import safe_str
 from ._sender import BUSY_THREADS, SENDER_THREADS
@@ -262,6 +263,7 @@ class LogDNAProcessor:
     __slots__ = ("_builder", "_client", "_min_level", "_owns_client")
 
     def __init__(self, *, client: Client | None = None, **options: Any) -> None:
+        options = hide_key(options)  # first: no frame of ours holds the key's text
         if client is not None and options:
             raise ConfigurationError(
                 "pass either client= or options (" + ", ".join(sorted(options)) + "), not both"
@@ -277,7 +279,8 @@ class LogDNAProcessor:
         return self._client
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self._client!r}>"
+        # Safe half-built too (its Client refused an option): tracebacks show it.
+        return f"<{type(self).__name__} {getattr(self, '_client', None)!r}>"
 
     def __call__(
         self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]

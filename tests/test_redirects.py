@@ -227,3 +227,32 @@ class TestClassify:
         """Without a host in Location the report says so rather than inventing one."""
         assert "same host" in classify(307, None, "", "/elsewhere").detail
         assert "same host" in classify(307, None, "", None).detail
+
+
+class TestVerifyOff:
+    def test_verify_false_is_reported_once(self, ingest: _Server) -> None:
+        """verify=False is said once through the library's logger, however many lines
+        and requests follow, with the host and without the key."""
+        warned: list[str] = []
+
+        class Keep(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                if "verification is off" in record.getMessage():
+                    warned.append(record.getMessage())
+
+        own = logging.getLogger("logdna_client")
+        keep = Keep()
+        own.addHandler(keep)
+        client = Client(key=KEY, url=ingest.url + "/logs/ingest", hostname="t", verify=False,
+                        flush_interval=0.05)  # fmt: skip
+        try:
+            for i in range(3):
+                client.log(f"line {i}")
+                assert client.flush(timeout=WAIT)
+        finally:
+            client.close(timeout=1)
+            own.removeHandler(keep)
+
+        assert 3 == len(ingest.requests)
+        assert 1 == len(warned)
+        assert "127.0.0.1" in warned[0] and KEY not in warned[0]
