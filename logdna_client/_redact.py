@@ -55,17 +55,6 @@ SECRET_WORDS: tuple[str, ...] = (
 #: not "KeyError" or "key_count".
 SECRET_LAST_WORDS: tuple[str, ...] = ("key",)
 
-# Key text the text patterns look for before a "=" or ":": every name above, in the
-# spelling a key may have in text ("api_key", "api-key", "apiKey").
-_KEY_WORDS = sorted(
-    {"pass(?:word|wd|phrase|code)?", "pwd", "pw", "secret", "token", "auth(?:orization)?",
-     "api[_.-]?key", "access[_.-]?key", "private[_.-]?key", "signing[_.-]?key",
-     "license[_.-]?key", "key", "cookie", "session", "credentials?", "sig(?:nature)?", "jwt",
-     "bearer", "otp", "totp", "pin", "dsn", "database[_.-]?url", "connection[_.-]?string",
-     "ssn", "ccn", "cvv2?", "cvc", "pan", "dob", "mrn"},
-    key=len, reverse=True,
-)  # fmt: skip
-
 #: Credential patterns for message text, on by default (with ``redact`` on). Each
 #: has a fixed start (a literal or a word that may not continue a longer token)
 #: and only bounded repeats, so each runs in time linear in the text. A group
@@ -77,9 +66,7 @@ CREDENTIAL_PATTERNS: dict[str, str] = {
     r"""["']?[ \t]{0,3}[:=][ \t]{0,3}["']?)[^\r\n"']{1,4096}""",
     # key=value and key: value where the key names a secret (by the same rules as
     # meta keys: checked again by Redactor.is_secret); quoted values whole.
-    "secret_kv": r"""(?P<keep>(?<![A-Za-z0-9])(?P<key>[A-Za-z0-9_.-]{0,32}?(?i:"""
-    + "|".join(_KEY_WORDS)
-    + r""")[A-Za-z0-9_.-]{0,32}?)["']?[ \t]{0,3}[:=]"""
+    "secret_kv": r"""(?P<keep>(?<![A-Za-z0-9_.-])(?P<key>[A-Za-z0-9_.-]{1,64})["']?[ \t]{0,3}[:=]"""
     # Space after the separator, then another key and separator: this key's value
     # is empty ("password= token=abc"), and the next one is matched on its own.
     r"""(?:[ \t]{1,3}(?![A-Za-z0-9_.-]{1,64}["']?[ \t]{0,3}[:=]))?(?P<q>["']?)"""
@@ -100,8 +87,10 @@ CREDENTIAL_PATTERNS: dict[str, str] = {
 PHI_PRESETS: dict[str, str] = {
     # 13-19 digits, continuous or in groups of 4 (Amex 4-6-5); Redactor keeps only
     # those with a card prefix and a valid Luhn check digit.
-    "card": r"(?<![\d.,-])(?:\d{13,19}|\d{4}(?P<s>[ .-])\d{4}(?P=s)\d{4}(?P=s)\d{1,7}"
-    r"|\d{4}(?P<t>[ .-])\d{6}(?P=t)\d{4,5})(?![\d])",
+    # (The first digit leads, its lookbehind after it: a leading character class lets
+    # the regex engine skip ahead to digits.)
+    "card": r"\d(?<![\d.,-]\d)(?:\d{12,18}|\d{3}(?P<s>[ .-])\d{4}(?P=s)\d{4}(?P=s)\d{1,7}"
+    r"|\d{3}(?P<t>[ .-])\d{6}(?P=t)\d{4,5})(?![\d])",
     # 123-45-6789, 123 45 6789, 123.45.6789 (never-issued areas excluded), and nine
     # digits right after "SSN".
     "us_ssn": r"(?<![\d.-])(?!000|666|9\d\d)\d{3}(?P<s>[- .])(?!00)\d{2}(?P=s)(?!0000)\d{4}"
@@ -181,11 +170,20 @@ class _Patterns:
     not inside an alternation; then they are applied one after another.
     """
 
-    __slots__ = ("_is_secret", "_regexes")
+    __slots__ = ("_is_secret", "_late", "_regexes")
 
     def __init__(self, patterns: list[str], is_secret: Callable[[str], bool]) -> None:
         self._is_secret = is_secret
-        self._regexes: tuple[re.Pattern[str], ...]
+        self._regexes: tuple[re.Pattern[str], ...] = ()
+        if "secret_kv" in patterns:
+            # Its own pass, after the others: a key=value candidate it then leaves as
+            # is ("redis://:pw@h" starts with "redis:") must not hide their matches.
+            patterns = [p for p in patterns if p != "secret_kv"]
+            self._late: re.Pattern[str] | None = re.compile(_wrap("secret_kv", 99))
+        else:
+            self._late = None
+        if not patterns:
+            return
         try:
             if any(re.search(r"\\[1-9]", p) for p in patterns):
                 raise re.error("numbered back-references do not combine")
@@ -200,6 +198,8 @@ class _Patterns:
     def sub(self, replacement: str, text: str) -> str:
         for regex in self._regexes:
             text = regex.sub(self._replace, text)
+        if self._late is not None:
+            text = self._late.sub(self._replace, text)
         return text
 
     def search(self, text: str) -> bool:
