@@ -129,6 +129,7 @@ class LogDNAHandler(logging.Handler):
         self._meta_stamps: dict[str, tuple[float, float, str]] = {}
         self._meta_json = builder.meta_json
         self._text_check = builder.text_check
+        self._redact_triggered = builder.redact_triggered
         #: Entries up to this size (with ENTRY_OVERHEAD) are queued as built inline:
         #: their text is within max_line_length, so encode() would not cut it.
         self._inline_max = builder.entry_max + ENTRY_OVERHEAD
@@ -180,7 +181,7 @@ class LogDNAHandler(logging.Handler):
                 by_referents=_by_referents(),
                 # Only the default credential patterns leave this path open (see
                 # LineBuilder.text_check): C tests for their triggers, Python redacts.
-                text_triggers=self._text_check is not None,
+                redact_text=self._redact_triggered if self._text_check is not None else None,
             )
         except Exception:  # e.g. the attributes could not be located on a probe
             return None
@@ -250,8 +251,8 @@ class LogDNAHandler(logging.Handler):
                 meta = None if len(attrs) == _PLAIN_RECORD_LEN else _extras(attrs)
                 check = self._text_check
                 if check is not None and check(text):
-                    pass  # may hold a credential: _ship's builder redacts it
-                elif meta is None:
+                    text = self._redact_triggered(text)  # may hold a credential
+                if meta is None:
                     if stamp is not None and text and not (_context.in_use and request_context()):
                         low, high, rest = stamp
                         try:

@@ -157,6 +157,7 @@ class LineBuilder:
         "on_filtered",
         "plain",
         "plain_max_chars",
+        "redact_triggered",
         "report",
         "text_check",
     )
@@ -187,6 +188,8 @@ class LineBuilder:
         self.text_check: Callable[[str], bool] | None = (
             self._redactor.may_hold_secret if self._redacts_text else None
         )
+        #: For text ``text_check`` said may hold one: the redacted text.
+        self.redact_triggered: Callable[[str], str] = self._redactor.text_triggered
         simple = (not self._redacts_text or self._redactor.cheap_text) and (
             self._before_send is None
         )
@@ -297,7 +300,7 @@ class LineBuilder:
         meta_json = self.meta_json
         limit = self._total_limit
         check = self.text_check
-        redact_text = self._redactor.text
+        redact_text = self._redactor.text_triggered
         max_chars = self.plain_max_chars
 
         def plain(

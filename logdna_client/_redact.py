@@ -12,8 +12,7 @@ from a small cache, because the same few keys come back on every line.
 from __future__ import annotations
 
 import re
-import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import fields, is_dataclass
 from enum import Enum
 from typing import Any
@@ -56,65 +55,68 @@ SECRET_WORDS: tuple[str, ...] = (
 SECRET_LAST_WORDS: tuple[str, ...] = ("key",)
 
 #: Credential patterns for message text, on by default (with ``redact`` on). Each
-#: has a fixed start (a literal or a word that may not continue a longer token)
-#: and only bounded repeats, so each runs in time linear in the text. A group
-#: named ``keep`` is kept before the marker ("password=" stays, its value goes).
+#: starts with a literal or a character class (any lookbehind comes after it), so
+#: the regex engine skips ahead to where a match can start, and has only bounded
+#: repeats: each runs in time linear in the text. A group named ``v`` is what is
+#: replaced (else the whole match): "password=" stays, its value goes.
 CREDENTIAL_PATTERNS: dict[str, str] = {
     # "Authorization: Basic ...", "Proxy-Authorization=...", "Cookie: a=b; c=d":
     # the whole value, to the end of the line or a closing quote.
-    "auth_header": r"""(?P<keep>(?<![A-Za-z0-9_-])(?i:(?:proxy-)?authorization|(?:set-)?cookie)"""
-    r"""["']?[ \t]{0,3}[:=][ \t]{0,3}["']?)[^\r\n"']{1,4096}""",
-    # key=value and key: value where the key names a secret (by the same rules as
-    # meta keys: checked again by Redactor.is_secret); quoted values whole.
-    "secret_kv": r"""(?P<keep>(?<![A-Za-z0-9_.-])(?P<key>[A-Za-z0-9_.-]{1,64})["']?[ \t]{0,3}[:=]"""
-    # Space after the separator, then another key and separator: this key's value
-    # is empty ("password= token=abc"), and the next one is matched on its own.
-    r"""(?:[ \t]{1,3}(?![A-Za-z0-9_.-]{1,64}["']?[ \t]{0,3}[:=]))?(?P<q>["']?)"""
-    r"""(?:(?i:bearer|basic|token|digest)[ \t]{1,3})?)"""
-    r"""(?:(?<=")[^"\r\n]{1,256}|(?<=')[^'\r\n]{1,256}|[^\s"'&,;)\]}]{1,256})""",
+    "auth_header": r"""(?<![A-Za-z0-9_])(?i:authorization|cookie)"""
+    r"""["']?[ \t]{0,3}[:=][ \t]{0,3}["']?(?P<v>[^\r\n"']{1,4096})""",
+    # key=value and key: value, found from the separator (not one between two-digit
+    # numbers: times, ratios): the key before it is read back and judged by the
+    # rules for meta keys (Redactor.is_secret). Space after
+    # the separator and then another key and separator: this value is empty
+    # ("password= token=abc"). An auth scheme word stays; quoted values go whole.
+    "secret_kv": r"""[:=](?<!\d\d[:=])"""
+    r"""(?:[ \t]{1,3}(?![A-Za-z0-9_.-]{1,64}["']?[ \t]{0,3}[:=]))?["']?"""
+    r"""(?:(?i:bearer|basic|token|digest)[ \t]{1,3})?"""
+    r"""(?P<v>(?<=")[^"\r\n]{1,256}|(?<=')[^'\r\n]{1,256}|[^\s"'&,;)\]}]{1,256})""",
     # AWS access key ids (long-term, temporary and the other principal kinds).
-    "aws_key": r"(?<![A-Za-z0-9])(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA|APKA)"
+    "aws_key": r"A(?<![A-Za-z0-9]A)(?:KIA|SIA|BIA|CCA|GPA|IDA|ROA|IPA|NPA|NVA|PKA)"
     r"[A-Z0-9]{16}(?![A-Za-z0-9])",
     # scheme://user:password@host: the password goes.
-    "url_credentials": r"(?P<keep>://[^\s/?#@:]{0,128}:)[^\s/?#@]{1,256}(?=@)",
+    "url_credentials": r"://[^\s/?#@:]{0,128}:(?P<v>[^\s/?#@]{1,256})(?=@)",
     # JSON Web Tokens: header.payload.signature, base64url.
-    "jwt": r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{4,4096}\.[A-Za-z0-9_-]{4,8192}"
+    "jwt": r"eyJ(?<![A-Za-z0-9_-]eyJ)[A-Za-z0-9_-]{1,4093}\.[A-Za-z0-9_-]{4,8192}"
     r"\.[A-Za-z0-9_-]{0,4096}",
 }
 
-#: Ready-made text patterns for PHI and more, off by default: name them in
-#: ``redact_patterns=`` ("phi" names the first four).
+#: Ready-made text patterns for PHI, off by default: name them in
+#: ``redact_patterns=`` ("phi" names them all).
 PHI_PRESETS: dict[str, str] = {
-    # 13-19 digits, continuous or in groups of 4 (Amex 4-6-5); Redactor keeps only
-    # those with a card prefix and a valid Luhn check digit.
-    # (The first digit leads, its lookbehind after it: a leading character class lets
-    # the regex engine skip ahead to digits.)
+    # 13-19 digits, continuous or in groups of 4 (Amex 4-6-5); only those with a card
+    # network's prefix and a valid Luhn check digit are replaced.
     "card": r"\d(?<![\d.,-]\d)(?:\d{12,18}|\d{3}(?P<s>[ .-])\d{4}(?P=s)\d{4}(?P=s)\d{1,7}"
-    r"|\d{3}(?P<t>[ .-])\d{6}(?P=t)\d{4,5})(?![\d])",
-    # 123-45-6789, 123 45 6789, 123.45.6789 (never-issued areas excluded), and nine
-    # digits right after "SSN".
-    "us_ssn": r"(?<![\d.-])(?!000|666|9\d\d)\d{3}(?P<s>[- .])(?!00)\d{2}(?P=s)(?!0000)\d{4}"
-    r"(?![\d-])|(?P<keep>(?<![A-Za-z])(?i:ssn|social[ _-]?security(?:[ _-]?(?:number|no))?)"
-    r"[^A-Za-z0-9\r\n]{0,3})\d{9}(?!\d)",
-    "email": r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]{1,64}@(?:[A-Za-z0-9-]{1,63}\.){1,8}"
-    r"[A-Za-z]{2,24}(?![A-Za-z0-9-])",
-    # North American numbers with separators ("(555) 123-4567", "+1 555.123.4567") and
-    # international ones written with "+": bare digit runs (ids) are left alone.
-    "phone": r"(?<![\w+.-])(?:\+?1[ .-]?)?(?:\(\d{3}\)[ ]?|\d{3}[ .-])\d{3}[ .-]\d{4}"
-    r"(?![\w-])|(?<![\w+])\+\d{1,3}[ .-]?(?:\d[ .-]?){6,12}\d(?![\d])",
+    r"|\d{3}(?P<t>[ .-])\d{6}(?P=t)\d{4,5})(?!\d)",
+    # 123-45-6789, 123 45 6789, 123.45.6789 (never-issued numbers excluded), and
+    # nine digits right after "SSN" or "social security number".
+    "us_ssn": r"\d(?<![\d.-]\d)\d\d(?P<s>[- .])\d\d(?P=s)\d{4}(?![\d-])",
+    "us_ssn_labelled": r"(?<![A-Za-z])(?i:ssn|social[ _-]?security(?:[ _-]?(?:number|no))?)"
+    r"[^A-Za-z0-9\r\n]{0,3}(?P<v>\d{9})(?!\d)",
+    # From the "@": the local part before it is read back (at most 64 characters).
+    "email": r"@(?:[A-Za-z0-9-]{1,63}\.){1,8}[A-Za-z]{2,24}(?![A-Za-z0-9-])",
+    # North American numbers written with separators ("(555) 123-4567",
+    # "555.123.4567") and international ones written with "+": bare digit runs
+    # (ids, timestamps) are left alone.
+    "phone": r"\((?<![\w+.-]\()\d{3}\)[ ]?\d{3}[ .-]\d{4}(?![\w-])",
+    "phone_plain": r"\d(?<![\w+.-]\d)\d\d[ .-]\d{3}[ .-]\d{4}(?![\w-])",
+    "phone_plus": r"\+(?<![\w+]\+)\d{1,3}[ .-]?(?:\d[ .-]?){6,12}\d(?!\d)",
 }
 
 #: Every pattern that can be named in ``redact_patterns=``.
 PRESET_PATTERNS: dict[str, str] = {
     **PHI_PRESETS,
-    # A scoped flag: a global "(?i)" cannot be combined with other patterns.
     "bearer": r"(?<![A-Za-z0-9])(?i:bearer)[ \t]{1,3}[A-Za-z0-9\-._~+/]{1,4096}=*",
     **CREDENTIAL_PATTERNS,
 }
 #: Names that stand for several presets.
 PRESET_GROUPS: dict[str, tuple[str, ...]] = {
-    "phi": tuple(PHI_PRESETS),
+    "phi": ("card", "us_ssn", "email", "phone"),
     "credentials": tuple(CREDENTIAL_PATTERNS),
+    "us_ssn": ("us_ssn", "us_ssn_labelled"),
+    "phone": ("phone", "phone_plain", "phone_plus"),
 }
 
 # Every default credential pattern needs one of these in the text: ":" or "=" (headers,
@@ -134,17 +136,20 @@ def _is_card(digits: str) -> bool:
         return False
     first, two = digits[0], int(digits[:2])
     if not (
-        first == "4"
+        first in "46"
         or 51 <= two <= 55
         or 2221 <= int(digits[:4]) <= 2720
-        or two in (34, 37, 36, 38, 39, 30, 35, 50)
-        or first == "6"
+        or two in (30, 34, 35, 36, 37, 38, 39, 50)
     ):
         return False
-    odd = digits[-1::-2]
-    even = digits[-2::-2]
-    total = sum(map(int, odd)) + sum(_LUHN_DOUBLE[int(d)] for d in even)
+    total = sum(map(int, digits[-1::-2])) + sum(_LUHN_DOUBLE[int(d)] for d in digits[-2::-2])
     return total % 10 == 0
+
+
+def _is_ssn(text: str) -> bool:
+    """Whether "AAA-GG-SSSS" (any one separator) is a number the SSA could have issued."""
+    area, group, serial = text[:3], text[4:6], text[7:]
+    return area not in ("000", "666") and area[0] != "9" and group != "00" and serial != "0000"
 
 
 _CAMEL = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|\d+")
@@ -158,103 +163,196 @@ def key_words(key: str) -> list[str]:
     return [w.lower() for w in _CAMEL.findall(key)]
 
 
-_GROUP = re.compile(r"\(\?P<(\w+)>|\(\?P=(\w+)\)")
+# What stands before a key=value separator, read backwards (matched on the reversed
+# text at the separator): a little space, an optional quote, the key (at most 64
+# characters, reversed).
+_KEY_BEFORE_REVERSED = re.compile(r"[ \t]{0,3}[\"']?([A-Za-z0-9_.-]{1,64})")
+_LOCAL_PART_REVERSED = re.compile(r"[A-Za-z0-9._%+-]{1,64}")
+
+# card, us_ssn and phone_plain all start with a digit: where more than one is on,
+# they run as one regex (one scan over the digits instead of one each), branches
+# named after them. Same rules as their PHI_PRESETS forms.
+_DIGIT_BRANCHES: dict[str, str] = {
+    "card": r"(?<!,\d)(?P<card>(?:\d{12,18}|\d{3}(?P<s>[ .-])\d{4}(?P=s)\d{4}(?P=s)\d{1,7}"
+    r"|\d{3}(?P<t>[ .-])\d{6}(?P=t)\d{4,5})(?!\d))",
+    "us_ssn": r"(?P<us_ssn>\d\d(?P<u>[- .])\d\d(?P=u)\d{4}(?![\d-]))",
+    "phone_plain": r"(?<![\w+]\d)(?P<phone_plain>\d\d[ .-]\d{3}[ .-]\d{4}(?![\w-]))",
+}
+
+Span = tuple[int, int]
+
+
+class _Backwards:
+    """The reverse of the text last asked about: patterns that read back from a
+    match (a key before its "=", an email's local part) match it there, once each."""
+
+    __slots__ = ("_reversed", "_text")
+
+    def __init__(self) -> None:
+        self._text = self._reversed = ""
+
+    def of(self, text: str) -> str:
+        if text is not self._text:
+            self._text, self._reversed = text, text[::-1]
+        return self._reversed
+
+
+_Finder = Callable[[re.Match[str]], "Span | None"]
 
 
 class _Patterns:
-    """Several regular expressions applied as one: one combined pass when they combine.
+    """Text patterns as rules: a cheap gate, a regex, and what of a match to replace.
 
-    Each pattern is wrapped in a named group, so a match tells which pattern made
-    it; group names inside are made unique. A user's pattern may carry global
-    inline flags ("(?i)...") or numbered back-references that are valid alone but
-    not inside an alternation; then they are applied one after another.
+    Each rule's regex runs on its own (``finditer``); the spans they find are
+    merged (overlaps joined) and each replaced by one marker. Running them apart
+    keeps each regex simple (a literal or class first: the engine skips ahead),
+    lets one pattern's near-miss never hide another's match, and lets a user's
+    pattern carry global flags or back-references.
     """
 
-    __slots__ = ("_is_secret", "_late", "_regexes")
+    __slots__ = ("_is_secret", "_rules")
 
     def __init__(self, patterns: list[str], is_secret: Callable[[str], bool]) -> None:
         self._is_secret = is_secret
-        self._regexes: tuple[re.Pattern[str], ...] = ()
-        if "secret_kv" in patterns:
-            # Its own pass, after the others: a key=value candidate it then leaves as
-            # is ("redis://:pw@h" starts with "redis:") must not hide their matches.
-            patterns = [p for p in patterns if p != "secret_kv"]
-            self._late: re.Pattern[str] | None = re.compile(_wrap("secret_kv", 99))
-        else:
-            self._late = None
-        if not patterns:
-            return
-        try:
-            if any(re.search(r"\\[1-9]", p) for p in patterns):
-                raise re.error("numbered back-references do not combine")
-            # Python 3.10 only warns about a global flag mid-pattern (3.11 refuses):
-            # treat the warning as the refusal, so both take the one-by-one path.
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", DeprecationWarning)
-                self._regexes = (re.compile("|".join(_wrap(p, i) for i, p in enumerate(patterns))),)
-        except (re.error, DeprecationWarning):
-            self._regexes = tuple(_compile_alone(p, i) for i, p in enumerate(patterns))
+        rules: list[tuple[tuple[str, ...], tuple[str, ...] | None, re.Pattern[str], _Finder]] = []
+        digit_rules = [name for name in _DIGIT_BRANCHES if name in patterns]
+        if len(digit_rules) > 1:
+            patterns = [p for p in patterns if p not in digit_rules]
+            branches = "|".join(_DIGIT_BRANCHES[name] for name in digit_rules)
+            regex = re.compile(rf"\d(?<![\d.-]\d)(?:{branches})")
+            rules.append(((), None, regex, self._finder("digits", regex)))
+        for name in patterns:
+            regex = re.compile(PRESET_PATTERNS.get(name, name))
+            rules.append((_NEEDS.get(name, ()), _WORDS.get(name), regex, self._finder(name, regex)))
+        self._rules = tuple(rules)
+
+    def _finder(self, name: str, regex: re.Pattern[str]) -> _Finder:
+        value = "v" in regex.groupindex
+
+        def whole_or_value(m: re.Match[str]) -> Span | None:
+            return m.span("v") if value and m.group("v") is not None else m.span()
+
+        if name == "secret_kv":
+            is_secret = self._is_secret
+
+            backwards = _Backwards()
+
+            def key_value(m: re.Match[str]) -> Span | None:
+                text, at = m.string, m.start()
+                key = _KEY_BEFORE_REVERSED.match(backwards.of(text), len(text) - at)
+                if key is None:
+                    return None
+                name = key.group(1)[::-1]
+                start = m.start("v")
+                if (
+                    name.endswith(_NOT_KEYS)  # "KeyError: 'k'": a traceback's last line
+                    or text.startswith(MARKER, start)  # redacted already
+                    or not is_secret(name)
+                ):
+                    return None
+                return start, m.end()
+
+            return key_value
+
+        def card(m: re.Match[str]) -> Span | None:
+            return m.span() if _is_card("".join(filter(str.isdigit, m.group()))) else None
+
+        if name == "card":
+            return card
+        if name == "us_ssn":
+            return lambda m: m.span() if _is_ssn(m.group()) else None
+        if name == "email":
+            backwards = _Backwards()
+
+            def email(m: re.Match[str]) -> Span | None:
+                text, at = m.string, m.start()
+                local = _LOCAL_PART_REVERSED.match(backwards.of(text), len(text) - at)
+                return (at - len(local.group()), m.end()) if local is not None else None
+
+            return email
+        if name == "digits":
+
+            def digits(m: re.Match[str]) -> Span | None:
+                kind = m.lastgroup
+                if kind == "card":
+                    return card(m)
+                if kind == "us_ssn":
+                    return m.span() if _is_ssn(m.group()) else None
+                return m.span()
+
+            return digits
+        return whole_or_value
 
     def sub(self, replacement: str, text: str) -> str:
-        for regex in self._regexes:
-            text = regex.sub(self._replace, text)
-        if self._late is not None:
-            text = self._late.sub(self._replace, text)
-        return text
+        spans: list[Span] = []
+        low: str | None = None
+        for needs, words, regex, find in self._rules:
+            if needs and not any(literal in text for literal in needs):
+                continue
+            if words is None:
+                matches: Iterable[re.Match[str] | None] = regex.finditer(text)
+            else:
+                if low is None:
+                    # Lower-cased ASCII keeps every index; other text may not.
+                    low = text.lower() if text.isascii() else ""
+                matches = _at_words(regex, text, low, words) if low else regex.finditer(text)
+            for m in matches:
+                span = find(m) if m is not None else None
+                if span is not None and span[0] < span[1]:
+                    spans.append(span)
+        if not spans:
+            return text
+        spans.sort()
+        out: list[str] = []
+        pos = 0
+        start, end = spans[0]
+        for s, e in spans[1:]:
+            if s <= end:  # overlapping or touching: one marker for both
+                end = max(end, e)
+                continue
+            out += (text[pos:start], replacement)
+            pos, start, end = end, s, e
+        out += (text[pos:start], replacement, text[end:])
+        return "".join(out)
 
     def search(self, text: str) -> bool:
         """Whether any pattern would replace something in ``text``."""
         return self.sub(MARKER, text) != text
 
-    def _replace(self, match: re.Match[str]) -> str:
-        groups = match.groupdict()
-        key = None
-        keep = ""
-        card = False
-        for name, value in groups.items():
-            if value is None or not name.startswith("_"):
-                continue
-            kind, _, _ = name[1:].partition("_")
-            if kind == "keep":
-                keep = value
-            elif kind == "key":
-                key = value
-            elif kind == "card":
-                card = True
-        if key is not None and (key.endswith(_NOT_KEYS) or not self._is_secret(key)):
-            # "monkey=3": the key only looked like a secret's; "KeyError: 'k'" or
-            # "TokenExpiredError: ..." is a traceback's last line, not a key and value.
-            return match.group()
-        if card and not _is_card("".join(c for c in match.group() if c.isdigit())):
-            return match.group()  # a timestamp, an id: no card prefix or Luhn digit
-        if match.string.startswith(MARKER, match.start() + len(keep)):
-            return match.group()  # redacted already (meta's values in structlog text)
-        return keep + MARKER
+
+# Patterns that start with a case-insensitive word (which the regex engine cannot
+# skip ahead to): their matches can only start where the lower-cased text has one of
+# these words, found with str.find; the regex is tried there alone.
+_WORDS: dict[str, tuple[str, ...]] = {
+    "auth_header": ("authorization", "cookie"),
+    "bearer": ("bearer",),
+    "us_ssn_labelled": ("ssn", "social"),
+}
 
 
-def _compile_alone(pattern: str, index: int) -> re.Pattern[str]:
-    """One pattern on its own: wrapped when it can be, as given when it must be
-    (global flags belong at the very start)."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", DeprecationWarning)
-            return re.compile(_wrap(pattern, index))
-    except (re.error, DeprecationWarning):
-        return re.compile(PRESET_PATTERNS.get(pattern, pattern))
+# Literals a pattern's every match holds (one of them): without any in the text,
+# its regex is not run at all (cheaper than a regex call on a short message).
+_NEEDS: dict[str, tuple[str, ...]] = {
+    "secret_kv": (":", "="),
+    "aws_key": ("A",),
+    "url_credentials": ("://",),
+    "jwt": ("eyJ",),
+    "email": ("@",),
+    "phone": ("(",),
+    "phone_plus": ("+",),
+}
 
 
-def _wrap(pattern: str, index: int) -> str:
-    """``pattern`` in a group that names it, its own group names made unique."""
-    source = PRESET_PATTERNS.get(pattern, pattern)
-
-    def rename(m: re.Match[str]) -> str:
-        if m.group(1) is not None:
-            return f"(?P<_{m.group(1)}_{index}>"
-        return f"(?P=_{m.group(2)}_{index})"
-
-    renamed = _GROUP.sub(rename, source)
-    marker = "_card" if pattern == "card" else "_p"
-    return f"(?P<{marker}_{index}>{renamed})"
+def _at_words(
+    regex: re.Pattern[str], text: str, low: str, words: tuple[str, ...]
+) -> Iterator[re.Match[str] | None]:
+    """``regex`` matched where ``low`` (``text`` lower-cased, same indexes) has a word."""
+    for word in words:
+        at = low.find(word)
+        while at >= 0:
+            m = regex.match(text, at)
+            yield m
+            at = low.find(word, m.end() if m is not None else at + 1)
 
 
 _SEPARATORS = re.compile(r"[-_.\s]+")
@@ -266,12 +364,17 @@ _CUT = "… [cut by logdna_client before redaction]"
 
 
 def expand_patterns(patterns: Iterable[str]) -> list[str]:
-    """Pattern names with the group names ("phi") expanded, duplicates dropped."""
+    """Pattern names with the group names ("phi", "phone") expanded, duplicates dropped."""
     out: list[str] = []
     for pattern in patterns:
-        for name in PRESET_GROUPS.get(pattern, (pattern,)):
-            if name not in out:
-                out.append(name)
+        members = PRESET_GROUPS.get(pattern)
+        if members is None or (pattern in members and len(members) == 1):
+            if pattern not in out:
+                out.append(pattern)
+            continue
+        for name in members:
+            inner = [name] if name == pattern else expand_patterns([name])
+            out += [n for n in inner if n not in out]
     return out
 
 
@@ -382,6 +485,15 @@ class Redactor:
         if len(value) > self._max_chars:
             value = value[: self._max_chars]
         return self._apply(value)
+
+    def text_triggered(self, value: str) -> str:
+        """``text`` for text that ``may_hold_secret`` said yes to (no second check)."""
+        patterns = self._text_re
+        if patterns is None:
+            return value
+        if len(value) > self._max_chars:
+            value = value[: self._max_chars]
+        return patterns.sub(MARKER, value)
 
     def _apply(self, value: str) -> str:
         patterns = self._text_re

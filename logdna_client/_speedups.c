@@ -117,6 +117,7 @@ typedef struct {
     PyObject *init_attrs;    /* the ones LogRecord.__init__ sets (the rest: a formatter's) */
     Py_ssize_t max_depth;    /* lists this deep are cut: _redact.MAX_DEPTH */
     int text_triggers;       /* the default credential patterns run: see may_hold_secret */
+    PyObject *redact_text;   /* Redactor.text_triggered: text with a trigger, redacted */
     PyObject *default_formatter;
     PyObject *context_dict;  /* _context's module dict: in_use */
     PyObject *context_var;   /* the request context's ContextVar, read once in_use */
@@ -144,7 +145,7 @@ static PyTypeObject StateType;
     X(record_type) X(client_dict) X(stamps) X(meta_stamps) X(dumps) X(safe_keys)        \
     X(standard_attrs) X(init_attrs) X(default_formatter) X(context_dict) X(context_var) \
     X(sender_threads) X(busy_threads) X(escape) X(line_head) X(queue) X(buffer)         \
-    X(buffer_dict) X(append)
+    X(buffer_dict) X(append) X(redact_text)
 
 static int
 state_traverse(State *self, visitproc visit, void *arg)
@@ -218,24 +219,25 @@ state_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         "record_type", "probe", "client", "stamps", "meta_stamps", "dumps", "safe_keys",
         "standard_attrs", "init_attrs", "max_depth", "default_formatter", "context", "context_var",
         "sender_threads", "busy_threads", "escape", "line_head", "queue", "inline_max",
-        "entry_overhead", "plain_len", "by_referents", "text_triggers", NULL,
+        "entry_overhead", "plain_len", "by_referents", "redact_text", NULL,
     };
     PyObject *record_type, *probe, *client, *stamps, *default_formatter, *context, *context_var;
     PyObject *meta_stamps, *dumps, *safe_keys, *standard_attrs, *init_attrs;
     Py_ssize_t max_depth;
     PyObject *sender_threads, *busy_threads, *escape, *line_head, *queue;
     Py_ssize_t inline_max, entry_overhead, plain_len;
-    int by_referents, text_triggers;
+    int by_referents;
+    PyObject *redact_text;
     Referents r;
     State *self;
 
     if (!PyArg_ParseTupleAndKeywords(
-            args, kwds, "$O!OOO!O!OOO!O!nOO!O!O!O!OUOnnnpp", kwlist, &PyType_Type, &record_type,
+            args, kwds, "$O!OOO!O!OOO!O!nOO!O!O!O!OUOnnnpO", kwlist, &PyType_Type, &record_type,
             &probe, &client, &PyDict_Type, &stamps, &PyDict_Type, &meta_stamps, &dumps,
             &safe_keys, &PyFrozenSet_Type, &standard_attrs, &PyFrozenSet_Type, &init_attrs,
             &max_depth, &default_formatter, &PyModule_Type, &context, &PyContextVar_Type, &context_var,
             &PySet_Type, &sender_threads, &PySet_Type, &busy_threads, &escape, &line_head,
-            &queue, &inline_max, &entry_overhead, &plain_len, &by_referents, &text_triggers)) {
+            &queue, &inline_max, &entry_overhead, &plain_len, &by_referents, &redact_text)) {
         return NULL;
     }
     if (!PyUnicode_IS_ASCII(line_head)) {
@@ -278,7 +280,9 @@ state_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->standard_attrs = Py_NewRef(standard_attrs);
     self->init_attrs = Py_NewRef(init_attrs);
     self->max_depth = max_depth;
-    self->text_triggers = text_triggers;
+    /* None: no text patterns that this path can serve (or none at all). */
+    self->text_triggers = redact_text != Py_None;
+    self->redact_text = Py_NewRef(redact_text);
     self->default_formatter = Py_NewRef(default_formatter);
     self->sender_threads = Py_NewRef(sender_threads);
     self->busy_threads = Py_NewRef(busy_threads);
@@ -832,6 +836,7 @@ build_entry(State *self, PyObject *handler_dict, PyObject *record)
     PyObject *f[N_FIELDS];
     PyObject *attrs = NULL;  /* the record's dict, when it was built already */
     PyObject *text = NULL, *entry = NULL, *meta = NULL, *v, *stamp, *rest;
+    PyObject *held_rest = NULL;
     Tail tail;
     Referents r;
     int i;
@@ -992,13 +997,26 @@ build_entry(State *self, PyObject *handler_dict, PyObject *record)
         goto done;
     }
     if (self->text_triggers && may_hold_secret(text)) {
-        goto done;  /* may hold a credential: the Python code redacts it */
+        /* May hold a credential: the redactor's patterns decide. Python code runs
+           meanwhile: ``rest`` (whose UTF-8 ``tail`` points into) is held, so a
+           finalizer that logs and replaces the stamp cannot free it under us. */
+        PyObject *redacted;
+        Py_INCREF(rest);
+        held_rest = rest;
+        redacted = PyObject_CallOneArg(self->redact_text, text);
+        if (redacted == NULL || !PyUnicode_CheckExact(redacted) ||
+            PyUnicode_GET_LENGTH(redacted) == 0) {
+            Py_XDECREF(redacted);
+            goto done;
+        }
+        Py_SETREF(text, redacted);
     }
     entry = join_entry(self, text, &tail);
 done:
     Py_XDECREF(attrs);
     Py_XDECREF(text);
     Py_XDECREF(meta);
+    Py_XDECREF(held_rest);
     return entry;
 }
 

@@ -10,6 +10,7 @@ import enum
 import http.server
 import logging
 import os
+import re
 import socket
 import ssl
 import subprocess
@@ -786,8 +787,11 @@ class TestRedaction:
 
     def test_every_preset_is_a_valid_regex(self) -> None:
         """The offered presets are exactly the documented ones."""
-        assert {"card", "us_ssn", "email", "phone", "bearer", "auth_header", "secret_kv",
-                "aws_key", "url_credentials", "jwt"} == set(PRESET_PATTERNS)  # fmt: skip
+        assert {"card", "us_ssn", "us_ssn_labelled", "email", "phone", "phone_plain",
+                "phone_plus", "bearer", "auth_header", "secret_kv", "aws_key",
+                "url_credentials", "jwt"} == set(PRESET_PATTERNS)  # fmt: skip
+        for pattern in PRESET_PATTERNS.values():
+            re.compile(pattern)
 
     def test_before_send_rewrites(self) -> None:
         """before_send sees the redacted line dict and its result is what ships."""
