@@ -166,7 +166,7 @@ def key_words(key: str) -> list[str]:
 # What stands before a key=value separator, read backwards (matched on the reversed
 # text at the separator): a little space, an optional quote, the key (at most 64
 # characters, reversed).
-_KEY_BEFORE_REVERSED = re.compile(r"[ \t]{0,3}[\"']?([A-Za-z0-9_.-]{1,64})")
+_KEY_BEFORE_REVERSED = re.compile(r"[ \t]{0,3}([\"']?)([A-Za-z0-9_.-]{1,64})")
 _LOCAL_PART_REVERSED = re.compile(r"[A-Za-z0-9._%+-]{1,64}")
 
 # card, us_ssn and phone_plain all start with a digit: where more than one is on,
@@ -210,10 +210,16 @@ class _Patterns:
     pattern carry global flags or back-references.
     """
 
-    __slots__ = ("_is_secret", "_rules")
+    __slots__ = ("_is_secret", "_names_secret", "_rules")
 
-    def __init__(self, patterns: list[str], is_secret: Callable[[str], bool]) -> None:
+    def __init__(
+        self,
+        patterns: list[str],
+        is_secret: Callable[[str], bool],
+        names_secret: Callable[[str], bool],
+    ) -> None:
         self._is_secret = is_secret
+        self._names_secret = names_secret
         rules: list[tuple[tuple[str, ...], tuple[str, ...] | None, re.Pattern[str], _Finder]] = []
         digit_rules = [name for name in _DIGIT_BRANCHES if name in patterns]
         if len(digit_rules) > 1:
@@ -234,6 +240,7 @@ class _Patterns:
 
         if name == "secret_kv":
             is_secret = self._is_secret
+            names_secret = self._names_secret
 
             backwards = _Backwards()
 
@@ -242,13 +249,18 @@ class _Patterns:
                 key = _KEY_BEFORE_REVERSED.match(backwards.of(text), len(text) - at)
                 if key is None:
                     return None
-                name = key.group(1)[::-1]
+                name = key.group(2)[::-1]
                 start = m.start("v")
                 if (
                     name.endswith(_NOT_KEYS)  # "KeyError: 'k'": a traceback's last line
                     or text.startswith(MARKER, start)  # redacted already
                     or not is_secret(name)
                 ):
+                    return None
+                if text[at] == ":" and not key.group(1) and not names_secret(name):
+                    # "PASS: test 3", "Key: value": a bare word and a colon is prose or
+                    # a status as often as a key; short secret words (pass, pin, key,
+                    # auth ...) count there only as "pin=", '"pin":' or a longer name.
                     return None
                 return start, m.end()
 
@@ -401,7 +413,7 @@ class Redactor:
         self._key_re = re.compile("|".join(map(re.escape, names))) if names else None
         self._words = frozenset(SECRET_WORDS) if defaults else frozenset()
         chosen = expand_patterns([*CREDENTIAL_PATTERNS, *patterns] if defaults else patterns)
-        self._text_re = _Patterns(chosen, self.is_secret) if chosen else None
+        self._text_re = _Patterns(chosen, self.is_secret, self._names_secret) if chosen else None
         # With only the default credential patterns, text without a trigger cannot
         # match: one cheap search instead of the patterns (None: no such shortcut).
         self._trigger = TRIGGER if chosen and set(chosen) <= set(CREDENTIAL_PATTERNS) else None
@@ -469,6 +481,10 @@ class Redactor:
             if not hit:
                 self._plain_keys.add(key)
         return hit
+
+    def _names_secret(self, key: str) -> bool:
+        """Whether ``key`` holds one of the longer names (not only a short word)."""
+        return bool(self._key_re and self._key_re.search(_SEPARATORS.sub("", key.lower())))
 
     def _has_secret_word(self, key: str) -> bool:
         words = key_words(key)
