@@ -250,18 +250,17 @@ class _Patterns:
                 if key is None:
                     return None
                 name = key.group(2)[::-1]
-                start = m.start("v")
-                if (
-                    name.endswith(_NOT_KEYS)  # "KeyError: 'k'": a traceback's last line
-                    or text.startswith(MARKER, start)  # redacted already
-                    or not is_secret(name)
-                ):
-                    return None
+                # Cheapest first: most candidates are "word:" that names no secret.
+                if not is_secret(name) or name.endswith(_NOT_KEYS):
+                    return None  # ("KeyError: 'k'": a traceback's last line)
                 if text[at] == ":" and not key.group(1) and not names_secret(name):
                     # "PASS: test 3", "Key: value": a bare word and a colon is prose or
                     # a status as often as a key; short secret words (pass, pin, key,
                     # auth ...) count there only as "pin=", '"pin":' or a longer name.
                     return None
+                start = m.start("v")
+                if text.startswith(MARKER, start):
+                    return None  # redacted already
                 return start, m.end()
 
             return key_value
