@@ -167,6 +167,10 @@ def key_words(key: str) -> list[str]:
 # text at the separator): a little space, an optional quote, the key (at most 64
 # characters, reversed).
 _KEY_BEFORE_REVERSED = re.compile(r"[ \t]{0,3}([\"']?)([A-Za-z0-9_.-]{1,64})")
+# Texts up to this long first look for a secret key before any ":" or "=" (reading
+# back from each, as the key=value pattern does) and skip that pattern without one:
+# cheaper for a log message, not for 128 KB with thousands of separators.
+_SHORT = 512
 _LOCAL_PART_REVERSED = re.compile(r"[A-Za-z0-9._%+-]{1,64}")
 
 # card, us_ssn and phone_plain all start with a digit: where more than one is on,
@@ -210,7 +214,7 @@ class _Patterns:
     pattern carry global flags or back-references.
     """
 
-    __slots__ = ("_is_secret", "_names_secret", "_rules")
+    __slots__ = ("_is_secret", "_key_value", "_names_secret", "_rules")
 
     def __init__(
         self,
@@ -220,6 +224,7 @@ class _Patterns:
     ) -> None:
         self._is_secret = is_secret
         self._names_secret = names_secret
+        self._key_value: _Finder | None = None
         rules: list[tuple[tuple[str, ...], tuple[str, ...] | None, re.Pattern[str], _Finder]] = []
         digit_rules = [name for name in _DIGIT_BRANCHES if name in patterns]
         if len(digit_rules) > 1:
@@ -263,6 +268,7 @@ class _Patterns:
                     return None  # redacted already
                 return start, m.end()
 
+            self._key_value = key_value
             return key_value
 
         def card(m: re.Match[str]) -> Span | None:
@@ -297,15 +303,30 @@ class _Patterns:
     def sub(self, replacement: str, text: str) -> str:
         spans: list[Span] = []
         low: str | None = None
+        short = len(text) <= _SHORT
+        # (Loops, not any() over a generator: this runs for short messages on the
+        # logging call's path, where a generator costs more than the test.)
         for needs, words, regex, find in self._rules:
-            if needs and not any(literal in text for literal in needs):
-                continue
+            for literal in needs:
+                if literal in text:
+                    break
+            else:
+                if needs:
+                    continue
+            if find is self._key_value and short and not self._any_secret_key(text):
+                continue  # a log message's "1: ..." or "user=bob": no key names a secret
             if words is None:
                 matches: Iterable[re.Match[str] | None] = regex.finditer(text)
             else:
                 if low is None:
                     # Lower-cased ASCII keeps every index; other text may not.
                     low = text.lower() if text.isascii() else ""
+                if low:
+                    for word in words:
+                        if word in low:
+                            break
+                    else:
+                        continue
                 matches = _at_words(regex, text, low, words) if low else regex.finditer(text)
             for m in matches:
                 span = find(m) if m is not None else None
@@ -325,6 +346,21 @@ class _Patterns:
             pos, start, end = end, s, e
         out += (text[pos:start], replacement, text[end:])
         return "".join(out)
+
+    def _any_secret_key(self, text: str) -> bool:
+        """Whether any key before a ":" or "=" in (short) ``text`` names a secret:
+        cached answers, cheaper than the key=value pattern's own run."""
+        is_secret = self._is_secret
+        backwards = text[::-1]
+        size = len(text)
+        for separator in ":=":
+            at = text.find(separator)
+            while at >= 0:
+                key = _KEY_BEFORE_REVERSED.match(backwards, size - at)
+                if key is not None and is_secret(key.group(2)[::-1]):
+                    return True
+                at = text.find(separator, at + 1)
+        return False
 
     def search(self, text: str) -> bool:
         """Whether any pattern would replace something in ``text``."""
