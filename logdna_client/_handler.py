@@ -182,6 +182,9 @@ class LogDNAHandler(logging.Handler):
                 # Only the default credential patterns leave this path open (see
                 # LineBuilder.text_check): C tests for their triggers, Python redacts.
                 redact_text=self._redact_triggered if self._text_check is not None else None,
+                # Its answers on keys: text whose every "key:" is a known plain one
+                # (a log message's "1: ...", "user=bob") needs no call to Python.
+                secret_cache=self._builder.secret_cache,
             )
         except Exception:  # e.g. the attributes could not be located on a probe
             return None

@@ -159,6 +159,7 @@ class LineBuilder:
         "plain_max_chars",
         "redact_triggered",
         "report",
+        "secret_cache",
         "text_check",
     )
 
@@ -190,6 +191,8 @@ class LineBuilder:
         )
         #: For text ``text_check`` said may hold one: the redacted text.
         self.redact_triggered: Callable[[str], str] = self._redactor.text_triggered
+        #: The redactor's cached answers, key -> whether it names a secret (a live dict).
+        self.secret_cache: dict[str, bool] = self._redactor.cache
         simple = (not self._redacts_text or self._redactor.cheap_text) and (
             self._before_send is None
         )

@@ -444,7 +444,9 @@ class Redactor:
     def __init__(self, extra_keys: Iterable[str] = (), patterns: Iterable[str] = (),
                  *, defaults: bool = True, max_chars: int = 1 << 20) -> None:  # fmt: skip
         names = list(DEFAULT_SECRET_KEYS) if defaults else []
-        names += [_SEPARATORS.sub("", k.lower()) for k in extra_keys if k.strip()]
+        # A name needs a letter: keys without one are never secrets (the C handle
+        # relies on it to pass "request 42: ..." by without asking).
+        names += [_SEPARATORS.sub("", k.lower()) for k in extra_keys if any(c.isalpha() for c in k)]
         self._key_re = re.compile("|".join(map(re.escape, names))) if names else None
         self._words = frozenset(SECRET_WORDS) if defaults else frozenset()
         chosen = expand_patterns([*CREDENTIAL_PATTERNS, *patterns] if defaults else patterns)
@@ -474,6 +476,12 @@ class Redactor:
         ``json_may_hold_secret`` says whether a value may match one.
         """
         return self._plain_keys
+
+    @property
+    def cache(self) -> dict[str, bool]:
+        """Answers so far, key -> whether it names a secret: the live dict (emptied,
+        never replaced, when full). The C handle reads it (see _speedups.c)."""
+        return self._cache
 
     @property
     def redacts_text(self) -> bool:

@@ -116,8 +116,9 @@ typedef struct {
     PyObject *standard_attrs;  /* STANDARD_RECORD_ATTRS: never meta */
     PyObject *init_attrs;    /* the ones LogRecord.__init__ sets (the rest: a formatter's) */
     Py_ssize_t max_depth;    /* lists this deep are cut: _redact.MAX_DEPTH */
-    int text_triggers;       /* the default credential patterns run: see may_hold_secret */
+    int text_triggers;       /* the default credential patterns run: see needs_redaction */
     PyObject *redact_text;   /* Redactor.text_triggered: text with a trigger, redacted */
+    PyObject *secret_cache;  /* Redactor's key -> is-a-secret answers (a live dict) */
     PyObject *default_formatter;
     PyObject *context_dict;  /* _context's module dict: in_use */
     PyObject *context_var;   /* the request context's ContextVar, read once in_use */
@@ -145,7 +146,7 @@ static PyTypeObject StateType;
     X(record_type) X(client_dict) X(stamps) X(meta_stamps) X(dumps) X(safe_keys)        \
     X(standard_attrs) X(init_attrs) X(default_formatter) X(context_dict) X(context_var) \
     X(sender_threads) X(busy_threads) X(escape) X(line_head) X(queue) X(buffer)         \
-    X(buffer_dict) X(append) X(redact_text)
+    X(buffer_dict) X(append) X(redact_text) X(secret_cache)
 
 static int
 state_traverse(State *self, visitproc visit, void *arg)
@@ -219,7 +220,7 @@ state_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         "record_type", "probe", "client", "stamps", "meta_stamps", "dumps", "safe_keys",
         "standard_attrs", "init_attrs", "max_depth", "default_formatter", "context", "context_var",
         "sender_threads", "busy_threads", "escape", "line_head", "queue", "inline_max",
-        "entry_overhead", "plain_len", "by_referents", "redact_text", NULL,
+        "entry_overhead", "plain_len", "by_referents", "redact_text", "secret_cache", NULL,
     };
     PyObject *record_type, *probe, *client, *stamps, *default_formatter, *context, *context_var;
     PyObject *meta_stamps, *dumps, *safe_keys, *standard_attrs, *init_attrs;
@@ -227,17 +228,17 @@ state_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     PyObject *sender_threads, *busy_threads, *escape, *line_head, *queue;
     Py_ssize_t inline_max, entry_overhead, plain_len;
     int by_referents;
-    PyObject *redact_text;
+    PyObject *redact_text, *secret_cache;
     Referents r;
     State *self;
 
     if (!PyArg_ParseTupleAndKeywords(
-            args, kwds, "$O!OOO!O!OOO!O!nOO!O!O!O!OUOnnnpO", kwlist, &PyType_Type, &record_type,
+            args, kwds, "$O!OOO!O!OOO!O!nOO!O!O!O!OUOnnnpOO!", kwlist, &PyType_Type, &record_type,
             &probe, &client, &PyDict_Type, &stamps, &PyDict_Type, &meta_stamps, &dumps,
             &safe_keys, &PyFrozenSet_Type, &standard_attrs, &PyFrozenSet_Type, &init_attrs,
             &max_depth, &default_formatter, &PyModule_Type, &context, &PyContextVar_Type, &context_var,
             &PySet_Type, &sender_threads, &PySet_Type, &busy_threads, &escape, &line_head,
-            &queue, &inline_max, &entry_overhead, &plain_len, &by_referents, &redact_text)) {
+            &queue, &inline_max, &entry_overhead, &plain_len, &by_referents, &redact_text, &PyDict_Type, &secret_cache)) {
         return NULL;
     }
     if (!PyUnicode_IS_ASCII(line_head)) {
@@ -283,6 +284,7 @@ state_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     /* None: no text patterns that this path can serve (or none at all). */
     self->text_triggers = redact_text != Py_None;
     self->redact_text = Py_NewRef(redact_text);
+    self->secret_cache = Py_NewRef(secret_cache);
     self->default_formatter = Py_NewRef(default_formatter);
     self->sender_threads = Py_NewRef(sender_threads);
     self->busy_threads = Py_NewRef(busy_threads);
@@ -345,60 +347,109 @@ needs_escape(const unsigned char *text, Py_ssize_t n)
     return 0;
 }
 
-/* _redact.TRIGGER's test, for text the default credential patterns would check:
- * whether it holds ':', '=', '@', "eyJ" (a JWT) or an AWS key id's prefix. Text
- * without any cannot match them, and ships from here; text with one goes to the
- * Python code, which runs the patterns. Kept equal to TRIGGER by tests. */
+/* The prefixes of AWS access key ids after their "A" (_redact's aws_key and
+ * TRIGGER): text holding one goes to the Python redactor. */
 static const char aws_prefixes[][3] = {
     {'K', 'I', 'A'}, {'S', 'I', 'A'}, {'B', 'I', 'A'}, {'C', 'C', 'A'}, {'G', 'P', 'A'},
     {'I', 'D', 'A'}, {'R', 'O', 'A'}, {'I', 'P', 'A'}, {'N', 'P', 'A'}, {'N', 'V', 'A'},
     {'P', 'K', 'A'},
 };
 
-#define MAY_HOLD_SECRET(TYPE, data, n)                                                  \
-    do {                                                                                \
-        const TYPE *d_ = (const TYPE *)(data);                                          \
-        Py_ssize_t i_, k_;                                                              \
-        for (i_ = 0; i_ < (n); i_++) {                                                  \
-            Py_UCS4 c_ = d_[i_];                                                        \
-            if (c_ == ':' || c_ == '=' || c_ == '@') {                                  \
-                return 1;                                                               \
-            }                                                                           \
-            if (c_ == 'e' && i_ + 2 < (n) && d_[i_ + 1] == 'y' && d_[i_ + 2] == 'J') {  \
-                return 1;                                                               \
-            }                                                                           \
-            if (c_ == 'A' && i_ + 3 < (n)) {                                            \
-                for (k_ = 0; k_ < (Py_ssize_t)(sizeof aws_prefixes / 3); k_++) {        \
-                    if (d_[i_ + 1] == (TYPE)aws_prefixes[k_][0] &&                      \
-                        d_[i_ + 2] == (TYPE)aws_prefixes[k_][1] &&                      \
-                        d_[i_ + 3] == (TYPE)aws_prefixes[k_][2]) {                      \
-                        return 1;                                                       \
-                    }                                                                   \
-                }                                                                       \
-            }                                                                           \
-        }                                                                               \
-        return 0;                                                                       \
-    } while (0)
-
+/* Whether a key could stand at ``text[at]`` (a ':' or '='), read back as the
+ * key=value pattern reads it (_redact._KEY_BEFORE_REVERSED: up to 3 spaces or
+ * tabs, a quote, then 1 to 64 of [A-Za-z0-9_.-]): 1 when there is none, or the
+ * redactor has answered that it names no secret; 0 when the redactor must look
+ * (a secret, or not asked yet); -1 on error. */
 static int
-ascii_may_hold_secret(const unsigned char *data, Py_ssize_t n)
+key_known_plain(State *self, int kind, const void *data, Py_ssize_t at)
 {
-    MAY_HOLD_SECRET(unsigned char, data, n);
+    Py_ssize_t j = at, end, spaces = 0;
+    PyObject *key, *known;
+    Py_UCS4 c;
+    int letters = 0;
+    while (j > 0 && spaces < 3) {
+        c = PyUnicode_READ(kind, data, j - 1);
+        if (c != ' ' && c != '\t') {
+            break;
+        }
+        j--;
+        spaces++;
+    }
+    if (j > 0) {
+        c = PyUnicode_READ(kind, data, j - 1);
+        if (c == '"' || c == '\'') {
+            j--;
+        }
+    }
+    end = j;
+    while (j > 0 && end - j < 64) {
+        c = PyUnicode_READ(kind, data, j - 1);
+        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) {
+            letters = 1;
+        }
+        else if (!((c >= '0' && c <= '9') || c == '_' || c == '.' || c == '-')) {
+            break;
+        }
+        j--;
+    }
+    if (!letters) {
+        /* No key ("a: b" has one, " : " not), or one without a letter ("request
+           42: ...", "10:30"): every secret name has letters (Redactor.is_secret). */
+        return 1;
+    }
+    key = PyUnicode_FromKindAndData(kind, (const char *)data + j * kind, end - j);
+    if (key == NULL) {
+        return -1;
+    }
+    known = PyDict_GetItemWithError(self->secret_cache, key);
+    Py_DECREF(key);
+    if (known == NULL) {
+        return PyErr_Occurred() ? -1 : 0;
+    }
+    return known == Py_False;
 }
 
-/* The same for any exact str. */
+/* Whether the default credential patterns could change ``text`` (an exact str):
+ * 1 yes (or maybe: the Python redactor decides), 0 certainly not, -1 error. A
+ * '@', "eyJ" or an AWS key id's prefix means maybe; each ':' or '=' means maybe
+ * unless the key before it is one the redactor has found plain. */
 static int
-may_hold_secret(PyObject *text)
+needs_redaction_data(State *self, int kind, const void *data, Py_ssize_t n)
 {
-    Py_ssize_t n = PyUnicode_GET_LENGTH(text);
-    switch (PyUnicode_KIND(text)) {
-    case PyUnicode_1BYTE_KIND:
-        MAY_HOLD_SECRET(Py_UCS1, PyUnicode_1BYTE_DATA(text), n);
-    case PyUnicode_2BYTE_KIND:
-        MAY_HOLD_SECRET(Py_UCS2, PyUnicode_2BYTE_DATA(text), n);
-    default:
-        MAY_HOLD_SECRET(Py_UCS4, PyUnicode_4BYTE_DATA(text), n);
+    Py_ssize_t i, k;
+    for (i = 0; i < n; i++) {
+        Py_UCS4 c = PyUnicode_READ(kind, data, i);
+        if (c == ':' || c == '=') {
+            int plain = key_known_plain(self, kind, data, i);
+            if (plain != 1) {
+                return plain < 0 ? -1 : 1;
+            }
+        }
+        else if (c == '@') {
+            return 1;
+        }
+        else if (c == 'e' && i + 2 < n && PyUnicode_READ(kind, data, i + 1) == 'y' &&
+                 PyUnicode_READ(kind, data, i + 2) == 'J') {
+            return 1;
+        }
+        else if (c == 'A' && i + 3 < n) {
+            for (k = 0; k < (Py_ssize_t)(sizeof aws_prefixes / 3); k++) {
+                if (PyUnicode_READ(kind, data, i + 1) == (Py_UCS4)aws_prefixes[k][0] &&
+                    PyUnicode_READ(kind, data, i + 2) == (Py_UCS4)aws_prefixes[k][1] &&
+                    PyUnicode_READ(kind, data, i + 3) == (Py_UCS4)aws_prefixes[k][2]) {
+                    return 1;
+                }
+            }
+        }
     }
+    return 0;
+}
+
+static int
+needs_redaction(State *self, PyObject *text)
+{
+    return needs_redaction_data(self, PyUnicode_KIND(text), PyUnicode_DATA(text),
+                                PyUnicode_GET_LENGTH(text));
 }
 
 /* What follows the text's JSON string in an entry: ``rest`` (the stamp: the
@@ -629,11 +680,16 @@ format_entry(State *self, PyObject *msg, PyObject *args, const Tail *tail)
         }
         k++;
     }
-    if (self->text_triggers &&
-        ascii_may_hold_secret((const unsigned char *)PyBytes_AS_STRING(entry) + n_head + 1,
-                              n_text)) {
-        Py_DECREF(entry);
-        return NULL;  /* no error set: the caller's PyUnicode_Format route checks too */
+    if (self->text_triggers) {
+        int needs = needs_redaction_data(self, PyUnicode_1BYTE_KIND,
+                                         PyBytes_AS_STRING(entry) + n_head + 1, n_text);
+        if (needs != 0) {
+            /* The caller's PyUnicode_Format route asks the redactor (an error is
+               cleared there: that route decides again). */
+            PyErr_Clear();
+            Py_DECREF(entry);
+            return NULL;
+        }
     }
     *out++ = '"';
     write_tail(out, tail);
@@ -729,8 +785,8 @@ direct_extras_json(State *self, PyObject *attrs, PyObject **out)
             Py_ssize_t n_value = PyUnicode_GET_LENGTH(value);
             if (!PyUnicode_IS_ASCII(value) || n + n_value + 2 + 1 > DIRECT_META_MAX ||
                 needs_escape(PyUnicode_1BYTE_DATA(value), n_value) ||
-                (self->text_triggers &&
-                 ascii_may_hold_secret(PyUnicode_1BYTE_DATA(value), n_value))) {
+                (self->text_triggers && needs_redaction(self, value) != 0)) {
+                PyErr_Clear();
                 return 0;
             }
             buf[n++] = '"';
@@ -804,7 +860,8 @@ extras_json(State *self, PyObject *attrs)
             continue;
         }
         if (kind < 0 || !is_plain_arg(value) ||
-            (self->text_triggers && PyUnicode_CheckExact(value) && may_hold_secret(value)) ||
+            (self->text_triggers && PyUnicode_CheckExact(value) &&
+             needs_redaction(self, value) != 0) ||
             PyDict_SetItem(meta, key, value) != 0) {
             /* An odd value or key: the Python code sorts it out. */
             Py_DECREF(meta);
@@ -996,7 +1053,16 @@ build_entry(State *self, PyObject *handler_dict, PyObject *record)
     if (!PyUnicode_CheckExact(text) || PyUnicode_GET_LENGTH(text) == 0) {
         goto done;
     }
-    if (self->text_triggers && may_hold_secret(text)) {
+    if (self->text_triggers) {
+        int needs = needs_redaction(self, text);
+        if (needs < 0) {
+            goto done;
+        }
+        if (needs == 0) {
+            goto join;
+        }
+    }
+    if (self->text_triggers) {
         /* May hold a credential: the redactor's patterns decide. Python code runs
            meanwhile: ``rest`` (whose UTF-8 ``tail`` points into) is held, so a
            finalizer that logs and replaces the stamp cannot free it under us. */
@@ -1011,6 +1077,7 @@ build_entry(State *self, PyObject *handler_dict, PyObject *record)
         }
         Py_SETREF(text, redacted);
     }
+join:
     entry = join_entry(self, text, &tail);
 done:
     Py_XDECREF(attrs);

@@ -320,6 +320,27 @@ class TestStdlibPaths:
 
         assert [Redactor().text(text)] * 2 == [line["line"] for line in lines]
 
+    def test_known_plain_keys_do_not_hide_a_secret(
+        self, handle_path: str, wire: tuple[Client, RecordingTransport]
+    ) -> None:
+        """Once keys are known plain ("user", "42") the fast path skips the redactor for
+        them, but a secret key beside them, a later one, or one in meta is still found,
+        however often the line repeats."""
+        client, transport = wire
+        log = make_logger(f"t.redact.known.{handle_path}", LogDNAHandler(client=client))
+        for _ in range(3):
+            log.info("request %d: user=%s", 42, "bob")
+            log.info("request %d: user=%s password=%s", 42, "bob", "hunter2")
+            log.info("user=bob", extra={"note": "user=bob token=tok-9"})
+
+        body = shipped(client, transport)
+
+        assert b"hunter2" not in body and b"tok-9" not in body
+        lines = lines_of(body)
+        assert ["request 42: user=bob", "request 42: user=bob password=[REDACTED]",
+                "user=bob"] * 3 == [line["line"] for line in lines]  # fmt: skip
+        assert {"note": "user=bob token=[REDACTED]"} == lines[2]["meta"]
+
 
 class TestStructlogWithoutMessage:
     def test_processor(self, wire: tuple[Client, RecordingTransport]) -> None:

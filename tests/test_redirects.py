@@ -230,6 +230,7 @@ class TestClassify:
 
 
 class TestVerifyOff:
+    @pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
     def test_verify_false_is_reported_once(self, ingest: _Server) -> None:
         """verify=False is said once through the library's logger, however many lines
         and requests follow, with the host and without the key."""
