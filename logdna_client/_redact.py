@@ -163,14 +163,12 @@ def key_words(key: str) -> list[str]:
     return [w.lower() for w in _CAMEL.findall(key)]
 
 
-# What stands before a key=value separator, read backwards (matched on the reversed
-# text at the separator): a little space, an optional quote, the key (at most 64
-# characters, reversed).
-_KEY_BEFORE_REVERSED = re.compile(r"[ \t]{0,3}([\"']?)([A-Za-z0-9_.-]{1,64})")
-# Texts up to this long first look for a secret key before any ":" or "=" (reading
-# back from each, as the key=value pattern does) and skip that pattern without one:
-# cheaper for a log message, not for 128 KB with thousands of separators.
-_SHORT = 512
+# A key=value separator and what stands before it, on the reversed text: the
+# separator (not one after two digits: times, ratios), a little space, an optional
+# quote, the key (at most 64 characters). One scan finds every candidate, in C; the
+# key=value pattern then runs only at separators whose key names a secret.
+# _speedups.c reads keys back the same way (key_known_plain).
+_SEPARATOR_KEY_REVERSED = re.compile(r"[:=](?!\d\d)[ \t]{0,3}([\"']?)([A-Za-z0-9_.-]{1,64})")
 _LOCAL_PART_REVERSED = re.compile(r"[A-Za-z0-9._%+-]{1,64}")
 
 # card, us_ssn and phone_plain all start with a digit: where more than one is on,
@@ -244,27 +242,10 @@ class _Patterns:
             return m.span("v") if value and m.group("v") is not None else m.span()
 
         if name == "secret_kv":
-            is_secret = self._is_secret
-            names_secret = self._names_secret
-
-            backwards = _Backwards()
 
             def key_value(m: re.Match[str]) -> Span | None:
-                text, at = m.string, m.start()
-                key = _KEY_BEFORE_REVERSED.match(backwards.of(text), len(text) - at)
-                if key is None:
-                    return None
-                name = key.group(2)[::-1]
-                # Cheapest first: most candidates are "word:" that names no secret.
-                if not is_secret(name) or name.endswith(_NOT_KEYS):
-                    return None  # ("KeyError: 'k'": a traceback's last line)
-                if text[at] == ":" and not key.group(1) and not names_secret(name):
-                    # "PASS: test 3", "Key: value": a bare word and a colon is prose or
-                    # a status as often as a key; short secret words (pass, pin, key,
-                    # auth ...) count there only as "pin=", '"pin":' or a longer name.
-                    return None
                 start = m.start("v")
-                if text.startswith(MARKER, start):
+                if m.string.startswith(MARKER, start):
                     return None  # redacted already
                 return start, m.end()
 
@@ -303,7 +284,6 @@ class _Patterns:
     def sub(self, replacement: str, text: str) -> str:
         spans: list[Span] = []
         low: str | None = None
-        short = len(text) <= _SHORT
         # (Loops, not any() over a generator: this runs for short messages on the
         # logging call's path, where a generator costs more than the test.)
         for needs, words, regex, find in self._rules:
@@ -313,10 +293,10 @@ class _Patterns:
             else:
                 if needs:
                     continue
-            if find is self._key_value and short and not self._any_secret_key(text):
-                continue  # a log message's "1: ..." or "user=bob": no key names a secret
-            if words is None:
-                matches: Iterable[re.Match[str] | None] = regex.finditer(text)
+            if find is self._key_value:
+                matches: Iterable[re.Match[str] | None] = self._at_secret_keys(regex, text)
+            elif words is None:
+                matches = regex.finditer(text)
             else:
                 if low is None:
                     # Lower-cased ASCII keeps every index; other text may not.
@@ -347,20 +327,23 @@ class _Patterns:
         out += (text[pos:start], replacement, text[end:])
         return "".join(out)
 
-    def _any_secret_key(self, text: str) -> bool:
-        """Whether any key before a ":" or "=" in (short) ``text`` names a secret:
-        cached answers, cheaper than the key=value pattern's own run."""
+    def _at_secret_keys(self, regex: re.Pattern[str], text: str) -> Iterator[re.Match[str] | None]:
+        """The key=value pattern matched at each separator whose key names a secret."""
         is_secret = self._is_secret
-        backwards = text[::-1]
-        size = len(text)
-        for separator in ":=":
-            at = text.find(separator)
-            while at >= 0:
-                key = _KEY_BEFORE_REVERSED.match(backwards, size - at)
-                if key is not None and is_secret(key.group(2)[::-1]):
-                    return True
-                at = text.find(separator, at + 1)
-        return False
+        names_secret = self._names_secret
+        last = len(text) - 1
+        for candidate in _SEPARATOR_KEY_REVERSED.finditer(text[::-1]):
+            name = candidate.group(2)[::-1]
+            # Cheapest first: most candidates are "word:" that names no secret.
+            if not is_secret(name) or name.endswith(_NOT_KEYS):
+                continue  # ("KeyError: 'k'": a traceback's last line)
+            at = last - candidate.start()
+            if text[at] == ":" and not candidate.group(1) and not names_secret(name):
+                # "PASS: test 3", "Key: value": a bare word and a colon is prose or a
+                # status as often as a key; short secret words (pass, pin, key, auth
+                # ...) count there only as "pin=", '"pin":' or a longer name.
+                continue
+            yield regex.match(text, at)
 
     def search(self, text: str) -> bool:
         """Whether any pattern would replace something in ``text``."""
