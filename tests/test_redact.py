@@ -443,7 +443,10 @@ class TestSecretsNeverReachTheWire:
         client.log(text)
         client.log("meta", meta=data.draw(_meta_with(secret)))
         log = make_logger("t.redact.property", LogDNAHandler(client=client))
-        log.warning("%s", text, extra=data.draw(_meta_with(secret)))
+        extra = data.draw(_meta_with(secret))
+        log.warning("%s", text, extra=extra)
+        log.warning("%s", text, extra=extra)  # a level's second line can take the C path
+        log.warning(text)
 
         body = shipped(client, transport)
 
@@ -456,3 +459,31 @@ def _quiet_library() -> Iterator[None]:
     level = own.level
     yield
     own.setLevel(level)
+
+
+_PIECES = st.sampled_from(
+    ["password", "token", "user", "pin", "key", "PASS", "42", ":", "=", " ", '"', "'", "@",
+     "eyJ", "AKIA", "ASIA", "A", "x", "é", "€", "😀", "Authorization", "://", "-", "_", "."]
+)  # fmt: skip
+
+
+class TestFastPathAgreesWithTheRedactor:
+    @settings(max_examples=300, deadline=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
+    @given(pieces=st.lists(_PIECES, min_size=1, max_size=12))
+    def test_random_text(
+        self, pieces: list[str], handle_path: str, wire: tuple[Client, RecordingTransport]
+    ) -> None:
+        """Whatever the text (separators, keys known plain or secret, triggers, any
+        character width), each handle path ships what the redactor makes of it, also
+        once its answers on keys are cached."""
+        text = "".join(pieces)
+        client, transport = wire
+        log = make_logger(f"t.redact.agree.{handle_path}", LogDNAHandler(client=client))
+        for _ in range(3):
+            log.info(text)
+            log.info("%s", text)
+
+        lines = lines_of(shipped(client, transport))
+
+        assert [Redactor().text(text) or "(empty message)"] * 6 == [line["line"] for line in lines]
