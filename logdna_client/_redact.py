@@ -339,9 +339,11 @@ class _Patterns:
                 continue  # ("KeyError: 'k'": a traceback's last line)
             at = last - candidate.start()
             if text[at] == ":" and not candidate.group(1) and not names_secret(name):
-                # "PASS: test 3", "Key: value": a bare word and a colon is prose or a
-                # status as often as a key; short secret words (pass, pin, key, auth
-                # ...) count there only as "pin=", '"pin":' or a longer name.
+                # "PASS: test 3", "dbus-session-bus-common:all": a bare word and a
+                # colon is prose, a status or a qualifier as often as a key. It counts
+                # only when the word ends with one of the longer names ("password:",
+                # "db_token: ..."); short ones (pass, pin, key ...) only as "pin=" or
+                # '"pin":'.
                 continue
             yield regex.match(text, at)
 
@@ -421,8 +423,8 @@ class Redactor:
             and this bounds the input too.
     """
 
-    __slots__ = ("_cache", "_key_re", "_max_chars", "_plain_keys", "_text_re", "_trigger",
-                 "_words")  # fmt: skip
+    __slots__ = ("_cache", "_key_end_re", "_key_re", "_max_chars", "_plain_keys",
+                 "_text_re", "_trigger", "_words")  # fmt: skip
 
     def __init__(self, extra_keys: Iterable[str] = (), patterns: Iterable[str] = (),
                  *, defaults: bool = True, max_chars: int = 1 << 20) -> None:  # fmt: skip
@@ -431,6 +433,9 @@ class Redactor:
         # relies on it to pass "request 42: ..." by without asking).
         names += [_SEPARATORS.sub("", k.lower()) for k in extra_keys if any(c.isalpha() for c in k)]
         self._key_re = re.compile("|".join(map(re.escape, names))) if names else None
+        self._key_end_re = (
+            re.compile("(?:" + "|".join(map(re.escape, names)) + r")s?\Z") if names else None
+        )
         self._words = frozenset(SECRET_WORDS) if defaults else frozenset()
         chosen = expand_patterns([*CREDENTIAL_PATTERNS, *patterns] if defaults else patterns)
         self._text_re = _Patterns(chosen, self.is_secret, self._names_secret) if chosen else None
@@ -509,8 +514,8 @@ class Redactor:
         return hit
 
     def _names_secret(self, key: str) -> bool:
-        """Whether ``key`` holds one of the longer names (not only a short word)."""
-        return bool(self._key_re and self._key_re.search(_SEPARATORS.sub("", key.lower())))
+        """Whether ``key`` ends with one of the longer names (not only a short word)."""
+        return bool(self._key_end_re and self._key_end_re.search(_SEPARATORS.sub("", key.lower())))
 
     def _has_secret_word(self, key: str) -> bool:
         words = key_words(key)
