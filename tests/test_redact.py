@@ -176,6 +176,10 @@ class TestTextPatterns:
             ("x-api-key=ak_live_5150", "ak_live_5150"),
             ("AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG", "wJalrXUtnFEMI/K7MDENG"),
             ("userPassword=pw-camel", "pw-camel"),
+            ("db_token: tk-colon-1 ok", "tk-colon-1"),
+            ("password:pw-tight ok", "pw-tight"),
+            ("pin=8812 ok", "8812"),
+            ("{'pin': '4455'}", "4455"),
             ("using AKIAIOSFODNN7EXAMPLE for uploads", "AKIAIOSFODNN7EXAMPLE"),
             ("temp creds ASIAY34FZKBOKMUTVV7A ok", "ASIAY34FZKBOKMUTVV7A"),
             ("connect postgres://admin:pw-url-1@db.internal:5432/app", "pw-url-1"),
@@ -209,6 +213,8 @@ class TestTextPatterns:
             "see https://example.com/path?q=1 and mailto user at host",
             "ratio 0.4111111111111111 and 3.14159",
             "user bob@10.0.0.7 at 10:30:01 port=8080 ok",
+            "install dbus-session-bus-common:all 1.14.10-1",
+            "PASS: gdb.base/break.exp: Key: value at 12:30",
         ],
     )
     def test_benign_near_misses_are_kept(self, text: str) -> None:
