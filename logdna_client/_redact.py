@@ -1,4 +1,4 @@
-"""Redaction: secrets in meta keys, and optional patterns in text.
+"""Redaction: secrets and PHI under meta keys, credentials (and opt-in PHI) in text.
 
 Runs in the application thread before a line is serialized, so nothing
 unredacted ever sits in the buffer. It looks inside everything the serializer
@@ -6,7 +6,10 @@ would expand (dicts and other mappings, lists, tuples, sets, dataclass
 instances, enum members' values), cuts cycles and meta deeper than
 ``MAX_DEPTH``, and never raises.
 It only walks meta when a line has meta, and answers "is this key a secret?"
-from a small cache, because the same few keys come back on every line.
+from a small cache, because the same few keys come back on every line. Text
+patterns run only on text that holds one of their marks (``TRIGGER``), on input
+cut to the line cap, each in linear time; the C handle (_speedups.c) applies
+the same test and the cache, and calls back here only when they say maybe.
 """
 
 from __future__ import annotations
