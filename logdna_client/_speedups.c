@@ -1007,6 +1007,10 @@ build_entry(State *self, PyObject *handler_dict, PyObject *record)
         goto done;
     }
     rest = PyTuple_GET_ITEM(stamp, 2);
+    /* Held: ``tail`` points into its UTF-8, and what runs below may run Python code
+       (the redactor; a finalizer when the key lookups allocate) that logs and
+       replaces the level's stamp, which would free it under us. */
+    held_rest = Py_NewRef(rest);
     {
         PyObject *low = PyTuple_GET_ITEM(stamp, 0), *high = PyTuple_GET_ITEM(stamp, 1);
         double millis = PyFloat_AS_DOUBLE(f[F_CREATED]) * 1000.0;
@@ -1063,12 +1067,8 @@ build_entry(State *self, PyObject *handler_dict, PyObject *record)
         }
     }
     if (self->text_triggers) {
-        /* May hold a credential: the redactor's patterns decide. Python code runs
-           meanwhile: ``rest`` (whose UTF-8 ``tail`` points into) is held, so a
-           finalizer that logs and replaces the stamp cannot free it under us. */
+        /* May hold a credential: the redactor's patterns decide (``rest`` is held). */
         PyObject *redacted;
-        Py_INCREF(rest);
-        held_rest = rest;
         redacted = PyObject_CallOneArg(self->redact_text, text);
         if (redacted == NULL || !PyUnicode_CheckExact(redacted) ||
             PyUnicode_GET_LENGTH(redacted) == 0) {
