@@ -130,7 +130,9 @@ TRIGGER = re.compile(r"[:=@]|eyJ|A(?:KIA|SIA|BIA|CCA|GPA|IDA|ROA|IPA|NPA|NVA|PKA
 _JSON_TRIGGER = re.compile(rb"[=@]|eyJ|A(?:KIA|SIA|BIA|CCA|GPA|IDA|ROA|IPA|NPA|NVA|PKA)")
 
 _NOT_KEYS = ("Error", "Exception", "Warning")
-_LUHN_DOUBLE = (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)
+# A digit doubled, its two digits summed (Luhn): 7 -> 14 -> 5.
+_LUHN_DOUBLED = str.maketrans("0123456789", "0246813579")
+_CARD_SEPARATORS = str.maketrans("", "", " .-")
 
 
 def _is_card(digits: str) -> bool:
@@ -145,7 +147,7 @@ def _is_card(digits: str) -> bool:
         or two in (30, 34, 35, 36, 37, 38, 39, 50)
     ):
         return False
-    total = sum(map(int, digits[-1::-2])) + sum(_LUHN_DOUBLE[int(d)] for d in digits[-2::-2])
+    total = sum(map(int, digits[-1::-2])) + sum(map(int, digits[-2::-2].translate(_LUHN_DOUBLED)))
     return total % 10 == 0
 
 
@@ -256,7 +258,7 @@ class _Patterns:
             return key_value
 
         def card(m: re.Match[str]) -> Span | None:
-            return m.span() if _is_card("".join(filter(str.isdigit, m.group()))) else None
+            return m.span() if _is_card(m.group().translate(_CARD_SEPARATORS)) else None
 
         if name == "card":
             return card
