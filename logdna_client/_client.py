@@ -14,10 +14,11 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 from . import _exit
 from ._buffer import SEPARATOR, Buffer
-from ._config import Config
+from ._config import Config, hide_key
 from ._line import LineBuilder, safe_str
 from ._report import Reporter
 from ._retry import Backoff
@@ -68,6 +69,7 @@ class Client:
         backoff: Backoff | None = None,
         **options: Any,
     ) -> None:
+        options = hide_key(options)  # first: no frame of ours holds the key's text
         if config is not None and options:
             from ._errors import ConfigurationError  # noqa: PLC0415
 
@@ -83,6 +85,16 @@ class Client:
 
         self._builder.on_filtered = filtered
         self._reporter = Reporter()
+        if self.config.verify is False:
+            # urllib3 warns through the warnings module on every request; this says
+            # it once, where the app looks for this library's trouble.
+            self._reporter.report(
+                "verify-off", logging.WARNING,
+                "logdna_client: TLS certificate verification is off (verify=False): the "
+                "ingestion key and every line can be read or changed by anyone between "
+                "this host and %s",
+                urlsplit(self.config.url).hostname,
+            )  # fmt: skip
         # Through self, so a fork's fresh Reporter is used.
         self._builder.report = self._report
         self._closed = False
@@ -97,10 +109,12 @@ class Client:
             _exit.install_signal_handlers()
 
     def __repr__(self) -> str:
-        c = self.config
+        c = getattr(self, "config", None)
+        if c is None:  # half-built: Config refused an option (a traceback may show us)
+            return f"<{type(self).__name__} (not configured)>"
         return (
             f"<{type(self).__name__} url={c.url!r} hostname={c.hostname!r} app={c.app!r} "
-            f"env={c.env!r} closed={self._closed}>"
+            f"env={c.env!r} closed={getattr(self, '_closed', False)}>"
         )
 
     # -- pipeline lifecycle

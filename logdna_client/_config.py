@@ -9,6 +9,7 @@ raised when the client is built rather than when the first line is logged.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import os
@@ -21,7 +22,7 @@ from urllib.parse import urlsplit
 
 from ._errors import ConfigurationError
 
-__all__ = ["DEFAULT_URL", "ENV_VARS", "Config", "Secret"]
+__all__ = ["DEFAULT_URL", "ENV_VARS", "Config", "Secret", "hide_key"]
 
 DEFAULT_URL = "https://logs.logdna.com/logs/ingest"
 
@@ -87,6 +88,50 @@ class Secret:
         # Pickling a Secret (multiprocessing spawn of a handler) keeps it usable
         # but the pickled form is as sensitive as the key itself.
         return (Secret, (self._value,))
+
+
+_CONTROL = re.compile(r"[\r\n\0]")
+
+
+def _environ(name: str) -> str | None:
+    """One environment variable (os.environ itself never sits in a caller's frame)."""
+    return os.environ.get(name)
+
+
+def _as_secret(value: object) -> Secret | None:
+    """The key as a Secret (None stays None); a key that is not a string is refused
+    without being shown, or kept in this frame's locals."""
+    if isinstance(value, Secret) and isinstance(value.reveal(), str):
+        return value
+    if value is None or isinstance(value, str):
+        return None if value is None else Secret(value)
+    del value  # not in this frame's locals when the error's traceback is captured
+    return _refuse_key()
+
+
+def _refuse_key() -> Secret:
+    raise ConfigurationError("key: expected a string, got <hidden>", "key")
+
+
+def _read_key_file(path: str) -> Secret:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return Secret(fh.read())
+    except OSError as exc:
+        raise ConfigurationError(
+            f"key_file: cannot read {path!r}: {exc.strerror}", "key_file"
+        ) from None
+
+
+def hide_key(options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` with a ``key`` given as text wrapped in a Secret: the first frame
+    that receives keyword options calls this before anything else."""
+    key = options.get("key")
+    if key is not None and not isinstance(key, Secret):
+        # Whatever its type: a key given as bytes is refused later, unseen.
+        options = {**options, "key": Secret(cast(str, key))}
+    del key
+    return options
 
 
 def _bad(option: str, value: object, expected: str) -> ConfigurationError:
@@ -277,10 +322,14 @@ class Config:
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
-        env = os.environ
+        # The key becomes a Secret before anything can fail: a ConfigurationError's
+        # traceback (Sentry captures frame locals) then shows only Secret('***').
+        # os.environ is read through _environ(), never held in a local here.
+        set_(self, "key", _as_secret(self.key))
+        env = _environ
 
         # -- where and as whom
-        url = self.url if self.url is not None else env.get(ENV_VARS["url"]) or DEFAULT_URL
+        url = self.url if self.url is not None else env(ENV_VARS["url"]) or DEFAULT_URL
         if not isinstance(url, str):
             raise _bad("url", url, "an http(s) URL")
         url = url.strip()
@@ -304,19 +353,19 @@ class Config:
         set_(self, "url", url)
         set_(self, "key", self._resolve_key(_is_loopback(parts.hostname)))
 
-        hostname = self.hostname if self.hostname is not None else env.get(ENV_VARS["hostname"])
+        hostname = self.hostname if self.hostname is not None else env(ENV_VARS["hostname"])
         hostname = _optional_name("hostname", hostname) or socket.gethostname()[:_NAME_CAP]
         set_(self, "hostname", hostname or "localhost")
         set_(self, "ip", _optional_name("ip", self.ip))
         set_(self, "mac", _optional_name("mac", self.mac))
-        tags = self.tags if self.tags is not None else env.get(ENV_VARS["tags"])
+        tags = self.tags if self.tags is not None else env(ENV_VARS["tags"])
         set_(self, "tags", to_str_list("tags", tags))
         for name in ("app", "env"):
             raw = getattr(self, name)
             set_(
                 self,
                 name,
-                _optional_name(name, raw if raw is not None else env.get(ENV_VARS[name])),
+                _optional_name(name, raw if raw is not None else env(ENV_VARS[name])),
             )
 
         # -- behaviour
@@ -343,7 +392,7 @@ class Config:
         set_(self, "compress", to_bool("compress", self.compress))
         signals = self.handle_signals
         if signals is None:
-            signals = env.get(ENV_VARS["handle_signals"]) or True
+            signals = env(ENV_VARS["handle_signals"]) or True
         set_(self, "handle_signals", to_bool("handle_signals", signals))
         set_(self, "index_meta", to_bool("index_meta", self.index_meta))
         set_(self, "verify", self._resolve_verify())
@@ -367,7 +416,7 @@ class Config:
         set_(self, "before_send", _resolve_callable("before_send", self.before_send))
 
         # -- durable delivery (docs/spool.md); only checked here: no folder is made until used
-        spool_dir = self.spool_dir if self.spool_dir is not None else env.get(ENV_VARS["spool_dir"])
+        spool_dir = self.spool_dir if self.spool_dir is not None else env(ENV_VARS["spool_dir"])
         if spool_dir is not None and not isinstance(spool_dir, str | os.PathLike):
             raise _bad("spool_dir", spool_dir, "a folder path")
         spool_dir = os.path.expanduser(os.fspath(spool_dir)).strip() if spool_dir else None
@@ -384,28 +433,18 @@ class Config:
                          maximum=10 * 365 * 86400.0))  # fmt: skip
 
     def _resolve_key(self, loopback: bool) -> Secret | None:
+        # Every local here holds a Secret, never the key's text (see __post_init__).
         looked: list[str] = []
-        raw: object = self.key
-        if isinstance(raw, Secret):
-            raw = raw.reveal()
-        if raw is None:
+        secret = cast("Secret | None", self.key)
+        if secret is None:
             looked.append("key=")
             if self.key_file is not None:
                 looked.append(f"key_file={self.key_file!r}")
-                try:
-                    with open(self.key_file, encoding="utf-8") as fh:
-                        raw = fh.read()
-                except OSError as exc:
-                    raise ConfigurationError(
-                        f"key_file: cannot read {self.key_file!r}: {exc.strerror}", "key_file"
-                    ) from None
-        if raw is None:
+                secret = _read_key_file(self.key_file)
+        if secret is None:
             looked.append(ENV_VARS["key"])
-            raw = os.environ.get(ENV_VARS["key"])
-        if raw is not None and not isinstance(raw, str):
-            raise _bad("key", raw, "a string")
-        key = (raw or "").strip()
-        if not key:
+            secret = _as_secret(_environ(ENV_VARS["key"]))
+        if secret is None or not secret.reveal().strip():
             if loopback:  # the local devserver needs no key
                 return None
             where = ", ".join(looked) if looked else "key="
@@ -414,9 +453,10 @@ class Config:
                 + ENV_VARS["key"],
                 "key",
             )
-        if any(c in key for c in "\r\n\0"):
+        secret = Secret(secret.reveal().strip())
+        if _CONTROL.search(secret.reveal()):
             raise ConfigurationError("key: contains a control character", "key")
-        return Secret(key)
+        return secret
 
     def _resolve_verify(self) -> bool | str:
         value: object = self.verify
@@ -443,10 +483,27 @@ class Config:
         return Config(**current)
 
 
-def _check_pattern(pattern: str) -> None:
-    from ._redact import PRESET_PATTERNS  # noqa: PLC0415 - avoids an import cycle
+def _hiding_init(generated: Callable[..., None]) -> Callable[..., None]:
+    """Config's generated ``__init__``, behind a frame that wraps a text key in a
+    Secret first: the generated frame's ``key`` local is then never the key's text."""
 
-    if pattern in PRESET_PATTERNS:
+    @functools.wraps(generated)
+    def __init__(self: Config, *args: Any, **kwargs: Any) -> None:
+        kwargs = hide_key(kwargs)
+        if args and args[0] is not None and not isinstance(args[0], Secret):
+            args = (Secret(args[0]), *args[1:])
+        generated(self, *args, **kwargs)
+
+    return __init__
+
+
+Config.__init__ = _hiding_init(Config.__init__)  # type: ignore[method-assign]
+
+
+def _check_pattern(pattern: str) -> None:
+    from ._redact import PRESET_GROUPS, PRESET_PATTERNS  # noqa: PLC0415 - avoids an import cycle
+
+    if pattern in PRESET_PATTERNS or pattern in PRESET_GROUPS:
         return
     try:
         re.compile(pattern)

@@ -29,6 +29,7 @@ import orjson
 from . import _context, _exit
 from ._buffer import ENTRY_OVERHEAD
 from ._client import Client
+from ._config import hide_key
 from ._context import current as request_context
 from ._errors import ConfigurationError
 from ._line import LINE_HEAD, _escape, safe_str
@@ -61,7 +62,7 @@ if getattr(sys, "_is_gil_enabled", lambda: True)():
     else:
         # A build left from another version of the package (an editable install
         # not rebuilt after an update) may expect other arguments: not used.
-        if getattr(_speedups, "API", None) != 4:
+        if getattr(_speedups, "API", None) != 5:
             _speedups = None
 
 _STRUCTLOG_SKIP = STANDARD_RECORD_ATTRS | {"_logger", "_name"}
@@ -108,6 +109,7 @@ class LogDNAHandler(logging.Handler):
     """
 
     def __init__(self, *, client: Client | None = None, **options: Any) -> None:
+        options = hide_key(options)  # first: no frame of ours holds the key's text
         if client is not None and options:
             raise ConfigurationError(
                 "pass either client= or options (" + ", ".join(sorted(options)) + "), not both"
@@ -127,6 +129,8 @@ class LogDNAHandler(logging.Handler):
         #: The same for lines with meta: ``rest`` ends with ``"meta":``.
         self._meta_stamps: dict[str, tuple[float, float, str]] = {}
         self._meta_json = builder.meta_json
+        self._text_check = builder.text_check
+        self._redact_triggered = builder.redact_triggered
         #: Entries up to this size (with ENTRY_OVERHEAD) are queued as built inline:
         #: their text is within max_line_length, so encode() would not cut it.
         self._inline_max = builder.entry_max + ENTRY_OVERHEAD
@@ -176,6 +180,12 @@ class LogDNAHandler(logging.Handler):
                 entry_overhead=ENTRY_OVERHEAD,
                 plain_len=_PLAIN_RECORD_LEN,
                 by_referents=_by_referents(),
+                # Only the default credential patterns leave this path open (see
+                # LineBuilder.text_check): C tests for their triggers, Python redacts.
+                redact_text=self._redact_triggered if self._text_check is not None else None,
+                # Its answers on keys: text whose every "key:" is a known plain one
+                # (a log message's "1: ...", "user=bob") needs no call to Python.
+                secret_cache=self._builder.secret_cache,
             )
         except Exception:  # e.g. the attributes could not be located on a probe
             return None
@@ -186,7 +196,9 @@ class LogDNAHandler(logging.Handler):
         return self._client
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} ({logging.getLevelName(self.level)}) {self._client!r}>"
+        # Safe half-built too (its Client refused an option): tracebacks show it.
+        level = logging.getLevelName(getattr(self, "level", logging.NOTSET))
+        return f"<{type(self).__name__} ({level}) {getattr(self, '_client', None)!r}>"
 
     def handle(self, record: logging.LogRecord) -> bool:
         """Filter, serialize and queue the record; never raises, never blocks on I/O.
@@ -243,6 +255,9 @@ class LogDNAHandler(logging.Handler):
                 # that ran first may have added message/asctime: no meta either.
                 attrs = record.__dict__
                 meta = None if len(attrs) == _PLAIN_RECORD_LEN else _extras(attrs)
+                check = self._text_check
+                if check is not None and check(text):
+                    text = self._redact_triggered(text)  # may hold a credential
                 if meta is None:
                     if stamp is not None and text and not (_context.in_use and request_context()):
                         low, high, rest = stamp
@@ -381,7 +396,9 @@ class LogDNAHandler(logging.Handler):
             # structlog's ProcessorFormatter.wrap_for_formatter: the event dict is
             # the message; its keys are meta, structlog's bookkeeping is not.
             return event_dict_to_line(
-                msg, {k: v for k, v in attrs.items() if k not in _STRUCTLOG_SKIP}
+                msg,
+                {k: v for k, v in attrs.items() if k not in _STRUCTLOG_SKIP},
+                redact=self._builder.redact_meta,
             )
         try:
             text = self.format(record)

@@ -157,7 +157,10 @@ class LineBuilder:
         "on_filtered",
         "plain",
         "plain_max_chars",
+        "redact_triggered",
         "report",
+        "secret_cache",
+        "text_check",
     )
 
     def __init__(self, config: Config) -> None:
@@ -166,6 +169,7 @@ class LineBuilder:
             () if isinstance(redact, bool) else redact,
             config.redact_patterns,
             defaults=redact is not False,
+            max_chars=config.max_line_length,
         )
         self._redacts_meta = self._redactor.active
         self._redacts_text = self._redactor.redacts_text
@@ -180,7 +184,18 @@ class LineBuilder:
         self.on_filtered: Callable[[], None] | None = None
         #: Where trouble is told, rate-limited (the Client points it at its Reporter).
         self.report: Callable[..., object] = _log_report
-        simple = not self._redacts_text and self._before_send is None
+        #: Whether text may hold something the text patterns replace (None: no
+        #: patterns). Cheap with the default patterns, which leave the fast paths open.
+        self.text_check: Callable[[str], bool] | None = (
+            self._redactor.may_hold_secret if self._redacts_text else None
+        )
+        #: For text ``text_check`` said may hold one: the redacted text.
+        self.redact_triggered: Callable[[str], str] = self._redactor.text_triggered
+        #: The redactor's cached answers, key -> whether it names a secret (a live dict).
+        self.secret_cache: dict[str, bool] = self._redactor.cache
+        simple = (not self._redacts_text or self._redactor.cheap_text) and (
+            self._before_send is None
+        )
         #: Texts up to this many characters can take ``plain`` (nothing to redact
         #: in text, no hook, meta as an object, certainly under the byte cap);
         #: -1 when nothing can.
@@ -197,6 +212,10 @@ class LineBuilder:
         )
         self.meta_json = self._make_meta_json()
         self.plain = self._make_plain()
+
+    def redact_meta(self, value: dict[Any, Any]) -> Any:
+        """``value`` as meta redaction leaves it (``value`` itself when unchanged)."""
+        return self._redactor.meta(value) if self._redacts_meta else value
 
     def tail(self, level: str) -> str | None:
         """The end of an inline entry for ``level``, or None when there is no inline path.
@@ -242,6 +261,7 @@ class LineBuilder:
         dumps = orjson.dumps
         plain_keys = self.meta_safe_keys
         redact = self._redactor.meta
+        values_may_match = self._redactor.json_may_hold_secret
 
         def meta_json(meta: dict[str, Any]) -> bytes:
             data = dumps(meta)
@@ -249,6 +269,7 @@ class LineBuilder:
                 plain_keys.issuperset(meta)
                 and data.find(b"{", 1) < 0
                 and data.count(b"[") < MAX_DEPTH
+                and not values_may_match(data, len(meta))
             ):
                 redacted = redact(meta)
                 if redacted is not meta:
@@ -281,10 +302,19 @@ class LineBuilder:
         dumps = orjson.dumps
         meta_json = self.meta_json
         limit = self._total_limit
+        check = self.text_check
+        redact_text = self._redactor.text_triggered
+        max_chars = self.plain_max_chars
 
         def plain(
             text: str, level: str, timestamp: int, meta: dict[str, Any] | None = None
         ) -> bytes | None:
+            if check is not None and check(text):
+                redacted = redact_text(text)
+                if len(redacted) > max_chars:  # markers made it longer: encode() caps it
+                    line = encode(text, level[:_NAME_CAP], timestamp, meta)
+                    return SEPARATOR + line if line is not None else None
+                text = redacted
             fragment = levels.get(level)
             try:
                 if fragment is None:
@@ -321,9 +351,8 @@ class LineBuilder:
         limit = self._line_limit
         if self._redacts_text:
             # Redact before capping: a marker can be longer than what it replaces.
-            # The pre-cut only bounds the regex work on huge texts.
-            if len(text) > 4 * limit:
-                text = text[: 4 * limit]
+            # The redactor cuts huge texts first (a little past the cap), so the
+            # patterns only ever see bounded input.
             text = self._redactor.text(text)
         if len(text) * 4 > limit:
             text = cap_text(text, limit)

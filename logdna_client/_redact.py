@@ -1,4 +1,4 @@
-"""Redaction: secrets in meta keys, and optional patterns in text.
+"""Redaction: secrets and PHI under meta keys, credentials (and opt-in PHI) in text.
 
 Runs in the application thread before a line is serialized, so nothing
 unredacted ever sits in the buffer. It looks inside everything the serializer
@@ -6,88 +6,448 @@ would expand (dicts and other mappings, lists, tuples, sets, dataclass
 instances, enum members' values), cuts cycles and meta deeper than
 ``MAX_DEPTH``, and never raises.
 It only walks meta when a line has meta, and answers "is this key a secret?"
-from a small cache, because the same few keys come back on every line.
+from a small cache, because the same few keys come back on every line. Text
+patterns run only on text that holds one of their marks (``TRIGGER``), on input
+cut to the line cap, each in linear time; the C handle (_speedups.c) applies
+the same test and the cache, and calls back here only when they say maybe.
 """
 
 from __future__ import annotations
 
 import re
-import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import fields, is_dataclass
 from enum import Enum
 from typing import Any
 
-__all__ = ["DEFAULT_SECRET_KEYS", "MARKER", "PRESET_PATTERNS", "Redactor"]
+__all__ = [
+    "CREDENTIAL_PATTERNS",
+    "DEFAULT_SECRET_KEYS",
+    "MARKER",
+    "PHI_PRESETS",
+    "PRESET_PATTERNS",
+    "SECRET_LAST_WORDS",
+    "SECRET_WORDS",
+    "Redactor",
+    "key_words",
+]
 
 MARKER = "[REDACTED]"
 
-#: Matched case-insensitively anywhere in a key, ignoring "-", "_", "." and spaces:
-#: "X-Api-Key", "db_password" and "sessionId" are all secrets.
+#: Secret and PHI key names, matched anywhere in a key once it is lower-cased and
+#: its separators ("-", "_", ".", spaces) removed: "X-Api-Key", "db_password",
+#: "AWS_ACCESS_KEY_ID" and "sessionId" are all secrets.
 DEFAULT_SECRET_KEYS: tuple[str, ...] = (
-    "password", "passwd", "secret", "token", "apikey", "authorization", "cookie",
-    "session", "privatekey", "creditcard", "cardnumber",
+    # credentials
+    "password", "passwd", "passphrase", "passcode", "secret", "token", "apikey",
+    "accesskey", "privatekey", "signingkey", "licensekey", "authorization", "cookie",
+    "session", "credential", "signature", "jwt", "databaseurl", "connectionstring",
+    # payment cards
+    "creditcard", "cardnumber", "cardnum", "ccnumber", "ccnum",
+    # PHI / identity
+    "socialsecurity", "dateofbirth", "birthdate",
 )  # fmt: skip
-# Short names match only as a whole word ("user_ssn", not "classname").
-_WHOLE_WORD_KEYS: tuple[str, ...] = ("ssn", "ccn", "cvv", "pwd")
+#: Short names, matched only as a whole word of the key (words split at separators
+#: and camelCase humps): "user_ssn" and "userSSN", not "classname"; "pin", not "spinner".
+SECRET_WORDS: tuple[str, ...] = (
+    "pass", "pw", "pwd", "auth", "bearer", "otp", "totp", "pin", "sig", "dsn",
+    "ssn", "ccn", "cvv", "cvc", "pan", "dob", "mrn",
+)  # fmt: skip
+#: Matched only as a key's last word: "key", "api_key", "licenseKey", "X-Api-Key";
+#: not "KeyError" or "key_count".
+SECRET_LAST_WORDS: tuple[str, ...] = ("key",)
 
-#: Ready-made text patterns, off by default: name them in ``redact_patterns=``.
-PRESET_PATTERNS: dict[str, str] = {
-    "card": r"\b(?:\d[ -]?){12,18}\d\b",
-    "us_ssn": r"\b\d{3}-\d{2}-\d{4}\b",
-    "email": r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b",
-    # A scoped flag: a global "(?i)" cannot be combined with other patterns.
-    "bearer": r"\b(?i:bearer)\s+[A-Za-z0-9\-._~+/]+=*",
+#: Credential patterns for message text, on by default (with ``redact`` on). Each
+#: starts with a literal or a character class (any lookbehind comes after it), so
+#: the regex engine skips ahead to where a match can start, and has only bounded
+#: repeats: each runs in time linear in the text. A group named ``v`` is what is
+#: replaced (else the whole match): "password=" stays, its value goes.
+CREDENTIAL_PATTERNS: dict[str, str] = {
+    # "Authorization: Basic ...", "Proxy-Authorization=...", "Cookie: a=b; c=d":
+    # the whole value, to the end of the line or a closing quote.
+    "auth_header": r"""(?<![A-Za-z0-9_])(?i:authorization|cookie)"""
+    r"""["']?[ \t]{0,3}[:=][ \t]{0,3}["']?(?P<v>[^\r\n"']{1,4096})""",
+    # key=value and key: value, found from the separator (not one between two-digit
+    # numbers: times, ratios): the key before it is read back and judged by the
+    # rules for meta keys (Redactor.is_secret). Space after
+    # the separator and then another key and separator: this value is empty
+    # ("password= token=abc"). An auth scheme word stays; quoted values go whole.
+    "secret_kv": r"""[:=](?<!\d\d[:=])"""
+    r"""(?:[ \t]{1,3}(?![A-Za-z0-9_.-]{1,64}["']?[ \t]{0,3}[:=]))?["']?"""
+    r"""(?:(?i:bearer|basic|token|digest)[ \t]{1,3})?"""
+    r"""(?P<v>(?<=")[^"\r\n]{1,256}|(?<=')[^'\r\n]{1,256}|[^\s"'&,;)\]}]{1,256})""",
+    # AWS access key ids (long-term, temporary and the other principal kinds).
+    "aws_key": r"A(?<![A-Za-z0-9]A)(?:KIA|SIA|BIA|CCA|GPA|IDA|ROA|IPA|NPA|NVA|PKA)"
+    r"[A-Z0-9]{16}(?![A-Za-z0-9])",
+    # scheme://user:password@host: the password goes.
+    "url_credentials": r"://[^\s/?#@:]{0,128}:(?P<v>[^\s/?#@]{1,256})(?=@)",
+    # JSON Web Tokens: header.payload.signature, base64url.
+    "jwt": r"eyJ(?<![A-Za-z0-9_-]eyJ)[A-Za-z0-9_-]{1,4093}\.[A-Za-z0-9_-]{4,8192}"
+    r"\.[A-Za-z0-9_-]{0,4096}",
 }
+
+#: Ready-made text patterns for PHI, off by default: name them in
+#: ``redact_patterns=`` ("phi" names them all).
+PHI_PRESETS: dict[str, str] = {
+    # 13-19 digits, continuous or in groups of 4 (Amex 4-6-5); only those with a card
+    # network's prefix and a valid Luhn check digit are replaced.
+    "card": r"\d(?<![\d.,-]\d)(?:\d{12,18}|\d{3}(?P<s>[ .-])\d{4}(?P=s)\d{4}(?P=s)\d{1,7}"
+    r"|\d{3}(?P<t>[ .-])\d{6}(?P=t)\d{4,5})(?!\d)",
+    # 123-45-6789, 123 45 6789, 123.45.6789 (never-issued numbers excluded), and
+    # nine digits right after "SSN" or "social security number".
+    "us_ssn": r"\d(?<![\d.-]\d)\d\d(?P<s>[- .])\d\d(?P=s)\d{4}(?![\d-])",
+    "us_ssn_labelled": r"(?<![A-Za-z])(?i:ssn|social[ _-]?security(?:[ _-]?(?:number|no))?)"
+    r"[^A-Za-z0-9\r\n]{0,3}(?P<v>\d{9})(?!\d)",
+    # From the "@": the local part before it is read back (at most 64 characters).
+    "email": r"@(?:[A-Za-z0-9-]{1,63}\.){1,8}[A-Za-z]{2,24}(?![A-Za-z0-9-])",
+    # North American numbers written with separators ("(555) 123-4567",
+    # "555.123.4567") and international ones written with "+": bare digit runs
+    # (ids, timestamps) are left alone.
+    "phone": r"\((?<![\w+.-]\()\d{3}\)[ ]?\d{3}[ .-]\d{4}(?![\w-])",
+    "phone_plain": r"\d(?<![\w+.-]\d)\d\d[ .-]\d{3}[ .-]\d{4}(?![\w-])",
+    "phone_plus": r"\+(?<![\w+]\+)\d{1,3}[ .-]?(?:\d[ .-]?){6,12}\d(?!\d)",
+}
+
+#: Every pattern that can be named in ``redact_patterns=``.
+PRESET_PATTERNS: dict[str, str] = {
+    **PHI_PRESETS,
+    "bearer": r"(?<![A-Za-z0-9])(?i:bearer)[ \t]{1,3}[A-Za-z0-9\-._~+/]{1,4096}=*",
+    **CREDENTIAL_PATTERNS,
+}
+#: Names that stand for several presets.
+PRESET_GROUPS: dict[str, tuple[str, ...]] = {
+    "phi": ("card", "us_ssn", "email", "phone"),
+    "credentials": tuple(CREDENTIAL_PATTERNS),
+    "us_ssn": ("us_ssn", "us_ssn_labelled"),
+    "phone": ("phone", "phone_plain", "phone_plus"),
+}
+
+# Every default credential pattern needs one of these in the text: ":" or "=" (headers,
+# key=value), "@" (URLs), "eyJ" (JWTs), an AWS key id's prefix. Text without any skips
+# the patterns; _speedups.c has the same test (may_hold_secret), kept equal by tests.
+TRIGGER = re.compile(r"[:=@]|eyJ|A(?:KIA|SIA|BIA|CCA|GPA|IDA|ROA|IPA|NPA|NVA|PKA)")
+# The same for a flat JSON object of meta: its own ":" are counted instead.
+_JSON_TRIGGER = re.compile(rb"[=@]|eyJ|A(?:KIA|SIA|BIA|CCA|GPA|IDA|ROA|IPA|NPA|NVA|PKA)")
+
+_NOT_KEYS = ("Error", "Exception", "Warning")
+# A digit doubled, its two digits summed (Luhn): 7 -> 14 -> 5.
+_LUHN_DOUBLED = str.maketrans("0123456789", "0246813579")
+_CARD_SEPARATORS = str.maketrans("", "", " .-")
+
+
+def _is_card(digits: str) -> bool:
+    """Whether a 13-19 digit string has a card network's prefix and a valid Luhn digit."""
+    if not 13 <= len(digits) <= 19:
+        return False
+    first, two = digits[0], int(digits[:2])
+    if not (
+        first in "46"
+        or 51 <= two <= 55
+        or 2221 <= int(digits[:4]) <= 2720
+        or two in (30, 34, 35, 36, 37, 38, 39, 50)
+    ):
+        return False
+    total = sum(map(int, digits[-1::-2])) + sum(map(int, digits[-2::-2].translate(_LUHN_DOUBLED)))
+    return total % 10 == 0
+
+
+def _is_ssn(text: str) -> bool:
+    """Whether "AAA-GG-SSSS" (any one separator) is a number the SSA could have issued."""
+    area, group, serial = text[:3], text[4:6], text[7:]
+    return area not in ("000", "666") and area[0] != "9" and group != "00" and serial != "0000"
+
+
+_CAMEL = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|\d+")
+
+
+def key_words(key: str) -> list[str]:
+    """A key's words, lower-cased: split at separators and camelCase humps.
+
+    ``"userSSN"`` -> ``["user", "ssn"]``; ``"X-Api-Key"`` -> ``["x", "api", "key"]``.
+    """
+    return [w.lower() for w in _CAMEL.findall(key)]
+
+
+# A key=value separator and what stands before it, on the reversed text: the
+# separator (not one after two digits: times, ratios), a little space, an optional
+# quote, the key (at most 64 characters). One scan finds every candidate, in C; the
+# key=value pattern then runs only at separators whose key names a secret.
+# _speedups.c reads keys back the same way (key_known_plain).
+_SEPARATOR_KEY_REVERSED = re.compile(r"[:=](?!\d\d)[ \t]{0,3}([\"']?)([A-Za-z0-9_.-]{1,64})")
+_LOCAL_PART_REVERSED = re.compile(r"[A-Za-z0-9._%+-]{1,64}")
+
+# card, us_ssn and phone_plain all start with a digit: where more than one is on,
+# they run as one regex (one scan over the digits instead of one each), branches
+# named after them. Same rules as their PHI_PRESETS forms.
+_DIGIT_BRANCHES: dict[str, str] = {
+    "card": r"(?<!,\d)(?P<card>(?:\d{12,18}|\d{3}(?P<s>[ .-])\d{4}(?P=s)\d{4}(?P=s)\d{1,7}"
+    r"|\d{3}(?P<t>[ .-])\d{6}(?P=t)\d{4,5})(?!\d))",
+    "us_ssn": r"(?P<us_ssn>\d\d(?P<u>[- .])\d\d(?P=u)\d{4}(?![\d-]))",
+    "phone_plain": r"(?<![\w+]\d)(?P<phone_plain>\d\d[ .-]\d{3}[ .-]\d{4}(?![\w-]))",
+}
+
+Span = tuple[int, int]
+
+
+class _Backwards:
+    """The reverse of the text last asked about: patterns that read back from a
+    match (a key before its "=", an email's local part) match it there, once each."""
+
+    __slots__ = ("_reversed", "_text")
+
+    def __init__(self) -> None:
+        self._text = self._reversed = ""
+
+    def of(self, text: str) -> str:
+        if text is not self._text:
+            self._text, self._reversed = text, text[::-1]
+        return self._reversed
+
+
+_Finder = Callable[[re.Match[str]], "Span | None"]
 
 
 class _Patterns:
-    """Several regular expressions applied as one: one combined pass when they combine.
+    """Text patterns as rules: a cheap gate, a regex, and what of a match to replace.
 
-    A user's pattern may carry global inline flags ("(?i)...") that are valid
-    alone but not inside an alternation; those are applied one after another.
+    Each rule's regex runs on its own (``finditer``); the spans they find are
+    merged (overlaps joined) and each replaced by one marker. Running them apart
+    keeps each regex simple (a literal or class first: the engine skips ahead),
+    lets one pattern's near-miss never hide another's match, and lets a user's
+    pattern carry global flags or back-references.
     """
 
-    __slots__ = ("_regexes",)
+    __slots__ = ("_is_secret", "_key_value", "_names_secret", "_rules")
 
-    def __init__(self, patterns: list[str]) -> None:
-        self._regexes: tuple[re.Pattern[str], ...]
-        try:
-            # Python 3.10 only warns about a global flag mid-pattern (3.11 refuses):
-            # treat the warning as the refusal, so both take the one-by-one path.
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", DeprecationWarning)
-                self._regexes = (re.compile("|".join(f"(?:{p})" for p in patterns)),)
-        except (re.error, DeprecationWarning):
-            self._regexes = tuple(re.compile(p) for p in patterns)
+    def __init__(
+        self,
+        patterns: list[str],
+        is_secret: Callable[[str], bool],
+        names_secret: Callable[[str], bool],
+    ) -> None:
+        self._is_secret = is_secret
+        self._names_secret = names_secret
+        self._key_value: _Finder | None = None
+        rules: list[tuple[tuple[str, ...], tuple[str, ...] | None, re.Pattern[str], _Finder]] = []
+        digit_rules = [name for name in _DIGIT_BRANCHES if name in patterns]
+        if len(digit_rules) > 1:
+            patterns = [p for p in patterns if p not in digit_rules]
+            branches = "|".join(_DIGIT_BRANCHES[name] for name in digit_rules)
+            regex = re.compile(rf"\d(?<![\d.-]\d)(?:{branches})")
+            rules.append(((), None, regex, self._finder("digits", regex)))
+        for name in patterns:
+            regex = re.compile(PRESET_PATTERNS.get(name, name))
+            rules.append((_NEEDS.get(name, ()), _WORDS.get(name), regex, self._finder(name, regex)))
+        self._rules = tuple(rules)
+
+    def _finder(self, name: str, regex: re.Pattern[str]) -> _Finder:
+        value = "v" in regex.groupindex
+
+        def whole_or_value(m: re.Match[str]) -> Span | None:
+            return m.span("v") if value and m.group("v") is not None else m.span()
+
+        if name == "secret_kv":
+
+            def key_value(m: re.Match[str]) -> Span | None:
+                start = m.start("v")
+                if m.string.startswith(MARKER, start):
+                    return None  # redacted already
+                return start, m.end()
+
+            self._key_value = key_value
+            return key_value
+
+        def card(m: re.Match[str]) -> Span | None:
+            return m.span() if _is_card(m.group().translate(_CARD_SEPARATORS)) else None
+
+        if name == "card":
+            return card
+        if name == "us_ssn":
+            return lambda m: m.span() if _is_ssn(m.group()) else None
+        if name == "email":
+            backwards = _Backwards()
+
+            def email(m: re.Match[str]) -> Span | None:
+                text, at = m.string, m.start()
+                local = _LOCAL_PART_REVERSED.match(backwards.of(text), len(text) - at)
+                return (at - len(local.group()), m.end()) if local is not None else None
+
+            return email
+        if name == "digits":
+
+            def digits(m: re.Match[str]) -> Span | None:
+                kind = m.lastgroup
+                if kind == "card":
+                    return card(m)
+                if kind == "us_ssn":
+                    return m.span() if _is_ssn(m.group()) else None
+                return m.span()
+
+            return digits
+        return whole_or_value
 
     def sub(self, replacement: str, text: str) -> str:
-        for regex in self._regexes:
-            text = regex.sub(replacement, text)
-        return text
+        spans: list[Span] = []
+        low: str | None = None
+        # (Loops, not any() over a generator: this runs for short messages on the
+        # logging call's path, where a generator costs more than the test.)
+        for needs, words, regex, find in self._rules:
+            for literal in needs:
+                if literal in text:
+                    break
+            else:
+                if needs:
+                    continue
+            if find is self._key_value:
+                matches: Iterable[re.Match[str] | None] = self._at_secret_keys(regex, text)
+            elif words is None:
+                matches = regex.finditer(text)
+            else:
+                if low is None:
+                    # Lower-cased ASCII keeps every index; other text may not.
+                    low = text.lower() if text.isascii() else ""
+                if low:
+                    for word in words:
+                        if word in low:
+                            break
+                    else:
+                        continue
+                matches = _at_words(regex, text, low, words) if low else regex.finditer(text)
+            for m in matches:
+                span = find(m) if m is not None else None
+                if span is not None and span[0] < span[1]:
+                    spans.append(span)
+        if not spans:
+            return text
+        spans.sort()
+        out: list[str] = []
+        pos = 0
+        start, end = spans[0]
+        for s, e in spans[1:]:
+            if s <= end:  # overlapping or touching: one marker for both
+                end = max(end, e)
+                continue
+            out += (text[pos:start], replacement)
+            pos, start, end = end, s, e
+        out += (text[pos:start], replacement, text[end:])
+        return "".join(out)
+
+    def _at_secret_keys(self, regex: re.Pattern[str], text: str) -> Iterator[re.Match[str] | None]:
+        """The key=value pattern matched at each separator whose key names a secret."""
+        is_secret = self._is_secret
+        names_secret = self._names_secret
+        last = len(text) - 1
+        for candidate in _SEPARATOR_KEY_REVERSED.finditer(text[::-1]):
+            name = candidate.group(2)[::-1]
+            # Cheapest first: most candidates are "word:" that names no secret.
+            if not is_secret(name) or name.endswith(_NOT_KEYS):
+                continue  # ("KeyError: 'k'": a traceback's last line)
+            at = last - candidate.start()
+            if text[at] == ":" and not candidate.group(1) and not names_secret(name):
+                # "PASS: test 3", "dbus-session-bus-common:all": a bare word and a
+                # colon is prose, a status or a qualifier as often as a key. It counts
+                # only when the word ends with one of the longer names ("password:",
+                # "db_token: ..."); short ones (pass, pin, key ...) only as "pin=" or
+                # '"pin":'.
+                continue
+            yield regex.match(text, at)
 
     def search(self, text: str) -> bool:
-        """Whether any pattern matches ``text``."""
-        return any(regex.search(text) for regex in self._regexes)
+        """Whether any pattern would replace something in ``text``."""
+        return self.sub(MARKER, text) != text
+
+
+# Patterns that start with a case-insensitive word (which the regex engine cannot
+# skip ahead to): their matches can only start where the lower-cased text has one of
+# these words, found with str.find; the regex is tried there alone.
+_WORDS: dict[str, tuple[str, ...]] = {
+    "auth_header": ("authorization", "cookie"),
+    "bearer": ("bearer",),
+    "us_ssn_labelled": ("ssn", "social"),
+}
+
+
+# Literals a pattern's every match holds (one of them): without any in the text,
+# its regex is not run at all (cheaper than a regex call on a short message).
+_NEEDS: dict[str, tuple[str, ...]] = {
+    "secret_kv": (":", "="),
+    "aws_key": ("A",),
+    "url_credentials": ("://",),
+    "jwt": ("eyJ",),
+    "email": ("@",),
+    "phone": ("(",),
+    "phone_plus": ("+",),
+}
+
+
+def _at_words(
+    regex: re.Pattern[str], text: str, low: str, words: tuple[str, ...]
+) -> Iterator[re.Match[str] | None]:
+    """``regex`` matched where ``low`` (``text`` lower-cased, same indexes) has a word."""
+    for word in words:
+        at = low.find(word)
+        while at >= 0:
+            m = regex.match(text, at)
+            yield m
+            at = low.find(word, m.end() if m is not None else at + 1)
 
 
 _SEPARATORS = re.compile(r"[-_.\s]+")
 _CACHE_LIMIT = 4096
+#: Text patterns run on at most this many characters past ``max_line_length``: a
+#: secret that straddles the cut is still whole for them.
+_CUT_MARGIN = 256
+_CUT = "… [cut by logdna_client before redaction]"
+
+
+def expand_patterns(patterns: Iterable[str]) -> list[str]:
+    """Pattern names with the group names ("phi", "phone") expanded, duplicates dropped."""
+    out: list[str] = []
+    for pattern in patterns:
+        members = PRESET_GROUPS.get(pattern)
+        if members is None or (pattern in members and len(members) == 1):
+            if pattern not in out:
+                out.append(pattern)
+            continue
+        for name in members:
+            inner = [name] if name == pattern else expand_patterns([name])
+            out += [n for n in inner if n not in out]
+    return out
 
 
 class Redactor:
-    """Replaces secret values in meta and pattern matches in text."""
+    """Replaces secret values in meta and pattern matches in text.
 
-    __slots__ = ("_cache", "_key_re", "_plain_keys", "_text_re", "_words")
+    Args:
+        extra_keys: more key names, matched like ``DEFAULT_SECRET_KEYS``.
+        patterns: regular expressions and preset names for text (and string meta values).
+        defaults: the default key names and ``CREDENTIAL_PATTERNS`` (``redact=False``
+            turns both off).
+        max_chars: text longer than this is cut before the patterns run (the line
+            builder cuts it to ``max_line_length`` anyway): every pattern is linear,
+            and this bounds the input too.
+    """
+
+    __slots__ = ("_cache", "_key_end_re", "_key_re", "_max_chars", "_plain_keys",
+                 "_text_re", "_trigger", "_words")  # fmt: skip
 
     def __init__(self, extra_keys: Iterable[str] = (), patterns: Iterable[str] = (),
-                 *, defaults: bool = True) -> None:  # fmt: skip
+                 *, defaults: bool = True, max_chars: int = 1 << 20) -> None:  # fmt: skip
         names = list(DEFAULT_SECRET_KEYS) if defaults else []
-        names += [_SEPARATORS.sub("", k.lower()) for k in extra_keys if k.strip()]
+        # A name needs a letter: keys without one are never secrets (the C handle
+        # relies on it to pass "request 42: ..." by without asking).
+        names += [_SEPARATORS.sub("", k.lower()) for k in extra_keys if any(c.isalpha() for c in k)]
         self._key_re = re.compile("|".join(map(re.escape, names))) if names else None
-        self._words = frozenset(_WHOLE_WORD_KEYS) if defaults else frozenset()
-        compiled = [PRESET_PATTERNS.get(p, p) for p in patterns]
-        self._text_re = _Patterns(compiled) if compiled else None
+        self._key_end_re = (
+            re.compile("(?:" + "|".join(map(re.escape, names)) + r")s?\Z") if names else None
+        )
+        self._words = frozenset(SECRET_WORDS) if defaults else frozenset()
+        chosen = expand_patterns([*CREDENTIAL_PATTERNS, *patterns] if defaults else patterns)
+        self._text_re = _Patterns(chosen, self.is_secret, self._names_secret) if chosen else None
+        # With only the default credential patterns, text without a trigger cannot
+        # match: one cheap search instead of the patterns (None: no such shortcut).
+        self._trigger = TRIGGER if chosen and set(chosen) <= set(CREDENTIAL_PATTERNS) else None
+        self._max_chars = max_chars + _CUT_MARGIN
         self._cache: dict[str, bool] = {}
         # Keys known not to be secrets: lets flat meta skip the walk entirely.
         self._plain_keys: set[str] = set()
@@ -105,24 +465,50 @@ class Redactor:
         The line builders' shortcut: when meta's own keys are all in it and its
         JSON has no nested object (no "{" after the first byte), no secret key
         can be anywhere in it; with fewer than ``MAX_DEPTH`` "[" in it, no list
-        is deep enough for the walk to cut either: the JSON ships without the
-        walk. Text patterns are not checked this way (builders with them never
-        take it).
+        is deep enough for the walk to cut either; and where text patterns run,
+        ``json_may_hold_secret`` says whether a value may match one.
         """
         return self._plain_keys
+
+    @property
+    def cache(self) -> dict[str, bool]:
+        """Answers so far, key -> whether it names a secret: the live dict (emptied,
+        never replaced, when full). The C handle reads it (see _speedups.c)."""
+        return self._cache
 
     @property
     def redacts_text(self) -> bool:
         return self._text_re is not None
 
+    @property
+    def cheap_text(self) -> bool:
+        """Whether text can be checked cheaply first (``may_hold_secret``): only the
+        default credential patterns run. The fast paths stay open then."""
+        return self._trigger is not None
+
+    def may_hold_secret(self, text: str) -> bool:
+        """Whether the text patterns could change ``text`` (False means certainly not)."""
+        if self._text_re is None:
+            return False
+        trigger = self._trigger
+        return trigger is None or trigger.search(text) is not None
+
+    def json_may_hold_secret(self, data: bytes, keys: int) -> bool:
+        """``may_hold_secret`` for the JSON of a flat object with ``keys`` keys: its
+        own ":" (one a key) are not counted."""
+        if self._text_re is None:
+            return False
+        if self._trigger is None:
+            return True
+        return data.count(b":") != keys or _JSON_TRIGGER.search(data) is not None
+
     def is_secret(self, key: str) -> bool:
         """Whether a meta key names a secret."""
         hit = self._cache.get(key)
         if hit is None:
-            low = key.lower()
             hit = bool(
-                (self._key_re and self._key_re.search(_SEPARATORS.sub("", low)))
-                or (self._words and not self._words.isdisjoint(_SEPARATORS.split(low)))
+                (self._key_re and self._key_re.search(_SEPARATORS.sub("", key.lower())))
+                or (self._words and self._has_secret_word(key))
             )
             if len(self._cache) >= _CACHE_LIMIT:
                 self._cache.clear()
@@ -132,11 +518,41 @@ class Redactor:
                 self._plain_keys.add(key)
         return hit
 
+    def _names_secret(self, key: str) -> bool:
+        """Whether ``key`` ends with one of the longer names (not only a short word)."""
+        return bool(self._key_end_re and self._key_end_re.search(_SEPARATORS.sub("", key.lower())))
+
+    def _has_secret_word(self, key: str) -> bool:
+        words = key_words(key)
+        return not self._words.isdisjoint(words) or (bool(words) and words[-1] in SECRET_LAST_WORDS)
+
     def text(self, value: str) -> str:
-        """The text with every configured pattern replaced by the marker."""
+        """The text with every configured pattern replaced by the marker.
+
+        Text longer than ``max_chars`` (and a margin) is cut first: the caller cuts
+        it to the line cap anyway, and the patterns run on bounded input.
+        """
         if self._text_re is None:
             return value
-        return self._text_re.sub(MARKER, value)
+        if len(value) > self._max_chars:
+            value = value[: self._max_chars]
+        return self._apply(value)
+
+    def text_triggered(self, value: str) -> str:
+        """``text`` for text that ``may_hold_secret`` said yes to (no second check)."""
+        patterns = self._text_re
+        if patterns is None:
+            return value
+        if len(value) > self._max_chars:
+            value = value[: self._max_chars]
+        return patterns.sub(MARKER, value)
+
+    def _apply(self, value: str) -> str:
+        patterns = self._text_re
+        trigger = self._trigger
+        if patterns is None or (trigger is not None and trigger.search(value) is None):
+            return value
+        return patterns.sub(MARKER, value)
 
     def meta(self, value: Any) -> Any:
         """A copy of ``value`` with secrets replaced; ``value`` itself when nothing changed.
@@ -147,12 +563,19 @@ class Redactor:
         at any depth up to a limit; deeper parts, cycles and containers that
         cannot be read are replaced by a marker rather than shipped unchecked.
         """
-        if type(value) is dict and self._text_re is None:
+        if type(value) is dict and (self._text_re is None or self._trigger is not None):
             # The common case: flat meta whose keys were all seen before and are
             # not secrets. One pass over cached answers instead of the walk.
             try:
-                if self._plain_keys.issuperset(value) and _SCALARS.issuperset(
-                    map(type, value.values())
+                if (
+                    self._plain_keys.issuperset(value)
+                    and _SCALARS.issuperset(map(type, value.values()))
+                    and not (
+                        self._text_re is not None
+                        and self.may_hold_secret(
+                            "\0".join(v for v in value.values() if type(v) is str)
+                        )
+                    )
                 ):
                     return value
             except Exception:  # the dict changed under us
@@ -164,15 +587,40 @@ class Redactor:
         return value if result is _OTHER else result
 
     def _key_is_secret(self, key: object) -> bool:
+        """Whether a mapping key names a secret: str and bytes keys, an Enum key by
+        its value and name (orjson ships its value), a tuple key by any part."""
         if isinstance(key, str):
             return self.is_secret(key)
-        if isinstance(key, bytes):
-            return self.is_secret(key.decode("latin-1"))
+        if isinstance(key, bytes | bytearray):
+            return self.is_secret(bytes(key).decode("latin-1"))
+        if isinstance(key, Enum):
+            return self._key_is_secret(key.value) or self.is_secret(key.name)
+        if isinstance(key, tuple | frozenset):
+            return any(self._key_is_secret(part) for part in key)
         return False
+
+    def _header_pair(self, item: Any) -> Any:
+        """A (name, value) pair (an ASGI or raw header, a form field) whose name is a
+        secret's, with its value replaced; None for anything else."""
+        if (
+            isinstance(item, tuple | list)
+            and len(item) == 2
+            and isinstance(item[0], str | bytes | bytearray)
+            and self._key_is_secret(item[0])
+        ):
+            return [item[0], MARKER]
+        return None
+
+    def _meta_text(self, value: str) -> str:
+        """A string in meta, patterns applied: one longer than the text cap is cut
+        first, with a marker (the patterns only ever run on bounded input)."""
+        if len(value) > self._max_chars:
+            value = value[: self._max_chars] + _CUT
+        return self._apply(value)
 
     def _walk(self, value: Any, path: set[int], depth: int) -> Any:
         if isinstance(value, str):
-            return self._text_re.sub(MARKER, value) if self._text_re else value
+            return self._meta_text(value) if self._text_re else value
         if value is None or isinstance(value, int | float | bool):
             return value
         if isinstance(value, bytes | bytearray):
@@ -180,7 +628,7 @@ class Redactor:
                 return value
             # The line builder ships bytes as text; check that text like any other.
             text = bytes(value).decode("utf-8", "backslashreplace")
-            new_text = self._text_re.sub(MARKER, text)
+            new_text = self._meta_text(text)
             return value if new_text == text else new_text
         if isinstance(value, Enum):
             # orjson ships a member as its value (a dict, say): check that instead.
@@ -215,8 +663,12 @@ class Redactor:
                 return value if out is None else out
             items = list(value)
             changed = not isinstance(value, list | tuple)
+            pair = self._header_pair(value) if isinstance(value, tuple) else None
+            if pair is not None:
+                return pair
             for index, item in enumerate(items):
-                new = self._walk(item, path, depth + 1)
+                pair = self._header_pair(item)
+                new = pair if pair is not None else self._walk(item, path, depth + 1)
                 if new is not _OTHER and new is not item:
                     items[index] = new
                     changed = True

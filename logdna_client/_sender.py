@@ -520,7 +520,7 @@ class Sender:
             floor = 0.0
             if outcome.retry_after is not None:
                 floor = max(0.0, min(outcome.retry_after, self._backoff.cap))
-            if kind is Kind.AUTH or kind is Kind.OTHER:
+            if kind is Kind.AUTH or kind is Kind.OTHER or kind is Kind.REDIRECT:
                 delay = max(self._backoff.slow(), floor)
             else:
                 delay = self._backoff.delay(attempt, outcome.retry_after, self._left())

@@ -29,7 +29,7 @@
 
 /* What _handler.py expects of this module; a build left from another version
  * of the package (an editable install not rebuilt) is not used. */
-#define SPEEDUPS_API 4
+#define SPEEDUPS_API 5
 
 /* The record attributes the common path reads. */
 enum {
@@ -116,6 +116,9 @@ typedef struct {
     PyObject *standard_attrs;  /* STANDARD_RECORD_ATTRS: never meta */
     PyObject *init_attrs;    /* the ones LogRecord.__init__ sets (the rest: a formatter's) */
     Py_ssize_t max_depth;    /* lists this deep are cut: _redact.MAX_DEPTH */
+    int text_triggers;       /* the default credential patterns run: see needs_redaction */
+    PyObject *redact_text;   /* Redactor.text_triggered: text with a trigger, redacted */
+    PyObject *secret_cache;  /* Redactor's key -> is-a-secret answers (a live dict) */
     PyObject *default_formatter;
     PyObject *context_dict;  /* _context's module dict: in_use */
     PyObject *context_var;   /* the request context's ContextVar, read once in_use */
@@ -143,7 +146,7 @@ static PyTypeObject StateType;
     X(record_type) X(client_dict) X(stamps) X(meta_stamps) X(dumps) X(safe_keys)        \
     X(standard_attrs) X(init_attrs) X(default_formatter) X(context_dict) X(context_var) \
     X(sender_threads) X(busy_threads) X(escape) X(line_head) X(queue) X(buffer)         \
-    X(buffer_dict) X(append)
+    X(buffer_dict) X(append) X(redact_text) X(secret_cache)
 
 static int
 state_traverse(State *self, visitproc visit, void *arg)
@@ -217,7 +220,7 @@ state_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         "record_type", "probe", "client", "stamps", "meta_stamps", "dumps", "safe_keys",
         "standard_attrs", "init_attrs", "max_depth", "default_formatter", "context", "context_var",
         "sender_threads", "busy_threads", "escape", "line_head", "queue", "inline_max",
-        "entry_overhead", "plain_len", "by_referents", NULL,
+        "entry_overhead", "plain_len", "by_referents", "redact_text", "secret_cache", NULL,
     };
     PyObject *record_type, *probe, *client, *stamps, *default_formatter, *context, *context_var;
     PyObject *meta_stamps, *dumps, *safe_keys, *standard_attrs, *init_attrs;
@@ -225,16 +228,17 @@ state_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     PyObject *sender_threads, *busy_threads, *escape, *line_head, *queue;
     Py_ssize_t inline_max, entry_overhead, plain_len;
     int by_referents;
+    PyObject *redact_text, *secret_cache;
     Referents r;
     State *self;
 
     if (!PyArg_ParseTupleAndKeywords(
-            args, kwds, "$O!OOO!O!OOO!O!nOO!O!O!O!OUOnnnp", kwlist, &PyType_Type, &record_type,
+            args, kwds, "$O!OOO!O!OOO!O!nOO!O!O!O!OUOnnnpOO!", kwlist, &PyType_Type, &record_type,
             &probe, &client, &PyDict_Type, &stamps, &PyDict_Type, &meta_stamps, &dumps,
             &safe_keys, &PyFrozenSet_Type, &standard_attrs, &PyFrozenSet_Type, &init_attrs,
             &max_depth, &default_formatter, &PyModule_Type, &context, &PyContextVar_Type, &context_var,
             &PySet_Type, &sender_threads, &PySet_Type, &busy_threads, &escape, &line_head,
-            &queue, &inline_max, &entry_overhead, &plain_len, &by_referents)) {
+            &queue, &inline_max, &entry_overhead, &plain_len, &by_referents, &redact_text, &PyDict_Type, &secret_cache)) {
         return NULL;
     }
     if (!PyUnicode_IS_ASCII(line_head)) {
@@ -277,6 +281,10 @@ state_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->standard_attrs = Py_NewRef(standard_attrs);
     self->init_attrs = Py_NewRef(init_attrs);
     self->max_depth = max_depth;
+    /* None: no text patterns that this path can serve (or none at all). */
+    self->text_triggers = redact_text != Py_None;
+    self->redact_text = Py_NewRef(redact_text);
+    self->secret_cache = Py_NewRef(secret_cache);
     self->default_formatter = Py_NewRef(default_formatter);
     self->sender_threads = Py_NewRef(sender_threads);
     self->busy_threads = Py_NewRef(busy_threads);
@@ -337,6 +345,111 @@ needs_escape(const unsigned char *text, Py_ssize_t n)
         }
     }
     return 0;
+}
+
+/* The prefixes of AWS access key ids after their "A" (_redact's aws_key and
+ * TRIGGER): text holding one goes to the Python redactor. */
+static const char aws_prefixes[][3] = {
+    {'K', 'I', 'A'}, {'S', 'I', 'A'}, {'B', 'I', 'A'}, {'C', 'C', 'A'}, {'G', 'P', 'A'},
+    {'I', 'D', 'A'}, {'R', 'O', 'A'}, {'I', 'P', 'A'}, {'N', 'P', 'A'}, {'N', 'V', 'A'},
+    {'P', 'K', 'A'},
+};
+
+/* Whether a key could stand at ``text[at]`` (a ':' or '='), read back as the
+ * key=value pattern reads it (_redact._KEY_BEFORE_REVERSED: up to 3 spaces or
+ * tabs, a quote, then 1 to 64 of [A-Za-z0-9_.-]): 1 when there is none, or the
+ * redactor has answered that it names no secret; 0 when the redactor must look
+ * (a secret, or not asked yet); -1 on error. */
+static int
+key_known_plain(State *self, int kind, const void *data, Py_ssize_t at)
+{
+    Py_ssize_t j = at, end, spaces = 0;
+    PyObject *key, *known;
+    Py_UCS4 c;
+    int letters = 0;
+    while (j > 0 && spaces < 3) {
+        c = PyUnicode_READ(kind, data, j - 1);
+        if (c != ' ' && c != '\t') {
+            break;
+        }
+        j--;
+        spaces++;
+    }
+    if (j > 0) {
+        c = PyUnicode_READ(kind, data, j - 1);
+        if (c == '"' || c == '\'') {
+            j--;
+        }
+    }
+    end = j;
+    while (j > 0 && end - j < 64) {
+        c = PyUnicode_READ(kind, data, j - 1);
+        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) {
+            letters = 1;
+        }
+        else if (!((c >= '0' && c <= '9') || c == '_' || c == '.' || c == '-')) {
+            break;
+        }
+        j--;
+    }
+    if (!letters) {
+        /* No key ("a: b" has one, " : " not), or one without a letter ("request
+           42: ...", "10:30"): every secret name has letters (Redactor.is_secret). */
+        return 1;
+    }
+    key = PyUnicode_FromKindAndData(kind, (const char *)data + j * kind, end - j);
+    if (key == NULL) {
+        return -1;
+    }
+    known = PyDict_GetItemWithError(self->secret_cache, key);
+    Py_DECREF(key);
+    if (known == NULL) {
+        return PyErr_Occurred() ? -1 : 0;
+    }
+    return known == Py_False;
+}
+
+/* Whether the default credential patterns could change ``text`` (an exact str):
+ * 1 yes (or maybe: the Python redactor decides), 0 certainly not, -1 error. A
+ * '@', "eyJ" or an AWS key id's prefix means maybe; each ':' or '=' means maybe
+ * unless the key before it is one the redactor has found plain. */
+static int
+needs_redaction_data(State *self, int kind, const void *data, Py_ssize_t n)
+{
+    Py_ssize_t i, k;
+    for (i = 0; i < n; i++) {
+        Py_UCS4 c = PyUnicode_READ(kind, data, i);
+        if (c == ':' || c == '=') {
+            int plain = key_known_plain(self, kind, data, i);
+            if (plain != 1) {
+                return plain < 0 ? -1 : 1;
+            }
+        }
+        else if (c == '@') {
+            return 1;
+        }
+        else if (c == 'e' && i + 2 < n && PyUnicode_READ(kind, data, i + 1) == 'y' &&
+                 PyUnicode_READ(kind, data, i + 2) == 'J') {
+            return 1;
+        }
+        else if (c == 'A' && i + 3 < n) {
+            for (k = 0; k < (Py_ssize_t)(sizeof aws_prefixes / 3); k++) {
+                if (PyUnicode_READ(kind, data, i + 1) == (Py_UCS4)aws_prefixes[k][0] &&
+                    PyUnicode_READ(kind, data, i + 2) == (Py_UCS4)aws_prefixes[k][1] &&
+                    PyUnicode_READ(kind, data, i + 3) == (Py_UCS4)aws_prefixes[k][2]) {
+                    return 1;
+                }
+            }
+        }
+    }
+    return 0;
+}
+
+static int
+needs_redaction(State *self, PyObject *text)
+{
+    return needs_redaction_data(self, PyUnicode_KIND(text), PyUnicode_DATA(text),
+                                PyUnicode_GET_LENGTH(text));
 }
 
 /* What follows the text's JSON string in an entry: ``rest`` (the stamp: the
@@ -567,6 +680,17 @@ format_entry(State *self, PyObject *msg, PyObject *args, const Tail *tail)
         }
         k++;
     }
+    if (self->text_triggers) {
+        int needs = needs_redaction_data(self, PyUnicode_1BYTE_KIND,
+                                         PyBytes_AS_STRING(entry) + n_head + 1, n_text);
+        if (needs != 0) {
+            /* The caller's PyUnicode_Format route asks the redactor (an error is
+               cleared there: that route decides again). */
+            PyErr_Clear();
+            Py_DECREF(entry);
+            return NULL;
+        }
+    }
     *out++ = '"';
     write_tail(out, tail);
     return entry;
@@ -660,7 +784,9 @@ direct_extras_json(State *self, PyObject *attrs, PyObject **out)
         if (PyUnicode_CheckExact(value)) {
             Py_ssize_t n_value = PyUnicode_GET_LENGTH(value);
             if (!PyUnicode_IS_ASCII(value) || n + n_value + 2 + 1 > DIRECT_META_MAX ||
-                needs_escape(PyUnicode_1BYTE_DATA(value), n_value)) {
+                needs_escape(PyUnicode_1BYTE_DATA(value), n_value) ||
+                (self->text_triggers && needs_redaction(self, value) != 0)) {
+                PyErr_Clear();
                 return 0;
             }
             buf[n++] = '"';
@@ -733,7 +859,10 @@ extras_json(State *self, PyObject *attrs)
         if (kind == 0) {
             continue;
         }
-        if (kind < 0 || !is_plain_arg(value) || PyDict_SetItem(meta, key, value) != 0) {
+        if (kind < 0 || !is_plain_arg(value) ||
+            (self->text_triggers && PyUnicode_CheckExact(value) &&
+             needs_redaction(self, value) != 0) ||
+            PyDict_SetItem(meta, key, value) != 0) {
             /* An odd value or key: the Python code sorts it out. */
             Py_DECREF(meta);
             return NULL;
@@ -764,6 +893,7 @@ build_entry(State *self, PyObject *handler_dict, PyObject *record)
     PyObject *f[N_FIELDS];
     PyObject *attrs = NULL;  /* the record's dict, when it was built already */
     PyObject *text = NULL, *entry = NULL, *meta = NULL, *v, *stamp, *rest;
+    PyObject *held_rest = NULL;
     Tail tail;
     Referents r;
     int i;
@@ -877,6 +1007,10 @@ build_entry(State *self, PyObject *handler_dict, PyObject *record)
         goto done;
     }
     rest = PyTuple_GET_ITEM(stamp, 2);
+    /* Held: ``tail`` points into its UTF-8, and what runs below may run Python code
+       (the redactor; a finalizer when the key lookups allocate) that logs and
+       replaces the level's stamp, which would free it under us. */
+    held_rest = Py_NewRef(rest);
     {
         PyObject *low = PyTuple_GET_ITEM(stamp, 0), *high = PyTuple_GET_ITEM(stamp, 1);
         double millis = PyFloat_AS_DOUBLE(f[F_CREATED]) * 1000.0;
@@ -923,11 +1057,33 @@ build_entry(State *self, PyObject *handler_dict, PyObject *record)
     if (!PyUnicode_CheckExact(text) || PyUnicode_GET_LENGTH(text) == 0) {
         goto done;
     }
+    if (self->text_triggers) {
+        int needs = needs_redaction(self, text);
+        if (needs < 0) {
+            goto done;
+        }
+        if (needs == 0) {
+            goto join;
+        }
+    }
+    if (self->text_triggers) {
+        /* May hold a credential: the redactor's patterns decide (``rest`` is held). */
+        PyObject *redacted;
+        redacted = PyObject_CallOneArg(self->redact_text, text);
+        if (redacted == NULL || !PyUnicode_CheckExact(redacted) ||
+            PyUnicode_GET_LENGTH(redacted) == 0) {
+            Py_XDECREF(redacted);
+            goto done;
+        }
+        Py_SETREF(text, redacted);
+    }
+join:
     entry = join_entry(self, text, &tail);
 done:
     Py_XDECREF(attrs);
     Py_XDECREF(text);
     Py_XDECREF(meta);
+    Py_XDECREF(held_rest);
     return entry;
 }
 

@@ -15,6 +15,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import orjson
 import requests
@@ -49,6 +50,9 @@ class Kind(enum.Enum):
     BAD_REQUEST = "bad_request"  # 400: find the bad line(s)
     UNSUPPORTED_ENCODING = "unsupported_encoding"  # 415
     AUTH = "auth"  # 401, 403
+    # 3xx: never followed (the apikey header would go along to wherever it points);
+    # lines are kept and retried like OTHER.
+    REDIRECT = "redirect"
     OTHER = "other"  # anything else (404 ...): keep lines, back off, report
 
 
@@ -69,14 +73,27 @@ class Transport(Protocol):
     def close(self) -> None: ...
 
 
-def classify(status: int, retry_after: str | None, text: str) -> Outcome:
-    """Map an HTTP answer to what the sender should do with the batch."""
+def classify(
+    status: int, retry_after: str | None, text: str, location: str | None = None
+) -> Outcome:
+    """Map an HTTP answer to what the sender should do with the batch.
+
+    ``location`` is a 3xx answer's ``Location`` header: only its host is kept
+    for the report (its path or query may carry tokens of someone else's).
+    """
     detail = text[:200]
     if 200 <= status < 300:
         if status == 207:
             return Outcome(Kind.PARTIAL, status, detail=detail, rejected=_count_rejected(text))
         return Outcome(Kind.OK, status)
     wait = parse_retry_after(retry_after)
+    if 300 <= status < 400:
+        host = _host_of(location)
+        return Outcome(
+            Kind.REDIRECT, status, wait,
+            f"redirect to {host} refused: the ingest API never redirects; "
+            "check the url option",
+        )  # fmt: skip
     if status in (408, 429) or status >= 500:
         return Outcome(Kind.RETRY, status, wait, detail)
     if status == 413:
@@ -88,6 +105,15 @@ def classify(status: int, retry_after: str | None, text: str) -> Outcome:
     if status in (401, 403):
         return Outcome(Kind.AUTH, status, wait, detail)
     return Outcome(Kind.OTHER, status, wait, detail)
+
+
+def _host_of(location: str | None) -> str:
+    """The host a Location header names, or a placeholder when it names none."""
+    try:
+        host = urlsplit(location or "").hostname
+    except ValueError:  # an invalid IPv6 literal, say
+        host = None
+    return host[:100] if host else "the same host (relative Location)"
 
 
 def _count_rejected(text: str) -> int:
@@ -272,9 +298,14 @@ class HTTPTransport:
             )
             settings = self._settings(prepared.url)
             settings["stream"] = True  # the body is read here, up to a cap
-            response = session.send(prepared, timeout=timeout, allow_redirects=True, **settings)
+            # Never follow a redirect: the key and the lines would go where the
+            # configured endpoint points them (the ingest API never redirects).
+            response = session.send(prepared, timeout=timeout, allow_redirects=False, **settings)
             text = _read_capped(response)
-            return classify(response.status_code, response.headers.get("Retry-After"), text)
+            return classify(
+                response.status_code, response.headers.get("Retry-After"), text,
+                response.headers.get("Location"),
+            )  # fmt: skip
         except Exception as exc:
             if exchange.expired:
                 detail = f"timed out: no complete answer in {time.monotonic() - started:.1f} s"

@@ -31,12 +31,13 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from types import TracebackType
 from typing import Any
 
 from . import _context
 from ._client import Client
+from ._config import hide_key
 from ._errors import ConfigurationError
 from ._line import safe_str
 from ._threads import BUSY_THREADS, NESTED_THREADS, SENDER_THREADS
@@ -151,11 +152,19 @@ def _exception_text(exc_info: object) -> str | None:
         return f"exc_info={safe_str(exc_info)[:1000]} [logdna_client: not an exception]"
 
 
-def _no_event_text(event_dict: Mapping[str, Any]) -> str:
-    parts = []
-    for key, value in event_dict.items():
-        if key not in _NOT_META:
-            parts.append(f"{safe_str(key)}={safe_str(value)}")
+def _no_event_text(
+    event_dict: Mapping[str, Any], redact: Callable[[dict[Any, Any]], Any] | None
+) -> str:
+    """``key=value`` pairs for an event without a message, from the values as meta
+    ships them: a secret redacted there is redacted here too."""
+    pairs = {key: value for key, value in event_dict.items() if key not in _NOT_META}
+    if redact is not None:
+        shown = redact(pairs)
+        if isinstance(shown, dict):
+            pairs = shown
+        else:  # the redactor could not read them: show none of them
+            return "(event without a message)"
+    parts = [f"{safe_str(key)}={safe_str(value)}" for key, value in pairs.items()]
     return " ".join(parts)[:_NO_EVENT_LIMIT]
 
 
@@ -164,6 +173,7 @@ def event_dict_to_line(
     extra: Mapping[str, Any] | None = None,
     *,
     timestamp_parsed: bool | None = None,
+    redact: Callable[[dict[Any, Any]], Any] | None = None,
 ) -> tuple[str, dict[str, Any] | None]:
     """Split an event dict into the line text and the meta dict (None when empty).
 
@@ -174,10 +184,12 @@ def event_dict_to_line(
     over ``extra`` (e.g. request context), without changing ``event_dict``.
     A ``timestamp`` that ``timestamp_of`` cannot read stays in meta
     (``timestamp_parsed`` says whether it could, when the caller already knows).
+    ``redact`` is the meta redaction the line will get: the ``key=value`` text of
+    an event without a message is made from its output.
     """
     event = event_dict.get("event")
     if event is None:
-        text = _no_event_text(event_dict) if "event" not in event_dict else "None"
+        text = _no_event_text(event_dict, redact) if "event" not in event_dict else "None"
     else:
         text = event if type(event) is str else safe_str(event)
 
@@ -254,6 +266,7 @@ class LogDNAProcessor:
     __slots__ = ("_builder", "_client", "_min_level", "_owns_client")
 
     def __init__(self, *, client: Client | None = None, **options: Any) -> None:
+        options = hide_key(options)  # first: no frame of ours holds the key's text
         if client is not None and options:
             raise ConfigurationError(
                 "pass either client= or options (" + ", ".join(sorted(options)) + "), not both"
@@ -269,7 +282,8 @@ class LogDNAProcessor:
         return self._client
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self._client!r}>"
+        # Safe half-built too (its Client refused an option): tracebacks show it.
+        return f"<{type(self).__name__} {getattr(self, '_client', None)!r}>"
 
     def __call__(
         self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
@@ -316,7 +330,10 @@ class LogDNAProcessor:
             return
         ts = timestamp_of(event_dict["timestamp"]) if "timestamp" in event_dict else None
         text, meta = event_dict_to_line(
-            event_dict, _context.current(), timestamp_parsed=ts is not None
+            event_dict,
+            _context.current(),
+            timestamp_parsed=ts is not None,
+            redact=self._builder.redact_meta,
         )
         if ts is None:
             created = getattr(record, "created", None) if record is not None else None

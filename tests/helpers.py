@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+import shutil
+import subprocess
 import sys
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 
 def make_logger(name: str, handler: logging.Handler) -> logging.Logger:
@@ -29,3 +32,19 @@ def run_with_forced_switches(workers: list[Callable[[], object]]) -> None:
             t.join()
     finally:
         sys.setswitchinterval(old)
+
+
+def make_cert(directory: Path, names: str = "IP:127.0.0.1") -> tuple[Path, Path] | None:
+    """A self-signed certificate and key for ``names`` (subjectAltName), or None
+    when openssl is not there to make one."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        return None
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    result = subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", f"subjectAltName={names}",
+         "-keyout", str(key), "-out", str(cert)],
+        capture_output=True, timeout=60, check=False,
+    )  # fmt: skip
+    return (cert, key) if result.returncode == 0 else None

@@ -10,7 +10,7 @@ import enum
 import http.server
 import logging
 import os
-import shutil
+import re
 import socket
 import ssl
 import subprocess
@@ -32,6 +32,7 @@ from logdna_client._config import Secret
 from logdna_client._devserver import DevServer
 from logdna_client._redact import MARKER, PRESET_PATTERNS, Redactor
 from logdna_client._transport import HTTPTransport
+from tests.helpers import make_cert as _make_cert
 from tests.helpers import make_logger
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -391,20 +392,6 @@ class TestKeySources:
 
 
 # -- the wire ------------------------------------------------------------------
-
-
-def _make_cert(directory: Path) -> tuple[Path, Path] | None:
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        return None
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    result = subprocess.run(
-        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-         "-keyout", str(key), "-out", str(cert)],
-        capture_output=True, timeout=60, check=False,
-    )  # fmt: skip
-    return (cert, key) if result.returncode == 0 else None
 
 
 class _TLSIngest(http.server.ThreadingHTTPServer):
@@ -799,8 +786,12 @@ class TestRedaction:
         assert "redact_patterns" == info.value.option
 
     def test_every_preset_is_a_valid_regex(self) -> None:
-        """The offered presets are exactly the four documented ones."""
-        assert {"card", "us_ssn", "email", "bearer"} == set(PRESET_PATTERNS)
+        """The offered presets are exactly the documented ones."""
+        assert {"card", "us_ssn", "us_ssn_labelled", "email", "phone", "phone_plain",
+                "phone_plus", "bearer", "auth_header", "secret_kv", "aws_key",
+                "url_credentials", "jwt"} == set(PRESET_PATTERNS)  # fmt: skip
+        for pattern in PRESET_PATTERNS.values():
+            re.compile(pattern)
 
     def test_before_send_rewrites(self) -> None:
         """before_send sees the redacted line dict and its result is what ships."""

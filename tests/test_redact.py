@@ -1,0 +1,495 @@
+"""Redaction a careful user can rely on (issue 15): key names, containers, text patterns.
+
+What reaches the wire is read where it leaves the client: the body the transport
+is given (ungzipped), and the lines the devserver stores.
+"""
+
+from __future__ import annotations
+
+import enum
+import gzip
+import logging
+import re
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import pytest
+import structlog
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from logdna_client import Client, LogDNAHandler
+from logdna_client._devserver import DevServer
+from logdna_client._redact import (
+    CREDENTIAL_PATTERNS,
+    MARKER,
+    PHI_PRESETS,
+    TRIGGER,
+    Redactor,
+    key_words,
+)
+from logdna_client._transport import Kind, Outcome
+from logdna_client.structlog import LogDNAProcessor
+from tests._helpers_integrations import delivered, handler_for, logger_with
+from tests.helpers import make_logger
+
+#: Every key name issue 15 lists, as users spell them.
+LISTED_KEYS = (
+    "passphrase", "pass", "pw", "credentials", "auth", "auth_header", "access_key",
+    "aws_access_key_id", "signature", "jwt", "bearer", "otp", "pin", "userSSN",
+    "social_security_number", "cardNum", "cc_number", "pan", "cvc", "dob", "date_of_birth",
+    "mrn", "key", "license_key", "dsn", "database_url", "x-api-key", "client_secret",
+    "AWS_ACCESS_KEY_ID", "password", "Authorization", "sessionId", "api_key", "cvv",
+)  # fmt: skip
+
+
+class RecordingTransport:
+    """A transport that keeps every body it is given, as the server would read it."""
+
+    def __init__(self) -> None:
+        self.bodies: list[bytes] = []
+        self.lock = threading.Lock()
+
+    def send(self, body: bytes, *, gzipped: bool, timeout: float) -> Outcome:
+        with self.lock:
+            self.bodies.append(gzip.decompress(body) if gzipped else body)
+        return Outcome(Kind.OK, 200)
+
+    def close(self) -> None:
+        return
+
+    def take(self) -> bytes:
+        with self.lock:
+            out, self.bodies = b"\n".join(self.bodies), []
+        return out
+
+
+@pytest.fixture(scope="module")
+def wire() -> Iterator[tuple[Client, RecordingTransport]]:
+    transport = RecordingTransport()
+    client = Client(url="http://127.0.0.1:9/logs/ingest", hostname="t", transport=transport,
+                    flush_interval=3600)  # fmt: skip
+    yield client, transport
+    client.close(timeout=1)
+
+
+def shipped(client: Client, transport: RecordingTransport) -> bytes:
+    assert client.flush(timeout=10)
+    return transport.take()
+
+
+def lines_of(body: bytes) -> list[dict[str, Any]]:
+    return [line for part in body.split(b"\n") if part for line in orjson.loads(part)["lines"]]
+
+
+class TestKeyNames:
+    @pytest.mark.parametrize("key", LISTED_KEYS)
+    def test_every_listed_key_is_redacted(
+        self, key: str, wire: tuple[Client, RecordingTransport]
+    ) -> None:
+        """Every key name the issue lists ships as the marker, at the top and nested."""
+        client, transport = wire
+        client.log("x", meta={key: "s3cr3t-v4lue", "outer": {"inner": [{key: "s3cr3t-v4lue"}]}})
+
+        body = shipped(client, transport)
+
+        assert b"s3cr3t-v4lue" not in body
+        (line,) = lines_of(body)
+        assert MARKER == line["meta"][key]
+
+    @pytest.mark.parametrize(
+        "key",
+        ["user", "username", "classname", "count", "lessons", "author", "spinner", "japan",
+         "monkey", "bypass", "passed", "KeyError", "key_count", "panel", "pinned", "pending",
+         "span_id", "trace_id", "request_id", "status"],
+    )  # fmt: skip
+    def test_ordinary_keys_are_kept(self, key: str) -> None:
+        """Keys that only contain a short secret word inside another word are kept."""
+        assert not Redactor().is_secret(key)
+
+    @pytest.mark.parametrize(
+        ("key", "words"),
+        [("userSSN", ["user", "ssn"]), ("X-Api-Key", ["x", "api", "key"]),
+         ("AWS_ACCESS_KEY_ID", ["aws", "access", "key", "id"]), ("cardNum", ["card", "num"]),
+         ("HTTPHeader", ["http", "header"]), ("cvv2", ["cvv", "2"])],
+    )  # fmt: skip
+    def test_key_words_split_at_separators_and_humps(self, key: str, words: list[str]) -> None:
+        """camelCase humps, acronyms and separators all split a key into words."""
+        assert words == key_words(key)
+
+
+class TestContainers:
+    def test_asgi_header_lists(self, wire: tuple[Client, RecordingTransport]) -> None:
+        """An ASGI scope's headers (a list of byte pairs) lose the secret ones' values."""
+        client, transport = wire
+        headers = [(b"authorization", b"Bearer tok-abc123"), (b"accept", b"*/*"),
+                   (b"cookie", b"sid=sess-99"), [b"x-api-key", b"key-77"]]  # fmt: skip
+        client.log("req", meta={"scope": {"headers": headers}, "raw": [("Set-Cookie", "a=b")]})
+
+        body = shipped(client, transport)
+
+        for secret in (b"tok-abc123", b"sess-99", b"key-77", b"a=b"):
+            assert secret not in body
+        (line,) = lines_of(body)
+        assert ["accept", "*/*"] == line["meta"]["scope"]["headers"][1]
+        assert [(b"authorization", b"Bearer tok-abc123")] == headers[:1], "not mutated"
+
+    def test_bytes_enum_and_tuple_keys(self, wire: tuple[Client, RecordingTransport]) -> None:
+        """Mapping keys that are bytes, Enum members (by value or name) or tuples are checked."""
+
+        class Field(enum.Enum):
+            SECRET = "client_secret"
+            PLAIN = "plain"
+            CODE = 7
+
+        class Named(enum.Enum):
+            PASSWORD = 1
+
+        client, transport = wire
+        meta = {
+            "b": {b"password": "v-bytes"},
+            "e": {Field.SECRET: "v-enum", Field.PLAIN: "kept", Named.PASSWORD: "v-name"},
+            "t": {("db", "password"): "v-tuple", ("db", "host"): "kept-too"},
+        }
+        client.log("x", meta=meta)
+
+        body = shipped(client, transport)
+
+        for secret in (b"v-bytes", b"v-enum", b"v-name", b"v-tuple"):
+            assert secret not in body
+        assert b"kept" in body and b"kept-too" in body
+
+
+class TestTextPatterns:
+    @pytest.mark.parametrize(
+        ("text", "secret"),
+        [
+            ("GET / Authorization: Basic dXNlcjpodW50ZXIy", "dXNlcjpodW50ZXIy"),
+            ('headers={"Authorization": "Bearer abc.def.ghi"}', "abc.def.ghi"),
+            ("proxy-authorization=Digest qop77", "qop77"),
+            ("Cookie: sessionid=zz91; csrftoken=yy82", "zz91"),
+            ("login failed password=hunter2 user=bob", "hunter2"),
+            ('config {"db_password": "hunter 2"}', "hunter 2"),
+            ("client_secret: 'cs-4242'", "cs-4242"),
+            ("x-api-key=ak_live_5150", "ak_live_5150"),
+            ("AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG", "wJalrXUtnFEMI/K7MDENG"),
+            ("userPassword=pw-camel", "pw-camel"),
+            ("db_token: tk-colon-1 ok", "tk-colon-1"),
+            ("password:pw-tight ok", "pw-tight"),
+            ("pin=8812 ok", "8812"),
+            ("{'pin': '4455'}", "4455"),
+            ("using AKIAIOSFODNN7EXAMPLE for uploads", "AKIAIOSFODNN7EXAMPLE"),
+            ("temp creds ASIAY34FZKBOKMUTVV7A ok", "ASIAY34FZKBOKMUTVV7A"),
+            ("connect postgres://admin:pw-url-1@db.internal:5432/app", "pw-url-1"),
+            ("redis://:only-pass-9@cache:6379", "only-pass-9"),
+            ("token=eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl", "eyJzdWIiOiIxIn0"),
+            ("jwt eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl seen", "c2lnbmF0dXJl"),
+        ],
+    )
+    def test_credentials_are_redacted_by_default(
+        self, text: str, secret: str, wire: tuple[Client, RecordingTransport]
+    ) -> None:
+        """The default credential patterns take the secret out of the line text."""
+        client, transport = wire
+        client.log(text)
+
+        body = shipped(client, transport)
+
+        assert secret.encode() not in body, body[max(0, body.find(secret.encode()) - 300) :][:400]
+        assert MARKER in lines_of(body)[0]["line"]
+
+    @pytest.mark.parametrize(
+        "text",
+        [
+            "served /api/users/42 in 12 ms",
+            "at 2024-01-15T10:30:00.123Z took 1732280000123 ms since epoch",
+            "order 5551234567 shipped to 4111111111111112",
+            "id 550e8400-e29b-41d4-a716-446655440000 done",
+            "sha256 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+            "KeyError: 'user_id'",
+            "monkey=3 bypass=true tokens_total_hint missing",
+            "see https://example.com/path?q=1 and mailto user at host",
+            "ratio 0.4111111111111111 and 3.14159",
+            "user bob@10.0.0.7 at 10:30:01 port=8080 ok",
+            "install dbus-session-bus-common:all 1.14.10-1",
+            "PASS: gdb.base/break.exp: Key: value at 12:30",
+        ],
+    )
+    def test_benign_near_misses_are_kept(self, text: str) -> None:
+        """Timestamps, ids, UUIDs, hex digests and look-alike keys pass unchanged, with
+        every preset on."""
+        assert text == Redactor(patterns=["phi", "bearer"]).text(text)
+
+    @pytest.mark.parametrize(
+        ("preset", "text", "secret"),
+        [
+            ("card", "paid 4111.1111.1111.1111 ok", "4111.1111.1111.1111"),
+            ("card", "paid 4111 1111 1111 1111 ok", "4111 1111 1111 1111"),
+            ("card", "amex 3782 822463 10005 ok", "822463"),
+            ("card", "raw 5555555555554444 ok", "5555555555554444"),
+            ("us_ssn", "ssn 123 45 6789 ok", "123 45 6789"),
+            ("us_ssn", "ssn 123.45.6789 ok", "123.45.6789"),
+            ("us_ssn", "SSN: 123456789 ok", "123456789"),
+            ("email", "from ann.lee+x@mail.example.co.uk now", "ann.lee+x@"),
+            ("phone", "call (555) 123-4567 now", "123-4567"),
+            ("phone", "call +1 555.123.4567 now", "123.4567"),
+            ("phone", "call +44 20 7946 0958 now", "7946 0958"),
+        ],
+    )
+    def test_phi_presets(self, preset: str, text: str, secret: str) -> None:
+        """Each PHI preset finds its common formats."""
+        out = Redactor(patterns=[preset]).text(text)
+
+        assert secret not in out
+        assert MARKER in out
+
+    @pytest.mark.parametrize(
+        "text",
+        [
+            "ts 1732280000123",  # a 13-digit millisecond timestamp: no card prefix
+            "card-like 4111111111111112",  # fails the Luhn check
+            "phone-like id 5551234567",  # no separators: an id
+            "version 1.2.3-45-6789",
+            "SSN area 000-12-3456 is never issued",
+        ],
+    )
+    def test_phi_near_misses(self, text: str) -> None:
+        """What only looks like a card, SSN or phone number is kept."""
+        assert text == Redactor(patterns=["phi"]).text(text)
+
+    def test_phi_presets_are_off_by_default(self) -> None:
+        """Cards, SSNs, emails and phones ship as they are unless asked for."""
+        text = "4111 1111 1111 1111 123-45-6789 ann@example.com (555) 123-4567"
+
+        assert text == Redactor().text(text)
+
+    def test_redact_false_turns_the_text_patterns_off(self) -> None:
+        """redact=False: no key names and no default text patterns."""
+        assert "password=x" == Redactor(defaults=False).text("password=x")
+
+    @pytest.mark.parametrize("name", [*CREDENTIAL_PATTERNS, *PHI_PRESETS])
+    def test_text_is_cut_before_the_patterns_run(self, name: str) -> None:
+        """The patterns only see text cut to the cap (and a margin), never the whole."""
+        redactor = Redactor(patterns=[name], max_chars=100)
+        text = "a" * 5000 + " password=hunter2"
+
+        assert len(redactor.text(text)) <= 100 + 256
+
+    def test_every_default_match_needs_a_trigger(self) -> None:
+        """Each credential example holds one of TRIGGER's marks (the fast paths rely
+        on it: text without one skips the patterns)."""
+        examples = ["Authorization: x", "password=x", "AKIAIOSFODNN7EXAMPLE",
+                    "s://u:p@h", "eyJhbGciOi.eyJzdWIi.sig"]  # fmt: skip
+        for name, example in zip(CREDENTIAL_PATTERNS, examples, strict=True):
+            assert re.search(CREDENTIAL_PATTERNS[name], example), name
+            assert TRIGGER.search(example), name
+
+
+class TestStdlibPaths:
+    def test_handler_redacts_text_on_every_path(
+        self, handle_path: str, wire: tuple[Client, RecordingTransport]
+    ) -> None:
+        """The stdlib handler (C and Python paths) redacts credentials in the message,
+        with and without extra=, and keeps ordinary messages as they are."""
+        client, transport = wire
+        log = make_logger(f"t.redact.{handle_path}", LogDNAHandler(client=client))
+        log.info("login %s", "password=hunter2")
+        log.info("plain %s in %d ms", "request", 5)
+        log.info("with meta", extra={"note": "Authorization: Basic aGk6dGhlcmU="})
+        log.info("password=hunter3 again", extra={"user": "bob"})
+
+        lines = lines_of(shipped(client, transport))
+
+        assert ["login password=[REDACTED]", "plain request in 5 ms", "with meta",
+                "password=[REDACTED] again"] == [line["line"] for line in lines]  # fmt: skip
+        assert {"note": "Authorization: [REDACTED]"} == lines[2]["meta"]
+
+    @pytest.mark.parametrize(
+        "text",
+        ["key AKIAIOSFODNN7EXAMPLE ok", "t eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2ln ok",
+         "db s://u:pw12@h ok", "é password=x1 ok", "€ password=x2 ok", "😀 password=x3 ok",
+         "AKI", "ey", "ASIAY34FZKBOKMUTVV7A"],
+    )  # fmt: skip
+    def test_every_trigger_reaches_the_patterns(
+        self, text: str, handle_path: str, wire: tuple[Client, RecordingTransport]
+    ) -> None:
+        """Whatever the text's kind (ASCII, 1-, 2-, 4-byte) and trigger, both handle
+        paths ship what the redactor makes of it."""
+        client, transport = wire
+        log = make_logger(f"t.redact.trigger.{handle_path}", LogDNAHandler(client=client))
+        log.info(text)
+        log.info("%s", text)
+
+        lines = lines_of(shipped(client, transport))
+
+        assert [Redactor().text(text)] * 2 == [line["line"] for line in lines]
+
+    def test_known_plain_keys_do_not_hide_a_secret(
+        self, handle_path: str, wire: tuple[Client, RecordingTransport]
+    ) -> None:
+        """Once keys are known plain ("user", "42") the fast path skips the redactor for
+        them, but a secret key beside them, a later one, or one in meta is still found,
+        however often the line repeats."""
+        client, transport = wire
+        log = make_logger(f"t.redact.known.{handle_path}", LogDNAHandler(client=client))
+        for _ in range(3):
+            log.info("request %d: user=%s", 42, "bob")
+            log.info("request %d: user=%s password=%s", 42, "bob", "hunter2")
+            log.info("user=bob", extra={"note": "user=bob token=tok-9"})
+
+        body = shipped(client, transport)
+
+        assert b"hunter2" not in body and b"tok-9" not in body
+        lines = lines_of(body)
+        assert ["request 42: user=bob", "request 42: user=bob password=[REDACTED]",
+                "user=bob"] * 3 == [line["line"] for line in lines]  # fmt: skip
+        assert {"note": "user=bob token=[REDACTED]"} == lines[2]["meta"]
+
+
+class TestStructlogWithoutMessage:
+    def test_processor(self, wire: tuple[Client, RecordingTransport]) -> None:
+        """An event without a message ships its key=value text with meta's redactions."""
+        client, transport = wire
+        log = structlog.wrap_logger(
+            structlog.ReturnLogger(),
+            wrapper_class=structlog.BoundLogger,
+            processors=[LogDNAProcessor(client=client)],
+        )
+        # Values with spaces: the text patterns alone would only catch their first word.
+        log.info(user="bob", password="correct horse", pin=1234, nested={"otp": "99 11"})
+
+        body = shipped(client, transport)
+
+        for secret in (b"correct", b"horse", b"1234", b"99 11"):
+            assert secret not in body
+        (line,) = lines_of(body)
+        assert (
+            "user=bob password=[REDACTED] pin=[REDACTED] nested={'otp': '[REDACTED]'}"
+            == (line["line"])
+        )
+
+    def test_through_processor_formatter(self, server: DevServer) -> None:
+        """The same through the stdlib handler (ProcessorFormatter.wrap_for_formatter),
+        to a real server."""
+        handler = handler_for(server)
+        with logger_with("t.redact.pf", handler) as std:
+            log = structlog.wrap_logger(
+                std,
+                wrapper_class=structlog.stdlib.BoundLogger,
+                processors=[structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+            )
+            log.info(user="bob", password="correct horse", api_key="AK 123")
+            (line,) = delivered(server, handler.client, 1)
+
+        for secret in ("correct", "horse", "AK 123"):
+            assert secret not in orjson.dumps(line).decode()
+        assert "user=bob password=[REDACTED] api_key=[REDACTED]" == line["line"]
+
+
+# -- property: a listed secret never reaches the wire ----------------------------
+
+# "Zq7" first: no key name, form or field of a line can be mistaken for the secret.
+_SECRET = st.text(alphabet="abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789",
+                  min_size=8, max_size=24).map(lambda s: "Zq7" + s)  # fmt: skip
+_FORMS = (
+    "password={}", "Authorization: Bearer {}", "api_key: {}", '"client_secret": "{}"',
+    "postgres://app:{}@db:5432/x", "token={}", "x-api-key={}", "PASSWORD = {}",
+)  # fmt: skip
+
+
+def _spelling(key: str) -> st.SearchStrategy[str]:
+    """The key as written, upper-cased, or with "-" for "_". (Not "userSSN" upper-cased:
+    "USERSSN" has no word boundary left to find, and is documented as not matched.)"""
+    upper = [key.upper()] if key == key.lower() else []
+    return st.sampled_from([key, *upper, key.replace("_", "-")])
+
+
+@st.composite
+def _meta_with(draw: st.DrawFn, secret: str) -> dict[str, Any]:
+    """Random nested meta with ``secret`` under a listed key somewhere inside."""
+    key = draw(st.sampled_from(LISTED_KEYS).flatmap(_spelling))
+    filler = st.recursive(
+        st.none() | st.integers() | st.text(max_size=8),
+        lambda inner: (
+            st.lists(inner, max_size=3)
+            | st.dictionaries(st.text(alphabet="xyzuvw", max_size=5), inner, max_size=3)
+        ),
+        max_leaves=8,
+    )
+    node: Any = {key: secret}
+    for _ in range(draw(st.integers(0, 5))):
+        wrap = draw(st.sampled_from(["dict", "list", "tuple"]))
+        sibling = draw(filler)
+        if wrap == "dict":
+            node = {draw(st.text(alphabet="abcde", min_size=1, max_size=6)): node, "z": sibling}
+        elif wrap == "list":
+            node = [sibling, node]
+        else:
+            node = (node, sibling)
+    return {"m": node}
+
+
+class TestSecretsNeverReachTheWire:
+    @settings(max_examples=150, deadline=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
+    @given(data=st.data(), secret=_SECRET, before=st.text(max_size=40),
+           after=st.text(max_size=40))  # fmt: skip
+    def test_in_text_or_meta(
+        self, data: st.DataObject, secret: str, before: str, after: str,
+        wire: tuple[Client, RecordingTransport],
+    ) -> None:  # fmt: skip
+        """A secret in a credential form inside random text, or under a listed key in
+        random nested meta, is absent from the body the transport sends."""
+        assume(secret not in before and secret not in after)
+        client, transport = wire
+        form = data.draw(st.sampled_from(_FORMS))
+        text = f"{before} {form.format(secret)} {after}"
+        client.log(text)
+        client.log("meta", meta=data.draw(_meta_with(secret)))
+        log = make_logger("t.redact.property", LogDNAHandler(client=client))
+        extra = data.draw(_meta_with(secret))
+        log.warning("%s", text, extra=extra)
+        log.warning("%s", text, extra=extra)  # a level's second line can take the C path
+        log.warning(text)
+
+        body = shipped(client, transport)
+
+        assert secret.encode() not in body, body[max(0, body.find(secret.encode()) - 300) :][:400]
+
+
+@pytest.fixture(autouse=True)
+def _quiet_library() -> Iterator[None]:
+    own = logging.getLogger("logdna_client")
+    level = own.level
+    yield
+    own.setLevel(level)
+
+
+_PIECES = st.sampled_from(
+    ["password", "token", "user", "pin", "key", "PASS", "42", ":", "=", " ", '"', "'", "@",
+     "eyJ", "AKIA", "ASIA", "A", "x", "é", "€", "😀", "Authorization", "://", "-", "_", "."]
+)  # fmt: skip
+
+
+class TestFastPathAgreesWithTheRedactor:
+    @settings(max_examples=300, deadline=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
+    @given(pieces=st.lists(_PIECES, min_size=1, max_size=12))
+    def test_random_text(
+        self, pieces: list[str], handle_path: str, wire: tuple[Client, RecordingTransport]
+    ) -> None:
+        """Whatever the text (separators, keys known plain or secret, triggers, any
+        character width), each handle path ships what the redactor makes of it, also
+        once its answers on keys are cached."""
+        text = "".join(pieces)
+        client, transport = wire
+        log = make_logger(f"t.redact.agree.{handle_path}", LogDNAHandler(client=client))
+        for _ in range(3):
+            log.info(text)
+            log.info("%s", text)
+
+        lines = lines_of(shipped(client, transport))
+
+        assert [Redactor().text(text) or "(empty message)"] * 6 == [line["line"] for line in lines]
