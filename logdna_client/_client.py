@@ -8,20 +8,26 @@ which end with ``os._exit`` and never run ``atexit``).
 
 from __future__ import annotations
 
+import asyncio
 import datetime as _dt
 import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from types import TracebackType
+from typing import Any, cast
+
+from typing_extensions import Self, Unpack
 
 from . import _exit
 from ._buffer import SEPARATOR, Buffer
 from ._config import Config
 from ._line import LineBuilder, safe_str
+from ._options import ClientOptions, check_option_names, with_options_help
 from ._report import Reporter
 from ._retry import Backoff
 from ._sender import Sender
+from ._stats import ClientStats
 from ._threads import on_sender_thread
 from ._transport import HTTPTransport, Transport
 
@@ -66,13 +72,15 @@ class Client:
         config: Config | None = None,
         transport: Transport | None = None,
         backoff: Backoff | None = None,
-        **options: Any,
+        **options: Unpack[ClientOptions],
     ) -> None:
         if config is not None and options:
             from ._errors import ConfigurationError  # noqa: PLC0415
 
             raise ConfigurationError("pass either config= or options, not both")
-        self.config = config if config is not None else Config(**options)
+        check_option_names(options)
+        # The TypedDict says what code should pass; Config coerces what it got.
+        self.config = config if config is not None else Config(**cast(dict[str, Any], options))
         self._transport_override = transport
         self._backoff = backoff
         self._builder = LineBuilder(self.config)
@@ -91,6 +99,18 @@ class Client:
         self._start_lock = threading.RLock()
         self._new_pipeline()
         _exit.register(self)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Close: deliver what is queued within ``shutdown_timeout``, then stop."""
+        self.close()
 
     def __repr__(self) -> str:
         c = self.config
@@ -344,14 +364,39 @@ class Client:
                     f"deadline ({self._deadline_text()}); {stuck} lines were not delivered"
                 )
 
+    # -- asyncio
+
+    async def aflush(self, timeout: float | None = 5.0) -> bool:
+        """``flush`` for coroutines: the event loop keeps running while it waits.
+
+        The wait is for the sender thread's progress (a ``threading`` condition),
+        which a coroutine cannot await directly; it runs in the loop's default
+        executor, as ``asyncio.to_thread`` runs a call. Polling from the loop
+        instead would trade that thread for latency or wake-ups. When nothing is
+        pending it returns at once, without a thread. Cancelling the awaiting
+        task leaves the wait to end at ``timeout`` on its own.
+        """
+        buffer = self._buffer
+        if buffer.done_through >= buffer.accepted:
+            return True
+        return await asyncio.to_thread(self.flush, timeout)
+
+    async def aclose(self, timeout: float | None = None) -> None:
+        """``close`` for coroutines: the event loop keeps running while it waits
+        (see ``aflush``). Lines logged after it was called are dropped."""
+        if timeout is None:
+            timeout = self.config.shutdown_timeout
+        await asyncio.to_thread(self.close, timeout)
+
     # -- introspection
 
     @property
     def closed(self) -> bool:
         return self._closed
 
-    def stats(self) -> dict[str, Any]:
-        """Counters: queued, sent, dropped (by reason), retries, bytes_sent and more."""
+    def stats(self) -> ClientStats:
+        """Counters: queued, sent, dropped (by reason), retries, bytes_sent, last_error
+        and more (see ``ClientStats``)."""
         buffer = self._buffer
         dropped = dict(buffer.dropped)
         for reason in _DROP_REASONS:
@@ -366,7 +411,10 @@ class Client:
             "sender_alive": self._sender.alive,
         }
         out.update(self._sender.snapshot())
-        return out
+        return cast(ClientStats, out)
+
+
+Client.__doc__ = with_options_help(Client.__doc__)
 
 
 def _to_millis(timestamp: float | int | _dt.datetime | None) -> int:

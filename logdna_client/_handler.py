@@ -19,19 +19,22 @@ import os
 import sys
 import time
 import traceback
+from collections.abc import Mapping
 from itertools import islice
 from os import getpid
 from threading import get_ident
-from typing import Any
+from typing import Any, cast
 
 import orjson
+from typing_extensions import Unpack
 
-from . import _context, _exit
+from . import _context, _exit, _official
 from ._buffer import ENTRY_OVERHEAD
 from ._client import Client
 from ._context import current as request_context
 from ._errors import ConfigurationError
 from ._line import LINE_HEAD, _escape, safe_str
+from ._options import ClientOptions, with_options_help
 from ._redact import MAX_DEPTH
 from ._report import logger as _own_logger
 from ._threads import BUSY_THREADS, NESTED_THREADS, SENDER_THREADS
@@ -107,14 +110,27 @@ class LogDNAHandler(logging.Handler):
     holds every ``extra=`` attribute.
     """
 
-    def __init__(self, *, client: Client | None = None, **options: Any) -> None:
+    def __init__(
+        self,
+        key: str | None = None,
+        options: Mapping[str, Any] | None = None,
+        /,
+        *,
+        client: Client | None = None,
+        **kwargs: Unpack[ClientOptions],
+    ) -> None:
+        # The official client's form, LogDNAHandler(key, {...}): see _official.py.
+        official = key is not None or options is not None
+        if official:
+            kwargs = cast(ClientOptions, {**_official.translate(key, options), **kwargs})
+        options = kwargs
         if client is not None and options:
             raise ConfigurationError(
                 "pass either client= or options (" + ", ".join(sorted(options)) + "), not both"
             )
         level = options.get("level", 0)
         self._owns_client = client is None
-        self._client = client if client is not None else Client(**options)
+        self._client = client if client is not None else Client(**kwargs)
         super().__init__(self._client.config.level if self._owns_client else level)
         builder = self._builder = self._client._builder
         #: Level name -> (low, high, rest): ``rest`` ends an inline entry (the
@@ -140,6 +156,8 @@ class LogDNAHandler(logging.Handler):
         self._last_name: object = None
         #: What the C handle needs of this handler (None: the Python one runs).
         self._fast: object = self._speedups_state()
+        if official:
+            _official.install(self)
 
     def _speedups_state(self) -> object:
         """The C ``handle``'s state for this handler, or None to run the Python one.
@@ -449,6 +467,8 @@ class LogDNAHandler(logging.Handler):
         except Exception:
             pass
 
+
+LogDNAHandler.__doc__ = with_options_help(LogDNAHandler.__doc__)
 
 if _speedups is not None:
     # handle() in C for the common record; it calls the Python method above for

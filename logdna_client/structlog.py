@@ -35,10 +35,13 @@ from collections.abc import Mapping, MutableMapping
 from types import TracebackType
 from typing import Any
 
+from typing_extensions import Unpack
+
 from . import _context
 from ._client import Client
 from ._errors import ConfigurationError
 from ._line import safe_str
+from ._options import ClientOptions, with_options_help
 from ._threads import BUSY_THREADS, NESTED_THREADS, SENDER_THREADS
 
 __all__ = ["LogDNAProcessor", "event_dict_to_line", "level_of", "timestamp_of"]
@@ -253,7 +256,7 @@ class LogDNAProcessor:
 
     __slots__ = ("_builder", "_client", "_min_level", "_owns_client")
 
-    def __init__(self, *, client: Client | None = None, **options: Any) -> None:
+    def __init__(self, *, client: Client | None = None, **options: Unpack[ClientOptions]) -> None:
         if client is not None and options:
             raise ConfigurationError(
                 "pass either client= or options (" + ", ".join(sorted(options)) + "), not both"
@@ -333,3 +336,6 @@ class LogDNAProcessor:
         """Deliver what is queued and stop, unless the client was given with ``client=``."""
         if self._owns_client:
             self._client.close(timeout)
+
+
+LogDNAProcessor.__doc__ = with_options_help(LogDNAProcessor.__doc__)
