@@ -103,6 +103,8 @@ class LogDNAHandler(logging.Handler):
     Give it the Client options as keyword arguments (``key``, ``app``, ``env``,
     ``hostname``, ``tags``, ...; all accept strings, for dictConfig), or a
     ``client=`` to share one pipeline between several handlers/processors.
+    The official ``logdna`` client's form, ``LogDNAHandler(key, options)``
+    with its option names, works too (see docs/migration.md).
 
     The shipped line is the formatted message (the handler's formatter when
     one is set, else ``record.getMessage()`` plus any exception and stack
