@@ -19,7 +19,7 @@ from typing import Any, cast
 
 from typing_extensions import Self, Unpack
 
-from . import _exit
+from . import _capture, _exit
 from ._buffer import SEPARATOR, Buffer
 from ._config import Config
 from ._line import LineBuilder, safe_str
@@ -146,6 +146,19 @@ class Client:
         self.put_entry: Callable[[bytes], bool] = self._first_put_entry
         #: Thread ident of the sender: records made on it are never shipped.
         self.sender_ident: int | None = None
+        if _capture.active():
+            self._divert(True)
+
+    def _divert(self, on: bool) -> None:
+        """Lines go to ``testing.capture_lines`` instead of the service, or back (see
+        ``_capture.py``). The buffer does the diverting; the client only keeps its
+        first line from starting a sender that would have nothing to send."""
+        buffer = self._buffer
+        buffer.divert(_capture.deliver if on else None)
+        if on or self._started:
+            self.put_entry, self.put = buffer.put_entry, buffer.put
+        else:
+            self.put_entry, self.put = self._first_put_entry, self._first_put
 
     def _report(self, kind: str, level: int, message: str, *args: object,
                 exc_info: bool = False) -> bool:  # fmt: skip
