@@ -147,6 +147,7 @@ DOC_LINES = {
         "from a stdlib logger",
     ],
     "flask.md": ["showing order 42"],
+    "asgi.md": ["showing order 42"],
     "troubleshooting.md": ["checking the pipeline"],
     "django.md": [],
     "configuration.md": [],
