@@ -155,3 +155,16 @@ class TestStaticTypes:
         assert '"overflow"' in bad  # a Literal the value is not one of
         assert '"compress"' in bad
         assert '"tags"' in bad
+
+
+class TestPublicNames:
+    def test_exported(self) -> None:
+        """ClientOptions and ClientStats are importable from the package, for annotations."""
+        import logdna_client
+
+        assert {"ClientOptions", "ClientStats"} <= set(logdna_client.__all__)
+        settings: logdna_client.ClientOptions = {"url": LOCAL, "app": "api"}
+        client = Client(**settings)
+        stats: logdna_client.ClientStats = client.stats()
+        client.close(0)
+        assert 0 == stats["sent"]
