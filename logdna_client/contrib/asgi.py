@@ -37,6 +37,7 @@ from typing import Any
 from .._context import (
     RequestContextFilter,
     bind_request_context,
+    clean_path,
     clean_request_id,
     new_request_id,
     reset_request_context,
@@ -108,7 +109,7 @@ class LogDNAMiddleware:
             return
         started = time.perf_counter()
         method = scope.get("method", "WEBSOCKET")
-        path = scope.get("path", "")
+        path = clean_path(scope.get("path", ""))
         status: int | None = None
         token = None
         try:
