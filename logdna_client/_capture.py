@@ -40,21 +40,22 @@ def active() -> bool:
 def start(lines: list[dict[str, Any]]) -> None:
     """Collect every line shipped from now on into ``lines`` too."""
     global _captures
+    # Diverting under the lock: a capture starting on one thread while the last one
+    # stops on another must not find the clients undiverted after it.
     with _lock:
-        first = not _captures
         _captures = (*_captures, lines)
-    if first:
-        _divert_all(True)
+        if len(_captures) == 1:
+            _divert_all(True)
 
 
 def stop(lines: list[dict[str, Any]]) -> None:
     """Stop collecting into ``lines``; with no capture left, lines ship again."""
     global _captures
     with _lock:
+        before = len(_captures)
         _captures = tuple(c for c in _captures if c is not lines)
-        last = not _captures
-    if last:
-        _divert_all(False)
+        if before and not _captures:
+            _divert_all(False)
 
 
 def _divert_all(on: bool) -> None:

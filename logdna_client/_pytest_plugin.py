@@ -1,6 +1,8 @@
 """The pytest plugin (entry point ``pytest11``): the ``logdna_lines`` fixture.
 
 A module of its own so that ``logdna_client.testing`` imports without pytest.
+pytest imports it at startup wherever the package is installed; importing the
+package starts nothing (no thread, no socket, no environment read).
 """
 
 from __future__ import annotations
