@@ -27,7 +27,12 @@ LOCAL = "http://127.0.0.1:9/logs/ingest"  # loopback: no key needed; never conta
 class TestOptionsMatchConfig:
     def test_typed_dict_names_every_config_field(self) -> None:
         """ClientOptions and Config name the same options: a new Config field needs its line."""
-        assert config_option_names() == OPTION_NAMES
+        missing = sorted(config_option_names() - OPTION_NAMES)
+        extra = sorted(OPTION_NAMES - config_option_names())
+        assert ([], []) == (missing, extra), (
+            "add each new Config field to ClientOptions in _options.py, with its type and "
+            f"one line of documentation: missing {missing}, not in Config {extra}"
+        )
 
     def test_every_option_documented(self) -> None:
         """Every option carries a one-line doc in its Annotated type."""
