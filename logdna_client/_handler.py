@@ -125,12 +125,11 @@ class LogDNAHandler(logging.Handler):
         official = key is not None or options is not None
         if official:
             kwargs = cast(ClientOptions, {**_official.translate(key, options), **kwargs})
-        options = kwargs
-        if client is not None and options:
+        if client is not None and kwargs:
             raise ConfigurationError(
-                "pass either client= or options (" + ", ".join(sorted(options)) + "), not both"
+                "pass either client= or options (" + ", ".join(sorted(kwargs)) + "), not both"
             )
-        level = options.get("level", 0)
+        level = kwargs.get("level", 0)
         self._owns_client = client is None
         self._client = client if client is not None else Client(**kwargs)
         super().__init__(self._client.config.level if self._owns_client else level)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._context import current as request_context
 from ._errors import ConfigurationError
-from ._options import OPTION_NAMES, check_option_names
+from ._options import check_option_names
 
 if TYPE_CHECKING:
     from ._handler import LogDNAHandler
@@ -121,8 +121,3 @@ def _ship_with_options(
     except Exception:
         handler.handleError(record)
     return True
-
-
-def official_names() -> frozenset[str]:
-    """Every option name the official form accepts."""
-    return OPTION_NAMES | RENAMED.keys() | IGNORED
