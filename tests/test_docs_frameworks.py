@@ -157,6 +157,24 @@ class TestDjango:
         console = run(project, DJANGO_SERVE, server)
         check_shipped(server, console)
 
+    def test_testing_docs_testcase(self, server: DevServer, tmp_path: Path) -> None:
+        """docs/testing.md's Django TestCase passes in that fresh project, sending nothing."""
+        settings = doc_block("django.md", "py", "LOGGING = {")
+        db = "\nDATABASES = {'default': {'ENGINE': 'django.db.backends.sqlite3'}}\n"
+        project = self._project(tmp_path, settings + db)
+        (project / "test_orders.py").write_text(
+            doc_block("testing.md", "py", "class OrderViewTests")
+        )
+        code = (
+            "import os, sys\n"
+            "os.environ['DJANGO_SETTINGS_MODULE'] = 'settings'\n"
+            "from django.core.management import execute_from_command_line\n"
+            "execute_from_command_line(['django-admin', 'test', 'test_orders', '-v', '2'])\n"
+        )
+        console = run(project, code, server)
+        assert "test_view_logs_with_request_context" in console and "\nOK" in console, console
+        assert [] == [line for line in server.lines if line["line"] == "showing order 42"]
+
     def test_example_settings(self, server: DevServer, tmp_path: Path) -> None:
         """examples/django_app/settings.py's LOGGING, in the same fresh project."""
         example = (REPO_ROOT / "examples/django_app/settings.py").read_text()
