@@ -396,7 +396,8 @@ class Client:
 
     async def aclose(self, timeout: float | None = None) -> None:
         """``close`` for coroutines: the event loop keeps running while it waits
-        (see ``aflush``). Lines logged after it was called are dropped."""
+        (see ``aflush``). Lines logged once the close began are dropped and counted
+        as ``after_close``."""
         if timeout is None:
             timeout = self.config.shutdown_timeout
         await asyncio.to_thread(self.close, timeout)

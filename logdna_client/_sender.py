@@ -469,4 +469,5 @@ class Sender:
     def snapshot(self) -> dict[str, Any]:
         s = self.stats
         return {"sent": s.sent, "retries": s.retries, "requests": s.requests,
-                "bytes_sent": s.bytes_sent, "last_error": s.last_error}  # fmt: skip
+                "bytes_sent": s.bytes_sent,
+                "last_error": None if s.last_error is None else {**s.last_error}}  # fmt: skip

@@ -145,6 +145,8 @@ class TestStats:
             assert before <= error["when"] <= time.time()
             assert {"kind", "status", "when"} == set(error)
             assert "sekrit" not in repr(client.stats())
+            error["kind"] = "changed by the caller"  # a snapshot: the next one is intact
+            assert "auth" == client.stats()["last_error"]["kind"]  # type: ignore[index]
         finally:
             client.close(1)
         assert ["x"] == transport.delivered
