@@ -116,6 +116,9 @@ def check_shipped(server: DevServer, console: str) -> list[dict[str, Any]]:
     assert SECRET not in orjson.dumps(lines).decode()
     assert not any("HTTP/1.1" in text for text in texts), texts
     assert "showing order 42" in texts
+    view = next(line for line in lines if line["line"] == "showing order 42")
+    assert ("GET", "/orders/42") == (view["meta"]["http_method"], view["meta"]["http_path"])
+    assert len(view["meta"]["request_id"]) >= 7  # with the request's context
     access = {
         line["line"].split(" (")[0]: line for line in lines if line["line"].startswith("GET ")
     }
