@@ -30,6 +30,11 @@ logging.config.dictConfig(
             },
         },
         "root": {"handlers": ["console", "logdna"], "level": "INFO"},
+        "loggers": {
+            # The dev server's access lines (query strings, colour codes) stay on the
+            # console; access_log=True below ships a clean one.
+            "werkzeug": {"handlers": ["console"], "level": "INFO", "propagate": False},
+        },
     }
 )
 

@@ -8,10 +8,14 @@ from ._client import Client
 from ._config import Config
 from ._errors import ConfigurationError, LogDNAError, TransportError
 from ._handler import LogDNAHandler
+from ._options import ClientOptions
+from ._stats import ClientStats
 from ._version import __version__
 
 __all__ = [
     "Client",
+    "ClientOptions",
+    "ClientStats",
     "Config",
     "ConfigurationError",
     "LogDNAError",

@@ -119,6 +119,8 @@ class Buffer:
         # Drops not yet told to the service in a summary line.
         self.unreported: Counter[str] = Counter()
         self.closed = False
+        #: Where lines go instead of the queue while ``testing.capture_lines`` is on.
+        self._sink: Callable[[bytes], bool] | None = None
         self._refresh_fast_limit()
 
     def __len__(self) -> int:
@@ -155,6 +157,8 @@ class Buffer:
             if self.closed:
                 self._drop("after_close", 1)
                 return False
+            if self._sink is not None:
+                return self._sink(data)
             if self.queued_bytes + self.inflight_bytes + size > self._max and not self._make_room(
                 size, wait=not nested
             ):
@@ -175,10 +179,21 @@ class Buffer:
             self._lock_free = True
             self._refresh_fast_limit()
 
+    def divert(self, sink: Callable[[bytes], bool] | None) -> None:
+        """Hand every new entry to ``sink`` instead of queueing it (None: queue again).
+
+        For ``testing.capture_lines``. Every put, the handler's inlined one and
+        the C one included, takes the locked path while diverted (its
+        ``fast_limit`` stays locked), so that path is the one place to divert.
+        """
+        with self._lock:
+            self._sink = sink
+            self._refresh_fast_limit()
+
     def _refresh_fast_limit(self) -> None:
         # Called with the lock held whenever the bound, in-flight bytes or the
         # wake-up point change.
-        if self._lock_free and not (self.closed or _NO_GIL):
+        if self._lock_free and not (self.closed or _NO_GIL or self._sink):
             self.fast_limit = min(self._room, self._wake_at - 1)
         else:
             self.fast_limit = _LOCKED

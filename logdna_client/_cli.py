@@ -24,6 +24,8 @@ import dataclasses
 import functools
 import logging
 import os
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -278,6 +280,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# The library's messages name its keyword arguments; on the command line the flags are meant.
+_PYTHON_WORDS = (
+    ("pass key=, key_file= or set", "pass --key or set"),
+    ("looked at key=", "looked at --key"),
+    (", or pass allow_insecure=True if you really mean it", ""),
+)
+
+
+def _in_flags(exc: ConfigurationError) -> str:
+    """A ConfigurationError's message in the command line's words."""
+    text = str(exc)
+    for python, flags in _PYTHON_WORDS:
+        text = text.replace(python, flags)
+    option = exc.option
+    if option and text.startswith(option + ":"):
+        text = "--" + option.replace("_", "-") + text[len(option) :]
+    return text
+
+
+def _self_command() -> str:
+    """How the user can run this command line again: the script when it is on PATH,
+    else this interpreter with -m (a venv's bin is often not on PATH, as after the
+    README's Quickstart)."""
+    if shutil.which(PROG):
+        return PROG
+    return f"{shlex.quote(sys.executable)} -m logdna_client"
+
+
 def main(
     argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None
 ) -> int:
@@ -307,7 +337,7 @@ def main(
     try:
         return int(func(args))
     except ConfigurationError as exc:
-        console.warn(f"{PROG} {args.command}: {exc}")
+        console.warn(f"{PROG} {args.command}: {_in_flags(exc)}")
         return 2
     except KeyboardInterrupt:
         return 128 + signal.SIGINT
@@ -675,7 +705,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     for note in notes:
         console.say(f"  - {note}")
     console.say(
-        f"\n  Next: run '{PROG} devserver' and point your app at it with\n"
+        f"\n  Next: run '{_self_command()} devserver' and point your app at it with\n"
         f"  {ENV_VARS['url']}=http://127.0.0.1:{DEFAULT_DEVSERVER_PORT}/logs/ingest",
         flush=True,
     )

@@ -8,21 +8,27 @@ which end with ``os._exit`` and never run ``atexit``).
 
 from __future__ import annotations
 
+import asyncio
 import datetime as _dt
 import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from types import TracebackType
+from typing import Any, cast
 from urllib.parse import urlsplit
 
-from . import _exit
+from typing_extensions import Self, Unpack
+
+from . import _capture, _exit
 from ._buffer import SEPARATOR, Buffer
 from ._config import Config, hide_key
 from ._line import LineBuilder, safe_str
+from ._options import ClientOptions, check_option_names, with_options_help
 from ._report import Reporter
 from ._retry import Backoff
 from ._sender import Sender
+from ._stats import ClientStats
 from ._threads import on_sender_thread
 from ._transport import HTTPTransport, Transport
 
@@ -67,14 +73,16 @@ class Client:
         config: Config | None = None,
         transport: Transport | None = None,
         backoff: Backoff | None = None,
-        **options: Any,
+        **options: Unpack[ClientOptions],
     ) -> None:
-        options = hide_key(options)  # first: no frame of ours holds the key's text
+        options = cast(ClientOptions, hide_key(dict(options)))  # first: the key in a Secret
         if config is not None and options:
             from ._errors import ConfigurationError  # noqa: PLC0415
 
             raise ConfigurationError("pass either config= or options, not both")
-        self.config = config if config is not None else Config(**options)
+        check_option_names(options)
+        # The TypedDict says what code should pass; Config coerces what it got.
+        self.config = config if config is not None else Config(**cast(dict[str, Any], options))
         self._transport_override = transport
         self._backoff = backoff
         self._builder = LineBuilder(self.config)
@@ -107,6 +115,18 @@ class Client:
             # Here too, not only when the first line starts the sender: apps often
             # configure logging on the main thread and log from worker threads only.
             _exit.install_signal_handlers()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Close: deliver what is queued within ``shutdown_timeout``, then stop."""
+        self.close()
 
     def __repr__(self) -> str:
         c = getattr(self, "config", None)
@@ -144,6 +164,19 @@ class Client:
         self.put_entry: Callable[[bytes], bool] = self._first_put_entry
         #: Thread ident of the sender: records made on it are never shipped.
         self.sender_ident: int | None = None
+        if _capture.active():
+            self._divert(True)
+
+    def _divert(self, on: bool) -> None:
+        """Lines go to ``testing.capture_lines`` instead of the service, or back (see
+        ``_capture.py``). The buffer does the diverting; the client only keeps its
+        first line from starting a sender that would have nothing to send."""
+        buffer = self._buffer
+        buffer.divert(_capture.deliver if on else None)
+        if on or self._started:
+            self.put_entry, self.put = buffer.put_entry, buffer.put
+        else:
+            self.put_entry, self.put = self._first_put_entry, self._first_put
 
     def _report(self, kind: str, level: int, message: str, *args: object,
                 exc_info: bool = False) -> bool:  # fmt: skip
@@ -370,14 +403,40 @@ class Client:
                     f"deadline ({self._deadline_text()}); {stuck} lines were not delivered"
                 )
 
+    # -- asyncio
+
+    async def aflush(self, timeout: float | None = 5.0) -> bool:
+        """``flush`` for coroutines: the event loop keeps running while it waits.
+
+        The wait is for the sender thread's progress (a ``threading`` condition),
+        which a coroutine cannot await directly; it runs in the loop's default
+        executor, as ``asyncio.to_thread`` runs a call. Polling from the loop
+        instead would trade that thread for latency or wake-ups. When nothing is
+        pending it returns at once, without a thread. Cancelling the awaiting
+        task leaves the wait to end at ``timeout`` on its own.
+        """
+        buffer = self._buffer
+        if buffer.done_through >= buffer.accepted:
+            return True
+        return await asyncio.to_thread(self.flush, timeout)
+
+    async def aclose(self, timeout: float | None = None) -> None:
+        """``close`` for coroutines: the event loop keeps running while it waits
+        (see ``aflush``). Lines logged once the close began are dropped and counted
+        as ``after_close``."""
+        if timeout is None:
+            timeout = self.config.shutdown_timeout
+        await asyncio.to_thread(self.close, timeout)
+
     # -- introspection
 
     @property
     def closed(self) -> bool:
         return self._closed
 
-    def stats(self) -> dict[str, Any]:
-        """Counters: queued, sent, dropped (by reason), retries, bytes_sent and more."""
+    def stats(self) -> ClientStats:
+        """Counters: queued, sent, dropped (by reason), retries, bytes_sent, last_error
+        and more (see ``ClientStats``)."""
         buffer = self._buffer
         dropped = dict(buffer.dropped)
         for reason in _DROP_REASONS:
@@ -397,7 +456,10 @@ class Client:
         out.update(self._sender.snapshot())
         if spool is not None:
             out.update(spool.stats())
-        return out
+        return cast(ClientStats, out)
+
+
+Client.__doc__ = with_options_help(Client.__doc__)
 
 
 def _to_millis(timestamp: float | int | _dt.datetime | None) -> int:

@@ -58,7 +58,8 @@ _SIZE_UNITS = {
     "m": 1000**2, "mb": 1000**2, "mi": 1024**2, "mib": 1024**2,
     "g": 1000**3, "gb": 1000**3, "gi": 1024**3, "gib": 1024**3,
 }  # fmt: skip
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*(ms|s)?\s*$", re.IGNORECASE)
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*(ms|s|m|h)?\s*$", re.IGNORECASE)
+_DURATION_UNITS = {"ms": 0.001, "": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 class Secret:
@@ -157,7 +158,7 @@ def to_bool(option: str, value: object) -> bool:
 
 
 def to_duration(option: str, value: object, *, minimum: float, maximum: float) -> float:
-    """Coerce seconds: a number, or a string such as "5", "2.5s" or "500ms"."""
+    """Coerce seconds: a number, or a string such as "5", "2.5s", "500ms", "1m" or "1h"."""
     seconds: float
     if isinstance(value, bool):
         raise _bad(option, value, "a number of seconds")
@@ -166,8 +167,10 @@ def to_duration(option: str, value: object, *, minimum: float, maximum: float) -
     elif isinstance(value, str):
         m = _DURATION_RE.match(value)
         if not m:
-            raise _bad(option, value, 'a number of seconds such as "5", "2.5s" or "500ms"')
-        seconds = float(m.group(1)) / (1000.0 if (m.group(2) or "").lower() == "ms" else 1.0)
+            raise _bad(
+                option, value, 'a number of seconds such as "5", "2.5s", "500ms", "1m" or "1h"'
+            )
+        seconds = float(m.group(1)) * _DURATION_UNITS[(m.group(2) or "").lower()]
     else:
         raise _bad(option, value, "a number of seconds")
     if not (minimum <= seconds <= maximum):  # also rejects NaN

@@ -24,6 +24,7 @@ from typing import Any
 __all__ = [
     "RequestContextFilter",
     "bind_request_context",
+    "clean_path",
     "clean_request_id",
     "get_request_context",
     "new_request_id",
@@ -77,6 +78,23 @@ def reset_request_context(token: contextvars.Token[Mapping[str, Any]] | None = N
         except ValueError:  # the token was made in another context (a copied one)
             pass
     _request_context.set(_EMPTY)
+
+
+# C0 and C1 control characters, DEL among them: ESC starts an ANSI colour code.
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_PATH_CAP = 1024
+
+
+def clean_path(path: object) -> str:
+    """A request path fit for a log line: no query string, no control characters.
+
+    Frameworks hand over paths already URL-decoded, so ``/%1b[31m`` arrives as
+    a real ESC: it would colour a terminal that tails the logs. The query
+    string (tokens, e-mail addresses) never belongs in a line.
+    """
+    text = path if isinstance(path, str) else str(path)
+    text = _CONTROL_RE.sub("", text.split("?", 1)[0])
+    return text if len(text) <= _PATH_CAP else text[: _PATH_CAP - 3] + "..."
 
 
 def new_request_id() -> str:

@@ -19,20 +19,23 @@ import os
 import sys
 import time
 import traceback
+from collections.abc import Mapping
 from itertools import islice
 from os import getpid
 from threading import get_ident
-from typing import Any
+from typing import Any, cast
 
 import orjson
+from typing_extensions import Unpack
 
-from . import _context, _exit
+from . import _context, _exit, _official
 from ._buffer import ENTRY_OVERHEAD
 from ._client import Client
-from ._config import hide_key
+from ._config import Secret, hide_key
 from ._context import current as request_context
 from ._errors import ConfigurationError
 from ._line import LINE_HEAD, _escape, safe_str
+from ._options import ClientOptions, with_options_help
 from ._redact import MAX_DEPTH
 from ._report import logger as _own_logger
 from ._threads import BUSY_THREADS, NESTED_THREADS, SENDER_THREADS
@@ -101,6 +104,8 @@ class LogDNAHandler(logging.Handler):
     Give it the Client options as keyword arguments (``key``, ``app``, ``env``,
     ``hostname``, ``tags``, ...; all accept strings, for dictConfig), or a
     ``client=`` to share one pipeline between several handlers/processors.
+    The official ``logdna`` client's form, ``LogDNAHandler(key, options)``
+    with its option names, works too (see docs/migration.md).
 
     The shipped line is the formatted message (the handler's formatter when
     one is set, else ``record.getMessage()`` plus any exception and stack
@@ -108,15 +113,30 @@ class LogDNAHandler(logging.Handler):
     holds every ``extra=`` attribute.
     """
 
-    def __init__(self, *, client: Client | None = None, **options: Any) -> None:
-        options = hide_key(options)  # first: no frame of ours holds the key's text
-        if client is not None and options:
+    def __init__(
+        self,
+        key: str | None = None,
+        options: Mapping[str, Any] | None = None,
+        /,
+        *,
+        client: Client | None = None,
+        **kwargs: Unpack[ClientOptions],
+    ) -> None:
+        # First: no frame of ours holds the key's text, given either way.
+        kwargs = cast(ClientOptions, hide_key(dict(kwargs)))
+        if key is not None and not isinstance(key, Secret):
+            key = cast(str, Secret(key))
+        # The official client's form, LogDNAHandler(key, {...}): see _official.py.
+        official = key is not None or options is not None
+        if official:
+            kwargs = cast(ClientOptions, hide_key({**_official.translate(key, options), **kwargs}))
+        if client is not None and kwargs:
             raise ConfigurationError(
-                "pass either client= or options (" + ", ".join(sorted(options)) + "), not both"
+                "pass either client= or options (" + ", ".join(sorted(kwargs)) + "), not both"
             )
-        level = options.get("level", 0)
+        level = kwargs.get("level", 0)
         self._owns_client = client is None
-        self._client = client if client is not None else Client(**options)
+        self._client = client if client is not None else Client(**kwargs)
         super().__init__(self._client.config.level if self._owns_client else level)
         builder = self._builder = self._client._builder
         #: Level name -> (low, high, rest): ``rest`` ends an inline entry (the
@@ -144,6 +164,8 @@ class LogDNAHandler(logging.Handler):
         self._last_name: object = None
         #: What the C handle needs of this handler (None: the Python one runs).
         self._fast: object = self._speedups_state()
+        if official:
+            _official.install(self)
 
     def _speedups_state(self) -> object:
         """The C ``handle``'s state for this handler, or None to run the Python one.
@@ -466,6 +488,8 @@ class LogDNAHandler(logging.Handler):
         except Exception:
             pass
 
+
+LogDNAHandler.__doc__ = with_options_help(LogDNAHandler.__doc__)
 
 if _speedups is not None:
     # handle() in C for the common record; it calls the Python method above for

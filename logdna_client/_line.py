@@ -21,6 +21,7 @@ import orjson
 
 from ._buffer import SEPARATOR
 from ._config import Config
+from ._context import clean_path
 from ._redact import MAX_DEPTH, Redactor, is_named_tuple, named_tuple_fields
 
 __all__ = ["LINE_HEAD", "LineBuilder", "safe_str"]
@@ -74,7 +75,24 @@ def _default(value: Any) -> Any:
             return sorted(value, key=repr)
         except Exception:
             return [safe_str(v) for v in value]
+    request = _request_text(value)
+    if request is not None:
+        return request
     return safe_str(value)
+
+
+def _request_text(value: object) -> str | None:
+    """A web request object (Django's ``django.request`` lines pass one as ``extra=``)
+    as method and path: its repr carries the query string, which may hold tokens."""
+    if not type(value).__name__.endswith("Request"):
+        return None
+    try:
+        method, path = getattr(value, "method", None), getattr(value, "path", None)
+        if isinstance(method, str) and isinstance(path, str):
+            return f"<{type(value).__name__}: {method} {clean_path(path)}>"
+    except Exception:  # a property that raises: the generic fallback copes
+        pass
+    return None
 
 
 def _clean_str(text: str) -> str:

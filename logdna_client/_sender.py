@@ -25,6 +25,7 @@ from ._config import Config
 from ._report import Reporter
 from ._retry import Backoff
 from ._spool import BatchId, Spool
+from ._stats import LastError
 from ._threads import SENDER_THREADS, Latch, Wakeup
 from ._transport import Kind, Outcome, Transport
 
@@ -77,7 +78,7 @@ def _gzip(body: bytes) -> bytes:
 class Stats:
     """Counters written only by the sender thread (so they need no lock)."""
 
-    __slots__ = ("bytes_sent", "replay_rejected", "requests", "retries", "sent")
+    __slots__ = ("bytes_sent", "last_error", "replay_rejected", "requests", "retries", "sent")
 
     def __init__(self) -> None:
         self.sent = 0
@@ -85,6 +86,9 @@ class Stats:
         self.retries = 0
         self.requests = 0
         self.bytes_sent = 0
+        #: The last failed attempt, as stats() shows it: kind, status and when only
+        #: (never the server's text, which could echo a header back).
+        self.last_error: LastError | None = None
 
 
 class _Shutdown(Exception):
@@ -544,6 +548,11 @@ class Sender:
         outcome = self._transport.send(body, gzipped=gzipped, timeout=timeout)
         if outcome.kind is Kind.OK or outcome.kind is Kind.PARTIAL:
             self.stats.bytes_sent += len(body)
+        if outcome.kind is not Kind.OK and (outcome.kind is not Kind.PARTIAL or outcome.rejected):
+            # One new dict per failure: stats() readers on other threads see a whole one.
+            self.stats.last_error = {
+                "kind": outcome.kind.value, "status": outcome.status, "when": time.time(),
+            }  # fmt: skip
         return outcome
 
     def _try_plain(self, lines: list[bytes], own: bool = True) -> bool:
@@ -647,4 +656,5 @@ class Sender:
     def snapshot(self) -> dict[str, Any]:
         s = self.stats
         return {"sent": s.sent, "retries": s.retries, "requests": s.requests,
-                "bytes_sent": s.bytes_sent, "replay_rejected": s.replay_rejected}  # fmt: skip
+                "bytes_sent": s.bytes_sent, "replay_rejected": s.replay_rejected,
+                "last_error": None if s.last_error is None else {**s.last_error}}  # fmt: skip

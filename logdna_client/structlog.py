@@ -33,13 +33,16 @@ import time
 import traceback
 from collections.abc import Callable, Mapping, MutableMapping
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
+
+from typing_extensions import Unpack
 
 from . import _context
 from ._client import Client
 from ._config import hide_key
 from ._errors import ConfigurationError
 from ._line import safe_str
+from ._options import ClientOptions, with_options_help
 from ._threads import BUSY_THREADS, NESTED_THREADS, SENDER_THREADS
 
 __all__ = ["LogDNAProcessor", "event_dict_to_line", "level_of", "timestamp_of"]
@@ -265,8 +268,8 @@ class LogDNAProcessor:
 
     __slots__ = ("_builder", "_client", "_min_level", "_owns_client")
 
-    def __init__(self, *, client: Client | None = None, **options: Any) -> None:
-        options = hide_key(options)  # first: no frame of ours holds the key's text
+    def __init__(self, *, client: Client | None = None, **options: Unpack[ClientOptions]) -> None:
+        options = cast(ClientOptions, hide_key(dict(options)))  # first: no frame holds the key
         if client is not None and options:
             raise ConfigurationError(
                 "pass either client= or options (" + ", ".join(sorted(options)) + "), not both"
@@ -350,3 +353,6 @@ class LogDNAProcessor:
         """Deliver what is queued and stop, unless the client was given with ``client=``."""
         if self._owns_client:
             self._client.close(timeout)
+
+
+LogDNAProcessor.__doc__ = with_options_help(LogDNAProcessor.__doc__)

@@ -164,3 +164,19 @@ class TestWire:
         assert 2.0 == c.flush_interval
         with pytest.raises(ConfigurationError):
             c.replace(flush_interval="never")
+
+
+class TestDurationUnits:
+    @pytest.mark.parametrize(
+        ("text", "seconds"),
+        [("1m", 60.0), ("1h", 3600.0), ("1.5m", 90.0), ("0.5 H", 1800.0), ("500ms", 0.5),
+         ("3s", 3.0), ("7", 7.0)],
+    )  # fmt: skip
+    def test_minutes_and_hours(self, text: str, seconds: float) -> None:
+        """Durations take m and h as sizes take their units."""
+        assert seconds == Config(key=KEY, retry_max_backoff=text).retry_max_backoff
+
+    def test_unknown_unit_names_the_forms(self) -> None:
+        """A unit it does not know is refused with the forms it does."""
+        with pytest.raises(ConfigurationError, match='"1m" or "1h"'):
+            Config(key=KEY, flush_interval="1d")

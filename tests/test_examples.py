@@ -147,6 +147,9 @@ DOC_LINES = {
         "from a stdlib logger",
     ],
     "flask.md": ["showing order 42"],
+    "asgi.md": ["showing order 42"],
+    "migration.md": ["My Sample Log Line", "order 42 paid"],
+    "testing.md": [],  # every line is captured: nothing arrives
     "troubleshooting.md": ["checking the pipeline"],
     "django.md": [],
     "configuration.md": [],

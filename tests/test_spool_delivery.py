@@ -172,6 +172,9 @@ class TestCrashes:
         assert got["rss_growth_kib"] < 64 * 1024  # 10 MB logged: nowhere near all of it held
         # The excess is counted, by reason, with every other loss.
         assert stats["dropped"]["spool_full"] == stats["spool_dropped"]["spool_full"] > 0
+        from logdna_client import ClientStats
+
+        assert set(ClientStats.__annotations__) == set(stats)  # every key typed, spool's too
 
     def test_pool_worker_ending_by_os_exit(self, server: DevServer, tmp_path: Path) -> None:
         """A Pool worker that logs during an outage and then ends by ``os._exit`` (no

@@ -33,4 +33,10 @@ LOGGING = {
         },
     },
     "root": {"handlers": ["console", "logdna"], "level": "INFO"},
+    "loggers": {
+        "django": {"level": "INFO"},
+        # runserver's access lines (query strings, colour codes) stay on the console;
+        # LOGDNA_ACCESS_LOG ships a clean one.
+        "django.server": {"handlers": ["console"], "level": "INFO", "propagate": False},
+    },
 }

@@ -47,6 +47,7 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction  # Django >=
 from .._context import (
     RequestContextFilter,
     bind_request_context,
+    clean_path,
     clean_request_id,
     new_request_id,
     reset_request_context,
@@ -125,7 +126,7 @@ class LogDNARequestContextMiddleware:
         fields: dict[str, Any] = {
             "request_id": request_id,
             "http_method": request.method,
-            "http_path": request.path,
+            "http_path": clean_path(request.path),
         }
         user_id = _user_id(request)
         if user_id is not None:
@@ -157,7 +158,8 @@ class LogDNARequestContextMiddleware:
             if self.access_log:
                 elapsed_ms = round((time.perf_counter() - started) * 1000, 1)
                 access_logger.info(
-                    "%s %s %s (%.1f ms)", request.method, request.path, status, elapsed_ms,
+                    "%s %s %s (%.1f ms)",
+                    request.method, clean_path(request.path), status, elapsed_ms,
                     extra={"duration_ms": elapsed_ms},
                 )  # fmt: skip
         except Exception:

@@ -29,6 +29,7 @@ from typing import Any
 from .._context import (
     RequestContextFilter,
     bind_request_context,
+    clean_path,
     clean_request_id,
     new_request_id,
     reset_request_context,
@@ -105,7 +106,7 @@ class LogDNA:
             fields: dict[str, Any] = {
                 "request_id": request_id,
                 "http_method": request.method,
-                "http_path": request.path,
+                "http_path": clean_path(request.path),
             }
             user_id = self._user_id()
             if user_id is not None:
@@ -133,7 +134,8 @@ class LogDNA:
                 started = g.get(_G_STARTED)
                 elapsed_ms = round((time.perf_counter() - started) * 1000, 1) if started else 0.0
                 self.access_logger.info(
-                    "%s %s %s (%.1f ms)", request.method, request.path, status, elapsed_ms,
+                    "%s %s %s (%.1f ms)",
+                    request.method, clean_path(request.path), status, elapsed_ms,
                     extra={"duration_ms": elapsed_ms},
                 )  # fmt: skip
         except Exception:

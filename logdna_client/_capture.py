@@ -1,0 +1,101 @@
+"""The machinery behind ``logdna_client.testing.capture_lines``.
+
+Where to hook: every line a Client ships, whoever built it, enters its
+``Buffer``: through ``Client.put``/``put_entry`` (``Client.log``, the
+structlog processor, the handler's general path), or inlined by the stdlib
+handler's hot path in Python and in C, which append to the buffer's deque
+directly while its ``fast_limit`` allows and call ``put_entry`` otherwise.
+A diverted buffer keeps ``fast_limit`` at "locked", so every one of those
+paths ends in ``Buffer._put_locked``, which hands the entry here instead of
+queueing it. Nothing on the hot path changed for it; the handler and the C
+code know nothing of captures.
+
+Clients that exist when a capture starts are diverted then; clients built
+while one is on divert themselves (``Client._new_pipeline``, also after a
+fork). A diverted client does not start its sender for these lines: nothing
+is queued, so nothing is sent.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import orjson
+
+from ._buffer import SEPARATOR
+
+__all__ = ["active", "deliver", "start", "stop"]
+
+_lock = threading.Lock()
+# Replaced, never changed in place: deliver() reads it without the lock.
+_captures: tuple[list[dict[str, Any]], ...] = ()
+
+
+def active() -> bool:
+    """Whether a capture is on."""
+    return bool(_captures)
+
+
+def start(lines: list[dict[str, Any]]) -> None:
+    """Collect every line shipped from now on into ``lines`` too."""
+    global _captures
+    # Diverting under the lock: a capture starting on one thread while the last one
+    # stops on another must not find the clients undiverted after it.
+    with _lock:
+        _captures = (*_captures, lines)
+        if len(_captures) == 1:
+            _divert_all(True)
+
+
+def stop(lines: list[dict[str, Any]]) -> None:
+    """Stop collecting into ``lines``; with no capture left, lines ship again."""
+    global _captures
+    with _lock:
+        before = len(_captures)
+        _captures = tuple(c for c in _captures if c is not lines)
+        if before and not _captures:
+            _divert_all(False)
+
+
+def _divert_all(on: bool) -> None:
+    from ._exit import _clients  # noqa: PLC0415 - _exit imports the client module
+
+    for client in list(_clients):
+        client._divert(on)
+
+
+def deliver(entry: bytes) -> bool:
+    """A diverted buffer's sink: the entry, as a wire-format dict, to every capture."""
+    line = to_dict(entry[len(SEPARATOR) :])
+    for lines in _captures:
+        lines.append(dict(line) if len(_captures) > 1 else line)
+    return True
+
+
+def to_dict(data: bytes) -> dict[str, Any]:
+    """One serialized line as a dict with every wire field present.
+
+    ``app`` and ``env`` are None where the line has none, ``meta`` an empty
+    dict; meta that ``index_meta=False`` ships as a JSON string is decoded, so
+    tests read it the same way either way.
+    """
+    line: dict[str, Any] = orjson.loads(data)
+    meta = line.get("meta")
+    if isinstance(meta, str):
+        try:
+            meta = orjson.loads(meta)
+        except orjson.JSONDecodeError:
+            pass
+    return {
+        "line": line.get("line"),
+        "level": line.get("level"),
+        "app": line.get("app"),
+        "env": line.get("env"),
+        "timestamp": line.get("timestamp"),
+        "meta": meta if meta is not None else {},
+        **{k: v for k, v in line.items() if k not in _WIRE_FIELDS},
+    }
+
+
+_WIRE_FIELDS = frozenset({"line", "level", "app", "env", "timestamp", "meta"})

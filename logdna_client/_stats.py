@@ -1,0 +1,53 @@
+"""The typed shape of ``Client.stats()``."""
+
+from typing_extensions import NotRequired, TypedDict
+
+__all__ = ["ClientStats", "DroppedLines", "LastError"]
+
+
+class DroppedLines(TypedDict):
+    """Lines lost, by reason (each 0 until it happens)."""
+
+    buffer_full: int  #: the buffer was full; the overflow policy chose these
+    rejected: int  #: the service refused them (400, 413, 207), or refuses everything
+    shutdown: int  #: still undelivered at the close or exit deadline
+    after_close: int  #: logged after close()
+    reentrant: int  #: logged from inside a line being logged, more than one level deep
+    error: int  #: no line could be built
+    spool_full: NotRequired[int]  #: with a spool: the spool folder was full
+    spool_age: NotRequired[int]  #: with a spool: older than max_spool_age, unsent
+
+
+class LastError(TypedDict):
+    """The last failed delivery attempt. Never holds the key, a URL or the server's text."""
+
+    kind: str  #: "retry" (connection, timeout, 408/429/5xx), "auth", "too_large", ...
+    status: int | None  #: the HTTP status; None for a connection-level failure
+    when: float  #: epoch seconds
+
+
+class ClientStats(TypedDict):
+    """What ``Client.stats()`` returns: a snapshot, safe to keep and compare."""
+
+    queued: int  #: lines waiting or in flight
+    queued_bytes: int  #: their bytes, with per-line overhead
+    accepted: int  #: lines ever queued
+    dropped: DroppedLines
+    dropped_total: int
+    filtered: int  #: lines before_send dropped (not losses)
+    sender_alive: bool
+    sent: int  #: lines the service accepted
+    retries: int  #: failed attempts that were retried
+    requests: int  #: requests made
+    bytes_sent: int  #: request bytes (compressed) the service accepted
+    last_error: LastError | None  #: None until a delivery attempt fails
+    replay_rejected: int  #: lines from the spool the service refused
+    # With spool_dir set (docs/spool.md):
+    spooled: NotRequired[int]  #: lines written to the spool
+    replayed: NotRequired[int]  #: lines delivered from the spool
+    quarantined: NotRequired[int]  #: damaged spool pieces moved aside
+    torn: NotRequired[int]  #: cut-short writes trimmed
+    spool_bytes: NotRequired[int]  #: disk the spool folder takes
+    spool_bytes_written: NotRequired[int]  #: bytes written to it so far
+    spool_dropped: NotRequired[dict[str, int]]  #: the spool's drops by reason
+    spool_enabled: NotRequired[bool]  #: False once the disk failed

@@ -1,0 +1,169 @@
+"""ASGI (Starlette, FastAPI, any ASGI app): request context for every line of a request.
+
+::
+
+    from fastapi import FastAPI            # or starlette.applications.Starlette
+    from logdna_client.contrib.asgi import LogDNAMiddleware
+
+    app = FastAPI()
+    app.add_middleware(LogDNAMiddleware)
+
+    # any ASGI app: app = LogDNAMiddleware(app)
+
+For each HTTP or WebSocket connection it binds the same fields as the Django
+and Flask helpers: ``request_id`` (from the ``X-Request-ID`` header when it
+is a sane token, else a new one; echoed in the response and kept in
+``scope["state"]["request_id"]``, which Starlette shows as
+``request.state.request_id``), ``http_method``, ``http_path`` (never the
+query string), ``user_id`` when one is known (``user_id=`` callable, else an
+authenticated ``scope["user"]`` from Starlette's ``AuthenticationMiddleware``);
+``http_status`` once the response starts. The lines reach LogDNA through a
+``LogDNAHandler`` (with ``RequestContextFilter``) or a ``LogDNAProcessor``
+configured as usual; see docs/asgi.md.
+
+It is a plain ASGI middleware, not Starlette's ``BaseHTTPMiddleware``: the
+endpoint runs in the task (and so the context) the fields were bound in, and
+concurrent requests, each in its own task, never see each other's fields.
+It imports no framework.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from .._context import (
+    RequestContextFilter,
+    bind_request_context,
+    clean_path,
+    clean_request_id,
+    new_request_id,
+    reset_request_context,
+    update_request_context,
+)
+
+__all__ = ["LogDNAMiddleware", "RequestContextFilter"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+access_logger = logging.getLogger("asgi.access")
+_own = logging.getLogger("logdna_client")
+
+
+def _scope_user_id(scope: Scope) -> object:
+    """The id of Starlette's authenticated ``scope["user"]``, if there is one."""
+    user = scope.get("user")
+    if user is None or not getattr(user, "is_authenticated", False):
+        return None
+    try:
+        return user.identity
+    except Exception:  # SimpleUser has no identity: its name is what there is
+        return getattr(user, "display_name", None)
+
+
+class LogDNAMiddleware:
+    """ASGI middleware that binds request context for the lines logged during a request.
+
+    Args:
+        app: The ASGI application to wrap.
+        request_id_header: The header an incoming request id is read from and
+            the response echoes it in.
+        user_id: Called with the ASGI scope, returns the user's id (or None);
+            called when the request starts and again when the response starts.
+        access_log: Log one line per request (``"GET /path 200 (3.1 ms)"``,
+            without the query string) on the ``asgi.access`` logger.
+
+    .. versionadded:: 0.2.0
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        request_id_header: str = "X-Request-ID",
+        user_id: Callable[[Scope], object] | None = None,
+        access_log: bool = False,
+    ) -> None:
+        self.app = app
+        self.request_id_header = request_id_header
+        self._header_key = request_id_header.lower().encode("latin-1")
+        self.user_id = user_id if user_id is not None else _scope_user_id
+        self.access_log = access_log
+
+    def _user_id(self, scope: Scope) -> str | None:
+        try:
+            value = self.user_id(scope)
+        except Exception:
+            return None
+        return None if value is None else str(value)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope.get("type") not in ("http", "websocket"):  # lifespan: no request
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        method = scope.get("method", "WEBSOCKET")
+        path = clean_path(scope.get("path", ""))
+        status: int | None = None
+        token = None
+        try:
+            request_id = clean_request_id(self._header(scope)) or new_request_id()
+            fields: dict[str, Any] = {
+                "request_id": request_id,
+                "http_method": method,
+                "http_path": path,
+            }
+            user_id = self._user_id(scope)
+            if user_id is not None:
+                fields["user_id"] = user_id
+            state = scope.setdefault("state", {})
+            if isinstance(state, MutableMapping):
+                state["request_id"] = request_id
+            token = bind_request_context(**fields)
+        except Exception:
+            _own.debug("logdna_client: could not bind the request context", exc_info=True)
+            request_id = None
+
+        async def send_with_context(message: Message) -> None:
+            nonlocal status
+            if message.get("type") == "http.response.start":
+                try:
+                    status = int(message["status"])
+                    changed: dict[str, Any] = {"http_status": status}
+                    user_id = self._user_id(scope)  # the endpoint may have logged one in
+                    if user_id is not None:
+                        changed["user_id"] = user_id
+                    update_request_context(**changed)
+                    headers = list(message.get("headers") or ())
+                    if request_id and all(k.lower() != self._header_key for k, _ in headers):
+                        headers.append((self._header_key, request_id.encode("latin-1")))
+                        message["headers"] = headers
+                except Exception:
+                    _own.debug(
+                        "logdna_client: could not record the response context", exc_info=True
+                    )
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_context)
+        finally:
+            if self.access_log and scope["type"] == "http":
+                elapsed_ms = round((time.perf_counter() - started) * 1000, 1)
+                access_logger.info(
+                    "%s %s %s (%.1f ms)", method, path, status, elapsed_ms,
+                    extra={"duration_ms": elapsed_ms},
+                )  # fmt: skip
+            if token is not None:
+                reset_request_context(token)
+
+    def _header(self, scope: Scope) -> str | None:
+        for key, value in scope.get("headers") or ():
+            if key.lower() == self._header_key:
+                return str(value.decode("latin-1"))
+        return None

@@ -1,0 +1,183 @@
+"""Tests for logdna_client.contrib.asgi: request context in Starlette (and any ASGI) apps."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+from logdna_client import LogDNAHandler
+from logdna_client.contrib import get_request_context
+from logdna_client.contrib.asgi import LogDNAMiddleware
+from logdna_client.testing import capture_lines
+
+log = logging.getLogger("asgi_app")
+
+
+@pytest.fixture
+def handler() -> Iterator[LogDNAHandler]:
+    """A LogDNAHandler on the app's logger and on asgi.access."""
+    handler = LogDNAHandler(url="http://127.0.0.1:9/logs/ingest")
+    for name in ("asgi_app", "asgi.access"):
+        logger = logging.getLogger(name)
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+    yield handler
+    for name in ("asgi_app", "asgi.access"):
+        logging.getLogger(name).removeHandler(handler)
+    handler.close()
+
+
+def make_app(n_concurrent: int = 1, **options: Any) -> Starlette:
+    arrived = 0
+    all_in = asyncio.Event()
+
+    async def item(request: Request) -> PlainTextResponse:
+        nonlocal arrived
+        log.info("start %s", request.path_params["n"])
+        arrived += 1
+        if arrived == n_concurrent:
+            all_in.set()
+        await all_in.wait()  # every request is in flight before any goes on
+        await asyncio.sleep(0)
+        log.info("end %s", request.path_params["n"])
+        return PlainTextResponse(request.state.request_id)
+
+    async def fail(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("no", status_code=404)
+
+    return Starlette(
+        routes=[Route("/items/{n}", item), Route("/missing", fail)],
+        middleware=[Middleware(LogDNAMiddleware, **options)],
+    )
+
+
+async def call(app: Any, path: str, headers: list[tuple[bytes, bytes]] | None = None,
+               query: bytes = b"") -> tuple[int, dict[bytes, bytes], bytes]:  # fmt: skip
+    """One HTTP request through the ASGI interface; returns status, headers, body."""
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+        "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": query,
+        "root_path": "", "headers": headers or [], "client": ("127.0.0.1", 5000),
+        "server": ("testserver", 80),
+    }  # fmt: skip
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    start = sent[0]
+    body = b"".join(m.get("body", b"") for m in sent[1:])
+    return start["status"], dict(start["headers"]), body
+
+
+class TestRequestContext:
+    @pytest.mark.usefixtures("handler")
+    def test_concurrent_requests_keep_their_own_context(self) -> None:
+        """50 requests in flight at once: every line carries its own request's fields."""
+        n = 50
+        app = make_app(n_concurrent=n)
+
+        async def main() -> list[tuple[int, dict[bytes, bytes], bytes]]:
+            return await asyncio.gather(
+                *(call(app, f"/items/{i}", [(b"x-request-id", f"req-{i}".encode())])
+                  for i in range(n))
+            )  # fmt: skip
+
+        with capture_lines() as lines:
+            results = asyncio.run(main())
+        assert [(200, f"req-{i}".encode()) for i in range(n)] == [(s, b) for s, _h, b in results]
+        assert 2 * n == len(lines)
+        # Interleaved: all the starts come before any end.
+        assert all(line["line"].startswith("start") for line in lines[:n])
+        for line in lines:
+            i = line["line"].split()[1]
+            assert f"req-{i}" == line["meta"]["request_id"]
+            assert f"/items/{i}" == line["meta"]["http_path"]
+            assert "GET" == line["meta"]["http_method"]
+        assert {} == get_request_context()  # nothing left bound afterwards
+
+    def test_request_id_made_and_echoed(self) -> None:
+        """Without a usable incoming id, a new one is made, echoed, and unbound at the end."""
+        app = make_app()
+
+        async def main() -> tuple[tuple[int, dict[bytes, bytes], bytes], dict[str, Any]]:
+            # Awaited in this task: the middleware binds in this task's context.
+            result = await call(app, "/items/1", [(b"x-request-id", b"bad id with spaces")])
+            return result, get_request_context()
+
+        (status, headers, body), after = asyncio.run(main())
+        assert {} == after  # the request's fields were unbound when it ended
+        assert 200 == status
+        assert 32 == len(headers[b"x-request-id"])
+        assert headers[b"x-request-id"] == body
+
+    @pytest.mark.usefixtures("handler")
+    def test_access_log_has_status_and_no_query(self) -> None:
+        """The access line has method, path and status; never the query string."""
+        app = make_app(access_log=True)
+        with capture_lines() as lines:
+            asyncio.run(call(app, "/missing", query=b"token=s3cret"))
+        (access,) = lines
+        assert access["line"].startswith("GET /missing 404 (")
+        assert "s3cret" not in str(access)
+        assert 404 == access["meta"]["http_status"]
+        assert isinstance(access["meta"]["duration_ms"], float)
+
+    @pytest.mark.usefixtures("handler")
+    def test_sync_endpoint_in_a_thread_sees_context(self) -> None:
+        """A sync endpoint (Starlette runs it in a worker thread) logs with the context."""
+
+        def sync_view(request: Request) -> PlainTextResponse:
+            log.info("from a thread")
+            return PlainTextResponse("ok")
+
+        app = Starlette(
+            routes=[Route("/sync", sync_view)], middleware=[Middleware(LogDNAMiddleware)]
+        )
+        with capture_lines() as lines:
+            asyncio.run(call(app, "/sync", [(b"x-request-id", b"t-1")]))
+        got = [(line["line"], line["meta"]["request_id"]) for line in lines]
+        assert [("from a thread", "t-1")] == got
+
+    def test_user_id_callable(self) -> None:
+        """user_id= gives the user's id to the context."""
+        seen: list[dict[str, Any]] = []
+
+        async def endpoint(scope: Any, receive: Any, send: Any) -> None:
+            seen.append(get_request_context())
+            await send({"type": "http.response.start", "status": 204, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+
+        app = LogDNAMiddleware(endpoint, user_id=lambda scope: 42)
+        asyncio.run(call(app, "/"))
+        assert "42" == seen[0]["user_id"]
+
+    def test_lifespan_passes_through(self) -> None:
+        """Non-HTTP scopes reach the app untouched, with no context bound."""
+        seen: list[Any] = []
+
+        async def inner(scope: Any, receive: Any, send: Any) -> None:
+            seen.append((scope["type"], get_request_context()))
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "lifespan.startup"}
+
+        async def send(message: Any) -> None:
+            pass
+
+        asyncio.run(LogDNAMiddleware(inner)({"type": "lifespan"}, receive, send))
+        assert [("lifespan", {})] == seen
