@@ -17,8 +17,8 @@ import orjson
 import pytest
 import requests
 
-from logdna_client import _devserver as devserver_module
-from logdna_client._devserver import MAX_BODY_BYTES, DevServer
+from logdna_client.devserver import _body as devserver_module
+from logdna_client.devserver import MAX_BODY_BYTES, DevServer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 KEY = "sekrit-ingest-key-5f2b"
@@ -637,7 +637,7 @@ class TestTail:
         with DevServer(out=out) as srv:
             post(srv, body_of([line]))
 
-        expected = f'{clock} WARN     [api] disk almost full  user_id=42 path="/a b" ok=true\n'
+        expected = f'{clock} WARN     web-1 [api] disk almost full  user_id=42 path="/a b" ok=true\n'
         assert expected == out.getvalue()
 
     def test_meta_as_json_string_is_shown_as_pairs(self) -> None:
@@ -646,7 +646,7 @@ class TestTail:
         with DevServer(out=out) as srv:
             post(srv, body_of([{"line": "m", "level": "INFO", "meta": '{"a": 1, "b": "x"}'}]))
 
-        assert out.getvalue().rstrip("\n").endswith("INFO     m  a=1 b=x")
+        assert out.getvalue().rstrip("\n").endswith("INFO     web-1 m  a=1 b=x")
 
     def test_color_marks_the_level(self) -> None:
         """With color on the level is wrapped in its ANSI colour."""
@@ -664,7 +664,7 @@ class TestTail:
             post(srv, body_of([{"line": "plain", "level": "ERROR"}]))
 
         assert "\x1b" not in out.getvalue()
-        assert "ERROR    plain" in out.getvalue()
+        assert "ERROR    web-1 plain" in out.getvalue()
 
     def test_control_characters_are_escaped(self) -> None:
         """Escape sequences in a line cannot reach the terminal; newlines are indented."""
@@ -689,13 +689,15 @@ class TestTail:
         assert WRONG_KEY not in out.getvalue()
 
     def test_json_output_prints_raw_lines(self) -> None:
-        """With json_output each line is printed as one JSON object per line."""
+        """With json_output each line is printed as one JSON object per line, with its hostname."""
         out = io.StringIO()
         lines = [{"line": "a", "meta": {"k": [1, 2]}}, {"line": "b", "level": "DEBUG"}]
         with DevServer(out=out, json_output=True) as srv:
             post(srv, body_of(lines))
 
-        assert lines == [orjson.loads(text) for text in out.getvalue().splitlines()]
+        assert [{**line, **HOST} for line in lines] == [
+            orjson.loads(text) for text in out.getvalue().splitlines()
+        ]
 
     def test_output_is_written_before_waiters_wake(self) -> None:
         """When wait_for_lines returns, the tail already shows the lines."""
@@ -716,7 +718,7 @@ class TestTail:
             raise RuntimeError("simulated bug")
 
         with monkeypatch.context() as patch:
-            patch.setattr(devserver_module, "_parse_lines", broken)
+            patch.setattr(devserver_module, "parse_lines", broken)
             failed = post(server, body_of([{"line": "x"}]))
 
         assert 500 == failed.status_code
@@ -727,7 +729,7 @@ class TestTail:
 
 class TestStore:
     def test_store_appends_json_lines(self, tmp_path: Path) -> None:
-        """Every accepted line is appended to the store file as JSON Lines."""
+        """Every accepted line is appended to the store file as JSON Lines, with its hostname."""
         path = tmp_path / "lines.jsonl"
         path.write_bytes(b'{"line": "older"}\n')
         lines = [{"line": "a", "app": "x"}, {"line": "b"}, {"line": "c", "meta": {"n": 1}}]
@@ -737,7 +739,7 @@ class TestStore:
             post(srv, body_of(lines[2:]))
 
         stored = [orjson.loads(text) for text in path.read_bytes().splitlines()]
-        assert [{"line": "older"}, *lines] == stored
+        assert [{"line": "older"}, *({**line, **HOST} for line in lines)] == stored
 
     @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
     def test_store_write_failure_keeps_serving(self) -> None:

@@ -1,0 +1,242 @@
+"""The web page and its event stream (server-sent events).
+
+Ingestion must never wait for a browser. Publishing a batch only appends a
+reference to each subscriber's queue under a short lock; every browser has
+its own thread (the HTTP connection's) that encodes and writes. A queue holds
+at most ``page_lines`` lines (the page shows no more than that anyway): when
+a browser falls behind, its oldest pending lines are dropped and the page is
+told how many it missed. A browser that vanishes is noticed at the next write
+or keep-alive and unsubscribed.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import resources
+from operator import methodcaller
+from typing import Any
+
+import orjson
+
+from ._store import Origin
+
+#: How many lines the page keeps, by default.
+DEFAULT_PAGE_LINES = 1000
+
+_KEEP_ALIVE = 15.0  # seconds between comments that find a vanished browser
+_MIN_INTERVAL = 0.1  # coalesce bursts: at most this many events per second...
+_FLOOD_INTERVAL = 0.5  # ...and fewer while lines come faster than the page can show
+_NESTED_TOO_DEEP = "<nested too deeply to show>"
+_get_level = methodcaller("get", "level")
+
+ASSETS = {
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/static/page.js": ("page.js", "text/javascript; charset=utf-8"),
+    "/static/page.css": ("page.css", "text/css; charset=utf-8"),
+}
+
+
+def load_asset(name: str) -> bytes:
+    """One file of the page, read from inside the package (no network, no build step)."""
+    return resources.files(__package__).joinpath("static").joinpath(name).read_bytes()
+
+
+@dataclass(frozen=True)
+class Batch:
+    """The lines of one accepted request, as the page sees them.
+
+    ``lines`` holds at most the hub's limit of the request's newest lines;
+    ``n`` counts them all and ``counts`` counts them by level (None when no
+    browser was attached to need it).
+    """
+
+    first_seq: int
+    n: int
+    received: float
+    origin: Origin
+    lines: list[dict[str, Any]]
+    counts: dict[str, int] | None
+
+
+class Subscriber:
+    """One browser's queue of batches not yet written to it."""
+
+    def __init__(self) -> None:
+        self.wake = threading.Event()
+        self.batches: deque[Batch] = deque()
+        self.held = 0
+
+    def push(self, batch: Batch, limit: int) -> None:
+        """Queue ``batch``; forget whole old batches the newer ones already replace."""
+        self.batches.append(batch)
+        self.held += len(batch.lines)
+        while len(self.batches) > 1 and self.held - len(self.batches[0].lines) >= limit:
+            self.held -= len(self.batches.popleft().lines)
+        self.wake.set()
+
+
+class EventHub:
+    """Fans accepted batches out to the page's event streams."""
+
+    def __init__(self, limit: int = DEFAULT_PAGE_LINES) -> None:
+        if limit < 1:
+            raise ValueError(f"page_lines must be at least 1, got {limit!r}")
+        self.limit = limit
+        self._lock = threading.Lock()
+        self._seq = 0
+        self._recent = Subscriber()  # what a page that opens now is shown first
+        self._subscribers: set[Subscriber] = set()
+        self._closed = threading.Event()
+
+    @property
+    def subscribers(self) -> int:
+        """How many event streams are open."""
+        with self._lock:
+            return len(self._subscribers)
+
+    def publish(self, lines: list[dict[str, Any]], origin: Origin, received: float) -> None:
+        """Hand a batch to every event stream; cheap and never blocking on a browser."""
+        n = len(lines)
+        limit = self.limit
+        tail = lines if n <= limit else lines[-limit:]
+        # Counting is the one cost per line; it is paid only while a page is open.
+        counts = count_levels(lines) if self._subscribers else None
+        with self._lock:
+            batch = Batch(self._seq, n, received, origin, tail, counts)
+            self._seq += n
+            self._recent.push(batch, limit)
+            for subscriber in self._subscribers:
+                subscriber.push(batch, limit)
+
+    def close(self) -> None:
+        """End every event stream (the server is stopping)."""
+        self._closed.set()
+        with self._lock:
+            for subscriber in self._subscribers:
+                subscriber.wake.set()
+
+    def reopen(self) -> None:
+        self._closed.clear()
+
+    def _subscribe(self, after: int | None) -> Subscriber:
+        subscriber = Subscriber()
+        with self._lock:
+            for batch in self._recent.batches:
+                if after is None or batch.first_seq + batch.n - 1 > after:
+                    subscriber.push(batch, self.limit)
+            self._subscribers.add(subscriber)
+        return subscriber
+
+    def _take(self, subscriber: Subscriber) -> list[Batch]:
+        with self._lock:
+            subscriber.wake.clear()
+            batches = list(subscriber.batches)
+            subscriber.batches.clear()
+            subscriber.held = 0
+            return batches
+
+    def stream(
+        self,
+        write: Callable[[bytes], object],
+        closing: threading.Event,
+        hello: dict[str, Any],
+        after: int | None = None,
+    ) -> None:
+        """Write events to one browser until it goes away or the server stops.
+
+        Args:
+            write: Sends bytes to the browser; raises OSError once it is gone.
+            closing: Set when the server stops.
+            hello: What the page is told first (its line limit, the ingest URL).
+            after: The last line number the browser already has (``Last-Event-ID``).
+        """
+        subscriber = self._subscribe(after)
+        try:
+            write(b"retry: 1000\nevent: hello\ndata: " + orjson.dumps(hello) + b"\n\n")
+            while not (closing.is_set() or self._closed.is_set()):
+                if not subscriber.wake.wait(_KEEP_ALIVE):
+                    write(b": keep-alive\n\n")
+                    continue
+                batches = self._take(subscriber)
+                if not batches:
+                    continue
+                shown = encode_event(batches, self.limit)
+                write(shown[0])
+                # Let the next lines gather: a flood becomes a few large events
+                # instead of thousands of small ones the page must render.
+                pause = _FLOOD_INTERVAL if shown[1] >= self.limit // 4 else _MIN_INTERVAL
+                if closing.wait(pause):
+                    break
+        finally:
+            with self._lock:
+                self._subscribers.discard(subscriber)
+
+
+def count_levels(lines: list[dict[str, Any]]) -> dict[str, int]:
+    """How many of ``lines`` have each level (by the level's text)."""
+    try:
+        counted = Counter(map(_get_level, lines))  # the whole loop in C
+    except TypeError:  # a level that is a list or an object: not hashable
+        counted = Counter(_level_key(line.get("level")) for line in lines)
+    keyed: Counter[str] = Counter()
+    for level, n in counted.items():
+        keyed[_level_key(level)] += n
+    return dict(keyed)
+
+
+def _level_key(level: object) -> str:
+    if level is None:
+        return ""
+    return level if type(level) is str else str(level)
+
+
+def _safe_line(line: dict[str, Any]) -> dict[str, Any]:
+    try:
+        orjson.dumps(line)
+    except orjson.JSONEncodeError:
+        return {**line, "meta": _NESTED_TOO_DEEP}
+    return line
+
+
+def encode_event(batches: list[Batch], limit: int) -> tuple[bytes, int]:
+    """One ``lines`` event for these batches: their newest ``limit`` lines, and
+    counts of all of them. Returns the event and how many lines it carries."""
+    total = 0
+    counts: Counter[str] = Counter()
+    for batch in batches:
+        total += batch.n
+        counts.update(batch.counts if batch.counts is not None else count_levels(batch.lines))
+    chosen: list[dict[str, Any]] = []
+    room = limit
+    for batch in reversed(batches):
+        if room <= 0:
+            break
+        lines = batch.lines[-room:] if len(batch.lines) > room else batch.lines
+        room -= len(lines)
+        chosen.append(
+            {
+                "seq": batch.first_seq + batch.n - len(lines),
+                "t": int(batch.received * 1000),
+                "q": batch.origin.query,
+                "lines": lines,
+            }
+        )
+    chosen.reverse()
+    carried = limit - room
+    last = batches[-1].first_seq + batches[-1].n - 1
+    payload = {
+        "batches": chosen,
+        "total": total,
+        "skipped": total - carried,
+        "counts": dict(counts),
+    }
+    try:
+        data = orjson.dumps(payload)
+    except orjson.JSONEncodeError:
+        for part in chosen:
+            part["lines"] = [_safe_line(line) for line in part["lines"]]
+        data = orjson.dumps(payload)
+    return b"id: %d\nevent: lines\ndata: %s\n\n" % (last, data), carried
