@@ -125,7 +125,9 @@ class Page:
     """One browser tab, driven through CDP."""
 
     def __init__(self, ws_url: str, timeout: float) -> None:
-        self._ws = _WebSocket(ws_url, timeout)
+        # The socket waits longer than any wait_for, so a slow page is reported
+        # by wait_for's own message, not by a socket timeout.
+        self._ws = _WebSocket(ws_url, 2 * timeout + 10)
         self._next_id = 0
         self._lock = threading.Lock()
         self.timeout = timeout
@@ -139,7 +141,9 @@ class Page:
         with self._lock:
             self._next_id += 1
             call_id = self._next_id
-            self._ws.send(orjson.dumps({"id": call_id, "method": method, "params": params}).decode())
+            self._ws.send(
+                orjson.dumps({"id": call_id, "method": method, "params": params}).decode()
+            )
             while True:
                 message = orjson.loads(self._ws.receive())
                 if message.get("id") != call_id:
@@ -175,10 +179,11 @@ class Page:
         """
         limit_ms = int(1000 * (self.timeout if timeout is None else timeout))
         script = (
-            "new Promise((resolve) => { const end = performance.now() + %d;"
-            " const check = () => { let v; try { v = (%s); } catch (e) { v = undefined; }"
+            f"new Promise((resolve) => {{ const end = performance.now() + {limit_ms};"
+            f" const check = () => {{ let v; try {{ v = ({expression}); }}"
+            " catch (e) { v = undefined; }"
             " if (v || performance.now() > end) resolve({ok: !!v, value: v});"
-            " else setTimeout(check, 20); }; check(); })" % (limit_ms, expression)
+            " else setTimeout(check, 20); }; check(); })"
         )
         outcome = self.evaluate(script)
         if not outcome["ok"]:

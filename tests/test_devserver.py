@@ -17,8 +17,8 @@ import orjson
 import pytest
 import requests
 
-from logdna_client.devserver import _body as devserver_module
 from logdna_client.devserver import MAX_BODY_BYTES, DevServer
+from logdna_client.devserver import _body as devserver_module
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 KEY = "sekrit-ingest-key-5f2b"
@@ -637,7 +637,8 @@ class TestTail:
         with DevServer(out=out) as srv:
             post(srv, body_of([line]))
 
-        expected = f'{clock} WARN     web-1 [api] disk almost full  user_id=42 path="/a b" ok=true\n'
+        meta = 'user_id=42 path="/a b" ok=true'
+        expected = f"{clock} WARN     web-1 [api] disk almost full  {meta}\n"
         assert expected == out.getvalue()
 
     def test_meta_as_json_string_is_shown_as_pairs(self) -> None:

@@ -372,6 +372,10 @@ class DevServer(Faults):
         """How many browsers have the page's event stream open."""
         return self._hub.subscribers
 
+    def wait_for_page_clients(self, n: int, timeout: float) -> bool:
+        """Wait until exactly ``n`` browsers have the event stream open; False on timeout."""
+        return self._hub.wait_for_subscribers(n, timeout)
+
     def wait_for_lines(self, n: int, timeout: float) -> bool:
         """Wait until at least ``n`` lines were accepted; False on timeout."""
         store = self._store

@@ -62,19 +62,32 @@ class Batch:
 
 
 class Subscriber:
-    """One browser's queue of batches not yet written to it."""
+    """One browser's queue of batches not yet written to it.
 
-    def __init__(self) -> None:
+    Lines of batches dropped from the queue (newer ones replace them) are
+    still counted, so the page's totals and level counts stay right.
+    """
+
+    def __init__(self, *, counting: bool = True) -> None:
         self.wake = threading.Event()
         self.batches: deque[Batch] = deque()
         self.held = 0
+        self._counting = counting
+        self.passed = 0  # lines of dropped batches
+        self.passed_counts: Counter[str] = Counter()
 
     def push(self, batch: Batch, limit: int) -> None:
         """Queue ``batch``; forget whole old batches the newer ones already replace."""
         self.batches.append(batch)
         self.held += len(batch.lines)
         while len(self.batches) > 1 and self.held - len(self.batches[0].lines) >= limit:
-            self.held -= len(self.batches.popleft().lines)
+            dropped = self.batches.popleft()
+            self.held -= len(dropped.lines)
+            if self._counting:
+                self.passed += dropped.n
+                self.passed_counts.update(
+                    dropped.counts if dropped.counts is not None else count_levels(dropped.lines)
+                )
         self.wake.set()
 
 
@@ -86,8 +99,10 @@ class EventHub:
             raise ValueError(f"page_lines must be at least 1, got {limit!r}")
         self.limit = limit
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)  # the set of subscribers changed
         self._seq = 0
-        self._recent = Subscriber()  # what a page that opens now is shown first
+        # What a page that opens now is shown first; it never needs counts.
+        self._recent = Subscriber(counting=False)
         self._subscribers: set[Subscriber] = set()
         self._closed = threading.Event()
 
@@ -96,6 +111,11 @@ class EventHub:
         """How many event streams are open."""
         with self._lock:
             return len(self._subscribers)
+
+    def wait_for_subscribers(self, n: int, timeout: float) -> bool:
+        """Wait until exactly ``n`` event streams are open; False on timeout."""
+        with self._changed:
+            return self._changed.wait_for(lambda: len(self._subscribers) == n, timeout)
 
     def publish(self, lines: list[dict[str, Any]], origin: Origin, received: float) -> None:
         """Hand a batch to every event stream; cheap and never blocking on a browser."""
@@ -128,15 +148,17 @@ class EventHub:
                 if after is None or batch.first_seq + batch.n - 1 > after:
                     subscriber.push(batch, self.limit)
             self._subscribers.add(subscriber)
+            self._changed.notify_all()
         return subscriber
 
-    def _take(self, subscriber: Subscriber) -> list[Batch]:
+    def _take(self, subscriber: Subscriber) -> tuple[list[Batch], int, Counter[str]]:
         with self._lock:
             subscriber.wake.clear()
-            batches = list(subscriber.batches)
+            taken = (list(subscriber.batches), subscriber.passed, subscriber.passed_counts)
             subscriber.batches.clear()
-            subscriber.held = 0
-            return batches
+            subscriber.held = subscriber.passed = 0
+            subscriber.passed_counts = Counter()
+            return taken
 
     def stream(
         self,
@@ -160,10 +182,10 @@ class EventHub:
                 if not subscriber.wake.wait(_KEEP_ALIVE):
                     write(b": keep-alive\n\n")
                     continue
-                batches = self._take(subscriber)
+                batches, passed, passed_counts = self._take(subscriber)
                 if not batches:
                     continue
-                shown = encode_event(batches, self.limit)
+                shown = encode_event(batches, self.limit, passed, passed_counts)
                 write(shown[0])
                 # Let the next lines gather: a flood becomes a few large events
                 # instead of thousands of small ones the page must render.
@@ -173,6 +195,7 @@ class EventHub:
         finally:
             with self._lock:
                 self._subscribers.discard(subscriber)
+                self._changed.notify_all()
 
 
 def count_levels(lines: list[dict[str, Any]]) -> dict[str, int]:
@@ -201,11 +224,14 @@ def _safe_line(line: dict[str, Any]) -> dict[str, Any]:
     return line
 
 
-def encode_event(batches: list[Batch], limit: int) -> tuple[bytes, int]:
+def encode_event(
+    batches: list[Batch], limit: int, passed: int = 0, passed_counts: Counter[str] | None = None
+) -> tuple[bytes, int]:
     """One ``lines`` event for these batches: their newest ``limit`` lines, and
-    counts of all of them. Returns the event and how many lines it carries."""
-    total = 0
-    counts: Counter[str] = Counter()
+    counts of all of them and of the ``passed`` lines dropped before them.
+    Returns the event and how many lines it carries."""
+    total = passed
+    counts: Counter[str] = Counter(passed_counts or {})
     for batch in batches:
         total += batch.n
         counts.update(batch.counts if batch.counts is not None else count_levels(batch.lines))

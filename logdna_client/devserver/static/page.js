@@ -198,6 +198,7 @@
     }
     updateCounts();
     updateStatus();
+    drawRate();
   }
 
   // -- counts, rate chart, status
