@@ -14,7 +14,7 @@ import contextlib
 import io
 import threading
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -51,7 +51,9 @@ class BodyGate:
         if limit < 1:
             raise ValueError(f"limit must be at least 1, got {limit!r}")
         self.limit = limit
-        self._slots = threading.BoundedSemaphore(limit)
+        self._cond = threading.Condition()
+        self.inside = 0  # requests holding a slot
+        self.waiting = 0  # requests waiting for one
 
     @contextlib.contextmanager
     def slot(self, closing: threading.Event) -> Iterator[None]:
@@ -60,13 +62,29 @@ class BodyGate:
         Raises:
             Disconnected: The server stopped while this request waited.
         """
-        while not self._slots.acquire(timeout=_GATE_POLL):
-            if closing.is_set():
-                raise Disconnected
+        with self._cond:
+            self.waiting += 1
+            self._cond.notify_all()
+            try:
+                while self.inside >= self.limit:
+                    if closing.is_set():
+                        raise Disconnected
+                    self._cond.wait(_GATE_POLL)
+            finally:
+                self.waiting -= 1
+            self.inside += 1
+            self._cond.notify_all()
         try:
             yield
         finally:
-            self._slots.release()
+            with self._cond:
+                self.inside -= 1
+                self._cond.notify_all()
+
+    def wait_until(self, predicate: Callable[[BodyGate], bool], timeout: float) -> bool:
+        """Wait until ``predicate(self)`` holds; False on timeout (for tests)."""
+        with self._cond:
+            return self._cond.wait_for(lambda: predicate(self), timeout)
 
 
 class _Sink:

@@ -11,6 +11,7 @@ import base64
 import binascii
 import contextlib
 import hmac
+import select
 import socket
 import socketserver
 import sys
@@ -310,11 +311,22 @@ class Handler(BaseHTTPRequestHandler):
             return
         last = self.headers.get("Last-Event-ID", "").strip()
         owner = self.server.owner
+        sock: socket.socket = self.request
+
+        def gone() -> bool:
+            # A browser sends nothing after its request: readable means closed.
+            try:
+                readable, _, _ = select.select([sock], [], [], 0)
+                return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
+            except (OSError, ValueError):
+                return True
+
         owner._hub.stream(
             self.wfile.write,
             self.server.closing,
             owner._page_hello(),
             after=int(last) if last.isdigit() else None,
+            gone=gone,
         )
 
     def _other(self, path: str) -> None:

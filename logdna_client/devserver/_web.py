@@ -166,6 +166,7 @@ class EventHub:
         closing: threading.Event,
         hello: dict[str, Any],
         after: int | None = None,
+        gone: Callable[[], bool] = lambda: False,
     ) -> None:
         """Write events to one browser until it goes away or the server stops.
 
@@ -174,12 +175,17 @@ class EventHub:
             closing: Set when the server stops.
             hello: What the page is told first (its line limit, the ingest URL).
             after: The last line number the browser already has (``Last-Event-ID``).
+            gone: Whether the browser closed its end; checked before each write,
+                since a write into a closed connection often still succeeds.
         """
         subscriber = self._subscribe(after)
         try:
             write(b"retry: 1000\nevent: hello\ndata: " + orjson.dumps(hello) + b"\n\n")
             while not (closing.is_set() or self._closed.is_set()):
-                if not subscriber.wake.wait(_KEEP_ALIVE):
+                woken = subscriber.wake.wait(_KEEP_ALIVE)
+                if gone():
+                    break
+                if not woken:
                     write(b": keep-alive\n\n")
                     continue
                 batches, passed, passed_counts = self._take(subscriber)
