@@ -11,10 +11,10 @@ faults for tests of retry and backoff: failures, dropped connections, delays,
 outages and rejected lines.
 
 One module per job: ``_http`` (the socket and what each path answers),
-``_body`` (request bodies, their limits and decoding), ``_store`` (what is
-kept), ``_tail`` (the terminal), ``_web`` (the page's event stream; the page
-itself is in ``static/``), ``_faults`` (fault injection) and ``_server``
-(``DevServer``, which wires them).
+``_ingest`` (POSTed lines), ``_body`` (request bodies, their limits and
+decoding), ``_store`` (what is kept), ``_tail`` (the terminal), ``_web`` (the
+page's event stream; the page itself is in ``static/``), ``_faults`` (fault
+injection) and ``_server`` (``DevServer``, which wires them).
 """
 
 from ._body import MAX_BODY_BYTES, MAX_CONCURRENT_BODIES

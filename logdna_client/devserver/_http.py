@@ -7,17 +7,13 @@ event stream, ``/api/status`` the status as JSON.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
-import hmac
 import select
 import socket
 import socketserver
 import sys
 import time
 import traceback
-import uuid
 from collections.abc import Iterable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -26,9 +22,10 @@ from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 
-from . import _body
+from . import _body, _ingest
 from ._body import Disconnected, HTTPError
-from ._store import Origin, RequestRecord
+from ._ingest import INGEST_PATHS
+from ._store import RequestRecord
 from ._web import ASSETS
 
 if TYPE_CHECKING:
@@ -36,12 +33,9 @@ if TYPE_CHECKING:
 
     from ._server import DevServer
 
-INGEST_PATHS = frozenset({"/logs/ingest", "/logs/agent"})
 PAGE_PATHS = frozenset({*ASSETS, "/events", "/api/status"})
 
 _JSON_CONTENT_TYPE = "application/json; charset=utf-8"
-_LINGER_SECONDS = 1.0  # how long to drain an unread body before closing
-_LINGER_BYTES = 64 * 1024 * 1024
 _REDACTED_HEADERS = frozenset({"apikey", "authorization"})
 # The page's own files run no inline code and load nothing from elsewhere.
 _PAGE_HEADERS = [
@@ -187,34 +181,6 @@ class Handler(BaseHTTPRequestHandler):
             return False
         return super().handle_expect_100()
 
-    def _linger(self) -> None:
-        """Close after an error answered before the body was read.
-
-        Closing a socket with unread data sends a reset, and a client still
-        sending its body may then never read our answer. Half-close and
-        discard what it sends for a moment, as nginx's lingering_close does.
-        """
-        sock: socket.socket = self.request
-        try:
-            sock.shutdown(socket.SHUT_WR)
-            deadline = time.monotonic() + _LINGER_SECONDS
-            drained = 0
-            while drained < _LINGER_BYTES:
-                left = deadline - time.monotonic()
-                if left <= 0 or self.server.closing.is_set():
-                    break
-                sock.settimeout(min(left, 0.25))
-                try:
-                    data = sock.recv(65536)
-                except TimeoutError:
-                    continue
-                if not data:
-                    break
-                drained += len(data)
-        except OSError:
-            pass
-        self.close_connection = True
-
     # -- dispatch
 
     def _dispatch(self) -> None:
@@ -329,6 +295,9 @@ class Handler(BaseHTTPRequestHandler):
             gone=gone,
         )
 
+    def _post(self, path: str) -> None:
+        _ingest.post(self, path)
+
     def _other(self, path: str) -> None:
         owner = self.server.owner
         self._drain_or_close()
@@ -339,129 +308,3 @@ class Handler(BaseHTTPRequestHandler):
             status, message, headers = 404, "Not found", []
         owner._add_record(self._record(path, status, query=self._query(), error=message))
         self._send(status, {"error": message}, headers=headers)
-
-    def _post(self, path: str) -> None:
-        owner = self.server.owner
-        query = self._query()
-        if path not in INGEST_PATHS:
-            self._drain_or_close()
-            status, message = (405, "Method not allowed") if path == "/" else (404, "Not found")
-            headers = [("Allow", "GET, HEAD")] if status == 405 else []
-            owner._add_record(self._record(path, status, query=query, error=message))
-            self._send(status, {"error": message}, headers=headers)
-            return
-        delay = owner._current_delay()
-        # The injected delay passes before the body is read, outside the gate
-        # below, so a slow answer never holds a body in memory meanwhile.
-        if delay > 0 and self.server.closing.wait(delay):
-            length_header = self.headers.get("Content-Length", "").strip()
-            claimed = int(length_header) if length_header.isdigit() else 0
-            owner._add_record(
-                self._record(path, None, query=query, body_bytes=claimed, error="server stopped")
-            )
-            self.close_connection = True
-            return
-        # Only a few bodies are in memory at a time; the others wait here, unread.
-        with owner._gate.slot(self.server.closing):
-            self._ingest(path, query)
-
-    def _ingest(self, path: str, query: dict[str, str]) -> None:
-        owner = self.server.owner
-        content_encoding = (self.headers.get("Content-Encoding") or "").strip().lower()
-        key_present, key_valid, auth = self._check_key()
-        origin = Origin.from_query(query)
-        common: dict[str, Any] = {
-            "query": query,
-            "gzip": content_encoding in ("gzip", "x-gzip"),
-            "key_present": key_present,
-            "key_valid": key_valid,
-            "auth": auth,
-            "hostname": origin.hostname,
-            "tags": list(origin.tags),
-        }
-        length_header = self.headers.get("Content-Length", "").strip()
-        claimed = int(length_header) if length_header.isdigit() else 0
-
-        try:
-            body = _body.read_body(self.rfile, self.headers, owner._max_body_bytes)
-        except HTTPError as exc:
-            owner._add_record(
-                self._record(path, exc.status, body_bytes=claimed, error=exc.message, **common)
-            )
-            self._send(exc.status, {"error": exc.message}, close=True)
-            self._linger()
-            return
-        common["body_bytes"] = body.wire_bytes
-
-        fault = owner._take_fault()
-        if fault is not None and fault.drop:
-            owner._add_record(self._record(path, None, error="dropped (drop_next)", **common))
-            self.close_connection = True
-            return
-        if fault is not None:
-            extra = [("Retry-After", fault.retry_after)] if fault.retry_after is not None else []
-            message = "injected failure"
-            raw = fault.body.encode() if fault.body else None
-            owner._add_record(self._record(path, fault.status, error=message, **common))
-            self._send(fault.status, {"error": message}, headers=extra, raw=raw)
-            return
-
-        try:
-            if owner._key is not None and not key_present:
-                raise HTTPError(401, "Missing apikey.")
-            if owner._key is not None and not key_valid:
-                raise HTTPError(403, "Invalid apikey.")
-            if origin.hostname is None:
-                raise HTTPError(400, "Missing param hostname.")
-            lines = _body.parse_lines(body.decoded())
-            del body  # the decoded bytes can go before the lines are shown
-            if owner._rejects(lines):
-                raise HTTPError(400, "bad line")
-        except HTTPError as exc:
-            owner._add_record(self._record(path, exc.status, error=exc.message, **common))
-            self._send(exc.status, {"error": exc.message}, close=exc.close)
-            return
-
-        batch_id = str(uuid.uuid4())
-        owner._accept(
-            lines,
-            origin,
-            lambda first: self._record(
-                path,
-                200,
-                n_lines=len(lines),
-                first_line_index=first,
-                batch_id=batch_id,
-                **common,
-            ),
-            self._received_at,
-        )
-        self._send(200, {"status": "ok", "batchID": batch_id})
-
-    def _check_key(self) -> tuple[bool, bool | None, str | None]:
-        """Find the key in header, Basic auth or query; say whether it is valid."""
-        key: str | None = self.headers.get("apikey")
-        auth: str | None = "header" if key is not None else None
-        if key is None:
-            authorization = self.headers.get("Authorization", "")
-            scheme, _, credentials = authorization.partition(" ")
-            if scheme.lower() == "basic" and credentials.strip():
-                try:
-                    decoded = base64.b64decode(credentials.strip(), validate=True).decode()
-                except (binascii.Error, UnicodeDecodeError):
-                    decoded = ""
-                user = decoded.partition(":")[0]
-                if user:
-                    key, auth = user, "basic"
-        if key is None:
-            raw_query = urlsplit(self.path).query
-            for name, value in parse_qsl(raw_query, keep_blank_values=True):
-                if name.lower() == "apikey" and value:
-                    key, auth = value, "query"
-        expected = self.server.owner._key
-        if expected is None:
-            return key is not None, None, auth
-        if key is None:
-            return False, False, None
-        valid = hmac.compare_digest(key.encode(), expected.encode())
-        return True, valid, auth
