@@ -229,12 +229,13 @@ class Browser:
 
     def __init__(self, path: str, timeout: float = 20.0) -> None:
         self.timeout = timeout
-        self._profile = tempfile.mkdtemp(prefix="logdna-cdp-")
+        #: The browser's throwaway profile folder; its processes name it.
+        self.profile = tempfile.mkdtemp(prefix="logdna-cdp-")
         args = [
             path,
             "--headless=new",
             "--remote-debugging-port=0",
-            f"--user-data-dir={self._profile}",
+            f"--user-data-dir={self.profile}",
             "--no-first-run",
             "--no-default-browser-check",
             "--disable-gpu",
@@ -297,7 +298,7 @@ class Browser:
         if self._proc.stderr is not None:
             with contextlib.suppress(OSError):
                 self._proc.stderr.close()
-        shutil.rmtree(self._profile, ignore_errors=True)
+        shutil.rmtree(self.profile, ignore_errors=True)
 
 
 @contextlib.contextmanager

@@ -274,6 +274,7 @@ class DevServer(Faults):
                 "lines": store.line_count,
                 "requests": store.request_count,
                 "connections": store.connections,
+                "page_clients": self._hub.subscribers,
             }
 
     def _page_hello(self) -> dict[str, Any]:

@@ -27,8 +27,8 @@ from ._store import Origin
 DEFAULT_PAGE_LINES = 1000
 
 _KEEP_ALIVE = 15.0  # seconds between comments that find a vanished browser
-_MIN_INTERVAL = 0.1  # coalesce bursts: at most this many events per second...
-_FLOOD_INTERVAL = 0.5  # ...and fewer while lines come faster than the page can show
+_MIN_INTERVAL = 0.1  # coalesce bursts: at most 10 events a second...
+_FLOOD_INTERVAL = 2.0  # ...and one every 2 s while lines come faster than anyone reads
 _NESTED_TOO_DEEP = "<nested too deeply to show>"
 _get_level = methodcaller("get", "level")
 

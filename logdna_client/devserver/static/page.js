@@ -63,18 +63,35 @@
     return node;
   }
 
-  function makeRow(line, batch, seq) {
-    const text = String(line.line ?? "");
-    const level = line.level == null ? "-" : String(line.level);
-    const bucket = bucketOf(line.level);
-    const app = String(line.app ?? line.file ?? "");
-    const host = String(batch.q.hostname ?? "");
-    const meta = parseMeta(line.meta);
-    const row = el("div", `row lvl-${bucket}`);
+  // Every kept line is an entry (plain data, at most state.limit of them);
+  // only the newest matching entries near the view have a row in the page.
+  // A flood of lines then costs a few hundred rows, not thousands.
+  const entries = [];
+  const WINDOW = 120;     // rows in the page while following the newest (a few screens)
+  let windowSize = WINDOW;
+
+  function makeEntry(line, batch, seq) {
+    return {
+      line, batch, seq,
+      text: String(line.line ?? ""),
+      bucket: bucketOf(line.level),
+      app: String(line.app ?? line.file ?? ""),
+      host: String(batch.q.hostname ?? ""),
+      meta: parseMeta(line.meta),
+      haystack: null,
+      row: null,
+    };
+  }
+
+  function rowOf(e) {
+    if (e.row) return e.row;
+    const { line, batch, text, app, host } = e;
+    const row = el("div", `row lvl-${e.bucket}`);
     row.tabIndex = -1;
     row.setAttribute("aria-expanded", "false");
-    row.dataset.seq = seq;
+    row.dataset.seq = e.seq;
     const ts = typeof line.timestamp === "number" ? line.timestamp : batch.t;
+    const level = line.level == null ? "-" : String(line.level);
     row.append(el("span", "time", clock(ts)), el("span", "level", level));
     const source = el("span", "source");
     if (host) source.append(el("span", "host", host), " ");
@@ -82,8 +99,8 @@
     row.append(source);
     const multi = text.includes("\n");
     row.append(el(multi ? "pre" : "span", multi ? "text exc" : "text", text));
-    const haystack = [text, app, host, meta == null ? "" : JSON.stringify(meta)].join("\n");
-    row._entry = { line, batch, bucket, app, host, meta, haystack: haystack.toLowerCase() };
+    row._entry = e;
+    e.row = row;
     return row;
   }
 
@@ -115,25 +132,55 @@
 
   // -- filters
 
-  function matches(row) {
-    const e = row._entry;
+  function matches(e) {
     return state.levels.has(e.bucket)
       && (!state.app || e.app === state.app)
       && (!state.host || e.host === state.host)
-      && (!state.search || e.haystack.includes(state.search));
+      && (!state.search || haystack(e).includes(state.search));
+  }
+
+  // What the search looks in, built the first time a search needs it.
+  function haystack(e) {
+    if (e.haystack === null) {
+      const meta = e.meta == null ? "" : JSON.stringify(e.meta);
+      e.haystack = [e.text, e.app, e.host, meta].join("\n").toLowerCase();
+    }
+    return e.haystack;
+  }
+
+  // The page from the entries: the newest windowSize matching ones, at the bottom.
+  function rebuild() {
+    const matching = entries.filter(matches);
+    box.replaceChildren(...matching.slice(-windowSize).map(rowOf));
+    box.scrollTop = box.scrollHeight;
+    following = true;
+    state.unseen = 0;
+    $("jump").hidden = true;
+    updateShown(matching.length);
   }
 
   function applyFilters() {
-    for (const row of box.children) row.hidden = !matches(row);
-    updateShown();
+    windowSize = WINDOW;
+    rebuild();
   }
 
-  function updateShown() {
-    const total = box.children.length;
-    let shown = 0;
-    for (const row of box.children) if (!row.hidden) shown += 1;
-    $("shown").textContent = total
-      ? `${shown} of ${total} kept lines shown (the page keeps the newest ${state.limit})`
+  // Scrolled up to the oldest row shown: show older matching entries above it.
+  function showOlder() {
+    const first = box.firstElementChild;
+    if (!first) return;
+    const at = entries.indexOf(first._entry);
+    const older = entries.slice(0, Math.max(0, at)).filter(matches).slice(-WINDOW);
+    if (!older.length) return;
+    const height = box.scrollHeight;
+    box.prepend(...older.map(rowOf));
+    windowSize += older.length;
+    box.scrollTop += box.scrollHeight - height;  // keep what the reader looks at in place
+  }
+
+  function updateShown(matching) {
+    const n = matching ?? entries.filter(matches).length;
+    $("shown").textContent = entries.length
+      ? `${n} of ${entries.length} kept lines match (the page keeps the newest ${state.limit})`
       : "no lines yet";
   }
 
@@ -146,22 +193,36 @@
   // -- arriving lines
 
   const atBottom = () => box.scrollHeight - box.scrollTop - box.clientHeight < 40;
+  // Whether the view follows the newest line. Kept up to date by the scroll
+  // handler, so adding lines never has to measure the page first (a forced
+  // layout of every row, each time).
+  let following = true;
 
-  function render(rows) {
-    if (!rows.length) return;
-    const follow = atBottom();
-    const fragment = document.createDocumentFragment();
-    for (const row of rows) {
-      row.hidden = !matches(row);
-      fragment.append(row);
+  function render(added) {
+    if (!added.length) return;
+    entries.push(...added);
+    for (const gone of entries.splice(0, Math.max(0, entries.length - state.limit))) {
+      gone.row?.remove();
+      gone.row = null;
     }
-    box.append(fragment);
-    let extra = box.children.length - state.limit;
-    while (extra-- > 0) box.firstElementChild.remove();
-    if (follow) {
-      box.scrollTop = box.scrollHeight;
+    if (following) windowSize = WINDOW;
+    const fresh = added.filter(matches);
+    const kept = fresh.slice(-windowSize);
+    if (kept.length >= windowSize) {
+      box.replaceChildren(...kept.map(rowOf));  // a flood: every row shown is new
     } else {
-      state.unseen += rows.length;
+      box.append(...kept.map(rowOf));
+      let extra = box.children.length - windowSize;
+      while (extra-- > 0) {
+        const row = box.firstElementChild;
+        row._entry.row = null;  // rebuilt if the reader scrolls back to it
+        row.remove();
+      }
+    }
+    if (following) {
+      box.scrollTop = box.scrollHeight;
+    } else if (fresh.length) {
+      state.unseen += fresh.length;
       $("jump").hidden = false;
       $("jump").textContent = `↓ ${state.unseen} newer`;
     }
@@ -174,27 +235,27 @@
     state.skipped += data.skipped;
     for (const [level, n] of Object.entries(data.counts)) state.counts[bucketOf(level)] += n;
     tick(data.total);
-    const rows = [];
+    const added = [];
     for (const batch of data.batches) {
       batch.lines.forEach((line, i) => {
         const seq = batch.seq + i;
         if (seq <= state.lastSeq) return;
         state.lastSeq = seq;
-        const row = makeRow(line, batch, seq);
-        addOption($("app"), state.apps, row._entry.app);
-        addOption($("host"), state.hosts, row._entry.host);
-        rows.push(row);
+        const e = makeEntry(line, batch, seq);
+        addOption($("app"), state.apps, e.app);
+        addOption($("host"), state.hosts, e.host);
+        added.push(e);
       });
     }
     if (state.paused) {
-      state.held.push(...rows);
+      state.held.push(...added);
       const extra = state.held.length - state.limit;
       if (extra > 0) {
         state.held.splice(0, extra);
         state.heldDropped += extra;
       }
     } else {
-      render(rows);
+      render(added.slice(-state.limit));
     }
     updateCounts();
     updateStatus();
@@ -285,9 +346,8 @@
   }
 
   function jumpToNewest() {
-    box.scrollTop = box.scrollHeight;
-    state.unseen = 0;
-    $("jump").hidden = true;
+    windowSize = WINDOW;
+    rebuild();
   }
 
   function visibleRows() {
@@ -339,7 +399,11 @@
     $("pause").addEventListener("click", () => setPaused(!state.paused));
     $("theme").addEventListener("click", () => setTheme(currentTheme() === "dark" ? "light" : "dark"));
     $("jump").addEventListener("click", jumpToNewest);
-    box.addEventListener("scroll", () => { if (atBottom()) { state.unseen = 0; $("jump").hidden = true; } });
+    box.addEventListener("scroll", () => {
+      following = atBottom();
+      if (following) { state.unseen = 0; $("jump").hidden = true; }
+      else if (box.scrollTop < 100) showOlder();
+    });
     box.addEventListener("click", (event) => {
       const row = event.target.closest(".row");
       if (row && !getSelection().toString()) { focusRow(row); toggle(row); }
