@@ -964,6 +964,19 @@ class TestEventStream:
 
         assert {"[1]": 1, "5": 1} == event["counts"]
 
+    def test_meta_too_deep_to_reencode_is_marked_not_fatal(self, server: DevServer) -> None:
+        """Meta nested deeper than orjson writes back reaches the page as a marker."""
+        deep = b'{"line": "deep", "meta": ' + b'{"a": ' * 300 + b"1" + b"}" * 300 + b"}"
+        with open_stream(server) as stream:
+            assert server.wait_for_page_clients(1, TIMEOUT)
+            post(server, b'{"lines": [' + deep + b', {"line": "plain"}]}')
+            _, event = read_events(stream, 2)[1]
+
+        lines = event["batches"][0]["lines"]
+        assert [("deep", "<nested too deeply to show>"), ("plain", None)] == [
+            (line["line"], line.get("meta")) for line in lines
+        ]
+
 
 class TestBoundedMemory:
     def test_at_most_max_concurrent_bodies_are_decoded_at_once(

@@ -11,7 +11,8 @@ from typing import IO, Any
 import orjson
 
 _KEPT_RECORDS_WITHOUT_LINES = 10_000
-_NESTED_TOO_DEEP = "<nested too deeply to show>"
+#: What replaces meta that is valid JSON but nested deeper than orjson writes back.
+NESTED_TOO_DEEP = "<nested too deeply to show>"
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,7 @@ def dump_line(line: Mapping[str, Any], origin: Origin | None = None) -> bytes:
     try:
         return orjson.dumps(shown)
     except orjson.JSONEncodeError:
-        return orjson.dumps({**shown, "meta": _NESTED_TOO_DEEP})
+        return orjson.dumps({**shown, "meta": NESTED_TOO_DEEP})
 
 
 class Store:

@@ -9,7 +9,7 @@ from typing import Any, TextIO, cast
 
 import orjson
 
-from ._store import Origin, dump_line
+from ._store import NESTED_TOO_DEEP, Origin, dump_line
 
 _RESET = "\x1b[0m"
 _DIM = "\x1b[2m"
@@ -69,7 +69,7 @@ def _format_value(value: object) -> str:
     try:
         return orjson.dumps(value).decode()
     except orjson.JSONEncodeError:  # valid JSON nested deeper than orjson writes back
-        return "<nested too deeply to show>"
+        return NESTED_TOO_DEEP
 
 
 def _format_meta(meta: object) -> str:

@@ -3,10 +3,12 @@
 Ingestion must never wait for a browser. Publishing a batch only appends a
 reference to each subscriber's queue under a short lock; every browser has
 its own thread (the HTTP connection's) that encodes and writes. A queue holds
-at most ``page_lines`` lines (the page shows no more than that anyway): when
-a browser falls behind, its oldest pending lines are dropped and the page is
-told how many it missed. A browser that vanishes is noticed at the next write
-or keep-alive and unsubscribed.
+the newest ``page_lines`` lines and at most one older batch's worth more (the
+page keeps no more than that anyway): when a browser falls behind, its oldest
+pending lines are dropped, still counted, and the page is told how many it
+missed. Faster than anyone reads, a page gets one small event every 2 s. A
+browser that vanishes is noticed before the next write or keep-alive and
+unsubscribed.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from ._store import Origin
+from ._store import NESTED_TOO_DEEP, Origin
 
 #: How many lines the page keeps, by default.
 DEFAULT_PAGE_LINES = 1000
@@ -35,7 +37,6 @@ _MIN_INTERVAL = 0.1  # coalesce bursts: at most 10 events a second...
 _FLOOD_RATE = 2000  # lines a second
 _FLOOD_INTERVAL = 2.0
 _FLOOD_LINES = 250
-_NESTED_TOO_DEEP = "<nested too deeply to show>"
 
 ASSETS = {
     "/": ("index.html", "text/html; charset=utf-8"),
@@ -238,7 +239,7 @@ def _safe_line(line: dict[str, Any]) -> dict[str, Any]:
     try:
         orjson.dumps(line)
     except orjson.JSONEncodeError:
-        return {**line, "meta": _NESTED_TOO_DEEP}
+        return {**line, "meta": NESTED_TOO_DEEP}
     return line
 
 
