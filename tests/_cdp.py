@@ -21,7 +21,7 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -124,13 +124,16 @@ class _WebSocket:
 class Page:
     """One browser tab, driven through CDP."""
 
-    def __init__(self, ws_url: str, timeout: float) -> None:
+    def __init__(
+        self, ws_url: str, timeout: float, on_close: Callable[[], None] | None = None
+    ) -> None:
         # The socket waits longer than any wait_for, so a slow page is reported
         # by wait_for's own message, not by a socket timeout.
         self._ws = _WebSocket(ws_url, 2 * timeout + 10)
         self._next_id = 0
         self._lock = threading.Lock()
         self.timeout = timeout
+        self._on_close = on_close
 
     def call(self, method: str, **params: Any) -> dict[str, Any]:
         """Send one protocol command and return its result.
@@ -221,7 +224,11 @@ class Page:
         return base64.b64decode(data)
 
     def close(self) -> None:
+        """Close the tab (its page stops, event streams included) and the connection."""
         self._ws.close()
+        if self._on_close is not None:
+            with contextlib.suppress(OSError):
+                self._on_close()
 
 
 class Browser:
@@ -285,7 +292,13 @@ class Browser:
         request = urllib.request.Request(base + "/json/new?about:blank", method="PUT")
         with urllib.request.urlopen(request, timeout=self.timeout) as response:
             target = orjson.loads(response.read())
-        return Page(target["webSocketDebuggerUrl"], self.timeout)
+
+        def close_tab() -> None:
+            closing = urllib.request.Request(f"{base}/json/close/{target['id']}")
+            with urllib.request.urlopen(closing, timeout=self.timeout) as answer:
+                answer.read()
+
+        return Page(target["webSocketDebuggerUrl"], self.timeout, close_tab)
 
     def close(self) -> None:
         if self._proc.poll() is None:

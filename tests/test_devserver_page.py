@@ -236,6 +236,29 @@ class TestKeyboardAndControls:
         page.key("Enter")
         assert 0 == count(page, "#lines .details")
 
+    def test_scrolling_up_stops_following_until_end(self, page: Page, server: DevServer) -> None:
+        """The view follows the newest line; scrolled up it stays put and offers the newer
+        lines; End follows again."""
+        at_bottom = (
+            "(b => b.scrollHeight - b.scrollTop - b.clientHeight < 2)"
+            "(document.getElementById('lines'))"
+        )
+        post(server, [{"line": f"first {i}"} for i in range(100)])
+        page.wait_for(f"document.querySelectorAll({ROWS!r}).length === 100")
+        page.wait_for(at_bottom)
+
+        page.evaluate("document.getElementById('lines').scrollTop = 0")
+        page.wait_for("document.getElementById('lines').scrollTop === 0")
+        post(server, [{"line": f"later {i}"} for i in range(5)])
+        page.wait_for("!document.getElementById('jump').hidden")
+
+        assert "↓ 5 newer" == page.evaluate("document.getElementById('jump').textContent")
+        assert 0 == page.evaluate("document.getElementById('lines').scrollTop")
+        page.key("End")
+        page.wait_for(at_bottom)
+        assert page.evaluate("document.getElementById('jump').hidden")
+        assert "later 4" == texts(page)[-1]
+
     def test_pause_holds_new_lines_until_resumed(self, page: Page, server: DevServer) -> None:
         """'p' pauses: new lines are counted but not shown; 'p' again shows them."""
         post(server, [{"line": "before"}])
