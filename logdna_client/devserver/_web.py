@@ -17,10 +17,9 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from importlib import resources
 from itertools import repeat
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -50,8 +49,7 @@ def load_asset(name: str) -> bytes:
     return resources.files(__package__).joinpath("static").joinpath(name).read_bytes()
 
 
-@dataclass(frozen=True)
-class Batch:
+class Batch(NamedTuple):
     """The lines of one accepted request, as the page sees them.
 
     ``lines`` holds at most the hub's limit of the request's newest lines;
@@ -94,7 +92,8 @@ class Subscriber:
                 self.passed_counts.update(
                     dropped.counts if dropped.counts is not None else count_levels(dropped.lines)
                 )
-        self.wake.set()
+        if not self.wake.is_set():  # set() takes a lock even when already set
+            self.wake.set()
 
 
 class EventHub:
