@@ -102,6 +102,32 @@ class TestDevserverCommand:
             proc.send_signal(signal.SIGINT)
             assert 0 == proc.wait(TIMEOUT)
 
+    def test_json_and_store_carry_hostname_tags_ip_mac_and_env(
+        self, env: dict[str, str], tmp_path: Path
+    ) -> None:
+        """devserver --json --store prints and stores each line with its request's fields."""
+        store = tmp_path / "lines.jsonl"
+        args = ["devserver", "--port", "0", "--json", "--store", str(store)]
+        with start(args, env) as (proc, out):
+            url = out.until(r"listening on (http://\S+/logs/ingest)").group(1)
+            params = {"hostname": "web-9", "tags": "a,b", "ip": "10.1.2.3", "mac": "0a:1b"}
+            line = {"line": "checked", "env": "staging", "app": "api"}
+            response = requests.post(url, params=params, json={"lines": [line]}, timeout=TIMEOUT)
+            assert 200 == response.status_code
+            printed = orjson.loads(out.until(r'^\{.*"checked".*\}$').group(0))
+            proc.send_signal(signal.SIGINT)
+            assert 0 == proc.wait(TIMEOUT)
+
+        expected = {
+            **line,
+            "hostname": "web-9",
+            "tags": ["a", "b"],
+            "ip": "10.1.2.3",
+            "mac": "0a:1b",
+        }
+        assert expected == printed
+        assert [expected] == [orjson.loads(x) for x in store.read_text().splitlines()]
+
     def test_listens_on_loopback_unless_told(self) -> None:
         """Without --host the devserver (and so its page) listens on 127.0.0.1 only."""
         assert "127.0.0.1" == build_parser().parse_args(["devserver"]).host
