@@ -246,6 +246,7 @@ class DevServer(Faults):
         origin: Origin,
         make_record: Callable[[int], RequestRecord],
         received: float,
+        counts: dict[str, int] | None = None,
     ) -> None:
         # Output first, then publish: whoever wakes from wait_for_lines()
         # finds the tail and the store file already written.
@@ -259,7 +260,7 @@ class DevServer(Faults):
                     self._notices.notice(f"devserver: cannot write the store file: {error}")
             if shown and self._tail is not None:
                 self._tail.write(shown, origin, received)
-            self._hub.publish(lines, origin, received)
+            self._hub.publish(lines, origin, received, counts)
             self._store.add_lines(lines, make_record)
 
     def _status_page(self) -> dict[str, Any]:

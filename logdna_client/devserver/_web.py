@@ -122,13 +122,30 @@ class EventHub:
         with self._changed:
             return self._changed.wait_for(lambda: len(self._subscribers) == n, timeout)
 
-    def publish(self, lines: list[dict[str, Any]], origin: Origin, received: float) -> None:
-        """Hand a batch to every event stream; cheap and never blocking on a browser."""
+    def count_if_watched(self, lines: list[dict[str, Any]]) -> dict[str, int] | None:
+        """The lines' level counts when a page is open to show them, else None.
+
+        Counting is the one cost per line the pages add; it is paid only while
+        one is open.
+        """
+        return count_levels(lines) if self._subscribers else None
+
+    def publish(
+        self,
+        lines: list[dict[str, Any]],
+        origin: Origin,
+        received: float,
+        counts: dict[str, int] | None = None,
+    ) -> None:
+        """Hand a batch to every event stream; cheap and never blocking on a browser.
+
+        ``counts`` are the lines' level counts if the caller took them already.
+        """
         n = len(lines)
         limit = self.limit
         tail = lines if n <= limit else lines[-limit:]
-        # Counting is the one cost per line; it is paid only while a page is open.
-        counts = count_levels(lines) if self._subscribers else None
+        if counts is None:
+            counts = self.count_if_watched(lines)
         with self._lock:
             batch = Batch(self._seq, n, received, origin, tail, counts)
             self._seq += n
