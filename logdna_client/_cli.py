@@ -167,14 +167,20 @@ def build_parser() -> argparse.ArgumentParser:
         "devserver",
         help="run a local ingest server with a live tail of what arrives",
         description=(
-            "Run a local LogDNA/Mezmo ingest server in the foreground and print every line it "
-            "receives. Point an application at it with "
+            "Run a local LogDNA/Mezmo ingest server in the foreground, print every line it "
+            "receives and show them live on a web page at its address "
+            f"(http://127.0.0.1:{DEFAULT_DEVSERVER_PORT}/). Point an application at it with "
             f"{ENV_VARS['url']}=http://127.0.0.1:{DEFAULT_DEVSERVER_PORT}/logs/ingest. "
             "Ctrl-C stops it."
         ),
     )
     dev.add_argument(
-        "--host", default="127.0.0.1", help="address to listen on (default %(default)s)"
+        "--host",
+        default="127.0.0.1",
+        help=(
+            "address to listen on (default %(default)s: this machine only, the live tail page "
+            "included; 0.0.0.0 serves every network)"
+        ),
     )
     dev.add_argument(
         "--port",
@@ -183,7 +189,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="port to listen on; 0 picks a free one (default %(default)s)",
     )
     dev.add_argument("--key", help="require this ingestion key (401/403 otherwise); never printed")
-    dev.add_argument("--json", action="store_true", help="print raw JSON lines instead of the tail")
+    dev.add_argument(
+        "--json",
+        action="store_true",
+        help="print JSON lines (with the request's hostname, tags, ip, mac) instead of the tail",
+    )
     dev.add_argument(
         "--store", metavar="FILE", help="also append each shown line to FILE (JSON Lines)"
     )
