@@ -572,14 +572,22 @@ class TestConnections:
 
 class TestHTTP:
     def test_status_page_shows_counts(self, server: DevServer) -> None:
-        """GET / answers a small JSON status page with the counts."""
+        """GET / without Accept: text/html, and GET /api/status, answer JSON status with counts."""
         post(server, body_of([{"line": "a"}, {"line": "b"}]))
 
         page = requests.get(server.base_url + "/", timeout=TIMEOUT).json()
+        api = requests.get(server.base_url + "/api/status", timeout=TIMEOUT).json()
 
         assert "ok" == page["status"]
         assert server.url == page["ingest_url"]
-        assert (2, 1, False) == (page["lines"], page["requests"], page["key_required"])
+        assert server.page_url == page["page_url"]
+        assert (2, 1, False, 0) == (
+            page["lines"],
+            page["requests"],
+            page["key_required"],
+            page["page_clients"],
+        )
+        assert (2, 2) == (api["lines"], api["requests"])
 
     def test_unknown_path_is_404(self, server: DevServer) -> None:
         """POST and GET to an unknown path get 404."""
@@ -1008,6 +1016,12 @@ class TestBoundedMemory:
                     thread.join(TIMEOUT)
             assert two_in_three_out
             assert srv.wait_for_lines(5, TIMEOUT)
+
+    @pytest.mark.parametrize("option", ["page_lines", "max_concurrent_bodies"])
+    def test_limits_below_one_are_refused(self, option: str) -> None:
+        """A page that keeps no line, or a gate that lets no body in, is a ValueError."""
+        with pytest.raises(ValueError, match="at least 1"):
+            DevServer(**{option: 0})
 
     def test_gzip_is_inflated_as_it_arrives(self, server: DevServer) -> None:
         """A gzip body sent in many small chunks is inflated whole, and a bad one is 400."""
