@@ -909,18 +909,26 @@ class TestEventStream:
         assert ["a", "b"] == [line["line"] for line in batch["lines"]]
 
     def test_a_new_page_gets_recent_lines_and_a_reconnect_only_newer_ones(self) -> None:
-        """On connect the newest page_lines lines come first; Last-Event-ID skips those seen."""
+        """On connect the newest page_lines lines come first; Last-Event-ID skips those seen,
+        unless it names another server."""
         with DevServer(page_lines=3) as srv:
             post(srv, body_of([{"line": str(i)} for i in range(5)]))
             with open_stream(srv) as stream:
                 _, first = read_events(stream, 2)[1]
             post(srv, body_of([{"line": "5"}]))
-            with open_stream(srv, **{"Last-Event-ID": "4"}) as stream:
+            seen = f"{srv._hub.instance}-4"
+            with open_stream(srv, **{"Last-Event-ID": seen}) as stream:
                 _, resumed = read_events(stream, 2)[1]
+            with open_stream(srv, **{"Last-Event-ID": "another-server-4"}) as stream:
+                _, elsewhere = read_events(stream, 2)[1]
 
         assert ["2", "3", "4"] == [line["line"] for line in first["batches"][0]["lines"]]
         assert (2, 5) == (first["batches"][0]["seq"], first["total"])
         assert [["5"]] == [[line["line"] for line in b["lines"]] for b in resumed["batches"]]
+        # A page that saw another server's line 4 still gets this server's lines.
+        assert ["3", "4", "5"] == [
+            line["line"] for b in elsewhere["batches"] for line in b["lines"]
+        ]
 
     def test_a_browser_that_never_reads_neither_slows_ingestion_nor_grows(self) -> None:
         """A stream nobody reads: every POST is still answered, and its queue stays bounded."""

@@ -324,6 +324,28 @@ class TestBounds:
         assert all(text.startswith("line 99") for text in found)
 
 
+class TestReconnect:
+    def test_a_restarted_devserver_is_followed_with_its_new_lines(self, chromium: Browser) -> None:
+        """The page reconnects to a devserver started again on the same port and shows
+        its lines, although that server numbers them from 0 again."""
+        first = DevServer().start()
+        tab = chromium.new_page()
+        try:
+            tab.navigate(first.page_url)
+            assert first.wait_for_page_clients(1, TIMEOUT)
+            post(first, [{"line": "from the first server"}])
+            tab.wait_for(f"document.querySelectorAll({ROWS!r}).length === 1")
+            first.stop()
+            with DevServer(port=first.port) as second:
+                assert second.wait_for_page_clients(1, TIMEOUT)
+                post(second, [{"line": "from the second server"}])
+                tab.wait_for(f"document.querySelectorAll({ROWS!r}).length === 2")
+                assert ["from the first server", "from the second server"] == texts(tab)
+        finally:
+            first.stop()
+            tab.close()
+
+
 class TestAccess:
     def test_page_answers_only_to_loopback_names(self, server: DevServer) -> None:
         """On loopback, the page and its stream refuse a foreign Host (DNS rebinding)."""

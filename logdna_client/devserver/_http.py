@@ -275,7 +275,7 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(head.encode("latin-1"))
         if self.command == "HEAD":
             return
-        last = self.headers.get("Last-Event-ID", "").strip()
+        last = self.headers.get("Last-Event-ID", "")
         owner = self.server.owner
         sock: socket.socket = self.request
 
@@ -291,7 +291,7 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write,
             self.server.closing,
             owner._page_hello(),
-            after=int(last) if last.isdigit() else None,
+            after=owner._hub.last_seen(last),
             gone=gone,
         )
 

@@ -279,7 +279,12 @@ class DevServer(Faults):
             }
 
     def _page_hello(self) -> dict[str, Any]:
-        return {"limit": self._hub.limit, "ingest_url": self.url, "lines": self.line_count}
+        return {
+            "limit": self._hub.limit,
+            "ingest_url": self.url,
+            "lines": self.line_count,
+            "instance": self._hub.instance,
+        }
 
     def _asset(self, path: str) -> tuple[bytes, str]:
         if path not in self._assets:

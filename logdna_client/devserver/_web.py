@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections import Counter, deque
 from collections.abc import Callable
 from importlib import resources
@@ -103,6 +104,9 @@ class EventHub:
         if limit < 1:
             raise ValueError(f"page_lines must be at least 1, got {limit!r}")
         self.limit = limit
+        #: Names this hub in event ids: line numbers start again at 0 in another
+        #: server, so a page reconnecting to one must not skip its lines as seen.
+        self.instance = uuid.uuid4().hex[:12]
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)  # the set of subscribers changed
         self._seq = 0
@@ -163,6 +167,12 @@ class EventHub:
     def reopen(self) -> None:
         self._closed.clear()
 
+    def last_seen(self, last_event_id: str) -> int | None:
+        """The line number a reconnecting page already has, from its ``Last-Event-ID``;
+        None when the id is missing or came from another server."""
+        instance, _, seq = last_event_id.strip().rpartition("-")
+        return int(seq) if instance == self.instance and seq.isdigit() else None
+
     def _subscribe(self, after: int | None) -> Subscriber:
         subscriber = Subscriber()
         with self._lock:
@@ -216,7 +226,8 @@ class EventHub:
                 if not batches:
                     continue
                 cap = min(self.limit, _FLOOD_LINES) if flood else self.limit
-                write(encode_event(batches, cap, passed, passed_counts)[0])
+                event = encode_event(batches, cap, passed, passed_counts, self.instance)
+                write(event[0])
                 # Let the next lines gather: a flood becomes a few small events
                 # instead of many large ones the page must render.
                 now = time.monotonic()
@@ -260,7 +271,11 @@ def _safe_line(line: dict[str, Any]) -> dict[str, Any]:
 
 
 def encode_event(
-    batches: list[Batch], limit: int, passed: int = 0, passed_counts: Counter[str] | None = None
+    batches: list[Batch],
+    limit: int,
+    passed: int = 0,
+    passed_counts: Counter[str] | None = None,
+    instance: str = "",
 ) -> tuple[bytes, int]:
     """One ``lines`` event for these batches: their newest ``limit`` lines, and
     counts of all of them and of the ``passed`` lines dropped before them.
@@ -300,4 +315,5 @@ def encode_event(
         for part in chosen:
             part["lines"] = [_safe_line(line) for line in part["lines"]]
         data = orjson.dumps(payload)
-    return b"id: %d\nevent: lines\ndata: %s\n\n" % (last, data), carried
+    event_id = f"{instance}-{last}".encode()
+    return b"id: %s\nevent: lines\ndata: %s\n\n" % (event_id, data), carried

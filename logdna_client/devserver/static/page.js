@@ -18,6 +18,7 @@
   const state = {
     limit: 1000,          // lines kept; the server says how many in its hello
     lastSeq: -1,          // the newest line number received (to skip repeats)
+    instance: null,       // which server numbered them
     received: 0,          // lines the server accepted since the page opened
     skipped: 0,           // of those, lines the page never got (it was too slow)
     counts: Object.fromEntries(LEVELS.map((l) => [l, 0])),
@@ -453,6 +454,11 @@
     const source = new EventSource("/events");
     source.addEventListener("hello", (event) => {
       const hello = JSON.parse(event.data);
+      if (hello.instance !== state.instance) {
+        // Another server (restarted): its line numbers start again at 0.
+        state.instance = hello.instance;
+        state.lastSeq = -1;
+      }
       state.limit = hello.limit;
       document.title = `devserver · ${hello.ingest_url}`;
       setState(state.paused ? "paused" : "live");
