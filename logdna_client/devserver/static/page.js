@@ -185,8 +185,12 @@
       : "no lines yet";
   }
 
+  // Each list offers the first 200 names it sees: a line per random app name
+  // must not grow the page without bound.
+  const MAX_OPTIONS = 200;
+
   function addOption(select, set, value) {
-    if (!value || set.has(value)) return;
+    if (!value || set.has(value) || set.size >= MAX_OPTIONS) return;
     set.add(value);
     select.append(new Option(value, value));
   }
