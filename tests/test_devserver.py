@@ -969,6 +969,15 @@ class TestEventStream:
         assert b"" == rest
         assert 0 == srv.page_clients
 
+    def test_go_down_ends_open_streams_at_once(self, server: DevServer) -> None:
+        """An outage ends the pages' streams too, without waiting for a keep-alive."""
+        with open_stream(server) as stream:
+            read_events(stream, 1)
+            server.go_down()
+
+            assert server.wait_for_page_clients(0, TIMEOUT)
+        server.come_up()
+
     def test_levels_that_cannot_be_counted_as_such_are_counted_as_text(
         self, server: DevServer
     ) -> None:

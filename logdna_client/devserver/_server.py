@@ -200,7 +200,8 @@ class DevServer(Faults):
         if server is None or thread is None:
             return
         self._server = self._thread = None
-        server.closing.set()  # wakes delayed handlers and event streams; new connections close
+        server.closing.set()  # wakes delayed handlers; new connections close
+        self._hub.wake_all()  # event streams wait on their own wake-up
         server.shutdown()
         server.server_close()
         thread.join()

@@ -160,6 +160,10 @@ class EventHub:
     def close(self) -> None:
         """End every event stream (the server is stopping)."""
         self._closed.set()
+        self.wake_all()
+
+    def wake_all(self) -> None:
+        """Wake every stream's thread, so it sees at once that its server closes."""
         with self._lock:
             for subscriber in self._subscribers:
                 subscriber.wake.set()
