@@ -128,6 +128,19 @@ class TestLive:
         )
         assert ["1", "1", "1", "2", "0"] == counts
 
+    def test_rate_chart_draws_arriving_lines(self, page: Page, server: DevServer) -> None:
+        """The lines-per-second chart is blank before any line and shows a bar after."""
+        inked = (
+            "(c => c.getContext('2d').getImageData(0, 0, c.width, c.height).data"
+            ".filter((v, i) => i % 4 === 3 && v > 0).length)(document.getElementById('rate'))"
+        )
+        assert 0 == page.evaluate(inked)
+
+        post(server, LINES)
+        page.wait_for(f"document.querySelectorAll({ROWS!r}).length === 4")
+
+        assert page.evaluate(inked) > 0
+
     def test_exception_text_is_preformatted(self, page: Page, server: DevServer) -> None:
         """A multi-line text (a traceback) is shown as a preformatted block, line breaks kept."""
         trace = "boom\nTraceback (most recent call last):\n  File 'x.py', line 1\nValueError: x"
