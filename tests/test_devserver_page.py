@@ -232,7 +232,11 @@ class TestKeyboardAndControls:
         post(server, [line], params)
         page.wait_for(f"document.querySelectorAll({ROWS!r}).length === 1")
 
-        page.evaluate("document.getElementById('lines').focus()")
+        page.evaluate("document.getElementById('search').focus()")
+        page.key("Tab")  # from the search box, past the buttons, to the list
+        page.key("Tab")
+        page.key("Tab")
+        assert "lines" == page.evaluate("document.activeElement.id")
         page.key("j")
         page.key("Enter")
 
