@@ -1,4 +1,4 @@
-"""Tests for the local ingest server (logdna_client._devserver), over real sockets."""
+"""Tests for the local ingest server (logdna_client.devserver), over real sockets."""
 
 from __future__ import annotations
 
