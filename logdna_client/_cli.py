@@ -31,19 +31,19 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import FrameType
-from typing import IO, Any, TextIO, cast
+from typing import IO, Any, TextIO
 
 import orjson
 
 from ._cli_spool import register as _register_spool
 from ._client import Client
 from ._config import ENV_VARS
-from ._devserver import DevServer, format_line, isatty
 from ._errors import ConfigurationError
 from ._report import logger as _library_logger
 from ._version import __version__
+from .devserver import DEFAULT_PAGE_LINES, MAX_CONCURRENT_BODIES, DevServer, isatty
 
 __all__ = ["DEFAULT_DEVSERVER_PORT", "build_parser", "main"]
 
@@ -79,6 +79,16 @@ def _positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
     if not value >= 0:  # also rejects NaN
         raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
 
 
@@ -160,14 +170,20 @@ def build_parser() -> argparse.ArgumentParser:
         "devserver",
         help="run a local ingest server with a live tail of what arrives",
         description=(
-            "Run a local LogDNA/Mezmo ingest server in the foreground and print every line it "
-            "receives. Point an application at it with "
+            "Run a local LogDNA/Mezmo ingest server in the foreground, print every line it "
+            "receives and show them live on a web page at its address "
+            f"(http://127.0.0.1:{DEFAULT_DEVSERVER_PORT}/). Point an application at it with "
             f"{ENV_VARS['url']}=http://127.0.0.1:{DEFAULT_DEVSERVER_PORT}/logs/ingest. "
             "Ctrl-C stops it."
         ),
     )
     dev.add_argument(
-        "--host", default="127.0.0.1", help="address to listen on (default %(default)s)"
+        "--host",
+        default="127.0.0.1",
+        help=(
+            "address to listen on (default %(default)s: this machine only, the live tail page "
+            "included; 0.0.0.0 serves every network)"
+        ),
     )
     dev.add_argument(
         "--port",
@@ -176,7 +192,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="port to listen on; 0 picks a free one (default %(default)s)",
     )
     dev.add_argument("--key", help="require this ingestion key (401/403 otherwise); never printed")
-    dev.add_argument("--json", action="store_true", help="print raw JSON lines instead of the tail")
+    dev.add_argument(
+        "--json",
+        action="store_true",
+        help="print JSON lines (with the request's hostname, tags, ip, mac) instead of the tail",
+    )
     dev.add_argument(
         "--store", metavar="FILE", help="also append each shown line to FILE (JSON Lines)"
     )
@@ -196,6 +216,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--app", action="append", metavar="APP", help="show lines of this app (repeatable)"
     )
     shown.add_argument("--grep", metavar="TEXT", help="show lines whose text or meta contains TEXT")
+    dev.add_argument(
+        "--page-lines",
+        type=_positive_int,
+        default=DEFAULT_PAGE_LINES,
+        metavar="N",
+        help="how many of the newest lines the web page keeps (default %(default)s)",
+    )
+    dev.add_argument(
+        "--max-concurrent-bodies",
+        type=_positive_int,
+        default=MAX_CONCURRENT_BODIES,
+        metavar="N",
+        help="request bodies read and decoded at once; the rest wait (default %(default)s)",
+    )
     faults = dev.add_argument_group("fault injection (for testing clients)")
     faults.add_argument(
         "--fail-rate",
@@ -236,6 +270,11 @@ def build_parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="colour the tail (default: when stdout is a terminal and NO_COLOR is unset)",
+    )
+    demo.add_argument(
+        "--open",
+        action="store_true",
+        help="then open the live tail page in a browser and keep the server up until Ctrl-C",
     )
     demo.set_defaults(func=_cmd_demo)
 
@@ -398,7 +437,7 @@ class LineFilter:
             parts.append(f"text contains {self.grep!r}")
         return ", ".join(parts)
 
-    def matches(self, line: dict[str, Any]) -> bool:
+    def matches(self, line: Mapping[str, Any]) -> bool:
         """Whether a received line passes every filter."""
         if self.level is not None:
             minimum = _LEVEL_RANKS.get(self.level, 20)
@@ -415,72 +454,6 @@ class LineFilter:
             if self.grep not in text and (meta is None or self.grep not in meta):
                 return False
         return True
-
-
-class _Tail:
-    """The DevServer's output stream: takes its raw JSON Lines, filters, shows, stores.
-
-    DevServer writes one batch per call, under its output lock and before it
-    wakes ``wait_for_lines`` callers, so whatever this writes (tail and store
-    file) is there by the time a waiter looks.
-    """
-
-    def __init__(
-        self,
-        out: TextIO,
-        *,
-        json_output: bool,
-        color: bool,
-        line_filter: LineFilter,
-        console: _Console,
-        store: IO[bytes] | None = None,
-    ) -> None:
-        self._console = console
-        self._out: TextIO | None = out
-        self._json = json_output
-        self._color = color
-        self._filter = line_filter
-        self._store = store
-        self.shown = 0
-
-    def write(self, text: str) -> int:
-        received = time.time()
-        shown: list[str] = []
-        stored: list[bytes] = []
-        for raw in text.splitlines():
-            if not raw:
-                continue
-            try:
-                line = orjson.loads(raw)
-            except orjson.JSONDecodeError:
-                continue
-            if type(line) is not dict or not self._filter.matches(line):
-                continue
-            stored.append(raw.encode() + b"\n")
-            shown.append(raw if self._json else format_line(line, self._color, received))
-        if not shown:
-            return len(text)
-        self.shown += len(shown)
-        if self._store is not None:
-            try:
-                self._store.write(b"".join(stored))
-                self._store.flush()
-            except (OSError, ValueError) as exc:
-                self._console.warn(f"devserver: cannot write the store file: {exc}")
-                self._store = None
-        if self._out is not None:
-            try:
-                self._out.write("".join(s + "\n" for s in shown))
-                self._out.flush()
-            except (OSError, ValueError):
-                self._out = None  # stdout closed (| head): keep serving
-        return len(text)
-
-    def flush(self) -> None:
-        return None
-
-    def isatty(self) -> bool:
-        return False
 
 
 def _want_color(flag: bool | None, stream: TextIO) -> bool:
@@ -502,28 +475,25 @@ def _cmd_devserver(args: argparse.Namespace) -> int:
     line_filter = LineFilter(
         level=args.level, apps=frozenset(args.app or ()), grep=args.grep or None
     )
-    store: IO[bytes] | None = None
     if args.store:
         try:
-            store = open(args.store, "ab")  # noqa: SIM115 - closed in the finally below
+            open(args.store, "ab").close()  # say so now, before listening, when it cannot be
         except OSError as exc:
             console.warn(f"{PROG} devserver: cannot open {args.store!r}: {exc.strerror}")
             return 1
-    tail = _Tail(
-        out,
-        json_output=args.json,
-        color=_want_color(args.color, out),
-        line_filter=line_filter,
-        console=console,
-        store=store,
-    )
     server = DevServer(
         args.host,
         args.port,
         key=args.key,
-        out=cast("TextIO", tail),
-        json_output=True,
+        out=out,
+        json_output=args.json,
+        color=_want_color(args.color, out),
+        store=args.store or None,
         keep_lines=False,
+        show=line_filter.matches if line_filter.active else None,
+        notices=console.err,
+        page_lines=args.page_lines,
+        max_concurrent_bodies=args.max_concurrent_bodies,
     )
     status = args.status if args.status is not None else 503
     if rate > 0.0:
@@ -536,8 +506,6 @@ def _cmd_devserver(args: argparse.Namespace) -> int:
         console.warn(
             f"{PROG} devserver: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}"
         )
-        if store is not None:
-            store.close()
         return 1
     stop = threading.Event()
     # Handled explicitly: a shell starting us in the background ignores SIGINT.
@@ -548,6 +516,7 @@ def _cmd_devserver(args: argparse.Namespace) -> int:
     try:
         auth = "key required" if args.key is not None else "any key accepted"
         banner = [f"logdna_client devserver listening on {server.url} ({auth})"]
+        banner.append(f"  live tail:   {server.page_url}")
         banner.append(f"  send to it:  {ENV_VARS['url']}={server.url} {PROG} send 'hello'")
         if line_filter.active:
             banner.append(f"  showing:     {line_filter.describe()}")
@@ -573,11 +542,9 @@ def _cmd_devserver(args: argparse.Namespace) -> int:
     finally:
         with contextlib.suppress(KeyboardInterrupt):
             server.stop()
-        if store is not None:
-            store.close()
         for signum, handler in previous.items():
             _restore_signal(signum, handler)
-    shown = f", {tail.shown} shown" if line_filter.active else ""
+    shown = f", {server.shown} shown" if line_filter.active else ""
     with contextlib.suppress(OSError, ValueError):
         console.say(
             f"devserver stopped: {server.line_count} lines in {server.request_count} "
@@ -658,6 +625,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     except OSError as exc:
         console.warn(f"{PROG} demo: cannot start the local server: {exc}")
         return 1
+    log = logging.getLogger("shop")
+    handler: logging.Handler | None = None
     try:
         console.say(f"{bold}logdna_client demo{reset}", flush=True)
         console.say(f"  A local ingest server is listening on {server.url}")
@@ -666,27 +635,45 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             f'  LogDNAHandler(url="{server.url}", app="demo", env="local", '
             'hostname="demo-host")'
         )
-        legend = f"{dim}(time, level, [app], line, meta){reset}"
+        legend = f"{dim}(time, level, host [app], line, meta, (env)){reset}"
         console.say(f"\n{bold}What the server received{reset} {legend}", flush=True)
-        handler = LogDNAHandler(url=server.url, app="demo", env="local", hostname="demo-host")
-        log = logging.getLogger("shop")
+        lhandler = handler = LogDNAHandler(
+            url=server.url, app="demo", env="local", hostname="demo-host"
+        )
         log.setLevel(logging.DEBUG)
         log.propagate = False  # the demo's lines go to the server only, not to the console
-        log.addHandler(handler)
-        try:
-            sent = _demo_lines(log)
-            delivered = handler.client.flush(timeout=10.0)
-            arrived_all = server.wait_for_lines(sent, timeout=5.0)
-            stats = handler.client.stats()
-        finally:
-            log.removeHandler(handler)
-            handler.close()
+        log.addHandler(lhandler)
+        sent = _demo_lines(log)
+        delivered = lhandler.client.flush(timeout=10.0)
+        arrived_all = server.wait_for_lines(sent, timeout=5.0)
+        stats = lhandler.client.stats()
         arrived = server.line_count
         requests = [r for r in server.requests if r.status == 200]
         lines = server.lines
+        _demo_summary(console, (bold, reset), sent, arrived, requests, stats, lines)
+        if args.open:
+            _demo_live(console, server, log, (bold, reset))
     finally:
+        if handler is not None:
+            log.removeHandler(handler)
+            handler.close()
         server.stop()
+    if not (delivered and arrived_all and arrived >= sent):
+        console.warn(f"{PROG} demo: {sent - arrived} of {sent} lines did not arrive")
+        return 1
+    return 0
 
+
+def _demo_summary(
+    console: _Console,
+    style: tuple[str, str],
+    sent: int,
+    arrived: int,
+    requests: list[Any],
+    stats: Mapping[str, Any],
+    lines: list[dict[str, Any]],
+) -> None:
+    bold, reset = style
     console.say(f"\n{bold}Summary{reset}")
     gzip = " gzip-compressed" if requests and all(r.gzip for r in requests) else ""
     console.say(
@@ -709,10 +696,50 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         f"  {ENV_VARS['url']}=http://127.0.0.1:{DEFAULT_DEVSERVER_PORT}/logs/ingest",
         flush=True,
     )
-    if not (delivered and arrived_all and arrived >= sent):
-        console.warn(f"{PROG} demo: {sent - arrived} of {sent} lines did not arrive")
-        return 1
-    return 0
+
+
+# What the demo keeps logging while the page is open, so the tail moves.
+_LIVE_LINES: list[tuple[int, str, dict[str, Any]]] = [
+    (logging.INFO, "GET /api/orders 200", {"method": "GET", "status": 200, "duration_ms": 21}),
+    (logging.DEBUG, "cache hit", {"key": "orders:42"}),
+    (logging.INFO, "POST /api/cart 201", {"method": "POST", "status": 201, "duration_ms": 48}),
+    (logging.WARNING, "slow query: %d ms", {"table": "orders", "duration_ms": 812}),
+    (logging.INFO, "GET /health 200", {"method": "GET", "status": 200, "duration_ms": 1}),
+    (logging.ERROR, "payment declined", {"order_id": "A-1003", "reason": "insufficient_funds"}),
+]
+
+
+def _demo_live(
+    console: _Console, server: DevServer, log: logging.Logger, style: tuple[str, str]
+) -> None:
+    """Keep the server up with a line now and then, until Ctrl-C or SIGTERM."""
+    import webbrowser  # noqa: PLC0415 - only --open needs it
+
+    bold, reset = style
+    stop = threading.Event()
+    previous = {
+        signum: _on_signal(signum, lambda signum, frame: stop.set())
+        for signum in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        console.say(
+            f"\n{bold}Live tail in your browser:{reset} {server.page_url}\n"
+            "  The demo keeps logging a line every second. Ctrl-C to stop.",
+            flush=True,
+        )
+        with contextlib.suppress(webbrowser.Error):
+            webbrowser.open(server.page_url)
+        n = 0
+        while not stop.wait(1.0):
+            level, text, meta = _LIVE_LINES[n % len(_LIVE_LINES)]
+            args = (meta["duration_ms"],) if "%" in text else ()
+            log.log(level, text, *args, extra=meta)
+            n += 1
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for signum, handler in previous.items():
+            _restore_signal(signum, handler)
 
 
 # -- send and pipe -----------------------------------------------------------------

@@ -1,24 +1,27 @@
-"""Tests for the local ingest server (logdna_client._devserver), over real sockets."""
+"""Tests for the local ingest server (logdna_client.devserver), over real sockets."""
 
 from __future__ import annotations
 
 import gzip
 import io
 import os
+import re
 import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 import pytest
 import requests
 
-from logdna_client import _devserver as devserver_module
-from logdna_client._devserver import MAX_BODY_BYTES, DevServer
+from logdna_client.devserver import MAX_BODY_BYTES, DevServer
+from logdna_client.devserver import _body as devserver_module
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 KEY = "sekrit-ingest-key-5f2b"
@@ -569,14 +572,22 @@ class TestConnections:
 
 class TestHTTP:
     def test_status_page_shows_counts(self, server: DevServer) -> None:
-        """GET / answers a small JSON status page with the counts."""
+        """GET / without Accept: text/html, and GET /api/status, answer JSON status with counts."""
         post(server, body_of([{"line": "a"}, {"line": "b"}]))
 
         page = requests.get(server.base_url + "/", timeout=TIMEOUT).json()
+        api = requests.get(server.base_url + "/api/status", timeout=TIMEOUT).json()
 
         assert "ok" == page["status"]
         assert server.url == page["ingest_url"]
-        assert (2, 1, False) == (page["lines"], page["requests"], page["key_required"])
+        assert server.page_url == page["page_url"]
+        assert (2, 1, False, 0) == (
+            page["lines"],
+            page["requests"],
+            page["key_required"],
+            page["page_clients"],
+        )
+        assert (2, 2) == (api["lines"], api["requests"])
 
     def test_unknown_path_is_404(self, server: DevServer) -> None:
         """POST and GET to an unknown path get 404."""
@@ -637,7 +648,8 @@ class TestTail:
         with DevServer(out=out) as srv:
             post(srv, body_of([line]))
 
-        expected = f'{clock} WARN     [api] disk almost full  user_id=42 path="/a b" ok=true\n'
+        meta = 'user_id=42 path="/a b" ok=true'
+        expected = f"{clock} WARN     web-1 [api] disk almost full  {meta}\n"
         assert expected == out.getvalue()
 
     def test_meta_as_json_string_is_shown_as_pairs(self) -> None:
@@ -646,7 +658,7 @@ class TestTail:
         with DevServer(out=out) as srv:
             post(srv, body_of([{"line": "m", "level": "INFO", "meta": '{"a": 1, "b": "x"}'}]))
 
-        assert out.getvalue().rstrip("\n").endswith("INFO     m  a=1 b=x")
+        assert out.getvalue().rstrip("\n").endswith("INFO     web-1 m  a=1 b=x")
 
     def test_color_marks_the_level(self) -> None:
         """With color on the level is wrapped in its ANSI colour."""
@@ -664,7 +676,7 @@ class TestTail:
             post(srv, body_of([{"line": "plain", "level": "ERROR"}]))
 
         assert "\x1b" not in out.getvalue()
-        assert "ERROR    plain" in out.getvalue()
+        assert "ERROR    web-1 plain" in out.getvalue()
 
     def test_control_characters_are_escaped(self) -> None:
         """Escape sequences in a line cannot reach the terminal; newlines are indented."""
@@ -689,13 +701,15 @@ class TestTail:
         assert WRONG_KEY not in out.getvalue()
 
     def test_json_output_prints_raw_lines(self) -> None:
-        """With json_output each line is printed as one JSON object per line."""
+        """With json_output each line is printed as one JSON object per line, with its hostname."""
         out = io.StringIO()
         lines = [{"line": "a", "meta": {"k": [1, 2]}}, {"line": "b", "level": "DEBUG"}]
         with DevServer(out=out, json_output=True) as srv:
             post(srv, body_of(lines))
 
-        assert lines == [orjson.loads(text) for text in out.getvalue().splitlines()]
+        assert [{**line, **HOST} for line in lines] == [
+            orjson.loads(text) for text in out.getvalue().splitlines()
+        ]
 
     def test_output_is_written_before_waiters_wake(self) -> None:
         """When wait_for_lines returns, the tail already shows the lines."""
@@ -716,7 +730,7 @@ class TestTail:
             raise RuntimeError("simulated bug")
 
         with monkeypatch.context() as patch:
-            patch.setattr(devserver_module, "_parse_lines", broken)
+            patch.setattr(devserver_module, "parse_lines", broken)
             failed = post(server, body_of([{"line": "x"}]))
 
         assert 500 == failed.status_code
@@ -727,7 +741,7 @@ class TestTail:
 
 class TestStore:
     def test_store_appends_json_lines(self, tmp_path: Path) -> None:
-        """Every accepted line is appended to the store file as JSON Lines."""
+        """Every accepted line is appended to the store file as JSON Lines, with its hostname."""
         path = tmp_path / "lines.jsonl"
         path.write_bytes(b'{"line": "older"}\n')
         lines = [{"line": "a", "app": "x"}, {"line": "b"}, {"line": "c", "meta": {"n": 1}}]
@@ -737,7 +751,7 @@ class TestStore:
             post(srv, body_of(lines[2:]))
 
         stored = [orjson.loads(text) for text in path.read_bytes().splitlines()]
-        assert [{"line": "older"}, *lines] == stored
+        assert [{"line": "older"}, *({**line, **HOST} for line in lines)] == stored
 
     @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
     def test_store_write_failure_keeps_serving(self) -> None:
@@ -794,3 +808,299 @@ class TestWaiting:
         """url points at the port actually bound."""
         assert f"http://127.0.0.1:{server.port}/logs/ingest" == server.url
         assert 0 != server.port
+
+
+class TestOrigin:
+    """hostname, tags, ip and mac come once per request; every line shows them."""
+
+    PARAMS: ClassVar[dict[str, str]] = {
+        "hostname": "web-3",
+        "tags": "blue, canary",
+        "ip": "10.0.0.9",
+        "mac": "aa:bb:cc",
+    }
+
+    def test_tail_shows_host_before_app_and_env_tags_ip_mac_after_meta(self) -> None:
+        """The readable tail names the host, and env, tags, ip and mac in parentheses."""
+        out = io.StringIO()
+        with DevServer(out=out) as srv:
+            line = {"line": "hi", "level": "INFO", "app": "api", "env": "prod", "meta": {"k": 1}}
+            post(srv, body_of([line]), params=self.PARAMS)
+
+        shown = out.getvalue().rstrip("\n").split(" ", 1)[1]
+        assert (
+            "INFO     web-3 [api] hi  k=1  (env=prod tags=blue,canary ip=10.0.0.9 mac=aa:bb:cc)"
+            == (shown)
+        )
+
+    def test_tail_without_extras_shows_only_the_host(self) -> None:
+        """A request with only a hostname adds nothing in parentheses."""
+        out = io.StringIO()
+        with DevServer(out=out) as srv:
+            post(srv, body_of([{"line": "bare"}]))
+
+        assert out.getvalue().rstrip("\n").endswith("-        web-1 bare")
+
+    def test_json_output_and_store_carry_the_request_fields(self, tmp_path: Path) -> None:
+        """--json and the store file add hostname, tags (a list), ip and mac to each line;
+        DevServer.lines keeps the lines exactly as sent."""
+        out, path = io.StringIO(), tmp_path / "s.jsonl"
+        lines = [{"line": "a", "env": "prod"}, {"line": "b"}]
+        with DevServer(out=out, json_output=True, store=str(path)) as srv:
+            post(srv, body_of(lines), params=self.PARAMS)
+            kept = srv.lines
+
+        extra = {
+            "hostname": "web-3",
+            "tags": ["blue", "canary"],
+            "ip": "10.0.0.9",
+            "mac": "aa:bb:cc",
+        }
+        expected = [{**line, **extra} for line in lines]
+        assert expected == [orjson.loads(text) for text in out.getvalue().splitlines()]
+        assert expected == [orjson.loads(text) for text in path.read_bytes().splitlines()]
+        assert lines == kept
+
+    def test_a_lines_own_field_wins(self) -> None:
+        """A line that carries its own hostname keeps it in the JSON output."""
+        out = io.StringIO()
+        with DevServer(out=out, json_output=True) as srv:
+            post(srv, body_of([{"line": "x", "hostname": "own"}]), params=self.PARAMS)
+
+        assert "own" == orjson.loads(out.getvalue())["hostname"]
+
+
+def read_events(response: requests.Response, n: int) -> list[tuple[str, dict[str, Any]]]:
+    """The next ``n`` server-sent events (name, data) from a streaming response."""
+    events: list[tuple[str, dict[str, Any]]] = []
+    name, data = "message", b""
+    for raw in response.iter_lines(chunk_size=1):  # no waiting for a bigger chunk
+        if raw.startswith(b"event: "):
+            name = raw[7:].decode()
+        elif raw.startswith(b"data: "):
+            data = raw[6:]
+        elif not raw and data:
+            events.append((name, orjson.loads(data)))
+            name, data = "message", b""
+            if len(events) == n:
+                break
+    return events
+
+
+def open_stream(srv: DevServer, **headers: str) -> requests.Response:
+    return requests.get(srv.base_url + "/events", headers=headers, stream=True, timeout=TIMEOUT)
+
+
+class TestEventStream:
+    def test_hello_then_lines_with_their_query_and_counts(self, server: DevServer) -> None:
+        """The stream says the page's limit, then sends batches with lines, query and counts."""
+        with open_stream(server) as stream:
+            assert "text/event-stream" == stream.headers["Content-Type"]
+            assert server.wait_for_page_clients(1, TIMEOUT)
+            post(server, body_of([{"line": "a", "level": "INFO"}, {"line": "b", "level": "ERROR"}]))
+            (hello_name, hello), (name, event) = read_events(stream, 2)
+
+        assert ("hello", 1000) == (hello_name, hello["limit"])
+        assert "lines" == name
+        assert {"INFO": 1, "ERROR": 1} == event["counts"]
+        assert (2, 0) == (event["total"], event["skipped"])
+        (batch,) = event["batches"]
+        assert (0, {"hostname": "web-1"}) == (batch["seq"], batch["q"])
+        assert ["a", "b"] == [line["line"] for line in batch["lines"]]
+
+    def test_a_new_page_gets_recent_lines_and_a_reconnect_only_newer_ones(self) -> None:
+        """On connect the newest page_lines lines come first; Last-Event-ID skips those seen,
+        unless it names another server."""
+        with DevServer(page_lines=3) as srv:
+            post(srv, body_of([{"line": str(i)} for i in range(5)]))
+            with open_stream(srv) as stream:
+                _, first = read_events(stream, 2)[1]
+            post(srv, body_of([{"line": "5"}]))
+            seen = f"{srv._hub.instance}-4"
+            with open_stream(srv, **{"Last-Event-ID": seen}) as stream:
+                _, resumed = read_events(stream, 2)[1]
+            with open_stream(srv, **{"Last-Event-ID": "another-server-4"}) as stream:
+                _, elsewhere = read_events(stream, 2)[1]
+
+        assert ["2", "3", "4"] == [line["line"] for line in first["batches"][0]["lines"]]
+        assert (2, 5) == (first["batches"][0]["seq"], first["total"])
+        assert [["5"]] == [[line["line"] for line in b["lines"]] for b in resumed["batches"]]
+        # A page that saw another server's line 4 still gets this server's lines.
+        assert ["3", "4", "5"] == [
+            line["line"] for b in elsewhere["batches"] for line in b["lines"]
+        ]
+
+    def test_a_browser_that_never_reads_neither_slows_ingestion_nor_grows(self) -> None:
+        """A stream nobody reads (its writes block on full socket buffers): every POST is
+        still answered at once, and its queue stays within its bound."""
+        limit = 2000
+        with DevServer(keep_lines=False, page_lines=limit) as srv:
+            sock = socket.create_connection(("127.0.0.1", srv.port), timeout=TIMEOUT)
+            # A small receive buffer, never read: one event of a few MB cannot get through.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.sendall(b"GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            try:
+                assert srv.wait_for_page_clients(1, TIMEOUT)
+                # 8 MB a batch: the first event alone is more than the socket buffers take.
+                batch = body_of([{"line": "x" * 4000, "level": "INFO"}] * limit)
+                with requests.Session() as session:
+                    for _ in range(10):
+                        assert 200 == post(srv, batch, session=session).status_code
+                held = [sub.held for sub in srv._hub._subscribers]
+                assert 10 * limit == srv.line_count
+                assert 1 == len(held)
+                assert held[0] <= 2 * limit
+            finally:
+                sock.close()
+
+    def test_a_vanished_browser_is_unsubscribed(self, server: DevServer) -> None:
+        """A browser that closed its connection is dropped at the next write."""
+        with open_stream(server) as stream:
+            read_events(stream, 1)
+        post(server, body_of([{"line": "after it left"}]))
+
+        assert server.wait_for_page_clients(0, TIMEOUT)
+
+    def test_stop_ends_open_streams(self) -> None:
+        """stop() ends every event stream instead of waiting for its browser."""
+        srv = DevServer().start()
+        with open_stream(srv) as stream:
+            read_events(stream, 1)
+            srv.stop()
+            rest = b"".join(stream.iter_content(1024))
+
+        assert b"" == rest
+        assert 0 == srv.page_clients
+
+    def test_go_down_ends_open_streams_at_once(self, server: DevServer) -> None:
+        """An outage ends the pages' streams too, without waiting for a keep-alive."""
+        with open_stream(server) as stream:
+            read_events(stream, 1)
+            server.go_down()
+
+            assert server.wait_for_page_clients(0, TIMEOUT)
+        server.come_up()
+
+    def test_levels_that_cannot_be_counted_as_such_are_counted_as_text(
+        self, server: DevServer
+    ) -> None:
+        """A level that is a list or a number still counts (by its text) and breaks nothing."""
+        with open_stream(server) as stream:
+            assert server.wait_for_page_clients(1, TIMEOUT)
+            post(server, body_of([{"line": "a", "level": [1]}, {"line": "b", "level": 5}]))
+            _, event = read_events(stream, 2)[1]
+
+        assert {"[1]": 1, "5": 1} == event["counts"]
+
+    def test_meta_too_deep_to_reencode_is_marked_not_fatal(self, server: DevServer) -> None:
+        """Meta nested deeper than orjson writes back reaches the page as a marker."""
+        deep = b'{"line": "deep", "meta": ' + b'{"a": ' * 300 + b"1" + b"}" * 300 + b"}"
+        with open_stream(server) as stream:
+            assert server.wait_for_page_clients(1, TIMEOUT)
+            post(server, b'{"lines": [' + deep + b', {"line": "plain"}]}')
+            _, event = read_events(stream, 2)[1]
+
+        lines = event["batches"][0]["lines"]
+        assert [("deep", "<nested too deeply to show>"), ("plain", None)] == [
+            (line["line"], line.get("meta")) for line in lines
+        ]
+
+
+class TestBoundedMemory:
+    def test_at_most_max_concurrent_bodies_are_decoded_at_once(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """With a gate of 2 and two bodies held, three more POSTs wait at the gate, unread."""
+        release = threading.Event()
+        real = devserver_module.parse_lines
+
+        def held(body: bytes) -> list[dict[str, Any]]:
+            release.wait(TIMEOUT)
+            return real(body)
+
+        monkeypatch.setattr(devserver_module, "parse_lines", held)
+        with DevServer(max_concurrent_bodies=2) as srv:
+            threads = [
+                threading.Thread(target=post, args=(srv, body_of([{"line": str(i)}])))
+                for i in range(5)
+            ]
+            for thread in threads:
+                thread.start()
+            try:
+                two_in_three_out = srv._gate.wait_until(
+                    lambda gate: (gate.inside, gate.waiting) == (2, 3), TIMEOUT
+                )
+            finally:
+                release.set()
+                for thread in threads:
+                    thread.join(TIMEOUT)
+            assert two_in_three_out
+            assert srv.wait_for_lines(5, TIMEOUT)
+
+    @pytest.mark.parametrize("option", ["page_lines", "max_concurrent_bodies"])
+    def test_limits_below_one_are_refused(self, option: str) -> None:
+        """A page that keeps no line, or a gate that lets no body in, is a ValueError."""
+        with pytest.raises(ValueError, match="at least 1"):
+            DevServer(**{option: 0})
+
+    def test_gzip_is_inflated_as_it_arrives(self, server: DevServer) -> None:
+        """A gzip body sent in many small chunks is inflated whole, and a bad one is 400."""
+        body = body_of([{"line": f"line {i}"} for i in range(2000)])
+        wire = gzip.compress(body)
+        pieces = iter([wire[i : i + 100] for i in range(0, len(wire), 100)])
+
+        response = post(server, pieces, headers={"Content-Encoding": "gzip"})
+        broken = post(server, wire[:50] + b"junk" + wire[54:], headers={"Content-Encoding": "gzip"})
+
+        assert (200, 400) == (response.status_code, broken.status_code)
+        assert 2000 == server.line_count
+
+    @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc")
+    def test_thirty_concurrent_9mb_requests_stay_under_the_stated_bound(self) -> None:
+        """docs/cli.md: under 30 concurrent 9 MB requests the devserver stays under 400 MB."""
+        bound_mb = 400
+        lines, i = [], 0
+        while True:
+            lines.extend(
+                {
+                    "line": f"GET /api/v1/items/{j} 200 in {j % 97} ms",
+                    "app": "web",
+                    "level": "INFO",
+                    "timestamp": 1732280000000 + j,
+                    "meta": {"user_id": j, "path": "/api/v1/items", "status": 200},
+                }
+                for j in range(i, i + 1000)
+            )
+            i += 1000
+            if len(body_of(lines)) > 9_000_000:
+                break
+        body = body_of(lines)
+        del lines
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "logdna_client", "devserver", "--port", "0", "--json"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            assert proc.stderr is not None
+            banner = proc.stderr.readline().decode()
+            url = re.search(r"(http://\S+/logs/ingest)", banner)
+            assert url is not None, banner
+            codes: list[int] = []
+
+            def send() -> None:
+                response = requests.post(url.group(1), params=HOST, data=body, timeout=300)
+                codes.append(response.status_code)
+
+            threads = [threading.Thread(target=send) for _ in range(30)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            status = Path(f"/proc/{proc.pid}/status").read_text()
+        finally:
+            proc.terminate()
+            proc.wait(TIMEOUT)
+        peak_mb = int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) // 1024  # type: ignore[union-attr]
+        assert [200] * 30 == codes
+        assert peak_mb < bound_mb
