@@ -46,6 +46,10 @@ _NAME_CAP = 80
 Overflow = Literal["drop_oldest", "drop_newest", "block"]
 _OVERFLOWS: tuple[str, ...] = ("drop_oldest", "drop_newest", "block")
 SpoolSync = Literal["none", "interval", "always"]
+Protocol = Literal["logdna", "otlp"]
+_PROTOCOLS: tuple[str, ...] = ("logdna", "otlp")
+Auth = Literal["apikey", "basic", "bearer", "pipeline"]
+_AUTHS: tuple[str, ...] = ("apikey", "basic", "bearer", "pipeline")
 _SPOOL_SYNCS: tuple[str, ...] = ("none", "interval", "always")
 
 _TRUE = frozenset({"1", "true", "yes", "on", "y", "t"})
@@ -274,6 +278,13 @@ class Config:
     spool_sync: SpoolSync = "interval"
     max_spool_bytes: int = 256 * 1024 * 1024
     max_spool_age: float = 7 * 86400.0
+    #: "logdna" (the ingest API) or "otlp" (OTLP/HTTP JSON logs to ``url``).
+    protocol: Protocol = "logdna"
+    #: How the key is sent: "apikey" header, "basic", "bearer", or "pipeline"
+    #: (Mezmo Pipeline's bare ``Authorization: <key>``).
+    auth: Auth = "apikey"
+    #: "auto": Kubernetes metadata when in a pod; True/False force it.
+    kubernetes: bool | Literal["auto"] = "auto"
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -382,6 +393,32 @@ class Config:
         set_(self, "max_spool_age",
              to_duration("max_spool_age", self.max_spool_age, minimum=1.0,
                          maximum=10 * 365 * 86400.0))  # fmt: skip
+        self._check_transport_options()
+
+    def _check_transport_options(self) -> None:
+        """protocol, auth and kubernetes (docs/scaling.md)."""
+        set_ = object.__setattr__
+        protocol = self.protocol.strip().lower() if isinstance(self.protocol, str) else None
+        if protocol not in _PROTOCOLS:
+            raise _bad("protocol", self.protocol, "one of " + ", ".join(_PROTOCOLS))
+        set_(self, "protocol", protocol)
+        if protocol == "otlp" and self.url == DEFAULT_URL:
+            # The ingest API does not speak OTLP: a silent default would lose every line.
+            raise ConfigurationError(
+                "url: protocol='otlp' needs the OTLP endpoint, e.g. a Collector's "
+                "http://host:4318/v1/logs or Mezmo's OTLP endpoint",
+                "url",
+            )
+        auth = self.auth.strip().lower() if isinstance(self.auth, str) else None
+        if auth not in _AUTHS:
+            raise _bad("auth", self.auth, "one of " + ", ".join(_AUTHS))
+        set_(self, "auth", auth)
+        kubernetes: object = self.kubernetes
+        if isinstance(kubernetes, str) and kubernetes.strip().lower() == "auto":
+            kubernetes = "auto"
+        else:
+            kubernetes = to_bool("kubernetes", kubernetes)
+        set_(self, "kubernetes", kubernetes)
 
     def _resolve_key(self, loopback: bool) -> Secret | None:
         looked: list[str] = []
