@@ -20,6 +20,7 @@ from typing import Any, Literal, cast
 from urllib.parse import urlsplit
 
 from ._errors import ConfigurationError
+from ._limits import LINE_BYTES, NAME_CHARS
 
 __all__ = ["DEFAULT_URL", "ENV_VARS", "Config", "Secret"]
 
@@ -40,8 +41,8 @@ ENV_VARS: Mapping[str, str] = {
 # The API's own limit is 10 MB per request body; stay well under it.
 _API_BODY_LIMIT = 10_000_000
 _MAX_BATCH_CAP = 8 * 1024 * 1024
-# hostname, app, env and level are capped at 80 characters by the service.
-_NAME_CAP = 80
+# hostname, app, env and level: capped at 80 characters as the official clients do.
+_NAME_CAP = NAME_CHARS
 
 Overflow = Literal["drop_oldest", "drop_newest", "block"]
 _OVERFLOWS: tuple[str, ...] = ("drop_oldest", "drop_newest", "block")
@@ -269,7 +270,7 @@ class Config:
     redact: tuple[str, ...] | bool = True
     redact_patterns: tuple[str, ...] = ()
     before_send: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None
-    max_line_length: int = 32_000
+    max_line_length: int = LINE_BYTES  # the service's line limit (_limits.py)
     allow_insecure: bool = False
     #: Deliver within shutdown_timeout on SIGTERM/SIGHUP left at their default
     #: disposition, then end by that signal (see docs/delivery.md).
@@ -417,7 +418,10 @@ class Config:
         if isinstance(kubernetes, str) and kubernetes.strip().lower() == "auto":
             kubernetes = "auto"
         else:
-            kubernetes = to_bool("kubernetes", kubernetes)
+            try:
+                kubernetes = to_bool("kubernetes", kubernetes)
+            except ConfigurationError:
+                raise _bad("kubernetes", kubernetes, '"auto", or a boolean to force it') from None
         set_(self, "kubernetes", kubernetes)
 
     def _resolve_key(self, loopback: bool) -> Secret | None:

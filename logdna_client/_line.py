@@ -21,6 +21,7 @@ import orjson
 
 from ._buffer import SEPARATOR
 from ._config import Config
+from ._limits import META_BYTES, NAME_CHARS
 from ._redact import MAX_DEPTH, Redactor, is_named_tuple, named_tuple_fields
 
 __all__ = ["LINE_HEAD", "LineBuilder", "safe_str"]
@@ -36,11 +37,11 @@ LINE_HEAD = ',{"line":'
 
 _TRUNCATED = "… [truncated by logdna_client: {} bytes in all]"
 _EMPTY = "(empty message)"
-# The service caps app, env and level at 80 characters.
-_NAME_CAP = 80
-# Meta that makes a line bigger than this is replaced by a short excerpt; it keeps
-# any single line far below one batch and the API's 10 MB request limit.
-_MAX_META_BYTES = 256 * 1024
+# The service's limits live in _limits.py; the sender enforces them (and counts cuts).
+_NAME_CAP = NAME_CHARS
+# Meta that makes a line bigger than this plus max_line_length is replaced by a
+# short excerpt here; meta within it but over the service's limit is cut on the sender.
+_MAX_META_BYTES = META_BYTES
 _META_EXCERPT = 1000
 
 

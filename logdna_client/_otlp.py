@@ -212,7 +212,7 @@ class OTLPEncoder:
                 attributes = key_values(meta)
             elif meta is not None:  # index_meta=False: meta as a JSON string
                 attributes = [{"key": "meta", "value": any_value(meta)}]
-            if len(line) > 4 + ("app" in line) + ("env" in line) + ("meta" in line):
+            if len(line) > 3 + ("app" in line) + ("env" in line) + ("meta" in line):
                 attributes += [
                     {"key": k, "value": any_value(v)}
                     for k, v in line.items()
