@@ -22,7 +22,6 @@ from logdna_client._otlp import (
     severity_for,
 )
 from logdna_client._transport import Kind
-
 from tests._otlp_server import Server, running
 
 KEY = "otlp-test-key-0123456789"
@@ -263,8 +262,8 @@ class TestEncoder:
 class TestDecode:
     def test_bad_bodies_are_decode_errors(self) -> None:
         """What the devserver answers 400 for."""
-        for body in (b"nope", b"[]", b'{"resourceLogs": 3}',
-                     b'{"resourceLogs": [{"scopeLogs": [{"logRecords": [{"attributes": [1]}]}]}]}'):  # fmt: skip
+        bad_attribute = b'{"resourceLogs": [{"scopeLogs": [{"logRecords": [{"attributes": [1]}]}]}]}'
+        for body in (b"nope", b"[]", b'{"resourceLogs": 3}', bad_attribute):
             with pytest.raises(OTLPDecodeError):
                 decode_export_request(body)
 
