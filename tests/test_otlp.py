@@ -263,8 +263,6 @@ class TestDecode:
     def test_bad_bodies_are_decode_errors(self) -> None:
         """What the devserver answers 400 for."""
         bad_attribute = b'{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"attributes":[1]}]}]}]}'
-            b'{"resourceLogs": [{"scopeLogs": [{"logRecords": [{"attributes": [1]}]}]}]}'
-        )
         for body in (b"nope", b"[]", b'{"resourceLogs": 3}', bad_attribute):
             with pytest.raises(OTLPDecodeError):
                 decode_export_request(body)
