@@ -47,7 +47,7 @@ class TestDetect:
         assert expected == detect(POD_ENV)
 
     def test_otel_resource_attributes_win(self, no_files: Path) -> None:
-        """OTEL_RESOURCE_ATTRIBUTES k8s.* keys (percent-decoded) come first; other keys are not ours."""
+        """OTEL_RESOURCE_ATTRIBUTES k8s.* keys (percent-decoded) come first; others are not ours."""
         env = dict(POD_ENV, OTEL_RESOURCE_ATTRIBUTES=(
             "service.name=x, k8s.pod.name=from%2Cotel,k8s.deployment.name=web,junk"
         ))  # fmt: skip
