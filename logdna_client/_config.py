@@ -314,7 +314,9 @@ class Config:
                 "url",
             )
         set_(self, "url", url)
-        set_(self, "key", self._resolve_key(_is_loopback(parts.hostname)))
+        # An OpenTelemetry Collector usually takes local senders without a key.
+        otlp = isinstance(self.protocol, str) and self.protocol.strip().lower() == "otlp"
+        set_(self, "key", self._resolve_key(_is_loopback(parts.hostname) or otlp))
 
         hostname = self.hostname if self.hostname is not None else env.get(ENV_VARS["hostname"])
         hostname = _optional_name("hostname", hostname) or socket.gethostname()[:_NAME_CAP]

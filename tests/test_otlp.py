@@ -298,6 +298,15 @@ class TestConfig:
         )
         client.close()
 
+    def test_no_key_needed_for_a_collector(self) -> None:
+        """A Collector usually takes local senders without a key: OTLP needs none, and
+        then sends no credential at all."""
+        client = Client(url="https://collector.internal:4318/v1/logs", protocol="otlp")
+        assert client.config.key is None
+        client.close()
+        with pytest.raises(ConfigurationError):
+            Client(url="https://logs.example.com/logs/ingest")
+
     @pytest.mark.parametrize(
         ("options", "option"),
         [({"protocol": "grpc"}, "protocol"), ({"auth": "token"}, "auth"),
