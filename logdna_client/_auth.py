@@ -13,8 +13,10 @@
 from __future__ import annotations
 
 import base64
+import binascii
+from collections.abc import Iterable
 
-__all__ = ["auth_headers"]
+__all__ = ["auth_headers", "credentials_in"]
 
 
 def auth_headers(auth: str, key: str | None) -> dict[str, str]:
@@ -29,3 +31,33 @@ def auth_headers(auth: str, key: str | None) -> dict[str, str]:
     if auth == "pipeline":
         return {"Authorization": key}
     return {"apikey": key}
+
+
+def credentials_in(
+    headers: Iterable[tuple[str, str]], query: Iterable[tuple[str, str]] = ()
+) -> list[tuple[str, str]]:
+    """Every credential a request carries, as (form, key): the receiving side.
+
+    Forms: ``apikey`` (the header, any case), ``basic`` (the user name),
+    ``bearer``, ``pipeline`` (a bare ``Authorization``) and ``query`` (an
+    ``apikey`` query parameter). A well-formed request carries exactly one.
+    """
+    found: list[tuple[str, str]] = []
+    for name, value in headers:
+        low = name.lower()
+        if low == "apikey":
+            found.append(("apikey", value))
+        elif low == "authorization":
+            scheme, _, rest = value.strip().partition(" ")
+            if scheme.lower() == "basic" and rest:
+                try:
+                    user = base64.b64decode(rest.strip(), validate=True).decode().partition(":")[0]
+                except (binascii.Error, UnicodeDecodeError):
+                    user = ""
+                found.append(("basic", user))
+            elif scheme.lower() == "bearer" and rest:
+                found.append(("bearer", rest.strip()))
+            else:
+                found.append(("pipeline", value.strip()))
+    found += [("query", value) for name, value in query if name.lower() == "apikey"]
+    return found

@@ -17,7 +17,7 @@ a body back into the devserver's line dicts, so the devserver can accept
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import orjson
@@ -35,6 +35,7 @@ __all__ = [
     "export_response",
     "from_any_value",
     "level_for",
+    "receive",
     "severity_for",
 ]
 
@@ -394,3 +395,25 @@ def export_response(rejected: int = 0, message: str = "") -> bytes:
     return orjson.dumps(
         {"partialSuccess": {"rejectedLogRecords": str(rejected), "errorMessage": message}}
     )
+
+
+def receive(
+    body: bytes, refuse: Callable[[dict[str, Any]], bool] | None = None
+) -> tuple[int, bytes, list[dict[str, Any]]]:
+    """Everything a server's ``POST /v1/logs`` does with an (inflated) JSON body.
+
+    Returns the status, the response body (``application/json``) and the lines
+    taken, as line dicts. A body that is not an ``ExportLogsServiceRequest`` is
+    a 400 (OTLP: not to be retried); lines ``refuse`` picks are left out and
+    named in a 200 partial success, as an OTLP receiver refuses records it
+    cannot store.
+    """
+    try:
+        lines = decode_export_request(body)
+    except OTLPDecodeError as exc:
+        return 400, orjson.dumps({"code": 3, "message": str(exc)}), []
+    if refuse is None:
+        return 200, export_response(), lines
+    kept = [line for line in lines if not refuse(line)]
+    rejected = len(lines) - len(kept)
+    return 200, export_response(rejected, f"{rejected} record(s) refused" if rejected else ""), kept

@@ -13,12 +13,14 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from logdna_client import Client, ConfigurationError
+from logdna_client._auth import credentials_in
 from logdna_client._otlp import (
     OTLPDecodeError,
     OTLPEncoder,
     classify_otlp,
     decode_export_request,
     export_response,
+    receive,
     severity_for,
 )
 from logdna_client._transport import Kind
@@ -201,21 +203,33 @@ class TestAuth:
         self, auth: str, header: tuple[str, str], protocol: str
     ) -> None:
         """Each auth mode sends the key in its one header and nowhere else (no URL)."""
-        with running(expected=header) as server:
+        with running(expected=(auth, KEY)) as server:
             url = server.url if protocol == "otlp" else server.base + "/logs/ingest"
             client = make_client(server, url=url, protocol=protocol, auth=auth)
             client.log("authenticated")
             assert client.flush(timeout=10)
             client.close()
             (request,) = server.requests
-            assert [header] == request.credentials
+            assert [(auth, KEY)] == request.credentials
+            assert header[1] == request.headers[header[0]]
             assert 200 == request.status
             assert KEY not in request.path and KEY not in str(request.query)
             assert KEY not in repr(client) and KEY not in repr(client.config)
 
+    def test_credentials_in_finds_every_form(self) -> None:
+        """The receiving side sees each credential a request carries, so a server can
+        insist on exactly one."""
+        basic = "Basic " + base64.b64encode(b"k1:").decode()
+        headers = [("APIKEY", "k0"), ("Authorization", basic), ("x-other", "k9")]
+        expected = [("apikey", "k0"), ("basic", "k1"), ("query", "k2")]
+        assert expected == credentials_in(headers, [("apikey", "k2"), ("hostname", "h")])
+        assert [("bearer", "t")] == credentials_in([("authorization", "Bearer t")])
+        assert [("pipeline", "raw-key")] == credentials_in([("Authorization", "raw-key")])
+        assert [("basic", "")] == credentials_in([("Authorization", "Basic !!!")])
+
     def test_a_wrong_key_is_refused_by_the_server(self) -> None:
         """The test server does check the value: a wrong key is a 403, reported as auth."""
-        with running(expected=("Authorization", "Bearer other")) as server:
+        with running(expected=("bearer", "other")) as server:
             client = make_client(server, auth="bearer")
             client.log("x")
             assert server.wait_for_requests(1)
@@ -257,6 +271,22 @@ class TestEncoder:
         """The first number of each OpenTelemetry severity range."""
         expected = {"TRACE": 1, "DEBUG": 5, "info": 9, "WARN": 13, "ERROR": 17, "CRITICAL": 21}
         assert expected == {name: severity_for(name) for name in expected}
+
+
+class TestReceive:
+    def test_receive_answers_as_an_otlp_receiver(self) -> None:
+        """200 with {} for a good body, a partial success naming refused records, 400 for junk."""
+        encoder = OTLPEncoder(app="a", env=None, hostname="h")
+        body = encoder.encode([b',{"line":"good","timestamp":1}', b',{"line":"bad","timestamp":2}'])
+        assert (200, b"{}", ["good", "bad"]) == _texts(receive(body))
+        status, answer, lines = receive(body, lambda line: line["line"] == "bad")
+        assert (200, ["good"]) == (status, [line["line"] for line in lines])
+        assert "1" == orjson.loads(answer)["partialSuccess"]["rejectedLogRecords"]
+        assert 400 == receive(b"not json")[0]
+
+
+def _texts(answer: tuple[int, bytes, list[dict[str, Any]]]) -> tuple[int, bytes, list[str]]:
+    return answer[0], answer[1], [line["line"] for line in answer[2]]
 
 
 class TestDecode:
