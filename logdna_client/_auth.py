@@ -16,7 +16,7 @@ import base64
 import binascii
 from collections.abc import Iterable
 
-__all__ = ["auth_headers", "credentials_in"]
+__all__ = ["auth_headers", "credentials_in", "secret_forms"]
 
 
 def auth_headers(auth: str, key: str | None) -> dict[str, str]:
@@ -31,6 +31,16 @@ def auth_headers(auth: str, key: str | None) -> dict[str, str]:
     if auth == "pipeline":
         return {"Authorization": key}
     return {"apikey": key}
+
+
+def secret_forms(key: str | None) -> tuple[str, ...]:
+    """The key as it may come back in a server's answer: itself, and base64-encoded
+    as in a Basic token (with and without the colon); the longest first."""
+    if not key:
+        return ()
+    forms = {key, base64.b64encode(f"{key}:".encode()).decode("ascii"),
+             base64.b64encode(key.encode()).decode("ascii")}  # fmt: skip
+    return tuple(sorted(forms, key=len, reverse=True))
 
 
 def credentials_in(

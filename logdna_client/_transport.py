@@ -23,7 +23,7 @@ import urllib3.connection
 import urllib3.connectionpool
 from requests.adapters import HTTPAdapter
 
-from ._auth import auth_headers
+from ._auth import auth_headers, secret_forms
 from ._config import Config
 from ._kubernetes import attributes_for, tags_for
 from ._retry import parse_retry_after
@@ -233,6 +233,7 @@ class HTTPTransport:
         # To scrub from what servers and proxies say back (some quote the headers).
         self._key = secret.reveal() if secret is not None else None
         session.headers.update(auth_headers(config.auth, self._key))
+        self._secrets = secret_forms(self._key)
         self._session = session
         params = {"hostname": config.hostname}
         if config.ip:
@@ -259,10 +260,10 @@ class HTTPTransport:
 
     def send(self, body: bytes, *, gzipped: bool, timeout: float) -> Outcome:
         outcome = self._send(body, gzipped=gzipped, timeout=timeout)
-        key = self._key
-        if key and key in outcome.detail:
-            # The detail is logged: an error body echoing the key must not leak it.
-            outcome = replace(outcome, detail=outcome.detail.replace(key, "***"))
+        for secret in self._secrets:
+            if secret in outcome.detail:
+                # The detail is logged: an error body echoing the key must not leak it.
+                outcome = replace(outcome, detail=outcome.detail.replace(secret, "***"))
         return outcome
 
     def _send(self, body: bytes, *, gzipped: bool, timeout: float) -> Outcome:

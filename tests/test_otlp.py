@@ -14,6 +14,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from logdna_client import Client, ConfigurationError
 from logdna_client._auth import credentials_in
+from logdna_client._config import Config
 from logdna_client._otlp import (
     OTLPDecodeError,
     OTLPEncoder,
@@ -23,7 +24,7 @@ from logdna_client._otlp import (
     receive,
     severity_for,
 )
-from logdna_client._transport import Kind
+from logdna_client._transport import HTTPTransport, Kind
 from tests._otlp_server import Server, running
 
 KEY = "otlp-test-key-0123456789"
@@ -215,6 +216,20 @@ class TestAuth:
             assert 200 == request.status
             assert KEY not in request.path and KEY not in str(request.query)
             assert KEY not in repr(client) and KEY not in repr(client.config)
+
+    @pytest.mark.parametrize("auth", ["apikey", "basic", "bearer", "pipeline"])
+    def test_an_echoed_credential_is_scrubbed(self, auth: str) -> None:
+        """A server echoing the credential header in an error body does not leak it
+        into the detail the library logs (a Basic token is the key, base64-encoded)."""
+        with running(expected=(auth, KEY)) as server:
+            token = base64.b64encode(f"{KEY}:".encode()).decode()
+            server.answer_next(400, body=f"bad request; you sent {token} / {KEY}".encode())
+            transport = HTTPTransport(Config(key=KEY, url=server.url, protocol="otlp", auth=auth))
+            outcome = transport.send(b"{}", gzipped=False, timeout=5)
+            transport.close()
+        assert 400 == outcome.status
+        assert token not in outcome.detail and KEY not in outcome.detail
+        assert "***" in outcome.detail
 
     def test_credentials_in_finds_every_form(self) -> None:
         """The receiving side sees each credential a request carries, so a server can
