@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import base64
+import logging
+import logging.config
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -365,3 +368,48 @@ class TestConfig:
         with pytest.raises(ConfigurationError) as info:
             Client(**options)
         assert option == info.value.option
+
+
+class TestPipeline:
+    def test_the_spool_replays_as_otlp(self, otlp: Server, tmp_path: Path) -> None:
+        """Lines spooled while the collector was down (LogDNA lines on disk, as always)
+        are delivered as OTLP by the next client on the same folder."""
+        spool = str(tmp_path / "spool")
+        down = Client(url="http://127.0.0.1:9/v1/logs", protocol="otlp", spool_dir=spool,
+                      handle_signals=False, flush_interval=0.05, retry_max_backoff=0.1)  # fmt: skip
+        for i in range(5):
+            down.log(f"spooled {i}", meta={"i": i})
+        down.close(timeout=0.5)
+        client = make_client(otlp, spool_dir=spool)
+        client.log("after")  # starts the sender, which opens the spool and replays it first
+        assert client.flush(timeout=10)
+        client.close()
+        expected = [*(f"spooled {i}" for i in range(5)), "after"]
+        assert expected == [line["line"] for line in otlp.lines]
+        assert [{"i": i} for i in range(5)] == [line["meta"] for line in otlp.lines[:5]]
+        assert all(r.parsed is not None for r in otlp.requests)
+
+    def test_dictconfig_strings(self, otlp: Server) -> None:
+        """protocol, auth and kubernetes given as strings through dictConfig."""
+        logging.config.dictConfig({
+            "version": 1, "disable_existing_loggers": False,
+            "handlers": {"mezmo": {
+                "class": "logdna_client.LogDNAHandler", "key": KEY, "url": otlp.url,
+                "protocol": "otlp", "auth": "bearer", "kubernetes": "false",
+                "handle_signals": "false", "flush_interval": "0.05",
+            }},
+            "loggers": {"otlp.dictconfig": {"handlers": ["mezmo"], "propagate": False,
+                                            "level": "INFO"}},
+        })  # fmt: skip
+        log = logging.getLogger("otlp.dictconfig")
+        (handler,) = log.handlers
+        log.warning("configured %s", "by dictConfig")
+        assert handler.client.flush(timeout=10)  # type: ignore[attr-defined]
+        handler.close()
+        log.handlers.clear()
+        assert [("bearer", KEY)] == otlp.requests[0].credentials
+        (_, record) = records(otlp)[0]
+        assert ("configured by dictConfig", 13) == (
+            record.body.string_value,
+            record.severity_number,
+        )
