@@ -240,7 +240,9 @@ class HTTPTransport:
             params["ip"] = config.ip
         if config.mac:
             params["mac"] = config.mac
-        tags = [*config.tags, *tags_for(attributes_for(config.kubernetes))]
+        tags = list(config.tags)
+        if config.protocol == "logdna":  # OTLP puts them in the body's resource instead
+            tags += tags_for(attributes_for(config.kubernetes))
         if tags:
             params["tags"] = ",".join(tags)
         self._params = params

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -152,18 +153,22 @@ class TestShipping:
         resource = otlp.lines[0]["resource"]
         assert ("web-7d9f-abcde", "node-3") == (resource["k8s.pod.name"], resource["k8s.node.name"])
 
+    @pytest.mark.parametrize("protocol", ["logdna", "otlp"])
     def test_read_once_not_per_line(
-        self, server: DevServer, monkeypatch: pytest.MonkeyPatch, no_files: Path
+        self, server: DevServer, monkeypatch: pytest.MonkeyPatch, no_files: Path, protocol: str
     ) -> None:
-        """Detection runs when the client is built, never as lines are logged."""
+        """Detection runs once, when the client is built, never as lines are logged."""
         calls = []
         real = _kubernetes.detect
         monkeypatch.setattr(_kubernetes, "detect", lambda *a, **k: calls.append(1) or real(*a, **k))
-        client = Client(key="k", url=server.url, hostname="h", handle_signals=False)
-        built = len(calls)
-        for i in range(500):
-            client.log(f"line {i}")
-        assert client.flush(timeout=10)
-        client.close()
+        with contextlib.ExitStack() as stack:
+            url = stack.enter_context(running()).url if protocol == "otlp" else server.url
+            client = Client(key="k", url=url, hostname="h", handle_signals=False,
+                            protocol=protocol)  # fmt: skip
+            built = len(calls)
+            for i in range(500):
+                client.log(f"line {i}")
+            assert client.flush(timeout=10)
+            client.close()
         assert 1 == built
         assert built == len(calls)
