@@ -53,6 +53,12 @@ _LEVEL_OF_RANGE = ("TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL")
 
 _INT64 = (-(2**63), 2**63 - 1)
 _SCOPE = {"name": "logdna_client", "version": __version__}
+# How the builder's lines begin, and the markers between their first fields.
+_HEAD = SEPARATOR + b'{"line":"'
+_TEXT_AT = len(SEPARATOR + b'{"line":')  # where the text's JSON string starts
+_AFTER_TEXT = b'","timestamp":'
+_LEVEL = b',"level":"'
+_TAIL_KEYS = frozenset({"app", "env"})
 # Line keys that are not attributes: they become body, time, severity or resource.
 _LINE_KEYS = frozenset({"line", "timestamp", "level", "app", "env", "meta"})
 
@@ -156,6 +162,8 @@ class OTLPEncoder:
         # Resources by (app, env): almost every batch has one; each is built once.
         self._resources: dict[tuple[Any, Any], dict[str, Any]] = {}
         self._severities: dict[str, bytes] = {}
+        self._level_fragments: dict[bytes, bytes] = {}
+        self._tails: dict[bytes, tuple[tuple[Any, Any], bytes]] = {}
         #: Lines longer than this are checked against the service's limits
         #: (see ``_limits.enforce_entries``); all of them with ``inspect_all``.
         self.threshold = LINE_BYTES
@@ -190,66 +198,66 @@ class OTLPEncoder:
     def encode(self, entries: list[bytes], cuts: Cuts | None = None) -> bytes:
         """The JSON body for ``entries`` (each a separator, then one LogDNA line).
 
-        Each record is one bytes template filled with the timestamp, the cached
-        severity, the text (one ``orjson.dumps``) and the attributes: building
-        and serializing a dict per record costs about twice as much. Lines with
-        anything unusual (keys a ``before_send`` hook added, a missing or odd
-        timestamp, text that is not a string) take the general path.
+        Lines as the builder makes them (``line``, ``timestamp``, ``level``,
+        then app, env and meta) are taken apart as bytes, not parsed: the text
+        is already a JSON string and goes into the record as it is, and the
+        tail after the level (app, env) is the same on every line of an app,
+        so it is parsed once and cached. Lines with meta are parsed whole.
+        That is about a third less CPU than parsing each line. Anything else
+        (a ``before_send`` hook's keys, a line near a limit, another writer's
+        spool) takes the general path, ``_convert``.
         """
-        loads = orjson.loads
-        dumps = orjson.dumps
-        skip = len(SEPARATOR)
         groups: dict[tuple[Any, Any], list[bytes]] = {}
-        default_app, default_env = self._app, self._env
         threshold, inspect_all = self.threshold, self.inspect_all
-        template = b'{"timeUnixNano":"%d000000"%b,"body":{"stringValue":%b}%b}'
+        template = b'{"timeUnixNano":"%b000000"%b,"body":{"stringValue":%b}%b}'
+        tails = self._tails
+        severities = self._level_fragments
         for entry in entries:
-            try:
-                line = loads(entry[skip:])  # a slice: cheaper than a memoryview for short lines
-            except orjson.JSONDecodeError:
-                line = {"line": bytes(entry[skip:]).decode("utf-8", "replace")}
-            if type(line) is not dict:
-                line = {"line": dumps(line).decode()}
-            if cuts is not None and (len(entry) > threshold or inspect_all):
-                enforce_line(line, cuts, meta_size=len(entry))
-            app = line.get("app", default_app)
-            env = line.get("env", default_env)
-            meta = line.get("meta")
-            text = line.get("line")
-            timestamp = line.get("timestamp")
+            record = None
             if (
-                type(text) is str
-                and type(timestamp) is int
-                and timestamp > 0
-                and len(line) == 3 + ("app" in line) + ("env" in line) + ("meta" in line)
+                entry.startswith(_HEAD)
+                and not entry.endswith(b"}}")  # an object last: meta, the general path's
+                and not (inspect_all or len(entry) > threshold)
             ):
-                attributes = b""
-                if type(meta) is dict:
-                    if meta:
-                        attributes = b',"attributes":' + dumps(key_values(meta))
-                elif meta is not None:  # index_meta=False: meta as a JSON string
-                    attributes = b',"attributes":' + dumps(
-                        [{"key": "meta", "value": any_value(meta)}]
-                    )
-                record = template % (
-                    timestamp,
-                    self._severity(line.get("level")),
-                    dumps(text),
-                    attributes,
-                )
-            else:
-                record = dumps(self._record(line))
-            group = groups.get((app, env))
+                # The text's closing quote: a quote inside the text is escaped, so the
+                # first unescaped '","timestamp":' is the end of the "line" value.
+                end = entry.find(_AFTER_TEXT, _TEXT_AT + 1)
+                level_at = entry.find(_LEVEL, end)
+                level_end = entry.find(b'"', level_at + len(_LEVEL))
+                # No '","' inside: that would be a closing quote and another key, not
+                # text (a quote in the text is always preceded by a backslash).
+                if (
+                    end > 0
+                    and level_at > 0
+                    and level_end > 0
+                    and entry.find(b'","', _TEXT_AT, end) < 0
+                ):
+                    timestamp = entry[end + len(_AFTER_TEXT) : level_at]
+                    tail = entry[level_end + 1 :]
+                    found = tails.get(tail)
+                    if found is None:
+                        found = self._tail(tail)
+                    severity = severities.get(entry[level_at + len(_LEVEL) : level_end])
+                    if severity is None:
+                        severity = self._level_fragment(entry[level_at + len(_LEVEL) : level_end])
+                    if found is not None and severity is not None and timestamp.isdigit():
+                        key, attributes = found
+                        record = template % (
+                            timestamp, severity, entry[_TEXT_AT : end + 1], attributes
+                        )  # fmt: skip
+            if record is None:
+                key, record = self._convert(entry, cuts)
+            group = groups.get(key)
             if group is None:
-                group = groups[(app, env)] = []
+                group = groups[key] = []
             group.append(record)
-        scope = b',"scopeLogs":[{"scope":' + dumps(_SCOPE) + b',"logRecords":['
+        scope = b',"scopeLogs":[{"scope":' + orjson.dumps(_SCOPE) + b',"logRecords":['
         return b"".join(
             (
                 b'{"resourceLogs":[',
                 b",".join(
                     b'{"resource":'
-                    + dumps(self._resource(*key))
+                    + orjson.dumps(self._resource(*key))
                     + scope
                     + b",".join(records)
                     + b"]}]}"
@@ -258,6 +266,70 @@ class OTLPEncoder:
                 b"]}",
             )
         )
+
+    def _convert(self, entry: bytes, cuts: Cuts | None) -> tuple[tuple[Any, Any], bytes]:
+        """The general path: parse the line, cut it to the limits, build its record."""
+        try:
+            line = orjson.loads(entry[len(SEPARATOR) :])
+        except orjson.JSONDecodeError:
+            line = {"line": bytes(entry[len(SEPARATOR) :]).decode("utf-8", "replace")}
+        if type(line) is not dict:
+            line = {"line": orjson.dumps(line).decode()}
+        if cuts is not None and (len(entry) > self.threshold or self.inspect_all):
+            enforce_line(line, cuts, meta_size=len(entry))
+        key = (line.get("app", self._app), line.get("env", self._env))
+        meta = line.get("meta")
+        text = line.get("line")
+        timestamp = line.get("timestamp")
+        if not (
+            type(text) is str
+            and type(timestamp) is int
+            and timestamp > 0
+            and len(line) == 3 + ("app" in line) + ("env" in line) + ("meta" in line)
+        ):
+            return key, orjson.dumps(self._record(line))  # keys of a hook's, odd values
+        attributes = b""
+        if type(meta) is dict:
+            if meta:
+                attributes = b',"attributes":' + orjson.dumps(key_values(meta))
+        elif meta is not None:  # index_meta=False: meta as a JSON string
+            attributes = b',"attributes":' + orjson.dumps(
+                [{"key": "meta", "value": any_value(meta)}]
+            )
+        record = b'{"timeUnixNano":"%d000000"%b,"body":{"stringValue":%b}%b}' % (
+            timestamp, self._severity(line.get("level")), orjson.dumps(text), attributes
+        )  # fmt: skip
+        return key, record
+
+    def _tail(self, tail: bytes) -> tuple[tuple[Any, Any], bytes] | None:
+        """The resource key a line's tail (``,"app":..,"env":..}``) gives, cached;
+        None for a tail with meta or anything else (the general path is as fast
+        for those: the meta's conversion dominates)."""
+        if tail == b"}":
+            rest: Any = {}
+        else:
+            if not tail.startswith(b',"') or b'"meta":' in tail or len(self._tails) >= 64:
+                return None
+            try:
+                rest = orjson.loads(b"{" + tail[1:])
+            except orjson.JSONDecodeError:
+                return None
+        if type(rest) is not dict or not rest.keys() <= _TAIL_KEYS:
+            return None
+        found = ((rest.get("app", self._app), rest.get("env", self._env)), b"")
+        self._tails[tail] = found
+        return found
+
+    def _level_fragment(self, level: bytes) -> bytes | None:
+        if b"\\" in level:  # escaped: leave it to the general path
+            return None
+        try:
+            fragment = self._severity(level.decode("utf-8"))
+        except UnicodeDecodeError:
+            return None
+        if len(self._level_fragments) < 64:
+            self._level_fragments[level] = fragment
+        return fragment
 
     def _record(self, line: dict[str, Any]) -> dict[str, Any]:
         """A LogRecord for any line dict (the general path)."""

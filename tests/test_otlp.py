@@ -413,3 +413,56 @@ class TestPipeline:
             record.body.string_value,
             record.severity_number,
         )
+
+
+_TRICKY = ['plain', '', 'say "hi"', 'back\\slash\\', '","timestamp":1,"level":"X', '\\","timestamp":',
+           'é ☃ 𝄞', 'tab\there\nnewline', '\x00\x1f', '"}', '}}']  # fmt: skip
+
+
+class TestFastPath:
+    """The encoder takes the builder's lines apart as bytes; the general path parses them."""
+
+    @staticmethod
+    def both(entries: list[bytes]) -> tuple[Any, Any]:
+        fast = OTLPEncoder(app="api", env="prod", hostname="h")
+        general = OTLPEncoder(app="api", env="prod", hostname="h")
+        general.inspect_all = True  # every line through the general path
+        return orjson.loads(fast.encode(entries)), orjson.loads(general.encode(entries))
+
+    @pytest.mark.parametrize("index_meta", [True, False])
+    def test_same_records_as_the_general_path(self, index_meta: bool) -> None:
+        """Tricky texts, levels, apps and meta, as the real builder makes them: the same
+        request either way, and one the official definitions parse."""
+        from logdna_client._line import LineBuilder
+
+        builder = LineBuilder(Config(key="k", hostname="h", app="api", env="prod",
+                                     index_meta=index_meta))  # fmt: skip
+        entries = []
+        for i, text in enumerate(_TRICKY):
+            for level in ("INFO", "warning", 'odd"level', "\\"):
+                meta = {"i": i, "t": text} if i % 2 else None
+                app = "other" if i % 3 == 0 else None
+                line = builder.encode(text, level, 1732280000000 + i, meta, app)
+                assert line is not None
+                entries.append(b"," + line)
+                if builder.plain_max_chars > 0 and text:
+                    plain = builder.plain(text, level, 1732280000000 + i, meta)
+                    assert plain is not None
+                    entries.append(plain)
+        fast, general = self.both(entries)
+        assert general == fast
+        json_format.Parse(orjson.dumps(fast), ExportLogsServiceRequest())
+
+    def test_other_key_orders_are_not_misread(self) -> None:
+        """Lines in another order (another writer's spool, a hook) are not taken apart."""
+        entries = [
+            b',{"line":"x","level":"INFO","timestamp":1732280000000}',
+            b',{"line":"y","app":"a","timestamp":1732280000000,"level":"INFO"}',
+            b',{"line":"z","timestamp":1732280000000,"level":"INFO","file":"f"}',
+            b',{"line":"w","timestamp":-5,"level":"INFO"}',
+        ]
+        fast, general = self.both(entries)
+        assert general == fast
+        bodies = [r["body"]["stringValue"] for rl in fast["resourceLogs"]
+                  for sl in rl["scopeLogs"] for r in sl["logRecords"]]  # fmt: skip
+        assert ["x", "z", "w", "y"] == bodies  # grouped by app: "a" is a resource of its own
