@@ -415,8 +415,8 @@ class TestPipeline:
         )
 
 
-_TRICKY = ['plain', '', 'say "hi"', 'back\\slash\\', '","timestamp":1,"level":"X', '\\","timestamp":',
-           'é ☃ 𝄞', 'tab\there\nnewline', '\x00\x1f', '"}', '}}']  # fmt: skip
+_TRICKY = ["plain", "", 'say "hi"', "back\\slash\\", '","timestamp":1,"level":"X',
+           '\\","timestamp":', "é ☃ 𝄞", "tab\there\nnewline", "\x00\x1f", '"}', "}}"]  # fmt: skip
 
 
 class TestFastPath:
