@@ -302,6 +302,17 @@ class TestReceive:
         assert "1" == orjson.loads(answer)["partialSuccess"]["rejectedLogRecords"]
         assert 400 == receive(b"not json")[0]
 
+    def test_lines_render_in_the_devservers_tail(self) -> None:
+        """What receive() returns is what the devserver's tail and --json output take."""
+        from logdna_client._devserver import dump_line, format_line
+
+        encoder = OTLPEncoder(app="shop", env=None, hostname="h")
+        entry = b',{"line":"paid","timestamp":1732280000123,"level":"WARNING","meta":{"id":7}}'
+        _, _, (line,) = receive(encoder.encode([entry]))
+        shown = format_line(line, False, 1732280000.5)
+        assert "WARNING" in shown and "[shop] paid" in shown and "id=7" in shown
+        assert "paid" == orjson.loads(dump_line(line))["line"]
+
 
 def _texts(answer: tuple[int, bytes, list[dict[str, Any]]]) -> tuple[int, bytes, list[str]]:
     return answer[0], answer[1], [line["line"] for line in answer[2]]
