@@ -31,6 +31,7 @@ __all__ = [
     "META_BYTES",
     "NAME_CHARS",
     "Cuts",
+    "count_excerpt",
     "enforce_entries",
     "enforce_line",
     "threshold_for",
@@ -130,6 +131,19 @@ def enforce_line(line: dict[str, Any], cuts: Cuts, *, meta_size: int | None = No
     return changed
 
 
+#: The builder replaces oversize meta by an excerpt of this many characters: a
+#: line holding one is at least this long.
+EXCERPT_MIN = _META_EXCERPT
+_META_MARK_BYTES = b'"' + _META_MARK.encode() + b'"'
+
+
+def count_excerpt(entry: bytes, cuts: Cuts) -> None:
+    """Count a meta excerpt the builder made (the line is small again, so the
+    limits' check does not parse it): one length test for most lines."""
+    if len(entry) > EXCERPT_MIN and _META_MARK_BYTES in entry:
+        cuts["meta"] += 1
+
+
 def enforce_entries(
     entries: list[bytes], cuts: Cuts, *, threshold: int = LINE_BYTES, inspect_all: bool = False
 ) -> list[bytes]:
@@ -142,18 +156,21 @@ def enforce_entries(
     cost of one ``len``. A ``before_send`` hook can return anything, so
     ``inspect_all`` parses all.
     """
-    if not inspect_all and (not entries or max(map(len, entries)) <= threshold):
+    if not inspect_all and (not entries or max(map(len, entries)) <= min(threshold, EXCERPT_MIN)):
         return entries
-    out = list(entries)
+    out: list[bytes] | None = None
     skip = len(SEPARATOR)
     for index, entry in enumerate(entries):
         size = len(entry)
         if size <= threshold and not inspect_all:
+            count_excerpt(entry, cuts)
             continue
         try:
             line = orjson.loads(memoryview(entry)[skip:])
         except orjson.JSONDecodeError:
             continue  # not ours to judge: the service's 400 finds it
         if type(line) is dict and enforce_line(line, cuts, meta_size=size):
+            if out is None:
+                out = list(entries)
             out[index] = SEPARATOR + orjson.dumps(line)
-    return out
+    return entries if out is None else out

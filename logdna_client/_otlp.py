@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 
 from ._buffer import SEPARATOR
-from ._limits import LINE_BYTES, Cuts, enforce_line
+from ._limits import LINE_BYTES, Cuts, count_excerpt, enforce_line
 from ._transport import Kind, Outcome, classify
 from ._version import __version__
 
@@ -275,8 +275,11 @@ class OTLPEncoder:
             line = {"line": bytes(entry[len(SEPARATOR) :]).decode("utf-8", "replace")}
         if type(line) is not dict:
             line = {"line": orjson.dumps(line).decode()}
-        if cuts is not None and (len(entry) > self.threshold or self.inspect_all):
-            enforce_line(line, cuts, meta_size=len(entry))
+        if cuts is not None:
+            if len(entry) > self.threshold or self.inspect_all:
+                enforce_line(line, cuts, meta_size=len(entry))
+            else:
+                count_excerpt(entry, cuts)
         key = (line.get("app", self._app), line.get("env", self._env))
         meta = line.get("meta")
         text = line.get("line")

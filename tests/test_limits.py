@@ -78,6 +78,23 @@ class TestMeta:
         assert line["meta"]["excerpt"].startswith('{"blob":"zzz')
         assert 1 == cut["meta"]
 
+    @pytest.mark.parametrize("protocol", ["logdna", "otlp"])
+    def test_the_builders_excerpt_is_counted(self, server: DevServer, protocol: str) -> None:
+        """Meta so big the builder already replaced it (the line is small again) counts too."""
+        meta = {"blob": "z" * 60_000}
+        if protocol == "logdna":
+            (line,), cut = ship(server, [("huge meta", meta)])
+        else:
+            with running() as otlp:
+                client = Client(key="k", url=otlp.url, protocol="otlp", handle_signals=False)
+                client.log("huge meta", meta=meta)
+                assert client.flush(timeout=10)
+                cut = client.stats()["cut"]
+                client.close()
+            (line,) = otlp.lines
+        assert "logdna_client_truncated" in line["meta"]
+        assert {"line": 0, "meta": 1, "app": 0, "level": 0} == cut
+
     def test_meta_as_a_string_too(self, server: DevServer) -> None:
         """index_meta=False ships meta as a string: over the limit, an excerpt string."""
         (line,), cut = ship(server, [("m", {"blob": "z" * 40_000})], index_meta=False)
