@@ -109,7 +109,9 @@ def enforce_line(line: dict[str, Any], cuts: Cuts, *, meta_size: int | None = No
         elif text.endswith("bytes in all]") and _TEXT_MARK_RE.search(text):
             cuts["line"] += 1  # cut where it was built; marked there already
     meta = line.get("meta")
-    if isinstance(meta, dict) and _META_MARK in meta:
+    if (isinstance(meta, dict) and _META_MARK in meta) or (
+        isinstance(meta, str) and meta.startswith('{"' + _META_MARK)
+    ):
         cuts["meta"] += 1  # the builder's excerpt
     elif meta is not None and (meta_size is None or meta_size > META_BYTES):
         data = meta.encode() if isinstance(meta, str) else orjson.dumps(meta)
@@ -135,12 +137,15 @@ def enforce_line(line: dict[str, Any], cuts: Cuts, *, meta_size: int | None = No
 #: line holding one is at least this long.
 EXCERPT_MIN = _META_EXCERPT
 _META_MARK_BYTES = b'"' + _META_MARK.encode() + b'"'
+_META_MARK_ESCAPED = b'\\"' + _META_MARK.encode() + b'\\"'
 
 
 def count_excerpt(entry: bytes, cuts: Cuts) -> None:
     """Count a meta excerpt the builder made (the line is small again, so the
     limits' check does not parse it): one length test for most lines."""
-    if len(entry) > EXCERPT_MIN and _META_MARK_BYTES in entry:
+    if len(entry) > EXCERPT_MIN and (
+        _META_MARK_BYTES in entry or _META_MARK_ESCAPED in entry  # meta as an object or a string
+    ):
         cuts["meta"] += 1
 
 

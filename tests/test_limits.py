@@ -78,21 +78,25 @@ class TestMeta:
         assert line["meta"]["excerpt"].startswith('{"blob":"zzz')
         assert 1 == cut["meta"]
 
+    @pytest.mark.parametrize("index_meta", [True, False])
     @pytest.mark.parametrize("protocol", ["logdna", "otlp"])
-    def test_the_builders_excerpt_is_counted(self, server: DevServer, protocol: str) -> None:
+    def test_the_builders_excerpt_is_counted(
+        self, server: DevServer, protocol: str, index_meta: bool
+    ) -> None:
         """Meta so big the builder already replaced it (the line is small again) counts too."""
         meta = {"blob": "z" * 60_000}
         if protocol == "logdna":
-            (line,), cut = ship(server, [("huge meta", meta)])
+            (line,), cut = ship(server, [("huge meta", meta)], index_meta=index_meta)
         else:
             with running() as otlp:
-                client = Client(key="k", url=otlp.url, protocol="otlp", handle_signals=False)
+                client = Client(key="k", url=otlp.url, protocol="otlp", handle_signals=False,
+                                index_meta=index_meta)  # fmt: skip
                 client.log("huge meta", meta=meta)
                 assert client.flush(timeout=10)
                 cut = client.stats()["cut"]
                 client.close()
             (line,) = otlp.lines
-        assert "logdna_client_truncated" in line["meta"]
+        assert "logdna_client_truncated" in str(line["meta"])  # an object, or a string
         assert {"line": 0, "meta": 1, "app": 0, "level": 0} == cut
 
     def test_meta_as_a_string_too(self, server: DevServer) -> None:
