@@ -21,6 +21,7 @@ from typing import Any, Literal, cast
 from urllib.parse import urlsplit
 
 from ._errors import ConfigurationError
+from ._limits import LINE_BYTES, NAME_CHARS
 
 __all__ = ["DEFAULT_URL", "ENV_VARS", "Config", "Secret", "hide_key"]
 
@@ -41,12 +42,16 @@ ENV_VARS: Mapping[str, str] = {
 # The API's own limit is 10 MB per request body; stay well under it.
 _API_BODY_LIMIT = 10_000_000
 _MAX_BATCH_CAP = 8 * 1024 * 1024
-# hostname, app, env and level are capped at 80 characters by the service.
-_NAME_CAP = 80
+# hostname, app, env and level: capped at 80 characters as the official clients do.
+_NAME_CAP = NAME_CHARS
 
 Overflow = Literal["drop_oldest", "drop_newest", "block"]
 _OVERFLOWS: tuple[str, ...] = ("drop_oldest", "drop_newest", "block")
 SpoolSync = Literal["none", "interval", "always"]
+Protocol = Literal["logdna", "otlp"]
+_PROTOCOLS: tuple[str, ...] = ("logdna", "otlp")
+Auth = Literal["apikey", "basic", "bearer", "pipeline"]
+_AUTHS: tuple[str, ...] = ("apikey", "basic", "bearer", "pipeline")
 _SPOOL_SYNCS: tuple[str, ...] = ("none", "interval", "always")
 
 _TRUE = frozenset({"1", "true", "yes", "on", "y", "t"})
@@ -313,7 +318,7 @@ class Config:
     redact: tuple[str, ...] | bool = True
     redact_patterns: tuple[str, ...] = ()
     before_send: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None
-    max_line_length: int = 32_000
+    max_line_length: int = LINE_BYTES  # the service's line limit (_limits.py)
     allow_insecure: bool = False
     #: Deliver within shutdown_timeout on SIGTERM/SIGHUP left at their default
     #: disposition, then end by that signal (see docs/delivery.md).
@@ -322,6 +327,13 @@ class Config:
     spool_sync: SpoolSync = "interval"
     max_spool_bytes: int = 256 * 1024 * 1024
     max_spool_age: float = 7 * 86400.0
+    #: "logdna" (the ingest API) or "otlp" (OTLP/HTTP JSON logs to ``url``).
+    protocol: Protocol = "logdna"
+    #: How the key is sent: "apikey" header, "basic", "bearer", or "pipeline"
+    #: (Mezmo Pipeline's bare ``Authorization: <key>``).
+    auth: Auth = "apikey"
+    #: "auto": Kubernetes metadata when in a pod; True/False force it.
+    kubernetes: bool | Literal["auto"] = "auto"
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -354,7 +366,9 @@ class Config:
                 "url",
             )
         set_(self, "url", url)
-        set_(self, "key", self._resolve_key(_is_loopback(parts.hostname)))
+        # An OpenTelemetry Collector usually takes local senders without a key.
+        otlp = isinstance(self.protocol, str) and self.protocol.strip().lower() == "otlp"
+        set_(self, "key", self._resolve_key(_is_loopback(parts.hostname) or otlp))
 
         hostname = self.hostname if self.hostname is not None else env(ENV_VARS["hostname"])
         hostname = _optional_name("hostname", hostname) or socket.gethostname()[:_NAME_CAP]
@@ -434,6 +448,35 @@ class Config:
         set_(self, "max_spool_age",
              to_duration("max_spool_age", self.max_spool_age, minimum=1.0,
                          maximum=10 * 365 * 86400.0))  # fmt: skip
+        self._check_transport_options()
+
+    def _check_transport_options(self) -> None:
+        """protocol, auth and kubernetes (docs/scaling.md)."""
+        set_ = object.__setattr__
+        protocol = self.protocol.strip().lower() if isinstance(self.protocol, str) else None
+        if protocol not in _PROTOCOLS:
+            raise _bad("protocol", self.protocol, "one of " + ", ".join(_PROTOCOLS))
+        set_(self, "protocol", protocol)
+        if protocol == "otlp" and self.url == DEFAULT_URL:
+            # The ingest API does not speak OTLP: a silent default would lose every line.
+            raise ConfigurationError(
+                "url: protocol='otlp' needs the OTLP endpoint, e.g. a Collector's "
+                "http://host:4318/v1/logs or Mezmo's OTLP endpoint",
+                "url",
+            )
+        auth = self.auth.strip().lower() if isinstance(self.auth, str) else None
+        if auth not in _AUTHS:
+            raise _bad("auth", self.auth, "one of " + ", ".join(_AUTHS))
+        set_(self, "auth", auth)
+        kubernetes: object = self.kubernetes
+        if isinstance(kubernetes, str) and kubernetes.strip().lower() == "auto":
+            kubernetes = "auto"
+        else:
+            try:
+                kubernetes = to_bool("kubernetes", kubernetes)
+            except ConfigurationError:
+                raise _bad("kubernetes", kubernetes, '"auto", or a boolean to force it') from None
+        set_(self, "kubernetes", kubernetes)
 
     def _resolve_key(self, loopback: bool) -> Secret | None:
         # Every local here holds a Secret, never the key's text (see __post_init__).

@@ -22,6 +22,7 @@ import orjson
 from ._buffer import SEPARATOR
 from ._config import Config
 from ._context import clean_path
+from ._limits import META_BYTES, NAME_CHARS
 from ._redact import MAX_DEPTH, Redactor, is_named_tuple, named_tuple_fields
 
 __all__ = ["LINE_HEAD", "LineBuilder", "safe_str"]
@@ -37,11 +38,11 @@ LINE_HEAD = ',{"line":'
 
 _TRUNCATED = "… [truncated by logdna_client: {} bytes in all]"
 _EMPTY = "(empty message)"
-# The service caps app, env and level at 80 characters.
-_NAME_CAP = 80
-# Meta that makes a line bigger than this is replaced by a short excerpt; it keeps
-# any single line far below one batch and the API's 10 MB request limit.
-_MAX_META_BYTES = 256 * 1024
+# The service's limits live in _limits.py; the sender enforces them (and counts cuts).
+_NAME_CAP = NAME_CHARS
+# Meta that makes a line bigger than this plus max_line_length is replaced by a
+# short excerpt here; meta within it but over the service's limit is cut on the sender.
+_MAX_META_BYTES = META_BYTES
 _META_EXCERPT = 1000
 
 
@@ -140,14 +141,20 @@ def _sanitize(value: Any, depth: int, path: set[int]) -> Any:
         return _clean_str(safe_str(value))
 
 
-def cap_text(text: str, limit: int) -> str:
-    """``text`` cut to at most ``limit`` UTF-8 bytes, with a marker saying so."""
-    if len(text) * 4 <= limit:  # cheap: no string can be longer than 4 bytes a character
+def cap_text(text: str, limit: int, size: int | None = None) -> str:
+    """``text`` cut to at most ``limit`` UTF-8 bytes, with a marker saying so.
+
+    ``size``: the whole text's size, when ``text`` is already a cut piece of it
+    (it is then marked whatever its own length).
+    """
+    if size is None and len(text) * 4 <= limit:  # no character is longer than 4 bytes
         return text
     raw = text.encode("utf-8", "replace")
-    if len(raw) <= limit:
-        return text
-    marker = _TRUNCATED.format(len(raw))
+    if size is None:
+        if len(raw) <= limit:
+            return text
+        size = len(raw)
+    marker = _TRUNCATED.format(size)
     keep = max(0, limit - len(marker.encode("utf-8")))
     return raw[:keep].decode("utf-8", "ignore") + marker
 
@@ -368,11 +375,17 @@ class LineBuilder:
         """The serialized line, or None when ``before_send`` dropped it."""
         limit = self._line_limit
         if self._redacts_text:
-            # Redact before capping: a marker can be longer than what it replaces.
-            # The redactor cuts huge texts first (a little past the cap), so the
-            # patterns only ever see bounded input.
+            # The patterns only ever see bounded input: a text over the cap is cut to
+            # it first (its whole size kept for the marker), then redacted, then
+            # capped again (a marker can be longer than what it replaces).
+            size = None
+            if len(text) > limit:  # more characters than the cap has bytes
+                size = len(text.encode("utf-8", "replace"))
+                text = text[:limit]
             text = self._redactor.text(text)
-        if len(text) * 4 > limit:
+            if size is not None or len(text) * 4 > limit:
+                text = cap_text(text, limit, size)
+        elif len(text) * 4 > limit:
             text = cap_text(text, limit)
         line: dict[str, Any] = {
             "line": text or _EMPTY,

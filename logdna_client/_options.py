@@ -79,6 +79,11 @@ class ClientOptions(TypedDict, total=False):
     ]
     max_spool_bytes: Annotated[int | str, "disk the spool folder may take: 256MiB"]
     max_spool_age: Annotated[float | str, "spooled lines older than this are dropped: 7 days"]
+    protocol: Annotated[Literal["logdna", "otlp"], "logdna (ingest API) or otlp (OTLP/HTTP JSON)"]
+    auth: Annotated[
+        Literal["apikey", "basic", "bearer", "pipeline"], "how the key is sent: apikey header"
+    ]
+    kubernetes: Annotated[bool | Literal["auto"] | str, "pod metadata when in a pod: auto"]
 
 
 def option_docs() -> dict[str, tuple[str, str]]:

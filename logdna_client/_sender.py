@@ -22,6 +22,8 @@ from typing import Any
 
 from ._buffer import SEPARATOR, Buffer, join_entries
 from ._config import Config
+from ._kubernetes import attributes_for
+from ._limits import CUT_KINDS, Cuts, enforce_entries, threshold_for
 from ._report import Reporter
 from ._retry import Backoff
 from ._spool import BatchId, Spool
@@ -78,9 +80,13 @@ def _gzip(body: bytes) -> bytes:
 class Stats:
     """Counters written only by the sender thread (so they need no lock)."""
 
-    __slots__ = ("bytes_sent", "last_error", "replay_rejected", "requests", "retries", "sent")
+    __slots__ = (
+        "bytes_sent", "cut", "last_error", "replay_rejected", "requests", "retries", "sent",
+    )  # fmt: skip
 
     def __init__(self) -> None:
+        #: Lines delivered cut to the service's limits, by what was cut (_limits.py).
+        self.cut: Cuts = Counter()
         self.sent = 0
         self.replay_rejected = 0  # lines from the spool the service refused
         self.retries = 0
@@ -122,6 +128,22 @@ class Sender:
         self._compress = config.compress
         self._gzip_checked = False
         self.stats = Stats()
+        # Lines to check against the service's limits before a body is built.
+        self._cut_threshold = threshold_for(config.max_line_length)
+        self._inspect_all = config.before_send is not None
+        #: protocol="otlp": builds the body from the entries (the spool and the
+        #: buffer keep LogDNA lines either way); None for the ingest API's body.
+        self._encode: Callable[[list[bytes], Cuts], bytes] | None = None
+        if config.protocol == "otlp":
+            from ._otlp import OTLPEncoder  # noqa: PLC0415 - loaded only for OTLP
+
+            encoder = OTLPEncoder(
+                app=config.app, env=config.env, hostname=config.hostname, ip=config.ip,
+                mac=config.mac, tags=config.tags, extra=attributes_for(config.kubernetes),
+            )  # fmt: skip
+            encoder.threshold = self._cut_threshold
+            encoder.inspect_all = self._inspect_all
+            self._encode = encoder.encode
         # Raised by producers (a full batch is waiting), flush() and close(); all
         # three may run in a signal handler or finalizer, hence not Events.
         self.wake = Wakeup()
@@ -537,7 +559,16 @@ class Sender:
 
     def _post(self, lines: list[bytes]) -> Outcome:
         gzipped = self._compress
-        body = gzip_entries(lines) if gzipped else join_entries(lines)
+        cuts: Cuts = Counter()
+        if self._encode is not None:
+            body = self._encode(lines, cuts)
+            if gzipped:
+                body = _gzip(body)
+        else:
+            lines = enforce_entries(
+                lines, cuts, threshold=self._cut_threshold, inspect_all=self._inspect_all
+            )
+            body = gzip_entries(lines) if gzipped else join_entries(lines)
         timeout = self._config.request_timeout
         if self._deadline is not None:
             left = self._deadline - self._clock()
@@ -548,6 +579,8 @@ class Sender:
         outcome = self._transport.send(body, gzipped=gzipped, timeout=timeout)
         if outcome.kind is Kind.OK or outcome.kind is Kind.PARTIAL:
             self.stats.bytes_sent += len(body)
+            if cuts:  # counted once delivered: a retried batch is cut again, not counted again
+                self.stats.cut.update(cuts)
         if outcome.kind is not Kind.OK and (outcome.kind is not Kind.PARTIAL or outcome.rejected):
             # One new dict per failure: stats() readers on other threads see a whole one.
             self.stats.last_error = {
@@ -657,4 +690,5 @@ class Sender:
         s = self.stats
         return {"sent": s.sent, "retries": s.retries, "requests": s.requests,
                 "bytes_sent": s.bytes_sent, "replay_rejected": s.replay_rejected,
-                "last_error": None if s.last_error is None else {**s.last_error}}  # fmt: skip
+                "last_error": None if s.last_error is None else {**s.last_error},
+                "cut": {kind: s.cut[kind] for kind in CUT_KINDS}}  # fmt: skip

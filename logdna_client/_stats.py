@@ -42,6 +42,7 @@ class ClientStats(TypedDict):
     bytes_sent: int  #: request bytes (compressed) the service accepted
     last_error: LastError | None  #: None until a delivery attempt fails
     replay_rejected: int  #: lines from the spool the service refused
+    cut: dict[str, int]  #: lines cut to the service's limits, by what: line, meta, app, level
     # With spool_dir set (docs/spool.md):
     spooled: NotRequired[int]  #: lines written to the spool
     replayed: NotRequired[int]  #: lines delivered from the spool

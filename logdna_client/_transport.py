@@ -1,7 +1,8 @@
 """Transport: one keep-alive ``requests.Session`` that turns a batch into an outcome.
 
 The sender hands it a body; it answers with an ``Outcome`` and never raises.
-The key travels only in the ``apikey`` header, never in a URL or a message.
+The key travels only in one header (``apikey`` or ``Authorization``, see
+``_auth.py``), never in a URL or a message.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ import urllib3.connection
 import urllib3.connectionpool
 from requests.adapters import HTTPAdapter
 
+from ._auth import auth_headers, secret_forms
 from ._config import Config
+from ._kubernetes import attributes_for, tags_for
 from ._retry import parse_retry_after
 from ._threads import Wakeup
 from ._version import __version__
@@ -255,17 +258,27 @@ class HTTPTransport:
         secret = config.secret
         # To scrub from what servers and proxies say back (some quote the headers).
         self._key = secret.reveal() if secret is not None else None
-        if self._key is not None:
-            session.headers["apikey"] = self._key
+        session.headers.update(auth_headers(config.auth, self._key))
+        self._secrets = secret_forms(self._key)
         self._session = session
         params = {"hostname": config.hostname}
         if config.ip:
             params["ip"] = config.ip
         if config.mac:
             params["mac"] = config.mac
-        if config.tags:
-            params["tags"] = ",".join(config.tags)
+        tags = list(config.tags)
+        if config.protocol == "logdna":  # OTLP puts them in the body's resource instead
+            tags += tags_for(attributes_for(config.kubernetes))
+        if tags:
+            params["tags"] = ",".join(tags)
         self._params = params
+        self._classify = classify
+        if config.protocol == "otlp":
+            from ._otlp import classify_otlp  # noqa: PLC0415 - _otlp imports this module
+
+            # OTLP carries hostname, tags and Kubernetes metadata in the body's resource.
+            self._params = {}
+            self._classify = classify_otlp
         # requests.Session.request reads the environment for every request
         # (proxies, no_proxy, CA bundle: two walks over os.environ, a Python
         # loop per variable). We keep its answer until os.environ changes.
@@ -275,15 +288,15 @@ class HTTPTransport:
 
     def send(self, body: bytes, *, gzipped: bool, timeout: float) -> Outcome:
         outcome = self._send(body, gzipped=gzipped, timeout=timeout)
-        key = self._key
-        if key and key in outcome.detail:
-            # The detail is logged: an error body echoing the key must not leak it.
-            outcome = replace(outcome, detail=outcome.detail.replace(key, "***"))
+        for secret in self._secrets:
+            if secret in outcome.detail:
+                # The detail is logged: an error body echoing the key must not leak it.
+                outcome = replace(outcome, detail=outcome.detail.replace(secret, "***"))
         return outcome
 
     def _send(self, body: bytes, *, gzipped: bool, timeout: float) -> Outcome:
         headers = {"Content-Encoding": "gzip"} if gzipped else None
-        params = dict(self._params, now=str(int(time.time() * 1000)))
+        params = dict(self._params, now=str(int(time.time() * 1000))) if self._params else None
         session = self._session
         started = time.monotonic()
         exchange = self._exchange = _current.exchange = _Exchange(started + timeout)
@@ -302,7 +315,7 @@ class HTTPTransport:
             # configured endpoint points them (the ingest API never redirects).
             response = session.send(prepared, timeout=timeout, allow_redirects=False, **settings)
             text = _read_capped(response)
-            return classify(
+            return self._classify(
                 response.status_code, response.headers.get("Retry-After"), text,
                 response.headers.get("Location"),
             )  # fmt: skip

@@ -253,7 +253,9 @@ class TestRejections:
             try:
                 for i in range(1000):
                     client.log(f"line {i:04d} " + "x" * 80)
-                client.log("huge " + "y" * 25_000)
+                # Big by its meta, in two strings: text over 16 KiB, or one string
+                # over it, would be cut to the service's limit.
+                client.log("huge", meta={"blob": "y" * 12_500, "more": "y" * 12_500})
                 client.log("tail")
                 client.flush(20)
                 assert server.wait_for_lines(1002, 10)  # 1000 + tail + summary

@@ -1,8 +1,11 @@
-"""Ingest: ``POST /logs/ingest`` (and ``/logs/agent``) from request to stored lines.
+"""Ingest: ``POST /logs/ingest`` (and ``/logs/agent``) from request to stored lines,
+and OTLP/HTTP JSON logs at ``POST /v1/logs`` (a Collector's path) into the same tail.
 
 The order of checks follows the service: body framing and size, injected
 faults, the key (401 / 403), ``hostname`` (400), the body's encoding and
-JSON (400 / 413 / 415), then the lines are accepted.
+JSON (400 / 413 / 415), then the lines are accepted. OTLP requests carry
+the host in the body, take exactly one credential in any of the client's
+``auth`` forms, and answer refused records with a partial success.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
+from .. import _auth, _otlp
 from . import _body
 from ._body import HTTPError
 from ._store import Origin
@@ -23,7 +27,8 @@ from ._store import Origin
 if TYPE_CHECKING:
     from ._http import Handler
 
-INGEST_PATHS = frozenset({"/logs/ingest", "/logs/agent"})
+OTLP_PATH = "/v1/logs"
+INGEST_PATHS = frozenset({"/logs/ingest", "/logs/agent", OTLP_PATH})
 _LINGER_SECONDS = 1.0  # how long to drain an unread body before closing
 _LINGER_BYTES = 64 * 1024 * 1024
 
@@ -96,6 +101,9 @@ def _ingest(handler: Handler, path: str, query: dict[str, str]) -> None:
         handler._send(fault.status, {"error": message}, headers=extra, raw=raw)
         return
 
+    if path == OTLP_PATH:
+        _otlp_logs(handler, path, body.decoded(), common)
+        return
     try:
         if owner._key is not None and not key_present:
             raise HTTPError(401, "Missing apikey.")
@@ -131,6 +139,50 @@ def _ingest(handler: Handler, path: str, query: dict[str, str]) -> None:
         counts,
     )
     handler._send(200, {"status": "ok", "batchID": batch_id})
+
+
+def _otlp_logs(
+    handler: Handler, path: str, body: bytes | bytearray, common: dict[str, Any]
+) -> None:
+    """``POST /v1/logs``: an OTLP/HTTP JSON ``ExportLogsServiceRequest``."""
+    owner = handler.server.owner
+    found = _auth.credentials_in(handler.headers.items(), parse_qsl(urlsplit(handler.path).query))
+    common.update(key_present=bool(found), auth=found[0][0] if len(found) == 1 else None)
+    try:
+        if len(found) > 1:  # a client must send exactly one
+            raise HTTPError(400, f"{len(found)} credentials sent; send exactly one")
+        if owner._key is not None:
+            if not found:
+                raise HTTPError(401, "Missing credentials.")
+            common["key_valid"] = hmac.compare_digest(found[0][1].encode(), owner._key.encode())
+            if not common["key_valid"]:
+                raise HTTPError(403, "Invalid credentials.")
+        if "protobuf" in (handler.headers.get("Content-Type") or ""):
+            raise HTTPError(415, "only the JSON encoding of OTLP is taken here")
+    except HTTPError as exc:
+        owner._add_record(handler._record(path, exc.status, error=exc.message, **common))
+        handler._send(exc.status, {"error": exc.message})
+        return
+    needle = owner._reject_substring
+    refuse = (lambda line: needle in line["line"]) if needle else None
+    status, answer, lines = _otlp.receive(body, refuse)
+    if status != 200:
+        owner._add_record(handler._record(path, status, error="not an OTLP logs request", **common))
+        handler._send(status, None, raw=answer)
+        return
+    hosts = {line.get("hostname") for line in lines} - {None}
+    origin = Origin(query=common["query"], hostname=hosts.pop() if len(hosts) == 1 else None)
+    common["hostname"] = origin.hostname
+    owner._accept(
+        lines,
+        origin,
+        lambda first: handler._record(
+            path, 200, n_lines=len(lines), first_line_index=first, **common
+        ),
+        handler._received_at,
+        owner._hub.count_if_watched(lines),
+    )
+    handler._send(200, None, raw=answer)
 
 
 def _check_key(handler: Handler) -> tuple[bool, bool | None, str | None]:

@@ -1,0 +1,181 @@
+"""The ingest service's published limits, in one place, and their enforcement.
+
+INGEST_API.md, "Limits": the service-limits page (as the OpenTelemetry
+Collector's former Mezmo exporter cites it) gives a 16 KiB line, 32 KiB of
+meta, a 512-character app name and an 80-character level; an oversize line is
+answered with 400 "Message size too large", which would cost the line. The
+builder (``_line.py``) already cuts text at ``max_line_length`` and app, env
+and level at 80 characters as it makes each line; what can still arrive over a
+limit (a ``before_send`` hook's result, a larger ``max_line_length``, meta
+between 32 KiB and the builder's excerpt threshold, a spool written by another
+version) is cut here, on the sender thread, just before a body is built:
+never on the application's hot path. Each cut is marked in the line and
+counted in ``stats()["cut"]``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from typing import Any
+
+import orjson
+
+from ._buffer import SEPARATOR
+
+__all__ = [
+    "APP_CHARS",
+    "BODY_BYTES",
+    "LEVEL_CHARS",
+    "LINE_BYTES",
+    "META_BYTES",
+    "NAME_CHARS",
+    "Cuts",
+    "count_excerpt",
+    "enforce_entries",
+    "enforce_line",
+    "threshold_for",
+]
+
+#: Line text, in UTF-8 bytes.
+LINE_BYTES = 16 * 1024
+#: Meta, as serialized JSON bytes.
+META_BYTES = 32 * 1024
+#: The service's cap on app names; clients (and our builder) cut at NAME_CHARS.
+APP_CHARS = 512
+LEVEL_CHARS = 80
+#: hostname, app, env and level as the official clients cap them.
+NAME_CHARS = 80
+#: The one hard number the vendor documents: 10 MB per request body.
+BODY_BYTES = 10_000_000
+
+#: Kinds of cut, as ``stats()["cut"]`` shows them (0 when none).
+CUT_KINDS = ("line", "meta", "app", "level")
+
+# The builder's marker (``_line.cap_text``); matched to count its cuts, and kept
+# (with the original size it names) when a line is cut again here.
+_TEXT_MARK = "… [truncated by logdna_client: {} bytes in all]"
+_TEXT_MARK_RE = re.compile(r"… \[truncated by logdna_client: (\d+) bytes in all\]\Z")
+_META_MARK = "logdna_client_truncated"
+_META_EXCERPT = 1000
+_NAME_MARK = "…"
+
+Cuts = Counter[str]
+
+
+def _cut_text(text: str, limit: int) -> tuple[str, bool]:
+    if len(text) * 4 <= limit:
+        return text, False
+    raw = text.encode("utf-8", "replace")
+    if len(raw) <= limit:
+        return text, False
+    total = len(raw)
+    found = _TEXT_MARK_RE.search(text)
+    if found is not None:  # cut before (max_line_length): say the size it had then
+        total = int(found.group(1))
+        raw = text[: found.start()].encode("utf-8", "replace")
+    marker = _TEXT_MARK.format(total)
+    keep = max(0, limit - len(marker.encode("utf-8")))
+    return raw[:keep].decode("utf-8", "ignore") + marker, True
+
+
+def _cut_name(value: object, limit: int) -> tuple[Any, bool]:
+    if isinstance(value, str) and len(value) > limit:
+        return value[: limit - len(_NAME_MARK)] + _NAME_MARK, True
+    return value, False
+
+
+def threshold_for(max_line_length: int) -> int:
+    """Entries longer than this may hold a cut or a line over a limit: a line the
+    builder cut is at least ``max_line_length`` less a partial character long."""
+    return min(LINE_BYTES, max_line_length - 8)
+
+
+def enforce_line(line: dict[str, Any], cuts: Cuts, *, meta_size: int | None = None) -> bool:
+    """Cut ``line`` (a parsed line dict) to the service's limits in place.
+
+    Counts each cut in ``cuts`` by kind, and a cut the builder already made
+    (its marker) too. True when it changed. ``meta_size``: the serialized
+    meta's size when the caller knows it is no larger than that.
+    """
+    changed = False
+    text = line.get("line")
+    if isinstance(text, str):
+        text, cut = _cut_text(text, LINE_BYTES)
+        if cut:
+            line["line"] = text
+            changed = True
+            cuts["line"] += 1
+        elif text.endswith("bytes in all]") and _TEXT_MARK_RE.search(text):
+            cuts["line"] += 1  # cut where it was built; marked there already
+    meta = line.get("meta")
+    if (isinstance(meta, dict) and _META_MARK in meta) or (
+        isinstance(meta, str) and meta.startswith('{"' + _META_MARK)
+    ):
+        cuts["meta"] += 1  # the builder's excerpt
+    elif meta is not None and (meta_size is None or meta_size > META_BYTES):
+        data = meta.encode() if isinstance(meta, str) else orjson.dumps(meta)
+        if len(data) > META_BYTES:
+            excerpt = data[:_META_EXCERPT].decode("utf-8", "ignore")
+            shrunk: dict[str, Any] = {
+                _META_MARK: f"meta of {len(data)} bytes cut to an excerpt",
+                "excerpt": excerpt,
+            }
+            line["meta"] = orjson.dumps(shrunk).decode() if isinstance(meta, str) else shrunk
+            changed = True
+            cuts["meta"] += 1
+    for name, limit in (("app", APP_CHARS), ("level", LEVEL_CHARS)):
+        value, cut = _cut_name(line.get(name), limit)
+        if cut:
+            line[name] = value
+            changed = True
+            cuts[name] += 1
+    return changed
+
+
+#: The builder replaces oversize meta by an excerpt of this many characters: a
+#: line holding one is at least this long.
+EXCERPT_MIN = _META_EXCERPT
+_META_MARK_BYTES = b'"' + _META_MARK.encode() + b'"'
+_META_MARK_ESCAPED = b'\\"' + _META_MARK.encode() + b'\\"'
+
+
+def count_excerpt(entry: bytes, cuts: Cuts) -> None:
+    """Count a meta excerpt the builder made (the line is small again, so the
+    limits' check does not parse it): one length test for most lines."""
+    if len(entry) > EXCERPT_MIN and (
+        _META_MARK_BYTES in entry or _META_MARK_ESCAPED in entry  # meta as an object or a string
+    ):
+        cuts["meta"] += 1
+
+
+def enforce_entries(
+    entries: list[bytes], cuts: Cuts, *, threshold: int = LINE_BYTES, inspect_all: bool = False
+) -> list[bytes]:
+    """``entries`` with every line over a limit cut (a new list only when one was).
+
+    Only entries longer than ``LINE_BYTES`` can hold text or meta over its
+    limit, or text the builder cut (``threshold``: a little under
+    ``max_line_length`` when that is lower), and the builder keeps app and
+    level within theirs: those few are parsed, the rest pass untouched at the
+    cost of one ``len``. A ``before_send`` hook can return anything, so
+    ``inspect_all`` parses all.
+    """
+    if not inspect_all and (not entries or max(map(len, entries)) <= min(threshold, EXCERPT_MIN)):
+        return entries
+    out: list[bytes] | None = None
+    skip = len(SEPARATOR)
+    for index, entry in enumerate(entries):
+        size = len(entry)
+        if size <= threshold and not inspect_all:
+            count_excerpt(entry, cuts)
+            continue
+        try:
+            line = orjson.loads(memoryview(entry)[skip:])
+        except orjson.JSONDecodeError:
+            continue  # not ours to judge: the service's 400 finds it
+        if type(line) is dict and enforce_line(line, cuts, meta_size=size):
+            if out is None:
+                out = list(entries)
+            out[index] = SEPARATOR + orjson.dumps(line)
+    return entries if out is None else out

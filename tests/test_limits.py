@@ -1,0 +1,158 @@
+"""Tests for _limits: the service's published limits, each cut marked and counted."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import orjson
+import pytest
+
+from logdna_client import Client
+from logdna_client._devserver import DevServer
+from logdna_client._limits import (
+    APP_CHARS,
+    LEVEL_CHARS,
+    LINE_BYTES,
+    META_BYTES,
+    enforce_entries,
+    enforce_line,
+)
+from tests._otlp_server import running
+
+
+def within_limits(line: dict[str, Any]) -> bool:
+    """What the service takes without 400 "Message size too large"."""
+    meta = line.get("meta")
+    return (
+        len(line["line"].encode()) <= LINE_BYTES
+        and (meta is None or len(orjson.dumps(meta)) <= META_BYTES)
+        and len(line.get("app") or "") <= APP_CHARS
+        and len(line.get("level") or "") <= LEVEL_CHARS
+    )
+
+
+def ship(server: DevServer, lines: list[tuple[str, dict[str, Any] | None]],
+         **options: Any) -> tuple[list[dict[str, Any]], dict[str, int]]:  # fmt: skip
+    client = Client(key="k", url=server.url, hostname="h", app="api", handle_signals=False,
+                    flush_interval=3600, **options)  # fmt: skip
+    for text, meta in lines:
+        client.log(text, meta=meta)
+    assert client.flush(timeout=10)
+    client.close()
+    return server.lines, client.stats()["cut"]
+
+
+class TestLine:
+    def test_longer_than_the_service_takes_is_cut_on_the_sender(self, server: DevServer) -> None:
+        """With max_line_length above the limit, the sender cuts the text to 16 KiB, marked."""
+        text = "é" * 15_000  # 30,000 bytes, within max_line_length
+        (line,), cut = ship(server, [(text, None)], max_line_length=64 * 1024)
+        assert within_limits(line)
+        assert line["line"].endswith("… [truncated by logdna_client: 30000 bytes in all]")
+        assert {"line": 1, "meta": 0, "app": 0, "level": 0} == cut
+
+    def test_the_builders_cut_is_counted(self, server: DevServer) -> None:
+        """By default the builder cuts at the same limit; the sender counts that cut."""
+        (line,), cut = ship(server, [("x" * 100_000, None)])
+        assert within_limits(line)
+        assert line["line"].endswith("[truncated by logdna_client: 100000 bytes in all]")
+        assert 1 == cut["line"]
+
+    def test_a_second_cut_keeps_the_first_size(self) -> None:
+        """A line cut before (another max_line_length) and again says its original size."""
+        cuts: Counter[str] = Counter()
+        line = {"line": "y" * 20_000 + "… [truncated by logdna_client: 99999 bytes in all]"}
+        assert enforce_line(line, cuts)
+        assert line["line"].endswith("99999 bytes in all]")
+        assert len(line["line"].encode()) <= LINE_BYTES
+
+
+class TestMeta:
+    def test_meta_over_32_kib_becomes_a_marked_excerpt(self, server: DevServer) -> None:
+        """Meta over the limit is replaced by an excerpt that says so; the text stays."""
+        # Several strings: each one alone is cut to the line cap before redaction.
+        (line,), cut = ship(server, [("big meta", _wide_meta(40_000))])
+        assert within_limits(line)
+        assert "big meta" == line["line"]
+        assert line["meta"]["logdna_client_truncated"].startswith("meta of ")
+        assert line["meta"]["excerpt"].startswith('{"blob0":"zzz')
+        assert 1 == cut["meta"]
+
+    @pytest.mark.parametrize("index_meta", [True, False])
+    @pytest.mark.parametrize("protocol", ["logdna", "otlp"])
+    def test_the_builders_excerpt_is_counted(
+        self, server: DevServer, protocol: str, index_meta: bool
+    ) -> None:
+        """Meta so big the builder already replaced it (the line is small again) counts too."""
+        meta = _wide_meta(60_000)
+        if protocol == "logdna":
+            (line,), cut = ship(server, [("huge meta", meta)], index_meta=index_meta)
+        else:
+            with running() as otlp:
+                client = Client(key="k", url=otlp.url, protocol="otlp", handle_signals=False,
+                                index_meta=index_meta)  # fmt: skip
+                client.log("huge meta", meta=meta)
+                assert client.flush(timeout=10)
+                cut = client.stats()["cut"]
+                client.close()
+            (line,) = otlp.lines
+        assert "logdna_client_truncated" in str(line["meta"])  # an object, or a string
+        assert {"line": 0, "meta": 1, "app": 0, "level": 0} == cut
+
+    def test_meta_as_a_string_too(self, server: DevServer) -> None:
+        """index_meta=False ships meta as a string: over the limit, an excerpt string."""
+        (line,), cut = ship(server, [("m", _wide_meta(40_000))], index_meta=False)
+        assert within_limits(line)
+        assert "logdna_client_truncated" in orjson.loads(line["meta"])
+        assert 1 == cut["meta"]
+
+
+def _wide_meta(total: int) -> dict[str, str]:
+    """Meta of about ``total`` bytes in strings of 8,000 (each under the line cap)."""
+    return {f"blob{i}": "z" * 8000 for i in range(total // 8000)}
+
+
+def _long_names(line: dict[str, Any]) -> dict[str, Any]:
+    return dict(line, app="a" * 600, level="L" * 100)
+
+
+class TestNames:
+    def test_app_and_level_from_before_send_are_cut(self, server: DevServer) -> None:
+        """A before_send hook can set anything: app and level are cut to the limits, marked."""
+        (line,), cut = ship(server, [("named", None)], before_send=_long_names)
+        assert within_limits(line)
+        assert (APP_CHARS, "…") == (len(line["app"]), line["app"][-1])
+        assert (LEVEL_CHARS, "…") == (len(line["level"]), line["level"][-1])
+        assert {"line": 0, "meta": 0, "app": 1, "level": 1} == cut
+
+
+class TestCounting:
+    def test_lines_within_limits_pass_untouched(self) -> None:
+        """No line over a limit: the very same list comes back, nothing counted."""
+        entries = [b"," + orjson.dumps({"line": "x" * 1000, "meta": {"a": 1}}) for _ in range(10)]
+        cuts: Counter[str] = Counter()
+        assert entries is enforce_entries(entries, cuts)
+        assert not cuts
+
+    def test_a_retried_batch_is_counted_once(self, server: DevServer) -> None:
+        """The cut is counted when the line is delivered, not at every attempt."""
+        server.fail_next(2, 503)
+        _, cut = ship(server, [("q" * 20_000, None)], max_line_length=64 * 1024,
+                      retry_max_backoff=0.1)  # fmt: skip
+        assert 3 == server.request_count
+        assert 1 == cut["line"]
+
+    @pytest.mark.parametrize("compress", [True, False])
+    def test_otlp_bodies_are_cut_the_same_way(self, compress: bool) -> None:
+        """The OTLP encoder applies the same limits to the records it builds."""
+        with running() as otlp:
+            client = Client(key="k", url=otlp.url, protocol="otlp", handle_signals=False,
+                            max_line_length=64 * 1024, compress=compress)  # fmt: skip
+            client.log("w" * 20_000, meta={"blob": "z" * 40_000})
+            assert client.flush(timeout=10)
+            cut = client.stats()["cut"]
+            client.close()
+        (line,) = otlp.lines
+        assert within_limits(line)
+        assert (1, 1) == (cut["line"], cut["meta"])
