@@ -31,11 +31,11 @@ from ._buffer import ENTRY_OVERHEAD
 from ._client import Client
 from ._context import current as request_context
 from ._errors import ConfigurationError
+from ._event import event_dict_to_line
 from ._line import LINE_HEAD, _escape, safe_str
 from ._redact import MAX_DEPTH
 from ._report import logger as _own_logger
 from ._threads import BUSY_THREADS, NESTED_THREADS, SENDER_THREADS
-from .structlog import event_dict_to_line  # plain dict handling: needs no structlog
 
 __all__ = ["STANDARD_RECORD_ATTRS", "LogDNAHandler"]
 
