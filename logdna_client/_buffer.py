@@ -175,6 +175,14 @@ class Buffer:
             self._lock_free = True
             self._refresh_fast_limit()
 
+    def retire(self) -> None:
+        """In a forked child, for the parent's buffer the child replaced: every put
+        that still finds it (the C ``handle`` holds it) takes the locked way, the
+        owner's ``put_entry``, which hands over the new one. Takes no lock: a
+        parent's thread may have held it at the fork."""
+        self._lock_free = False
+        self.fast_limit = _LOCKED
+
     def _refresh_fast_limit(self) -> None:
         # Called with the lock held whenever the bound, in-flight bytes or the
         # wake-up point change.

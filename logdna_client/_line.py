@@ -1,13 +1,14 @@
 """Line building: text, level, timestamp and meta -> one serialized JSON line.
 
-This runs in the application's thread. The stdlib handler builds its most
-common line (text only) itself, from ``LINE_HEAD`` and ``tail``; ``plain``
-(one escape, one ``orjson.dumps`` of the meta, one bytes template) serves
-lines with meta and the structlog processor; ``encode`` is the general path.
-Everything unusual (values orjson cannot encode, cycles, surrogates, huge
-integers, oversize lines, a raising ``__str__``) is handled on slower fallback
-paths that only run when the fast ones fail, and each bad value degrades
-alone instead of spoiling the line.
+This runs in the application's thread. ``LineBuilder.entry`` is the one way a
+buffer entry is made: ``plain`` (one escape, one ``orjson.dumps`` of the meta,
+one bytes template built from the ``ENTRY_*`` pieces below) for the common
+line, ``encode`` for everything else. The C extension (``_speedups.c``) is
+handed the same pieces and writes the same bytes as ``plain`` for the common
+stdlib record. Everything unusual (values orjson cannot encode, cycles,
+surrogates, huge integers, oversize lines, a raising ``__str__``) is handled
+on slower fallback paths that only run when the fast ones fail, and each bad
+value degrades alone instead of spoiling the line.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from ._buffer import SEPARATOR
 from ._config import Config
 from ._redact import MAX_DEPTH, Redactor, is_named_tuple, named_tuple_fields
 
-__all__ = ["LINE_HEAD", "LineBuilder", "safe_str"]
+__all__ = ["ENTRY_PIECES", "LineBuilder", "safe_str"]
 
 _log = logging.getLogger("logdna_client")
 
@@ -31,8 +32,15 @@ _log = logging.getLogger("logdna_client")
 # Python twin where the accelerator is missing.
 _escape: Callable[[str], str] = json.encoder.c_encode_basestring or json.encoder.encode_basestring  # type: ignore[attr-defined]
 
-#: How every fast-path entry starts: the separator, then the line's first key.
-LINE_HEAD = ',{"line":'
+#: The fast path's entry, in order: ``HEAD`` text ``TIMESTAMP`` ms ``LEVEL`` level
+#: ``app_env`` [``META`` meta] ``END``; text, level and meta as JSON.
+ENTRY_HEAD = SEPARATOR + b'{"line":'
+ENTRY_TIMESTAMP = b',"timestamp":'
+ENTRY_LEVEL = b',"level":'
+ENTRY_META = b',"meta":'
+ENTRY_END = b"}"
+#: The same, as ``LineBuilder.plain`` and the C extension take them.
+ENTRY_PIECES = (ENTRY_HEAD, ENTRY_TIMESTAMP, ENTRY_LEVEL, ENTRY_META, ENTRY_END)
 
 _TRUNCATED = "… [truncated by logdna_client: {} bytes in all]"
 _EMPTY = "(empty message)"
@@ -150,14 +158,15 @@ class LineBuilder:
         "_redactor",
         "_redacts_meta",
         "_redacts_text",
-        "_total_limit",
-        "entry_max",
+        "app_env",
+        "level_json",
         "meta_json",
         "meta_safe_keys",
         "on_filtered",
         "plain",
         "plain_max_chars",
         "report",
+        "total_limit",
     )
 
     def __init__(self, config: Config) -> None:
@@ -174,7 +183,7 @@ class LineBuilder:
         self._index_meta = config.index_meta
         self._before_send = config.before_send
         self._line_limit = config.max_line_length
-        self._total_limit = min(
+        self.total_limit = min(
             config.max_batch_bytes - 64, _MAX_META_BYTES + config.max_line_length
         )
         self.on_filtered: Callable[[], None] | None = None
@@ -185,11 +194,14 @@ class LineBuilder:
         #: in text, no hook, meta as an object, certainly under the byte cap);
         #: -1 when nothing can.
         self.plain_max_chars = self._line_limit // 4 if simple and self._index_meta else -1
-        #: A text-only entry (separator and line) up to this many bytes is one
-        #: ``encode`` would leave as it is: its text is within the line cap.
-        self.entry_max = (
-            min(self._line_limit, self._total_limit) if self.plain_max_chars >= 0 else -1
-        )
+        #: The app and env fields of every fast-path entry, as JSON.
+        self.app_env = b""
+        if self._app:
+            self.app_env += b',"app":' + orjson.dumps(self._app[:_NAME_CAP])
+        if self._env:
+            self.app_env += b',"env":' + orjson.dumps(self._env[:_NAME_CAP])
+        #: Level name -> its JSON (cut to the service's cap), filled by ``plain``.
+        self.level_json: dict[str, bytes] = {}
         #: Meta keys the redactor has found safe (a live set), or None when meta is
         #: not redacted: meta with only such keys and nothing nested skips the walk.
         self.meta_safe_keys: set[str] | None = (
@@ -197,28 +209,6 @@ class LineBuilder:
         )
         self.meta_json = self._make_meta_json()
         self.plain = self._make_plain()
-
-    def tail(self, level: str) -> str | None:
-        """The end of an inline entry for ``level``, or None when there is no inline path.
-
-        An inline entry is ``LINE_HEAD``, the escaped text, ``,"timestamp":``,
-        the timestamp, then this (level, app, env, closing brace): the same JSON
-        ``encode`` makes for a line without meta. Callers use it for non-empty
-        texts whose whole entry fits ``entry_max`` bytes, and keep it.
-        """
-        if self.plain_max_chars < 0:
-            return None
-        if type(level) is not str:
-            return None
-        try:
-            tail = ',"level":' + orjson.dumps(level[:_NAME_CAP]).decode()
-        except TypeError:  # a surrogate in the name: encode() repairs it
-            return None
-        if self._app:
-            tail += ',"app":' + orjson.dumps(self._app[:_NAME_CAP]).decode()
-        if self._env:
-            tail += ',"env":' + orjson.dumps(self._env[:_NAME_CAP]).decode()
-        return tail + "}"
 
     def entry(
         self, text: str, level: str, timestamp: int, meta: dict[str, Any] | None = None
@@ -268,19 +258,16 @@ class LineBuilder:
         ``encode``; anything unusual here (text that is not valid UTF-8, meta
         orjson cannot encode, an oversize line) falls back to it too.
         """
-        head = b',{"line":%b,"timestamp":%d,"level":%b'
-        tail = b""
-        if self._app:
-            tail += b',"app":' + orjson.dumps(self._app[:_NAME_CAP]).replace(b"%", b"%%")
-        if self._env:
-            tail += b',"env":' + orjson.dumps(self._env[:_NAME_CAP]).replace(b"%", b"%%")
-        template = head + tail + b"}"
-        template_meta = head + tail + b',"meta":%b}'
-        levels: dict[str, bytes] = {}
+        # The ENTRY_* pieces as one template; "%" in app or env is escaped for it.
+        head = ENTRY_HEAD + b"%b" + ENTRY_TIMESTAMP + b"%d" + ENTRY_LEVEL + b"%b"
+        head += self.app_env.replace(b"%", b"%%")
+        template = head + ENTRY_END
+        template_meta = head + ENTRY_META + b"%b" + ENTRY_END
+        levels = self.level_json
         encode = self.encode
         dumps = orjson.dumps
         meta_json = self.meta_json
-        limit = self._total_limit
+        limit = self.total_limit
 
         def plain(
             text: str, level: str, timestamp: int, meta: dict[str, Any] | None = None
@@ -350,7 +337,7 @@ class LineBuilder:
         if not self._index_meta and "meta" in line:
             line["meta"] = self._dumps(line["meta"]).decode("utf-8")
         data = self._dumps(line)
-        if len(data) > self._total_limit:
+        if len(data) > self.total_limit:
             data = self._shrink(line, len(data))
         return data
 

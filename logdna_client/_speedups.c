@@ -1,1121 +1,526 @@
 /*
- * LogDNAHandler.handle for the common record, in C.
+ * A LogDNAHandler's handle for the common record, in C (see _handler.py).
  *
- * The Python method (LogDNAHandler.handle in _handler.py, reachable here as
- * the Handle's __wrapped__) is the reference. It builds the most common records
- * inline: a str message formatted by %, no traceback, no filters, no request
- * context, the default formatter, with or without extra= fields that need no
- * redaction walk. This module does the same work for the same records without
- * running bytecode, which is most of what the Python version costs. Every branch
- * here either produces the bytes the Python code produces or hands the record
- * to the Python method untouched, which then decides and builds as it always
- * does (tests/test_speedups.py checks both agree).
+ * A leaf: it reads the record through the public C API (its __dict__, as
+ * PyObject_GenericGetDict gives it), uses only objects the handler hands it
+ * when it is built, and builds the entry bytes for the common record, which
+ * is most of what the Python path costs in bytecode. Each job mirrors exactly
+ * one Python function, named where it is done:
  *
- * Nothing here runs user code (only records of the exact LogRecord type, only
- * exact builtin argument and extra types are formatted), so no re-entry guard
- * is needed; nothing releases the GIL, so the buffer's lock-free protocol holds
- * as it does in Python (see _buffer.py). Where an allocation may run the garbage
- * collector (and so a finalizer), the objects used across it are owned.
+ *   which records qualify, their text and meta: LogDNAHandler._deliver and
+ *     LogDNAHandler._text_and_meta (and _line.LineBuilder.meta_json for meta);
+ *   the entry's bytes: _line.LineBuilder.plain;
+ *   queueing it: _buffer.Buffer.put_entry.
  *
- * The module is optional: where it was not built (no compiler at install), on
- * builds without a GIL, or with LOGDNA_CLIENT_PURE_PYTHON set, the handler runs
- * the Python code alone.
+ * Every other record, and any record for which something here fails, goes to
+ * the Python LogDNAHandler.handle untouched, which decides and builds as it
+ * always does (tests/test_speedups.py checks that both give the same bytes).
+ *
+ * Nothing here runs user code (only exact LogRecord instances, exact builtin
+ * argument and meta types, the stdlib's own getMessage and our formatter), so
+ * no re-entry guard is needed; nothing releases the GIL, so the buffer's
+ * lock-free protocol holds as it does in Python (see _buffer.py). The module
+ * declares that it needs the GIL, and _handler.py does not import it on
+ * builds without one, nor on other Pythons than CPython.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stddef.h>
-#include <structmember.h>
 #include <string.h>
 
 /* What _handler.py expects of this module; a build left from another version
  * of the package (an editable install not rebuilt) is not used. */
-#define SPEEDUPS_API 4
+#define SPEEDUPS_API 5
 
-/* The record attributes the common path reads. */
-enum {
-    F_NAME,
-    F_MSG,
-    F_ARGS,
-    F_LEVELNAME,
-    F_EXC_INFO,
-    F_EXC_TEXT,
-    F_STACK_INFO,
-    F_CREATED,
-    F_THREAD,
-    N_FIELDS
-};
-static const char *const field_text[N_FIELDS] = {
-    "name", "msg", "args", "levelname", "exc_info", "exc_text", "stack_info", "created", "thread",
-};
-static PyObject *field_names[N_FIELDS];
-
-/* A LogRecord refers to about 20 objects; more than this is never a plain one. */
-#define MAX_REFERENTS 64
-
-static PyObject *s_filters, *s_formatter, *s_last_name, *s_in_use, *s_buffer;
-static PyObject *s_queued_bytes, *s_fast_limit, *s_entries, *s_append, *s_fast;
-
-/* -- what the garbage collector sees a record refer to ------------------------ */
-
-typedef struct {
-    Py_ssize_t n;
-    PyObject *items[MAX_REFERENTS];
-} Referents;
-
-static int
-collect_visit(PyObject *obj, void *arg)
-{
-    Referents *r = (Referents *)arg;
-    if (r->n < MAX_REFERENTS) {
-        r->items[r->n] = obj;
-    }
-    r->n++;
-    return 0;
-}
-
-/* Fills ``r`` with what ``obj``'s tp_traverse visits (borrowed), in order.
- *
- * For an object whose attribute dict has not been built, that is each attribute
- * value in a fixed order (the type's shared keys), then the type. A record made
- * without extra= has exactly as many as a fresh one; any added attribute adds
- * one, and extras added through ``__dict__`` (as makeRecord does) leave only the
- * dict and the type. So the count tells a plain record without building its
- * dict, which ``len(record.__dict__)`` would (on 3.11+), and the values are its
- * attributes without a lookup each. */
-static int
-collect_referents(PyObject *obj, Referents *r)
-{
-    traverseproc traverse = Py_TYPE(obj)->tp_traverse;
-    r->n = 0;
-    if (traverse == NULL || !PyObject_IS_GC(obj)) {
-        return -1;
-    }
-    return traverse(obj, collect_visit, r);
-}
-
-static PyObject *
-referents(PyObject *Py_UNUSED(module), PyObject *obj)
-{
-    Referents r;
-    if (collect_referents(obj, &r) != 0) {
-        return PyLong_FromLong(-1);
-    }
-    return PyLong_FromSsize_t(r.n);
-}
-
-/* -- per-handler state -------------------------------------------------------- */
+/* Attribute names: the stdlib's public ones and the buffer's lock-free protocol. */
+static PyObject *s_filters, *s_formatter, *s_getMessage, *s_queued_bytes, *s_fast_limit,
+    *s_entries, *s_append, *s_name, *s_msg, *s_args, *s_levelname, *s_exc_info, *s_exc_text,
+    *s_stack_info, *s_created, *s_thread;
 
 typedef struct {
     PyObject_HEAD
-    PyObject *record_type;   /* logging.LogRecord: only exact instances go fast */
-    PyObject *client_dict;   /* the Client's __dict__: its _buffer (replaced after fork) */
-    PyObject *stamps;        /* handler._stamps: level -> (low, high, rest) */
-    PyObject *meta_stamps;   /* handler._meta_stamps: the same for lines with meta */
-    PyObject *dumps;         /* orjson.dumps */
-    PyObject *safe_keys;     /* meta keys the redactor found safe (a live set), or None */
-    PyObject *standard_attrs;  /* STANDARD_RECORD_ATTRS: never meta */
-    PyObject *init_attrs;    /* the ones LogRecord.__init__ sets (the rest: a formatter's) */
-    Py_ssize_t max_depth;    /* lists this deep are cut: _redact.MAX_DEPTH */
-    PyObject *default_formatter;
-    PyObject *context_dict;  /* _context's module dict: in_use */
-    PyObject *context_var;   /* the request context's ContextVar, read once in_use */
-    PyObject *sender_threads;
-    PyObject *busy_threads;
-    PyObject *escape;        /* the JSON string escaper */
-    PyObject *line_head;     /* LINE_HEAD, ASCII */
-    PyObject *queue;         /* LogDNAHandler._queue: the locked put, in Python */
-    Py_ssize_t inline_max;   /* handler._inline_max */
-    Py_ssize_t entry_overhead;
-    Py_ssize_t plain_referents;  /* collect_referents() count of a plain record */
-    Py_ssize_t plain_len;        /* len(__dict__) of a plain record */
-    Py_ssize_t index[N_FIELDS];  /* where each field is among a plain record's referents */
-    Py_ssize_t lines;            /* lines built here and handed to the buffer (tests read it) */
-    /* The buffer seen last, its dict and entries.append: one lookup per buffer. */
-    PyObject *buffer;
-    PyObject *buffer_dict;
-    PyObject *append;
-} State;
+    vectorcallfunc vectorcall;
+    PyObject *handler, *slow, *queue, *buffer, *record_type, *get_message, *default_formatter;
+    PyObject *skip_names, *sender_threads, *busy_threads, *context_var, *record_attrs;
+    PyObject *standard_attrs, *safe_keys, *dumps, *escape, *pieces, *app_env, *level_json;
+    Py_ssize_t plain_len, max_chars, max_entry, entry_overhead;
+    Py_ssize_t lines;         /* entries built here and queued (tests read it) */
+    PyObject *append;         /* buffer.entries.append, for append_of */
+    PyObject *append_of;      /* the buffer that append belongs to */
+} Handle;
 
-static PyTypeObject StateType;
+/* Every object a Handle holds; its traverse and clear are written from this. */
+#define HANDLE_OBJECTS(X)                                                                   \
+    X(handler) X(slow) X(queue) X(buffer) X(record_type) X(get_message)                     \
+    X(default_formatter) X(skip_names) X(sender_threads) X(busy_threads) X(context_var)     \
+    X(record_attrs) X(standard_attrs) X(safe_keys) X(dumps) X(escape) X(pieces) X(app_env)  \
+    X(level_json) X(append) X(append_of)
 
-/* Every object a State holds: its traverse and clear are written from this. */
-#define STATE_OBJECTS(X)                                                                \
-    X(record_type) X(client_dict) X(stamps) X(meta_stamps) X(dumps) X(safe_keys)        \
-    X(standard_attrs) X(init_attrs) X(default_formatter) X(context_dict) X(context_var) \
-    X(sender_threads) X(busy_threads) X(escape) X(line_head) X(queue) X(buffer)         \
-    X(buffer_dict) X(append)
+/* -- which records qualify: LogDNAHandler._deliver, _text_and_meta ------------ */
 
+/* Builtin types whose %-formatting and JSON run no user code. */
 static int
-state_traverse(State *self, visitproc visit, void *arg)
+is_scalar(PyObject *v)
 {
-#define VISIT_FIELD(name) Py_VISIT(self->name);
-    STATE_OBJECTS(VISIT_FIELD)
-#undef VISIT_FIELD
-    return 0;
-}
-
-static int
-state_clear(State *self)
-{
-#define CLEAR_FIELD(name) Py_CLEAR(self->name);
-    STATE_OBJECTS(CLEAR_FIELD)
-#undef CLEAR_FIELD
-    return 0;
-}
-
-static void
-state_dealloc(State *self)
-{
-    PyObject_GC_UnTrack(self);
-    state_clear(self);
-    Py_TYPE(self)->tp_free((PyObject *)self);
-}
-
-/* Where each field sits among a plain record's referents: set each on ``probe``
- * (a fresh record) to an object of its own and look for it. */
-static int
-calibrate(State *self, PyObject *probe)
-{
-    PyObject *marks[N_FIELDS] = {NULL};
-    Referents r;
-    int i, ok = -1;
-    for (i = 0; i < N_FIELDS; i++) {
-        marks[i] = PyObject_CallNoArgs((PyObject *)&PyBaseObject_Type);
-        if (marks[i] == NULL || PyObject_SetAttr(probe, field_names[i], marks[i]) != 0) {
-            goto done;
-        }
-    }
-    if (collect_referents(probe, &r) != 0 || r.n != self->plain_referents) {
-        PyErr_SetString(PyExc_RuntimeError, "records cannot be told apart by their referents");
-        goto done;
-    }
-    for (i = 0; i < N_FIELDS; i++) {
-        Py_ssize_t j;
-        self->index[i] = -1;
-        for (j = 0; j < r.n; j++) {
-            if (r.items[j] == marks[i]) {
-                self->index[i] = j;
-            }
-        }
-        if (self->index[i] < 0) {
-            PyErr_Format(PyExc_RuntimeError, "record attribute %s not found", field_text[i]);
-            goto done;
-        }
-    }
-    ok = 0;
-done:
-    for (i = 0; i < N_FIELDS; i++) {
-        Py_XDECREF(marks[i]);
-    }
-    return ok;
-}
-
-static PyObject *
-state_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
-{
-    static char *kwlist[] = {
-        "record_type", "probe", "client", "stamps", "meta_stamps", "dumps", "safe_keys",
-        "standard_attrs", "init_attrs", "max_depth", "default_formatter", "context", "context_var",
-        "sender_threads", "busy_threads", "escape", "line_head", "queue", "inline_max",
-        "entry_overhead", "plain_len", "by_referents", NULL,
-    };
-    PyObject *record_type, *probe, *client, *stamps, *default_formatter, *context, *context_var;
-    PyObject *meta_stamps, *dumps, *safe_keys, *standard_attrs, *init_attrs;
-    Py_ssize_t max_depth;
-    PyObject *sender_threads, *busy_threads, *escape, *line_head, *queue;
-    Py_ssize_t inline_max, entry_overhead, plain_len;
-    int by_referents;
-    Referents r;
-    State *self;
-
-    if (!PyArg_ParseTupleAndKeywords(
-            args, kwds, "$O!OOO!O!OOO!O!nOO!O!O!O!OUOnnnp", kwlist, &PyType_Type, &record_type,
-            &probe, &client, &PyDict_Type, &stamps, &PyDict_Type, &meta_stamps, &dumps,
-            &safe_keys, &PyFrozenSet_Type, &standard_attrs, &PyFrozenSet_Type, &init_attrs,
-            &max_depth, &default_formatter, &PyModule_Type, &context, &PyContextVar_Type, &context_var,
-            &PySet_Type, &sender_threads, &PySet_Type, &busy_threads, &escape, &line_head,
-            &queue, &inline_max, &entry_overhead, &plain_len, &by_referents)) {
-        return NULL;
-    }
-    if (!PyUnicode_IS_ASCII(line_head)) {
-        PyErr_SetString(PyExc_ValueError, "line_head must be ASCII");
-        return NULL;
-    }
-    if (safe_keys != Py_None && !PySet_CheckExact(safe_keys)) {
-        PyErr_SetString(PyExc_TypeError, "safe_keys must be a set or None");
-        return NULL;
-    }
-    if ((PyObject *)Py_TYPE(probe) != record_type) {
-        PyErr_SetString(PyExc_TypeError, "probe must be a fresh record_type instance");
-        return NULL;
-    }
-    if (by_referents &&
-        (collect_referents(probe, &r) != 0 || r.n < 2 || r.n > MAX_REFERENTS)) {
-        PyErr_SetString(PyExc_RuntimeError, "records cannot be told apart by their referents");
-        return NULL;
-    }
-    self = (State *)type->tp_alloc(type, 0);
-    if (self == NULL) {
-        return NULL;
-    }
-    /* Without by_referents (Python 3.10: a record's dict always exists, and is
-       all it refers to) every record takes the dict route. */
-    self->plain_referents = by_referents ? r.n : -1;
-    self->client_dict = PyObject_GenericGetDict(client, NULL);
-    self->context_dict = Py_XNewRef(PyModule_GetDict(context));
-    if (self->client_dict == NULL || self->context_dict == NULL ||
-        (by_referents && calibrate(self, probe) != 0)) {
-        Py_DECREF(self);
-        return NULL;
-    }
-    self->record_type = Py_NewRef(record_type);
-    self->context_var = Py_NewRef(context_var);
-    self->stamps = Py_NewRef(stamps);
-    self->meta_stamps = Py_NewRef(meta_stamps);
-    self->dumps = Py_NewRef(dumps);
-    self->safe_keys = Py_NewRef(safe_keys);
-    self->standard_attrs = Py_NewRef(standard_attrs);
-    self->init_attrs = Py_NewRef(init_attrs);
-    self->max_depth = max_depth;
-    self->default_formatter = Py_NewRef(default_formatter);
-    self->sender_threads = Py_NewRef(sender_threads);
-    self->busy_threads = Py_NewRef(busy_threads);
-    self->escape = Py_NewRef(escape);
-    self->line_head = Py_NewRef(line_head);
-    self->queue = Py_NewRef(queue);
-    self->inline_max = inline_max;
-    self->entry_overhead = entry_overhead;
-    self->plain_len = plain_len;
-    return (PyObject *)self;
-}
-
-static PyMemberDef state_members[] = {
-    {"lines", T_PYSSIZET, offsetof(State, lines), READONLY,
-     "Lines built in C and handed to the buffer."},
-    {NULL, 0, 0, 0, NULL},
-};
-
-static PyTypeObject StateType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "logdna_client._speedups.State",
-    .tp_basicsize = sizeof(State),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = "What the C handle needs of one LogDNAHandler (see _handler.py).",
-    .tp_new = state_new,
-    .tp_dealloc = (destructor)state_dealloc,
-    .tp_traverse = (traverseproc)state_traverse,
-    .tp_clear = (inquiry)state_clear,
-    .tp_members = state_members,
-};
-
-/* -- the common record ---------------------------------------------------------- */
-
-/* Builtin types whose %-formatting runs no user code. */
-static int
-is_plain_arg(PyObject *arg)
-{
-    PyTypeObject *t = Py_TYPE(arg);
+    PyTypeObject *t = Py_TYPE(v);
     return t == &PyUnicode_Type || t == &PyLong_Type || t == &PyFloat_Type ||
-           t == &PyBool_Type || arg == Py_None;
+           t == &PyBool_Type || v == Py_None;
 }
 
-/* Whether JSON escapes this ASCII character. */
+/* 1 when the running thread may ship ``record`` here; 0: Python decides; -1 error. */
 static int
-escaped_in_json(unsigned char c)
+may_ship(Handle *self, PyObject *attrs)
 {
-    return c < 0x20 || c == '"' || c == '\\';
-}
-
-/* Whether ASCII ``text`` has a character JSON must escape. */
-static int
-needs_escape(const unsigned char *text, Py_ssize_t n)
-{
-    Py_ssize_t i;
-    for (i = 0; i < n; i++) {
-        if (escaped_in_json(text[i])) {
-            return 1;
-        }
+    PyObject *thread = PyDict_GetItemWithError(attrs, s_thread);
+    PyObject *name = PyDict_GetItemWithError(attrs, s_name), *ident, *own;
+    int found;
+    if (thread == NULL || name == NULL) {
+        return PyErr_Occurred() ? -1 : 0;
     }
-    return 0;
-}
-
-/* What follows the text's JSON string in an entry: ``rest`` (the stamp: the
- * timestamp, level, app, env), then for a line with meta its JSON and the
- * closing brace (``rest`` then ends with ``"meta":``). ASCII only. */
-typedef struct {
-    const char *rest;
-    Py_ssize_t n_rest;
-    const char *meta;  /* NULL: no meta */
-    Py_ssize_t n_meta;
-} Tail;
-
-static Py_ssize_t
-tail_size(const Tail *tail)
-{
-    return tail->n_rest + (tail->meta != NULL ? tail->n_meta + 1 : 0);
-}
-
-static void
-write_tail(char *out, const Tail *tail)
-{
-    memcpy(out, tail->rest, tail->n_rest);
-    if (tail->meta != NULL) {
-        memcpy(out + tail->n_rest, tail->meta, tail->n_meta);
-        out[tail->n_rest + tail->n_meta] = '}';
+    /* Made on a sender thread; with logging.logThreads off, the running one is it. */
+    ident = PyLong_FromUnsignedLong(PyThread_get_thread_ident());
+    if (ident == NULL) {
+        return -1;
     }
-}
-
-/* LINE_HEAD, the text as a JSON string, then the tail, UTF-8 encoded: what
- * ``f"{LINE_HEAD}{_escape(text)}{rest}".encode()`` makes (with meta: the same
- * with ``{data.decode()}}}`` added). NULL (an error may be set) when that
- * would fail, as it does in Python for a lone surrogate. */
-static PyObject *
-join_entry(State *self, PyObject *text, const Tail *tail)
-{
-    PyObject *head = self->line_head, *escaped, *entry = NULL, *prefix = NULL;
-    Py_ssize_t n_head = PyUnicode_GET_LENGTH(head), n_tail = tail_size(tail);
-    char *out;
-    if (PyUnicode_IS_ASCII(text)) {
-        const unsigned char *data = PyUnicode_1BYTE_DATA(text);
-        Py_ssize_t n_text = PyUnicode_GET_LENGTH(text);
-        if (!needs_escape(data, n_text)) {
-            /* The common message: nothing to escape, so its JSON string is the text
-               in quotes; no intermediate string. */
-            entry = PyBytes_FromStringAndSize(NULL, n_head + n_text + 2 + n_tail);
-            if (entry == NULL) {
-                return NULL;
-            }
-            out = PyBytes_AS_STRING(entry);
-            memcpy(out, PyUnicode_1BYTE_DATA(head), n_head);
-            out += n_head;
-            *out++ = '"';
-            memcpy(out, data, n_text);
-            out += n_text;
-            *out++ = '"';
-            write_tail(out, tail);
-            return entry;
-        }
-    }
-    escaped = PyObject_CallOneArg(self->escape, text);
-    if (escaped == NULL || !PyUnicode_CheckExact(escaped)) {
-        Py_XDECREF(escaped);
-        return NULL;
-    }
-    if (PyUnicode_IS_ASCII(escaped)) {
-        Py_ssize_t n_escaped = PyUnicode_GET_LENGTH(escaped);
-        entry = PyBytes_FromStringAndSize(NULL, n_head + n_escaped + n_tail);
-        if (entry != NULL) {
-            out = PyBytes_AS_STRING(entry);
-            memcpy(out, PyUnicode_1BYTE_DATA(head), n_head);
-            memcpy(out + n_head, PyUnicode_1BYTE_DATA(escaped), n_escaped);
-            write_tail(out + n_head + n_escaped, tail);
-        }
-        Py_DECREF(escaped);
-        return entry;
-    }
-    /* UTF-8 needed: the general str machinery for the head and text. */
-    {
-        PyObject *joined = PyUnicode_Concat(head, escaped);
-        if (joined != NULL) {
-            prefix = PyUnicode_AsUTF8String(joined);
-            Py_DECREF(joined);
-        }
-    }
-    Py_DECREF(escaped);
-    if (prefix == NULL) {
-        return NULL;
-    }
-    entry = PyBytes_FromStringAndSize(NULL, PyBytes_GET_SIZE(prefix) + n_tail);
-    if (entry != NULL) {
-        out = PyBytes_AS_STRING(entry);
-        memcpy(out, PyBytes_AS_STRING(prefix), PyBytes_GET_SIZE(prefix));
-        write_tail(out + PyBytes_GET_SIZE(prefix), tail);
-    }
-    Py_DECREF(prefix);
-    return entry;
-}
-
-/* Decimal digits of ``value`` into ``out`` (at least 20 bytes), as str(int)
- * writes them; returns how many. */
-static Py_ssize_t
-write_decimal(long long value, char *out)
-{
-    char digits[24];
-    Py_ssize_t n = 0, i, len = 0;
-    unsigned long long magnitude;
-    if (value < 0) {
-        out[len++] = '-';
-        magnitude = 0ULL - (unsigned long long)value;
+    if (thread != Py_None && !PyLong_CheckExact(thread)) {
+        found = 1;
     }
     else {
-        magnitude = (unsigned long long)value;
+        found = PySet_Contains(self->sender_threads, thread == Py_None ? ident : thread);
     }
-    do {
-        digits[n++] = (char)('0' + magnitude % 10);
-        magnitude /= 10;
-    } while (magnitude != 0);
-    for (i = n - 1; i >= 0; i--) {
-        out[len++] = digits[i];
+    /* Inside a handler or processor of ours already: the nested path. */
+    if (found == 0) {
+        found = PySet_Contains(self->busy_threads, ident);
     }
-    return len;
+    Py_DECREF(ident);
+    if (found != 0) {
+        return found < 0 ? -1 : 0;
+    }
+    /* A logger known not to be the library's own (LogDNAHandler._is_own). */
+    if (!PyUnicode_CheckExact(name)) {
+        return 0;
+    }
+    own = PyDict_GetItemWithError(self->skip_names, name);
+    return own == Py_False ? 1 : (PyErr_Occurred() ? -1 : 0);
 }
 
-/* At most this many arguments are formatted here. */
-#define MAX_FAST_ARGS 16
-
-/* The entry for ``msg % args`` made directly, with no string in between, in
- * the common case: an ASCII message whose only conversions are %s, %d, %i
- * and %%, arguments that are ASCII str (for %s) or int (for %s, %d, %i) within
- * 64 bits, and nothing JSON must escape. For such input the text is certain:
- * str of a str is itself, and %s, %d and %i of an int are its decimal digits.
- * NULL without an error for anything else: PyUnicode_Format decides then. */
+/* The record's text as the default formatter makes it, or NULL (maybe an error). */
 static PyObject *
-format_entry(State *self, PyObject *msg, PyObject *args, const Tail *tail)
+text_of(Handle *self, PyObject *handler, PyObject *record, PyObject *attrs)
 {
-    const unsigned char *fmt;
-    Py_ssize_t n_fmt, n_args = PyTuple_GET_SIZE(args), i, k = 0, n_text = 0;
-    Py_ssize_t n_head;
-    char numbers[MAX_FAST_ARGS][24];
-    Py_ssize_t number_len[MAX_FAST_ARGS];
-    PyObject *entry;
-    char *out;
-
-    if (!PyUnicode_IS_ASCII(msg) || n_args > MAX_FAST_ARGS) {
+    PyObject *v, *get_message;
+    int ok;
+    /* The handler's own filters (none) and formatter; the stdlib's getMessage. */
+    v = PyObject_GetAttr(handler, s_filters);
+    ok = v != NULL && PyList_CheckExact(v) && PyList_GET_SIZE(v) == 0;
+    Py_XDECREF(v);
+    if (!ok) {
         return NULL;
     }
-    fmt = PyUnicode_1BYTE_DATA(msg);
-    n_fmt = PyUnicode_GET_LENGTH(msg);
-    /* First pass: check everything and measure. */
-    for (i = 0; i < n_fmt; i++) {
-        unsigned char c = fmt[i];
-        PyObject *arg;
-        if (c != '%') {
-            if (escaped_in_json(c)) {
-                return NULL;
-            }
-            n_text++;
-            continue;
-        }
-        if (++i == n_fmt) {
-            return NULL;
-        }
-        c = fmt[i];
-        if (c == '%') {
-            n_text++;
-            continue;
-        }
-        if ((c != 's' && c != 'd' && c != 'i') || k == n_args) {
-            return NULL;
-        }
-        arg = PyTuple_GET_ITEM(args, k);
-        if (PyLong_CheckExact(arg)) {
-            int overflow;
-            long long value = PyLong_AsLongLongAndOverflow(arg, &overflow);
-            if (overflow || (value == -1 && PyErr_Occurred())) {
-                PyErr_Clear();
-                return NULL;
-            }
-            number_len[k] = write_decimal(value, numbers[k]);
-            n_text += number_len[k];
-        }
-        else if (c == 's' && PyUnicode_CheckExact(arg) && PyUnicode_IS_ASCII(arg)) {
-            Py_ssize_t n = PyUnicode_GET_LENGTH(arg);
-            if (needs_escape(PyUnicode_1BYTE_DATA(arg), n)) {
-                return NULL;
-            }
-            number_len[k] = -1;
-            n_text += n;
-        }
-        else {
-            return NULL;
-        }
-        k++;
-    }
-    if (k != n_args || n_text == 0) {
-        return NULL;  /* "not all arguments converted", or an empty line: Python's cases */
-    }
-    /* Second pass: write. */
-    n_head = PyUnicode_GET_LENGTH(self->line_head);
-    entry = PyBytes_FromStringAndSize(NULL, n_head + 1 + n_text + 1 + tail_size(tail));
-    if (entry == NULL) {
+    v = PyObject_GetAttr(handler, s_formatter);
+    ok = v == self->default_formatter;
+    Py_XDECREF(v);
+    get_message = ok ? PyObject_GetAttr(self->record_type, s_getMessage) : NULL;
+    ok = get_message == self->get_message;
+    Py_XDECREF(get_message);
+    if (!ok) {
         return NULL;
     }
-    out = PyBytes_AS_STRING(entry);
-    memcpy(out, PyUnicode_1BYTE_DATA(self->line_head), n_head);
-    out += n_head;
-    *out++ = '"';
-    for (i = 0, k = 0; i < n_fmt; i++) {
-        unsigned char c = fmt[i];
-        if (c != '%') {
-            *out++ = (char)c;
-            continue;
+    /* No traceback or stack to add: the message alone. */
+    PyObject *keys[3] = {s_exc_info, s_exc_text, s_stack_info};
+    for (int i = 0; i < 3; i++) {
+        v = PyDict_GetItemWithError(attrs, keys[i]);
+        if (v != Py_None) {
+            return NULL;
         }
-        c = fmt[++i];
-        if (c == '%') {
-            *out++ = '%';
-            continue;
-        }
-        if (number_len[k] >= 0) {
-            memcpy(out, numbers[k], number_len[k]);
-            out += number_len[k];
-        }
-        else {
-            PyObject *arg = PyTuple_GET_ITEM(args, k);
-            Py_ssize_t n = PyUnicode_GET_LENGTH(arg);
-            memcpy(out, PyUnicode_1BYTE_DATA(arg), n);
-            out += n;
-        }
-        k++;
     }
-    *out++ = '"';
-    write_tail(out, tail);
-    return entry;
+    PyObject *msg = PyDict_GetItemWithError(attrs, s_msg);
+    PyObject *args = PyDict_GetItemWithError(attrs, s_args);
+    if (msg == NULL || args == NULL || !PyUnicode_CheckExact(msg)) {
+        return NULL;
+    }
+    if (args == Py_None || (PyTuple_CheckExact(args) && PyTuple_GET_SIZE(args) == 0)) {
+        return Py_NewRef(msg);  /* msg % args if args else msg */
+    }
+    if (!PyTuple_CheckExact(args)) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(args); i++) {
+        if (!is_scalar(PyTuple_GET_ITEM(args, i))) {
+            return NULL;
+        }
+    }
+    v = PyUnicode_Format(msg, args);  /* a failure is reported by the Python path */
+    if (v != NULL && !PyUnicode_CheckExact(v)) {
+        Py_CLEAR(v);
+    }
+    return v;
 }
 
-/* What an attribute past the standard ones is to the fast paths: 1 an extra
- * they may ship (a str key, no standard name, known safe where the redactor is
- * on), 0 one to leave out (message or asctime: a formatter that ran first added
- * it), -1 one only the Python code may handle (a standard attribute set again,
- * so moved to the end; a key that may be secret). No error is left set. */
-static int
-extra_key(State *self, PyObject *key)
-{
-    int standard;
-    if (!PyUnicode_CheckExact(key)) {
-        return -1;
-    }
-    standard = PySet_Contains(self->standard_attrs, key);
-    if (standard == 1 && PySet_Contains(self->init_attrs, key) == 0) {
-        return 0;
-    }
-    if (standard != 0 ||
-        (self->safe_keys != Py_None && PySet_Contains(self->safe_keys, key) != 1)) {
-        PyErr_Clear();
-        return -1;
-    }
-    return 1;
-}
-
-/* LineBuilder.meta_json's rule, where the redactor is on: meta JSON holding an
- * object (a '{' past the first byte) or a list deep enough to cut may hide a
- * secret, and must take the redaction walk (in Python). */
-static int
-meta_needs_walk(State *self, const char *json, Py_ssize_t n)
-{
-    Py_ssize_t k, brackets = 0;
-    if (self->safe_keys == Py_None) {
-        return 0;
-    }
-    for (k = 1; k < n; k++) {
-        if (json[k] == '{' || (json[k] == '[' && ++brackets >= self->max_depth)) {
-            return 1;
-        }
-    }
-    return 0;
-}
-
-/* Room for the meta JSON written directly; longer meta goes through orjson. */
-#define DIRECT_META_MAX 1024
-
-/* The common case of extras_json, written here instead of through a dict and
- * orjson.dumps: every extra's key is ASCII with nothing JSON escapes, and its
- * value is such a str, an int within 64 bits, a bool or None. The JSON is then
- * certain: orjson writes exactly this, compact, keys in order. 1 with ``*out``
- * set (the bytes, or None for no meta); 0 for anything else (no error set):
- * extras_json then takes the general way, which decides. */
-static int
-direct_extras_json(State *self, PyObject *attrs, PyObject **out)
-{
-    char buf[DIRECT_META_MAX];
-    PyObject *key, *value;
-    Py_ssize_t n = 0, pos = 0, seen = 0, count = 0;
-    buf[n++] = '{';
-    while (PyDict_Next(attrs, &pos, &key, &value)) {
-        Py_ssize_t n_key;
-        int kind;
-        if (seen++ < self->plain_len) {
-            continue;
-        }
-        kind = extra_key(self, key);
-        if (kind == 0) {
-            continue;
-        }
-        if (kind < 0 || !PyUnicode_IS_ASCII(key)) {
-            return 0;
-        }
-        n_key = PyUnicode_GET_LENGTH(key);
-        /* key, quotes, colon, comma, and the longest value but a str's: 24 */
-        if (n + n_key + 4 + 24 + 1 > DIRECT_META_MAX ||
-            needs_escape(PyUnicode_1BYTE_DATA(key), n_key)) {
-            return 0;
-        }
-        if (count++) {
-            buf[n++] = ',';
-        }
-        buf[n++] = '"';
-        memcpy(buf + n, PyUnicode_1BYTE_DATA(key), n_key);
-        n += n_key;
-        buf[n++] = '"';
-        buf[n++] = ':';
-        if (PyUnicode_CheckExact(value)) {
-            Py_ssize_t n_value = PyUnicode_GET_LENGTH(value);
-            if (!PyUnicode_IS_ASCII(value) || n + n_value + 2 + 1 > DIRECT_META_MAX ||
-                needs_escape(PyUnicode_1BYTE_DATA(value), n_value)) {
-                return 0;
-            }
-            buf[n++] = '"';
-            memcpy(buf + n, PyUnicode_1BYTE_DATA(value), n_value);
-            n += n_value;
-            buf[n++] = '"';
-        }
-        else if (value == Py_True || value == Py_False || value == Py_None) {
-            const char *word = value == Py_True ? "true" : value == Py_False ? "false" : "null";
-            Py_ssize_t n_word = (Py_ssize_t)strlen(word);
-            memcpy(buf + n, word, n_word);
-            n += n_word;
-        }
-        else if (PyLong_CheckExact(value)) {
-            int overflow;
-            long long number = PyLong_AsLongLongAndOverflow(value, &overflow);
-            if (overflow || (number == -1 && PyErr_Occurred())) {
-                PyErr_Clear();
-                return 0;
-            }
-            n += write_decimal(number, buf + n);
-        }
-        else {
-            return 0;  /* a float (orjson's own formatting), or something odd */
-        }
-    }
-    if (count == 0) {
-        *out = Py_NewRef(Py_None);
-        return 1;
-    }
-    buf[n++] = '}';
-    if (meta_needs_walk(self, buf, n)) {
-        return 0;
-    }
-    *out = PyBytes_FromStringAndSize(buf, n);
-    if (*out == NULL) {
-        PyErr_Clear();
-        return 0;
-    }
-    return 1;
-}
-
-/* The JSON of a record's extra= fields, as ``meta_json(_extras(attrs))``
- * makes it, when that is certain without the Python code: every extra comes
- * after the standard attributes, is no standard name, and holds a str, int,
- * float, bool or None (so dumping runs no user code); and where the redactor
- * is on, every key is one it has found safe and the JSON holds no object and
- * no list deep enough to cut (the rule ``LineBuilder.meta_json`` applies).
- * None when the only attributes past the standard ones are those a formatter
- * adds (message, asctime): no meta, as in Python. NULL (an error may be set)
- * for anything else. */
+/* The record's meta as JSON (LineBuilder.meta_json of _text_and_meta's meta), for
+ * flat meta whose keys the redactor knows are safe; Py_None for no meta; NULL
+ * (maybe an error) to leave the record to Python. */
 static PyObject *
-extras_json(State *self, PyObject *attrs)
+meta_json(Handle *self, PyObject *attrs)
 {
-    PyObject *key, *value, *meta, *data;
-    Py_ssize_t pos = 0, seen = 0;
-    int kind;
-    if (direct_extras_json(self, attrs, &data)) {
-        return data;
+    Py_ssize_t size = PyDict_GET_SIZE(attrs), pos = 0, i = 0;
+    PyObject *meta, *key, *value, *json = NULL;
+    if (size < self->plain_len) {
+        return NULL;
     }
     meta = PyDict_New();
     if (meta == NULL) {
         return NULL;
     }
-    while (PyDict_Next(attrs, &pos, &key, &value)) {
-        if (seen++ < self->plain_len) {
-            continue;  /* the standard attributes, set first by LogRecord.__init__ */
+    for (i = 0; i < PyTuple_GET_SIZE(self->record_attrs); i++) {
+        key = PyTuple_GET_ITEM(self->record_attrs, i);
+        value = PyDict_GetItemWithError(attrs, key);
+        if (value != NULL && PyDict_SetItem(meta, key, value) != 0) {
+            goto done;
         }
-        kind = extra_key(self, key);
-        if (kind == 0) {
+        if (value == NULL && PyErr_Occurred()) {
+            goto done;
+        }
+    }
+    /* Extras: what follows the attributes LogRecord.__init__ sets (_extras). */
+    for (i = 0; size > self->plain_len && PyDict_Next(attrs, &pos, &key, &value); i++) {
+        int standard;
+        if (i < self->plain_len) {
             continue;
         }
-        if (kind < 0 || !is_plain_arg(value) || PyDict_SetItem(meta, key, value) != 0) {
-            /* An odd value or key: the Python code sorts it out. */
-            Py_DECREF(meta);
-            return NULL;
+        if (!PyUnicode_CheckExact(key)) {
+            goto done;
+        }
+        standard = PySet_Contains(self->standard_attrs, key);
+        if (standard != 0 || PyDict_SetItem(meta, key, value) != 0) {
+            goto done;  /* a formatter ran first, or a filter moved attributes */
         }
     }
     if (PyDict_GET_SIZE(meta) == 0) {
-        Py_DECREF(meta);
-        return Py_NewRef(Py_None);  /* nothing but what a formatter added: no meta */
+        json = Py_NewRef(Py_None);
+        goto done;
     }
-    data = PyObject_CallOneArg(self->dumps, meta);
+    /* No redaction walk needed: scalar values, keys the redactor found safe. */
+    pos = 0;
+    while (PyDict_Next(meta, &pos, &key, &value)) {
+        if (!is_scalar(value) ||
+            (self->safe_keys != Py_None && PySet_Contains(self->safe_keys, key) != 1)) {
+            goto done;
+        }
+    }
+    json = PyObject_CallOneArg(self->dumps, meta);
+    if (json != NULL && !PyBytes_CheckExact(json)) {
+        Py_CLEAR(json);
+    }
+done:
     Py_DECREF(meta);
-    if (data == NULL || !PyBytes_CheckExact(data)) {
-        Py_XDECREF(data);
-        return NULL;
-    }
-    if (meta_needs_walk(self, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))) {
-        Py_DECREF(data);
-        return NULL;
-    }
-    return data;
+    return json;
 }
 
-/* The entry (separator and line) for ``record``, as handle would build it
- * inline; NULL (an error may be set) when the Python code must decide. */
-static PyObject *
-build_entry(State *self, PyObject *handler_dict, PyObject *record)
-{
-    PyObject *f[N_FIELDS];
-    PyObject *attrs = NULL;  /* the record's dict, when it was built already */
-    PyObject *text = NULL, *entry = NULL, *meta = NULL, *v, *stamp, *rest;
-    Tail tail;
-    Referents r;
-    int i;
+/* -- the entry's bytes: LineBuilder.plain ---------------------------------------- */
 
-    if ((PyObject *)Py_TYPE(record) != self->record_type) {
+/* Appends n bytes at *out. */
+static void
+put(char **out, const char *data, Py_ssize_t n)
+{
+    memcpy(*out, data, n);
+    *out += n;
+}
+
+/* ENTRY_HEAD text ENTRY_TIMESTAMP ms ENTRY_LEVEL level app_env [ENTRY_META meta] ENTRY_END,
+ * text as JSON; NULL (maybe an error) where plain() would not make it. */
+static PyObject *
+entry_of(Handle *self, PyObject *text, PyObject *level, double created, PyObject *meta)
+{
+    PyObject *escaped = NULL, *entry = NULL, *level_json;
+    const char *data;
+    Py_ssize_t n_text = PyUnicode_GET_LENGTH(text), n, i;
+    char digits[32], *out;
+    int n_digits;
+    double millis = created * 1000.0;
+    /* entry(): texts of 1..plain_max_chars characters take plain(). */
+    if (n_text == 0 || n_text > self->max_chars) {
         return NULL;
     }
-    v = PyDict_GetItemWithError(handler_dict, s_filters);
-    if (v == NULL || !PyList_CheckExact(v) || PyList_GET_SIZE(v) != 0) {
+    /* int(created * 1000), where that fits; NaN and infinities go to Python. */
+    if (!(millis > -9.2e18 && millis < 9.2e18)) {
         return NULL;
     }
-    if (PyDict_GetItemWithError(handler_dict, s_formatter) != self->default_formatter) {
-        return NULL;
+    n_digits = snprintf(digits, sizeof digits, "%lld", (long long)millis);
+    level_json = PyDict_GetItemWithError(self->level_json, level);
+    if (level_json == NULL || !PyBytes_CheckExact(level_json)) {
+        return NULL;  /* plain() makes and caches it */
     }
-    if (PySet_GET_SIZE(self->busy_threads) != 0) {
-        /* A thread is inside the Python path. If it is this one, this record
-           comes from a __str__, signal handler or finalizer run there: Python
-           decides (it drops re-entry). Other threads do not matter. */
-        PyObject *ident = PyLong_FromUnsignedLong(PyThread_get_thread_ident());
-        int busy = ident == NULL ? -1 : PySet_Contains(self->busy_threads, ident);
-        Py_XDECREF(ident);
-        if (busy != 0) {
-            return NULL;
+    data = (const char *)PyUnicode_DATA(text);
+    for (i = 0; PyUnicode_IS_ASCII(text) && i < n_text; i++) {
+        unsigned char c = (unsigned char)data[i];
+        if (c < 0x20 || c == '"' || c == '\\') {
+            break;
         }
     }
-    v = PyDict_GetItemWithError(self->context_dict, s_in_use);
-    if (v != Py_False) {
-        /* A request context was bound somewhere in this process: is one bound
-           here? Then its fields are meta, and the Python code adds them. */
-        PyObject *bound = NULL;
-        int empty;
-        if (v != Py_True || PyContextVar_Get(self->context_var, NULL, &bound) != 0 ||
-            bound == NULL) {
-            return NULL;
-        }
-        empty = PyDict_CheckExact(bound) && PyDict_GET_SIZE(bound) == 0;
-        Py_DECREF(bound);
-        if (!empty) {
-            return NULL;
-        }
-    }
-    if (self->plain_referents > 0 && collect_referents(record, &r) != 0) {
-        return NULL;
-    }
-    if (self->plain_referents > 0 && r.n == self->plain_referents) {
-        for (i = 0; i < N_FIELDS; i++) {
-            f[i] = r.items[self->index[i]];
-        }
+    if (PyUnicode_IS_ASCII(text) && i == n_text) {
+        n = n_text;  /* nothing to escape: the text itself, quoted below */
     }
     else {
-        /* Its dict was built already (another handler read it, or this Python
-           always builds it): the Python rule then, a plain record has exactly
-           plain_len attributes. */
-        attrs = PyObject_GenericGetDict(record, NULL);
-        if (attrs == NULL || PyDict_GET_SIZE(attrs) < self->plain_len) {
-            goto done;
-        }
-        if (PyDict_GET_SIZE(attrs) > self->plain_len) {
-            /* extra= fields: meta, when they are plain values (else Python). First:
-               it allocates a dict, which may run the garbage collector, and the
-               fields below are borrowed. */
-            meta = extras_json(self, attrs);
-            if (meta == NULL) {
-                goto done;
-            }
-            if (meta == Py_None) {
-                Py_CLEAR(meta);
-            }
-        }
-        for (i = 0; i < N_FIELDS; i++) {
-            f[i] = PyDict_GetItemWithError(attrs, field_names[i]);
-            if (f[i] == NULL) {
-                goto done;
-            }
+        /* _escape(text).encode(), quotes included; a lone surrogate fails here. */
+        escaped = PyObject_CallOneArg(self->escape, text);
+        if (escaped == NULL || !PyUnicode_CheckExact(escaped) ||
+            (data = PyUnicode_AsUTF8AndSize(escaped, &n)) == NULL) {
+            Py_XDECREF(escaped);
+            return NULL;
         }
     }
-    /* Every value is checked for its type: a record that lost an attribute and
-       gained another reads shifted, and fails here (see the tests). */
-    if (f[F_THREAD] != Py_None && !PyLong_CheckExact(f[F_THREAD])) {
-        goto done;
+    PyObject **piece = &PyTuple_GET_ITEM(self->pieces, 0);  /* ENTRY_PIECES */
+    Py_ssize_t total = PyBytes_GET_SIZE(piece[0]) + n + (escaped ? 0 : 2) +
+                       PyBytes_GET_SIZE(piece[1]) + n_digits + PyBytes_GET_SIZE(piece[2]) +
+                       PyBytes_GET_SIZE(level_json) + PyBytes_GET_SIZE(self->app_env) +
+                       (meta != NULL ? PyBytes_GET_SIZE(piece[3]) + PyBytes_GET_SIZE(meta) : 0) +
+                       PyBytes_GET_SIZE(piece[4]);
+    /* plain() leaves longer lines with meta to encode(), which cuts them. */
+    if (total <= self->max_entry) {
+        entry = PyBytes_FromStringAndSize(NULL, total);
     }
-    if (PySet_GET_SIZE(self->sender_threads) != 0) {
-        /* Made on a sender thread (urllib3's logging, say): Python decides. With
-           logging.logThreads off a record has no thread: the one running is it. */
-        int made_on_sender;
-        if (f[F_THREAD] != Py_None) {
-            made_on_sender = PySet_Contains(self->sender_threads, f[F_THREAD]);
+    if (entry != NULL) {
+        out = PyBytes_AS_STRING(entry);
+        put(&out, PyBytes_AS_STRING(piece[0]), PyBytes_GET_SIZE(piece[0]));
+        if (escaped == NULL) {
+            *out++ = '"';
+            put(&out, data, n);
+            *out++ = '"';
         }
         else {
-            PyObject *ident = PyLong_FromUnsignedLong(PyThread_get_thread_ident());
-            made_on_sender = ident == NULL ? -1 : PySet_Contains(self->sender_threads, ident);
-            Py_XDECREF(ident);
+            put(&out, data, n);
         }
-        if (made_on_sender != 0) {
-            goto done;
+        put(&out, PyBytes_AS_STRING(piece[1]), PyBytes_GET_SIZE(piece[1]));
+        put(&out, digits, n_digits);
+        put(&out, PyBytes_AS_STRING(piece[2]), PyBytes_GET_SIZE(piece[2]));
+        put(&out, PyBytes_AS_STRING(level_json), PyBytes_GET_SIZE(level_json));
+        put(&out, PyBytes_AS_STRING(self->app_env), PyBytes_GET_SIZE(self->app_env));
+        if (meta != NULL) {
+            put(&out, PyBytes_AS_STRING(piece[3]), PyBytes_GET_SIZE(piece[3]));
+            put(&out, PyBytes_AS_STRING(meta), PyBytes_GET_SIZE(meta));
         }
+        put(&out, PyBytes_AS_STRING(piece[4]), PyBytes_GET_SIZE(piece[4]));
     }
-    if (PyDict_GetItemWithError(handler_dict, s_last_name) != f[F_NAME]) {
-        goto done;  /* a logger not yet known not to be the library's own */
+    Py_XDECREF(escaped);
+    return entry;
+}
+
+/* The common record's entry, or NULL (maybe an error): Python builds that one. */
+static PyObject *
+build(Handle *self, PyObject *record)
+{
+    PyObject *attrs, *text = NULL, *meta = NULL, *entry = NULL, *context = NULL, *v;
+    int ok;
+    if (Py_TYPE(record) != (PyTypeObject *)self->record_type ||
+        Py_TYPE(record)->tp_getattro != PyObject_GenericGetAttr) {
+        return NULL;
     }
-    if (!PyUnicode_CheckExact(f[F_MSG]) || f[F_EXC_INFO] != Py_None ||
-        f[F_EXC_TEXT] != Py_None || f[F_STACK_INFO] != Py_None) {
+    attrs = PyObject_GenericGetDict(record, NULL);
+    if (attrs == NULL || !PyDict_CheckExact(attrs) || (ok = may_ship(self, attrs)) != 1) {
         goto done;
     }
-    if (!PyUnicode_CheckExact(f[F_LEVELNAME]) || !PyFloat_CheckExact(f[F_CREATED])) {
+    /* No request context bound (an empty one is the default mapping). */
+    if (PyContextVar_Get(self->context_var, NULL, &context) != 0 || context == NULL ||
+        !PyDict_CheckExact(context) || PyDict_GET_SIZE(context) != 0) {
         goto done;
     }
-    stamp = PyDict_GetItemWithError(meta == NULL ? self->stamps : self->meta_stamps,
-                                    f[F_LEVELNAME]);
-    if (stamp == NULL || !PyTuple_CheckExact(stamp) || PyTuple_GET_SIZE(stamp) != 3) {
+    /* Meta first: it allocates (which may run a finalizer), and the values read
+       from attrs below are borrowed. */
+    meta = meta_json(self, attrs);
+    if (meta == NULL || (text = text_of(self, self->handler, record, attrs)) == NULL) {
         goto done;
     }
-    rest = PyTuple_GET_ITEM(stamp, 2);
-    {
-        PyObject *low = PyTuple_GET_ITEM(stamp, 0), *high = PyTuple_GET_ITEM(stamp, 1);
-        double millis = PyFloat_AS_DOUBLE(f[F_CREATED]) * 1000.0;
-        if (!PyFloat_CheckExact(low) || !PyFloat_CheckExact(high) ||
-            !PyUnicode_CheckExact(rest)) {
-            goto done;
-        }
-        /* Outside the stamp's millisecond: the Python code makes and caches a new one. */
-        if (!(PyFloat_AS_DOUBLE(low) <= millis && millis < PyFloat_AS_DOUBLE(high))) {
-            goto done;
-        }
+    v = PyDict_GetItemWithError(attrs, s_levelname);
+    PyObject *created = PyDict_GetItemWithError(attrs, s_created);
+    if (v != NULL && PyUnicode_CheckExact(v) && created != NULL && PyFloat_CheckExact(created)) {
+        entry = entry_of(self, text, v, PyFloat_AS_DOUBLE(created), meta == Py_None ? NULL : meta);
     }
-    /* UTF-8 of the stamp (app and env may be any text); cached in the str. */
-    tail.rest = PyUnicode_AsUTF8AndSize(rest, &tail.n_rest);
-    if (tail.rest == NULL) {
-        goto done;
-    }
-    tail.meta = meta == NULL ? NULL : PyBytes_AS_STRING(meta);
-    tail.n_meta = meta == NULL ? 0 : PyBytes_GET_SIZE(meta);
-    v = f[F_ARGS];
-    if (v == Py_None || (PyTuple_CheckExact(v) && PyTuple_GET_SIZE(v) == 0)) {
-        text = Py_NewRef(f[F_MSG]);
-    }
-    else {
-        Py_ssize_t k, n;
-        if (!PyTuple_CheckExact(v)) {
-            goto done;
-        }
-        n = PyTuple_GET_SIZE(v);
-        for (k = 0; k < n; k++) {
-            if (!is_plain_arg(PyTuple_GET_ITEM(v, k))) {
-                goto done;
-            }
-        }
-        entry = format_entry(self, f[F_MSG], v, &tail);
-        if (entry != NULL || PyErr_Occurred()) {
-            goto done;
-        }
-        text = PyUnicode_Format(f[F_MSG], v);
-        if (text == NULL) {
-            goto done;  /* the Python code reports it as unformattable */
-        }
-    }
-    if (!PyUnicode_CheckExact(text) || PyUnicode_GET_LENGTH(text) == 0) {
-        goto done;
-    }
-    entry = join_entry(self, text, &tail);
 done:
     Py_XDECREF(attrs);
+    Py_XDECREF(context);
     Py_XDECREF(text);
     Py_XDECREF(meta);
     return entry;
 }
 
-/* Buffer.put_entry's lock-free protocol, as handle inlines it: 1 queued, 0 when
- * the locked path must queue it, -1 on error (nothing queued). */
+/* -- queueing it: Buffer.put_entry's lock-free protocol ------------------------- */
+
+/* 1 queued; 0 the locked path must queue it; -1 error (nothing queued). */
 static int
-queue_entry(State *self, PyObject *entry, Py_ssize_t size)
+put_entry(Handle *self, PyObject *entry, Py_ssize_t size)
 {
-    PyObject *buffer = PyDict_GetItemWithError(self->client_dict, s_buffer);
-    PyObject *queued, *limit, *total, *r;
+    PyObject *buffer = Py_NewRef(self->buffer), *queued = NULL, *limit = NULL, *total;
     long long q, lim;
-    if (buffer == NULL) {
-        return -1;
-    }
-    if (buffer != self->buffer) {
-        /* Owned while looked into: the allocations below may run the garbage
-           collector (3.10, 3.11), and a finalizer could replace client._buffer. */
-        PyObject *bdict, *entries, *append = NULL;
-        Py_INCREF(buffer);
-        bdict = PyObject_GenericGetDict(buffer, NULL);
-        if (bdict != NULL) {
-            entries = Py_XNewRef(PyDict_GetItemWithError(bdict, s_entries));
-            append = entries == NULL ? NULL : PyObject_GetAttr(entries, s_append);
-            Py_XDECREF(entries);
+    int result = -1;
+    if (self->append_of != buffer) {
+        PyObject *entries = PyObject_GetAttr(buffer, s_entries);
+        PyObject *append = entries == NULL ? NULL : PyObject_GetAttr(entries, s_append);
+        Py_XDECREF(entries);
+        if (append == NULL) {
+            goto done;
         }
-        if (append == NULL ||
-            PyDict_GetItemWithError(self->client_dict, s_buffer) != buffer) {
-            /* Failed, or replaced meanwhile: the Python code queues this one. */
-            Py_XDECREF(append);
-            Py_XDECREF(bdict);
-            Py_DECREF(buffer);
-            return -1;
-        }
-        Py_XSETREF(self->buffer, buffer);
-        Py_XSETREF(self->buffer_dict, bdict);
         Py_XSETREF(self->append, append);
+        Py_XSETREF(self->append_of, Py_NewRef(buffer));
     }
-    queued = PyDict_GetItemWithError(self->buffer_dict, s_queued_bytes);
-    limit = PyDict_GetItemWithError(self->buffer_dict, s_fast_limit);
-    if (queued == NULL || limit == NULL || !PyLong_CheckExact(queued) ||
-        !PyLong_CheckExact(limit)) {
-        return -1;
+    queued = PyObject_GetAttr(buffer, s_queued_bytes);
+    limit = queued == NULL ? NULL : PyObject_GetAttr(buffer, s_fast_limit);
+    if (limit == NULL || !PyLong_CheckExact(queued) || !PyLong_CheckExact(limit)) {
+        goto done;
     }
     q = PyLong_AsLongLong(queued);
     lim = PyLong_AsLongLong(limit);
-    if ((q == -1 || lim == -1) && PyErr_Occurred()) {
-        return -1;
+    if (PyErr_Occurred()) {
+        goto done;
     }
     if (q + size > lim) {
-        return 0;
+        result = 0;
+        goto done;
     }
-    /* Counted before the append (take() must never see a line uncounted); no
-       other thread runs in between: nothing here releases the GIL. */
+    /* Counted before the append: take() must never see a line uncounted. */
     total = PyLong_FromLongLong(q + size);
-    if (total == NULL) {
-        return -1;
-    }
-    Py_INCREF(queued);  /* to undo with, should the append fail */
-    if (PyDict_SetItem(self->buffer_dict, s_queued_bytes, total) != 0) {
-        Py_DECREF(total);
-        Py_DECREF(queued);
-        return -1;
+    if (total == NULL || PyObject_SetAttr(buffer, s_queued_bytes, total) != 0) {
+        Py_XDECREF(total);
+        goto done;
     }
     Py_DECREF(total);
-    r = PyObject_CallOneArg(self->append, entry);
+    PyObject *r = PyObject_CallOneArg(self->append, entry);
     if (r == NULL) {
-        /* Not queued after all: take the count back (the caller clears the error
-           and goes the Python way). */
+        /* Not queued after all: take the count back (the caller goes the Python way). */
         PyErr_Clear();
-        if (PyDict_SetItem(self->buffer_dict, s_queued_bytes, queued) != 0) {
+        if (PyObject_SetAttr(buffer, s_queued_bytes, queued) != 0) {
             PyErr_Clear();
         }
-        Py_DECREF(queued);
-        return -1;
+        goto done;
     }
     Py_DECREF(r);
-    Py_DECREF(queued);
-    return 1;
+    result = 1;
+done:
+    Py_XDECREF(queued);
+    Py_XDECREF(limit);
+    Py_DECREF(buffer);
+    return result;
 }
 
-/* -- the method ----------------------------------------------------------------- */
-
-typedef struct {
-    PyObject_HEAD
-    vectorcallfunc vectorcall;
-    PyObject *slow;  /* the Python LogDNAHandler.handle */
-} Handle;
+/* -- the Handle: handler.handle(record) ------------------------------------------ */
 
 static PyObject *
 handle_call(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
-    Handle *self = (Handle *)op;
-    PyObject *handler_dict, *state, *entry = NULL;
-    if (PyVectorcall_NARGS(nargsf) != 2 || kwnames != NULL) {
-        return PyObject_Vectorcall(self->slow, args, nargsf, kwnames);
+    Handle *self = (Handle *)Py_NewRef(op);  /* owned: a finalizer may drop handler.handle */
+    PyObject *entry = NULL, *result = NULL;
+    if (PyVectorcall_NARGS(nargsf) == 1 && kwnames == NULL) {
+        entry = build(self, args[0]);
     }
-    handler_dict = PyObject_GenericGetDict(args[0], NULL);
-    if (handler_dict == NULL) {
-        PyErr_Clear();
-        return PyObject_Vectorcall(self->slow, args, nargsf, kwnames);
-    }
-    state = PyDict_GetItemWithError(handler_dict, s_fast);
-    if (state != NULL && Py_IS_TYPE(state, &StateType)) {
-        /* Owned while in use: code run by an allocation (a finalizer) could
-           replace handler._fast. */
-        State *st = (State *)Py_NewRef(state);
-        entry = build_entry(st, handler_dict, args[1]);
-        if (entry != NULL) {
-            Py_ssize_t size = PyBytes_GET_SIZE(entry) + st->entry_overhead;
-            /* Over this, encode() would cut the text: the Python code does that. */
-            if (size <= st->inline_max) {
-                int queued = queue_entry(st, entry, size);
-                if (queued == 1) {
-                    st->lines++;
-                    Py_DECREF(st);
-                    Py_DECREF(entry);
-                    Py_DECREF(handler_dict);
-                    Py_RETURN_TRUE;
-                }
-                if (queued == 0) {
-                    /* Full, closed, due to wake the sender, or not started yet:
-                       the Python code queues it the locked way and reports trouble. */
-                    PyObject *call[3] = {args[0], args[1], entry};
-                    PyObject *result;
-                    st->lines++;
-                    result = PyObject_Vectorcall(st->queue, call, 3, NULL);
-                    Py_DECREF(st);
-                    Py_DECREF(entry);
-                    Py_DECREF(handler_dict);
-                    return result;
-                }
-            }
-            Py_DECREF(entry);
+    if (entry != NULL) {
+        Py_ssize_t size = PyBytes_GET_SIZE(entry) + self->entry_overhead;
+        int queued = put_entry(self, entry, size);
+        if (queued >= 0) {
+            self->lines++;
         }
-        Py_DECREF(st);
+        if (queued == 1) {
+            result = Py_NewRef(Py_True);
+        }
+        else if (queued == 0) {
+            /* Full, closed, due to wake the sender, or not started: the Python
+               code queues it the locked way (LogDNAHandler._queue_built). */
+            PyObject *call[3] = {self->handler, args[0], entry};
+            result = PyObject_Vectorcall(self->queue, call, 3, NULL);
+        }
     }
-    Py_DECREF(handler_dict);
-    /* Not the common record, or something failed before the line was queued:
-       the Python code builds it (again) and deals with what went wrong. */
-    if (PyErr_Occurred()) {
+    if (result == NULL) {
+        /* Not the common record, or something failed before the line was queued:
+           the Python handle builds it (again) and deals with what went wrong. */
         PyErr_Clear();
+        if (PyVectorcall_NARGS(nargsf) == 1 && kwnames == NULL) {
+            PyObject *call[2] = {self->handler, args[0]};
+            result = PyObject_Vectorcall(self->slow, call, 2, NULL);
+        }
+        else {
+            PyErr_SetString(PyExc_TypeError, "handle() takes one record");
+        }
     }
-    return PyObject_Vectorcall(self->slow, args, nargsf, kwnames);
+    Py_XDECREF(entry);
+    Py_DECREF(self);
+    return result;
 }
 
-static PyObject *
-handle_get(PyObject *self, PyObject *obj, PyObject *Py_UNUSED(type))
-{
-    /* A method, like the function it replaces. */
-    if (obj == NULL || obj == Py_None) {
-        return Py_NewRef(self);
-    }
-    return PyMethod_New(self, obj);
-}
+static PyTypeObject HandleType;
 
 static PyObject *
 handle_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"slow", NULL};
-    PyObject *slow;
-    Handle *self;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O", kwlist, &slow)) {
+    static char *kwlist[] = {
+        "handler", "slow", "queue", "buffer", "record_type", "get_message", "default_formatter",
+        "skip_names", "sender_threads", "busy_threads", "context_var", "record_attrs",
+        "standard_attrs", "plain_len", "safe_keys", "dumps", "escape", "pieces", "app_env",
+        "level_json", "max_chars", "max_entry", "entry_overhead", NULL,
+    };
+    Handle *h = (Handle *)type->tp_alloc(type, 0);
+    Py_ssize_t i;
+    if (h == NULL) {
         return NULL;
     }
-    if (!PyCallable_Check(slow)) {
-        PyErr_SetString(PyExc_TypeError, "slow must be callable");
+    h->vectorcall = handle_call;
+    if (!PyArg_ParseTupleAndKeywords(
+            args, kwds, "$OOOOO!OOO!O!O!O!O!O!nOOOO!O!O!nnn", kwlist, &h->handler, &h->slow,
+            &h->queue, &h->buffer, &PyType_Type, &h->record_type, &h->get_message,
+            &h->default_formatter, &PyDict_Type, &h->skip_names, &PySet_Type, &h->sender_threads,
+            &PySet_Type, &h->busy_threads, &PyContextVar_Type, &h->context_var, &PyTuple_Type,
+            &h->record_attrs, &PyFrozenSet_Type, &h->standard_attrs, &h->plain_len, &h->safe_keys,
+            &h->dumps, &h->escape, &PyTuple_Type, &h->pieces, &PyBytes_Type, &h->app_env,
+            &PyDict_Type, &h->level_json, &h->max_chars, &h->max_entry, &h->entry_overhead)) {
+        h->vectorcall = NULL;
+        memset(&h->handler, 0, offsetof(Handle, plain_len) - offsetof(Handle, handler));
+        Py_DECREF(h);
         return NULL;
     }
-    self = (Handle *)type->tp_alloc(type, 0);
-    if (self == NULL) {
-        return NULL;
+#define OWN(name) Py_XINCREF(h->name);
+    HANDLE_OBJECTS(OWN)
+#undef OWN
+    if (h->safe_keys != Py_None && !PySet_CheckExact(h->safe_keys)) {
+        PyErr_SetString(PyExc_TypeError, "safe_keys must be a set or None");
+        goto fail;
     }
-    self->vectorcall = handle_call;
-    self->slow = Py_NewRef(slow);
-    return (PyObject *)self;
+    if (PyTuple_GET_SIZE(h->pieces) != 5) {
+        PyErr_SetString(PyExc_ValueError, "pieces must be the five ENTRY_PIECES");
+        goto fail;
+    }
+    for (i = 0; i < 5; i++) {
+        if (!PyBytes_CheckExact(PyTuple_GET_ITEM(h->pieces, i))) {
+            PyErr_SetString(PyExc_TypeError, "pieces must be bytes");
+            goto fail;
+        }
+    }
+    for (i = 0; i < PyTuple_GET_SIZE(h->record_attrs); i++) {
+        if (!PyUnicode_CheckExact(PyTuple_GET_ITEM(h->record_attrs, i))) {
+            PyErr_SetString(PyExc_TypeError, "record_attrs must be names");
+            goto fail;
+        }
+    }
+    return (PyObject *)h;
+fail:
+    Py_DECREF(h);
+    return NULL;
 }
 
+/* The objects a Handle holds, for the garbage collector: the handler holds its
+   Handle (as handler.handle), which holds the handler. */
 static int
 handle_traverse(Handle *self, visitproc visit, void *arg)
 {
-    Py_VISIT(self->slow);
+#define VISIT(name) Py_VISIT(self->name);
+    HANDLE_OBJECTS(VISIT)
+#undef VISIT
     return 0;
 }
 
 static int
 handle_clear(Handle *self)
 {
-    Py_CLEAR(self->slow);
+#define CLEAR(name) Py_CLEAR(self->name);
+    HANDLE_OBJECTS(CLEAR)
+#undef CLEAR
     return 0;
 }
 
@@ -1127,104 +532,103 @@ handle_dealloc(Handle *self)
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-/* __doc__, __name__, __qualname__, __module__ and __wrapped__: the Python
-   method's, so help(), inspect and documentation tools see the method. */
 static PyObject *
-handle_forward(Handle *self, void *closure)
+handle_get_buffer(Handle *self, void *Py_UNUSED(closure))
 {
-    if (closure == NULL) {
-        return Py_NewRef(self->slow);
+    return Py_NewRef(self->buffer);
+}
+
+/* The Python code hands over a forked child's new buffer (_queue_built). */
+static int
+handle_set_buffer(Handle *self, PyObject *value, void *Py_UNUSED(closure))
+{
+    if (value == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "buffer cannot be deleted");
+        return -1;
     }
-    return PyObject_GetAttrString(self->slow, (const char *)closure);
+    Py_SETREF(self->buffer, Py_NewRef(value));
+    return 0;
+}
+
+static PyObject *
+handle_get_lines(Handle *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromSsize_t(self->lines);
 }
 
 static PyGetSetDef handle_getset[] = {
-    {"__doc__", (getter)handle_forward, NULL, NULL, "__doc__"},
-    {"__name__", (getter)handle_forward, NULL, NULL, "__name__"},
-    {"__qualname__", (getter)handle_forward, NULL, NULL, "__qualname__"},
-    {"__module__", (getter)handle_forward, NULL, NULL, "__module__"},
-    {"__wrapped__", (getter)handle_forward, NULL, NULL, NULL},
+    {"buffer", (getter)handle_get_buffer, (setter)handle_set_buffer,
+     "The buffer entries are queued in (Buffer.put_entry's protocol).", NULL},
+    {"lines", (getter)handle_get_lines, NULL, "Entries built here and queued.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
 static PyTypeObject HandleType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "logdna_client._speedups.Handle",
+    .tp_doc = "handle(record) for one LogDNAHandler: its common record in C (see _handler.py).",
     .tp_basicsize = sizeof(Handle),
-    /* METHOD_DESCRIPTOR: the interpreter calls it as it calls a function found on
-       the class, with the handler first, without making a bound method. */
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL |
-                Py_TPFLAGS_METHOD_DESCRIPTOR,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
     .tp_new = handle_new,
     .tp_dealloc = (destructor)handle_dealloc,
     .tp_traverse = (traverseproc)handle_traverse,
     .tp_clear = (inquiry)handle_clear,
     .tp_call = PyVectorcall_Call,
     .tp_vectorcall_offset = offsetof(Handle, vectorcall),
-    .tp_descr_get = handle_get,
     .tp_getset = handle_getset,
 };
 
-/* -- the module ----------------------------------------------------------------- */
+/* -- the module: multi-phase initialisation ------------------------------------- */
 
-static PyMethodDef module_methods[] = {
-    {"referents", referents, METH_O,
-     "How many objects the garbage collector sees an object refer to (-1: none)."},
-    {NULL, NULL, 0, NULL},
+static int
+speedups_exec(PyObject *module)
+{
+    /* Process-wide and immortal once made: a second load of the module reuses them. */
+    struct { PyObject **var; const char *text; } names[] = {
+        {&s_filters, "filters"}, {&s_formatter, "formatter"}, {&s_getMessage, "getMessage"},
+        {&s_queued_bytes, "queued_bytes"}, {&s_fast_limit, "fast_limit"},
+        {&s_entries, "entries"}, {&s_append, "append"}, {&s_name, "name"}, {&s_msg, "msg"},
+        {&s_args, "args"}, {&s_levelname, "levelname"}, {&s_exc_info, "exc_info"},
+        {&s_exc_text, "exc_text"}, {&s_stack_info, "stack_info"}, {&s_created, "created"},
+        {&s_thread, "thread"},
+    };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        if (*names[i].var == NULL &&
+            (*names[i].var = PyUnicode_InternFromString(names[i].text)) == NULL) {
+            return -1;
+        }
+    }
+    if (PyType_Ready(&HandleType) < 0 ||
+        PyModule_AddIntConstant(module, "API", SPEEDUPS_API) < 0 ||
+        PyModule_AddObjectRef(module, "Handle", (PyObject *)&HandleType) < 0) {
+        return -1;
+    }
+    return 0;
+}
+
+static PyModuleDef_Slot speedups_slots[] = {
+    {Py_mod_exec, speedups_exec},
+#ifdef Py_mod_multiple_interpreters
+    /* A static type and process-wide names: one interpreter only. */
+    {Py_mod_multiple_interpreters, Py_MOD_MULTIPLE_INTERPRETERS_NOT_SUPPORTED},
+#endif
+#ifdef Py_mod_gil
+    /* The lock-free put relies on the GIL (see _buffer.py). */
+    {Py_mod_gil, Py_MOD_GIL_USED},
+#endif
+    {0, NULL},
 };
 
 static struct PyModuleDef speedups_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "logdna_client._speedups",
     .m_doc = "LogDNAHandler.handle for the common record, in C; optional (see _handler.py).",
-    .m_size = -1,
-    .m_methods = module_methods,
+    .m_size = 0,
+    .m_slots = speedups_slots,
 };
-
-static int
-intern_all(void)
-{
-    int i;
-#define INTERN(var, text)                           \
-    if ((var = PyUnicode_InternFromString(text)) == NULL) { \
-        return -1;                                  \
-    }
-    INTERN(s_filters, "filters");
-    INTERN(s_formatter, "formatter");
-    INTERN(s_last_name, "_last_name");
-    INTERN(s_in_use, "in_use");
-    INTERN(s_buffer, "_buffer");
-    INTERN(s_queued_bytes, "queued_bytes");
-    INTERN(s_fast_limit, "fast_limit");
-    INTERN(s_entries, "entries");
-    INTERN(s_append, "append");
-    INTERN(s_fast, "_fast");
-#undef INTERN
-    for (i = 0; i < N_FIELDS; i++) {
-        field_names[i] = PyUnicode_InternFromString(field_text[i]);
-        if (field_names[i] == NULL) {
-            return -1;
-        }
-    }
-    return 0;
-}
 
 PyMODINIT_FUNC
 PyInit__speedups(void)
 {
-    PyObject *module;
-    if (intern_all() != 0 || PyType_Ready(&StateType) < 0 || PyType_Ready(&HandleType) < 0) {
-        return NULL;
-    }
-    module = PyModule_Create(&speedups_module);
-    if (module == NULL) {
-        return NULL;
-    }
-    if (PyModule_AddIntConstant(module, "API", SPEEDUPS_API) < 0 ||
-        PyModule_AddObjectRef(module, "State", (PyObject *)&StateType) < 0 ||
-        PyModule_AddObjectRef(module, "Handle", (PyObject *)&HandleType) < 0) {
-        Py_DECREF(module);
-        return NULL;
-    }
-    return module;
+    return PyModuleDef_Init(&speedups_module);
 }

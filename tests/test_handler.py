@@ -45,7 +45,7 @@ class TestRecordToLine:
         assert "user 42 logged in" == line["line"]
         assert "WARNING" == line["level"]
         assert ("api", "prod") == (line["app"], line["env"])
-        assert "meta" not in line
+        assert {"name": "t.basic"} == line["meta"]  # record_meta's default: the logger
         assert isinstance(line["timestamp"], int)
         h.close()
 
@@ -124,8 +124,8 @@ class TestRecordToLine:
             reset_request_context(token)
         log.info("outside")
         inside, outside = delivered(server, h, 2)
-        assert {"request_id": "r-1", "http_method": "POST"} == inside["meta"]
-        assert "meta" not in outside
+        assert {"request_id": "r-1", "http_method": "POST", "name": "t.ctx"} == inside["meta"]
+        assert {"name": "t.ctx"} == outside["meta"]
         h.close()
 
     def test_filters_apply(self, server: DevServer) -> None:
@@ -440,7 +440,10 @@ class TestInlinePath:
         record.levelname = level
         record.created = created
         expected = json.loads(
-            offline.client._builder.encode(text, level[:80], int(created * 1000)) or b"{}"
+            offline.client._builder.encode(
+                text, level[:80], int(created * 1000), {"name": "t.inline"}
+            )
+            or b"{}"
         )
         for line in self.queued_twice(offline, record):
             assert expected == line
@@ -478,7 +481,10 @@ class TestInlinePath:
         )
         record.created = created
         expected = json.loads(
-            offline.client._builder.encode(text, "INFO", int(created * 1000), dict(meta)) or b"{}"
+            offline.client._builder.encode(
+                text, "INFO", int(created * 1000), {"name": "t.meta", **meta}
+            )
+            or b"{}"
         )
         for line in self.queued_twice(offline, record):
             assert expected == line
@@ -498,10 +504,11 @@ class TestInlinePath:
         log.info("nested", extra={"user": 1, "ctx": {"password": "s3cr3t"}})
         log.info("in a list", extra={"user": 1, "ctx": [{"session_id": "s3cr3t"}]})
         lines = [json.loads(e) for e in offline.client._buffer.snapshot()[-6:]]
-        assert [{"user": 1, "ctx": "x"}] * 3 == [line["meta"] for line in lines[:3]]
-        assert {"user": 1, "api_token": "[REDACTED]"} == lines[3]["meta"]
-        assert {"user": 1, "ctx": {"password": "[REDACTED]"}} == lines[4]["meta"]
-        assert {"user": 1, "ctx": [{"session_id": "[REDACTED]"}]} == lines[5]["meta"]
+        name = {"name": "t.meta.secret"}
+        assert [{**name, "user": 1, "ctx": "x"}] * 3 == [line["meta"] for line in lines[:3]]
+        assert {**name, "user": 1, "api_token": "[REDACTED]"} == lines[3]["meta"]
+        assert {**name, "user": 1, "ctx": {"password": "[REDACTED]"}} == lines[4]["meta"]
+        assert {**name, "user": 1, "ctx": [{"session_id": "[REDACTED]"}]} == lines[5]["meta"]
         assert not any("s3cr3t" in e.decode() for e in offline.client._buffer.snapshot())
 
     @pytest.mark.parametrize("formatted", [False, True])
@@ -522,7 +529,7 @@ class TestInlinePath:
                 logging.Formatter("%(asctime)s %(message)s").format(record)
             offline.handle(record)
             line = json.loads(offline.client._buffer.snapshot()[-1])
-            assert ("m a", {"user": 1}) == (line["line"], line.get("meta"))
+            assert ("m a", {"name": "t.readd", "user": 1}) == (line["line"], line.get("meta"))
 
     @pytest.mark.parametrize("depth", [31, 32, 33, 40, 200])
     def test_deep_lists_in_extra_as_the_general_builder(
@@ -538,7 +545,9 @@ class TestInlinePath:
             "t.deep", logging.INFO, __file__, 1, "deep", None, None, extra=meta
         )
         offline.handle(record)  # the first: keys not known yet, and the level's stamp
-        expected = offline.client._builder.encode("deep", "INFO", int(record.created * 1000), meta)
+        expected = offline.client._builder.encode(
+            "deep", "INFO", int(record.created * 1000), {"name": "t.deep", **meta}
+        )
         offline.handle(record)
         offline.handle(record)
         assert [expected] * 3 == offline.client._buffer.snapshot()[-3:]
@@ -554,7 +563,10 @@ class TestInlinePath:
             text = char * chars
             record = logging.LogRecord("t.cap", logging.INFO, __file__, 1, text, None, None)
             expected = json.loads(
-                h.client._builder.encode(text, "INFO", int(record.created * 1000)) or b"{}"
+                h.client._builder.encode(
+                    text, "INFO", int(record.created * 1000), {"name": "t.cap"}
+                )
+                or b"{}"
             )
             for line in self.queued_twice(h, record):
                 assert expected == line
@@ -651,7 +663,7 @@ class TestInlinePath:
         reset_request_context(token)
         log.info("after")
         before, during, after = delivered(server, h, 3)
-        assert "meta" not in before
-        assert {"request_id": "r-9"} == during["meta"]
-        assert "meta" not in after
+        assert {"name": "t.ctx"} == before["meta"]
+        assert {"request_id": "r-9", "name": "t.ctx"} == during["meta"]
+        assert {"name": "t.ctx"} == after["meta"]
         h.close()

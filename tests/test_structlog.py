@@ -493,7 +493,7 @@ class TestStdlibBridge:
             log.info("paid", invoice=7, amount=3.5)
             (line,) = delivered(server, h.client, 1)
         assert "paid" == line["line"]
-        assert {"invoice": 7, "amount": 3.5} == line["meta"]
+        assert {"name": "t.structlog.kwargs", "invoice": 7, "amount": 3.5} == line["meta"]
 
     def test_wrap_for_formatter_keys_become_meta(self, server: DevServer) -> None:
         """ProcessorFormatter.wrap_for_formatter: event is the line, keys meta, no internals."""
