@@ -151,7 +151,7 @@ class LogDNAHandler(logging.Handler):
             # logging call goes straight to C.
             self.handle = self._fast  # type: ignore[method-assign]
 
-    def _speedups_handle(self) -> object:
+    def _speedups_handle(self) -> Any:
         """The C ``handle`` for this handler, or None to run the Python one.
 
         None when the C code is not there, when ``LOGDNA_CLIENT_PURE_PYTHON`` is
@@ -179,6 +179,7 @@ class LogDNAHandler(logging.Handler):
                 busy_threads=BUSY_THREADS,
                 context_var=_context._request_context,
                 record_attrs=self._record_attrs,
+                init_attrs=_INIT_ATTRS,
                 standard_attrs=STANDARD_RECORD_ATTRS,
                 plain_len=_PLAIN_RECORD_LEN,
                 safe_keys=builder.meta_safe_keys,

@@ -42,7 +42,7 @@ typedef struct {
     vectorcallfunc vectorcall;
     PyObject *handler, *slow, *queue, *buffer, *record_type, *get_message, *default_formatter;
     PyObject *skip_names, *sender_threads, *busy_threads, *context_var, *record_attrs;
-    PyObject *standard_attrs, *safe_keys, *dumps, *escape, *pieces, *app_env, *level_json;
+    PyObject *init_attrs, *standard_attrs, *safe_keys, *dumps, *escape, *pieces, *app_env, *level_json;
     Py_ssize_t plain_len, max_chars, max_entry, entry_overhead;
     Py_ssize_t lines;         /* entries built here and queued (tests read it) */
     PyObject *append;         /* buffer.entries.append, for append_of */
@@ -53,7 +53,7 @@ typedef struct {
 #define HANDLE_OBJECTS(X)                                                                   \
     X(handler) X(slow) X(queue) X(buffer) X(record_type) X(get_message)                     \
     X(default_formatter) X(skip_names) X(sender_threads) X(busy_threads) X(context_var)     \
-    X(record_attrs) X(standard_attrs) X(safe_keys) X(dumps) X(escape) X(pieces) X(app_env)  \
+    X(record_attrs) X(init_attrs) X(standard_attrs) X(safe_keys) X(dumps) X(escape) X(pieces) X(app_env)  \
     X(level_json) X(append) X(append_of)
 
 /* -- which records qualify: LogDNAHandler._deliver, _text_and_meta ------------ */
@@ -184,16 +184,18 @@ meta_json(Handle *self, PyObject *attrs)
     }
     /* Extras: what follows the attributes LogRecord.__init__ sets (_extras). */
     for (i = 0; size > self->plain_len && PyDict_Next(attrs, &pos, &key, &value); i++) {
-        int standard;
+        int found;
         if (i < self->plain_len) {
             continue;
         }
-        if (!PyUnicode_CheckExact(key)) {
+        /* One __init__ sets, moved here by a filter: extras may sit before (Python). */
+        if (!PyUnicode_CheckExact(key) || (found = PySet_Contains(self->init_attrs, key)) != 0) {
             goto done;
         }
-        standard = PySet_Contains(self->standard_attrs, key);
-        if (standard != 0 || PyDict_SetItem(meta, key, value) != 0) {
-            goto done;  /* a formatter ran first, or a filter moved attributes */
+        /* message, asctime: a formatter ran first; never meta. */
+        found = PySet_Contains(self->standard_attrs, key);
+        if (found < 0 || (found == 0 && PyDict_SetItem(meta, key, value) != 0)) {
+            goto done;
         }
     }
     if (PyDict_GET_SIZE(meta) == 0) {
@@ -432,12 +434,10 @@ handle_call(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwname
         /* Not the common record, or something failed before the line was queued:
            the Python handle builds it (again) and deals with what went wrong. */
         PyErr_Clear();
-        if (PyVectorcall_NARGS(nargsf) == 1 && kwnames == NULL) {
-            PyObject *call[2] = {self->handler, args[0]};
-            result = PyObject_Vectorcall(self->slow, call, 2, NULL);
-        }
-        else {
-            PyErr_SetString(PyExc_TypeError, "handle() takes one record");
+        PyObject *bound = PyMethod_New(self->slow, self->handler);
+        if (bound != NULL) {
+            result = PyObject_Vectorcall(bound, args, nargsf, kwnames);
+            Py_DECREF(bound);
         }
     }
     Py_XDECREF(entry);
@@ -453,7 +453,7 @@ handle_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     static char *kwlist[] = {
         "handler", "slow", "queue", "buffer", "record_type", "get_message", "default_formatter",
         "skip_names", "sender_threads", "busy_threads", "context_var", "record_attrs",
-        "standard_attrs", "plain_len", "safe_keys", "dumps", "escape", "pieces", "app_env",
+        "init_attrs", "standard_attrs", "plain_len", "safe_keys", "dumps", "escape", "pieces", "app_env",
         "level_json", "max_chars", "max_entry", "entry_overhead", NULL,
     };
     Handle *h = (Handle *)type->tp_alloc(type, 0);
@@ -463,11 +463,12 @@ handle_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     }
     h->vectorcall = handle_call;
     if (!PyArg_ParseTupleAndKeywords(
-            args, kwds, "$OOOOO!OOO!O!O!O!O!O!nOOOO!O!O!nnn", kwlist, &h->handler, &h->slow,
+            args, kwds, "$OOOOO!OOO!O!O!O!O!O!O!nOOOO!O!O!nnn", kwlist, &h->handler, &h->slow,
             &h->queue, &h->buffer, &PyType_Type, &h->record_type, &h->get_message,
             &h->default_formatter, &PyDict_Type, &h->skip_names, &PySet_Type, &h->sender_threads,
             &PySet_Type, &h->busy_threads, &PyContextVar_Type, &h->context_var, &PyTuple_Type,
-            &h->record_attrs, &PyFrozenSet_Type, &h->standard_attrs, &h->plain_len, &h->safe_keys,
+            &h->record_attrs, &PyFrozenSet_Type, &h->init_attrs, &PyFrozenSet_Type,
+            &h->standard_attrs, &h->plain_len, &h->safe_keys,
             &h->dumps, &h->escape, &PyTuple_Type, &h->pieces, &PyBytes_Type, &h->app_env,
             &PyDict_Type, &h->level_json, &h->max_chars, &h->max_entry, &h->entry_overhead)) {
         h->vectorcall = NULL;
