@@ -13,7 +13,7 @@ the stdlib would call it. Only while all of them are the library's own does
 the short path run: ``handle`` filters and ships directly, and where the
 optional C extension (``_speedups.c``) is built, each handler's ``handle`` is
 a C object that builds the common record's entry itself (the same bytes as
-``_text_and_meta`` + ``LineBuilder.plain`` + ``Buffer.put_entry``) and calls
+``_parts`` + ``LineBuilder.plain`` + ``Buffer.put_entry``) and calls
 the Python ``handle`` for every other record.
 """
 
@@ -129,6 +129,12 @@ class LogDNAHandler(logging.Handler):
         self._entry = builder.entry
         #: The LogRecord attributes shipped as meta, in order.
         self._record_attrs: tuple[str, ...] = self._client.config.record_meta
+        #: With one such attribute (the logger's name, by default): its str value ->
+        #: ``meta_json`` of the meta it alone makes; reused by both paths.
+        #: Only where ``plain`` serves lines: no ``before_send`` could change the meta.
+        self._meta_cache: dict[str, tuple[dict[str, Any], bytes]] | None = (
+            {} if len(self._record_attrs) == 1 and builder.plain_max_chars > 0 else None
+        )
         # A formatter of our own, so that logging.basicConfig() does not give this
         # handler its "LEVEL:name:message" one (the level already ships as a field).
         # Identity with it selects the short path; setFormatter() still wins.
@@ -179,6 +185,7 @@ class LogDNAHandler(logging.Handler):
                 busy_threads=BUSY_THREADS,
                 context_var=_context._request_context,
                 record_attrs=self._record_attrs,
+                meta_cache=self._meta_cache,
                 init_attrs=_INIT_ATTRS,
                 standard_attrs=STANDARD_RECORD_ATTRS,
                 plain_len=_PLAIN_RECORD_LEN,
@@ -279,17 +286,30 @@ class LogDNAHandler(logging.Handler):
 
     def _queue_record(self, record: logging.LogRecord) -> None:
         """Build the record's entry and queue it."""
-        text, meta = self._text_and_meta(record)
-        if _context.in_use:
-            context = request_context()
-            if context:
-                meta = {**context, **meta} if meta else dict(context)
+        text, meta, data = self._parts(record)
+        context = request_context() if _context.in_use else None
+        if context:
+            meta = {**context, **meta} if meta else dict(context)
+            data = None
         level = record.levelname
         if type(level) is not str:  # a record made by hand, or changed by a filter
             level = safe_str(level)
-        entry = self._entry(text, level, _millis(record.created), meta)
+        entry = self._entry(text, level, _millis(record.created), meta, data)
         if entry is not None:
             self._client.put_entry(entry)
+
+    def _cache_meta(self, meta: dict[str, Any], value: str) -> bytes | None:
+        """``meta_json(meta)``, kept with ``meta`` for ``value`` (see ``_meta_cache``)."""
+        try:
+            data = self._builder.meta_json(meta)
+        except TypeError:  # a lone surrogate in the name: encode() repairs it
+            return None
+        cache = self._meta_cache
+        if cache is not None:
+            if len(cache) >= 1024:  # names made per request, say: stay bounded
+                cache.clear()
+            cache[value] = (meta, data)
+        return data
 
     def _queue_built(self, record: logging.LogRecord, entry: bytes) -> bool:
         """Queue an entry the C ``handle`` built, when the buffer wants its locked path."""
@@ -319,8 +339,9 @@ class LogDNAHandler(logging.Handler):
             return False  # the library's own names are plain strings
         return own
 
-    def _text_and_meta(self, record: logging.LogRecord) -> tuple[str, dict[str, Any] | None]:
-        """The record's line text and meta (``record_meta`` attributes, then extras)."""
+    def _parts(self, record: logging.LogRecord) -> tuple[str, dict[str, Any] | None, bytes | None]:
+        """The record's line text, its meta (``record_meta`` attributes, then extras)
+        and, where kept, that meta's ``meta_json`` (else None)."""
         msg = record.msg
         if (
             type(msg) is str
@@ -341,26 +362,33 @@ class LogDNAHandler(logging.Handler):
             if type(msg) is dict and "_logger" in attrs:
                 # structlog's ProcessorFormatter.wrap_for_formatter: the event dict is
                 # the message; its keys are meta, structlog's bookkeeping is not.
-                return event_dict_to_line(
-                    msg, {k: v for k, v in attrs.items() if k not in _STRUCTLOG_SKIP}
+                return (
+                    *event_dict_to_line(
+                        msg, {k: v for k, v in attrs.items() if k not in _STRUCTLOG_SKIP}
+                    ),
+                    None,
                 )
             try:
                 text = self.format(record)
             except Exception as exc:
                 text = _unformattable(record, exc)
-        # __dict__ read last: on 3.11+ reading it makes the record build a dict, and
-        # attribute reads after that are slower.
         names = self._record_attrs
-        if len(names) == 1:
-            name = names[0]
-            meta = {name: attrs[name]} if name in attrs else None
-        else:
-            meta = {k: attrs[k] for k in names if k in attrs} or None
+        cache = self._meta_cache
+        if cache is not None and len(attrs) == _PLAIN_RECORD_LEN:
+            # The one record attribute alone (no extras): its meta and JSON once per value.
+            value = attrs.get(names[0])
+            if type(value) is str:
+                kept = cache.get(value)
+                if kept is not None:
+                    return text, kept[0], kept[1]
+                meta = {names[0]: value}
+                return text, meta, self._cache_meta(meta, value)
+        meta = {k: attrs[k] for k in names if k in attrs} or None
         if len(attrs) != _PLAIN_RECORD_LEN:
             extras = _extras(attrs)
             if extras:
                 meta = {**meta, **extras} if meta else extras
-        return text, meta
+        return text, meta, None
 
     def flush(self, timeout: float | None = 5.0) -> None:
         """Wait (up to ``timeout``) for queued lines to be delivered.

@@ -211,13 +211,18 @@ class LineBuilder:
         self.plain = self._make_plain()
 
     def entry(
-        self, text: str, level: str, timestamp: int, meta: dict[str, Any] | None = None
+        self,
+        text: str,
+        level: str,
+        timestamp: int,
+        meta: dict[str, Any] | None = None,
+        data: bytes | None = None,
     ) -> bytes | None:
         """A buffer entry (separator, then the line) by the fastest path that can
         make it: ``plain`` when it can, else ``encode``; None when ``before_send``
-        dropped the line."""
+        dropped the line. ``data``: ``meta_json(meta)``, where the caller keeps it."""
         if 0 < len(text) <= self.plain_max_chars:
-            return self.plain(text, level, timestamp, meta)
+            return self.plain(text, level, timestamp, meta, data)
         line = self.encode(text, level, timestamp, meta)
         return SEPARATOR + line if line is not None else None
 
@@ -247,8 +252,11 @@ class LineBuilder:
 
         return meta_json
 
-    def _make_plain(self) -> Callable[[str, str, int, dict[str, Any] | None], bytes | None]:
-        """The fast path, as a buffer entry (comma first): ``plain(text, level, ts, meta)``.
+    def _make_plain(
+        self,
+    ) -> Callable[[str, str, int, dict[str, Any] | None, bytes | None], bytes | None]:
+        """The fast path, as a buffer entry (comma first): ``plain(text, level, ts, meta,
+        data)``, where ``data`` is ``meta_json(meta)`` when the caller has it.
 
         One C-level string escape, one ``orjson.dumps`` of the meta (if any) and
         one bytes format, with app and env baked into the template: no line
@@ -270,7 +278,11 @@ class LineBuilder:
         limit = self.total_limit
 
         def plain(
-            text: str, level: str, timestamp: int, meta: dict[str, Any] | None = None
+            text: str,
+            level: str,
+            timestamp: int,
+            meta: dict[str, Any] | None = None,
+            data: bytes | None = None,
         ) -> bytes | None:
             fragment = levels.get(level)
             try:
@@ -284,7 +296,7 @@ class LineBuilder:
                     _escape(text).encode(),
                     timestamp,
                     fragment,
-                    meta_json(meta),
+                    meta_json(meta) if data is None else data,
                 )
                 if len(entry) <= limit:
                     return entry

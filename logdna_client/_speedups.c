@@ -8,7 +8,7 @@
  * one Python function, named where it is done:
  *
  *   which records qualify, their text and meta: LogDNAHandler._deliver and
- *     LogDNAHandler._text_and_meta (and _line.LineBuilder.meta_json for meta);
+ *     LogDNAHandler._parts (and _line.LineBuilder.meta_json for meta);
  *   the entry's bytes: _line.LineBuilder.plain;
  *   queueing it: _buffer.Buffer.put_entry.
  *
@@ -41,7 +41,7 @@ typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall;
     PyObject *handler, *slow, *queue, *buffer, *record_type, *get_message, *default_formatter;
-    PyObject *skip_names, *sender_threads, *busy_threads, *context_var, *record_attrs;
+    PyObject *skip_names, *sender_threads, *busy_threads, *context_var, *record_attrs, *meta_cache;
     PyObject *init_attrs, *standard_attrs, *safe_keys, *dumps, *escape, *pieces, *app_env, *level_json;
     Py_ssize_t plain_len, max_chars, max_entry, entry_overhead;
     Py_ssize_t lines;         /* entries built here and queued (tests read it) */
@@ -53,10 +53,10 @@ typedef struct {
 #define HANDLE_OBJECTS(X)                                                                   \
     X(handler) X(slow) X(queue) X(buffer) X(record_type) X(get_message)                     \
     X(default_formatter) X(skip_names) X(sender_threads) X(busy_threads) X(context_var)     \
-    X(record_attrs) X(init_attrs) X(standard_attrs) X(safe_keys) X(dumps) X(escape) X(pieces) X(app_env)  \
+    X(record_attrs) X(meta_cache) X(init_attrs) X(standard_attrs) X(safe_keys) X(dumps) X(escape) X(pieces) X(app_env)  \
     X(level_json) X(append) X(append_of)
 
-/* -- which records qualify: LogDNAHandler._deliver, _text_and_meta ------------ */
+/* -- which records qualify: LogDNAHandler._deliver, _parts --------------------- */
 
 /* Builtin types whose %-formatting and JSON run no user code. */
 static int
@@ -78,16 +78,20 @@ may_ship(Handle *self, PyObject *attrs)
         return PyErr_Occurred() ? -1 : 0;
     }
     /* Made on a sender thread; with logging.logThreads off, the running one is it. */
-    ident = PyLong_FromUnsignedLong(PyThread_get_thread_ident());
-    if (ident == NULL) {
+    if (thread != Py_None && !PyLong_CheckExact(thread)) {
+        return 0;
+    }
+    unsigned long made_on = thread == Py_None ? 0 : PyLong_AsUnsignedLong(thread);
+    if (made_on == (unsigned long)-1 && PyErr_Occurred()) {
+        return -1;  /* not a thread ident: Python decides */
+    }
+    if (thread != Py_None && made_on == PyThread_get_thread_ident()) {
+        ident = Py_NewRef(thread);  /* made on this thread: no new int */
+    }
+    else if ((ident = PyLong_FromUnsignedLong(PyThread_get_thread_ident())) == NULL) {
         return -1;
     }
-    if (thread != Py_None && !PyLong_CheckExact(thread)) {
-        found = 1;
-    }
-    else {
-        found = PySet_Contains(self->sender_threads, thread == Py_None ? ident : thread);
-    }
+    found = PySet_Contains(self->sender_threads, thread == Py_None ? ident : thread);
     /* Inside a handler or processor of ours already: the nested path. */
     if (found == 0) {
         found = PySet_Contains(self->busy_threads, ident);
@@ -157,7 +161,7 @@ text_of(Handle *self, PyObject *handler, PyObject *record, PyObject *attrs)
     return v;
 }
 
-/* The record's meta as JSON (LineBuilder.meta_json of _text_and_meta's meta), for
+/* The record's meta as JSON (LineBuilder.meta_json of _parts's meta), for
  * flat meta whose keys the redactor knows are safe; Py_None for no meta; NULL
  * (maybe an error) to leave the record to Python. */
 static PyObject *
@@ -167,6 +171,19 @@ meta_json(Handle *self, PyObject *attrs)
     PyObject *meta, *key, *value, *json = NULL;
     if (size < self->plain_len) {
         return NULL;
+    }
+    if (size == self->plain_len && self->meta_cache != Py_None) {
+        /* The one record attribute alone: its JSON as _parts keeps it. */
+        value = PyDict_GetItemWithError(attrs, PyTuple_GET_ITEM(self->record_attrs, 0));
+        if (value == NULL || !PyUnicode_CheckExact(value)) {
+            return NULL;
+        }
+        json = PyDict_GetItemWithError(self->meta_cache, value);  /* (meta, its JSON) */
+        if (json == NULL || !PyTuple_CheckExact(json) || PyTuple_GET_SIZE(json) != 2) {
+            return NULL;
+        }
+        json = PyTuple_GET_ITEM(json, 1);
+        return PyBytes_CheckExact(json) ? Py_NewRef(json) : NULL;
     }
     meta = PyDict_New();
     if (meta == NULL) {
@@ -229,6 +246,26 @@ put(char **out, const char *data, Py_ssize_t n)
     *out += n;
 }
 
+/* ``value`` in decimal at ``out`` (at least 20 bytes); returns the length. */
+static int
+write_int(long long value, char *out)
+{
+    char tmp[24];
+    int n = 0, len = 0;
+    unsigned long long v = value < 0 ? 0ULL - (unsigned long long)value : (unsigned long long)value;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    if (value < 0) {
+        out[len++] = '-';
+    }
+    while (n) {
+        out[len++] = tmp[--n];
+    }
+    return len;
+}
+
 /* ENTRY_HEAD text ENTRY_TIMESTAMP ms ENTRY_LEVEL level app_env [ENTRY_META meta] ENTRY_END,
  * text as JSON; NULL (maybe an error) where plain() would not make it. */
 static PyObject *
@@ -248,7 +285,7 @@ entry_of(Handle *self, PyObject *text, PyObject *level, double created, PyObject
     if (!(millis > -9.2e18 && millis < 9.2e18)) {
         return NULL;
     }
-    n_digits = snprintf(digits, sizeof digits, "%lld", (long long)millis);
+    n_digits = write_int((long long)millis, digits);
     level_json = PyDict_GetItemWithError(self->level_json, level);
     if (level_json == NULL || !PyBytes_CheckExact(level_json)) {
         return NULL;  /* plain() makes and caches it */
@@ -453,7 +490,7 @@ handle_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     static char *kwlist[] = {
         "handler", "slow", "queue", "buffer", "record_type", "get_message", "default_formatter",
         "skip_names", "sender_threads", "busy_threads", "context_var", "record_attrs",
-        "init_attrs", "standard_attrs", "plain_len", "safe_keys", "dumps", "escape", "pieces", "app_env",
+        "meta_cache", "init_attrs", "standard_attrs", "plain_len", "safe_keys", "dumps", "escape", "pieces", "app_env",
         "level_json", "max_chars", "max_entry", "entry_overhead", NULL,
     };
     Handle *h = (Handle *)type->tp_alloc(type, 0);
@@ -463,11 +500,11 @@ handle_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     }
     h->vectorcall = handle_call;
     if (!PyArg_ParseTupleAndKeywords(
-            args, kwds, "$OOOOO!OOO!O!O!O!O!O!O!nOOOO!O!O!nnn", kwlist, &h->handler, &h->slow,
+            args, kwds, "$OOOOO!OOO!O!O!O!O!OO!O!nOOOO!O!O!nnn", kwlist, &h->handler, &h->slow,
             &h->queue, &h->buffer, &PyType_Type, &h->record_type, &h->get_message,
             &h->default_formatter, &PyDict_Type, &h->skip_names, &PySet_Type, &h->sender_threads,
             &PySet_Type, &h->busy_threads, &PyContextVar_Type, &h->context_var, &PyTuple_Type,
-            &h->record_attrs, &PyFrozenSet_Type, &h->init_attrs, &PyFrozenSet_Type,
+            &h->record_attrs, &h->meta_cache, &PyFrozenSet_Type, &h->init_attrs, &PyFrozenSet_Type,
             &h->standard_attrs, &h->plain_len, &h->safe_keys,
             &h->dumps, &h->escape, &PyTuple_Type, &h->pieces, &PyBytes_Type, &h->app_env,
             &PyDict_Type, &h->level_json, &h->max_chars, &h->max_entry, &h->entry_overhead)) {
@@ -479,6 +516,11 @@ handle_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 #define OWN(name) Py_XINCREF(h->name);
     HANDLE_OBJECTS(OWN)
 #undef OWN
+    if (h->meta_cache != Py_None &&
+        (!PyDict_CheckExact(h->meta_cache) || PyTuple_GET_SIZE(h->record_attrs) != 1)) {
+        PyErr_SetString(PyExc_TypeError, "meta_cache must be a dict (one record attribute)");
+        goto fail;
+    }
     if (h->safe_keys != Py_None && !PySet_CheckExact(h->safe_keys)) {
         PyErr_SetString(PyExc_TypeError, "safe_keys must be a set or None");
         goto fail;
