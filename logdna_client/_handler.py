@@ -381,8 +381,8 @@ class LogDNAHandler(logging.Handler):
                 kept = cache.get(value)
                 if kept is not None:
                     return text, kept[0], kept[1]
-                meta = {names[0]: value}
-                return text, meta, self._cache_meta(meta, value)
+                alone: dict[str, Any] = {names[0]: value}
+                return text, alone, self._cache_meta(alone, value)
         meta = {k: attrs[k] for k in names if k in attrs} or None
         if len(attrs) != _PLAIN_RECORD_LEN:
             extras = _extras(attrs)
