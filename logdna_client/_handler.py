@@ -37,7 +37,7 @@ from ._client import Client
 from ._context import current as request_context
 from ._errors import ConfigurationError
 from ._event import event_dict_to_line
-from ._line import ENTRY_PIECES, _escape, safe_str
+from ._line import ENTRY_END, ENTRY_HEAD, ENTRY_META, ENTRY_TIMESTAMP, _escape, safe_str
 from ._report import logger as _own_logger
 from ._threads import BUSY_THREADS, NESTED_THREADS, SENDER_THREADS
 
@@ -192,9 +192,11 @@ class LogDNAHandler(logging.Handler):
                 safe_keys=builder.meta_safe_keys,
                 dumps=orjson.dumps,
                 escape=_escape,
-                pieces=ENTRY_PIECES,
-                app_env=builder.app_env,
-                level_json=builder.level_json,
+                head=ENTRY_HEAD,
+                timestamp_key=ENTRY_TIMESTAMP,
+                level_tails=builder.level_tails,
+                meta_key=ENTRY_META,
+                end=ENTRY_END,
                 max_chars=builder.plain_max_chars,
                 max_entry=builder.total_limit,
                 entry_overhead=ENTRY_OVERHEAD,

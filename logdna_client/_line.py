@@ -24,7 +24,7 @@ from ._buffer import SEPARATOR
 from ._config import Config
 from ._redact import MAX_DEPTH, Redactor, is_named_tuple, named_tuple_fields
 
-__all__ = ["ENTRY_PIECES", "LineBuilder", "safe_str"]
+__all__ = ["ENTRY_END", "ENTRY_HEAD", "ENTRY_META", "ENTRY_TIMESTAMP", "LineBuilder", "safe_str"]
 
 _log = logging.getLogger("logdna_client")
 
@@ -32,15 +32,13 @@ _log = logging.getLogger("logdna_client")
 # Python twin where the accelerator is missing.
 _escape: Callable[[str], str] = json.encoder.c_encode_basestring or json.encoder.encode_basestring  # type: ignore[attr-defined]
 
-#: The fast path's entry, in order: ``HEAD`` text ``TIMESTAMP`` ms ``LEVEL`` level
-#: ``app_env`` [``META`` meta] ``END``; text, level and meta as JSON.
+#: The fast path's entry, in order: ``ENTRY_HEAD`` text ``ENTRY_TIMESTAMP`` ms, the
+#: level's tail (``LineBuilder.level_tails``: level, app, env), then ``ENTRY_META``
+#: meta when there is meta, then ``ENTRY_END``; text and meta as JSON.
 ENTRY_HEAD = SEPARATOR + b'{"line":'
 ENTRY_TIMESTAMP = b',"timestamp":'
-ENTRY_LEVEL = b',"level":'
 ENTRY_META = b',"meta":'
 ENTRY_END = b"}"
-#: The same, as ``LineBuilder.plain`` and the C extension take them.
-ENTRY_PIECES = (ENTRY_HEAD, ENTRY_TIMESTAMP, ENTRY_LEVEL, ENTRY_META, ENTRY_END)
 
 _TRUNCATED = "… [truncated by logdna_client: {} bytes in all]"
 _EMPTY = "(empty message)"
@@ -158,8 +156,7 @@ class LineBuilder:
         "_redactor",
         "_redacts_meta",
         "_redacts_text",
-        "app_env",
-        "level_json",
+        "level_tails",
         "meta_json",
         "meta_safe_keys",
         "on_filtered",
@@ -194,14 +191,8 @@ class LineBuilder:
         #: in text, no hook, meta as an object, certainly under the byte cap);
         #: -1 when nothing can.
         self.plain_max_chars = self._line_limit // 4 if simple and self._index_meta else -1
-        #: The app and env fields of every fast-path entry, as JSON.
-        self.app_env = b""
-        if self._app:
-            self.app_env += b',"app":' + orjson.dumps(self._app[:_NAME_CAP])
-        if self._env:
-            self.app_env += b',"env":' + orjson.dumps(self._env[:_NAME_CAP])
-        #: Level name -> its JSON (cut to the service's cap), filled by ``plain``.
-        self.level_json: dict[str, bytes] = {}
+        #: Level name -> the entry's level, app and env fields, filled by ``plain``.
+        self.level_tails: dict[str, bytes] = {}
         #: Meta keys the redactor has found safe (a live set), or None when meta is
         #: not redacted: meta with only such keys and nothing nested skips the walk.
         self.meta_safe_keys: set[str] | None = (
@@ -266,12 +257,16 @@ class LineBuilder:
         ``encode``; anything unusual here (text that is not valid UTF-8, meta
         orjson cannot encode, an oversize line) falls back to it too.
         """
-        # The ENTRY_* pieces as one template; "%" in app or env is escaped for it.
-        head = ENTRY_HEAD + b"%b" + ENTRY_TIMESTAMP + b"%d" + ENTRY_LEVEL + b"%b"
-        head += self.app_env.replace(b"%", b"%%")
+        # The ENTRY_* pieces as one template, the level's tail (level, app, env) filled in.
+        head = ENTRY_HEAD + b"%b" + ENTRY_TIMESTAMP + b"%d%b"
         template = head + ENTRY_END
         template_meta = head + ENTRY_META + b"%b" + ENTRY_END
-        levels = self.level_json
+        app_env = b""
+        if self._app:
+            app_env += b',"app":' + orjson.dumps(self._app[:_NAME_CAP])
+        if self._env:
+            app_env += b',"env":' + orjson.dumps(self._env[:_NAME_CAP])
+        levels = self.level_tails
         encode = self.encode
         dumps = orjson.dumps
         meta_json = self.meta_json
@@ -284,18 +279,18 @@ class LineBuilder:
             meta: dict[str, Any] | None = None,
             data: bytes | None = None,
         ) -> bytes | None:
-            fragment = levels.get(level)
+            tail = levels.get(level)
             try:
-                if fragment is None:
-                    fragment = dumps(level[:_NAME_CAP])
+                if tail is None:
+                    tail = b',"level":' + dumps(level[:_NAME_CAP]) + app_env
                     if len(levels) < 64:  # level names are few; a flood of odd ones is not cached
-                        levels[level] = fragment
+                        levels[level] = tail
                 if meta is None:
-                    return template % (_escape(text).encode(), timestamp, fragment)
+                    return template % (_escape(text).encode(), timestamp, tail)
                 entry = template_meta % (
                     _escape(text).encode(),
                     timestamp,
-                    fragment,
+                    tail,
                     meta_json(meta) if data is None else data,
                 )
                 if len(entry) <= limit:

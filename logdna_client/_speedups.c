@@ -27,22 +27,33 @@
 #include <Python.h>
 #include <stddef.h>
 #include <string.h>
+#if PY_VERSION_HEX < 0x030C0000  /* the member names before 3.12 */
+#include <structmember.h>
+#define Py_T_OBJECT_EX T_OBJECT_EX
+#define Py_T_PYSSIZET T_PYSSIZET
+#define Py_READONLY READONLY
+#endif
 
 /* What _handler.py expects of this module; a build left from another version
  * of the package (an editable install not rebuilt) is not used. */
 #define SPEEDUPS_API 5
 
 /* Attribute names: the stdlib's public ones and the buffer's lock-free protocol. */
-static PyObject *s_filters, *s_formatter, *s_getMessage, *s_queued_bytes, *s_fast_limit,
-    *s_entries, *s_append, *s_name, *s_msg, *s_args, *s_levelname, *s_exc_info, *s_exc_text,
-    *s_stack_info, *s_created, *s_thread;
+#define NAMES(X)                                                                          \
+    X(filters) X(formatter) X(getMessage) X(queued_bytes) X(fast_limit) X(entries)        \
+    X(append) X(name) X(msg) X(args) X(levelname) X(exc_info) X(exc_text) X(stack_info)  \
+    X(created) X(thread)
+#define DECLARE(name) static PyObject *s_##name;
+NAMES(DECLARE)
+#undef DECLARE
 
 typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall;
     PyObject *handler, *slow, *queue, *buffer, *record_type, *get_message, *default_formatter;
     PyObject *skip_names, *sender_threads, *busy_threads, *context_var, *record_attrs, *meta_cache;
-    PyObject *init_attrs, *standard_attrs, *safe_keys, *dumps, *escape, *pieces, *app_env, *level_json;
+    PyObject *init_attrs, *standard_attrs, *safe_keys, *dumps, *escape, *level_tails;
+    PyObject *head, *timestamp_key, *meta_key, *end;  /* _line.ENTRY_* */
     Py_ssize_t plain_len, max_chars, max_entry, entry_overhead;
     Py_ssize_t lines;         /* entries built here and queued (tests read it) */
     PyObject *append;         /* buffer.entries.append, for append_of */
@@ -53,8 +64,9 @@ typedef struct {
 #define HANDLE_OBJECTS(X)                                                                   \
     X(handler) X(slow) X(queue) X(buffer) X(record_type) X(get_message)                     \
     X(default_formatter) X(skip_names) X(sender_threads) X(busy_threads) X(context_var)     \
-    X(record_attrs) X(meta_cache) X(init_attrs) X(standard_attrs) X(safe_keys) X(dumps) X(escape) X(pieces) X(app_env)  \
-    X(level_json) X(append) X(append_of)
+    X(record_attrs) X(meta_cache) X(init_attrs) X(standard_attrs) X(safe_keys) X(dumps)     \
+    X(escape) X(level_tails) X(head) X(timestamp_key) X(meta_key) X(end) X(append)          \
+    X(append_of)
 
 /* -- which records qualify: LogDNAHandler._deliver, _parts --------------------- */
 
@@ -108,38 +120,34 @@ may_ship(Handle *self, PyObject *attrs)
     return own == Py_False ? 1 : (PyErr_Occurred() ? -1 : 0);
 }
 
+/* Whether obj.name is ``expected`` (NULL: an empty list). */
+static int
+attr_is(PyObject *obj, PyObject *name, PyObject *expected)
+{
+    PyObject *v = PyObject_GetAttr(obj, name);
+    int ok = expected != NULL ? v == expected
+                              : v != NULL && PyList_CheckExact(v) && PyList_GET_SIZE(v) == 0;
+    Py_XDECREF(v);
+    return ok;
+}
+
 /* The record's text as the default formatter makes it, or NULL (maybe an error). */
 static PyObject *
-text_of(Handle *self, PyObject *handler, PyObject *record, PyObject *attrs)
+text_of(Handle *self, PyObject *attrs)
 {
-    PyObject *v, *get_message;
-    int ok;
-    /* The handler's own filters (none) and formatter; the stdlib's getMessage. */
-    v = PyObject_GetAttr(handler, s_filters);
-    ok = v != NULL && PyList_CheckExact(v) && PyList_GET_SIZE(v) == 0;
-    Py_XDECREF(v);
-    if (!ok) {
+    PyObject *msg, *args, *text;
+    /* The handler's own filters (none) and formatter, and the stdlib's getMessage;
+       no traceback or stack to add: the message alone. */
+    if (!attr_is(self->handler, s_filters, NULL) ||
+        !attr_is(self->handler, s_formatter, self->default_formatter) ||
+        !attr_is(self->record_type, s_getMessage, self->get_message) ||
+        PyDict_GetItemWithError(attrs, s_exc_info) != Py_None ||
+        PyDict_GetItemWithError(attrs, s_exc_text) != Py_None ||
+        PyDict_GetItemWithError(attrs, s_stack_info) != Py_None) {
         return NULL;
     }
-    v = PyObject_GetAttr(handler, s_formatter);
-    ok = v == self->default_formatter;
-    Py_XDECREF(v);
-    get_message = ok ? PyObject_GetAttr(self->record_type, s_getMessage) : NULL;
-    ok = get_message == self->get_message;
-    Py_XDECREF(get_message);
-    if (!ok) {
-        return NULL;
-    }
-    /* No traceback or stack to add: the message alone. */
-    PyObject *keys[3] = {s_exc_info, s_exc_text, s_stack_info};
-    for (int i = 0; i < 3; i++) {
-        v = PyDict_GetItemWithError(attrs, keys[i]);
-        if (v != Py_None) {
-            return NULL;
-        }
-    }
-    PyObject *msg = PyDict_GetItemWithError(attrs, s_msg);
-    PyObject *args = PyDict_GetItemWithError(attrs, s_args);
+    msg = PyDict_GetItemWithError(attrs, s_msg);
+    args = PyDict_GetItemWithError(attrs, s_args);
     if (msg == NULL || args == NULL || !PyUnicode_CheckExact(msg)) {
         return NULL;
     }
@@ -154,96 +162,73 @@ text_of(Handle *self, PyObject *handler, PyObject *record, PyObject *attrs)
             return NULL;
         }
     }
-    v = PyUnicode_Format(msg, args);  /* a failure is reported by the Python path */
-    if (v != NULL && !PyUnicode_CheckExact(v)) {
-        Py_CLEAR(v);
-    }
-    return v;
+    /* Owned while formatting: an allocation may run a finalizer that changes the record. */
+    Py_INCREF(msg);
+    Py_INCREF(args);
+    text = PyUnicode_Format(msg, args);  /* a failure is reported by the Python path */
+    Py_DECREF(msg);
+    Py_DECREF(args);
+    return text;
 }
 
-/* The record's meta as JSON (LineBuilder.meta_json of _parts's meta), for
- * flat meta whose keys the redactor knows are safe; Py_None for no meta; NULL
- * (maybe an error) to leave the record to Python. */
+/* meta[key] = value for a scalar value under a key the redactor found safe (with
+ * only such items, meta_json needs no redaction walk): 0, else -1 (Python decides). */
+static int
+add_meta(Handle *self, PyObject *meta, PyObject *key, PyObject *value)
+{
+    if (!is_scalar(value) ||
+        (self->safe_keys != Py_None && PySet_Contains(self->safe_keys, key) != 1)) {
+        return -1;
+    }
+    return PyDict_SetItem(meta, key, value);
+}
+
+/* The record's meta as JSON (LineBuilder.meta_json of _parts's meta); Py_None for
+ * no meta; NULL (maybe an error) to leave the record to Python. */
 static PyObject *
 meta_json(Handle *self, PyObject *attrs)
 {
-    Py_ssize_t size = PyDict_GET_SIZE(attrs), pos = 0, i = 0;
+    Py_ssize_t size = PyDict_GET_SIZE(attrs), pos = 0, i;
     PyObject *meta, *key, *value, *json = NULL;
-    if (size < self->plain_len) {
-        return NULL;
-    }
-    if (size == self->plain_len && self->meta_cache != Py_None) {
-        /* The one record attribute alone: its JSON as _parts keeps it. */
+    int found;
+    if (size == self->plain_len && PyDict_CheckExact(self->meta_cache) &&
+        PyTuple_GET_SIZE(self->record_attrs) == 1) {
+        /* The one record attribute alone: its (meta, JSON) as _parts keeps them. */
         value = PyDict_GetItemWithError(attrs, PyTuple_GET_ITEM(self->record_attrs, 0));
-        if (value == NULL || !PyUnicode_CheckExact(value)) {
-            return NULL;
-        }
-        json = PyDict_GetItemWithError(self->meta_cache, value);  /* (meta, its JSON) */
-        if (json == NULL || !PyTuple_CheckExact(json) || PyTuple_GET_SIZE(json) != 2) {
-            return NULL;
-        }
-        json = PyTuple_GET_ITEM(json, 1);
-        return PyBytes_CheckExact(json) ? Py_NewRef(json) : NULL;
+        json = value != NULL && PyUnicode_CheckExact(value)
+                   ? PyDict_GetItemWithError(self->meta_cache, value) : NULL;
+        json = json != NULL && PyTuple_CheckExact(json) && PyTuple_GET_SIZE(json) == 2
+                   ? PyTuple_GET_ITEM(json, 1) : NULL;
+        return json != NULL && PyBytes_CheckExact(json) ? Py_NewRef(json) : NULL;
     }
-    meta = PyDict_New();
-    if (meta == NULL) {
+    if (size < self->plain_len || (meta = PyDict_New()) == NULL) {
         return NULL;
     }
     for (i = 0; i < PyTuple_GET_SIZE(self->record_attrs); i++) {
         key = PyTuple_GET_ITEM(self->record_attrs, i);
         value = PyDict_GetItemWithError(attrs, key);
-        if (value != NULL && PyDict_SetItem(meta, key, value) != 0) {
-            goto done;
-        }
-        if (value == NULL && PyErr_Occurred()) {
+        if (value == NULL ? PyErr_Occurred() != NULL : add_meta(self, meta, key, value) != 0) {
             goto done;
         }
     }
-    /* Extras: what follows the attributes LogRecord.__init__ sets (_extras). */
+    /* Extras: what follows the attributes LogRecord.__init__ sets (_extras). One of
+       those moved there by a filter: extras may sit before it (Python decides); the
+       message and asctime a formatter added: never meta. */
     for (i = 0; size > self->plain_len && PyDict_Next(attrs, &pos, &key, &value); i++) {
-        int found;
-        if (i < self->plain_len) {
-            continue;
-        }
-        /* One __init__ sets, moved here by a filter: extras may sit before (Python). */
-        if (!PyUnicode_CheckExact(key) || (found = PySet_Contains(self->init_attrs, key)) != 0) {
-            goto done;
-        }
-        /* message, asctime: a formatter ran first; never meta. */
-        found = PySet_Contains(self->standard_attrs, key);
-        if (found < 0 || (found == 0 && PyDict_SetItem(meta, key, value) != 0)) {
+        if (i >= self->plain_len &&
+            (!PyUnicode_CheckExact(key) || PySet_Contains(self->init_attrs, key) != 0 ||
+             ((found = PySet_Contains(self->standard_attrs, key)) == 0
+                  ? add_meta(self, meta, key, value) != 0 : found < 0))) {
             goto done;
         }
     }
-    if (PyDict_GET_SIZE(meta) == 0) {
-        json = Py_NewRef(Py_None);
-        goto done;
-    }
-    /* No redaction walk needed: scalar values, keys the redactor found safe. */
-    pos = 0;
-    while (PyDict_Next(meta, &pos, &key, &value)) {
-        if (!is_scalar(value) ||
-            (self->safe_keys != Py_None && PySet_Contains(self->safe_keys, key) != 1)) {
-            goto done;
-        }
-    }
-    json = PyObject_CallOneArg(self->dumps, meta);
-    if (json != NULL && !PyBytes_CheckExact(json)) {
+    json = PyDict_GET_SIZE(meta) == 0 ? Py_NewRef(Py_None) : PyObject_CallOneArg(self->dumps, meta);
+    if (json != NULL && json != Py_None && !PyBytes_CheckExact(json)) {
         Py_CLEAR(json);
     }
 done:
     Py_DECREF(meta);
     return json;
-}
-
-/* -- the entry's bytes: LineBuilder.plain ---------------------------------------- */
-
-/* Appends n bytes at *out. */
-static void
-put(char **out, const char *data, Py_ssize_t n)
-{
-    memcpy(*out, data, n);
-    *out += n;
 }
 
 /* ``value`` in decimal at ``out`` (at least 20 bytes); returns the length. */
@@ -266,82 +251,68 @@ write_int(long long value, char *out)
     return len;
 }
 
-/* ENTRY_HEAD text ENTRY_TIMESTAMP ms ENTRY_LEVEL level app_env [ENTRY_META meta] ENTRY_END,
- * text as JSON; NULL (maybe an error) where plain() would not make it. */
+#define SIZE(b) PyBytes_GET_SIZE(b)
+#define PUT(data, n) (memcpy(out, (data), (n)), out += (n))
+#define PUT_BYTES(b) PUT(PyBytes_AS_STRING(b), SIZE(b))
+
+/* ENTRY_HEAD text ENTRY_TIMESTAMP ms level-tail [ENTRY_META meta] ENTRY_END, the text
+ * as JSON; NULL (maybe an error) where plain() would not make it. */
 static PyObject *
 entry_of(Handle *self, PyObject *text, PyObject *level, double created, PyObject *meta)
 {
-    PyObject *escaped = NULL, *entry = NULL, *level_json;
-    const char *data;
-    Py_ssize_t n_text = PyUnicode_GET_LENGTH(text), n, i;
-    char digits[32], *out;
-    int n_digits;
+    PyObject *escaped = NULL, *entry = NULL, *tail;
+    const char *data = (const char *)PyUnicode_DATA(text);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text), i = 0, total;
+    char digits[24], *out;
     double millis = created * 1000.0;
-    /* entry(): texts of 1..plain_max_chars characters take plain(). */
-    if (n_text == 0 || n_text > self->max_chars) {
+    /* entry(): texts of 1..plain_max_chars characters take plain(); int(created * 1000)
+       where that fits (NaN and infinities go to Python). */
+    if (n == 0 || n > self->max_chars || !(millis > -9.2e18 && millis < 9.2e18)) {
         return NULL;
     }
-    /* int(created * 1000), where that fits; NaN and infinities go to Python. */
-    if (!(millis > -9.2e18 && millis < 9.2e18)) {
-        return NULL;
+    tail = Py_XNewRef(PyDict_GetItemWithError(self->level_tails, level));
+    if (tail == NULL || !PyBytes_CheckExact(tail)) {
+        goto done;  /* plain() makes and keeps it */
     }
-    n_digits = write_int((long long)millis, digits);
-    level_json = PyDict_GetItemWithError(self->level_json, level);
-    if (level_json == NULL || !PyBytes_CheckExact(level_json)) {
-        return NULL;  /* plain() makes and caches it */
+    while (PyUnicode_IS_ASCII(text) && i < n && (unsigned char)data[i] >= 0x20 &&
+           data[i] != '"' && data[i] != '\\') {
+        i++;
     }
-    data = (const char *)PyUnicode_DATA(text);
-    for (i = 0; PyUnicode_IS_ASCII(text) && i < n_text; i++) {
-        unsigned char c = (unsigned char)data[i];
-        if (c < 0x20 || c == '"' || c == '\\') {
-            break;
-        }
-    }
-    if (PyUnicode_IS_ASCII(text) && i == n_text) {
-        n = n_text;  /* nothing to escape: the text itself, quoted below */
-    }
-    else {
+    if (i < n) {
         /* _escape(text).encode(), quotes included; a lone surrogate fails here. */
         escaped = PyObject_CallOneArg(self->escape, text);
         if (escaped == NULL || !PyUnicode_CheckExact(escaped) ||
             (data = PyUnicode_AsUTF8AndSize(escaped, &n)) == NULL) {
-            Py_XDECREF(escaped);
-            return NULL;
+            goto done;
         }
     }
-    PyObject **piece = &PyTuple_GET_ITEM(self->pieces, 0);  /* ENTRY_PIECES */
-    Py_ssize_t total = PyBytes_GET_SIZE(piece[0]) + n + (escaped ? 0 : 2) +
-                       PyBytes_GET_SIZE(piece[1]) + n_digits + PyBytes_GET_SIZE(piece[2]) +
-                       PyBytes_GET_SIZE(level_json) + PyBytes_GET_SIZE(self->app_env) +
-                       (meta != NULL ? PyBytes_GET_SIZE(piece[3]) + PyBytes_GET_SIZE(meta) : 0) +
-                       PyBytes_GET_SIZE(piece[4]);
+    int n_digits = write_int((long long)millis, digits);
+    total = SIZE(self->head) + n + (escaped ? 0 : 2) + SIZE(self->timestamp_key) + n_digits +
+            SIZE(tail) + (meta ? SIZE(self->meta_key) + SIZE(meta) : 0) + SIZE(self->end);
     /* plain() leaves longer lines with meta to encode(), which cuts them. */
-    if (total <= self->max_entry) {
-        entry = PyBytes_FromStringAndSize(NULL, total);
+    if (total > self->max_entry || (entry = PyBytes_FromStringAndSize(NULL, total)) == NULL) {
+        goto done;
     }
-    if (entry != NULL) {
-        out = PyBytes_AS_STRING(entry);
-        put(&out, PyBytes_AS_STRING(piece[0]), PyBytes_GET_SIZE(piece[0]));
-        if (escaped == NULL) {
-            *out++ = '"';
-            put(&out, data, n);
-            *out++ = '"';
-        }
-        else {
-            put(&out, data, n);
-        }
-        put(&out, PyBytes_AS_STRING(piece[1]), PyBytes_GET_SIZE(piece[1]));
-        put(&out, digits, n_digits);
-        put(&out, PyBytes_AS_STRING(piece[2]), PyBytes_GET_SIZE(piece[2]));
-        put(&out, PyBytes_AS_STRING(level_json), PyBytes_GET_SIZE(level_json));
-        put(&out, PyBytes_AS_STRING(self->app_env), PyBytes_GET_SIZE(self->app_env));
-        if (meta != NULL) {
-            put(&out, PyBytes_AS_STRING(piece[3]), PyBytes_GET_SIZE(piece[3]));
-            put(&out, PyBytes_AS_STRING(meta), PyBytes_GET_SIZE(meta));
-        }
-        put(&out, PyBytes_AS_STRING(piece[4]), PyBytes_GET_SIZE(piece[4]));
+    out = PyBytes_AS_STRING(entry);
+    PUT_BYTES(self->head);
+    if (escaped == NULL) {
+        *out++ = '"';
     }
+    PUT(data, n);
+    if (escaped == NULL) {
+        *out++ = '"';
+    }
+    PUT_BYTES(self->timestamp_key);
+    PUT(digits, n_digits);
+    PUT_BYTES(tail);
+    if (meta != NULL) {
+        PUT_BYTES(self->meta_key);
+        PUT_BYTES(meta);
+    }
+    PUT_BYTES(self->end);
+done:
     Py_XDECREF(escaped);
+    Py_XDECREF(tail);
     return entry;
 }
 
@@ -367,7 +338,7 @@ build(Handle *self, PyObject *record)
     /* Meta first: it allocates (which may run a finalizer), and the values read
        from attrs below are borrowed. */
     meta = meta_json(self, attrs);
-    if (meta == NULL || (text = text_of(self, self->handler, record, attrs)) == NULL) {
+    if (meta == NULL || (text = text_of(self, attrs)) == NULL) {
         goto done;
     }
     v = PyDict_GetItemWithError(attrs, s_levelname);
@@ -389,9 +360,12 @@ done:
 static int
 put_entry(Handle *self, PyObject *entry, Py_ssize_t size)
 {
-    PyObject *buffer = Py_NewRef(self->buffer), *queued = NULL, *limit = NULL, *total;
+    PyObject *buffer = Py_XNewRef(self->buffer), *queued = NULL, *limit = NULL, *total;
     long long q, lim;
     int result = -1;
+    if (buffer == NULL) {
+        return -1;  /* deleted: Python queues it */
+    }
     if (self->append_of != buffer) {
         PyObject *entries = PyObject_GetAttr(buffer, s_entries);
         PyObject *append = entries == NULL ? NULL : PyObject_GetAttr(entries, s_append);
@@ -490,25 +464,25 @@ handle_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     static char *kwlist[] = {
         "handler", "slow", "queue", "buffer", "record_type", "get_message", "default_formatter",
         "skip_names", "sender_threads", "busy_threads", "context_var", "record_attrs",
-        "meta_cache", "init_attrs", "standard_attrs", "plain_len", "safe_keys", "dumps", "escape", "pieces", "app_env",
-        "level_json", "max_chars", "max_entry", "entry_overhead", NULL,
+        "meta_cache", "init_attrs", "standard_attrs", "safe_keys", "dumps", "escape",
+        "level_tails", "head", "timestamp_key", "meta_key", "end", "plain_len", "max_chars",
+        "max_entry", "entry_overhead", NULL,
     };
     Handle *h = (Handle *)type->tp_alloc(type, 0);
-    Py_ssize_t i;
     if (h == NULL) {
         return NULL;
     }
     h->vectorcall = handle_call;
     if (!PyArg_ParseTupleAndKeywords(
-            args, kwds, "$OOOOO!OOO!O!O!O!O!OO!O!nOOOO!O!O!nnn", kwlist, &h->handler, &h->slow,
+            args, kwds, "$OOOOO!OOO!O!O!O!O!OO!O!OOOO!SSSSnnnn", kwlist, &h->handler, &h->slow,
             &h->queue, &h->buffer, &PyType_Type, &h->record_type, &h->get_message,
             &h->default_formatter, &PyDict_Type, &h->skip_names, &PySet_Type, &h->sender_threads,
             &PySet_Type, &h->busy_threads, &PyContextVar_Type, &h->context_var, &PyTuple_Type,
-            &h->record_attrs, &h->meta_cache, &PyFrozenSet_Type, &h->init_attrs, &PyFrozenSet_Type,
-            &h->standard_attrs, &h->plain_len, &h->safe_keys,
-            &h->dumps, &h->escape, &PyTuple_Type, &h->pieces, &PyBytes_Type, &h->app_env,
-            &PyDict_Type, &h->level_json, &h->max_chars, &h->max_entry, &h->entry_overhead)) {
-        h->vectorcall = NULL;
+            &h->record_attrs, &h->meta_cache, &PyFrozenSet_Type, &h->init_attrs,
+            &PyFrozenSet_Type, &h->standard_attrs, &h->safe_keys, &h->dumps, &h->escape,
+            &PyDict_Type, &h->level_tails, &h->head, &h->timestamp_key, &h->meta_key, &h->end,
+            &h->plain_len, &h->max_chars, &h->max_entry, &h->entry_overhead)) {
+        /* Nothing was owned yet: forget the borrowed references before freeing. */
         memset(&h->handler, 0, offsetof(Handle, plain_len) - offsetof(Handle, handler));
         Py_DECREF(h);
         return NULL;
@@ -516,35 +490,7 @@ handle_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 #define OWN(name) Py_XINCREF(h->name);
     HANDLE_OBJECTS(OWN)
 #undef OWN
-    if (h->meta_cache != Py_None &&
-        (!PyDict_CheckExact(h->meta_cache) || PyTuple_GET_SIZE(h->record_attrs) != 1)) {
-        PyErr_SetString(PyExc_TypeError, "meta_cache must be a dict (one record attribute)");
-        goto fail;
-    }
-    if (h->safe_keys != Py_None && !PySet_CheckExact(h->safe_keys)) {
-        PyErr_SetString(PyExc_TypeError, "safe_keys must be a set or None");
-        goto fail;
-    }
-    if (PyTuple_GET_SIZE(h->pieces) != 5) {
-        PyErr_SetString(PyExc_ValueError, "pieces must be the five ENTRY_PIECES");
-        goto fail;
-    }
-    for (i = 0; i < 5; i++) {
-        if (!PyBytes_CheckExact(PyTuple_GET_ITEM(h->pieces, i))) {
-            PyErr_SetString(PyExc_TypeError, "pieces must be bytes");
-            goto fail;
-        }
-    }
-    for (i = 0; i < PyTuple_GET_SIZE(h->record_attrs); i++) {
-        if (!PyUnicode_CheckExact(PyTuple_GET_ITEM(h->record_attrs, i))) {
-            PyErr_SetString(PyExc_TypeError, "record_attrs must be names");
-            goto fail;
-        }
-    }
     return (PyObject *)h;
-fail:
-    Py_DECREF(h);
-    return NULL;
 }
 
 /* The objects a Handle holds, for the garbage collector: the handler holds its
@@ -575,35 +521,11 @@ handle_dealloc(Handle *self)
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-static PyObject *
-handle_get_buffer(Handle *self, void *Py_UNUSED(closure))
-{
-    return Py_NewRef(self->buffer);
-}
-
-/* The Python code hands over a forked child's new buffer (_queue_built). */
-static int
-handle_set_buffer(Handle *self, PyObject *value, void *Py_UNUSED(closure))
-{
-    if (value == NULL) {
-        PyErr_SetString(PyExc_AttributeError, "buffer cannot be deleted");
-        return -1;
-    }
-    Py_SETREF(self->buffer, Py_NewRef(value));
-    return 0;
-}
-
-static PyObject *
-handle_get_lines(Handle *self, void *Py_UNUSED(closure))
-{
-    return PyLong_FromSsize_t(self->lines);
-}
-
-static PyGetSetDef handle_getset[] = {
-    {"buffer", (getter)handle_get_buffer, (setter)handle_set_buffer,
-     "The buffer entries are queued in (Buffer.put_entry's protocol).", NULL},
-    {"lines", (getter)handle_get_lines, NULL, "Entries built here and queued.", NULL},
-    {NULL, NULL, NULL, NULL, NULL},
+static PyMemberDef handle_members[] = {
+    /* Set by the Python code to a forked child's new buffer (_queue_built). */
+    {"buffer", Py_T_OBJECT_EX, offsetof(Handle, buffer), 0, "The buffer entries go to."},
+    {"lines", Py_T_PYSSIZET, offsetof(Handle, lines), Py_READONLY, "Entries built here."},
+    {NULL, 0, 0, 0, NULL},
 };
 
 static PyTypeObject HandleType = {
@@ -618,7 +540,7 @@ static PyTypeObject HandleType = {
     .tp_clear = (inquiry)handle_clear,
     .tp_call = PyVectorcall_Call,
     .tp_vectorcall_offset = offsetof(Handle, vectorcall),
-    .tp_getset = handle_getset,
+    .tp_members = handle_members,
 };
 
 /* -- the module: multi-phase initialisation ------------------------------------- */
@@ -626,21 +548,13 @@ static PyTypeObject HandleType = {
 static int
 speedups_exec(PyObject *module)
 {
-    /* Process-wide and immortal once made: a second load of the module reuses them. */
-    struct { PyObject **var; const char *text; } names[] = {
-        {&s_filters, "filters"}, {&s_formatter, "formatter"}, {&s_getMessage, "getMessage"},
-        {&s_queued_bytes, "queued_bytes"}, {&s_fast_limit, "fast_limit"},
-        {&s_entries, "entries"}, {&s_append, "append"}, {&s_name, "name"}, {&s_msg, "msg"},
-        {&s_args, "args"}, {&s_levelname, "levelname"}, {&s_exc_info, "exc_info"},
-        {&s_exc_text, "exc_text"}, {&s_stack_info, "stack_info"}, {&s_created, "created"},
-        {&s_thread, "thread"},
-    };
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
-        if (*names[i].var == NULL &&
-            (*names[i].var = PyUnicode_InternFromString(names[i].text)) == NULL) {
-            return -1;
-        }
+    /* Process-wide and kept once made: a second load of the module reuses them. */
+#define INTERN(name)                                                                  \
+    if (s_##name == NULL && (s_##name = PyUnicode_InternFromString(#name)) == NULL) { \
+        return -1;                                                                    \
     }
+    NAMES(INTERN)
+#undef INTERN
     if (PyType_Ready(&HandleType) < 0 ||
         PyModule_AddIntConstant(module, "API", SPEEDUPS_API) < 0 ||
         PyModule_AddObjectRef(module, "Handle", (PyObject *)&HandleType) < 0) {
