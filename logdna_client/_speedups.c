@@ -83,28 +83,25 @@ is_scalar(PyObject *v)
 static int
 may_ship(Handle *self, PyObject *attrs)
 {
-    PyObject *thread = PyDict_GetItemWithError(attrs, s_thread);
-    PyObject *name = PyDict_GetItemWithError(attrs, s_name), *ident, *own;
+    PyObject *thread = PyDict_GetItemWithError(attrs, s_thread), *ident, *own;
+    PyObject *name = PyDict_GetItemWithError(attrs, s_name);
+    unsigned long running = PyThread_get_thread_ident();
     int found;
-    if (thread == NULL || name == NULL) {
+    if (thread == NULL || name == NULL || !PyUnicode_CheckExact(name) ||
+        (thread != Py_None && !PyLong_CheckExact(thread))) {
         return PyErr_Occurred() ? -1 : 0;
     }
-    /* Made on a sender thread; with logging.logThreads off, the running one is it. */
-    if (thread != Py_None && !PyLong_CheckExact(thread)) {
-        return 0;
+    /* Made on this thread: no new int for its ident. With logging.logThreads off a
+       record has no thread: the running one is it. */
+    if (thread != Py_None && PyLong_AsUnsignedLong(thread) == running) {
+        ident = Py_NewRef(thread);
     }
-    unsigned long made_on = thread == Py_None ? 0 : PyLong_AsUnsignedLong(thread);
-    if (made_on == (unsigned long)-1 && PyErr_Occurred()) {
-        return -1;  /* not a thread ident: Python decides */
-    }
-    if (thread != Py_None && made_on == PyThread_get_thread_ident()) {
-        ident = Py_NewRef(thread);  /* made on this thread: no new int */
-    }
-    else if ((ident = PyLong_FromUnsignedLong(PyThread_get_thread_ident())) == NULL) {
+    else if (PyErr_Occurred() || (ident = PyLong_FromUnsignedLong(running)) == NULL) {
         return -1;
     }
+    /* Made on a sender thread, or inside a handler or processor of ours already (the
+       nested path): Python decides. */
     found = PySet_Contains(self->sender_threads, thread == Py_None ? ident : thread);
-    /* Inside a handler or processor of ours already: the nested path. */
     if (found == 0) {
         found = PySet_Contains(self->busy_threads, ident);
     }
@@ -113,9 +110,6 @@ may_ship(Handle *self, PyObject *attrs)
         return found < 0 ? -1 : 0;
     }
     /* A logger known not to be the library's own (LogDNAHandler._is_own). */
-    if (!PyUnicode_CheckExact(name)) {
-        return 0;
-    }
     own = PyDict_GetItemWithError(self->skip_names, name);
     return own == Py_False ? 1 : (PyErr_Occurred() ? -1 : 0);
 }
