@@ -423,6 +423,43 @@ class TestSameBytes:
         assert 0 == result.returncode, result.stderr[-2000:]
         assert "ok" == result.stdout.strip()
 
+    @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+    def test_forked_child_queues_in_its_own_buffer(self) -> None:
+        """In a forked child the C handle's first line goes the locked way, into the
+        child's new buffer, and the C path then uses that buffer; nothing reaches the
+        parent's."""
+        h = offline_handler()
+        log = make_logger("t.speedups.fork", h)
+        for _ in range(2):
+            log.info("parent")
+        parent_buffer = h.client._buffer
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: report what it sees, then leave at once
+            try:
+                before = c_lines(h)
+                for i in range(3):
+                    log.info("child %d", i)
+                seen = {
+                    "lines": [json.loads(e)["line"] for e in h.client._buffer.snapshot()],
+                    "parent": len(parent_buffer.entries),
+                    "rehanded": h._fast.buffer is h.client._buffer,
+                    "c_lines": c_lines(h) - before,
+                }
+                os.write(write_end, json.dumps(seen).encode())
+            finally:
+                os._exit(0)
+        os.close(write_end)
+        with os.fdopen(read_end, "rb") as pipe:
+            seen = json.loads(pipe.read())
+        os.waitpid(pid, 0)
+        h.client.close(timeout=0)
+        h.close()
+        assert ["child 0", "child 1", "child 2"] == seen["lines"]
+        assert 2 == seen["parent"]
+        assert seen["rehanded"]
+        assert 3 == seen["c_lines"]
+
     @pytest.mark.parametrize(
         "extra",
         [
