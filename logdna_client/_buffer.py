@@ -13,7 +13,9 @@ only at calls and backward jumps). Everything else (overflow, waking the
 sender, close, take, release) happens under one plain lock, never held across
 I/O or waiting.
 
-The lock-free protocol, for ``put_entry`` and the handler that inlines it:
+The lock-free protocol, for ``put_entry`` and the C handle that mirrors it
+(``_speedups.c``, handed the buffer itself; it reads and writes the public
+attributes named here):
 ``size = len(entry) + ENTRY_OVERHEAD`` first (a call may switch threads); if
 ``buffer.queued_bytes + size <= buffer.fast_limit``, then
 ``buffer.queued_bytes += size`` (one statement: no thread switch, no trace
