@@ -54,6 +54,7 @@ _LINE_KEYS = frozenset({"event", "level", "timestamp", "exc_info", "exception", 
                         "stack_info"})  # fmt: skip
 _INTERNAL_KEYS = frozenset({"_record", "_from_structlog", "_logger", "_name"})
 _NOT_META = _LINE_KEYS | _INTERNAL_KEYS
+_TRACE_KEYS = frozenset({"exc_info", "exception", "stack", "stack_info"})
 
 _NO_EVENT_LIMIT = 1000
 
@@ -159,18 +160,16 @@ def event_dict_to_line(
     else:
         text = event if type(event) is str else safe_str(event)
 
-    meta: dict[str, Any] = dict(extra) if extra else {}
+    # One comprehension (the common event's keys are all strings), not a loop.
     not_meta = _NOT_META
-    for key, value in event_dict.items():
-        if key not in not_meta:
-            meta[key if type(key) is str else safe_str(key)] = value
+    own = {
+        key if type(key) is str else safe_str(key): value
+        for key, value in event_dict.items()
+        if key not in not_meta
+    }
+    meta: dict[str, Any] = {**extra, **own} if extra else own
 
-    if (
-        "exc_info" in event_dict
-        or "exception" in event_dict
-        or "stack" in event_dict
-        or ("stack_info" in event_dict)
-    ):
+    if not _TRACE_KEYS.isdisjoint(event_dict):
         text = _with_traces(text, event_dict, meta)
     if "timestamp" in event_dict and not (
         timestamp_parsed

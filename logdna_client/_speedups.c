@@ -430,9 +430,13 @@ handle_call(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwname
         }
         else if (queued == 0) {
             /* Full, closed, due to wake the sender, or not started: the Python
-               code queues it the locked way (LogDNAHandler._queue_built). */
+               code queues it the locked way (LogDNAHandler._queue_built), and
+               what it raises (only a BaseException) is the caller's. */
             PyObject *call[3] = {self->handler, args[0], entry};
             result = PyObject_Vectorcall(self->queue, call, 3, NULL);
+            Py_DECREF(entry);
+            Py_DECREF(self);
+            return result;
         }
     }
     if (result == NULL) {
