@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 import time
 from collections.abc import Mapping, MutableMapping
+from threading import get_ident
 from typing import Any
 
 from . import _context
@@ -66,7 +66,7 @@ class LogDNAProcessor:
     .. versionadded:: 0.1.0
     """
 
-    __slots__ = ("_builder", "_client", "_min_level", "_owns_client")
+    __slots__ = ("_builder", "_client", "_entry", "_min_level", "_owns_client")
 
     def __init__(self, *, client: Client | None = None, **options: Any) -> None:
         if client is not None and options:
@@ -76,6 +76,7 @@ class LogDNAProcessor:
         self._owns_client = client is None
         self._client = client if client is not None else Client(**options)
         self._builder = self._client._builder
+        self._entry = self._builder.entry
         self._min_level = self._client.config.level
 
     @property
@@ -89,7 +90,7 @@ class LogDNAProcessor:
     def __call__(
         self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
     ) -> MutableMapping[str, Any]:
-        thread = threading.get_ident()
+        thread = get_ident()
         if thread in SENDER_THREADS:
             return event_dict  # on a sender thread (urllib3)
         client = self._client
@@ -131,12 +132,14 @@ class LogDNAProcessor:
             return
         ts = timestamp_of(event_dict["timestamp"]) if "timestamp" in event_dict else None
         text, meta = event_dict_to_line(
-            event_dict, _context.current(), timestamp_parsed=ts is not None
+            event_dict,
+            _context.current() if _context.in_use else None,
+            timestamp_parsed=ts is not None,
         )
         if ts is None:
             created = getattr(record, "created", None) if record is not None else None
             ts = int((created if isinstance(created, float) else time.time()) * 1000)
-        entry = self._builder.entry(text, level, ts, meta)
+        entry = self._entry(text, level, ts, meta)
         if entry is not None:
             self._client.put_entry(entry)
 
