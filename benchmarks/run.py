@@ -18,8 +18,8 @@ import json
 import multiprocessing
 import os
 import platform
-import statistics
 import shutil
+import statistics
 import subprocess
 import sys
 import time
