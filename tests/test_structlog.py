@@ -9,7 +9,6 @@ import subprocess
 import sys
 import threading
 import time
-import types
 from collections.abc import Iterator
 from typing import Any
 
@@ -355,7 +354,7 @@ class TestNeverHurts:
         def broken(*args: Any) -> bytes:
             raise RuntimeError("bug")
 
-        proc._builder = types.SimpleNamespace(entry=broken)  # type: ignore[assignment]
+        proc._entry = broken  # type: ignore[assignment]
         event = {"event": "x"}
         with caplog.at_level(logging.WARNING, logger="logdna_client"):
             assert event is proc(None, "info", event)
