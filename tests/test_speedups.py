@@ -424,6 +424,8 @@ class TestSameBytes:
         assert "ok" == result.stdout.strip()
 
     @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+    # The sender thread runs while we fork, as in a gunicorn or Celery parent (3.12+ warns).
+    @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
     def test_forked_child_queues_in_its_own_buffer(self) -> None:
         """In a forked child the C handle's first line goes the locked way, into the
         child's new buffer, and the C path then uses that buffer; nothing reaches the
