@@ -23,6 +23,7 @@ import argparse
 import collections
 import inspect
 import logging
+import os
 import socket
 import sys
 import textwrap
@@ -32,26 +33,26 @@ from typing import Any
 
 FMT = "request %s served in %d ms"
 
-#: (label, text in LogDNAHandler.handle, what replaces it)
-DUTIES: tuple[tuple[str, str, str], ...] = (
-    ("records from sender threads / re-entry are skipped",
-     "made_on_sender or current in BUSY_THREADS:", "False:"),
-    ("the library's own loggers are skipped",
-     "if name is not self._last_name and self._is_own(name):", "if False:"),
-    ("the re-entry guard is set and cleared", "busy.add(current)", "pass"),
-    ("records with a traceback or stack are told apart",
+#: (label, LogDNAHandler method, text in it, what replaces it)
+DUTIES: tuple[tuple[str, str, str, str], ...] = (
+    ("records from sender threads are skipped", "_deliver",
+     "made_on_sender = thread in SENDER_THREADS and record.process in (None, getpid())",
+     "made_on_sender = False"),
+    ("the library's own loggers are skipped", "_deliver",
+     "if own is not False and self._is_own(name):", "if False:"),
+    ("the re-entry guard is checked, set and cleared", "_deliver",
+     "if current in BUSY_THREADS:", "if False:"),
+    ("records with a traceback or stack are told apart", "_parts",
      "and not (record.exc_info or record.exc_text or record.stack_info)", ""),
-    ("extras are looked for (len(record.__dict__))",
-     "attrs = record.__dict__\n"
-     "                meta = None if len(attrs) == _PLAIN_RECORD_LEN else _extras(attrs)",
-     "meta = None"),
-    ("request context is looked for", "and not (_context.in_use and request_context())", ""),
-    ("the buffer's byte bound and wake-up are kept", """\
-                                if buffer.queued_bytes + size <= buffer.fast_limit:
-                                    buffer.queued_bytes += size
-                                    buffer.entries.append(entry)""", """\
-                                if True:
-                                    buffer.entries.append(entry)"""),
+    ("a patched getMessage is looked for", "_parts",
+     "and type(record).getMessage is _GET_MESSAGE", ""),
+    ("the logger name ships (record_meta, its JSON cached)", "_parts",
+     "        names = self._record_attrs\n        cache = self._meta_cache",
+     "        names = ()\n        cache = None"),
+    ("extras are looked for (len(record.__dict__))", "_parts",
+     "        if len(attrs) != _PLAIN_RECORD_LEN:", "        if False:"),
+    ("request context is looked for", "_queue_record",
+     "request_context() if _context.in_use else None", "None"),
 )  # fmt: skip
 
 
@@ -62,29 +63,34 @@ def _dead_url() -> str:
     return f"http://127.0.0.1:{port}/logs/ingest"
 
 
-def _without(cls: type, *duties: tuple[str, str, str]) -> type:
-    """A subclass of ``cls`` whose ``handle`` is the real one without ``duties``."""
+def _without(cls: type, *duties: tuple[str, str, str, str]) -> type:
+    """A subclass of ``cls`` whose methods are the real ones without ``duties``."""
     from logdna_client import _handler
 
-    # The Python method (with the C extension built, handle is its C twin).
-    handle = _handler.LogDNAHandler.handle
-    source = inspect.getsource(getattr(handle, "__wrapped__", handle))
-    for _, old, new in duties:
+    methods: dict[str, str] = {}
+    for _, method, old, new in duties:
+        source = methods.get(method) or inspect.getsource(getattr(_handler.LogDNAHandler, method))
         if old not in source:
             raise SystemExit(
-                f"ablate_hot_path.py is out of date: {old.splitlines()[0].strip()!r} "
-                "is no longer in LogDNAHandler.handle"
+                f"ablate_hot_path.py is out of date: {old!r} is no longer in LogDNAHandler.{method}"
             )
-        source = source.replace(old, new, 1)
-    source = textwrap.dedent(source)
+        methods[method] = source.replace(old, new, 1)
     namespace: dict[str, Any] = dict(vars(_handler))
-    exec(compile(source, "<handle, ablated>", "exec"), namespace)
-    return type(f"{cls.__name__}Ablated", (cls,), {"handle": namespace["handle"]})
+    for source in methods.values():
+        exec(compile(textwrap.dedent(source), "<ablated>", "exec"), namespace)
+    # A handle of the class's own: the handler runs the Python path.
+    body = {name: namespace[name] for name in methods}
+
+    def handle(self: Any, record: logging.LogRecord) -> Any:
+        return _handler.LogDNAHandler.handle(self, record)
+
+    body["handle"] = handle
+    return type(f"{cls.__name__}Ablated", (cls,), body)
 
 
 def _bare_minimum() -> logging.Handler:
     """Format, escape, level, timestamp, encode, append: nothing else."""
-    from logdna_client._line import LINE_HEAD, _escape
+    from logdna_client._line import _escape
 
     queue: collections.deque[bytes] = collections.deque()
     tail = ',"level":"INFO","app":"bench"}'
@@ -95,7 +101,7 @@ def _bare_minimum() -> logging.Handler:
         def handle(self, record: logging.LogRecord) -> bool:  # type: ignore[override]
             text = record.msg % record.args
             queue.append(
-                f'{LINE_HEAD}{_escape(text)},"timestamp":{int(record.created * 1000)}{tail}'
+                f',{{"line":{_escape(text)},"timestamp":{int(record.created * 1000)}{tail}'
                 .encode()
             )  # fmt: skip
             return True
@@ -107,6 +113,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--reps", type=int, default=9)
     parser.add_argument("--lines", type=int, default=20_000)
+    parser.add_argument(
+        "--extra", action="store_true", help="log with the five extra= fields of run.py"
+    )
     args = parser.parse_args()
 
     from logdna_client import LogDNAHandler
@@ -121,7 +130,9 @@ def main() -> int:
     }
     # The rows below are all the Python method (the C extension's fallback),
     # called as a plain method, as where the extension is not built.
-    handlers["LogDNAHandler, Python path"] = _without(LogDNAHandler)(**options)
+    os.environ["LOGDNA_CLIENT_PURE_PYTHON"] = "1"
+    handlers["LogDNAHandler, Python path"] = LogDNAHandler(**options)
+    del os.environ["LOGDNA_CLIENT_PURE_PYTHON"]
     for duty in DUTIES:
         handlers[f"  without: {duty[0]}"] = _without(LogDNAHandler, duty)(**options)
     handlers["  without all of the above"] = _without(LogDNAHandler, *DUTIES)(**options)
@@ -147,6 +158,11 @@ def main() -> int:
             elif hasattr(handler, "entries"):
                 handler.entries.clear()
 
+    extra = (
+        {"user_id": 42, "path": "/api/v1/items", "method": "GET", "status": 200, "bytes": 5120}
+        if args.extra
+        else None
+    )
     best: dict[str, float] = dict.fromkeys(loggers, float("inf"))
     lines = range(args.lines)
     for _ in range(args.reps):
@@ -154,8 +170,8 @@ def main() -> int:
             drain()
             info: Callable[..., None] = log.info
             seconds = timeit.timeit(
-                "for i in lines: info(FMT, i, i % 997)",
-                globals={"info": info, "FMT": FMT, "lines": lines},
+                "for i in lines: info(FMT, i, i % 997, extra=extra)",
+                globals={"info": info, "FMT": FMT, "lines": lines, "extra": extra},
                 number=1,
             )
             best[label] = min(best[label], seconds / args.lines * 1e9)
@@ -163,7 +179,8 @@ def main() -> int:
 
     floor = best["logging.NullHandler (the floor)"]
     python = best["LogDNAHandler, Python path"]
-    print(f"log.info(FMT, i, i % 997), {args.lines:,} calls, best of {args.reps}, "
+    call = "log.info(FMT, i, i % 997" + (", extra=5 fields)" if extra else ")")
+    print(f"{call}, {args.lines:,} calls, best of {args.reps}, "
           f"Python {sys.version.split()[0]}:\n")  # fmt: skip
     print(f"{'':60s} {'ns/call':>8s} {'x floor':>8s} {'saves':>7s}")
     for label, ns in best.items():

@@ -138,52 +138,29 @@ def hot_path(report: list[tuple[str, float]]) -> None:
             py.client._buffer.queued_bytes = 0
         py.client.close(timeout=0)
 
-    print("\npieces of the Python handle() (plain record), in the order it runs them:")
+    print("\npieces of the Python path (plain record), in the order it runs them:")
     env["get_ident"] = threading.get_ident
     env["SENDER"] = handler_mod.SENDER_THREADS
     env["BUSY"] = handler_mod.BUSY_THREADS
-    env["context"] = handler_mod.request_context
     env["plain"] = client._builder.plain
     env["extras"] = handler_mod._extras
     env["meta5"] = {"user_id": 42, "path": "/api/v1/items", "method": "GET", "status": 200,
                     "bytes": 5120}  # fmt: skip
     env["redactor"] = client._builder._redactor
     env["entry"] = b"," + data
-    env["escape"] = handler_mod._escape
-    env["HEAD"] = handler_mod.LINE_HEAD
-    env["tail"] = builder_tail = client._builder.tail("INFO")
-    env["stamp"] = handler._stamps["INFO"]
-    env["rest"] = handler._stamps["INFO"][2] or ',"timestamp":1732280000123' + builder_tail
     env["meta_json"] = client._builder.meta_json
-    env["text"] = record.getMessage()
-    env["OVERHEAD"] = handler_mod.ENTRY_OVERHEAD
-    env["context_module"] = handler_mod._context
-    assert builder_tail is not None
+    env["name_meta"] = {"name": "ours"}
+    env["name_json"] = client._builder.meta_json({"name": "ours"})
+    env["put_entry"] = buffer.put_entry
     timed("c = get_ident(); record.thread in SENDER or c in BUSY",
           "sender-thread and re-entry checks")  # fmt: skip
-    timed("record.name is not h._last_name", "own-logger check (same logger as last time)")
+    timed("h._skip_names.get(record.name)", "own-logger check (a cached answer)")
     timed("BUSY.add(1); BUSY.discard(1)", "re-entry guard add + discard")
-    timed("type(record.msg) is str and h.formatter is h._default_formatter and "
-          "(record.exc_info or record.exc_text or record.stack_info)",
-          "message type, formatter and exception checks")  # fmt: skip
-    timed("record.msg % record.args", "the message's % formatting")
-    timed("h._stamps.get(record.levelname)", "the level's stamp (timestamp, level, app, env)")
-    timed("len(record.__dict__) != PLAIN_LEN", "len(record.__dict__): any extras?")
-    timed("context_module.in_use and context()", "request context (flag, then ContextVar.get)")
-    timed("low, high, r = stamp; low <= record.created * 1000 < high",
-          "timestamp: is the record in the stamp's millisecond?")  # fmt: skip
-    timed("w = int(record.created * 1000); f',\"timestamp\":{w}{tail}'",
-          "timestamp: a new millisecond's stamp (once a millisecond at most)")  # fmt: skip
-    timed("escape(text)", "JSON string escape (C)")
-    timed("f'{HEAD}{escape(text)}{rest}'.encode()",
-          "the entry: escape + one f-string + encode")  # fmt: skip
-    timed("size = len(entry) + OVERHEAD\nif size <= h._inline_max:\n"
-          "    b = h._client._buffer\n"
-          "    if b.queued_bytes + size <= b.fast_limit:\n"
-          "        b.queued_bytes += size; b.entries.append(entry)",
-          "queue it: the line cap, then the buffer's lock-free protocol, inlined")  # fmt: skip
-    timed("plain('request 42 served in 7 ms', 'INFO', 1732280000123)",
-          "LineBuilder.plain (the path before the inline one; still used with meta)")  # fmt: skip
+    timed("h._parts(record)", "LogDNAHandler._parts: text, meta (logger name, kept) and its JSON")
+    timed("record.msg % record.args", "  of which: the message's % formatting")
+    timed("plain('request 42 served in 7 ms', 'INFO', 1732280000123, name_meta, name_json)",
+          "LineBuilder.plain with the logger name's JSON kept")  # fmt: skip
+    timed("put_entry(entry)", "Buffer.put_entry: the lock-free put")
 
     print("\npieces for a record with 5 extra= fields:")
     timed("extras(extra_record.__dict__)", "extras read from the record's tail")

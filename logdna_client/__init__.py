@@ -6,7 +6,7 @@ environment reads until a Client (or handler, or processor) is built.
 
 from ._client import Client
 from ._config import Config
-from ._errors import ConfigurationError, LogDNAError, TransportError
+from ._errors import ConfigurationError, LogDNAError
 from ._handler import LogDNAHandler
 from ._options import ClientOptions
 from ._stats import ClientStats
@@ -20,6 +20,5 @@ __all__ = [
     "ConfigurationError",
     "LogDNAError",
     "LogDNAHandler",
-    "TransportError",
     "__version__",
 ]

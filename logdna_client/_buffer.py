@@ -13,7 +13,9 @@ only at calls and backward jumps). Everything else (overflow, waking the
 sender, close, take, release) happens under one plain lock, never held across
 I/O or waiting.
 
-The lock-free protocol, for ``put_entry`` and the handler that inlines it:
+The lock-free protocol, for ``put_entry`` and the C handle that mirrors it
+(``_speedups.c``, handed the buffer itself; it reads and writes the public
+attributes named here):
 ``size = len(entry) + ENTRY_OVERHEAD`` first (a call may switch threads); if
 ``buffer.queued_bytes + size <= buffer.fast_limit``, then
 ``buffer.queued_bytes += size`` (one statement: no thread switch, no trace
@@ -189,6 +191,14 @@ class Buffer:
         with self._lock:
             self._sink = sink
             self._refresh_fast_limit()
+
+    def retire(self) -> None:
+        """In a forked child, for the parent's buffer the child replaced: every put
+        that still finds it (the C ``handle`` holds it) takes the locked way, the
+        owner's ``put_entry``, which hands over the new one. Takes no lock: a
+        parent's thread may have held it at the fork."""
+        self._lock_free = False
+        self.fast_limit = _LOCKED
 
     def _refresh_fast_limit(self) -> None:
         # Called with the lock held whenever the bound, in-flight bytes or the

@@ -222,6 +222,7 @@ class Client:
         self._exit_done = False
         if self._transport_override is not None and hasattr(self._transport_override, "after_fork"):
             self._transport_override.after_fork()
+        self._buffer.retire()  # a handler's C handle may still hold it
         self._new_pipeline()
         if self._closed:
             self._buffer.close()

@@ -37,6 +37,7 @@ ENV_VARS: Mapping[str, str] = {
     "tags": "LOGDNA_TAGS",
     "handle_signals": "LOGDNA_HANDLE_SIGNALS",
     "spool_dir": "LOGDNA_SPOOL_DIR",
+    "record_meta": "LOGDNA_RECORD_META",
 }
 
 # The API's own limit is 10 MB per request body; stay well under it.
@@ -242,6 +243,25 @@ def to_str_list(option: str, value: object) -> tuple[str, ...]:
     return tuple(out)
 
 
+#: LogRecord attributes ``record_meta`` may name: what ``LogRecord.__init__`` sets,
+#: less what already ships as the line, its level or its timestamp.
+RECORD_META_ATTRS = frozenset(
+    logging.LogRecord("n", logging.INFO, "p", 1, "m", None, None).__dict__
+) - {"msg", "args", "exc_info", "exc_text", "stack_info", "levelname", "created"}
+
+
+def _record_attrs(value: object) -> tuple[str, ...]:
+    names = to_str_list("record_meta", value)
+    unknown = [name for name in names if name not in RECORD_META_ATTRS]
+    if unknown:
+        raise _bad(
+            "record_meta",
+            ", ".join(unknown),
+            "LogRecord attributes among " + ", ".join(sorted(RECORD_META_ATTRS)),
+        )
+    return tuple(dict.fromkeys(names))  # each once, in the order given
+
+
 def _optional_name(option: str, value: object) -> str | None:
     if value is None:
         return None
@@ -315,6 +335,8 @@ class Config:
     compress: bool = True
     verify: bool | str = True
     index_meta: bool = True
+    #: LogRecord attributes shipped as meta by the stdlib handler ("" for none).
+    record_meta: tuple[str, ...] = _UNSET
     redact: tuple[str, ...] | bool = True
     redact_patterns: tuple[str, ...] = ()
     before_send: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None
@@ -412,6 +434,12 @@ class Config:
             signals = env(ENV_VARS["handle_signals"]) or True
         set_(self, "handle_signals", to_bool("handle_signals", signals))
         set_(self, "index_meta", to_bool("index_meta", self.index_meta))
+        record_meta = self.record_meta
+        if record_meta is None:
+            record_meta = env(ENV_VARS["record_meta"])
+            if record_meta is None:
+                record_meta = "name"
+        set_(self, "record_meta", _record_attrs(record_meta))
         set_(self, "verify", self._resolve_verify())
         set_(self, "max_line_length",
              to_size("max_line_length", self.max_line_length, minimum=64,

@@ -3,18 +3,18 @@
 The tree::
 
     LogDNAError
-    ├── ConfigurationError (also a ValueError): a bad option, raised when a
-    │   Client, handler or processor is built, never at log time
-    └── TransportError: a delivery attempt failed; carries ``status`` and
-        ``retry_after`` as attributes (used inside the sender, never raised
-        into the application)
+    └── ConfigurationError (also a ValueError): a bad option, raised when a
+        Client, handler or processor is built, never at log time
+
+Delivery trouble is never raised into the application: it is counted in
+``Client.stats()`` and reported through the ``logdna_client`` logger.
 
 None of them ever carries the ingestion key in its message or attributes.
 """
 
 from __future__ import annotations
 
-__all__ = ["ConfigurationError", "LogDNAError", "TransportError"]
+__all__ = ["ConfigurationError", "LogDNAError"]
 
 
 class LogDNAError(Exception):
@@ -35,24 +35,3 @@ class ConfigurationError(LogDNAError, ValueError):
 
     def __reduce__(self) -> tuple[type[ConfigurationError], tuple[str, str | None]]:
         return (type(self), (str(self), self.option))
-
-
-class TransportError(LogDNAError):
-    """One delivery attempt failed.
-
-    Attributes:
-        status: the HTTP status code, or ``None`` for a connection-level failure.
-        retry_after: seconds the server asked us to wait, or ``None``.
-    """
-
-    def __init__(
-        self, message: str, status: int | None = None, retry_after: float | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.retry_after = retry_after
-
-    def __reduce__(
-        self,
-    ) -> tuple[type[TransportError], tuple[str, int | None, float | None]]:
-        return (type(self), (str(self), self.status, self.retry_after))

@@ -4,16 +4,21 @@
 buffer has its own short critical section), and with several threads that
 lock costs more than the rest of the work together. The message is formatted
 and serialized here, in the caller's thread, so a mutable argument changed
-after the call still ships as it was logged. The most common record is built
-and queued inline in ``handle`` (see its docstring); docs/performance.md has
-what each step costs. Where the optional C extension (``_speedups.c``) is
-built, it replaces ``handle`` on the class and does that inline work for the
-same records, byte for byte, calling the Python ``handle`` for every other one.
+after the call still ships as it was logged.
+
+The stdlib's hooks keep their meaning: a subclass that overrides ``format``,
+``filter`` or ``emit`` gets ``logging.Handler.handle`` exactly (filter, lock,
+emit), and a patched ``LogRecord.getMessage`` or a formatter is called as
+the stdlib would call it. Only while all of them are the library's own does
+the short path run: ``handle`` filters and ships directly, and where the
+optional C extension (``_speedups.c``) is built, each handler's ``handle`` is
+a C object that builds the common record's entry itself (the same bytes as
+``_parts`` + ``LineBuilder.plain`` + ``Buffer.put_entry``) and calls
+the Python ``handle`` for every other record.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import sys
@@ -34,12 +39,11 @@ from ._client import Client
 from ._config import Secret, hide_key
 from ._context import current as request_context
 from ._errors import ConfigurationError
-from ._line import LINE_HEAD, _escape, safe_str
+from ._event import event_dict_to_line
+from ._line import ENTRY_END, ENTRY_HEAD, ENTRY_META, ENTRY_TIMESTAMP, _escape, safe_str
 from ._options import ClientOptions, with_options_help
-from ._redact import MAX_DEPTH
 from ._report import logger as _own_logger
 from ._threads import BUSY_THREADS, NESTED_THREADS, SENDER_THREADS
-from .structlog import event_dict_to_line  # plain dict handling: needs no structlog
 
 __all__ = ["STANDARD_RECORD_ATTRS", "LogDNAHandler"]
 
@@ -53,11 +57,14 @@ STANDARD_RECORD_ATTRS: frozenset[str] = _INIT_ATTRS | {"message", "asctime"}
 _PLAIN_RECORD_LEN = len(_PROBE.__dict__)
 del _PROBE
 
-# The C version of handle's common path (_speedups.c); None where it was not
-# built (no compiler at install) and on builds without a GIL (it relies on one,
-# and importing it there would turn the GIL back on).
+# The stdlib's own getMessage: while LogRecord has it, ``msg % args`` is what it returns.
+_GET_MESSAGE = logging.LogRecord.getMessage
+
+# The C version of handle's common path (_speedups.c). None where it was not
+# built (no compiler at install, not CPython) and on builds without a GIL (it
+# relies on one, and importing it there would turn the GIL back on).
 _speedups: Any = None
-if getattr(sys, "_is_gil_enabled", lambda: True)():
+if sys.implementation.name == "cpython" and getattr(sys, "_is_gil_enabled", lambda: True)():
     try:
         from . import _speedups  # type: ignore[attr-defined, no-redef]
     except ImportError:
@@ -65,17 +72,12 @@ if getattr(sys, "_is_gil_enabled", lambda: True)():
     else:
         # A build left from another version of the package (an editable install
         # not rebuilt after an update) may expect other arguments: not used.
-        if getattr(_speedups, "API", None) != 5:
+        if getattr(_speedups, "API", None) != 6:
             _speedups = None
 
 _STRUCTLOG_SKIP = STANDARD_RECORD_ATTRS | {"_logger", "_name"}
 
 _OWN_PREFIX = _own_logger.name + "."
-# A millisecond no record falls in: the first inline record of a level makes its stamp.
-_NEVER = float("inf")
-_NO_STAMP = (_NEVER, _NEVER, "")
-# Stamps are cached below this many ms (year 287,396): floats hold every integer below it.
-_EXACT = 2**53
 
 
 def _extras(attrs: dict[str, Any]) -> dict[str, Any] | None:
@@ -98,19 +100,26 @@ def _is_own_logger(name: object) -> bool:
     return isinstance(name, str) and (name == _own_logger.name or name.startswith(_OWN_PREFIX))
 
 
+def _overrides(handler: logging.Handler, name: str, ours: object) -> bool:
+    """Whether ``handler``'s class (or the handler itself) replaces hook ``name``."""
+    return getattr(type(handler), name) is not ours or name in handler.__dict__
+
+
 class LogDNAHandler(logging.Handler):
     """Ships records to LogDNA / Mezmo.
 
     Give it the Client options as keyword arguments (``key``, ``app``, ``env``,
-    ``hostname``, ``tags``, ...; all accept strings, for dictConfig), or a
-    ``client=`` to share one pipeline between several handlers/processors.
-    The official ``logdna`` client's form, ``LogDNAHandler(key, options)``
-    with its option names, works too (see docs/migration.md).
+    ``hostname``, ``tags``, ``record_meta``, ...; all accept strings, for
+    dictConfig), or a ``client=`` to share one pipeline between several
+    handlers/processors. The official ``logdna`` client's form,
+    ``LogDNAHandler(key, options)`` with its option names, works too (see
+    docs/migration.md).
 
     The shipped line is the formatted message (the handler's formatter when
     one is set, else ``record.getMessage()`` plus any exception and stack
     text); level is ``record.levelname``; timestamp is ``record.created``; meta
-    holds every ``extra=`` attribute.
+    holds the record attributes ``record_meta`` names (the logger's ``name``
+    by default), then every ``extra=`` attribute.
     """
 
     def __init__(
@@ -139,77 +148,94 @@ class LogDNAHandler(logging.Handler):
         self._client = client if client is not None else Client(**kwargs)
         super().__init__(self._client.config.level if self._owns_client else level)
         builder = self._builder = self._client._builder
-        #: Level name -> (low, high, rest): ``rest`` ends an inline entry (the
-        #: timestamp, then the level's tail: level, app, env) for records whose
-        #: ``created * 1000`` is in [low, high), the millisecond the level's last
-        #: inline record fell in. A burst of records pays for the timestamp's
-        #: conversion and formatting once a millisecond, not once a line.
-        self._stamps: dict[str, tuple[float, float, str]] = {}
-        self._tails: dict[str, str] = {}
-        #: The same for lines with meta: ``rest`` ends with ``"meta":``.
-        self._meta_stamps: dict[str, tuple[float, float, str]] = {}
-        self._meta_json = builder.meta_json
+        self._entry = builder.entry
+        #: The LogRecord attributes shipped as meta, in order.
+        self._record_attrs: tuple[str, ...] = self._client.config.record_meta
+        #: With one such attribute (the logger's name, by default): its str value ->
+        #: ``meta_json`` of the meta it alone makes; reused by both paths.
+        #: Only where ``plain`` serves lines: no ``before_send`` could change the meta.
+        self._meta_cache: dict[str, tuple[dict[str, Any], bytes]] | None = (
+            {} if len(self._record_attrs) == 1 and builder.plain_max_chars > 0 else None
+        )
+        #: The default credential patterns: text they may change is redacted first
+        #: (LineBuilder.text_check; None when no text pattern runs).
         self._text_check = builder.text_check
         self._redact_triggered = builder.redact_triggered
-        #: Entries up to this size (with ENTRY_OVERHEAD) are queued as built inline:
-        #: their text is within max_line_length, so encode() would not cut it.
-        self._inline_max = builder.entry_max + ENTRY_OVERHEAD
         # A formatter of our own, so that logging.basicConfig() does not give this
         # handler its "LEVEL:name:message" one (the level already ships as a field).
-        # Identity with it selects the fast path; setFormatter() still wins.
+        # Identity with it selects the short path; setFormatter() still wins.
         self._default_formatter = _MessageFormatter()
         self.formatter = self._default_formatter
+        #: Logger name -> whether it is one of the library's own (see _is_own).
         self._skip_names: dict[object, bool] = {}
-        #: The name of a logger known not to be the library's own (see _is_own).
-        self._last_name: object = None
-        #: What the C handle needs of this handler (None: the Python one runs).
-        self._fast: object = self._speedups_state()
+        #: A subclass replaced format, filter or emit: the stdlib's handle runs.
+        self._stdlib_handle = (
+            _overrides(self, "format", logging.Handler.format)
+            or _overrides(self, "filter", logging.Filterer.filter)
+            or _overrides(self, "emit", LogDNAHandler.emit)
+        )
+        #: Whether ``format`` is logging's, which formats with ``self.formatter``.
+        self._own_format = not _overrides(self, "format", logging.Handler.format)
+        #: The C ``handle`` of this handler, or None (the Python one runs).
+        self._fast: Any = self._speedups_handle()
+        if self._fast is not None:
+            # An attribute of the handler, found before the class's method: the
+            # logging call goes straight to C.
+            self.handle = self._fast  # type: ignore[method-assign]
         if official:
             _official.install(self)
 
-    def _speedups_state(self) -> object:
-        """The C ``handle``'s state for this handler, or None to run the Python one.
+    def _speedups_handle(self) -> Any:
+        """The C ``handle`` for this handler, or None to run the Python one.
 
         None when the C code is not there, when ``LOGDNA_CLIENT_PURE_PYTHON`` is
-        set to anything but "" or "0", and when no record can be built inline
-        anyway.
+        set to anything but "" or "0", when a subclass replaced ``handle`` or
+        one of the hooks it calls, and when no record could take it anyway.
         """
-        if _speedups is None or self._inline_max <= ENTRY_OVERHEAD:
+        builder = self._builder
+        if _speedups is None or builder.plain_max_chars <= 0:
             return None
         if os.environ.get("LOGDNA_CLIENT_PURE_PYTHON", "") not in ("", "0"):
             return None
+        if self._stdlib_handle or _overrides(self, "handle", LogDNAHandler.handle):
+            return None
         try:
-            return _speedups.State(
+            return _speedups.Handle(
+                handler=self,
+                slow=LogDNAHandler.handle,
+                queue=LogDNAHandler._queue_built,
+                buffer=self._client._buffer,
                 record_type=logging.LogRecord,
-                probe=_probe(),
-                client=self._client,
-                stamps=self._stamps,
-                meta_stamps=self._meta_stamps,
-                dumps=orjson.dumps,
-                safe_keys=self._builder.meta_safe_keys,
-                standard_attrs=STANDARD_RECORD_ATTRS,
-                init_attrs=_INIT_ATTRS,
-                max_depth=MAX_DEPTH,
+                get_message=_GET_MESSAGE,
                 default_formatter=self._default_formatter,
-                context=_context,
-                context_var=_context._request_context,
+                skip_names=self._skip_names,
                 sender_threads=SENDER_THREADS,
                 busy_threads=BUSY_THREADS,
-                escape=_escape,
-                line_head=LINE_HEAD,
-                queue=LogDNAHandler._queue,
-                inline_max=self._inline_max,
-                entry_overhead=ENTRY_OVERHEAD,
+                context_var=_context._request_context,
+                record_attrs=self._record_attrs,
+                meta_cache=self._meta_cache,
+                init_attrs=_INIT_ATTRS,
+                standard_attrs=STANDARD_RECORD_ATTRS,
                 plain_len=_PLAIN_RECORD_LEN,
-                by_referents=_by_referents(),
+                safe_keys=builder.meta_safe_keys,
+                dumps=orjson.dumps,
+                escape=_escape,
+                head=ENTRY_HEAD,
+                timestamp_key=ENTRY_TIMESTAMP,
+                level_tails=builder.level_tails,
+                meta_key=ENTRY_META,
+                end=ENTRY_END,
+                max_chars=builder.plain_max_chars,
+                max_entry=builder.total_limit,
+                entry_overhead=ENTRY_OVERHEAD,
                 # Only the default credential patterns leave this path open (see
                 # LineBuilder.text_check): C tests for their triggers, Python redacts.
                 redact_text=self._redact_triggered if self._text_check is not None else None,
                 # Its answers on keys: text whose every "key:" is a known plain one
                 # (a log message's "1: ...", "user=bob") needs no call to Python.
-                secret_cache=self._builder.secret_cache,
+                secret_cache=builder.secret_cache,
             )
-        except Exception:  # e.g. the attributes could not be located on a probe
+        except Exception:  # a stale build that takes other arguments
             return None
 
     @property
@@ -222,26 +248,32 @@ class LogDNAHandler(logging.Handler):
         level = logging.getLevelName(getattr(self, "level", logging.NOTSET))
         return f"<{type(self).__name__} ({level}) {getattr(self, '_client', None)!r}>"
 
-    def handle(self, record: logging.LogRecord) -> bool:
+    def handle(self, record: logging.LogRecord) -> Any:
         """Filter, serialize and queue the record; never raises, never blocks on I/O.
 
         This replaces ``Handler.handle`` rather than ``emit`` alone: the handler
         lock it would take guards nothing here (the buffer is safe on its own)
-        and costs more than the rest with several threads; and one call less
-        per line matters on this path.
-
-        The common record (a str message formatted by ``%``, no traceback, no
-        extras, no request context, the default formatter) is built and queued
-        right here, as one f-string: every call and allocation saved on this
-        path is a saving on every line the application logs. Anything else goes
-        to ``_ship``.
+        and costs more than the rest with several threads. A subclass that
+        overrides ``format``, ``filter`` or ``emit`` gets the stdlib's
+        ``Handler.handle`` instead, hooks, lock and all.
         """
+        if self._stdlib_handle:
+            return logging.Handler.handle(self, record)
         if self.filters:
             result: Any = self.filter(record)
             if not result:
                 return False
             if isinstance(result, logging.LogRecord):  # Python 3.12+ filters may swap records
                 record = result
+        self._deliver(record)
+        return True
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Ship one record: serialize it and queue it for the sender."""
+        self._deliver(record)
+
+    def _deliver(self, record: logging.LogRecord) -> None:
+        """Queue the record's line, unless it must not ship; never raises."""
         current = get_ident()
         try:
             # With logging.logThreads off a record has no thread: the one running is it.
@@ -251,91 +283,73 @@ class LogDNAHandler(logging.Handler):
         except Exception:  # a record stripped of standard attributes: ship what it has
             made_on_sender, name = False, None
         if made_on_sender:
-            return True  # made by urllib3/requests on a sender thread
-        if name is not self._last_name and self._is_own(name):
-            return True
-        if current in BUSY_THREADS:
-            return self._handle_nested(record, current)
-        busy = BUSY_THREADS
-        busy.add(current)
+            return  # made by urllib3/requests on a sender thread
         try:
-            msg = record.msg
-            if (
-                type(msg) is str
-                and self.formatter is self._default_formatter
-                and not (record.exc_info or record.exc_text or record.stack_info)
-            ):
-                args = record.args
-                try:
-                    text = msg % args if args else msg  # getMessage(), one call less
-                except Exception as exc:
-                    text = _unformattable(record, exc)
-                stamp = self._stamps.get(record.levelname)
-                created = record.created
-                # __dict__ after the other reads: on 3.11+ reading it makes the record
-                # build a dict, and attribute reads after that are slower. A formatter
-                # that ran first may have added message/asctime: no meta either.
-                attrs = record.__dict__
-                meta = None if len(attrs) == _PLAIN_RECORD_LEN else _extras(attrs)
-                check = self._text_check
-                if check is not None and check(text):
-                    text = self._redact_triggered(text)  # may hold a credential
-                if meta is None:
-                    if stamp is not None and text and not (_context.in_use and request_context()):
-                        low, high, rest = stamp
-                        try:
-                            millis = created * 1000
-                            if not low <= millis < high:
-                                rest = self._new_stamp(record.levelname, millis, self._stamps)
-                            entry = f"{LINE_HEAD}{_escape(text)}{rest}".encode()
-                            size = len(entry) + ENTRY_OVERHEAD
-                            # Within this, encode() would not cut the text either.
-                            if size <= self._inline_max:
-                                # Buffer.put_entry, inlined (its lock-free protocol).
-                                buffer = self._client._buffer
-                                if buffer.queued_bytes + size <= buffer.fast_limit:
-                                    buffer.queued_bytes += size
-                                    buffer.entries.append(entry)
-                                else:
-                                    self._client.put_entry(entry)
-                                return True
-                        except (TypeError, ValueError, OverflowError, UnicodeEncodeError):
-                            pass  # NaN, infinite or odd created; a lone surrogate: _ship copes
-                elif stamp is not None and self._inline_meta(record, text, meta):
-                    return True
-            else:
-                text, meta = self._text_and_meta(record)
-            self._ship(record, text, meta)
+            own = self._skip_names.get(name)  # False: a logger known not to be ours
+        except Exception:  # an unhashable name, or one whose hash raises: not ours
+            own = False
+        if own is not False and self._is_own(name):
+            return
+        if current in BUSY_THREADS:
+            self._handle_nested(record, current)
+            return
+        BUSY_THREADS.add(current)
+        try:
+            self._queue_record(record)
         except Exception:
             self._failed(record)
         finally:
-            busy.discard(current)
-        return True
+            BUSY_THREADS.discard(current)
 
-    def _handle_nested(self, record: logging.LogRecord, current: int) -> bool:
+    def _handle_nested(self, record: logging.LogRecord, current: int) -> None:
         """A record logged while this thread is inside a handler or processor of ours:
         by a signal handler or finalizer that interrupted it, or by a ``__str__`` or
-        formatter it called. One level deep it ships, by the general path; deeper is
-        a loop in the making, dropped and counted as ``reentrant``."""
+        formatter it called. One level deep it ships; deeper is a loop in the
+        making, dropped and counted as ``reentrant``."""
         if current in NESTED_THREADS:
             self._client._count_drop("reentrant")
-            return True
+            return
         NESTED_THREADS.add(current)
         try:
-            text, meta = self._text_and_meta(record)
-            self._ship(record, text, meta)
+            self._queue_record(record)
         except Exception:
             self._failed(record)
         finally:
             NESTED_THREADS.discard(current)
-        return True
 
     def _failed(self, record: logging.LogRecord) -> None:
         """A record no line could be built for: counted as ``error``, then the stdlib's say."""
         self._client._count_drop("error")
         self.handleError(record)
 
-    def _queue(self, record: logging.LogRecord, entry: bytes) -> bool:
+    def _queue_record(self, record: logging.LogRecord) -> None:
+        """Build the record's entry and queue it."""
+        text, meta, data = self._parts(record)
+        context = request_context() if _context.in_use else None
+        if context:
+            meta = {**context, **meta} if meta else dict(context)
+            data = None
+        level = record.levelname
+        if type(level) is not str:  # a record made by hand, or changed by a filter
+            level = safe_str(level)
+        entry = self._entry(text, level, _millis(record.created), meta, data)
+        if entry is not None:
+            self._client.put_entry(entry)
+
+    def _cache_meta(self, meta: dict[str, Any], value: str) -> bytes | None:
+        """``meta_json(meta)``, kept with ``meta`` for ``value`` (see ``_meta_cache``)."""
+        try:
+            data = self._builder.meta_json(meta)
+        except TypeError:  # a lone surrogate in the name: encode() repairs it
+            return None
+        cache = self._meta_cache
+        if cache is not None:
+            if len(cache) >= 1024:  # names made per request, say: stay bounded
+                cache.clear()
+            cache[value] = (meta, data)
+        return data
+
+    def _queue_built(self, record: logging.LogRecord, entry: bytes) -> bool:
         """Queue an entry the C ``handle`` built, when the buffer wants its locked path."""
         # Guarded as handle guards it: a signal handler or finalizer that logs while
         # this thread holds the buffer's lock is dropped as re-entry, not deadlocked.
@@ -343,6 +357,8 @@ class LogDNAHandler(logging.Handler):
         BUSY_THREADS.add(current)
         try:
             self._client.put_entry(entry)
+            # A forked child has a buffer of its own: the C code uses it from now on.
+            self._fast.buffer = self._client._buffer
         except Exception:
             self._failed(record)
         finally:
@@ -359,97 +375,60 @@ class LogDNAHandler(logging.Handler):
                 own = self._skip_names[name] = _is_own_logger(name)
         except Exception:  # an unhashable name (makeLogRecord), or one whose hash raises
             return False  # the library's own names are plain strings
-        if not own:
-            # The same logger's next records skip even the lookup: its name is the
-            # same object every time.
-            self._last_name = name
         return own
 
-    def _new_stamp(
-        self, level: str, millis: float, stamps: dict[str, tuple[float, float, str]]
-    ) -> str:
-        """The end of an inline entry for a record of ``level`` at ``millis`` ms; cached.
-
-        Once a millisecond at most per level: the timestamp is converted and
-        formatted here, as ``int(created * 1000)`` like the general path.
-        ``stamps`` is ``_stamps`` (lines without meta: the entry ends here) or
-        ``_meta_stamps`` (the entry goes on with the meta object and a brace).
-        """
-        whole = int(millis)
-        tail = self._tails[level]
-        if stamps is self._meta_stamps:
-            tail = tail[:-1] + ',"meta":'
-        rest = f',"timestamp":{whole}{tail}'
-        if 0 <= whole < _EXACT:
-            # [whole, whole + 1) holds exactly the values int() takes to whole: not
-            # so below 0 (int() rounds towards 0) or where floats skip integers.
-            stamps[level] = (float(whole), float(whole + 1), rest)
-        return rest
-
-    def _inline_meta(self, record: logging.LogRecord, text: str, meta: dict[str, Any]) -> bool:
-        """Queue a line with ``extra=`` meta as ``handle`` does lines without; False
-        when ``_ship`` must build it instead (request context, values orjson does
-        not know, a line over the cap, odd times). The bytes, secrets redacted,
-        are those ``plain`` makes: both serialize meta with ``meta_json``.
-        """
-        if not text or (_context.in_use and request_context()):
-            return False
-        level = record.levelname
-        try:
-            data = self._meta_json(meta)
-            low, high, rest = self._meta_stamps.get(level, _NO_STAMP)
-            millis = record.created * 1000
-            if not low <= millis < high:
-                rest = self._new_stamp(level, millis, self._meta_stamps)
-            entry = f"{LINE_HEAD}{_escape(text)}{rest}{data.decode()}}}".encode()
-        except (TypeError, ValueError, OverflowError, UnicodeEncodeError):
-            return False
-        size = len(entry) + ENTRY_OVERHEAD
-        if size > self._inline_max:
-            return False
-        self._client.put_entry(entry)
-        return True
-
-    def _text_and_meta(self, record: logging.LogRecord) -> tuple[str, dict[str, Any] | None]:
-        """The line and meta of a record ``handle`` does not format itself."""
-        attrs = record.__dict__
+    def _parts(self, record: logging.LogRecord) -> tuple[str, dict[str, Any] | None, bytes | None]:
+        """The record's line text, its meta (``record_meta`` attributes, then extras)
+        and, where kept, that meta's ``meta_json`` (else None)."""
         msg = record.msg
-        if type(msg) is dict and "_logger" in attrs:
-            # structlog's ProcessorFormatter.wrap_for_formatter: the event dict is
-            # the message; its keys are meta, structlog's bookkeeping is not.
-            return event_dict_to_line(
-                msg,
-                {k: v for k, v in attrs.items() if k not in _STRUCTLOG_SKIP},
-                redact=self._builder.redact_meta,
-            )
-        try:
-            text = self.format(record)
-        except Exception as exc:
-            text = _unformattable(record, exc)
-        return text, _extras(attrs) if len(attrs) != _PLAIN_RECORD_LEN else None
-
-    def _ship(self, record: logging.LogRecord, text: str, meta: dict[str, Any] | None) -> None:
-        """Queue a line ``handle`` did not build inline (meta, request context, odd values)."""
-        context = request_context()
-        if context:
-            meta = {**context, **meta} if meta else dict(context)
-        level = record.levelname
-        if type(level) is not str:  # a record made by hand, or changed by a filter
-            level = safe_str(level)
-        if level not in self._stamps:
-            # Ready the inline path for this level's next records (level names are
-            # few; a flood of odd ones is not remembered).
-            tail = self._builder.tail(level)
-            if tail is not None and len(self._stamps) < 64:
-                self._tails[level] = tail
-                self._stamps[level] = _NO_STAMP
-        entry = self._builder.entry(text, level, _millis(record.created), meta)
-        if entry is not None:
-            self._client.put_entry(entry)
-
-    def emit(self, record: logging.LogRecord) -> None:
-        """Ship one record (``handle`` does the work; filters apply here too)."""
-        self.handle(record)
+        if (
+            type(msg) is str
+            and self.formatter is self._default_formatter
+            and self._own_format
+            and type(record).getMessage is _GET_MESSAGE
+            and not (record.exc_info or record.exc_text or record.stack_info)
+        ):
+            # What the default formatter makes of it, two calls shorter.
+            args = record.args
+            try:
+                text = msg % args if args else msg
+            except Exception as exc:
+                text = _unformattable(record, exc)
+            attrs = record.__dict__
+        else:
+            attrs = record.__dict__
+            if type(msg) is dict and "_logger" in attrs:
+                # structlog's ProcessorFormatter.wrap_for_formatter: the event dict is
+                # the message; its keys are meta, structlog's bookkeeping is not.
+                return (
+                    *event_dict_to_line(
+                        msg,
+                        {k: v for k, v in attrs.items() if k not in _STRUCTLOG_SKIP},
+                        redact=self._builder.redact_meta,
+                    ),
+                    None,
+                )
+            try:
+                text = self.format(record)
+            except Exception as exc:
+                text = _unformattable(record, exc)
+        names = self._record_attrs
+        cache = self._meta_cache
+        if cache is not None and len(attrs) == _PLAIN_RECORD_LEN:
+            # The one record attribute alone (no extras): its meta and JSON once per value.
+            value = attrs.get(names[0])
+            if type(value) is str:
+                kept = cache.get(value)
+                if kept is not None:
+                    return text, kept[0], kept[1]
+                alone: dict[str, Any] = {names[0]: value}
+                return text, alone, self._cache_meta(alone, value)
+        meta = {k: attrs[k] for k in names if k in attrs} or None
+        if len(attrs) != _PLAIN_RECORD_LEN:
+            extras = _extras(attrs)
+            if extras:
+                meta = {**meta, **extras} if meta else extras
+        return text, meta, None
 
     def flush(self, timeout: float | None = 5.0) -> None:
         """Wait (up to ``timeout``) for queued lines to be delivered.
@@ -490,29 +469,6 @@ class LogDNAHandler(logging.Handler):
 
 
 LogDNAHandler.__doc__ = with_options_help(LogDNAHandler.__doc__)
-
-if _speedups is not None:
-    # handle() in C for the common record; it calls the Python method above for
-    # every other record. A class attribute, like the function it replaces.
-    LogDNAHandler.handle = _speedups.Handle(LogDNAHandler.handle)  # type: ignore[method-assign]
-
-
-def _probe() -> logging.LogRecord:
-    """A fresh record as logging makes one without ``extra=``."""
-    return logging.LogRecord("probe", logging.INFO, __file__, 1, "probe %s", ("x",), None)
-
-
-@functools.cache
-def _by_referents() -> bool:
-    """Whether extras change what the garbage collector sees a record refer to:
-    then the C code tells plain records by that, without building their dict
-    (3.11+; on 3.10 a record's dict always exists and is all it refers to)."""
-    plain = _speedups.referents(_probe())
-    with_extra = _probe()
-    with_extra.__dict__["user_id"] = 1  # as makeRecord adds extra=
-    set_extra = _probe()
-    set_extra.user_id = 1  # as a filter or adapter might
-    return plain not in (_speedups.referents(with_extra), _speedups.referents(set_extra))
 
 
 class _MessageFormatter(logging.Formatter):

@@ -1,13 +1,14 @@
 """Line building: text, level, timestamp and meta -> one serialized JSON line.
 
-This runs in the application's thread. The stdlib handler builds its most
-common line (text only) itself, from ``LINE_HEAD`` and ``tail``; ``plain``
-(one escape, one ``orjson.dumps`` of the meta, one bytes template) serves
-lines with meta and the structlog processor; ``encode`` is the general path.
-Everything unusual (values orjson cannot encode, cycles, surrogates, huge
-integers, oversize lines, a raising ``__str__``) is handled on slower fallback
-paths that only run when the fast ones fail, and each bad value degrades
-alone instead of spoiling the line.
+This runs in the application's thread. ``LineBuilder.entry`` is the one way a
+buffer entry is made: ``plain`` (one escape, one ``orjson.dumps`` of the meta,
+one bytes template built from the ``ENTRY_*`` pieces below) for the common
+line, ``encode`` for everything else. The C extension (``_speedups.c``) is
+handed the same pieces and writes the same bytes as ``plain`` for the common
+stdlib record. Everything unusual (values orjson cannot encode, cycles,
+surrogates, huge integers, oversize lines, a raising ``__str__``) is handled
+on slower fallback paths that only run when the fast ones fail, and each bad
+value degrades alone instead of spoiling the line.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from ._context import clean_path
 from ._limits import META_BYTES, NAME_CHARS
 from ._redact import MAX_DEPTH, Redactor, is_named_tuple, named_tuple_fields
 
-__all__ = ["LINE_HEAD", "LineBuilder", "safe_str"]
+__all__ = ["ENTRY_END", "ENTRY_HEAD", "ENTRY_META", "ENTRY_TIMESTAMP", "LineBuilder", "safe_str"]
 
 _log = logging.getLogger("logdna_client")
 
@@ -33,8 +34,13 @@ _log = logging.getLogger("logdna_client")
 # Python twin where the accelerator is missing.
 _escape: Callable[[str], str] = json.encoder.c_encode_basestring or json.encoder.encode_basestring  # type: ignore[attr-defined]
 
-#: How every fast-path entry starts: the separator, then the line's first key.
-LINE_HEAD = ',{"line":'
+#: The fast path's entry, in order: ``ENTRY_HEAD`` text ``ENTRY_TIMESTAMP`` ms, the
+#: level's tail (``LineBuilder.level_tails``: level, app, env), then ``ENTRY_META``
+#: meta when there is meta, then ``ENTRY_END``; text and meta as JSON.
+ENTRY_HEAD = SEPARATOR + b'{"line":'
+ENTRY_TIMESTAMP = b',"timestamp":'
+ENTRY_META = b',"meta":'
+ENTRY_END = b"}"
 
 _TRUNCATED = "… [truncated by logdna_client: {} bytes in all]"
 _EMPTY = "(empty message)"
@@ -175,8 +181,7 @@ class LineBuilder:
         "_redactor",
         "_redacts_meta",
         "_redacts_text",
-        "_total_limit",
-        "entry_max",
+        "level_tails",
         "meta_json",
         "meta_safe_keys",
         "on_filtered",
@@ -186,6 +191,7 @@ class LineBuilder:
         "report",
         "secret_cache",
         "text_check",
+        "total_limit",
     )
 
     def __init__(self, config: Config) -> None:
@@ -203,7 +209,7 @@ class LineBuilder:
         self._index_meta = config.index_meta
         self._before_send = config.before_send
         self._line_limit = config.max_line_length
-        self._total_limit = min(
+        self.total_limit = min(
             config.max_batch_bytes - 64, _MAX_META_BYTES + config.max_line_length
         )
         self.on_filtered: Callable[[], None] | None = None
@@ -225,11 +231,8 @@ class LineBuilder:
         #: in text, no hook, meta as an object, certainly under the byte cap);
         #: -1 when nothing can.
         self.plain_max_chars = self._line_limit // 4 if simple and self._index_meta else -1
-        #: A text-only entry (separator and line) up to this many bytes is one
-        #: ``encode`` would leave as it is: its text is within the line cap.
-        self.entry_max = (
-            min(self._line_limit, self._total_limit) if self.plain_max_chars >= 0 else -1
-        )
+        #: Level name -> the entry's level, app and env fields, filled by ``plain``.
+        self.level_tails: dict[str, bytes] = {}
         #: Meta keys the redactor has found safe (a live set), or None when meta is
         #: not redacted: meta with only such keys and nothing nested skips the walk.
         self.meta_safe_keys: set[str] | None = (
@@ -242,36 +245,19 @@ class LineBuilder:
         """``value`` as meta redaction leaves it (``value`` itself when unchanged)."""
         return self._redactor.meta(value) if self._redacts_meta else value
 
-    def tail(self, level: str) -> str | None:
-        """The end of an inline entry for ``level``, or None when there is no inline path.
-
-        An inline entry is ``LINE_HEAD``, the escaped text, ``,"timestamp":``,
-        the timestamp, then this (level, app, env, closing brace): the same JSON
-        ``encode`` makes for a line without meta. Callers use it for non-empty
-        texts whose whole entry fits ``entry_max`` bytes, and keep it.
-        """
-        if self.plain_max_chars < 0:
-            return None
-        if type(level) is not str:
-            return None
-        try:
-            tail = ',"level":' + orjson.dumps(level[:_NAME_CAP]).decode()
-        except TypeError:  # a surrogate in the name: encode() repairs it
-            return None
-        if self._app:
-            tail += ',"app":' + orjson.dumps(self._app[:_NAME_CAP]).decode()
-        if self._env:
-            tail += ',"env":' + orjson.dumps(self._env[:_NAME_CAP]).decode()
-        return tail + "}"
-
     def entry(
-        self, text: str, level: str, timestamp: int, meta: dict[str, Any] | None = None
+        self,
+        text: str,
+        level: str,
+        timestamp: int,
+        meta: dict[str, Any] | None = None,
+        data: bytes | None = None,
     ) -> bytes | None:
         """A buffer entry (separator, then the line) by the fastest path that can
         make it: ``plain`` when it can, else ``encode``; None when ``before_send``
-        dropped the line."""
+        dropped the line. ``data``: ``meta_json(meta)``, where the caller keeps it."""
         if 0 < len(text) <= self.plain_max_chars:
-            return self.plain(text, level, timestamp, meta)
+            return self.plain(text, level, timestamp, meta, data)
         line = self.encode(text, level, timestamp, meta)
         return SEPARATOR + line if line is not None else None
 
@@ -303,8 +289,11 @@ class LineBuilder:
 
         return meta_json
 
-    def _make_plain(self) -> Callable[[str, str, int, dict[str, Any] | None], bytes | None]:
-        """The fast path, as a buffer entry (comma first): ``plain(text, level, ts, meta)``.
+    def _make_plain(
+        self,
+    ) -> Callable[[str, str, int, dict[str, Any] | None, bytes | None], bytes | None]:
+        """The fast path, as a buffer entry (comma first): ``plain(text, level, ts, meta,
+        data)``, where ``data`` is ``meta_json(meta)`` when the caller has it.
 
         One C-level string escape, one ``orjson.dumps`` of the meta (if any) and
         one bytes format, with app and env baked into the template: no line
@@ -314,25 +303,30 @@ class LineBuilder:
         ``encode``; anything unusual here (text that is not valid UTF-8, meta
         orjson cannot encode, an oversize line) falls back to it too.
         """
-        head = b',{"line":%b,"timestamp":%d,"level":%b'
-        tail = b""
+        # The ENTRY_* pieces as one template, the level's tail (level, app, env) filled in.
+        head = ENTRY_HEAD + b"%b" + ENTRY_TIMESTAMP + b"%d%b"
+        template = head + ENTRY_END
+        template_meta = head + ENTRY_META + b"%b" + ENTRY_END
+        app_env = b""
         if self._app:
-            tail += b',"app":' + orjson.dumps(self._app[:_NAME_CAP]).replace(b"%", b"%%")
+            app_env += b',"app":' + orjson.dumps(self._app[:_NAME_CAP])
         if self._env:
-            tail += b',"env":' + orjson.dumps(self._env[:_NAME_CAP]).replace(b"%", b"%%")
-        template = head + tail + b"}"
-        template_meta = head + tail + b',"meta":%b}'
-        levels: dict[str, bytes] = {}
+            app_env += b',"env":' + orjson.dumps(self._env[:_NAME_CAP])
+        levels = self.level_tails
         encode = self.encode
         dumps = orjson.dumps
         meta_json = self.meta_json
-        limit = self._total_limit
+        limit = self.total_limit
         check = self.text_check
         redact_text = self._redactor.text_triggered
         max_chars = self.plain_max_chars
 
         def plain(
-            text: str, level: str, timestamp: int, meta: dict[str, Any] | None = None
+            text: str,
+            level: str,
+            timestamp: int,
+            meta: dict[str, Any] | None = None,
+            data: bytes | None = None,
         ) -> bytes | None:
             if check is not None and check(text):
                 redacted = redact_text(text)
@@ -340,19 +334,19 @@ class LineBuilder:
                     line = encode(text, level[:_NAME_CAP], timestamp, meta)
                     return SEPARATOR + line if line is not None else None
                 text = redacted
-            fragment = levels.get(level)
+            tail = levels.get(level)
             try:
-                if fragment is None:
-                    fragment = dumps(level[:_NAME_CAP])
+                if tail is None:
+                    tail = b',"level":' + dumps(level[:_NAME_CAP]) + app_env
                     if len(levels) < 64:  # level names are few; a flood of odd ones is not cached
-                        levels[level] = fragment
+                        levels[level] = tail
                 if meta is None:
-                    return template % (_escape(text).encode(), timestamp, fragment)
+                    return template % (_escape(text).encode(), timestamp, tail)
                 entry = template_meta % (
                     _escape(text).encode(),
                     timestamp,
-                    fragment,
-                    meta_json(meta),
+                    tail,
+                    meta_json(meta) if data is None else data,
                 )
                 if len(entry) <= limit:
                     return entry
@@ -410,7 +404,7 @@ class LineBuilder:
         if not self._index_meta and "meta" in line:
             line["meta"] = self._dumps(line["meta"]).decode("utf-8")
         data = self._dumps(line)
-        if len(data) > self._total_limit:
+        if len(data) > self.total_limit:
             data = self._shrink(line, len(data))
         return data
 

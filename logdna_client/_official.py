@@ -80,7 +80,7 @@ def install(handler: LogDNAHandler) -> None:
     """Make ``handler`` honour the official per-line options dict."""
     handle = handler.handle  # the class's (the C one where built), bound
 
-    def handle_official(record: logging.LogRecord) -> bool:
+    def handle_official(record: logging.LogRecord) -> Any:
         args = record.args
         if isinstance(args, Mapping) and args and not _LINE_OPTIONS.isdisjoint(args):
             return _ship_with_options(handler, record, args)

@@ -79,6 +79,10 @@ class ClientOptions(TypedDict, total=False):
     ]
     max_spool_bytes: Annotated[int | str, "disk the spool folder may take: 256MiB"]
     max_spool_age: Annotated[float | str, "spooled lines older than this are dropped: 7 days"]
+    record_meta: Annotated[
+        str | list[str] | tuple[str, ...],
+        "LogRecord attributes shipped as meta: name; env LOGDNA_RECORD_META",
+    ]
     protocol: Annotated[Literal["logdna", "otlp"], "logdna (ingest API) or otlp (OTLP/HTTP JSON)"]
     auth: Annotated[
         Literal["apikey", "basic", "bearer", "pipeline"], "how the key is sent: apikey header"

@@ -1,354 +1,176 @@
 /*
- * LogDNAHandler.handle for the common record, in C.
+ * A LogDNAHandler's handle for the common record, in C (see _handler.py).
  *
- * The Python method (LogDNAHandler.handle in _handler.py, reachable here as
- * the Handle's __wrapped__) is the reference. It builds the most common records
- * inline: a str message formatted by %, no traceback, no filters, no request
- * context, the default formatter, with or without extra= fields that need no
- * redaction walk. This module does the same work for the same records without
- * running bytecode, which is most of what the Python version costs. Every branch
- * here either produces the bytes the Python code produces or hands the record
- * to the Python method untouched, which then decides and builds as it always
- * does (tests/test_speedups.py checks both agree).
+ * A leaf: it reads the record through the public C API (its __dict__, as
+ * PyObject_GenericGetDict gives it), uses only objects the handler hands it
+ * when it is built, and builds the entry bytes for the common record, which
+ * is most of what the Python path costs in bytecode. Each job mirrors exactly
+ * one Python function, named where it is done:
  *
- * Nothing here runs user code (only records of the exact LogRecord type, only
- * exact builtin argument and extra types are formatted), so no re-entry guard
- * is needed; nothing releases the GIL, so the buffer's lock-free protocol holds
- * as it does in Python (see _buffer.py). Where an allocation may run the garbage
- * collector (and so a finalizer), the objects used across it are owned.
+ *   which records qualify, their text and meta: LogDNAHandler._deliver and
+ *     LogDNAHandler._parts (and _line.LineBuilder.meta_json for meta);
+ *   the entry's bytes: _line.LineBuilder.plain;
+ *   queueing it: _buffer.Buffer.put_entry.
  *
- * The module is optional: where it was not built (no compiler at install), on
- * builds without a GIL, or with LOGDNA_CLIENT_PURE_PYTHON set, the handler runs
- * the Python code alone.
+ * Every other record, and any record for which something here fails, goes to
+ * the Python LogDNAHandler.handle untouched, which decides and builds as it
+ * always does (tests/test_speedups.py checks that both give the same bytes).
+ *
+ * Nothing here runs user code (only exact LogRecord instances, exact builtin
+ * argument and meta types, the stdlib's own getMessage and our formatter), so
+ * no re-entry guard is needed; nothing releases the GIL, so the buffer's
+ * lock-free protocol holds as it does in Python (see _buffer.py). The module
+ * declares that it needs the GIL, and _handler.py does not import it on
+ * builds without one, nor on other Pythons than CPython.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stddef.h>
-#include <structmember.h>
 #include <string.h>
+#if PY_VERSION_HEX < 0x030C0000  /* the member names before 3.12 */
+#include <structmember.h>
+#define Py_T_OBJECT_EX T_OBJECT_EX
+#define Py_T_PYSSIZET T_PYSSIZET
+#define Py_READONLY READONLY
+#endif
 
 /* What _handler.py expects of this module; a build left from another version
  * of the package (an editable install not rebuilt) is not used. */
-#define SPEEDUPS_API 5
+#define SPEEDUPS_API 6
 
-/* The record attributes the common path reads. */
-enum {
-    F_NAME,
-    F_MSG,
-    F_ARGS,
-    F_LEVELNAME,
-    F_EXC_INFO,
-    F_EXC_TEXT,
-    F_STACK_INFO,
-    F_CREATED,
-    F_THREAD,
-    N_FIELDS
-};
-static const char *const field_text[N_FIELDS] = {
-    "name", "msg", "args", "levelname", "exc_info", "exc_text", "stack_info", "created", "thread",
-};
-static PyObject *field_names[N_FIELDS];
-
-/* A LogRecord refers to about 20 objects; more than this is never a plain one. */
-#define MAX_REFERENTS 64
-
-static PyObject *s_filters, *s_formatter, *s_last_name, *s_in_use, *s_buffer;
-static PyObject *s_queued_bytes, *s_fast_limit, *s_entries, *s_append, *s_fast;
-
-/* -- what the garbage collector sees a record refer to ------------------------ */
-
-typedef struct {
-    Py_ssize_t n;
-    PyObject *items[MAX_REFERENTS];
-} Referents;
-
-static int
-collect_visit(PyObject *obj, void *arg)
-{
-    Referents *r = (Referents *)arg;
-    if (r->n < MAX_REFERENTS) {
-        r->items[r->n] = obj;
-    }
-    r->n++;
-    return 0;
-}
-
-/* Fills ``r`` with what ``obj``'s tp_traverse visits (borrowed), in order.
- *
- * For an object whose attribute dict has not been built, that is each attribute
- * value in a fixed order (the type's shared keys), then the type. A record made
- * without extra= has exactly as many as a fresh one; any added attribute adds
- * one, and extras added through ``__dict__`` (as makeRecord does) leave only the
- * dict and the type. So the count tells a plain record without building its
- * dict, which ``len(record.__dict__)`` would (on 3.11+), and the values are its
- * attributes without a lookup each. */
-static int
-collect_referents(PyObject *obj, Referents *r)
-{
-    traverseproc traverse = Py_TYPE(obj)->tp_traverse;
-    r->n = 0;
-    if (traverse == NULL || !PyObject_IS_GC(obj)) {
-        return -1;
-    }
-    return traverse(obj, collect_visit, r);
-}
-
-static PyObject *
-referents(PyObject *Py_UNUSED(module), PyObject *obj)
-{
-    Referents r;
-    if (collect_referents(obj, &r) != 0) {
-        return PyLong_FromLong(-1);
-    }
-    return PyLong_FromSsize_t(r.n);
-}
-
-/* -- per-handler state -------------------------------------------------------- */
+/* Attribute names: the stdlib's public ones and the buffer's lock-free protocol. */
+#define NAMES(X)                                                                          \
+    X(filters) X(formatter) X(getMessage) X(queued_bytes) X(fast_limit) X(entries)        \
+    X(append) X(name) X(msg) X(args) X(levelname) X(exc_info) X(exc_text) X(stack_info)  \
+    X(created) X(thread)
+#define DECLARE(name) static PyObject *s_##name;
+NAMES(DECLARE)
+#undef DECLARE
 
 typedef struct {
     PyObject_HEAD
-    PyObject *record_type;   /* logging.LogRecord: only exact instances go fast */
-    PyObject *client_dict;   /* the Client's __dict__: its _buffer (replaced after fork) */
-    PyObject *stamps;        /* handler._stamps: level -> (low, high, rest) */
-    PyObject *meta_stamps;   /* handler._meta_stamps: the same for lines with meta */
-    PyObject *dumps;         /* orjson.dumps */
-    PyObject *safe_keys;     /* meta keys the redactor found safe (a live set), or None */
-    PyObject *standard_attrs;  /* STANDARD_RECORD_ATTRS: never meta */
-    PyObject *init_attrs;    /* the ones LogRecord.__init__ sets (the rest: a formatter's) */
-    Py_ssize_t max_depth;    /* lists this deep are cut: _redact.MAX_DEPTH */
-    int text_triggers;       /* the default credential patterns run: see needs_redaction */
-    PyObject *redact_text;   /* Redactor.text_triggered: text with a trigger, redacted */
+    vectorcallfunc vectorcall;
+    PyObject *handler, *slow, *queue, *buffer, *record_type, *get_message, *default_formatter;
+    PyObject *skip_names, *sender_threads, *busy_threads, *context_var, *record_attrs, *meta_cache;
+    PyObject *init_attrs, *standard_attrs, *safe_keys, *dumps, *escape, *level_tails;
+    PyObject *head, *timestamp_key, *meta_key, *end;  /* _line.ENTRY_* */
+    PyObject *redact_text;   /* Redactor.text_triggered, or None: no text patterns here */
     PyObject *secret_cache;  /* Redactor's key -> is-a-secret answers (a live dict) */
-    PyObject *default_formatter;
-    PyObject *context_dict;  /* _context's module dict: in_use */
-    PyObject *context_var;   /* the request context's ContextVar, read once in_use */
-    PyObject *sender_threads;
-    PyObject *busy_threads;
-    PyObject *escape;        /* the JSON string escaper */
-    PyObject *line_head;     /* LINE_HEAD, ASCII */
-    PyObject *queue;         /* LogDNAHandler._queue: the locked put, in Python */
-    Py_ssize_t inline_max;   /* handler._inline_max */
-    Py_ssize_t entry_overhead;
-    Py_ssize_t plain_referents;  /* collect_referents() count of a plain record */
-    Py_ssize_t plain_len;        /* len(__dict__) of a plain record */
-    Py_ssize_t index[N_FIELDS];  /* where each field is among a plain record's referents */
-    Py_ssize_t lines;            /* lines built here and handed to the buffer (tests read it) */
-    /* The buffer seen last, its dict and entries.append: one lookup per buffer. */
-    PyObject *buffer;
-    PyObject *buffer_dict;
-    PyObject *append;
-} State;
+    Py_ssize_t plain_len, max_chars, max_entry, entry_overhead;
+    Py_ssize_t lines;         /* entries built here and queued (tests read it) */
+    PyObject *append;         /* buffer.entries.append, for append_of */
+    PyObject *append_of;      /* the buffer that append belongs to */
+} Handle;
 
-static PyTypeObject StateType;
+/* Every object a Handle holds; its traverse and clear are written from this. */
+#define HANDLE_OBJECTS(X)                                                                   \
+    X(handler) X(slow) X(queue) X(buffer) X(record_type) X(get_message)                     \
+    X(default_formatter) X(skip_names) X(sender_threads) X(busy_threads) X(context_var)     \
+    X(record_attrs) X(meta_cache) X(init_attrs) X(standard_attrs) X(safe_keys) X(dumps)     \
+    X(escape) X(level_tails) X(head) X(timestamp_key) X(meta_key) X(end) X(append)          \
+    X(append_of) X(redact_text) X(secret_cache)
 
-/* Every object a State holds: its traverse and clear are written from this. */
-#define STATE_OBJECTS(X)                                                                \
-    X(record_type) X(client_dict) X(stamps) X(meta_stamps) X(dumps) X(safe_keys)        \
-    X(standard_attrs) X(init_attrs) X(default_formatter) X(context_dict) X(context_var) \
-    X(sender_threads) X(busy_threads) X(escape) X(line_head) X(queue) X(buffer)         \
-    X(buffer_dict) X(append) X(redact_text) X(secret_cache)
+/* -- which records qualify: LogDNAHandler._deliver, _parts --------------------- */
 
+/* Builtin types whose %-formatting and JSON run no user code. */
 static int
-state_traverse(State *self, visitproc visit, void *arg)
+is_scalar(PyObject *v)
 {
-#define VISIT_FIELD(name) Py_VISIT(self->name);
-    STATE_OBJECTS(VISIT_FIELD)
-#undef VISIT_FIELD
-    return 0;
+    PyTypeObject *t = Py_TYPE(v);
+    return t == &PyUnicode_Type || t == &PyLong_Type || t == &PyFloat_Type ||
+           t == &PyBool_Type || v == Py_None;
 }
 
+/* 1 when the running thread may ship ``record`` here; 0: Python decides; -1 error. */
 static int
-state_clear(State *self)
+may_ship(Handle *self, PyObject *attrs)
 {
-#define CLEAR_FIELD(name) Py_CLEAR(self->name);
-    STATE_OBJECTS(CLEAR_FIELD)
-#undef CLEAR_FIELD
-    return 0;
+    PyObject *thread = PyDict_GetItemWithError(attrs, s_thread), *ident, *own;
+    PyObject *name = PyDict_GetItemWithError(attrs, s_name);
+    unsigned long running = PyThread_get_thread_ident();
+    int found;
+    if (thread == NULL || name == NULL || !PyUnicode_CheckExact(name) ||
+        (thread != Py_None && !PyLong_CheckExact(thread))) {
+        return PyErr_Occurred() ? -1 : 0;
+    }
+    /* Made on this thread: no new int for its ident. With logging.logThreads off a
+       record has no thread: the running one is it. */
+    if (thread != Py_None && PyLong_AsUnsignedLong(thread) == running) {
+        ident = Py_NewRef(thread);
+    }
+    else if (PyErr_Occurred() || (ident = PyLong_FromUnsignedLong(running)) == NULL) {
+        return -1;
+    }
+    /* Made on a sender thread, or inside a handler or processor of ours already (the
+       nested path): Python decides. */
+    found = PySet_Contains(self->sender_threads, thread == Py_None ? ident : thread);
+    if (found == 0) {
+        found = PySet_Contains(self->busy_threads, ident);
+    }
+    Py_DECREF(ident);
+    if (found != 0) {
+        return found < 0 ? -1 : 0;
+    }
+    /* A logger known not to be the library's own (LogDNAHandler._is_own). */
+    own = PyDict_GetItemWithError(self->skip_names, name);
+    return own == Py_False ? 1 : (PyErr_Occurred() ? -1 : 0);
 }
 
-static void
-state_dealloc(State *self)
-{
-    PyObject_GC_UnTrack(self);
-    state_clear(self);
-    Py_TYPE(self)->tp_free((PyObject *)self);
-}
-
-/* Where each field sits among a plain record's referents: set each on ``probe``
- * (a fresh record) to an object of its own and look for it. */
+/* Whether obj.name is ``expected`` (NULL: an empty list). */
 static int
-calibrate(State *self, PyObject *probe)
+attr_is(PyObject *obj, PyObject *name, PyObject *expected)
 {
-    PyObject *marks[N_FIELDS] = {NULL};
-    Referents r;
-    int i, ok = -1;
-    for (i = 0; i < N_FIELDS; i++) {
-        marks[i] = PyObject_CallNoArgs((PyObject *)&PyBaseObject_Type);
-        if (marks[i] == NULL || PyObject_SetAttr(probe, field_names[i], marks[i]) != 0) {
-            goto done;
-        }
-    }
-    if (collect_referents(probe, &r) != 0 || r.n != self->plain_referents) {
-        PyErr_SetString(PyExc_RuntimeError, "records cannot be told apart by their referents");
-        goto done;
-    }
-    for (i = 0; i < N_FIELDS; i++) {
-        Py_ssize_t j;
-        self->index[i] = -1;
-        for (j = 0; j < r.n; j++) {
-            if (r.items[j] == marks[i]) {
-                self->index[i] = j;
-            }
-        }
-        if (self->index[i] < 0) {
-            PyErr_Format(PyExc_RuntimeError, "record attribute %s not found", field_text[i]);
-            goto done;
-        }
-    }
-    ok = 0;
-done:
-    for (i = 0; i < N_FIELDS; i++) {
-        Py_XDECREF(marks[i]);
-    }
+    PyObject *v = PyObject_GetAttr(obj, name);
+    int ok = expected != NULL ? v == expected
+                              : v != NULL && PyList_CheckExact(v) && PyList_GET_SIZE(v) == 0;
+    Py_XDECREF(v);
     return ok;
 }
 
+/* The record's text as the default formatter makes it, or NULL (maybe an error). */
 static PyObject *
-state_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+text_of(Handle *self, PyObject *attrs)
 {
-    static char *kwlist[] = {
-        "record_type", "probe", "client", "stamps", "meta_stamps", "dumps", "safe_keys",
-        "standard_attrs", "init_attrs", "max_depth", "default_formatter", "context", "context_var",
-        "sender_threads", "busy_threads", "escape", "line_head", "queue", "inline_max",
-        "entry_overhead", "plain_len", "by_referents", "redact_text", "secret_cache", NULL,
-    };
-    PyObject *record_type, *probe, *client, *stamps, *default_formatter, *context, *context_var;
-    PyObject *meta_stamps, *dumps, *safe_keys, *standard_attrs, *init_attrs;
-    Py_ssize_t max_depth;
-    PyObject *sender_threads, *busy_threads, *escape, *line_head, *queue;
-    Py_ssize_t inline_max, entry_overhead, plain_len;
-    int by_referents;
-    PyObject *redact_text, *secret_cache;
-    Referents r;
-    State *self;
-
-    if (!PyArg_ParseTupleAndKeywords(
-            args, kwds, "$O!OOO!O!OOO!O!nOO!O!O!O!OUOnnnpOO!", kwlist, &PyType_Type, &record_type,
-            &probe, &client, &PyDict_Type, &stamps, &PyDict_Type, &meta_stamps, &dumps,
-            &safe_keys, &PyFrozenSet_Type, &standard_attrs, &PyFrozenSet_Type, &init_attrs,
-            &max_depth, &default_formatter, &PyModule_Type, &context, &PyContextVar_Type, &context_var,
-            &PySet_Type, &sender_threads, &PySet_Type, &busy_threads, &escape, &line_head,
-            &queue, &inline_max, &entry_overhead, &plain_len, &by_referents, &redact_text, &PyDict_Type, &secret_cache)) {
+    PyObject *msg, *args, *text;
+    /* The handler's own filters (none) and formatter, and the stdlib's getMessage;
+       no traceback or stack to add: the message alone. */
+    if (!attr_is(self->handler, s_filters, NULL) ||
+        !attr_is(self->handler, s_formatter, self->default_formatter) ||
+        !attr_is(self->record_type, s_getMessage, self->get_message) ||
+        PyDict_GetItemWithError(attrs, s_exc_info) != Py_None ||
+        PyDict_GetItemWithError(attrs, s_exc_text) != Py_None ||
+        PyDict_GetItemWithError(attrs, s_stack_info) != Py_None) {
         return NULL;
     }
-    if (!PyUnicode_IS_ASCII(line_head)) {
-        PyErr_SetString(PyExc_ValueError, "line_head must be ASCII");
+    msg = PyDict_GetItemWithError(attrs, s_msg);
+    args = PyDict_GetItemWithError(attrs, s_args);
+    if (msg == NULL || args == NULL || !PyUnicode_CheckExact(msg)) {
         return NULL;
     }
-    if (safe_keys != Py_None && !PySet_CheckExact(safe_keys)) {
-        PyErr_SetString(PyExc_TypeError, "safe_keys must be a set or None");
+    if (args == Py_None || (PyTuple_CheckExact(args) && PyTuple_GET_SIZE(args) == 0)) {
+        return Py_NewRef(msg);  /* msg % args if args else msg */
+    }
+    if (!PyTuple_CheckExact(args)) {
         return NULL;
     }
-    if ((PyObject *)Py_TYPE(probe) != record_type) {
-        PyErr_SetString(PyExc_TypeError, "probe must be a fresh record_type instance");
-        return NULL;
-    }
-    if (by_referents &&
-        (collect_referents(probe, &r) != 0 || r.n < 2 || r.n > MAX_REFERENTS)) {
-        PyErr_SetString(PyExc_RuntimeError, "records cannot be told apart by their referents");
-        return NULL;
-    }
-    self = (State *)type->tp_alloc(type, 0);
-    if (self == NULL) {
-        return NULL;
-    }
-    /* Without by_referents (Python 3.10: a record's dict always exists, and is
-       all it refers to) every record takes the dict route. */
-    self->plain_referents = by_referents ? r.n : -1;
-    self->client_dict = PyObject_GenericGetDict(client, NULL);
-    self->context_dict = Py_XNewRef(PyModule_GetDict(context));
-    if (self->client_dict == NULL || self->context_dict == NULL ||
-        (by_referents && calibrate(self, probe) != 0)) {
-        Py_DECREF(self);
-        return NULL;
-    }
-    self->record_type = Py_NewRef(record_type);
-    self->context_var = Py_NewRef(context_var);
-    self->stamps = Py_NewRef(stamps);
-    self->meta_stamps = Py_NewRef(meta_stamps);
-    self->dumps = Py_NewRef(dumps);
-    self->safe_keys = Py_NewRef(safe_keys);
-    self->standard_attrs = Py_NewRef(standard_attrs);
-    self->init_attrs = Py_NewRef(init_attrs);
-    self->max_depth = max_depth;
-    /* None: no text patterns that this path can serve (or none at all). */
-    self->text_triggers = redact_text != Py_None;
-    self->redact_text = Py_NewRef(redact_text);
-    self->secret_cache = Py_NewRef(secret_cache);
-    self->default_formatter = Py_NewRef(default_formatter);
-    self->sender_threads = Py_NewRef(sender_threads);
-    self->busy_threads = Py_NewRef(busy_threads);
-    self->escape = Py_NewRef(escape);
-    self->line_head = Py_NewRef(line_head);
-    self->queue = Py_NewRef(queue);
-    self->inline_max = inline_max;
-    self->entry_overhead = entry_overhead;
-    self->plain_len = plain_len;
-    return (PyObject *)self;
-}
-
-static PyMemberDef state_members[] = {
-    {"lines", T_PYSSIZET, offsetof(State, lines), READONLY,
-     "Lines built in C and handed to the buffer."},
-    {NULL, 0, 0, 0, NULL},
-};
-
-static PyTypeObject StateType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "logdna_client._speedups.State",
-    .tp_basicsize = sizeof(State),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = "What the C handle needs of one LogDNAHandler (see _handler.py).",
-    .tp_new = state_new,
-    .tp_dealloc = (destructor)state_dealloc,
-    .tp_traverse = (traverseproc)state_traverse,
-    .tp_clear = (inquiry)state_clear,
-    .tp_members = state_members,
-};
-
-/* -- the common record ---------------------------------------------------------- */
-
-/* Builtin types whose %-formatting runs no user code. */
-static int
-is_plain_arg(PyObject *arg)
-{
-    PyTypeObject *t = Py_TYPE(arg);
-    return t == &PyUnicode_Type || t == &PyLong_Type || t == &PyFloat_Type ||
-           t == &PyBool_Type || arg == Py_None;
-}
-
-/* Whether JSON escapes this ASCII character. */
-static int
-escaped_in_json(unsigned char c)
-{
-    return c < 0x20 || c == '"' || c == '\\';
-}
-
-/* Whether ASCII ``text`` has a character JSON must escape. */
-static int
-needs_escape(const unsigned char *text, Py_ssize_t n)
-{
-    Py_ssize_t i;
-    for (i = 0; i < n; i++) {
-        if (escaped_in_json(text[i])) {
-            return 1;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(args); i++) {
+        if (!is_scalar(PyTuple_GET_ITEM(args, i))) {
+            return NULL;
         }
     }
-    return 0;
+    /* Owned while formatting: an allocation may run a finalizer that changes the record. */
+    Py_INCREF(msg);
+    Py_INCREF(args);
+    text = PyUnicode_Format(msg, args);  /* a failure is reported by the Python path */
+    Py_DECREF(msg);
+    Py_DECREF(args);
+    return text;
 }
 
-/* The prefixes of AWS access key ids after their "A" (_redact's aws_key and
- * TRIGGER): text holding one goes to the Python redactor. */
+/* -- the default credential patterns' triggers: _redact.TRIGGER ---------------- */
+
+/* The prefixes of AWS access key ids after their "A": text holding one goes to
+ * the Python redactor. */
 static const char aws_prefixes[][3] = {
     {'K', 'I', 'A'}, {'S', 'I', 'A'}, {'B', 'I', 'A'}, {'C', 'C', 'A'}, {'G', 'P', 'A'},
     {'I', 'D', 'A'}, {'R', 'O', 'A'}, {'I', 'P', 'A'}, {'N', 'P', 'A'}, {'N', 'V', 'A'},
@@ -361,7 +183,7 @@ static const char aws_prefixes[][3] = {
  * redactor has answered that it names no secret; 0 when the redactor must look
  * (a secret, or not asked yet); -1 on error. */
 static int
-key_known_plain(State *self, int kind, const void *data, Py_ssize_t at)
+key_known_plain(Handle *self, int kind, const void *data, Py_ssize_t at)
 {
     Py_ssize_t j = at, end, spaces = 0;
     PyObject *key, *known;
@@ -409,14 +231,20 @@ key_known_plain(State *self, int kind, const void *data, Py_ssize_t at)
     return known == Py_False;
 }
 
-/* Whether the default credential patterns could change ``text`` (an exact str):
- * 1 yes (or maybe: the Python redactor decides), 0 certainly not, -1 error. A
- * '@', "eyJ" or an AWS key id's prefix means maybe; each ':' or '=' means maybe
- * unless the key before it is one the redactor has found plain. */
+/* Whether the default credential patterns could change ``text`` (an exact str),
+ * as LineBuilder.text_check answers: 1 yes (or maybe: the Python redactor
+ * decides), 0 certainly not (or no text patterns run), -1 error. A '@', "eyJ" or
+ * an AWS key id's prefix means maybe; each ':' or '=' means maybe unless the
+ * key before it is one the redactor has found plain. */
 static int
-needs_redaction_data(State *self, int kind, const void *data, Py_ssize_t n)
+needs_redaction(Handle *self, PyObject *text)
 {
-    Py_ssize_t i, k;
+    int kind = PyUnicode_KIND(text);
+    const void *data = PyUnicode_DATA(text);
+    Py_ssize_t i, k, n = PyUnicode_GET_LENGTH(text);
+    if (self->redact_text == Py_None) {
+        return 0;
+    }
     for (i = 0; i < n; i++) {
         Py_UCS4 c = PyUnicode_READ(kind, data, i);
         if (c == ':' || c == '=') {
@@ -445,833 +273,361 @@ needs_redaction_data(State *self, int kind, const void *data, Py_ssize_t n)
     return 0;
 }
 
+/* meta[key] = value for a scalar value under a key the redactor found safe (with
+ * only such items, meta_json needs no redaction walk): 0, else -1 (Python decides). */
 static int
-needs_redaction(State *self, PyObject *text)
+add_meta(Handle *self, PyObject *meta, PyObject *key, PyObject *value)
 {
-    return needs_redaction_data(self, PyUnicode_KIND(text), PyUnicode_DATA(text),
-                                PyUnicode_GET_LENGTH(text));
-}
-
-/* What follows the text's JSON string in an entry: ``rest`` (the stamp: the
- * timestamp, level, app, env), then for a line with meta its JSON and the
- * closing brace (``rest`` then ends with ``"meta":``). ASCII only. */
-typedef struct {
-    const char *rest;
-    Py_ssize_t n_rest;
-    const char *meta;  /* NULL: no meta */
-    Py_ssize_t n_meta;
-} Tail;
-
-static Py_ssize_t
-tail_size(const Tail *tail)
-{
-    return tail->n_rest + (tail->meta != NULL ? tail->n_meta + 1 : 0);
-}
-
-static void
-write_tail(char *out, const Tail *tail)
-{
-    memcpy(out, tail->rest, tail->n_rest);
-    if (tail->meta != NULL) {
-        memcpy(out + tail->n_rest, tail->meta, tail->n_meta);
-        out[tail->n_rest + tail->n_meta] = '}';
+    if (!is_scalar(value) ||
+        (self->safe_keys != Py_None && PySet_Contains(self->safe_keys, key) != 1) ||
+        /* A string the text patterns may change: the redaction walk does it. */
+        (PyUnicode_CheckExact(value) && needs_redaction(self, value) != 0)) {
+        return -1;
     }
+    return PyDict_SetItem(meta, key, value);
 }
 
-/* LINE_HEAD, the text as a JSON string, then the tail, UTF-8 encoded: what
- * ``f"{LINE_HEAD}{_escape(text)}{rest}".encode()`` makes (with meta: the same
- * with ``{data.decode()}}}`` added). NULL (an error may be set) when that
- * would fail, as it does in Python for a lone surrogate. */
+/* The record's meta as JSON (LineBuilder.meta_json of _parts's meta); Py_None for
+ * no meta; NULL (maybe an error) to leave the record to Python. */
 static PyObject *
-join_entry(State *self, PyObject *text, const Tail *tail)
+meta_json(Handle *self, PyObject *attrs)
 {
-    PyObject *head = self->line_head, *escaped, *entry = NULL, *prefix = NULL;
-    Py_ssize_t n_head = PyUnicode_GET_LENGTH(head), n_tail = tail_size(tail);
-    char *out;
-    if (PyUnicode_IS_ASCII(text)) {
-        const unsigned char *data = PyUnicode_1BYTE_DATA(text);
-        Py_ssize_t n_text = PyUnicode_GET_LENGTH(text);
-        if (!needs_escape(data, n_text)) {
-            /* The common message: nothing to escape, so its JSON string is the text
-               in quotes; no intermediate string. */
-            entry = PyBytes_FromStringAndSize(NULL, n_head + n_text + 2 + n_tail);
-            if (entry == NULL) {
-                return NULL;
-            }
-            out = PyBytes_AS_STRING(entry);
-            memcpy(out, PyUnicode_1BYTE_DATA(head), n_head);
-            out += n_head;
-            *out++ = '"';
-            memcpy(out, data, n_text);
-            out += n_text;
-            *out++ = '"';
-            write_tail(out, tail);
-            return entry;
-        }
+    Py_ssize_t size = PyDict_GET_SIZE(attrs), pos = 0, i;
+    PyObject *meta, *key, *value, *json = NULL;
+    int found;
+    if (size == self->plain_len && PyDict_CheckExact(self->meta_cache) &&
+        PyTuple_GET_SIZE(self->record_attrs) == 1) {
+        /* The one record attribute alone: its (meta, JSON) as _parts keeps them. */
+        value = PyDict_GetItemWithError(attrs, PyTuple_GET_ITEM(self->record_attrs, 0));
+        json = value != NULL && PyUnicode_CheckExact(value)
+                   ? PyDict_GetItemWithError(self->meta_cache, value) : NULL;
+        json = json != NULL && PyTuple_CheckExact(json) && PyTuple_GET_SIZE(json) == 2
+                   ? PyTuple_GET_ITEM(json, 1) : NULL;
+        return json != NULL && PyBytes_CheckExact(json) ? Py_NewRef(json) : NULL;
     }
-    escaped = PyObject_CallOneArg(self->escape, text);
-    if (escaped == NULL || !PyUnicode_CheckExact(escaped)) {
-        Py_XDECREF(escaped);
+    if (size < self->plain_len || (meta = PyDict_New()) == NULL) {
         return NULL;
     }
-    if (PyUnicode_IS_ASCII(escaped)) {
-        Py_ssize_t n_escaped = PyUnicode_GET_LENGTH(escaped);
-        entry = PyBytes_FromStringAndSize(NULL, n_head + n_escaped + n_tail);
-        if (entry != NULL) {
-            out = PyBytes_AS_STRING(entry);
-            memcpy(out, PyUnicode_1BYTE_DATA(head), n_head);
-            memcpy(out + n_head, PyUnicode_1BYTE_DATA(escaped), n_escaped);
-            write_tail(out + n_head + n_escaped, tail);
-        }
-        Py_DECREF(escaped);
-        return entry;
-    }
-    /* UTF-8 needed: the general str machinery for the head and text. */
-    {
-        PyObject *joined = PyUnicode_Concat(head, escaped);
-        if (joined != NULL) {
-            prefix = PyUnicode_AsUTF8String(joined);
-            Py_DECREF(joined);
+    for (i = 0; i < PyTuple_GET_SIZE(self->record_attrs); i++) {
+        key = PyTuple_GET_ITEM(self->record_attrs, i);
+        value = PyDict_GetItemWithError(attrs, key);
+        if (value == NULL ? PyErr_Occurred() != NULL : add_meta(self, meta, key, value) != 0) {
+            goto done;
         }
     }
-    Py_DECREF(escaped);
-    if (prefix == NULL) {
-        return NULL;
+    /* Extras: what follows the attributes LogRecord.__init__ sets (_extras). One of
+       those moved there by a filter: extras may sit before it (Python decides); the
+       message and asctime a formatter added: never meta. */
+    for (i = 0; size > self->plain_len && PyDict_Next(attrs, &pos, &key, &value); i++) {
+        if (i >= self->plain_len &&
+            (!PyUnicode_CheckExact(key) || PySet_Contains(self->init_attrs, key) != 0 ||
+             ((found = PySet_Contains(self->standard_attrs, key)) == 0
+                  ? add_meta(self, meta, key, value) != 0 : found < 0))) {
+            goto done;
+        }
     }
-    entry = PyBytes_FromStringAndSize(NULL, PyBytes_GET_SIZE(prefix) + n_tail);
-    if (entry != NULL) {
-        out = PyBytes_AS_STRING(entry);
-        memcpy(out, PyBytes_AS_STRING(prefix), PyBytes_GET_SIZE(prefix));
-        write_tail(out + PyBytes_GET_SIZE(prefix), tail);
+    json = PyDict_GET_SIZE(meta) == 0 ? Py_NewRef(Py_None) : PyObject_CallOneArg(self->dumps, meta);
+    if (json != NULL && json != Py_None && !PyBytes_CheckExact(json)) {
+        Py_CLEAR(json);
     }
-    Py_DECREF(prefix);
-    return entry;
+done:
+    Py_DECREF(meta);
+    return json;
 }
 
-/* Decimal digits of ``value`` into ``out`` (at least 20 bytes), as str(int)
- * writes them; returns how many. */
-static Py_ssize_t
-write_decimal(long long value, char *out)
+/* ``value`` in decimal at ``out`` (at least 20 bytes); returns the length. */
+static int
+write_int(long long value, char *out)
 {
-    char digits[24];
-    Py_ssize_t n = 0, i, len = 0;
-    unsigned long long magnitude;
+    char tmp[24];
+    int n = 0, len = 0;
+    unsigned long long v = value < 0 ? 0ULL - (unsigned long long)value : (unsigned long long)value;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
     if (value < 0) {
         out[len++] = '-';
-        magnitude = 0ULL - (unsigned long long)value;
     }
-    else {
-        magnitude = (unsigned long long)value;
-    }
-    do {
-        digits[n++] = (char)('0' + magnitude % 10);
-        magnitude /= 10;
-    } while (magnitude != 0);
-    for (i = n - 1; i >= 0; i--) {
-        out[len++] = digits[i];
+    while (n) {
+        out[len++] = tmp[--n];
     }
     return len;
 }
 
-/* At most this many arguments are formatted here. */
-#define MAX_FAST_ARGS 16
+#define SIZE(b) PyBytes_GET_SIZE(b)
+#define PUT(data, n) (memcpy(out, (data), (n)), out += (n))
+#define PUT_BYTES(b) PUT(PyBytes_AS_STRING(b), SIZE(b))
 
-/* The entry for ``msg % args`` made directly, with no string in between, in
- * the common case: an ASCII message whose only conversions are %s, %d, %i
- * and %%, arguments that are ASCII str (for %s) or int (for %s, %d, %i) within
- * 64 bits, and nothing JSON must escape. For such input the text is certain:
- * str of a str is itself, and %s, %d and %i of an int are its decimal digits.
- * NULL without an error for anything else: PyUnicode_Format decides then. */
+/* ENTRY_HEAD text ENTRY_TIMESTAMP ms level-tail [ENTRY_META meta] ENTRY_END, the text
+ * as JSON; NULL (maybe an error) where plain() would not make it. */
 static PyObject *
-format_entry(State *self, PyObject *msg, PyObject *args, const Tail *tail)
+entry_of(Handle *self, PyObject *text, PyObject *level, double created, PyObject *meta)
 {
-    const unsigned char *fmt;
-    Py_ssize_t n_fmt, n_args = PyTuple_GET_SIZE(args), i, k = 0, n_text = 0;
-    Py_ssize_t n_head;
-    char numbers[MAX_FAST_ARGS][24];
-    Py_ssize_t number_len[MAX_FAST_ARGS];
-    PyObject *entry;
-    char *out;
-
-    if (!PyUnicode_IS_ASCII(msg) || n_args > MAX_FAST_ARGS) {
+    PyObject *escaped = NULL, *entry = NULL, *tail;
+    const char *data = (const char *)PyUnicode_DATA(text);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text), i = 0, total;
+    char digits[24], *out;
+    double millis = created * 1000.0;
+    /* entry(): texts of 1..plain_max_chars characters take plain(); int(created * 1000)
+       where that fits (NaN and infinities go to Python). */
+    if (n == 0 || n > self->max_chars || !(millis > -9.2e18 && millis < 9.2e18)) {
         return NULL;
     }
-    fmt = PyUnicode_1BYTE_DATA(msg);
-    n_fmt = PyUnicode_GET_LENGTH(msg);
-    /* First pass: check everything and measure. */
-    for (i = 0; i < n_fmt; i++) {
-        unsigned char c = fmt[i];
-        PyObject *arg;
-        if (c != '%') {
-            if (escaped_in_json(c)) {
-                return NULL;
-            }
-            n_text++;
-            continue;
-        }
-        if (++i == n_fmt) {
-            return NULL;
-        }
-        c = fmt[i];
-        if (c == '%') {
-            n_text++;
-            continue;
-        }
-        if ((c != 's' && c != 'd' && c != 'i') || k == n_args) {
-            return NULL;
-        }
-        arg = PyTuple_GET_ITEM(args, k);
-        if (PyLong_CheckExact(arg)) {
-            int overflow;
-            long long value = PyLong_AsLongLongAndOverflow(arg, &overflow);
-            if (overflow || (value == -1 && PyErr_Occurred())) {
-                PyErr_Clear();
-                return NULL;
-            }
-            number_len[k] = write_decimal(value, numbers[k]);
-            n_text += number_len[k];
-        }
-        else if (c == 's' && PyUnicode_CheckExact(arg) && PyUnicode_IS_ASCII(arg)) {
-            Py_ssize_t n = PyUnicode_GET_LENGTH(arg);
-            if (needs_escape(PyUnicode_1BYTE_DATA(arg), n)) {
-                return NULL;
-            }
-            number_len[k] = -1;
-            n_text += n;
-        }
-        else {
-            return NULL;
-        }
-        k++;
+    tail = Py_XNewRef(PyDict_GetItemWithError(self->level_tails, level));
+    if (tail == NULL || !PyBytes_CheckExact(tail)) {
+        goto done;  /* plain() makes and keeps it */
     }
-    if (k != n_args || n_text == 0) {
-        return NULL;  /* "not all arguments converted", or an empty line: Python's cases */
+    while (PyUnicode_IS_ASCII(text) && i < n && (unsigned char)data[i] >= 0x20 &&
+           data[i] != '"' && data[i] != '\\') {
+        i++;
     }
-    /* Second pass: write. */
-    n_head = PyUnicode_GET_LENGTH(self->line_head);
-    entry = PyBytes_FromStringAndSize(NULL, n_head + 1 + n_text + 1 + tail_size(tail));
-    if (entry == NULL) {
-        return NULL;
+    if (i < n) {
+        /* _escape(text).encode(), quotes included; a lone surrogate fails here. */
+        escaped = PyObject_CallOneArg(self->escape, text);
+        if (escaped == NULL || !PyUnicode_CheckExact(escaped) ||
+            (data = PyUnicode_AsUTF8AndSize(escaped, &n)) == NULL) {
+            goto done;
+        }
+    }
+    int n_digits = write_int((long long)millis, digits);
+    total = SIZE(self->head) + n + (escaped ? 0 : 2) + SIZE(self->timestamp_key) + n_digits +
+            SIZE(tail) + (meta ? SIZE(self->meta_key) + SIZE(meta) : 0) + SIZE(self->end);
+    /* plain() leaves longer lines with meta to encode(), which cuts them. */
+    if (total > self->max_entry || (entry = PyBytes_FromStringAndSize(NULL, total)) == NULL) {
+        goto done;
     }
     out = PyBytes_AS_STRING(entry);
-    memcpy(out, PyUnicode_1BYTE_DATA(self->line_head), n_head);
-    out += n_head;
-    *out++ = '"';
-    for (i = 0, k = 0; i < n_fmt; i++) {
-        unsigned char c = fmt[i];
-        if (c != '%') {
-            *out++ = (char)c;
-            continue;
-        }
-        c = fmt[++i];
-        if (c == '%') {
-            *out++ = '%';
-            continue;
-        }
-        if (number_len[k] >= 0) {
-            memcpy(out, numbers[k], number_len[k]);
-            out += number_len[k];
-        }
-        else {
-            PyObject *arg = PyTuple_GET_ITEM(args, k);
-            Py_ssize_t n = PyUnicode_GET_LENGTH(arg);
-            memcpy(out, PyUnicode_1BYTE_DATA(arg), n);
-            out += n;
-        }
-        k++;
+    PUT_BYTES(self->head);
+    if (escaped == NULL) {
+        *out++ = '"';
     }
-    if (self->text_triggers) {
-        int needs = needs_redaction_data(self, PyUnicode_1BYTE_KIND,
-                                         PyBytes_AS_STRING(entry) + n_head + 1, n_text);
-        if (needs != 0) {
-            /* The caller's PyUnicode_Format route asks the redactor (an error is
-               cleared there: that route decides again). */
-            PyErr_Clear();
-            Py_DECREF(entry);
-            return NULL;
-        }
+    PUT(data, n);
+    if (escaped == NULL) {
+        *out++ = '"';
     }
-    *out++ = '"';
-    write_tail(out, tail);
+    PUT_BYTES(self->timestamp_key);
+    PUT(digits, n_digits);
+    PUT_BYTES(tail);
+    if (meta != NULL) {
+        PUT_BYTES(self->meta_key);
+        PUT_BYTES(meta);
+    }
+    PUT_BYTES(self->end);
+done:
+    Py_XDECREF(escaped);
+    Py_XDECREF(tail);
     return entry;
 }
 
-/* What an attribute past the standard ones is to the fast paths: 1 an extra
- * they may ship (a str key, no standard name, known safe where the redactor is
- * on), 0 one to leave out (message or asctime: a formatter that ran first added
- * it), -1 one only the Python code may handle (a standard attribute set again,
- * so moved to the end; a key that may be secret). No error is left set. */
-static int
-extra_key(State *self, PyObject *key)
-{
-    int standard;
-    if (!PyUnicode_CheckExact(key)) {
-        return -1;
-    }
-    standard = PySet_Contains(self->standard_attrs, key);
-    if (standard == 1 && PySet_Contains(self->init_attrs, key) == 0) {
-        return 0;
-    }
-    if (standard != 0 ||
-        (self->safe_keys != Py_None && PySet_Contains(self->safe_keys, key) != 1)) {
-        PyErr_Clear();
-        return -1;
-    }
-    return 1;
-}
-
-/* LineBuilder.meta_json's rule, where the redactor is on: meta JSON holding an
- * object (a '{' past the first byte) or a list deep enough to cut may hide a
- * secret, and must take the redaction walk (in Python). */
-static int
-meta_needs_walk(State *self, const char *json, Py_ssize_t n)
-{
-    Py_ssize_t k, brackets = 0;
-    if (self->safe_keys == Py_None) {
-        return 0;
-    }
-    for (k = 1; k < n; k++) {
-        if (json[k] == '{' || (json[k] == '[' && ++brackets >= self->max_depth)) {
-            return 1;
-        }
-    }
-    return 0;
-}
-
-/* Room for the meta JSON written directly; longer meta goes through orjson. */
-#define DIRECT_META_MAX 1024
-
-/* The common case of extras_json, written here instead of through a dict and
- * orjson.dumps: every extra's key is ASCII with nothing JSON escapes, and its
- * value is such a str, an int within 64 bits, a bool or None. The JSON is then
- * certain: orjson writes exactly this, compact, keys in order. 1 with ``*out``
- * set (the bytes, or None for no meta); 0 for anything else (no error set):
- * extras_json then takes the general way, which decides. */
-static int
-direct_extras_json(State *self, PyObject *attrs, PyObject **out)
-{
-    char buf[DIRECT_META_MAX];
-    PyObject *key, *value;
-    Py_ssize_t n = 0, pos = 0, seen = 0, count = 0;
-    buf[n++] = '{';
-    while (PyDict_Next(attrs, &pos, &key, &value)) {
-        Py_ssize_t n_key;
-        int kind;
-        if (seen++ < self->plain_len) {
-            continue;
-        }
-        kind = extra_key(self, key);
-        if (kind == 0) {
-            continue;
-        }
-        if (kind < 0 || !PyUnicode_IS_ASCII(key)) {
-            return 0;
-        }
-        n_key = PyUnicode_GET_LENGTH(key);
-        /* key, quotes, colon, comma, and the longest value but a str's: 24 */
-        if (n + n_key + 4 + 24 + 1 > DIRECT_META_MAX ||
-            needs_escape(PyUnicode_1BYTE_DATA(key), n_key)) {
-            return 0;
-        }
-        if (count++) {
-            buf[n++] = ',';
-        }
-        buf[n++] = '"';
-        memcpy(buf + n, PyUnicode_1BYTE_DATA(key), n_key);
-        n += n_key;
-        buf[n++] = '"';
-        buf[n++] = ':';
-        if (PyUnicode_CheckExact(value)) {
-            Py_ssize_t n_value = PyUnicode_GET_LENGTH(value);
-            if (!PyUnicode_IS_ASCII(value) || n + n_value + 2 + 1 > DIRECT_META_MAX ||
-                needs_escape(PyUnicode_1BYTE_DATA(value), n_value) ||
-                (self->text_triggers && needs_redaction(self, value) != 0)) {
-                PyErr_Clear();
-                return 0;
-            }
-            buf[n++] = '"';
-            memcpy(buf + n, PyUnicode_1BYTE_DATA(value), n_value);
-            n += n_value;
-            buf[n++] = '"';
-        }
-        else if (value == Py_True || value == Py_False || value == Py_None) {
-            const char *word = value == Py_True ? "true" : value == Py_False ? "false" : "null";
-            Py_ssize_t n_word = (Py_ssize_t)strlen(word);
-            memcpy(buf + n, word, n_word);
-            n += n_word;
-        }
-        else if (PyLong_CheckExact(value)) {
-            int overflow;
-            long long number = PyLong_AsLongLongAndOverflow(value, &overflow);
-            if (overflow || (number == -1 && PyErr_Occurred())) {
-                PyErr_Clear();
-                return 0;
-            }
-            n += write_decimal(number, buf + n);
-        }
-        else {
-            return 0;  /* a float (orjson's own formatting), or something odd */
-        }
-    }
-    if (count == 0) {
-        *out = Py_NewRef(Py_None);
-        return 1;
-    }
-    buf[n++] = '}';
-    if (meta_needs_walk(self, buf, n)) {
-        return 0;
-    }
-    *out = PyBytes_FromStringAndSize(buf, n);
-    if (*out == NULL) {
-        PyErr_Clear();
-        return 0;
-    }
-    return 1;
-}
-
-/* The JSON of a record's extra= fields, as ``meta_json(_extras(attrs))``
- * makes it, when that is certain without the Python code: every extra comes
- * after the standard attributes, is no standard name, and holds a str, int,
- * float, bool or None (so dumping runs no user code); and where the redactor
- * is on, every key is one it has found safe and the JSON holds no object and
- * no list deep enough to cut (the rule ``LineBuilder.meta_json`` applies).
- * None when the only attributes past the standard ones are those a formatter
- * adds (message, asctime): no meta, as in Python. NULL (an error may be set)
- * for anything else. */
+/* The common record's entry, or NULL (maybe an error): Python builds that one. */
 static PyObject *
-extras_json(State *self, PyObject *attrs)
+build(Handle *self, PyObject *record)
 {
-    PyObject *key, *value, *meta, *data;
-    Py_ssize_t pos = 0, seen = 0;
-    int kind;
-    if (direct_extras_json(self, attrs, &data)) {
-        return data;
-    }
-    meta = PyDict_New();
-    if (meta == NULL) {
+    PyObject *attrs, *text = NULL, *meta = NULL, *entry = NULL, *context = NULL, *v;
+    int ok;
+    if (Py_TYPE(record) != (PyTypeObject *)self->record_type ||
+        Py_TYPE(record)->tp_getattro != PyObject_GenericGetAttr) {
         return NULL;
     }
-    while (PyDict_Next(attrs, &pos, &key, &value)) {
-        if (seen++ < self->plain_len) {
-            continue;  /* the standard attributes, set first by LogRecord.__init__ */
-        }
-        kind = extra_key(self, key);
-        if (kind == 0) {
-            continue;
-        }
-        if (kind < 0 || !is_plain_arg(value) ||
-            (self->text_triggers && PyUnicode_CheckExact(value) &&
-             needs_redaction(self, value) != 0) ||
-            PyDict_SetItem(meta, key, value) != 0) {
-            /* An odd value or key: the Python code sorts it out. */
-            Py_DECREF(meta);
-            return NULL;
-        }
-    }
-    if (PyDict_GET_SIZE(meta) == 0) {
-        Py_DECREF(meta);
-        return Py_NewRef(Py_None);  /* nothing but what a formatter added: no meta */
-    }
-    data = PyObject_CallOneArg(self->dumps, meta);
-    Py_DECREF(meta);
-    if (data == NULL || !PyBytes_CheckExact(data)) {
-        Py_XDECREF(data);
-        return NULL;
-    }
-    if (meta_needs_walk(self, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))) {
-        Py_DECREF(data);
-        return NULL;
-    }
-    return data;
-}
-
-/* The entry (separator and line) for ``record``, as handle would build it
- * inline; NULL (an error may be set) when the Python code must decide. */
-static PyObject *
-build_entry(State *self, PyObject *handler_dict, PyObject *record)
-{
-    PyObject *f[N_FIELDS];
-    PyObject *attrs = NULL;  /* the record's dict, when it was built already */
-    PyObject *text = NULL, *entry = NULL, *meta = NULL, *v, *stamp, *rest;
-    PyObject *held_rest = NULL;
-    Tail tail;
-    Referents r;
-    int i;
-
-    if ((PyObject *)Py_TYPE(record) != self->record_type) {
-        return NULL;
-    }
-    v = PyDict_GetItemWithError(handler_dict, s_filters);
-    if (v == NULL || !PyList_CheckExact(v) || PyList_GET_SIZE(v) != 0) {
-        return NULL;
-    }
-    if (PyDict_GetItemWithError(handler_dict, s_formatter) != self->default_formatter) {
-        return NULL;
-    }
-    if (PySet_GET_SIZE(self->busy_threads) != 0) {
-        /* A thread is inside the Python path. If it is this one, this record
-           comes from a __str__, signal handler or finalizer run there: Python
-           decides (it drops re-entry). Other threads do not matter. */
-        PyObject *ident = PyLong_FromUnsignedLong(PyThread_get_thread_ident());
-        int busy = ident == NULL ? -1 : PySet_Contains(self->busy_threads, ident);
-        Py_XDECREF(ident);
-        if (busy != 0) {
-            return NULL;
-        }
-    }
-    v = PyDict_GetItemWithError(self->context_dict, s_in_use);
-    if (v != Py_False) {
-        /* A request context was bound somewhere in this process: is one bound
-           here? Then its fields are meta, and the Python code adds them. */
-        PyObject *bound = NULL;
-        int empty;
-        if (v != Py_True || PyContextVar_Get(self->context_var, NULL, &bound) != 0 ||
-            bound == NULL) {
-            return NULL;
-        }
-        empty = PyDict_CheckExact(bound) && PyDict_GET_SIZE(bound) == 0;
-        Py_DECREF(bound);
-        if (!empty) {
-            return NULL;
-        }
-    }
-    if (self->plain_referents > 0 && collect_referents(record, &r) != 0) {
-        return NULL;
-    }
-    if (self->plain_referents > 0 && r.n == self->plain_referents) {
-        for (i = 0; i < N_FIELDS; i++) {
-            f[i] = r.items[self->index[i]];
-        }
-    }
-    else {
-        /* Its dict was built already (another handler read it, or this Python
-           always builds it): the Python rule then, a plain record has exactly
-           plain_len attributes. */
-        attrs = PyObject_GenericGetDict(record, NULL);
-        if (attrs == NULL || PyDict_GET_SIZE(attrs) < self->plain_len) {
-            goto done;
-        }
-        if (PyDict_GET_SIZE(attrs) > self->plain_len) {
-            /* extra= fields: meta, when they are plain values (else Python). First:
-               it allocates a dict, which may run the garbage collector, and the
-               fields below are borrowed. */
-            meta = extras_json(self, attrs);
-            if (meta == NULL) {
-                goto done;
-            }
-            if (meta == Py_None) {
-                Py_CLEAR(meta);
-            }
-        }
-        for (i = 0; i < N_FIELDS; i++) {
-            f[i] = PyDict_GetItemWithError(attrs, field_names[i]);
-            if (f[i] == NULL) {
-                goto done;
-            }
-        }
-    }
-    /* Every value is checked for its type: a record that lost an attribute and
-       gained another reads shifted, and fails here (see the tests). */
-    if (f[F_THREAD] != Py_None && !PyLong_CheckExact(f[F_THREAD])) {
+    attrs = PyObject_GenericGetDict(record, NULL);
+    if (attrs == NULL || !PyDict_CheckExact(attrs) || (ok = may_ship(self, attrs)) != 1) {
         goto done;
     }
-    if (PySet_GET_SIZE(self->sender_threads) != 0) {
-        /* Made on a sender thread (urllib3's logging, say): Python decides. With
-           logging.logThreads off a record has no thread: the one running is it. */
-        int made_on_sender;
-        if (f[F_THREAD] != Py_None) {
-            made_on_sender = PySet_Contains(self->sender_threads, f[F_THREAD]);
-        }
-        else {
-            PyObject *ident = PyLong_FromUnsignedLong(PyThread_get_thread_ident());
-            made_on_sender = ident == NULL ? -1 : PySet_Contains(self->sender_threads, ident);
-            Py_XDECREF(ident);
-        }
-        if (made_on_sender != 0) {
-            goto done;
-        }
-    }
-    if (PyDict_GetItemWithError(handler_dict, s_last_name) != f[F_NAME]) {
-        goto done;  /* a logger not yet known not to be the library's own */
-    }
-    if (!PyUnicode_CheckExact(f[F_MSG]) || f[F_EXC_INFO] != Py_None ||
-        f[F_EXC_TEXT] != Py_None || f[F_STACK_INFO] != Py_None) {
+    /* No request context bound (an empty one is the default mapping). */
+    if (PyContextVar_Get(self->context_var, NULL, &context) != 0 || context == NULL ||
+        !PyDict_CheckExact(context) || PyDict_GET_SIZE(context) != 0) {
         goto done;
     }
-    if (!PyUnicode_CheckExact(f[F_LEVELNAME]) || !PyFloat_CheckExact(f[F_CREATED])) {
+    /* Meta first: it allocates (which may run a finalizer), and the values read
+       from attrs below are borrowed. */
+    meta = meta_json(self, attrs);
+    if (meta == NULL || (text = text_of(self, attrs)) == NULL) {
         goto done;
     }
-    stamp = PyDict_GetItemWithError(meta == NULL ? self->stamps : self->meta_stamps,
-                                    f[F_LEVELNAME]);
-    if (stamp == NULL || !PyTuple_CheckExact(stamp) || PyTuple_GET_SIZE(stamp) != 3) {
-        goto done;
-    }
-    rest = PyTuple_GET_ITEM(stamp, 2);
-    /* Held: ``tail`` points into its UTF-8, and what runs below may run Python code
-       (the redactor; a finalizer when the key lookups allocate) that logs and
-       replaces the level's stamp, which would free it under us. */
-    held_rest = Py_NewRef(rest);
-    {
-        PyObject *low = PyTuple_GET_ITEM(stamp, 0), *high = PyTuple_GET_ITEM(stamp, 1);
-        double millis = PyFloat_AS_DOUBLE(f[F_CREATED]) * 1000.0;
-        if (!PyFloat_CheckExact(low) || !PyFloat_CheckExact(high) ||
-            !PyUnicode_CheckExact(rest)) {
-            goto done;
-        }
-        /* Outside the stamp's millisecond: the Python code makes and caches a new one. */
-        if (!(PyFloat_AS_DOUBLE(low) <= millis && millis < PyFloat_AS_DOUBLE(high))) {
-            goto done;
-        }
-    }
-    /* UTF-8 of the stamp (app and env may be any text); cached in the str. */
-    tail.rest = PyUnicode_AsUTF8AndSize(rest, &tail.n_rest);
-    if (tail.rest == NULL) {
-        goto done;
-    }
-    tail.meta = meta == NULL ? NULL : PyBytes_AS_STRING(meta);
-    tail.n_meta = meta == NULL ? 0 : PyBytes_GET_SIZE(meta);
-    v = f[F_ARGS];
-    if (v == Py_None || (PyTuple_CheckExact(v) && PyTuple_GET_SIZE(v) == 0)) {
-        text = Py_NewRef(f[F_MSG]);
-    }
-    else {
-        Py_ssize_t k, n;
-        if (!PyTuple_CheckExact(v)) {
-            goto done;
-        }
-        n = PyTuple_GET_SIZE(v);
-        for (k = 0; k < n; k++) {
-            if (!is_plain_arg(PyTuple_GET_ITEM(v, k))) {
-                goto done;
-            }
-        }
-        entry = format_entry(self, f[F_MSG], v, &tail);
-        if (entry != NULL || PyErr_Occurred()) {
-            goto done;
-        }
-        text = PyUnicode_Format(f[F_MSG], v);
-        if (text == NULL) {
-            goto done;  /* the Python code reports it as unformattable */
-        }
-    }
-    if (!PyUnicode_CheckExact(text) || PyUnicode_GET_LENGTH(text) == 0) {
-        goto done;
-    }
-    if (self->text_triggers) {
-        int needs = needs_redaction(self, text);
-        if (needs < 0) {
-            goto done;
-        }
-        if (needs == 0) {
-            goto join;
-        }
-    }
-    if (self->text_triggers) {
-        /* May hold a credential: the redactor's patterns decide (``rest`` is held). */
-        PyObject *redacted;
-        redacted = PyObject_CallOneArg(self->redact_text, text);
-        if (redacted == NULL || !PyUnicode_CheckExact(redacted) ||
-            PyUnicode_GET_LENGTH(redacted) == 0) {
+    if ((ok = needs_redaction(self, text)) != 0) {
+        /* LineBuilder.plain's first step: text that may hold a credential, redacted. */
+        PyObject *redacted = ok < 0 ? NULL : PyObject_CallOneArg(self->redact_text, text);
+        if (redacted == NULL || !PyUnicode_CheckExact(redacted)) {
             Py_XDECREF(redacted);
-            goto done;
+            goto done;  /* an error, or something odd: the Python path decides */
         }
         Py_SETREF(text, redacted);
     }
-join:
-    entry = join_entry(self, text, &tail);
+    v = PyDict_GetItemWithError(attrs, s_levelname);
+    PyObject *created = PyDict_GetItemWithError(attrs, s_created);
+    if (v != NULL && PyUnicode_CheckExact(v) && created != NULL && PyFloat_CheckExact(created)) {
+        entry = entry_of(self, text, v, PyFloat_AS_DOUBLE(created), meta == Py_None ? NULL : meta);
+    }
 done:
     Py_XDECREF(attrs);
+    Py_XDECREF(context);
     Py_XDECREF(text);
     Py_XDECREF(meta);
-    Py_XDECREF(held_rest);
     return entry;
 }
 
-/* Buffer.put_entry's lock-free protocol, as handle inlines it: 1 queued, 0 when
- * the locked path must queue it, -1 on error (nothing queued). */
+/* -- queueing it: Buffer.put_entry's lock-free protocol ------------------------- */
+
+/* 1 queued; 0 the locked path must queue it; -1 error (nothing queued). */
 static int
-queue_entry(State *self, PyObject *entry, Py_ssize_t size)
+put_entry(Handle *self, PyObject *entry, Py_ssize_t size)
 {
-    PyObject *buffer = PyDict_GetItemWithError(self->client_dict, s_buffer);
-    PyObject *queued, *limit, *total, *r;
+    PyObject *buffer = Py_XNewRef(self->buffer), *queued = NULL, *limit = NULL, *total;
     long long q, lim;
+    int result = -1;
     if (buffer == NULL) {
-        return -1;
+        return -1;  /* deleted: Python queues it */
     }
-    if (buffer != self->buffer) {
-        /* Owned while looked into: the allocations below may run the garbage
-           collector (3.10, 3.11), and a finalizer could replace client._buffer. */
-        PyObject *bdict, *entries, *append = NULL;
-        Py_INCREF(buffer);
-        bdict = PyObject_GenericGetDict(buffer, NULL);
-        if (bdict != NULL) {
-            entries = Py_XNewRef(PyDict_GetItemWithError(bdict, s_entries));
-            append = entries == NULL ? NULL : PyObject_GetAttr(entries, s_append);
-            Py_XDECREF(entries);
+    if (self->append_of != buffer) {
+        PyObject *entries = PyObject_GetAttr(buffer, s_entries);
+        PyObject *append = entries == NULL ? NULL : PyObject_GetAttr(entries, s_append);
+        Py_XDECREF(entries);
+        if (append == NULL) {
+            goto done;
         }
-        if (append == NULL ||
-            PyDict_GetItemWithError(self->client_dict, s_buffer) != buffer) {
-            /* Failed, or replaced meanwhile: the Python code queues this one. */
-            Py_XDECREF(append);
-            Py_XDECREF(bdict);
-            Py_DECREF(buffer);
-            return -1;
-        }
-        Py_XSETREF(self->buffer, buffer);
-        Py_XSETREF(self->buffer_dict, bdict);
         Py_XSETREF(self->append, append);
+        Py_XSETREF(self->append_of, Py_NewRef(buffer));
     }
-    queued = PyDict_GetItemWithError(self->buffer_dict, s_queued_bytes);
-    limit = PyDict_GetItemWithError(self->buffer_dict, s_fast_limit);
-    if (queued == NULL || limit == NULL || !PyLong_CheckExact(queued) ||
-        !PyLong_CheckExact(limit)) {
-        return -1;
+    queued = PyObject_GetAttr(buffer, s_queued_bytes);
+    limit = queued == NULL ? NULL : PyObject_GetAttr(buffer, s_fast_limit);
+    if (limit == NULL || !PyLong_CheckExact(queued) || !PyLong_CheckExact(limit)) {
+        goto done;
     }
     q = PyLong_AsLongLong(queued);
     lim = PyLong_AsLongLong(limit);
-    if ((q == -1 || lim == -1) && PyErr_Occurred()) {
-        return -1;
+    if (PyErr_Occurred()) {
+        goto done;
     }
     if (q + size > lim) {
-        return 0;
+        result = 0;
+        goto done;
     }
-    /* Counted before the append (take() must never see a line uncounted); no
-       other thread runs in between: nothing here releases the GIL. */
+    /* Counted before the append: take() must never see a line uncounted. */
     total = PyLong_FromLongLong(q + size);
-    if (total == NULL) {
-        return -1;
-    }
-    Py_INCREF(queued);  /* to undo with, should the append fail */
-    if (PyDict_SetItem(self->buffer_dict, s_queued_bytes, total) != 0) {
-        Py_DECREF(total);
-        Py_DECREF(queued);
-        return -1;
+    if (total == NULL || PyObject_SetAttr(buffer, s_queued_bytes, total) != 0) {
+        Py_XDECREF(total);
+        goto done;
     }
     Py_DECREF(total);
-    r = PyObject_CallOneArg(self->append, entry);
+    PyObject *r = PyObject_CallOneArg(self->append, entry);
     if (r == NULL) {
-        /* Not queued after all: take the count back (the caller clears the error
-           and goes the Python way). */
+        /* Not queued after all: take the count back (the caller goes the Python way). */
         PyErr_Clear();
-        if (PyDict_SetItem(self->buffer_dict, s_queued_bytes, queued) != 0) {
+        if (PyObject_SetAttr(buffer, s_queued_bytes, queued) != 0) {
             PyErr_Clear();
         }
-        Py_DECREF(queued);
-        return -1;
+        goto done;
     }
     Py_DECREF(r);
-    Py_DECREF(queued);
-    return 1;
+    result = 1;
+done:
+    Py_XDECREF(queued);
+    Py_XDECREF(limit);
+    Py_DECREF(buffer);
+    return result;
 }
 
-/* -- the method ----------------------------------------------------------------- */
-
-typedef struct {
-    PyObject_HEAD
-    vectorcallfunc vectorcall;
-    PyObject *slow;  /* the Python LogDNAHandler.handle */
-} Handle;
+/* -- the Handle: handler.handle(record) ------------------------------------------ */
 
 static PyObject *
 handle_call(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
-    Handle *self = (Handle *)op;
-    PyObject *handler_dict, *state, *entry = NULL;
-    if (PyVectorcall_NARGS(nargsf) != 2 || kwnames != NULL) {
-        return PyObject_Vectorcall(self->slow, args, nargsf, kwnames);
+    Handle *self = (Handle *)Py_NewRef(op);  /* owned: a finalizer may drop handler.handle */
+    PyObject *entry = NULL, *result = NULL;
+    if (PyVectorcall_NARGS(nargsf) == 1 && kwnames == NULL) {
+        entry = build(self, args[0]);
     }
-    handler_dict = PyObject_GenericGetDict(args[0], NULL);
-    if (handler_dict == NULL) {
-        PyErr_Clear();
-        return PyObject_Vectorcall(self->slow, args, nargsf, kwnames);
-    }
-    state = PyDict_GetItemWithError(handler_dict, s_fast);
-    if (state != NULL && Py_IS_TYPE(state, &StateType)) {
-        /* Owned while in use: code run by an allocation (a finalizer) could
-           replace handler._fast. */
-        State *st = (State *)Py_NewRef(state);
-        entry = build_entry(st, handler_dict, args[1]);
-        if (entry != NULL) {
-            Py_ssize_t size = PyBytes_GET_SIZE(entry) + st->entry_overhead;
-            /* Over this, encode() would cut the text: the Python code does that. */
-            if (size <= st->inline_max) {
-                int queued = queue_entry(st, entry, size);
-                if (queued == 1) {
-                    st->lines++;
-                    Py_DECREF(st);
-                    Py_DECREF(entry);
-                    Py_DECREF(handler_dict);
-                    Py_RETURN_TRUE;
-                }
-                if (queued == 0) {
-                    /* Full, closed, due to wake the sender, or not started yet:
-                       the Python code queues it the locked way and reports trouble. */
-                    PyObject *call[3] = {args[0], args[1], entry};
-                    PyObject *result;
-                    st->lines++;
-                    result = PyObject_Vectorcall(st->queue, call, 3, NULL);
-                    Py_DECREF(st);
-                    Py_DECREF(entry);
-                    Py_DECREF(handler_dict);
-                    return result;
-                }
-            }
-            Py_DECREF(entry);
+    if (entry != NULL) {
+        Py_ssize_t size = PyBytes_GET_SIZE(entry) + self->entry_overhead;
+        int queued = put_entry(self, entry, size);
+        if (queued >= 0) {
+            self->lines++;
         }
-        Py_DECREF(st);
+        if (queued == 1) {
+            result = Py_NewRef(Py_True);
+        }
+        else if (queued == 0) {
+            /* Full, closed, due to wake the sender, or not started: the Python
+               code queues it the locked way (LogDNAHandler._queue_built), and
+               what it raises (only a BaseException) is the caller's. */
+            PyObject *call[3] = {self->handler, args[0], entry};
+            result = PyObject_Vectorcall(self->queue, call, 3, NULL);
+            Py_DECREF(entry);
+            Py_DECREF(self);
+            return result;
+        }
     }
-    Py_DECREF(handler_dict);
-    /* Not the common record, or something failed before the line was queued:
-       the Python code builds it (again) and deals with what went wrong. */
-    if (PyErr_Occurred()) {
+    if (result == NULL) {
+        /* Not the common record, or something failed before the line was queued:
+           the Python handle builds it (again) and deals with what went wrong. */
         PyErr_Clear();
+        PyObject *bound = PyMethod_New(self->slow, self->handler);
+        if (bound != NULL) {
+            result = PyObject_Vectorcall(bound, args, nargsf, kwnames);
+            Py_DECREF(bound);
+        }
     }
-    return PyObject_Vectorcall(self->slow, args, nargsf, kwnames);
+    Py_XDECREF(entry);
+    Py_DECREF(self);
+    return result;
 }
 
-static PyObject *
-handle_get(PyObject *self, PyObject *obj, PyObject *Py_UNUSED(type))
-{
-    /* A method, like the function it replaces. */
-    if (obj == NULL || obj == Py_None) {
-        return Py_NewRef(self);
-    }
-    return PyMethod_New(self, obj);
-}
+static PyTypeObject HandleType;
 
 static PyObject *
 handle_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"slow", NULL};
-    PyObject *slow;
-    Handle *self;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O", kwlist, &slow)) {
+    static char *kwlist[] = {
+        "handler", "slow", "queue", "buffer", "record_type", "get_message", "default_formatter",
+        "skip_names", "sender_threads", "busy_threads", "context_var", "record_attrs",
+        "meta_cache", "init_attrs", "standard_attrs", "safe_keys", "dumps", "escape",
+        "level_tails", "head", "timestamp_key", "meta_key", "end", "plain_len", "max_chars",
+        "max_entry", "entry_overhead", "redact_text", "secret_cache", NULL,
+    };
+    Handle *h = (Handle *)type->tp_alloc(type, 0);
+    if (h == NULL) {
         return NULL;
     }
-    if (!PyCallable_Check(slow)) {
-        PyErr_SetString(PyExc_TypeError, "slow must be callable");
+    h->vectorcall = handle_call;
+    if (!PyArg_ParseTupleAndKeywords(
+            args, kwds, "$OOOOO!OOO!O!O!O!O!OO!O!OOOO!SSSSnnnnOO!", kwlist, &h->handler, &h->slow,
+            &h->queue, &h->buffer, &PyType_Type, &h->record_type, &h->get_message,
+            &h->default_formatter, &PyDict_Type, &h->skip_names, &PySet_Type, &h->sender_threads,
+            &PySet_Type, &h->busy_threads, &PyContextVar_Type, &h->context_var, &PyTuple_Type,
+            &h->record_attrs, &h->meta_cache, &PyFrozenSet_Type, &h->init_attrs,
+            &PyFrozenSet_Type, &h->standard_attrs, &h->safe_keys, &h->dumps, &h->escape,
+            &PyDict_Type, &h->level_tails, &h->head, &h->timestamp_key, &h->meta_key, &h->end,
+            &h->plain_len, &h->max_chars, &h->max_entry, &h->entry_overhead, &h->redact_text,
+            &PyDict_Type, &h->secret_cache)) {
+        /* Nothing was owned yet: forget the borrowed references before freeing. */
+        memset(&h->handler, 0, offsetof(Handle, plain_len) - offsetof(Handle, handler));
+        Py_DECREF(h);
         return NULL;
     }
-    self = (Handle *)type->tp_alloc(type, 0);
-    if (self == NULL) {
-        return NULL;
-    }
-    self->vectorcall = handle_call;
-    self->slow = Py_NewRef(slow);
-    return (PyObject *)self;
+#define OWN(name) Py_XINCREF(h->name);
+    HANDLE_OBJECTS(OWN)
+#undef OWN
+    return (PyObject *)h;
 }
 
+/* The objects a Handle holds, for the garbage collector: the handler holds its
+   Handle (as handler.handle), which holds the handler. */
 static int
 handle_traverse(Handle *self, visitproc visit, void *arg)
 {
-    Py_VISIT(self->slow);
+#define VISIT(name) Py_VISIT(self->name);
+    HANDLE_OBJECTS(VISIT)
+#undef VISIT
     return 0;
 }
 
 static int
 handle_clear(Handle *self)
 {
-    Py_CLEAR(self->slow);
+#define CLEAR(name) Py_CLEAR(self->name);
+    HANDLE_OBJECTS(CLEAR)
+#undef CLEAR
     return 0;
 }
 
@@ -1283,104 +639,71 @@ handle_dealloc(Handle *self)
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-/* __doc__, __name__, __qualname__, __module__ and __wrapped__: the Python
-   method's, so help(), inspect and documentation tools see the method. */
-static PyObject *
-handle_forward(Handle *self, void *closure)
-{
-    if (closure == NULL) {
-        return Py_NewRef(self->slow);
-    }
-    return PyObject_GetAttrString(self->slow, (const char *)closure);
-}
-
-static PyGetSetDef handle_getset[] = {
-    {"__doc__", (getter)handle_forward, NULL, NULL, "__doc__"},
-    {"__name__", (getter)handle_forward, NULL, NULL, "__name__"},
-    {"__qualname__", (getter)handle_forward, NULL, NULL, "__qualname__"},
-    {"__module__", (getter)handle_forward, NULL, NULL, "__module__"},
-    {"__wrapped__", (getter)handle_forward, NULL, NULL, NULL},
-    {NULL, NULL, NULL, NULL, NULL},
+static PyMemberDef handle_members[] = {
+    /* Set by the Python code to a forked child's new buffer (_queue_built). */
+    {"buffer", Py_T_OBJECT_EX, offsetof(Handle, buffer), 0, "The buffer entries go to."},
+    {"lines", Py_T_PYSSIZET, offsetof(Handle, lines), Py_READONLY, "Entries built here."},
+    {NULL, 0, 0, 0, NULL},
 };
 
 static PyTypeObject HandleType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "logdna_client._speedups.Handle",
+    .tp_doc = "handle(record) for one LogDNAHandler: its common record in C (see _handler.py).",
     .tp_basicsize = sizeof(Handle),
-    /* METHOD_DESCRIPTOR: the interpreter calls it as it calls a function found on
-       the class, with the handler first, without making a bound method. */
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL |
-                Py_TPFLAGS_METHOD_DESCRIPTOR,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
     .tp_new = handle_new,
     .tp_dealloc = (destructor)handle_dealloc,
     .tp_traverse = (traverseproc)handle_traverse,
     .tp_clear = (inquiry)handle_clear,
     .tp_call = PyVectorcall_Call,
     .tp_vectorcall_offset = offsetof(Handle, vectorcall),
-    .tp_descr_get = handle_get,
-    .tp_getset = handle_getset,
+    .tp_members = handle_members,
 };
 
-/* -- the module ----------------------------------------------------------------- */
+/* -- the module: multi-phase initialisation ------------------------------------- */
 
-static PyMethodDef module_methods[] = {
-    {"referents", referents, METH_O,
-     "How many objects the garbage collector sees an object refer to (-1: none)."},
-    {NULL, NULL, 0, NULL},
+static int
+speedups_exec(PyObject *module)
+{
+    /* Process-wide and kept once made: a second load of the module reuses them. */
+#define INTERN(name)                                                                  \
+    if (s_##name == NULL && (s_##name = PyUnicode_InternFromString(#name)) == NULL) { \
+        return -1;                                                                    \
+    }
+    NAMES(INTERN)
+#undef INTERN
+    if (PyType_Ready(&HandleType) < 0 ||
+        PyModule_AddIntConstant(module, "API", SPEEDUPS_API) < 0 ||
+        PyModule_AddObjectRef(module, "Handle", (PyObject *)&HandleType) < 0) {
+        return -1;
+    }
+    return 0;
+}
+
+static PyModuleDef_Slot speedups_slots[] = {
+    {Py_mod_exec, speedups_exec},
+#ifdef Py_mod_multiple_interpreters
+    /* A static type and process-wide names: one interpreter only. */
+    {Py_mod_multiple_interpreters, Py_MOD_MULTIPLE_INTERPRETERS_NOT_SUPPORTED},
+#endif
+#ifdef Py_mod_gil
+    /* The lock-free put relies on the GIL (see _buffer.py). */
+    {Py_mod_gil, Py_MOD_GIL_USED},
+#endif
+    {0, NULL},
 };
 
 static struct PyModuleDef speedups_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "logdna_client._speedups",
     .m_doc = "LogDNAHandler.handle for the common record, in C; optional (see _handler.py).",
-    .m_size = -1,
-    .m_methods = module_methods,
+    .m_size = 0,
+    .m_slots = speedups_slots,
 };
-
-static int
-intern_all(void)
-{
-    int i;
-#define INTERN(var, text)                           \
-    if ((var = PyUnicode_InternFromString(text)) == NULL) { \
-        return -1;                                  \
-    }
-    INTERN(s_filters, "filters");
-    INTERN(s_formatter, "formatter");
-    INTERN(s_last_name, "_last_name");
-    INTERN(s_in_use, "in_use");
-    INTERN(s_buffer, "_buffer");
-    INTERN(s_queued_bytes, "queued_bytes");
-    INTERN(s_fast_limit, "fast_limit");
-    INTERN(s_entries, "entries");
-    INTERN(s_append, "append");
-    INTERN(s_fast, "_fast");
-#undef INTERN
-    for (i = 0; i < N_FIELDS; i++) {
-        field_names[i] = PyUnicode_InternFromString(field_text[i]);
-        if (field_names[i] == NULL) {
-            return -1;
-        }
-    }
-    return 0;
-}
 
 PyMODINIT_FUNC
 PyInit__speedups(void)
 {
-    PyObject *module;
-    if (intern_all() != 0 || PyType_Ready(&StateType) < 0 || PyType_Ready(&HandleType) < 0) {
-        return NULL;
-    }
-    module = PyModule_Create(&speedups_module);
-    if (module == NULL) {
-        return NULL;
-    }
-    if (PyModule_AddIntConstant(module, "API", SPEEDUPS_API) < 0 ||
-        PyModule_AddObjectRef(module, "State", (PyObject *)&StateType) < 0 ||
-        PyModule_AddObjectRef(module, "Handle", (PyObject *)&HandleType) < 0) {
-        Py_DECREF(module);
-        return NULL;
-    }
-    return module;
+    return PyModuleDef_Init(&speedups_module);
 }

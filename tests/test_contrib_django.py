@@ -117,6 +117,7 @@ class TestMiddleware:
             "http_method": "GET",
             "http_path": "/hello/3",
             "user_id": "42",
+            "name": "t.django.app",
         } == line["meta"]
 
     def test_generated_request_id_and_anonymous_user(
@@ -152,7 +153,7 @@ class TestMiddleware:
             first["meta"]["request_id"],
             second["meta"]["request_id"],
         )
-        assert "meta" not in outside
+        assert {"name": "t.django.app"} == outside["meta"]  # the logger, no context
 
     def test_unhandled_exception_line_has_context(
         self, server: DevServer, handler: LogDNAHandler

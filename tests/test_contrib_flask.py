@@ -64,6 +64,7 @@ class TestExtension:
             "request_id": "req-f1",
             "http_method": "GET",
             "http_path": "/hello/3",
+            "name": "t.flask.app",
         } == line["meta"]
 
     def test_generated_id_in_g(self, server: DevServer, handler: LogDNAHandler) -> None:
@@ -100,7 +101,7 @@ class TestExtension:
         logging.getLogger(APP_LOGGER).info("outside")
         one, two, outside = delivered(server, handler.client, 3)
         assert ("one", "two") == (one["meta"]["request_id"], two["meta"]["request_id"])
-        assert "meta" not in outside
+        assert {"name": APP_LOGGER} == outside["meta"]  # the logger, no context
 
     def test_unhandled_exception_line_has_context(
         self, server: DevServer, handler: LogDNAHandler

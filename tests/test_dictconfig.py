@@ -134,8 +134,8 @@ class TestDictConfig:
         assert our_handler().client.flush(TIMEOUT)
         assert server.wait_for_lines(2, TIMEOUT)
         inside, outside = server.lines
-        assert {"request_id": "req-1", "http_method": "GET"} == inside["meta"]
-        assert "meta" not in outside
+        assert {"request_id": "req-1", "http_method": "GET", "name": LOGGER} == inside["meta"]
+        assert {"name": LOGGER} == outside["meta"]
 
 
 class TestReconfigure:

@@ -66,7 +66,8 @@ def test_stdlib_basic(server: DevServer) -> None:
     lines = texts(server, 3)
     assert ["order 1001 created", "stock low"] == lines[:2]
     assert lines[2].startswith("could not compute the discount\nTraceback")
-    assert {"customer_id": 7, "total": 19.99} == by_text(server, "order")["meta"]
+    expected = {"name": "shop.orders", "customer_id": 7, "total": 19.99}
+    assert expected == by_text(server, "order")["meta"]
     assert ["examples"] == list(server.requests[0].tags)
 
 
@@ -118,7 +119,7 @@ def test_django_app(server: DevServer) -> None:
     texts(server, 4)
     view = by_text(server, "showing order 42")
     assert {"order_id": 42, "request_id": "demo-req-1", "http_method": "GET",
-            "http_path": "/orders/42"} == view["meta"]  # fmt: skip
+            "http_path": "/orders/42", "name": "shop.views"} == view["meta"]  # fmt: skip
     error = by_text(server, "Internal Server Error: /fail")
     assert "RuntimeError: the view failed" in error["line"]
     assert "/fail" == error["meta"]["http_path"]

@@ -45,7 +45,7 @@ class TestRecordToLine:
         assert "user 42 logged in" == line["line"]
         assert "WARNING" == line["level"]
         assert ("api", "prod") == (line["app"], line["env"])
-        assert "meta" not in line
+        assert {"name": "t.basic"} == line["meta"]  # record_meta's default: the logger
         assert isinstance(line["timestamp"], int)
         h.close()
 
@@ -124,8 +124,8 @@ class TestRecordToLine:
             reset_request_context(token)
         log.info("outside")
         inside, outside = delivered(server, h, 2)
-        assert {"request_id": "r-1", "http_method": "POST"} == inside["meta"]
-        assert "meta" not in outside
+        assert {"request_id": "r-1", "http_method": "POST", "name": "t.ctx"} == inside["meta"]
+        assert {"name": "t.ctx"} == outside["meta"]
         h.close()
 
     def test_filters_apply(self, server: DevServer) -> None:
@@ -440,7 +440,10 @@ class TestInlinePath:
         record.levelname = level
         record.created = created
         expected = json.loads(
-            offline.client._builder.encode(text, level[:80], int(created * 1000)) or b"{}"
+            offline.client._builder.encode(
+                text, level[:80], int(created * 1000), {"name": "t.inline"}
+            )
+            or b"{}"
         )
         for line in self.queued_twice(offline, record):
             assert expected == line
@@ -478,7 +481,10 @@ class TestInlinePath:
         )
         record.created = created
         expected = json.loads(
-            offline.client._builder.encode(text, "INFO", int(created * 1000), dict(meta)) or b"{}"
+            offline.client._builder.encode(
+                text, "INFO", int(created * 1000), {"name": "t.meta", **meta}
+            )
+            or b"{}"
         )
         for line in self.queued_twice(offline, record):
             assert expected == line
@@ -498,10 +504,11 @@ class TestInlinePath:
         log.info("nested", extra={"user": 1, "ctx": {"password": "s3cr3t"}})
         log.info("in a list", extra={"user": 1, "ctx": [{"session_id": "s3cr3t"}]})
         lines = [json.loads(e) for e in offline.client._buffer.snapshot()[-6:]]
-        assert [{"user": 1, "ctx": "x"}] * 3 == [line["meta"] for line in lines[:3]]
-        assert {"user": 1, "api_token": "[REDACTED]"} == lines[3]["meta"]
-        assert {"user": 1, "ctx": {"password": "[REDACTED]"}} == lines[4]["meta"]
-        assert {"user": 1, "ctx": [{"session_id": "[REDACTED]"}]} == lines[5]["meta"]
+        name = {"name": "t.meta.secret"}
+        assert [{**name, "user": 1, "ctx": "x"}] * 3 == [line["meta"] for line in lines[:3]]
+        assert {**name, "user": 1, "api_token": "[REDACTED]"} == lines[3]["meta"]
+        assert {**name, "user": 1, "ctx": {"password": "[REDACTED]"}} == lines[4]["meta"]
+        assert {**name, "user": 1, "ctx": [{"session_id": "[REDACTED]"}]} == lines[5]["meta"]
         assert not any("s3cr3t" in e.decode() for e in offline.client._buffer.snapshot())
 
     @pytest.mark.parametrize("formatted", [False, True])
@@ -522,7 +529,7 @@ class TestInlinePath:
                 logging.Formatter("%(asctime)s %(message)s").format(record)
             offline.handle(record)
             line = json.loads(offline.client._buffer.snapshot()[-1])
-            assert ("m a", {"user": 1}) == (line["line"], line.get("meta"))
+            assert ("m a", {"name": "t.readd", "user": 1}) == (line["line"], line.get("meta"))
 
     @pytest.mark.parametrize("depth", [31, 32, 33, 40, 200])
     def test_deep_lists_in_extra_as_the_general_builder(
@@ -538,7 +545,9 @@ class TestInlinePath:
             "t.deep", logging.INFO, __file__, 1, "deep", None, None, extra=meta
         )
         offline.handle(record)  # the first: keys not known yet, and the level's stamp
-        expected = offline.client._builder.encode("deep", "INFO", int(record.created * 1000), meta)
+        expected = offline.client._builder.encode(
+            "deep", "INFO", int(record.created * 1000), {"name": "t.deep", **meta}
+        )
         offline.handle(record)
         offline.handle(record)
         assert [expected] * 3 == offline.client._buffer.snapshot()[-3:]
@@ -554,7 +563,10 @@ class TestInlinePath:
             text = char * chars
             record = logging.LogRecord("t.cap", logging.INFO, __file__, 1, text, None, None)
             expected = json.loads(
-                h.client._builder.encode(text, "INFO", int(record.created * 1000)) or b"{}"
+                h.client._builder.encode(
+                    text, "INFO", int(record.created * 1000), {"name": "t.cap"}
+                )
+                or b"{}"
             )
             for line in self.queued_twice(h, record):
                 assert expected == line
@@ -651,7 +663,179 @@ class TestInlinePath:
         reset_request_context(token)
         log.info("after")
         before, during, after = delivered(server, h, 3)
-        assert "meta" not in before
-        assert {"request_id": "r-9"} == during["meta"]
-        assert "meta" not in after
+        assert {"name": "t.ctx"} == before["meta"]
+        assert {"request_id": "r-9", "name": "t.ctx"} == during["meta"]
+        assert {"name": "t.ctx"} == after["meta"]
         h.close()
+
+
+def offline_handler(cls: type[LogDNAHandler] = LogDNAHandler, **options: Any) -> LogDNAHandler:
+    """A handler whose lines stay queued (a port nobody serves, an hourly interval)."""
+    options.setdefault("flush_interval", 3600)
+    return cls(key="k", url=UNREACHABLE, hostname="t", **options)
+
+
+def queued_lines(h: LogDNAHandler) -> list[dict[str, Any]]:
+    lines = [json.loads(entry) for entry in h.client._buffer.snapshot()]
+    h.client.close(timeout=0)
+    h.close()
+    return lines
+
+
+class TestRecordMeta:
+    def test_logger_name_ships_by_default(self) -> None:
+        """Every line carries its logger's name as meta, under any extra= fields."""
+        h = offline_handler()
+        log = make_logger("t.names.api", h)
+        for _ in range(3):  # the first readies the short paths; the others take them
+            log.info("plain %s", "x")
+        log.info("with extra", extra={"user": 1})
+        log.info("with extra", extra={"user": 1})
+        lines = queued_lines(h)
+        assert [{"name": "t.names.api"}] * 3 == [line["meta"] for line in lines[:3]]
+        assert [{"name": "t.names.api", "user": 1}] * 2 == [line["meta"] for line in lines[3:]]
+
+    def test_chosen_attributes_ship_in_order(self) -> None:
+        """record_meta names the attributes that ship, in the order given."""
+        h = offline_handler(record_meta="lineno, funcName,name")
+        log = make_logger("t.names.chosen", h)
+        for _ in range(2):
+            log.warning("here")
+        lines = queued_lines(h)
+        expected = {
+            "lineno": lines[0]["meta"]["lineno"],
+            "funcName": "test_chosen_attributes_ship_in_order",
+            "name": "t.names.chosen",
+        }
+        assert [expected] * 2 == [line["meta"] for line in lines]
+        assert ["lineno", "funcName", "name"] == list(lines[1]["meta"])
+        assert isinstance(expected["lineno"], int)
+
+    def test_empty_ships_no_record_attributes(self) -> None:
+        """record_meta="" ships the line without meta; extras still ship."""
+        h = offline_handler(record_meta="")
+        log = make_logger("t.names.none", h)
+        for _ in range(2):
+            log.info("bare")
+        log.info("extra", extra={"k": 1})
+        lines = queued_lines(h)
+        assert ["meta" not in line for line in lines[:2]] == [True, True]
+        assert {"k": 1} == lines[2]["meta"]
+
+    def test_from_dict_config_and_environment(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """record_meta comes from dictConfig as a string, else from LOGDNA_RECORD_META."""
+        import logging.config
+
+        monkeypatch.setenv("LOGDNA_RECORD_META", "module")
+        h = offline_handler()
+        assert ("module",) == h.client.config.record_meta
+        h.close()
+        logging.config.dictConfig({
+            "version": 1,
+            "disable_existing_loggers": False,
+            "handlers": {"logdna": {
+                "class": "logdna_client.LogDNAHandler", "key": "k", "url": UNREACHABLE,
+                "hostname": "t", "flush_interval": "3600", "record_meta": "name,levelno",
+            }},
+            "loggers": {"t.names.dict": {"handlers": ["logdna"], "propagate": False}},
+        })  # fmt: skip
+        log = logging.getLogger("t.names.dict")
+        (h,) = log.handlers
+        assert isinstance(h, LogDNAHandler)
+        log.error("configured")
+        log.handlers[:] = []
+        assert {"name": "t.names.dict", "levelno": 40} == queued_lines(h)[0]["meta"]
+
+    def test_unknown_attribute_is_a_configuration_error(self) -> None:
+        """A name that is not a LogRecord attribute fails when the handler is built."""
+        with pytest.raises(ConfigurationError) as caught:
+            offline_handler(record_meta="name,user_id")
+        assert "record_meta" == caught.value.option
+        assert "user_id" in str(caught.value)
+
+
+class TestStdlibHooks:
+    """A subclass's format, filter and emit, and a patched getMessage, take effect."""
+
+    def test_format_override(self) -> None:
+        """An overridden format() makes the line."""
+
+        class Shouting(LogDNAHandler):
+            def format(self, record: logging.LogRecord) -> str:
+                return record.getMessage().upper()
+
+        h = offline_handler(Shouting)
+        log = make_logger("t.hooks.format", h)
+        for _ in range(2):
+            log.info("quiet %s", "please")
+        assert ["QUIET PLEASE"] * 2 == [line["line"] for line in queued_lines(h)]
+
+    def test_filter_override(self) -> None:
+        """An overridden filter() decides, as it does for any handler."""
+
+        class Picky(LogDNAHandler):
+            def filter(self, record: logging.LogRecord) -> bool:
+                return "keep" in record.getMessage()
+
+        h = offline_handler(Picky)
+        log = make_logger("t.hooks.filter", h)
+        for text in ("keep 1", "drop", "keep 2", "drop"):
+            log.info(text)
+        assert ["keep 1", "keep 2"] == [line["line"] for line in queued_lines(h)]
+
+    def test_emit_override(self) -> None:
+        """An overridden emit() is called for every record, under the handler lock,
+        and what it passes to super().emit() ships."""
+        seen: list[tuple[str, bool]] = []
+
+        class Counting(LogDNAHandler):
+            def emit(self, record: logging.LogRecord) -> None:
+                seen.append((record.getMessage(), self.lock is not None and _held(self.lock)))
+                record.msg = "emitted: " + record.msg
+                super().emit(record)
+
+        h = offline_handler(Counting)
+        log = make_logger("t.hooks.emit", h)
+        for i in range(3):
+            log.info("n%d", i)
+        assert [("n0", True), ("n1", True), ("n2", True)] == seen
+        assert ["emitted: n0", "emitted: n1", "emitted: n2"] == [
+            line["line"] for line in queued_lines(h)
+        ]
+
+    def test_patched_get_message(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A LogRecord.getMessage patched after the handler ran ships its text."""
+        h = offline_handler()
+        log = make_logger("t.hooks.getmessage", h)
+        for _ in range(2):
+            log.info("before %s", "patch")
+        monkeypatch.setattr(
+            logging.LogRecord, "getMessage", lambda self: f"patched: {self.msg % self.args}"
+        )
+        for _ in range(2):
+            log.info("after %s", "patch")
+        lines = [line["line"] for line in queued_lines(h)]
+        assert ["before patch"] * 2 + ["patched: after patch"] * 2 == lines
+
+    def test_record_factory_overriding_get_message(self) -> None:
+        """Records of a factory's subclass with its own getMessage ship its text."""
+
+        class Tagged(logging.LogRecord):
+            def getMessage(self) -> str:
+                return "[tagged] " + super().getMessage()
+
+        old = logging.getLogRecordFactory()
+        logging.setLogRecordFactory(Tagged)
+        try:
+            h = offline_handler()
+            log = make_logger("t.hooks.factory", h)
+            for _ in range(2):
+                log.info("m %d", 1)
+        finally:
+            logging.setLogRecordFactory(old)
+        assert ["[tagged] m 1"] * 2 == [line["line"] for line in queued_lines(h)]
+
+
+def _held(lock: Any) -> bool:
+    """Whether this thread holds ``lock`` (an RLock, as Handler.createLock makes)."""
+    return bool(lock._is_owned())

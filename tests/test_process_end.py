@@ -463,7 +463,10 @@ class TestPermanentAnswers:
         assert 10_000 == stats["dropped"]["rejected"]
         assert 10_000 == stats["dropped_total"]
         assert 0 == stats["queued"]
-        assert stats["requests"] <= 60, stats["requests"]
+        # A few dozen on an idle machine; a busy one logs the 10,000 lines over more
+        # flush intervals, so more (smaller) batches: 79-82 seen with both cores
+        # saturated. Per-line retries would be over 10,000.
+        assert stats["requests"] <= 200, stats["requests"]
 
 
 class TestAccounting:

@@ -304,7 +304,8 @@ class TestStdlibPaths:
 
         assert ["login password=[REDACTED]", "plain request in 5 ms", "with meta",
                 "password=[REDACTED] again"] == [line["line"] for line in lines]  # fmt: skip
-        assert {"note": "Authorization: [REDACTED]"} == lines[2]["meta"]
+        expected = {"name": f"t.redact.{handle_path}", "note": "Authorization: [REDACTED]"}
+        assert expected == lines[2]["meta"]
 
     @pytest.mark.parametrize(
         "text",
@@ -345,7 +346,7 @@ class TestStdlibPaths:
         lines = lines_of(body)
         assert ["request 42: user=bob", "request 42: user=bob password=[REDACTED]",
                 "user=bob"] * 3 == [line["line"] for line in lines]  # fmt: skip
-        assert {"note": "user=bob token=[REDACTED]"} == lines[2]["meta"]
+        assert "user=bob token=[REDACTED]" == lines[2]["meta"]["note"]
 
 
 class TestStructlogWithoutMessage:

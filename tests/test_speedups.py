@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import os
@@ -54,7 +53,7 @@ def pair(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[LogDNAHandler, LogDN
     monkeypatch.delenv("LOGDNA_CLIENT_PURE_PYTHON")
     assert slow._fast is None
     for h in (fast, slow):
-        h.handle(record())  # the first INFO record readies the level's inline path
+        h.handle(record())  # the first: the level's JSON and the logger's name get known
     yield fast, slow
     for h in (fast, slow):
         h.client.close(timeout=0)
@@ -90,8 +89,7 @@ def last(h: LogDNAHandler) -> bytes:
 def through_both(
     pair: tuple[LogDNAHandler, LogDNAHandler], r: logging.LogRecord
 ) -> tuple[list[bytes], list[bytes]]:
-    """What each handler queues for ``r`` handled twice (the first of a millisecond
-    makes the level's stamp, the second may take the C path)."""
+    """What each handler queues for ``r``, handled twice."""
     out = []
     for h in pair:
         before = len(h.client._buffer.entries)
@@ -148,11 +146,13 @@ class TestSameBytes:
     def test_common_record_takes_the_c_path(
         self, pair: tuple[LogDNAHandler, LogDNAHandler]
     ) -> None:
-        """The benchmark's record is built in C from the second of a millisecond on."""
+        """The benchmark's record is built in C, logger name and all."""
         fast = pair[0]
         before = c_lines(fast)
-        through_both(pair, record())
-        assert before + 1 == c_lines(fast)
+        fast_lines, slow_lines = through_both(pair, record())
+        assert before + 2 == c_lines(fast)
+        assert slow_lines == fast_lines
+        assert {"name": "t.speedups"} == json.loads(fast_lines[0][1:])["meta"]
 
     @pytest.mark.parametrize(
         "change",
@@ -264,11 +264,11 @@ class TestSameBytes:
         finally:
             reset_request_context(token)
         assert inside[1] == inside[0]
-        assert {"request_id": "r-1"} == json.loads(inside[0][-1][1:])["meta"]
+        assert {"request_id": "r-1", "name": "t.speedups"} == json.loads(inside[0][-1][1:])["meta"]
         before = c_lines(fast)
         outside = through_both(pair, record())
         assert outside[1] == outside[0]
-        assert before + 1 == c_lines(fast)
+        assert before + 2 == c_lines(fast)
 
     def test_without_thread_ids(self, pair: tuple[LogDNAHandler, LogDNAHandler]) -> None:
         """Records made with logging.logThreads off (thread None) take the C path too."""
@@ -278,7 +278,7 @@ class TestSameBytes:
         before = c_lines(fast)
         fast_lines, slow_lines = through_both(pair, base)
         assert slow_lines == fast_lines
-        assert before + 1 == c_lines(fast)
+        assert before + 2 == c_lines(fast)
 
     def test_locked_put_is_guarded(
         self, pair: tuple[LogDNAHandler, LogDNAHandler], monkeypatch: pytest.MonkeyPatch
@@ -348,7 +348,7 @@ class TestSameBytes:
 
     def test_formatter_ran_first(self, pair: tuple[LogDNAHandler, LogDNAHandler]) -> None:
         """A record another handler's Formatter already formatted (it adds message and
-        asctime) ships without meta, from the C path as from the Python one."""
+        asctime) ships without them in meta, from the C path as from the Python one."""
         fast = pair[0]
         base = record()
         formatter = logging.Formatter("%(asctime)s %(message)s")
@@ -361,8 +361,8 @@ class TestSameBytes:
                 h.handle(r)
             queued.append(list(h.client._buffer.entries)[-2:])
         assert queued[1] == queued[0]
-        assert "meta" not in json.loads(queued[0][-1][1:])
-        assert before + 1 == c_lines(fast)
+        assert {"name": "t.speedups"} == json.loads(queued[0][-1][1:])["meta"]
+        assert before + 2 == c_lines(fast)
 
     def test_buffer_replaced_by_a_finalizer(self) -> None:
         """A finalizer the garbage collector runs while the C path looks into a new
@@ -423,6 +423,45 @@ class TestSameBytes:
         assert 0 == result.returncode, result.stderr[-2000:]
         assert "ok" == result.stdout.strip()
 
+    @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+    # The sender thread runs while we fork, as in a gunicorn or Celery parent (3.12+ warns).
+    @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+    def test_forked_child_queues_in_its_own_buffer(self) -> None:
+        """In a forked child the C handle's first line goes the locked way, into the
+        child's new buffer, and the C path then uses that buffer; nothing reaches the
+        parent's."""
+        h = offline_handler()
+        log = make_logger("t.speedups.fork", h)
+        for _ in range(2):
+            log.info("parent")
+        parent_buffer = h.client._buffer
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: report what it sees, then leave at once
+            try:
+                before = c_lines(h)
+                for i in range(3):
+                    log.info("child %d", i)
+                seen = {
+                    "lines": [json.loads(e)["line"] for e in h.client._buffer.snapshot()],
+                    "parent": len(parent_buffer.entries),
+                    "rehanded": h._fast.buffer is h.client._buffer,
+                    "c_lines": c_lines(h) - before,
+                }
+                os.write(write_end, json.dumps(seen).encode())
+            finally:
+                os._exit(0)
+        os.close(write_end)
+        with os.fdopen(read_end, "rb") as pipe:
+            seen = json.loads(pipe.read())
+        os.waitpid(pid, 0)
+        h.client.close(timeout=0)
+        h.close()
+        assert ["child 0", "child 1", "child 2"] == seen["lines"]
+        assert 2 == seen["parent"]
+        assert seen["rehanded"]
+        assert 3 == seen["c_lines"]
+
     @pytest.mark.parametrize(
         "extra",
         [
@@ -451,7 +490,7 @@ class TestSameBytes:
 
     def test_flat_extras_take_the_c_path(self, pair: tuple[LogDNAHandler, LogDNAHandler]) -> None:
         """The benchmark's extras (flat str and int values) are built in C once their keys
-        are known safe and the level's meta stamp is made."""
+        are known safe."""
         fast = pair[0]
         base = record()
         extra = {"user_id": 7, "path": "/a", "method": "GET", "status": 200, "bytes": 512}
@@ -464,7 +503,7 @@ class TestSameBytes:
         copy.__dict__.update(extra)
         fast.handle(copy)
         assert before + 1 == c_lines(fast)
-        assert extra == json.loads(last(fast)[1:])["meta"]
+        assert {"name": "t.speedups", **extra} == json.loads(last(fast)[1:])["meta"]
 
     @settings(
         max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
@@ -501,20 +540,17 @@ class TestSameBytes:
 
 @needs_speedups
 class TestMethod:
-    def test_is_a_method(self) -> None:
-        """handle looks and binds like the method it replaces."""
+    def test_is_the_handlers_handle(self) -> None:
+        """Each handler's handle is its own C object; called as the stdlib calls it, or
+        with keywords (which go to the Python method), it handles the record."""
         h = offline_handler()
         try:
-            assert "Filter, serialize and queue" in (LogDNAHandler.handle.__doc__ or "")
-            assert LogDNAHandler.handle.__name__ == "handle"
-            assert (
-                str(inspect.signature(LogDNAHandler.handle))
-                == "(self, record: 'logging.LogRecord') -> 'bool'"
-            )
-            r = record()
-            assert h.handle(r) is True
+            assert isinstance(h.handle, speedups.Handle)
+            assert h.handle is not offline_handler().handle
+            assert h.handle(record()) is True
             assert LogDNAHandler.handle(h, record()) is True
-            assert h.handle(record=record()) is True  # keywords go to the Python method
+            assert h.handle(record=record()) is True
+            assert 3 == len(h.client._buffer.entries)
         finally:
             h.client.close(timeout=0)
             h.close()
@@ -537,9 +573,9 @@ class TestMethod:
         another version) leaves that handler on the Python path, working."""
 
         def broken(**options: Any) -> None:
-            raise TypeError("function takes at most 14 keyword arguments (16 given)")
+            raise TypeError("function takes at most 22 keyword arguments (24 given)")
 
-        monkeypatch.setattr(speedups, "State", broken)
+        monkeypatch.setattr(speedups, "Handle", broken)
         h = offline_handler()
         try:
             assert h._fast is None

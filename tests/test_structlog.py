@@ -9,7 +9,6 @@ import subprocess
 import sys
 import threading
 import time
-import types
 from collections.abc import Iterator
 from typing import Any
 
@@ -355,7 +354,7 @@ class TestNeverHurts:
         def broken(*args: Any) -> bytes:
             raise RuntimeError("bug")
 
-        proc._builder = types.SimpleNamespace(entry=broken)  # type: ignore[assignment]
+        proc._entry = broken  # type: ignore[assignment]
         event = {"event": "x"}
         with caplog.at_level(logging.WARNING, logger="logdna_client"):
             assert event is proc(None, "info", event)
@@ -493,7 +492,7 @@ class TestStdlibBridge:
             log.info("paid", invoice=7, amount=3.5)
             (line,) = delivered(server, h.client, 1)
         assert "paid" == line["line"]
-        assert {"invoice": 7, "amount": 3.5} == line["meta"]
+        assert {"name": "t.structlog.kwargs", "invoice": 7, "amount": 3.5} == line["meta"]
 
     def test_wrap_for_formatter_keys_become_meta(self, server: DevServer) -> None:
         """ProcessorFormatter.wrap_for_formatter: event is the line, keys meta, no internals."""

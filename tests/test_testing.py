@@ -50,11 +50,11 @@ class TestStdlibHandler:
         assert [f"plain {i}" for i in range(300)] == _texts(lines)[:300]
         plain = lines[0]
         assert {"line", "level", "app", "env", "timestamp", "meta"} == set(plain)
-        assert ("INFO", "api", "test", {}) == (
+        assert ("INFO", "api", "test", {"name": "capture.stdlib"}) == (
             plain["level"], plain["app"], plain["env"], plain["meta"]
         )  # fmt: skip
         assert isinstance(plain["timestamp"], int)
-        assert {"user": "ada"} == lines[300]["meta"]
+        assert {"name": "capture.stdlib", "user": "ada"} == lines[300]["meta"]
         assert "r-1" == lines[301]["meta"]["request_id"]
         assert lines[302]["line"].startswith("failed\nTraceback")
         assert "ERROR" == lines[302]["level"]
@@ -156,7 +156,7 @@ class TestPytestPlugin:
 
             def test_fixture(logdna_lines):
                 checkout("ada")
-                assert [("checkout", "shop", {"user": "ada"})] == [
+                assert [("checkout", "shop", {"name": "app", "user": "ada"})] == [
                     (l["line"], l["app"], l["meta"]) for l in logdna_lines
                 ]
 
@@ -166,7 +166,7 @@ class TestPytestPlugin:
             def test_helper():
                 with capture_lines() as lines:
                     checkout("bob")
-                assert lines[0]["meta"] == {"user": "bob"}
+                assert lines[0]["meta"] == {"name": "app", "user": "bob"}
             """
         )
         result = pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider")

@@ -1,0 +1,213 @@
+"""structlog event dicts -> the parts of a line: text, level, timestamp, meta.
+
+Plain dict handling, needing no structlog: shared by ``LogDNAProcessor`` and by
+the stdlib handler, for events that reach it through
+``structlog.stdlib.ProcessorFormatter.wrap_for_formatter``. Its own module so
+that the handler does not import ``logdna_client.structlog`` (which imports the
+Client: a circle).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import math
+import sys
+import traceback
+from collections.abc import Callable, Mapping
+from types import TracebackType
+from typing import Any
+
+from ._line import safe_str
+
+__all__ = ["LEVELNOS", "LEVELS", "event_dict_to_line", "level_of", "timestamp_of"]
+
+# structlog method names (and ``level`` values) -> the level names LogDNA shows.
+LEVELS: dict[str, str] = {
+    "debug": "DEBUG",
+    "info": "INFO",
+    "msg": "INFO",
+    "log": "INFO",
+    "warning": "WARNING",
+    "warn": "WARNING",
+    "error": "ERROR",
+    "exception": "ERROR",
+    "err": "ERROR",
+    "critical": "CRITICAL",
+    "fatal": "CRITICAL",
+    "notset": "NOTSET",
+    "trace": "TRACE",
+}
+LEVELNOS: dict[str, int] = {
+    "DEBUG": logging.DEBUG,
+    "INFO": logging.INFO,
+    "WARNING": logging.WARNING,
+    "ERROR": logging.ERROR,
+    "CRITICAL": logging.CRITICAL,
+    "NOTSET": logging.NOTSET,
+    "TRACE": 5,
+}
+
+# Keys that become part of the line itself (text, level, timestamp), or that are
+# structlog's bookkeeping and mean nothing in LogDNA.
+_LINE_KEYS = frozenset({"event", "level", "timestamp", "exc_info", "exception", "stack",
+                        "stack_info"})  # fmt: skip
+_INTERNAL_KEYS = frozenset({"_record", "_from_structlog", "_logger", "_name"})
+_NOT_META = _LINE_KEYS | _INTERNAL_KEYS
+_TRACE_KEYS = frozenset({"exc_info", "exception", "stack", "stack_info"})
+
+_NO_EVENT_LIMIT = 1000
+
+
+def level_of(method_name: str, event_dict: Mapping[str, Any]) -> str:
+    """The line's level: the ``level`` key (``add_log_level``), else the method name."""
+    raw = event_dict.get("level")
+    if raw is None:
+        raw = method_name
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        return logging.getLevelName(raw) if raw in _LEVEL_BY_NO else f"Level {raw}"
+    name = raw if type(raw) is str else safe_str(raw)
+    found = LEVELS.get(name)
+    if found is not None:
+        return found
+    found = LEVELS.get(name.lower())
+    return found if found is not None else (name.upper()[:80] or "INFO")
+
+
+_LEVEL_BY_NO = frozenset({logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR,
+                          logging.CRITICAL, logging.NOTSET})  # fmt: skip
+
+
+def timestamp_of(value: object) -> int | None:
+    """Epoch milliseconds from a ``timestamp`` value, or None when it is not one.
+
+    Accepts epoch seconds or milliseconds (int, float or numeric text), ISO-8601
+    text (``TimeStamper(fmt="iso")``; a trailing ``Z`` is fine, text without an
+    offset is local time) and datetimes.
+    """
+    try:
+        if isinstance(value, bool):
+            return None
+        if isinstance(value, int | float):
+            number = float(value)
+        elif isinstance(value, str):
+            text = value.strip()
+            try:
+                number = float(text)
+            except ValueError:
+                if text.endswith(("Z", "z")):
+                    text = text[:-1] + "+00:00"
+                return int(_dt.datetime.fromisoformat(text).timestamp() * 1000)
+        elif isinstance(value, _dt.datetime):
+            return int(value.timestamp() * 1000)
+        else:
+            return None
+        # Beyond year ~5000 in milliseconds is not a timestamp (and would not fit JSON's int64).
+        if not math.isfinite(number) or number <= 0 or number >= 1e14:
+            return None
+        # Epoch seconds are ~1.7e9 today, milliseconds ~1.7e12.
+        return int(number if number > 1e11 else number * 1000)
+    except Exception:
+        return None
+
+
+def _exception_text(exc_info: object) -> str | None:
+    """A traceback for ``exc_info``: True, an exception, or a (type, value, tb) tuple."""
+    info: tuple[type[BaseException], BaseException, TracebackType | None] | None = None
+    if exc_info is True:
+        current = sys.exc_info()
+        if current[1] is not None:
+            info = current
+    elif isinstance(exc_info, BaseException):
+        info = (type(exc_info), exc_info, exc_info.__traceback__)
+    elif isinstance(exc_info, tuple) and len(exc_info) == 3 and exc_info[1] is not None:
+        info = exc_info
+    if info is None:
+        return None
+    try:
+        return "".join(traceback.format_exception(*info)).rstrip("\n")
+    except Exception:  # not a real (type, value, traceback): say what it was
+        return f"exc_info={safe_str(exc_info)[:1000]} [logdna_client: not an exception]"
+
+
+def _no_event_text(
+    event_dict: Mapping[str, Any], redact: Callable[[dict[Any, Any]], Any] | None
+) -> str:
+    """``key=value`` pairs for an event without a message, from the values as meta
+    ships them: a secret redacted there is redacted here too."""
+    pairs = {key: value for key, value in event_dict.items() if key not in _NOT_META}
+    if redact is not None:
+        shown = redact(pairs)
+        if isinstance(shown, dict):
+            pairs = shown
+        else:  # the redactor could not read them: show none of them
+            return "(event without a message)"
+    parts = [f"{safe_str(key)}={safe_str(value)}" for key, value in pairs.items()]
+    return " ".join(parts)[:_NO_EVENT_LIMIT]
+
+
+def event_dict_to_line(
+    event_dict: Mapping[str, Any],
+    extra: Mapping[str, Any] | None = None,
+    *,
+    timestamp_parsed: bool | None = None,
+    redact: Callable[[dict[Any, Any]], Any] | None = None,
+) -> tuple[str, dict[str, Any] | None]:
+    """Split an event dict into the line text and the meta dict (None when empty).
+
+    Text: the ``event`` value (``str()``-ed safely), with any ``exception`` /
+    ``exc_info`` traceback and ``stack`` text appended; ``key=value`` pairs when
+    there is no ``event``. Meta: every other key (not ``level`` or a
+    ``timestamp``, and none of structlog's ``_record``/``_logger`` bookkeeping),
+    over ``extra`` (e.g. request context), without changing ``event_dict``.
+    A ``timestamp`` that ``timestamp_of`` cannot read stays in meta
+    (``timestamp_parsed`` says whether it could, when the caller already knows).
+    """
+    event = event_dict.get("event")
+    if event is None:
+        text = _no_event_text(event_dict, redact) if "event" not in event_dict else "None"
+    else:
+        text = event if type(event) is str else safe_str(event)
+
+    # One comprehension (the common event's keys are all strings), not a loop.
+    not_meta = _NOT_META
+    own = {
+        key if type(key) is str else safe_str(key): value
+        for key, value in event_dict.items()
+        if key not in not_meta
+    }
+    meta: dict[str, Any] = {**extra, **own} if extra else own
+
+    if not _TRACE_KEYS.isdisjoint(event_dict):
+        text = _with_traces(text, event_dict, meta)
+    if "timestamp" in event_dict and not (
+        timestamp_parsed
+        if timestamp_parsed is not None
+        else timestamp_of(event_dict["timestamp"]) is not None
+    ):
+        meta["timestamp"] = event_dict["timestamp"]  # not a time we understand: keep it
+    return text, meta or None
+
+
+def _with_traces(text: str, event_dict: Mapping[str, Any], meta: dict[str, Any]) -> str:
+    exception = event_dict.get("exception")
+    if isinstance(exception, str):
+        if exception:
+            text = f"{text}\n{exception}"
+    elif exception is not None:
+        meta["exception"] = exception  # structured (dict_tracebacks): searchable as meta
+    elif "exc_info" in event_dict:
+        exc_info = event_dict["exc_info"]
+        found = _exception_text(exc_info)
+        if found:
+            text = f"{text}\n{found}"
+    for key in ("stack", "stack_info"):
+        stack = event_dict.get(key)
+        if isinstance(stack, str) and stack:
+            text = f"{text}\n{stack}"
+            break
+        if stack is True:
+            frames = traceback.format_stack()[:-4]  # without this module's own frames
+            text = f"{text}\nStack (most recent call last):\n{''.join(frames).rstrip()}"
+            break
+    return text

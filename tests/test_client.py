@@ -1,0 +1,136 @@
+"""Tests for _client.py: Client.log, closing and stats, on a client that never sends."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import pytest
+
+from logdna_client import Client
+
+UNREACHABLE = "http://127.0.0.1:1/logs/ingest"
+
+
+@pytest.fixture
+def client() -> Iterator[Client]:
+    """A client whose lines stay queued (a port nobody serves, an hourly interval)."""
+    c = Client(key="k", url=UNREACHABLE, hostname="t", app="svc", env="test",
+               flush_interval=3600, shutdown_timeout=0)  # fmt: skip
+    yield c
+    c._buffer.discard_all("shutdown")
+    c.close(timeout=0)
+
+
+def queued(c: Client) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in c._buffer.snapshot()]
+
+
+class TestLog:
+    def test_a_line_with_everything(self, client: Client) -> None:
+        """Text, level, app, env, meta and timestamp make the line."""
+        when = dt.datetime(2026, 5, 1, 12, 0, 0, 250000, tzinfo=dt.timezone.utc)
+        assert client.log("paid", level="warning", meta={"invoice": 7}, timestamp=when)
+        assert [{
+            "line": "paid", "timestamp": int(when.timestamp() * 1000), "level": "WARNING",
+            "app": "svc", "env": "test", "meta": {"invoice": 7},
+        }] == queued(client)  # fmt: skip
+
+    @pytest.mark.parametrize(
+        ("level", "name"), [(10, "DEBUG"), (40, "ERROR"), (25, "Level 25"), ("info", "INFO")]
+    )
+    def test_levels_by_number_or_name(self, client: Client, level: Any, name: str) -> None:
+        """Numbers are named as logging names them; names are upper-cased."""
+        client.log("x", level=level)
+        assert name == queued(client)[-1]["level"]
+
+    @pytest.mark.parametrize(
+        ("timestamp", "millis"),
+        [(1_700_000_000, 1_700_000_000_000), (1_700_000_000.5, 1_700_000_000_500),
+         (1_700_000_000_123, 1_700_000_000_123)],
+    )  # fmt: skip
+    def test_timestamps_in_seconds_or_milliseconds(
+        self, client: Client, timestamp: float, millis: int
+    ) -> None:
+        """Epoch seconds and epoch milliseconds are both understood."""
+        client.log("x", timestamp=timestamp)
+        assert millis == queued(client)[-1]["timestamp"]
+
+    def test_app_and_env_per_line(self, client: Client) -> None:
+        """app= and env= override the client's for one line."""
+        client.log("x", app="other", env="prod")
+        line = queued(client)[-1]
+        assert ("other", "prod") == (line["app"], line["env"])
+
+    def test_below_the_level_is_not_queued(self) -> None:
+        """A line below the client's level is refused and nothing is queued."""
+        c = Client(key="k", url=UNREACHABLE, hostname="t", level="WARNING", flush_interval=3600)
+        try:
+            assert not c.log("chatter", level="INFO")
+            assert c.log("trouble", level="ERROR")
+            assert ["trouble"] == [line["line"] for line in queued(c)]
+        finally:
+            c._buffer.discard_all("shutdown")
+            c.close(timeout=0)
+
+    def test_text_that_is_not_a_string(self, client: Client) -> None:
+        """Any object is shipped as its str(); one whose str() raises as a marker."""
+
+        class Broken:
+            def __str__(self) -> str:
+                raise RuntimeError("no")
+
+        client.log(42)
+        client.log(Broken())
+        assert ["42", "<unprintable Broken>"] == [line["line"] for line in queued(client)]
+
+    def test_a_line_that_cannot_be_built_is_counted(self, client: Client) -> None:
+        """log() never raises: a failure is counted as an error drop and False returned."""
+
+        class Unreadable(Mapping[str, Any]):
+            def __len__(self) -> int:
+                return 1
+
+            def __iter__(self) -> Iterator[str]:
+                raise RuntimeError("cannot be read")
+
+            def __getitem__(self, key: str) -> Any:
+                raise KeyError(key)
+
+        assert not client.log("x", meta=Unreadable())
+        assert 1 == client.stats()["dropped"]["error"]
+
+
+class TestLifecycle:
+    def test_after_close_lines_are_dropped_and_counted(self, client: Client) -> None:
+        """Lines logged after close() are refused and counted as after_close."""
+        client.close(timeout=0)
+        assert client.closed
+        assert not client.log("late")
+        assert 1 == client.stats()["dropped"]["after_close"]
+
+    def test_flush_with_nothing_pending(self, client: Client) -> None:
+        """flush() returns True at once when every accepted line has left."""
+        assert client.flush(timeout=0)
+
+    def test_stats_name_every_counter(self, client: Client) -> None:
+        """stats() has the documented counters, and every drop reason even when 0."""
+        client.log("one")
+        stats = client.stats()
+        for key in ("queued", "sent", "dropped", "retries", "bytes_sent", "accepted"):
+            assert key in stats
+        assert 1 == stats["queued"] == stats["accepted"]
+        expected = {"buffer_full", "rejected", "shutdown", "after_close", "reentrant", "error"}
+        assert expected <= set(stats["dropped"])
+        assert 0 == stats["dropped_total"]
+
+    def test_repr_names_the_destination_not_the_key(self) -> None:
+        """repr shows URL, hostname, app and env; never the key."""
+        c = Client(key="very-secret", url=UNREACHABLE, hostname="h", app="a")
+        try:
+            text = repr(c)
+            assert UNREACHABLE in text and "very-secret" not in text
+        finally:
+            c.close(timeout=0)
