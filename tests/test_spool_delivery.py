@@ -66,13 +66,19 @@ def server() -> Iterator[DevServer]:
 
 
 def crash_during_outage(server: DevServer, spool: Path, signum: int) -> tuple[int, float, int]:
+    return crash_during_outage_for(server, spool, signum, OUTAGES[signum])
+
+
+def crash_during_outage_for(
+    server: DevServer, spool: Path, signum: int, outage: float
+) -> tuple[int, float, int]:
     """Log at 2,000 lines/s through an outage, end the child by ``signum``; returns how far
     it had got SAFE_AGE s before the signal, when the signal went (wall clock), the status."""
     server.go_down()
     child = Child(LOGGING_CHILD, server.url, env={"SPOOL": str(spool)})
     marks: list[tuple[int, float]] = []
     began = time.monotonic()
-    while time.monotonic() - began < OUTAGES[signum]:
+    while time.monotonic() - began < outage:
         n, at = child.expect("at").split()
         marks.append((int(n), float(at)))
     sent_at = time.time()
@@ -137,6 +143,67 @@ class TestCrashes:
         assert 0 == stats["dropped"]["buffer_full"]
         got = [t for t in texts(server) if t.startswith("long outage ")]
         assert [f"long outage {i}" for i in range(20_000)] == got
+
+    def test_three_processes_two_killed_the_third_delivers_both(
+        self, server: DevServer, tmp_path: Path
+    ) -> None:
+        """Two processes logging into one spool folder through an outage are killed with
+        SIGKILL; a third on the same folder, with the service up, delivers every line each
+        of them logged, once."""
+        spool = tmp_path / "spool"
+        server.go_down()
+        children = [
+            Child(
+                LOGGING_CHILD.replace('"spooled %d" % i', f'"p{n} %d" % i'),
+                server.url,
+                env={"SPOOL": str(spool)},
+            )  # fmt: skip
+            for n in range(2)
+        ]
+        logged = [0, 0]
+        began = time.monotonic()
+        while time.monotonic() - began < 3:
+            for n, child in enumerate(children):
+                logged[n] = int(child.expect("at").split()[0])
+        sent_at = time.time()
+        for child in children:
+            child.kill(signal.SIGKILL)
+            child.finish()
+        del sent_at
+        replay(server, spool)
+        got = Counter(texts(server))
+        for n in range(2):
+            # What each had logged 2,000 lines (about a second) before it was killed.
+            safe = max(0, logged[n] - 2000)
+            missing = [i for i in range(safe) if got[f"p{n} {i}"] != 1]
+            assert not missing, f"process {n}: {len(missing)} of {safe} not delivered once"
+
+    @pytest.mark.parametrize("damage", ["flipped", "torn"])
+    def test_damaged_segment_after_a_crash(
+        self, server: DevServer, tmp_path: Path, damage: str
+    ) -> None:
+        """A crashed process's segment with flipped bytes in its middle, or a torn tail: the
+        next process delivers the lines before the damage, once, and counts what it moved to
+        quarantine (flipped) or cut (torn)."""
+        spool = tmp_path / "spool"
+        safe, _, _ = crash_during_outage_for(server, spool, signal.SIGKILL, 3.0)
+        (segment,) = sorted(spool.glob("*.spool"))
+        data = bytearray(segment.read_bytes())
+        middle = len(data) // 2
+        if damage == "flipped":
+            data[middle : middle + 8] = bytes(b ^ 0xFF for b in data[middle : middle + 8])
+        else:
+            del data[middle:]
+        segment.write_bytes(bytes(data))
+        stats = replay(server, spool)
+        got = [int(t.split()[1]) for t in texts(server) if t.startswith("spooled ")]
+        assert got == sorted(set(got))  # once each, in order
+        assert got and got[0] == 0  # the records before the damage came through
+        assert len(got) < safe  # what followed the damage did not
+        if damage == "flipped":
+            assert int(stats["quarantined"]) >= 1  # type: ignore[call-overload]
+        else:
+            assert int(stats["torn"]) >= 1  # type: ignore[call-overload]
 
     def test_spool_cap_holds_in_a_long_outage(self, server: DevServer, tmp_path: Path) -> None:
         """An outage that outlasts both the memory buffer and ``max_spool_bytes``: the folder
