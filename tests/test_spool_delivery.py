@@ -152,24 +152,18 @@ class TestCrashes:
         of them logged, once."""
         spool = tmp_path / "spool"
         server.go_down()
-        children = [
-            Child(
-                LOGGING_CHILD.replace('"spooled %d" % i', f'"p{n} %d" % i'),
-                server.url,
-                env={"SPOOL": str(spool)},
-            )  # fmt: skip
-            for n in range(2)
-        ]
+        children = []
+        for n in range(2):
+            code = LOGGING_CHILD.replace('"spooled %d" % i', f'"p{n} %d" % i')
+            children.append(Child(code, server.url, env={"SPOOL": str(spool)}))
         logged = [0, 0]
         began = time.monotonic()
         while time.monotonic() - began < 3:
             for n, child in enumerate(children):
                 logged[n] = int(child.expect("at").split()[0])
-        sent_at = time.time()
         for child in children:
             child.kill(signal.SIGKILL)
             child.finish()
-        del sent_at
         replay(server, spool)
         got = Counter(texts(server))
         for n in range(2):
