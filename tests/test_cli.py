@@ -421,7 +421,7 @@ class TestPipe:
     def test_a_line_is_queued_before_it_is_shown(self) -> None:
         """Whoever sees a line on pipe's output can stop pipe at once and the line
         still ships: it is handed to the client before it is passed through."""
-        from logdna_client._cli import _StreamPump
+        from logdna_client._cli_pipe import _StreamPump
 
         events: list[tuple[str, str]] = []
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import io
 import shlex
+import shutil
 import sys
 
 import pytest
 
-from logdna_client import _cli
+from logdna_client import _cli_common
 from logdna_client._cli import main
 
 
@@ -45,11 +46,11 @@ class TestErrorsNameFlags:
 class TestSelfCommand:
     def test_script_on_path(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """With logdna-client on PATH, the hint names it."""
-        monkeypatch.setattr(_cli.shutil, "which", lambda name: "/usr/bin/" + name)
-        assert "logdna-client" == _cli._self_command()
+        monkeypatch.setattr(shutil, "which", lambda name: "/usr/bin/" + name)
+        assert "logdna-client" == _cli_common._self_command()
 
     def test_script_not_on_path(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """Without it (a venv not activated), the hint runs this interpreter with -m."""
-        monkeypatch.setattr(_cli.shutil, "which", lambda name: None)
-        command = _cli._self_command()
+        monkeypatch.setattr(shutil, "which", lambda name: None)
+        command = _cli_common._self_command()
         assert [sys.executable, "-m", "logdna_client"] == shlex.split(command)

@@ -398,7 +398,7 @@ def test_screenshot_of_the_demo_lines(chromium: Browser, tmp_path: Path) -> None
     """The page with the demo's lines, as docs/cli.md shows it (LOGDNA_UPDATE_SCREENSHOT=1
     rewrites docs/devserver-page.png)."""
     from logdna_client import LogDNAHandler
-    from logdna_client._cli import _demo_lines
+    from logdna_client._cli_demo import _demo_lines
 
     with DevServer() as srv:
         tab = chromium.new_page()

@@ -1,0 +1,212 @@
+"""``logdna-client pipe``: a command's output (or stdin) passed through and shipped."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from types import FrameType
+from typing import IO, TextIO
+
+from ._cli_common import (
+    _AFTER_EXIT_QUIET,
+    _MAX_PENDING_LINE,
+    _READ_SIZE,
+    PROG,
+    _Console,
+)
+from ._cli_devserver import _on_signal, _restore_signal
+from ._cli_send import _client_from, _deliver, _explain, _watch_library
+from ._client import Client
+
+
+class _StreamPump(threading.Thread):
+    """Copies one byte stream to another unchanged and ships each complete line."""
+
+    def __init__(
+        self,
+        source: IO[bytes] | int,
+        sink: IO[bytes] | None,
+        ship: Callable[[str], None],
+        name: str,
+    ) -> None:
+        super().__init__(name=f"logdna-client-pipe-{name}", daemon=True)
+        self._fd = source if isinstance(source, int) else source.fileno()
+        self._sink = sink
+        self._ship = ship
+        #: When the last chunk was dealt with; None while one is being dealt with.
+        self.idle_since: float | None = time.monotonic()
+
+    def run(self) -> None:
+        pending = b""
+        while True:
+            try:
+                chunk = os.read(self._fd, _READ_SIZE)
+            except InterruptedError:
+                continue
+            except OSError:
+                break
+            if not chunk:
+                break
+            self.idle_since = None
+            pending += chunk
+            if b"\n" in pending:
+                *complete, pending = pending.split(b"\n")
+                for raw in complete:
+                    self._ship_raw(raw)
+            while len(pending) > _MAX_PENDING_LINE:
+                self._ship_raw(pending[:_MAX_PENDING_LINE])
+                pending = pending[_MAX_PENDING_LINE:]
+            # Shown only once its complete lines are queued: whoever sees a line on
+            # our output and then stops us (SIGTERM, Ctrl-C) knows it still ships.
+            self._pass_through(chunk)
+            self.idle_since = time.monotonic()
+        if pending:
+            self._ship_raw(pending)  # a last line without a newline still ships
+
+    def quiet_for(self, seconds: float, since: float) -> bool:
+        """Whether nothing arrived for ``seconds`` after ``since`` (and nothing is in hand)."""
+        idle = self.idle_since
+        return idle is not None and time.monotonic() - max(idle, since) >= seconds
+
+    def _pass_through(self, chunk: bytes) -> None:
+        sink = self._sink
+        if sink is None:
+            return
+        try:
+            sink.write(chunk)
+            sink.flush()
+        except (OSError, ValueError):
+            self._sink = None  # our output is closed (| head): keep shipping
+
+    def _ship_raw(self, raw: bytes) -> None:
+        text = raw.removesuffix(b"\r").decode("utf-8", errors="replace")
+        if text.strip():
+            self._ship(text)
+
+
+def _binary(stream: TextIO) -> IO[bytes] | None:
+    buffer = getattr(stream, "buffer", None)
+    return buffer if buffer is not None else None
+
+
+def _terminal_delivers_sigint() -> bool:
+    """Whether Ctrl-C on our terminal reaches the child by itself (same foreground group)."""
+    try:
+        fd = os.open("/dev/tty", os.O_RDONLY | os.O_NOCTTY)
+    except OSError:
+        return False
+    try:
+        return os.tcgetpgrp(fd) == os.getpgrp()
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def _cmd_pipe(args: argparse.Namespace) -> int:
+    argv: list[str] = args.argv
+    with _watch_library() as trouble:
+        client = _client_from(args)
+        try:
+            if argv:
+                status = _pipe_command(
+                    argv, client, args.stdout_level, args.stderr_level, args.console
+                )
+            else:
+                status = _pipe_stdin(client, args.stdout_level)
+            if not _deliver(client, trouble, args.timeout):
+                args.console.warn(_explain("pipe", client, trouble, args.timeout))
+                if not argv and status == 0:
+                    status = 1
+        finally:
+            client.close(timeout=0.0)
+    return status
+
+
+def _shipper(client: Client, level: str) -> Callable[[str], None]:
+    def ship(text: str) -> None:
+        client.log(text, level=level)
+
+    return ship
+
+
+def _pipe_stdin(client: Client, level: str) -> int:
+    pump = _StreamPump(sys.stdin.fileno(), _binary(sys.stdout), _shipper(client, level), "stdin")
+    stopped_by: list[int] = []
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        stopped_by.append(signum)
+
+    # Ctrl-C or SIGTERM ends reading; what was read so far is still delivered.
+    previous = {signum: _on_signal(signum, stop) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        pump.start()
+        _join(pump, until=lambda: bool(stopped_by))
+    finally:
+        for signum, handler in previous.items():
+            _restore_signal(signum, handler)
+    return 128 + stopped_by[0] if stopped_by else 0
+
+
+def _join(thread: threading.Thread, until: Callable[[], bool] = lambda: False) -> None:
+    # Short waits: a signal may be delivered to another thread, and Python
+    # runs its handler only when the main thread gets back to bytecode.
+    while thread.is_alive() and not until():
+        thread.join(0.2)
+
+
+def _pipe_command(
+    argv: list[str], client: Client, out_level: str, err_level: str, console: _Console
+) -> int:
+    try:
+        child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    except OSError as exc:
+        console.warn(f"{PROG} pipe: cannot run {argv[0]!r}: {exc.strerror or exc}")
+        return 127 if isinstance(exc, FileNotFoundError) else 126
+    assert child.stdout is not None and child.stderr is not None
+    terminal_sigint = _terminal_delivers_sigint()
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        if signum == signal.SIGINT and terminal_sigint:
+            return  # the terminal sent Ctrl-C to the child as well
+        with contextlib.suppress(OSError):
+            child.send_signal(signum)
+
+    previous = {signum: _on_signal(signum, forward) for signum in (signal.SIGINT, signal.SIGTERM)}
+    pumps = [
+        _StreamPump(child.stdout, _binary(sys.stdout), _shipper(client, out_level), "stdout"),
+        _StreamPump(child.stderr, _binary(sys.stderr), _shipper(client, err_level), "stderr"),
+    ]
+    try:
+        for pump in pumps:
+            pump.start()
+        returncode = _wait(child)
+        # Read to EOF; but a background process the command left behind may
+        # hold the pipes open for ever: stop once they have been quiet a while.
+        exited = time.monotonic()
+        for pump in pumps:
+            _join(pump, until=functools.partial(pump.quiet_for, _AFTER_EXIT_QUIET, exited))
+    finally:
+        for signum, handler in previous.items():
+            _restore_signal(signum, handler)
+        child.stdout.close()
+        child.stderr.close()
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def _wait(child: subprocess.Popen[bytes]) -> int:
+    # Not a plain wait(): a blocking waitpid would hold back the signal handler
+    # when the signal lands on one of our other threads (see _join).
+    while True:
+        try:
+            return child.wait(timeout=0.2)
+        except subprocess.TimeoutExpired:
+            continue

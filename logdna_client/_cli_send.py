@@ -1,0 +1,128 @@
+"""``logdna-client send``: one line, and whether it was delivered; what ``pipe`` shares."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+
+from ._cli_common import (
+    PROG,
+    _Console,
+)
+from ._client import Client
+from ._report import logger as _library_logger
+
+# -- send and pipe -----------------------------------------------------------------
+
+
+class _Trouble(logging.Handler):
+    """Collects what the library reports on its own logger, to explain a failure.
+
+    ``fatal`` is set when retrying cannot help: the key was refused or the
+    service rejected a line.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+        self.fatal = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+        except Exception:
+            return
+        self.messages.append(message)
+        if "key was refused" in message or "rejected" in message:
+            self.fatal.set()
+
+    def last(self) -> str:
+        if not self.messages:
+            return ""
+        message = self.messages[-1].removeprefix("logdna_client: ")
+        # "...; retrying with backoff, lines are kept" is true of the library, not of us.
+        return message.split("; retrying", 1)[0].split(". Lines are kept", 1)[0]
+
+
+@contextlib.contextmanager
+def _watch_library() -> Iterator[_Trouble]:
+    """Listen to the library's own logger while a command runs."""
+    trouble = _Trouble()
+    _library_logger.addHandler(trouble)
+    try:
+        yield trouble
+    finally:
+        _library_logger.removeHandler(trouble)
+
+
+def _client_from(args: argparse.Namespace) -> Client:
+    """A Client from the shared flags; None for an absent flag lets Config use env vars."""
+    options: dict[str, Any] = {
+        "key": args.key,
+        "url": args.url,
+        "app": args.app,
+        "env": args.env,
+        "hostname": args.hostname,
+        "tags": args.tags,
+        "shutdown_timeout": args.timeout,
+    }
+    if args.flush_interval is not None:
+        options["flush_interval"] = args.flush_interval
+    return Client(**options)
+
+
+def _deliver(client: Client, trouble: _Trouble, timeout: float) -> bool:
+    """Wait for delivery up to ``timeout``; give up early when retrying cannot help."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if client.flush(timeout=max(0.0, min(left, 0.25))):
+            return True
+        if left <= 0 or trouble.fatal.is_set():
+            return False
+
+
+def _explain(what: str, client: Client, trouble: _Trouble, timeout: float) -> str:
+    reason = trouble.last()
+    if not reason:
+        reason = f"no answer from {client.config.url}"
+    return f"{PROG} {what}: not delivered within {timeout:g} s: {reason}"
+
+
+def _cmd_send(args: argparse.Namespace) -> int:
+    console: _Console = args.console
+    meta: dict[str, Any] | None = None
+    if args.meta is not None:
+        try:
+            parsed = orjson.loads(args.meta)
+        except orjson.JSONDecodeError as exc:
+            console.warn(f"{PROG} send: --meta is not valid JSON: {exc}")
+            return 2
+        if not isinstance(parsed, dict):
+            console.warn(f"{PROG} send: --meta must be a JSON object such as '{{\"k\": 1}}'")
+            return 2
+        meta = parsed
+    if not args.text:
+        console.warn(f"{PROG} send: the text is empty")
+        return 2
+    with _watch_library() as trouble:
+        client = _client_from(args)
+        try:
+            if not client.log(args.text, level=args.level, meta=meta):
+                console.warn(
+                    f"{PROG} send: the line was not queued ({trouble.last() or 'filtered'})"
+                )
+                return 1
+            if _deliver(client, trouble, args.timeout):
+                return 0
+            console.warn(_explain("send", client, trouble, args.timeout))
+            return 1
+        finally:
+            client.close(timeout=0.0)
