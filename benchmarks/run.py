@@ -302,6 +302,8 @@ SHORT = {
     "logdna": "logdna 1.18.12\n(official)",
     "ours": "logdna_client\nLogDNAHandler",
     "ours_python": "the same,\nPython path",
+    "ours_spool": "the same,\nspool on",
+    "ours_baseline": "the same,\nbaseline",
     "structlog_floor": "structlog\n(floor)",
     "structlog_ours": "logdna_client\nLogDNAProcessor",
 }
