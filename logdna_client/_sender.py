@@ -372,20 +372,28 @@ class Sender:
         self._buffer.release(lines)
         self._notify()
 
-    def _spill(self) -> int:
-        """At the end: move what the buffer still holds to the spool; lines moved."""
-        spool = self.spool
+    def _move_to_disk(self) -> tuple[int, list[bytes]]:
+        """Move what the buffer holds to the spool, a batch at a time, while no batch of
+        it is in flight. Returns the lines moved, and the batch taken that found no
+        room on disk (or the disk failed): ``[]`` when there is none."""
         moved = 0
-        while spool is not None and len(self._buffer):
-            lines = self._buffer.take(self._config.max_batch_bytes)
-            batch_id = spool.append(lines)
-            if batch_id is None:  # no room, or the disk failed: they count as shutdown drops
-                self._buffer.release(lines)
-                self._buffer.count_drop("shutdown", len(lines))
-                self._cut_by_shutdown += len(lines)
-                break
+        buffer = self._buffer
+        while self.spool is not None and len(buffer) and not buffer.inflight_bytes:
+            lines = buffer.take(self._config.max_batch_bytes)
+            batch_id = self.spool.append(lines)
+            if batch_id is None:
+                return moved, lines
             self._to_disk(batch_id, lines)
             moved += len(lines)
+        return moved, []
+
+    def _spill(self) -> int:
+        """At the end: move what the buffer still holds to the spool; lines moved."""
+        moved, left = self._move_to_disk()
+        if left:  # no room, or the disk failed: they count as shutdown drops
+            self._buffer.release(left)
+            self._buffer.count_drop("shutdown", len(left))
+            self._cut_by_shutdown += len(left)
         return moved
 
     def _take_summary(self) -> bytes | None:
@@ -675,13 +683,9 @@ class Sender:
         while True:
             if self._interrupt.wait(min(self._config.flush_interval, end - self._clock())):
                 return True
-            while self._buffer.queued_bytes and not self._buffer.inflight_bytes:
-                lines = self._buffer.take(self._config.max_batch_bytes)
-                batch_id = self.spool.append(lines)
-                if batch_id is None:  # no room on disk: these wait in memory after all
-                    self._buffer.untake(lines)
-                    break
-                self._to_disk(batch_id, lines)
+            _, left = self._move_to_disk()
+            if left:  # no room on disk: these wait in memory after all
+                self._buffer.untake(left)
             self.spool.tick()
             if self._clock() >= end:
                 return False
