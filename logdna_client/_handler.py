@@ -13,7 +13,7 @@ the stdlib would call it. Only while all of them are the library's own does
 the short path run: ``handle`` filters and ships directly, and where the
 optional C extension (``_speedups.c``) is built, each handler's ``handle`` is
 a C object that builds the common record's entry itself (the same bytes as
-``_parts`` + ``LineBuilder.plain`` + ``Buffer.put_entry``) and calls
+``_queue_record`` + ``LineBuilder.entry`` + ``Buffer.put_entry``) and calls
 the Python ``handle`` for every other record.
 """
 
@@ -323,31 +323,83 @@ class LogDNAHandler(logging.Handler):
         self.handleError(record)
 
     def _queue_record(self, record: logging.LogRecord) -> None:
-        """Build the record's entry and queue it."""
-        text, meta, data = self._parts(record)
-        context = request_context() if _context.in_use else None
-        if context:
-            meta = {**context, **meta} if meta else dict(context)
-            data = None
+        """Build the record's entry and queue it: its text (the formatted message),
+        its meta (the ``record_meta`` attributes, then extras, then any request
+        context) and the entry ``LineBuilder.entry`` makes of them. One function,
+        not several: this is the logging call's path (the C handle mirrors it)."""
+        attrs = record.__dict__
+        msg = record.msg
+        data: bytes | None = None
+        meta: dict[str, Any] | None
+        if type(msg) is dict and "_logger" in attrs:
+            # structlog's ProcessorFormatter.wrap_for_formatter: the event dict is
+            # the message; its keys are meta, structlog's bookkeeping is not.
+            text, meta = event_dict_to_line(
+                msg,
+                {k: v for k, v in attrs.items() if k not in _STRUCTLOG_SKIP},
+                redact=self._builder.redact_meta,
+            )
+        else:
+            if (
+                type(msg) is str
+                and self.formatter is self._default_formatter
+                and self._own_format
+                and type(record).getMessage is _GET_MESSAGE
+                and not (record.exc_info or record.exc_text or record.stack_info)
+            ):
+                # What the default formatter makes of it, two calls shorter.
+                args = record.args
+                try:
+                    text = msg % args if args else msg
+                except Exception as exc:
+                    text = _unformattable(record, exc)
+            else:
+                try:
+                    text = self.format(record)
+                except Exception as exc:
+                    text = _unformattable(record, exc)
+            names = self._record_attrs
+            cache = self._meta_cache
+            value = attrs.get(names[0]) if cache is not None else None
+            if type(value) is str and len(attrs) == _PLAIN_RECORD_LEN:
+                # The one record attribute alone (no extras): its meta and JSON once per value.
+                kept = cache.get(value)  # type: ignore[union-attr]
+                meta, data = kept if kept is not None else self._cache_meta(value)
+            else:
+                meta = {k: attrs[k] for k in names if k in attrs} or None
+                if len(attrs) != _PLAIN_RECORD_LEN:
+                    extras = _extras(attrs)
+                    if extras:
+                        meta = {**meta, **extras} if meta else extras
+        if _context.in_use:
+            context = request_context()
+            if context:
+                meta = {**context, **meta} if meta else dict(context)
+                data = None
         level = record.levelname
         if type(level) is not str:  # a record made by hand, or changed by a filter
             level = safe_str(level)
-        entry = self._entry(text, level, _millis(record.created), meta, data)
+        created = record.created
+        # _millis, without the call for the usual float (NaN and infinities fail the test).
+        ms = int(created * 1000) if type(created) is float and -1e15 < created < 1e15 else _millis(created)
+        entry = self._entry(text, level, ms, meta, data)
         if entry is not None:
             self._client.put_entry(entry)
 
-    def _cache_meta(self, meta: dict[str, Any], value: str) -> bytes | None:
-        """``meta_json(meta)``, kept with ``meta`` for ``value`` (see ``_meta_cache``)."""
+    def _cache_meta(self, value: str) -> tuple[dict[str, Any], bytes | None]:
+        """The meta the one ``record_meta`` attribute makes alone with ``value``, and
+        its ``meta_json``, kept for ``value`` (see ``_meta_cache``)."""
+        meta = {self._record_attrs[0]: value}
         try:
             data = self._builder.meta_json(meta)
         except TypeError:  # a lone surrogate in the name: encode() repairs it
-            return None
+            return meta, None
         cache = self._meta_cache
         if cache is not None:
             if len(cache) >= 1024:  # names made per request, say: stay bounded
                 cache.clear()
             cache[value] = (meta, data)
-        return data
+        return meta, data
 
     def _queue_built(self, record: logging.LogRecord, entry: bytes) -> bool:
         """Queue an entry the C ``handle`` built, when the buffer wants its locked path."""
@@ -376,59 +428,6 @@ class LogDNAHandler(logging.Handler):
         except Exception:  # an unhashable name (makeLogRecord), or one whose hash raises
             return False  # the library's own names are plain strings
         return own
-
-    def _parts(self, record: logging.LogRecord) -> tuple[str, dict[str, Any] | None, bytes | None]:
-        """The record's line text, its meta (``record_meta`` attributes, then extras)
-        and, where kept, that meta's ``meta_json`` (else None)."""
-        msg = record.msg
-        if (
-            type(msg) is str
-            and self.formatter is self._default_formatter
-            and self._own_format
-            and type(record).getMessage is _GET_MESSAGE
-            and not (record.exc_info or record.exc_text or record.stack_info)
-        ):
-            # What the default formatter makes of it, two calls shorter.
-            args = record.args
-            try:
-                text = msg % args if args else msg
-            except Exception as exc:
-                text = _unformattable(record, exc)
-            attrs = record.__dict__
-        else:
-            attrs = record.__dict__
-            if type(msg) is dict and "_logger" in attrs:
-                # structlog's ProcessorFormatter.wrap_for_formatter: the event dict is
-                # the message; its keys are meta, structlog's bookkeeping is not.
-                return (
-                    *event_dict_to_line(
-                        msg,
-                        {k: v for k, v in attrs.items() if k not in _STRUCTLOG_SKIP},
-                        redact=self._builder.redact_meta,
-                    ),
-                    None,
-                )
-            try:
-                text = self.format(record)
-            except Exception as exc:
-                text = _unformattable(record, exc)
-        names = self._record_attrs
-        cache = self._meta_cache
-        if cache is not None and len(attrs) == _PLAIN_RECORD_LEN:
-            # The one record attribute alone (no extras): its meta and JSON once per value.
-            value = attrs.get(names[0])
-            if type(value) is str:
-                kept = cache.get(value)
-                if kept is not None:
-                    return text, kept[0], kept[1]
-                alone: dict[str, Any] = {names[0]: value}
-                return text, alone, self._cache_meta(alone, value)
-        meta = {k: attrs[k] for k in names if k in attrs} or None
-        if len(attrs) != _PLAIN_RECORD_LEN:
-            extras = _extras(attrs)
-            if extras:
-                meta = {**meta, **extras} if meta else extras
-        return text, meta, None
 
     def flush(self, timeout: float | None = 5.0) -> None:
         """Wait (up to ``timeout``) for queued lines to be delivered.

@@ -1,11 +1,11 @@
 """Line building: text, level, timestamp and meta -> one serialized JSON line.
 
 This runs in the application's thread. ``LineBuilder.entry`` is the one way a
-buffer entry is made: ``plain`` (one escape, one ``orjson.dumps`` of the meta,
-one bytes template built from the ``ENTRY_*`` pieces below) for the common
-line, ``encode`` for everything else. The C extension (``_speedups.c``) is
-handed the same pieces and writes the same bytes as ``plain`` for the common
-stdlib record. Everything unusual (values orjson cannot encode, cycles,
+buffer entry is made: for the common line, one escape, one ``orjson.dumps`` of
+the meta and one bytes template built from the ``ENTRY_*`` pieces below;
+``encode`` for everything else. The C extension (``_speedups.c``) is handed
+the same pieces and writes the same bytes as ``entry`` for the common stdlib
+record. Everything unusual (values orjson cannot encode, cycles,
 surrogates, huge integers, oversize lines, a raising ``__str__``) is handled
 on slower fallback paths that only run when the fast ones fail, and each bad
 value degrades alone instead of spoiling the line.
@@ -24,7 +24,7 @@ from ._buffer import SEPARATOR
 from ._config import Config
 from ._context import clean_path
 from ._limits import META_BYTES, NAME_CHARS
-from ._redact import MAX_DEPTH, Redactor, is_named_tuple, named_tuple_fields
+from ._redact import MAX_DEPTH, Redactor, has_trigger, is_named_tuple, named_tuple_fields
 
 __all__ = ["ENTRY_END", "ENTRY_HEAD", "ENTRY_META", "ENTRY_TIMESTAMP", "LineBuilder", "safe_str"]
 
@@ -181,6 +181,7 @@ class LineBuilder:
         "_redactor",
         "_redacts_meta",
         "_redacts_text",
+        "entry",
         "level_tails",
         "meta_json",
         "meta_safe_keys",
@@ -218,7 +219,9 @@ class LineBuilder:
         #: Whether text may hold something the text patterns replace (None: no
         #: patterns). Cheap with the default patterns, which leave the fast paths open.
         self.text_check: Callable[[str], bool] | None = (
-            self._redactor.may_hold_secret if self._redacts_text else None
+            (has_trigger if self._redactor.cheap_text else self._redactor.may_hold_secret)
+            if self._redacts_text
+            else None
         )
         #: For text ``text_check`` said may hold one: the redacted text.
         self.redact_triggered: Callable[[str], str] = self._redactor.text_triggered
@@ -227,11 +230,11 @@ class LineBuilder:
         simple = (not self._redacts_text or self._redactor.cheap_text) and (
             self._before_send is None
         )
-        #: Texts up to this many characters can take ``plain`` (nothing to redact
+        #: Texts up to this many characters take ``entry``'s fast path (nothing to redact
         #: in text, no hook, meta as an object, certainly under the byte cap);
         #: -1 when nothing can.
         self.plain_max_chars = self._line_limit // 4 if simple and self._index_meta else -1
-        #: Level name -> the entry's level, app and env fields, filled by ``plain``.
+        #: Level name -> the entry's level, app and env fields, filled by ``entry``.
         self.level_tails: dict[str, bytes] = {}
         #: Meta keys the redactor has found safe (a live set), or None when meta is
         #: not redacted: meta with only such keys and nothing nested skips the walk.
@@ -239,27 +242,13 @@ class LineBuilder:
             self._redactor.plain_keys if self._redacts_meta else None
         )
         self.meta_json = self._make_meta_json()
-        self.plain = self._make_plain()
+        #: The one way a buffer entry is made (see ``_make_entry``); ``plain`` is
+        #: the same function, under the name the C handle's comments use.
+        self.entry = self.plain = self._make_entry()
 
     def redact_meta(self, value: dict[Any, Any]) -> Any:
         """``value`` as meta redaction leaves it (``value`` itself when unchanged)."""
         return self._redactor.meta(value) if self._redacts_meta else value
-
-    def entry(
-        self,
-        text: str,
-        level: str,
-        timestamp: int,
-        meta: dict[str, Any] | None = None,
-        data: bytes | None = None,
-    ) -> bytes | None:
-        """A buffer entry (separator, then the line) by the fastest path that can
-        make it: ``plain`` when it can, else ``encode``; None when ``before_send``
-        dropped the line. ``data``: ``meta_json(meta)``, where the caller keeps it."""
-        if 0 < len(text) <= self.plain_max_chars:
-            return self.plain(text, level, timestamp, meta, data)
-        line = self.encode(text, level, timestamp, meta)
-        return SEPARATOR + line if line is not None else None
 
     def _make_meta_json(self) -> Callable[[dict[str, Any]], bytes]:
         """``meta_json(meta)``: meta as JSON, secrets redacted; for the fast paths.
@@ -276,32 +265,37 @@ class LineBuilder:
 
         def meta_json(meta: dict[str, Any]) -> bytes:
             data = dumps(meta)
-            if plain_keys is not None and not (
-                plain_keys.issuperset(meta)
-                and data.find(b"{", 1) < 0
-                and data.count(b"[") < MAX_DEPTH
-                and not values_may_match(data, len(meta))
-            ):
-                redacted = redact(meta)
-                if redacted is not meta:
-                    data = dumps(redacted)
+            if plain_keys is not None:
+                # (Tested as text: str searches are several times cheaper than bytes ones.)
+                text = data.decode() if plain_keys.issuperset(meta) else ""
+                if not (
+                    text
+                    and text.find("{", 1) < 0
+                    and text.count("[") < MAX_DEPTH
+                    and not values_may_match(text, len(meta))
+                ):
+                    redacted = redact(meta)
+                    if redacted is not meta:
+                        data = dumps(redacted)
             return data
 
         return meta_json
 
-    def _make_plain(
+    def _make_entry(
         self,
     ) -> Callable[[str, str, int, dict[str, Any] | None, bytes | None], bytes | None]:
-        """The fast path, as a buffer entry (comma first): ``plain(text, level, ts, meta,
-        data)``, where ``data`` is ``meta_json(meta)`` when the caller has it.
+        """``entry(text, level, timestamp, meta=None, data=None)``: a buffer entry
+        (separator, then the line), or None when ``before_send`` dropped the line;
+        ``data`` is ``meta_json(meta)`` when the caller has it.
 
-        One C-level string escape, one ``orjson.dumps`` of the meta (if any) and
-        one bytes format, with app and env baked into the template: no line
-        dict and no extra copy. The output is the JSON ``encode`` makes. For
-        texts over ``plain_max_chars``, a builder with text patterns or
-        ``before_send`` or string meta (``index_meta=False``), callers use
-        ``encode``; anything unusual here (text that is not valid UTF-8, meta
-        orjson cannot encode, an oversize line) falls back to it too.
+        The fast path, for texts of 1 to ``plain_max_chars`` characters: one
+        C-level string escape, one ``orjson.dumps`` of the meta (if any) and one
+        bytes format, with app and env baked into the template: no line dict
+        and no extra copy. The output is the JSON ``encode`` makes. Longer
+        texts, a builder with other text patterns than the default ones, with
+        ``before_send`` or string meta (``index_meta=False``), and anything
+        unusual (text that is not valid UTF-8, meta orjson cannot encode, an
+        oversize line) take ``encode``.
         """
         # The ENTRY_* pieces as one template, the level's tail (level, app, env) filled in.
         head = ENTRY_HEAD + b"%b" + ENTRY_TIMESTAMP + b"%d%b"
@@ -321,41 +315,40 @@ class LineBuilder:
         redact_text = self._redactor.text_triggered
         max_chars = self.plain_max_chars
 
-        def plain(
+        def entry(
             text: str,
             level: str,
             timestamp: int,
             meta: dict[str, Any] | None = None,
             data: bytes | None = None,
         ) -> bytes | None:
-            if check is not None and check(text):
-                redacted = redact_text(text)
-                if len(redacted) > max_chars:  # markers made it longer: encode() caps it
-                    line = encode(text, level[:_NAME_CAP], timestamp, meta)
-                    return SEPARATOR + line if line is not None else None
-                text = redacted
-            tail = levels.get(level)
-            try:
-                if tail is None:
-                    tail = b',"level":' + dumps(level[:_NAME_CAP]) + app_env
-                    if len(levels) < 64:  # level names are few; a flood of odd ones is not cached
-                        levels[level] = tail
-                if meta is None:
-                    return template % (_escape(text).encode(), timestamp, tail)
-                entry = template_meta % (
-                    _escape(text).encode(),
-                    timestamp,
-                    tail,
-                    meta_json(meta) if data is None else data,
-                )
-                if len(entry) <= limit:
-                    return entry
-            except (UnicodeEncodeError, TypeError):  # surrogates, odd meta: encode() repairs them
-                pass
+            if 0 < len(text) <= max_chars:
+                if check is not None and check(text):
+                    text = redact_text(text)
+                # (Markers can make redacted text longer: encode() caps it then.)
+                if len(text) <= max_chars:
+                    try:
+                        tail = levels.get(level)
+                        if tail is None:
+                            tail = b',"level":' + dumps(level[:_NAME_CAP]) + app_env
+                            if len(levels) < 64:  # level names are few; a flood of odd ones is not cached
+                                levels[level] = tail
+                        if meta is None:
+                            return template % (_escape(text).encode(), timestamp, tail)
+                        made = template_meta % (
+                            _escape(text).encode(),
+                            timestamp,
+                            tail,
+                            meta_json(meta) if data is None else data,
+                        )
+                        if len(made) <= limit:
+                            return made
+                    except (UnicodeEncodeError, TypeError):  # surrogates, odd meta: encode() repairs them
+                        pass
             line = encode(text, level[:_NAME_CAP], timestamp, meta)
             return SEPARATOR + line if line is not None else None
 
-        return plain
+        return entry
 
     def encode(
         self,

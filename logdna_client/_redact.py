@@ -29,6 +29,7 @@ __all__ = [
     "SECRET_LAST_WORDS",
     "SECRET_WORDS",
     "Redactor",
+    "has_trigger",
     "key_words",
 ]
 
@@ -126,8 +127,22 @@ PRESET_GROUPS: dict[str, tuple[str, ...]] = {
 # key=value), "@" (URLs), "eyJ" (JWTs), an AWS key id's prefix. Text without any skips
 # the patterns; _speedups.c has the same test (may_hold_secret), kept equal by tests.
 TRIGGER = re.compile(r"[:=@]|eyJ|A(?:KIA|SIA|BIA|CCA|GPA|IDA|ROA|IPA|NPA|NVA|PKA)")
-# The same for a flat JSON object of meta: its own ":" are counted instead.
-_JSON_TRIGGER = re.compile(rb"[=@]|eyJ|A(?:KIA|SIA|BIA|CCA|GPA|IDA|ROA|IPA|NPA|NVA|PKA)")
+_AWS_PREFIX = re.compile(r"A(?:KIA|SIA|BIA|CCA|GPA|IDA|ROA|IPA|NPA|NVA|PKA)")
+
+
+
+def has_trigger(text: str) -> bool:
+    """``TRIGGER.search(text)``, answered by substring tests first: four times
+    cheaper on a log message, where the alternation makes the regex try every
+    position (this runs on the logging call's path)."""
+    return (
+        ":" in text
+        or "=" in text
+        or "@" in text
+        or "eyJ" in text
+        or ("A" in text and _AWS_PREFIX.search(text) is not None)
+    )
+
 
 _NOT_KEYS = ("Error", "Exception", "Warning")
 # A digit doubled, its two digits summed (Luhn): 7 -> 14 -> 5.
@@ -490,17 +505,22 @@ class Redactor:
         """Whether the text patterns could change ``text`` (False means certainly not)."""
         if self._text_re is None:
             return False
-        trigger = self._trigger
-        return trigger is None or trigger.search(text) is not None
+        return self._trigger is None or has_trigger(text)
 
-    def json_may_hold_secret(self, data: bytes, keys: int) -> bool:
-        """``may_hold_secret`` for the JSON of a flat object with ``keys`` keys: its
-        own ":" (one a key) are not counted."""
+    def json_may_hold_secret(self, text: str, keys: int) -> bool:
+        """``may_hold_secret`` for the JSON text of a flat object with ``keys`` keys:
+        its own ":" (one a key) are not counted."""
         if self._text_re is None:
             return False
         if self._trigger is None:
             return True
-        return data.count(b":") != keys or _JSON_TRIGGER.search(data) is not None
+        return (
+            text.count(":") != keys
+            or "=" in text
+            or "@" in text
+            or "eyJ" in text
+            or ("A" in text and _AWS_PREFIX.search(text) is not None)
+        )
 
     def is_secret(self, key: str) -> bool:
         """Whether a meta key names a secret."""
@@ -549,8 +569,7 @@ class Redactor:
 
     def _apply(self, value: str) -> str:
         patterns = self._text_re
-        trigger = self._trigger
-        if patterns is None or (trigger is not None and trigger.search(value) is None):
+        if patterns is None or (self._trigger is not None and not has_trigger(value)):
             return value
         return patterns.sub(MARKER, value)
 
