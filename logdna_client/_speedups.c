@@ -127,9 +127,90 @@ attr_is(PyObject *obj, PyObject *name, PyObject *expected)
     return ok;
 }
 
-/* The record's text as the default formatter makes it, or NULL (maybe an error). */
+/* Whether a character of ASCII text stands as itself in a JSON string. */
+#define JSON_PLAIN(c) ((unsigned char)(c) >= 0x20 && (c) != '"' && (c) != '\\')
+
+/* ``value`` in decimal at ``out`` (at least 20 bytes); returns the length. */
+static int
+write_int(long long value, char *out)
+{
+    char tmp[24];
+    int n = 0, len = 0;
+    unsigned long long v = value < 0 ? 0ULL - (unsigned long long)value : (unsigned long long)value;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    if (value < 0) {
+        out[len++] = '-';
+    }
+    while (n) {
+        out[len++] = tmp[--n];
+    }
+    return len;
+}
+
+/* ``msg % args`` (``args`` a tuple, or NULL: ``msg`` as it is) written at ``out`` (``room`` bytes), for
+ * the commonest message: ASCII, each conversion a bare %s, %d or %i of an exact
+ * int, or %s of an ASCII str, and nothing that JSON escapes. The same characters
+ * PyUnicode_Format makes, without making a str; the length, or -1 (no error set)
+ * for any other message, which is formatted the general way. */
+static Py_ssize_t
+format_direct(PyObject *msg, PyObject *args, char *out, Py_ssize_t room)
+{
+    const char *m = (const char *)PyUnicode_DATA(msg), *piece;
+    Py_ssize_t n = PyUnicode_GET_LENGTH(msg), nargs = args ? PyTuple_GET_SIZE(args) : 0;
+    Py_ssize_t k = 0, len = 0;
+    Py_ssize_t i, j, size;
+    if (!PyUnicode_IS_ASCII(msg)) {
+        return -1;
+    }
+    for (i = 0; i < n; i++) {
+        char c = m[i];
+        if (c != '%' || nargs == 0) {  /* no args: msg as it is, "%" and all */
+            if (!JSON_PLAIN(c) || len >= room) {
+                return -1;
+            }
+            out[len++] = c;
+            continue;
+        }
+        c = ++i < n ? m[i] : 0;
+        PyObject *arg = c == '%' || k >= nargs ? NULL : PyTuple_GET_ITEM(args, k++);
+        if (c == '%' && len < room) {
+            out[len++] = '%';
+        }
+        else if (arg != NULL && PyLong_CheckExact(arg) && (c == 's' || c == 'd' || c == 'i')) {
+            int overflow;
+            long long v = PyLong_AsLongLongAndOverflow(arg, &overflow);
+            if (overflow || (v == -1 && PyErr_Occurred()) || len + 20 > room) {
+                PyErr_Clear();
+                return -1;
+            }
+            len += write_int(v, out + len);
+        }
+        else if (arg != NULL && PyUnicode_CheckExact(arg) && c == 's' && PyUnicode_IS_ASCII(arg)) {
+            piece = (const char *)PyUnicode_DATA(arg);
+            size = PyUnicode_GET_LENGTH(arg);
+            for (j = 0; j < size && JSON_PLAIN(piece[j]); j++) {
+            }
+            if (j < size || len + size > room) {
+                return -1;
+            }
+            memcpy(out + len, piece, size);
+            len += size;
+        }
+        else {
+            return -1;
+        }
+    }
+    return k == nargs ? len : -1;  /* arguments left over: formatting raises (Python reports it) */
+}
+
+/* The record's text as the default formatter makes it: a new str, or Py_None when
+ * format_direct wrote it at ``buf`` (its length at ``*n``); NULL (maybe an error)
+ * to leave the record to Python. */
 static PyObject *
-text_of(Handle *self, PyObject *attrs)
+text_of(Handle *self, PyObject *attrs, char *buf, Py_ssize_t room, Py_ssize_t *n)
 {
     PyObject *msg, *args, *text;
     /* The handler's own filters (none) and formatter, and the stdlib's getMessage;
@@ -144,14 +225,15 @@ text_of(Handle *self, PyObject *attrs)
     }
     msg = PyDict_GetItemWithError(attrs, s_msg);
     args = PyDict_GetItemWithError(attrs, s_args);
-    if (msg == NULL || args == NULL || !PyUnicode_CheckExact(msg)) {
+    if (msg == NULL || args == NULL || !PyUnicode_CheckExact(msg) ||
+        !(args == Py_None || PyTuple_CheckExact(args))) {
         return NULL;
     }
-    if (args == Py_None || (PyTuple_CheckExact(args) && PyTuple_GET_SIZE(args) == 0)) {
+    if ((*n = format_direct(msg, args == Py_None ? NULL : args, buf, room)) >= 0) {
+        return Py_NewRef(Py_None);
+    }
+    if (args == Py_None || PyTuple_GET_SIZE(args) == 0) {
         return Py_NewRef(msg);  /* msg % args if args else msg */
-    }
-    if (!PyTuple_CheckExact(args)) {
-        return NULL;
     }
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(args); i++) {
         if (!is_scalar(PyTuple_GET_ITEM(args, i))) {
@@ -231,17 +313,15 @@ key_known_plain(Handle *self, int kind, const void *data, Py_ssize_t at)
     return known == Py_False;
 }
 
-/* Whether the default credential patterns could change ``text`` (an exact str),
- * as LineBuilder.text_check answers: 1 yes (or maybe: the Python redactor
- * decides), 0 certainly not (or no text patterns run), -1 error. A '@', "eyJ" or
- * an AWS key id's prefix means maybe; each ':' or '=' means maybe unless the
- * key before it is one the redactor has found plain. */
+/* Whether the default credential patterns could change the text at ``data`` (``n``
+ * characters of PyUnicode ``kind``), as LineBuilder.text_check answers: 1 yes (or
+ * maybe: the Python redactor decides), 0 certainly not (or no text patterns run),
+ * -1 error. A '@', "eyJ" or an AWS key id's prefix means maybe; each ':' or '='
+ * means maybe unless the key before it is one the redactor has found plain. */
 static int
-needs_redaction(Handle *self, PyObject *text)
+needs_redaction(Handle *self, int kind, const void *data, Py_ssize_t n)
 {
-    int kind = PyUnicode_KIND(text);
-    const void *data = PyUnicode_DATA(text);
-    Py_ssize_t i, k, n = PyUnicode_GET_LENGTH(text);
+    Py_ssize_t i, k;
     if (self->redact_text == Py_None) {
         return 0;
     }
@@ -281,7 +361,9 @@ add_meta(Handle *self, PyObject *meta, PyObject *key, PyObject *value)
     if (!is_scalar(value) ||
         (self->safe_keys != Py_None && PySet_Contains(self->safe_keys, key) != 1) ||
         /* A string the text patterns may change: the redaction walk does it. */
-        (PyUnicode_CheckExact(value) && needs_redaction(self, value) != 0)) {
+        (PyUnicode_CheckExact(value) &&
+         needs_redaction(self, PyUnicode_KIND(value), PyUnicode_DATA(value),
+                         PyUnicode_GET_LENGTH(value)) != 0)) {
         return -1;
     }
     return PyDict_SetItem(meta, key, value);
@@ -335,75 +417,43 @@ done:
     return json;
 }
 
-/* ``value`` in decimal at ``out`` (at least 20 bytes); returns the length. */
-static int
-write_int(long long value, char *out)
-{
-    char tmp[24];
-    int n = 0, len = 0;
-    unsigned long long v = value < 0 ? 0ULL - (unsigned long long)value : (unsigned long long)value;
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    if (value < 0) {
-        out[len++] = '-';
-    }
-    while (n) {
-        out[len++] = tmp[--n];
-    }
-    return len;
-}
-
 #define SIZE(b) PyBytes_GET_SIZE(b)
 #define PUT(data, n) (memcpy(out, (data), (n)), out += (n))
 #define PUT_BYTES(b) PUT(PyBytes_AS_STRING(b), SIZE(b))
 
-/* ENTRY_HEAD text ENTRY_TIMESTAMP ms level-tail [ENTRY_META meta] ENTRY_END, the text
- * as JSON; NULL (maybe an error) where plain() would not make it. */
+/* ENTRY_HEAD text ENTRY_TIMESTAMP ms level-tail [ENTRY_META meta] ENTRY_END: the
+ * text's JSON at ``data`` (``n`` bytes; ``quoted``: with its quotes already, else
+ * it needs no escape); NULL (maybe an error) where LineBuilder.entry would not make it. */
 static PyObject *
-entry_of(Handle *self, PyObject *text, PyObject *level, double created, PyObject *meta)
+entry_of(Handle *self, const char *data, Py_ssize_t n, int quoted, PyObject *level,
+         double created, PyObject *meta)
 {
-    PyObject *escaped = NULL, *entry = NULL, *tail;
-    const char *data = (const char *)PyUnicode_DATA(text);
-    Py_ssize_t n = PyUnicode_GET_LENGTH(text), i = 0, total;
+    PyObject *entry = NULL, *tail;
+    Py_ssize_t total;
     char digits[24], *out;
     double millis = created * 1000.0;
-    /* entry(): texts of 1..plain_max_chars characters take plain(); int(created * 1000)
-       where that fits (NaN and infinities go to Python). */
-    if (n == 0 || n > self->max_chars || !(millis > -9.2e18 && millis < 9.2e18)) {
+    /* int(created * 1000) where that fits (NaN and infinities go to Python). */
+    if (!(millis > -9.2e18 && millis < 9.2e18)) {
         return NULL;
     }
     tail = Py_XNewRef(PyDict_GetItemWithError(self->level_tails, level));
     if (tail == NULL || !PyBytes_CheckExact(tail)) {
-        goto done;  /* plain() makes and keeps it */
-    }
-    while (PyUnicode_IS_ASCII(text) && i < n && (unsigned char)data[i] >= 0x20 &&
-           data[i] != '"' && data[i] != '\\') {
-        i++;
-    }
-    if (i < n) {
-        /* _escape(text).encode(), quotes included; a lone surrogate fails here. */
-        escaped = PyObject_CallOneArg(self->escape, text);
-        if (escaped == NULL || !PyUnicode_CheckExact(escaped) ||
-            (data = PyUnicode_AsUTF8AndSize(escaped, &n)) == NULL) {
-            goto done;
-        }
+        goto done;  /* entry() makes and keeps it */
     }
     int n_digits = write_int((long long)millis, digits);
-    total = SIZE(self->head) + n + (escaped ? 0 : 2) + SIZE(self->timestamp_key) + n_digits +
+    total = SIZE(self->head) + n + (quoted ? 0 : 2) + SIZE(self->timestamp_key) + n_digits +
             SIZE(tail) + (meta ? SIZE(self->meta_key) + SIZE(meta) : 0) + SIZE(self->end);
-    /* plain() leaves longer lines with meta to encode(), which cuts them. */
+    /* entry() leaves longer lines with meta to encode(), which cuts them. */
     if (total > self->max_entry || (entry = PyBytes_FromStringAndSize(NULL, total)) == NULL) {
         goto done;
     }
     out = PyBytes_AS_STRING(entry);
     PUT_BYTES(self->head);
-    if (escaped == NULL) {
+    if (!quoted) {
         *out++ = '"';
     }
     PUT(data, n);
-    if (escaped == NULL) {
+    if (!quoted) {
         *out++ = '"';
     }
     PUT_BYTES(self->timestamp_key);
@@ -415,16 +465,22 @@ entry_of(Handle *self, PyObject *text, PyObject *level, double created, PyObject
     }
     PUT_BYTES(self->end);
 done:
-    Py_XDECREF(escaped);
     Py_XDECREF(tail);
     return entry;
 }
+
+/* Room for the text format_direct writes; longer ones are formatted the general way. */
+#define DIRECT_ROOM 1024
 
 /* The common record's entry, or NULL (maybe an error): Python builds that one. */
 static PyObject *
 build(Handle *self, PyObject *record)
 {
-    PyObject *attrs, *text = NULL, *meta = NULL, *entry = NULL, *context = NULL, *v;
+    PyObject *attrs, *text = NULL, *meta = NULL, *entry = NULL, *context = NULL, *escaped = NULL;
+    PyObject *level, *created;
+    char direct[DIRECT_ROOM];
+    const char *data = direct;
+    Py_ssize_t n, i = 0;
     int ok;
     if (Py_TYPE(record) != (PyTypeObject *)self->record_type ||
         Py_TYPE(record)->tp_getattro != PyObject_GenericGetAttr) {
@@ -442,27 +498,55 @@ build(Handle *self, PyObject *record)
     /* Meta first: it allocates (which may run a finalizer), and the values read
        from attrs below are borrowed. */
     meta = meta_json(self, attrs);
-    if (meta == NULL || (text = text_of(self, attrs)) == NULL) {
+    if (meta == NULL || (text = text_of(self, attrs, direct, DIRECT_ROOM, &n)) == NULL) {
         goto done;
     }
-    if ((ok = needs_redaction(self, text)) != 0) {
-        /* LineBuilder.plain's first step: text that may hold a credential, redacted. */
-        PyObject *redacted = ok < 0 ? NULL : PyObject_CallOneArg(self->redact_text, text);
+    /* entry()'s first step: text that may hold a credential, redacted. */
+    ok = text == Py_None ? needs_redaction(self, PyUnicode_1BYTE_KIND, direct, n)
+                         : needs_redaction(self, PyUnicode_KIND(text), PyUnicode_DATA(text),
+                                           PyUnicode_GET_LENGTH(text));
+    if (ok > 0 && text == Py_None) {
+        Py_SETREF(text, PyUnicode_FromStringAndSize(direct, n));  /* the redactor takes a str */
+    }
+    if (ok < 0 || text == NULL) {
+        goto done;
+    }
+    if (ok > 0) {
+        PyObject *redacted = PyObject_CallOneArg(self->redact_text, text);
         if (redacted == NULL || !PyUnicode_CheckExact(redacted)) {
             Py_XDECREF(redacted);
             goto done;  /* an error, or something odd: the Python path decides */
         }
         Py_SETREF(text, redacted);
     }
-    v = PyDict_GetItemWithError(attrs, s_levelname);
-    PyObject *created = PyDict_GetItemWithError(attrs, s_created);
-    if (v != NULL && PyUnicode_CheckExact(v) && created != NULL && PyFloat_CheckExact(created)) {
-        entry = entry_of(self, text, v, PyFloat_AS_DOUBLE(created), meta == Py_None ? NULL : meta);
+    if (text != Py_None) {
+        data = (const char *)PyUnicode_DATA(text);
+        n = PyUnicode_GET_LENGTH(text);
+        while (PyUnicode_IS_ASCII(text) && i < n && JSON_PLAIN(data[i])) {
+            i++;
+        }
+        if (n > 0 && n <= self->max_chars && i < n) {
+            /* _escape(text).encode(), quotes included; a lone surrogate fails here. */
+            escaped = PyObject_CallOneArg(self->escape, text);
+            if (escaped == NULL || !PyUnicode_CheckExact(escaped) ||
+                (data = PyUnicode_AsUTF8AndSize(escaped, &n)) == NULL) {
+                goto done;
+            }
+        }
+    }
+    level = PyDict_GetItemWithError(attrs, s_levelname);
+    created = PyDict_GetItemWithError(attrs, s_created);
+    /* entry(): texts of 1..plain_max_chars characters take its fast path. */
+    if (level != NULL && PyUnicode_CheckExact(level) && created != NULL &&
+        PyFloat_CheckExact(created) && (escaped != NULL || (n > 0 && n <= self->max_chars))) {
+        entry = entry_of(self, data, n, escaped != NULL, level, PyFloat_AS_DOUBLE(created),
+                         meta == Py_None ? NULL : meta);
     }
 done:
     Py_XDECREF(attrs);
     Py_XDECREF(context);
     Py_XDECREF(text);
+    Py_XDECREF(escaped);
     Py_XDECREF(meta);
     return entry;
 }

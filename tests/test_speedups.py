@@ -136,6 +136,16 @@ class TestSameBytes:
             ("none used", ("extra",)),
             ("trailing %", ()),
             ("%s", ("",)),
+            ("no args, %d and %% kept", None),
+            ("%s%%", ("a",)),
+            ("%d %s", (True, False)),
+            ("%s and %d", (2**63, -(2**63) - 1)),
+            ("password=%s user=%s", ("hunter2", "bob")),
+            ("token: %s", ("abc",)),
+            ("%s", ("x" * 1500,)),
+            ("x" * 1500 + " %d", (1,)),
+            ("%d", ("not a number",)),
+            ("%s", ("ctl \x01",)),
         ],
     )
     def test_messages(self, pair: tuple[LogDNAHandler, LogDNAHandler], msg: str, args: Any) -> None:
@@ -509,7 +519,7 @@ class TestSameBytes:
         max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
     )
     @given(
-        msg=st.text(alphabet=st.sampled_from(list('ab %sdir"\\\né')), max_size=30),
+        msg=st.text(alphabet=st.sampled_from(list('ab %sdir"\\\né:=@')), max_size=30),
         args=st.lists(SCALARS, max_size=4),
     )
     def test_any_message_and_args(
