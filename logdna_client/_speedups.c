@@ -353,33 +353,105 @@ needs_redaction(Handle *self, int kind, const void *data, Py_ssize_t n)
     return 0;
 }
 
-/* meta[key] = value for a scalar value under a key the redactor found safe (with
- * only such items, meta_json needs no redaction walk): 0, else -1 (Python decides). */
+/* Room for the meta meta_json writes; more goes to Python. */
+#define META_ROOM 4096
+
+/* ``value`` (a key or a scalar) as orjson.dumps writes it, appended at ``*out`` (up
+ * to ``end``): ints that fit 64 bits, booleans, None and ASCII strs needing no
+ * escape directly, other strs and floats through ``dumps``. 0, or -1 (maybe an
+ * error): not a scalar, or no room; Python decides. */
 static int
-add_meta(Handle *self, PyObject *meta, PyObject *key, PyObject *value)
+put_json(Handle *self, PyObject *value, char **out, const char *end)
 {
-    if (!is_scalar(value) ||
-        (self->safe_keys != Py_None && PySet_Contains(self->safe_keys, key) != 1) ||
+    char *o = *out;
+    Py_ssize_t n = 0, j = 0;
+    if (PyUnicode_CheckExact(value) && PyUnicode_IS_ASCII(value)) {
+        const char *d = (const char *)PyUnicode_DATA(value);
+        n = PyUnicode_GET_LENGTH(value);
+        while (j < n && JSON_PLAIN(d[j])) {
+            j++;
+        }
+        if (j == n && end - o >= n + 2) {
+            *o++ = '"';
+            memcpy(o, d, n);
+            o[n] = '"';
+            *out = o + n + 1;
+            return 0;
+        }
+    }
+    else if (PyLong_CheckExact(value)) {
+        int overflow;
+        long long v = PyLong_AsLongLongAndOverflow(value, &overflow);
+        if (!overflow && !(v == -1 && PyErr_Occurred()) && end - o >= 20) {
+            *out = o + write_int(v, o);
+            return 0;
+        }
+        PyErr_Clear();  /* beyond 64 bits: orjson takes up to 2**64 - 1 */
+    }
+    else if (value == Py_True || value == Py_False || value == Py_None) {
+        const char *word = value == Py_True ? "true" : value == Py_False ? "false" : "null";
+        n = (Py_ssize_t)strlen(word);
+        if (end - o < n) {
+            return -1;
+        }
+        memcpy(o, word, n);
+        *out = o + n;
+        return 0;
+    }
+    else if (!PyFloat_CheckExact(value) && !PyUnicode_CheckExact(value)) {
+        return -1;
+    }
+    Py_INCREF(value);  /* borrowed from the record, and dumps allocates (a finalizer may run) */
+    PyObject *json = PyObject_CallOneArg(self->dumps, value);
+    Py_DECREF(value);
+    if (json == NULL || !PyBytes_CheckExact(json) || end - o < PyBytes_GET_SIZE(json)) {
+        Py_XDECREF(json);
+        return -1;
+    }
+    memcpy(o, PyBytes_AS_STRING(json), PyBytes_GET_SIZE(json));
+    *out = o + PyBytes_GET_SIZE(json);
+    Py_DECREF(json);
+    return 0;
+}
+
+/* ``"key":value``, after a comma unless it is the first, for a scalar value under a
+ * key the redactor found safe (with only such items, meta_json needs no redaction
+ * walk): 0, else -1 (Python decides). */
+static int
+add_meta(Handle *self, PyObject *key, PyObject *value, char **out, const char *end, int first)
+{
+    if ((self->safe_keys != Py_None && PySet_Contains(self->safe_keys, key) != 1) ||
         /* A string the text patterns may change: the redaction walk does it. */
         (PyUnicode_CheckExact(value) &&
          needs_redaction(self, PyUnicode_KIND(value), PyUnicode_DATA(value),
-                         PyUnicode_GET_LENGTH(value)) != 0)) {
+                         PyUnicode_GET_LENGTH(value)) != 0) ||
+        end - *out < 2) {
         return -1;
     }
-    return PyDict_SetItem(meta, key, value);
+    if (!first) {
+        *(*out)++ = ',';
+    }
+    if (put_json(self, key, out, end - 1) != 0) {
+        return -1;
+    }
+    *(*out)++ = ':';
+    return put_json(self, value, out, end);
 }
 
-/* The record's meta as JSON (LineBuilder.meta_json of _parts's meta); Py_None for
- * no meta; NULL (maybe an error) to leave the record to Python. */
+/* The record's meta as JSON: LineBuilder.meta_json of _queue_record's meta, written
+ * as orjson writes the dict; Py_None for no meta; NULL (maybe an error) to leave the
+ * record to Python. */
 static PyObject *
 meta_json(Handle *self, PyObject *attrs)
 {
     Py_ssize_t size = PyDict_GET_SIZE(attrs), pos = 0, i;
-    PyObject *meta, *key, *value, *json = NULL;
-    int found;
+    PyObject *key, *value, *json = NULL;
+    char buf[META_ROOM], *out = buf + 1;
+    const char *end = buf + META_ROOM - 1;  /* room kept for the "}" */
+    int count = 0, found;
     if (size == self->plain_len && PyDict_CheckExact(self->meta_cache) &&
         PyTuple_GET_SIZE(self->record_attrs) == 1) {
-        /* The one record attribute alone: its (meta, JSON) as _parts keeps them. */
+        /* The one record attribute alone: its (meta, JSON) as _queue_record keeps them. */
         value = PyDict_GetItemWithError(attrs, PyTuple_GET_ITEM(self->record_attrs, 0));
         json = value != NULL && PyUnicode_CheckExact(value)
                    ? PyDict_GetItemWithError(self->meta_cache, value) : NULL;
@@ -387,14 +459,15 @@ meta_json(Handle *self, PyObject *attrs)
                    ? PyTuple_GET_ITEM(json, 1) : NULL;
         return json != NULL && PyBytes_CheckExact(json) ? Py_NewRef(json) : NULL;
     }
-    if (size < self->plain_len || (meta = PyDict_New()) == NULL) {
+    if (size < self->plain_len) {
         return NULL;
     }
     for (i = 0; i < PyTuple_GET_SIZE(self->record_attrs); i++) {
         key = PyTuple_GET_ITEM(self->record_attrs, i);
         value = PyDict_GetItemWithError(attrs, key);
-        if (value == NULL ? PyErr_Occurred() != NULL : add_meta(self, meta, key, value) != 0) {
-            goto done;
+        if (value == NULL ? PyErr_Occurred() != NULL
+                          : add_meta(self, key, value, &out, end, count++ == 0) != 0) {
+            return NULL;
         }
     }
     /* Extras: what follows the attributes LogRecord.__init__ sets (_extras). One of
@@ -404,17 +477,16 @@ meta_json(Handle *self, PyObject *attrs)
         if (i >= self->plain_len &&
             (!PyUnicode_CheckExact(key) || PySet_Contains(self->init_attrs, key) != 0 ||
              ((found = PySet_Contains(self->standard_attrs, key)) == 0
-                  ? add_meta(self, meta, key, value) != 0 : found < 0))) {
-            goto done;
+                  ? add_meta(self, key, value, &out, end, count++ == 0) != 0 : found < 0))) {
+            return NULL;
         }
     }
-    json = PyDict_GET_SIZE(meta) == 0 ? Py_NewRef(Py_None) : PyObject_CallOneArg(self->dumps, meta);
-    if (json != NULL && json != Py_None && !PyBytes_CheckExact(json)) {
-        Py_CLEAR(json);
+    if (count == 0) {
+        return Py_NewRef(Py_None);
     }
-done:
-    Py_DECREF(meta);
-    return json;
+    buf[0] = '{';
+    *out++ = '}';
+    return PyBytes_FromStringAndSize(buf, out - buf);
 }
 
 #define SIZE(b) PyBytes_GET_SIZE(b)
