@@ -381,7 +381,8 @@ class LogDNAHandler(logging.Handler):
             level = safe_str(level)
         created = record.created
         # _millis, without the call for the usual float (NaN and infinities fail the test).
-        ms = int(created * 1000) if type(created) is float and -1e15 < created < 1e15 else _millis(created)
+        usual = type(created) is float and -1e15 < created < 1e15
+        ms = int(created * 1000) if usual else _millis(created)
         entry = self._entry(text, level, ms, meta, data)
         if entry is not None:
             self._client.put_entry(entry)

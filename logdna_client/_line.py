@@ -16,7 +16,7 @@ from __future__ import annotations
 import json.encoder
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -29,6 +29,20 @@ from ._redact import MAX_DEPTH, Redactor, has_trigger, is_named_tuple, named_tup
 __all__ = ["ENTRY_END", "ENTRY_HEAD", "ENTRY_META", "ENTRY_TIMESTAMP", "LineBuilder", "safe_str"]
 
 _log = logging.getLogger("logdna_client")
+
+
+class EntryMaker(Protocol):
+    """The type of ``LineBuilder.entry``."""
+
+    def __call__(
+        self,
+        text: str,
+        level: str,
+        timestamp: int,
+        meta: dict[str, Any] | None = None,
+        data: bytes | None = None,
+    ) -> bytes | None: ...
+
 
 # JSON string escaping in C (the stdlib's json accelerator), with its pure
 # Python twin where the accelerator is missing.
@@ -281,9 +295,7 @@ class LineBuilder:
 
         return meta_json
 
-    def _make_entry(
-        self,
-    ) -> Callable[[str, str, int, dict[str, Any] | None, bytes | None], bytes | None]:
+    def _make_entry(self) -> EntryMaker:
         """``entry(text, level, timestamp, meta=None, data=None)``: a buffer entry
         (separator, then the line), or None when ``before_send`` dropped the line;
         ``data`` is ``meta_json(meta)`` when the caller has it.
@@ -331,7 +343,8 @@ class LineBuilder:
                         tail = levels.get(level)
                         if tail is None:
                             tail = b',"level":' + dumps(level[:_NAME_CAP]) + app_env
-                            if len(levels) < 64:  # level names are few; a flood of odd ones is not cached
+                            # Level names are few; a flood of odd ones is not cached.
+                            if len(levels) < 64:
                                 levels[level] = tail
                         if meta is None:
                             return template % (_escape(text).encode(), timestamp, tail)
@@ -343,8 +356,8 @@ class LineBuilder:
                         )
                         if len(made) <= limit:
                             return made
-                    except (UnicodeEncodeError, TypeError):  # surrogates, odd meta: encode() repairs them
-                        pass
+                    except (UnicodeEncodeError, TypeError):
+                        pass  # surrogates, odd meta: encode() repairs them
             line = encode(text, level[:_NAME_CAP], timestamp, meta)
             return SEPARATOR + line if line is not None else None
 

@@ -130,7 +130,6 @@ TRIGGER = re.compile(r"[:=@]|eyJ|A(?:KIA|SIA|BIA|CCA|GPA|IDA|ROA|IPA|NPA|NVA|PKA
 _AWS_PREFIX = re.compile(r"A(?:KIA|SIA|BIA|CCA|GPA|IDA|ROA|IPA|NPA|NVA|PKA)")
 
 
-
 def has_trigger(text: str) -> bool:
     """``TRIGGER.search(text)``, answered by substring tests first: four times
     cheaper on a log message, where the alternation makes the regex try every

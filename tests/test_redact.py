@@ -28,6 +28,7 @@ from logdna_client._redact import (
     PHI_PRESETS,
     TRIGGER,
     Redactor,
+    has_trigger,
     key_words,
 )
 from logdna_client._transport import Kind, Outcome
@@ -285,6 +286,18 @@ class TestTextPatterns:
         for name, example in zip(CREDENTIAL_PATTERNS, examples, strict=True):
             assert re.search(CREDENTIAL_PATTERNS[name], example), name
             assert TRIGGER.search(example), name
+
+    @settings(max_examples=500, deadline=None)
+    @given(st.text(alphabet=st.sampled_from(list('ab:=@eyJAKISPNV x{}"é')), max_size=40))
+    def test_substring_tests_agree_with_the_trigger(self, text: str) -> None:
+        """The cheap test the fast paths run answers as TRIGGER does, on text and on a
+        flat JSON object's text (whose own ":" do not count)."""
+        assert has_trigger(text) == (TRIGGER.search(text) is not None)
+        redactor = Redactor(max_chars=100)
+        json_text = orjson.dumps({"k": text}).decode()
+        assert redactor.json_may_hold_secret(json_text, 1) == (TRIGGER.search(text) is not None), (
+            json_text
+        )
 
 
 class TestStdlibPaths:
