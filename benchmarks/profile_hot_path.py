@@ -142,7 +142,7 @@ def hot_path(report: list[tuple[str, float]]) -> None:
     env["get_ident"] = threading.get_ident
     env["SENDER"] = handler_mod.SENDER_THREADS
     env["BUSY"] = handler_mod.BUSY_THREADS
-    env["plain"] = client._builder.plain
+    env["plain"] = client._builder.entry
     env["extras"] = handler_mod._extras
     env["meta5"] = {"user_id": 42, "path": "/api/v1/items", "method": "GET", "status": 200,
                     "bytes": 5120}  # fmt: skip
@@ -156,11 +156,12 @@ def hot_path(report: list[tuple[str, float]]) -> None:
           "sender-thread and re-entry checks")  # fmt: skip
     timed("h._skip_names.get(record.name)", "own-logger check (a cached answer)")
     timed("BUSY.add(1); BUSY.discard(1)", "re-entry guard add + discard")
-    timed("h._parts(record)", "LogDNAHandler._parts: text, meta (logger name, kept) and its JSON")
+    timed("h._queue_record(record)",
+          "LogDNAHandler._queue_record: text, meta, entry and the put")  # fmt: skip
     timed("record.msg % record.args", "  of which: the message's % formatting")
     timed("plain('request 42 served in 7 ms', 'INFO', 1732280000123, name_meta, name_json)",
-          "LineBuilder.plain with the logger name's JSON kept")  # fmt: skip
-    timed("put_entry(entry)", "Buffer.put_entry: the lock-free put")
+          "  of which: LineBuilder.entry with the logger name's JSON kept")  # fmt: skip
+    timed("put_entry(entry)", "  of which: Buffer.put_entry, the lock-free put")
 
     print("\npieces for a record with 5 extra= fields:")
     timed("extras(extra_record.__dict__)", "extras read from the record's tail")
@@ -168,7 +169,7 @@ def hot_path(report: list[tuple[str, float]]) -> None:
     timed("meta_json(meta5)",
           "LineBuilder.meta_json instead: dumps, keys known, nothing nested")  # fmt: skip
     timed("plain('request 42 served in 7 ms', 'INFO', 1732280000123, meta5)",
-          "LineBuilder.plain with meta (that check + template)")  # fmt: skip
+          "LineBuilder.entry with meta (that check + template)")  # fmt: skip
     timed("encode('request 42 served in 7 ms', 'INFO', 1732280000123, meta5)",
           "LineBuilder.encode with meta (the general path, for comparison)")  # fmt: skip
 
