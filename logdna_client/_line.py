@@ -200,7 +200,6 @@ class LineBuilder:
         "meta_json",
         "meta_safe_keys",
         "on_filtered",
-        "plain",
         "plain_max_chars",
         "redact_triggered",
         "report",
@@ -256,9 +255,8 @@ class LineBuilder:
             self._redactor.plain_keys if self._redacts_meta else None
         )
         self.meta_json = self._make_meta_json()
-        #: The one way a buffer entry is made (see ``_make_entry``); ``plain`` is
-        #: the same function, under the name the C handle's comments use.
-        self.entry = self.plain = self._make_entry()
+        #: The one way a buffer entry is made (see ``_make_entry``).
+        self.entry = self._make_entry()
 
     def redact_meta(self, value: dict[Any, Any]) -> Any:
         """``value`` as meta redaction leaves it (``value`` itself when unchanged)."""

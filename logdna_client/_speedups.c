@@ -4,12 +4,15 @@
  * A leaf: it reads the record through the public C API (its __dict__, as
  * PyObject_GenericGetDict gives it), uses only objects the handler hands it
  * when it is built, and builds the entry bytes for the common record, which
- * is most of what the Python path costs in bytecode. Each job mirrors exactly
- * one Python function, named where it is done:
+ * is most of what the Python path costs in bytecode: the commonest messages
+ * (%s and %d of ints and plain strs) and flat scalar meta are written straight
+ * into bytes, as PyUnicode_Format and orjson would write them, with no str or
+ * dict made on the way. Each job mirrors exactly one Python function, named
+ * where it is done:
  *
  *   which records qualify, their text and meta: LogDNAHandler._deliver and
- *     LogDNAHandler._parts (and _line.LineBuilder.meta_json for meta);
- *   the entry's bytes: _line.LineBuilder.plain;
+ *     LogDNAHandler._queue_record (and _line.LineBuilder.meta_json for meta);
+ *   the entry's bytes: _line.LineBuilder.entry;
  *   queueing it: _buffer.Buffer.put_entry.
  *
  * Every other record, and any record for which something here fails, goes to
@@ -70,7 +73,7 @@ typedef struct {
     X(escape) X(level_tails) X(head) X(timestamp_key) X(meta_key) X(end) X(append)          \
     X(append_of) X(redact_text) X(secret_cache)
 
-/* -- which records qualify: LogDNAHandler._deliver, _parts --------------------- */
+/* -- which records qualify: LogDNAHandler._deliver, _queue_record -------------- */
 
 /* Builtin types whose %-formatting and JSON run no user code. */
 static int

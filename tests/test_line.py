@@ -238,7 +238,7 @@ class TestProperties:
         expected = b.encode(text, "INFO", 1_700_000_000_000, meta)
         assert expected is not None
         for _ in range(3):
-            assert b"," + expected == b.plain(text, "INFO", 1_700_000_000_000, meta)
+            assert b"," + expected == b.entry(text, "INFO", 1_700_000_000_000, meta)
 
     @pytest.mark.parametrize("depth", [31, 32, 33, 200])
     def test_plain_cuts_deep_lists_as_encode_does(self, depth: int) -> None:
@@ -252,7 +252,7 @@ class TestProperties:
         expected = b.encode("x", "INFO", 1_700_000_000_000, meta)
         assert expected is not None
         for _ in range(3):
-            assert b"," + expected == b.plain("x", "INFO", 1_700_000_000_000, meta)
+            assert b"," + expected == b.entry("x", "INFO", 1_700_000_000_000, meta)
 
     @given(st.text(), st.integers(min_value=64, max_value=500))
     def test_cap_text_respects_byte_limit(self, text: str, limit: int) -> None:

@@ -457,7 +457,7 @@ class TestFastPath:
                 assert line is not None
                 entries.append(b"," + line)
                 if builder.plain_max_chars > 0 and text:
-                    plain = builder.plain(text, level, 1732280000000 + i, meta)
+                    plain = builder.entry(text, level, 1732280000000 + i, meta)
                     assert plain is not None
                     entries.append(plain)
         fast, general = self.both(entries)
