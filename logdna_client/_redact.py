@@ -176,35 +176,56 @@ def key_words(key: str) -> list[str]:
 _SEPARATOR_KEY_REVERSED = re.compile(r"[:=](?!\d\d)[ \t]{0,3}([\"']?)([A-Za-z0-9_.-]{1,64})")
 _LOCAL_PART_REVERSED = re.compile(r"[A-Za-z0-9._%+-]{1,64}")
 
-# card, us_ssn and phone_plain all start with a digit: where more than one is on,
-# they run as one regex (one scan over the digits instead of one each), branches
-# named after them. Same rules as their PHI_PRESETS forms.
+# card, us_ssn and phone_plain all start with a digit: whichever of them are on run
+# as one regex (one scan over the digits instead of one each), branches named after
+# them. Same rules as their PHI_PRESETS forms. This form is for text with digits
+# other than 0-9 ("٣"); other text takes _ZERO_BRANCHES.
 _DIGIT_BRANCHES: dict[str, str] = {
     "card": r"(?<!,\d)(?P<card>(?:\d{12,18}|\d{3}(?P<s>[ .-])\d{4}(?P=s)\d{4}(?P=s)\d{1,7}"
     r"|\d{3}(?P<t>[ .-])\d{6}(?P=t)\d{4,5})(?!\d))",
     "us_ssn": r"(?P<us_ssn>\d\d(?P<u>[- .])\d\d(?P=u)\d{4}(?![\d-]))",
     "phone_plain": r"(?<![\w+]\d)(?P<phone_plain>\d\d[ .-]\d{3}[ .-]\d{4}(?![\w-]))",
 }
+# The same branches for the text with every digit written "0" (_ZEROS), after the
+# three digits each of them starts with: the regex then starts with the literal
+# "000", which the engine finds without trying each digit in turn ("4 4 4 ..."
+# has none). Every class here answers for a "0" as the original does for any
+# digit, and all else in the text is unchanged: the matches are the same.
+_ZERO_BRANCHES: dict[str, str] = {
+    "card": r"(?<!,000)(?P<card>0{10,16}(?!0)|0(?P<s>[ .-])0000(?P=s)0000(?P=s)0{1,7}(?!0)"
+    r"|0(?P<t>[ .-])000000(?P=t)0{4,5}(?!0))",
+    "us_ssn": r"(?P<us_ssn>(?P<u>[- .])00(?P=u)0000(?![0-]))",
+    "phone_plain": r"(?<![\w+]000)(?P<phone_plain>[ .-]000[ .-]0000(?![\w-]))",
+}
+_ZEROS = str.maketrans("0123456789", "0000000000")
+# A decimal digit other than 0-9: text with one takes the \d form.
+_OTHER_DIGIT = re.compile(r"[^\D0-9]")
+
+# Patterns that start with a case-insensitive word (which the regex engine cannot
+# skip ahead to): on ASCII text they run on the lower-cased text (same indexes) in
+# these forms, one regex per word, each starting with its word as a literal (the
+# engine skips ahead to it; the lookbehind comes after it). Each class answers for
+# a lower-case letter as the original does for either case, and a word's matches
+# are the original's at that word. Other text takes the original, on the text.
+_LOWER_FORMS: dict[str, dict[str, str]] = {
+    "auth_header": {
+        word: rf"""{word}(?<![a-z0-9_]{word})["']?[ \t]{{0,3}}[:=][ \t]{{0,3}}["']?"""
+        r"""(?P<v>[^\r\n"']{1,4096})"""
+        for word in ("authorization", "cookie")
+    },
+    "bearer": {"bearer": r"bearer(?<![a-z0-9]bearer)[ \t]{1,3}[a-z0-9\-._~+/]{1,4096}=*"},
+    "us_ssn_labelled": {
+        "ssn": r"ssn(?<![a-z]ssn)[^a-z0-9\r\n]{0,3}(?P<v>\d{9})(?!\d)",
+        "social": r"social(?<![a-z]social)[ _-]?security(?:[ _-]?(?:number|no))?"
+        r"[^a-z0-9\r\n]{0,3}(?P<v>\d{9})(?!\d)",
+    },
+}
 
 Span = tuple[int, int]
 
-
-class _Backwards:
-    """The reverse of the text last asked about: patterns that read back from a
-    match (a key before its "=", an email's local part) match it there, once each."""
-
-    __slots__ = ("_reversed", "_text")
-
-    def __init__(self) -> None:
-        self._text = self._reversed = ""
-
-    def of(self, text: str) -> str:
-        if text is not self._text:
-            self._text, self._reversed = text, text[::-1]
-        return self._reversed
-
-
-_Finder = Callable[[re.Match[str]], "Span | None"]
+# What a rule is, for _Patterns.sub: how its matches become spans.
+_WHOLE, _VALUE, _WORDS_FIRST, _KEY_VALUE, _EMAIL, _DIGITS = range(6)
+_Rule = tuple[int, tuple[str, ...], tuple[str, ...], re.Pattern[str], object]
 
 
 class _Patterns:
@@ -214,10 +235,13 @@ class _Patterns:
     merged (overlaps joined) and each replaced by one marker. Running them apart
     keeps each regex simple (a literal or class first: the engine skips ahead),
     lets one pattern's near-miss never hide another's match, and lets a user's
-    pattern carry global flags or back-references.
+    pattern carry global flags or back-references. The built-in ones run in
+    forms that let the engine skip ahead further (_ZERO_BRANCHES, _LOWER_FORMS)
+    and keep the Python work per match small; tests/_redact_reference.py is the
+    plain form they are checked against.
     """
 
-    __slots__ = ("_is_secret", "_key_value", "_names_secret", "_rules")
+    __slots__ = ("_finders", "_is_secret", "_names_secret", "_quoted_only", "_rules")
 
     def __init__(
         self,
@@ -227,144 +251,228 @@ class _Patterns:
     ) -> None:
         self._is_secret = is_secret
         self._names_secret = names_secret
-        self._key_value: _Finder | None = None
-        rules: list[tuple[tuple[str, ...], tuple[str, ...] | None, re.Pattern[str], _Finder]] = []
+        # Key -> whether it counts only as "key=" or quoted, not as a bare "key:".
+        self._quoted_only: dict[str, bool] = {}
+        self._finders: dict[tuple[str, bool], re.Pattern[str]] = {}
+        rules: list[_Rule] = []
         digit_rules = [name for name in _DIGIT_BRANCHES if name in patterns]
-        if len(digit_rules) > 1:
+        if digit_rules:
             patterns = [p for p in patterns if p not in digit_rules]
-            branches = "|".join(_DIGIT_BRANCHES[name] for name in digit_rules)
-            regex = re.compile(rf"\d(?<![\d.-]\d)(?:{branches})")
-            rules.append(((), None, regex, self._finder("digits", regex)))
+            zeros = "|".join(_ZERO_BRANCHES[name] for name in digit_rules)
+            digits = "|".join(_DIGIT_BRANCHES[name] for name in digit_rules)
+            regex = re.compile(rf"000(?<![0.-]000)(?:{zeros})")
+            rules.append((_DIGITS, (), (), regex, re.compile(rf"\d(?<![\d.-]\d)(?:{digits})")))
         for name in patterns:
             regex = re.compile(PRESET_PATTERNS.get(name, name))
-            rules.append((_NEEDS.get(name, ()), _WORDS.get(name), regex, self._finder(name, regex)))
+            if name == "secret_kv":
+                kind: int = _KEY_VALUE
+            elif name == "email":
+                kind = _EMAIL
+            elif name in _LOWER_FORMS:
+                kind = _WORDS_FIRST
+            else:
+                kind = _VALUE if "v" in regex.groupindex else _WHOLE
+            lower = tuple(re.compile(form) for form in _LOWER_FORMS.get(name, {}).values())
+            rules.append((kind, _NEEDS.get(name, ()), tuple(_LOWER_FORMS.get(name, ())), regex,
+                          lower))  # fmt: skip
         self._rules = tuple(rules)
-
-    def _finder(self, name: str, regex: re.Pattern[str]) -> _Finder:
-        value = "v" in regex.groupindex
-
-        def whole_or_value(m: re.Match[str]) -> Span | None:
-            return m.span("v") if value and m.group("v") is not None else m.span()
-
-        if name == "secret_kv":
-
-            def key_value(m: re.Match[str]) -> Span | None:
-                start = m.start("v")
-                if m.string.startswith(MARKER, start):
-                    return None  # redacted already
-                return start, m.end()
-
-            self._key_value = key_value
-            return key_value
-
-        def card(m: re.Match[str]) -> Span | None:
-            return m.span() if _is_card(m.group().translate(_CARD_SEPARATORS)) else None
-
-        if name == "card":
-            return card
-        if name == "us_ssn":
-            return lambda m: m.span() if _is_ssn(m.group()) else None
-        if name == "email":
-            backwards = _Backwards()
-
-            def email(m: re.Match[str]) -> Span | None:
-                text, at = m.string, m.start()
-                local = _LOCAL_PART_REVERSED.match(backwards.of(text), len(text) - at)
-                return (at - len(local.group()), m.end()) if local is not None else None
-
-            return email
-        if name == "digits":
-
-            def digits(m: re.Match[str]) -> Span | None:
-                kind = m.lastgroup
-                if kind == "card":
-                    return card(m)
-                if kind == "us_ssn":
-                    return m.span() if _is_ssn(m.group()) else None
-                return m.span()
-
-            return digits
-        return whole_or_value
 
     def sub(self, replacement: str, text: str) -> str:
         spans: list[Span] = []
         low: str | None = None
+        backwards: str | None = None
         # (Loops, not any() over a generator: this runs for short messages on the
         # logging call's path, where a generator costs more than the test.)
-        for needs, words, regex, find in self._rules:
+        for kind, needs, words, regex, extra in self._rules:
             for literal in needs:
                 if literal in text:
                     break
             else:
                 if needs:
                     continue
-            if find is self._key_value:
-                matches: Iterable[re.Match[str] | None] = self._at_secret_keys(regex, text)
-            elif words is None:
-                matches = regex.finditer(text)
-            else:
+            if kind == _WHOLE:
+                spans += [m.span() for m in regex.finditer(text)]
+            elif kind == _VALUE:
+                for m in regex.finditer(text):
+                    span = m.span("v")
+                    spans.append(span if span[0] >= 0 else m.span())
+            elif kind == _DIGITS:
+                self._digits(text, regex, extra, spans)  # type: ignore[arg-type]
+            elif kind == _KEY_VALUE:
+                if backwards is None:
+                    backwards = text[::-1]
+                self._key_values(text, backwards, regex, spans)
+            elif kind == _EMAIL:
+                if backwards is None:
+                    backwards = text[::-1]
+                _emails(text, backwards, regex, spans)
+            else:  # _WORDS_FIRST
                 if low is None:
                     # Lower-cased ASCII keeps every index; other text may not.
                     low = text.lower() if text.isascii() else ""
-                if low:
+                if not low:
+                    matches: Iterable[re.Match[str]] = regex.finditer(text)
+                else:
                     for word in words:
                         if word in low:
                             break
                     else:
                         continue
-                matches = _at_words(regex, text, low, words) if low else regex.finditer(text)
-            for m in matches:
-                span = find(m) if m is not None else None
-                if span is not None and span[0] < span[1]:
-                    spans.append(span)
+                    matches = _each_word(low, words, extra)  # type: ignore[arg-type]
+                for m in matches:
+                    span = m.span("v") if "v" in m.re.groupindex else (-1, -1)
+                    spans.append(span if span[0] >= 0 else m.span())
         if not spans:
             return text
         spans.sort()
         out: list[str] = []
         pos = 0
-        start, end = spans[0]
-        for s, e in spans[1:]:
+        start = end = -1
+        for s, e in spans:
+            if s >= e:
+                continue  # an empty match: nothing to replace
             if s <= end:  # overlapping or touching: one marker for both
                 end = max(end, e)
                 continue
-            out += (text[pos:start], replacement)
-            pos, start, end = end, s, e
+            if end >= 0:
+                out += (text[pos:start], replacement)
+                pos = end
+            start, end = s, e
+        if end < 0:
+            return text
         out += (text[pos:start], replacement, text[end:])
         return "".join(out)
 
-    def _at_secret_keys(self, regex: re.Pattern[str], text: str) -> Iterator[re.Match[str] | None]:
-        """The key=value pattern matched at each separator whose key names a secret."""
+    @staticmethod
+    def _digits(
+        text: str, zeros: re.Pattern[str], digits: re.Pattern[str], spans: list[Span]
+    ) -> None:
+        """card, us_ssn and phone_plain: one scan, then the checks a regex cannot make."""
+        if text.isascii() or _OTHER_DIGIT.search(text) is None:
+            matches = zeros.finditer(text.translate(_ZEROS))
+        else:
+            matches = digits.finditer(text)
+        for m in matches:
+            kind = m.lastgroup
+            s, e = m.span()
+            if kind == "card":
+                if not _is_card(text[s:e].translate(_CARD_SEPARATORS)):
+                    continue
+            elif kind == "us_ssn" and not _is_ssn(text[s:e]):
+                continue
+            spans.append((s, e))
+
+    def _key_values(
+        self, text: str, backwards: str, regex: re.Pattern[str], spans: list[Span]
+    ) -> None:
+        """The key=value pattern matched at each separator whose key names a secret.
+
+        Keys are read back from each separator on the reversed text
+        (``backwards``): first only the distinct keys (most text names no secret
+        and stops there), then the places of those that do: in long text, found
+        forwards from each such key as a literal (_key_finder), else from each
+        separator again.
+        """
         is_secret = self._is_secret
-        names_secret = self._names_secret
-        last = len(text) - 1
-        for candidate in _SEPARATOR_KEY_REVERSED.finditer(text[::-1]):
-            name = candidate.group(2)[::-1]
+        quoted_only = self._quoted_only
+        secret: dict[str, bool] = {}
+        for key in {
+            *_COLON_KEY_REVERSED.findall(backwards),
+            *_EQUALS_KEY_REVERSED.findall(backwards),
+        }:
+            name = key[::-1]
             # Cheapest first: most candidates are "word:" that names no secret.
             if not is_secret(name) or name.endswith(_NOT_KEYS):
                 continue  # ("KeyError: 'k'": a traceback's last line)
-            at = last - candidate.start()
-            if text[at] == ":" and not candidate.group(1) and not names_secret(name):
+            strict = quoted_only.get(name)
+            if strict is None:
+                if len(quoted_only) >= _CACHE_LIMIT:
+                    quoted_only.clear()
                 # "PASS: test 3", "dbus-session-bus-common:all": a bare word and a
                 # colon is prose, a status or a qualifier as often as a key. It counts
                 # only when the word ends with one of the longer names ("password:",
                 # "db_token: ..."); short ones (pass, pin, key ...) only as "pin=" or
                 # '"pin":'.
+                strict = quoted_only[name] = not self._names_secret(name)
+            secret[name] = strict
+        if not secret:
+            return
+        match = regex.match
+        if len(text) >= _FORWARD_FROM and len(secret) <= _FORWARD_KEYS:
+            for name, strict in secret.items():
+                for found in self._key_finder(name, strict).finditer(text):
+                    m = match(text, found.end() - 1)
+                    if m is not None:
+                        start = m.start("v")
+                        if not text.startswith(MARKER, start):  # redacted already
+                            spans.append((start, m.end()))
+            return
+        last = len(text) - 1
+        for candidate in _SEPARATOR_KEY_REVERSED.finditer(backwards):
+            strict = secret.get(candidate[2][::-1])
+            if strict is None:
                 continue
-            yield regex.match(text, at)
+            at = last - candidate.start()
+            if strict and text[at] == ":" and not candidate[1]:
+                continue
+            m = match(text, at)
+            if m is not None:
+                start = m.start("v")
+                if not text.startswith(MARKER, start):  # redacted already
+                    spans.append((start, m.end()))
+
+    def _key_finder(self, name: str, strict: bool) -> re.Pattern[str]:
+        """A regex for ``name`` as the key before a separator, read forwards: what
+        _SEPARATOR_KEY_REVERSED reads back as this key, starting with it as a literal
+        (which the engine skips ahead to). ``strict``: not as a bare "name:"."""
+        finder = self._finders.get((name, strict))
+        if finder is None:
+            if len(self._finders) >= _FINDERS_LIMIT:
+                self._finders.clear()
+            key = re.escape(name)
+            # The key is the whole run of key characters, or its last 64.
+            whole = "" if len(name) == 64 else f"(?<![A-Za-z0-9_.-]{key})"
+            separator = (
+                r"""(?:["'][ \t]{0,3}[:=]|[ \t]{0,3}=)""" if strict else r"""["']?[ \t]{0,3}[:=]"""
+            )
+            finder = re.compile(rf"{key}{whole}{separator}(?<!\d\d[:=])")
+            self._finders[(name, strict)] = finder
+        return finder
 
     def search(self, text: str) -> bool:
         """Whether any pattern would replace something in ``text``."""
         return self.sub(MARKER, text) != text
 
 
-# Patterns that start with a case-insensitive word (which the regex engine cannot
-# skip ahead to): their matches can only start where the lower-cased text has one of
-# these words, found with str.find; the regex is tried there alone.
-_WORDS: dict[str, tuple[str, ...]] = {
-    "auth_header": ("authorization", "cookie"),
-    "bearer": ("bearer",),
-    "us_ssn_labelled": ("ssn", "social"),
-}
+def _emails(text: str, backwards: str, regex: re.Pattern[str], spans: list[Span]) -> None:
+    """Each email address: its domain matched from the "@", its local part read back."""
+    local_part = _LOCAL_PART_REVERSED.match
+    end = len(text)
+    for m in regex.finditer(text):
+        at = m.start()
+        local = local_part(backwards, end - at)
+        if local is not None:
+            spans.append((end - local.end(), m.end()))
+
+
+def _each_word(low: str, words: tuple[str, ...], forms: tuple[re.Pattern[str], ...]
+               ) -> Iterator[re.Match[str]]:  # fmt: skip
+    """Each word's form matched on the lower-cased text, word by word."""
+    for word, form in zip(words, forms, strict=True):
+        if word in low:
+            yield from form.finditer(low)
+
+
+# Keys before a separator, read back on the reversed text (_SEPARATOR_KEY_REVERSED
+# with only the key captured, one regex for each separator: a literal first is
+# found faster than a class): findall gives them without a Python step each.
+_COLON_KEY_REVERSED = re.compile(r":(?!\d\d)[ \t]{0,3}[\"']?([A-Za-z0-9_.-]{1,64})")
+_EQUALS_KEY_REVERSED = re.compile(r"=(?!\d\d)[ \t]{0,3}[\"']?([A-Za-z0-9_.-]{1,64})")
+# Text at least this long, with at most this many distinct keys naming secrets, has
+# their places found forwards from each key (a regex compiled for it, kept).
+_FORWARD_FROM = 2048
+_FORWARD_KEYS = 4
+_FINDERS_LIMIT = 256
 
 
 # Literals a pattern's every match holds (one of them): without any in the text,
@@ -378,18 +486,6 @@ _NEEDS: dict[str, tuple[str, ...]] = {
     "phone": ("(",),
     "phone_plus": ("+",),
 }
-
-
-def _at_words(
-    regex: re.Pattern[str], text: str, low: str, words: tuple[str, ...]
-) -> Iterator[re.Match[str] | None]:
-    """``regex`` matched where ``low`` (``text`` lower-cased, same indexes) has a word."""
-    for word in words:
-        at = low.find(word)
-        while at >= 0:
-            m = regex.match(text, at)
-            yield m
-            at = low.find(word, m.end() if m is not None else at + 1)
 
 
 _SEPARATORS = re.compile(r"[-_.\s]+")

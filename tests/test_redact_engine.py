@@ -1,0 +1,122 @@
+"""The text-pattern engine's fast forms against the plain one (tests/_redact_reference.py).
+
+_Patterns runs the built-in patterns in forms the regex engine scans faster
+(digits written "0", lower-cased words as literals, keys read back once per
+distinct key); every span it replaces must be the plain form's.
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from logdna_client._redact import (
+    CREDENTIAL_PATTERNS,
+    MARKER,
+    PRESET_PATTERNS,
+    Redactor,
+    expand_patterns,
+)
+from tests._redact_reference import ReferencePatterns
+
+#: Pattern choices to compare: every preset at once, each preset alone, and the
+#: digit presets in pairs (they share one regex).
+CHOICES = (
+    ["phi", "bearer"],
+    *([name] for name in PRESET_PATTERNS),
+    ["card", "us_ssn"],
+    ["us_ssn", "phone"],
+    ["card", "phone_plain"],
+)
+
+
+def both(choice: list[str], defaults: bool = True) -> tuple[Redactor, ReferencePatterns]:
+    """A redactor and the reference engine for the same patterns and key rules."""
+    redactor = Redactor(patterns=choice, defaults=defaults)
+    chosen = expand_patterns([*CREDENTIAL_PATTERNS, *choice] if defaults else choice)
+    return redactor, ReferencePatterns(chosen, redactor.is_secret, redactor._names_secret)
+
+
+def fast(redactor: Redactor, text: str) -> str:
+    patterns = redactor._text_re
+    assert patterns is not None
+    return patterns.sub(MARKER, text)
+
+
+_PIECES = st.sampled_from(
+    ["4", "41", "411", "4111", "1111", "123", "45", "6789", "000", "666", "9", "0", "5",
+     "37", "3782", "822463", "10005", "555", "4567", "1732280000123", "4111111111111111",
+     " ", " ", "-", ".", ",", "+", "(", ")", "_", ":", "=", "@", '"', "'", "\t", "\n",
+     "a", "x", "Z", "é", "٣", "𝟙", "ſ", "K", "password", "PASSWORD", "pin", "pass", "key",
+     "Token", "user", "KeyError", "Authorization", "AUTHORIZATION", "cookie", "Cookie",
+     "Bearer", "bearer", "basic", "ssn", "SSN", "social", "Social Security", "security",
+     "number", "no", "ann.lee", "example.com", ".com", "bob", "eyJ", "AKIA", "://",
+     MARKER, "1-", "4 ", "12:30", "db_token"]
+)  # fmt: skip
+
+
+class TestSameSpansAsTheReference:
+    @settings(max_examples=600, deadline=None)
+    @given(pieces=st.lists(_PIECES, max_size=40), choice=st.sampled_from(CHOICES))
+    def test_random_text(self, pieces: list[str], choice: list[str]) -> None:
+        """Text built from the patterns' own pieces (digits, separators, key words,
+        cased and non-ASCII look-alikes) comes out as the reference makes it."""
+        text = "".join(pieces)
+        redactor, reference = both(choice)
+
+        assert reference.sub(MARKER, text) == fast(redactor, text)
+
+    @settings(max_examples=150, deadline=None)
+    @given(pieces=st.lists(_PIECES, min_size=1, max_size=40), choice=st.sampled_from(CHOICES))
+    def test_long_random_text(self, pieces: list[str], choice: list[str]) -> None:
+        """The same for text long enough (2 KB and more) to take the long-text ways
+        (keys found forwards, from their places)."""
+        unit = "".join(pieces)
+        text = unit * (2100 // len(unit) + 1)
+        redactor, reference = both(choice)
+
+        assert reference.sub(MARKER, text) == fast(redactor, text)
+
+    @settings(max_examples=200, deadline=None)
+    @given(text=st.text(max_size=60), choice=st.sampled_from(CHOICES))
+    def test_any_text(self, text: str, choice: list[str]) -> None:
+        """Any text at all comes out as the reference makes it."""
+        redactor, reference = both(choice)
+
+        assert reference.sub(MARKER, text) == fast(redactor, text)
+
+    @pytest.mark.parametrize(
+        "text",
+        [
+            "card 4111 1111 1111 1111 and 4111111111111111, not 4111111111111112",
+            "amex 3782 822463 10005; ssn 123-45-6789 123 45 6789 123.45.6789 not 123-45-67890",
+            "never issued: 000-12-3456 666-12-3456 923-45-6789 123-00-4567 123-45-0000",
+            "call 555-123-4567 or 555.123.4567, not x555-123-4567 or 555-123-4567-8",
+            "v1.4111111111111111 -4111111111111111 ,4111111111111111 a4111111111111111",
+            "٣123-45-6789 and 123-45-6789 with Arabic-Indic ٣٤٥ digits about",
+            "4 4 4 4 4 4 4 4 4 4 4 4 4 4 4 4 4 4 4 1-" * 20,
+            "41111111111111114111111111111111" * 20,
+            "Authorization: Bearer abc.def COOKIE=a=b; AUTHORIZATION='x' bearer  tok==",
+            "SSN: 123456789 social security no. 123456789 Social_Security_Number=123456789",
+            "ann.lee@example.com and a.b.c@d.e.org and @example.com and x@y",
+            "password=hunter2 PIN: 1234 pin=1234 \"pin\": 1 KeyError: 'k' user=bob a=b=c",
+            "password= token=abc db_token: x 10:30:00 password: [REDACTED] then",
+        ],
+    )
+    def test_examples(self, text: str) -> None:
+        """Hand-picked positives and near misses for every built-in pattern."""
+        for choice in CHOICES:
+            redactor, reference = both(choice)
+
+            assert reference.sub(MARKER, text) == fast(redactor, text), choice
+            long = text * 40
+            assert reference.sub(MARKER, long) == fast(redactor, long), choice
+
+    def test_without_defaults(self) -> None:
+        """With ``redact=False`` and only a preset, the same spans too."""
+        text = "password=x 4111 1111 1111 1111 Authorization: Bearer abc"
+        for choice in CHOICES:
+            redactor, reference = both(choice, defaults=False)
+
+            assert reference.sub(MARKER, text) == fast(redactor, text), choice
