@@ -131,7 +131,7 @@ _JSON_TRIGGER = re.compile(rb"[=@]|eyJ|A(?:KIA|SIA|BIA|CCA|GPA|IDA|ROA|IPA|NPA|N
 
 _NOT_KEYS = ("Error", "Exception", "Warning")
 # A digit doubled, its two digits summed (Luhn): 7 -> 14 -> 5.
-_LUHN_DOUBLED = str.maketrans("0123456789", "0246813579")
+_LUHN_DOUBLED = bytes.maketrans(b"0123456789", b"0246813579")
 _CARD_SEPARATORS = str.maketrans("", "", " .-")
 
 
@@ -139,6 +139,10 @@ def _is_card(digits: str) -> bool:
     """Whether a 13-19 digit string has a card network's prefix and a valid Luhn digit."""
     if not 13 <= len(digits) <= 19:
         return False
+    if digits.isascii():
+        return _is_card_number(digits.encode())
+    # Another script's digits ("٤١١١..."): as before the bytes form, digits other
+    # than 0-9 in doubled places count undoubled.
     first, two = digits[0], int(digits[:2])
     if not (
         first in "46"
@@ -147,8 +151,26 @@ def _is_card(digits: str) -> bool:
         or two in (30, 34, 35, 36, 37, 38, 39, 50)
     ):
         return False
-    total = sum(map(int, digits[-1::-2])) + sum(map(int, digits[-2::-2].translate(_LUHN_DOUBLED)))
+    total = sum(map(int, digits[-1::-2])) + sum(map(int, digits[-2::-2].translate(_LUHN_STR)))
     return total % 10 == 0
+
+
+_LUHN_STR = str.maketrans("0123456789", "0246813579")
+
+
+def _is_card_number(number: bytes) -> bool:
+    """``_is_card`` for 13-19 ASCII digits."""
+    lead = number[0]
+    if lead not in b"46":
+        if lead not in b"235":
+            return False
+        two = int(number[:2])
+        if not (51 <= two <= 55 or two in (30, 34, 35, 36, 37, 38, 39, 50)
+                or 2221 <= int(number[:4]) <= 2720):  # fmt: skip
+            return False
+    # Each byte is 48 more than its digit.
+    total = sum(number[-1::-2]) + sum(number[-2::-2].translate(_LUHN_DOUBLED))
+    return (total - 48 * len(number)) % 10 == 0
 
 
 def _is_ssn(text: str) -> bool:
@@ -348,15 +370,23 @@ class _Patterns:
         text: str, zeros: re.Pattern[str], digits: re.Pattern[str], spans: list[Span]
     ) -> None:
         """card, us_ssn and phone_plain: one scan, then the checks a regex cannot make."""
-        if text.isascii() or _OTHER_DIGIT.search(text) is None:
-            matches = zeros.finditer(text.translate(_ZEROS))
-        else:
-            matches = digits.finditer(text)
-        for m in matches:
+        if not text.isascii() and _OTHER_DIGIT.search(text) is not None:
+            for m in digits.finditer(text):
+                kind = m.lastgroup
+                s, e = m.span()
+                if kind == "card":
+                    if not _is_card(text[s:e].translate(_CARD_SEPARATORS)):
+                        continue
+                elif kind == "us_ssn" and not _is_ssn(text[s:e]):
+                    continue
+                spans.append((s, e))
+            return
+        # Every digit is 0-9: a match's text is ASCII.
+        for m in zeros.finditer(text.translate(_ZEROS)):
             kind = m.lastgroup
             s, e = m.span()
             if kind == "card":
-                if not _is_card(text[s:e].translate(_CARD_SEPARATORS)):
+                if not _is_card_number(text[s:e].encode().translate(None, b" .-")):
                     continue
             elif kind == "us_ssn" and not _is_ssn(text[s:e]):
                 continue

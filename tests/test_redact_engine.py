@@ -16,9 +16,11 @@ from logdna_client._redact import (
     MARKER,
     PRESET_PATTERNS,
     Redactor,
+    _is_card,
     expand_patterns,
 )
 from tests._redact_reference import ReferencePatterns
+from tests._redact_reference import _is_card as reference_is_card
 
 #: Pattern choices to compare: every preset at once, each preset alone, and the
 #: digit presets in pairs (they share one regex).
@@ -120,3 +122,28 @@ class TestSameSpansAsTheReference:
             redactor, reference = both(choice, defaults=False)
 
             assert reference.sub(MARKER, text) == fast(redactor, text), choice
+
+
+class TestCardCheck:
+    @settings(max_examples=500, deadline=None)
+    @given(
+        digits=st.text(alphabet="0123456789", min_size=11, max_size=21)
+        | st.from_regex(r"\A[2-6][0-9]{12,18}\Z")
+        | st.text(alphabet="0123456789٠١٢٣٤٥٦٧٨٩", min_size=13, max_size=19)
+    )
+    def test_same_answer_as_the_reference(self, digits: str) -> None:
+        """The byte-wise Luhn check answers as the plain one, for any digits."""
+        assert reference_is_card(digits) == _is_card(digits)
+
+    @pytest.mark.parametrize(
+        ("digits", "expected"),
+        [
+            ("4111111111111111", True), ("4111111111111112", False), ("378282246310005", True),
+            ("5555555555554444", True), ("2223003122003222", True), ("6011111111111117", True),
+            ("1111111111111117", False), ("7992739871300000", False),
+            ("411111111111", False),
+        ],
+    )  # fmt: skip
+    def test_known_numbers(self, digits: str, expected: bool) -> None:
+        """Test card numbers of each network pass; other prefixes and bad check digits do not."""
+        assert expected == _is_card(digits)
