@@ -15,7 +15,7 @@ the same test and the cache, and calls back here only when they say maybe.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import fields, is_dataclass
 from enum import Enum
 from typing import Any
@@ -220,6 +220,8 @@ _ZERO_BRANCHES: dict[str, str] = {
     "phone_plain": r"(?<![\w+]000)(?P<phone_plain>[ .-]000[ .-]0000(?![\w-]))",
 }
 _ZEROS = str.maketrans("0123456789", "0000000000")
+_ZEROS_ASCII = bytes.maketrans(b"0123456789", b"0000000000")
+_ZEROS_FROM = 64
 # A decimal digit other than 0-9: text with one takes the \d form.
 _OTHER_DIGIT = re.compile(r"[^\D0-9]")
 
@@ -247,7 +249,8 @@ Span = tuple[int, int]
 
 # What a rule is, for _Patterns.sub: how its matches become spans.
 _WHOLE, _VALUE, _WORDS_FIRST, _KEY_VALUE, _EMAIL, _DIGITS = range(6)
-_Rule = tuple[int, tuple[str, ...], tuple[str, ...], re.Pattern[str], object]
+# (kind, literals one of which every match holds, regex, its other forms)
+_Rule = tuple[int, tuple[str, ...], re.Pattern[str], Any]
 
 
 class _Patterns:
@@ -283,7 +286,11 @@ class _Patterns:
             zeros = "|".join(_ZERO_BRANCHES[name] for name in digit_rules)
             digits = "|".join(_DIGIT_BRANCHES[name] for name in digit_rules)
             regex = re.compile(rf"000(?<![0.-]000)(?:{zeros})")
-            rules.append((_DIGITS, (), (), regex, re.compile(rf"\d(?<![\d.-]\d)(?:{digits})")))
+            forms = (
+                re.compile(rf"\d(?<![\d.-]\d)(?:{digits})"),
+                re.compile(regex.pattern.encode()),
+            )
+            rules.append((_DIGITS, (), regex, forms))
         for name in patterns:
             regex = re.compile(PRESET_PATTERNS.get(name, name))
             if name == "secret_kv":
@@ -294,9 +301,13 @@ class _Patterns:
                 kind = _WORDS_FIRST
             else:
                 kind = _VALUE if "v" in regex.groupindex else _WHOLE
-            lower = tuple(re.compile(form) for form in _LOWER_FORMS.get(name, {}).values())
-            rules.append((kind, _NEEDS.get(name, ()), tuple(_LOWER_FORMS.get(name, ())), regex,
-                          lower))  # fmt: skip
+            lower = tuple(
+                (word, form, "v" in form.groupindex)
+                for word, form in (
+                    (word, re.compile(form)) for word, form in _LOWER_FORMS.get(name, {}).items()
+                )
+            )
+            rules.append((kind, _NEEDS.get(name, ()), regex, lower))
         self._rules = tuple(rules)
 
     def sub(self, replacement: str, text: str) -> str:
@@ -305,7 +316,7 @@ class _Patterns:
         backwards: str | None = None
         # (Loops, not any() over a generator: this runs for short messages on the
         # logging call's path, where a generator costs more than the test.)
-        for kind, needs, words, regex, extra in self._rules:
+        for kind, needs, regex, extra in self._rules:
             for literal in needs:
                 if literal in text:
                     break
@@ -319,7 +330,7 @@ class _Patterns:
                     span = m.span("v")
                     spans.append(span if span[0] >= 0 else m.span())
             elif kind == _DIGITS:
-                self._digits(text, regex, extra, spans)  # type: ignore[arg-type]
+                _digits(text, regex, extra[0], extra[1], spans)
             elif kind == _KEY_VALUE:
                 if backwards is None:
                     backwards = text[::-1]
@@ -333,17 +344,16 @@ class _Patterns:
                     # Lower-cased ASCII keeps every index; other text may not.
                     low = text.lower() if text.isascii() else ""
                 if not low:
-                    matches: Iterable[re.Match[str]] = regex.finditer(text)
-                else:
-                    for word in words:
-                        if word in low:
-                            break
-                    else:
-                        continue
-                    matches = _each_word(low, words, extra)  # type: ignore[arg-type]
-                for m in matches:
-                    span = m.span("v") if "v" in m.re.groupindex else (-1, -1)
-                    spans.append(span if span[0] >= 0 else m.span())
+                    for m in regex.finditer(text):
+                        span = m.span("v") if "v" in regex.groupindex else (-1, -1)
+                        spans.append(span if span[0] >= 0 else m.span())
+                    continue
+                for word, form, value in extra:
+                    if word in low:
+                        if value:  # (always there when the form matches)
+                            spans += [m.span("v") for m in form.finditer(low)]
+                        else:
+                            spans += [m.span() for m in form.finditer(low)]
         if not spans:
             return text
         spans.sort()
@@ -354,7 +364,8 @@ class _Patterns:
             if s >= e:
                 continue  # an empty match: nothing to replace
             if s <= end:  # overlapping or touching: one marker for both
-                end = max(end, e)
+                if e > end:  # noqa: PLR1730 (faster than max() here)
+                    end = e
                 continue
             if end >= 0:
                 out += (text[pos:start], replacement)
@@ -365,91 +376,85 @@ class _Patterns:
         out += (text[pos:start], replacement, text[end:])
         return "".join(out)
 
-    @staticmethod
-    def _digits(
-        text: str, zeros: re.Pattern[str], digits: re.Pattern[str], spans: list[Span]
-    ) -> None:
-        """card, us_ssn and phone_plain: one scan, then the checks a regex cannot make."""
-        if not text.isascii() and _OTHER_DIGIT.search(text) is not None:
-            for m in digits.finditer(text):
-                kind = m.lastgroup
-                s, e = m.span()
-                if kind == "card":
-                    if not _is_card(text[s:e].translate(_CARD_SEPARATORS)):
-                        continue
-                elif kind == "us_ssn" and not _is_ssn(text[s:e]):
-                    continue
-                spans.append((s, e))
-            return
-        # Every digit is 0-9: a match's text is ASCII.
-        for m in zeros.finditer(text.translate(_ZEROS)):
-            kind = m.lastgroup
-            s, e = m.span()
-            if kind == "card":
-                if not _is_card_number(text[s:e].encode().translate(None, b" .-")):
-                    continue
-            elif kind == "us_ssn" and not _is_ssn(text[s:e]):
-                continue
-            spans.append((s, e))
-
     def _key_values(
         self, text: str, backwards: str, regex: re.Pattern[str], spans: list[Span]
     ) -> None:
         """The key=value pattern matched at each separator whose key names a secret.
 
         Keys are read back from each separator on the reversed text
-        (``backwards``): first only the distinct keys (most text names no secret
-        and stops there), then the places of those that do: in long text, found
-        forwards from each such key as a literal (_key_finder), else from each
-        separator again.
+        (``backwards``). In long text, first only the distinct keys (most text
+        names no secret and stops there), then the places of those that do, found
+        forwards from each key as a literal (_key_finder).
         """
-        is_secret = self._is_secret
-        quoted_only = self._quoted_only
+        if len(text) < _FORWARD_FROM:
+            self._at_separators(text, backwards, regex, spans, None)
+            return
         secret: dict[str, bool] = {}
         for key in {
             *_COLON_KEY_REVERSED.findall(backwards),
             *_EQUALS_KEY_REVERSED.findall(backwards),
         }:
             name = key[::-1]
-            # Cheapest first: most candidates are "word:" that names no secret.
-            if not is_secret(name) or name.endswith(_NOT_KEYS):
-                continue  # ("KeyError: 'k'": a traceback's last line)
-            strict = quoted_only.get(name)
-            if strict is None:
-                if len(quoted_only) >= _CACHE_LIMIT:
-                    quoted_only.clear()
-                # "PASS: test 3", "dbus-session-bus-common:all": a bare word and a
-                # colon is prose, a status or a qualifier as often as a key. It counts
-                # only when the word ends with one of the longer names ("password:",
-                # "db_token: ..."); short ones (pass, pin, key ...) only as "pin=" or
-                # '"pin":'.
-                strict = quoted_only[name] = not self._names_secret(name)
-            secret[name] = strict
+            if self._is_secret(name) and not name.endswith(_NOT_KEYS):
+                secret[name] = self._quoted_only_for(name)
         if not secret:
             return
-        match = regex.match
-        if len(text) >= _FORWARD_FROM and len(secret) <= _FORWARD_KEYS:
-            for name, strict in secret.items():
-                for found in self._key_finder(name, strict).finditer(text):
-                    m = match(text, found.end() - 1)
-                    if m is not None:
-                        start = m.start("v")
-                        if not text.startswith(MARKER, start):  # redacted already
-                            spans.append((start, m.end()))
+        if len(secret) > _FORWARD_KEYS:
+            self._at_separators(text, backwards, regex, spans, secret)
             return
+        match = regex.match
+        for name, strict in secret.items():
+            for found in self._key_finder(name, strict).finditer(text):
+                m = match(text, found.end() - 1)
+                if m is not None:
+                    start = m.start("v")
+                    if not text.startswith(MARKER, start):  # redacted already
+                        spans.append((start, m.end()))
+
+    def _at_separators(
+        self,
+        text: str,
+        backwards: str,
+        regex: re.Pattern[str],
+        spans: list[Span],
+        secret: dict[str, bool] | None,
+    ) -> None:
+        """_key_values from each separator in turn; ``secret``: the keys that name
+        secrets, if known, and whether each counts only quoted or before "="."""
+        is_secret = self._is_secret
+        match = regex.match
         last = len(text) - 1
         for candidate in _SEPARATOR_KEY_REVERSED.finditer(backwards):
-            strict = secret.get(candidate[2][::-1])
-            if strict is None:
+            name = candidate[2][::-1]
+            if secret is None:
+                # Cheapest first: most candidates are "word:" that names no secret.
+                if not is_secret(name) or name.endswith(_NOT_KEYS):
+                    continue  # ("KeyError: 'k'": a traceback's last line)
+            elif name not in secret:
                 continue
             at = last - candidate.start()
-            if strict and text[at] == ":" and not candidate[1]:
+            if text[at] == ":" and not candidate[1] and self._quoted_only_for(name):
                 continue
             m = match(text, at)
             if m is not None:
                 start = m.start("v")
                 if not text.startswith(MARKER, start):  # redacted already
                     spans.append((start, m.end()))
+
+    def _quoted_only_for(self, name: str) -> bool:
+        """Whether a key counts only quoted or before "=", not as a bare "name:".
+
+        "PASS: test 3", "dbus-session-bus-common:all": a bare word and a colon is
+        prose, a status or a qualifier as often as a key. It counts only when the
+        word ends with one of the longer names ("password:", "db_token: ..."); short
+        ones (pass, pin, key ...) only as "pin=" or '"pin":'.
+        """
+        strict = self._quoted_only.get(name)
+        if strict is None:
+            if len(self._quoted_only) >= _CACHE_LIMIT:
+                self._quoted_only.clear()
+            strict = self._quoted_only[name] = not self._names_secret(name)
+        return strict
 
     def _key_finder(self, name: str, strict: bool) -> re.Pattern[str]:
         """A regex for ``name`` as the key before a separator, read forwards: what
@@ -474,6 +479,49 @@ class _Patterns:
         return self.sub(MARKER, text) != text
 
 
+def _digits(
+    text: str,
+    zeros: re.Pattern[str],
+    digits: re.Pattern[str],
+    zeros_ascii: re.Pattern[bytes],
+    spans: list[Span],
+) -> None:
+    """card, us_ssn and phone_plain: one scan, then the checks a regex cannot make."""
+    matches: Iterable[re.Match[str] | re.Match[bytes]] | None = None
+    # Short text takes the \d form (it tries few digits, and has less to set up),
+    # and so does text with digits other than 0-9.
+    if len(text) >= _ZEROS_FROM:
+        if text.isascii():
+            # As bytes: encoding and translating ASCII costs less than str.translate.
+            matches = zeros_ascii.finditer(text.encode().translate(_ZEROS_ASCII))
+        elif _OTHER_DIGIT.search(text) is None:
+            matches = zeros.finditer(text.translate(_ZEROS))
+    if matches is None:
+        for m in digits.finditer(text):
+            kind = m.lastgroup
+            s, e = m.span()
+            if kind == "card":
+                if not _is_card(text[s:e].translate(_CARD_SEPARATORS)):
+                    continue
+            elif kind == "us_ssn" and not _is_ssn(text[s:e]):
+                continue
+            spans.append((s, e))
+        return
+    # Every digit is 0-9: a match's text is ASCII. (Group numbers, not names:
+    # this loop runs for each number in the text.)
+    card = zeros.groupindex.get("card", -1)
+    ssn = zeros.groupindex.get("us_ssn", -1)
+    for match in matches:
+        group = match.lastindex
+        span = match.span()
+        if group == card:
+            if not _is_card_number(text[span[0] : span[1]].encode().translate(None, b" .-")):
+                continue
+        elif group == ssn and not _is_ssn(text[span[0] : span[1]]):
+            continue
+        spans.append(span)
+
+
 def _emails(text: str, backwards: str, regex: re.Pattern[str], spans: list[Span]) -> None:
     """Each email address: its domain matched from the "@", its local part read back."""
     local_part = _LOCAL_PART_REVERSED.match
@@ -483,14 +531,6 @@ def _emails(text: str, backwards: str, regex: re.Pattern[str], spans: list[Span]
         local = local_part(backwards, end - at)
         if local is not None:
             spans.append((end - local.end(), m.end()))
-
-
-def _each_word(low: str, words: tuple[str, ...], forms: tuple[re.Pattern[str], ...]
-               ) -> Iterator[re.Match[str]]:  # fmt: skip
-    """Each word's form matched on the lower-cased text, word by word."""
-    for word, form in zip(words, forms, strict=True):
-        if word in low:
-            yield from form.finditer(low)
 
 
 # Keys before a separator, read back on the reversed text (_SEPARATOR_KEY_REVERSED
