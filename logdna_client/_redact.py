@@ -219,18 +219,16 @@ _ZERO_BRANCHES: dict[str, str] = {
     "us_ssn": r"(?P<us_ssn>(?P<u>[- .])00(?P=u)0000(?![0-]))",
     "phone_plain": r"(?<![\w+]000)(?P<phone_plain>[ .-]000[ .-]0000(?![\w-]))",
 }
-_ZEROS = str.maketrans("0123456789", "0000000000")
-_ZEROS_ASCII = bytes.maketrans(b"0123456789", b"0000000000")
+_ZEROS = bytes.maketrans(b"0123456789", b"0000000000")
 _ZEROS_FROM = 64
-# A decimal digit other than 0-9: text with one takes the \d form.
-_OTHER_DIGIT = re.compile(r"[^\D0-9]")
 
 # Patterns that start with a case-insensitive word (which the regex engine cannot
-# skip ahead to): on ASCII text they run on the lower-cased text (same indexes) in
+# skip ahead to): they run on the lower-cased text (same indexes) in
 # these forms, one regex per word, each starting with its word as a literal (the
 # engine skips ahead to it; the lookbehind comes after it). Each class answers for
 # a lower-case letter as the original does for either case, and a word's matches
-# are the original's at that word. Other text takes the original, on the text.
+# are the original's at that word. Text whose lower-cased form is not like that
+# (_lowered) takes the original, on the text.
 _LOWER_FORMS: dict[str, dict[str, str]] = {
     "auth_header": {
         word: rf"""{word}(?<![a-z0-9_]{word})["']?[ \t]{{0,3}}[:=][ \t]{{0,3}}["']?"""
@@ -285,12 +283,8 @@ class _Patterns:
             patterns = [p for p in patterns if p not in digit_rules]
             zeros = "|".join(_ZERO_BRANCHES[name] for name in digit_rules)
             digits = "|".join(_DIGIT_BRANCHES[name] for name in digit_rules)
-            regex = re.compile(rf"000(?<![0.-]000)(?:{zeros})")
-            forms = (
-                re.compile(rf"\d(?<![\d.-]\d)(?:{digits})"),
-                re.compile(regex.pattern.encode()),
-            )
-            rules.append((_DIGITS, (), regex, forms))
+            regex = re.compile(rf"\d(?<![\d.-]\d)(?:{digits})")
+            rules.append((_DIGITS, (), regex, re.compile(rf"000(?<![0.-]000)(?:{zeros})".encode())))
         for name in patterns:
             regex = re.compile(PRESET_PATTERNS.get(name, name))
             if name == "secret_kv":
@@ -330,7 +324,7 @@ class _Patterns:
                     span = m.span("v")
                     spans.append(span if span[0] >= 0 else m.span())
             elif kind == _DIGITS:
-                _digits(text, regex, extra[0], extra[1], spans)
+                _digits(text, extra, regex, spans)
             elif kind == _KEY_VALUE:
                 if backwards is None:
                     backwards = text[::-1]
@@ -341,8 +335,7 @@ class _Patterns:
                 _emails(text, backwards, regex, spans)
             else:  # _WORDS_FIRST
                 if low is None:
-                    # Lower-cased ASCII keeps every index; other text may not.
-                    low = text.lower() if text.isascii() else ""
+                    low = _lowered(text)
                 if not low:
                     for m in regex.finditer(text):
                         span = m.span("v") if "v" in regex.groupindex else (-1, -1)
@@ -480,23 +473,15 @@ class _Patterns:
 
 
 def _digits(
-    text: str,
-    zeros: re.Pattern[str],
-    digits: re.Pattern[str],
-    zeros_ascii: re.Pattern[bytes],
-    spans: list[Span],
+    text: str, zeros: re.Pattern[bytes], digits: re.Pattern[str], spans: list[Span]
 ) -> None:
-    """card, us_ssn and phone_plain: one scan, then the checks a regex cannot make."""
-    matches: Iterable[re.Match[str] | re.Match[bytes]] | None = None
-    # Short text takes the \d form (it tries few digits, and has less to set up),
-    # and so does text with digits other than 0-9.
-    if len(text) >= _ZEROS_FROM:
-        if text.isascii():
-            # As bytes: encoding and translating ASCII costs less than str.translate.
-            matches = zeros_ascii.finditer(text.encode().translate(_ZEROS_ASCII))
-        elif _OTHER_DIGIT.search(text) is None:
-            matches = zeros.finditer(text.translate(_ZEROS))
-    if matches is None:
+    """card, us_ssn and phone_plain: one scan, then the checks a regex cannot make.
+
+    Long ASCII text is scanned with its digits written "0" (_ZERO_BRANCHES), as
+    bytes (encoding and translating ASCII costs little); other text (short: few
+    digits to try; not ASCII: str.translate is slow on it) by the \\d form.
+    """
+    if len(text) < _ZEROS_FROM or not text.isascii():
         for m in digits.finditer(text):
             kind = m.lastgroup
             s, e = m.span()
@@ -507,19 +492,34 @@ def _digits(
                 continue
             spans.append((s, e))
         return
-    # Every digit is 0-9: a match's text is ASCII. (Group numbers, not names:
-    # this loop runs for each number in the text.)
+    # (Group numbers, not names: this loop runs for each number in the text.)
     card = zeros.groupindex.get("card", -1)
     ssn = zeros.groupindex.get("us_ssn", -1)
-    for match in matches:
-        group = match.lastindex
-        span = match.span()
+    for found in zeros.finditer(text.encode().translate(_ZEROS)):
+        group = found.lastindex
+        span = found.span()
         if group == card:
             if not _is_card_number(text[span[0] : span[1]].encode().translate(None, b" .-")):
                 continue
         elif group == ssn and not _is_ssn(text[span[0] : span[1]]):
             continue
         spans.append(span)
+
+
+def _lowered(text: str) -> str:
+    """``text`` lower-cased, if the _LOWER_FORMS can run on that: every character
+    in its place, an ASCII one lower-cased, others still not ASCII, and none that
+    a case-insensitive ASCII letter matches (dotless i, dotted I, the Kelvin sign,
+    long s); else ""."""
+    low = text.lower()
+    if text.isascii():
+        return low
+    if (
+        "\u0131" in text or "\u017f" in text or "\u212a" in text or "\u0130" in text
+        or text.encode("ascii", "replace").lower() != low.encode("ascii", "replace")
+    ):  # fmt: skip
+        return ""
+    return low
 
 
 def _emails(text: str, backwards: str, regex: re.Pattern[str], spans: list[Span]) -> None:

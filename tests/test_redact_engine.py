@@ -50,7 +50,8 @@ _PIECES = st.sampled_from(
     ["4", "41", "411", "4111", "1111", "123", "45", "6789", "000", "666", "9", "0", "5",
      "37", "3782", "822463", "10005", "555", "4567", "1732280000123", "4111111111111111",
      " ", " ", "-", ".", ",", "+", "(", ")", "_", ":", "=", "@", '"', "'", "\t", "\n",
-     "a", "x", "Z", "é", "٣", "𝟙", "ſ", "K", "password", "PASSWORD", "pin", "pass", "key",
+     "a", "x", "Z", "é", "٣", "𝟙", "\u017f", "\u212a", "\u0131", "\u0130", "€", "ß",
+     "password", "PASSWORD", "pin", "pass", "key",
      "Token", "user", "KeyError", "Authorization", "AUTHORIZATION", "cookie", "Cookie",
      "Bearer", "bearer", "basic", "ssn", "SSN", "social", "Social Security", "security",
      "number", "no", "ann.lee", "example.com", ".com", "bob", "eyJ", "AKIA", "://",
@@ -104,6 +105,10 @@ class TestSameSpansAsTheReference:
             "ann.lee@example.com and a.b.c@d.e.org and @example.com and x@y",
             "password=hunter2 PIN: 1234 pin=1234 \"pin\": 1 KeyError: 'k' user=bob a=b=c",
             "password= token=abc db_token: x 10:30:00 password: [REDACTED] then",
+            # Not ASCII: letters that match an ASCII one case-insensitively, others.
+            "AUTHOR\u0131ZATION: x; co\u212aie=a=b; \u017f\u017fn 123456789; éAuthorization: y",
+            "Bearer€ tok; ébearer tok; Bearer tök; \u0130 SSN: 123456789 ça",
+            "€ 4111 1111 1111 1111 ٣ 123-45-6789 555.123.4567 ann@example.com",
         ],
     )
     def test_examples(self, text: str) -> None:
