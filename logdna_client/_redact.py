@@ -382,17 +382,19 @@ class _Patterns:
         if len(text) < _FORWARD_FROM:
             self._at_separators(text, backwards, regex, spans, None)
             return
+        colons = _COLON_KEY_REVERSED.findall(backwards)
+        equals = _EQUALS_KEY_REVERSED.findall(backwards)
         secret: dict[str, bool] = {}
-        for key in {
-            *_COLON_KEY_REVERSED.findall(backwards),
-            *_EQUALS_KEY_REVERSED.findall(backwards),
-        }:
+        for key in {*colons, *equals}:
             name = key[::-1]
             if self._is_secret(name) and not name.endswith(_NOT_KEYS):
                 secret[name] = self._quoted_only_for(name)
         if not secret:
             return
-        if len(secret) > _FORWARD_KEYS:
+        # One scan of the text for each key, or Python work for each separator:
+        # whichever costs less (a scan is about a separator's cost per 512 characters).
+        separators = len(colons) + len(equals)
+        if len(secret) > _FORWARD_KEYS or len(secret) * len(text) > 512 * separators:
             self._at_separators(text, backwards, regex, spans, secret)
             return
         match = regex.match
@@ -538,10 +540,10 @@ def _emails(text: str, backwards: str, regex: re.Pattern[str], spans: list[Span]
 # found faster than a class): findall gives them without a Python step each.
 _COLON_KEY_REVERSED = re.compile(r":(?!\d\d)[ \t]{0,3}[\"']?([A-Za-z0-9_.-]{1,64})")
 _EQUALS_KEY_REVERSED = re.compile(r"=(?!\d\d)[ \t]{0,3}[\"']?([A-Za-z0-9_.-]{1,64})")
-# Text at least this long, with at most this many distinct keys naming secrets, has
-# their places found forwards from each key (a regex compiled for it, kept).
+# Text at least this long, with at most this many distinct keys naming secrets, can
+# have their places found forwards from each key (a regex compiled for it, kept).
 _FORWARD_FROM = 2048
-_FORWARD_KEYS = 4
+_FORWARD_KEYS = 16
 _FINDERS_LIMIT = 256
 
 

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from logdna_client import _redact
 from logdna_client._redact import (
     CREDENTIAL_PATTERNS,
     MARKER,
@@ -152,3 +153,27 @@ class TestCardCheck:
     def test_known_numbers(self, digits: str, expected: bool) -> None:
         """Test card numbers of each network pass; other prefixes and bad check digits do not."""
         assert expected == _is_card(digits)
+
+
+class TestEveryWayAgrees:
+    @pytest.mark.parametrize(
+        "limits",
+        [
+            {"_FORWARD_FROM": 0, "_FORWARD_KEYS": 0},  # keys from each separator
+            {"_FORWARD_FROM": 0, "_FORWARD_KEYS": 99},  # keys found forwards when cheaper
+            {"_ZEROS_FROM": 0},  # digits written 0 at any length
+            {"_ZEROS_FROM": 1 << 30},  # digits by \d at any length
+        ],
+    )
+    @settings(max_examples=100, deadline=None)
+    @given(pieces=st.lists(_PIECES, max_size=40), choice=st.sampled_from(CHOICES))
+    def test_each_way(self, limits: dict[str, int], pieces: list[str], choice: list[str]) -> None:
+        """Whichever way a pattern takes (chosen by the text's length and make-up),
+        the spans are the reference's."""
+        text = "".join(pieces) * 3
+        redactor, reference = both(choice)
+        with pytest.MonkeyPatch.context() as patch:
+            for name, value in limits.items():
+                patch.setattr(_redact, name, value)
+
+            assert reference.sub(MARKER, text) == fast(redactor, text)
