@@ -220,6 +220,8 @@ _ZERO_BRANCHES: dict[str, str] = {
     "phone_plain": r"(?<![\w+]000)(?P<phone_plain>[ .-]000[ .-]0000(?![\w-]))",
 }
 _ZEROS = bytes.maketrans(b"0123456789", b"0000000000")
+_LONG_RUN = b"0" * 20
+_ZERO_RUN = re.compile(rb"0*")
 _ZEROS_FROM = 64
 
 # Patterns that start with a case-insensitive word (which the regex engine cannot
@@ -497,7 +499,9 @@ def _digits(
     # (Group numbers, not names: this loop runs for each number in the text.)
     card = zeros.groupindex.get("card", -1)
     ssn = zeros.groupindex.get("us_ssn", -1)
-    for found in zeros.finditer(text.encode().translate(_ZEROS)):
+    zeroed = text.encode().translate(_ZEROS)
+    at = zeroed.find(_LONG_RUN)
+    for found in zeros.finditer(zeroed if at < 0 else _without_long_runs(zeroed, at)):
         group = found.lastindex
         span = found.span()
         if group == card:
@@ -522,6 +526,19 @@ def _lowered(text: str) -> str:
     ):  # fmt: skip
         return ""
     return low
+
+
+def _without_long_runs(zeroed: bytes, at: int) -> bytearray:
+    """``zeroed`` with each run of 20 digits or more (the first at ``at``) written
+    "x": no digit pattern starts, ends or looks inside one (they hold at most 19
+    digits in a row and look one character past their ends), and the scan need not
+    try each of its digits."""
+    out = bytearray(zeroed)
+    while at >= 0:
+        end = _ZERO_RUN.match(zeroed, at).end()  # type: ignore[union-attr]
+        out[at:end] = b"x" * (end - at)
+        at = zeroed.find(_LONG_RUN, end)
+    return out
 
 
 def _emails(text: str, backwards: str, regex: re.Pattern[str], spans: list[Span]) -> None:

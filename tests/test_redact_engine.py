@@ -101,6 +101,8 @@ class TestSameSpansAsTheReference:
             "٣123-45-6789 and 123-45-6789 with Arabic-Indic ٣٤٥ digits about",
             "4 4 4 4 4 4 4 4 4 4 4 4 4 4 4 4 4 4 4 1-" * 20,
             "41111111111111114111111111111111" * 20,
+            "123-45-6789 " + "4" * 25 + " 4111 1111 1111 1111." + "1" * 20 + "-555-123-4567",
+            "4111111111111111111 " + "5" * 19 + ",1234567890123456789 " + "7" * 21 + "x",
             "Authorization: Bearer abc.def COOKIE=a=b; AUTHORIZATION='x' bearer  tok==",
             "SSN: 123456789 social security no. 123456789 Social_Security_Number=123456789",
             "ann.lee@example.com and a.b.c@d.e.org and @example.com and x@y",
