@@ -399,14 +399,11 @@ class _Patterns:
         if len(secret) > _FORWARD_KEYS or len(secret) * len(text) > 512 * separators:
             self._at_separators(text, backwards, regex, spans, secret)
             return
-        match = regex.match
         for name, strict in secret.items():
-            for found in self._key_finder(name, strict).finditer(text):
-                m = match(text, found.end() - 1)
-                if m is not None:
-                    start = m.start("v")
-                    if not text.startswith(MARKER, start):  # redacted already
-                        spans.append((start, m.end()))
+            for found in self._key_finder(name, strict, regex).finditer(text):
+                span = found.span("v")
+                if not text.startswith(MARKER, span[0]):  # redacted already
+                    spans.append(span)
 
     def _at_separators(
         self,
@@ -453,10 +450,11 @@ class _Patterns:
             strict = self._quoted_only[name] = not self._names_secret(name)
         return strict
 
-    def _key_finder(self, name: str, strict: bool) -> re.Pattern[str]:
-        """A regex for ``name`` as the key before a separator, read forwards: what
-        _SEPARATOR_KEY_REVERSED reads back as this key, starting with it as a literal
-        (which the engine skips ahead to). ``strict``: not as a bare "name:"."""
+    def _key_finder(self, name: str, strict: bool, regex: re.Pattern[str]) -> re.Pattern[str]:
+        """The key=value pattern (``regex``) where ``name`` is the key before its
+        separator, as _SEPARATOR_KEY_REVERSED reads keys back: one regex that starts
+        with the key as a literal (which the engine skips ahead to) and looks ahead
+        for the rest. ``strict``: not as a bare "name:"."""
         finder = self._finders.get((name, strict))
         if finder is None:
             if len(self._finders) >= _FINDERS_LIMIT:
@@ -465,9 +463,11 @@ class _Patterns:
             # The key is the whole run of key characters, or its last 64.
             whole = "" if len(name) == 64 else f"(?<![A-Za-z0-9_.-]{key})"
             separator = (
-                r"""(?:["'][ \t]{0,3}[:=]|[ \t]{0,3}=)""" if strict else r"""["']?[ \t]{0,3}[:=]"""
+                r"""(?:["'][ \t]{0,3}|[ \t]{0,3}(?==))""" if strict else r"""["']?[ \t]{0,3}"""
             )
-            finder = re.compile(rf"{key}{whole}{separator}(?<!\d\d[:=])")
+            # (A lookahead: the separator is not consumed, nor is the value, so a
+            # key inside another's value is found too, as from each separator.)
+            finder = re.compile(rf"{key}{whole}{separator}(?={regex.pattern})")
             self._finders[(name, strict)] = finder
         return finder
 

@@ -108,6 +108,12 @@ class TestSameSpansAsTheReference:
             "ann.lee@example.com and a.b.c@d.e.org and @example.com and x@y",
             "password=hunter2 PIN: 1234 pin=1234 \"pin\": 1 KeyError: 'k' user=bob a=b=c",
             "password= token=abc db_token: x 10:30:00 password: [REDACTED] then",
+            "spin=3 pin=4 user_pin=5 apassword=x PIN: 6 'pin': 7 pin = 8 pin    =9 key.pin=1",
+            'password=a/password="b c" "password" : "d e" password=password=f '
+            + "k" * 70
+            + "=x "
+            + "x" * 60
+            + "_password=y",
             # Not ASCII: letters that match an ASCII one case-insensitively, others.
             "AUTHOR\u0131ZATION: x; co\u212aie=a=b; \u017f\u017fn 123456789; éAuthorization: y",
             "Bearer€ tok; ébearer tok; Bearer tök; \u0130 SSN: 123456789 ça",
