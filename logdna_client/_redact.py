@@ -352,24 +352,21 @@ class _Patterns:
         if not spans:
             return text
         spans.sort()
-        out: list[str] = []
-        pos = 0
-        start = end = -1
+        # The text between markers, overlapping or touching spans joined: one
+        # marker for both.
+        pieces: list[str] = []
+        end = -1
         for s, e in spans:
-            if s >= e:
-                continue  # an empty match: nothing to replace
-            if s <= end:  # overlapping or touching: one marker for both
+            if s <= end:
                 if e > end:  # noqa: PLR1730 (faster than max() here)
                     end = e
-                continue
-            if end >= 0:
-                out += (text[pos:start], replacement)
-                pos = end
-            start, end = s, e
-        if end < 0:
+            elif s < e:  # (an empty match replaces nothing)
+                pieces.append(text[end:s] if end > 0 else text[:s])
+                end = e
+        if not pieces:
             return text
-        out += (text[pos:start], replacement, text[end:])
-        return "".join(out)
+        pieces.append(text[end:])
+        return replacement.join(pieces)
 
     def _key_values(
         self, text: str, backwards: str, regex: re.Pattern[str], spans: list[Span]
