@@ -266,7 +266,7 @@ class _Patterns:
     plain form they are checked against.
     """
 
-    __slots__ = ("_finders", "_is_secret", "_names_secret", "_quoted_only", "_rules")
+    __slots__ = ("_finders", "_is_secret", "_names_secret", "_quoted_only", "_rules", "_seen")
 
     def __init__(
         self,
@@ -279,6 +279,8 @@ class _Patterns:
         # Key -> whether it counts only as "key=" or quoted, not as a bare "key:".
         self._quoted_only: dict[str, bool] = {}
         self._finders: dict[tuple[str, bool], re.Pattern[str]] = {}
+        # Secret keys without a finder yet -> in how many long texts they were.
+        self._seen: dict[tuple[str, bool], int] = {}
         rules: list[_Rule] = []
         digit_rules = [name for name in _DIGIT_BRANCHES if name in patterns]
         if digit_rules:
@@ -393,9 +395,19 @@ class _Patterns:
         if not secret:
             return
         # One scan of the text for each key, or Python work for each separator:
-        # whichever costs less (a scan is about a separator's cost per 512 characters).
-        separators = len(colons) + len(equals)
-        if len(secret) > _FORWARD_KEYS or len(secret) * len(text) > 512 * separators:
+        # whichever costs less. A scan costs about what a separator does per 512
+        # characters; compiling a key's regex about 600, counted until the key has
+        # come back in a few long texts (from then on it pays for itself).
+        cost = len(secret) * len(text) // 512
+        finders, seen = self._finders, self._seen
+        for key in secret.items():
+            if key not in finders:
+                if len(seen) >= _CACHE_LIMIT:
+                    seen.clear()
+                times = seen[key] = seen.get(key, 0) + 1
+                if times < _COMPILE_AFTER:
+                    cost += 600
+        if len(secret) > _FORWARD_KEYS or cost > len(colons) + len(equals):
             self._at_separators(text, backwards, regex, spans, secret)
             return
         for name, strict in secret.items():
@@ -560,6 +572,7 @@ _EQUALS_KEY_REVERSED = re.compile(r"=(?!\d\d)[ \t]{0,3}[\"']?([A-Za-z0-9_.-]{1,6
 # have their places found forwards from each key (a regex compiled for it, kept).
 _FORWARD_FROM = 2048
 _FORWARD_KEYS = 16
+_COMPILE_AFTER = 3
 _FINDERS_LIMIT = 256
 
 

@@ -60,6 +60,36 @@ _PIECES = st.sampled_from(
 )  # fmt: skip
 
 
+#: Hand-picked positives and near misses for every built-in pattern.
+EXAMPLES = [
+    "card 4111 1111 1111 1111 and 4111111111111111, not 4111111111111112",
+    "amex 3782 822463 10005; ssn 123-45-6789 123 45 6789 123.45.6789 not 123-45-67890",
+    "never issued: 000-12-3456 666-12-3456 923-45-6789 123-00-4567 123-45-0000",
+    "call 555-123-4567 or 555.123.4567, not x555-123-4567 or 555-123-4567-8",
+    "v1.4111111111111111 -4111111111111111 ,4111111111111111 a4111111111111111",
+    "٣123-45-6789 and 123-45-6789 with Arabic-Indic ٣٤٥ digits about",
+    "4 4 4 4 4 4 4 4 4 4 4 4 4 4 4 4 4 4 4 1-" * 20,
+    "41111111111111114111111111111111" * 20,
+    "123-45-6789 " + "4" * 25 + " 4111 1111 1111 1111." + "1" * 20 + "-555-123-4567",
+    "4111111111111111111 " + "5" * 19 + ",1234567890123456789 " + "7" * 21 + "x",
+    "Authorization: Bearer abc.def COOKIE=a=b; AUTHORIZATION='x' bearer  tok==",
+    "SSN: 123456789 social security no. 123456789 Social_Security_Number=123456789",
+    "ann.lee@example.com and a.b.c@d.e.org and @example.com and x@y",
+    "password=hunter2 PIN: 1234 pin=1234 \"pin\": 1 KeyError: 'k' user=bob a=b=c",
+    "password= token=abc db_token: x 10:30:00 password: [REDACTED] then",
+    "spin=3 pin=4 user_pin=5 apassword=x PIN: 6 'pin': 7 pin = 8 pin    =9 key.pin=1",
+    'password=a/password="b c" "password" : "d e" password=password=f '
+    + "k" * 70
+    + "=x "
+    + "x" * 60
+    + "_password=y",
+    # Not ASCII: letters that match an ASCII one case-insensitively, others.
+    "AUTHOR\u0131ZATION: x; co\u212aie=a=b; \u017f\u017fn 123456789; éAuthorization: y",
+    "Bearer€ tok; ébearer tok; Bearer tök; \u0130 SSN: 123456789 ça",
+    "€ 4111 1111 1111 1111 ٣ 123-45-6789 555.123.4567 ann@example.com",
+]
+
+
 class TestSameSpansAsTheReference:
     @settings(max_examples=600, deadline=None)
     @given(pieces=st.lists(_PIECES, max_size=40), choice=st.sampled_from(CHOICES))
@@ -90,36 +120,7 @@ class TestSameSpansAsTheReference:
 
         assert reference.sub(MARKER, text) == fast(redactor, text)
 
-    @pytest.mark.parametrize(
-        "text",
-        [
-            "card 4111 1111 1111 1111 and 4111111111111111, not 4111111111111112",
-            "amex 3782 822463 10005; ssn 123-45-6789 123 45 6789 123.45.6789 not 123-45-67890",
-            "never issued: 000-12-3456 666-12-3456 923-45-6789 123-00-4567 123-45-0000",
-            "call 555-123-4567 or 555.123.4567, not x555-123-4567 or 555-123-4567-8",
-            "v1.4111111111111111 -4111111111111111 ,4111111111111111 a4111111111111111",
-            "٣123-45-6789 and 123-45-6789 with Arabic-Indic ٣٤٥ digits about",
-            "4 4 4 4 4 4 4 4 4 4 4 4 4 4 4 4 4 4 4 1-" * 20,
-            "41111111111111114111111111111111" * 20,
-            "123-45-6789 " + "4" * 25 + " 4111 1111 1111 1111." + "1" * 20 + "-555-123-4567",
-            "4111111111111111111 " + "5" * 19 + ",1234567890123456789 " + "7" * 21 + "x",
-            "Authorization: Bearer abc.def COOKIE=a=b; AUTHORIZATION='x' bearer  tok==",
-            "SSN: 123456789 social security no. 123456789 Social_Security_Number=123456789",
-            "ann.lee@example.com and a.b.c@d.e.org and @example.com and x@y",
-            "password=hunter2 PIN: 1234 pin=1234 \"pin\": 1 KeyError: 'k' user=bob a=b=c",
-            "password= token=abc db_token: x 10:30:00 password: [REDACTED] then",
-            "spin=3 pin=4 user_pin=5 apassword=x PIN: 6 'pin': 7 pin = 8 pin    =9 key.pin=1",
-            'password=a/password="b c" "password" : "d e" password=password=f '
-            + "k" * 70
-            + "=x "
-            + "x" * 60
-            + "_password=y",
-            # Not ASCII: letters that match an ASCII one case-insensitively, others.
-            "AUTHOR\u0131ZATION: x; co\u212aie=a=b; \u017f\u017fn 123456789; éAuthorization: y",
-            "Bearer€ tok; ébearer tok; Bearer tök; \u0130 SSN: 123456789 ça",
-            "€ 4111 1111 1111 1111 ٣ 123-45-6789 555.123.4567 ann@example.com",
-        ],
-    )
+    @pytest.mark.parametrize("text", EXAMPLES)
     def test_examples(self, text: str) -> None:
         """Hand-picked positives and near misses for every built-in pattern."""
         for choice in CHOICES:
@@ -163,16 +164,20 @@ class TestCardCheck:
         assert expected == _is_card(digits)
 
 
+#: Limits that send text each way the engine has, whatever its length and make-up.
+WAYS = [
+    pytest.param({"_FORWARD_FROM": 0, "_FORWARD_KEYS": 0}, id="keys-from-each-separator"),
+    pytest.param(
+        {"_FORWARD_FROM": 0, "_FORWARD_KEYS": 99, "_COMPILE_AFTER": 0},
+        id="keys-found-forwards-when-cheaper",
+    ),
+    pytest.param({"_ZEROS_FROM": 0}, id="digits-written-0"),
+    pytest.param({"_ZEROS_FROM": 1 << 30}, id="digits-by-backslash-d"),
+]
+
+
 class TestEveryWayAgrees:
-    @pytest.mark.parametrize(
-        "limits",
-        [
-            {"_FORWARD_FROM": 0, "_FORWARD_KEYS": 0},  # keys from each separator
-            {"_FORWARD_FROM": 0, "_FORWARD_KEYS": 99},  # keys found forwards when cheaper
-            {"_ZEROS_FROM": 0},  # digits written 0 at any length
-            {"_ZEROS_FROM": 1 << 30},  # digits by \d at any length
-        ],
-    )
+    @pytest.mark.parametrize("limits", WAYS)
     @settings(max_examples=100, deadline=None)
     @given(pieces=st.lists(_PIECES, max_size=40), choice=st.sampled_from(CHOICES))
     def test_each_way(self, limits: dict[str, int], pieces: list[str], choice: list[str]) -> None:
@@ -185,3 +190,30 @@ class TestEveryWayAgrees:
                 patch.setattr(_redact, name, value)
 
             assert reference.sub(MARKER, text) == fast(redactor, text)
+
+    @pytest.mark.parametrize("limits", WAYS)
+    def test_examples_each_way(self, limits: dict[str, int]) -> None:
+        """The hand-picked examples too, each way."""
+        for text in EXAMPLES:
+            for choice in CHOICES:
+                redactor, reference = both(choice)
+                with pytest.MonkeyPatch.context() as patch:
+                    for name, value in limits.items():
+                        patch.setattr(_redact, name, value)
+
+                    assert reference.sub(MARKER, text) == fast(redactor, text), choice
+
+    def test_a_key_back_in_long_texts_gets_its_own_finder(self) -> None:
+        """A secret key that keeps turning up in long text is soon found forwards
+        (its regex compiled and kept); the spans stay the reference's all along."""
+        unit = "user=bob password=hunter2 Authorization: Bearer abc.def 4111 1111 1111 1111\n"
+        text = unit * 200
+        redactor, reference = both(["phi"])
+        patterns = redactor._text_re
+        assert patterns is not None
+        expected = reference.sub(MARKER, text)
+
+        outputs = [fast(redactor, text) for _ in range(_redact._COMPILE_AFTER + 1)]
+
+        assert [expected] * len(outputs) == outputs
+        assert {("password", False), ("Authorization", False)} <= set(patterns._finders)
