@@ -514,13 +514,19 @@ def _digits(
     at = zeroed.find(_LONG_RUN)
     for found in zeros.finditer(zeroed if at < 0 else _without_long_runs(zeroed, at)):
         group = found.lastindex
-        span = found.span()
         if group == card:
-            if not _is_card_number(text[span[0] : span[1]].encode().translate(None, b" .-")):
+            s, e = found.span()
+            # (No network's numbers start with these: a timestamp in ms, say.)
+            if text[s] in "01789":
                 continue
-        elif group == ssn and not _is_ssn(text[span[0] : span[1]]):
-            continue
-        spans.append(span)
+            if _is_card_number(text[s:e].encode().translate(None, b" .-")):
+                spans.append((s, e))
+        elif group == ssn:
+            s, e = found.span()
+            if _is_ssn(text[s:e]):
+                spans.append((s, e))
+        else:
+            spans.append(found.span())
 
 
 def _lowered(text: str) -> str:
