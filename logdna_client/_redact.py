@@ -200,8 +200,9 @@ _LOCAL_PART_REVERSED = re.compile(r"[A-Za-z0-9._%+-]{1,64}")
 
 # card, us_ssn and phone_plain all start with a digit: whichever of them are on run
 # as one regex (one scan over the digits instead of one each), branches named after
-# them. Same rules as their PHI_PRESETS forms. This form is for text with digits
-# other than 0-9 ("٣"); other text takes _ZERO_BRANCHES.
+# them. Same rules as their PHI_PRESETS forms. This form is for short text and
+# text that is not ASCII (digits such as "٣" count too); other text takes
+# _ZERO_BRANCHES.
 _DIGIT_BRANCHES: dict[str, str] = {
     "card": r"(?<!,\d)(?P<card>(?:\d{12,18}|\d{3}(?P<s>[ .-])\d{4}(?P=s)\d{4}(?P=s)\d{1,7}"
     r"|\d{3}(?P<t>[ .-])\d{6}(?P=t)\d{4,5})(?!\d))",
@@ -222,14 +223,15 @@ _ZERO_BRANCHES: dict[str, str] = {
 _ZEROS = bytes.maketrans(b"0123456789", b"0000000000")
 _LONG_RUN = b"0" * 20
 _ZERO_RUN = re.compile(rb"0*")
+# Text shorter than this takes the \d form: few digits to try, less to set up.
 _ZEROS_FROM = 64
 
 # Patterns that start with a case-insensitive word (which the regex engine cannot
-# skip ahead to): they run on the lower-cased text (same indexes) in
-# these forms, one regex per word, each starting with its word as a literal (the
-# engine skips ahead to it; the lookbehind comes after it). Each class answers for
-# a lower-case letter as the original does for either case, and a word's matches
-# are the original's at that word. Text whose lower-cased form is not like that
+# skip ahead to): they run on the lower-cased text (same indexes) in these forms,
+# one regex per word, each starting with its word as a literal (the engine skips
+# ahead to it; the lookbehind comes after it). Each class answers for a lower-case
+# letter as the original does for either case, and a word's matches are the
+# original's at that word. Text whose lower-cased form is not like that
 # (_lowered) takes the original, on the text.
 _LOWER_FORMS: dict[str, dict[str, str]] = {
     "auth_header": {
