@@ -15,7 +15,7 @@ the same test and the cache, and calls back here only when they say maybe.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import fields, is_dataclass
 from enum import Enum
 from typing import Any
@@ -145,7 +145,7 @@ def has_trigger(text: str) -> bool:
 
 _NOT_KEYS = ("Error", "Exception", "Warning")
 # A digit doubled, its two digits summed (Luhn): 7 -> 14 -> 5.
-_LUHN_DOUBLED = str.maketrans("0123456789", "0246813579")
+_LUHN_DOUBLED = bytes.maketrans(b"0123456789", b"0246813579")
 _CARD_SEPARATORS = str.maketrans("", "", " .-")
 
 
@@ -153,6 +153,10 @@ def _is_card(digits: str) -> bool:
     """Whether a 13-19 digit string has a card network's prefix and a valid Luhn digit."""
     if not 13 <= len(digits) <= 19:
         return False
+    if digits.isascii():
+        return _is_card_number(digits.encode())
+    # Another script's digits ("٤١١١..."): as before the bytes form, digits other
+    # than 0-9 in doubled places count undoubled.
     first, two = digits[0], int(digits[:2])
     if not (
         first in "46"
@@ -161,8 +165,26 @@ def _is_card(digits: str) -> bool:
         or two in (30, 34, 35, 36, 37, 38, 39, 50)
     ):
         return False
-    total = sum(map(int, digits[-1::-2])) + sum(map(int, digits[-2::-2].translate(_LUHN_DOUBLED)))
+    total = sum(map(int, digits[-1::-2])) + sum(map(int, digits[-2::-2].translate(_LUHN_STR)))
     return total % 10 == 0
+
+
+_LUHN_STR = str.maketrans("0123456789", "0246813579")
+
+
+def _is_card_number(number: bytes) -> bool:
+    """``_is_card`` for 13-19 ASCII digits."""
+    lead = number[0]
+    if lead not in b"46":
+        if lead not in b"235":
+            return False
+        two = int(number[:2])
+        if not (51 <= two <= 55 or two in (30, 34, 35, 36, 37, 38, 39, 50)
+                or 2221 <= int(number[:4]) <= 2720):  # fmt: skip
+            return False
+    # Each byte is 48 more than its digit.
+    total = sum(number[-1::-2]) + sum(number[-2::-2].translate(_LUHN_DOUBLED))
+    return (total - 48 * len(number)) % 10 == 0
 
 
 def _is_ssn(text: str) -> bool:
@@ -190,35 +212,61 @@ def key_words(key: str) -> list[str]:
 _SEPARATOR_KEY_REVERSED = re.compile(r"[:=](?!\d\d)[ \t]{0,3}([\"']?)([A-Za-z0-9_.-]{1,64})")
 _LOCAL_PART_REVERSED = re.compile(r"[A-Za-z0-9._%+-]{1,64}")
 
-# card, us_ssn and phone_plain all start with a digit: where more than one is on,
-# they run as one regex (one scan over the digits instead of one each), branches
-# named after them. Same rules as their PHI_PRESETS forms.
+# card, us_ssn and phone_plain all start with a digit: whichever of them are on run
+# as one regex (one scan over the digits instead of one each), branches named after
+# them. Same rules as their PHI_PRESETS forms. This form is for short text and
+# text that is not ASCII (digits such as "٣" count too); other text takes
+# _ZERO_BRANCHES.
 _DIGIT_BRANCHES: dict[str, str] = {
     "card": r"(?<!,\d)(?P<card>(?:\d{12,18}|\d{3}(?P<s>[ .-])\d{4}(?P=s)\d{4}(?P=s)\d{1,7}"
     r"|\d{3}(?P<t>[ .-])\d{6}(?P=t)\d{4,5})(?!\d))",
     "us_ssn": r"(?P<us_ssn>\d\d(?P<u>[- .])\d\d(?P=u)\d{4}(?![\d-]))",
     "phone_plain": r"(?<![\w+]\d)(?P<phone_plain>\d\d[ .-]\d{3}[ .-]\d{4}(?![\w-]))",
 }
+# The same branches for the text with every digit written "0" (_ZEROS), after the
+# three digits each of them starts with: the regex then starts with the literal
+# "000", which the engine finds without trying each digit in turn ("4 4 4 ..."
+# has none). Every class here answers for a "0" as the original does for any
+# digit, and all else in the text is unchanged: the matches are the same.
+_ZERO_BRANCHES: dict[str, str] = {
+    "card": r"(?<!,000)(?P<card>0{10,16}(?!0)|0(?P<s>[ .-])0000(?P=s)0000(?P=s)0{1,7}(?!0)"
+    r"|0(?P<t>[ .-])000000(?P=t)0{4,5}(?!0))",
+    "us_ssn": r"(?P<us_ssn>(?P<u>[- .])00(?P=u)0000(?![0-]))",
+    "phone_plain": r"(?<![\w+]000)(?P<phone_plain>[ .-]000[ .-]0000(?![\w-]))",
+}
+_ZEROS = bytes.maketrans(b"0123456789", b"0000000000")
+_LONG_RUN = b"0" * 20
+_ZERO_RUN = re.compile(rb"0*")
+# Text shorter than this takes the \d form: few digits to try, less to set up.
+_ZEROS_FROM = 64
+
+# Patterns that start with a case-insensitive word (which the regex engine cannot
+# skip ahead to): they run on the lower-cased text (same indexes) in these forms,
+# one regex per word, each starting with its word as a literal (the engine skips
+# ahead to it; the lookbehind comes after it). Each class answers for a lower-case
+# letter as the original does for either case, and a word's matches are the
+# original's at that word. Text whose lower-cased form is not like that
+# (_lowered) takes the original, on the text.
+_LOWER_FORMS: dict[str, dict[str, str]] = {
+    "auth_header": {
+        word: rf"""{word}(?<![a-z0-9_]{word})["']?[ \t]{{0,3}}[:=][ \t]{{0,3}}["']?"""
+        r"""(?P<v>[^\r\n"']{1,4096})"""
+        for word in ("authorization", "cookie")
+    },
+    "bearer": {"bearer": r"bearer(?<![a-z0-9]bearer)[ \t]{1,3}[a-z0-9\-._~+/]{1,4096}=*"},
+    "us_ssn_labelled": {
+        "ssn": r"ssn(?<![a-z]ssn)[^a-z0-9\r\n]{0,3}(?P<v>\d{9})(?!\d)",
+        "social": r"social(?<![a-z]social)[ _-]?security(?:[ _-]?(?:number|no))?"
+        r"[^a-z0-9\r\n]{0,3}(?P<v>\d{9})(?!\d)",
+    },
+}
 
 Span = tuple[int, int]
 
-
-class _Backwards:
-    """The reverse of the text last asked about: patterns that read back from a
-    match (a key before its "=", an email's local part) match it there, once each."""
-
-    __slots__ = ("_reversed", "_text")
-
-    def __init__(self) -> None:
-        self._text = self._reversed = ""
-
-    def of(self, text: str) -> str:
-        if text is not self._text:
-            self._text, self._reversed = text, text[::-1]
-        return self._reversed
-
-
-_Finder = Callable[[re.Match[str]], "Span | None"]
+# What a rule is, for _Patterns.sub: how its matches become spans.
+_WHOLE, _VALUE, _WORDS_FIRST, _KEY_VALUE, _EMAIL, _DIGITS = range(6)
+# (kind, literals one of which every match holds, regex, its other forms)
+_Rule = tuple[int, tuple[str, ...], re.Pattern[str], Any]
 
 
 class _Patterns:
@@ -228,10 +276,13 @@ class _Patterns:
     merged (overlaps joined) and each replaced by one marker. Running them apart
     keeps each regex simple (a literal or class first: the engine skips ahead),
     lets one pattern's near-miss never hide another's match, and lets a user's
-    pattern carry global flags or back-references.
+    pattern carry global flags or back-references. The built-in ones run in
+    forms that let the engine skip ahead further (_ZERO_BRANCHES, _LOWER_FORMS)
+    and keep the Python work per match small; tests/_redact_reference.py is the
+    plain form they are checked against.
     """
 
-    __slots__ = ("_is_secret", "_key_value", "_names_secret", "_rules")
+    __slots__ = ("_finders", "_is_secret", "_names_secret", "_quoted_only", "_rules", "_seen")
 
     def __init__(
         self,
@@ -241,144 +292,310 @@ class _Patterns:
     ) -> None:
         self._is_secret = is_secret
         self._names_secret = names_secret
-        self._key_value: _Finder | None = None
-        rules: list[tuple[tuple[str, ...], tuple[str, ...] | None, re.Pattern[str], _Finder]] = []
+        # Key -> whether it counts only as "key=" or quoted, not as a bare "key:".
+        self._quoted_only: dict[str, bool] = {}
+        self._finders: dict[tuple[str, bool], re.Pattern[str]] = {}
+        # Secret keys without a finder yet -> in how many long texts they were.
+        self._seen: dict[tuple[str, bool], int] = {}
+        rules: list[_Rule] = []
         digit_rules = [name for name in _DIGIT_BRANCHES if name in patterns]
-        if len(digit_rules) > 1:
+        if digit_rules:
             patterns = [p for p in patterns if p not in digit_rules]
-            branches = "|".join(_DIGIT_BRANCHES[name] for name in digit_rules)
-            regex = re.compile(rf"\d(?<![\d.-]\d)(?:{branches})")
-            rules.append(((), None, regex, self._finder("digits", regex)))
+            zeros = "|".join(_ZERO_BRANCHES[name] for name in digit_rules)
+            digits = "|".join(_DIGIT_BRANCHES[name] for name in digit_rules)
+            regex = re.compile(rf"\d(?<![\d.-]\d)(?:{digits})")
+            rules.append((_DIGITS, (), regex, re.compile(rf"000(?<![0.-]000)(?:{zeros})".encode())))
         for name in patterns:
             regex = re.compile(PRESET_PATTERNS.get(name, name))
-            rules.append((_NEEDS.get(name, ()), _WORDS.get(name), regex, self._finder(name, regex)))
+            if name == "secret_kv":
+                kind: int = _KEY_VALUE
+            elif name == "email":
+                kind = _EMAIL
+            elif name in _LOWER_FORMS:
+                kind = _WORDS_FIRST
+            else:
+                kind = _VALUE if "v" in regex.groupindex else _WHOLE
+            lower = tuple(
+                (word, form, "v" in form.groupindex)
+                for word, form in (
+                    (word, re.compile(form)) for word, form in _LOWER_FORMS.get(name, {}).items()
+                )
+            )
+            rules.append((kind, _NEEDS.get(name, ()), regex, lower))
         self._rules = tuple(rules)
-
-    def _finder(self, name: str, regex: re.Pattern[str]) -> _Finder:
-        value = "v" in regex.groupindex
-
-        def whole_or_value(m: re.Match[str]) -> Span | None:
-            return m.span("v") if value and m.group("v") is not None else m.span()
-
-        if name == "secret_kv":
-
-            def key_value(m: re.Match[str]) -> Span | None:
-                start = m.start("v")
-                if m.string.startswith(MARKER, start):
-                    return None  # redacted already
-                return start, m.end()
-
-            self._key_value = key_value
-            return key_value
-
-        def card(m: re.Match[str]) -> Span | None:
-            return m.span() if _is_card(m.group().translate(_CARD_SEPARATORS)) else None
-
-        if name == "card":
-            return card
-        if name == "us_ssn":
-            return lambda m: m.span() if _is_ssn(m.group()) else None
-        if name == "email":
-            backwards = _Backwards()
-
-            def email(m: re.Match[str]) -> Span | None:
-                text, at = m.string, m.start()
-                local = _LOCAL_PART_REVERSED.match(backwards.of(text), len(text) - at)
-                return (at - len(local.group()), m.end()) if local is not None else None
-
-            return email
-        if name == "digits":
-
-            def digits(m: re.Match[str]) -> Span | None:
-                kind = m.lastgroup
-                if kind == "card":
-                    return card(m)
-                if kind == "us_ssn":
-                    return m.span() if _is_ssn(m.group()) else None
-                return m.span()
-
-            return digits
-        return whole_or_value
 
     def sub(self, replacement: str, text: str) -> str:
         spans: list[Span] = []
         low: str | None = None
+        backwards: str | None = None
         # (Loops, not any() over a generator: this runs for short messages on the
         # logging call's path, where a generator costs more than the test.)
-        for needs, words, regex, find in self._rules:
+        for kind, needs, regex, extra in self._rules:
             for literal in needs:
                 if literal in text:
                     break
             else:
                 if needs:
                     continue
-            if find is self._key_value:
-                matches: Iterable[re.Match[str] | None] = self._at_secret_keys(regex, text)
-            elif words is None:
-                matches = regex.finditer(text)
-            else:
+            # (Most frequent first: on short text most rules stop at their gate.)
+            if kind == _WORDS_FIRST:
                 if low is None:
-                    # Lower-cased ASCII keeps every index; other text may not.
-                    low = text.lower() if text.isascii() else ""
-                if low:
-                    for word in words:
-                        if word in low:
-                            break
-                    else:
-                        continue
-                matches = _at_words(regex, text, low, words) if low else regex.finditer(text)
-            for m in matches:
-                span = find(m) if m is not None else None
-                if span is not None and span[0] < span[1]:
-                    spans.append(span)
+                    low = _lowered(text)
+                if not low:
+                    for m in regex.finditer(text):
+                        span = m.span("v") if "v" in regex.groupindex else (-1, -1)
+                        spans.append(span if span[0] >= 0 else m.span())
+                    continue
+                for word, form, value in extra:
+                    if word in low:
+                        if value:  # (always there when the form matches)
+                            spans += [m.span("v") for m in form.finditer(low)]
+                        else:
+                            spans += [m.span() for m in form.finditer(low)]
+            elif kind == _DIGITS:
+                _digits(text, extra, regex, spans)
+            elif kind == _KEY_VALUE:
+                if backwards is None:
+                    backwards = text[::-1]
+                if len(text) < _FORWARD_FROM:
+                    self._at_separators(text, backwards, regex, spans, None)
+                else:
+                    self._key_values(text, backwards, regex, spans)
+            elif kind == _WHOLE:
+                spans += [m.span() for m in regex.finditer(text)]
+            elif kind == _VALUE:
+                for m in regex.finditer(text):
+                    span = m.span("v")
+                    spans.append(span if span[0] >= 0 else m.span())
+            else:  # _EMAIL
+                if backwards is None:
+                    backwards = text[::-1]
+                _emails(text, backwards, regex, spans)
         if not spans:
             return text
         spans.sort()
-        out: list[str] = []
-        pos = 0
-        start, end = spans[0]
-        for s, e in spans[1:]:
-            if s <= end:  # overlapping or touching: one marker for both
-                end = max(end, e)
-                continue
-            out += (text[pos:start], replacement)
-            pos, start, end = end, s, e
-        out += (text[pos:start], replacement, text[end:])
-        return "".join(out)
+        # The text between markers, overlapping or touching spans joined: one
+        # marker for both.
+        pieces: list[str] = []
+        end = -1
+        for s, e in spans:
+            if s <= end:
+                if e > end:  # noqa: PLR1730 (faster than max() here)
+                    end = e
+            elif s < e:  # (an empty match replaces nothing)
+                pieces.append(text[end:s] if end > 0 else text[:s])
+                end = e
+        if not pieces:
+            return text
+        pieces.append(text[end:])
+        return replacement.join(pieces)
 
-    def _at_secret_keys(self, regex: re.Pattern[str], text: str) -> Iterator[re.Match[str] | None]:
-        """The key=value pattern matched at each separator whose key names a secret."""
+    def _key_values(
+        self, text: str, backwards: str, regex: re.Pattern[str], spans: list[Span]
+    ) -> None:
+        """The key=value pattern matched at each separator whose key names a secret,
+        in long text (short text takes _at_separators alone).
+
+        Keys are read back from each separator on the reversed text
+        (``backwards``): first only the distinct keys (most text names no secret
+        and stops there), then the places of those that do, found forwards from
+        each key as a literal (_key_finder) when that costs less.
+        """
+        colons = _COLON_KEY_REVERSED.findall(backwards)
+        equals = _EQUALS_KEY_REVERSED.findall(backwards)
+        secret: dict[str, bool] = {}
+        for key in {*colons, *equals}:
+            name = key[::-1]
+            if self._is_secret(name) and not name.endswith(_NOT_KEYS):
+                secret[name] = self._quoted_only_for(name)
+        if not secret:
+            return
+        # One scan of the text for each key, or Python work for each separator:
+        # whichever costs less. A scan costs about what a separator does per 512
+        # characters; compiling a key's regex about 600, counted until the key has
+        # come back in a few long texts (from then on it pays for itself).
+        cost = len(secret) * len(text) // 512
+        finders, seen = self._finders, self._seen
+        for key in secret.items():
+            if key not in finders:
+                if len(seen) >= _CACHE_LIMIT:
+                    seen.clear()
+                times = seen[key] = seen.get(key, 0) + 1
+                if times < _COMPILE_AFTER:
+                    cost += 600
+        if len(secret) > _FORWARD_KEYS or cost > len(colons) + len(equals):
+            self._at_separators(text, backwards, regex, spans, secret)
+            return
+        for name, strict in secret.items():
+            for found in self._key_finder(name, strict, regex).finditer(text):
+                span = found.span("v")
+                if not text.startswith(MARKER, span[0]):  # redacted already
+                    spans.append(span)
+
+    def _at_separators(
+        self,
+        text: str,
+        backwards: str,
+        regex: re.Pattern[str],
+        spans: list[Span],
+        secret: dict[str, bool] | None,
+    ) -> None:
+        """_key_values from each separator in turn; ``secret``: the keys that name
+        secrets, if known, and whether each counts only quoted or before "="."""
         is_secret = self._is_secret
-        names_secret = self._names_secret
+        match = regex.match
         last = len(text) - 1
-        for candidate in _SEPARATOR_KEY_REVERSED.finditer(text[::-1]):
-            name = candidate.group(2)[::-1]
-            # Cheapest first: most candidates are "word:" that names no secret.
-            if not is_secret(name) or name.endswith(_NOT_KEYS):
-                continue  # ("KeyError: 'k'": a traceback's last line)
-            at = last - candidate.start()
-            if text[at] == ":" and not candidate.group(1) and not names_secret(name):
-                # "PASS: test 3", "dbus-session-bus-common:all": a bare word and a
-                # colon is prose, a status or a qualifier as often as a key. It counts
-                # only when the word ends with one of the longer names ("password:",
-                # "db_token: ..."); short ones (pass, pin, key ...) only as "pin=" or
-                # '"pin":'.
+        for candidate in _SEPARATOR_KEY_REVERSED.finditer(backwards):
+            name = candidate[2][::-1]
+            if secret is None:
+                # Cheapest first: most candidates are "word:" that names no secret.
+                if not is_secret(name) or name.endswith(_NOT_KEYS):
+                    continue  # ("KeyError: 'k'": a traceback's last line)
+            elif name not in secret:
                 continue
-            yield regex.match(text, at)
+            at = last - candidate.start()
+            if text[at] == ":" and not candidate[1] and self._quoted_only_for(name):
+                continue
+            m = match(text, at)
+            if m is not None:
+                start = m.start("v")
+                if not text.startswith(MARKER, start):  # redacted already
+                    spans.append((start, m.end()))
+
+    def _quoted_only_for(self, name: str) -> bool:
+        """Whether a key counts only quoted or before "=", not as a bare "name:".
+
+        "PASS: test 3", "dbus-session-bus-common:all": a bare word and a colon is
+        prose, a status or a qualifier as often as a key. It counts only when the
+        word ends with one of the longer names ("password:", "db_token: ..."); short
+        ones (pass, pin, key ...) only as "pin=" or '"pin":'.
+        """
+        strict = self._quoted_only.get(name)
+        if strict is None:
+            if len(self._quoted_only) >= _CACHE_LIMIT:
+                self._quoted_only.clear()
+            strict = self._quoted_only[name] = not self._names_secret(name)
+        return strict
+
+    def _key_finder(self, name: str, strict: bool, regex: re.Pattern[str]) -> re.Pattern[str]:
+        """The key=value pattern (``regex``) where ``name`` is the key before its
+        separator, as _SEPARATOR_KEY_REVERSED reads keys back: one regex that starts
+        with the key as a literal (which the engine skips ahead to) and looks ahead
+        for the rest. ``strict``: not as a bare "name:"."""
+        finder = self._finders.get((name, strict))
+        if finder is None:
+            if len(self._finders) >= _FINDERS_LIMIT:
+                self._finders.clear()
+            key = re.escape(name)
+            # The key is the whole run of key characters, or its last 64.
+            whole = "" if len(name) == 64 else f"(?<![A-Za-z0-9_.-]{key})"
+            separator = (
+                r"""(?:["'][ \t]{0,3}|[ \t]{0,3}(?==))""" if strict else r"""["']?[ \t]{0,3}"""
+            )
+            # (A lookahead: the separator is not consumed, nor is the value, so a
+            # key inside another's value is found too, as from each separator.)
+            finder = re.compile(rf"{key}{whole}{separator}(?={regex.pattern})")
+            self._finders[(name, strict)] = finder
+        return finder
 
     def search(self, text: str) -> bool:
         """Whether any pattern would replace something in ``text``."""
         return self.sub(MARKER, text) != text
 
 
-# Patterns that start with a case-insensitive word (which the regex engine cannot
-# skip ahead to): their matches can only start where the lower-cased text has one of
-# these words, found with str.find; the regex is tried there alone.
-_WORDS: dict[str, tuple[str, ...]] = {
-    "auth_header": ("authorization", "cookie"),
-    "bearer": ("bearer",),
-    "us_ssn_labelled": ("ssn", "social"),
-}
+def _digits(
+    text: str, zeros: re.Pattern[bytes], digits: re.Pattern[str], spans: list[Span]
+) -> None:
+    """card, us_ssn and phone_plain: one scan, then the checks a regex cannot make.
+
+    Long ASCII text is scanned with its digits written "0" (_ZERO_BRANCHES), as
+    bytes (encoding and translating ASCII costs little); other text (short: few
+    digits to try; not ASCII: str.translate is slow on it) by the \\d form.
+    """
+    if len(text) < _ZEROS_FROM or not text.isascii():
+        for m in digits.finditer(text):
+            kind = m.lastgroup
+            s, e = m.span()
+            if kind == "card":
+                if not _is_card(text[s:e].translate(_CARD_SEPARATORS)):
+                    continue
+            elif kind == "us_ssn" and not _is_ssn(text[s:e]):
+                continue
+            spans.append((s, e))
+        return
+    # (Group numbers, not names: this loop runs for each number in the text.)
+    card = zeros.groupindex.get("card", -1)
+    ssn = zeros.groupindex.get("us_ssn", -1)
+    zeroed = text.encode().translate(_ZEROS)
+    at = zeroed.find(_LONG_RUN)
+    for found in zeros.finditer(zeroed if at < 0 else _without_long_runs(zeroed, at)):
+        group = found.lastindex
+        if group == card:
+            s, e = found.span()
+            # (No network's numbers start with these: a timestamp in ms, say.)
+            if text[s] in "01789":
+                continue
+            if _is_card_number(text[s:e].encode().translate(None, b" .-")):
+                spans.append((s, e))
+        elif group == ssn:
+            s, e = found.span()
+            if _is_ssn(text[s:e]):
+                spans.append((s, e))
+        else:
+            spans.append(found.span())
+
+
+def _lowered(text: str) -> str:
+    """``text`` lower-cased, if the _LOWER_FORMS can run on that: every character
+    in its place, an ASCII one lower-cased, others still not ASCII, and none that
+    a case-insensitive ASCII letter matches (dotless i, dotted I, the Kelvin sign,
+    long s); else ""."""
+    low = text.lower()
+    if text.isascii():
+        return low
+    if (
+        "\u0131" in text or "\u017f" in text or "\u212a" in text or "\u0130" in text
+        or text.encode("ascii", "replace").lower() != low.encode("ascii", "replace")
+    ):  # fmt: skip
+        return ""
+    return low
+
+
+def _without_long_runs(zeroed: bytes, at: int) -> bytearray:
+    """``zeroed`` with each run of 20 digits or more (the first at ``at``) written
+    "x": no digit pattern starts, ends or looks inside one (they hold at most 19
+    digits in a row and look one character past their ends), and the scan need not
+    try each of its digits."""
+    out = bytearray(zeroed)
+    while at >= 0:
+        end = _ZERO_RUN.match(zeroed, at).end()  # type: ignore[union-attr]
+        out[at:end] = b"x" * (end - at)
+        at = zeroed.find(_LONG_RUN, end)
+    return out
+
+
+def _emails(text: str, backwards: str, regex: re.Pattern[str], spans: list[Span]) -> None:
+    """Each email address: its domain matched from the "@", its local part read back."""
+    local_part = _LOCAL_PART_REVERSED.match
+    end = len(text)
+    for m in regex.finditer(text):
+        at = m.start()
+        local = local_part(backwards, end - at)
+        if local is not None:
+            spans.append((end - local.end(), m.end()))
+
+
+# Keys before a separator, read back on the reversed text (_SEPARATOR_KEY_REVERSED
+# with only the key captured, one regex for each separator: a literal first is
+# found faster than a class): findall gives them without a Python step each.
+_COLON_KEY_REVERSED = re.compile(r":(?!\d\d)[ \t]{0,3}[\"']?([A-Za-z0-9_.-]{1,64})")
+_EQUALS_KEY_REVERSED = re.compile(r"=(?!\d\d)[ \t]{0,3}[\"']?([A-Za-z0-9_.-]{1,64})")
+# Text at least this long, with at most this many distinct keys naming secrets, can
+# have their places found forwards from each key (a regex compiled for it, kept).
+_FORWARD_FROM = 2048
+_FORWARD_KEYS = 16
+_COMPILE_AFTER = 3
+_FINDERS_LIMIT = 256
 
 
 # Literals a pattern's every match holds (one of them): without any in the text,
@@ -392,18 +609,6 @@ _NEEDS: dict[str, tuple[str, ...]] = {
     "phone": ("(",),
     "phone_plus": ("+",),
 }
-
-
-def _at_words(
-    regex: re.Pattern[str], text: str, low: str, words: tuple[str, ...]
-) -> Iterator[re.Match[str] | None]:
-    """``regex`` matched where ``low`` (``text`` lower-cased, same indexes) has a word."""
-    for word in words:
-        at = low.find(word)
-        while at >= 0:
-            m = regex.match(text, at)
-            yield m
-            at = low.find(word, m.end() if m is not None else at + 1)
 
 
 _SEPARATORS = re.compile(r"[-_.\s]+")

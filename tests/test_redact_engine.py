@@ -1,0 +1,219 @@
+"""The text-pattern engine's fast forms against the plain one (tests/_redact_reference.py).
+
+_Patterns runs the built-in patterns in forms the regex engine scans faster
+(digits written "0", lower-cased words as literals, keys read back once per
+distinct key); every span it replaces must be the plain form's.
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from logdna_client import _redact
+from logdna_client._redact import (
+    CREDENTIAL_PATTERNS,
+    MARKER,
+    PRESET_PATTERNS,
+    Redactor,
+    _is_card,
+    expand_patterns,
+)
+from tests._redact_reference import ReferencePatterns
+from tests._redact_reference import _is_card as reference_is_card
+
+#: Pattern choices to compare: every preset at once, each preset alone, and the
+#: digit presets in pairs (they share one regex).
+CHOICES = (
+    ["phi", "bearer"],
+    *([name] for name in PRESET_PATTERNS),
+    ["card", "us_ssn"],
+    ["us_ssn", "phone"],
+    ["card", "phone_plain"],
+)
+
+
+def both(choice: list[str], defaults: bool = True) -> tuple[Redactor, ReferencePatterns]:
+    """A redactor and the reference engine for the same patterns and key rules."""
+    redactor = Redactor(patterns=choice, defaults=defaults)
+    chosen = expand_patterns([*CREDENTIAL_PATTERNS, *choice] if defaults else choice)
+    return redactor, ReferencePatterns(chosen, redactor.is_secret, redactor._names_secret)
+
+
+def fast(redactor: Redactor, text: str) -> str:
+    patterns = redactor._text_re
+    assert patterns is not None
+    return patterns.sub(MARKER, text)
+
+
+_PIECES = st.sampled_from(
+    ["4", "41", "411", "4111", "1111", "123", "45", "6789", "000", "666", "9", "0", "5",
+     "37", "3782", "822463", "10005", "555", "4567", "1732280000123", "4111111111111111",
+     " ", " ", "-", ".", ",", "+", "(", ")", "_", ":", "=", "@", '"', "'", "\t", "\n",
+     "a", "x", "Z", "é", "٣", "𝟙", "\u017f", "\u212a", "\u0131", "\u0130", "€", "ß",
+     "password", "PASSWORD", "pin", "pass", "key",
+     "Token", "user", "KeyError", "Authorization", "AUTHORIZATION", "cookie", "Cookie",
+     "Bearer", "bearer", "basic", "ssn", "SSN", "social", "Social Security", "security",
+     "number", "no", "ann.lee", "example.com", ".com", "bob", "eyJ", "AKIA", "://",
+     MARKER, "1-", "4 ", "12:30", "db_token"]
+)  # fmt: skip
+
+
+#: Hand-picked positives and near misses for every built-in pattern.
+EXAMPLES = [
+    "card 4111 1111 1111 1111 and 4111111111111111, not 4111111111111112",
+    "amex 3782 822463 10005; ssn 123-45-6789 123 45 6789 123.45.6789 not 123-45-67890",
+    "never issued: 000-12-3456 666-12-3456 923-45-6789 123-00-4567 123-45-0000",
+    "call 555-123-4567 or 555.123.4567, not x555-123-4567 or 555-123-4567-8",
+    "v1.4111111111111111 -4111111111111111 ,4111111111111111 a4111111111111111",
+    "٣123-45-6789 and 123-45-6789 with Arabic-Indic ٣٤٥ digits about",
+    "4 4 4 4 4 4 4 4 4 4 4 4 4 4 4 4 4 4 4 1-" * 20,
+    "41111111111111114111111111111111" * 20,
+    "123-45-6789 " + "4" * 25 + " 4111 1111 1111 1111." + "1" * 20 + "-555-123-4567",
+    "4111111111111111111 " + "5" * 19 + ",1234567890123456789 " + "7" * 21 + "x",
+    "Authorization: Bearer abc.def COOKIE=a=b; AUTHORIZATION='x' bearer  tok==",
+    "SSN: 123456789 social security no. 123456789 Social_Security_Number=123456789",
+    "ann.lee@example.com and a.b.c@d.e.org and @example.com and x@y",
+    "password=hunter2 PIN: 1234 pin=1234 \"pin\": 1 KeyError: 'k' user=bob a=b=c",
+    "password= token=abc db_token: x 10:30:00 password: [REDACTED] then",
+    "spin=3 pin=4 user_pin=5 apassword=x PIN: 6 'pin': 7 pin = 8 pin    =9 key.pin=1",
+    'password=a/password="b c" "password" : "d e" password=password=f '
+    + "k" * 70
+    + "=x "
+    + "x" * 60
+    + "_password=y",
+    # Not ASCII: letters that match an ASCII one case-insensitively, others.
+    "AUTHOR\u0131ZATION: x; co\u212aie=a=b; \u017f\u017fn 123456789; éAuthorization: y",
+    "Bearer€ tok; ébearer tok; Bearer tök; \u0130 SSN: 123456789 ça",
+    "€ 4111 1111 1111 1111 ٣ 123-45-6789 555.123.4567 ann@example.com",
+]
+
+
+class TestSameSpansAsTheReference:
+    @settings(max_examples=600, deadline=None)
+    @given(pieces=st.lists(_PIECES, max_size=40), choice=st.sampled_from(CHOICES))
+    def test_random_text(self, pieces: list[str], choice: list[str]) -> None:
+        """Text built from the patterns' own pieces (digits, separators, key words,
+        cased and non-ASCII look-alikes) comes out as the reference makes it."""
+        text = "".join(pieces)
+        redactor, reference = both(choice)
+
+        assert reference.sub(MARKER, text) == fast(redactor, text)
+
+    @settings(max_examples=150, deadline=None)
+    @given(pieces=st.lists(_PIECES, min_size=1, max_size=40), choice=st.sampled_from(CHOICES))
+    def test_long_random_text(self, pieces: list[str], choice: list[str]) -> None:
+        """The same for text long enough (2 KB and more) to take the long-text ways
+        (keys found forwards, from their places)."""
+        unit = "".join(pieces)
+        text = unit * (2100 // len(unit) + 1)
+        redactor, reference = both(choice)
+
+        assert reference.sub(MARKER, text) == fast(redactor, text)
+
+    @settings(max_examples=200, deadline=None)
+    @given(text=st.text(max_size=60), choice=st.sampled_from(CHOICES))
+    def test_any_text(self, text: str, choice: list[str]) -> None:
+        """Any text at all comes out as the reference makes it."""
+        redactor, reference = both(choice)
+
+        assert reference.sub(MARKER, text) == fast(redactor, text)
+
+    @pytest.mark.parametrize("text", EXAMPLES)
+    def test_examples(self, text: str) -> None:
+        """Hand-picked positives and near misses for every built-in pattern."""
+        for choice in CHOICES:
+            redactor, reference = both(choice)
+
+            assert reference.sub(MARKER, text) == fast(redactor, text), choice
+            long = text * 40
+            assert reference.sub(MARKER, long) == fast(redactor, long), choice
+
+    def test_without_defaults(self) -> None:
+        """With ``redact=False`` and only a preset, the same spans too."""
+        text = "password=x 4111 1111 1111 1111 Authorization: Bearer abc"
+        for choice in CHOICES:
+            redactor, reference = both(choice, defaults=False)
+
+            assert reference.sub(MARKER, text) == fast(redactor, text), choice
+
+
+class TestCardCheck:
+    @settings(max_examples=500, deadline=None)
+    @given(
+        digits=st.text(alphabet="0123456789", min_size=11, max_size=21)
+        | st.from_regex(r"\A[2-6][0-9]{12,18}\Z")
+        | st.text(alphabet="0123456789٠١٢٣٤٥٦٧٨٩", min_size=13, max_size=19)
+    )
+    def test_same_answer_as_the_reference(self, digits: str) -> None:
+        """The byte-wise Luhn check answers as the plain one, for any digits."""
+        assert reference_is_card(digits) == _is_card(digits)
+
+    @pytest.mark.parametrize(
+        ("digits", "expected"),
+        [
+            ("4111111111111111", True), ("4111111111111112", False), ("378282246310005", True),
+            ("5555555555554444", True), ("2223003122003222", True), ("6011111111111117", True),
+            ("1111111111111117", False), ("7992739871300000", False),
+            ("411111111111", False),
+        ],
+    )  # fmt: skip
+    def test_known_numbers(self, digits: str, expected: bool) -> None:
+        """Test card numbers of each network pass; other prefixes and bad check digits do not."""
+        assert expected == _is_card(digits)
+
+
+#: Limits that send text each way the engine has, whatever its length and make-up.
+WAYS = [
+    pytest.param({"_FORWARD_FROM": 0, "_FORWARD_KEYS": 0}, id="keys-from-each-separator"),
+    pytest.param(
+        {"_FORWARD_FROM": 0, "_FORWARD_KEYS": 99, "_COMPILE_AFTER": 0},
+        id="keys-found-forwards-when-cheaper",
+    ),
+    pytest.param({"_ZEROS_FROM": 0}, id="digits-written-0"),
+    pytest.param({"_ZEROS_FROM": 1 << 30}, id="digits-by-backslash-d"),
+]
+
+
+class TestEveryWayAgrees:
+    @pytest.mark.parametrize("limits", WAYS)
+    @settings(max_examples=100, deadline=None)
+    @given(pieces=st.lists(_PIECES, max_size=40), choice=st.sampled_from(CHOICES))
+    def test_each_way(self, limits: dict[str, int], pieces: list[str], choice: list[str]) -> None:
+        """Whichever way a pattern takes (chosen by the text's length and make-up),
+        the spans are the reference's."""
+        text = "".join(pieces) * 3
+        redactor, reference = both(choice)
+        with pytest.MonkeyPatch.context() as patch:
+            for name, value in limits.items():
+                patch.setattr(_redact, name, value)
+
+            assert reference.sub(MARKER, text) == fast(redactor, text)
+
+    @pytest.mark.parametrize("limits", WAYS)
+    def test_examples_each_way(self, limits: dict[str, int]) -> None:
+        """The hand-picked examples too, each way."""
+        for text in EXAMPLES:
+            for choice in CHOICES:
+                redactor, reference = both(choice)
+                with pytest.MonkeyPatch.context() as patch:
+                    for name, value in limits.items():
+                        patch.setattr(_redact, name, value)
+
+                    assert reference.sub(MARKER, text) == fast(redactor, text), choice
+
+    def test_a_key_back_in_long_texts_gets_its_own_finder(self) -> None:
+        """A secret key that keeps turning up in long text is soon found forwards
+        (its regex compiled and kept); the spans stay the reference's all along."""
+        unit = "user=bob password=hunter2 Authorization: Bearer abc.def 4111 1111 1111 1111\n"
+        text = unit * 200
+        redactor, reference = both(["phi"])
+        patterns = redactor._text_re
+        assert patterns is not None
+        expected = reference.sub(MARKER, text)
+
+        outputs = [fast(redactor, text) for _ in range(_redact._COMPILE_AFTER + 1)]
+
+        assert [expected] * len(outputs) == outputs
+        assert {("password", False), ("Authorization", False)} <= set(patterns._finders)
