@@ -91,10 +91,12 @@ class LogDNAProcessor:
         self._client = client if client is not None else Client(**options)
         self._builder = builder = self._client._builder
         self._min_level = self._client.config.level
-        # The common event's pieces (see __call__): its entry is ``builder.plain``'s.
+        # The common event's pieces (see _ship_common): its entry is ``builder.plain``'s.
         self._entry = builder.plain
         self._max_chars = builder.plain_max_chars
         self._meta_json = builder.meta_json
+        # Method names and ``level`` values it knows -> their level names (level_of's),
+        # only those at or above the client's level: one lookup does both.
         self._levels = {
             name: level
             for name in (*LEVELS, *(name.upper() for name in LEVELS))
@@ -193,7 +195,7 @@ class LogDNAProcessor:
             text = event_dict if isinstance(event_dict, str) else safe_str(event_dict)
             level = LEVELS.get(method_name, "INFO")
             if self._passes(level):
-                entry = builder.entry(text, level, int(_now() * 1000))
+                entry = builder.entry(text, level, int(_now() * 1000), None, None)
                 if entry is not None:
                     self._client.put_entry(entry)
             return
@@ -213,7 +215,7 @@ class LogDNAProcessor:
         if ts is None:
             created = getattr(record, "created", None) if record is not None else None
             ts = int((created if isinstance(created, float) else _now()) * 1000)
-        entry = builder.entry(text, level, ts, meta)
+        entry = builder.entry(text, level, ts, meta, None)
         if entry is not None:
             self._client.put_entry(entry)
 
