@@ -91,8 +91,8 @@ class LogDNAProcessor:
         self._client = client if client is not None else Client(**options)
         self._builder = builder = self._client._builder
         self._min_level = self._client.config.level
-        # The common event's pieces (see _ship_common): its entry is ``builder.plain``'s.
-        self._entry = builder.plain
+        # The common event's pieces (see _ship_common).
+        self._entry = builder.entry
         self._max_chars = builder.plain_max_chars
         self._meta_json = builder.meta_json
         # Method names and ``level`` values it knows -> their level names (level_of's),
@@ -148,7 +148,8 @@ class LogDNAProcessor:
     def _ship_common(self, method_name: str, event_dict: dict[str, Any]) -> bool:
         """Ship the common event, in one go; False (nothing done) for any other.
 
-        Common: str keys, a str ``event`` that ``LineBuilder.plain`` takes, a level
+        Common: str keys, a str ``event`` of 1 to ``plain_max_chars`` characters
+        (the texts ``LineBuilder.entry`` builds on its fast path), a level
         known to pass, a ``timestamp`` (if any) that is a time, no trace or
         bookkeeping key, meta that orjson writes as it is. ``_ship`` makes the
         same bytes for it, only slower.

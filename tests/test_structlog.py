@@ -462,7 +462,7 @@ class _StrKey(str):
 
 # Events the common path takes, and what the general path makes of them must be the
 # same bytes: text, level from the method or the ``level`` key, parsed timestamps,
-# meta (redacted, with odd but JSON-able values), text that plain() redacts or repairs.
+# meta (redacted, with odd but JSON-able values), text that entry() redacts or repairs.
 COMMON_EVENTS: list[tuple[str, dict[str, Any]]] = [
     ("info", {"event": "request 1 served in 2 ms"}),
     ("info", {"event": "served", "user": "u1", "path": "/x", "status": 200, "ms": 1.5}),
