@@ -20,7 +20,7 @@ from typing import Any
 
 from ._line import safe_str
 
-__all__ = ["LEVELNOS", "LEVELS", "event_dict_to_line", "level_of", "timestamp_of"]
+__all__ = ["LEVELNOS", "LEVELS", "UNUSUAL_KEYS", "event_dict_to_line", "level_of", "timestamp_of"]
 
 # structlog method names (and ``level`` values) -> the level names LogDNA shows.
 LEVELS: dict[str, str] = {
@@ -55,6 +55,9 @@ _LINE_KEYS = frozenset({"event", "level", "timestamp", "exc_info", "exception", 
 _INTERNAL_KEYS = frozenset({"_record", "_from_structlog", "_logger", "_name"})
 _NOT_META = _LINE_KEYS | _INTERNAL_KEYS
 _TRACE_KEYS = frozenset({"exc_info", "exception", "stack", "stack_info"})
+#: Keys that make an event more than text, level, timestamp and meta: traces and
+#: bookkeeping, which ``event_dict_to_line`` (and nothing quicker) handles.
+UNUSUAL_KEYS = _TRACE_KEYS | _INTERNAL_KEYS
 
 _NO_EVENT_LIMIT = 1000
 

@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
 from collections.abc import Mapping, MutableMapping
 from threading import get_ident
+from time import time as _now
 from typing import Any, cast
 
 from typing_extensions import Unpack
@@ -36,7 +36,7 @@ from . import _context
 from ._client import Client
 from ._config import hide_key
 from ._errors import ConfigurationError
-from ._event import LEVELNOS, LEVELS, event_dict_to_line, level_of, timestamp_of
+from ._event import LEVELNOS, LEVELS, UNUSUAL_KEYS, event_dict_to_line, level_of, timestamp_of
 from ._line import safe_str
 from ._options import ClientOptions, with_options_help
 from ._threads import BUSY_THREADS, NESTED_THREADS, SENDER_THREADS
@@ -70,7 +70,16 @@ class LogDNAProcessor:
     .. versionadded:: 0.1.0
     """
 
-    __slots__ = ("_builder", "_client", "_entry", "_min_level", "_owns_client")
+    __slots__ = (
+        "_builder",
+        "_client",
+        "_entry",
+        "_levels",
+        "_max_chars",
+        "_meta_json",
+        "_min_level",
+        "_owns_client",
+    )
 
     def __init__(self, *, client: Client | None = None, **options: Unpack[ClientOptions]) -> None:
         options = cast(ClientOptions, hide_key(dict(options)))  # first: no frame holds the key
@@ -80,9 +89,19 @@ class LogDNAProcessor:
             )
         self._owns_client = client is None
         self._client = client if client is not None else Client(**options)
-        self._builder = self._client._builder
-        self._entry = self._builder.entry
+        self._builder = builder = self._client._builder
         self._min_level = self._client.config.level
+        # The common event's pieces (see _ship_common).
+        self._entry = builder.entry
+        self._max_chars = builder.plain_max_chars
+        self._meta_json = builder.meta_json
+        # Method names and ``level`` values it knows -> their level names (level_of's),
+        # only those at or above the client's level: one lookup does both.
+        self._levels = {
+            name: level
+            for name in (*LEVELS, *(name.upper() for name in LEVELS))
+            if self._passes(level := level_of(name, {}))
+        }
 
     @property
     def client(self) -> Client:
@@ -93,26 +112,32 @@ class LogDNAProcessor:
         # Safe half-built too (its Client refused an option): tracebacks show it.
         return f"<{type(self).__name__} {getattr(self, '_client', None)!r}>"
 
+    def _passes(self, level: str) -> bool:
+        """Whether a line at ``level`` is at or above the client's level."""
+        return not self._min_level or LEVELNOS.get(level, logging.INFO) >= self._min_level
+
     def __call__(
         self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
     ) -> MutableMapping[str, Any]:
         thread = get_ident()
-        if thread in SENDER_THREADS:
-            return event_dict  # on a sender thread (urllib3)
-        client = self._client
-        # Inside one of our handlers or processors already (a signal handler, a
-        # finalizer, a __str__ that logs): see LogDNAHandler._handle_nested.
-        marks = NESTED_THREADS if thread in BUSY_THREADS else BUSY_THREADS
-        if thread in marks:
-            client._count_drop("reentrant")
-            return event_dict
+        marks = BUSY_THREADS
+        if thread in marks or thread in SENDER_THREADS:
+            if thread in SENDER_THREADS:
+                return event_dict  # on a sender thread (urllib3)
+            # Inside one of our handlers or processors already (a signal handler, a
+            # finalizer, a __str__ that logs): see LogDNAHandler._handle_nested.
+            marks = NESTED_THREADS
+            if thread in marks:
+                self._client._count_drop("reentrant")
+                return event_dict
         marks.add(thread)
         try:
-            self._ship(method_name, event_dict)
+            if type(event_dict) is not dict or not self._ship_common(method_name, event_dict):
+                self._ship(method_name, event_dict)
         except Exception:
-            client._count_drop("error")
+            self._client._count_drop("error")
             with contextlib.suppress(Exception):
-                client._reporter.report(
+                self._client._reporter.report(
                     "structlog-event", logging.WARNING,
                     "logdna_client: a structlog event could not be shipped", exc_info=True,
                 )  # fmt: skip
@@ -120,13 +145,58 @@ class LogDNAProcessor:
             marks.discard(thread)
         return event_dict
 
+    def _ship_common(self, method_name: str, event_dict: dict[str, Any]) -> bool:
+        """Ship the common event, in one go; False (nothing done) for any other.
+
+        Common: str keys, a str ``event`` of 1 to ``plain_max_chars`` characters
+        (the texts ``LineBuilder.entry`` builds on its fast path), a level
+        known to pass, a ``timestamp`` (if any) that is a time, no trace or
+        bookkeeping key, meta that orjson writes as it is. ``_ship`` makes the
+        same bytes for it, only slower.
+        """
+        text = event_dict.get("event")
+        raw = event_dict.get("level", method_name)
+        level = self._levels.get(raw) if type(raw) is str else None
+        if level is None or type(text) is not str or not 0 < len(text) <= self._max_chars:
+            return False
+        meta: dict[str, Any] | None = None
+        ts = None
+        if len(event_dict) > 1:
+            if not UNUSUAL_KEYS.isdisjoint(event_dict):
+                return False
+            meta = event_dict.copy()
+            del meta["event"]
+            meta.pop("level", None)
+            if "timestamp" in meta:
+                ts = timestamp_of(meta.pop("timestamp"))
+                if ts is None:  # not a time: _ship keeps it as meta
+                    return False
+        if _context.in_use:
+            extra = _context.current()
+            if extra:
+                meta = {**extra, **meta} if meta else dict(extra)
+        data = None
+        if meta:
+            try:
+                data = self._meta_json(meta)
+            except TypeError:  # a key that is not a str, or a value orjson does not know
+                return False
+        else:
+            meta = None
+        entry = self._entry(text, level, int(_now() * 1000) if ts is None else ts, meta, data)
+        if entry is not None:
+            self._client.put_entry(entry)
+        return True
+
     def _ship(self, method_name: str, event_dict: Any) -> None:
+        """Any event: the general mapping (``event_dict_to_line``) and ``LineBuilder.entry``."""
+        builder = self._builder
         if type(event_dict) is not dict and not isinstance(event_dict, Mapping):
             # A renderer ran before us: ship what it rendered.
             text = event_dict if isinstance(event_dict, str) else safe_str(event_dict)
             level = LEVELS.get(method_name, "INFO")
-            if LEVELNOS.get(level, logging.INFO) >= self._min_level:
-                entry = self._builder.entry(text, level, int(time.time() * 1000))
+            if self._passes(level):
+                entry = builder.entry(text, level, int(_now() * 1000), None, None)
                 if entry is not None:
                     self._client.put_entry(entry)
             return
@@ -134,19 +204,19 @@ class LogDNAProcessor:
         if record is not None and getattr(record, "name", "").startswith(_OWN_LOGGER):
             return  # our own trouble, through a ProcessorFormatter: never ship it
         level = level_of(method_name, event_dict)
-        if self._min_level and LEVELNOS.get(level, logging.INFO) < self._min_level:
+        if not self._passes(level):
             return
         ts = timestamp_of(event_dict["timestamp"]) if "timestamp" in event_dict else None
         text, meta = event_dict_to_line(
             event_dict,
             _context.current() if _context.in_use else None,
             timestamp_parsed=ts is not None,
-            redact=self._builder.redact_meta,
+            redact=builder.redact_meta,
         )
         if ts is None:
             created = getattr(record, "created", None) if record is not None else None
-            ts = int((created if isinstance(created, float) else time.time()) * 1000)
-        entry = self._entry(text, level, ts, meta)
+            ts = int((created if isinstance(created, float) else _now()) * 1000)
+        entry = builder.entry(text, level, ts, meta, None)
         if entry is not None:
             self._client.put_entry(entry)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import copy
 import datetime as dt
 import logging
@@ -19,8 +20,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from logdna_client import ConfigurationError, LogDNAHandler
+from logdna_client._buffer import SEPARATOR
 from logdna_client._context import bind_request_context, reset_request_context
 from logdna_client._devserver import DevServer
+from logdna_client._event import LEVELNOS, LEVELS
 from logdna_client.structlog import LogDNAProcessor, event_dict_to_line, level_of, timestamp_of
 from tests._helpers_integrations import (
     REPO_ROOT,
@@ -448,6 +451,257 @@ class TestNeverHurts:
         assert isinstance(line["timestamp"], int)
         assert isinstance(line["level"], str)
         assert isinstance(line.get("meta", {}), dict)
+
+
+class _StrKey(str):
+    """A str whose ``str()`` is other text: the general path ships that."""
+
+    def __str__(self) -> str:
+        return "shown"
+
+
+# Events the common path takes, and what the general path makes of them must be the
+# same bytes: text, level from the method or the ``level`` key, parsed timestamps,
+# meta (redacted, with odd but JSON-able values), text that entry() redacts or repairs.
+COMMON_EVENTS: list[tuple[str, dict[str, Any]]] = [
+    ("info", {"event": "request 1 served in 2 ms"}),
+    ("info", {"event": "served", "user": "u1", "path": "/x", "status": 200, "ms": 1.5}),
+    ("warn", {"event": "w"}),
+    ("exception", {"event": "no exc_info here"}),
+    ("msg", {"event": "m", "level": "error"}),
+    ("info", {"event": "upper", "level": "CRITICAL"}),
+    ("debug", {"event": "t", "timestamp": 1_700_000_000.25, "n": None}),
+    ("info", {"event": "t", "timestamp": "2024-01-02T03:04:05.678Z"}),
+    ("info", {"event": "t", "timestamp": 1_700_000_000_123}),
+    ("info", {"event": "secret", "password": "hunter2", "nested": {"token": "x"}}),
+    ("info", {"event": "token=abc123 in text"}),
+    ("info", {"event": "lone \ud800 surrogate"}),
+    ("info", {"event": "e", "when": dt.datetime(2024, 1, 2, tzinfo=dt.timezone.utc)}),
+    ("info", {"event": "e", "list": [1, "two", None], "flag": False}),
+]
+
+# Events the common path leaves to the general one (and why).
+UNUSUAL_EVENTS: list[tuple[str, Any]] = [
+    ("info", {"user": 1}),  # no message: key=value pairs
+    ("info", {"event": None}),
+    ("info", {"event": 42}),
+    ("info", {"event": ""}),  # empty: encode() marks it
+    ("info", {"event": "x" * 100_000}),  # over plain_max_chars: encode() caps it
+    ("info", {"event": "k", 1: "int key"}),
+    ("info", {"event": "k", ("a", 1): "tuple key"}),
+    ("info", {"event": "t", "timestamp": "soon"}),  # not a time: kept as meta
+    ("info", {"event": "t", "level": 40}),
+    ("info", {"event": "t", "level": "notice"}),  # an unknown level name
+    ("info", {"event": "t", "level": None}),
+    ("info", {"event": "t", "level": _StrKey("error")}),  # ships as SHOWN
+    ("weird", {"event": "t"}),
+    ("error", {"event": "boom", "exc_info": (ValueError, ValueError("v"), None)}),
+    ("info", {"event": "s", "stack": "Stack:\n  here"}),
+    ("info", {"event": "r", "_record": logging.makeLogRecord({"msg": "m", "name": "app"})}),
+    ("info", {"event": "o", "obj": object()}),  # orjson does not know it
+    ("info", {"event": "o", "big": 2**70}),  # nor this
+    ("info", collections.OrderedDict(event="ordered")),
+]
+
+
+def _general(proc: LogDNAProcessor, method: str, event: Any) -> bytes | None:
+    """What the general path (``_ship``) ships for ``event``."""
+    captured = proc.client.captured  # type: ignore[attr-defined]
+    before = len(captured)
+    proc._ship(method, event)
+    assert len(captured) - before <= 1
+    return captured.pop() if len(captured) > before else None
+
+
+@pytest.fixture
+def fixed_now(monkeypatch: pytest.MonkeyPatch) -> float:
+    """The processor's clock stands still, so both paths stamp the same time."""
+    monkeypatch.setattr("logdna_client.structlog._now", lambda: 1_700_000_000.5)
+    return 1_700_000_000.5
+
+
+@pytest.mark.usefixtures("fixed_now")
+class TestCommonPath:
+    @pytest.mark.parametrize(("method", "event"), COMMON_EVENTS)
+    def test_same_bytes_as_the_general_path(
+        self, proc: LogDNAProcessor, client: CapturingClient, method: str, event: dict[str, Any]
+    ) -> None:
+        """The common path takes the event and ships exactly what ``_ship`` would."""
+        before = copy.deepcopy(event)
+        assert proc._ship_common(method, event)
+        (common,) = client.captured
+        client.captured.clear()
+        assert _general(proc, method, event) == common
+        assert repr(before) == repr(event)
+
+    @pytest.mark.parametrize(("method", "event"), UNUSUAL_EVENTS)
+    def test_unusual_events_go_the_general_way(
+        self, proc: LogDNAProcessor, client: CapturingClient, method: str, event: Any
+    ) -> None:
+        """The common path declines (shipping nothing) what it does not handle, and the
+        processor ships it through ``_ship``."""
+        if type(event) is dict:
+            assert not proc._ship_common(method, event)
+            assert [] == client.captured
+        proc(None, method, event)
+        (shipped,) = client.captured
+        client.captured.clear()
+        assert _general(proc, method, event) == shipped
+
+    def test_str_subclass_key_goes_the_general_way(
+        self, proc: LogDNAProcessor, client: CapturingClient
+    ) -> None:
+        """A key that is a str subclass ships as its ``str()``, as the general path
+        ships it, not as the text orjson would see."""
+        proc(None, "info", {"event": "k", _StrKey("raw"): 1})
+        assert {"shown": 1} == client.lines[0]["meta"]
+
+    def test_plain_event(self, proc: LogDNAProcessor, client: CapturingClient) -> None:
+        """The plain call's event: its text, INFO, now, no meta."""
+        proc(None, "info", {"event": "request 7 served in 7 ms"})
+        (line,) = client.lines
+        assert {
+            "line": "request 7 served in 7 ms",
+            "timestamp": 1_700_000_000_500,
+            "level": "INFO",
+        } == {k: line[k] for k in ("line", "timestamp", "level")}
+        assert "meta" not in line
+
+    def test_meta_is_every_other_key(self, proc: LogDNAProcessor, client: CapturingClient) -> None:
+        """Meta is the event minus ``event``, ``level`` and a parsed ``timestamp``, in order."""
+        proc(None, "info", {"b": 2, "event": "e", "level": "info", "timestamp": 1.7e9, "a": 1})
+        (line,) = client.lines
+        assert ["b", "a"] == list(line["meta"])
+        assert 1_700_000_000_000 == line["timestamp"]
+
+    @pytest.mark.parametrize(
+        ("method", "event", "expected"),
+        [
+            ("warn", {"event": "e"}, "WARNING"),
+            ("exception", {"event": "e"}, "ERROR"),
+            ("fatal", {"event": "e"}, "CRITICAL"),
+            ("msg", {"event": "e"}, "INFO"),
+            ("info", {"event": "e", "level": "warn"}, "WARNING"),
+            ("info", {"event": "e", "level": "ERROR"}, "ERROR"),
+            ("info", {"event": "e", "level": "Warning"}, "WARNING"),
+            ("info", {"event": "e", "level": 30}, "WARNING"),
+            ("notice", {"event": "e"}, "NOTICE"),
+        ],
+    )
+    def test_level_mapping(
+        self,
+        proc: LogDNAProcessor,
+        client: CapturingClient,
+        method: str,
+        event: dict[str, Any],
+        expected: str,
+    ) -> None:
+        """Method names and ``level`` values map to the level ``level_of`` gives."""
+        proc(None, method, event)
+        assert expected == client.lines[0]["level"] == level_of(method, event)
+
+    @pytest.mark.parametrize("method", [*LEVELS, "weird", "Warning"])
+    @pytest.mark.parametrize("min_level", ["DEBUG", "WARNING", "CRITICAL"])
+    def test_min_level(self, method: str, min_level: str) -> None:
+        """The client's level filters the common path as it filters the general one,
+        for the method name and for the ``level`` key alike."""
+        c = CapturingClient(level=min_level)
+        p = LogDNAProcessor(client=c)
+        for name, event in ((method, {"event": "m"}), ("info", {"event": "m", "level": method})):
+            p(None, name, event)
+            shipped = c.captured[:]
+            c.captured.clear()
+            general = _general(p, name, event)
+            assert shipped == ([] if general is None else [general])
+            level = LEVELNOS.get(level_of(name, event), logging.INFO)
+            assert bool(shipped) == (level >= logging.getLevelName(min_level))
+
+    def test_request_context(self, proc: LogDNAProcessor, client: CapturingClient) -> None:
+        """The request context is meta under the event's own keys, also for an event
+        with nothing but its text; none once it is reset."""
+        token = bind_request_context(request_id="r1", user="ctx")
+        try:
+            proc(None, "info", {"event": "a", "user": "ev", "n": 1})
+            proc(None, "info", {"event": "b"})
+            assert proc._ship_common("info", {"event": "c"})
+        finally:
+            reset_request_context(token)
+        proc(None, "info", {"event": "after"})
+        a, b, c, after = client.lines
+        assert {"request_id": "r1", "user": "ev", "n": 1} == a["meta"]
+        assert ["request_id", "user", "n"] == list(a["meta"])
+        assert {"request_id": "r1", "user": "ctx"} == b["meta"] == c["meta"]
+        assert "meta" not in after
+
+    def test_nested_events_one_level_deep(self, proc: LogDNAProcessor) -> None:
+        """An event logged while a common one is being queued (a signal handler, say)
+        ships; one nested deeper is counted as ``reentrant``; the thread is free after."""
+        from logdna_client._threads import BUSY_THREADS, NESTED_THREADS
+
+        client = proc.client
+        captured: list[bytes] = []
+        depth = [0]
+
+        def put_entry(entry: bytes) -> bool:
+            depth[0] += 1
+            if depth[0] <= 2:
+                proc(None, "info", {"event": f"nested {depth[0]}"})
+            captured.append(entry)
+            return True
+
+        client.put_entry = put_entry  # type: ignore[method-assign]
+        proc(None, "info", {"event": "outer"})
+        lines = [orjson.loads(entry[len(SEPARATOR) :])["line"] for entry in captured]
+        assert ["nested 1", "outer"] == lines
+        assert 1 == client.stats()["dropped"]["reentrant"]
+        me = threading.get_ident()
+        assert me not in BUSY_THREADS
+        assert me not in NESTED_THREADS
+
+    def test_sender_thread_skipped(self, proc: LogDNAProcessor, client: CapturingClient) -> None:
+        """A common event made on a sender thread is not shipped."""
+        from logdna_client._threads import SENDER_THREADS
+
+        me = threading.get_ident()
+        SENDER_THREADS.add(me)
+        try:
+            proc(None, "info", {"event": "from the sender"})
+        finally:
+            SENDER_THREADS.discard(me)
+        assert [] == client.captured
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(
+        event=st.dictionaries(
+            st.one_of(
+                st.sampled_from(["event", "level", "timestamp", "user", "exc_info", "_record"]),
+                st.text(max_size=6),
+                st.integers(),
+            ),
+            st.one_of(
+                st.none(),
+                st.booleans(),
+                st.integers(),
+                st.floats(),
+                st.text(max_size=20),
+                st.sampled_from(["info", "WARN", "error", "notice", "2024-01-02T03:04:05Z"]),
+                st.datetimes(),
+                st.lists(st.integers(), max_size=3),
+                st.dictionaries(st.sampled_from(["a", "password"]), st.text(max_size=4)),
+            ),
+            max_size=6,
+        ),
+        method=st.sampled_from([*LEVELS, "weird"]),
+    )
+    def test_any_event_same_bytes_either_way(self, event: dict[Any, Any], method: str) -> None:
+        """For any event dict the processor ships what the general path ships."""
+        c = CapturingClient(level="INFO")
+        p = LogDNAProcessor(client=c)
+        p(None, method, event)
+        shipped = c.captured[:]
+        c.captured.clear()
+        general = _general(p, method, event)
+        assert shipped == ([] if general is None else [general])
 
 
 class TestEndToEnd:
