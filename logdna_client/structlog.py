@@ -201,7 +201,8 @@ class LogDNAProcessor:
                     self._client.put_entry(entry)
             return
         record = event_dict.get("_record")
-        if record is not None and getattr(record, "name", "").startswith(_OWN_LOGGER):
+        name = getattr(record, "name", None) if record is not None else None
+        if isinstance(name, str) and name.startswith(_OWN_LOGGER):
             return  # our own trouble, through a ProcessorFormatter: never ship it
         level = level_of(method_name, event_dict)
         if not self._passes(level):

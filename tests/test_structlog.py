@@ -156,6 +156,13 @@ class TestLineMapping:
         assert "user=1 action=login" == line["line"]
         assert {"user": 1, "action": "login"} == line["meta"]
 
+    def test_record_without_a_str_name(
+        self, proc: LogDNAProcessor, client: CapturingClient
+    ) -> None:
+        """An event carrying a record with no logger name (makeLogRecord) still ships."""
+        proc(None, "info", {"event": "e", "_record": logging.makeLogRecord({"msg": "m"})})
+        assert ["e"] == [line["line"] for line in client.lines]
+
     def test_non_str_event(self, proc: LogDNAProcessor, client: CapturingClient) -> None:
         """A non-string event ships as its str()."""
         proc(None, "info", {"event": {"a": 1}})
