@@ -424,10 +424,12 @@ static int
 add_meta(Handle *self, PyObject *key, PyObject *value, char **out, const char *end, int first)
 {
     if ((self->safe_keys != Py_None && PySet_Contains(self->safe_keys, key) != 1) ||
-        /* A string the text patterns may change: the redaction walk does it. */
+        /* A string the text patterns may change: the redaction walk does it (and cuts
+           one longer than max_line_length + 256 first; 4 * max_chars <= max_line_length). */
         (PyUnicode_CheckExact(value) &&
-         needs_redaction(self, PyUnicode_KIND(value), PyUnicode_DATA(value),
-                         PyUnicode_GET_LENGTH(value)) != 0) ||
+         (PyUnicode_GET_LENGTH(value) > 4 * self->max_chars ||
+          needs_redaction(self, PyUnicode_KIND(value), PyUnicode_DATA(value),
+                          PyUnicode_GET_LENGTH(value)) != 0)) ||
         end - *out < 2) {
         return -1;
     }

@@ -548,6 +548,138 @@ class TestSameBytes:
         assert queued[1] == queued[0]
 
 
+def pair_with(
+    monkeypatch: pytest.MonkeyPatch, **options: Any
+) -> tuple[LogDNAHandler, LogDNAHandler]:
+    """A C-path and a Python-path handler with ``options`` (the ``pair`` fixture's, others)."""
+    fast = offline_handler(**options)
+    monkeypatch.setenv("LOGDNA_CLIENT_PURE_PYTHON", "1")
+    slow = offline_handler(**options)
+    monkeypatch.delenv("LOGDNA_CLIENT_PURE_PYTHON")
+    assert fast._fast is not None and slow._fast is None
+    return fast, slow
+
+
+def close_all(handlers: tuple[LogDNAHandler, ...]) -> None:
+    for h in handlers:
+        h.client.close(timeout=0)
+        h.close()
+
+
+@needs_speedups
+class TestRedactionAgrees:
+    """The C path's trigger scan (needs_redaction, with the redactor's key answers)
+    leaves alone only what the Python redactor would leave alone."""
+
+    @pytest.mark.parametrize(
+        ("msg", "args", "secret"),
+        [
+            ("Authorization: Basic %s", ("dXNlcjpwYXNz",), b"dXNlcjpwYXNz"),
+            ("Cookie=%s", ("sessionid42",), b"sessionid42"),
+        ],
+    )
+    def test_auth_header_without_key_names(
+        self, monkeypatch: pytest.MonkeyPatch, msg: str, args: Any, secret: bytes
+    ) -> None:
+        """With key names off (redact=False) and the credential patterns on, the
+        auth_header pattern still redacts "Authorization: ..." and "Cookie=...",
+        although the redactor answers that "Authorization" names no secret: the
+        C path must not take that answer as "nothing to redact" (it shipped the
+        credential from the second such line on)."""
+        handlers = pair_with(monkeypatch, redact=False, redact_patterns="credentials")
+        try:
+            fast_lines, slow_lines = through_both(handlers, record(msg, args))
+            more_fast, more_slow = through_both(handlers, record(msg, args))
+        finally:
+            close_all(handlers)
+        assert not any(secret in line for line in slow_lines + more_slow)
+        assert slow_lines + more_slow == fast_lines + more_fast
+
+    def test_auth_header_in_meta_without_key_names(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The same for a meta string: the C path wrote it unredacted."""
+        handlers = pair_with(monkeypatch, redact=False, redact_patterns="credentials")
+        try:
+            queued = with_extras_through_both(
+                handlers, {"hdr": "Authorization: Basic dXNlcjpwYXNz"}, 3
+            )
+        finally:
+            close_all(handlers)
+        assert not any(b"dXNlcjpwYXNz" in line for line in queued[1])
+        assert queued[1] == queued[0]
+
+    def test_long_meta_string_after_a_plain_key(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A meta string with a trigger is redacted by the walk, which first cuts one
+        longer than max_line_length + 256 characters (with a marker); the C path,
+        finding the key before the ":" plain, wrote it whole."""
+        handlers = pair_with(monkeypatch, max_line_length=64)  # texts of 16 characters
+        base = record("m", ())
+        queued = []
+        try:
+            for h in handlers:
+                for _ in range(3):
+                    copy = twin(base)
+                    copy.note = "user: " + "x" * 600
+                    h.handle(copy)
+                queued.append(list(h.client._buffer.entries)[-3:])
+        finally:
+            close_all(handlers)
+        assert all(b"cut by logdna_client" in line for line in queued[1])
+        assert queued[1] == queued[0]
+
+
+@needs_speedups
+def test_meta_key_lookup_that_runs_code_keeps_the_value() -> None:
+    """A str subclass with its own __eq__ that the redactor has cached as a plain key
+    runs Python code inside the C path's set and dict lookups (safe_keys,
+    secret_cache). If that code drops the record's extra, the C path must not read
+    the value it held borrowed: it shipped whatever reused the freed memory
+    (a heap-use-after-free under AddressSanitizer)."""
+    script = textwrap.dedent(
+        """
+        import logging
+        from logdna_client import LogDNAHandler
+
+        h = LogDNAHandler(key="k", url="http://127.0.0.1:1/x", hostname="t",
+                          flush_interval=3600)
+        keep, armed, victim = [], False, None
+
+        class Evil(str):
+            def __eq__(self, other):
+                global armed
+                if armed:
+                    armed = False
+                    victim.__dict__.pop("user_id", None)  # the only reference to it
+                    keep.append("".join(["X"] * 40))  # a same-size str reuses its block
+                return str.__eq__(self, other)
+
+            __hash__ = str.__hash__
+
+        def rec(extra):
+            r = logging.LogRecord("t.evil", 20, "/x", 1, "m %s", ("x",), None)
+            r.__dict__.update(extra)
+            return r
+
+        h.handle(rec({"d": {Evil("user_id"): 1}}))  # the walk caches Evil("user_id") as plain
+        h.handle(rec({"user_id": "".join(["v"] * 40)}))
+        for _ in range(3):
+            victim = rec({"user_id": "".join(["v"] * 40)})
+            armed = True
+            h.handle(victim)
+            print(h.client._buffer.entries[-1].decode())
+        h.client.close(timeout=0)
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], check=False, capture_output=True, text=True, timeout=60
+    )
+    assert 0 == result.returncode, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    assert 3 == len(lines)
+    for line in lines:
+        assert "X" * 40 not in line
+        assert json.loads(line[1:])["meta"]["user_id"] == "v" * 40
+
+
 @needs_speedups
 class TestMethod:
     def test_is_the_handlers_handle(self) -> None:
