@@ -374,7 +374,10 @@ put_json(Handle *self, PyObject *value, char **out, const char *end)
         while (j < n && JSON_PLAIN(d[j])) {
             j++;
         }
-        if (j == n && end - o >= n + 2) {
+        if (j == n) {
+            if (end - o < n + 2) {
+                return -1;  /* no room: Python writes it */
+            }
             *o++ = '"';
             memcpy(o, d, n);
             o[n] = '"';
@@ -423,6 +426,11 @@ put_json(Handle *self, PyObject *value, char **out, const char *end)
 static int
 add_meta(Handle *self, PyObject *key, PyObject *value, char **out, const char *end, int first)
 {
+    int result = -1;
+    /* Owned: the set and dict lookups below may run a str subclass's __eq__ (a key
+       the redactor has seen), which may drop them from the record. */
+    Py_INCREF(key);
+    Py_INCREF(value);
     if ((self->safe_keys != Py_None && PySet_Contains(self->safe_keys, key) != 1) ||
         /* A string the text patterns may change: the redaction walk does it (and cuts
            one longer than max_line_length + 256 first; 4 * max_chars <= max_line_length). */
@@ -431,16 +439,19 @@ add_meta(Handle *self, PyObject *key, PyObject *value, char **out, const char *e
           needs_redaction(self, PyUnicode_KIND(value), PyUnicode_DATA(value),
                           PyUnicode_GET_LENGTH(value)) != 0)) ||
         end - *out < 2) {
-        return -1;
+        goto done;
     }
     if (!first) {
         *(*out)++ = ',';
     }
-    if (put_json(self, key, out, end - 1) != 0) {
-        return -1;
+    if (put_json(self, key, out, end - 1) == 0) {
+        *(*out)++ = ':';
+        result = put_json(self, value, out, end);
     }
-    *(*out)++ = ':';
-    return put_json(self, value, out, end);
+done:
+    Py_DECREF(key);
+    Py_DECREF(value);
+    return result;
 }
 
 /* The record's meta as JSON: LineBuilder.meta_json of _queue_record's meta, written
