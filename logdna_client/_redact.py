@@ -728,6 +728,10 @@ class Redactor:
 
     def is_secret(self, key: str) -> bool:
         """Whether a meta key names a secret."""
+        if type(key) is not str:
+            # A str subclass is asked as plain text: its own __eq__ and __hash__ never
+            # run in these caches' lookups (the C handle's included), nor live in them.
+            key = str.__str__(key)
         hit = self._cache.get(key)
         if hit is None:
             hit = bool(

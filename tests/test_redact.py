@@ -163,6 +163,24 @@ class TestContainers:
         assert b"kept" in body and b"kept-too" in body
 
 
+    def test_str_subclass_keys_are_judged_as_plain_text(self) -> None:
+        """A str subclass key is judged by its text, and only exact strs are kept in
+        the answer caches (the C handle looks keys up there: no user __eq__ may run)."""
+
+        class Loud(str):
+            def __eq__(self, other: object) -> bool:
+                raise AssertionError("a cache lookup ran the subclass's __eq__")
+
+            __hash__ = str.__hash__
+
+        redactor = Redactor(max_chars=1000)
+        redacted = redactor.meta({Loud("password"): "hunter2", Loud("user"): "bob"})
+
+        assert ["[REDACTED]", "bob"] == list(redacted.values())
+        assert {str} == {type(key) for key in redactor.cache}
+        assert {str} == {type(key) for key in redactor.plain_keys}
+
+
 class TestTextPatterns:
     @pytest.mark.parametrize(
         ("text", "secret"),
