@@ -162,7 +162,6 @@ class TestContainers:
             assert secret not in body
         assert b"kept" in body and b"kept-too" in body
 
-
     def test_str_subclass_keys_are_judged_as_plain_text(self) -> None:
         """A str subclass key is judged by its text, and only exact strs are kept in
         the answer caches (the C handle looks keys up there: no user __eq__ may run)."""
