@@ -215,8 +215,8 @@ _LOCAL_PART_REVERSED = re.compile(r"[A-Za-z0-9._%+-]{1,64}")
 # card, us_ssn and phone_plain all start with a digit: whichever of them are on run
 # as one regex (one scan over the digits instead of one each), branches named after
 # them. Same rules as their PHI_PRESETS forms. This form is for short text and
-# text that is not ASCII (digits such as "٣" count too); other text takes
-# _ZERO_BRANCHES.
+# text with letters or digits outside ASCII (digits such as "٣" count too); other
+# text takes _ZERO_BRANCHES.
 _DIGIT_BRANCHES: dict[str, str] = {
     "card": r"(?<!,\d)(?P<card>(?:\d{12,18}|\d{3}(?P<s>[ .-])\d{4}(?P=s)\d{4}(?P=s)\d{1,7}"
     r"|\d{3}(?P<t>[ .-])\d{6}(?P=t)\d{4,5})(?!\d))",
@@ -239,6 +239,8 @@ _LONG_RUN = b"0" * 20
 _ZERO_RUN = re.compile(rb"0*")
 # Text shorter than this takes the \d form: few digits to try, less to set up.
 _ZEROS_FROM = 64
+# A letter or digit outside ASCII.
+_NON_ASCII_WORD = re.compile(r"[^\W\x00-\x7f]")
 
 # Patterns that start with a case-insensitive word (which the regex engine cannot
 # skip ahead to): they run on the lower-cased text (same indexes) in these forms,
@@ -508,11 +510,22 @@ def _digits(
 ) -> None:
     """card, us_ssn and phone_plain: one scan, then the checks a regex cannot make.
 
-    Long ASCII text is scanned with its digits written "0" (_ZERO_BRANCHES), as
-    bytes (encoding and translating ASCII costs little); other text (short: few
-    digits to try; not ASCII: str.translate is slow on it) by the \\d form.
+    Long text is scanned with its digits written "0" (_ZERO_BRANCHES), as bytes
+    (encoding and translating ASCII costs little); short text (few digits to
+    try) and text with letters or digits outside ASCII (which bytes would not
+    show as such; str.translate is slow on it) by the \\d form.
     """
-    if len(text) < _ZEROS_FROM or not text.isascii():
+    if len(text) < _ZEROS_FROM:
+        zeroed = b""
+    elif text.isascii():
+        zeroed = text.encode().translate(_ZEROS)
+    elif _NON_ASCII_WORD.search(text) is None:
+        # Each character outside ASCII ("€", "…") written "?": like it, neither a
+        # word character nor a digit, nor any other the patterns name.
+        zeroed = text.encode("ascii", "replace").translate(_ZEROS)
+    else:
+        zeroed = b""
+    if not zeroed:
         for m in digits.finditer(text):
             kind = m.lastgroup
             s, e = m.span()
@@ -526,7 +539,6 @@ def _digits(
     # (Group numbers, not names: this loop runs for each number in the text.)
     card = zeros.groupindex.get("card", -1)
     ssn = zeros.groupindex.get("us_ssn", -1)
-    zeroed = text.encode().translate(_ZEROS)
     at = zeroed.find(_LONG_RUN)
     for found in zeros.finditer(zeroed if at < 0 else _without_long_runs(zeroed, at)):
         group = found.lastindex
@@ -535,6 +547,7 @@ def _digits(
             # (No network's numbers start with these: a timestamp in ms, say.)
             if text[s] in "01789":
                 continue
+            # (Its digits are 0-9: the text has no others.)
             if _is_card_number(text[s:e].encode().translate(None, b" .-")):
                 spans.append((s, e))
         elif group == ssn:

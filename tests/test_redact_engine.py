@@ -87,6 +87,7 @@ EXAMPLES = [
     "AUTHOR\u0131ZATION: x; co\u212aie=a=b; \u017f\u017fn 123456789; éAuthorization: y",
     "Bearer€ tok; ébearer tok; Bearer tök; \u0130 SSN: 123456789 ça",
     "€ 4111 1111 1111 1111 ٣ 123-45-6789 555.123.4567 ann@example.com",
+    "€555-123-4567 …4111 1111 1111 1111… 123-45-6789€ ✓555.123.4567✓ 😀123 45 6789" * 3,
 ]
 
 
