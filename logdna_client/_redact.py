@@ -71,10 +71,11 @@ CREDENTIAL_PATTERNS: dict[str, str] = {
     # key=value and key: value, found from the separator (not one between two-digit
     # numbers: times, ratios): the key before it is read back and judged by the
     # rules for meta keys (Redactor.is_secret). Space after
-    # the separator and then another key and separator: this value is empty
-    # ("password= token=abc"). An auth scheme word stays; quoted values go whole.
+    # the separator and then another key right before its separator: this value is
+    # empty ("password= token=abc"); "password: hunter2 :" is a value. An auth scheme
+    # word stays; quoted values go whole.
     "secret_kv": r"""[:=](?<!\d\d[:=])"""
-    r"""(?:[ \t]{1,3}(?![A-Za-z0-9_.-]{1,64}["']?[ \t]{0,3}[:=]))?["']?"""
+    r"""(?:[ \t]{1,3}(?![A-Za-z0-9_.-]{1,64}["']?[:=]))?["']?"""
     r"""(?:(?i:bearer|basic|token|digest)[ \t]{1,3})?"""
     r"""(?P<v>(?<=")[^"\r\n]{1,256}|(?<=')[^'\r\n]{1,256}|[^\s"'&,;)\]}]{1,256})""",
     # AWS access key ids (long-term, temporary and the other principal kinds).

@@ -196,6 +196,8 @@ class TestTextPatterns:
             ("userPassword=pw-camel", "pw-camel"),
             ("db_token: tk-colon-1 ok", "tk-colon-1"),
             ("password:pw-tight ok", "pw-tight"),
+            (" PASSWORD = Zq722222222 :", "Zq722222222"),
+            ("api_key: ak-9931 : next", "ak-9931"),
             ("pin=8812 ok", "8812"),
             ("{'pin': '4455'}", "4455"),
             ("using AKIAIOSFODNN7EXAMPLE for uploads", "AKIAIOSFODNN7EXAMPLE"),
