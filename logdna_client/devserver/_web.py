@@ -79,10 +79,16 @@ class Subscriber:
         self.held = 0
         self._counting = counting
         self.passed = 0  # lines of dropped batches
-        self.passed_counts: Counter[str] = Counter()
+        # Their level counts, merged when taken: a list append is all a drop
+        # costs the thread that publishes.
+        self.passed_counts: list[dict[str, int]] = []
+        #: When the oldest line not yet taken arrived (time.monotonic()).
+        self.first_at = 0.0
 
     def push(self, batch: Batch, limit: int) -> None:
         """Queue ``batch``; forget whole old batches the newer ones already replace."""
+        if not self.batches and not self.passed:
+            self.first_at = time.monotonic()
         self.batches.append(batch)
         self.held += len(batch.lines)
         while len(self.batches) > 1 and self.held - len(self.batches[0].lines) >= limit:
@@ -90,7 +96,7 @@ class Subscriber:
             self.held -= len(dropped.lines)
             if self._counting:
                 self.passed += dropped.n
-                self.passed_counts.update(
+                self.passed_counts.append(
                     dropped.counts if dropped.counts is not None else count_levels(dropped.lines)
                 )
         if not self.wake.is_set():  # set() takes a lock even when already set
@@ -187,14 +193,24 @@ class EventHub:
             self._changed.notify_all()
         return subscriber
 
-    def _take(self, subscriber: Subscriber) -> tuple[list[Batch], int, Counter[str]]:
+    def _take(self, subscriber: Subscriber) -> tuple[list[Batch], int, Counter[str], float]:
+        """The subscriber's queued batches, the lines dropped before them and their
+        counts, and when the oldest of all these arrived."""
         with self._lock:
             subscriber.wake.clear()
-            taken = (list(subscriber.batches), subscriber.passed, subscriber.passed_counts)
+            batches = list(subscriber.batches)
+            passed, parts, first_at = (
+                subscriber.passed,
+                subscriber.passed_counts,
+                subscriber.first_at,
+            )
             subscriber.batches.clear()
             subscriber.held = subscriber.passed = 0
-            subscriber.passed_counts = Counter()
-            return taken
+            subscriber.passed_counts = []
+        counts: Counter[str] = Counter()
+        for part in parts:
+            counts.update(part)
+        return batches, passed, counts, first_at
 
     def stream(
         self,
@@ -217,8 +233,11 @@ class EventHub:
         subscriber = self._subscribe(after)
         try:
             write(b"retry: 1000\nevent: hello\ndata: " + orjson.dumps(hello) + b"\n\n")
-            flood = False
-            since = time.monotonic()
+            # What the page missed (or everything kept, for a new page): at once, whole.
+            batches, passed, passed_counts, _ = self._take(subscriber)
+            if batches:
+                write(encode_event(batches, self.limit, passed, passed_counts, self.instance)[0])
+            last = time.monotonic()
             while not (closing.is_set() or self._closed.is_set()):
                 woken = subscriber.wake.wait(_KEEP_ALIVE)
                 if gone():
@@ -226,20 +245,22 @@ class EventHub:
                 if not woken:
                     write(b": keep-alive\n\n")
                     continue
-                batches, passed, passed_counts = self._take(subscriber)
+                # Let the next lines gather: a burst of requests becomes one event.
+                if closing.wait(_MIN_INTERVAL):
+                    break
+                batches, passed, passed_counts, first_at = self._take(subscriber)
                 if not batches:
                     continue
-                cap = min(self.limit, _FLOOD_LINES) if flood else self.limit
-                event = encode_event(batches, cap, passed, passed_counts, self.instance)
-                write(event[0])
-                # Let the next lines gather: a flood becomes a few small events
-                # instead of many large ones the page must render.
+                # A flood (lines faster than anyone reads) becomes one small event
+                # every few seconds instead of many large ones the page must render.
                 now = time.monotonic()
                 total = passed + sum(batch.n for batch in batches)
-                flood = total >= _FLOOD_RATE * max(now - since, _MIN_INTERVAL)
-                since = now
-                pause = _FLOOD_INTERVAL if flood else _MIN_INTERVAL
-                if closing.wait(pause):
+                span = now - max(first_at, last)
+                flood = total >= _FLOOD_RATE * max(span, _MIN_INTERVAL)
+                cap = min(self.limit, _FLOOD_LINES) if flood else self.limit
+                write(encode_event(batches, cap, passed, passed_counts, self.instance)[0])
+                last = now
+                if flood and closing.wait(_FLOOD_INTERVAL - _MIN_INTERVAL):
                     break
         finally:
             with self._lock:

@@ -151,6 +151,7 @@
 
   // The page from the entries: the newest windowSize matching ones, at the bottom.
   function rebuild() {
+    paint();  // lines not drawn yet join the entries first
     const matching = entries.filter(matches);
     box.replaceChildren(...matching.slice(-windowSize).map(rowOf));
     box.scrollTop = box.scrollHeight;
@@ -180,9 +181,9 @@
 
   function updateShown(matching) {
     const n = matching ?? entries.filter(matches).length;
-    $("shown").textContent = entries.length
+    setText($("shown"), entries.length
       ? `${n} of ${entries.length} kept lines match (the page keeps the newest ${state.limit})`
-      : "no lines yet";
+      : "no lines yet");
   }
 
   // Each list offers the first 200 names it sees: a line per random app name
@@ -205,6 +206,7 @@
 
   function render(added) {
     if (!added.length) return;
+    if (added.length > state.limit) added = added.slice(-state.limit);  // evicted at once
     entries.push(...added);
     for (const gone of entries.splice(0, Math.max(0, entries.length - state.limit))) {
       gone.row?.remove();
@@ -260,19 +262,41 @@
         state.heldDropped += extra;
       }
     } else {
-      render(added.slice(-state.limit));
+      pending.push(...added);
+      if (pending.length > 2 * state.limit) pending.splice(0, pending.length - state.limit);
     }
+    schedule();
+  }
+
+  // The page is drawn at most once a frame, whatever the number of events
+  // since the last; while the tab is hidden no frame comes, so only the
+  // counts and the kept lines go on (bounded) until it shows again.
+  let pending = [];       // lines received since the last drawing, not yet in the page
+  let frame = 0;
+
+  function schedule() {
+    if (!frame) frame = requestAnimationFrame(paint);
+  }
+
+  function paint() {
+    if (frame) cancelAnimationFrame(frame);
+    frame = 0;
+    const added = pending;
+    pending = [];
+    render(added);
     updateCounts();
     updateStatus();
-    drawRate();
+    if (added.length && chartDrawn === 0) drawRate();  // the chart's first bar at once
   }
 
   // -- counts, rate chart, status
 
+  function setText(node, text) {
+    if (node.textContent !== text) node.textContent = text;
+  }
+
   function updateCounts() {
-    for (const level of LEVELS) {
-      $(`count-${level}`).textContent = state.counts[level].toLocaleString();
-    }
+    for (const level of LEVELS) setText($(`count-${level}`), state.counts[level].toLocaleString());
   }
 
   function tick(n) {
@@ -286,22 +310,27 @@
     state.perSecond[59] += n;
   }
 
-  function drawRate() {
+  let chartDrawn = 0;     // lines in the chart as last drawn (0: blank)
+  let chartColor = null;  // the theme's accent, looked up once per theme
+
+  function drawRate(force) {
     tick(0);
+    const total = state.perSecond.reduce((a, b) => a + b, 0);
+    if (!force && total === 0 && chartDrawn === 0) return;  // blank, and it was
+    chartDrawn = total;
     const canvas = $("rate");
     const ctx = canvas.getContext("2d");
     const { width, height } = canvas;
-    const style = getComputedStyle(document.documentElement);
+    chartColor ??= getComputedStyle(document.documentElement).getPropertyValue("--accent").trim();
     ctx.clearRect(0, 0, width, height);
     const max = Math.max(1, ...state.perSecond);
     const w = width / state.perSecond.length;
-    ctx.fillStyle = style.getPropertyValue("--accent").trim() || "#2f6fdf";
+    ctx.fillStyle = chartColor || "#2f6fdf";
     state.perSecond.forEach((n, i) => {
       const h = Math.round((n / max) * (height - 2));
       if (h > 0) ctx.fillRect(i * w, height - h, Math.max(1, w - 1), h);
     });
-    const last = state.perSecond[58];
-    $("rate-text").textContent = `${last.toLocaleString()} lines/s`;
+    setText($("rate-text"), `${state.perSecond[58].toLocaleString()} lines/s`);
   }
 
   function updateStatus() {
@@ -310,11 +339,11 @@
     else if (state.paused) parts.push(`paused, ${state.held.length} new lines held`);
     else parts.push("live");
     parts.push(`${state.received.toLocaleString()} lines received`);
-    $("status").textContent = parts.join(" · ");
+    setText($("status"), parts.join(" · "));
     const missed = state.skipped + state.heldDropped;
-    $("notice").textContent = missed
+    setText($("notice"), missed
       ? `${missed.toLocaleString()} lines came faster than the page shows them and were passed over (counts include them)`
-      : "";
+      : "");
   }
 
   function setState(name) {
@@ -325,6 +354,7 @@
   // -- controls
 
   function setPaused(paused) {
+    paint();
     state.paused = paused;
     $("pause").setAttribute("aria-pressed", String(paused));
     $("pause").textContent = paused ? "Resume" : "Pause";
@@ -341,7 +371,8 @@
     document.documentElement.dataset.theme = theme;
     $("theme").textContent = theme === "dark" ? "Light" : "Dark";
     try { localStorage.setItem("devserver-theme", theme); } catch { /* private mode */ }
-    drawRate();
+    chartColor = null;
+    drawRate(true);
   }
 
   function currentTheme() {
@@ -419,7 +450,11 @@
     if (saved === "dark" || saved === "light") setTheme(saved);
     else $("theme").textContent = currentTheme() === "dark" ? "Light" : "Dark";
     setInterval(drawRate, 1000);
-    drawRate();
+    matchMedia("(prefers-color-scheme: dark)").addEventListener("change", () => {
+      chartColor = null;
+      drawRate(true);
+    });
+    drawRate(true);
     updateCounts();
   }
 
