@@ -31,7 +31,7 @@ from ._store import NESTED_TOO_DEEP, Origin
 DEFAULT_PAGE_LINES = 1000
 
 _KEEP_ALIVE = 15.0  # seconds between comments that find a vanished browser
-_MIN_INTERVAL = 0.1  # coalesce bursts: at most 10 events a second...
+_MIN_INTERVAL = 0.25  # lines gather this long: at most 4 events a second...
 # ...and, while lines come faster than anyone reads (a flood), one event every
 # 2 s with only the newest lines: a browser on a flood then costs its machine
 # little, and the devserver sharing that machine keeps its pace.

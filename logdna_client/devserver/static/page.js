@@ -243,11 +243,14 @@
     for (const [level, n] of Object.entries(data.counts)) state.counts[bucketOf(level)] += n;
     tick(data.total);
     const added = [];
+    // Lines beyond the newest state.limit would be dropped at once: skip them.
+    let over = data.batches.reduce((n, batch) => n + batch.lines.length, 0) - state.limit;
     for (const batch of data.batches) {
       batch.lines.forEach((line, i) => {
         const seq = batch.seq + i;
         if (seq <= state.lastSeq) return;
         state.lastSeq = seq;
+        if (over-- > 0) return;
         const e = makeEntry(line, batch, seq);
         addOption($("app"), state.apps, e.app);
         addOption($("host"), state.hosts, e.host);
