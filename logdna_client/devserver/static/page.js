@@ -289,7 +289,9 @@
     render(added);
     updateCounts();
     updateStatus();
-    if (added.length && chartDrawn === 0) drawRate();  // the chart's first bar at once
+    // The chart moves with the lines, in the same frame: its first bar at once,
+    // then at most once a second.
+    if (added.length && (chartDrawn === 0 || performance.now() - chartAt >= 1000)) drawRate();
   }
 
   // -- counts, rate chart, status
@@ -314,6 +316,7 @@
   }
 
   let chartDrawn = 0;     // lines in the chart as last drawn (0: blank)
+  let chartAt = 0;        // when (performance.now())
   let chartColor = null;  // the theme's accent, looked up once per theme
 
   function drawRate(force) {
@@ -321,6 +324,7 @@
     const total = state.perSecond.reduce((a, b) => a + b, 0);
     if (!force && total === 0 && chartDrawn === 0) return;  // blank, and it was
     chartDrawn = total;
+    chartAt = performance.now();
     const canvas = $("rate");
     const ctx = canvas.getContext("2d");
     const { width, height } = canvas;
@@ -452,7 +456,9 @@
     try { saved = localStorage.getItem("devserver-theme"); } catch { /* private mode */ }
     if (saved === "dark" || saved === "light") setTheme(saved);
     else $("theme").textContent = currentTheme() === "dark" ? "Light" : "Dark";
-    setInterval(drawRate, 1000);
+    // Between lines the chart slides every 2 s: a frame drawn costs the browser
+    // more than the drawing, and each bar is still a second.
+    setInterval(() => { if (performance.now() - chartAt >= 1900) drawRate(); }, 1000);
     matchMedia("(prefers-color-scheme: dark)").addEventListener("change", () => {
       chartColor = null;
       drawRate(true);
