@@ -68,8 +68,15 @@
   // only the newest matching entries near the view have a row in the page.
   // A flood of lines then costs a few hundred rows, not thousands.
   const entries = [];
-  const WINDOW = 120;     // rows in the page while following the newest (a few screens)
+  // Rows in the page while following the newest: a screenful and half as much
+  // again (at least 40), kept up to date as the view resizes. Each row costs
+  // the browser work whenever lines arrive, seen or not.
+  const ROW_PX = 18;
+  let WINDOW = 40;
   let windowSize = WINDOW;
+  new ResizeObserver(([entry]) => {
+    WINDOW = Math.max(40, Math.ceil((1.5 * entry.contentRect.height) / ROW_PX));
+  }).observe(box);
 
   function makeEntry(line, batch, seq) {
     return {
