@@ -6,9 +6,9 @@ its own thread (the HTTP connection's) that encodes and writes. A queue holds
 the newest ``page_lines`` lines and at most one older batch's worth more (the
 page keeps no more than that anyway): when a browser falls behind, its oldest
 pending lines are dropped, still counted, and the page is told how many it
-missed. Faster than anyone reads, a page gets one small event every 2 s. A
-browser that vanishes is noticed before the next write or keep-alive and
-unsubscribed.
+missed. Lines gather for 250 ms into one event; faster than anyone reads, a
+page gets one small event every 2 s. A browser that vanishes is noticed
+before the next write or keep-alive and unsubscribed.
 """
 
 from __future__ import annotations

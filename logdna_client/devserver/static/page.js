@@ -66,16 +66,16 @@
 
   // Every kept line is an entry (plain data, at most state.limit of them);
   // only the newest matching entries near the view have a row in the page.
-  // A flood of lines then costs a few hundred rows, not thousands.
+  // A flood of lines then costs a few dozen rows, not thousands.
   const entries = [];
   // Rows in the page while following the newest: a screenful and half as much
   // again (at least 40), kept up to date as the view resizes. Each row costs
   // the browser work whenever lines arrive, seen or not.
   const ROW_PX = 18;
-  let WINDOW = 40;
-  let windowSize = WINDOW;
+  let viewRows = 40;
+  let windowSize = viewRows;
   new ResizeObserver(([entry]) => {
-    WINDOW = Math.max(40, Math.ceil((1.5 * entry.contentRect.height) / ROW_PX));
+    viewRows = Math.max(40, Math.ceil((1.5 * entry.contentRect.height) / ROW_PX));
   }).observe(box);
 
   function makeEntry(line, batch, seq) {
@@ -169,7 +169,7 @@
   }
 
   function applyFilters() {
-    windowSize = WINDOW;
+    windowSize = viewRows;
     rebuild();
   }
 
@@ -178,7 +178,7 @@
     const first = box.firstElementChild;
     if (!first) return;
     const at = entries.indexOf(first._entry);
-    const older = entries.slice(0, Math.max(0, at)).filter(matches).slice(-WINDOW);
+    const older = entries.slice(0, Math.max(0, at)).filter(matches).slice(-viewRows);
     if (!older.length) return;
     const height = box.scrollHeight;
     box.prepend(...older.map(rowOf));
@@ -219,7 +219,7 @@
       gone.row?.remove();
       gone.row = null;
     }
-    if (following) windowSize = WINDOW;
+    if (following) windowSize = viewRows;
     const fresh = added.filter(matches);
     const kept = fresh.slice(-windowSize);
     if (kept.length >= windowSize) {
@@ -396,7 +396,7 @@
   }
 
   function jumpToNewest() {
-    windowSize = WINDOW;
+    windowSize = viewRows;
     rebuild();
   }
 
