@@ -22,6 +22,7 @@ import requests
 
 from logdna_client.devserver import MAX_BODY_BYTES, DevServer
 from logdna_client.devserver import _body as devserver_module
+from logdna_client.devserver._web import count_levels
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 KEY = "sekrit-ingest-key-5f2b"
@@ -991,6 +992,48 @@ class TestEventStream:
             _, event = read_events(stream, 2)[1]
 
         assert {"[1]": 1, "5": 1} == event["counts"]
+
+    def test_a_lone_burst_comes_whole_and_a_flood_as_its_newest_lines(self) -> None:
+        """A burst the page can keep arrives whole; more lines than it keeps, that fast,
+        arrive as the newest 250, with every line counted."""
+        with DevServer(keep_lines=False) as srv, open_stream(srv) as stream:
+            assert srv.wait_for_page_clients(1, TIMEOUT)
+            read_events(stream, 1)  # hello
+            post(srv, body_of([{"line": str(i), "level": "INFO"} for i in range(1000)]))
+            ((_, burst),) = read_events(stream, 1)
+            post(srv, body_of([{"line": str(i), "level": "DEBUG"} for i in range(5000)]))
+            ((_, flood),) = read_events(stream, 1)
+
+        assert (1000, 0, 1000) == (
+            burst["total"],
+            burst["skipped"],
+            len(burst["batches"][0]["lines"]),
+        )
+        lines = flood["batches"][0]["lines"]
+        assert (5000, 4750, 250) == (flood["total"], flood["skipped"], len(lines))
+        assert ("4750", "4999") == (lines[0]["line"], lines[-1]["line"])
+        assert {"DEBUG": 5000} == flood["counts"]
+
+    def test_levels_tried_first_count_as_counting_by_hash_does(self) -> None:
+        """Counting with likely levels first gives the same counts as without, whatever
+        the mix: levels missing, unlikely, not text, or none."""
+        lines: list[dict[str, Any]] = [
+            {"level": "INFO"},
+            {"level": "ERROR"},
+            {},
+            {"level": None},
+            {"level": [1]},
+            {"level": 5},
+            {"level": "INFO"},
+            {"level": "debug"},
+        ]
+        mixes = [lines, lines[:2], lines[2:4], lines[4:6], [lines[0], lines[6]], []]
+        for likely in [(), ("INFO",), ("INFO", "ERROR", None), ("WARNING", "5", None)]:
+            for mix in mixes:
+                assert count_levels(mix) == count_levels(mix, likely)
+        assert {"INFO": 2, "ERROR": 1, "": 2, "[1]": 1, "5": 1, "debug": 1} == count_levels(
+            lines, ("INFO", None)
+        )
 
     def test_meta_too_deep_to_reencode_is_marked_not_fatal(self, server: DevServer) -> None:
         """Meta nested deeper than orjson writes back reaches the page as a marker."""

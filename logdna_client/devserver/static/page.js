@@ -66,10 +66,17 @@
 
   // Every kept line is an entry (plain data, at most state.limit of them);
   // only the newest matching entries near the view have a row in the page.
-  // A flood of lines then costs a few hundred rows, not thousands.
+  // A flood of lines then costs a few dozen rows, not thousands.
   const entries = [];
-  const WINDOW = 120;     // rows in the page while following the newest (a few screens)
-  let windowSize = WINDOW;
+  // Rows in the page while following the newest: a screenful and half as much
+  // again (at least 40), kept up to date as the view resizes. Each row costs
+  // the browser work whenever lines arrive, seen or not.
+  const ROW_PX = 18;
+  let viewRows = 40;
+  let windowSize = viewRows;
+  new ResizeObserver(([entry]) => {
+    viewRows = Math.max(40, Math.ceil((1.5 * entry.contentRect.height) / ROW_PX));
+  }).observe(box);
 
   function makeEntry(line, batch, seq) {
     return {
@@ -151,6 +158,7 @@
 
   // The page from the entries: the newest windowSize matching ones, at the bottom.
   function rebuild() {
+    paint();  // lines not drawn yet join the entries first
     const matching = entries.filter(matches);
     box.replaceChildren(...matching.slice(-windowSize).map(rowOf));
     box.scrollTop = box.scrollHeight;
@@ -161,7 +169,7 @@
   }
 
   function applyFilters() {
-    windowSize = WINDOW;
+    windowSize = viewRows;
     rebuild();
   }
 
@@ -170,7 +178,7 @@
     const first = box.firstElementChild;
     if (!first) return;
     const at = entries.indexOf(first._entry);
-    const older = entries.slice(0, Math.max(0, at)).filter(matches).slice(-WINDOW);
+    const older = entries.slice(0, Math.max(0, at)).filter(matches).slice(-viewRows);
     if (!older.length) return;
     const height = box.scrollHeight;
     box.prepend(...older.map(rowOf));
@@ -180,9 +188,9 @@
 
   function updateShown(matching) {
     const n = matching ?? entries.filter(matches).length;
-    $("shown").textContent = entries.length
+    setText($("shown"), entries.length
       ? `${n} of ${entries.length} kept lines match (the page keeps the newest ${state.limit})`
-      : "no lines yet";
+      : "no lines yet");
   }
 
   // Each list offers the first 200 names it sees: a line per random app name
@@ -205,12 +213,13 @@
 
   function render(added) {
     if (!added.length) return;
+    if (added.length > state.limit) added = added.slice(-state.limit);  // evicted at once
     entries.push(...added);
     for (const gone of entries.splice(0, Math.max(0, entries.length - state.limit))) {
       gone.row?.remove();
       gone.row = null;
     }
-    if (following) windowSize = WINDOW;
+    if (following) windowSize = viewRows;
     const fresh = added.filter(matches);
     const kept = fresh.slice(-windowSize);
     if (kept.length >= windowSize) {
@@ -241,11 +250,14 @@
     for (const [level, n] of Object.entries(data.counts)) state.counts[bucketOf(level)] += n;
     tick(data.total);
     const added = [];
+    // Lines beyond the newest state.limit would be dropped at once: skip them.
+    let over = data.batches.reduce((n, batch) => n + batch.lines.length, 0) - state.limit;
     for (const batch of data.batches) {
       batch.lines.forEach((line, i) => {
         const seq = batch.seq + i;
         if (seq <= state.lastSeq) return;
         state.lastSeq = seq;
+        if (over-- > 0) return;
         const e = makeEntry(line, batch, seq);
         addOption($("app"), state.apps, e.app);
         addOption($("host"), state.hosts, e.host);
@@ -260,19 +272,43 @@
         state.heldDropped += extra;
       }
     } else {
-      render(added.slice(-state.limit));
+      pending.push(...added);
+      if (pending.length > 2 * state.limit) pending.splice(0, pending.length - state.limit);
     }
+    schedule();
+  }
+
+  // The page is drawn at most once a frame, whatever the number of events
+  // since the last; while the tab is hidden no frame comes, so only the
+  // counts and the kept lines go on (bounded) until it shows again.
+  let pending = [];       // lines received since the last drawing, not yet in the page
+  let frame = 0;
+
+  function schedule() {
+    if (!frame) frame = requestAnimationFrame(paint);
+  }
+
+  function paint() {
+    if (frame) cancelAnimationFrame(frame);
+    frame = 0;
+    const added = pending;
+    pending = [];
+    render(added);
     updateCounts();
     updateStatus();
-    drawRate();
+    // The chart moves with the lines, in the same frame: its first bar at once,
+    // then at most once a second.
+    if (added.length && (chartDrawn === 0 || performance.now() - chartAt >= 1000)) drawRate();
   }
 
   // -- counts, rate chart, status
 
+  function setText(node, text) {
+    if (node.textContent !== text) node.textContent = text;
+  }
+
   function updateCounts() {
-    for (const level of LEVELS) {
-      $(`count-${level}`).textContent = state.counts[level].toLocaleString();
-    }
+    for (const level of LEVELS) setText($(`count-${level}`), state.counts[level].toLocaleString());
   }
 
   function tick(n) {
@@ -286,22 +322,29 @@
     state.perSecond[59] += n;
   }
 
-  function drawRate() {
+  let chartDrawn = 0;     // lines in the chart as last drawn (0: blank)
+  let chartAt = 0;        // when (performance.now())
+  let chartColor = null;  // the theme's accent, looked up once per theme
+
+  function drawRate(force) {
     tick(0);
+    const total = state.perSecond.reduce((a, b) => a + b, 0);
+    if (!force && total === 0 && chartDrawn === 0) return;  // blank, and it was
+    chartDrawn = total;
+    chartAt = performance.now();
     const canvas = $("rate");
     const ctx = canvas.getContext("2d");
     const { width, height } = canvas;
-    const style = getComputedStyle(document.documentElement);
+    chartColor ??= getComputedStyle(document.documentElement).getPropertyValue("--accent").trim();
     ctx.clearRect(0, 0, width, height);
     const max = Math.max(1, ...state.perSecond);
     const w = width / state.perSecond.length;
-    ctx.fillStyle = style.getPropertyValue("--accent").trim() || "#2f6fdf";
+    ctx.fillStyle = chartColor || "#2f6fdf";
     state.perSecond.forEach((n, i) => {
       const h = Math.round((n / max) * (height - 2));
       if (h > 0) ctx.fillRect(i * w, height - h, Math.max(1, w - 1), h);
     });
-    const last = state.perSecond[58];
-    $("rate-text").textContent = `${last.toLocaleString()} lines/s`;
+    setText($("rate-text"), `${state.perSecond[58].toLocaleString()} lines/s`);
   }
 
   function updateStatus() {
@@ -310,11 +353,11 @@
     else if (state.paused) parts.push(`paused, ${state.held.length} new lines held`);
     else parts.push("live");
     parts.push(`${state.received.toLocaleString()} lines received`);
-    $("status").textContent = parts.join(" · ");
+    setText($("status"), parts.join(" · "));
     const missed = state.skipped + state.heldDropped;
-    $("notice").textContent = missed
+    setText($("notice"), missed
       ? `${missed.toLocaleString()} lines came faster than the page shows them and were passed over (counts include them)`
-      : "";
+      : "");
   }
 
   function setState(name) {
@@ -325,6 +368,7 @@
   // -- controls
 
   function setPaused(paused) {
+    paint();
     state.paused = paused;
     $("pause").setAttribute("aria-pressed", String(paused));
     $("pause").textContent = paused ? "Resume" : "Pause";
@@ -341,7 +385,8 @@
     document.documentElement.dataset.theme = theme;
     $("theme").textContent = theme === "dark" ? "Light" : "Dark";
     try { localStorage.setItem("devserver-theme", theme); } catch { /* private mode */ }
-    drawRate();
+    chartColor = null;
+    drawRate(true);
   }
 
   function currentTheme() {
@@ -351,7 +396,7 @@
   }
 
   function jumpToNewest() {
-    windowSize = WINDOW;
+    windowSize = viewRows;
     rebuild();
   }
 
@@ -418,8 +463,14 @@
     try { saved = localStorage.getItem("devserver-theme"); } catch { /* private mode */ }
     if (saved === "dark" || saved === "light") setTheme(saved);
     else $("theme").textContent = currentTheme() === "dark" ? "Light" : "Dark";
-    setInterval(drawRate, 1000);
-    drawRate();
+    // Between lines the chart slides every 2 s: a frame drawn costs the browser
+    // more than the drawing, and each bar is still a second.
+    setInterval(() => { if (performance.now() - chartAt >= 1900) drawRate(); }, 1000);
+    matchMedia("(prefers-color-scheme: dark)").addEventListener("change", () => {
+      chartColor = null;
+      drawRate(true);
+    });
+    drawRate(true);
     updateCounts();
   }
 
