@@ -91,6 +91,14 @@ def exit_deadline(timeout: float, *, begins_exit: bool = True) -> float:
     return _window_end
 
 
+def shutdown_deadline(timeout: float) -> float:
+    """``exit_deadline`` for a handler flushed or closed under its own lock, as
+    ``logging.shutdown()`` does it: at exit that begins the exit window. dictConfig
+    and fileConfig call it too, to drop the handlers they replace, holding logging's
+    module lock while they do: that is no exit, and must not shorten other closes."""
+    return exit_deadline(timeout, begins_exit=not under_logging_lock())
+
+
 def close_all(*, wait: bool, at_exit: bool = True) -> list[Client]:
     """Begin closing every live client on one exit deadline; wait for them if ``wait``."""
     clients = [c for c in list(_clients) if not c._exit_done]

@@ -442,7 +442,7 @@ class LogDNAHandler(logging.Handler):
         """
         client = self._client
         if _exit.owns(self.lock):
-            deadline = _exit.exit_deadline(client.config.shutdown_timeout)
+            deadline = _exit.shutdown_deadline(client.config.shutdown_timeout)
             client.flush(max(0.0, deadline - time.monotonic()))
         else:
             client.flush(timeout)
@@ -458,7 +458,7 @@ class LogDNAHandler(logging.Handler):
                 client = self._client
                 if _exit.owns(self.lock):
                     timeout = client.config.shutdown_timeout
-                    client._close_by(_exit.exit_deadline(timeout), timeout)
+                    client._close_by(_exit.shutdown_deadline(timeout), timeout)
                 else:
                     client.close()
         finally:

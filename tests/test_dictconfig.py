@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from logdna_client import LogDNAHandler
+from logdna_client import Client, LogDNAHandler
 from logdna_client._context import bind_request_context, reset_request_context
 from logdna_client._devserver import DevServer
 from tests._helpers_integrations import TIMEOUT
@@ -180,6 +180,20 @@ class TestReconfigure:
         server.set_delay(0)
         assert server.wait_for_lines(50, TIMEOUT)
         assert 0 == old.client.stats()["dropped_total"]
+
+    def test_replacing_a_handler_is_not_a_process_exit(self, server: DevServer) -> None:
+        """dictConfig closes the handlers it replaces the way logging.shutdown() does;
+        that must not start the exit's one deadline, which would cut short a close
+        elsewhere in the process right after (here: a client's own 10 s close)."""
+        logging.config.dictConfig(config_for(server, shutdown_timeout="0"))
+        logging.config.dictConfig(config_for(server, app="second"))
+        client = Client(key="k", url=server.url, hostname="web-1", handle_signals=False)
+        client.log("closed right after a reconfiguration")
+
+        client.close(10)
+
+        assert 1 == client.stats()["sent"]
+        assert server.wait_for_lines(1, TIMEOUT)
 
 
 class TestFileConfig:
