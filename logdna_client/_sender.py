@@ -28,7 +28,7 @@ from ._report import Reporter
 from ._retry import Backoff
 from ._spool import BatchId, Spool
 from ._stats import LastError
-from ._threads import SENDER_THREADS, Latch, Wakeup
+from ._threads import SENDER_THREADS, Latch, Wakeup, leave_signals_to_the_main_thread
 from ._transport import Kind, Outcome, Transport
 
 __all__ = ["Sender", "Stats", "gzip_entries"]
@@ -215,6 +215,7 @@ class Sender:
     # -- the thread
 
     def _run(self) -> None:
+        leave_signals_to_the_main_thread()
         self.ident = threading.get_ident()
         SENDER_THREADS.add(self.ident)
         try:

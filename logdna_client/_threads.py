@@ -7,6 +7,7 @@ discarding and testing membership are single operations under the GIL.
 
 from __future__ import annotations
 
+import signal
 import threading
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "SENDER_THREADS",
     "Latch",
     "Wakeup",
+    "leave_signals_to_the_main_thread",
     "on_sender_thread",
 ]
 
@@ -34,6 +36,32 @@ BUSY_THREADS: set[int] = set()
 #: signal handler's line, a line a ``__str__`` logs); a record nested deeper is
 #: a loop in the making, and is dropped and counted as ``reentrant``.
 NESTED_THREADS: set[int] = set()
+
+
+# Signals a fault raises in the thread that faulted: never blocked.
+_SYNCHRONOUS = {"SIGSEGV", "SIGBUS", "SIGFPE", "SIGILL", "SIGABRT", "SIGTRAP", "SIGSYS"}
+
+
+def leave_signals_to_the_main_thread() -> None:
+    """Block the asynchronous signals (SIGTERM, SIGINT, SIGHUP, ...) in the calling
+    thread, one of the library's own, for its whole life.
+
+    The kernel hands a signal sent to the process to any thread that does not
+    block it. Python runs its handlers on the main thread only, and a main thread
+    blocked in a lock or a queue wakes for them only when the signal lands on it:
+    one landing on a sender thread left it blocked for good (a ``Pool`` worker
+    waiting for its task queue's lock never ended on ``Pool.terminate``'s
+    SIGTERM). Threads started from this one inherit the mask.
+    """
+    sigmask = getattr(signal, "pthread_sigmask", None)
+    if sigmask is None:  # Windows: no such thing as a thread's signal mask
+        return
+    try:
+        # (Real-time signals come as plain ints, without a name.)
+        quiet = {s for s in signal.valid_signals() if getattr(s, "name", "") not in _SYNCHRONOUS}
+        sigmask(signal.SIG_BLOCK, quiet)
+    except (AttributeError, ValueError, OSError):  # an odd platform: leave the mask alone
+        pass
 
 
 def on_sender_thread() -> bool:

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from logdna_client import _handler
+from logdna_client import _exit, _handler
 from logdna_client._devserver import DevServer
 
 #: The ways LogDNAHandler.handle can run here: the C extension when it is built,
@@ -17,7 +17,7 @@ HANDLE_PATHS = ["c", "python"] if _handler._speedups is not None else ["python"]
 
 @pytest.fixture(autouse=True)
 def _restore_logging() -> Iterator[None]:
-    """Each test gets the root logger back as it found it."""
+    """Each test gets the root logger back as it found it, and no exit under way."""
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
     own = logging.getLogger("logdna_client")
@@ -28,6 +28,9 @@ def _restore_logging() -> Iterator[None]:
     own.handlers[:] = own_handlers
     own.setLevel(own_level)
     own.propagate = own_propagate
+    # A test that ended "the process" in-process (logging.shutdown()) opened the exit's
+    # one deadline: the next test is a process of its own, with no exit under way.
+    _exit._window_end = float("-inf")
 
 
 @pytest.fixture

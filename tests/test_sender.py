@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import gzip
 import logging
+import re
+import signal
 import threading
 import zlib
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -15,6 +18,7 @@ import pytest
 
 from logdna_client import Client
 from logdna_client._buffer import join_entries
+from logdna_client._devserver import DevServer
 from logdna_client._retry import Backoff
 from logdna_client._sender import gzip_entries
 from logdna_client._transport import Kind, Outcome
@@ -283,3 +287,24 @@ def test_gzip_body_is_the_joined_body(entries: list[bytes]) -> None:
     body = gzip_entries(entries)
     assert join_entries(entries) == zlib.decompress(body, 31)
     assert gzip.decompress(body) == join_entries(entries)
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads the thread's mask in /proc")
+def test_sender_leaves_termination_signals_to_the_main_thread(server: DevServer) -> None:
+    """The sender thread blocks SIGTERM, SIGINT and SIGHUP (not fault signals), so the
+    kernel hands them to the main thread, where a blocked call wakes for Python's
+    handler (one landing on the sender left a main thread waiting on a lock for good)."""
+    client = Client(key="k", url=server.url, handle_signals=False)
+    client.log("starts the sender")
+    assert client.flush(10)
+    (sender,) = [t for t in threading.enumerate() if t.ident == client._sender.ident]
+    status = Path(f"/proc/self/task/{sender.native_id}/status").read_text()
+    found = re.search(r"^SigBlk:\s*([0-9a-f]+)$", status, re.M)
+    assert found is not None
+    blocked = int(found.group(1), 16)
+    client.close()
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        assert blocked >> (signum - 1) & 1, signum
+    assert not blocked >> (signal.SIGSEGV - 1) & 1
+    assert not signal.pthread_sigmask(signal.SIG_BLOCK, [])  # this thread's mask untouched
