@@ -662,7 +662,7 @@ class Redactor:
     """
 
     __slots__ = ("_cache", "_key_end_re", "_key_re", "_max_chars", "_plain_keys",
-                 "_text_re", "_trigger", "_words")  # fmt: skip
+                 "_text_re", "_triggered_only", "_words")  # fmt: skip
 
     def __init__(self, extra_keys: Iterable[str] = (), patterns: Iterable[str] = (),
                  *, defaults: bool = True, max_chars: int = 1 << 20) -> None:  # fmt: skip
@@ -678,8 +678,8 @@ class Redactor:
         chosen = expand_patterns([*CREDENTIAL_PATTERNS, *patterns] if defaults else patterns)
         self._text_re = _Patterns(chosen, self.is_secret, self._names_secret) if chosen else None
         # With only the default credential patterns, text without a trigger cannot
-        # match: one cheap search instead of the patterns (None: no such shortcut).
-        self._trigger = TRIGGER if chosen and set(chosen) <= set(CREDENTIAL_PATTERNS) else None
+        # match: one cheap test (has_trigger) instead of the patterns.
+        self._triggered_only = bool(chosen) and set(chosen) <= set(CREDENTIAL_PATTERNS)
         self._max_chars = max_chars + _CUT_MARGIN
         self._cache: dict[str, bool] = {}
         # Keys known not to be secrets: lets flat meta skip the walk entirely.
@@ -717,20 +717,20 @@ class Redactor:
     def cheap_text(self) -> bool:
         """Whether text can be checked cheaply first (``may_hold_secret``): only the
         default credential patterns run. The fast paths stay open then."""
-        return self._trigger is not None
+        return self._triggered_only
 
     def may_hold_secret(self, text: str) -> bool:
         """Whether the text patterns could change ``text`` (False means certainly not)."""
         if self._text_re is None:
             return False
-        return self._trigger is None or has_trigger(text)
+        return not self._triggered_only or has_trigger(text)
 
     def json_may_hold_secret(self, text: str, keys: int) -> bool:
         """``may_hold_secret`` for the JSON text of a flat object with ``keys`` keys:
         its own ":" (one a key) are not counted."""
         if self._text_re is None:
             return False
-        if self._trigger is None:
+        if not self._triggered_only:
             return True
         return (
             text.count(":") != keys
@@ -791,7 +791,7 @@ class Redactor:
 
     def _apply(self, value: str) -> str:
         patterns = self._text_re
-        if patterns is None or (self._trigger is not None and not has_trigger(value)):
+        if patterns is None or (self._triggered_only and not has_trigger(value)):
             return value
         return patterns.sub(MARKER, value)
 
@@ -804,7 +804,7 @@ class Redactor:
         at any depth up to a limit; deeper parts, cycles and containers that
         cannot be read are replaced by a marker rather than shipped unchecked.
         """
-        if type(value) is dict and (self._text_re is None or self._trigger is not None):
+        if type(value) is dict and (self._text_re is None or self._triggered_only):
             # The common case: flat meta whose keys were all seen before and are
             # not secrets. One pass over cached answers instead of the walk.
             try:

@@ -133,6 +133,22 @@ attr_is(PyObject *obj, PyObject *name, PyObject *expected)
 /* Whether a character of ASCII text stands as itself in a JSON string. */
 #define JSON_PLAIN(c) ((unsigned char)(c) >= 0x20 && (c) != '"' && (c) != '\\')
 
+/* Whether ``s`` (an exact str) is ASCII that stands as itself in a JSON string: its
+ * characters can be copied between quotes as they are. */
+static int
+json_plain_str(PyObject *s)
+{
+    const char *d = (const char *)PyUnicode_DATA(s);
+    Py_ssize_t i = 0, n = PyUnicode_GET_LENGTH(s);
+    if (!PyUnicode_IS_ASCII(s)) {
+        return 0;
+    }
+    while (i < n && JSON_PLAIN(d[i])) {
+        i++;
+    }
+    return i == n;
+}
+
 /* ``value`` in decimal at ``out`` (at least 20 bytes); returns the length. */
 static int
 write_int(long long value, char *out)
@@ -164,7 +180,7 @@ format_direct(PyObject *msg, PyObject *args, char *out, Py_ssize_t room)
     const char *m = (const char *)PyUnicode_DATA(msg), *piece;
     Py_ssize_t n = PyUnicode_GET_LENGTH(msg), nargs = args ? PyTuple_GET_SIZE(args) : 0;
     Py_ssize_t k = 0, len = 0;
-    Py_ssize_t i, j, size;
+    Py_ssize_t i, size;
     if (!PyUnicode_IS_ASCII(msg)) {
         return -1;
     }
@@ -191,12 +207,10 @@ format_direct(PyObject *msg, PyObject *args, char *out, Py_ssize_t room)
             }
             len += write_int(v, out + len);
         }
-        else if (arg != NULL && PyUnicode_CheckExact(arg) && c == 's' && PyUnicode_IS_ASCII(arg)) {
+        else if (arg != NULL && PyUnicode_CheckExact(arg) && c == 's' && json_plain_str(arg)) {
             piece = (const char *)PyUnicode_DATA(arg);
             size = PyUnicode_GET_LENGTH(arg);
-            for (j = 0; j < size && JSON_PLAIN(piece[j]); j++) {
-            }
-            if (j < size || len + size > room) {
+            if (len + size > room) {
                 return -1;
             }
             memcpy(out + len, piece, size);
@@ -367,23 +381,17 @@ static int
 put_json(Handle *self, PyObject *value, char **out, const char *end)
 {
     char *o = *out;
-    Py_ssize_t n = 0, j = 0;
-    if (PyUnicode_CheckExact(value) && PyUnicode_IS_ASCII(value)) {
-        const char *d = (const char *)PyUnicode_DATA(value);
+    Py_ssize_t n = 0;
+    if (PyUnicode_CheckExact(value) && json_plain_str(value)) {
         n = PyUnicode_GET_LENGTH(value);
-        while (j < n && JSON_PLAIN(d[j])) {
-            j++;
+        if (end - o < n + 2) {
+            return -1;  /* no room: Python writes it */
         }
-        if (j == n) {
-            if (end - o < n + 2) {
-                return -1;  /* no room: Python writes it */
-            }
-            *o++ = '"';
-            memcpy(o, d, n);
-            o[n] = '"';
-            *out = o + n + 1;
-            return 0;
-        }
+        *o++ = '"';
+        memcpy(o, PyUnicode_DATA(value), n);
+        o[n] = '"';
+        *out = o + n + 1;
+        return 0;
     }
     else if (PyLong_CheckExact(value)) {
         int overflow;
@@ -568,7 +576,7 @@ build(Handle *self, PyObject *record)
     PyObject *level, *created;
     char direct[DIRECT_ROOM];
     const char *data = direct;
-    Py_ssize_t n, i = 0;
+    Py_ssize_t n;
     int ok;
     if (Py_TYPE(record) != (PyTypeObject *)self->record_type ||
         Py_TYPE(record)->tp_getattro != PyObject_GenericGetAttr) {
@@ -610,10 +618,7 @@ build(Handle *self, PyObject *record)
     if (text != Py_None) {
         data = (const char *)PyUnicode_DATA(text);
         n = PyUnicode_GET_LENGTH(text);
-        while (PyUnicode_IS_ASCII(text) && i < n && JSON_PLAIN(data[i])) {
-            i++;
-        }
-        if (n > 0 && n <= self->max_chars && i < n) {
+        if (n > 0 && n <= self->max_chars && !json_plain_str(text)) {
             /* _escape(text).encode(), quotes included; a lone surrogate fails here. */
             escaped = PyObject_CallOneArg(self->escape, text);
             if (escaped == NULL || !PyUnicode_CheckExact(escaped) ||
