@@ -53,6 +53,14 @@ SEPARATOR = b","
 #: Bytes a queued line costs beyond its serialized length.
 LINE_OVERHEAD = ENTRY_OVERHEAD + len(SEPARATOR)
 
+
+def cost_of(entries: list[bytes]) -> int:
+    """What ``entries`` count for against the bound: each one's length plus
+    ``ENTRY_OVERHEAD`` (the one rule; ``put_entry`` writes it out for one entry, on
+    the hot path, and ``take`` for whole blocks at a time)."""
+    return sum(map(len, entries)) + ENTRY_OVERHEAD * len(entries)
+
+
 # Free-threaded builds (3.13t) give no atomicity for free: always lock there.
 _NO_GIL = not getattr(sys, "_is_gil_enabled", lambda: True)()
 # Integers, not infinities: the hot path compares int with int, which is
@@ -222,10 +230,7 @@ class Buffer:
             # Evict until the line fits, deciding before anything that could switch
             # threads: lock-free puts may take room freed here in the meantime.
             while self.queued_bytes + self.inflight_bytes + size > self._max and lines:
-                # Size first: no call may run between reading and writing queued_bytes,
-                # or a lock-free put's += in that gap is lost.
-                gone = len(lines.popleft()) + ENTRY_OVERHEAD
-                self.queued_bytes -= gone
+                self._pop_oldest()
                 dropped += 1
             fits = self.queued_bytes + self.inflight_bytes + size <= self._max
             self._head_seq += dropped
@@ -250,6 +255,13 @@ class Buffer:
                 return True
         self._drop("buffer_full", 1)
         return False
+
+    def _pop_oldest(self) -> None:
+        """Remove the oldest entry and take its cost off ``queued_bytes`` (lock held)."""
+        # Cost first: no call may run between reading and writing queued_bytes, or a
+        # lock-free put's += in that gap is lost.
+        cost = len(self.entries.popleft()) + ENTRY_OVERHEAD
+        self.queued_bytes -= cost
 
     def owned(self) -> bool:
         """Whether this thread is inside one of the buffer's critical sections (a signal
@@ -329,7 +341,7 @@ class Buffer:
                     continue
             batch = list(map(_call, repeat(lines.popleft, count)))
             if not total:
-                total = sum(map(len, batch)) + ENTRY_OVERHEAD * count
+                total = cost_of(batch)
             self.queued_bytes -= total
             self.inflight_bytes += total
             self.inflight_lines = count
@@ -351,7 +363,7 @@ class Buffer:
 
     def untake(self, lines: list[bytes]) -> None:
         """Put the batch just taken back at the head, as if it had never been taken."""
-        size = sum(map(len, lines)) + ENTRY_OVERHEAD * len(lines)
+        size = cost_of(lines)
         with self._lock:
             self.entries.extendleft(reversed(lines))
             self.queued_bytes += size
@@ -363,7 +375,7 @@ class Buffer:
 
     def release(self, lines: list[bytes]) -> None:
         """Forget lines that were taken: delivered, or dropped and counted."""
-        size = sum(map(len, lines)) + ENTRY_OVERHEAD * len(lines)
+        size = cost_of(lines)
         with self._lock:
             self.inflight_bytes -= size
             self.inflight_lines = 0
@@ -399,9 +411,8 @@ class Buffer:
         with self._lock:
             lines = self.entries
             count = 0
-            while lines:  # popleft, not clear(): a lock-free put may be appending
-                gone = len(lines.popleft()) + ENTRY_OVERHEAD
-                self.queued_bytes -= gone
+            while lines:  # one by one, not clear(): a lock-free put may be appending
+                self._pop_oldest()
                 count += 1
             self._head_seq += count
             if count:
