@@ -22,8 +22,13 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # options come from the FAULT_OPTS environment variable, and a tiny protocol:
 # ``mark(text)`` writes "@@text" on stderr, ``wait_for(word)`` reads stdin.
 _PRELUDE = """
-import json, logging, os, sys, time
+import json, logging, os, signal, sys, time
 from logdna_client import LogDNAHandler
+
+# The tests are about SIGHUP's default disposition; a runner started with nohup
+# passes it on ignored (which the library rightly leaves alone).
+if hasattr(signal, "SIGHUP"):
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 def mark(text):
     sys.stderr.write("@@" + text + "\\n")
