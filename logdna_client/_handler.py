@@ -55,6 +55,9 @@ STANDARD_RECORD_ATTRS: frozenset[str] = _INIT_ATTRS | {"message", "asctime"}
 # A record built without extra= has exactly this many attributes: the common
 # case skips the scan for extras altogether.
 _PLAIN_RECORD_LEN = len(_PROBE.__dict__)
+# For the C handle's reading of extras (_extras' rule): each standard attribute ->
+# whether LogRecord.__init__ sets it; one lookup tells both.
+_STANDARD_KINDS = {name: name in _INIT_ATTRS for name in STANDARD_RECORD_ATTRS}
 del _PROBE
 
 # The stdlib's own getMessage: while LogRecord has it, ``msg % args`` is what it returns.
@@ -72,7 +75,7 @@ if sys.implementation.name == "cpython" and getattr(sys, "_is_gil_enabled", lamb
     else:
         # A build left from another version of the package (an editable install
         # not rebuilt after an update) may expect other arguments: not used.
-        if getattr(_speedups, "API", None) != 6:
+        if getattr(_speedups, "API", None) != 7:
             _speedups = None
 
 _STRUCTLOG_SKIP = STANDARD_RECORD_ATTRS | {"_logger", "_name"}
@@ -214,8 +217,7 @@ class LogDNAHandler(logging.Handler):
                 context_var=_context._request_context,
                 record_attrs=self._record_attrs,
                 meta_cache=self._meta_cache,
-                init_attrs=_INIT_ATTRS,
-                standard_attrs=STANDARD_RECORD_ATTRS,
+                standard_attrs=_STANDARD_KINDS,
                 plain_len=_PLAIN_RECORD_LEN,
                 safe_keys=builder.meta_safe_keys,
                 dumps=orjson.dumps,

@@ -39,7 +39,7 @@
 
 /* What _handler.py expects of this module; a build left from another version
  * of the package (an editable install not rebuilt) is not used. */
-#define SPEEDUPS_API 6
+#define SPEEDUPS_API 7
 
 /* Attribute names: the stdlib's public ones and the buffer's lock-free protocol. */
 #define NAMES(X)                                                                          \
@@ -55,7 +55,8 @@ typedef struct {
     vectorcallfunc vectorcall;
     PyObject *handler, *slow, *queue, *buffer, *record_type, *get_message, *default_formatter;
     PyObject *skip_names, *sender_threads, *busy_threads, *context_var, *record_attrs, *meta_cache;
-    PyObject *init_attrs, *standard_attrs, *safe_keys, *dumps, *escape, *level_tails;
+    PyObject *standard_attrs;  /* name -> True: LogRecord.__init__ sets it; False: a formatter */
+    PyObject *safe_keys, *dumps, *escape, *level_tails;
     PyObject *head, *timestamp_key, *meta_key, *end;  /* _line.ENTRY_* */
     PyObject *redact_text;   /* Redactor.text_triggered, or None: no text patterns here */
     PyObject *secret_cache;  /* Redactor's key -> is-a-secret answers (a live dict) */
@@ -69,7 +70,7 @@ typedef struct {
 #define HANDLE_OBJECTS(X)                                                                   \
     X(handler) X(slow) X(queue) X(buffer) X(record_type) X(get_message)                     \
     X(default_formatter) X(skip_names) X(sender_threads) X(busy_threads) X(context_var)     \
-    X(record_attrs) X(meta_cache) X(init_attrs) X(standard_attrs) X(safe_keys) X(dumps)     \
+    X(record_attrs) X(meta_cache) X(standard_attrs) X(safe_keys) X(dumps)                   \
     X(escape) X(level_tails) X(head) X(timestamp_key) X(meta_key) X(end) X(append)          \
     X(append_of) X(redact_text) X(secret_cache)
 
@@ -469,10 +470,10 @@ static PyObject *
 meta_json(Handle *self, PyObject *attrs)
 {
     Py_ssize_t size = PyDict_GET_SIZE(attrs), pos = 0, i;
-    PyObject *key, *value, *json = NULL;
+    PyObject *key, *value, *kind, *json = NULL;
     char buf[META_ROOM], *out = buf + 1;
     const char *end = buf + META_ROOM - 1;  /* room kept for the "}" */
-    int count = 0, found;
+    int count = 0;
     if (size == self->plain_len && PyDict_CheckExact(self->meta_cache) &&
         PyTuple_GET_SIZE(self->record_attrs) == 1) {
         /* The one record attribute alone: its (meta, JSON) as _queue_record keeps them. */
@@ -494,14 +495,18 @@ meta_json(Handle *self, PyObject *attrs)
             return NULL;
         }
     }
-    /* Extras: what follows the attributes LogRecord.__init__ sets (_extras). One of
-       those moved there by a filter: extras may sit before it (Python decides); the
-       message and asctime a formatter added: never meta. */
+    /* Extras: what follows the attributes LogRecord.__init__ sets (_extras). */
     for (i = 0; size > self->plain_len && PyDict_Next(attrs, &pos, &key, &value); i++) {
-        if (i >= self->plain_len &&
-            (!PyUnicode_CheckExact(key) || PySet_Contains(self->init_attrs, key) != 0 ||
-             ((found = PySet_Contains(self->standard_attrs, key)) == 0
-                  ? add_meta(self, key, value, &out, end, count++ == 0) != 0 : found < 0))) {
+        if (i < self->plain_len) {
+            continue;
+        }
+        /* True: one __init__ sets, moved here by a filter (extras may sit before it:
+           Python decides); False: the message or asctime a formatter added (never
+           meta); absent: an extra. */
+        kind = PyUnicode_CheckExact(key) ? PyDict_GetItemWithError(self->standard_attrs, key)
+                                         : Py_True;
+        if (kind == Py_True || (kind == NULL && PyErr_Occurred()) ||
+            (kind == NULL && add_meta(self, key, value, &out, end, count++ == 0) != 0)) {
             return NULL;
         }
     }
@@ -758,7 +763,7 @@ handle_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     static char *kwlist[] = {
         "handler", "slow", "queue", "buffer", "record_type", "get_message", "default_formatter",
         "skip_names", "sender_threads", "busy_threads", "context_var", "record_attrs",
-        "meta_cache", "init_attrs", "standard_attrs", "safe_keys", "dumps", "escape",
+        "meta_cache", "standard_attrs", "safe_keys", "dumps", "escape",
         "level_tails", "head", "timestamp_key", "meta_key", "end", "plain_len", "max_chars",
         "max_entry", "entry_overhead", "redact_text", "secret_cache", NULL,
     };
@@ -768,12 +773,12 @@ handle_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     }
     h->vectorcall = handle_call;
     if (!PyArg_ParseTupleAndKeywords(
-            args, kwds, "$OOOOO!OOO!O!O!O!O!OO!O!OOOO!SSSSnnnnOO!", kwlist, &h->handler, &h->slow,
+            args, kwds, "$OOOOO!OOO!O!O!O!O!OO!OOOO!SSSSnnnnOO!", kwlist, &h->handler, &h->slow,
             &h->queue, &h->buffer, &PyType_Type, &h->record_type, &h->get_message,
             &h->default_formatter, &PyDict_Type, &h->skip_names, &PySet_Type, &h->sender_threads,
             &PySet_Type, &h->busy_threads, &PyContextVar_Type, &h->context_var, &PyTuple_Type,
-            &h->record_attrs, &h->meta_cache, &PyFrozenSet_Type, &h->init_attrs,
-            &PyFrozenSet_Type, &h->standard_attrs, &h->safe_keys, &h->dumps, &h->escape,
+            &h->record_attrs, &h->meta_cache, &PyDict_Type, &h->standard_attrs, &h->safe_keys,
+            &h->dumps, &h->escape,
             &PyDict_Type, &h->level_tails, &h->head, &h->timestamp_key, &h->meta_key, &h->end,
             &h->plain_len, &h->max_chars, &h->max_entry, &h->entry_overhead, &h->redact_text,
             &PyDict_Type, &h->secret_cache)) {
