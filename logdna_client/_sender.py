@@ -488,6 +488,8 @@ class Sender:
         while pending:
             part = pending[0]
             outcome = self._post(part)
+            if outcome.kind is Kind.BAD_REQUEST and self._compress and not self._gzip_checked:
+                outcome = self._post_plain(part)  # a server that cannot read gzip bodies?
             kind = outcome.kind
             if kind is Kind.OK or kind is Kind.PARTIAL:
                 pending.pop(0)
@@ -506,13 +508,6 @@ class Sender:
                 self._recovered()
                 continue
             if kind is Kind.TOO_LARGE or kind is Kind.BAD_REQUEST:
-                gzip_suspect = self._compress and not self._gzip_checked
-                if kind is Kind.BAD_REQUEST and gzip_suspect and self._try_plain(part, own):
-                    pending.pop(0)
-                    handoff = False
-                    if own:
-                        buffer.settle(app_lines(part))
-                    continue
                 if len(part) > 1:
                     half = len(part) // 2
                     pending[0:1] = [part[:half], part[half:]]
@@ -597,25 +592,21 @@ class Sender:
             }  # fmt: skip
         return outcome
 
-    def _try_plain(self, lines: list[bytes], own: bool = True) -> bool:
-        """After a 400 on a gzip body: does the server take it plain? Then stay plain."""
+    def _post_plain(self, lines: list[bytes]) -> Outcome:
+        """After a 400 on a gzip body (asked once): the same lines plain. Taken: plain
+        bodies from now on. The caller accounts for the answer as for any other."""
         self._gzip_checked = True
         self._compress = False
         outcome = self._post(lines)
         if outcome.kind is Kind.OK or outcome.kind is Kind.PARTIAL:
-            if own:
-                self.stats.sent += len(lines) - outcome.rejected
-            if outcome.rejected:
-                self._reject(outcome.rejected, outcome, own)
-            self._delivering = True
             self._reporter.report(
                 "gzip-off", logging.WARNING,
                 "logdna_client: the server refused a gzip body but took it plain; "
                 "sending plain bodies from now on",
             )  # fmt: skip
-            return True
-        self._compress = True
-        return False
+        else:
+            self._compress = True
+        return outcome
 
     def _reject(self, count: int, outcome: Outcome, own: bool = True) -> None:
         if own:
