@@ -4,11 +4,13 @@ header can carry."""
 
 from __future__ import annotations
 
+import base64
 import logging
 import socket
 import threading
 import traceback
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -167,3 +169,34 @@ class TestKeysAHeaderCannotCarry:
         key = "".join(chr(c) for c in range(0x21, 0x7F))
         client = Client(key=key, url="https://logs.example.com/logs/ingest", flush_interval=3600)
         client.close(timeout=0)
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (connection refused)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class TestSpool:
+    @pytest.mark.parametrize("auth", ["apikey", "basic"])
+    def test_the_key_is_never_written_to_the_spool(self, tmp_path: Path, auth: str) -> None:
+        """docs/spool.md: "The ingestion key is never written to the spool": lines kept on
+        disk through an outage (batches moved to disk, the rest at close's deadline) hold
+        no form of it, in any file of the folder."""
+        spool = tmp_path / "spool"
+        client = Client(
+            key=KEY, url=f"https://127.0.0.1:{free_port()}/logs/ingest", hostname="t",
+            spool_dir=str(spool), flush_interval=0.05, auth=auth, retry_max_backoff=0.2,
+        )  # fmt: skip
+        for i in range(500):
+            client.log(f"kept on disk {i}", meta={"n": i})
+        client.close(1.0)
+        files = [p for p in spool.rglob("*") if p.is_file()]
+        assert files, "nothing was spooled"
+        data = b"".join(p.read_bytes() for p in files)
+        assert b"kept on disk 499" in data
+        forms = {KEY.encode(), base64.b64encode(KEY.encode()), base64.b64encode(f"{KEY}:".encode())}
+        for form in forms:
+            assert form.lower() not in data.lower()
+        assert [] == leaked_fragments(data.decode("latin-1"))

@@ -252,3 +252,30 @@ class TestOtherSignals:
         child.kill(signum)
         code, _ = child.finish()
         assert -signum == code, child.stderr
+
+    def test_an_ignored_sighup_stays_ignored(self, server: DevServer) -> None:
+        """docs/delivery.md: "a signal it ignores is never replaced": under nohup (SIGHUP
+        ignored) the library does not take SIGHUP, and a SIGHUP does not end the process."""
+        # As nohup starts it: SIGHUP ignored from exec on (an ignored disposition is
+        # inherited), before the library is imported or any handler built.
+        previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        try:
+            child = Child(
+                """
+                import signal
+                log.info("hello")
+                client.flush(10)
+                mark("ignored " + str(signal.getsignal(signal.SIGHUP) is signal.SIG_IGN))
+                wait_for("hup sent")
+                log.info("still here")
+                """,
+                server.url,
+            )
+        finally:
+            signal.signal(signal.SIGHUP, previous)
+        assert "True" == child.expect("ignored")
+        child.kill(signal.SIGHUP)
+        child.send("hup sent")
+        code, _ = child.finish()
+        assert 0 == code, child.stderr
+        assert ["hello", "still here"] == texts(server)
