@@ -144,10 +144,14 @@ class _Exchange:
     body). ``hurry`` brings the deadline forward (close() began).
     """
 
-    __slots__ = ("_poke", "conn", "deadline", "done", "expired")
+    __slots__ = ("_poke", "conn", "deadline", "done", "expired", "fresh")
 
     def __init__(self, deadline: float) -> None:
         self.conn: object = None
+        # A duplicate of a new connection's socket, made before its TLS handshake: the
+        # handshake runs on an SSLSocket that took the original's descriptor over (and
+        # left ``conn.sock`` detached), so only this can still shut it down.
+        self.fresh: socket.socket | None = None
         self.deadline = deadline
         self.done = False
         self.expired = False
@@ -155,12 +159,25 @@ class _Exchange:
 
     def watch(self) -> None:
         """The watchdog thread's loop: cut the connection at the deadline, unless done first."""
-        while not self.done:
-            left = self.deadline - time.monotonic()
-            if left <= 0:
-                self.cut()
-                return
-            self._poke.wait(left)
+        try:
+            while not self.done:
+                left = self.deadline - time.monotonic()
+                if left <= 0:
+                    self.cut()
+                    return
+                self._poke.wait(left)
+        finally:
+            fresh, self.fresh = self.fresh, None
+            if fresh is not None:  # closed on this thread, never while cut() uses it
+                fresh.close()
+
+    def hold(self, sock: socket.socket) -> None:
+        """Keep a duplicate of a new connection's socket, for ``cut`` (sender thread)."""
+        if self.fresh is None and not (self.done or self.expired):
+            try:
+                self.fresh = sock.dup()
+            except OSError:
+                pass
 
     def hurry(self, deadline: float) -> None:
         """End the exchange by ``deadline`` at the latest; safe from a signal handler."""
@@ -174,14 +191,14 @@ class _Exchange:
 
     def cut(self) -> None:
         self.expired = True
-        sock = getattr(self.conn, "sock", None)
-        if sock is not None:
-            try:
-                # The plain socket's shutdown, even under TLS: it touches no SSL state
-                # the sender thread is using, and the blocked read then sees the end.
-                socket.socket.shutdown(sock, socket.SHUT_RDWR)
-            except OSError:
-                pass
+        for sock in (getattr(self.conn, "sock", None), self.fresh):
+            if sock is not None:
+                try:
+                    # The plain socket's shutdown, even under TLS: it touches no SSL state
+                    # the sender thread is using, and the blocked read then sees the end.
+                    socket.socket.shutdown(sock, socket.SHUT_RDWR)
+                except OSError:
+                    pass
 
 
 # The exchange of the request the calling (sender) thread is making.
@@ -198,6 +215,13 @@ class _Watched:
     def request(self, *args: Any, **kwargs: Any) -> None:
         _watch(self)
         super().request(*args, **kwargs)  # type: ignore[misc]
+
+    def _new_conn(self) -> socket.socket:
+        sock: socket.socket = super()._new_conn()  # type: ignore[misc]
+        exchange = getattr(_current, "exchange", None)
+        if exchange is not None:
+            exchange.hold(sock)
+        return sock
 
 
 def _watch(conn: object) -> None:

@@ -76,6 +76,25 @@ class TestStalls:
         assert took < DEADLINE + SLACK, f"close took {took:.2f} s"
         assert_accounted(client)
 
+    def test_a_tls_handshake_that_never_completes_cannot_hold_close(self) -> None:
+        """https:// to a port that accepts the connection and then says nothing (the
+        handshake never completes): close() still ends at its deadline, far below
+        request_timeout, with the line counted as shutdown."""
+
+        def silent(request: Request, sock: socket.socket, stop: threading.Event) -> None:
+            stop.wait(60)  # never reached: a TLS hello is no HTTP request head
+
+        with scripted_server(silent) as server:
+            url = server.url.replace("http://", "https://")
+            client = Client(url=url, hostname="t", flush_interval=0.05, request_timeout=60)
+            client.log("never through the handshake")
+            assert server.state.connected.wait(WAIT)
+            took = close_took(client, DEADLINE)
+            assert 1 == client.stats()["dropped"]["shutdown"]
+            assert not client.stats()["sender_alive"]
+        assert took < DEADLINE + SLACK, f"close took {took:.2f} s"
+        assert_accounted(client)
+
     def test_an_answer_of_endless_1xx_lines_is_cut_by_request_timeout(self) -> None:
         """An endpoint that answers "100 Continue" without end (each one quickly, so no
         socket read ever times out) is cut by request_timeout, retried, and cannot hold
