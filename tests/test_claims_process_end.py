@@ -317,3 +317,53 @@ class TestLinesLoggedDuringExit:
         delivered = "goodbye" in texts(server)
         reported = "logdna_client" in proc.stderr
         assert delivered or reported, (texts(server), proc.stderr)
+
+
+PROCESS_SCRIPT = """
+import logging, multiprocessing, os, sys, time
+from logdna_client import LogDNAHandler
+
+def work():
+    handler = LogDNAHandler(url=os.environ["LOGDNA_URL"], hostname="child", flush_interval=60,
+                            shutdown_timeout=float(os.environ["DEADLINE"]))
+    log = logging.getLogger("child")
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    for j in range(200):
+        log.info("child line %d", j)
+    sys.stderr.write("@@child-returns %.6f\\n" % time.monotonic())
+    sys.stderr.flush()
+
+if __name__ == "__main__":
+    ctx = multiprocessing.get_context(sys.argv[1])
+    p = ctx.Process(target=work)
+    p.start()
+    p.join()
+    sys.stderr.write("@@joined %.6f exitcode %d\\n" % (time.monotonic(), p.exitcode))
+"""
+
+
+class TestProcessAgainstABadServer:
+    @pytest.mark.parametrize("method", ["fork", "spawn"])
+    def test_child_ends_within_the_deadline(self, tmp_path: Path, method: str) -> None:
+        """docs/delivery.md: a multiprocessing child (which ends with os._exit, skipping
+        atexit) delivers through the library's finalizer "within shutdown_timeout": with
+        the service hanging it ends within that, exit code 0, and says what it lost."""
+        script = tmp_path / "process_app.py"
+        script.write_text(PROCESS_SCRIPT)
+        with bad_server("silent") as bad:
+            env = dict(os.environ, LOGDNA_URL=bad.url, PYTHONPATH=REPO, DEADLINE=str(DEADLINE))
+            env.pop("LOGDNA_INGESTION_KEY", None)
+            proc = subprocess.run(
+                [sys.executable, str(script), method], env=env, capture_output=True,
+                text=True, timeout=120, cwd=tmp_path, check=False,
+            )  # fmt: skip
+        assert 0 == proc.returncode, proc.stderr
+        assert "" == proc.stdout
+        returned = float(proc.stderr.split("@@child-returns ")[1].split()[0])
+        joined, _, code = proc.stderr.split("@@joined ")[1].split()[:3]
+        assert "0" == code, proc.stderr
+        took = float(joined) - returned
+        assert took < DEADLINE + SLACK, f"the child took {took:.2f} s to end"
+        assert "could not be delivered" in proc.stderr or "were dropped" in proc.stderr
