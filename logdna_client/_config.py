@@ -530,6 +530,15 @@ class Config:
         secret = Secret(secret.reveal().strip())
         if _CONTROL.search(secret.reveal()):
             raise ConfigurationError("key: contains a control character", "key")
+        if not secret.reveal().isascii():
+            # No request header can carry it as it is (http.client encodes header values
+            # as Latin-1, and a key outside that would be retried forever): it is a paste
+            # error (a no-break or zero-width space, a typographic character), not a key.
+            raise ConfigurationError(
+                "key: contains a character that is not ASCII (a pasted space or symbol?); "
+                "ingestion keys are ASCII",
+                "key",
+            )
         return secret
 
     def _resolve_verify(self) -> bool | str:

@@ -439,6 +439,10 @@ class LineBuilder:
         return self._dumps(line)
 
     def _run_before_send(self, line: dict[str, Any]) -> dict[str, Any] | None:
+        # The line as redaction left it, to ship if the hook fails: the hook gets the
+        # dict itself (it may change it in place), and one that fails half-way must not
+        # ship its half-done changes (a header it added, unredacted, say).
+        pristine = self._dumps(line)
         try:
             result = self._before_send(line)  # type: ignore[misc]
         except Exception:
@@ -446,7 +450,7 @@ class LineBuilder:
                 "before-send", logging.WARNING,
                 "logdna_client: before_send raised; lines are sent without it", exc_info=True,
             )  # fmt: skip
-            return line
+            return _restored(pristine)
         if result is None:
             if self.on_filtered is not None:
                 self.on_filtered()
@@ -457,5 +461,11 @@ class LineBuilder:
                 "logdna_client: before_send returned %s, not a line dict; lines are sent as is",
                 type(result).__name__,
             )  # fmt: skip
-            return line
+            return _restored(pristine)
         return result
+
+
+def _restored(serialized: bytes) -> dict[str, Any]:
+    """A line back from its serialized form (which serializes to the same bytes)."""
+    line: dict[str, Any] = orjson.loads(serialized)
+    return line

@@ -10,10 +10,12 @@ from __future__ import annotations
 import enum
 import os
 import platform
+import re
 import socket
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -142,10 +144,14 @@ class _Exchange:
     body). ``hurry`` brings the deadline forward (close() began).
     """
 
-    __slots__ = ("_poke", "conn", "deadline", "done", "expired")
+    __slots__ = ("_poke", "conn", "deadline", "done", "expired", "fresh")
 
     def __init__(self, deadline: float) -> None:
         self.conn: object = None
+        # A duplicate of a new connection's socket, made before its TLS handshake: the
+        # handshake runs on an SSLSocket that took the original's descriptor over (and
+        # left ``conn.sock`` detached), so only this can still shut it down.
+        self.fresh: socket.socket | None = None
         self.deadline = deadline
         self.done = False
         self.expired = False
@@ -153,12 +159,25 @@ class _Exchange:
 
     def watch(self) -> None:
         """The watchdog thread's loop: cut the connection at the deadline, unless done first."""
-        while not self.done:
-            left = self.deadline - time.monotonic()
-            if left <= 0:
-                self.cut()
-                return
-            self._poke.wait(left)
+        try:
+            while not self.done:
+                left = self.deadline - time.monotonic()
+                if left <= 0:
+                    self.cut()
+                    return
+                self._poke.wait(left)
+        finally:
+            fresh, self.fresh = self.fresh, None
+            if fresh is not None:  # closed on this thread, never while cut() uses it
+                fresh.close()
+
+    def hold(self, sock: socket.socket) -> None:
+        """Keep a duplicate of a new connection's socket, for ``cut`` (sender thread)."""
+        if self.fresh is None and not (self.done or self.expired):
+            try:
+                self.fresh = sock.dup()
+            except OSError:
+                pass
 
     def hurry(self, deadline: float) -> None:
         """End the exchange by ``deadline`` at the latest; safe from a signal handler."""
@@ -172,14 +191,14 @@ class _Exchange:
 
     def cut(self) -> None:
         self.expired = True
-        sock = getattr(self.conn, "sock", None)
-        if sock is not None:
-            try:
-                # The plain socket's shutdown, even under TLS: it touches no SSL state
-                # the sender thread is using, and the blocked read then sees the end.
-                socket.socket.shutdown(sock, socket.SHUT_RDWR)
-            except OSError:
-                pass
+        for sock in (getattr(self.conn, "sock", None), self.fresh):
+            if sock is not None:
+                try:
+                    # The plain socket's shutdown, even under TLS: it touches no SSL state
+                    # the sender thread is using, and the blocked read then sees the end.
+                    socket.socket.shutdown(sock, socket.SHUT_RDWR)
+                except OSError:
+                    pass
 
 
 # The exchange of the request the calling (sender) thread is making.
@@ -196,6 +215,13 @@ class _Watched:
     def request(self, *args: Any, **kwargs: Any) -> None:
         _watch(self)
         super().request(*args, **kwargs)  # type: ignore[misc]
+
+    def _new_conn(self) -> socket.socket:
+        sock: socket.socket = super()._new_conn()  # type: ignore[misc]
+        exchange = getattr(_current, "exchange", None)
+        if exchange is not None:
+            exchange.hold(sock)
+        return sock
 
 
 def _watch(conn: object) -> None:
@@ -259,7 +285,11 @@ class HTTPTransport:
         # To scrub from what servers and proxies say back (some quote the headers).
         self._key = secret.reveal() if secret is not None else None
         session.headers.update(auth_headers(config.auth, self._key))
-        self._secrets = secret_forms(self._key)
+        forms = secret_forms(self._key)
+        # Any case: a host name (a redirect's Location) comes back lower-cased.
+        self._secrets = (
+            re.compile("|".join(map(re.escape, forms)), re.IGNORECASE) if forms else None
+        )
         self._session = session
         params = {"hostname": config.hostname}
         if config.ip:
@@ -288,11 +318,15 @@ class HTTPTransport:
 
     def send(self, body: bytes, *, gzipped: bool, timeout: float) -> Outcome:
         outcome = self._send(body, gzipped=gzipped, timeout=timeout)
-        for secret in self._secrets:
-            if secret in outcome.detail:
-                # The detail is logged: an error body echoing the key must not leak it.
-                outcome = replace(outcome, detail=outcome.detail.replace(secret, "***"))
-        return outcome
+        detail = self._scrub(outcome.detail)
+        return outcome if detail is outcome.detail else replace(outcome, detail=detail)
+
+    def _scrub(self, text: str) -> str:
+        """``text`` with the key, in any of the forms a server may echo, as ``***``."""
+        secrets = self._secrets
+        if secrets is None or not text or secrets.search(text) is None:
+            return text
+        return secrets.sub("***", text)
 
     def _send(self, body: bytes, *, gzipped: bool, timeout: float) -> Outcome:
         headers = {"Content-Encoding": "gzip"} if gzipped else None
@@ -314,16 +348,19 @@ class HTTPTransport:
             # Never follow a redirect: the key and the lines would go where the
             # configured endpoint points them (the ingest API never redirects).
             response = session.send(prepared, timeout=timeout, allow_redirects=False, **settings)
-            text = _read_capped(response)
+            # Scrubbed whole, before anything is cut to length for a report: a key
+            # echoed across the cut would otherwise leave a part of itself behind.
+            text = self._scrub(_read_capped(response))
+            location = response.headers.get("Location")
             return self._classify(
                 response.status_code, response.headers.get("Retry-After"), text,
-                response.headers.get("Location"),
+                None if location is None else self._scrub(location),
             )  # fmt: skip
         except Exception as exc:
             if exchange.expired:
                 detail = f"timed out: no complete answer in {time.monotonic() - started:.1f} s"
                 return Outcome(Kind.RETRY, None, None, detail)
-            return _failure(exc)
+            return _failure(exc, self._scrub)
         finally:
             exchange.finish()
             self._exchange = _current.exchange = None
@@ -374,22 +411,26 @@ def _read_capped(response: requests.Response) -> str:
     return data.decode(response.encoding or "utf-8", "replace")
 
 
-def _failure(exc: Exception) -> Outcome:
-    """The outcome of a request that raised: always retried, the reason said plainly."""
+def _failure(exc: Exception, scrub: Callable[[str], str]) -> Outcome:
+    """The outcome of a request that raised: always retried, the reason said plainly.
+
+    ``scrub`` takes the key out of the reason before it is cut to length: a server
+    writes part of some messages (a malformed status line is quoted whole).
+    """
     if isinstance(exc, requests.exceptions.SSLError):
-        return Outcome(Kind.RETRY, None, None, f"TLS error: {_describe(exc)}")
+        return Outcome(Kind.RETRY, None, None, f"TLS error: {_describe(exc, scrub)}")
     if isinstance(exc, requests.exceptions.Timeout):
-        return Outcome(Kind.RETRY, None, None, f"timed out: {_describe(exc)}")
+        return Outcome(Kind.RETRY, None, None, f"timed out: {_describe(exc, scrub)}")
     if isinstance(exc, requests.exceptions.RequestException):
-        return Outcome(Kind.RETRY, None, None, f"connection failed: {_describe(exc)}")
+        return Outcome(Kind.RETRY, None, None, f"connection failed: {_describe(exc, scrub)}")
     # A bug below us must not kill the sender.
     return Outcome(Kind.RETRY, None, None, f"unexpected {type(exc).__name__}")
 
 
-def _describe(exc: BaseException) -> str:
+def _describe(exc: BaseException, scrub: Callable[[str], str]) -> str:
     # The innermost reason is the useful part; requests' messages can be long.
     # They carry the URL (never the key: it only travels in a header).
     reason: BaseException = exc
     while reason.__context__ is not None and reason.__context__ is not reason:
         reason = reason.__context__
-    return f"{type(reason).__name__}: {str(reason)[:200]}"
+    return f"{type(reason).__name__}: {scrub(str(reason))[:200]}"

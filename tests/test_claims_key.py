@@ -1,0 +1,202 @@
+"""README: "The key ... never appears in a repr, message or URL", tried against servers
+that echo it back in ways the existing scrub did not expect, and keys that no HTTP
+header can carry."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import socket
+import threading
+import traceback
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from logdna_client import Client, ConfigurationError, LogDNAHandler
+from tests._claims_servers import Request, answer, scripted_server
+
+# Upper and lower case on purpose: a host name comes back lower-cased.
+KEY = "Zq7SecretKEY0123456789abcdefABCD"
+WAIT = 10.0
+
+
+def leaked_fragments(text: str) -> list[str]:
+    """Any 8 characters of the key, in any case, found in ``text``: a cut-off message
+    or a lower-cased host leaks part of the key, not all of it."""
+    low = text.lower()
+    return [KEY[i : i + 8] for i in range(len(KEY) - 7) if KEY[i : i + 8].lower() in low]
+
+
+class Messages(logging.Handler):
+    """Every record of the library's logger, formatted; ``seen`` once one names ``wanted``."""
+
+    def __init__(self, wanted: str) -> None:
+        super().__init__(logging.DEBUG)
+        self.wanted = wanted
+        self.texts: list[str] = []
+        self.seen = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = self.format(record)
+        self.texts.append(text)
+        if self.wanted in text:
+            self.seen.set()
+
+
+@pytest.fixture
+def messages() -> Iterator[Messages]:
+    handler = Messages("")
+    own = logging.getLogger("logdna_client")
+    own.addHandler(handler)
+    own.setLevel(logging.DEBUG)
+    yield handler
+    own.removeHandler(handler)
+
+
+def run_against(respond: Any, messages: Messages, wanted: str) -> Client:
+    """One line sent with KEY to a server answering with ``respond``, until the library
+    has logged a message naming ``wanted``."""
+    messages.wanted = wanted
+    with scripted_server(respond) as server:
+        client = Client(
+            key=KEY, url=server.url, hostname="t", flush_interval=0.05, retry_max_backoff=0.2
+        )
+        try:
+            client.log("hello")
+            assert messages.seen.wait(WAIT), messages.texts
+        finally:
+            client.close(timeout=0)
+    return client
+
+
+#: How a server may echo the key: as it came, or case-folded (a host name, a log
+#: pipeline that lower-cases what it quotes).
+ECHOES = {"as-sent": str, "lower-cased": str.lower}
+
+
+class TestServerEchoesTheKey:
+    @pytest.mark.parametrize("echo", list(ECHOES.values()), ids=list(ECHOES))
+    def test_a_key_straddling_the_detail_cut_is_not_logged_in_part(
+        self, messages: Messages, echo: Any
+    ) -> None:
+        """An error body echoing the key where the 200-character detail cuts it leaves no
+        half of the key in the library's report, nor in stats()."""
+
+        def respond(request: Request, sock: socket.socket, stop: threading.Event) -> bytes:
+            return answer(500, b"x" * (200 - 16) + echo(request.headers["apikey"]).encode())
+
+        client = run_against(respond, messages, "HTTP 500")
+        assert [] == leaked_fragments("\n".join(messages.texts))
+        assert [] == leaked_fragments(repr(client.stats()))
+
+    @pytest.mark.parametrize("echo", list(ECHOES.values()), ids=list(ECHOES))
+    def test_a_redirect_whose_host_echoes_the_key_is_not_logged(
+        self, messages: Messages, echo: Any
+    ) -> None:
+        """A 3xx whose Location puts the key in the host name (which the report shows
+        lower-cased, and cut to 100 characters) is reported without any of the key."""
+
+        def respond(request: Request, sock: socket.socket, stop: threading.Event) -> bytes:
+            host = "h" * (100 - 16) + echo(request.headers["apikey"])
+            location = f"http://{host}.evil.example/ingest"
+            return answer(307, b"", f"Location: {location}\r\n".encode())
+
+        run_against(respond, messages, "redirect to")
+        assert [] == leaked_fragments("\n".join(messages.texts))
+
+    @pytest.mark.parametrize("echo", list(ECHOES.values()), ids=list(ECHOES))
+    def test_a_malformed_status_line_echoing_the_key_is_not_logged_in_part(
+        self, messages: Messages, echo: Any
+    ) -> None:
+        """An answer whose status line is not HTTP, and quotes the key where the report
+        of the failure is cut, leaves no part of the key in that report."""
+
+        def respond(request: Request, sock: socket.socket, stop: threading.Event) -> bytes:
+            status = b"XTTP/1.1 200 " + b"x" * 170 + echo(request.headers["apikey"]).encode()
+            return status + b"\r\nContent-Length: 0\r\n\r\n"
+
+        client = run_against(respond, messages, "BadStatusLine")
+        assert [] == leaked_fragments("\n".join(messages.texts))
+        assert [] == leaked_fragments(repr(client.stats()))
+
+
+#: Keys no request header can carry as they are: each is a paste error, not a key.
+UNSENDABLE = {
+    "euro-sign": KEY[:10] + "\u20ac" + KEY[10:],
+    "zero-width-space": KEY + "\u200b",
+    "no-break-space": KEY[:10] + "\u00a0" + KEY[10:],
+}
+
+
+def library_frames_with_locals(exc: BaseException) -> str:
+    """The traceback from the library's first frame on, with every frame's locals (as
+    error reporters capture them); the test's own frames hold the key it passed."""
+    tb = exc.__traceback__
+    while tb is not None and "/logdna_client/" not in tb.tb_frame.f_code.co_filename:
+        tb = tb.tb_next
+    assert tb is not None, "raised outside the library"
+    return "".join(traceback.TracebackException(type(exc), exc, tb, capture_locals=True).format())
+
+
+class TestKeysAHeaderCannotCarry:
+    @pytest.mark.parametrize("key", list(UNSENDABLE.values()), ids=list(UNSENDABLE))
+    @pytest.mark.parametrize("entry", ["Client", "LogDNAHandler", "environment"])
+    def test_refused_at_construction_without_showing_it(
+        self, key: str, entry: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A key with a character that is not ASCII is a ConfigurationError when the
+        client is built (not a sender that retries "unexpected UnicodeEncodeError"
+        forever), and neither the message nor captured locals show it."""
+        url = "https://logs.example.com/logs/ingest"
+        monkeypatch.delenv("LOGDNA_INGESTION_KEY", raising=False)
+        with pytest.raises(ConfigurationError) as info:
+            if entry == "Client":
+                Client(key=key, url=url)
+            elif entry == "LogDNAHandler":
+                LogDNAHandler(key=key, url=url)
+            else:
+                monkeypatch.setenv("LOGDNA_INGESTION_KEY", key)
+                Client(url=url)
+        assert "key" == info.value.option
+        assert [] == leaked_fragments(str(info.value))
+        assert [] == leaked_fragments(library_frames_with_locals(info.value))
+
+    def test_a_key_of_printable_ascii_is_still_taken(self) -> None:
+        """Every printable ASCII character is allowed in a key (no false refusals)."""
+        key = "".join(chr(c) for c in range(0x21, 0x7F))
+        client = Client(key=key, url="https://logs.example.com/logs/ingest", flush_interval=3600)
+        client.close(timeout=0)
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (connection refused)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class TestSpool:
+    @pytest.mark.parametrize("auth", ["apikey", "basic"])
+    def test_the_key_is_never_written_to_the_spool(self, tmp_path: Path, auth: str) -> None:
+        """docs/spool.md: "The ingestion key is never written to the spool": lines kept on
+        disk through an outage (batches moved to disk, the rest at close's deadline) hold
+        no form of it, in any file of the folder."""
+        spool = tmp_path / "spool"
+        client = Client(
+            key=KEY, url=f"https://127.0.0.1:{free_port()}/logs/ingest", hostname="t",
+            spool_dir=str(spool), flush_interval=0.05, auth=auth, retry_max_backoff=0.2,
+        )  # fmt: skip
+        for i in range(500):
+            client.log(f"kept on disk {i}", meta={"n": i})
+        client.close(1.0)
+        files = [p for p in spool.rglob("*") if p.is_file()]
+        assert files, "nothing was spooled"
+        data = b"".join(p.read_bytes() for p in files)
+        assert b"kept on disk 499" in data
+        forms = {KEY.encode(), base64.b64encode(KEY.encode()), base64.b64encode(f"{KEY}:".encode())}
+        for form in forms:
+            assert form.lower() not in data.lower()
+        assert [] == leaked_fragments(data.decode("latin-1"))
