@@ -182,11 +182,6 @@ def refuse_gzip(body: bytes) -> object:
 
 
 class TestGzipRefusedWith400:
-    @pytest.mark.xfail(
-        strict=True,
-        reason="_sender.Sender._try_plain counts the library's own summary line as sent "
-        "(len(lines), not the app's lines)",
-    )
     def test_the_summary_line_is_not_counted_as_sent(self) -> None:
         """docs/delivery.md, "sent: your lines the service accepted (the library's own
         drop-summary lines are not counted)": also when the first batch after drops goes
@@ -207,11 +202,6 @@ class TestGzipRefusedWith400:
         assert len(app_lines) == client.stats()["sent"]
         assert_accounted(client)
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="_sender.Sender._try_plain does not cap a 207's refused count at the "
-        "batch's app lines, as _deliver_parts does",
-    )
     def test_a_207_on_the_plain_retry_counts_each_line_once(self) -> None:
         """A 207 naming more refused lines than the batch holds, on the plain resend after
         a gzip 400, counts each line once (as the same 207 on a first try does)."""

@@ -271,6 +271,7 @@ class TestOtherSignals:
                 log.info("still here")
                 """,
                 server.url,
+                env={"CHILD_KEEP_SIGHUP": "1"},
             )
         finally:
             signal.signal(signal.SIGHUP, previous)
