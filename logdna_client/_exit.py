@@ -252,8 +252,11 @@ def report_exit_loss(message: str) -> None:
 
 
 def _has_visible_handler() -> bool:
+    """Whether an ERROR on our logger reaches a handler that shows it."""
     from ._handler import LogDNAHandler  # noqa: PLC0415
 
+    if not logger.isEnabledFor(logging.ERROR):  # logging.disable(), or a level above ERROR
+        return False
     current: logging.Logger | None = logger
     while current is not None:
         for handler in current.handlers:

@@ -204,12 +204,6 @@ class TestPoolAgainstABadServer:
 
 
 class TestLossReportReachesSomeone:
-    @pytest.mark.xfail(
-        strict=True,
-        reason="_exit._has_visible_handler counts a handler the logdna_client logger's "
-        "effective level (or logging.disable) keeps the ERROR from; report_exit_loss then "
-        "writes nothing anywhere",
-    )
     def test_loss_at_exit_is_on_stderr_when_logging_would_not_show_it(self) -> None:
         """docs/delivery.md: the loss at exit goes to the logdna_client logger at ERROR,
         "and on stderr when no handler of yours would show it": an app that logs only
