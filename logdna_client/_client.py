@@ -107,6 +107,7 @@ class Client:
         self._builder.report = self._report
         self._closed = False
         self._exit_done = False
+        self._late_said = False  # a line logged after the exit's close was reported
         # Re-entrant: a finalizer that an allocation under it runs may log.
         self._start_lock = threading.RLock()
         self._new_pipeline()
@@ -219,7 +220,7 @@ class Client:
             spool.forget_after_fork()
         self._start_lock = threading.RLock()
         self._reporter = Reporter()
-        self._exit_done = False
+        self._exit_done = self._late_said = False
         if self._transport_override is not None and hasattr(self._transport_override, "after_fork"):
             self._transport_override.after_fork()
         self._buffer.retire()  # a handler's C handle may still hold it
@@ -374,10 +375,30 @@ class Client:
         self._buffer.close()
         if not self._started:
             if len(self._buffer) == 0:
-                self._exit_done = True
+                self._exit_finished()
                 return
             self._start()
         self._sender.begin_close(deadline, timeout)
+
+    def _exit_finished(self) -> None:
+        """The process's ending is done with this client: from now on a line logged
+        (an atexit handler that runs after ours: one registered before the first
+        client was built) is counted as ``after_close`` and, the first time, said."""
+        self._exit_done = True
+        if self._buffer._sink is None:  # not while testing.capture_lines() diverts
+            self.put_entry = self._put_after_exit
+            self.put = lambda data: self._put_after_exit(SEPARATOR + data)
+
+    def _put_after_exit(self, entry: bytes) -> bool:
+        queued = self._buffer.put_entry(entry)  # refused and counted: the buffer is closed
+        if not queued and not self._late_said:
+            self._late_said = True
+            _exit.report_exit_loss(
+                "logdna_client: a line logged after the library's exit hook ran was not "
+                "delivered (an atexit handler registered before the first LogDNAHandler or "
+                "Client was built runs after it); later ones are counted as after_close"
+            )
+        return queued
 
     def _deadline_text(self) -> str:
         timeout = self._sender.close_timeout
@@ -396,7 +417,7 @@ class Client:
             # A little grace past the deadline for the sender's own bookkeeping.
             sender.finished.wait(max(0.0, left) + _CLOSE_GRACE)
         if at_exit:
-            self._exit_done = True
+            self._exit_finished()
             stuck = self._buffer.held_lines
             if self._started and not sender.finished.is_set() and stuck:
                 _exit.report_exit_loss(
