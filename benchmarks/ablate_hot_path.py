@@ -1,6 +1,7 @@
 """What each duty of ``LogDNAHandler.handle`` costs inside a real ``log.info`` call.
 
-    .venv/bin/python benchmarks/ablate_hot_path.py [--reps 9] [--lines 20000]
+    .venv/bin/python benchmarks/ablate_hot_path.py [--reps 9] [--lines 20000] [--extra]
+    .venv/bin/python benchmarks/ablate_hot_path.py --structlog
 
 ``profile_hot_path.py`` times the pieces of the handler one by one, on a record
 that stays warm in the cache. Inside a real call they cost more (a fresh
@@ -14,7 +15,9 @@ bare minimum of any client that formats in the caller (format the message,
 escape it, add level and timestamp, encode, append to a deque). The runs are
 interleaved and each figure is the best of ``--reps`` (noise only ever adds).
 The variants are measurements, not alternatives: each one drops something the
-behaviour contract requires.
+behaviour contract requires. ``--structlog`` does the same for the structlog
+processor: its floor, ``LogDNAProcessor``, and the least a processor built on
+the shared pieces can do.
 """
 
 from __future__ import annotations
@@ -139,12 +142,74 @@ def _shared_pieces_only(**options: Any) -> logging.Handler:
     return handler
 
 
+def _structlog(args: argparse.Namespace, options: dict[str, Any]) -> int:
+    """The structlog processor against its floor and against the least a processor
+    built on the shared pieces can do (``LineBuilder.entry``, the clock,
+    ``Buffer.put_entry``; no guard, no level or key check)."""
+    import time
+
+    import structlog
+
+    from logdna_client.structlog import LogDNAProcessor
+
+    processor = LogDNAProcessor(**options)
+    processor(None, "info", {"event": "start"})  # starts the sender
+    client = processor.client
+    entry, put, now = client._builder.entry, client.put_entry, time.time
+
+    def least(logger: Any, method_name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+        made = entry(event_dict["event"], "INFO", int(now() * 1000), None, None)
+        if made is not None:
+            put(made)
+        return event_dict
+
+    def bound(processors: list[Any]) -> Any:
+        structlog.configure(
+            processors=processors,
+            wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+            logger_factory=structlog.ReturnLoggerFactory(),
+            cache_logger_on_first_use=False,
+        )
+        return structlog.get_logger("bench").bind()  # bound now: later configures leave it
+
+    loggers = {
+        "structlog, no processor (the floor)": bound([]),
+        "LogDNAProcessor": bound([processor]),
+        "least processor: LineBuilder.entry, clock, Buffer.put_entry": bound([least]),
+    }
+    best: dict[str, float] = dict.fromkeys(loggers, float("inf"))
+    lines = range(args.lines)
+    for _ in range(args.reps):
+        for label, log in loggers.items():
+            buffer = client._buffer
+            with buffer._lock:
+                buffer.entries.clear()
+                buffer.queued_bytes = 0
+            seconds = timeit.timeit(
+                "for i in lines: info(FMT, i, i % 997)",
+                globals={"info": log.info, "FMT": FMT, "lines": lines},
+                number=1,
+            )
+            best[label] = min(best[label], seconds / args.lines * 1e9)
+    floor = best["structlog, no processor (the floor)"]
+    print(f"structlog log.info(FMT, i, i % 997), {args.lines:,} calls, best of {args.reps}, "
+          f"Python {sys.version.split()[0]}:\n")  # fmt: skip
+    print(f"{'':62s} {'ns/call':>8s} {'x floor':>8s}")
+    for label, ns in best.items():
+        print(f"{label:62s} {ns:8.0f} {ns / floor:7.2f}x")
+    client.close(timeout=0)
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--reps", type=int, default=9)
     parser.add_argument("--lines", type=int, default=20_000)
     parser.add_argument(
         "--extra", action="store_true", help="log with the five extra= fields of run.py"
+    )
+    parser.add_argument(
+        "--structlog", action="store_true", help="the structlog processor instead of the handler"
     )
     args = parser.parse_args()
 
@@ -154,6 +219,8 @@ def main() -> int:
         key="k", url=_dead_url(), hostname="bench", app="bench", flush_interval=3600,
         max_batch_bytes=8 << 20, max_buffer_bytes=1 << 40, shutdown_timeout=0,
     )  # fmt: skip
+    if args.structlog:
+        return _structlog(args, options)
     handlers: dict[str, logging.Handler] = {
         "logging.NullHandler (the floor)": logging.NullHandler(),
         "LogDNAHandler, as shipped": LogDNAHandler(**options),
