@@ -78,6 +78,19 @@ class Transport(Protocol):
     def close(self) -> None: ...
 
 
+# Characters that end or rewrite a line in a log file or a terminal: C0 controls,
+# DEL, the C1 controls (NEL among them) and the Unicode line and paragraph separators.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def one_line(text: str) -> str:
+    """``text`` (what a server said, quoted in our reports) with its control characters
+    escaped: a server must not write lines of its own into the application's log."""
+    if _CONTROL.search(text) is None:
+        return text
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+
+
 def classify(
     status: int, retry_after: str | None, text: str, location: str | None = None
 ) -> Outcome:
@@ -318,7 +331,7 @@ class HTTPTransport:
 
     def send(self, body: bytes, *, gzipped: bool, timeout: float) -> Outcome:
         outcome = self._send(body, gzipped=gzipped, timeout=timeout)
-        detail = self._scrub(outcome.detail)
+        detail = one_line(self._scrub(outcome.detail))
         return outcome if detail is outcome.detail else replace(outcome, detail=detail)
 
     def _scrub(self, text: str) -> str:

@@ -9,6 +9,7 @@ at any moment, in exactly one of queued, sent, or one reason of dropped."""
 from __future__ import annotations
 
 import email.utils
+import logging
 import socket
 import threading
 import time
@@ -254,4 +255,28 @@ class TestStorms:
             assert 50 == client.stats()["queued"]
             client.close(0)
         assert storm_requests <= 20, storm_requests
+        assert_accounted(client)
+
+
+class TestForgedLines:
+    def test_a_server_cannot_write_lines_into_the_librarys_reports(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """What a server answers is quoted in the library's reports (why a line was
+        refused): its line breaks, terminal escapes and other controls come out escaped,
+        so an endpoint cannot forge lines of its own in the application's log."""
+        forged = b"bad request\r\n2026-12-05 CRITICAL root: forged\x1b[2K\xe2\x80\xa8also forged"
+        with scripted_server(lambda r, s, e: answer(400, forged)) as server:
+            client = Client(url=server.url, hostname="t", flush_interval=0.05)
+            with caplog.at_level(logging.WARNING, logger="logdna_client"):
+                client.log("refused")
+                client.flush(WAIT)
+                client.close(DEADLINE)
+        reports = [r.getMessage() for r in caplog.records if r.name.startswith("logdna_client")]
+        quoted = [m for m in reports if "forged" in m]
+        assert quoted, reports
+        for message in quoted:
+            assert not any(c in message for c in "\r\n\x1b\u2028"), message
+            assert "\\r\\n2026-12-05 CRITICAL" in message
+        assert 1 == client.stats()["dropped"]["rejected"]
         assert_accounted(client)
