@@ -138,6 +138,10 @@ def _reset_all_after_fork() -> None:
     NESTED_THREADS.clear()
     for client in list(_clients):
         client._after_fork()
+    if _handling_signals():
+        # Now, not when this child's sender starts: a Pool worker that never logs
+        # gets SIGTERM all the same. (The forking thread is this child's main thread.)
+        _watch_signals()
 
 
 # -- termination signals
@@ -172,21 +176,31 @@ def install_signal_handlers() -> None:
     Called when a client's sender starts; only the main thread may set handlers.
     An application's own handler (or an ignored signal) is left alone.
     """
+    global _default_off_main
     if threading.current_thread() is not threading.main_thread():
         return
-    ours = False
-    for name in TERMINATION_SIGNALS:
-        signum = getattr(signal, name, None)
-        if signum is None:  # SIGHUP does not exist on Windows
-            continue
+    for signum in _termination_signals():
         try:
             if signal.getsignal(signum) is signal.SIG_DFL:
                 signal.signal(signum, _on_termination)
-            ours = ours or signal.getsignal(signum) is _on_termination
         except (ValueError, OSError):  # not the main interpreter, or not allowed
             pass
-    if ours:
+    if _handling_signals():
+        if _default_off_main is None:
+            # Here, not when the process ends: an import or a dlopen on another thread
+            # can deadlock (a fork while one was under way leaves its lock held).
+            _default_off_main = _libc_set_default()
         _watch_signals()
+
+
+def _termination_signals() -> list[int]:
+    # SIGHUP does not exist on Windows.
+    return [int(getattr(signal, name)) for name in TERMINATION_SIGNALS if hasattr(signal, name)]
+
+
+def _handling_signals() -> bool:
+    """Whether our handler is the one for a termination signal."""
+    return any(signal.getsignal(signum) is _on_termination for signum in _termination_signals())
 
 
 def _watch_signals() -> None:
@@ -229,12 +243,12 @@ def _watch_signals() -> None:
 
 
 def _watch(read_fd: int) -> None:
-    """The watcher thread: read signal numbers; a termination signal begins the ending."""
-    global _default_off_main
+    """The watcher thread: read signal numbers; a termination signal begins the ending.
+
+    Blocked in read() all its life: it holds no lock a fork could leave held.
+    """
     leave_signals_to_the_main_thread()
-    # Ready before any signal: the main thread may hold the import lock when one comes.
-    _default_off_main = _libc_set_default()
-    numbers = {int(getattr(signal, name)) for name in TERMINATION_SIGNALS if hasattr(signal, name)}
+    numbers = set(_termination_signals())
     while True:
         try:
             data = os.read(read_fd, 64)
@@ -323,9 +337,8 @@ def _end_by(signum: int) -> None:
             defaulted = True
         except (ValueError, OSError):  # not the main interpreter
             pass
-    if not defaulted:
-        set_default = _default_off_main or _libc_set_default()
-        defaulted = set_default is not None and set_default(signum)
+    if not defaulted and _default_off_main is not None:
+        defaulted = _default_off_main(signum)
     _flush_stdio(bounded=not on_main)
     if defaulted:
         # Our threads block the signal: this one takes it, whatever the others' masks.

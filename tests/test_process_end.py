@@ -230,6 +230,36 @@ class TestSignalTheMainThreadMisses:
         assert -signal.SIGTERM == code, child.stderr
         assert_exactly_once_in_order([f"buffered {i}" for i in range(500)], texts(server))
 
+    def test_a_forked_child_that_never_logged(self, server: DevServer) -> None:
+        """The same in a child forked the moment the first handler was built (the
+        library's threads just starting), which never logs a line (a Pool worker that
+        got no task): the child ends by SIGTERM."""
+        child = Child(
+            """
+            pid = os.fork()
+            if pid == 0:
+                import signal, threading
+                signal.alarm(20)  # a hang ends here instead (-SIGALRM)
+                lock = threading.Lock()
+                lock.acquire()
+                go = threading.Event()
+                def land_here():
+                    go.wait()
+                    signal.raise_signal(signal.SIGTERM)
+                threading.Thread(target=land_here, daemon=True).start()
+                sys.setswitchinterval(60.0)
+                go.set()
+                lock.acquire()  # never returns
+                os._exit(1)  # not reached
+            _, status = os.waitpid(pid, 0)
+            mark("child ended %d" % os.waitstatus_to_exitcode(status))
+            """,
+            server.url,
+        )
+        assert str(-signal.SIGTERM) == child.expect("child ended")
+        code, _ = child.finish()
+        assert 0 == code, child.stderr
+
     def test_a_forked_childs_signal_is_its_own(self, server: DevServer) -> None:
         """A child forked from a process whose watcher listens gets a pipe of its own: its
         SIGTERM ends the child (by SIGTERM, its lines delivered), never the parent."""
