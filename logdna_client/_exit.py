@@ -168,6 +168,9 @@ _default_off_main: Callable[[int], bool] | None = None
 # How long a thread other than the main one waits for stdout and stderr to flush
 # before the process ends: the main thread may be stuck writing with their lock held.
 _FLUSH_GRACE = 1.0
+# How long past the shutdown deadline the main thread waits for the watcher's side to
+# end the process (its own bookkeeping and reports, that flush) before it does it.
+_ENDING_GRACE = 2.0
 
 
 def install_signal_handlers() -> None:
@@ -286,9 +289,12 @@ def _on_termination(signum: int, frame: Any) -> None:
     can_wait = all(c._can_wait() for c in (list(_clients) if clients is None else clients))
     if clients is None:
         # The watcher heard this signal first and ends the process; the main thread
-        # stops here meanwhile (where it may wait), as it does when it began.
+        # stops here meanwhile (where it may wait), as it does when it began. Never
+        # for good: this thread may hold a lock the watcher's side needs (starting a
+        # thread takes one of threading's), so past the deadline it ends it itself.
         if can_wait:
-            _delivered.wait(None)
+            longest = max((c.config.shutdown_timeout for c in list(_clients)), default=0.0)
+            _delivered.wait(longest + _ENDING_GRACE)
             _end_by(signum)
         return
     if can_wait:
