@@ -28,7 +28,13 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ._report import logger
-from ._threads import BUSY_THREADS, NESTED_THREADS, SENDER_THREADS
+from ._threads import (
+    BUSY_THREADS,
+    NESTED_THREADS,
+    SENDER_THREADS,
+    Latch,
+    leave_signals_to_the_main_thread,
+)
 
 if TYPE_CHECKING:
     from ._client import Client
@@ -120,16 +126,51 @@ def _close_all_at_exit() -> None:
 
 
 def _reset_all_after_fork() -> None:
-    global _terminating
+    global _terminating, _heard, _begun, _delivered, _watch_tried
     _terminating = False
+    _heard = 0
+    _begun = threading.Lock()
+    _delivered = Latch()
+    _watch_tried = False
+    _unwatch_after_fork()
     SENDER_THREADS.clear()  # the parent's threads do not exist here
     BUSY_THREADS.clear()
     NESTED_THREADS.clear()
     for client in list(_clients):
         client._after_fork()
+    if _handling_signals():
+        # Now, not when this child's sender starts: a Pool worker that never logs
+        # gets SIGTERM all the same. (The forking thread is this child's main thread.)
+        _watch_signals()
 
 
 # -- termination signals
+#
+# Python runs a signal's handler on the main thread, between two bytecodes; C code
+# blocked in a system call is woken for it by EINTR. A signal that lands after the
+# main thread's last look and before its call blocks (between SemLock.acquire's
+# sem_trywait and sem_wait, where a Pool worker is when Pool.terminate sends
+# SIGTERM; the same in any lock's acquire) is caught by Python's C-level handler,
+# and nothing ever wakes the main thread to run ours: the process never ends. So
+# where the signal wakeup fd is free, it is ours: that C-level handler writes each
+# signal's number to it whichever thread it runs on, and a watcher thread of ours
+# begins the ending without the main thread.
+
+_terminating = False  # the handler ran on the main thread (running again: a second signal)
+_heard = 0  # termination signals the watcher heard (one byte each)
+_begun = threading.Lock()  # taken by whichever of the two begins the ending
+_delivered = Latch()  # the ending's clients are done, or their deadline passed
+_watch_fds: tuple[int, int] | None = None  # our pipe (read, write) while it is the wakeup fd
+_watch_tried = False
+# signal(signum, SIG_DFL) for a thread other than the main one (Python refuses it there).
+_default_off_main: Callable[[int], bool] | None = None
+
+# How long a thread other than the main one waits for stdout and stderr to flush
+# before the process ends: the main thread may be stuck writing with their lock held.
+_FLUSH_GRACE = 1.0
+# How long past the shutdown deadline the main thread waits for the watcher's side to
+# end the process (its own bookkeeping and reports, that flush) before it does it.
+_ENDING_GRACE = 2.0
 
 
 def install_signal_handlers() -> None:
@@ -138,17 +179,104 @@ def install_signal_handlers() -> None:
     Called when a client's sender starts; only the main thread may set handlers.
     An application's own handler (or an ignored signal) is left alone.
     """
+    global _default_off_main
     if threading.current_thread() is not threading.main_thread():
         return
-    for name in TERMINATION_SIGNALS:
-        signum = getattr(signal, name, None)
-        if signum is None:  # SIGHUP does not exist on Windows
-            continue
+    for signum in _termination_signals():
         try:
             if signal.getsignal(signum) is signal.SIG_DFL:
                 signal.signal(signum, _on_termination)
         except (ValueError, OSError):  # not the main interpreter, or not allowed
             pass
+    if _handling_signals():
+        if _default_off_main is None:
+            # Here, not when the process ends: an import or a dlopen on another thread
+            # can deadlock (a fork while one was under way leaves its lock held).
+            _default_off_main = _libc_set_default()
+        _watch_signals()
+
+
+def _termination_signals() -> list[int]:
+    # SIGHUP does not exist on Windows.
+    return [int(getattr(signal, name)) for name in TERMINATION_SIGNALS if hasattr(signal, name)]
+
+
+def _handling_signals() -> bool:
+    """Whether our handler is the one for a termination signal."""
+    return any(signal.getsignal(signum) is _on_termination for signum in _termination_signals())
+
+
+def _watch_signals() -> None:
+    """Make the signal wakeup fd a pipe of ours and start the watcher on it (main thread).
+
+    Never an fd the application set (an event loop's): that one is put back,
+    and the handler on the main thread is then the only way in, as before.
+    """
+    global _watch_tried, _watch_fds
+    if _watch_tried or os.name != "posix":
+        return
+    _watch_tried = True
+    try:
+        read_fd, write_fd = os.pipe()
+    except OSError:
+        return
+    try:
+        os.set_blocking(write_fd, False)
+        previous = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+    except (ValueError, OSError):
+        _close(read_fd, write_fd)
+        return
+    if previous != -1:
+        try:
+            signal.set_wakeup_fd(previous)
+            _pass_on(read_fd, previous)  # a signal that came in the meantime is theirs
+        except (ValueError, OSError):
+            pass
+        _close(read_fd, write_fd)
+        return
+    _watch_fds = (read_fd, write_fd)
+    try:
+        threading.Thread(
+            target=_watch, args=(read_fd,), name="logdna_client-signals", daemon=True
+        ).start()
+    except RuntimeError:  # the interpreter is shutting down
+        signal.set_wakeup_fd(-1)
+        _watch_fds = None
+        _close(read_fd, write_fd)
+
+
+def _watch(read_fd: int) -> None:
+    """The watcher thread: read signal numbers; a termination signal begins the ending.
+
+    Blocked in read() all its life: it holds no lock a fork could leave held.
+    """
+    leave_signals_to_the_main_thread()
+    numbers = set(_termination_signals())
+    while True:
+        try:
+            data = os.read(read_fd, 64)
+        except OSError:  # closed after a fork
+            return
+        if not data:
+            return
+        for signum in data:
+            # Python's handler writes the byte whatever the handler: only ours ends anything.
+            if signum in numbers and signal.getsignal(signum) is _on_termination:
+                try:
+                    _heard_termination(signum)
+                except Exception:  # keep listening: a second signal must still end it
+                    pass
+
+
+def _heard_termination(signum: int) -> None:
+    global _heard
+    _heard += 1
+    if _heard > 1:  # a second signal while we deliver: the sender means it
+        _end_by(signum)
+    clients = _begin_ending()
+    if clients is not None:
+        # On a thread of its own: this one goes on listening for a second signal.
+        _wait_then_end_elsewhere(clients, signum)
 
 
 def _on_termination(signum: int, frame: Any) -> None:
@@ -157,16 +285,43 @@ def _on_termination(signum: int, frame: Any) -> None:
     if _terminating:  # a second signal while we deliver: the sender means it
         _end_by(signum)
     _terminating = True
-    clients = close_all(wait=False)
-    if all(c._can_wait() for c in clients):
+    clients = _begin_ending()
+    can_wait = all(c._can_wait() for c in (list(_clients) if clients is None else clients))
+    if clients is None:
+        # The watcher heard this signal first and ends the process; the main thread
+        # stops here meanwhile (where it may wait), as it does when it began. Never
+        # for good: this thread may hold a lock the watcher's side needs (starting a
+        # thread takes one of threading's), so past the deadline it ends it itself.
+        if can_wait:
+            longest = max((c.config.shutdown_timeout for c in list(_clients)), default=0.0)
+            _delivered.wait(longest + _ENDING_GRACE)
+            _end_by(signum)
+        return
+    if can_wait:
         _wait_then_end(clients, signum)
     else:
         # This thread was interrupted inside one of our critical sections (or
-        # holds logging's lock): the senders need it to leave first. Wait on a
-        # thread of our own and end the process from there.
+        # holds logging's lock): the senders need it to leave first.
+        _wait_then_end_elsewhere(clients, signum)
+
+
+def _begin_ending() -> list[Client] | None:
+    """Begin closing every client on the exit deadline; None when that had begun."""
+    if not _begun.acquire(blocking=False):
+        return None
+    try:
+        return close_all(wait=False)
+    except Exception:  # a bug of ours must not keep the process from ending
+        return []
+
+
+def _wait_then_end_elsewhere(clients: list[Client], signum: int) -> None:
+    try:
         threading.Thread(
             target=_wait_then_end, args=(clients, signum), name="logdna_client-exit", daemon=True
         ).start()
+    except RuntimeError:  # the interpreter is shutting down: no new threads
+        _wait_then_end(clients, signum)
 
 
 def _wait_then_end(clients: list[Client], signum: int) -> None:
@@ -174,23 +329,125 @@ def _wait_then_end(clients: list[Client], signum: int) -> None:
         for client in clients:
             client._wait_closed(at_exit=True)
     finally:
+        _delivered.set()
         _end_by(signum)
 
 
 def _end_by(signum: int) -> None:
     """End the process by ``signum`` with its default action, as if we had never been here."""
-    try:
-        signal.signal(signum, signal.SIG_DFL)
-    except (ValueError, OSError):  # not on the main thread: the default is set already
-        pass
-    for stream in (sys.stderr, sys.stdout):
+    on_main = threading.current_thread() is threading.main_thread()
+    defaulted = False
+    if on_main:
         try:
-            stream.flush()
-        except Exception:
+            signal.signal(signum, signal.SIG_DFL)
+            defaulted = True
+        except (ValueError, OSError):  # not the main interpreter
             pass
-    os.kill(os.getpid(), signum)
-    # Only reached where the signal is blocked in this thread; end the same way a shell reports it.
+    if not defaulted and _default_off_main is not None:
+        defaulted = _default_off_main(signum)
+    _flush_stdio(bounded=not on_main)
+    if defaulted:
+        # Our threads block the signal: this one takes it, whatever the others' masks.
+        sigmask = getattr(signal, "pthread_sigmask", None)
+        if sigmask is not None:
+            try:
+                sigmask(signal.SIG_UNBLOCK, {signum})
+            except (ValueError, OSError):
+                pass
+        os.kill(os.getpid(), signum)
+    # Only reached where the signal could not end us; end the same way a shell reports it.
     os._exit(128 + signum)
+
+
+def _libc_set_default() -> Callable[[int], bool] | None:
+    """``signal(signum, SIG_DFL)`` through the C library, callable from any thread.
+
+    Python sets dispositions on the main thread only, and the watcher must end
+    the process while the main thread is stuck.
+    """
+    try:
+        import ctypes  # noqa: PLC0415 - only where the watcher runs
+
+        c_signal = ctypes.CDLL(None, use_errno=True).signal
+        c_signal.restype = ctypes.c_void_p
+        c_signal.argtypes = (ctypes.c_int, ctypes.c_void_p)
+        sig_err = ctypes.c_void_p(-1).value
+    except Exception:  # no ctypes, or no such C library function
+        return None
+
+    def set_default(signum: int) -> bool:
+        try:
+            return bool(c_signal(signum, None) != sig_err)  # None: SIG_DFL, the null pointer
+        except Exception:
+            return False
+
+    return set_default
+
+
+def _flush_stdio(*, bounded: bool) -> None:
+    def flush() -> None:
+        for stream in (sys.stderr, sys.stdout):
+            try:
+                stream.flush()
+            except Exception:
+                pass
+
+    if not bounded:
+        flush()
+        return
+    try:
+        flusher = threading.Thread(target=flush, name="logdna_client-flush", daemon=True)
+        flusher.start()
+        flusher.join(_FLUSH_GRACE)
+    except RuntimeError:
+        pass
+
+
+def _pass_on(read_fd: int, fd: int) -> None:
+    os.set_blocking(read_fd, False)
+    try:
+        data = os.read(read_fd, 512)
+    except OSError:
+        return
+    if data:
+        try:
+            os.write(fd, data)
+        except OSError:
+            pass
+
+
+def _close(*fds: int) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def _unwatch_after_fork() -> None:
+    """In a forked child: the parent's pipe must not carry the child's signals to the
+    parent's watcher (which would end the parent). The child's sender arms its own."""
+    global _watch_fds
+    if _watch_fds is None:
+        return
+    read_fd, write_fd = _watch_fds
+    _watch_fds = None
+    try:
+        previous = signal.set_wakeup_fd(-1)
+        if previous != write_fd:  # the application's since: keep it
+            signal.set_wakeup_fd(previous)
+    except (ValueError, OSError):
+        # Not the main thread: the C handler still writes to that number, so it must
+        # not come free for a file of the child's. Point it at nothing.
+        try:
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, write_fd, inheritable=False)
+            os.close(null)
+        except OSError:
+            pass
+        _close(read_fd)
+        return
+    _close(read_fd, write_fd)
 
 
 # -- multiprocessing children

@@ -187,6 +187,149 @@ class TestTerminationSignals:
         assert -signal.SIGTERM == code
 
 
+class TestSignalTheMainThreadMisses:
+    """A signal caught while the main thread is past its last look for one and not
+    yet blocked (SemLock.acquire between sem_trywait and sem_wait, where a Pool worker
+    is when Pool.terminate's SIGTERM comes) interrupts nothing: Python's handler
+    never runs there. The process must end all the same."""
+
+    @pytest.mark.parametrize("kind", ["multiprocessing", "threading"])
+    def test_signal_landing_while_the_main_thread_blocks_on_a_lock(
+        self, server: DevServer, kind: str
+    ) -> None:
+        """The main thread blocks for good on a lock; SIGTERM's C-level handler runs on
+        another thread once the main thread has let go of the GIL inside acquire() (the
+        moment the race leaves it in): the lines arrive and the process ends by SIGTERM."""
+        child = Child(
+            """
+            import multiprocessing, signal, threading
+            kind = os.environ["LOCK_KIND"]
+            lock = multiprocessing.Lock() if kind == "multiprocessing" else threading.Lock()
+            for i in range(500):
+                log.info("buffered %d", i)
+            lock.acquire()
+            go = threading.Event()
+            def land_here():
+                go.wait()
+                # Runs only once the main thread let go of the GIL: inside acquire(),
+                # past its last look for signals. A real SIGTERM, to this thread.
+                signal.raise_signal(signal.SIGTERM)
+            threading.Thread(target=land_here, daemon=True).start()
+            mark("ready")
+            sys.setswitchinterval(60.0)  # the main thread keeps the GIL until it blocks
+            go.set()
+            lock.acquire()  # never returns: only the signal ends this process
+            """,
+            server.url,
+            env={"LOCK_KIND": kind},
+            flush_interval="60",
+            shutdown_timeout=str(DEADLINE),
+        )
+        child.expect("ready")
+        code, _ = child.finish(timeout=DEADLINE + 15)
+        assert -signal.SIGTERM == code, child.stderr
+        assert_exactly_once_in_order([f"buffered {i}" for i in range(500)], texts(server))
+
+    def test_a_forked_child_that_never_logged(self, server: DevServer) -> None:
+        """The same in a child forked the moment the first handler was built (the
+        library's threads just starting), which never logs a line (a Pool worker that
+        got no task): the child ends by SIGTERM."""
+        child = Child(
+            """
+            pid = os.fork()
+            if pid == 0:
+                import signal, threading
+                signal.alarm(20)  # a hang ends here instead (-SIGALRM)
+                lock = threading.Lock()
+                lock.acquire()
+                go = threading.Event()
+                def land_here():
+                    go.wait()
+                    signal.raise_signal(signal.SIGTERM)
+                threading.Thread(target=land_here, daemon=True).start()
+                sys.setswitchinterval(60.0)
+                go.set()
+                lock.acquire()  # never returns
+                os._exit(1)  # not reached
+            _, status = os.waitpid(pid, 0)
+            mark("child ended %d" % os.waitstatus_to_exitcode(status))
+            """,
+            server.url,
+        )
+        assert str(-signal.SIGTERM) == child.expect("child ended")
+        code, _ = child.finish()
+        assert 0 == code, child.stderr
+
+    def test_a_forked_childs_signal_is_its_own(self, server: DevServer) -> None:
+        """A child forked from a process whose watcher listens gets a pipe of its own: its
+        SIGTERM ends the child (by SIGTERM, its lines delivered), never the parent."""
+        child = Child(
+            """
+            import signal
+            from logdna_client import _exit
+            log.info("parent before")
+            parents = os.fstat(_exit._watch_fds[1]).st_ino  # the watcher's pipe
+            pid = os.fork()
+            if pid == 0:
+                log.info("child")
+                client.flush(10)  # its sender runs: armed as the parent's was
+                now = signal.set_wakeup_fd(-1)
+                signal.set_wakeup_fd(now)
+                own = now != -1 and os.fstat(now).st_ino != parents
+                mark("child listens on its own %s" % own)
+                os.kill(os.getpid(), signal.SIGTERM)
+                os._exit(1)  # not reached
+            _, status = os.waitpid(pid, 0)
+            mark("child ended %d" % os.waitstatus_to_exitcode(status))
+            wait_for("done")
+            log.info("parent after")
+            """,
+            server.url,
+            flush_interval="60",
+        )
+        assert "True" == child.expect("child listens on its own")
+        assert str(-signal.SIGTERM) == child.expect("child ended")
+        child.send("done")
+        code, _ = child.finish()
+        assert 0 == code, child.stderr
+        assert ["child", "parent after", "parent before"] == sorted(texts(server))
+
+    def test_an_applications_wakeup_fd_is_kept(self, server: DevServer, tmp_path: Path) -> None:
+        """An event loop's signal wakeup fd, set before the handler, stays in place; SIGTERM
+        then goes through the handler on the main thread alone, as before."""
+        script = tmp_path / "loop_app.py"
+        script.write_text(
+            textwrap.dedent(
+                """
+                import logging, os, signal, socket, sys
+                mine, theirs = socket.socketpair()
+                mine.setblocking(False)
+                signal.set_wakeup_fd(mine.fileno())  # as asyncio's add_signal_handler does
+                from logdna_client import LogDNAHandler
+                handler = LogDNAHandler(url=os.environ["LOGDNA_URL"], hostname="loop",
+                                        flush_interval=60)
+                log = logging.getLogger("loop")
+                log.addHandler(handler)
+                log.propagate = False
+                log.warning("hello")
+                kept = signal.set_wakeup_fd(mine.fileno()) == mine.fileno()
+                sys.stderr.write("@@kept %s\\n" % kept)
+                os.kill(os.getpid(), signal.SIGTERM)
+                theirs.recv(1)
+                """
+            )
+        )
+        env = dict(os.environ, LOGDNA_URL=server.url, PYTHONPATH=REPO)
+        env.pop("LOGDNA_INGESTION_KEY", None)
+        proc = subprocess.run(
+            [sys.executable, str(script)],
+            env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path, check=False,
+        )  # fmt: skip
+        assert "@@kept True" in proc.stderr
+        assert -signal.SIGTERM == proc.returncode, proc.stderr
+        assert ["hello"] == texts(server)
+
+
 POOL_SCRIPT = """
 import logging, multiprocessing, os, sys
 from logdna_client import LogDNAHandler
