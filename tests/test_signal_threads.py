@@ -56,7 +56,6 @@ def server() -> Iterator[DevServer]:
 @pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="reads the main thread's state from /proc"
 )
-@pytest.mark.xfail(strict=True, reason="the Python handler needs the main thread (fix in progress)")
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
 def test_signal_on_another_thread_still_delivers_and_ends_the_process(
     server: DevServer, signum: signal.Signals
