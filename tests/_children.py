@@ -25,11 +25,16 @@ _PRELUDE = """
 import json, logging, os, signal, sys, time
 from logdna_client import LogDNAHandler
 
-# The tests are about SIGHUP's default disposition; a runner started with nohup
-# passes it on ignored (which the library rightly leaves alone). A test of that
-# case sets CHILD_KEEP_SIGHUP.
-if hasattr(signal, "SIGHUP") and not os.environ.get("CHILD_KEEP_SIGHUP"):
-    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+# The tests are about the signals' default dispositions; a runner started in the
+# background or under nohup passes some on ignored (which the library rightly leaves
+# alone). A test of that case sets CHILD_KEEP_SIGNALS.
+if not os.environ.get("CHILD_KEEP_SIGNALS"):
+    for _name in ("SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGALRM"):
+        _signum = getattr(signal, _name, None)
+        if _signum is not None and signal.getsignal(_signum) is signal.SIG_IGN:
+            signal.signal(_signum, signal.SIG_DFL)
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 def mark(text):
     sys.stderr.write("@@" + text + "\\n")

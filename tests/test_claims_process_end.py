@@ -265,7 +265,7 @@ class TestOtherSignals:
                 log.info("still here")
                 """,
                 server.url,
-                env={"CHILD_KEEP_SIGHUP": "1"},
+                env={"CHILD_KEEP_SIGNALS": "1"},
             )
         finally:
             signal.signal(signal.SIGHUP, previous)
