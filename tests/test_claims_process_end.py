@@ -36,6 +36,22 @@ def server() -> Iterator[DevServer]:
         yield srv
 
 
+def run_against_a_silent_server(
+    tmp_path: Path, script: str, method: str
+) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` (a multiprocessing app, given its start method) against a service
+    that accepts connections and never answers; DEADLINE is its shutdown_timeout."""
+    path = tmp_path / "app.py"
+    path.write_text(script)
+    with bad_server("silent") as bad:
+        env = dict(os.environ, LOGDNA_URL=bad.url, PYTHONPATH=REPO, DEADLINE=str(DEADLINE))
+        env.pop("LOGDNA_INGESTION_KEY", None)
+        return subprocess.run(
+            [sys.executable, str(path), method], env=env, capture_output=True,
+            text=True, timeout=120, cwd=tmp_path, check=False,
+        )  # fmt: skip
+
+
 def assert_loss_reported(child: Child) -> None:
     """docs/delivery.md: "Lines cut off at exit are reported on stderr"; nothing on stdout."""
     assert "could not be delivered" in child.stderr or "were dropped" in child.stderr, child.stderr
@@ -187,15 +203,7 @@ class TestPoolAgainstABadServer:
         """README: lines are delivered "when `with Pool(...)` terminates its workers", and
         with the service hanging that exit still ends within shutdown_timeout (the
         workers end together, on one deadline each, not one after another)."""
-        script = tmp_path / "pool_app.py"
-        script.write_text(POOL_SCRIPT)
-        with bad_server("silent") as bad:
-            env = dict(os.environ, LOGDNA_URL=bad.url, PYTHONPATH=REPO, DEADLINE=str(DEADLINE))
-            env.pop("LOGDNA_INGESTION_KEY", None)
-            proc = subprocess.run(
-                [sys.executable, str(script), method], env=env, capture_output=True,
-                text=True, timeout=120, cwd=tmp_path, check=False,
-            )  # fmt: skip
+        proc = run_against_a_silent_server(tmp_path, POOL_SCRIPT, method)
         assert 0 == proc.returncode, proc.stderr
         assert "" == proc.stdout
         took = float(proc.stderr.split("@@pool-exit ")[1].split()[0])
@@ -339,15 +347,7 @@ class TestProcessAgainstABadServer:
         """docs/delivery.md: a multiprocessing child (which ends with os._exit, skipping
         atexit) delivers through the library's finalizer "within shutdown_timeout": with
         the service hanging it ends within that, exit code 0, and says what it lost."""
-        script = tmp_path / "process_app.py"
-        script.write_text(PROCESS_SCRIPT)
-        with bad_server("silent") as bad:
-            env = dict(os.environ, LOGDNA_URL=bad.url, PYTHONPATH=REPO, DEADLINE=str(DEADLINE))
-            env.pop("LOGDNA_INGESTION_KEY", None)
-            proc = subprocess.run(
-                [sys.executable, str(script), method], env=env, capture_output=True,
-                text=True, timeout=120, cwd=tmp_path, check=False,
-            )  # fmt: skip
+        proc = run_against_a_silent_server(tmp_path, PROCESS_SCRIPT, method)
         assert 0 == proc.returncode, proc.stderr
         assert "" == proc.stdout
         returned = float(proc.stderr.split("@@child-returns ")[1].split()[0])
