@@ -235,11 +235,7 @@ class LogDNAHandler(logging.Handler):
                 redact_text=self._redact_triggered if self._text_check is not None else None,
                 # Its answers on keys: text whose every "key:" is a known plain one
                 # (a log message's "1: ...", "user=bob") needs no call to Python.
-                # Not with key names off (redact=False): the auth_header pattern
-                # redacts "Authorization: ..." though no key is then a secret.
-                secret_cache=builder.secret_cache
-                if self._client.config.redact is not False
-                else {},
+                secret_cache=builder.secret_cache,
             )
         except Exception:  # a stale build that takes other arguments
             return None

@@ -238,8 +238,12 @@ class LineBuilder:
         )
         #: For text ``text_check`` said may hold one: the redacted text.
         self.redact_triggered: Callable[[str], str] = self._redactor.text_triggered
-        #: The redactor's cached answers, key -> whether it names a secret (a live dict).
-        self.secret_cache: dict[str, bool] = self._redactor.cache
+        #: The redactor's cached answers, key -> whether it names a secret (a live dict):
+        #: for the C handle's trigger test, a key answered False leaves no text pattern
+        #: anything to redact after it. That holds while the key names are on, which
+        #: cover the auth_header pattern's words; with them off (redact=False) the pattern
+        #: may still be named, so no answer can be trusted: an empty dict.
+        self.secret_cache: dict[str, bool] = self._redactor.cache if redact is not False else {}
         simple = (not self._redacts_text or self._redactor.cheap_text) and (
             self._before_send is None
         )

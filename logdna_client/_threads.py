@@ -48,10 +48,10 @@ def leave_signals_to_the_main_thread() -> None:
 
     The kernel hands a signal sent to the process to any thread that does not
     block it. Python runs its handlers on the main thread only, and a main thread
-    blocked in a lock or a queue wakes for them only when the signal lands on it:
-    one landing on a sender thread left it blocked for good (a ``Pool`` worker
-    waiting for its task queue's lock never ended on ``Pool.terminate``'s
-    SIGTERM). Threads started from this one inherit the mask.
+    blocked in a lock or a queue is woken for them only when the signal lands on
+    it; our threads leave the signals to it. (Where it still cannot run the handler,
+    the signal watcher in ``_exit.py`` ends the process.) Threads started from this
+    one inherit the mask.
     """
     sigmask = getattr(signal, "pthread_sigmask", None)
     if sigmask is None:  # Windows: no such thing as a thread's signal mask
