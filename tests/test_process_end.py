@@ -187,6 +187,24 @@ class TestTerminationSignals:
         assert -signal.SIGTERM == code
 
 
+# Child code: block for good on ``lock``, with a real SIGTERM raised on another thread
+# once the main thread has let go of the GIL inside acquire(), past its last look for
+# signals: the moment the race leaves a signal unhandled.
+SIGTERM_INSIDE_ACQUIRE = """
+import signal, threading
+def block_with_sigterm_inside(lock):
+    lock.acquire()
+    go = threading.Event()
+    def land_here():
+        go.wait()  # set just before the main thread blocks, holding the GIL till then
+        signal.raise_signal(signal.SIGTERM)
+    threading.Thread(target=land_here, daemon=True).start()
+    sys.setswitchinterval(60.0)  # the main thread keeps the GIL until it blocks
+    go.set()
+    lock.acquire()  # never returns: only the signal ends the process
+"""
+
+
 class TestSignalTheMainThreadMisses:
     """A signal caught while the main thread is past its last look for one and not
     yet blocked (SemLock.acquire between sem_trywait and sem_wait, where a Pool worker
@@ -201,25 +219,18 @@ class TestSignalTheMainThreadMisses:
         another thread once the main thread has let go of the GIL inside acquire() (the
         moment the race leaves it in): the lines arrive and the process ends by SIGTERM."""
         child = Child(
-            """
-            import multiprocessing, signal, threading
+            SIGTERM_INSIDE_ACQUIRE
+            + textwrap.dedent(
+                """
+            import multiprocessing
             kind = os.environ["LOCK_KIND"]
             lock = multiprocessing.Lock() if kind == "multiprocessing" else threading.Lock()
             for i in range(500):
                 log.info("buffered %d", i)
-            lock.acquire()
-            go = threading.Event()
-            def land_here():
-                go.wait()
-                # Runs only once the main thread let go of the GIL: inside acquire(),
-                # past its last look for signals. A real SIGTERM, to this thread.
-                signal.raise_signal(signal.SIGTERM)
-            threading.Thread(target=land_here, daemon=True).start()
             mark("ready")
-            sys.setswitchinterval(60.0)  # the main thread keeps the GIL until it blocks
-            go.set()
-            lock.acquire()  # never returns: only the signal ends this process
-            """,
+            block_with_sigterm_inside(lock)
+            """
+            ),
             server.url,
             env={"LOCK_KIND": kind},
             flush_interval="60",
@@ -235,25 +246,18 @@ class TestSignalTheMainThreadMisses:
         library's threads just starting), which never logs a line (a Pool worker that
         got no task): the child ends by SIGTERM."""
         child = Child(
-            """
+            SIGTERM_INSIDE_ACQUIRE
+            + textwrap.dedent(
+                """
             pid = os.fork()
             if pid == 0:
-                import signal, threading
                 signal.alarm(20)  # a hang ends here instead (-SIGALRM)
-                lock = threading.Lock()
-                lock.acquire()
-                go = threading.Event()
-                def land_here():
-                    go.wait()
-                    signal.raise_signal(signal.SIGTERM)
-                threading.Thread(target=land_here, daemon=True).start()
-                sys.setswitchinterval(60.0)
-                go.set()
-                lock.acquire()  # never returns
+                block_with_sigterm_inside(threading.Lock())
                 os._exit(1)  # not reached
             _, status = os.waitpid(pid, 0)
             mark("child ended %d" % os.waitstatus_to_exitcode(status))
-            """,
+            """
+            ),
             server.url,
         )
         assert str(-signal.SIGTERM) == child.expect("child ended")
