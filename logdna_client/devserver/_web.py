@@ -262,7 +262,8 @@ class EventHub:
                     write(b": keep-alive\n\n")
                     continue
                 # Let the next lines gather: a burst of requests becomes one event.
-                if closing.wait(_MIN_INTERVAL):
+                # (Then look again: a browser may have left meanwhile.)
+                if closing.wait(_MIN_INTERVAL) or gone():
                     break
                 batches, passed, passed_counts, first_at = self._take(subscriber)
                 if not batches:
