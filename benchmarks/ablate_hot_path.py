@@ -153,6 +153,9 @@ def _structlog(args: argparse.Namespace, options: dict[str, Any]) -> int:
     from logdna_client.structlog import LogDNAProcessor
 
     processor = LogDNAProcessor(**options)
+    os.environ["LOGDNA_CLIENT_PURE_PYTHON"] = "1"
+    python_path = LogDNAProcessor(client=processor.client)  # the same client, in Python
+    del os.environ["LOGDNA_CLIENT_PURE_PYTHON"]
     processor(None, "info", {"event": "start"})  # starts the sender
     client = processor.client
     entry, put, now = client._builder.entry, client.put_entry, time.time
@@ -175,8 +178,15 @@ def _structlog(args: argparse.Namespace, options: dict[str, Any]) -> int:
     loggers = {
         "structlog, no processor (the floor)": bound([]),
         "LogDNAProcessor": bound([processor]),
+        "LogDNAProcessor, Python path only": bound([python_path]),
         "least processor: LineBuilder.entry, clock, Buffer.put_entry": bound([least]),
     }
+    # run.py's five keyword arguments (--extra), as the handler's five extra= fields.
+    extra = (
+        {"user_id": 42, "path": "/api/v1/items", "method": "GET", "status": 200, "bytes": 5120}
+        if args.extra
+        else {}
+    )
     best: dict[str, float] = dict.fromkeys(loggers, float("inf"))
     lines = range(args.lines)
     for _ in range(args.reps):
@@ -186,13 +196,14 @@ def _structlog(args: argparse.Namespace, options: dict[str, Any]) -> int:
                 buffer.entries.clear()
                 buffer.queued_bytes = 0
             seconds = timeit.timeit(
-                "for i in lines: info(FMT, i, i % 997)",
-                globals={"info": log.info, "FMT": FMT, "lines": lines},
+                "for i in lines: info(FMT, i, i % 997, **extra)",
+                globals={"info": log.info, "FMT": FMT, "lines": lines, "extra": extra},
                 number=1,
             )
             best[label] = min(best[label], seconds / args.lines * 1e9)
     floor = best["structlog, no processor (the floor)"]
-    print(f"structlog log.info(FMT, i, i % 997), {args.lines:,} calls, best of {args.reps}, "
+    call = "log.info(FMT, i, i % 997" + (", **five)" if extra else ")")
+    print(f"structlog {call}, {args.lines:,} calls, best of {args.reps}, "
           f"Python {sys.version.split()[0]}:\n")  # fmt: skip
     print(f"{'':62s} {'ns/call':>8s} {'x floor':>8s}")
     for label, ns in best.items():

@@ -370,9 +370,9 @@ def memory_runs(n: int) -> list[dict[str, Any]]:
 
 def _c_extension() -> bool:
     """Whether this install has the handler's C extension (``ours`` runs it)."""
-    from logdna_client import _handler
+    from logdna_client import _native
 
-    return _handler._speedups is not None
+    return _native.speedups is not None
 
 
 def _git_commit() -> str | None:

@@ -20,8 +20,6 @@ the Python ``handle`` for every other record.
 from __future__ import annotations
 
 import logging
-import os
-import sys
 import time
 import traceback
 from collections.abc import Mapping
@@ -30,17 +28,15 @@ from os import getpid
 from threading import get_ident
 from typing import Any, cast
 
-import orjson
 from typing_extensions import Unpack
 
-from . import _context, _exit, _official
-from ._buffer import ENTRY_OVERHEAD
+from . import _context, _exit, _native, _official
 from ._client import Client
 from ._config import Secret, hide_key
 from ._context import current as request_context
 from ._errors import ConfigurationError
 from ._event import event_dict_to_line
-from ._line import ENTRY_END, ENTRY_HEAD, ENTRY_META, ENTRY_TIMESTAMP, _escape, safe_str
+from ._line import safe_str
 from ._options import ClientOptions, with_options_help
 from ._report import logger as _own_logger
 from ._threads import BUSY_THREADS, NESTED_THREADS, SENDER_THREADS
@@ -62,21 +58,6 @@ del _PROBE
 
 # The stdlib's own getMessage: while LogRecord has it, ``msg % args`` is what it returns.
 _GET_MESSAGE = logging.LogRecord.getMessage
-
-# The C version of handle's common path (_speedups.c). None where it was not
-# built (no compiler at install, not CPython) and on builds without a GIL (it
-# relies on one, and importing it there would turn the GIL back on).
-_speedups: Any = None
-if sys.implementation.name == "cpython" and getattr(sys, "_is_gil_enabled", lambda: True)():
-    try:
-        from . import _speedups  # type: ignore[attr-defined, no-redef]
-    except ImportError:
-        pass
-    else:
-        # A build left from another version of the package (an editable install
-        # not rebuilt after an update) may expect other arguments: not used.
-        if getattr(_speedups, "API", None) != 7:
-            _speedups = None
 
 _STRUCTLOG_SKIP = STANDARD_RECORD_ATTRS | {"_logger", "_name"}
 
@@ -160,10 +141,6 @@ class LogDNAHandler(logging.Handler):
         self._meta_cache: dict[str, tuple[dict[str, Any], bytes]] | None = (
             {} if len(self._record_attrs) == 1 and builder.plain_max_chars > 0 else None
         )
-        #: The default credential patterns: text they may change is redacted first
-        #: (LineBuilder.text_check; None when no text pattern runs).
-        self._text_check = builder.text_check
-        self._redact_triggered = builder.redact_triggered
         # A formatter of our own, so that logging.basicConfig() does not give this
         # handler its "LEVEL:name:message" one (the level already ships as a field).
         # Identity with it selects the short path; setFormatter() still wins.
@@ -191,53 +168,29 @@ class LogDNAHandler(logging.Handler):
     def _speedups_handle(self) -> Any:
         """The C ``handle`` for this handler, or None to run the Python one.
 
-        None when the C code is not there, when ``LOGDNA_CLIENT_PURE_PYTHON`` is
-        set to anything but "" or "0", when a subclass replaced ``handle`` or
-        one of the hooks it calls, and when no record could take it anyway.
+        None where ``_native.enabled`` says no, and when a subclass replaced
+        ``handle`` or one of the hooks it calls.
         """
-        builder = self._builder
-        if _speedups is None or builder.plain_max_chars <= 0:
+        if not _native.enabled(self._builder) or self._stdlib_handle:
             return None
-        if os.environ.get("LOGDNA_CLIENT_PURE_PYTHON", "") not in ("", "0"):
-            return None
-        if self._stdlib_handle or _overrides(self, "handle", LogDNAHandler.handle):
+        if _overrides(self, "handle", LogDNAHandler.handle):
             return None
         try:
-            return _speedups.Handle(
+            return _native.speedups.Handle(
                 handler=self,
                 slow=LogDNAHandler.handle,
                 queue=LogDNAHandler._queue_built,
-                buffer=self._client._buffer,
                 record_type=logging.LogRecord,
                 get_message=_GET_MESSAGE,
                 default_formatter=self._default_formatter,
                 skip_names=self._skip_names,
-                sender_threads=SENDER_THREADS,
-                busy_threads=BUSY_THREADS,
-                context_var=_context._request_context,
                 record_attrs=self._record_attrs,
                 meta_cache=self._meta_cache,
                 standard_attrs=_STANDARD_KINDS,
                 plain_len=_PLAIN_RECORD_LEN,
-                safe_keys=builder.meta_safe_keys,
-                dumps=orjson.dumps,
-                escape=_escape,
-                head=ENTRY_HEAD,
-                timestamp_key=ENTRY_TIMESTAMP,
-                level_tails=builder.level_tails,
-                meta_key=ENTRY_META,
-                end=ENTRY_END,
-                max_chars=builder.plain_max_chars,
-                max_entry=builder.total_limit,
-                entry_overhead=ENTRY_OVERHEAD,
-                # Only the default credential patterns leave this path open (see
-                # LineBuilder.text_check): C tests for their triggers, Python redacts.
-                redact_text=self._redact_triggered if self._text_check is not None else None,
-                # Its answers on keys: text whose every "key:" is a known plain one
-                # (a log message's "1: ...", "user=bob") needs no call to Python.
-                secret_cache=builder.secret_cache,
+                **_native.pieces(self._builder, self._client._buffer),
             )
-        except Exception:  # a stale build that takes other arguments
+        except Exception:  # an unusable build that takes other arguments
             return None
 
     @property

@@ -1,5 +1,6 @@
 /*
- * A LogDNAHandler's handle for the common record, in C (see _handler.py).
+ * A LogDNAHandler's handle for the common record, and a LogDNAProcessor's call
+ * for the common structlog event, in C (see _native.py).
  *
  * A leaf: it reads the record through the public C API (its __dict__, as
  * PyObject_GenericGetDict gives it), uses only objects the handler hands it
@@ -12,12 +13,14 @@
  *
  *   which records qualify, their text and meta: LogDNAHandler._deliver and
  *     LogDNAHandler._queue_record (and _line.LineBuilder.meta_json for meta);
+ *   which events qualify, and their meta: LogDNAProcessor._ship_common;
  *   the entry's bytes: _line.LineBuilder.entry;
  *   queueing it: _buffer.Buffer.put_entry.
  *
- * Every other record, and any record for which something here fails, goes to
- * the Python LogDNAHandler.handle untouched, which decides and builds as it
- * always does (tests/test_speedups.py checks that both give the same bytes).
+ * Every other record or event, and any for which something here fails, goes
+ * to the Python LogDNAHandler.handle or LogDNAProcessor._process untouched,
+ * which decides and builds as it always does (tests/test_speedups.py checks
+ * that both give the same bytes).
  *
  * Nothing here runs user code (only exact LogRecord instances, exact builtin
  * argument and meta types, the stdlib's own getMessage and our formatter), so
@@ -28,6 +31,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <stdarg.h>
 #include <stddef.h>
 #include <string.h>
 #if PY_VERSION_HEX < 0x030C0000  /* the member names before 3.12 */
@@ -37,42 +41,49 @@
 #define Py_READONLY READONLY
 #endif
 
-/* What _handler.py expects of this module; a build left from another version
+/* What _native.py expects of this module; a build left from another version
  * of the package (an editable install not rebuilt) is not used. */
-#define SPEEDUPS_API 7
+#define SPEEDUPS_API 8
 
 /* Attribute names: the stdlib's public ones and the buffer's lock-free protocol. */
 #define NAMES(X)                                                                          \
     X(filters) X(formatter) X(getMessage) X(queued_bytes) X(fast_limit) X(entries)        \
     X(append) X(name) X(msg) X(args) X(levelname) X(exc_info) X(exc_text) X(stack_info)  \
-    X(created) X(thread)
+    X(created) X(thread) X(event) X(level) X(timestamp)
 #define DECLARE(name) static PyObject *s_##name;
 NAMES(DECLARE)
 #undef DECLARE
 
+/* Both types' state (a Handle, an EventHandle): what each is handed when built
+ * (both: the Python path ``slow``, its locked put ``queue``, _native.entry_pieces,
+ * the thread sets, the request context), and what put_entry keeps. */
 typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall;
-    PyObject *handler, *slow, *queue, *buffer, *record_type, *get_message, *default_formatter;
-    PyObject *skip_names, *sender_threads, *busy_threads, *context_var, *record_attrs, *meta_cache;
-    PyObject *standard_attrs;  /* name -> True: LogRecord.__init__ sets it; False: a formatter */
+    PyObject *slow, *queue, *buffer, *sender_threads, *busy_threads, *context_var;
     PyObject *safe_keys, *dumps, *escape, *level_tails;
     PyObject *head, *timestamp_key, *meta_key, *end;  /* _line.ENTRY_* */
     PyObject *redact_text;   /* Redactor.text_triggered, or None: no text patterns here */
     PyObject *secret_cache;  /* Redactor's key -> is-a-secret answers (a live dict) */
-    Py_ssize_t plain_len, max_chars, max_entry, entry_overhead;
-    Py_ssize_t lines;         /* entries built here and queued (tests read it) */
+    /* A Handle's: its handler, and what tells the common record. */
+    PyObject *handler, *record_type, *get_message, *default_formatter, *skip_names;
+    PyObject *record_attrs, *meta_cache;
+    PyObject *standard_attrs;  /* name -> True: LogRecord.__init__ sets it; False: a formatter */
+    /* An EventHandle's: level names that pass -> theirs, keys left to Python, the clock. */
+    PyObject *levels, *unusual, *clock, *timestamp_of;
     PyObject *append;         /* buffer.entries.append, for append_of */
     PyObject *append_of;      /* the buffer that append belongs to */
+    Py_ssize_t plain_len, max_chars, max_entry, entry_overhead;
+    Py_ssize_t lines;         /* entries built here and queued (tests read it) */
 } Handle;
 
 /* Every object a Handle holds; its traverse and clear are written from this. */
 #define HANDLE_OBJECTS(X)                                                                   \
-    X(handler) X(slow) X(queue) X(buffer) X(record_type) X(get_message)                     \
-    X(default_formatter) X(skip_names) X(sender_threads) X(busy_threads) X(context_var)     \
-    X(record_attrs) X(meta_cache) X(standard_attrs) X(safe_keys) X(dumps)                   \
-    X(escape) X(level_tails) X(head) X(timestamp_key) X(meta_key) X(end) X(append)          \
-    X(append_of) X(redact_text) X(secret_cache)
+    X(slow) X(queue) X(buffer) X(sender_threads) X(busy_threads) X(context_var)             \
+    X(safe_keys) X(dumps) X(escape) X(level_tails) X(head) X(timestamp_key) X(meta_key)     \
+    X(end) X(redact_text) X(secret_cache) X(handler) X(record_type) X(get_message)          \
+    X(default_formatter) X(skip_names) X(record_attrs) X(meta_cache) X(standard_attrs)      \
+    X(levels) X(unusual) X(clock) X(timestamp_of) X(append) X(append_of)
 
 /* -- which records qualify: LogDNAHandler._deliver, _queue_record -------------- */
 
@@ -527,21 +538,15 @@ meta_json(Handle *self, PyObject *attrs)
  * it needs no escape); NULL (maybe an error) where LineBuilder.entry would not make it. */
 static PyObject *
 entry_of(Handle *self, const char *data, Py_ssize_t n, int quoted, PyObject *level,
-         double created, PyObject *meta)
+         long long millis, PyObject *meta)
 {
-    PyObject *entry = NULL, *tail;
+    PyObject *entry = NULL, *tail = Py_XNewRef(PyDict_GetItemWithError(self->level_tails, level));
     Py_ssize_t total;
     char digits[24], *out;
-    double millis = created * 1000.0;
-    /* int(created * 1000) where that fits (NaN and infinities go to Python). */
-    if (!(millis > -9.2e18 && millis < 9.2e18)) {
-        return NULL;
-    }
-    tail = Py_XNewRef(PyDict_GetItemWithError(self->level_tails, level));
     if (tail == NULL || !PyBytes_CheckExact(tail)) {
         goto done;  /* entry() makes and keeps it */
     }
-    int n_digits = write_int((long long)millis, digits);
+    int n_digits = write_int(millis, digits);
     total = SIZE(self->head) + n + (quoted ? 0 : 2) + SIZE(self->timestamp_key) + n_digits +
             SIZE(tail) + (meta ? SIZE(self->meta_key) + SIZE(meta) : 0) + SIZE(self->end);
     /* entry() leaves longer lines with meta to encode(), which cuts them. */
@@ -570,60 +575,36 @@ done:
     return entry;
 }
 
-/* Room for the text format_direct writes; longer ones are formatted the general way. */
-#define DIRECT_ROOM 1024
-
-/* The common record's entry, or NULL (maybe an error): Python builds that one. */
+/* LineBuilder.entry(text, level, millis, meta, meta's JSON): ``text`` a str, or NULL
+ * for the ASCII at ``direct`` (``n`` bytes, format_direct's: nothing to escape); NULL
+ * (maybe an error) where entry() would not take its fast path. */
 static PyObject *
-build(Handle *self, PyObject *record)
+entry_for(Handle *self, PyObject *text, const char *direct, Py_ssize_t n, PyObject *level,
+          long long millis, PyObject *meta)
 {
-    PyObject *attrs, *text = NULL, *meta = NULL, *entry = NULL, *context = NULL, *escaped = NULL;
-    PyObject *level, *created;
-    char direct[DIRECT_ROOM];
+    PyObject *redacted = NULL, *escaped = NULL, *entry = NULL, *str;
     const char *data = direct;
-    Py_ssize_t n;
     int ok;
-    if (Py_TYPE(record) != (PyTypeObject *)self->record_type ||
-        Py_TYPE(record)->tp_getattro != PyObject_GenericGetAttr) {
+    n = text != NULL ? PyUnicode_GET_LENGTH(text) : n;
+    if (n <= 0 || n > self->max_chars) {
         return NULL;
     }
-    attrs = PyObject_GenericGetDict(record, NULL);
-    if (attrs == NULL || !PyDict_CheckExact(attrs) || (ok = may_ship(self, attrs)) != 1) {
-        goto done;
-    }
-    /* No request context bound (an empty one is the default mapping). */
-    if (PyContextVar_Get(self->context_var, NULL, &context) != 0 || context == NULL ||
-        !PyDict_CheckExact(context) || PyDict_GET_SIZE(context) != 0) {
-        goto done;
-    }
-    /* Meta first: it allocates (which may run a finalizer), and the values read
-       from attrs below are borrowed. */
-    meta = meta_json(self, attrs);
-    if (meta == NULL || (text = text_of(self, attrs, direct, DIRECT_ROOM, &n)) == NULL) {
-        goto done;
-    }
-    /* entry()'s first step: text that may hold a credential, redacted. */
-    ok = text == Py_None ? needs_redaction(self, PyUnicode_1BYTE_KIND, direct, n)
-                         : needs_redaction(self, PyUnicode_KIND(text), PyUnicode_DATA(text),
-                                           PyUnicode_GET_LENGTH(text));
-    if (ok > 0 && text == Py_None) {
-        Py_SETREF(text, PyUnicode_FromStringAndSize(direct, n));  /* the redactor takes a str */
-    }
-    if (ok < 0 || text == NULL) {
-        goto done;
-    }
-    if (ok > 0) {
-        PyObject *redacted = PyObject_CallOneArg(self->redact_text, text);
-        if (redacted == NULL || !PyUnicode_CheckExact(redacted)) {
-            Py_XDECREF(redacted);
+    /* Text that may hold a credential, redacted (the redactor takes a str). */
+    ok = text != NULL ? needs_redaction(self, PyUnicode_KIND(text), PyUnicode_DATA(text), n)
+                      : needs_redaction(self, PyUnicode_1BYTE_KIND, direct, n);
+    if (ok != 0) {
+        str = ok < 0 ? NULL : text != NULL ? Py_NewRef(text) : PyUnicode_FromStringAndSize(direct, n);
+        redacted = str == NULL ? NULL : PyObject_CallOneArg(self->redact_text, str);
+        Py_XDECREF(str);
+        if (redacted == NULL || !PyUnicode_CheckExact(redacted) ||
+            (n = PyUnicode_GET_LENGTH(redacted)) > self->max_chars) {
             goto done;  /* an error, or something odd: the Python path decides */
         }
-        Py_SETREF(text, redacted);
+        text = redacted;
     }
-    if (text != Py_None) {
+    if (text != NULL) {
         data = (const char *)PyUnicode_DATA(text);
-        n = PyUnicode_GET_LENGTH(text);
-        if (n > 0 && n <= self->max_chars && !json_plain_str(text)) {
+        if (!json_plain_str(text)) {
             /* _escape(text).encode(), quotes included; a lone surrogate fails here. */
             escaped = PyObject_CallOneArg(self->escape, text);
             if (escaped == NULL || !PyUnicode_CheckExact(escaped) ||
@@ -632,19 +613,158 @@ build(Handle *self, PyObject *record)
             }
         }
     }
+    entry = entry_of(self, data, n, escaped != NULL, level, millis, meta);
+done:
+    Py_XDECREF(redacted);
+    Py_XDECREF(escaped);
+    return entry;
+}
+
+/* int(seconds * 1000) at ``*millis`` where that fits: 1; 0 for NaN, infinities and
+ * the like (Python decides). */
+static int
+millis_of(double seconds, long long *millis)
+{
+    double ms = seconds * 1000.0;
+    *millis = (long long)(ms > -9.2e18 && ms < 9.2e18 ? ms : 0);
+    return ms > -9.2e18 && ms < 9.2e18;
+}
+
+/* 1 when no request context is bound (an empty one is the default mapping): the
+ * Python code merges any into meta. */
+static int
+no_context(Handle *self)
+{
+    PyObject *context = NULL;
+    int none = PyContextVar_Get(self->context_var, NULL, &context) == 0 && context != NULL &&
+               PyDict_CheckExact(context) && PyDict_GET_SIZE(context) == 0;
+    Py_XDECREF(context);
+    return none;
+}
+
+/* Room for the text format_direct writes; longer ones are formatted the general way. */
+#define DIRECT_ROOM 1024
+
+/* The common record's entry, or NULL (maybe an error): Python builds that one. */
+static PyObject *
+build(Handle *self, PyObject *record)
+{
+    PyObject *attrs, *text = NULL, *meta = NULL, *entry = NULL, *level, *created;
+    char direct[DIRECT_ROOM];
+    Py_ssize_t n = 0;
+    long long millis;
+    if (Py_TYPE(record) != (PyTypeObject *)self->record_type ||
+        Py_TYPE(record)->tp_getattro != PyObject_GenericGetAttr) {
+        return NULL;
+    }
+    attrs = PyObject_GenericGetDict(record, NULL);
+    if (attrs == NULL || !PyDict_CheckExact(attrs) || may_ship(self, attrs) != 1 ||
+        !no_context(self)) {
+        goto done;
+    }
+    /* Meta first: it allocates (which may run a finalizer), and the values read
+       from attrs below are borrowed. */
+    meta = meta_json(self, attrs);
+    if (meta == NULL || (text = text_of(self, attrs, direct, DIRECT_ROOM, &n)) == NULL) {
+        goto done;
+    }
     level = PyDict_GetItemWithError(attrs, s_levelname);
     created = PyDict_GetItemWithError(attrs, s_created);
-    /* entry(): texts of 1..plain_max_chars characters take its fast path. */
     if (level != NULL && PyUnicode_CheckExact(level) && created != NULL &&
-        PyFloat_CheckExact(created) && (escaped != NULL || (n > 0 && n <= self->max_chars))) {
-        entry = entry_of(self, data, n, escaped != NULL, level, PyFloat_AS_DOUBLE(created),
-                         meta == Py_None ? NULL : meta);
+        PyFloat_CheckExact(created) && millis_of(PyFloat_AS_DOUBLE(created), &millis)) {
+        entry = entry_for(self, text == Py_None ? NULL : text, direct, n, level, millis,
+                          meta == Py_None ? NULL : meta);
     }
 done:
     Py_XDECREF(attrs);
-    Py_XDECREF(context);
     Py_XDECREF(text);
-    Py_XDECREF(escaped);
+    Py_XDECREF(meta);
+    return entry;
+}
+
+/* -- which events qualify, and their meta: LogDNAProcessor._ship_common --------- */
+
+/* Whether ``key`` (an exact str) is ``name``. */
+static int
+is_key(PyObject *key, PyObject *name)
+{
+    return key == name || (PyUnicode_GET_LENGTH(key) == PyUnicode_GET_LENGTH(name) &&
+                           PyUnicode_Compare(key, name) == 0);
+}
+
+/* The common event's entry, or NULL (maybe an error): Python ships that one. */
+static PyObject *
+event_entry(Handle *self, PyObject *method_name, PyObject *event)
+{
+    PyObject *ident, *text, *raw, *level, *key, *value, *meta = NULL, *entry = NULL, *got;
+    Py_ssize_t pos = 0;
+    char buf[META_ROOM], *out = buf + 1;
+    const char *end = buf + META_ROOM - 1;  /* room kept for the "}" */
+    long long millis = 0;
+    int found, count = 0, stamped = 0;
+    if (self->levels == NULL || !PyDict_CheckExact(event) ||
+        (ident = PyLong_FromUnsignedLong(PyThread_get_thread_ident())) == NULL) {
+        return NULL;
+    }
+    /* On a sender thread, or inside a handler or processor of ours already: Python decides. */
+    found = PySet_Contains(self->sender_threads, ident);
+    found = found == 0 ? PySet_Contains(self->busy_threads, ident) : found;
+    Py_DECREF(ident);
+    /* A str event and a level that passes (``level``, else the method's name). */
+    if (found != 0 || (text = PyDict_GetItemWithError(event, s_event)) == NULL ||
+        !PyUnicode_CheckExact(text) ||
+        ((raw = PyDict_GetItemWithError(event, s_level)) == NULL && PyErr_Occurred())) {
+        return NULL;
+    }
+    raw = raw != NULL ? raw : method_name;
+    level = PyUnicode_CheckExact(raw) ? PyDict_GetItemWithError(self->levels, raw) : NULL;
+    if (level == NULL || !no_context(self)) {
+        return NULL;
+    }
+    /* Owned: meta's values go through dumps and timestamp_of, which allocate. */
+    Py_INCREF(text);
+    Py_INCREF(level);
+    /* Meta: every other key in order, none of them a trace or bookkeeping one; a
+       timestamp that is a time is the line's, not meta. */
+    while (PyDict_Next(event, &pos, &key, &value)) {
+        if (!PyUnicode_CheckExact(key) || PySet_Contains(self->unusual, key) != 0) {
+            goto done;
+        }
+        if (is_key(key, s_timestamp)) {
+            Py_INCREF(value);
+            got = PyObject_CallOneArg(self->timestamp_of, value);
+            Py_DECREF(value);
+            stamped = got != NULL && PyLong_CheckExact(got);
+            millis = stamped ? PyLong_AsLongLong(got) : 0;
+            Py_XDECREF(got);
+            if (!stamped || PyErr_Occurred()) {
+                goto done;  /* not a time (meta, then), or an error */
+            }
+        }
+        else if (!is_key(key, s_event) && !is_key(key, s_level) &&
+                 add_meta(self, key, value, &out, end, count++ == 0) != 0) {
+            goto done;
+        }
+    }
+    if (count > 0) {
+        buf[0] = '{';
+        *out++ = '}';
+        if ((meta = PyBytes_FromStringAndSize(buf, out - buf)) == NULL) {
+            goto done;
+        }
+    }
+    if (!stamped) {
+        got = PyObject_CallNoArgs(self->clock);
+        stamped = got != NULL && PyFloat_CheckExact(got) &&
+                  millis_of(PyFloat_AS_DOUBLE(got), &millis);
+        Py_XDECREF(got);
+    }
+    if (stamped) {
+        entry = entry_for(self, text, NULL, 0, level, millis, meta);
+    }
+done:
+    Py_DECREF(text);
+    Py_DECREF(level);
     Py_XDECREF(meta);
     return entry;
 }
@@ -710,87 +830,155 @@ done:
     return result;
 }
 
-/* -- the Handle: handler.handle(record) ------------------------------------------ */
+/* -- the calls: handler.handle(record), processor(logger, method_name, event) --- */
+
+/* The end of both calls: queue ``entry`` (built for ``item``; NULL: none was) and
+ * return ``done``; else hand the entry to the owner's locked put (``queue``:
+ * full, closed, due to wake the sender, or not started), and what it raises (only
+ * a BaseException) is the caller's; else the Python path ``slow`` runs, which
+ * builds the line (again) and deals with whatever went wrong. */
+static PyObject *
+finish(Handle *self, PyObject *owner, PyObject *item, PyObject *entry, PyObject *done,
+       PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    PyObject *result = NULL, *bound;
+    int queued = entry == NULL ? -1 : put_entry(self, entry, SIZE(entry) + self->entry_overhead);
+    if (queued >= 0) {
+        self->lines++;
+    }
+    if (queued == 1) {
+        result = Py_NewRef(done);
+    }
+    else if (queued == 0) {
+        PyObject *call[3] = {owner, item, entry};
+        result = PyObject_Vectorcall(self->queue, call, 3, NULL);
+    }
+    else if (self->slow == NULL) {
+        PyErr_SetString(PyExc_TypeError, "the processor was not initialised");
+    }
+    else {
+        PyErr_Clear();
+        bound = PyMethod_New(self->slow, owner);
+        result = bound == NULL ? NULL : PyObject_Vectorcall(bound, args, nargsf, kwnames);
+        Py_XDECREF(bound);
+    }
+    Py_XDECREF(entry);
+    return result;
+}
 
 static PyObject *
 handle_call(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
     Handle *self = (Handle *)Py_NewRef(op);  /* owned: a finalizer may drop handler.handle */
-    PyObject *entry = NULL, *result = NULL;
+    PyObject *entry = NULL, *result;
     if (PyVectorcall_NARGS(nargsf) == 1 && kwnames == NULL) {
         entry = build(self, args[0]);
     }
-    if (entry != NULL) {
-        Py_ssize_t size = PyBytes_GET_SIZE(entry) + self->entry_overhead;
-        int queued = put_entry(self, entry, size);
-        if (queued >= 0) {
-            self->lines++;
-        }
-        if (queued == 1) {
-            result = Py_NewRef(Py_True);
-        }
-        else if (queued == 0) {
-            /* Full, closed, due to wake the sender, or not started: the Python
-               code queues it the locked way (LogDNAHandler._queue_built), and
-               what it raises (only a BaseException) is the caller's. */
-            PyObject *call[3] = {self->handler, args[0], entry};
-            result = PyObject_Vectorcall(self->queue, call, 3, NULL);
-            Py_DECREF(entry);
-            Py_DECREF(self);
-            return result;
-        }
-    }
-    if (result == NULL) {
-        /* Not the common record, or something failed before the line was queued:
-           the Python handle builds it (again) and deals with what went wrong. */
-        PyErr_Clear();
-        PyObject *bound = PyMethod_New(self->slow, self->handler);
-        if (bound != NULL) {
-            result = PyObject_Vectorcall(bound, args, nargsf, kwnames);
-            Py_DECREF(bound);
-        }
-    }
-    Py_XDECREF(entry);
+    result = finish(self, self->handler, entry ? args[0] : NULL, entry, Py_True, args, nargsf,
+                    kwnames);
     Py_DECREF(self);
     return result;
 }
 
-static PyTypeObject HandleType;
+static PyObject *
+event_call(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    Handle *self = (Handle *)Py_NewRef(op);
+    PyObject *entry = NULL, *result;
+    if (PyVectorcall_NARGS(nargsf) == 3 && kwnames == NULL) {
+        entry = event_entry(self, args[1], args[2]);
+    }
+    result = finish(self, op, entry ? args[2] : NULL, entry, entry ? args[2] : NULL, args,
+                    nargsf, kwnames);
+    Py_DECREF(self);
+    return result;
+}
+
+/* -- the types: Handle (a handler's handle), EventHandle (LogDNAProcessor's base) -- */
+
+/* ``h``'s objects from the arguments (``format`` and ``kwlist`` name them, then the
+ * addresses follow): 0, or -1 with an error set and none held. */
+static int
+take_pieces(Handle *h, PyObject *args, PyObject *kwds, const char *format, char **kwlist, ...)
+{
+    va_list addresses;
+    int ok;
+    va_start(addresses, kwlist);
+    ok = PyArg_VaParseTupleAndKeywords(args, kwds, format, kwlist, addresses);
+    va_end(addresses);
+    if (!ok) {
+        /* Nothing was owned yet: forget the borrowed references. */
+        memset(&h->slow, 0, offsetof(Handle, plain_len) - offsetof(Handle, slow));
+        return -1;
+    }
+#define OWN(name) Py_XINCREF(h->name);
+    HANDLE_OBJECTS(OWN)
+#undef OWN
+    return 0;
+}
+
+/* The pieces both types take, after their own (see _native.entry_pieces). */
+#define PIECE_NAMES                                                                       \
+    "buffer", "sender_threads", "busy_threads", "context_var", "safe_keys", "dumps",      \
+    "escape", "level_tails", "head", "timestamp_key", "meta_key", "end", "max_chars",     \
+    "max_entry", "entry_overhead", "redact_text", "secret_cache", NULL
+#define PIECE_FORMAT "OO!O!O!OOOO!SSSSnnnOO!"
+#define PIECE_ADDRESSES(h)                                                                  \
+    &h->buffer, &PySet_Type, &h->sender_threads, &PySet_Type, &h->busy_threads,             \
+    &PyContextVar_Type, &h->context_var, &h->safe_keys, &h->dumps, &h->escape,              \
+    &PyDict_Type, &h->level_tails, &h->head, &h->timestamp_key, &h->meta_key, &h->end,      \
+    &h->max_chars, &h->max_entry, &h->entry_overhead, &h->redact_text, &PyDict_Type,        \
+    &h->secret_cache
 
 static PyObject *
 handle_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {
-        "handler", "slow", "queue", "buffer", "record_type", "get_message", "default_formatter",
-        "skip_names", "sender_threads", "busy_threads", "context_var", "record_attrs",
-        "meta_cache", "standard_attrs", "safe_keys", "dumps", "escape",
-        "level_tails", "head", "timestamp_key", "meta_key", "end", "plain_len", "max_chars",
-        "max_entry", "entry_overhead", "redact_text", "secret_cache", NULL,
+        "handler", "slow", "queue", "record_type", "get_message", "default_formatter",
+        "skip_names", "record_attrs", "meta_cache", "standard_attrs", "plain_len", PIECE_NAMES,
     };
     Handle *h = (Handle *)type->tp_alloc(type, 0);
     if (h == NULL) {
         return NULL;
     }
     h->vectorcall = handle_call;
-    if (!PyArg_ParseTupleAndKeywords(
-            args, kwds, "$OOOOO!OOO!O!O!O!O!OO!OOOO!SSSSnnnnOO!", kwlist, &h->handler, &h->slow,
-            &h->queue, &h->buffer, &PyType_Type, &h->record_type, &h->get_message,
-            &h->default_formatter, &PyDict_Type, &h->skip_names, &PySet_Type, &h->sender_threads,
-            &PySet_Type, &h->busy_threads, &PyContextVar_Type, &h->context_var, &PyTuple_Type,
-            &h->record_attrs, &h->meta_cache, &PyDict_Type, &h->standard_attrs, &h->safe_keys,
-            &h->dumps, &h->escape,
-            &PyDict_Type, &h->level_tails, &h->head, &h->timestamp_key, &h->meta_key, &h->end,
-            &h->plain_len, &h->max_chars, &h->max_entry, &h->entry_overhead, &h->redact_text,
-            &PyDict_Type, &h->secret_cache)) {
-        /* Nothing was owned yet: forget the borrowed references before freeing. */
-        memset(&h->handler, 0, offsetof(Handle, plain_len) - offsetof(Handle, handler));
+    if (take_pieces(h, args, kwds, "$OOOO!OOO!O!OO!n" PIECE_FORMAT, kwlist, &h->handler,
+                    &h->slow, &h->queue, &PyType_Type, &h->record_type, &h->get_message,
+                    &h->default_formatter, &PyDict_Type, &h->skip_names, &PyTuple_Type,
+                    &h->record_attrs, &h->meta_cache, &PyDict_Type, &h->standard_attrs,
+                    &h->plain_len, PIECE_ADDRESSES(h)) != 0) {
         Py_DECREF(h);
         return NULL;
     }
-#define OWN(name) Py_XINCREF(h->name);
-    HANDLE_OBJECTS(OWN)
-#undef OWN
     return (PyObject *)h;
+}
+
+/* LogDNAProcessor(**options): made here, armed by its __init__ (event_init). */
+static PyObject *
+event_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    Handle *h = (Handle *)type->tp_alloc(type, 0);
+    if (h != NULL) {
+        h->vectorcall = event_call;
+    }
+    return (PyObject *)h;
+}
+
+static int handle_clear(Handle *self);
+
+/* ``slow`` and ``queue`` always (a call without them raises TypeError); the rest only
+ * where the C code is to build events. */
+static int
+event_init(PyObject *op, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {
+        "slow", "queue", "levels", "unusual", "clock", "timestamp_of", PIECE_NAMES,
+    };
+    Handle *h = (Handle *)op;
+    handle_clear(h);
+    return take_pieces(h, args, kwds, "|$OOO!O!OO" PIECE_FORMAT, kwlist, &h->slow, &h->queue,
+                       &PyDict_Type, &h->levels, &PyFrozenSet_Type, &h->unusual, &h->clock,
+                       &h->timestamp_of, PIECE_ADDRESSES(h));
 }
 
 /* The objects a Handle holds, for the garbage collector: the handler holds its
@@ -828,19 +1016,40 @@ static PyMemberDef handle_members[] = {
     {NULL, 0, 0, 0, NULL},
 };
 
+/* The same, under private names: they are LogDNAProcessor's attributes too. */
+static PyMemberDef event_members[] = {
+    {"_native_buffer", Py_T_OBJECT_EX, offsetof(Handle, buffer), 0, "The buffer entries go to."},
+    {"_native_lines", Py_T_PYSSIZET, offsetof(Handle, lines), Py_READONLY, "Entries built here."},
+    {NULL, 0, 0, 0, NULL},
+};
+
+#define HANDLE_TYPE_SLOTS                                                       \
+    .tp_basicsize = sizeof(Handle), .tp_dealloc = (destructor)handle_dealloc,  \
+    .tp_traverse = (traverseproc)handle_traverse, .tp_clear = (inquiry)handle_clear, \
+    .tp_call = PyVectorcall_Call, .tp_vectorcall_offset = offsetof(Handle, vectorcall)
+
 static PyTypeObject HandleType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "logdna_client._speedups.Handle",
     .tp_doc = "handle(record) for one LogDNAHandler: its common record in C (see _handler.py).",
-    .tp_basicsize = sizeof(Handle),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
     .tp_new = handle_new,
-    .tp_dealloc = (destructor)handle_dealloc,
-    .tp_traverse = (traverseproc)handle_traverse,
-    .tp_clear = (inquiry)handle_clear,
-    .tp_call = PyVectorcall_Call,
-    .tp_vectorcall_offset = offsetof(Handle, vectorcall),
     .tp_members = handle_members,
+    HANDLE_TYPE_SLOTS,
+};
+
+/* A base class: LogDNAProcessor's instances are called straight into C, with no
+ * Python frame before the common event's work (see structlog.py). */
+static PyTypeObject EventHandleType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "logdna_client._speedups.EventHandle",
+    .tp_doc = "LogDNAProcessor's call: the common structlog event in C (see structlog.py).",
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC |
+                Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_new = event_new,
+    .tp_init = event_init,
+    .tp_members = event_members,
+    HANDLE_TYPE_SLOTS,
 };
 
 /* -- the module: multi-phase initialisation ------------------------------------- */
@@ -855,9 +1064,10 @@ speedups_exec(PyObject *module)
     }
     NAMES(INTERN)
 #undef INTERN
-    if (PyType_Ready(&HandleType) < 0 ||
+    if (PyType_Ready(&HandleType) < 0 || PyType_Ready(&EventHandleType) < 0 ||
         PyModule_AddIntConstant(module, "API", SPEEDUPS_API) < 0 ||
-        PyModule_AddObjectRef(module, "Handle", (PyObject *)&HandleType) < 0) {
+        PyModule_AddObjectRef(module, "Handle", (PyObject *)&HandleType) < 0 ||
+        PyModule_AddObjectRef(module, "EventHandle", (PyObject *)&EventHandleType) < 0) {
         return -1;
     }
     return 0;
@@ -879,7 +1089,7 @@ static PyModuleDef_Slot speedups_slots[] = {
 static struct PyModuleDef speedups_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "logdna_client._speedups",
-    .m_doc = "LogDNAHandler.handle for the common record, in C; optional (see _handler.py).",
+    .m_doc = "The common record and structlog event in C; optional (see _native.py).",
     .m_size = 0,
     .m_slots = speedups_slots,
 };

@@ -28,11 +28,11 @@ import logging
 from collections.abc import Mapping, MutableMapping
 from threading import get_ident
 from time import time as _now
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from typing_extensions import Unpack
 
-from . import _context
+from . import _context, _native
 from ._client import Client
 from ._config import hide_key
 from ._errors import ConfigurationError
@@ -45,8 +45,25 @@ __all__ = ["LogDNAProcessor", "event_dict_to_line", "level_of", "timestamp_of"]
 
 _OWN_LOGGER = "logdna_client"
 
+#: LogDNAProcessor's base: with the C extension, its type whose call builds the
+#: common event in C (``_ship_common``'s job) and hands every other to
+#: ``_process``, with no Python frame in between (see _native.py); without it,
+#: nothing, and calling the processor runs ``_process`` itself.
+if TYPE_CHECKING:
 
-class LogDNAProcessor:
+    class _NativeCall:
+        """What the type checker knows of the C base (``_speedups.EventHandle``)."""
+
+        _native_buffer: object  # the buffer it queues to
+        _native_lines: int  # entries it built
+
+        def __init__(self, **pieces: Any) -> None: ...
+
+else:
+    _NativeCall = _native.speedups.EventHandle if _native.speedups is not None else object
+
+
+class LogDNAProcessor(_NativeCall):
     """A structlog processor that ships a copy of each event to LogDNA / Mezmo.
 
     Returns the event dict unchanged, so processors after it (the renderer)
@@ -102,6 +119,20 @@ class LogDNAProcessor:
             for name in (*LEVELS, *(name.upper() for name in LEVELS))
             if self._passes(level := level_of(name, {}))
         }
+        if _NativeCall is not object:
+            # slow and queue always; the rest only where C is to build the common event.
+            native = _native.enabled(builder) and {
+                "levels": self._levels,
+                "unusual": UNUSUAL_KEYS,
+                "clock": _now,
+                "timestamp_of": timestamp_of,
+                **_native.pieces(builder, self._client._buffer),
+            }
+            slow, queue = LogDNAProcessor._process, LogDNAProcessor._queue_built
+            try:
+                _NativeCall.__init__(self, slow=slow, queue=queue, **(native or {}))
+            except Exception:  # an unusable build that takes other arguments: Python only
+                _NativeCall.__init__(self, slow=slow, queue=queue)
 
     @property
     def client(self) -> Client:
@@ -116,9 +147,17 @@ class LogDNAProcessor:
         """Whether a line at ``level`` is at or above the client's level."""
         return not self._min_level or LEVELNOS.get(level, logging.INFO) >= self._min_level
 
-    def __call__(
+    def __copy__(self) -> LogDNAProcessor:
+        # A handle on its client's pipeline, as a logger is: a copy would share it anyway.
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> LogDNAProcessor:
+        return self
+
+    def _process(
         self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
     ) -> MutableMapping[str, Any]:
+        """Ship the event (see the class's docstring) and return it unchanged."""
         thread = get_ident()
         marks = BUSY_THREADS
         if thread in marks or thread in SENDER_THREADS:
@@ -143,6 +182,24 @@ class LogDNAProcessor:
                 )  # fmt: skip
         finally:
             marks.discard(thread)
+        return event_dict
+
+    if _NativeCall is object:
+        __call__ = _process
+
+    def _queue_built(self, event_dict: Any, entry: bytes) -> Any:
+        """Queue an entry the C call built, when the buffer wants its locked path."""
+        # Guarded as _process guards it (see LogDNAHandler._queue_built).
+        thread = get_ident()
+        BUSY_THREADS.add(thread)
+        try:
+            self._client.put_entry(entry)
+            # A forked child has a buffer of its own: the C code uses it from now on.
+            self._native_buffer = self._client._buffer
+        except Exception:
+            self._client._count_drop("error")
+        finally:
+            BUSY_THREADS.discard(thread)
         return event_dict
 
     def _ship_common(self, method_name: str, event_dict: dict[str, Any]) -> bool:

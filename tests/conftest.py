@@ -7,12 +7,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from logdna_client import _exit, _handler
+from logdna_client import _exit, _native
 from logdna_client._devserver import DevServer
 
 #: The ways LogDNAHandler.handle can run here: the C extension when it is built,
 #: and always the Python code it falls back to.
-HANDLE_PATHS = ["c", "python"] if _handler._speedups is not None else ["python"]
+HANDLE_PATHS = ["c", "python"] if _native.speedups is not None else ["python"]
 
 
 @pytest.fixture(autouse=True)

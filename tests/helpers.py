@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import shutil
 import subprocess
 import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 
 def make_logger(name: str, handler: logging.Handler) -> logging.Logger:
@@ -48,3 +51,20 @@ def make_cert(directory: Path, names: str = "IP:127.0.0.1") -> tuple[Path, Path]
         capture_output=True, timeout=60, check=False,
     )  # fmt: skip
     return (cert, key) if result.returncode == 0 else None
+
+
+def in_forked_child(work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """What ``work`` returns when run in a forked child of this process (as JSON through
+    a pipe); the child leaves with ``os._exit`` right after, running no exit handlers."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.write(write_end, json.dumps(work()).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        seen: dict[str, Any] = json.loads(pipe.read())
+    os.waitpid(pid, 0)
+    return seen

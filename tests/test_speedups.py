@@ -18,11 +18,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from logdna_client import LogDNAHandler
+from logdna_client import LogDNAHandler, _native
 from logdna_client import _handler as handler_module
 from logdna_client._threads import BUSY_THREADS, SENDER_THREADS
 from logdna_client.contrib import bind_request_context, reset_request_context
-from tests.helpers import make_logger
+from tests.helpers import in_forked_child, make_logger
 
 UNREACHABLE = "http://127.0.0.1:1/logs/ingest"
 # Argument and extra values the C path formats itself (and a few it leaves to Python).
@@ -34,7 +34,7 @@ SCALARS = st.one_of(
     st.floats(allow_nan=True),
 )
 
-speedups = handler_module._speedups
+speedups = _native.speedups
 needs_speedups = pytest.mark.skipif(speedups is None, reason="the C extension is not built")
 
 
@@ -451,26 +451,19 @@ class TestSameBytes:
         for _ in range(2):
             log.info("parent")
         parent_buffer = h.client._buffer
-        read_end, write_end = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # the child: report what it sees, then leave at once
-            try:
-                before = c_lines(h)
-                for i in range(3):
-                    log.info("child %d", i)
-                seen = {
-                    "lines": [json.loads(e)["line"] for e in h.client._buffer.snapshot()],
-                    "parent": len(parent_buffer.entries),
-                    "rehanded": h._fast.buffer is h.client._buffer,
-                    "c_lines": c_lines(h) - before,
-                }
-                os.write(write_end, json.dumps(seen).encode())
-            finally:
-                os._exit(0)
-        os.close(write_end)
-        with os.fdopen(read_end, "rb") as pipe:
-            seen = json.loads(pipe.read())
-        os.waitpid(pid, 0)
+
+        def child() -> dict[str, Any]:
+            before = c_lines(h)
+            for i in range(3):
+                log.info("child %d", i)
+            return {
+                "lines": [json.loads(e)["line"] for e in h.client._buffer.snapshot()],
+                "parent": len(parent_buffer.entries),
+                "rehanded": h._fast.buffer is h.client._buffer,
+                "c_lines": c_lines(h) - before,
+            }
+
+        seen = in_forked_child(child)
         h.client.close(timeout=0)
         h.close()
         assert ["child 0", "child 1", "child 2"] == seen["lines"]

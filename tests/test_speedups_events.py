@@ -1,0 +1,400 @@
+"""Tests for _speedups.c's EventHandle: LogDNAProcessor's C call ships the Python bytes."""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import json
+import os
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from logdna_client import _native
+from logdna_client._threads import BUSY_THREADS
+from logdna_client.contrib import bind_request_context, reset_request_context
+from logdna_client.structlog import LogDNAProcessor
+from tests.helpers import in_forked_child
+from tests.test_speedups import SCALARS, UNREACHABLE
+
+pytestmark = pytest.mark.skipif(_native.speedups is None, reason="the C extension is not built")
+
+NOW = 1_700_000_000.5
+
+
+def offline_processor(**options: Any) -> LogDNAProcessor:
+    """A processor that never sends (a port nobody serves, an hourly interval)."""
+    options.setdefault("flush_interval", 3600)
+    return LogDNAProcessor(key="k", url=UNREACHABLE, hostname="t", app="a", env="e", **options)
+
+
+@pytest.fixture
+def procs(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[LogDNAProcessor, LogDNAProcessor]]:
+    """A processor on the C path and one on the Python path, same options, one clock
+    that stands still (both read it when the event has no timestamp)."""
+    monkeypatch.setattr("logdna_client.structlog._now", lambda: NOW)
+    fast = offline_processor()
+    monkeypatch.setenv("LOGDNA_CLIENT_PURE_PYTHON", "1")
+    slow = offline_processor()
+    monkeypatch.delenv("LOGDNA_CLIENT_PURE_PYTHON")
+    for p in (fast, slow):
+        p(None, "info", {"event": "first"})  # starts the sender: puts go lock-free
+    assert 0 == slow._native_lines
+    yield fast, slow
+    for p in (fast, slow):
+        p.client.close(timeout=0)
+
+
+def c_lines(p: LogDNAProcessor) -> int:
+    """Entries the C call built for ``p`` so far."""
+    return p._native_lines
+
+
+def through_both(
+    procs: tuple[LogDNAProcessor, LogDNAProcessor], method: str, event: Any, times: int = 2
+) -> tuple[list[bytes], list[bytes]]:
+    """What each processor queues for ``times`` copies of ``event`` (a key set the
+    redactor has seen once is known safe from then on), each call returning the event."""
+    out = []
+    for p in procs:
+        entries = p.client._buffer.entries
+        before = len(entries)
+        for _ in range(times):
+            given = copy.copy(event)
+            assert p(None, method, given) is given
+        out.append(list(entries)[before:])
+    return out[0], out[1]
+
+
+def python_decides(
+    procs: tuple[LogDNAProcessor, LogDNAProcessor], method: str, event: Any
+) -> list[bytes]:
+    """What the C-path processor queues for ``event``: the Python path's bytes, and
+    none of them built in C."""
+    before = c_lines(procs[0])
+    fast_lines, slow_lines = through_both(procs, method, event)
+    assert slow_lines == fast_lines
+    assert before == c_lines(procs[0])
+    return fast_lines
+
+
+class _Key(str):
+    pass
+
+
+# Events the C call builds itself (after the first, which makes the keys known).
+C_EVENTS = [
+    ("info", {"event": "request 7 served in 7 ms"}),
+    ("warning", {"event": "w"}),
+    ("info", {"event": "e", "level": "error"}),
+    ("info", {"event": "e", "level": "WARNING"}),
+    ("info", {"event": "flat", "user_id": 7, "path": "/a", "ok": True, "none": None, "f": 1.5}),
+    ("info", {"event": 'é € 𝄞 " \\ \n tab\t', "s": "é", "i": -(2**63)}),
+    ("info", {"b": 2, "event": "order", "level": "info", "a": 1}),
+    ("info", {"event": "t", "timestamp": 1.7e9}),
+    ("info", {"event": "t", "timestamp": "2026-01-02T03:04:05.678Z", "k": "v"}),
+    ("info", {"event": "t", "timestamp": 1_700_000_000_123}),
+    ("info", {"event": "user=bob retries: 3"}),
+    ("info", {"event": "my password: hunter2"}),  # redacted by the Python redactor
+    ("info", {"event": "db https://admin:s3cret@db.local/x"}),
+]
+
+# Events it leaves to Python, which ships them as it always does.
+PYTHON_EVENTS = [
+    ("info", {"event": 42}),
+    ("info", {"event": ""}),
+    ("info", {"event": "x" * 20_000}),
+    ("info", {"no": "event"}),
+    ("info", {"event": "t", "level": 40}),
+    ("info", {"event": "t", "level": "notice"}),
+    ("info", {"event": "t", "level": None}),
+    ("notice", {"event": "t"}),
+    ("error", {"event": "boom", "exc_info": (ValueError, ValueError("v"), None)}),
+    ("info", {"event": "s", "stack": "Stack:\n  here"}),
+    ("info", {"event": "t", "timestamp": "yesterday"}),
+    ("info", {"event": "t", "timestamp": float("nan")}),
+    ("info", {"event": "k", _Key("raw"): 1}),
+    ("info", {"event": "k", 3: "int key"}),
+    ("info", {"event": "n", "nested": {"a": 1}}),
+    ("info", {"event": "o", "obj": object()}),
+    ("info", {"event": "o", "big": 2**70}),
+    ("info", {"event": "p", "password": "hunter2"}),
+    ("info", {"event": "\ud800 lone surrogate"}),
+]
+
+
+class TestSameBytes:
+    @pytest.mark.parametrize(("method", "event"), C_EVENTS)
+    def test_common_events_are_built_in_c(
+        self, procs: tuple[LogDNAProcessor, LogDNAProcessor], method: str, event: dict[str, Any]
+    ) -> None:
+        fast = procs[0]
+        before = c_lines(fast)
+        fast_lines, slow_lines = through_both(procs, method, event)
+        assert slow_lines == fast_lines
+        assert c_lines(fast) - before >= 1  # the second at least: its keys are known then
+        assert b"hunter2" not in b"".join(fast_lines)
+        assert b"s3cret" not in b"".join(fast_lines)
+
+    @pytest.mark.parametrize(("method", "event"), PYTHON_EVENTS)
+    def test_other_events_go_to_python(
+        self, procs: tuple[LogDNAProcessor, LogDNAProcessor], method: str, event: dict[str, Any]
+    ) -> None:
+        assert b"hunter2" not in b"".join(python_decides(procs, method, event))
+
+    @pytest.mark.parametrize("key", ["exception", "stack", "stack_info", "_name"])
+    def test_trace_and_bookkeeping_keys_go_to_python_even_when_known_safe(
+        self, procs: tuple[LogDNAProcessor, LogDNAProcessor], key: str
+    ) -> None:
+        """A key the redactor found safe elsewhere (a stdlib handler sharing the client
+        shipped it as an extra) is still no meta in an event: the Python path makes
+        it part of the line, or drops it."""
+        for p in procs:
+            keys = p.client._builder.meta_safe_keys
+            assert keys is not None
+            keys.add(key)
+        python_decides(procs, "error", {"event": "e", key: "Traceback (most recent call last)"})
+
+    def test_a_mapping_that_is_not_a_dict(
+        self, procs: tuple[LogDNAProcessor, LogDNAProcessor]
+    ) -> None:
+        import collections
+
+        python_decides(procs, "info", collections.OrderedDict(event="o"))
+
+    def test_request_context_goes_to_python(
+        self, procs: tuple[LogDNAProcessor, LogDNAProcessor]
+    ) -> None:
+        token = bind_request_context(request_id="r1")
+        try:
+            lines = python_decides(procs, "info", {"event": "c", "n": 1})
+        finally:
+            reset_request_context(token)
+        assert {"request_id": "r1", "n": 1} == json.loads(lines[0][1:])["meta"]
+
+    def test_level_below_the_clients_is_not_shipped(self) -> None:
+        p = offline_processor(level="WARNING")
+        try:
+            for _ in range(2):  # the second time, the levels' JSON is known
+                p(None, "info", {"event": "quiet"})
+                p(None, "info", {"event": "quiet", "level": "debug"})
+                p(None, "error", {"event": "loud"})
+                p(None, "info", {"event": "loud", "level": "critical"})
+            lines = [json.loads(e[1:]) for e in p.client._buffer.entries]
+            assert ["loud"] * 4 == [line["line"] for line in lines]
+            assert ["ERROR", "CRITICAL"] * 2 == [line["level"] for line in lines]
+            assert 2 == c_lines(p)
+        finally:
+            p.client.close(timeout=0)
+
+    def test_the_clock_is_read_per_event(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Without a timestamp key, the line's time is the processor's clock at the call."""
+        times = iter([10.0, 20.0, 30.0])
+        monkeypatch.setattr("logdna_client.structlog._now", lambda: next(times))
+        p = offline_processor()
+        try:
+            p(None, "info", {"event": "tick", "timestamp": 1.0})  # the level's JSON known
+            for _ in range(3):
+                p(None, "info", {"event": "tick"})
+            stamps = [json.loads(e[1:])["timestamp"] for e in p.client._buffer.entries]
+            assert [1_000, 10_000, 20_000, 30_000] == stamps
+            assert 3 == c_lines(p)
+        finally:
+            p.client.close(timeout=0)
+
+    def test_iso_timestamps_agree(self, procs: tuple[LogDNAProcessor, LogDNAProcessor]) -> None:
+        stamp = dt.datetime(2026, 12, 5, 6, 7, 8, 901000, tzinfo=dt.timezone.utc).isoformat()
+        fast_lines, slow_lines = through_both(procs, "info", {"event": "t", "timestamp": stamp})
+        assert slow_lines == fast_lines
+        assert 1_796_450_828_901 == json.loads(fast_lines[0][1:])["timestamp"]
+
+    @settings(
+        max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    )
+    @given(
+        text=st.text(alphabet=st.sampled_from(list('ab %s"\\\né:=@A€')), max_size=30),
+        meta=st.dictionaries(
+            st.sampled_from(["user_id", "path", "token", "api_key", "é", "level", "timestamp"]),
+            SCALARS,
+            max_size=4,
+        ),
+        method=st.sampled_from(["info", "debug", "warning", "err", "exception"]),
+    )
+    def test_any_flat_event(
+        self,
+        procs: tuple[LogDNAProcessor, LogDNAProcessor],
+        text: str,
+        meta: dict[str, Any],
+        method: str,
+    ) -> None:
+        """Whatever the text, method and flat scalar keys, both paths queue the same bytes."""
+        fast_lines, slow_lines = through_both(procs, method, {"event": text, **meta})
+        assert slow_lines == fast_lines
+
+
+class TestCall:
+    def test_is_the_c_call(self) -> None:
+        """The processor's class has the C type as its base and no Python __call__ of its
+        own; calling it ships and returns the event."""
+        p = offline_processor()
+        try:
+            assert isinstance(p, _native.speedups.EventHandle)
+            assert "__call__" not in vars(LogDNAProcessor)
+            event = {"event": "x"}
+            for _ in range(2):
+                assert p(None, "info", event) is event
+            assert 1 <= c_lines(p)
+        finally:
+            p.client.close(timeout=0)
+
+    def test_pure_python_switch(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("LOGDNA_CLIENT_PURE_PYTHON", "1")
+        p = offline_processor()
+        try:
+            for _ in range(3):
+                p(None, "info", {"event": "py", "n": 1})
+            assert 3 == len(p.client._buffer.entries)
+            assert 0 == c_lines(p)
+        finally:
+            p.client.close(timeout=0)
+
+    def test_unusable_extension_falls_back(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """An extension that refuses the pieces (say, a build left from another version)
+        leaves the processor on the Python path, working."""
+        real = _native.pieces
+        monkeypatch.setattr(_native, "pieces", lambda *a: {**real(*a), "unknown": 1})
+        p = offline_processor()
+        try:
+            for _ in range(3):
+                p(None, "info", {"event": "py"})
+            assert 3 == len(p.client._buffer.entries)
+            assert 0 == c_lines(p)
+        finally:
+            p.client.close(timeout=0)
+
+    def test_keywords_and_other_arities_go_to_python(self) -> None:
+        p = offline_processor()
+        try:
+            event = {"event": "kw"}
+            assert p(None, "info", event_dict=event) is event
+            with pytest.raises(TypeError):
+                p(None, "info")  # type: ignore[call-arg]
+            assert 0 == c_lines(p)
+            assert 1 == len(p.client._buffer.entries)
+        finally:
+            p.client.close(timeout=0)
+
+    def test_not_initialised(self) -> None:
+        """A processor whose __init__ never ran says so, instead of crashing."""
+        p = LogDNAProcessor.__new__(LogDNAProcessor)
+        with pytest.raises(TypeError, match="not initialised"):
+            p(None, "info", {"event": "x"})
+
+    def test_subclass_with_its_own_call(self) -> None:
+        seen = []
+
+        class Counting(LogDNAProcessor):
+            def __call__(self, logger: Any, method_name: str, event_dict: Any) -> Any:
+                seen.append(method_name)
+                return super().__call__(logger, method_name, event_dict)
+
+        p = Counting(key="k", url=UNREACHABLE, flush_interval=3600)
+        try:
+            for _ in range(2):
+                p(None, "info", {"event": "sub"})
+            assert ["info", "info"] == seen
+            assert 2 == len(p.client._buffer.entries)
+        finally:
+            p.client.close(timeout=0)
+
+    def test_copies_are_the_processor(self) -> None:
+        p = offline_processor()
+        try:
+            assert copy.copy(p) is p
+            assert copy.deepcopy([p])[0] is p
+        finally:
+            p.client.close(timeout=0)
+
+    def test_locked_put_is_guarded(self, procs: tuple[LogDNAProcessor, LogDNAProcessor]) -> None:
+        """A line the C call hands to the buffer's locked put is queued with the thread
+        marked busy, as on the Python path (see LogDNAHandler's test)."""
+        fast = procs[0]
+        client = fast.client
+        real_put = client.put_entry
+        busy_while_putting = []
+
+        def put_entry(entry: bytes) -> bool:
+            busy_while_putting.append(threading.get_ident() in BUSY_THREADS)
+            return real_put(entry)
+
+        client.put_entry = put_entry
+        client._buffer.fast_limit = -1  # as while the sender takes a batch: puts must lock
+        before = c_lines(fast)
+        event = {"event": "locked"}
+        assert fast(None, "info", event) is event
+        assert before + 1 == c_lines(fast)
+        assert [True] == busy_while_putting
+        assert threading.get_ident() not in BUSY_THREADS
+
+    def test_a_failing_locked_put_is_counted(
+        self, procs: tuple[LogDNAProcessor, LogDNAProcessor]
+    ) -> None:
+        fast = procs[0]
+        client = fast.client
+
+        def put_entry(entry: bytes) -> bool:
+            raise RuntimeError("broken")
+
+        client.put_entry = put_entry
+        client._buffer.fast_limit = -1
+        event = {"event": "lost"}
+        assert fast(None, "info", event) is event
+        assert 1 == client.stats()["dropped"].get("error")
+
+    def test_processor_is_collected(self) -> None:
+        """A dropped processor (and its C state) is freed."""
+        import gc
+
+        def alive() -> int:
+            gc.collect()
+            return sum(type(o) is LogDNAProcessor for o in gc.get_objects())
+
+        before = alive()
+        p = offline_processor()
+        p(None, "info", {"event": "x"})
+        p.client.close(timeout=0)
+        assert before + 1 == alive()
+        del p
+        assert before == alive()
+
+    @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+    @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+    def test_forked_child_queues_in_its_own_buffer(self) -> None:
+        """In a forked child the C call's first line goes the locked way, into the
+        child's new buffer, and the C call then uses that buffer."""
+        p = offline_processor()
+        for _ in range(2):
+            p(None, "info", {"event": "parent"})
+        parent_buffer = p.client._buffer
+
+        def child() -> dict[str, Any]:
+            before = c_lines(p)
+            for i in range(3):
+                p(None, "info", {"event": f"child {i}"})
+            return {
+                "lines": [json.loads(e)["line"] for e in p.client._buffer.snapshot()],
+                "parent": len(parent_buffer.entries),
+                "rehanded": p._native_buffer is p.client._buffer,
+                "c_lines": c_lines(p) - before,
+            }
+
+        seen = in_forked_child(child)
+        p.client.close(timeout=0)
+        assert ["child 0", "child 1", "child 2"] == seen["lines"]
+        assert 2 == seen["parent"]
+        assert seen["rehanded"]
+        assert 3 == seen["c_lines"]
