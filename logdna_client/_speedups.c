@@ -49,7 +49,7 @@
 #define NAMES(X)                                                                          \
     X(filters) X(formatter) X(getMessage) X(queued_bytes) X(fast_limit) X(entries)        \
     X(append) X(name) X(msg) X(args) X(levelname) X(exc_info) X(exc_text) X(stack_info)  \
-    X(created) X(thread) X(event) X(level) X(timestamp)
+    X(created) X(thread) X(event) X(level)
 #define DECLARE(name) static PyObject *s_##name;
 NAMES(DECLARE)
 #undef DECLARE
@@ -69,8 +69,9 @@ typedef struct {
     PyObject *handler, *record_type, *get_message, *default_formatter, *skip_names;
     PyObject *record_attrs, *meta_cache;
     PyObject *standard_attrs;  /* name -> True: LogRecord.__init__ sets it; False: a formatter */
-    /* An EventHandle's: level names that pass -> theirs, keys left to Python, the clock. */
-    PyObject *levels, *unusual, *clock, *timestamp_of;
+    /* An EventHandle's: level names that pass -> theirs, what keys that are no meta
+       are (_ship_common's KEY_KINDS), the clock, and the last thread's ident (an int). */
+    PyObject *levels, *key_kinds, *clock, *timestamp_of, *ident;
     PyObject *append;         /* buffer.entries.append, for append_of */
     PyObject *append_of;      /* the buffer that append belongs to */
     Py_ssize_t plain_len, max_chars, max_entry, entry_overhead;
@@ -83,7 +84,7 @@ typedef struct {
     X(safe_keys) X(dumps) X(escape) X(level_tails) X(head) X(timestamp_key) X(meta_key)     \
     X(end) X(redact_text) X(secret_cache) X(handler) X(record_type) X(get_message)          \
     X(default_formatter) X(skip_names) X(record_attrs) X(meta_cache) X(standard_attrs)      \
-    X(levels) X(unusual) X(clock) X(timestamp_of) X(append) X(append_of)
+    X(levels) X(key_kinds) X(clock) X(timestamp_of) X(ident) X(append) X(append_of)
 
 /* -- which records qualify: LogDNAHandler._deliver, _queue_record -------------- */
 
@@ -684,32 +685,30 @@ done:
 
 /* -- which events qualify, and their meta: LogDNAProcessor._ship_common --------- */
 
-/* Whether ``key`` (an exact str) is ``name``. */
-static int
-is_key(PyObject *key, PyObject *name)
-{
-    return key == name || (PyUnicode_GET_LENGTH(key) == PyUnicode_GET_LENGTH(name) &&
-                           PyUnicode_Compare(key, name) == 0);
-}
-
 /* The common event's entry, or NULL (maybe an error): Python ships that one. */
 static PyObject *
 event_entry(Handle *self, PyObject *method_name, PyObject *event)
 {
-    PyObject *ident, *text, *raw, *level, *key, *value, *meta = NULL, *entry = NULL, *got;
+    PyObject *text, *raw, *level, *key, *value, *kind, *meta = NULL, *entry = NULL, *got;
     Py_ssize_t pos = 0;
     char buf[META_ROOM], *out = buf + 1;
     const char *end = buf + META_ROOM - 1;  /* room kept for the "}" */
     long long millis = 0;
+    unsigned long running = PyThread_get_thread_ident();
     int found, count = 0, stamped = 0;
-    if (self->levels == NULL || !PyDict_CheckExact(event) ||
-        (ident = PyLong_FromUnsignedLong(PyThread_get_thread_ident())) == NULL) {
+    if (self->levels == NULL || !PyDict_CheckExact(event)) {
         return NULL;
     }
+    /* The running thread's ident as an int: the last one's, while the same thread logs. */
+    if (self->ident == NULL || PyLong_AsUnsignedLong(self->ident) != running) {
+        Py_XSETREF(self->ident, PyLong_FromUnsignedLong(running));
+        if (self->ident == NULL) {
+            return NULL;
+        }
+    }
     /* On a sender thread, or inside a handler or processor of ours already: Python decides. */
-    found = PySet_Contains(self->sender_threads, ident);
-    found = found == 0 ? PySet_Contains(self->busy_threads, ident) : found;
-    Py_DECREF(ident);
+    found = PySet_Contains(self->sender_threads, self->ident);
+    found = found == 0 ? PySet_Contains(self->busy_threads, self->ident) : found;
     /* A str event and a level that passes (``level``, else the method's name). */
     if (found != 0 || (text = PyDict_GetItemWithError(event, s_event)) == NULL ||
         !PyUnicode_CheckExact(text) ||
@@ -727,10 +726,12 @@ event_entry(Handle *self, PyObject *method_name, PyObject *event)
     /* Meta: every other key in order, none of them a trace or bookkeeping one; a
        timestamp that is a time is the line's, not meta. */
     while (PyDict_Next(event, &pos, &key, &value)) {
-        if (!PyUnicode_CheckExact(key) || PySet_Contains(self->unusual, key) != 0) {
+        /* Absent: meta; None: the text or level; True: the time; False: Python decides. */
+        kind = PyUnicode_CheckExact(key) ? PyDict_GetItemWithError(self->key_kinds, key) : Py_False;
+        if (kind == Py_False || (kind == NULL && PyErr_Occurred())) {
             goto done;
         }
-        if (is_key(key, s_timestamp)) {
+        if (kind == Py_True) {
             Py_INCREF(value);
             got = PyObject_CallOneArg(self->timestamp_of, value);
             Py_DECREF(value);
@@ -741,8 +742,7 @@ event_entry(Handle *self, PyObject *method_name, PyObject *event)
                 goto done;  /* not a time (meta, then), or an error */
             }
         }
-        else if (!is_key(key, s_event) && !is_key(key, s_level) &&
-                 add_meta(self, key, value, &out, end, count++ == 0) != 0) {
+        else if (kind == NULL && add_meta(self, key, value, &out, end, count++ == 0) != 0) {
             goto done;
         }
     }
@@ -972,12 +972,12 @@ static int
 event_init(PyObject *op, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {
-        "slow", "queue", "levels", "unusual", "clock", "timestamp_of", PIECE_NAMES,
+        "slow", "queue", "levels", "key_kinds", "clock", "timestamp_of", PIECE_NAMES,
     };
     Handle *h = (Handle *)op;
     handle_clear(h);
     return take_pieces(h, args, kwds, "|$OOO!O!OO" PIECE_FORMAT, kwlist, &h->slow, &h->queue,
-                       &PyDict_Type, &h->levels, &PyFrozenSet_Type, &h->unusual, &h->clock,
+                       &PyDict_Type, &h->levels, &PyDict_Type, &h->key_kinds, &h->clock,
                        &h->timestamp_of, PIECE_ADDRESSES(h));
 }
 

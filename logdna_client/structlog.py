@@ -63,6 +63,12 @@ else:
     _NativeCall = _native.speedups.EventHandle if _native.speedups is not None else object
 
 
+#: For the C call (``_ship_common``'s rules): the keys that are not meta -> None: the
+#: text and level; True: the time, when ``timestamp_of`` reads it; False: the event
+#: is not common (traces and bookkeeping: ``_ship`` maps it).
+_KEY_KINDS = {"event": None, "level": None, "timestamp": True, **dict.fromkeys(UNUSUAL_KEYS, False)}
+
+
 class LogDNAProcessor(_NativeCall):
     """A structlog processor that ships a copy of each event to LogDNA / Mezmo.
 
@@ -123,7 +129,7 @@ class LogDNAProcessor(_NativeCall):
             # slow and queue always; the rest only where C is to build the common event.
             native = _native.enabled(builder) and {
                 "levels": self._levels,
-                "unusual": UNUSUAL_KEYS,
+                "key_kinds": _KEY_KINDS,
                 "clock": _now,
                 "timestamp_of": timestamp_of,
                 **_native.pieces(builder, self._client._buffer),

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from logdna_client import _native
-from logdna_client._threads import BUSY_THREADS
+from logdna_client._threads import BUSY_THREADS, SENDER_THREADS
 from logdna_client.contrib import bind_request_context, reset_request_context
 from logdna_client.structlog import LogDNAProcessor
 from tests.helpers import in_forked_child
@@ -318,6 +318,33 @@ class TestCall:
             assert copy.deepcopy([p])[0] is p
         finally:
             p.client.close(timeout=0)
+
+    def test_threads_are_told_apart(self, procs: tuple[LogDNAProcessor, LogDNAProcessor]) -> None:
+        """The C call knows which thread logs each time: after this thread's events, a
+        sender thread's event is not shipped and another thread's is."""
+        fast = procs[0]
+        fast(None, "info", {"event": "main"})
+        before = c_lines(fast)
+
+        def on_a_sender_thread() -> None:
+            me = threading.get_ident()
+            SENDER_THREADS.add(me)
+            try:
+                fast(None, "info", {"event": "from the sender"})
+            finally:
+                SENDER_THREADS.discard(me)
+
+        def on_another_thread() -> None:
+            fast(None, "info", {"event": "another thread"})
+
+        for work in (on_a_sender_thread, on_another_thread):
+            thread = threading.Thread(target=work)
+            thread.start()
+            thread.join()
+        fast(None, "info", {"event": "main again"})
+        lines = [json.loads(e[1:])["line"] for e in fast.client._buffer.entries]
+        assert ["main", "another thread", "main again"] == lines[-3:]
+        assert before + 2 == c_lines(fast)
 
     def test_locked_put_is_guarded(self, procs: tuple[LogDNAProcessor, LogDNAProcessor]) -> None:
         """A line the C call hands to the buffer's locked put is queued with the thread
