@@ -43,7 +43,7 @@
 
 /* What _native.py expects of this module; a build left from another version
  * of the package (an editable install not rebuilt) is not used. */
-#define SPEEDUPS_API 8
+#define SPEEDUPS_API 9
 
 /* Attribute names: the stdlib's public ones and the buffer's lock-free protocol. */
 #define NAMES(X)                                                                          \
