@@ -717,12 +717,16 @@ event_entry(Handle *self, PyObject *method_name, PyObject *event)
     }
     raw = raw != NULL ? raw : method_name;
     level = PyUnicode_CheckExact(raw) ? PyDict_GetItemWithError(self->levels, raw) : NULL;
-    if (level == NULL || !no_context(self)) {
+    if (level == NULL) {
         return NULL;
     }
-    /* Owned: meta's values go through dumps and timestamp_of, which allocate. */
+    /* Owned: meta's values go through dumps and timestamp_of, which allocate (and a
+       finalizer may change the event). */
     Py_INCREF(text);
     Py_INCREF(level);
+    if (!no_context(self)) {
+        goto done;
+    }
     /* Meta: every other key in order, none of them a trace or bookkeeping one; a
        timestamp that is a time is the line's, not meta. */
     while (PyDict_Next(event, &pos, &key, &value)) {
@@ -964,7 +968,6 @@ event_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     return (PyObject *)h;
 }
 
-static int handle_clear(Handle *self);
 
 /* ``slow`` and ``queue`` always (a call without them raises TypeError); the rest only
  * where the C code is to build events. */
@@ -975,7 +978,12 @@ event_init(PyObject *op, PyObject *args, PyObject *kwds)
         "slow", "queue", "levels", "key_kinds", "clock", "timestamp_of", PIECE_NAMES,
     };
     Handle *h = (Handle *)op;
-    handle_clear(h);
+    /* Once: a call under way on another thread (released in redact_text, say) holds
+       borrowed pieces. A first __init__ that failed left none. */
+    if (h->slow != NULL) {
+        PyErr_SetString(PyExc_TypeError, "the processor is initialised already");
+        return -1;
+    }
     return take_pieces(h, args, kwds, "|$OOO!O!OO" PIECE_FORMAT, kwlist, &h->slow, &h->queue,
                        &PyDict_Type, &h->levels, &PyDict_Type, &h->key_kinds, &h->clock,
                        &h->timestamp_of, PIECE_ADDRESSES(h));

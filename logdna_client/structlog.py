@@ -106,6 +106,9 @@ class LogDNAProcessor(_NativeCall):
 
     def __init__(self, *, client: Client | None = None, **options: Unpack[ClientOptions]) -> None:
         options = cast(ClientOptions, hide_key(dict(options)))  # first: no frame holds the key
+        if getattr(self, "_client", None) is not None:
+            # Its C part holds the first client's pieces (and a call under way may use them).
+            raise TypeError("the processor is initialised already")
         if client is not None and options:
             raise ConfigurationError(
                 "pass either client= or options (" + ", ".join(sorted(options)) + "), not both"
@@ -180,15 +183,19 @@ class LogDNAProcessor(_NativeCall):
             if type(event_dict) is not dict or not self._ship_common(method_name, event_dict):
                 self._ship(method_name, event_dict)
         except Exception:
-            self._client._count_drop("error")
-            with contextlib.suppress(Exception):
-                self._client._reporter.report(
-                    "structlog-event", logging.WARNING,
-                    "logdna_client: a structlog event could not be shipped", exc_info=True,
-                )  # fmt: skip
+            self._failed()
         finally:
             marks.discard(thread)
         return event_dict
+
+    def _failed(self) -> None:
+        """Count and report (rate-limited) an event that could not be shipped."""
+        self._client._count_drop("error")
+        with contextlib.suppress(Exception):
+            self._client._reporter.report(
+                "structlog-event", logging.WARNING,
+                "logdna_client: a structlog event could not be shipped", exc_info=True,
+            )  # fmt: skip
 
     if _NativeCall is object:
         __call__ = _process
@@ -203,7 +210,7 @@ class LogDNAProcessor(_NativeCall):
             # A forked child has a buffer of its own: the C code uses it from now on.
             self._native_buffer = self._client._buffer
         except Exception:
-            self._client._count_drop("error")
+            self._failed()
         finally:
             BUSY_THREADS.discard(thread)
         return event_dict

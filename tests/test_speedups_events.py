@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import json
+import logging
 import os
 import threading
 from collections.abc import Iterator
@@ -294,6 +295,39 @@ class TestCall:
         with pytest.raises(TypeError, match="not initialised"):
             p(None, "info", {"event": "x"})
 
+    def test_initialised_once(self) -> None:
+        """A second __init__ is refused (a call under way elsewhere holds its pieces);
+        the processor keeps working."""
+        p = offline_processor()
+        try:
+            with pytest.raises(TypeError, match="initialised already"):
+                p.__init__(key="k", url=UNREACHABLE)  # type: ignore[misc]
+            with pytest.raises(TypeError, match="initialised already"):  # its C part's own
+                _native.speedups.EventHandle.__init__(p, slow=print, queue=print)
+            for _ in range(2):
+                p(None, "info", {"event": "still"})
+            assert 1 <= c_lines(p)
+            assert 2 == len(p.client._buffer.entries)
+        finally:
+            p.client.close(timeout=0)
+
+    def test_a_failing_locked_put_is_counted_and_reported(
+        self, procs: tuple[LogDNAProcessor, LogDNAProcessor], caplog: pytest.LogCaptureFixture
+    ) -> None:
+        fast = procs[0]
+        client = fast.client
+
+        def put_entry(entry: bytes) -> bool:
+            raise RuntimeError("broken")
+
+        client.put_entry = put_entry
+        client._buffer.fast_limit = -1
+        event = {"event": "lost"}
+        with caplog.at_level(logging.WARNING, logger="logdna_client"):
+            assert fast(None, "info", event) is event
+        assert 1 == client.stats()["dropped"].get("error")
+        assert "could not be shipped" in caplog.text
+
     def test_subclass_with_its_own_call(self) -> None:
         seen = []
 
@@ -366,21 +400,6 @@ class TestCall:
         assert before + 1 == c_lines(fast)
         assert [True] == busy_while_putting
         assert threading.get_ident() not in BUSY_THREADS
-
-    def test_a_failing_locked_put_is_counted(
-        self, procs: tuple[LogDNAProcessor, LogDNAProcessor]
-    ) -> None:
-        fast = procs[0]
-        client = fast.client
-
-        def put_entry(entry: bytes) -> bool:
-            raise RuntimeError("broken")
-
-        client.put_entry = put_entry
-        client._buffer.fast_limit = -1
-        event = {"event": "lost"}
-        assert fast(None, "info", event) is event
-        assert 1 == client.stats()["dropped"].get("error")
 
     def test_processor_is_collected(self) -> None:
         """A dropped processor (and its C state) is freed."""
