@@ -89,29 +89,47 @@ def timestamp_of(value: object) -> int | None:
     offset is local time) and datetimes.
     """
     try:
+        if isinstance(value, str):
+            return _text_millis(value.strip())
         if isinstance(value, bool):
             return None
-        if isinstance(value, int | float):
-            number = float(value)
-        elif isinstance(value, str):
-            text = value.strip()
-            try:
-                number = float(text)
-            except ValueError:
-                if text.endswith(("Z", "z")):
-                    text = text[:-1] + "+00:00"
-                return int(_dt.datetime.fromisoformat(text).timestamp() * 1000)
-        elif isinstance(value, _dt.datetime):
+        if isinstance(value, (int, float)):  # a tuple: ``int | float`` is made anew each call
+            return _number_millis(float(value))
+        if isinstance(value, _dt.datetime):
             return int(value.timestamp() * 1000)
-        else:
-            return None
-        # Beyond year ~5000 in milliseconds is not a timestamp (and would not fit JSON's int64).
-        if not math.isfinite(number) or number <= 0 or number >= 1e14:
-            return None
-        # Epoch seconds are ~1.7e9 today, milliseconds ~1.7e12.
-        return int(number if number > 1e11 else number * 1000)
     except Exception:
+        pass
+    return None
+
+
+def _text_millis(text: str) -> int | None:
+    # ISO-8601 first where the text starts like a date ("2026-"): the ValueError of
+    # float() costs more than the parse. Raises ValueError for text that is neither.
+    if text[4:5] == "-":
+        try:
+            return _iso_millis(text)
+        except ValueError:
+            pass
+    try:
+        number = float(text)
+    except ValueError:
+        return _iso_millis(text)
+    return _number_millis(number)
+
+
+def _iso_millis(text: str) -> int:
+    # A trailing "Z" is UTC (3.10's fromisoformat does not know it).
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    return int(_dt.datetime.fromisoformat(text).timestamp() * 1000)
+
+
+def _number_millis(number: float) -> int | None:
+    # Beyond year ~5000 in milliseconds is not a timestamp (and would not fit JSON's int64).
+    if not math.isfinite(number) or number <= 0 or number >= 1e14:
         return None
+    # Epoch seconds are ~1.7e9 today, milliseconds ~1.7e12.
+    return int(number if number > 1e11 else number * 1000)
 
 
 def _exception_text(exc_info: object) -> str | None:

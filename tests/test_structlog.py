@@ -208,6 +208,9 @@ class TestTimestamp:
             ("2023-11-14T22:13:20.123456Z", 1_700_000_000_123),
             ("2023-11-14T22:13:20+00:00", 1_700_000_000_000),
             ("2023-11-14T23:13:20+01:00", 1_700_000_000_000),
+            (" 2023-11-14T22:13:20Z\n", 1_700_000_000_000),
+            ("2023-11-14 22:13:20.5+00:00", 1_700_000_000_500),
+            ("1e12", 1_000_000_000_000),
             (dt.datetime(2023, 11, 14, 22, 13, 20, tzinfo=dt.timezone.utc), 1_700_000_000_000),
         ],
     )
@@ -215,7 +218,11 @@ class TestTimestamp:
         """Epoch seconds/milliseconds, ISO-8601 text and datetimes become epoch ms."""
         assert expected == timestamp_of(value)
 
-    @pytest.mark.parametrize("value", ["yesterday", "", None, True, float("nan"), -5, [1], {}])
+    @pytest.mark.parametrize(
+        "value",
+        ["yesterday", "", None, True, float("nan"), -5, [1], {}, "2023-13-45T00:00:00Z",
+         "1234-5678", "2023-", "1e400", "-1e9"],
+    )  # fmt: skip
     def test_not_understood(self, value: object) -> None:
         """Anything else is not a timestamp."""
         assert None is timestamp_of(value)
