@@ -631,6 +631,21 @@ millis_of(double seconds, long long *millis)
     return ms > -9.2e18 && ms < 9.2e18;
 }
 
+/* _event._number_millis of ``value``, an exact int or float (epoch seconds, or
+ * milliseconds past 1e11): 1 with the time at ``*millis``; 0 where it says None or
+ * for a number it would not see as this one (timestamp_of decides then). */
+static int
+number_millis(PyObject *value, long long *millis)
+{
+    double number = PyFloat_CheckExact(value) ? PyFloat_AS_DOUBLE(value) : PyLong_AsDouble(value);
+    if (!(number > 0 && number < 1e14)) {  /* NaN, infinities, 0, negatives, overflow */
+        PyErr_Clear();
+        return 0;
+    }
+    *millis = (long long)(number > 1e11 ? number : number * 1000);
+    return 1;
+}
+
 /* 1 when no request context is bound (an empty one is the default mapping): the
  * Python code merges any into meta. */
 static int
@@ -735,7 +750,12 @@ event_entry(Handle *self, PyObject *method_name, PyObject *event)
         if (kind == Py_False || (kind == NULL && PyErr_Occurred())) {
             goto done;
         }
-        if (kind == Py_True) {
+        if (kind == Py_True && (PyFloat_CheckExact(value) || PyLong_CheckExact(value))) {
+            if (!(stamped = number_millis(value, &millis))) {
+                goto done;  /* not a time: meta, then (Python decides) */
+            }
+        }
+        else if (kind == Py_True) {
             Py_INCREF(value);
             got = PyObject_CallOneArg(self->timestamp_of, value);
             Py_DECREF(value);

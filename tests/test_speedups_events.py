@@ -99,6 +99,11 @@ C_EVENTS = [
     ("info", {"event": "t", "timestamp": 1.7e9}),
     ("info", {"event": "t", "timestamp": "2026-01-02T03:04:05.678Z", "k": "v"}),
     ("info", {"event": "t", "timestamp": 1_700_000_000_123}),
+    ("info", {"event": "t", "timestamp": 1_700_000_000}),
+    ("info", {"event": "t", "timestamp": 1e11 + 0.5}),  # milliseconds past 1e11
+    ("info", {"event": "t", "timestamp": 99_999_999_999}),  # seconds up to it
+    ("info", {"event": "t", "timestamp": 100_000_000_000}),  # and at it
+    ("info", {"event": "t", "timestamp": 1e14 - 1}),
     ("info", {"event": "user=bob retries: 3"}),
     ("info", {"event": "my password: hunter2"}),  # redacted by the Python redactor
     ("info", {"event": "db https://admin:s3cret@db.local/x"}),
@@ -118,6 +123,12 @@ PYTHON_EVENTS = [
     ("info", {"event": "s", "stack": "Stack:\n  here"}),
     ("info", {"event": "t", "timestamp": "yesterday"}),
     ("info", {"event": "t", "timestamp": float("nan")}),
+    ("info", {"event": "t", "timestamp": float("inf")}),
+    ("info", {"event": "t", "timestamp": 1e14}),
+    ("info", {"event": "t", "timestamp": 0}),
+    ("info", {"event": "t", "timestamp": -1.5}),
+    ("info", {"event": "t", "timestamp": 2**1100}),
+    ("info", {"event": "t", "timestamp": True}),
     ("info", {"event": "k", _Key("raw"): 1}),
     ("info", {"event": "k", 3: "int key"}),
     ("info", {"event": "n", "nested": {"a": 1}}),
