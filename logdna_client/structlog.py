@@ -188,6 +188,11 @@ class LogDNAProcessor(_NativeCall):
             marks.discard(thread)
         return event_dict
 
+    if _NativeCall is object:
+        # No C extension: the call is this method itself (with it, the C base's call
+        # runs first and calls this method for every event but the common one).
+        __call__ = _process
+
     def _failed(self) -> None:
         """Count and report (rate-limited) an event that could not be shipped."""
         self._client._count_drop("error")
@@ -196,9 +201,6 @@ class LogDNAProcessor(_NativeCall):
                 "structlog-event", logging.WARNING,
                 "logdna_client: a structlog event could not be shipped", exc_info=True,
             )  # fmt: skip
-
-    if _NativeCall is object:
-        __call__ = _process
 
     def _queue_built(self, event_dict: Any, entry: bytes) -> Any:
         """Queue an entry the C call built, when the buffer wants its locked path."""
@@ -222,7 +224,11 @@ class LogDNAProcessor(_NativeCall):
         (the texts ``LineBuilder.entry`` builds on its fast path), a level
         known to pass, a ``timestamp`` (if any) that is a time, no trace or
         bookkeeping key, meta that orjson writes as it is. ``_ship`` makes the
-        same bytes for it, only slower.
+        same bytes for it, only slower. The C call (``event_entry`` in
+        _speedups.c) mirrors this method for the commonest of these events (flat
+        scalar meta under keys the redactor found safe, no request context), so a
+        change of rule here is made there too (tests/test_speedups_events.py
+        compares them).
         """
         text = event_dict.get("event")
         raw = event_dict.get("level", method_name)
