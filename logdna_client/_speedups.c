@@ -711,17 +711,23 @@ event_entry(Handle *self, PyObject *method_name, PyObject *event)
     found = found == 0 ? PySet_Contains(self->busy_threads, self->ident) : found;
     /* A str event and a level that passes (``level``, else the method's name). */
     if (found != 0 || (text = PyDict_GetItemWithError(event, s_event)) == NULL ||
-        !PyUnicode_CheckExact(text) ||
-        ((raw = PyDict_GetItemWithError(event, s_level)) == NULL && PyErr_Occurred())) {
+        !PyUnicode_CheckExact(text)) {
+        return NULL;
+    }
+    /* Owned from here, as _ship_common's local holds it: the next lookup may run the
+       __eq__ of a key that collides with "level", which may take it out of the event. */
+    Py_INCREF(text);
+    if ((raw = PyDict_GetItemWithError(event, s_level)) == NULL && PyErr_Occurred()) {
+        Py_DECREF(text);
         return NULL;
     }
     raw = raw != NULL ? raw : method_name;
     level = PyUnicode_CheckExact(raw) ? PyDict_GetItemWithError(self->levels, raw) : NULL;
     if (level == NULL || !no_context(self)) {
+        Py_DECREF(text);
         return NULL;
     }
     /* Owned: meta's values go through dumps and timestamp_of, which allocate. */
-    Py_INCREF(text);
     Py_INCREF(level);
     /* Meta: every other key in order, none of them a trace or bookkeeping one; a
        timestamp that is a time is the line's, not meta. */

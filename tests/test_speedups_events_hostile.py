@@ -1,0 +1,74 @@
+"""Hostile input for _speedups.c's EventHandle: user code that runs in the middle of
+the C call (a key's __eq__, a timestamp's __float__, a signal handler) must leave it
+shipping the Python path's bytes, raising what the Python path raises, and never
+touching freed memory."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from logdna_client import _native
+from logdna_client.structlog import LogDNAProcessor
+from tests.test_speedups_events import NOW, offline_processor
+
+pytestmark = pytest.mark.skipif(_native.speedups is None, reason="the C extension is not built")
+
+Procs = tuple[LogDNAProcessor, LogDNAProcessor]
+
+
+@pytest.fixture
+def procs(monkeypatch: pytest.MonkeyPatch) -> Iterator[Procs]:
+    """A processor on the C path and one on the Python path (see test_speedups_events)."""
+    monkeypatch.setattr("logdna_client.structlog._now", lambda: NOW)
+    fast = offline_processor()
+    monkeypatch.setenv("LOGDNA_CLIENT_PURE_PYTHON", "1")
+    slow = offline_processor()
+    monkeypatch.delenv("LOGDNA_CLIENT_PURE_PYTHON")
+    for p in (fast, slow):
+        p(None, "info", {"event": "first"})  # starts the sender: puts go lock-free
+    yield fast, slow
+    for p in (fast, slow):
+        p.client.close(timeout=0)
+
+
+def queued(p: LogDNAProcessor, before: int) -> list[dict[str, Any]]:
+    return [json.loads(e[1:]) for e in list(p.client._buffer.entries)[before:]]
+
+
+class TestUserCodeMidCall:
+    def test_a_key_whose_eq_empties_the_event(self, procs: Procs) -> None:
+        """A key that collides with "level" runs its __eq__ in the C call's lookup; one
+        that empties the event frees the text the call has just read. The call must
+        still ship that text (as the Python path, which holds it, does), not whatever
+        took its memory."""
+        reused = []
+
+        class Clearing(str):
+            event: dict[Any, Any]
+
+            def __hash__(self) -> int:
+                return hash("level")
+
+            def __eq__(self, other: object) -> bool:
+                if self.event:
+                    self.event.clear()
+                    reused.append("".join(["B"] * 24))  # the size of the text: its memory
+                return False
+
+            def __ne__(self, other: object) -> bool:
+                return True
+
+        for p in procs:
+            before = len(p.client._buffer.entries)
+            for _ in range(3):
+                event: dict[Any, Any] = {"event": "".join(["A"] * 24)}  # held by the event only
+                key = Clearing("zz")
+                key.event = event
+                event[key] = 1
+                del key
+                assert p(None, "info", event) is event
+            assert ["A" * 24] * 3 == [line["line"] for line in queued(p, before)]
