@@ -690,6 +690,7 @@ static PyObject *
 event_entry(Handle *self, PyObject *method_name, PyObject *event)
 {
     PyObject *text, *raw, *level, *key, *value, *kind, *meta = NULL, *entry = NULL, *got;
+    PyObject *stamp = NULL;  /* the timestamp key's value */
     Py_ssize_t pos = 0;
     char buf[META_ROOM], *out = buf + 1;
     const char *end = buf + META_ROOM - 1;  /* room kept for the "}" */
@@ -727,7 +728,7 @@ event_entry(Handle *self, PyObject *method_name, PyObject *event)
         Py_DECREF(text);
         return NULL;
     }
-    /* Owned: meta's values go through dumps and timestamp_of, which allocate. */
+    /* Owned: meta's values go through dumps, and the time through timestamp_of. */
     Py_INCREF(level);
     /* Meta: every other key in order, none of them a trace or bookkeeping one; a
        timestamp that is a time is the line's, not meta. */
@@ -738,15 +739,7 @@ event_entry(Handle *self, PyObject *method_name, PyObject *event)
             goto done;
         }
         if (kind == Py_True) {
-            Py_INCREF(value);
-            got = PyObject_CallOneArg(self->timestamp_of, value);
-            Py_DECREF(value);
-            stamped = got != NULL && PyLong_CheckExact(got);
-            millis = stamped ? PyLong_AsLongLong(got) : 0;
-            Py_XDECREF(got);
-            if (!stamped || PyErr_Occurred()) {
-                goto done;  /* not a time (meta, then), or an error */
-            }
+            Py_XSETREF(stamp, Py_NewRef(value));  /* read once the meta is written */
         }
         else if (kind == NULL && add_meta(self, key, value, &out, end, count++ == 0) != 0) {
             goto done;
@@ -759,7 +752,19 @@ event_entry(Handle *self, PyObject *method_name, PyObject *event)
             goto done;
         }
     }
-    if (!stamped) {
+    /* The time: timestamp_of's, after the meta, as _ship_common reads it after copying
+       the event (it may run user code, a float subclass's __float__, which may change
+       the event); else the clock's. */
+    if (stamp != NULL) {
+        got = PyObject_CallOneArg(self->timestamp_of, stamp);
+        stamped = got != NULL && PyLong_CheckExact(got);
+        millis = stamped ? PyLong_AsLongLong(got) : 0;
+        Py_XDECREF(got);
+        if (!stamped || PyErr_Occurred()) {
+            goto done;  /* not a time (meta, then), or an error */
+        }
+    }
+    else {
         got = PyObject_CallNoArgs(self->clock);
         stamped = got != NULL && PyFloat_CheckExact(got) &&
                   millis_of(PyFloat_AS_DOUBLE(got), &millis);
@@ -771,6 +776,7 @@ event_entry(Handle *self, PyObject *method_name, PyObject *event)
 done:
     Py_DECREF(text);
     Py_DECREF(level);
+    Py_XDECREF(stamp);
     Py_XDECREF(meta);
     return entry;
 }

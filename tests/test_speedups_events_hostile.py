@@ -72,3 +72,29 @@ class TestUserCodeMidCall:
                 del key
                 assert p(None, "info", event) is event
             assert ["A" * 24] * 3 == [line["line"] for line in queued(p, before)]
+
+    def test_a_timestamp_that_changes_the_event(self, procs: Procs) -> None:
+        """The Python path copies the event before it reads the timestamp: a timestamp
+        whose conversion changes the event changes no meta of this line."""
+
+        class Changing(float):
+            event: dict[str, Any]
+
+            def __float__(self) -> float:
+                self.event.pop("a", None)
+                self.event["added"] = 1
+                return float.__float__(self)
+
+        out = []
+        built = procs[0]._native_lines
+        for p in procs:
+            before = len(p.client._buffer.entries)
+            for _ in range(3):  # the later ones with their keys known
+                stamp = Changing(1.7e9)
+                event = {"event": "t", "timestamp": stamp, "a": 1, "b": 2}
+                stamp.event = event
+                p(None, "info", event)
+            out.append(queued(p, before))
+        assert out[1] == out[0]
+        assert [{"a": 1, "b": 2}] * 3 == [line["meta"] for line in out[0]]
+        assert 2 == procs[0]._native_lines - built
