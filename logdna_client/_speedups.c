@@ -848,7 +848,10 @@ done:
  * return ``done``; else hand the entry to the owner's locked put (``queue``:
  * full, closed, due to wake the sender, or not started), and what it raises (only
  * a BaseException) is the caller's; else the Python path ``slow`` runs, which
- * builds the line (again) and deals with whatever went wrong. */
+ * builds the line (again) and deals with whatever went wrong, except a
+ * BaseException raised while the entry was built (a signal handler's SystemExit
+ * or KeyboardInterrupt, in timestamp_of or the redactor): the Python path lets
+ * that through, and so does this. */
 static PyObject *
 finish(Handle *self, PyObject *owner, PyObject *item, PyObject *entry, PyObject *done,
        PyObject *const *args, size_t nargsf, PyObject *kwnames)
@@ -864,6 +867,9 @@ finish(Handle *self, PyObject *owner, PyObject *item, PyObject *entry, PyObject 
     else if (queued == 0) {
         PyObject *call[3] = {owner, item, entry};
         result = PyObject_Vectorcall(self->queue, call, 3, NULL);
+    }
+    else if (PyErr_Occurred() && !PyErr_ExceptionMatches(PyExc_Exception)) {
+        result = NULL;  /* the caller's */
     }
     else if (self->slow == NULL) {
         PyErr_SetString(PyExc_TypeError, "the processor was not initialised");

@@ -6,6 +6,8 @@ touching freed memory."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 from collections.abc import Iterator
 from typing import Any
 
@@ -98,3 +100,35 @@ class TestUserCodeMidCall:
         assert out[1] == out[0]
         assert [{"a": 1, "b": 2}] * 3 == [line["meta"] for line in out[0]]
         assert 2 == procs[0]._native_lines - built
+
+    @pytest.mark.skipif(not hasattr(signal, "SIGUSR1"), reason="needs SIGUSR1")
+    def test_what_a_signal_handler_raises_reaches_the_application(self, procs: Procs) -> None:
+        """A signal handler that raises (sys.exit in a SIGTERM handler, Ctrl-C's
+        KeyboardInterrupt) while the call runs Python code (timestamp_of, the redactor)
+        raises out of the logging call, as on the Python path: the C call must not
+        swallow it and ship the event again the Python way."""
+
+        class Stop(BaseException):
+            pass
+
+        def handler(signum: int, frame: object) -> None:
+            raise Stop
+
+        class Signalling(float):
+            sent = False
+
+            def __float__(self) -> float:
+                if not self.sent:  # one signal, as one Ctrl-C
+                    self.sent = True
+                    os.kill(os.getpid(), signal.SIGUSR1)  # the handler runs here
+                return float.__float__(self)
+
+        previous = signal.signal(signal.SIGUSR1, handler)
+        try:
+            for p in procs:
+                before = len(p.client._buffer.entries), p._native_lines
+                with pytest.raises(Stop):
+                    p(None, "info", {"event": "t", "timestamp": Signalling(1.7e9)})
+                assert before == (len(p.client._buffer.entries), p._native_lines)
+        finally:
+            signal.signal(signal.SIGUSR1, previous)
