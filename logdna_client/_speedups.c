@@ -76,6 +76,7 @@ typedef struct {
     PyObject *append_of;      /* the buffer that append belongs to */
     Py_ssize_t plain_len, max_chars, max_entry, entry_overhead;
     Py_ssize_t lines;         /* entries built here and queued (tests read it) */
+    Py_ssize_t calls;         /* an EventHandle's calls running: no __init__ meanwhile */
 } Handle;
 
 /* Every object a Handle holds; its traverse and clear are written from this. */
@@ -903,11 +904,13 @@ event_call(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames
 {
     Handle *self = (Handle *)Py_NewRef(op);
     PyObject *entry = NULL, *result;
+    self->calls++;  /* user code it runs (a timestamp's __float__) may call __init__ */
     if (PyVectorcall_NARGS(nargsf) == 3 && kwnames == NULL) {
         entry = event_entry(self, args[1], args[2]);
     }
     result = finish(self, op, entry ? args[2] : NULL, entry, entry ? args[2] : NULL, args,
                     nargsf, kwnames);
+    self->calls--;
     Py_DECREF(self);
     return result;
 }
@@ -985,7 +988,8 @@ event_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 static int handle_clear(Handle *self);
 
 /* ``slow`` and ``queue`` always (a call without them raises TypeError); the rest only
- * where the C code is to build events. */
+ * where the C code is to build events. Not while a call runs: it would drop the
+ * objects that call goes on to use. */
 static int
 event_init(PyObject *op, PyObject *args, PyObject *kwds)
 {
@@ -993,6 +997,10 @@ event_init(PyObject *op, PyObject *args, PyObject *kwds)
         "slow", "queue", "levels", "key_kinds", "clock", "timestamp_of", PIECE_NAMES,
     };
     Handle *h = (Handle *)op;
+    if (h->calls > 0) {
+        PyErr_SetString(PyExc_TypeError, "a processor cannot be initialised in its own call");
+        return -1;
+    }
     handle_clear(h);
     return take_pieces(h, args, kwds, "|$OOO!O!OO" PIECE_FORMAT, kwlist, &h->slow, &h->queue,
                        &PyDict_Type, &h->levels, &PyDict_Type, &h->key_kinds, &h->clock,

@@ -8,7 +8,10 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -132,3 +135,40 @@ class TestUserCodeMidCall:
                 assert before == (len(p.client._buffer.entries), p._native_lines)
         finally:
             signal.signal(signal.SIGUSR1, previous)
+
+    def test_initialised_again_in_the_middle_of_a_call(self) -> None:
+        """Running __init__ again while a call is in C (here from a timestamp's
+        __float__) would drop the objects that call goes on to use: it is refused
+        then, and the call ships its line. In a child process: before, it crashed."""
+        code = """if True:
+            from logdna_client import _native
+            from tests.test_speedups_events import offline_processor
+            p = offline_processor()
+            p(None, "info", {"event": "first"})
+            refused = []
+            class Again(float):
+                def __float__(self):
+                    try:
+                        _native.speedups.EventHandle.__init__(p)
+                    except TypeError:
+                        refused.append(True)
+                    return 1.7e9
+            before = p._native_lines
+            event = {"event": "x", "timestamp": Again(1.0)}
+            assert p(None, "info", event) is event
+            assert [True] == refused, refused
+            assert before + 1 == p._native_lines
+            p(None, "info", {"event": "after"})
+            assert before + 2 == p._native_lines
+            p.client.close(timeout=0)
+            print("shipped")
+        """
+        done = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            cwd=Path(__file__).parent.parent,
+        )
+        assert (0, "shipped\n") == (done.returncode, done.stdout), done.stderr
