@@ -43,13 +43,13 @@
 
 /* What _native.py expects of this module; a build left from another version
  * of the package (an editable install not rebuilt) is not used. */
-#define SPEEDUPS_API 8
+#define SPEEDUPS_API 9
 
 /* Attribute names: the stdlib's public ones and the buffer's lock-free protocol. */
 #define NAMES(X)                                                                          \
     X(filters) X(formatter) X(getMessage) X(queued_bytes) X(fast_limit) X(entries)        \
     X(append) X(name) X(msg) X(args) X(levelname) X(exc_info) X(exc_text) X(stack_info)  \
-    X(created) X(thread) X(event) X(level)
+    X(created) X(thread) X(event) X(level) X(_now) X(timestamp_of)
 #define DECLARE(name) static PyObject *s_##name;
 NAMES(DECLARE)
 #undef DECLARE
@@ -70,8 +70,10 @@ typedef struct {
     PyObject *record_attrs, *meta_cache;
     PyObject *standard_attrs;  /* name -> True: LogRecord.__init__ sets it; False: a formatter */
     /* An EventHandle's: level names that pass -> theirs, what keys that are no meta
-       are (_ship_common's KEY_KINDS), the clock, and the last thread's ident (an int). */
-    PyObject *levels, *key_kinds, *clock, *timestamp_of, *ident;
+       are (_ship_common's KEY_KINDS), the structlog module's namespace (its _now and
+       timestamp_of, read at each call as the Python code reads them), and the last
+       thread's ident (an int). */
+    PyObject *levels, *key_kinds, *names, *ident;
     PyObject *append;         /* buffer.entries.append, for append_of */
     PyObject *append_of;      /* the buffer that append belongs to */
     Py_ssize_t plain_len, max_chars, max_entry, entry_overhead;
@@ -85,7 +87,7 @@ typedef struct {
     X(safe_keys) X(dumps) X(escape) X(level_tails) X(head) X(timestamp_key) X(meta_key)     \
     X(end) X(redact_text) X(secret_cache) X(handler) X(record_type) X(get_message)          \
     X(default_formatter) X(skip_names) X(record_attrs) X(meta_cache) X(standard_attrs)      \
-    X(levels) X(key_kinds) X(clock) X(timestamp_of) X(ident) X(append) X(append_of)
+    X(levels) X(key_kinds) X(names) X(ident) X(append) X(append_of)
 
 /* -- which records qualify: LogDNAHandler._deliver, _queue_record -------------- */
 
@@ -692,6 +694,7 @@ event_entry(Handle *self, PyObject *method_name, PyObject *event)
 {
     PyObject *text, *raw, *level, *key, *value, *kind, *meta = NULL, *entry = NULL, *got;
     PyObject *stamp = NULL;  /* the timestamp key's value */
+    PyObject *call = NULL;   /* timestamp_of, or the clock */
     Py_ssize_t pos = 0;
     char buf[META_ROOM], *out = buf + 1;
     const char *end = buf + META_ROOM - 1;  /* room kept for the "}" */
@@ -756,8 +759,12 @@ event_entry(Handle *self, PyObject *method_name, PyObject *event)
     /* The time: timestamp_of's, after the meta, as _ship_common reads it after copying
        the event (it may run user code, a float subclass's __float__, which may change
        the event); else the clock's. */
+    if ((call = PyDict_GetItemWithError(self->names, stamp ? s_timestamp_of : s__now)) == NULL) {
+        goto done;  /* not there: Python says so */
+    }
+    Py_INCREF(call);  /* the call may replace it there */
     if (stamp != NULL) {
-        got = PyObject_CallOneArg(self->timestamp_of, stamp);
+        got = PyObject_CallOneArg(call, stamp);
         stamped = got != NULL && PyLong_CheckExact(got);
         millis = stamped ? PyLong_AsLongLong(got) : 0;
         Py_XDECREF(got);
@@ -766,7 +773,7 @@ event_entry(Handle *self, PyObject *method_name, PyObject *event)
         }
     }
     else {
-        got = PyObject_CallNoArgs(self->clock);
+        got = PyObject_CallNoArgs(call);
         stamped = got != NULL && PyFloat_CheckExact(got) &&
                   millis_of(PyFloat_AS_DOUBLE(got), &millis);
         Py_XDECREF(got);
@@ -778,6 +785,7 @@ done:
     Py_DECREF(text);
     Py_DECREF(level);
     Py_XDECREF(stamp);
+    Py_XDECREF(call);
     Py_XDECREF(meta);
     return entry;
 }
@@ -994,7 +1002,7 @@ static int
 event_init(PyObject *op, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {
-        "slow", "queue", "levels", "key_kinds", "clock", "timestamp_of", PIECE_NAMES,
+        "slow", "queue", "levels", "key_kinds", "names", PIECE_NAMES,
     };
     Handle *h = (Handle *)op;
     if (h->calls > 0) {
@@ -1002,9 +1010,9 @@ event_init(PyObject *op, PyObject *args, PyObject *kwds)
         return -1;
     }
     handle_clear(h);
-    return take_pieces(h, args, kwds, "|$OOO!O!OO" PIECE_FORMAT, kwlist, &h->slow, &h->queue,
-                       &PyDict_Type, &h->levels, &PyDict_Type, &h->key_kinds, &h->clock,
-                       &h->timestamp_of, PIECE_ADDRESSES(h));
+    return take_pieces(h, args, kwds, "|$OOO!O!O!" PIECE_FORMAT, kwlist, &h->slow, &h->queue,
+                       &PyDict_Type, &h->levels, &PyDict_Type, &h->key_kinds, &PyDict_Type,
+                       &h->names, PIECE_ADDRESSES(h));
 }
 
 /* The objects a Handle holds, for the garbage collector: the handler holds its

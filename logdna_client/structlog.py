@@ -130,8 +130,9 @@ class LogDNAProcessor(_NativeCall):
             native = _native.enabled(builder) and {
                 "levels": self._levels,
                 "key_kinds": _KEY_KINDS,
-                "clock": _now,
-                "timestamp_of": timestamp_of,
+                # This module's namespace: C reads _now and timestamp_of from it at each
+                # call, as _ship_common does (a clock patched later is the one used).
+                "names": globals(),
                 **_native.pieces(builder, self._client._buffer),
             }
             slow, queue = LogDNAProcessor._process, LogDNAProcessor._queue_built

@@ -172,3 +172,22 @@ class TestUserCodeMidCall:
             cwd=Path(__file__).parent.parent,
         )
         assert (0, "shipped\n") == (done.returncode, done.stdout), done.stderr
+
+
+class TestLookedUpPerCall:
+    def test_clock_and_timestamp_of_patched_after_the_processor_is_made(
+        self, procs: Procs, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The Python path reads the module's ``_now`` and ``timestamp_of`` at each
+        call; so does the C call: a clock frozen after the processors were made (as
+        freezegun freezes it, by replacing module attributes) stamps both alike."""
+        monkeypatch.setattr("logdna_client.structlog._now", lambda: 1_234_567_890.25)
+        monkeypatch.setattr("logdna_client.structlog.timestamp_of", lambda value: 42_000)
+        out = []
+        for p in procs:
+            before = len(p.client._buffer.entries), p._native_lines
+            p(None, "info", {"event": "now"})
+            p(None, "info", {"event": "then", "timestamp": 1.7e9})
+            out.append([line["timestamp"] for line in queued(p, before[0])])
+            assert 2 == p._native_lines - before[1] or p is procs[1]
+        assert [[1_234_567_890_250, 42_000]] * 2 == out
