@@ -22,10 +22,12 @@
  * which decides and builds as it always does (tests/test_speedups.py checks
  * that both give the same bytes).
  *
- * Nothing here runs user code (only exact LogRecord instances, exact builtin
+ * A Handle runs no user code (only exact LogRecord instances, exact builtin
  * argument and meta types, the stdlib's own getMessage and our formatter), so
- * no re-entry guard is needed; nothing releases the GIL, so the buffer's
- * lock-free protocol holds as it does in Python (see _buffer.py). The module
+ * it needs no re-entry guard; an EventHandle may (timestamp_of, a key's __eq__),
+ * and marks its thread busy as LogDNAProcessor._process does. The put runs no
+ * Python code and releases no GIL, so the buffer's lock-free protocol holds as
+ * it does in Python (see _buffer.py). The module
  * declares that it needs the GIL, and _handler.py does not import it on
  * builds without one, nor on other Pythons than CPython.
  */
@@ -688,9 +690,10 @@ done:
 
 /* -- which events qualify, and their meta: LogDNAProcessor._ship_common --------- */
 
-/* The common event's entry, or NULL (maybe an error): Python ships that one. */
+/* The common event's entry, or NULL (maybe an error): Python ships that one. Run
+ * with the thread marked busy (event_entry). */
 static PyObject *
-event_entry(Handle *self, PyObject *method_name, PyObject *event)
+common_entry(Handle *self, PyObject *method_name, PyObject *event)
 {
     PyObject *text, *raw, *level, *key, *value, *kind, *meta = NULL, *entry = NULL, *got;
     PyObject *stamp = NULL;  /* the timestamp key's value */
@@ -699,24 +702,9 @@ event_entry(Handle *self, PyObject *method_name, PyObject *event)
     char buf[META_ROOM], *out = buf + 1;
     const char *end = buf + META_ROOM - 1;  /* room kept for the "}" */
     long long millis = 0;
-    unsigned long running = PyThread_get_thread_ident();
-    int found, count = 0, stamped = 0;
-    if (self->levels == NULL || !PyDict_CheckExact(event)) {
-        return NULL;
-    }
-    /* The running thread's ident as an int: the last one's, while the same thread logs. */
-    if (self->ident == NULL || PyLong_AsUnsignedLong(self->ident) != running) {
-        Py_XSETREF(self->ident, PyLong_FromUnsignedLong(running));
-        if (self->ident == NULL) {
-            return NULL;
-        }
-    }
-    /* On a sender thread, or inside a handler or processor of ours already: Python decides. */
-    found = PySet_Contains(self->sender_threads, self->ident);
-    found = found == 0 ? PySet_Contains(self->busy_threads, self->ident) : found;
+    int count = 0, stamped = 0;
     /* A str event and a level that passes (``level``, else the method's name). */
-    if (found != 0 || (text = PyDict_GetItemWithError(event, s_event)) == NULL ||
-        !PyUnicode_CheckExact(text)) {
+    if ((text = PyDict_GetItemWithError(event, s_event)) == NULL || !PyUnicode_CheckExact(text)) {
         return NULL;
     }
     /* Owned from here, as _ship_common's local holds it: the next lookup may run the
@@ -787,6 +775,42 @@ done:
     Py_XDECREF(stamp);
     Py_XDECREF(call);
     Py_XDECREF(meta);
+    return entry;
+}
+
+/* _process's guard around common_entry (_ship_common): not on a sender thread, nor
+ * inside a handler or processor of ours already (Python decides those); the thread
+ * marked busy while the entry is built, so that user code it runs (a key's __eq__,
+ * a timestamp's __float__, a signal handler) that logs through us takes the nested
+ * path. Unmarked before the entry is queued: _queue_built and _process mark it. */
+static PyObject *
+event_entry(Handle *self, PyObject *method_name, PyObject *event)
+{
+    PyObject *ident, *entry;
+    unsigned long running = PyThread_get_thread_ident();
+    int found;
+    if (self->levels == NULL || !PyDict_CheckExact(event)) {
+        return NULL;
+    }
+    /* The running thread's ident as an int: the last one's, while the same thread logs. */
+    if (self->ident == NULL || PyLong_AsUnsignedLong(self->ident) != running) {
+        Py_XSETREF(self->ident, PyLong_FromUnsignedLong(running));
+        if (self->ident == NULL) {
+            return NULL;
+        }
+    }
+    found = PySet_Contains(self->sender_threads, self->ident);
+    found = found == 0 ? PySet_Contains(self->busy_threads, self->ident) : found;
+    ident = Py_NewRef(self->ident);  /* another thread's call may replace self->ident */
+    if (found != 0 || PySet_Add(self->busy_threads, ident) < 0) {
+        Py_DECREF(ident);
+        return NULL;
+    }
+    entry = common_entry(self, method_name, event);
+    if (PySet_Discard(self->busy_threads, ident) < 0) {
+        Py_CLEAR(entry);
+    }
+    Py_DECREF(ident);
     return entry;
 }
 

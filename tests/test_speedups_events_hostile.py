@@ -173,6 +173,29 @@ class TestUserCodeMidCall:
         )
         assert (0, "shipped\n") == (done.returncode, done.stdout), done.stderr
 
+    def test_a_timestamp_that_logs_through_the_processor(self, procs: Procs) -> None:
+        """User code the call runs that logs through the same processor (here a
+        timestamp's __float__, logging an event with that timestamp) takes the nested
+        path, as on the Python path: one nested line, the next counted "reentrant".
+        Without the thread marked busy, the C call recursed until RecursionError,
+        shipping some 300 lines, and overflowed a 512 KiB thread stack."""
+        out = []
+        for p in procs:
+
+            class Logging(float):
+                processor = p
+
+                def __float__(self) -> float:
+                    self.processor(None, "info", {"event": "inner", "timestamp": self})
+                    return float.__float__(self)
+
+            before = len(p.client._buffer.entries)
+            p(None, "info", {"event": "outer", "timestamp": Logging(1.7e9)})
+            dropped = {k: n for k, n in p.client.stats()["dropped"].items() if n}
+            out.append(([line["line"] for line in queued(p, before)], dropped))
+        assert (["inner", "outer"], {"reentrant": 1}) == out[1]
+        assert out[1] == out[0]
+
 
 class TestLookedUpPerCall:
     def test_clock_and_timestamp_of_patched_after_the_processor_is_made(
