@@ -716,7 +716,9 @@ common_entry(Handle *self, PyObject *method_name, PyObject *event)
     }
     raw = raw != NULL ? raw : method_name;
     level = PyUnicode_CheckExact(raw) ? PyDict_GetItemWithError(self->levels, raw) : NULL;
-    if (level == NULL || !no_context(self)) {
+    /* And 1 to max_chars characters, before the timestamp is read (as there). */
+    if (level == NULL || PyUnicode_GET_LENGTH(text) == 0 ||
+        PyUnicode_GET_LENGTH(text) > self->max_chars || !no_context(self)) {
         Py_DECREF(text);
         return NULL;
     }

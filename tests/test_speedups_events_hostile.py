@@ -196,6 +196,28 @@ class TestUserCodeMidCall:
         assert (["inner", "outer"], {"reentrant": 1}) == out[1]
         assert out[1] == out[0]
 
+    @pytest.mark.parametrize("text", ["", "x" * 5000])
+    def test_a_text_python_ships_reads_the_timestamp_as_python_does(
+        self, procs: Procs, text: str
+    ) -> None:
+        """An event the C call cannot build for its text (empty, or longer than
+        plain_max_chars) goes to Python before its timestamp is converted, as
+        _ship_common returns before converting it: the conversion (user code, here)
+        runs as often on both paths."""
+        calls = []
+
+        class Counted(float):
+            def __float__(self) -> float:
+                calls.append(1)
+                return float.__float__(self)
+
+        counts = []
+        for p in procs:
+            calls.clear()
+            p(None, "info", {"event": text, "timestamp": Counted(1.7e9)})
+            counts.append(len(calls))
+        assert counts[1] == counts[0]
+
 
 class TestLookedUpPerCall:
     def test_clock_and_timestamp_of_patched_after_the_processor_is_made(
