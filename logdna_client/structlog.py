@@ -126,8 +126,11 @@ class LogDNAProcessor(_NativeCall):
             if self._passes(level := level_of(name, {}))
         }
         if _NativeCall is not object:
-            # slow and queue always; the rest only where C is to build the common event.
-            native = _native.enabled(builder) and {
+            # slow and queue always; the rest only where C is to build the common event
+            # (C does _ship_common's work: not for a subclass with one of its own).
+            builds = type(self)._ship_common is LogDNAProcessor._ship_common
+            builds = builds and _native.enabled(builder)
+            native = builds and {
                 "levels": self._levels,
                 "key_kinds": _KEY_KINDS,
                 # This module's namespace: C reads _now and timestamp_of from it at each

@@ -236,3 +236,27 @@ class TestLookedUpPerCall:
             out.append([line["timestamp"] for line in queued(p, before[0])])
             assert 2 == p._native_lines - before[1] or p is procs[1]
         assert [[1_234_567_890_250, 42_000]] * 2 == out
+
+
+class TestSubclasses:
+    def test_a_subclass_with_its_own_ship_common(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The C call is _ship_common's work: a subclass that overrides it gets its
+        own on every event, as on the Python path, not on the uncommon ones only."""
+
+        class Tagging(LogDNAProcessor):
+            def _ship_common(self, method_name: str, event_dict: dict[str, Any]) -> bool:
+                return super()._ship_common(method_name, {**event_dict, "tagged": True})
+
+        monkeypatch.setattr("logdna_client.structlog._now", lambda: NOW)
+        out = []
+        for pure in ("0", "1"):
+            monkeypatch.setenv("LOGDNA_CLIENT_PURE_PYTHON", pure)
+            p = Tagging(key="k", url="http://127.0.0.1:9", hostname="t", flush_interval=3600)
+            try:
+                for _ in range(3):
+                    p(None, "info", {"event": "e"})
+                out.append(queued(p, 0))
+            finally:
+                p.client.close(timeout=0)
+        assert [{"tagged": True}] * 3 == [line.get("meta") for line in out[1]]
+        assert out[1] == out[0]
