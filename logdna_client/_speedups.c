@@ -22,10 +22,12 @@
  * which decides and builds as it always does (tests/test_speedups.py checks
  * that both give the same bytes).
  *
- * Nothing here runs user code (only exact LogRecord instances, exact builtin
+ * A Handle runs no user code (only exact LogRecord instances, exact builtin
  * argument and meta types, the stdlib's own getMessage and our formatter), so
- * no re-entry guard is needed; nothing releases the GIL, so the buffer's
- * lock-free protocol holds as it does in Python (see _buffer.py). The module
+ * it needs no re-entry guard; an EventHandle may (timestamp_of, a key's __eq__),
+ * and marks its thread busy as LogDNAProcessor._process does. The put runs no
+ * Python code and releases no GIL, so the buffer's lock-free protocol holds as
+ * it does in Python (see _buffer.py). The module
  * declares that it needs the GIL, and _handler.py does not import it on
  * builds without one, nor on other Pythons than CPython.
  */
@@ -49,7 +51,7 @@
 #define NAMES(X)                                                                          \
     X(filters) X(formatter) X(getMessage) X(queued_bytes) X(fast_limit) X(entries)        \
     X(append) X(name) X(msg) X(args) X(levelname) X(exc_info) X(exc_text) X(stack_info)  \
-    X(created) X(thread) X(event) X(level)
+    X(created) X(thread) X(event) X(level) X(time)
 #define DECLARE(name) static PyObject *s_##name;
 NAMES(DECLARE)
 #undef DECLARE
@@ -70,8 +72,10 @@ typedef struct {
     PyObject *record_attrs, *meta_cache;
     PyObject *standard_attrs;  /* name -> True: LogRecord.__init__ sets it; False: a formatter */
     /* An EventHandle's: level names that pass -> theirs, what keys that are no meta
-       are (_ship_common's KEY_KINDS), the clock, and the last thread's ident (an int). */
-    PyObject *levels, *key_kinds, *clock, *timestamp_of, *ident;
+       are (_ship_common's KEY_KINDS), the time module (its time() is read at each
+       call, as the Python code reads it: a clock patched later, by freezegun say,
+       counts), timestamp_of, and the last thread's ident (an int). */
+    PyObject *levels, *key_kinds, *time_module, *timestamp_of, *ident;
     PyObject *append;         /* buffer.entries.append, for append_of */
     PyObject *append_of;      /* the buffer that append belongs to */
     Py_ssize_t plain_len, max_chars, max_entry, entry_overhead;
@@ -84,7 +88,7 @@ typedef struct {
     X(safe_keys) X(dumps) X(escape) X(level_tails) X(head) X(timestamp_key) X(meta_key)     \
     X(end) X(redact_text) X(secret_cache) X(handler) X(record_type) X(get_message)          \
     X(default_formatter) X(skip_names) X(record_attrs) X(meta_cache) X(standard_attrs)      \
-    X(levels) X(key_kinds) X(clock) X(timestamp_of) X(ident) X(append) X(append_of)
+    X(levels) X(key_kinds) X(time_module) X(timestamp_of) X(ident) X(append) X(append_of)
 
 /* -- which records qualify: LogDNAHandler._deliver, _queue_record -------------- */
 
@@ -101,13 +105,16 @@ is_scalar(PyObject *v)
 static int
 may_ship(Handle *self, PyObject *attrs)
 {
-    PyObject *thread = PyDict_GetItemWithError(attrs, s_thread), *ident, *own;
-    PyObject *name = PyDict_GetItemWithError(attrs, s_name);
+    /* Owned: a lookup may run the __eq__ of an extra= key that collides with a name,
+       which may take the value it found out of the record. */
+    PyObject *thread = Py_XNewRef(PyDict_GetItemWithError(attrs, s_thread)), *ident, *own;
+    PyObject *name = thread == NULL ? NULL : Py_XNewRef(PyDict_GetItemWithError(attrs, s_name));
     unsigned long running = PyThread_get_thread_ident();
-    int found;
+    int found = -1;
     if (thread == NULL || name == NULL || !PyUnicode_CheckExact(name) ||
         (thread != Py_None && !PyLong_CheckExact(thread))) {
-        return PyErr_Occurred() ? -1 : 0;
+        found = PyErr_Occurred() ? -1 : 0;
+        goto done;
     }
     /* Made on this thread: no new int for its ident. With logging.logThreads off a
        record has no thread: the running one is it. */
@@ -115,7 +122,7 @@ may_ship(Handle *self, PyObject *attrs)
         ident = Py_NewRef(thread);
     }
     else if (PyErr_Occurred() || (ident = PyLong_FromUnsignedLong(running)) == NULL) {
-        return -1;
+        goto done;
     }
     /* Made on a sender thread, or inside a handler or processor of ours already (the
        nested path): Python decides. */
@@ -125,11 +132,16 @@ may_ship(Handle *self, PyObject *attrs)
     }
     Py_DECREF(ident);
     if (found != 0) {
-        return found < 0 ? -1 : 0;
+        found = found < 0 ? -1 : 0;
+        goto done;
     }
     /* A logger known not to be the library's own (LogDNAHandler._is_own). */
     own = PyDict_GetItemWithError(self->skip_names, name);
-    return own == Py_False ? 1 : (PyErr_Occurred() ? -1 : 0);
+    found = own == Py_False ? 1 : (PyErr_Occurred() ? -1 : 0);
+done:
+    Py_XDECREF(thread);
+    Py_XDECREF(name);
+    return found;
 }
 
 /* Whether obj.name is ``expected`` (NULL: an empty list). */
@@ -700,44 +712,39 @@ done:
 
 /* -- which events qualify, and their meta: LogDNAProcessor._ship_common --------- */
 
-/* The common event's entry, or NULL (maybe an error): Python ships that one. */
+/* The common event's entry, or NULL (maybe an error): Python ships that one. Run
+ * with the thread marked busy (event_entry). */
 static PyObject *
-event_entry(Handle *self, PyObject *method_name, PyObject *event)
+common_entry(Handle *self, PyObject *method_name, PyObject *event)
 {
     PyObject *text, *raw, *level, *key, *value, *kind, *meta = NULL, *entry = NULL, *got;
+    PyObject *stamp = NULL;  /* the timestamp key's value */
+    PyObject *call = NULL;   /* timestamp_of, or the clock */
     Py_ssize_t pos = 0;
     char buf[META_ROOM], *out = buf + 1;
     const char *end = buf + META_ROOM - 1;  /* room kept for the "}" */
     long long millis = 0;
-    unsigned long running = PyThread_get_thread_ident();
-    int found, count = 0, stamped = 0;
-    if (self->levels == NULL || !PyDict_CheckExact(event)) {
+    int count = 0, stamped = 0;
+    /* A str event and a level that passes (``level``, else the method's name). */
+    if ((text = PyDict_GetItemWithError(event, s_event)) == NULL || !PyUnicode_CheckExact(text)) {
         return NULL;
     }
-    /* The running thread's ident as an int: the last one's, while the same thread logs. */
-    if (self->ident == NULL || PyLong_AsUnsignedLong(self->ident) != running) {
-        Py_XSETREF(self->ident, PyLong_FromUnsignedLong(running));
-        if (self->ident == NULL) {
-            return NULL;
-        }
-    }
-    /* On a sender thread, or inside a handler or processor of ours already: Python decides. */
-    found = PySet_Contains(self->sender_threads, self->ident);
-    found = found == 0 ? PySet_Contains(self->busy_threads, self->ident) : found;
-    /* A str event and a level that passes (``level``, else the method's name). */
-    if (found != 0 || (text = PyDict_GetItemWithError(event, s_event)) == NULL ||
-        !PyUnicode_CheckExact(text) ||
-        ((raw = PyDict_GetItemWithError(event, s_level)) == NULL && PyErr_Occurred())) {
+    /* Owned from here, as _ship_common's local holds it: the next lookup may run the
+       __eq__ of a key that collides with "level", which may take it out of the event. */
+    Py_INCREF(text);
+    if ((raw = PyDict_GetItemWithError(event, s_level)) == NULL && PyErr_Occurred()) {
+        Py_DECREF(text);
         return NULL;
     }
     raw = raw != NULL ? raw : method_name;
     level = PyUnicode_CheckExact(raw) ? PyDict_GetItemWithError(self->levels, raw) : NULL;
-    if (level == NULL) {
+    /* And 1 to max_chars characters, before the timestamp is read (as there). */
+    if (level == NULL || PyUnicode_GET_LENGTH(text) == 0 ||
+        PyUnicode_GET_LENGTH(text) > self->max_chars) {
+        Py_DECREF(text);
         return NULL;
     }
-    /* Owned: meta's values go through dumps and timestamp_of, which allocate (and a
-       finalizer may change the event). */
-    Py_INCREF(text);
+    /* Owned: meta's values go through dumps, and the time through timestamp_of. */
     Py_INCREF(level);
     if (!no_context(self)) {
         goto done;
@@ -750,21 +757,8 @@ event_entry(Handle *self, PyObject *method_name, PyObject *event)
         if (kind == Py_False || (kind == NULL && PyErr_Occurred())) {
             goto done;
         }
-        if (kind == Py_True && (PyFloat_CheckExact(value) || PyLong_CheckExact(value))) {
-            if (!(stamped = number_millis(value, &millis))) {
-                goto done;  /* not a time: meta, then (Python decides) */
-            }
-        }
-        else if (kind == Py_True) {
-            Py_INCREF(value);
-            got = PyObject_CallOneArg(self->timestamp_of, value);
-            Py_DECREF(value);
-            stamped = got != NULL && PyLong_CheckExact(got);
-            millis = stamped ? PyLong_AsLongLong(got) : 0;
-            Py_XDECREF(got);
-            if (!stamped || PyErr_Occurred()) {
-                goto done;  /* not a time (meta, then), or an error */
-            }
+        if (kind == Py_True) {
+            Py_XSETREF(stamp, Py_NewRef(value));  /* read once the meta is written */
         }
         else if (kind == NULL && add_meta(self, key, value, &out, end, count++ == 0) != 0) {
             goto done;
@@ -777,10 +771,26 @@ event_entry(Handle *self, PyObject *method_name, PyObject *event)
             goto done;
         }
     }
-    if (!stamped) {
-        got = PyObject_CallNoArgs(self->clock);
-        stamped = got != NULL && PyFloat_CheckExact(got) &&
-                  millis_of(PyFloat_AS_DOUBLE(got), &millis);
+    /* The time, after the meta, as _ship_common reads it after copying the event
+       (timestamp_of may run user code, a float subclass's __float__, which may change
+       the event): a number's as _number_millis reads it, anything else's as
+       timestamp_of does; without one, time.time()'s. */
+    if (stamp != NULL && (PyFloat_CheckExact(stamp) || PyLong_CheckExact(stamp))) {
+        stamped = number_millis(stamp, &millis);  /* not a time: meta, then (Python decides) */
+    }
+    else {
+        call = stamp != NULL ? Py_NewRef(self->timestamp_of)
+                             : PyObject_GetAttr(self->time_module, s_time);
+        got = call == NULL ? NULL : stamp != NULL ? PyObject_CallOneArg(call, stamp)
+                                                  : PyObject_CallNoArgs(call);
+        stamped = got != NULL && (stamp != NULL ? PyLong_CheckExact(got) : PyFloat_CheckExact(got));
+        if (stamped && stamp != NULL) {
+            millis = PyLong_AsLongLong(got);
+            stamped = !PyErr_Occurred();
+        }
+        else if (stamped) {
+            stamped = millis_of(PyFloat_AS_DOUBLE(got), &millis);
+        }
         Py_XDECREF(got);
     }
     if (stamped) {
@@ -789,7 +799,45 @@ event_entry(Handle *self, PyObject *method_name, PyObject *event)
 done:
     Py_DECREF(text);
     Py_DECREF(level);
+    Py_XDECREF(stamp);
+    Py_XDECREF(call);
     Py_XDECREF(meta);
+    return entry;
+}
+
+/* _process's guard around common_entry (_ship_common): not on a sender thread, nor
+ * inside a handler or processor of ours already (Python decides those); the thread
+ * marked busy while the entry is built, so that user code it runs (a key's __eq__,
+ * a timestamp's __float__, a signal handler) that logs through us takes the nested
+ * path. Unmarked before the entry is queued: _queue_built and _process mark it. */
+static PyObject *
+event_entry(Handle *self, PyObject *method_name, PyObject *event)
+{
+    PyObject *ident, *entry;
+    unsigned long running = PyThread_get_thread_ident();
+    int found;
+    if (self->levels == NULL || !PyDict_CheckExact(event)) {
+        return NULL;
+    }
+    /* The running thread's ident as an int: the last one's, while the same thread logs. */
+    if (self->ident == NULL || PyLong_AsUnsignedLong(self->ident) != running) {
+        Py_XSETREF(self->ident, PyLong_FromUnsignedLong(running));
+        if (self->ident == NULL) {
+            return NULL;
+        }
+    }
+    found = PySet_Contains(self->sender_threads, self->ident);
+    found = found == 0 ? PySet_Contains(self->busy_threads, self->ident) : found;
+    ident = Py_NewRef(self->ident);  /* another thread's call may replace self->ident */
+    if (found != 0 || PySet_Add(self->busy_threads, ident) < 0) {
+        Py_DECREF(ident);
+        return NULL;
+    }
+    entry = common_entry(self, method_name, event);
+    if (PySet_Discard(self->busy_threads, ident) < 0) {
+        Py_CLEAR(entry);
+    }
+    Py_DECREF(ident);
     return entry;
 }
 
@@ -860,7 +908,10 @@ done:
  * return ``done``; else hand the entry to the owner's locked put (``queue``:
  * full, closed, due to wake the sender, or not started), and what it raises (only
  * a BaseException) is the caller's; else the Python path ``slow`` runs, which
- * builds the line (again) and deals with whatever went wrong. */
+ * builds the line (again) and deals with whatever went wrong, except a
+ * BaseException raised while the entry was built (a signal handler's SystemExit
+ * or KeyboardInterrupt, in timestamp_of or the redactor): the Python path lets
+ * that through, and so does this. */
 static PyObject *
 finish(Handle *self, PyObject *owner, PyObject *item, PyObject *entry, PyObject *done,
        PyObject *const *args, size_t nargsf, PyObject *kwnames)
@@ -876,6 +927,9 @@ finish(Handle *self, PyObject *owner, PyObject *item, PyObject *entry, PyObject 
     else if (queued == 0) {
         PyObject *call[3] = {owner, item, entry};
         result = PyObject_Vectorcall(self->queue, call, 3, NULL);
+    }
+    else if (PyErr_Occurred() && !PyErr_ExceptionMatches(PyExc_Exception)) {
+        result = NULL;  /* the caller's */
     }
     else if (self->slow == NULL) {
         PyErr_SetString(PyExc_TypeError, "the processor was not initialised");
@@ -995,17 +1049,17 @@ static int
 event_init(PyObject *op, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {
-        "slow", "queue", "levels", "key_kinds", "clock", "timestamp_of", PIECE_NAMES,
+        "slow", "queue", "levels", "key_kinds", "time", "timestamp_of", PIECE_NAMES,
     };
     Handle *h = (Handle *)op;
-    /* Once: a call under way on another thread (released in redact_text, say) holds
-       borrowed pieces. A first __init__ that failed left none. */
+    /* Once: a call under way (user code it runs, or another thread's while this one
+       runs Python code) holds borrowed pieces. A first __init__ that failed left none. */
     if (h->slow != NULL) {
         PyErr_SetString(PyExc_TypeError, "the processor is initialised already");
         return -1;
     }
     return take_pieces(h, args, kwds, "|$OOO!O!OO" PIECE_FORMAT, kwlist, &h->slow, &h->queue,
-                       &PyDict_Type, &h->levels, &PyDict_Type, &h->key_kinds, &h->clock,
+                       &PyDict_Type, &h->levels, &PyDict_Type, &h->key_kinds, &h->time_module,
                        &h->timestamp_of, PIECE_ADDRESSES(h));
 }
 

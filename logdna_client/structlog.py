@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Mapping, MutableMapping
 from threading import get_ident
-from time import time as _now
 from typing import TYPE_CHECKING, Any, cast
 
 from typing_extensions import Unpack
@@ -129,11 +129,16 @@ class LogDNAProcessor(_NativeCall):
             if self._passes(level := level_of(name, {}))
         }
         if _NativeCall is not object:
-            # slow and queue always; the rest only where C is to build the common event.
-            native = _native.enabled(builder) and {
+            # slow and queue always; the rest only where C is to build the common event
+            # (C does _ship_common's work: not for a subclass with one of its own).
+            builds = type(self)._ship_common is LogDNAProcessor._ship_common
+            builds = builds and _native.enabled(builder)
+            native = builds and {
                 "levels": self._levels,
                 "key_kinds": _KEY_KINDS,
-                "clock": _now,
+                # C reads time.time at each call, as the Python code does (a clock
+                # patched later, by freezegun say, is the one used).
+                "time": time,
                 "timestamp_of": timestamp_of,
                 **_native.pieces(builder, self._client._buffer),
             }
@@ -259,7 +264,7 @@ class LogDNAProcessor(_NativeCall):
                 return False
         else:
             meta = None
-        entry = self._entry(text, level, int(_now() * 1000) if ts is None else ts, meta, data)
+        entry = self._entry(text, level, int(time.time() * 1000) if ts is None else ts, meta, data)
         if entry is not None:
             self._client.put_entry(entry)
         return True
@@ -272,7 +277,7 @@ class LogDNAProcessor(_NativeCall):
             text = event_dict if isinstance(event_dict, str) else safe_str(event_dict)
             level = LEVELS.get(method_name, "INFO")
             if self._passes(level):
-                entry = builder.entry(text, level, int(_now() * 1000), None, None)
+                entry = builder.entry(text, level, int(time.time() * 1000), None, None)
                 if entry is not None:
                     self._client.put_entry(entry)
             return
@@ -292,7 +297,7 @@ class LogDNAProcessor(_NativeCall):
         )
         if ts is None:
             created = getattr(record, "created", None) if record is not None else None
-            ts = int((created if isinstance(created, float) else _now()) * 1000)
+            ts = int((created if isinstance(created, float) else time.time()) * 1000)
         entry = builder.entry(text, level, ts, meta, None)
         if entry is not None:
             self._client.put_entry(entry)

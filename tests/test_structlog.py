@@ -530,7 +530,7 @@ def _general(proc: LogDNAProcessor, method: str, event: Any) -> bytes | None:
 @pytest.fixture
 def fixed_now(monkeypatch: pytest.MonkeyPatch) -> float:
     """The processor's clock stands still, so both paths stamp the same time."""
-    monkeypatch.setattr("logdna_client.structlog._now", lambda: 1_700_000_000.5)
+    monkeypatch.setattr(time, "time", lambda: 1_700_000_000.5)
     return 1_700_000_000.5
 
 
