@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -16,12 +17,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from logdna_client import _native
+from logdna_client import LogDNAHandler, _native
+from logdna_client._buffer import ENTRY_OVERHEAD
+from logdna_client._event import timestamp_of
 from logdna_client._threads import BUSY_THREADS, SENDER_THREADS
 from logdna_client.contrib import bind_request_context, reset_request_context
 from logdna_client.structlog import LogDNAProcessor
 from tests.helpers import in_forked_child
-from tests.test_speedups import SCALARS, UNREACHABLE
+from tests.test_speedups import SCALARS, UNREACHABLE, offline_handler, record, twin
 
 pytestmark = pytest.mark.skipif(_native.speedups is None, reason="the C extension is not built")
 
@@ -460,3 +463,294 @@ class TestCall:
         assert 2 == seen["parent"]
         assert seen["rehanded"]
         assert 3 == seen["c_lines"]
+
+
+class TestFoundByMutants:
+    """Cases that mutation testing of _speedups.c's EventHandle (and the C code it
+    shares with Handle) found no test for: each fails with one small change of the C
+    or Python code it names."""
+
+    @pytest.mark.parametrize(
+        "event",
+        [
+            {"event": _Key("a str subclass")},  # _ship_common: type(text) is not str
+            {"event": "e", "level": _Key("error")},  # nor a level that is not a str
+            {"event": "k", _Key("timestamp"): 1.7e9},  # nor a key (user code may run)
+        ],
+    )
+    def test_str_subclasses_go_to_python(
+        self, procs: tuple[LogDNAProcessor, LogDNAProcessor], event: dict[Any, Any]
+    ) -> None:
+        python_decides(procs, "info", event)
+
+    def test_texts_up_to_max_chars_are_built_in_c(
+        self, procs: tuple[LogDNAProcessor, LogDNAProcessor]
+    ) -> None:
+        """1 to plain_max_chars characters, as LineBuilder.entry's fast path: the
+        longest is built in C, one more character goes to Python."""
+        fast = procs[0]
+        max_chars = fast.client._builder.plain_max_chars
+        before = c_lines(fast)
+        fast_lines, slow_lines = through_both(procs, "info", {"event": "x" * max_chars})
+        assert slow_lines == fast_lines
+        assert before + 2 == c_lines(fast)
+        python_decides(procs, "info", {"event": "x" * (max_chars + 1)})
+
+    def test_redaction_that_lengthens_the_text_past_max_chars(
+        self, procs: tuple[LogDNAProcessor, LogDNAProcessor]
+    ) -> None:
+        """A marker longer than the secret it replaces can take the text past
+        plain_max_chars: LineBuilder.entry leaves it to encode(), which caps it."""
+        max_chars = procs[0].client._builder.plain_max_chars
+        secret = " password: x"
+        lines = python_decides(procs, "info", {"event": "a" * (max_chars - len(secret)) + secret})
+        assert b"REDACTED" in lines[0]
+
+    def test_entries_over_the_total_limit_go_to_python(self) -> None:
+        """An entry with meta longer than LineBuilder.total_limit is made by encode(),
+        which shrinks it: not built in C."""
+        out = []
+        for pure in ("0", "1"):
+            os.environ["LOGDNA_CLIENT_PURE_PYTHON"] = pure
+            try:
+                p = offline_processor(max_batch_bytes=4096)
+            finally:
+                del os.environ["LOGDNA_CLIENT_PURE_PYTHON"]
+            try:
+                for _ in range(3):
+                    p(None, "info", {"event": "\x01" * 1000, "n": 1, "timestamp": 1.7e9})
+                out.append((list(p.client._buffer.entries), c_lines(p)))
+            finally:
+                p.client.close(timeout=0)
+        assert out[1][0] == out[0][0]
+        assert 0 == out[0][1]
+
+    def test_a_clock_that_returns_an_int(
+        self, procs: tuple[LogDNAProcessor, LogDNAProcessor], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A clock patched to return an int (a test's fake) stamps both paths alike."""
+        monkeypatch.setattr(time, "time", lambda: 1_700_000_000)
+        fast_lines, slow_lines = through_both(procs, "info", {"event": "int clock"})
+        assert slow_lines == fast_lines
+        assert 1_700_000_000_000 == json.loads(fast_lines[-1][1:])["timestamp"]
+
+    def test_the_queued_bytes_count_as_in_python(
+        self, procs: tuple[LogDNAProcessor, LogDNAProcessor]
+    ) -> None:
+        """The C put counts each entry as Buffer.put_entry does (its ENTRY_OVERHEAD too)."""
+        fast = procs[0]
+        before = c_lines(fast)
+        through_both(procs, "info", {"event": "counted", "n": 1}, times=3)
+        assert before + 2 <= c_lines(fast)
+        buffers = [p.client._buffer for p in procs]
+        assert [b.queued_bytes for b in buffers] == [
+            sum(map(len, b.entries)) + ENTRY_OVERHEAD * len(b.entries) for b in buffers
+        ]
+
+    def test_queued_entries_are_not_leaked(
+        self, procs: tuple[LogDNAProcessor, LogDNAProcessor]
+    ) -> None:
+        """The buffer holds the only reference to an entry built in C, as to one built
+        in Python: nothing is kept (or leaked) by the C call."""
+        fast = procs[0]
+        through_both(procs, "info", {"event": "held once"})
+        before = c_lines(fast)
+        through_both(procs, "info", {"event": "held once"}, times=1)
+        assert before + 1 == c_lines(fast)
+        fast_entry, slow_entry = (p.client._buffer.entries[-1] for p in procs)
+        assert sys.getrefcount(slow_entry) == sys.getrefcount(fast_entry)
+
+    def test_keywords_with_three_arguments_go_to_python(self) -> None:
+        """A call with keywords is the Python method's, even with three positional
+        arguments (it raises TypeError, as the Python path does)."""
+        p = offline_processor()
+        try:
+            for _ in range(2):  # the level's JSON known: the C call would build this one
+                p(None, "info", {"event": "plain"})
+            built, queued = c_lines(p), len(p.client._buffer.entries)
+            with pytest.raises(TypeError):
+                p(None, "info", {"event": "kw"}, extra=1)  # type: ignore[call-arg]
+            assert (built, queued) == (c_lines(p), len(p.client._buffer.entries))
+        finally:
+            p.client.close(timeout=0)
+
+    def test_pure_python_zero_keeps_the_c_call(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """LOGDNA_CLIENT_PURE_PYTHON=0 is the same as unset."""
+        monkeypatch.setenv("LOGDNA_CLIENT_PURE_PYTHON", "0")
+        p = offline_processor()
+        try:
+            for _ in range(3):
+                p(None, "info", {"event": "c"})
+            assert 1 <= c_lines(p)
+        finally:
+            p.client.close(timeout=0)
+
+    @pytest.mark.parametrize("name", ["levels", "key_kinds"])
+    def test_pieces_of_the_wrong_type_are_refused(self, name: str) -> None:
+        """The C call looks its dicts up with the dict API: anything else is refused
+        when it is handed, not used."""
+        p = offline_processor()
+        try:
+            pieces = {
+                "levels": {"info": "INFO"},
+                "key_kinds": {},
+                "time": time,
+                "timestamp_of": timestamp_of,
+                **_native.pieces(p.client._builder, p.client._buffer),
+            }
+            pieces[name] = list(pieces[name])
+            with pytest.raises(TypeError):
+                _native.speedups.EventHandle(slow=print, queue=print, **pieces)
+        finally:
+            p.client.close(timeout=0)
+
+    def test_a_subclass_process_is_called_as_on_the_python_path(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The C call hands every event it does not build to LogDNAProcessor._process,
+        as the class without the C extension calls it (``__call__ = _process`` binds
+        that function): a subclass's _process of its own (a private method) is not
+        the call, on either path. A subclass hooks the call with __call__."""
+        seen: list[str] = []
+
+        class Overriding(LogDNAProcessor):
+            def _process(self, logger: Any, method_name: str, event_dict: Any) -> Any:
+                seen.append(method_name)
+                return super()._process(logger, method_name, event_dict)
+
+        for pure in ("0", "1"):
+            monkeypatch.setenv("LOGDNA_CLIENT_PURE_PYTHON", pure)
+            p = Overriding(key="k", url=UNREACHABLE, hostname="t", flush_interval=3600)
+            try:
+                for event in ({"event": "common"}, {"event": 42}, {"event": "common"}):
+                    p(None, "info", event)
+                assert 3 == len(p.client._buffer.entries)
+            finally:
+                p.client.close(timeout=0)
+        assert [] == seen
+
+
+@pytest.fixture
+def handlers(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[LogDNAHandler, LogDNAHandler]]:
+    """A LogDNAHandler on the C path and one on the Python path (see test_speedups)."""
+    fast = offline_handler()
+    monkeypatch.setenv("LOGDNA_CLIENT_PURE_PYTHON", "1")
+    slow = offline_handler()
+    monkeypatch.delenv("LOGDNA_CLIENT_PURE_PYTHON")
+    for h in (fast, slow):
+        h.handle(record())  # the level's JSON and the logger's name get known
+    yield fast, slow
+    for h in (fast, slow):
+        h.client.close(timeout=0)
+        h.close()
+
+
+def handled(h: LogDNAHandler, r: logging.LogRecord) -> tuple[list[bytes], int]:
+    """What ``h`` queues for ``r``, and how many of those lines C built."""
+
+    def built() -> int:
+        return 0 if h._fast is None else h._fast.lines  # type: ignore[attr-defined]
+
+    before, lines = len(h.client._buffer.entries), built()
+    h.handle(r)
+    return list(h.client._buffer.entries)[before:], built() - lines
+
+
+class TestMayShip:
+    """may_ship (shared by the C handle of LogDNAHandler): which thread a record was
+    made on and which one handles it, as LogDNAHandler._deliver tells them apart."""
+
+    def test_a_record_made_on_a_sender_thread_handled_elsewhere(
+        self, handlers: tuple[LogDNAHandler, LogDNAHandler]
+    ) -> None:
+        """A record urllib3 made on a sender thread and a QueueListener handles on its
+        own thread is never shipped: the record's thread is the one that counts."""
+        sender = threading.get_ident() + 1
+        r = record()
+        r.thread = sender
+        SENDER_THREADS.add(sender)
+        try:
+            for h in handlers:
+                assert ([], 0) == handled(h, twin(r))
+        finally:
+            SENDER_THREADS.discard(sender)
+
+    def test_a_record_from_another_thread_handled_while_busy(
+        self, handlers: tuple[LogDNAHandler, LogDNAHandler]
+    ) -> None:
+        """This thread inside our code (a signal handler that logs) handling a record
+        made on another thread: the running thread is the busy one, and Python ships
+        it as a nested line."""
+        r = record()
+        r.thread = threading.get_ident() + 1
+        me = threading.get_ident()
+        out = []
+        BUSY_THREADS.add(me)
+        try:
+            for h in handlers:
+                out.append(handled(h, twin(r)))
+        finally:
+            BUSY_THREADS.discard(me)
+        assert 1 == len(out[0][0])
+        assert out[1] == out[0]
+
+    def test_the_first_record_of_the_librarys_own_logger(
+        self, handlers: tuple[LogDNAHandler, LogDNAHandler]
+    ) -> None:
+        """A logger name not seen yet is Python's to judge: the library's own are never
+        shipped, from the first record on (here with no record attribute in meta, so
+        that no per-name meta cache sends a new name to Python anyway)."""
+        out = []
+        for pure in ("0", "1"):
+            os.environ["LOGDNA_CLIENT_PURE_PYTHON"] = pure
+            try:
+                h = offline_handler(record_meta=())
+            finally:
+                del os.environ["LOGDNA_CLIENT_PURE_PYTHON"]
+            try:
+                h.handle(record())  # the level's JSON known
+                out.append(handled(h, record(name="logdna_client.mutants")))
+                out.append(handled(h, record(name="app.mutants")))
+            finally:
+                h.client.close(timeout=0)
+                h.close()
+        assert ([], 0) == out[0] == out[2]
+        assert 1 == len(out[1][0]) == len(out[3][0])  # another new name ships
+
+    def test_a_thread_id_of_an_int_subclass_goes_to_python(
+        self, handlers: tuple[LogDNAHandler, LogDNAHandler]
+    ) -> None:
+        """A record.thread that is an int subclass (its hash is user code) goes to
+        Python, which ships it as usual."""
+
+        class Ident(int):
+            pass
+
+        r = record()
+        r.thread = Ident(threading.get_ident())
+        fast, slow = (handled(h, twin(r)) for h in handlers)
+        assert (slow[0], 0) == fast
+        assert 1 == len(fast[0])
+
+
+def test_keys_that_are_not_str_go_to_python_without_redaction(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With redaction off no set of known keys stands in the way: a key that is not a
+    str is still Python's (which ships it as its str), never written by the C call."""
+    monkeypatch.setattr(time, "time", lambda: NOW)
+    out = []
+    for pure in ("0", "1"):
+        monkeypatch.setenv("LOGDNA_CLIENT_PURE_PYTHON", pure)
+        p = offline_processor(redact=False)
+        try:
+            for _ in range(2):
+                p(None, "info", {"event": "k", "plain": 1})
+            built = c_lines(p)
+            for key in (3, None, True):
+                p(None, "info", {"event": "k", key: "v"})
+            out.append((list(p.client._buffer.entries), c_lines(p) - built))
+        finally:
+            p.client.close(timeout=0)
+    assert out[1][0] == out[0][0]
+    assert 0 == out[0][1]

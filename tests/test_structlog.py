@@ -211,6 +211,9 @@ class TestTimestamp:
             (" 2023-11-14T22:13:20Z\n", 1_700_000_000_000),
             ("2023-11-14 22:13:20.500+00:00", 1_700_000_000_500),
             ("1e12", 1_000_000_000_000),
+            ("2023-11-14T22:13:20z", 1_700_000_000_000),  # a lowercase "z" is UTC too
+            ("2023-11-14T22:13:20.123900Z", 1_700_000_000_123),  # truncated, as int()
+            ("999e-1", 99_900),  # a number with a "-" where a date has one
             (dt.datetime(2023, 11, 14, 22, 13, 20, tzinfo=dt.timezone.utc), 1_700_000_000_000),
         ],
     )
@@ -221,11 +224,29 @@ class TestTimestamp:
     @pytest.mark.parametrize(
         "value",
         ["yesterday", "", None, True, float("nan"), -5, [1], {}, "2023-13-45T00:00:00Z",
-         "1234-5678", "2023-", "1e400", "-1e9"],
+         "1234-5678", "2023-", "1e400", "-1e9", 0, 0.0, "0", 1e14, 10**14, "1e14"],
     )  # fmt: skip
     def test_not_understood(self, value: object) -> None:
         """Anything else is not a timestamp."""
         assert None is timestamp_of(value)
+
+    def test_z_is_utc_whatever_the_local_zone(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A trailing "Z" is UTC, not local time (text without an offset is local)."""
+        if not hasattr(time, "tzset"):
+            pytest.skip("needs time.tzset")
+        monkeypatch.setenv("TZ", "XST+5")
+        time.tzset()
+        try:
+            assert 1_700_000_000_000 == timestamp_of("2023-11-14T22:13:20Z")
+            assert 1_700_018_000_000 == timestamp_of("2023-11-14T22:13:20")
+        finally:
+            monkeypatch.undo()
+            time.tzset()
+
+    @pytest.mark.skipif(sys.version_info < (3, 11), reason="3.11's fromisoformat reads it")
+    def test_iso_basic_format(self) -> None:
+        """ISO-8601 text that does not start like "2023-" (the basic format) is read."""
+        assert 1_700_000_000_000 == timestamp_of("20231114T221320Z")
 
     def test_timestamper_iso_is_used(self, proc: LogDNAProcessor, client: CapturingClient) -> None:
         """TimeStamper(fmt="iso") output becomes the line's timestamp, not meta."""
@@ -379,6 +400,20 @@ class TestNeverHurts:
         reports = [r for r in caplog.records if r.name == "logdna_client"]
         assert 1 == len(reports)  # rate-limited: once per kind
 
+    def test_a_failing_report_is_not_raised(
+        self, proc: LogDNAProcessor, client: CapturingClient, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Reporting an event that could not be shipped never raises either."""
+
+        def broken(*args: Any, **kwargs: Any) -> bytes:
+            raise RuntimeError("bug")
+
+        proc._entry = broken  # type: ignore[assignment]
+        monkeypatch.setattr(client._reporter, "report", broken)
+        event = {"event": "x"}
+        assert event is proc(None, "info", event)
+        assert 1 == client.stats()["dropped"].get("error")
+
     def test_rendered_string_still_ships(
         self, proc: LogDNAProcessor, client: CapturingClient
     ) -> None:
@@ -474,6 +509,14 @@ class _StrKey(str):
         return "shown"
 
 
+class _DefaultEvent(dict):  # type: ignore[type-arg]
+    """An event dict class (structlog takes any as context_class) whose get() gives a
+    default message: the general path, which reads it as a Mapping, ships that."""
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        return super().get(key, "(default)" if key == "event" else default)
+
+
 # Events the common path takes, and what the general path makes of them must be the
 # same bytes: text, level from the method or the ``level`` key, parsed timestamps,
 # meta (redacted, with odd but JSON-able values), text that entry() redacts or repairs.
@@ -515,6 +558,7 @@ UNUSUAL_EVENTS: list[tuple[str, Any]] = [
     ("info", {"event": "o", "obj": object()}),  # orjson does not know it
     ("info", {"event": "o", "big": 2**70}),  # nor this
     ("info", collections.OrderedDict(event="ordered")),
+    ("info", _DefaultEvent(user=1)),  # a dict subclass: its own get() and all
 ]
 
 
