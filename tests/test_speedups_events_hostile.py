@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,26 +18,15 @@ import pytest
 
 from logdna_client import _native
 from logdna_client.structlog import LogDNAProcessor
-from tests.test_speedups_events import NOW, offline_processor
+from tests import test_speedups_events
+from tests.test_speedups_events import NOW
 
 pytestmark = pytest.mark.skipif(_native.speedups is None, reason="the C extension is not built")
 
+#: The C-path and Python-path processors of test_speedups_events, as a fixture here too.
+procs = test_speedups_events.procs
+
 Procs = tuple[LogDNAProcessor, LogDNAProcessor]
-
-
-@pytest.fixture
-def procs(monkeypatch: pytest.MonkeyPatch) -> Iterator[Procs]:
-    """A processor on the C path and one on the Python path (see test_speedups_events)."""
-    monkeypatch.setattr(time, "time", lambda: NOW)
-    fast = offline_processor()
-    monkeypatch.setenv("LOGDNA_CLIENT_PURE_PYTHON", "1")
-    slow = offline_processor()
-    monkeypatch.delenv("LOGDNA_CLIENT_PURE_PYTHON")
-    for p in (fast, slow):
-        p(None, "info", {"event": "first"})  # starts the sender: puts go lock-free
-    yield fast, slow
-    for p in (fast, slow):
-        p.client.close(timeout=0)
 
 
 def queued(p: LogDNAProcessor, before: int) -> list[dict[str, Any]]:
