@@ -719,7 +719,6 @@ common_entry(Handle *self, PyObject *method_name, PyObject *event)
 {
     PyObject *text, *raw, *level, *key, *value, *kind, *meta = NULL, *entry = NULL, *got;
     PyObject *stamp = NULL;  /* the timestamp key's value */
-    PyObject *call = NULL;   /* timestamp_of, or the clock */
     Py_ssize_t pos = 0;
     char buf[META_ROOM], *out = buf + 1;
     const char *end = buf + META_ROOM - 1;  /* room kept for the "}" */
@@ -778,19 +777,19 @@ common_entry(Handle *self, PyObject *method_name, PyObject *event)
     if (stamp != NULL && (PyFloat_CheckExact(stamp) || PyLong_CheckExact(stamp))) {
         stamped = number_millis(stamp, &millis);  /* not a time: meta, then (Python decides) */
     }
+    else if (stamp != NULL) {
+        got = PyObject_CallOneArg(self->timestamp_of, stamp);
+        stamped = got != NULL && PyLong_CheckExact(got);
+        millis = stamped ? PyLong_AsLongLong(got) : 0;
+        stamped = stamped && !PyErr_Occurred();
+        Py_XDECREF(got);
+    }
     else {
-        call = stamp != NULL ? Py_NewRef(self->timestamp_of)
-                             : PyObject_GetAttr(self->time_module, s_time);
-        got = call == NULL ? NULL : stamp != NULL ? PyObject_CallOneArg(call, stamp)
-                                                  : PyObject_CallNoArgs(call);
-        stamped = got != NULL && (stamp != NULL ? PyLong_CheckExact(got) : PyFloat_CheckExact(got));
-        if (stamped && stamp != NULL) {
-            millis = PyLong_AsLongLong(got);
-            stamped = !PyErr_Occurred();
-        }
-        else if (stamped) {
-            stamped = millis_of(PyFloat_AS_DOUBLE(got), &millis);
-        }
+        PyObject *clock = PyObject_GetAttr(self->time_module, s_time);  /* at each call */
+        got = clock == NULL ? NULL : PyObject_CallNoArgs(clock);
+        stamped = got != NULL && PyFloat_CheckExact(got) &&
+                  millis_of(PyFloat_AS_DOUBLE(got), &millis);
+        Py_XDECREF(clock);
         Py_XDECREF(got);
     }
     if (stamped) {
@@ -800,7 +799,6 @@ done:
     Py_DECREF(text);
     Py_DECREF(level);
     Py_XDECREF(stamp);
-    Py_XDECREF(call);
     Py_XDECREF(meta);
     return entry;
 }
