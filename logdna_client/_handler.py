@@ -359,18 +359,10 @@ class LogDNAHandler(logging.Handler):
 
     def _queue_built(self, record: logging.LogRecord, entry: bytes) -> bool:
         """Queue an entry the C ``handle`` built, when the buffer wants its locked path."""
-        # Guarded as handle guards it: a signal handler or finalizer that logs while
-        # this thread holds the buffer's lock is dropped as re-entry, not deadlocked.
-        current = get_ident()
-        BUSY_THREADS.add(current)
         try:
-            self._client.put_entry(entry)
-            # A forked child has a buffer of its own: the C code uses it from now on.
-            self._fast.buffer = self._client._buffer
+            self._fast.buffer = _native.put_built(self._client, entry)
         except Exception:
             self._failed(record)
-        finally:
-            BUSY_THREADS.discard(current)
         return True
 
     def _is_own(self, name: object) -> bool:

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+from threading import get_ident
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -21,7 +22,10 @@ from ._buffer import ENTRY_OVERHEAD
 from ._line import ENTRY_END, ENTRY_HEAD, ENTRY_META, ENTRY_TIMESTAMP, LineBuilder, _escape
 from ._threads import BUSY_THREADS, SENDER_THREADS
 
-__all__ = ["API", "enabled", "pieces", "speedups"]
+if TYPE_CHECKING:
+    from ._client import Client
+
+__all__ = ["API", "enabled", "pieces", "put_built", "speedups"]
 
 #: The version of the arguments the C code takes; a build that says otherwise is
 #: one left from another version of the package (an editable install not rebuilt).
@@ -54,6 +58,25 @@ def enabled(builder: LineBuilder) -> bool:
         and builder.plain_max_chars > 0
         and os.environ.get("LOGDNA_CLIENT_PURE_PYTHON", "") in ("", "0")
     )
+
+
+def put_built(client: Client, entry: bytes) -> object:
+    """Queue an entry a C call built the locked way (``Client.put_entry``: the buffer
+    is full, closed, due to wake the sender, or not started yet), and return the
+    buffer the C call is to use from now on (a forked child's is new). Raises what
+    ``put_entry`` raises.
+
+    The thread is marked busy meanwhile, as the Python paths mark it: a signal
+    handler or finalizer that logs while it holds the buffer's lock takes the
+    nested path instead of deadlocking on that lock.
+    """
+    current = get_ident()
+    BUSY_THREADS.add(current)
+    try:
+        client.put_entry(entry)
+        return client._buffer
+    finally:
+        BUSY_THREADS.discard(current)
 
 
 def pieces(builder: LineBuilder, buffer: object) -> dict[str, Any]:

@@ -209,17 +209,10 @@ class LogDNAProcessor(_NativeCall):
 
     def _queue_built(self, event_dict: Any, entry: bytes) -> Any:
         """Queue an entry the C call built, when the buffer wants its locked path."""
-        # Guarded as _process guards it (see LogDNAHandler._queue_built).
-        thread = get_ident()
-        BUSY_THREADS.add(thread)
         try:
-            self._client.put_entry(entry)
-            # A forked child has a buffer of its own: the C code uses it from now on.
-            self._native_buffer = self._client._buffer
+            self._native_buffer = _native.put_built(self._client, entry)
         except Exception:
             self._failed()
-        finally:
-            BUSY_THREADS.discard(thread)
         return event_dict
 
     def _ship_common(self, method_name: str, event_dict: dict[str, Any]) -> bool:
