@@ -68,3 +68,19 @@ def in_forked_child(work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         seen: dict[str, Any] = json.loads(pipe.read())
     os.waitpid(pid, 0)
     return seen
+
+
+def busy_while_putting(client: Any, monkeypatch: Any) -> list[bool]:
+    """For each entry handed to ``client.put_entry`` from now on: whether the thread
+    handing it was marked busy (``BUSY_THREADS``), as the locked put must be."""
+    from logdna_client._threads import BUSY_THREADS
+
+    real_put = client.put_entry
+    seen: list[bool] = []
+
+    def put_entry(entry: bytes) -> bool:
+        seen.append(threading.get_ident() in BUSY_THREADS)
+        return bool(real_put(entry))
+
+    monkeypatch.setattr(client, "put_entry", put_entry)
+    return seen

@@ -22,7 +22,7 @@ from logdna_client import LogDNAHandler, _native
 from logdna_client import _handler as handler_module
 from logdna_client._threads import BUSY_THREADS, SENDER_THREADS
 from logdna_client.contrib import bind_request_context, reset_request_context
-from tests.helpers import in_forked_child, make_logger
+from tests.helpers import busy_while_putting, in_forked_child, make_logger
 
 UNREACHABLE = "http://127.0.0.1:1/logs/ingest"
 # Argument and extra values the C path formats itself (and a few it leaves to Python).
@@ -304,21 +304,14 @@ class TestSameBytes:
         meanwhile is dropped as re-entry instead of deadlocking on the buffer's lock."""
         fast = pair[0]
         client = fast.client
-        real_put = client.put_entry
-        busy_while_putting = []
-
-        def put_entry(entry: bytes) -> bool:
-            busy_while_putting.append(threading.get_ident() in BUSY_THREADS)
-            return real_put(entry)
-
-        monkeypatch.setattr(client, "put_entry", put_entry)
+        busy = busy_while_putting(client, monkeypatch)
         base = record()
         fast.handle(twin(base))  # makes the INFO stamp for this millisecond
         client._buffer.fast_limit = -1  # as while the sender takes a batch: puts must lock
         before = c_lines(fast)
         fast.handle(twin(base))
         assert before + 1 == c_lines(fast)
-        assert [True] == busy_while_putting
+        assert [True] == busy
 
     def test_sender_thread_records_without_thread_ids(
         self, pair: tuple[LogDNAHandler, LogDNAHandler]

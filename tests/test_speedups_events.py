@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -23,7 +24,7 @@ from logdna_client._event import timestamp_of
 from logdna_client._threads import BUSY_THREADS, SENDER_THREADS
 from logdna_client.contrib import bind_request_context, reset_request_context
 from logdna_client.structlog import LogDNAProcessor
-from tests.helpers import in_forked_child
+from tests.helpers import busy_while_putting, in_forked_child
 from tests.test_speedups import SCALARS, UNREACHABLE, offline_handler, record, twin
 
 pytestmark = pytest.mark.skipif(_native.speedups is None, reason="the C extension is not built")
@@ -35,6 +36,16 @@ def offline_processor(**options: Any) -> LogDNAProcessor:
     """A processor that never sends (a port nobody serves, an hourly interval)."""
     options.setdefault("flush_interval", 3600)
     return LogDNAProcessor(key="k", url=UNREACHABLE, hostname="t", app="a", env="e", **options)
+
+
+@contextmanager
+def offline(**options: Any) -> Iterator[LogDNAProcessor]:
+    """An ``offline_processor``, its client closed at the end of the block."""
+    p = offline_processor(**options)
+    try:
+        yield p
+    finally:
+        p.client.close(timeout=0)
 
 
 @pytest.fixture
@@ -193,8 +204,7 @@ class TestSameBytes:
         assert {"request_id": "r1", "n": 1} == json.loads(lines[0][1:])["meta"]
 
     def test_level_below_the_clients_is_not_shipped(self) -> None:
-        p = offline_processor(level="WARNING")
-        try:
+        with offline(level="WARNING") as p:
             for _ in range(2):  # the second time, the levels' JSON is known
                 p(None, "info", {"event": "quiet"})
                 p(None, "info", {"event": "quiet", "level": "debug"})
@@ -204,8 +214,6 @@ class TestSameBytes:
             assert ["loud"] * 4 == [line["line"] for line in lines]
             assert ["ERROR", "CRITICAL"] * 2 == [line["level"] for line in lines]
             assert 2 == c_lines(p)
-        finally:
-            p.client.close(timeout=0)
 
     def test_the_clock_is_read_per_event(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """Without a timestamp key, the line's time is the processor's clock at the call."""
@@ -215,16 +223,13 @@ class TestSameBytes:
         monkeypatch.setattr(
             time, "time", lambda: next(times) if threading.get_ident() == me else real()
         )
-        p = offline_processor()
-        try:
+        with offline() as p:
             p(None, "info", {"event": "tick", "timestamp": 1.0})  # the level's JSON known
             for _ in range(3):
                 p(None, "info", {"event": "tick"})
             stamps = [json.loads(e[1:])["timestamp"] for e in p.client._buffer.entries]
             assert [1_000, 10_000, 20_000, 30_000] == stamps
             assert 3 == c_lines(p)
-        finally:
-            p.client.close(timeout=0)
 
     def test_iso_timestamps_agree(self, procs: tuple[LogDNAProcessor, LogDNAProcessor]) -> None:
         stamp = dt.datetime(2026, 12, 5, 6, 7, 8, 901000, tzinfo=dt.timezone.utc).isoformat()
@@ -260,53 +265,41 @@ class TestCall:
     def test_is_the_c_call(self) -> None:
         """The processor's class has the C type as its base and no Python __call__ of its
         own; calling it ships and returns the event."""
-        p = offline_processor()
-        try:
+        with offline() as p:
             assert isinstance(p, _native.speedups.EventHandle)
             assert "__call__" not in vars(LogDNAProcessor)
             event = {"event": "x"}
             for _ in range(2):
                 assert p(None, "info", event) is event
             assert 1 <= c_lines(p)
-        finally:
-            p.client.close(timeout=0)
 
     def test_pure_python_switch(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("LOGDNA_CLIENT_PURE_PYTHON", "1")
-        p = offline_processor()
-        try:
+        with offline() as p:
             for _ in range(3):
                 p(None, "info", {"event": "py", "n": 1})
             assert 3 == len(p.client._buffer.entries)
             assert 0 == c_lines(p)
-        finally:
-            p.client.close(timeout=0)
 
     def test_unusable_extension_falls_back(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """An extension that refuses the pieces (say, a build left from another version)
         leaves the processor on the Python path, working."""
         real = _native.pieces
         monkeypatch.setattr(_native, "pieces", lambda *a: {**real(*a), "unknown": 1})
-        p = offline_processor()
-        try:
+        with offline() as p:
             for _ in range(3):
                 p(None, "info", {"event": "py"})
             assert 3 == len(p.client._buffer.entries)
             assert 0 == c_lines(p)
-        finally:
-            p.client.close(timeout=0)
 
     def test_keywords_and_other_arities_go_to_python(self) -> None:
-        p = offline_processor()
-        try:
+        with offline() as p:
             event = {"event": "kw"}
             assert p(None, "info", event_dict=event) is event
             with pytest.raises(TypeError):
                 p(None, "info")  # type: ignore[call-arg]
             assert 0 == c_lines(p)
             assert 1 == len(p.client._buffer.entries)
-        finally:
-            p.client.close(timeout=0)
 
     def test_not_initialised(self) -> None:
         """A processor whose __init__ never ran says so, instead of crashing."""
@@ -317,8 +310,7 @@ class TestCall:
     def test_initialised_once(self) -> None:
         """A second __init__ is refused (a call under way elsewhere holds its pieces);
         the processor keeps working."""
-        p = offline_processor()
-        try:
+        with offline() as p:
             with pytest.raises(TypeError, match="initialised already"):
                 p.__init__(key="k", url=UNREACHABLE)  # type: ignore[misc]
             with pytest.raises(TypeError, match="initialised already"):  # its C part's own
@@ -327,8 +319,6 @@ class TestCall:
                 p(None, "info", {"event": "still"})
             assert 1 <= c_lines(p)
             assert 2 == len(p.client._buffer.entries)
-        finally:
-            p.client.close(timeout=0)
 
     def test_a_failing_locked_put_is_counted_and_reported(
         self, procs: tuple[LogDNAProcessor, LogDNAProcessor], caplog: pytest.LogCaptureFixture
@@ -365,12 +355,9 @@ class TestCall:
             p.client.close(timeout=0)
 
     def test_copies_are_the_processor(self) -> None:
-        p = offline_processor()
-        try:
+        with offline() as p:
             assert copy.copy(p) is p
             assert copy.deepcopy([p])[0] is p
-        finally:
-            p.client.close(timeout=0)
 
     def test_threads_are_told_apart(self, procs: tuple[LogDNAProcessor, LogDNAProcessor]) -> None:
         """The C call knows which thread logs each time: after this thread's events, a
@@ -399,25 +386,20 @@ class TestCall:
         assert ["main", "another thread", "main again"] == lines[-3:]
         assert before + 2 == c_lines(fast)
 
-    def test_locked_put_is_guarded(self, procs: tuple[LogDNAProcessor, LogDNAProcessor]) -> None:
+    def test_locked_put_is_guarded(
+        self, procs: tuple[LogDNAProcessor, LogDNAProcessor], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         """A line the C call hands to the buffer's locked put is queued with the thread
         marked busy, as on the Python path (see LogDNAHandler's test)."""
         fast = procs[0]
         client = fast.client
-        real_put = client.put_entry
-        busy_while_putting = []
-
-        def put_entry(entry: bytes) -> bool:
-            busy_while_putting.append(threading.get_ident() in BUSY_THREADS)
-            return real_put(entry)
-
-        client.put_entry = put_entry
+        busy = busy_while_putting(client, monkeypatch)
         client._buffer.fast_limit = -1  # as while the sender takes a batch: puts must lock
         before = c_lines(fast)
         event = {"event": "locked"}
         assert fast(None, "info", event) is event
         assert before + 1 == c_lines(fast)
-        assert [True] == busy_while_putting
+        assert [True] == busy
         assert threading.get_ident() not in BUSY_THREADS
 
     def test_processor_is_collected(self) -> None:
@@ -563,34 +545,27 @@ class TestFoundByMutants:
     def test_keywords_with_three_arguments_go_to_python(self) -> None:
         """A call with keywords is the Python method's, even with three positional
         arguments (it raises TypeError, as the Python path does)."""
-        p = offline_processor()
-        try:
+        with offline() as p:
             for _ in range(2):  # the level's JSON known: the C call would build this one
                 p(None, "info", {"event": "plain"})
             built, queued = c_lines(p), len(p.client._buffer.entries)
             with pytest.raises(TypeError):
                 p(None, "info", {"event": "kw"}, extra=1)  # type: ignore[call-arg]
             assert (built, queued) == (c_lines(p), len(p.client._buffer.entries))
-        finally:
-            p.client.close(timeout=0)
 
     def test_pure_python_zero_keeps_the_c_call(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """LOGDNA_CLIENT_PURE_PYTHON=0 is the same as unset."""
         monkeypatch.setenv("LOGDNA_CLIENT_PURE_PYTHON", "0")
-        p = offline_processor()
-        try:
+        with offline() as p:
             for _ in range(3):
                 p(None, "info", {"event": "c"})
             assert 1 <= c_lines(p)
-        finally:
-            p.client.close(timeout=0)
 
     @pytest.mark.parametrize("name", ["levels", "key_kinds"])
     def test_pieces_of_the_wrong_type_are_refused(self, name: str) -> None:
         """The C call looks its dicts up with the dict API: anything else is refused
         when it is handed, not used."""
-        p = offline_processor()
-        try:
+        with offline() as p:
             pieces = {
                 "levels": {"info": "INFO"},
                 "key_kinds": {},
@@ -601,8 +576,6 @@ class TestFoundByMutants:
             pieces[name] = list(pieces[name])
             with pytest.raises(TypeError):
                 _native.speedups.EventHandle(slow=print, queue=print, **pieces)
-        finally:
-            p.client.close(timeout=0)
 
     def test_a_subclass_process_is_called_as_on_the_python_path(
         self, monkeypatch: pytest.MonkeyPatch
@@ -742,15 +715,12 @@ def test_keys_that_are_not_str_go_to_python_without_redaction(
     out = []
     for pure in ("0", "1"):
         monkeypatch.setenv("LOGDNA_CLIENT_PURE_PYTHON", pure)
-        p = offline_processor(redact=False)
-        try:
+        with offline(redact=False) as p:
             for _ in range(2):
                 p(None, "info", {"event": "k", "plain": 1})
             built = c_lines(p)
             for key in (3, None, True):
                 p(None, "info", {"event": "k", key: "v"})
             out.append((list(p.client._buffer.entries), c_lines(p) - built))
-        finally:
-            p.client.close(timeout=0)
     assert out[1][0] == out[0][0]
     assert 0 == out[0][1]
