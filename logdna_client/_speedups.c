@@ -3,8 +3,8 @@
  * for the common structlog event, in C (see _native.py).
  *
  * A leaf: it reads the record through the public C API (its __dict__, as
- * PyObject_GenericGetDict gives it), uses only objects the handler hands it
- * when it is built, and builds the entry bytes for the common record, which
+ * PyObject_GenericGetDict gives it), uses only objects the handler or processor
+ * hands it when it is built, and builds the entry bytes for the common record, which
  * is most of what the Python path costs in bytecode: the commonest messages
  * (%s and %d of ints and plain strs) and flat scalar meta are written straight
  * into bytes, as PyUnicode_Format and orjson would write them, with no str or
@@ -19,17 +19,18 @@
  *
  * Every other record or event, and any for which something here fails, goes
  * to the Python LogDNAHandler.handle or LogDNAProcessor._process untouched,
- * which decides and builds as it always does (tests/test_speedups.py checks
- * that both give the same bytes).
+ * which decides and builds as it always does (tests/test_speedups.py and
+ * tests/test_speedups_events.py check that both give the same bytes).
  *
- * A Handle runs no user code (only exact LogRecord instances, exact builtin
- * argument and meta types, the stdlib's own getMessage and our formatter), so
- * it needs no re-entry guard; an EventHandle may (timestamp_of, a key's __eq__),
- * and marks its thread busy as LogDNAProcessor._process does. The put runs no
- * Python code and releases no GIL, so the buffer's lock-free protocol holds as
- * it does in Python (see _buffer.py). The module
- * declares that it needs the GIL, and _handler.py does not import it on
- * builds without one, nor on other Pythons than CPython.
+ * A Handle runs little user code (only exact LogRecord instances, exact builtin
+ * argument and meta types, the stdlib's own getMessage and our formatter; at
+ * most the __eq__ of an extra= key that collides with a name, which is why the
+ * values it looks up are held), so it needs no re-entry guard; an EventHandle
+ * runs more (timestamp_of, a timestamp's __float__), and marks its thread busy
+ * as LogDNAProcessor._process does. The put runs no Python code and releases
+ * no GIL, so the buffer's lock-free protocol holds as it does in Python (see
+ * _buffer.py). The module declares that it needs the GIL, and _native.py does
+ * not import it on builds without one, nor on other Pythons than CPython.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
