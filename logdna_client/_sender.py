@@ -71,6 +71,14 @@ def gzip_entries(entries: list[bytes]) -> bytes:
     return b"".join(parts)
 
 
+def _app_lines(lines: list[bytes], summary: bytes | None) -> int:
+    """How many of ``lines`` are the application's: our drop-summary line is not one
+    (never counted sent, dropped or lost). Most batches carry none: no pass per line."""
+    if summary is None:
+        return len(lines)
+    return sum(1 for line in lines if line is not summary)
+
+
 def _gzip(body: bytes) -> bytes:
     """Gzip container around a deflate stream, at our chosen level."""
     compressor = zlib.compressobj(_GZIP_LEVEL, zlib.DEFLATED, 31)
@@ -442,8 +450,7 @@ class Sender:
         pending: list[list[bytes]] = [lines]
 
         def undelivered() -> int:
-            # The summary line is ours, not the app's: never count it as lost.
-            return sum(1 for part in pending for line in part if line is not summary)
+            return sum(_app_lines(part, summary) for part in pending)
 
         try:
             self._deliver_parts(pending, summary, handoff=kept, own=not replayed)
@@ -481,10 +488,6 @@ class Sender:
         single_rejects = 0
         buffer = self._buffer
 
-        def app_lines(lines: list[bytes]) -> int:
-            # Our summary line is not an app line: neither sent nor dropped in stats.
-            return sum(1 for line in lines if line is not summary)
-
         while pending:
             part = pending[0]
             outcome = self._post(part)
@@ -494,7 +497,7 @@ class Sender:
             if kind is Kind.OK or kind is Kind.PARTIAL:
                 pending.pop(0)
                 handoff = False  # part of it went: retrying from disk would duplicate that
-                count = app_lines(part)
+                count = _app_lines(part, summary)
                 rejected = min(outcome.rejected, count)
                 if own:
                     self.stats.sent += count - rejected
@@ -523,7 +526,7 @@ class Sender:
                     # Not one bad line: the server refuses everything (a 413 to any
                     # size, a 400 to any line). Count the batch, and back off
                     # before the next one instead of probing it line by line too.
-                    rest = sum(app_lines(p) for p in pending)
+                    rest = sum(_app_lines(p, summary) for p in pending)
                     pending.clear()
                     if rest:
                         self._reject(rest, outcome, own)
