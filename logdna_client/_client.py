@@ -23,7 +23,8 @@ from typing_extensions import Self, Unpack
 from . import _capture, _exit
 from ._buffer import SEPARATOR, Buffer
 from ._config import Config, hide_key
-from ._line import LineBuilder, safe_str
+from ._event import timestamp_of
+from ._line import LineBuilder, now_millis, safe_str
 from ._options import ClientOptions, check_option_names, with_options_help
 from ._report import Reporter
 from ._retry import Backoff
@@ -260,11 +261,13 @@ class Client:
         app: str | None = None,
         env: str | None = None,
         meta: Mapping[str, Any] | None = None,
-        timestamp: float | int | _dt.datetime | None = None,
+        timestamp: float | int | _dt.datetime | str | None = None,
     ) -> bool:
         """Queue one line; never raises. True when queued, False when dropped or filtered.
 
-        ``timestamp``: a datetime, epoch seconds, or epoch milliseconds; default now.
+        ``timestamp``: a datetime, epoch seconds or milliseconds, or ISO-8601 text, read
+        as the structlog processor reads one (``timestamp_of``); now when it is None or
+        not a time (NaN, negative, past the year 5000).
         """
         try:
             if isinstance(level, int):
@@ -278,8 +281,8 @@ class Client:
                 return False
             data = self._builder.encode(
                 text if isinstance(text, str) else safe_str(text),
-                level_name[:80],
-                _to_millis(timestamp),
+                level_name,
+                _millis_or_now(timestamp),
                 dict(meta) if meta else None,
                 app,
                 env,
@@ -303,7 +306,7 @@ class Client:
         return self._builder.encode(
             f"logdna_client: {total} lines dropped ({reasons})",
             "WARNING",
-            int(time.time() * 1000),
+            now_millis(),
             {"logdna_client_dropped": counts},
         )
 
@@ -484,11 +487,6 @@ class Client:
 Client.__doc__ = with_options_help(Client.__doc__)
 
 
-def _to_millis(timestamp: float | int | _dt.datetime | None) -> int:
-    if timestamp is None:
-        return int(time.time() * 1000)
-    if isinstance(timestamp, _dt.datetime):
-        return int(timestamp.timestamp() * 1000)
-    value = float(timestamp)
-    # Epoch seconds are ~1.7e9 today; milliseconds ~1.7e12.
-    return int(value if value > 1e11 else value * 1000)
+def _millis_or_now(timestamp: object) -> int:
+    found = timestamp_of(timestamp) if timestamp is not None else None
+    return found if found is not None else now_millis()

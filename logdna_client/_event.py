@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any
 
-from ._line import safe_str
+from ._line import millis, safe_str
 
 __all__ = ["LEVELNOS", "LEVELS", "UNUSUAL_KEYS", "event_dict_to_line", "level_of", "timestamp_of"]
 
@@ -74,7 +74,7 @@ def level_of(method_name: str, event_dict: Mapping[str, Any]) -> str:
     if found is not None:
         return found
     found = LEVELS.get(name.lower())
-    return found if found is not None else (name.upper()[:80] or "INFO")
+    return found if found is not None else (name.upper() or "INFO")  # the builder caps it
 
 
 _LEVEL_BY_NO = frozenset({logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR,
@@ -96,7 +96,7 @@ def timestamp_of(value: object) -> int | None:
         if isinstance(value, (int, float)):  # a tuple: ``int | float`` is made anew each call
             return _number_millis(float(value))
         if isinstance(value, _dt.datetime):
-            return int(value.timestamp() * 1000)
+            return millis(value.timestamp())
     except Exception:
         pass
     return None
@@ -121,7 +121,7 @@ def _iso_millis(text: str) -> int:
     # A trailing "Z" is UTC (3.10's fromisoformat does not know it).
     if text.endswith(("Z", "z")):
         text = text[:-1] + "+00:00"
-    return int(_dt.datetime.fromisoformat(text).timestamp() * 1000)
+    return millis(_dt.datetime.fromisoformat(text).timestamp())
 
 
 def _number_millis(number: float) -> int | None:
@@ -129,7 +129,7 @@ def _number_millis(number: float) -> int | None:
     if not math.isfinite(number) or number <= 0 or number >= 1e14:
         return None
     # Epoch seconds are ~1.7e9 today, milliseconds ~1.7e12.
-    return int(number if number > 1e11 else number * 1000)
+    return int(number) if number > 1e11 else millis(number)
 
 
 def _exception_text(exc_info: object) -> str | None:

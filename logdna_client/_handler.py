@@ -36,7 +36,7 @@ from ._config import Secret, hide_key
 from ._context import current as request_context
 from ._errors import ConfigurationError
 from ._event import event_dict_to_line
-from ._line import safe_str
+from ._line import millis, now_millis, safe_str
 from ._options import ClientOptions, with_options_help
 from ._report import logger as _own_logger
 from ._threads import BUSY_THREADS, NESTED_THREADS, SENDER_THREADS
@@ -335,9 +335,9 @@ class LogDNAHandler(logging.Handler):
         if type(level) is not str:  # a record made by hand, or changed by a filter
             level = safe_str(level)
         created = record.created
-        # _millis, without the call for the usual float (NaN and infinities fail the test).
+        # The usual float goes straight to millis (NaN and infinities fail the test).
         usual = type(created) is float and -1e15 < created < 1e15
-        ms = int(created * 1000) if usual else _millis(created)
+        ms = millis(created) if usual else _millis(created)
         entry = self._entry(text, level, ms, meta, data)
         if entry is not None:
             self._client.put_entry(entry)
@@ -440,10 +440,10 @@ def _millis(created: object) -> int:
     """``created`` in epoch milliseconds; now, where it is not a usable time (NaN, a string)."""
     if not isinstance(created, str | bytes):  # a number of any kind (a Decimal, say)
         try:
-            return int(created * 1000)  # type: ignore[operator]
+            return millis(created)  # type: ignore[arg-type]
         except Exception:  # NaN, infinite, None, an object
             pass
-    return int(time.time() * 1000)
+    return now_millis()
 
 
 def _unformattable(record: logging.LogRecord, exc: Exception) -> str:

@@ -41,11 +41,13 @@ __all__ = [
 LINE_BYTES = 16 * 1024
 #: Meta, as serialized JSON bytes.
 META_BYTES = 32 * 1024
-#: The service's cap on app names; clients (and our builder) cut at NAME_CHARS.
+#: The service's caps on app and level names (what the sender enforces on a line
+#: that reached it longer, from ``before_send`` say).
 APP_CHARS = 512
 LEVEL_CHARS = 80
-#: hostname, app, env and level as the official clients cap them.
-NAME_CHARS = 80
+#: The builder's cap on app, env and level names, as the official clients cap them
+#: (``LineBuilder`` is its one home); within the service's caps above.
+NAME_CHARS = 80  # tests/test_limits.py holds it within them
 #: The one hard number the vendor documents: 10 MB per request body.
 BODY_BYTES = 10_000_000
 

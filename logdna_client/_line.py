@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json.encoder
 import logging
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
@@ -26,7 +27,16 @@ from ._context import clean_path
 from ._limits import META_BYTES, NAME_CHARS
 from ._redact import MAX_DEPTH, Redactor, has_trigger, is_named_tuple, named_tuple_fields
 
-__all__ = ["ENTRY_END", "ENTRY_HEAD", "ENTRY_META", "ENTRY_TIMESTAMP", "LineBuilder", "safe_str"]
+__all__ = [
+    "ENTRY_END",
+    "ENTRY_HEAD",
+    "ENTRY_META",
+    "ENTRY_TIMESTAMP",
+    "LineBuilder",
+    "millis",
+    "now_millis",
+    "safe_str",
+]
 
 _log = logging.getLogger("logdna_client")
 
@@ -69,6 +79,21 @@ _META_EXCERPT = 1000
 def _log_report(kind: str, level: int, message: str, *args: object, exc_info: bool = False) -> bool:
     _log.log(level, message, *args, exc_info=exc_info)
     return True
+
+
+def millis(seconds: float) -> int:
+    """Epoch seconds as a line's timestamp: whole epoch milliseconds, cut toward zero.
+
+    The one rule for every path that stamps a line (the C code's ``millis_of``
+    mirrors it); ``seconds`` may be any number (a Decimal, say).
+    """
+    return int(seconds * 1000)
+
+
+def now_millis() -> int:
+    """A line's timestamp for now: ``millis(time.time())``, the clock read at each call
+    (a clock patched later, by freezegun say, is the one used)."""
+    return millis(time.time())
 
 
 def safe_str(value: object) -> str:
@@ -360,7 +385,7 @@ class LineBuilder:
                             return made
                     except (UnicodeEncodeError, TypeError):
                         pass  # surrogates, odd meta: encode() repairs them
-            line = encode(text, level[:_NAME_CAP], timestamp, meta)
+            line = encode(text, level, timestamp, meta)
             return SEPARATOR + line if line is not None else None
 
         return entry

@@ -37,7 +37,7 @@ from ._client import Client
 from ._config import hide_key
 from ._errors import ConfigurationError
 from ._event import LEVELNOS, LEVELS, UNUSUAL_KEYS, event_dict_to_line, level_of, timestamp_of
-from ._line import safe_str
+from ._line import millis, now_millis, safe_str
 from ._options import ClientOptions, with_options_help
 from ._threads import BUSY_THREADS, NESTED_THREADS, SENDER_THREADS
 
@@ -257,7 +257,7 @@ class LogDNAProcessor(_NativeCall):
                 return False
         else:
             meta = None
-        entry = self._entry(text, level, int(time.time() * 1000) if ts is None else ts, meta, data)
+        entry = self._entry(text, level, now_millis() if ts is None else ts, meta, data)
         if entry is not None:
             self._client.put_entry(entry)
         return True
@@ -270,7 +270,7 @@ class LogDNAProcessor(_NativeCall):
             text = event_dict if isinstance(event_dict, str) else safe_str(event_dict)
             level = LEVELS.get(method_name, "INFO")
             if self._passes(level):
-                entry = builder.entry(text, level, int(time.time() * 1000), None, None)
+                entry = builder.entry(text, level, now_millis(), None, None)
                 if entry is not None:
                     self._client.put_entry(entry)
             return
@@ -290,7 +290,7 @@ class LogDNAProcessor(_NativeCall):
         )
         if ts is None:
             created = getattr(record, "created", None) if record is not None else None
-            ts = int((created if isinstance(created, float) else time.time()) * 1000)
+            ts = millis(created) if isinstance(created, float) else now_millis()
         entry = builder.entry(text, level, ts, meta, None)
         if entry is not None:
             self._client.put_entry(entry)

@@ -13,6 +13,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+#: A loopback address nothing listens on (no key needed for loopback; never contacted
+#: by a test that keeps its lines queued).
+UNREACHABLE = "http://127.0.0.1:9/logs/ingest"
+
 
 def make_logger(name: str, handler: logging.Handler) -> logging.Logger:
     """A logger whose only handler is ``handler`` (no propagation to root)."""

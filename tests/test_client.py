@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -57,6 +58,23 @@ class TestLog:
         """Epoch seconds and epoch milliseconds are both understood."""
         client.log("x", timestamp=timestamp)
         assert millis == queued(client)[-1]["timestamp"]
+
+    def test_iso_text_is_read_as_the_structlog_processor_reads_it(self, client: Client) -> None:
+        """ISO-8601 text (a trailing Z is UTC) is a time too."""
+        client.log("x", timestamp="2026-05-01T12:00:00.250Z")
+        when = dt.datetime(2026, 5, 1, 12, 0, 0, 250000, tzinfo=dt.timezone.utc)
+        assert int(when.timestamp() * 1000) == queued(client)[-1]["timestamp"]
+
+    @pytest.mark.parametrize("timestamp", [float("nan"), float("inf"), -5, 0, 1e20, "soon"])
+    def test_what_is_not_a_time_stamps_the_line_now(
+        self, client: Client, timestamp: Any, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """NaN, infinities, negatives, zero, far-future numbers and other text are not
+        times: the line ships, stamped now, and nothing is dropped."""
+        monkeypatch.setattr(time, "time", lambda: 1_800_000_000.25)
+        assert client.log("x", timestamp=timestamp)
+        assert 1_800_000_000_250 == queued(client)[-1]["timestamp"]
+        assert 0 == client.stats()["dropped_total"]
 
     def test_app_and_env_per_line(self, client: Client) -> None:
         """app= and env= override the client's for one line."""

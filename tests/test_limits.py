@@ -15,10 +15,12 @@ from logdna_client._limits import (
     LEVEL_CHARS,
     LINE_BYTES,
     META_BYTES,
+    NAME_CHARS,
     enforce_entries,
     enforce_line,
 )
 from tests._otlp_server import running
+from tests.helpers import UNREACHABLE
 
 
 def within_limits(line: dict[str, Any]) -> bool:
@@ -125,6 +127,47 @@ class TestNames:
         assert (APP_CHARS, "…") == (len(line["app"]), line["app"][-1])
         assert (LEVEL_CHARS, "…") == (len(line["level"]), line["level"][-1])
         assert {"line": 0, "meta": 0, "app": 1, "level": 1} == cut
+
+    def test_names_the_builder_made_are_never_cut_again(self) -> None:
+        """The builder cuts app and level names (NAME_CHARS) within the service's caps:
+        the sender finds nothing to cut in a line the builder made, however long."""
+        c = Client(key="k", url=UNREACHABLE, hostname="t", flush_interval=3600)
+        try:
+            c.log("named", level="L" * 600, app="a" * 600)
+            (data,) = c._buffer.snapshot()
+            line, cut = orjson.loads(data), Counter[str]()
+            assert not enforce_line(line, cut)
+            assert not cut
+            assert 0 < len(line["level"]) <= LEVEL_CHARS
+            assert 0 < len(line["app"]) <= APP_CHARS
+        finally:
+            c._buffer.discard_all("shutdown")
+            c.close(timeout=0)
+
+    def test_every_path_cuts_a_long_level_name_alike(self) -> None:
+        """The stdlib handler, the structlog processor and Client.log cut a long level
+        name at the builder's one cap (NAME_CHARS), to the same text."""
+        import logging
+
+        from logdna_client import LogDNAHandler
+        from logdna_client.structlog import LogDNAProcessor
+        from logdna_client.testing import capture_lines
+
+        long = "V" * 300
+        client = Client(url=UNREACHABLE, hostname="t")
+        handler = LogDNAHandler(client=client)
+        proc = LogDNAProcessor(client=client)
+        record = logging.LogRecord("app", logging.INFO, __file__, 1, "via stdlib", None, None)
+        record.levelname = long
+        try:
+            with capture_lines() as lines:
+                handler.handle(record)
+                proc(None, "info", {"event": "via structlog", "level": long})
+                client.log("via Client.log", level=long)
+        finally:
+            client.close(timeout=0)
+        assert 3 == len(lines)
+        assert {long[:NAME_CHARS]} == {line["level"] for line in lines}
 
 
 class TestCounting:

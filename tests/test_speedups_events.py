@@ -29,7 +29,8 @@ from tests.test_speedups import SCALARS, UNREACHABLE, offline_handler, record, t
 
 pytestmark = pytest.mark.skipif(_native.speedups is None, reason="the C extension is not built")
 
-NOW = 1_700_000_000.5
+# A fraction of a millisecond (0.7 ms): cutting and rounding it would differ.
+NOW = 1_700_000_000.0007
 
 
 def offline_processor(**options: Any) -> LogDNAProcessor:
@@ -116,6 +117,8 @@ C_EVENTS = [
     ("info", {"event": "t", "timestamp": 1_700_000_000_123}),
     ("info", {"event": "t", "timestamp": 1_700_000_000}),
     ("info", {"event": "t", "timestamp": 1e11 + 0.5}),  # milliseconds past 1e11
+    ("info", {"event": "t", "timestamp": 1e11 + 0.7}),  # cut, not rounded
+    ("info", {"event": "t", "timestamp": 1.7e9 + 0.0006}),  # seconds: 0.6 ms, cut
     ("info", {"event": "t", "timestamp": 99_999_999_999}),  # seconds up to it
     ("info", {"event": "t", "timestamp": 100_000_000_000}),  # and at it
     ("info", {"event": "t", "timestamp": 1e14 - 1}),
