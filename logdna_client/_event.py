@@ -20,7 +20,18 @@ from typing import Any
 
 from ._line import millis, safe_str
 
-__all__ = ["LEVELNOS", "LEVELS", "UNUSUAL_KEYS", "event_dict_to_line", "level_of", "timestamp_of"]
+__all__ = [
+    "LEVELNOS",
+    "LEVELS",
+    "LEVEL_KEY",
+    "NOT_META",
+    "TEXT_KEY",
+    "TIME_KEY",
+    "UNUSUAL_KEYS",
+    "event_dict_to_line",
+    "level_of",
+    "timestamp_of",
+]
 
 # structlog method names (and ``level`` values) -> the level names LogDNA shows.
 LEVELS: dict[str, str] = {
@@ -48,23 +59,25 @@ LEVELNOS: dict[str, int] = {
     "TRACE": 5,
 }
 
-# Keys that become part of the line itself (text, level, timestamp), or that are
-# structlog's bookkeeping and mean nothing in LogDNA.
-_LINE_KEYS = frozenset({"event", "level", "timestamp", "exc_info", "exception", "stack",
-                        "stack_info"})  # fmt: skip
-_INTERNAL_KEYS = frozenset({"_record", "_from_structlog", "_logger", "_name"})
-_NOT_META = _LINE_KEYS | _INTERNAL_KEYS
+#: The event keys a line's text, level and time come from (structlog's names).
+TEXT_KEY, LEVEL_KEY, TIME_KEY = "event", "level", "timestamp"
 _TRACE_KEYS = frozenset({"exc_info", "exception", "stack", "stack_info"})
-#: Keys that make an event more than text, level, timestamp and meta: traces and
-#: bookkeeping, which ``event_dict_to_line`` (and nothing quicker) handles.
-UNUSUAL_KEYS = _TRACE_KEYS | _INTERNAL_KEYS
+# Keys that become part of the line itself (text, level, timestamp, traces), or that
+# are structlog's bookkeeping and mean nothing in LogDNA: never meta.
+_LINE_KEYS = frozenset({TEXT_KEY, LEVEL_KEY, TIME_KEY}) | _TRACE_KEYS
+_INTERNAL_KEYS = frozenset({"_record", "_from_structlog", "_logger", "_name"})
+NOT_META = _LINE_KEYS | _INTERNAL_KEYS
+#: Keys that make an event more than text, level, timestamp and meta (traces and
+#: bookkeeping, and any key added above): ``event_dict_to_line`` (and nothing
+#: quicker) handles those.
+UNUSUAL_KEYS = NOT_META - {TEXT_KEY, LEVEL_KEY, TIME_KEY}
 
 _NO_EVENT_LIMIT = 1000
 
 
 def level_of(method_name: str, event_dict: Mapping[str, Any]) -> str:
     """The line's level: the ``level`` key (``add_log_level``), else the method name."""
-    raw = event_dict.get("level")
+    raw = event_dict.get(LEVEL_KEY)
     if raw is None:
         raw = method_name
     if isinstance(raw, int) and not isinstance(raw, bool):
@@ -156,7 +169,7 @@ def _no_event_text(
 ) -> str:
     """``key=value`` pairs for an event without a message, from the values as meta
     ships them: a secret redacted there is redacted here too."""
-    pairs = {key: value for key, value in event_dict.items() if key not in _NOT_META}
+    pairs = {key: value for key, value in event_dict.items() if key not in NOT_META}
     if redact is not None:
         shown = redact(pairs)
         if isinstance(shown, dict):
@@ -184,14 +197,14 @@ def event_dict_to_line(
     A ``timestamp`` that ``timestamp_of`` cannot read stays in meta
     (``timestamp_parsed`` says whether it could, when the caller already knows).
     """
-    event = event_dict.get("event")
+    event = event_dict.get(TEXT_KEY)
     if event is None:
-        text = _no_event_text(event_dict, redact) if "event" not in event_dict else "None"
+        text = _no_event_text(event_dict, redact) if TEXT_KEY not in event_dict else "None"
     else:
         text = event if type(event) is str else safe_str(event)
 
     # One comprehension (the common event's keys are all strings), not a loop.
-    not_meta = _NOT_META
+    not_meta = NOT_META
     own = {
         key if type(key) is str else safe_str(key): value
         for key, value in event_dict.items()
@@ -201,12 +214,12 @@ def event_dict_to_line(
 
     if not _TRACE_KEYS.isdisjoint(event_dict):
         text = _with_traces(text, event_dict, meta)
-    if "timestamp" in event_dict and not (
+    if TIME_KEY in event_dict and not (
         timestamp_parsed
         if timestamp_parsed is not None
-        else timestamp_of(event_dict["timestamp"]) is not None
+        else timestamp_of(event_dict[TIME_KEY]) is not None
     ):
-        meta["timestamp"] = event_dict["timestamp"]  # not a time we understand: keep it
+        meta[TIME_KEY] = event_dict[TIME_KEY]  # not a time we understand: keep it
     return text, meta or None
 
 

@@ -38,8 +38,8 @@ from ._errors import ConfigurationError
 from ._event import event_dict_to_line
 from ._line import millis, now_millis, safe_str
 from ._options import ClientOptions, with_options_help
-from ._report import logger as _own_logger
-from ._threads import BUSY_THREADS, NESTED_THREADS, SENDER_THREADS
+from ._report import is_own_logger
+from ._threads import SENDER_THREADS, marks_for
 
 __all__ = ["STANDARD_RECORD_ATTRS", "LogDNAHandler"]
 
@@ -61,8 +61,6 @@ _GET_MESSAGE = logging.LogRecord.getMessage
 
 _STRUCTLOG_SKIP = STANDARD_RECORD_ATTRS | {"_logger", "_name"}
 
-_OWN_PREFIX = _own_logger.name + "."
-
 
 def _extras(attrs: dict[str, Any]) -> dict[str, Any] | None:
     """The attributes ``extra=`` (or a filter, adapter or formatter) added to a record."""
@@ -77,11 +75,6 @@ def _extras(attrs: dict[str, Any]) -> dict[str, Any] | None:
         source = extras if _INIT_ATTRS.isdisjoint(extras) else attrs
         extras = {k: v for k, v in source.items() if k not in STANDARD_RECORD_ATTRS}
     return extras or None
-
-
-def _is_own_logger(name: object) -> bool:
-    # makeLogRecord() can build records with no name, or a non-string one.
-    return isinstance(name, str) and (name == _own_logger.name or name.startswith(_OWN_PREFIX))
 
 
 def _overrides(handler: logging.Handler, name: str, ours: object) -> bool:
@@ -245,32 +238,19 @@ class LogDNAHandler(logging.Handler):
             own = False
         if own is not False and self._is_own(name):
             return
-        if current in BUSY_THREADS:
-            self._handle_nested(record, current)
-            return
-        BUSY_THREADS.add(current)
-        try:
-            self._queue_record(record)
-        except Exception:
-            self._failed(record)
-        finally:
-            BUSY_THREADS.discard(current)
-
-    def _handle_nested(self, record: logging.LogRecord, current: int) -> None:
-        """A record logged while this thread is inside a handler or processor of ours:
-        by a signal handler or finalizer that interrupted it, or by a ``__str__`` or
-        formatter it called. One level deep it ships; deeper is a loop in the
-        making, dropped and counted as ``reentrant``."""
-        if current in NESTED_THREADS:
+        # Marked while it builds: a record that a signal handler, finalizer, __str__ or
+        # formatter logs meanwhile is nested (see marks_for).
+        marks = marks_for(current)
+        if marks is None:
             self._client._count_drop("reentrant")
             return
-        NESTED_THREADS.add(current)
+        marks.add(current)
         try:
             self._queue_record(record)
         except Exception:
             self._failed(record)
         finally:
-            NESTED_THREADS.discard(current)
+            marks.discard(current)
 
     def _failed(self, record: logging.LogRecord) -> None:
         """A record no line could be built for: counted as ``error``, then the stdlib's say."""
@@ -372,7 +352,7 @@ class LogDNAHandler(logging.Handler):
             if own is None:
                 if len(self._skip_names) >= 1024:  # names made per request, say: stay bounded
                     self._skip_names.clear()
-                own = self._skip_names[name] = _is_own_logger(name)
+                own = self._skip_names[name] = is_own_logger(name)
         except Exception:  # an unhashable name (makeLogRecord), or one whose hash raises
             return False  # the library's own names are plain strings
         return own

@@ -12,10 +12,17 @@ import threading
 import time
 from collections.abc import Callable
 
-__all__ = ["Reporter", "logger"]
+__all__ = ["Reporter", "is_own_logger", "logger"]
 
 logger = logging.getLogger("logdna_client")
 logger.addHandler(logging.NullHandler())
+_OWN_PREFIX = logger.name + "."
+
+
+def is_own_logger(name: object) -> bool:
+    """Whether ``name`` is the library's own logger or one below it: never shipped."""
+    # makeLogRecord() can build records with no name, or a non-string one.
+    return isinstance(name, str) and (name == logger.name or name.startswith(_OWN_PREFIX))
 
 
 class Reporter:

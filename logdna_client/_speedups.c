@@ -58,7 +58,7 @@ NAMES(DECLARE)
 #undef DECLARE
 
 /* Both types' state (a Handle, an EventHandle): what each is handed when built
- * (both: the Python path ``slow``, its locked put ``queue``, _native.entry_pieces,
+ * (both: the Python path ``slow``, its locked put ``queue``, _native.pieces,
  * the thread sets, the request context), and what put_entry keeps. */
 typedef struct {
     PyObject_HEAD
@@ -73,7 +73,7 @@ typedef struct {
     PyObject *record_attrs, *meta_cache;
     PyObject *standard_attrs;  /* name -> True: LogRecord.__init__ sets it; False: a formatter */
     /* An EventHandle's: level names that pass -> theirs, what keys that are no meta
-       are (_ship_common's KEY_KINDS), the time module (its time() is read at each
+       are (structlog._KEY_KINDS), the time module (its time() is read at each
        call, as the Python code reads it: a clock patched later, by freezegun say,
        counts), timestamp_of, and the last thread's ident (an int). */
     PyObject *levels, *key_kinds, *time_module, *timestamp_of, *ident;
@@ -303,7 +303,7 @@ static const char aws_prefixes[][3] = {
 };
 
 /* Whether a key could stand at ``text[at]`` (a ':' or '='), read back as the
- * key=value pattern reads it (_redact._KEY_BEFORE_REVERSED: up to 3 spaces or
+ * key=value pattern reads it (_redact._SEPARATOR_KEY_REVERSED: up to 3 spaces or
  * tabs, a quote, then 1 to 64 of [A-Za-z0-9_.-]): 1 when there is none, or the
  * redactor has answered that it names no secret; 0 when the redactor must look
  * (a secret, or not asked yet); -1 on error. */
@@ -634,7 +634,7 @@ done:
     return entry;
 }
 
-/* int(seconds * 1000) at ``*millis`` where that fits: 1; 0 for NaN, infinities and
+/* _line.millis(seconds) at ``*millis`` where that fits: 1; 0 for NaN, infinities and
  * the like (Python decides). */
 static int
 millis_of(double seconds, long long *millis)
@@ -659,8 +659,9 @@ number_millis(PyObject *value, long long *millis)
     return 1;
 }
 
-/* 1 when no request context is bound (an empty one is the default mapping): the
- * Python code merges any into meta. */
+/* 1 when no request context is bound (an empty one is the default mapping), where
+ * _queue_record and _ship_common test ``_context.in_use`` and ``_context.current()``
+ * (and merge any into meta). */
 static int
 no_context(Handle *self)
 {
@@ -725,7 +726,8 @@ common_entry(Handle *self, PyObject *method_name, PyObject *event)
     const char *end = buf + META_ROOM - 1;  /* room kept for the "}" */
     long long millis = 0;
     int count = 0, stamped = 0;
-    /* A str event and a level that passes (``level``, else the method's name). */
+    /* A str event and a level that passes (``level``, else the method's name; the
+       keys are _event.TEXT_KEY and LEVEL_KEY). */
     if ((text = PyDict_GetItemWithError(event, s_event)) == NULL || !PyUnicode_CheckExact(text)) {
         return NULL;
     }
@@ -774,7 +776,7 @@ common_entry(Handle *self, PyObject *method_name, PyObject *event)
     /* The time, after the meta, as _ship_common reads it after copying the event
        (timestamp_of may run user code, a float subclass's __float__, which may change
        the event): a number's as _number_millis reads it, anything else's as
-       timestamp_of does; without one, time.time()'s. */
+       timestamp_of does; without one, _line.now_millis()'s (time.time() read now). */
     if (stamp != NULL && (PyFloat_CheckExact(stamp) || PyLong_CheckExact(stamp))) {
         stamped = number_millis(stamp, &millis);  /* not a time: meta, then (Python decides) */
     }
@@ -994,7 +996,7 @@ take_pieces(Handle *h, PyObject *args, PyObject *kwds, const char *format, char 
     return 0;
 }
 
-/* The pieces both types take, after their own (see _native.entry_pieces). */
+/* The pieces both types take, after their own (see _native.pieces). */
 #define PIECE_NAMES                                                                       \
     "buffer", "sender_threads", "busy_threads", "context_var", "safe_keys", "dumps",      \
     "escape", "level_tails", "head", "timestamp_key", "meta_key", "end", "max_chars",     \

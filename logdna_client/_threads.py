@@ -17,6 +17,7 @@ __all__ = [
     "Latch",
     "Wakeup",
     "leave_signals_to_the_main_thread",
+    "marks_for",
     "on_sender_thread",
 ]
 
@@ -36,6 +37,17 @@ BUSY_THREADS: set[int] = set()
 #: signal handler's line, a line a ``__str__`` logs); a record nested deeper is
 #: a loop in the making, and is dropped and counted as ``reentrant``.
 NESTED_THREADS: set[int] = set()
+
+
+def marks_for(thread: int) -> set[int] | None:
+    """The set ``thread`` is marked in while it builds and queues a line (the handler's
+    and the processor's one rule): BUSY_THREADS; NESTED_THREADS when it is inside one
+    of our handlers or processors already (that line ships: a signal handler's, one a
+    ``__str__`` logs); None deeper, a loop in the making: the caller drops the line
+    and counts it as ``reentrant``."""
+    if thread not in BUSY_THREADS:
+        return BUSY_THREADS
+    return NESTED_THREADS if thread not in NESTED_THREADS else None
 
 
 # Signals a fault raises in the thread that faulted: never blocked.

@@ -36,14 +36,23 @@ from . import _context, _native
 from ._client import Client
 from ._config import hide_key
 from ._errors import ConfigurationError
-from ._event import LEVELNOS, LEVELS, UNUSUAL_KEYS, event_dict_to_line, level_of, timestamp_of
+from ._event import (
+    LEVEL_KEY,
+    LEVELNOS,
+    LEVELS,
+    TEXT_KEY,
+    TIME_KEY,
+    UNUSUAL_KEYS,
+    event_dict_to_line,
+    level_of,
+    timestamp_of,
+)
 from ._line import millis, now_millis, safe_str
 from ._options import ClientOptions, with_options_help
-from ._threads import BUSY_THREADS, NESTED_THREADS, SENDER_THREADS
+from ._report import is_own_logger
+from ._threads import SENDER_THREADS, marks_for
 
 __all__ = ["LogDNAProcessor", "event_dict_to_line", "level_of", "timestamp_of"]
-
-_OWN_LOGGER = "logdna_client"
 
 #: LogDNAProcessor's base: with the C extension, its type whose call builds the
 #: common event in C (``_ship_common``'s job) and hands every other to
@@ -63,10 +72,12 @@ else:
     _NativeCall = _native.speedups.EventHandle if _native.speedups is not None else object
 
 
-#: For the C call (``_ship_common``'s rules): the keys that are not meta -> None: the
-#: text and level; True: the time, when ``timestamp_of`` reads it; False: the event
-#: is not common (traces and bookkeeping: ``_ship`` maps it).
-_KEY_KINDS = {"event": None, "level": None, "timestamp": True, **dict.fromkeys(UNUSUAL_KEYS, False)}
+#: ``_ship_common``'s rules, for it and the C call: the keys that are not meta ->
+#: None: the text and level; True: the time, when ``timestamp_of`` reads it; False:
+#: the event is not common (traces and bookkeeping: ``_ship`` maps it).
+_KEY_KINDS = {TEXT_KEY: None, LEVEL_KEY: None, TIME_KEY: True, **dict.fromkeys(UNUSUAL_KEYS, False)}
+#: The keys ``_ship_common`` takes out of meta, the time aside.
+_TAKEN = tuple(key for key, kind in _KEY_KINDS.items() if kind is None)
 
 
 class LogDNAProcessor(_NativeCall):
@@ -173,16 +184,12 @@ class LogDNAProcessor(_NativeCall):
     ) -> MutableMapping[str, Any]:
         """Ship the event (see the class's docstring) and return it unchanged."""
         thread = get_ident()
-        marks = BUSY_THREADS
-        if thread in marks or thread in SENDER_THREADS:
-            if thread in SENDER_THREADS:
-                return event_dict  # on a sender thread (urllib3)
-            # Inside one of our handlers or processors already (a signal handler, a
-            # finalizer, a __str__ that logs): see LogDNAHandler._handle_nested.
-            marks = NESTED_THREADS
-            if thread in marks:
-                self._client._count_drop("reentrant")
-                return event_dict
+        if thread in SENDER_THREADS:
+            return event_dict  # on a sender thread (urllib3)
+        marks = marks_for(thread)  # nested in one of ours already, or deeper: see there
+        if marks is None:
+            self._client._count_drop("reentrant")
+            return event_dict
         marks.add(thread)
         try:
             if type(event_dict) is not dict or not self._ship_common(method_name, event_dict):
@@ -228,8 +235,8 @@ class LogDNAProcessor(_NativeCall):
         change of rule here is made there too (tests/test_speedups_events.py
         compares them).
         """
-        text = event_dict.get("event")
-        raw = event_dict.get("level", method_name)
+        text = event_dict.get(TEXT_KEY)
+        raw = event_dict.get(LEVEL_KEY, method_name)
         level = self._levels.get(raw) if type(raw) is str else None
         if level is None or type(text) is not str or not 0 < len(text) <= self._max_chars:
             return False
@@ -239,10 +246,10 @@ class LogDNAProcessor(_NativeCall):
             if not UNUSUAL_KEYS.isdisjoint(event_dict):
                 return False
             meta = event_dict.copy()
-            del meta["event"]
-            meta.pop("level", None)
-            if "timestamp" in meta:
-                ts = timestamp_of(meta.pop("timestamp"))
+            for key in _TAKEN:
+                meta.pop(key, None)
+            if TIME_KEY in meta:
+                ts = timestamp_of(meta.pop(TIME_KEY))
                 if ts is None:  # not a time: _ship keeps it as meta
                     return False
         if _context.in_use:
@@ -276,12 +283,12 @@ class LogDNAProcessor(_NativeCall):
             return
         record = event_dict.get("_record")
         name = getattr(record, "name", None) if record is not None else None
-        if isinstance(name, str) and name.startswith(_OWN_LOGGER):
+        if is_own_logger(name):
             return  # our own trouble, through a ProcessorFormatter: never ship it
         level = level_of(method_name, event_dict)
         if not self._passes(level):
             return
-        ts = timestamp_of(event_dict["timestamp"]) if "timestamp" in event_dict else None
+        ts = timestamp_of(event_dict[TIME_KEY]) if TIME_KEY in event_dict else None
         text, meta = event_dict_to_line(
             event_dict,
             _context.current() if _context.in_use else None,

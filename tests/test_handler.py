@@ -277,6 +277,29 @@ class TestNeverHurtsTheApp:
         root.removeHandler(h)
         h.close()
 
+    @pytest.mark.parametrize(
+        ("name", "ours"),
+        [("logdna_client", True), ("logdna_client.sender", True),
+         ("logdna_clientele", False), ("logdna_client_app", False)],
+    )  # fmt: skip
+    def test_only_the_librarys_own_logger_names_are_skipped(self, name: str, ours: bool) -> None:
+        """The library's own logger and those below it are skipped, on the handler and
+        on the structlog processor alike (one rule); a name that only starts alike is
+        the application's and ships."""
+        from logdna_client.structlog import LogDNAProcessor
+        from logdna_client.testing import capture_lines
+
+        h = LogDNAHandler(url=UNREACHABLE, hostname="t")
+        proc = LogDNAProcessor(client=h.client)
+        record = logging.makeLogRecord({"msg": "m", "name": name, "levelname": "INFO"})
+        try:
+            with capture_lines() as lines:
+                h.handle(record)
+                proc(None, "info", {"event": "via structlog", "_record": record})
+        finally:
+            h.close()
+        assert (0 if ours else 2) == len(lines)
+
     def test_record_without_a_name_still_ships(self, server: DevServer) -> None:
         """A record built by makeLogRecord without a name ships; nothing raises."""
         h = handler_for(server)

@@ -746,3 +746,41 @@ def test_built_where_a_compiler_is() -> None:
         pytest.skip("no compiler or headers here: the Python fallback is expected")
     assert speedups is not None
     assert offline_handler()._fast is not None
+
+
+def test_the_c_file_names_python_that_exists() -> None:
+    """Each C function names the Python it mirrors (``_line.LineBuilder.entry``,
+    ``LogDNAHandler._deliver`` ...): every such dotted name in _speedups.c's comments
+    resolves, so a rename on the Python side that leaves the C stale fails here."""
+    import importlib
+    import pathlib
+    import re
+
+    import logdna_client
+    from logdna_client._buffer import Buffer
+    from logdna_client._line import LineBuilder
+    from logdna_client._redact import Redactor
+    from logdna_client.structlog import LogDNAProcessor
+
+    package = pathlib.Path(logdna_client.__file__).parent
+    roots: dict[str, Any] = {
+        path.stem: importlib.import_module(f"logdna_client.{path.stem}")
+        for path in package.glob("*.py")
+        if path.stem != "__init__"
+    }
+    roots.update(
+        LogDNAHandler=LogDNAHandler, LogDNAProcessor=LogDNAProcessor, LineBuilder=LineBuilder,
+        Buffer=Buffer, Redactor=Redactor, LogRecord=logging.LogRecord,
+    )  # fmt: skip
+    source = (package / "_speedups.c").read_text()
+    names = set(re.findall(r"\b(_?[A-Za-z]\w*)((?:\.[A-Za-z_]\w*)+)\b(?![.*])", source))
+    checked = []
+    for root, rest in sorted(names):
+        if root not in roots or rest in (".py", ".c"):
+            continue  # not ours (handler.handle, orjson.dumps), or a file's name
+        obj = roots[root]
+        for part in rest.split(".")[1:]:
+            assert hasattr(obj, part), f"_speedups.c names {root}{rest}: no {part!r} there"
+            obj = getattr(obj, part)
+        checked.append(root + rest)
+    assert len(checked) >= 20  # the mirrors are named: the pattern still finds them

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from logdna_client import LogDNAHandler, _native
 from logdna_client._buffer import ENTRY_OVERHEAD
-from logdna_client._event import timestamp_of
+from logdna_client._event import NOT_META, timestamp_of
 from logdna_client._threads import BUSY_THREADS, SENDER_THREADS
 from logdna_client.contrib import bind_request_context, reset_request_context
 from logdna_client.structlog import LogDNAProcessor
@@ -175,6 +175,16 @@ class TestSameBytes:
         self, procs: tuple[LogDNAProcessor, LogDNAProcessor], method: str, event: dict[str, Any]
     ) -> None:
         assert b"hunter2" not in b"".join(python_decides(procs, method, event))
+
+    @pytest.mark.parametrize("key", sorted(NOT_META))
+    def test_every_key_that_is_no_meta_ships_the_same_bytes(
+        self, procs: tuple[LogDNAProcessor, LogDNAProcessor], key: str
+    ) -> None:
+        """Every key ``event_dict_to_line`` keeps out of meta (a key added there is
+        covered here at once), with values C could write: the same bytes either way."""
+        for value in ("v", 1_700_000_000, None):
+            fast_lines, slow_lines = through_both(procs, "info", {"event": "t", key: value})
+            assert slow_lines == fast_lines
 
     @pytest.mark.parametrize("key", ["exception", "stack", "stack_info", "_name"])
     def test_trace_and_bookkeeping_keys_go_to_python_even_when_known_safe(

@@ -23,7 +23,7 @@ from logdna_client import ConfigurationError, LogDNAHandler
 from logdna_client._buffer import SEPARATOR
 from logdna_client._context import bind_request_context, reset_request_context
 from logdna_client._devserver import DevServer
-from logdna_client._event import LEVELNOS, LEVELS
+from logdna_client._event import LEVELNOS, LEVELS, NOT_META
 from logdna_client.structlog import LogDNAProcessor, event_dict_to_line, level_of, timestamp_of
 from tests._helpers_integrations import (
     REPO_ROOT,
@@ -606,6 +606,20 @@ class TestCommonPath:
         (shipped,) = client.captured
         client.captured.clear()
         assert _general(proc, method, event) == shipped
+
+    @pytest.mark.parametrize("key", sorted(NOT_META))
+    def test_every_key_that_is_no_meta_ships_as_the_general_path_ships_it(
+        self, proc: LogDNAProcessor, client: CapturingClient, key: str
+    ) -> None:
+        """Every key ``event_dict_to_line`` keeps out of meta (a key added there is
+        covered here at once), with a value the common path could write: the processor
+        ships what ``_ship`` makes of the event, whichever path takes it."""
+        for value in ("v", 1_700_000_000, None):
+            event = {"event": "t", "user": "u", key: value}
+            proc(None, "info", dict(event))
+            (shipped,) = client.captured
+            client.captured.clear()
+            assert _general(proc, "info", event) == shipped
 
     def test_str_subclass_key_goes_the_general_way(
         self, proc: LogDNAProcessor, client: CapturingClient
