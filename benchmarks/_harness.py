@@ -357,13 +357,12 @@ def memory_main(conn: Any, workload: str, n: int) -> None:
     held, _ = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     after = setup.stats()
-    try:
-        from logdna_client._buffer import LINE_OVERHEAD
-    except ImportError:
-        LINE_OVERHEAD = 41
+    from logdna_client._buffer import ENTRY_OVERHEAD, SEPARATOR
+
     queued = after["queued"] - before["queued"]
     queued_bytes = after["queued_bytes"] - before["queued_bytes"]
-    serialized = queued_bytes - LINE_OVERHEAD * queued
+    # An entry is the separator and the line; the bound counts ENTRY_OVERHEAD more.
+    serialized = queued_bytes - (ENTRY_OVERHEAD + len(SEPARATOR)) * queued
     conn.send(
         {
             "workload": workload,

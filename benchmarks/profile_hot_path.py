@@ -224,6 +224,8 @@ def _body_joiner() -> tuple[Any, bytes]:
 
 
 def sender_costs(report: list[tuple[str, float]]) -> None:
+    from logdna_client._buffer import ENTRY_OVERHEAD
+
     join_lines, separator = _body_joiner()
 
     def add(label: str, ns: float) -> None:
@@ -244,10 +246,10 @@ def sender_costs(report: list[tuple[str, float]]) -> None:
     batch: list[bytes] = []
     total = 0
     for line in sample:
-        if total + len(line) + 41 > 2 * 1024 * 1024:
+        if total + len(line) + ENTRY_OVERHEAD > 2 * 1024 * 1024:
             break
         batch.append(line)
-        total += len(line) + 41
+        total += len(line) + ENTRY_OVERHEAD
     lines = len(batch)
     batch = [separator + line for line in batch] if separator else batch
     body = join_lines(batch)

@@ -56,8 +56,9 @@ LINE_OVERHEAD = ENTRY_OVERHEAD + len(SEPARATOR)
 
 def cost_of(entries: list[bytes]) -> int:
     """What ``entries`` count for against the bound: each one's length plus
-    ``ENTRY_OVERHEAD`` (the one rule; ``put_entry`` writes it out for one entry, on
-    the hot path, and ``take`` for whole blocks at a time)."""
+    ``ENTRY_OVERHEAD`` (the one rule; ``put_entry`` and ``_pop_oldest`` write it out
+    for one entry, on the hot path, and ``take`` for whole blocks at a time; the C
+    put is handed the constant)."""
     return sum(map(len, entries)) + ENTRY_OVERHEAD * len(entries)
 
 

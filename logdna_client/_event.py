@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any
 
+from ._context import with_context
 from ._line import millis, safe_str
 
 __all__ = [
@@ -210,7 +211,7 @@ def event_dict_to_line(
         for key, value in event_dict.items()
         if key not in not_meta
     }
-    meta: dict[str, Any] = {**extra, **own} if extra else own
+    meta: dict[str, Any] = with_context(own, extra) if extra else own
 
     if not _TRACE_KEYS.isdisjoint(event_dict):
         text = _with_traces(text, event_dict, meta)

@@ -34,6 +34,7 @@ from . import _context, _exit, _native, _official
 from ._client import Client
 from ._config import Secret, hide_key
 from ._context import current as request_context
+from ._context import with_context
 from ._errors import ConfigurationError
 from ._event import event_dict_to_line
 from ._line import millis, now_millis, safe_str
@@ -309,7 +310,7 @@ class LogDNAHandler(logging.Handler):
         if _context.in_use:
             context = request_context()
             if context:
-                meta = {**context, **meta} if meta else dict(context)
+                meta = with_context(meta, context)
                 data = None
         level = record.levelname
         if type(level) is not str:  # a record made by hand, or changed by a filter

@@ -29,8 +29,11 @@ __all__ = [
     "LEVEL_CHARS",
     "LINE_BYTES",
     "META_BYTES",
+    "META_EXCERPT",
+    "META_MARK",
     "NAME_CHARS",
     "Cuts",
+    "cap_text",
     "count_excerpt",
     "enforce_entries",
     "enforce_line",
@@ -54,31 +57,47 @@ BODY_BYTES = 10_000_000
 #: Kinds of cut, as ``stats()["cut"]`` shows them (0 when none).
 CUT_KINDS = ("line", "meta", "app", "level")
 
-# The builder's marker (``_line.cap_text``); matched to count its cuts, and kept
-# (with the original size it names) when a line is cut again here.
+# The marker of a cut text (``cap_text``, the builder's and the sender's); matched to
+# count the builder's cuts, and kept (with the original size it names) when a line is
+# cut again here.
 _TEXT_MARK = "… [truncated by logdna_client: {} bytes in all]"
 _TEXT_MARK_RE = re.compile(r"… \[truncated by logdna_client: (\d+) bytes in all\]\Z")
-_META_MARK = "logdna_client_truncated"
-_META_EXCERPT = 1000
+#: The key of the excerpt that replaces meta too big to ship, and its length.
+META_MARK = "logdna_client_truncated"
+META_EXCERPT = 1000
 _NAME_MARK = "…"
 
 Cuts = Counter[str]
 
 
-def _cut_text(text: str, limit: int) -> tuple[str, bool]:
-    if len(text) * 4 <= limit:
-        return text, False
+def cap_text(text: str, limit: int, size: int | None = None) -> str:
+    """``text`` cut to at most ``limit`` UTF-8 bytes, with a marker saying so.
+
+    ``size``: the whole text's size, when ``text`` is already a cut piece of it
+    (it is then marked whatever its own length).
+    """
+    if size is None and len(text) * 4 <= limit:  # no character is longer than 4 bytes
+        return text
     raw = text.encode("utf-8", "replace")
-    if len(raw) <= limit:
-        return text, False
-    total = len(raw)
-    found = _TEXT_MARK_RE.search(text)
-    if found is not None:  # cut before (max_line_length): say the size it had then
-        total = int(found.group(1))
-        raw = text[: found.start()].encode("utf-8", "replace")
-    marker = _TEXT_MARK.format(total)
+    if size is None:
+        if len(raw) <= limit:
+            return text
+        size = len(raw)
+    marker = _TEXT_MARK.format(size)
     keep = max(0, limit - len(marker.encode("utf-8")))
-    return raw[:keep].decode("utf-8", "ignore") + marker, True
+    return raw[:keep].decode("utf-8", "ignore") + marker
+
+
+def _cut_text(text: str, limit: int) -> tuple[str, bool]:
+    """``cap_text`` for a line that may have been cut before (max_line_length): the
+    earlier cut's marker gives way to one that names the size the text had then."""
+    capped = cap_text(text, limit)
+    if capped is text:
+        return text, False
+    found = _TEXT_MARK_RE.search(text)
+    if found is not None:
+        return cap_text(text[: found.start()], limit, int(found.group(1))), True
+    return capped, True
 
 
 def _cut_name(value: object, limit: int) -> tuple[Any, bool]:
@@ -111,16 +130,16 @@ def enforce_line(line: dict[str, Any], cuts: Cuts, *, meta_size: int | None = No
         elif text.endswith("bytes in all]") and _TEXT_MARK_RE.search(text):
             cuts["line"] += 1  # cut where it was built; marked there already
     meta = line.get("meta")
-    if (isinstance(meta, dict) and _META_MARK in meta) or (
-        isinstance(meta, str) and meta.startswith('{"' + _META_MARK)
+    if (isinstance(meta, dict) and META_MARK in meta) or (
+        isinstance(meta, str) and meta.startswith('{"' + META_MARK)
     ):
         cuts["meta"] += 1  # the builder's excerpt
     elif meta is not None and (meta_size is None or meta_size > META_BYTES):
         data = meta.encode() if isinstance(meta, str) else orjson.dumps(meta)
         if len(data) > META_BYTES:
-            excerpt = data[:_META_EXCERPT].decode("utf-8", "ignore")
+            excerpt = data[:META_EXCERPT].decode("utf-8", "ignore")
             shrunk: dict[str, Any] = {
-                _META_MARK: f"meta of {len(data)} bytes cut to an excerpt",
+                META_MARK: f"meta of {len(data)} bytes cut to an excerpt",
                 "excerpt": excerpt,
             }
             line["meta"] = orjson.dumps(shrunk).decode() if isinstance(meta, str) else shrunk
@@ -137,16 +156,16 @@ def enforce_line(line: dict[str, Any], cuts: Cuts, *, meta_size: int | None = No
 
 #: The builder replaces oversize meta by an excerpt of this many characters: a
 #: line holding one is at least this long.
-EXCERPT_MIN = _META_EXCERPT
-_META_MARK_BYTES = b'"' + _META_MARK.encode() + b'"'
-_META_MARK_ESCAPED = b'\\"' + _META_MARK.encode() + b'\\"'
+EXCERPT_MIN = META_EXCERPT
+META_MARK_BYTES = b'"' + META_MARK.encode() + b'"'
+META_MARK_ESCAPED = b'\\"' + META_MARK.encode() + b'\\"'
 
 
 def count_excerpt(entry: bytes, cuts: Cuts) -> None:
     """Count a meta excerpt the builder made (the line is small again, so the
     limits' check does not parse it): one length test for most lines."""
     if len(entry) > EXCERPT_MIN and (
-        _META_MARK_BYTES in entry or _META_MARK_ESCAPED in entry  # meta as an object or a string
+        META_MARK_BYTES in entry or META_MARK_ESCAPED in entry  # meta as an object or a string
     ):
         cuts["meta"] += 1
 

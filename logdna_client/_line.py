@@ -24,7 +24,7 @@ import orjson
 from ._buffer import SEPARATOR
 from ._config import Config
 from ._context import clean_path
-from ._limits import META_BYTES, NAME_CHARS
+from ._limits import META_BYTES, META_EXCERPT, META_MARK, NAME_CHARS, cap_text
 from ._redact import MAX_DEPTH, Redactor, has_trigger, is_named_tuple, named_tuple_fields
 
 __all__ = [
@@ -66,14 +66,12 @@ ENTRY_TIMESTAMP = b',"timestamp":'
 ENTRY_META = b',"meta":'
 ENTRY_END = b"}"
 
-_TRUNCATED = "… [truncated by logdna_client: {} bytes in all]"
 _EMPTY = "(empty message)"
 # The service's limits live in _limits.py; the sender enforces them (and counts cuts).
 _NAME_CAP = NAME_CHARS
 # Meta that makes a line bigger than this plus max_line_length is replaced by a
 # short excerpt here; meta within it but over the service's limit is cut on the sender.
 _MAX_META_BYTES = META_BYTES
-_META_EXCERPT = 1000
 
 
 def _log_report(kind: str, level: int, message: str, *args: object, exc_info: bool = False) -> bool:
@@ -184,24 +182,6 @@ def _sanitize(value: Any, depth: int, path: set[int]) -> Any:
         return orjson.loads(orjson.dumps(value, default=_default))
     except Exception:
         return _clean_str(safe_str(value))
-
-
-def cap_text(text: str, limit: int, size: int | None = None) -> str:
-    """``text`` cut to at most ``limit`` UTF-8 bytes, with a marker saying so.
-
-    ``size``: the whole text's size, when ``text`` is already a cut piece of it
-    (it is then marked whatever its own length).
-    """
-    if size is None and len(text) * 4 <= limit:  # no character is longer than 4 bytes
-        return text
-    raw = text.encode("utf-8", "replace")
-    if size is None:
-        if len(raw) <= limit:
-            return text
-        size = len(raw)
-    marker = _TRUNCATED.format(size)
-    keep = max(0, limit - len(marker.encode("utf-8")))
-    return raw[:keep].decode("utf-8", "ignore") + marker
 
 
 class LineBuilder:
@@ -459,8 +439,8 @@ class LineBuilder:
         if meta is not None:
             excerpt = meta if isinstance(meta, str) else self._dumps(meta).decode("utf-8")
             line["meta"] = {
-                "logdna_client_truncated": f"meta of a {size}-byte line cut to an excerpt",
-                "excerpt": excerpt[:_META_EXCERPT],
+                META_MARK: f"meta of a {size}-byte line cut to an excerpt",
+                "excerpt": excerpt[:META_EXCERPT],
             }
             if not self._index_meta:
                 line["meta"] = self._dumps(line["meta"]).decode("utf-8")

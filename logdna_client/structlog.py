@@ -255,7 +255,7 @@ class LogDNAProcessor(_NativeCall):
         if _context.in_use:
             extra = _context.current()
             if extra:
-                meta = {**extra, **meta} if meta else dict(extra)
+                meta = _context.with_context(meta, extra)
         data = None
         if meta:
             try:

@@ -541,7 +541,7 @@ class TestInlinePath:
         """A filter that deletes a standard attribute and sets it again moves it after
         the extras: they still ship, also when a formatter added message/asctime."""
         log = logging.getLogger("t.readd")
-        for _ in range(2):  # the second: keys known, the level's stamp made
+        for _ in range(2):  # the second: keys known, the level's tail cached
             record = log.makeRecord(
                 "t.readd", logging.INFO, __file__, 1, "m %s", ("a",), None, extra={"user": 1}
             )
@@ -567,7 +567,7 @@ class TestInlinePath:
         record = logging.getLogger("t.deep").makeRecord(
             "t.deep", logging.INFO, __file__, 1, "deep", None, None, extra=meta
         )
-        offline.handle(record)  # the first: keys not known yet, and the level's stamp
+        offline.handle(record)  # the first: keys not known yet, nor the level's tail
         expected = offline.client._builder.encode(
             "deep", "INFO", int(record.created * 1000), {"name": "t.deep", **meta}
         )
@@ -625,9 +625,9 @@ class TestInlinePath:
             first, second = self.queued_twice(offline, record)
             assert int(created * 1000) == first["timestamp"] == second["timestamp"]
 
-    def test_stamps_for_odd_times(self, offline: LogDNAHandler) -> None:
-        """Negative times (int() rounds towards 0) and exact times beyond what a float
-        holds exactly never reuse a stamp made for another millisecond."""
+    def test_odd_times(self, offline: LogDNAHandler) -> None:
+        """Negative times (cut toward 0, as int() cuts) and exact times beyond what a
+        float holds exactly each ship their own millisecond."""
         from decimal import Decimal
         from fractions import Fraction
 
@@ -652,9 +652,9 @@ class TestInlinePath:
         lines = self.queued_twice(offline, record)
         assert [1_600_000_000_250] * 2 == [line["timestamp"] for line in lines]
 
-    def test_stamps_never_leak_across_milliseconds_or_levels(self, offline: LogDNAHandler) -> None:
-        """Each level's cached millisecond is only ever applied to records of that
-        level and that millisecond, whatever order records arrive in."""
+    def test_times_and_levels_never_mix(self, offline: LogDNAHandler) -> None:
+        """Each record ships its own millisecond and its own level (whose tail is
+        cached), whatever order records of several levels and times arrive in."""
         made = [
             (1_700_000_000.2501, logging.INFO),
             (1_700_000_000.2502, logging.WARNING),

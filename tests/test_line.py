@@ -13,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from logdna_client._config import Config
-from logdna_client._line import LineBuilder, cap_text, safe_str
+from logdna_client._limits import cap_text
+from logdna_client._line import LineBuilder, safe_str
 from logdna_client._redact import MARKER
 
 

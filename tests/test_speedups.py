@@ -193,7 +193,7 @@ class TestSameBytes:
         fast = pair[0]
         r = record()
         for h in pair:
-            h.handle(twin(r))  # makes the INFO stamp for this millisecond
+            h.handle(twin(r))  # caches the INFO level's tail
         before = c_lines(fast)
         queued = []
         for h in pair:
@@ -208,7 +208,7 @@ class TestSameBytes:
         """A record whose __dict__ another handler read, without extras, still takes the C path."""
         fast = pair[0]
         base = record()
-        fast.handle(twin(base))  # makes the INFO stamp for this millisecond
+        fast.handle(twin(base))  # caches the INFO level's tail
         r = twin(base)
         vars(r)  # as a Formatter does: on 3.11+ this builds the record's dict
         before = c_lines(fast)
@@ -225,7 +225,7 @@ class TestSameBytes:
         queued = []
         base = record()
         for h in pair:
-            h.handle(twin(base))  # makes the INFO stamp for this millisecond
+            h.handle(twin(base))  # caches the INFO level's tail
             r = twin(base)
             delattr(r, where)
             r.user_id = 7
@@ -306,7 +306,7 @@ class TestSameBytes:
         client = fast.client
         busy = busy_while_putting(client, monkeypatch)
         base = record()
-        fast.handle(twin(base))  # makes the INFO stamp for this millisecond
+        fast.handle(twin(base))  # caches the INFO level's tail
         client._buffer.fast_limit = -1  # as while the sender takes a batch: puts must lock
         before = c_lines(fast)
         fast.handle(twin(base))
@@ -321,7 +321,7 @@ class TestSameBytes:
         base = record()
         base.thread = None
         for h in pair:
-            h.handle(twin(base))  # makes the INFO stamp for this millisecond
+            h.handle(twin(base))  # caches the INFO level's tail
         SENDER_THREADS.add(threading.get_ident())
         try:
             for h in pair:
