@@ -44,7 +44,7 @@ DUTIES: tuple[tuple[str, str, str, str], ...] = (
     ("the library's own loggers are skipped", "_deliver",
      "if own is not False and self._is_own(name):", "if False:"),
     ("the re-entry guard is checked", "_deliver",
-     "if current in BUSY_THREADS:", "if False:"),
+     "marks = marks_for(current)", "marks = _native.BUSY_THREADS"),
     ("records with a traceback or stack are told apart", "_queue_record",
      "and not (record.exc_info or record.exc_text or record.stack_info)", ""),
     ("a patched getMessage is looked for", "_queue_record",
