@@ -1,0 +1,222 @@
+"""README, "Fork-safe. gunicorn --preload, Celery prefork and multiprocessing children ship
+their own lines with a fresh sender and never re-send the parent's", and docs/delivery.md
+("Termination signals": a framework that installs its SIGTERM handler later wins, and ends
+through sys.exit, which delivers at exit), tried with the real frameworks: a real gunicorn
+master and its forked workers, real signals, a real local ingest server over a socket.
+
+Every handler here has ``flush_interval=60``: nothing leaves a process on the timer while
+a test runs, so what arrives was sent at the process's exit, and the parent's lines are
+still in its buffer when it forks (a child that kept them would send them again).
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from logdna_client._devserver import DevServer
+from tests._children import REPO, texts
+
+# Generous: each thing waited for takes about a second on an idle machine.
+DEADLINE = 60.0
+MASTER_LINES = 50
+
+WSGI_APP = """
+import logging, os
+from logdna_client import LogDNAHandler
+
+handler = LogDNAHandler(flush_interval=60, shutdown_timeout=10)
+log = logging.getLogger("app")
+log.addHandler(handler)
+log.setLevel(logging.INFO)
+log.propagate = False
+
+# With --preload the master imports this module once, before it forks any worker.
+for i in range({master_lines}):
+    log.info("master %d pid %d", i, os.getpid())
+
+def app(environ, start_response):
+    body = environ["wsgi.input"].read()  # a held request waits here for its body
+    request_id = environ["QUERY_STRING"] or body.decode()
+    log.info("request %s pid %d", request_id, os.getpid())
+    pid = str(os.getpid()).encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(pid)))])
+    return [pid]
+"""
+
+
+class Gunicorn:
+    """``gunicorn --preload -w 2`` on a listening socket the test made (``fd://``), so
+    requests queue in its backlog until a worker accepts them: no wait for start-up."""
+
+    def __init__(self, tmp_path: Path, url: str) -> None:
+        (tmp_path / "wsgi_app.py").write_text(WSGI_APP.format(master_lines=MASTER_LINES))
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(64)
+        self.port = self.listener.getsockname()[1]
+        fd = self.listener.fileno()
+        env = dict(os.environ, LOGDNA_URL=url, PYTHONPATH=f"{tmp_path}{os.pathsep}{REPO}")
+        env.pop("LOGDNA_INGESTION_KEY", None)
+        # Newer gunicorns open a control socket in the home folder: not for a test.
+        from gunicorn.config import KNOWN_SETTINGS
+
+        quiet = [s.cli[0] for s in KNOWN_SETTINGS if s.name == "control_socket_disable"]
+        self.output = tmp_path / "gunicorn.log"
+        with self.output.open("wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "gunicorn", "--preload", "-w", "2",
+                 "-b", f"fd://{fd}", "--timeout", "300", "--graceful-timeout", "60",
+                 *quiet, "wsgi_app:app"],
+                cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, pass_fds=(fd,),
+            )  # fmt: skip
+        self.served: dict[str, int] = {}  # request id -> pid of the worker that served it
+
+    def log(self) -> str:
+        return self.output.read_text(errors="replace")
+
+    def get(self, request_id: str) -> int:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=DEADLINE)
+        try:
+            conn.request("GET", f"/?{request_id}")
+            response = conn.getresponse()
+            assert 200 == response.status, self.log()
+            pid = int(response.read())
+        finally:
+            conn.close()
+        self.served[request_id] = pid
+        return pid
+
+    @contextmanager
+    def held(self, request_id: str) -> Iterator[None]:
+        """A request one worker holds, reading its body, while the block runs: every
+        other request meanwhile goes to another worker (sync workers serve one at a time)."""
+        conn = socket.create_connection(("127.0.0.1", self.port), timeout=DEADLINE)
+        try:
+            body = request_id.encode()
+            conn.sendall(
+                b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                b"Content-Length: %d\r\n\r\n" % len(body)
+            )
+            seen = b""
+            while b"\r\n\r\n" not in seen:  # a worker took it and is about to call the app
+                chunk = conn.recv(4096)
+                assert chunk, self.log()
+                seen += chunk
+            assert seen.startswith(b"HTTP/1.1 100"), seen
+            yield
+            conn.sendall(body)
+            reply = b""
+            while chunk := conn.recv(4096):
+                reply += chunk
+        finally:
+            conn.close()
+        head, _, pid = reply.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200"), reply
+        self.served[request_id] = int(pid)
+
+    def serve_on_both_workers(self, prefix: str, n: int) -> set[int]:
+        """``n`` requests plus a held one: the pids of the two workers that served them."""
+        before = set(self.served)
+        with self.held(f"{prefix}-held"):
+            for i in range(n):
+                self.get(f"{prefix}-{i}")
+        pids = {pid for rid, pid in self.served.items() if rid not in before}
+        assert 2 == len(pids), (self.served, self.log())
+        return pids
+
+    def stop(self, signum: int = signal.SIGTERM) -> tuple[int, float]:
+        """Signal the master; its exit status and how long it took to exit."""
+        sent = time.monotonic()
+        self.proc.send_signal(signum)
+        try:
+            status = self.proc.wait(DEADLINE)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"gunicorn still running {DEADLINE} s after SIGTERM") from None
+        return status, time.monotonic() - sent
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.listener.close()
+
+
+@pytest.fixture
+def gunicorn(tmp_path: Path, server: DevServer) -> Iterator[Gunicorn]:
+    pytest.importorskip("gunicorn")
+    g = Gunicorn(tmp_path, server.url)
+    try:
+        yield g
+    finally:
+        g.kill()
+
+
+def request_lines(g: Gunicorn) -> list[str]:
+    return [f"request {rid} pid {pid}" for rid, pid in g.served.items()]
+
+
+def assert_each_once(expected: list[str], got: list[str], log: str) -> None:
+    counts = Counter(got)
+    missing = [t for t in expected if counts[t] == 0]
+    dups = {t: n for t, n in counts.items() if n > 1}
+    assert not dups, f"{len(dups)} lines arrived more than once, e.g. {list(dups.items())[:3]}"
+    assert not missing, f"{len(missing)} lines never arrived, e.g. {missing[:3]}\n{log}"
+
+
+class TestGunicornPreload:
+    def test_workers_ship_their_own_lines_and_never_the_masters(
+        self, gunicorn: Gunicorn, server: DevServer
+    ) -> None:
+        """The master logs at import (--preload) and forks two workers, each logs a line per
+        request; on SIGTERM every line arrives exactly once, from both workers, sent at
+        their exits (gunicorn's handlers, then sys.exit), and gunicorn exits in time."""
+        workers = gunicorn.serve_on_both_workers("r", 20)
+        status, took = gunicorn.stop()
+        assert 0 == status, gunicorn.log()
+        assert took < DEADLINE
+
+        master = [f"master {i} pid {gunicorn.proc.pid}" for i in range(MASTER_LINES)]
+        expected = master + request_lines(gunicorn)
+        assert server.wait_for_lines(len(expected), DEADLINE), gunicorn.log()
+        got = texts(server)
+        assert_each_once(expected, got, gunicorn.log())
+        assert len(expected) == len(got), sorted(set(got) - set(expected))[:5]
+        for pid in workers:
+            assert any(t.endswith(f" pid {pid}") for t in got), pid
+
+    def test_graceful_restart_sighup(self, gunicorn: Gunicorn, server: DevServer) -> None:
+        """SIGHUP: the master forks two new workers (its own lines still unsent) and ends the
+        old ones with SIGTERM. The old workers' lines arrive when they exit, the master's
+        still arrive once, after two rounds of forks, and the new workers' at SIGTERM."""
+        old = gunicorn.serve_on_both_workers("old", 10)
+        gunicorn.proc.send_signal(signal.SIGHUP)
+        # The old workers send their lines only as they exit: all of them arriving means
+        # both were ended, and delivered through gunicorn's exit.
+        old_lines = request_lines(gunicorn)
+        assert server.wait_for_lines(len(old_lines), DEADLINE), gunicorn.log()
+        assert_each_once(old_lines, texts(server), gunicorn.log())
+        new = gunicorn.serve_on_both_workers("new", 10)
+        assert not new & old, (new, old)
+        status, _ = gunicorn.stop()
+        assert 0 == status, gunicorn.log()
+
+        master = [f"master {i} pid {gunicorn.proc.pid}" for i in range(MASTER_LINES)]
+        expected = master + request_lines(gunicorn)
+        assert server.wait_for_lines(len(expected), DEADLINE), gunicorn.log()
+        got = texts(server)
+        assert_each_once(expected, got, gunicorn.log())
+        assert len(expected) == len(got), sorted(set(got) - set(expected))[:5]
