@@ -1,12 +1,16 @@
 """README, "Fork-safe. gunicorn --preload, Celery prefork and multiprocessing children ship
 their own lines with a fresh sender and never re-send the parent's", and docs/delivery.md
 ("Termination signals": a framework that installs its SIGTERM handler later wins, and ends
-through sys.exit, which delivers at exit), tried with the real frameworks: a real gunicorn
-master and its forked workers, real signals, a real local ingest server over a socket.
+through sys.exit, which delivers at exit), tried with the real frameworks: a gunicorn master
+and its forked workers, a Celery worker and its prefork pool children, real signals, a real
+local ingest server over a socket.
 
 Every handler here has ``flush_interval=60``: nothing leaves a process on the timer while
 a test runs, so what arrives was sent at the process's exit, and the parent's lines are
 still in its buffer when it forks (a child that kept them would send them again).
+
+A Celery pool child ends with os._exit (billiard's pool worker), not sys.exit: its lines
+arrive because the library delivers on Celery's worker_process_shutdown signal.
 """
 
 from __future__ import annotations
@@ -220,3 +224,169 @@ class TestGunicornPreload:
         got = texts(server)
         assert_each_once(expected, got, gunicorn.log())
         assert len(expected) == len(got), sorted(set(got) - set(expected))[:5]
+
+
+CELERY_TASKS = """
+import logging, os, socket
+from celery import Celery
+from logdna_client import LogDNAHandler
+
+app = Celery("celery_tasks")
+app.conf.update({config!r})
+handler = LogDNAHandler(flush_interval=60, shutdown_timeout=10)
+log = logging.getLogger("app")
+log.addHandler(handler)
+log.setLevel(logging.INFO)
+log.propagate = False
+
+# The worker's main process imports this module before its pool forks the children.
+for i in range({master_lines}):
+    log.info("master %d pid %d", i, os.getpid())
+
+@app.task(name="log_line")
+def log_line(task_id):
+    log.info("task %s pid %d", task_id, os.getpid())
+    return os.getpid()
+
+@app.task(name="held")
+def held(task_id, port):
+    # Keeps this pool child busy until the test says go: the other child takes the rest.
+    with socket.create_connection(("127.0.0.1", port)) as conn:
+        conn.sendall(b"held")
+        conn.recv(16)
+    log.info("task %s pid %d", task_id, os.getpid())
+    return os.getpid()
+"""
+
+
+def celery_config(data: Path) -> dict[str, object]:
+    """A broker and a result store in files: no server to run."""
+    for name in ("queue", "processed", "results", "control"):
+        (data / name).mkdir(exist_ok=True)
+    queue = str(data / "queue")
+    return {
+        "broker_url": "filesystem://",
+        "broker_transport_options": {
+            "data_folder_in": queue,
+            "data_folder_out": queue,
+            "processed_folder": str(data / "processed"),
+            "control_folder": str(data / "control"),  # else ./control in the cwd
+        },
+        "result_backend": f"file://{data / 'results'}",
+        "worker_hijack_root_logger": False,
+    }
+
+
+class CeleryWorker:
+    """``celery worker -P prefork -c 2`` in a child process, and an app to send it tasks."""
+
+    def __init__(self, tmp_path: Path, url: str, *options: str) -> None:
+        celery = pytest.importorskip("celery")
+        config = celery_config(tmp_path)
+        (tmp_path / "celery_tasks.py").write_text(
+            CELERY_TASKS.format(config=config, master_lines=MASTER_LINES)
+        )
+        env = dict(os.environ, LOGDNA_URL=url, PYTHONPATH=f"{tmp_path}{os.pathsep}{REPO}")
+        env.pop("LOGDNA_INGESTION_KEY", None)
+        self.output = tmp_path / "celery.log"
+        with self.output.open("wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "celery", "-A", "celery_tasks", "worker",
+                 "-P", "prefork", "-c", "2", "-O", "fair", "--loglevel", "INFO",
+                 "--without-gossip", "--without-mingle", "--without-heartbeat", *options],
+                cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )  # fmt: skip
+        self.app = celery.Celery("sender")
+        self.app.conf.update(config)
+        self.served: dict[str, int] = {}  # task id -> pid of the pool child that ran it
+
+    def log(self) -> str:
+        return self.output.read_text(errors="replace")
+
+    def run(self, prefix: str, n: int) -> None:
+        results = {f"{prefix}-{i}": self.app.send_task("log_line", args=[f"{prefix}-{i}"])
+                   for i in range(n)}  # fmt: skip
+        for task_id, result in results.items():
+            self.served[task_id] = int(result.get(timeout=DEADLINE))
+
+    def run_on_both_children(self, prefix: str, n: int) -> set[int]:
+        """``n`` tasks while one child runs a held task: the pids of the children that ran
+        them, two or more (more where children are replaced as they go)."""
+        before = set(self.served)
+        with socket.socket() as gate:
+            gate.bind(("127.0.0.1", 0))
+            gate.listen(1)
+            gate.settimeout(DEADLINE)
+            task_id = f"{prefix}-held"
+            result = self.app.send_task("held", args=[task_id, gate.getsockname()[1]])
+            try:
+                conn, _ = gate.accept()
+            except TimeoutError:
+                raise AssertionError(f"the held task never started\n{self.log()}") from None
+            with conn:
+                conn.settimeout(DEADLINE)
+                assert b"held" == conn.recv(16)
+                self.run(prefix, n)
+                conn.sendall(b"go")
+            self.served[task_id] = int(result.get(timeout=DEADLINE))
+        pids = {pid for tid, pid in self.served.items() if tid not in before}
+        assert len(pids) >= 2, (self.served, self.log())
+        return pids
+
+    def stop(self) -> tuple[int, float]:
+        """SIGTERM (Celery's warm shutdown); the exit status and how long it took."""
+        sent = time.monotonic()
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            status = self.proc.wait(DEADLINE)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"celery still running {DEADLINE} s after SIGTERM") from None
+        return status, time.monotonic() - sent
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.app.close()
+
+
+# Pool children that live until the worker stops; children replaced every two tasks.
+CELERY_POOLS = {"two-children": (), "max-tasks-per-child": ("--max-tasks-per-child", "2")}
+
+
+@pytest.fixture(params=list(CELERY_POOLS))
+def celery_worker(
+    request: pytest.FixtureRequest, tmp_path: Path, server: DevServer
+) -> Iterator[CeleryWorker]:
+    w = CeleryWorker(tmp_path, server.url, *CELERY_POOLS[request.param])
+    try:
+        yield w
+    finally:
+        w.kill()
+
+
+class TestCeleryPrefork:
+    def test_pool_children_ship_their_own_lines_and_never_the_parents(
+        self, celery_worker: CeleryWorker, server: DevServer
+    ) -> None:
+        """The worker's main process logs at import and forks two pool children (or more,
+        replaced every two tasks), each logs a line per task; after SIGTERM (warm shutdown)
+        every line arrives exactly once, from every child, though a pool child ends with
+        os._exit (billiard's pool worker): the library delivers on Celery's
+        worker_process_shutdown. The main process's lines arrive once."""
+        children = celery_worker.run_on_both_children("t", 20)
+        status, took = celery_worker.stop()
+        assert 0 == status, celery_worker.log()
+        assert took < DEADLINE
+
+        master = [f"master {i} pid {celery_worker.proc.pid}" for i in range(MASTER_LINES)]
+        tasks = [f"task {tid} pid {pid}" for tid, pid in celery_worker.served.items()]
+        expected = master + tasks
+        assert server.wait_for_lines(len(expected), DEADLINE), celery_worker.log()
+        got = texts(server)
+        assert_each_once(expected, got, celery_worker.log())
+        assert len(expected) == len(got), sorted(set(got) - set(expected))[:5]
+        for pid in children:
+            assert any(t.endswith(f" pid {pid}") for t in got), pid
