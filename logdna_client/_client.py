@@ -211,6 +211,7 @@ class Client:
         finally:
             self._starting = False
         self._buffer.allow_lock_free()
+        _exit.hook_celery_pool_exit()
         if self.config.handle_signals:
             _exit.install_signal_handlers()
 

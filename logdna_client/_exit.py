@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 __all__ = [
     "close_all",
     "exit_deadline",
+    "hook_celery_pool_exit",
     "install_signal_handlers",
     "owns",
     "register",
@@ -478,6 +479,38 @@ def _install_mp_finalizer(client: Client) -> None:
             client._wait_closed(at_exit=True)
 
     mp_util.Finalize(client, drain, exitpriority=100)
+
+
+# -- Celery prefork pool children
+#
+# billiard's pool worker ends with os._exit, so neither atexit nor logging.shutdown()
+# runs there, and the multiprocessing finalizer above is not billiard's. Celery sends
+# its worker_process_shutdown signal in that child just before: deliver then.
+
+_celery_hooked = False
+
+
+def hook_celery_pool_exit() -> None:
+    """Make a Celery prefork pool child deliver before it ends; only where Celery is
+    already imported (the library never imports it). Called when a sender starts, so
+    also in a pool child, where Celery always is."""
+    global _celery_hooked
+    if _celery_hooked:
+        return
+    signals = sys.modules.get("celery.signals")
+    if signals is None:
+        return
+    try:
+        signals.worker_process_shutdown.connect(
+            _deliver_at_pool_exit, weak=False, dispatch_uid="logdna_client"
+        )
+        _celery_hooked = True
+    except Exception:  # not the Celery we know: leave it
+        pass
+
+
+def _deliver_at_pool_exit(**_: Any) -> None:
+    close_all(wait=True)
 
 
 # -- helpers
