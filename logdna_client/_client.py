@@ -23,7 +23,7 @@ from typing_extensions import Self, Unpack
 from . import _capture, _exit
 from ._buffer import SEPARATOR, Buffer
 from ._config import Config, hide_key
-from ._event import timestamp_of
+from ._event import level_name, levelno_of, timestamp_of
 from ._line import LineBuilder, now_millis, safe_str
 from ._options import ClientOptions, check_option_names, with_options_help
 from ._report import Reporter
@@ -47,11 +47,6 @@ _DROP_REASONS = (
 
 # How long past its deadline a close waits for the sender's own bookkeeping.
 _CLOSE_GRACE = 0.2
-
-_LEVEL_NAMES = {
-    logging.CRITICAL: "CRITICAL", logging.ERROR: "ERROR", logging.WARNING: "WARNING",
-    logging.INFO: "INFO", logging.DEBUG: "DEBUG",
-}  # fmt: skip
 
 
 class Client:
@@ -271,18 +266,13 @@ class Client:
         not a time (NaN, negative, past the year 5000).
         """
         try:
-            if isinstance(level, int):
-                levelno = level
-                level_name = _LEVEL_NAMES.get(level) or logging.getLevelName(level)
-            else:
-                level_name = safe_str(level).upper() or "INFO"
-                found = logging.getLevelName(level_name)
-                levelno = found if isinstance(found, int) else logging.INFO
-            if levelno < self.config.level:
+            name = level_name(level)
+            number = level if isinstance(level, int) and not isinstance(level, bool) else None
+            if (levelno_of(name) if number is None else number) < self.config.level:
                 return False
             data = self._builder.encode(
                 text if isinstance(text, str) else safe_str(text),
-                level_name,
+                name,
                 _millis_or_now(timestamp),
                 dict(meta) if meta else None,
                 app,

@@ -30,7 +30,9 @@ __all__ = [
     "TIME_KEY",
     "UNUSUAL_KEYS",
     "event_dict_to_line",
+    "level_name",
     "level_of",
+    "levelno_of",
     "timestamp_of",
 ]
 
@@ -79,10 +81,16 @@ _NO_EVENT_LIMIT = 1000
 def level_of(method_name: str, event_dict: Mapping[str, Any]) -> str:
     """The line's level: the ``level`` key (``add_log_level``), else the method name."""
     raw = event_dict.get(LEVEL_KEY)
-    if raw is None:
-        raw = method_name
+    return level_name(method_name if raw is None else raw)
+
+
+def level_name(raw: object) -> str:
+    """The level name a line ships for ``raw`` (the structlog processor's and
+    ``Client.log``'s one rule): a level number as logging names it (``addLevelName``
+    names too, "Level 25" for an unnamed one); a name as LEVELS maps it, in any case
+    (``warn`` -> WARNING, ``exception`` -> ERROR); any other name upper-cased."""
     if isinstance(raw, int) and not isinstance(raw, bool):
-        return logging.getLevelName(raw) if raw in _LEVEL_BY_NO else f"Level {raw}"
+        return logging.getLevelName(raw)
     name = raw if type(raw) is str else safe_str(raw)
     found = LEVELS.get(name)
     if found is not None:
@@ -91,8 +99,14 @@ def level_of(method_name: str, event_dict: Mapping[str, Any]) -> str:
     return found if found is not None else (name.upper() or "INFO")  # the builder caps it
 
 
-_LEVEL_BY_NO = frozenset({logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR,
-                          logging.CRITICAL, logging.NOTSET})  # fmt: skip
+def levelno_of(name: str) -> int:
+    """The level number a level name stands for, to compare with the client's level:
+    LEVELNOS's, else one logging knows (``addLevelName``), else INFO's."""
+    found = LEVELNOS.get(name)
+    if found is None:
+        known = logging.getLevelName(name)  # a name it does not know comes back as text
+        found = known if isinstance(known, int) else logging.INFO
+    return found
 
 
 def timestamp_of(value: object) -> int | None:

@@ -42,7 +42,7 @@ from ._options import ClientOptions, with_options_help
 from ._report import is_own_logger
 from ._threads import SENDER_THREADS, marks_for
 
-__all__ = ["STANDARD_RECORD_ATTRS", "LogDNAHandler"]
+__all__ = ["STANDARD_RECORD_ATTRS", "LogDNAHandler", "record_meta"]
 
 _PROBE = logging.LogRecord("probe", logging.INFO, __file__, 1, "probe", None, None)
 # Attributes every LogRecord has; anything else arrived through extra= (or a
@@ -61,6 +61,17 @@ del _PROBE
 _GET_MESSAGE = logging.LogRecord.getMessage
 
 _STRUCTLOG_SKIP = STANDARD_RECORD_ATTRS | {"_logger", "_name"}
+
+
+def record_meta(attrs: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any] | None:
+    """A record's meta (from its ``__dict__``): the attributes ``names`` lists
+    (``record_meta``) that it has, then its extras (see ``_extras``)."""
+    meta = {k: attrs[k] for k in names if k in attrs} or None
+    if len(attrs) != _PLAIN_RECORD_LEN:
+        extras = _extras(attrs)
+        if extras:
+            meta = {**meta, **extras} if meta else extras
+    return meta
 
 
 def _extras(attrs: dict[str, Any]) -> dict[str, Any] | None:
@@ -302,11 +313,7 @@ class LogDNAHandler(logging.Handler):
                 kept = cache.get(value)  # type: ignore[union-attr]
                 meta, data = kept if kept is not None else self._cache_meta(value)
             else:
-                meta = {k: attrs[k] for k in names if k in attrs} or None
-                if len(attrs) != _PLAIN_RECORD_LEN:
-                    extras = _extras(attrs)
-                    if extras:
-                        meta = {**meta, **extras} if meta else extras
+                meta = record_meta(attrs, names)
         if _context.in_use:
             context = request_context()
             if context:

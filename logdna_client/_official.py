@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ._context import current as request_context
+from ._context import with_context
 from ._errors import ConfigurationError
 from ._options import check_option_names
 
@@ -94,7 +95,7 @@ def install(handler: LogDNAHandler) -> None:
 def _ship_with_options(
     handler: LogDNAHandler, record: logging.LogRecord, opts: Mapping[str, Any]
 ) -> bool:
-    from ._handler import _extras  # noqa: PLC0415 - _handler imports this module
+    from ._handler import record_meta  # noqa: PLC0415 - _handler imports this module
 
     try:
         if not handler.filter(record):
@@ -104,15 +105,19 @@ def _ship_with_options(
         copy = logging.makeLogRecord(record.__dict__)
         copy.args = None
         text = handler.format(copy)
-        meta: dict[str, Any] = {**request_context(), **(_extras(copy.__dict__) or {})}
+        # The record's meta as any line of the handler's has it, then the line's own.
+        meta = record_meta(copy.__dict__, handler._record_attrs) or {}
         extra_meta = opts.get("meta")
         if isinstance(extra_meta, Mapping):
-            meta.update(extra_meta)
+            meta = {**meta, **extra_meta}
+        context = request_context()
+        if context:
+            meta = with_context(meta, context)
         level = opts.get("level")
         app, env, stamp = opts.get("app"), opts.get("env"), opts.get("timestamp")
         handler.client.log(
             text,
-            level=str(level).upper() if level is not None else record.levelname,
+            level=level if level is not None else record.levelname,
             app=app if isinstance(app, str) else None,
             env=env if isinstance(env, str) else None,
             meta=meta or None,

@@ -38,13 +38,13 @@ from ._config import hide_key
 from ._errors import ConfigurationError
 from ._event import (
     LEVEL_KEY,
-    LEVELNOS,
     LEVELS,
     TEXT_KEY,
     TIME_KEY,
     UNUSUAL_KEYS,
     event_dict_to_line,
     level_of,
+    levelno_of,
     timestamp_of,
 )
 from ._line import millis, now_millis, safe_str
@@ -170,7 +170,7 @@ class LogDNAProcessor(_NativeCall):
 
     def _passes(self, level: str) -> bool:
         """Whether a line at ``level`` is at or above the client's level."""
-        return not self._min_level or LEVELNOS.get(level, logging.INFO) >= self._min_level
+        return not self._min_level or levelno_of(level) >= self._min_level
 
     def __copy__(self) -> LogDNAProcessor:
         # A handle on its client's pipeline, as a logger is: a copy would share it anyway.

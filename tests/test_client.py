@@ -48,6 +48,51 @@ class TestLog:
         assert name == queued(client)[-1]["level"]
 
     @pytest.mark.parametrize(
+        ("level", "name"),
+        [("warn", "WARNING"), ("err", "ERROR"), ("exception", "ERROR"), ("fatal", "CRITICAL")],
+    )
+    def test_level_names_as_structlog_names_them(self, level: str, name: str) -> None:
+        """The method-style names structlog uses map to logging's (one rule for Client.log
+        and the structlog processor), and they filter by that level: "err" is an ERROR,
+        kept by a client at WARNING."""
+        from logdna_client._event import level_of
+
+        c = Client(key="k", url=UNREACHABLE, hostname="t", level="WARNING", flush_interval=3600)
+        try:
+            assert c.log("kept", level=level)
+            assert [name] == [line["level"] for line in queued(c)]
+            assert name == level_of(level, {})
+        finally:
+            c._buffer.discard_all("shutdown")
+            c.close(timeout=0)
+
+    def test_a_level_logging_knows_by_name(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A level added with logging.addLevelName ships by its name, from a number, and
+        its name filters at its number, on Client.log and the structlog processor alike."""
+        import logging
+
+        from logdna_client.structlog import LogDNAProcessor
+        from logdna_client.testing import capture_lines
+
+        monkeypatch.setitem(logging._levelToName, 25, "NOTICE")  # what addLevelName sets
+        monkeypatch.setitem(logging._nameToLevel, "NOTICE", 25)
+        c = Client(url=UNREACHABLE, hostname="t", level=22)
+        proc = LogDNAProcessor(client=c)
+        try:
+            with capture_lines() as lines:
+                c.log("by number", level=25)
+                c.log("by name", level="notice")
+                proc(None, "info", {"event": "structlog, by number", "level": 25})
+                proc(None, "info", {"event": "structlog, by name", "level": "notice"})
+                c.log("below", level=21)
+        finally:
+            c.close(timeout=0)
+        assert [("by number", "NOTICE"), ("by name", "NOTICE"),
+                ("structlog, by number", "NOTICE"), ("structlog, by name", "NOTICE")] == [
+            (line["line"], line["level"]) for line in lines
+        ]  # fmt: skip
+
+    @pytest.mark.parametrize(
         ("timestamp", "millis"),
         [(1_700_000_000, 1_700_000_000_000), (1_700_000_000.5, 1_700_000_000_500),
          (1_700_000_000_123, 1_700_000_000_123)],

@@ -121,10 +121,13 @@ class TestOfficialExamplesRunUnchanged:
             ("Info message", "INFO", None),
             ("My Sample Log Line", "INFO", None),
             ("My Sample Log Line", "MYCUSTOMLEVEL", None),
-            ("My Sample Log Line", "WARN", "myAppName"),
-            ("My Sample Log Line", "WARN", None),
+            ("My Sample Log Line", "WARNING", "myAppName"),
+            ("My Sample Log Line", "WARNING", None),
         ] == got
-        assert {"foo": "bar", "nested": {"nest1": "nested text"}} == server.lines[5]["meta"]
+        # The logger's name first, as every line of the handler carries it (record_meta).
+        assert {"name": "logdna", "foo": "bar", "nested": {"nest1": "nested text"}} == server.lines[
+            5
+        ]["meta"]
         request = server.requests[0]
         assert ("pytest", "10.0.1.1", "C0:FF:EE:C0:FF:EE") == (
             request.hostname, request.query.get("ip"), request.query.get("mac")
@@ -206,6 +209,7 @@ class TestOptionMapping:
             log.info("skip me", {"app": "x"})  # noqa: PLE1205 - the official per-line dict
             log.info("kept", {"env": "staging", "meta": {"a": 1}}, extra={"b": 2})  # noqa: PLE1205
         handler.close()
-        assert [("kept", "staging", {"a": 1, "b": 2})] == [
+        # The logger's name first, as every line of the handler carries it (record_meta).
+        assert [("kept", "staging", {"name": "official.opts", "b": 2, "a": 1})] == [
             (x["line"], x["env"], x["meta"]) for x in lines
         ]
