@@ -261,6 +261,8 @@ class Client:
     ) -> bool:
         """Queue one line; never raises. True when queued, False when dropped or filtered.
 
+        ``level``: a logging level number, or a name in any case (``"warn"`` ships as
+        WARNING, as the structlog processor names it; see ``_event.level_name``).
         ``timestamp``: a datetime, epoch seconds or milliseconds, or ISO-8601 text, read
         as the structlog processor reads one (``timestamp_of``); now when it is None or
         not a time (NaN, negative, past the year 5000).
