@@ -29,22 +29,13 @@ from ._options import ClientOptions, check_option_names, with_options_help
 from ._report import Reporter
 from ._retry import Backoff
 from ._sender import Sender
-from ._stats import ClientStats
+from ._stats import DROP_REASONS, SPOOL_DROP_REASONS, ClientStats
 from ._threads import on_sender_thread
 from ._transport import HTTPTransport, Transport
 
 __all__ = ["Client"]
 
 #: Every reason a line can be dropped for, so stats() shows each (0 when none).
-_DROP_REASONS = (
-    "buffer_full",  # the buffer was full (the overflow policy chose this line)
-    "rejected",  # the service refused it (400, 413, 207), or refuses everything
-    "shutdown",  # still undelivered at the close or exit deadline
-    "after_close",  # logged after close()
-    "reentrant",  # logged from inside a line being logged, more than one level deep
-    "error",  # no line could be built (a bug of ours, or a record nothing can read)
-)
-
 # How long past its deadline a close waits for the sender's own bookkeeping.
 _CLOSE_GRACE = 0.2
 
@@ -317,9 +308,9 @@ class Client:
         """
         buffer = self._buffer
         target = buffer.accepted
-        if buffer.done_through >= target and not self._sender._backlog():
+        if self._sender.done(target):
             return True
-        dropped_before = sum(buffer.dropped.values())
+        dropped_before = self._dropped_total()
         if not self._started:
             self._start()
         self._wake()
@@ -330,7 +321,7 @@ class Client:
             left = deadline - time.monotonic() + _CLOSE_GRACE
             timeout = left if timeout is None else min(timeout, left)
         done = self._sender.wait_done_through(target, timeout)
-        return done and sum(buffer.dropped.values()) == dropped_before
+        return done and self._dropped_total() == dropped_before
 
     def close(self, timeout: float | None = None) -> None:
         """Flush what is queued within ``timeout`` (default ``shutdown_timeout``), then stop.
@@ -433,8 +424,7 @@ class Client:
         pending it returns at once, without a thread. Cancelling the awaiting
         task leaves the wait to end at ``timeout`` on its own.
         """
-        buffer = self._buffer
-        if buffer.done_through >= buffer.accepted:
+        if self._sender.done(self._buffer.accepted):
             return True
         return await asyncio.to_thread(self.flush, timeout)
 
@@ -448,6 +438,21 @@ class Client:
 
     # -- introspection
 
+    def _dropped(self) -> dict[str, int]:
+        """Lines dropped, by reason (every reason, 0 when none): the buffer's, and
+        those the spool gave up (full, too old)."""
+        dropped = dict.fromkeys(DROP_REASONS, 0)
+        dropped.update(self._buffer.dropped)
+        spool = self._sender.spool
+        if spool is not None:
+            dropped.update(dict.fromkeys(SPOOL_DROP_REASONS, 0))
+            dropped.update(spool.dropped)
+        return dropped
+
+    def _dropped_total(self) -> int:
+        """``stats()["dropped_total"]``; flush() compares it before and after."""
+        return sum(self._dropped().values())
+
     @property
     def closed(self) -> bool:
         return self._closed
@@ -456,12 +461,8 @@ class Client:
         """Counters: queued, sent, dropped (by reason), retries, bytes_sent, last_error
         and more (see ``ClientStats``)."""
         buffer = self._buffer
-        dropped = dict(buffer.dropped)
-        for reason in _DROP_REASONS:
-            dropped.setdefault(reason, 0)
+        dropped = self._dropped()
         spool = self._sender.spool
-        if spool is not None:  # lines the spool gave up (full, too old): spool_full, spool_age
-            dropped.update(spool.dropped)
         out: dict[str, Any] = {
             "queued": buffer.held_lines,  # waiting or in flight
             "queued_bytes": buffer.held_bytes,

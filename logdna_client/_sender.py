@@ -207,18 +207,25 @@ class Sender:
         self._interrupt.set()
         self.wake.set()
 
+    def done(self, target: int) -> bool:
+        """Whether every line numbered below ``target`` has left the buffer (delivered,
+        or dropped and counted) and no batch waits on disk: the one test of flush(),
+        aflush() and wait_done_through()."""
+        spool = self.spool
+        return self._buffer.done_through >= target and not (spool is not None and spool.undelivered)
+
     def wait_done_through(self, target: int, timeout: float | None) -> bool:
-        """Wait until every line with sequence number < target has left the buffer."""
+        """Wait until ``done(target)``, or ``timeout`` passed; returns ``done(target)``."""
         deadline = None if timeout is None else self._clock() + timeout
         with self._progress:
-            while self._buffer.done_through < target or self._backlog():
+            while not self.done(target):
                 if self.finished.is_set():
                     break
                 left = None if deadline is None else deadline - self._clock()
                 if left is not None and left <= 0:
                     break
                 self._progress.wait(left if left is None else min(left, 0.5))
-        return self._buffer.done_through >= target and not self._backlog()
+        return self.done(target)
 
     # -- the thread
 

@@ -2,11 +2,11 @@
 
 from typing_extensions import NotRequired, TypedDict
 
-__all__ = ["ClientStats", "DroppedLines", "LastError"]
+__all__ = ["DROP_REASONS", "SPOOL_DROP_REASONS", "ClientStats", "DroppedLines", "LastError"]
 
 
 class DroppedLines(TypedDict):
-    """Lines lost, by reason (each 0 until it happens)."""
+    """Lines lost, by reason (each 0 until it happens; the spool's with a spool)."""
 
     buffer_full: int  #: the buffer was full; the overflow policy chose these
     rejected: int  #: the service refused them (400, 413, 207), or refuses everything
@@ -16,6 +16,14 @@ class DroppedLines(TypedDict):
     error: int  #: no line could be built
     spool_full: NotRequired[int]  #: with a spool: the spool folder was full
     spool_age: NotRequired[int]  #: with a spool: older than max_spool_age, unsent
+
+
+#: Every reason a line can be dropped for, in order (``stats()["dropped"]`` has each,
+#: 0 until it happens); with a spool, ``SPOOL_DROP_REASONS`` too. The one list.
+DROP_REASONS = tuple(k for k in DroppedLines.__annotations__ if k in DroppedLines.__required_keys__)
+SPOOL_DROP_REASONS = tuple(
+    k for k in DroppedLines.__annotations__ if k in DroppedLines.__optional_keys__
+)
 
 
 class LastError(TypedDict):

@@ -128,6 +128,39 @@ class TestStats:
         finally:
             client.close(1)
 
+    def test_with_a_spool_its_reasons_are_there_too(self, tmp_path: Any) -> None:
+        """With a spool, every reason of DroppedLines is in stats(), 0 until it happens."""
+        from logdna_client._devserver import DevServer
+
+        with DevServer() as server:
+            client = Client(url=server.url, hostname="t", spool_dir=str(tmp_path))
+            try:
+                client.log("delivered through the spool")
+                assert client.flush(30)
+                dropped = client.stats()["dropped"]
+                assert list(DroppedLines.__annotations__) == list(dropped)
+                assert not any(dropped.values())
+            finally:
+                client.close(5)
+
+    def test_every_reason_counted_in_the_code_is_a_declared_one(self) -> None:
+        """A drop is counted under a literal reason at each call site: each of them is
+        one DroppedLines declares (a typo would be a reason stats() never shows)."""
+        import pathlib
+        import re
+
+        import logdna_client
+
+        package = pathlib.Path(logdna_client.__file__).parent
+        call = re.compile(r"(?:count_drop|_count_drop|_drop|discard_all)\(\s*(?:\w+,\s*)?\"(\w+)\"")
+        found = {
+            reason for path in package.rglob("*.py") for reason in call.findall(path.read_text())
+        }
+        found |= set(re.findall(r'dropped\["(\w+)"\]', "".join(
+            p.read_text() for p in package.rglob("*.py"))))  # fmt: skip
+        assert {"shutdown", "after_close", "spool_age"} <= found  # the pattern finds them
+        assert found <= set(DroppedLines.__annotations__)
+
     def test_last_error_kind_status_when(self) -> None:
         """A refused key shows in last_error (kind, status, when), never the key itself."""
         answers = [Outcome(Kind.AUTH, 401, detail="key sekrit-key-1234 refused"), OK]

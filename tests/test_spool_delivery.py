@@ -283,3 +283,33 @@ if __name__ == "__main__":
         except multiprocessing.TimeoutError:  # the worker died: its task never answers
             sys.stderr.write("@@worker died\\n")
 """
+
+
+class TestFlushWaitsForTheSpool:
+    def test_flush_is_false_while_a_batch_waits_on_disk(self, tmp_path: Path) -> None:
+        """docs/spool.md: flush() (and aflush()) return True only when the spool holds no
+        backlog either. With the service down, the batch goes to disk and is retried
+        from there: both say False until it is delivered, then True."""
+        import asyncio
+        import threading
+
+        from logdna_client._transport import Kind, Outcome
+        from tests.test_sender import OK, client_with
+
+        up = threading.Event()
+
+        def answer(lines: list[dict[str, object]], gzipped: bool) -> Outcome:
+            return OK if up.is_set() else Outcome(Kind.RETRY, 503)
+
+        client, transport, _ = client_with(answer, spool_dir=str(tmp_path), flush_interval=0.05)
+        try:
+            for i in range(3):
+                client.log(f"line {i}")
+            assert not client.flush(1.0)
+            assert not client.flush(0.2)  # asked again: still on disk
+            assert not asyncio.run(client.aflush(0.2))
+            up.set()
+            assert client.flush(30)
+            assert ["line 0", "line 1", "line 2"] == transport.delivered
+        finally:
+            client.close(5)

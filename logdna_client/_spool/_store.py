@@ -389,7 +389,17 @@ class Spool:
     @property
     def backlog(self) -> bool:
         """True while next_replay_batch may have something (adopted or released batches)."""
-        return any(not seg.scanned or seg.waiting > 0 for seg in self._segments.values())
+        return any(not seg.scanned or seg.waiting > 0 for seg in list(self._segments.values()))
+
+    @property
+    def undelivered(self) -> bool:
+        """True while any batch on disk is not done: waiting to be replayed, or handed
+        out and not acked yet (a replay being retried). What ``flush()`` waits for;
+        reads memory only, and is safe from any thread (the dict is copied first)."""
+        return any(
+            not seg.scanned or seg.batches > seg.done_batches
+            for seg in list(self._segments.values())
+        )
 
     @property
     def disk_bytes(self) -> int:
