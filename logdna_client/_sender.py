@@ -408,9 +408,14 @@ class Sender:
         moved, left = self._move_to_disk()
         if left:  # no room, or the disk failed: they count as shutdown drops
             self._buffer.release(left)
-            self._buffer.count_drop("shutdown", len(left))
-            self._cut_by_shutdown += len(left)
+            self._cut_at_shutdown(len(left))
         return moved
+
+    def _cut_at_shutdown(self, count: int) -> None:
+        """Lines taken from the buffer that the shutdown deadline cut, on disk nowhere:
+        dropped as ``shutdown``, and part of the loss ``_finish`` reports."""
+        self._buffer.count_drop("shutdown", count)
+        self._cut_by_shutdown += count
 
     def _take_summary(self) -> bytes | None:
         """The drop-summary line, while delivery works (no failed request since the last success).
@@ -463,9 +468,7 @@ class Sender:
             self._deliver_parts(pending, summary, handoff=kept, own=not replayed)
         except _Shutdown:
             if not (kept or replayed):  # else it is on disk for the next process
-                cut = undelivered()
-                self._buffer.count_drop("shutdown", cut)
-                self._cut_by_shutdown += cut
+                self._cut_at_shutdown(undelivered())
             raise
         except _ToDisk:
             raise

@@ -185,6 +185,23 @@ class TestAuthAndEncoding:
 
 
 class TestShutdownAndAccounting:
+    def test_the_loss_reported_is_the_loss_counted(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The shutdown loss said at close is the number stats() counts as ``shutdown``:
+        the batch in flight when the deadline cut it, and what was still queued."""
+        from logdna_client import _exit
+
+        said: list[str] = []
+        monkeypatch.setattr(_exit, "report_exit_loss", said.append)
+        client, _, _ = client_with(lambda lines, gz: Outcome(Kind.RETRY, 503), max_batch_bytes=2000)
+        for i in range(200):
+            client.log(f"line {i} " + "x" * 40)
+        client.close(timeout=0.3)
+        lost = client.stats()["dropped"]["shutdown"]
+        assert lost > 0
+        assert [f"logdna_client: {lost} lines"] == [
+            m[: len(f"logdna_client: {lost} lines")] for m in said
+        ]
+
     def test_close_returns_by_deadline_with_dead_service(self) -> None:
         """close() with a service that always fails returns on time and counts the loss."""
         client, _, _ = client_with(lambda lines, gz: Outcome(Kind.RETRY, 503))
