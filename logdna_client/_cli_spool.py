@@ -24,7 +24,7 @@ from typing import Any, Protocol, TextIO
 from ._config import ENV_VARS, Config
 from ._devserver import isatty
 from ._retry import Backoff
-from ._sender import gzip_entries
+from ._sender import app_outcome, gzip_entries
 from ._spool import Spool
 from ._spool._inspect import inspect_segment, quarantine_paths, remove_orphaned, segment_paths
 from ._transport import HTTPTransport, Kind
@@ -240,9 +240,9 @@ def _cmd_replay(args: argparse.Namespace) -> int:
                 gzip_entries(batch.entries), gzipped=True, timeout=config.request_timeout
             )
             if outcome.kind in (Kind.OK, Kind.PARTIAL):
-                spool.ack(batch.id)
-                rejected += min(outcome.rejected, len(batch.entries))
-                sent += len(batch.entries) - min(outcome.rejected, len(batch.entries))
+                delivered, refused = app_outcome(list(batch.entries), outcome)
+                spool.ack(batch.id, delivered)
+                sent, rejected = sent + delivered, rejected + refused
                 failing_since, attempt = None, 0
                 if progress:  # one line, rewritten in place
                     console.err.write(f"\rreplayed {sent + rejected}/{waiting} line(s)")
@@ -271,7 +271,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
             console.say(to=console.err)
     dropped = dict(spool.dropped)
     if rejected:
-        dropped["rejected by the service"] = rejected
+        dropped["rejected"] = rejected  # as stats() names it
     console.say(
         f"replayed {sent} line(s) from {folder}" + (f"; dropped {dropped}" if dropped else "")
     )

@@ -299,9 +299,9 @@ class Client:
     def flush(self, timeout: float | None = 5.0) -> bool:
         """Wait until every line accepted so far was delivered, or ``timeout`` passed.
 
-        Returns True when all of them left the buffer and none was dropped
-        meanwhile. Where waiting could not end well it only wakes the sender and
-        returns False: under ``logging``'s module lock (dictConfig), on a sender
+        Returns True when all of them left the buffer (and the spool) and none was
+        dropped or refused meanwhile. Where waiting could not end well it only wakes
+        the sender and returns False: under ``logging``'s module lock (dictConfig), on a sender
         thread, and in a signal handler or finalizer that interrupted this
         thread inside the client. Once the client is closing, it waits no longer
         than the close's deadline.
@@ -310,7 +310,7 @@ class Client:
         target = buffer.accepted
         if self._sender.done(target):
             return True
-        dropped_before = self._dropped_total()
+        lost_before = self._lost()
         if not self._started:
             self._start()
         self._wake()
@@ -321,7 +321,7 @@ class Client:
             left = deadline - time.monotonic() + _CLOSE_GRACE
             timeout = left if timeout is None else min(timeout, left)
         done = self._sender.wait_done_through(target, timeout)
-        return done and self._dropped_total() == dropped_before
+        return done and self._lost() == lost_before
 
     def close(self, timeout: float | None = None) -> None:
         """Flush what is queued within ``timeout`` (default ``shutdown_timeout``), then stop.
@@ -449,9 +449,10 @@ class Client:
             dropped.update(spool.dropped)
         return dropped
 
-    def _dropped_total(self) -> int:
-        """``stats()["dropped_total"]``; flush() compares it before and after."""
-        return sum(self._dropped().values())
+    def _lost(self) -> int:
+        """Lines lost so far: ``dropped_total``, and ``replay_rejected`` (lines the
+        service refused from the spool); flush() compares it before and after."""
+        return sum(self._dropped().values()) + self._sender.stats.replay_rejected
 
     @property
     def closed(self) -> bool:

@@ -31,7 +31,7 @@ from ._stats import LastError
 from ._threads import SENDER_THREADS, Latch, Wakeup, leave_signals_to_the_main_thread
 from ._transport import Kind, Outcome, Transport
 
-__all__ = ["Sender", "Stats", "gzip_entries"]
+__all__ = ["Sender", "Stats", "app_outcome", "gzip_entries"]
 
 
 # Measured on log lines: level 1 compresses about as well as 6 (20x) at a third of the CPU.
@@ -77,6 +77,20 @@ def _app_lines(lines: list[bytes], summary: bytes | None) -> int:
     if summary is None:
         return len(lines)
     return sum(1 for line in lines if line is not summary)
+
+
+def app_outcome(
+    part: list[bytes], outcome: Outcome, summary: bytes | None = None
+) -> tuple[int, int]:
+    """(delivered, refused): the application lines of ``part`` that the service, answering
+    OK or 207 (``outcome``), stored and refused. Our summary line is neither, wherever
+    it stood (the 207's per-line places tell); the sender and ``spool replay`` count by it."""
+    count = _app_lines(part, summary)
+    refused = outcome.rejected
+    if summary is not None and outcome.rejected_at:
+        refused = sum(1 for i in outcome.rejected_at if i < len(part) and part[i] is not summary)
+    refused = min(refused, count)
+    return count - refused, refused
 
 
 def _gzip(body: bytes) -> bytes:
@@ -172,6 +186,8 @@ class Sender:
         # only while delivery works, so an outage ends in one summary line.
         self._delivering = True
         self._cut_by_shutdown = 0
+        #: The batch ``_deliver`` is delivering: its application lines the service stored.
+        self._stored = 0
         #: The disk spool (docs/spool.md), opened on the sender thread; None without one.
         self.spool: Spool | None = None
         # The counts a summary line being sent stands for, to restore if it is not sent.
@@ -373,11 +389,11 @@ class Sender:
         if batch is None:
             return
         try:
-            self._deliver(list(batch.entries), replayed=True)
+            stored = self._deliver(list(batch.entries), replayed=True)
         except BaseException:
             spool.release(batch.id)
             raise
-        spool.ack(batch.id)
+        spool.ack(batch.id, stored)
         self._notify()
 
     def _to_disk(self, batch_id: BatchId, lines: list[bytes]) -> None:
@@ -450,8 +466,9 @@ class Sender:
         *,
         kept: bool = False,
         replayed: bool = False,
-    ) -> None:
-        """Deliver one batch, splitting and retrying as the answers require.
+    ) -> int:
+        """Deliver one batch, splitting and retrying as the answers require; returns
+        how many of its application lines the service stored.
 
         ``kept``: the batch is also in the spool. Cut off by the deadline, it is not
         lost; and if its first request fails, ``_ToDisk`` hands it to the spool to be
@@ -460,6 +477,7 @@ class Sender:
         process's buffer's to count (the spool counts them as ``replayed``).
         """
         pending: list[list[bytes]] = [lines]
+        self._stored = 0
 
         def undelivered() -> int:
             return sum(_app_lines(part, summary) for part in pending)
@@ -476,15 +494,13 @@ class Sender:
             # A bug (ours or a custom transport's): retrying would likely fail the
             # same way forever, so count these lines and keep the sender going.
             cut = undelivered()
-            if replayed:
-                self.stats.replay_rejected += cut
-            else:
-                self._buffer.count_drop("error", cut)
+            self._buffer.count_drop("error", cut)  # ours or from the spool: lost to a bug
             self._reporter.report(
                 "sender-bug", logging.ERROR,
                 "logdna_client: internal error while sending; %d line(s) dropped",
                 cut, exc_info=True,
             )  # fmt: skip
+        return self._stored
 
     def _deliver_parts(
         self,
@@ -507,11 +523,11 @@ class Sender:
             if kind is Kind.OK or kind is Kind.PARTIAL:
                 pending.pop(0)
                 handoff = False  # part of it went: retrying from disk would duplicate that
-                count = _app_lines(part, summary)
-                rejected = min(outcome.rejected, count)
+                delivered, rejected = app_outcome(part, outcome, summary)
                 if own:
-                    self.stats.sent += count - rejected
-                    buffer.settle(count)
+                    self.stats.sent += delivered
+                    buffer.settle(delivered + rejected)
+                self._stored += delivered
                 if rejected:
                     self._reject(rejected, outcome, own)
                 attempt = 0
@@ -527,7 +543,7 @@ class Sender:
                     continue
                 pending.pop(0)
                 handoff = False
-                if part[0] is not summary:  # our summary line is not an app line: never a drop
+                if _app_lines(part, summary):  # our summary line is not an app line
                     self._reject(1, outcome, own)
                     if own:
                         buffer.settle(1)
@@ -554,11 +570,11 @@ class Sender:
                 )  # fmt: skip
                 continue
             self._delivering = False
+            self.stats.retries += 1
+            self._report_failure(outcome)
             if handoff:
                 raise _ToDisk  # kept on disk: retried from there, behind nothing
             attempt += 1
-            self.stats.retries += 1
-            self._report_failure(outcome)
             # What the server asked for: close() may cut our own backoff short, not this.
             floor = 0.0
             if outcome.retry_after is not None:

@@ -68,6 +68,8 @@ class Outcome:
     retry_after: float | None = None
     detail: str = ""
     rejected: int = 0  # for PARTIAL: lines the service refused
+    #: For PARTIAL, where the answer says: the refused lines' places in the request.
+    rejected_at: tuple[int, ...] = ()
 
 
 class Transport(Protocol):
@@ -102,7 +104,8 @@ def classify(
     detail = text[:200]
     if 200 <= status < 300:
         if status == 207:
-            return Outcome(Kind.PARTIAL, status, detail=detail, rejected=_count_rejected(text))
+            at = _rejected_at(text)
+            return Outcome(Kind.PARTIAL, status, detail=detail, rejected=len(at), rejected_at=at)
         return Outcome(Kind.OK, status)
     wait = parse_retry_after(retry_after)
     if 300 <= status < 400:
@@ -134,17 +137,18 @@ def _host_of(location: str | None) -> str:
     return host[:100] if host else "the same host (relative Location)"
 
 
-def _count_rejected(text: str) -> int:
-    """Lines a 207 answer says were not stored (its per-line ``status`` array)."""
+def _rejected_at(text: str) -> tuple[int, ...]:
+    """The places of the lines a 207 answer says were not stored (its per-line
+    ``status`` array, in the request's order)."""
     try:
         doc = orjson.loads(text)
     except orjson.JSONDecodeError:
-        return 0
+        return ()
     statuses = doc.get("status") if isinstance(doc, dict) else None
     if not isinstance(statuses, list):
-        return 0
-    return sum(1 for s in statuses if not (isinstance(s, int) and 200 <= s < 300)
-               and not (isinstance(s, str) and s.lower() in ("ok", "200")))  # fmt: skip
+        return ()
+    return tuple(i for i, s in enumerate(statuses) if not (isinstance(s, int) and 200 <= s < 300)
+                 and not (isinstance(s, str) and s.lower() in ("ok", "200")))  # fmt: skip
 
 
 class _Exchange:

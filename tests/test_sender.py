@@ -265,6 +265,36 @@ class TestShutdownAndAccounting:
         assert client.stats()["sender_alive"]
         client.close()
 
+    def test_a_207_refusing_only_the_summary_line_counts_no_app_line(self) -> None:
+        """The service stores the app lines of a batch and refuses our summary line
+        alone, its 207 saying which by place: the app lines count as sent, none as
+        rejected, and no summary of a loss that did not happen follows."""
+        holder: list[Client] = []
+        bodies: list[list[str]] = []
+
+        def answer(lines: list[dict[str, Any]], gzipped: bool) -> Outcome:
+            texts = [line["line"] for line in lines]
+            bodies.append(texts)
+            if len(bodies) == 1:  # "lost": a bug costs it (counted), while two lines queue
+                holder[0].log("a")
+                holder[0].log("b")
+                raise RuntimeError("transport bug")
+            at = tuple(i for i, text in enumerate(texts) if "lines dropped" in text)
+            if at:
+                return Outcome(Kind.PARTIAL, 207, rejected=len(at), rejected_at=at)
+            return OK
+
+        client, _, _ = client_with(answer)
+        holder.append(client)
+        client.log("lost")
+        assert not client.flush(10)  # the line lost to the bug
+        assert client.flush(10)
+        stats = client.stats()
+        client.close(2)
+        assert ["a", "b", "logdna_client: 1 lines dropped (1 error)"] == bodies[1]
+        assert (2, 0, 1) == (stats["sent"], stats["dropped"]["rejected"], stats["dropped_total"])
+        assert 2 == len(bodies)  # no second summary
+
     def test_a_service_refusing_everything_gets_no_summary_storm(self) -> None:
         """A 400 for every request: the app line is dropped once, and our own summary
         line, refused too, is neither counted as a lost line nor resent in a loop."""

@@ -313,3 +313,52 @@ class TestFlushWaitsForTheSpool:
             assert ["line 0", "line 1", "line 2"] == transport.delivered
         finally:
             client.close(5)
+
+    def test_replayed_counts_only_what_the_service_stored(self, tmp_path: Path) -> None:
+        """A batch replayed from disk that the service answers with a 207 refusing one
+        line: ``replayed`` counts the lines it stored, ``replay_rejected`` the one it
+        refused (not both)."""
+        import threading
+
+        from logdna_client._transport import Kind, Outcome
+        from tests.test_sender import client_with
+
+        up = threading.Event()
+
+        def answer(lines: list[dict[str, object]], gzipped: bool) -> Outcome:
+            if not up.is_set():
+                return Outcome(Kind.RETRY, 503)
+            return Outcome(Kind.PARTIAL, 207, rejected=1, rejected_at=(0,))
+
+        client, _, _ = client_with(answer, spool_dir=str(tmp_path), flush_interval=0.05)
+        try:
+            for i in range(3):
+                client.log(f"line {i}")
+            assert not client.flush(1.0)  # on disk, retried from there
+            up.set()
+            assert not client.flush(30)  # delivered, but one line refused (a loss)
+            stats = client.stats()
+        finally:
+            client.close(5)
+        assert (2, 1, 0) == (stats["replayed"], stats["replay_rejected"], stats["sent"])
+
+    @pytest.mark.parametrize("spool", [False, True], ids=["no spool", "spool"])
+    def test_a_failed_attempt_is_a_retry_with_or_without_a_spool(
+        self, tmp_path: Path, spool: bool
+    ) -> None:
+        """One 503, then success: one retry counted (and last_error set) either way;
+        with a spool the retry is made from disk."""
+        from logdna_client._transport import Kind, Outcome
+        from tests.test_sender import client_with, failing_first
+
+        options = {"spool_dir": str(tmp_path)} if spool else {}
+        client, transport, _ = client_with(failing_first(1, Outcome(Kind.RETRY, 503)), **options)
+        try:
+            client.log("once refused")
+            assert client.flush(30)
+            stats = client.stats()
+        finally:
+            client.close(5)
+        assert ["once refused"] == transport.delivered
+        assert 1 == stats["retries"]
+        assert stats["last_error"] is not None and 503 == stats["last_error"]["status"]

@@ -85,3 +85,17 @@ def test_environment_change_while_settings_are_read_is_not_missed(
         assert "http://127.0.0.1:1" == transport._settings(url)["proxies"].get("https")
     finally:
         transport.close()
+
+
+@pytest.mark.parametrize(
+    ("body", "at"),
+    [('{"status": [200, 400, 200]}', (1,)), ('{"status": ["ok", 413, "200", "bad"]}', (1, 3)),
+     ('{"status": []}', ()), ("not json", ()), ('{"status": "partial"}', ())],
+)  # fmt: skip
+def test_a_207_says_which_lines_were_refused(body: str, at: tuple[int, ...]) -> None:
+    """A 207's per-line status array gives the refused lines' places in the request
+    (the sender keeps its own summary line out of the count by them)."""
+    from logdna_client._transport import classify
+
+    outcome = classify(207, None, body)
+    assert (Kind.PARTIAL, at, len(at)) == (outcome.kind, outcome.rejected_at, outcome.rejected)

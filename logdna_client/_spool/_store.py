@@ -116,10 +116,10 @@ def _contained(
 class Spool:
     """Append-only segments of batches in one folder; see the module docstring.
 
-    Build it with ``Spool.open``. Counters: ``spooled`` and ``replayed``
-    (lines), ``quarantined`` (damaged pieces moved aside), ``torn`` (cut
-    tails), ``written`` (bytes), ``dropped`` (lines by reason: ``spool_full``,
-    ``spool_age``).
+    Build it with ``Spool.open``. Counters: ``spooled`` and ``replayed`` (lines;
+    of a replayed batch, those the service stored), ``quarantined`` (damaged pieces
+    moved aside), ``torn`` (cut tails), ``written`` (bytes), ``dropped`` (lines by
+    reason: ``spool_full``, ``spool_age``).
     """
 
     def __init__(
@@ -247,8 +247,12 @@ class Spool:
         return BatchId(seg.name, seq, seq, seg.size - need, len(entries), False)
 
     @_contained(None)
-    def ack(self, batch_id: BatchId) -> None:
-        """The batch was delivered (or is given up for good): never hand it out again."""
+    def ack(self, batch_id: BatchId, stored: int | None = None) -> None:
+        """The batch was delivered (or is given up for good): never hand it out again.
+
+        ``stored``: of a replayed batch, the lines the service stored (all of them when
+        not said), counted as ``replayed``; the lines it refused are the caller's.
+        """
         seg = self._segments.get(batch_id.segment) if self._open() else None
         if seg is None:  # dropped meanwhile (full or too old): nothing left to mark
             return
@@ -262,7 +266,7 @@ class Spool:
         seg.done_batches += newly
         seg.done_lines += batch_id.lines
         if batch_id.replayed:
-            self.replayed += batch_id.lines
+            self.replayed += batch_id.lines if stored is None else stored
         self._mark_done(seg, batch_id.first, batch_id.last, batch_id.lines)
         if seg.finished and (seg is not self._current or seg.size >= self.segment_bytes):
             self._retire(seg)
