@@ -186,6 +186,8 @@ class Sender:
         # only while delivery works, so an outage ends in one summary line.
         self._delivering = True
         self._cut_by_shutdown = 0
+        #: The spool's drops a summary line has taken already (they are told once).
+        self._spool_told: Counter[str] = Counter()
         #: The batch ``_deliver`` is delivering: its application lines the service stored.
         self._stored = 0
         #: The disk spool (docs/spool.md), opened on the sender thread; None without one.
@@ -444,6 +446,10 @@ class Sender:
         if not self._delivering:
             return None
         counts = self._buffer.take_unreported()
+        spool = self.spool
+        if spool is not None:  # what the spool gave up since the last summary (full, too old)
+            counts.update(spool.dropped - self._spool_told)
+            self._spool_told = Counter(spool.dropped)
         if not counts:
             return None
         data = self._summary(dict(counts))

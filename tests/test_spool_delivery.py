@@ -362,3 +362,33 @@ class TestFlushWaitsForTheSpool:
         assert ["once refused"] == transport.delivered
         assert 1 == stats["retries"]
         assert stats["last_error"] is not None and 503 == stats["last_error"]["status"]
+
+    def test_lines_the_spool_gave_up_are_told_in_the_summary_line(self, tmp_path: Path) -> None:
+        """docs/delivery.md: after drops, one summary line says how many. Lines the spool
+        gave up (a dead process's segment older than max_spool_age, found at open) are
+        told there too, once."""
+        import os
+
+        from tests.test_sender import OK, client_with
+        from tests.test_spool import write_segment
+
+        folder = tmp_path / "spool"
+        old = write_segment(folder, 2)  # 20 lines a crashed process left
+        os.utime(old, (1, 1))
+        client, transport, _ = client_with(lambda lines, gz: OK, spool_dir=str(folder))
+        try:
+            client.log("first")
+            client.flush(30)  # (False when the 20 lines were given up meanwhile: a loss)
+            client.log("second")
+            assert client.flush(30)
+            client.log("third")
+            assert client.flush(30)
+            stats = client.stats()
+        finally:
+            client.close(5)
+        summaries = [t for t in transport.delivered if "lines dropped" in t]
+        assert ["logdna_client: 20 lines dropped (20 spool age)"] == summaries
+        assert 20 == stats["dropped"]["spool_age"]
+        assert ["first", "second", "third"] == [
+            t for t in transport.delivered if t not in summaries
+        ]
