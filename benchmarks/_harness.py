@@ -357,12 +357,11 @@ def memory_main(conn: Any, workload: str, n: int) -> None:
     held, _ = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     after = setup.stats()
-    from logdna_client._buffer import ENTRY_OVERHEAD, SEPARATOR
+    from logdna_client._buffer import LINE_OVERHEAD
 
     queued = after["queued"] - before["queued"]
     queued_bytes = after["queued_bytes"] - before["queued_bytes"]
-    # An entry is the separator and the line; the bound counts ENTRY_OVERHEAD more.
-    serialized = queued_bytes - (ENTRY_OVERHEAD + len(SEPARATOR)) * queued
+    serialized = queued_bytes - LINE_OVERHEAD * queued
     conn.send(
         {
             "workload": workload,

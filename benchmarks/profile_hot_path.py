@@ -224,7 +224,7 @@ def _body_joiner() -> tuple[Any, bytes]:
 
 
 def sender_costs(report: list[tuple[str, float]]) -> None:
-    from logdna_client._buffer import ENTRY_OVERHEAD
+    from logdna_client._buffer import LINE_OVERHEAD
 
     join_lines, separator = _body_joiner()
 
@@ -246,10 +246,10 @@ def sender_costs(report: list[tuple[str, float]]) -> None:
     batch: list[bytes] = []
     total = 0
     for line in sample:
-        if total + len(line) + ENTRY_OVERHEAD > 2 * 1024 * 1024:
+        if total + len(line) + LINE_OVERHEAD > 2 * 1024 * 1024:
             break
         batch.append(line)
-        total += len(line) + ENTRY_OVERHEAD
+        total += len(line) + LINE_OVERHEAD
     lines = len(batch)
     batch = [separator + line for line in batch] if separator else batch
     body = join_lines(batch)

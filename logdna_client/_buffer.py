@@ -53,6 +53,11 @@ SEPARATOR = b","
 #: Bytes a queued line costs beyond its serialized length.
 LINE_OVERHEAD = ENTRY_OVERHEAD + len(SEPARATOR)
 
+#: A request body is BODY_HEAD, the lines joined by SEPARATOR, then BODY_TAIL (the
+#: ingest API's ``{"lines": [...]}``): ``join_entries`` and ``_sender.gzip_entries``.
+BODY_HEAD = b'{"lines":['
+BODY_TAIL = b"]}"
+
 
 def cost_of(entries: list[bytes]) -> int:
     """What ``entries`` count for against the bound: each one's length plus
@@ -441,8 +446,8 @@ def join_entries(entries: list[bytes]) -> bytes:
     is fresh memory the kernel has to fault in, page by page.)
     """
     if entries and len(entries[0]) >= len(SEPARATOR):
-        first = b'{"lines":[' + entries[0][len(SEPARATOR) :]
-        return b"".join((first, *islice(entries, 1, None), b"]}"))
+        first = BODY_HEAD + entries[0][len(SEPARATOR) :]
+        return b"".join((first, *islice(entries, 1, None), BODY_TAIL))
     # Not a queued entry first (none, or shorter than the separator): drop the
     # separator's length from the front of the lines as a whole, as always.
-    return b'{"lines":[' + b"".join(entries)[len(SEPARATOR) :] + b"]}"
+    return BODY_HEAD + b"".join(entries)[len(SEPARATOR) :] + BODY_TAIL

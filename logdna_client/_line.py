@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from ._buffer import SEPARATOR
+from ._buffer import BODY_HEAD, BODY_TAIL, LINE_OVERHEAD, SEPARATOR
 from ._config import Config
 from ._context import clean_path
 from ._limits import META_BYTES, META_EXCERPT, META_MARK, NAME_CHARS, cap_text
@@ -228,9 +228,9 @@ class LineBuilder:
         self._index_meta = config.index_meta
         self._before_send = config.before_send
         self._line_limit = config.max_line_length
-        self.total_limit = min(
-            config.max_batch_bytes - 64, _MAX_META_BYTES + config.max_line_length
-        )
+        # A line must fit a batch alone: with its costs there, and the body around it.
+        alone = config.max_batch_bytes - LINE_OVERHEAD - len(BODY_HEAD) - len(BODY_TAIL)
+        self.total_limit = min(alone, _MAX_META_BYTES + config.max_line_length)
         self.on_filtered: Callable[[], None] | None = None
         #: Where trouble is told, rate-limited (the Client points it at its Reporter).
         self.report: Callable[..., object] = _log_report

@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from ._buffer import SEPARATOR, Buffer, join_entries
+from ._buffer import BODY_HEAD, BODY_TAIL, SEPARATOR, Buffer, join_entries
 from ._config import Config
 from ._kubernetes import attributes_for
 from ._limits import CUT_KINDS, Cuts, enforce_entries, threshold_for
@@ -57,16 +57,16 @@ def gzip_entries(entries: list[bytes]) -> bytes:
         return _gzip(join_entries(entries))  # not a queued entry first: the general path
     compressor = zlib.compressobj(_GZIP_LEVEL, zlib.DEFLATED, 31)
     compress = compressor.compress
-    # The body is '{"lines":[', the entries less the first one's separator, ']}'.
+    # The body is BODY_HEAD, the entries less the first one's separator, BODY_TAIL.
     parts = [
-        compress(b'{"lines":['),
+        compress(BODY_HEAD),
         compress(memoryview(b"".join(entries[:_GZIP_BLOCK]))[len(SEPARATOR) :]),
     ]
     parts += [
         compress(b"".join(entries[i : i + _GZIP_BLOCK]))
         for i in range(_GZIP_BLOCK, len(entries), _GZIP_BLOCK)
     ]
-    parts.append(compress(b"]}"))
+    parts.append(compress(BODY_TAIL))
     parts.append(compressor.flush())
     return b"".join(parts)
 
