@@ -21,7 +21,7 @@ from typing import Any, Literal, cast
 from urllib.parse import urlsplit
 
 from ._errors import ConfigurationError
-from ._limits import LINE_BYTES, NAME_CHARS
+from ._limits import BODY_BYTES, LINE_BYTES, NAME_CHARS
 
 __all__ = ["DEFAULT_URL", "ENV_VARS", "Config", "Secret", "hide_key"]
 
@@ -40,9 +40,10 @@ ENV_VARS: Mapping[str, str] = {
     "record_meta": "LOGDNA_RECORD_META",
 }
 
-# The API's own limit is 10 MB per request body; stay well under it.
-_API_BODY_LIMIT = 10_000_000
-_MAX_BATCH_CAP = 8 * 1024 * 1024
+# The largest max_batch_bytes: 8 MiB, bounded below the API's limit on a request body
+# (_limits.BODY_BYTES, 10 MB) with a MiB to spare for the drop-summary line added to a
+# full batch (tests/test_claims_accounting.py holds it there).
+_MAX_BATCH_CAP = min(8 * 1024 * 1024, BODY_BYTES - 1024 * 1024)
 # hostname, app, env and level: capped at 80 characters as the official clients do.
 _NAME_CAP = NAME_CHARS
 

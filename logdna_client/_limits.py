@@ -51,7 +51,8 @@ LEVEL_CHARS = 80
 #: The builder's cap on app, env and level names, as the official clients cap them
 #: (``LineBuilder`` is its one home); within the service's caps above.
 NAME_CHARS = 80  # tests/test_limits.py holds it within them
-#: The one hard number the vendor documents: 10 MB per request body.
+#: The one hard number the vendor documents: 10 MB per request body. Its one home:
+#: the devserver enforces it, and ``_config._MAX_BATCH_CAP`` stays below it.
 BODY_BYTES = 10_000_000
 
 #: Kinds of cut, as ``stats()["cut"]`` shows them (0 when none).

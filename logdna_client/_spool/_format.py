@@ -70,7 +70,9 @@ FRAME_SIZE = _FRAME.size
 RECORD_HEAD = _FRAME.size + _FIXED.size
 BATCH = 1
 ACK = 2
-#: No record is larger: the biggest batch the sender takes is 8 MiB of lines.
+#: No record is larger: a batch record holds at most ``max_batch_bytes`` of lines (by
+#: the buffer's per-line cost, more than a line takes here), an option capped at
+#: ``_config._MAX_BATCH_CAP``, itself below the service's ``_limits.BODY_BYTES``.
 #: A length above this is damage, not a reason to allocate gigabytes.
 MAX_BODY = 64 * 1024 * 1024
 _LITTLE = sys.byteorder == "little"

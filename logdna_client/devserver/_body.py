@@ -20,8 +20,11 @@ from typing import Any, cast
 
 import orjson
 
-#: The vendor's documented limit on a request body, on the wire and inflated.
-MAX_BODY_BYTES = 10_000_000
+from .._limits import BODY_BYTES
+
+#: The vendor's documented limit on a request body (``_limits.BODY_BYTES``), enforced
+#: on the wire and inflated.
+MAX_BODY_BYTES = BODY_BYTES
 #: How many request bodies are read and decoded at the same time, by default.
 MAX_CONCURRENT_BODIES = 4
 
