@@ -292,6 +292,7 @@ class Client:
             "WARNING",
             now_millis(),
             {"logdna_client_dropped": counts},
+            count_filtered=False,  # ours, not one of the app's lines
         )
 
     # -- flushing and closing

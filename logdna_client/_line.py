@@ -378,8 +378,11 @@ class LineBuilder:
         meta: dict[str, Any] | None = None,
         app: str | None = None,
         env: str | None = None,
+        *,
+        count_filtered: bool = True,
     ) -> bytes | None:
-        """The serialized line, or None when ``before_send`` dropped it."""
+        """The serialized line, or None when ``before_send`` dropped it (counted as
+        ``filtered`` unless ``count_filtered`` is False: the library's own lines)."""
         limit = self._line_limit
         if self._redacts_text:
             # The patterns only ever see bounded input: a text over the cap is cut to
@@ -410,7 +413,7 @@ class LineBuilder:
                 meta = self._redactor.meta(meta)
             line["meta"] = meta
         if self._before_send is not None:
-            changed = self._run_before_send(line)
+            changed = self._run_before_send(line, count_filtered)
             if changed is None:
                 return None
             line = changed
@@ -447,7 +450,7 @@ class LineBuilder:
         line["line"] = cap_text(line.get("line", _EMPTY), self._line_limit)
         return self._dumps(line)
 
-    def _run_before_send(self, line: dict[str, Any]) -> dict[str, Any] | None:
+    def _run_before_send(self, line: dict[str, Any], count: bool = True) -> dict[str, Any] | None:
         # The line as redaction left it, to ship if the hook fails: the hook gets the
         # dict itself (it may change it in place), and one that fails half-way must not
         # ship its half-done changes (a header it added, unredacted, say).
@@ -461,7 +464,7 @@ class LineBuilder:
             )  # fmt: skip
             return _restored(pristine)
         if result is None:
-            if self.on_filtered is not None:
+            if count and self.on_filtered is not None:
                 self.on_filtered()
             return None
         if not isinstance(result, dict) or not result.get("line"):

@@ -50,7 +50,7 @@ class ClientOptions(TypedDict, total=False):
     env: Annotated[str | None, "environment name of every line; env LOGDNA_ENV"]
     level: Annotated[int | str, 'lowest level shipped: 20 or "INFO"; default all']
     flush_interval: Annotated[float | str, 'seconds between sends: 1.0, "500ms", "2s"']
-    max_batch_bytes: Annotated[int | str, 'largest request body: 2 MiB, "512KiB"']
+    max_batch_bytes: Annotated[int | str, 'largest batch, at buffer cost: 2 MiB, "512KiB"']
     max_buffer_bytes: Annotated[int | str, 'memory bound of queued lines: 64 MiB, "1GB"']
     overflow: Annotated[
         Literal["drop_oldest", "drop_newest", "block"], "what a full buffer does: drop_oldest"

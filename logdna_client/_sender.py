@@ -453,8 +453,7 @@ class Sender:
         if not counts:
             return None
         data = self._summary(dict(counts))
-        if data is None:
-            self._buffer.restore_unreported(counts)
+        if data is None:  # before_send dropped it: told as the app asked (not at all)
             return None
         self._summary_counts = dict(counts)
         return SEPARATOR + data  # batches hold buffer entries: a comma, then the line

@@ -3,8 +3,8 @@ server on loopback (tests/_claims_servers.py): a body never read, answers that n
 end, a wrong Content-Length, a 207 that counts more lines than were sent, a server that
 refuses gzip, Retry-After far in the future, a 503 storm.
 
-What must hold: close() and flush() keep their deadlines, and every accepted line is,
-at any moment, in exactly one of queued, sent, or one reason of dropped."""
+What must hold: close() and flush() keep their deadlines, and every line the buffer
+accepted is counted once: queued, sent, or one reason of dropped."""
 
 from __future__ import annotations
 

@@ -238,6 +238,36 @@ class TestShutdownAndAccounting:
         summaries = [t for t in transport.delivered if "lines dropped" in t]
         assert [f"logdna_client: {dropped} lines dropped ({dropped} buffer full)"] == summaries
 
+    def test_a_before_send_that_drops_the_summary_line(self) -> None:
+        """A before_send that drops the library's summary line: it is not sent, not
+        counted as one of the app's filtered lines, and not built again batch after
+        batch (it was retried, and counted as filtered, at each one)."""
+        seen: list[str] = []
+
+        def hook(line: dict[str, Any]) -> dict[str, Any] | None:
+            seen.append(line["line"])
+            return None if line["line"].startswith("logdna_client:") else line
+
+        calls = [0]
+
+        def answer(lines: list[dict[str, Any]], gzipped: bool) -> Outcome:
+            calls[0] += 1
+            if calls[0] == 1:
+                raise RuntimeError("transport bug")  # one line lost: a summary is due
+            return OK
+
+        client, transport, _ = client_with(answer, before_send=hook)
+        client.log("lost to the bug")
+        client.flush(10)
+        for i in range(3):
+            client.log(f"after {i}")
+            assert client.flush(10)
+        stats = client.stats()
+        client.close(2)
+        assert ["after 0", "after 1", "after 2"] == transport.delivered
+        assert 0 == stats["filtered"]
+        assert 1 == sum(1 for text in seen if text.startswith("logdna_client:"))
+
     @pytest.mark.parametrize(
         "error",
         [RuntimeError("transport bug"), asyncio.CancelledError()],
