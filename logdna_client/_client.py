@@ -444,10 +444,10 @@ class Client:
         those the spool gave up (full, too old)."""
         dropped = dict.fromkeys(DROP_REASONS, 0)
         dropped.update(self._buffer.dropped)
-        spool = self._sender.spool
-        if spool is not None:
+        sender = self._sender
+        if sender.spool is not None:
             dropped.update(dict.fromkeys(SPOOL_DROP_REASONS, 0))
-            dropped.update(spool.dropped)
+            dropped.update(sender.spool.dropped + sender.spool_dropped_before)
         return dropped
 
     def _lost(self) -> int:

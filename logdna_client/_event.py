@@ -112,20 +112,20 @@ def levelno_of(name: str) -> int:
 def timestamp_of(value: object) -> int | None:
     """Epoch milliseconds from a ``timestamp`` value, or None when it is not one.
 
-    Accepts epoch seconds or milliseconds (int, float or numeric text), ISO-8601
-    text (``TimeStamper(fmt="iso")``; a trailing ``Z`` is fine, text without an
-    offset is local time) and datetimes.
+    Accepts epoch seconds or milliseconds (any number: int, float, a Decimal, a
+    numpy scalar; or numeric text), ISO-8601 text (``TimeStamper(fmt="iso")``; a
+    trailing ``Z`` is fine, text without an offset is local time) and datetimes.
     """
     try:
         if isinstance(value, str):
             return _text_millis(value.strip())
-        if isinstance(value, bool):
-            return None
         if isinstance(value, (int, float)):  # a tuple: ``int | float`` is made anew each call
-            return _number_millis(float(value))
+            return None if isinstance(value, bool) else _number_millis(float(value))
         if isinstance(value, _dt.datetime):
             return millis(value.timestamp())
-    except Exception:
+        if value is not None and not isinstance(value, (bytes, bytearray)):
+            return _number_millis(float(value))  # type: ignore[arg-type]  # other numbers
+    except Exception:  # not a number (float() refused it), or one whose __float__ raised
         pass
     return None
 

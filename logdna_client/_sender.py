@@ -188,6 +188,8 @@ class Sender:
         self._cut_by_shutdown = 0
         #: The spool's drops a summary line has taken already (they are told once).
         self._spool_told: Counter[str] = Counter()
+        #: What earlier spools of this sender gave up (a restarted sender opens anew).
+        self.spool_dropped_before: Counter[str] = Counter()
         #: The batch ``_deliver`` is delivering: its application lines the service stored.
         self._stored = 0
         #: The disk spool (docs/spool.md), opened on the sender thread; None without one.
@@ -252,7 +254,11 @@ class Sender:
         self.ident = threading.get_ident()
         SENDER_THREADS.add(self.ident)
         try:
+            old = self.spool
+            if old is not None:  # a restarted sender's new spool counts from 0 again
+                self.spool_dropped_before.update(old.dropped)
             self.spool = self._open_spool()
+            self._spool_told = Counter()
             while True:
                 if self._deadline is None:
                     self.wake.wait(self._config.flush_interval)
@@ -382,6 +388,7 @@ class Sender:
                 self._notify()
             if batch_id is not None:
                 spool.ack(batch_id)  # type: ignore[union-attr]
+                self._notify()  # flush() waits for the ack too (Spool.undelivered)
 
     def _replay_one(self) -> None:
         """Send the oldest batch the spool holds; it stays there unless delivered."""

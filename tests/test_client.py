@@ -6,6 +6,8 @@ import datetime as dt
 import json
 import time
 from collections.abc import Iterator, Mapping
+from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 
 import pytest
@@ -103,6 +105,22 @@ class TestLog:
         """Epoch seconds and epoch milliseconds are both understood."""
         client.log("x", timestamp=timestamp)
         assert millis == queued(client)[-1]["timestamp"]
+
+    @pytest.mark.parametrize(
+        "stamp",
+        [Decimal("1700000000.25"), Fraction(6_800_000_001, 4), "numpy-like"],
+        ids=["Decimal", "Fraction", "a number type of another library"],
+    )
+    def test_any_number_is_a_time(self, client: Client, stamp: Any) -> None:
+        """Numbers other than int and float (a Decimal, a Fraction, a numpy scalar: any
+        type float() takes) are times too, read as int and float are."""
+
+        class Scalar:  # what numpy.float64 and friends offer: __float__
+            def __float__(self) -> float:
+                return 1_700_000_000.25
+
+        client.log("x", timestamp=Scalar() if stamp == "numpy-like" else stamp)
+        assert 1_700_000_000_250 == queued(client)[-1]["timestamp"]
 
     def test_iso_text_is_read_as_the_structlog_processor_reads_it(self, client: Client) -> None:
         """ISO-8601 text (a trailing Z is UTC) is a time too."""

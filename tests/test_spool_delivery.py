@@ -392,3 +392,49 @@ class TestFlushWaitsForTheSpool:
         assert ["first", "second", "third"] == [
             t for t in transport.delivered if t not in summaries
         ]
+
+    @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+    def test_a_restarted_sender_keeps_the_spools_drops_and_tells_new_ones(
+        self, tmp_path: Path
+    ) -> None:
+        """A sender that died is restarted with a spool opened anew: stats() keeps the
+        first spool's drops (counters never go back), and drops the new one makes are
+        told in a summary line of their own."""
+        import os
+
+        from tests.test_sender import OK, client_with
+        from tests.test_spool import write_segment
+
+        folder = tmp_path / "spool"
+        os.utime(write_segment(folder, 2), (1, 1))  # a dead process's 20 old lines
+        client, transport, _ = client_with(lambda lines, gz: OK, spool_dir=str(folder))
+        try:
+            client.log("first")
+            client.flush(30)
+            client.log("first b")
+            assert client.flush(30)
+            sender = client._sender
+            spool = sender.spool
+            assert spool is not None
+
+            def die() -> None:
+                raise SystemExit  # the thread ends, as an unforeseen bug would end it
+
+            spool.tick = die  # type: ignore[method-assign]
+            sender.wake.set()
+            assert sender.thread is not None
+            sender.thread.join(30)
+            assert not sender.alive
+            os.utime(write_segment(folder, 1), (1, 1))  # another dead process: 10 lines
+            client.log("second")  # wakes the sender: it is found dead and restarted
+            client.flush(30)
+            client.log("third")
+            assert client.flush(30)
+            stats = client.stats()
+        finally:
+            client.close(5)
+        assert 30 == stats["dropped"]["spool_age"]
+        assert [
+            "logdna_client: 20 lines dropped (20 spool age)",
+            "logdna_client: 10 lines dropped (10 spool age)",
+        ] == [t for t in transport.delivered if "lines dropped" in t]
