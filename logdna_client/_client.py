@@ -142,6 +142,7 @@ class Client:
             config, self._buffer, transport, self._reporter, self._summary_line, self._backoff
         )
         self._sender.on_shutdown_loss = self._shutdown_loss
+        self._sender.on_start = _exit.hook_celery_pool_exit
         self._started = False
         self._starting = False
         #: Queue one serialized line; False when it was dropped (and counted). The
@@ -197,7 +198,6 @@ class Client:
         finally:
             self._starting = False
         self._buffer.allow_lock_free()
-        _exit.hook_celery_pool_exit()
         if self.config.handle_signals:
             _exit.install_signal_handlers()
 

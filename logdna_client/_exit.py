@@ -492,8 +492,9 @@ _celery_hooked = False
 
 def hook_celery_pool_exit() -> None:
     """Make a Celery prefork pool child deliver before it ends; only where Celery is
-    already imported (the library never imports it). Called when a sender starts, so
-    also in a pool child, where Celery always is."""
+    already imported (the library never imports it). Run on each sender thread as it
+    starts (``Sender.on_start``), so also in a pool child, where Celery always is; never
+    on a logging call's thread, where it could wait on Celery's lock in a signal handler."""
     global _celery_hooked
     if _celery_hooked:
         return

@@ -12,6 +12,7 @@ unexpected exception is caught and reported; the loop goes on.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -198,6 +199,9 @@ class Sender:
         self._summary_counts: dict[str, int] | None = None
         #: Told how many lines the shutdown deadline cut off.
         self.on_shutdown_loss: Callable[[int], None] | None = None
+        #: Run first on the sender thread (it may wait for another library's lock,
+        #: which a logging call in a signal handler must never do).
+        self.on_start: Callable[[], None] | None = None
 
     # -- control, from other threads
 
@@ -254,6 +258,9 @@ class Sender:
         self.ident = threading.get_ident()
         SENDER_THREADS.add(self.ident)
         try:
+            if self.on_start is not None:
+                with contextlib.suppress(Exception):
+                    self.on_start()
             old = self.spool
             if old is not None:  # a restarted sender's new spool counts from 0 again
                 self.spool_dropped_before.update(old.dropped)
