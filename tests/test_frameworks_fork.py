@@ -60,7 +60,35 @@ def app(environ, start_response):
 """
 
 
-class Gunicorn:
+class _Framework:
+    """A framework's main process in a child: ended by a signal, or killed."""
+
+    proc: subprocess.Popen[bytes]
+
+    def release(self) -> None:
+        """What the test holds besides the process (a socket, an app)."""
+
+    def stop(self, signum: int = signal.SIGTERM) -> tuple[int, float]:
+        """Signal the main process (SIGTERM: gunicorn's and Celery's warm shutdown); its
+        exit status and how long it took to exit."""
+        sent = time.monotonic()
+        self.proc.send_signal(signum)
+        try:
+            status = self.proc.wait(DEADLINE)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"{self.proc.args!r} still running {DEADLINE} s after "
+                                 f"signal {signum}") from None  # fmt: skip
+        return status, time.monotonic() - sent
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.release()
+
+
+class Gunicorn(_Framework):
     """``gunicorn --preload -w 2`` on a listening socket the test made (``fd://``), so
     requests queue in its backlog until a worker accepts them: no wait for start-up."""
 
@@ -141,21 +169,7 @@ class Gunicorn:
         assert 2 == len(pids), (self.served, self.log())
         return pids
 
-    def stop(self, signum: int = signal.SIGTERM) -> tuple[int, float]:
-        """Signal the master; its exit status and how long it took to exit."""
-        sent = time.monotonic()
-        self.proc.send_signal(signum)
-        try:
-            status = self.proc.wait(DEADLINE)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise AssertionError(f"gunicorn still running {DEADLINE} s after SIGTERM") from None
-        return status, time.monotonic() - sent
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+    def release(self) -> None:
         self.listener.close()
 
 
@@ -277,7 +291,7 @@ def celery_config(data: Path) -> dict[str, object]:
     }
 
 
-class CeleryWorker:
+class CeleryWorker(_Framework):
     """``celery worker -P prefork -c 2`` in a child process, and an app to send it tasks."""
 
     def __init__(self, tmp_path: Path, url: str, *options: str) -> None:
@@ -334,21 +348,7 @@ class CeleryWorker:
         assert len(pids) >= 2, (self.served, self.log())
         return pids
 
-    def stop(self) -> tuple[int, float]:
-        """SIGTERM (Celery's warm shutdown); the exit status and how long it took."""
-        sent = time.monotonic()
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            status = self.proc.wait(DEADLINE)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise AssertionError(f"celery still running {DEADLINE} s after SIGTERM") from None
-        return status, time.monotonic() - sent
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+    def release(self) -> None:
         self.app.close()
 
 
