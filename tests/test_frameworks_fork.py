@@ -36,19 +36,22 @@ from tests._children import REPO, texts
 DEADLINE = 60.0
 MASTER_LINES = 50
 
-WSGI_APP = """
-import logging, os
-from logdna_client import LogDNAHandler
-
+# What both apps do at import, in the parent, before any fork: a handler that ships only
+# at exit (so what arrives was sent as each process ended), and the parent's own lines.
+PARENT_LOGGING = f"""
 handler = LogDNAHandler(flush_interval=60, shutdown_timeout=10)
 log = logging.getLogger("app")
 log.addHandler(handler)
 log.setLevel(logging.INFO)
 log.propagate = False
-
-# With --preload the master imports this module once, before it forks any worker.
-for i in range({master_lines}):
+for i in range({MASTER_LINES}):
     log.info("master %d pid %d", i, os.getpid())
+"""
+
+WSGI_APP = """
+import logging, os
+from logdna_client import LogDNAHandler
+{logging}
 
 def app(environ, start_response):
     body = environ["wsgi.input"].read()  # a held request waits here for its body
@@ -93,7 +96,7 @@ class Gunicorn(_Framework):
     requests queue in its backlog until a worker accepts them: no wait for start-up."""
 
     def __init__(self, tmp_path: Path, url: str) -> None:
-        (tmp_path / "wsgi_app.py").write_text(WSGI_APP.format(master_lines=MASTER_LINES))
+        (tmp_path / "wsgi_app.py").write_text(WSGI_APP.format(logging=PARENT_LOGGING))
         self.listener = socket.socket()
         self.listener.bind(("127.0.0.1", 0))
         self.listener.listen(64)
@@ -195,6 +198,18 @@ def assert_each_once(expected: list[str], got: list[str], log: str) -> None:
     assert not missing, f"{len(missing)} lines never arrived, e.g. {missing[:3]}\n{log}"
 
 
+def master_and_requests_once(server: DevServer, gunicorn: Gunicorn) -> list[str]:
+    """The master's lines and every request's line arrive, each exactly once, and nothing
+    else: what arrived."""
+    master = [f"master {i} pid {gunicorn.proc.pid}" for i in range(MASTER_LINES)]
+    expected = master + request_lines(gunicorn)
+    assert server.wait_for_lines(len(expected), DEADLINE), gunicorn.log()
+    got = texts(server)
+    assert_each_once(expected, got, gunicorn.log())
+    assert len(expected) == len(got), sorted(set(got) - set(expected))[:5]
+    return got
+
+
 class TestGunicornPreload:
     def test_workers_ship_their_own_lines_and_never_the_masters(
         self, gunicorn: Gunicorn, server: DevServer
@@ -207,12 +222,7 @@ class TestGunicornPreload:
         assert 0 == status, gunicorn.log()
         assert took < DEADLINE
 
-        master = [f"master {i} pid {gunicorn.proc.pid}" for i in range(MASTER_LINES)]
-        expected = master + request_lines(gunicorn)
-        assert server.wait_for_lines(len(expected), DEADLINE), gunicorn.log()
-        got = texts(server)
-        assert_each_once(expected, got, gunicorn.log())
-        assert len(expected) == len(got), sorted(set(got) - set(expected))[:5]
+        got = master_and_requests_once(server, gunicorn)
         for pid in workers:
             assert any(t.endswith(f" pid {pid}") for t in got), pid
 
@@ -232,12 +242,7 @@ class TestGunicornPreload:
         status, _ = gunicorn.stop()
         assert 0 == status, gunicorn.log()
 
-        master = [f"master {i} pid {gunicorn.proc.pid}" for i in range(MASTER_LINES)]
-        expected = master + request_lines(gunicorn)
-        assert server.wait_for_lines(len(expected), DEADLINE), gunicorn.log()
-        got = texts(server)
-        assert_each_once(expected, got, gunicorn.log())
-        assert len(expected) == len(got), sorted(set(got) - set(expected))[:5]
+        master_and_requests_once(server, gunicorn)
 
 
 CELERY_TASKS = """
@@ -247,15 +252,7 @@ from logdna_client import LogDNAHandler
 
 app = Celery("celery_tasks")
 app.conf.update({config!r})
-handler = LogDNAHandler(flush_interval=60, shutdown_timeout=10)
-log = logging.getLogger("app")
-log.addHandler(handler)
-log.setLevel(logging.INFO)
-log.propagate = False
-
-# The worker's main process imports this module before its pool forks the children.
-for i in range({master_lines}):
-    log.info("master %d pid %d", i, os.getpid())
+{logging}
 
 @app.task(name="log_line")
 def log_line(task_id):
@@ -298,7 +295,7 @@ class CeleryWorker(_Framework):
         celery = pytest.importorskip("celery")
         config = celery_config(tmp_path)
         (tmp_path / "celery_tasks.py").write_text(
-            CELERY_TASKS.format(config=config, master_lines=MASTER_LINES)
+            CELERY_TASKS.format(config=config, logging=PARENT_LOGGING)
         )
         env = dict(os.environ, LOGDNA_URL=url, PYTHONPATH=f"{tmp_path}{os.pathsep}{REPO}")
         env.pop("LOGDNA_INGESTION_KEY", None)
