@@ -24,8 +24,12 @@ from logdna_client._event import NOT_META, timestamp_of
 from logdna_client._threads import BUSY_THREADS, SENDER_THREADS
 from logdna_client.contrib import bind_request_context, reset_request_context
 from logdna_client.structlog import LogDNAProcessor
+from tests import test_speedups
 from tests.helpers import busy_while_putting, in_forked_child
 from tests.test_speedups import SCALARS, UNREACHABLE, offline_handler, record, twin
+
+#: The handler on the C path and the one on the Python path (test_speedups' fixture).
+pair = test_speedups.pair
 
 pytestmark = pytest.mark.skipif(_native.speedups is None, reason="the C extension is not built")
 
@@ -616,21 +620,6 @@ class TestFoundByMutants:
         assert [] == seen
 
 
-@pytest.fixture
-def handlers(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[LogDNAHandler, LogDNAHandler]]:
-    """A LogDNAHandler on the C path and one on the Python path (see test_speedups)."""
-    fast = offline_handler()
-    monkeypatch.setenv("LOGDNA_CLIENT_PURE_PYTHON", "1")
-    slow = offline_handler()
-    monkeypatch.delenv("LOGDNA_CLIENT_PURE_PYTHON")
-    for h in (fast, slow):
-        h.handle(record())  # the level's JSON and the logger's name get known
-    yield fast, slow
-    for h in (fast, slow):
-        h.client.close(timeout=0)
-        h.close()
-
-
 def handled(h: LogDNAHandler, r: logging.LogRecord) -> tuple[list[bytes], int]:
     """What ``h`` queues for ``r``, and how many of those lines C built."""
 
@@ -647,7 +636,7 @@ class TestMayShip:
     made on and which one handles it, as LogDNAHandler._deliver tells them apart."""
 
     def test_a_record_made_on_a_sender_thread_handled_elsewhere(
-        self, handlers: tuple[LogDNAHandler, LogDNAHandler]
+        self, pair: tuple[LogDNAHandler, LogDNAHandler]
     ) -> None:
         """A record urllib3 made on a sender thread and a QueueListener handles on its
         own thread is never shipped: the record's thread is the one that counts."""
@@ -656,13 +645,13 @@ class TestMayShip:
         r.thread = sender
         SENDER_THREADS.add(sender)
         try:
-            for h in handlers:
+            for h in pair:
                 assert ([], 0) == handled(h, twin(r))
         finally:
             SENDER_THREADS.discard(sender)
 
     def test_a_record_from_another_thread_handled_while_busy(
-        self, handlers: tuple[LogDNAHandler, LogDNAHandler]
+        self, pair: tuple[LogDNAHandler, LogDNAHandler]
     ) -> None:
         """This thread inside our code (a signal handler that logs) handling a record
         made on another thread: the running thread is the busy one, and Python ships
@@ -673,7 +662,7 @@ class TestMayShip:
         out = []
         BUSY_THREADS.add(me)
         try:
-            for h in handlers:
+            for h in pair:
                 out.append(handled(h, twin(r)))
         finally:
             BUSY_THREADS.discard(me)
@@ -681,7 +670,7 @@ class TestMayShip:
         assert out[1] == out[0]
 
     def test_the_first_record_of_the_librarys_own_logger(
-        self, handlers: tuple[LogDNAHandler, LogDNAHandler]
+        self, pair: tuple[LogDNAHandler, LogDNAHandler]
     ) -> None:
         """A logger name not seen yet is Python's to judge: the library's own are never
         shipped, from the first record on (here with no record attribute in meta, so
@@ -704,7 +693,7 @@ class TestMayShip:
         assert 1 == len(out[1][0]) == len(out[3][0])  # another new name ships
 
     def test_a_thread_id_of_an_int_subclass_goes_to_python(
-        self, handlers: tuple[LogDNAHandler, LogDNAHandler]
+        self, pair: tuple[LogDNAHandler, LogDNAHandler]
     ) -> None:
         """A record.thread that is an int subclass (its hash is user code) goes to
         Python, which ships it as usual."""
@@ -714,7 +703,7 @@ class TestMayShip:
 
         r = record()
         r.thread = Ident(threading.get_ident())
-        fast, slow = (handled(h, twin(r)) for h in handlers)
+        fast, slow = (handled(h, twin(r)) for h in pair)
         assert (slow[0], 0) == fast
         assert 1 == len(fast[0])
 
