@@ -35,7 +35,6 @@ from ._transport import HTTPTransport, Transport
 
 __all__ = ["Client"]
 
-#: Every reason a line can be dropped for, so stats() shows each (0 when none).
 # How long past its deadline a close waits for the sender's own bookkeeping.
 _CLOSE_GRACE = 0.2
 
@@ -302,8 +301,8 @@ class Client:
 
         Returns True when all of them left the buffer (and the spool) and none was
         dropped or refused meanwhile. Where waiting could not end well it only wakes
-        the sender and returns False: under ``logging``'s module lock (dictConfig), on a sender
-        thread, and in a signal handler or finalizer that interrupted this
+        the sender and returns False: under ``logging``'s module lock (dictConfig), on
+        a sender thread, and in a signal handler or finalizer that interrupted this
         thread inside the client. Once the client is closing, it waits no longer
         than the close's deadline.
         """

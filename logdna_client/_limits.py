@@ -62,7 +62,7 @@ CUT_KINDS = ("line", "meta", "app", "level")
 # count the builder's cuts, and kept (with the original size it names) when a line is
 # cut again here.
 _TEXT_MARK = "… [truncated by logdna_client: {} bytes in all]"
-_TEXT_MARK_RE = re.compile(r"… \[truncated by logdna_client: (\d+) bytes in all\]\Z")
+_TEXT_MARK_RE = re.compile(re.escape(_TEXT_MARK).replace(re.escape("{}"), r"(\d+)") + r"\Z")
 #: The key of the excerpt that replaces meta too big to ship, and its length.
 META_MARK = "logdna_client_truncated"
 META_EXCERPT = 1000
