@@ -400,6 +400,11 @@ class Buffer:
             self.unreported = Counter()
         return counts
 
+    def tell(self, reason: str, count: int) -> None:
+        """A loss counted elsewhere (by the spool) for the next summary line to tell."""
+        with self._lock:
+            self.unreported[reason] += count
+
     def restore_unreported(self, counts: Counter[str]) -> None:
         """Put back drop counts whose summary line could not be queued."""
         with self._lock:

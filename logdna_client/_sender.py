@@ -187,8 +187,6 @@ class Sender:
         # only while delivery works, so an outage ends in one summary line.
         self._delivering = True
         self._cut_by_shutdown = 0
-        #: The spool's drops a summary line has taken already (they are told once).
-        self._spool_told: Counter[str] = Counter()
         #: What earlier spools of this sender gave up (a restarted sender opens anew).
         self.spool_dropped_before: Counter[str] = Counter()
         #: The batch ``_deliver`` is delivering: its application lines the service stored.
@@ -265,7 +263,6 @@ class Sender:
             if old is not None:  # a restarted sender's new spool counts from 0 again
                 self.spool_dropped_before.update(old.dropped)
             self.spool = self._open_spool()
-            self._spool_told = Counter()
             while True:
                 if self._deadline is None:
                     self.wake.wait(self._config.flush_interval)
@@ -307,6 +304,7 @@ class Sender:
             max_age=config.max_spool_age,
             sync=config.spool_sync,
             on_trouble=trouble,
+            on_drop=self._buffer.tell,  # told in the next summary line, as the buffer's are
         )
 
     def _backlog(self) -> bool:
@@ -460,10 +458,6 @@ class Sender:
         if not self._delivering:
             return None
         counts = self._buffer.take_unreported()
-        spool = self.spool
-        if spool is not None:  # what the spool gave up since the last summary (full, too old)
-            counts.update(spool.dropped - self._spool_told)
-            self._spool_told = Counter(spool.dropped)
         if not counts:
             return None
         data = self._summary(dict(counts))

@@ -130,6 +130,7 @@ class Spool:
         max_age: float,
         sync: SyncMode,
         on_trouble: Callable[[str, str], None] | None,
+        on_drop: Callable[[str, int], None] | None,
         segment_bytes: int | None,
         clock: Callable[[], float],
         monotonic: Callable[[], float],
@@ -140,6 +141,7 @@ class Spool:
         self.sync_mode: SyncMode = sync
         self.segment_bytes = segment_bytes or min(16 << 20, max(4 << 10, max_bytes // 8))
         self._on_trouble = on_trouble
+        self._on_drop = on_drop
         self._clock = clock
         self._monotonic = monotonic
         self._pid = os.getpid()
@@ -170,6 +172,7 @@ class Spool:
         max_age: float = 7 * 86400.0,
         sync: SyncMode = "interval",
         on_trouble: Callable[[str, str], None] | None = None,
+        on_drop: Callable[[str, int], None] | None = None,
         segment_bytes: int | None = None,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
@@ -184,6 +187,8 @@ class Spool:
                 ``SYNC_INTERVAL`` s of data at risk from a power cut) or
                 "always" (every append and ack is on disk before it returns).
             on_trouble: ``f(kind, message)``, called once per kind of trouble.
+            on_drop: ``f(reason, lines)``, told each time lines are given up (counted
+                in ``dropped``), from the time the folder is opened.
             segment_bytes: size at which a new segment is started (default
                 an eighth of ``max_bytes``, 4 KiB to 16 MiB).
             clock: wall time in seconds (ages survive restarts, so not monotonic).
@@ -197,6 +202,7 @@ class Spool:
             max_age=max_age,
             sync=sync,
             on_trouble=on_trouble,
+            on_drop=on_drop,
             segment_bytes=segment_bytes,
             clock=clock,
             monotonic=monotonic,
@@ -342,7 +348,7 @@ class Spool:
                 seg.done.add(peek.a)
                 seg.done_batches += 1
                 seg.done_lines += peek.count
-                self.dropped["spool_age"] += peek.count
+                self._count_dropped("spool_age", peek.count)
                 self._mark_done(seg, peek.a, peek.a, peek.count)
                 seg.cursor = peek.end
                 continue
@@ -711,8 +717,13 @@ class Spool:
 
     def _drop(self, seg: Segment, reason: str) -> None:
         if seg.scanned or self._scan(seg):
-            self.dropped[reason] += seg.lines - seg.done_lines
+            self._count_dropped(reason, seg.lines - seg.done_lines)
             self._retire(seg)
+
+    def _count_dropped(self, reason: str, lines: int) -> None:
+        self.dropped[reason] += lines
+        if lines and self._on_drop is not None:
+            self._on_drop(reason, lines)
 
     def _safely(self, action: Callable[[], None]) -> None:
         try:
