@@ -132,10 +132,14 @@ class TestCrashes:
         client = Client(url=server.url, spool_dir=str(tmp_path / "spool"), flush_interval=0.05,
                         max_buffer_bytes="64KiB", max_batch_bytes="8KiB",
                         retry_max_backoff=0.5)  # fmt: skip
+        # The sender moves memory to disk every flush_interval: every 200 lines, wait until
+        # it has (on a busy machine it may not run for a while; a fixed wait flaked there).
+        deadline = time.monotonic() + 60  # one for all: a sender that never does fails fast
         for i in range(20_000):
             client.log(f"long outage {i}")
             if i % 200 == 199:
-                client.flush(0.05)  # let the sender move memory to disk meanwhile
+                while client.stats()["queued"] and time.monotonic() < deadline:
+                    client.flush(0.05)
         server.come_up()
         assert client.flush(60)
         stats = client.stats()
