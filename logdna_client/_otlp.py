@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import orjson
+from typing_extensions import Required, TypedDict, Unpack
 
 from ._buffer import SEPARATOR
 from ._limits import LINE_BYTES, Cuts, count_excerpt, enforce_line
@@ -103,15 +104,18 @@ def key_values(mapping: Mapping[Any, Any]) -> list[dict[str, Any]]:
     return [{"key": str(k), "value": any_value(v)} for k, v in mapping.items()]
 
 
+class Host(TypedDict, total=False):
+    """The resource's fields that do not change with a line's app and env."""
+
+    hostname: Required[str | None]
+    ip: str | None
+    mac: str | None
+    tags: Iterable[str]
+    extra: Mapping[str, str] | None  # more attributes (Kubernetes metadata, say)
+
+
 def resource_attributes(
-    *,
-    app: str | None,
-    env: str | None,
-    hostname: str | None,
-    ip: str | None = None,
-    mac: str | None = None,
-    tags: Iterable[str] = (),
-    extra: Mapping[str, str] | None = None,
+    *, app: str | None, env: str | None, **host: Unpack[Host]
 ) -> dict[str, Any]:
     """Resource attributes (semantic-convention names) for one app and env."""
     attrs: dict[str, Any] = {}
@@ -119,15 +123,17 @@ def resource_attributes(
         attrs["service.name"] = app
     if env:
         attrs["deployment.environment.name"] = env
-    if hostname:
-        attrs["host.name"] = hostname
+    if host["hostname"]:
+        attrs["host.name"] = host["hostname"]
+    ip, mac = host.get("ip"), host.get("mac")
     if ip:
         attrs["host.ip"] = [ip]
     if mac:
         attrs["host.mac"] = [mac]
-    tags = list(tags)
+    tags = list(host.get("tags", ()))
     if tags:
         attrs["logdna.tags"] = tags  # no semantic convention for tags; our own namespace
+    extra = host.get("extra")
     if extra:
         attrs.update(extra)
     attrs["telemetry.sdk.name"] = "logdna_client"
@@ -143,20 +149,13 @@ class OTLPEncoder:
     to the service's limits if it must be, and re-serialized as a LogRecord.
     """
 
-    def __init__(
-        self,
-        *,
-        app: str | None,
-        env: str | None,
-        hostname: str | None,
-        ip: str | None = None,
-        mac: str | None = None,
-        tags: Iterable[str] = (),
-        extra: Mapping[str, str] | None = None,
-    ) -> None:
-        self._hostname, self._ip, self._mac = hostname, ip, mac
-        self._tags = tuple(tags)
-        self._extra = dict(extra or {})
+    def __init__(self, *, app: str | None, env: str | None, **host: Unpack[Host]) -> None:
+        # Kept as given, but copied: a caller's list or dict changed later changes nothing.
+        self._host: Host = {
+            **host,
+            "tags": tuple(host.get("tags", ())),
+            "extra": dict(host.get("extra") or {}),
+        }
         self._app = app
         self._env = env
         # Resources by (app, env): almost every batch has one; each is built once.
@@ -175,9 +174,8 @@ class OTLPEncoder:
             attrs = resource_attributes(
                 app=app if isinstance(app, str) else None,
                 env=env if isinstance(env, str) else None,
-                hostname=self._hostname, ip=self._ip, mac=self._mac,
-                tags=self._tags, extra=self._extra,
-            )  # fmt: skip
+                **self._host,
+            )
             found = {"attributes": key_values(attrs)}
             if len(self._resources) < 256:  # apps and envs are few; a flood is not kept
                 self._resources[(app, env)] = found
