@@ -259,6 +259,12 @@ class Sender:
             if self.on_start is not None:
                 with contextlib.suppress(Exception):
                     self.on_start()
+            # The transport's own threads, now: from this thread they block the signals
+            # as it does, and at exit Python 3.12 could no longer start them.
+            start = getattr(self._transport, "start", None)  # (a test's transport has none)
+            if start is not None:
+                with contextlib.suppress(Exception):
+                    start()
             old = self.spool
             if old is not None:  # a restarted sender's new spool counts from 0 again
                 self.spool_dropped_before.update(old.dropped)

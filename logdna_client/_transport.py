@@ -7,6 +7,7 @@ The key travels only in one header (``apikey`` or ``Authorization``, see
 
 from __future__ import annotations
 
+import collections
 import enum
 import os
 import platform
@@ -155,15 +156,15 @@ class _Exchange:
     """One request's deadline, and the connection it uses so the deadline can cut it.
 
     ``requests`` bounds each socket operation, not the exchange: a server
-    that trickles a byte a second holds a request forever. A watchdog thread
-    shuts the connection's socket down at the deadline instead, which ends
-    whatever call the sender is blocked in (connect, TLS, upload, headers or
-    body). ``hurry`` brings the deadline forward (close() began).
+    that trickles a byte a second holds a request forever. The transport's
+    watchdog thread shuts the connection's socket down at the deadline instead,
+    which ends whatever call the sender is blocked in (connect, TLS, upload,
+    headers or body). ``hurry`` brings the deadline forward (close() began).
     """
 
-    __slots__ = ("_poke", "conn", "deadline", "done", "expired", "fresh")
+    __slots__ = ("_poke", "conn", "deadline", "done", "expired", "fresh", "watched")
 
-    def __init__(self, deadline: float) -> None:
+    def __init__(self, deadline: float, poke: Wakeup) -> None:
         self.conn: object = None
         # A duplicate of a new connection's socket, made before its TLS handshake: the
         # handshake runs on an SSLSocket that took the original's descriptor over (and
@@ -172,10 +173,12 @@ class _Exchange:
         self.deadline = deadline
         self.done = False
         self.expired = False
-        self._poke = Wakeup()
+        #: Whether a watchdog thread watches it (then that thread closes ``fresh``).
+        self.watched = False
+        self._poke = poke  # the watchdog's: hurry and finish wake it
 
     def watch(self) -> None:
-        """The watchdog thread's loop: cut the connection at the deadline, unless done first."""
+        """On the watchdog thread: cut the connection at the deadline, unless done first."""
         try:
             while not self.done:
                 left = self.deadline - time.monotonic()
@@ -205,6 +208,10 @@ class _Exchange:
     def finish(self) -> None:
         self.done = True
         self._poke.set()
+        if not self.watched:  # no watchdog thread to close it: this is the only user
+            fresh, self.fresh = self.fresh, None
+            if fresh is not None:
+                fresh.close()
 
     def cut(self) -> None:
         self.expired = True
@@ -216,6 +223,58 @@ class _Exchange:
                     socket.socket.shutdown(sock, socket.SHUT_RDWR)
                 except OSError:
                     pass
+
+
+class _Watchdog:
+    """The one thread that cuts a transport's requests at their deadlines.
+
+    One for the transport's life, started with its sender (``start``) or its
+    first request, not one per request: Python 3.12 refuses to start a thread
+    once the interpreter is finalizing, which is when atexit delivers the last
+    lines, and a thread per request costs the sender CPU besides. Where no
+    thread can be started, a request goes unwatched: requests' per-operation
+    timeouts still bound it, and whoever waits for the delivery (close, the
+    exit hook) has a deadline of its own.
+    """
+
+    def __init__(self) -> None:
+        self.poke = Wakeup()
+        # Every exchange handed over, each watched in turn: one that ended before the
+        # thread got to it still has its socket duplicate closed there.
+        self._exchanges: collections.deque[_Exchange] = collections.deque()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> bool:
+        """Have the thread running; False where none can start."""
+        if self._thread is not None and self._thread.is_alive():
+            return True
+        thread = threading.Thread(target=self._run, name="logdna_client-watchdog", daemon=True)
+        try:
+            thread.start()
+        except RuntimeError:  # the interpreter is finalizing, or no more threads
+            return False
+        self._thread = thread
+        return True
+
+    def watch(self, exchange: _Exchange) -> None:
+        """Cut ``exchange`` at its deadline (called on the sender thread)."""
+        if self.start():
+            exchange.watched = True
+            self._exchanges.append(exchange)
+            self.poke.set()
+
+    def _run(self) -> None:
+        exchanges = self._exchanges
+        while True:
+            try:
+                exchange = exchanges.popleft()
+            except IndexError:
+                self.poke.wait(None)  # raised by the next watch (or a stale hurry, finish)
+                continue
+            try:
+                exchange.watch()
+            except Exception:  # (closing a socket failed): the next exchanges still count
+                pass
 
 
 # The exchange of the request the calling (sender) thread is making.
@@ -331,7 +390,13 @@ class HTTPTransport:
         # loop per variable). We keep its answer until os.environ changes.
         self._environ_seen: dict[bytes, bytes] | None = None
         self._exchange: _Exchange | None = None
+        self._watchdog = _Watchdog()
         self._environ_settings: dict[str, Any] = {}
+
+    def start(self) -> None:
+        """Start what sending needs besides the sender (its watchdog thread), while
+        threads can still be started: the sender calls it when it starts."""
+        self._watchdog.start()
 
     def send(self, body: bytes, *, gzipped: bool, timeout: float) -> Outcome:
         outcome = self._send(body, gzipped=gzipped, timeout=timeout)
@@ -350,10 +415,10 @@ class HTTPTransport:
         params = dict(self._params, now=str(int(time.time() * 1000))) if self._params else None
         session = self._session
         started = time.monotonic()
-        exchange = self._exchange = _current.exchange = _Exchange(started + timeout)
-        watchdog = threading.Thread(target=exchange.watch, name="logdna_client-watchdog")
-        watchdog.daemon = True
-        watchdog.start()
+        exchange = self._exchange = _current.exchange = _Exchange(
+            started + timeout, self._watchdog.poke
+        )
+        self._watchdog.watch(exchange)
         try:
             # What session.post(url, params=, data=, headers=, timeout=, verify=)
             # does, with the environment's settings read only when they can differ.

@@ -1,0 +1,62 @@
+"""Delivering at interpreter exit needs no new thread.
+
+Python 3.12 refuses to start a thread once the interpreter is finalizing, and
+atexit hooks run then. The library used to start a watchdog thread for every
+request, so on 3.12 each request made at exit failed before it was sent: every
+line still in memory when a script ended was lost (counted as ``error``, and
+the exit took all of ``shutdown_timeout``). These run a real child on the
+running Python, and again with thread creation refused at exit as 3.12 refuses
+it, so that any Python running the suite holds the library to it.
+"""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from logdna_client._devserver import DevServer
+from tests._children import Child, assert_exactly_once_in_order, texts
+
+# Run before the client's exit hook (atexit runs the last registered first): from
+# then on no thread starts, as on Python 3.12 during finalization.
+REFUSE_THREADS = """
+import atexit, threading
+def _refuse(self):
+    raise RuntimeError("can't create new thread at interpreter shutdown")
+atexit.register(lambda: setattr(threading.Thread, "start", _refuse))
+"""
+
+
+@pytest.mark.parametrize("refused", [False, True], ids=["as-is", "threads-refused-at-exit"])
+@pytest.mark.parametrize("sent_before", [False, True], ids=["first-request-at-exit", "sent-before"])
+def test_lines_in_memory_at_exit_are_delivered(
+    server: DevServer, refused: bool, sent_before: bool
+) -> None:
+    """A script logs and ends (nothing sent before exit, or one batch sent already):
+    every line arrives once, in order, the exit is prompt and says nothing."""
+    child = Child(
+        (REFUSE_THREADS if refused else "")
+        + textwrap.dedent(
+            """
+        if os.environ["SENT_BEFORE"] == "1":
+            log.info("at exit -1")
+            assert client.flush(10)
+        for i in range(300):
+            log.info("at exit %d", i)
+        mark("logged")
+        """
+        ),
+        server.url,
+        env={"SENT_BEFORE": "1" if sent_before else "0"},
+        flush_interval="60",  # nothing leaves before the exit
+        shutdown_timeout="20",
+    )
+    child.expect("logged")
+    code, took = child.finish()
+    assert 0 == code, child.stderr
+    expected = ([f"at exit {-1}"] if sent_before else []) + [f"at exit {i}" for i in range(300)]
+    assert_exactly_once_in_order(expected, texts(server))
+    assert "" == child.stdout
+    assert [] == [line for line in child.stderr_lines if not line.startswith("@@")]
+    assert took < 15  # not the whole shutdown_timeout: nothing waited on a failing request
