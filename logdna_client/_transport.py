@@ -243,11 +243,13 @@ class _Watchdog:
         # thread got to it still has its socket duplicate closed there.
         self._exchanges: collections.deque[_Exchange] = collections.deque()
         self._thread: threading.Thread | None = None
+        self._stopped = False
 
     def start(self) -> bool:
         """Have the thread running; False where none can start."""
         if self._thread is not None and self._thread.is_alive():
             return True
+        self._stopped = False
         thread = threading.Thread(target=self._run, name="logdna_client-watchdog", daemon=True)
         try:
             thread.start()
@@ -263,13 +265,20 @@ class _Watchdog:
             self._exchanges.append(exchange)
             self.poke.set()
 
+    def stop(self) -> None:
+        """Let the thread end once it has watched what it was handed (the transport closed)."""
+        self._stopped = True
+        self.poke.set()
+
     def _run(self) -> None:
         exchanges = self._exchanges
         while True:
             try:
                 exchange = exchanges.popleft()
             except IndexError:
-                self.poke.wait(None)  # raised by the next watch (or a stale hurry, finish)
+                if self._stopped:
+                    return
+                self.poke.wait(None)  # raised by the next watch or stop (or a stale poke)
                 continue
             try:
                 exchange.watch()
@@ -471,6 +480,7 @@ class HTTPTransport:
             exchange.hurry(deadline)
 
     def close(self) -> None:
+        self._watchdog.stop()
         try:
             self._session.close()
         except Exception:

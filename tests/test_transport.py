@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
@@ -99,3 +100,23 @@ def test_a_207_says_which_lines_were_refused(body: str, at: tuple[int, ...]) -> 
 
     outcome = classify(207, None, body)
     assert (Kind.PARTIAL, at, len(at)) == (outcome.kind, outcome.rejected_at, outcome.rejected)
+
+
+def _watchdogs() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "logdna_client-watchdog"]
+
+
+def test_one_watchdog_thread_per_transport_ended_by_close() -> None:
+    """Requests share one watchdog thread (none started per request: Python 3.12 could
+    not start one at exit), and closing the transport ends it: a program that makes
+    and closes clients keeps no thread per client."""
+    before = set(_watchdogs())
+    with DevServer() as server:
+        transport = HTTPTransport(Config(url=server.url, key="k", hostname="h"))
+        for _ in range(3):
+            assert transport.send(b'{"lines":[]}', gzipped=False, timeout=5).kind is Kind.OK
+        mine = [t for t in _watchdogs() if t not in before]
+        assert 1 == len(mine)
+        transport.close()
+        mine[0].join(10)
+        assert not mine[0].is_alive()
