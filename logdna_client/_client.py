@@ -94,6 +94,8 @@ class Client:
         self._closed = False
         self._exit_done = False
         self._late_said = False  # a line logged after the exit's close was reported
+        # Lines dropped by reason when the close began: an exit reports what it dropped.
+        self._dropped_at_close: dict[str, int] = {}
         # Re-entrant: a finalizer that an allocation under it runs may log.
         self._start_lock = threading.RLock()
         self._new_pipeline()
@@ -358,6 +360,8 @@ class Client:
     def _begin_close(self, deadline: float, timeout: float) -> None:
         """Stop taking lines and let the sender drain until ``deadline``; never waits,
         so a signal handler or finalizer may call it."""
+        if not self._closed:
+            self._dropped_at_close = self._dropped()
         self._closed = True
         self._buffer.close()
         if not self._started:
@@ -411,6 +415,24 @@ class Client:
                     f"logdna_client: the log service did not answer within the shutdown "
                     f"deadline ({self._deadline_text()}); {stuck} lines were not delivered"
                 )
+            self._report_exit_drops()
+
+    def _report_exit_drops(self) -> None:
+        """Say what the exit's delivery dropped for other reasons than the deadline
+        (said above, or by ``_shutdown_loss``): the service refused lines, a bug. At
+        exit no one reads ``stats()``, and the library's logger usually shows nothing."""
+        before = self._dropped_at_close
+        dropped = {
+            reason: count - before.get(reason, 0)
+            for reason, count in self._dropped().items()
+            if reason not in ("shutdown", "after_close") and count > before.get(reason, 0)
+        }
+        if dropped:
+            reasons = ", ".join(f"{reason} {count}" for reason, count in dropped.items())
+            _exit.report_exit_loss(
+                f"logdna_client: {sum(dropped.values())} lines were dropped while delivering "
+                f"at exit ({reasons}; see docs/delivery.md for the reasons)"
+            )
 
     # -- asyncio
 

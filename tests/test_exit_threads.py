@@ -60,3 +60,26 @@ def test_lines_in_memory_at_exit_are_delivered(
     assert "" == child.stdout
     assert [] == [line for line in child.stderr_lines if not line.startswith("@@")]
     assert took < 15  # not the whole shutdown_timeout: nothing waited on a failing request
+
+
+def test_lines_refused_at_exit_are_said_on_stderr(server: DevServer) -> None:
+    """Lines the service refuses while a script's last lines are delivered at exit are
+    counted, and said on stderr (nothing else would show them then), with their reason."""
+    server.reject_lines_matching("refused")
+    child = Child(
+        """
+        for i in range(300):
+            log.info("%s %d", "refused" if i % 100 == 0 else "kept", i)
+        mark("logged")
+        """,
+        server.url,
+        flush_interval="60",  # nothing leaves before the exit
+    )
+    child.expect("logged")
+    code, _ = child.finish()
+    assert 0 == code, child.stderr
+    kept = [f"kept {i}" for i in range(300) if i % 100]
+    assert_exactly_once_in_order(kept, texts(server))
+    said = [line for line in child.stderr_lines if not line.startswith("@@")]
+    assert 1 == len(said), said
+    assert "3 lines were dropped while delivering at exit (rejected 3;" in said[0]
