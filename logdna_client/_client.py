@@ -386,8 +386,10 @@ class Client:
             self._late_said = True
             _exit.report_exit_loss(
                 "logdna_client: a line logged after the library's exit hook ran was not "
-                "delivered (an atexit handler registered before the first LogDNAHandler or "
-                "Client was built runs after it); later ones are counted as after_close"
+                "delivered (it runs before an atexit handler registered before the first "
+                "LogDNAHandler or Client was built, and before a Celery "
+                "worker_process_shutdown receiver connected after the library's); later "
+                "ones are counted as after_close"
             )
         return queued
 
