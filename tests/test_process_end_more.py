@@ -1,0 +1,125 @@
+"""More ways to end or interrupt a process while it logs, in real child processes
+against the real devserver: KeyboardInterrupt raised inside the library's own code,
+signals arriving during the library's own ending, finalizers and threads that log
+while the interpreter goes down, thread starts that fail.
+
+What must hold each time: the application's logging call never blocks, raises or
+writes to stdout; the process ends within the deadline in force; every line is
+delivered or counted; none is delivered twice.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from collections.abc import Iterator
+
+import pytest
+
+from logdna_client._devserver import DevServer
+from tests._children import Child, assert_exactly_once_in_order, texts
+
+
+@pytest.fixture
+def server() -> Iterator[DevServer]:
+    with DevServer() as srv:
+        yield srv
+
+
+# Child code: SIGINT, sent in a storm by a thread, raises KeyboardInterrupt whenever it
+# finds the main thread inside the library's own code (as Ctrl-C does, at whatever
+# bytecode it lands on), while ``call()`` logs in a loop that catches it and goes on, as
+# an interactive tool or a server that handles Ctrl-C itself does. ``storm()`` returns
+# once the library was interrupted ``HITS`` times (or the time is up), and says whether
+# the thread was left marked busy in between calls.
+KEYBOARD_INTERRUPT_STORM = """
+import threading
+from logdna_client import _threads
+hits = [0]
+armed = [False]
+def on_sigint(signum, frame):
+    if armed[0] and frame is not None and "logdna_client" in frame.f_code.co_filename:
+        hits[0] += 1
+        raise KeyboardInterrupt
+signal.signal(signal.SIGINT, on_sigint)
+
+def storm(call, hits_wanted, seconds):
+    stop = threading.Event()
+    def sender():
+        while not stop.is_set():
+            os.kill(os.getpid(), signal.SIGINT)
+            stop.wait(0.0002)
+    thread = threading.Thread(target=sender, daemon=True)
+    thread.start()
+    began = time.monotonic()
+    n = 0
+    left_marked = False
+    armed[0] = True
+    while hits[0] < hits_wanted and time.monotonic() - began < seconds:
+        try:
+            call(n)
+            n += 1
+        except KeyboardInterrupt:
+            pass
+        if threading.get_ident() in _threads.BUSY_THREADS:  # between two calls: never
+            left_marked = True
+            break
+    armed[0] = False
+    stop.set()
+    thread.join()
+    return left_marked
+"""
+
+
+class TestKeyboardInterruptInsideTheLibrary:
+    @pytest.mark.parametrize("path", ["c", "python", "structlog"])
+    def test_a_caught_ctrl_c_leaves_logging_working(self, server: DevServer, path: str) -> None:
+        """KeyboardInterrupt raised at any bytecode of a logging call (the app catches it
+        and goes on) never leaves the thread marked as inside the library: afterwards
+        its lines ship, and so does a line logged one level deep (from a ``__str__``),
+        which a thread left marked would drop as ``reentrant``."""
+        child = Child(
+            KEYBOARD_INTERRUPT_STORM
+            + textwrap.dedent(
+                """
+            if os.environ["LOG_PATH"] == "structlog":
+                from logdna_client.structlog import LogDNAProcessor
+                processor = LogDNAProcessor(client=client)
+                def call(n):
+                    processor(None, "info", {"event": "storm %d" % n})
+            else:
+                def call(n):
+                    log.info("storm %d", n)
+            left_marked = storm(call, 200, 30)
+            client.flush(30)  # room for what follows
+            class Nested:
+                def __str__(self):
+                    log.info("logged from __str__")
+                    return "outer"
+            for i in range(100):
+                log.info("after %d", i)
+            log.info("%s line", Nested())
+            client.flush(30)
+            s = client.stats()
+            mark("result " + json.dumps({"left_marked": left_marked, "hits": hits[0],
+                                         "reentrant": s["dropped"]["reentrant"]}))
+            """
+            ),
+            server.url,
+            env={"LOG_PATH": path, "LOGDNA_CLIENT_PURE_PYTHON": "0" if path == "c" else "1"},
+            flush_interval="0.05",
+            max_batch_bytes="2KiB",  # the locked path (waking the sender) is taken often
+            max_buffer_bytes="256KiB",  # and what ships stays a few thousand lines
+            overflow="drop_newest",
+        )
+        result = json.loads(child.expect("result", timeout=120))
+        code, _ = child.finish()
+        assert 0 == code, child.stderr
+        assert result["hits"] > 0
+        assert not result["left_marked"], result
+        assert 0 == result["reentrant"], result
+        got = texts(server)
+        assert_exactly_once_in_order(
+            [f"after {i}" for i in range(100)] + ["logged from __str__", "outer line"], got
+        )
+        assert "" == child.stdout
