@@ -192,6 +192,17 @@ class Client:
         # Lines queued meanwhile take the buffer's locked path and wait for it.
         try:
             self._sender.start()
+        except BaseException:
+            # Thread.start() launches the thread, then waits for it to run: a signal
+            # handler's exception (Ctrl-C's KeyboardInterrupt) can come out of that
+            # wait with the sender already running. It is this client's sender then;
+            # starting another on the next line would put two on one buffer.
+            thread = self._sender.thread
+            if thread is not None and thread in threading.enumerate():
+                self._started = True
+                self._buffer.allow_lock_free()
+            raise
+        else:
             self.sender_ident = self._sender.ident
             self._started = True
         finally:

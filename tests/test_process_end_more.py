@@ -31,14 +31,22 @@ def server() -> Iterator[DevServer]:
 # bytecode it lands on), while ``call()`` logs in a loop that catches it and goes on, as
 # an interactive tool or a server that handles Ctrl-C itself does. ``storm()`` returns
 # once the library was interrupted ``HITS`` times (or the time is up), and says whether
-# the thread was left marked busy in between calls.
+# the thread was left marked busy in between calls.  ``deep[0] = True``: also when the
+# main thread is in code a frame of the library's called (the stdlib's).
 KEYBOARD_INTERRUPT_STORM = """
 import threading
 from logdna_client import _threads
 hits = [0]
 armed = [False]
+deep = [False]  # also where a frame of ours called the one running (Thread.start)
+def ours(frame):
+    while frame is not None:
+        if "logdna_client" in frame.f_code.co_filename:
+            return True
+        frame = frame.f_back if deep[0] else None
+    return False
 def on_sigint(signum, frame):
-    if armed[0] and frame is not None and "logdna_client" in frame.f_code.co_filename:
+    if armed[0] and ours(frame):
         hits[0] += 1
         raise KeyboardInterrupt
 signal.signal(signal.SIGINT, on_sigint)
@@ -123,3 +131,45 @@ class TestKeyboardInterruptInsideTheLibrary:
             [f"after {i}" for i in range(100)] + ["logged from __str__", "outer line"], got
         )
         assert "" == child.stdout
+
+    def test_ctrl_c_while_the_sender_starts_leaves_one_sender(self, server: DevServer) -> None:
+        """KeyboardInterrupt out of ``Thread.start()`` (it waits for the thread it launched)
+        while a client's first line starts its sender: that sender runs, and later lines
+        never start a second one on the same buffer. Every line arrives once, in order."""
+        child = Child(
+            KEYBOARD_INTERRUPT_STORM
+            + textwrap.dedent(
+                """
+            import threading
+            from logdna_client import Client
+            deep[0] = True
+            clients = []
+            def call(n):
+                if n % 5 == 0:
+                    clients.append(Client(flush_interval=0.05, hostname="c%d" % len(clients)))
+                clients[-1].log("client %d line %d" % (len(clients) - 1, n % 5))
+            storm(call, 200, 30)
+            senders = sum(1 for t in threading.enumerate() if t.name == "logdna_client-sender")
+            started = sum(1 for c in clients if c._started)
+            for c in clients:
+                c.flush(10)
+            accepted = sum(c.stats()["accepted"] for c in clients)
+            sent = sum(c.stats()["sent"] for c in clients)
+            mark("result " + json.dumps({"hits": hits[0], "senders": senders,
+                                         "started": started, "accepted": accepted,
+                                         "sent": sent}))
+            """
+            ),
+            server.url,
+        )
+        result = json.loads(child.expect("result", timeout=120))
+        code, _ = child.finish()
+        assert 0 == code, child.stderr
+        assert result["hits"] > 0
+        assert result["started"] == result["senders"], result
+        assert result["accepted"] == result["sent"] == server.line_count, result
+        by_client: dict[str, list[str]] = {}
+        for line in texts(server):
+            by_client.setdefault(line.split(" line ")[0], []).append(line)
+        for lines in by_client.values():
+            assert lines == sorted(set(lines)), lines  # once each, in order
