@@ -37,6 +37,9 @@ __all__ = ["Client"]
 
 # How long past its deadline a close waits for the sender's own bookkeeping.
 _CLOSE_GRACE = 0.2
+# How long after a failed attempt to start the sender thread (RLIMIT_NPROC, no memory
+# for its stack) lines are queued without trying again.
+_START_RETRY = 1.0
 
 
 class Client:
@@ -144,6 +147,7 @@ class Client:
         self._sender.on_start = _exit.hook_celery_pool_exit
         self._started = False
         self._starting = False
+        self._start_retry_at = float("-inf")  # no thread could be started: not before this
         #: Queue one serialized line; False when it was dropped (and counted). The
         #: hot path for handlers: after the first line it is the buffer's own put,
         #: saving a call per line.
@@ -182,17 +186,23 @@ class Client:
         if self._started and not sender.alive and not self._closed:
             self._restart_dead_sender()
 
-    def _start(self) -> None:
+    def _start(self, *, retry_now: bool = False) -> bool:
+        """Start the sender; False when no thread could be started (the process may
+        start no more: RLIMIT_NPROC, memory). That is reported, the lines stay queued
+        (bounded as ever), and a later line, flush() or close() tries again: a line
+        not before ``_START_RETRY`` has passed, the others (``retry_now``) at once."""
         with self._start_lock:
             if self._started or self._starting:
-                return
+                return True
+            if not retry_now and time.monotonic() < self._start_retry_at:
+                return False
             self._starting = True
         # Not under the lock: Thread.start() waits for the new thread, which may run
         # a finalizer that logs (and so comes here) before it signals that it runs.
         # Lines queued meanwhile take the buffer's locked path and wait for it.
         try:
             self._sender.start()
-        except BaseException:
+        except BaseException as exc:
             # Thread.start() launches the thread, then waits for it to run: a signal
             # handler's exception (Ctrl-C's KeyboardInterrupt) can come out of that
             # wait with the sender already running. It is this client's sender then;
@@ -201,6 +211,16 @@ class Client:
             if thread is not None and thread in threading.enumerate():
                 self._started = True
                 self._buffer.allow_lock_free()
+            elif isinstance(exc, RuntimeError):  # "can't start new thread"
+                self._start_retry_at = time.monotonic() + _START_RETRY
+                if self._buffer._sink is None:  # a later line tries again
+                    self.put_entry, self.put = self._first_put_entry, self._first_put
+                self._reporter.report(
+                    "sender-start", logging.ERROR,
+                    "logdna_client: the sender thread could not be started (%s); lines are "
+                    "kept in memory and starting it is tried again", exc,
+                )  # fmt: skip
+                return False
             raise
         else:
             self.sender_ident = self._sender.ident
@@ -210,6 +230,7 @@ class Client:
         self._buffer.allow_lock_free()
         if self.config.handle_signals:
             _exit.install_signal_handlers()
+        return True
 
     def _after_fork(self) -> None:
         """In a forked child: forget the parent's lines, threads, locks and connection."""
@@ -230,9 +251,8 @@ class Client:
 
     def _first_put_entry(self, entry: bytes) -> bool:
         """``put_entry`` until the sender runs: start it, then go straight to the buffer."""
-        if self._closed:  # closed before any line: count it, start no thread
-            return self._buffer.put_entry(entry)
-        self._start()
+        if self._closed or not self._start():  # closed before any line: count it
+            return self._buffer.put_entry(entry)  # or no thread now: keep it for one later
         self.put_entry = self._buffer.put_entry
         self.put = self._buffer.put
         return self._buffer.put_entry(entry)
@@ -322,8 +342,8 @@ class Client:
         if self._sender.done(target):
             return True
         lost_before = self._lost()
-        if not self._started:
-            self._start()
+        if not self._start(retry_now=True):
+            return False  # no sender to wait for
         self._wake()
         if not self._can_wait():
             return False
@@ -375,7 +395,15 @@ class Client:
             if len(self._buffer) == 0:
                 self._exit_finished()
                 return
-            self._start()
+            if not self._start(retry_now=True):
+                lost = self._buffer.discard_all("shutdown")
+                if lost:
+                    _exit.report_exit_loss(
+                        f"logdna_client: {lost} lines could not be delivered: the sender "
+                        f"thread could not be started"
+                    )
+                self._exit_finished()
+                return
         self._sender.begin_close(deadline, timeout)
 
     def _exit_finished(self) -> None:

@@ -11,6 +11,7 @@ delivered or counted; none is delivered twice.
 from __future__ import annotations
 
 import json
+import signal
 import textwrap
 from collections.abc import Iterator
 
@@ -173,3 +174,83 @@ class TestKeyboardInterruptInsideTheLibrary:
             by_client.setdefault(line.split(" line ")[0], []).append(line)
         for lines in by_client.values():
             assert lines == sorted(set(lines)), lines  # once each, in order
+
+
+# Child code: from here on the process can start no thread (RLIMIT_NPROC of 1; root is
+# not held to it, so the child becomes nobody first, having imported all it needs);
+# ``allow_threads()`` lifts the limit again.
+NO_MORE_THREADS = """
+import resource, threading
+_soft, _hard = resource.getrlimit(resource.RLIMIT_NPROC)
+resource.setrlimit(resource.RLIMIT_NPROC, (1, _hard))
+if os.getuid() == 0:
+    os.setgid(65534)
+    os.setuid(65534)
+try:
+    threading.Thread(target=print).start()
+    raise SystemExit("a thread started in spite of RLIMIT_NPROC")
+except RuntimeError:
+    pass
+def allow_threads():
+    resource.setrlimit(resource.RLIMIT_NPROC, (_hard, _hard))
+"""
+
+
+class TestNoThreadCanStart:
+    def test_lines_wait_for_a_sender_that_can_start_later(self, server: DevServer) -> None:
+        """While no thread can start, logging calls neither raise nor print (no
+        traceback per line): the lines are kept. Once threads can start again, flush()
+        starts the sender and every line arrives, once, in order."""
+        child = Child(
+            NO_MORE_THREADS
+            + textwrap.dedent(
+                """
+            for i in range(50):
+                log.info("before %d", i)
+            client.log("direct")
+            s = client.stats()
+            mark("held %d flushed %s" % (s["queued"], client.flush(0.2)))
+            allow_threads()
+            for i in range(50):
+                log.info("after %d", i)
+            mark("flushed %s" % client.flush(30))
+            """
+            ),
+            server.url,
+            flush_interval="60",
+        )
+        assert "51 flushed False" == child.expect("held")
+        assert "True" == child.expect("flushed")
+        code, _ = child.finish()
+        assert 0 == code, child.stderr
+        assert "Traceback" not in child.stderr
+        assert "" == child.stdout
+        expected = [f"before {i}" for i in range(50)] + ["direct"]
+        assert_exactly_once_in_order(expected + [f"after {i}" for i in range(50)], texts(server))
+
+    @pytest.mark.parametrize("how", ["exit", "sigterm"])
+    def test_lines_left_at_exit_are_counted_and_reported(self, server: DevServer, how: str) -> None:
+        """No thread can ever start: the process still ends at once, as it would have
+        (status 0, or by SIGTERM), and says on stderr how many lines were not delivered."""
+        child = Child(
+            NO_MORE_THREADS
+            + textwrap.dedent(
+                """
+            for i in range(20):
+                log.info("never %d", i)
+            mark("logged")
+            if os.environ["HOW"] == "sigterm":
+                wait_for("never")
+            """
+            ),
+            server.url,
+            env={"HOW": how},
+        )
+        child.expect("logged")
+        if how == "sigterm":
+            child.kill(signal.SIGTERM)
+        code, _ = child.finish()
+        assert (-signal.SIGTERM if how == "sigterm" else 0) == code, child.stderr
+        assert "Traceback" not in child.stderr
+        assert "logdna_client: 20 lines could not be delivered" in child.stderr
+        assert 0 == server.line_count
