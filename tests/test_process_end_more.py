@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import signal
 import textwrap
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -254,3 +255,43 @@ class TestNoThreadCanStart:
         assert "Traceback" not in child.stderr
         assert "logdna_client: 20 lines could not be delivered" in child.stderr
         assert 0 == server.line_count
+
+
+class TestThreadsLoggingThroughTheExit:
+    def test_daemon_threads_logging_on_do_not_hold_the_exit(self, server: DevServer) -> None:
+        """Daemon threads that log in a loop while the main thread returns (a poller, a
+        heartbeat): the exit takes what draining takes, not the whole shutdown_timeout,
+        and their lines dropped after the close are told in a summary line or two, not
+        in a request each until the deadline. Everything the main thread logged arrives."""
+        child = Child(
+            """
+            import threading
+            def spin(k):
+                pace = threading.Event()
+                i = 0
+                while True:
+                    log.info("daemon %d %d", k, i)
+                    i += 1
+                    pace.wait(0.0002)  # steady, not a flood that fills the buffer
+            for k in range(4):
+                threading.Thread(target=spin, args=(k,), daemon=True).start()
+            for i in range(1000):
+                log.info("main %d", i)
+            mark("exiting")
+            """,
+            server.url,
+            shutdown_timeout="20",
+            max_buffer_bytes="256KiB",
+        )
+        child.expect("exiting")
+        began = time.monotonic()
+        code, _ = child.finish(timeout=60)
+        took = time.monotonic() - began
+        assert 0 == code, child.stderr
+        got = texts(server)
+        summaries = [t for t in got if t.startswith("logdna_client:") and "after close" in t]
+        assert 1 <= len(summaries) <= 5, summaries[:10]
+        assert took < 10, took  # the deadline is 20 s; draining 256 KiB takes a fraction
+        main = [t for t in got if t.startswith("main ")]
+        assert [f"main {i}" for i in range(1000)] == main
+        assert "" == child.stdout
