@@ -40,6 +40,8 @@ _CLOSE_GRACE = 0.2
 # How long after a failed attempt to start the sender thread (RLIMIT_NPROC, no memory
 # for its stack) lines are queued without trying again.
 _START_RETRY = 1.0
+# How often a wait for aflush()/aclose() looks whether its awaiting task was cancelled.
+_CANCEL_POLL = 0.05
 
 
 class Client:
@@ -337,6 +339,10 @@ class Client:
         thread inside the client. Once the client is closing, it waits no longer
         than the close's deadline.
         """
+        return self._flush(timeout, None)
+
+    def _flush(self, timeout: float | None, stop: threading.Event | None) -> bool:
+        """``flush``; with ``stop``, the wait also ends soon after it is set."""
         buffer = self._buffer
         target = buffer.accepted
         if self._sender.done(target):
@@ -351,7 +357,17 @@ class Client:
         if deadline is not None:
             left = deadline - time.monotonic() + _CLOSE_GRACE
             timeout = left if timeout is None else min(timeout, left)
-        done = self._sender.wait_done_through(target, timeout)
+        if stop is None:
+            done = self._sender.wait_done_through(target, timeout)
+        else:
+            end = None if timeout is None else time.monotonic() + timeout
+            while True:
+                step = _CANCEL_POLL if end is None else min(_CANCEL_POLL, end - time.monotonic())
+                done = self._sender.wait_done_through(target, max(0.0, step))
+                if done or stop.is_set() or self._sender.finished.is_set():
+                    break
+                if end is not None and time.monotonic() >= end:
+                    break
         return done and self._lost() == lost_before
 
     def close(self, timeout: float | None = None) -> None:
@@ -436,12 +452,21 @@ class Client:
             f"deadline ({self._deadline_text()}) and were dropped"
         )
 
-    def _wait_closed(self, *, at_exit: bool) -> None:
+    def _wait_closed(self, *, at_exit: bool, stop: threading.Event | None = None) -> None:
+        """Wait for the sender to finish (by the close's deadline); with ``stop``,
+        the wait also ends soon after it is set."""
         sender = self._sender
         if self._started and sender._deadline is not None:
             left = sender._deadline - time.monotonic()
             # A little grace past the deadline for the sender's own bookkeeping.
-            sender.finished.wait(max(0.0, left) + _CLOSE_GRACE)
+            if stop is None:
+                sender.finished.wait(max(0.0, left) + _CLOSE_GRACE)
+            else:
+                end = time.monotonic() + max(0.0, left) + _CLOSE_GRACE
+                while not stop.is_set():
+                    step = min(_CANCEL_POLL, end - time.monotonic())
+                    if sender.finished.wait(max(0.0, step)) or step <= 0:
+                        break
         if at_exit:
             self._exit_finished()
             stuck = self._buffer.held_lines
@@ -461,19 +486,35 @@ class Client:
         executor, as ``asyncio.to_thread`` runs a call. Polling from the loop
         instead would trade that thread for latency or wake-ups. When nothing is
         pending it returns at once, without a thread. Cancelling the awaiting
-        task leaves the wait to end at ``timeout`` on its own.
+        task (Ctrl-C in ``asyncio.run``, a ``wait_for`` timeout) ends that
+        thread's wait too, within a moment: ``asyncio.run`` waits for the
+        executor's threads before it returns.
         """
         if self._sender.done(self._buffer.accepted):
             return True
-        return await asyncio.to_thread(self.flush, timeout)
+        stop = threading.Event()
+        try:
+            return await asyncio.to_thread(self._flush, timeout, stop)
+        finally:
+            stop.set()
 
     async def aclose(self, timeout: float | None = None) -> None:
         """``close`` for coroutines: the event loop keeps running while it waits
         (see ``aflush``). Lines logged once the close began are dropped and counted
-        as ``after_close``."""
+        as ``after_close``. Cancelled, it stops waiting (as ``aflush`` does); the
+        sender goes on delivering until the close's deadline."""
         if timeout is None:
             timeout = self.config.shutdown_timeout
-        await asyncio.to_thread(self.close, timeout)
+        timeout = max(0.0, timeout)
+        # Begun here (it never waits); only the wait goes to a thread.
+        self._begin_close(_exit.exit_deadline(timeout, begins_exit=False), timeout)
+        if not self._can_wait():
+            return
+        stop = threading.Event()
+        try:
+            await asyncio.to_thread(self._wait_closed, at_exit=False, stop=stop)
+        finally:
+            stop.set()
 
     # -- introspection
 

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 import pytest
 
 from logdna_client._devserver import DevServer
+from tests._bad_servers import bad_server
 from tests._children import Child, assert_exactly_once_in_order, texts
 
 
@@ -295,3 +296,39 @@ class TestThreadsLoggingThroughTheExit:
         main = [t for t in got if t.startswith("main ")]
         assert [f"main {i}" for i in range(1000)] == main
         assert "" == child.stdout
+
+
+class TestAsyncio:
+    @pytest.mark.parametrize("call", ["aflush", "aclose"])
+    def test_ctrl_c_while_awaiting_ends_within_the_deadline(self, call: str) -> None:
+        """Ctrl-C while ``asyncio.run`` awaits ``aflush(30)`` or ``aclose(30)`` against a
+        service that never answers: asyncio.run cancels the task and then waits for its
+        executor's threads, so the wait in that thread must end too. The process ends by
+        the KeyboardInterrupt within shutdown_timeout, and reports the lines it lost."""
+        with bad_server("silent") as bad:
+            child = Child(
+                """
+                import asyncio
+                async def main():
+                    for i in range(100):
+                        log.info("async %d", i)
+                    try:
+                        await getattr(client, os.environ["CALL"])(30)
+                    finally:
+                        log.info("finally")  # a task's cleanup logs
+                asyncio.run(main())
+                """,
+                bad.url,
+                env={"CALL": call},
+                flush_interval="60",  # the request goes when the call wakes the sender
+                shutdown_timeout="1.5",
+            )
+            assert bad.got_request.wait(30)  # the call's thread waits for it
+            sent = child.kill(signal.SIGINT)
+            code, _ = child.finish(timeout=60)
+            took = time.monotonic() - sent
+        assert -signal.SIGINT == code, child.stderr
+        assert took < 15, took  # the call's own timeout is 30 s
+        assert "" == child.stdout
+        lost = 101 if call == "aflush" else 100  # aclose: "finally" is after the close
+        assert f"{lost} lines could not be delivered" in child.stderr, child.stderr
