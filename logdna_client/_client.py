@@ -193,18 +193,23 @@ class Client:
         start no more: RLIMIT_NPROC, memory). That is reported, the lines stay queued
         (bounded as ever), and a later line, flush() or close() tries again: a line
         not before ``_START_RETRY`` has passed, the others (``retry_now``) at once."""
-        with self._start_lock:
-            if self._started or self._starting:
-                return True
-            if not retry_now and time.monotonic() < self._start_retry_at:
-                return False
-            self._starting = True
-        # Not under the lock: Thread.start() waits for the new thread, which may run
-        # a finalizer that logs (and so comes here) before it signals that it runs.
-        # Lines queued meanwhile take the buffer's locked path and wait for it.
+        claimed = False  # whether this call set _starting (and so must reset it)
         try:
+            # Inside the try: a KeyboardInterrupt as the lock is let go must not leave
+            # _starting set for good (no sender would ever start).
+            with self._start_lock:
+                if self._started or self._starting:
+                    return True
+                if not retry_now and time.monotonic() < self._start_retry_at:
+                    return False
+                self._starting = claimed = True
+            # Not under the lock: Thread.start() waits for the new thread, which may run
+            # a finalizer that logs (and so comes here) before it signals that it runs.
+            # Lines queued meanwhile take the buffer's locked path and wait for it.
             self._sender.start()
         except BaseException as exc:
+            if not claimed:
+                raise
             # Thread.start() launches the thread, then waits for it to run: a signal
             # handler's exception (Ctrl-C's KeyboardInterrupt) can come out of that
             # wait with the sender already running. It is this client's sender then;
@@ -228,7 +233,8 @@ class Client:
             self.sender_ident = self._sender.ident
             self._started = True
         finally:
-            self._starting = False
+            if claimed:
+                self._starting = False
         self._buffer.allow_lock_free()
         if self.config.handle_signals:
             _exit.install_signal_handlers()

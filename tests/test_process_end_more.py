@@ -18,6 +18,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from logdna_client import Client
 from logdna_client._devserver import DevServer
 from tests._bad_servers import bad_server
 from tests._children import Child, assert_exactly_once_in_order, texts
@@ -138,7 +139,8 @@ class TestKeyboardInterruptInsideTheLibrary:
     def test_ctrl_c_while_the_sender_starts_leaves_one_sender(self, server: DevServer) -> None:
         """KeyboardInterrupt out of ``Thread.start()`` (it waits for the thread it launched)
         while a client's first line starts its sender: that sender runs, and later lines
-        never start a second one on the same buffer. Every line arrives once, in order."""
+        never start a second one on the same buffer, nor is a client left unable to start
+        one. Every line arrives once, in order."""
         child = Child(
             KEYBOARD_INTERRUPT_STORM
             + textwrap.dedent(
@@ -154,12 +156,13 @@ class TestKeyboardInterruptInsideTheLibrary:
             storm(call, 200, 30)
             senders = sum(1 for t in threading.enumerate() if t.name == "logdna_client-sender")
             started = sum(1 for c in clients if c._started)
+            stuck = sum(1 for c in clients if c._starting)  # no sender will ever start
             for c in clients:
                 c.flush(10)
             accepted = sum(c.stats()["accepted"] for c in clients)
             sent = sum(c.stats()["sent"] for c in clients)
             mark("result " + json.dumps({"hits": hits[0], "senders": senders,
-                                         "started": started, "accepted": accepted,
+                                         "started": started, "stuck": stuck, "accepted": accepted,
                                          "sent": sent}))
             """
             ),
@@ -170,6 +173,7 @@ class TestKeyboardInterruptInsideTheLibrary:
         assert 0 == code, child.stderr
         assert result["hits"] > 0
         assert result["started"] == result["senders"], result
+        assert 0 == result["stuck"], result
         assert result["accepted"] == result["sent"] == server.line_count, result
         by_client: dict[str, list[str]] = {}
         for line in texts(server):
@@ -332,3 +336,29 @@ class TestAsyncio:
         assert "" == child.stdout
         lost = 101 if call == "aflush" else 100  # aclose: "finally" is after the close
         assert f"{lost} lines could not be delivered" in child.stderr, child.stderr
+
+    def test_ctrl_c_as_the_start_lock_is_let_go(self, server: DevServer) -> None:
+        """KeyboardInterrupt right as ``Client._start`` lets go of its lock (where
+        CPython runs a pending signal handler: after the ``__exit__`` call) must not
+        leave the client marked as starting for good, or no sender would ever start
+        and its lines would wait for nothing, unreported, until they were lost."""
+        client = Client(url=server.url, flush_interval=0.05)
+        real = client._start_lock
+
+        class InterruptedOnRelease:
+            def __enter__(self) -> None:
+                real.acquire()
+
+            def __exit__(self, *exc: object) -> None:
+                real.release()
+                client._start_lock = real  # once
+                raise KeyboardInterrupt
+
+        client._start_lock = InterruptedOnRelease()  # type: ignore[assignment]
+        with pytest.raises(KeyboardInterrupt):
+            client.log("interrupted")
+        assert not client._starting
+        client.log("next")
+        assert client.flush(10)
+        client.close(5)
+        assert ["next"] == texts(server)
