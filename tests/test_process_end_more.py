@@ -362,3 +362,39 @@ class TestAsyncio:
         assert client.flush(10)
         client.close(5)
         assert ["next"] == texts(server)
+
+
+class TestSignalThatCannotWaitWhereItLands:
+    @pytest.mark.parametrize("then", ["return", "sys.exit(0)", "raise"])
+    def test_main_thread_going_on_to_exit_still_ends_by_the_signal(
+        self, server: DevServer, then: str
+    ) -> None:
+        """SIGTERM lands while the main thread holds logging's module lock: the handler
+        cannot wait there, so a thread of ours waits and the main thread goes on. When
+        the main thread then comes to the exit first (its work was nearly done), the
+        process must still end by SIGTERM once the lines are delivered, not with the
+        status of a finished job."""
+        child = Child(
+            """
+            for i in range(100):
+                log.info("line %d", i)
+            logging._acquireLock()
+            os.kill(os.getpid(), signal.SIGTERM)  # the handler runs here, under the lock
+            logging._releaseLock()
+            mark("went on")
+            then = os.environ["THEN"]
+            if then == "sys.exit(0)":
+                sys.exit(0)
+            elif then == "raise":
+                raise RuntimeError("the job failed")
+            """,
+            server.url,
+            env={"THEN": then},
+            flush_interval="60",
+            shutdown_timeout="5",
+        )
+        child.expect("went on")
+        code, _ = child.finish()
+        assert -signal.SIGTERM == code, child.stderr
+        assert_exactly_once_in_order([f"line {i}" for i in range(100)], texts(server))
+        assert "" == child.stdout
