@@ -443,8 +443,9 @@ class Client:
             self._late_said = True
             _exit.report_exit_loss(
                 "logdna_client: a line logged after the library's exit hook ran was not "
-                "delivered (an atexit handler registered before the first LogDNAHandler or "
-                "Client was built runs after it); later ones are counted as after_close"
+                "delivered (by a thread still running, a finalizer, or an atexit handler "
+                "registered before the first LogDNAHandler or Client was built, which runs "
+                "after it); later ones are counted as after_close"
             )
         return queued
 
