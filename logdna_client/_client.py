@@ -463,7 +463,13 @@ class Client:
         """Wait for the sender to finish (by the close's deadline); with ``stop``,
         the wait also ends soon after it is set."""
         sender = self._sender
-        if self._started and sender._deadline is not None:
+        # Also a sender still starting: a signal handler (SIGTERM) may have found this
+        # thread inside Thread.start(), the new thread launched or not yet.
+        thread = sender.thread
+        launched = self._started or (
+            self._starting and thread is not None and thread in threading.enumerate()
+        )
+        if launched and sender._deadline is not None:
             left = sender._deadline - time.monotonic()
             # A little grace past the deadline for the sender's own bookkeeping.
             if stop is None:
@@ -477,10 +483,17 @@ class Client:
         if at_exit:
             self._exit_finished()
             stuck = self._buffer.held_lines
-            if self._started and not sender.finished.is_set() and stuck:
+            if not stuck or sender.finished.is_set():
+                return
+            if launched:
                 _exit.report_exit_loss(
                     f"logdna_client: the log service did not answer within the shutdown "
                     f"deadline ({self._deadline_text()}); {stuck} lines were not delivered"
+                )
+            elif self._starting:  # interrupted before it launched the thread: none runs
+                _exit.report_exit_loss(
+                    f"logdna_client: {stuck} lines were not delivered: the process ended "
+                    f"while the sender thread was being started"
                 )
 
     # -- asyncio

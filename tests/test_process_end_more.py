@@ -398,3 +398,66 @@ class TestSignalThatCannotWaitWhereItLands:
         assert -signal.SIGTERM == code, child.stderr
         assert_exactly_once_in_order([f"line {i}" for i in range(100)], texts(server))
         assert "" == child.stdout
+
+
+# Child code: the first line's sender start is where SIGTERM comes. Before it, another
+# thread queues 100 lines (the client is starting: they wait in the buffer). "before":
+# the signal is handled on the main thread inside Thread.start(), before the thread is
+# launched; "launched": the new thread runs, and the main thread is still in
+# Thread.start() waiting for it, when the signal comes (the watcher begins the ending).
+SIGTERM_WHILE_THE_SENDER_STARTS = """
+import threading
+from logdna_client import _exit
+original_start = threading.Thread.start
+def start(self):
+    if self.name == "logdna_client-sender" and not getattr(start, "done", False):
+        start.done = True
+        queuer = threading.Thread(target=lambda: [log.info("queued %d", i) for i in range(100)])
+        original_start(queuer)
+        queuer.join()
+        if os.environ["WHEN"] == "before":
+            os.kill(os.getpid(), signal.SIGTERM)  # handled at original_start's first bytecode
+        else:
+            started = self._started.set
+            def set_after_the_signal():  # on the new thread, before start() returns
+                os.kill(os.getpid(), signal.SIGTERM)
+                pause = threading.Event()
+                for _ in range(20000):  # until the ending has begun (20 s at most)
+                    if _exit._begun.locked():
+                        break
+                    pause.wait(0.001)
+                started()
+            self._started.set = set_after_the_signal
+    original_start(self)
+threading.Thread.start = start
+log.info("first")  # starts the sender
+mark("not reached")
+"""
+
+
+class TestSignalWhileTheSenderStarts:
+    @pytest.mark.parametrize("when", ["before", "launched"])
+    def test_lines_queued_meanwhile_are_delivered_or_reported(
+        self, server: DevServer, when: str
+    ) -> None:
+        """SIGTERM while the first line starts the sender: lines other threads queued
+        meanwhile are delivered when the sender was launched, and reported on stderr as
+        lost when it was not (the handler interrupted its launch); never lost silently.
+        The process ends by SIGTERM either way."""
+        child = Child(
+            SIGTERM_WHILE_THE_SENDER_STARTS,
+            server.url,
+            env={"WHEN": when},
+            flush_interval="60",
+            shutdown_timeout="5",
+        )
+        code, _ = child.finish(timeout=60)
+        assert -signal.SIGTERM == code, child.stderr
+        assert "not reached" not in child.stderr
+        queued = [f"queued {i}" for i in range(100)]
+        if when == "launched":
+            assert_exactly_once_in_order(queued, texts(server))
+        else:
+            assert 0 == server.line_count
+            assert "100 lines were not delivered" in child.stderr, child.stderr
+        assert "" == child.stdout
