@@ -37,6 +37,11 @@ __all__ = ["Client"]
 
 # How long past its deadline a close waits for the sender's own bookkeeping.
 _CLOSE_GRACE = 0.2
+# How long after a failed attempt to start the sender thread (RLIMIT_NPROC, no memory
+# for its stack) lines are queued without trying again.
+_START_RETRY = 1.0
+# How often a wait for aflush()/aclose() looks whether its awaiting task was cancelled.
+_CANCEL_POLL = 0.05
 
 
 class Client:
@@ -146,6 +151,7 @@ class Client:
         self._sender.on_start = _exit.hook_celery_pool_exit
         self._started = False
         self._starting = False
+        self._start_retry_at = float("-inf")  # no thread could be started: not before this
         #: Queue one serialized line; False when it was dropped (and counted). The
         #: hot path for handlers: after the first line it is the buffer's own put,
         #: saving a call per line.
@@ -184,23 +190,57 @@ class Client:
         if self._started and not sender.alive and not self._closed:
             self._restart_dead_sender()
 
-    def _start(self) -> None:
-        with self._start_lock:
-            if self._started or self._starting:
-                return
-            self._starting = True
-        # Not under the lock: Thread.start() waits for the new thread, which may run
-        # a finalizer that logs (and so comes here) before it signals that it runs.
-        # Lines queued meanwhile take the buffer's locked path and wait for it.
+    def _start(self, *, retry_now: bool = False) -> bool:
+        """Start the sender; False when no thread could be started (the process may
+        start no more: RLIMIT_NPROC, memory). That is reported, the lines stay queued
+        (bounded as ever), and a later line, flush() or close() tries again: a line
+        not before ``_START_RETRY`` has passed, the others (``retry_now``) at once."""
+        claimed = False  # whether this call set _starting (and so must reset it)
         try:
+            # Inside the try: a KeyboardInterrupt as the lock is let go must not leave
+            # _starting set for good (no sender would ever start).
+            with self._start_lock:
+                if self._started or self._starting:
+                    return True
+                if not retry_now and time.monotonic() < self._start_retry_at:
+                    return False
+                self._starting = claimed = True
+            # Not under the lock: Thread.start() waits for the new thread, which may run
+            # a finalizer that logs (and so comes here) before it signals that it runs.
+            # Lines queued meanwhile take the buffer's locked path and wait for it.
             self._sender.start()
+        except BaseException as exc:
+            if not claimed:
+                raise
+            # Thread.start() launches the thread, then waits for it to run: a signal
+            # handler's exception (Ctrl-C's KeyboardInterrupt) can come out of that
+            # wait with the sender already running. It is this client's sender then;
+            # starting another on the next line would put two on one buffer.
+            thread = self._sender.thread
+            if thread is not None and thread in threading.enumerate():
+                self._started = True
+                self._buffer.allow_lock_free()
+            elif isinstance(exc, RuntimeError):  # "can't start new thread"
+                self._start_retry_at = time.monotonic() + _START_RETRY
+                if self._buffer._sink is None:  # a later line tries again
+                    self.put_entry, self.put = self._first_put_entry, self._first_put
+                self._reporter.report(
+                    "sender-start", logging.ERROR,
+                    "logdna_client: the sender thread could not be started (%s); lines are "
+                    "kept in memory and starting it is tried again", exc,
+                )  # fmt: skip
+                return False
+            raise
+        else:
             self.sender_ident = self._sender.ident
             self._started = True
         finally:
-            self._starting = False
+            if claimed:
+                self._starting = False
         self._buffer.allow_lock_free()
         if self.config.handle_signals:
             _exit.install_signal_handlers()
+        return True
 
     def _after_fork(self) -> None:
         """In a forked child: forget the parent's lines, threads, locks and connection."""
@@ -221,9 +261,8 @@ class Client:
 
     def _first_put_entry(self, entry: bytes) -> bool:
         """``put_entry`` until the sender runs: start it, then go straight to the buffer."""
-        if self._closed:  # closed before any line: count it, start no thread
-            return self._buffer.put_entry(entry)
-        self._start()
+        if self._closed or not self._start():  # closed before any line: count it
+            return self._buffer.put_entry(entry)  # or no thread now: keep it for one later
         self.put_entry = self._buffer.put_entry
         self.put = self._buffer.put
         return self._buffer.put_entry(entry)
@@ -308,13 +347,17 @@ class Client:
         thread inside the client. Once the client is closing, it waits no longer
         than the close's deadline.
         """
+        return self._flush(timeout, None)
+
+    def _flush(self, timeout: float | None, stop: threading.Event | None) -> bool:
+        """``flush``; with ``stop``, the wait also ends soon after it is set."""
         buffer = self._buffer
         target = buffer.accepted
         if self._sender.done(target):
             return True
         lost_before = self._lost()
-        if not self._started:
-            self._start()
+        if not self._start(retry_now=True):
+            return False  # no sender to wait for
         self._wake()
         if not self._can_wait():
             return False
@@ -322,7 +365,17 @@ class Client:
         if deadline is not None:
             left = deadline - time.monotonic() + _CLOSE_GRACE
             timeout = left if timeout is None else min(timeout, left)
-        done = self._sender.wait_done_through(target, timeout)
+        if stop is None:
+            done = self._sender.wait_done_through(target, timeout)
+        else:
+            end = None if timeout is None else time.monotonic() + timeout
+            while True:
+                step = _CANCEL_POLL if end is None else min(_CANCEL_POLL, end - time.monotonic())
+                done = self._sender.wait_done_through(target, max(0.0, step))
+                if done or stop.is_set() or self._sender.finished.is_set():
+                    break
+                if end is not None and time.monotonic() >= end:
+                    break
         return done and self._lost() == lost_before
 
     def close(self, timeout: float | None = None) -> None:
@@ -368,7 +421,15 @@ class Client:
             if len(self._buffer) == 0:
                 self._exit_finished()
                 return
-            self._start()
+            if not self._start(retry_now=True):
+                lost = self._buffer.discard_all("shutdown")
+                if lost:
+                    _exit.report_exit_loss(
+                        f"logdna_client: {lost} lines could not be delivered: the sender "
+                        f"thread could not be started"
+                    )
+                self._exit_finished()
+                return
         self._sender.begin_close(deadline, timeout)
 
     def _exit_finished(self) -> None:
@@ -386,10 +447,10 @@ class Client:
             self._late_said = True
             _exit.report_exit_loss(
                 "logdna_client: a line logged after the library's exit hook ran was not "
-                "delivered (it runs before an atexit handler registered before the first "
-                "LogDNAHandler or Client was built, and before a Celery "
-                "worker_process_shutdown receiver connected after the library's); later "
-                "ones are counted as after_close"
+                "delivered (a thread still running, a finalizer, an atexit handler "
+                "registered before the first LogDNAHandler or Client was built, and a Celery "
+                "worker_process_shutdown receiver connected after the library's run after "
+                "it); later ones are counted as after_close"
             )
         return queued
 
@@ -403,20 +464,41 @@ class Client:
             f"deadline ({self._deadline_text()}) and were dropped"
         )
 
-    def _wait_closed(self, *, at_exit: bool) -> None:
+    def _wait_closed(self, *, at_exit: bool, stop: threading.Event | None = None) -> None:
+        """Wait for the sender to finish (by the close's deadline); with ``stop``,
+        the wait also ends soon after it is set."""
         sender = self._sender
-        if self._started and sender._deadline is not None:
+        # Also a sender still starting: a signal handler (SIGTERM) may have found this
+        # thread inside Thread.start(), the new thread launched or not yet.
+        thread = sender.thread
+        launched = self._started or (
+            self._starting and thread is not None and thread in threading.enumerate()
+        )
+        if launched and sender._deadline is not None:
             left = sender._deadline - time.monotonic()
             # A little grace past the deadline for the sender's own bookkeeping.
-            sender.finished.wait(max(0.0, left) + _CLOSE_GRACE)
+            if stop is None:
+                sender.finished.wait(max(0.0, left) + _CLOSE_GRACE)
+            else:
+                end = time.monotonic() + max(0.0, left) + _CLOSE_GRACE
+                while not stop.is_set():
+                    step = min(_CANCEL_POLL, end - time.monotonic())
+                    if sender.finished.wait(max(0.0, step)) or step <= 0:
+                        break
         if at_exit:
             self._exit_finished()
             stuck = self._buffer.held_lines
-            if self._started and not sender.finished.is_set() and stuck:
-                _exit.report_exit_loss(
-                    f"logdna_client: the log service did not answer within the shutdown "
-                    f"deadline ({self._deadline_text()}); {stuck} lines were not delivered"
-                )
+            if stuck and not sender.finished.is_set():
+                if launched:
+                    _exit.report_exit_loss(
+                        f"logdna_client: the log service did not answer within the shutdown "
+                        f"deadline ({self._deadline_text()}); {stuck} lines were not delivered"
+                    )
+                elif self._starting:  # interrupted before it launched the thread: none runs
+                    _exit.report_exit_loss(
+                        f"logdna_client: {stuck} lines were not delivered: the process ended "
+                        f"while the sender thread was being started"
+                    )
             self._report_exit_drops()
 
     def _report_exit_drops(self) -> None:
@@ -446,19 +528,35 @@ class Client:
         executor, as ``asyncio.to_thread`` runs a call. Polling from the loop
         instead would trade that thread for latency or wake-ups. When nothing is
         pending it returns at once, without a thread. Cancelling the awaiting
-        task leaves the wait to end at ``timeout`` on its own.
+        task (Ctrl-C in ``asyncio.run``, a ``wait_for`` timeout) ends that
+        thread's wait too, within a moment: ``asyncio.run`` waits for the
+        executor's threads before it returns.
         """
         if self._sender.done(self._buffer.accepted):
             return True
-        return await asyncio.to_thread(self.flush, timeout)
+        stop = threading.Event()
+        try:
+            return await asyncio.to_thread(self._flush, timeout, stop)
+        finally:
+            stop.set()
 
     async def aclose(self, timeout: float | None = None) -> None:
         """``close`` for coroutines: the event loop keeps running while it waits
         (see ``aflush``). Lines logged once the close began are dropped and counted
-        as ``after_close``."""
+        as ``after_close``. Cancelled, it stops waiting (as ``aflush`` does); the
+        sender goes on delivering until the close's deadline."""
         if timeout is None:
             timeout = self.config.shutdown_timeout
-        await asyncio.to_thread(self.close, timeout)
+        timeout = max(0.0, timeout)
+        # Begun here (it never waits); only the wait goes to a thread.
+        self._begin_close(_exit.exit_deadline(timeout, begins_exit=False), timeout)
+        if not self._can_wait():
+            return
+        stop = threading.Event()
+        try:
+            await asyncio.to_thread(self._wait_closed, at_exit=False, stop=stop)
+        finally:
+            stop.set()
 
     # -- introspection
 

@@ -124,11 +124,22 @@ def close_all(*, wait: bool, at_exit: bool = True) -> list[Client]:
 
 def _close_all_at_exit() -> None:
     close_all(wait=True)
+    signum = _ending_by
+    if signum is not None and threading.current_thread() is threading.main_thread():
+        # A termination signal began the ending while this thread could not wait (it
+        # was inside our critical section, or under logging's lock), and it went on
+        # to the exit before the thread waiting in its stead ended the process. End it
+        # by that signal here, once the clients are done, as that thread would have:
+        # an exit status of 0 would tell the supervisor the work was done.
+        longest = max((c.config.shutdown_timeout for c in list(_clients)), default=0.0)
+        _delivered.wait(longest + _ENDING_GRACE)
+        _end_by(signum)
 
 
 def _reset_all_after_fork() -> None:
-    global _terminating, _heard, _begun, _delivered, _watch_tried
+    global _terminating, _heard, _begun, _delivered, _watch_tried, _ending_by
     _terminating = False
+    _ending_by = None
     _heard = 0
     _begun = threading.Lock()
     _delivered = Latch()
@@ -160,6 +171,7 @@ def _reset_all_after_fork() -> None:
 _terminating = False  # the handler ran on the main thread (running again: a second signal)
 _heard = 0  # termination signals the watcher heard (one byte each)
 _begun = threading.Lock()  # taken by whichever of the two begins the ending
+_ending_by: int | None = None  # the signal whose ending has begun
 _delivered = Latch()  # the ending's clients are done, or their deadline passed
 _watch_fds: tuple[int, int] | None = None  # our pipe (read, write) while it is the wakeup fd
 _watch_tried = False
@@ -274,7 +286,7 @@ def _heard_termination(signum: int) -> None:
     _heard += 1
     if _heard > 1:  # a second signal while we deliver: the sender means it
         _end_by(signum)
-    clients = _begin_ending()
+    clients = _begin_ending(signum)
     if clients is not None:
         # On a thread of its own: this one goes on listening for a second signal.
         _wait_then_end_elsewhere(clients, signum)
@@ -286,7 +298,7 @@ def _on_termination(signum: int, frame: Any) -> None:
     if _terminating:  # a second signal while we deliver: the sender means it
         _end_by(signum)
     _terminating = True
-    clients = _begin_ending()
+    clients = _begin_ending(signum)
     can_wait = all(c._can_wait() for c in (list(_clients) if clients is None else clients))
     if clients is None:
         # The watcher heard this signal first and ends the process; the main thread
@@ -306,10 +318,12 @@ def _on_termination(signum: int, frame: Any) -> None:
         _wait_then_end_elsewhere(clients, signum)
 
 
-def _begin_ending() -> list[Client] | None:
+def _begin_ending(signum: int) -> list[Client] | None:
     """Begin closing every client on the exit deadline; None when that had begun."""
+    global _ending_by
     if not _begun.acquire(blocking=False):
         return None
+    _ending_by = signum
     try:
         return close_all(wait=False)
     except Exception:  # a bug of ours must not keep the process from ending

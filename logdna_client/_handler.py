@@ -256,8 +256,10 @@ class LogDNAHandler(logging.Handler):
         if marks is None:
             self._client._count_drop("reentrant")
             return
-        marks.add(current)
         try:
+            # Inside the try: a KeyboardInterrupt (or a signal handler's exception)
+            # raised as add() returns must not leave the thread marked for good.
+            marks.add(current)
             self._queue_record(record)
         except Exception:
             self._failed(record)

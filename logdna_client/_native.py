@@ -71,8 +71,8 @@ def put_built(client: Client, entry: bytes) -> object:
     nested path instead of deadlocking on that lock.
     """
     current = get_ident()
-    BUSY_THREADS.add(current)
     try:
+        BUSY_THREADS.add(current)  # inside the try: see LogDNAHandler._deliver
         client.put_entry(entry)
         return client._buffer
     finally:

@@ -400,6 +400,10 @@ class Sender:
             if batch_id is not None:
                 spool.ack(batch_id)  # type: ignore[union-attr]
                 self._notify()  # flush() waits for the ack too (Spool.undelivered)
+            if not lines and self._deadline is not None:
+                # Closing, a summary alone: lines logged after the close (threads that
+                # go on logging) are told in one, not in a request each till the deadline.
+                return
 
     def _replay_one(self) -> None:
         """Send the oldest batch the spool holds; it stays there unless delivered."""

@@ -190,8 +190,8 @@ class LogDNAProcessor(_NativeCall):
         if marks is None:
             self._client._count_drop("reentrant")
             return event_dict
-        marks.add(thread)
         try:
+            marks.add(thread)  # inside the try: see LogDNAHandler._deliver
             if type(event_dict) is not dict or not self._ship_common(method_name, event_dict):
                 self._ship(method_name, event_dict)
         except Exception:

@@ -1,0 +1,463 @@
+"""More ways to end or interrupt a process while it logs, in real child processes
+against the real devserver: KeyboardInterrupt raised inside the library's own code,
+signals arriving during the library's own ending, finalizers and threads that log
+while the interpreter goes down, thread starts that fail.
+
+What must hold each time: the application's logging call never blocks, raises or
+writes to stdout; the process ends within the deadline in force; every line is
+delivered or counted; none is delivered twice.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import textwrap
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from logdna_client import Client
+from logdna_client._devserver import DevServer
+from tests._bad_servers import bad_server
+from tests._children import Child, assert_exactly_once_in_order, texts
+
+
+@pytest.fixture
+def server() -> Iterator[DevServer]:
+    with DevServer() as srv:
+        yield srv
+
+
+# Child code: SIGINT, sent in a storm by a thread, raises KeyboardInterrupt whenever it
+# finds the main thread inside the library's own code (as Ctrl-C does, at whatever
+# bytecode it lands on), while ``call()`` logs in a loop that catches it and goes on, as
+# an interactive tool or a server that handles Ctrl-C itself does. ``storm()`` returns
+# once the library was interrupted ``HITS`` times (or the time is up), and says whether
+# the thread was left marked busy in between calls.  ``deep[0] = True``: also when the
+# main thread is in code a frame of the library's called (the stdlib's).
+KEYBOARD_INTERRUPT_STORM = """
+import threading
+from logdna_client import _threads
+hits = [0]
+armed = [False]
+deep = [False]  # also where a frame of ours called the one running (Thread.start)
+def ours(frame):
+    while frame is not None:
+        if "logdna_client" in frame.f_code.co_filename:
+            return True
+        frame = frame.f_back if deep[0] else None
+    return False
+def on_sigint(signum, frame):
+    if armed[0] and ours(frame):
+        hits[0] += 1
+        raise KeyboardInterrupt
+signal.signal(signal.SIGINT, on_sigint)
+
+def storm(call, hits_wanted, seconds):
+    stop = threading.Event()
+    def sender():
+        while not stop.is_set():
+            os.kill(os.getpid(), signal.SIGINT)
+            stop.wait(0.0002)
+    thread = threading.Thread(target=sender, daemon=True)
+    thread.start()
+    began = time.monotonic()
+    n = 0
+    left_marked = False
+    armed[0] = True
+    while hits[0] < hits_wanted and time.monotonic() - began < seconds:
+        try:
+            call(n)
+            n += 1
+        except KeyboardInterrupt:
+            pass
+        if threading.get_ident() in _threads.BUSY_THREADS:  # between two calls: never
+            left_marked = True
+            break
+    armed[0] = False
+    stop.set()
+    thread.join()
+    return left_marked
+"""
+
+
+class TestKeyboardInterruptInsideTheLibrary:
+    @pytest.mark.parametrize("path", ["c", "python", "structlog"])
+    def test_a_caught_ctrl_c_leaves_logging_working(self, server: DevServer, path: str) -> None:
+        """KeyboardInterrupt raised at any bytecode of a logging call (the app catches it
+        and goes on) never leaves the thread marked as inside the library: afterwards
+        its lines ship, and so does a line logged one level deep (from a ``__str__``),
+        which a thread left marked would drop as ``reentrant``."""
+        child = Child(
+            KEYBOARD_INTERRUPT_STORM
+            + textwrap.dedent(
+                """
+            if os.environ["LOG_PATH"] == "structlog":
+                from logdna_client.structlog import LogDNAProcessor
+                processor = LogDNAProcessor(client=client)
+                def call(n):
+                    processor(None, "info", {"event": "storm %d" % n})
+            else:
+                def call(n):
+                    log.info("storm %d", n)
+            left_marked = storm(call, 200, 30)
+            client.flush(30)  # room for what follows
+            class Nested:
+                def __str__(self):
+                    log.info("logged from __str__")
+                    return "outer"
+            for i in range(100):
+                log.info("after %d", i)
+            log.info("%s line", Nested())
+            client.flush(30)
+            s = client.stats()
+            mark("result " + json.dumps({"left_marked": left_marked, "hits": hits[0],
+                                         "reentrant": s["dropped"]["reentrant"]}))
+            """
+            ),
+            server.url,
+            env={"LOG_PATH": path, "LOGDNA_CLIENT_PURE_PYTHON": "0" if path == "c" else "1"},
+            flush_interval="0.05",
+            max_batch_bytes="2KiB",  # the locked path (waking the sender) is taken often
+            max_buffer_bytes="256KiB",  # and what ships stays a few thousand lines
+            overflow="drop_newest",
+        )
+        result = json.loads(child.expect("result", timeout=120))
+        code, _ = child.finish()
+        assert 0 == code, child.stderr
+        assert result["hits"] > 0
+        assert not result["left_marked"], result
+        assert 0 == result["reentrant"], result
+        got = texts(server)
+        assert_exactly_once_in_order(
+            [f"after {i}" for i in range(100)] + ["logged from __str__", "outer line"], got
+        )
+        assert "" == child.stdout
+
+    def test_ctrl_c_while_the_sender_starts_leaves_one_sender(self, server: DevServer) -> None:
+        """KeyboardInterrupt out of ``Thread.start()`` (it waits for the thread it launched)
+        while a client's first line starts its sender: that sender runs, and later lines
+        never start a second one on the same buffer, nor is a client left unable to start
+        one. Every line arrives once, in order."""
+        child = Child(
+            KEYBOARD_INTERRUPT_STORM
+            + textwrap.dedent(
+                """
+            import threading
+            from logdna_client import Client
+            deep[0] = True
+            clients = []
+            def call(n):
+                if n % 5 == 0:
+                    clients.append(Client(flush_interval=0.05, hostname="c%d" % len(clients)))
+                clients[-1].log("client %d line %d" % (len(clients) - 1, n % 5))
+            storm(call, 200, 30)
+            senders = sum(1 for t in threading.enumerate() if t.name == "logdna_client-sender")
+            started = sum(1 for c in clients if c._started)
+            stuck = sum(1 for c in clients if c._starting)  # no sender will ever start
+            for c in clients:
+                c.flush(10)
+            accepted = sum(c.stats()["accepted"] for c in clients)
+            sent = sum(c.stats()["sent"] for c in clients)
+            mark("result " + json.dumps({"hits": hits[0], "senders": senders,
+                                         "started": started, "stuck": stuck, "accepted": accepted,
+                                         "sent": sent}))
+            """
+            ),
+            server.url,
+        )
+        result = json.loads(child.expect("result", timeout=120))
+        code, _ = child.finish()
+        assert 0 == code, child.stderr
+        assert result["hits"] > 0
+        assert result["started"] == result["senders"], result
+        assert 0 == result["stuck"], result
+        assert result["accepted"] == result["sent"] == server.line_count, result
+        by_client: dict[str, list[str]] = {}
+        for line in texts(server):
+            by_client.setdefault(line.split(" line ")[0], []).append(line)
+        for lines in by_client.values():
+            assert lines == sorted(set(lines)), lines  # once each, in order
+
+
+# Child code: from here on the process can start no thread (RLIMIT_NPROC of 1; root is
+# not held to it, so the child becomes nobody first, having imported all it needs);
+# ``allow_threads()`` lifts the limit again.
+NO_MORE_THREADS = """
+import resource, threading
+_soft, _hard = resource.getrlimit(resource.RLIMIT_NPROC)
+resource.setrlimit(resource.RLIMIT_NPROC, (1, _hard))
+if os.getuid() == 0:
+    os.setgid(65534)
+    os.setuid(65534)
+try:
+    threading.Thread(target=print).start()
+    raise SystemExit("a thread started in spite of RLIMIT_NPROC")
+except RuntimeError:
+    pass
+def allow_threads():
+    resource.setrlimit(resource.RLIMIT_NPROC, (_hard, _hard))
+"""
+
+
+class TestNoThreadCanStart:
+    def test_lines_wait_for_a_sender_that_can_start_later(self, server: DevServer) -> None:
+        """While no thread can start, logging calls neither raise nor print (no
+        traceback per line): the lines are kept. Once threads can start again, flush()
+        starts the sender and every line arrives, once, in order."""
+        child = Child(
+            NO_MORE_THREADS
+            + textwrap.dedent(
+                """
+            for i in range(50):
+                log.info("before %d", i)
+            client.log("direct")
+            s = client.stats()
+            mark("held %d flushed %s" % (s["queued"], client.flush(0.2)))
+            allow_threads()
+            for i in range(50):
+                log.info("after %d", i)
+            mark("flushed %s" % client.flush(30))
+            """
+            ),
+            server.url,
+            flush_interval="60",
+        )
+        assert "51 flushed False" == child.expect("held")
+        assert "True" == child.expect("flushed")
+        code, _ = child.finish()
+        assert 0 == code, child.stderr
+        assert "Traceback" not in child.stderr
+        assert "" == child.stdout
+        expected = [f"before {i}" for i in range(50)] + ["direct"]
+        assert_exactly_once_in_order(expected + [f"after {i}" for i in range(50)], texts(server))
+
+    @pytest.mark.parametrize("how", ["exit", "sigterm"])
+    def test_lines_left_at_exit_are_counted_and_reported(self, server: DevServer, how: str) -> None:
+        """No thread can ever start: the process still ends at once, as it would have
+        (status 0, or by SIGTERM), and says on stderr how many lines were not delivered."""
+        child = Child(
+            NO_MORE_THREADS
+            + textwrap.dedent(
+                """
+            for i in range(20):
+                log.info("never %d", i)
+            mark("logged")
+            if os.environ["HOW"] == "sigterm":
+                wait_for("never")
+            """
+            ),
+            server.url,
+            env={"HOW": how},
+        )
+        child.expect("logged")
+        if how == "sigterm":
+            child.kill(signal.SIGTERM)
+        code, _ = child.finish()
+        assert (-signal.SIGTERM if how == "sigterm" else 0) == code, child.stderr
+        assert "Traceback" not in child.stderr
+        assert "logdna_client: 20 lines could not be delivered" in child.stderr
+        assert 0 == server.line_count
+
+
+class TestThreadsLoggingThroughTheExit:
+    def test_daemon_threads_logging_on_do_not_hold_the_exit(self, server: DevServer) -> None:
+        """Daemon threads that log in a loop while the main thread returns (a poller, a
+        heartbeat): the exit takes what draining takes, not the whole shutdown_timeout,
+        and their lines dropped after the close are told in a summary line or two, not
+        in a request each until the deadline. Everything the main thread logged arrives."""
+        child = Child(
+            """
+            import threading
+            def spin(k):
+                pace = threading.Event()
+                i = 0
+                while True:
+                    log.info("daemon %d %d", k, i)
+                    i += 1
+                    pace.wait(0.0002)  # steady, not a flood that fills the buffer
+            for k in range(4):
+                threading.Thread(target=spin, args=(k,), daemon=True).start()
+            for i in range(1000):
+                log.info("main %d", i)
+            mark("exiting")
+            """,
+            server.url,
+            shutdown_timeout="20",
+            max_buffer_bytes="256KiB",
+        )
+        child.expect("exiting")
+        began = time.monotonic()
+        code, _ = child.finish(timeout=60)
+        took = time.monotonic() - began
+        assert 0 == code, child.stderr
+        got = texts(server)
+        summaries = [t for t in got if t.startswith("logdna_client:") and "after close" in t]
+        assert 1 <= len(summaries) <= 5, summaries[:10]
+        assert took < 10, took  # the deadline is 20 s; draining 256 KiB takes a fraction
+        main = [t for t in got if t.startswith("main ")]
+        assert [f"main {i}" for i in range(1000)] == main
+        assert "" == child.stdout
+
+
+class TestAsyncio:
+    @pytest.mark.parametrize("call", ["aflush", "aclose"])
+    def test_ctrl_c_while_awaiting_ends_within_the_deadline(self, call: str) -> None:
+        """Ctrl-C while ``asyncio.run`` awaits ``aflush(30)`` or ``aclose(30)`` against a
+        service that never answers: asyncio.run cancels the task and then waits for its
+        executor's threads, so the wait in that thread must end too. The process ends by
+        the KeyboardInterrupt within shutdown_timeout, and reports the lines it lost."""
+        with bad_server("silent") as bad:
+            child = Child(
+                """
+                import asyncio
+                async def main():
+                    for i in range(100):
+                        log.info("async %d", i)
+                    try:
+                        await getattr(client, os.environ["CALL"])(30)
+                    finally:
+                        log.info("finally")  # a task's cleanup logs
+                asyncio.run(main())
+                """,
+                bad.url,
+                env={"CALL": call},
+                flush_interval="60",  # the request goes when the call wakes the sender
+                shutdown_timeout="1.5",
+            )
+            assert bad.got_request.wait(30)  # the call's thread waits for it
+            sent = child.kill(signal.SIGINT)
+            code, _ = child.finish(timeout=60)
+            took = time.monotonic() - sent
+        assert -signal.SIGINT == code, child.stderr
+        assert took < 15, took  # the call's own timeout is 30 s
+        assert "" == child.stdout
+        lost = 101 if call == "aflush" else 100  # aclose: "finally" is after the close
+        assert f"{lost} lines could not be delivered" in child.stderr, child.stderr
+
+    def test_ctrl_c_as_the_start_lock_is_let_go(self, server: DevServer) -> None:
+        """KeyboardInterrupt right as ``Client._start`` lets go of its lock (where
+        CPython runs a pending signal handler: after the ``__exit__`` call) must not
+        leave the client marked as starting for good, or no sender would ever start
+        and its lines would wait for nothing, unreported, until they were lost."""
+        client = Client(url=server.url, flush_interval=0.05)
+        real = client._start_lock
+
+        class InterruptedOnRelease:
+            def __enter__(self) -> None:
+                real.acquire()
+
+            def __exit__(self, *exc: object) -> None:
+                real.release()
+                client._start_lock = real  # once
+                raise KeyboardInterrupt
+
+        client._start_lock = InterruptedOnRelease()  # type: ignore[assignment]
+        with pytest.raises(KeyboardInterrupt):
+            client.log("interrupted")
+        assert not client._starting
+        client.log("next")
+        assert client.flush(10)
+        client.close(5)
+        assert ["next"] == texts(server)
+
+
+class TestSignalThatCannotWaitWhereItLands:
+    @pytest.mark.parametrize("then", ["return", "sys.exit(0)", "raise"])
+    def test_main_thread_going_on_to_exit_still_ends_by_the_signal(
+        self, server: DevServer, then: str
+    ) -> None:
+        """SIGTERM lands while the main thread holds logging's module lock: the handler
+        cannot wait there, so a thread of ours waits and the main thread goes on. When
+        the main thread then comes to the exit first (its work was nearly done), the
+        process must still end by SIGTERM once the lines are delivered, not with the
+        status of a finished job."""
+        child = Child(
+            """
+            for i in range(100):
+                log.info("line %d", i)
+            logging._acquireLock()
+            os.kill(os.getpid(), signal.SIGTERM)  # the handler runs here, under the lock
+            logging._releaseLock()
+            mark("went on")
+            then = os.environ["THEN"]
+            if then == "sys.exit(0)":
+                sys.exit(0)
+            elif then == "raise":
+                raise RuntimeError("the job failed")
+            """,
+            server.url,
+            env={"THEN": then},
+            flush_interval="60",
+            shutdown_timeout="5",
+        )
+        child.expect("went on")
+        code, _ = child.finish()
+        assert -signal.SIGTERM == code, child.stderr
+        assert_exactly_once_in_order([f"line {i}" for i in range(100)], texts(server))
+        assert "" == child.stdout
+
+
+# Child code: the first line's sender start is where SIGTERM comes. Before it, another
+# thread queues 100 lines (the client is starting: they wait in the buffer). "before":
+# the signal is handled on the main thread inside Thread.start(), before the thread is
+# launched; "launched": the new thread runs, and the main thread is still in
+# Thread.start() waiting for it, when the signal comes (the watcher begins the ending).
+SIGTERM_WHILE_THE_SENDER_STARTS = """
+import threading
+from logdna_client import _exit
+original_start = threading.Thread.start
+def start(self):
+    if self.name == "logdna_client-sender" and not getattr(start, "done", False):
+        start.done = True
+        queuer = threading.Thread(target=lambda: [log.info("queued %d", i) for i in range(100)])
+        original_start(queuer)
+        queuer.join()
+        if os.environ["WHEN"] == "before":
+            os.kill(os.getpid(), signal.SIGTERM)  # handled at original_start's first bytecode
+        else:
+            started = self._started.set
+            def set_after_the_signal():  # on the new thread, before start() returns
+                os.kill(os.getpid(), signal.SIGTERM)
+                pause = threading.Event()
+                for _ in range(20000):  # until the ending has begun (20 s at most)
+                    if _exit._begun.locked():
+                        break
+                    pause.wait(0.001)
+                started()
+            self._started.set = set_after_the_signal
+    original_start(self)
+threading.Thread.start = start
+log.info("first")  # starts the sender
+mark("not reached")
+"""
+
+
+class TestSignalWhileTheSenderStarts:
+    @pytest.mark.parametrize("when", ["before", "launched"])
+    def test_lines_queued_meanwhile_are_delivered_or_reported(
+        self, server: DevServer, when: str
+    ) -> None:
+        """SIGTERM while the first line starts the sender: lines other threads queued
+        meanwhile are delivered when the sender was launched, and reported on stderr as
+        lost when it was not (the handler interrupted its launch); never lost silently.
+        The process ends by SIGTERM either way."""
+        child = Child(
+            SIGTERM_WHILE_THE_SENDER_STARTS,
+            server.url,
+            env={"WHEN": when},
+            flush_interval="60",
+            shutdown_timeout="5",
+        )
+        code, _ = child.finish(timeout=60)
+        assert -signal.SIGTERM == code, child.stderr
+        assert "not reached" not in child.stderr
+        queued = [f"queued {i}" for i in range(100)]
+        if when == "launched":
+            assert_exactly_once_in_order(queued, texts(server))
+        else:
+            assert 0 == server.line_count
+            assert "100 lines were not delivered" in child.stderr, child.stderr
+        assert "" == child.stdout
