@@ -425,7 +425,13 @@ def _read_capped(response: requests.Response) -> str:
         raw.release_conn()  # back to the pool for the next request
     else:
         response.close()  # the rest unread: this connection cannot be reused
-    return data.decode(response.encoding or "utf-8", "replace")
+    try:
+        return data.decode(response.encoding or "utf-8", "replace")
+    except (LookupError, ValueError):
+        # A charset Python does not know, or a codec that is not a text encoding
+        # (rot13, idna): raised from here, it turned the service's answer (a 200
+        # included) into a retry, and every retry stored the lines once more.
+        return data.decode("utf-8", "replace")
 
 
 def _failure(exc: Exception, scrub: Callable[[str], str]) -> Outcome:
