@@ -8,6 +8,7 @@ The key travels only in one header (``apikey`` or ``Authorization``, see
 from __future__ import annotations
 
 import enum
+import http.client
 import os
 import platform
 import re
@@ -247,12 +248,28 @@ def _watch(conn: object) -> None:
         exchange.conn = conn
 
 
+class _FinalResponse(http.client.HTTPResponse):
+    """http.client's response, which also skips interim answers other than 100 Continue.
+
+    ``begin()`` skips only 100 and returns any other 1xx (103 Early Hints from a CDN,
+    102 Processing) as if it were the answer, with the real answer left unread: the
+    lines were kept and sent again without end, each time stored, never counted.
+    ``_read_status`` is the hook urllib3 itself calls (for a proxy tunnel's answer).
+    """
+
+    def _read_status(self) -> tuple[str, int, str]:
+        version, status, reason = super()._read_status()  # type: ignore[misc]
+        if 100 < status < 200 and status != 101:  # 101: a protocol switch, not interim
+            status = http.client.CONTINUE  # begin() skips its headers and reads on
+        return version, status, reason
+
+
 class _WatchedHTTPConnection(_Watched, urllib3.connection.HTTPConnection):
-    pass
+    response_class = _FinalResponse
 
 
 class _WatchedHTTPSConnection(_Watched, urllib3.connection.HTTPSConnection):
-    pass
+    response_class = _FinalResponse
 
 
 class _WatchedHTTPPool(urllib3.connectionpool.HTTPConnectionPool):

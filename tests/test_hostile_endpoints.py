@@ -9,12 +9,15 @@ once, and close() keeps its deadline."""
 
 from __future__ import annotations
 
+import socket
+import threading
+
 import pytest
 
 from logdna_client import Client
 from logdna_client._retry import parse_retry_after
 from tests._claims_servers import Request, answer, scripted_server
-from tests.test_claims_hostile import DEADLINE, WAIT, assert_accounted
+from tests.test_claims_hostile import DEADLINE, SLACK, WAIT, assert_accounted, close_took
 
 
 def texts(requests: list[Request]) -> list[str]:
@@ -75,4 +78,71 @@ class TestRetryAfterNobodyCanRead:
         assert (1, 0, 0) == (s["dropped"]["rejected"], s["retries"], s["queued"])
         # The gzip body, then the same line plain (then, maybe, the drop-summary line).
         assert ["refused", "refused"] == [text for text in sent if text == "refused"]
+        assert_accounted(client)
+
+
+class TestInterimAnswers:
+    @pytest.mark.parametrize(
+        "interim",
+        [b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n",
+         b"HTTP/1.1 102 Processing\r\n\r\n",
+         b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\n\r\n" * 3],
+    )  # fmt: skip
+    def test_the_answer_after_interim_ones_is_the_answer(self, interim: bytes) -> None:
+        """Interim (1xx) answers before the final one (103 Early Hints from a CDN, 102
+        Processing) are skipped, and the final answer decides: the lines count as sent
+        once, in one request (http.client skips only 100 Continue, and the 103 was taken
+        as the answer: lines kept, sent again without end, each time stored)."""
+        with scripted_server(lambda r, s, e: interim + answer(200)) as server:
+            client = Client(url=server.url, hostname="t", flush_interval=0.05)
+            for i in range(5):
+                client.log(f"interim {i}")
+            assert client.flush(WAIT)
+            client.close(DEADLINE)
+            requests = server.requests
+        assert [f"interim {i}" for i in range(5)] == texts(requests)
+        s = client.stats()
+        assert (5, 0, None) == (s["sent"], s["retries"], s["last_error"])
+        assert_accounted(client)
+
+    def test_interim_answers_then_a_failure_are_a_failure(self) -> None:
+        """A 103 followed by a 503 is a 503: retried, then delivered once when the
+        service answers 200."""
+        answers = iter([b"HTTP/1.1 103 Early Hints\r\n\r\n" + answer(503, b"{}")])
+
+        def respond(request: Request, sock: socket.socket, stop: threading.Event) -> bytes:
+            return next(answers, answer(200))
+
+        with scripted_server(respond) as server:
+            client = Client(url=server.url, hostname="t", flush_interval=0.05)
+            client.log("after a 503")
+            assert client.flush(WAIT)
+            client.close(DEADLINE)
+        s = client.stats()
+        assert (1, 1) == (s["sent"], s["retries"])
+        assert {"kind": "retry", "status": 503} == {
+            k: v for k, v in (s["last_error"] or {}).items() if k != "when"
+        }
+        assert_accounted(client)
+
+    def test_endless_interim_answers_are_cut_by_request_timeout(self) -> None:
+        """103s without end (each quickly, so no socket read times out) hold no request
+        past request_timeout, and close() past its deadline: skipping interim answers
+        has no way around the watchdog."""
+
+        def endless_hints(request: Request, sock: socket.socket, stop: threading.Event) -> None:
+            while not stop.wait(0.01):
+                sock.sendall(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n")
+
+        with scripted_server(endless_hints) as server:
+            client = Client(
+                url=server.url, hostname="t", flush_interval=0.05, request_timeout=0.5,
+                retry_max_backoff=0.2,
+            )  # fmt: skip
+            client.log("never answered")
+            assert server.wait_for_requests(2, WAIT), "the first request was never cut"
+            assert "retry" == (client.stats()["last_error"] or {}).get("kind")
+            took = close_took(client, DEADLINE)
+            assert 1 == client.stats()["dropped"]["shutdown"]
+        assert took < DEADLINE + SLACK, f"close took {took:.2f} s"
         assert_accounted(client)
