@@ -46,6 +46,10 @@ _PROXIES_FROM_ENVIRON = urllib.request.getproxies is urllib.request.getproxies_e
 #: Bytes of a response body read at most: the API's answers are tiny, and a
 #: hostile or broken server's 400 MB body must not become 400 MB of memory.
 MAX_RESPONSE_BYTES = 64 * 1024
+#: Bytes of a 207's body read at most: it carries a status per line of the batch,
+#: which for a large batch of short lines (8 MiB of them: about 150,000, each
+#: status about 4 bytes) is far more than 64 KiB. Cut, it reads as refusing none.
+MAX_PARTIAL_BYTES = 1024 * 1024
 
 
 class Kind(enum.Enum):
@@ -384,7 +388,8 @@ class HTTPTransport:
             response = session.send(prepared, timeout=timeout, allow_redirects=False, **settings)
             # Scrubbed whole, before anything is cut to length for a report: a key
             # echoed across the cut would otherwise leave a part of itself behind.
-            text = self._scrub(_read_capped(response))
+            cap = MAX_PARTIAL_BYTES if response.status_code == 207 else MAX_RESPONSE_BYTES
+            text = self._scrub(_read_capped(response, cap))
             location = response.headers.get("Location")
             return self._classify(
                 response.status_code, response.headers.get("Retry-After"), text,
@@ -429,12 +434,12 @@ class HTTPTransport:
             pass
 
 
-def _read_capped(response: requests.Response) -> str:
-    """The body, up to MAX_RESPONSE_BYTES; the connection is kept only when read to its end."""
+def _read_capped(response: requests.Response, cap: int = MAX_RESPONSE_BYTES) -> str:
+    """The body, up to ``cap`` bytes; the connection is kept only when read to its end."""
     raw = response.raw
     try:
-        data = raw.read(MAX_RESPONSE_BYTES, decode_content=True) or b""
-        whole = len(data) < MAX_RESPONSE_BYTES or not raw.read(1, decode_content=True)
+        data = raw.read(cap, decode_content=True) or b""
+        whole = len(data) < cap or not raw.read(1, decode_content=True)
     except Exception:
         whole = False
         data = b""

@@ -12,10 +12,12 @@ from __future__ import annotations
 import socket
 import threading
 
+import orjson
 import pytest
 
 from logdna_client import Client
 from logdna_client._retry import parse_retry_after
+from logdna_client._transport import MAX_RESPONSE_BYTES
 from tests._claims_servers import Request, answer, scripted_server
 from tests.test_claims_hostile import DEADLINE, SLACK, WAIT, assert_accounted, close_took
 
@@ -145,4 +147,29 @@ class TestInterimAnswers:
             took = close_took(client, DEADLINE)
             assert 1 == client.stats()["dropped"]["shutdown"]
         assert took < DEADLINE + SLACK, f"close took {took:.2f} s"
+        assert_accounted(client)
+
+
+class TestPartialAnswers:
+    def test_a_207_longer_than_the_usual_answer_cap_is_read(self) -> None:
+        """A 207 for a large batch has a status per line, more than the 64 KiB the client
+        reads of other answers: it is read whole, so the one refused line is counted as
+        rejected (it was counted as sent, its cut answer read as naming none)."""
+        answers: list[tuple[int, int]] = []  # (lines in the request, bytes of the answer)
+
+        def last_refused(request: Request, sock: socket.socket, stop: threading.Event) -> bytes:
+            body = orjson.dumps({"status": [200] * (len(request.lines) - 1) + [400]})
+            answers.append((len(request.lines), len(body)))
+            return answer(207, body)
+
+        with scripted_server(last_refused) as server:
+            client = Client(url=server.url, hostname="t", flush_interval=60, max_batch_bytes="8MiB")
+            for i in range(30_000):
+                client.log(f"l{i}")
+            assert not client.flush(WAIT)
+            client.close(DEADLINE)
+        # One request took the batch (then maybe one the drop-summary line).
+        assert 30_000 == answers[0][0] and answers[0][1] > MAX_RESPONSE_BYTES, answers
+        s = client.stats()
+        assert (29_999, 1) == (s["sent"], s["dropped"]["rejected"])
         assert_accounted(client)
