@@ -88,7 +88,9 @@ def app_outcome(
     it stood (the 207's per-line places tell); the sender and ``spool replay`` count by it."""
     count = _app_lines(part, summary)
     refused = outcome.rejected
-    if summary is not None and outcome.rejected_at:
+    if outcome.rejected_at:
+        # Only places the batch has: a status array longer than the batch refuses
+        # nothing of it beyond its end (those places were counted as refused lines).
         refused = sum(1 for i in outcome.rejected_at if i < len(part) and part[i] is not summary)
     refused = min(refused, count)
     return count - refused, refused

@@ -173,3 +173,23 @@ class TestPartialAnswers:
         s = client.stats()
         assert (29_999, 1) == (s["sent"], s["dropped"]["rejected"])
         assert_accounted(client)
+
+    @pytest.mark.parametrize("extra", [[400], [400] * 3, ["bad"] * 1000])
+    def test_a_207_refusing_places_beyond_the_batch_refuses_none_of_it(
+        self, extra: list[object]
+    ) -> None:
+        """A 207 whose status array says every line of the batch was stored, then goes on
+        refusing places the batch does not have, refuses none of its lines: all count
+        as sent (as many were counted as rejected as places it named beyond the end)."""
+        with scripted_server(
+            lambda r, s, e: answer(207, orjson.dumps({"status": [200] * len(r.lines) + extra}))
+        ) as server:
+            client = Client(url=server.url, hostname="t", flush_interval=60)
+            for i in range(10):
+                client.log(f"stored {i}")
+            assert client.flush(WAIT)
+            client.close(DEADLINE)
+            assert 1 == len(server.requests)
+        s = client.stats()
+        assert (10, 0) == (s["sent"], s["dropped_total"])
+        assert_accounted(client)
