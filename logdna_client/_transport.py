@@ -87,7 +87,9 @@ class Transport(Protocol):
 
 # Characters that end or rewrite a line in a log file or a terminal: C0 controls,
 # DEL, the C1 controls (NEL among them) and the Unicode line and paragraph separators.
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# Also lone surrogates (an answer in charset=unicode_escape decodes "\ud800" to one):
+# a handler writing UTF-8 cannot encode them, and loses the whole report.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 
 
 def one_line(text: str) -> str:

@@ -9,6 +9,8 @@ once, and close() keeps its deadline."""
 
 from __future__ import annotations
 
+import io
+import logging
 import socket
 import threading
 
@@ -192,4 +194,36 @@ class TestPartialAnswers:
             assert 1 == len(server.requests)
         s = client.stats()
         assert (10, 0) == (s["sent"], s["dropped_total"])
+        assert_accounted(client)
+
+
+class TestReportsOfWhatServersSay:
+    def test_a_lone_surrogate_in_an_answer_cannot_break_the_apps_log_handler(self) -> None:
+        """An answer in a charset that decodes to lone surrogates (unicode_escape and
+        "\\ud800") is quoted in the library's report escaped: a handler writing UTF-8
+        gets the report (it failed to encode it, the report lost, a "Logging error"
+        traceback on stderr instead)."""
+        stream = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", errors="strict")
+        handler = logging.StreamHandler(stream)
+        failed: list[logging.LogRecord] = []
+        handler.handleError = failed.append  # type: ignore[method-assign]
+        own = logging.getLogger("logdna_client")
+        own.addHandler(handler)
+        body = b'{"error":"bad \\ud800 line"}'
+        reply = answer(400, body).replace(
+            b"application/json", b"application/json; charset=unicode_escape"
+        )
+        try:
+            with scripted_server(lambda r, s, e: reply) as server:
+                client = Client(url=server.url, hostname="t", flush_interval=0.05)
+                client.log("refused")
+                assert not client.flush(WAIT)
+                client.close(DEADLINE)
+        finally:
+            own.removeHandler(handler)
+        stream.flush()
+        written = stream.buffer.getvalue().decode()  # type: ignore[attr-defined]
+        assert [] == failed
+        assert "rejected 1 line(s)" in written and "bad \\ud800 line" in written, written
+        assert 1 == client.stats()["dropped"]["rejected"]
         assert_accounted(client)
