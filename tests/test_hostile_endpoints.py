@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import logging
 import socket
+import struct
 import threading
 
 import orjson
@@ -226,4 +227,133 @@ class TestReportsOfWhatServersSay:
         assert [] == failed
         assert "rejected 1 line(s)" in written and "bad \\ud800 line" in written, written
         assert 1 == client.stats()["dropped"]["rejected"]
+        assert_accounted(client)
+
+
+def each_connection(*answers: bytes | None) -> tuple[object, list[str]]:
+    """A responder giving each connection ``answers`` in turn (None: close it without
+    answering), then 200s; and the lines of the requests answered 2xx (stored)."""
+    stored: list[str] = []
+    seen: dict[int, int] = {}
+    lock = threading.Lock()
+
+    def respond(request: Request, sock: socket.socket, stop: threading.Event) -> bytes | None:
+        with lock:
+            n = seen[id(sock)] = seen.get(id(sock), -1) + 1
+        reply = answers[n] if n < len(answers) else answer(200)
+        if reply is not None and reply.startswith(b"HTTP/1.1 2"):
+            with lock:
+                stored.extend(str(line["line"]) for line in request.lines)
+        return reply
+
+    return respond, stored
+
+
+class TestConnectionsThatEnd:
+    def test_a_kept_alive_connection_closed_under_the_next_request(self) -> None:
+        """A server that closes a kept-alive connection as the next request arrives (its
+        idle timeout racing the client) stored nothing of it: the batch is retried on a
+        new connection, stored once, counted once as sent and once as a retry."""
+        respond, stored = each_connection(answer(200), None)
+        with scripted_server(respond) as server:  # type: ignore[arg-type]
+            client = Client(url=server.url, hostname="t", flush_interval=60)
+            expected = []
+            for batch in range(3):
+                for i in range(4):
+                    client.log(f"b{batch} {i}")
+                    expected.append(f"b{batch} {i}")
+                assert client.flush(WAIT)
+            client.close(DEADLINE)
+        assert expected == stored
+        s = client.stats()
+        assert (12, 2, 0) == (s["sent"], s["retries"], s["dropped_total"])
+        assert_accounted(client)
+
+    @pytest.mark.parametrize(
+        "first",
+        [b'HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}HTTP/1.1 400 Bad\r\n'
+         b"Content-Length: 0\r\n\r\n",
+         b"HTTP/1.0 200 OK\r\n\r\n{}"],
+        ids=["body-past-content-length", "http-1.0-until-close"],
+    )  # fmt: skip
+    def test_bytes_past_an_answer_are_never_the_next_answer(self, first: bytes) -> None:
+        """What a server sends past the end of an answer (a body longer than its
+        Content-Length, here a forged 400) is never read as the next request's answer:
+        every batch is stored and counted once, none refused."""
+
+        def respond(request: Request, sock: socket.socket, stop: threading.Event) -> bytes | None:
+            sock.sendall(first)
+            return None if first.startswith(b"HTTP/1.0") else b""
+
+        with scripted_server(respond) as server:
+            client = Client(url=server.url, hostname="t", flush_interval=60)
+            for batch in range(3):
+                client.log(f"batch {batch}")
+                assert client.flush(WAIT)
+            client.close(DEADLINE)
+            assert [f"batch {i}" for i in range(3)] == texts(server.requests)
+        s = client.stats()
+        assert (3, 0, 0) == (s["sent"], s["retries"], s["dropped_total"])
+        assert_accounted(client)
+
+    def test_a_chunked_answer_that_never_ends_is_a_delivery_once(self) -> None:
+        """A 200 whose chunked body never ends is cut at request_timeout and is still a
+        delivery: counted as sent once, never sent again."""
+
+        def endless(request: Request, sock: socket.socket, stop: threading.Event) -> None:
+            sock.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            while not stop.wait(0.05):
+                sock.sendall(b"1\r\n \r\n")
+
+        with scripted_server(endless) as server:
+            client = Client(url=server.url, hostname="t", flush_interval=0.05, request_timeout=1)
+            for i in range(5):
+                client.log(f"chunked {i}")
+            assert client.flush(WAIT)
+            client.close(DEADLINE)
+            assert 1 == len(server.requests)
+        s = client.stats()
+        assert (5, 0) == (s["sent"], s["retries"])
+        assert_accounted(client)
+
+    @pytest.mark.parametrize("status", [200, 503])
+    def test_an_answer_cut_by_a_reset(self, status: int) -> None:
+        """A connection reset after the status line: a 200 is a delivery (counted once,
+        not resent), a 503 a failure (retried, then counted once)."""
+        answers = iter([status])
+
+        def reset(request: Request, sock: socket.socket, stop: threading.Event) -> bytes | None:
+            code = next(answers, None)
+            if code is None:
+                return answer(200)
+            sock.sendall(b"HTTP/1.1 %d X\r\nContent-Length: 100\r\n\r\n{" % code)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            return None  # closed with SO_LINGER 0: a reset
+
+        with scripted_server(reset) as server:
+            client = Client(url=server.url, hostname="t", flush_interval=0.05)
+            client.log("reset")
+            assert client.flush(WAIT)
+            client.close(DEADLINE)
+            requests = len(server.requests)
+        s = client.stats()
+        retried = status != 200
+        assert (1, int(retried), 1 + int(retried)) == (s["sent"], s["retries"], requests)
+        assert_accounted(client)
+
+
+class TestRetryAfterOnATransientFailure:
+    @pytest.mark.parametrize("value", [b"-5", b"soon", b"Thu, 01 Jan 1970 00:00:00 GMT", b"nan"])
+    def test_an_unusable_value_is_the_clients_own_backoff(self, value: bytes) -> None:
+        """A 503 whose Retry-After is negative, garbage, NaN or a date long past is
+        retried on the client's own backoff (not parked, not hammered) and delivered."""
+        busy = answer(503, b"{}", b"Retry-After: " + value + b"\r\n")
+        respond, stored = each_connection(busy)
+        with scripted_server(respond) as server:  # type: ignore[arg-type]
+            client = Client(url=server.url, hostname="t", flush_interval=0.05)
+            client.log("after a 503")
+            assert client.flush(WAIT)
+            client.close(DEADLINE)
+        assert ["after a 503"] == stored
+        assert (1, 1) == (client.stats()["sent"], client.stats()["retries"])
         assert_accounted(client)
