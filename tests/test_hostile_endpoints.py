@@ -357,3 +357,56 @@ class TestRetryAfterOnATransientFailure:
         assert ["after a 503"] == stored
         assert (1, 1) == (client.stats()["sent"], client.stats()["retries"])
         assert_accounted(client)
+
+    def test_a_reset_while_the_request_is_uploaded_is_retried(self) -> None:
+        """A server that resets the connection while the client is still sending the
+        body (it read only the head) stored nothing: the batch is retried, stored once,
+        counted once."""
+        resets = iter([True])
+        stored: list[int] = []
+
+        def respond(request: Request, sock: socket.socket, stop: threading.Event) -> bytes | None:
+            if next(resets, False):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                return None
+            body = request.body
+            while len(body) < int(request.headers["content-length"]):
+                body += sock.recv(1 << 20)
+            stored.append(len(Request(request.headers, body).lines))
+            return answer(200)
+
+        with scripted_server(respond, read_body=False, receive_buffer=4096) as server:
+            client = Client(
+                url=server.url, hostname="t", flush_interval=60, compress=False,
+                max_batch_bytes="8MiB",
+            )  # fmt: skip
+            for i in range(2000):
+                client.log(f"upload {i} " + "u" * 1000)
+            assert client.flush(WAIT)
+            client.close(DEADLINE)
+        assert [2000] == stored
+        s = client.stats()
+        assert (2000, 1) == (s["sent"], s["retries"])
+        assert_accounted(client)
+
+    def test_an_idle_connection_the_server_closed_is_not_used(self) -> None:
+        """A server that closes each connection after its answer (no "Connection: close"
+        said): the next batch goes over a new connection, with no failed attempt."""
+
+        closed = threading.Semaphore(0)
+
+        def answer_then_close(request: Request, sock: socket.socket, stop: threading.Event) -> None:
+            sock.sendall(answer(200))
+            sock.shutdown(socket.SHUT_RDWR)
+            closed.release()
+
+        with scripted_server(answer_then_close) as server:
+            client = Client(url=server.url, hostname="t", flush_interval=60)
+            for batch in range(3):
+                client.log(f"batch {batch}")
+                assert client.flush(WAIT)
+                assert closed.acquire(timeout=WAIT)  # closed before the next batch goes
+            client.close(DEADLINE)
+            assert [f"batch {i}" for i in range(3)] == texts(server.requests)
+        assert (3, 0) == (client.stats()["sent"], client.stats()["retries"])
+        assert_accounted(client)
