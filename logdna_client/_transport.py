@@ -168,7 +168,7 @@ class _Exchange:
     body). ``hurry`` brings the deadline forward (close() began).
     """
 
-    __slots__ = ("_poke", "conn", "deadline", "done", "expired", "fresh")
+    __slots__ = ("_poke", "conn", "deadline", "done", "expired", "fresh", "status")
 
     def __init__(self, deadline: float) -> None:
         self.conn: object = None
@@ -179,6 +179,8 @@ class _Exchange:
         self.deadline = deadline
         self.done = False
         self.expired = False
+        #: The final answer's status, once its status line was read (_FinalResponse).
+        self.status: int | None = None
         self._poke = Wakeup()
 
     def watch(self) -> None:
@@ -261,12 +263,19 @@ class _FinalResponse(http.client.HTTPResponse):
     102 Processing) as if it were the answer, with the real answer left unread: the
     lines were kept and sent again without end, each time stored, never counted.
     ``_read_status`` is the hook urllib3 itself calls (for a proxy tunnel's answer).
+
+    It also tells the current exchange the final status, for when what follows the
+    status line cannot be read (see ``HTTPTransport._send``).
     """
 
     def _read_status(self) -> tuple[str, int, str]:
         version, status, reason = super()._read_status()  # type: ignore[misc]
         if 100 < status < 200 and status != 101:  # 101: a protocol switch, not interim
             status = http.client.CONTINUE  # begin() skips its headers and reads on
+        elif status != http.client.CONTINUE:
+            exchange = getattr(_current, "exchange", None)
+            if exchange is not None:
+                exchange.status = status
         return version, status, reason
 
 
@@ -377,6 +386,7 @@ class HTTPTransport:
         watchdog = threading.Thread(target=exchange.watch, name="logdna_client-watchdog")
         watchdog.daemon = True
         watchdog.start()
+        response = None
         try:
             # What session.post(url, params=, data=, headers=, timeout=, verify=)
             # does, with the environment's settings read only when they can differ.
@@ -398,6 +408,12 @@ class HTTPTransport:
                 None if location is None else self._scrub(location),
             )  # fmt: skip
         except Exception as exc:
+            if response is None and exchange.status is not None:
+                # The status line was read and what follows it was not (over 100 header
+                # lines, one over 64 KiB, two Content-Lengths, a cut): the status still
+                # says what the service did. As a failure, a 200 was sent again without
+                # end (stored each time) and a 413 or 400 was never split.
+                return self._classify(exchange.status, None, "", None)
             if exchange.expired:
                 detail = f"timed out: no complete answer in {time.monotonic() - started:.1f} s"
                 return Outcome(Kind.RETRY, None, None, detail)

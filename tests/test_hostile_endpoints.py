@@ -410,3 +410,54 @@ class TestRetryAfterOnATransientFailure:
             assert [f"batch {i}" for i in range(3)] == texts(server.requests)
         assert (3, 0) == (client.stats()["sent"], client.stats()["retries"])
         assert_accounted(client)
+
+
+#: Header sections http.client or urllib3 refuse after a status line they read: more
+#: than 100 header lines, a line over 64 KiB, two different Content-Lengths.
+BROKEN_HEADERS = {
+    "too-many": b"X-Hop: proxy\r\n" * 150 + b"Content-Length: 0\r\n\r\n",
+    "too-long": b"X-Trace: " + b"t" * 70_000 + b"\r\nContent-Length: 0\r\n\r\n",
+    "two-lengths": b"Content-Length: 15\r\nContent-Length: 2\r\n\r\n" + b'{"status":"ok"}',
+}
+
+
+class TestHeadersPastTheStatusLine:
+    @pytest.mark.parametrize("headers", BROKEN_HEADERS.values(), ids=BROKEN_HEADERS.keys())
+    def test_a_200_with_a_broken_header_section_is_a_delivery(self, headers: bytes) -> None:
+        """A 200 whose headers cannot be read (too many, too long, contradicting each
+        other) still said the lines were stored, as a 200 with a broken body does:
+        counted as sent once, never sent again (each was retried without end, stored
+        every time, never counted)."""
+        with scripted_server(lambda r, s, e: b"HTTP/1.1 200 OK\r\n" + headers) as server:
+            client = Client(url=server.url, hostname="t", flush_interval=0.05)
+            for i in range(5):
+                client.log(f"headers {i}")
+            assert client.flush(WAIT)
+            client.close(DEADLINE)
+            assert [f"headers {i}" for i in range(5)] == texts(server.requests)
+        s = client.stats()
+        assert (5, 0, 0) == (s["sent"], s["retries"], s["dropped_total"])
+        assert_accounted(client)
+
+    @pytest.mark.parametrize("headers", BROKEN_HEADERS.values(), ids=BROKEN_HEADERS.keys())
+    def test_a_413_with_a_broken_header_section_still_splits(self, headers: bytes) -> None:
+        """A 413 to a batch of two lines, with a header section that cannot be read, is
+        still a 413: the batch is split and each line delivered (it was retried whole,
+        without end)."""
+
+        def too_large_for_two(
+            request: Request, sock: socket.socket, stop: threading.Event
+        ) -> bytes:
+            if len(request.lines) > 1:
+                return b"HTTP/1.1 413 Too Large\r\n" + headers
+            return answer(200)
+
+        with scripted_server(too_large_for_two) as server:
+            client = Client(url=server.url, hostname="t", flush_interval=60)
+            client.log("one")
+            client.log("two")
+            assert client.flush(WAIT)
+            client.close(DEADLINE)
+        s = client.stats()
+        assert (2, 0, 0) == (s["sent"], s["retries"], s["dropped_total"])
+        assert_accounted(client)
