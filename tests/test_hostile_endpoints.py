@@ -25,6 +25,14 @@ from tests._claims_servers import Request, answer, scripted_server
 from tests.test_claims_hostile import DEADLINE, SLACK, WAIT, assert_accounted, close_took
 
 
+def assert_adds_up(client: Client, logged: int) -> None:
+    """docs/delivery.md, "What adds up": lines logged = queued + sent + filtered +
+    dropped_total, and every accepted line is queued, sent or dropped."""
+    s = client.stats()
+    assert logged == s["queued"] + s["sent"] + s["filtered"] + s["dropped_total"], s
+    assert_accounted(client)
+
+
 def texts(requests: list[Request]) -> list[str]:
     return [str(line["line"]) for request in requests for line in request.lines]
 
@@ -48,7 +56,7 @@ class TestAnswersInOddCharsets:
         assert [f"charset {i}" for i in range(5)] == texts(requests)
         s = client.stats()
         assert (5, 0, 0) == (s["sent"], s["retries"], s["dropped_total"])
-        assert_accounted(client)
+        assert_adds_up(client, 5)
 
 
 #: Retry-After values no parser can turn into a wait: a digit that is not ASCII (a
@@ -83,7 +91,7 @@ class TestRetryAfterNobodyCanRead:
         assert (1, 0, 0) == (s["dropped"]["rejected"], s["retries"], s["queued"])
         # The gzip body, then the same line plain (then, maybe, the drop-summary line).
         assert ["refused", "refused"] == [text for text in sent if text == "refused"]
-        assert_accounted(client)
+        assert_adds_up(client, 1)
 
 
 class TestInterimAnswers:
@@ -108,7 +116,7 @@ class TestInterimAnswers:
         assert [f"interim {i}" for i in range(5)] == texts(requests)
         s = client.stats()
         assert (5, 0, None) == (s["sent"], s["retries"], s["last_error"])
-        assert_accounted(client)
+        assert_adds_up(client, 5)
 
     def test_interim_answers_then_a_failure_are_a_failure(self) -> None:
         """A 103 followed by a 503 is a 503: retried, then delivered once when the
@@ -128,7 +136,7 @@ class TestInterimAnswers:
         assert {"kind": "retry", "status": 503} == {
             k: v for k, v in (s["last_error"] or {}).items() if k != "when"
         }
-        assert_accounted(client)
+        assert_adds_up(client, 1)
 
     def test_endless_interim_answers_are_cut_by_request_timeout(self) -> None:
         """103s without end (each quickly, so no socket read times out) hold no request
@@ -150,7 +158,7 @@ class TestInterimAnswers:
             took = close_took(client, DEADLINE)
             assert 1 == client.stats()["dropped"]["shutdown"]
         assert took < DEADLINE + SLACK, f"close took {took:.2f} s"
-        assert_accounted(client)
+        assert_adds_up(client, 1)
 
 
 class TestPartialAnswers:
@@ -175,7 +183,7 @@ class TestPartialAnswers:
         assert 30_000 == answers[0][0] and answers[0][1] > MAX_RESPONSE_BYTES, answers
         s = client.stats()
         assert (29_999, 1) == (s["sent"], s["dropped"]["rejected"])
-        assert_accounted(client)
+        assert_adds_up(client, 30_000)
 
     @pytest.mark.parametrize("extra", [[400], [400] * 3, ["bad"] * 1000])
     def test_a_207_refusing_places_beyond_the_batch_refuses_none_of_it(
@@ -195,7 +203,7 @@ class TestPartialAnswers:
             assert 1 == len(server.requests)
         s = client.stats()
         assert (10, 0) == (s["sent"], s["dropped_total"])
-        assert_accounted(client)
+        assert_adds_up(client, 10)
 
 
 class TestReportsOfWhatServersSay:
@@ -227,7 +235,7 @@ class TestReportsOfWhatServersSay:
         assert [] == failed
         assert "rejected 1 line(s)" in written and "bad \\ud800 line" in written, written
         assert 1 == client.stats()["dropped"]["rejected"]
-        assert_accounted(client)
+        assert_adds_up(client, 1)
 
 
 def each_connection(*answers: bytes | None) -> tuple[object, list[str]]:
@@ -267,7 +275,7 @@ class TestConnectionsThatEnd:
         assert expected == stored
         s = client.stats()
         assert (12, 2, 0) == (s["sent"], s["retries"], s["dropped_total"])
-        assert_accounted(client)
+        assert_adds_up(client, 12)
 
     @pytest.mark.parametrize(
         "first",
@@ -294,7 +302,7 @@ class TestConnectionsThatEnd:
             assert [f"batch {i}" for i in range(3)] == texts(server.requests)
         s = client.stats()
         assert (3, 0, 0) == (s["sent"], s["retries"], s["dropped_total"])
-        assert_accounted(client)
+        assert_adds_up(client, 3)
 
     def test_a_chunked_answer_that_never_ends_is_a_delivery_once(self) -> None:
         """A 200 whose chunked body never ends is cut at request_timeout and is still a
@@ -314,7 +322,7 @@ class TestConnectionsThatEnd:
             assert 1 == len(server.requests)
         s = client.stats()
         assert (5, 0) == (s["sent"], s["retries"])
-        assert_accounted(client)
+        assert_adds_up(client, 5)
 
     @pytest.mark.parametrize("status", [200, 503])
     def test_an_answer_cut_by_a_reset(self, status: int) -> None:
@@ -339,7 +347,7 @@ class TestConnectionsThatEnd:
         s = client.stats()
         retried = status != 200
         assert (1, int(retried), 1 + int(retried)) == (s["sent"], s["retries"], requests)
-        assert_accounted(client)
+        assert_adds_up(client, 1)
 
 
 class TestRetryAfterOnATransientFailure:
@@ -356,7 +364,7 @@ class TestRetryAfterOnATransientFailure:
             client.close(DEADLINE)
         assert ["after a 503"] == stored
         assert (1, 1) == (client.stats()["sent"], client.stats()["retries"])
-        assert_accounted(client)
+        assert_adds_up(client, 1)
 
     def test_a_reset_while_the_request_is_uploaded_is_retried(self) -> None:
         """A server that resets the connection while the client is still sending the
@@ -387,7 +395,7 @@ class TestRetryAfterOnATransientFailure:
         assert [2000] == stored
         s = client.stats()
         assert (2000, 1) == (s["sent"], s["retries"])
-        assert_accounted(client)
+        assert_adds_up(client, 2_000)
 
     def test_an_idle_connection_the_server_closed_is_not_used(self) -> None:
         """A server that closes each connection after its answer (no "Connection: close"
@@ -409,7 +417,7 @@ class TestRetryAfterOnATransientFailure:
             client.close(DEADLINE)
             assert [f"batch {i}" for i in range(3)] == texts(server.requests)
         assert (3, 0) == (client.stats()["sent"], client.stats()["retries"])
-        assert_accounted(client)
+        assert_adds_up(client, 3)
 
 
 #: Header sections http.client or urllib3 refuse after a status line they read: more
@@ -437,7 +445,7 @@ class TestHeadersPastTheStatusLine:
             assert [f"headers {i}" for i in range(5)] == texts(server.requests)
         s = client.stats()
         assert (5, 0, 0) == (s["sent"], s["retries"], s["dropped_total"])
-        assert_accounted(client)
+        assert_adds_up(client, 5)
 
     @pytest.mark.parametrize("headers", BROKEN_HEADERS.values(), ids=BROKEN_HEADERS.keys())
     def test_a_413_with_a_broken_header_section_still_splits(self, headers: bytes) -> None:
@@ -460,4 +468,4 @@ class TestHeadersPastTheStatusLine:
             client.close(DEADLINE)
         s = client.stats()
         assert (2, 0, 0) == (s["sent"], s["retries"], s["dropped_total"])
-        assert_accounted(client)
+        assert_adds_up(client, 2)
