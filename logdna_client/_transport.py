@@ -264,19 +264,27 @@ class _FinalResponse(http.client.HTTPResponse):
     lines were kept and sent again without end, each time stored, never counted.
     ``_read_status`` is the hook urllib3 itself calls (for a proxy tunnel's answer).
 
-    It also tells the current exchange the final status, for when what follows the
-    status line cannot be read (see ``HTTPTransport._send``).
+    ``begin`` also tells the current exchange the final status, for when what follows
+    the status line cannot be read (see ``HTTPTransport._send``).
     """
 
     def _read_status(self) -> tuple[str, int, str]:
         version, status, reason = super()._read_status()  # type: ignore[misc]
         if 100 < status < 200 and status != 101:  # 101: a protocol switch, not interim
             status = http.client.CONTINUE  # begin() skips its headers and reads on
-        elif status != http.client.CONTINUE:
-            exchange = getattr(_current, "exchange", None)
-            if exchange is not None:
-                exchange.status = status
         return version, status, reason
+
+    def begin(self) -> None:
+        # In begin(), not _read_status(): a proxy's answer to CONNECT is read with
+        # _read_status() alone, and its "200 Connection established" is not the service's.
+        try:
+            super().begin()
+        finally:
+            # Set (an int) once the final status line was read, before the headers are.
+            status: object = self.status
+            exchange = getattr(_current, "exchange", None)
+            if exchange is not None and isinstance(status, int):
+                exchange.status = status
 
 
 class _WatchedHTTPConnection(_Watched, urllib3.connection.HTTPConnection):

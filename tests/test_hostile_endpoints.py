@@ -469,3 +469,32 @@ class TestHeadersPastTheStatusLine:
         s = client.stats()
         assert (2, 0, 0) == (s["sent"], s["retries"], s["dropped_total"])
         assert_adds_up(client, 2)
+
+    def test_a_proxys_answer_to_connect_is_not_the_services(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Through an HTTPS proxy, the proxy's "200 Connection established" is not the
+        service's answer: a tunnel whose TLS handshake then stalls is a failed request,
+        retried, its line never counted as sent."""
+
+        def tunnel_then_stall(request: Request, sock: socket.socket, stop: threading.Event) -> None:
+            sock.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            stop.wait(60)  # the client's TLS hello is never answered
+
+        for name in ("no_proxy", "NO_PROXY", "all_proxy", "ALL_PROXY"):
+            monkeypatch.delenv(name, raising=False)
+        with scripted_server(tunnel_then_stall) as proxy:
+            monkeypatch.setenv("https_proxy", proxy.url.replace("/logs/ingest", ""))
+            monkeypatch.setenv("HTTPS_PROXY", proxy.url.replace("/logs/ingest", ""))
+            client = Client(
+                key="k" * 32, url="https://logs.example/logs/ingest", hostname="t",
+                flush_interval=0.05,
+                request_timeout=0.5, retry_max_backoff=0.2,
+            )  # fmt: skip
+            client.log("through the proxy")
+            assert proxy.wait_for_requests(2, WAIT), "the first request was never retried"
+            s = client.stats()
+            assert (0, 1) == (s["sent"], s["queued"]), s
+            assert s["retries"] >= 1
+            client.close(0)
+        assert_adds_up(client, 1)
