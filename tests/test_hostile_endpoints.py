@@ -12,8 +12,10 @@ from __future__ import annotations
 import io
 import logging
 import socket
+import ssl
 import struct
 import threading
+from pathlib import Path
 
 import orjson
 import pytest
@@ -22,6 +24,7 @@ from logdna_client import Client
 from logdna_client._retry import parse_retry_after
 from logdna_client._transport import MAX_RESPONSE_BYTES
 from tests._claims_servers import Request, answer, scripted_server
+from tests.helpers import make_cert
 from tests.test_claims_hostile import DEADLINE, SLACK, WAIT, assert_accounted, close_took
 
 
@@ -31,6 +34,17 @@ def assert_adds_up(client: Client, logged: int) -> None:
     s = client.stats()
     assert logged == s["queued"] + s["sent"] + s["filtered"] + s["dropped_total"], s
     assert_accounted(client)
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> tuple[ssl.SSLContext, Path]:
+    """A server-side TLS context for 127.0.0.1, and the certificate to verify it with."""
+    made = make_cert(tmp_path_factory.mktemp("tls"))
+    if made is None:
+        pytest.skip("openssl cannot make a test certificate here")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(*made)
+    return context, made[0]
 
 
 def texts(requests: list[Request]) -> list[str]:
@@ -114,6 +128,22 @@ class TestInterimAnswers:
             client.close(DEADLINE)
             requests = server.requests
         assert [f"interim {i}" for i in range(5)] == texts(requests)
+        s = client.stats()
+        assert (5, 0, None) == (s["sent"], s["retries"], s["last_error"])
+        assert_adds_up(client, 5)
+
+    def test_over_tls_too(self, tls: tuple[ssl.SSLContext, Path]) -> None:
+        """The same over https:// (where CDNs send 103 Early Hints): skipped, and the 200
+        after it counts the lines as sent once."""
+        context, ca = tls
+        hints = b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n"
+        with scripted_server(lambda r, s, e: hints + answer(200), tls=context) as server:
+            client = Client(url=server.url, hostname="t", flush_interval=0.05, verify=str(ca))
+            for i in range(5):
+                client.log(f"tls {i}")
+            assert client.flush(WAIT)
+            client.close(DEADLINE)
+            assert [f"tls {i}" for i in range(5)] == texts(server.requests)
         s = client.stats()
         assert (5, 0, None) == (s["sent"], s["retries"], s["last_error"])
         assert_adds_up(client, 5)
