@@ -15,6 +15,7 @@ import socket
 import ssl
 import struct
 import threading
+import time
 from pathlib import Path
 
 import orjson
@@ -528,3 +529,35 @@ class TestHeadersPastTheStatusLine:
             assert s["retries"] >= 1
             client.close(0)
         assert_adds_up(client, 1)
+
+
+class TestTheApplicationNeverWaits:
+    def test_logging_while_the_sender_is_stuck_uploading(self) -> None:
+        """While the sender is stuck writing a body a server never reads, and the buffer
+        is full, logging calls neither raise nor wait: each returns at once (no call
+        near the second the stuck request could hold it), the lines that do not fit are
+        counted as buffer_full, and close() keeps its deadline."""
+
+        def never_answer(request: Request, sock: socket.socket, stop: threading.Event) -> None:
+            stop.wait(60)
+
+        with scripted_server(never_answer, read_body=False, receive_buffer=4096) as server:
+            client = Client(
+                url=server.url, hostname="t", flush_interval=0.05, compress=False,
+                max_buffer_bytes="2MiB", max_batch_bytes="1MiB", request_timeout=60,
+            )  # fmt: skip
+            filler = "s" * 1000
+            for i in range(1500):  # 1.5 MB: a batch the server will never finish reading
+                client.log(f"first {i} {filler}")
+            assert server.wait_for_requests(1, WAIT)
+            worst = 0.0
+            for i in range(20_000):
+                started = time.monotonic()
+                client.log(f"stuck {i} {filler}")
+                worst = max(worst, time.monotonic() - started)
+            s = client.stats()
+            assert s["dropped"]["buffer_full"] > 0, s
+            took = close_took(client, DEADLINE)
+        assert worst < 0.5, f"a logging call took {worst:.3f} s"
+        assert took < DEADLINE + SLACK, f"close took {took:.2f} s"
+        assert_adds_up(client, 21_500)
