@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import http.client
+import http.cookiejar
 import os
 import platform
 import re
@@ -328,6 +329,10 @@ class HTTPTransport:
         self._url = config.url
         self._verify = config.verify
         session = requests.Session()
+        # No cookies kept: the ingest API sets none, and an endpoint setting new ones
+        # with every answer made every later request carry all of them, without end
+        # (memory, and headers the service at last refuses as too large).
+        session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
         adapter = _WatchedAdapter()
         session.mount("https://", adapter)
         session.mount("http://", adapter)

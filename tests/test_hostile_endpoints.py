@@ -10,6 +10,7 @@ once, and close() keeps its deadline."""
 from __future__ import annotations
 
 import io
+import itertools
 import logging
 import socket
 import ssl
@@ -529,6 +530,33 @@ class TestHeadersPastTheStatusLine:
             assert s["retries"] >= 1
             client.close(0)
         assert_adds_up(client, 1)
+
+
+class TestCookies:
+    def test_cookies_an_endpoint_sets_are_never_kept_or_sent(self) -> None:
+        """An endpoint setting new cookies with every answer (a hostile one, or a proxy
+        that tracks) cannot make the client keep them: no request carries a Cookie
+        header (they piled up without end, every request carrying all of them, until
+        the service refused the headers as too large)."""
+        answers = itertools.count()
+
+        def new_cookies(request: Request, sock: socket.socket, stop: threading.Event) -> bytes:
+            n = next(answers)
+            cookies = b"".join(
+                b"Set-Cookie: c%d_%d=%s; Path=/\r\n" % (n, i, b"v" * 100) for i in range(50)
+            )
+            return answer(200, b'{"status":"ok"}', cookies)
+
+        with scripted_server(new_cookies) as server:
+            client = Client(url=server.url, hostname="t", flush_interval=60)
+            for batch in range(5):
+                client.log(f"batch {batch}")
+                assert client.flush(WAIT)
+            client.close(DEADLINE)
+            requests = server.requests
+        assert 5 == len(requests)
+        assert [None] * 5 == [r.headers.get("cookie") for r in requests]
+        assert_adds_up(client, 5)
 
 
 class TestTheApplicationNeverWaits:
