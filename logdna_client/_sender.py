@@ -650,6 +650,12 @@ class Sender:
             )  # fmt: skip
         else:
             self._compress = True
+            if outcome.kind is not Kind.BAD_REQUEST:
+                # Refused for its size (413) or not answered for now (503, a timeout):
+                # that says nothing of gzip, so ask again at the next 400 to a gzip
+                # body. Settled here, a server that cannot read gzip had every line of
+                # the split (or retried) batch dropped as rejected.
+                self._gzip_checked = False
         return outcome
 
     def _reject(self, count: int, outcome: Outcome, own: bool = True) -> None:

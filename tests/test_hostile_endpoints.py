@@ -17,6 +17,7 @@ import ssl
 import struct
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -529,6 +530,62 @@ class TestHeadersPastTheStatusLine:
             assert (0, 1) == (s["sent"], s["queued"]), s
             assert s["retries"] >= 1
             client.close(0)
+        assert_adds_up(client, 1)
+
+
+def no_gzip(plain: Callable[[Request], bytes]) -> Callable[..., bytes]:
+    """A server that answers 400 to every gzip body (it cannot read them) and ``plain``
+    to a plain one."""
+
+    def respond(request: Request, sock: socket.socket, stop: threading.Event) -> bytes:
+        if request.headers.get("content-encoding") == "gzip":
+            return answer(400, b'{"error":"cannot parse the body"}')
+        return plain(request)
+
+    return respond
+
+
+class TestServersThatCannotReadGzip:
+    def test_a_plain_body_too_large_is_split_not_rejected(self) -> None:
+        """A server that cannot read gzip (400) and takes plain bodies only up to 100 KB
+        (413): the batch is split and sent plain, every line delivered in order (the 413
+        to the first plain try settled the question for gzip, so the halves went gzip,
+        got 400 and every line was dropped as rejected)."""
+
+        def small_plain(request: Request) -> bytes:
+            if len(request.body) > 100_000:
+                return answer(413, b'{"error":"too large"}')
+            return answer(200)
+
+        with scripted_server(no_gzip(small_plain)) as server:
+            client = Client(url=server.url, hostname="t", flush_interval=60)
+            for i in range(2000):
+                client.log(f"line {i} " + "x" * 100)
+            assert client.flush(WAIT)
+            client.close(DEADLINE)
+            stored = [
+                str(line["line"]).split()[1]
+                for r in server.requests
+                if r.headers.get("content-encoding") != "gzip" and len(r.body) <= 100_000
+                for line in r.lines
+            ]
+        assert [str(i) for i in range(2000)] == stored
+        s = client.stats()
+        assert (2000, 0) == (s["sent"], s["dropped_total"])
+        assert_adds_up(client, 2000)
+
+    def test_a_plain_try_that_fails_for_now_decides_nothing(self) -> None:
+        """A server that cannot read gzip (400), whose first answer to the plain body is
+        a 503: the line is retried, plain again after the next 400, and delivered (the
+        503 settled the question for gzip, and the line was dropped as rejected)."""
+        plain_answers = iter([answer(503, b"{}")])
+        with scripted_server(no_gzip(lambda r: next(plain_answers, answer(200)))) as server:
+            client = Client(url=server.url, hostname="t", flush_interval=0.05)
+            client.log("plain at last")
+            assert client.flush(WAIT)
+            client.close(DEADLINE)
+        s = client.stats()
+        assert (1, 1, 0) == (s["sent"], s["retries"], s["dropped_total"])
         assert_adds_up(client, 1)
 
 
