@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 
 import orjson
 import requests
+import requests.auth
 import urllib3.connection
 import urllib3.connectionpool
 from requests.adapters import HTTPAdapter
@@ -322,6 +323,13 @@ class _WatchedAdapter(HTTPAdapter):
         return manager
 
 
+class _NoAuth(requests.auth.AuthBase):
+    """Auth that adds nothing: the key travels in the header ``_auth.py`` chose."""
+
+    def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
+        return r
+
+
 class HTTPTransport:
     """Sends bodies over one ``requests.Session`` (one kept-alive connection)."""
 
@@ -347,6 +355,10 @@ class HTTPTransport:
         # To scrub from what servers and proxies say back (some quote the headers).
         self._key = secret.reveal() if secret is not None else None
         session.headers.update(auth_headers(config.auth, self._key))
+        # Any auth set keeps requests from adding a ~/.netrc entry for the host (a
+        # "default" entry matches every host) as Basic auth: that sent the netrc
+        # password to the log service beside the key, or in its place.
+        session.auth = _NoAuth()
         forms = secret_forms(self._key)
         # Any case: a host name (a redirect's Location) comes back lower-cased.
         self._secrets = (

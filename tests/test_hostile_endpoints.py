@@ -24,6 +24,7 @@ import orjson
 import pytest
 
 from logdna_client import Client
+from logdna_client._auth import credentials_in
 from logdna_client._retry import parse_retry_after
 from logdna_client._transport import MAX_RESPONSE_BYTES
 from tests._claims_servers import Request, answer, scripted_server
@@ -614,6 +615,33 @@ class TestCookies:
         assert 5 == len(requests)
         assert [None] * 5 == [r.headers.get("cookie") for r in requests]
         assert_adds_up(client, 5)
+
+
+class TestCredentialsFromElsewhere:
+    @pytest.mark.parametrize("auth", ["apikey", "basic", "bearer", "pipeline"])
+    def test_a_netrc_entry_is_never_sent(
+        self, auth: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A ~/.netrc whose entry matches the endpoint (a "default" entry matches any)
+        adds nothing: each request carries the key in its one header, and the netrc
+        password never reaches the endpoint (requests added it as Basic auth: sent to
+        the log service beside the apikey header, or in place of the key)."""
+        netrc = tmp_path / "netrc"
+        netrc.write_text("default login someone password netrc-password-9f1c\n")
+        netrc.chmod(0o600)
+        monkeypatch.setenv("NETRC", str(netrc))
+        key = "nk" * 16
+        with scripted_server(lambda r, s, e: answer(200)) as server:
+            client = Client(key=key, url=server.url, hostname="t", flush_interval=0.05, auth=auth)
+            client.log("no netrc")
+            assert client.flush(WAIT)
+            client.close(DEADLINE)
+            headers = server.requests[0].headers
+        sent = {
+            name: value for name, value in headers.items() if name in ("apikey", "authorization")
+        }
+        assert [(auth, key)] == credentials_in(sent.items()), sent
+        assert_adds_up(client, 1)
 
 
 class TestTheApplicationNeverWaits:
