@@ -16,7 +16,11 @@ def parse_retry_after(value: str | None, now: Callable[[], float] = time.time) -
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    # isascii: a header is read as Latin-1, and "\xb2" ("²") is a digit to
+    # isdigit() that float() refuses. Whatever a server sends, this must not raise:
+    # classify() runs it for every answer, and an exception there turned a 400 or a
+    # 413 into a retry of the same body without end.
+    if value.isascii() and value.isdigit():
         return float(value)
     try:
         seconds = float(value)
@@ -26,11 +30,14 @@ def parse_retry_after(value: str | None, now: Callable[[], float] = time.time) -
         return seconds if seconds >= 0 else None
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):  # a year or zone too large
         return None
     if when is None:
         return None
-    return max(0.0, when.timestamp() - now())
+    try:
+        return max(0.0, when.timestamp() - now())
+    except (OverflowError, ValueError, OSError):  # a date the platform's clock cannot hold
+        return None
 
 
 #: While closing, a wait is at most this share of the time left (but at least

@@ -88,7 +88,9 @@ def app_outcome(
     it stood (the 207's per-line places tell); the sender and ``spool replay`` count by it."""
     count = _app_lines(part, summary)
     refused = outcome.rejected
-    if summary is not None and outcome.rejected_at:
+    if outcome.rejected_at:
+        # Only places the batch has: a status array longer than the batch refuses
+        # nothing of it beyond its end (those places were counted as refused lines).
         refused = sum(1 for i in outcome.rejected_at if i < len(part) and part[i] is not summary)
     refused = min(refused, count)
     return count - refused, refused
@@ -658,6 +660,12 @@ class Sender:
             )  # fmt: skip
         else:
             self._compress = True
+            if outcome.kind is not Kind.BAD_REQUEST:
+                # Refused for its size (413) or not answered for now (503, a timeout):
+                # that says nothing of gzip, so ask again at the next 400 to a gzip
+                # body. Settled here, a server that cannot read gzip had every line of
+                # the split (or retried) batch dropped as rejected.
+                self._gzip_checked = False
         return outcome
 
     def _reject(self, count: int, outcome: Outcome, own: bool = True) -> None:

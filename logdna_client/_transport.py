@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import collections
 import enum
+import http.client
+import http.cookiejar
 import os
 import platform
 import re
@@ -23,6 +25,7 @@ from urllib.parse import urlsplit
 
 import orjson
 import requests
+import requests.auth
 import urllib3.connection
 import urllib3.connectionpool
 from requests.adapters import HTTPAdapter
@@ -46,6 +49,10 @@ _PROXIES_FROM_ENVIRON = urllib.request.getproxies is urllib.request.getproxies_e
 #: Bytes of a response body read at most: the API's answers are tiny, and a
 #: hostile or broken server's 400 MB body must not become 400 MB of memory.
 MAX_RESPONSE_BYTES = 64 * 1024
+#: Bytes of a 207's body read at most: it carries a status per line of the batch,
+#: which for a large batch of short lines (8 MiB of them: about 150,000, each
+#: status about 4 bytes) is far more than 64 KiB. Cut, it reads as refusing none.
+MAX_PARTIAL_BYTES = 1024 * 1024
 
 
 class Kind(enum.Enum):
@@ -83,7 +90,9 @@ class Transport(Protocol):
 
 # Characters that end or rewrite a line in a log file or a terminal: C0 controls,
 # DEL, the C1 controls (NEL among them) and the Unicode line and paragraph separators.
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# Also lone surrogates (an answer in charset=unicode_escape decodes "\ud800" to one):
+# a handler writing UTF-8 cannot encode them, and loses the whole report.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 
 
 def one_line(text: str) -> str:
@@ -162,7 +171,7 @@ class _Exchange:
     headers or body). ``hurry`` brings the deadline forward (close() began).
     """
 
-    __slots__ = ("_poke", "conn", "deadline", "done", "expired", "fresh", "watched")
+    __slots__ = ("_poke", "conn", "deadline", "done", "expired", "fresh", "status", "watched")
 
     def __init__(self, deadline: float, poke: Wakeup) -> None:
         self.conn: object = None
@@ -173,6 +182,8 @@ class _Exchange:
         self.deadline = deadline
         self.done = False
         self.expired = False
+        #: The final answer's status, once its status line was read (_FinalResponse).
+        self.status: int | None = None
         #: Whether a watchdog thread watches it (then that thread closes ``fresh``).
         self.watched = False
         self._poke = poke  # the watchdog's: hurry and finish wake it
@@ -315,12 +326,43 @@ def _watch(conn: object) -> None:
         exchange.conn = conn
 
 
+class _FinalResponse(http.client.HTTPResponse):
+    """http.client's response, which also skips interim answers other than 100 Continue.
+
+    ``begin()`` skips only 100 and returns any other 1xx (103 Early Hints from a CDN,
+    102 Processing) as if it were the answer, with the real answer left unread: the
+    lines were kept and sent again without end, each time stored, never counted.
+    ``_read_status`` is the hook urllib3 itself calls (for a proxy tunnel's answer).
+
+    ``begin`` also tells the current exchange the final status, for when what follows
+    the status line cannot be read (see ``HTTPTransport._send``).
+    """
+
+    def _read_status(self) -> tuple[str, int, str]:
+        version, status, reason = super()._read_status()  # type: ignore[misc]
+        if 100 < status < 200 and status != 101:  # 101: a protocol switch, not interim
+            status = http.client.CONTINUE  # begin() skips its headers and reads on
+        return version, status, reason
+
+    def begin(self) -> None:
+        # In begin(), not _read_status(): a proxy's answer to CONNECT is read with
+        # _read_status() alone, and its "200 Connection established" is not the service's.
+        try:
+            super().begin()
+        finally:
+            # Set (an int) once the final status line was read, before the headers are.
+            status: object = self.status
+            exchange = getattr(_current, "exchange", None)
+            if exchange is not None and isinstance(status, int):
+                exchange.status = status
+
+
 class _WatchedHTTPConnection(_Watched, urllib3.connection.HTTPConnection):
-    pass
+    response_class = _FinalResponse
 
 
 class _WatchedHTTPSConnection(_Watched, urllib3.connection.HTTPSConnection):
-    pass
+    response_class = _FinalResponse
 
 
 class _WatchedHTTPPool(urllib3.connectionpool.HTTPConnectionPool):
@@ -349,6 +391,13 @@ class _WatchedAdapter(HTTPAdapter):
         return manager
 
 
+class _NoAuth(requests.auth.AuthBase):
+    """Auth that adds nothing: the key travels in the header ``_auth.py`` chose."""
+
+    def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
+        return r
+
+
 class HTTPTransport:
     """Sends bodies over one ``requests.Session`` (one kept-alive connection)."""
 
@@ -356,6 +405,10 @@ class HTTPTransport:
         self._url = config.url
         self._verify = config.verify
         session = requests.Session()
+        # No cookies kept: the ingest API sets none, and an endpoint setting new ones
+        # with every answer made every later request carry all of them, without end
+        # (memory, and headers the service at last refuses as too large).
+        session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
         adapter = _WatchedAdapter()
         session.mount("https://", adapter)
         session.mount("http://", adapter)
@@ -370,6 +423,10 @@ class HTTPTransport:
         # To scrub from what servers and proxies say back (some quote the headers).
         self._key = secret.reveal() if secret is not None else None
         session.headers.update(auth_headers(config.auth, self._key))
+        # Any auth set keeps requests from adding a ~/.netrc entry for the host (a
+        # "default" entry matches every host) as Basic auth: that sent the netrc
+        # password to the log service beside the key, or in its place.
+        session.auth = _NoAuth()
         forms = secret_forms(self._key)
         # Any case: a host name (a redirect's Location) comes back lower-cased.
         self._secrets = (
@@ -428,6 +485,7 @@ class HTTPTransport:
             started + timeout, self._watchdog.poke
         )
         self._watchdog.watch(exchange)
+        response = None
         try:
             # What session.post(url, params=, data=, headers=, timeout=, verify=)
             # does, with the environment's settings read only when they can differ.
@@ -441,13 +499,20 @@ class HTTPTransport:
             response = session.send(prepared, timeout=timeout, allow_redirects=False, **settings)
             # Scrubbed whole, before anything is cut to length for a report: a key
             # echoed across the cut would otherwise leave a part of itself behind.
-            text = self._scrub(_read_capped(response))
+            cap = MAX_PARTIAL_BYTES if response.status_code == 207 else MAX_RESPONSE_BYTES
+            text = self._scrub(_read_capped(response, cap))
             location = response.headers.get("Location")
             return self._classify(
                 response.status_code, response.headers.get("Retry-After"), text,
                 None if location is None else self._scrub(location),
             )  # fmt: skip
         except Exception as exc:
+            if response is None and exchange.status is not None:
+                # The status line was read and what follows it was not (over 100 header
+                # lines, one over 64 KiB, two Content-Lengths, a cut): the status still
+                # says what the service did. As a failure, a 200 was sent again without
+                # end (stored each time) and a 413 or 400 was never split.
+                return self._classify(exchange.status, None, "", None)
             if exchange.expired:
                 detail = f"timed out: no complete answer in {time.monotonic() - started:.1f} s"
                 return Outcome(Kind.RETRY, None, None, detail)
@@ -487,12 +552,12 @@ class HTTPTransport:
             pass
 
 
-def _read_capped(response: requests.Response) -> str:
-    """The body, up to MAX_RESPONSE_BYTES; the connection is kept only when read to its end."""
+def _read_capped(response: requests.Response, cap: int = MAX_RESPONSE_BYTES) -> str:
+    """The body, up to ``cap`` bytes; the connection is kept only when read to its end."""
     raw = response.raw
     try:
-        data = raw.read(MAX_RESPONSE_BYTES, decode_content=True) or b""
-        whole = len(data) < MAX_RESPONSE_BYTES or not raw.read(1, decode_content=True)
+        data = raw.read(cap, decode_content=True) or b""
+        whole = len(data) < cap or not raw.read(1, decode_content=True)
     except Exception:
         whole = False
         data = b""
@@ -500,7 +565,13 @@ def _read_capped(response: requests.Response) -> str:
         raw.release_conn()  # back to the pool for the next request
     else:
         response.close()  # the rest unread: this connection cannot be reused
-    return data.decode(response.encoding or "utf-8", "replace")
+    try:
+        return data.decode(response.encoding or "utf-8", "replace")
+    except (LookupError, ValueError):
+        # A charset Python does not know, or a codec that is not a text encoding
+        # (rot13, idna): raised from here, it turned the service's answer (a 200
+        # included) into a retry, and every retry stored the lines once more.
+        return data.decode("utf-8", "replace")
 
 
 def _failure(exc: Exception, scrub: Callable[[str], str]) -> Outcome:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import gzip
 import socket
 import socketserver
+import ssl
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -63,6 +64,8 @@ class _Handler(socketserver.BaseRequestHandler):
         state = self.server.state
         state.connected.set()
         try:
+            if self.server.tls is not None:  # the handshake here, not in the accept loop
+                sock = self.server.tls.wrap_socket(sock, server_side=True)
             while not state.stopping.is_set():
                 request = _read(sock, state.read_body)
                 if request is None:
@@ -103,9 +106,12 @@ class _Server(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, state: _State, receive_buffer: int | None) -> None:
+    def __init__(
+        self, state: _State, receive_buffer: int | None, tls: ssl.SSLContext | None = None
+    ) -> None:
         self.state = state
         self.receive_buffer = receive_buffer
+        self.tls = tls
         super().__init__(("127.0.0.1", 0), _Handler)
 
     def server_bind(self) -> None:
@@ -123,7 +129,8 @@ class Scripted:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}/logs/ingest"
+        scheme = "http" if self._server.tls is None else "https"
+        return f"{scheme}://127.0.0.1:{self._server.server_address[1]}/logs/ingest"
 
     @property
     def requests(self) -> list[Request]:
@@ -138,15 +145,20 @@ class Scripted:
 
 @contextmanager
 def scripted_server(
-    respond: Responder, *, read_body: bool = True, receive_buffer: int | None = None
+    respond: Responder,
+    *,
+    read_body: bool = True,
+    receive_buffer: int | None = None,
+    tls: ssl.SSLContext | None = None,
 ) -> Iterator[Scripted]:
     """A server on loopback that answers each request with ``respond``; stopped on exit.
 
     ``read_body=False`` reads only the request's head and leaves its body unread (a
-    server that stops reading); ``receive_buffer`` shrinks the socket's receive buffer.
+    server that stops reading); ``receive_buffer`` shrinks the socket's receive buffer;
+    ``tls`` (a server-side context) makes it an https:// endpoint.
     """
     state = _State(respond, read_body)
-    server = _Server(state, receive_buffer)
+    server = _Server(state, receive_buffer, tls)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -1,0 +1,676 @@
+"""Delivery promises against endpoints that answer in ways a client must survive: a
+charset nobody knows, a Retry-After nobody can read, interim (1xx) answers before the
+real one, a 207 too long for the usual answer cap, keep-alive connections that die
+under the next request. Each is a real server on loopback (tests/_claims_servers.py).
+
+What must hold: an answer the service gave is taken as given (never turned into a
+retry that stores the lines again and again), every line is delivered or counted
+once, and close() keeps its deadline."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import logging
+import socket
+import ssl
+import struct
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+import pytest
+
+from logdna_client import Client
+from logdna_client._auth import credentials_in
+from logdna_client._retry import parse_retry_after
+from logdna_client._transport import MAX_RESPONSE_BYTES
+from tests._claims_servers import Request, answer, scripted_server
+from tests.helpers import make_cert
+from tests.test_claims_hostile import DEADLINE, SLACK, WAIT, assert_accounted, close_took
+
+
+def assert_adds_up(client: Client, logged: int) -> None:
+    """docs/delivery.md, "What adds up": lines logged = queued + sent + filtered +
+    dropped_total, and every accepted line is queued, sent or dropped."""
+    s = client.stats()
+    assert logged == s["queued"] + s["sent"] + s["filtered"] + s["dropped_total"], s
+    assert_accounted(client)
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> tuple[ssl.SSLContext, Path]:
+    """A server-side TLS context for 127.0.0.1, and the certificate to verify it with."""
+    made = make_cert(tmp_path_factory.mktemp("tls"))
+    if made is None:
+        pytest.skip("openssl cannot make a test certificate here")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(*made)
+    return context, made[0]
+
+
+def texts(requests: list[Request]) -> list[str]:
+    return [str(line["line"]) for request in requests for line in request.lines]
+
+
+class TestAnswersInOddCharsets:
+    @pytest.mark.parametrize("charset", ["no-such-charset", "idna", "rot13"])
+    def test_a_200_in_a_charset_python_cannot_decode_is_a_delivery(self, charset: str) -> None:
+        """A 200 whose Content-Type names a charset Python does not know (or a codec
+        that is not a text encoding) is still the service saying it stored the lines:
+        counted as sent once and never sent again (it was retried without end, every
+        retry stored again, none counted)."""
+        head = f"Content-Type: application/json; charset={charset}\r\n".encode()
+        reply = b"HTTP/1.1 200 OK\r\n" + head + b'Content-Length: 15\r\n\r\n{"status":"ok"}'
+        with scripted_server(lambda r, s, e: reply) as server:
+            client = Client(url=server.url, hostname="t", flush_interval=0.05)
+            for i in range(5):
+                client.log(f"charset {i}")
+            assert client.flush(WAIT)
+            client.close(DEADLINE)
+            requests = server.requests
+        assert [f"charset {i}" for i in range(5)] == texts(requests)
+        s = client.stats()
+        assert (5, 0, 0) == (s["sent"], s["retries"], s["dropped_total"])
+        assert_adds_up(client, 5)
+
+
+#: Retry-After values no parser can turn into a wait: a digit that is not ASCII (a
+#: header is read as Latin-1, so the byte 0xB2 is "²", which str.isdigit() accepts and
+#: float() refuses), and HTTP-dates whose year or zone overflow.
+UNREADABLE_RETRY_AFTER = [
+    b"\xb2",
+    b"Mon, 01 Jan 99999999999999999999 00:00:00 GMT",
+    b"Mon, 01 Jan 2026 00:00:00 +99999999999999999999",
+]
+
+
+class TestRetryAfterNobodyCanRead:
+    @pytest.mark.parametrize("value", UNREADABLE_RETRY_AFTER)
+    def test_is_no_wait(self, value: bytes) -> None:
+        """An unreadable Retry-After is no wait at all (the client's own backoff)."""
+        assert None is parse_retry_after(value.decode("latin-1"))
+
+    @pytest.mark.parametrize("value", UNREADABLE_RETRY_AFTER)
+    def test_a_400_carrying_one_is_still_a_bad_request(self, value: bytes) -> None:
+        """A 400 with an unreadable Retry-After refuses the line like any 400: counted as
+        rejected after a probe or two (it was taken for a failed request and the line
+        was sent again without end, never counted)."""
+        refuse = answer(400, b'{"error":"bad line"}', b"Retry-After: " + value + b"\r\n")
+        with scripted_server(lambda r, s, e: refuse) as server:
+            client = Client(url=server.url, hostname="t", flush_interval=0.05)
+            client.log("refused")
+            assert not client.flush(WAIT)
+            client.close(DEADLINE)
+            sent = texts(server.requests)
+        s = client.stats()
+        assert (1, 0, 0) == (s["dropped"]["rejected"], s["retries"], s["queued"])
+        # The gzip body, then the same line plain (then, maybe, the drop-summary line).
+        assert ["refused", "refused"] == [text for text in sent if text == "refused"]
+        assert_adds_up(client, 1)
+
+
+class TestInterimAnswers:
+    @pytest.mark.parametrize(
+        "interim",
+        [b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n",
+         b"HTTP/1.1 102 Processing\r\n\r\n",
+         b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\n\r\n" * 3],
+    )  # fmt: skip
+    def test_the_answer_after_interim_ones_is_the_answer(self, interim: bytes) -> None:
+        """Interim (1xx) answers before the final one (103 Early Hints from a CDN, 102
+        Processing) are skipped, and the final answer decides: the lines count as sent
+        once, in one request (http.client skips only 100 Continue, and the 103 was taken
+        as the answer: lines kept, sent again without end, each time stored)."""
+        with scripted_server(lambda r, s, e: interim + answer(200)) as server:
+            client = Client(url=server.url, hostname="t", flush_interval=0.05)
+            for i in range(5):
+                client.log(f"interim {i}")
+            assert client.flush(WAIT)
+            client.close(DEADLINE)
+            requests = server.requests
+        assert [f"interim {i}" for i in range(5)] == texts(requests)
+        s = client.stats()
+        assert (5, 0, None) == (s["sent"], s["retries"], s["last_error"])
+        assert_adds_up(client, 5)
+
+    def test_over_tls_too(self, tls: tuple[ssl.SSLContext, Path]) -> None:
+        """The same over https:// (where CDNs send 103 Early Hints): skipped, and the 200
+        after it counts the lines as sent once."""
+        context, ca = tls
+        hints = b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n"
+        with scripted_server(lambda r, s, e: hints + answer(200), tls=context) as server:
+            client = Client(url=server.url, hostname="t", flush_interval=0.05, verify=str(ca))
+            for i in range(5):
+                client.log(f"tls {i}")
+            assert client.flush(WAIT)
+            client.close(DEADLINE)
+            assert [f"tls {i}" for i in range(5)] == texts(server.requests)
+        s = client.stats()
+        assert (5, 0, None) == (s["sent"], s["retries"], s["last_error"])
+        assert_adds_up(client, 5)
+
+    def test_interim_answers_then_a_failure_are_a_failure(self) -> None:
+        """A 103 followed by a 503 is a 503: retried, then delivered once when the
+        service answers 200."""
+        answers = iter([b"HTTP/1.1 103 Early Hints\r\n\r\n" + answer(503, b"{}")])
+
+        def respond(request: Request, sock: socket.socket, stop: threading.Event) -> bytes:
+            return next(answers, answer(200))
+
+        with scripted_server(respond) as server:
+            client = Client(url=server.url, hostname="t", flush_interval=0.05)
+            client.log("after a 503")
+            assert client.flush(WAIT)
+            client.close(DEADLINE)
+        s = client.stats()
+        assert (1, 1) == (s["sent"], s["retries"])
+        assert {"kind": "retry", "status": 503} == {
+            k: v for k, v in (s["last_error"] or {}).items() if k != "when"
+        }
+        assert_adds_up(client, 1)
+
+    def test_endless_interim_answers_are_cut_by_request_timeout(self) -> None:
+        """103s without end (each quickly, so no socket read times out) hold no request
+        past request_timeout, and close() past its deadline: skipping interim answers
+        has no way around the watchdog."""
+
+        def endless_hints(request: Request, sock: socket.socket, stop: threading.Event) -> None:
+            while not stop.wait(0.01):
+                sock.sendall(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n")
+
+        with scripted_server(endless_hints) as server:
+            client = Client(
+                url=server.url, hostname="t", flush_interval=0.05, request_timeout=0.5,
+                retry_max_backoff=0.2,
+            )  # fmt: skip
+            client.log("never answered")
+            assert server.wait_for_requests(2, WAIT), "the first request was never cut"
+            assert "retry" == (client.stats()["last_error"] or {}).get("kind")
+            took = close_took(client, DEADLINE)
+            assert 1 == client.stats()["dropped"]["shutdown"]
+        assert took < DEADLINE + SLACK, f"close took {took:.2f} s"
+        assert_adds_up(client, 1)
+
+
+class TestPartialAnswers:
+    def test_a_207_longer_than_the_usual_answer_cap_is_read(self) -> None:
+        """A 207 for a large batch has a status per line, more than the 64 KiB the client
+        reads of other answers: it is read whole, so the one refused line is counted as
+        rejected (it was counted as sent, its cut answer read as naming none)."""
+        answers: list[tuple[int, int]] = []  # (lines in the request, bytes of the answer)
+
+        def last_refused(request: Request, sock: socket.socket, stop: threading.Event) -> bytes:
+            body = orjson.dumps({"status": [200] * (len(request.lines) - 1) + [400]})
+            answers.append((len(request.lines), len(body)))
+            return answer(207, body)
+
+        with scripted_server(last_refused) as server:
+            client = Client(url=server.url, hostname="t", flush_interval=60, max_batch_bytes="8MiB")
+            for i in range(30_000):
+                client.log(f"l{i}")
+            assert not client.flush(WAIT)
+            client.close(DEADLINE)
+        # One request took the batch (then maybe one the drop-summary line).
+        assert 30_000 == answers[0][0] and answers[0][1] > MAX_RESPONSE_BYTES, answers
+        s = client.stats()
+        assert (29_999, 1) == (s["sent"], s["dropped"]["rejected"])
+        assert_adds_up(client, 30_000)
+
+    @pytest.mark.parametrize("extra", [[400], [400] * 3, ["bad"] * 1000])
+    def test_a_207_refusing_places_beyond_the_batch_refuses_none_of_it(
+        self, extra: list[object]
+    ) -> None:
+        """A 207 whose status array says every line of the batch was stored, then goes on
+        refusing places the batch does not have, refuses none of its lines: all count
+        as sent (as many were counted as rejected as places it named beyond the end)."""
+        with scripted_server(
+            lambda r, s, e: answer(207, orjson.dumps({"status": [200] * len(r.lines) + extra}))
+        ) as server:
+            client = Client(url=server.url, hostname="t", flush_interval=60)
+            for i in range(10):
+                client.log(f"stored {i}")
+            assert client.flush(WAIT)
+            client.close(DEADLINE)
+            assert 1 == len(server.requests)
+        s = client.stats()
+        assert (10, 0) == (s["sent"], s["dropped_total"])
+        assert_adds_up(client, 10)
+
+
+class TestReportsOfWhatServersSay:
+    def test_a_lone_surrogate_in_an_answer_cannot_break_the_apps_log_handler(self) -> None:
+        """An answer in a charset that decodes to lone surrogates (unicode_escape and
+        "\\ud800") is quoted in the library's report escaped: a handler writing UTF-8
+        gets the report (it failed to encode it, the report lost, a "Logging error"
+        traceback on stderr instead)."""
+        stream = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", errors="strict")
+        handler = logging.StreamHandler(stream)
+        failed: list[logging.LogRecord] = []
+        handler.handleError = failed.append  # type: ignore[method-assign]
+        own = logging.getLogger("logdna_client")
+        own.addHandler(handler)
+        body = b'{"error":"bad \\ud800 line"}'
+        reply = answer(400, body).replace(
+            b"application/json", b"application/json; charset=unicode_escape"
+        )
+        try:
+            with scripted_server(lambda r, s, e: reply) as server:
+                client = Client(url=server.url, hostname="t", flush_interval=0.05)
+                client.log("refused")
+                assert not client.flush(WAIT)
+                client.close(DEADLINE)
+        finally:
+            own.removeHandler(handler)
+        stream.flush()
+        written = stream.buffer.getvalue().decode()  # type: ignore[attr-defined]
+        assert [] == failed
+        assert "rejected 1 line(s)" in written and "bad \\ud800 line" in written, written
+        assert 1 == client.stats()["dropped"]["rejected"]
+        assert_adds_up(client, 1)
+
+
+def each_connection(*answers: bytes | None) -> tuple[object, list[str]]:
+    """A responder giving each connection ``answers`` in turn (None: close it without
+    answering), then 200s; and the lines of the requests answered 2xx (stored)."""
+    stored: list[str] = []
+    seen: dict[int, int] = {}
+    lock = threading.Lock()
+
+    def respond(request: Request, sock: socket.socket, stop: threading.Event) -> bytes | None:
+        with lock:
+            n = seen[id(sock)] = seen.get(id(sock), -1) + 1
+        reply = answers[n] if n < len(answers) else answer(200)
+        if reply is not None and reply.startswith(b"HTTP/1.1 2"):
+            with lock:
+                stored.extend(str(line["line"]) for line in request.lines)
+        return reply
+
+    return respond, stored
+
+
+class TestConnectionsThatEnd:
+    def test_a_kept_alive_connection_closed_under_the_next_request(self) -> None:
+        """A server that closes a kept-alive connection as the next request arrives (its
+        idle timeout racing the client) stored nothing of it: the batch is retried on a
+        new connection, stored once, counted once as sent and once as a retry."""
+        respond, stored = each_connection(answer(200), None)
+        with scripted_server(respond) as server:  # type: ignore[arg-type]
+            client = Client(url=server.url, hostname="t", flush_interval=60)
+            expected = []
+            for batch in range(3):
+                for i in range(4):
+                    client.log(f"b{batch} {i}")
+                    expected.append(f"b{batch} {i}")
+                assert client.flush(WAIT)
+            client.close(DEADLINE)
+        assert expected == stored
+        s = client.stats()
+        assert (12, 2, 0) == (s["sent"], s["retries"], s["dropped_total"])
+        assert_adds_up(client, 12)
+
+    @pytest.mark.parametrize(
+        "first",
+        [b'HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}HTTP/1.1 400 Bad\r\n'
+         b"Content-Length: 0\r\n\r\n",
+         b"HTTP/1.0 200 OK\r\n\r\n{}"],
+        ids=["body-past-content-length", "http-1.0-until-close"],
+    )  # fmt: skip
+    def test_bytes_past_an_answer_are_never_the_next_answer(self, first: bytes) -> None:
+        """What a server sends past the end of an answer (a body longer than its
+        Content-Length, here a forged 400) is never read as the next request's answer:
+        every batch is stored and counted once, none refused."""
+
+        def respond(request: Request, sock: socket.socket, stop: threading.Event) -> bytes | None:
+            sock.sendall(first)
+            return None if first.startswith(b"HTTP/1.0") else b""
+
+        with scripted_server(respond) as server:
+            client = Client(url=server.url, hostname="t", flush_interval=60)
+            for batch in range(3):
+                client.log(f"batch {batch}")
+                assert client.flush(WAIT)
+            client.close(DEADLINE)
+            assert [f"batch {i}" for i in range(3)] == texts(server.requests)
+        s = client.stats()
+        assert (3, 0, 0) == (s["sent"], s["retries"], s["dropped_total"])
+        assert_adds_up(client, 3)
+
+    def test_a_chunked_answer_that_never_ends_is_a_delivery_once(self) -> None:
+        """A 200 whose chunked body never ends is cut at request_timeout and is still a
+        delivery: counted as sent once, never sent again."""
+
+        def endless(request: Request, sock: socket.socket, stop: threading.Event) -> None:
+            sock.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            while not stop.wait(0.05):
+                sock.sendall(b"1\r\n \r\n")
+
+        with scripted_server(endless) as server:
+            client = Client(url=server.url, hostname="t", flush_interval=0.05, request_timeout=1)
+            for i in range(5):
+                client.log(f"chunked {i}")
+            assert client.flush(WAIT)
+            client.close(DEADLINE)
+            assert 1 == len(server.requests)
+        s = client.stats()
+        assert (5, 0) == (s["sent"], s["retries"])
+        assert_adds_up(client, 5)
+
+    @pytest.mark.parametrize("status", [200, 503])
+    def test_an_answer_cut_by_a_reset(self, status: int) -> None:
+        """A connection reset after the status line: a 200 is a delivery (counted once,
+        not resent), a 503 a failure (retried, then counted once)."""
+        answers = iter([status])
+
+        def reset(request: Request, sock: socket.socket, stop: threading.Event) -> bytes | None:
+            code = next(answers, None)
+            if code is None:
+                return answer(200)
+            sock.sendall(b"HTTP/1.1 %d X\r\nContent-Length: 100\r\n\r\n{" % code)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            return None  # closed with SO_LINGER 0: a reset
+
+        with scripted_server(reset) as server:
+            client = Client(url=server.url, hostname="t", flush_interval=0.05)
+            client.log("reset")
+            assert client.flush(WAIT)
+            client.close(DEADLINE)
+            requests = len(server.requests)
+        s = client.stats()
+        retried = status != 200
+        assert (1, int(retried), 1 + int(retried)) == (s["sent"], s["retries"], requests)
+        assert_adds_up(client, 1)
+
+
+class TestRetryAfterOnATransientFailure:
+    @pytest.mark.parametrize("value", [b"-5", b"soon", b"Thu, 01 Jan 1970 00:00:00 GMT", b"nan"])
+    def test_an_unusable_value_is_the_clients_own_backoff(self, value: bytes) -> None:
+        """A 503 whose Retry-After is negative, garbage, NaN or a date long past is
+        retried on the client's own backoff (not parked, not hammered) and delivered."""
+        busy = answer(503, b"{}", b"Retry-After: " + value + b"\r\n")
+        respond, stored = each_connection(busy)
+        with scripted_server(respond) as server:  # type: ignore[arg-type]
+            client = Client(url=server.url, hostname="t", flush_interval=0.05)
+            client.log("after a 503")
+            assert client.flush(WAIT)
+            client.close(DEADLINE)
+        assert ["after a 503"] == stored
+        assert (1, 1) == (client.stats()["sent"], client.stats()["retries"])
+        assert_adds_up(client, 1)
+
+    def test_a_reset_while_the_request_is_uploaded_is_retried(self) -> None:
+        """A server that resets the connection while the client is still sending the
+        body (it read only the head) stored nothing: the batch is retried, stored once,
+        counted once."""
+        resets = iter([True])
+        stored: list[int] = []
+
+        def respond(request: Request, sock: socket.socket, stop: threading.Event) -> bytes | None:
+            if next(resets, False):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                return None
+            body = request.body
+            while len(body) < int(request.headers["content-length"]):
+                body += sock.recv(1 << 20)
+            stored.append(len(Request(request.headers, body).lines))
+            return answer(200)
+
+        with scripted_server(respond, read_body=False, receive_buffer=4096) as server:
+            client = Client(
+                url=server.url, hostname="t", flush_interval=60, compress=False,
+                max_batch_bytes="8MiB",
+            )  # fmt: skip
+            for i in range(2000):
+                client.log(f"upload {i} " + "u" * 1000)
+            assert client.flush(WAIT)
+            client.close(DEADLINE)
+        assert [2000] == stored
+        s = client.stats()
+        assert (2000, 1) == (s["sent"], s["retries"])
+        assert_adds_up(client, 2_000)
+
+    def test_an_idle_connection_the_server_closed_is_not_used(self) -> None:
+        """A server that closes each connection after its answer (no "Connection: close"
+        said): the next batch goes over a new connection, with no failed attempt."""
+
+        closed = threading.Semaphore(0)
+
+        def answer_then_close(request: Request, sock: socket.socket, stop: threading.Event) -> None:
+            sock.sendall(answer(200))
+            sock.shutdown(socket.SHUT_RDWR)
+            closed.release()
+
+        with scripted_server(answer_then_close) as server:
+            client = Client(url=server.url, hostname="t", flush_interval=60)
+            for batch in range(3):
+                client.log(f"batch {batch}")
+                assert client.flush(WAIT)
+                assert closed.acquire(timeout=WAIT)  # closed before the next batch goes
+            client.close(DEADLINE)
+            assert [f"batch {i}" for i in range(3)] == texts(server.requests)
+        assert (3, 0) == (client.stats()["sent"], client.stats()["retries"])
+        assert_adds_up(client, 3)
+
+
+#: Header sections http.client or urllib3 refuse after a status line they read: more
+#: than 100 header lines, a line over 64 KiB, two different Content-Lengths.
+BROKEN_HEADERS = {
+    "too-many": b"X-Hop: proxy\r\n" * 150 + b"Content-Length: 0\r\n\r\n",
+    "too-long": b"X-Trace: " + b"t" * 70_000 + b"\r\nContent-Length: 0\r\n\r\n",
+    "two-lengths": b"Content-Length: 15\r\nContent-Length: 2\r\n\r\n" + b'{"status":"ok"}',
+}
+
+
+class TestHeadersPastTheStatusLine:
+    @pytest.mark.parametrize("headers", BROKEN_HEADERS.values(), ids=BROKEN_HEADERS.keys())
+    def test_a_200_with_a_broken_header_section_is_a_delivery(self, headers: bytes) -> None:
+        """A 200 whose headers cannot be read (too many, too long, contradicting each
+        other) still said the lines were stored, as a 200 with a broken body does:
+        counted as sent once, never sent again (each was retried without end, stored
+        every time, never counted)."""
+        with scripted_server(lambda r, s, e: b"HTTP/1.1 200 OK\r\n" + headers) as server:
+            client = Client(url=server.url, hostname="t", flush_interval=0.05)
+            for i in range(5):
+                client.log(f"headers {i}")
+            assert client.flush(WAIT)
+            client.close(DEADLINE)
+            assert [f"headers {i}" for i in range(5)] == texts(server.requests)
+        s = client.stats()
+        assert (5, 0, 0) == (s["sent"], s["retries"], s["dropped_total"])
+        assert_adds_up(client, 5)
+
+    @pytest.mark.parametrize("headers", BROKEN_HEADERS.values(), ids=BROKEN_HEADERS.keys())
+    def test_a_413_with_a_broken_header_section_still_splits(self, headers: bytes) -> None:
+        """A 413 to a batch of two lines, with a header section that cannot be read, is
+        still a 413: the batch is split and each line delivered (it was retried whole,
+        without end)."""
+
+        def too_large_for_two(
+            request: Request, sock: socket.socket, stop: threading.Event
+        ) -> bytes:
+            if len(request.lines) > 1:
+                return b"HTTP/1.1 413 Too Large\r\n" + headers
+            return answer(200)
+
+        with scripted_server(too_large_for_two) as server:
+            client = Client(url=server.url, hostname="t", flush_interval=60)
+            client.log("one")
+            client.log("two")
+            assert client.flush(WAIT)
+            client.close(DEADLINE)
+        s = client.stats()
+        assert (2, 0, 0) == (s["sent"], s["retries"], s["dropped_total"])
+        assert_adds_up(client, 2)
+
+    def test_a_proxys_answer_to_connect_is_not_the_services(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Through an HTTPS proxy, the proxy's "200 Connection established" is not the
+        service's answer: a tunnel whose TLS handshake then stalls is a failed request,
+        retried, its line never counted as sent."""
+
+        def tunnel_then_stall(request: Request, sock: socket.socket, stop: threading.Event) -> None:
+            sock.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            stop.wait(60)  # the client's TLS hello is never answered
+
+        for name in ("no_proxy", "NO_PROXY", "all_proxy", "ALL_PROXY"):
+            monkeypatch.delenv(name, raising=False)
+        with scripted_server(tunnel_then_stall) as proxy:
+            monkeypatch.setenv("https_proxy", proxy.url.replace("/logs/ingest", ""))
+            monkeypatch.setenv("HTTPS_PROXY", proxy.url.replace("/logs/ingest", ""))
+            client = Client(
+                key="k" * 32, url="https://logs.example/logs/ingest", hostname="t",
+                flush_interval=0.05,
+                request_timeout=0.5, retry_max_backoff=0.2,
+            )  # fmt: skip
+            client.log("through the proxy")
+            assert proxy.wait_for_requests(2, WAIT), "the first request was never retried"
+            s = client.stats()
+            assert (0, 1) == (s["sent"], s["queued"]), s
+            assert s["retries"] >= 1
+            client.close(0)
+        assert_adds_up(client, 1)
+
+
+def no_gzip(plain: Callable[[Request], bytes]) -> Callable[..., bytes]:
+    """A server that answers 400 to every gzip body (it cannot read them) and ``plain``
+    to a plain one."""
+
+    def respond(request: Request, sock: socket.socket, stop: threading.Event) -> bytes:
+        if request.headers.get("content-encoding") == "gzip":
+            return answer(400, b'{"error":"cannot parse the body"}')
+        return plain(request)
+
+    return respond
+
+
+class TestServersThatCannotReadGzip:
+    def test_a_plain_body_too_large_is_split_not_rejected(self) -> None:
+        """A server that cannot read gzip (400) and takes plain bodies only up to 100 KB
+        (413): the batch is split and sent plain, every line delivered in order (the 413
+        to the first plain try settled the question for gzip, so the halves went gzip,
+        got 400 and every line was dropped as rejected)."""
+
+        def small_plain(request: Request) -> bytes:
+            if len(request.body) > 100_000:
+                return answer(413, b'{"error":"too large"}')
+            return answer(200)
+
+        with scripted_server(no_gzip(small_plain)) as server:
+            client = Client(url=server.url, hostname="t", flush_interval=60)
+            for i in range(2000):
+                client.log(f"line {i} " + "x" * 100)
+            assert client.flush(WAIT)
+            client.close(DEADLINE)
+            stored = [
+                str(line["line"]).split()[1]
+                for r in server.requests
+                if r.headers.get("content-encoding") != "gzip" and len(r.body) <= 100_000
+                for line in r.lines
+            ]
+        assert [str(i) for i in range(2000)] == stored
+        s = client.stats()
+        assert (2000, 0) == (s["sent"], s["dropped_total"])
+        assert_adds_up(client, 2000)
+
+    def test_a_plain_try_that_fails_for_now_decides_nothing(self) -> None:
+        """A server that cannot read gzip (400), whose first answer to the plain body is
+        a 503: the line is retried, plain again after the next 400, and delivered (the
+        503 settled the question for gzip, and the line was dropped as rejected)."""
+        plain_answers = iter([answer(503, b"{}")])
+        with scripted_server(no_gzip(lambda r: next(plain_answers, answer(200)))) as server:
+            client = Client(url=server.url, hostname="t", flush_interval=0.05)
+            client.log("plain at last")
+            assert client.flush(WAIT)
+            client.close(DEADLINE)
+        s = client.stats()
+        assert (1, 1, 0) == (s["sent"], s["retries"], s["dropped_total"])
+        assert_adds_up(client, 1)
+
+
+class TestCookies:
+    def test_cookies_an_endpoint_sets_are_never_kept_or_sent(self) -> None:
+        """An endpoint setting new cookies with every answer (a hostile one, or a proxy
+        that tracks) cannot make the client keep them: no request carries a Cookie
+        header (they piled up without end, every request carrying all of them, until
+        the service refused the headers as too large)."""
+        answers = itertools.count()
+
+        def new_cookies(request: Request, sock: socket.socket, stop: threading.Event) -> bytes:
+            n = next(answers)
+            cookies = b"".join(
+                b"Set-Cookie: c%d_%d=%s; Path=/\r\n" % (n, i, b"v" * 100) for i in range(50)
+            )
+            return answer(200, b'{"status":"ok"}', cookies)
+
+        with scripted_server(new_cookies) as server:
+            client = Client(url=server.url, hostname="t", flush_interval=60)
+            for batch in range(5):
+                client.log(f"batch {batch}")
+                assert client.flush(WAIT)
+            client.close(DEADLINE)
+            requests = server.requests
+        assert 5 == len(requests)
+        assert [None] * 5 == [r.headers.get("cookie") for r in requests]
+        assert_adds_up(client, 5)
+
+
+class TestCredentialsFromElsewhere:
+    @pytest.mark.parametrize("auth", ["apikey", "basic", "bearer", "pipeline"])
+    def test_a_netrc_entry_is_never_sent(
+        self, auth: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A ~/.netrc whose entry matches the endpoint (a "default" entry matches any)
+        adds nothing: each request carries the key in its one header, and the netrc
+        password never reaches the endpoint (requests added it as Basic auth: sent to
+        the log service beside the apikey header, or in place of the key)."""
+        netrc = tmp_path / "netrc"
+        netrc.write_text("default login someone password netrc-password-9f1c\n")
+        netrc.chmod(0o600)
+        monkeypatch.setenv("NETRC", str(netrc))
+        key = "nk" * 16
+        with scripted_server(lambda r, s, e: answer(200)) as server:
+            client = Client(key=key, url=server.url, hostname="t", flush_interval=0.05, auth=auth)
+            client.log("no netrc")
+            assert client.flush(WAIT)
+            client.close(DEADLINE)
+            headers = server.requests[0].headers
+        sent = {
+            name: value for name, value in headers.items() if name in ("apikey", "authorization")
+        }
+        assert [(auth, key)] == credentials_in(sent.items()), sent
+        assert_adds_up(client, 1)
+
+
+class TestTheApplicationNeverWaits:
+    def test_logging_while_the_sender_is_stuck_uploading(self) -> None:
+        """While the sender is stuck writing a body a server never reads, and the buffer
+        is full, logging calls neither raise nor wait: each returns at once (no call
+        near the second the stuck request could hold it), the lines that do not fit are
+        counted as buffer_full, and close() keeps its deadline."""
+
+        def never_answer(request: Request, sock: socket.socket, stop: threading.Event) -> None:
+            stop.wait(60)
+
+        with scripted_server(never_answer, read_body=False, receive_buffer=4096) as server:
+            client = Client(
+                url=server.url, hostname="t", flush_interval=0.05, compress=False,
+                max_buffer_bytes="2MiB", max_batch_bytes="1MiB", request_timeout=60,
+            )  # fmt: skip
+            filler = "s" * 1000
+            for i in range(1500):  # 1.5 MB: a batch the server will never finish reading
+                client.log(f"first {i} {filler}")
+            assert server.wait_for_requests(1, WAIT)
+            worst = 0.0
+            for i in range(20_000):
+                started = time.monotonic()
+                client.log(f"stuck {i} {filler}")
+                worst = max(worst, time.monotonic() - started)
+            s = client.stats()
+            assert s["dropped"]["buffer_full"] > 0, s
+            took = close_took(client, DEADLINE)
+        assert worst < 0.5, f"a logging call took {worst:.3f} s"
+        assert took < DEADLINE + SLACK, f"close took {took:.2f} s"
+        assert_adds_up(client, 21_500)
