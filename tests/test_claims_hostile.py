@@ -92,6 +92,9 @@ class TestStalls:
             assert server.state.connected.wait(WAIT)
             took = close_took(client, DEADLINE)
             assert 1 == client.stats()["dropped"]["shutdown"]
+            # The sender marks itself finished a few bytecodes before its thread ends.
+            assert client._sender.thread is not None
+            client._sender.thread.join(WAIT)
             assert not client.stats()["sender_alive"]
         assert took < DEADLINE + SLACK, f"close took {took:.2f} s"
         assert_accounted(client)
