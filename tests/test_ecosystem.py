@@ -1,0 +1,135 @@
+"""The handler and processor used as the Python logging ecosystem uses handlers: queue
+handlers and listeners, MemoryHandler, fileConfig, basicConfig, shared clients,
+adapters, record factories, captureWarnings, caplog; what ships is what
+docs/stdlib.md says, nothing is lost or doubled, and the app sees no exception."""
+
+from __future__ import annotations
+
+import io
+import logging
+import logging.config
+import logging.handlers
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from logdna_client import Client, ConfigurationError, LogDNAHandler, _exit
+from logdna_client._devserver import DevServer
+from tests._children import Child
+
+# Every test here runs on each way handle can run (the C extension, the Python code).
+pytestmark = pytest.mark.usefixtures("handle_path")
+
+
+@pytest.fixture
+def logger(request: pytest.FixtureRequest) -> Iterator[logging.Logger]:
+    """A logger of the test's own, at DEBUG, not propagating; handlers removed after."""
+    log = logging.getLogger(f"t.eco.{request.node.name}")
+    log.setLevel(logging.DEBUG)
+    log.propagate = False
+    yield log
+    for handler in log.handlers[:]:
+        log.removeHandler(handler)
+
+
+def delivered(server: DevServer, client: Client, n: int) -> list[dict[str, Any]]:
+    assert client.flush(10)
+    assert server.wait_for_lines(n, 10)
+    return server.lines
+
+
+class TestSharedClient:
+    def test_each_handler_of_a_shared_client_has_its_own_level(
+        self, server: DevServer, logger: logging.Logger
+    ) -> None:
+        """LogDNAHandler(client=..., level=...): the level is the handler's (a name, in
+        any case, or a number), as for a handler built from options; other options
+        with client= are still refused."""
+        client = Client(url=server.url, hostname="h", flush_interval="0.05")
+        try:
+            audit = logging.getLogger(logger.name + ".audit")
+            warnings_only = LogDNAHandler(client=client, level="warning")
+            everything = LogDNAHandler(client=client)
+            assert (logging.WARNING, logging.NOTSET) == (warnings_only.level, everything.level)
+            logger.addHandler(warnings_only)
+            audit.addHandler(everything)
+            audit.propagate = False
+            logger.info("not shipped")
+            logger.warning("shipped")
+            audit.debug("audit debug")
+            assert ["shipped", "audit debug"] == [
+                line["line"] for line in delivered(server, client, 2)
+            ]
+            assert logging.ERROR == LogDNAHandler(client=client, level=40).level
+            with pytest.raises(ConfigurationError, match="level"):
+                LogDNAHandler(client=client, level="loud")
+            with pytest.raises(ConfigurationError, match="not both"):
+                LogDNAHandler(client=client, level="INFO", app="x")
+        finally:
+            audit.handlers.clear()
+            client.close()
+
+
+class TestExitReport:
+    def test_loss_at_exit_is_said_on_stderr_when_the_only_handler_is_a_stopped_queue(
+        self,
+    ) -> None:
+        """An application that logs through a QueueHandler and stops its listener at exit
+        (the logging cookbook's way): the library's report of lines lost at exit reaches
+        the queue after the listener stopped, where nobody reads it. It is written on
+        stderr then, as when no handler would show it."""
+        # A port nothing listens on: every send fails, the lines are lost at exit.
+        with DevServer() as dead:
+            url = dead.url
+        code = """
+        import atexit, logging.handlers, queue
+        q = queue.SimpleQueue()
+        listener = logging.handlers.QueueListener(q, logging.StreamHandler(sys.stderr))
+        listener.start()
+        atexit.register(listener.stop)
+        logging.getLogger().addHandler(logging.handlers.QueueHandler(q))
+        for i in range(3):
+            log.warning("lost %d", i)
+        mark("logged")
+        """
+        child = Child(code, url, shutdown_timeout="0.5", flush_interval="0.05")
+        child.expect("logged")
+        status, _ = child.finish()
+        assert 0 == status, child.stderr
+        assert "logdna_client: 3 lines could not be delivered" in child.stderr, child.stderr
+        assert "" == child.stdout
+
+    def test_a_running_dictconfig_listener_shows_the_report_once(
+        self, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """Python 3.12+: a QueueHandler whose dictConfig-made listener still runs, feeding
+        a stream handler, shows the report itself: it is not written on stderr too. Once
+        that listener stopped, the report goes to stderr."""
+        if sys.version_info < (3, 12):
+            pytest.skip("dictConfig makes a QueueHandler's listener from Python 3.12 on")
+        shown = io.StringIO()
+        logging.config.dictConfig(
+            {
+                "version": 1,
+                "disable_existing_loggers": False,
+                "handlers": {
+                    "shown": {"class": "logging.StreamHandler", "stream": shown},
+                    "q": {"class": "logging.handlers.QueueHandler", "handlers": ["shown"]},
+                },
+                "root": {"handlers": ["q"]},
+            }
+        )
+        queued = logging.getHandlerByName("q")
+        assert isinstance(queued, logging.handlers.QueueHandler)
+        listener = queued.listener  # type: ignore[attr-defined]
+        listener.start()
+        try:
+            _exit.report_exit_loss("logdna_client: 7 lines could not be delivered")
+        finally:
+            listener.stop()  # joins its thread: what it took is written
+        assert "7 lines could not be delivered" in shown.getvalue()
+        assert "7 lines" not in capsys.readouterr().err
+        _exit.report_exit_loss("logdna_client: 8 lines could not be delivered")
+        assert "8 lines could not be delivered" in capsys.readouterr().err
