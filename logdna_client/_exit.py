@@ -564,12 +564,36 @@ def _has_visible_handler() -> bool:
         return False
     current: logging.Logger | None = logger
     while current is not None:
-        for handler in current.handlers:
-            if not isinstance(handler, logging.NullHandler | LogDNAHandler) and (
-                handler.level <= logging.ERROR
-            ):
-                return True
+        if any(_shows(handler, LogDNAHandler) for handler in current.handlers):
+            return True
         if not current.propagate:
             break
         current = current.parent
     return False
+
+
+def _shows(handler: logging.Handler, ours: type[logging.Handler], depth: int = 0) -> bool:
+    """Whether an ERROR given to ``handler`` now is shown by it (or the handlers it hands
+    records to). A ``QueueHandler`` shows it only through a listener that still runs (the
+    one dictConfig made, Python 3.12+): at exit the application's atexit handler has
+    usually stopped it, and what is queued then is never read. A ``MemoryHandler`` shows
+    it when its target does (``logging.shutdown()`` flushes it)."""
+    if handler.level > logging.ERROR or isinstance(handler, logging.NullHandler | ours):
+        return False
+    if depth > 4:  # handlers that feed each other round: say it on stderr too
+        return False
+    # Not imported here: where the application never imported it, none of these exist.
+    handlers = sys.modules.get("logging.handlers")
+    if handlers is None:
+        return True
+    if isinstance(handler, handlers.QueueHandler):
+        listener = getattr(handler, "listener", None)
+        thread = getattr(listener, "_thread", None)
+        if not isinstance(thread, threading.Thread) or not thread.is_alive():
+            return False
+        targets = getattr(listener, "handlers", ())
+        return any(_shows(target, ours, depth + 1) for target in targets)
+    if isinstance(handler, handlers.MemoryHandler):
+        target = handler.target
+        return target is not None and _shows(target, ours, depth + 1)
+    return True
