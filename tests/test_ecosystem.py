@@ -133,3 +133,74 @@ class TestExitReport:
         assert "7 lines" not in capsys.readouterr().err
         _exit.report_exit_loss("logdna_client: 8 lines could not be delivered")
         assert "8 lines could not be delivered" in capsys.readouterr().err
+
+
+# Python 3.12 refuses to start a thread once the interpreter began to exit (in atexit
+# handlers, and in threading's own exit hooks before them), and the sender of a client
+# whose first line comes then cannot start: the lines are reported lost on stderr. Fixing
+# it needs the sender to deliver on the exiting thread (see the review's report).
+_NO_THREADS_AT_EXIT = pytest.mark.xfail(
+    sys.version_info[:2] == (3, 12),
+    reason="Python 3.12 starts no thread at exit: a sender not running by then never runs",
+    strict=True,
+)
+
+
+@_NO_THREADS_AT_EXIT
+class TestLoggedDuringExit:
+    def test_first_lines_logged_by_an_atexit_handler_are_delivered(self, server: DevServer) -> None:
+        """An application's atexit handler (registered after the handler was built, so it
+        runs before the library's) logs the handler's first lines: they are delivered.
+        (Python 3.12: see _NO_THREADS_AT_EXIT.)"""
+        code = """
+        import atexit
+        atexit.register(lambda: [log.warning("bye %d", i) for i in range(3)])
+        mark("ready")
+        """
+        child = Child(code, server.url, flush_interval="0.05")
+        child.expect("ready")
+        status, _ = child.finish()
+        assert 0 == status, child.stderr
+        # The child ended: what it delivered, the server had stored and acknowledged.
+        got = [line["line"] for line in server.lines]
+        assert ["bye 0", "bye 1", "bye 2"] == got, child.stderr
+        assert "" == child.stdout
+
+    def test_a_queue_listener_stopped_at_exit_delivers_what_it_still_held(
+        self, server: DevServer
+    ) -> None:
+        """The logging cookbook's QueueHandler/QueueListener with the listener stopped by
+        an atexit handler: records still in the queue at exit (here: all of them, the
+        listener is only started at exit) reach the LogDNAHandler then, and are
+        delivered, with their traceback text and extras."""
+        code = """
+        import atexit, logging.handlers, queue
+        log.removeHandler(handler)
+        q = queue.SimpleQueue()
+        listener = logging.handlers.QueueListener(q, handler)
+        def stop():
+            listener.start()
+            listener.stop()
+        atexit.register(stop)
+        log.addHandler(logging.handlers.QueueHandler(q))
+        log.info("queued %d", 1, extra={"order": 7})
+        try:
+            1 / 0
+        except ZeroDivisionError:
+            log.exception("failed")
+        mark("logged")
+        """
+        child = Child(code, server.url, flush_interval="0.05")
+        child.expect("logged")
+        status, _ = child.finish()
+        assert 0 == status, child.stderr
+        assert 2 == len(server.lines), child.stderr
+        first, second = server.lines
+        assert ("queued 1", "INFO", {"name": "app", "order": 7}) == (
+            first["line"],
+            first["level"],
+            first["meta"],
+        )
+        assert second["line"].startswith("failed\nTraceback (most recent call last):")
+        assert second["line"].endswith("ZeroDivisionError: division by zero")
+        assert "ERROR" == second["level"]
