@@ -5,6 +5,7 @@ docs/stdlib.md says, nothing is lost or doubled, and the app sees no exception."
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 import logging.config
@@ -14,9 +15,15 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import StreamingResponse
+from starlette.routing import Route
 
 from logdna_client import Client, ConfigurationError, LogDNAHandler, _exit
 from logdna_client._devserver import DevServer
+from logdna_client.contrib.asgi import LogDNAMiddleware
+from logdna_client.testing import capture_lines
 from tests._children import Child
 
 # Every test here runs on each way handle can run (the C extension, the Python code).
@@ -204,3 +211,65 @@ class TestLoggedDuringExit:
         assert second["line"].startswith("failed\nTraceback (most recent call last):")
         assert second["line"].endswith("ZeroDivisionError: division by zero")
         assert "ERROR" == second["level"]
+
+
+class TestASGIStreaming:
+    def test_access_line_of_a_streaming_response_has_its_status(
+        self, logger: logging.Logger
+    ) -> None:
+        """Starlette's StreamingResponse starts the response from a task of its own: the
+        access line (logged in the middleware's task) still has ``http_status``, as it
+        has for any other response."""
+
+        async def chunks() -> Any:
+            logger.info("streaming")
+            yield b"chunk"
+
+        async def stream(request: Request) -> StreamingResponse:
+            return StreamingResponse(chunks(), status_code=201)
+
+        app = LogDNAMiddleware(Starlette(routes=[Route("/s", stream)]), access_log=True)
+        access = logging.getLogger("asgi.access")
+        handler = LogDNAHandler(key="not-used")
+        logger.addHandler(handler)
+        access.addHandler(handler)
+        old_level = access.level
+        access.setLevel(logging.INFO)
+
+        async def request() -> list[dict[str, Any]]:
+            scope = {
+                "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+                "method": "GET", "scheme": "http", "path": "/s", "raw_path": b"/s",
+                "query_string": b"", "root_path": "", "headers": [],
+                "client": ("127.0.0.1", 5000), "server": ("testserver", 80),
+            }  # fmt: skip
+            requested = False
+            never = asyncio.Event()
+            sent: list[dict[str, Any]] = []
+
+            async def receive() -> dict[str, Any]:
+                nonlocal requested
+                if not requested:
+                    requested = True
+                    return {"type": "http.request", "body": b"", "more_body": False}
+                await never.wait()  # no disconnect: the response ends the exchange
+                return {"type": "http.disconnect"}
+
+            async def send(message: dict[str, Any]) -> None:
+                sent.append(message)
+
+            await app(scope, receive, send)
+            return sent
+
+        try:
+            with capture_lines() as lines:
+                sent = asyncio.run(request())
+        finally:
+            access.removeHandler(handler)
+            access.setLevel(old_level)
+            handler.close()
+        assert 201 == sent[0]["status"]
+        streamed, line = lines
+        assert (201, 201) == (streamed["meta"]["http_status"], line["meta"]["http_status"])
+        assert line["line"].startswith("GET /s 201 (")
+        assert streamed["meta"]["request_id"] == line["meta"]["request_id"]
