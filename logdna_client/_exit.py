@@ -123,6 +123,7 @@ def close_all(*, wait: bool, at_exit: bool = True) -> list[Client]:
 
 
 def _close_all_at_exit() -> None:
+    _flush_memory_handlers()
     close_all(wait=True)
     signum = _ending_by
     if signum is not None and threading.current_thread() is threading.main_thread():
@@ -134,6 +135,66 @@ def _close_all_at_exit() -> None:
         longest = max((c.config.shutdown_timeout for c in list(_clients)), default=0.0)
         _delivered.wait(longest + _ENDING_GRACE)
         _end_by(signum)
+
+
+#: Whether logging.shutdown() leaves a MemoryHandler made with flushOnClose=False
+#: unflushed (Python 3.12+); before, it flushed every handler.
+_SHUTDOWN_HONOURS_FLUSH_ON_CLOSE = "flushOnClose" in getattr(
+    getattr(logging.shutdown, "__code__", None), "co_consts", ()
+)
+
+# How long the exit waits for a MemoryHandler another thread is flushing (a daemon
+# thread stopped inside its lock would otherwise hold the exit for good).
+_MEMORY_FLUSH_WAIT = 1.0
+
+
+def _flush_memory_handlers() -> None:
+    """Flush every ``logging.handlers.MemoryHandler`` whose target is one of our handlers.
+
+    ``logging.shutdown()`` flushes a MemoryHandler into its target at exit (unless
+    ``flushOnClose=False``), but it is registered with atexit before the library's
+    hook, so it runs after it: the records it hands on then would reach a closed
+    client and be lost. They are handed on here, before the clients close.
+    """
+    handlers = sys.modules.get("logging.handlers")
+    if handlers is None:  # never imported: there is no MemoryHandler
+        return
+    from ._handler import LogDNAHandler  # noqa: PLC0415
+
+    # As logging.shutdown() goes: newest handler first; and flushOnClose=False counts
+    # where it honours it (Python 3.12+), not before.
+    honours = _SHUTDOWN_HONOURS_FLUSH_ON_CLOSE
+    for ref in reversed(list(getattr(logging, "_handlerList", ()))):
+        try:
+            handler = ref()
+            if not isinstance(handler, handlers.MemoryHandler):
+                continue
+            if honours and not getattr(handler, "flushOnClose", True):
+                continue
+            if not _feeds(handler, LogDNAHandler):
+                continue
+            lock = handler.lock
+            if lock is not None and not lock.acquire(timeout=_MEMORY_FLUSH_WAIT):
+                continue
+            try:
+                handler.flush()
+            finally:
+                if lock is not None:
+                    lock.release()
+        except Exception:  # as logging.shutdown() does: one handler's trouble stays its own
+            pass
+
+
+def _feeds(handler: logging.Handler, ours: type[logging.Handler]) -> bool:
+    """Whether ``handler``, a MemoryHandler, hands its records on to one of ours."""
+    target = getattr(handler, "target", None)
+    for _ in range(8):  # MemoryHandlers chained into each other, but never round for ever
+        if isinstance(target, ours):
+            return True
+        target = getattr(target, "target", None)
+        if target is None:
+            break
+    return False
 
 
 def _reset_all_after_fork() -> None:

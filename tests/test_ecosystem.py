@@ -273,3 +273,43 @@ class TestASGIStreaming:
         assert (201, 201) == (streamed["meta"]["http_status"], line["meta"]["http_status"])
         assert line["line"].startswith("GET /s 201 (")
         assert streamed["meta"]["request_id"] == line["meta"]["request_id"]
+
+
+class TestMemoryHandler:
+    def test_what_a_memory_handler_holds_at_exit_is_delivered(self, server: DevServer) -> None:
+        """A MemoryHandler targeting the LogDNAHandler: what it still buffers at exit is
+        handed on (logging.shutdown() does that, but after the library's exit hook) and
+        delivered once, in order (newest MemoryHandler first, as logging.shutdown() goes).
+        One made with flushOnClose=False keeps its records where logging.shutdown()
+        honours that (Python 3.12+), and hands them on before, as the stdlib does."""
+        code = """
+        import logging.handlers
+        log.removeHandler(handler)
+        direct = logging.getLogger("direct")
+        direct.addHandler(handler)
+        direct.propagate = False
+        direct.setLevel(logging.INFO)
+        direct.info("started")  # the sender runs: Python 3.12 starts none at exit
+        memory = logging.handlers.MemoryHandler(100, flushLevel=logging.CRITICAL, target=handler)
+        log.addHandler(memory)
+        kept = logging.handlers.MemoryHandler(100, target=handler, flushOnClose=False)
+        quiet = logging.getLogger("quiet")
+        quiet.addHandler(kept)
+        quiet.propagate = False
+        quiet.warning("never handed on")
+        for i in range(5):
+            log.info("buffered %d", i, extra={"i": i})
+        mark("logged")
+        """
+        child = Child(code, server.url, flush_interval="0.05")
+        child.expect("logged")
+        status, _ = child.finish()
+        assert 0 == status, child.stderr
+        got = [(line["line"], line["meta"]) for line in server.lines]
+        expected = [("started", {"name": "direct"})]
+        if sys.version_info < (3, 12):  # logging.shutdown() flushes it all the same
+            expected += [("never handed on", {"name": "quiet"})]
+        expected += [(f"buffered {i}", {"name": "app", "i": i}) for i in range(5)]
+        assert expected == got, child.stderr
+        assert "" == child.stdout
+        assert "not delivered" not in child.stderr
