@@ -10,7 +10,9 @@ import io
 import logging
 import logging.config
 import logging.handlers
+import queue
 import sys
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -313,3 +315,83 @@ class TestMemoryHandler:
         assert expected == got, child.stderr
         assert "" == child.stdout
         assert "not delivered" not in child.stderr
+
+
+class TestWhatShips:
+    def test_through_a_queue_listener(self, server: DevServer, logger: logging.Logger) -> None:
+        """QueueHandler -> QueueListener -> LogDNAHandler (the cookbook's way): message,
+        traceback, stack, extras (also a LoggerAdapter's), logger name and level ship as
+        they do without the queue, once each, in order."""
+        handler = LogDNAHandler(url=server.url, hostname="h", flush_interval="0.05")
+        records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+        listener = logging.handlers.QueueListener(records, handler)
+        logger.addHandler(logging.handlers.QueueHandler(records))
+        listener.start()
+        try:
+            logger.info("paid %s", "inv-1", extra={"cents": 1999})
+            try:
+                {}["currency"]
+            except KeyError:
+                logger.exception("no currency")
+            logger.warning("here", stack_info=True)
+            logging.LoggerAdapter(logger, {"tenant": "t1"}).error("adapted %d", 2)
+        finally:
+            listener.stop()  # hands on all it holds
+        try:
+            lines = delivered(server, handler.client, 4)
+        finally:
+            handler.close()
+        name = logger.name
+        paid, failed, stack, adapted = lines
+        assert ("paid inv-1", "INFO", {"name": name, "cents": 1999}) == (
+            paid["line"],
+            paid["level"],
+            paid["meta"],
+        )
+        assert failed["line"].startswith("no currency\nTraceback (most recent call last):")
+        assert failed["line"].endswith("KeyError: 'currency'")
+        assert ("ERROR", {"name": name}) == (failed["level"], failed["meta"])
+        assert stack["line"].startswith("here\nStack (most recent call last):")
+        assert ("adapted 2", "ERROR", {"name": name, "tenant": "t1"}) == (
+            adapted["line"],
+            adapted["level"],
+            adapted["meta"],
+        )
+
+    def test_brace_style_formatter_factory_attributes_and_warnings(
+        self, logger: logging.Logger
+    ) -> None:
+        """A "{"-style formatter set on the handler makes the line (traceback included);
+        a record factory's attributes ship as meta; logging.captureWarnings' records
+        ship from the py.warnings logger."""
+        formatted = LogDNAHandler(key="not-used")
+        formatted.setFormatter(logging.Formatter("{levelname}|{message}", style="{"))
+        plain = LogDNAHandler(key="not-used")
+        warnings_logger = logging.getLogger("py.warnings")
+        old_factory = logging.getLogRecordFactory()
+
+        def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+            record = old_factory(*args, **kwargs)
+            record.trace_id = "abc"
+            return record
+
+        logger.addHandler(formatted)
+        warnings_logger.addHandler(plain)
+        logging.setLogRecordFactory(factory)
+        logging.captureWarnings(True)
+        try:
+            with capture_lines() as lines:
+                try:
+                    1 / 0  # noqa: B018
+                except ZeroDivisionError:
+                    logger.exception("boom %s", 1)
+                warnings.warn("careful", UserWarning, stacklevel=1)
+        finally:
+            logging.captureWarnings(False)
+            logging.setLogRecordFactory(old_factory)
+            warnings_logger.removeHandler(plain)
+        boom, warned = lines
+        assert boom["line"].startswith("ERROR|boom 1\nTraceback (most recent call last):")
+        assert {"name": logger.name, "trace_id": "abc"} == boom["meta"]
+        assert ("WARNING", "py.warnings") == (warned["level"], warned["meta"]["name"])
+        assert "UserWarning: careful" in warned["line"]
