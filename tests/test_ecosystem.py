@@ -25,6 +25,7 @@ from starlette.routing import Route
 from logdna_client import Client, ConfigurationError, LogDNAHandler, _exit
 from logdna_client._devserver import DevServer
 from logdna_client.contrib.asgi import LogDNAMiddleware
+from logdna_client.structlog import LogDNAProcessor
 from logdna_client.testing import capture_lines
 from tests._children import Child
 
@@ -78,6 +79,26 @@ class TestSharedClient:
                 LogDNAHandler(client=client, level="INFO", app="x")
         finally:
             audit.handlers.clear()
+            client.close()
+
+    def test_a_processor_of_a_shared_client_has_its_own_level(self, server: DevServer) -> None:
+        """LogDNAProcessor(client=..., level=...): structlog events below that level do not
+        ship, while the client's stdlib handler ships everything."""
+        client = Client(url=server.url, hostname="h", flush_interval="0.05")
+        try:
+            processor = LogDNAProcessor(client=client, level="WARNING")
+            everything = LogDNAHandler(client=client)
+            record = logging.LogRecord("std", logging.DEBUG, __file__, 1, "std debug", None, None)
+            processor(None, "info", {"event": "not shipped"})
+            processor(None, "info", {"event": "not shipped", "level": "info", "k": [1]})
+            processor(None, "warning", {"event": "warned"})
+            processor(None, "error", {"event": "failed", "k": [1]})
+            everything.handle(record)
+            lines = delivered(server, client, 3)
+            assert ["warned", "failed", "std debug"] == [line["line"] for line in lines]
+            with pytest.raises(ConfigurationError, match="not both"):
+                LogDNAProcessor(client=client, level="INFO", app="x")
+        finally:
             client.close()
 
 
