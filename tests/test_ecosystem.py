@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from flask import Flask, request, stream_with_context
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
@@ -25,6 +26,7 @@ from starlette.routing import Route
 from logdna_client import Client, ConfigurationError, LogDNAHandler, _exit
 from logdna_client._devserver import DevServer
 from logdna_client.contrib.asgi import LogDNAMiddleware
+from logdna_client.contrib.flask import LogDNA
 from logdna_client.structlog import LogDNAProcessor
 from logdna_client.testing import capture_lines
 from tests._children import Child
@@ -259,7 +261,7 @@ class TestASGIStreaming:
         old_level = access.level
         access.setLevel(logging.INFO)
 
-        async def request() -> list[dict[str, Any]]:
+        async def exchange() -> list[dict[str, Any]]:
             scope = {
                 "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
                 "method": "GET", "scheme": "http", "path": "/s", "raw_path": b"/s",
@@ -286,7 +288,7 @@ class TestASGIStreaming:
 
         try:
             with capture_lines() as lines:
-                sent = asyncio.run(request())
+                sent = asyncio.run(exchange())
         finally:
             access.removeHandler(handler)
             access.setLevel(old_level)
@@ -416,3 +418,52 @@ class TestWhatShips:
         assert {"name": logger.name, "trace_id": "abc"} == boom["meta"]
         assert ("WARNING", "py.warnings") == (warned["level"], warned["meta"]["name"])
         assert "UserWarning: careful" in warned["line"]
+
+
+class TestFlaskStreaming:
+    def test_lines_logged_while_a_response_streams_have_the_request_context(
+        self, server: DevServer, logger: logging.Logger
+    ) -> None:
+        """A streamed Flask response wrapped in stream_with_context (which keeps the
+        request available to the generator): lines its generator logs carry the request's
+        context, status included, as the view's lines do; and nothing of it is left for the
+        lines logged after the response, or for the next request."""
+        app = Flask(__name__)
+        LogDNA(app)
+        handler = LogDNAHandler(url=server.url, hostname="h", flush_interval="0.05")
+        logger.addHandler(handler)
+
+        @app.get("/stream")
+        def stream() -> Any:
+            logger.info("in view")
+
+            def chunks() -> Iterator[str]:
+                logger.info("streaming %s", request.path)
+                yield "chunk"
+
+            return app.response_class(stream_with_context(chunks()))
+
+        @app.get("/plain")
+        def plain() -> str:
+            logger.info("plain")
+            return "ok"
+
+        try:
+            web = app.test_client()
+            streamed = web.get("/stream", headers={"X-Request-ID": "s-1"})
+            assert b"chunk" == streamed.data
+            logger.info("between")
+            web.get("/plain", headers={"X-Request-ID": "p-1"})
+            lines = delivered(server, handler.client, 4)
+        finally:
+            handler.close()
+        got = {line["line"]: line["meta"] for line in lines}
+        assert "s-1" == got["in view"]["request_id"]
+        assert ("s-1", 200, "/stream") == (
+            got["streaming /stream"].get("request_id"),
+            got["streaming /stream"].get("http_status"),
+            got["streaming /stream"].get("http_path"),
+        )
+        assert {"name": logger.name} == got["between"]
+        assert "p-1" == got["plain"]["request_id"]
+        assert "http_status" not in got["plain"]
