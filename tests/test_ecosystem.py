@@ -467,3 +467,21 @@ class TestFlaskStreaming:
         assert {"name": logger.name} == got["between"]
         assert "p-1" == got["plain"]["request_id"]
         assert "http_status" not in got["plain"]
+
+
+class TestCaptures:
+    def test_nested_captures_do_not_share_what_they_caught(self, logger: logging.Logger) -> None:
+        """A test editing a line its capture caught (popping a meta key to compare the
+        rest, say) leaves the enclosing capture's copy (the logdna_lines fixture's) as
+        it was."""
+        logger.addHandler(LogDNAHandler(key="not-used"))
+        with capture_lines() as outer:
+            with capture_lines() as inner:
+                logger.info("once", extra={"request_id": "r-1", "order": 7})
+            inner[0]["meta"].pop("request_id")
+            inner[0]["line"] = "edited"
+        assert {"name": logger.name, "order": 7} == inner[0]["meta"]
+        assert ("once", {"name": logger.name, "request_id": "r-1", "order": 7}) == (
+            outer[0]["line"],
+            outer[0]["meta"],
+        )
