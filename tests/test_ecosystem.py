@@ -16,7 +16,15 @@ import warnings
 from collections.abc import Iterator
 from typing import Any
 
+import django
 import pytest
+from asgiref.sync import async_to_sync
+from django.conf import settings
+from django.http import HttpRequest, StreamingHttpResponse
+from django.test import AsyncClient as DjangoAsyncClient
+from django.test import Client as DjangoClient
+from django.test import override_settings
+from django.urls import path
 from flask import Flask, request, stream_with_context
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -484,4 +492,95 @@ class TestCaptures:
         assert ("once", {"name": logger.name, "request_id": "r-1", "order": 7}) == (
             outer[0]["line"],
             outer[0]["meta"],
+        )
+
+
+# -- Django: a view whose response streams (StreamingHttpResponse)
+
+django_log = logging.getLogger("t.eco.django")
+DJANGO_MIDDLEWARE = ["logdna_client.contrib.django.LogDNARequestContextMiddleware"]
+
+
+def django_stream(request: HttpRequest) -> StreamingHttpResponse:
+    django_log.info("in view")
+
+    def chunks() -> Iterator[bytes]:
+        django_log.info("streaming")
+        yield b"chunk"
+
+    return StreamingHttpResponse(chunks())
+
+
+async def django_stream_async(request: HttpRequest) -> StreamingHttpResponse:
+    async def chunks() -> Any:
+        django_log.info("streaming async")
+        yield b"chunk"
+
+    return StreamingHttpResponse(chunks())
+
+
+urlpatterns = [path("stream", django_stream), path("stream-async", django_stream_async)]
+
+
+@pytest.fixture
+def django_settings() -> Iterator[None]:
+    if not settings.configured:
+        settings.configure(
+            DEBUG=False,
+            SECRET_KEY="test-only",
+            ALLOWED_HOSTS=["testserver"],
+            INSTALLED_APPS=[],
+            DATABASES={},
+            LOGGING_CONFIG=None,
+            ROOT_URLCONF=__name__,
+            MIDDLEWARE=DJANGO_MIDDLEWARE,
+        )
+        django.setup()
+    with override_settings(ROOT_URLCONF=__name__, MIDDLEWARE=DJANGO_MIDDLEWARE):
+        yield
+
+
+@pytest.mark.usefixtures("django_settings")
+class TestDjangoStreaming:
+    def test_lines_a_streaming_response_logs_have_the_request_context(
+        self, server: DevServer
+    ) -> None:
+        """A StreamingHttpResponse's generator runs after the middleware returned, while
+        the server sends it: its lines carry the request's context (status included)
+        too, sync under WSGI and async under ASGI; lines logged between its chunks and
+        after it do not."""
+        handler = LogDNAHandler(url=server.url, hostname="h", flush_interval="0.05")
+        django_log.addHandler(handler)
+        django_log.setLevel(logging.INFO)
+        django_log.propagate = False
+
+        async def fetch_async() -> bytes:
+            response = await DjangoAsyncClient().get(
+                "/stream-async", headers={"X-Request-ID": "a-1"}
+            )
+            return b"".join([chunk async for chunk in response.streaming_content])
+
+        try:
+            response = DjangoClient().get("/stream", HTTP_X_REQUEST_ID="s-1")
+            content = iter(response.streaming_content)
+            assert b"chunk" == next(content)
+            django_log.info("between chunks")
+            assert [] == list(content)
+            django_log.info("after")
+            assert b"chunk" == async_to_sync(fetch_async)()
+            lines = delivered(server, handler.client, 5)
+        finally:
+            django_log.removeHandler(handler)
+            handler.close()
+        got = {line["line"]: line["meta"] for line in lines}
+        assert "s-1" == got["in view"]["request_id"]
+        assert ("s-1", 200) == (
+            got["streaming"].get("request_id"),
+            got["streaming"].get("http_status"),
+        )
+        assert {"name": django_log.name} == got["between chunks"]
+        assert {"name": django_log.name} == got["after"]
+        assert ("a-1", "/stream-async") == (
+            got["streaming async"].get("request_id"),
+            got["streaming async"].get("http_path"),
         )
