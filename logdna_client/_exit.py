@@ -123,6 +123,7 @@ def close_all(*, wait: bool, at_exit: bool = True) -> list[Client]:
 
 
 def _close_all_at_exit() -> None:
+    _drain_queue_listeners()
     _flush_memory_handlers()
     close_all(wait=True)
     signum = _ending_by
@@ -182,6 +183,48 @@ def _flush_memory_handlers() -> None:
                 if lock is not None:
                     lock.release()
         except Exception:  # as logging.shutdown() does: one handler's trouble stays its own
+            pass
+
+
+def _drain_queue_listeners() -> None:
+    """Let every running QueueListener that dictConfig made (Python 3.12+: a
+    ``QueueHandler``'s ``listener``) and that feeds one of our handlers hand on what its
+    queue holds, before the clients close.
+
+    The logging cookbook stops it from an atexit handler, which runs before ours; one
+    nobody stopped is a daemon thread, and what it had not handed on yet would reach a
+    closed client (or none) and be lost. This is ``QueueListener.stop()`` without
+    forgetting the thread, so that a ``stop()`` the application calls later still works.
+    """
+    handlers = sys.modules.get("logging.handlers")
+    if handlers is None:
+        return
+    from ._handler import LogDNAHandler  # noqa: PLC0415
+
+    for ref in reversed(list(getattr(logging, "_handlerList", ()))):
+        try:
+            handler = ref()
+            if not isinstance(handler, handlers.QueueHandler):
+                continue
+            listener = getattr(handler, "listener", None)
+            thread = getattr(listener, "_thread", None)
+            if not isinstance(thread, threading.Thread) or not thread.is_alive():
+                continue
+            if thread is threading.current_thread():
+                continue
+            targets = getattr(listener, "handlers", ())
+            if not any(isinstance(target, LogDNAHandler) for target in targets):
+                continue
+            timeout = max(
+                (t.client.config.shutdown_timeout for t in targets if isinstance(t, LogDNAHandler)),
+                default=0.0,
+            )
+            # Within the exit's one deadline (which this begins): the clients' closes
+            # that follow keep to it too.
+            end = exit_deadline(timeout)
+            listener.enqueue_sentinel()  # type: ignore[union-attr]
+            thread.join(max(0.0, end - time.monotonic()))
+        except Exception:  # one listener's trouble is no reason to leave the others
             pass
 
 

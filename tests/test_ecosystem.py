@@ -37,7 +37,7 @@ from logdna_client.contrib.asgi import LogDNAMiddleware
 from logdna_client.contrib.flask import LogDNA
 from logdna_client.structlog import LogDNAProcessor
 from logdna_client.testing import capture_lines
-from tests._children import Child
+from tests._children import Child, assert_exactly_once_in_order, texts
 
 # Every test here runs on each way handle can run (the C extension, the Python code).
 pytestmark = pytest.mark.usefixtures("handle_path")
@@ -584,3 +584,51 @@ class TestDjangoStreaming:
             got["streaming async"].get("request_id"),
             got["streaming async"].get("http_path"),
         )
+
+
+class TestDictConfigQueueAtExit:
+    def test_a_listener_nobody_stopped_hands_on_what_it_holds_at_exit(
+        self, server: DevServer
+    ) -> None:
+        """Python 3.12+: dictConfig's QueueHandler with "handlers" makes a listener; the
+        application starts it and never stops it (a daemon thread). At exit, what its
+        queue still holds is handed on and delivered, all of it, once, in order."""
+        if sys.version_info < (3, 12):
+            pytest.skip("dictConfig makes a QueueHandler's listener from Python 3.12 on")
+        n = 3000
+        code = f"""
+        import atexit, logging.config, threading
+        log.removeHandler(handler)
+        logging.config.dictConfig({{
+            "version": 1, "disable_existing_loggers": False,
+            "handlers": {{
+                "logdna": {{"class": "logdna_client.LogDNAHandler", "flush_interval": "0.05"}},
+                "q": {{"class": "logging.handlers.QueueHandler", "handlers": ["logdna"]}},
+            }},
+            "loggers": {{"app": {{"handlers": ["q"], "level": "INFO", "propagate": False}}}},
+        }})
+        shipping = logging.getHandlerByName("logdna")
+        listener = logging.getHandlerByName("q").listener
+        listener.start()
+        log.info("first")
+        listener.queue.join()  # handed on (the listener marks each record done)
+        assert shipping.client.flush(10)  # the sender runs (Python 3.12 starts none at exit)
+        # The listener waits for the exit: everything below is still queued then.
+        held = threading.Lock()
+        held.acquire()
+        class Wait(logging.Filter):
+            def filter(self, record):
+                with held:
+                    return True
+        shipping.addFilter(Wait())
+        atexit.register(held.release)  # runs before the library's exit hook
+        for i in range({n}):
+            log.info("queued %d", i)
+        mark("logged")
+        """
+        child = Child(code, server.url, flush_interval="0.05")
+        child.expect("logged")
+        status, _ = child.finish()
+        assert 0 == status, child.stderr
+        assert_exactly_once_in_order(["first"] + [f"queued {i}" for i in range(n)], texts(server))
+        assert "" == child.stdout
