@@ -27,6 +27,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Mapping, MutableMapping
+from os import getpid
 from threading import get_ident
 from typing import TYPE_CHECKING, Any, cast
 
@@ -290,6 +291,10 @@ class LogDNAProcessor(_NativeCall):
         name = getattr(record, "name", None) if record is not None else None
         if is_own_logger(name):
             return  # our own trouble, through a ProcessorFormatter: never ship it
+        if record is not None and _made_on_sender(record):
+            # urllib3's lines of our own requests, handed to a ProcessorFormatter on
+            # another thread (a QueueListener's): shipping them would make more requests.
+            return
         level = level_of(method_name, event_dict)
         if not self._passes(level):
             return
@@ -315,6 +320,15 @@ class LogDNAProcessor(_NativeCall):
         """Deliver what is queued and stop, unless the client was given with ``client=``."""
         if self._owns_client:
             self._client.close(timeout)
+
+
+def _made_on_sender(record: Any) -> bool:
+    """Whether a LogRecord was made on one of this process's sender threads."""
+    try:
+        thread = record.thread
+        return thread in SENDER_THREADS and getattr(record, "process", None) in (None, getpid())
+    except Exception:  # a record stripped of its attributes, an unhashable thread: not ours
+        return False
 
 
 LogDNAProcessor.__doc__ = with_options_help(LogDNAProcessor.__doc__)

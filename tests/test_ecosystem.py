@@ -18,6 +18,7 @@ from typing import Any
 
 import django
 import pytest
+import structlog
 from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.http import HttpRequest, StreamingHttpResponse
@@ -632,3 +633,40 @@ class TestDictConfigQueueAtExit:
         assert 0 == status, child.stderr
         assert_exactly_once_in_order(["first"] + [f"queued {i}" for i in range(n)], texts(server))
         assert "" == child.stdout
+
+
+class TestStructlogBehindAQueue:
+    def test_processor_in_a_formatter_behind_a_queue_skips_the_senders_records(
+        self, server: DevServer
+    ) -> None:
+        """LogDNAProcessor in a ProcessorFormatter whose handler sits behind a
+        QueueListener, with the root logger at DEBUG: urllib3's records of the library's
+        own requests reach the processor on the listener's thread. They are not shipped
+        (each would make another request: a loop without end)."""
+        processor = LogDNAProcessor(url=server.url, hostname="h", flush_interval="0.05")
+        formatter = structlog.stdlib.ProcessorFormatter(
+            processors=[processor, structlog.processors.JSONRenderer()],
+            foreign_pre_chain=[structlog.stdlib.add_log_level],
+        )
+        shown = io.StringIO()
+        console = logging.StreamHandler(shown)
+        console.setFormatter(formatter)
+        # A Queue, not a SimpleQueue: join() waits until the listener handled it all.
+        records: queue.Queue[logging.LogRecord] = queue.Queue()
+        listener = logging.handlers.QueueListener(records, console)
+        root = logging.getLogger()
+        root.setLevel(logging.DEBUG)
+        root.addHandler(logging.handlers.QueueHandler(records))
+        listener.start()
+        try:
+            logging.getLogger("t.eco.app").info("hello")
+            records.join()  # the processor took it
+            assert processor.flush(10)  # sent: urllib3 logged the request on the sender
+            records.join()  # ... and the processor saw those records too
+            assert processor.flush(10)  # what it took of them, if anything, is sent
+        finally:
+            root.handlers.pop()
+            listener.stop()
+            processor.close()
+        assert ["hello"] == [line["line"] for line in server.lines]
+        assert "POST /logs/ingest" in shown.getvalue()  # they did reach the processor's formatter
