@@ -67,9 +67,11 @@ def _divert_all(on: bool) -> None:
 
 def deliver(entry: bytes) -> bool:
     """A diverted buffer's sink: the entry, as a wire-format dict, to every capture."""
-    line = to_dict(entry[len(SEPARATOR) :])
+    data = entry[len(SEPARATOR) :]
     for lines in _captures:
-        lines.append(dict(line) if len(_captures) > 1 else line)
+        # A dict of its own for each capture, meta included: a test that edits what it
+        # caught (pops a key, say) leaves a capture around it as it was.
+        lines.append(to_dict(data))
     return True
 
 

@@ -123,6 +123,8 @@ def close_all(*, wait: bool, at_exit: bool = True) -> list[Client]:
 
 
 def _close_all_at_exit() -> None:
+    _drain_queue_listeners()
+    _flush_memory_handlers()
     close_all(wait=True)
     signum = _ending_by
     if signum is not None and threading.current_thread() is threading.main_thread():
@@ -134,6 +136,108 @@ def _close_all_at_exit() -> None:
         longest = max((c.config.shutdown_timeout for c in list(_clients)), default=0.0)
         _delivered.wait(longest + _ENDING_GRACE)
         _end_by(signum)
+
+
+#: Whether logging.shutdown() leaves a MemoryHandler made with flushOnClose=False
+#: unflushed (Python 3.12+); before, it flushed every handler.
+_SHUTDOWN_HONOURS_FLUSH_ON_CLOSE = "flushOnClose" in getattr(
+    getattr(logging.shutdown, "__code__", None), "co_consts", ()
+)
+
+# How long the exit waits for a MemoryHandler another thread is flushing (a daemon
+# thread stopped inside its lock would otherwise hold the exit for good).
+_MEMORY_FLUSH_WAIT = 1.0
+
+
+def _flush_memory_handlers() -> None:
+    """Flush every ``logging.handlers.MemoryHandler`` whose target is one of our handlers.
+
+    ``logging.shutdown()`` flushes a MemoryHandler into its target at exit (unless
+    ``flushOnClose=False``), but it is registered with atexit before the library's
+    hook, so it runs after it: the records it hands on then would reach a closed
+    client and be lost. They are handed on here, before the clients close.
+    """
+    handlers = sys.modules.get("logging.handlers")
+    if handlers is None:  # never imported: there is no MemoryHandler
+        return
+    from ._handler import LogDNAHandler  # noqa: PLC0415
+
+    # As logging.shutdown() goes: newest handler first; and flushOnClose=False counts
+    # where it honours it (Python 3.12+), not before.
+    honours = _SHUTDOWN_HONOURS_FLUSH_ON_CLOSE
+    for ref in reversed(list(getattr(logging, "_handlerList", ()))):
+        try:
+            handler = ref()
+            if not isinstance(handler, handlers.MemoryHandler):
+                continue
+            if honours and not getattr(handler, "flushOnClose", True):
+                continue
+            if not _feeds(handler, LogDNAHandler):
+                continue
+            lock = handler.lock
+            if lock is not None and not lock.acquire(timeout=_MEMORY_FLUSH_WAIT):
+                continue
+            try:
+                handler.flush()
+            finally:
+                if lock is not None:
+                    lock.release()
+        except Exception:  # as logging.shutdown() does: one handler's trouble stays its own
+            pass
+
+
+def _drain_queue_listeners() -> None:
+    """Let every running QueueListener that dictConfig made (Python 3.12+: a
+    ``QueueHandler``'s ``listener``) and that feeds one of our handlers hand on what its
+    queue holds, before the clients close.
+
+    The logging cookbook stops it from an atexit handler, which runs before ours; one
+    nobody stopped is a daemon thread, and what it had not handed on yet would reach a
+    closed client (or none) and be lost. This is ``QueueListener.stop()`` without
+    forgetting the thread, so that a ``stop()`` the application calls later still works.
+    """
+    handlers = sys.modules.get("logging.handlers")
+    if handlers is None:
+        return
+    from ._handler import LogDNAHandler  # noqa: PLC0415
+
+    for ref in reversed(list(getattr(logging, "_handlerList", ()))):
+        try:
+            handler = ref()
+            if not isinstance(handler, handlers.QueueHandler):
+                continue
+            listener = getattr(handler, "listener", None)
+            thread = getattr(listener, "_thread", None)
+            if not isinstance(thread, threading.Thread) or not thread.is_alive():
+                continue
+            if thread is threading.current_thread():
+                continue
+            targets = getattr(listener, "handlers", ())
+            if not any(isinstance(target, LogDNAHandler) for target in targets):
+                continue
+            timeout = max(
+                (t.client.config.shutdown_timeout for t in targets if isinstance(t, LogDNAHandler)),
+                default=0.0,
+            )
+            # Within the exit's one deadline (which this begins): the clients' closes
+            # that follow keep to it too.
+            end = exit_deadline(timeout)
+            listener.enqueue_sentinel()  # type: ignore[union-attr]
+            thread.join(max(0.0, end - time.monotonic()))
+        except Exception:  # one listener's trouble is no reason to leave the others
+            pass
+
+
+def _feeds(handler: logging.Handler, ours: type[logging.Handler]) -> bool:
+    """Whether ``handler``, a MemoryHandler, hands its records on to one of ours."""
+    target = getattr(handler, "target", None)
+    for _ in range(8):  # MemoryHandlers chained into each other, but never round for ever
+        if isinstance(target, ours):
+            return True
+        target = getattr(target, "target", None)
+        if target is None:
+            break
+    return False
 
 
 def _reset_all_after_fork() -> None:
@@ -564,12 +668,36 @@ def _has_visible_handler() -> bool:
         return False
     current: logging.Logger | None = logger
     while current is not None:
-        for handler in current.handlers:
-            if not isinstance(handler, logging.NullHandler | LogDNAHandler) and (
-                handler.level <= logging.ERROR
-            ):
-                return True
+        if any(_shows(handler, LogDNAHandler) for handler in current.handlers):
+            return True
         if not current.propagate:
             break
         current = current.parent
     return False
+
+
+def _shows(handler: logging.Handler, ours: type[logging.Handler], depth: int = 0) -> bool:
+    """Whether an ERROR given to ``handler`` now is shown by it (or the handlers it hands
+    records to). A ``QueueHandler`` shows it only through a listener that still runs (the
+    one dictConfig made, Python 3.12+): at exit the application's atexit handler has
+    usually stopped it, and what is queued then is never read. A ``MemoryHandler`` shows
+    it when its target does (``logging.shutdown()`` flushes it)."""
+    if handler.level > logging.ERROR or isinstance(handler, logging.NullHandler | ours):
+        return False
+    if depth > 4:  # handlers that feed each other round: say it on stderr too
+        return False
+    # Not imported here: where the application never imported it, none of these exist.
+    handlers = sys.modules.get("logging.handlers")
+    if handlers is None:
+        return True
+    if isinstance(handler, handlers.QueueHandler):
+        listener = getattr(handler, "listener", None)
+        thread = getattr(listener, "_thread", None)
+        if not isinstance(thread, threading.Thread) or not thread.is_alive():
+            return False
+        targets = getattr(listener, "handlers", ())
+        return any(_shows(target, ours, depth + 1) for target in targets)
+    if isinstance(handler, handlers.MemoryHandler):
+        target = handler.target
+        return target is not None and _shows(target, ours, depth + 1)
+    return True

@@ -27,6 +27,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Mapping, MutableMapping
+from os import getpid
 from threading import get_ident
 from typing import TYPE_CHECKING, Any, cast
 
@@ -34,7 +35,7 @@ from typing_extensions import Unpack
 
 from . import _context, _native
 from ._client import Client
-from ._config import hide_key
+from ._config import hide_key, to_level
 from ._errors import ConfigurationError
 from ._event import (
     LEVEL_KEY,
@@ -120,6 +121,11 @@ class LogDNAProcessor(_NativeCall):
         if getattr(self, "_client", None) is not None:
             # Its C part holds the first client's pieces (and a call under way may use them).
             raise TypeError("the processor is initialised already")
+        # With client=, ``level`` is this processor's own (as a LogDNAHandler's is): the
+        # client's other options are the client's.
+        own_level = None
+        if client is not None and "level" in options:
+            own_level = to_level("level", options.pop("level"))
         if client is not None and options:
             raise ConfigurationError(
                 "pass either client= or options (" + ", ".join(sorted(options)) + "), not both"
@@ -127,13 +133,13 @@ class LogDNAProcessor(_NativeCall):
         self._owns_client = client is None
         self._client = client if client is not None else Client(**options)
         self._builder = builder = self._client._builder
-        self._min_level = self._client.config.level
+        self._min_level = self._client.config.level if own_level is None else own_level
         # The common event's pieces (see _ship_common).
         self._entry = builder.entry
         self._max_chars = builder.plain_max_chars
         self._meta_json = builder.meta_json
         # Method names and ``level`` values it knows -> their level names (level_of's),
-        # only those at or above the client's level: one lookup does both.
+        # only those at or above the processor's level: one lookup does both.
         self._levels = {
             name: level
             for name in (*LEVELS, *(name.upper() for name in LEVELS))
@@ -285,6 +291,10 @@ class LogDNAProcessor(_NativeCall):
         name = getattr(record, "name", None) if record is not None else None
         if is_own_logger(name):
             return  # our own trouble, through a ProcessorFormatter: never ship it
+        if record is not None and _made_on_sender(record):
+            # urllib3's lines of our own requests, handed to a ProcessorFormatter on
+            # another thread (a QueueListener's): shipping them would make more requests.
+            return
         level = level_of(method_name, event_dict)
         if not self._passes(level):
             return
@@ -310,6 +320,15 @@ class LogDNAProcessor(_NativeCall):
         """Deliver what is queued and stop, unless the client was given with ``client=``."""
         if self._owns_client:
             self._client.close(timeout)
+
+
+def _made_on_sender(record: Any) -> bool:
+    """Whether a LogRecord was made on one of this process's sender threads."""
+    try:
+        thread = record.thread
+        return thread in SENDER_THREADS and getattr(record, "process", None) in (None, getpid())
+    except Exception:  # a record stripped of its attributes, an unhashable thread: not ours
+        return False
 
 
 LogDNAProcessor.__doc__ = with_options_help(LogDNAProcessor.__doc__)

@@ -111,6 +111,10 @@ class LogDNAMiddleware:
         method = scope.get("method", "WEBSOCKET")
         path = clean_path(scope.get("path", ""))
         status: int | None = None
+        # What the response's start added, kept for this task too: Starlette's
+        # StreamingResponse sends from a task of its own, whose context changes do
+        # not reach this one (where the access line is logged).
+        response_fields: dict[str, Any] = {}
         token = None
         try:
             request_id = clean_request_id(self._header(scope)) or new_request_id()
@@ -140,6 +144,7 @@ class LogDNAMiddleware:
                     if user_id is not None:
                         changed["user_id"] = user_id
                     update_request_context(**changed)
+                    response_fields.update(changed)
                     headers = list(message.get("headers") or ())
                     if request_id and all(k.lower() != self._header_key for k, _ in headers):
                         headers.append((self._header_key, request_id.encode("latin-1")))
@@ -154,6 +159,8 @@ class LogDNAMiddleware:
             await self.app(scope, receive, send_with_context)
         finally:
             if self.access_log and scope["type"] == "http":
+                if response_fields and token is not None:
+                    update_request_context(**response_fields)
                 elapsed_ms = round((time.perf_counter() - started) * 1000, 1)
                 access_logger.info(
                     "%s %s %s (%.1f ms)", method, path, status, elapsed_ms,

@@ -76,6 +76,49 @@ def _setting(name: str, default: Any) -> Any:
     return getattr(settings, name, default)
 
 
+def _stream_with_context(response: Any, fields: dict[str, Any]) -> None:
+    """Have a streaming response's content produced with the request's context bound.
+
+    Its generator runs after the middleware returned (the server iterates it), so
+    lines it logs would have none. The context is bound around each step only: the
+    server's own lines between two chunks stay as they were. A ``FileResponse`` is
+    left alone (its file goes to the server's sendfile; no code of the app runs).
+    """
+    if getattr(response, "file_to_stream", None) is not None:
+        return
+    content = response.streaming_content
+    if getattr(response, "is_async", False):
+
+        async def chunks_async() -> Any:
+            iterator = content.__aiter__()
+            while True:
+                token = bind_request_context(**fields)
+                try:
+                    chunk = await iterator.__anext__()
+                except StopAsyncIteration:
+                    return
+                finally:
+                    reset_request_context(token)
+                yield chunk
+
+        response.streaming_content = chunks_async()
+        return
+
+    def chunks() -> Any:
+        iterator = iter(content)
+        while True:
+            token = bind_request_context(**fields)
+            try:
+                chunk = next(iterator)
+            except StopIteration:
+                return
+            finally:
+                reset_request_context(token)
+            yield chunk
+
+    response.streaming_content = chunks()
+
+
 class LogDNARequestContextMiddleware:
     """Binds the request's context (request id, method, path, user, status) to its lines.
 
@@ -155,6 +198,8 @@ class LogDNARequestContextMiddleware:
             request_id = getattr(request, "request_id", None)
             if request_id and self.header not in response:
                 response[self.header] = request_id
+            if getattr(response, "streaming", False) and isinstance(context, dict):
+                _stream_with_context(response, context)
             if self.access_log:
                 elapsed_ms = round((time.perf_counter() - started) * 1000, 1)
                 access_logger.info(

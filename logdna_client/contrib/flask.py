@@ -40,6 +40,10 @@ __all__ = ["LogDNA", "RequestContextFilter"]
 
 _G_TOKEN = "_logdna_context_token"
 _G_STARTED = "_logdna_started"
+# The request's fields, kept past its teardown: ``stream_with_context`` pushes the
+# request's app context again while the response streams, and they are bound again then.
+_G_FIELDS = "_logdna_fields"
+_G_STREAM_TOKEN = "_logdna_stream_token"
 _own = logging.getLogger("logdna_client")
 
 
@@ -88,6 +92,13 @@ class LogDNA:
         app.before_request(self._before_request)
         app.after_request(self._after_request)
         app.teardown_request(self._teardown_request)
+        app.teardown_appcontext(self._teardown_appcontext)
+        try:
+            from flask import appcontext_pushed  # noqa: PLC0415
+
+            appcontext_pushed.connect(self._appcontext_pushed, app)
+        except Exception:  # no signals (blinker) in this Flask: streams go without context
+            _own.debug("logdna_client: could not connect to appcontext_pushed", exc_info=True)
         app.extensions["logdna_client"] = self
 
     def _user_id(self) -> str | None:
@@ -113,6 +124,7 @@ class LogDNA:
                 fields["user_id"] = user_id
             g.request_id = request_id
             setattr(g, _G_STARTED, time.perf_counter())
+            setattr(g, _G_FIELDS, fields)
             setattr(g, _G_TOKEN, bind_request_context(**fields))
         except Exception:
             _own.debug("logdna_client: could not bind the request context", exc_info=True)
@@ -127,6 +139,9 @@ class LogDNA:
             if user_id is not None:
                 fields["user_id"] = user_id
             update_request_context(**fields)
+            bound = g.get(_G_FIELDS)
+            if isinstance(bound, dict):
+                bound.update(fields)
             request_id = g.get("request_id")
             if request_id and self.request_id_header not in response.headers:
                 response.headers[self.request_id_header] = request_id
@@ -147,5 +162,25 @@ class LogDNA:
 
         with contextlib.suppress(Exception):
             token = g.pop(_G_TOKEN, None)
+            if token is not None:
+                reset_request_context(token)
+
+    def _appcontext_pushed(self, sender: Any, **_: Any) -> None:
+        """The app context pushed again for a streamed response (``stream_with_context``):
+        its lines get the request's context, as the view's did."""
+        from flask import g  # noqa: PLC0415
+
+        with contextlib.suppress(Exception):
+            fields = g.get(_G_FIELDS)
+            # Only where the request's own binding is gone (torn down): a fresh app
+            # context (every request's first) has no fields yet.
+            if fields and g.get(_G_TOKEN) is None and g.get(_G_STREAM_TOKEN) is None:
+                setattr(g, _G_STREAM_TOKEN, bind_request_context(**fields))
+
+    def _teardown_appcontext(self, exc: BaseException | None = None) -> None:
+        from flask import g  # noqa: PLC0415
+
+        with contextlib.suppress(Exception):
+            token = g.pop(_G_STREAM_TOKEN, None)
             if token is not None:
                 reset_request_context(token)
