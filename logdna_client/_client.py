@@ -152,6 +152,8 @@ class Client:
         self._started = False
         self._starting = False
         self._start_retry_at = float("-inf")  # no thread could be started: not before this
+        # Closing, and no sender thread could be started: the one who waits delivers.
+        self._deliver_here = False
         #: Queue one serialized line; False when it was dropped (and counted). The
         #: hot path for handlers: after the first line it is the buffer's own put,
         #: saving a call per line.
@@ -399,6 +401,8 @@ class Client:
         self._begin_close(deadline, timeout)
         if self._can_wait():
             self._wait_closed(at_exit=False)
+        elif self._deliver_here:
+            self._give_up_delivering_here()
 
     def _can_wait(self) -> bool:
         """Whether this thread may wait for the sender: not if the sender's next step
@@ -422,15 +426,22 @@ class Client:
                 self._exit_finished()
                 return
             if not self._start(retry_now=True):
-                lost = self._buffer.discard_all("shutdown")
-                if lost:
-                    _exit.report_exit_loss(
-                        f"logdna_client: {lost} lines could not be delivered: the sender "
-                        f"thread could not be started"
-                    )
-                self._exit_finished()
-                return
+                # No thread to be had (Python 3.12 starts none while the interpreter exits,
+                # which is when an atexit handler's first lines come): _wait_closed does the
+                # sender's work on its own thread instead, by the same deadline.
+                self._deliver_here = True
         self._sender.begin_close(deadline, timeout)
+
+    def _give_up_delivering_here(self) -> None:
+        """No thread ran the sender and none may wait here: the lines are lost, said."""
+        self._deliver_here = False
+        lost = self._buffer.discard_all("shutdown")
+        if lost:
+            _exit.report_exit_loss(
+                f"logdna_client: {lost} lines could not be delivered: the sender "
+                f"thread could not be started"
+            )
+        self._exit_finished()
 
     def _exit_finished(self) -> None:
         """The process's ending is done with this client: from now on a line logged
@@ -468,6 +479,9 @@ class Client:
         """Wait for the sender to finish (by the close's deadline); with ``stop``,
         the wait also ends soon after it is set."""
         sender = self._sender
+        if self._deliver_here:  # no sender thread could start: its work is done here
+            self._deliver_here = False
+            sender.run_here()
         # Also a sender still starting: a signal handler (SIGTERM) may have found this
         # thread inside Thread.start(), the new thread launched or not yet.
         thread = sender.thread

@@ -255,6 +255,18 @@ class Sender:
 
     def _run(self) -> None:
         leave_signals_to_the_main_thread()
+        self._serve()
+
+    def run_here(self) -> None:
+        """The sender thread's work, on the calling thread, until the close's deadline:
+        for a closing client whose thread could not be started (Python 3.12 starts none
+        while the interpreter exits). Records this thread makes meanwhile (urllib3's)
+        are the sender's, as on its own thread."""
+        self.finished = Latch()
+        self.thread = None
+        self._serve()
+
+    def _serve(self) -> None:
         self.ident = threading.get_ident()
         SENDER_THREADS.add(self.ident)
         try:

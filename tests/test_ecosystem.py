@@ -176,23 +176,11 @@ class TestExitReport:
         assert "8 lines could not be delivered" in capsys.readouterr().err
 
 
-# Python 3.12 refuses to start a thread once the interpreter began to exit (in atexit
-# handlers, and in threading's own exit hooks before them), and the sender of a client
-# whose first line comes then cannot start: the lines are reported lost on stderr. Fixing
-# it needs the sender to deliver on the exiting thread (see the review's report).
-_NO_THREADS_AT_EXIT = pytest.mark.xfail(
-    sys.version_info[:2] == (3, 12),
-    reason="Python 3.12 starts no thread at exit: a sender not running by then never runs",
-    strict=True,
-)
-
-
-@_NO_THREADS_AT_EXIT
 class TestLoggedDuringExit:
     def test_first_lines_logged_by_an_atexit_handler_are_delivered(self, server: DevServer) -> None:
         """An application's atexit handler (registered after the handler was built, so it
-        runs before the library's) logs the handler's first lines: they are delivered.
-        (Python 3.12: see _NO_THREADS_AT_EXIT.)"""
+        runs before the library's) logs the handler's first lines: they are delivered
+        (on Python 3.12, which starts no sender thread then, by the exiting thread)."""
         code = """
         import atexit
         atexit.register(lambda: [log.warning("bye %d", i) for i in range(3)])
