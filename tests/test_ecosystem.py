@@ -200,15 +200,21 @@ class TestLoggedDuringExit:
     ) -> None:
         """The logging cookbook's QueueHandler/QueueListener with the listener stopped by
         an atexit handler: records still in the queue at exit (here: all of them, the
-        listener is only started at exit) reach the LogDNAHandler then, and are
+        listener's queue hands nothing out before) reach the LogDNAHandler then, and are
         delivered, with their traceback text and extras."""
         code = """
-        import atexit, logging.handlers, queue
+        import atexit, logging.handlers, queue, threading
         log.removeHandler(handler)
-        q = queue.SimpleQueue()
-        listener = logging.handlers.QueueListener(q, handler)
+        gate = threading.Event()
+        class Gated(queue.Queue):
+            def get(self, block=True, timeout=None):
+                gate.wait()
+                return super().get(block, timeout)
+        listener = logging.handlers.QueueListener(Gated(), handler)
+        listener.start()
+        q = listener.queue
         def stop():
-            listener.start()
+            gate.set()
             listener.stop()
         atexit.register(stop)
         log.addHandler(logging.handlers.QueueHandler(q))
