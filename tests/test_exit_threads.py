@@ -83,3 +83,26 @@ def test_lines_refused_at_exit_are_said_on_stderr(server: DevServer) -> None:
     said = [line for line in child.stderr_lines if not line.startswith("@@")]
     assert 1 == len(said), said
     assert "3 lines were dropped while delivering at exit (rejected 3;" in said[0]
+
+
+def test_first_lines_logged_at_exit_when_no_thread_can_start(server: DevServer) -> None:
+    """An atexit handler logs a client's first lines after thread starts are refused (as
+    Python 3.12 refuses them then): no sender thread can start, and the exit delivers
+    them on its own thread, by the same deadline."""
+    child = Child(
+        """
+        import atexit, threading
+        def _refuse(self):
+            raise RuntimeError("can't create new thread at interpreter shutdown")
+        # Run last-registered first: the refusal, then the lines, then the client's hook.
+        atexit.register(lambda: [log.warning("first at exit %d", i) for i in range(3)])
+        atexit.register(lambda: setattr(threading.Thread, "start", _refuse))
+        mark("ready")
+        """,
+        server.url,
+    )
+    child.expect("ready")
+    code, _ = child.finish()
+    assert 0 == code, child.stderr
+    assert_exactly_once_in_order([f"first at exit {i}" for i in range(3)], texts(server))
+    assert [] == [line for line in child.stderr_lines if not line.startswith("@@")]
