@@ -136,18 +136,26 @@ def scan(seg: Segment) -> Scan:
         offset = record.end
 
 
-def try_lock(path: str) -> int | None:
-    """A descriptor holding the lock of a file nobody else holds; None if taken or gone."""
+def try_lock(path: str, held: set[int] | None = None) -> int | None:
+    """A descriptor holding the lock of a file nobody else holds; None if taken or gone.
+
+    ``held``: the caller's set of open descriptors, which the descriptor joins the
+    moment it exists (a fork from another thread must find it: see ``Spool._fds``).
+    """
     try:
         fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
     except OSError:
         return None
+    if held is not None:
+        held.add(fd)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         # Its owner may have deleted it between our open and our lock.
         if os.fstat(fd).st_ino != os.stat(path).st_ino:
             raise FileNotFoundError(path)
     except OSError:
+        if held is not None:
+            held.discard(fd)
         os.close(fd)
         return None
     return fd

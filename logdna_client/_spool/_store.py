@@ -147,6 +147,11 @@ class Spool:
         self._pid = os.getpid()
         self._segments: dict[str, Segment] = {}  # insertion order is not age: see _ordered
         self._current: Segment | None = None
+        # Every descriptor this spool has open, added the moment it is opened: a fork
+        # (from another thread) may come between the open and the segment's place in
+        # _segments, and the child must let go of that one too, or its copy keeps the
+        # lock, and the segment unadoptable, for as long as the child lives.
+        self._fds: set[int] = set()
         self._foreign_bytes = 0  # segments of other live processes, at the last scan
         self._reported: set[str] = set()
         # Segments that could be neither read nor moved aside: not adopted again
@@ -471,9 +476,10 @@ class Spool:
         belong to the open file, which the parent still has open) and its
         segments, and the child builds a Spool of its own.
         """
-        for seg in self._segments.values():
+        for fd in self._fds | {seg.fd for seg in self._segments.values()}:
             with contextlib.suppress(OSError):
-                os.close(seg.fd)
+                os.close(fd)
+        self._fds.clear()
         self._segments.clear()
         self._current = None
         self.enabled = False
@@ -494,6 +500,7 @@ class Spool:
         name = f"{SEG_PREFIX}{created:020d}-{self._pid}-{secrets.token_hex(3)}{SEG_SUFFIX}"
         tmp = self._path(f"{TMP_PREFIX}{self._pid}-{secrets.token_hex(4)}")
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        self._fds.add(fd)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             header = fmt.encode_header(self._pid, created)
@@ -502,6 +509,7 @@ class Spool:
                 os.fdatasync(fd)
             os.rename(tmp, self._path(name))
         except BaseException:
+            self._fds.discard(fd)
             os.close(fd)
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
@@ -582,6 +590,7 @@ class Spool:
         self._segments.pop(seg.name, None)
         if seg is self._current:
             self._current = None
+        self._fds.discard(seg.fd)
         with contextlib.suppress(OSError):
             os.close(seg.fd)
 
@@ -601,7 +610,7 @@ class Spool:
                 continue
             if name in self._segments:
                 continue
-            fd = None if name in self._unusable else try_lock(self._path(name))
+            fd = None if name in self._unusable else try_lock(self._path(name), self._fds)
             if fd is None:
                 with contextlib.suppress(OSError):
                     foreign += entry.stat().st_size
@@ -609,6 +618,7 @@ class Spool:
             try:
                 size = os.fstat(fd).st_size
             except OSError:
+                self._fds.discard(fd)
                 os.close(fd)
                 continue
             # Its size counts toward the cap at once; the scan, later, makes it exact.
@@ -616,10 +626,11 @@ class Spool:
         self._foreign_bytes = foreign
 
     def _clear_tmp(self, name: str) -> None:
-        fd = try_lock(self._path(name))
+        fd = try_lock(self._path(name), self._fds)
         if fd is not None:
             with contextlib.suppress(OSError):
                 os.unlink(self._path(name))
+            self._fds.discard(fd)
             os.close(fd)
 
     def _scan(self, seg: Segment) -> bool:
