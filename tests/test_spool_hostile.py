@@ -64,3 +64,42 @@ class TestFork:
                 os.waitpid(pid, 0)
             for fd in (ready_r, ready_w, end_r, end_w):
                 os.close(fd)
+
+
+class TestSizes:
+    def test_batch_larger_than_the_cap_drops_nothing_already_spooled(self, tmp_path: Path) -> None:
+        """At least once: a batch that cannot fit under max_spool_bytes even in an empty
+        folder (max_batch_bytes above max_spool_bytes, both valid options) is kept in memory
+        only; the backlog on disk must not be dropped as spool_full to make room in vain."""
+        spool = Spool.open(tmp_path, sync="none", max_bytes=64 << 10)
+        pad = b"p" * 200
+        waiting = [[line + pad for line in lines(10 * i, 10)] for i in range(20)]  # 5 segments
+        for batch in waiting:  # an outage: every batch went to disk and waits there
+            batch_id = spool.append(batch)
+            assert batch_id is not None
+            spool.release(batch_id)
+        huge = [b',{"line":"' + b"y" * (100 << 10) + b'"}']
+        assert len(list(tmp_path.glob("seg-*"))) > 2
+        assert spool.append(huge) is None
+        assert spool.enabled
+        assert {} == dict(spool.dropped)
+        assert [line for batch in waiting for line in batch] == drain(spool)
+        spool.close()
+
+    def test_room_is_still_made_when_dropping_old_segments_suffices(self, tmp_path: Path) -> None:
+        """The other side of the same rule: a batch that fits once old segments go gets in,
+        and only as many segments go as it needs, their lines counted as spool_full."""
+        spool = Spool.open(tmp_path, sync="none", max_bytes=64 << 10)
+        pad = b"p" * 150
+        for i in range(35):  # about 56 KiB
+            batch_id = spool.append([line + pad for line in lines(10 * i, 10)])
+            assert batch_id is not None
+            spool.release(batch_id)
+        assert {} == dict(spool.dropped)
+        big = [b',{"line":"' + b"z" * (30 << 10) + b'"}']
+        assert spool.append(big) is not None
+        assert spool.disk_bytes <= 64 << 10
+        dropped = spool.dropped["spool_full"]
+        assert 0 < dropped < 350
+        assert 350 - dropped == len(drain(spool))  # the big batch is out, with the caller
+        spool.close()

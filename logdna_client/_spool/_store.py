@@ -716,14 +716,18 @@ class Spool:
         Only segments this spool holds can go, never the one being written nor
         one with batches out for sending; the current one is at most an eighth
         of the cap, so room is found unless other live processes fill the
-        folder. False when it is not.
+        folder, or the batch is larger than the cap. False when it is not, and
+        then nothing is dropped: lines would be lost for a batch that still
+        would not fit.
         """
         self._drop_expired()
-        for seg in self._ordered():
+        droppable = [s for s in self._ordered() if s is not self._current and not s.out]
+        if self.disk_bytes - sum(s.size for s in droppable) + need > self.max_bytes:
+            return False
+        for seg in droppable:
             if self.disk_bytes + need <= self.max_bytes:
                 break
-            if seg is not self._current and not seg.out:
-                self._drop(seg, "spool_full")
+            self._drop(seg, "spool_full")
         return self.disk_bytes + need <= self.max_bytes
 
     def _drop(self, seg: Segment, reason: str) -> None:
