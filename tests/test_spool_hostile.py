@@ -5,12 +5,15 @@ under a running process. Each test names the promise of docs/spool.md it checks.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from logdna_client._spool import Spool, _store
-from tests.test_spool import crash, drain, lines
+from tests._children import REPO
+from tests.test_spool import Trouble, crash, drain, lines, segments
 
 # Deadline for a child process to answer: generous, only hit when something hangs.
 _ANSWER = 60.0
@@ -103,3 +106,122 @@ class TestSizes:
         assert 0 < dropped < 350
         assert 350 - dropped == len(drain(spool))  # the big batch is out, with the caller
         spool.close()
+
+
+def _dead_segment(folder: Path, start: int, count: int) -> Path:
+    """A segment with ``count`` lines waiting, left by a process that died."""
+    spool = Spool.open(folder, sync="none")
+    assert spool.append(lines(start, count)) is not None
+    crash(spool)
+    (path,) = segments(folder)
+    return path
+
+
+def _cli(*argv: str) -> subprocess.CompletedProcess[str]:
+    """``logdna-client`` in a child process: a command that hangs fails the test, not the run."""
+    return subprocess.run(
+        [sys.executable, "-m", "logdna_client", *argv],
+        env=dict(os.environ, PYTHONPATH=REPO),
+        capture_output=True,
+        text=True,
+        timeout=_ANSWER,
+        check=False,
+    )
+
+
+class TestNotSegments:
+    """Names are only names: what sits under a segment's name may be anything."""
+
+    def test_symlink_to_another_folders_segment_is_not_followed(self, tmp_path: Path) -> None:
+        """Each process writes only its own segments: a symlink in the folder must not lead
+        the spool into another folder (another app's spool, with another key) to send its
+        lines, append done marks to it, or cut it."""
+        ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+        ours.mkdir()
+        theirs.mkdir()
+        target = _dead_segment(theirs, 0, 5)
+        with target.open("ab") as fh:
+            fh.write(b"\xd5\x1e\x00")  # a torn tail: adopting it would cut it
+        before = target.read_bytes()
+        (ours / target.name).symlink_to(target)
+        spool = Spool.open(ours, sync="none")
+        assert [] == drain(spool)
+        assert 0 == spool.disk_bytes
+        assert spool.append(lines(100, 2)) is not None  # the spool itself works
+        spool.close()
+        assert before == target.read_bytes()
+        assert lines(0, 5) == drain(Spool.open(theirs, sync="none"))  # still theirs to send
+
+    def test_symlink_to_a_big_file_is_not_counted_or_copied(self, tmp_path: Path) -> None:
+        """A symlink to a large file elsewhere neither fills the cap (spool_full for
+        nothing) nor gets copied into quarantine."""
+        ours = tmp_path / "ours"
+        ours.mkdir()
+        big = tmp_path / "big.bin"
+        big.write_bytes(b"not a segment " * 100_000)
+        (ours / "seg-00000000000000000001-1-aaaaaa.spool").symlink_to(big)
+        spool = Spool.open(ours, sync="none", max_bytes=1 << 20)
+        assert 0 == spool.disk_bytes
+        assert [] == drain(spool)
+        assert spool.append(lines(0, 3)) is not None
+        spool.close()
+        assert not (ours / "quarantine").exists()
+        assert 0 == spool.quarantined
+        assert (ours / "seg-00000000000000000001-1-aaaaaa.spool").is_symlink()
+
+    @pytest.mark.parametrize("kind", ["fifo", "directory"])
+    def test_fifo_or_folder_named_like_a_segment(self, tmp_path: Path, kind: str) -> None:
+        """Never hangs, never raises, never disables the spool: the odd entry is left alone
+        and the real segments beside it are delivered."""
+        _dead_segment(tmp_path, 0, 4)
+        odd = tmp_path / "seg-00000000000000000001-1-ffffff.spool"  # sorts first
+        if kind == "fifo":
+            os.mkfifo(odd)
+        else:
+            odd.mkdir()
+        trouble = Trouble()
+        spool = Spool.open(tmp_path, sync="none", on_trouble=trouble)
+        assert lines(0, 4) == drain(spool)
+        assert spool.append(lines(10, 2)) is not None
+        assert spool.enabled
+        assert 0 == spool.disk_bytes - sum(s.stat().st_size for s in segments(tmp_path)[1:])
+        spool.close()
+        assert [] == trouble.kinds
+
+    def test_cli_does_not_hang_on_a_fifo(self, tmp_path: Path) -> None:
+        """spool ls / verify / purge on a folder holding a FIFO under a segment's name
+        answer (the FIFO is named unreadable) instead of waiting for a writer forever."""
+        _dead_segment(tmp_path, 0, 4)
+        os.mkfifo(tmp_path / "seg-00000000000000000001-1-ffffff.spool")
+        listed = _cli("spool", "ls", "--spool-dir", str(tmp_path))
+        assert 0 == listed.returncode, listed.stderr
+        assert "unreadable: not a regular file" in listed.stdout
+        assert "4 line(s) waiting" in listed.stdout
+        verified = _cli("spool", "verify", "--spool-dir", str(tmp_path))
+        assert 1 == verified.returncode  # not a segment: reported as a problem
+        purged = _cli("spool", "purge", "--spool-dir", str(tmp_path), "--yes")
+        assert "deleted: 1 file(s), 4 line(s)" in purged.stdout, purged.stderr
+        assert (tmp_path / "seg-00000000000000000001-1-ffffff.spool").exists()
+
+    def test_quarantine_does_not_write_through_a_planted_symlink(self, tmp_path: Path) -> None:
+        """A quarantine file name is predictable; a symlink planted there must not make the
+        spool truncate and overwrite the file it points to."""
+        path = _dead_segment(tmp_path, 0, 4)
+        data = bytearray(path.read_bytes())
+        data[40] ^= 0xFF  # corruption in the first record, with nothing whole after it...
+        path.write_bytes(bytes(data) + bytes(_whole_record()))  # ...until this one
+        victim = tmp_path / "victim.txt"
+        victim.write_bytes(b"precious")
+        (tmp_path / "quarantine").mkdir()
+        (tmp_path / "quarantine" / f"{path.name}.28.bad").symlink_to(victim)
+        spool = Spool.open(tmp_path, sync="none")
+        drain(spool)
+        spool.close()
+        assert 1 == spool.quarantined
+        assert b"precious" == victim.read_bytes()
+
+
+def _whole_record() -> bytes:
+    from logdna_client._spool import _format as fmt
+
+    return b"".join(fmt.batch_frame(7, 0, lines(50, 1)))

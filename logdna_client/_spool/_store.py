@@ -606,14 +606,17 @@ class Spool:
                     if entry.stat().st_mtime < self._clock() - TMP_GRACE:
                         self._clear_tmp(name)
                 continue
-            if not is_segment_name(name):
+            if not is_segment_name(name) or name in self._segments:
                 continue
-            if name in self._segments:
-                continue
+            # A symlink, folder or FIFO under a segment's name is no segment: never
+            # followed (into another folder, another app's spool), read, or counted.
+            with contextlib.suppress(OSError):
+                if not entry.is_file(follow_symlinks=False):
+                    continue
             fd = None if name in self._unusable else try_lock(self._path(name), self._fds)
             if fd is None:
                 with contextlib.suppress(OSError):
-                    foreign += entry.stat().st_size
+                    foreign += entry.stat(follow_symlinks=False).st_size
                 continue
             try:
                 size = os.fstat(fd).st_size
