@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -225,3 +226,73 @@ def _whole_record() -> bytes:
     from logdna_client._spool import _format as fmt
 
     return b"".join(fmt.batch_frame(7, 0, lines(50, 1)))
+
+
+class _Clock:
+    """A wall clock the test sets (NTP steps, a VM restored from a snapshot)."""
+
+    def __init__(self) -> None:
+        # Starts at the real time: the spool compares file times (the real clock) too.
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class TestClock:
+    def test_clock_stepped_back_keeps_the_order_of_replay(self, tmp_path: Path) -> None:
+        """Order: within one process lines are delivered in the order logged. Segments are
+        replayed in the order of their names, which held the wall time they were created:
+        after a step back, a newer segment sorted before the older ones."""
+        clock = _Clock()
+        spool = Spool.open(tmp_path, sync="none", segment_bytes=1000, clock=clock)
+        ids = []
+        for i in range(6):  # 100 lines a batch: a segment each
+            batch_id = spool.append(lines(100 * i, 100))
+            assert batch_id is not None
+            ids.append(batch_id)
+            clock.now -= 3600.0
+        assert 6 == len(segments(tmp_path))
+        for batch_id in ids:  # an outage: all of them wait on disk
+            spool.release(batch_id)
+        assert lines(0, 600) == drain(spool)
+        spool.close()
+
+    def test_clock_stepped_back_keeps_an_adopted_backlog_first(self, tmp_path: Path) -> None:
+        """Order: a process that finds a backlog sends it first and its new lines after,
+        even when its clock is behind the dead process's (which named its segments)."""
+        clock = _Clock()
+        dead = Spool.open(tmp_path, sync="none", segment_bytes=1000, clock=clock)
+        for i in range(3):
+            assert dead.append(lines(100 * i, 100)) is not None
+        crash(dead)
+        clock.now -= 86400.0
+        heir = Spool.open(tmp_path, sync="none", segment_bytes=1000, clock=clock)
+        for i in range(3, 6):
+            batch_id = heir.append(lines(100 * i, 100))
+            assert batch_id is not None
+            heir.release(batch_id)
+        assert lines(0, 600) == drain(heir)
+        heir.close()
+
+    def test_clock_stepped_forward_past_max_age_counts_what_it_drops(self, tmp_path: Path) -> None:
+        """Every line is delivered or counted: a jump forward beyond max_spool_age gives
+        the waiting batches up as spool_age, counted line for line, and new ones still go."""
+        clock = _Clock()
+        told: list[tuple[str, int]] = []
+        spool = Spool.open(
+            tmp_path, sync="none", clock=clock, max_age=3600.0,
+            on_drop=lambda reason, n: told.append((reason, n)),
+        )  # fmt: skip
+        for i in range(4):
+            batch_id = spool.append(lines(10 * i, 10))
+            assert batch_id is not None
+            spool.release(batch_id)
+        clock.now += 7200.0
+        fresh = spool.append(lines(100, 5))
+        assert fresh is not None
+        spool.release(fresh)
+        assert lines(100, 5) == drain(spool)
+        assert 40 == spool.dropped["spool_age"]
+        assert 40 == sum(n for reason, n in told if reason == "spool_age")
+        spool.close()

@@ -113,6 +113,14 @@ def _contained(
     return wrap
 
 
+def _created(name: str) -> int:
+    """The "created" field of a segment's name (0 when it is not a number)."""
+    try:
+        return int(name[len(SEG_PREFIX) :].split("-", 1)[0])
+    except ValueError:
+        return 0
+
+
 class Spool:
     """Append-only segments of batches in one folder; see the module docstring.
 
@@ -152,6 +160,10 @@ class Spool:
         # _segments, and the child must let go of that one too, or its copy keeps the
         # lock, and the segment unadoptable, for as long as the child lives.
         self._fds: set[int] = set()
+        # The newest "created" in the names of the segments this spool holds: a new one
+        # is named after it even when the wall clock went back (NTP, a VM restored),
+        # since names are the order of replay and the oldest-first order of drops.
+        self._newest_name = 0
         self._foreign_bytes = 0  # segments of other live processes, at the last scan
         self._reported: set[str] = set()
         # Segments that could be neither read nor moved aside: not adopted again
@@ -496,7 +508,8 @@ class Spool:
     def _rotate(self) -> Segment:
         """Start a new segment under the lock, then retire the old one if it is finished."""
         old = self._current
-        created = int(self._clock() * 1e9)
+        created = max(int(self._clock() * 1e9), self._newest_name + 1)
+        self._newest_name = created
         name = f"{SEG_PREFIX}{created:020d}-{self._pid}-{secrets.token_hex(3)}{SEG_SUFFIX}"
         tmp = self._path(f"{TMP_PREFIX}{self._pid}-{secrets.token_hex(4)}")
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
@@ -626,6 +639,7 @@ class Spool:
                 continue
             # Its size counts toward the cap at once; the scan, later, makes it exact.
             self._segments[name] = Segment(name, fd, own=False, size=size)
+            self._newest_name = max(self._newest_name, _created(name))
         self._foreign_bytes = foreign
 
     def _clear_tmp(self, name: str) -> None:
