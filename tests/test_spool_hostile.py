@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -296,3 +297,54 @@ class TestClock:
         assert 40 == spool.dropped["spool_age"]
         assert 40 == sum(n for reason, n in told if reason == "spool_age")
         spool.close()
+
+
+class TestFolderChanges:
+    def test_read_only_remount_never_sends_a_segment_twice(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """No line twice within a process: when the folder turns read-only mid-replay
+        (ext4 errors=remount-ro), done marks cannot be written nor done segments deleted;
+        the segment must not be adopted, and sent, again at every rescan, nor by another
+        process while this one lives."""
+        import errno
+        from collections import Counter
+
+        dead = Spool.open(tmp_path, sync="none")
+        for i in range(5):
+            assert dead.append(lines(10 * i, 10)) is not None
+        crash(dead)
+        clock = [0.0]
+        trouble = Trouble()
+        heir = Spool.open(tmp_path, sync="none", monotonic=lambda: clock[0], on_trouble=trouble)
+        got: list[bytes] = []
+        batch = heir.next_replay_batch(200)
+        assert batch is not None
+        got += batch.entries
+        heir.ack(batch.id)
+
+        def read_only(*args: object, **kwargs: object) -> None:
+            raise OSError(errno.EROFS, "Read-only file system")
+
+        real_unlink = os.unlink
+
+        def unlink(path: str, *args: Any, **kwargs: Any) -> None:
+            if str(path).startswith(str(tmp_path)):
+                read_only()
+            real_unlink(path, *args, **kwargs)
+
+        monkeypatch.setattr(_store, "write_all", read_only)
+        monkeypatch.setattr(os, "unlink", unlink)
+        for _ in range(3):  # replay, then a rescan comes due: three times over
+            while (batch := heir.next_replay_batch(200)) is not None:
+                got += batch.entries
+                heir.ack(batch.id)
+            clock[0] += 10.0
+            heir.tick()
+        assert [] == [line for line, n in Counter(got).items() if n > 1]
+        assert lines(0, 50) == got
+        assert ["spool-disabled"] == trouble.kinds
+        sibling = Spool.open(tmp_path, sync="none")  # another live process on the folder
+        assert [] == drain(sibling)
+        sibling.close()
+        heir.close()

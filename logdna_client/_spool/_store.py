@@ -169,6 +169,9 @@ class Spool:
         # Segments that could be neither read nor moved aside: not adopted again
         # and again (each time counted and reported) by every rescan.
         self._unusable: set[str] = set()
+        # Descriptors of segments that are done (or dropped) but could not be deleted
+        # (a read-only remount): held, locked, until close, so no process sends them again.
+        self._kept: list[int] = []
         self._last_sync = monotonic()
         self._next_rescan = monotonic() + RESCAN_INTERVAL
         self.enabled = True
@@ -478,6 +481,11 @@ class Spool:
             else:
                 self._forget(seg)
         self._current = None
+        for fd in self._kept:
+            self._fds.discard(fd)
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._kept.clear()
         self.enabled = False
         self._closed = True
 
@@ -492,6 +500,7 @@ class Spool:
             with contextlib.suppress(OSError):
                 os.close(fd)
         self._fds.clear()
+        self._kept.clear()
         self._segments.clear()
         self._current = None
         self.enabled = False
@@ -597,6 +606,15 @@ class Spool:
         except OSError as exc:
             # Read-only: leave it; its ACKs (if any were written) tell the next owner.
             self._fail("delete", exc)
+            # Done here, whatever the file says (its ACKs may not have been written):
+            # never adopted again by this process, and locked while it lives, or each
+            # rescan would send it again, without end.
+            self._unusable.add(seg.name)
+            self._segments.pop(seg.name, None)
+            if seg is self._current:
+                self._current = None
+            self._kept.append(seg.fd)
+            return
         self._forget(seg)
 
     def _forget(self, seg: Segment) -> None:
