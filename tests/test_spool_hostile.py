@@ -7,14 +7,19 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from logdna_client import Client
+from logdna_client._devserver import DevServer
 from logdna_client._spool import Spool, _store
-from tests._children import REPO
+from tests._children import REPO, assert_exactly_once_in_order, texts
+from tests.helpers import in_forked_child
 from tests.test_spool import Trouble, crash, drain, lines, segments
 
 # Deadline for a child process to answer: generous, only hit when something hangs.
@@ -348,3 +353,79 @@ class TestFolderChanges:
         assert [] == drain(sibling)
         sibling.close()
         heir.close()
+
+
+@pytest.fixture
+def server() -> Iterator[DevServer]:
+    with DevServer() as srv:
+        yield srv
+
+
+def _client(server: DevServer, folder: Path, **options: Any) -> Client:
+    return Client(url=server.url, spool_dir=str(folder), flush_interval=0.05,
+                  retry_max_backoff=0.3, max_batch_bytes="4KiB", **options)  # fmt: skip
+
+
+def _outage_backlog(client: Client, prefix: str, count: int) -> None:
+    """Log ``count`` lines during an outage, and wait until the sender put them on disk."""
+    for i in range(count):
+        client.log(f"{prefix} {i}")
+    client.flush(0.3)  # fails (the service is down); the sender spools meanwhile
+
+
+class TestSharing:
+    def test_two_clients_in_one_process_share_a_folder(
+        self, server: DevServer, tmp_path: Path
+    ) -> None:
+        """Two pipelines of one process on one spool_dir, through an outage: each line once,
+        each client's in order; neither adopts (and sends) what the other holds."""
+        server.go_down()
+        one, two = _client(server, tmp_path), _client(server, tmp_path)
+        for round_ in range(3):
+            _outage_backlog(one, f"one-{round_}", 200)
+            _outage_backlog(two, f"two-{round_}", 200)
+        assert segments(tmp_path)
+        server.come_up()
+        assert one.flush(60) and two.flush(60)
+        one.close(5)
+        two.close(5)
+        got = texts(server)
+        for name in ("one", "two"):
+            expected = [f"{name}-{r} {i}" for r in range(3) for i in range(200)]
+            assert_exactly_once_in_order(expected, got)
+        assert [] == segments(tmp_path)
+
+    def test_forked_child_and_parent_both_log_after_the_fork(
+        self, server: DevServer, tmp_path: Path
+    ) -> None:
+        """A fork while the parent holds a backlog on disk (and its sender is busy retrying):
+        the child delivers its own lines only, the parent all of its own, each once."""
+        server.go_down()
+        parent = _client(server, tmp_path)
+        _outage_backlog(parent, "before", 300)
+        assert segments(tmp_path)
+
+        def child_work() -> dict[str, Any]:
+            parent.log("child 0")  # the same Client object: a fresh pipeline in the child
+            for i in range(1, 200):
+                parent.log(f"child {i}")
+            ok = parent.flush(60)
+            parent.close(5)
+            return {"flushed": ok}
+
+        server.come_up()
+        done: dict[str, Any] = {}
+        waiter = threading.Thread(target=lambda: done.update(in_forked_child(child_work)))
+        waiter.start()
+        for i in range(300):
+            parent.log(f"after {i}")
+        assert parent.flush(60)
+        waiter.join(_ANSWER)
+        assert {"flushed": True} == done
+        parent.close(5)
+        got = texts(server)
+        assert_exactly_once_in_order(
+            [f"before {i}" for i in range(300)] + [f"after {i}" for i in range(300)], got
+        )
+        assert_exactly_once_in_order([f"child {i}" for i in range(200)], got)
+        assert [] == segments(tmp_path)
