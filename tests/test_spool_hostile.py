@@ -429,3 +429,53 @@ class TestSharing:
         )
         assert_exactly_once_in_order([f"child {i}" for i in range(200)], got)
         assert [] == segments(tmp_path)
+
+
+class TestFolderReplaced:
+    """The folder deleted, moved or replaced under a running process."""
+
+    @pytest.mark.parametrize("how", ["deleted", "moved", "replaced"])
+    def test_new_batches_go_where_the_next_process_finds_them(
+        self, tmp_path: Path, how: str
+    ) -> None:
+        """At least once: a batch the sender wrote to the spool is delivered by a later
+        process if this one crashes. After the folder went away, batches must not keep
+        going into the segment that went with it, where no later process looks."""
+        import shutil
+
+        folder = tmp_path / "spool"
+        clock = [0.0]
+        spool = Spool.open(folder, sync="none", monotonic=lambda: clock[0])
+        first = spool.append(lines(0, 5))
+        assert first is not None
+        spool.ack(first)  # delivered: the segment stays, as the one being written
+        if how == "deleted":
+            shutil.rmtree(folder)
+        else:
+            folder.rename(tmp_path / "moved")
+            if how == "replaced":
+                folder.mkdir()
+        clock[0] += 10.0
+        spool.tick()  # a rescan is due
+        assert spool.append(lines(5, 5)) is not None
+        crash(spool)
+        assert lines(5, 5) == drain(Spool.open(folder, sync="none"))
+
+    def test_batches_written_before_the_folder_went_are_still_sent(self, tmp_path: Path) -> None:
+        """What this process holds in a segment that was deleted with its folder is still
+        replayed from the open file, once."""
+        import shutil
+
+        folder = tmp_path / "spool"
+        clock = [0.0]
+        spool = Spool.open(folder, sync="none", monotonic=lambda: clock[0])
+        for i in range(3):
+            batch_id = spool.append(lines(10 * i, 10))
+            assert batch_id is not None
+            spool.release(batch_id)  # an outage: waiting on disk
+        shutil.rmtree(folder)
+        clock[0] += 10.0
+        spool.tick()
+        assert lines(0, 30) == drain(spool)
+        assert not spool.undelivered
+        spool.close()

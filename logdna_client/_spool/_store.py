@@ -521,7 +521,12 @@ class Spool:
         self._newest_name = created
         name = f"{SEG_PREFIX}{created:020d}-{self._pid}-{secrets.token_hex(3)}{SEG_SUFFIX}"
         tmp = self._path(f"{TMP_PREFIX}{self._pid}-{secrets.token_hex(4)}")
-        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        try:
+            fd = os.open(tmp, flags, 0o600)
+        except FileNotFoundError:  # the folder was removed (by hand, a tmp cleaner): again
+            os.makedirs(self.directory, mode=0o700, exist_ok=True)
+            fd = os.open(tmp, flags, 0o600)
         self._fds.add(fd)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -628,6 +633,7 @@ class Spool:
     def _rescan(self) -> None:
         """Adopt the segments whose owner died; count the others' bytes toward the cap."""
         self._next_rescan = self._monotonic() + RESCAN_INTERVAL
+        self._check_current()
         foreign = 0
         for entry in list_dir(self.directory):
             name = entry.name
@@ -659,6 +665,23 @@ class Spool:
             self._segments[name] = Segment(name, fd, own=False, size=size)
             self._newest_name = max(self._newest_name, _created(name))
         self._foreign_bytes = foreign
+
+    def _check_current(self) -> None:
+        """The segment being written is still in the folder, under its name; if not (the
+        folder was deleted, moved or replaced), the next batch starts a new one there, or
+        finds the folder unusable: appends into a file no later process would find would
+        be lost to a crash. What this process holds in it is still replayed from it."""
+        seg = self._current
+        if seg is None:
+            return
+        try:
+            there = os.stat(self._path(seg.name))
+            here = os.fstat(seg.fd)
+            gone = (there.st_dev, there.st_ino) != (here.st_dev, here.st_ino)
+        except OSError:
+            gone = True
+        if gone:
+            self._current = None
 
     def _clear_tmp(self, name: str) -> None:
         fd = try_lock(self._path(name), self._fds)
