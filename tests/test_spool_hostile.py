@@ -479,3 +479,58 @@ class TestFolderReplaced:
         assert lines(0, 30) == drain(spool)
         assert not spool.undelivered
         spool.close()
+
+
+def _dead_segments(folder: Path, count: int, per_segment: int = 1, pad: bytes = b"") -> None:
+    """``count`` segments of dead processes, oldest first by name, ``per_segment`` lines
+    each: line ``i`` of the whole is in segment ``i // per_segment``."""
+    from logdna_client._spool import _format as fmt
+
+    folder.mkdir(exist_ok=True)
+    now = time.time_ns()
+    for n in range(count):
+        body = [line + pad for line in lines(n * per_segment, per_segment)]
+        data = fmt.encode_header(1, 1000 + n) + b"".join(fmt.batch_frame(0, now, body))
+        (folder / f"seg-{1000 + n:020d}-1-{n:06x}.spool").write_bytes(data)
+
+
+class TestManySegments:
+    def test_thousands_of_dead_segments_leave_the_app_its_descriptors(self, tmp_path: Path) -> None:
+        """Never hurts the app: a folder holding 3,000 segments of dead workers must not take
+        every descriptor the process may open (the app's own files and sockets, and the
+        sender's, fail with EMFILE); all of them are still delivered, once, oldest first."""
+        import resource
+
+        from tests.test_spool import in_child
+
+        _dead_segments(tmp_path, 3000)
+
+        def child() -> tuple[int, bool, int]:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
+            spool = Spool.open(tmp_path, sync="none")
+            app = [os.open(os.devnull, os.O_RDONLY) for _ in range(150)]  # EMFILE?
+            for fd in app:
+                os.close(fd)
+            got = drain(spool)
+            return len(got), got == lines(0, 3000), len(segments(tmp_path))
+
+        assert (3000, True, 0) == in_child(child)
+
+    def test_full_folder_drops_the_oldest_dead_segments_even_beyond_those_held(
+        self, tmp_path: Path
+    ) -> None:
+        """spool_full drops the oldest segments, those of dead processes included, even the
+        ones not adopted yet: new batches are not refused while dead ones could go."""
+        _dead_segments(tmp_path, 200, per_segment=5, pad=b"p" * 200)  # about 220 KiB
+        total = sum(p.stat().st_size for p in segments(tmp_path))
+        spool = Spool.open(tmp_path, sync="none", max_bytes=total + 2048)
+        # About 100 KiB: more than the segments held (MAX_ADOPTED) free.
+        new = [line + b"n" * 1000 for line in lines(5000, 100)]
+        assert spool.append(new) is not None
+        dropped = spool.dropped["spool_full"]
+        assert 5 * _store.MAX_ADOPTED < dropped < 1000
+        assert dropped % 5 == 0
+        rest = drain(spool)
+        assert [line + b"p" * 200 for line in lines(dropped, 1000 - dropped)] == rest
+        assert spool.disk_bytes <= total + 2048
+        spool.close()

@@ -79,6 +79,11 @@ SYNC_MODES: tuple[str, ...] = ("none", "interval", "always")
 SYNC_INTERVAL = 0.2
 #: How often tick and next_replay_batch look for segments of processes that died since.
 RESCAN_INTERVAL = 5.0
+#: Segments of dead processes held (open, locked) at once. Each costs a descriptor, and
+#: a folder may hold thousands (many short-lived workers, a long outage): adopting them
+#: all would take the application's descriptors (EMFILE in its own sockets and files).
+#: The oldest go first; the next ones are adopted as these are delivered.
+MAX_ADOPTED = 64
 #: Age after which an unlocked temporary file is a dead creator's leftover.
 TMP_GRACE = 60.0
 
@@ -164,6 +169,10 @@ class Spool:
         # is named after it even when the wall clock went back (NTP, a VM restored),
         # since names are the order of replay and the oldest-first order of drops.
         self._newest_name = 0
+        # The last rescan left segments unadopted for MAX_ADOPTED: adopt more as soon as
+        # the ones held are delivered, not a RESCAN_INTERVAL later.
+        self._more_to_adopt = False
+        self._candidates: list[tuple[str, int]] = []  # (name, size) newest first
         self._foreign_bytes = 0  # segments of other live processes, at the last scan
         self._reported: set[str] = set()
         # Segments that could be neither read nor moved aside: not adopted again
@@ -322,6 +331,8 @@ class Spool:
             return None
         if self._monotonic() >= self._next_rescan:
             self._safely(self._rescan)
+        elif self._more_to_adopt and not self._adopted_waiting():
+            self._adopt_more()
         for seg in self._ordered():
             if not seg.scanned and not self._scan(seg):
                 continue
@@ -419,14 +430,21 @@ class Spool:
     @property
     def backlog(self) -> bool:
         """True while next_replay_batch may have something (adopted or released batches)."""
-        return any(not seg.scanned or seg.waiting > 0 for seg in list(self._segments.values()))
+        return self._more_to_adopt or any(
+            not seg.scanned or seg.waiting > 0 for seg in list(self._segments.values())
+        )
+
+    def _adopted_waiting(self) -> bool:
+        return any(
+            not seg.own and (not seg.scanned or seg.waiting > 0) for seg in self._segments.values()
+        )
 
     @property
     def undelivered(self) -> bool:
         """True while any batch on disk is not done: waiting to be replayed, or handed
         out and not acked yet (a replay being retried). What ``flush()`` waits for;
         reads memory only, and is safe from any thread (the dict is copied first)."""
-        return any(
+        return self._more_to_adopt or any(
             not seg.scanned or seg.batches > seg.done_batches
             for seg in list(self._segments.values())
         )
@@ -635,6 +653,7 @@ class Spool:
         self._next_rescan = self._monotonic() + RESCAN_INTERVAL
         self._check_current()
         foreign = 0
+        candidates: list[tuple[str, int]] = []
         for entry in list_dir(self.directory):
             name = entry.name
             if name.startswith(TMP_PREFIX):
@@ -647,24 +666,65 @@ class Spool:
                 continue
             # A symlink, folder or FIFO under a segment's name is no segment: never
             # followed (into another folder, another app's spool), read, or counted.
-            with contextlib.suppress(OSError):
+            try:
                 if not entry.is_file(follow_symlinks=False):
                     continue
-            fd = None if name in self._unusable else try_lock(self._path(name), self._fds)
-            if fd is None:
-                with contextlib.suppress(OSError):
-                    foreign += entry.stat(follow_symlinks=False).st_size
-                continue
-            try:
-                size = os.fstat(fd).st_size
+                size = entry.stat(follow_symlinks=False).st_size
             except OSError:
-                self._fds.discard(fd)
-                os.close(fd)
                 continue
-            # Its size counts toward the cap at once; the scan, later, makes it exact.
-            self._segments[name] = Segment(name, fd, own=False, size=size)
-            self._newest_name = max(self._newest_name, _created(name))
+            # Counted as others' until adopted (then it is ours, and no longer counted here).
+            foreign += size
+            if name not in self._unusable:
+                candidates.append((name, size))
         self._foreign_bytes = foreign
+        # Newest last: _adopt_more takes the oldest first, from the end.
+        candidates.sort(reverse=True)
+        self._candidates = candidates
+        self._adopt_more()
+
+    def _adopt_more(self) -> None:
+        """Adopt, oldest first, what the last rescan found, up to MAX_ADOPTED held at once."""
+        adopted = sum(1 for seg in self._segments.values() if not seg.own)
+        candidates = self._candidates
+        while candidates and adopted < MAX_ADOPTED:
+            name, listed = candidates.pop()
+            if self._adopt_one(name, listed, listed=False) is not None:
+                adopted += 1
+        self._more_to_adopt = bool(candidates)
+
+    def _unlocked(self, name: str) -> bool:
+        """Whether no live process holds the segment (asked of its lock, let go at once)."""
+        fd = try_lock(self._path(name), self._fds)
+        if fd is None:
+            return False
+        self._fds.discard(fd)
+        os.close(fd)
+        return True
+
+    def _adopt_one(self, name: str, size: int, *, listed: bool = True) -> Segment | None:
+        """Take over one segment the last rescan counted as others' (``size`` bytes then);
+        None when a live process holds it or it is gone."""
+        if listed:
+            with contextlib.suppress(ValueError):
+                self._candidates.remove((name, size))
+            self._more_to_adopt = bool(self._candidates)
+        if name in self._segments:
+            return None
+        fd = try_lock(self._path(name), self._fds)
+        if fd is None:
+            return None
+        try:
+            now = os.fstat(fd).st_size
+        except OSError:
+            self._fds.discard(fd)
+            os.close(fd)
+            return None
+        # Its size counts toward the cap at once; the scan, later, makes it exact.
+        seg = Segment(name, fd, own=False, size=now)
+        self._segments[name] = seg
+        self._foreign_bytes = max(0, self._foreign_bytes - size)
+        self._newest_name = max(self._newest_name, _created(name))
+        return seg
 
     def _check_current(self) -> None:
         """The segment being written is still in the folder, under its name; if not (the
@@ -771,21 +831,31 @@ class Spool:
     def _make_room(self, need: int) -> bool:
         """Drop the oldest segments until ``need`` more bytes fit under the cap.
 
-        Only segments this spool holds can go, never the one being written nor
-        one with batches out for sending; the current one is at most an eighth
-        of the cap, so room is found unless other live processes fill the
-        folder, or the batch is larger than the cap. False when it is not, and
-        then nothing is dropped: lines would be lost for a batch that still
-        would not fit.
+        Only segments this spool holds or may adopt (their process died) can go,
+        never the one being written nor one with batches out for sending; the
+        current one is at most an eighth of the cap, so room is found unless
+        other live processes fill the folder, or the batch is larger than the
+        cap. False when it is not, and then nothing is dropped: lines would be
+        lost for a batch that still would not fit.
         """
         self._drop_expired()
-        droppable = [s for s in self._ordered() if s is not self._current and not s.out]
-        if self.disk_bytes - sum(s.size for s in droppable) + need > self.max_bytes:
+        droppable: list[tuple[str, int, Segment | None]] = [
+            (s.name, s.size, s) for s in self._segments.values()
+            if s is not self._current and not s.out
+        ]  # fmt: skip
+        # Dead processes' segments not adopted yet (MAX_ADOPTED): asked of their locks
+        # only now, when the folder is full.
+        droppable += [(n, size, None) for n, size in self._candidates if self._unlocked(n)]
+        droppable.sort(key=lambda t: t[0])
+        if self.disk_bytes - sum(size for _, size, _ in droppable) + need > self.max_bytes:
             return False
-        for seg in droppable:
+        for name, size, held in droppable:
             if self.disk_bytes + need <= self.max_bytes:
                 break
-            self._drop(seg, "spool_full")
+            # One not adopted yet is adopted just to be dropped: a descriptor at a time.
+            seg = held if held is not None else self._adopt_one(name, size)
+            if seg is not None:
+                self._drop(seg, "spool_full")
         return self.disk_bytes + need <= self.max_bytes
 
     def _drop(self, seg: Segment, reason: str) -> None:
