@@ -331,22 +331,25 @@ class Spool:
             return None
         if self._monotonic() >= self._next_rescan:
             self._safely(self._rescan)
-        elif self._more_to_adopt and not self._adopted_waiting():
-            self._adopt_more()
-        for seg in self._ordered():
-            if not seg.scanned and not self._scan(seg):
-                continue
-            if seg.waiting <= 0:
-                continue
-            try:
-                batch = self._collect(seg, max_bytes)
-            except OSError as exc:
-                self._report("spool-read", f"logdna_client: cannot read spool segment "
-                             f"{seg.name}: {exc}")  # fmt: skip
-                continue
-            if batch is not None:
-                return batch
-        return None
+        while True:
+            if self._more_to_adopt and not self._adopted_waiting():
+                self._adopt_more()
+            for seg in self._ordered():
+                if not seg.scanned and not self._scan(seg):
+                    continue
+                if seg.waiting <= 0:
+                    continue
+                try:
+                    batch = self._collect(seg, max_bytes)
+                except OSError as exc:
+                    self._report("spool-read", f"logdna_client: cannot read spool segment "
+                                 f"{seg.name}: {exc}")  # fmt: skip
+                    continue
+                if batch is not None:
+                    return batch
+            # Those held had nothing (say, all done or damaged): the next ones, if any.
+            if not self._more_to_adopt or self._adopted_waiting():
+                return None
 
     def _collect(self, seg: Segment, max_bytes: int) -> ReplayBatch | None:
         entries: list[bytes] = []
@@ -674,6 +677,9 @@ class Spool:
                 continue
             # Counted as others' until adopted (then it is ours, and no longer counted here).
             foreign += size
+            # Ours are named after it even before it is adopted (MAX_ADOPTED): the backlog
+            # goes first whatever the clock did.
+            self._newest_name = max(self._newest_name, _created(name))
             if name not in self._unusable:
                 candidates.append((name, size))
         self._foreign_bytes = foreign
