@@ -724,3 +724,29 @@ TestHostileSpoolModel.settings = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
+
+
+class TestDiskFull:
+    def test_segment_being_written_when_the_disk_failed_is_deleted_once_done(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """After the disk failed, done marks may not reach it: the segment that was being
+        written must go once its batches are done, as any other does, not stay behind
+        with them all pending for the next process to send again."""
+        import errno
+
+        spool = Spool.open(tmp_path, sync="none")
+        ids = [spool.append(lines(10 * i, 10)) for i in range(3)]
+
+        def full(*args: object, **kwargs: object) -> None:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(_store, "write_all", full)
+        assert spool.append(lines(30, 10)) is None
+        assert not spool.enabled
+        for batch_id in ids:
+            assert batch_id is not None
+            spool.ack(batch_id)
+        assert [] == segments(tmp_path)
+        crash(spool)
+        assert [] == drain(Spool.open(tmp_path, sync="none"))

@@ -899,6 +899,7 @@ class Spool:
 
     def _broken(self, where: str, exc: Exception) -> None:
         self.enabled = False
+        self._current = None
         self._report(
             "spool-error",
             f"logdna_client: internal error in the spool ({where}: {exc!r}); spooling is off, "
@@ -910,6 +911,10 @@ class Spool:
         if not self.enabled:
             return
         self.enabled = False
+        # Nothing more is appended: the segment being written is deleted as soon as its
+        # batches are done, like any other (its done marks may not reach the disk now;
+        # deleted, it is not sent again by the next process).
+        self._current = None
         name = errno.errorcode.get(exc.errno or 0, "error")
         self._report(
             "spool-disabled",
