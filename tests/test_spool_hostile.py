@@ -4,6 +4,7 @@ under a running process. Each test names the promise of docs/spool.md it checks.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -726,7 +727,51 @@ TestHostileSpoolModel.settings = settings(
 )
 
 
+_FULL_DISK_CHILD = """
+import resource
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+resource.setrlimit(resource.RLIMIT_FSIZE, (20000, 20000))  # the disk fills at 20 kB
+from logdna_client import Client
+c = Client(spool_dir=os.environ["SPOOL"], flush_interval=0.05, retry_max_backoff=0.3,
+           max_batch_bytes="2KiB")
+for i in range(3000):
+    c.log("full %d" % i)
+    if i % 100 == 99:
+        c.flush(0.05)  # the sender spools meanwhile: the disk fills during the outage
+mark("logged")
+wait_for("up")
+mark("flushed " + str(c.flush(60)))
+mark("stats " + json.dumps(c.stats()))
+os._exit(0)  # no close: what a kill -9 leaves is what the next process finds
+"""
+
+
 class TestDiskFull:
+    def test_disk_full_during_an_outage_keeps_order_and_leaves_nothing_to_resend(
+        self, server: DevServer, tmp_path: Path
+    ) -> None:
+        """A real disk-full (RLIMIT_FSIZE) mid-record during an outage: the logging calls go
+        on, the spool switches off, and once the service is back every line arrives once,
+        in the order logged (the lines kept in memory must not overtake the backlog on
+        disk), and nothing delivered is left on disk for the next process to send again."""
+        from tests._children import Child
+
+        server.go_down()
+        child = Child(_FULL_DISK_CHILD, server.url, env={"SPOOL": str(tmp_path)})
+        child.expect("logged", timeout=120)
+        assert segments(tmp_path)  # the backlog, on disk
+        server.come_up()
+        child.send("up")
+        assert "True" == child.expect("flushed", timeout=90)
+        stats = json.loads(child.expect("stats"))
+        code, _ = child.finish()
+        assert 0 == code, child.stderr
+        assert stats["spool_enabled"] is False
+        assert stats["replayed"] > 0
+        got = [t for t in texts(server) if t.startswith("full ")]
+        assert_exactly_once_in_order([f"full {i}" for i in range(3000)], got)
+        assert [] == segments(tmp_path)
+
     def test_segment_being_written_when_the_disk_failed_is_deleted_once_done(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
