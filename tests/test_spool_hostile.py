@@ -795,3 +795,33 @@ class TestDiskFull:
         assert [] == segments(tmp_path)
         crash(spool)
         assert [] == drain(Spool.open(tmp_path, sync="none"))
+
+
+class TestReplayRace:
+    def test_cli_replay_racing_a_live_process_sends_each_line_once(
+        self, server: DevServer, tmp_path: Path
+    ) -> None:
+        """``spool replay`` run while a live process works through the same backlog of dead
+        segments (more than it holds at once): between them every line arrives once, and
+        the live process's own lines are never the command's to send."""
+        _dead_segments(tmp_path, 300, per_segment=5)
+        live = _client(server, tmp_path)
+        live.log("live 0")  # starts its sender, which adopts and replays
+        replay = subprocess.Popen(
+            [sys.executable, "-m", "logdna_client", "spool", "replay",
+             "--spool-dir", str(tmp_path), "--url", server.url],
+            env=dict(os.environ, PYTHONPATH=REPO), stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        for i in range(1, 500):
+            live.log(f"live {i}")
+        _, err = replay.communicate(timeout=_ANSWER)
+        assert 0 == replay.returncode, err
+        assert live.flush(60)
+        live.close(5)
+        got = texts(server)
+        dead = [line.decode()[10:-2] for line in lines(0, 1500)]  # the lines' own text
+        counts = Counter(got)
+        assert [] == [t for t in dead if counts[t] != 1]
+        assert_exactly_once_in_order([f"live {i}" for i in range(500)], got)
+        assert [] == segments(tmp_path)
