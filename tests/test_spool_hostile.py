@@ -40,6 +40,31 @@ def _wait_readable(fd: int) -> bytes:
 
 
 class TestFork:
+    def test_flush_sees_a_batch_done_only_once_its_done_mark_is_written(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """flush() returns True only when nothing waits on disk: a worker that flushes and
+        then ends with os._exit (multiprocessing, a forked child) must not leave a batch
+        whose done mark was not written yet, for the next process to send again. (Seen
+        as duplicates in a fork-heavy run: flush() read ``undelivered`` between the
+        counts' update and the mark's write.)"""
+        spool = Spool.open(tmp_path, sync="none")
+        batch_id = spool.append(lines(0, 5))
+        assert batch_id is not None
+        real = _store.write_all
+        seen: list[bool] = []
+
+        def write_all(fd: int, parts: list[bytes], offset: int) -> None:
+            seen.append(spool.undelivered)  # what flush() on another thread reads now
+            real(fd, parts, offset)
+
+        monkeypatch.setattr(_store, "write_all", write_all)
+        spool.ack(batch_id)
+        assert [True] == seen  # still undelivered while its mark was being written
+        assert not spool.undelivered
+        crash(spool)
+        assert [] == drain(Spool.open(tmp_path, sync="none"))
+
     def test_fork_while_a_segment_is_being_created_leaves_it_adoptable(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:

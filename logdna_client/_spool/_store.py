@@ -291,18 +291,24 @@ class Spool:
         seg = self._segments.get(batch_id.segment) if self._open() else None
         if seg is None:  # dropped meanwhile (full or too old): nothing left to mark
             return
+        seqs = range(batch_id.first, batch_id.last + 1)
+        if all(seq in seg.done for seq in seqs):
+            seg.out.difference_update(seqs)
+            return
+        # The done mark first, the counts after: flush() (another thread, reading
+        # ``undelivered``) must not answer True while the mark is not in the file yet,
+        # or a process ending right after it (os._exit, kill -9) leaves the batch to
+        # be sent again.
+        self._mark_done(seg, batch_id.first, batch_id.last, batch_id.lines)
         newly = 0
-        for seq in range(batch_id.first, batch_id.last + 1):
+        for seq in seqs:
             seg.out.discard(seq)
             if seg.done.add(seq):
                 newly += 1
-        if not newly:
-            return
         seg.done_batches += newly
         seg.done_lines += batch_id.lines
         if batch_id.replayed:
             self.replayed += batch_id.lines if stored is None else stored
-        self._mark_done(seg, batch_id.first, batch_id.last, batch_id.lines)
         if seg.finished and (seg is not self._current or seg.size >= self.segment_bytes):
             self._retire(seg)
 
