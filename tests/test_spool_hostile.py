@@ -418,9 +418,14 @@ def _client(server: DevServer, folder: Path, **options: Any) -> Client:
 
 def _outage_backlog(client: Client, prefix: str, count: int) -> None:
     """Log ``count`` lines during an outage, and wait until the sender put them on disk."""
+    before = int(client.stats().get("spooled", 0))  # type: ignore[call-overload]
     for i in range(count):
         client.log(f"{prefix} {i}")
-    client.flush(0.3)  # fails (the service is down); the sender spools meanwhile
+    deadline = time.monotonic() + _ANSWER
+    # flush() fails (the service is down); the sender moves memory to disk meanwhile.
+    while int(client.stats().get("spooled", 0)) < before + count:  # type: ignore[call-overload]
+        assert time.monotonic() < deadline, "the lines never reached the spool"
+        client.flush(0.1)
 
 
 class TestSharing:
@@ -763,6 +768,10 @@ for i in range(3000):
     c.log("full %d" % i)
     if i % 100 == 99:
         c.flush(0.05)  # the sender spools meanwhile: the disk fills during the outage
+deadline = time.monotonic() + 60
+while c.stats().get("spool_enabled", True):  # until the disk has filled
+    assert time.monotonic() < deadline, "the spool never filled the disk"
+    c.flush(0.05)
 mark("logged")
 wait_for("up")
 mark("flushed " + str(c.flush(60)))
