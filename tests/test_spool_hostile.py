@@ -859,3 +859,34 @@ class TestReplayRace:
         assert [] == [t for t in dead if counts[t] != 1]
         assert_exactly_once_in_order([f"live {i}" for i in range(500)], got)
         assert [] == segments(tmp_path)
+
+
+class TestReadErrors:
+    def test_segment_unreadable_after_its_scan_is_let_go_not_retried_forever(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A read error (EIO: a bad sector) while replaying a segment already scanned: it
+        must not stay a backlog next_replay_batch never yields from (the sender loops on
+        backlog without pause), and it stays on disk, unchanged, for a later process."""
+        import errno
+
+        from logdna_client._spool import _format as fmt
+
+        path = _dead_segment(tmp_path, 0, 5)
+        before = path.read_bytes()
+        trouble = Trouble()
+        spool = Spool.open(tmp_path, sync="none", on_trouble=trouble)
+        assert (1, 5) == spool.pending()  # scanned: the file read through once
+
+        def eio(*args: object, **kwargs: object) -> None:
+            raise OSError(errno.EIO, "Input/output error")
+
+        monkeypatch.setattr(fmt, "read_record", eio)
+        for _ in range(3):
+            assert spool.next_replay_batch(1 << 20) is None
+        assert not spool.backlog  # else: the sender's _drain spins on it
+        assert ["spool-read"] == trouble.kinds
+        spool.close()
+        monkeypatch.undo()
+        assert before == path.read_bytes()
+        assert lines(0, 5) == drain(Spool.open(tmp_path, sync="none"))

@@ -350,6 +350,11 @@ class Spool:
                 except OSError as exc:
                     self._report("spool-read", f"logdna_client: cannot read spool segment "
                                  f"{seg.name}: {exc}")  # fmt: skip
+                    # Let go of it, as of one that could not be scanned: kept, it would be
+                    # a backlog forever, and the sender would spin trying to replay it.
+                    # It stays on disk, unchanged, for a later process.
+                    self._unusable.add(seg.name)
+                    self._forget(seg)
                     continue
                 if batch is not None:
                     return batch
