@@ -890,3 +890,26 @@ class TestReadErrors:
         monkeypatch.undo()
         assert before == path.read_bytes()
         assert lines(0, 5) == drain(Spool.open(tmp_path, sync="none"))
+
+    def test_a_bug_while_replaying_stops_replay_instead_of_looping(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """An unexpected exception inside replay (a file breaking an assumption) is contained
+        and reported once; the backlog must then stop claiming batches it cannot give, or
+        the sender loops on it without pause. The file stays for a later process."""
+        _dead_segment(tmp_path, 0, 5)
+        trouble = Trouble()
+        spool = Spool.open(tmp_path, sync="none", on_trouble=trouble)
+        assert spool.backlog
+
+        def bug(*args: object, **kwargs: object) -> None:
+            raise ValueError("an assumption broken")
+
+        monkeypatch.setattr(Spool, "_collect", bug)
+        for _ in range(3):
+            assert spool.next_replay_batch(1 << 20) is None
+        assert not spool.backlog
+        assert ["spool-error"] == trouble.kinds
+        crash(spool)
+        monkeypatch.undo()
+        assert lines(0, 5) == drain(Spool.open(tmp_path, sync="none"))

@@ -185,6 +185,7 @@ class Spool:
         self._next_rescan = monotonic() + RESCAN_INTERVAL
         self.enabled = True
         self._closed = False
+        self._replay_off = False  # after a bug of ours (_broken): see there
         self.spooled = 0
         self.replayed = 0
         self.quarantined = 0
@@ -333,7 +334,7 @@ class Spool:
         would cost a request each). Only one segment's records are read at a
         time, so memory stays bounded whatever the backlog.
         """
-        if not self._open():
+        if not self._open() or self._replay_off:
             return None
         if self._monotonic() >= self._next_rescan:
             self._safely(self._rescan)
@@ -444,6 +445,8 @@ class Spool:
     @property
     def backlog(self) -> bool:
         """True while next_replay_batch may have something (adopted or released batches)."""
+        if self._replay_off:
+            return False
         return self._more_to_adopt or any(
             not seg.scanned or seg.waiting > 0 for seg in list(self._segments.values())
         )
@@ -911,6 +914,9 @@ class Spool:
     def _broken(self, where: str, exc: Exception) -> None:
         self.enabled = False
         self._current = None
+        # Replay stops too: the same bug would come back at every call, and a backlog
+        # that never yields keeps the sender looping. What is on disk stays there.
+        self._replay_off = True
         self._report(
             "spool-error",
             f"logdna_client: internal error in the spool ({where}: {exc!r}); spooling is off, "
