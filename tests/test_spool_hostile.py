@@ -913,3 +913,29 @@ class TestReadErrors:
         crash(spool)
         monkeypatch.undo()
         assert lines(0, 5) == drain(Spool.open(tmp_path, sync="none"))
+
+    def test_replay_with_every_held_segment_out_returns_instead_of_looping(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """next_replay_batch never blocks: with MAX_ADOPTED segments held, all their batches
+        out with the caller, and more segments waiting beyond them, it answers None (and
+        backlog is False) at once, and hands the rest out once those are acked."""
+        from tests.test_spool import in_child
+
+        monkeypatch.setattr(_store, "MAX_ADOPTED", 2)
+        _dead_segments(tmp_path, 4)
+
+        def child() -> tuple[bool, bool, list[bytes]]:
+            import signal
+
+            signal.alarm(20)  # a loop ends the child, not the run
+            spool = Spool.open(tmp_path, sync="none")
+            out = [spool.next_replay_batch(1 << 20) for _ in range(2)]
+            stuck = spool.next_replay_batch(1 << 20) is None
+            backlog = spool.backlog
+            for batch in out:
+                assert batch is not None
+                spool.ack(batch.id)
+            return stuck, backlog, [e for b in out if b for e in b.entries] + drain(spool)
+
+        assert (True, False, lines(0, 4)) == in_child(child)

@@ -338,9 +338,14 @@ class Spool:
             return None
         if self._monotonic() >= self._next_rescan:
             self._safely(self._rescan)
+        first = True
         while True:
+            adopted = 0
             if self._more_to_adopt and not self._adopted_waiting():
-                self._adopt_more()
+                adopted = self._adopt_more()
+            if not first and not adopted:
+                return None  # none adopted since the last look: at MAX_ADOPTED, or none left
+            first = False
             for seg in self._ordered():
                 if not seg.scanned and not self._scan(seg):
                     continue
@@ -447,8 +452,12 @@ class Spool:
         """True while next_replay_batch may have something (adopted or released batches)."""
         if self._replay_off:
             return False
-        return self._more_to_adopt or any(
-            not seg.scanned or seg.waiting > 0 for seg in list(self._segments.values())
+        segments = list(self._segments.values())
+        # More to adopt counts only while there is room to adopt it: adopted segments whose
+        # batches are all out (being sent) give next_replay_batch nothing meanwhile.
+        room = sum(1 for seg in segments if not seg.own) < MAX_ADOPTED
+        return (self._more_to_adopt and room) or any(
+            not seg.scanned or seg.waiting > 0 for seg in segments
         )
 
     def _adopted_waiting(self) -> bool:
@@ -702,15 +711,18 @@ class Spool:
         self._candidates = candidates
         self._adopt_more()
 
-    def _adopt_more(self) -> None:
-        """Adopt, oldest first, what the last rescan found, up to MAX_ADOPTED held at once."""
-        adopted = sum(1 for seg in self._segments.values() if not seg.own)
+    def _adopt_more(self) -> int:
+        """Adopt, oldest first, what the last rescan found, up to MAX_ADOPTED held at once;
+        how many were adopted."""
+        held = sum(1 for seg in self._segments.values() if not seg.own)
+        adopted = 0
         candidates = self._candidates
-        while candidates and adopted < MAX_ADOPTED:
+        while candidates and held + adopted < MAX_ADOPTED:
             name, listed = candidates.pop()
             if self._adopt_one(name, listed, listed=False) is not None:
                 adopted += 1
         self._more_to_adopt = bool(candidates)
+        return adopted
 
     def _unlocked(self, name: str) -> bool:
         """Whether no live process holds the segment (asked of its lock, let go at once)."""
