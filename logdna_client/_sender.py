@@ -381,12 +381,16 @@ class Sender:
                 and not backlog
             ):
                 return
-            if backlog:
-                self._replay_one()
+            replayed = self._replay_one() if backlog else False
             lines = buffer.take(full)
             batch_id = spool.append(lines) if spool is not None and lines else None
             if batch_id is not None and self._backlog():
                 self._to_disk(batch_id, lines)  # behind the older batches
+                continue
+            if batch_id is None and lines and replayed and self._deadline is None:
+                # No room on disk, or the disk failed, while older batches wait there:
+                # these wait in memory until those are sent, or they would overtake them.
+                buffer.untake(lines)
                 continue
             summary = self._take_summary()
             if not lines and summary is None:
@@ -419,13 +423,14 @@ class Sender:
                 # go on logging) are told in one, not in a request each till the deadline.
                 return
 
-    def _replay_one(self) -> None:
-        """Send the oldest batch the spool holds; it stays there unless delivered."""
+    def _replay_one(self) -> bool:
+        """Send the oldest batch the spool holds; it stays there unless delivered.
+        False when there was none to send."""
         spool = self.spool
         assert spool is not None
         batch = spool.next_replay_batch(self._config.max_batch_bytes)
         if batch is None:
-            return
+            return False
         try:
             stored = self._deliver(list(batch.entries), replayed=True)
         except BaseException:
@@ -433,6 +438,7 @@ class Sender:
             raise
         spool.ack(batch.id, stored)
         self._notify()
+        return True
 
     def _to_disk(self, batch_id: BatchId, lines: list[bytes]) -> None:
         """A taken batch is safe on disk and will be replayed: let go of it in memory."""

@@ -13,7 +13,15 @@ import os
 from dataclasses import dataclass
 
 from . import _format as fmt
-from ._segment import QUARANTINE, Segment, is_segment_name, list_dir, scan, try_lock
+from ._segment import (
+    QUARANTINE,
+    Segment,
+    is_segment_name,
+    list_dir,
+    open_regular,
+    scan,
+    try_lock,
+)
 
 __all__ = [
     "SegmentInfo",
@@ -66,7 +74,7 @@ def locked_by_live_process(fd: int) -> bool:
 
 def inspect_segment(path: str) -> SegmentInfo:
     """Check every record of a segment (reading only); OSError when it cannot be read."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    fd = open_regular(path, os.O_RDONLY)
     try:
         seg = Segment(os.path.basename(path), fd, own=False)
         live = locked_by_live_process(fd)

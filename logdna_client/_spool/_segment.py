@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -28,6 +29,7 @@ __all__ = [
     "Segment",
     "is_segment_name",
     "list_dir",
+    "open_regular",
     "save_quarantine",
     "scan",
     "try_lock",
@@ -136,20 +138,46 @@ def scan(seg: Segment) -> Scan:
         offset = record.end
 
 
-def try_lock(path: str) -> int | None:
-    """A descriptor holding the lock of a file nobody else holds; None if taken or gone."""
+def try_lock(path: str, held: set[int] | None = None) -> int | None:
+    """A descriptor holding the lock of a file nobody else holds; None if taken or gone.
+
+    ``held``: the caller's set of open descriptors, which the descriptor joins the
+    moment it exists (a fork from another thread must find it: see ``Spool._fds``).
+    """
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        fd = open_regular(path, os.O_RDWR)
     except OSError:
         return None
+    if held is not None:
+        held.add(fd)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         # Its owner may have deleted it between our open and our lock.
         if os.fstat(fd).st_ino != os.stat(path).st_ino:
             raise FileNotFoundError(path)
     except OSError:
+        if held is not None:
+            held.discard(fd)
         os.close(fd)
         return None
+    return fd
+
+
+def open_regular(path: str, flags: int) -> int:
+    """Open a file only if it is a regular one: never through a symlink (into another
+    folder, or another app's spool), never blocking on a FIFO. OSError otherwise."""
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise OSError(errno.ELOOP, "a symbolic link, not followed", path) from None
+        raise
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", path)
+    except OSError:
+        os.close(fd)
+        raise
     return fd
 
 
@@ -158,7 +186,8 @@ def save_quarantine(seg: Segment, folder: str, start: int, end: int) -> None:
     quarantine = os.path.join(folder, QUARANTINE)
     os.makedirs(quarantine, exist_ok=True)
     target = os.path.join(quarantine, f"{seg.name}.{start}.bad")
-    out = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+    out = os.open(target, flags, 0o600)
     try:
         offset = start
         while offset < end:

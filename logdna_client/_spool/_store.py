@@ -79,6 +79,11 @@ SYNC_MODES: tuple[str, ...] = ("none", "interval", "always")
 SYNC_INTERVAL = 0.2
 #: How often tick and next_replay_batch look for segments of processes that died since.
 RESCAN_INTERVAL = 5.0
+#: Segments of dead processes held (open, locked) at once. Each costs a descriptor, and
+#: a folder may hold thousands (many short-lived workers, a long outage): adopting them
+#: all would take the application's descriptors (EMFILE in its own sockets and files).
+#: The oldest go first; the next ones are adopted as these are delivered.
+MAX_ADOPTED = 64
 #: Age after which an unlocked temporary file is a dead creator's leftover.
 TMP_GRACE = 60.0
 
@@ -111,6 +116,14 @@ def _contained(
         return contained
 
     return wrap
+
+
+def _created(name: str) -> int:
+    """The "created" field of a segment's name (0 when it is not a number)."""
+    try:
+        return int(name[len(SEG_PREFIX) :].split("-", 1)[0])
+    except ValueError:
+        return 0
 
 
 class Spool:
@@ -147,15 +160,32 @@ class Spool:
         self._pid = os.getpid()
         self._segments: dict[str, Segment] = {}  # insertion order is not age: see _ordered
         self._current: Segment | None = None
+        # Every descriptor this spool has open, added the moment it is opened: a fork
+        # (from another thread) may come between the open and the segment's place in
+        # _segments, and the child must let go of that one too, or its copy keeps the
+        # lock, and the segment unadoptable, for as long as the child lives.
+        self._fds: set[int] = set()
+        # The newest "created" in the names of the segments this spool holds: a new one
+        # is named after it even when the wall clock went back (NTP, a VM restored),
+        # since names are the order of replay and the oldest-first order of drops.
+        self._newest_name = 0
+        # The last rescan left segments unadopted for MAX_ADOPTED: adopt more as soon as
+        # the ones held are delivered, not a RESCAN_INTERVAL later.
+        self._more_to_adopt = False
+        self._candidates: list[tuple[str, int]] = []  # (name, size) newest first
         self._foreign_bytes = 0  # segments of other live processes, at the last scan
         self._reported: set[str] = set()
         # Segments that could be neither read nor moved aside: not adopted again
         # and again (each time counted and reported) by every rescan.
         self._unusable: set[str] = set()
+        # Descriptors of segments that are done (or dropped) but could not be deleted
+        # (a read-only remount): held, locked, until close, so no process sends them again.
+        self._kept: list[int] = []
         self._last_sync = monotonic()
         self._next_rescan = monotonic() + RESCAN_INTERVAL
         self.enabled = True
         self._closed = False
+        self._replay_off = False  # after a bug of ours (_broken): see there
         self.spooled = 0
         self.replayed = 0
         self.quarantined = 0
@@ -262,18 +292,24 @@ class Spool:
         seg = self._segments.get(batch_id.segment) if self._open() else None
         if seg is None:  # dropped meanwhile (full or too old): nothing left to mark
             return
+        seqs = range(batch_id.first, batch_id.last + 1)
+        if all(seq in seg.done for seq in seqs):
+            seg.out.difference_update(seqs)
+            return
+        # The done mark first, the counts after: flush() (another thread, reading
+        # ``undelivered``) must not answer True while the mark is not in the file yet,
+        # or a process ending right after it (os._exit, kill -9) leaves the batch to
+        # be sent again.
+        self._mark_done(seg, batch_id.first, batch_id.last, batch_id.lines)
         newly = 0
-        for seq in range(batch_id.first, batch_id.last + 1):
+        for seq in seqs:
             seg.out.discard(seq)
             if seg.done.add(seq):
                 newly += 1
-        if not newly:
-            return
         seg.done_batches += newly
         seg.done_lines += batch_id.lines
         if batch_id.replayed:
             self.replayed += batch_id.lines if stored is None else stored
-        self._mark_done(seg, batch_id.first, batch_id.last, batch_id.lines)
         if seg.finished and (seg is not self._current or seg.size >= self.segment_bytes):
             self._retire(seg)
 
@@ -298,24 +334,39 @@ class Spool:
         would cost a request each). Only one segment's records are read at a
         time, so memory stays bounded whatever the backlog.
         """
-        if not self._open():
+        if not self._open() or self._replay_off:
             return None
         if self._monotonic() >= self._next_rescan:
             self._safely(self._rescan)
-        for seg in self._ordered():
-            if not seg.scanned and not self._scan(seg):
-                continue
-            if seg.waiting <= 0:
-                continue
-            try:
-                batch = self._collect(seg, max_bytes)
-            except OSError as exc:
-                self._report("spool-read", f"logdna_client: cannot read spool segment "
-                             f"{seg.name}: {exc}")  # fmt: skip
-                continue
-            if batch is not None:
-                return batch
-        return None
+        first = True
+        while True:
+            adopted = 0
+            if self._more_to_adopt and not self._adopted_waiting():
+                adopted = self._adopt_more()
+            if not first and not adopted:
+                return None  # none adopted since the last look: at MAX_ADOPTED, or none left
+            first = False
+            for seg in self._ordered():
+                if not seg.scanned and not self._scan(seg):
+                    continue
+                if seg.waiting <= 0:
+                    continue
+                try:
+                    batch = self._collect(seg, max_bytes)
+                except OSError as exc:
+                    self._report("spool-read", f"logdna_client: cannot read spool segment "
+                                 f"{seg.name}: {exc}")  # fmt: skip
+                    # Let go of it, as of one that could not be scanned: kept, it would be
+                    # a backlog forever, and the sender would spin trying to replay it.
+                    # It stays on disk, unchanged, for a later process.
+                    self._unusable.add(seg.name)
+                    self._forget(seg)
+                    continue
+                if batch is not None:
+                    return batch
+            # Those held had nothing (say, all done or damaged): the next ones, if any.
+            if not self._more_to_adopt or self._adopted_waiting():
+                return None
 
     def _collect(self, seg: Segment, max_bytes: int) -> ReplayBatch | None:
         entries: list[bytes] = []
@@ -399,14 +450,27 @@ class Spool:
     @property
     def backlog(self) -> bool:
         """True while next_replay_batch may have something (adopted or released batches)."""
-        return any(not seg.scanned or seg.waiting > 0 for seg in list(self._segments.values()))
+        if self._replay_off:
+            return False
+        segments = list(self._segments.values())
+        # More to adopt counts only while there is room to adopt it: adopted segments whose
+        # batches are all out (being sent) give next_replay_batch nothing meanwhile.
+        room = sum(1 for seg in segments if not seg.own) < MAX_ADOPTED
+        return (self._more_to_adopt and room) or any(
+            not seg.scanned or seg.waiting > 0 for seg in segments
+        )
+
+    def _adopted_waiting(self) -> bool:
+        return any(
+            not seg.own and (not seg.scanned or seg.waiting > 0) for seg in self._segments.values()
+        )
 
     @property
     def undelivered(self) -> bool:
         """True while any batch on disk is not done: waiting to be replayed, or handed
         out and not acked yet (a replay being retried). What ``flush()`` waits for;
         reads memory only, and is safe from any thread (the dict is copied first)."""
-        return any(
+        return self._more_to_adopt or any(
             not seg.scanned or seg.batches > seg.done_batches
             for seg in list(self._segments.values())
         )
@@ -461,6 +525,11 @@ class Spool:
             else:
                 self._forget(seg)
         self._current = None
+        for fd in self._kept:
+            self._fds.discard(fd)
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._kept.clear()
         self.enabled = False
         self._closed = True
 
@@ -471,9 +540,11 @@ class Spool:
         belong to the open file, which the parent still has open) and its
         segments, and the child builds a Spool of its own.
         """
-        for seg in self._segments.values():
+        for fd in self._fds | {seg.fd for seg in self._segments.values()}:
             with contextlib.suppress(OSError):
-                os.close(seg.fd)
+                os.close(fd)
+        self._fds.clear()
+        self._kept.clear()
         self._segments.clear()
         self._current = None
         self.enabled = False
@@ -490,10 +561,17 @@ class Spool:
     def _rotate(self) -> Segment:
         """Start a new segment under the lock, then retire the old one if it is finished."""
         old = self._current
-        created = int(self._clock() * 1e9)
+        created = max(int(self._clock() * 1e9), self._newest_name + 1)
+        self._newest_name = created
         name = f"{SEG_PREFIX}{created:020d}-{self._pid}-{secrets.token_hex(3)}{SEG_SUFFIX}"
         tmp = self._path(f"{TMP_PREFIX}{self._pid}-{secrets.token_hex(4)}")
-        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        try:
+            fd = os.open(tmp, flags, 0o600)
+        except FileNotFoundError:  # the folder was removed (by hand, a tmp cleaner): again
+            os.makedirs(self.directory, mode=0o700, exist_ok=True)
+            fd = os.open(tmp, flags, 0o600)
+        self._fds.add(fd)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             header = fmt.encode_header(self._pid, created)
@@ -502,6 +580,7 @@ class Spool:
                 os.fdatasync(fd)
             os.rename(tmp, self._path(name))
         except BaseException:
+            self._fds.discard(fd)
             os.close(fd)
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
@@ -576,19 +655,31 @@ class Spool:
         except OSError as exc:
             # Read-only: leave it; its ACKs (if any were written) tell the next owner.
             self._fail("delete", exc)
+            # Done here, whatever the file says (its ACKs may not have been written):
+            # never adopted again by this process, and locked while it lives, or each
+            # rescan would send it again, without end.
+            self._unusable.add(seg.name)
+            self._segments.pop(seg.name, None)
+            if seg is self._current:
+                self._current = None
+            self._kept.append(seg.fd)
+            return
         self._forget(seg)
 
     def _forget(self, seg: Segment) -> None:
         self._segments.pop(seg.name, None)
         if seg is self._current:
             self._current = None
+        self._fds.discard(seg.fd)
         with contextlib.suppress(OSError):
             os.close(seg.fd)
 
     def _rescan(self) -> None:
         """Adopt the segments whose owner died; count the others' bytes toward the cap."""
         self._next_rescan = self._monotonic() + RESCAN_INTERVAL
+        self._check_current()
         foreign = 0
+        candidates: list[tuple[str, int]] = []
         for entry in list_dir(self.directory):
             name = entry.name
             if name.startswith(TMP_PREFIX):
@@ -597,29 +688,99 @@ class Spool:
                     if entry.stat().st_mtime < self._clock() - TMP_GRACE:
                         self._clear_tmp(name)
                 continue
-            if not is_segment_name(name):
+            if not is_segment_name(name) or name in self._segments:
                 continue
-            if name in self._segments:
-                continue
-            fd = None if name in self._unusable else try_lock(self._path(name))
-            if fd is None:
-                with contextlib.suppress(OSError):
-                    foreign += entry.stat().st_size
-                continue
+            # A symlink, folder or FIFO under a segment's name is no segment: never
+            # followed (into another folder, another app's spool), read, or counted.
             try:
-                size = os.fstat(fd).st_size
+                if not entry.is_file(follow_symlinks=False):
+                    continue
+                size = entry.stat(follow_symlinks=False).st_size
             except OSError:
-                os.close(fd)
                 continue
-            # Its size counts toward the cap at once; the scan, later, makes it exact.
-            self._segments[name] = Segment(name, fd, own=False, size=size)
+            # Counted as others' until adopted (then it is ours, and no longer counted here).
+            foreign += size
+            # Ours are named after it even before it is adopted (MAX_ADOPTED): the backlog
+            # goes first whatever the clock did.
+            self._newest_name = max(self._newest_name, _created(name))
+            if name not in self._unusable:
+                candidates.append((name, size))
         self._foreign_bytes = foreign
+        # Newest last: _adopt_more takes the oldest first, from the end.
+        candidates.sort(reverse=True)
+        self._candidates = candidates
+        self._adopt_more()
+
+    def _adopt_more(self) -> int:
+        """Adopt, oldest first, what the last rescan found, up to MAX_ADOPTED held at once;
+        how many were adopted."""
+        held = sum(1 for seg in self._segments.values() if not seg.own)
+        adopted = 0
+        candidates = self._candidates
+        while candidates and held + adopted < MAX_ADOPTED:
+            name, listed = candidates.pop()
+            if self._adopt_one(name, listed, listed=False) is not None:
+                adopted += 1
+        self._more_to_adopt = bool(candidates)
+        return adopted
+
+    def _unlocked(self, name: str) -> bool:
+        """Whether no live process holds the segment (asked of its lock, let go at once)."""
+        fd = try_lock(self._path(name), self._fds)
+        if fd is None:
+            return False
+        self._fds.discard(fd)
+        os.close(fd)
+        return True
+
+    def _adopt_one(self, name: str, size: int, *, listed: bool = True) -> Segment | None:
+        """Take over one segment the last rescan counted as others' (``size`` bytes then);
+        None when a live process holds it or it is gone."""
+        if listed:
+            with contextlib.suppress(ValueError):
+                self._candidates.remove((name, size))
+            self._more_to_adopt = bool(self._candidates)
+        if name in self._segments:
+            return None
+        fd = try_lock(self._path(name), self._fds)
+        if fd is None:
+            return None
+        try:
+            now = os.fstat(fd).st_size
+        except OSError:
+            self._fds.discard(fd)
+            os.close(fd)
+            return None
+        # Its size counts toward the cap at once; the scan, later, makes it exact.
+        seg = Segment(name, fd, own=False, size=now)
+        self._segments[name] = seg
+        self._foreign_bytes = max(0, self._foreign_bytes - size)
+        self._newest_name = max(self._newest_name, _created(name))
+        return seg
+
+    def _check_current(self) -> None:
+        """The segment being written is still in the folder, under its name; if not (the
+        folder was deleted, moved or replaced), the next batch starts a new one there, or
+        finds the folder unusable: appends into a file no later process would find would
+        be lost to a crash. What this process holds in it is still replayed from it."""
+        seg = self._current
+        if seg is None:
+            return
+        try:
+            there = os.stat(self._path(seg.name))
+            here = os.fstat(seg.fd)
+            gone = (there.st_dev, there.st_ino) != (here.st_dev, here.st_ino)
+        except OSError:
+            gone = True
+        if gone:
+            self._current = None
 
     def _clear_tmp(self, name: str) -> None:
-        fd = try_lock(self._path(name))
+        fd = try_lock(self._path(name), self._fds)
         if fd is not None:
             with contextlib.suppress(OSError):
                 os.unlink(self._path(name))
+            self._fds.discard(fd)
             os.close(fd)
 
     def _scan(self, seg: Segment) -> bool:
@@ -702,16 +863,30 @@ class Spool:
     def _make_room(self, need: int) -> bool:
         """Drop the oldest segments until ``need`` more bytes fit under the cap.
 
-        Only segments this spool holds can go, never the one being written nor
-        one with batches out for sending; the current one is at most an eighth
-        of the cap, so room is found unless other live processes fill the
-        folder. False when it is not.
+        Only segments this spool holds or may adopt (their process died) can go,
+        never the one being written nor one with batches out for sending; the
+        current one is at most an eighth of the cap, so room is found unless
+        other live processes fill the folder, or the batch is larger than the
+        cap. False when it is not, and then nothing is dropped: lines would be
+        lost for a batch that still would not fit.
         """
         self._drop_expired()
-        for seg in self._ordered():
+        droppable: list[tuple[str, int, Segment | None]] = [
+            (s.name, s.size, s) for s in self._segments.values()
+            if s is not self._current and not s.out
+        ]  # fmt: skip
+        # Dead processes' segments not adopted yet (MAX_ADOPTED): asked of their locks
+        # only now, when the folder is full.
+        droppable += [(n, size, None) for n, size in self._candidates if self._unlocked(n)]
+        droppable.sort(key=lambda t: t[0])
+        if self.disk_bytes - sum(size for _, size, _ in droppable) + need > self.max_bytes:
+            return False
+        for name, size, held in droppable:
             if self.disk_bytes + need <= self.max_bytes:
                 break
-            if seg is not self._current and not seg.out:
+            # One not adopted yet is adopted just to be dropped: a descriptor at a time.
+            seg = held if held is not None else self._adopt_one(name, size)
+            if seg is not None:
                 self._drop(seg, "spool_full")
         return self.disk_bytes + need <= self.max_bytes
 
@@ -750,6 +925,10 @@ class Spool:
 
     def _broken(self, where: str, exc: Exception) -> None:
         self.enabled = False
+        self._current = None
+        # Replay stops too: the same bug would come back at every call, and a backlog
+        # that never yields keeps the sender looping. What is on disk stays there.
+        self._replay_off = True
         self._report(
             "spool-error",
             f"logdna_client: internal error in the spool ({where}: {exc!r}); spooling is off, "
@@ -761,6 +940,10 @@ class Spool:
         if not self.enabled:
             return
         self.enabled = False
+        # Nothing more is appended: the segment being written is deleted as soon as its
+        # batches are done, like any other (its done marks may not reach the disk now;
+        # deleted, it is not sent again by the next process).
+        self._current = None
         name = errno.errorcode.get(exc.errno or 0, "error")
         self._report(
             "spool-disabled",
