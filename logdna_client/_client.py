@@ -99,6 +99,9 @@ class Client:
         self._closed = False
         self._exit_done = False
         self._late_said = False  # a line logged after the exit's close was reported
+        # Taken by the first of the ending's waiters (a signal's thread, atexit) to say
+        # what the exit lost: the others wait on the same sender, and would say it again.
+        self._exit_said = threading.Lock()
         # Lines dropped by reason when the close began: an exit reports what it dropped.
         self._dropped_at_close: dict[str, int] = {}
         # Re-entrant: a finalizer that an allocation under it runs may log.
@@ -250,6 +253,8 @@ class Client:
         self._start_lock = threading.RLock()
         self._reporter = Reporter()
         self._exit_done = self._late_said = False
+        self._exit_said = threading.Lock()
+        self._dropped_at_close = {}  # the parent's counts: this child's buffer is new
         if self._transport_override is not None and hasattr(self._transport_override, "after_fork"):
             self._transport_override.after_fork()
         self._buffer.retire()  # a handler's C handle may still hold it
@@ -487,6 +492,8 @@ class Client:
                         break
         if at_exit:
             self._exit_finished()
+            if not self._exit_said.acquire(blocking=False):  # (never waits: signal-safe)
+                return  # another of the ending's waiters says it
             stuck = self._buffer.held_lines
             if stuck and not sender.finished.is_set():
                 if launched:

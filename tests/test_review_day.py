@@ -1,0 +1,46 @@
+"""Bugs found reviewing one day's changes: each test failed before its fix."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+
+import pytest
+
+from logdna_client._devserver import DevServer
+from tests._children import Child, assert_exactly_once_in_order, texts
+
+
+@pytest.fixture
+def server() -> Iterator[DevServer]:
+    with DevServer() as srv:
+        yield srv
+
+
+class TestExitReportsOnce:
+    def test_signal_thread_and_atexit_say_the_exit_drops_once(self, server: DevServer) -> None:
+        """SIGTERM lands under logging's lock, so a thread of ours waits for delivery,
+        and the main thread goes on to the exit and waits too: the lines the service
+        refused while delivering are said on stderr once, not once per waiter."""
+        server.reject_lines_matching("refused")
+        server.set_delay(0.2)  # the main thread reaches the exit while delivery goes on
+        child = Child(
+            """
+            for i in range(20):
+                log.info("%s %d", "refused" if i == 7 else "kept", i)
+            logging._acquireLock()
+            os.kill(os.getpid(), signal.SIGTERM)  # the handler runs here, under the lock
+            logging._releaseLock()
+            mark("went on")
+            """,
+            server.url,
+            flush_interval="60",
+            shutdown_timeout="10",
+        )
+        child.expect("went on")
+        code, _ = child.finish()
+        assert -signal.SIGTERM == code, child.stderr
+        assert_exactly_once_in_order([f"kept {i}" for i in range(20) if i != 7], texts(server))
+        said = [line for line in child.stderr_lines if not line.startswith("@@")]
+        assert 1 == len(said), said
+        assert "1 lines were dropped while delivering at exit (rejected 1;" in said[0]
