@@ -567,10 +567,11 @@ def _read_capped(response: requests.Response, cap: int = MAX_RESPONSE_BYTES) -> 
         response.close()  # the rest unread: this connection cannot be reused
     try:
         return data.decode(response.encoding or "utf-8", "replace")
-    except (LookupError, ValueError):
+    except (LookupError, ValueError, Warning):
         # A charset Python does not know, or a codec that is not a text encoding
         # (rot13, idna): raised from here, it turned the service's answer (a 200
-        # included) into a retry, and every retry stored the lines once more.
+        # included) into a retry, and every retry stored the lines once more. Warning:
+        # unicode_escape warns of an invalid escape, raised where warnings are errors.
         return data.decode("utf-8", "replace")
 
 

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import signal
+import warnings
 from collections.abc import Iterator
 
 import pytest
 
+from logdna_client._config import Config
 from logdna_client._devserver import DevServer
+from logdna_client._transport import HTTPTransport, Kind
 from tests._children import Child, assert_exactly_once_in_order, texts
+from tests._claims_servers import scripted_server
 
 
 @pytest.fixture
@@ -44,3 +48,23 @@ class TestExitReportsOnce:
         said = [line for line in child.stderr_lines if not line.startswith("@@")]
         assert 1 == len(said), said
         assert "1 lines were dropped while delivering at exit (rejected 1;" in said[0]
+
+
+class TestAnswersThatWarnAsTheyDecode:
+    def test_a_200_whose_charset_warns_is_a_delivery_under_warnings_as_errors(self) -> None:
+        """An answer in charset=unicode_escape with an invalid escape makes Python warn
+        as it decodes; where warnings are errors (``-W error``, a test suite's
+        filterwarnings) that warning is raised. The 200 is still a delivery, not a
+        retry that stores the lines again."""
+        head = b"Content-Type: application/json; charset=unicode_escape\r\n"
+        body = b'{"status":"ok"}\\q'
+        reply = b"HTTP/1.1 200 OK\r\n" + head + b"Content-Length: %d\r\n\r\n" % len(body) + body
+        with scripted_server(lambda r, s, e: reply) as server:
+            transport = HTTPTransport(Config(url=server.url, hostname="t"))
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("error")
+                    outcome = transport.send(b'{"lines":[]}', gzipped=False, timeout=10)
+            finally:
+                transport.close()
+        assert (Kind.OK, 200) == (outcome.kind, outcome.status), outcome
