@@ -219,8 +219,7 @@ class Client:
             # handler's exception (Ctrl-C's KeyboardInterrupt) can come out of that
             # wait with the sender already running. It is this client's sender then;
             # starting another on the next line would put two on one buffer.
-            thread = self._sender.thread
-            if thread is not None and thread in threading.enumerate():
+            if self._sender.launched:
                 self._started = True
                 self._buffer.allow_lock_free()
             elif isinstance(exc, RuntimeError):  # "can't start new thread"
@@ -475,10 +474,7 @@ class Client:
         sender = self._sender
         # Also a sender still starting: a signal handler (SIGTERM) may have found this
         # thread inside Thread.start(), the new thread launched or not yet.
-        thread = sender.thread
-        launched = self._started or (
-            self._starting and thread is not None and thread in threading.enumerate()
-        )
+        launched = self._started or (self._starting and sender.launched)
         if launched and sender._deadline is not None:
             left = sender._deadline - time.monotonic()
             # A little grace past the deadline for the sender's own bookkeeping.

@@ -216,6 +216,13 @@ class Sender:
     def alive(self) -> bool:
         return self.thread is not None and self.thread.is_alive()
 
+    @property
+    def launched(self) -> bool:
+        """Whether ``start`` launched its thread, even where start() did not return (an
+        exception a signal handler raised while it waited for the thread to run)."""
+        thread = self.thread
+        return thread is not None and thread in threading.enumerate()
+
     def begin_close(self, deadline: float, timeout: float | None = None) -> None:
         """Drain what is queued, giving up at ``deadline`` (monotonic seconds).
 
