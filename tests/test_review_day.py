@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
 import signal
+import socket
+import threading
+import time
 import warnings
 from collections.abc import Iterator
+from types import FrameType
+from typing import Any
 
 import pytest
 
@@ -12,7 +18,7 @@ from logdna_client._config import Config
 from logdna_client._devserver import DevServer
 from logdna_client._transport import HTTPTransport, Kind
 from tests._children import Child, assert_exactly_once_in_order, texts
-from tests._claims_servers import scripted_server
+from tests._claims_servers import Request, answer, scripted_server
 
 
 @pytest.fixture
@@ -68,3 +74,55 @@ class TestAnswersThatWarnAsTheyDecode:
             finally:
                 transport.close()
         assert (Kind.OK, 200) == (outcome.kind, outcome.status), outcome
+
+
+class TestATransportUsedAgain:
+    def test_a_request_made_while_the_closed_transports_watchdog_ends_is_watched(self) -> None:
+        """A transport closed and used again (a sender restarted after it died) while
+        its watchdog thread is on its way out: the new request is still cut at its
+        deadline, by a watchdog that runs (it was handed to the ending thread, and went
+        unwatched)."""
+        ending, go = threading.Event(), threading.Event()
+
+        def tracer(frame: FrameType, event: str, arg: object) -> Any:
+            code = frame.f_code
+            if code.co_name != "_run" or not code.co_filename.endswith("_transport.py"):
+                return None
+
+            def local(frame: FrameType, event: str, arg: object) -> Any:
+                if event == "return":  # the watchdog thread ends: hold it there
+                    ending.set()
+                    go.wait(30)
+                return local
+
+            return local
+
+        asked = itertools.count()
+
+        def ok_then_hints(request: Request, sock: socket.socket, stop: threading.Event) -> None:
+            if next(asked) == 0:
+                sock.sendall(answer(200))
+                return
+            for _ in range(500):  # 5 s of interim answers: no socket read times out
+                if stop.wait(0.01):
+                    break
+                sock.sendall(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n")
+
+        with scripted_server(ok_then_hints) as server:
+            transport = HTTPTransport(Config(url=server.url, hostname="t"))
+            threading.settrace(tracer)  # the watchdog thread the first request starts
+            try:
+                assert Kind.OK is transport.send(b'{"lines":[]}', gzipped=False, timeout=10).kind
+            finally:
+                threading.settrace(None)  # type: ignore[arg-type]
+            try:
+                transport.close()
+                assert ending.wait(10), "the watchdog thread did not end at close"
+                began = time.monotonic()
+                outcome = transport.send(b'{"lines":[]}', gzipped=False, timeout=0.5)
+                took = time.monotonic() - began
+            finally:
+                go.set()
+                transport.close()
+        assert Kind.RETRY is outcome.kind
+        assert took < 3.0, f"the request went on for {took:.1f} s, unwatched"
