@@ -30,7 +30,7 @@ from ._report import Reporter
 from ._retry import Backoff
 from ._sender import Sender
 from ._stats import DROP_REASONS, SPOOL_DROP_REASONS, ClientStats
-from ._threads import on_sender_thread
+from ._threads import Latch, on_sender_thread
 from ._transport import HTTPTransport, Transport
 
 __all__ = ["Client"]
@@ -42,6 +42,8 @@ _CLOSE_GRACE = 0.2
 _START_RETRY = 1.0
 # How often a wait for aflush()/aclose() looks whether its awaiting task was cancelled.
 _CANCEL_POLL = 0.05
+# How long one of an ending's waiters waits for another to say what the exit lost.
+_TELL_GRACE = 1.0
 
 
 class Client:
@@ -102,6 +104,8 @@ class Client:
         # Taken by the first of the ending's waiters (a signal's thread, atexit) to say
         # what the exit lost: the others wait on the same sender, and would say it again.
         self._exit_said = threading.Lock()
+        self._exit_told = Latch()  # ... and it has said it (the others may end the process)
+        self._exit_teller: int | None = None
         # Lines dropped by reason when the close began: an exit reports what it dropped.
         self._dropped_at_close: dict[str, int] = {}
         # Re-entrant: a finalizer that an allocation under it runs may log.
@@ -253,6 +257,8 @@ class Client:
         self._reporter = Reporter()
         self._exit_done = self._late_said = False
         self._exit_said = threading.Lock()
+        self._exit_told = Latch()
+        self._exit_teller = None
         self._dropped_at_close = {}  # the parent's counts: this child's buffer is new
         if self._transport_override is not None and hasattr(self._transport_override, "after_fork"):
             self._transport_override.after_fork()
@@ -489,20 +495,34 @@ class Client:
         if at_exit:
             self._exit_finished()
             if not self._exit_said.acquire(blocking=False):  # (never waits: signal-safe)
-                return  # another of the ending's waiters says it
-            stuck = self._buffer.held_lines
-            if stuck and not sender.finished.is_set():
-                if launched:
-                    _exit.report_exit_loss(
-                        f"logdna_client: the log service did not answer within the shutdown "
-                        f"deadline ({self._deadline_text()}); {stuck} lines were not delivered"
-                    )
-                elif self._starting:  # interrupted before it launched the thread: none runs
-                    _exit.report_exit_loss(
-                        f"logdna_client: {stuck} lines were not delivered: the process ended "
-                        f"while the sender thread was being started"
-                    )
-            self._report_exit_drops()
+                # Another of the ending's waiters says it: let it, before this one may end
+                # the process. Not where it is this thread, interrupted by a signal handler.
+                if self._exit_teller != threading.get_ident():
+                    self._exit_told.wait(_TELL_GRACE)
+                return
+            self._exit_teller = threading.get_ident()
+            try:
+                self._report_exit_loss(launched)
+            finally:
+                self._exit_told.set()
+
+    def _report_exit_loss(self, launched: bool) -> None:
+        """What the exit lost, said once (``_wait_closed``): lines past the deadline and
+        lines dropped while delivering."""
+        sender = self._sender
+        stuck = self._buffer.held_lines
+        if stuck and not sender.finished.is_set():
+            if launched:
+                _exit.report_exit_loss(
+                    f"logdna_client: the log service did not answer within the shutdown "
+                    f"deadline ({self._deadline_text()}); {stuck} lines were not delivered"
+                )
+            elif self._starting:  # interrupted before it launched the thread: none runs
+                _exit.report_exit_loss(
+                    f"logdna_client: {stuck} lines were not delivered: the process ended "
+                    f"while the sender thread was being started"
+                )
+        self._report_exit_drops()
 
     def _report_exit_drops(self) -> None:
         """Say what the exit's delivery dropped for other reasons than the deadline
