@@ -38,9 +38,9 @@ class TestExitReportsOnce:
             """
             for i in range(20):
                 log.info("%s %d", "refused" if i == 7 else "kept", i)
-            logging._acquireLock()
+            logging._lock.acquire()  # (3.13 has no _acquireLock)
             os.kill(os.getpid(), signal.SIGTERM)  # the handler runs here, under the lock
-            logging._releaseLock()
+            logging._lock.release()
             mark("went on")
             """,
             server.url,
