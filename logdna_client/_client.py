@@ -30,7 +30,7 @@ from ._report import Reporter
 from ._retry import Backoff
 from ._sender import Sender
 from ._stats import DROP_REASONS, SPOOL_DROP_REASONS, ClientStats
-from ._threads import on_sender_thread
+from ._threads import Latch, on_sender_thread
 from ._transport import HTTPTransport, Transport
 
 __all__ = ["Client"]
@@ -42,6 +42,8 @@ _CLOSE_GRACE = 0.2
 _START_RETRY = 1.0
 # How often a wait for aflush()/aclose() looks whether its awaiting task was cancelled.
 _CANCEL_POLL = 0.05
+# How long one of an ending's waiters waits for another to say what the exit lost.
+_TELL_GRACE = 1.0
 
 
 class Client:
@@ -99,6 +101,11 @@ class Client:
         self._closed = False
         self._exit_done = False
         self._late_said = False  # a line logged after the exit's close was reported
+        # Taken by the first of the ending's waiters (a signal's thread, atexit) to say
+        # what the exit lost: the others wait on the same sender, and would say it again.
+        self._exit_said = threading.Lock()
+        self._exit_told = Latch()  # ... and it has said it (the others may end the process)
+        self._exit_teller: int | None = None
         # Lines dropped by reason when the close began: an exit reports what it dropped.
         self._dropped_at_close: dict[str, int] = {}
         # Re-entrant: a finalizer that an allocation under it runs may log.
@@ -154,6 +161,7 @@ class Client:
         self._start_retry_at = float("-inf")  # no thread could be started: not before this
         # Closing, and no sender thread could be started: the one who waits delivers.
         self._deliver_here = False
+        self._delivered_here = False  # (and has begun)
         #: Queue one serialized line; False when it was dropped (and counted). The
         #: hot path for handlers: after the first line it is the buffer's own put,
         #: saving a call per line.
@@ -218,8 +226,7 @@ class Client:
             # handler's exception (Ctrl-C's KeyboardInterrupt) can come out of that
             # wait with the sender already running. It is this client's sender then;
             # starting another on the next line would put two on one buffer.
-            thread = self._sender.thread
-            if thread is not None and thread in threading.enumerate():
+            if self._sender.launched:
                 self._started = True
                 self._buffer.allow_lock_free()
             elif isinstance(exc, RuntimeError):  # "can't start new thread"
@@ -252,6 +259,11 @@ class Client:
         self._start_lock = threading.RLock()
         self._reporter = Reporter()
         self._exit_done = self._late_said = False
+        self._deliver_here = self._delivered_here = False
+        self._exit_said = threading.Lock()
+        self._exit_told = Latch()
+        self._exit_teller = None
+        self._dropped_at_close = {}  # the parent's counts: this child's buffer is new
         if self._transport_override is not None and hasattr(self._transport_override, "after_fork"):
             self._transport_override.after_fork()
         self._buffer.retire()  # a handler's C handle may still hold it
@@ -481,13 +493,11 @@ class Client:
         sender = self._sender
         if self._deliver_here:  # no sender thread could start: its work is done here
             self._deliver_here = False
+            self._delivered_here = True  # another waiter waits for it as for a thread
             sender.run_here()
         # Also a sender still starting: a signal handler (SIGTERM) may have found this
         # thread inside Thread.start(), the new thread launched or not yet.
-        thread = sender.thread
-        launched = self._started or (
-            self._starting and thread is not None and thread in threading.enumerate()
-        )
+        launched = self._started or self._delivered_here or (self._starting and sender.launched)
         if launched and sender._deadline is not None:
             left = sender._deadline - time.monotonic()
             # A little grace past the deadline for the sender's own bookkeeping.
@@ -501,19 +511,35 @@ class Client:
                         break
         if at_exit:
             self._exit_finished()
-            stuck = self._buffer.held_lines
-            if stuck and not sender.finished.is_set():
-                if launched:
-                    _exit.report_exit_loss(
-                        f"logdna_client: the log service did not answer within the shutdown "
-                        f"deadline ({self._deadline_text()}); {stuck} lines were not delivered"
-                    )
-                elif self._starting:  # interrupted before it launched the thread: none runs
-                    _exit.report_exit_loss(
-                        f"logdna_client: {stuck} lines were not delivered: the process ended "
-                        f"while the sender thread was being started"
-                    )
-            self._report_exit_drops()
+            if not self._exit_said.acquire(blocking=False):  # (never waits: signal-safe)
+                # Another of the ending's waiters says it: let it, before this one may end
+                # the process. Not where it is this thread, interrupted by a signal handler.
+                if self._exit_teller != threading.get_ident():
+                    self._exit_told.wait(_TELL_GRACE)
+                return
+            self._exit_teller = threading.get_ident()
+            try:
+                self._report_exit_loss(launched)
+            finally:
+                self._exit_told.set()
+
+    def _report_exit_loss(self, launched: bool) -> None:
+        """What the exit lost, said once (``_wait_closed``): lines past the deadline and
+        lines dropped while delivering."""
+        sender = self._sender
+        stuck = self._buffer.held_lines
+        if stuck and not sender.finished.is_set():
+            if launched:
+                _exit.report_exit_loss(
+                    f"logdna_client: the log service did not answer within the shutdown "
+                    f"deadline ({self._deadline_text()}); {stuck} lines were not delivered"
+                )
+            elif self._starting:  # interrupted before it launched the thread: none runs
+                _exit.report_exit_loss(
+                    f"logdna_client: {stuck} lines were not delivered: the process ended "
+                    f"while the sender thread was being started"
+                )
+        self._report_exit_drops()
 
     def _report_exit_drops(self) -> None:
         """Say what the exit's delivery dropped for other reasons than the deadline

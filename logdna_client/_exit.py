@@ -133,9 +133,7 @@ def _close_all_at_exit() -> None:
         # to the exit before the thread waiting in its stead ended the process. End it
         # by that signal here, once the clients are done, as that thread would have:
         # an exit status of 0 would tell the supervisor the work was done.
-        longest = max((c.config.shutdown_timeout for c in list(_clients)), default=0.0)
-        _delivered.wait(longest + _ENDING_GRACE)
-        _end_by(signum)
+        _end_once_delivered(signum)
 
 
 #: Whether logging.shutdown() leaves a MemoryHandler made with flushOnClose=False
@@ -410,9 +408,7 @@ def _on_termination(signum: int, frame: Any) -> None:
         # for good: this thread may hold a lock the watcher's side needs (starting a
         # thread takes one of threading's), so past the deadline it ends it itself.
         if can_wait:
-            longest = max((c.config.shutdown_timeout for c in list(_clients)), default=0.0)
-            _delivered.wait(longest + _ENDING_GRACE)
-            _end_by(signum)
+            _end_once_delivered(signum)
         return
     if can_wait:
         _wait_then_end(clients, signum)
@@ -420,6 +416,15 @@ def _on_termination(signum: int, frame: Any) -> None:
         # This thread was interrupted inside one of our critical sections (or
         # holds logging's lock): the senders need it to leave first.
         _wait_then_end_elsewhere(clients, signum)
+
+
+def _end_once_delivered(signum: int) -> None:
+    """On the main thread, where another thread waits for the ending's clients and then
+    ends the process: wait for it, and end the process by ``signum`` if it has not (past
+    the longest deadline, this thread may hold a lock that thread needs)."""
+    longest = max((c.config.shutdown_timeout for c in list(_clients)), default=0.0)
+    _delivered.wait(longest + _ENDING_GRACE)
+    _end_by(signum)
 
 
 def _begin_ending(signum: int) -> list[Client] | None:

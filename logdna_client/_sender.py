@@ -216,6 +216,13 @@ class Sender:
     def alive(self) -> bool:
         return self.thread is not None and self.thread.is_alive()
 
+    @property
+    def launched(self) -> bool:
+        """Whether ``start`` launched its thread, even where start() did not return (an
+        exception a signal handler raised while it waited for the thread to run)."""
+        thread = self.thread
+        return thread is not None and thread in threading.enumerate()
+
     def begin_close(self, deadline: float, timeout: float | None = None) -> None:
         """Drain what is queued, giving up at ``deadline`` (monotonic seconds).
 
@@ -261,8 +268,8 @@ class Sender:
         """The sender thread's work, on the calling thread, until the close's deadline:
         for a closing client whose thread could not be started (Python 3.12 starts none
         while the interpreter exits). Records this thread makes meanwhile (urllib3's)
-        are the sender's, as on its own thread."""
-        self.finished = Latch()
+        are the sender's, as on its own thread. ``finished`` is the one the failed
+        start() made, which other waiters may be waiting on already."""
         self.thread = None
         self._serve()
 

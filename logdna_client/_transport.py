@@ -171,9 +171,9 @@ class _Exchange:
     headers or body). ``hurry`` brings the deadline forward (close() began).
     """
 
-    __slots__ = ("_poke", "conn", "deadline", "done", "expired", "fresh", "status", "watched")
+    __slots__ = ("conn", "deadline", "done", "expired", "fresh", "poke", "status", "watched")
 
-    def __init__(self, deadline: float, poke: Wakeup) -> None:
+    def __init__(self, deadline: float) -> None:
         self.conn: object = None
         # A duplicate of a new connection's socket, made before its TLS handshake: the
         # handshake runs on an SSLSocket that took the original's descriptor over (and
@@ -186,7 +186,8 @@ class _Exchange:
         self.status: int | None = None
         #: Whether a watchdog thread watches it (then that thread closes ``fresh``).
         self.watched = False
-        self._poke = poke  # the watchdog's: hurry and finish wake it
+        #: Raised by hurry and finish: the watching thread's (``_Watchdog.watch``).
+        self.poke = Wakeup()
 
     def watch(self) -> None:
         """On the watchdog thread: cut the connection at the deadline, unless done first."""
@@ -196,7 +197,7 @@ class _Exchange:
                 if left <= 0:
                     self.cut()
                     return
-                self._poke.wait(left)
+                self.poke.wait(left)
         finally:
             fresh, self.fresh = self.fresh, None
             if fresh is not None:  # closed on this thread, never while cut() uses it
@@ -214,11 +215,11 @@ class _Exchange:
         """End the exchange by ``deadline`` at the latest; safe from a signal handler."""
         if deadline < self.deadline:
             self.deadline = deadline
-            self._poke.set()
+            self.poke.set()
 
     def finish(self) -> None:
         self.done = True
-        self._poke.set()
+        self.poke.set()
         if not self.watched:  # no watchdog thread to close it: this is the only user
             fresh, self.fresh = self.fresh, None
             if fresh is not None:
@@ -246,51 +247,63 @@ class _Watchdog:
     thread can be started, a request goes unwatched: requests' per-operation
     timeouts still bound it, and whoever waits for the delivery (close, the
     exit hook) has a deadline of its own.
+
+    Each thread has a queue and a flag of its own. ``stop`` hands the thread its
+    last item and forgets it: a request made after that (the transport used again,
+    a restarted sender) starts a new thread rather than being handed to one on
+    its way out, which never watched it. The same after a fork: the parent's
+    thread does not exist in the child, and neither do its queue's exchanges.
     """
 
     def __init__(self) -> None:
-        self.poke = Wakeup()
-        # Every exchange handed over, each watched in turn: one that ended before the
-        # thread got to it still has its socket duplicate closed there.
-        self._exchanges: collections.deque[_Exchange] = collections.deque()
         self._thread: threading.Thread | None = None
-        self._stopped = False
+        # Every exchange handed over, each watched in turn: one that ended before the
+        # thread got to it still has its socket duplicate closed there. None: stop.
+        self._exchanges: collections.deque[_Exchange | None] = collections.deque()
+        self._poke = Wakeup()  # the thread's only waiter: watch, stop, hurry, finish
 
     def start(self) -> bool:
         """Have the thread running; False where none can start."""
         if self._thread is not None and self._thread.is_alive():
             return True
-        self._stopped = False
-        thread = threading.Thread(target=self._run, name="logdna_client-watchdog", daemon=True)
+        exchanges: collections.deque[_Exchange | None] = collections.deque()
+        poke = Wakeup()
+        thread = threading.Thread(
+            target=_Watchdog._run, args=(exchanges, poke), name="logdna_client-watchdog",
+            daemon=True,
+        )  # fmt: skip
         try:
             thread.start()
         except RuntimeError:  # the interpreter is finalizing, or no more threads
             return False
-        self._thread = thread
+        self._thread, self._exchanges, self._poke = thread, exchanges, poke
         return True
 
     def watch(self, exchange: _Exchange) -> None:
         """Cut ``exchange`` at its deadline (called on the sender thread)."""
         if self.start():
             exchange.watched = True
+            exchange.poke = self._poke
             self._exchanges.append(exchange)
-            self.poke.set()
+            self._poke.set()
 
     def stop(self) -> None:
         """Let the thread end once it has watched what it was handed (the transport closed)."""
-        self._stopped = True
-        self.poke.set()
+        if self._thread is not None:
+            self._thread = None
+            self._exchanges.append(None)
+            self._poke.set()
 
-    def _run(self) -> None:
-        exchanges = self._exchanges
+    @staticmethod
+    def _run(exchanges: collections.deque[_Exchange | None], poke: Wakeup) -> None:
         while True:
             try:
                 exchange = exchanges.popleft()
             except IndexError:
-                if self._stopped:
-                    return
-                self.poke.wait(None)  # raised by the next watch or stop (or a stale poke)
+                poke.wait(None)  # raised by the next watch or stop (or a stale poke)
                 continue
+            if exchange is None:
+                return
             try:
                 exchange.watch()
             except Exception:  # (closing a socket failed): the next exchanges still count
@@ -481,9 +494,7 @@ class HTTPTransport:
         params = dict(self._params, now=str(int(time.time() * 1000))) if self._params else None
         session = self._session
         started = time.monotonic()
-        exchange = self._exchange = _current.exchange = _Exchange(
-            started + timeout, self._watchdog.poke
-        )
+        exchange = self._exchange = _current.exchange = _Exchange(started + timeout)
         self._watchdog.watch(exchange)
         response = None
         try:
@@ -567,10 +578,11 @@ def _read_capped(response: requests.Response, cap: int = MAX_RESPONSE_BYTES) -> 
         response.close()  # the rest unread: this connection cannot be reused
     try:
         return data.decode(response.encoding or "utf-8", "replace")
-    except (LookupError, ValueError):
+    except (LookupError, ValueError, Warning):
         # A charset Python does not know, or a codec that is not a text encoding
         # (rot13, idna): raised from here, it turned the service's answer (a 200
-        # included) into a retry, and every retry stored the lines once more.
+        # included) into a retry, and every retry stored the lines once more. Warning:
+        # unicode_escape warns of an invalid escape, raised where warnings are errors.
         return data.decode("utf-8", "replace")
 
 

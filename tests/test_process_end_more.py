@@ -381,9 +381,9 @@ class TestSignalThatCannotWaitWhereItLands:
             """
             for i in range(100):
                 log.info("line %d", i)
-            logging._acquireLock()
+            logging._lock.acquire()  # (3.13 has no _acquireLock)
             os.kill(os.getpid(), signal.SIGTERM)  # the handler runs here, under the lock
-            logging._releaseLock()
+            logging._lock.release()
             mark("went on")
             then = os.environ["THEN"]
             if then == "sys.exit(0)":
