@@ -608,7 +608,12 @@ class Client:
         sender = self._sender
         if sender.spool is not None:
             dropped.update(dict.fromkeys(SPOOL_DROP_REASONS, 0))
-            dropped.update(sender.spool.dropped + sender.spool_dropped_before)
+            for counts in (sender.spool.dropped, sender.spool_dropped_before):
+                # Copied in one C call: the sender may count a new reason meanwhile, and
+                # iterating the live Counter would then raise (here, or in a signal
+                # handler that closes the client).
+                for reason, count in dict(counts).items():
+                    dropped[reason] = dropped.get(reason, 0) + count
         return dropped
 
     def _lost(self) -> int:

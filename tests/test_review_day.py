@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 import warnings
+from collections import Counter
 from collections.abc import Iterator
 from types import FrameType
 from typing import Any
@@ -126,3 +127,32 @@ class TestATransportUsedAgain:
                 transport.close()
         assert Kind.RETRY is outcome.kind
         assert took < 3.0, f"the request went on for {took:.1f} s, unwatched"
+
+
+class _CountsGrowingWhileRead(Counter[str]):
+    """A spool's drop counts that gain a reason while they are read, as they do when
+    the sender counts a new kind of drop at that moment."""
+
+    def items(self) -> Any:
+        for item in super().items():
+            self["spool_age"] += 1  # a new key in the middle of the iteration
+            yield item
+
+
+def test_drop_counts_read_while_the_sender_adds_a_reason(tmp_path: Any) -> None:
+    """stats(), flush() and the close (which a signal handler may run) read the spool's
+    drop counts while the sender may add a reason to them: no RuntimeError."""
+    from logdna_client import Client
+
+    client = Client(url="http://127.0.0.1:9/logs/ingest", spool_dir=str(tmp_path), hostname="h")
+    try:
+        client.log("starts the sender, which opens the spool")
+        deadline = time.monotonic() + 30
+        while client._sender.spool is None and time.monotonic() < deadline:
+            client._sender.wake.set()
+            client.flush(0.05)
+        assert client._sender.spool is not None
+        client._sender.spool_dropped_before = _CountsGrowingWhileRead({"spool_full": 2})
+        assert 2 == client.stats()["dropped"]["spool_full"]
+    finally:
+        client.close(0)
