@@ -433,6 +433,13 @@ class Client:
             self._dropped_at_close = self._dropped()
         self._closed = True
         self._buffer.close()
+        if self._started and not self._sender.alive and len(self._buffer):
+            # The sender died (a bug of ours) with lines left: a new one delivers them,
+            # as a line that finds it dead starts one (_restart_dead_sender).
+            self._reporter.report(
+                "sender-dead", logging.ERROR, "logdna_client: sender thread died; restarting it"
+            )
+            self._started = False
         if not self._started:
             if len(self._buffer) == 0:
                 self._exit_finished()

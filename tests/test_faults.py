@@ -617,6 +617,29 @@ class TestOverflowPolicies:
         assert worst >= 0.25  # it did block ...
         assert worst < 0.3 + 1.0  # ... but not past block_timeout
 
+    def test_close_restarts_a_dead_sender_and_delivers(self, server: DevServer) -> None:
+        """A sender thread that died (as a bug would end it) with lines left: close()
+        starts a new one and delivers them; it used to return at once, the lines lost
+        without a word."""
+        client = Client(url=server.url, hostname="dead", flush_interval=60)
+        try:
+            client.log("first")
+            assert client.flush(20)
+            sender = client._sender
+            # Out of its loop, through its cleanup, with nothing changed for the client.
+            sender.begin_close(0)
+            assert sender.thread is not None
+            sender.thread.join(10)
+            sender._deadline = None
+            sender._interrupt.clear()
+            assert not sender.alive
+            for i in range(5):  # fewer than a batch: no line wakes (and restarts) it
+                client.log(f"after {i}")
+        finally:
+            client.close(10)
+        assert ["first"] + [f"after {i}" for i in range(5)] == texts(server)
+        assert 0 == client.stats()["dropped_total"]
+
     def test_block_restarts_a_dead_sender_instead_of_hanging(self, server: DevServer) -> None:
         """With overflow=block, a full buffer and a sender thread that has died, the
         logging call that waits for room restarts the sender (it used to deadlock on
