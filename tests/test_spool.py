@@ -883,7 +883,7 @@ class SpoolMachine(RuleBasedStateMachine):
         import tempfile
 
         self.folder = tempfile.mkdtemp(prefix="spool-model-")
-        self.spool = Spool.open(self.folder, segment_bytes=700, sync="none")
+        self.spool = self._open()
         self.next_line = 0
         self.pending: set[bytes] = set()
         self.acked: set[bytes] = set()
@@ -897,11 +897,15 @@ class SpoolMachine(RuleBasedStateMachine):
 
         try:
             crash(self.spool)
-            self.spool = Spool.open(self.folder, segment_bytes=700, sync="none")
+            self.spool = self._open()
             self.check_drain()
         finally:
             crash(self.spool)
             shutil.rmtree(self.folder, ignore_errors=True)
+
+    def _open(self) -> Spool:
+        """This process's spool on the folder (again, after a crash)."""
+        return Spool.open(self.folder, segment_bytes=700, sync="none")
 
     def _size(self, segment: str) -> int:
         try:
@@ -994,13 +998,13 @@ class SpoolMachine(RuleBasedStateMachine):
         self.last_write = None
         self.with_caller.clear()
         self.handed.clear()
-        self.spool = Spool.open(self.folder, segment_bytes=700, sync="none")
+        self.spool = self._open()
 
     @rule()
     def crash_and_drain(self) -> None:
         """kill -9 with no torn write; the next process delivers every pending line once."""
         crash(self.spool)
-        self.spool = Spool.open(self.folder, segment_bytes=700, sync="none")
+        self.spool = self._open()
         self.check_drain()
 
     def check_drain(self) -> None:
@@ -1012,6 +1016,8 @@ class SpoolMachine(RuleBasedStateMachine):
         assert set() == set(seen) & self.acked
         assert set() == self.pending - set(seen)  # nothing pending lost
         assert set(seen) <= self.pending | self.maybe
+        numbers = [int(line.split(b'"')[3]) for line in seen]
+        assert numbers == sorted(numbers)  # oldest first (whatever a clock did)
         self.acked.update(seen)
         self.pending.clear()
         self.maybe.clear()

@@ -18,14 +18,14 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, rule
+from hypothesis.stateful import rule
 
 from logdna_client import Client
 from logdna_client._devserver import DevServer
-from logdna_client._spool import BatchId, Spool, _store
+from logdna_client._spool import Spool, _store
 from tests._children import REPO, assert_exactly_once_in_order, texts
 from tests.helpers import in_forked_child
-from tests.test_spool import Trouble, crash, drain, lines, segments
+from tests.test_spool import SpoolMachine, Trouble, crash, drain, lines, segments
 
 # Deadline for a child process to answer: generous, only hit when something hangs.
 _ANSWER = 60.0
@@ -596,96 +596,25 @@ class TestManySegments:
 # takes part of a backlog; order is checked as well as once-only.
 
 
-class HostileSpoolMachine(RuleBasedStateMachine):
-    """Lines are numbered in the order appended. *pending*: on disk, not acked; *out*: handed
-    to this process's caller; *acked*: never to come back; *maybe*: the last write before a
-    crash was torn, so these may come back once, or (an append) not at all."""
-
-    out = Bundle("out")
+class HostileSpoolMachine(SpoolMachine):
+    """SpoolMachine's model and rules, with what a hostile host adds: a wall clock
+    stepped back and forth, another live process delivering from the same folder, small
+    segments, and at most two dead processes' segments held at once."""
 
     def __init__(self) -> None:
-        super().__init__()
-        import tempfile
-
-        self.folder = tempfile.mkdtemp(prefix="spool-hostile-")
-        self.clock = _Clock()
-        self.spool = self._open()
-        self.next_line = 0
-        self.pending: set[bytes] = set()
-        self.acked: set[bytes] = set()
-        self.maybe: set[bytes] = set()
-        self.with_caller: set[bytes] = set()
-        self.handed: dict[BatchId, list[bytes]] = {}
-        self.last_write: tuple[str, int, int, str, list[bytes]] | None = None
+        self.clock = _Clock()  # before the base opens the spool with it
         self.saved = _store.MAX_ADOPTED
         _store.MAX_ADOPTED = 2
+        super().__init__()
 
     def _open(self) -> Spool:
         return Spool.open(self.folder, segment_bytes=300, sync="none", clock=self.clock)
 
     def teardown(self) -> None:
-        import shutil
-
         try:
-            crash(self.spool)
-            self.spool = self._open()
-            self.check_drain()
+            super().teardown()
         finally:
-            crash(self.spool)
             _store.MAX_ADOPTED = self.saved
-            shutil.rmtree(self.folder, ignore_errors=True)
-
-    def _size(self, segment: str) -> int:
-        try:
-            return os.path.getsize(os.path.join(self.folder, segment))
-        except OSError:
-            return -1
-
-    @rule(target=out, count=st.integers(1, 6))
-    def append(self, count: int) -> BatchId:
-        new = lines(self.next_line, count)
-        self.next_line += count
-        batch = self.spool.append(new)
-        assert batch is not None
-        self.pending.update(new)
-        self.with_caller.update(new)
-        self.handed[batch] = new
-        self.last_write = (batch.segment, batch.offset, self._size(batch.segment), "append", new)
-        return batch
-
-    @rule(batch=consumes(out))
-    def ack(self, batch: BatchId) -> None:
-        if batch not in self.handed:
-            return
-        got = self.handed.pop(batch)
-        before = self._size(batch.segment)
-        self.spool.ack(batch)
-        self.pending.difference_update(got)
-        self.maybe.difference_update(got)
-        self.with_caller.difference_update(got)
-        self.acked.update(got)
-        self.last_write = (batch.segment, before, self._size(batch.segment), "ack", got)
-
-    @rule(batch=consumes(out))
-    def release(self, batch: BatchId) -> None:
-        if batch in self.handed:
-            self.spool.release(batch)
-            self.with_caller.difference_update(self.handed.pop(batch))
-
-    @rule(target=out, max_bytes=st.integers(1, 600))
-    def replay(self, max_bytes: int) -> BatchId:
-        batch = self.spool.next_replay_batch(max_bytes)
-        if batch is None:
-            return BatchId("none", 0, 0, 0, 0, False)
-        for line in batch.entries:
-            assert line not in self.acked, line
-            assert line not in self.with_caller, line  # handed out twice
-            assert line in self.pending or line in self.maybe, line
-            self.maybe.discard(line)
-            self.pending.add(line)
-            self.with_caller.add(line)
-        self.handed[batch.id] = batch.entries
-        return batch.id
 
     @rule(seconds=st.sampled_from([-86400.0, -3600.0, -1.0, 1.0, 3600.0]))
     def step_clock(self, seconds: float) -> None:
@@ -705,47 +634,6 @@ class HostileSpoolMachine(RuleBasedStateMachine):
         self.pending.difference_update(got)
         self.maybe.difference_update(got)
         self.acked.update(got)
-
-    @rule(tear=st.floats(0, 1))
-    def crash(self, tear: float) -> None:
-        """kill -9, the last write torn at a chosen byte; a new process opens the folder."""
-        crash(self.spool)
-        if self.last_write is not None:
-            segment, start, end, _, got = self.last_write
-            path = os.path.join(self.folder, segment)
-            if end > start and os.path.exists(path):
-                os.truncate(path, start + int((end - start) * tear))
-                self.pending.difference_update(got)
-                self.acked.difference_update(got)
-                self.maybe.update(got)
-        self.last_write = None
-        self.with_caller.clear()
-        self.handed.clear()
-        self.spool = self._open()
-
-    @rule()
-    def crash_and_drain(self) -> None:
-        crash(self.spool)
-        self.spool = self._open()
-        self.check_drain()
-
-    def check_drain(self) -> None:
-        seen: list[bytes] = []
-        while (batch := self.spool.next_replay_batch(1 << 20)) is not None:
-            seen += batch.entries
-            self.spool.ack(batch.id)
-        assert [] == [line for line, n in Counter(seen).items() if n > 1]
-        assert set() == set(seen) & self.acked
-        assert set() == self.pending - set(seen)
-        assert set(seen) <= self.pending | self.maybe
-        numbers = [int(line.split(b'"')[3]) for line in seen]
-        assert numbers == sorted(numbers)  # oldest first, whatever the clock did
-        self.acked.update(seen)
-        self.pending.clear()
-        self.maybe.clear()
-        self.with_caller.clear()
-        self.handed.clear()
-        self.last_write = None
 
 
 TestHostileSpoolModel = HostileSpoolMachine.TestCase
