@@ -172,28 +172,6 @@ class TestInterimAnswers:
         }
         assert_adds_up(client, 1)
 
-    def test_endless_interim_answers_are_cut_by_request_timeout(self) -> None:
-        """103s without end (each quickly, so no socket read times out) hold no request
-        past request_timeout, and close() past its deadline: skipping interim answers
-        has no way around the watchdog."""
-
-        def endless_hints(request: Request, sock: socket.socket, stop: threading.Event) -> None:
-            while not stop.wait(0.01):
-                sock.sendall(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n")
-
-        with scripted_server(endless_hints) as server:
-            client = Client(
-                url=server.url, hostname="t", flush_interval=0.05, request_timeout=0.5,
-                retry_max_backoff=0.2,
-            )  # fmt: skip
-            client.log("never answered")
-            assert server.wait_for_requests(2, WAIT), "the first request was never cut"
-            assert "retry" == (client.stats()["last_error"] or {}).get("kind")
-            took = close_took(client, DEADLINE)
-            assert 1 == client.stats()["dropped"]["shutdown"]
-        assert took < DEADLINE + SLACK, f"close took {took:.2f} s"
-        assert_adds_up(client, 1)
-
 
 class TestPartialAnswers:
     def test_a_207_longer_than_the_usual_answer_cap_is_read(self) -> None:
