@@ -39,8 +39,7 @@ FMT = "request %s served in %d ms"
 #: (label, LogDNAHandler method, text in it, what replaces it)
 DUTIES: tuple[tuple[str, str, str, str], ...] = (
     ("records from sender threads are skipped", "_deliver",
-     "made_on_sender = thread in SENDER_THREADS and record.process in (None, getpid())",
-     "made_on_sender = False"),
+     "if made_on_sender(record, current):", "if False:"),
     ("the library's own loggers are skipped", "_deliver",
      "if own is not False and self._is_own(name):", "if False:"),
     ("the re-entry guard is checked", "_deliver",

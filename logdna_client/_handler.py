@@ -24,7 +24,6 @@ import time
 import traceback
 from collections.abc import Mapping
 from itertools import islice
-from os import getpid
 from threading import get_ident
 from typing import Any, cast
 
@@ -40,7 +39,7 @@ from ._event import event_dict_to_line
 from ._line import millis, now_millis, safe_str
 from ._options import ClientOptions, with_options_help
 from ._report import is_own_logger
-from ._threads import SENDER_THREADS, marks_for
+from ._threads import made_on_sender, marks_for
 
 __all__ = ["STANDARD_RECORD_ATTRS", "LogDNAHandler", "record_meta"]
 
@@ -237,19 +236,13 @@ class LogDNAHandler(logging.Handler):
     def _deliver(self, record: logging.LogRecord) -> None:
         """Queue the record's line, unless it must not ship; never raises."""
         current = get_ident()
-        try:
-            # With logging.logThreads off a record has no thread: the one running is it.
-            thread = record.thread if record.thread is not None else current
-            made_on_sender = thread in SENDER_THREADS and record.process in (None, getpid())
-            name = record.name
-        except Exception:  # a record stripped of standard attributes: ship what it has
-            made_on_sender, name = False, None
-        if made_on_sender:
+        if made_on_sender(record, current):
             return  # made by urllib3/requests on a sender thread
         try:
+            name = record.name
             own = self._skip_names.get(name)  # False: a logger known not to be ours
-        except Exception:  # an unhashable name, or one whose hash raises: not ours
-            own = False
+        except Exception:  # no name (a stripped record), an unhashable one: not ours
+            name, own = None, False
         if own is not False and self._is_own(name):
             return
         # Marked while it builds: a record that a signal handler, finalizer, __str__ or

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import signal
 import threading
+from os import getpid
+from typing import Any
 
 __all__ = [
     "BUSY_THREADS",
@@ -17,6 +19,7 @@ __all__ = [
     "Latch",
     "Wakeup",
     "leave_signals_to_the_main_thread",
+    "made_on_sender",
     "marks_for",
     "on_sender_thread",
 ]
@@ -37,6 +40,27 @@ BUSY_THREADS: set[int] = set()
 #: signal handler's line, a line a ``__str__`` logs); a record nested deeper is
 #: a loop in the making, and is dropped and counted as ``reentrant``.
 NESTED_THREADS: set[int] = set()
+
+
+def made_on_sender(record: Any, running: int) -> bool:
+    """Whether ``record`` (a LogRecord) was made on one of this process's sender
+    threads (urllib3's and requests' lines of the library's own requests): the
+    handler and the processor never ship it, on whichever thread it is handled (a
+    QueueListener's, say), or each request would make more to send.
+
+    ``running`` is the running thread's ident: a record made with
+    ``logging.logThreads`` off has no thread, and the thread handling it made it.
+    A record made in another process (the parent's, through a queue) is not from
+    our senders. A record stripped of those attributes, or whose thread cannot be
+    looked up (unhashable), is not either: it ships what it has. Never raises.
+    """
+    try:
+        thread = record.thread
+        if thread is None:
+            thread = running
+        return thread in SENDER_THREADS and record.process in (None, getpid())
+    except Exception:
+        return False
 
 
 def marks_for(thread: int) -> set[int] | None:

@@ -27,7 +27,6 @@ import contextlib
 import logging
 import time
 from collections.abc import Mapping, MutableMapping
-from os import getpid
 from threading import get_ident
 from typing import TYPE_CHECKING, Any, cast
 
@@ -51,7 +50,7 @@ from ._event import (
 from ._line import millis, now_millis, safe_str
 from ._options import ClientOptions, with_options_help
 from ._report import is_own_logger
-from ._threads import SENDER_THREADS, marks_for
+from ._threads import SENDER_THREADS, made_on_sender, marks_for
 
 __all__ = ["LogDNAProcessor", "event_dict_to_line", "level_of", "timestamp_of"]
 
@@ -291,7 +290,7 @@ class LogDNAProcessor(_NativeCall):
         name = getattr(record, "name", None) if record is not None else None
         if is_own_logger(name):
             return  # our own trouble, through a ProcessorFormatter: never ship it
-        if record is not None and _made_on_sender(record):
+        if record is not None and made_on_sender(record, get_ident()):
             # urllib3's lines of our own requests, handed to a ProcessorFormatter on
             # another thread (a QueueListener's): shipping them would make more requests.
             return
@@ -320,15 +319,6 @@ class LogDNAProcessor(_NativeCall):
         """Deliver what is queued and stop, unless the client was given with ``client=``."""
         if self._owns_client:
             self._client.close(timeout)
-
-
-def _made_on_sender(record: Any) -> bool:
-    """Whether a LogRecord was made on one of this process's sender threads."""
-    try:
-        thread = record.thread
-        return thread in SENDER_THREADS and getattr(record, "process", None) in (None, getpid())
-    except Exception:  # a record stripped of its attributes, an unhashable thread: not ours
-        return False
 
 
 LogDNAProcessor.__doc__ = with_options_help(LogDNAProcessor.__doc__)
