@@ -224,6 +224,23 @@ def to_level(option: str, value: object) -> int:
     raise _bad(option, value, "a logging level (DEBUG, INFO, WARNING, ERROR, CRITICAL or a number)")
 
 
+def level_beside_client(client: object, options: Mapping[str, object]) -> int | None:
+    """The ``level`` given beside a shared ``client=`` to a handler or processor: its
+    own (handlers sharing one client may each want another). None when it is not
+    given, or when no client is (the options then build the caller's own client).
+    Any other option beside ``client=`` is a ConfigurationError: the client's
+    options are the client's."""
+    if client is None:
+        return None
+    level = to_level("level", options["level"]) if "level" in options else None
+    others = sorted(name for name in options if name != "level")
+    if others:
+        raise ConfigurationError(
+            "pass either client= or options (" + ", ".join(others) + "), not both"
+        )
+    return level
+
+
 def to_str_list(option: str, value: object) -> tuple[str, ...]:
     """Coerce a list of strings, or one comma-separated string ("a, b")."""
     if value is None:

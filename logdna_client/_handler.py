@@ -31,10 +31,9 @@ from typing_extensions import Unpack
 
 from . import _context, _exit, _native, _official
 from ._client import Client
-from ._config import Secret, hide_key, to_level
+from ._config import Secret, hide_key, level_beside_client
 from ._context import current as request_context
 from ._context import with_context
-from ._errors import ConfigurationError
 from ._event import event_dict_to_line
 from ._line import millis, now_millis, safe_str
 from ._options import ClientOptions, with_options_help
@@ -127,16 +126,11 @@ class LogDNAHandler(logging.Handler):
         official = key is not None or options is not None
         if official:
             kwargs = cast(ClientOptions, hide_key({**_official.translate(key, options), **kwargs}))
-        # With client=, ``level`` is this handler's own (handlers sharing one client may
-        # each want another); the client's options are the client's.
-        level = to_level("level", kwargs.pop("level", 0)) if client is not None else 0
-        if client is not None and kwargs:
-            raise ConfigurationError(
-                "pass either client= or options (" + ", ".join(sorted(kwargs)) + "), not both"
-            )
+        level = level_beside_client(client, kwargs)
         self._owns_client = client is None
         self._client = client if client is not None else Client(**kwargs)
-        super().__init__(self._client.config.level if self._owns_client else level)
+        # Beside client= and not given: NOTSET, every record (the logger's level decides).
+        super().__init__(self._client.config.level if self._owns_client else level or 0)
         builder = self._builder = self._client._builder
         self._entry = builder.entry
         #: The LogRecord attributes shipped as meta, in order.

@@ -34,8 +34,7 @@ from typing_extensions import Unpack
 
 from . import _context, _native
 from ._client import Client
-from ._config import hide_key, to_level
-from ._errors import ConfigurationError
+from ._config import hide_key, level_beside_client
 from ._event import (
     LEVEL_KEY,
     LEVELS,
@@ -120,18 +119,11 @@ class LogDNAProcessor(_NativeCall):
         if getattr(self, "_client", None) is not None:
             # Its C part holds the first client's pieces (and a call under way may use them).
             raise TypeError("the processor is initialised already")
-        # With client=, ``level`` is this processor's own (as a LogDNAHandler's is): the
-        # client's other options are the client's.
-        own_level = None
-        if client is not None and "level" in options:
-            own_level = to_level("level", options.pop("level"))
-        if client is not None and options:
-            raise ConfigurationError(
-                "pass either client= or options (" + ", ".join(sorted(options)) + "), not both"
-            )
+        own_level = level_beside_client(client, options)
         self._owns_client = client is None
         self._client = client if client is not None else Client(**options)
         self._builder = builder = self._client._builder
+        # Beside client= and not given: the client's level (a processor has no logger's).
         self._min_level = self._client.config.level if own_level is None else own_level
         # The common event's pieces (see _ship_common).
         self._entry = builder.entry
