@@ -9,7 +9,8 @@ import shutil
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -88,3 +89,27 @@ def busy_while_putting(client: Any, monkeypatch: Any) -> list[bool]:
 
     monkeypatch.setattr(client, "put_entry", put_entry)
     return seen
+
+
+@contextmanager
+def django_settings(urlconf: str, middleware: list[str]) -> Iterator[None]:
+    """Django set up (once per process: its settings can be configured only once),
+    with ``urlconf`` and ``middleware`` in force for the duration."""
+    import django
+    from django.conf import settings
+    from django.test import override_settings
+
+    if not settings.configured:
+        settings.configure(
+            DEBUG=False,
+            SECRET_KEY="test-only",
+            ALLOWED_HOSTS=["testserver"],
+            INSTALLED_APPS=[],
+            DATABASES={},
+            LOGGING_CONFIG=None,
+            ROOT_URLCONF=urlconf,
+            MIDDLEWARE=middleware,
+        )
+        django.setup()
+    with override_settings(ROOT_URLCONF=urlconf, MIDDLEWARE=middleware):
+        yield

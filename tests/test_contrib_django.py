@@ -17,7 +17,6 @@ import pytest
 django = pytest.importorskip("django")
 
 from asgiref.sync import async_to_sync  # noqa: E402
-from django.conf import settings  # noqa: E402
 from django.http import HttpRequest, HttpResponse, HttpResponseNotFound  # noqa: E402
 from django.test import AsyncClient, Client, override_settings  # noqa: E402
 from django.urls import path  # noqa: E402
@@ -26,6 +25,7 @@ from logdna_client import LogDNAHandler  # noqa: E402
 from logdna_client._devserver import DevServer  # noqa: E402
 from logdna_client.contrib.django import RequestContextFilter  # noqa: E402
 from tests._helpers_integrations import REPO_ROOT, context_handler_on, delivered  # noqa: E402
+from tests.helpers import django_settings  # noqa: E402
 
 app_log = logging.getLogger("t.django.app")
 MIDDLEWARE = [
@@ -80,19 +80,7 @@ urlpatterns = [
 
 @pytest.fixture(scope="module", autouse=True)
 def _django() -> Iterator[None]:
-    if not settings.configured:
-        settings.configure(
-            DEBUG=False,
-            SECRET_KEY="test-only",
-            ALLOWED_HOSTS=["testserver"],
-            INSTALLED_APPS=[],
-            DATABASES={},
-            LOGGING_CONFIG=None,
-            ROOT_URLCONF=__name__,
-            MIDDLEWARE=MIDDLEWARE,
-        )
-        django.setup()
-    with override_settings(ROOT_URLCONF=__name__, MIDDLEWARE=MIDDLEWARE):
+    with django_settings(__name__, MIDDLEWARE):
         yield
 
 

@@ -16,15 +16,12 @@ import warnings
 from collections.abc import Iterator
 from typing import Any
 
-import django
 import pytest
 import structlog
 from asgiref.sync import async_to_sync
-from django.conf import settings
 from django.http import HttpRequest, StreamingHttpResponse
 from django.test import AsyncClient as DjangoAsyncClient
 from django.test import Client as DjangoClient
-from django.test import override_settings
 from django.urls import path
 from flask import Flask, request, stream_with_context
 from starlette.applications import Starlette
@@ -39,6 +36,7 @@ from logdna_client.contrib.flask import LogDNA
 from logdna_client.structlog import LogDNAProcessor
 from logdna_client.testing import capture_lines
 from tests._children import Child, assert_exactly_once_in_order, texts
+from tests.helpers import django_settings
 
 # Every test here runs on each way handle can run (the C extension, the Python code).
 pytestmark = pytest.mark.usefixtures("handle_path")
@@ -518,24 +516,12 @@ urlpatterns = [path("stream", django_stream), path("stream-async", django_stream
 
 
 @pytest.fixture
-def django_settings() -> Iterator[None]:
-    if not settings.configured:
-        settings.configure(
-            DEBUG=False,
-            SECRET_KEY="test-only",
-            ALLOWED_HOSTS=["testserver"],
-            INSTALLED_APPS=[],
-            DATABASES={},
-            LOGGING_CONFIG=None,
-            ROOT_URLCONF=__name__,
-            MIDDLEWARE=DJANGO_MIDDLEWARE,
-        )
-        django.setup()
-    with override_settings(ROOT_URLCONF=__name__, MIDDLEWARE=DJANGO_MIDDLEWARE):
+def _django() -> Iterator[None]:
+    with django_settings(__name__, DJANGO_MIDDLEWARE):
         yield
 
 
-@pytest.mark.usefixtures("django_settings")
+@pytest.mark.usefixtures("_django")
 class TestDjangoStreaming:
     def test_lines_a_streaming_response_logs_have_the_request_context(
         self, server: DevServer
