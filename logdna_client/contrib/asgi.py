@@ -38,11 +38,10 @@ from .._context import (
     RequestContextFilter,
     bind_request_context,
     clean_path,
-    clean_request_id,
-    new_request_id,
     reset_request_context,
     update_request_context,
 )
+from ._request import log_access, request_fields, response_fields
 
 __all__ = ["LogDNAMiddleware", "RequestContextFilter"]
 
@@ -114,18 +113,11 @@ class LogDNAMiddleware:
         # What the response's start added, kept for this task too: Starlette's
         # StreamingResponse sends from a task of its own, whose context changes do
         # not reach this one (where the access line is logged).
-        response_fields: dict[str, Any] = {}
+        response_added: dict[str, Any] = {}
         token = None
         try:
-            request_id = clean_request_id(self._header(scope)) or new_request_id()
-            fields: dict[str, Any] = {
-                "request_id": request_id,
-                "http_method": method,
-                "http_path": path,
-            }
-            user_id = self._user_id(scope)
-            if user_id is not None:
-                fields["user_id"] = user_id
+            fields = request_fields(self._header(scope), method, path, self._user_id(scope))
+            request_id = fields["request_id"]
             state = scope.setdefault("state", {})
             if isinstance(state, MutableMapping):
                 state["request_id"] = request_id
@@ -139,12 +131,9 @@ class LogDNAMiddleware:
             if message.get("type") == "http.response.start":
                 try:
                     status = int(message["status"])
-                    changed: dict[str, Any] = {"http_status": status}
-                    user_id = self._user_id(scope)  # the endpoint may have logged one in
-                    if user_id is not None:
-                        changed["user_id"] = user_id
+                    changed = response_fields(status, self._user_id(scope))
                     update_request_context(**changed)
-                    response_fields.update(changed)
+                    response_added.update(changed)
                     headers = list(message.get("headers") or ())
                     if request_id and all(k.lower() != self._header_key for k, _ in headers):
                         headers.append((self._header_key, request_id.encode("latin-1")))
@@ -159,13 +148,9 @@ class LogDNAMiddleware:
             await self.app(scope, receive, send_with_context)
         finally:
             if self.access_log and scope["type"] == "http":
-                if response_fields and token is not None:
-                    update_request_context(**response_fields)
-                elapsed_ms = round((time.perf_counter() - started) * 1000, 1)
-                access_logger.info(
-                    "%s %s %s (%.1f ms)", method, path, status, elapsed_ms,
-                    extra={"duration_ms": elapsed_ms},
-                )  # fmt: skip
+                if response_added and token is not None:
+                    update_request_context(**response_added)
+                log_access(access_logger, method, path, status, started)
             if token is not None:
                 reset_request_context(token)
 

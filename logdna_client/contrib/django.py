@@ -47,12 +47,10 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction  # Django >=
 from .._context import (
     RequestContextFilter,
     bind_request_context,
-    clean_path,
-    clean_request_id,
-    new_request_id,
     reset_request_context,
     update_request_context,
 )
+from ._request import log_access, request_fields, response_fields
 
 __all__ = ["LogDNARequestContextMiddleware", "RequestContextFilter"]
 
@@ -165,17 +163,11 @@ class LogDNARequestContextMiddleware:
             reset_request_context(token)
 
     def _request_fields(self, request: Any) -> dict[str, Any]:
-        request_id = clean_request_id(request.META.get(self._meta_key)) or new_request_id()
-        fields: dict[str, Any] = {
-            "request_id": request_id,
-            "http_method": request.method,
-            "http_path": clean_path(request.path),
-        }
-        user_id = _user_id(request)
-        if user_id is not None:
-            fields["user_id"] = user_id
+        fields = request_fields(
+            request.META.get(self._meta_key), request.method, request.path, _user_id(request)
+        )
         try:
-            request.request_id = request_id
+            request.request_id = fields["request_id"]
             # django.request logs 4xx/5xx responses after the middleware chain
             # returned; RequestContextFilter finds the context here through
             # the record's ``request`` attribute.
@@ -187,10 +179,7 @@ class LogDNARequestContextMiddleware:
     def _finish(self, request: Any, response: Any, started: float) -> None:
         try:
             status = int(response.status_code)
-            fields: dict[str, Any] = {"http_status": status}
-            user_id = _user_id(request)  # the view may have logged the user in
-            if user_id is not None:
-                fields["user_id"] = user_id
+            fields = response_fields(status, _user_id(request))
             update_request_context(**fields)
             context = getattr(request, "logdna_context", None)
             if isinstance(context, dict):
@@ -201,12 +190,7 @@ class LogDNARequestContextMiddleware:
             if getattr(response, "streaming", False) and isinstance(context, dict):
                 _stream_with_context(response, context)
             if self.access_log:
-                elapsed_ms = round((time.perf_counter() - started) * 1000, 1)
-                access_logger.info(
-                    "%s %s %s (%.1f ms)",
-                    request.method, clean_path(request.path), status, elapsed_ms,
-                    extra={"duration_ms": elapsed_ms},
-                )  # fmt: skip
+                log_access(access_logger, request.method, request.path, status, started)
         except Exception:
             logging.getLogger("logdna_client").debug(
                 "logdna_client: could not record the response context", exc_info=True

@@ -29,12 +29,10 @@ from typing import Any
 from .._context import (
     RequestContextFilter,
     bind_request_context,
-    clean_path,
-    clean_request_id,
-    new_request_id,
     reset_request_context,
     update_request_context,
 )
+from ._request import log_access, request_fields, response_fields
 
 __all__ = ["LogDNA", "RequestContextFilter"]
 
@@ -113,16 +111,8 @@ class LogDNA:
 
         try:
             header = request.headers.get(self.request_id_header)
-            request_id = clean_request_id(header) or new_request_id()
-            fields: dict[str, Any] = {
-                "request_id": request_id,
-                "http_method": request.method,
-                "http_path": clean_path(request.path),
-            }
-            user_id = self._user_id()
-            if user_id is not None:
-                fields["user_id"] = user_id
-            g.request_id = request_id
+            fields = request_fields(header, request.method, request.path, self._user_id())
+            g.request_id = fields["request_id"]
             setattr(g, _G_STARTED, time.perf_counter())
             setattr(g, _G_FIELDS, fields)
             setattr(g, _G_TOKEN, bind_request_context(**fields))
@@ -134,10 +124,7 @@ class LogDNA:
 
         try:
             status = int(response.status_code)
-            fields: dict[str, Any] = {"http_status": status}
-            user_id = self._user_id()
-            if user_id is not None:
-                fields["user_id"] = user_id
+            fields = response_fields(status, self._user_id())
             update_request_context(**fields)
             bound = g.get(_G_FIELDS)
             if isinstance(bound, dict):
@@ -147,12 +134,7 @@ class LogDNA:
                 response.headers[self.request_id_header] = request_id
             if self.access_log:
                 started = g.get(_G_STARTED)
-                elapsed_ms = round((time.perf_counter() - started) * 1000, 1) if started else 0.0
-                self.access_logger.info(
-                    "%s %s %s (%.1f ms)",
-                    request.method, clean_path(request.path), status, elapsed_ms,
-                    extra={"duration_ms": elapsed_ms},
-                )  # fmt: skip
+                log_access(self.access_logger, request.method, request.path, status, started)
         except Exception:
             _own.debug("logdna_client: could not record the response context", exc_info=True)
         return response
