@@ -113,3 +113,17 @@ def django_settings(urlconf: str, middleware: list[str]) -> Iterator[None]:
         django.setup()
     with override_settings(ROOT_URLCONF=urlconf, MIDDLEWARE=middleware):
         yield
+
+
+@contextmanager
+def on_a_sender_thread(ident: int | None = None) -> Iterator[int]:
+    """Thread ``ident`` (the calling one when None) counts as one of this process's
+    sender threads for the duration; yields its ident."""
+    from logdna_client._threads import SENDER_THREADS
+
+    ident = threading.get_ident() if ident is None else ident
+    SENDER_THREADS.add(ident)
+    try:
+        yield ident
+    finally:
+        SENDER_THREADS.discard(ident)

@@ -32,6 +32,7 @@ from tests._helpers_integrations import (
     handler_for,
     logger_with,
 )
+from tests.helpers import on_a_sender_thread
 
 
 @pytest.fixture
@@ -274,31 +275,36 @@ class TestTimestamp:
 
 
 class TestExceptions:
+    @pytest.mark.parametrize(
+        ("before", "error"),
+        [
+            pytest.param((structlog.processors.add_log_level,), ValueError("boom"), id="exc_info"),
+            # No level key: the ``exception`` method name alone means ERROR.
+            pytest.param((), KeyError("k"), id="method name"),
+            # The ``exception`` string format_exc_info made of exc_info.
+            pytest.param((structlog.processors.format_exc_info,), OSError("disk"), id="string"),
+        ],
+    )
     def test_log_exception_ships_traceback_at_error(
-        self, proc: LogDNAProcessor, client: CapturingClient
+        self,
+        proc: LogDNAProcessor,
+        client: CapturingClient,
+        before: tuple[Any, ...],
+        error: Exception,
     ) -> None:
-        """log.exception() ships the traceback in the line, level ERROR."""
-        log = bound(proc, structlog.processors.add_log_level)
+        """log.exception() ships the traceback in the line, level ERROR (the method name
+        alone says so), from exc_info or from the ``exception`` string format_exc_info
+        made of it."""
+        log = bound(proc, *before)
         try:
-            raise ValueError("boom")
-        except ValueError:
+            raise error
+        except type(error):
             log.exception("failed")
         line = client.lines[0]
         assert "ERROR" == line["level"]
         assert line["line"].startswith("failed\nTraceback (most recent call last):")
-        assert "ValueError: boom" in line["line"]
+        assert f"{type(error).__name__}: {error}" in line["line"]
         assert "meta" not in line
-
-    def test_exception_method_without_add_log_level(
-        self, proc: LogDNAProcessor, client: CapturingClient
-    ) -> None:
-        """The ``exception`` method name alone means ERROR."""
-        try:
-            raise KeyError("k")
-        except KeyError:
-            bound(proc).exception("failed")
-        assert "ERROR" == client.lines[0]["level"]
-        assert "KeyError: 'k'" in client.lines[0]["line"]
 
     def test_exc_info_instance_and_tuple(
         self, proc: LogDNAProcessor, client: CapturingClient
@@ -316,18 +322,6 @@ class TestExceptions:
         assert "RuntimeError: inst" in a["line"]
         assert "RuntimeError: inst" in b["line"]
         assert "c" == c["line"]
-
-    def test_format_exc_info_string(self, proc: LogDNAProcessor, client: CapturingClient) -> None:
-        """An ``exception`` string (format_exc_info ran first) is appended to the line."""
-        log = bound(proc, structlog.processors.format_exc_info)
-        try:
-            raise OSError("disk")
-        except OSError:
-            log.exception("io")
-        line = client.lines[0]
-        assert line["line"].startswith("io\nTraceback")
-        assert "OSError: disk" in line["line"]
-        assert "meta" not in line
 
     def test_structured_exception_stays_meta(
         self, proc: LogDNAProcessor, client: CapturingClient
@@ -428,15 +422,9 @@ class TestNeverHurts:
         self, proc: LogDNAProcessor, client: CapturingClient
     ) -> None:
         """Events made on a sender thread (urllib3 through a formatter) are never shipped."""
-        from logdna_client._threads import SENDER_THREADS
-
-        me = threading.get_ident()
-        SENDER_THREADS.add(me)
-        try:
-            event = {"event": "from the sender"}
+        event = {"event": "from the sender"}
+        with on_a_sender_thread():
             assert event is proc(None, "debug", event)
-        finally:
-            SENDER_THREADS.discard(me)
         assert [] == client.captured
 
     def test_reentrant_event_does_not_recurse(
@@ -733,14 +721,8 @@ class TestCommonPath:
 
     def test_sender_thread_skipped(self, proc: LogDNAProcessor, client: CapturingClient) -> None:
         """A common event made on a sender thread is not shipped."""
-        from logdna_client._threads import SENDER_THREADS
-
-        me = threading.get_ident()
-        SENDER_THREADS.add(me)
-        try:
+        with on_a_sender_thread():
             proc(None, "info", {"event": "from the sender"})
-        finally:
-            SENDER_THREADS.discard(me)
         assert [] == client.captured
 
     @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))

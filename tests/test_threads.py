@@ -9,7 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from logdna_client._threads import SENDER_THREADS, made_on_sender
+from logdna_client._threads import made_on_sender
+from tests.helpers import on_a_sender_thread
 
 SENDER = threading.get_ident() + 1  # an ident no test thread here has
 
@@ -17,11 +18,8 @@ SENDER = threading.get_ident() + 1  # an ident no test thread here has
 @pytest.fixture(autouse=True)
 def _a_sender() -> Iterator[None]:
     """``SENDER`` is a sender thread for the test."""
-    SENDER_THREADS.add(SENDER)
-    try:
+    with on_a_sender_thread(SENDER):
         yield
-    finally:
-        SENDER_THREADS.discard(SENDER)
 
 
 def _record(**attrs: object) -> logging.LogRecord:
