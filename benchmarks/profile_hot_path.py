@@ -69,6 +69,7 @@ def _handler_for_profiling(cls: Any) -> Any:
 
 def hot_path(report: list[tuple[str, float]]) -> None:
     from logdna_client import _handler as handler_mod
+    from logdna_client import _threads
 
     def add(label: str, ns: float) -> None:
         report.append((label, ns))
@@ -140,8 +141,8 @@ def hot_path(report: list[tuple[str, float]]) -> None:
 
     print("\npieces of the Python path (plain record), in the order it runs them:")
     env["get_ident"] = threading.get_ident
-    env["SENDER"] = handler_mod.SENDER_THREADS
-    env["BUSY"] = handler_mod.BUSY_THREADS
+    env["made_on_sender"] = _threads.made_on_sender
+    env["BUSY"] = _threads.BUSY_THREADS
     env["plain"] = client._builder.entry
     env["extras"] = handler_mod._extras
     env["meta5"] = {"user_id": 42, "path": "/api/v1/items", "method": "GET", "status": 200,
@@ -152,7 +153,7 @@ def hot_path(report: list[tuple[str, float]]) -> None:
     env["name_meta"] = {"name": "ours"}
     env["name_json"] = client._builder.meta_json({"name": "ours"})
     env["put_entry"] = buffer.put_entry
-    timed("c = get_ident(); record.thread in SENDER or c in BUSY",
+    timed("c = get_ident(); made_on_sender(record, c) or c in BUSY",
           "sender-thread and re-entry checks")  # fmt: skip
     timed("h._skip_names.get(record.name)", "own-logger check (a cached answer)")
     timed("BUSY.add(1); BUSY.discard(1)", "re-entry guard add + discard")
