@@ -51,14 +51,15 @@ def made_on_sender(record: Any, running: int) -> bool:
     ``running`` is the running thread's ident: a record made with
     ``logging.logThreads`` off has no thread, and the thread handling it made it.
     A record made in another process (the parent's, through a queue) is not from
-    our senders. A record stripped of those attributes, or whose thread cannot be
-    looked up (unhashable), is not either: it ships what it has. Never raises.
+    our senders. A record stripped of its thread, or whose thread cannot be looked up
+    (unhashable), is not either: it ships what it has. Never raises.
     """
     try:
         thread = record.thread
         if thread is None:
             thread = running
-        return thread in SENDER_THREADS and record.process in (None, getpid())
+        # A record without a process (stripped by a filter) counts as this process's.
+        return thread in SENDER_THREADS and getattr(record, "process", None) in (None, getpid())
     except Exception:
         return False
 

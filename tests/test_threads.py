@@ -46,12 +46,19 @@ class TestMadeOnSender:
         assert made_on_sender(_record(thread=None), SENDER)
         assert not made_on_sender(_record(thread=None), threading.get_ident())
 
-    @pytest.mark.parametrize("stripped", ["thread", "process"])
-    def test_a_stripped_record_is_not_ours(self, stripped: str) -> None:
-        """A record without its thread or process is not known to be ours: it ships."""
+    def test_a_record_stripped_of_its_thread_is_not_ours(self) -> None:
+        """A record without its thread is not known to be a sender's: it ships."""
         record = _record(thread=SENDER)
-        delattr(record, stripped)
+        del record.thread
         assert not made_on_sender(record, SENDER)
+
+    def test_a_record_stripped_of_its_process_is_this_process(self) -> None:
+        """A sender thread's record whose process a filter removed is still this
+        process's (as a record made with logging.logProcesses off is): never shipped,
+        or each request the sender makes could ship a line that makes another."""
+        record = _record(thread=SENDER)
+        del record.process
+        assert made_on_sender(record, SENDER)
 
     def test_an_unhashable_thread_is_not_ours(self) -> None:
         """A thread that cannot be looked up does not raise: the record is not ours."""
