@@ -28,6 +28,7 @@ from hypothesis.stateful import (
 
 from logdna_client._spool import BatchId, Spool
 from logdna_client._spool import _format as fmt
+from logdna_client._spool._destination import UNNAMED, fingerprint
 
 _FORK = multiprocessing.get_context("fork")
 # Deadline for a child process to answer: generous, only hit when something hangs.
@@ -49,7 +50,9 @@ def drain(spool: Spool, max_bytes: int = 1 << 20) -> list[bytes]:
 
 
 def segments(folder: Path) -> list[Path]:
-    return sorted(folder.glob("seg-*.spool"))
+    from logdna_client._spool._segment import is_segment_name
+
+    return sorted(p for p in folder.glob("seg-*") if is_segment_name(p.name))
 
 
 def crash(spool: Spool) -> None:
@@ -224,17 +227,19 @@ class TestAppendAndAck:
     def test_unfinished_tmp_file_of_a_dead_process_is_removed(self, tmp_path: Path) -> None:
         """A segment its writer never renamed into place holds nothing: deleted once old."""
         old, young = tmp_path / ".tmp-1-abcd", tmp_path / ".tmp-2-abcd"
-        old.write_bytes(fmt.encode_header(1, 1))
+        old.write_bytes(fmt.encode_header(1, 1, UNNAMED))
         os.utime(old, (1, 1))
         young.write_bytes(b"")  # may be between its creator's open and its lock: kept
         Spool.open(tmp_path).close()
         assert [young] == list(tmp_path.iterdir())
 
 
-def write_segment(folder: Path, batches: int, per_batch: int = 10) -> Path:
+def write_segment(
+    folder: Path, batches: int, per_batch: int = 10, destination: bytes = UNNAMED
+) -> Path:
     """A segment of ``batches`` unacked batches, left as a crashed process leaves it."""
     before = set(segments(folder)) if folder.exists() else set()
-    spool = Spool.open(folder)
+    spool = Spool.open(folder, destination=destination)
     for i in range(batches):
         spool.append(lines(i * per_batch, per_batch))
     crash(spool)
@@ -1106,9 +1111,9 @@ class TestCli:
     ) -> None:
         """Replay sends what dead processes left, marks it done, and never touches a live one."""
         monkeypatch.delenv("LOGDNA_INGESTION_KEY", raising=False)
-        live = Spool.open(tmp_path)
+        live = Spool.open(tmp_path, destination=fingerprint(None, server.url))
         live.append(lines(1000, 3))
-        write_segment(tmp_path, 5)
+        write_segment(tmp_path, 5, destination=fingerprint(None, server.url))
         status, out, _ = self.run("spool", "replay", "--spool-dir", str(tmp_path),
                                   "--url", server.url)  # fmt: skip
         assert 0 == status
@@ -1124,13 +1129,14 @@ class TestCli:
         self, tmp_path: Path, server: Any
     ) -> None:
         """A service that keeps failing ends replay with status 1; the lines stay on disk."""
-        write_segment(tmp_path, 2)
+        mine = fingerprint(None, server.url)
+        write_segment(tmp_path, 2, destination=mine)
         server.fail_next(1000, status=503)
         status, _, err = self.run("spool", "replay", "--spool-dir", str(tmp_path),
                                   "--url", server.url, "--timeout", "0.3")  # fmt: skip
         assert 1 == status
         assert "giving up" in err
-        assert lines(0, 20) == drain(Spool.open(tmp_path))
+        assert lines(0, 20) == drain(Spool.open(tmp_path, destination=mine))
 
     def test_replay_shows_progress_on_a_terminal(self, tmp_path: Path, server: Any) -> None:
         """On a terminal, replay rewrites one progress line as batches go through."""
@@ -1142,7 +1148,7 @@ class TestCli:
             def isatty(self) -> bool:
                 return True
 
-        write_segment(tmp_path, 3)
+        write_segment(tmp_path, 3, destination=fingerprint(None, server.url))
         err = Terminal()
         argv = ["spool", "replay", "--spool-dir", str(tmp_path), "--url", server.url]
         assert 0 == main(argv, out=io.StringIO(), err=err)
