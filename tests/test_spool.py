@@ -10,6 +10,7 @@ import struct
 import subprocess
 import sys
 import textwrap
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
@@ -244,6 +245,24 @@ def write_segment(
         spool.append(lines(i * per_batch, per_batch))
     crash(spool)
     (path,) = set(segments(folder)) - before
+    return path
+
+
+def v1_header(pid: int, created_ns: int) -> bytes:
+    """A segment header as format version 1 wrote it (no destination), byte for byte:
+    what an older version of the library leaves in the folder."""
+    import zlib
+
+    head = struct.pack("<8sHHIQ", b"LDNASPL\x00", 1, 0, pid, created_ns)
+    return head + struct.pack("<I", zlib.crc32(head))
+
+
+def v1_segment(folder: Path, created_ns: int, batches: list[list[bytes]]) -> Path:
+    """A segment of format version 1 (``.spool``) left by a dead process, its batches unacked."""
+    now = time.time_ns()
+    records = [b"".join(fmt.batch_frame(seq, now, batch)) for seq, batch in enumerate(batches)]
+    path = folder / f"seg-{created_ns:020d}-1-{created_ns % 0xFFFFFF:06x}.spool"
+    path.write_bytes(v1_header(1, created_ns) + b"".join(records))
     return path
 
 
@@ -878,10 +897,13 @@ class SpoolMachine(RuleBasedStateMachine):
     with the caller or must come back from replay exactly once. An *acked*
     line must never come back. A crash may tear the last write at any byte:
     the append or ack it belonged to becomes uncertain (its lines may come
-    back once, or, for an append, not at all).
+    back once, or, for an append, not at all). A *foreign* line was left in the
+    folder by a dead process of another destination: never handed out here, and
+    delivered, once, by a process of that destination at the end.
     """
 
     out = Bundle("out")
+    OTHER = fingerprint("another key", "https://elsewhere.example/logs/ingest")
 
     def __init__(self) -> None:
         super().__init__()
@@ -896,6 +918,8 @@ class SpoolMachine(RuleBasedStateMachine):
         self.with_caller: set[bytes] = set()
         self.last_write: tuple[str, int, int, str, list[bytes]] | None = None
         self.handed: dict[BatchId, list[bytes]] = {}
+        self.foreign: set[bytes] = set()
+        self.next_foreign = 10**6
 
     def teardown(self) -> None:
         import shutil
@@ -904,13 +928,18 @@ class SpoolMachine(RuleBasedStateMachine):
             crash(self.spool)
             self.spool = self._open()
             self.check_drain()
+            other = self._open(self.OTHER)
+            got = drain(other)
+            other.close()
+            assert (sorted(self.foreign), len(got)) == (sorted(got), len(set(got)))
         finally:
             crash(self.spool)
             shutil.rmtree(self.folder, ignore_errors=True)
 
-    def _open(self) -> Spool:
-        """This process's spool on the folder (again, after a crash)."""
-        return Spool.open(self.folder, segment_bytes=700, sync="none")
+    def _open(self, destination: bytes = UNNAMED) -> Spool:
+        """This process's spool on the folder (again, after a crash), or, given another
+        destination, a process's sending elsewhere."""
+        return Spool.open(self.folder, segment_bytes=700, sync="none", destination=destination)
 
     def _size(self, segment: str) -> int:
         try:
@@ -960,8 +989,24 @@ class SpoolMachine(RuleBasedStateMachine):
         self.handed[batch.id] = batch.entries
         return batch.id
 
+    @rule(count=st.integers(1, 8), acked=st.integers(0, 2))
+    def other_destination(self, count: int, acked: int) -> None:
+        """A process of another destination writes batches to the folder, acks some, dies."""
+        other = self._open(self.OTHER)
+        for n in range(3):
+            new = lines(self.next_foreign, count)
+            self.next_foreign += count
+            batch = other.append(new)
+            assert batch is not None
+            if n < acked:
+                other.ack(batch)
+            else:
+                self.foreign.update(new)
+        crash(other)
+
     def check_handed_out(self, entries: list[bytes]) -> None:
         for line in entries:
+            assert line not in self.foreign, line  # another destination's: never ours
             assert line not in self.acked, line
             assert line not in self.with_caller, line  # handed out twice
             assert line in self.pending or line in self.maybe, line

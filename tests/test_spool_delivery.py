@@ -23,6 +23,7 @@ import pytest
 from logdna_client import Client
 from logdna_client._devserver import DevServer
 from tests._children import REPO, Child, texts
+from tests.test_spool import segments
 
 # How long the service is down before the crash: 30 s for kill -9 (the scenario the
 # spool exists for), shorter for SIGTERM, whose path differs only at the end.
@@ -185,7 +186,7 @@ class TestCrashes:
         quarantine (flipped) or cut (torn)."""
         spool = tmp_path / "spool"
         safe, _, _ = crash_during_outage_for(server, spool, signal.SIGKILL, 3.0)
-        (segment,) = sorted(spool.glob("*.spool"))
+        (segment,) = segments(spool)
         data = bytearray(segment.read_bytes())
         middle = len(data) // 2
         if damage == "flipped":
@@ -231,7 +232,7 @@ class TestCrashes:
         code, _ = child.finish()
         assert 0 == code, child.stderr
         stats = got["stats"]
-        on_disk = sum(f.stat().st_size for f in spool.glob("*.spool"))
+        on_disk = sum(f.stat().st_size for f in segments(spool))
         assert on_disk <= 1024 * 1024
         assert stats["spool_bytes"] <= 1024 * 1024
         assert got["rss_growth_kib"] < 64 * 1024  # 10 MB logged: nowhere near all of it held
