@@ -29,7 +29,7 @@ from hypothesis.stateful import (
 
 from logdna_client._spool import BatchId, Spool
 from logdna_client._spool import _format as fmt
-from logdna_client._spool._destination import UNNAMED, fingerprint
+from logdna_client._spool._destination import UNNAMED, fingerprint, short
 
 _FORK = multiprocessing.get_context("fork")
 # Deadline for a child process to answer: generous, only hit when something hangs.
@@ -480,6 +480,137 @@ class TestLimits:
         assert spool.enabled  # full is not broken
         assert ["spool-full"] == trouble.kinds
         other.close()
+
+
+URL = "https://logs.example.com/logs/ingest"
+MINE, THEIRS = fingerprint("key-of-app-a", URL), fingerprint("key-of-app-b", URL)
+
+
+class TestDestinations:
+    """A folder shared by processes sending to different places (docs/spool.md)."""
+
+    def test_another_destinations_segments_are_left_whole_for_it(self, tmp_path: Path) -> None:
+        """A process adopts, sends and deletes only its own destination's segments; another
+        destination's stay, byte for byte, until a process of that destination sends them."""
+        write_segment(tmp_path, 3, destination=THEIRS)
+        before = {p: p.read_bytes() for p in segments(tmp_path)}
+        spool = Spool.open(tmp_path, destination=MINE)
+        assert ([], 0, (0, 0)) == (drain(spool), spool.adopt(), spool.pending())
+        assert not spool.undelivered  # flush() does not wait for them
+        spool.close()
+        assert before == {p: p.read_bytes() for p in segments(tmp_path)}
+        theirs = Spool.open(tmp_path, destination=THEIRS)
+        assert lines(0, 30) == drain(theirs)
+        theirs.close()
+        assert [] == segments(tmp_path)
+
+    def test_a_full_folder_never_drops_another_destinations_lines(self, tmp_path: Path) -> None:
+        """max_spool_bytes counts this destination's segments only: another's never go to
+        make room, nor count as this process's drops, nor stop it from spooling."""
+        for _ in range(4):
+            write_segment(tmp_path, 20, per_batch=50, destination=THEIRS)
+        theirs = sum(p.stat().st_size for p in segments(tmp_path))
+        cap = 64 * 1024
+        assert theirs > cap
+        before = {p: p.read_bytes() for p in segments(tmp_path)}
+        spool = Spool.open(tmp_path, destination=MINE, max_bytes=cap)
+        for i in range(20):
+            batch = spool.append(lines(i * 10, 10))
+            assert batch is not None
+            spool.release(batch)
+        assert {} == dict(spool.dropped)
+        assert spool.disk_bytes <= cap
+        assert lines(0, 200) == drain(spool)
+        spool.close()
+        assert before == {p: p.read_bytes() for p in segments(tmp_path)}
+
+    def test_age_never_drops_another_destinations_segments(self, tmp_path: Path) -> None:
+        """max_spool_age drops this destination's old segments only; another's wait for a
+        process of theirs, which applies its own age limit."""
+        path = write_segment(tmp_path, 2, destination=THEIRS)
+        os.utime(path, (1, 1))
+        spool = Spool.open(tmp_path, destination=MINE, max_age=3600)
+        assert ({}, [path]) == (dict(spool.dropped), segments(tmp_path))
+        spool.close()
+        theirs = Spool.open(tmp_path, destination=THEIRS, max_age=3600)
+        assert {"spool_age": 20} == dict(theirs.dropped)
+
+    def test_what_is_left_for_another_destination_is_reported_once(self, tmp_path: Path) -> None:
+        """Segments of another destination no live process holds are reported once, with
+        their count, fingerprint and the command that sends them; never with a key."""
+        write_segment(tmp_path, 1, destination=THEIRS)
+        write_segment(tmp_path, 1, destination=THEIRS)
+        trouble = Trouble()
+        spool = Spool.open(tmp_path, destination=MINE, on_trouble=trouble)
+        spool.adopt()  # a rescan: not said again
+        assert ["spool-other"] == trouble.kinds
+        (message,) = trouble.messages
+        assert "2 segment(s)" in message
+        assert short(THEIRS) in message
+        assert f"spool replay --spool-dir {tmp_path} --key" in message
+        assert "key-of-app" not in message
+        spool.close()
+
+    def test_another_live_destination_is_not_reported(self, tmp_path: Path) -> None:
+        """Another app sending elsewhere through the same folder needs no advice."""
+        live = Spool.open(tmp_path, destination=THEIRS)
+        live.append(lines(0, 3))
+        trouble = Trouble()
+        spool = Spool.open(tmp_path, destination=MINE, on_trouble=trouble)
+        assert ([], []) == (trouble.kinds, drain(spool))
+        spool.close()
+        live.close()
+
+    def test_format_1_segments_are_anyones(self, tmp_path: Path) -> None:
+        """Segments written before destinations existed (format 1, ``.spool``) are adopted
+        and sent by any destination, as they were: an upgrade loses nothing."""
+        v1_segment(tmp_path, 1000, [lines(0, 5), lines(5, 5)])
+        v1_segment(tmp_path, 2000, [lines(10, 5)])
+        spool = Spool.open(tmp_path, destination=MINE)
+        assert lines(0, 15) == drain(spool)
+        spool.close()
+        assert [] == segments(tmp_path)
+
+    def test_a_later_versions_segment_is_left_alone(self, tmp_path: Path) -> None:
+        """A segment whose header names a later format is neither read, moved to quarantine
+        nor deleted: the library that wrote it may still come for it. Reported once."""
+        path = tmp_path / "seg-00000000000000001000-1-000001.seg"
+        data = b"LDNASPL\x00" + struct.pack("<H", fmt.VERSION + 1) + os.urandom(200)
+        path.write_bytes(data)
+        trouble = Trouble()
+        spool = Spool.open(tmp_path, destination=MINE, on_trouble=trouble)
+        assert ([], 0) == (drain(spool), spool.quarantined)
+        spool.close()
+        assert (data, ["spool-later"]) == (path.read_bytes(), trouble.kinds)
+        assert not (tmp_path / "quarantine").exists()
+
+    def test_fingerprint(self) -> None:
+        """The same for every run (another process agrees), different for another key or
+        URL, the same however the host's name is cased, and not the key."""
+        code = "from logdna_client._spool._destination import fingerprint as f; "
+        code += f"print(f('key-of-app-a', {URL!r}).hex())"
+        env = {**os.environ, "PYTHONPATH": os.getcwd()}
+        out = subprocess.run([sys.executable, "-c", code], check=True, env=env,
+                             capture_output=True, text=True).stdout.strip()  # fmt: skip
+        assert MINE.hex() == out
+        assert 16 == len(MINE)
+        others = {THEIRS, fingerprint("key-of-app-a", URL + "2"), fingerprint(None, URL),
+                  fingerprint("", URL)}  # fmt: skip
+        assert 4 == len(others) and MINE not in others
+        assert MINE == fingerprint("key-of-app-a", URL.replace("logs.example", "LOGS.Example"))
+        assert b"key-of-app-a" not in MINE
+
+    def test_segments_record_the_destination_of_the_client(self, tmp_path: Path) -> None:
+        """A Client's spool writes the fingerprint of its key and URL, and never the key."""
+        from logdna_client._config import Config
+        from logdna_client._spool import destination
+
+        config = Config(key="key-of-app-a", url=URL)
+        assert MINE == destination(config)
+        path = write_segment(tmp_path, 1, destination=destination(config))
+        header = fmt.decode_header(path.read_bytes()[: fmt.HEADER_SIZE])
+        assert header is not None and MINE == header.destination
+        assert b"key-of-app-a" not in path.read_bytes()
 
 
 def in_child(func: Callable[[], Any]) -> Any:
@@ -1198,6 +1329,65 @@ class TestCli:
         argv = ["spool", "replay", "--spool-dir", str(tmp_path), "--url", server.url]
         assert 0 == main(argv, out=io.StringIO(), err=err)
         assert err.getvalue().endswith("\rreplayed 30/30 line(s)\n")
+
+    def test_replay_progress_counts_every_segment_not_only_those_held(
+        self, tmp_path: Path, server: Any
+    ) -> None:
+        """The progress total is the whole backlog: a process holds at most MAX_ADOPTED
+        segments at a time, and the total counted only those (70 lines shown as 70/64)."""
+        import io
+
+        from logdna_client._cli import main
+        from logdna_client._spool._store import MAX_ADOPTED
+
+        class Terminal(io.StringIO):
+            def isatty(self) -> bool:
+                return True
+
+        count = MAX_ADOPTED + 6
+        writer = Spool.open(tmp_path, segment_bytes=1, destination=fingerprint(None, server.url))
+        for i in range(count):  # a segment per batch: each is full at once
+            assert writer.append(lines(i, 1)) is not None
+        crash(writer)
+        assert count == len(segments(tmp_path))
+        err = Terminal()
+        argv = ["spool", "replay", "--spool-dir", str(tmp_path), "--url", server.url]
+        assert 0 == main(argv, out=io.StringIO(), err=err)
+        assert f"replayed {count}/{count} line(s)" == err.getvalue().split("\r")[-1].strip()
+        assert count == len(server.lines)
+
+    def test_replay_sends_only_the_given_keys_segments(self, tmp_path: Path, server: Any) -> None:
+        """With --key and --url, replay sends what was written for them (and format 1
+        segments, anyone's), leaves other destinations' and says so; --any-destination
+        sends those too, with the key given."""
+        ours, theirs = fingerprint("key-a", server.url), fingerprint("key-b", server.url)
+        write_segment(tmp_path, 2, destination=ours)
+        other = write_segment(tmp_path, 1, per_batch=5, destination=theirs)
+        v1_segment(tmp_path, 1000, [[b',{"line":"old"}']])
+        base = ["spool", "replay", "--spool-dir", str(tmp_path), "--url", server.url]
+        status, out, err = self.run(*base, "--key", "key-a")
+        assert 0 == status
+        assert ["old"] + [str(i) for i in range(20)] == [e["line"] for e in server.lines]
+        assert "left 1 segment(s) written for other keys or URLs" in out
+        assert short(theirs) in err  # the report, with the fingerprint spool ls shows
+        assert [other] == segments(tmp_path)
+        status, out, _ = self.run(*base, "--key", "key-c", "--any-destination")
+        assert (0, 26) == (status, len(server.lines))
+        assert [] == segments(tmp_path)
+
+    def test_ls_shows_each_segments_destination(self, tmp_path: Path) -> None:
+        """ls shows a short fingerprint per segment, marks those of the key and URL given
+        (flags or environment) as yours, and never shows a key."""
+        write_segment(tmp_path, 1, destination=MINE)
+        write_segment(tmp_path, 2, destination=THEIRS)
+        v1_segment(tmp_path, 1000, [lines(0, 3)])
+        status, out, _ = self.run("spool", "ls", "--spool-dir", str(tmp_path), "--key",
+                                  "key-of-app-a", "--url", URL)  # fmt: skip
+        assert 0 == status
+        assert f"{short(MINE)} yours" in out and f"{short(THEIRS)} other" in out
+        assert "any (format 1)" in out
+        assert "yours (" + short(MINE) + ": this key and URL): 13 line(s) waiting" in out
+        assert "key-of-app" not in out
 
     def test_verify_tells_torn_tails_from_corruption(self, tmp_path: Path) -> None:
         """verify exits 0 with a torn tail and 1 with a flipped byte, naming the offset."""
