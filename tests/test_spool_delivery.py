@@ -263,6 +263,87 @@ class TestCrashes:
         assert [f"worker line {i}" for i in range(1000)] == got
 
 
+# A process of one app: logs COUNT lines while the service is down, waits until all are in
+# the spool, says so, and waits to be killed. Its key comes in FAULT_OPTS (see _children).
+SHARED_FOLDER_CHILD = """
+logging.getLogger("logdna_client").addHandler(logging.StreamHandler(sys.stderr))
+name, count = os.environ["NAME"], int(os.environ["COUNT"])
+for i in range(count):
+    log.info("%s %d", name, i)
+deadline = time.monotonic() + 60
+while int(client.stats().get("spooled", 0)) < count:  # the service is down: moved to disk
+    assert time.monotonic() < deadline, "the lines never reached the spool"
+    client.flush(0.1)
+mark("spooled")
+wait_for("never")
+"""
+
+# The same app restarted on the same folder, with the service up.
+SHARED_FOLDER_RESTART = """
+logging.getLogger("logdna_client").addHandler(logging.StreamHandler(sys.stderr))
+log.info("%s restarted", os.environ["NAME"])
+mark("flushed " + str(client.flush(60)))
+client.close(10)
+"""
+
+
+# Two apps' ingestion keys.
+KEYS = {"alpha": "key-of-alpha-0123456789abcdef", "beta": "key-of-beta-0123456789abcdef"}
+
+
+class TestSharedFolder:
+    def test_two_apps_with_different_keys_each_get_only_their_own_lines(
+        self, tmp_path: Path
+    ) -> None:
+        """Two apps with different ingestion keys (the same URL) share one spool folder,
+        both are killed (kill -9) with lines spooled during an outage, then restarted one
+        after the other: every line arrives once, with its own app's key, never the
+        other's; the first restarted leaves the other's segments and says so."""
+        from tests._otlp_server import running
+
+        folder = tmp_path / "spool"
+        count = 300
+        with running() as server:
+            url = server.base + "/logs/ingest"
+            server.down = True
+            options = {"spool_dir": str(folder), "flush_interval": "0.05",
+                       "retry_max_backoff": "0.3", "max_batch_bytes": "2KiB"}  # fmt: skip
+            children = [
+                Child(
+                    SHARED_FOLDER_CHILD,
+                    url,
+                    env={"NAME": name, "COUNT": str(count)},
+                    key=key,
+                    **options,
+                )
+                for name, key in KEYS.items()
+            ]
+            for child in children:
+                child.expect("spooled", timeout=90)
+            for child in children:
+                child.kill(signal.SIGKILL)
+                assert -signal.SIGKILL == child.finish()[0]
+            assert len(segments(folder)) >= 2
+            server.down = False
+            seen: dict[str, str] = {}
+            for name, key in KEYS.items():
+                again = Child(SHARED_FOLDER_RESTART, url, key=key, spool_dir=str(folder),
+                              flush_interval="0.05", env={"NAME": name})  # fmt: skip
+                assert "True" == again.expect("flushed", timeout=90), again.stderr
+                assert 0 == again.finish()[0], again.stderr
+                seen[name] = again.stderr
+            requests = [r for r in server.requests if r.status == 200]
+        sent = [(line["line"], tuple(r.credentials)) for r in requests for line in r.lines]
+        for name, key in KEYS.items():
+            expected = [f"{name} {i}" for i in range(count)] + [f"{name} restarted"]
+            theirs = [(text, how) for text, how in sent if text.startswith(name + " ")]
+            assert expected == [text for text, _ in theirs]  # once each, in order
+            assert {(("apikey", key),)} == {how for _, how in theirs}  # with their own key
+        assert "another destination" in seen["alpha"]  # beta's, left for it
+        assert "key-of-" not in seen["alpha"] + seen["beta"]
+        assert [] == segments(folder)
+
+
 POOL_EXIT_SCRIPT = """
 import logging, multiprocessing, os, sys, threading
 from logdna_client import LogDNAHandler
