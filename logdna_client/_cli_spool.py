@@ -185,6 +185,8 @@ def _cmd_ls(args: argparse.Namespace) -> int:
             continue
         shown, yours = _destination_of(info, mine)
         state = "held by a live process" if info.live else "orphaned (replayable)"
+        if not info.live and mine is not None and not yours:
+            state = "orphaned (replay with its own key and URL)"
         if not info.header_ok:
             state = "not a spool segment"
         elif info.header is not None and info.header.later:
