@@ -455,11 +455,14 @@ class TestFlushWaitsForTheSpool:
         told there too, once."""
         import os
 
-        from tests.test_sender import OK, client_with
+        from logdna_client._config import Config
+        from logdna_client._spool import destination
+        from tests.test_sender import OK, URL, client_with
         from tests.test_spool import write_segment
 
         folder = tmp_path / "spool"
-        old = write_segment(folder, 2)  # 20 lines a crashed process left
+        ours = destination(Config(url=URL))  # the client's, as client_with builds it
+        old = write_segment(folder, 2, destination=ours)  # 20 lines a crashed process left
         os.utime(old, (1, 1))
         client, transport, _ = client_with(lambda lines, gz: OK, spool_dir=str(folder))
         try:
@@ -488,11 +491,16 @@ class TestFlushWaitsForTheSpool:
         told in a summary line of their own."""
         import os
 
-        from tests.test_sender import OK, client_with
+        from logdna_client._config import Config
+        from logdna_client._spool import destination
+        from tests.test_sender import OK, URL, client_with
         from tests.test_spool import write_segment
 
         folder = tmp_path / "spool"
-        os.utime(write_segment(folder, 2), (1, 1))  # a dead process's 20 old lines
+        ours = destination(Config(url=URL))  # the client's, as client_with builds it
+        os.utime(
+            write_segment(folder, 2, destination=ours), (1, 1)
+        )  # a dead process's 20 old lines
         client, transport, _ = client_with(lambda lines, gz: OK, spool_dir=str(folder))
         try:
             client.log("first")
@@ -511,7 +519,7 @@ class TestFlushWaitsForTheSpool:
             assert sender.thread is not None
             sender.thread.join(30)
             assert not sender.alive
-            os.utime(write_segment(folder, 1), (1, 1))  # another dead process: 10 lines
+            os.utime(write_segment(folder, 1, destination=ours), (1, 1))  # another dead one: 10
             client.log("second")  # wakes the sender: it is found dead and restarted
             client.flush(30)
             client.log("third")
