@@ -1,11 +1,15 @@
 """``logdna-client spool ls|verify|replay|purge``: look after a spool folder by hand.
 
-- ``ls``: each segment with its size, age, lines waiting, and whether a live
-  process holds it; the quarantine folder.
+- ``ls``: each segment with its size, age, lines waiting, destination (a short
+  fingerprint of the ingestion key and URL it was written for, never the key)
+  and whether it is the given key and URL's, and whether a live process holds
+  it; the quarantine folder.
 - ``verify``: checks every record's CRC; exit 1 when damage other than a torn
   tail is found.
-- ``replay``: delivers what dead processes left (a live process's segments
-  are never touched), with the library's flags (``--key``, ``--url``...).
+- ``replay``: delivers what dead processes left for the given key and URL (a
+  live process's segments are never touched, nor, without
+  ``--any-destination``, other destinations'), with the library's flags
+  (``--key``, ``--url``...).
 - ``purge``: lists what it would delete (segments no live process holds,
   quarantine files); deletes them with ``--yes``.
 
@@ -23,10 +27,18 @@ from typing import Any, Protocol, TextIO
 
 from ._config import ENV_VARS, Config
 from ._devserver import isatty
+from ._errors import ConfigurationError
 from ._retry import Backoff
 from ._sender import app_outcome, gzip_entries
-from ._spool import Spool
-from ._spool._inspect import inspect_segment, quarantine_paths, remove_orphaned, segment_paths
+from ._spool import Spool, destination
+from ._spool._destination import belongs, short
+from ._spool._inspect import (
+    SegmentInfo,
+    inspect_segment,
+    quarantine_paths,
+    remove_orphaned,
+    segment_paths,
+)
 from ._transport import HTTPTransport, Kind
 
 __all__ = ["register"]
@@ -59,7 +71,12 @@ def register(commands: Any, library: argparse.ArgumentParser) -> None:
     )
     actions = spool.add_subparsers(dest="spool_command", metavar="ACTION", required=True)
     ls = actions.add_parser(
-        "ls", parents=[where], help="list segments, lines waiting and who holds them"
+        "ls",
+        parents=[where, library],
+        help="list segments, lines waiting, their destination and who holds them",
+        description="Each segment's destination is a short fingerprint of the ingestion key "
+        "and URL it was written for (never the key); 'yours' marks those of --key and --url "
+        f"(or {ENV_VARS['key']} and {ENV_VARS['url']}), which replay with them sends.",
     )
     ls.set_defaults(func=_cmd_ls)
     verify = actions.add_parser(
@@ -74,9 +91,16 @@ def register(commands: Any, library: argparse.ArgumentParser) -> None:
         "replay",
         parents=[where, library],
         help="deliver what dead processes left in the folder",
-        description="Send every batch no live process holds, oldest first, and mark it done. "
-        "Stops (exit 1) when the service keeps failing for --timeout seconds or refuses a "
-        "batch; what is not delivered stays on disk.",
+        description="Send every batch no live process holds that was written for this key and "
+        "URL (or by a version without destinations), oldest first, and mark it done. Stops "
+        "(exit 1) when the service keeps failing for --timeout seconds or refuses a batch; "
+        "what is not delivered stays on disk.",
+    )
+    replay.add_argument(
+        "--any-destination",
+        action="store_true",
+        help="also send segments written for other keys or URLs, with this key to this URL "
+        "(into this account)",
     )
     replay.set_defaults(func=_cmd_replay)
     purge = actions.add_parser(
@@ -120,33 +144,68 @@ def _age(seconds: float) -> str:
     return f"{seconds / 86400:.0f}d"
 
 
+def _config(args: argparse.Namespace) -> Config:
+    return Config(key=args.key, url=args.url, hostname=args.hostname, tags=args.tags,
+                  app=args.app, env=args.env)  # fmt: skip
+
+
+def _destination_of(info: SegmentInfo, mine: bytes | None) -> tuple[str, bool]:
+    """How ls shows a segment's destination, and whether replay with ``mine`` sends it."""
+    header = info.header
+    if header is None:
+        return "-", False
+    if header.later:
+        return f"format {header.version}", False
+    if header.destination is None:
+        return "any (format 1)", True
+    if mine is None:
+        return short(header.destination), False
+    yours = belongs(header.destination, mine)
+    return short(header.destination) + (" yours" if yours else " other"), yours
+
+
 def _cmd_ls(args: argparse.Namespace) -> int:
     console: _Console = args.console
     folder = _folder(args)
     if folder is None:
         return 2
+    try:
+        mine: bytes | None = destination(_config(args))
+    except ConfigurationError:  # no key: the fingerprints are shown, unmatched
+        mine = None
     now = time.time()
-    total_lines = total_bytes = 0
-    console.say(f"{'segment':<48} {'size':>10} {'age':>5} {'lines waiting':>13}  state")
+    total_lines = total_bytes = yours_lines = 0
+    console.say(f"{'segment':<48} {'size':>10} {'age':>5} {'lines waiting':>13}  "
+                f"{'destination':<15} state")  # fmt: skip
     for path in segment_paths(folder):
         try:
             info = inspect_segment(path)
         except OSError as exc:
             console.say(f"{os.path.basename(path):<48} unreadable: {exc.strerror or exc}")
             continue
+        shown, yours = _destination_of(info, mine)
         state = "held by a live process" if info.live else "orphaned (replayable)"
+        if not info.live and mine is not None and not yours:
+            state = "orphaned (replay with its own key and URL)"
         if not info.header_ok:
             state = "not a spool segment"
+        elif info.header is not None and info.header.later:
+            state = "written by a later version of the library"
         elif info.damage is not None:
             state += ", torn tail" if info.damage.torn else ", DAMAGED"
         total_lines += info.pending_lines
         total_bytes += info.size
+        yours_lines += info.pending_lines if yours else 0
         console.say(
             f"{os.path.basename(path):<48} {_size(info.size):>10} "
-            f"{_age(now - info.mtime):>5} {info.pending_lines:>13}  {state}"
+            f"{_age(now - info.mtime):>5} {info.pending_lines:>13}  {shown:<15} {state}"
         )
     quarantined = quarantine_paths(folder)
     console.say(f"total: {_size(total_bytes)}, {total_lines} line(s) waiting")
+    if mine is None:
+        console.say(f"pass --key and --url (or set {ENV_VARS['key']}) to see which are yours")
+    else:
+        console.say(f"yours ({short(mine)}: this key and URL): {yours_lines} line(s) waiting")
     if quarantined:
         size = sum(os.path.getsize(p) for p in quarantined)
         console.say(f"quarantine: {len(quarantined)} file(s), {_size(size)}")
@@ -168,8 +227,12 @@ def _cmd_verify(args: argparse.Namespace) -> int:
             corrupt += 1
             continue
         if not info.header_ok:
-            console.say(f"{name}: bad header: not a spool segment of this version")
+            console.say(f"{name}: bad header: not a spool segment")
             corrupt += 1
+            continue
+        if info.header is not None and info.header.later:
+            console.say(f"{name}: written by a later version of the library (format "
+                        f"{info.header.version}): not checked")  # fmt: skip
             continue
         line = f"{name}: {info.records} record(s) OK, {info.pending_lines} line(s) waiting"
         if info.damage is not None:
@@ -217,19 +280,21 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     folder = _folder(args)
     if folder is None:
         return 2
-    config = Config(key=args.key, url=args.url, hostname=args.hostname, tags=args.tags,
-                    app=args.app, env=args.env)  # fmt: skip
+    config = _config(args)
     spool = Spool.open(
         folder,
         max_bytes=1 << 50,  # replay drops nothing for space: the folder is already as it is
         max_age=config.max_spool_age,
         sync=config.spool_sync,
         on_trouble=lambda kind, message: console.warn(message),
+        destination=destination(config),
+        adopt_any=args.any_destination,
     )
     transport = HTTPTransport(config)
     backoff = Backoff(cap=min(config.retry_max_backoff, max(0.5, args.timeout / 4)))
     progress = isatty(console.err)
-    _, waiting = spool.pending()
+    # Of every segment to replay, not only those held (MAX_ADOPTED) now.
+    waiting = spool.waiting_lines() if progress else 0
     sent = rejected = 0
     failing_since: float | None = None
     attempt = 0
@@ -275,4 +340,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     console.say(
         f"replayed {sent} line(s) from {folder}" + (f"; dropped {dropped}" if dropped else "")
     )
+    if spool.others:
+        console.say(f"left {spool.others} segment(s) written for other keys or URLs (spool ls "
+                    "shows them; --any-destination sends them with this key)")  # fmt: skip
     return status

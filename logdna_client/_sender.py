@@ -27,7 +27,7 @@ from ._kubernetes import attributes_for
 from ._limits import CUT_KINDS, Cuts, enforce_entries, threshold_for
 from ._report import Reporter
 from ._retry import Backoff
-from ._spool import BatchId, Spool
+from ._spool import BatchId, Spool, destination
 from ._stats import LastError
 from ._threads import SENDER_THREADS, Latch, Wakeup, leave_signals_to_the_main_thread
 from ._transport import Kind, Outcome, Transport
@@ -332,6 +332,7 @@ class Sender:
             sync=config.spool_sync,
             on_trouble=trouble,
             on_drop=self._buffer.tell,  # told in the next summary line, as the buffer's are
+            destination=destination(config),  # adopts only what was logged for the same place
         )
 
     def _backlog(self) -> bool:

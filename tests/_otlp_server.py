@@ -52,6 +52,8 @@ class Server:
         self.reject_substring: str | None = None
         #: A request with a line holding this is answered 400.
         self.poison: str | None = None
+        #: While True, every request (its credential checked and recorded) is answered 503.
+        self.down = False
         self._script: list[tuple[int, dict[str, str], bytes]] = []
         self._cond = threading.Condition()
         owner = self
@@ -120,6 +122,8 @@ class Server:
             return 401, {}, b'{"error": "exactly one credential expected"}'
         if self.expected is not None and request.credentials[0] != self.expected:
             return 403, {}, b'{"error": "wrong credential"}'
+        if self.down:
+            return 503, {}, b'{"error": "down"}'
         with self._cond:
             scripted = self._script.pop(0) if self._script else None
         if scripted is not None:

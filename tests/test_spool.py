@@ -10,6 +10,7 @@ import struct
 import subprocess
 import sys
 import textwrap
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
@@ -28,6 +29,7 @@ from hypothesis.stateful import (
 
 from logdna_client._spool import BatchId, Spool
 from logdna_client._spool import _format as fmt
+from logdna_client._spool._destination import UNNAMED, fingerprint, short
 
 _FORK = multiprocessing.get_context("fork")
 # Deadline for a child process to answer: generous, only hit when something hangs.
@@ -49,7 +51,9 @@ def drain(spool: Spool, max_bytes: int = 1 << 20) -> list[bytes]:
 
 
 def segments(folder: Path) -> list[Path]:
-    return sorted(folder.glob("seg-*.spool"))
+    from logdna_client._spool._segment import is_segment_name
+
+    return sorted(p for p in folder.glob("seg-*") if is_segment_name(p.name))
 
 
 def crash(spool: Spool) -> None:
@@ -224,21 +228,41 @@ class TestAppendAndAck:
     def test_unfinished_tmp_file_of_a_dead_process_is_removed(self, tmp_path: Path) -> None:
         """A segment its writer never renamed into place holds nothing: deleted once old."""
         old, young = tmp_path / ".tmp-1-abcd", tmp_path / ".tmp-2-abcd"
-        old.write_bytes(fmt.encode_header(1, 1))
+        old.write_bytes(fmt.encode_header(1, 1, UNNAMED))
         os.utime(old, (1, 1))
         young.write_bytes(b"")  # may be between its creator's open and its lock: kept
         Spool.open(tmp_path).close()
         assert [young] == list(tmp_path.iterdir())
 
 
-def write_segment(folder: Path, batches: int, per_batch: int = 10) -> Path:
+def write_segment(
+    folder: Path, batches: int, per_batch: int = 10, destination: bytes = UNNAMED
+) -> Path:
     """A segment of ``batches`` unacked batches, left as a crashed process leaves it."""
     before = set(segments(folder)) if folder.exists() else set()
-    spool = Spool.open(folder)
+    spool = Spool.open(folder, destination=destination)
     for i in range(batches):
         spool.append(lines(i * per_batch, per_batch))
     crash(spool)
     (path,) = set(segments(folder)) - before
+    return path
+
+
+def v1_header(pid: int, created_ns: int) -> bytes:
+    """A segment header as format version 1 wrote it (no destination), byte for byte:
+    what an older version of the library leaves in the folder."""
+    import zlib
+
+    head = struct.pack("<8sHHIQ", b"LDNASPL\x00", 1, 0, pid, created_ns)
+    return head + struct.pack("<I", zlib.crc32(head))
+
+
+def v1_segment(folder: Path, created_ns: int, batches: list[list[bytes]]) -> Path:
+    """A segment of format version 1 (``.spool``) left by a dead process, its batches unacked."""
+    now = time.time_ns()
+    records = [b"".join(fmt.batch_frame(seq, now, batch)) for seq, batch in enumerate(batches)]
+    path = folder / f"seg-{created_ns:020d}-1-{created_ns % 0xFFFFFF:06x}.spool"
+    path.write_bytes(v1_header(1, created_ns) + b"".join(records))
     return path
 
 
@@ -456,6 +480,137 @@ class TestLimits:
         assert spool.enabled  # full is not broken
         assert ["spool-full"] == trouble.kinds
         other.close()
+
+
+URL = "https://logs.example.com/logs/ingest"
+MINE, THEIRS = fingerprint("key-of-app-a", URL), fingerprint("key-of-app-b", URL)
+
+
+class TestDestinations:
+    """A folder shared by processes sending to different places (docs/spool.md)."""
+
+    def test_another_destinations_segments_are_left_whole_for_it(self, tmp_path: Path) -> None:
+        """A process adopts, sends and deletes only its own destination's segments; another
+        destination's stay, byte for byte, until a process of that destination sends them."""
+        write_segment(tmp_path, 3, destination=THEIRS)
+        before = {p: p.read_bytes() for p in segments(tmp_path)}
+        spool = Spool.open(tmp_path, destination=MINE)
+        assert ([], 0, (0, 0)) == (drain(spool), spool.adopt(), spool.pending())
+        assert not spool.undelivered  # flush() does not wait for them
+        spool.close()
+        assert before == {p: p.read_bytes() for p in segments(tmp_path)}
+        theirs = Spool.open(tmp_path, destination=THEIRS)
+        assert lines(0, 30) == drain(theirs)
+        theirs.close()
+        assert [] == segments(tmp_path)
+
+    def test_a_full_folder_never_drops_another_destinations_lines(self, tmp_path: Path) -> None:
+        """max_spool_bytes counts this destination's segments only: another's never go to
+        make room, nor count as this process's drops, nor stop it from spooling."""
+        for _ in range(4):
+            write_segment(tmp_path, 20, per_batch=50, destination=THEIRS)
+        theirs = sum(p.stat().st_size for p in segments(tmp_path))
+        cap = 64 * 1024
+        assert theirs > cap
+        before = {p: p.read_bytes() for p in segments(tmp_path)}
+        spool = Spool.open(tmp_path, destination=MINE, max_bytes=cap)
+        for i in range(20):
+            batch = spool.append(lines(i * 10, 10))
+            assert batch is not None
+            spool.release(batch)
+        assert {} == dict(spool.dropped)
+        assert spool.disk_bytes <= cap
+        assert lines(0, 200) == drain(spool)
+        spool.close()
+        assert before == {p: p.read_bytes() for p in segments(tmp_path)}
+
+    def test_age_never_drops_another_destinations_segments(self, tmp_path: Path) -> None:
+        """max_spool_age drops this destination's old segments only; another's wait for a
+        process of theirs, which applies its own age limit."""
+        path = write_segment(tmp_path, 2, destination=THEIRS)
+        os.utime(path, (1, 1))
+        spool = Spool.open(tmp_path, destination=MINE, max_age=3600)
+        assert ({}, [path]) == (dict(spool.dropped), segments(tmp_path))
+        spool.close()
+        theirs = Spool.open(tmp_path, destination=THEIRS, max_age=3600)
+        assert {"spool_age": 20} == dict(theirs.dropped)
+
+    def test_what_is_left_for_another_destination_is_reported_once(self, tmp_path: Path) -> None:
+        """Segments of another destination no live process holds are reported once, with
+        their count, fingerprint and the command that sends them; never with a key."""
+        write_segment(tmp_path, 1, destination=THEIRS)
+        write_segment(tmp_path, 1, destination=THEIRS)
+        trouble = Trouble()
+        spool = Spool.open(tmp_path, destination=MINE, on_trouble=trouble)
+        spool.adopt()  # a rescan: not said again
+        assert ["spool-other"] == trouble.kinds
+        (message,) = trouble.messages
+        assert "2 segment(s)" in message
+        assert short(THEIRS) in message
+        assert f"spool replay --spool-dir {tmp_path} --key" in message
+        assert "key-of-app" not in message
+        spool.close()
+
+    def test_another_live_destination_is_not_reported(self, tmp_path: Path) -> None:
+        """Another app sending elsewhere through the same folder needs no advice."""
+        live = Spool.open(tmp_path, destination=THEIRS)
+        live.append(lines(0, 3))
+        trouble = Trouble()
+        spool = Spool.open(tmp_path, destination=MINE, on_trouble=trouble)
+        assert ([], []) == (trouble.kinds, drain(spool))
+        spool.close()
+        live.close()
+
+    def test_format_1_segments_are_anyones(self, tmp_path: Path) -> None:
+        """Segments written before destinations existed (format 1, ``.spool``) are adopted
+        and sent by any destination, as they were: an upgrade loses nothing."""
+        v1_segment(tmp_path, 1000, [lines(0, 5), lines(5, 5)])
+        v1_segment(tmp_path, 2000, [lines(10, 5)])
+        spool = Spool.open(tmp_path, destination=MINE)
+        assert lines(0, 15) == drain(spool)
+        spool.close()
+        assert [] == segments(tmp_path)
+
+    def test_a_later_versions_segment_is_left_alone(self, tmp_path: Path) -> None:
+        """A segment whose header names a later format is neither read, moved to quarantine
+        nor deleted: the library that wrote it may still come for it. Reported once."""
+        path = tmp_path / "seg-00000000000000001000-1-000001.seg"
+        data = b"LDNASPL\x00" + struct.pack("<H", fmt.VERSION + 1) + os.urandom(200)
+        path.write_bytes(data)
+        trouble = Trouble()
+        spool = Spool.open(tmp_path, destination=MINE, on_trouble=trouble)
+        assert ([], 0) == (drain(spool), spool.quarantined)
+        spool.close()
+        assert (data, ["spool-later"]) == (path.read_bytes(), trouble.kinds)
+        assert not (tmp_path / "quarantine").exists()
+
+    def test_fingerprint(self) -> None:
+        """The same for every run (another process agrees), different for another key or
+        URL, the same however the host's name is cased, and not the key."""
+        code = "from logdna_client._spool._destination import fingerprint as f; "
+        code += f"print(f('key-of-app-a', {URL!r}).hex())"
+        env = {**os.environ, "PYTHONPATH": os.getcwd()}
+        out = subprocess.run([sys.executable, "-c", code], check=True, env=env,
+                             capture_output=True, text=True).stdout.strip()  # fmt: skip
+        assert MINE.hex() == out
+        assert 16 == len(MINE)
+        others = {THEIRS, fingerprint("key-of-app-a", URL + "2"), fingerprint(None, URL),
+                  fingerprint("", URL)}  # fmt: skip
+        assert 4 == len(others) and MINE not in others
+        assert MINE == fingerprint("key-of-app-a", URL.replace("logs.example", "LOGS.Example"))
+        assert b"key-of-app-a" not in MINE
+
+    def test_segments_record_the_destination_of_the_client(self, tmp_path: Path) -> None:
+        """A Client's spool writes the fingerprint of its key and URL, and never the key."""
+        from logdna_client._config import Config
+        from logdna_client._spool import destination
+
+        config = Config(key="key-of-app-a", url=URL)
+        assert MINE == destination(config)
+        path = write_segment(tmp_path, 1, destination=destination(config))
+        header = fmt.decode_header(path.read_bytes()[: fmt.HEADER_SIZE])
+        assert header is not None and MINE == header.destination
+        assert b"key-of-app-a" not in path.read_bytes()
 
 
 def in_child(func: Callable[[], Any]) -> Any:
@@ -873,10 +1028,13 @@ class SpoolMachine(RuleBasedStateMachine):
     with the caller or must come back from replay exactly once. An *acked*
     line must never come back. A crash may tear the last write at any byte:
     the append or ack it belonged to becomes uncertain (its lines may come
-    back once, or, for an append, not at all).
+    back once, or, for an append, not at all). A *foreign* line was left in the
+    folder by a dead process of another destination: never handed out here, and
+    delivered, once, by a process of that destination at the end.
     """
 
     out = Bundle("out")
+    OTHER = fingerprint("another key", "https://elsewhere.example/logs/ingest")
 
     def __init__(self) -> None:
         super().__init__()
@@ -891,6 +1049,8 @@ class SpoolMachine(RuleBasedStateMachine):
         self.with_caller: set[bytes] = set()
         self.last_write: tuple[str, int, int, str, list[bytes]] | None = None
         self.handed: dict[BatchId, list[bytes]] = {}
+        self.foreign: set[bytes] = set()
+        self.next_foreign = 10**6
 
     def teardown(self) -> None:
         import shutil
@@ -899,13 +1059,18 @@ class SpoolMachine(RuleBasedStateMachine):
             crash(self.spool)
             self.spool = self._open()
             self.check_drain()
+            other = self._open(self.OTHER)
+            got = drain(other)
+            other.close()
+            assert (sorted(self.foreign), len(got)) == (sorted(got), len(set(got)))
         finally:
             crash(self.spool)
             shutil.rmtree(self.folder, ignore_errors=True)
 
-    def _open(self) -> Spool:
-        """This process's spool on the folder (again, after a crash)."""
-        return Spool.open(self.folder, segment_bytes=700, sync="none")
+    def _open(self, destination: bytes = UNNAMED) -> Spool:
+        """This process's spool on the folder (again, after a crash), or, given another
+        destination, a process's sending elsewhere."""
+        return Spool.open(self.folder, segment_bytes=700, sync="none", destination=destination)
 
     def _size(self, segment: str) -> int:
         try:
@@ -955,8 +1120,24 @@ class SpoolMachine(RuleBasedStateMachine):
         self.handed[batch.id] = batch.entries
         return batch.id
 
+    @rule(count=st.integers(1, 8), acked=st.integers(0, 2))
+    def other_destination(self, count: int, acked: int) -> None:
+        """A process of another destination writes batches to the folder, acks some, dies."""
+        other = self._open(self.OTHER)
+        for n in range(3):
+            new = lines(self.next_foreign, count)
+            self.next_foreign += count
+            batch = other.append(new)
+            assert batch is not None
+            if n < acked:
+                other.ack(batch)
+            else:
+                self.foreign.update(new)
+        crash(other)
+
     def check_handed_out(self, entries: list[bytes]) -> None:
         for line in entries:
+            assert line not in self.foreign, line  # another destination's: never ours
             assert line not in self.acked, line
             assert line not in self.with_caller, line  # handed out twice
             assert line in self.pending or line in self.maybe, line
@@ -1106,9 +1287,9 @@ class TestCli:
     ) -> None:
         """Replay sends what dead processes left, marks it done, and never touches a live one."""
         monkeypatch.delenv("LOGDNA_INGESTION_KEY", raising=False)
-        live = Spool.open(tmp_path)
+        live = Spool.open(tmp_path, destination=fingerprint(None, server.url))
         live.append(lines(1000, 3))
-        write_segment(tmp_path, 5)
+        write_segment(tmp_path, 5, destination=fingerprint(None, server.url))
         status, out, _ = self.run("spool", "replay", "--spool-dir", str(tmp_path),
                                   "--url", server.url)  # fmt: skip
         assert 0 == status
@@ -1124,13 +1305,14 @@ class TestCli:
         self, tmp_path: Path, server: Any
     ) -> None:
         """A service that keeps failing ends replay with status 1; the lines stay on disk."""
-        write_segment(tmp_path, 2)
+        mine = fingerprint(None, server.url)
+        write_segment(tmp_path, 2, destination=mine)
         server.fail_next(1000, status=503)
         status, _, err = self.run("spool", "replay", "--spool-dir", str(tmp_path),
                                   "--url", server.url, "--timeout", "0.3")  # fmt: skip
         assert 1 == status
         assert "giving up" in err
-        assert lines(0, 20) == drain(Spool.open(tmp_path))
+        assert lines(0, 20) == drain(Spool.open(tmp_path, destination=mine))
 
     def test_replay_shows_progress_on_a_terminal(self, tmp_path: Path, server: Any) -> None:
         """On a terminal, replay rewrites one progress line as batches go through."""
@@ -1142,11 +1324,70 @@ class TestCli:
             def isatty(self) -> bool:
                 return True
 
-        write_segment(tmp_path, 3)
+        write_segment(tmp_path, 3, destination=fingerprint(None, server.url))
         err = Terminal()
         argv = ["spool", "replay", "--spool-dir", str(tmp_path), "--url", server.url]
         assert 0 == main(argv, out=io.StringIO(), err=err)
         assert err.getvalue().endswith("\rreplayed 30/30 line(s)\n")
+
+    def test_replay_progress_counts_every_segment_not_only_those_held(
+        self, tmp_path: Path, server: Any
+    ) -> None:
+        """The progress total is the whole backlog: a process holds at most MAX_ADOPTED
+        segments at a time, and the total counted only those (70 lines shown as 70/64)."""
+        import io
+
+        from logdna_client._cli import main
+        from logdna_client._spool._store import MAX_ADOPTED
+
+        class Terminal(io.StringIO):
+            def isatty(self) -> bool:
+                return True
+
+        count = MAX_ADOPTED + 6
+        writer = Spool.open(tmp_path, segment_bytes=1, destination=fingerprint(None, server.url))
+        for i in range(count):  # a segment per batch: each is full at once
+            assert writer.append(lines(i, 1)) is not None
+        crash(writer)
+        assert count == len(segments(tmp_path))
+        err = Terminal()
+        argv = ["spool", "replay", "--spool-dir", str(tmp_path), "--url", server.url]
+        assert 0 == main(argv, out=io.StringIO(), err=err)
+        assert f"replayed {count}/{count} line(s)" == err.getvalue().split("\r")[-1].strip()
+        assert count == len(server.lines)
+
+    def test_replay_sends_only_the_given_keys_segments(self, tmp_path: Path, server: Any) -> None:
+        """With --key and --url, replay sends what was written for them (and format 1
+        segments, anyone's), leaves other destinations' and says so; --any-destination
+        sends those too, with the key given."""
+        ours, theirs = fingerprint("key-a", server.url), fingerprint("key-b", server.url)
+        write_segment(tmp_path, 2, destination=ours)
+        other = write_segment(tmp_path, 1, per_batch=5, destination=theirs)
+        v1_segment(tmp_path, 1000, [[b',{"line":"old"}']])
+        base = ["spool", "replay", "--spool-dir", str(tmp_path), "--url", server.url]
+        status, out, err = self.run(*base, "--key", "key-a")
+        assert 0 == status
+        assert ["old"] + [str(i) for i in range(20)] == [e["line"] for e in server.lines]
+        assert "left 1 segment(s) written for other keys or URLs" in out
+        assert short(theirs) in err  # the report, with the fingerprint spool ls shows
+        assert [other] == segments(tmp_path)
+        status, out, _ = self.run(*base, "--key", "key-c", "--any-destination")
+        assert (0, 26) == (status, len(server.lines))
+        assert [] == segments(tmp_path)
+
+    def test_ls_shows_each_segments_destination(self, tmp_path: Path) -> None:
+        """ls shows a short fingerprint per segment, marks those of the key and URL given
+        (flags or environment) as yours, and never shows a key."""
+        write_segment(tmp_path, 1, destination=MINE)
+        write_segment(tmp_path, 2, destination=THEIRS)
+        v1_segment(tmp_path, 1000, [lines(0, 3)])
+        status, out, _ = self.run("spool", "ls", "--spool-dir", str(tmp_path), "--key",
+                                  "key-of-app-a", "--url", URL)  # fmt: skip
+        assert 0 == status
+        assert f"{short(MINE)} yours" in out and f"{short(THEIRS)} other" in out
+        assert "any (format 1)" in out
+        assert "yours (" + short(MINE) + ": this key and URL): 13 line(s) waiting" in out
+        assert "key-of-app" not in out
 
     def test_verify_tells_torn_tails_from_corruption(self, tmp_path: Path) -> None:
         """verify exits 0 with a torn tail and 1 with a flipped byte, naming the offset."""

@@ -23,6 +23,7 @@ import pytest
 from logdna_client import Client
 from logdna_client._devserver import DevServer
 from tests._children import REPO, Child, texts
+from tests.test_spool import segments
 
 # How long the service is down before the crash: 30 s for kill -9 (the scenario the
 # spool exists for), shorter for SIGTERM, whose path differs only at the end.
@@ -185,7 +186,7 @@ class TestCrashes:
         quarantine (flipped) or cut (torn)."""
         spool = tmp_path / "spool"
         safe, _, _ = crash_during_outage_for(server, spool, signal.SIGKILL, 3.0)
-        (segment,) = sorted(spool.glob("*.spool"))
+        (segment,) = segments(spool)
         data = bytearray(segment.read_bytes())
         middle = len(data) // 2
         if damage == "flipped":
@@ -231,7 +232,7 @@ class TestCrashes:
         code, _ = child.finish()
         assert 0 == code, child.stderr
         stats = got["stats"]
-        on_disk = sum(f.stat().st_size for f in spool.glob("*.spool"))
+        on_disk = sum(f.stat().st_size for f in segments(spool))
         assert on_disk <= 1024 * 1024
         assert stats["spool_bytes"] <= 1024 * 1024
         assert got["rss_growth_kib"] < 64 * 1024  # 10 MB logged: nowhere near all of it held
@@ -260,6 +261,87 @@ class TestCrashes:
         replay(server, spool)
         got = [t for t in texts(server) if t.startswith("worker line ")]
         assert [f"worker line {i}" for i in range(1000)] == got
+
+
+# A process of one app: logs COUNT lines while the service is down, waits until all are in
+# the spool, says so, and waits to be killed. Its key comes in FAULT_OPTS (see _children).
+SHARED_FOLDER_CHILD = """
+logging.getLogger("logdna_client").addHandler(logging.StreamHandler(sys.stderr))
+name, count = os.environ["NAME"], int(os.environ["COUNT"])
+for i in range(count):
+    log.info("%s %d", name, i)
+deadline = time.monotonic() + 60
+while int(client.stats().get("spooled", 0)) < count:  # the service is down: moved to disk
+    assert time.monotonic() < deadline, "the lines never reached the spool"
+    client.flush(0.1)
+mark("spooled")
+wait_for("never")
+"""
+
+# The same app restarted on the same folder, with the service up.
+SHARED_FOLDER_RESTART = """
+logging.getLogger("logdna_client").addHandler(logging.StreamHandler(sys.stderr))
+log.info("%s restarted", os.environ["NAME"])
+mark("flushed " + str(client.flush(60)))
+client.close(10)
+"""
+
+
+# Two apps' ingestion keys.
+KEYS = {"alpha": "key-of-alpha-0123456789abcdef", "beta": "key-of-beta-0123456789abcdef"}
+
+
+class TestSharedFolder:
+    def test_two_apps_with_different_keys_each_get_only_their_own_lines(
+        self, tmp_path: Path
+    ) -> None:
+        """Two apps with different ingestion keys (the same URL) share one spool folder,
+        both are killed (kill -9) with lines spooled during an outage, then restarted one
+        after the other: every line arrives once, with its own app's key, never the
+        other's; the first restarted leaves the other's segments and says so."""
+        from tests._otlp_server import running
+
+        folder = tmp_path / "spool"
+        count = 300
+        with running() as server:
+            url = server.base + "/logs/ingest"
+            server.down = True
+            options = {"spool_dir": str(folder), "flush_interval": "0.05",
+                       "retry_max_backoff": "0.3", "max_batch_bytes": "2KiB"}  # fmt: skip
+            children = [
+                Child(
+                    SHARED_FOLDER_CHILD,
+                    url,
+                    env={"NAME": name, "COUNT": str(count)},
+                    key=key,
+                    **options,
+                )
+                for name, key in KEYS.items()
+            ]
+            for child in children:
+                child.expect("spooled", timeout=90)
+            for child in children:
+                child.kill(signal.SIGKILL)
+                assert -signal.SIGKILL == child.finish()[0]
+            assert len(segments(folder)) >= 2
+            server.down = False
+            seen: dict[str, str] = {}
+            for name, key in KEYS.items():
+                again = Child(SHARED_FOLDER_RESTART, url, key=key, spool_dir=str(folder),
+                              flush_interval="0.05", env={"NAME": name})  # fmt: skip
+                assert "True" == again.expect("flushed", timeout=90), again.stderr
+                assert 0 == again.finish()[0], again.stderr
+                seen[name] = again.stderr
+            requests = [r for r in server.requests if r.status == 200]
+        sent = [(line["line"], tuple(r.credentials)) for r in requests for line in r.lines]
+        for name, key in KEYS.items():
+            expected = [f"{name} {i}" for i in range(count)] + [f"{name} restarted"]
+            theirs = [(text, how) for text, how in sent if text.startswith(name + " ")]
+            assert expected == [text for text, _ in theirs]  # once each, in order
+            assert {(("apikey", key),)} == {how for _, how in theirs}  # with their own key
+        assert "another destination" in seen["alpha"]  # beta's, left for it
+        assert "key-of-" not in seen["alpha"] + seen["beta"]
+        assert [] == segments(folder)
 
 
 POOL_EXIT_SCRIPT = """
@@ -373,11 +455,14 @@ class TestFlushWaitsForTheSpool:
         told there too, once."""
         import os
 
-        from tests.test_sender import OK, client_with
+        from logdna_client._config import Config
+        from logdna_client._spool import destination
+        from tests.test_sender import OK, URL, client_with
         from tests.test_spool import write_segment
 
         folder = tmp_path / "spool"
-        old = write_segment(folder, 2)  # 20 lines a crashed process left
+        ours = destination(Config(url=URL))  # the client's, as client_with builds it
+        old = write_segment(folder, 2, destination=ours)  # 20 lines a crashed process left
         os.utime(old, (1, 1))
         client, transport, _ = client_with(lambda lines, gz: OK, spool_dir=str(folder))
         try:
@@ -406,11 +491,16 @@ class TestFlushWaitsForTheSpool:
         told in a summary line of their own."""
         import os
 
-        from tests.test_sender import OK, client_with
+        from logdna_client._config import Config
+        from logdna_client._spool import destination
+        from tests.test_sender import OK, URL, client_with
         from tests.test_spool import write_segment
 
         folder = tmp_path / "spool"
-        os.utime(write_segment(folder, 2), (1, 1))  # a dead process's 20 old lines
+        ours = destination(Config(url=URL))  # the client's, as client_with builds it
+        os.utime(
+            write_segment(folder, 2, destination=ours), (1, 1)
+        )  # a dead process's 20 old lines
         client, transport, _ = client_with(lambda lines, gz: OK, spool_dir=str(folder))
         try:
             client.log("first")
@@ -429,7 +519,7 @@ class TestFlushWaitsForTheSpool:
             assert sender.thread is not None
             sender.thread.join(30)
             assert not sender.alive
-            os.utime(write_segment(folder, 1), (1, 1))  # another dead process: 10 lines
+            os.utime(write_segment(folder, 1, destination=ours), (1, 1))  # another dead one: 10
             client.log("second")  # wakes the sender: it is found dead and restarted
             client.flush(30)
             client.log("third")

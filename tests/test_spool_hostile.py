@@ -23,9 +23,10 @@ from hypothesis.stateful import rule
 from logdna_client import Client
 from logdna_client._devserver import DevServer
 from logdna_client._spool import Spool, _store
+from logdna_client._spool._destination import UNNAMED
 from tests._children import REPO, assert_exactly_once_in_order, texts
 from tests.helpers import in_forked_child
-from tests.test_spool import SpoolMachine, Trouble, crash, drain, lines, segments
+from tests.test_spool import SpoolMachine, Trouble, crash, drain, lines, segments, v1_segment
 
 # Deadline for a child process to answer: generous, only hit when something hangs.
 _ANSWER = 60.0
@@ -538,15 +539,12 @@ class TestFolderReplaced:
 
 def _dead_segments(folder: Path, count: int, per_segment: int = 1, pad: bytes = b"") -> None:
     """``count`` segments of dead processes, oldest first by name, ``per_segment`` lines
-    each: line ``i`` of the whole is in segment ``i // per_segment``."""
-    from logdna_client._spool import _format as fmt
-
+    each: line ``i`` of the whole is in segment ``i // per_segment``. Of format version 1
+    (anyone's): any Client and ``spool replay`` adopt them."""
     folder.mkdir(exist_ok=True)
-    now = time.time_ns()
     for n in range(count):
         body = [line + pad for line in lines(n * per_segment, per_segment)]
-        data = fmt.encode_header(1, 1000 + n) + b"".join(fmt.batch_frame(0, now, body))
-        (folder / f"seg-{1000 + n:020d}-1-{n:06x}.spool").write_bytes(data)
+        v1_segment(folder, 1000 + n, [body])
 
 
 class TestManySegments:
@@ -607,8 +605,9 @@ class HostileSpoolMachine(SpoolMachine):
         _store.MAX_ADOPTED = 2
         super().__init__()
 
-    def _open(self) -> Spool:
-        return Spool.open(self.folder, segment_bytes=300, sync="none", clock=self.clock)
+    def _open(self, destination: bytes = UNNAMED) -> Spool:
+        return Spool.open(self.folder, segment_bytes=300, sync="none", clock=self.clock,
+                          destination=destination)  # fmt: skip
 
     def teardown(self) -> None:
         try:

@@ -5,6 +5,7 @@ See docs/spool.md for what it guarantees and ``_sender.py`` for
 where the sender calls it.
 """
 
+from ._destination import destination
 from ._store import (
     QUARANTINE_KEEP,
     SYNC_INTERVAL,
@@ -23,4 +24,5 @@ __all__ = [
     "ReplayBatch",
     "Spool",
     "SyncMode",
+    "destination",
 ]

@@ -1,8 +1,10 @@
 """The spool's on-disk format: a segment header, framed records, and a checking scanner.
 
-A segment is one file, ``seg-<created ns>-<pid>-<random>.spool``::
+A segment is one file, ``seg-<created ns>-<pid>-<random>.seg`` (``.spool`` for version 1)::
 
-    header   magic b"LDNASPL\\x00" | version u16 | 0 u16 | pid u32 | created ns u64 | crc32 u32
+    header   magic b"LDNASPL\\x00" | version u16 (2) | 16 u16 | pid u32 | created ns u64
+             | destination (16 bytes) | crc32 u32
+    (version 1: magic | 1 u16 | 0 u16 | pid u32 | created ns u64 | crc32 u32, no destination)
     record   mark b"\\xd5\\x1e" | length u32 | crc32 u32 | body (``length`` bytes; the CRC
              covers the body)
     body     kind u8 | a u64 | b u64 | count u32 | data
@@ -26,6 +28,14 @@ again. A record is either whole and matching its CRC, or damage:
 
 Entries are opaque bytes to the spool (the sender's entries: a comma and one
 serialized line).
+
+The destination (``_destination``) says whose lines a segment holds: only a
+process sending to the same place adopts it. Version 1 segments have none and
+are anyone's, as they always were. A header of a later version (the magic and
+a version above ``VERSION``) is neither read nor damage: such a segment is left
+alone for the library that wrote it, whatever else that version changed.
+Versions before 2 look only at ``.spool`` names, so they never see a ``.seg``
+segment: they neither send, delete nor count it.
 """
 
 from __future__ import annotations
@@ -42,9 +52,11 @@ from itertools import accumulate, pairwise
 __all__ = [
     "ACK",
     "BATCH",
+    "DESTINATION_SIZE",
     "FRAME_SIZE",
     "HEADER_SIZE",
     "MAX_BODY",
+    "VERSION",
     "AckBits",
     "Damage",
     "Header",
@@ -59,9 +71,13 @@ __all__ = [
 ]
 
 MAGIC = b"LDNASPL\x00"
-VERSION = 1
-_HEADER = struct.Struct("<8sHHIQ")
-HEADER_SIZE = _HEADER.size + 4  # and its CRC
+VERSION = 2
+_HEADER = struct.Struct("<8sHHIQ")  # the fields every version so far starts with
+_VERSION_AT = struct.Struct("<8sH")
+DESTINATION_SIZE = 16
+#: This version's header: the common fields, the destination, a CRC of all of them.
+HEADER_SIZE = _HEADER.size + DESTINATION_SIZE + 4
+_V1_HEADER_SIZE = _HEADER.size + 4
 MARK = b"\xd5\x1e"
 _FRAME = struct.Struct("<2sII")
 _FIXED = struct.Struct("<BQQI")
@@ -82,32 +98,67 @@ _MAX_CANDIDATES = 64
 
 @dataclass(frozen=True)
 class Header:
+    version: int
     pid: int
     created_ns: int
+    size: int  # where the first record starts (0 for a later version: not read)
+    destination: bytes | None  # None: version 1, anyone's (or a later version's: unknown)
+
+    @property
+    def later(self) -> bool:
+        """Written by a later version of the library: left alone, never read nor moved."""
+        return self.version > VERSION
 
 
-def encode_header(pid: int, created_ns: int) -> bytes:
-    head = _HEADER.pack(MAGIC, VERSION, 0, pid & 0xFFFFFFFF, created_ns)
+def encode_header(pid: int, created_ns: int, destination: bytes) -> bytes:
+    if len(destination) != DESTINATION_SIZE:
+        raise ValueError(f"a destination is {DESTINATION_SIZE} bytes")
+    head = _HEADER.pack(MAGIC, VERSION, DESTINATION_SIZE, pid & 0xFFFFFFFF, created_ns)
+    head += destination
     return head + struct.pack("<I", zlib.crc32(head))
 
 
 def decode_header(data: bytes) -> Header | None:
-    """The header, or None when it is short, foreign, of another version or damaged."""
-    if len(data) < HEADER_SIZE:
+    """The header, or None when it is short, foreign or damaged.
+
+    ``data``: the file's first ``HEADER_SIZE`` bytes (fewer if it is shorter).
+    """
+    if len(data) < _VERSION_AT.size:
         return None
-    head = data[: _HEADER.size]
-    magic, version, _, pid, created_ns = _HEADER.unpack(head)
-    (crc,) = struct.unpack_from("<I", data, _HEADER.size)
-    if magic != MAGIC or version != VERSION or crc != zlib.crc32(head):
+    magic, version = _VERSION_AT.unpack_from(data)
+    if magic != MAGIC or version == 0:
         return None
-    return Header(pid, created_ns)
+    if version > VERSION:
+        return Header(version, 0, 0, 0, None)
+    size = _header_size(version)
+    if len(data) < size:
+        return None
+    _, _, extra, pid, created_ns = _HEADER.unpack_from(data)
+    (crc,) = struct.unpack_from("<I", data, size - 4)
+    if crc != zlib.crc32(data[: size - 4]):
+        return None
+    if version == 1:
+        return Header(1, pid, created_ns, size, None)
+    if extra != DESTINATION_SIZE:
+        return None
+    return Header(version, pid, created_ns, size, bytes(data[_HEADER.size : size - 4]))
 
 
 def torn_header(data: bytes) -> bool:
-    """A header cut short (or never written: zeros): what a crash leaves, not corruption."""
-    if len(data) >= HEADER_SIZE:
-        return data.count(0) == len(data)
-    return MAGIC.startswith(data[: len(MAGIC)]) or data.count(0) == len(data)
+    """A header cut short (or never written: zeros): what a crash leaves, not corruption.
+
+    ``data``: the file's first ``HEADER_SIZE`` bytes, as ``decode_header`` had them.
+    """
+    if data.count(0) == len(data):
+        return True
+    if len(data) < _VERSION_AT.size:
+        return MAGIC.startswith(data[: len(MAGIC)])
+    magic, version = _VERSION_AT.unpack_from(data)
+    return magic == MAGIC and len(data) < _header_size(version)
+
+
+def _header_size(version: int) -> int:
+    return _V1_HEADER_SIZE if version == 1 else HEADER_SIZE
 
 
 def batch_frame(seq: int, time_ns: int, entries: Sequence[bytes]) -> list[bytes]:

@@ -41,11 +41,15 @@ class SegmentInfo:
     size: int
     mtime: float
     live: bool  # its writer (or adopter) holds the lock
-    header_ok: bool
+    header: fmt.Header | None  # None: not a spool segment (or damaged at its start)
     records: int
     pending_batches: int
     pending_lines: int
     damage: fmt.Damage | None
+
+    @property
+    def header_ok(self) -> bool:
+        return self.header is not None
 
 
 def segment_paths(folder: str) -> list[str]:
@@ -72,19 +76,20 @@ def locked_by_live_process(fd: int) -> bool:
     return False
 
 
-def inspect_segment(path: str) -> SegmentInfo:
-    """Check every record of a segment (reading only); OSError when it cannot be read."""
+def inspect_segment(path: str, *, check: bool = True) -> SegmentInfo:
+    """Check every record of a segment (reading only; without ``check``, only the records'
+    heads are read: counts, no CRCs); OSError when it cannot be read."""
     fd = open_regular(path, os.O_RDONLY)
     try:
         seg = Segment(os.path.basename(path), fd, own=False)
         live = locked_by_live_process(fd)
-        found = scan(seg)
+        found = scan(seg, check=check)
         return SegmentInfo(
             path,
             found.end,
             os.fstat(fd).st_mtime,
             live,
-            found.header is not None,
+            found.header,
             found.records,
             seg.batches - seg.done_batches,
             seg.lines - seg.done_lines,

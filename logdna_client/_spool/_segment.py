@@ -1,8 +1,9 @@
 """A segment as the spool holds it, and the file operations on one.
 
-Names in a spool folder: ``seg-<created ns>-<pid>-<random>.spool`` (sorted
-by name is oldest first), ``.tmp-<pid>-<random>`` while one is being made,
-and ``quarantine/<segment>.<offset>.bad`` for damage moved aside.
+Names in a spool folder: ``seg-<created ns>-<pid>-<random>.seg`` (sorted
+by name is oldest first; ``.spool`` for those of format version 1, which the
+versions that wrote them look for), ``.tmp-<pid>-<random>`` while one is being
+made, and ``quarantine/<segment>.<offset>.bad`` for damage moved aside.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ __all__ = [
     "SEG_PREFIX",
     "SEG_SUFFIX",
     "TMP_PREFIX",
+    "V1_SEG_SUFFIX",
     "BatchId",
     "ReplayBatch",
     "Scan",
@@ -37,7 +39,10 @@ __all__ = [
 ]
 
 SEG_PREFIX = "seg-"
-SEG_SUFFIX = ".spool"
+# Not ".spool": the versions that wrote format 1 look only at those names, so they never
+# see (send, delete, count) a segment carrying a destination they would not check.
+SEG_SUFFIX = ".seg"
+V1_SEG_SUFFIX = ".spool"
 TMP_PREFIX = ".tmp-"
 QUARANTINE = "quarantine"
 #: Quarantine files kept; older ones are deleted so damage cannot fill the disk.
@@ -45,7 +50,7 @@ QUARANTINE_KEEP = 16
 
 
 def is_segment_name(name: str) -> bool:
-    return name.startswith(SEG_PREFIX) and name.endswith(SEG_SUFFIX)
+    return name.startswith(SEG_PREFIX) and name.endswith((SEG_SUFFIX, V1_SEG_SUFFIX))
 
 
 class BatchId(NamedTuple):
@@ -115,21 +120,25 @@ class Scan(NamedTuple):
     end: int  # the file's size
 
 
-def scan(seg: Segment) -> Scan:
+def scan(seg: Segment, *, check: bool = True) -> Scan:
     """Read every record of a segment, checking CRCs, counting them into ``seg``; reads only.
 
-    ``seg.size`` becomes the end of the last good record. OSError when the
-    file cannot be read.
+    ``seg.size`` becomes the end of the last good record, ``seg.cursor`` the first
+    record's place. Without ``check``, only the records' heads are read (counts only:
+    damage inside a record goes unseen). A segment of a later version is not read
+    (``header.later``). OSError when the file cannot be read.
     """
     end = os.fstat(seg.fd).st_size
     raw = os.pread(seg.fd, fmt.HEADER_SIZE, 0)
     header = fmt.decode_header(raw)
     if header is None:
         return Scan(None, fmt.torn_header(raw), 0, None, end)
-    offset = fmt.HEADER_SIZE
+    if header.later:
+        return Scan(header, False, 0, None, end)
+    offset = seg.cursor = header.size
     records = 0
     while True:
-        record = fmt.read_record(seg.fd, offset, end, with_data=True)
+        record = fmt.read_record(seg.fd, offset, end, with_data=check)
         if record is None or isinstance(record, fmt.Damage):
             seg.size = offset
             return Scan(header, False, records, record, end)

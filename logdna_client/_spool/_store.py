@@ -7,18 +7,24 @@ becomes False, ``append`` answers None), so the caller carries on in memory.
 
 Files, all in the spool folder (see ``_format`` for what is inside one):
 
-- ``seg-<created ns>-<pid>-<random>.spool``: segments, oldest first by name.
-  Each is held under ``fcntl.flock(LOCK_EX)`` by the one live process that
-  owns it: the one that wrote it, or the one that adopted it after its
-  writer died. The lock is taken on the temporary file before it is renamed
-  into place, so no segment is ever visible unlocked while its writer lives;
-  the kernel drops the lock when the last descriptor goes, which is how a
-  ``kill -9`` hands a segment over. A forked child shares its parent's
-  descriptors (and so its locks) and must call ``forget_after_fork``.
+- ``seg-<created ns>-<pid>-<random>.seg``: segments, oldest first by name
+  (``.spool``: format version 1). Each is held under ``fcntl.flock(LOCK_EX)``
+  by the one live process that owns it: the one that wrote it, or the one
+  that adopted it after its writer died. The lock is taken on the temporary
+  file before it is renamed into place, so no segment is ever visible
+  unlocked while its writer lives; the kernel drops the lock when the last
+  descriptor goes, which is how a ``kill -9`` hands a segment over. A forked
+  child shares its parent's descriptors (and so its locks) and must call
+  ``forget_after_fork``.
 - ``.tmp-<pid>-<random>``: a segment being created (header only). One whose
   lock is free was left by a process that died before the rename: deleted.
 - ``quarantine/<segment>.<offset>.bad``: corrupt bytes moved aside, kept
   for inspection (the newest ``QUARANTINE_KEEP`` files).
+
+Each segment records its destination (``_destination``): a process adopts,
+sends and drops only those of its own destination (and version 1 ones, which
+have none). Other destinations' segments are left alone, uncounted: never sent
+with this process's key, never dropped for its cap or age, reported once.
 
 A batch is done when an ACK record for it is in its segment. The owner
 appends ACKs to the same file, so one write (and one sync) covers a batch's
@@ -42,6 +48,8 @@ from collections.abc import Callable, Sequence
 from typing import Concatenate, Literal, ParamSpec, TypeVar
 
 from . import _format as fmt
+from ._destination import UNNAMED, belongs, short
+from ._inspect import inspect_segment
 from ._segment import (
     QUARANTINE_KEEP,
     SEG_PREFIX,
@@ -52,6 +60,7 @@ from ._segment import (
     Segment,
     is_segment_name,
     list_dir,
+    open_regular,
     save_quarantine,
     scan,
     try_lock,
@@ -118,6 +127,12 @@ def _contained(
     return wrap
 
 
+# Whose a segment of the folder is (Spool._owner).
+_OURS = "ours"  # this destination's, version 1 (anyone's), or unreadable: its scan decides
+_OTHER = "other"  # another destination's: left for it
+_LATER = "later"  # a later version's: left for it
+
+
 def _created(name: str) -> int:
     """The "created" field of a segment's name (0 when it is not a number)."""
     try:
@@ -147,8 +162,12 @@ class Spool:
         segment_bytes: int | None,
         clock: Callable[[], float],
         monotonic: Callable[[], float],
+        destination: bytes,
+        adopt_any: bool,
     ) -> None:
         self.directory = directory
+        self.destination = destination
+        self._adopt_any = adopt_any
         self.max_bytes = max_bytes
         self.max_age = max_age
         self.sync_mode: SyncMode = sync
@@ -173,7 +192,14 @@ class Spool:
         # the ones held are delivered, not a RESCAN_INTERVAL later.
         self._more_to_adopt = False
         self._candidates: list[tuple[str, int]] = []  # (name, size) newest first
-        self._foreign_bytes = 0  # segments of other live processes, at the last scan
+        # This destination's segments held by other live processes or not adopted yet, at
+        # the last scan: they count toward max_bytes. Other destinations' do not.
+        self._unheld_bytes = 0
+        # Whose each segment not held is, and its destination (_owner), by name: a header
+        # is read once, not at every rescan. Names are never reused.
+        self._owners: dict[str, tuple[str, bytes | None]] = {}
+        #: Segments of other destinations in the folder at the last scan (left alone).
+        self.others = 0
         self._reported: set[str] = set()
         # Segments that could be neither read nor moved aside: not adopted again
         # and again (each time counted and reported) by every rescan.
@@ -206,6 +232,8 @@ class Spool:
         segment_bytes: int | None = None,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        destination: bytes = UNNAMED,
+        adopt_any: bool = False,
     ) -> Spool:
         """Open (creating it if needed) the spool folder and adopt what dead processes left.
 
@@ -223,6 +251,10 @@ class Spool:
                 an eighth of ``max_bytes``, 4 KiB to 16 MiB).
             clock: wall time in seconds (ages survive restarts, so not monotonic).
             monotonic: for the sync interval.
+            destination: where the lines go (``_destination.destination``), written in
+                each segment; only segments of this destination are adopted.
+            adopt_any: adopt every destination's segments (``spool replay
+                --any-destination``: the user says they go where this spool sends).
 
         Never raises: a folder that cannot be used gives a disabled spool.
         """
@@ -236,6 +268,8 @@ class Spool:
             segment_bytes=segment_bytes,
             clock=clock,
             monotonic=monotonic,
+            destination=destination,
+            adopt_any=adopt_any,
         )
         try:
             # The lines may hold what logs hold: only this user may read them.
@@ -437,6 +471,21 @@ class Spool:
         self._safely(self._rescan)
         return len(self._segments) - before
 
+    @_contained(0)
+    def waiting_lines(self) -> int:
+        """Lines not done in the segments held and in those left to adopt that no live
+        process holds: what a replay of the folder has ahead (a progress total). Reads
+        only the records' heads of those not held."""
+        if not self._open():
+            return 0
+        _, lines = self.pending()
+        for name, _ in self._candidates:
+            with contextlib.suppress(OSError):
+                info = inspect_segment(self._path(name), check=False)
+                if not info.live:
+                    lines += info.pending_lines
+        return lines
+
     @_contained((0, 0))
     def pending(self) -> tuple[int, int]:
         """(batches, lines) on disk not yet done, in segments this spool owns."""
@@ -477,9 +526,10 @@ class Spool:
 
     @property
     def disk_bytes(self) -> int:
-        """Bytes the spool folder's segments take (others' as of the last scan)."""
+        """Bytes this destination's segments take in the folder (other processes' as of
+        the last scan); other destinations' are not counted."""
         # list() copies in one step: stats() reads this from the app's threads.
-        return self._foreign_bytes + sum(seg.size for seg in list(self._segments.values()))
+        return self._unheld_bytes + sum(seg.size for seg in list(self._segments.values()))
 
     def stats(self) -> dict[str, object]:
         """The counters; safe to call from any thread (it only reads)."""
@@ -574,7 +624,7 @@ class Spool:
         self._fds.add(fd)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            header = fmt.encode_header(self._pid, created)
+            header = fmt.encode_header(self._pid, created, self.destination)
             write_all(fd, [header], 0)
             if self.sync_mode != "none":
                 os.fdatasync(fd)
@@ -675,11 +725,15 @@ class Spool:
             os.close(seg.fd)
 
     def _rescan(self) -> None:
-        """Adopt the segments whose owner died; count the others' bytes toward the cap."""
+        """Adopt this destination's segments whose owner died; count the bytes of those
+        live processes hold toward the cap; leave other destinations' alone."""
         self._next_rescan = self._monotonic() + RESCAN_INTERVAL
         self._check_current()
-        foreign = 0
+        unheld = 0
         candidates: list[tuple[str, int]] = []
+        others: list[tuple[str, bytes | None]] = []
+        later = 0
+        owners: dict[str, tuple[str, bytes | None]] = {}
         for entry in list_dir(self.directory):
             name = entry.name
             if name.startswith(TMP_PREFIX):
@@ -698,18 +752,77 @@ class Spool:
                 size = entry.stat(follow_symlinks=False).st_size
             except OSError:
                 continue
-            # Counted as others' until adopted (then it is ours, and no longer counted here).
-            foreign += size
+            owner, destination = owners[name] = self._owner(name)
+            if owner == _OTHER:
+                others.append((name, destination))
+                continue
+            if owner == _LATER:
+                later += 1
+                continue
+            # Counted as unheld until adopted (then it is held, and no longer counted here).
+            unheld += size
             # Ours are named after it even before it is adopted (MAX_ADOPTED): the backlog
             # goes first whatever the clock did.
             self._newest_name = max(self._newest_name, _created(name))
             if name not in self._unusable:
                 candidates.append((name, size))
-        self._foreign_bytes = foreign
+        self._unheld_bytes = unheld
+        self._owners = owners  # names gone from the folder are forgotten
+        self.others = len(others)
         # Newest last: _adopt_more takes the oldest first, from the end.
         candidates.sort(reverse=True)
         self._candidates = candidates
         self._adopt_more()
+        self._report_left(others, later)
+
+    def _owner(self, name: str) -> tuple[str, bytes | None]:
+        """Whose the segment ``name`` (not held) is, from its header: _OURS, _OTHER or
+        _LATER, and the destination it names. One that cannot be read is _OURS: adopting
+        it reads it through, and damage is moved aside as in any segment of ours."""
+        known = self._owners.get(name)
+        if known is not None:
+            return known
+        try:
+            # Read-only and unlocked: a live owner keeps its lock, and this takes none.
+            fd = open_regular(self._path(name), os.O_RDONLY)
+        except OSError:
+            return _OURS, None
+        try:
+            header = fmt.decode_header(os.pread(fd, fmt.HEADER_SIZE, 0))
+        except OSError:
+            return _OURS, None
+        finally:
+            os.close(fd)
+        if header is None:
+            return _OURS, None  # not remembered: its scan, when adopted, tells what it is
+        if header.later:
+            owner = _LATER
+        elif self._adopt_any or belongs(header.destination, self.destination):
+            owner = _OURS
+        else:
+            owner = _OTHER
+        known = self._owners[name] = owner, header.destination
+        return known
+
+    def _report_left(self, others: list[tuple[str, bytes | None]], later: int) -> None:
+        """Say once what this process leaves in the folder for others, and how to send it."""
+        if others and "spool-other" not in self._reported:
+            # Only those no live process holds: another app sending there needs no advice.
+            orphaned = [d for name, d in others if self._unlocked(name)]
+            if orphaned:
+                found = ", ".join(sorted({short(d) for d in orphaned if d is not None}))
+                self._report("spool-other", f"logdna_client: {len(orphaned)} segment(s) in the "
+                             f"spool folder {self.directory!r} hold lines for another destination "
+                             f"(ingestion key or URL; fingerprint {found}) and are left for it, "
+                             f"neither sent nor dropped by this process. If they are this app's "
+                             f"from before a key or URL change, send them with: python -m "
+                             f"logdna_client spool replay --spool-dir {self.directory} --key "
+                             f"<that key> --url <that URL> (spool ls shows each segment's "
+                             f"destination)")  # fmt: skip
+        if later:
+            self._report("spool-later", f"logdna_client: {later} segment(s) in the spool folder "
+                         f"{self.directory!r} were written by a later version of logdna_client; "
+                         f"this version leaves them for it")  # fmt: skip
 
     def _adopt_more(self) -> int:
         """Adopt, oldest first, what the last rescan found, up to MAX_ADOPTED held at once;
@@ -754,7 +867,7 @@ class Spool:
         # Its size counts toward the cap at once; the scan, later, makes it exact.
         seg = Segment(name, fd, own=False, size=now)
         self._segments[name] = seg
-        self._foreign_bytes = max(0, self._foreign_bytes - size)
+        self._unheld_bytes = max(0, self._unheld_bytes - size)
         self._newest_name = max(self._newest_name, _created(name))
         return seg
 
@@ -799,6 +912,10 @@ class Spool:
                 self._retire(seg)
             else:
                 self._quarantine_tail(seg, fmt.Damage(0, False, "bad segment header"))
+            return False
+        if found.header.later:  # never deleted: a later version wrote it (see _owner)
+            self._owners[seg.name] = _LATER, None
+            self._forget(seg)
             return False
         if found.damage is not None:
             self._cut(seg, found.damage, found.end)
