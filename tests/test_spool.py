@@ -27,6 +27,7 @@ from hypothesis.stateful import (
     rule,
 )
 
+from logdna_client._config import Secret
 from logdna_client._spool import BatchId, Spool
 from logdna_client._spool import _format as fmt
 from logdna_client._spool._destination import UNNAMED, fingerprint, short
@@ -483,7 +484,7 @@ class TestLimits:
 
 
 URL = "https://logs.example.com/logs/ingest"
-MINE, THEIRS = fingerprint("key-of-app-a", URL), fingerprint("key-of-app-b", URL)
+MINE, THEIRS = fingerprint(Secret("key-of-app-a"), URL), fingerprint(Secret("key-of-app-b"), URL)
 
 
 class TestDestinations:
@@ -588,16 +589,19 @@ class TestDestinations:
         """The same for every run (another process agrees), different for another key or
         URL, the same however the host's name is cased, and not the key."""
         code = "from logdna_client._spool._destination import fingerprint as f; "
-        code += f"print(f('key-of-app-a', {URL!r}).hex())"
+        code += "from logdna_client._config import Secret; "
+        code += f"print(f(Secret('key-of-app-a'), {URL!r}).hex())"
         env = {**os.environ, "PYTHONPATH": os.getcwd()}
         out = subprocess.run([sys.executable, "-c", code], check=True, env=env,
                              capture_output=True, text=True).stdout.strip()  # fmt: skip
         assert MINE.hex() == out
         assert 16 == len(MINE)
-        others = {THEIRS, fingerprint("key-of-app-a", URL + "2"), fingerprint(None, URL),
-                  fingerprint("", URL)}  # fmt: skip
+        others = {THEIRS, fingerprint(Secret("key-of-app-a"), URL + "2"), fingerprint(None, URL),
+                  fingerprint(Secret(""), URL)}  # fmt: skip
         assert 4 == len(others) and MINE not in others
-        assert MINE == fingerprint("key-of-app-a", URL.replace("logs.example", "LOGS.Example"))
+        assert MINE == fingerprint(
+            Secret("key-of-app-a"), URL.replace("logs.example", "LOGS.Example")
+        )
         assert b"key-of-app-a" not in MINE
 
     def test_segments_record_the_destination_of_the_client(self, tmp_path: Path) -> None:
@@ -1034,7 +1038,7 @@ class SpoolMachine(RuleBasedStateMachine):
     """
 
     out = Bundle("out")
-    OTHER = fingerprint("another key", "https://elsewhere.example/logs/ingest")
+    OTHER = fingerprint(Secret("another key"), "https://elsewhere.example/logs/ingest")
 
     def __init__(self) -> None:
         super().__init__()
@@ -1360,7 +1364,10 @@ class TestCli:
         """With --key and --url, replay sends what was written for them (and format 1
         segments, anyone's), leaves other destinations' and says so; --any-destination
         sends those too, with the key given."""
-        ours, theirs = fingerprint("key-a", server.url), fingerprint("key-b", server.url)
+        ours, theirs = (
+            fingerprint(Secret("key-a"), server.url),
+            fingerprint(Secret("key-b"), server.url),
+        )
         write_segment(tmp_path, 2, destination=ours)
         other = write_segment(tmp_path, 1, per_batch=5, destination=theirs)
         v1_segment(tmp_path, 1000, [[b',{"line":"old"}']])

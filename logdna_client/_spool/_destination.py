@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 from ._format import DESTINATION_SIZE
 
 if TYPE_CHECKING:
-    from .._config import Config
+    from .._config import Config, Secret
 
 __all__ = ["UNNAMED", "belongs", "destination", "fingerprint", "short"]
 
@@ -32,23 +32,23 @@ _PERSON = b"logdna-spool-dst"  # BLAKE2b's personalisation: 16 bytes at most
 UNNAMED = bytes(DESTINATION_SIZE)
 
 
-def fingerprint(key: str | None, url: str) -> bytes:
+def fingerprint(key: Secret | None, url: str) -> bytes:
     """The destination of lines sent with ``key`` (None: no key) to ``url``."""
     parts = urlsplit(url)
     # Scheme and host are case-insensitive: the same URL however it was typed.
     where = parts._replace(scheme=parts.scheme.lower(), netloc=parts.netloc.lower()).geturl()
     digest = hashlib.blake2b(digest_size=DESTINATION_SIZE, person=_PERSON)
-    for field in (key, where):
-        # Length-prefixed, and no key told apart from an empty one: no two inputs collide.
-        raw = b"" if field is None else field.encode()
-        digest.update(b"%d:" % (-1 if field is None else len(raw)) + raw)
+    # The key is hashed where it is revealed: no local of this frame holds its text
+    # (error reporters capture frame locals). Its part has a fixed length and comes
+    # first, and no key is told apart from an empty one: no two inputs collide.
+    digest.update(b"-" if key is None else b"+" + hashlib.blake2b(key.reveal().encode()).digest())
+    digest.update(where.encode())
     return digest.digest()
 
 
 def destination(config: Config) -> bytes:
     """Where ``config`` sends its lines, as segments record it."""
-    secret = config.secret
-    return fingerprint(None if secret is None else secret.reveal(), config.url)
+    return fingerprint(config.secret, config.url)
 
 
 def belongs(segment: bytes | None, destination: bytes) -> bool:
