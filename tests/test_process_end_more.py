@@ -464,3 +464,52 @@ class TestSignalWhileTheSenderStarts:
             assert 0 == server.line_count
             assert "100 lines were not delivered" in child.stderr, child.stderr
         assert "" == child.stdout
+
+
+class TestLoggingInAPreexecFn:
+    @pytest.mark.parametrize("sending", [True, False], ids=["sender-running", "first-line"])
+    def test_said_once_no_thread_started_and_the_parent_untouched(
+        self, server: DevServer, sending: bool
+    ) -> None:
+        """Lines logged in a ``subprocess.Popen`` ``preexec_fn`` (the child between fork and
+        exec: no atexit, no thread survives the exec) cannot be delivered: the child
+        says so once on its stderr, starts no thread for them (none of ours: they only add
+        to what may deadlock there), and the program runs. The parent's lines, before
+        and after, arrive once each; none of the child's arrive."""
+        child = Child(
+            """
+            import subprocess
+            if os.environ["SENDING"] == "1":
+                log.info("parent before")
+                client.flush(30)
+            def pre():
+                for i in range(3):
+                    log.info("from preexec %d", i)
+                if os.path.isdir("/proc/self/task"):  # the kernel's count, not threading's
+                    os.write(2, b"threads %d\\n" % len(os.listdir("/proc/self/task")))
+            program = "import sys; sys.stderr.write('program ran\\\\n')"
+            proc = subprocess.Popen([sys.executable, "-c", program], preexec_fn=pre,
+                                    stderr=subprocess.PIPE)
+            _, err = proc.communicate(timeout=30)
+            log.info("parent after")
+            mark("result " + json.dumps({"err": err.decode(), "code": proc.returncode,
+                                         "flushed": client.flush(30),
+                                         "dropped": client.stats()["dropped_total"]}))
+            """,
+            server.url,
+            env={"SENDING": "1" if sending else "0"},
+            flush_interval="0.05",
+        )
+        result = json.loads(child.expect("result"))
+        code, _ = child.finish()
+        assert 0 == code, child.stderr
+        assert 0 == result["code"], result
+        err = result["err"]
+        assert 1 == err.count("preexec_fn was not delivered"), err
+        assert err.endswith("program ran\n"), err
+        if "threads " in err:
+            assert "threads 1\n" in err, err
+        assert (True, 0) == (result["flushed"], result["dropped"]), result
+        expected = (["parent before"] if sending else []) + ["parent after"]
+        assert expected == [t for t in texts(server) if not t.startswith("logdna_client:")]
+        assert "" == child.stdout
