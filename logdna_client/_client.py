@@ -290,8 +290,11 @@ class Client:
         """``put_entry`` until the sender runs: start it, then go straight to the buffer."""
         if self._closed or not self._start():  # closed before any line: count it
             return self._buffer.put_entry(entry)  # or no thread now: keep it for one later
-        self.put_entry = self._buffer.put_entry
-        self.put = self._buffer.put
+        # Not when another thread is starting it (_start says True then): that start may
+        # still fail, and its reset of put_entry to this would be undone here for good.
+        if self._started:
+            self.put_entry = self._buffer.put_entry
+            self.put = self._buffer.put
         return self._buffer.put_entry(entry)
 
     def _first_put(self, data: bytes) -> bool:

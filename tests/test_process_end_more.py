@@ -265,6 +265,83 @@ class TestNoThreadCanStart:
         assert_exactly_once_in_order([f"never {i}" for i in range(20)], texts(server))
 
 
+# Child code, before NO_MORE_THREADS: two threads, started while threads still can be,
+# log their first lines at once when no thread can start (``go``). The first ("one") begins to
+# start the sender; the second ("two") logs while it does, and (traced) is held right
+# after the library told it the sender is starting, until the first's start has failed
+# and its logging call returned.
+TWO_FIRST_LINES = """
+import sys, threading
+go, one_starting, two_held, one_done = (threading.Event() for _ in range(4))
+original_start = threading.Thread.start
+def start(self):
+    if self.name == "logdna_client-sender" and not one_starting.is_set():
+        one_starting.set()
+        assert two_held.wait(30)
+    original_start(self)  # refused: RuntimeError
+threading.Thread.start = start
+def hold_after_start(frame, event, arg):
+    if event == "return" and frame.f_code.co_name == "_start":
+        two_held.set()
+        assert one_done.wait(30)
+        sys.settrace(None)
+    return hold_after_start if frame.f_code.co_name == "_start" else None
+def one():
+    assert go.wait(30)
+    log.info("first from one")
+    one_done.set()
+def two():
+    assert one_starting.wait(30)
+    sys.settrace(hold_after_start)
+    log.info("first from two")
+    sys.settrace(None)
+threads = [threading.Thread(target=one), threading.Thread(target=two)]
+for t in threads:
+    t.start()
+"""
+
+
+class TestFirstLinesFromTwoThreadsWhenNoThreadCanStart:
+    def test_both_kept_one_sender_and_a_later_line_starts_it(self, server: DevServer) -> None:
+        """Two threads log their first lines at once while no thread can start (the
+        second while the first is starting the sender, which then fails): neither
+        line is lost, nothing deadlocks, and the second thread, told the sender was
+        starting, does not take it for started: a line logged once threads can start
+        again (after the retry pause) starts the one sender, and every line arrives once."""
+        child = Child(
+            TWO_FIRST_LINES
+            + NO_MORE_THREADS
+            + textwrap.dedent(
+                """
+            go.set()
+            for t in threads:
+                t.join(60)
+            s = client.stats()
+            mark("held %d" % s["queued"])
+            allow_threads()
+            threading.Event().wait(max(0.0, client._start_retry_at - time.monotonic()))
+            log.info("later")
+            started = client._started  # by that line, not by a flush
+            mark("result " + json.dumps({
+                "started": started, "flushed": client.flush(30),
+                "senders": sum(t.name == "logdna_client-sender" for t in threading.enumerate()),
+                "dropped": client.stats()["dropped_total"]}))
+            """
+            ),
+            server.url,
+            flush_interval="60",
+        )
+        assert "2" == child.expect("held")
+        result = json.loads(child.expect("result"))
+        code, _ = child.finish()
+        assert 0 == code, child.stderr
+        assert {"started": True, "flushed": True, "senders": 1, "dropped": 0} == result
+        got = [t for t in texts(server) if not t.startswith("logdna_client:")]
+        assert ["first from one", "first from two", "later"] == sorted(got)
+        assert "later" == got[-1]
+        assert "" == child.stdout
+
+
 class TestThreadsLoggingThroughTheExit:
     def test_daemon_threads_logging_on_do_not_hold_the_exit(self, server: DevServer) -> None:
         """Daemon threads that log in a loop while the main thread returns (a poller, a
