@@ -136,6 +136,49 @@ class TestKeyboardInterruptInsideTheLibrary:
         )
         assert "" == child.stdout
 
+    @pytest.mark.parametrize("overflow", ["drop_oldest", "drop_newest"])
+    def test_a_caught_ctrl_c_on_a_full_buffer_loses_no_line_uncounted(
+        self, server: DevServer, overflow: str
+    ) -> None:
+        """Ctrl-C storms a logging loop on a full buffer (the sender asleep: nothing
+        leaves), interrupting the library wherever it lands, in its overflow path too:
+        afterwards every line accepted is queued or counted as dropped, once (each
+        call that returned counted, each interrupted one at most once), the bytes held
+        are what the queued lines cost, and the next summary would tell every drop.
+        (tests/test_buffer_interrupts.py raises at each place in turn.)"""
+        child = Child(
+            KEYBOARD_INTERRUPT_STORM
+            + textwrap.dedent(
+                """
+            from logdna_client._buffer import cost_of
+            done = [0]
+            def call(n):
+                log.info("storm %d", n)
+                done[0] += 1
+            storm(call, 300, 60)
+            buf = client._buffer
+            s = client.stats()
+            mark("result " + json.dumps({
+                "hits": hits[0], "returned": done[0], "counted": s["queued"] + s["dropped_total"],
+                "bytes_ok": buf.queued_bytes == cost_of(list(buf.entries)),
+                "told_ok": buf.dropped == buf.unreported, "full": s["dropped"]["buffer_full"]}))
+            """
+            ),
+            server.url,
+            flush_interval="60",
+            max_batch_bytes="8MiB",  # no wake-up: the buffer stays full
+            max_buffer_bytes="64KiB",
+            overflow=overflow,
+        )
+        result = json.loads(child.expect("result", timeout=120))
+        code, _ = child.finish(timeout=60)
+        assert 0 == code, child.stderr
+        assert result["hits"] > 0 and result["full"] > 0, result
+        assert result["bytes_ok"] and result["told_ok"], result
+        assert result["returned"] <= result["counted"] <= result["returned"] + result["hits"], (
+            result
+        )
+
     def test_ctrl_c_while_the_sender_starts_leaves_one_sender(self, server: DevServer) -> None:
         """KeyboardInterrupt out of ``Thread.start()`` (it waits for the thread it launched)
         while a client's first line starts its sender: that sender runs, and later lines
