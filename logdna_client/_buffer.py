@@ -33,7 +33,7 @@ import threading
 import time
 from bisect import bisect_right
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from itertools import accumulate, islice, repeat
 
 from ._threads import on_sender_thread
@@ -296,10 +296,13 @@ class Buffer:
         would call ``__missing__``: hence the ``in``), and the removal is one C call at
         the end: the counts are never seen half made, nor a line gone uncounted.
         """
-        # Made (not run) before the check: making it is two calls.
-        remove = map(deque.popleft, repeat(self.entries, count))
-        if head is not None and head != self._head_seq:
-            return False
+        lines = self.entries
+        remove: Iterator[bytes] | None = None  # one line: its popleft alone
+        if head is not None:
+            if count > 1:  # made (not run) before the writes: making it is two calls
+                remove = map(deque.popleft, repeat(lines, count))
+            if head != self._head_seq:
+                return False
         dropped, unreported = self.dropped, self.unreported
         dropped[reason] = dropped[reason] + count if reason in dropped else count
         unreported[reason] = unreported[reason] + count if reason in unreported else count
@@ -307,7 +310,10 @@ class Buffer:
             return True
         self._head_seq += count
         self.queued_bytes -= cost  # no call between reading and writing it: see put_entry
-        deque(remove, 0)
+        if remove is None:
+            lines.popleft()
+        else:
+            deque(remove, 0)
         return True
 
     def count_drop(self, reason: str, count: int = 1) -> None:
