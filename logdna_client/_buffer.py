@@ -62,8 +62,8 @@ BODY_TAIL = b"]}"
 def cost_of(entries: list[bytes]) -> int:
     """What ``entries`` count for against the bound: each one's length plus
     ``ENTRY_OVERHEAD`` (the one rule; ``put_entry`` and ``_make_room`` write it out
-    for one entry, on the hot path and line by line, and ``take`` for whole blocks at a time; the C
-    put is handed the constant)."""
+    for one entry, on the hot path and line by line, and ``take`` for whole blocks at
+    a time; the C put is handed the constant)."""
     return sum(map(len, entries)) + ENTRY_OVERHEAD * len(entries)
 
 
