@@ -33,7 +33,7 @@ import threading
 import time
 from bisect import bisect_right
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from itertools import accumulate, islice, repeat
 
 from ._threads import on_sender_thread
@@ -61,9 +61,9 @@ BODY_TAIL = b"]}"
 
 def cost_of(entries: list[bytes]) -> int:
     """What ``entries`` count for against the bound: each one's length plus
-    ``ENTRY_OVERHEAD`` (the one rule; ``put_entry`` and ``_pop_oldest`` write it out
-    for one entry, on the hot path, and ``take`` for whole blocks at a time; the C
-    put is handed the constant)."""
+    ``ENTRY_OVERHEAD`` (the one rule; ``put_entry`` and ``_make_room`` write it out
+    for one entry, on the hot path and line by line, and ``take`` for whole blocks at
+    a time; the C put is handed the constant)."""
     return sum(map(len, entries)) + ENTRY_OVERHEAD * len(entries)
 
 
@@ -232,42 +232,48 @@ class Buffer:
             return False
         if self._overflow == "drop_oldest":
             lines = self.entries
-            dropped = 0
-            # Evict until the line fits, deciding before anything that could switch
-            # threads: lock-free puts may take room freed here in the meantime.
-            while self.queued_bytes + self.inflight_bytes + size > self._max and lines:
-                self._pop_oldest()
-                dropped += 1
-            fits = self.queued_bytes + self.inflight_bytes + size <= self._max
-            self._head_seq += dropped
-            if dropped:
-                self._drop("buffer_full", dropped)
-            if fits:
+            # Evict until the line fits, deciding (the loop's test) with no call before
+            # the return: lock-free puts may take room freed here at a thread switch.
+            while (over := self.queued_bytes + self.inflight_bytes + size - self._max) > 0:
+                head = self._head_seq
+                count = cost = 0
+                while cost < over and count < len(lines):
+                    cost += len(lines[count]) + ENTRY_OVERHEAD
+                    count += 1
+                if not count:
+                    break
+                self._drop("buffer_full", count, head=head, cost=cost)
+            else:
                 return True
         elif self._overflow == "block" and self._block_timeout > 0 and wait:
             deadline = time.monotonic() + self._block_timeout
             # The sender must run for room to appear. Woken without the lock: a
             # dead sender is restarted from the wake-up, and starting takes it.
-            self._lock.release()
+            # Released inside the try: a KeyboardInterrupt as release() returns must
+            # still find the lock held again (the caller's ``with`` lets it go).
             try:
+                self._lock.release()
                 self._wake()
             finally:
                 self._lock.acquire()
             while self.queued_bytes + self.inflight_bytes + size > self._max and not self.closed:
                 left = deadline - time.monotonic()
-                if left <= 0 or not self._space.wait(left):
+                if left <= 0:
+                    break
+                try:
+                    woken = self._space.wait(left)
+                finally:
+                    # Condition.wait lets the lock go before its own try: a Ctrl-C as
+                    # that returns leaves it let go, and the caller's ``with`` would
+                    # then fail to release it (a RuntimeError instead).
+                    if not self.owned():
+                        self._lock.acquire()
+                if not woken:
                     break
             if self.queued_bytes + self.inflight_bytes + size <= self._max and not self.closed:
                 return True
         self._drop("buffer_full", 1)
         return False
-
-    def _pop_oldest(self) -> None:
-        """Remove the oldest entry and take its cost off ``queued_bytes`` (lock held)."""
-        # Cost first: no call may run between reading and writing queued_bytes, or a
-        # lock-free put's += in that gap is lost.
-        cost = len(self.entries.popleft()) + ENTRY_OVERHEAD
-        self.queued_bytes -= cost
 
     def owned(self) -> bool:
         """Whether this thread is inside one of the buffer's critical sections (a signal
@@ -276,9 +282,39 @@ class Buffer:
         # What threading.Condition asks an RLock; present on every CPython we support.
         return bool(self._lock._is_owned())  # type: ignore[attr-defined]
 
-    def _drop(self, reason: str, count: int) -> None:
-        self.dropped[reason] += count
-        self.unreported[reason] += count
+    def _drop(self, reason: str, count: int, *, head: int | None = None, cost: int = 0) -> bool:
+        """Count ``count`` lines as dropped for ``reason`` (lock held).
+
+        With ``head`` (``_head_seq`` as read before sizing them) they are the ``count``
+        oldest queued entries, ``cost`` bytes in all, and are removed too, after the
+        counting; unless the head moved since (a signal handler's put evicted them
+        meanwhile): then nothing is done, and False says so.
+
+        Ctrl-C's KeyboardInterrupt, and any signal handler or thread switch, comes only
+        at a function's start, after a call returns, or at a loop's backward jump. From
+        the first write below to the last there is none (a ``Counter``'s missing key
+        would call ``__missing__``: hence the ``in``), and the removal is one C call at
+        the end: the counts are never seen half made, nor a line gone uncounted.
+        """
+        lines = self.entries
+        remove: Iterator[bytes] | None = None  # one line: its popleft alone
+        if head is not None:
+            if count > 1:  # made (not run) before the writes: making it is two calls
+                remove = map(deque.popleft, repeat(lines, count))
+            if head != self._head_seq:
+                return False
+        dropped, unreported = self.dropped, self.unreported
+        dropped[reason] = dropped[reason] + count if reason in dropped else count
+        unreported[reason] = unreported[reason] + count if reason in unreported else count
+        if head is None:
+            return True
+        self._head_seq += count
+        self.queued_bytes -= cost  # no call between reading and writing it: see put_entry
+        if remove is None:
+            lines.popleft()
+        else:
+            deque(remove, 0)
+        return True
 
     def count_drop(self, reason: str, count: int = 1) -> None:
         """Count lines lost elsewhere (rejected by the service, cut by shutdown ...)."""
@@ -422,12 +458,11 @@ class Buffer:
         with self._lock:
             lines = self.entries
             count = 0
-            while lines:  # one by one, not clear(): a lock-free put may be appending
-                self._pop_oldest()
-                count += 1
-            self._head_seq += count
-            if count:
-                self._drop(reason, count)
+            # Until none is left, not clear(): a lock-free put may be appending.
+            while lines:
+                head, n = self._head_seq, len(lines)
+                if self._drop(reason, n, head=head, cost=cost_of(list(islice(lines, n)))):
+                    count += n
             self._space.notify_all()
         return count
 

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import FrameType
 from typing import IO, TextIO
 
@@ -22,7 +22,7 @@ from ._cli_common import (
     PROG,
     _Console,
 )
-from ._cli_devserver import _on_signal, _restore_signal
+from ._cli_devserver import _on_signal, _restore_signal, _SignalHandler
 from ._cli_send import _client_from, _deliver, _explain, _watch_library
 from ._client import Client
 
@@ -151,9 +151,22 @@ def _pipe_stdin(client: Client, level: str) -> int:
         pump.start()
         _join(pump, until=lambda: bool(stopped_by))
     finally:
-        for signum, handler in previous.items():
-            _restore_signal(signum, handler)
+        _give_back_unless_taken(previous, stopped_by)
     return 128 + stopped_by[0] if stopped_by else 0
+
+
+def _give_back_unless_taken(
+    previous: Mapping[signal.Signals, _SignalHandler], taken: list[int]
+) -> None:
+    """Put the previous handlers back, unless one of the signals came to ours: the
+    library's signal watcher reads each signal from the wakeup fd on a thread of its
+    own and acts on it when the library's handler is the one in force when it looks,
+    which under load can be after this; the process would then end by that signal
+    instead of the status we owe. Once one came, we are ending anyway."""
+    if taken:
+        return
+    for signum, handler in previous.items():
+        _restore_signal(signum, handler)
 
 
 def _join(thread: threading.Thread, until: Callable[[], bool] = lambda: False) -> None:
@@ -174,7 +187,10 @@ def _pipe_command(
     assert child.stdout is not None and child.stderr is not None
     terminal_sigint = _terminal_delivers_sigint()
 
+    forwarded: list[int] = []
+
     def forward(signum: int, frame: FrameType | None) -> None:
+        forwarded.append(signum)
         if signum == signal.SIGINT and terminal_sigint:
             return  # the terminal sent Ctrl-C to the child as well
         with contextlib.suppress(OSError):
@@ -195,8 +211,7 @@ def _pipe_command(
         for pump in pumps:
             _join(pump, until=functools.partial(pump.quiet_for, _AFTER_EXIT_QUIET, exited))
     finally:
-        for signum, handler in previous.items():
-            _restore_signal(signum, handler)
+        _give_back_unless_taken(previous, forwarded)
         child.stdout.close()
         child.stderr.close()
     return 128 - returncode if returncode < 0 else returncode

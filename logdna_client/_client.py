@@ -45,6 +45,19 @@ _CANCEL_POLL = 0.05
 # How long one of an ending's waiters waits for another to say what the exit lost.
 _TELL_GRACE = 1.0
 
+# What the first line refused after the end of this client's delivery says (``_exit_finished``).
+_LOGGED_AFTER_EXIT = (
+    "logdna_client: a line logged after the library's exit hook ran was not delivered (a "
+    "thread still running, a finalizer, an atexit handler registered before the first "
+    "LogDNAHandler or Client was built, and a Celery worker_process_shutdown receiver "
+    "connected after the library's run after it); later ones are counted as after_close"
+)
+_LOGGED_BEFORE_EXEC = (
+    "logdna_client: a line logged in a subprocess.Popen preexec_fn was not delivered: that "
+    "child runs another program next, before any line could be sent (log before Popen(), "
+    "or from the program it runs); later ones are counted as after_close"
+)
+
 
 class Client:
     """Ships log lines to the LogDNA / Mezmo ingest API from a background thread.
@@ -277,8 +290,11 @@ class Client:
         """``put_entry`` until the sender runs: start it, then go straight to the buffer."""
         if self._closed or not self._start():  # closed before any line: count it
             return self._buffer.put_entry(entry)  # or no thread now: keep it for one later
-        self.put_entry = self._buffer.put_entry
-        self.put = self._buffer.put
+        # Not when another thread is starting it (_start says True then): that start may
+        # still fail, and its reset of put_entry to this would be undone here for good.
+        if self._started:
+            self.put_entry = self._buffer.put_entry
+            self.put = self._buffer.put
         return self._buffer.put_entry(entry)
 
     def _first_put(self, data: bytes) -> bool:
@@ -462,26 +478,29 @@ class Client:
             )
         self._exit_finished()
 
-    def _exit_finished(self) -> None:
+    def _exit_finished(self, late: str = _LOGGED_AFTER_EXIT) -> None:
         """The process's ending is done with this client: from now on a line logged
         (an atexit handler that runs after ours: one registered before the first
-        client was built) is counted as ``after_close`` and, the first time, said."""
+        client was built) is counted as ``after_close`` and, the first time, said
+        (``late``: why it cannot go)."""
         self._exit_done = True
+        self._late_why = late
         if self._buffer._sink is None:  # not while testing.capture_lines() diverts
             self.put_entry = self._put_after_exit
             self.put = lambda data: self._put_after_exit(SEPARATOR + data)
+
+    def _before_exec(self) -> None:
+        """In a forked child that runs another program next (a ``subprocess.Popen``
+        ``preexec_fn``'s: see ``_exit``): no sender may start here, and none could send
+        before the exec; a line logged is refused at once, and the first one said."""
+        self._buffer.close()
+        self._exit_finished(_LOGGED_BEFORE_EXEC)
 
     def _put_after_exit(self, entry: bytes) -> bool:
         queued = self._buffer.put_entry(entry)  # refused and counted: the buffer is closed
         if not queued and not self._late_said:
             self._late_said = True
-            _exit.report_exit_loss(
-                "logdna_client: a line logged after the library's exit hook ran was not "
-                "delivered (a thread still running, a finalizer, an atexit handler "
-                "registered before the first LogDNAHandler or Client was built, and a Celery "
-                "worker_process_shutdown receiver connected after the library's run after "
-                "it); later ones are counted as after_close"
-            )
+            _exit.report_exit_loss(self._late_why)
         return queued
 
     def _deadline_text(self) -> str:

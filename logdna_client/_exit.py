@@ -238,6 +238,23 @@ def _feeds(handler: logging.Handler, ours: type[logging.Handler]) -> bool:
     return False
 
 
+def _child_runs_another_program() -> bool:
+    """Whether this fork is ``subprocess.Popen``'s with a ``preexec_fn`` (the only fork
+    of theirs that runs Python code in the child, and so these hooks): the child runs
+    that function, then execs the program, or ends with ``os._exit`` when it cannot.
+    Neither atexit nor any thread survives the exec; a thread started there only adds to
+    what may deadlock in such a child (the subprocess documentation warns)."""
+    # The fork is a C call (``_posixsubprocess.fork_exec``): the Python frame that made
+    # it is the first one past this hook's.
+    try:
+        frame = sys._getframe(2)
+    except ValueError:  # forked from C with no Python frame below: not subprocess's
+        return False
+    return (
+        frame.f_code.co_name == "_execute_child" and frame.f_globals.get("__name__") == "subprocess"
+    )
+
+
 def _reset_all_after_fork() -> None:
     global _terminating, _heard, _begun, _delivered, _watch_tried, _ending_by
     _terminating = False
@@ -250,9 +267,12 @@ def _reset_all_after_fork() -> None:
     SENDER_THREADS.clear()  # the parent's threads do not exist here
     BUSY_THREADS.clear()
     NESTED_THREADS.clear()
+    execs = _child_runs_another_program()
     for client in list(_clients):
         client._after_fork()
-    if _handling_signals():
+        if execs:
+            client._before_exec()
+    if _handling_signals() and not execs:
         # Now, not when this child's sender starts: a Pool worker that never logs
         # gets SIGTERM all the same. (The forking thread is this child's main thread.)
         _watch_signals()

@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 from collections.abc import Iterator
@@ -413,6 +414,45 @@ class TestPipe:
         """SIGTERM while reading an open stdin: exit 143, the lines read so far still ship."""
         status = status_after_signal(
             cli("pipe"), env, "second", signal.SIGTERM, stdin=b"first\nsecond\n"
+        )
+        assert 128 + signal.SIGTERM == status
+        assert server.wait_for_lines(2, timeout=5)
+        assert ["first", "second"] == [x["line"] for x in server.lines]
+
+    def test_a_sigterm_pipe_took_is_not_taken_again_by_the_library(
+        self, server: DevServer, env: dict[str, str]
+    ) -> None:
+        """The library's signal watcher reads each signal's byte from the wakeup fd on
+        its own thread, and acts on it when the library's handler is the one in force.
+        Under load it may look only after pipe's own handler took the SIGTERM and pipe
+        was done reading: pipe must not have put the library's handler back by then,
+        or the process ends by SIGTERM (-15) instead of exiting 143. Here the watcher
+        looks at that very moment every time."""
+        code = textwrap.dedent(
+            """
+            import signal, sys, threading
+            from logdna_client import _cli, _cli_pipe, _exit
+            read_done = threading.Event()
+            real_pipe_stdin = _cli_pipe._pipe_stdin
+            def pipe_stdin(*args):
+                try:
+                    return real_pipe_stdin(*args)
+                finally:
+                    read_done.set()
+            _cli_pipe._pipe_stdin = pipe_stdin
+            class LateWatcher:  # _exit's signal module, as the watcher thread sees it
+                def __getattr__(self, name):
+                    return getattr(signal, name)
+                def getsignal(self, signum):
+                    if threading.current_thread().name == "logdna_client-signals":
+                        read_done.wait(20)
+                    return signal.getsignal(signum)
+            _exit.signal = LateWatcher()
+            sys.exit(_cli.main(["pipe"]))
+            """
+        )
+        status = status_after_signal(
+            py(code), env, "second", signal.SIGTERM, stdin=b"first\nsecond\n"
         )
         assert 128 + signal.SIGTERM == status
         assert server.wait_for_lines(2, timeout=5)

@@ -106,3 +106,42 @@ def test_first_lines_logged_at_exit_when_no_thread_can_start(server: DevServer) 
     assert 0 == code, child.stderr
     assert_exactly_once_in_order([f"first at exit {i}" for i in range(3)], texts(server))
     assert [] == [line for line in child.stderr_lines if not line.startswith("@@")]
+
+
+def test_first_lines_from_two_threads_at_once_at_exit(server: DevServer) -> None:
+    """Two threads log a client's first lines at the same moment during the exit, after
+    thread starts are refused (the second while the first is failing to start the
+    sender): both lines are delivered once by the exit, no sender is started twice,
+    and nothing hangs."""
+    child = Child(
+        """
+        import atexit, threading
+        def _refuse(self):
+            raise RuntimeError("can't create new thread at interpreter shutdown")
+        go = threading.Event()
+        done = [threading.Event(), threading.Event()]
+        def worker(k):
+            go.wait()
+            log.warning("first at exit from %d", k)
+            done[k].set()
+        for k in range(2):
+            threading.Thread(target=worker, args=(k,), daemon=True).start()
+        def both_log():
+            go.set()
+            for d in done:
+                assert d.wait(30)
+        # Run last-registered first: the refusal, then the lines, then the client's hook.
+        atexit.register(both_log)
+        atexit.register(lambda: setattr(threading.Thread, "start", _refuse))
+        mark("ready")
+        """,
+        server.url,
+        shutdown_timeout="20",
+    )
+    child.expect("ready")
+    code, took = child.finish()
+    assert 0 == code, child.stderr
+    got = sorted(texts(server))
+    assert ["first at exit from 0", "first at exit from 1"] == got
+    assert [] == [line for line in child.stderr_lines if not line.startswith("@@")]
+    assert took < 15

@@ -136,6 +136,49 @@ class TestKeyboardInterruptInsideTheLibrary:
         )
         assert "" == child.stdout
 
+    @pytest.mark.parametrize("overflow", ["drop_oldest", "drop_newest"])
+    def test_a_caught_ctrl_c_on_a_full_buffer_loses_no_line_uncounted(
+        self, server: DevServer, overflow: str
+    ) -> None:
+        """Ctrl-C storms a logging loop on a full buffer (the sender asleep: nothing
+        leaves), interrupting the library wherever it lands, in its overflow path too:
+        afterwards every line accepted is queued or counted as dropped, once (each
+        call that returned counted, each interrupted one at most once), the bytes held
+        are what the queued lines cost, and the next summary would tell every drop.
+        (tests/test_buffer_interrupts.py raises at each place in turn.)"""
+        child = Child(
+            KEYBOARD_INTERRUPT_STORM
+            + textwrap.dedent(
+                """
+            from logdna_client._buffer import cost_of
+            done = [0]
+            def call(n):
+                log.info("storm %d", n)
+                done[0] += 1
+            storm(call, 300, 60)
+            buf = client._buffer
+            s = client.stats()
+            mark("result " + json.dumps({
+                "hits": hits[0], "returned": done[0], "counted": s["queued"] + s["dropped_total"],
+                "bytes_ok": buf.queued_bytes == cost_of(list(buf.entries)),
+                "told_ok": buf.dropped == buf.unreported, "full": s["dropped"]["buffer_full"]}))
+            """
+            ),
+            server.url,
+            flush_interval="60",
+            max_batch_bytes="8MiB",  # no wake-up: the buffer stays full
+            max_buffer_bytes="64KiB",
+            overflow=overflow,
+        )
+        result = json.loads(child.expect("result", timeout=120))
+        code, _ = child.finish(timeout=60)
+        assert 0 == code, child.stderr
+        assert result["hits"] > 0 and result["full"] > 0, result
+        assert result["bytes_ok"] and result["told_ok"], result
+        assert result["returned"] <= result["counted"] <= result["returned"] + result["hits"], (
+            result
+        )
+
     def test_ctrl_c_while_the_sender_starts_leaves_one_sender(self, server: DevServer) -> None:
         """KeyboardInterrupt out of ``Thread.start()`` (it waits for the thread it launched)
         while a client's first line starts its sender: that sender runs, and later lines
@@ -263,6 +306,83 @@ class TestNoThreadCanStart:
         assert "Traceback" not in child.stderr
         assert "could not be delivered" not in child.stderr
         assert_exactly_once_in_order([f"never {i}" for i in range(20)], texts(server))
+
+
+# Child code, before NO_MORE_THREADS: two threads, started while threads still can be,
+# log their first lines at once when no thread can start (``go``). The first ("one") begins to
+# start the sender; the second ("two") logs while it does, and (traced) is held right
+# after the library told it the sender is starting, until the first's start has failed
+# and its logging call returned.
+TWO_FIRST_LINES = """
+import sys, threading
+go, one_starting, two_held, one_done = (threading.Event() for _ in range(4))
+original_start = threading.Thread.start
+def start(self):
+    if self.name == "logdna_client-sender" and not one_starting.is_set():
+        one_starting.set()
+        assert two_held.wait(30)
+    original_start(self)  # refused: RuntimeError
+threading.Thread.start = start
+def hold_after_start(frame, event, arg):
+    if event == "return" and frame.f_code.co_name == "_start":
+        two_held.set()
+        assert one_done.wait(30)
+        sys.settrace(None)
+    return hold_after_start if frame.f_code.co_name == "_start" else None
+def one():
+    assert go.wait(30)
+    log.info("first from one")
+    one_done.set()
+def two():
+    assert one_starting.wait(30)
+    sys.settrace(hold_after_start)
+    log.info("first from two")
+    sys.settrace(None)
+threads = [threading.Thread(target=one), threading.Thread(target=two)]
+for t in threads:
+    t.start()
+"""
+
+
+class TestFirstLinesFromTwoThreadsWhenNoThreadCanStart:
+    def test_both_kept_one_sender_and_a_later_line_starts_it(self, server: DevServer) -> None:
+        """Two threads log their first lines at once while no thread can start (the
+        second while the first is starting the sender, which then fails): neither
+        line is lost, nothing deadlocks, and the second thread, told the sender was
+        starting, does not take it for started: a line logged once threads can start
+        again (after the retry pause) starts the one sender, and every line arrives once."""
+        child = Child(
+            TWO_FIRST_LINES
+            + NO_MORE_THREADS
+            + textwrap.dedent(
+                """
+            go.set()
+            for t in threads:
+                t.join(60)
+            s = client.stats()
+            mark("held %d" % s["queued"])
+            allow_threads()
+            threading.Event().wait(max(0.0, client._start_retry_at - time.monotonic()))
+            log.info("later")
+            started = client._started  # by that line, not by a flush
+            mark("result " + json.dumps({
+                "started": started, "flushed": client.flush(30),
+                "senders": sum(t.name == "logdna_client-sender" for t in threading.enumerate()),
+                "dropped": client.stats()["dropped_total"]}))
+            """
+            ),
+            server.url,
+            flush_interval="60",
+        )
+        assert "2" == child.expect("held")
+        result = json.loads(child.expect("result"))
+        code, _ = child.finish()
+        assert 0 == code, child.stderr
+        assert {"started": True, "flushed": True, "senders": 1, "dropped": 0} == result
+        got = [t for t in texts(server) if not t.startswith("logdna_client:")]
+        assert ["first from one", "first from two", "later"] == sorted(got)
+        assert "later" == got[-1]
+        assert "" == child.stdout
 
 
 class TestThreadsLoggingThroughTheExit:
@@ -463,4 +583,53 @@ class TestSignalWhileTheSenderStarts:
         else:
             assert 0 == server.line_count
             assert "100 lines were not delivered" in child.stderr, child.stderr
+        assert "" == child.stdout
+
+
+class TestLoggingInAPreexecFn:
+    @pytest.mark.parametrize("sending", [True, False], ids=["sender-running", "first-line"])
+    def test_said_once_no_thread_started_and_the_parent_untouched(
+        self, server: DevServer, sending: bool
+    ) -> None:
+        """Lines logged in a ``subprocess.Popen`` ``preexec_fn`` (the child between fork and
+        exec: no atexit, no thread survives the exec) cannot be delivered: the child
+        says so once on its stderr, starts no thread for them (none of ours: they only add
+        to what may deadlock there), and the program runs. The parent's lines, before
+        and after, arrive once each; none of the child's arrive."""
+        child = Child(
+            """
+            import subprocess
+            if os.environ["SENDING"] == "1":
+                log.info("parent before")
+                client.flush(30)
+            def pre():
+                for i in range(3):
+                    log.info("from preexec %d", i)
+                if os.path.isdir("/proc/self/task"):  # the kernel's count, not threading's
+                    os.write(2, b"threads %d\\n" % len(os.listdir("/proc/self/task")))
+            program = "import sys; sys.stderr.write('program ran\\\\n')"
+            proc = subprocess.Popen([sys.executable, "-c", program], preexec_fn=pre,
+                                    stderr=subprocess.PIPE)
+            _, err = proc.communicate(timeout=30)
+            log.info("parent after")
+            mark("result " + json.dumps({"err": err.decode(), "code": proc.returncode,
+                                         "flushed": client.flush(30),
+                                         "dropped": client.stats()["dropped_total"]}))
+            """,
+            server.url,
+            env={"SENDING": "1" if sending else "0"},
+            flush_interval="0.05",
+        )
+        result = json.loads(child.expect("result"))
+        code, _ = child.finish()
+        assert 0 == code, child.stderr
+        assert 0 == result["code"], result
+        err = result["err"]
+        assert 1 == err.count("preexec_fn was not delivered"), err
+        assert err.endswith("program ran\n"), err
+        if "threads " in err:
+            assert "threads 1\n" in err, err
+        assert (True, 0) == (result["flushed"], result["dropped"]), result
+        expected = (["parent before"] if sending else []) + ["parent after"]
+        assert expected == [t for t in texts(server) if not t.startswith("logdna_client:")]
         assert "" == child.stdout
