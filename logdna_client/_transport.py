@@ -34,7 +34,7 @@ from ._auth import auth_headers, secret_forms
 from ._config import Config
 from ._kubernetes import attributes_for, tags_for
 from ._retry import parse_retry_after
-from ._threads import Wakeup
+from ._threads import Wakeup, leave_signals_to_the_main_thread
 from ._version import __version__
 
 __all__ = ["HTTPTransport", "Kind", "Outcome", "Transport", "classify"]
@@ -296,6 +296,9 @@ class _Watchdog:
 
     @staticmethod
     def _run(exchanges: collections.deque[_Exchange | None], poke: Wakeup) -> None:
+        # Started from the main thread (``spool replay``, a sender run there at exit) it
+        # inherits a mask that takes SIGTERM and SIGINT, which are the main thread's.
+        leave_signals_to_the_main_thread()
         while True:
             try:
                 exchange = exchanges.popleft()

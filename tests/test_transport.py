@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import threading
 from typing import Any
 
@@ -10,6 +14,7 @@ import pytest
 from logdna_client import Config
 from logdna_client._devserver import DevServer
 from logdna_client._transport import HTTPTransport, Kind
+from tests._children import REPO
 
 BODY = b'{"lines":[{"line":"x"}]}'
 
@@ -120,3 +125,50 @@ def test_one_watchdog_thread_per_transport_ended_by_close() -> None:
         transport.close()
         mine[0].join(10)
         assert not mine[0].is_alive()
+
+
+#: A child that starts a transport's watchdog from its main thread, as ``spool replay``
+#: and a sender run on the main thread at exit (``Sender.run_here``) do, makes a request
+#: through it, then blocks SIGTERM on its main thread (as an application may around a
+#: critical section) and says whether a SIGTERM sent meanwhile is still waiting for it.
+_MAIN_THREAD_TRANSPORT = """
+import signal, sys
+from logdna_client import Config
+from logdna_client._transport import HTTPTransport
+
+transport = HTTPTransport(Config(url=sys.argv[1], hostname="t"))
+transport.start()
+print(transport.send(b'{"lines":[]}', gzipped=False, timeout=10).kind.value, flush=True)
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+print("blocked", flush=True)
+sys.stdin.readline()  # the test sends SIGTERM, then a line
+print("pending" if signal.SIGTERM in signal.sigpending() else "taken", flush=True)
+"""
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="no thread signal masks")
+def test_a_watchdog_started_from_the_main_thread_leaves_signals_to_it(server: DevServer) -> None:
+    """The watchdog thread blocks the asynchronous signals however it was started: from
+    the main thread (``spool replay``, a sender run there at exit) it inherited the main
+    thread's mask, took a SIGTERM the application's main thread was not taking, and
+    the process ended by it there and then (a Python handler's run was delayed while
+    the main thread waited in a call). The signal now waits for the main thread."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", _MAIN_THREAD_TRANSPORT, server.url],
+        env=dict(os.environ, PYTHONPATH=REPO), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert child.stdout is not None and child.stdin is not None
+        assert "ok" == child.stdout.readline().strip()
+        assert "blocked" == child.stdout.readline().strip()
+        child.send_signal(signal.SIGTERM)
+        child.stdin.write("sent\n")
+        child.stdin.flush()
+        said = child.stdout.readline().strip()
+        code = child.wait(30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert ("pending", 0) == (said, code), child.stderr.read() if child.stderr else ""
