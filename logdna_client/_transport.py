@@ -15,6 +15,7 @@ import os
 import platform
 import re
 import socket
+import ssl
 import threading
 import time
 import urllib.request
@@ -29,6 +30,7 @@ import requests.auth
 import urllib3.connection
 import urllib3.connectionpool
 from requests.adapters import HTTPAdapter
+from urllib3.util.ssl_ import resolve_cert_reqs
 
 from ._auth import auth_headers, secret_forms
 from ._config import Config
@@ -387,6 +389,20 @@ class _WatchedHTTPPool(urllib3.connectionpool.HTTPConnectionPool):
 
 class _WatchedHTTPSPool(urllib3.connectionpool.HTTPSConnectionPool):
     ConnectionCls = _WatchedHTTPSConnection
+
+    def _validate_conn(self, conn: Any) -> None:
+        if resolve_cert_reqs(self.cert_reqs) != ssl.CERT_NONE:
+            super()._validate_conn(conn)
+            return
+        # verify=False: said once when the client was built. urllib3 would say it again
+        # with an InsecureRequestWarning per request, which an application running with
+        # warnings as errors gets raised here: no request was ever sent, every batch
+        # retried. Silencing the warning's filter instead is the whole process's, not
+        # ours (and warnings.catch_warnings is not thread-safe). Here is what urllib3
+        # does besides warning: the base's checks, then connect early.
+        urllib3.connectionpool.HTTPConnectionPool._validate_conn(self, conn)
+        if getattr(conn, "sock", None) is None:
+            conn.connect()
 
 
 _WATCHED_POOLS = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}

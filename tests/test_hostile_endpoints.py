@@ -17,11 +17,14 @@ import ssl
 import struct
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import orjson
 import pytest
+import requests
+from urllib3.exceptions import InsecureRequestWarning
 
 from logdna_client import Client
 from logdna_client._auth import credentials_in
@@ -171,6 +174,69 @@ class TestInterimAnswers:
             k: v for k, v in (s["last_error"] or {}).items() if k != "when"
         }
         assert_adds_up(client, 1)
+
+
+def own_reports() -> tuple[logging.Handler, list[str]]:
+    """A handler on the library's logger, and the messages it keeps (add and remove it)."""
+    said: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            said.append(record.getMessage())
+
+    return Keep(), said
+
+
+def three_unverified_batches(url: str) -> Client:
+    """A verify=False client that delivered three batches of a line each to ``url``, closed."""
+    client = Client(url=url, hostname="t", flush_interval=60, verify=False)
+    for batch in range(3):
+        client.log(f"unverified {batch}")
+        assert client.flush(WAIT)
+    client.close(DEADLINE)
+    return client
+
+
+class TestVerifyOff:
+    def test_delivers_where_warnings_are_errors(self, tls: tuple[ssl.SSLContext, Path]) -> None:
+        """verify=False against https:// in an application run with warnings as errors
+        (``python -W error``): the lines are delivered, once each, and the user is told
+        once that verification is off (urllib3's InsecureRequestWarning was raised inside
+        every request: nothing was ever sent, every batch retried until the exit)."""
+        context, _ = tls
+        keep, said = own_reports()
+        own = logging.getLogger("logdna_client")
+        own.addHandler(keep)
+        try:
+            with scripted_server(lambda r, s, e: answer(200), tls=context) as server:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("error")
+                    client = three_unverified_batches(server.url)
+                assert [f"unverified {i}" for i in range(3)] == texts(server.requests)
+        finally:
+            own.removeHandler(keep)
+        s = client.stats()
+        assert (3, 0) == (s["sent"], s["retries"])
+        assert 1 == sum("verification is off" in message for message in said), said
+        assert_adds_up(client, 3)
+
+    def test_the_applications_own_unverified_requests_still_warn(
+        self, tls: tuple[ssl.SSLContext, Path]
+    ) -> None:
+        """The library's requests warn nothing per request (it said so once), and urllib3's
+        warning is not silenced for the rest of the application: its own unverified
+        request still raises InsecureRequestWarning where warnings are errors."""
+        context, _ = tls
+        with scripted_server(lambda r, s, e: answer(200), tls=context) as server:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                client = three_unverified_batches(server.url)
+            assert [] == [w for w in caught if issubclass(w.category, InsecureRequestWarning)]
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                with pytest.raises(InsecureRequestWarning):
+                    requests.post(server.url, data=b"{}", verify=False, timeout=WAIT)
+        assert 3 == client.stats()["sent"]
 
 
 class TestPartialAnswers:
