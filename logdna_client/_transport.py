@@ -69,6 +69,9 @@ class Kind(enum.Enum):
     # lines are kept and retried like OTHER.
     REDIRECT = "redirect"
     OTHER = "other"  # anything else (404 ...): keep lines, back off, report
+    # No HTTP/1.1 answer at all (HTTP/2 only, TLS behind http://, another protocol): a
+    # misconfiguration, which retrying soon cannot fix: lines kept, retried like OTHER.
+    PROTOCOL = "protocol"
 
 
 @dataclass(frozen=True)
@@ -344,6 +347,12 @@ def _watch(conn: object) -> None:
         exchange.conn = conn
 
 
+#: The longest status line http.client reads (its ``_MAXLINE``).
+_MAX_LINE = 65536
+# The start of a status line: what decides when its reason phrase runs past _MAX_LINE.
+_STATUS_START = re.compile(rb"(HTTP/[0-9.]{1,5}) +([0-9]{3}) ")
+
+
 class _FinalResponse(http.client.HTTPResponse):
     """http.client's response, which also skips interim answers other than 100 Continue.
 
@@ -357,7 +366,23 @@ class _FinalResponse(http.client.HTTPResponse):
     """
 
     def _read_status(self) -> tuple[str, int, str]:
-        version, status, reason = super()._read_status()  # type: ignore[misc]
+        # What the server sent first, left unread: a status line too long to read still
+        # begins with its status (http.client reads 64 KiB of it and raises).
+        peek = getattr(self.fp, "peek", None)
+        head: bytes = peek(_MAX_LINE)[:_MAX_LINE] if peek is not None else b""
+        try:
+            version, status, reason = super()._read_status()  # type: ignore[misc]
+        except http.client.LineTooLong:
+            found = _STATUS_START.match(head)
+            if found is None:
+                raise
+            # A reason phrase over 64 KiB: the status decides, as after any header
+            # section that cannot be read. The rest of the line is not a header.
+            while True:
+                rest = self.fp.readline(_MAX_LINE + 1)
+                if not rest or rest.endswith(b"\n"):
+                    break
+            version, status, reason = found.group(1).decode(), int(found.group(2)), ""
         if 100 < status < 200 and status != 101:  # 101: a protocol switch, not interim
             status = http.client.CONTINUE  # begin() skips its headers and reads on
         return version, status, reason
@@ -546,6 +571,13 @@ class HTTPTransport:
             if exchange.expired:
                 detail = f"timed out: no complete answer in {time.monotonic() - started:.1f} s"
                 return Outcome(Kind.RETRY, None, None, detail)
+            instead = _not_http(exc, self._scrub)
+            if instead is not None:
+                host = urlsplit(self._url).hostname
+                detail = (
+                    f"the server at {host} does not speak HTTP/1.1 to this client: it {instead}"
+                )
+                return Outcome(Kind.PROTOCOL, None, None, detail)
             return _failure(exc, self._scrub)
         finally:
             exchange.finish()
@@ -621,10 +653,37 @@ def _failure(exc: Exception, scrub: Callable[[str], str]) -> Outcome:
     return Outcome(Kind.RETRY, None, None, f"unexpected {type(exc).__name__}")
 
 
-def _describe(exc: BaseException, scrub: Callable[[str], str]) -> str:
+def _not_http(exc: Exception, scrub: Callable[[str], str]) -> str | None:
+    """What a server that cannot speak HTTP/1.1 answered instead of a status line, as
+    the end of a sentence; None for a failure that may pass (a connection cut before
+    or inside the status line)."""
+    reason = _innermost(exc)
+    if isinstance(reason, http.client.LineTooLong):  # and no status at its start
+        return "sent a status line over 64 KiB" if "status line" in str(reason) else None
+    if isinstance(reason, http.client.RemoteDisconnected) or not isinstance(
+        reason, http.client.BadStatusLine
+    ):
+        return None
+    line = str(reason.args[0]) if reason.args else ""  # as http.client read it, in Latin-1
+    if len(line) >= 9 and line[3] == "\x04" and line[5:9] == "\x00" * 4:
+        # A SETTINGS frame on stream 0: the connection preface of an HTTP/2 server.
+        return "answered in HTTP/2"
+    if len(line) >= 2 and line[0] in "\x15\x16" and line[1] == "\x03":  # a TLS record
+        return "answered in TLS (the url says http:// to a port that speaks https://)"
+    if line.endswith("\n"):  # a whole line, and not a status line
+        return f"answered {scrub(line)[:40]!r}, no HTTP status line"
+    return None
+
+
+def _innermost(exc: BaseException) -> BaseException:
     # The innermost reason is the useful part; requests' messages can be long.
-    # They carry the URL (never the key: it only travels in a header).
     reason: BaseException = exc
     while reason.__context__ is not None and reason.__context__ is not reason:
         reason = reason.__context__
+    return reason
+
+
+def _describe(exc: BaseException, scrub: Callable[[str], str]) -> str:
+    # Requests' messages carry the URL (never the key: it only travels in a header).
+    reason = _innermost(exc)
     return f"{type(reason).__name__}: {scrub(str(reason))[:200]}"

@@ -28,7 +28,7 @@ from urllib3.exceptions import InsecureRequestWarning
 
 from logdna_client import Client
 from logdna_client._auth import credentials_in
-from logdna_client._retry import parse_retry_after
+from logdna_client._retry import Backoff, parse_retry_after
 from logdna_client._transport import MAX_RESPONSE_BYTES
 from tests._claims_servers import Request, answer, scripted_server
 from tests.helpers import make_cert
@@ -576,6 +576,82 @@ class TestHeadersPastTheStatusLine:
             assert s["retries"] >= 1
             client.close(0)
         assert_adds_up(client, 1)
+
+
+#: What servers that cannot speak HTTP/1.1 to the client answer with, and what the
+#: library's report says of each: an HTTP/2-only endpoint (its connection preface, a
+#: SETTINGS frame, then a GOAWAY), a TLS port behind an http:// URL (an alert record), a
+#: status line over 64 KiB that is no status line, and another protocol altogether.
+NOT_HTTP_1_1 = {
+    "h2": (
+        b"\x00\x00\x06\x04\x00\x00\x00\x00\x00\x00\x03\x00\x00\x00\x64"
+        b"\x00\x00\x08\x07\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01",
+        "answered in HTTP/2",
+    ),
+    "tls": (b"\x15\x03\x03\x00\x02\x02\x46", "answered in TLS"),
+    "status-line-over-64k": (b"x" * 70_000 + b"\r\n\r\n", "status line over 64 KiB"),
+    "ssh": (b"SSH-2.0-OpenSSH_9.6\r\n", "answered 'SSH-2.0-OpenSSH_9.6\\r\\n'"),
+}
+
+
+class TestServersThatDoNotSpeakHTTP11:
+    @pytest.mark.parametrize(("reply", "said"), NOT_HTTP_1_1.values(), ids=NOT_HTTP_1_1.keys())
+    def test_reported_once_and_retried_slowly(self, reply: bytes, said: str) -> None:
+        """A server that does not answer in HTTP/1.1 is a misconfiguration, not a
+        passing failure: reported once at ERROR, saying what it answered in, the lines
+        kept, and retried at the slow pace of a refused key, not the quick backoff of a
+        transient failure (with a backoff whose jitter draws 0, that was a new
+        connection after another, without end, each reported as a failed connection)."""
+        keep, reports = own_reports()
+        own = logging.getLogger("logdna_client")
+        own.addHandler(keep)
+
+        def respond(request: Request, sock: socket.socket, stop: threading.Event) -> None:
+            sock.sendall(reply)
+
+        try:
+            with scripted_server(respond) as server:
+                client = Client(
+                    url=server.url, hostname="t", flush_interval=0.05,
+                    backoff=Backoff(cap=60, rand=lambda: 0.0),
+                )  # fmt: skip
+                client.log("kept")
+                assert server.wait_for_requests(1, WAIT)
+                assert not client.flush(1.0)
+                requests_made = len(server.requests)
+                s = client.stats()
+                client.close(0)
+        finally:
+            own.removeHandler(keep)
+        assert 1 == requests_made
+        assert (1, 0, 1) == (s["queued"], s["dropped_total"], s["retries"])
+        assert "protocol" == (s["last_error"] or {}).get("kind"), s
+        (report,) = [r for r in reports if "does not speak HTTP/1.1" in r]
+        assert said in report and "127.0.0.1" in report and "check the url" in report, report
+        assert_adds_up(client, 1)
+
+    @pytest.mark.parametrize("status", [200, 503])
+    def test_a_status_line_over_64_kib_still_says_its_status(self, status: int) -> None:
+        """A status line whose reason phrase runs past 64 KiB still begins with its
+        status, which decides, as it does for a header section that cannot be read: a
+        200 is a delivery, counted once and never sent again; a 503 is retried."""
+        answers = iter([status])
+
+        def long_reason(request: Request, sock: socket.socket, stop: threading.Event) -> bytes:
+            code = next(answers, 200)
+            return b"HTTP/1.1 %d " % code + b"r" * 70_000 + b"\r\nContent-Length: 0\r\n\r\n"
+
+        with scripted_server(long_reason) as server:
+            client = Client(url=server.url, hostname="t", flush_interval=0.05)
+            for i in range(5):
+                client.log(f"long {i}")
+            assert client.flush(WAIT)
+            client.close(DEADLINE)
+            requests_made = len(server.requests)
+        s = client.stats()
+        retried = int(status != 200)
+        assert (5, retried, 1 + retried) == (s["sent"], s["retries"], requests_made)
+        assert_adds_up(client, 5)
 
 
 def no_gzip(plain: Callable[[Request], bytes]) -> Callable[..., bytes]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -172,3 +173,26 @@ def test_a_watchdog_started_from_the_main_thread_leaves_signals_to_it(server: De
             child.kill()
             child.wait()
     assert ("pending", 0) == (said, code), child.stderr.read() if child.stderr else ""
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [b"HTTP/1.1 2", b"\x00\x00\x06\x04", b"SSH-2.0-OpenSSH_9.6"],
+    ids=["status", "h2", "ssh"],
+)
+def test_a_connection_cut_inside_the_status_line_is_a_passing_failure(reply: bytes) -> None:
+    """A connection closed inside the status line (no whole line, nor enough of an HTTP/2
+    frame to tell) may have been cut on its way: a transient failure, retried on the
+    quick backoff, not taken for a server that does not speak HTTP/1.1."""
+    from tests._claims_servers import scripted_server
+
+    def cut(request: object, sock: socket.socket, stop: threading.Event) -> None:
+        sock.sendall(reply)
+
+    with scripted_server(cut) as server:
+        transport = HTTPTransport(Config(url=server.url, hostname="h"))
+        try:
+            outcome = transport.send(BODY, gzipped=False, timeout=10)
+        finally:
+            transport.close()
+    assert (Kind.RETRY, None) == (outcome.kind, outcome.status), outcome
