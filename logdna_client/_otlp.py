@@ -360,7 +360,12 @@ def _nanos(timestamp: Any) -> str:
 
 
 def classify_otlp(
-    status: int, retry_after: str | None, text: str, location: str | None = None
+    status: int,
+    retry_after: str | None,
+    text: str,
+    location: str | None = None,
+    *,
+    whole: bool = True,
 ) -> Outcome:
     """``classify`` for an OTLP endpoint: a 200 may carry a partial success.
 
@@ -369,7 +374,7 @@ def classify_otlp(
     those records were refused for good (retrying cannot help), so they are
     counted as rejected like the LogDNA API's 207.
     """
-    outcome = classify(status, retry_after, text, location)
+    outcome = classify(status, retry_after, text, location, whole=whole)
     if outcome.kind is not Kind.OK or "rejectedLogRecords" not in text:
         return outcome
     try:

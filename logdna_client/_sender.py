@@ -88,13 +88,18 @@ def app_outcome(
 ) -> tuple[int, int]:
     """(delivered, refused): the application lines of ``part`` that the service, answering
     OK or 207 (``outcome``), stored and refused. Our summary line is neither, wherever
-    it stood (the 207's per-line places tell); the sender and ``spool replay`` count by it."""
+    it stood (the 207's per-line places tell); the sender and ``spool replay`` count by it.
+
+    Lines the answer does not speak for (past ``outcome.answered``) count as refused:
+    not confirmed stored, and never sent again, which would store the others twice."""
     count = _app_lines(part, summary)
     refused = outcome.rejected
     if outcome.rejected_at:
         # Only places the batch has: a status array longer than the batch refuses
         # nothing of it beyond its end (those places were counted as refused lines).
         refused = sum(1 for i in outcome.rejected_at if i < len(part) and part[i] is not summary)
+    if outcome.answered is not None:
+        refused += _app_lines(part[outcome.answered :], summary)
     refused = min(refused, count)
     return count - refused, refused
 

@@ -53,7 +53,8 @@ _PROXIES_FROM_ENVIRON = urllib.request.getproxies is urllib.request.getproxies_e
 MAX_RESPONSE_BYTES = 64 * 1024
 #: Bytes of a 207's body read at most: it carries a status per line of the batch,
 #: which for a large batch of short lines (8 MiB of them: about 150,000, each
-#: status about 4 bytes) is far more than 64 KiB. Cut, it reads as refusing none.
+#: status about 4 bytes) is far more than 64 KiB. Cut, the statuses read still
+#: count, and the lines past them are unconfirmed (``Outcome.answered``).
 MAX_PARTIAL_BYTES = 1024 * 1024
 
 
@@ -83,6 +84,10 @@ class Outcome:
     rejected: int = 0  # for PARTIAL: lines the service refused
     #: For PARTIAL, where the answer says: the refused lines' places in the request.
     rejected_at: tuple[int, ...] = ()
+    #: For PARTIAL, when the answer speaks for only the request's first places (a 207
+    #: cut at MAX_PARTIAL_BYTES; 0, an OTLP count that cannot be read): the lines past
+    #: them are unconfirmed. None: it speaks for all.
+    answered: int | None = None
 
 
 class Transport(Protocol):
@@ -109,18 +114,23 @@ def one_line(text: str) -> str:
 
 
 def classify(
-    status: int, retry_after: str | None, text: str, location: str | None = None
+    status: int,
+    retry_after: str | None,
+    text: str,
+    location: str | None = None,
+    *,
+    whole: bool = True,
 ) -> Outcome:
     """Map an HTTP answer to what the sender should do with the batch.
 
     ``location`` is a 3xx answer's ``Location`` header: only its host is kept
     for the report (its path or query may carry tokens of someone else's).
+    ``whole``: False when ``text`` is the body cut at the cap the transport reads.
     """
     detail = text[:200]
     if 200 <= status < 300:
         if status == 207:
-            at = _rejected_at(text)
-            return Outcome(Kind.PARTIAL, status, detail=detail, rejected=len(at), rejected_at=at)
+            return _partial(status, text, whole)
         return Outcome(Kind.OK, status)
     wait = parse_retry_after(retry_after)
     if 300 <= status < 400:
@@ -152,18 +162,57 @@ def _host_of(location: str | None) -> str:
     return host[:100] if host else "the same host (relative Location)"
 
 
-def _rejected_at(text: str) -> tuple[int, ...]:
-    """The places of the lines a 207 answer says were not stored (its per-line
-    ``status`` array, in the request's order)."""
+def _partial(status: int, text: str, whole: bool) -> Outcome:
+    """A 207: the places of the lines its per-line ``status`` array (in the request's
+    order) says were not stored. Cut at MAX_PARTIAL_BYTES, the array's statuses read to
+    their end still count, and the answer speaks for those places only."""
+    statuses: object = None
     try:
         doc = orjson.loads(text)
     except orjson.JSONDecodeError:
-        return ()
-    statuses = doc.get("status") if isinstance(doc, dict) else None
+        if not whole:
+            statuses = _statuses_read(text)
+    else:
+        statuses = doc.get("status") if isinstance(doc, dict) else None
     if not isinstance(statuses, list):
-        return ()
-    return tuple(i for i, s in enumerate(statuses) if not (isinstance(s, int) and 200 <= s < 300)
-                 and not (isinstance(s, str) and s.lower() in ("ok", "200")))  # fmt: skip
+        return Outcome(Kind.PARTIAL, status, detail=text[:200])
+    at = tuple(i for i, s in enumerate(statuses) if not (isinstance(s, int) and 200 <= s < 300)
+               and not (isinstance(s, str) and s.lower() in ("ok", "200")))  # fmt: skip
+    if whole:
+        return Outcome(Kind.PARTIAL, status, detail=text[:200], rejected=len(at), rejected_at=at)
+    detail = (
+        f"its answer cut at {MAX_PARTIAL_BYTES // 1024} KiB after {len(statuses)} statuses; "
+        "the lines past them are unconfirmed"
+    )
+    return Outcome(
+        Kind.PARTIAL, status, detail=detail, rejected=len(at), rejected_at=at,
+        answered=len(statuses),
+    )  # fmt: skip
+
+
+_STATUS_ARRAY = re.compile(r'"status"\s*:\s*\[')
+
+
+def _statuses_read(text: str) -> list[object] | None:
+    """The statuses a 207 body cut short holds whole: its ``status`` array up to the
+    last comma that ends an element (a comma inside an element, an object's or a
+    string's, is passed over: the parse fails and an earlier one is tried). None when
+    no status array begins in it."""
+    found = _STATUS_ARRAY.search(text)
+    if found is None:
+        return None
+    start = found.end()
+    end = len(text)
+    for _ in range(8):  # elements with commas of their own: at most this many parses
+        end = text.rfind(",", start, end)
+        if end < 0:
+            break
+        try:
+            statuses = orjson.loads("[" + text[start:end] + "]")
+        except orjson.JSONDecodeError:
+            continue
+        return statuses if isinstance(statuses, list) else None
+    return []
 
 
 class _Exchange:
@@ -555,11 +604,12 @@ class HTTPTransport:
             # Scrubbed whole, before anything is cut to length for a report: a key
             # echoed across the cut would otherwise leave a part of itself behind.
             cap = MAX_PARTIAL_BYTES if response.status_code == 207 else MAX_RESPONSE_BYTES
-            text = self._scrub(_read_capped(response, cap))
+            text, whole = _read_capped(response, cap)
+            text = self._scrub(text)
             location = response.headers.get("Location")
             return self._classify(
                 response.status_code, response.headers.get("Retry-After"), text,
-                None if location is None else self._scrub(location),
+                None if location is None else self._scrub(location), whole=whole,
             )  # fmt: skip
         except Exception as exc:
             if response is None and exchange.status is not None:
@@ -614,8 +664,9 @@ class HTTPTransport:
             pass
 
 
-def _read_capped(response: requests.Response, cap: int = MAX_RESPONSE_BYTES) -> str:
-    """The body, up to ``cap`` bytes; the connection is kept only when read to its end."""
+def _read_capped(response: requests.Response, cap: int = MAX_RESPONSE_BYTES) -> tuple[str, bool]:
+    """The body, up to ``cap`` bytes, and whether that is all of it; the connection is
+    kept only when read to its end."""
     raw = response.raw
     try:
         data = raw.read(cap, decode_content=True) or b""
@@ -628,13 +679,13 @@ def _read_capped(response: requests.Response, cap: int = MAX_RESPONSE_BYTES) -> 
     else:
         response.close()  # the rest unread: this connection cannot be reused
     try:
-        return data.decode(response.encoding or "utf-8", "replace")
+        return data.decode(response.encoding or "utf-8", "replace"), whole
     except (LookupError, ValueError, Warning):
         # A charset Python does not know, or a codec that is not a text encoding
         # (rot13, idna): raised from here, it turned the service's answer (a 200
         # included) into a retry, and every retry stored the lines once more. Warning:
         # unicode_escape warns of an invalid escape, raised where warnings are errors.
-        return data.decode("utf-8", "replace")
+        return data.decode("utf-8", "replace"), whole
 
 
 def _failure(exc: Exception, scrub: Callable[[str], str]) -> Outcome:

@@ -29,7 +29,7 @@ from urllib3.exceptions import InsecureRequestWarning
 from logdna_client import Client
 from logdna_client._auth import credentials_in
 from logdna_client._retry import Backoff, parse_retry_after
-from logdna_client._transport import MAX_RESPONSE_BYTES
+from logdna_client._transport import MAX_PARTIAL_BYTES, MAX_RESPONSE_BYTES
 from tests._claims_servers import Request, answer, scripted_server
 from tests.helpers import make_cert
 from tests.test_claims_hostile import DEADLINE, SLACK, WAIT, assert_accounted, close_took
@@ -262,6 +262,45 @@ class TestPartialAnswers:
         s = client.stats()
         assert (29_999, 1) == (s["sent"], s["dropped"]["rejected"])
         assert_adds_up(client, 30_000)
+
+    def test_a_207_over_the_partial_answer_cap_counts_what_it_could_not_confirm(
+        self,
+    ) -> None:
+        """A 207 longer than the 1 MiB the client reads of one (here 2 MB: a status per
+        line, padded) is read up to the cap, never whole: the refused lines among the
+        statuses read are counted as rejected, and the lines past them, which the answer
+        read does not confirm as stored, are counted as rejected too, never resent and
+        never counted as sent (all were counted as sent: the cut answer read as refusing
+        none, the refused lines lost without a count)."""
+        bodies: list[bytes] = []
+
+        def padded(request: Request, sock: socket.socket, stop: threading.Event) -> bytes:
+            statuses = [b"400" if i in (10, 1990) else b"200" for i in range(len(request.lines))]
+            body = b'{"status":[' + b",".join(s + b" " * 1000 for s in statuses) + b"]}"
+            bodies.append(body)
+            return answer(207, body)
+
+        keep, reports = own_reports()
+        own = logging.getLogger("logdna_client")
+        own.addHandler(keep)
+        try:
+            with scripted_server(padded) as server:
+                client = Client(url=server.url, hostname="t", flush_interval=60)
+                for i in range(2000):
+                    client.log(f"l{i}")
+                assert not client.flush(WAIT)
+                client.close(DEADLINE)
+                sent = [t for t in texts(server.requests) if not t.startswith("logdna_client")]
+        finally:
+            own.removeHandler(keep)
+        # Each line sent once (then, maybe, the drop-summary line alone).
+        assert [f"l{i}" for i in range(2000)] == sent and len(bodies[0]) > MAX_PARTIAL_BYTES
+        read_whole = bodies[0][:MAX_PARTIAL_BYTES].count(b",")  # statuses read to their end
+        s = client.stats()
+        assert (read_whole - 1, 2000 - read_whole + 1) == (s["sent"], s["dropped"]["rejected"])
+        (report,) = [r for r in reports if "rejected" in r]
+        assert "unconfirmed" in report, report
+        assert_adds_up(client, 2000)
 
     @pytest.mark.parametrize("extra", [[400], [400] * 3, ["bad"] * 1000])
     def test_a_207_refusing_places_beyond_the_batch_refuses_none_of_it(
