@@ -415,10 +415,11 @@ class _FinalResponse(http.client.HTTPResponse):
     """
 
     def _read_status(self) -> tuple[str, int, str]:
-        # What the server sent first, left unread: a status line too long to read still
-        # begins with its status (http.client reads 64 KiB of it and raises).
+        # What the server sent first (what the read buffer holds), left unread: a status
+        # line too long to read still begins with its status (http.client reads 64 KiB of
+        # it and raises, the start gone).
         peek = getattr(self.fp, "peek", None)
-        head: bytes = peek(_MAX_LINE)[:_MAX_LINE] if peek is not None else b""
+        head: bytes = peek(1) if peek is not None else b""
         try:
             version, status, reason = super()._read_status()  # type: ignore[misc]
         except http.client.LineTooLong:
