@@ -16,7 +16,9 @@ a body back into the devserver's line dicts, so the devserver can accept
 
 from __future__ import annotations
 
+import contextlib
 import math
+import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -360,30 +362,83 @@ def _nanos(timestamp: Any) -> str:
 
 
 def classify_otlp(
-    status: int, retry_after: str | None, text: str, location: str | None = None
+    status: int,
+    retry_after: str | None,
+    text: str,
+    location: str | None = None,
+    *,
+    whole: bool = True,
 ) -> Outcome:
     """``classify`` for an OTLP endpoint: a 200 may carry a partial success.
 
     OTLP/HTTP answers a request it took in part with 200 and
     ``{"partialSuccess": {"rejectedLogRecords": N, "errorMessage": ...}}``;
     those records were refused for good (retrying cannot help), so they are
-    counted as rejected like the LogDNA API's 207.
+    counted as rejected like the LogDNA API's 207. The answer does not say which
+    records: the sender counts N of the batch. A partial success whose N is no
+    count (negative, a fraction, a word), or cannot be read in an answer cut at
+    the cap, confirms none of the batch as stored (``Outcome.answered`` 0).
     """
-    outcome = classify(status, retry_after, text, location)
-    if outcome.kind is not Kind.OK or "rejectedLogRecords" not in text:
+    outcome = classify(status, retry_after, text, location, whole=whole)
+    if outcome.kind is not Kind.OK or not any(name in text for name in _PARTIAL_NAMES):
         return outcome
+    found: object = None
+    message = ""
     try:
         doc = orjson.loads(text)
-        partial = doc.get("partialSuccess") or doc.get("partial_success") or {}
-        rejected = int(
-            partial.get("rejectedLogRecords") or partial.get("rejected_log_records") or 0
-        )
-        message = str(partial.get("errorMessage") or partial.get("error_message") or "")
-    except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
-        return outcome
-    if rejected <= 0:
+    except orjson.JSONDecodeError:
+        if whole:  # not an OTLP answer: nothing in it refuses a record
+            return outcome
+        # Cut at the cap (a long errorMessage): the count comes first in protobuf's
+        # field order. Not found, the answer confirms nothing.
+        message = f"its answer cut at {len(text) // 1024} KiB"
+        match = _REJECTED_COUNT.search(text)
+        if match is None:
+            return Outcome(Kind.PARTIAL, status, detail=f"{message}: {_NONE_CONFIRMED}", answered=0)
+        found = match.group(1)
+        with contextlib.suppress(orjson.JSONDecodeError):
+            found = orjson.loads(match.group(1))
+    else:
+        partial = _get(doc, "partialSuccess", "partial_success") if isinstance(doc, dict) else None
+        if not isinstance(partial, dict):
+            return outcome
+        found = _get(partial, *_REJECTED)
+        if found is None:  # no count: zero (an errorMessage alone is a warning)
+            return outcome
+        message = str(_get(partial, "errorMessage", "error_message") or "")
+    rejected = _count(found)
+    if rejected is None:
+        detail = f"partialSuccess.rejectedLogRecords {_shown(found)} is no count: {_NONE_CONFIRMED}"
+        return Outcome(Kind.PARTIAL, status, detail=detail, answered=0)
+    if rejected == 0:
         return outcome
     return Outcome(Kind.PARTIAL, status, detail=message[:200], rejected=rejected)
+
+
+_REJECTED = ("rejectedLogRecords", "rejected_log_records")
+_NONE_CONFIRMED = "no record of the batch is confirmed stored"
+_PARTIAL_NAMES = (*_REJECTED, "partialSuccess", "partial_success")
+_REJECTED_COUNT = re.compile(r'"rejected(?:LogRecords|_log_records)"\s*:\s*("[^"]*"|[^,}\s]+)')
+
+
+def _shown(value: object) -> str:
+    """A value the server sent, as JSON, cut short for a report."""
+    shown = value if isinstance(value, str) else orjson.dumps(value, default=repr).decode()
+    return repr(shown[:40])
+
+
+def _count(value: object) -> int | None:
+    """A ``rejectedLogRecords`` value as a count: an int64, a JSON number or (as
+    protobuf's JSON mapping writes one) a string of digits; None for anything else."""
+    if isinstance(value, str):
+        return int(value) if value.isascii() and value.isdigit() else None
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if value >= 0 else None
+    if isinstance(value, float) and value.is_integer() and value >= 0:
+        return int(value)
+    return None
 
 
 # -- the receiving side (for the devserver's /v1/logs) ----------------------------

@@ -43,6 +43,9 @@ _GZIP_BLOCK = 256
 # rejects everything, not one bad line: stop probing line by line, count the
 # rest of the batch as rejected and back off before the next one.
 _MAX_SINGLE_REJECTS = 16
+# Failures retrying soon cannot fix: retried every retry_max_backoff / 2 to
+# retry_max_backoff seconds (Backoff.slow), not on the quick exponential backoff.
+_SLOW_KINDS = frozenset({Kind.AUTH, Kind.OTHER, Kind.REDIRECT, Kind.PROTOCOL})
 
 
 def gzip_entries(entries: list[bytes]) -> bytes:
@@ -85,13 +88,18 @@ def app_outcome(
 ) -> tuple[int, int]:
     """(delivered, refused): the application lines of ``part`` that the service, answering
     OK or 207 (``outcome``), stored and refused. Our summary line is neither, wherever
-    it stood (the 207's per-line places tell); the sender and ``spool replay`` count by it."""
+    it stood (the 207's per-line places tell); the sender and ``spool replay`` count by it.
+
+    Lines the answer does not speak for (past ``outcome.answered``) count as refused:
+    not confirmed stored, and never sent again, which would store the others twice."""
     count = _app_lines(part, summary)
     refused = outcome.rejected
     if outcome.rejected_at:
         # Only places the batch has: a status array longer than the batch refuses
         # nothing of it beyond its end (those places were counted as refused lines).
         refused = sum(1 for i in outcome.rejected_at if i < len(part) and part[i] is not summary)
+    if outcome.answered is not None:
+        refused += _app_lines(part[outcome.answered :], summary)
     refused = min(refused, count)
     return count - refused, refused
 
@@ -184,7 +192,9 @@ class Sender:
         self._rejected_batches = 0
         self.thread: threading.Thread | None = None
         self.ident: int | None = None
-        self._auth_failing = False
+        # Reports of trouble only a change of settings fixes (a refused key, an endpoint
+        # that does not speak HTTP/1.1): each said once, again after a request goes through.
+        self._misconfigured: set[str] = set()
         # False from a failed request until one goes through: drops are summarized
         # only while delivery works, so an outage ends in one summary line.
         self._delivering = True
@@ -630,7 +640,7 @@ class Sender:
             floor = 0.0
             if outcome.retry_after is not None:
                 floor = max(0.0, min(outcome.retry_after, self._backoff.cap))
-            if kind is Kind.AUTH or kind is Kind.OTHER or kind is Kind.REDIRECT:
+            if kind in _SLOW_KINDS:
                 delay = max(self._backoff.slow(), floor)
             else:
                 delay = self._backoff.delay(attempt, outcome.retry_after, self._left())
@@ -707,13 +717,12 @@ class Sender:
 
     def _report_failure(self, outcome: Outcome) -> None:
         if outcome.kind is Kind.AUTH:
-            self._auth_failing = True
-            self._reporter.report(
-                "auth", logging.ERROR,
-                "logdna_client: the ingestion key was refused (HTTP %s). Lines are kept and "
-                "retried every %.0f s or so; check the key.",
-                outcome.status, self._backoff.cap,
-            )  # fmt: skip
+            self._report_misconfigured(
+                "auth", f"the ingestion key was refused (HTTP {outcome.status})", "the key"
+            )
+            return
+        if outcome.kind is Kind.PROTOCOL:
+            self._report_misconfigured("protocol", outcome.detail, "the url option")
             return
         self._reporter.report(
             "send-failed", logging.WARNING,
@@ -721,10 +730,17 @@ class Sender:
             f"HTTP {outcome.status} {outcome.detail}".strip() if outcome.status else outcome.detail,
         )  # fmt: skip
 
+    def _report_misconfigured(self, kind: str, what: str, check: str) -> None:
+        self._misconfigured.add(kind)
+        self._reporter.report(
+            kind, logging.ERROR,
+            "logdna_client: %s. Lines are kept and retried every %.0f s or so; check %s.",
+            what, self._backoff.cap, check,
+        )  # fmt: skip
+
     def _recovered(self) -> None:
-        if self._auth_failing:
-            self._auth_failing = False
-            self._reporter.forget("auth")
+        while self._misconfigured:
+            self._reporter.forget(self._misconfigured.pop())
 
     def _sleep(self, seconds: float, floor: float = 0.0) -> None:
         """Back off for ``seconds``; close() cuts it short, but never below ``floor``.

@@ -15,6 +15,7 @@ import os
 import platform
 import re
 import socket
+import ssl
 import threading
 import time
 import urllib.request
@@ -29,12 +30,13 @@ import requests.auth
 import urllib3.connection
 import urllib3.connectionpool
 from requests.adapters import HTTPAdapter
+from urllib3.util.ssl_ import resolve_cert_reqs
 
 from ._auth import auth_headers, secret_forms
 from ._config import Config
 from ._kubernetes import attributes_for, tags_for
 from ._retry import parse_retry_after
-from ._threads import Wakeup
+from ._threads import Wakeup, leave_signals_to_the_main_thread
 from ._version import __version__
 
 __all__ = ["HTTPTransport", "Kind", "Outcome", "Transport", "classify"]
@@ -51,7 +53,8 @@ _PROXIES_FROM_ENVIRON = urllib.request.getproxies is urllib.request.getproxies_e
 MAX_RESPONSE_BYTES = 64 * 1024
 #: Bytes of a 207's body read at most: it carries a status per line of the batch,
 #: which for a large batch of short lines (8 MiB of them: about 150,000, each
-#: status about 4 bytes) is far more than 64 KiB. Cut, it reads as refusing none.
+#: status about 4 bytes) is far more than 64 KiB. Cut, the statuses read still
+#: count, and the lines past them are unconfirmed (``Outcome.answered``).
 MAX_PARTIAL_BYTES = 1024 * 1024
 
 
@@ -67,6 +70,9 @@ class Kind(enum.Enum):
     # lines are kept and retried like OTHER.
     REDIRECT = "redirect"
     OTHER = "other"  # anything else (404 ...): keep lines, back off, report
+    # No HTTP/1.1 answer at all (HTTP/2 only, TLS behind http://, another protocol): a
+    # misconfiguration, which retrying soon cannot fix: lines kept, retried like OTHER.
+    PROTOCOL = "protocol"
 
 
 @dataclass(frozen=True)
@@ -78,6 +84,10 @@ class Outcome:
     rejected: int = 0  # for PARTIAL: lines the service refused
     #: For PARTIAL, where the answer says: the refused lines' places in the request.
     rejected_at: tuple[int, ...] = ()
+    #: For PARTIAL, when the answer speaks for only the request's first places (a 207
+    #: cut at MAX_PARTIAL_BYTES; 0, an OTLP count that cannot be read): the lines past
+    #: them are unconfirmed. None: it speaks for all.
+    answered: int | None = None
 
 
 class Transport(Protocol):
@@ -104,18 +114,23 @@ def one_line(text: str) -> str:
 
 
 def classify(
-    status: int, retry_after: str | None, text: str, location: str | None = None
+    status: int,
+    retry_after: str | None,
+    text: str,
+    location: str | None = None,
+    *,
+    whole: bool = True,
 ) -> Outcome:
     """Map an HTTP answer to what the sender should do with the batch.
 
     ``location`` is a 3xx answer's ``Location`` header: only its host is kept
     for the report (its path or query may carry tokens of someone else's).
+    ``whole``: False when ``text`` is the body cut at the cap the transport reads.
     """
     detail = text[:200]
     if 200 <= status < 300:
         if status == 207:
-            at = _rejected_at(text)
-            return Outcome(Kind.PARTIAL, status, detail=detail, rejected=len(at), rejected_at=at)
+            return _partial(status, text, whole)
         return Outcome(Kind.OK, status)
     wait = parse_retry_after(retry_after)
     if 300 <= status < 400:
@@ -147,18 +162,57 @@ def _host_of(location: str | None) -> str:
     return host[:100] if host else "the same host (relative Location)"
 
 
-def _rejected_at(text: str) -> tuple[int, ...]:
-    """The places of the lines a 207 answer says were not stored (its per-line
-    ``status`` array, in the request's order)."""
+def _partial(status: int, text: str, whole: bool) -> Outcome:
+    """A 207: the places of the lines its per-line ``status`` array (in the request's
+    order) says were not stored. Cut at MAX_PARTIAL_BYTES, the array's statuses read to
+    their end still count, and the answer speaks for those places only."""
+    statuses: object = None
     try:
         doc = orjson.loads(text)
     except orjson.JSONDecodeError:
-        return ()
-    statuses = doc.get("status") if isinstance(doc, dict) else None
+        if not whole:
+            statuses = _statuses_read(text)
+    else:
+        statuses = doc.get("status") if isinstance(doc, dict) else None
     if not isinstance(statuses, list):
-        return ()
-    return tuple(i for i, s in enumerate(statuses) if not (isinstance(s, int) and 200 <= s < 300)
-                 and not (isinstance(s, str) and s.lower() in ("ok", "200")))  # fmt: skip
+        return Outcome(Kind.PARTIAL, status, detail=text[:200])
+    at = tuple(i for i, s in enumerate(statuses) if not (isinstance(s, int) and 200 <= s < 300)
+               and not (isinstance(s, str) and s.lower() in ("ok", "200")))  # fmt: skip
+    if whole:
+        return Outcome(Kind.PARTIAL, status, detail=text[:200], rejected=len(at), rejected_at=at)
+    detail = (
+        f"its answer cut at {MAX_PARTIAL_BYTES // 1024} KiB after {len(statuses)} statuses; "
+        "the lines past them are unconfirmed"
+    )
+    return Outcome(
+        Kind.PARTIAL, status, detail=detail, rejected=len(at), rejected_at=at,
+        answered=len(statuses),
+    )  # fmt: skip
+
+
+_STATUS_ARRAY = re.compile(r'"status"\s*:\s*\[')
+
+
+def _statuses_read(text: str) -> list[object] | None:
+    """The statuses a 207 body cut short holds whole: its ``status`` array up to the
+    last comma that ends an element (a comma inside an element, an object's or a
+    string's, is passed over: the parse fails and an earlier one is tried). None when
+    no status array begins in it."""
+    found = _STATUS_ARRAY.search(text)
+    if found is None:
+        return None
+    start = found.end()
+    end = len(text)
+    for _ in range(8):  # elements with commas of their own: at most this many parses
+        end = text.rfind(",", start, end)
+        if end < 0:
+            break
+        try:
+            statuses = orjson.loads("[" + text[start:end] + "]")
+        except orjson.JSONDecodeError:
+            continue
+        return statuses if isinstance(statuses, list) else None
+    return []
 
 
 class _Exchange:
@@ -296,6 +350,9 @@ class _Watchdog:
 
     @staticmethod
     def _run(exchanges: collections.deque[_Exchange | None], poke: Wakeup) -> None:
+        # Started from the main thread (``spool replay``, a sender run there at exit) it
+        # inherits a mask that takes SIGTERM and SIGINT, which are the main thread's.
+        leave_signals_to_the_main_thread()
         while True:
             try:
                 exchange = exchanges.popleft()
@@ -339,6 +396,12 @@ def _watch(conn: object) -> None:
         exchange.conn = conn
 
 
+#: The longest status line http.client reads (its ``_MAXLINE``).
+_MAX_LINE = 65536
+# The start of a status line: what decides when its reason phrase runs past _MAX_LINE.
+_STATUS_START = re.compile(rb"(HTTP/[0-9.]{1,5}) +([0-9]{3}) ")
+
+
 class _FinalResponse(http.client.HTTPResponse):
     """http.client's response, which also skips interim answers other than 100 Continue.
 
@@ -352,7 +415,24 @@ class _FinalResponse(http.client.HTTPResponse):
     """
 
     def _read_status(self) -> tuple[str, int, str]:
-        version, status, reason = super()._read_status()  # type: ignore[misc]
+        # What the server sent first (what the read buffer holds), left unread: a status
+        # line too long to read still begins with its status (http.client reads 64 KiB of
+        # it and raises, the start gone).
+        peek = getattr(self.fp, "peek", None)
+        head: bytes = peek(1) if peek is not None else b""
+        try:
+            version, status, reason = super()._read_status()  # type: ignore[misc]
+        except http.client.LineTooLong:
+            found = _STATUS_START.match(head)
+            if found is None:
+                raise
+            # A reason phrase over 64 KiB: the status decides, as after any header
+            # section that cannot be read. The rest of the line is not a header.
+            while True:
+                rest = self.fp.readline(_MAX_LINE + 1)
+                if not rest or rest.endswith(b"\n"):
+                    break
+            version, status, reason = found.group(1).decode(), int(found.group(2)), ""
         if 100 < status < 200 and status != 101:  # 101: a protocol switch, not interim
             status = http.client.CONTINUE  # begin() skips its headers and reads on
         return version, status, reason
@@ -384,6 +464,20 @@ class _WatchedHTTPPool(urllib3.connectionpool.HTTPConnectionPool):
 
 class _WatchedHTTPSPool(urllib3.connectionpool.HTTPSConnectionPool):
     ConnectionCls = _WatchedHTTPSConnection
+
+    def _validate_conn(self, conn: Any) -> None:
+        if resolve_cert_reqs(self.cert_reqs) != ssl.CERT_NONE:
+            super()._validate_conn(conn)
+            return
+        # verify=False: said once when the client was built. urllib3 would say it again
+        # with an InsecureRequestWarning per request, which an application running with
+        # warnings as errors gets raised here: no request was ever sent, every batch
+        # retried. Silencing the warning's filter instead is the whole process's, not
+        # ours (and warnings.catch_warnings is not thread-safe). Here is what urllib3
+        # does besides warning: the base's checks, then connect early.
+        urllib3.connectionpool.HTTPConnectionPool._validate_conn(self, conn)
+        if getattr(conn, "sock", None) is None:
+            conn.connect()
 
 
 _WATCHED_POOLS = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
@@ -511,11 +605,12 @@ class HTTPTransport:
             # Scrubbed whole, before anything is cut to length for a report: a key
             # echoed across the cut would otherwise leave a part of itself behind.
             cap = MAX_PARTIAL_BYTES if response.status_code == 207 else MAX_RESPONSE_BYTES
-            text = self._scrub(_read_capped(response, cap))
+            text, whole = _read_capped(response, cap)
+            text = self._scrub(text)
             location = response.headers.get("Location")
             return self._classify(
                 response.status_code, response.headers.get("Retry-After"), text,
-                None if location is None else self._scrub(location),
+                None if location is None else self._scrub(location), whole=whole,
             )  # fmt: skip
         except Exception as exc:
             if response is None and exchange.status is not None:
@@ -527,6 +622,13 @@ class HTTPTransport:
             if exchange.expired:
                 detail = f"timed out: no complete answer in {time.monotonic() - started:.1f} s"
                 return Outcome(Kind.RETRY, None, None, detail)
+            instead = _not_http(exc, self._scrub)
+            if instead is not None:
+                host = urlsplit(self._url).hostname
+                detail = (
+                    f"the server at {host} does not speak HTTP/1.1 to this client: it {instead}"
+                )
+                return Outcome(Kind.PROTOCOL, None, None, detail)
             return _failure(exc, self._scrub)
         finally:
             exchange.finish()
@@ -563,8 +665,9 @@ class HTTPTransport:
             pass
 
 
-def _read_capped(response: requests.Response, cap: int = MAX_RESPONSE_BYTES) -> str:
-    """The body, up to ``cap`` bytes; the connection is kept only when read to its end."""
+def _read_capped(response: requests.Response, cap: int = MAX_RESPONSE_BYTES) -> tuple[str, bool]:
+    """The body, up to ``cap`` bytes, and whether that is all of it; the connection is
+    kept only when read to its end."""
     raw = response.raw
     try:
         data = raw.read(cap, decode_content=True) or b""
@@ -577,13 +680,13 @@ def _read_capped(response: requests.Response, cap: int = MAX_RESPONSE_BYTES) -> 
     else:
         response.close()  # the rest unread: this connection cannot be reused
     try:
-        return data.decode(response.encoding or "utf-8", "replace")
+        return data.decode(response.encoding or "utf-8", "replace"), whole
     except (LookupError, ValueError, Warning):
         # A charset Python does not know, or a codec that is not a text encoding
         # (rot13, idna): raised from here, it turned the service's answer (a 200
         # included) into a retry, and every retry stored the lines once more. Warning:
         # unicode_escape warns of an invalid escape, raised where warnings are errors.
-        return data.decode("utf-8", "replace")
+        return data.decode("utf-8", "replace"), whole
 
 
 def _failure(exc: Exception, scrub: Callable[[str], str]) -> Outcome:
@@ -602,10 +705,37 @@ def _failure(exc: Exception, scrub: Callable[[str], str]) -> Outcome:
     return Outcome(Kind.RETRY, None, None, f"unexpected {type(exc).__name__}")
 
 
-def _describe(exc: BaseException, scrub: Callable[[str], str]) -> str:
+def _not_http(exc: Exception, scrub: Callable[[str], str]) -> str | None:
+    """What a server that cannot speak HTTP/1.1 answered instead of a status line, as
+    the end of a sentence; None for a failure that may pass (a connection cut before
+    or inside the status line)."""
+    reason = _innermost(exc)
+    if isinstance(reason, http.client.LineTooLong):  # and no status at its start
+        return "sent a status line over 64 KiB" if "status line" in str(reason) else None
+    if isinstance(reason, http.client.RemoteDisconnected) or not isinstance(
+        reason, http.client.BadStatusLine
+    ):
+        return None
+    line = str(reason.args[0]) if reason.args else ""  # as http.client read it, in Latin-1
+    if len(line) >= 9 and line[3] == "\x04" and line[5:9] == "\x00" * 4:
+        # A SETTINGS frame on stream 0: the connection preface of an HTTP/2 server.
+        return "answered in HTTP/2"
+    if len(line) >= 2 and line[0] in "\x15\x16" and line[1] == "\x03":  # a TLS record
+        return "answered in TLS (the url says http:// to a port that speaks https://)"
+    if line.endswith("\n"):  # a whole line, and not a status line
+        return f"answered {scrub(line)[:40]!r}, no HTTP status line"
+    return None
+
+
+def _innermost(exc: BaseException) -> BaseException:
     # The innermost reason is the useful part; requests' messages can be long.
-    # They carry the URL (never the key: it only travels in a header).
     reason: BaseException = exc
     while reason.__context__ is not None and reason.__context__ is not reason:
         reason = reason.__context__
+    return reason
+
+
+def _describe(exc: BaseException, scrub: Callable[[str], str]) -> str:
+    # Requests' messages carry the URL (never the key: it only travels in a header).
+    reason = _innermost(exc)
     return f"{type(reason).__name__}: {scrub(str(reason))[:200]}"

@@ -79,6 +79,9 @@ class _Handler(socketserver.BaseRequestHandler):
                 sock.sendall(reply)
         except OSError:
             return
+        finally:
+            if sock is not self.request:  # the TLS socket: socketserver closes only its own
+                sock.close()
 
 
 def _read(sock: socket.socket, read_body: bool) -> Request | None:

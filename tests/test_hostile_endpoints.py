@@ -17,17 +17,22 @@ import ssl
 import struct
 import threading
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
+import requests
+from urllib3.exceptions import InsecureRequestWarning
 
 from logdna_client import Client
 from logdna_client._auth import credentials_in
-from logdna_client._retry import parse_retry_after
-from logdna_client._transport import MAX_RESPONSE_BYTES
-from tests._claims_servers import Request, answer, scripted_server
+from logdna_client._retry import Backoff, parse_retry_after
+from logdna_client._transport import MAX_PARTIAL_BYTES, MAX_RESPONSE_BYTES
+from tests._claims_servers import Request, Responder, answer, scripted_server
 from tests.helpers import make_cert
 from tests.test_claims_hostile import DEADLINE, SLACK, WAIT, assert_accounted, close_took
 
@@ -55,6 +60,34 @@ def texts(requests: list[Request]) -> list[str]:
     return [str(line["line"]) for request in requests for line in request.lines]
 
 
+def deliver(
+    respond: Responder,
+    *batches: list[str],
+    flushed: bool = True,
+    tls: ssl.SSLContext | None = None,
+    read_body: bool = True,
+    receive_buffer: int | None = None,
+    **options: Any,
+) -> tuple[Client, list[Request]]:
+    """Log each batch of lines through a Client of a scripted server answering with
+    ``respond``, flushing after each (``flushed``: what every flush must return), then
+    close it within DEADLINE. Returns the client and the requests the server read."""
+    with scripted_server(
+        respond, tls=tls, read_body=read_body, receive_buffer=receive_buffer
+    ) as server:
+        client = Client(url=server.url, **{"hostname": "t", "flush_interval": 0.05, **options})
+        for batch in batches:
+            for line in batch:
+                client.log(line)
+            assert flushed is client.flush(WAIT)
+        client.close(DEADLINE)
+        return client, server.requests
+
+
+def numbered(prefix: str, count: int) -> list[str]:
+    return [f"{prefix} {i}" for i in range(count)]
+
+
 class TestAnswersInOddCharsets:
     @pytest.mark.parametrize("charset", ["no-such-charset", "idna", "rot13"])
     def test_a_200_in_a_charset_python_cannot_decode_is_a_delivery(self, charset: str) -> None:
@@ -64,14 +97,8 @@ class TestAnswersInOddCharsets:
         retry stored again, none counted)."""
         head = f"Content-Type: application/json; charset={charset}\r\n".encode()
         reply = b"HTTP/1.1 200 OK\r\n" + head + b'Content-Length: 15\r\n\r\n{"status":"ok"}'
-        with scripted_server(lambda r, s, e: reply) as server:
-            client = Client(url=server.url, hostname="t", flush_interval=0.05)
-            for i in range(5):
-                client.log(f"charset {i}")
-            assert client.flush(WAIT)
-            client.close(DEADLINE)
-            requests = server.requests
-        assert [f"charset {i}" for i in range(5)] == texts(requests)
+        client, requests = deliver(lambda r, s, e: reply, numbered("charset", 5))
+        assert numbered("charset", 5) == texts(requests)
         s = client.stats()
         assert (5, 0, 0) == (s["sent"], s["retries"], s["dropped_total"])
         assert_adds_up(client, 5)
@@ -99,12 +126,8 @@ class TestRetryAfterNobodyCanRead:
         rejected after a probe or two (it was taken for a failed request and the line
         was sent again without end, never counted)."""
         refuse = answer(400, b'{"error":"bad line"}', b"Retry-After: " + value + b"\r\n")
-        with scripted_server(lambda r, s, e: refuse) as server:
-            client = Client(url=server.url, hostname="t", flush_interval=0.05)
-            client.log("refused")
-            assert not client.flush(WAIT)
-            client.close(DEADLINE)
-            sent = texts(server.requests)
+        client, requests = deliver(lambda r, s, e: refuse, ["refused"], flushed=False)
+        sent = texts(requests)
         s = client.stats()
         assert (1, 0, 0) == (s["dropped"]["rejected"], s["retries"], s["queued"])
         # The gzip body, then the same line plain (then, maybe, the drop-summary line).
@@ -124,14 +147,8 @@ class TestInterimAnswers:
         Processing) are skipped, and the final answer decides: the lines count as sent
         once, in one request (http.client skips only 100 Continue, and the 103 was taken
         as the answer: lines kept, sent again without end, each time stored)."""
-        with scripted_server(lambda r, s, e: interim + answer(200)) as server:
-            client = Client(url=server.url, hostname="t", flush_interval=0.05)
-            for i in range(5):
-                client.log(f"interim {i}")
-            assert client.flush(WAIT)
-            client.close(DEADLINE)
-            requests = server.requests
-        assert [f"interim {i}" for i in range(5)] == texts(requests)
+        client, requests = deliver(lambda r, s, e: interim + answer(200), numbered("interim", 5))
+        assert numbered("interim", 5) == texts(requests)
         s = client.stats()
         assert (5, 0, None) == (s["sent"], s["retries"], s["last_error"])
         assert_adds_up(client, 5)
@@ -141,13 +158,10 @@ class TestInterimAnswers:
         after it counts the lines as sent once."""
         context, ca = tls
         hints = b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n"
-        with scripted_server(lambda r, s, e: hints + answer(200), tls=context) as server:
-            client = Client(url=server.url, hostname="t", flush_interval=0.05, verify=str(ca))
-            for i in range(5):
-                client.log(f"tls {i}")
-            assert client.flush(WAIT)
-            client.close(DEADLINE)
-            assert [f"tls {i}" for i in range(5)] == texts(server.requests)
+        client, requests = deliver(
+            lambda r, s, e: hints + answer(200), numbered("tls", 5), tls=context, verify=str(ca)
+        )
+        assert numbered("tls", 5) == texts(requests)
         s = client.stats()
         assert (5, 0, None) == (s["sent"], s["retries"], s["last_error"])
         assert_adds_up(client, 5)
@@ -160,17 +174,76 @@ class TestInterimAnswers:
         def respond(request: Request, sock: socket.socket, stop: threading.Event) -> bytes:
             return next(answers, answer(200))
 
-        with scripted_server(respond) as server:
-            client = Client(url=server.url, hostname="t", flush_interval=0.05)
-            client.log("after a 503")
-            assert client.flush(WAIT)
-            client.close(DEADLINE)
+        client, _ = deliver(respond, ["after a 503"])
         s = client.stats()
         assert (1, 1) == (s["sent"], s["retries"])
         assert {"kind": "retry", "status": 503} == {
             k: v for k, v in (s["last_error"] or {}).items() if k != "when"
         }
         assert_adds_up(client, 1)
+
+
+@contextmanager
+def own_reports() -> Iterator[list[str]]:
+    """What the library's logger says while this is open."""
+    said: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            said.append(record.getMessage())
+
+    keep = Keep()
+    own = logging.getLogger("logdna_client")
+    own.addHandler(keep)
+    try:
+        yield said
+    finally:
+        own.removeHandler(keep)
+
+
+def three_unverified_batches(context: ssl.SSLContext) -> tuple[Client, list[Request]]:
+    """What ``deliver`` gives for three batches of a line each, over https:// with verify=False."""
+    batches = [[line] for line in numbered("unverified", 3)]
+    return deliver(
+        lambda r, s, e: answer(200), *batches, tls=context, verify=False, flush_interval=60
+    )
+
+
+class TestVerifyOff:
+    def test_delivers_where_warnings_are_errors(self, tls: tuple[ssl.SSLContext, Path]) -> None:
+        """verify=False against https:// in an application run with warnings as errors
+        (``python -W error``): the lines are delivered, once each, and the user is told
+        once that verification is off (urllib3's InsecureRequestWarning was raised inside
+        every request: nothing was ever sent, every batch retried until the exit)."""
+        context, _ = tls
+        with own_reports() as said, warnings.catch_warnings():
+            warnings.simplefilter("error")
+            client, requests_read = three_unverified_batches(context)
+        assert numbered("unverified", 3) == texts(requests_read)
+        s = client.stats()
+        assert (3, 0) == (s["sent"], s["retries"])
+        assert 1 == sum("verification is off" in message for message in said), said
+        assert_adds_up(client, 3)
+
+    def test_the_applications_own_unverified_requests_still_warn(
+        self, tls: tuple[ssl.SSLContext, Path]
+    ) -> None:
+        """The library's requests warn nothing per request (it said so once), and urllib3's
+        warning is not silenced for the rest of the application: its own unverified
+        request still raises InsecureRequestWarning where warnings are errors."""
+        context, _ = tls
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            client, _ = three_unverified_batches(context)
+        assert [] == [w for w in caught if issubclass(w.category, InsecureRequestWarning)]
+        with (
+            scripted_server(lambda r, s, e: answer(200), tls=context) as server,
+            warnings.catch_warnings(),
+        ):
+            warnings.simplefilter("error")
+            with pytest.raises(InsecureRequestWarning):
+                requests.post(server.url, data=b"{}", verify=False, timeout=WAIT)
+        assert 3 == client.stats()["sent"]
 
 
 class TestPartialAnswers:
@@ -185,17 +258,46 @@ class TestPartialAnswers:
             answers.append((len(request.lines), len(body)))
             return answer(207, body)
 
-        with scripted_server(last_refused) as server:
-            client = Client(url=server.url, hostname="t", flush_interval=60, max_batch_bytes="8MiB")
-            for i in range(30_000):
-                client.log(f"l{i}")
-            assert not client.flush(WAIT)
-            client.close(DEADLINE)
+        client, _ = deliver(
+            last_refused, numbered("l", 30_000), flushed=False,
+            flush_interval=60, max_batch_bytes="8MiB",
+        )  # fmt: skip
         # One request took the batch (then maybe one the drop-summary line).
         assert 30_000 == answers[0][0] and answers[0][1] > MAX_RESPONSE_BYTES, answers
         s = client.stats()
         assert (29_999, 1) == (s["sent"], s["dropped"]["rejected"])
         assert_adds_up(client, 30_000)
+
+    def test_a_207_over_the_partial_answer_cap_counts_what_it_could_not_confirm(
+        self,
+    ) -> None:
+        """A 207 longer than the 1 MiB the client reads of one (here 2 MB: a status per
+        line, padded) is read up to the cap, never whole: the refused lines among the
+        statuses read are counted as rejected, and the lines past them, which the answer
+        read does not confirm as stored, are counted as rejected too, never resent and
+        never counted as sent (all were counted as sent: the cut answer read as refusing
+        none, the refused lines lost without a count)."""
+        bodies: list[bytes] = []
+
+        def padded(request: Request, sock: socket.socket, stop: threading.Event) -> bytes:
+            statuses = [b"400" if i in (10, 1990) else b"200" for i in range(len(request.lines))]
+            body = b'{"status":[' + b",".join(s + b" " * 1000 for s in statuses) + b"]}"
+            bodies.append(body)
+            return answer(207, body)
+
+        with own_reports() as reports:
+            client, requests = deliver(
+                padded, numbered("l", 2000), flushed=False, flush_interval=60
+            )
+        sent = [t for t in texts(requests) if not t.startswith("logdna_client")]
+        # Each line sent once (then, maybe, the drop-summary line alone).
+        assert numbered("l", 2000) == sent and len(bodies[0]) > MAX_PARTIAL_BYTES
+        read_whole = bodies[0][:MAX_PARTIAL_BYTES].count(b",")  # statuses read to their end
+        s = client.stats()
+        assert (read_whole - 1, 2000 - read_whole + 1) == (s["sent"], s["dropped"]["rejected"])
+        (report,) = [r for r in reports if "rejected" in r]
+        assert "unconfirmed" in report, report
+        assert_adds_up(client, 2000)
 
     @pytest.mark.parametrize("extra", [[400], [400] * 3, ["bad"] * 1000])
     def test_a_207_refusing_places_beyond_the_batch_refuses_none_of_it(
@@ -204,15 +306,11 @@ class TestPartialAnswers:
         """A 207 whose status array says every line of the batch was stored, then goes on
         refusing places the batch does not have, refuses none of its lines: all count
         as sent (as many were counted as rejected as places it named beyond the end)."""
-        with scripted_server(
-            lambda r, s, e: answer(207, orjson.dumps({"status": [200] * len(r.lines) + extra}))
-        ) as server:
-            client = Client(url=server.url, hostname="t", flush_interval=60)
-            for i in range(10):
-                client.log(f"stored {i}")
-            assert client.flush(WAIT)
-            client.close(DEADLINE)
-            assert 1 == len(server.requests)
+        client, requests = deliver(
+            lambda r, s, e: answer(207, orjson.dumps({"status": [200] * len(r.lines) + extra})),
+            numbered("stored", 10), flush_interval=60,
+        )  # fmt: skip
+        assert 1 == len(requests)
         s = client.stats()
         assert (10, 0) == (s["sent"], s["dropped_total"])
         assert_adds_up(client, 10)
@@ -235,11 +333,7 @@ class TestReportsOfWhatServersSay:
             b"application/json", b"application/json; charset=unicode_escape"
         )
         try:
-            with scripted_server(lambda r, s, e: reply) as server:
-                client = Client(url=server.url, hostname="t", flush_interval=0.05)
-                client.log("refused")
-                assert not client.flush(WAIT)
-                client.close(DEADLINE)
+            client, _ = deliver(lambda r, s, e: reply, ["refused"], flushed=False)
         finally:
             own.removeHandler(handler)
         stream.flush()
@@ -250,7 +344,7 @@ class TestReportsOfWhatServersSay:
         assert_adds_up(client, 1)
 
 
-def each_connection(*answers: bytes | None) -> tuple[object, list[str]]:
+def each_connection(*answers: bytes | None) -> tuple[Responder, list[str]]:
     """A responder giving each connection ``answers`` in turn (None: close it without
     answering), then 200s; and the lines of the requests answered 2xx (stored)."""
     stored: list[str] = []
@@ -275,16 +369,9 @@ class TestConnectionsThatEnd:
         idle timeout racing the client) stored nothing of it: the batch is retried on a
         new connection, stored once, counted once as sent and once as a retry."""
         respond, stored = each_connection(answer(200), None)
-        with scripted_server(respond) as server:  # type: ignore[arg-type]
-            client = Client(url=server.url, hostname="t", flush_interval=60)
-            expected = []
-            for batch in range(3):
-                for i in range(4):
-                    client.log(f"b{batch} {i}")
-                    expected.append(f"b{batch} {i}")
-                assert client.flush(WAIT)
-            client.close(DEADLINE)
-        assert expected == stored
+        batches = [numbered(f"b{batch}", 4) for batch in range(3)]
+        client, _ = deliver(respond, *batches, flush_interval=60)
+        assert [line for batch in batches for line in batch] == stored
         s = client.stats()
         assert (12, 2, 0) == (s["sent"], s["retries"], s["dropped_total"])
         assert_adds_up(client, 12)
@@ -305,13 +392,9 @@ class TestConnectionsThatEnd:
             sock.sendall(first)
             return None if first.startswith(b"HTTP/1.0") else b""
 
-        with scripted_server(respond) as server:
-            client = Client(url=server.url, hostname="t", flush_interval=60)
-            for batch in range(3):
-                client.log(f"batch {batch}")
-                assert client.flush(WAIT)
-            client.close(DEADLINE)
-            assert [f"batch {i}" for i in range(3)] == texts(server.requests)
+        batches = [[line] for line in numbered("batch", 3)]
+        client, requests = deliver(respond, *batches, flush_interval=60)
+        assert numbered("batch", 3) == texts(requests)
         s = client.stats()
         assert (3, 0, 0) == (s["sent"], s["retries"], s["dropped_total"])
         assert_adds_up(client, 3)
@@ -325,13 +408,8 @@ class TestConnectionsThatEnd:
             while not stop.wait(0.05):
                 sock.sendall(b"1\r\n \r\n")
 
-        with scripted_server(endless) as server:
-            client = Client(url=server.url, hostname="t", flush_interval=0.05, request_timeout=1)
-            for i in range(5):
-                client.log(f"chunked {i}")
-            assert client.flush(WAIT)
-            client.close(DEADLINE)
-            assert 1 == len(server.requests)
+        client, requests = deliver(endless, numbered("chunked", 5), request_timeout=1)
+        assert 1 == len(requests)
         s = client.stats()
         assert (5, 0) == (s["sent"], s["retries"])
         assert_adds_up(client, 5)
@@ -350,15 +428,10 @@ class TestConnectionsThatEnd:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             return None  # closed with SO_LINGER 0: a reset
 
-        with scripted_server(reset) as server:
-            client = Client(url=server.url, hostname="t", flush_interval=0.05)
-            client.log("reset")
-            assert client.flush(WAIT)
-            client.close(DEADLINE)
-            requests = len(server.requests)
+        client, requests = deliver(reset, ["reset"])
         s = client.stats()
         retried = status != 200
-        assert (1, int(retried), 1 + int(retried)) == (s["sent"], s["retries"], requests)
+        assert (1, int(retried), 1 + int(retried)) == (s["sent"], s["retries"], len(requests))
         assert_adds_up(client, 1)
 
 
@@ -369,11 +442,7 @@ class TestRetryAfterOnATransientFailure:
         retried on the client's own backoff (not parked, not hammered) and delivered."""
         busy = answer(503, b"{}", b"Retry-After: " + value + b"\r\n")
         respond, stored = each_connection(busy)
-        with scripted_server(respond) as server:  # type: ignore[arg-type]
-            client = Client(url=server.url, hostname="t", flush_interval=0.05)
-            client.log("after a 503")
-            assert client.flush(WAIT)
-            client.close(DEADLINE)
+        client, _ = deliver(respond, ["after a 503"])
         assert ["after a 503"] == stored
         assert (1, 1) == (client.stats()["sent"], client.stats()["retries"])
         assert_adds_up(client, 1)
@@ -395,15 +464,11 @@ class TestRetryAfterOnATransientFailure:
             stored.append(len(Request(request.headers, body).lines))
             return answer(200)
 
-        with scripted_server(respond, read_body=False, receive_buffer=4096) as server:
-            client = Client(
-                url=server.url, hostname="t", flush_interval=60, compress=False,
-                max_batch_bytes="8MiB",
-            )  # fmt: skip
-            for i in range(2000):
-                client.log(f"upload {i} " + "u" * 1000)
-            assert client.flush(WAIT)
-            client.close(DEADLINE)
+        client, _ = deliver(
+            respond, [f"upload {i} " + "u" * 1000 for i in range(2000)],
+            read_body=False, receive_buffer=4096,
+            flush_interval=60, compress=False, max_batch_bytes="8MiB",
+        )  # fmt: skip
         assert [2000] == stored
         s = client.stats()
         assert (2000, 1) == (s["sent"], s["retries"])
@@ -448,13 +513,10 @@ class TestHeadersPastTheStatusLine:
         other) still said the lines were stored, as a 200 with a broken body does:
         counted as sent once, never sent again (each was retried without end, stored
         every time, never counted)."""
-        with scripted_server(lambda r, s, e: b"HTTP/1.1 200 OK\r\n" + headers) as server:
-            client = Client(url=server.url, hostname="t", flush_interval=0.05)
-            for i in range(5):
-                client.log(f"headers {i}")
-            assert client.flush(WAIT)
-            client.close(DEADLINE)
-            assert [f"headers {i}" for i in range(5)] == texts(server.requests)
+        client, requests = deliver(
+            lambda r, s, e: b"HTTP/1.1 200 OK\r\n" + headers, numbered("headers", 5)
+        )
+        assert numbered("headers", 5) == texts(requests)
         s = client.stats()
         assert (5, 0, 0) == (s["sent"], s["retries"], s["dropped_total"])
         assert_adds_up(client, 5)
@@ -472,12 +534,7 @@ class TestHeadersPastTheStatusLine:
                 return b"HTTP/1.1 413 Too Large\r\n" + headers
             return answer(200)
 
-        with scripted_server(too_large_for_two) as server:
-            client = Client(url=server.url, hostname="t", flush_interval=60)
-            client.log("one")
-            client.log("two")
-            assert client.flush(WAIT)
-            client.close(DEADLINE)
+        client, _ = deliver(too_large_for_two, ["one", "two"], flush_interval=60)
         s = client.stats()
         assert (2, 0, 0) == (s["sent"], s["retries"], s["dropped_total"])
         assert_adds_up(client, 2)
@@ -512,6 +569,70 @@ class TestHeadersPastTheStatusLine:
         assert_adds_up(client, 1)
 
 
+#: What servers that cannot speak HTTP/1.1 to the client answer with, and what the
+#: library's report says of each: an HTTP/2-only endpoint (its connection preface, a
+#: SETTINGS frame, then a GOAWAY), a TLS port behind an http:// URL (an alert record), a
+#: status line over 64 KiB that is no status line, and another protocol altogether.
+NOT_HTTP_1_1 = {
+    "h2": (
+        b"\x00\x00\x06\x04\x00\x00\x00\x00\x00\x00\x03\x00\x00\x00\x64"
+        b"\x00\x00\x08\x07\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01",
+        "answered in HTTP/2",
+    ),
+    "tls": (b"\x15\x03\x03\x00\x02\x02\x46", "answered in TLS"),
+    "status-line-over-64k": (b"x" * 70_000 + b"\r\n\r\n", "status line over 64 KiB"),
+    "ssh": (b"SSH-2.0-OpenSSH_9.6\r\n", "answered 'SSH-2.0-OpenSSH_9.6\\r\\n'"),
+}
+
+
+class TestServersThatDoNotSpeakHTTP11:
+    @pytest.mark.parametrize(("reply", "said"), NOT_HTTP_1_1.values(), ids=NOT_HTTP_1_1.keys())
+    def test_reported_once_and_retried_slowly(self, reply: bytes, said: str) -> None:
+        """A server that does not answer in HTTP/1.1 is a misconfiguration, not a
+        passing failure: reported once at ERROR, saying what it answered in, the lines
+        kept, and retried at the slow pace of a refused key, not the quick backoff of a
+        transient failure (with a backoff whose jitter draws 0, that was a new
+        connection after another, without end, each reported as a failed connection)."""
+
+        def respond(request: Request, sock: socket.socket, stop: threading.Event) -> None:
+            sock.sendall(reply)
+
+        with own_reports() as reports, scripted_server(respond) as server:
+            client = Client(
+                url=server.url, hostname="t", flush_interval=0.05,
+                backoff=Backoff(cap=60, rand=lambda: 0.0),
+            )  # fmt: skip
+            client.log("kept")
+            assert server.wait_for_requests(1, WAIT)
+            assert not client.flush(1.0)
+            requests_made = len(server.requests)
+            s = client.stats()
+            client.close(0)
+        assert 1 == requests_made
+        assert (1, 0, 1) == (s["queued"], s["dropped_total"], s["retries"])
+        assert "protocol" == (s["last_error"] or {}).get("kind"), s
+        (report,) = [r for r in reports if "does not speak HTTP/1.1" in r]
+        assert said in report and "127.0.0.1" in report and "check the url" in report, report
+        assert_adds_up(client, 1)
+
+    @pytest.mark.parametrize("status", [200, 503])
+    def test_a_status_line_over_64_kib_still_says_its_status(self, status: int) -> None:
+        """A status line whose reason phrase runs past 64 KiB still begins with its
+        status, which decides, as it does for a header section that cannot be read: a
+        200 is a delivery, counted once and never sent again; a 503 is retried."""
+        answers = iter([status])
+
+        def long_reason(request: Request, sock: socket.socket, stop: threading.Event) -> bytes:
+            code = next(answers, 200)
+            return b"HTTP/1.1 %d " % code + b"r" * 70_000 + b"\r\nContent-Length: 0\r\n\r\n"
+
+        client, requests = deliver(long_reason, numbered("long", 5))
+        s = client.stats()
+        retried = int(status != 200)
+        assert (5, retried, 1 + retried) == (s["sent"], s["retries"], len(requests))
+        assert_adds_up(client, 5)
+
+
 def no_gzip(plain: Callable[[Request], bytes]) -> Callable[..., bytes]:
     """A server that answers 400 to every gzip body (it cannot read them) and ``plain``
     to a plain one."""
@@ -536,18 +657,16 @@ class TestServersThatCannotReadGzip:
                 return answer(413, b'{"error":"too large"}')
             return answer(200)
 
-        with scripted_server(no_gzip(small_plain)) as server:
-            client = Client(url=server.url, hostname="t", flush_interval=60)
-            for i in range(2000):
-                client.log(f"line {i} " + "x" * 100)
-            assert client.flush(WAIT)
-            client.close(DEADLINE)
-            stored = [
-                str(line["line"]).split()[1]
-                for r in server.requests
-                if r.headers.get("content-encoding") != "gzip" and len(r.body) <= 100_000
-                for line in r.lines
-            ]
+        client, requests = deliver(
+            no_gzip(small_plain), [f"line {i} " + "x" * 100 for i in range(2000)],
+            flush_interval=60,
+        )  # fmt: skip
+        stored = [
+            str(line["line"]).split()[1]
+            for r in requests
+            if r.headers.get("content-encoding") != "gzip" and len(r.body) <= 100_000
+            for line in r.lines
+        ]
         assert [str(i) for i in range(2000)] == stored
         s = client.stats()
         assert (2000, 0) == (s["sent"], s["dropped_total"])
@@ -558,11 +677,7 @@ class TestServersThatCannotReadGzip:
         a 503: the line is retried, plain again after the next 400, and delivered (the
         503 settled the question for gzip, and the line was dropped as rejected)."""
         plain_answers = iter([answer(503, b"{}")])
-        with scripted_server(no_gzip(lambda r: next(plain_answers, answer(200)))) as server:
-            client = Client(url=server.url, hostname="t", flush_interval=0.05)
-            client.log("plain at last")
-            assert client.flush(WAIT)
-            client.close(DEADLINE)
+        client, _ = deliver(no_gzip(lambda r: next(plain_answers, answer(200))), ["plain at last"])
         s = client.stats()
         assert (1, 1, 0) == (s["sent"], s["retries"], s["dropped_total"])
         assert_adds_up(client, 1)
@@ -583,13 +698,8 @@ class TestCookies:
             )
             return answer(200, b'{"status":"ok"}', cookies)
 
-        with scripted_server(new_cookies) as server:
-            client = Client(url=server.url, hostname="t", flush_interval=60)
-            for batch in range(5):
-                client.log(f"batch {batch}")
-                assert client.flush(WAIT)
-            client.close(DEADLINE)
-            requests = server.requests
+        batches = [[line] for line in numbered("batch", 5)]
+        client, requests = deliver(new_cookies, *batches, flush_interval=60)
         assert 5 == len(requests)
         assert [None] * 5 == [r.headers.get("cookie") for r in requests]
         assert_adds_up(client, 5)
@@ -609,12 +719,8 @@ class TestCredentialsFromElsewhere:
         netrc.chmod(0o600)
         monkeypatch.setenv("NETRC", str(netrc))
         key = "nk" * 16
-        with scripted_server(lambda r, s, e: answer(200)) as server:
-            client = Client(key=key, url=server.url, hostname="t", flush_interval=0.05, auth=auth)
-            client.log("no netrc")
-            assert client.flush(WAIT)
-            client.close(DEADLINE)
-            headers = server.requests[0].headers
+        client, requests = deliver(lambda r, s, e: answer(200), ["no netrc"], key=key, auth=auth)
+        headers = requests[0].headers
         sent = {
             name: value for name, value in headers.items() if name in ("apikey", "authorization")
         }

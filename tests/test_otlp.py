@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import gzip
 import logging
 import logging.config
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ from logdna_client._otlp import (
     severity_for,
 )
 from logdna_client._transport import HTTPTransport, Kind
+from tests._claims_servers import answer, scripted_server
 from tests._otlp_server import Server, running
 
 KEY = "otlp-test-key-0123456789"
@@ -128,6 +130,28 @@ class TestRoundTrip:
         assert 2000 == client.stats()["sent"]
 
 
+#: Partial successes answered to a batch of 5 records, and (sent, rejected) as counted.
+PARTIAL_ANSWERS = {
+    "a-count": (b'{"partialSuccess":{"rejectedLogRecords":2}}', (3, 2)),
+    "int64-as-a-string": (b'{"partialSuccess":{"rejectedLogRecords":"2"}}', (3, 2)),
+    "snake-case": (b'{"partial_success":{"rejected_log_records":"2"}}', (3, 2)),
+    "a-whole-float": (b'{"partialSuccess":{"rejectedLogRecords":2.0}}', (3, 2)),
+    "more-than-the-batch": (b'{"partialSuccess":{"rejectedLogRecords":9}}', (0, 5)),
+    "negative": (b'{"partialSuccess":{"rejectedLogRecords":-2}}', (0, 5)),
+    "a-fraction": (b'{"partialSuccess":{"rejectedLogRecords":2.5}}', (0, 5)),
+    "a-word": (b'{"partialSuccess":{"rejectedLogRecords":"two"}}', (0, 5)),
+    "true": (b'{"partialSuccess":{"rejectedLogRecords":true}}', (0, 5)),
+    "cut-after-the-count": (
+        b'{"partialSuccess":{"rejectedLogRecords":"2","errorMessage":"%s"}}' % (b"m" * 70_000),
+        (3, 2),
+    ),
+    "cut-before-the-count": (
+        b'{"partialSuccess":{"errorMessage":"%s","rejectedLogRecords":"2"}}' % (b"m" * 70_000),
+        (0, 5),
+    ),
+}
+
+
 class TestAnswers:
     def test_partial_success_counts_the_refused_records(self, otlp: Server) -> None:
         """A 200 whose partialSuccess names rejected records counts them as rejected."""
@@ -145,6 +169,32 @@ class TestAnswers:
         # Then, with the next request, the summary of what was dropped.
         assert ["keep 1", "keep 2", "logdna_client: 1 lines dropped (1 rejected)"] == texts
         assert 1 == sum(b"refuse me" in r.body for r in otlp.requests)  # not retried
+
+    @pytest.mark.parametrize(("answer_body", "counted"), PARTIAL_ANSWERS.values(),
+                             ids=PARTIAL_ANSWERS.keys())  # fmt: skip
+    def test_a_partial_success_is_counted_and_never_resent(
+        self, answer_body: bytes, counted: tuple[int, int]
+    ) -> None:
+        """A partial success names how many records were refused, not which: that many
+        of the batch are counted as rejected, and the batch is never sent again (which
+        would store the accepted ones twice). A count that is no count (negative, a
+        fraction, a word, true), or that an answer cut at the 64 KiB cap does not hold,
+        confirms none of the batch as stored: all of it is counted as rejected (each such
+        batch was counted as sent, the refused records lost without a count)."""
+        answers = iter([answer(200, answer_body)])
+        with scripted_server(lambda r, s, e: next(answers, answer(200, b"{}"))) as server:
+            client = Client(url=server.url, protocol="otlp", hostname="t", flush_interval=60)
+            for i in range(5):
+                client.log(f"record {i}")
+            client.flush(timeout=10)
+            client.close(5)
+            bodies = [gzip.decompress(r.body) for r in server.requests]
+        sent = [line["line"] for body in bodies for line in decode_export_request(body)]
+        assert [f"record {i}" for i in range(5)] == sent[:5]  # once each
+        assert all(text.startswith("logdna_client:") for text in sent[5:]), sent  # the summary
+        s = client.stats()
+        assert counted == (s["sent"], s["dropped"]["rejected"])
+        assert s["accepted"] == s["sent"] + s["dropped_total"] + s["queued"]
 
     def test_retry_after_is_waited_for(self, otlp: Server) -> None:
         """429 and 503 with Retry-After: the same lines are sent again, no sooner than asked."""

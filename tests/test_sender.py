@@ -20,7 +20,7 @@ from logdna_client import Client
 from logdna_client._buffer import join_entries
 from logdna_client._devserver import DevServer
 from logdna_client._retry import Backoff
-from logdna_client._sender import gzip_entries
+from logdna_client._sender import app_outcome, gzip_entries
 from logdna_client._transport import Kind, Outcome
 
 URL = "http://127.0.0.1:1/logs/ingest"
@@ -385,3 +385,13 @@ def test_sender_leaves_termination_signals_to_the_main_thread(server: DevServer)
         assert blocked >> (signum - 1) & 1, signum
     assert not blocked >> (signal.SIGSEGV - 1) & 1
     assert not signal.pthread_sigmask(signal.SIG_BLOCK, [])  # this thread's mask untouched
+
+
+def test_lines_an_answer_does_not_speak_for_are_refused() -> None:
+    """Lines past the places an answer speaks for (a 207 cut short) count as refused,
+    beside those it refuses; the drop-summary line among them is neither."""
+    summary = b',{"line":"summary"}'
+    part = [b',{"line":"%d"}' % i for i in range(5)] + [summary]
+    outcome = Outcome(Kind.PARTIAL, 207, rejected=1, rejected_at=(1,), answered=3)
+    assert (2, 3) == app_outcome(part, outcome, summary)
+    assert (0, 5) == app_outcome(part, Outcome(Kind.PARTIAL, 200, answered=0), summary)

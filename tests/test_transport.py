@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import subprocess
+import sys
 import threading
 from typing import Any
 
@@ -10,6 +15,7 @@ import pytest
 from logdna_client import Config
 from logdna_client._devserver import DevServer
 from logdna_client._transport import HTTPTransport, Kind
+from tests._children import REPO
 
 BODY = b'{"lines":[{"line":"x"}]}'
 
@@ -102,6 +108,26 @@ def test_a_207_says_which_lines_were_refused(body: str, at: tuple[int, ...]) -> 
     assert (Kind.PARTIAL, at, len(at)) == (outcome.kind, outcome.rejected_at, outcome.rejected)
 
 
+@pytest.mark.parametrize(
+    ("body", "at", "answered"),
+    [('{"status": [200, 400, 200, 2', (1,), 3),
+     ('{"status": [200, {"error": "x, y', (), 1),
+     ('{"status": [{"s": 400, "e": "a, b"}, {"s": 400}, {"s"', (0, 1), 2),
+     ('{"status": [20', (), 0),
+     ('{"stat', (), None)],
+)  # fmt: skip
+def test_a_207_cut_short_speaks_for_the_statuses_read_whole(
+    body: str, at: tuple[int, ...], answered: int | None
+) -> None:
+    """A 207 body cut at the cap counts the statuses it holds whole (up to the last
+    comma that ends one, not one inside an element) and speaks for those places only;
+    one that begins no status array refuses none, as when read whole."""
+    from logdna_client._transport import classify
+
+    outcome = classify(207, None, body, whole=False)
+    assert (Kind.PARTIAL, at, answered) == (outcome.kind, outcome.rejected_at, outcome.answered)
+
+
 def _watchdogs() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == "logdna_client-watchdog"]
 
@@ -120,3 +146,73 @@ def test_one_watchdog_thread_per_transport_ended_by_close() -> None:
         transport.close()
         mine[0].join(10)
         assert not mine[0].is_alive()
+
+
+#: A child that starts a transport's watchdog from its main thread, as ``spool replay``
+#: and a sender run on the main thread at exit (``Sender.run_here``) do, makes a request
+#: through it, then blocks SIGTERM on its main thread (as an application may around a
+#: critical section) and says whether a SIGTERM sent meanwhile is still waiting for it.
+_MAIN_THREAD_TRANSPORT = """
+import signal, sys
+from logdna_client import Config
+from logdna_client._transport import HTTPTransport
+
+transport = HTTPTransport(Config(url=sys.argv[1], hostname="t"))
+transport.start()
+print(transport.send(b'{"lines":[]}', gzipped=False, timeout=10).kind.value, flush=True)
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+print("blocked", flush=True)
+sys.stdin.readline()  # the test sends SIGTERM, then a line
+print("pending" if signal.SIGTERM in signal.sigpending() else "taken", flush=True)
+"""
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="no thread signal masks")
+def test_a_watchdog_started_from_the_main_thread_leaves_signals_to_it(server: DevServer) -> None:
+    """The watchdog thread blocks the asynchronous signals however it was started: from
+    the main thread (``spool replay``, a sender run there at exit) it inherited the main
+    thread's mask, took a SIGTERM the application's main thread was not taking, and
+    the process ended by it there and then (a Python handler's run was delayed while
+    the main thread waited in a call). The signal now waits for the main thread."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", _MAIN_THREAD_TRANSPORT, server.url],
+        env=dict(os.environ, PYTHONPATH=REPO), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert child.stdout is not None and child.stdin is not None
+        assert "ok" == child.stdout.readline().strip()
+        assert "blocked" == child.stdout.readline().strip()
+        child.send_signal(signal.SIGTERM)
+        child.stdin.write("sent\n")
+        child.stdin.flush()
+        said = child.stdout.readline().strip()
+        code = child.wait(30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert ("pending", 0) == (said, code), child.stderr.read() if child.stderr else ""
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [b"HTTP/1.1 2", b"\x00\x00\x06\x04", b"SSH-2.0-OpenSSH_9.6"],
+    ids=["status", "h2", "ssh"],
+)
+def test_a_connection_cut_inside_the_status_line_is_a_passing_failure(reply: bytes) -> None:
+    """A connection closed inside the status line (no whole line, nor enough of an HTTP/2
+    frame to tell) may have been cut on its way: a transient failure, retried on the
+    quick backoff, not taken for a server that does not speak HTTP/1.1."""
+    from tests._claims_servers import scripted_server
+
+    def cut(request: object, sock: socket.socket, stop: threading.Event) -> None:
+        sock.sendall(reply)
+
+    with scripted_server(cut) as server:
+        transport = HTTPTransport(Config(url=server.url, hostname="h"))
+        try:
+            outcome = transport.send(BODY, gzipped=False, timeout=10)
+        finally:
+            transport.close()
+    assert (Kind.RETRY, None) == (outcome.kind, outcome.status), outcome
