@@ -100,8 +100,8 @@ class Client:
         self._builder.on_filtered = filtered
         self._reporter = Reporter()
         if self.config.verify is False:
-            # urllib3 warns through the warnings module on every request; this says
-            # it once, where the app looks for this library's trouble.
+            # Said once, where the app looks for this library's trouble (the transport
+            # keeps urllib3 from warning on each of the library's requests).
             self._reporter.report(
                 "verify-off", logging.WARNING,
                 "logdna_client: TLS certificate verification is off (verify=False): the "
