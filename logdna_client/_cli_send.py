@@ -17,6 +17,7 @@ from ._cli_common import (
     _Console,
 )
 from ._client import Client
+from ._report import KIND_ATTR
 from ._report import logger as _library_logger
 
 # -- send and pipe -----------------------------------------------------------------
@@ -25,9 +26,13 @@ from ._report import logger as _library_logger
 class _Trouble(logging.Handler):
     """Collects what the library reports on its own logger, to explain a failure.
 
-    ``fatal`` is set when retrying cannot help: the key was refused or the
-    service rejected a line.
+    ``fatal`` is set when retrying cannot help: the key was refused, the server
+    does not speak HTTP/1.1 (the sender's misconfiguration reports), or the service
+    rejected a line.
     """
+
+    #: The report kinds that set ``fatal``.
+    FATAL_KINDS = frozenset({"auth", "protocol", "rejected"})
 
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
@@ -40,7 +45,7 @@ class _Trouble(logging.Handler):
         except Exception:
             return
         self.messages.append(message)
-        if "key was refused" in message or "rejected" in message:
+        if getattr(record, KIND_ATTR, None) in self.FATAL_KINDS:
             self.fatal.set()
 
     def last(self) -> str:

@@ -12,11 +12,15 @@ import threading
 import time
 from collections.abc import Callable
 
-__all__ = ["Reporter", "is_own_logger", "logger"]
+__all__ = ["KIND_ATTR", "Reporter", "is_own_logger", "logger"]
 
 logger = logging.getLogger("logdna_client")
 logger.addHandler(logging.NullHandler())
 _OWN_PREFIX = logger.name + "."
+#: The record attribute that holds a report's kind ("auth", "rejected", ...): a tool
+#: listening on the library's logger (the command line's) tells reports apart by it,
+#: not by their wording.
+KIND_ATTR = "logdna_client_kind"
 
 
 def is_own_logger(name: object) -> bool:
@@ -50,7 +54,7 @@ class Reporter:
         if suppressed:
             message += f" (and {suppressed} more like it since the last report)"
         try:
-            logger.log(level, message, *args, exc_info=exc_info)
+            logger.log(level, message, *args, exc_info=exc_info, extra={KIND_ATTR: kind})
         except Exception:  # a broken handler of the app's must not hurt us
             return False
         return True

@@ -24,6 +24,8 @@ import requests
 
 from logdna_client._cli import LineFilter, build_parser, main
 from logdna_client._devserver import DevServer
+from tests._claims_servers import Request, scripted_server
+from tests.test_hostile_endpoints import NOT_HTTP_1_1
 
 KEY = "cli-test-key-0123456789"
 COMMANDS = ["devserver", "demo", "send", "pipe", "spool"]
@@ -231,6 +233,22 @@ class TestSend:
         assert b"403" in result.stderr
         assert KEY.encode() not in result.stderr + result.stdout
         assert elapsed < 15
+
+    def test_a_server_not_speaking_http_1_1_fails_fast(self, env: dict[str, str]) -> None:
+        """A URL whose server answers in HTTP/2 is a misconfiguration retrying cannot fix:
+        send says so and exits 1 at once, not at the end of --timeout."""
+        h2_preface, _ = NOT_HTTP_1_1["h2"]
+
+        def respond(request: Request, sock: socket.socket, stop: threading.Event) -> None:
+            sock.sendall(h2_preface)
+
+        with scripted_server(respond) as h2:
+            started = time.monotonic()
+            result = run("send", "to h2", "--timeout", "60", env={**env, "LOGDNA_URL": h2.url})
+            elapsed = time.monotonic() - started
+        assert 1 == result.returncode
+        assert b"does not speak HTTP/1.1" in result.stderr, result.stderr
+        assert elapsed < 30  # half the timeout: it did not wait it out
 
     def test_dead_port_exits_1_quickly_with_a_message(self, env: dict[str, str]) -> None:
         """Connection refused: exit 1 within the timeout, saying why on stderr."""
