@@ -107,18 +107,21 @@ class TestServerEchoesTheKey:
         run_against(respond, messages, "redirect to")
         assert [] == leaked_fragments("\n".join(messages.texts))
 
+    @pytest.mark.parametrize("padding", [0, 20, 170], ids=["quoted", "across-the-cut", "past"])
     @pytest.mark.parametrize("echo", list(ECHOES.values()), ids=list(ECHOES))
     def test_a_malformed_status_line_echoing_the_key_is_not_logged_in_part(
-        self, messages: Messages, echo: Any
+        self, messages: Messages, echo: Any, padding: int
     ) -> None:
-        """An answer whose status line is not HTTP, and quotes the key where the report
-        of the failure is cut, leaves no part of the key in that report."""
+        """An answer whose status line is not HTTP quotes its start in the report (the
+        server does not speak HTTP/1.1); a key it echoes there, across the point where
+        the quote is cut, or past it, leaves no part of itself in that report."""
 
         def respond(request: Request, sock: socket.socket, stop: threading.Event) -> bytes:
-            status = b"XTTP/1.1 200 " + b"x" * 170 + echo(request.headers["apikey"]).encode()
+            key = echo(request.headers["apikey"]).encode()
+            status = b"XTTP/1.1 200 " + b"x" * padding + key
             return status + b"\r\nContent-Length: 0\r\n\r\n"
 
-        client = run_against(respond, messages, "BadStatusLine")
+        client = run_against(respond, messages, "does not speak HTTP/1.1")
         assert [] == leaked_fragments("\n".join(messages.texts))
         assert [] == leaked_fragments(repr(client.stats()))
 
