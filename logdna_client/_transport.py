@@ -728,11 +728,21 @@ def _not_http(exc: Exception, scrub: Callable[[str], str]) -> str | None:
 
 
 def _innermost(exc: BaseException) -> BaseException:
-    # The innermost reason is the useful part; requests' messages can be long.
-    reason: BaseException = exc
-    while reason.__context__ is not None and reason.__context__ is not reason:
-        reason = reason.__context__
-    return reason
+    """The innermost reason, the useful part (requests' messages can be long), along
+    the chain a traceback shows: a context raised ``from None`` is not a reason. urllib3
+    1.26 raises http.client's error that way over the TypeError of a Python 2 call it
+    tries first (``getresponse(buffering=True)``): that TypeError was taken for the
+    reason, and a server that does not speak HTTP/1.1 for a passing failure."""
+    reason = exc
+    seen = {id(exc)}
+    while True:
+        cause = reason.__cause__
+        if cause is None and not reason.__suppress_context__:
+            cause = reason.__context__
+        if cause is None or id(cause) in seen:
+            return reason
+        seen.add(id(cause))
+        reason = cause
 
 
 def _describe(exc: BaseException, scrub: Callable[[str], str]) -> str:

@@ -216,3 +216,40 @@ def test_a_connection_cut_inside_the_status_line_is_a_passing_failure(reply: byt
         finally:
             transport.close()
     assert (Kind.RETRY, None) == (outcome.kind, outcome.status), outcome
+
+
+def _as_urllib3_1_26_raises(line: str) -> Exception:
+    """The exception requests raises on urllib3 1.26 when a server's first line is not a
+    status line: http.client's BadStatusLine, raised ``from None`` over the TypeError of
+    the Python 2 call urllib3 tries first (``getresponse(buffering=True)``), inside
+    urllib3's ProtocolError and requests' ConnectionError."""
+    import http.client
+
+    import requests
+    import urllib3.exceptions
+
+    try:
+        try:
+            try:
+                raise TypeError("getresponse() got an unexpected keyword argument 'buffering'")
+            except TypeError:
+                raise http.client.BadStatusLine(line) from None
+        except http.client.BadStatusLine as e:
+            raise urllib3.exceptions.ProtocolError("Connection aborted.", e)  # noqa: B904
+    except urllib3.exceptions.ProtocolError as err:
+        try:
+            raise requests.exceptions.ConnectionError(err)
+        except requests.exceptions.ConnectionError as raised:
+            return raised
+    raise AssertionError("unreachable")
+
+
+def test_the_reason_is_the_one_a_traceback_shows() -> None:
+    """What a server that does not speak HTTP/1.1 answered is found on urllib3 1.26 too:
+    a context raised ``from None`` is not the reason (its TypeError was, and every such
+    server was a passing failure, retried on the quick backoff without end)."""
+    from logdna_client._transport import _describe, _not_http
+
+    exc = _as_urllib3_1_26_raises("\x00\x00\x06\x04\x00\x00\x00\x00\x00")
+    assert "answered in HTTP/2" == _not_http(exc, str)
+    assert _describe(exc, str).startswith("BadStatusLine: ")
