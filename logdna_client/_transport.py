@@ -803,6 +803,9 @@ def _not_http(exc: Exception, scrub: Callable[[str], str]) -> str | None:
     the end of a sentence; None for a failure that may pass (a connection cut before
     or inside the status line)."""
     reason = _innermost(exc)
+    if isinstance(reason, ssl.SSLError) and reason.reason == "WRONG_VERSION_NUMBER":
+        # The answer to the TLS handshake is no TLS record: plain HTTP, most likely.
+        return "answered without TLS (the url says https:// to a port that speaks http://)"
     if isinstance(reason, http.client.LineTooLong):  # and no status at its start
         return "sent a status line over 64 KiB" if "status line" in str(reason) else None
     if isinstance(reason, http.client.RemoteDisconnected) or not isinstance(
@@ -821,21 +824,21 @@ def _not_http(exc: Exception, scrub: Callable[[str], str]) -> str | None:
 
 
 def _innermost(exc: BaseException) -> BaseException:
-    """The innermost reason, the useful part (requests' messages can be long), along
-    the chain a traceback shows: a context raised ``from None`` is not a reason. urllib3
-    1.26 raises http.client's error that way over the TypeError of a Python 2 call it
-    tries first (``getresponse(buffering=True)``): that TypeError was taken for the
-    reason, and a server that does not speak HTTP/1.1 for a passing failure."""
+    """The innermost reason, the useful part (requests' messages can be long): what each
+    exception was raised while handling (else from), but not past one raised ``from
+    None``. urllib3 1.26 raises http.client's error that way over the TypeError of a
+    Python 2 call it tries first (``getresponse(buffering=True)``): that TypeError was
+    taken for the reason, and a server that does not speak HTTP/1.1 for a passing failure."""
     reason = exc
     seen = {id(exc)}
-    while True:
-        cause = reason.__cause__
-        if cause is None and not reason.__suppress_context__:
-            cause = reason.__context__
-        if cause is None or id(cause) in seen:
-            return reason
-        seen.add(id(cause))
-        reason = cause
+    while not (reason.__suppress_context__ and reason.__cause__ is None):  # from None
+        # The exception handled when it was raised, else what it was raised from.
+        deeper = reason.__context__ or reason.__cause__
+        if deeper is None or id(deeper) in seen:
+            break
+        seen.add(id(deeper))
+        reason = deeper
+    return reason
 
 
 def _describe(exc: BaseException, scrub: Callable[[str], str]) -> str:
