@@ -803,9 +803,6 @@ def _not_http(exc: Exception, scrub: Callable[[str], str]) -> str | None:
     the end of a sentence; None for a failure that may pass (a connection cut before
     or inside the status line)."""
     reason = _innermost(exc)
-    if isinstance(reason, ssl.SSLError) and reason.reason == "WRONG_VERSION_NUMBER":
-        # The answer to the TLS handshake is no TLS record: plain HTTP, most likely.
-        return "answered without TLS (the url says https:// to a port that speaks http://)"
     if isinstance(reason, http.client.LineTooLong):  # and no status at its start
         return "sent a status line over 64 KiB" if "status line" in str(reason) else None
     if isinstance(reason, http.client.RemoteDisconnected) or not isinstance(

@@ -297,17 +297,3 @@ def test_bytes_past_the_last_gzip_member_are_passed_over() -> None:
     assert broken is not None
     with pytest.raises(zlib.error):
         broken.decode(b"\x1f\x8b\x08\x00junk-junk-junk", 100)
-
-
-def test_an_https_url_to_a_port_that_speaks_plain_http(server: DevServer) -> None:
-    """An https:// URL to a plain HTTP port (its answer to the TLS handshake is an HTTP
-    400) is a misconfiguration, like TLS behind http://: a 'protocol' outcome (slow
-    retry, reported once), not a TLS error retried on the quick backoff without end."""
-    url = server.url.replace("http://", "https://", 1)
-    transport = HTTPTransport(Config(key="k" * 32, url=url, hostname="h"))
-    try:
-        outcome = transport.send(BODY, gzipped=False, timeout=10)
-    finally:
-        transport.close()
-    assert Kind.PROTOCOL is outcome.kind, outcome
-    assert "says https:// to a port that speaks http://" in outcome.detail
