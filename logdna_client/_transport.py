@@ -19,6 +19,7 @@ import ssl
 import threading
 import time
 import urllib.request
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
@@ -524,6 +525,10 @@ class HTTPTransport:
                 "User-Agent": USER_AGENT,
                 "Content-Type": "application/json; charset=UTF-8",
                 "Accept": "application/json",
+                # No compressed answers (requests asks for gzip and deflate, urllib3 adds
+                # br and zstd where their modules are installed): the service's are tiny,
+                # and one compressed is decoded under the caps only by _read_capped.
+                "Accept-Encoding": "identity",
             }
         )
         secret = config.secret
@@ -666,15 +671,38 @@ class HTTPTransport:
 
 
 def _read_capped(response: requests.Response, cap: int = MAX_RESPONSE_BYTES) -> tuple[str, bool]:
-    """The body, up to ``cap`` bytes, and whether that is all of it; the connection is
-    kept only when read to its end."""
+    """The body, up to ``cap`` bytes once decoded, and whether that is all of it; the
+    connection is kept only when read to its end.
+
+    Read as sent and decoded here, ``cap`` bounding what it decodes to: urllib3 before
+    2.6 decodes each read whole, so the cap bounded only the compressed bytes, and a
+    1 MiB gzip answer (a bomb: 1 GB of zeros) cost the sender 1 GB of memory.
+    """
     raw = response.raw
+    coding = response.headers.get("Content-Encoding")
+    decoder = _decoder_for(coding)
+    if decoder is None:  # a coding the client did not ask for (it asks for none)
+        response.close()  # unread: this connection cannot be reused
+        return f"(an answer in Content-Encoding {(coding or '')[:40]!r}, not read)", False
+    data = bytearray()
+    whole = False
     try:
-        data = raw.read(cap, decode_content=True) or b""
-        whole = len(data) < cap or not raw.read(1, decode_content=True)
+        sent = 0
+        # What it was sent as is bounded too: a body that decodes to little (empty
+        # deflate blocks without end) is not read without end either.
+        while len(data) <= cap and sent <= 2 * cap:
+            chunk = raw.read(_CHUNK, decode_content=False)
+            if not chunk:
+                whole = True
+                break
+            sent += len(chunk)
+            data += decoder.decode(chunk, cap + 1 - len(data))
     except Exception:
         whole = False
-        data = b""
+        data.clear()
+    if len(data) > cap:
+        whole = False
+        del data[cap:]
     if whole:
         raw.release_conn()  # back to the pool for the next request
     else:
@@ -687,6 +715,71 @@ def _read_capped(response: requests.Response, cap: int = MAX_RESPONSE_BYTES) -> 
         # included) into a retry, and every retry stored the lines once more. Warning:
         # unicode_escape warns of an invalid escape, raised where warnings are errors.
         return data.decode("utf-8", "replace"), whole
+
+
+#: Bytes of an answer asked of urllib3 at a time, as sent (compressed or not).
+_CHUNK = 64 * 1024
+
+
+class _Identity:
+    """The decoder of a body sent as it is."""
+
+    def decode(self, data: bytes, room: int) -> bytes:
+        return data[:room]
+
+
+class _Inflate:
+    """A gzip or deflate body's decoder: at most ``room`` bytes out of each call (zlib's
+    ``max_length``), whatever the input would decode to."""
+
+    def __init__(self, gzip: bool) -> None:
+        self._gzip = gzip
+        self._zlib = zlib.decompressobj(16 + zlib.MAX_WBITS if gzip else zlib.MAX_WBITS)
+        # deflate: what was fed before the zlib header was read, to read again as raw
+        # deflate (what some servers send under that name) if it is not one.
+        self._start: bytes | None = None if gzip else b""
+        self._members = 1
+        self._done = False
+
+    def decode(self, data: bytes, room: int) -> bytes:
+        out = bytearray()
+        while data and len(out) < room and not self._done:
+            try:
+                out += self._zlib.decompress(data, room - len(out))
+            except zlib.error:
+                if self._start is not None:  # no zlib header: raw deflate
+                    data, self._start = self._start + data, None
+                    self._zlib = zlib.decompressobj(-zlib.MAX_WBITS)
+                    continue
+                if self._members > 1:  # bytes past the last gzip member: passed over
+                    self._done = True
+                    break
+                raise
+            if self._start is not None:
+                self._start += data[: len(data) - len(self._zlib.unconsumed_tail)]
+                if len(self._start) >= 2:  # the zlib header read: it is one
+                    self._start = None
+            data = self._zlib.unconsumed_tail
+            if self._zlib.eof:
+                data = self._zlib.unused_data
+                if not (self._gzip and data):
+                    self._done = True
+                    break
+                self._members += 1  # another gzip member follows, as urllib3 reads it
+                self._zlib = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        return bytes(out)
+
+
+def _decoder_for(content_encoding: str | None) -> _Identity | _Inflate | None:
+    """The decoder of a body sent in ``content_encoding``; None for a coding this client
+    does not decode (br, zstd, compress, codings applied one over another)."""
+    codings = [c for c in (content_encoding or "").lower().replace(" ", "").split(",")
+               if c and c != "identity"]  # fmt: skip
+    if not codings:
+        return _Identity()
+    if codings in (["gzip"], ["x-gzip"], ["deflate"]):
+        return _Inflate(gzip=codings[0] != "deflate")
+    return None
 
 
 def _failure(exc: Exception, scrub: Callable[[str], str]) -> Outcome:
@@ -728,10 +821,20 @@ def _not_http(exc: Exception, scrub: Callable[[str], str]) -> str | None:
 
 
 def _innermost(exc: BaseException) -> BaseException:
-    # The innermost reason is the useful part; requests' messages can be long.
-    reason: BaseException = exc
-    while reason.__context__ is not None and reason.__context__ is not reason:
-        reason = reason.__context__
+    """The innermost reason, the useful part (requests' messages can be long): what each
+    exception was raised while handling (else from), but not past one raised ``from
+    None``. urllib3 1.26 raises http.client's error that way over the TypeError of a
+    Python 2 call it tries first (``getresponse(buffering=True)``): that TypeError was
+    taken for the reason, and a server that does not speak HTTP/1.1 for a passing failure."""
+    reason = exc
+    seen = {id(exc)}
+    while not (reason.__suppress_context__ and reason.__cause__ is None):  # from None
+        # The exception handled when it was raised, else what it was raised from.
+        deeper = reason.__context__ or reason.__cause__
+        if deeper is None or id(deeper) in seen:
+            break
+        seen.add(id(deeper))
+        reason = deeper
     return reason
 
 

@@ -9,15 +9,21 @@ once, and close() keeps its deadline."""
 
 from __future__ import annotations
 
+import functools
+import gzip
 import io
 import itertools
 import logging
+import os
 import socket
 import ssl
 import struct
+import subprocess
+import sys
 import threading
 import time
 import warnings
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,6 +38,7 @@ from logdna_client import Client
 from logdna_client._auth import credentials_in
 from logdna_client._retry import Backoff, parse_retry_after
 from logdna_client._transport import MAX_PARTIAL_BYTES, MAX_RESPONSE_BYTES
+from tests._children import REPO
 from tests._claims_servers import Request, Responder, answer, scripted_server
 from tests.helpers import make_cert
 from tests.test_claims_hostile import DEADLINE, SLACK, WAIT, assert_accounted, close_took
@@ -758,3 +765,134 @@ class TestTheApplicationNeverWaits:
         assert worst < 0.5, f"a logging call took {worst:.3f} s"
         assert took < DEADLINE + SLACK, f"close took {took:.2f} s"
         assert_adds_up(client, 21_500)
+
+
+#: A child that makes one request through a transport (its imports and first
+#: connection's memory counted before), then the one answered with a compression bomb,
+#: and prints that outcome and how much its peak memory grew meanwhile, in KiB.
+_BOMB_CHILD = """
+import json, resource, sys
+import urllib3
+from logdna_client import Config
+from logdna_client._transport import HTTPTransport
+
+transport = HTTPTransport(Config(key="k" * 32, url=sys.argv[1], hostname="h"))
+body = b'{"lines":[{"line":"a"},{"line":"b"},{"line":"c"}]}'
+first = transport.send(body, gzipped=False, timeout=60.0)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+outcome = transport.send(body, gzipped=False, timeout=60.0)
+grew = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+transport.close()
+print(json.dumps({"first": first.kind.value, "kind": outcome.kind.value,
+                  "rejected": outcome.rejected, "grew_kib": grew, "urllib3": urllib3.__version__}))
+"""
+
+#: What a bomb decodes to: zeros, then the bytes that say so.
+BOMB_MIB = 128
+
+
+def compressed(coding: str, chunks: Iterator[bytes]) -> bytes:
+    """``chunks`` compressed as Content-Encoding ``coding`` (gzip, or zlib-wrapped deflate)."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS if coding == "gzip" else 15)
+    return b"".join(packer.compress(chunk) for chunk in chunks) + packer.flush()
+
+
+@functools.cache
+def bomb(coding: str) -> bytes:
+    """A 207 answer in ``coding``: about 130 KB that decode to 128 MiB of zeros and then
+    a status array refusing the second line (never reached under the caps)."""
+    zeros = bytes(1 << 20)
+    body = compressed(coding, itertools.chain(
+        itertools.repeat(zeros, BOMB_MIB), [b'{"status":[200,400,200]}']
+    ))  # fmt: skip
+    head = b"HTTP/1.1 207 Multi\r\nContent-Type: application/json\r\nContent-Encoding: %s\r\n"
+    return head % coding.encode() + b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+
+
+class TestCompressedAnswers:
+    @pytest.mark.parametrize("coding", ["gzip", "deflate"])
+    def test_a_compression_bomb_costs_the_sender_little(self, coding: str) -> None:
+        """An answer of 130 KB that decodes to 128 MiB (within the 1 MiB a 207 may take,
+        64 KiB for others, as sent) costs the sender little memory on every supported
+        urllib3: the caps bound what it decodes to (urllib3 before 2.6 decoded each read
+        whole: the peak grew by about 256 MiB here, and a 1 MiB answer took 1 GB)."""
+        answers = iter([answer(200)])
+
+        def respond(request: Request, sock: socket.socket, stop: threading.Event) -> bytes:
+            return next(answers, None) or bomb(coding)
+
+        with scripted_server(respond) as server:
+            run = subprocess.run(
+                [sys.executable, "-c", _BOMB_CHILD, server.url], capture_output=True,
+                text=True, timeout=120, env=dict(os.environ, PYTHONPATH=REPO), check=False,
+            )  # fmt: skip
+        assert 0 == run.returncode, run.stderr[-2000:]
+        said = orjson.loads(run.stdout)
+        assert ("ok", "partial") == (said["first"], said["kind"]), said
+        assert said["grew_kib"] < 50 * 1024, said
+
+    def test_no_compressed_answer_is_asked_for(self) -> None:
+        """The client asks for answers as they are (requests asked for gzip and deflate,
+        urllib3 for br and zstd too where installed): the service's are tiny, and a
+        compressed one is the server's choice, decoded only under the caps."""
+        client, requests = deliver(lambda r, s, e: answer(200), ["plain"])
+        assert ["identity"] == [r.headers.get("accept-encoding") for r in requests]
+        assert 1 == client.stats()["sent"]
+
+    @pytest.mark.parametrize(
+        "coding", ["gzip", "x-gzip", "deflate", "raw-deflate", "gzip-members", "identity"]
+    )
+    def test_a_207_sent_compressed_still_says_which_line_was_refused(self, coding: str) -> None:
+        """An answer the server compressed anyway is read: a 207 in gzip (also two gzip
+        members), deflate with or without its zlib wrapping, refuses its line."""
+        statuses = b'{"status":[200,400,200]}'
+        if coding == "raw-deflate":  # what some servers send as "deflate"
+            packer = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+            body, coding = packer.compress(statuses) + packer.flush(), "deflate"
+        elif coding == "gzip-members":
+            body, coding = gzip.compress(statuses[:10]) + gzip.compress(statuses[10:]), "gzip"
+        elif coding == "identity":
+            body = statuses
+        else:
+            body = compressed("gzip" if "gzip" in coding else "deflate", iter([statuses]))
+        reply = answer(207, body, b"Content-Encoding: %s\r\n" % coding.encode())
+        client, requests = deliver(
+            lambda r, s, e: reply, numbered("line", 3), flushed=False, flush_interval=60
+        )
+        s = client.stats()
+        assert numbered("line", 3) == texts(requests[:1])  # then, the drop-summary line
+        assert (2, 1) == (s["sent"], s["dropped"]["rejected"])
+        assert_adds_up(client, 3)
+
+    def test_an_answer_in_a_coding_not_read_is_decided_by_its_status(self) -> None:
+        """An answer in a coding the client does not decode (br, zstd, one over another)
+        is not read: its status decides, and the report says why it quotes nothing."""
+        reply = answer(400, b"\x8b\x02\x80bad line\x03", b"Content-Encoding: br\r\n")
+        with own_reports() as said:
+            client, _ = deliver(lambda r, s, e: reply, ["refused"], flushed=False)
+        assert (1, 0) == (client.stats()["dropped"]["rejected"], client.stats()["retries"])
+        assert any("Content-Encoding 'br', not read" in message for message in said), said
+        assert_adds_up(client, 1)
+
+    def test_an_endless_answer_that_decodes_to_nothing_is_not_read_to_its_end(self) -> None:
+        """A gzip answer of empty blocks without end (it never decodes past its cap) is
+        read only so far, as sent: a 200 is a delivery at once (it held the sender until
+        request_timeout cut it, a minute here)."""
+
+        def endless(request: Request, sock: socket.socket, stop: threading.Event) -> None:
+            sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\n")
+            sock.sendall(b"Transfer-Encoding: chunked\r\n\r\n")
+            # gzip's header, then stored blocks of no bytes (not the last), 5 bytes each.
+            empty = b"\x00\x00\x00\xff\xff" * 10_000
+            head = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
+            sock.sendall(b"%x\r\n%s\r\n" % (len(head), head))
+            try:
+                while not stop.is_set():
+                    sock.sendall(b"%x\r\n%s\r\n" % (len(empty), empty))
+            except OSError:
+                return
+
+        client, _ = deliver(endless, numbered("endless", 5), request_timeout=60)
+        s = client.stats()
+        assert (5, 0) == (s["sent"], s["retries"])
+        assert_adds_up(client, 5)

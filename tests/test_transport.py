@@ -216,3 +216,84 @@ def test_a_connection_cut_inside_the_status_line_is_a_passing_failure(reply: byt
         finally:
             transport.close()
     assert (Kind.RETRY, None) == (outcome.kind, outcome.status), outcome
+
+
+def _as_urllib3_1_26_raises(line: str) -> Exception:
+    """The exception requests raises on urllib3 1.26 when a server's first line is not a
+    status line: http.client's BadStatusLine, raised ``from None`` over the TypeError of
+    the Python 2 call urllib3 tries first (``getresponse(buffering=True)``), inside
+    urllib3's ProtocolError and requests' ConnectionError."""
+    import http.client
+
+    import requests
+    import urllib3.exceptions
+
+    try:
+        try:
+            try:
+                raise TypeError("getresponse() got an unexpected keyword argument 'buffering'")
+            except TypeError:
+                raise http.client.BadStatusLine(line) from None
+        except http.client.BadStatusLine as e:
+            raise urllib3.exceptions.ProtocolError("Connection aborted.", e)  # noqa: B904
+    except urllib3.exceptions.ProtocolError as err:
+        try:
+            raise requests.exceptions.ConnectionError(err)
+        except requests.exceptions.ConnectionError as raised:
+            return raised
+    raise AssertionError("unreachable")
+
+
+def test_the_reason_is_the_one_a_traceback_shows() -> None:
+    """What a server that does not speak HTTP/1.1 answered is found on urllib3 1.26 too:
+    a context raised ``from None`` is not the reason (its TypeError was, and every such
+    server was a passing failure, retried on the quick backoff without end)."""
+    from logdna_client._transport import _describe, _not_http
+
+    exc = _as_urllib3_1_26_raises("\x00\x00\x06\x04\x00\x00\x00\x00\x00")
+    assert "answered in HTTP/2" == _not_http(exc, str)
+    assert _describe(exc, str).startswith("BadStatusLine: ")
+
+
+def test_a_compressed_answer_decodes_to_at_most_the_room_given() -> None:
+    """Each call decodes no more than the room it is given, however much its input
+    would decode to (1 GiB of zeros, in about 1 MB, here)."""
+    import zlib
+
+    from logdna_client._transport import _decoder_for
+
+    packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    zeros = bytes(1 << 20)
+    bomb = b"".join(packer.compress(zeros) for _ in range(1024)) + packer.flush()
+    decoder = _decoder_for("gzip")
+    assert decoder is not None
+    assert bytes(1000) == decoder.decode(bomb, 1000)
+
+
+@pytest.mark.parametrize(
+    ("coding", "readable"),
+    [("gzip", True), ("X-GZIP", True), ("deflate", True), ("identity, gzip", True),
+     ("", True), ("br", False), ("zstd", False), ("gzip, gzip", False), ("compress", False)],
+)  # fmt: skip
+def test_the_codings_an_answer_is_read_in(coding: str, readable: bool) -> None:
+    from logdna_client._transport import _decoder_for
+
+    assert readable is (_decoder_for(coding) is not None)
+
+
+def test_bytes_past_the_last_gzip_member_are_passed_over() -> None:
+    """As urllib3 reads them: two gzip members are one body, and what follows the last
+    one that is not another is left out (a corrupt first member is an error)."""
+    import gzip
+    import zlib
+
+    from logdna_client._transport import _decoder_for
+
+    decoder = _decoder_for("gzip")
+    assert decoder is not None
+    sent = gzip.compress(b"one ") + gzip.compress(b"two") + b"\x00junk"
+    assert b"one two" == decoder.decode(sent, 100)
+    broken = _decoder_for("gzip")
+    assert broken is not None
+    with pytest.raises(zlib.error):
+        broken.decode(b"\x1f\x8b\x08\x00junk-junk-junk", 100)
