@@ -4,8 +4,22 @@ the typed options, each checked the way an application would use them."""
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
+import pytest
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+from starlette.testclient import TestClient
+
+from logdna_client import LogDNAHandler
+from logdna_client.contrib.asgi import LogDNAMiddleware
+from logdna_client.testing import capture_lines
 from tests.test_client_api import _gated_client
 
 
@@ -52,3 +66,114 @@ class TestAsyncWaits:
         finally:
             transport.release.set()
             client.close(1)
+
+
+def _asgi_scope(path: str, kind: str = "http", **extra: Any) -> dict[str, Any]:
+    scope: dict[str, Any] = {
+        "type": kind, "asgi": {"version": "3.0"}, "http_version": "1.1", "scheme": "http",
+        "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
+        "headers": [(b"x-request-id", b"req-7")], "client": ("127.0.0.1", 5000),
+        "server": ("testserver", 80),
+    }  # fmt: skip
+    if kind == "http":
+        scope["method"] = "GET"
+    scope.update(extra)
+    return scope
+
+
+@pytest.fixture
+def asgi_logs() -> Iterator[logging.Logger]:
+    """A LogDNAHandler on the app's logger and on asgi.access (the lines are captured)."""
+    handler = LogDNAHandler(url="http://127.0.0.1:9/logs/ingest")
+    loggers = [logging.getLogger(name) for name in ("review_asgi", "asgi.access")]
+    saved = [(lg.level, lg.propagate) for lg in loggers]
+    for logger in loggers:
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+    yield loggers[0]
+    for logger, (level, propagate) in zip(loggers, saved, strict=True):
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = propagate
+    handler.close()
+
+
+class TestASGIMiddleware:
+    @pytest.mark.usefixtures("asgi_logs")
+    def test_unhandled_exception_is_a_500_in_the_access_line(self) -> None:
+        """An endpoint that raises before it answers: the server answers 500, and the
+        access line says so (as Django's and Flask's do), with http_status 500."""
+
+        async def boom(scope: Any, receive: Any, send: Any) -> None:
+            raise RuntimeError("boom")
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: Any) -> None:
+            raise AssertionError("nothing is sent")
+
+        app = LogDNAMiddleware(boom, access_log=True)
+        with capture_lines() as lines, pytest.raises(RuntimeError, match="boom"):
+            asyncio.run(app(_asgi_scope("/boom"), receive, send))
+        (access,) = lines
+        assert "GET /boom 500 (" == access["line"][: len("GET /boom 500 (")]
+        assert (500, "req-7") == (access["meta"]["http_status"], access["meta"]["request_id"])
+
+    @pytest.mark.usefixtures("asgi_logs")
+    def test_starlette_testclient_500(self) -> None:
+        """The same through Starlette (ServerErrorMiddleware answers the 500)."""
+
+        async def boom(request: Request) -> PlainTextResponse:
+            raise RuntimeError("boom")
+
+        app = Starlette(
+            routes=[Route("/boom", boom)],
+            middleware=[Middleware(LogDNAMiddleware, access_log=True)],
+        )
+        with capture_lines() as lines, TestClient(app, raise_server_exceptions=False) as client:
+            assert 500 == client.get("/boom").status_code
+        (access,) = lines
+        assert 500 == access["meta"]["http_status"]
+
+    @pytest.mark.usefixtures("asgi_logs")
+    def test_exception_after_the_response_started_keeps_its_status(self) -> None:
+        """A stream that fails midway was a 200 to the client: the access line says 200."""
+
+        async def half(scope: Any, receive: Any, send: Any) -> None:
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"a", "more_body": True})
+            raise RuntimeError("midway")
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: Any) -> None:
+            pass
+
+        app = LogDNAMiddleware(half, access_log=True)
+        with capture_lines() as lines, pytest.raises(RuntimeError, match="midway"):
+            asyncio.run(app(_asgi_scope("/half"), receive, send))
+        (access,) = lines
+        assert 200 == access["meta"]["http_status"]
+        assert access["line"].startswith("GET /half 200 (")
+
+    def test_websocket_accept_echoes_the_request_id(self) -> None:
+        """docs/asgi.md: the request id is echoed in the response; for a WebSocket, the
+        handshake's response is the accept (whose headers ASGI 2.1 lets the app set)."""
+        sent: list[dict[str, Any]] = []
+
+        async def ws(scope: Any, receive: Any, send: Any) -> None:
+            await receive()
+            await send({"type": "websocket.accept", "headers": [(b"x-other", b"1")]})
+            await send({"type": "websocket.close", "code": 1000})
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "websocket.connect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        asyncio.run(LogDNAMiddleware(ws)(_asgi_scope("/ws", "websocket"), receive, send))
+        assert [(b"x-other", b"1"), (b"x-request-id", b"req-7")] == sent[0]["headers"]

@@ -17,7 +17,8 @@ is a sane token, else a new one; echoed in the response and kept in
 ``request.state.request_id``), ``http_method``, ``http_path`` (never the
 query string), ``user_id`` when one is known (``user_id=`` callable, else an
 authenticated ``scope["user"]`` from Starlette's ``AuthenticationMiddleware``);
-``http_status`` once the response starts. The lines reach LogDNA through a
+``http_status`` once the response starts (500 when the app raised before it
+answered). The lines reach LogDNA through a
 ``LogDNAHandler`` (with ``RequestContextFilter``) or a ``LogDNAProcessor``
 configured as usual; see docs/asgi.md.
 
@@ -126,14 +127,20 @@ class LogDNAMiddleware:
             _own.debug("logdna_client: could not bind the request context", exc_info=True)
             request_id = None
 
-        async def send_with_context(message: Message) -> None:
+        def responded(new_status: int) -> None:
             nonlocal status
-            if message.get("type") == "http.response.start":
+            status = new_status
+            changed = response_fields(status, self._user_id(scope))
+            update_request_context(**changed)
+            response_added.update(changed)
+
+        async def send_with_context(message: Message) -> None:
+            kind = message.get("type")
+            # A WebSocket's handshake answer is its accept (headers: ASGI 2.1).
+            if kind in ("http.response.start", "websocket.accept"):
                 try:
-                    status = int(message["status"])
-                    changed = response_fields(status, self._user_id(scope))
-                    update_request_context(**changed)
-                    response_added.update(changed)
+                    if kind == "http.response.start":
+                        responded(int(message["status"]))
                     headers = list(message.get("headers") or ())
                     if request_id and all(k.lower() != self._header_key for k, _ in headers):
                         headers.append((self._header_key, request_id.encode("latin-1")))
@@ -146,6 +153,16 @@ class LogDNAMiddleware:
 
         try:
             await self.app(scope, receive, send_with_context)
+        except Exception:
+            if status is None and scope["type"] == "http":
+                # Unanswered: the server (or Starlette's ServerErrorMiddleware, outside
+                # this one) answers 500, which the access line says, as Django's and
+                # Flask's do. Not for a cancellation (BaseException): no answer is sent.
+                try:
+                    responded(500)
+                except Exception:
+                    _own.debug("logdna_client: could not record the 500", exc_info=True)
+            raise
         finally:
             if self.access_log and scope["type"] == "http":
                 if response_added and token is not None:
