@@ -17,8 +17,9 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from logdna_client import LogDNAHandler
+from logdna_client import Client, ConfigurationError, LogDNAHandler
 from logdna_client.contrib.asgi import LogDNAMiddleware
+from logdna_client.structlog import LogDNAProcessor
 from logdna_client.testing import capture_lines
 from tests.test_client_api import _gated_client
 
@@ -177,3 +178,18 @@ class TestASGIMiddleware:
 
         asyncio.run(LogDNAMiddleware(ws)(_asgi_scope("/ws", "websocket"), receive, send))
         assert [(b"x-other", b"1"), (b"x-request-id", b"req-7")] == sent[0]["headers"]
+
+
+class TestOptions:
+    @pytest.mark.parametrize("cls", [LogDNAHandler, LogDNAProcessor])
+    def test_misspelled_level_beside_client_names_level(self, cls: type) -> None:
+        """docs/configuration.md: a misspelled option names the closest valid one; also
+        beside client=, where level is the one option taken (not "pass either...")."""
+        client = Client(url="http://127.0.0.1:9/logs/ingest")
+        try:
+            with pytest.raises(
+                ConfigurationError, match="levle: not an option; did you mean 'level'"
+            ):
+                cls(client=client, levle="INFO")
+        finally:
+            client.close(0)
