@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+import structlog
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -18,9 +20,11 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from logdna_client import Client, ConfigurationError, LogDNAHandler
+from logdna_client._devserver import DevServer
 from logdna_client.contrib.asgi import LogDNAMiddleware
 from logdna_client.structlog import LogDNAProcessor
 from logdna_client.testing import capture_lines
+from tests.helpers import make_logger
 from tests.test_client_api import _gated_client
 
 
@@ -193,3 +197,68 @@ class TestOptions:
                 cls(client=client, levle="INFO")
         finally:
             client.close(0)
+
+
+@pytest.mark.usefixtures("handle_path")
+class TestCapture:
+    def test_queued_before_still_delivered_inside_never_sent(self, server: DevServer) -> None:
+        """docs/testing.md: lines queued before the capture are still delivered; those
+        logged inside, from 4 threads, on the C or the Python path, are captured, in
+        each thread's order, and none reaches the server; after the capture, ``lines``
+        holds them and no more."""
+        handler = LogDNAHandler(url=server.url, flush_interval=3600)
+        log = make_logger("review.capture", handler)
+        log.info("queued before")  # the sender runs; this waits for a batch or a flush
+        with capture_lines() as lines:
+            threads = [
+                threading.Thread(target=lambda k=k: [log.info("t%d %d", k, i) for i in range(250)])
+                for k in range(4)
+            ]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(60)
+            assert handler.client.flush(10)  # the one queued before goes; none of these
+            assert ["queued before"] == [line["line"] for line in server.lines]
+        log.info("after")
+        assert handler.client.flush(10)
+        handler.close()
+        assert 1000 == len(lines)
+        for k in range(4):
+            assert [f"t{k} {i}" for i in range(250)] == [
+                line["line"] for line in lines if line["line"].startswith(f"t{k} ")
+            ]
+        assert ["queued before", "after"] == [line["line"] for line in server.lines]
+
+    def test_structlog_cached_logger_built_before(self) -> None:
+        """A structlog logger cached on first use before the capture is captured too."""
+        processor = LogDNAProcessor(url="http://127.0.0.1:9/logs/ingest")
+        log = structlog.wrap_logger(
+            structlog.testing.ReturnLogger(),
+            processors=[structlog.processors.add_log_level, processor],
+            cache_logger_on_first_use=True,
+        )
+        log.info("before, to the void port")  # cached now; queued for a server never there
+        with capture_lines() as outer, capture_lines() as inner:
+            log.warning("job retried", job_id=12)
+        processor.client.close(0)
+        assert outer == inner
+        assert [("job retried", "WARNING", {"job_id": 12})] == [
+            (line["line"], line["level"], line["meta"]) for line in outer
+        ]
+
+    def test_no_real_key_needed_but_some_key_is(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """docs/testing.md: no server and no real key are needed (any string, or a
+        loopback url); a handler that would need a key still wants one, capture or not."""
+        monkeypatch.delenv("LOGDNA_INGESTION_KEY", raising=False)
+        monkeypatch.delenv("LOGDNA_URL", raising=False)
+        with capture_lines() as lines:
+            any_key = LogDNAHandler(key="not-used-in-tests")
+            loopback = LogDNAHandler(url="http://127.0.0.1:9/logs/ingest")
+            with pytest.raises(ConfigurationError, match="no ingestion key"):
+                LogDNAHandler()
+            for handler in (any_key, loopback):
+                make_logger("review.keys", handler).info("x")
+        for handler in (any_key, loopback):
+            handler.close()
+        assert ["x", "x"] == [line["line"] for line in lines]
