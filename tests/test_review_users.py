@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -21,11 +23,14 @@ from starlette.testclient import TestClient
 
 from logdna_client import Client, ConfigurationError, LogDNAHandler
 from logdna_client._devserver import DevServer
+from logdna_client._transport import Kind, Outcome
 from logdna_client.contrib.asgi import LogDNAMiddleware
 from logdna_client.structlog import LogDNAProcessor
 from logdna_client.testing import capture_lines
+from tests._children import Child
 from tests.helpers import make_logger
 from tests.test_client_api import _gated_client
+from tests.test_sender import client_with
 
 
 class TestAsyncWaits:
@@ -262,3 +267,102 @@ class TestCapture:
         for handler in (any_key, loopback):
             handler.close()
         assert ["x", "x"] == [line["line"] for line in lines]
+
+
+class TestAsyncUses:
+    def test_asyncio_timeout_cancels_the_wait_at_once(self) -> None:
+        """``async with asyncio.timeout(...)`` around aflush(60) on a service that does
+        not answer: TimeoutError by the outer timeout, and the loop free to go on."""
+        client, transport = _gated_client()
+
+        async def main() -> str:
+            client.log("held")
+            try:
+                async with asyncio.timeout(0.2):
+                    await client.aflush(60)
+            except TimeoutError:
+                return "timed out"
+            return "flushed"
+
+        try:
+            assert "timed out" == asyncio.run(main())
+        finally:
+            transport.release.set()
+            client.close(5)
+        assert ["held"] == transport.delivered
+
+    def test_signal_handler_of_the_loop_closes(self, server: DevServer) -> None:
+        """A SIGUSR1 handler added with loop.add_signal_handler logs and awaits aclose():
+        the line is delivered and the client closed, the loop running throughout."""
+        client = Client(url=server.url, flush_interval=3600)
+
+        async def main() -> None:
+            loop = asyncio.get_running_loop()
+            closed = asyncio.Event()
+
+            async def on_signal() -> None:
+                client.log("bye")
+                await client.aclose(10)
+                closed.set()
+
+            tasks: list[asyncio.Task[None]] = []
+            loop.add_signal_handler(
+                signal.SIGUSR1, lambda: tasks.append(loop.create_task(on_signal()))
+            )
+            try:
+                os.kill(os.getpid(), signal.SIGUSR1)
+                await asyncio.wait_for(closed.wait(), 30)
+            finally:
+                loop.remove_signal_handler(signal.SIGUSR1)
+
+        asyncio.run(main())
+        assert client.closed
+        assert ["bye"] == [line["line"] for line in server.lines]
+
+    def test_many_tasks_aclose_and_aflush_at_once(self, server: DevServer) -> None:
+        """Five tasks awaiting aclose() and one aflush(), at once: every line delivered
+        once, the client closed, later lines counted as after_close."""
+        client = Client(url=server.url, flush_interval=3600)
+        for i in range(100):
+            client.log(f"line {i}")
+
+        async def main() -> None:
+            await asyncio.gather(*(client.aclose(10) for _ in range(5)), client.aflush(10))
+
+        asyncio.run(main())
+        assert [f"line {i}" for i in range(100)] == [line["line"] for line in server.lines]
+        assert not client.log("late")
+        assert 1 == client.stats()["dropped"]["after_close"]
+
+    def test_loop_in_another_thread_and_a_refused_key(self) -> None:
+        """aflush() from a loop in another thread, the key refused (401): False by its
+        timeout; aclose() then ends by its own, the line counted as lost at shutdown."""
+        refused = Outcome(Kind.AUTH, 401, detail="refused")
+        client, _, _ = client_with(lambda lines, gz: refused, flush_interval="0.01")
+        client.log("refused line")
+        got: list[bool] = []
+        worker = threading.Thread(target=lambda: got.append(asyncio.run(client.aflush(0.5))))
+        worker.start()
+        worker.join(60)
+        asyncio.run(client.aclose(0.5))
+        assert [False] == got
+        assert client.closed
+        assert 1 == client.stats()["dropped"]["shutdown"]
+
+    def test_asyncio_run_ending_with_lines_queued(self, server: DevServer) -> None:
+        """asyncio.run returns with lines queued and nothing awaited: the process's end
+        delivers them (within shutdown_timeout)."""
+        child = Child(
+            """
+            import asyncio
+            async def main():
+                for i in range(50):
+                    log.info("async %d", i)
+            asyncio.run(main())
+            """,
+            server.url,
+            flush_interval="3600",
+        )
+        code, _ = child.finish(timeout=60)
+        assert 0 == code, child.stderr
+        assert [f"async {i}" for i in range(50)] == [line["line"] for line in server.lines]
