@@ -366,3 +366,40 @@ class TestAsyncUses:
         code, _ = child.finish(timeout=60)
         assert 0 == code, child.stderr
         assert [f"async {i}" for i in range(50)] == [line["line"] for line in server.lines]
+
+
+_START = {
+    "type": "http.response.start",
+    "status": 200,
+    "headers": [(b"content-type", b"text/plain")],
+}
+_BODY = {"type": "http.response.body", "body": b"ok"}
+
+
+async def _constant_app(scope: Any, receive: Any, send: Any) -> None:
+    """A minimal ASGI app that sends the same module-level messages every time."""
+    await send(_START)
+    await send(_BODY)
+
+
+class TestASGIMessages:
+    def test_app_message_reused_each_request_echoes_each_id(self) -> None:
+        """An app that sends one constant start message: each response echoes its own
+        request's id, and the app's message is left as it was (not the first id for all)."""
+        app = LogDNAMiddleware(_constant_app)
+        before = list(_START["headers"])  # type: ignore[call-overload]
+        echoed = []
+        for rid in (b"first", b"second"):
+            sent: list[dict[str, Any]] = []
+
+            async def send(message: dict[str, Any], sent: list[dict[str, Any]] = sent) -> None:
+                sent.append(message)
+
+            async def receive() -> dict[str, Any]:
+                return {"type": "http.request", "body": b"", "more_body": False}
+
+            scope = _asgi_scope("/c", headers=[(b"x-request-id", rid)])
+            asyncio.run(app(scope, receive, send))
+            echoed.append(dict(sent[0]["headers"])[b"x-request-id"])
+        assert [b"first", b"second"] == echoed
+        assert before == _START["headers"]

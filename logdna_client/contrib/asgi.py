@@ -144,7 +144,9 @@ class LogDNAMiddleware:
                     headers = list(message.get("headers") or ())
                     if request_id and all(k.lower() != self._header_key for k, _ in headers):
                         headers.append((self._header_key, request_id.encode("latin-1")))
-                        message["headers"] = headers
+                        # A copy: an app may send one constant message for every
+                        # response, which would then echo this request's id to all.
+                        message = {**message, "headers": headers}
                 except Exception:
                     _own.debug(
                         "logdna_client: could not record the response context", exc_info=True
