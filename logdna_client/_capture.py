@@ -28,6 +28,11 @@ from ._buffer import SEPARATOR
 __all__ = ["active", "deliver", "start", "stop"]
 
 _lock = threading.Lock()
+# Held while a line is appended to the captures, and taken by stop() before it returns:
+# a capture's list never grows once its block has ended (a thread that was logging
+# then). A leaf: nothing is taken under it (deliver holds a buffer's lock around it).
+# Re-entrant: a finalizer that a collection under to_dict() runs may log.
+_appending = threading.RLock()
 # Replaced, never changed in place: deliver() reads it without the lock.
 _captures: tuple[list[dict[str, Any]], ...] = ()
 
@@ -56,6 +61,8 @@ def stop(lines: list[dict[str, Any]]) -> None:
         _captures = tuple(c for c in _captures if c is not lines)
         if before and not _captures:
             _divert_all(False)
+    with _appending:  # an append to ``lines`` under way ends first
+        pass
 
 
 def _divert_all(on: bool) -> None:
@@ -68,10 +75,11 @@ def _divert_all(on: bool) -> None:
 def deliver(entry: bytes) -> bool:
     """A diverted buffer's sink: the entry, as a wire-format dict, to every capture."""
     data = entry[len(SEPARATOR) :]
-    for lines in _captures:
-        # A dict of its own for each capture, meta included: a test that edits what it
-        # caught (pops a key, say) leaves a capture around it as it was.
-        lines.append(to_dict(data))
+    with _appending:
+        for lines in _captures:
+            # A dict of its own for each capture, meta included: a test that edits what
+            # it caught (pops a key, say) leaves a capture around it as it was.
+            lines.append(to_dict(data))
     return True
 
 

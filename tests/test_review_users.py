@@ -21,7 +21,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from logdna_client import Client, ConfigurationError, LogDNAHandler
+from logdna_client import Client, ConfigurationError, LogDNAHandler, _capture
 from logdna_client._devserver import DevServer
 from logdna_client._transport import Kind, Outcome
 from logdna_client.contrib.asgi import LogDNAMiddleware
@@ -403,3 +403,46 @@ class TestASGIMessages:
             echoed.append(dict(sent[0]["headers"])[b"x-request-id"])
         assert [b"first", b"second"] == echoed
         assert before == _START["headers"]
+
+
+class TestCaptureEnd:
+    def test_a_line_being_captured_as_an_inner_capture_ends(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A thread's line on its way into the captures as an inner capture ends (an
+        outer one still open): once the inner block has ended, its list no longer
+        grows; the line is in it, or not, by then."""
+        entered, release = threading.Event(), threading.Event()
+        real = _capture.to_dict
+
+        def slow_to_dict(data: bytes) -> dict[str, Any]:
+            entered.set()
+            release.wait(30)
+            return real(data)
+
+        client = Client(url="http://127.0.0.1:9/logs/ingest")
+        at_exit: list[int] = []
+        exited = threading.Event()
+        with capture_lines() as outer:
+            inner_cm = capture_lines()
+            inner = inner_cm.__enter__()
+            monkeypatch.setattr(_capture, "to_dict", slow_to_dict)
+            logger = threading.Thread(target=client.log, args=("racing",))
+            logger.start()
+            assert entered.wait(30)
+
+            def end_inner() -> None:
+                inner_cm.__exit__(None, None, None)
+                at_exit.append(len(inner))
+                exited.set()
+
+            ender = threading.Thread(target=end_inner)
+            ender.start()
+            exited.wait(2)  # the old code ended at once; the new one waits for the line
+            release.set()
+            ender.join(30)
+            logger.join(30)
+            monkeypatch.setattr(_capture, "to_dict", real)
+        client.close(0)
+        assert [len(inner)] == at_exit
+        assert ["racing"] == [line["line"] for line in outer]
