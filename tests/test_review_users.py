@@ -446,3 +446,26 @@ class TestCaptureEnd:
         client.close(0)
         assert [len(inner)] == at_exit
         assert ["racing"] == [line["line"] for line in outer]
+
+    def test_a_line_logged_while_one_is_being_captured(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A line logged on the same thread while another is being captured (a finalizer
+        that a collection there runs, or a signal handler) is captured too, no hang."""
+        real = _capture.to_dict
+        client = Client(url="http://127.0.0.1:9/logs/ingest")
+
+        def to_dict_with_a_finalizer(data: bytes) -> dict[str, Any]:
+            if b"outer line" in data:
+                client.log("from a finalizer")
+            return real(data)
+
+        done = threading.Event()
+        with capture_lines() as lines:
+            monkeypatch.setattr(_capture, "to_dict", to_dict_with_a_finalizer)
+            worker = threading.Thread(target=lambda: (client.log("outer line"), done.set()))
+            worker.start()
+            assert done.wait(30)
+            monkeypatch.setattr(_capture, "to_dict", real)
+        client.close(0)
+        assert ["from a finalizer", "outer line"] == [line["line"] for line in lines]
