@@ -15,7 +15,9 @@ from typing import Any
 import pytest
 import structlog
 from starlette.applications import Starlette
+from starlette.authentication import AuthCredentials, AuthenticationBackend, SimpleUser
 from starlette.middleware import Middleware
+from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
@@ -469,3 +471,33 @@ class TestCaptureEnd:
             monkeypatch.setattr(_capture, "to_dict", real)
         client.close(0)
         assert ["from a finalizer", "outer line"] == [line["line"] for line in lines]
+
+
+class _Ada(AuthenticationBackend):
+    async def authenticate(self, conn: Any) -> tuple[AuthCredentials, SimpleUser]:
+        return AuthCredentials(["authenticated"]), SimpleUser("ada")
+
+
+class TestASGIUser:
+    @pytest.mark.usefixtures("asgi_logs")
+    @pytest.mark.parametrize("auth_first", [True, False])
+    def test_user_id_follows_the_documented_order(self, auth_first: bool) -> None:
+        """docs/asgi.md: with AuthenticationMiddleware listed before LogDNAMiddleware the
+        endpoint's lines carry user_id; listed after, only the access line does."""
+        log = logging.getLogger("review_asgi")
+
+        async def endpoint(request: Request) -> PlainTextResponse:
+            log.info("in endpoint")
+            return PlainTextResponse("ok")
+
+        middleware = [
+            Middleware(AuthenticationMiddleware, backend=_Ada()),
+            Middleware(LogDNAMiddleware, access_log=True),
+        ]
+        if not auth_first:
+            middleware.reverse()
+        app = Starlette(routes=[Route("/", endpoint)], middleware=middleware)
+        with capture_lines() as lines, TestClient(app) as client:
+            assert 200 == client.get("/").status_code
+        got = [(line["line"].split(" (")[0], line["meta"].get("user_id")) for line in lines]
+        assert [("in endpoint", "ada" if auth_first else None), ("GET / 200", "ada")] == got
