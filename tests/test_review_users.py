@@ -4,11 +4,12 @@ the typed options, each checked the way an application would use them."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -26,6 +27,7 @@ from starlette.testclient import TestClient
 from logdna_client import Client, ConfigurationError, LogDNAHandler, _capture
 from logdna_client._devserver import DevServer
 from logdna_client._transport import Kind, Outcome
+from logdna_client.contrib import get_request_context
 from logdna_client.contrib.asgi import LogDNAMiddleware
 from logdna_client.structlog import LogDNAProcessor
 from logdna_client.testing import capture_lines
@@ -501,3 +503,59 @@ class TestASGIUser:
             assert 200 == client.get("/").status_code
         got = [(line["line"].split(" (")[0], line["meta"].get("user_id")) for line in lines]
         assert [("in endpoint", "ada" if auth_first else None), ("GET / 200", "ada")] == got
+
+
+class TestASGIHolds:
+    @pytest.mark.usefixtures("asgi_logs")
+    def test_client_gone_mid_response(self) -> None:
+        """The server's send fails once the client is gone, mid-body: the error goes on
+        to the server, the access line says what was answered (200), nothing stays bound."""
+
+        async def stream(scope: Any, receive: Any, send: Any) -> None:
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            for _ in range(3):
+                await send({"type": "http.response.body", "body": b"x", "more_body": True})
+
+        sent = 0
+
+        async def send(message: Any) -> None:
+            nonlocal sent
+            sent += 1
+            if sent == 3:
+                raise OSError("client disconnected")
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.disconnect"}
+
+        async def main() -> dict[str, Any]:
+            with pytest.raises(OSError, match="disconnected"):
+                await LogDNAMiddleware(stream, access_log=True)(_asgi_scope("/s"), receive, send)
+            return get_request_context()
+
+        with capture_lines() as lines:
+            left_bound = asyncio.run(main())
+        assert {} == left_bound
+        (access,) = lines
+        assert (200, "req-7") == (access["meta"]["http_status"], access["meta"]["request_id"])
+
+    def test_lifespan_state_is_not_written(self) -> None:
+        """With a lifespan that yields state, each request's state holds its own
+        request_id; the app's lifespan state is left as it was."""
+        shared = {"db": "pool"}
+
+        @contextlib.asynccontextmanager
+        async def lifespan(app: Any) -> AsyncIterator[dict[str, str]]:
+            yield shared
+
+        async def endpoint(request: Request) -> PlainTextResponse:
+            return PlainTextResponse(f"{request.state.db} {request.state.request_id}")
+
+        app = Starlette(
+            routes=[Route("/", endpoint)],
+            middleware=[Middleware(LogDNAMiddleware)],
+            lifespan=lifespan,
+        )
+        with TestClient(app) as client:
+            texts = [client.get("/", headers={"X-Request-ID": rid}).text for rid in ("a", "b")]
+        assert ["pool a", "pool b"] == texts
+        assert {"db": "pool"} == shared
