@@ -143,6 +143,19 @@ class Client:
         """Close: deliver what is queued within ``shutdown_timeout``, then stop."""
         self.close()
 
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """``aclose``: deliver what is queued within ``shutdown_timeout``, the event
+        loop running meanwhile, then stop."""
+        await self.aclose()
+
     def __repr__(self) -> str:
         c = getattr(self, "config", None)
         if c is None:  # half-built: Config refused an option (a traceback may show us)

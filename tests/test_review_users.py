@@ -33,7 +33,7 @@ from logdna_client.structlog import LogDNAProcessor
 from logdna_client.testing import capture_lines
 from tests._children import Child
 from tests.helpers import make_logger
-from tests.test_client_api import _gated_client
+from tests.test_client_api import _gated_client, _tick_then_release
 from tests.test_sender import client_with
 
 
@@ -559,3 +559,21 @@ class TestASGIHolds:
             texts = [client.get("/", headers={"X-Request-ID": rid}).text for rid in ("a", "b")]
         assert ["pool a", "pool b"] == texts
         assert {"db": "pool"} == shared
+
+
+class TestAsyncWith:
+    def test_async_with_delivers_and_closes(self) -> None:
+        """``async with Client(...)`` closes with aclose() at the end of the block: the
+        line is delivered while the loop keeps running, and the client is closed."""
+        client, transport = _gated_client()
+
+        async def main() -> int:
+            async with client as entered:
+                assert entered is client
+                client.log("in the block")
+                ticks = asyncio.create_task(_tick_then_release(transport, 50))
+            return await ticks
+
+        assert 50 == asyncio.run(main())
+        assert client.closed
+        assert ["in the block"] == transport.delivered
