@@ -8,6 +8,7 @@ import contextlib
 import logging
 import os
 import signal
+import sys
 import threading
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -24,7 +25,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from logdna_client import Client, ConfigurationError, LogDNAHandler, _capture
+from logdna_client import Client, ConfigurationError, LogDNAHandler, _capture, _native
 from logdna_client._devserver import DevServer
 from logdna_client._transport import Kind, Outcome
 from logdna_client.contrib import get_request_context
@@ -274,6 +275,7 @@ class TestCapture:
 
 
 class TestAsyncUses:
+    @pytest.mark.skipif(sys.version_info < (3, 11), reason="asyncio.timeout is 3.11's")
     def test_asyncio_timeout_cancels_the_wait_at_once(self) -> None:
         """``async with asyncio.timeout(...)`` around aflush(60) on a service that does
         not answer: TimeoutError by the outer timeout, and the loop free to go on."""
@@ -282,7 +284,7 @@ class TestAsyncUses:
         async def main() -> str:
             client.log("held")
             try:
-                async with asyncio.timeout(0.2):
+                async with asyncio.timeout(0.2):  # type: ignore[attr-defined,unused-ignore]
                     await client.aflush(60)
             except TimeoutError:
                 return "timed out"
@@ -577,3 +579,50 @@ class TestAsyncWith:
         assert 50 == asyncio.run(main())
         assert client.closed
         assert ["in the block"] == transport.delivered
+
+
+def _options(name: str, value: str) -> Any:
+    """Options as dictConfig gives them: the one named, as a string (typed Any: the
+    TypedDict wants each option's own type)."""
+    return {"url": "http://127.0.0.1:9/logs/ingest", name: value}
+
+
+class TestConfigurationDoc:
+    @pytest.mark.parametrize(
+        ("name", "lowest", "below", "highest", "above"),
+        [
+            ("flush_interval", "0.01", "0.009", "3600", "3601"),
+            ("max_batch_bytes", "1KiB", "1023", "8MiB", "8388609"),
+            ("block_timeout", "0", "-0.5", "60", "61"),
+            ("request_timeout", "0.1", "0.09", "600", "601"),
+            ("shutdown_timeout", "0", "-1", "600", "601"),
+            ("retry_max_backoff", "0.1", "0.09", "3600", "3601"),
+            ("max_line_length", "64", "63", "1MiB", "1048577"),
+        ],
+    )
+    def test_the_tables_ranges(
+        self, name: str, lowest: str, below: str, highest: str, above: str
+    ) -> None:
+        """docs/configuration.md's ranges: both ends taken (as strings, as dictConfig
+        gives them), a value just outside refused with a ConfigurationError naming it."""
+        for good in (lowest, highest):
+            Client(**_options(name, good)).close(0)
+        for bad in (below, above):
+            with pytest.raises(ConfigurationError, match=f"^{name}: "):
+                Client(**_options(name, bad))
+
+    @pytest.mark.skipif(_native.speedups is None, reason="the C extension is not built here")
+    def test_pure_python_env_when_built(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """LOGDNA_CLIENT_PURE_PYTHON=1 as a handler is built keeps that handler (and
+        only that one) off the C extension, for good; both ship the same lines."""
+        monkeypatch.setenv("LOGDNA_CLIENT_PURE_PYTHON", "1")
+        pure = LogDNAHandler(url="http://127.0.0.1:9/logs/ingest")
+        monkeypatch.delenv("LOGDNA_CLIENT_PURE_PYTHON")
+        native = LogDNAHandler(url="http://127.0.0.1:9/logs/ingest")
+        assert (None, False) == (pure._fast, native._fast is None)
+        with capture_lines() as lines:
+            for handler in (pure, native):
+                make_logger("review.pure", handler).warning("same %s", 1, extra={"a": [1]})
+        for handler in (pure, native):
+            handler.close()
+        assert lines[0] == {**lines[1], "timestamp": lines[0]["timestamp"]}
