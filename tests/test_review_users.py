@@ -37,6 +37,8 @@ from tests.helpers import make_logger
 from tests.test_client_api import _gated_client, _tick_then_release
 from tests.test_sender import client_with
 
+pytest_plugins = ["pytester"]
+
 
 class TestAsyncWaits:
     def test_many_awaiting_tasks_leave_the_default_executor_free(self) -> None:
@@ -626,3 +628,47 @@ class TestConfigurationDoc:
         for handler in (pure, native):
             handler.close()
         assert lines[0] == {**lines[1], "timestamp": lines[0]["timestamp"]}
+
+
+class TestFixtureInAUserSuite:
+    def test_nested_threads_built_inside_and_a_failing_test(
+        self, pytester: pytest.Pytester
+    ) -> None:
+        """In a user's suite: logdna_lines with capture_lines() nested inside, a thread
+        logging, a handler built after the fixture opened; a test that fails inside
+        leaves no capture open for the next test, whose lines ship again."""
+        pytester.makepyfile(
+            """
+            import logging, threading
+            from logdna_client import LogDNAHandler
+            from logdna_client._capture import active
+            from logdna_client.testing import capture_lines
+
+            log = logging.getLogger("suite")
+            log.setLevel(logging.INFO)
+            log.propagate = False
+
+            def test_nested_and_thread(logdna_lines):
+                handler = LogDNAHandler(url="http://127.0.0.1:9/logs/ingest")
+                log.addHandler(handler)
+                try:
+                    with capture_lines() as inner:
+                        t = threading.Thread(target=log.info, args=("from a thread",))
+                        t.start()
+                        t.join(30)
+                    log.info("outer only")
+                finally:
+                    log.removeHandler(handler)
+                    handler.close()
+                assert ["from a thread"] == [l["line"] for l in inner]
+                assert ["from a thread", "outer only"] == [l["line"] for l in logdna_lines]
+
+            def test_fails_inside(logdna_lines):
+                raise AssertionError("a failing test")
+
+            def test_next_test_has_no_capture():
+                assert not active()
+            """
+        )
+        result = pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider")
+        result.assert_outcomes(passed=2, failed=1)
