@@ -672,3 +672,37 @@ class TestFixtureInAUserSuite:
         )
         result = pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider")
         result.assert_outcomes(passed=2, failed=1)
+
+
+class TestAsyncGracefulShutdown:
+    def test_sigterm_through_the_loops_handler_then_aclose(self, server: DevServer) -> None:
+        """An asyncio service's graceful shutdown: SIGTERM handled by a handler added with
+        loop.add_signal_handler (after the library's was installed), then ``await
+        client.aclose()``: every line delivered, and the process ends as the app says
+        (exit 0), not by the signal."""
+        child = Child(
+            """
+            import asyncio
+            async def main():
+                loop = asyncio.get_running_loop()
+                stop = asyncio.Event()
+                loop.add_signal_handler(signal.SIGTERM, stop.set)
+                for i in range(20):
+                    log.info("serving %d", i)
+                mark("ready")
+                await stop.wait()
+                log.info("stopping")
+                await client.aclose(10)
+                mark("closed")
+            asyncio.run(main())
+            """,
+            server.url,
+            flush_interval="3600",
+        )
+        child.expect("ready")
+        child.kill(signal.SIGTERM)
+        code, _ = child.finish(timeout=60)
+        assert 0 == code, child.stderr
+        expected = [f"serving {i}" for i in range(20)] + ["stopping"]
+        assert expected == [line["line"] for line in server.lines]
+        assert "@@closed" in child.stderr
