@@ -22,7 +22,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 from starlette.testclient import TestClient
 
 from logdna_client import Client, ConfigurationError, LogDNAHandler, _capture, _native
@@ -706,3 +706,33 @@ class TestAsyncGracefulShutdown:
         expected = [f"serving {i}" for i in range(20)] + ["stopping"]
         assert expected == [line["line"] for line in server.lines]
         assert "@@closed" in child.stderr
+
+
+class TestASGINested:
+    @pytest.mark.usefixtures("asgi_logs")
+    def test_mounted_app_with_its_own_middleware_one_request_id(self) -> None:
+        """A sub-app mounted with its own LogDNAMiddleware (both access_log=True): the
+        request keeps one id (the one echoed, in state and on every line), and one
+        access line is logged, not two with two ids."""
+        log = logging.getLogger("review_asgi")
+
+        async def endpoint(request: Request) -> PlainTextResponse:
+            log.info("in the sub-app")
+            return PlainTextResponse(request.state.request_id)
+
+        sub = Starlette(
+            routes=[Route("/x", endpoint)],
+            middleware=[Middleware(LogDNAMiddleware, access_log=True)],
+        )
+        app = Starlette(
+            routes=[Mount("/api", sub)],
+            middleware=[Middleware(LogDNAMiddleware, access_log=True)],
+        )
+        with capture_lines() as lines, TestClient(app) as client:
+            response = client.get("/api/x")
+        echoed = response.headers.get_list("x-request-id")
+        assert [response.text] == echoed
+        assert ["in the sub-app", "GET /api/x 200"] == [
+            line["line"].split(" (")[0] for line in lines
+        ]
+        assert {response.text} == {line["meta"]["request_id"] for line in lines}

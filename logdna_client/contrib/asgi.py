@@ -53,6 +53,9 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 access_logger = logging.getLogger("asgi.access")
+# In the scope: the request id a LogDNAMiddleware gave, and whether one logs the access
+# line, for another one further in (a mounted sub-app's).
+_SCOPE_KEY = "logdna_client.request"
 _own = logging.getLogger("logdna_client")
 
 
@@ -116,9 +119,15 @@ class LogDNAMiddleware:
         # not reach this one (where the access line is logged).
         response_added: dict[str, Any] = {}
         token = None
+        # An outer LogDNAMiddleware (a mounted sub-app with its own) already gave this
+        # request its id, and logs its access line if it was asked to: one of each.
+        outer_id, outer_logs_access = scope.get(_SCOPE_KEY) or (None, False)
+        access_log = self.access_log and not outer_logs_access
         try:
-            fields = request_fields(self._header(scope), method, path, self._user_id(scope))
+            sent_id = outer_id if outer_id is not None else self._header(scope)
+            fields = request_fields(sent_id, method, path, self._user_id(scope))
             request_id = fields["request_id"]
+            scope[_SCOPE_KEY] = (request_id, access_log or outer_logs_access)
             state = scope.setdefault("state", {})
             if isinstance(state, MutableMapping):
                 state["request_id"] = request_id
@@ -166,7 +175,7 @@ class LogDNAMiddleware:
                     _own.debug("logdna_client: could not record the 500", exc_info=True)
             raise
         finally:
-            if self.access_log and scope["type"] == "http":
+            if access_log and scope["type"] == "http":
                 if response_added and token is not None:
                     update_request_context(**response_added)
                 log_access(access_logger, method, path, status, started)
