@@ -12,8 +12,9 @@ code know nothing of captures.
 
 Clients that exist when a capture starts are diverted then; clients built
 while one is on divert themselves (``Client._new_pipeline``, also after a
-fork). A diverted client does not start its sender for these lines: nothing
-is queued, so nothing is sent.
+fork), and look again once they are registered (``follow``). A diverted
+client does not start its sender for these lines: nothing is queued, so
+nothing is sent.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import orjson
 
 from ._buffer import SEPARATOR
 
-__all__ = ["active", "deliver", "start", "stop"]
+__all__ = ["active", "deliver", "follow", "start", "stop"]
 
 _lock = threading.Lock()
 # Held while a line is appended to the captures, and taken by stop() before it returns:
@@ -63,6 +64,15 @@ def stop(lines: list[dict[str, Any]]) -> None:
             _divert_all(False)
     with _appending:  # an append to ``lines`` under way ends first
         pass
+
+
+def follow(client: Any) -> None:
+    """Divert ``client`` or not, as the captures now say: for a client being built,
+    which a capture starting or ending on another thread meanwhile may have missed
+    (before it registered) or left diverted (it diverted itself, then the last capture
+    ended before it was registered to be undiverted)."""
+    with _lock:
+        client._divert(bool(_captures))
 
 
 def _divert_all(on: bool) -> None:

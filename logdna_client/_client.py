@@ -126,6 +126,7 @@ class Client:
         self._start_lock = threading.RLock()
         self._new_pipeline()
         _exit.register(self)
+        _capture.follow(self)  # a capture that began or ended as it registered
         if self.config.handle_signals:
             # Here too, not only when the first line starts the sender: apps often
             # configure logging on the main thread and log from worker threads only.

@@ -25,7 +25,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Mount, Route
 from starlette.testclient import TestClient
 
-from logdna_client import Client, ConfigurationError, LogDNAHandler, _capture, _native
+from logdna_client import Client, ConfigurationError, LogDNAHandler, _capture, _exit, _native
 from logdna_client._devserver import DevServer
 from logdna_client._transport import Kind, Outcome
 from logdna_client.contrib import get_request_context
@@ -736,3 +736,54 @@ class TestASGINested:
             line["line"].split(" (")[0] for line in lines
         ]
         assert {response.text} == {line["meta"]["request_id"] for line in lines}
+
+
+class TestCaptureAndANewClient:
+    """A client built on one thread as a capture starts or ends on another: the
+    moment between its pipeline's check and its registration with the process."""
+
+    def test_capture_starting_as_a_client_is_built(
+        self, monkeypatch: pytest.MonkeyPatch, server: DevServer
+    ) -> None:
+        """The capture starts just before the client registers: its lines are
+        captured, not sent."""
+        real = _exit.register
+        opened: list[Any] = []
+
+        def register_as_a_capture_starts(client: Client) -> None:
+            cm = capture_lines()
+            opened.append((cm, cm.__enter__()))
+            real(client)
+
+        monkeypatch.setattr(_exit, "register", register_as_a_capture_starts)
+        client = Client(url=server.url)
+        monkeypatch.setattr(_exit, "register", real)
+        ((cm, lines),) = opened
+        try:
+            client.log("during the capture")
+        finally:
+            cm.__exit__(None, None, None)
+        assert client.flush(10)
+        client.close(5)
+        assert (["during the capture"], []) == ([line["line"] for line in lines], server.lines)
+
+    def test_capture_ending_as_a_client_is_built(
+        self, monkeypatch: pytest.MonkeyPatch, server: DevServer
+    ) -> None:
+        """The capture ends just before the client registers: its lines ship, rather
+        than going, for good, to a capture no longer there."""
+        real = _exit.register
+        cm = capture_lines()
+        cm.__enter__()
+
+        def register_as_the_capture_ends(client: Client) -> None:
+            cm.__exit__(None, None, None)
+            real(client)
+
+        monkeypatch.setattr(_exit, "register", register_as_the_capture_ends)
+        client = Client(url=server.url)
+        monkeypatch.setattr(_exit, "register", real)
+        client.log("after the capture")
+        assert client.flush(10)
+        client.close(5)
+        assert ["after the capture"] == [line["line"] for line in server.lines]
