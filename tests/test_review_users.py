@@ -21,7 +21,7 @@ from starlette.authentication import AuthCredentials, AuthenticationBackend, Sim
 from starlette.middleware import Middleware
 from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse
+from starlette.responses import PlainTextResponse, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.testclient import TestClient
 
@@ -787,3 +787,57 @@ class TestCaptureAndANewClient:
         assert client.flush(10)
         client.close(5)
         assert ["after the capture"] == [line["line"] for line in server.lines]
+
+
+class TestASGIConcurrentStreams:
+    @pytest.mark.usefixtures("asgi_logs")
+    def test_streaming_responses_at_once_keep_their_own_fields(self) -> None:
+        """30 streaming responses in flight at once (Starlette sends each from a task of
+        its own): every line, access lines included, carries its own request's id, path
+        and status."""
+        log = logging.getLogger("review_asgi")
+        n = 30
+        all_in = asyncio.Event()
+        arrived = 0
+
+        async def stream(request: Request) -> StreamingResponse:
+            nonlocal arrived
+            n_ = request.path_params["n"]
+            arrived += 1
+            if arrived == n:
+                all_in.set()
+
+            async def body() -> AsyncIterator[bytes]:
+                await all_in.wait()
+                log.info("streaming %s", n_)
+                yield b"x"
+
+            return StreamingResponse(body(), status_code=200 + int(n_) % 2)
+
+        app = Starlette(
+            routes=[Route("/s/{n}", stream)],
+            middleware=[Middleware(LogDNAMiddleware, access_log=True)],
+        )
+
+        async def one(i: int) -> None:
+            async def receive() -> dict[str, Any]:
+                await all_in.wait()
+                return {"type": "http.disconnect"}
+
+            async def send(message: Any) -> None:
+                pass
+
+            scope = _asgi_scope(f"/s/{i}", headers=[(b"x-request-id", f"r-{i}".encode())])
+            await app(scope, receive, send)
+
+        async def main() -> None:
+            await asyncio.gather(*(one(i) for i in range(n)))
+
+        with capture_lines() as lines:
+            asyncio.run(main())
+        assert 2 * n == len(lines)
+        for line in lines:
+            i = int(line["meta"]["http_path"].rsplit("/", 1)[1])
+            assert (f"r-{i}", 200 + i % 2) == (
+                line["meta"]["request_id"], line["meta"]["http_status"]
+            )  # fmt: skip
