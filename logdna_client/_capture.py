@@ -12,8 +12,9 @@ code know nothing of captures.
 
 Clients that exist when a capture starts are diverted then; clients built
 while one is on divert themselves (``Client._new_pipeline``, also after a
-fork). A diverted client does not start its sender for these lines: nothing
-is queued, so nothing is sent.
+fork), and look again once they are registered (``follow``). A diverted
+client does not start its sender for these lines: nothing is queued, so
+nothing is sent.
 """
 
 from __future__ import annotations
@@ -25,9 +26,14 @@ import orjson
 
 from ._buffer import SEPARATOR
 
-__all__ = ["active", "deliver", "start", "stop"]
+__all__ = ["active", "deliver", "follow", "start", "stop"]
 
 _lock = threading.Lock()
+# Held while a line is appended to the captures, and taken by stop() before it returns:
+# a capture's list never grows once its block has ended (a thread that was logging
+# then). A leaf: nothing is taken under it (deliver holds a buffer's lock around it).
+# Re-entrant: a finalizer that a collection under to_dict() runs may log.
+_appending = threading.RLock()
 # Replaced, never changed in place: deliver() reads it without the lock.
 _captures: tuple[list[dict[str, Any]], ...] = ()
 
@@ -56,6 +62,17 @@ def stop(lines: list[dict[str, Any]]) -> None:
         _captures = tuple(c for c in _captures if c is not lines)
         if before and not _captures:
             _divert_all(False)
+    with _appending:  # an append to ``lines`` under way ends first
+        pass
+
+
+def follow(client: Any) -> None:
+    """Divert ``client`` or not, as the captures now say: for a client being built,
+    which a capture starting or ending on another thread meanwhile may have missed
+    (before it registered) or left diverted (it diverted itself, then the last capture
+    ended before it was registered to be undiverted)."""
+    with _lock:
+        client._divert(bool(_captures))
 
 
 def _divert_all(on: bool) -> None:
@@ -68,10 +85,11 @@ def _divert_all(on: bool) -> None:
 def deliver(entry: bytes) -> bool:
     """A diverted buffer's sink: the entry, as a wire-format dict, to every capture."""
     data = entry[len(SEPARATOR) :]
-    for lines in _captures:
-        # A dict of its own for each capture, meta included: a test that edits what it
-        # caught (pops a key, say) leaves a capture around it as it was.
-        lines.append(to_dict(data))
+    with _appending:
+        for lines in _captures:
+            # A dict of its own for each capture, meta included: a test that edits what
+            # it caught (pops a key, say) leaves a capture around it as it was.
+            lines.append(to_dict(data))
     return True
 
 

@@ -40,8 +40,9 @@ _CLOSE_GRACE = 0.2
 # How long after a failed attempt to start the sender thread (RLIMIT_NPROC, no memory
 # for its stack) lines are queued without trying again.
 _START_RETRY = 1.0
-# How often a wait for aflush()/aclose() looks whether its awaiting task was cancelled.
-_CANCEL_POLL = 0.05
+# How often aflush()/aclose() look at the sender's progress: first, and at most.
+_POLL_FIRST = 0.001
+_POLL_MAX = 0.05
 # How long one of an ending's waiters waits for another to say what the exit lost.
 _TELL_GRACE = 1.0
 
@@ -125,6 +126,7 @@ class Client:
         self._start_lock = threading.RLock()
         self._new_pipeline()
         _exit.register(self)
+        _capture.follow(self)  # a capture that began or ended as it registered
         if self.config.handle_signals:
             # Here too, not only when the first line starts the sender: apps often
             # configure logging on the main thread and log from worker threads only.
@@ -141,6 +143,19 @@ class Client:
     ) -> None:
         """Close: deliver what is queued within ``shutdown_timeout``, then stop."""
         self.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """``aclose``: deliver what is queued within ``shutdown_timeout``, the event
+        loop running meanwhile, then stop."""
+        await self.aclose()
 
     def __repr__(self) -> str:
         c = getattr(self, "config", None)
@@ -377,12 +392,17 @@ class Client:
         thread inside the client. Once the client is closing, it waits no longer
         than the close's deadline.
         """
-        return self._flush(timeout, None)
+        wait = self._begin_flush(timeout)
+        if isinstance(wait, bool):
+            return wait
+        target, lost_before, timeout = wait
+        return self._sender.wait_done_through(target, timeout) and self._lost() == lost_before
 
-    def _flush(self, timeout: float | None, stop: threading.Event | None) -> bool:
-        """``flush``; with ``stop``, the wait also ends soon after it is set."""
-        buffer = self._buffer
-        target = buffer.accepted
+    def _begin_flush(self, timeout: float | None) -> bool | tuple[int, int, float | None]:
+        """What ``flush`` and ``aflush`` do before they wait: their answer when there is
+        nothing to wait for, else what to wait for (the sender done through ``target``),
+        the lines lost so far, and how long (clipped to a close's deadline)."""
+        target = self._buffer.accepted
         if self._sender.done(target):
             return True
         lost_before = self._lost()
@@ -395,18 +415,7 @@ class Client:
         if deadline is not None:
             left = deadline - time.monotonic() + _CLOSE_GRACE
             timeout = left if timeout is None else min(timeout, left)
-        if stop is None:
-            done = self._sender.wait_done_through(target, timeout)
-        else:
-            end = None if timeout is None else time.monotonic() + timeout
-            while True:
-                step = _CANCEL_POLL if end is None else min(_CANCEL_POLL, end - time.monotonic())
-                done = self._sender.wait_done_through(target, max(0.0, step))
-                if done or stop.is_set() or self._sender.finished.is_set():
-                    break
-                if end is not None and time.monotonic() >= end:
-                    break
-        return done and self._lost() == lost_before
+        return target, lost_before, timeout
 
     def close(self, timeout: float | None = None) -> None:
         """Flush what is queued within ``timeout`` (default ``shutdown_timeout``), then stop.
@@ -513,28 +522,18 @@ class Client:
             f"deadline ({self._deadline_text()}) and were dropped"
         )
 
-    def _wait_closed(self, *, at_exit: bool, stop: threading.Event | None = None) -> None:
-        """Wait for the sender to finish (by the close's deadline); with ``stop``,
-        the wait also ends soon after it is set."""
+    def _wait_closed(self, *, at_exit: bool) -> None:
+        """Wait for the sender to finish (by the close's deadline)."""
         sender = self._sender
         if self._deliver_here:  # no sender thread could start: its work is done here
             self._deliver_here = False
             self._delivered_here = True  # another waiter waits for it as for a thread
             sender.run_here()
-        # Also a sender still starting: a signal handler (SIGTERM) may have found this
-        # thread inside Thread.start(), the new thread launched or not yet.
-        launched = self._started or self._delivered_here or (self._starting and sender.launched)
+        launched = self._launched()
         if launched and sender._deadline is not None:
             left = sender._deadline - time.monotonic()
             # A little grace past the deadline for the sender's own bookkeeping.
-            if stop is None:
-                sender.finished.wait(max(0.0, left) + _CLOSE_GRACE)
-            else:
-                end = time.monotonic() + max(0.0, left) + _CLOSE_GRACE
-                while not stop.is_set():
-                    step = min(_CANCEL_POLL, end - time.monotonic())
-                    if sender.finished.wait(max(0.0, step)) or step <= 0:
-                        break
+            sender.finished.wait(max(0.0, left) + _CLOSE_GRACE)
         if at_exit:
             self._exit_finished()
             if not self._exit_said.acquire(blocking=False):  # (never waits: signal-safe)
@@ -548,6 +547,13 @@ class Client:
                 self._report_exit_loss(launched)
             finally:
                 self._exit_told.set()
+
+    def _launched(self) -> bool:
+        """Whether a sender runs for this client: a thread, or the work done here by
+        a waiter (``_wait_closed``); also one still starting: a signal handler
+        (SIGTERM) may have found this thread inside Thread.start(), the new thread
+        launched or not yet."""
+        return self._started or self._delivered_here or (self._starting and self._sender.launched)
 
     def _report_exit_loss(self, launched: bool) -> None:
         """What the exit lost, said once (``_wait_closed``): lines past the deadline and
@@ -589,22 +595,19 @@ class Client:
     async def aflush(self, timeout: float | None = 5.0) -> bool:
         """``flush`` for coroutines: the event loop keeps running while it waits.
 
-        The wait is for the sender thread's progress (a ``threading`` condition),
-        which a coroutine cannot await directly; it runs in the loop's default
-        executor, as ``asyncio.to_thread`` runs a call. Polling from the loop
-        instead would trade that thread for latency or wake-ups. When nothing is
-        pending it returns at once, without a thread. Cancelling the awaiting
-        task (Ctrl-C in ``asyncio.run``, a ``wait_for`` timeout) ends that
-        thread's wait too, within a moment: ``asyncio.run`` waits for the
-        executor's threads before it returns.
+        It waits in the loop, looking at the sender's progress at growing intervals
+        (from 1 ms to 50 ms): no thread is taken from the loop's default executor,
+        which the app's ``to_thread`` calls and ``getaddrinfo`` share (a few threads:
+        tasks waiting there would queue those, and each other, past their timeouts).
+        Cancelling the awaiting task ends the wait at once.
         """
-        if self._sender.done(self._buffer.accepted):
-            return True
-        stop = threading.Event()
-        try:
-            return await asyncio.to_thread(self._flush, timeout, stop)
-        finally:
-            stop.set()
+        wait = self._begin_flush(timeout)
+        if isinstance(wait, bool):
+            return wait
+        target, lost_before, timeout = wait
+        sender = self._sender
+        await _poll(lambda: sender.done(target) or sender.finished.is_set(), timeout)
+        return sender.done(target) and self._lost() == lost_before
 
     async def aclose(self, timeout: float | None = None) -> None:
         """``close`` for coroutines: the event loop keeps running while it waits
@@ -614,15 +617,20 @@ class Client:
         if timeout is None:
             timeout = self.config.shutdown_timeout
         timeout = max(0.0, timeout)
-        # Begun here (it never waits); only the wait goes to a thread.
+        # Begun here (it never waits).
         self._begin_close(_exit.exit_deadline(timeout, begins_exit=False), timeout)
         if not self._can_wait():
             return
-        stop = threading.Event()
-        try:
-            await asyncio.to_thread(self._wait_closed, at_exit=False, stop=stop)
-        finally:
-            stop.set()
+        if self._deliver_here:
+            # No sender thread could be started: the sender's work, blocking, is done on
+            # one of the executor's threads instead (rare: see _begin_close).
+            await asyncio.to_thread(self._wait_closed, at_exit=False)
+            return
+        sender = self._sender
+        deadline = sender._deadline
+        if self._launched() and deadline is not None:
+            left = deadline - time.monotonic() + _CLOSE_GRACE
+            await _poll(sender.finished.is_set, max(0.0, left))
 
     # -- introspection
 
@@ -673,6 +681,21 @@ class Client:
 
 
 Client.__doc__ = with_options_help(Client.__doc__)
+
+
+async def _poll(done: Callable[[], bool], timeout: float | None) -> bool:
+    """Await ``done()`` for up to ``timeout`` seconds (None: no limit), looking at
+    intervals that double from ``_POLL_FIRST`` to ``_POLL_MAX``: a wait that ends
+    soon ends soon after, a long one wakes the loop at most 20 times a second."""
+    end = None if timeout is None else time.monotonic() + timeout
+    interval = _POLL_FIRST
+    while not done():
+        left = None if end is None else end - time.monotonic()
+        if left is not None and left <= 0:
+            return False
+        await asyncio.sleep(interval if left is None else min(interval, left))
+        interval = min(interval * 2, _POLL_MAX)
+    return True
 
 
 def _millis_or_now(timestamp: object) -> int:

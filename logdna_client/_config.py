@@ -232,6 +232,10 @@ def level_beside_client(client: object, options: Mapping[str, object]) -> int | 
     options are the client's."""
     if client is None:
         return None
+    from ._options import check_option_names  # noqa: PLC0415 - _options imports this module
+
+    # First: "levle" is a typo of the one option taken here, not a second option.
+    check_option_names(options)
     level = to_level("level", options["level"]) if "level" in options else None
     others = sorted(name for name in options if name != "level")
     if others:

@@ -68,7 +68,7 @@ class ClientOptions(TypedDict, total=False):
         Callable[[dict[str, Any]], dict[str, Any] | None] | str | None,
         "edit or drop (return None) each line dict before it is queued",
     ]
-    max_line_length: Annotated[int | str, "longest line text, in bytes: 32000"]
+    max_line_length: Annotated[int | str, "longest line text, in bytes: 16 KiB"]
     allow_insecure: Annotated[bool, "allow http:// to a host that is not loopback: False"]
     handle_signals: Annotated[
         bool, "deliver on SIGTERM/SIGHUP, then end by it: True; env LOGDNA_HANDLE_SIGNALS"

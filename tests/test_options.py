@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from logdna_client import Client, ConfigurationError, LogDNAHandler
+from logdna_client._config import Config
 from logdna_client._options import (
     OPTION_NAMES,
     ClientOptions,
@@ -39,6 +40,20 @@ class TestOptionsMatchConfig:
         docs = option_docs()
         assert set(docs) == OPTION_NAMES
         assert all(doc and "\n" not in doc for _typ, doc in docs.values())
+
+    @pytest.mark.parametrize(
+        "name",
+        ["flush_interval", "max_batch_bytes", "max_buffer_bytes", "overflow", "block_timeout",
+         "request_timeout", "shutdown_timeout", "retry_max_backoff", "compress", "verify",
+         "redact", "max_line_length", "allow_insecure", "spool_sync", "max_spool_bytes",
+         "kubernetes"],
+    )  # fmt: skip
+    def test_default_in_help_is_the_default(self, name: str) -> None:
+        """The default an option's help line states (after its last ": ") is Config's:
+        help(Client) said max_line_length defaults to 32000, where it is 16 KiB."""
+        stated = option_docs()[name][1].rsplit(": ", 1)[1].split(",")[0].split(" (")[0]
+        given = Config(url=LOCAL, **{name: stated.strip('"').replace(" ", "")})
+        assert getattr(Config(url=LOCAL), name) == getattr(given, name), stated
 
     def test_total_false(self) -> None:
         """Every option may be left out."""

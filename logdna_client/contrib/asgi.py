@@ -17,7 +17,8 @@ is a sane token, else a new one; echoed in the response and kept in
 ``request.state.request_id``), ``http_method``, ``http_path`` (never the
 query string), ``user_id`` when one is known (``user_id=`` callable, else an
 authenticated ``scope["user"]`` from Starlette's ``AuthenticationMiddleware``);
-``http_status`` once the response starts. The lines reach LogDNA through a
+``http_status`` once the response starts (500 when the app raised before it
+answered). The lines reach LogDNA through a
 ``LogDNAHandler`` (with ``RequestContextFilter``) or a ``LogDNAProcessor``
 configured as usual; see docs/asgi.md.
 
@@ -52,6 +53,9 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 access_logger = logging.getLogger("asgi.access")
+# In the scope: the request id a LogDNAMiddleware gave, and whether one logs the access
+# line, for another one further in (a mounted sub-app's).
+_SCOPE_KEY = "logdna_client.request"
 _own = logging.getLogger("logdna_client")
 
 
@@ -115,9 +119,15 @@ class LogDNAMiddleware:
         # not reach this one (where the access line is logged).
         response_added: dict[str, Any] = {}
         token = None
+        # An outer LogDNAMiddleware (a mounted sub-app with its own) already gave this
+        # request its id, and logs its access line if it was asked to: one of each.
+        outer_id, outer_logs_access = scope.get(_SCOPE_KEY) or (None, False)
+        access_log = self.access_log and not outer_logs_access
         try:
-            fields = request_fields(self._header(scope), method, path, self._user_id(scope))
+            sent_id = outer_id if outer_id is not None else self._header(scope)
+            fields = request_fields(sent_id, method, path, self._user_id(scope))
             request_id = fields["request_id"]
+            scope[_SCOPE_KEY] = (request_id, access_log or outer_logs_access)
             state = scope.setdefault("state", {})
             if isinstance(state, MutableMapping):
                 state["request_id"] = request_id
@@ -126,18 +136,26 @@ class LogDNAMiddleware:
             _own.debug("logdna_client: could not bind the request context", exc_info=True)
             request_id = None
 
-        async def send_with_context(message: Message) -> None:
+        def responded(new_status: int) -> None:
             nonlocal status
-            if message.get("type") == "http.response.start":
+            status = new_status
+            changed = response_fields(status, self._user_id(scope))
+            update_request_context(**changed)
+            response_added.update(changed)
+
+        async def send_with_context(message: Message) -> None:
+            kind = message.get("type")
+            # A WebSocket's handshake answer is its accept (headers: ASGI 2.1).
+            if kind in ("http.response.start", "websocket.accept"):
                 try:
-                    status = int(message["status"])
-                    changed = response_fields(status, self._user_id(scope))
-                    update_request_context(**changed)
-                    response_added.update(changed)
+                    if kind == "http.response.start":
+                        responded(int(message["status"]))
                     headers = list(message.get("headers") or ())
                     if request_id and all(k.lower() != self._header_key for k, _ in headers):
                         headers.append((self._header_key, request_id.encode("latin-1")))
-                        message["headers"] = headers
+                        # A copy: an app may send one constant message for every
+                        # response, which would then echo this request's id to all.
+                        message = {**message, "headers": headers}
                 except Exception:
                     _own.debug(
                         "logdna_client: could not record the response context", exc_info=True
@@ -146,8 +164,18 @@ class LogDNAMiddleware:
 
         try:
             await self.app(scope, receive, send_with_context)
+        except Exception:
+            if status is None and scope["type"] == "http":
+                # Unanswered: the server (or Starlette's ServerErrorMiddleware, outside
+                # this one) answers 500, which the access line says, as Django's and
+                # Flask's do. Not for a cancellation (BaseException): no answer is sent.
+                try:
+                    responded(500)
+                except Exception:
+                    _own.debug("logdna_client: could not record the 500", exc_info=True)
+            raise
         finally:
-            if self.access_log and scope["type"] == "http":
+            if access_log and scope["type"] == "http":
                 if response_added and token is not None:
                     update_request_context(**response_added)
                 log_access(access_logger, method, path, status, started)
