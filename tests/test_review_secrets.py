@@ -1,0 +1,97 @@
+"""Security review of redaction at the size caps: a secret that is long, or that a
+cap cuts, must not ship in part, on the C path and the Python path alike."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from logdna_client import LogDNAHandler
+from logdna_client.testing import capture_lines
+from tests.helpers import make_logger
+
+UNREACHABLE = "https://127.0.0.1:9/logs/ingest"
+LIMIT = 16384  # the default max_line_length
+#: A password with no repeated 8-character piece: any piece of it that ships is found.
+PASSWORD = "".join(chr(97 + i % 26) + str(i % 10) for i in range(60))
+PIECES = [PASSWORD[i : i + 8] for i in range(0, len(PASSWORD) - 8, 4)]
+#: A token longer than the patterns' bounded value (256 characters), distinct throughout.
+LONG = "".join(f"{i:04d}tk" for i in range(900))
+LONG_PIECES = [LONG[i : i + 12] for i in range(0, len(LONG) - 12, 6)]
+
+
+@pytest.fixture(params=["c", "python"])
+def shipped(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """Log through a handler (on the C path, then the Python one) and return the JSON
+    of what ships."""
+    if request.param == "python":
+        monkeypatch.setenv("LOGDNA_CLIENT_PURE_PYTHON", "1")
+    handler = LogDNAHandler(
+        key="k", url=UNREACHABLE, flush_interval=3600, redact_patterns=["bearer"]
+    )
+    monkeypatch.delenv("LOGDNA_CLIENT_PURE_PYTHON", raising=False)
+    log = make_logger("review-secrets", handler)
+
+    def ship(message: str, **extra: Any) -> str:
+        with capture_lines() as lines:
+            log.info("%s", message, extra=extra)
+        assert 1 == len(lines)
+        return json.dumps(lines)
+
+    yield ship
+    handler.client.close(timeout=0)
+    handler.close()
+
+
+def leaked(blob: str, pieces: list[str]) -> list[str]:
+    return [piece for piece in pieces if piece in blob]
+
+
+class TestCutsKeepSecretsWhole:
+    def test_url_password_across_the_line_cap(self, shipped: Any) -> None:
+        """A URL whose "@" the line cap cuts off still has its password redacted."""
+        for before in range(LIMIT - 150, LIMIT - 40, 7):
+            blob = shipped("x" * before + " postgres://admin:" + PASSWORD + "@db/app")
+            assert [] == leaked(blob, PIECES), before
+
+    def test_url_password_across_a_meta_string_cap(self, shipped: Any) -> None:
+        """The same in a meta string longer than its cap."""
+        for before in range(LIMIT + 256 - 150, LIMIT + 256, 7):
+            value = "x" * before + " postgres://admin:" + PASSWORD + "@db/app"
+            blob = shipped("m", note=value)
+            assert [] == leaked(blob, PIECES), before
+
+
+class TestLongValues:
+    @pytest.mark.parametrize(
+        "template",
+        [
+            "password={}",
+            'body {{"client_secret": "{}"}}',
+            "body {{'api_key': '{}'}}",
+            "token: Bearer {} rest",
+            "Authorization: Basic {}",
+            "Cookie: session={}",
+            "got Bearer {} from the proxy",
+        ],
+    )
+    def test_a_long_value_goes_whole_in_text(self, shipped: Any, template: str) -> None:
+        """A secret value longer than a pattern's bounded repeat is replaced to its end."""
+        long = LONG * 2 if "Basic" in template or "Cookie" in template or "got" in template else LONG
+        pieces = [long[i : i + 12] for i in range(0, len(long) - 12, 6)]
+        blob = shipped(template.format(long))
+        assert [] == leaked(blob, pieces)
+
+    def test_a_long_value_goes_whole_in_meta(self, shipped: Any) -> None:
+        """The same in a meta string."""
+        blob = shipped("m", note="retrying with token=" + LONG + " now")
+        assert [] == leaked(blob, LONG_PIECES)
+        assert " now" in blob
+
+    def test_a_repeated_key_runs_on_once(self, shipped: Any) -> None:
+        """Many secret keys in one long run still give one marker for the run."""
+        blob = shipped("x " + "password=" * 1500 + " ; tail")
+        assert "x password=[REDACTED] ; tail" == json.loads(blob)[0]["line"]
