@@ -385,13 +385,14 @@ class LineBuilder:
         ``filtered`` unless ``count_filtered`` is False: the library's own lines)."""
         limit = self._line_limit
         if self._redacts_text:
-            # The patterns only ever see bounded input: a text over the cap is cut to
-            # it first (its whole size kept for the marker), then redacted, then
-            # capped again (a marker can be longer than what it replaces).
+            # The patterns only ever see bounded input: the redactor cuts a text
+            # over the cap to it and a margin (a secret the cap cuts, such as a URL
+            # whose "@" is past it, is still found whole), then it is capped (its
+            # whole size kept for the marker; a marker can be longer than what it
+            # replaces).
             size = None
             if len(text) > limit:  # more characters than the cap has bytes
                 size = len(text.encode("utf-8", "replace"))
-                text = text[:limit]
             text = self._redactor.text(text)
             if size is not None or len(text) * 4 > limit:
                 text = cap_text(text, limit, size)

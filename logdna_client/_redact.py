@@ -268,8 +268,23 @@ Span = tuple[int, int]
 
 # What a rule is, for _Patterns.sub: how its matches become spans.
 _WHOLE, _VALUE, _WORDS_FIRST, _KEY_VALUE, _EMAIL, _DIGITS = range(6)
-# (kind, literals one of which every match holds, regex, its other forms)
-_Rule = tuple[int, tuple[str, ...], re.Pattern[str], Any]
+# (kind, literals one of which every match holds, regex, its other forms, _RUN_ON's)
+_Rule = tuple[
+    int, tuple[str, ...], re.Pattern[str], Any, "tuple[int, re.Pattern[str] | None] | None"
+]
+
+# A value's repeat is bounded (it keeps each pattern linear where it is tried at
+# many places), so a longer secret would be replaced only in its first part and
+# its tail shipped: a span at least this long (value, or whole match) is run on to
+# the end of its value's class (_run_on). None: the class the quote before the
+# value says (secret_kv's three kinds of value).
+_RUN_ON: dict[str, tuple[int, re.Pattern[str] | None]] = {
+    "secret_kv": (256, None),
+    "auth_header": (4096, re.compile(r"""[^\r\n"']+""")),
+    "bearer": (4096, re.compile(r"[A-Za-z0-9\-._~+/]+=*")),
+}
+_QUOTED_RUN = {'"': re.compile(r'[^"\r\n]+'), "'": re.compile(r"[^'\r\n]+")}
+_BARE_RUN = re.compile(r"""[^\s"'&,;)\]}]+""")
 
 
 class _Patterns:
@@ -307,7 +322,8 @@ class _Patterns:
             zeros = "|".join(_ZERO_BRANCHES[name] for name in digit_rules)
             digits = "|".join(_DIGIT_BRANCHES[name] for name in digit_rules)
             regex = re.compile(rf"\d(?<![\d.-]\d)(?:{digits})")
-            rules.append((_DIGITS, (), regex, re.compile(rf"000(?<![0.-]000)(?:{zeros})".encode())))
+            zeroed = re.compile(rf"000(?<![0.-]000)(?:{zeros})".encode())
+            rules.append((_DIGITS, (), regex, zeroed, None))
         for name in patterns:
             regex = re.compile(PRESET_PATTERNS.get(name, name))
             if name == "secret_kv":
@@ -324,7 +340,7 @@ class _Patterns:
                     (word, re.compile(form)) for word, form in _LOWER_FORMS.get(name, {}).items()
                 )
             )
-            rules.append((kind, _NEEDS.get(name, ()), regex, lower))
+            rules.append((kind, _NEEDS.get(name, ()), regex, lower, _RUN_ON.get(name)))
         self._rules = tuple(rules)
 
     def sub(self, replacement: str, text: str) -> str:
@@ -333,13 +349,15 @@ class _Patterns:
         backwards: str | None = None
         # (Loops, not any() over a generator: this runs for short messages on the
         # logging call's path, where a generator costs more than the test.)
-        for kind, needs, regex, extra in self._rules:
+        longs: list[tuple[int, int, re.Pattern[str]]] = []
+        for kind, needs, regex, extra, run_on in self._rules:
             for literal in needs:
                 if literal in text:
                     break
             else:
                 if needs:
                     continue
+            first = len(spans)
             # (Most frequent first: on short text most rules stop at their gate.)
             if kind == _WORDS_FIRST:
                 if low is None:
@@ -374,8 +392,12 @@ class _Patterns:
                 if backwards is None:
                     backwards = text[::-1]
                 _emails(text, backwards, regex, spans)
+            if run_on is not None and len(spans) > first:
+                _long_values(text, spans, first, run_on, longs)
         if not spans:
             return text
+        if longs:
+            _run_on(text, spans, longs)
         spans.sort()
         # The text between markers, overlapping or touching spans joined: one
         # marker for both.
@@ -557,6 +579,39 @@ def _digits(
                 spans.append((s, e))
         else:
             spans.append(found.span())
+
+
+def _long_values(
+    text: str,
+    spans: list[Span],
+    first: int,
+    run_on: tuple[int, re.Pattern[str] | None],
+    longs: list[tuple[int, int, re.Pattern[str]]],
+) -> None:
+    """Add to ``longs`` (end, index, its value's class) the spans from ``first`` on
+    that are long enough to have stopped at their pattern's bound (see _RUN_ON)."""
+    bound, run = run_on
+    for index in range(first, len(spans)):
+        s, e = spans[index]
+        if e - s >= bound:
+            cls = run or (_QUOTED_RUN.get(text[s - 1], _BARE_RUN) if s else _BARE_RUN)
+            longs.append((e, index, cls))
+
+
+def _run_on(text: str, spans: list[Span], longs: list[tuple[int, int, re.Pattern[str]]]) -> None:
+    """Run each long span on over the rest of its value (``longs``: _long_values').
+
+    In the order of their ends, one scan for each run of a class: a span that ends
+    inside the run found before ends where it does (all of it is the class), so no
+    character is read twice for one class however many keys repeat in one value.
+    """
+    reach: dict[re.Pattern[str], int] = {}
+    for e, index, run in sorted(longs, key=lambda long: long[0]):
+        end = reach.get(run, -1)
+        if e > end:
+            more = run.match(text, e)
+            end = reach[run] = e if more is None else more.end()
+        spans[index] = (spans[index][0], end)
 
 
 def _lowered(text: str) -> str:
@@ -853,10 +908,14 @@ class Redactor:
         return None
 
     def _meta_text(self, value: str) -> str:
-        """A string in meta, patterns applied: one longer than the text cap is cut
-        first, with a marker (the patterns only ever run on bounded input)."""
+        """A string in meta, patterns applied: one longer than the text cap is cut,
+        with a marker (the patterns only ever run on bounded input: the cut and a
+        margin)."""
         if len(value) > self._max_chars:
-            value = value[: self._max_chars] + _CUT
+            # Cut after the patterns ran on a margin past the cut: one the cut would
+            # end (a URL's "@" past it) still finds its secret whole.
+            cut = self._apply(value[: self._max_chars + _CUT_MARGIN])
+            return cut[: self._max_chars] + _CUT
         return self._apply(value)
 
     def _walk(self, value: Any, path: set[int], depth: int) -> Any:

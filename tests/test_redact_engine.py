@@ -131,6 +131,24 @@ class TestSameSpansAsTheReference:
             long = text * 40
             assert reference.sub(MARKER, long) == fast(redactor, long), choice
 
+    @pytest.mark.parametrize("size", [255, 256, 257, 4095, 4096, 4097, 9000])
+    def test_values_past_the_bounds(self, size: int) -> None:
+        """Values as long as a pattern's bounded repeat and longer (run on to their
+        end), one after another and in one run of repeated keys."""
+        value = "v" * size
+        text = (
+            f"password={value}&x=1 'token': '{value}' \"secret\": \"{value} b\" "
+            f"Authorization: Basic {value}\nCookie: {value}; more\nBearer {value}== tail "
+            + "pin=" * (size // 4)
+            + " end"
+        )
+        for choice in CHOICES:
+            redactor, reference = both(choice)
+
+            assert reference.sub(MARKER, text) == fast(redactor, text), choice
+            if "bearer" in choice:
+                assert "v" * 200 not in fast(redactor, text)
+
     def test_without_defaults(self) -> None:
         """With ``redact=False`` and only a preset, the same spans too."""
         text = "password=x 4111 1111 1111 1111 Authorization: Bearer abc"

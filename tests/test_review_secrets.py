@@ -80,7 +80,9 @@ class TestLongValues:
     )
     def test_a_long_value_goes_whole_in_text(self, shipped: Any, template: str) -> None:
         """A secret value longer than a pattern's bounded repeat is replaced to its end."""
-        long = LONG * 2 if "Basic" in template or "Cookie" in template or "got" in template else LONG
+        long = (
+            LONG * 2 if "Basic" in template or "Cookie" in template or "got" in template else LONG
+        )
         pieces = [long[i : i + 12] for i in range(0, len(long) - 12, 6)]
         blob = shipped(template.format(long))
         assert [] == leaked(blob, pieces)
