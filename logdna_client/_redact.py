@@ -283,6 +283,7 @@ _RUN_ON: dict[str, tuple[int, re.Pattern[str] | None]] = {
     "auth_header": (4096, re.compile(r"""[^\r\n"']+""")),
     "bearer": (4096, re.compile(r"[A-Za-z0-9\-._~+/]+=*")),
 }
+_RUN_ON_FROM = min(bound for bound, _ in _RUN_ON.values())
 _QUOTED_RUN = {'"': re.compile(r'[^"\r\n]+'), "'": re.compile(r"[^'\r\n]+")}
 _BARE_RUN = re.compile(r"""[^\s"'&,;)\]}]+""")
 
@@ -349,7 +350,11 @@ class _Patterns:
         backwards: str | None = None
         # (Loops, not any() over a generator: this runs for short messages on the
         # logging call's path, where a generator costs more than the test.)
-        longs: list[tuple[int, int, re.Pattern[str]]] = []
+        # (Only text as long as the shortest bound can hold a span that reaches one.)
+        longs: list[tuple[int, int, re.Pattern[str]]] | None = (
+            [] if len(text) >= _RUN_ON_FROM else None
+        )
+        first = 0
         for kind, needs, regex, extra, run_on in self._rules:
             for literal in needs:
                 if literal in text:
@@ -357,31 +362,38 @@ class _Patterns:
             else:
                 if needs:
                     continue
-            first = len(spans)
             # (Most frequent first: on short text most rules stop at their gate.)
             if kind == _WORDS_FIRST:
+                if longs is not None:
+                    first = len(spans)
                 if low is None:
                     low = _lowered(text)
                 if not low:
                     for m in regex.finditer(text):
                         span = m.span("v") if "v" in regex.groupindex else (-1, -1)
                         spans.append(span if span[0] >= 0 else m.span())
-                    continue
-                for word, form, value in extra:
-                    if word in low:
-                        if value:  # (always there when the form matches)
-                            spans += [m.span("v") for m in form.finditer(low)]
-                        else:
-                            spans += [m.span() for m in form.finditer(low)]
+                else:
+                    for word, form, value in extra:
+                        if word in low:
+                            if value:  # (always there when the form matches)
+                                spans += [m.span("v") for m in form.finditer(low)]
+                            else:
+                                spans += [m.span() for m in form.finditer(low)]
+                if longs is not None and run_on is not None and len(spans) > first:
+                    _long_values(text, spans, first, run_on, longs)
             elif kind == _DIGITS:
                 _digits(text, extra, regex, spans)
             elif kind == _KEY_VALUE:
+                if longs is not None:
+                    first = len(spans)
                 if backwards is None:
                     backwards = text[::-1]
                 if len(text) < _FORWARD_FROM:
                     self._at_separators(text, backwards, regex, spans, None)
                 else:
                     self._key_values(text, backwards, regex, spans)
+                if longs is not None and run_on is not None and len(spans) > first:
+                    _long_values(text, spans, first, run_on, longs)
             elif kind == _WHOLE:
                 spans += [m.span() for m in regex.finditer(text)]
             elif kind == _VALUE:
@@ -392,8 +404,6 @@ class _Patterns:
                 if backwards is None:
                     backwards = text[::-1]
                 _emails(text, backwards, regex, spans)
-            if run_on is not None and len(spans) > first:
-                _long_values(text, spans, first, run_on, longs)
         if not spans:
             return text
         if longs:
