@@ -25,7 +25,14 @@ from ._buffer import BODY_HEAD, BODY_TAIL, LINE_OVERHEAD, SEPARATOR
 from ._config import Config
 from ._context import clean_path
 from ._limits import META_BYTES, META_EXCERPT, META_MARK, NAME_CHARS, cap_text
-from ._redact import MAX_DEPTH, Redactor, has_trigger, is_named_tuple, named_tuple_fields
+from ._redact import (
+    MAX_DEPTH,
+    Redactor,
+    has_trigger,
+    is_named_tuple,
+    named_tuple_fields,
+    safe_str,
+)
 
 __all__ = [
     "ENTRY_END",
@@ -92,20 +99,6 @@ def now_millis() -> int:
     """A line's timestamp for now: ``millis(time.time())``, the clock read at each call
     (a clock patched later, by freezegun say, is the one used)."""
     return millis(time.time())
-
-
-def safe_str(value: object) -> str:
-    """``str(value)``, or a marker when that raises: never raises itself."""
-    try:
-        text = str(value)
-        if type(text) is str:
-            return text
-        return str.__str__(text)
-    except Exception:
-        try:
-            return f"<unprintable {type(value).__name__}>"
-        except Exception:
-            return "<unprintable>"
 
 
 def _default(value: Any) -> Any:

@@ -31,6 +31,7 @@ __all__ = [
     "Redactor",
     "has_trigger",
     "key_words",
+    "safe_str",
 ]
 
 MARKER = "[REDACTED]"
@@ -894,7 +895,8 @@ class Redactor:
 
     def _key_is_secret(self, key: object) -> bool:
         """Whether a mapping key names a secret: str and bytes keys, an Enum key by
-        its value and name (orjson ships its value), a tuple key by any part."""
+        its value and name (orjson ships its value), a tuple key by any part, and
+        any other object by the text it ships as (the line builder's ``safe_str``)."""
         if isinstance(key, str):
             return self.is_secret(key)
         if isinstance(key, bytes | bytearray):
@@ -903,7 +905,9 @@ class Redactor:
             return self._key_is_secret(key.value) or self.is_secret(key.name)
         if isinstance(key, tuple | frozenset):
             return any(self._key_is_secret(part) for part in key)
-        return False
+        if key is None or isinstance(key, int | float):
+            return False  # (no letters: they ship as numbers, "true", "null")
+        return self.is_secret(safe_str(key))
 
     def _header_pair(self, item: Any) -> Any:
         """A (name, value) pair (an ASGI or raw header, a form field) whose name is a
@@ -1014,6 +1018,21 @@ def _as_container(value: Any) -> Any:
     if is_dataclass(value) and not isinstance(value, type):
         return {f.name: getattr(value, f.name) for f in fields(value)}
     return None
+
+
+def safe_str(value: object) -> str:
+    """``str(value)``, or a marker when that raises: never raises itself. How the
+    line builder ships an object it cannot encode, a mapping key among them."""
+    try:
+        text = str(value)
+        if type(text) is str:
+            return text
+        return str.__str__(text)
+    except Exception:
+        try:
+            return f"<unprintable {type(value).__name__}>"
+        except Exception:
+            return "<unprintable>"
 
 
 def is_named_tuple(value: tuple[Any, ...]) -> bool:

@@ -97,3 +97,33 @@ class TestLongValues:
         """Many secret keys in one long run still give one marker for the run."""
         blob = shipped("x " + "password=" * 1500 + " ; tail")
         assert "x password=[REDACTED] ; tail" == json.loads(blob)[0]["line"]
+
+
+class _NamedKey:
+    """A mapping key that is neither str nor bytes: it ships as its str()."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class _Unprintable:
+    def __str__(self) -> str:
+        raise RuntimeError("no str")
+
+
+class TestKeysThatShipAsTheirText:
+    def test_an_object_key_naming_a_secret(self, shipped: Any) -> None:
+        """A key object that ships as "password" has its value redacted, at any depth."""
+        blob = shipped(
+            "m", data={_NamedKey("password"): PASSWORD, "x": [{_NamedKey("apiKey"): PASSWORD}]}
+        )
+        assert [] == leaked(blob, PIECES)
+        assert "password" in blob
+
+    def test_an_unprintable_key_does_not_fail(self, shipped: Any) -> None:
+        """A key whose str() raises ships its line, and its plain value stays."""
+        blob = shipped("m", data={_Unprintable(): "plain value"})
+        assert "plain value" in blob
