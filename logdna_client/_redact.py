@@ -74,11 +74,15 @@ CREDENTIAL_PATTERNS: dict[str, str] = {
     # rules for meta keys (Redactor.is_secret). Space after
     # the separator and then another key right before its separator: this value is
     # empty ("password= token=abc"); "password: hunter2 :" is a value. An auth scheme
-    # word stays; quoted values go whole.
+    # word stays; quoted values go whole. A quote may be escaped (JSON inside a JSON
+    # string: {\"password\": \"x\"}), and an escaped quote does not end a quoted
+    # value ("p\"w": all of it; in JSON inside JSON, what follows the value in its
+    # object too: more than the value, never less).
     "secret_kv": r"""[:=](?<!\d\d[:=])"""
-    r"""(?:[ \t]{1,3}(?![A-Za-z0-9_.-]{1,64}["']?[:=]))?["']?"""
+    r"""(?:[ \t]{1,3}(?![A-Za-z0-9_.-]{1,64}(?:\\?["'])?[:=]))?(?:\\?["'])?"""
     r"""(?:(?i:bearer|basic|token|digest)[ \t]{1,3})?"""
-    r"""(?P<v>(?<=")[^"\r\n]{1,256}|(?<=')[^'\r\n]{1,256}|[^\s"'&,;)\]}]{1,256})""",
+    r"""(?P<v>(?<=")(?:[^"\\\r\n]|\\[^\r\n]){1,256}|(?<=')(?:[^'\\\r\n]|\\[^\r\n]){1,256}"""
+    r"""|[^\s"'&,;)\]}]{1,256})""",
     # AWS access key ids (long-term, temporary and the other principal kinds).
     "aws_key": r"A(?<![A-Za-z0-9]A)(?:KIA|SIA|BIA|CCA|GPA|IDA|ROA|IPA|NPA|NVA|PKA)"
     r"[A-Z0-9]{16}(?![A-Za-z0-9])",
@@ -211,7 +215,7 @@ def key_words(key: str) -> list[str]:
 # quote, the key (at most 64 characters). One scan finds every candidate, in C; the
 # key=value pattern then runs only at separators whose key names a secret.
 # _speedups.c reads keys back the same way (key_known_plain).
-_SEPARATOR_KEY_REVERSED = re.compile(r"[:=](?!\d\d)[ \t]{0,3}([\"']?)([A-Za-z0-9_.-]{1,64})")
+_SEPARATOR_KEY_REVERSED = re.compile(r"[:=](?!\d\d)[ \t]{0,3}((?:[\"']\\?)?)([A-Za-z0-9_.-]{1,64})")
 _LOCAL_PART_REVERSED = re.compile(r"[A-Za-z0-9._%+-]{1,64}")
 
 # card, us_ssn and phone_plain all start with a digit: whichever of them are on run
@@ -285,7 +289,10 @@ _RUN_ON: dict[str, tuple[int, re.Pattern[str] | None]] = {
     "bearer": (4096, re.compile(r"[A-Za-z0-9\-._~+/]+=*")),
 }
 _RUN_ON_FROM = min(bound for bound, _ in _RUN_ON.values())
-_QUOTED_RUN = {'"': re.compile(r'[^"\r\n]+'), "'": re.compile(r"[^'\r\n]+")}
+_QUOTED_RUN = {
+    '"': re.compile(r'(?:[^"\\\r\n]|\\[^\r\n])+'),
+    "'": re.compile(r"(?:[^'\\\r\n]|\\[^\r\n])+"),
+}
 _BARE_RUN = re.compile(r"""[^\s"'&,;)\]}]+""")
 
 
@@ -526,7 +533,9 @@ class _Patterns:
             # The key is the whole run of key characters, or its last 64.
             whole = "" if len(name) == 64 else f"(?<![A-Za-z0-9_.-]{key})"
             separator = (
-                r"""(?:["'][ \t]{0,3}|[ \t]{0,3}(?==))""" if strict else r"""["']?[ \t]{0,3}"""
+                r"""(?:\\?["'][ \t]{0,3}|[ \t]{0,3}(?==))"""
+                if strict
+                else r"""(?:\\?["'])?[ \t]{0,3}"""
             )
             # (A lookahead: the separator is not consumed, nor is the value, so a
             # key inside another's value is found too, as from each separator.)
@@ -668,8 +677,8 @@ def _emails(text: str, backwards: str, regex: re.Pattern[str], spans: list[Span]
 # Keys before a separator, read back on the reversed text (_SEPARATOR_KEY_REVERSED
 # with only the key captured, one regex for each separator: a literal first is
 # found faster than a class): findall gives them without a Python step each.
-_COLON_KEY_REVERSED = re.compile(r":(?!\d\d)[ \t]{0,3}[\"']?([A-Za-z0-9_.-]{1,64})")
-_EQUALS_KEY_REVERSED = re.compile(r"=(?!\d\d)[ \t]{0,3}[\"']?([A-Za-z0-9_.-]{1,64})")
+_COLON_KEY_REVERSED = re.compile(r":(?!\d\d)[ \t]{0,3}(?:[\"']\\?)?([A-Za-z0-9_.-]{1,64})")
+_EQUALS_KEY_REVERSED = re.compile(r"=(?!\d\d)[ \t]{0,3}(?:[\"']\\?)?([A-Za-z0-9_.-]{1,64})")
 # Text at least this long, with at most this many distinct keys naming secrets, can
 # have their places found forwards from each key (a regex compiled for it, kept).
 _FORWARD_FROM = 2048

@@ -40,7 +40,7 @@ def _is_ssn(text: str) -> bool:
     return area not in ("000", "666") and area[0] != "9" and group != "00" and serial != "0000"
 
 
-_SEPARATOR_KEY_REVERSED = re.compile(r"[:=](?!\d\d)[ \t]{0,3}([\"']?)([A-Za-z0-9_.-]{1,64})")
+_SEPARATOR_KEY_REVERSED = re.compile(r"[:=](?!\d\d)[ \t]{0,3}((?:[\"']\\?)?)([A-Za-z0-9_.-]{1,64})")
 _LOCAL_PART_REVERSED = re.compile(r"[A-Za-z0-9._%+-]{1,64}")
 
 # card, us_ssn and phone_plain all start with a digit: where more than one is on,
@@ -212,7 +212,9 @@ class ReferencePatterns:
         if run is None:  # secret_kv: the class the quote before the value says
             quote = text[s - 1] if s else ""
             run = re.compile(
-                {'"': r'[^"\r\n]*', "'": r"[^'\r\n]*"}.get(quote, r"""[^\s"'&,;)\]}]*""")
+                {'"': r'(?:[^"\\\r\n]|\\[^\r\n])*', "'": r"(?:[^'\\\r\n]|\\[^\r\n])*"}.get(
+                    quote, r"""[^\s"'&,;)\]}]*"""
+                )
             )
         more = run.match(text, e)
         return s, e if more is None else more.end()

@@ -88,6 +88,9 @@ EXAMPLES = [
     "Bearer€ tok; ébearer tok; Bearer tök; \u0130 SSN: 123456789 ça",
     "€ 4111 1111 1111 1111 ٣ 123-45-6789 555.123.4567 ann@example.com",
     "€555-123-4567 …4111 1111 1111 1111… 123-45-6789€ ✓555.123.4567✓ 😀123 45 6789" * 3,
+    # escaped quotes: JSON inside a JSON string, a quote inside a quoted value
+    r'{"body": "{\"password\": \"hunter2\", \"pin\": \"12\"}"} pass=\"x\" user=\"bob\"',
+    r"""{'token': 'it\'s', "secret": "a\"b\\", 'pw' : 'x\\'} key=\'v\' api_key=\" end""",
 ]
 
 

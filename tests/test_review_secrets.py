@@ -29,10 +29,10 @@ def shipped(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
     of what ships."""
     if request.param == "python":
         monkeypatch.setenv("LOGDNA_CLIENT_PURE_PYTHON", "1")
-    handler = LogDNAHandler(
-        key="k", url=UNREACHABLE, flush_interval=3600, redact_patterns=["bearer"]
-    )
+    handler = LogDNAHandler(key="k", url=UNREACHABLE, flush_interval=3600)
     monkeypatch.delenv("LOGDNA_CLIENT_PURE_PYTHON", raising=False)
+    # (The C path runs only with the default text patterns: no preset here.)
+    assert (handler._fast is None) == (request.param == "python")
     log = make_logger("review-secrets", handler)
 
     def ship(message: str, **extra: Any) -> str:
@@ -75,17 +75,31 @@ class TestLongValues:
             "token: Bearer {} rest",
             "Authorization: Basic {}",
             "Cookie: session={}",
-            "got Bearer {} from the proxy",
         ],
     )
     def test_a_long_value_goes_whole_in_text(self, shipped: Any, template: str) -> None:
         """A secret value longer than a pattern's bounded repeat is replaced to its end."""
-        long = (
-            LONG * 2 if "Basic" in template or "Cookie" in template or "got" in template else LONG
-        )
+        long = LONG * 2 if "Basic" in template or "Cookie" in template else LONG
         pieces = [long[i : i + 12] for i in range(0, len(long) - 12, 6)]
         blob = shipped(template.format(long))
         assert [] == leaked(blob, pieces)
+
+    def test_a_long_bearer_token_goes_whole(self) -> None:
+        """With the ``bearer`` preset, a token longer than its bound goes whole too."""
+        handler = LogDNAHandler(
+            key="k", url=UNREACHABLE, flush_interval=3600, redact_patterns=["bearer"]
+        )
+        log = make_logger("review-secrets-bearer", handler)
+        try:
+            with capture_lines() as lines:
+                log.info("got Bearer %s from the proxy", LONG * 2)
+        finally:
+            handler.client.close(timeout=0)
+            handler.close()
+        long = LONG * 2
+        pieces = [long[i : i + 12] for i in range(0, len(long) - 12, 6)]
+        assert [] == leaked(json.dumps(lines), pieces)
+        assert "got [REDACTED] from the proxy" == lines[0]["line"]
 
     def test_a_long_value_goes_whole_in_meta(self, shipped: Any) -> None:
         """The same in a meta string."""
@@ -127,3 +141,30 @@ class TestKeysThatShipAsTheirText:
         """A key whose str() raises ships its line, and its plain value stays."""
         blob = shipped("m", data={_Unprintable(): "plain value"})
         assert "plain value" in blob
+
+
+class TestEscapedQuotes:
+    @pytest.mark.parametrize(
+        "text",
+        [
+            # JSON inside a JSON string (an API gateway event's body, a payload logged twice)
+            json.dumps({"body": json.dumps({"password": PASSWORD, "user": "bob"})}),
+            json.dumps(json.dumps({"api_key": PASSWORD})),
+            "payload=" + json.dumps(json.dumps({"db": {"client_secret": PASSWORD}})),
+            # a quote inside a quoted value, escaped
+            json.dumps({"password": PASSWORD[:20] + '"' + PASSWORD[20:]}),
+            repr({"token": PASSWORD[:20] + "'\"" + PASSWORD[20:]}),
+        ],
+    )
+    def test_a_quoted_value_goes_whole(self, shipped: Any, text: str) -> None:
+        """Keys and values in escaped quotes are found, and an escaped quote does not
+        end a value: no piece of the secret ships, on either path."""
+        shipped(text.replace(PASSWORD, "x").replace("\\", ""))  # every key's answer cached
+        for _ in range(2):
+            blob = shipped(text)
+            assert [] == leaked(blob, PIECES), blob
+
+    def test_in_a_meta_string(self, shipped: Any) -> None:
+        """The same in a meta string."""
+        blob = shipped("m", event=json.dumps({"body": json.dumps({"password": PASSWORD})}))
+        assert [] == leaked(blob, PIECES)
