@@ -213,6 +213,7 @@ class LineBuilder:
             config.redact_patterns,
             defaults=redact is not False,
             max_chars=config.max_line_length,
+            describe=_default,
         )
         self._redacts_meta = self._redactor.active
         self._redacts_text = self._redactor.redacts_text

@@ -14,7 +14,9 @@ the same test and the cache, and calls back here only when they say maybe.
 
 from __future__ import annotations
 
+import datetime
 import re
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import fields, is_dataclass
 from enum import Enum
@@ -147,6 +149,21 @@ def has_trigger(text: str) -> bool:
         or "eyJ" in text
         or ("A" in text and _AWS_PREFIX.search(text) is not None)
     )
+
+
+def safe_str(value: object) -> str:
+    """``str(value)``, or a marker when that raises: never raises itself. How the
+    line builder ships an object it cannot encode, a mapping key among them."""
+    try:
+        text = str(value)
+        if type(text) is str:
+            return text
+        return str.__str__(text)
+    except Exception:
+        try:
+            return f"<unprintable {type(value).__name__}>"
+        except Exception:
+            return "<unprintable>"
 
 
 _NOT_KEYS = ("Error", "Exception", "Warning")
@@ -734,13 +751,16 @@ class Redactor:
         max_chars: text longer than this is cut before the patterns run (the line
             builder cuts it to ``max_line_length`` anyway): every pattern is linear,
             and this bounds the input too.
+        describe: what the serializer ships for a meta value it cannot encode (the
+            line builder's fallback): the text patterns run on that text.
     """
 
-    __slots__ = ("_cache", "_key_end_re", "_key_re", "_max_chars", "_plain_keys",
-                 "_text_re", "_triggered_only", "_words")  # fmt: skip
+    __slots__ = ("_cache", "_describe", "_key_end_re", "_key_re", "_max_chars",
+                 "_plain_keys", "_text_re", "_triggered_only", "_words")  # fmt: skip
 
     def __init__(self, extra_keys: Iterable[str] = (), patterns: Iterable[str] = (),
-                 *, defaults: bool = True, max_chars: int = 1 << 20) -> None:  # fmt: skip
+                 *, defaults: bool = True, max_chars: int = 1 << 20,
+                 describe: Callable[[Any], object] = safe_str) -> None:  # fmt: skip
         names = list(DEFAULT_SECRET_KEYS) if defaults else []
         # A name needs a letter: keys without one are never secrets (the C handle
         # relies on it to pass "request 42: ..." by without asking).
@@ -756,6 +776,7 @@ class Redactor:
         # match: one cheap test (has_trigger) instead of the patterns.
         self._triggered_only = bool(chosen) and set(chosen) <= set(CREDENTIAL_PATTERNS)
         self._max_chars = max_chars + _CUT_MARGIN
+        self._describe = describe
         self._cache: dict[str, bool] = {}
         # Keys known not to be secrets: lets flat meta skip the walk entirely.
         self._plain_keys: set[str] = set()
@@ -941,6 +962,17 @@ class Redactor:
             return cut[: self._max_chars] + _CUT
         return self._apply(value)
 
+    def _described(self, value: object) -> Any:
+        """A value that is no container, as it ships: the text the serializer would
+        make of it (its str(): werkzeug's request headers, a model that prints its
+        fields), patterns applied; the sentinel for "unchanged" when it ships as
+        itself. The text replaces it even unchanged: its __str__ (slow, or one that
+        logs) is not called again by the serializer."""
+        if self._text_re is None or _native(value):
+            return _OTHER
+        text = self._describe(value)
+        return self._meta_text(text) if type(text) is str else _OTHER
+
     def _walk(self, value: Any, path: set[int], depth: int) -> Any:
         if isinstance(value, str):
             return self._meta_text(value) if self._text_re else value
@@ -959,9 +991,10 @@ class Redactor:
             new_inner = self._walk(inner, path, depth)
             return _OTHER if new_inner is _OTHER or new_inner is inner else new_inner
         if type(value) is not dict:
-            value = _as_container(value)
-            if value is None:
-                return _OTHER  # not a container: the sentinel tells the caller "unchanged"
+            container = _as_container(value)
+            if container is None:
+                return self._described(value)
+            value = container
         if depth >= MAX_DEPTH:
             return TOO_DEEP
         if id(value) in path:
@@ -1009,6 +1042,12 @@ TOO_DEEP = "<too deep>"
 CYCLE = "<cycle>"
 
 
+def _native(value: object) -> bool:
+    """Whether orjson ships ``value`` as itself (not through the line builder's
+    fallback): the non-container types it knows beyond the JSON scalars."""
+    return isinstance(value, datetime.date | datetime.time | uuid.UUID)
+
+
 def _as_container(value: Any) -> Any:
     """A dict or list view of a container the serializer would expand, else None.
 
@@ -1027,21 +1066,6 @@ def _as_container(value: Any) -> Any:
     if is_dataclass(value) and not isinstance(value, type):
         return {f.name: getattr(value, f.name) for f in fields(value)}
     return None
-
-
-def safe_str(value: object) -> str:
-    """``str(value)``, or a marker when that raises: never raises itself. How the
-    line builder ships an object it cannot encode, a mapping key among them."""
-    try:
-        text = str(value)
-        if type(text) is str:
-            return text
-        return str.__str__(text)
-    except Exception:
-        try:
-            return f"<unprintable {type(value).__name__}>"
-        except Exception:
-            return "<unprintable>"
 
 
 def is_named_tuple(value: tuple[Any, ...]) -> bool:

@@ -168,3 +168,36 @@ class TestEscapedQuotes:
         """The same in a meta string."""
         blob = shipped("m", event=json.dumps({"body": json.dumps({"password": PASSWORD})}))
         assert [] == leaked(blob, PIECES)
+
+
+class _Described:
+    """An object JSON cannot encode: it ships as its str()."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __str__(self) -> str:
+        return self.text
+
+
+class TestObjectsThatShipAsText:
+    def test_flask_request_headers(self, shipped: Any) -> None:
+        """Flask's ``request.headers`` (werkzeug ``Headers``, not a Mapping) ships as
+        its text: the credential patterns run on that text."""
+        headers = pytest.importorskip("werkzeug.datastructures").Headers(
+            [("Authorization", "Bearer " + PASSWORD), ("Cookie", "sid=" + PASSWORD),
+             ("X-Api-Key", PASSWORD), ("Accept", "text/html")]
+        )  # fmt: skip
+        blob = shipped("m", headers=headers, nested={"h": [headers]})
+        assert [] == leaked(blob, PIECES)
+        assert "Accept: text/html" in blob
+
+    def test_an_object_whose_text_holds_a_secret(self, shipped: Any) -> None:
+        """An object whose str() holds ``password=...`` has it redacted; an object
+        whose text holds none ships its str() as before."""
+        blob = shipped("m", model=_Described("User(name='bob', password='" + PASSWORD + "')"),
+                       plain=_Described("nothing here"))  # fmt: skip
+        lines = json.loads(blob)
+        assert [] == leaked(blob, PIECES)
+        assert "User(name='bob', password='[REDACTED]')" == lines[0]["meta"]["model"]
+        assert "nothing here" == lines[0]["meta"]["plain"]
