@@ -113,8 +113,8 @@ class TestLongValues:
         assert "x password=[REDACTED] ; tail" == json.loads(blob)[0]["line"]
 
 
-class _NamedKey:
-    """A mapping key that is neither str nor bytes: it ships as its str()."""
+class _Described:
+    """An object JSON cannot encode (as a mapping key or a value): it ships as its str()."""
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -132,7 +132,7 @@ class TestKeysThatShipAsTheirText:
     def test_an_object_key_naming_a_secret(self, shipped: Any) -> None:
         """A key object that ships as "password" has its value redacted, at any depth."""
         blob = shipped(
-            "m", data={_NamedKey("password"): PASSWORD, "x": [{_NamedKey("apiKey"): PASSWORD}]}
+            "m", data={_Described("password"): PASSWORD, "x": [{_Described("apiKey"): PASSWORD}]}
         )
         assert [] == leaked(blob, PIECES)
         assert "password" in blob
@@ -168,16 +168,6 @@ class TestEscapedQuotes:
         """The same in a meta string."""
         blob = shipped("m", event=json.dumps({"body": json.dumps({"password": PASSWORD})}))
         assert [] == leaked(blob, PIECES)
-
-
-class _Described:
-    """An object JSON cannot encode: it ships as its str()."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-
-    def __str__(self) -> str:
-        return self.text
 
 
 class TestObjectsThatShipAsText:
