@@ -22,6 +22,8 @@ from dataclasses import fields, is_dataclass
 from enum import Enum
 from typing import Any
 
+import orjson
+
 __all__ = [
     "CREDENTIAL_PATTERNS",
     "DEFAULT_SECRET_KEYS",
@@ -990,6 +992,9 @@ class Redactor:
             inner = value.value
             new_inner = self._walk(inner, path, depth)
             return _OTHER if new_inner is _OTHER or new_inner is inner else new_inner
+        if isinstance(value, _FRAGMENT):
+            # Embedded by orjson as it is: the JSON value it holds ships, walked here.
+            return self._walk(_fragment_value(value), path, depth)
         if type(value) is not dict:
             container = _as_container(value)
             if container is None:
@@ -1040,6 +1045,18 @@ _UNREADABLE = "[REDACTED: unreadable]"
 MAX_DEPTH = 32
 TOO_DEEP = "<too deep>"
 CYCLE = "<cycle>"
+
+
+_FRAGMENT: Any = getattr(orjson, "Fragment", ())  # (orjson 3.9 and later)
+
+
+def _fragment_value(fragment: object) -> Any:
+    """The JSON value an ``orjson.Fragment`` holds (its bytes are not readable
+    otherwise); a marker when they are not JSON."""
+    try:
+        return orjson.loads(orjson.dumps(fragment))
+    except orjson.JSONDecodeError:
+        return _UNREADABLE
 
 
 def _native(value: object) -> bool:

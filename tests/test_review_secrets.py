@@ -191,3 +191,16 @@ class TestObjectsThatShipAsText:
         assert [] == leaked(blob, PIECES)
         assert "User(name='bob', password='[REDACTED]')" == lines[0]["meta"]["model"]
         assert "nothing here" == lines[0]["meta"]["plain"]
+
+    def test_an_orjson_fragment(self, shipped: Any) -> None:
+        """An ``orjson.Fragment`` (JSON made beforehand, embedded as it is) has its
+        secret keys and strings redacted like the same value given as objects."""
+        orjson = pytest.importorskip("orjson")
+        if not hasattr(orjson, "Fragment"):
+            pytest.skip("orjson.Fragment came in orjson 3.9")
+        raw = json.dumps({"user": "bob", "password": PASSWORD, "note": "token=" + PASSWORD})
+        blob = shipped("m", body=orjson.Fragment(raw.encode()), bad=orjson.Fragment(b"{nope"))
+        meta = json.loads(blob)[0]["meta"]
+        assert [] == leaked(blob, PIECES)
+        assert {"user": "bob", "password": "[REDACTED]", "note": "token=[REDACTED]"} == meta["body"]
+        assert "nope" not in blob
