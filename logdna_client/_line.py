@@ -25,7 +25,14 @@ from ._buffer import BODY_HEAD, BODY_TAIL, LINE_OVERHEAD, SEPARATOR
 from ._config import Config
 from ._context import clean_path
 from ._limits import META_BYTES, META_EXCERPT, META_MARK, NAME_CHARS, cap_text
-from ._redact import MAX_DEPTH, Redactor, has_trigger, is_named_tuple, named_tuple_fields
+from ._redact import (
+    MAX_DEPTH,
+    Redactor,
+    has_trigger,
+    is_named_tuple,
+    named_tuple_fields,
+    safe_str,
+)
 
 __all__ = [
     "ENTRY_END",
@@ -92,20 +99,6 @@ def now_millis() -> int:
     """A line's timestamp for now: ``millis(time.time())``, the clock read at each call
     (a clock patched later, by freezegun say, is the one used)."""
     return millis(time.time())
-
-
-def safe_str(value: object) -> str:
-    """``str(value)``, or a marker when that raises: never raises itself."""
-    try:
-        text = str(value)
-        if type(text) is str:
-            return text
-        return str.__str__(text)
-    except Exception:
-        try:
-            return f"<unprintable {type(value).__name__}>"
-        except Exception:
-            return "<unprintable>"
 
 
 def _default(value: Any) -> Any:
@@ -220,6 +213,7 @@ class LineBuilder:
             config.redact_patterns,
             defaults=redact is not False,
             max_chars=config.max_line_length,
+            describe=_default,
         )
         self._redacts_meta = self._redactor.active
         self._redacts_text = self._redactor.redacts_text
@@ -385,13 +379,14 @@ class LineBuilder:
         ``filtered`` unless ``count_filtered`` is False: the library's own lines)."""
         limit = self._line_limit
         if self._redacts_text:
-            # The patterns only ever see bounded input: a text over the cap is cut to
-            # it first (its whole size kept for the marker), then redacted, then
-            # capped again (a marker can be longer than what it replaces).
+            # The patterns only ever see bounded input: the redactor cuts a text
+            # over the cap to it and a margin (a secret the cap cuts, such as a URL
+            # whose "@" is past it, is still found whole), then it is capped (its
+            # whole size kept for the marker; a marker can be longer than what it
+            # replaces).
             size = None
             if len(text) > limit:  # more characters than the cap has bytes
                 size = len(text.encode("utf-8", "replace"))
-                text = text[:limit]
             text = self._redactor.text(text)
             if size is not None or len(text) * 4 > limit:
                 text = cap_text(text, limit, size)

@@ -14,11 +14,15 @@ the same test and the cache, and calls back here only when they say maybe.
 
 from __future__ import annotations
 
+import datetime
 import re
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import fields, is_dataclass
 from enum import Enum
 from typing import Any
+
+import orjson
 
 __all__ = [
     "CREDENTIAL_PATTERNS",
@@ -31,6 +35,7 @@ __all__ = [
     "Redactor",
     "has_trigger",
     "key_words",
+    "safe_str",
 ]
 
 MARKER = "[REDACTED]"
@@ -73,11 +78,15 @@ CREDENTIAL_PATTERNS: dict[str, str] = {
     # rules for meta keys (Redactor.is_secret). Space after
     # the separator and then another key right before its separator: this value is
     # empty ("password= token=abc"); "password: hunter2 :" is a value. An auth scheme
-    # word stays; quoted values go whole.
+    # word stays; quoted values go whole. A quote may be escaped (JSON inside a JSON
+    # string: {\"password\": \"x\"}), and an escaped quote does not end a quoted
+    # value ("p\"w": all of it; in JSON inside JSON, what follows the value in its
+    # object too: more than the value, never less).
     "secret_kv": r"""[:=](?<!\d\d[:=])"""
-    r"""(?:[ \t]{1,3}(?![A-Za-z0-9_.-]{1,64}["']?[:=]))?["']?"""
+    r"""(?:[ \t]{1,3}(?![A-Za-z0-9_.-]{1,64}(?:\\?["'])?[:=]))?(?:\\?["'])?"""
     r"""(?:(?i:bearer|basic|token|digest)[ \t]{1,3})?"""
-    r"""(?P<v>(?<=")[^"\r\n]{1,256}|(?<=')[^'\r\n]{1,256}|[^\s"'&,;)\]}]{1,256})""",
+    r"""(?P<v>(?<=")(?:[^"\\\r\n]|\\[^\r\n]){1,256}|(?<=')(?:[^'\\\r\n]|\\[^\r\n]){1,256}"""
+    r"""|[^\s"'&,;)\]}]{1,256})""",
     # AWS access key ids (long-term, temporary and the other principal kinds).
     "aws_key": r"A(?<![A-Za-z0-9]A)(?:KIA|SIA|BIA|CCA|GPA|IDA|ROA|IPA|NPA|NVA|PKA)"
     r"[A-Z0-9]{16}(?![A-Za-z0-9])",
@@ -142,6 +151,21 @@ def has_trigger(text: str) -> bool:
         or "eyJ" in text
         or ("A" in text and _AWS_PREFIX.search(text) is not None)
     )
+
+
+def safe_str(value: object) -> str:
+    """``str(value)``, or a marker when that raises: never raises itself. How the
+    line builder ships an object it cannot encode, a mapping key among them."""
+    try:
+        text = str(value)
+        if type(text) is str:
+            return text
+        return str.__str__(text)
+    except Exception:
+        try:
+            return f"<unprintable {type(value).__name__}>"
+        except Exception:
+            return "<unprintable>"
 
 
 _NOT_KEYS = ("Error", "Exception", "Warning")
@@ -210,7 +234,7 @@ def key_words(key: str) -> list[str]:
 # quote, the key (at most 64 characters). One scan finds every candidate, in C; the
 # key=value pattern then runs only at separators whose key names a secret.
 # _speedups.c reads keys back the same way (key_known_plain).
-_SEPARATOR_KEY_REVERSED = re.compile(r"[:=](?!\d\d)[ \t]{0,3}([\"']?)([A-Za-z0-9_.-]{1,64})")
+_SEPARATOR_KEY_REVERSED = re.compile(r"[:=](?!\d\d)[ \t]{0,3}((?:[\"']\\?)?)([A-Za-z0-9_.-]{1,64})")
 _LOCAL_PART_REVERSED = re.compile(r"[A-Za-z0-9._%+-]{1,64}")
 
 # card, us_ssn and phone_plain all start with a digit: whichever of them are on run
@@ -268,8 +292,27 @@ Span = tuple[int, int]
 
 # What a rule is, for _Patterns.sub: how its matches become spans.
 _WHOLE, _VALUE, _WORDS_FIRST, _KEY_VALUE, _EMAIL, _DIGITS = range(6)
-# (kind, literals one of which every match holds, regex, its other forms)
-_Rule = tuple[int, tuple[str, ...], re.Pattern[str], Any]
+# (kind, literals one of which every match holds, regex, its other forms, _RUN_ON's)
+_Rule = tuple[
+    int, tuple[str, ...], re.Pattern[str], Any, "tuple[int, re.Pattern[str] | None] | None"
+]
+
+# A value's repeat is bounded (it keeps each pattern linear where it is tried at
+# many places), so a longer secret would be replaced only in its first part and
+# its tail shipped: a span at least this long (value, or whole match) is run on to
+# the end of its value's class (_run_on). None: the class the quote before the
+# value says (secret_kv's three kinds of value).
+_RUN_ON: dict[str, tuple[int, re.Pattern[str] | None]] = {
+    "secret_kv": (256, None),
+    "auth_header": (4096, re.compile(r"""[^\r\n"']+""")),
+    "bearer": (4096, re.compile(r"[A-Za-z0-9\-._~+/]+=*")),
+}
+_RUN_ON_FROM = min(bound for bound, _ in _RUN_ON.values())
+_QUOTED_RUN = {
+    '"': re.compile(r'(?:[^"\\\r\n]|\\[^\r\n])+'),
+    "'": re.compile(r"(?:[^'\\\r\n]|\\[^\r\n])+"),
+}
+_BARE_RUN = re.compile(r"""[^\s"'&,;)\]}]+""")
 
 
 class _Patterns:
@@ -307,7 +350,8 @@ class _Patterns:
             zeros = "|".join(_ZERO_BRANCHES[name] for name in digit_rules)
             digits = "|".join(_DIGIT_BRANCHES[name] for name in digit_rules)
             regex = re.compile(rf"\d(?<![\d.-]\d)(?:{digits})")
-            rules.append((_DIGITS, (), regex, re.compile(rf"000(?<![0.-]000)(?:{zeros})".encode())))
+            zeroed = re.compile(rf"000(?<![0.-]000)(?:{zeros})".encode())
+            rules.append((_DIGITS, (), regex, zeroed, None))
         for name in patterns:
             regex = re.compile(PRESET_PATTERNS.get(name, name))
             if name == "secret_kv":
@@ -324,7 +368,7 @@ class _Patterns:
                     (word, re.compile(form)) for word, form in _LOWER_FORMS.get(name, {}).items()
                 )
             )
-            rules.append((kind, _NEEDS.get(name, ()), regex, lower))
+            rules.append((kind, _NEEDS.get(name, ()), regex, lower, _RUN_ON.get(name)))
         self._rules = tuple(rules)
 
     def sub(self, replacement: str, text: str) -> str:
@@ -333,7 +377,12 @@ class _Patterns:
         backwards: str | None = None
         # (Loops, not any() over a generator: this runs for short messages on the
         # logging call's path, where a generator costs more than the test.)
-        for kind, needs, regex, extra in self._rules:
+        # (Only text as long as the shortest bound can hold a span that reaches one.)
+        longs: list[tuple[int, int, re.Pattern[str]]] | None = (
+            [] if len(text) >= _RUN_ON_FROM else None
+        )
+        first = 0
+        for kind, needs, regex, extra, run_on in self._rules:
             for literal in needs:
                 if literal in text:
                     break
@@ -342,28 +391,36 @@ class _Patterns:
                     continue
             # (Most frequent first: on short text most rules stop at their gate.)
             if kind == _WORDS_FIRST:
+                if longs is not None:
+                    first = len(spans)
                 if low is None:
                     low = _lowered(text)
                 if not low:
                     for m in regex.finditer(text):
                         span = m.span("v") if "v" in regex.groupindex else (-1, -1)
                         spans.append(span if span[0] >= 0 else m.span())
-                    continue
-                for word, form, value in extra:
-                    if word in low:
-                        if value:  # (always there when the form matches)
-                            spans += [m.span("v") for m in form.finditer(low)]
-                        else:
-                            spans += [m.span() for m in form.finditer(low)]
+                else:
+                    for word, form, value in extra:
+                        if word in low:
+                            if value:  # (always there when the form matches)
+                                spans += [m.span("v") for m in form.finditer(low)]
+                            else:
+                                spans += [m.span() for m in form.finditer(low)]
+                if longs is not None and run_on is not None and len(spans) > first:
+                    _long_values(text, spans, first, run_on, longs)
             elif kind == _DIGITS:
                 _digits(text, extra, regex, spans)
             elif kind == _KEY_VALUE:
+                if longs is not None:
+                    first = len(spans)
                 if backwards is None:
                     backwards = text[::-1]
                 if len(text) < _FORWARD_FROM:
                     self._at_separators(text, backwards, regex, spans, None)
                 else:
                     self._key_values(text, backwards, regex, spans)
+                if longs is not None and run_on is not None and len(spans) > first:
+                    _long_values(text, spans, first, run_on, longs)
             elif kind == _WHOLE:
                 spans += [m.span() for m in regex.finditer(text)]
             elif kind == _VALUE:
@@ -376,6 +433,8 @@ class _Patterns:
                 _emails(text, backwards, regex, spans)
         if not spans:
             return text
+        if longs:
+            _run_on(text, spans, longs)
         spans.sort()
         # The text between markers, overlapping or touching spans joined: one
         # marker for both.
@@ -493,7 +552,9 @@ class _Patterns:
             # The key is the whole run of key characters, or its last 64.
             whole = "" if len(name) == 64 else f"(?<![A-Za-z0-9_.-]{key})"
             separator = (
-                r"""(?:["'][ \t]{0,3}|[ \t]{0,3}(?==))""" if strict else r"""["']?[ \t]{0,3}"""
+                r"""(?:\\?["'][ \t]{0,3}|[ \t]{0,3}(?==))"""
+                if strict
+                else r"""(?:\\?["'])?[ \t]{0,3}"""
             )
             # (A lookahead: the separator is not consumed, nor is the value, so a
             # key inside another's value is found too, as from each separator.)
@@ -559,6 +620,39 @@ def _digits(
             spans.append(found.span())
 
 
+def _long_values(
+    text: str,
+    spans: list[Span],
+    first: int,
+    run_on: tuple[int, re.Pattern[str] | None],
+    longs: list[tuple[int, int, re.Pattern[str]]],
+) -> None:
+    """Add to ``longs`` (end, index, its value's class) the spans from ``first`` on
+    that are long enough to have stopped at their pattern's bound (see _RUN_ON)."""
+    bound, run = run_on
+    for index in range(first, len(spans)):
+        s, e = spans[index]
+        if e - s >= bound:
+            cls = run or (_QUOTED_RUN.get(text[s - 1], _BARE_RUN) if s else _BARE_RUN)
+            longs.append((e, index, cls))
+
+
+def _run_on(text: str, spans: list[Span], longs: list[tuple[int, int, re.Pattern[str]]]) -> None:
+    """Run each long span on over the rest of its value (``longs``: _long_values').
+
+    In the order of their ends, one scan for each run of a class: a span that ends
+    inside the run found before ends where it does (all of it is the class), so no
+    character is read twice for one class however many keys repeat in one value.
+    """
+    reach: dict[re.Pattern[str], int] = {}
+    for e, index, run in sorted(longs, key=lambda long: long[0]):
+        end = reach.get(run, -1)
+        if e > end:
+            more = run.match(text, e)
+            end = reach[run] = e if more is None else more.end()
+        spans[index] = (spans[index][0], end)
+
+
 def _lowered(text: str) -> str:
     """``text`` lower-cased, if the _LOWER_FORMS can run on that: every character
     in its place, an ASCII one lower-cased, others still not ASCII, and none that
@@ -602,8 +696,8 @@ def _emails(text: str, backwards: str, regex: re.Pattern[str], spans: list[Span]
 # Keys before a separator, read back on the reversed text (_SEPARATOR_KEY_REVERSED
 # with only the key captured, one regex for each separator: a literal first is
 # found faster than a class): findall gives them without a Python step each.
-_COLON_KEY_REVERSED = re.compile(r":(?!\d\d)[ \t]{0,3}[\"']?([A-Za-z0-9_.-]{1,64})")
-_EQUALS_KEY_REVERSED = re.compile(r"=(?!\d\d)[ \t]{0,3}[\"']?([A-Za-z0-9_.-]{1,64})")
+_COLON_KEY_REVERSED = re.compile(r":(?!\d\d)[ \t]{0,3}(?:[\"']\\?)?([A-Za-z0-9_.-]{1,64})")
+_EQUALS_KEY_REVERSED = re.compile(r"=(?!\d\d)[ \t]{0,3}(?:[\"']\\?)?([A-Za-z0-9_.-]{1,64})")
 # Text at least this long, with at most this many distinct keys naming secrets, can
 # have their places found forwards from each key (a regex compiled for it, kept).
 _FORWARD_FROM = 2048
@@ -659,13 +753,16 @@ class Redactor:
         max_chars: text longer than this is cut before the patterns run (the line
             builder cuts it to ``max_line_length`` anyway): every pattern is linear,
             and this bounds the input too.
+        describe: what the serializer ships for a meta value it cannot encode (the
+            line builder's fallback): the text patterns run on that text.
     """
 
-    __slots__ = ("_cache", "_key_end_re", "_key_re", "_max_chars", "_plain_keys",
-                 "_text_re", "_triggered_only", "_words")  # fmt: skip
+    __slots__ = ("_cache", "_describe", "_key_end_re", "_key_re", "_max_chars",
+                 "_plain_keys", "_text_re", "_triggered_only", "_words")  # fmt: skip
 
     def __init__(self, extra_keys: Iterable[str] = (), patterns: Iterable[str] = (),
-                 *, defaults: bool = True, max_chars: int = 1 << 20) -> None:  # fmt: skip
+                 *, defaults: bool = True, max_chars: int = 1 << 20,
+                 describe: Callable[[Any], object] = safe_str) -> None:  # fmt: skip
         names = list(DEFAULT_SECRET_KEYS) if defaults else []
         # A name needs a letter: keys without one are never secrets (the C handle
         # relies on it to pass "request 42: ..." by without asking).
@@ -681,6 +778,7 @@ class Redactor:
         # match: one cheap test (has_trigger) instead of the patterns.
         self._triggered_only = bool(chosen) and set(chosen) <= set(CREDENTIAL_PATTERNS)
         self._max_chars = max_chars + _CUT_MARGIN
+        self._describe = describe
         self._cache: dict[str, bool] = {}
         # Keys known not to be secrets: lets flat meta skip the walk entirely.
         self._plain_keys: set[str] = set()
@@ -829,7 +927,8 @@ class Redactor:
 
     def _key_is_secret(self, key: object) -> bool:
         """Whether a mapping key names a secret: str and bytes keys, an Enum key by
-        its value and name (orjson ships its value), a tuple key by any part."""
+        its value and name (orjson ships its value), a tuple key by any part, and
+        any other object by the text it ships as (the line builder's ``safe_str``)."""
         if isinstance(key, str):
             return self.is_secret(key)
         if isinstance(key, bytes | bytearray):
@@ -838,7 +937,9 @@ class Redactor:
             return self._key_is_secret(key.value) or self.is_secret(key.name)
         if isinstance(key, tuple | frozenset):
             return any(self._key_is_secret(part) for part in key)
-        return False
+        if key is None or isinstance(key, int | float):
+            return False  # (no letters: they ship as numbers, "true", "null")
+        return self.is_secret(safe_str(key))
 
     def _header_pair(self, item: Any) -> Any:
         """A (name, value) pair (an ASGI or raw header, a form field) whose name is a
@@ -853,11 +954,26 @@ class Redactor:
         return None
 
     def _meta_text(self, value: str) -> str:
-        """A string in meta, patterns applied: one longer than the text cap is cut
-        first, with a marker (the patterns only ever run on bounded input)."""
+        """A string in meta, patterns applied: one longer than the text cap is cut,
+        with a marker (the patterns only ever run on bounded input: the cut and a
+        margin)."""
         if len(value) > self._max_chars:
-            value = value[: self._max_chars] + _CUT
+            # Cut after the patterns ran on a margin past the cut: one the cut would
+            # end (a URL's "@" past it) still finds its secret whole.
+            cut = self._apply(value[: self._max_chars + _CUT_MARGIN])
+            return cut[: self._max_chars] + _CUT
         return self._apply(value)
+
+    def _described(self, value: object) -> Any:
+        """A value that is no container, as it ships: the text the serializer would
+        make of it (its str(): werkzeug's request headers, a model that prints its
+        fields), patterns applied; the sentinel for "unchanged" when it ships as
+        itself. The text replaces it even unchanged: its __str__ (slow, or one that
+        logs) is not called again by the serializer."""
+        if self._text_re is None or _native(value):
+            return _OTHER
+        text = self._describe(value)
+        return self._meta_text(text) if type(text) is str else _OTHER
 
     def _walk(self, value: Any, path: set[int], depth: int) -> Any:
         if isinstance(value, str):
@@ -876,10 +992,14 @@ class Redactor:
             inner = value.value
             new_inner = self._walk(inner, path, depth)
             return _OTHER if new_inner is _OTHER or new_inner is inner else new_inner
+        if isinstance(value, _FRAGMENT):
+            # Embedded by orjson as it is: the JSON value it holds ships, walked here.
+            return self._walk(_fragment_value(value), path, depth)
         if type(value) is not dict:
-            value = _as_container(value)
-            if value is None:
-                return _OTHER  # not a container: the sentinel tells the caller "unchanged"
+            container = _as_container(value)
+            if container is None:
+                return self._described(value)
+            value = container
         if depth >= MAX_DEPTH:
             return TOO_DEEP
         if id(value) in path:
@@ -925,6 +1045,24 @@ _UNREADABLE = "[REDACTED: unreadable]"
 MAX_DEPTH = 32
 TOO_DEEP = "<too deep>"
 CYCLE = "<cycle>"
+
+
+_FRAGMENT: Any = getattr(orjson, "Fragment", ())  # (orjson 3.9 and later)
+
+
+def _fragment_value(fragment: object) -> Any:
+    """The JSON value an ``orjson.Fragment`` holds (its bytes are not readable
+    otherwise); a marker when they are not JSON."""
+    try:
+        return orjson.loads(orjson.dumps(fragment))
+    except orjson.JSONDecodeError:
+        return _UNREADABLE
+
+
+def _native(value: object) -> bool:
+    """Whether orjson ships ``value`` as itself (not through the line builder's
+    fallback): the non-container types it knows beyond the JSON scalars."""
+    return isinstance(value, datetime.date | datetime.time | uuid.UUID)
 
 
 def _as_container(value: Any) -> Any:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Iterator
 
-from logdna_client._redact import MARKER, PRESET_PATTERNS
+from logdna_client._redact import _RUN_ON, MARKER, PRESET_PATTERNS
 
 _NOT_KEYS = ("Error", "Exception", "Warning")
 # A digit doubled, its two digits summed (Luhn): 7 -> 14 -> 5.
@@ -40,7 +40,7 @@ def _is_ssn(text: str) -> bool:
     return area not in ("000", "666") and area[0] != "9" and group != "00" and serial != "0000"
 
 
-_SEPARATOR_KEY_REVERSED = re.compile(r"[:=](?!\d\d)[ \t]{0,3}([\"']?)([A-Za-z0-9_.-]{1,64})")
+_SEPARATOR_KEY_REVERSED = re.compile(r"[:=](?!\d\d)[ \t]{0,3}((?:[\"']\\?)?)([A-Za-z0-9_.-]{1,64})")
 _LOCAL_PART_REVERSED = re.compile(r"[A-Za-z0-9._%+-]{1,64}")
 
 # card, us_ssn and phone_plain all start with a digit: where more than one is on,
@@ -85,7 +85,7 @@ class ReferencePatterns:
     pattern carry global flags or back-references.
     """
 
-    __slots__ = ("_is_secret", "_key_value", "_names_secret", "_rules")
+    __slots__ = ("_is_secret", "_key_value", "_names_secret", "_rules", "_run_on")
 
     def __init__(
         self,
@@ -97,6 +97,7 @@ class ReferencePatterns:
         self._names_secret = names_secret
         self._key_value: _Finder | None = None
         rules: list[tuple[tuple[str, ...], tuple[str, ...] | None, re.Pattern[str], _Finder]] = []
+        self._run_on: dict[re.Pattern[str], tuple[int, re.Pattern[str] | None]] = {}
         digit_rules = [name for name in _DIGIT_BRANCHES if name in patterns]
         if len(digit_rules) > 1:
             patterns = [p for p in patterns if p not in digit_rules]
@@ -106,6 +107,8 @@ class ReferencePatterns:
         for name in patterns:
             regex = re.compile(PRESET_PATTERNS.get(name, name))
             rules.append((_NEEDS.get(name, ()), _WORDS.get(name), regex, self._finder(name, regex)))
+            if name in _RUN_ON:
+                self._run_on[regex] = _RUN_ON[name]
         self._rules = tuple(rules)
 
     def _finder(self, name: str, regex: re.Pattern[str]) -> _Finder:
@@ -184,7 +187,7 @@ class ReferencePatterns:
             for m in matches:
                 span = find(m) if m is not None else None
                 if span is not None and span[0] < span[1]:
-                    spans.append(span)
+                    spans.append(self._long(regex, text, span))
         if not spans:
             return text
         spans.sort()
@@ -199,6 +202,22 @@ class ReferencePatterns:
             pos, start, end = end, s, e
         out += (text[pos:start], replacement, text[end:])
         return "".join(out)
+
+    def _long(self, regex: re.Pattern[str], text: str, span: Span) -> Span:
+        """A span that reached its pattern's bound, run on over the rest of its value."""
+        bound, run = self._run_on.get(regex, (0, None))
+        s, e = span
+        if not bound or e - s < bound:
+            return span
+        if run is None:  # secret_kv: the class the quote before the value says
+            quote = text[s - 1] if s else ""
+            run = re.compile(
+                {'"': r'(?:[^"\\\r\n]|\\[^\r\n])*', "'": r"(?:[^'\\\r\n]|\\[^\r\n])*"}.get(
+                    quote, r"""[^\s"'&,;)\]}]*"""
+                )
+            )
+        more = run.match(text, e)
+        return s, e if more is None else more.end()
 
     def _at_secret_keys(self, regex: re.Pattern[str], text: str) -> Iterator[re.Match[str] | None]:
         """The key=value pattern matched at each separator whose key names a secret."""

@@ -144,3 +144,26 @@ class TestCapturedLocals:
 
         assert type(tb.tb_frame.f_locals["self"]).__name__ in shown
         assert_clean(shown)
+
+    @pytest.mark.xfail(
+        strict=True,
+        reason="_config.py (not this review's file): a url= carrying the key (userinfo or "
+        "?apikey=) is refused, but the url itself, key and all, is in the refusing frames' "
+        "locals (url, parts, options) and in the half-built Config's repr",
+    )
+    @pytest.mark.parametrize(
+        "url",
+        [
+            f"https://user:{KEY}@logs.example.com/logs/ingest",
+            f"https://{KEY}@logs.example.com/logs/ingest",
+            f"https://logs.example.com/logs/ingest?apikey={KEY}",
+        ],
+    )
+    @pytest.mark.parametrize("entry", list(ENTRY_POINTS))
+    def test_a_url_carrying_the_key(self, entry: str, url: str) -> None:
+        """A key pasted into url= (the credentials the library refuses there) is no
+        more shown in the error's frames than one passed as key=."""
+        with pytest.raises(ConfigurationError) as info:
+            ENTRY_POINTS[entry](key=KEY, url=url)
+
+        assert_clean(captured(info.value))

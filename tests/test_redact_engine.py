@@ -88,6 +88,9 @@ EXAMPLES = [
     "Bearer€ tok; ébearer tok; Bearer tök; \u0130 SSN: 123456789 ça",
     "€ 4111 1111 1111 1111 ٣ 123-45-6789 555.123.4567 ann@example.com",
     "€555-123-4567 …4111 1111 1111 1111… 123-45-6789€ ✓555.123.4567✓ 😀123 45 6789" * 3,
+    # escaped quotes: JSON inside a JSON string, a quote inside a quoted value
+    r'{"body": "{\"password\": \"hunter2\", \"pin\": \"12\"}"} pass=\"x\" user=\"bob\"',
+    r"""{'token': 'it\'s', "secret": "a\"b\\", 'pw' : 'x\\'} key=\'v\' api_key=\" end""",
 ]
 
 
@@ -130,6 +133,24 @@ class TestSameSpansAsTheReference:
             assert reference.sub(MARKER, text) == fast(redactor, text), choice
             long = text * 40
             assert reference.sub(MARKER, long) == fast(redactor, long), choice
+
+    @pytest.mark.parametrize("size", [255, 256, 257, 4095, 4096, 4097, 9000])
+    def test_values_past_the_bounds(self, size: int) -> None:
+        """Values as long as a pattern's bounded repeat and longer (run on to their
+        end), one after another and in one run of repeated keys."""
+        value = "v" * size
+        text = (
+            f"password={value}&x=1 'token': '{value}' \"secret\": \"{value} b\" "
+            f"Authorization: Basic {value}\nCookie: {value}; more\nBearer {value}== tail "
+            + "pin=" * (size // 4)
+            + " end"
+        )
+        for choice in CHOICES:
+            redactor, reference = both(choice)
+
+            assert reference.sub(MARKER, text) == fast(redactor, text), choice
+            if "bearer" in choice:
+                assert "v" * 200 not in fast(redactor, text)
 
     def test_without_defaults(self) -> None:
         """With ``redact=False`` and only a preset, the same spans too."""
