@@ -132,14 +132,32 @@ def _read_key_file(path: str) -> Secret:
 
 
 def hide_key(options: dict[str, Any]) -> dict[str, Any]:
-    """``options`` with a ``key`` given as text wrapped in a Secret: the first frame
-    that receives keyword options calls this before anything else."""
+    """``options`` with a ``key`` given as text wrapped in a Secret, and a ``url`` that
+    carries credentials too (see ``_hide_url``): the first frame that receives keyword
+    options calls this before anything else."""
     key = options.get("key")
     if key is not None and not isinstance(key, Secret):
         # Whatever its type: a key given as bytes is refused later, unseen.
         options = {**options, "key": Secret(cast(str, key))}
     del key
+    if isinstance(options.get("url"), str) and _carries_credentials(options["url"]):
+        options = {**options, "url": Secret(options["url"])}
     return options
+
+
+def _carries_credentials(url: str) -> bool:
+    """Whether ``url`` carries credentials (a user or password, an ``apikey=``): such a
+    URL is refused, and held in a Secret until then, as a key is (it often holds one)."""
+    try:
+        parts = urlsplit(url.strip())
+        return bool(parts.username or parts.password or "apikey=" in parts.query.lower())
+    except ValueError:  # not a URL at all: refused later, as such
+        return False
+
+
+def _hide_url(url: object) -> object:
+    """``url``, in a Secret when it carries credentials."""
+    return Secret(url) if isinstance(url, str) and _carries_credentials(url) else url
 
 
 def _bad(option: str, value: object, expected: str) -> ConfigurationError:
@@ -385,20 +403,22 @@ class Config:
         # traceback (Sentry captures frame locals) then shows only Secret('***').
         # os.environ is read through _environ(), never held in a local here.
         set_(self, "key", _as_secret(self.key))
+        # And a URL carrying credentials (often the key itself) becomes one too.
+        set_(self, "url", _hide_url(self.url))
         env = _environ
 
         # -- where and as whom
-        url = self.url if self.url is not None else env(ENV_VARS["url"]) or DEFAULT_URL
-        if not isinstance(url, str):
-            raise _bad("url", url, "an http(s) URL")
-        url = url.strip()
-        parts = urlsplit(url)
-        if parts.username or parts.password or "apikey=" in parts.query.lower():
+        url = _hide_url(self.url if self.url is not None else env(ENV_VARS["url"]) or DEFAULT_URL)
+        if isinstance(url, Secret):
             # The key belongs in a header: URLs end up in proxy and error logs.
             raise ConfigurationError(
                 "url: must not carry credentials; pass the key with key= or " + ENV_VARS["key"],
                 "url",
             )
+        if not isinstance(url, str):
+            raise _bad("url", url, "an http(s) URL")
+        url = url.strip()
+        parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             shown = parts._replace(query="", fragment="").geturl()
             raise _bad("url", shown, "an http(s) URL such as " + DEFAULT_URL)

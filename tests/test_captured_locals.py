@@ -145,12 +145,6 @@ class TestCapturedLocals:
         assert type(tb.tb_frame.f_locals["self"]).__name__ in shown
         assert_clean(shown)
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="_config.py (not this review's file): a url= carrying the key (userinfo or "
-        "?apikey=) is refused, but the url itself, key and all, is in the refusing frames' "
-        "locals (url, parts, options) and in the half-built Config's repr",
-    )
     @pytest.mark.parametrize(
         "url",
         [
