@@ -437,6 +437,56 @@ class TestPipe:
         assert server.wait_for_lines(2, timeout=5)
         assert ["first", "second"] == [x["line"] for x in server.lines]
 
+    @pytest.mark.parametrize("mode", ["stdin", "command"])
+    @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["term", "int"])
+    def test_a_second_signal_ends_the_wait_for_delivery(
+        self, env: dict[str, str], mode: str, sig: int
+    ) -> None:
+        """Stopped by a signal with the service down, pipe waits up to --timeout for
+        delivery; the same signal again ends that wait at once, as it did before pipe
+        kept its own handlers for the rest of the run (they took it and did nothing:
+        the wait ran to its end). The status is still the first signal's (stdin) or the
+        command's."""
+        env = {**env, "LOGDNA_URL": f"http://127.0.0.1:{dead_port()}/logs/ingest"}
+        if mode == "stdin":
+            args, stdin = cli("pipe", "--timeout", "300"), b"first\n"
+            ready = "first"
+        else:
+            # The command ends by the signal pipe forwards (SIGINT: set back to the default,
+            # which pipe's terminal-less start gives it anyway).
+            code = "import signal; signal.signal(signal.SIGINT, signal.SIG_DFL); " \
+                   "print('ready', flush=True); signal.pause()"  # fmt: skip
+            args, stdin, ready = cli("pipe", "--timeout", "300", "--", *py(code)), None, "ready"
+        proc = subprocess.Popen(
+            args, env=env, stdin=subprocess.PIPE if stdin is not None else None,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+        )  # fmt: skip
+        assert proc.stdout is not None
+        reader = LineReader(proc.stdout)
+        try:
+            if stdin is not None:
+                assert proc.stdin is not None
+                proc.stdin.write(stdin)
+                proc.stdin.flush()
+            reader.until(ready)
+            proc.send_signal(sig)
+            # Again until it ends: the first of these that comes while pipe waits for
+            # delivery must end it (a bound far below --timeout).
+            deadline = time.monotonic() + 30
+            status = None
+            while status is None and time.monotonic() < deadline:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    status = proc.wait(timeout=0.5)
+                if status is None:
+                    proc.send_signal(sig)
+            assert status == 128 + sig
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            if proc.stdin is not None:
+                proc.stdin.close()
+
     def test_a_sigterm_pipe_took_is_not_taken_again_by_the_library(
         self, server: DevServer, env: dict[str, str]
     ) -> None:
