@@ -536,6 +536,40 @@ class TestDestinations:
         theirs = Spool.open(tmp_path, destination=THEIRS, max_age=3600)
         assert {"spool_age": 20} == dict(theirs.dropped)
 
+    def test_a_header_unread_once_never_makes_another_destinations_segment_ours(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A segment whose header could not be read at a rescan (a passing failure: the
+        process out of descriptors, EIO) is not taken for this destination's: not adopted,
+        sent with this key nor dropped here, once it can be read (it was remembered as
+        ours, adopted at the next look, and its lines sent with the wrong key)."""
+        import errno
+
+        from logdna_client._spool import _store
+
+        write_segment(tmp_path, 3, destination=THEIRS)
+        before = {p: p.read_bytes() for p in segments(tmp_path)}
+        real_open = _store.open_regular
+        failing = [True]
+
+        def open_once_failing(path: str, flags: int) -> int:
+            if failing and flags == os.O_RDONLY:
+                failing.clear()
+                raise OSError(errno.EMFILE, "Too many open files")
+            return real_open(path, flags)
+
+        monkeypatch.setattr(_store, "open_regular", open_once_failing)
+        spool = Spool.open(tmp_path, destination=MINE)
+        assert not failing  # the header's read failed once
+        assert [] == drain(spool)
+        spool.adopt()  # looked at again, readable now
+        assert ([], (0, 0)) == (drain(spool), spool.pending())
+        spool.close()
+        assert before == {p: p.read_bytes() for p in segments(tmp_path)}
+        theirs = Spool.open(tmp_path, destination=THEIRS)
+        assert lines(0, 30) == drain(theirs)
+        theirs.close()
+
     def test_what_is_left_for_another_destination_is_reported_once(self, tmp_path: Path) -> None:
         """Segments of another destination no live process holds are reported once, with
         their count, fingerprint and the command that sends them; never with a key."""

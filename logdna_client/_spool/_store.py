@@ -752,7 +752,9 @@ class Spool:
                 size = entry.stat(follow_symlinks=False).st_size
             except OSError:
                 continue
-            owner, destination = owners[name] = self._owner(name)
+            owner, destination = self._owner(name)
+            if name in self._owners:  # read: remembered (an unreadable one is asked again)
+                owners[name] = self._owners[name]
             if owner == _OTHER:
                 others.append((name, destination))
                 continue
@@ -915,6 +917,13 @@ class Spool:
             return False
         if found.header.later:  # never deleted: a later version wrote it (see _owner)
             self._owners[seg.name] = _LATER, None
+            self._forget(seg)
+            return False
+        destination = found.header.destination
+        if not (self._adopt_any or belongs(destination, self.destination)):
+            # Another destination's, read here under its lock: _owner could not read its
+            # header when the folder was listed (a passing error). Left for its owner.
+            self._owners[seg.name] = _OTHER, destination
             self._forget(seg)
             return False
         if found.damage is not None:
