@@ -1416,6 +1416,35 @@ class TestCli:
         assert (0, 26) == (status, len(server.lines))
         assert [] == segments(tmp_path)
 
+    @pytest.mark.parametrize("wrong", ["key", "protocol"])
+    def test_replay_gives_up_at_once_when_only_other_settings_help(
+        self, tmp_path: Path, wrong: str
+    ) -> None:
+        """A refused key (after a key change the old key may be revoked) or a URL whose
+        server does not speak HTTP/1.1 is no passing failure: replay says so and stops at
+        the first answer, leaving the lines on disk, as send and pipe do; it retried
+        until --timeout."""
+        from logdna_client._devserver import DevServer
+        from tests._claims_servers import scripted_server
+        from tests.test_hostile_endpoints import NOT_HTTP_1_1
+
+        h2_preface, _ = NOT_HTTP_1_1["h2"]
+        key = Secret("a-revoked-key")
+        with (
+            DevServer(key="the-right-key")
+            if wrong == "key"
+            else scripted_server(lambda r, sock, e: sock.sendall(h2_preface))
+        ) as server:
+            write_segment(tmp_path, 2, destination=fingerprint(key, server.url))
+            before = {p: p.read_bytes() for p in segments(tmp_path)}
+            argv = ["--url", server.url, "--key", key.reveal(), "--timeout", "5"]
+            status, _, err = self.run("spool", "replay", "--spool-dir", str(tmp_path), *argv)
+            requests = len(server.requests)
+        assert (1, 1) == (status, requests)
+        said = "key was refused" if wrong == "key" else "does not speak HTTP/1.1"
+        assert said in err and "a-revoked-key" not in err
+        assert before == {p: p.read_bytes() for p in segments(tmp_path)}
+
     def test_ls_shows_each_segments_destination(self, tmp_path: Path) -> None:
         """ls shows a short fingerprint per segment, marks those of the key and URL given
         (flags or environment) as yours, and never shows a key."""
