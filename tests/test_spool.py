@@ -572,17 +572,19 @@ class TestDestinations:
 
     def test_what_is_left_for_another_destination_is_reported_once(self, tmp_path: Path) -> None:
         """Segments of another destination no live process holds are reported once, with
-        their count, fingerprint and the command that sends them; never with a key."""
-        write_segment(tmp_path, 1, destination=THEIRS)
-        write_segment(tmp_path, 1, destination=THEIRS)
+        their count, fingerprint and the command that sends them (the folder quoted for a
+        shell: a space in it split the command); never with a key."""
+        folder = tmp_path / "app logs"
+        write_segment(folder, 1, destination=THEIRS)
+        write_segment(folder, 1, destination=THEIRS)
         trouble = Trouble()
-        spool = Spool.open(tmp_path, destination=MINE, on_trouble=trouble)
+        spool = Spool.open(folder, destination=MINE, on_trouble=trouble)
         spool.adopt()  # a rescan: not said again
         assert ["spool-other"] == trouble.kinds
         (message,) = trouble.messages
         assert "2 segment(s)" in message
         assert short(THEIRS) in message
-        assert f"spool replay --spool-dir {tmp_path} --key" in message
+        assert f"spool replay --spool-dir '{folder}' --key" in message
         assert "key-of-app" not in message
         spool.close()
 

@@ -42,6 +42,7 @@ import fcntl
 import functools
 import os
 import secrets
+import shlex
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -813,12 +814,13 @@ class Spool:
             orphaned = [d for name, d in others if self._unlocked(name)]
             if orphaned:
                 found = ", ".join(sorted({short(d) for d in orphaned if d is not None}))
+                folder = shlex.quote(self.directory)  # a command to paste into a shell
                 self._report("spool-other", f"logdna_client: {len(orphaned)} segment(s) in the "
                              f"spool folder {self.directory!r} hold lines for another destination "
                              f"(ingestion key or URL; fingerprint {found}) and are left for it, "
                              f"neither sent nor dropped by this process. If they are this app's "
                              f"from before a key or URL change, send them with: python -m "
-                             f"logdna_client spool replay --spool-dir {self.directory} --key "
+                             f"logdna_client spool replay --spool-dir {folder} --key "
                              f"<that key> --url <that URL> (spool ls shows each segment's "
                              f"destination)")  # fmt: skip
         if later:
