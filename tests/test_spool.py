@@ -585,6 +585,7 @@ class TestDestinations:
         assert "2 segment(s)" in message
         assert short(THEIRS) in message
         assert f"spool replay --spool-dir '{folder}' --key" in message
+        assert "was wrong (refused, a typo) and is fixed now, add --any-destination" in message
         assert "key-of-app" not in message
         spool.close()
 

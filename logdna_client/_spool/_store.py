@@ -821,8 +821,9 @@ class Spool:
                              f"neither sent nor dropped by this process. If they are this app's "
                              f"from before a key or URL change, send them with: python -m "
                              f"logdna_client spool replay --spool-dir {folder} --key "
-                             f"<that key> --url <that URL> (spool ls shows each segment's "
-                             f"destination)")  # fmt: skip
+                             f"<that key> --url <that URL>; if that key or URL was wrong (refused, "
+                             f"a typo) and is fixed now, add --any-destination and give the right "
+                             f"ones (spool ls shows each segment's destination)")  # fmt: skip
         if later:
             self._report("spool-later", f"logdna_client: {later} segment(s) in the spool folder "
                          f"{self.directory!r} were written by a later version of logdna_client; "
