@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Iterator
 
 import pytest
 
@@ -18,35 +17,16 @@ def _dead_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class _Records(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
-@pytest.fixture
-def own_records() -> Iterator[_Records]:
-    handler = _Records()
-    own = logging.getLogger("logdna_client")
-    own.addHandler(handler)
-    try:
-        yield handler
-    finally:
-        own.removeHandler(handler)
-
-
-def test_the_exit_loss_report_carries_its_kind_too(own_records: _Records) -> None:
+def test_the_exit_loss_report_carries_its_kind_too(caplog: pytest.LogCaptureFixture) -> None:
     """The lines a close could not deliver by its deadline are reported at ERROR like the
     library's other trouble; that record carries its kind as they do (docs/delivery.md:
     each report does, for a filter or alert that tells them apart), where it had none."""
+    caplog.set_level(logging.DEBUG, logger="logdna_client")
     client = Client(url=f"http://127.0.0.1:{_dead_port()}/logs/ingest", hostname="t",
                     retry_max_backoff=0.2)  # fmt: skip
     client.log("never delivered")
     client.close(timeout=0.2)
-    lost = [r for r in own_records.records if "could not be delivered" in r.getMessage()]
-    assert lost, [r.getMessage() for r in own_records.records]
+    lost = [r for r in caplog.records if "could not be delivered" in r.getMessage()]
+    assert lost, caplog.messages
     assert all(r.levelno >= logging.WARNING for r in lost)
     assert all(getattr(r, KIND_ATTR, None) == "exit-loss" for r in lost)
