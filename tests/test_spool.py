@@ -1091,6 +1091,7 @@ class SpoolMachine(RuleBasedStateMachine):
         self.last_write: tuple[str, int, int, str, list[bytes]] | None = None
         self.handed: dict[BatchId, list[bytes]] = {}
         self.foreign: set[bytes] = set()
+        self.segment_of: dict[bytes, str] = {}  # each line's segment
         self.next_foreign = 10**6
 
     def teardown(self) -> None:
@@ -1128,6 +1129,7 @@ class SpoolMachine(RuleBasedStateMachine):
         self.pending.update(new)
         self.with_caller.update(new)
         self.handed[batch] = new
+        self.segment_of.update(dict.fromkeys(new, batch.segment))
         self.last_write = (batch.segment, batch.offset, self._size(batch.segment), "append", new)
         return batch
 
@@ -1189,7 +1191,12 @@ class SpoolMachine(RuleBasedStateMachine):
 
     @rule()
     def drain_live(self) -> None:
-        """Without a restart, replay hands out every pending line not with the caller."""
+        """Without a restart, replay hands out every pending line not with the caller, but
+        for those in dead processes' segments not adopted yet: with MAX_ADOPTED of theirs
+        held and every batch of them out (this rule acks none), no more are adopted (and
+        so opened) until one is done."""
+        from logdna_client._spool import _store
+
         expected = self.pending - self.with_caller
         seen: list[bytes] = []
         taken = []
@@ -1197,6 +1204,9 @@ class SpoolMachine(RuleBasedStateMachine):
             self.check_handed_out(batch.entries)
             taken.append(batch)
             seen += batch.entries
+        held = self.spool._segments
+        if sum(not seg.own for seg in held.values()) >= _store.MAX_ADOPTED:
+            expected = {line for line in expected if self.segment_of.get(line) in held}
         for batch in taken:  # given back: handed out again by the next replay
             self.spool.release(batch.id)
             self.with_caller.difference_update(batch.entries)
