@@ -122,10 +122,13 @@ def _cmd_pipe(args: argparse.Namespace) -> int:
                 )
             else:
                 status = _pipe_stdin(client, args.stdout_level)
-            if not _deliver(client, trouble, args.timeout):
-                args.console.warn(_explain("pipe", client, trouble, args.timeout))
-                if not argv and status == 0:
-                    status = 1
+            try:
+                if not _deliver(client, trouble, args.timeout):
+                    args.console.warn(_explain("pipe", client, trouble, args.timeout))
+                    if not argv and status == 0:
+                        status = 1
+            except _StopWaiting:  # only after a first signal: the status says it already
+                args.console.warn(f"{PROG} pipe: stopped again before the lines were delivered")
         finally:
             client.close(timeout=0.0)
     return status
@@ -162,11 +165,24 @@ def _give_back_unless_taken(
     library's signal watcher reads each signal from the wakeup fd on a thread of its
     own and acts on it when the library's handler is the one in force when it looks,
     which under load can be after this; the process would then end by that signal
-    instead of the status we owe. Once one came, we are ending anyway."""
+    instead of the status we owe. Once one came, we are ending anyway, and the same
+    signal again ends the wait for delivery (_StopWaiting), as the handlers we would
+    have given back did (Ctrl-C twice)."""
     if taken:
+        for signum in previous:
+            _on_signal(signum, _stop_waiting)
         return
     for signum, handler in previous.items():
         _restore_signal(signum, handler)
+
+
+class _StopWaiting(KeyboardInterrupt):
+    """A second SIGTERM or SIGINT once pipe is ending: stop waiting for delivery now.
+    A KeyboardInterrupt, so that one landing before the wait still ends the command."""
+
+
+def _stop_waiting(signum: int, frame: FrameType | None) -> None:
+    raise _StopWaiting
 
 
 def _join(thread: threading.Thread, until: Callable[[], bool] = lambda: False) -> None:

@@ -93,8 +93,9 @@ def register(commands: Any, library: argparse.ArgumentParser) -> None:
         help="deliver what dead processes left in the folder",
         description="Send every batch no live process holds that was written for this key and "
         "URL (or by a version without destinations), oldest first, and mark it done. Stops "
-        "(exit 1) when the service keeps failing for --timeout seconds or refuses a batch; "
-        "what is not delivered stays on disk.",
+        "(exit 1) when the service keeps failing for --timeout seconds or refuses a batch, "
+        "and at once when it refuses the key or does not speak HTTP/1.1; what is not "
+        "delivered stays on disk.",
     )
     replay.add_argument(
         "--any-destination",
@@ -142,6 +143,13 @@ def _age(seconds: float) -> str:
     if seconds < 172800:
         return f"{seconds / 3600:.0f}h"
     return f"{seconds / 86400:.0f}d"
+
+
+#: Failures only other settings fix (as send and pipe give up on them at once).
+_SETTINGS_WRONG = {
+    Kind.AUTH: "the key was refused: check --key",
+    Kind.PROTOCOL: "the server does not speak HTTP/1.1: check --url",
+}
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -318,6 +326,11 @@ def _cmd_replay(args: argparse.Namespace) -> int:
             if outcome.kind in (Kind.BAD_REQUEST, Kind.TOO_LARGE, Kind.UNSUPPORTED_ENCODING):
                 console.warn(f"{PROG} spool replay: the service refused a batch ({detail}); "
                              f"it stays on disk (spool purge drops it)")  # fmt: skip
+                status = 1
+                break
+            if outcome.kind in _SETTINGS_WRONG:  # retrying until --timeout cannot help
+                console.warn(f"{PROG} spool replay: {_SETTINGS_WRONG[outcome.kind]} ({detail}); "
+                             f"the lines stay on disk")  # fmt: skip
                 status = 1
                 break
             now = time.monotonic()

@@ -27,7 +27,7 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ._report import logger
+from ._report import KIND_ATTR, logger
 from ._threads import (
     BUSY_THREADS,
     NESTED_THREADS,
@@ -675,9 +675,10 @@ def owns(lock: object) -> bool:
 
 
 def report_exit_loss(message: str) -> None:
-    """Say it through our logger; if nothing would show it, on stderr directly."""
+    """Say it through our logger (its kind on the record, as the Reporter's reports have
+    it); if nothing would show it, on stderr directly."""
     try:
-        logger.error(message)
+        logger.error(message, extra={KIND_ATTR: "exit-loss"})
         if not _has_visible_handler():
             sys.stderr.write(message + "\n")
             sys.stderr.flush()

@@ -418,7 +418,11 @@ def classify_otlp(
 _REJECTED = ("rejectedLogRecords", "rejected_log_records")
 _NONE_CONFIRMED = "no record of the batch is confirmed stored"
 _PARTIAL_NAMES = (*_REJECTED, "partialSuccess", "partial_success")
-_REJECTED_COUNT = re.compile(r'"rejected(?:LogRecords|_log_records)"\s*:\s*("[^"]*"|[^,}\s]+)')
+# A count read from a cut answer is one its end did not cut: a string closed, or a number
+# followed by what ends a value (the cut may fall between its digits: "2" of 25).
+_REJECTED_COUNT = re.compile(
+    r'"rejected(?:LogRecords|_log_records)"\s*:\s*("[^"]*"|[^,}\s"]+(?=[,}\s]))'
+)
 
 
 def _shown(value: object) -> str:

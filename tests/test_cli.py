@@ -72,10 +72,17 @@ def py(code: str) -> list[str]:
 
 
 def status_after_signal(
-    args: list[str], env: dict[str, str], ready: str, sig: int, stdin: bytes | None = None
-) -> int:
+    args: list[str],
+    env: dict[str, str],
+    ready: str,
+    sig: int,
+    stdin: bytes | None = None,
+    *,
+    again: bool = False,
+) -> int | None:
     """Start ``args`` (feeding ``stdin`` and keeping it open), wait until it prints
-    ``ready``, send ``sig``, and return its exit status."""
+    ``ready``, send ``sig``, and return its exit status. With ``again``, ``sig`` is sent
+    again every half second until it ends (None: not within 30 s)."""
     proc = subprocess.Popen(
         args, env=env, stdin=subprocess.PIPE if stdin is not None else None,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
@@ -89,7 +96,14 @@ def status_after_signal(
             proc.stdin.flush()
         reader.until(ready)
         proc.send_signal(sig)
-        return proc.wait(timeout=20)
+        if not again:
+            return proc.wait(timeout=20)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                return proc.wait(timeout=0.5)
+            proc.send_signal(sig)
+        return None
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -436,6 +450,28 @@ class TestPipe:
         assert 128 + signal.SIGTERM == status
         assert server.wait_for_lines(2, timeout=5)
         assert ["first", "second"] == [x["line"] for x in server.lines]
+
+    @pytest.mark.parametrize("mode", ["stdin", "command"])
+    @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["term", "int"])
+    def test_a_second_signal_ends_the_wait_for_delivery(
+        self, env: dict[str, str], mode: str, sig: int
+    ) -> None:
+        """Stopped by a signal with the service down, pipe waits up to --timeout for
+        delivery; the same signal again ends that wait at once, as it did before pipe
+        kept its own handlers for the rest of the run (they took it and did nothing:
+        the wait ran to its end). The status is still the first signal's (stdin) or the
+        command's."""
+        env = {**env, "LOGDNA_URL": f"http://127.0.0.1:{dead_port()}/logs/ingest"}
+        if mode == "stdin":
+            args, stdin, ready = cli("pipe", "--timeout", "300"), b"first\n", "first"
+        else:
+            # The command ends by the signal pipe forwards (SIGINT: set back to the default).
+            code = "import signal; signal.signal(signal.SIGINT, signal.SIG_DFL); " \
+                   "print('ready', flush=True); signal.pause()"  # fmt: skip
+            args, stdin, ready = cli("pipe", "--timeout", "300", "--", *py(code)), None, "ready"
+        # Sent again until it ends: the first one that comes while pipe waits for delivery
+        # must end it (within 30 s, far below --timeout).
+        assert 128 + sig == status_after_signal(args, env, ready, sig, stdin, again=True)
 
     def test_a_sigterm_pipe_took_is_not_taken_again_by_the_library(
         self, server: DevServer, env: dict[str, str]

@@ -145,6 +145,12 @@ PARTIAL_ANSWERS = {
         b'{"partialSuccess":{"rejectedLogRecords":"2","errorMessage":"%s"}}' % (b"m" * 70_000),
         (3, 2),
     ),
+    # Cut at 64 KiB between the count's two digits: "2" is not what it said (25).
+    "cut-inside-the-count": (
+        b'{"partialSuccess":{"errorMessage":"%s","rejectedLogRecords":25}}'
+        % (b"m" * (65536 - 1 - len(b'{"partialSuccess":{"errorMessage":"","rejectedLogRecords":'))),
+        (0, 5),
+    ),
     "cut-before-the-count": (
         b'{"partialSuccess":{"errorMessage":"%s","rejectedLogRecords":"2"}}' % (b"m" * 70_000),
         (0, 5),

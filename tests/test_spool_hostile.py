@@ -615,15 +615,6 @@ class HostileSpoolMachine(SpoolMachine):
         finally:
             _store.MAX_ADOPTED = self.saved
 
-    @rule()
-    def drain_live(self) -> None:
-        """As the base model's, but a spool holds at most MAX_ADOPTED dead segments at
-        once and adopts the next ones as those are done (a sender acks each batch before
-        it asks for the next): while the held ones' lines are out, what only segments
-        not adopted yet hold waits for them, and nothing else may be missing."""
-        missing = self.drain_live_missing()
-        assert not missing or self.spool._more_to_adopt, missing
-
     @rule(seconds=st.sampled_from([-86400.0, -3600.0, -1.0, 1.0, 3600.0]))
     def step_clock(self, seconds: float) -> None:
         self.clock.now += seconds

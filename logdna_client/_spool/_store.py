@@ -42,6 +42,7 @@ import fcntl
 import functools
 import os
 import secrets
+import shlex
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -752,7 +753,9 @@ class Spool:
                 size = entry.stat(follow_symlinks=False).st_size
             except OSError:
                 continue
-            owner, destination = owners[name] = self._owner(name)
+            owner, destination = self._owner(name)
+            if name in self._owners:  # read: remembered (an unreadable one is asked again)
+                owners[name] = self._owners[name]
             if owner == _OTHER:
                 others.append((name, destination))
                 continue
@@ -811,14 +814,16 @@ class Spool:
             orphaned = [d for name, d in others if self._unlocked(name)]
             if orphaned:
                 found = ", ".join(sorted({short(d) for d in orphaned if d is not None}))
+                folder = shlex.quote(self.directory)  # a command to paste into a shell
                 self._report("spool-other", f"logdna_client: {len(orphaned)} segment(s) in the "
                              f"spool folder {self.directory!r} hold lines for another destination "
                              f"(ingestion key or URL; fingerprint {found}) and are left for it, "
                              f"neither sent nor dropped by this process. If they are this app's "
                              f"from before a key or URL change, send them with: python -m "
-                             f"logdna_client spool replay --spool-dir {self.directory} --key "
-                             f"<that key> --url <that URL> (spool ls shows each segment's "
-                             f"destination)")  # fmt: skip
+                             f"logdna_client spool replay --spool-dir {folder} --key "
+                             f"<that key> --url <that URL>; if that key or URL was wrong (refused, "
+                             f"a typo) and is fixed now, add --any-destination and give the right "
+                             f"ones (spool ls shows each segment's destination)")  # fmt: skip
         if later:
             self._report("spool-later", f"logdna_client: {later} segment(s) in the spool folder "
                          f"{self.directory!r} were written by a later version of logdna_client; "
@@ -915,6 +920,13 @@ class Spool:
             return False
         if found.header.later:  # never deleted: a later version wrote it (see _owner)
             self._owners[seg.name] = _LATER, None
+            self._forget(seg)
+            return False
+        destination = found.header.destination
+        if not (self._adopt_any or belongs(destination, self.destination)):
+            # Another destination's, read here under its lock: _owner could not read its
+            # header when the folder was listed (a passing error). Left for its owner.
+            self._owners[seg.name] = _OTHER, destination
             self._forget(seg)
             return False
         if found.damage is not None:
