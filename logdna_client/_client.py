@@ -251,8 +251,9 @@ class Client:
             if not claimed:
                 raise
             # Thread.start() launches the thread, then waits for it to run: a signal
-            # handler's exception (Ctrl-C's KeyboardInterrupt) can come out of that
-            # wait with the sender already running. It is this client's sender then;
+            # handler's exception (Ctrl-C's KeyboardInterrupt; with the signals blocked
+            # around the start, raised as they are let through again) can come out of
+            # it with the sender already running. It is this client's sender then;
             # starting another on the next line would put two on one buffer.
             if self._sender.launched:
                 self._started = True

@@ -33,7 +33,7 @@ from ._threads import (
     NESTED_THREADS,
     SENDER_THREADS,
     Latch,
-    leave_signals_to_the_main_thread,
+    start_library_thread,
 )
 
 if TYPE_CHECKING:
@@ -371,9 +371,11 @@ def _watch_signals() -> None:
         return
     _watch_fds = (read_fd, write_fd)
     try:
-        threading.Thread(
-            target=_watch, args=(read_fd,), name="logdna_client-signals", daemon=True
-        ).start()
+        start_library_thread(
+            threading.Thread(
+                target=_watch, args=(read_fd,), name="logdna_client-signals", daemon=True
+            )
+        )
     except RuntimeError:  # the interpreter is shutting down
         signal.set_wakeup_fd(-1)
         _watch_fds = None
@@ -385,7 +387,6 @@ def _watch(read_fd: int) -> None:
 
     Blocked in read() all its life: it holds no lock a fork could leave held.
     """
-    leave_signals_to_the_main_thread()
     numbers = set(_termination_signals())
     while True:
         try:
@@ -461,9 +462,12 @@ def _begin_ending(signum: int) -> list[Client] | None:
 
 def _wait_then_end_elsewhere(clients: list[Client], signum: int) -> None:
     try:
-        threading.Thread(
-            target=_wait_then_end, args=(clients, signum), name="logdna_client-exit", daemon=True
-        ).start()
+        start_library_thread(
+            threading.Thread(
+                target=_wait_then_end, args=(clients, signum), name="logdna_client-exit",
+                daemon=True,
+            )
+        )  # fmt: skip
     except RuntimeError:  # the interpreter is shutting down: no new threads
         _wait_then_end(clients, signum)
 
@@ -541,7 +545,7 @@ def _flush_stdio(*, bounded: bool) -> None:
         return
     try:
         flusher = threading.Thread(target=flush, name="logdna_client-flush", daemon=True)
-        flusher.start()
+        start_library_thread(flusher)
         flusher.join(_FLUSH_GRACE)
     except RuntimeError:
         pass

@@ -29,7 +29,7 @@ from ._report import Reporter
 from ._retry import Backoff
 from ._spool import BatchId, Spool, destination
 from ._stats import LastError
-from ._threads import SENDER_THREADS, Latch, Wakeup, leave_signals_to_the_main_thread
+from ._threads import SENDER_THREADS, Latch, Wakeup, start_library_thread
 from ._transport import Kind, Outcome, Transport
 
 __all__ = ["Sender", "Stats", "app_outcome", "gzip_entries"]
@@ -217,9 +217,9 @@ class Sender:
 
     def start(self) -> None:
         self.finished = Latch()
-        thread = threading.Thread(target=self._run, name="logdna_client-sender", daemon=True)
+        thread = threading.Thread(target=self._serve, name="logdna_client-sender", daemon=True)
         self.thread = thread
-        thread.start()
+        start_library_thread(thread)
         self.ident = thread.ident
 
     @property
@@ -269,10 +269,6 @@ class Sender:
         return self.done(target)
 
     # -- the thread
-
-    def _run(self) -> None:
-        leave_signals_to_the_main_thread()
-        self._serve()
 
     def run_here(self) -> None:
         """The sender thread's work, on the calling thread, until the close's deadline:

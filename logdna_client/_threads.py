@@ -18,10 +18,10 @@ __all__ = [
     "SENDER_THREADS",
     "Latch",
     "Wakeup",
-    "leave_signals_to_the_main_thread",
     "made_on_sender",
     "marks_for",
     "on_sender_thread",
+    "start_library_thread",
 ]
 
 #: Idents of every live sender thread in this process. Records made on them
@@ -79,26 +79,50 @@ def marks_for(thread: int) -> set[int] | None:
 _SYNCHRONOUS = {"SIGSEGV", "SIGBUS", "SIGFPE", "SIGILL", "SIGABRT", "SIGTRAP", "SIGSYS"}
 
 
-def leave_signals_to_the_main_thread() -> None:
-    """Block the asynchronous signals (SIGTERM, SIGINT, SIGHUP, ...) in the calling
-    thread, one of the library's own, for its whole life.
+def _asynchronous_signals() -> set[int]:
+    """Every signal a thread may block: all but those a fault raises in the thread
+    that faulted (real-time signals come as plain ints, without a name)."""
+    return {s for s in signal.valid_signals() if getattr(s, "name", "") not in _SYNCHRONOUS}
+
+
+def start_library_thread(thread: threading.Thread) -> None:
+    """Start ``thread``, one of the library's own, with the asynchronous signals
+    (SIGTERM, SIGINT, SIGHUP, ...) blocked in it from its first instruction, for its
+    whole life; raises what ``thread.start()`` raises.
 
     The kernel hands a signal sent to the process to any thread that does not
     block it. Python runs its handlers on the main thread only, and a main thread
     blocked in a lock or a queue is woken for them only when the signal lands on
     it; our threads leave the signals to it. (Where it still cannot run the handler,
-    the signal watcher in ``_exit.py`` ends the process.) Threads started from this
-    one inherit the mask.
+    the signal watcher in ``_exit.py`` ends the process.) A new thread starts with
+    its starting thread's mask, and threads started from it inherit its own: so the
+    starting thread blocks them around ``start()``, not the new thread once it runs,
+    which left it a window (from its creation to that call) where a signal sent to
+    the process could land on it, starting from the main thread. The starting
+    thread's mask is put back on every path (a signal that came meanwhile is then
+    its own, which for the main thread is where it belongs); a KeyboardInterrupt
+    the put-back lets through comes out of here with the thread launched or not
+    (``Sender.launched`` tells).
     """
     sigmask = getattr(signal, "pthread_sigmask", None)
     if sigmask is None:  # Windows: no such thing as a thread's signal mask
+        thread.start()
         return
     try:
-        # (Real-time signals come as plain ints, without a name.)
-        quiet = {s for s in signal.valid_signals() if getattr(s, "name", "") not in _SYNCHRONOUS}
-        sigmask(signal.SIG_BLOCK, quiet)
+        # Read first, changing nothing: a handler's exception raised by a block that
+        # took effect would otherwise leave this thread's mask changed for good.
+        previous = sigmask(signal.SIG_BLOCK, ())
     except (AttributeError, ValueError, OSError):  # an odd platform: leave the mask alone
-        pass
+        thread.start()
+        return
+    try:
+        try:
+            sigmask(signal.SIG_BLOCK, _asynchronous_signals())
+        except (AttributeError, ValueError, OSError):  # as above: start it as it is
+            pass
+        thread.start()
+    finally:
+        sigmask(signal.SIG_SETMASK, previous)
 
 
 def on_sender_thread() -> bool:

@@ -37,7 +37,7 @@ from ._auth import auth_headers, secret_forms
 from ._config import Config
 from ._kubernetes import attributes_for, tags_for
 from ._retry import parse_retry_after
-from ._threads import Wakeup, leave_signals_to_the_main_thread
+from ._threads import Wakeup, start_library_thread
 from ._version import __version__
 
 __all__ = ["HTTPTransport", "Kind", "Outcome", "Transport", "classify"]
@@ -328,7 +328,7 @@ class _Watchdog:
             daemon=True,
         )  # fmt: skip
         try:
-            thread.start()
+            start_library_thread(thread)
         except RuntimeError:  # the interpreter is finalizing, or no more threads
             return False
         self._thread, self._exchanges, self._poke = thread, exchanges, poke
@@ -351,9 +351,6 @@ class _Watchdog:
 
     @staticmethod
     def _run(exchanges: collections.deque[_Exchange | None], poke: Wakeup) -> None:
-        # Started from the main thread (``spool replay``, a sender run there at exit) it
-        # inherits a mask that takes SIGTERM and SIGINT, which are the main thread's.
-        leave_signals_to_the_main_thread()
         while True:
             try:
                 exchange = exchanges.popleft()
