@@ -530,29 +530,26 @@ class TestSignalThatCannotWaitWhereItLands:
 # Thread.start() waiting for it, when the signal comes (the watcher begins the ending).
 SIGTERM_WHILE_THE_SENDER_STARTS = """
 import threading
-from logdna_client import _exit
-original_start = threading.Thread.start
-def start(self):
-    if self.name == "logdna_client-sender" and not getattr(start, "done", False):
-        start.done = True
+from logdna_client import _sender
+real_start_library_thread = _sender.start_library_thread
+def start_library_thread(thread):
+    if thread.name == "logdna_client-sender" and not getattr(start_library_thread, "done", False):
+        start_library_thread.done = True
         queuer = threading.Thread(target=lambda: [log.info("queued %d", i) for i in range(100)])
-        original_start(queuer)
+        queuer.start()
         queuer.join()
         if os.environ["WHEN"] == "before":
-            os.kill(os.getpid(), signal.SIGTERM)  # handled at original_start's first bytecode
+            os.kill(os.getpid(), signal.SIGTERM)  # handled at the next bytecode: no launch
         else:
-            started = self._started.set
-            def set_after_the_signal():  # on the new thread, before start() returns
+            original_start = thread.start
+            def start():
+                # Inside the start, where the signals are blocked: handled as they are
+                # let through again, with the sender launched.
                 os.kill(os.getpid(), signal.SIGTERM)
-                pause = threading.Event()
-                for _ in range(20000):  # until the ending has begun (20 s at most)
-                    if _exit._begun.locked():
-                        break
-                    pause.wait(0.001)
-                started()
-            self._started.set = set_after_the_signal
-    original_start(self)
-threading.Thread.start = start
+                original_start()
+            thread.start = start
+    real_start_library_thread(thread)
+_sender.start_library_thread = start_library_thread
 log.info("first")  # starts the sender
 mark("not reached")
 """
@@ -564,9 +561,10 @@ class TestSignalWhileTheSenderStarts:
         self, server: DevServer, when: str
     ) -> None:
         """SIGTERM while the first line starts the sender: lines other threads queued
-        meanwhile are delivered when the sender was launched, and reported on stderr as
-        lost when it was not (the handler interrupted its launch); never lost silently.
-        The process ends by SIGTERM either way."""
+        meanwhile are delivered when the sender was launched (a signal sent inside
+        Thread.start() waits for the launch), and reported on stderr as lost when it
+        was not (the handler ran before the launch); never lost silently. The process
+        ends by SIGTERM either way."""
         child = Child(
             SIGTERM_WHILE_THE_SENDER_STARTS,
             server.url,
