@@ -79,10 +79,12 @@ def marks_for(thread: int) -> set[int] | None:
 _SYNCHRONOUS = {"SIGSEGV", "SIGBUS", "SIGFPE", "SIGILL", "SIGABRT", "SIGTRAP", "SIGSYS"}
 
 
-def _asynchronous_signals() -> set[int]:
-    """Every signal a thread may block: all but those a fault raises in the thread
-    that faulted (real-time signals come as plain ints, without a name)."""
-    return {s for s in signal.valid_signals() if getattr(s, "name", "") not in _SYNCHRONOUS}
+#: Every signal a library thread blocks: all but those a fault raises in the thread that
+#: faulted (real-time signals come as plain ints, without a name). Worked out once:
+#: it costs as much as the start's two mask changes together.
+_ASYNCHRONOUS = frozenset(
+    s for s in signal.valid_signals() if getattr(s, "name", "") not in _SYNCHRONOUS
+)
 
 
 def start_library_thread(thread: threading.Thread) -> None:
@@ -96,13 +98,15 @@ def start_library_thread(thread: threading.Thread) -> None:
     it; our threads leave the signals to it. (Where it still cannot run the handler,
     the signal watcher in ``_exit.py`` ends the process.) A new thread starts with
     its starting thread's mask, and threads started from it inherit its own: so the
-    starting thread blocks them around ``start()``, not the new thread once it runs,
-    which left it a window (from its creation to that call) where a signal sent to
-    the process could land on it, starting from the main thread. The starting
-    thread's mask is put back on every path (a signal that came meanwhile is then
-    its own, which for the main thread is where it belongs); a KeyboardInterrupt
-    the put-back lets through comes out of here with the thread launched or not
-    (``Sender.launched`` tells).
+    starting thread blocks them around ``start()``. Blocking them as the new thread's
+    first call left a window, from its creation to that call, where a signal sent to
+    a process whose main thread started it could land on it; every library thread is
+    started here, so none blocks them itself any more.
+
+    The starting thread's mask is put back on every path: a signal that came
+    meanwhile is then its own, which for the main thread is where it belongs, and
+    an exception its handler raises (KeyboardInterrupt) comes out of here, the
+    thread launched or not (``Sender.launched`` tells).
     """
     sigmask = getattr(signal, "pthread_sigmask", None)
     if sigmask is None:  # Windows: no such thing as a thread's signal mask
@@ -117,7 +121,7 @@ def start_library_thread(thread: threading.Thread) -> None:
         return
     try:
         try:
-            sigmask(signal.SIG_BLOCK, _asynchronous_signals())
+            sigmask(signal.SIG_BLOCK, _ASYNCHRONOUS)
         except (AttributeError, ValueError, OSError):  # as above: start it as it is
             pass
         thread.start()
