@@ -371,7 +371,7 @@ class _Patterns:
             rules.append((kind, _NEEDS.get(name, ()), regex, lower, _RUN_ON.get(name)))
         self._rules = tuple(rules)
 
-    def sub(self, replacement: str, text: str) -> str:
+    def sub(self, replacement: str, text: str, keep: int | None = None) -> str:
         spans: list[Span] = []
         low: str | None = None
         backwards: str | None = None
@@ -432,9 +432,15 @@ class _Patterns:
                     backwards = text[::-1]
                 _emails(text, backwards, regex, spans)
         if not spans:
-            return text
+            return text if keep is None else text[:keep]
         if longs:
             _run_on(text, spans, longs)
+        if keep is not None:
+            # Only the first ``keep`` characters ship (a match starting before there
+            # replaced whole): the rest was read only for what the cut splits, and
+            # must not move up into view when a marker is shorter than what it
+            # replaced (the window's own end may split a secret).
+            spans = [span for span in spans if span[0] < keep]
         spans.sort()
         # The text between markers, overlapping or touching spans joined: one
         # marker for both.
@@ -448,8 +454,8 @@ class _Patterns:
                 pieces.append(text[end:s] if end > 0 else text[:s])
                 end = e
         if not pieces:
-            return text
-        pieces.append(text[end:])
+            return text if keep is None else text[:keep]
+        pieces.append(text[end:] if keep is None else text[end:keep])
         return replacement.join(pieces)
 
     def _key_values(
@@ -869,13 +875,14 @@ class Redactor:
     def text(self, value: str) -> str:
         """The text with every configured pattern replaced by the marker.
 
-        Text longer than ``max_chars`` (and a margin) is cut first: the caller cuts
-        it to the line cap anyway, and the patterns run on bounded input.
+        Text longer than ``max_chars`` and a margin comes back cut to ``max_chars``
+        (the caller cuts it to the line cap anyway): the patterns run on bounded
+        input, the margin included, so a secret the cut splits is replaced whole.
         """
         if self._text_re is None:
             return value
         if len(value) > self._max_chars:
-            value = value[: self._max_chars]
+            return self._apply(value[: self._max_chars], self._max_chars - _CUT_MARGIN)
         return self._apply(value)
 
     def text_triggered(self, value: str) -> str:
@@ -884,14 +891,16 @@ class Redactor:
         if patterns is None:
             return value
         if len(value) > self._max_chars:
-            value = value[: self._max_chars]
+            return patterns.sub(MARKER, value[: self._max_chars], self._max_chars - _CUT_MARGIN)
         return patterns.sub(MARKER, value)
 
-    def _apply(self, value: str) -> str:
+    def _apply(self, value: str, keep: int | None = None) -> str:
+        """``value`` redacted; only its first ``keep`` characters when given (see
+        ``_Patterns.sub``)."""
         patterns = self._text_re
         if patterns is None or (self._triggered_only and not has_trigger(value)):
-            return value
-        return patterns.sub(MARKER, value)
+            return value if keep is None else value[:keep]
+        return patterns.sub(MARKER, value, keep)
 
     def meta(self, value: Any) -> Any:
         """A copy of ``value`` with secrets replaced; ``value`` itself when nothing changed.
@@ -960,8 +969,7 @@ class Redactor:
         if len(value) > self._max_chars:
             # Cut after the patterns ran on a margin past the cut: one the cut would
             # end (a URL's "@" past it) still finds its secret whole.
-            cut = self._apply(value[: self._max_chars + _CUT_MARGIN])
-            return cut[: self._max_chars] + _CUT
+            return self._apply(value[: self._max_chars + _CUT_MARGIN], self._max_chars) + _CUT
         return self._apply(value)
 
     def _described(self, value: object) -> Any:

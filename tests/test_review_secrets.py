@@ -204,3 +204,32 @@ class TestObjectsThatShipAsText:
         assert [] == leaked(blob, PIECES)
         assert {"user": "bob", "password": "[REDACTED]", "note": "token=[REDACTED]"} == meta["body"]
         assert "nope" not in blob
+
+
+#: The patterns' window past a size cut (_redact._CUT_MARGIN).
+MARGIN = 256
+
+
+def across_the_window(length: int, shift: int) -> str:
+    """Text of ``length`` + MARGIN characters and more: a long secret value first (its
+    marker is shorter: what follows moves up), then a URL whose password the
+    patterns' window (``length`` + MARGIN) cuts ``shift`` characters in, its "@" past
+    the window."""
+    shrinks = "password=" + "s" * (length // 2) + " "
+    head = shrinks + "x" * (length + MARGIN - len(shrinks) - len(" postgres://admin:") - shift)
+    assert len(head) > len(shrinks)
+    return head + " postgres://admin:" + PASSWORD + "@db/app " + "y" * 1000
+
+
+class TestTheWindowsEnd:
+    @pytest.mark.parametrize("shift", [10, 30, 100])
+    def test_message(self, shipped: Any, shift: int) -> None:
+        """A redaction that shortens the text does not bring the end of the patterns'
+        window into view: a secret that end cuts would ship in part."""
+        assert [] == leaked(shipped(across_the_window(LIMIT, shift)), PIECES)
+
+    @pytest.mark.parametrize("shift", [10, 30, 100])
+    def test_meta_string(self, shipped: Any, shift: int) -> None:
+        """The same in a meta string (its window is a margin longer)."""
+        blob = shipped("m", note=across_the_window(LIMIT + MARGIN, shift))
+        assert [] == leaked(blob, PIECES)
