@@ -79,11 +79,12 @@ CREDENTIAL_PATTERNS: dict[str, str] = {
     # the separator and then another key right before its separator: this value is
     # empty ("password= token=abc"); "password: hunter2 :" is a value. An auth scheme
     # word stays; quoted values go whole. A quote may be escaped (JSON inside a JSON
-    # string: {\"password\": \"x\"}), and an escaped quote does not end a quoted
-    # value ("p\"w": all of it; in JSON inside JSON, what follows the value in its
-    # object too: more than the value, never less).
+    # string: {\"password\": \"x\"}; by up to 15 backslashes, JSON nested 5 deep),
+    # and an escaped quote does not end a quoted value ("p\"w": all of it; in JSON
+    # inside JSON, what follows the value in its object too: more than the value,
+    # never less).
     "secret_kv": r"""[:=](?<!\d\d[:=])"""
-    r"""(?:[ \t]{1,3}(?![A-Za-z0-9_.-]{1,64}(?:\\?["'])?[:=]))?(?:\\?["'])?"""
+    r"""(?:[ \t]{1,3}(?![A-Za-z0-9_.-]{1,64}(?:\\{0,15}["'])?[:=]))?(?:\\{0,15}["'])?"""
     r"""(?:(?i:bearer|basic|token|digest)[ \t]{1,3})?"""
     r"""(?P<v>(?<=")(?:[^"\\\r\n]|\\[^\r\n]){1,256}|(?<=')(?:[^'\\\r\n]|\\[^\r\n]){1,256}"""
     r"""|[^\s"'&,;)\]}]{1,256})""",
@@ -234,7 +235,9 @@ def key_words(key: str) -> list[str]:
 # quote, the key (at most 64 characters). One scan finds every candidate, in C; the
 # key=value pattern then runs only at separators whose key names a secret.
 # _speedups.c reads keys back the same way (key_known_plain).
-_SEPARATOR_KEY_REVERSED = re.compile(r"[:=](?!\d\d)[ \t]{0,3}((?:[\"']\\?)?)([A-Za-z0-9_.-]{1,64})")
+_SEPARATOR_KEY_REVERSED = re.compile(
+    r"[:=](?!\d\d)[ \t]{0,3}((?:[\"']\\{0,15})?)([A-Za-z0-9_.-]{1,64})"
+)
 _LOCAL_PART_REVERSED = re.compile(r"[A-Za-z0-9._%+-]{1,64}")
 
 # card, us_ssn and phone_plain all start with a digit: whichever of them are on run
@@ -558,9 +561,9 @@ class _Patterns:
             # The key is the whole run of key characters, or its last 64.
             whole = "" if len(name) == 64 else f"(?<![A-Za-z0-9_.-]{key})"
             separator = (
-                r"""(?:\\?["'][ \t]{0,3}|[ \t]{0,3}(?==))"""
+                r"""(?:\\{0,15}["'][ \t]{0,3}|[ \t]{0,3}(?==))"""
                 if strict
-                else r"""(?:\\?["'])?[ \t]{0,3}"""
+                else r"""(?:\\{0,15}["'])?[ \t]{0,3}"""
             )
             # (A lookahead: the separator is not consumed, nor is the value, so a
             # key inside another's value is found too, as from each separator.)
@@ -702,8 +705,8 @@ def _emails(text: str, backwards: str, regex: re.Pattern[str], spans: list[Span]
 # Keys before a separator, read back on the reversed text (_SEPARATOR_KEY_REVERSED
 # with only the key captured, one regex for each separator: a literal first is
 # found faster than a class): findall gives them without a Python step each.
-_COLON_KEY_REVERSED = re.compile(r":(?!\d\d)[ \t]{0,3}(?:[\"']\\?)?([A-Za-z0-9_.-]{1,64})")
-_EQUALS_KEY_REVERSED = re.compile(r"=(?!\d\d)[ \t]{0,3}(?:[\"']\\?)?([A-Za-z0-9_.-]{1,64})")
+_COLON_KEY_REVERSED = re.compile(r":(?!\d\d)[ \t]{0,3}(?:[\"']\\{0,15})?([A-Za-z0-9_.-]{1,64})")
+_EQUALS_KEY_REVERSED = re.compile(r"=(?!\d\d)[ \t]{0,3}(?:[\"']\\{0,15})?([A-Za-z0-9_.-]{1,64})")
 # Text at least this long, with at most this many distinct keys naming secrets, can
 # have their places found forwards from each key (a regex compiled for it, kept).
 _FORWARD_FROM = 2048

@@ -164,6 +164,18 @@ class TestEscapedQuotes:
             blob = shipped(text)
             assert [] == leaked(blob, PIECES), blob
 
+    @pytest.mark.parametrize("depth", [3, 4])
+    def test_json_nested_deeper(self, shipped: Any, depth: int) -> None:
+        """JSON in a JSON string in a JSON string (a queue message's body logged in an
+        event): its quotes are escaped more than once (\\\"password\\\":)."""
+        text = json.dumps({"password": PASSWORD, "user": "bob"})
+        for _ in range(depth - 1):
+            text = json.dumps({"body": text})
+        shipped(text.replace(PASSWORD, "x"))  # every key's answer cached
+        for _ in range(2):
+            blob = shipped(text)
+            assert [] == leaked(blob, PIECES), blob
+
     def test_in_a_meta_string(self, shipped: Any) -> None:
         """The same in a meta string."""
         blob = shipped("m", event=json.dumps({"body": json.dumps({"password": PASSWORD})}))
