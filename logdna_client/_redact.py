@@ -500,7 +500,7 @@ class _Patterns:
         for name, strict in secret.items():
             for found in self._key_finder(name, strict, regex).finditer(text):
                 span = found.span("v")
-                if not text.startswith(MARKER, span[0]):  # redacted already
+                if not _redacted_already(text, span[0], span[1]):
                     spans.append(span)
 
     def _at_separators(
@@ -530,7 +530,7 @@ class _Patterns:
             m = match(text, at)
             if m is not None:
                 start = m.start("v")
-                if not text.startswith(MARKER, start):  # redacted already
+                if not _redacted_already(text, start, m.end()):
                     spans.append((start, m.end()))
 
     def _quoted_only_for(self, name: str) -> bool:
@@ -574,6 +574,13 @@ class _Patterns:
     def search(self, text: str) -> bool:
         """Whether any pattern would replace something in ``text``."""
         return self.sub(MARKER, text) != text
+
+
+def _redacted_already(text: str, start: int, end: int) -> bool:
+    """Whether the value at ``text[start:end]`` is the marker (redacted before: the
+    bare value class stops before its "]"), not a value that only starts with it
+    ("[REDACTED]hunter2" has a secret after it)."""
+    return end - start <= len(MARKER) and text.startswith(MARKER, start)
 
 
 def _digits(

@@ -245,3 +245,23 @@ class TestTheWindowsEnd:
         """The same in a meta string (its window is a margin longer)."""
         blob = shipped("m", note=across_the_window(LIMIT + MARGIN, shift))
         assert [] == leaked(blob, PIECES)
+
+
+class TestTheMarkerInTheText:
+    @pytest.mark.parametrize(
+        "text",
+        [
+            '{"password": "[REDACTED]' + PASSWORD + '"}',
+            "password='[REDACTED] " + PASSWORD + "'",
+            "x" * 3000 + ' {"password": "[REDACTED]' + PASSWORD + '"}',  # the long-text path
+        ],
+    )
+    def test_a_value_that_starts_with_it(self, shipped: Any, text: str) -> None:
+        """A value only starting with the marker is no value redacted already: the
+        rest of it is replaced too (a value that is the marker alone stays as it is)."""
+        assert [] == leaked(shipped(text), PIECES)
+        assert [] == leaked(shipped("m", note=text), PIECES)
+
+    def test_a_value_that_is_it(self, shipped: Any) -> None:
+        for text in ('{"password": "[REDACTED]"}', "password=[REDACTED] ok"):
+            assert text == json.loads(shipped(text))[0]["line"]
