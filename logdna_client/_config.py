@@ -638,11 +638,14 @@ def _hiding_init(generated: Callable[..., None]) -> Callable[..., None]:
         kwargs = hide_key(kwargs)
         if args and args[0] is not None and not isinstance(args[0], Secret):
             args = (Secret(args[0]), *args[1:])
+        if len(args) > _URL_AT:  # (the url given by position: fields in order)
+            args = (*args[:_URL_AT], _hide_url(args[_URL_AT]), *args[_URL_AT + 1 :])
         generated(self, *args, **kwargs)
 
     return __init__
 
 
+_URL_AT = [f.name for f in fields(Config)].index("url")
 Config.__init__ = _hiding_init(Config.__init__)  # type: ignore[method-assign]
 
 

@@ -108,3 +108,7 @@ class TestUrlCredentialsHidden:
             ConfigurationError, match=re.escape("plain http:// to logs.example.com")
         ):
             Config(key="k", url="http://logs.example.com/logs/ingest")
+
+    def test_config_positional_url(self) -> None:
+        """Config's fields given by position (key, key_file, url, ...): the URL too."""
+        assert KEY not in refused(lambda: Config("k", None, CREDENTIALS_URL))
