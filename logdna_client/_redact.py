@@ -1012,7 +1012,13 @@ class Redactor:
             return _OTHER if new_inner is _OTHER or new_inner is inner else new_inner
         if isinstance(value, _FRAGMENT):
             # Embedded by orjson as it is: the JSON value it holds ships, walked here.
-            return self._walk(_fragment_value(value), path, depth)
+            # Unchanged, the fragment itself ships: orjson reads an integer past 64
+            # bits as a float, and its digits would be lost.
+            inner = _fragment_value(value)
+            if inner is _UNREADABLE:  # (that very object: not JSON)
+                return inner
+            new_inner = self._walk(inner, path, depth)
+            return _OTHER if new_inner is _OTHER or new_inner is inner else new_inner
         if type(value) is not dict:
             container = _as_container(value)
             if container is None:

@@ -3,6 +3,7 @@ in the report; each test here failed on the code before its fix."""
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 
@@ -112,3 +113,26 @@ class TestUrlCredentialsHidden:
     def test_config_positional_url(self) -> None:
         """Config's fields given by position (key, key_file, url, ...): the URL too."""
         assert KEY not in refused(lambda: Config("k", None, CREDENTIALS_URL))
+
+
+@pytest.mark.parametrize("path", ["c", "python"])
+def test_a_fragment_without_secrets_ships_as_it_is(
+    path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An ``orjson.Fragment`` with nothing to redact ships its own bytes: read back
+    through orjson, an integer past 64 bits became a float (its digits lost)."""
+    orjson = pytest.importorskip("orjson")
+    if not hasattr(orjson, "Fragment"):
+        pytest.skip("orjson.Fragment came in orjson 3.9")
+    if path == "python":
+        monkeypatch.setenv("LOGDNA_CLIENT_PURE_PYTHON", "1")
+    handler = LogDNAHandler(key="k", url="https://127.0.0.1:9/logs/ingest", flush_interval=3600)
+    try:
+        raw = b'{"id": 123456789012345678901234567890, "user": "bob"}'
+        record = logging.LogRecord("day3", logging.INFO, __file__, 1, "m", (), None)
+        record.body = orjson.Fragment(raw)
+        handler.handle(record)
+        assert b'"body":' + raw in handler.client._buffer.entries[-1]
+    finally:
+        handler.client.close(timeout=0)
+        handler.close()
