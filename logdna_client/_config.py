@@ -163,7 +163,14 @@ def _carries_credentials(url: object) -> bool:
         return False
     try:
         parts = urlsplit(url.strip())
-        return bool(parts.username or parts.password or "apikey=" in parts.query.lower())
+        return bool(
+            parts.username
+            or parts.password
+            or "apikey=" in parts.query.lower()
+            # Without "//", "user:KEY@host" reads as scheme "user" and a path: no
+            # host, so refused anyway; hidden if an "@" may end a user part.
+            or (not parts.netloc and "@" in url)
+        )
     except ValueError:
         # Not a URL at all (refused later, as such): hidden if it may be one with
         # credentials in it.

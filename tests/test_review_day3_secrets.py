@@ -63,7 +63,13 @@ class TestUrlCredentialsHidden:
 
     @pytest.mark.parametrize(
         "url",
-        ["http://[::1", f"http://ingest:{KEY}@[::1", f"https://[logs.example.com/?apikey={KEY}"],
+        [
+            "http://[::1",
+            f"http://ingest:{KEY}@[::1",
+            f"https://[logs.example.com/?apikey={KEY}",
+            # no "//": urlsplit reads "ingest" as the scheme and the rest as a path
+            f"ingest:{KEY}@logs.example.com/logs/ingest",
+        ],
     )
     def test_url_that_does_not_parse(self, url: str) -> None:
         """A URL urlsplit rejects is a ConfigurationError (it was a bare ValueError),
