@@ -1085,8 +1085,12 @@ def _fragment_value(fragment: object) -> Any:
 
 def _native(value: object) -> bool:
     """Whether orjson ships ``value`` as itself (not through the line builder's
-    fallback): the non-container types it knows beyond the JSON scalars."""
-    return isinstance(value, datetime.date | datetime.time | uuid.UUID)
+    fallback): the non-container types it knows beyond the JSON scalars. Those
+    types exactly: a subclass of one goes to the fallback (its str())."""
+    return type(value) in _NATIVE
+
+
+_NATIVE = frozenset({datetime.datetime, datetime.date, datetime.time, uuid.UUID})
 
 
 def _as_container(value: Any) -> Any:

@@ -3,6 +3,7 @@ in the report; each test here failed on the code before its fix."""
 
 from __future__ import annotations
 
+import datetime
 import logging
 import re
 from typing import Any
@@ -139,6 +140,36 @@ def test_a_fragment_without_secrets_ships_as_it_is(
         record.body = orjson.Fragment(raw)
         handler.handle(record)
         assert b'"body":' + raw in handler.client._buffer.entries[-1]
+    finally:
+        handler.client.close(timeout=0)
+        handler.close()
+
+
+class _When(datetime.datetime):
+    """A datetime subclass: orjson ships it through the fallback, as its str()."""
+
+    def __str__(self) -> str:
+        return "session=" + KEY
+
+
+@pytest.mark.parametrize("path", ["c", "python"])
+def test_a_datetime_subclass_is_judged_by_its_text(
+    path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """orjson encodes datetime, date, time and UUID themselves, not their subclasses
+    (those ship as their str()): a subclass's text is checked like any object's."""
+    if path == "python":
+        monkeypatch.setenv("LOGDNA_CLIENT_PURE_PYTHON", "1")
+    handler = LogDNAHandler(key="k", url="https://127.0.0.1:9/logs/ingest", flush_interval=3600)
+    try:
+        record = logging.LogRecord("day3", logging.INFO, __file__, 1, "m", (), None)
+        record.when = _When(2024, 1, 2)
+        record.plain = datetime.datetime(2024, 1, 2)
+        handler.handle(record)
+        entry = handler.client._buffer.entries[-1]
+        assert KEY.encode() not in entry
+        assert b'"when":"session=[REDACTED]"' in entry
+        assert b'"plain":"2024-01-02T00:00:00"' in entry
     finally:
         handler.client.close(timeout=0)
         handler.close()
