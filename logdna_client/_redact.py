@@ -1079,7 +1079,7 @@ def _fragment_value(fragment: object) -> Any:
     otherwise); a marker when they are not JSON."""
     try:
         return orjson.loads(orjson.dumps(fragment))
-    except orjson.JSONDecodeError:
+    except (TypeError, ValueError):  # not JSON; text orjson cannot write (a surrogate)
         return _UNREADABLE
 
 

@@ -173,3 +173,13 @@ def test_a_datetime_subclass_is_judged_by_its_text(
     finally:
         handler.client.close(timeout=0)
         handler.close()
+
+
+def test_a_fragment_orjson_cannot_write_costs_only_itself() -> None:
+    """A Fragment holding text orjson cannot write (a lone surrogate) is marked
+    unreadable alone: the rest of the meta ships (it was all replaced)."""
+    orjson = pytest.importorskip("orjson")
+    if not hasattr(orjson, "Fragment"):
+        pytest.skip("orjson.Fragment came in orjson 3.9")
+    out = Redactor().meta({"user": "bob", "body": orjson.Fragment("\ud800")})
+    assert {"user": "bob", "body": "[REDACTED: unreadable]"} == out
