@@ -140,24 +140,48 @@ def hide_key(options: dict[str, Any]) -> dict[str, Any]:
         # Whatever its type: a key given as bytes is refused later, unseen.
         options = {**options, "key": Secret(cast(str, key))}
     del key
-    if isinstance(options.get("url"), str) and _carries_credentials(options["url"]):
+    if not isinstance(options.get("url"), Secret) and _carries_credentials(options.get("url")):
         options = {**options, "url": Secret(options["url"])}
     return options
 
 
-def _carries_credentials(url: str) -> bool:
+def _carries_credentials(url: object) -> bool:
     """Whether ``url`` carries credentials (a user or password, an ``apikey=``): such a
-    URL is refused, and held in a Secret until then, as a key is (it often holds one)."""
+    URL is refused, and held in a Secret until then, as a key is (it often holds one).
+    Whatever the type it is given as: text, bytes, a URL object (by its str()), or a
+    Secret (by what it holds)."""
+    while isinstance(url, Secret):
+        url = url.reveal()
+    if isinstance(url, bytes | bytearray):
+        url = bytes(url).decode("latin-1")
+    elif url is not None and not isinstance(url, str):
+        try:
+            url = str(url)
+        except Exception:  # refused later, as not a URL
+            return False
+    if not isinstance(url, str):
+        return False
     try:
         parts = urlsplit(url.strip())
-        return bool(parts.username or parts.password or "apikey=" in parts.query.lower())
-    except ValueError:  # not a URL at all: refused later, as such
-        return False
+        return bool(
+            parts.username
+            or parts.password
+            or "apikey=" in parts.query.lower()
+            # Without "//", "user:KEY@host" reads as scheme "user" and a path: no
+            # host, so refused anyway; hidden if an "@" may end a user part.
+            or (not parts.netloc and "@" in url)
+        )
+    except ValueError:
+        # Not a URL at all (refused later, as such): hidden if it may be one with
+        # credentials in it.
+        return "@" in url or "apikey=" in url.lower()
 
 
 def _hide_url(url: object) -> object:
     """``url``, in a Secret when it carries credentials."""
-    return Secret(url) if isinstance(url, str) and _carries_credentials(url) else url
+    if isinstance(url, Secret) or not _carries_credentials(url):
+        return url
+    return Secret(cast(str, url))  # (whatever its type: refused, unseen)
 
 
 def _bad(option: str, value: object, expected: str) -> ConfigurationError:
@@ -409,7 +433,7 @@ class Config:
 
         # -- where and as whom
         url = _hide_url(self.url if self.url is not None else env(ENV_VARS["url"]) or DEFAULT_URL)
-        if isinstance(url, Secret):
+        if _carries_credentials(url):
             # The key belongs in a header: URLs end up in proxy and error logs.
             raise ConfigurationError(
                 "url: must not carry credentials; pass the key with key= or " + ENV_VARS["key"],
@@ -418,7 +442,10 @@ class Config:
         if not isinstance(url, str):
             raise _bad("url", url, "an http(s) URL")
         url = url.strip()
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+        except ValueError:  # ("http://[::1": an unclosed IPv6 address)
+            raise _bad("url", url, "an http(s) URL such as " + DEFAULT_URL) from None
         if parts.scheme not in ("http", "https") or not parts.hostname:
             shown = parts._replace(query="", fragment="").geturl()
             raise _bad("url", shown, "an http(s) URL such as " + DEFAULT_URL)
@@ -603,6 +630,7 @@ class Config:
 
     def replace(self, **changes: Any) -> Config:
         """A copy with some options changed (and re-validated)."""
+        changes = hide_key(changes)  # first: as in any frame that receives options
         current = {f.name: getattr(self, f.name) for f in fields(self)}
         current.update(changes)
         return Config(**current)
@@ -617,11 +645,14 @@ def _hiding_init(generated: Callable[..., None]) -> Callable[..., None]:
         kwargs = hide_key(kwargs)
         if args and args[0] is not None and not isinstance(args[0], Secret):
             args = (Secret(args[0]), *args[1:])
+        if len(args) > _URL_AT:  # (the url given by position: fields in order)
+            args = (*args[:_URL_AT], _hide_url(args[_URL_AT]), *args[_URL_AT + 1 :])
         generated(self, *args, **kwargs)
 
     return __init__
 
 
+_URL_AT = [f.name for f in fields(Config)].index("url")
 Config.__init__ = _hiding_init(Config.__init__)  # type: ignore[method-assign]
 
 

@@ -124,6 +124,8 @@ class LogDNAHandler(logging.Handler):
             key = cast(str, Secret(key))
         # The official client's form, LogDNAHandler(key, {...}): see _official.py.
         official = key is not None or options is not None
+        if isinstance(options, Mapping):  # (a url= in it, hidden as in kwargs)
+            options = hide_key(dict(options))
         if official:
             kwargs = cast(ClientOptions, hide_key({**_official.translate(key, options), **kwargs}))
         level = level_beside_client(client, kwargs)

@@ -79,11 +79,12 @@ CREDENTIAL_PATTERNS: dict[str, str] = {
     # the separator and then another key right before its separator: this value is
     # empty ("password= token=abc"); "password: hunter2 :" is a value. An auth scheme
     # word stays; quoted values go whole. A quote may be escaped (JSON inside a JSON
-    # string: {\"password\": \"x\"}), and an escaped quote does not end a quoted
-    # value ("p\"w": all of it; in JSON inside JSON, what follows the value in its
-    # object too: more than the value, never less).
+    # string: {\"password\": \"x\"}; by up to 15 backslashes, JSON nested 5 deep),
+    # and an escaped quote does not end a quoted value ("p\"w": all of it; in JSON
+    # inside JSON, what follows the value in its object too: more than the value,
+    # never less).
     "secret_kv": r"""[:=](?<!\d\d[:=])"""
-    r"""(?:[ \t]{1,3}(?![A-Za-z0-9_.-]{1,64}(?:\\?["'])?[:=]))?(?:\\?["'])?"""
+    r"""(?:[ \t]{1,3}(?![A-Za-z0-9_.-]{1,64}(?:\\{0,15}["'])?[:=]))?(?:\\{0,15}["'])?"""
     r"""(?:(?i:bearer|basic|token|digest)[ \t]{1,3})?"""
     r"""(?P<v>(?<=")(?:[^"\\\r\n]|\\[^\r\n]){1,256}|(?<=')(?:[^'\\\r\n]|\\[^\r\n]){1,256}"""
     r"""|[^\s"'&,;)\]}]{1,256})""",
@@ -234,7 +235,9 @@ def key_words(key: str) -> list[str]:
 # quote, the key (at most 64 characters). One scan finds every candidate, in C; the
 # key=value pattern then runs only at separators whose key names a secret.
 # _speedups.c reads keys back the same way (key_known_plain).
-_SEPARATOR_KEY_REVERSED = re.compile(r"[:=](?!\d\d)[ \t]{0,3}((?:[\"']\\?)?)([A-Za-z0-9_.-]{1,64})")
+_SEPARATOR_KEY_REVERSED = re.compile(
+    r"[:=](?!\d\d)[ \t]{0,3}((?:[\"']\\{0,15})?)([A-Za-z0-9_.-]{1,64})"
+)
 _LOCAL_PART_REVERSED = re.compile(r"[A-Za-z0-9._%+-]{1,64}")
 
 # card, us_ssn and phone_plain all start with a digit: whichever of them are on run
@@ -371,7 +374,7 @@ class _Patterns:
             rules.append((kind, _NEEDS.get(name, ()), regex, lower, _RUN_ON.get(name)))
         self._rules = tuple(rules)
 
-    def sub(self, replacement: str, text: str) -> str:
+    def sub(self, replacement: str, text: str, keep: int | None = None) -> str:
         spans: list[Span] = []
         low: str | None = None
         backwards: str | None = None
@@ -432,9 +435,15 @@ class _Patterns:
                     backwards = text[::-1]
                 _emails(text, backwards, regex, spans)
         if not spans:
-            return text
+            return text if keep is None else text[:keep]
         if longs:
             _run_on(text, spans, longs)
+        if keep is not None:
+            # Only the first ``keep`` characters ship (a match starting before there
+            # replaced whole): the rest was read only for what the cut splits, and
+            # must not move up into view when a marker is shorter than what it
+            # replaced (the window's own end may split a secret).
+            spans = [span for span in spans if span[0] < keep]
         spans.sort()
         # The text between markers, overlapping or touching spans joined: one
         # marker for both.
@@ -448,8 +457,8 @@ class _Patterns:
                 pieces.append(text[end:s] if end > 0 else text[:s])
                 end = e
         if not pieces:
-            return text
-        pieces.append(text[end:])
+            return text if keep is None else text[:keep]
+        pieces.append(text[end:] if keep is None else text[end:keep])
         return replacement.join(pieces)
 
     def _key_values(
@@ -491,7 +500,7 @@ class _Patterns:
         for name, strict in secret.items():
             for found in self._key_finder(name, strict, regex).finditer(text):
                 span = found.span("v")
-                if not text.startswith(MARKER, span[0]):  # redacted already
+                if not _redacted_already(text, span[0], span[1]):
                     spans.append(span)
 
     def _at_separators(
@@ -521,7 +530,7 @@ class _Patterns:
             m = match(text, at)
             if m is not None:
                 start = m.start("v")
-                if not text.startswith(MARKER, start):  # redacted already
+                if not _redacted_already(text, start, m.end()):
                     spans.append((start, m.end()))
 
     def _quoted_only_for(self, name: str) -> bool:
@@ -552,9 +561,9 @@ class _Patterns:
             # The key is the whole run of key characters, or its last 64.
             whole = "" if len(name) == 64 else f"(?<![A-Za-z0-9_.-]{key})"
             separator = (
-                r"""(?:\\?["'][ \t]{0,3}|[ \t]{0,3}(?==))"""
+                r"""(?:\\{0,15}["'][ \t]{0,3}|[ \t]{0,3}(?==))"""
                 if strict
-                else r"""(?:\\?["'])?[ \t]{0,3}"""
+                else r"""(?:\\{0,15}["'])?[ \t]{0,3}"""
             )
             # (A lookahead: the separator is not consumed, nor is the value, so a
             # key inside another's value is found too, as from each separator.)
@@ -565,6 +574,13 @@ class _Patterns:
     def search(self, text: str) -> bool:
         """Whether any pattern would replace something in ``text``."""
         return self.sub(MARKER, text) != text
+
+
+def _redacted_already(text: str, start: int, end: int) -> bool:
+    """Whether the value at ``text[start:end]`` is the marker (redacted before: the
+    bare value class stops before its "]"), not a value that only starts with it
+    ("[REDACTED]hunter2" has a secret after it)."""
+    return end - start <= len(MARKER) and text.startswith(MARKER, start)
 
 
 def _digits(
@@ -696,8 +712,8 @@ def _emails(text: str, backwards: str, regex: re.Pattern[str], spans: list[Span]
 # Keys before a separator, read back on the reversed text (_SEPARATOR_KEY_REVERSED
 # with only the key captured, one regex for each separator: a literal first is
 # found faster than a class): findall gives them without a Python step each.
-_COLON_KEY_REVERSED = re.compile(r":(?!\d\d)[ \t]{0,3}(?:[\"']\\?)?([A-Za-z0-9_.-]{1,64})")
-_EQUALS_KEY_REVERSED = re.compile(r"=(?!\d\d)[ \t]{0,3}(?:[\"']\\?)?([A-Za-z0-9_.-]{1,64})")
+_COLON_KEY_REVERSED = re.compile(r":(?!\d\d)[ \t]{0,3}(?:[\"']\\{0,15})?([A-Za-z0-9_.-]{1,64})")
+_EQUALS_KEY_REVERSED = re.compile(r"=(?!\d\d)[ \t]{0,3}(?:[\"']\\{0,15})?([A-Za-z0-9_.-]{1,64})")
 # Text at least this long, with at most this many distinct keys naming secrets, can
 # have their places found forwards from each key (a regex compiled for it, kept).
 _FORWARD_FROM = 2048
@@ -869,13 +885,14 @@ class Redactor:
     def text(self, value: str) -> str:
         """The text with every configured pattern replaced by the marker.
 
-        Text longer than ``max_chars`` (and a margin) is cut first: the caller cuts
-        it to the line cap anyway, and the patterns run on bounded input.
+        Text longer than ``max_chars`` and a margin comes back cut to ``max_chars``
+        (the caller cuts it to the line cap anyway): the patterns run on bounded
+        input, the margin included, so a secret the cut splits is replaced whole.
         """
         if self._text_re is None:
             return value
         if len(value) > self._max_chars:
-            value = value[: self._max_chars]
+            return self._apply(value[: self._max_chars], self._max_chars - _CUT_MARGIN)
         return self._apply(value)
 
     def text_triggered(self, value: str) -> str:
@@ -884,14 +901,16 @@ class Redactor:
         if patterns is None:
             return value
         if len(value) > self._max_chars:
-            value = value[: self._max_chars]
+            return patterns.sub(MARKER, value[: self._max_chars], self._max_chars - _CUT_MARGIN)
         return patterns.sub(MARKER, value)
 
-    def _apply(self, value: str) -> str:
+    def _apply(self, value: str, keep: int | None = None) -> str:
+        """``value`` redacted; only its first ``keep`` characters when given (see
+        ``_Patterns.sub``)."""
         patterns = self._text_re
         if patterns is None or (self._triggered_only and not has_trigger(value)):
-            return value
-        return patterns.sub(MARKER, value)
+            return value if keep is None else value[:keep]
+        return patterns.sub(MARKER, value, keep)
 
     def meta(self, value: Any) -> Any:
         """A copy of ``value`` with secrets replaced; ``value`` itself when nothing changed.
@@ -960,8 +979,7 @@ class Redactor:
         if len(value) > self._max_chars:
             # Cut after the patterns ran on a margin past the cut: one the cut would
             # end (a URL's "@" past it) still finds its secret whole.
-            cut = self._apply(value[: self._max_chars + _CUT_MARGIN])
-            return cut[: self._max_chars] + _CUT
+            return self._apply(value[: self._max_chars + _CUT_MARGIN], self._max_chars) + _CUT
         return self._apply(value)
 
     def _described(self, value: object) -> Any:
@@ -994,7 +1012,13 @@ class Redactor:
             return _OTHER if new_inner is _OTHER or new_inner is inner else new_inner
         if isinstance(value, _FRAGMENT):
             # Embedded by orjson as it is: the JSON value it holds ships, walked here.
-            return self._walk(_fragment_value(value), path, depth)
+            # Unchanged, the fragment itself ships: orjson reads an integer past 64
+            # bits as a float, and its digits would be lost.
+            inner = _fragment_value(value)
+            if inner is _UNREADABLE:  # (that very object: not JSON)
+                return inner
+            new_inner = self._walk(inner, path, depth)
+            return _OTHER if new_inner is _OTHER or new_inner is inner else new_inner
         if type(value) is not dict:
             container = _as_container(value)
             if container is None:
@@ -1055,14 +1079,18 @@ def _fragment_value(fragment: object) -> Any:
     otherwise); a marker when they are not JSON."""
     try:
         return orjson.loads(orjson.dumps(fragment))
-    except orjson.JSONDecodeError:
+    except (TypeError, ValueError):  # not JSON; text orjson cannot write (a surrogate)
         return _UNREADABLE
 
 
 def _native(value: object) -> bool:
     """Whether orjson ships ``value`` as itself (not through the line builder's
-    fallback): the non-container types it knows beyond the JSON scalars."""
-    return isinstance(value, datetime.date | datetime.time | uuid.UUID)
+    fallback): the non-container types it knows beyond the JSON scalars. Those
+    types exactly: a subclass of one goes to the fallback (its str())."""
+    return type(value) in _NATIVE
+
+
+_NATIVE = frozenset({datetime.datetime, datetime.date, datetime.time, uuid.UUID})
 
 
 def _as_container(value: Any) -> Any:

@@ -304,13 +304,14 @@ static const char aws_prefixes[][3] = {
 
 /* Whether a key could stand at ``text[at]`` (a ':' or '='), read back as the
  * key=value pattern reads it (_redact._SEPARATOR_KEY_REVERSED: up to 3 spaces or
- * tabs, a quote (escaped or not), then 1 to 64 of [A-Za-z0-9_.-]): 1 when there
- * is none, or the redactor has answered that it names no secret; 0 when the
- * redactor must look (a secret, or not asked yet); -1 on error. */
+ * tabs, a quote (escaped or not: up to 15 backslashes), then 1 to 64 of
+ * [A-Za-z0-9_.-]): 1 when there is none, or the redactor has answered that it
+ * names no secret; 0 when the redactor must look (a secret, or not asked yet);
+ * -1 on error. */
 static int
 key_known_plain(Handle *self, int kind, const void *data, Py_ssize_t at)
 {
-    Py_ssize_t j = at, end, spaces = 0;
+    Py_ssize_t j = at, end, spaces = 0, slashes = 0;
     PyObject *key, *known;
     Py_UCS4 c;
     int letters = 0;
@@ -326,9 +327,11 @@ key_known_plain(Handle *self, int kind, const void *data, Py_ssize_t at)
         c = PyUnicode_READ(kind, data, j - 1);
         if (c == '"' || c == '\'') {
             j--;
-            /* An escaped quote (JSON inside a JSON string: \"password\": ...). */
-            if (j > 0 && PyUnicode_READ(kind, data, j - 1) == '\\') {
+            /* An escaped quote (JSON inside a JSON string: \"password\": ...), up
+               to 15 backslashes (JSON nested 5 deep), as _redact reads it. */
+            while (j > 0 && slashes < 15 && PyUnicode_READ(kind, data, j - 1) == '\\') {
                 j--;
+                slashes++;
             }
         }
     }

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Iterator
 
-from logdna_client._redact import _RUN_ON, MARKER, PRESET_PATTERNS
+from logdna_client._redact import _RUN_ON, MARKER, PRESET_PATTERNS, _redacted_already
 
 _NOT_KEYS = ("Error", "Exception", "Warning")
 # A digit doubled, its two digits summed (Luhn): 7 -> 14 -> 5.
@@ -121,8 +121,8 @@ class ReferencePatterns:
 
             def key_value(m: re.Match[str]) -> Span | None:
                 start = m.start("v")
-                if m.string.startswith(MARKER, start):
-                    return None  # redacted already
+                if _redacted_already(m.string, start, m.end()):
+                    return None
                 return start, m.end()
 
             self._key_value = key_value

@@ -164,6 +164,18 @@ class TestEscapedQuotes:
             blob = shipped(text)
             assert [] == leaked(blob, PIECES), blob
 
+    @pytest.mark.parametrize("depth", [3, 4])
+    def test_json_nested_deeper(self, shipped: Any, depth: int) -> None:
+        """JSON in a JSON string in a JSON string (a queue message's body logged in an
+        event): its quotes are escaped more than once (\\\"password\\\":)."""
+        text = json.dumps({"password": PASSWORD, "user": "bob"})
+        for _ in range(depth - 1):
+            text = json.dumps({"body": text})
+        shipped(text.replace(PASSWORD, "x"))  # every key's answer cached
+        for _ in range(2):
+            blob = shipped(text)
+            assert [] == leaked(blob, PIECES), blob
+
     def test_in_a_meta_string(self, shipped: Any) -> None:
         """The same in a meta string."""
         blob = shipped("m", event=json.dumps({"body": json.dumps({"password": PASSWORD})}))
@@ -204,3 +216,52 @@ class TestObjectsThatShipAsText:
         assert [] == leaked(blob, PIECES)
         assert {"user": "bob", "password": "[REDACTED]", "note": "token=[REDACTED]"} == meta["body"]
         assert "nope" not in blob
+
+
+#: The patterns' window past a size cut (_redact._CUT_MARGIN).
+MARGIN = 256
+
+
+def across_the_window(length: int, shift: int) -> str:
+    """Text of ``length`` + MARGIN characters and more: a long secret value first (its
+    marker is shorter: what follows moves up), then a URL whose password the
+    patterns' window (``length`` + MARGIN) cuts ``shift`` characters in, its "@" past
+    the window."""
+    shrinks = "password=" + "s" * (length // 2) + " "
+    head = shrinks + "x" * (length + MARGIN - len(shrinks) - len(" postgres://admin:") - shift)
+    assert len(head) > len(shrinks)
+    return head + " postgres://admin:" + PASSWORD + "@db/app " + "y" * 1000
+
+
+class TestTheWindowsEnd:
+    @pytest.mark.parametrize("shift", [10, 30, 100])
+    def test_message(self, shipped: Any, shift: int) -> None:
+        """A redaction that shortens the text does not bring the end of the patterns'
+        window into view: a secret that end cuts would ship in part."""
+        assert [] == leaked(shipped(across_the_window(LIMIT, shift)), PIECES)
+
+    @pytest.mark.parametrize("shift", [10, 30, 100])
+    def test_meta_string(self, shipped: Any, shift: int) -> None:
+        """The same in a meta string (its window is a margin longer)."""
+        blob = shipped("m", note=across_the_window(LIMIT + MARGIN, shift))
+        assert [] == leaked(blob, PIECES)
+
+
+class TestTheMarkerInTheText:
+    @pytest.mark.parametrize(
+        "text",
+        [
+            '{"password": "[REDACTED]' + PASSWORD + '"}',
+            "password='[REDACTED] " + PASSWORD + "'",
+            "x" * 3000 + ' {"password": "[REDACTED]' + PASSWORD + '"}',  # the long-text path
+        ],
+    )
+    def test_a_value_that_starts_with_it(self, shipped: Any, text: str) -> None:
+        """A value only starting with the marker is no value redacted already: the
+        rest of it is replaced too (a value that is the marker alone stays as it is)."""
+        assert [] == leaked(shipped(text), PIECES)
+        assert [] == leaked(shipped("m", note=text), PIECES)
+
+    def test_a_value_that_is_it(self, shipped: Any) -> None:
+        for text in ('{"password": "[REDACTED]"}', "password=[REDACTED] ok"):
+            assert text == json.loads(shipped(text))[0]["line"]
