@@ -1,0 +1,128 @@
+"""An adversarial review of the transport's answer reading (the body read as sent and
+decoded under the caps) and of aflush()/aclose() waiting in the event loop: real
+servers on loopback (tests/_claims_servers.py), each case checked against the
+accounting identity of docs/delivery.md."""
+
+from __future__ import annotations
+
+import gzip
+import socket
+import threading
+import zlib
+
+import orjson
+import pytest
+
+from logdna_client._transport import MAX_PARTIAL_BYTES
+from tests._claims_servers import Request, answer
+from tests.test_hostile_endpoints import BROKEN_HEADERS, assert_adds_up, deliver, numbered, texts
+
+STATUSES = b'{"status":[200,400,200]}'
+
+
+def gzipped_207(body: bytes, coding: bytes = b"gzip", extra: bytes = b"") -> bytes:
+    return answer(207, body, b"Content-Encoding: %s\r\n%s" % (coding, extra))
+
+
+def refused(reply: bytes, count: int = 3) -> tuple[int, int]:
+    """(sent, rejected) once a batch of ``count`` lines got ``reply``; the identity holds."""
+    client, requests = deliver(
+        lambda r, s, e: reply, numbered("line", count), flushed=False, flush_interval=60
+    )
+    assert numbered("line", count) == texts(requests[:1])  # then, the drop-summary line
+    assert_adds_up(client, count)
+    s = client.stats()
+    return s["sent"], s["dropped"]["rejected"]
+
+
+class TestCodingsThatHeld:
+    """Lists, case and aliases of Content-Encoding, and what follows a gzip member."""
+
+    @pytest.mark.parametrize(
+        "coding", [b"GZIP", b"x-gzip", b"identity, gzip", b"gzip, identity", b"Deflate"]
+    )
+    def test_a_coding_read(self, coding: bytes) -> None:
+        packed = zlib.compressobj(9, zlib.DEFLATED, 31 if b"zip" in coding.lower() else 15)
+        body = packed.compress(STATUSES) + packed.flush()
+        assert (2, 1) == refused(gzipped_207(body, coding))
+
+    @pytest.mark.parametrize("coding", [b"gzip, gzip", b"gzip,\tdeflate", b"br"])
+    def test_a_coding_not_read_is_decided_by_its_status(self, coding: bytes) -> None:
+        body = gzip.compress(gzip.compress(STATUSES))
+        client, _ = deliver(
+            lambda r, s, e: answer(200, body, b"Content-Encoding: %s\r\n" % coding),
+            ["stored"],
+        )
+        assert (1, 0) == (client.stats()["sent"], client.stats()["retries"])
+        assert_adds_up(client, 1)
+
+    @pytest.mark.parametrize("after", [b"garbage after the member", b"\x00" * 8, b"\x1f\x8b"])
+    def test_bytes_past_the_gzip_member(self, after: bytes) -> None:
+        assert (2, 1) == refused(gzipped_207(gzip.compress(STATUSES) + after))
+
+    def test_a_chunked_gzip_answer(self) -> None:
+        body = gzip.compress(STATUSES)
+        chunks = b"".join(b"%x\r\n%s\r\n" % (1, body[i : i + 1]) for i in range(len(body)))
+        reply = (
+            b"HTTP/1.1 207 Multi\r\nContent-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + chunks
+            + b"0\r\n\r\n"
+        )
+        assert (2, 1) == refused(reply)
+
+
+def padded_207(request: Request, sock: socket.socket, stop: threading.Event) -> bytes:
+    """A 207 whose status array (the second line refused) starts past MAX_PARTIAL_BYTES."""
+    statuses = [200] * len(request.lines)
+    statuses[1] = 400
+    body = b'{"note":"' + b"x" * MAX_PARTIAL_BYTES + b'","status":' + orjson.dumps(statuses) + b"}"
+    return answer(207, body)
+
+
+class TestAnswersThatCannotConfirm:
+    """A 207 the client could not read to its end confirms only the statuses it read:
+    the lines past them are unconfirmed (counted as rejected, never resent), never
+    counted as sent."""
+
+    def test_a_truncated_gzip_207(self) -> None:
+        """A gzip 207 cut short (its Content-Length honest about the bytes sent): not
+        read to its end, it confirms only what it decoded."""
+        body = gzip.compress(STATUSES)[:-12]  # the deflate stream's end and the trailer gone
+        assert b'{"status":[200,400,' == zlib.decompressobj(31).decompress(body)
+        # The first two statuses read to their end; the third line unconfirmed (all
+        # three counted as sent: the cut answer did not parse, read as refusing none).
+        assert (1, 2) == refused(gzipped_207(body))
+
+    def test_a_207_cut_short_of_its_content_length(self) -> None:
+        """A 207 whose connection ends before its Content-Length: the statuses read to
+        their end count (the first), the rest is unconfirmed."""
+
+        def cut(request: Request, sock: socket.socket, stop: threading.Event) -> None:
+            body = b'{"status":[200,400,200]}'
+            sock.sendall(
+                b"HTTP/1.1 207 Multi\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body[:16])
+            )
+            sock.shutdown(socket.SHUT_RDWR)
+
+        client, requests = deliver(cut, numbered("line", 3), flushed=False, flush_interval=60)
+        assert numbered("line", 3) == texts(requests[:1])
+        s = client.stats()
+        assert (1, 2) == (s["sent"], s["dropped"]["rejected"])
+        assert_adds_up(client, 3)
+
+    def test_a_207_whose_statuses_start_past_the_cap(self) -> None:
+        """Nothing read of its status array: no line is confirmed (all were counted as
+        sent, the refused one too)."""
+        client, requests = deliver(
+            padded_207, numbered("line", 3), flushed=False, flush_interval=60
+        )
+        assert numbered("line", 3) == texts(requests[:1])
+        s = client.stats()
+        assert (0, 3) == (s["sent"], s["dropped"]["rejected"])
+        assert_adds_up(client, 3)
+
+    @pytest.mark.parametrize("headers", BROKEN_HEADERS.values(), ids=BROKEN_HEADERS.keys())
+    def test_a_207_whose_headers_cannot_be_read(self, headers: bytes) -> None:
+        """Its status read, nothing after it: no line is confirmed (all were counted as
+        sent, whichever the service refused)."""
+        assert (0, 3) == refused(b"HTTP/1.1 207 Multi\r\n" + headers)
