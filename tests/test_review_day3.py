@@ -6,7 +6,11 @@ accounting identity of docs/delivery.md."""
 from __future__ import annotations
 
 import gzip
+import os
 import socket
+import subprocess
+import sys
+import textwrap
 import threading
 import zlib
 
@@ -14,7 +18,9 @@ import orjson
 import pytest
 
 from logdna_client._transport import MAX_PARTIAL_BYTES
+from tests._children import REPO
 from tests._claims_servers import Request, answer
+from tests.test_claims_hostile import WAIT
 from tests.test_hostile_endpoints import BROKEN_HEADERS, assert_adds_up, deliver, numbered, texts
 
 STATUSES = b'{"status":[200,400,200]}'
@@ -126,3 +132,110 @@ class TestAnswersThatCannotConfirm:
         """Its status read, nothing after it: no line is confirmed (all were counted as
         sent, whichever the service refused)."""
         assert (0, 3) == refused(b"HTTP/1.1 207 Multi\r\n" + headers)
+
+
+def run_child(code: str) -> str:
+    """Run ``code`` in a child interpreter within WAIT seconds; its stdout. A child still
+    running then (a deadlock) fails the test rather than hanging the run."""
+    try:
+        run = subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+            timeout=WAIT, env=dict(os.environ, PYTHONPATH=REPO), check=False,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the child did not end within {WAIT} s (a deadlock)")
+    assert 0 == run.returncode, run.stderr[-2000:]
+    return run.stdout
+
+
+class TestCaptureLocking:
+    def test_a_finalizer_logging_to_another_client_during_a_capture(self) -> None:
+        """A finalizer a collection runs while a line is turned into the capture's dict
+        (here: called from to_dict itself, deterministically) logs to another client,
+        whose own thread is delivering a line meanwhile: both lines are captured (the
+        two threads deadlocked: one held the capture's append lock and waited for the
+        other client's buffer lock, the other held that lock and waited for the first)."""
+        out = run_child(
+            """
+            import threading
+            from logdna_client import Client, _capture
+            from logdna_client.testing import capture_lines
+
+            a = Client(url="http://127.0.0.1:9/logs/ingest", hostname="t")
+            b = Client(url="http://127.0.0.1:9/logs/ingest", hostname="t")
+            real = _capture.to_dict
+            b_holds_its_lock = threading.Event()
+
+            def to_dict(data):
+                if b'"from a"' in data:  # what a finalizer run here would do
+                    assert b_holds_its_lock.wait(20)
+                    b.log("from a finalizer")
+                return real(data)
+
+            _capture.to_dict = to_dict
+            with capture_lines() as lines:
+                deliver = b._buffer._sink
+
+                def sink(entry):  # called under b's buffer lock
+                    if b"from b" in entry:
+                        b_holds_its_lock.set()
+                    return deliver(entry)
+
+                b._buffer._sink = sink
+                threads = [
+                    threading.Thread(target=a.log, args=("from a",), daemon=True),
+                    threading.Thread(target=b.log, args=("from b",), daemon=True),
+                ]
+                threads[0].start()
+                threads[1].start()
+                for thread in threads:
+                    thread.join(10)
+                    if thread.is_alive():
+                        import os
+                        os._exit(3)
+            print(sorted(line["line"] for line in lines))
+            """
+        )
+        assert "['from a', 'from a finalizer', 'from b']" in out
+
+    def test_fork_while_another_thread_appends_to_a_capture(self) -> None:
+        """A process forked while another thread was appending a line to an open
+        capture: the child's own lines are captured (it hung for good, the capture's
+        lock held by a thread that does not exist in the child)."""
+        out = run_child(
+            """
+            import os, threading
+            from logdna_client import Client, _capture
+            from logdna_client.testing import capture_lines
+
+            client = Client(url="http://127.0.0.1:9/logs/ingest", hostname="t")
+            with capture_lines() as lines:
+                holding, release = threading.Event(), threading.Event()
+
+                def appending():  # a thread in the middle of deliver()
+                    with _capture._appending:
+                        holding.set()
+                        release.wait(30)
+
+                thread = threading.Thread(target=appending, daemon=True)
+                thread.start()
+                assert holding.wait(20)
+                read, write = os.pipe()
+                pid = os.fork()
+                if pid == 0:
+                    client.log("in the child")
+                    os.write(write, ("%d" % len(lines)).encode())
+                    os._exit(0)
+                os.close(write)
+                import select
+                ready, _, _ = select.select([read], [], [], 10)
+                said = os.read(read, 100) if ready else b"hung"
+                if not ready:
+                    os.kill(pid, 9)
+                os.waitpid(pid, 0)
+                release.set()
+                thread.join()
+            print("child:", said.decode())
+            """
+        )
+        assert "child: 1" in out
