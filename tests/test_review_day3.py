@@ -5,6 +5,8 @@ accounting identity of docs/delivery.md."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gzip
 import os
 import socket
@@ -12,15 +14,18 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 import zlib
+from collections.abc import Iterator
 
 import orjson
 import pytest
 
+from logdna_client import Client
 from logdna_client._transport import MAX_PARTIAL_BYTES
 from tests._children import REPO
-from tests._claims_servers import Request, answer
-from tests.test_claims_hostile import WAIT
+from tests._claims_servers import Request, answer, scripted_server
+from tests.test_claims_hostile import DEADLINE, WAIT
 from tests.test_hostile_endpoints import BROKEN_HEADERS, assert_adds_up, deliver, numbered, texts
 
 STATUSES = b'{"status":[200,400,200]}'
@@ -239,3 +244,143 @@ class TestCaptureLocking:
             """
         )
         assert "child: 1" in out
+
+
+@contextlib.contextmanager
+def held_client() -> Iterator[tuple[Client, threading.Event]]:
+    """A client of a server that answers each request 200 only once the event is set;
+    one line logged and on its way."""
+    release = threading.Event()
+
+    def held(request: Request, sock: socket.socket, stop: threading.Event) -> bytes:
+        release.wait(WAIT)
+        return answer(200)
+
+    with scripted_server(held) as server:
+        client = Client(url=server.url, hostname="t", flush_interval=0.01)
+        client.log("held")
+        assert server.wait_for_requests(1, WAIT)
+        try:
+            yield client, release
+        finally:
+            release.set()
+            client.close(DEADLINE)
+
+
+class FastClockLoop(asyncio.SelectorEventLoop):
+    """A loop whose clock runs a thousand times fast (as test loops with a fake clock
+    do): its sleeps end at once."""
+
+    def time(self) -> float:
+        return super().time() * 1000
+
+
+class TestAwaitingInTheLoop:
+    def test_a_loop_with_a_fast_clock_still_waits_the_timeout_in_seconds(self) -> None:
+        """The sender works in real seconds: aflush(timeout) waits that long, whatever
+        the loop's clock says, and is False while the answer is held."""
+        with held_client() as (client, release):
+            loop = FastClockLoop()
+            try:
+                started = time.monotonic()
+                assert loop.run_until_complete(client.aflush(0.5)) is False
+                assert time.monotonic() - started >= 0.5
+                release.set()
+                assert loop.run_until_complete(client.aflush(WAIT)) is True
+            finally:
+                loop.close()
+            assert_adds_up(client, 1)
+
+    def test_asyncio_run_ending_while_a_task_awaits_aflush(self) -> None:
+        """asyncio.run returns while a task still awaits aflush(None): the task is
+        cancelled, no thread is left behind, and the line is still delivered."""
+        with held_client() as (client, release):
+            before = set(threading.enumerate())
+
+            async def main() -> asyncio.Task[bool]:
+                task = asyncio.create_task(client.aflush(None))
+                await asyncio.sleep(0.05)  # it is awaiting (nothing to wait for: a lower bound)
+                return task
+
+            task = asyncio.run(main())
+            assert task.cancelled()
+            assert set(threading.enumerate()) <= before
+            release.set()
+            assert client.flush(WAIT)
+            assert_adds_up(client, 1)
+
+    def test_aclose_cancelled_mid_wait_then_close(self) -> None:
+        """aclose() cancelled while it waits: close() afterwards still delivers the line
+        by the deadline, once."""
+        with held_client() as (client, release):
+
+            async def main() -> None:
+                closing = asyncio.create_task(client.aclose(WAIT))
+                await asyncio.sleep(0.05)
+                closing.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await closing
+
+            asyncio.run(main())
+            release.set()
+            client.close(WAIT)
+            s = client.stats()
+            assert (1, 0) == (s["sent"], s["dropped_total"]), s
+            assert_adds_up(client, 1)
+
+    def test_aflush_on_uvloop(self) -> None:
+        uvloop = pytest.importorskip("uvloop")
+        with held_client() as (client, release):
+            release.set()
+            assert uvloop.run(client.aflush(WAIT)) is True
+
+    def test_aflush_of_nothing_outside_any_loop_needs_none(self) -> None:
+        """Nothing pending: aflush answers without awaiting, even driven by hand."""
+        client = Client(url="http://127.0.0.1:9/logs/ingest", hostname="t")
+        coroutine = client.aflush(0)
+        with pytest.raises(StopIteration) as done:
+            coroutine.send(None)
+        assert done.value.value is True
+        client.close(0)
+
+
+class TestConnectionsAfterAnUnreadBody:
+    @pytest.mark.parametrize(
+        "coding", [b"br", b"gzip, gzip", b"gzip"], ids=["not-read", "list-not-read", "endless"]
+    )
+    def test_a_body_left_unread_is_never_the_next_answer(self, coding: bytes) -> None:
+        """An answer whose body is left unread (a coding not decoded, or more than the
+        cap): its connection is not used again, so the next request never reads the rest
+        of that body (here a forged 400) as its answer."""
+        forged = b"HTTP/1.1 400 Forged\r\nContent-Length: 0\r\n\r\n" * 2000
+        if coding == b"gzip":  # decodes past the 64 KiB cap: the rest is unread
+            forged = gzip.compress(b"x" * 200_000) + forged
+        first = answer(200, forged, b"Content-Encoding: %s\r\n" % coding)
+        seen: set[int] = set()
+
+        def respond(request: Request, sock: socket.socket, stop: threading.Event) -> bytes:
+            fresh = id(sock) not in seen
+            seen.add(id(sock))
+            return first if fresh else answer(200)
+
+        batches = [numbered(f"b{batch}", 2) for batch in range(3)]
+        client, requests = deliver(respond, *batches, flush_interval=60)
+        assert [line for batch in batches for line in batch] == texts(requests)
+        s = client.stats()
+        assert (6, 0, 0) == (s["sent"], s["dropped_total"], s["retries"]), s
+        assert_adds_up(client, 6)
+
+    def test_a_redirect_with_a_compressed_body(self) -> None:
+        """A 302 whose body is a gzip answer (decoding past the cap) is a redirect
+        refused: the lines are kept, sent again to the url, stored once."""
+        body = gzip.compress(b"x" * 300_000)
+        redirect = answer(302, body, b"Content-Encoding: gzip\r\nLocation: http://elsewhere/\r\n")
+        answers = iter([redirect])
+        client, requests = deliver(
+            lambda r, s, e: next(answers, None) or answer(200), ["moved"],
+            retry_max_backoff=0.1,
+        )  # fmt: skip
+        assert ["moved", "moved"] == texts(requests)
+        s = client.stats()
+        assert (1, 0) == (s["sent"], s["dropped_total"]), s
+        assert_adds_up(client, 1)
