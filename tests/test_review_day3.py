@@ -331,8 +331,19 @@ class TestAwaitingInTheLoop:
     def test_aflush_on_uvloop(self) -> None:
         uvloop = pytest.importorskip("uvloop")
         with held_client() as (client, release):
-            release.set()
-            assert uvloop.run(client.aflush(WAIT)) is True
+
+            async def main() -> tuple[bool, bool]:
+                held = await client.aflush(0.3)
+                waiting = asyncio.create_task(client.aflush(None))
+                await asyncio.sleep(0.05)
+                waiting.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await waiting
+                release.set()
+                return held, await client.aflush(WAIT)
+
+            assert (False, True) == uvloop.run(main())
+            assert_adds_up(client, 1)
 
     def test_aflush_of_nothing_outside_any_loop_needs_none(self) -> None:
         """Nothing pending: aflush answers without awaiting, even driven by hand."""
@@ -384,3 +395,21 @@ class TestConnectionsAfterAnUnreadBody:
         s = client.stats()
         assert (1, 0) == (s["sent"], s["dropped_total"]), s
         assert_adds_up(client, 1)
+
+    @pytest.mark.parametrize("coding", [b"identity", b"gzip", b"deflate"])
+    def test_an_empty_answer_keeps_its_connection(self, coding: bytes) -> None:
+        """A 200 with no body that says Content-Encoding gzip (some frameworks label
+        every answer so): read to its end, its connection is kept for the next batch
+        (each batch opened a new one, a TLS handshake each)."""
+        socks: list[socket.socket] = []  # kept: ids of live objects are unique
+
+        def respond(request: Request, sock: socket.socket, stop: threading.Event) -> bytes:
+            if not any(sock is s for s in socks):
+                socks.append(sock)
+            return answer(200, b"", b"Content-Encoding: %s\r\n" % coding)
+
+        batches = [numbered(f"b{batch}", 2) for batch in range(3)]
+        client, requests = deliver(respond, *batches, flush_interval=60)
+        assert 6 == len(texts(requests)) == client.stats()["sent"]
+        assert 1 == len(socks)
+        assert_adds_up(client, 6)
