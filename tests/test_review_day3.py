@@ -413,3 +413,32 @@ class TestConnectionsAfterAnUnreadBody:
         assert 6 == len(texts(requests)) == client.stats()["sent"]
         assert 1 == len(socks)
         assert_adds_up(client, 6)
+
+
+class TestAcloseWhereNoThreadCanStart:
+    def test_aclose_delivers_as_close_does(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """No thread of the library's or the loop's executor can start (RLIMIT_NPROC, no
+        memory for a stack): aclose() delivers the queued line on the loop's own thread,
+        as close() does on its caller's (it raised RuntimeError, the line left queued,
+        and the executor kept the work it was handed, to run whenever a thread could)."""
+        real_start = threading.Thread.start
+
+        def start(thread: threading.Thread) -> None:
+            if thread.name.startswith(("logdna_client", "asyncio")):
+                raise RuntimeError("can't start new thread")
+            real_start(thread)
+
+        with scripted_server(lambda r, s, e: answer(200)) as server:
+            loop = asyncio.new_event_loop()
+            monkeypatch.setattr(threading.Thread, "start", start)
+            try:
+                client = Client(url=server.url, hostname="t", handle_signals=False)
+                client.log("no thread")
+                loop.run_until_complete(client.aclose(WAIT))
+            finally:
+                monkeypatch.undo()
+                loop.close()
+            assert ["no thread"] == texts(server.requests)
+        s = client.stats()
+        assert (1, 0, 0) == (s["sent"], s["queued"], s["dropped_total"]), s
+        assert_adds_up(client, 1)
