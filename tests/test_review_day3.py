@@ -9,14 +9,16 @@ import asyncio
 import contextlib
 import gzip
 import os
+import select
 import socket
 import subprocess
 import sys
 import textwrap
 import threading
 import time
+import warnings
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import orjson
 import pytest
@@ -26,7 +28,14 @@ from logdna_client._transport import MAX_PARTIAL_BYTES
 from tests._children import REPO
 from tests._claims_servers import Request, answer, scripted_server
 from tests.test_claims_hostile import DEADLINE, WAIT
-from tests.test_hostile_endpoints import BROKEN_HEADERS, assert_adds_up, deliver, numbered, texts
+from tests.test_hostile_endpoints import (
+    BROKEN_HEADERS,
+    assert_adds_up,
+    deliver,
+    numbered,
+    texts,
+    tls,  # noqa: F401 - a fixture
+)
 
 STATUSES = b'{"status":[200,400,200]}'
 
@@ -442,3 +451,54 @@ class TestAcloseWhereNoThreadCanStart:
         s = client.stats()
         assert (1, 0, 0) == (s["sent"], s["queued"], s["dropped_total"]), s
         assert_adds_up(client, 1)
+
+
+def tunnel_to(port: int) -> Callable[[Request, socket.socket, threading.Event], None]:
+    """A CONNECT proxy's responder: a tunnel to 127.0.0.1:``port``, whatever was asked."""
+
+    def tunnel(request: Request, sock: socket.socket, stop: threading.Event) -> None:
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as upstream:
+            sock.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            ends = [sock, upstream]
+            while not stop.is_set():
+                ready, _, _ = select.select(ends, [], [], 30)
+                if not ready:
+                    return
+                for end in ready:
+                    data = end.recv(65536)
+                    if not data:
+                        return
+                    (upstream if end is sock else sock).sendall(data)
+
+    return tunnel
+
+
+class TestThroughAProxy:
+    def test_an_unverified_compressed_207_through_a_connect_proxy(
+        self, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """verify=False through an HTTPS proxy's tunnel, warnings as errors, the 207 in
+        gzip: the refused line is counted as rejected, the others sent, once each."""
+        context, _ = request.getfixturevalue("tls")
+        reply = gzipped_207(gzip.compress(STATUSES))
+        for name in ("no_proxy", "NO_PROXY", "all_proxy", "ALL_PROXY"):
+            monkeypatch.delenv(name, raising=False)
+        with scripted_server(lambda r, s, e: reply, tls=context) as service:
+            port = int(service.url.split(":")[2].split("/")[0])
+            with scripted_server(tunnel_to(port)) as proxy:
+                monkeypatch.setenv("https_proxy", proxy.url.replace("/logs/ingest", ""))
+                monkeypatch.setenv("HTTPS_PROXY", proxy.url.replace("/logs/ingest", ""))
+                with warnings.catch_warnings():
+                    warnings.simplefilter("error")
+                    client = Client(
+                        key="k" * 32, url=service.url.replace("127.0.0.1", "service.invalid"),
+                        hostname="t", verify=False, flush_interval=60,
+                    )  # fmt: skip
+                    for line in numbered("line", 3):
+                        client.log(line)
+                    assert client.flush(WAIT) is False  # one line refused
+                    client.close(DEADLINE)
+            assert numbered("line", 3) == texts(service.requests[:1])
+        s = client.stats()
+        assert (2, 1, 0) == (s["sent"], s["dropped"]["rejected"], s["retries"]), s
+        assert_adds_up(client, 3)
