@@ -212,6 +212,35 @@ class TestCaptureLocking:
         )
         assert "['from a', 'from a finalizer', 'from b']" in out
 
+    def test_a_finalizer_logging_to_the_same_client_during_a_capture(self) -> None:
+        """A real finalizer, run by a collection while a line is captured (every
+        allocation collects), logs to the same client: both lines are captured, once."""
+        out = run_child(
+            """
+            import gc
+            from logdna_client import Client
+            from logdna_client.testing import capture_lines
+
+            client = Client(url="http://127.0.0.1:9/logs/ingest", hostname="t")
+
+            class Logs:
+                def __del__(self):
+                    client.log("from a finalizer")
+
+            with capture_lines() as lines:
+                cycle = Logs()
+                cycle.me = cycle
+                del cycle
+                gc.set_threshold(1)
+                try:
+                    client.log("logged", meta={"a": {"b": [{"c": 1}]}})
+                finally:
+                    gc.set_threshold(700)
+            print(sorted(line["line"] for line in lines))
+            """
+        )
+        assert "['from a finalizer', 'logged']" in out
+
     def test_fork_while_another_thread_appends_to_a_capture(self) -> None:
         """A process forked while another thread was appending a line to an open
         capture: the child's own lines are captured (it hung for good, the capture's
