@@ -704,6 +704,10 @@ def _read_capped(response: requests.Response, cap: int = MAX_RESPONSE_BYTES) -> 
         # A gzip or deflate stream that stops before its end (the answer cut short, its
         # Content-Length honest about what was sent) is not all of the answer either.
         whole = whole and decoder.complete
+        # Short of its Content-Length (the connection ended): urllib3 2 raises, 1.26
+        # (which does not enforce the length) just stops.
+        if getattr(raw, "length_remaining", None):
+            whole = False
     except Exception:
         # Cut by the connection (short of its Content-Length, a reset): what was read
         # still says something (a 207's statuses read to their end count).
