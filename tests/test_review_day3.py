@@ -141,6 +141,11 @@ class TestAnswersThatCannotConfirm:
         assert (0, 3) == (s["sent"], s["dropped"]["rejected"])
         assert_adds_up(client, 3)
 
+    def test_a_207_in_a_coding_not_read(self) -> None:
+        """A 207 in br (never decoded): it says nothing the client read, so no line is
+        confirmed (all were counted as sent)."""
+        assert (0, 3) == refused(gzipped_207(b"\x8b\x02\x80" + STATUSES, b"br"))
+
     @pytest.mark.parametrize("headers", BROKEN_HEADERS.values(), ids=BROKEN_HEADERS.keys())
     def test_a_207_whose_headers_cannot_be_read(self, headers: bytes) -> None:
         """Its status read, nothing after it: no line is confirmed (all were counted as
