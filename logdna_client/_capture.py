@@ -19,6 +19,7 @@ nothing is sent.
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any
 
@@ -31,11 +32,28 @@ __all__ = ["active", "deliver", "follow", "start", "stop"]
 _lock = threading.Lock()
 # Held while a line is appended to the captures, and taken by stop() before it returns:
 # a capture's list never grows once its block has ended (a thread that was logging
-# then). A leaf: nothing is taken under it (deliver holds a buffer's lock around it).
-# Re-entrant: a finalizer that a collection under to_dict() runs may log.
+# then). A leaf: nothing is taken under it (deliver holds a buffer's lock around it),
+# and nothing that may run a finalizer is done under it (to_dict runs before: one that
+# a collection there runs may log to another client, whose buffer lock a thread
+# delivering a line holds while it waits for this one). Re-entrant: a signal handler
+# that logs may run while it is held.
 _appending = threading.RLock()
+
+
+def _after_fork() -> None:
+    # A thread of the parent's may have held them (inside deliver, start or stop): in
+    # the child that thread does not exist, and its lines would wait for it for good.
+    global _lock, _appending
+    _lock = threading.Lock()
+    _appending = threading.RLock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
 # Replaced, never changed in place: deliver() reads it without the lock.
 _captures: tuple[list[dict[str, Any]], ...] = ()
+# The ids of those lists (each kept alive by ``_captures`` or a deliver() under way).
+_open: frozenset[int] = frozenset()
 
 
 def active() -> bool:
@@ -45,21 +63,23 @@ def active() -> bool:
 
 def start(lines: list[dict[str, Any]]) -> None:
     """Collect every line shipped from now on into ``lines`` too."""
-    global _captures
+    global _captures, _open
     # Diverting under the lock: a capture starting on one thread while the last one
     # stops on another must not find the clients undiverted after it.
     with _lock:
         _captures = (*_captures, lines)
+        _open = frozenset(map(id, _captures))
         if len(_captures) == 1:
             _divert_all(True)
 
 
 def stop(lines: list[dict[str, Any]]) -> None:
     """Stop collecting into ``lines``; with no capture left, lines ship again."""
-    global _captures
+    global _captures, _open
     with _lock:
         before = len(_captures)
         _captures = tuple(c for c in _captures if c is not lines)
+        _open = frozenset(map(id, _captures))
         if before and not _captures:
             _divert_all(False)
     with _appending:  # an append to ``lines`` under way ends first
@@ -85,11 +105,13 @@ def _divert_all(on: bool) -> None:
 def deliver(entry: bytes) -> bool:
     """A diverted buffer's sink: the entry, as a wire-format dict, to every capture."""
     data = entry[len(SEPARATOR) :]
-    with _appending:
-        for lines in _captures:
-            # A dict of its own for each capture, meta included: a test that edits what
-            # it caught (pops a key, say) leaves a capture around it as it was.
-            lines.append(to_dict(data))
+    # A dict of its own for each capture, meta included: a test that edits what it
+    # caught (pops a key, say) leaves a capture around it as it was.
+    made = [(lines, to_dict(data)) for lines in _captures]
+    for lines, line in made:
+        with _appending:  # nothing under it allocates what a collection could follow
+            if id(lines) in _open:  # not one whose block ended meanwhile
+                lines.append(line)
     return True
 
 

@@ -30,7 +30,7 @@ from ._report import Reporter
 from ._retry import Backoff
 from ._sender import Sender
 from ._stats import DROP_REASONS, SPOOL_DROP_REASONS, ClientStats
-from ._threads import Latch, on_sender_thread
+from ._threads import Latch, leave_signals_to_the_main_thread, on_sender_thread
 from ._transport import HTTPTransport, Transport
 
 __all__ = ["Client"]
@@ -624,8 +624,8 @@ class Client:
             return
         if self._deliver_here:
             # No sender thread could be started: the sender's work, blocking, is done on
-            # one of the executor's threads instead (rare: see _begin_close).
-            await asyncio.to_thread(self._wait_closed, at_exit=False)
+            # a thread of its own instead (rare: see _begin_close).
+            await _on_a_thread(lambda: self._wait_closed(at_exit=False))
             return
         sender = self._sender
         deadline = sender._deadline
@@ -682,6 +682,37 @@ class Client:
 
 
 Client.__doc__ = with_options_help(Client.__doc__)
+
+
+async def _on_a_thread(call: Callable[[], None]) -> None:
+    """Await ``call()`` run on a new thread; where none can start (what left the sender
+    unstarted), run it here, the loop waiting, as ``close()`` runs it on its caller's.
+    Not the loop's default executor: a thread it cannot start leaves it the work to run
+    whenever one can, long after, and raises."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def finished() -> None:
+        if not done.done():  # (cancelled: the awaiting task was)
+            done.set_result(None)
+
+    def run() -> None:
+        try:
+            leave_signals_to_the_main_thread()  # it does the sender's work: as its thread
+            call()
+        finally:
+            try:
+                loop.call_soon_threadsafe(finished)
+            except RuntimeError:  # the loop closed meanwhile: nobody awaits it
+                pass
+
+    thread = threading.Thread(target=run, name="logdna_client-aclose", daemon=True)
+    try:
+        thread.start()
+    except RuntimeError:
+        call()
+        return
+    await done
 
 
 async def _poll(done: Callable[[], bool], timeout: float | None) -> bool:

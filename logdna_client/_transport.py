@@ -176,14 +176,17 @@ def _partial(status: int, text: str, whole: bool) -> Outcome:
     else:
         statuses = doc.get("status") if isinstance(doc, dict) else None
     if not isinstance(statuses, list):
-        return Outcome(Kind.PARTIAL, status, detail=text[:200])
+        # Not read to its end, it may have said anything past where it stops (the status
+        # array past the cap, or cut by the connection): it confirms no line as stored.
+        answered = None if whole else 0
+        return Outcome(Kind.PARTIAL, status, detail=text[:200], answered=answered)
     at = tuple(i for i, s in enumerate(statuses) if not (isinstance(s, int) and 200 <= s < 300)
                and not (isinstance(s, str) and s.lower() in ("ok", "200")))  # fmt: skip
     if whole:
         return Outcome(Kind.PARTIAL, status, detail=text[:200], rejected=len(at), rejected_at=at)
     detail = (
-        f"its answer cut at {MAX_PARTIAL_BYTES // 1024} KiB after {len(statuses)} statuses; "
-        "the lines past them are unconfirmed"
+        f"its answer not read to its end (over {MAX_PARTIAL_BYTES // 1024} KiB, or cut short) "
+        f"after {len(statuses)} statuses; the lines past them are unconfirmed"
     )
     return Outcome(
         Kind.PARTIAL, status, detail=detail, rejected=len(at), rejected_at=at,
@@ -620,7 +623,8 @@ class HTTPTransport:
                 # lines, one over 64 KiB, two Content-Lengths, a cut): the status still
                 # says what the service did. As a failure, a 200 was sent again without
                 # end (stored each time) and a 413 or 400 was never split.
-                return self._classify(exchange.status, None, "", None)
+                # Its body unread, a 207 confirms no line as stored.
+                return self._classify(exchange.status, None, "", None, whole=False)
             if exchange.expired:
                 detail = f"timed out: no complete answer in {time.monotonic() - started:.1f} s"
                 return Outcome(Kind.RETRY, None, None, detail)
@@ -694,9 +698,17 @@ def _read_capped(response: requests.Response, cap: int = MAX_RESPONSE_BYTES) -> 
                 break
             sent += len(chunk)
             data += decoder.decode(chunk, cap + 1 - len(data))
+        # A gzip or deflate stream that stops before its end (the answer cut short, its
+        # Content-Length honest about what was sent) is not all of the answer either.
+        whole = whole and decoder.complete
+        # Short of its Content-Length (the connection ended): urllib3 2 raises, 1.26
+        # (which does not enforce the length) just stops.
+        if getattr(raw, "length_remaining", None):
+            whole = False
     except Exception:
+        # Cut by the connection (short of its Content-Length, a reset): what was read
+        # still says something (a 207's statuses read to their end count).
         whole = False
-        data.clear()
     if len(data) > cap:
         whole = False
         del data[cap:]
@@ -721,6 +733,8 @@ _CHUNK = 64 * 1024
 class _Identity:
     """The decoder of a body sent as it is."""
 
+    complete = True
+
     def decode(self, data: bytes, room: int) -> bytes:
         return data[:room]
 
@@ -736,13 +750,20 @@ class _Inflate:
         # deflate (what some servers send under that name) if it is not one.
         self._start: bytes | None = None if gzip else b""
         self._members = 1
+        self._member_out = 0  # bytes the current gzip member decoded to
         self._done = False
+
+    @property
+    def complete(self) -> bool:
+        """Whether the stream was read to its end (bytes that follow a gzip member and
+        decode to nothing, a second member's first bytes say, are passed over)."""
+        return self._done or self._zlib.eof or (self._members > 1 and self._member_out == 0)
 
     def decode(self, data: bytes, room: int) -> bytes:
         out = bytearray()
         while data and len(out) < room and not self._done:
             try:
-                out += self._zlib.decompress(data, room - len(out))
+                decoded = self._zlib.decompress(data, room - len(out))
             except zlib.error:
                 if self._start is not None:  # no zlib header: raw deflate
                     data, self._start = self._start + data, None
@@ -752,6 +773,8 @@ class _Inflate:
                     self._done = True
                     break
                 raise
+            out += decoded
+            self._member_out += len(decoded)
             if self._start is not None:
                 self._start += data[: len(data) - len(self._zlib.unconsumed_tail)]
                 if len(self._start) >= 2:  # the zlib header read: it is one
@@ -763,6 +786,7 @@ class _Inflate:
                     self._done = True
                     break
                 self._members += 1  # another gzip member follows, as urllib3 reads it
+                self._member_out = 0
                 self._zlib = zlib.decompressobj(16 + zlib.MAX_WBITS)
         return bytes(out)
 
