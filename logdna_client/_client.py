@@ -30,7 +30,7 @@ from ._report import Reporter
 from ._retry import Backoff
 from ._sender import Sender
 from ._stats import DROP_REASONS, SPOOL_DROP_REASONS, ClientStats
-from ._threads import Latch, leave_signals_to_the_main_thread, on_sender_thread
+from ._threads import Latch, on_sender_thread, start_library_thread
 from ._transport import HTTPTransport, Transport
 
 __all__ = ["Client"]
@@ -698,7 +698,6 @@ async def _on_a_thread(call: Callable[[], None]) -> None:
 
     def run() -> None:
         try:
-            leave_signals_to_the_main_thread()  # it does the sender's work: as its thread
             call()
         finally:
             try:
@@ -708,7 +707,9 @@ async def _on_a_thread(call: Callable[[], None]) -> None:
 
     thread = threading.Thread(target=run, name="logdna_client-aclose", daemon=True)
     try:
-        thread.start()
+        # It does the sender's work: started as the library's threads are (signals left
+        # to the main thread).
+        start_library_thread(thread)
     except RuntimeError:
         call()
         return
