@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -23,7 +24,12 @@ from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, StreamingResponse
 from starlette.routing import Mount, Route
-from starlette.testclient import TestClient
+
+with warnings.catch_warnings():
+    # Newer Starlette warns that its TestClient will move from httpx to httpx2; the
+    # tests use it as users do, whichever client it runs on.
+    warnings.filterwarnings("ignore", r".*httpx2", UserWarning)
+    from starlette.testclient import TestClient
 
 from logdna_client import Client, ConfigurationError, LogDNAHandler, _capture, _exit, _native
 from logdna_client._devserver import DevServer
