@@ -296,21 +296,29 @@ Span = tuple[int, int]
 # What a rule is, for _Patterns.sub: how its matches become spans.
 _WHOLE, _VALUE, _WORDS_FIRST, _KEY_VALUE, _EMAIL, _DIGITS = range(6)
 # (kind, literals one of which every match holds, regex, its other forms, _RUN_ON's)
-_Rule = tuple[
-    int, tuple[str, ...], re.Pattern[str], Any, "tuple[int, re.Pattern[str] | None] | None"
-]
+_Rule = tuple[int, tuple[str, ...], re.Pattern[str], Any, "tuple[int, re.Pattern[str]] | None"]
 
 # A value's repeat is bounded (it keeps each pattern linear where it is tried at
 # many places), so a longer secret would be replaced only in its first part and
 # its tail shipped: a span at least this long (value, or whole match) is run on to
 # the end of its value's class (_run_on). None: the class the quote before the
-# value says (secret_kv's three kinds of value).
+# value says (secret_kv's three kinds of value). So a key=value value always
+# ends where its class's run does: the engine reads it so from the start
+# (_whole_values; tests/_redact_reference.py runs on as said here).
 _RUN_ON: dict[str, tuple[int, re.Pattern[str] | None]] = {
     "secret_kv": (256, None),
     "auth_header": (4096, re.compile(r"""[^\r\n"']+""")),
     "bearer": (4096, re.compile(r"[A-Za-z0-9\-._~+/]+=*")),
 }
-_RUN_ON_FROM = min(bound for bound, _ in _RUN_ON.values())
+_RUN_ON_CLASSES: dict[str, tuple[int, re.Pattern[str]]] = {
+    name: (bound, run) for name, (bound, run) in _RUN_ON.items() if run is not None
+}
+_RUN_ON_FROM = min(bound for bound, _ in _RUN_ON_CLASSES.values())
+# secret_kv with each kind of value cut to its first character (or escape): it
+# finds where the value starts and which kind it is, as the whole pattern does
+# (the parts before the value are chosen the same: the value need only match
+# once), and _whole_values reads the value on from there.
+_KEY_VALUE_HEAD = CREDENTIAL_PATTERNS["secret_kv"].replace("{1,256}", "")
 _QUOTED_RUN = {
     '"': re.compile(r'(?:[^"\\\r\n]|\\[^\r\n])+'),
     "'": re.compile(r"(?:[^'\\\r\n]|\\[^\r\n])+"),
@@ -356,7 +364,9 @@ class _Patterns:
             zeroed = re.compile(rf"000(?<![0.-]000)(?:{zeros})".encode())
             rules.append((_DIGITS, (), regex, zeroed, None))
         for name in patterns:
-            regex = re.compile(PRESET_PATTERNS.get(name, name))
+            regex = re.compile(
+                _KEY_VALUE_HEAD if name == "secret_kv" else PRESET_PATTERNS.get(name, name)
+            )
             if name == "secret_kv":
                 kind: int = _KEY_VALUE
             elif name == "email":
@@ -371,7 +381,7 @@ class _Patterns:
                     (word, re.compile(form)) for word, form in _LOWER_FORMS.get(name, {}).items()
                 )
             )
-            rules.append((kind, _NEEDS.get(name, ()), regex, lower, _RUN_ON.get(name)))
+            rules.append((kind, _NEEDS.get(name, ()), regex, lower, _RUN_ON_CLASSES.get(name)))
         self._rules = tuple(rules)
 
     def sub(self, replacement: str, text: str, keep: int | None = None) -> str:
@@ -414,16 +424,12 @@ class _Patterns:
             elif kind == _DIGITS:
                 _digits(text, extra, regex, spans)
             elif kind == _KEY_VALUE:
-                if longs is not None:
-                    first = len(spans)
                 if backwards is None:
                     backwards = text[::-1]
                 if len(text) < _FORWARD_FROM:
                     self._at_separators(text, backwards, regex, spans, None)
                 else:
                     self._key_values(text, backwards, regex, spans)
-                if longs is not None and run_on is not None and len(spans) > first:
-                    _long_values(text, spans, first, run_on, longs)
             elif kind == _WHOLE:
                 spans += [m.span() for m in regex.finditer(text)]
             elif kind == _VALUE:
@@ -497,11 +503,13 @@ class _Patterns:
         if len(secret) > _FORWARD_KEYS or cost > len(colons) + len(equals):
             self._at_separators(text, backwards, regex, spans, secret)
             return
+        starts: list[int] = []
         for name, strict in secret.items():
-            for found in self._key_finder(name, strict, regex).finditer(text):
-                span = found.span("v")
-                if not _redacted_already(text, span[0], span[1]):
-                    spans.append(span)
+            starts += [
+                found.start("v") for found in self._key_finder(name, strict, regex).finditer(text)
+            ]
+        starts.sort()
+        _whole_values(text, starts, spans)
 
     def _at_separators(
         self,
@@ -516,6 +524,7 @@ class _Patterns:
         is_secret = self._is_secret
         match = regex.match
         last = len(text) - 1
+        starts: list[int] = []
         for candidate in _SEPARATOR_KEY_REVERSED.finditer(backwards):
             name = candidate[2][::-1]
             if secret is None:
@@ -529,9 +538,10 @@ class _Patterns:
                 continue
             m = match(text, at)
             if m is not None:
-                start = m.start("v")
-                if not _redacted_already(text, start, m.end()):
-                    spans.append((start, m.end()))
+                starts.append(m.start("v"))
+        if starts:
+            starts.reverse()  # (found from the end)
+            _whole_values(text, starts, spans)
 
     def _quoted_only_for(self, name: str) -> bool:
         """Whether a key counts only quoted or before "=", not as a bare "name:".
@@ -574,6 +584,37 @@ class _Patterns:
     def search(self, text: str) -> bool:
         """Whether any pattern would replace something in ``text``."""
         return self.sub(MARKER, text) != text
+
+
+def _whole_values(text: str, starts: list[int], spans: list[Span]) -> None:
+    """Add each key=value value, from its start (``starts``, ascending), to the end
+    of its class's run (as the pattern and _run_on together read it), unless it is
+    the marker.
+
+    Values may hold keys ("password=\\"password=\\"...": JSON inside a JSON
+    string); read from each start, each such value was read to the pattern's
+    bound again: 256 times the text. A value that starts inside the run found for
+    one before it ends where that run does (after a quote, its start is where one
+    of that run's characters or escapes starts: the quote before it is escaped),
+    so each character is read once for each kind of value.
+    """
+    found: dict[re.Pattern[str], Span] = {}
+    for s in starts:
+        run = _QUOTED_RUN.get(text[s - 1], _BARE_RUN)
+        known = found.get(run)
+        if known is not None and known[0] < s < known[1]:
+            e = known[1]
+        else:
+            m = run.match(text, s)
+            if m is None:
+                # A backslash before a line break after a quote: the pattern took
+                # it as a bare value (never None then: the pattern matched there).
+                run = _BARE_RUN
+                m = run.match(text, s)
+            e = s if m is None else m.end()
+            found[run] = (s, e)
+        if not _redacted_already(text, s, e):
+            spans.append((s, e))
 
 
 def _redacted_already(text: str, start: int, end: int) -> bool:
@@ -640,7 +681,7 @@ def _long_values(
     text: str,
     spans: list[Span],
     first: int,
-    run_on: tuple[int, re.Pattern[str] | None],
+    run_on: tuple[int, re.Pattern[str]],
     longs: list[tuple[int, int, re.Pattern[str]]],
 ) -> None:
     """Add to ``longs`` (end, index, its value's class) the spans from ``first`` on
@@ -649,8 +690,7 @@ def _long_values(
     for index in range(first, len(spans)):
         s, e = spans[index]
         if e - s >= bound:
-            cls = run or (_QUOTED_RUN.get(text[s - 1], _BARE_RUN) if s else _BARE_RUN)
-            longs.append((e, index, cls))
+            longs.append((e, index, run))
 
 
 def _run_on(text: str, spans: list[Span], longs: list[tuple[int, int, re.Pattern[str]]]) -> None:
