@@ -302,9 +302,8 @@ _Rule = tuple[int, tuple[str, ...], re.Pattern[str], Any, "tuple[int, re.Pattern
 # many places), so a longer secret would be replaced only in its first part and
 # its tail shipped: a span at least this long (value, or whole match) is run on to
 # the end of its value's class (_run_on). None: the class the quote before the
-# value says (secret_kv's three kinds of value). So a key=value value always
-# ends where its class's run does: the engine reads it so from the start
-# (_whole_values; tests/_redact_reference.py runs on as said here).
+# value says (secret_kv's three kinds of value): so a key=value value always
+# ends where its class's run does, and _values reads it so itself.
 _RUN_ON: dict[str, tuple[int, re.Pattern[str] | None]] = {
     "secret_kv": (256, None),
     "auth_header": (4096, re.compile(r"""[^\r\n"']+""")),
@@ -315,10 +314,11 @@ _RUN_ON_CLASSES: dict[str, tuple[int, re.Pattern[str]]] = {
 }
 _RUN_ON_FROM = min(bound for bound, _ in _RUN_ON_CLASSES.values())
 # secret_kv with each kind of value cut to its first character (or escape): it
-# finds where the value starts and which kind it is, as the whole pattern does
-# (the parts before the value are chosen the same: the value need only match
-# once), and _whole_values reads the value on from there.
+# finds where the value starts, as the whole pattern does (the parts before the
+# value are chosen the same: the value need only match once); _values reads the
+# value on from there.
 _KEY_VALUE_HEAD = CREDENTIAL_PATTERNS["secret_kv"].replace("{1,256}", "")
+_VALUE_BOUND = 256
 _QUOTED_RUN = {
     '"': re.compile(r'(?:[^"\\\r\n]|\\[^\r\n])+'),
     "'": re.compile(r"(?:[^'\\\r\n]|\\[^\r\n])+"),
@@ -364,9 +364,7 @@ class _Patterns:
             zeroed = re.compile(rf"000(?<![0.-]000)(?:{zeros})".encode())
             rules.append((_DIGITS, (), regex, zeroed, None))
         for name in patterns:
-            regex = re.compile(
-                _KEY_VALUE_HEAD if name == "secret_kv" else PRESET_PATTERNS.get(name, name)
-            )
+            regex = re.compile(PRESET_PATTERNS.get(name, name))
             if name == "secret_kv":
                 kind: int = _KEY_VALUE
             elif name == "email":
@@ -375,13 +373,15 @@ class _Patterns:
                 kind = _WORDS_FIRST
             else:
                 kind = _VALUE if "v" in regex.groupindex else _WHOLE
-            lower = tuple(
+            extra: Any = tuple(
                 (word, form, "v" in form.groupindex)
                 for word, form in (
                     (word, re.compile(form)) for word, form in _LOWER_FORMS.get(name, {}).items()
                 )
             )
-            rules.append((kind, _NEEDS.get(name, ()), regex, lower, _RUN_ON_CLASSES.get(name)))
+            if kind == _KEY_VALUE:
+                extra = re.compile(_KEY_VALUE_HEAD)
+            rules.append((kind, _NEEDS.get(name, ()), regex, extra, _RUN_ON_CLASSES.get(name)))
         self._rules = tuple(rules)
 
     def sub(self, replacement: str, text: str, keep: int | None = None) -> str:
@@ -427,9 +427,9 @@ class _Patterns:
                 if backwards is None:
                     backwards = text[::-1]
                 if len(text) < _FORWARD_FROM:
-                    self._at_separators(text, backwards, regex, spans, None)
+                    self._at_separators(text, backwards, regex, extra, spans, None)
                 else:
-                    self._key_values(text, backwards, regex, spans)
+                    self._key_values(text, backwards, regex, extra, spans)
             elif kind == _WHOLE:
                 spans += [m.span() for m in regex.finditer(text)]
             elif kind == _VALUE:
@@ -468,7 +468,12 @@ class _Patterns:
         return replacement.join(pieces)
 
     def _key_values(
-        self, text: str, backwards: str, regex: re.Pattern[str], spans: list[Span]
+        self,
+        text: str,
+        backwards: str,
+        regex: re.Pattern[str],
+        head: re.Pattern[str],
+        spans: list[Span],
     ) -> None:
         """The key=value pattern matched at each separator whose key names a secret,
         in long text (short text takes _at_separators alone).
@@ -501,30 +506,28 @@ class _Patterns:
                 if times < _COMPILE_AFTER:
                     cost += 600
         if len(secret) > _FORWARD_KEYS or cost > len(colons) + len(equals):
-            self._at_separators(text, backwards, regex, spans, secret)
+            self._at_separators(text, backwards, regex, head, spans, secret)
             return
-        starts: list[int] = []
+        separators: list[int] = []
         for name, strict in secret.items():
-            starts += [
-                found.start("v") for found in self._key_finder(name, strict, regex).finditer(text)
-            ]
-        starts.sort()
-        _whole_values(text, starts, spans)
+            separators += [found.end() for found in self._key_finder(name, strict).finditer(text)]
+        separators.sort()
+        _values(text, separators, regex, head, spans)
 
     def _at_separators(
         self,
         text: str,
         backwards: str,
         regex: re.Pattern[str],
+        head: re.Pattern[str],
         spans: list[Span],
         secret: dict[str, bool] | None,
     ) -> None:
         """_key_values from each separator in turn; ``secret``: the keys that name
         secrets, if known, and whether each counts only quoted or before "="."""
         is_secret = self._is_secret
-        match = regex.match
         last = len(text) - 1
-        starts: list[int] = []
+        separators: list[int] = []
         for candidate in _SEPARATOR_KEY_REVERSED.finditer(backwards):
             name = candidate[2][::-1]
             if secret is None:
@@ -536,12 +539,10 @@ class _Patterns:
             at = last - candidate.start()
             if text[at] == ":" and not candidate[1] and self._quoted_only_for(name):
                 continue
-            m = match(text, at)
-            if m is not None:
-                starts.append(m.start("v"))
-        if starts:
-            starts.reverse()  # (found from the end)
-            _whole_values(text, starts, spans)
+            separators.append(at)
+        if separators:
+            separators.reverse()  # (found from the end)
+            _values(text, separators, regex, head, spans)
 
     def _quoted_only_for(self, name: str) -> bool:
         """Whether a key counts only quoted or before "=", not as a bare "name:".
@@ -558,11 +559,11 @@ class _Patterns:
             strict = self._quoted_only[name] = not self._names_secret(name)
         return strict
 
-    def _key_finder(self, name: str, strict: bool, regex: re.Pattern[str]) -> re.Pattern[str]:
-        """The key=value pattern (``regex``) where ``name`` is the key before its
-        separator, as _SEPARATOR_KEY_REVERSED reads keys back: one regex that starts
-        with the key as a literal (which the engine skips ahead to) and looks ahead
-        for the rest. ``strict``: not as a bare "name:"."""
+    def _key_finder(self, name: str, strict: bool) -> re.Pattern[str]:
+        """Where ``name`` is the key before a separator, as _SEPARATOR_KEY_REVERSED
+        reads keys back: one regex that starts with the key as a literal (which the
+        engine skips ahead to) and ends at the separator (``_values`` matches the
+        key=value pattern there). ``strict``: not as a bare "name:"."""
         finder = self._finders.get((name, strict))
         if finder is None:
             if len(self._finders) >= _FINDERS_LIMIT:
@@ -575,9 +576,9 @@ class _Patterns:
                 if strict
                 else r"""(?:\\{0,15}["'])?[ \t]{0,3}"""
             )
-            # (A lookahead: the separator is not consumed, nor is the value, so a
-            # key inside another's value is found too, as from each separator.)
-            finder = re.compile(rf"{key}{whole}{separator}(?={regex.pattern})")
+            # (The separator and the value are not consumed: a key inside another's
+            # value is found too, as from each separator.)
+            finder = re.compile(rf"{key}{whole}{separator}(?=[:=])")
             self._finders[(name, strict)] = finder
         return finder
 
@@ -586,33 +587,59 @@ class _Patterns:
         return self.sub(MARKER, text) != text
 
 
-def _whole_values(text: str, starts: list[int], spans: list[Span]) -> None:
-    """Add each key=value value, from its start (``starts``, ascending), to the end
-    of its class's run (as the pattern and _run_on together read it), unless it is
-    the marker.
+def _values(
+    text: str,
+    separators: list[int],
+    regex: re.Pattern[str],
+    head: re.Pattern[str],
+    spans: list[Span],
+) -> None:
+    """Add the value the key=value pattern (``regex``) finds at each separator (in
+    ``separators``, ascending), read on to the end of its class's run (as _run_on
+    would), unless it is the marker.
 
-    Values may hold keys ("password=\\"password=\\"...": JSON inside a JSON
-    string); read from each start, each such value was read to the pattern's
-    bound again: 256 times the text. A value that starts inside the run found for
-    one before it ends where that run does (after a quote, its start is where one
-    of that run's characters or escapes starts: the quote before it is escaped),
-    so each character is read once for each kind of value.
+    Values may hold keys ("password=\\"password=\\"...": JSON inside a JSON string);
+    matched at each separator inside one, the pattern read it to its bound again
+    from each: 256 times the text. There only the value's start is matched
+    (``head``): a value that starts inside the run found for one before it of its
+    class ends where that run does (after a quote, it starts where one of that
+    run's characters or escapes does: the quote before it is escaped). So each
+    character is read once for the pattern and once for each class of value.
     """
-    found: dict[re.Pattern[str], Span] = {}
-    for s in starts:
-        run = _QUOTED_RUN.get(text[s - 1], _BARE_RUN)
-        known = found.get(run)
-        if known is not None and known[0] < s < known[1]:
-            e = known[1]
-        else:
-            m = run.match(text, s)
+    # The end of each class's last run found; None: only that of the value found
+    # whole at ``start``, which ends at ``reach`` (made when needed: most text
+    # has no separator inside a value).
+    ends: dict[re.Pattern[str], int] | None = None
+    reach = start = 0  # (the furthest end)
+    for at in separators:
+        if at >= reach:  # (outside every value found so far)
+            m = regex.match(text, at)
             if m is None:
-                # A backslash before a line break after a quote: the pattern took
-                # it as a bare value (never None then: the pattern matched there).
-                run = _BARE_RUN
-                m = run.match(text, s)
-            e = s if m is None else m.end()
-            found[run] = (s, e)
+                continue
+            s, e = m.span("v")
+            if e - s >= _VALUE_BOUND:  # (maybe cut at the bound)
+                more = _QUOTED_RUN.get(text[s - 1], _BARE_RUN).match(text, e)
+                if more is not None:
+                    e = more.end()
+            ends = None  # (every run found before ends before this one)
+            start, reach = s, e
+        else:
+            if ends is None:
+                ends = {_QUOTED_RUN.get(text[start - 1], _BARE_RUN): reach}
+            m = head.match(text, at)
+            if m is None:
+                continue
+            s = m.start("v")
+            run = _QUOTED_RUN.get(text[s - 1], _BARE_RUN)
+            e = ends.get(run, 0)
+            if s >= e:
+                # (None for a quoted class: a backslash before a line break after
+                # the quote, which the pattern takes as a bare value.)
+                found = run.match(text, s) or _BARE_RUN.match(text, s)
+                e = s + 1 if found is None else found.end()
+            ends[run] = e
+            if e > reach:  # noqa: PLR1730 (faster than max() here)
+                reach = e
         if not _redacted_already(text, s, e):
             spans.append((s, e))
 

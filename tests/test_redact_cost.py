@@ -42,6 +42,11 @@ class _Counted:
             yield m
 
 
+def _count(extra: Any, count: list[int]) -> Any:
+    """The rule's other form, counted if it is a regex (the value's start)."""
+    return _Counted(extra, count) if isinstance(extra, re.Pattern) else extra
+
+
 @pytest.fixture
 def counted(monkeypatch: pytest.MonkeyPatch) -> tuple[Redactor, list[int]]:
     """A default redactor and the number of characters its key=value reads consumed."""
@@ -62,8 +67,10 @@ def counted(monkeypatch: pytest.MonkeyPatch) -> tuple[Redactor, list[int]]:
     patterns = redactor._text_re
     assert patterns is not None
     patterns._rules = tuple(
-        (kind, needs, _Counted(regex, count) if kind == _redact._KEY_VALUE else regex, *rest)
-        for kind, needs, regex, *rest in patterns._rules
+        (kind, needs, _Counted(regex, count), _count(extra, count), *rest)
+        if kind == _redact._KEY_VALUE
+        else (kind, needs, regex, extra, *rest)
+        for kind, needs, regex, extra, *rest in patterns._rules
     )
     return redactor, count
 
