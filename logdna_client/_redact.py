@@ -319,6 +319,10 @@ _RUN_ON_FROM = min(bound for bound, _ in _RUN_ON_CLASSES.values())
 # value on from there.
 _KEY_VALUE_HEAD = CREDENTIAL_PATTERNS["secret_kv"].replace("{1,256}", "")
 _VALUE_BOUND = 256
+# A separator at most this far before the furthest value's end found takes the
+# whole pattern (which reads at most that much of a value found again): a value
+# that ends right after its key's separator ("'password='") needs no second regex.
+_NEAR = 16
 _QUOTED_RUN = {
     '"': re.compile(r'(?:[^"\\\r\n]|\\[^\r\n])+'),
     "'": re.compile(r"(?:[^'\\\r\n]|\\[^\r\n])+"),
@@ -604,7 +608,9 @@ def _values(
     (``head``): a value that starts inside the run found for one before it of its
     class ends where that run does (after a quote, it starts where one of that
     run's characters or escapes does: the quote before it is escaped). So each
-    character is read once for the pattern and once for each class of value.
+    character is read by the pattern once, or a few times near a value's end
+    (_NEAR: "'password='": the next value starts past it), and once for each
+    class of value.
     """
     # The end of each class's last run found; None: only that of the value found
     # whole at ``start``, which ends at ``reach`` (made when needed: most text
@@ -612,18 +618,7 @@ def _values(
     ends: dict[re.Pattern[str], int] | None = None
     reach = start = 0  # (the furthest end)
     for at in separators:
-        if at >= reach:  # (outside every value found so far)
-            m = regex.match(text, at)
-            if m is None:
-                continue
-            s, e = m.span("v")
-            if e - s >= _VALUE_BOUND:  # (maybe cut at the bound)
-                more = _QUOTED_RUN.get(text[s - 1], _BARE_RUN).match(text, e)
-                if more is not None:
-                    e = more.end()
-            ends = None  # (every run found before ends before this one)
-            start, reach = s, e
-        else:
+        if at < reach - _NEAR:
             if ends is None:
                 ends = {_QUOTED_RUN.get(text[start - 1], _BARE_RUN): reach}
             m = head.match(text, at)
@@ -638,8 +633,24 @@ def _values(
                 found = run.match(text, s) or _BARE_RUN.match(text, s)
                 e = s + 1 if found is None else found.end()
             ends[run] = e
-            if e > reach:  # noqa: PLR1730 (faster than max() here)
-                reach = e
+        else:
+            m = regex.match(text, at)
+            if m is None:
+                continue
+            s, e = m.span("v")
+            if e - s >= _VALUE_BOUND:  # (maybe cut at the bound)
+                more = _QUOTED_RUN.get(text[s - 1], _BARE_RUN).match(text, e)
+                if more is not None:
+                    e = more.end()
+            if at >= reach:  # (every run found before ends before this one)
+                ends = None
+                start = s
+            else:
+                if ends is None:
+                    ends = {_QUOTED_RUN.get(text[start - 1], _BARE_RUN): reach}
+                ends[_QUOTED_RUN.get(text[s - 1], _BARE_RUN)] = e
+        if e > reach:  # noqa: PLR1730 (faster than max() here)
+            reach = e
         if not _redacted_already(text, s, e):
             spans.append((s, e))
 
