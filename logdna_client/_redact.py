@@ -318,7 +318,7 @@ _RUN_ON_FROM = min(bound for bound, _ in _RUN_ON_CLASSES.values())
 # value are chosen the same: the value need only match once); _values reads the
 # value on from there.
 _KEY_VALUE_HEAD = CREDENTIAL_PATTERNS["secret_kv"].replace("{1,256}", "")
-_VALUE_BOUND = 256
+_VALUE_BOUND = _RUN_ON["secret_kv"][0]
 # A separator at most this far before the furthest value's end found takes the
 # whole pattern (which reads at most that much of a value found again): a value
 # that ends right after its key's separator ("'password='") needs no second regex.
