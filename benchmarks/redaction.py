@@ -6,7 +6,8 @@
    (the default credential patterns, every PHI preset and ``bearer``), for
    dense log text (a secret, a card, an email and many digits every 260
    bytes), and for inputs built against the patterns (long digit runs with
-   separators, email-like runs, key words without values). Linear time shows as a flat ns/byte.
+   separators, email-like runs, key words without values, values that hold
+   keys). Linear time shows as a flat ns/byte.
 2. ``log.info`` through ``LogDNAHandler`` with default redaction against
    ``redact=False`` (no text patterns, no key names), for the ordinary message
    of docs/performance.md and for one with a ":" (which takes the patterns).
@@ -42,6 +43,11 @@ HOSTILE = {
     "key words, no values": "password token secret api_key pass ",
     "digit run": "4111111111111111",
     "jwt-like": "eyJeyJeyJeyJeyJeyJeyJeyJ.",
+    # Values that hold keys (JSON inside a JSON string): each key's value runs on
+    # over all the others.
+    'password=\\" repeated': 'password=\\"',
+    'token=\\"a\\" repeated': 'token=\\"a\\"',
+    "pw= repeated": "pw=",
 }
 
 

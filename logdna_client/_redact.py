@@ -296,21 +296,33 @@ Span = tuple[int, int]
 # What a rule is, for _Patterns.sub: how its matches become spans.
 _WHOLE, _VALUE, _WORDS_FIRST, _KEY_VALUE, _EMAIL, _DIGITS = range(6)
 # (kind, literals one of which every match holds, regex, its other forms, _RUN_ON's)
-_Rule = tuple[
-    int, tuple[str, ...], re.Pattern[str], Any, "tuple[int, re.Pattern[str] | None] | None"
-]
+_Rule = tuple[int, tuple[str, ...], re.Pattern[str], Any, "tuple[int, re.Pattern[str]] | None"]
 
 # A value's repeat is bounded (it keeps each pattern linear where it is tried at
 # many places), so a longer secret would be replaced only in its first part and
 # its tail shipped: a span at least this long (value, or whole match) is run on to
 # the end of its value's class (_run_on). None: the class the quote before the
-# value says (secret_kv's three kinds of value).
+# value says (secret_kv's three kinds of value): so a key=value value always
+# ends where its class's run does, and _values reads it so itself.
 _RUN_ON: dict[str, tuple[int, re.Pattern[str] | None]] = {
     "secret_kv": (256, None),
     "auth_header": (4096, re.compile(r"""[^\r\n"']+""")),
     "bearer": (4096, re.compile(r"[A-Za-z0-9\-._~+/]+=*")),
 }
-_RUN_ON_FROM = min(bound for bound, _ in _RUN_ON.values())
+_RUN_ON_CLASSES: dict[str, tuple[int, re.Pattern[str]]] = {
+    name: (bound, run) for name, (bound, run) in _RUN_ON.items() if run is not None
+}
+_RUN_ON_FROM = min(bound for bound, _ in _RUN_ON_CLASSES.values())
+# secret_kv with each kind of value cut to its first character (or escape): it
+# finds where the value starts, as the whole pattern does (the parts before the
+# value are chosen the same: the value need only match once); _values reads the
+# value on from there.
+_KEY_VALUE_HEAD = CREDENTIAL_PATTERNS["secret_kv"].replace("{1,256}", "")
+_VALUE_BOUND = _RUN_ON["secret_kv"][0]
+# A separator at most this far before the furthest value's end found takes the
+# whole pattern (which reads at most that much of a value found again): a value
+# that ends right after its key's separator ("'password='") needs no second regex.
+_NEAR = 16
 _QUOTED_RUN = {
     '"': re.compile(r'(?:[^"\\\r\n]|\\[^\r\n])+'),
     "'": re.compile(r"(?:[^'\\\r\n]|\\[^\r\n])+"),
@@ -365,13 +377,15 @@ class _Patterns:
                 kind = _WORDS_FIRST
             else:
                 kind = _VALUE if "v" in regex.groupindex else _WHOLE
-            lower = tuple(
+            extra: Any = tuple(
                 (word, form, "v" in form.groupindex)
                 for word, form in (
                     (word, re.compile(form)) for word, form in _LOWER_FORMS.get(name, {}).items()
                 )
             )
-            rules.append((kind, _NEEDS.get(name, ()), regex, lower, _RUN_ON.get(name)))
+            if kind == _KEY_VALUE:
+                extra = re.compile(_KEY_VALUE_HEAD)
+            rules.append((kind, _NEEDS.get(name, ()), regex, extra, _RUN_ON_CLASSES.get(name)))
         self._rules = tuple(rules)
 
     def sub(self, replacement: str, text: str, keep: int | None = None) -> str:
@@ -414,16 +428,12 @@ class _Patterns:
             elif kind == _DIGITS:
                 _digits(text, extra, regex, spans)
             elif kind == _KEY_VALUE:
-                if longs is not None:
-                    first = len(spans)
                 if backwards is None:
                     backwards = text[::-1]
                 if len(text) < _FORWARD_FROM:
-                    self._at_separators(text, backwards, regex, spans, None)
+                    self._at_separators(text, backwards, regex, extra, spans, None)
                 else:
-                    self._key_values(text, backwards, regex, spans)
-                if longs is not None and run_on is not None and len(spans) > first:
-                    _long_values(text, spans, first, run_on, longs)
+                    self._key_values(text, backwards, regex, extra, spans)
             elif kind == _WHOLE:
                 spans += [m.span() for m in regex.finditer(text)]
             elif kind == _VALUE:
@@ -462,7 +472,12 @@ class _Patterns:
         return replacement.join(pieces)
 
     def _key_values(
-        self, text: str, backwards: str, regex: re.Pattern[str], spans: list[Span]
+        self,
+        text: str,
+        backwards: str,
+        regex: re.Pattern[str],
+        head: re.Pattern[str],
+        spans: list[Span],
     ) -> None:
         """The key=value pattern matched at each separator whose key names a secret,
         in long text (short text takes _at_separators alone).
@@ -495,27 +510,28 @@ class _Patterns:
                 if times < _COMPILE_AFTER:
                     cost += 600
         if len(secret) > _FORWARD_KEYS or cost > len(colons) + len(equals):
-            self._at_separators(text, backwards, regex, spans, secret)
+            self._at_separators(text, backwards, regex, head, spans, secret)
             return
+        separators: list[int] = []
         for name, strict in secret.items():
-            for found in self._key_finder(name, strict, regex).finditer(text):
-                span = found.span("v")
-                if not _redacted_already(text, span[0], span[1]):
-                    spans.append(span)
+            separators += [found.end() for found in self._key_finder(name, strict).finditer(text)]
+        separators.sort()
+        _values(text, separators, regex, head, spans)
 
     def _at_separators(
         self,
         text: str,
         backwards: str,
         regex: re.Pattern[str],
+        head: re.Pattern[str],
         spans: list[Span],
         secret: dict[str, bool] | None,
     ) -> None:
         """_key_values from each separator in turn; ``secret``: the keys that name
         secrets, if known, and whether each counts only quoted or before "="."""
         is_secret = self._is_secret
-        match = regex.match
         last = len(text) - 1
+        separators: list[int] = []
         for candidate in _SEPARATOR_KEY_REVERSED.finditer(backwards):
             name = candidate[2][::-1]
             if secret is None:
@@ -527,11 +543,10 @@ class _Patterns:
             at = last - candidate.start()
             if text[at] == ":" and not candidate[1] and self._quoted_only_for(name):
                 continue
-            m = match(text, at)
-            if m is not None:
-                start = m.start("v")
-                if not _redacted_already(text, start, m.end()):
-                    spans.append((start, m.end()))
+            separators.append(at)
+        if separators:
+            separators.reverse()  # (found from the end)
+            _values(text, separators, regex, head, spans)
 
     def _quoted_only_for(self, name: str) -> bool:
         """Whether a key counts only quoted or before "=", not as a bare "name:".
@@ -548,11 +563,11 @@ class _Patterns:
             strict = self._quoted_only[name] = not self._names_secret(name)
         return strict
 
-    def _key_finder(self, name: str, strict: bool, regex: re.Pattern[str]) -> re.Pattern[str]:
-        """The key=value pattern (``regex``) where ``name`` is the key before its
-        separator, as _SEPARATOR_KEY_REVERSED reads keys back: one regex that starts
-        with the key as a literal (which the engine skips ahead to) and looks ahead
-        for the rest. ``strict``: not as a bare "name:"."""
+    def _key_finder(self, name: str, strict: bool) -> re.Pattern[str]:
+        """Where ``name`` is the key before a separator, as _SEPARATOR_KEY_REVERSED
+        reads keys back: one regex that starts with the key as a literal (which the
+        engine skips ahead to) and ends at the separator (``_values`` matches the
+        key=value pattern there). ``strict``: not as a bare "name:"."""
         finder = self._finders.get((name, strict))
         if finder is None:
             if len(self._finders) >= _FINDERS_LIMIT:
@@ -565,15 +580,79 @@ class _Patterns:
                 if strict
                 else r"""(?:\\{0,15}["'])?[ \t]{0,3}"""
             )
-            # (A lookahead: the separator is not consumed, nor is the value, so a
-            # key inside another's value is found too, as from each separator.)
-            finder = re.compile(rf"{key}{whole}{separator}(?={regex.pattern})")
+            # (The separator and the value are not consumed: a key inside another's
+            # value is found too, as from each separator.)
+            finder = re.compile(rf"{key}{whole}{separator}(?=[:=])")
             self._finders[(name, strict)] = finder
         return finder
 
     def search(self, text: str) -> bool:
         """Whether any pattern would replace something in ``text``."""
         return self.sub(MARKER, text) != text
+
+
+def _values(
+    text: str,
+    separators: list[int],
+    regex: re.Pattern[str],
+    head: re.Pattern[str],
+    spans: list[Span],
+) -> None:
+    """Add the value the key=value pattern (``regex``) finds at each separator (in
+    ``separators``, ascending), read on to the end of its class's run (as _run_on
+    would), unless it is the marker.
+
+    Values may hold keys ("password=\\"password=\\"...": JSON inside a JSON string);
+    matched at each separator inside one, the pattern read it to its bound again
+    from each: 256 times the text. There only the value's start is matched
+    (``head``): a value that starts inside the run found for one before it of its
+    class ends where that run does (after a quote, it starts where one of that
+    run's characters or escapes does: the quote before it is escaped). So each
+    character is read by the pattern once, or a few times near a value's end
+    (_NEAR: "'password='": the next value starts past it), and once for each
+    class of value.
+    """
+    # The end of each class's last run found; None: only that of the value found
+    # whole at ``start``, which ends at ``reach`` (made when needed: most text
+    # has no separator inside a value).
+    ends: dict[re.Pattern[str], int] | None = None
+    reach = start = 0  # (the furthest end)
+    for at in separators:
+        if at < reach - _NEAR:
+            if ends is None:
+                ends = {_QUOTED_RUN.get(text[start - 1], _BARE_RUN): reach}
+            m = head.match(text, at)
+            if m is None:
+                continue
+            s = m.start("v")
+            run = _QUOTED_RUN.get(text[s - 1], _BARE_RUN)
+            e = ends.get(run, 0)
+            if s >= e:
+                # (None for a quoted class: a backslash before a line break after
+                # the quote, which the pattern takes as a bare value.)
+                found = run.match(text, s) or _BARE_RUN.match(text, s)
+                e = s + 1 if found is None else found.end()
+            ends[run] = e
+        else:
+            m = regex.match(text, at)
+            if m is None:
+                continue
+            s, e = m.span("v")
+            if e - s >= _VALUE_BOUND:  # (maybe cut at the bound)
+                more = _QUOTED_RUN.get(text[s - 1], _BARE_RUN).match(text, e)
+                if more is not None:
+                    e = more.end()
+            if at >= reach:  # (every run found before ends before this one)
+                ends = None
+                start = s
+            else:
+                if ends is None:
+                    ends = {_QUOTED_RUN.get(text[start - 1], _BARE_RUN): reach}
+                ends[_QUOTED_RUN.get(text[s - 1], _BARE_RUN)] = e
+        if e > reach:  # noqa: PLR1730 (faster than max() here)
+            reach = e
+        if not _redacted_already(text, s, e):
+            spans.append((s, e))
 
 
 def _redacted_already(text: str, start: int, end: int) -> bool:
@@ -640,7 +719,7 @@ def _long_values(
     text: str,
     spans: list[Span],
     first: int,
-    run_on: tuple[int, re.Pattern[str] | None],
+    run_on: tuple[int, re.Pattern[str]],
     longs: list[tuple[int, int, re.Pattern[str]]],
 ) -> None:
     """Add to ``longs`` (end, index, its value's class) the spans from ``first`` on
@@ -649,8 +728,7 @@ def _long_values(
     for index in range(first, len(spans)):
         s, e = spans[index]
         if e - s >= bound:
-            cls = run or (_QUOTED_RUN.get(text[s - 1], _BARE_RUN) if s else _BARE_RUN)
-            longs.append((e, index, cls))
+            longs.append((e, index, run))
 
 
 def _run_on(text: str, spans: list[Span], longs: list[tuple[int, int, re.Pattern[str]]]) -> None:

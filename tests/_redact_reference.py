@@ -40,7 +40,10 @@ def _is_ssn(text: str) -> bool:
     return area not in ("000", "666") and area[0] != "9" and group != "00" and serial != "0000"
 
 
-_SEPARATOR_KEY_REVERSED = re.compile(r"[:=](?!\d\d)[ \t]{0,3}((?:[\"']\\?)?)([A-Za-z0-9_.-]{1,64})")
+# (A quote escaped by up to 15 backslashes: JSON inside JSON, 5 deep.)
+_SEPARATOR_KEY_REVERSED = re.compile(
+    r"[:=](?!\d\d)[ \t]{0,3}((?:[\"']\\{0,15})?)([A-Za-z0-9_.-]{1,64})"
+)
 _LOCAL_PART_REVERSED = re.compile(r"[A-Za-z0-9._%+-]{1,64}")
 
 # card, us_ssn and phone_plain all start with a digit: where more than one is on,

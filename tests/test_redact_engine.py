@@ -50,7 +50,7 @@ def fast(redactor: Redactor, text: str) -> str:
 _PIECES = st.sampled_from(
     ["4", "41", "411", "4111", "1111", "123", "45", "6789", "000", "666", "9", "0", "5",
      "37", "3782", "822463", "10005", "555", "4567", "1732280000123", "4111111111111111",
-     " ", " ", "-", ".", ",", "+", "(", ")", "_", ":", "=", "@", '"', "'", "\t", "\n",
+     " ", " ", "-", ".", ",", "+", "(", ")", "_", ":", "=", "@", '"', "'", "\t", "\n", "\\",
      "a", "x", "Z", "é", "٣", "𝟙", "\u017f", "\u212a", "\u0131", "\u0130", "€", "ß",
      "password", "PASSWORD", "pin", "pass", "key",
      "Token", "user", "KeyError", "Authorization", "AUTHORIZATION", "cookie", "Cookie",
@@ -91,6 +91,13 @@ EXAMPLES = [
     # escaped quotes: JSON inside a JSON string, a quote inside a quoted value
     r'{"body": "{\"password\": \"hunter2\", \"pin\": \"12\"}"} pass=\"x\" user=\"bob\"',
     r"""{'token': 'it\'s', "secret": "a\"b\\", 'pw' : 'x\\'} key=\'v\' api_key=\" end""",
+    r'{"b": "{\\\"password\\\": \\\"x\\\", \\\"pin\\\": 1}"} a=\"\npw=\"\\\n" pin="\\',
+    # values that hold keys, each key's value running on over the others'
+    'password=\\"' * 60,
+    'token=\\"a\\" ' * 40 + "pw='" * 30 + "key=\\'x" * 30,
+    "pw=" * 200 + " password=" * 30 + '"pin": "' * 40,
+    # a backslash before a line break after a quote: a bare value of one character
+    'pw="\\\n pin=\'\\\r\n token="\\',
 ]
 
 

@@ -1,0 +1,107 @@
+"""How much text the key=value pattern reads: a bounded few times the text.
+
+Counted, not timed: every regex that reads a key=value value (the rule's own,
+the forward key finders', and the value runs that carry a value to its end) is
+wrapped, and what its matches consumed is summed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from logdna_client import _redact
+from logdna_client._redact import CREDENTIAL_PATTERNS, MARKER, Redactor
+from tests._redact_reference import ReferencePatterns
+
+
+class _Counted:
+    """A compiled regex whose matches' reads are added to ``count`` (its value
+    group's, when it has one: the rest is the key and separator, read once)."""
+
+    def __init__(self, regex: re.Pattern[str], count: list[int]) -> None:
+        self._regex = regex
+        self._count = count
+        self.pattern = regex.pattern
+        self.groupindex = regex.groupindex
+
+    def _add(self, m: re.Match[str] | None, pos: int) -> re.Match[str] | None:
+        if m is not None:
+            self._count[0] += m.end("v") - m.start("v") if "v" in self.groupindex else m.end() - pos
+        return m
+
+    def match(self, text: str, pos: int = 0, *args: Any) -> re.Match[str] | None:
+        return self._add(self._regex.match(text, pos, *args), pos)
+
+    def finditer(self, text: str, *args: Any) -> Iterator[re.Match[str]]:
+        for m in self._regex.finditer(text, *args):
+            self._add(m, m.start())
+            yield m
+
+
+def _count(extra: Any, count: list[int]) -> Any:
+    """The rule's other form, counted if it is a regex (the value's start)."""
+    return _Counted(extra, count) if isinstance(extra, re.Pattern) else extra
+
+
+@pytest.fixture
+def counted(monkeypatch: pytest.MonkeyPatch) -> tuple[Redactor, list[int]]:
+    """A default redactor and the number of characters its key=value reads consumed."""
+    count = [0]
+    monkeypatch.setattr(_redact, "_BARE_RUN", _Counted(_redact._BARE_RUN, count))
+    monkeypatch.setattr(
+        _redact,
+        "_QUOTED_RUN",
+        {quote: _Counted(run, count) for quote, run in _redact._QUOTED_RUN.items()},
+    )
+    finder = _redact._Patterns._key_finder
+
+    def counted_finder(self: Any, *args: Any) -> Any:
+        return _Counted(finder(self, *args), count)
+
+    monkeypatch.setattr(_redact._Patterns, "_key_finder", counted_finder)
+    redactor = Redactor()
+    patterns = redactor._text_re
+    assert patterns is not None
+    patterns._rules = tuple(
+        (kind, needs, _Counted(regex, count), _count(extra, count), *rest)
+        if kind == _redact._KEY_VALUE
+        else (kind, needs, regex, extra, *rest)
+        for kind, needs, regex, extra, *rest in patterns._rules
+    )
+    return redactor, count
+
+
+# Values that hold keys: each key's value runs on over all the others.
+HOSTILE = [
+    'password=\\"',  # JSON inside a JSON string: {\"password=\"...
+    'token=\\"a\\"',
+    "password=\\'",  # the same in single quotes
+    "pw=",  # a bare value, its separator inside it
+    "".join(f'k{i}_token=\\"' for i in range(20)),  # more keys than the finders take
+]
+
+
+class TestValuesReadOnce:
+    @pytest.mark.parametrize("unit", HOSTILE)
+    @pytest.mark.parametrize("size", [2000, 16 * 1024])
+    def test_a_few_reads_per_character(
+        self, counted: tuple[Redactor, list[int]], unit: str, size: int
+    ) -> None:
+        """Values that start inside other values are not read again from each start
+        (it read up to 256 characters from each, a line of 16 KB 4 MB)."""
+        redactor, count = counted
+        text = (unit * (size // len(unit) + 1))[:size]
+
+        for _ in range(4):  # (the forward finders take over after a few texts)
+            count[0] = 0
+            redacted = redactor.text(text)
+
+            assert count[0] <= 4 * size
+        reference = ReferencePatterns(
+            list(CREDENTIAL_PATTERNS), redactor.is_secret, redactor._names_secret
+        )
+        assert reference.sub(MARKER, text) == redacted
