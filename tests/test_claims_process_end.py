@@ -14,7 +14,6 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,12 +27,6 @@ DEADLINE = 1.5
 # a process on a loaded machine.
 SLACK = 1.0
 BAD_KINDS = ["silent", "trickle", "error500"]
-
-
-@pytest.fixture
-def server() -> Iterator[DevServer]:
-    with DevServer() as srv:
-        yield srv
 
 
 def run_against_a_silent_server(

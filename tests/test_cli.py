@@ -14,7 +14,6 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -29,12 +28,6 @@ from tests.test_hostile_endpoints import NOT_HTTP_1_1
 
 KEY = "cli-test-key-0123456789"
 COMMANDS = ["devserver", "demo", "send", "pipe", "spool"]
-
-
-@pytest.fixture
-def server() -> Iterator[DevServer]:
-    with DevServer() as srv:
-        yield srv
 
 
 @pytest.fixture

@@ -32,13 +32,6 @@ TIMEOUT = 5.0
 
 
 @pytest.fixture
-def server() -> Iterator[DevServer]:
-    """A started server without a key, stopped after the test."""
-    with DevServer() as srv:
-        yield srv
-
-
-@pytest.fixture
 def keyed() -> Iterator[DevServer]:
     """A started server that requires KEY."""
     with DevServer(key=KEY) as srv:

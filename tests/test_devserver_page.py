@@ -39,12 +39,6 @@ def chromium() -> Iterator[Browser]:
 
 
 @pytest.fixture
-def server() -> Iterator[DevServer]:
-    with DevServer() as srv:
-        yield srv
-
-
-@pytest.fixture
 def page(chromium: Browser, server: DevServer) -> Iterator[Page]:
     """The live tail page, loaded and subscribed to the server's event stream."""
     tab = chromium.new_page()

@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -24,12 +23,6 @@ from tests._children import Child, assert_exactly_once_in_order, texts
 
 # Fast retries and flushes, so a test spends its time on the fault, not on backoff.
 FAST = {"flush_interval": "0.05", "retry_max_backoff": "0.2", "shutdown_timeout": "10"}
-
-
-@pytest.fixture
-def server() -> Iterator[DevServer]:
-    with DevServer() as srv:
-        yield srv
 
 
 class TestTransientFailures:

@@ -18,7 +18,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -34,12 +33,6 @@ DEADLINE = 1.5
 SLACK = 0.5
 # Wall-clock bounds here are about a deadline the library promises; a loaded
 # machine adds its own delay to starting and reaping processes, not to that.
-
-
-@pytest.fixture
-def server() -> Iterator[DevServer]:
-    with DevServer() as srv:
-        yield srv
 
 
 TERMINATION = [signal.SIGTERM, signal.SIGHUP]

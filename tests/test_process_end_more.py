@@ -14,7 +14,6 @@ import json
 import signal
 import textwrap
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -22,13 +21,6 @@ from logdna_client import Client
 from logdna_client._devserver import DevServer
 from tests._bad_servers import bad_server
 from tests._children import Child, assert_exactly_once_in_order, texts
-
-
-@pytest.fixture
-def server() -> Iterator[DevServer]:
-    with DevServer() as srv:
-        yield srv
-
 
 # Child code: SIGINT, sent in a storm by a thread, raises KeyboardInterrupt whenever it
 # finds the main thread inside the library's own code (as Ctrl-C does, at whatever

@@ -9,23 +9,14 @@ import threading
 import time
 import warnings
 from collections import Counter
-from collections.abc import Iterator
 from types import FrameType
 from typing import Any
-
-import pytest
 
 from logdna_client._config import Config
 from logdna_client._devserver import DevServer
 from logdna_client._transport import HTTPTransport, Kind
 from tests._children import Child, assert_exactly_once_in_order, texts
 from tests._claims_servers import Request, answer, scripted_server
-
-
-@pytest.fixture
-def server() -> Iterator[DevServer]:
-    with DevServer() as srv:
-        yield srv
 
 
 class TestExitReportsOnce:

@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -45,12 +44,6 @@ def application_thread():
 threading.Thread(target=application_thread, daemon=True).start()
 wait_for("never")  # the main thread blocks here for good
 """
-
-
-@pytest.fixture
-def server() -> Iterator[DevServer]:
-    with DevServer() as srv:
-        yield srv
 
 
 @pytest.mark.skipif(

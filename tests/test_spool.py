@@ -1258,13 +1258,15 @@ class SpoolMachine(RuleBasedStateMachine):
         self.last_write = None
 
 
-TestSpoolModel = SpoolMachine.TestCase
-TestSpoolModel.settings = settings(
+#: How long the spool models run (this one and test_spool_hostile.py's).
+MODEL_SETTINGS = settings(
     max_examples=150,
     stateful_step_count=40,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
+TestSpoolModel = SpoolMachine.TestCase
+TestSpoolModel.settings = MODEL_SETTINGS
 
 
 class TestConfig:

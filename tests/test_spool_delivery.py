@@ -15,7 +15,6 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -58,12 +57,6 @@ mark("flushed " + str(c.flush(60)))
 c.close(10)
 mark("stats " + json.dumps(c.stats()))
 """
-
-
-@pytest.fixture
-def server() -> Iterator[DevServer]:
-    with DevServer() as srv:
-        yield srv
 
 
 def crash_during_outage(server: DevServer, spool: Path, signum: int) -> tuple[int, float, int]:

@@ -11,12 +11,10 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import rule
 
@@ -26,7 +24,16 @@ from logdna_client._spool import Spool, _store
 from logdna_client._spool._destination import UNNAMED
 from tests._children import REPO, assert_exactly_once_in_order, texts
 from tests.helpers import in_forked_child
-from tests.test_spool import SpoolMachine, Trouble, crash, drain, lines, segments, v1_segment
+from tests.test_spool import (
+    MODEL_SETTINGS,
+    SpoolMachine,
+    Trouble,
+    crash,
+    drain,
+    lines,
+    segments,
+    v1_segment,
+)
 
 # Deadline for a child process to answer: generous, only hit when something hangs.
 _ANSWER = 60.0
@@ -406,12 +413,6 @@ class TestFolderChanges:
         heir.close()
 
 
-@pytest.fixture
-def server() -> Iterator[DevServer]:
-    with DevServer() as srv:
-        yield srv
-
-
 def _client(server: DevServer, folder: Path, **options: Any) -> Client:
     return Client(url=server.url, spool_dir=str(folder), flush_interval=0.05,
                   retry_max_backoff=0.3, max_batch_bytes="4KiB", **options)  # fmt: skip
@@ -636,12 +637,7 @@ class HostileSpoolMachine(SpoolMachine):
 
 
 TestHostileSpoolModel = HostileSpoolMachine.TestCase
-TestHostileSpoolModel.settings = settings(
-    max_examples=150,
-    stateful_step_count=40,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
+TestHostileSpoolModel.settings = MODEL_SETTINGS
 
 
 _FULL_DISK_CHILD = """

@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 
 import pytest
 
@@ -82,12 +81,6 @@ _LIBRARY_THREADS = {
     "logdna_client-exit",
     "logdna_client-flush",
 }
-
-
-@pytest.fixture
-def server() -> Iterator[DevServer]:
-    with DevServer() as srv:
-        yield srv
 
 
 def _run_child(script: str, *args: str) -> dict[str, object]:
