@@ -505,23 +505,47 @@ class TestDestinations:
         theirs.close()
         assert [] == segments(tmp_path)
 
-    def test_a_full_folder_never_drops_another_destinations_lines(self, tmp_path: Path) -> None:
-        """max_spool_bytes counts this destination's segments only: another's never go to
-        make room, nor count as this process's drops, nor stop it from spooling."""
+    def test_another_destinations_segments_count_toward_the_cap_and_are_never_dropped(
+        self, tmp_path: Path
+    ) -> None:
+        """max_spool_bytes bounds the folder: another destination's segments count toward
+        it (the folder grew to the cap once per destination), but never go to make room
+        nor count as this process's drops; when they alone fill it, batches are refused
+        (kept in memory by the sender), reported once, and the spool stays on."""
         for _ in range(4):
             write_segment(tmp_path, 20, per_batch=50, destination=THEIRS)
         theirs = sum(p.stat().st_size for p in segments(tmp_path))
         cap = 64 * 1024
         assert theirs > cap
         before = {p: p.read_bytes() for p in segments(tmp_path)}
+        trouble = Trouble()
+        spool = Spool.open(tmp_path, destination=MINE, max_bytes=cap, on_trouble=trouble)
+        assert theirs == spool.disk_bytes
+        assert [None] * 20 == [spool.append(lines(i * 10, 10)) for i in range(20)]
+        assert spool.enabled and "spool-full" in trouble.kinds
+        assert ({}, (0, 0)) == (dict(spool.dropped), spool.pending())
+        spool.close()
+        assert before == {p: p.read_bytes() for p in segments(tmp_path)}
+
+    def test_a_shared_folder_stays_under_the_cap_by_dropping_only_this_destinations(
+        self, tmp_path: Path
+    ) -> None:
+        """With another destination's segments taking part of the cap, this process makes
+        room by dropping its own oldest segments, counted as spool_full: the folder stays
+        under the cap and the other destination's lines are all kept."""
+        write_segment(tmp_path, 20, per_batch=50, destination=THEIRS)
+        before = {p: p.read_bytes() for p in segments(tmp_path)}
+        cap = 64 * 1024
         spool = Spool.open(tmp_path, destination=MINE, max_bytes=cap)
-        for i in range(20):
+        for i in range(400):
             batch = spool.append(lines(i * 10, 10))
             assert batch is not None
             spool.release(batch)
-        assert {} == dict(spool.dropped)
-        assert spool.disk_bytes <= cap
-        assert lines(0, 200) == drain(spool)
+            assert sum(p.stat().st_size for p in segments(tmp_path)) <= cap
+        assert spool.dropped["spool_full"] > 0
+        kept = drain(spool)
+        assert 4000 == len(kept) + spool.dropped["spool_full"]
+        assert lines(4000 - len(kept), len(kept)) == kept
         spool.close()
         assert before == {p: p.read_bytes() for p in segments(tmp_path)}
 

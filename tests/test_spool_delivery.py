@@ -16,6 +16,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -280,6 +281,17 @@ client.close(10)
 """
 
 
+# An app that logs COUNT lines of about 1 KB while the service is down, then closes
+# (what is in memory at the deadline goes to the spool, or counts as shutdown).
+CAPPED_CHILD = """
+logging.getLogger("logdna_client").addHandler(logging.StreamHandler(sys.stderr))
+name, count = os.environ["NAME"], int(os.environ["COUNT"])
+for i in range(count):
+    log.info("%s %d %s", name, i, "x" * 1000)
+client.close(2)
+mark("stats " + json.dumps(client.stats()))
+"""
+
 # Two apps' ingestion keys.
 KEYS = {"alpha": "key-of-alpha-0123456789abcdef", "beta": "key-of-beta-0123456789abcdef"}
 
@@ -335,6 +347,42 @@ class TestSharedFolder:
         assert "another destination" in seen["alpha"]  # beta's, left for it
         assert "key-of-" not in seen["alpha"] + seen["beta"]
         assert [] == segments(folder)
+
+    def test_the_cap_bounds_the_folder_whatever_the_keys(
+        self, server: DevServer, tmp_path: Path
+    ) -> None:
+        """Two apps with different keys and the same max_spool_bytes share one folder
+        through an outage: the folder stays under the cap (it grew to the cap once per
+        key); the second app never drops the first one's segments to make room, and
+        what finds none is counted (here at the end, as shutdown), not lost unsaid."""
+        folder = tmp_path / "spool"
+        cap = 1 << 20
+        server.go_down()
+        options = {"spool_dir": str(folder), "max_spool_bytes": str(cap),
+                   "flush_interval": "0.05", "retry_max_backoff": "0.3",
+                   "max_batch_bytes": "16KiB"}  # fmt: skip
+
+        def run(name: str, count: int) -> dict[str, Any]:
+            child = Child(CAPPED_CHILD, server.url, env={"NAME": name, "COUNT": str(count)},
+                          key=KEYS[name], **options)  # fmt: skip
+            stats: dict[str, Any] = json.loads(child.expect("stats", timeout=90))
+            assert 0 == child.finish()[0], child.stderr
+            stats["stderr"] = child.stderr
+            return stats
+
+        alpha = run("alpha", 1500)  # about 1.6 MB of lines: more than the cap
+        assert alpha["dropped"]["spool_full"] > 0
+        theirs = {p: p.read_bytes() for p in segments(folder)}
+        beta = run("beta", 300)
+        assert sum(p.stat().st_size for p in segments(folder)) <= cap
+        assert beta["spool_bytes"] <= cap
+        assert theirs == {p: p.read_bytes() for p in theirs if p.exists()}
+        assert set(theirs) <= set(segments(folder))  # alpha's lines are all still there
+        assert 0 == beta["dropped"]["spool_full"]  # none of beta's own were on disk to drop
+        assert 300 == beta["spooled"] + beta["dropped"]["shutdown"]
+        assert beta["dropped"]["shutdown"] > 0
+        assert "at max_spool_bytes" in beta["stderr"]
+        assert "key-of-" not in alpha["stderr"] + beta["stderr"]
 
 
 POOL_EXIT_SCRIPT = """

@@ -23,8 +23,9 @@ Files, all in the spool folder (see ``_format`` for what is inside one):
 
 Each segment records its destination (``_destination``): a process adopts,
 sends and drops only those of its own destination (and version 1 ones, which
-have none). Other destinations' segments are left alone, uncounted: never sent
-with this process's key, never dropped for its cap or age, reported once.
+have none). Other destinations' segments are left alone: never sent with this
+process's key, never dropped for its cap or age, reported once; they only take
+their share of the folder's cap (``_make_room``).
 
 A batch is done when an ACK record for it is in its segment. The owner
 appends ACKs to the same file, so one write (and one sync) covers a batch's
@@ -193,8 +194,9 @@ class Spool:
         # the ones held are delivered, not a RESCAN_INTERVAL later.
         self._more_to_adopt = False
         self._candidates: list[tuple[str, int]] = []  # (name, size) newest first
-        # This destination's segments held by other live processes or not adopted yet, at
-        # the last scan: they count toward max_bytes. Other destinations' do not.
+        # Every segment in the folder this spool does not hold, at the last scan: other
+        # live processes', those not adopted yet, other destinations' and later versions'.
+        # All count toward max_bytes, a bound on the folder (see _make_room).
         self._unheld_bytes = 0
         # Whose each segment not held is, and its destination (_owner), by name: a header
         # is read once, not at every rescan. Names are never reused.
@@ -300,9 +302,9 @@ class Spool:
             need = sum(map(len, parts))
             if self.disk_bytes + need > self.max_bytes and not self._make_room(need):
                 self._report("spool-full", "logdna_client: the spool folder is at "
-                             "max_spool_bytes with nothing this process may drop (other "
-                             "processes' segments, batches being sent); batches that do not fit "
-                             "are kept in memory only")  # fmt: skip
+                             "max_spool_bytes with nothing this process may drop (other live "
+                             "processes' segments, other keys' or URLs' segments, batches being "
+                             "sent); batches that do not fit are kept in memory only")  # fmt: skip
                 return None
             self._write(seg, parts)
         except OSError as exc:
@@ -527,8 +529,8 @@ class Spool:
 
     @property
     def disk_bytes(self) -> int:
-        """Bytes this destination's segments take in the folder (other processes' as of
-        the last scan); other destinations' are not counted."""
+        """Bytes the folder's segments take, whoever's (those this spool does not hold as
+        of the last scan): what ``max_bytes`` bounds."""
         # list() copies in one step: stats() reads this from the app's threads.
         return self._unheld_bytes + sum(seg.size for seg in list(self._segments.values()))
 
@@ -756,14 +758,15 @@ class Spool:
             owner, destination = self._owner(name)
             if name in self._owners:  # read: remembered (an unreadable one is asked again)
                 owners[name] = self._owners[name]
+            # Whoever's it is, it takes the folder's room. Counted as unheld until adopted
+            # (then it is held, and no longer counted here).
+            unheld += size
             if owner == _OTHER:
                 others.append((name, destination))
                 continue
             if owner == _LATER:
                 later += 1
                 continue
-            # Counted as unheld until adopted (then it is held, and no longer counted here).
-            unheld += size
             # Ours are named after it even before it is adopted (MAX_ADOPTED): the backlog
             # goes first whatever the clock did.
             self._newest_name = max(self._newest_name, _created(name))
@@ -992,12 +995,16 @@ class Spool:
     def _make_room(self, need: int) -> bool:
         """Drop the oldest segments until ``need`` more bytes fit under the cap.
 
-        Only segments this spool holds or may adopt (their process died) can go,
-        never the one being written nor one with batches out for sending; the
+        The cap is the folder's, the one rule for ``max_spool_bytes``: a user who
+        sets it bounds the disk the folder takes, however many apps share it, so
+        every segment in it counts (``disk_bytes``). But only segments this spool
+        holds or may adopt (this destination's, their process dead) can go: never
+        another destination's (their lines are not this process's to give up),
+        nor the one being written, nor one with batches out for sending. The
         current one is at most an eighth of the cap, so room is found unless
-        other live processes fill the folder, or the batch is larger than the
-        cap. False when it is not, and then nothing is dropped: lines would be
-        lost for a batch that still would not fit.
+        other live processes or other destinations fill the folder, or the batch
+        is larger than the cap. False when it is not, and then nothing is
+        dropped: lines would be lost for a batch that still would not fit.
         """
         self._drop_expired()
         droppable: list[tuple[str, int, Segment | None]] = [
