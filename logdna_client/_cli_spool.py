@@ -2,16 +2,19 @@
 
 - ``ls``: each segment with its size, age, lines waiting, destination (a short
   fingerprint of the ingestion key and URL it was written for, never the key)
-  and whether it is the given key and URL's, and whether a live process holds
-  it; the quarantine folder.
+  and whether it is the given key and URL's, whether replay with them (or
+  without any) sends it, and whether a live process holds it; the quarantine
+  folder.
 - ``verify``: checks every record's CRC; exit 1 when damage other than a torn
   tail is found.
 - ``replay``: delivers what dead processes left for the given key and URL (a
   live process's segments are never touched, nor, without
   ``--any-destination``, other destinations'), with the library's flags
   (``--key``, ``--url``...).
-- ``purge``: lists what it would delete (segments no live process holds,
-  quarantine files); deletes them with ``--yes``.
+- ``purge``: lists what it would delete (segments no live process holds that
+  were written for the given key and URL; with ``--any-destination``, every
+  destination's and the quarantine files) and what it leaves; deletes with
+  ``--yes``.
 
 The folder is ``--spool-dir`` or ``LOGDNA_SPOOL_DIR``. Kept apart from
 ``_cli`` (which only registers these commands) so the spool's commands and
@@ -23,6 +26,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from dataclasses import dataclass
 from typing import Any, Protocol, TextIO
 
 from ._config import ENV_VARS, Config
@@ -76,7 +80,8 @@ def register(commands: Any, library: argparse.ArgumentParser) -> None:
         help="list segments, lines waiting, their destination and who holds them",
         description="Each segment's destination is a short fingerprint of the ingestion key "
         "and URL it was written for (never the key); 'yours' marks those of --key and --url "
-        f"(or {ENV_VARS['key']} and {ENV_VARS['url']}), which replay with them sends.",
+        f"(or {ENV_VARS['key']} and {ENV_VARS['url']}), which replay with them sends; "
+        "without a key, none is marked replayable but format 1 ones (any key sends them).",
     )
     ls.set_defaults(func=_cmd_ls)
     verify = actions.add_parser(
@@ -106,9 +111,19 @@ def register(commands: Any, library: argparse.ArgumentParser) -> None:
     replay.set_defaults(func=_cmd_replay)
     purge = actions.add_parser(
         "purge",
-        parents=[where],
-        help="delete segments no live process holds, and quarantine files",
-        description="Without --yes, only lists what would be deleted.",
+        parents=[where, library],
+        help="delete this key and URL's segments no live process holds",
+        description="Delete the segments no live process holds that were written for --key "
+        f"and --url (or {ENV_VARS['key']} and {ENV_VARS['url']}), as replay sends them; "
+        "other keys' and URLs', format 1 ones (whose is not recorded) and the quarantine "
+        "files are left unless --any-destination. Without --yes, only lists what would be "
+        "deleted.",
+    )
+    purge.add_argument(
+        "--any-destination",
+        action="store_true",
+        help="delete every destination's segments no live process holds (other apps' "
+        "undelivered lines too), and the quarantine files",
     )
     purge.add_argument("--yes", action="store_true", help="really delete")
     purge.set_defaults(func=_cmd_purge)
@@ -157,19 +172,47 @@ def _config(args: argparse.Namespace) -> Config:
                   app=args.app, env=args.env)  # fmt: skip
 
 
-def _destination_of(info: SegmentInfo, mine: bytes | None) -> tuple[str, bool]:
-    """How ls shows a segment's destination, and whether replay with ``mine`` sends it."""
+@dataclass(frozen=True)
+class _Whose:
+    """A segment's destination as ls and purge see it, for the key and URL given."""
+
+    shown: str  # ls's destination column (a short fingerprint: see short() on why it is safe)
+    yours: bool  # written for the key and URL given: replay sends it, purge deletes it
+    anyones: bool  # format 1: replay with any key sends it, but whose it is is not recorded
+
+
+def _whose(info: SegmentInfo, mine: bytes | None) -> _Whose:
+    """``mine``: the destination of the key and URL given, None when none was."""
     header = info.header
     if header is None:
-        return "-", False
+        return _Whose("-", False, False)
     if header.later:
-        return f"format {header.version}", False
+        return _Whose(f"format {header.version}", False, False)
     if header.destination is None:
-        return "any (format 1)", True
+        return _Whose("any (format 1)", False, True)
     if mine is None:
-        return short(header.destination), False
+        return _Whose(short(header.destination), False, False)
     yours = belongs(header.destination, mine)
-    return short(header.destination) + (" yours" if yours else " other"), yours
+    return _Whose(short(header.destination) + (" yours" if yours else " other"), yours, False)
+
+
+def _state(info: SegmentInfo, whose: _Whose, keyed: bool) -> str:
+    """ls's state column; ``keyed``: a key and URL were given (replay could run)."""
+    if not info.header_ok:
+        return "not a spool segment"
+    if info.header is not None and info.header.later:
+        return "written by a later version of the library"
+    if info.live:
+        state = "held by a live process"
+    elif whose.yours or (whose.anyones and keyed):
+        state = "orphaned (replayable)"
+    elif whose.anyones:
+        state = "orphaned (replayable with any key)"
+    else:
+        state = "orphaned (replay with its own key and URL)"
+    if info.damage is not None:
+        state += ", torn tail" if info.damage.torn else ", DAMAGED"
+    return state
 
 
 def _cmd_ls(args: argparse.Namespace) -> int:
@@ -191,22 +234,13 @@ def _cmd_ls(args: argparse.Namespace) -> int:
         except OSError as exc:
             console.say(f"{os.path.basename(path):<48} unreadable: {exc.strerror or exc}")
             continue
-        shown, yours = _destination_of(info, mine)
-        state = "held by a live process" if info.live else "orphaned (replayable)"
-        if not info.live and mine is not None and not yours:
-            state = "orphaned (replay with its own key and URL)"
-        if not info.header_ok:
-            state = "not a spool segment"
-        elif info.header is not None and info.header.later:
-            state = "written by a later version of the library"
-        elif info.damage is not None:
-            state += ", torn tail" if info.damage.torn else ", DAMAGED"
+        whose = _whose(info, mine)
         total_lines += info.pending_lines
         total_bytes += info.size
-        yours_lines += info.pending_lines if yours else 0
+        yours_lines += info.pending_lines if whose.yours or whose.anyones else 0
         console.say(
-            f"{os.path.basename(path):<48} {_size(info.size):>10} "
-            f"{_age(now - info.mtime):>5} {info.pending_lines:>13}  {shown:<15} {state}"
+            f"{os.path.basename(path):<48} {_size(info.size):>10} {_age(now - info.mtime):>5} "
+            f"{info.pending_lines:>13}  {whose.shown:<15} {_state(info, whose, mine is not None)}"
         )
     quarantined = quarantine_paths(folder)
     console.say(f"total: {_size(total_bytes)}, {total_lines} line(s) waiting")
@@ -261,7 +295,19 @@ def _cmd_purge(args: argparse.Namespace) -> int:
     folder = _folder(args)
     if folder is None:
         return 2
-    lines = files = 0
+    mine: bytes | None = None  # None: --any-destination
+    if not args.any_destination:
+        try:
+            mine = destination(_config(args))
+        except ConfigurationError as exc:
+            if exc.option != "key":
+                raise
+            # Deleting every destination's is data loss for other apps: never by default.
+            console.warn(f"{PROG} spool purge: whose segments? pass --key and --url (or set "
+                         f"{ENV_VARS['key']} and {ENV_VARS['url']}) as for replay, or "
+                         "--any-destination to delete every key's and URL's")  # fmt: skip
+            return 2
+    lines = files = left = left_lines = 0
     for path in segment_paths(folder):
         try:
             info = inspect_segment(path)
@@ -270,16 +316,30 @@ def _cmd_purge(args: argparse.Namespace) -> int:
         if info.live:
             console.say(f"kept {os.path.basename(path)}: held by a live process")
             continue
+        if mine is not None and not _whose(info, mine).yours:
+            left, left_lines = left + 1, left_lines + info.pending_lines
+            continue
         if args.yes and not remove_orphaned(path):
             continue
         files += 1
         lines += info.pending_lines
-    for path in quarantine_paths(folder):
-        if args.yes:
-            os.unlink(path)
-        files += 1
+    # Damaged bytes do not say whose they were: deleted only with every destination's.
+    quarantined = quarantine_paths(folder)
+    if mine is None:
+        for path in quarantined:
+            if args.yes:
+                os.unlink(path)
+            files += 1
     verb = "deleted" if args.yes else "would delete (pass --yes)"
     console.say(f"{verb}: {files} file(s), {lines} line(s) never delivered")
+    if left:
+        console.say(f"left {left} segment(s), {left_lines} line(s), not written for this key "
+                    "and URL (other keys' or URLs', format 1 ones whose is not recorded, or "
+                    "unreadable): spool ls shows them; --any-destination deletes every "
+                    "destination's")  # fmt: skip
+    if mine is not None and quarantined:
+        console.say(f"left {len(quarantined)} quarantine file(s) (whose is not recorded; "
+                    "--any-destination deletes them)")  # fmt: skip
     return 0
 
 

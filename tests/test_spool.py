@@ -1515,19 +1515,83 @@ class TestCli:
 
     def test_ls_and_purge(self, tmp_path: Path) -> None:
         """ls counts waiting lines; purge deletes only with --yes, never a live process's."""
-        live = Spool.open(tmp_path)
+        live = Spool.open(tmp_path, destination=MINE)
         live.append(lines(100, 4))
-        write_segment(tmp_path, 2)
-        status, out, _ = self.run("spool", "ls", "--spool-dir", str(tmp_path))
+        write_segment(tmp_path, 2, destination=MINE)
+        mine = ["--spool-dir", str(tmp_path), "--key", "key-of-app-a", "--url", URL]
+        status, out, _ = self.run("spool", "ls", *mine)
         assert 0 == status
         assert "24 line(s) waiting" in out
         assert "orphaned" in out and "live process" in out
-        status, out, _ = self.run("spool", "purge", "--spool-dir", str(tmp_path))
+        status, out, _ = self.run("spool", "purge", *mine)
         assert "would delete" in out and 2 == len(segments(tmp_path))
-        status, out, _ = self.run("spool", "purge", "--spool-dir", str(tmp_path), "--yes")
+        status, out, _ = self.run("spool", "purge", *mine, "--yes")
         assert "deleted: 1 file(s), 20 line(s)" in out
         assert 1 == len(segments(tmp_path))
         live.close()
+
+    def test_purge_deletes_only_the_given_destinations_segments(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """purge deletes what no live process holds of the key and URL given (flags or
+        environment, as replay takes them), and says what it left: other destinations'
+        segments, format 1 ones (whose is not recorded) and quarantine files go only with
+        --any-destination. Without a key it deletes nothing (it deleted every app's)."""
+        monkeypatch.delenv("LOGDNA_INGESTION_KEY", raising=False)
+        monkeypatch.delenv("LOGDNA_URL", raising=False)
+        live = Spool.open(tmp_path, destination=MINE)
+        live.append(lines(100, 4))
+        write_segment(tmp_path, 1, destination=MINE)
+        theirs = write_segment(tmp_path, 2, destination=THEIRS)
+        old = v1_segment(tmp_path, 1000, [lines(0, 3)])
+        (tmp_path / "quarantine").mkdir()
+        (tmp_path / "quarantine" / "seg-1.seg.44.bad").write_bytes(b"damaged")
+        kept = {p: p.read_bytes() for p in (theirs, old)}
+        where = ["spool", "purge", "--spool-dir", str(tmp_path), "--yes"]
+        status, out, err = self.run(*where)
+        assert (2, "") == (status, out)
+        assert "--any-destination" in err and 4 == len(segments(tmp_path))
+        monkeypatch.setenv("LOGDNA_INGESTION_KEY", "key-of-app-a")
+        status, out, err = self.run(*where, "--url", URL)
+        assert 0 == status
+        assert "deleted: 1 file(s), 10 line(s) never delivered" in out
+        assert "left 2 segment(s), 23 line(s), not written for this key and URL" in out
+        assert "left 1 quarantine file(s)" in out
+        assert "key-of-app" not in out + err
+        assert kept == {p: p.read_bytes() for p in kept}
+        assert 3 == len(segments(tmp_path))  # theirs, format 1, and the live one
+        status, out, _ = self.run(*where, "--any-destination")
+        assert (0, 1) == (status, len(segments(tmp_path)))  # the live one
+        assert "deleted: 3 file(s), 23 line(s) never delivered" in out
+        assert [] == list((tmp_path / "quarantine").iterdir())
+        live.close()
+
+    def test_ls_without_a_key_marks_only_format_1_replayable(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Without a key, ls marks no destination's segment replayable (replay needs its
+        own key and URL; they were all shown as replayable), only format 1 ones (any key
+        sends them); with a key, its own and format 1 ones."""
+        monkeypatch.delenv("LOGDNA_INGESTION_KEY", raising=False)
+        monkeypatch.delenv("LOGDNA_URL", raising=False)
+        names = {
+            write_segment(tmp_path, 1, destination=MINE).name: "mine",
+            write_segment(tmp_path, 2, destination=THEIRS).name: "theirs",
+            v1_segment(tmp_path, 1000, [lines(0, 3)]).name: "format 1",
+        }
+
+        def states(*flags: str) -> dict[str, str]:
+            status, out, _ = self.run("spool", "ls", "--spool-dir", str(tmp_path), *flags)
+            assert 0 == status and "key-of-app" not in out
+            rows = [row.split(None, 1) for row in out.splitlines() if row.startswith("seg-")]
+            return {names[name]: row.rsplit("  ", 1)[-1].strip() for name, row in rows}
+
+        own = "orphaned (replay with its own key and URL)"
+        assert {"mine": own, "theirs": own,
+                "format 1": "orphaned (replayable with any key)"} == states()  # fmt: skip
+        assert {"mine": "orphaned (replayable)", "theirs": own,
+                "format 1": "orphaned (replayable)"} == states(
+            "--key", "key-of-app-a", "--url", URL)  # fmt: skip
 
     def test_no_folder_is_a_usage_error(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """Without --spool-dir or LOGDNA_SPOOL_DIR the command says what to pass."""

@@ -244,7 +244,8 @@ class TestNotSegments:
         assert "4 line(s) waiting" in listed.stdout
         verified = _cli("spool", "verify", "--spool-dir", str(tmp_path))
         assert 1 == verified.returncode  # not a segment: reported as a problem
-        purged = _cli("spool", "purge", "--spool-dir", str(tmp_path), "--yes")
+        purged = _cli("spool", "purge", "--spool-dir", str(tmp_path), "--any-destination",
+                      "--yes")  # fmt: skip
         assert "deleted: 1 file(s), 4 line(s)" in purged.stdout, purged.stderr
         assert (tmp_path / "seg-00000000000000000001-1-ffffff.spool").exists()
 

@@ -59,4 +59,11 @@ def belongs(segment: bytes | None, destination: bytes) -> bool:
 
 def short(fingerprint: bytes) -> str:
     """A fingerprint as people are shown it: enough to tell destinations apart."""
+    # Safe to print where a key must never be (spool ls output and warnings get pasted
+    # into tickets): these are 32 bits of a digest of the key's own BLAKE2b digest and the
+    # URL. Ingestion keys are random (32 hex digits, 128 bits), so each value is shared by
+    # some 2**96 keys: it neither reveals a key nor narrows one down. All it can do is
+    # confirm a guess at a guessable key, which the full 16 bytes in every segment header
+    # already allow anyone who can read the folder (and so the lines themselves); cut to 4
+    # bytes, a list of more than 2**32 guesses matches by chance, so even that is weaker.
     return fingerprint[:4].hex()
