@@ -335,8 +335,8 @@ def _cmd_purge(args: argparse.Namespace) -> int:
     if left:
         console.say(f"left {left} segment(s), {left_lines} line(s), not written for this key "
                     "and URL (other keys' or URLs', format 1 ones whose is not recorded, or "
-                    "unreadable): spool ls shows them; --any-destination deletes every "
-                    "destination's")  # fmt: skip
+                    "not readable as segments): spool ls shows them; --any-destination "
+                    "deletes every destination's")  # fmt: skip
     if mine is not None and quarantined:
         console.say(f"left {len(quarantined)} quarantine file(s) (whose is not recorded; "
                     "--any-destination deletes them)")  # fmt: skip
