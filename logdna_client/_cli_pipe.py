@@ -25,10 +25,15 @@ from ._cli_common import (
 from ._cli_devserver import _on_signal, _restore_signal, _SignalHandler
 from ._cli_send import _client_from, _deliver, _explain, _watch_library
 from ._client import Client
+from ._threads import start_library_thread
 
 
 class _StreamPump(threading.Thread):
-    """Copies one byte stream to another unchanged and ships each complete line."""
+    """Copies one byte stream to another unchanged and ships each complete line.
+
+    Started by ``start_library_thread``: a SIGTERM or Ctrl-C sent to ``pipe`` then
+    lands on the main thread, whose handlers pass it on or stop reading at once.
+    """
 
     def __init__(
         self,
@@ -151,7 +156,7 @@ def _pipe_stdin(client: Client, level: str) -> int:
     # Ctrl-C or SIGTERM ends reading; what was read so far is still delivered.
     previous = {signum: _on_signal(signum, stop) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
-        pump.start()
+        start_library_thread(pump)
         _join(pump, until=lambda: bool(stopped_by))
     finally:
         _give_back_unless_taken(previous, stopped_by)
@@ -219,7 +224,7 @@ def _pipe_command(
     ]
     try:
         for pump in pumps:
-            pump.start()
+            start_library_thread(pump)
         returncode = _wait(child)
         # Read to EOF; but a background process the command left behind may
         # hold the pipes open for ever: stop once they have been quiet a while.
