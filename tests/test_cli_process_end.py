@@ -33,9 +33,12 @@ MAX_LINES = 20_000
 SIGNALS = [signal.SIGTERM, signal.SIGINT]
 
 
-def child_env(url: str) -> dict[str, str]:
+def child_env(url: str | None = None) -> dict[str, str]:
+    """This environment, free of stray LOGDNA_ settings, shipping to ``url``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOGDNA_")}
-    env.update(LOGDNA_URL=url, PYTHONPATH=REPO, NO_COLOR="1")
+    env.update(PYTHONPATH=REPO, NO_COLOR="1")
+    if url is not None:
+        env["LOGDNA_URL"] = url
     return env
 
 
@@ -227,8 +230,7 @@ class TestDevserver:
     ) -> None:
         """Four clients post without pause; the signal stops the devserver with status 0,
         and its tail and its count hold every line it answered 200 for, and none twice."""
-        env = child_env("http://127.0.0.1:9/unused")
-        with started(["devserver", "--port", "0", "--json"], env) as proc:
+        with started(["devserver", "--port", "0", "--json"], child_env()) as proc:
             assert proc.stdout is not None and proc.stderr is not None
             notices = Lines(proc.stderr)
             assert notices.reached(1)
