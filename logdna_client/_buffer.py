@@ -77,6 +77,8 @@ _NEVER = 1 << 62
 _LOCKED = -1
 
 _call: Callable[[Callable[[], bytes]], bytes] = getattr(operator, "call", lambda f: f())
+# What take pops one by one when it clears the queue instead: nothing.
+_NOTHING: Iterator[bytes] = iter(())
 
 
 class Buffer:
@@ -131,6 +133,9 @@ class Buffer:
         self.fast_limit = _LOCKED
         self._head_seq = 0  # sequence number of the oldest queued line
         self._inflight_start: int | None = None
+        # The batch in flight, from before its entries leave the queue until it is
+        # released or untaken: an interrupted take's, handed over by the next one.
+        self._taken: list[bytes] | None = None
         self.dropped: Counter[str] = Counter()
         # Drops not yet told to the service in a summary line.
         self.unreported: Counter[str] = Counter()
@@ -330,68 +335,108 @@ class Buffer:
         """Move up to ``max_bytes`` of the oldest entries (at least one) to in-flight.
 
         Entries are lines with a leading comma; ``join_entries`` makes a body of
-        them. Sizes are summed and entries popped in C (sum, map, islice), never
-        in a Python loop per line: the sender holds the GIL while it does this,
-        and the application waits for the GIL.
+        them. Sizes are summed and entries copied or popped in C (sum, map, islice),
+        never in a Python loop per line: the sender holds the GIL while it does
+        this, and the application waits for the GIL.
+
+        The entries are counted in flight first and removed after, by one C call
+        with no signal check between the first write and it (see ``_drop``): a
+        KeyboardInterrupt (Ctrl-C on the exit path, which takes on the main thread)
+        leaves them queued, or counted in flight and kept in ``_taken``, never gone
+        uncounted. A batch still there, neither released nor untaken, when take is
+        called again is what that call hands over: the one an interrupted take, or
+        its interrupted caller, never got.
         """
         with self._lock:
+            if self._taken is not None:
+                return self._taken
             # Until the bytes taken are counted in flight, the room puts see is
             # too big: make them wait for the lock meanwhile.
             self.fast_limit = _LOCKED
             lines = self.entries
-            n = len(lines)
-            if not n:
-                self._wake_at = self._wake_bytes
-                self._refresh_fast_limit()
-                return []
-            count = n
-            total = 0  # 0: not summed yet (a taken entry is never 0 bytes)
-            # queued_bytes never counts less than the entries present (a put adds
-            # before it appends), so within max_bytes they all fit: no sizing pass.
-            while self.queued_bytes > max_bytes:
+            may_copy = True
+            while True:
+                head = self._head_seq
+                n = len(lines)
+                if not n:
+                    self._wake_at = self._wake_bytes
+                    self._refresh_fast_limit()
+                    return []
                 # A put that passed its lock-free check before fast_limit fell may
                 # still append while we iterate (a call can switch threads); the
                 # iterator then raises, and trying again succeeds: only such
                 # appends can happen, as we hold the lock.
                 try:
-                    count = total = 0
-                    blocks = islice(lines, n)
-                    while count < n:
-                        # Whole blocks by one sum each (no int per line), until the
-                        # block the batch ends in: only that one is sized line by line.
-                        step = min(512, n - count)  # a block: ~50 KB of lines
-                        block = sum(map(len, islice(blocks, step))) + ENTRY_OVERHEAD * step
-                        if total + block > max_bytes:
-                            sizes = list(
-                                accumulate(
-                                    map(
-                                        operator.add,
-                                        map(len, islice(lines, count, count + step)),
-                                        repeat(ENTRY_OVERHEAD),
-                                    ),
-                                    initial=total,
-                                )
-                            )
-                            fit = max(1 - count, bisect_right(sizes, max_bytes) - 1)
-                            count += fit
-                            total = sizes[fit]
-                            break
-                        total += block
-                        count += step
-                    break
+                    # queued_bytes never counts less than the entries present (a put
+                    # adds before it appends): within max_bytes, they all fit. Copied,
+                    # and the queue cleared after the counting: cheaper than popping.
+                    copied = may_copy and self.queued_bytes <= max_bytes
+                    if copied:
+                        count, batch = n, list(islice(lines, n))
+                        total = cost_of(batch)
+                        remove = _NOTHING
+                    else:
+                        count, total = self._size_batch(n, max_bytes)
+                        batch = []  # the removal fills it
+                        remove = map(_call, repeat(lines.popleft, count))
                 except RuntimeError:
                     continue
-            batch = list(map(_call, repeat(lines.popleft, count)))
-            if not total:
-                total = cost_of(batch)
+                # No call from here to the removal: what these two tests see holds.
+                # A signal handler's put may have evicted the head since it was sized
+                # (drop_oldest, on this thread): size again what is there now.
+                if head != self._head_seq:
+                    continue
+                # Counted bytes beyond the copy's: a put appended after it (a thread
+                # switch at a call), and clear() would take that line too: pop instead.
+                if not copied or self.queued_bytes == total:
+                    break
+                may_copy = False
+            # From here to the removal: no call, hence no signal handler, no thread switch.
             self.queued_bytes -= total
             self.inflight_bytes += total
             self.inflight_lines = count
-            self._inflight_start = self._head_seq
-            self._head_seq += count
+            self._inflight_start = head
+            self._head_seq = head + count
             self._wake_at = _NEVER if self.queued_bytes >= self._wake_bytes else self._wake_bytes
-            self._update_room()
+            self._room = self._max - self.inflight_bytes  # _update_room's, without its call
+            self._taken = batch
+            if copied:
+                lines.clear()
+            else:
+                batch.extend(remove)
+            # Puts lock until this runs (fast_limit fell above): safe if it never does.
+            self._refresh_fast_limit()
         return batch
+
+    def _size_batch(self, n: int, max_bytes: int) -> tuple[int, int]:
+        """How many of the ``n`` oldest entries make a batch within ``max_bytes`` (at
+        least one), and what they cost (lock held). Raises RuntimeError when a
+        lock-free put appends meanwhile."""
+        lines = self.entries
+        count = total = 0
+        blocks = islice(lines, n)
+        while count < n:
+            # Whole blocks by one sum each (no int per line), until the
+            # block the batch ends in: only that one is sized line by line.
+            step = min(512, n - count)  # a block: ~50 KB of lines
+            block = sum(map(len, islice(blocks, step))) + ENTRY_OVERHEAD * step
+            if total + block > max_bytes:
+                sizes = list(
+                    accumulate(
+                        map(
+                            operator.add,
+                            map(len, islice(lines, count, count + step)),
+                            repeat(ENTRY_OVERHEAD),
+                        ),
+                        initial=total,
+                    )
+                )
+                fit = max(1 - count, bisect_right(sizes, max_bytes) - 1)
+                return count + fit, sizes[fit]
+            total += block
+            count += step
+        # queued_bytes counted a put that has not appended yet: all present fit.
+        return count, total
 
     def settle(self, count: int) -> None:
         """Lines of the batch in flight that were dealt with (delivered, or dropped and
@@ -413,6 +458,7 @@ class Buffer:
             self.inflight_lines = 0
             self._head_seq -= len(lines)
             self._inflight_start = None
+            self._taken = None
             self._update_room()
 
     def release(self, lines: list[bytes]) -> None:
@@ -422,6 +468,7 @@ class Buffer:
             self.inflight_bytes -= size
             self.inflight_lines = 0
             self._inflight_start = None
+            self._taken = None
             self._update_room()
             self._space.notify_all()
 

@@ -25,10 +25,15 @@ from ._cli_common import (
 from ._cli_devserver import _on_signal, _restore_signal, _SignalHandler
 from ._cli_send import _client_from, _deliver, _explain, _watch_library
 from ._client import Client
+from ._threads import start_library_thread
 
 
 class _StreamPump(threading.Thread):
-    """Copies one byte stream to another unchanged and ships each complete line."""
+    """Copies one byte stream to another unchanged and ships each complete line.
+
+    Started by ``start_library_thread``: a SIGTERM or Ctrl-C sent to ``pipe`` then
+    lands on the main thread, whose handlers pass it on or stop reading at once.
+    """
 
     def __init__(
         self,
@@ -43,33 +48,56 @@ class _StreamPump(threading.Thread):
         self._ship = ship
         #: When the last chunk was dealt with; None while one is being dealt with.
         self.idle_since: float | None = time.monotonic()
+        self._pending = b""  # a line begun, not ended yet
+        # Held while a chunk's lines are shipped; ``stop`` waits for the one in hand.
+        self._hand = threading.Lock()
+        self._done = False
 
     def run(self) -> None:
-        pending = b""
         while True:
             try:
                 chunk = os.read(self._fd, _READ_SIZE)
             except InterruptedError:
                 continue
             except OSError:
-                break
-            if not chunk:
-                break
-            self.idle_since = None
-            pending += chunk
-            if b"\n" in pending:
-                *complete, pending = pending.split(b"\n")
-                for raw in complete:
-                    self._ship_raw(raw)
-            while len(pending) > _MAX_PENDING_LINE:
-                self._ship_raw(pending[:_MAX_PENDING_LINE])
-                pending = pending[_MAX_PENDING_LINE:]
+                chunk = b""
+            with self._hand:
+                if self._done:
+                    # Read once pipe was done delivering: shown, it would be a line
+                    # seen on our output and never delivered. Neither, then.
+                    return
+                if not chunk:
+                    self._ship_no_more()  # a last line without a newline still ships
+                    return
+                self.idle_since = None
+                self._ship_chunk(chunk)
             # Shown only once its complete lines are queued: whoever sees a line on
             # our output and then stops us (SIGTERM, Ctrl-C) knows it still ships.
             self._pass_through(chunk)
             self.idle_since = time.monotonic()
-        if pending:
-            self._ship_raw(pending)  # a last line without a newline still ships
+
+    def stop(self) -> None:
+        """Ship nothing more: once the chunk in hand is shipped, ship what it left of
+        a line (it may be on our output already), and leave what comes after unread."""
+        with self._hand:
+            self._ship_no_more()
+
+    def _ship_no_more(self) -> None:
+        if not self._done:
+            self._done = True
+            if self._pending:
+                self._ship_raw(self._pending)
+
+    def _ship_chunk(self, chunk: bytes) -> None:
+        pending = self._pending + chunk
+        if b"\n" in pending:
+            *complete, pending = pending.split(b"\n")
+            for raw in complete:
+                self._ship_raw(raw)
+        while len(pending) > _MAX_PENDING_LINE:
+            self._ship_raw(pending[:_MAX_PENDING_LINE])
+            pending = pending[_MAX_PENDING_LINE:]
+        self._pending = pending
 
     def quiet_for(self, seconds: float, since: float) -> bool:
         """Whether nothing arrived for ``seconds`` after ``since`` (and nothing is in hand)."""
@@ -151,9 +179,10 @@ def _pipe_stdin(client: Client, level: str) -> int:
     # Ctrl-C or SIGTERM ends reading; what was read so far is still delivered.
     previous = {signum: _on_signal(signum, stop) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
-        pump.start()
+        start_library_thread(pump)
         _join(pump, until=lambda: bool(stopped_by))
     finally:
+        pump.stop()  # what it reads from now on is not ours: it could not be delivered
         _give_back_unless_taken(previous, stopped_by)
     return 128 + stopped_by[0] if stopped_by else 0
 
@@ -219,7 +248,7 @@ def _pipe_command(
     ]
     try:
         for pump in pumps:
-            pump.start()
+            start_library_thread(pump)
         returncode = _wait(child)
         # Read to EOF; but a background process the command left behind may
         # hold the pipes open for ever: stop once they have been quiet a while.
@@ -227,6 +256,8 @@ def _pipe_command(
         for pump in pumps:
             _join(pump, until=functools.partial(pump.quiet_for, _AFTER_EXIT_QUIET, exited))
     finally:
+        for pump in pumps:
+            pump.stop()  # as in _pipe_stdin
         _give_back_unless_taken(previous, forwarded)
         child.stdout.close()
         child.stderr.close()

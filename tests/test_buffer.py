@@ -145,7 +145,9 @@ class TestBuffer:
         import logdna_client._buffer as buffer_module
 
         buf, _ = make()
-        for i in range(3):
+        # One more than the batch takes: the lines are popped one by one (a batch of
+        # all that is queued is copied, and the queue cleared after the counting).
+        for i in range(4):
             buf.put(line(i))
         seen: list[int] = []
         reader = threading.Thread(target=lambda: seen.append(buf.accepted))
@@ -162,10 +164,10 @@ class TestBuffer:
             return entry
 
         monkeypatch.setattr(buffer_module, "_call", pop_then_let_a_reader_in)
-        batch = buf.take(10_000)
+        batch = buf.take(3 * (10 + LINE_OVERHEAD))
         reader.join(10)
         assert 3 == len(batch)
-        assert [3] == seen
+        assert [4] == seen
 
 
 ops = st.lists(

@@ -45,9 +45,9 @@ def _signal_points(code: CodeType) -> frozenset[int]:
     return found
 
 
-def interrupted_at(point: int, call: Callable[[], Any]) -> bool:
-    """Run ``call`` with a KeyboardInterrupt raised at its ``point``-th signal check;
-    False when it has fewer (it ran to the end)."""
+def run_at(point: int, call: Callable[[], Any], act: Callable[[], object]) -> tuple[bool, Any]:
+    """Run ``call`` with ``act`` run at its ``point``-th signal check (where a signal
+    handler or another thread may run): whether it had that many, and what it returned."""
     seen = 0
 
     def tracer(frame: FrameType, event: str, arg: object) -> Any:
@@ -58,16 +58,28 @@ def interrupted_at(point: int, call: Callable[[], Any]) -> bool:
         ):
             seen += 1
             if seen == point:
-                raise KeyboardInterrupt
+                act()
         return tracer
 
     sys.settrace(tracer)
     try:
-        call()
-    except KeyboardInterrupt:
-        return True
+        returned = call()
     finally:
         sys.settrace(None)
+    return seen >= point, returned
+
+
+def interrupted_at(point: int, call: Callable[[], Any]) -> bool:
+    """Run ``call`` with a KeyboardInterrupt raised at its ``point``-th signal check;
+    False when it has fewer (it ran to the end)."""
+
+    def interrupt() -> None:
+        raise KeyboardInterrupt
+
+    try:
+        run_at(point, call, interrupt)
+    except KeyboardInterrupt:
+        return True
     return False
 
 
@@ -161,3 +173,101 @@ def test_a_put_on_another_thread_meanwhile_is_kept() -> None:
     assert done.wait(10)
     thread.join(10)
     assert_books_balance(buf, 410)
+
+
+def _take_all(buf: Buffer, cap: int) -> list[bytes]:
+    """What the sender gets from ``buf`` by taking and releasing until it is empty."""
+    got: list[bytes] = []
+    while batch := buf.take(cap):
+        got.extend(batch)
+        buf.release(batch)
+    return got
+
+
+def _holding(queued: int) -> Buffer:
+    """A buffer, unbounded for these lines, holding ``entry(0)`` to ``entry(queued - 1)``."""
+    buf = Buffer(1 << 30, "drop_oldest", 0.0, 1 << 30, lambda: None)
+    for i in range(queued):
+        buf.put_entry(entry(i))
+    return buf
+
+
+#: (lines queued, take's cap): all of them fit (the common case, no sizing pass);
+#: the cap ends the batch inside the first sizing block; and a few blocks in.
+_TAKES = [(50, 1 << 20), (50, 20 * PER), (1200, 1100 * PER)]
+
+
+class TestCtrlCInsideTake:
+    @pytest.mark.parametrize(("queued", "cap"), _TAKES, ids=["all-fit", "sized", "blocks"])
+    def test_no_line_is_lost_uncounted(self, queued: int, cap: int) -> None:
+        """take (which the exit path runs on the main thread) interrupted at each signal
+        check in turn: every line is still queued or counted in flight, the byte counts
+        match, and the takes that follow hand over every line once, in order (the batch
+        the interrupted take removed comes back from the next one)."""
+        point = 0
+        while True:
+            point += 1
+            buf = _holding(queued)
+            if not interrupted_at(point, partial(buf.take, cap)):
+                break
+            held = list(buf.entries)
+            assert buf.queued_bytes == cost_of(held), point
+            assert queued == len(held) + buf.inflight_lines, point
+            assert queued * PER == buf.queued_bytes + buf.inflight_bytes, point
+            assert queued == buf.accepted
+            assert [entry(i) for i in range(queued)] == _take_all(buf, cap), point
+            assert (0, 0, 0) == (buf.queued_bytes, buf.inflight_bytes, buf.held_lines)
+            assert queued == buf.done_through
+        assert point > 5
+
+    def test_a_line_a_signal_handler_logs_inside_take_is_kept(self) -> None:
+        """A signal handler that logs runs at each signal check of a take in turn, into
+        a full drop_oldest buffer: the put evicts the oldest line, which the take may
+        have sized into its batch already. The take must not then hand over a line the
+        put counted as dropped, nor leave the byte count off: every line is taken once,
+        in order, or dropped and counted."""
+        point = 0
+        while True:
+            point += 1
+            # Lines of unlike sizes: a batch sized with one line but taken with another
+            # leaves the byte count off.
+            lines = [entry(i) + b"x" * (i % 5 * 10) for i in range(50)]
+            buf = Buffer(cost_of(lines), "drop_oldest", 0.0, 1 << 30, lambda: None)
+            for line in lines:
+                buf.put_entry(line)
+            put = partial(buf.put_entry, entry(1000))
+            reached, got = run_at(point, partial(buf.take, 20 * PER), put)
+            if not reached:
+                break
+            buf.release(got)
+            got += _take_all(buf, 20 * PER)
+            assert sorted(set(got)) == got, point  # in order, none twice
+            assert 51 == len(got) + buf.dropped["buffer_full"], (point, len(got))
+            assert entry(1000) == got[-1]
+            assert (0, 0) == (buf.queued_bytes, buf.inflight_bytes)
+        assert point > 5
+
+    @pytest.mark.parametrize(("queued", "cap"), _TAKES, ids=["all-fit", "sized", "blocks"])
+    def test_a_lock_free_put_meanwhile_is_kept(self, queued: int, cap: int) -> None:
+        """Another thread's lock-free put (one that passed its check before take locked
+        puts out) appends at each thread switch of a take in turn: the take hands over
+        only lines it counted, and the appended line is taken later, once, last."""
+        point = 0
+        while True:
+            point += 1
+            buf = _holding(queued)
+            late = entry(5000)
+
+            def lock_free_put(buf: Buffer = buf, late: bytes = late) -> None:
+                buf.queued_bytes += len(late) + ENTRY_OVERHEAD  # as put_entry's fast path
+                buf.entries.append(late)
+
+            reached, got = run_at(point, partial(buf.take, cap), lock_free_put)
+            if not reached:
+                break
+            assert cost_of(got) == buf.inflight_bytes, point
+            buf.release(got)
+            got += _take_all(buf, cap)
+            assert [*map(entry, range(queued)), late] == got, point
+            assert (0, 0) == (buf.queued_bytes, buf.inflight_bytes)
+        assert point > 5

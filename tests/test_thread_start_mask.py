@@ -113,6 +113,53 @@ def test_every_library_thread_blocks_the_signals_from_its_first_instruction(
     assert [] == said["before"] == said["after"]
 
 
+#: Starts the threads of the command line and of the devserver from the main thread, as
+#: ``logdna-client pipe`` (reading stdin, and running a command), ``devserver`` and
+#: ``demo`` do; the devserver's per-connection threads start from its serving thread.
+_CLI_AND_DEVSERVER_THREADS = (
+    _SPY
+    + """
+import os
+from logdna_client import _cli
+from logdna_client._devserver import DevServer
+
+before = main_mask()
+server = DevServer().start()
+read_end, write_end = os.pipe()
+os.write(write_end, b"from stdin\\n")
+os.close(write_end)
+os.dup2(read_end, 0)  # what pipe reads without a command
+assert 0 == _cli.main(["pipe", "--url", server.url])
+assert 0 == _cli.main(["pipe", "--url", server.url, "--", sys.executable, "-c", "print('ran')"])
+assert server.wait_for_lines(2, 30)
+server.stop()
+print(json.dumps({"masks": MASKS, "before": before, "after": main_mask()}), flush=True)
+"""
+)
+
+
+def test_the_cli_and_devserver_threads_block_the_signals_from_their_first_instruction() -> None:
+    """pipe's pump threads, the devserver's serving thread and its connection threads
+    already block SIGTERM, SIGINT and SIGHUP (never a fault's signal) when they first
+    run Python code: a signal sent to ``pipe`` or ``devserver`` goes to the main
+    thread, whose handlers act on it at once; and the main thread's mask is as it was."""
+    said = _run_child(_CLI_AND_DEVSERVER_THREADS)
+    masks = said["masks"]
+    assert isinstance(masks, dict)
+    expected = {"pumps": 3, "serving": 1, "connections": 1}
+    threads = {
+        "pumps": [n for n in masks if n.startswith("logdna-client-pipe-")],
+        "serving": [n for n in masks if n.startswith("logdna-devserver:")],
+        "connections": [n for n in masks if "process_request_thread" in n],
+    }
+    assert expected == {kind: min(len(names), expected[kind]) for kind, names in threads.items()}
+    quiet = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+    mine = [name for names in threads.values() for name in names]
+    assert [] == [name for name in mine if not quiet <= set(masks[name])]
+    assert [] == [name for name in mine if signal.SIGSEGV in masks[name]]
+    assert [] == said["before"] == said["after"]
+
+
 #: A SIGINT sent to the process while the main thread starts a library thread: it
 #: waits for the main thread (neither the new thread nor the starting one takes it
 #: then), and its KeyboardInterrupt comes out once the mask is put back.

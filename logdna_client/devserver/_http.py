@@ -46,7 +46,13 @@ _PAGE_HEADERS = [
 
 
 class Server(ThreadingHTTPServer):
-    """One listening socket; go_down/come_up replace it with a fresh one."""
+    """One listening socket; go_down/come_up replace it with a fresh one.
+
+    Its connection threads start plainly (``ThreadingMixIn.process_request``), not
+    through ``start_library_thread``: they start from the serving thread, which
+    blocks the asynchronous signals for its whole life, and a new thread inherits
+    its starting thread's mask. Two more mask changes per connection would buy nothing.
+    """
 
     daemon_threads = True
     allow_reuse_address = True

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any, TextIO
 
+from .._threads import start_library_thread
 from ._body import MAX_BODY_BYTES, MAX_CONCURRENT_BODIES, BodyGate
 from ._faults import Faults
 from ._http import Server
@@ -192,7 +193,10 @@ class DevServer(Faults):
             name=f"logdna-devserver:{self.port}",
             daemon=True,
         )
-        thread.start()
+        # Signals blocked, in it and in the connection threads it starts: a SIGTERM or
+        # Ctrl-C sent to the process (``devserver``, ``demo``, an app or a test run
+        # serving one) goes to a thread that acts on it (see start_library_thread).
+        start_library_thread(thread)
         self._server, self._thread = server, thread
 
     def _shutdown_listener(self) -> None:
