@@ -170,6 +170,9 @@ import os
 from logdna_client._threads import start_library_thread
 
 PENDING = {}
+# Python's own SIGINT handler, whatever this process inherited: a job started in the
+# background of a shell (or under nohup) ignores SIGINT, and Python keeps it ignored.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 class Interrupted(threading.Thread):
     def start(self):
