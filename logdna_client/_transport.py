@@ -628,13 +628,9 @@ class HTTPTransport:
             if exchange.expired:
                 detail = f"timed out: no complete answer in {time.monotonic() - started:.1f} s"
                 return Outcome(Kind.RETRY, None, None, detail)
-            instead = _not_http(exc, self._scrub)
-            if instead is not None:
-                host = urlsplit(self._url).hostname
-                detail = (
-                    f"the server at {host} does not speak HTTP/1.1 to this client: it {instead}"
-                )
-                return Outcome(Kind.PROTOCOL, None, None, detail)
+            misspoken = _misspoken(exc, urlsplit(self._url).hostname, self._scrub, exchange.fresh)
+            if misspoken is not None:
+                return Outcome(Kind.PROTOCOL, None, None, misspoken)
             return _failure(exc, self._scrub)
         finally:
             exchange.finish()
@@ -817,6 +813,53 @@ def _failure(exc: Exception, scrub: Callable[[str], str]) -> Outcome:
         return Outcome(Kind.RETRY, None, None, f"connection failed: {_describe(exc, scrub)}")
     # A bug below us must not kill the sender.
     return Outcome(Kind.RETRY, None, None, f"unexpected {type(exc).__name__}")
+
+
+def _misspoken(
+    exc: Exception, host: str | None, scrub: Callable[[str], str], sock: socket.socket | None
+) -> str | None:
+    """What a server that does not speak what the url says (HTTP/1.1, or TLS for
+    https://) did instead, as Kind.PROTOCOL's report; None for a failure that may pass.
+
+    ``sock``: the connection's plain socket (``_Exchange.fresh``), to tell what a server
+    that did not answer in TLS answered in."""
+    instead = _not_http(exc, scrub)
+    if instead is not None:
+        return f"the server at {host} does not speak HTTP/1.1 to this client: it {instead}"
+    reason = _innermost(exc)
+    # The first record's version bytes are not TLS's (OpenSSL's one reason for it): the
+    # server answered the handshake in something else. Not a failure that passes:
+    # retried on the quick backoff, each retry was a new connection and handshake.
+    if not (isinstance(reason, ssl.SSLError) and reason.reason == "WRONG_VERSION_NUMBER"):
+        return None
+    status = _plain_http_status(sock)
+    if status is None:
+        return (
+            f"the server at {host} does not speak TLS: it answered the TLS handshake in "
+            "another protocol (plain HTTP? then the url should say http://, not https://)"
+        )
+    return (
+        f"the server at {host} does not speak TLS: it answered the TLS handshake in plain "
+        f"HTTP (HTTP {status}); the url says https:// to a port that speaks http://: use http://"
+    )
+
+
+# What follows the record header OpenSSL read (5 bytes: "HTTP/") in a plain HTTP status line.
+_PLAIN_STATUS = re.compile(rb"(?:HTTP/)?1\.[01] ([0-9]{3})[ \r\n]")
+
+
+def _plain_http_status(sock: socket.socket | None) -> str | None:
+    """The status of the plain HTTP answer waiting on ``sock``, or None when what waits
+    there (if anything) is none: a peek, which never blocks or takes it."""
+    dontwait = getattr(socket, "MSG_DONTWAIT", None)  # (not on Windows: no peek there)
+    if sock is None or dontwait is None:
+        return None
+    try:
+        head = sock.recv(64, socket.MSG_PEEK | dontwait)
+    except OSError:
+        return None
+    found = _PLAIN_STATUS.match(head)
+    return None if found is None else found.group(1).decode()
 
 
 def _not_http(exc: Exception, scrub: Callable[[str], str]) -> str | None:
