@@ -40,7 +40,7 @@ from ._retry import parse_retry_after
 from ._threads import Wakeup, start_library_thread
 from ._version import __version__
 
-__all__ = ["HTTPTransport", "Kind", "Outcome", "Transport", "classify"]
+__all__ = ["HTTPTransport", "Kind", "Outcome", "Transport", "classify", "unconfirmed"]
 
 USER_AGENT = f"logdna_client/{__version__} (python {platform.python_version()})"
 
@@ -85,9 +85,9 @@ class Outcome:
     rejected: int = 0  # for PARTIAL: lines the service refused
     #: For PARTIAL, where the answer says: the refused lines' places in the request.
     rejected_at: tuple[int, ...] = ()
-    #: For PARTIAL, when the answer speaks for only the request's first places (a 207
-    #: cut at MAX_PARTIAL_BYTES; 0, an OTLP count that cannot be read): the lines past
-    #: them are unconfirmed. None: it speaks for all.
+    #: For PARTIAL, when the answer speaks for only the request's first places (a 207: the
+    #: places its status array holds, 0 without one; 0, an OTLP count that cannot be
+    #: read): the lines past them are unconfirmed. None: it speaks for all.
     answered: int | None = None
 
 
@@ -165,8 +165,10 @@ def _host_of(location: str | None) -> str:
 
 def _partial(status: int, text: str, whole: bool) -> Outcome:
     """A 207: the places of the lines its per-line ``status`` array (in the request's
-    order) says were not stored. Cut at MAX_PARTIAL_BYTES, the array's statuses read to
-    their end still count, and the answer speaks for those places only."""
+    order) says were not stored. It speaks for the places its array holds (``answered``),
+    and no further: the lines past them are unconfirmed, as are all of them when there
+    is no array to read (not JSON, no ``status`` list). Cut at MAX_PARTIAL_BYTES, the
+    array's statuses read to their end still count."""
     statuses: object = None
     try:
         doc = orjson.loads(text)
@@ -177,21 +179,29 @@ def _partial(status: int, text: str, whole: bool) -> Outcome:
         statuses = doc.get("status") if isinstance(doc, dict) else None
     if not isinstance(statuses, list):
         # Not read to its end, it may have said anything past where it stops (the status
-        # array past the cap, or cut by the connection): it confirms no line as stored.
-        answered = None if whole else 0
-        return Outcome(Kind.PARTIAL, status, detail=text[:200], answered=answered)
+        # array past the cap, or cut by the connection); read whole, it says some lines
+        # were refused without saying which: either way it confirms no line as stored.
+        return unconfirmed(status, f"no per-line status array in its answer {text[:100]!r}")
     at = tuple(i for i, s in enumerate(statuses) if not (isinstance(s, int) and 200 <= s < 300)
                and not (isinstance(s, str) and s.lower() in ("ok", "200")))  # fmt: skip
-    if whole:
-        return Outcome(Kind.PARTIAL, status, detail=text[:200], rejected=len(at), rejected_at=at)
-    detail = (
-        f"its answer not read to its end (over {MAX_PARTIAL_BYTES // 1024} KiB, or cut short) "
-        f"after {len(statuses)} statuses; the lines past them are unconfirmed"
-    )
+    detail = text[:200]
+    if not whole:
+        detail = (
+            f"its answer not read to its end (over {MAX_PARTIAL_BYTES // 1024} KiB, or cut "
+            f"short) after {len(statuses)} statuses; the lines past them are unconfirmed"
+        )
     return Outcome(
         Kind.PARTIAL, status, detail=detail, rejected=len(at), rejected_at=at,
         answered=len(statuses),
     )  # fmt: skip
+
+
+def unconfirmed(status: int, why: str) -> Outcome:
+    """A partial answer that confirms none of the batch as stored, for the reason ``why``:
+    the sender counts every line of it as rejected, and never sends it again (some lines
+    may have been stored: sent again, they would be stored twice)."""
+    detail = f"{why}: no line of the batch is confirmed stored"
+    return Outcome(Kind.PARTIAL, status, detail=detail, answered=0)
 
 
 _STATUS_ARRAY = re.compile(r'"status"\s*:\s*\[')

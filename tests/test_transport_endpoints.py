@@ -10,10 +10,14 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import pytest
+
 from logdna_client import Client, Config
 from logdna_client._devserver import DevServer
 from logdna_client._retry import Backoff
 from logdna_client._transport import HTTPTransport, Kind
+from tests._children import texts
+from tests._claims_servers import answer, scripted_server
 from tests.test_claims_hostile import WAIT
 from tests.test_hostile_endpoints import assert_adds_up, own_reports
 
@@ -123,3 +127,80 @@ class TestHTTPSToAPlainHTTPPort:
                 transport.close()
         assert Kind.PROTOCOL is outcome.kind, outcome
         assert "in another protocol" in outcome.detail, outcome.detail
+
+
+#: 207 answers to a batch of three lines that do not say which were stored, and the
+#: (sent, rejected) they count: no status array to read, or one that ends early.
+UNCONFIRMING_207S = {
+    "not-json": ("not json", (0, 3)),
+    "html": ("<html><body>Multi-Status</body></html>", (0, 3)),
+    "status-not-a-list": ('{"status": "partial"}', (0, 3)),
+    "no-status": ('{"error": "some lines were refused"}', (0, 3)),
+    "a-list-not-an-object": ("[200, 200, 200]", (0, 3)),
+    "statuses-for-one-line": ('{"status": [200]}', (1, 2)),
+    "statuses-for-every-line": ('{"status": [200, 400, 200]}', (2, 1)),
+}
+
+
+class TestA207ThatConfirmsLess:
+    @pytest.mark.parametrize(("body", "counted"), UNCONFIRMING_207S.values(),
+                             ids=UNCONFIRMING_207S.keys())  # fmt: skip
+    def test_lines_it_does_not_confirm_are_rejected_not_sent(
+        self, server: DevServer, body: str, counted: tuple[int, int]
+    ) -> None:
+        """A whole 207 speaks for the places its status array holds and no further: the
+        lines past them, and all of them when there is no array (not JSON, no status
+        list), are counted as rejected, as for a 207 cut short; never resent, which
+        would store the others twice. Each such 207 counted every line as sent."""
+        server.fail_next(1, 207, body=body)
+        client = Client(url=server.url, hostname="p", flush_interval=30)
+        try:
+            for i in range(3):
+                client.log(f"p {i}")
+            client.flush(10)
+            s = client.stats()
+            posts = len([r for r in server.requests if r.method == "POST"])
+            client.log("next")
+            assert client.flush(10)
+        finally:
+            client.close(2)
+        assert counted == (s["sent"], s["dropped"]["rejected"]), s
+        assert (0, 1) == (s["queued"], posts)
+        summary = f"logdna_client: {counted[1]} lines dropped ({counted[1]} rejected)"
+        assert [summary, "next"] == texts(server)
+        assert_adds_up(client, 4)
+
+
+#: Answers of an OTLP endpoint to a batch of five records that do not say which or how
+#: many were stored, and the (sent, rejected) they count.
+UNCONFIRMING_OTLP = {
+    "207-not-json": (207, b"not json", (0, 5)),
+    "207-statuses-for-two": (207, b'{"status": [200, 200]}', (2, 3)),
+    "partial-success-no-object": (200, b'{"partialSuccess": "yes"}', (0, 5)),
+    "partial-success-a-list": (200, b'{"partialSuccess": [2]}', (0, 5)),
+    "partial-success-null": (200, b'{"partialSuccess": null}', (5, 0)),
+    "partial-success-empty": (200, b'{"partialSuccess": {}}', (5, 0)),
+}
+
+
+class TestOTLPAnswersThatConfirmLess:
+    @pytest.mark.parametrize(("status", "body", "counted"), UNCONFIRMING_OTLP.values(),
+                             ids=UNCONFIRMING_OTLP.keys())  # fmt: skip
+    def test_records_it_does_not_confirm_are_rejected_not_sent(
+        self, status: int, body: bytes, counted: tuple[int, int]
+    ) -> None:
+        """OTLP answers follow the one rule: a 207 the same as for the ingest API, and a
+        200 whose partialSuccess is there but no object (a word, a list) confirms none
+        of the batch, as one whose count is no count does; null or an empty object is a
+        full success. The batch is never sent again either way."""
+        answers = iter([answer(status, body)])
+        with scripted_server(lambda r, s, e: next(answers, answer(200, b"{}"))) as server:
+            client = Client(url=server.url, protocol="otlp", hostname="t", flush_interval=60)
+            for i in range(5):
+                client.log(f"record {i}")
+            client.flush(timeout=10)
+            s = client.stats()
+            requests = len(server.requests)
+            client.close(5)
+        assert counted == (s["sent"], s["dropped"]["rejected"]), s
+        assert (0, 1) == (s["queued"], requests)
