@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import enum
+import functools
 import http.client
 import http.cookiejar
 import os
@@ -473,12 +474,14 @@ class _WatchedHTTPPool(urllib3.connectionpool.HTTPConnectionPool):
     ConnectionCls = _WatchedHTTPConnection
 
 
-class _WatchedHTTPSPool(urllib3.connectionpool.HTTPSConnectionPool):
-    ConnectionCls = _WatchedHTTPSConnection
+class _Unwarned:
+    """Mixed into urllib3's HTTPS pools: no InsecureRequestWarning per request."""
+
+    cert_reqs: Any
 
     def _validate_conn(self, conn: Any) -> None:
         if resolve_cert_reqs(self.cert_reqs) != ssl.CERT_NONE:
-            super()._validate_conn(conn)
+            super()._validate_conn(conn)  # type: ignore[misc]
             return
         # verify=False: said once when the client was built. urllib3 would say it again
         # with an InsecureRequestWarning per request, which an application running with
@@ -486,12 +489,42 @@ class _WatchedHTTPSPool(urllib3.connectionpool.HTTPSConnectionPool):
         # retried. Silencing the warning's filter instead is the whole process's, not
         # ours (and warnings.catch_warnings is not thread-safe). Here is what urllib3
         # does besides warning: the base's checks, then connect early.
-        urllib3.connectionpool.HTTPConnectionPool._validate_conn(self, conn)
+        urllib3.connectionpool.HTTPConnectionPool._validate_conn(self, conn)  # type: ignore[arg-type]
         if getattr(conn, "sock", None) is None:
             conn.connect()
 
 
+class _WatchedHTTPSPool(_Unwarned, urllib3.connectionpool.HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
 _WATCHED_POOLS = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
+
+
+@functools.cache  # made once, the same for every transport
+def _socks_pools() -> dict[str, type]:
+    """The pools of urllib3's SOCKSProxyManager, watched and unwarned as ours are: made
+    on first use, since urllib3.contrib.socks imports only where PySocks is installed.
+
+    The proxy's own handshake runs inside the connection's ``_new_conn`` (PySocks'
+    ``create_connection``), before the socket is handed back to be held: it is bounded
+    by the per-operation timeouts only. Everything after it (TLS, upload, answer) is cut
+    at the exchange's deadline, as without a proxy."""
+    from urllib3.contrib import socks  # noqa: PLC0415 - needs PySocks (see above)
+
+    class Conn(_Watched, socks.SOCKSConnection):
+        response_class = _FinalResponse
+
+    class TLSConn(_Watched, socks.SOCKSHTTPSConnection):
+        response_class = _FinalResponse
+
+    class Pool(socks.SOCKSHTTPConnectionPool):
+        ConnectionCls = Conn
+
+    class TLSPool(_Unwarned, socks.SOCKSHTTPSConnectionPool):
+        ConnectionCls = TLSConn
+
+    return {"http": Pool, "https": TLSPool}
 
 
 class _WatchedAdapter(HTTPAdapter):
@@ -504,8 +537,10 @@ class _WatchedAdapter(HTTPAdapter):
 
     def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
         manager = super().proxy_manager_for(proxy, **proxy_kwargs)
-        if not proxy.lower().startswith("socks"):  # SOCKS pools are their own classes
-            manager.pool_classes_by_scheme = _WATCHED_POOLS
+        # requests made a SOCKSProxyManager for a socks proxy (PySocks is installed): its
+        # pools are its own classes, which open connections through the proxy.
+        socks = proxy.lower().startswith("socks")
+        manager.pool_classes_by_scheme = _socks_pools() if socks else _WATCHED_POOLS
         return manager
 
 

@@ -7,9 +7,12 @@ from __future__ import annotations
 import gzip
 import socket
 import socketserver
+import ssl
 import threading
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
@@ -17,9 +20,11 @@ from logdna_client import Client, Config
 from logdna_client._devserver import DevServer
 from logdna_client._otlp import decode_export_request
 from logdna_client._retry import Backoff
-from logdna_client._transport import HTTPTransport, Kind
+from logdna_client._transport import HTTPTransport, Kind, Outcome
+from tests._bad_servers import bad_server
 from tests._children import texts
 from tests._claims_servers import answer, scripted_server
+from tests.helpers import make_cert
 from tests.test_claims_hostile import WAIT
 from tests.test_hostile_endpoints import assert_adds_up, own_reports
 
@@ -209,3 +214,141 @@ class TestOTLPAnswersThatConfirmLess:
         sent = [line["line"] for body in bodies for line in decode_export_request(body)]
         assert [f"record {i}" for i in range(5)] == sent[:5]  # once each
         assert all(str(text).startswith("logdna_client:") for text in sent[5:]), sent
+
+
+class _Socks5(socketserver.ThreadingTCPServer):
+    """A SOCKS5 proxy (no authentication, CONNECT only) that relays both ways."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Socks5Handler)
+        self.tunnels = 0
+        self.stopping = threading.Event()
+
+    @property
+    def url(self) -> str:
+        return f"socks5://127.0.0.1:{self.server_address[1]}"
+
+
+def _read_exactly(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise ConnectionError("the client went away")
+        data += chunk
+    return data
+
+
+class _Socks5Handler(socketserver.BaseRequestHandler):
+    server: _Socks5
+
+    def handle(self) -> None:
+        client: socket.socket = self.request
+        client.settimeout(30)
+        try:
+            _, methods = _read_exactly(client, 2)
+            _read_exactly(client, methods)
+            client.sendall(b"\x05\x00")  # no authentication
+            _, _, _, kind = _read_exactly(client, 4)
+            if kind == 1:
+                host = socket.inet_ntoa(_read_exactly(client, 4))
+            else:  # a name
+                host = _read_exactly(client, _read_exactly(client, 1)[0]).decode()
+            port = int.from_bytes(_read_exactly(client, 2), "big")
+            target = socket.create_connection((host, port), timeout=30)
+        except OSError:
+            return
+        self.server.tunnels += 1
+        client.sendall(b"\x05\x00\x00\x01\x00\x00\x00\x00\x00\x00")
+        back = threading.Thread(target=_relay, args=(target, client), daemon=True)
+        back.start()
+        _relay(client, target)
+        back.join(30)
+        target.close()
+
+    def finish(self) -> None:
+        self.request.close()
+
+
+def _relay(source: socket.socket, sink: socket.socket) -> None:
+    """Copy ``source`` to ``sink`` until either ends; then end both."""
+    try:
+        while chunk := source.recv(65536):
+            sink.sendall(chunk)
+    except OSError:
+        pass
+    for sock in (source, sink):
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+@pytest.fixture
+def socks_proxy(monkeypatch: pytest.MonkeyPatch) -> Iterator[_Socks5]:
+    """A SOCKS5 proxy on loopback that every request of the test goes through (PySocks,
+    which requests needs for one, is an optional dependency: skipped without it)."""
+    pytest.importorskip("socks", reason="PySocks is not installed")
+    proxy = _Socks5()
+    thread = threading.Thread(target=proxy.serve_forever, daemon=True)
+    thread.start()
+    for name in ("no_proxy", "NO_PROXY", "http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("ALL_PROXY", proxy.url)
+    monkeypatch.setenv("all_proxy", proxy.url)
+    try:
+        yield proxy
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+        thread.join(5)
+
+
+class TestThroughASocksProxy:
+    def test_a_trickling_answer_is_cut_at_the_deadline(self, socks_proxy: _Socks5) -> None:
+        """Through a SOCKS proxy a request is watched as without one: an answer trickled
+        a byte at a time is cut at the request's deadline (unwatched, the SOCKS pools'
+        connections held the sender for as long as the trickle went on: an hour here)."""
+        outcomes: list[Outcome] = []
+        with bad_server("trickle") as trickle:
+            transport = HTTPTransport(Config(key=KEY, url=trickle.url, hostname="h"))
+            sender = threading.Thread(
+                target=lambda: outcomes.append(transport.send(BODY, gzipped=False, timeout=1.0))
+            )
+            sender.start()
+            sender.join(WAIT)
+            cut_in_time = not sender.is_alive()
+        sender.join(WAIT)  # the server stopped: the connection ends, and the request
+        transport.close()
+        assert cut_in_time, "the request was not cut at its deadline"
+        assert 1 == socks_proxy.tunnels
+        (outcome,) = outcomes
+        assert Kind.RETRY is outcome.kind and "timed out" in outcome.detail, outcome
+
+    def test_verify_off_delivers_where_warnings_are_errors(
+        self, socks_proxy: _Socks5, tmp_path: Path
+    ) -> None:
+        """verify=False to https:// through a SOCKS proxy warns nothing per request (the
+        client said once that verification is off): where warnings are errors, each
+        request raised urllib3's InsecureRequestWarning, and nothing was delivered."""
+        made = make_cert(tmp_path)
+        if made is None:
+            pytest.skip("openssl cannot make a test certificate here")
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(*made)
+        with (
+            scripted_server(lambda r, s, e: answer(200), tls=context) as server,
+            warnings.catch_warnings(),
+        ):
+            warnings.simplefilter("error")
+            transport = HTTPTransport(Config(key=KEY, url=server.url, hostname="h", verify=False))
+            try:
+                outcomes = [transport.send(BODY, gzipped=False, timeout=10) for _ in range(2)]
+            finally:
+                transport.close()
+            requests_read = len(server.requests)
+        assert [Kind.OK, Kind.OK] == [o.kind for o in outcomes], outcomes
+        assert (2, 1) == (requests_read, socks_proxy.tunnels)
