@@ -877,15 +877,20 @@ def _misspoken(
     # retried on the quick backoff, each retry was a new connection and handshake.
     if not (isinstance(reason, ssl.SSLError) and reason.reason == "WRONG_VERSION_NUMBER"):
         return None
+    # requests' ProxyError: the handshake that failed was with an https:// proxy, not the
+    # service; "use http://" for the url would then send the key in the clear for nothing.
+    server, url = f"the server at {host}", "the url"
+    if isinstance(exc, requests.exceptions.ProxyError):
+        server, url = f"the proxy for {host}", "the proxy's url (HTTPS_PROXY, ALL_PROXY)"
     status = _plain_http_status(sock)
     if status is None:
         return (
-            f"the server at {host} does not speak TLS: it answered the TLS handshake in "
-            "another protocol (plain HTTP? then the url should say http://, not https://)"
+            f"{server} does not speak TLS: it answered the TLS handshake in another "
+            f"protocol (plain HTTP? then {url} should say http://, not https://)"
         )
     return (
-        f"the server at {host} does not speak TLS: it answered the TLS handshake in plain "
-        f"HTTP (HTTP {status}); the url says https:// to a port that speaks http://: use http://"
+        f"{server} does not speak TLS: it answered the TLS handshake in plain HTTP "
+        f"(HTTP {status}); {url} says https:// to a port that speaks http://: use http://"
     )
 
 

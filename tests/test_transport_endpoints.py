@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import urllib3
 
 from logdna_client import Client, Config
 from logdna_client._devserver import DevServer
@@ -121,6 +122,31 @@ class TestHTTPSToAPlainHTTPPort:
         assert "http://" in report and "check the url" in report, report
         assert not [r for r in reports if "secret" in r], reports
         assert_adds_up(client, 1)
+
+    @pytest.mark.skipif(
+        urllib3.__version__.startswith("1."),
+        reason="urllib3 1.26 makes no TLS connection to a proxy named by its IP address",
+    )
+    def test_a_plain_proxy_behind_an_https_proxy_url_is_blamed(
+        self, server: DevServer, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """An https:// proxy url to a plain HTTP proxy port: the proxy is named, and its
+        url (the environment's) is what should say http://; the service's url is right
+        as it is (changed to http:// as told, the key would cross in the clear)."""
+        for name in ("no_proxy", "NO_PROXY", "all_proxy", "ALL_PROXY"):
+            monkeypatch.delenv(name, raising=False)
+        for name in ("https_proxy", "HTTPS_PROXY"):
+            monkeypatch.setenv(name, f"https://127.0.0.1:{server.port}")
+        transport = HTTPTransport(
+            Config(key=KEY, url="https://logs.example/logs/ingest", hostname="h")
+        )
+        try:
+            outcome = transport.send(BODY, gzipped=False, timeout=10)
+        finally:
+            transport.close()
+        assert Kind.PROTOCOL is outcome.kind, outcome
+        assert outcome.detail.startswith("the proxy for logs.example does not speak TLS"), outcome
+        assert "the proxy's url (HTTPS_PROXY, ALL_PROXY) says https://" in outcome.detail
 
     def test_another_protocol_is_told_as_such(self) -> None:
         """A port that answers the handshake in something neither TLS nor HTTP is a
