@@ -872,17 +872,23 @@ def _misspoken(
     if instead is not None:
         return f"the server at {host} does not speak HTTP/1.1 to this client: it {instead}"
     reason = _innermost(exc)
-    # The first record's version bytes are not TLS's (OpenSSL's one reason for it): the
-    # server answered the handshake in something else. Not a failure that passes:
-    # retried on the quick backoff, each retry was a new connection and handshake.
-    if not (isinstance(reason, ssl.SSLError) and reason.reason == "WRONG_VERSION_NUMBER"):
+    said = str(reason).lower() if isinstance(reason, ssl.SSLError) else ""
+    # The first record's header is not TLS's: the server answered the handshake in
+    # something else. Not a failure that passes: retried on the quick backoff, each
+    # retry was a new connection and handshake. OpenSSL says "wrong version number"
+    # ("unknown protocol" before 1.1); from 3.2 "record layer failure", which it says of
+    # any record it cannot read: that one counts only with a plain HTTP answer seen.
+    generic = "record layer failure" in said
+    if not (generic or "wrong version number" in said or "unknown protocol" in said):
+        return None
+    status = _plain_http_status(sock)
+    if status is None and generic:
         return None
     # requests' ProxyError: the handshake that failed was with an https:// proxy, not the
     # service; "use http://" for the url would then send the key in the clear for nothing.
     server, url = f"the server at {host}", "the url"
     if isinstance(exc, requests.exceptions.ProxyError):
         server, url = f"the proxy for {host}", "the proxy's url (HTTPS_PROXY, ALL_PROXY)"
-    status = _plain_http_status(sock)
     if status is None:
         return (
             f"{server} does not speak TLS: it answered the TLS handshake in another "

@@ -148,6 +148,31 @@ class TestHTTPSToAPlainHTTPPort:
         assert outcome.detail.startswith("the proxy for logs.example does not speak TLS"), outcome
         assert "the proxy's url (HTTPS_PROXY, ALL_PROXY) says https://" in outcome.detail
 
+    @pytest.mark.parametrize(
+        ("waiting", "told"),
+        [(b"1.1 400 Bad Request\r\n\r\n", True), (b"\x17\x03\x03\x00\x10garbage", False)],
+        ids=["plain-http", "a-tls-record"],
+    )  # fmt: skip
+    def test_openssl_3_2s_record_layer_failure_counts_with_plain_http_seen(
+        self, waiting: bytes, told: bool
+    ) -> None:
+        """OpenSSL 3.2 and later say "record layer failure" where 3.0 said "wrong version
+        number", and of any record they cannot read: a misconfiguration when what the
+        server sent after the record header (what OpenSSL read) is a plain HTTP status
+        line, else a failure that may pass."""
+        from logdna_client._transport import _misspoken
+
+        error = ssl.SSLError(1, "[SSL] record layer failure (_ssl.c:1000)")
+        ours, theirs = socket.socketpair()
+        with ours, theirs:
+            theirs.sendall(waiting)
+            detail = _misspoken(error, "logs.example", str, ours)
+            assert waiting == ours.recv(100)  # peeked at, not taken
+        if told:
+            assert detail is not None and "plain HTTP (HTTP 400)" in detail, detail
+        else:
+            assert detail is None, detail
+
     def test_another_protocol_is_told_as_such(self) -> None:
         """A port that answers the handshake in something neither TLS nor HTTP is a
         misconfiguration too; the report does not claim it was plain HTTP."""
