@@ -13,6 +13,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 import urllib3
@@ -31,6 +32,9 @@ from tests.test_hostile_endpoints import assert_adds_up, own_reports
 
 KEY = "k" * 20 + "secret" + "k" * 6
 BODY = b'{"lines":[{"line":"x"}]}'
+
+
+_Served = TypeVar("_Served", bound=socketserver.BaseServer)
 
 
 class _RawServer(socketserver.ThreadingTCPServer):
@@ -68,8 +72,8 @@ class _RawHandler(socketserver.BaseRequestHandler):
 
 
 @contextmanager
-def raw_server(reply: bytes) -> Iterator[_RawServer]:
-    server = _RawServer(reply)
+def serving(server: _Served) -> Iterator[_Served]:
+    """``server`` serving on a thread of its own until the block ends."""
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -103,7 +107,7 @@ class TestHTTPSToAPlainHTTPPort:
         reported once at ERROR (saying so, and suggesting http://), its lines kept and
         retried at the slow pace of Kind.PROTOCOL: with a backoff whose jitter draws 0,
         it was a new connection and handshake after another, each a "TLS error"."""
-        with own_reports() as reports, raw_server(PLAIN_400) as plain:
+        with own_reports() as reports, serving(_RawServer(PLAIN_400)) as plain:
             client = Client(
                 key=KEY, url=f"https://127.0.0.1:{plain.server_address[1]}/logs/ingest",
                 hostname="t", flush_interval=0.05, backoff=Backoff(cap=60, rand=lambda: 0.0),
@@ -176,7 +180,7 @@ class TestHTTPSToAPlainHTTPPort:
     def test_another_protocol_is_told_as_such(self) -> None:
         """A port that answers the handshake in something neither TLS nor HTTP is a
         misconfiguration too; the report does not claim it was plain HTTP."""
-        with raw_server(b"SSH-2.0-OpenSSH_9.6\r\n") as other:
+        with serving(_RawServer(b"SSH-2.0-OpenSSH_9.6\r\n")) as other:
             url = f"https://127.0.0.1:{other.server_address[1]}/logs/ingest"
             transport = HTTPTransport(Config(key=KEY, url=url, hostname="h"))
             try:
@@ -343,19 +347,13 @@ def socks_proxy(monkeypatch: pytest.MonkeyPatch) -> Iterator[_Socks5]:
     """A SOCKS5 proxy on loopback that every request of the test goes through (PySocks,
     which requests needs for one, is an optional dependency: skipped without it)."""
     pytest.importorskip("socks", reason="PySocks is not installed")
-    proxy = _Socks5()
-    thread = threading.Thread(target=proxy.serve_forever, daemon=True)
-    thread.start()
-    for name in ("no_proxy", "NO_PROXY", "http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("ALL_PROXY", proxy.url)
-    monkeypatch.setenv("all_proxy", proxy.url)
-    try:
+    with serving(_Socks5()) as proxy:
+        for name in ("no_proxy", "NO_PROXY", "http_proxy", "HTTP_PROXY", "https_proxy",
+                     "HTTPS_PROXY"):  # fmt: skip
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("ALL_PROXY", proxy.url)
+        monkeypatch.setenv("all_proxy", proxy.url)
         yield proxy
-    finally:
-        proxy.shutdown()
-        proxy.server_close()
-        thread.join(5)
 
 
 class TestThroughASocksProxy:
