@@ -5,6 +5,7 @@ Each is a real server on loopback."""
 from __future__ import annotations
 
 import gzip
+import logging
 import socket
 import socketserver
 import ssl
@@ -84,6 +85,17 @@ def serving(server: _Served) -> Iterator[_Served]:
         thread.join(5)
 
 
+class _Told(logging.Handler):
+    """Sets ``once`` at the first record."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.once = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.once.set()
+
+
 PLAIN_400 = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 
 
@@ -107,17 +119,25 @@ class TestHTTPSToAPlainHTTPPort:
         reported once at ERROR (saying so, and suggesting http://), its lines kept and
         retried at the slow pace of Kind.PROTOCOL: with a backoff whose jitter draws 0,
         it was a new connection and handshake after another, each a "TLS error"."""
-        with own_reports() as reports, serving(_RawServer(PLAIN_400)) as plain:
-            client = Client(
-                key=KEY, url=f"https://127.0.0.1:{plain.server_address[1]}/logs/ingest",
-                hostname="t", flush_interval=0.05, backoff=Backoff(cap=60, rand=lambda: 0.0),
-            )  # fmt: skip
-            client.log("kept")
-            assert plain.wait_for_connections(1, WAIT)
-            assert not client.flush(1.0)
-            connections = plain.connections
-            s = client.stats()
-            client.close(0)
+        told = _Told()
+        own = logging.getLogger("logdna_client")
+        own.addHandler(told)
+        try:
+            with own_reports() as reports, serving(_RawServer(PLAIN_400)) as plain:
+                client = Client(
+                    key=KEY, url=f"https://127.0.0.1:{plain.server_address[1]}/logs/ingest",
+                    hostname="t", flush_interval=0.05,
+                    backoff=Backoff(cap=60, rand=lambda: 0.0),
+                )  # fmt: skip
+                client.log("kept")
+                # The first failure is counted, then reported; a quick retry would follow.
+                assert told.once.wait(WAIT)
+                assert not client.flush(1.0)
+                connections = plain.connections
+                s = client.stats()
+                client.close(0)
+        finally:
+            own.removeHandler(told)
         assert 1 == connections
         assert (1, 0, 1) == (s["queued"], s["dropped_total"], s["retries"])
         assert "protocol" == (s["last_error"] or {}).get("kind"), s
