@@ -27,7 +27,7 @@ from typing_extensions import Required, TypedDict, Unpack
 
 from ._buffer import SEPARATOR
 from ._limits import LINE_BYTES, Cuts, count_excerpt, enforce_line
-from ._transport import Kind, Outcome, classify
+from ._transport import Kind, Outcome, classify, unconfirmed
 from ._version import __version__
 
 __all__ = [
@@ -375,9 +375,9 @@ def classify_otlp(
     ``{"partialSuccess": {"rejectedLogRecords": N, "errorMessage": ...}}``;
     those records were refused for good (retrying cannot help), so they are
     counted as rejected like the LogDNA API's 207. The answer does not say which
-    records: the sender counts N of the batch. A partial success whose N is no
-    count (negative, a fraction, a word), or cannot be read in an answer cut at
-    the cap, confirms none of the batch as stored (``Outcome.answered`` 0).
+    records: the sender counts N of the batch. A partial success that is no object,
+    whose N is no count (negative, a fraction, a word), or that cannot be read in an
+    answer cut at the cap, confirms none of the batch as stored (``unconfirmed``).
     """
     outcome = classify(status, retry_after, text, location, whole=whole)
     if outcome.kind is not Kind.OK or not any(name in text for name in _PARTIAL_NAMES):
@@ -394,29 +394,29 @@ def classify_otlp(
         message = f"its answer cut at {len(text) // 1024} KiB"
         match = _REJECTED_COUNT.search(text)
         if match is None:
-            return Outcome(Kind.PARTIAL, status, detail=f"{message}: {_NONE_CONFIRMED}", answered=0)
+            return unconfirmed(status, message)
         found = match.group(1)
         with contextlib.suppress(orjson.JSONDecodeError):
             found = orjson.loads(match.group(1))
     else:
         partial = _get(doc, "partialSuccess", "partial_success") if isinstance(doc, dict) else None
-        if not isinstance(partial, dict):
+        if partial is None:  # absent, or null (protobuf JSON's default): a full success
             return outcome
+        if not isinstance(partial, dict):  # a partial success that says nothing readable
+            return unconfirmed(status, f"partialSuccess {_shown(partial)} is no object")
         found = _get(partial, *_REJECTED)
         if found is None:  # no count: zero (an errorMessage alone is a warning)
             return outcome
         message = str(_get(partial, "errorMessage", "error_message") or "")
     rejected = _count(found)
     if rejected is None:
-        detail = f"partialSuccess.rejectedLogRecords {_shown(found)} is no count: {_NONE_CONFIRMED}"
-        return Outcome(Kind.PARTIAL, status, detail=detail, answered=0)
+        return unconfirmed(status, f"partialSuccess.rejectedLogRecords {_shown(found)} is no count")
     if rejected == 0:
         return outcome
     return Outcome(Kind.PARTIAL, status, detail=message[:200], rejected=rejected)
 
 
 _REJECTED = ("rejectedLogRecords", "rejected_log_records")
-_NONE_CONFIRMED = "no record of the batch is confirmed stored"
 _PARTIAL_NAMES = (*_REJECTED, "partialSuccess", "partial_success")
 # A count read from a cut answer is one its end did not cut: a string closed, or a number
 # followed by what ends a value (the cut may fall between its digits: "2" of 25).

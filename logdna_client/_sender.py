@@ -718,7 +718,9 @@ class Sender:
             )
             return
         if outcome.kind is Kind.PROTOCOL:
-            self._report_misconfigured("protocol", outcome.detail, "the url option")
+            self._report_misconfigured(
+                "protocol", outcome.detail, "the url option (and any proxy settings)"
+            )
             return
         self._reporter.report(
             "send-failed", logging.WARNING,

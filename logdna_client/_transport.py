@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import enum
+import functools
 import http.client
 import http.cookiejar
 import os
@@ -40,7 +41,7 @@ from ._retry import parse_retry_after
 from ._threads import Wakeup, start_library_thread
 from ._version import __version__
 
-__all__ = ["HTTPTransport", "Kind", "Outcome", "Transport", "classify"]
+__all__ = ["HTTPTransport", "Kind", "Outcome", "Transport", "classify", "unconfirmed"]
 
 USER_AGENT = f"logdna_client/{__version__} (python {platform.python_version()})"
 
@@ -85,9 +86,9 @@ class Outcome:
     rejected: int = 0  # for PARTIAL: lines the service refused
     #: For PARTIAL, where the answer says: the refused lines' places in the request.
     rejected_at: tuple[int, ...] = ()
-    #: For PARTIAL, when the answer speaks for only the request's first places (a 207
-    #: cut at MAX_PARTIAL_BYTES; 0, an OTLP count that cannot be read): the lines past
-    #: them are unconfirmed. None: it speaks for all.
+    #: For PARTIAL, when the answer speaks for only the request's first places (a 207: the
+    #: places its status array holds, 0 without one; 0, an OTLP count that cannot be
+    #: read): the lines past them are unconfirmed. None: it speaks for all.
     answered: int | None = None
 
 
@@ -165,8 +166,10 @@ def _host_of(location: str | None) -> str:
 
 def _partial(status: int, text: str, whole: bool) -> Outcome:
     """A 207: the places of the lines its per-line ``status`` array (in the request's
-    order) says were not stored. Cut at MAX_PARTIAL_BYTES, the array's statuses read to
-    their end still count, and the answer speaks for those places only."""
+    order) says were not stored. It speaks for the places its array holds (``answered``),
+    and no further: the lines past them are unconfirmed, as are all of them when there
+    is no array to read (not JSON, no ``status`` list). Cut at MAX_PARTIAL_BYTES, the
+    array's statuses read to their end still count."""
     statuses: object = None
     try:
         doc = orjson.loads(text)
@@ -177,21 +180,29 @@ def _partial(status: int, text: str, whole: bool) -> Outcome:
         statuses = doc.get("status") if isinstance(doc, dict) else None
     if not isinstance(statuses, list):
         # Not read to its end, it may have said anything past where it stops (the status
-        # array past the cap, or cut by the connection): it confirms no line as stored.
-        answered = None if whole else 0
-        return Outcome(Kind.PARTIAL, status, detail=text[:200], answered=answered)
+        # array past the cap, or cut by the connection); read whole, it says some lines
+        # were refused without saying which: either way it confirms no line as stored.
+        return unconfirmed(status, f"no per-line status array in its answer {text[:100]!r}")
     at = tuple(i for i, s in enumerate(statuses) if not (isinstance(s, int) and 200 <= s < 300)
                and not (isinstance(s, str) and s.lower() in ("ok", "200")))  # fmt: skip
-    if whole:
-        return Outcome(Kind.PARTIAL, status, detail=text[:200], rejected=len(at), rejected_at=at)
-    detail = (
-        f"its answer not read to its end (over {MAX_PARTIAL_BYTES // 1024} KiB, or cut short) "
-        f"after {len(statuses)} statuses; the lines past them are unconfirmed"
-    )
+    detail = text[:200]
+    if not whole:
+        detail = (
+            f"its answer not read to its end (over {MAX_PARTIAL_BYTES // 1024} KiB, or cut "
+            f"short) after {len(statuses)} statuses; the lines past them are unconfirmed"
+        )
     return Outcome(
         Kind.PARTIAL, status, detail=detail, rejected=len(at), rejected_at=at,
         answered=len(statuses),
     )  # fmt: skip
+
+
+def unconfirmed(status: int, why: str) -> Outcome:
+    """A partial answer that confirms none of the batch as stored, for the reason ``why``:
+    the sender counts every line of it as rejected, and never sends it again (some lines
+    may have been stored: sent again, they would be stored twice)."""
+    detail = f"{why}: no line of the batch is confirmed stored"
+    return Outcome(Kind.PARTIAL, status, detail=detail, answered=0)
 
 
 _STATUS_ARRAY = re.compile(r'"status"\s*:\s*\[')
@@ -463,12 +474,14 @@ class _WatchedHTTPPool(urllib3.connectionpool.HTTPConnectionPool):
     ConnectionCls = _WatchedHTTPConnection
 
 
-class _WatchedHTTPSPool(urllib3.connectionpool.HTTPSConnectionPool):
-    ConnectionCls = _WatchedHTTPSConnection
+class _Unwarned:
+    """Mixed into urllib3's HTTPS pools: no InsecureRequestWarning per request."""
+
+    cert_reqs: Any
 
     def _validate_conn(self, conn: Any) -> None:
         if resolve_cert_reqs(self.cert_reqs) != ssl.CERT_NONE:
-            super()._validate_conn(conn)
+            super()._validate_conn(conn)  # type: ignore[misc]
             return
         # verify=False: said once when the client was built. urllib3 would say it again
         # with an InsecureRequestWarning per request, which an application running with
@@ -476,12 +489,42 @@ class _WatchedHTTPSPool(urllib3.connectionpool.HTTPSConnectionPool):
         # retried. Silencing the warning's filter instead is the whole process's, not
         # ours (and warnings.catch_warnings is not thread-safe). Here is what urllib3
         # does besides warning: the base's checks, then connect early.
-        urllib3.connectionpool.HTTPConnectionPool._validate_conn(self, conn)
+        urllib3.connectionpool.HTTPConnectionPool._validate_conn(self, conn)  # type: ignore[arg-type]
         if getattr(conn, "sock", None) is None:
             conn.connect()
 
 
+class _WatchedHTTPSPool(_Unwarned, urllib3.connectionpool.HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
 _WATCHED_POOLS = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
+
+
+@functools.cache  # made once, the same for every transport
+def _socks_pools() -> dict[str, type]:
+    """The pools of urllib3's SOCKSProxyManager, watched and unwarned as ours are: made
+    on first use, since urllib3.contrib.socks imports only where PySocks is installed.
+
+    The proxy's own handshake runs inside the connection's ``_new_conn`` (PySocks'
+    ``create_connection``), before the socket is handed back to be held: it is bounded
+    by the per-operation timeouts only. Everything after it (TLS, upload, answer) is cut
+    at the exchange's deadline, as without a proxy."""
+    from urllib3.contrib import socks  # noqa: PLC0415 - needs PySocks (see above)
+
+    class Conn(_Watched, socks.SOCKSConnection):
+        response_class = _FinalResponse
+
+    class TLSConn(_Watched, socks.SOCKSHTTPSConnection):
+        response_class = _FinalResponse
+
+    class Pool(socks.SOCKSHTTPConnectionPool):
+        ConnectionCls = Conn
+
+    class TLSPool(_Unwarned, socks.SOCKSHTTPSConnectionPool):
+        ConnectionCls = TLSConn
+
+    return {"http": Pool, "https": TLSPool}
 
 
 class _WatchedAdapter(HTTPAdapter):
@@ -494,8 +537,10 @@ class _WatchedAdapter(HTTPAdapter):
 
     def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
         manager = super().proxy_manager_for(proxy, **proxy_kwargs)
-        if not proxy.lower().startswith("socks"):  # SOCKS pools are their own classes
-            manager.pool_classes_by_scheme = _WATCHED_POOLS
+        # requests made a SOCKSProxyManager for a socks proxy (PySocks is installed): its
+        # pools are its own classes, which open connections through the proxy.
+        socks = proxy.lower().startswith("socks")
+        manager.pool_classes_by_scheme = _socks_pools() if socks else _WATCHED_POOLS
         return manager
 
 
@@ -628,13 +673,9 @@ class HTTPTransport:
             if exchange.expired:
                 detail = f"timed out: no complete answer in {time.monotonic() - started:.1f} s"
                 return Outcome(Kind.RETRY, None, None, detail)
-            instead = _not_http(exc, self._scrub)
-            if instead is not None:
-                host = urlsplit(self._url).hostname
-                detail = (
-                    f"the server at {host} does not speak HTTP/1.1 to this client: it {instead}"
-                )
-                return Outcome(Kind.PROTOCOL, None, None, detail)
+            misspoken = _misspoken(exc, urlsplit(self._url).hostname, self._scrub, exchange.fresh)
+            if misspoken is not None:
+                return Outcome(Kind.PROTOCOL, None, None, misspoken)
             return _failure(exc, self._scrub)
         finally:
             exchange.finish()
@@ -817,6 +858,64 @@ def _failure(exc: Exception, scrub: Callable[[str], str]) -> Outcome:
         return Outcome(Kind.RETRY, None, None, f"connection failed: {_describe(exc, scrub)}")
     # A bug below us must not kill the sender.
     return Outcome(Kind.RETRY, None, None, f"unexpected {type(exc).__name__}")
+
+
+def _misspoken(
+    exc: Exception, host: str | None, scrub: Callable[[str], str], sock: socket.socket | None
+) -> str | None:
+    """What a server that does not speak what the url says (HTTP/1.1, or TLS for
+    https://) did instead, as Kind.PROTOCOL's report; None for a failure that may pass.
+
+    ``sock``: the connection's plain socket (``_Exchange.fresh``), to tell what a server
+    that did not answer in TLS answered in."""
+    instead = _not_http(exc, scrub)
+    if instead is not None:
+        return f"the server at {host} does not speak HTTP/1.1 to this client: it {instead}"
+    reason = _innermost(exc)
+    said = str(reason).lower() if isinstance(reason, ssl.SSLError) else ""
+    # The first record's header is not TLS's: the server answered the handshake in
+    # something else. Not a failure that passes: retried on the quick backoff, each
+    # retry was a new connection and handshake. OpenSSL says "wrong version number"
+    # ("unknown protocol" before 1.1); from 3.2 "record layer failure", which it says of
+    # any record it cannot read: that one counts only with a plain HTTP answer seen.
+    generic = "record layer failure" in said
+    if not (generic or "wrong version number" in said or "unknown protocol" in said):
+        return None
+    status = _plain_http_status(sock)
+    if status is None and generic:
+        return None
+    # requests' ProxyError: the handshake that failed was with an https:// proxy, not the
+    # service; "use http://" for the url would then send the key in the clear for nothing.
+    server, url = f"the server at {host}", "the url"
+    if isinstance(exc, requests.exceptions.ProxyError):
+        server, url = f"the proxy for {host}", "the proxy's url (HTTPS_PROXY, ALL_PROXY)"
+    if status is None:
+        return (
+            f"{server} does not speak TLS: it answered the TLS handshake in another "
+            f"protocol (plain HTTP? then {url} should say http://, not https://)"
+        )
+    return (
+        f"{server} does not speak TLS: it answered the TLS handshake in plain HTTP "
+        f"(HTTP {status}); {url} says https:// to a port that speaks http://: use http://"
+    )
+
+
+# What follows the record header OpenSSL read (5 bytes: "HTTP/") in a plain HTTP status line.
+_PLAIN_STATUS = re.compile(rb"(?:HTTP/)?1\.[01] ([0-9]{3})[ \r\n]")
+
+
+def _plain_http_status(sock: socket.socket | None) -> str | None:
+    """The status of the plain HTTP answer waiting on ``sock``, or None when what waits
+    there (if anything) is none: a peek, which never blocks or takes it."""
+    dontwait = getattr(socket, "MSG_DONTWAIT", None)  # (not on Windows: no peek there)
+    if sock is None or dontwait is None:
+        return None
+    try:
+        head = sock.recv(64, socket.MSG_PEEK | dontwait)
+    except OSError:
+        return None
+    found = _PLAIN_STATUS.match(head)
+    return None if found is None else found.group(1).decode()
 
 
 def _not_http(exc: Exception, scrub: Callable[[str], str]) -> str | None:
