@@ -1022,21 +1022,23 @@ class Redactor:
             return _UNREADABLE
         return value if result is _OTHER else result
 
-    def _key_is_secret(self, key: object) -> bool:
+    def _key_is_secret(self, key: object, objects: bool = True) -> bool:
         """Whether a mapping key names a secret: str and bytes keys, an Enum key by
         its value and name (orjson ships its value), a tuple key by any part, and
-        any other object by the text it ships as (the line builder's ``safe_str``)."""
+        any other object by the text it ships as (the line builder's ``safe_str``).
+        ``objects=False``: that last kind is not asked (the caller judges the text
+        of the whole key, which holds it: its __str__ runs once)."""
         if isinstance(key, str):
             return self.is_secret(key)
         if isinstance(key, bytes | bytearray):
             return self.is_secret(bytes(key).decode("latin-1"))
         if isinstance(key, Enum):
-            return self._key_is_secret(key.value) or self.is_secret(key.name)
+            return self._key_is_secret(key.value, objects) or self.is_secret(key.name)
         if isinstance(key, tuple | frozenset):
-            return any(self._key_is_secret(part) for part in key)
+            return any(self._key_is_secret(part, objects) for part in key)
         if key is None or isinstance(key, int | float):
             return False  # (no letters: they ship as numbers, "true", "null")
-        return self.is_secret(safe_str(key))
+        return objects and self.is_secret(safe_str(key))
 
     def _header_pair(self, item: Any) -> Any:
         """A (name, value) pair (an ASGI or raw header, a form field) whose name is a
@@ -1111,19 +1113,29 @@ class Redactor:
         path.add(id(value))
         try:
             if isinstance(value, dict):
-                out: dict[Any, Any] | None = None
-                for k, v in list(value.items()):
-                    if self._key_is_secret(k):
-                        new: Any = MARKER
+                pairs = list(value.items())
+                changed = False
+                for index, (k, v) in enumerate(pairs):
+                    if type(k) is str or _writable_key(k):
+                        name: Any = k
+                        secret = self._key_is_secret(k)
                     else:
-                        new = self._walk(v, path, depth + 1)
-                        if new is _OTHER:
+                        # The serializer would ship it as its text (safe_str): that
+                        # text is made here, once, judged, and shipped in its place. A
+                        # __str__ may be slow, log, or answer "user" now and
+                        # "password" when the line is written.
+                        name = safe_str(k)
+                        secret = self.is_secret(name) or self._key_is_secret(k, False)
+                    new: Any = MARKER if secret else self._walk(v, path, depth + 1)
+                    if new is _OTHER or new is v:
+                        if name is k:
                             continue
-                    if new is not v:
-                        if out is None:
-                            out = dict(value)
-                        out[k] = new
-                return value if out is None else out
+                        new = v
+                    pairs[index] = (name, new)
+                    changed = True
+                # (Keys whose texts collide: the last one's value, as the line
+                # builder's own fallback keeps.)
+                return dict(pairs) if changed else value
             items = list(value)
             changed = not isinstance(value, list | tuple)
             pair = self._header_pair(value) if isinstance(value, tuple) else None
@@ -1159,6 +1171,16 @@ def _fragment_value(fragment: object) -> Any:
         return orjson.loads(orjson.dumps(fragment))
     except (TypeError, ValueError):  # not JSON; text orjson cannot write (a surrogate)
         return _UNREADABLE
+
+
+def _writable_key(key: object) -> bool:
+    """Whether orjson writes ``key`` as a mapping key itself (with OPT_NON_STR_KEYS,
+    as the line builder asks it to); any other key ships as its text (safe_str)."""
+    if key is None or isinstance(key, str | int | float):
+        return True
+    if isinstance(key, Enum):
+        return _writable_key(key.value)
+    return type(key) in _NATIVE
 
 
 def _native(value: object) -> bool:

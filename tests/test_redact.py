@@ -6,11 +6,13 @@ is given (ungzipped), and the lines the devserver stores.
 
 from __future__ import annotations
 
+import datetime
 import enum
 import gzip
 import logging
 import re
 import threading
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -161,6 +163,88 @@ class TestContainers:
         for secret in (b"v-bytes", b"v-enum", b"v-name", b"v-tuple"):
             assert secret not in body
         assert b"kept" in body and b"kept-too" in body
+
+    @pytest.mark.parametrize("nested", [False, True])
+    def test_object_key_text_is_made_once_and_ships_as_judged(
+        self, nested: bool, handle_path: str, wire: tuple[Client, RecordingTransport]
+    ) -> None:
+        """A key that ships as its str() has it called once per line, and the text
+        judged is the text shipped: a second call that said "password" shipped the
+        value, unredacted, under that name."""
+
+        class Fickle:
+            calls = 0
+
+            def __str__(self) -> str:
+                Fickle.calls += 1
+                return "user" if Fickle.calls % 2 else "password"
+
+        client, transport = wire
+        log = make_logger(f"t.redact.fickle.{handle_path}", LogDNAHandler(client=client))
+        for send in (
+            lambda meta: client.log("x", meta=meta),
+            lambda meta: log.info("x", extra={"ctx": meta}),
+        ):
+            Fickle.calls = 0
+            meta: dict[Any, Any] = {Fickle(): "hunter2"}
+            send({"inner": meta} if nested else meta)
+
+            body = shipped(client, transport)
+
+            assert 1 == Fickle.calls
+            assert b"password" not in body
+            assert b'"user":"hunter2"' in body
+
+    def test_tuple_key_is_judged_by_the_text_it_ships_as(
+        self, wire: tuple[Client, RecordingTransport]
+    ) -> None:
+        """A tuple key ships as its text (its parts' reprs): that text is judged, not
+        a part's str() that never ships."""
+
+        class Field:
+            def __str__(self) -> str:
+                return "user"
+
+            def __repr__(self) -> str:
+                return "password"
+
+        client, transport = wire
+        client.log("x", meta={("db", Field()): "hunter2"})
+
+        body = shipped(client, transport)
+
+        assert b"hunter2" not in body
+        assert {"('db', password)": MARKER} == lines_of(body)[0]["meta"]
+
+    def test_keys_orjson_writes_keep_their_type(self) -> None:
+        """The walk leaves a key orjson writes itself as it is, and turns every other
+        key into its text: the two kinds are told apart as orjson tells them."""
+
+        class Color(enum.Enum):
+            RED = "red"
+            PAIR = ("a", 1)
+            INNER = enum.Enum("Inner", "X").X
+
+        class Big(int):
+            pass
+
+        class Stamp(datetime.datetime):
+            pass
+
+        keys: list[Any] = [
+            "s", 1, Big(2), 2.5, True, None, Color.RED, Color.PAIR, Color.INNER,
+            datetime.date(2024, 1, 2), datetime.time(1, 2), uuid.UUID(int=5),
+            Stamp(2024, 1, 2), b"b", ("t",), frozenset("f"), object(),
+        ]  # fmt: skip
+        for key in keys:
+            try:
+                orjson.dumps({key: 1}, option=orjson.OPT_NON_STR_KEYS)
+                writes = True
+            except TypeError:
+                writes = False
+            kept = next(iter(Redactor(max_chars=100).meta({key: {"x": 1}, "pw": 1})))
+
+            assert writes == (kept is key), key
 
     def test_str_subclass_keys_are_judged_as_plain_text(self) -> None:
         """A str subclass key is judged by its text, and only exact strs are kept in
