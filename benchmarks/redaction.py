@@ -48,6 +48,9 @@ HOSTILE = {
     'password=\\" repeated': 'password=\\"',
     'token=\\"a\\" repeated': 'token=\\"a\\"',
     "pw= repeated": "pw=",
+    # Commas inside values (each one looks ahead for another key's "=").
+    "pw=a,b,c, repeated": "pw=a,b,c,",
+    "a=1,pw=x, repeated": "a=1,pw=x,",
 }
 
 

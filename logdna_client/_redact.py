@@ -63,6 +63,36 @@ SECRET_WORDS: tuple[str, ...] = (
 #: not "KeyError" or "key_count".
 SECRET_LAST_WORDS: tuple[str, ...] = ("key",)
 
+# The key=value pattern's parts. What comes before the value (see secret_kv).
+_KV_BEFORE = (
+    r"""[:=](?<!\d\d[:=])"""
+    r"""(?:[ \t]{1,3}(?![A-Za-z0-9_.-]{1,64}(?:\\{0,15}["'])?[:=]))?(?:\\{0,15}["'])?"""
+    r"""(?:(?i:bearer|basic|token|digest)[ \t]{1,3})?"""
+)
+# One character (or escape) of a quoted value, after a " and after a '.
+_IN_QUOTES = {
+    '"': r"""(?:[^"\\\r\n]|\\[^\r\n])""",
+    "'": r"""(?:[^'\\\r\n]|\\[^\r\n])""",
+}
+# One character of an unquoted value: any but a space, a quote or a closing
+# bracket; a ",", ";" or "&" too unless a space, the end or another key's "="
+# follows it. Passwords hold commas ("password=abc,def" is one value, replaced
+# whole), while lists read as lists: "password=abc, user=bob", "a=1,pw=x;b=2",
+# "?pw=x&user=bob".
+_PLAIN = r"""[^\s"'&,;)\]}]"""
+_JOINER = r"""[&,;](?!\s|\Z|[A-Za-z0-9_.-]{1,64}=)"""
+_BARE_UNIT = rf"(?:{_PLAIN}|{_JOINER})"
+
+
+def _key_value(quoted: str, bare: str) -> str:
+    """The key=value pattern with ``quoted`` after each quoted value's unit (its
+    repeat) and ``bare`` for an unquoted value."""
+    return (
+        rf"""{_KV_BEFORE}(?P<v>(?<="){_IN_QUOTES['"']}{quoted}"""
+        rf"""|(?<='){_IN_QUOTES["'"]}{quoted}|{bare})"""
+    )
+
+
 #: Credential patterns for message text, on by default (with ``redact`` on). Each
 #: starts with a literal or a character class (any lookbehind comes after it), so
 #: the regex engine skips ahead to where a match can start, and has only bounded
@@ -83,11 +113,13 @@ CREDENTIAL_PATTERNS: dict[str, str] = {
     # and an escaped quote does not end a quoted value ("p\"w": all of it; in JSON
     # inside JSON, what follows the value in its object too: more than the value,
     # never less).
-    "secret_kv": r"""[:=](?<!\d\d[:=])"""
-    r"""(?:[ \t]{1,3}(?![A-Za-z0-9_.-]{1,64}(?:\\{0,15}["'])?[:=]))?(?:\\{0,15}["'])?"""
-    r"""(?:(?i:bearer|basic|token|digest)[ \t]{1,3})?"""
-    r"""(?P<v>(?<=")(?:[^"\\\r\n]|\\[^\r\n]){1,256}|(?<=')(?:[^'\\\r\n]|\\[^\r\n]){1,256}"""
-    r"""|[^\s"'&,;)\]}]{1,256})""",
+    # (An unquoted value is read as a run of plain characters first, the regex
+    # engine's fast loop; only one with a joiner in it takes the slower units.)
+    "secret_kv": _key_value(
+        "{1,256}",
+        rf"(?:{_PLAIN}{{1,256}}(?:{_JOINER}{_BARE_UNIT}{{0,255}})?"
+        rf"|{_JOINER}{_BARE_UNIT}{{0,255}})",
+    ),
     # AWS access key ids (long-term, temporary and the other principal kinds).
     "aws_key": r"A(?<![A-Za-z0-9]A)(?:KIA|SIA|BIA|CCA|GPA|IDA|ROA|IPA|NPA|NVA|PKA)"
     r"[A-Z0-9]{16}(?![A-Za-z0-9])",
@@ -317,17 +349,16 @@ _RUN_ON_FROM = min(bound for bound, _ in _RUN_ON_CLASSES.values())
 # finds where the value starts, as the whole pattern does (the parts before the
 # value are chosen the same: the value need only match once); _values reads the
 # value on from there.
-_KEY_VALUE_HEAD = CREDENTIAL_PATTERNS["secret_kv"].replace("{1,256}", "")
+_KEY_VALUE_HEAD = _key_value("", _BARE_UNIT)
 _VALUE_BOUND = _RUN_ON["secret_kv"][0]
 # A separator at most this far before the furthest value's end found takes the
 # whole pattern (which reads at most that much of a value found again): a value
 # that ends right after its key's separator ("'password='") needs no second regex.
 _NEAR = 16
-_QUOTED_RUN = {
-    '"': re.compile(r'(?:[^"\\\r\n]|\\[^\r\n])+'),
-    "'": re.compile(r"(?:[^'\\\r\n]|\\[^\r\n])+"),
-}
-_BARE_RUN = re.compile(r"""[^\s"'&,;)\]}]+""")
+# A value's whole run, of each class (written so that plain characters take the
+# regex engine's fast loop).
+_QUOTED_RUN = {quote: re.compile(f"{unit}+") for quote, unit in _IN_QUOTES.items()}
+_BARE_RUN = re.compile(rf"{_BARE_UNIT}{_PLAIN}*(?:{_JOINER}{_PLAIN}*)*")
 
 
 class _Patterns:
@@ -612,34 +643,41 @@ def _values(
     (_NEAR: "'password='": the next value starts past it), and once for each
     class of value.
     """
-    # The end of each class's last run found; None: only that of the value found
-    # whole at ``start``, which ends at ``reach`` (made when needed: most text
-    # has no separator inside a value).
-    ends: dict[re.Pattern[str], int] | None = None
+    # The end of each class's last run found, by class ('"', "'", or "" for a bare
+    # value: not by its regex, whose hash is computed from its code at every
+    # lookup); None: only that of the value found whole at ``start``, which ends
+    # at ``reach`` (made when needed: most text has no separator inside a value).
+    ends: dict[str, int] | None = None
     reach = start = 0  # (the furthest end)
     for at in separators:
         if at < reach - _NEAR:
             if ends is None:
-                ends = {_QUOTED_RUN.get(text[start - 1], _BARE_RUN): reach}
+                kind = text[start - 1]
+                ends = {kind if kind in _QUOTED_RUN else "": reach}
             m = head.match(text, at)
             if m is None:
                 continue
             s = m.start("v")
-            run = _QUOTED_RUN.get(text[s - 1], _BARE_RUN)
-            e = ends.get(run, 0)
+            kind = text[s - 1]
+            if kind not in _QUOTED_RUN:
+                kind = ""
+            e = ends.get(kind, 0)
             if s >= e:
                 # (None for a quoted class: a backslash before a line break after
                 # the quote, which the pattern takes as a bare value.)
-                found = run.match(text, s) or _BARE_RUN.match(text, s)
+                found = _QUOTED_RUN.get(kind, _BARE_RUN).match(text, s) or _BARE_RUN.match(text, s)
                 e = s + 1 if found is None else found.end()
-            ends[run] = e
+            ends[kind] = e
         else:
             m = regex.match(text, at)
             if m is None:
                 continue
             s, e = m.span("v")
+            kind = text[s - 1]
+            if kind not in _QUOTED_RUN:
+                kind = ""
             if e - s >= _VALUE_BOUND:  # (maybe cut at the bound)
-                more = _QUOTED_RUN.get(text[s - 1], _BARE_RUN).match(text, e)
+                more = _QUOTED_RUN.get(kind, _BARE_RUN).match(text, e)
                 if more is not None:
                     e = more.end()
             if at >= reach:  # (every run found before ends before this one)
@@ -647,8 +685,9 @@ def _values(
                 start = s
             else:
                 if ends is None:
-                    ends = {_QUOTED_RUN.get(text[start - 1], _BARE_RUN): reach}
-                ends[_QUOTED_RUN.get(text[s - 1], _BARE_RUN)] = e
+                    first = text[start - 1]
+                    ends = {first if first in _QUOTED_RUN else "": reach}
+                ends[kind] = e
         if e > reach:  # noqa: PLR1730 (faster than max() here)
             reach = e
         if not _redacted_already(text, s, e):

@@ -464,6 +464,35 @@ class TestStdlibPaths:
                 "user=bob"] * 3 == [line["line"] for line in lines]  # fmt: skip
         assert "user=bob token=[REDACTED]" == lines[2]["meta"]["note"]
 
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            ("password=abc,def user=bob", "password=[REDACTED] user=bob"),
+            ("password=abc;def&ghi end", "password=[REDACTED] end"),
+            ("token=a,b,c,", "token=[REDACTED],"),
+            ("password=,abc", "password=[REDACTED]"),
+            ("password=abc, user=bob", "password=[REDACTED], user=bob"),
+            ("a=1,password=x,b=2;pin=7&c=3", "a=1,password=[REDACTED],b=2;pin=[REDACTED]&c=3"),
+            ("?pw=x&user=bob", "?pw=[REDACTED]&user=bob"),
+            ("password=abc,def,", "password=[REDACTED],"),
+        ],
+    )
+    def test_a_bare_value_holds_commas(
+        self, text: str, expected: str, handle_path: str, wire: tuple[Client, RecordingTransport]
+    ) -> None:
+        """A comma, ";" or "&" inside an unquoted value is part of it (passwords hold
+        them: "password=abc,def" shipped ",def"); one that a space, the end or another
+        key's "=" follows ends it (a list of pairs). In the message and in extra=."""
+        client, transport = wire
+        log = make_logger(f"t.redact.commas.{handle_path}", LogDNAHandler(client=client))
+        log.info(text)
+        log.info("%s", text, extra={"note": text})
+
+        lines = lines_of(shipped(client, transport))
+
+        assert [expected] * 2 == [line["line"] for line in lines]
+        assert expected == lines[1]["meta"]["note"]
+
 
 class TestStructlogWithoutMessage:
     def test_processor(self, wire: tuple[Client, RecordingTransport]) -> None:
