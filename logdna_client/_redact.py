@@ -31,6 +31,7 @@ __all__ = [
     "PHI_PRESETS",
     "PRESET_PATTERNS",
     "SECRET_LAST_WORDS",
+    "SECRET_WHOLE_KEYS",
     "SECRET_WORDS",
     "Redactor",
     "has_trigger",
@@ -48,6 +49,10 @@ DEFAULT_SECRET_KEYS: tuple[str, ...] = (
     "password", "passwd", "passphrase", "passcode", "secret", "token", "apikey",
     "accesskey", "privatekey", "signingkey", "licensekey", "authorization", "cookie",
     "session", "credential", "signature", "jwt", "databaseurl", "connectionstring",
+    # session cookies and parameters that do not say "session": PHP's, Express's,
+    # WordPress's logged-in and secure auth cookies (JSESSIONID, ASP.NET_SessionId,
+    # laravel_session and CFTOKEN are matched above)
+    "phpsessid", "connectsid", "wordpressloggedin", "wordpresssec",
     # payment cards
     "creditcard", "cardnumber", "cardnum", "ccnumber", "ccnum",
     # PHI / identity
@@ -58,10 +63,17 @@ DEFAULT_SECRET_KEYS: tuple[str, ...] = (
 SECRET_WORDS: tuple[str, ...] = (
     "pass", "pw", "pwd", "auth", "bearer", "otp", "totp", "pin", "sig", "dsn",
     "ssn", "ccn", "cvv", "cvc", "pan", "dob", "mrn",
+    # sessions: "sess_id", koa's and express's "koa.sess", Drupal's "SESS<hash>" and
+    # "SSESS<hash>" cookies, ColdFusion's "CFID" (CFTOKEN's pair)
+    "sess", "sessid", "ssess", "cfid",
 )  # fmt: skip
 #: Matched only as a key's last word: "key", "api_key", "licenseKey", "X-Api-Key";
 #: not "KeyError" or "key_count".
 SECRET_LAST_WORDS: tuple[str, ...] = ("key",)
+#: Matched only as a key's one word: "sid", "SID", "_sid" (a session id: socket.io's
+#: "?sid=", phpBB's); not "AccountSid" or "CallSid" (Twilio's resource ids),
+#: "ORACLE_SID" or "sid_count".
+SECRET_WHOLE_KEYS: tuple[str, ...] = ("sid",)
 
 # The key=value pattern's parts. What comes before the value (see secret_kv).
 _KV_BEFORE = (
@@ -997,7 +1009,11 @@ class Redactor:
 
     def _has_secret_word(self, key: str) -> bool:
         words = key_words(key)
-        return not self._words.isdisjoint(words) or (bool(words) and words[-1] in SECRET_LAST_WORDS)
+        if not self._words.isdisjoint(words):
+            return True
+        if not words:
+            return False
+        return words[-1] in SECRET_LAST_WORDS or (len(words) == 1 and words[0] in SECRET_WHOLE_KEYS)
 
     def text(self, value: str) -> str:
         """The text with every configured pattern replaced by the marker.

@@ -113,6 +113,43 @@ class TestKeyNames:
         assert not Redactor().is_secret(key)
 
     @pytest.mark.parametrize(
+        "key",
+        ["PHPSESSID", "connect.sid", "CFID", "sid", "SID", "_sid", "sessid", "sess_id",
+         "koa.sess", "SESS49960de5880e8c687434170f6476605b", "SSESS49960de5b",
+         "wordpress_logged_in_0a1b2c", "wordpress_sec_0a1b2c"],
+    )  # fmt: skip
+    def test_session_cookie_and_parameter_names(
+        self, key: str, handle_path: str, wire: tuple[Client, RecordingTransport]
+    ) -> None:
+        """Session cookies and parameters whose names do not say "session" are secrets:
+        their values ship as the marker in meta and in text (C and Python paths)."""
+        client, transport = wire
+        log = make_logger(f"t.redact.sessions.{handle_path}", LogDNAHandler(client=client))
+        log.info("GET /app?%s=s3ss-v4lue&page=2 200", key, extra={"params": {key: "s3ss-v4lue"}})
+        log.info("x", extra={key.replace(".", "_"): "s3ss-v4lue"})
+
+        body = shipped(client, transport)
+
+        assert b"s3ss-v4lue" not in body
+        first, second = lines_of(body)
+        assert f"GET /app?{key}=[REDACTED]&page=2 200" == first["line"]
+        assert {key: MARKER} == first["meta"]["params"]
+        assert MARKER == second["meta"][key.replace(".", "_")]
+
+    @pytest.mark.parametrize(
+        "key",
+        ["AccountSid", "CallSid", "MessageSid", "ORACLE_SID", "sid_count", "sidebar",
+         "side", "assess_id", "sessile", "considered", "CFIDE"],
+    )  # fmt: skip
+    def test_sid_counts_only_as_the_whole_key(self, key: str) -> None:
+        """ "sid" is a session id only as a key's one word: Twilio's resource ids, Oracle's
+        instance name and words that hold the letters are kept, in meta and text."""
+        redactor = Redactor()
+
+        assert not redactor.is_secret(key)
+        assert f"{key}=AC42" == redactor.text(f"{key}=AC42")
+
+    @pytest.mark.parametrize(
         ("key", "words"),
         [("userSSN", ["user", "ssn"]), ("X-Api-Key", ["x", "api", "key"]),
          ("AWS_ACCESS_KEY_ID", ["aws", "access", "key", "id"]), ("cardNum", ["card", "num"]),
