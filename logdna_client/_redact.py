@@ -77,7 +77,7 @@ SECRET_WHOLE_KEYS: tuple[str, ...] = ("sid",)
 
 # The key=value pattern's parts. What comes before the value (see secret_kv).
 _KV_BEFORE = (
-    r"""[:=](?<!\d\d[:=])"""
+    r"""[:=](?<!\d\d:)"""
     r"""(?:[ \t]{1,3}(?![A-Za-z0-9_.-]{1,64}(?:\\{0,15}["'])?[:=]))?(?:\\{0,15}["'])?"""
     r"""(?:(?i:bearer|basic|token|digest)[ \t]{1,3})?"""
 )
@@ -115,9 +115,9 @@ CREDENTIAL_PATTERNS: dict[str, str] = {
     # the whole value, to the end of the line or a closing quote.
     "auth_header": r"""(?<![A-Za-z0-9_])(?i:authorization|cookie)"""
     r"""["']?[ \t]{0,3}[:=][ \t]{0,3}["']?(?P<v>[^\r\n"']{1,4096})""",
-    # key=value and key: value, found from the separator (not one between two-digit
-    # numbers: times, ratios): the key before it is read back and judged by the
-    # rules for meta keys (Redactor.is_secret). Space after
+    # key=value and key: value, found from the separator (not a ":" after two digits:
+    # times, ratios; "password12=" is a key): the key before it is read back and
+    # judged by the rules for meta keys (Redactor.is_secret). Space after
     # the separator and then another key right before its separator: this value is
     # empty ("password= token=abc"); "password: hunter2 :" is a value. An auth scheme
     # word stays; quoted values go whole. A quote may be escaped (JSON inside a JSON
@@ -275,12 +275,12 @@ def key_words(key: str) -> list[str]:
 
 
 # A key=value separator and what stands before it, on the reversed text: the
-# separator (not one after two digits: times, ratios), a little space, an optional
+# separator (not a ":" after two digits: times, ratios), a little space, an optional
 # quote, the key (at most 64 characters). One scan finds every candidate, in C; the
 # key=value pattern then runs only at separators whose key names a secret.
 # _speedups.c reads keys back the same way (key_known_plain).
 _SEPARATOR_KEY_REVERSED = re.compile(
-    r"[:=](?!\d\d)[ \t]{0,3}((?:[\"']\\{0,15})?)([A-Za-z0-9_.-]{1,64})"
+    r"(?:=|:(?!\d\d))[ \t]{0,3}((?:[\"']\\{0,15})?)([A-Za-z0-9_.-]{1,64})"
 )
 _LOCAL_PART_REVERSED = re.compile(r"[A-Za-z0-9._%+-]{1,64}")
 
@@ -842,7 +842,7 @@ def _emails(text: str, backwards: str, regex: re.Pattern[str], spans: list[Span]
 # with only the key captured, one regex for each separator: a literal first is
 # found faster than a class): findall gives them without a Python step each.
 _COLON_KEY_REVERSED = re.compile(r":(?!\d\d)[ \t]{0,3}(?:[\"']\\{0,15})?([A-Za-z0-9_.-]{1,64})")
-_EQUALS_KEY_REVERSED = re.compile(r"=(?!\d\d)[ \t]{0,3}(?:[\"']\\{0,15})?([A-Za-z0-9_.-]{1,64})")
+_EQUALS_KEY_REVERSED = re.compile(r"=[ \t]{0,3}(?:[\"']\\{0,15})?([A-Za-z0-9_.-]{1,64})")
 # Text at least this long, with at most this many distinct keys naming secrets, can
 # have their places found forwards from each key (a regex compiled for it, kept).
 _FORWARD_FROM = 2048

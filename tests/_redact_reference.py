@@ -42,7 +42,7 @@ def _is_ssn(text: str) -> bool:
 
 # (A quote escaped by up to 15 backslashes: JSON inside JSON, 5 deep.)
 _SEPARATOR_KEY_REVERSED = re.compile(
-    r"[:=](?!\d\d)[ \t]{0,3}((?:[\"']\\{0,15})?)([A-Za-z0-9_.-]{1,64})"
+    r"(?:=|:(?!\d\d))[ \t]{0,3}((?:[\"']\\{0,15})?)([A-Za-z0-9_.-]{1,64})"
 )
 _LOCAL_PART_REVERSED = re.compile(r"[A-Za-z0-9._%+-]{1,64}")
 

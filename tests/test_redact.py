@@ -502,6 +502,23 @@ class TestStdlibPaths:
         assert "user=bob token=[REDACTED]" == lines[2]["meta"]["note"]
 
     @pytest.mark.parametrize(
+        "text", ["password12=hunter2 ok", "token01=hunter2 ok", "?SESS49960de58=hunter2&x=1"]
+    )
+    def test_a_key_that_ends_with_two_digits(
+        self, text: str, handle_path: str, wire: tuple[Client, RecordingTransport]
+    ) -> None:
+        """A key ending with two digits before "=" is a key (it was taken for the end of
+        a time or ratio, as before ":", and its value shipped), in message and extra=."""
+        client, transport = wire
+        log = make_logger(f"t.redact.digits.{handle_path}", LogDNAHandler(client=client))
+        log.info(text, extra={"note": text})
+
+        body = shipped(client, transport)
+
+        assert b"hunter2" not in body
+        assert "[REDACTED]" in lines_of(body)[0]["line"]
+
+    @pytest.mark.parametrize(
         ("text", "expected"),
         [
             ("password=abc,def user=bob", "password=[REDACTED] user=bob"),
