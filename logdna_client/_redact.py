@@ -661,6 +661,11 @@ def _values(
     # at ``reach`` (made when needed: most text has no separator inside a value).
     ends: dict[str, int] | None = None
     reach = start = 0  # (the furthest end)
+    # The last span added: one inside it changes nothing (spans are joined), and
+    # values inside a value mostly end where it does.
+    last_start = last_end = -1
+    v = head.groupindex["v"]  # (a number is looked up faster than a name)
+    whole_v = regex.groupindex["v"]
     for at in separators:
         if at < reach - _NEAR:
             if ends is None:
@@ -669,7 +674,7 @@ def _values(
             m = head.match(text, at)
             if m is None:
                 continue
-            s = m.start("v")
+            s = m.start(v)
             kind = text[s - 1]
             if kind not in _QUOTED_RUN:
                 kind = ""
@@ -684,7 +689,7 @@ def _values(
             m = regex.match(text, at)
             if m is None:
                 continue
-            s, e = m.span("v")
+            s, e = m.span(whole_v)
             kind = text[s - 1]
             if kind not in _QUOTED_RUN:
                 kind = ""
@@ -702,8 +707,9 @@ def _values(
                 ends[kind] = e
         if e > reach:  # noqa: PLR1730 (faster than max() here)
             reach = e
-        if not _redacted_already(text, s, e):
+        if (s < last_start or e > last_end) and not _redacted_already(text, s, e):
             spans.append((s, e))
+            last_start, last_end = s, e
 
 
 def _redacted_already(text: str, start: int, end: int) -> bool:
