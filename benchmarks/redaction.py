@@ -7,7 +7,8 @@
    dense log text (a secret, a card, an email and many digits every 260
    bytes), and for inputs built against the patterns (long digit runs with
    separators, email-like runs, key words without values, values that hold
-   keys). Linear time shows as a flat ns/byte.
+   keys, commas inside values and between pairs). Linear time shows as a flat
+   ns/byte.
 2. ``log.info`` through ``LogDNAHandler`` with default redaction against
    ``redact=False`` (no text patterns, no key names), for the ordinary message
    of docs/performance.md and for one with a ":" (which takes the patterns).
