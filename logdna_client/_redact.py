@@ -31,6 +31,7 @@ __all__ = [
     "PHI_PRESETS",
     "PRESET_PATTERNS",
     "SECRET_LAST_WORDS",
+    "SECRET_WHOLE_KEYS",
     "SECRET_WORDS",
     "Redactor",
     "has_trigger",
@@ -48,6 +49,10 @@ DEFAULT_SECRET_KEYS: tuple[str, ...] = (
     "password", "passwd", "passphrase", "passcode", "secret", "token", "apikey",
     "accesskey", "privatekey", "signingkey", "licensekey", "authorization", "cookie",
     "session", "credential", "signature", "jwt", "databaseurl", "connectionstring",
+    # session cookies and parameters that do not say "session": PHP's, Express's,
+    # WordPress's logged-in and secure auth cookies (JSESSIONID, ASP.NET_SessionId,
+    # laravel_session and CFTOKEN are matched above)
+    "phpsessid", "connectsid", "wordpressloggedin", "wordpresssec",
     # payment cards
     "creditcard", "cardnumber", "cardnum", "ccnumber", "ccnum",
     # PHI / identity
@@ -58,10 +63,47 @@ DEFAULT_SECRET_KEYS: tuple[str, ...] = (
 SECRET_WORDS: tuple[str, ...] = (
     "pass", "pw", "pwd", "auth", "bearer", "otp", "totp", "pin", "sig", "dsn",
     "ssn", "ccn", "cvv", "cvc", "pan", "dob", "mrn",
+    # sessions: "sess_id", koa's and express's "koa.sess", Drupal's "SESS<hash>" and
+    # "SSESS<hash>" cookies, ColdFusion's "CFID" (CFTOKEN's pair)
+    "sess", "sessid", "ssess", "cfid",
 )  # fmt: skip
 #: Matched only as a key's last word: "key", "api_key", "licenseKey", "X-Api-Key";
 #: not "KeyError" or "key_count".
 SECRET_LAST_WORDS: tuple[str, ...] = ("key",)
+#: Matched only as a key's one word: "sid", "SID", "_sid" (a session id: socket.io's
+#: "?sid=", phpBB's); not "AccountSid" or "CallSid" (Twilio's resource ids),
+#: "ORACLE_SID" or "sid_count".
+SECRET_WHOLE_KEYS: tuple[str, ...] = ("sid",)
+
+# The key=value pattern's parts. What comes before the value (see secret_kv).
+_KV_BEFORE = (
+    r"""[:=](?<!\d\d:)"""
+    r"""(?:[ \t]{1,3}(?![A-Za-z0-9_.-]{1,64}(?:\\{0,15}["'])?[:=]))?(?:\\{0,15}["'])?"""
+    r"""(?:(?i:bearer|basic|token|digest)[ \t]{1,3})?"""
+)
+# One character (or escape) of a quoted value, after a " and after a '.
+_IN_QUOTES = {
+    '"': r"""(?:[^"\\\r\n]|\\[^\r\n])""",
+    "'": r"""(?:[^'\\\r\n]|\\[^\r\n])""",
+}
+# One character of an unquoted value: any but a space, a quote or a closing
+# bracket; a ",", ";" or "&" too unless a space, the end or another key's "="
+# follows it. Passwords hold commas ("password=abc,def" is one value, replaced
+# whole), while lists read as lists: "password=abc, user=bob", "a=1,pw=x;b=2",
+# "?pw=x&user=bob".
+_PLAIN = r"""[^\s"'&,;)\]}]"""
+_JOINER = r"""[&,;](?!\s|\Z|[A-Za-z0-9_.-]{1,64}=)"""
+_BARE_UNIT = rf"(?:{_PLAIN}|{_JOINER})"
+
+
+def _key_value(quoted: str, bare: str) -> str:
+    """The key=value pattern with ``quoted`` after each quoted value's unit (its
+    repeat) and ``bare`` for an unquoted value."""
+    return (
+        rf"""{_KV_BEFORE}(?P<v>(?<="){_IN_QUOTES['"']}{quoted}"""
+        rf"""|(?<='){_IN_QUOTES["'"]}{quoted}|{bare})"""
+    )
+
 
 #: Credential patterns for message text, on by default (with ``redact`` on). Each
 #: starts with a literal or a character class (any lookbehind comes after it), so
@@ -73,9 +115,9 @@ CREDENTIAL_PATTERNS: dict[str, str] = {
     # the whole value, to the end of the line or a closing quote.
     "auth_header": r"""(?<![A-Za-z0-9_])(?i:authorization|cookie)"""
     r"""["']?[ \t]{0,3}[:=][ \t]{0,3}["']?(?P<v>[^\r\n"']{1,4096})""",
-    # key=value and key: value, found from the separator (not one between two-digit
-    # numbers: times, ratios): the key before it is read back and judged by the
-    # rules for meta keys (Redactor.is_secret). Space after
+    # key=value and key: value, found from the separator (not a ":" after two digits:
+    # times, ratios; "password12=" is a key): the key before it is read back and
+    # judged by the rules for meta keys (Redactor.is_secret). Space after
     # the separator and then another key right before its separator: this value is
     # empty ("password= token=abc"); "password: hunter2 :" is a value. An auth scheme
     # word stays; quoted values go whole. A quote may be escaped (JSON inside a JSON
@@ -83,11 +125,13 @@ CREDENTIAL_PATTERNS: dict[str, str] = {
     # and an escaped quote does not end a quoted value ("p\"w": all of it; in JSON
     # inside JSON, what follows the value in its object too: more than the value,
     # never less).
-    "secret_kv": r"""[:=](?<!\d\d[:=])"""
-    r"""(?:[ \t]{1,3}(?![A-Za-z0-9_.-]{1,64}(?:\\{0,15}["'])?[:=]))?(?:\\{0,15}["'])?"""
-    r"""(?:(?i:bearer|basic|token|digest)[ \t]{1,3})?"""
-    r"""(?P<v>(?<=")(?:[^"\\\r\n]|\\[^\r\n]){1,256}|(?<=')(?:[^'\\\r\n]|\\[^\r\n]){1,256}"""
-    r"""|[^\s"'&,;)\]}]{1,256})""",
+    # (An unquoted value is read as a run of plain characters first, the regex
+    # engine's fast loop; only one with a joiner in it takes the slower units.)
+    "secret_kv": _key_value(
+        "{1,256}",
+        rf"(?:{_PLAIN}{{1,256}}(?:{_JOINER}{_BARE_UNIT}{{0,255}})?"
+        rf"|{_JOINER}{_BARE_UNIT}{{0,255}})",
+    ),
     # AWS access key ids (long-term, temporary and the other principal kinds).
     "aws_key": r"A(?<![A-Za-z0-9]A)(?:KIA|SIA|BIA|CCA|GPA|IDA|ROA|IPA|NPA|NVA|PKA)"
     r"[A-Z0-9]{16}(?![A-Za-z0-9])",
@@ -231,12 +275,12 @@ def key_words(key: str) -> list[str]:
 
 
 # A key=value separator and what stands before it, on the reversed text: the
-# separator (not one after two digits: times, ratios), a little space, an optional
+# separator (not a ":" after two digits: times, ratios), a little space, an optional
 # quote, the key (at most 64 characters). One scan finds every candidate, in C; the
 # key=value pattern then runs only at separators whose key names a secret.
 # _speedups.c reads keys back the same way (key_known_plain).
 _SEPARATOR_KEY_REVERSED = re.compile(
-    r"[:=](?!\d\d)[ \t]{0,3}((?:[\"']\\{0,15})?)([A-Za-z0-9_.-]{1,64})"
+    r"(?:=|:(?!\d\d))[ \t]{0,3}((?:[\"']\\{0,15})?)([A-Za-z0-9_.-]{1,64})"
 )
 _LOCAL_PART_REVERSED = re.compile(r"[A-Za-z0-9._%+-]{1,64}")
 
@@ -317,17 +361,16 @@ _RUN_ON_FROM = min(bound for bound, _ in _RUN_ON_CLASSES.values())
 # finds where the value starts, as the whole pattern does (the parts before the
 # value are chosen the same: the value need only match once); _values reads the
 # value on from there.
-_KEY_VALUE_HEAD = CREDENTIAL_PATTERNS["secret_kv"].replace("{1,256}", "")
+_KEY_VALUE_HEAD = _key_value("", _BARE_UNIT)
 _VALUE_BOUND = _RUN_ON["secret_kv"][0]
 # A separator at most this far before the furthest value's end found takes the
 # whole pattern (which reads at most that much of a value found again): a value
 # that ends right after its key's separator ("'password='") needs no second regex.
 _NEAR = 16
-_QUOTED_RUN = {
-    '"': re.compile(r'(?:[^"\\\r\n]|\\[^\r\n])+'),
-    "'": re.compile(r"(?:[^'\\\r\n]|\\[^\r\n])+"),
-}
-_BARE_RUN = re.compile(r"""[^\s"'&,;)\]}]+""")
+# A value's whole run, of each class (written so that plain characters take the
+# regex engine's fast loop).
+_QUOTED_RUN = {quote: re.compile(f"{unit}+") for quote, unit in _IN_QUOTES.items()}
+_BARE_RUN = re.compile(rf"{_BARE_UNIT}{_PLAIN}*(?:{_JOINER}{_PLAIN}*)*")
 
 
 class _Patterns:
@@ -612,34 +655,46 @@ def _values(
     (_NEAR: "'password='": the next value starts past it), and once for each
     class of value.
     """
-    # The end of each class's last run found; None: only that of the value found
-    # whole at ``start``, which ends at ``reach`` (made when needed: most text
-    # has no separator inside a value).
-    ends: dict[re.Pattern[str], int] | None = None
+    # The end of each class's last run found, by class ('"', "'", or "" for a bare
+    # value: not by its regex, whose hash is computed from its code at every
+    # lookup); None: only that of the value found whole at ``start``, which ends
+    # at ``reach`` (made when needed: most text has no separator inside a value).
+    ends: dict[str, int] | None = None
     reach = start = 0  # (the furthest end)
+    # The last span added: one inside it changes nothing (spans are joined), and
+    # values inside a value mostly end where it does.
+    last_start = last_end = -1
+    v = head.groupindex["v"]  # (a number is looked up faster than a name)
+    whole_v = regex.groupindex["v"]
     for at in separators:
         if at < reach - _NEAR:
             if ends is None:
-                ends = {_QUOTED_RUN.get(text[start - 1], _BARE_RUN): reach}
+                kind = text[start - 1]
+                ends = {kind if kind in _QUOTED_RUN else "": reach}
             m = head.match(text, at)
             if m is None:
                 continue
-            s = m.start("v")
-            run = _QUOTED_RUN.get(text[s - 1], _BARE_RUN)
-            e = ends.get(run, 0)
+            s = m.start(v)
+            kind = text[s - 1]
+            if kind not in _QUOTED_RUN:
+                kind = ""
+            e = ends.get(kind, 0)
             if s >= e:
                 # (None for a quoted class: a backslash before a line break after
                 # the quote, which the pattern takes as a bare value.)
-                found = run.match(text, s) or _BARE_RUN.match(text, s)
+                found = _QUOTED_RUN.get(kind, _BARE_RUN).match(text, s) or _BARE_RUN.match(text, s)
                 e = s + 1 if found is None else found.end()
-            ends[run] = e
+            ends[kind] = e
         else:
             m = regex.match(text, at)
             if m is None:
                 continue
-            s, e = m.span("v")
+            s, e = m.span(whole_v)
+            kind = text[s - 1]
+            if kind not in _QUOTED_RUN:
+                kind = ""
             if e - s >= _VALUE_BOUND:  # (maybe cut at the bound)
-                more = _QUOTED_RUN.get(text[s - 1], _BARE_RUN).match(text, e)
+                more = _QUOTED_RUN.get(kind, _BARE_RUN).match(text, e)
                 if more is not None:
                     e = more.end()
             if at >= reach:  # (every run found before ends before this one)
@@ -647,12 +702,14 @@ def _values(
                 start = s
             else:
                 if ends is None:
-                    ends = {_QUOTED_RUN.get(text[start - 1], _BARE_RUN): reach}
-                ends[_QUOTED_RUN.get(text[s - 1], _BARE_RUN)] = e
+                    first = text[start - 1]
+                    ends = {first if first in _QUOTED_RUN else "": reach}
+                ends[kind] = e
         if e > reach:  # noqa: PLR1730 (faster than max() here)
             reach = e
-        if not _redacted_already(text, s, e):
+        if (s < last_start or e > last_end) and not _redacted_already(text, s, e):
             spans.append((s, e))
+            last_start, last_end = s, e
 
 
 def _redacted_already(text: str, start: int, end: int) -> bool:
@@ -791,7 +848,7 @@ def _emails(text: str, backwards: str, regex: re.Pattern[str], spans: list[Span]
 # with only the key captured, one regex for each separator: a literal first is
 # found faster than a class): findall gives them without a Python step each.
 _COLON_KEY_REVERSED = re.compile(r":(?!\d\d)[ \t]{0,3}(?:[\"']\\{0,15})?([A-Za-z0-9_.-]{1,64})")
-_EQUALS_KEY_REVERSED = re.compile(r"=(?!\d\d)[ \t]{0,3}(?:[\"']\\{0,15})?([A-Za-z0-9_.-]{1,64})")
+_EQUALS_KEY_REVERSED = re.compile(r"=[ \t]{0,3}(?:[\"']\\{0,15})?([A-Za-z0-9_.-]{1,64})")
 # Text at least this long, with at most this many distinct keys naming secrets, can
 # have their places found forwards from each key (a regex compiled for it, kept).
 _FORWARD_FROM = 2048
@@ -958,7 +1015,11 @@ class Redactor:
 
     def _has_secret_word(self, key: str) -> bool:
         words = key_words(key)
-        return not self._words.isdisjoint(words) or (bool(words) and words[-1] in SECRET_LAST_WORDS)
+        if not self._words.isdisjoint(words):
+            return True
+        if not words:
+            return False
+        return words[-1] in SECRET_LAST_WORDS or (len(words) == 1 and words[0] in SECRET_WHOLE_KEYS)
 
     def text(self, value: str) -> str:
         """The text with every configured pattern replaced by the marker.
@@ -1022,21 +1083,23 @@ class Redactor:
             return _UNREADABLE
         return value if result is _OTHER else result
 
-    def _key_is_secret(self, key: object) -> bool:
+    def _key_is_secret(self, key: object, objects: bool = True) -> bool:
         """Whether a mapping key names a secret: str and bytes keys, an Enum key by
         its value and name (orjson ships its value), a tuple key by any part, and
-        any other object by the text it ships as (the line builder's ``safe_str``)."""
+        any other object by the text it ships as (the line builder's ``safe_str``).
+        ``objects=False``: that last kind is not asked (the caller judges the text
+        of the whole key, which holds it: its __str__ runs once)."""
         if isinstance(key, str):
             return self.is_secret(key)
         if isinstance(key, bytes | bytearray):
             return self.is_secret(bytes(key).decode("latin-1"))
         if isinstance(key, Enum):
-            return self._key_is_secret(key.value) or self.is_secret(key.name)
+            return self._key_is_secret(key.value, objects) or self.is_secret(key.name)
         if isinstance(key, tuple | frozenset):
-            return any(self._key_is_secret(part) for part in key)
+            return any(self._key_is_secret(part, objects) for part in key)
         if key is None or isinstance(key, int | float):
             return False  # (no letters: they ship as numbers, "true", "null")
-        return self.is_secret(safe_str(key))
+        return objects and self.is_secret(safe_str(key))
 
     def _header_pair(self, item: Any) -> Any:
         """A (name, value) pair (an ASGI or raw header, a form field) whose name is a
@@ -1111,19 +1174,29 @@ class Redactor:
         path.add(id(value))
         try:
             if isinstance(value, dict):
-                out: dict[Any, Any] | None = None
-                for k, v in list(value.items()):
-                    if self._key_is_secret(k):
-                        new: Any = MARKER
+                pairs = list(value.items())
+                changed = False
+                for index, (k, v) in enumerate(pairs):
+                    if type(k) is str or _writable_key(k):
+                        name: Any = k
+                        secret = self._key_is_secret(k)
                     else:
-                        new = self._walk(v, path, depth + 1)
-                        if new is _OTHER:
+                        # The serializer would ship it as its text (safe_str): that
+                        # text is made here, once, judged, and shipped in its place. A
+                        # __str__ may be slow, log, or answer "user" now and
+                        # "password" when the line is written.
+                        name = safe_str(k)
+                        secret = self.is_secret(name) or self._key_is_secret(k, False)
+                    new: Any = MARKER if secret else self._walk(v, path, depth + 1)
+                    if new is _OTHER or new is v:
+                        if name is k:
                             continue
-                    if new is not v:
-                        if out is None:
-                            out = dict(value)
-                        out[k] = new
-                return value if out is None else out
+                        new = v
+                    pairs[index] = (name, new)
+                    changed = True
+                # (Keys whose texts collide: the last one's value, as the line
+                # builder's own fallback keeps.)
+                return dict(pairs) if changed else value
             items = list(value)
             changed = not isinstance(value, list | tuple)
             pair = self._header_pair(value) if isinstance(value, tuple) else None
@@ -1159,6 +1232,16 @@ def _fragment_value(fragment: object) -> Any:
         return orjson.loads(orjson.dumps(fragment))
     except (TypeError, ValueError):  # not JSON; text orjson cannot write (a surrogate)
         return _UNREADABLE
+
+
+def _writable_key(key: object) -> bool:
+    """Whether orjson writes ``key`` as a mapping key itself (with OPT_NON_STR_KEYS,
+    as the line builder asks it to); any other key ships as its text (safe_str)."""
+    if key is None or isinstance(key, str | int | float):
+        return True
+    if isinstance(key, Enum):
+        return _writable_key(key.value)
+    return type(key) in _NATIVE
 
 
 def _native(value: object) -> bool:

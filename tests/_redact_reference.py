@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Iterator
 
-from logdna_client._redact import _RUN_ON, MARKER, PRESET_PATTERNS, _redacted_already
+from logdna_client._redact import _BARE_UNIT, _RUN_ON, MARKER, PRESET_PATTERNS, _redacted_already
 
 _NOT_KEYS = ("Error", "Exception", "Warning")
 # A digit doubled, its two digits summed (Luhn): 7 -> 14 -> 5.
@@ -42,7 +42,7 @@ def _is_ssn(text: str) -> bool:
 
 # (A quote escaped by up to 15 backslashes: JSON inside JSON, 5 deep.)
 _SEPARATOR_KEY_REVERSED = re.compile(
-    r"[:=](?!\d\d)[ \t]{0,3}((?:[\"']\\{0,15})?)([A-Za-z0-9_.-]{1,64})"
+    r"(?:=|:(?!\d\d))[ \t]{0,3}((?:[\"']\\{0,15})?)([A-Za-z0-9_.-]{1,64})"
 )
 _LOCAL_PART_REVERSED = re.compile(r"[A-Za-z0-9._%+-]{1,64}")
 
@@ -216,7 +216,7 @@ class ReferencePatterns:
             quote = text[s - 1] if s else ""
             run = re.compile(
                 {'"': r'(?:[^"\\\r\n]|\\[^\r\n])*', "'": r"(?:[^'\\\r\n]|\\[^\r\n])*"}.get(
-                    quote, r"""[^\s"'&,;)\]}]*"""
+                    quote, rf"{_BARE_UNIT}*"
                 )
             )
         more = run.match(text, e)

@@ -6,11 +6,13 @@ is given (ungzipped), and the lines the devserver stores.
 
 from __future__ import annotations
 
+import datetime
 import enum
 import gzip
 import logging
 import re
 import threading
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -111,6 +113,43 @@ class TestKeyNames:
         assert not Redactor().is_secret(key)
 
     @pytest.mark.parametrize(
+        "key",
+        ["PHPSESSID", "connect.sid", "CFID", "sid", "SID", "_sid", "sessid", "sess_id",
+         "koa.sess", "SESS49960de5880e8c687434170f6476605b", "SSESS49960de5b",
+         "wordpress_logged_in_0a1b2c", "wordpress_sec_0a1b2c"],
+    )  # fmt: skip
+    def test_session_cookie_and_parameter_names(
+        self, key: str, handle_path: str, wire: tuple[Client, RecordingTransport]
+    ) -> None:
+        """Session cookies and parameters whose names do not say "session" are secrets:
+        their values ship as the marker in meta and in text (C and Python paths)."""
+        client, transport = wire
+        log = make_logger(f"t.redact.sessions.{handle_path}", LogDNAHandler(client=client))
+        log.info("GET /app?%s=s3ss-v4lue&page=2 200", key, extra={"params": {key: "s3ss-v4lue"}})
+        log.info("x", extra={key.replace(".", "_"): "s3ss-v4lue"})
+
+        body = shipped(client, transport)
+
+        assert b"s3ss-v4lue" not in body
+        first, second = lines_of(body)
+        assert f"GET /app?{key}=[REDACTED]&page=2 200" == first["line"]
+        assert {key: MARKER} == first["meta"]["params"]
+        assert MARKER == second["meta"][key.replace(".", "_")]
+
+    @pytest.mark.parametrize(
+        "key",
+        ["AccountSid", "CallSid", "MessageSid", "ORACLE_SID", "sid_count", "sidebar",
+         "side", "assess_id", "sessile", "considered", "CFIDE"],
+    )  # fmt: skip
+    def test_sid_counts_only_as_the_whole_key(self, key: str) -> None:
+        """ "sid" is a session id only as a key's one word: Twilio's resource ids, Oracle's
+        instance name and words that hold the letters are kept, in meta and text."""
+        redactor = Redactor()
+
+        assert not redactor.is_secret(key)
+        assert f"{key}=AC42" == redactor.text(f"{key}=AC42")
+
+    @pytest.mark.parametrize(
         ("key", "words"),
         [("userSSN", ["user", "ssn"]), ("X-Api-Key", ["x", "api", "key"]),
          ("AWS_ACCESS_KEY_ID", ["aws", "access", "key", "id"]), ("cardNum", ["card", "num"]),
@@ -161,6 +200,88 @@ class TestContainers:
         for secret in (b"v-bytes", b"v-enum", b"v-name", b"v-tuple"):
             assert secret not in body
         assert b"kept" in body and b"kept-too" in body
+
+    @pytest.mark.parametrize("nested", [False, True])
+    def test_object_key_text_is_made_once_and_ships_as_judged(
+        self, nested: bool, handle_path: str, wire: tuple[Client, RecordingTransport]
+    ) -> None:
+        """A key that ships as its str() has it called once per line, and the text
+        judged is the text shipped: a second call that said "password" shipped the
+        value, unredacted, under that name."""
+
+        class Fickle:
+            calls = 0
+
+            def __str__(self) -> str:
+                Fickle.calls += 1
+                return "user" if Fickle.calls % 2 else "password"
+
+        client, transport = wire
+        log = make_logger(f"t.redact.fickle.{handle_path}", LogDNAHandler(client=client))
+        for send in (
+            lambda meta: client.log("x", meta=meta),
+            lambda meta: log.info("x", extra={"ctx": meta}),
+        ):
+            Fickle.calls = 0
+            meta: dict[Any, Any] = {Fickle(): "hunter2"}
+            send({"inner": meta} if nested else meta)
+
+            body = shipped(client, transport)
+
+            assert 1 == Fickle.calls
+            assert b"password" not in body
+            assert b'"user":"hunter2"' in body
+
+    def test_tuple_key_is_judged_by_the_text_it_ships_as(
+        self, wire: tuple[Client, RecordingTransport]
+    ) -> None:
+        """A tuple key ships as its text (its parts' reprs): that text is judged, not
+        a part's str() that never ships."""
+
+        class Field:
+            def __str__(self) -> str:
+                return "user"
+
+            def __repr__(self) -> str:
+                return "password"
+
+        client, transport = wire
+        client.log("x", meta={("db", Field()): "hunter2"})
+
+        body = shipped(client, transport)
+
+        assert b"hunter2" not in body
+        assert {"('db', password)": MARKER} == lines_of(body)[0]["meta"]
+
+    def test_keys_orjson_writes_keep_their_type(self) -> None:
+        """The walk leaves a key orjson writes itself as it is, and turns every other
+        key into its text: the two kinds are told apart as orjson tells them."""
+
+        class Color(enum.Enum):
+            RED = "red"
+            PAIR = ("a", 1)
+            INNER = enum.Enum("Inner", "X").X
+
+        class Big(int):
+            pass
+
+        class Stamp(datetime.datetime):
+            pass
+
+        keys: list[Any] = [
+            "s", 1, Big(2), 2.5, True, None, Color.RED, Color.PAIR, Color.INNER,
+            datetime.date(2024, 1, 2), datetime.time(1, 2), uuid.UUID(int=5),
+            Stamp(2024, 1, 2), b"b", ("t",), frozenset("f"), object(),
+        ]  # fmt: skip
+        for key in keys:
+            try:
+                orjson.dumps({key: 1}, option=orjson.OPT_NON_STR_KEYS)
+                writes = True
+            except TypeError:
+                writes = False
+            kept = next(iter(Redactor(max_chars=100).meta({key: {"x": 1}, "pw": 1})))
+
+            assert writes == (kept is key), key
 
     def test_str_subclass_keys_are_judged_as_plain_text(self) -> None:
         """A str subclass key is judged by its text, and only exact strs are kept in
@@ -379,6 +500,52 @@ class TestStdlibPaths:
         assert ["request 42: user=bob", "request 42: user=bob password=[REDACTED]",
                 "user=bob"] * 3 == [line["line"] for line in lines]  # fmt: skip
         assert "user=bob token=[REDACTED]" == lines[2]["meta"]["note"]
+
+    @pytest.mark.parametrize(
+        "text", ["password12=hunter2 ok", "token01=hunter2 ok", "?SESS49960de58=hunter2&x=1"]
+    )
+    def test_a_key_that_ends_with_two_digits(
+        self, text: str, handle_path: str, wire: tuple[Client, RecordingTransport]
+    ) -> None:
+        """A key ending with two digits before "=" is a key (it was taken for the end of
+        a time or ratio, as before ":", and its value shipped), in message and extra=."""
+        client, transport = wire
+        log = make_logger(f"t.redact.digits.{handle_path}", LogDNAHandler(client=client))
+        log.info(text, extra={"note": text})
+
+        body = shipped(client, transport)
+
+        assert b"hunter2" not in body
+        assert "[REDACTED]" in lines_of(body)[0]["line"]
+
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            ("password=abc,def user=bob", "password=[REDACTED] user=bob"),
+            ("password=abc;def&ghi end", "password=[REDACTED] end"),
+            ("token=a,b,c,", "token=[REDACTED],"),
+            ("password=,abc", "password=[REDACTED]"),
+            ("password=abc, user=bob", "password=[REDACTED], user=bob"),
+            ("a=1,password=x,b=2;pin=7&c=3", "a=1,password=[REDACTED],b=2;pin=[REDACTED]&c=3"),
+            ("?pw=x&user=bob", "?pw=[REDACTED]&user=bob"),
+            ("password=abc,def,", "password=[REDACTED],"),
+        ],
+    )
+    def test_a_bare_value_holds_commas(
+        self, text: str, expected: str, handle_path: str, wire: tuple[Client, RecordingTransport]
+    ) -> None:
+        """A comma, ";" or "&" inside an unquoted value is part of it (passwords hold
+        them: "password=abc,def" shipped ",def"); one that a space, the end or another
+        key's "=" follows ends it (a list of pairs). In the message and in extra=."""
+        client, transport = wire
+        log = make_logger(f"t.redact.commas.{handle_path}", LogDNAHandler(client=client))
+        log.info(text)
+        log.info("%s", text, extra={"note": text})
+
+        lines = lines_of(shipped(client, transport))
+
+        assert [expected] * 2 == [line["line"] for line in lines]
+        assert expected == lines[1]["meta"]["note"]
 
 
 class TestStructlogWithoutMessage:

@@ -81,6 +81,7 @@ HOSTILE = [
     'token=\\"a\\"',
     "password=\\'",  # the same in single quotes
     "pw=",  # a bare value, its separator inside it
+    "pw=a,",  # the same, a joiner inside it
     "".join(f'k{i}_token=\\"' for i in range(20)),  # more keys than the finders take
 ]
 

@@ -50,7 +50,8 @@ def fast(redactor: Redactor, text: str) -> str:
 _PIECES = st.sampled_from(
     ["4", "41", "411", "4111", "1111", "123", "45", "6789", "000", "666", "9", "0", "5",
      "37", "3782", "822463", "10005", "555", "4567", "1732280000123", "4111111111111111",
-     " ", " ", "-", ".", ",", "+", "(", ")", "_", ":", "=", "@", '"', "'", "\t", "\n", "\\",
+     " ", " ", "-", ".", ",", ";", "&", "+", "(", ")", "_", ":", "=", "@", '"', "'", "\t", "\n",
+     "\\",
      "a", "x", "Z", "é", "٣", "𝟙", "\u017f", "\u212a", "\u0131", "\u0130", "€", "ß",
      "password", "PASSWORD", "pin", "pass", "key",
      "Token", "user", "KeyError", "Authorization", "AUTHORIZATION", "cookie", "Cookie",
@@ -96,6 +97,9 @@ EXAMPLES = [
     'password=\\"' * 60,
     'token=\\"a\\" ' * 40 + "pw='" * 30 + "key=\\'x" * 30,
     "pw=" * 200 + " password=" * 30 + '"pin": "' * 40,
+    # joiners (",", ";", "&") inside bare values and between pairs, and past the bound
+    "password=abc,def pw=a,b;c&d, user=bob,pin=1;x=2&token=t&&u a=1,pw=x,k= pw=,;&",
+    "pw=" + "a," * 300 + " token=" + "b" * 300 + ",c" * 10 + " pin=" + ",x" * 200,
     # a backslash before a line break after a quote: a bare value of one character
     'pw="\\\n pin=\'\\\r\n token="\\',
 ]
