@@ -705,13 +705,16 @@ build(Handle *self, PyObject *record)
     if (meta == NULL || (text = text_of(self, attrs, direct, DIRECT_ROOM, &n)) == NULL) {
         goto done;
     }
-    level = PyDict_GetItemWithError(attrs, s_levelname);
+    /* Owned: the redactor (Python code) runs before its tail is looked up, and a signal
+       handler or another thread may give the record a new levelname meanwhile. */
+    level = Py_XNewRef(PyDict_GetItemWithError(attrs, s_levelname));
     created = PyDict_GetItemWithError(attrs, s_created);
     if (level != NULL && PyUnicode_CheckExact(level) && created != NULL &&
         PyFloat_CheckExact(created) && millis_of(PyFloat_AS_DOUBLE(created), &millis)) {
         entry = entry_for(self, text == Py_None ? NULL : text, direct, n, level, millis,
                           meta == Py_None ? NULL : meta);
     }
+    Py_XDECREF(level);
 done:
     Py_XDECREF(attrs);
     Py_XDECREF(text);

@@ -1,0 +1,97 @@
+"""Hostile input for _speedups.c's Handle (a LogDNAHandler's handle): user code that
+runs in the middle of the C call, and records changed meanwhile, must leave it
+shipping the Python path's bytes and never touching freed memory.
+
+The memory cases run in a child process under ``PYTHONMALLOC=debug``, which fills
+freed memory with a marker: a C call that reads an object after its last reference
+went crashes there at once, instead of shipping whatever took its place."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from logdna_client import _native
+
+pytestmark = pytest.mark.skipif(_native.speedups is None, reason="the C extension is not built")
+
+#: A handler that never sends, whose credential check of message text runs ``hook``
+#: (once) after the redactor's Python code: what a signal handler, a finalizer or
+#: another thread may do while the C call waits for that code.
+PRELUDE = """
+import logging
+from logdna_client import Client, LogDNAHandler
+
+client = Client(key="k", url="http://127.0.0.1:9/x", hostname="t", flush_interval=3600)
+hook = None
+redact = client._builder.redact_triggered
+
+def redact_then_hook(text):
+    global hook
+    try:
+        return redact(text)
+    finally:
+        if hook is not None:
+            run, hook = hook, None
+            run()
+
+client._builder.redact_triggered = redact_then_hook
+h = LogDNAHandler(client=client)  # its C call is handed redact_then_hook
+
+def rec(msg, args, **attrs):
+    r = logging.LogRecord("t.evil", 20, "/x", 1, msg, args, None)
+    r.__dict__.update(attrs)
+    return r
+
+h.handle(rec("m", ()))  # the logger name's meta gets known
+"""
+
+
+def run_child(body: str, pure: str = "0") -> list[str]:
+    """Run PRELUDE then ``body`` in a child under the debug allocator (on the Python
+    path with ``pure`` "1"); its stdout lines."""
+    done = subprocess.run(
+        [sys.executable, "-c", PRELUDE + textwrap.dedent(body)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=Path(__file__).parent.parent,
+        env={**os.environ, "PYTHONMALLOC": "debug", "LOGDNA_CLIENT_PURE_PYTHON": pure},
+    )
+    assert 0 == done.returncode, done.stderr[-2000:]
+    return done.stdout.splitlines()
+
+
+class TestUserCodeMidCall:
+    def test_a_levelname_replaced_while_the_text_is_checked(self) -> None:
+        """User code run while the message is checked for credentials (a signal
+        handler, a finalizer, another thread) that gives the record a new levelname
+        frees the old one. The C call read it before, and went on to look up its tail
+        in freed memory, shipping the level that took the memory over: it must ship
+        the level it read, as the Python path does."""
+        body = """
+            h.handle(rec("warm", (), levelname="WARN"))  # "WARN"'s tail is known
+            built = h._fast.lines if h._fast else 0
+            for _ in range(3):
+                victim = rec("password=%s", ("x",), levelname="".join(["IN", "FO"]))
+                def replace():
+                    victim.levelname = "WARN"  # the only reference to the old one goes
+                    keep.append("".join(["WA", "RN"]))  # a same-size str takes its block
+                keep = []
+                hook = replace
+                h.handle(victim)
+                print(h.client._buffer.entries[-1][1:].decode())
+            print(h._fast.lines - built if h._fast else 0)
+            client.close(timeout=0)
+        """
+        fast, slow = run_child(body), run_child(body, pure="1")
+        levels = [[json.loads(line)["level"] for line in out[:3]] for out in (fast, slow)]
+        assert [["INFO"] * 3] * 2 == levels
+        assert ["3", "0"] == [fast[3], slow[3]]  # the C path built them
