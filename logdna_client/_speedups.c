@@ -255,7 +255,7 @@ format_direct(PyObject *msg, PyObject *args, char *out, Py_ssize_t room)
 static PyObject *
 text_of(Handle *self, PyObject *attrs, char *buf, Py_ssize_t room, Py_ssize_t *n)
 {
-    PyObject *msg, *args, *text;
+    PyObject *msg, *args, *text = NULL;
     /* The handler's own filters (none) and formatter, and the stdlib's getMessage;
        no traceback or stack to add: the message alone. */
     if (!attr_is(self->handler, s_filters, NULL) ||
@@ -266,29 +266,31 @@ text_of(Handle *self, PyObject *attrs, char *buf, Py_ssize_t room, Py_ssize_t *n
         PyDict_GetItemWithError(attrs, s_stack_info) != Py_None) {
         return NULL;
     }
-    msg = PyDict_GetItemWithError(attrs, s_msg);
-    args = PyDict_GetItemWithError(attrs, s_args);
-    if (msg == NULL || args == NULL || !PyUnicode_CheckExact(msg) ||
+    /* Owned: looking up args may run the __eq__ of a str-subclass extra that a filter
+       put before it, which may take the message out of the record. */
+    msg = Py_XNewRef(PyDict_GetItemWithError(attrs, s_msg));
+    args = msg == NULL ? NULL : Py_XNewRef(PyDict_GetItemWithError(attrs, s_args));
+    if (args == NULL || !PyUnicode_CheckExact(msg) ||
         !(args == Py_None || PyTuple_CheckExact(args))) {
-        return NULL;
+        goto done;
     }
     if ((*n = format_direct(msg, args == Py_None ? NULL : args, buf, room)) >= 0) {
-        return Py_NewRef(Py_None);
+        text = Py_NewRef(Py_None);
     }
-    if (args == Py_None || PyTuple_GET_SIZE(args) == 0) {
-        return Py_NewRef(msg);  /* msg % args if args else msg */
+    else if (args == Py_None || PyTuple_GET_SIZE(args) == 0) {
+        text = Py_NewRef(msg);  /* msg % args if args else msg */
     }
-    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(args); i++) {
-        if (!is_scalar(PyTuple_GET_ITEM(args, i))) {
-            return NULL;
+    else {
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(args); i++) {
+            if (!is_scalar(PyTuple_GET_ITEM(args, i))) {
+                goto done;
+            }
         }
+        text = PyUnicode_Format(msg, args);  /* a failure is reported by the Python path */
     }
-    /* Owned while formatting: an allocation may run a finalizer that changes the record. */
-    Py_INCREF(msg);
-    Py_INCREF(args);
-    text = PyUnicode_Format(msg, args);  /* a failure is reported by the Python path */
-    Py_DECREF(msg);
-    Py_DECREF(args);
+done:
+    Py_XDECREF(msg);
+    Py_XDECREF(args);
     return text;
 }
 

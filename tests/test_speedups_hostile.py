@@ -95,3 +95,43 @@ class TestUserCodeMidCall:
         levels = [[json.loads(line)["level"] for line in out[:3]] for out in (fast, slow)]
         assert [["INFO"] * 3] * 2 == levels
         assert ["3", "0"] == [fast[3], slow[3]]  # the C path built them
+
+    def test_a_key_whose_eq_drops_the_message_while_args_is_looked_up(self) -> None:
+        """A record a filter rebuilt (``args`` deleted, a str-subclass extra put where it
+        was, ``args`` set again; another attribute deleted, so that it has as many as a
+        plain record) makes the lookup of ``args`` run that key's __eq__. One that takes
+        the message out of the record freed the text the C call had just read: it must
+        format the message it read, as the Python path (which holds it) does."""
+        body = """
+            class Evil(str):
+                def __hash__(self):
+                    return hash("args")
+
+                def __eq__(self, other):
+                    global hook
+                    if hook is not None:
+                        run, hook = hook, None
+                        run()
+                    return False
+
+                __ne__ = lambda self, other: True
+
+            for _ in range(3):
+                victim = rec("".join(["user ", "%s"]), ("bob",))
+                d = victim.__dict__
+                args = d.pop("args")
+                d[Evil("zz")] = 1
+                d["args"] = args
+                del d["module"]  # as many attributes as a plain record: no extras read
+                def drop():
+                    d.pop("msg")  # the only reference to the message
+                    keep.append("".join(["XXXX", "%s"]))  # a same-size str takes its block
+                keep = []
+                hook = drop
+                h.handle(victim)
+                print(h.client._buffer.entries[-1][1:].decode())
+            client.close(timeout=0)
+        """
+        fast, slow = run_child(body), run_child(body, pure="1")
+        texts = [[json.loads(line)["line"] for line in out] for out in (fast, slow)]
+        assert [["user bob"] * 3] * 2 == texts
