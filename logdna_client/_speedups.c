@@ -450,9 +450,7 @@ put_json(Handle *self, PyObject *value, char **out, const char *end)
     else if (!PyFloat_CheckExact(value) && !PyUnicode_CheckExact(value)) {
         return -1;
     }
-    Py_INCREF(value);  /* borrowed from the record, and dumps allocates (a finalizer may run) */
-    PyObject *json = PyObject_CallOneArg(self->dumps, value);
-    Py_DECREF(value);
+    PyObject *json = PyObject_CallOneArg(self->dumps, value);  /* add_meta holds value */
     if (json == NULL || !PyBytes_CheckExact(json) || end - o < PyBytes_GET_SIZE(json)) {
         Py_XDECREF(json);
         return -1;
@@ -470,8 +468,9 @@ static int
 add_meta(Handle *self, PyObject *key, PyObject *value, char **out, const char *end, int first)
 {
     int result = -1;
-    /* Owned: the set and dict lookups below may run a str subclass's __eq__ (a key
-       the redactor has seen), which may drop them from the record. */
+    /* Owned (for put_json too): the lookups below, and dumps, must not find them freed
+       if anything they run (a str subclass's __eq__, a finalizer) drops them from the
+       record or event. */
     Py_INCREF(key);
     Py_INCREF(value);
     if ((self->safe_keys != Py_None && PySet_Contains(self->safe_keys, key) != 1) ||
