@@ -8,16 +8,21 @@ went crashes there at once, instead of shipping whatever took its place."""
 
 from __future__ import annotations
 
+import gc
 import json
+import logging
 import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from logdna_client import _native
+from logdna_client import LogDNAHandler, _native
+from logdna_client.structlog import LogDNAProcessor
 
 pytestmark = pytest.mark.skipif(_native.speedups is None, reason="the C extension is not built")
 
@@ -135,3 +140,92 @@ class TestUserCodeMidCall:
         fast, slow = run_child(body), run_child(body, pure="1")
         texts = [[json.loads(line)["line"] for line in out] for out in (fast, slow)]
         assert [["user bob"] * 3] * 2 == texts
+
+
+class Boom:
+    def __str__(self) -> str:
+        raise ValueError("no str")
+
+
+#: One record per route through the C handle: (msg, args, extras, exc_info).
+RECORD_ROUTES = {
+    "plain": ("request %s served in %d ms", ("/a", 7), {}, None),
+    "scalar args": ("%s %r %d %s", (1.5, float("nan"), True, None), {}, None),
+    "huge int": ("%d %s", (10**30, -(2**70)), {}, None),
+    "text to escape": ("é %s \x00 𝄞", ('"q"\n',), {}, None),
+    "lone surrogate": ("%s", ("\ud800",), {}, None),
+    "extras": ("m", (), {"user_id": 7, "path": "/x", "ok": True, "f": 1.5, "n": None}, None),
+    "extras to escape": ("m", (), {"note": 'é"q', "inf": float("inf"), "big": 2**64}, None),
+    "credential": ("password=%s user: %s", ("hunter2", "bob"), {}, None),
+    "plain keys": ("count: %d at 10:30 x=%d", (1, 2), {}, None),
+    "unformattable": ("%d %s", ("x",), {}, None),
+    "raising str": ("%s", (Boom(),), {}, None),
+    "not a str": (12345, None, {}, None),
+    "traceback": ("e", None, {}, (ValueError, ValueError("v"), None)),
+}
+
+#: One event per route through the C call of the structlog processor.
+EVENT_ROUTES = {
+    "plain": {"event": "request served", "user_id": 7, "path": "/a"},
+    "float time": {"event": "e", "timestamp": 1.7e9},
+    "int time": {"event": "e", "timestamp": 1_700_000_000_000},
+    "iso time": {"event": "e", "timestamp": "2024-01-01T00:00:00Z"},
+    "no time": {"event": "e", "timestamp": "nonsense"},
+    "credential": {"event": "password=x", "note": "a@b"},
+    "text to escape": {"event": "é\ud800", "k": "𝄞"},
+    "not a str": {"event": 5},
+    "nested": {"event": "e", "d": {"a": [1]}},
+}
+
+
+class TestNoLeaks:
+    def test_each_route_holds_no_memory_per_call(self) -> None:
+        """Every route through the C code (built there, or handed to Python for any of
+        the reasons it hands records and events over) gives back all it allocates: a
+        reference leaked per call would hold thousands of blocks after a few thousand
+        calls. Each route runs three rounds; the last must hold (almost) nothing more."""
+        options: dict[str, Any] = {
+            "key": "k",
+            "url": "http://127.0.0.1:9/x",
+            "hostname": "t",
+            "flush_interval": 3600,
+            "max_batch_bytes": 8 * 1024 * 1024,  # the sender is not woken to take a batch
+        }
+        handler = LogDNAHandler(**options)
+        processor = LogDNAProcessor(client=handler.client)
+        buffer = handler.client._buffer
+        previous = logging.raiseExceptions
+        logging.raiseExceptions = False  # the unformattable routes: no traceback printed
+        calls = 2000
+
+        def one_record(msg: Any, args: Any, extras: dict[str, Any], exc: Any) -> None:
+            r = logging.LogRecord("t.leak", logging.INFO, "/x", 1, msg, args, exc)
+            r.__dict__.update(extras)
+            handler.handle(r)
+
+        def held(run: Callable[[], object]) -> int:
+            for _ in range(calls):
+                run()
+            buffer.discard_all("shutdown")
+            gc.collect()
+            return sys.getallocatedblocks()
+
+        growth = {}
+        try:
+            runs: list[tuple[str, Callable[[], object]]] = [
+                (f"record {name}", lambda case=case: one_record(*case))
+                for name, case in RECORD_ROUTES.items()
+            ] + [
+                (f"event {name}", lambda event=event: processor(None, "info", dict(event)))
+                for name, event in EVENT_ROUTES.items()
+            ]
+            for name, run in runs:
+                rounds = [held(run) for _ in range(3)]
+                growth[name] = rounds[2] - rounds[1]
+            built = handler._fast.lines, processor._native_lines
+        finally:
+            logging.raiseExceptions = previous
+            handler.client.close(timeout=0)
+        assert {} == {name: n for name, n in growth.items() if n > calls // 10}
+        # The C code built seven of the record routes and four of the event ones.
+        assert built[0] > 7 * 3 * calls - 10 and built[1] > 4 * 3 * calls - 10
