@@ -23,6 +23,8 @@ import pytest
 
 from logdna_client import LogDNAHandler, _native
 from logdna_client.structlog import LogDNAProcessor
+from tests import test_speedups
+from tests.test_speedups import record, through_both, with_extras_through_both
 
 pytestmark = pytest.mark.skipif(_native.speedups is None, reason="the C extension is not built")
 
@@ -72,6 +74,66 @@ def run_child(body: str, pure: str = "0") -> list[str]:
     )
     assert 0 == done.returncode, done.stderr[-2000:]
     return done.stdout.splitlines()
+
+
+#: The C-path and Python-path handlers of test_speedups, as a fixture here too.
+pair = test_speedups.pair
+
+Pair = tuple[LogDNAHandler, LogDNAHandler]
+
+
+class Int(int):
+    def __format__(self, spec: str) -> str:
+        return "format"
+
+    def __str__(self) -> str:
+        return "str"
+
+    def __repr__(self) -> str:
+        return "repr"
+
+
+class Str(str):
+    __format__, __str__, __repr__ = Int.__format__, Int.__str__, Int.__repr__
+
+
+class TestSameBytes:
+    @pytest.mark.parametrize(
+        ("msg", "args"),
+        [
+            ("%s %d %r", (Int(5), Int(6), Int(7))),
+            ("%s %r", (Str("s"), Str("r"))),
+            ("%s %d", (True, False)),
+            ("%s %r %f", (float("nan"), float("-inf"), float("inf"))),
+            ("%d", (-(10**5000),)),
+            ("NUL \x00 %s", ("\x00",)),
+            ("%s", ("\udfff\ud800",)),
+            ("𝄞 %s", ("\U0010ffff",)),
+            (Str("a str subclass %s"), ("x",)),
+            (b"bytes %s", ("x",)),
+        ],
+    )
+    def test_arguments_and_messages(self, pair: Pair, msg: Any, args: Any) -> None:
+        """Subclasses with their own __format__/__str__/__repr__ (Python formats them),
+        bool, NaN and infinities, an int past str()'s digit limit, NUL, lone surrogates,
+        the last code point, and messages that are not exact str: the same bytes."""
+        fast_lines, slow_lines = through_both(pair, record(msg, args))
+        assert slow_lines == fast_lines
+
+    @pytest.mark.parametrize(
+        "extra",
+        [
+            {"n": Int(5), "s": Str("x")},
+            {"on": True, "one": 1, "zero": 0, "off": False},
+            {"nul": "\x00", "surrogates": "\udfff\ud800", "last": "\U0010ffff"},
+            {Str("key"): 1},
+            {"huge": 10**5000},
+        ],
+    )
+    def test_extras(self, pair: Pair, extra: dict[str, Any]) -> None:
+        """Extras of those kinds, and a key that is a str subclass: the same bytes."""
+        queued = with_extras_through_both(pair, extra, 2)
+        assert queued[1] == queued[0]
 
 
 class TestUserCodeMidCall:
