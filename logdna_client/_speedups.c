@@ -24,10 +24,11 @@
  *
  * A Handle runs little user code (only exact LogRecord instances, exact builtin
  * argument and meta types, the stdlib's own getMessage and our formatter; at
- * most the __eq__ of an extra= key that collides with a name, which is why the
- * values it looks up are held), so it needs no re-entry guard; an EventHandle
- * runs more (timestamp_of, a timestamp's __float__), and marks its thread busy
- * as LogDNAProcessor._process does. The put runs no Python code and releases
+ * most the __eq__ of an extra= key that collides with a name, and whatever a
+ * signal handler or another thread does while the redactor's Python code runs,
+ * which is why the values it reads from the record are held), so it needs no
+ * re-entry guard; an EventHandle runs more (timestamp_of, a timestamp's
+ * __float__), and marks its thread busy as LogDNAProcessor._process does. The put runs no Python code and releases
  * no GIL, so the buffer's lock-free protocol holds as it does in Python (see
  * _buffer.py). The module declares that it needs the GIL, and _native.py does
  * not import it on builds without one, nor on other Pythons than CPython.
