@@ -24,10 +24,11 @@
  *
  * A Handle runs little user code (only exact LogRecord instances, exact builtin
  * argument and meta types, the stdlib's own getMessage and our formatter; at
- * most the __eq__ of an extra= key that collides with a name, which is why the
- * values it looks up are held), so it needs no re-entry guard; an EventHandle
- * runs more (timestamp_of, a timestamp's __float__), and marks its thread busy
- * as LogDNAProcessor._process does. The put runs no Python code and releases
+ * most the __eq__ of an extra= key that collides with a name, and whatever a
+ * signal handler or another thread does while the redactor's Python code runs,
+ * which is why the values it reads from the record are held), so it needs no
+ * re-entry guard; an EventHandle runs more (timestamp_of, a timestamp's
+ * __float__), and marks its thread busy as LogDNAProcessor._process does. The put runs no Python code and releases
  * no GIL, so the buffer's lock-free protocol holds as it does in Python (see
  * _buffer.py). The module declares that it needs the GIL, and _native.py does
  * not import it on builds without one, nor on other Pythons than CPython.
@@ -255,7 +256,7 @@ format_direct(PyObject *msg, PyObject *args, char *out, Py_ssize_t room)
 static PyObject *
 text_of(Handle *self, PyObject *attrs, char *buf, Py_ssize_t room, Py_ssize_t *n)
 {
-    PyObject *msg, *args, *text;
+    PyObject *msg, *args, *text = NULL;
     /* The handler's own filters (none) and formatter, and the stdlib's getMessage;
        no traceback or stack to add: the message alone. */
     if (!attr_is(self->handler, s_filters, NULL) ||
@@ -266,29 +267,31 @@ text_of(Handle *self, PyObject *attrs, char *buf, Py_ssize_t room, Py_ssize_t *n
         PyDict_GetItemWithError(attrs, s_stack_info) != Py_None) {
         return NULL;
     }
-    msg = PyDict_GetItemWithError(attrs, s_msg);
-    args = PyDict_GetItemWithError(attrs, s_args);
-    if (msg == NULL || args == NULL || !PyUnicode_CheckExact(msg) ||
+    /* Owned: looking up args may run the __eq__ of a str-subclass extra that a filter
+       put before it, which may take the message out of the record. */
+    msg = Py_XNewRef(PyDict_GetItemWithError(attrs, s_msg));
+    args = msg == NULL ? NULL : Py_XNewRef(PyDict_GetItemWithError(attrs, s_args));
+    if (args == NULL || !PyUnicode_CheckExact(msg) ||
         !(args == Py_None || PyTuple_CheckExact(args))) {
-        return NULL;
+        goto done;
     }
     if ((*n = format_direct(msg, args == Py_None ? NULL : args, buf, room)) >= 0) {
-        return Py_NewRef(Py_None);
+        text = Py_NewRef(Py_None);
     }
-    if (args == Py_None || PyTuple_GET_SIZE(args) == 0) {
-        return Py_NewRef(msg);  /* msg % args if args else msg */
+    else if (args == Py_None || PyTuple_GET_SIZE(args) == 0) {
+        text = Py_NewRef(msg);  /* msg % args if args else msg */
     }
-    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(args); i++) {
-        if (!is_scalar(PyTuple_GET_ITEM(args, i))) {
-            return NULL;
+    else {
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(args); i++) {
+            if (!is_scalar(PyTuple_GET_ITEM(args, i))) {
+                goto done;
+            }
         }
+        text = PyUnicode_Format(msg, args);  /* a failure is reported by the Python path */
     }
-    /* Owned while formatting: an allocation may run a finalizer that changes the record. */
-    Py_INCREF(msg);
-    Py_INCREF(args);
-    text = PyUnicode_Format(msg, args);  /* a failure is reported by the Python path */
-    Py_DECREF(msg);
-    Py_DECREF(args);
+done:
+    Py_XDECREF(msg);
+    Py_XDECREF(args);
     return text;
 }
 
@@ -448,9 +451,7 @@ put_json(Handle *self, PyObject *value, char **out, const char *end)
     else if (!PyFloat_CheckExact(value) && !PyUnicode_CheckExact(value)) {
         return -1;
     }
-    Py_INCREF(value);  /* borrowed from the record, and dumps allocates (a finalizer may run) */
-    PyObject *json = PyObject_CallOneArg(self->dumps, value);
-    Py_DECREF(value);
+    PyObject *json = PyObject_CallOneArg(self->dumps, value);  /* add_meta holds value */
     if (json == NULL || !PyBytes_CheckExact(json) || end - o < PyBytes_GET_SIZE(json)) {
         Py_XDECREF(json);
         return -1;
@@ -468,8 +469,9 @@ static int
 add_meta(Handle *self, PyObject *key, PyObject *value, char **out, const char *end, int first)
 {
     int result = -1;
-    /* Owned: the set and dict lookups below may run a str subclass's __eq__ (a key
-       the redactor has seen), which may drop them from the record. */
+    /* Owned (for put_json too): the lookups below, and dumps, must not find them freed
+       if anything they run (a str subclass's __eq__, a finalizer) drops them from the
+       record or event. */
     Py_INCREF(key);
     Py_INCREF(value);
     if ((self->safe_keys != Py_None && PySet_Contains(self->safe_keys, key) != 1) ||
@@ -705,13 +707,16 @@ build(Handle *self, PyObject *record)
     if (meta == NULL || (text = text_of(self, attrs, direct, DIRECT_ROOM, &n)) == NULL) {
         goto done;
     }
-    level = PyDict_GetItemWithError(attrs, s_levelname);
+    /* Owned: the redactor (Python code) runs before its tail is looked up, and a signal
+       handler or another thread may give the record a new levelname meanwhile. */
+    level = Py_XNewRef(PyDict_GetItemWithError(attrs, s_levelname));
     created = PyDict_GetItemWithError(attrs, s_created);
     if (level != NULL && PyUnicode_CheckExact(level) && created != NULL &&
         PyFloat_CheckExact(created) && millis_of(PyFloat_AS_DOUBLE(created), &millis)) {
         entry = entry_for(self, text == Py_None ? NULL : text, direct, n, level, millis,
                           meta == Py_None ? NULL : meta);
     }
+    Py_XDECREF(level);
 done:
     Py_XDECREF(attrs);
     Py_XDECREF(text);
