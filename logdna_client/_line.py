@@ -139,7 +139,9 @@ def _clean_str(text: str) -> str:
 
 def _sanitize(value: Any, depth: int, path: set[int]) -> Any:
     """A pure-JSON copy of ``value``: cycles cut, bad values replaced one by one."""
-    if value is None or isinstance(value, bool | float):
+    # Exact floats only: orjson writes int and str subclasses itself, but not float
+    # ones, which go the way of any other object below (as the first try's default).
+    if value is None or isinstance(value, bool) or type(value) is float:
         return value
     if isinstance(value, str):
         try:

@@ -114,6 +114,21 @@ class TestEncode:
         line = orjson.loads(data)
         assert line["line"].startswith("a") and line["line"].endswith("b")
 
+    def test_a_surrogate_does_not_spoil_a_float_subclass_beside_it(self) -> None:
+        """The general path's last resort (a lone surrogate sends the line through
+        ``_sanitize``) ships a float subclass as the first try does, by ``default``:
+        orjson takes int and str subclasses, not float ones, and the line was dropped."""
+
+        class Celsius(float):
+            pass
+
+        b = builder()
+        data = b.encode("a\udcffb", "INFO", 1, {"t": Celsius(1.5), "n": 2.5})
+        assert data is not None
+        alone = b.encode("ab", "INFO", 1, {"t": Celsius(1.5), "n": 2.5})
+        assert alone is not None
+        assert orjson.loads(alone)["meta"] == orjson.loads(data)["meta"]
+
     def test_long_line_capped_in_bytes(self) -> None:
         """The line text is capped by encoded bytes, not characters, with a marker."""
         text = "é" * 50_000  # 2 bytes each
