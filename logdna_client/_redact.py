@@ -87,12 +87,14 @@ _IN_QUOTES = {
     "'": r"""(?:[^'\\\r\n]|\\[^\r\n])""",
 }
 # One character of an unquoted value: any but a space, a quote or a closing
-# bracket; a ",", ";" or "&" too unless a space, the end or another key's "="
-# follows it. Passwords hold commas ("password=abc,def" is one value, replaced
-# whole), while lists read as lists: "password=abc, user=bob", "a=1,pw=x;b=2",
-# "?pw=x&user=bob".
+# bracket; a ",", ";" or "&" too when more of the value follows it (not a space,
+# a quote, a closing bracket, the end or another key's "=", a form field's
+# "user[name]=" and "user%5Bname%5D=" among them). Passwords hold commas
+# ("password=abc,def" is one value, replaced whole), while lists read as lists:
+# "password=abc, user=bob", "a=1,pw=x;b=2", "?pw=x&user[name]=bob", and JSON's
+# '{"pin":1234,"x":1}' keeps the comma after the number.
 _PLAIN = r"""[^\s"'&,;)\]}]"""
-_JOINER = r"""[&,;](?!\s|\Z|[A-Za-z0-9_.-]{1,64}=)"""
+_JOINER = r"""[&,;](?![\s"')\]}]|\Z|[A-Za-z0-9_.%\[\]-]{1,64}=)"""
 _BARE_UNIT = rf"(?:{_PLAIN}|{_JOINER})"
 
 

@@ -547,6 +547,34 @@ class TestStdlibPaths:
         assert [expected] * 2 == [line["line"] for line in lines]
         assert expected == lines[1]["meta"]["note"]
 
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            ('{"pin":1234,"x":1}', '{"pin":[REDACTED],"x":1}'),
+            ('[{"token":null},{"password":true,"b":"c"}]',
+             '[{"token":[REDACTED]},{"password":[REDACTED],"b":"c"}]'),
+            ("f(password=abc,) g(token=x,'y')", "f(password=[REDACTED],) g(token=[REDACTED],'y')"),
+            ("password=x1&user[name]=bob&user%5Bage%5D=7",
+             "password=[REDACTED]&user[name]=bob&user%5Bage%5D=7"),
+        ],
+    )  # fmt: skip
+    def test_a_bare_value_leaves_what_ends_it(
+        self, text: str, expected: str, handle_path: str, wire: tuple[Client, RecordingTransport]
+    ) -> None:
+        """A ",", ";" or "&" with no more of the value after it (a quote or closing
+        bracket next: JSON's '"pin":1234,"x"'), or with a form field's bracketed key
+        after it, is not part of the value: it ships ('{"pin":[REDACTED]"x":1}' lost
+        the comma, and "user[name" was replaced as part of the password)."""
+        client, transport = wire
+        log = make_logger(f"t.redact.ends.{handle_path}", LogDNAHandler(client=client))
+        log.info(text)
+        log.info("%s", text, extra={"note": text})
+
+        lines = lines_of(shipped(client, transport))
+
+        assert [expected] * 2 == [line["line"] for line in lines]
+        assert expected == lines[1]["meta"]["note"]
+
 
 class TestStructlogWithoutMessage:
     def test_processor(self, wire: tuple[Client, RecordingTransport]) -> None:
