@@ -78,7 +78,7 @@ SECRET_WHOLE_KEYS: tuple[str, ...] = ("sid",)
 # The key=value pattern's parts. What comes before the value (see secret_kv).
 _KV_BEFORE = (
     r"""[:=](?<!\d\d:)"""
-    r"""(?:[ \t]{1,3}(?![A-Za-z0-9_.-]{1,64}(?:\\{0,15}["'])?[:=]))?(?:\\{0,15}["'])?"""
+    r"""(?:[ \t]{1,3}(?![A-Za-z0-9_.-]{1,64}(?:\\{0,15}["'])?[:=]))?(?:b?\\{0,15}["'])?"""
     r"""(?:(?i:bearer|basic|token|digest)[ \t]{1,3})?"""
 )
 # One character (or escape) of a quoted value, after a " and after a '.

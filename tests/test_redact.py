@@ -87,6 +87,22 @@ def lines_of(body: bytes) -> list[dict[str, Any]]:
     return [line for part in body.split(b"\n") if part for line in orjson.loads(part)["lines"]]
 
 
+def assert_ships_as(
+    wire: tuple[Client, RecordingTransport], logger: str, text: str, expected: str
+) -> None:
+    """``text`` logged through a handler as the message, as a %s argument and in
+    extra= ships as ``expected`` in each."""
+    client, transport = wire
+    log = make_logger(logger, LogDNAHandler(client=client))
+    log.info(text)
+    log.info("%s", text, extra={"note": text})
+
+    lines = lines_of(shipped(client, transport))
+
+    assert [expected] * 2 == [line["line"] for line in lines]
+    assert expected == lines[1]["meta"]["note"]
+
+
 class TestKeyNames:
     @pytest.mark.parametrize("key", LISTED_KEYS)
     def test_every_listed_key_is_redacted(
@@ -537,15 +553,7 @@ class TestStdlibPaths:
         """A comma, ";" or "&" inside an unquoted value is part of it (passwords hold
         them: "password=abc,def" shipped ",def"); one that a space, the end or another
         key's "=" follows ends it (a list of pairs). In the message and in extra=."""
-        client, transport = wire
-        log = make_logger(f"t.redact.commas.{handle_path}", LogDNAHandler(client=client))
-        log.info(text)
-        log.info("%s", text, extra={"note": text})
-
-        lines = lines_of(shipped(client, transport))
-
-        assert [expected] * 2 == [line["line"] for line in lines]
-        assert expected == lines[1]["meta"]["note"]
+        assert_ships_as(wire, f"t.redact.commas.{handle_path}", text, expected)
 
     @pytest.mark.parametrize(
         ("text", "expected"),
@@ -565,15 +573,23 @@ class TestStdlibPaths:
         bracket next: JSON's '"pin":1234,"x"'), or with a form field's bracketed key
         after it, is not part of the value: it ships ('{"pin":[REDACTED]"x":1}' lost
         the comma, and "user[name" was replaced as part of the password)."""
-        client, transport = wire
-        log = make_logger(f"t.redact.ends.{handle_path}", LogDNAHandler(client=client))
-        log.info(text)
-        log.info("%s", text, extra={"note": text})
+        assert_ships_as(wire, f"t.redact.ends.{handle_path}", text, expected)
 
-        lines = lines_of(shipped(client, transport))
-
-        assert [expected] * 2 == [line["line"] for line in lines]
-        assert expected == lines[1]["meta"]["note"]
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            ("creds {'password': b'hunter2', 'user': 'bob'}",
+             "creds {'password': b'[REDACTED]', 'user': 'bob'}"),
+            ('token=b"tk 42" ok', 'token=b"[REDACTED]" ok'),
+            ("{'db_password': b'pw,9'}", "{'db_password': b'[REDACTED]'}"),
+        ],
+    )  # fmt: skip
+    def test_a_bytes_repr_value(
+        self, text: str, expected: str, handle_path: str, wire: tuple[Client, RecordingTransport]
+    ) -> None:
+        """A Python bytes repr after a secret key (a dict of bytes logged with %s) is
+        a quoted value: only its "b" was replaced and the secret after it shipped."""
+        assert_ships_as(wire, f"t.redact.bytes.{handle_path}", text, expected)
 
 
 class TestStructlogWithoutMessage:
