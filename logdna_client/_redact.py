@@ -1238,11 +1238,12 @@ def _fragment_value(fragment: object) -> Any:
 
 def _writable_key(key: object) -> bool:
     """Whether orjson writes ``key`` as a mapping key itself (with OPT_NON_STR_KEYS,
-    as the line builder asks it to); any other key ships as its text (safe_str)."""
-    if key is None or isinstance(key, str | int | float):
-        return True
+    as the line builder asks it to); any other key ships as its text (safe_str).
+    orjson takes str and int subclasses as keys but not float ones."""
     if isinstance(key, Enum):
         return _writable_key(key.value)
+    if key is None or isinstance(key, str | int) or type(key) is float:
+        return True
     return type(key) in _NATIVE
 
 

@@ -248,6 +248,28 @@ class TestContainers:
             assert b"password" not in body
             assert b'"user":"hunter2"' in body
 
+    def test_float_subclass_key_is_judged_by_the_text_it_ships_as(
+        self, handle_path: str, wire: tuple[Client, RecordingTransport]
+    ) -> None:
+        """orjson writes no float subclass key: it ships as its str(), which is what
+        is judged (it was taken for a number, and "password" shipped the value)."""
+
+        class Named(float):
+            def __str__(self) -> str:
+                return "password"
+
+        client, transport = wire
+        log = make_logger(f"t.redact.float_key.{handle_path}", LogDNAHandler(client=client))
+        client.log("x", meta={Named(0.5): "hunter2"})
+        log.info("x", extra={"ctx": {Named(0.5): "hunter2"}})
+
+        body = shipped(client, transport)
+
+        assert b"hunter2" not in body
+        lines = lines_of(body)
+        assert {"password": MARKER} == lines[0]["meta"]
+        assert {"password": MARKER} == lines[1]["meta"]["ctx"]
+
     def test_tuple_key_is_judged_by_the_text_it_ships_as(
         self, wire: tuple[Client, RecordingTransport]
     ) -> None:
@@ -281,13 +303,24 @@ class TestContainers:
         class Big(int):
             pass
 
+        class Ratio(float):
+            pass
+
         class Stamp(datetime.datetime):
             pass
+
+        class Scale(float, enum.Enum):
+            HALF = 0.5
+
+        class Measured(enum.Enum):
+            HALF = Ratio(0.5)
+            SCALE = Scale.HALF
 
         keys: list[Any] = [
             "s", 1, Big(2), 2.5, True, None, Color.RED, Color.PAIR, Color.INNER,
             datetime.date(2024, 1, 2), datetime.time(1, 2), uuid.UUID(int=5),
-            Stamp(2024, 1, 2), b"b", ("t",), frozenset("f"), object(),
+            Stamp(2024, 1, 2), b"b", ("t",), frozenset("f"), object(), Ratio(0.5),
+            Scale.HALF, Measured.HALF, Measured.SCALE,
         ]  # fmt: skip
         for key in keys:
             try:
