@@ -52,6 +52,9 @@ HOSTILE = {
     # Commas inside values (each one looks ahead for another key's "=").
     "pw=a,b,c, repeated": "pw=a,b,c,",
     "a=1,pw=x, repeated": "a=1,pw=x,",
+    # Commas and nothing else inside values; bytes reprs' quotes inside values.
+    "pw=,, repeated": "pw=,,",
+    "pw=b' repeated": "pw=b'",
 }
 
 

@@ -82,6 +82,10 @@ HOSTILE = [
     "password=\\'",  # the same in single quotes
     "pw=",  # a bare value, its separator inside it
     "pw=a,",  # the same, a joiner inside it
+    "pw=,,",  # joiners only
+    "pw12=",  # a key that ends with two digits
+    "sid=",  # a key that is a secret only whole
+    "pw=b'",  # a bytes repr's quote inside a value
     "".join(f'k{i}_token=\\"' for i in range(20)),  # more keys than the finders take
 ]
 
