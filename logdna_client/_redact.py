@@ -75,9 +75,10 @@ SECRET_LAST_WORDS: tuple[str, ...] = ("key",)
 #: "ORACLE_SID" or "sid_count".
 SECRET_WHOLE_KEYS: tuple[str, ...] = ("sid",)
 
-# The key=value pattern's parts. What comes before the value (see secret_kv).
+# The key=value pattern's parts. What comes before the value (see secret_kv): the
+# separator, "=>" too (Ruby's, PHP's and Perl's hashes: {"password"=>"x"}).
 _KV_BEFORE = (
-    r"""[:=](?<!\d\d:)"""
+    r"""[:=](?<!\d\d:)(?:(?<==)>)?"""
     r"""(?:[ \t]{1,3}(?![A-Za-z0-9_.-]{1,64}(?:\\{0,15}["'])?[:=]))?(?:b?\\{0,15}["'])?"""
     r"""(?:(?i:bearer|basic|token|digest)[ \t]{1,3})?"""
 )

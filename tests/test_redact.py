@@ -624,6 +624,24 @@ class TestStdlibPaths:
         a quoted value: only its "b" was replaced and the secret after it shipped."""
         assert_ships_as(wire, f"t.redact.bytes.{handle_path}", text, expected)
 
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            ('params {"password"=>"hunter2", "user"=>"bob"}',
+             'params {"password"=>"[REDACTED]", "user"=>"bob"}'),
+            ('{:api_key=>"ak 42"}', '{:api_key=>"[REDACTED]"}'),
+            ("array('db_pass' => 'hunter2', 'host' => 'db')",
+             "array('db_pass' => '[REDACTED]', 'host' => 'db')"),
+            ("token=>abc def", "token=>[REDACTED] def"),
+        ],
+    )  # fmt: skip
+    def test_a_hash_arrow_separates_a_key_and_its_value(
+        self, text: str, expected: str, handle_path: str, wire: tuple[Client, RecordingTransport]
+    ) -> None:
+        """Ruby's, PHP's and Perl's hashes write "key" => value (piped logs of other
+        programs): only the ">" was replaced and the value shipped."""
+        assert_ships_as(wire, f"t.redact.arrow.{handle_path}", text, expected)
+
 
 class TestStructlogWithoutMessage:
     def test_processor(self, wire: tuple[Client, RecordingTransport]) -> None:

@@ -86,6 +86,7 @@ HOSTILE = [
     "pw12=",  # a key that ends with two digits
     "sid=",  # a key that is a secret only whole
     "pw=b'",  # a bytes repr's quote inside a value
+    "pw=> ",  # a hash arrow, a space after it
     "".join(f'k{i}_token=\\"' for i in range(20)),  # more keys than the finders take
 ]
 
