@@ -764,7 +764,8 @@ def _quiet_library() -> Iterator[None]:
 
 _PIECES = st.sampled_from(
     ["password", "token", "user", "pin", "key", "PASS", "42", ":", "=", " ", '"', "'", "@",
-     "eyJ", "AKIA", "ASIA", "A", "x", "é", "€", "😀", "Authorization", "://", "-", "_", "."]
+     "eyJ", "AKIA", "ASIA", "A", "x", "é", "€", "😀", "Authorization", "://", "-", "_", ".",
+     "sid", "12", ",", ";", "&", "=>", "b'", "[", "]"]
 )  # fmt: skip
 
 

@@ -57,7 +57,8 @@ _PIECES = st.sampled_from(
      "Token", "user", "KeyError", "Authorization", "AUTHORIZATION", "cookie", "Cookie",
      "Bearer", "bearer", "basic", "ssn", "SSN", "social", "Social Security", "security",
      "number", "no", "ann.lee", "example.com", ".com", "bob", "eyJ", "AKIA", "://",
-     MARKER, "1-", "4 ", "12:30", "db_token"]
+     MARKER, "1-", "4 ", "12:30", "db_token", "sid", "PHPSESSID", "pw12", "=>", "b'", "[",
+     "]", "%5B"]
 )  # fmt: skip
 
 
@@ -100,6 +101,9 @@ EXAMPLES = [
     # joiners (",", ";", "&") inside bare values and between pairs, and past the bound
     "password=abc,def pw=a,b;c&d, user=bob,pin=1;x=2&token=t&&u a=1,pw=x,k= pw=,;&",
     "pw=" + "a," * 300 + " token=" + "b" * 300 + ",c" * 10 + " pin=" + ",x" * 200,
+    # hash arrows, bytes reprs, joiners before a quote or bracket, bracketed keys
+    """{"password"=>"x", :pw=>'y'} {'pin': b'1', "token": b"2"} pw=a&user[n]=b&u%5Bp%5D=c"""
+    ' {"pin":1,"x":2} f(token=t,) sid=a,b; pw12=z',
     # a backslash before a line break after a quote: a bare value of one character
     'pw="\\\n pin=\'\\\r\n token="\\',
 ]
