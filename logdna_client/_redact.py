@@ -50,9 +50,12 @@ DEFAULT_SECRET_KEYS: tuple[str, ...] = (
     "accesskey", "privatekey", "signingkey", "licensekey", "authorization", "cookie",
     "session", "credential", "signature", "jwt", "databaseurl", "connectionstring",
     # session cookies and parameters that do not say "session": PHP's, Express's,
-    # WordPress's logged-in and secure auth cookies (JSESSIONID, ASP.NET_SessionId,
+    # WordPress's logged-in and secure auth cookies, ASP.NET's forms and ASP.NET Core
+    # Identity's auth cookies (IIS logs them bare: "cs(Cookie)" is
+    # ".ASPXAUTH=...;+ASP.NET_SessionId=..."; JSESSIONID, ASP.NET_SessionId,
     # laravel_session and CFTOKEN are matched above)
-    "phpsessid", "connectsid", "wordpressloggedin", "wordpresssec",
+    "phpsessid", "connectsid", "wordpressloggedin", "wordpresssec", "aspxauth",
+    "aspnetcoreidentity",
     # payment cards
     "creditcard", "cardnumber", "cardnum", "ccnumber", "ccnum",
     # PHI / identity

@@ -132,7 +132,8 @@ class TestKeyNames:
         "key",
         ["PHPSESSID", "connect.sid", "CFID", "sid", "SID", "_sid", "sessid", "sess_id",
          "koa.sess", "SESS49960de5880e8c687434170f6476605b", "SSESS49960de5b",
-         "wordpress_logged_in_0a1b2c", "wordpress_sec_0a1b2c"],
+         "wordpress_logged_in_0a1b2c", "wordpress_sec_0a1b2c", ".ASPXAUTH",
+         ".AspNetCore.Identity.Application"],
     )  # fmt: skip
     def test_session_cookie_and_parameter_names(
         self, key: str, handle_path: str, wire: tuple[Client, RecordingTransport]
