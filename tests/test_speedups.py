@@ -11,14 +11,14 @@ import sys
 import sysconfig
 import textwrap
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from logdna_client import LogDNAHandler, _native
+from logdna_client import Client, LogDNAHandler, _native
 from logdna_client import _handler as handler_module
 from logdna_client._threads import BUSY_THREADS, SENDER_THREADS
 from logdna_client.contrib import bind_request_context, reset_request_context
@@ -598,6 +598,47 @@ class TestRedactionAgrees:
             close_all(handlers)
         assert not any(b"dXNlcjpwYXNz" in line for line in queued[1])
         assert queued[1] == queued[0]
+
+    def test_a_time_is_no_key_to_ask_about(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A ':' after two digits is no separator for the redactor (a time, a ratio), so
+        the C path does not hand text with a timestamp to it (it asked about the key
+        "2026-12-05T10" on every such line, and the redactor never answers for it);
+        a separator beside one is still looked at, and both paths ship the same bytes."""
+        asked: list[str] = []
+        handlers = []
+        for pure in ("0", "1"):
+            monkeypatch.setenv("LOGDNA_CLIENT_PURE_PYTHON", pure)
+            client = Client(key="k", url=UNREACHABLE, hostname="t", flush_interval=3600)
+            redact = client._builder.redact_triggered
+
+            def counting(text: str, redact: Callable[[str], str] = redact) -> str:
+                asked.append(text)
+                return redact(text)
+
+            client._builder.redact_triggered = counting  # type: ignore[method-assign]
+            handlers.append(LogDNAHandler(client=client))
+        monkeypatch.delenv("LOGDNA_CLIENT_PURE_PYTHON")
+        fast, slow = handlers
+        assert fast._fast is not None and slow._fast is None
+        times = ["job started at 2026-12-05T10:30:00Z", "took 01:02:03", "aspect 16:9"]
+        try:
+            fast.handle(record("m", ()))  # the first: the level's JSON, the logger's name
+            built = c_lines(fast)
+            for text in times * 2:
+                fast.handle(record(text, ()))
+            assert [] == asked
+            assert 6 == c_lines(fast) - built  # and built in C
+            fast.handle(record("at 2026-12-05T10:30:00Z password=%s", ("hunter2",)))
+            assert 1 == len(asked)
+            for text in times:
+                slow.handle(record(text, ()))
+            fast_lines, slow_lines = through_both(
+                (fast, slow), record("at 2026-12-05T10:30:00Z password=%s", ("hunter2",))
+            )
+        finally:
+            close_all((fast, slow))
+        assert slow_lines == fast_lines
+        assert not any(b"hunter2" in line for line in fast_lines)
 
     def test_long_meta_string_after_a_plain_key(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """A meta string with a trigger is redacted by the walk, which first cuts one
