@@ -15,7 +15,7 @@ import math
 import sys
 import traceback
 from collections.abc import Callable, Mapping
-from types import TracebackType
+from types import FrameType, TracebackType
 from typing import Any
 
 from ._context import with_context
@@ -254,7 +254,24 @@ def _with_traces(text: str, event_dict: Mapping[str, Any], meta: dict[str, Any])
             text = f"{text}\n{stack}"
             break
         if stack is True:
-            frames = traceback.format_stack()[:-4]  # without this module's own frames
+            frames = traceback.format_stack(_caller_frame())
             text = f"{text}\nStack (most recent call last):\n{''.join(frames).rstrip()}"
             break
     return text
+
+
+#: Modules whose frames lie between the application's logging call and here (structlog,
+#: logging, this library): a ``stack_info`` stack ends before them, at that call, as
+#: structlog's StackInfoRenderer and logging's own ``stack_info`` do.
+_MACHINERY = ("logdna_client", "structlog", "logging")
+
+
+def _caller_frame() -> FrameType | None:
+    """The innermost frame outside ``_MACHINERY`` (None when there is none)."""
+    frame: FrameType | None = sys._getframe(1)
+    while frame is not None:
+        name = frame.f_globals.get("__name__")
+        if not isinstance(name, str) or name.partition(".")[0] not in _MACHINERY:
+            return frame
+        frame = frame.f_back
+    return None

@@ -1,14 +1,16 @@
-"""Tests for the structlog mapping's object keys: their text is made once per event."""
+"""The structlog processor's mapping, checked on both paths: the C call and pure Python."""
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import structlog
 
-from logdna_client import _native
+from logdna_client import LogDNAHandler, _native
 from logdna_client.structlog import LogDNAProcessor
 from tests.test_speedups import UNREACHABLE
 
@@ -37,6 +39,9 @@ def processor(
     yield make
     for p in made:
         p.client.close(timeout=0)
+
+
+json_renderer = structlog.processors.JSONRenderer()
 
 
 def queued(p: LogDNAProcessor) -> list[dict[str, Any]]:
@@ -85,3 +90,53 @@ class TestObjectKeys:
         [line] = queued(p)
         assert 1 == key.calls
         assert {"user": "blue"} == line["meta"]
+
+
+def app_call(log: Any) -> Any:
+    """The application's logging call: where a stack must end."""
+    return log.info("x", stack_info=True)
+
+
+class TestStack:
+    def test_stack_info_stack_ends_at_the_call(
+        self, processor: Callable[..., LogDNAProcessor]
+    ) -> None:
+        """``stack_info=True`` ships the stack that structlog's StackInfoRenderer makes:
+        up to the application's call, without structlog's frames or ours."""
+        p = processor(redact=False)  # (pytest's frames hold "session=session")
+        log = structlog.wrap_logger(
+            structlog.ReturnLogger(),
+            processors=[p, structlog.processors.StackInfoRenderer(), json_renderer],
+        )
+
+        rendered = json.loads(app_call(log))
+
+        [line] = queued(p)
+        assert f"x\n{rendered['stack']}" == line["line"]
+        assert "in app_call\n" in line["line"].splitlines(keepends=True)[-2]
+
+    def test_stack_info_through_the_stdlib_handler_ends_at_the_call(self) -> None:
+        """An event handed to a LogDNAHandler by ``wrap_for_formatter`` with
+        ``stack_info=True``: the stack ends at the application's call too, without
+        logging's, structlog's or the handler's frames."""
+        handler = LogDNAHandler(key="k", url=UNREACHABLE, hostname="t", flush_interval=3600)
+        logger = logging.getLogger("t.structlog.paths.stack")
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+        log = structlog.wrap_logger(
+            logger,
+            processors=[structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+            wrapper_class=structlog.stdlib.BoundLogger,
+        )
+        try:
+            app_call(log)
+            [line] = [json.loads(entry[1:]) for entry in handler.client._buffer.entries]
+        finally:
+            logger.removeHandler(handler)
+            handler.client.close(timeout=0)
+            handler.close()
+
+        last = line["line"].splitlines()[-2:]
+        assert "in app_call" in last[0]
+        assert 'return log.info("x", stack_info=True)' == last[1].strip()
