@@ -140,3 +140,33 @@ class TestStack:
         last = line["line"].splitlines()[-2:]
         assert "in app_call" in last[0]
         assert 'return log.info("x", stack_info=True)' == last[1].strip()
+
+
+class TestAfterARenderer:
+    """The processor put after the renderer ships what the renderer made."""
+
+    def test_rendered_bytes_ship_as_their_text(
+        self, processor: Callable[..., LogDNAProcessor]
+    ) -> None:
+        """A renderer that makes bytes (``JSONRenderer(serializer=orjson.dumps)`` for a
+        BytesLogger): the line is their text, not the bytes' repr."""
+        p = processor()
+        rendered = '{"event":"héllo","user":"bob"}'.encode()
+
+        assert rendered is p(None, "info", rendered)
+
+        [line] = queued(p)
+        assert '{"event":"héllo","user":"bob"}' == line["line"]
+
+    @pytest.mark.parametrize(("method", "level"), [("notice", "NOTICE"), ("warn", "WARNING")])
+    def test_level_from_the_method_name_as_for_an_event_dict(
+        self, processor: Callable[..., LogDNAProcessor], method: str, level: str
+    ) -> None:
+        """The level of rendered text follows the method-name rule of an event dict: a
+        custom method (a BoundLogger's ``notice``) names its level."""
+        p = processor()
+
+        p(None, method, "rendered")
+        p(None, method, {"event": "dict"})
+
+        assert [level, level] == [line["level"] for line in queued(p)]
