@@ -15,7 +15,7 @@ import math
 import sys
 import traceback
 from collections.abc import Callable, Mapping
-from types import TracebackType
+from types import FrameType, TracebackType
 from typing import Any
 
 from ._context import with_context
@@ -179,19 +179,16 @@ def _exception_text(exc_info: object) -> str | None:
         return f"exc_info={safe_str(exc_info)[:1000]} [logdna_client: not an exception]"
 
 
-def _no_event_text(
-    event_dict: Mapping[str, Any], redact: Callable[[dict[Any, Any]], Any] | None
-) -> str:
-    """``key=value`` pairs for an event without a message, from the values as meta
-    ships them: a secret redacted there is redacted here too."""
-    pairs = {key: value for key, value in event_dict.items() if key not in NOT_META}
+def _no_event_text(pairs: dict[str, Any], redact: Callable[[dict[Any, Any]], Any] | None) -> str:
+    """``key=value`` pairs for an event without a message, from its meta as it ships
+    (keys as text): a secret redacted there is redacted here too."""
     if redact is not None:
         shown = redact(pairs)
         if isinstance(shown, dict):
             pairs = shown
         else:  # the redactor could not read them: show none of them
             return "(event without a message)"
-    parts = [f"{safe_str(key)}={safe_str(value)}" for key, value in pairs.items()]
+    parts = [f"{key}={safe_str(value)}" for key, value in pairs.items()]
     return " ".join(parts)[:_NO_EVENT_LIMIT]
 
 
@@ -212,19 +209,20 @@ def event_dict_to_line(
     A ``timestamp`` that ``timestamp_of`` cannot read stays in meta
     (``timestamp_parsed`` says whether it could, when the caller already knows).
     """
-    event = event_dict.get(TEXT_KEY)
-    if event is None:
-        text = _no_event_text(event_dict, redact) if TEXT_KEY not in event_dict else "None"
-    else:
-        text = event if type(event) is str else safe_str(event)
-
-    # One comprehension (the common event's keys are all strings), not a loop.
+    # One comprehension (the common event's keys are all strings), not a loop. A key
+    # that is no str has its text made here, once: the no-message text shows these
+    # keys too, and a __str__ may be slow, or answer "user" now and "password" next.
     not_meta = NOT_META
     own = {
         key if type(key) is str else safe_str(key): value
         for key, value in event_dict.items()
         if key not in not_meta
     }
+    event = event_dict.get(TEXT_KEY)
+    if event is None:
+        text = _no_event_text(own, redact) if TEXT_KEY not in event_dict else "None"
+    else:
+        text = event if type(event) is str else safe_str(event)
     meta: dict[str, Any] = with_context(own, extra) if extra else own
 
     if not _TRACE_KEYS.isdisjoint(event_dict):
@@ -256,7 +254,24 @@ def _with_traces(text: str, event_dict: Mapping[str, Any], meta: dict[str, Any])
             text = f"{text}\n{stack}"
             break
         if stack is True:
-            frames = traceback.format_stack()[:-4]  # without this module's own frames
+            frames = traceback.format_stack(_caller_frame())
             text = f"{text}\nStack (most recent call last):\n{''.join(frames).rstrip()}"
             break
     return text
+
+
+#: Modules whose frames lie between the application's logging call and here (structlog,
+#: logging, this library): a ``stack_info`` stack ends before them, at that call, as
+#: structlog's StackInfoRenderer and logging's own ``stack_info`` do.
+_MACHINERY = ("logdna_client", "structlog", "logging")
+
+
+def _caller_frame() -> FrameType | None:
+    """The innermost frame outside ``_MACHINERY`` (None when there is none)."""
+    frame: FrameType | None = sys._getframe(1)
+    while frame is not None:
+        name = frame.f_globals.get("__name__")
+        if not isinstance(name, str) or name.partition(".")[0] not in _MACHINERY:
+            return frame
+        frame = frame.f_back
+    return None

@@ -42,6 +42,7 @@ from ._event import (
     TIME_KEY,
     UNUSUAL_KEYS,
     event_dict_to_line,
+    level_name,
     level_of,
     levelno_of,
     timestamp_of,
@@ -270,9 +271,13 @@ class LogDNAProcessor(_NativeCall):
         """Any event: the general mapping (``event_dict_to_line``) and ``LineBuilder.entry``."""
         builder = self._builder
         if type(event_dict) is not dict and not isinstance(event_dict, Mapping):
-            # A renderer ran before us: ship what it rendered.
-            text = event_dict if isinstance(event_dict, str) else safe_str(event_dict)
-            level = LEVELS.get(method_name, "INFO")
+            # A renderer ran before us: ship what it rendered (bytes, from an orjson
+            # JSONRenderer, as their text: decoded as meta's bytes are).
+            if isinstance(event_dict, bytes | bytearray):
+                text = bytes(event_dict).decode("utf-8", "backslashreplace")
+            else:
+                text = event_dict if isinstance(event_dict, str) else safe_str(event_dict)
+            level = level_name(method_name)
             if self._passes(level):
                 entry = builder.entry(text, level, now_millis(), None, None)
                 if entry is not None:

@@ -64,6 +64,15 @@ class Lines:
         with self._changed:
             return self._changed.wait_for(lambda: len(self.lines) >= n or self._ended, timeout)
 
+    def said(self, text: bytes, timeout: float = 60) -> bool:
+        """Whether a line holding ``text`` came (waiting up to ``timeout`` seconds)."""
+
+        def found() -> bool:
+            return any(text in line for line in self.lines)
+
+        with self._changed:
+            return self._changed.wait_for(lambda: found() or self._ended, timeout) and found()
+
     def all(self, timeout: float = 60) -> list[bytes]:
         """Every line, once the stream ended."""
         with self._changed:
@@ -73,10 +82,12 @@ class Lines:
 
 @contextlib.contextmanager
 def started(
-    args: list[str], env: dict[str, str], **kwargs: object
+    args: list[str], env: dict[str, str], script: str | None = None, **kwargs: object
 ) -> Iterator[subprocess.Popen[bytes]]:
+    """``python -m logdna_client ARGS`` (or ``python -c SCRIPT``) in a new session."""
+    command = ["-m", "logdna_client", *args] if script is None else ["-c", script]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "logdna_client", *args], env=env, stdout=subprocess.PIPE,
+        [sys.executable, *command], env=env, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, start_new_session=True, **kwargs,  # type: ignore[call-overload]
     )  # fmt: skip
     try:
@@ -223,6 +234,79 @@ def test_pipe_shows_no_line_it_read_after_delivering(server: DevServer) -> None:
     assert shown == [x["line"] for x in server.lines]
 
 
+@contextlib.contextmanager
+def posting(url: str) -> Iterator[list[int]]:
+    """Four clients post batches of numbered lines to ``url`` without pause, until the
+    block ends or the server stops answering; yields the ids of lines answered 200."""
+    acknowledged: list[int] = []
+    stop = threading.Event()
+
+    def post(client: int) -> None:
+        session = requests.Session()
+        n = 0
+        with contextlib.suppress(requests.RequestException):
+            while not stop.is_set() and n < MAX_LINES:
+                ids = [client * MAX_LINES + n + i for i in range(50)]
+                n += 50
+                body = {"lines": [{"line": f"line {i}"} for i in ids]}
+                answer = session.post(url, params={"hostname": "t"}, json=body, timeout=30)
+                if answer.status_code == 200:
+                    acknowledged.extend(ids)
+
+    clients = [threading.Thread(target=post, args=(c,), daemon=True) for c in range(4)]
+    for client in clients:
+        client.start()
+    try:
+        yield acknowledged
+    finally:
+        stop.set()
+        for client in clients:
+            client.join(60)
+
+
+def ingest_url(notices: Lines) -> str:
+    """The ingest URL the devserver's banner names."""
+    assert notices.reached(1)
+    found = re.search(rb"(http://\S+/logs/ingest)", notices.lines[0])
+    assert found is not None, notices.lines
+    return found.group(1).decode()
+
+
+#: The devserver command, in a child that holds one request between reading its body
+#: and taking its lines (a big body parsed on a loaded machine) until told on stdin,
+#: and that, once the command returned, waits for stdin to close and for its
+#: connection threads before it exits (an app that serves one does not end at once).
+HELD_DEVSERVER = """
+import sys, threading
+from logdna_client import _cli
+from logdna_client.devserver import _body
+
+parse, go, inside = _body.parse_lines, threading.Event(), []
+
+def held_parse(body):
+    if b"held" in body:
+        inside.append(threading.current_thread())
+        sys.stderr.write("@@parsing\\n")
+        sys.stderr.flush()
+        go.wait()
+    return parse(body)
+
+def commands():
+    sys.stdin.readline()
+    go.set()
+    sys.stdin.read()
+
+_body.parse_lines = held_parse
+reader = threading.Thread(target=commands, daemon=True)
+reader.start()
+status = _cli.main(["devserver", "--port", "0", "--json"])
+reader.join()
+for thread in inside:
+    thread.join(60)
+sys.exit(status)
+"""
+
+
 class TestDevserver:
     @pytest.mark.parametrize("sig", SIGNALS, ids=lambda s: s.name)
     def test_stopped_under_load_counts_and_shows_every_line_it_took(
@@ -233,35 +317,12 @@ class TestDevserver:
         with started(["devserver", "--port", "0", "--json"], child_env()) as proc:
             assert proc.stdout is not None and proc.stderr is not None
             notices = Lines(proc.stderr)
-            assert notices.reached(1)
-            found = re.search(rb"(http://\S+/logs/ingest)", notices.lines[0])
-            assert found is not None, notices.lines
-            url = found.group(1).decode()
+            url = ingest_url(notices)
             tail = Lines(proc.stdout)
-            acknowledged: list[int] = []  # ids of lines answered 200
-            stop = threading.Event()
-
-            def post(client: int) -> None:
-                session = requests.Session()
-                n = 0
-                with contextlib.suppress(requests.RequestException):
-                    while not stop.is_set() and n < MAX_LINES:
-                        ids = [client * MAX_LINES + n + i for i in range(50)]
-                        n += 50
-                        body = {"lines": [{"line": f"line {i}"} for i in ids]}
-                        answer = session.post(url, params={"hostname": "t"}, json=body, timeout=30)
-                        if answer.status_code == 200:
-                            acknowledged.extend(ids)
-
-            clients = [threading.Thread(target=post, args=(c,), daemon=True) for c in range(4)]
-            for client in clients:
-                client.start()
-            assert tail.reached(SHOWN_BEFORE_SIGNAL)
-            proc.send_signal(sig)
-            assert 0 == proc.wait(60)
-            stop.set()
-            for client in clients:
-                client.join(60)
+            with posting(url) as acknowledged:
+                assert tail.reached(SHOWN_BEFORE_SIGNAL)
+                proc.send_signal(sig)
+                assert 0 == proc.wait(60)
             shown = [orjson.loads(raw)["line"] for raw in tail.all()]
             said = b"\n".join(notices.all()).decode()
         counted = re.search(r"devserver stopped: (\d+) lines in (\d+) requests", said)
@@ -269,3 +330,38 @@ class TestDevserver:
         assert len(set(shown)) == len(shown) == int(counted.group(1))
         assert set() == {f"line {i}" for i in acknowledged} - set(shown)
         assert SHOWN_BEFORE_SIGNAL <= len(acknowledged)
+
+    @pytest.mark.parametrize("sig", SIGNALS, ids=lambda s: s.name)
+    def test_a_request_taken_after_stop_is_not_shown(self, sig: signal.Signals) -> None:
+        """A request read before the signal whose lines come to be taken after the
+        stop (stop() waits 2 s for connection threads) is neither answered nor shown:
+        the tail holds what "devserver stopped" counts, and every line answered 200."""
+        with started([], child_env(), HELD_DEVSERVER, stdin=subprocess.PIPE) as proc:
+            assert proc.stdin is not None and proc.stdout is not None
+            assert proc.stderr is not None
+            notices = Lines(proc.stderr)
+            url = ingest_url(notices)
+            tail = Lines(proc.stdout)
+
+            def post_held() -> None:
+                with contextlib.suppress(requests.RequestException):  # not answered: stopped
+                    body = {"lines": [{"line": "held"}]}
+                    requests.post(url, params={"hostname": "t"}, json=body, timeout=60)
+
+            held = threading.Thread(target=post_held, daemon=True)
+            with posting(url) as acknowledged:
+                assert tail.reached(SHOWN_BEFORE_SIGNAL)
+                held.start()
+                assert notices.said(b"@@parsing")
+                proc.send_signal(sig)
+                assert notices.said(b"devserver stopped")
+                proc.stdin.write(b"go\n")
+                proc.stdin.close()
+                assert 0 == proc.wait(60)
+            shown = [orjson.loads(raw)["line"] for raw in tail.all()]
+            said = b"\n".join(notices.all()).decode()
+        counted = re.search(r"devserver stopped: (\d+) lines in (\d+) requests", said)
+        assert counted is not None, said
+        assert "held" not in shown
+        assert len(set(shown)) == len(shown) == int(counted.group(1))
+        assert set() == {f"line {i}" for i in acknowledged} - set(shown)

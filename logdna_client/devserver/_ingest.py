@@ -50,10 +50,7 @@ def post(handler: Handler, path: str) -> None:
     if delay > 0 and handler.server.closing.wait(delay):
         length_header = handler.headers.get("Content-Length", "").strip()
         claimed = int(length_header) if length_header.isdigit() else 0
-        owner._add_record(
-            handler._record(path, None, query=query, body_bytes=claimed, error="server stopped")
-        )
-        handler.close_connection = True
+        _stopped(handler, path, query=query, body_bytes=claimed)
         return
     # Only a few bodies are in memory at a time; the others wait here, unread.
     with owner._gate.slot(handler.server.closing):
@@ -124,7 +121,7 @@ def _ingest(handler: Handler, path: str, query: dict[str, str]) -> None:
         return
 
     batch_id = str(uuid.uuid4())
-    owner._accept(
+    taken = owner._accept(
         lines,
         origin,
         lambda first: handler._record(
@@ -138,6 +135,9 @@ def _ingest(handler: Handler, path: str, query: dict[str, str]) -> None:
         handler._received_at,
         counts,
     )
+    if not taken:
+        _stopped(handler, path, **common)
+        return
     handler._send(200, {"status": "ok", "batchID": batch_id})
 
 
@@ -173,7 +173,7 @@ def _otlp_logs(
     hosts = {line.get("hostname") for line in lines} - {None}
     origin = Origin(query=common["query"], hostname=hosts.pop() if len(hosts) == 1 else None)
     common["hostname"] = origin.hostname
-    owner._accept(
+    taken = owner._accept(
         lines,
         origin,
         lambda first: handler._record(
@@ -182,7 +182,17 @@ def _otlp_logs(
         handler._received_at,
         owner._hub.count_if_watched(lines),
     )
+    if not taken:
+        _stopped(handler, path, **common)
+        return
     handler._send(200, None, raw=answer)
+
+
+def _stopped(handler: Handler, path: str, **fields: Any) -> None:
+    """The server stopped before the request's lines were taken: recorded, and the
+    connection closed without an answer (the client sends them again elsewhere)."""
+    handler.server.owner._add_record(handler._record(path, None, error="server stopped", **fields))
+    handler.close_connection = True
 
 
 def _check_key(handler: Handler) -> tuple[bool, bool | None, str | None]:

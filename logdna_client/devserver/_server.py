@@ -119,6 +119,7 @@ class DevServer(Faults):
         self._server: Server | None = None
         self._thread: threading.Thread | None = None
         self._running = False
+        self._taking = False  # whether lines are taken (under _out_lock): from start to stop
 
     def __repr__(self) -> str:
         state = "up" if self._server is not None else "down" if self._running else "stopped"
@@ -143,15 +144,24 @@ class DevServer(Faults):
                 self._close_store()
                 raise
             self._hub.reopen()
+            with self._out_lock:
+                self._taking = True
             self._running = True
         return self
 
     def stop(self) -> None:
-        """Close the listening socket, every open connection and every event stream."""
+        """Close the listening socket, every open connection and every event stream.
+
+        Lines are taken until it returns and none after, so what ``lines``,
+        ``line_count``, the tail and the store file hold then is final: a request still
+        on its way (connection threads are waited for only so long) is not answered.
+        """
         with self._control:
             self._running = False
             self._hub.close()
             self._shutdown_listener()
+            with self._out_lock:  # (waits for lines being taken)
+                self._taking = False
             self._close_store()
 
     def go_down(self) -> None:
@@ -252,10 +262,13 @@ class DevServer(Faults):
         make_record: Callable[[int], RequestRecord],
         received: float,
         counts: dict[str, int] | None = None,
-    ) -> None:
+    ) -> bool:
+        """Show, store and count ``lines``; False (nothing done) once stopped."""
         # Output first, then publish: whoever wakes from wait_for_lines()
         # finds the tail and the store file already written.
         with self._out_lock:
+            if not self._taking:
+                return False
             show = self._show
             shown = lines if show is None else [line for line in lines if show(line)]
             self._shown += len(shown)
@@ -267,6 +280,7 @@ class DevServer(Faults):
                 self._tail.write(shown, origin, received)
             self._hub.publish(lines, origin, received, counts)
             self._store.add_lines(lines, make_record)
+        return True
 
     def _status_page(self) -> dict[str, Any]:
         store = self._store
