@@ -194,7 +194,7 @@ class Spool:
         # the ones held are delivered, not a RESCAN_INTERVAL later.
         self._more_to_adopt = False
         self._candidates: list[tuple[str, int]] = []  # (name, size) newest first
-        # Every segment in the folder this spool does not hold, at the last scan: other
+        # Every segment in the folder this spool does not hold, at the last count: other
         # live processes', those not adopted yet, other destinations' and later versions'.
         # All count toward max_bytes, a bound on the folder (see _make_room).
         self._unheld_bytes = 0
@@ -300,6 +300,7 @@ class Spool:
                 seg = self._rotate()
             parts = fmt.batch_frame(seg.next_seq, int(self._clock() * 1e9), entries)
             need = sum(map(len, parts))
+            self._recount_unheld()
             if self.disk_bytes + need > self.max_bytes and not self._make_room(need):
                 self._report("spool-full", "logdna_client: the spool folder is at "
                              "max_spool_bytes with nothing this process may drop (other live "
@@ -530,7 +531,7 @@ class Spool:
     @property
     def disk_bytes(self) -> int:
         """Bytes the folder's segments take, whoever's (those this spool does not hold as
-        of the last scan): what ``max_bytes`` bounds."""
+        of the last append or rescan): what ``max_bytes`` bounds."""
         # list() copies in one step: stats() reads this from the app's threads.
         return self._unheld_bytes + sum(seg.size for seg in list(self._segments.values()))
 
@@ -745,15 +746,8 @@ class Spool:
                     if entry.stat().st_mtime < self._clock() - TMP_GRACE:
                         self._clear_tmp(name)
                 continue
-            if not is_segment_name(name) or name in self._segments:
-                continue
-            # A symlink, folder or FIFO under a segment's name is no segment: never
-            # followed (into another folder, another app's spool), read, or counted.
-            try:
-                if not entry.is_file(follow_symlinks=False):
-                    continue
-                size = entry.stat(follow_symlinks=False).st_size
-            except OSError:
+            size = self._unheld_size(entry)
+            if size is None:
                 continue
             owner, destination = self._owner(name)
             if name in self._owners:  # read: remembered (an unreadable one is asked again)
@@ -780,6 +774,30 @@ class Spool:
         self._candidates = candidates
         self._adopt_more()
         self._report_left(others, later)
+
+    def _unheld_size(self, entry: os.DirEntry[str]) -> int | None:
+        """The size of a segment in the folder this spool does not hold; None for a file
+        that is no such segment."""
+        name = entry.name
+        if not is_segment_name(name) or name in self._segments:
+            return None
+        # A symlink, folder or FIFO under a segment's name is no segment: never
+        # followed (into another folder, another app's spool), read, or counted.
+        try:
+            if not entry.is_file(follow_symlinks=False):
+                return None
+            return entry.stat(follow_symlinks=False).st_size
+        except OSError:
+            return None
+
+    def _recount_unheld(self) -> None:
+        """Count the segments this spool does not hold as they are now, not as of the last
+        rescan: other processes sharing the folder write meanwhile, and each counting
+        theirs as of a rescan up to RESCAN_INTERVAL old would pass the cap by all they
+        wrote since, not by a batch each. Only sizes: adopting waits for the rescan."""
+        with contextlib.suppress(OSError):  # not listable now: the last count stands
+            sizes = map(self._unheld_size, list_dir(self.directory))
+            self._unheld_bytes = sum(size for size in sizes if size is not None)
 
     def _owner(self, name: str) -> tuple[str, bytes | None]:
         """Whose the segment ``name`` (not held) is, from its header: _OURS, _OTHER or
