@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gzip
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -21,6 +22,7 @@ import pytest
 
 from logdna_client import Client
 from logdna_client._buffer import Buffer
+from logdna_client._spool import BatchId, Spool
 from logdna_client._spool._inspect import inspect_segment, segment_paths
 from logdna_client._transport import Kind, Outcome
 
@@ -109,3 +111,32 @@ class TestATakeInterruptedAsTheSenderEnds:
             assert 10 == sum(inspect_segment(path).pending_lines for path in paths)
         else:
             assert {"sent": 0, "shutdown": 10, "held": 0} == lines_of(stats)
+
+    def test_a_batch_handed_over_after_it_was_spooled_is_spooled_once(
+        self, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The closing drain interrupted just after the spool wrote its batch (a signal
+        check after Spool.append returns, or in its sync): the next take hands the same
+        batch over, and the spool must not write it a second time, where no one would
+        ack the first copy and the next process would send it again."""
+        append = Spool.append
+        fired: list[int] = []
+
+        def interrupted(spool: Spool, entries: Sequence[bytes]) -> BatchId | None:
+            written = append(spool, entries)
+            if written is not None and not fired:
+                fired.append(1)
+                raise KeyboardInterrupt
+            return written
+
+        monkeypatch.setattr(Spool, "append", interrupted)
+        transport = Accepting()
+        client = Client(key="k" * 32, url=URL, transport=transport, flush_interval=3600,
+                        spool_dir=str(tmp_path))  # fmt: skip
+        for i in range(10):
+            client.log(f"line {i}")
+        client.close(timeout=30)
+        assert [1] == fired
+        assert [f"line {i}" for i in range(10)] == transport.delivered
+        paths = segment_paths(str(tmp_path))
+        assert 0 == sum(inspect_segment(path).pending_lines for path in paths)

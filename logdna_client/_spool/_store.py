@@ -210,6 +210,9 @@ class Spool:
         # Descriptors of segments that are done (or dropped) but could not be deleted
         # (a read-only remount): held, locked, until close, so no process sends them again.
         self._kept: list[int] = []
+        # The last batch appended, by the very entries object it was given, until it is
+        # acked or released: appended again, it is the same batch (see append).
+        self._appended: tuple[Sequence[bytes], BatchId] | None = None
         self._last_sync = monotonic()
         self._next_rescan = monotonic() + RESCAN_INTERVAL
         self.enabled = True
@@ -294,6 +297,13 @@ class Spool:
         """
         if not self._usable() or not entries:
             return None
+        appended = self._appended
+        if appended is not None and appended[0] is entries:
+            # Handed over again, not sent: Buffer.take gives an interrupted take's batch
+            # (the same list) to the next take, and Ctrl-C on the exit path may have
+            # stopped its caller after this wrote it (in the sync, say). Written twice,
+            # the copy no one acks would be sent again by the next process.
+            return appended[1]
         try:
             seg = self._current
             if seg is None or seg.size >= self.segment_bytes:
@@ -317,8 +327,10 @@ class Spool:
         seg.lines += len(entries)
         seg.out.add(seq)
         self.spooled += len(entries)
+        batch_id = BatchId(seg.name, seq, seq, seg.size - need, len(entries), False)
+        self._appended = entries, batch_id
         self._synced(seg)
-        return BatchId(seg.name, seq, seq, seg.size - need, len(entries), False)
+        return batch_id
 
     @_contained(None)
     def ack(self, batch_id: BatchId, stored: int | None = None) -> None:
@@ -327,6 +339,7 @@ class Spool:
         ``stored``: of a replayed batch, the lines the service stored (all of them when
         not said), counted as ``replayed``; the lines it refused are the caller's.
         """
+        self._let_go(batch_id)
         seg = self._segments.get(batch_id.segment) if self._open() else None
         if seg is None:  # dropped meanwhile (full or too old): nothing left to mark
             return
@@ -354,12 +367,19 @@ class Spool:
     @_contained(None)
     def release(self, batch_id: BatchId) -> None:
         """The caller gives the batch back unsent: ``next_replay_batch`` hands it out again."""
+        self._let_go(batch_id)
         seg = self._segments.get(batch_id.segment) if self._open() else None
         if seg is None:
             return
         for seq in range(batch_id.first, batch_id.last + 1):
             seg.out.discard(seq)
         seg.cursor = min(seg.cursor, batch_id.offset)
+
+    def _let_go(self, batch_id: BatchId) -> None:
+        """The caller is done with the batch: appending its entries again is a new batch."""
+        appended = self._appended
+        if appended is not None and appended[1] == batch_id:
+            self._appended = None
 
     # -- reading back
 
