@@ -155,6 +155,24 @@ class TestAppendAndAck:
         assert all(n % 10 == 0 for n in sizes)  # whole batches only
         assert 1 == len([n for n in [spool.next_replay_batch(1)] if n is None])
 
+    def test_a_batch_appended_again_before_its_ack_is_written_once(self, tmp_path: Path) -> None:
+        """The same entries object appended again before its ack or release (the buffer
+        handing an interrupted take's batch over) is the batch already written: the same
+        id, nothing written twice; once acked, the next append is a batch of its own."""
+        spool = Spool.open(tmp_path)
+        batch = lines(0, 10)
+        first = spool.append(batch)
+        assert first is not None
+        written = spool.written
+        assert first == spool.append(batch)
+        assert written == spool.written
+        assert first != spool.append(list(batch))  # equal lines, another batch
+        spool.ack(first)
+        again = spool.append(batch)
+        assert again is not None and again != first
+        crash(spool)
+        assert lines(0, 10) * 2 == drain(Spool.open(tmp_path))
+
     def test_counters(self, tmp_path: Path) -> None:
         """stats() counts lines spooled and lines delivered from disk."""
         spool = Spool.open(tmp_path)
