@@ -461,6 +461,15 @@ class Buffer:
             self._taken = None
             self._update_room()
 
+    def reclaim(self) -> None:
+        """Put a batch still taken back at the head, where no one can be sending it: at
+        the sender's end, the batch of a take that was interrupted (Ctrl-C on the exit
+        path) after counting it, which no later take handed over. Then it is spooled,
+        or counted as dropped, with what is queued, not left in flight uncounted."""
+        with self._lock:
+            if self._taken is not None:
+                self.untake(self._taken)
+
     def release(self, lines: list[bytes]) -> None:
         """Forget lines that were taken: delivered, or dropped and counted."""
         size = cost_of(lines)

@@ -313,7 +313,9 @@ class Sender:
                         "sender-bug", logging.ERROR, "logdna_client sender error", exc_info=True
                     )
                 if self._deadline is not None and (
-                    (len(self._buffer) == 0 and not self._backlog())
+                    # Held, not queued: a batch an interrupted take counted in flight
+                    # is still to go (the next take hands it over).
+                    (self._buffer.held_lines == 0 and not self._backlog())
                     or self._clock() >= self._deadline
                 ):
                     break
@@ -346,6 +348,7 @@ class Sender:
         return self.spool is not None and self.spool.backlog
 
     def _finish(self) -> None:
+        self._buffer.reclaim()  # an interrupted take's batch: spilled or counted below
         spilled = self._spill()
         lost = self._buffer.discard_all("shutdown") + self._cut_by_shutdown
         if lost and self.on_shutdown_loss is not None:

@@ -155,6 +155,24 @@ class TestAppendAndAck:
         assert all(n % 10 == 0 for n in sizes)  # whole batches only
         assert 1 == len([n for n in [spool.next_replay_batch(1)] if n is None])
 
+    def test_a_batch_appended_again_before_its_ack_is_written_once(self, tmp_path: Path) -> None:
+        """The same entries object appended again before its ack or release (the buffer
+        handing an interrupted take's batch over) is the batch already written: the same
+        id, nothing written twice; once acked, the next append is a batch of its own."""
+        spool = Spool.open(tmp_path)
+        batch = lines(0, 10)
+        first = spool.append(batch)
+        assert first is not None
+        written = spool.written
+        assert first == spool.append(batch)
+        assert written == spool.written
+        assert first != spool.append(list(batch))  # equal lines, another batch
+        spool.ack(first)
+        again = spool.append(batch)
+        assert again is not None and again != first
+        crash(spool)
+        assert lines(0, 10) * 2 == drain(Spool.open(tmp_path))
+
     def test_counters(self, tmp_path: Path) -> None:
         """stats() counts lines spooled and lines delivered from disk."""
         spool = Spool.open(tmp_path)
@@ -548,6 +566,30 @@ class TestDestinations:
         assert lines(4000 - len(kept), len(kept)) == kept
         spool.close()
         assert before == {p: p.read_bytes() for p in segments(tmp_path)}
+
+    def test_two_destinations_writing_between_rescans_keep_the_folder_under_the_cap(
+        self, tmp_path: Path
+    ) -> None:
+        """Two processes of different destinations fill one folder during an outage, each
+        batch in turn, faster than the rescan interval (the clock is held still): each
+        counts the other's segments as they are at every append, not as of its last
+        rescan, so the folder never passes the cap (it reached 1.4 times it), each drops
+        only its own oldest, counted, and keeps the rest in order."""
+        cap = 64 * 1024
+        still = 0.0  # no RESCAN_INTERVAL ever passes
+        spools = [Spool.open(tmp_path, destination=d, max_bytes=cap, monotonic=lambda: still)
+                  for d in (MINE, THEIRS)]  # fmt: skip
+        for i in range(200):
+            for spool in spools:
+                batch = spool.append(lines(i * 10, 10))
+                if batch is not None:
+                    spool.release(batch)
+                assert sum(p.stat().st_size for p in segments(tmp_path)) <= cap, i
+        for spool in spools:
+            kept = drain(spool)
+            assert 2000 == len(kept) + spool.dropped["spool_full"]
+            assert lines(2000 - len(kept), len(kept)) == kept
+            spool.close()
 
     def test_age_never_drops_another_destinations_segments(self, tmp_path: Path) -> None:
         """max_spool_age drops this destination's old segments only; another's wait for a

@@ -194,7 +194,7 @@ class Spool:
         # the ones held are delivered, not a RESCAN_INTERVAL later.
         self._more_to_adopt = False
         self._candidates: list[tuple[str, int]] = []  # (name, size) newest first
-        # Every segment in the folder this spool does not hold, at the last scan: other
+        # Every segment in the folder this spool does not hold, at the last count: other
         # live processes', those not adopted yet, other destinations' and later versions'.
         # All count toward max_bytes, a bound on the folder (see _make_room).
         self._unheld_bytes = 0
@@ -210,6 +210,9 @@ class Spool:
         # Descriptors of segments that are done (or dropped) but could not be deleted
         # (a read-only remount): held, locked, until close, so no process sends them again.
         self._kept: list[int] = []
+        # The last batch appended, by the very entries object it was given, until it is
+        # acked or released: appended again, it is the same batch (see append).
+        self._appended: tuple[Sequence[bytes], BatchId] | None = None
         self._last_sync = monotonic()
         self._next_rescan = monotonic() + RESCAN_INTERVAL
         self.enabled = True
@@ -294,12 +297,20 @@ class Spool:
         """
         if not self._usable() or not entries:
             return None
+        appended = self._appended
+        if appended is not None and appended[0] is entries:
+            # Handed over again, not sent: Buffer.take gives an interrupted take's batch
+            # (the same list) to the next take, and Ctrl-C on the exit path may have
+            # stopped its caller after this wrote it (in the sync, say). Written twice,
+            # the copy no one acks would be sent again by the next process.
+            return appended[1]
         try:
             seg = self._current
             if seg is None or seg.size >= self.segment_bytes:
                 seg = self._rotate()
             parts = fmt.batch_frame(seg.next_seq, int(self._clock() * 1e9), entries)
             need = sum(map(len, parts))
+            self._recount_unheld()
             if self.disk_bytes + need > self.max_bytes and not self._make_room(need):
                 self._report("spool-full", "logdna_client: the spool folder is at "
                              "max_spool_bytes with nothing this process may drop (other live "
@@ -316,8 +327,10 @@ class Spool:
         seg.lines += len(entries)
         seg.out.add(seq)
         self.spooled += len(entries)
+        batch_id = BatchId(seg.name, seq, seq, seg.size - need, len(entries), False)
+        self._appended = entries, batch_id
         self._synced(seg)
-        return BatchId(seg.name, seq, seq, seg.size - need, len(entries), False)
+        return batch_id
 
     @_contained(None)
     def ack(self, batch_id: BatchId, stored: int | None = None) -> None:
@@ -326,6 +339,7 @@ class Spool:
         ``stored``: of a replayed batch, the lines the service stored (all of them when
         not said), counted as ``replayed``; the lines it refused are the caller's.
         """
+        self._let_go(batch_id)
         seg = self._segments.get(batch_id.segment) if self._open() else None
         if seg is None:  # dropped meanwhile (full or too old): nothing left to mark
             return
@@ -353,12 +367,19 @@ class Spool:
     @_contained(None)
     def release(self, batch_id: BatchId) -> None:
         """The caller gives the batch back unsent: ``next_replay_batch`` hands it out again."""
+        self._let_go(batch_id)
         seg = self._segments.get(batch_id.segment) if self._open() else None
         if seg is None:
             return
         for seq in range(batch_id.first, batch_id.last + 1):
             seg.out.discard(seq)
         seg.cursor = min(seg.cursor, batch_id.offset)
+
+    def _let_go(self, batch_id: BatchId) -> None:
+        """The caller is done with the batch: appending its entries again is a new batch."""
+        appended = self._appended
+        if appended is not None and appended[1] == batch_id:
+            self._appended = None
 
     # -- reading back
 
@@ -530,7 +551,7 @@ class Spool:
     @property
     def disk_bytes(self) -> int:
         """Bytes the folder's segments take, whoever's (those this spool does not hold as
-        of the last scan): what ``max_bytes`` bounds."""
+        of the last append or rescan): what ``max_bytes`` bounds."""
         # list() copies in one step: stats() reads this from the app's threads.
         return self._unheld_bytes + sum(seg.size for seg in list(self._segments.values()))
 
@@ -745,15 +766,8 @@ class Spool:
                     if entry.stat().st_mtime < self._clock() - TMP_GRACE:
                         self._clear_tmp(name)
                 continue
-            if not is_segment_name(name) or name in self._segments:
-                continue
-            # A symlink, folder or FIFO under a segment's name is no segment: never
-            # followed (into another folder, another app's spool), read, or counted.
-            try:
-                if not entry.is_file(follow_symlinks=False):
-                    continue
-                size = entry.stat(follow_symlinks=False).st_size
-            except OSError:
+            size = self._unheld_size(entry)
+            if size is None:
                 continue
             owner, destination = self._owner(name)
             if name in self._owners:  # read: remembered (an unreadable one is asked again)
@@ -780,6 +794,30 @@ class Spool:
         self._candidates = candidates
         self._adopt_more()
         self._report_left(others, later)
+
+    def _unheld_size(self, entry: os.DirEntry[str]) -> int | None:
+        """The size of a segment in the folder this spool does not hold; None for a file
+        that is no such segment."""
+        name = entry.name
+        if not is_segment_name(name) or name in self._segments:
+            return None
+        # A symlink, folder or FIFO under a segment's name is no segment: never
+        # followed (into another folder, another app's spool), read, or counted.
+        try:
+            if not entry.is_file(follow_symlinks=False):
+                return None
+            return entry.stat(follow_symlinks=False).st_size
+        except OSError:
+            return None
+
+    def _recount_unheld(self) -> None:
+        """Count the segments this spool does not hold as they are now, not as of the last
+        rescan: other processes sharing the folder write meanwhile, and each counting
+        theirs as of a rescan up to RESCAN_INTERVAL old would pass the cap by all they
+        wrote since, not by a batch each. Only sizes: adopting waits for the rescan."""
+        with contextlib.suppress(OSError):  # not listable now: the last count stands
+            sizes = map(self._unheld_size, list_dir(self.directory))
+            self._unheld_bytes = sum(size for size in sizes if size is not None)
 
     def _owner(self, name: str) -> tuple[str, bytes | None]:
         """Whose the segment ``name`` (not held) is, from its header: _OURS, _OTHER or
