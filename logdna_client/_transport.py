@@ -240,7 +240,9 @@ class _Exchange:
     headers or body). ``hurry`` brings the deadline forward (close() began).
     """
 
-    __slots__ = ("conn", "deadline", "done", "expired", "fresh", "poke", "status", "watched")
+    __slots__ = (
+        "conn", "connected", "deadline", "done", "expired", "fresh", "poke", "status", "watched",
+    )  # fmt: skip
 
     def __init__(self, deadline: float) -> None:
         self.conn: object = None
@@ -248,6 +250,8 @@ class _Exchange:
         # handshake runs on an SSLSocket that took the original's descriptor over (and
         # left ``conn.sock`` detached), so only this can still shut it down.
         self.fresh: socket.socket | None = None
+        #: Whether a new connection's connect() (TCP, proxy, TLS handshake) completed.
+        self.connected = False
         self.deadline = deadline
         self.done = False
         self.expired = False
@@ -389,6 +393,9 @@ class _Watched:
     def connect(self) -> None:
         _watch(self)
         super().connect()  # type: ignore[misc]
+        exchange = getattr(_current, "exchange", None)
+        if exchange is not None:
+            exchange.connected = True
 
     def request(self, *args: Any, **kwargs: Any) -> None:
         _watch(self)
@@ -673,7 +680,9 @@ class HTTPTransport:
             if exchange.expired:
                 detail = f"timed out: no complete answer in {time.monotonic() - started:.1f} s"
                 return Outcome(Kind.RETRY, None, None, detail)
-            misspoken = _misspoken(exc, urlsplit(self._url).hostname, self._scrub, exchange.fresh)
+            # A TLS handshake failed only on a new connection whose connect() did not end.
+            handshake = None if exchange.connected else exchange.fresh
+            misspoken = _misspoken(exc, urlsplit(self._url).hostname, self._scrub, handshake)
             if misspoken is not None:
                 return Outcome(Kind.PROTOCOL, None, None, misspoken)
             return _failure(exc, self._scrub)
@@ -866,8 +875,11 @@ def _misspoken(
     """What a server that does not speak what the url says (HTTP/1.1, or TLS for
     https://) did instead, as Kind.PROTOCOL's report; None for a failure that may pass.
 
-    ``sock``: the connection's plain socket (``_Exchange.fresh``), to tell what a server
-    that did not answer in TLS answered in."""
+    ``sock``: the plain socket of a new connection whose TLS handshake failed (what
+    ``_Exchange.fresh`` holds), to tell what the server answered it in; None when no
+    handshake failed. A record TLS cannot read after the handshake (on a connection
+    kept alive, or once connected) is no sign of a server that does not speak TLS: it
+    spoke TLS, and what broke may pass (a middlebox, a server restarting)."""
     instead = _not_http(exc, scrub)
     if instead is not None:
         return f"the server at {host} does not speak HTTP/1.1 to this client: it {instead}"
@@ -879,7 +891,9 @@ def _misspoken(
     # ("unknown protocol" before 1.1); from 3.2 "record layer failure", which it says of
     # any record it cannot read: that one counts only with a plain HTTP answer seen.
     generic = "record layer failure" in said
-    if not (generic or "wrong version number" in said or "unknown protocol" in said):
+    if sock is None or not (
+        generic or "wrong version number" in said or "unknown protocol" in said
+    ):
         return None
     status = _plain_http_status(sock)
     if status is None and generic:

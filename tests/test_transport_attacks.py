@@ -1,0 +1,199 @@
+"""The transport against servers that try to pass a failure that may pass off as a
+misconfiguration (an https:// url to a port that does not speak TLS), and answers that
+try to have lines counted sent that no answer confirmed. Each is a real server on
+loopback, or the answer a real server sent as the transport reads it."""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+import struct
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from logdna_client import Config
+from logdna_client._transport import HTTPTransport, Kind, Outcome
+from tests import test_hostile_endpoints
+from tests.test_claims_hostile import WAIT
+
+KEY = "k" * 20 + "secret" + "k" * 6
+BODY = b'{"lines":[{"line":"x"}]}'
+OK = b'HTTP/1.1 200 OK\r\nContent-Length: 15\r\n\r\n{"status":"ok"}'
+PLAIN_503 = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n"
+
+tls = test_hostile_endpoints.tls  # the fixture: a TLS context for 127.0.0.1, and its certificate
+
+Behaviour = Callable[[socket.socket, threading.Event], None]
+
+
+@contextmanager
+def raw_server(behave: Behaviour) -> Iterator[int]:
+    """A loopback port whose every connection ``behave`` handles on a thread of its own;
+    its event is set when the block ends (to stop waiting)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    ending = threading.Event()
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=handle, args=(conn,), daemon=True).start()
+
+    def handle(conn: socket.socket) -> None:
+        with conn:
+            try:
+                conn.settimeout(WAIT)
+                behave(conn, ending)
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        ending.set()
+        try:  # wakes the accept() under way (closing alone does not, on Linux)
+            listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        listener.close()
+        thread.join(WAIT)
+
+
+def send(
+    port: int, times: int = 1, timeout: float = 10, verify: bool | str = False
+) -> list[Outcome]:
+    """What the transport made of ``times`` requests to ``port`` over https://."""
+    url = f"https://127.0.0.1:{port}/logs/ingest"
+    transport = HTTPTransport(Config(key=KEY, url=url, hostname="h", verify=verify))
+    try:
+        return [transport.send(BODY, gzipped=False, timeout=timeout) for _ in range(times)]
+    finally:
+        transport.close()
+
+
+def read_request(sock: socket.socket | ssl.SSLSocket) -> None:
+    """Read one request's head and its Content-Length body."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("the request ended early")
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    fields = dict(line.split(b":", 1) for line in head.split(b"\r\n")[1:])
+    length = int({k.lower(): v for k, v in fields.items()}.get(b"content-length", b"0"))
+    while len(body) < length:
+        body += sock.recv(65536)
+
+
+class TestATLSServerIsNoPlainHTTPPort:
+    @pytest.mark.parametrize("served_first", [1, 0], ids=["kept-alive", "new-connection"])
+    def test_plain_bytes_after_the_handshake_are_a_failure_that_passes(
+        self, tls: tuple[ssl.SSLContext, Path], served_first: int
+    ) -> None:
+        """A server that completed the TLS handshake (and answered over it) speaks TLS:
+        plain bytes where a TLS record should be (a middlebox, a server restarting) are a
+        TLS error retried as any, not a port that "does not speak TLS" with the advice to
+        change a correct https:// url to http://."""
+        context, ca = tls
+
+        def tls_then_plain(conn: socket.socket, ending: threading.Event) -> None:
+            with context.wrap_socket(conn, server_side=True) as secure:
+                for _ in range(served_first):
+                    read_request(secure)
+                    secure.sendall(OK)
+                read_request(secure)
+                os.write(secure.fileno(), PLAIN_503)  # past TLS, on the socket itself
+                ending.wait(WAIT)
+
+        with raw_server(tls_then_plain) as port:
+            outcomes = send(port, times=served_first + 1, verify=str(ca))
+        assert [Kind.OK] * served_first == [o.kind for o in outcomes[:-1]], outcomes
+        last = outcomes[-1]
+        assert Kind.RETRY is last.kind, last
+        assert last.detail.startswith("TLS error:"), last.detail
+        assert "http://" not in last.detail and "secret" not in last.detail
+
+    def test_a_bad_certificate_stays_a_verification_error(
+        self, tls: tuple[ssl.SSLContext, Path]
+    ) -> None:
+        """A real TLS server whose certificate does not verify: a TLS error that says so,
+        not a misconfigured protocol."""
+        context, _ = tls
+
+        def answer(conn: socket.socket, ending: threading.Event) -> None:
+            with context.wrap_socket(conn, server_side=True) as secure:
+                read_request(secure)
+                secure.sendall(OK)
+
+        with raw_server(answer) as port:
+            (outcome,) = send(port, verify=True)
+        assert Kind.RETRY is outcome.kind, outcome
+        assert "CERTIFICATE_VERIFY_FAILED" in outcome.detail, outcome.detail
+
+
+def _silent(conn: socket.socket, ending: threading.Event) -> None:
+    ending.wait(WAIT)
+
+
+def _closes(conn: socket.socket, ending: threading.Event) -> None:
+    pass  # closed on return
+
+
+def _resets(conn: socket.socket, ending: threading.Event) -> None:
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+def _alert(description: int) -> Behaviour:
+    def alert(conn: socket.socket, ending: threading.Event) -> None:
+        conn.recv(65536)
+        conn.sendall(bytes([0x15, 3, 3, 0, 2, 2, description]))  # a fatal TLS alert
+        ending.wait(WAIT)
+
+    return alert
+
+
+def _half_a_record(conn: socket.socket, ending: threading.Event) -> None:
+    conn.recv(65536)
+    conn.sendall(b"\x16\x03")
+    ending.wait(WAIT)
+
+
+def _plain_http_later(conn: socket.socket, ending: threading.Event) -> None:
+    conn.recv(65536)
+    conn.recv(1)  # the end: the client gave up waiting for an answer
+    conn.sendall(PLAIN_503)
+
+
+#: Servers whose failure may pass, each a request retried as any (kind RETRY): none
+#: may be reported as an https:// url to a port that does not speak TLS.
+PASSING = {
+    "never-answers": _silent,
+    "closes-at-once": _closes,
+    "resets-at-once": _resets,
+    "handshake-failure-alert": _alert(40),
+    "protocol-version-alert": _alert(70),
+    "half-a-record-then-silence": _half_a_record,
+    "plain-http-after-the-timeout": _plain_http_later,
+}
+
+
+class TestFailuresThatPass:
+    @pytest.mark.parametrize("behave", PASSING.values(), ids=PASSING.keys())
+    def test_retried_not_reported_as_a_protocol(self, behave: Behaviour) -> None:
+        """A TLS server slow to answer the handshake, one that closes or resets at once,
+        one that sends an alert, a plain HTTP server that answers the ClientHello only
+        after the request timed out: failures that may pass, not misconfigurations."""
+        with raw_server(behave) as port:
+            (outcome,) = send(port, timeout=1.0)
+        assert Kind.RETRY is outcome.kind, outcome
+        assert "does not speak" not in outcome.detail and "secret" not in outcome.detail
