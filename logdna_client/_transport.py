@@ -12,6 +12,7 @@ import enum
 import functools
 import http.client
 import http.cookiejar
+import json
 import os
 import platform
 import re
@@ -41,7 +42,9 @@ from ._retry import parse_retry_after
 from ._threads import Wakeup, start_library_thread
 from ._version import __version__
 
-__all__ = ["HTTPTransport", "Kind", "Outcome", "Transport", "classify", "unconfirmed"]
+__all__ = [
+    "HTTPTransport", "Kind", "Outcome", "Transport", "classify", "read_json", "unconfirmed",
+]  # fmt: skip
 
 USER_AGENT = f"logdna_client/{__version__} (python {platform.python_version()})"
 
@@ -172,8 +175,8 @@ def _partial(status: int, text: str, whole: bool) -> Outcome:
     array's statuses read to their end still count."""
     statuses: object = None
     try:
-        doc = orjson.loads(text)
-    except orjson.JSONDecodeError:
+        doc = read_json(text)
+    except ValueError:
         if not whole:
             statuses = _statuses_read(text)
     else:
@@ -195,6 +198,23 @@ def _partial(status: int, text: str, whole: bool) -> Outcome:
         Kind.PARTIAL, status, detail=detail, rejected=len(at), rejected_at=at,
         answered=len(statuses),
     )  # fmt: skip
+
+
+def read_json(text: str) -> object:
+    """A server's answer read as JSON; ValueError when it is none.
+
+    What orjson refuses and Python's json module reads is read too: a lone surrogate
+    escaped (``json.dumps`` writes one so: a Python server quoting a refused record),
+    NaN, Infinity, a number past a double's range. Taken for no JSON, an OTLP answer
+    that said N records were refused had every record counted as sent."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        return json.loads(text)
+    except RecursionError:  # nested deeper than the stack allows (orjson stops at 1024)
+        raise ValueError("nested too deep") from None
 
 
 def unconfirmed(status: int, why: str) -> Outcome:
@@ -223,8 +243,8 @@ def _statuses_read(text: str) -> list[object] | None:
         if end < 0:
             break
         try:
-            statuses = orjson.loads("[" + text[start:end] + "]")
-        except orjson.JSONDecodeError:
+            statuses = read_json("[" + text[start:end] + "]")
+        except ValueError:
             continue
         return statuses if isinstance(statuses, list) else None
     return []

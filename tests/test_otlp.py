@@ -155,6 +155,18 @@ PARTIAL_ANSWERS = {
         b'{"partialSuccess":{"errorMessage":"%s","rejectedLogRecords":"2"}}' % (b"m" * 70_000),
         (0, 5),
     ),
+    # JSON that orjson refuses and Python's json module reads: taken for no JSON, every
+    # record was counted as sent.
+    "past-a-double": (b'{"partialSuccess":{"rejectedLogRecords":1e400}}', (0, 5)),
+    "not-a-number": (b'{"partialSuccess":{"rejectedLogRecords":NaN}}', (0, 5)),
+    "a-lone-surrogate-in-its-message": (
+        b'{"partialSuccess":{"rejectedLogRecords":2,"errorMessage":"record \\ud800"}}',
+        (3, 2),
+    ),
+    "no-object-a-lone-surrogate-a-huge-int": (
+        b'{"partialSuccess":["\\udc80",100000000000000000000000000000]}',
+        (0, 5),
+    ),
 }
 
 

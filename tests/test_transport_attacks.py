@@ -5,6 +5,7 @@ loopback, or the answer a real server sent as the transport reads it."""
 
 from __future__ import annotations
 
+import gzip
 import os
 import socket
 import ssl
@@ -14,11 +15,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import orjson
 import pytest
 
-from logdna_client import Config
+from logdna_client import Client, Config
 from logdna_client._transport import HTTPTransport, Kind, Outcome
 from tests import test_hostile_endpoints
+from tests._claims_servers import Request, Responder, answer, scripted_server
 from tests.test_claims_hostile import WAIT
 
 KEY = "k" * 20 + "secret" + "k" * 6
@@ -197,3 +200,85 @@ class TestFailuresThatPass:
             (outcome,) = send(port, timeout=1.0)
         assert Kind.RETRY is outcome.kind, outcome
         assert "does not speak" not in outcome.detail and "secret" not in outcome.detail
+
+
+def _script(*answers: bytes) -> Responder:
+    """Answers each request with the next of ``answers``, then with 200."""
+    left = iter(answers)
+    return lambda request, sock, ending: next(left, answer(200))
+
+
+def deliver(respond: Responder, *batches: list[str]) -> tuple[tuple[int, int], list[str]]:
+    """Each of ``batches`` logged and flushed in turn: the (sent, rejected) counted,
+    nothing left queued, and the texts of the lines the server was sent, in order."""
+    with scripted_server(respond) as server:
+        client = Client(url=server.url, hostname="t", flush_interval=60)
+        for batch in batches:
+            for text in batch:
+                client.log(text)
+            client.flush(WAIT)
+        s = client.stats()
+        client.close(WAIT)
+        requests = server.requests
+    assert 0 == s["queued"], s
+    texts: list[str] = []
+    for request in requests:
+        body = gzip.decompress(request.body)
+        texts += [str(line["line"]) for line in orjson.loads(body)["lines"]]
+    return (s["sent"], s["dropped"].get("rejected", 0)), texts
+
+
+#: 207 answers to a batch of three lines, and the (sent, rejected) they count.
+HOSTILE_207S = {
+    "more-statuses-than-lines": (b'{"status": [200, 200, 200, 400, 400]}', (3, 0)),
+    "statuses-no-integers": (b'{"status": [200.0, "ok", null]}', (1, 2)),
+    "negative-and-huge": (b'{"status": [-200, 99999999999999999999999, 200]}', (1, 2)),
+    "a-key-twice": (b'{"status": [400, 400, 400], "status": [200, 200, 201]}', (3, 0)),
+    # What orjson refuses and JSON's own module reads: the statuses still say which.
+    "past-a-double": (b'{"status": [200, 1e400, 200]}', (2, 1)),
+    "a-lone-surrogate": (b'{"status": [200, 400, 200], "error": "line \\ud800 bad"}', (2, 1)),
+}
+
+
+class TestHostile207s:
+    @pytest.mark.parametrize(("body", "counted"), HOSTILE_207S.values(), ids=HOSTILE_207S.keys())
+    def test_each_line_counted_once_as_its_status_says(
+        self, body: bytes, counted: tuple[int, int]
+    ) -> None:
+        """A 207 counts each line of the batch once, sent only where its status says
+        2xx, and sends none again: statuses past the batch refuse nothing of it, one
+        that is no 2xx integer (a float, a word, negative, huge) refuses its line. An
+        answer orjson cannot read but JSON's own module can (a lone surrogate escaped,
+        as json.dumps writes one; a number past a double) was taken for one with no
+        status array, and its stored lines counted as rejected."""
+        lines = [f"line {i}" for i in range(3)]
+        got, stored = deliver(_script(answer(207, body)), lines)
+        assert counted == got
+        assert lines == stored[:3]  # once each
+        assert all(text.startswith("logdna_client:") for text in stored[3:]), stored
+
+    def test_a_207_to_half_of_a_split_batch(self) -> None:
+        """413, then a 207 to the first half: its statuses speak for that half only, the
+        other half is sent once, and no line is counted twice."""
+        script = _script(answer(413), answer(207, b'{"status": [400, 200, 200]}'))
+        lines = [f"line {i}" for i in range(4)]
+        got, stored = deliver(script, lines)
+        assert (3, 1) == got
+        # The whole batch refused for its size, then each half once.
+        assert lines + lines == stored[:8], stored
+        assert all(text.startswith("logdna_client:") for text in stored[8:]), stored
+
+    def test_a_207_that_refuses_the_drop_summary(self) -> None:
+        """The drop-summary line refused by a 207 (wherever in its batch) is neither
+        sent nor rejected, and is not sent again: no summary of a summary, no line
+        counted twice."""
+
+        def refuse_b_and_summaries(request: Request, sock: socket.socket, e: object) -> bytes:
+            texts = [str(line["line"]) for line in request.lines]
+            refused = [t == "b" or t.startswith("logdna_client:") for t in texts]
+            return answer(207, orjson.dumps({"status": [400 if r else 200 for r in refused]}))
+
+        got, stored = deliver(refuse_b_and_summaries, ["a", "b"], ["c"])
+        assert (2, 1) == got
+        summary = "logdna_client: 1 lines dropped (1 rejected)"
+        assert ["a", "b", "c", summary] == sorted(stored), stored
