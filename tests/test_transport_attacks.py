@@ -208,9 +208,10 @@ def _script(*answers: bytes) -> Responder:
     return lambda request, sock, ending: next(left, answer(200))
 
 
-def deliver(respond: Responder, *batches: list[str]) -> tuple[tuple[int, int], list[str]]:
+def deliver(respond: Responder, *batches: list[str]) -> tuple[tuple[int, int], object, list[str]]:
     """Each of ``batches`` logged and flushed in turn: the (sent, rejected) counted,
-    nothing left queued, and the texts of the lines the server was sent, in order."""
+    nothing left queued, the kind of ``last_error`` (None: none), and the texts of the
+    lines the server was sent, in order."""
     with scripted_server(respond) as server:
         client = Client(url=server.url, hostname="t", flush_interval=60)
         for batch in batches:
@@ -225,7 +226,8 @@ def deliver(respond: Responder, *batches: list[str]) -> tuple[tuple[int, int], l
     for request in requests:
         body = gzip.decompress(request.body)
         texts += [str(line["line"]) for line in orjson.loads(body)["lines"]]
-    return (s["sent"], s["dropped"].get("rejected", 0)), texts
+    failed = None if s["last_error"] is None else s["last_error"]["kind"]
+    return (s["sent"], s["dropped"].get("rejected", 0)), failed, texts
 
 
 #: 207 answers to a batch of three lines, and the (sent, rejected) they count.
@@ -250,10 +252,12 @@ class TestHostile207s:
         that is no 2xx integer (a float, a word, negative, huge) refuses its line. An
         answer orjson cannot read but JSON's own module can (a lone surrogate escaped,
         as json.dumps writes one; a number past a double) was taken for one with no
-        status array, and its stored lines counted as rejected."""
+        status array, and its stored lines counted as rejected. ``last_error`` says
+        "partial" when lines of the batch were refused, and only then."""
         lines = [f"line {i}" for i in range(3)]
-        got, stored = deliver(_script(answer(207, body)), lines)
+        got, failed, stored = deliver(_script(answer(207, body)), lines)
         assert counted == got
+        assert ("partial" if counted[1] else None) == failed
         assert lines == stored[:3]  # once each
         assert all(text.startswith("logdna_client:") for text in stored[3:]), stored
 
@@ -262,8 +266,8 @@ class TestHostile207s:
         other half is sent once, and no line is counted twice."""
         script = _script(answer(413), answer(207, b'{"status": [400, 200, 200]}'))
         lines = [f"line {i}" for i in range(4)]
-        got, stored = deliver(script, lines)
-        assert (3, 1) == got
+        got, failed, stored = deliver(script, lines)
+        assert ((3, 1), "partial") == (got, failed)
         # The whole batch refused for its size, then each half once.
         assert lines + lines == stored[:8], stored
         assert all(text.startswith("logdna_client:") for text in stored[8:]), stored
@@ -278,7 +282,7 @@ class TestHostile207s:
             refused = [t == "b" or t.startswith("logdna_client:") for t in texts]
             return answer(207, orjson.dumps({"status": [400 if r else 200 for r in refused]}))
 
-        got, stored = deliver(refuse_b_and_summaries, ["a", "b"], ["c"])
-        assert (2, 1) == got
+        got, failed, stored = deliver(refuse_b_and_summaries, ["a", "b"], ["c"])
+        assert ((2, 1), "partial") == (got, failed)
         summary = "logdna_client: 1 lines dropped (1 rejected)"
         assert ["a", "b", "c", summary] == sorted(stored), stored
