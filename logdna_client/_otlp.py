@@ -441,7 +441,10 @@ def _count(value: object) -> int | None:
     """A ``rejectedLogRecords`` value as a count: an int64, a JSON number or (as
     protobuf's JSON mapping writes one) a string of digits; None for anything else."""
     if isinstance(value, str):
-        return int(value) if value.isascii() and value.isdigit() else None
+        # An int64 has 19 digits at most. Past 4,300 int() raises (Python's limit), which
+        # made the answer a failed request: the batch was sent again, without end.
+        digits = value.lstrip("0") if value.isascii() and value.isdigit() else None
+        return int(digits or "0") if digits is not None and len(digits) <= 19 else None
     if isinstance(value, bool):
         return None
     if isinstance(value, int):

@@ -163,6 +163,20 @@ PARTIAL_ANSWERS = {
         b'{"partialSuccess":{"rejectedLogRecords":2,"errorMessage":"record \\ud800"}}',
         (3, 2),
     ),
+    # int() of a string of over 4,300 digits raises: the batch was sent again, without end.
+    "digits-past-an-int64": (
+        b'{"partialSuccess":{"rejectedLogRecords":"%s"}}' % (b"1" * 5000),
+        (0, 5),
+    ),
+    "zeros-before-a-count": (
+        b'{"partialSuccess":{"rejectedLogRecords":"%s2"}}' % (b"0" * 5000),
+        (3, 2),
+    ),
+    "cut-digits-past-an-int64": (
+        b'{"partialSuccess":{"rejectedLogRecords":"%s","errorMessage":"%s"}}'
+        % (b"1" * 5000, b"m" * 70_000),
+        (0, 5),
+    ),
     "no-object-a-lone-surrogate-a-huge-int": (
         b'{"partialSuccess":["\\udc80",100000000000000000000000000000]}',
         (0, 5),
