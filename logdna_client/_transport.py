@@ -690,6 +690,12 @@ class HTTPTransport:
                 None if location is None else self._scrub(location), whole=whole,
             )  # fmt: skip
         except Exception as exc:
+            if response is not None and 200 <= response.status_code < 300:
+                # Answered 2xx and read, then not classified (a bug reading what it said):
+                # as a failure, the batch was sent again without end, stored each time.
+                return unconfirmed(
+                    response.status_code, f"its answer unread ({type(exc).__name__})"
+                )
             if response is None and exchange.status is not None:
                 # The status line was read and what follows it was not (over 100 header
                 # lines, one over 64 KiB, two Content-Lengths, a cut): the status still

@@ -19,6 +19,7 @@ import orjson
 import pytest
 
 from logdna_client import Client, Config
+from logdna_client._devserver import DevServer
 from logdna_client._transport import HTTPTransport, Kind, Outcome
 from tests import test_hostile_endpoints
 from tests._claims_servers import Request, Responder, answer, scripted_server
@@ -286,3 +287,24 @@ class TestHostile207s:
         assert ((2, 1), "partial") == (got, failed)
         summary = "logdna_client: 1 lines dropped (1 rejected)"
         assert ["a", "b", "c", summary] == sorted(stored), stored
+
+
+class TestAnAnswerNotClassified:
+    def test_a_2xx_is_never_sent_again(
+        self, server: DevServer, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Whatever fails in reading a 2xx answer (here a stand-in for a bug: int() of
+        over 4,300 digits raised so), the batch is not confirmed stored, and not a
+        failed request: as one, it was sent again without end, stored each time."""
+
+        def chokes(*args: object, **kwargs: object) -> Outcome:
+            raise ValueError("Exceeds the limit (4300 digits) for integer string conversion")
+
+        transport = HTTPTransport(Config(key=KEY, url=server.url, hostname="h"))
+        monkeypatch.setattr(transport, "_classify", chokes)
+        try:
+            outcome = transport.send(BODY, gzipped=False, timeout=10)
+        finally:
+            transport.close()
+        assert (Kind.PARTIAL, 200, 0) == (outcome.kind, outcome.status, outcome.answered)
+        assert "ValueError" in outcome.detail, outcome.detail
