@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import math
 import re
+import reprlib
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -27,7 +28,7 @@ from typing_extensions import Required, TypedDict, Unpack
 
 from ._buffer import SEPARATOR
 from ._limits import LINE_BYTES, Cuts, count_excerpt, enforce_line
-from ._transport import Kind, Outcome, classify, unconfirmed
+from ._transport import Kind, Outcome, classify, read_json, unconfirmed
 from ._version import __version__
 
 __all__ = [
@@ -385,8 +386,8 @@ def classify_otlp(
     found: object = None
     message = ""
     try:
-        doc = orjson.loads(text)
-    except orjson.JSONDecodeError:
+        doc = read_json(text)
+    except ValueError:
         if whole:  # not an OTLP answer: nothing in it refuses a record
             return outcome
         # Cut at the cap (a long errorMessage): the count comes first in protobuf's
@@ -427,7 +428,12 @@ _REJECTED_COUNT = re.compile(
 
 def _shown(value: object) -> str:
     """A value the server sent, as JSON, cut short for a report."""
-    shown = value if isinstance(value, str) else orjson.dumps(value, default=repr).decode()
+    try:
+        shown = value if isinstance(value, str) else orjson.dumps(value, default=repr).decode()
+    except (TypeError, RecursionError):  # an int past 64 bits, a lone surrogate (read_json)
+        shown = reprlib.repr(value)
+    if isinstance(value, float) and not math.isfinite(value):  # orjson writes them as null
+        shown = repr(value)
     return repr(shown[:40])
 
 
@@ -435,7 +441,10 @@ def _count(value: object) -> int | None:
     """A ``rejectedLogRecords`` value as a count: an int64, a JSON number or (as
     protobuf's JSON mapping writes one) a string of digits; None for anything else."""
     if isinstance(value, str):
-        return int(value) if value.isascii() and value.isdigit() else None
+        # An int64 has 19 digits at most. Past 4,300 int() raises (Python's limit), which
+        # made the answer a failed request: the batch was sent again, without end.
+        digits = value.lstrip("0") if value.isascii() and value.isdigit() else None
+        return int(digits or "0") if digits is not None and len(digits) <= 19 else None
     if isinstance(value, bool):
         return None
     if isinstance(value, int):

@@ -589,6 +589,10 @@ class Sender:
                     buffer.settle(delivered + rejected)
                 self._stored += delivered
                 if rejected:
+                    # Counted from the batch, not from the answer's word: a 207 that refused
+                    # only places past the batch failed nothing; one that confirmed none of
+                    # it (no status array) refused every line.
+                    self._failed(outcome)
                     self._reject(rejected, outcome, own)
                 attempt = 0
                 single_rejects = 0
@@ -674,12 +678,16 @@ class Sender:
             self.stats.bytes_sent += len(body)
             if cuts:  # counted once delivered: a retried batch is cut again, not counted again
                 self.stats.cut.update(cuts)
-        if outcome.kind is not Kind.OK and (outcome.kind is not Kind.PARTIAL or outcome.rejected):
-            # One new dict per failure: stats() readers on other threads see a whole one.
-            self.stats.last_error = {
-                "kind": outcome.kind.value, "status": outcome.status, "when": time.time(),
-            }  # fmt: skip
+        if outcome.kind is not Kind.OK and outcome.kind is not Kind.PARTIAL:
+            self._failed(outcome)  # a 207's, when it refused lines of this batch (_deliver_parts)
         return outcome
+
+    def _failed(self, outcome: Outcome) -> None:
+        """Record ``outcome`` as the last failed delivery attempt (``stats()["last_error"]``)."""
+        # One new dict per failure: stats() readers on other threads see a whole one.
+        self.stats.last_error = {
+            "kind": outcome.kind.value, "status": outcome.status, "when": time.time(),
+        }  # fmt: skip
 
     def _post_plain(self, lines: list[bytes]) -> Outcome:
         """After a 400 on a gzip body (asked once): the same lines plain. Taken: plain

@@ -12,6 +12,7 @@ import enum
 import functools
 import http.client
 import http.cookiejar
+import json
 import os
 import platform
 import re
@@ -41,7 +42,9 @@ from ._retry import parse_retry_after
 from ._threads import Wakeup, start_library_thread
 from ._version import __version__
 
-__all__ = ["HTTPTransport", "Kind", "Outcome", "Transport", "classify", "unconfirmed"]
+__all__ = [
+    "HTTPTransport", "Kind", "Outcome", "Transport", "classify", "read_json", "unconfirmed",
+]  # fmt: skip
 
 USER_AGENT = f"logdna_client/{__version__} (python {platform.python_version()})"
 
@@ -172,8 +175,8 @@ def _partial(status: int, text: str, whole: bool) -> Outcome:
     array's statuses read to their end still count."""
     statuses: object = None
     try:
-        doc = orjson.loads(text)
-    except orjson.JSONDecodeError:
+        doc = read_json(text)
+    except ValueError:
         if not whole:
             statuses = _statuses_read(text)
     else:
@@ -195,6 +198,23 @@ def _partial(status: int, text: str, whole: bool) -> Outcome:
         Kind.PARTIAL, status, detail=detail, rejected=len(at), rejected_at=at,
         answered=len(statuses),
     )  # fmt: skip
+
+
+def read_json(text: str) -> object:
+    """A server's answer read as JSON; ValueError when it is none.
+
+    What orjson refuses and Python's json module reads is read too: a lone surrogate
+    escaped (``json.dumps`` writes one so: a Python server quoting a refused record),
+    NaN, Infinity, a number past a double's range. Taken for no JSON, an OTLP answer
+    that said N records were refused had every record counted as sent."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        return json.loads(text)
+    except RecursionError:  # nested deeper than the stack allows (orjson stops at 1024)
+        raise ValueError("nested too deep") from None
 
 
 def unconfirmed(status: int, why: str) -> Outcome:
@@ -223,8 +243,8 @@ def _statuses_read(text: str) -> list[object] | None:
         if end < 0:
             break
         try:
-            statuses = orjson.loads("[" + text[start:end] + "]")
-        except orjson.JSONDecodeError:
+            statuses = read_json("[" + text[start:end] + "]")
+        except ValueError:
             continue
         return statuses if isinstance(statuses, list) else None
     return []
@@ -240,7 +260,9 @@ class _Exchange:
     headers or body). ``hurry`` brings the deadline forward (close() began).
     """
 
-    __slots__ = ("conn", "deadline", "done", "expired", "fresh", "poke", "status", "watched")
+    __slots__ = (
+        "conn", "connected", "deadline", "done", "expired", "fresh", "poke", "status", "watched",
+    )  # fmt: skip
 
     def __init__(self, deadline: float) -> None:
         self.conn: object = None
@@ -248,6 +270,8 @@ class _Exchange:
         # handshake runs on an SSLSocket that took the original's descriptor over (and
         # left ``conn.sock`` detached), so only this can still shut it down.
         self.fresh: socket.socket | None = None
+        #: Whether a new connection's connect() (TCP, proxy, TLS handshake) completed.
+        self.connected = False
         self.deadline = deadline
         self.done = False
         self.expired = False
@@ -389,6 +413,9 @@ class _Watched:
     def connect(self) -> None:
         _watch(self)
         super().connect()  # type: ignore[misc]
+        exchange = getattr(_current, "exchange", None)
+        if exchange is not None:
+            exchange.connected = True
 
     def request(self, *args: Any, **kwargs: Any) -> None:
         _watch(self)
@@ -663,6 +690,12 @@ class HTTPTransport:
                 None if location is None else self._scrub(location), whole=whole,
             )  # fmt: skip
         except Exception as exc:
+            if response is not None and 200 <= response.status_code < 300:
+                # Answered 2xx and read, then not classified (a bug reading what it said):
+                # as a failure, the batch was sent again without end, stored each time.
+                return unconfirmed(
+                    response.status_code, f"its answer unread ({type(exc).__name__})"
+                )
             if response is None and exchange.status is not None:
                 # The status line was read and what follows it was not (over 100 header
                 # lines, one over 64 KiB, two Content-Lengths, a cut): the status still
@@ -673,7 +706,9 @@ class HTTPTransport:
             if exchange.expired:
                 detail = f"timed out: no complete answer in {time.monotonic() - started:.1f} s"
                 return Outcome(Kind.RETRY, None, None, detail)
-            misspoken = _misspoken(exc, urlsplit(self._url).hostname, self._scrub, exchange.fresh)
+            # A TLS handshake failed only on a new connection whose connect() did not end.
+            handshake = None if exchange.connected else exchange.fresh
+            misspoken = _misspoken(exc, urlsplit(self._url).hostname, self._scrub, handshake)
             if misspoken is not None:
                 return Outcome(Kind.PROTOCOL, None, None, misspoken)
             return _failure(exc, self._scrub)
@@ -866,8 +901,11 @@ def _misspoken(
     """What a server that does not speak what the url says (HTTP/1.1, or TLS for
     https://) did instead, as Kind.PROTOCOL's report; None for a failure that may pass.
 
-    ``sock``: the connection's plain socket (``_Exchange.fresh``), to tell what a server
-    that did not answer in TLS answered in."""
+    ``sock``: the plain socket of a new connection whose TLS handshake failed (what
+    ``_Exchange.fresh`` holds), to tell what the server answered it in; None when no
+    handshake failed. A record TLS cannot read after the handshake (on a connection
+    kept alive, or once connected) is no sign of a server that does not speak TLS: it
+    spoke TLS, and what broke may pass (a middlebox, a server restarting)."""
     instead = _not_http(exc, scrub)
     if instead is not None:
         return f"the server at {host} does not speak HTTP/1.1 to this client: it {instead}"
@@ -879,7 +917,9 @@ def _misspoken(
     # ("unknown protocol" before 1.1); from 3.2 "record layer failure", which it says of
     # any record it cannot read: that one counts only with a plain HTTP answer seen.
     generic = "record layer failure" in said
-    if not (generic or "wrong version number" in said or "unknown protocol" in said):
+    if sock is None or not (
+        generic or "wrong version number" in said or "unknown protocol" in said
+    ):
         return None
     status = _plain_http_status(sock)
     if status is None and generic:

@@ -155,6 +155,32 @@ PARTIAL_ANSWERS = {
         b'{"partialSuccess":{"errorMessage":"%s","rejectedLogRecords":"2"}}' % (b"m" * 70_000),
         (0, 5),
     ),
+    # JSON that orjson refuses and Python's json module reads: taken for no JSON, every
+    # record was counted as sent.
+    "past-a-double": (b'{"partialSuccess":{"rejectedLogRecords":1e400}}', (0, 5)),
+    "not-a-number": (b'{"partialSuccess":{"rejectedLogRecords":NaN}}', (0, 5)),
+    "a-lone-surrogate-in-its-message": (
+        b'{"partialSuccess":{"rejectedLogRecords":2,"errorMessage":"record \\ud800"}}',
+        (3, 2),
+    ),
+    # int() of a string of over 4,300 digits raises: the batch was sent again, without end.
+    "digits-past-an-int64": (
+        b'{"partialSuccess":{"rejectedLogRecords":"%s"}}' % (b"1" * 5000),
+        (0, 5),
+    ),
+    "zeros-before-a-count": (
+        b'{"partialSuccess":{"rejectedLogRecords":"%s2"}}' % (b"0" * 5000),
+        (3, 2),
+    ),
+    "cut-digits-past-an-int64": (
+        b'{"partialSuccess":{"rejectedLogRecords":"%s","errorMessage":"%s"}}'
+        % (b"1" * 5000, b"m" * 70_000),
+        (0, 5),
+    ),
+    "no-object-a-lone-surrogate-a-huge-int": (
+        b'{"partialSuccess":["\\udc80",100000000000000000000000000000]}',
+        (0, 5),
+    ),
 }
 
 

@@ -233,7 +233,8 @@ class TestA207ThatConfirmsLess:
         """A whole 207 speaks for the places its status array holds and no further: the
         lines past them, and all of them when there is no array (not JSON, no status
         list), are counted as rejected, as for a 207 cut short; never resent, which
-        would store the others twice. Each such 207 counted every line as sent."""
+        would store the others twice. Each such 207 counted every line as sent; then
+        counted as rejected, they left ``last_error`` unset."""
         server.fail_next(1, 207, body=body)
         client = Client(url=server.url, hostname="p", flush_interval=30)
         try:
@@ -247,6 +248,7 @@ class TestA207ThatConfirmsLess:
             client.close(2)
         assert counted == (s["sent"], s["dropped"]["rejected"]), s
         assert 0 == s["queued"]
+        assert "partial" == (s["last_error"] or {}).get("kind"), s
         # Only the 207 stored nothing: a batch sent again would be stored.
         summary = f"logdna_client: {counted[1]} lines dropped ({counted[1]} rejected)"
         assert [summary, "next"] == texts(server)
