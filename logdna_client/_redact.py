@@ -281,12 +281,18 @@ def key_words(key: str) -> list[str]:
 
 
 # A key=value separator and what stands before it, on the reversed text: the
-# separator (not a ":" after two digits: times, ratios), a little space, an optional
-# quote, the key (at most 64 characters). One scan finds every candidate, in C; the
-# key=value pattern then runs only at separators whose key names a secret.
-# _speedups.c reads keys back the same way (key_known_plain).
+# separator (not a ":" after two digits: times, ratios), a little space, a closing
+# bracket (plain or URL-encoded), an optional quote, the key (at most 64 characters,
+# not past an encoded opening bracket). A form field's or PHP print_r's key is its
+# last bracketed name: "user[password]=", "user%5Bpassword%5D=", "[password] =>",
+# d["password"] = ... One scan finds every candidate, in C; the key=value pattern
+# then runs only at separators whose key names a secret. _speedups.c reads keys back
+# the same way (key_known_plain).
+_SPACE_BRACKET_REVERSED = r"[ \t]{0,3}(?:\]|D5%)?"
+_QUOTE_REVERSED = r"""(?:["']\\{0,15})?"""
+_KEY_REVERSED = r"(?:(?!B5%)[A-Za-z0-9_.-]){1,64}"
 _SEPARATOR_KEY_REVERSED = re.compile(
-    r"(?:=|:(?!\d\d))[ \t]{0,3}((?:[\"']\\{0,15})?)([A-Za-z0-9_.-]{1,64})"
+    rf"(?:=|:(?!\d\d)){_SPACE_BRACKET_REVERSED}({_QUOTE_REVERSED})({_KEY_REVERSED})"
 )
 _LOCAL_PART_REVERSED = re.compile(r"[A-Za-z0-9._%+-]{1,64}")
 
@@ -622,12 +628,15 @@ class _Patterns:
             if len(self._finders) >= _FINDERS_LIMIT:
                 self._finders.clear()
             key = re.escape(name)
-            # The key is the whole run of key characters, or its last 64.
-            whole = "" if len(name) == 64 else f"(?<![A-Za-z0-9_.-]{key})"
+            # The key is the whole run of key characters (or what follows an encoded
+            # "[" in it), or its last 64.
+            whole = (
+                "" if len(name) == 64 else f"(?:(?<![A-Za-z0-9_.-]{key})|(?<=%5B{key}))"
+            )
             separator = (
-                r"""(?:\\{0,15}["'][ \t]{0,3}|[ \t]{0,3}(?==))"""
+                r"""(?:\\{0,15}["'](?:\]|%5D)?[ \t]{0,3}|(?:\]|%5D)?[ \t]{0,3}(?==))"""
                 if strict
-                else r"""(?:\\{0,15}["'])?[ \t]{0,3}"""
+                else r"""(?:\\{0,15}["'])?(?:\]|%5D)?[ \t]{0,3}"""
             )
             # (The separator and the value are not consumed: a key inside another's
             # value is found too, as from each separator.)
@@ -853,8 +862,10 @@ def _emails(text: str, backwards: str, regex: re.Pattern[str], spans: list[Span]
 # Keys before a separator, read back on the reversed text (_SEPARATOR_KEY_REVERSED
 # with only the key captured, one regex for each separator: a literal first is
 # found faster than a class): findall gives them without a Python step each.
-_COLON_KEY_REVERSED = re.compile(r":(?!\d\d)[ \t]{0,3}(?:[\"']\\{0,15})?([A-Za-z0-9_.-]{1,64})")
-_EQUALS_KEY_REVERSED = re.compile(r"=[ \t]{0,3}(?:[\"']\\{0,15})?([A-Za-z0-9_.-]{1,64})")
+_COLON_KEY_REVERSED = re.compile(
+    rf":(?!\d\d){_SPACE_BRACKET_REVERSED}{_QUOTE_REVERSED}({_KEY_REVERSED})"
+)
+_EQUALS_KEY_REVERSED = re.compile(rf"={_SPACE_BRACKET_REVERSED}{_QUOTE_REVERSED}({_KEY_REVERSED})")
 # Text at least this long, with at most this many distinct keys naming secrets, can
 # have their places found forwards from each key (a regex compiled for it, kept).
 _FORWARD_FROM = 2048

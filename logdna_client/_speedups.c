@@ -307,10 +307,10 @@ static const char aws_prefixes[][3] = {
 
 /* Whether a key could stand at ``text[at]`` (a ':' or '='), read back as the
  * key=value pattern reads it (_redact._SEPARATOR_KEY_REVERSED: up to 3 spaces or
- * tabs, a quote (escaped or not: up to 15 backslashes), then 1 to 64 of
- * [A-Za-z0-9_.-]): 1 when there is none, or the redactor has answered that it
- * names no secret; 0 when the redactor must look (a secret, or not asked yet);
- * -1 on error. */
+ * tabs, a ']', a quote (escaped or not: up to 15 backslashes), then 1 to 64 of
+ * [A-Za-z0-9_.-], not past a "%5B"): 1 when there is none, or the redactor has
+ * answered that it names no secret; 0 when the redactor must look (a secret, not
+ * asked yet, or a key before "%5D"); -1 on error. */
 static int
 key_known_plain(Handle *self, int kind, const void *data, Py_ssize_t at)
 {
@@ -334,6 +334,17 @@ key_known_plain(Handle *self, int kind, const void *data, Py_ssize_t at)
         j--;
         spaces++;
     }
+    if (j >= 3 && PyUnicode_READ(kind, data, j - 1) == 'D' &&
+        PyUnicode_READ(kind, data, j - 2) == '5' && PyUnicode_READ(kind, data, j - 3) == '%') {
+        /* A URL-encoded form key ("user%5Bpassword%5D="): the redactor reads its
+           name, or "5D" when there is none; rare enough to let it. */
+        return 0;
+    }
+    if (j > 0 && PyUnicode_READ(kind, data, j - 1) == ']') {
+        /* A bracketed key's last name ("user[password]=", "[password] =>"): with no
+           name after the ']' there is no key, as without the ']'. */
+        j--;
+    }
     if (j > 0) {
         c = PyUnicode_READ(kind, data, j - 1);
         if (c == '"' || c == '\'') {
@@ -349,6 +360,10 @@ key_known_plain(Handle *self, int kind, const void *data, Py_ssize_t at)
     end = j;
     while (j > 0 && end - j < 64) {
         c = PyUnicode_READ(kind, data, j - 1);
+        if (c == 'B' && j >= 3 && PyUnicode_READ(kind, data, j - 2) == '5' &&
+            PyUnicode_READ(kind, data, j - 3) == '%') {
+            break;  /* an encoded '[' ("a%5Bpin="): the key is what follows it */
+        }
         if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) {
             letters = 1;
         }

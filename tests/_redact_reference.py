@@ -40,9 +40,11 @@ def _is_ssn(text: str) -> bool:
     return area not in ("000", "666") and area[0] != "9" and group != "00" and serial != "0000"
 
 
-# (A quote escaped by up to 15 backslashes: JSON inside JSON, 5 deep.)
+# (A quote escaped by up to 15 backslashes: JSON inside JSON, 5 deep. A bracketed
+# key's last name: "user[password]=", "user%5Bpassword%5D=", "[password] =>".)
 _SEPARATOR_KEY_REVERSED = re.compile(
-    r"(?:=|:(?!\d\d))[ \t]{0,3}((?:[\"']\\{0,15})?)([A-Za-z0-9_.-]{1,64})"
+    r"(?:=|:(?!\d\d))[ \t]{0,3}(?:\]|D5%)?((?:[\"']\\{0,15})?)"
+    r"((?:(?!B5%)[A-Za-z0-9_.-]){1,64})"
 )
 _LOCAL_PART_REVERSED = re.compile(r"[A-Za-z0-9._%+-]{1,64}")
 
