@@ -100,6 +100,12 @@ _IN_QUOTES = {
 _PLAIN = r"""[^\s"'&,;)\]}]"""
 _JOINER = r"""[&,;](?![\s"')\]}]|\Z|[A-Za-z0-9_.%\[\]-]{1,64}=)"""
 _BARE_UNIT = rf"(?:{_PLAIN}|{_JOINER})"
+# A list value (JSON's, Python's: '"tokens": ["a", "b"]') goes whole, to its first
+# "]" (one inside an item ends it early), when an item starts right after its "[":
+# a quote (escaped, or a bytes repr's), a number or another list. Any other "[" is
+# a bare value's character ("[REDACTED]" among them).
+_LIST_START = r"""\[(?=[ \t]{0,3}(?:b?\\{0,15}["']|[-\d\[]))"""
+_LIST_UNIT = r"[^\]\r\n]"
 
 
 def _key_value(quoted: str, bare: str) -> str:
@@ -135,7 +141,8 @@ CREDENTIAL_PATTERNS: dict[str, str] = {
     # engine's fast loop; only one with a joiner in it takes the slower units.)
     "secret_kv": _key_value(
         "{1,256}",
-        rf"(?:{_PLAIN}{{1,256}}(?:{_JOINER}{_BARE_UNIT}{{0,255}})?"
+        rf"(?:{_LIST_START}{_LIST_UNIT}{{0,256}}\]?"
+        rf"|{_PLAIN}{{1,256}}(?:{_JOINER}{_BARE_UNIT}{{0,255}})?"
         rf"|{_JOINER}{_BARE_UNIT}{{0,255}})",
     ),
     # AWS access key ids (long-term, temporary and the other principal kinds).
@@ -383,6 +390,9 @@ _NEAR = 16
 # regex engine's fast loop).
 _QUOTED_RUN = {quote: re.compile(f"{unit}+") for quote, unit in _IN_QUOTES.items()}
 _BARE_RUN = re.compile(rf"{_BARE_UNIT}{_PLAIN}*(?:{_JOINER}{_PLAIN}*)*")
+# A list value's run, from its "[" or from where its bound cut it.
+_LIST_HEAD = re.compile(_LIST_START)
+_LIST_RUN = re.compile(rf"{_LIST_UNIT}*\]?")
 
 
 class _Patterns:
@@ -676,6 +686,7 @@ def _values(
     # at ``reach`` (made when needed: most text has no separator inside a value).
     ends: dict[str, int] | None = None
     reach = start = 0  # (the furthest end)
+    start_kind = ""  # (the class of the value at ``start``)
     # The last span added: one inside it changes nothing (spans are joined), and
     # values inside a value mostly end where it does.
     last_start = last_end = -1
@@ -684,20 +695,17 @@ def _values(
     for at in separators:
         if at < reach - _NEAR:
             if ends is None:
-                kind = text[start - 1]
-                ends = {kind if kind in _QUOTED_RUN else "": reach}
+                ends = {start_kind: reach}
             m = head.match(text, at)
             if m is None:
                 continue
             s = m.start(v)
-            kind = text[s - 1]
-            if kind not in _QUOTED_RUN:
-                kind = ""
+            kind = _value_class(text, s)
             e = ends.get(kind, 0)
             if s >= e:
                 # (None for a quoted class: a backslash before a line break after
                 # the quote, which the pattern takes as a bare value.)
-                found = _QUOTED_RUN.get(kind, _BARE_RUN).match(text, s) or _BARE_RUN.match(text, s)
+                found = _run_of(kind).match(text, s) or _BARE_RUN.match(text, s)
                 e = s + 1 if found is None else found.end()
             ends[kind] = e
         else:
@@ -705,26 +713,41 @@ def _values(
             if m is None:
                 continue
             s, e = m.span(whole_v)
-            kind = text[s - 1]
-            if kind not in _QUOTED_RUN:
-                kind = ""
-            if e - s >= _VALUE_BOUND:  # (maybe cut at the bound)
-                more = _QUOTED_RUN.get(kind, _BARE_RUN).match(text, e)
+            kind = _value_class(text, s)
+            # (Maybe cut at the bound; a list that reached its "]" is whole.)
+            if e - s >= _VALUE_BOUND and not (kind == "[" and text[e - 1] == "]"):
+                more = _run_of(kind).match(text, e)
                 if more is not None:
                     e = more.end()
             if at >= reach:  # (every run found before ends before this one)
                 ends = None
-                start = s
+                start, start_kind = s, kind
             else:
                 if ends is None:
-                    first = text[start - 1]
-                    ends = {first if first in _QUOTED_RUN else "": reach}
+                    ends = {start_kind: reach}
                 ends[kind] = e
         if e > reach:  # noqa: PLR1730 (faster than max() here)
             reach = e
         if (s < last_start or e > last_end) and not _redacted_already(text, s, e):
             spans.append((s, e))
             last_start, last_end = s, e
+
+
+def _value_class(text: str, start: int) -> str:
+    """The class of the key=value pattern's value at ``start``: the quote before it,
+    "[" for a list, "" for a bare value."""
+    kind = text[start - 1]
+    if kind in _QUOTED_RUN:
+        return kind
+    return "[" if text[start] == "[" and _LIST_HEAD.match(text, start) else ""
+
+
+def _run_of(kind: str) -> re.Pattern[str]:
+    """The whole run of a value of class ``kind`` (_value_class)."""
+    quoted = _QUOTED_RUN.get(kind)
+    if quoted is not None:
+        return quoted
+    return _LIST_RUN if kind == "[" else _BARE_RUN
 
 
 def _redacted_already(text: str, start: int, end: int) -> bool:

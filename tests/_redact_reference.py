@@ -10,7 +10,15 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Iterator
 
-from logdna_client._redact import _BARE_UNIT, _RUN_ON, MARKER, PRESET_PATTERNS, _redacted_already
+from logdna_client._redact import (
+    _BARE_UNIT,
+    _LIST_START,
+    _LIST_UNIT,
+    _RUN_ON,
+    MARKER,
+    PRESET_PATTERNS,
+    _redacted_already,
+)
 
 _NOT_KEYS = ("Error", "Exception", "Warning")
 # A digit doubled, its two digits summed (Luhn): 7 -> 14 -> 5.
@@ -216,6 +224,12 @@ class ReferencePatterns:
             return span
         if run is None:  # secret_kv: the class the quote before the value says
             quote = text[s - 1] if s else ""
+            if quote not in ('"', "'") and re.match(_LIST_START, text[s:]):
+                # A list: to its "]", if the bound did not reach it.
+                if text[e - 1] == "]":
+                    return span
+                more = re.compile(rf"{_LIST_UNIT}*\]?").match(text, e)
+                return s, e if more is None else more.end()
             run = re.compile(
                 {'"': r'(?:[^"\\\r\n]|\\[^\r\n])*', "'": r"(?:[^'\\\r\n]|\\[^\r\n])*"}.get(
                     quote, rf"{_BARE_UNIT}*"
