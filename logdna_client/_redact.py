@@ -640,9 +640,7 @@ class _Patterns:
             key = re.escape(name)
             # The key is the whole run of key characters (or what follows an encoded
             # "[" in it), or its last 64.
-            whole = (
-                "" if len(name) == 64 else f"(?:(?<![A-Za-z0-9_.-]{key})|(?<=%5B{key}))"
-            )
+            whole = "" if len(name) == 64 else f"(?:(?<![A-Za-z0-9_.-]{key})|(?<=%5B{key}))"
             separator = (
                 r"""(?:\\{0,15}["'](?:\]|%5D)?[ \t]{0,3}|(?:\]|%5D)?[ \t]{0,3}(?==))"""
                 if strict
@@ -685,8 +683,8 @@ def _values(
     # lookup); None: only that of the value found whole at ``start``, which ends
     # at ``reach`` (made when needed: most text has no separator inside a value).
     ends: dict[str, int] | None = None
-    reach = start = 0  # (the furthest end)
-    start_kind = ""  # (the class of the value at ``start``)
+    reach = 0  # (the furthest end)
+    start_kind = ""  # (the class of the value found whole that ``ends`` starts from)
     # The last span added: one inside it changes nothing (spans are joined), and
     # values inside a value mostly end where it does.
     last_start = last_end = -1
@@ -721,7 +719,7 @@ def _values(
                     e = more.end()
             if at >= reach:  # (every run found before ends before this one)
                 ends = None
-                start, start_kind = s, kind
+                start_kind = kind
             else:
                 if ends is None:
                     ends = {start_kind: reach}

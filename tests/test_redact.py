@@ -643,7 +643,6 @@ class TestStdlibPaths:
         programs): only the ">" was replaced and the value shipped."""
         assert_ships_as(wire, f"t.redact.arrow.{handle_path}", text, expected)
 
-
     @pytest.mark.parametrize(
         ("text", "expected"),
         [
