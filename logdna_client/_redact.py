@@ -678,10 +678,11 @@ def _values(
     (_NEAR: "'password='": the next value starts past it), and once for each
     class of value.
     """
-    # The end of each class's last run found, by class ('"', "'", or "" for a bare
-    # value: not by its regex, whose hash is computed from its code at every
-    # lookup); None: only that of the value found whole at ``start``, which ends
-    # at ``reach`` (made when needed: most text has no separator inside a value).
+    # The end of each class's last run found, by class ('"', "'", "[" for a list,
+    # or "" for a bare value: not by its regex, whose hash is computed from its code
+    # at every lookup); None: only that of the value last found whole (of class
+    # ``start_kind``), which ends at ``reach`` (made when needed: most text has no
+    # separator inside a value).
     ends: dict[str, int] | None = None
     reach = 0  # (the furthest end)
     start_kind = ""  # (the class of the value found whole that ``ends`` starts from)
