@@ -289,19 +289,28 @@ def key_words(key: str) -> list[str]:
 
 # A key=value separator and what stands before it, on the reversed text: the
 # separator (not a ":" after two digits: times, ratios), a little space, a closing
-# bracket (plain or URL-encoded), an optional quote, the key (at most 64 characters,
-# not past an encoded opening bracket). A form field's or PHP print_r's key is its
-# last bracketed name: "user[password]=", "user%5Bpassword%5D=", "[password] =>",
-# d["password"] = ... One scan finds every candidate, in C; the key=value pattern
-# then runs only at separators whose key names a secret. _speedups.c reads keys back
-# the same way (key_known_plain).
+# bracket (plain or URL-encoded), an optional quote, the key (at most 64 characters;
+# see _key_name). A form field's or PHP print_r's key is its last bracketed name:
+# "user[password]=", "user%5Bpassword%5D=", "[password] =>", d["password"] = ...
+# One scan finds every candidate, in C; the key=value pattern then runs only at
+# separators whose key names a secret. _speedups.c reads keys back the same way
+# (key_known_plain).
 _SPACE_BRACKET_REVERSED = r"[ \t]{0,3}(?:\]|D5%)?"
 _QUOTE_REVERSED = r"""(?:["']\\{0,15})?"""
-_KEY_REVERSED = r"(?:(?!B5%)[A-Za-z0-9_.-]){1,64}"
+_KEY_REVERSED = r"[A-Za-z0-9_.-]{1,64}"
 _SEPARATOR_KEY_REVERSED = re.compile(
     rf"(?:=|:(?!\d\d)){_SPACE_BRACKET_REVERSED}({_QUOTE_REVERSED})({_KEY_REVERSED})"
 )
 _LOCAL_PART_REVERSED = re.compile(r"[A-Za-z0-9._%+-]{1,64}")
+
+
+def _key_name(read: str) -> str:
+    """The key read back before a separator, as it is judged: one that starts with
+    "5B" (after a URL-encoded "[": "user%5Bpin%5D=") without it, unless it is 64
+    characters long (the last 64 of a longer run). (Not in the regex: a lookahead
+    for "%5B" at each character doubled the time of reading keys back.)"""
+    return read[2:] if read[:2] == "5B" and 2 < len(read) < 64 else read
+
 
 # card, us_ssn and phone_plain all start with a digit: whichever of them are on run
 # as one regex (one scan over the digits instead of one each), branches named after
@@ -556,7 +565,7 @@ class _Patterns:
         equals = _EQUALS_KEY_REVERSED.findall(backwards)
         secret: dict[str, bool] = {}
         for key in {*colons, *equals}:
-            name = key[::-1]
+            name = _key_name(key[::-1])
             if self._is_secret(name) and not name.endswith(_NOT_KEYS):
                 secret[name] = self._quoted_only_for(name)
         if not secret:
@@ -599,6 +608,8 @@ class _Patterns:
         separators: list[int] = []
         for candidate in _SEPARATOR_KEY_REVERSED.finditer(backwards):
             name = candidate[2][::-1]
+            if name[0] == "5":  # (most keys do not start so: no call for them)
+                name = _key_name(name)
             if secret is None:
                 # Cheapest first: most candidates are "word:" that names no secret.
                 if not is_secret(name) or name.endswith(_NOT_KEYS):
@@ -638,9 +649,14 @@ class _Patterns:
             if len(self._finders) >= _FINDERS_LIMIT:
                 self._finders.clear()
             key = re.escape(name)
-            # The key is the whole run of key characters (or what follows an encoded
-            # "[" in it), or its last 64.
-            whole = "" if len(name) == 64 else f"(?:(?<![A-Za-z0-9_.-]{key})|(?<=%5B{key}))"
+            # The key is the whole run of key characters, or what follows its "5B"
+            # (_key_name), or its last 64.
+            runs = []
+            if not (name[:2] == "5B" and len(name) > 2):
+                runs.append(f"(?<![A-Za-z0-9_.-]{key})")
+            if len(name) < 62:
+                runs.append(f"(?<=5B{key})(?<![A-Za-z0-9_.-]5B{key})")
+            whole = "" if len(name) == 64 else f"(?:{'|'.join(runs)})"
             separator = (
                 r"""(?:\\{0,15}["'](?:\]|%5D)?[ \t]{0,3}|(?:\]|%5D)?[ \t]{0,3}(?==))"""
                 if strict

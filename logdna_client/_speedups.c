@@ -308,9 +308,10 @@ static const char aws_prefixes[][3] = {
 /* Whether a key could stand at ``text[at]`` (a ':' or '='), read back as the
  * key=value pattern reads it (_redact._SEPARATOR_KEY_REVERSED: up to 3 spaces or
  * tabs, a ']', a quote (escaped or not: up to 15 backslashes), then 1 to 64 of
- * [A-Za-z0-9_.-], not past a "%5B"): 1 when there is none, or the redactor has
- * answered that it names no secret; 0 when the redactor must look (a secret, not
- * asked yet, or a key before "%5D"); -1 on error. */
+ * [A-Za-z0-9_.-]): 1 when there is none, or the redactor has answered that it
+ * names no secret; 0 when the redactor must look (a secret, not asked yet, or a
+ * URL-encoded bracket's key, which it judges by part of the key: _key_name); -1
+ * on error. */
 static int
 key_known_plain(Handle *self, int kind, const void *data, Py_ssize_t at)
 {
@@ -360,10 +361,6 @@ key_known_plain(Handle *self, int kind, const void *data, Py_ssize_t at)
     end = j;
     while (j > 0 && end - j < 64) {
         c = PyUnicode_READ(kind, data, j - 1);
-        if (c == 'B' && j >= 3 && PyUnicode_READ(kind, data, j - 2) == '5' &&
-            PyUnicode_READ(kind, data, j - 3) == '%') {
-            break;  /* an encoded '[' ("a%5Bpin="): the key is what follows it */
-        }
         if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) {
             letters = 1;
         }
@@ -376,6 +373,10 @@ key_known_plain(Handle *self, int kind, const void *data, Py_ssize_t at)
         /* No key ("a: b" has one, " : " not), or one without a letter ("request
            42: ...", "10:30"): every secret name has letters (Redactor.is_secret). */
         return 1;
+    }
+    if (end - j > 2 && end - j < 64 && PyUnicode_READ(kind, data, j) == '5' &&
+        PyUnicode_READ(kind, data, j + 1) == 'B') {
+        return 0;  /* "a%5Bpin=": the redactor judges "pin" (_redact._key_name) */
     }
     key = PyUnicode_FromKindAndData(kind, (const char *)data + j * kind, end - j);
     if (key == NULL) {

@@ -51,8 +51,7 @@ def _is_ssn(text: str) -> bool:
 # (A quote escaped by up to 15 backslashes: JSON inside JSON, 5 deep. A bracketed
 # key's last name: "user[password]=", "user%5Bpassword%5D=", "[password] =>".)
 _SEPARATOR_KEY_REVERSED = re.compile(
-    r"(?:=|:(?!\d\d))[ \t]{0,3}(?:\]|D5%)?((?:[\"']\\{0,15})?)"
-    r"((?:(?!B5%)[A-Za-z0-9_.-]){1,64})"
+    r"(?:=|:(?!\d\d))[ \t]{0,3}(?:\]|D5%)?((?:[\"']\\{0,15})?)([A-Za-z0-9_.-]{1,64})"
 )
 _LOCAL_PART_REVERSED = re.compile(r"[A-Za-z0-9._%+-]{1,64}")
 
@@ -245,6 +244,8 @@ class ReferencePatterns:
         last = len(text) - 1
         for candidate in _SEPARATOR_KEY_REVERSED.finditer(text[::-1]):
             name = candidate.group(2)[::-1]
+            if name.startswith("5B") and 2 < len(name) < 64:
+                name = name[2:]  # (after a URL-encoded "[": "user%5Bpin%5D=")
             # Cheapest first: most candidates are "word:" that names no secret.
             if not is_secret(name) or name.endswith(_NOT_KEYS):
                 continue  # ("KeyError: 'k'": a traceback's last line)
