@@ -291,11 +291,13 @@ def key_words(key: str) -> list[str]:
 # separator (not a ":" after two digits: times, ratios), a little space, a closing
 # bracket (plain or URL-encoded), an optional quote, the key (at most 64 characters;
 # see _key_name). A form field's or PHP print_r's key is its last bracketed name:
-# "user[password]=", "user%5Bpassword%5D=", "[password] =>", d["password"] = ...
+# "user[password]=", "user%5Bpassword%5D=", "[password] =>"; a bracket is read only
+# right before its separator or before "=>" ("cache[key] = x" is a line of code,
+# in a traceback, not a key).
 # One scan finds every candidate, in C; the key=value pattern then runs only at
 # separators whose key names a secret. _speedups.c reads keys back the same way
 # (key_known_plain).
-_SPACE_BRACKET_REVERSED = r"[ \t]{0,3}(?:\]|D5%)?"
+_SPACE_BRACKET_REVERSED = r"(?:\]|D5%|(?<=>=)[ \t]{1,3}(?:\]|D5%)|[ \t]{0,3})"
 _QUOTE_REVERSED = r"""(?:["']\\{0,15})?"""
 _KEY_REVERSED = r"[A-Za-z0-9_.-]{1,64}"
 _SEPARATOR_KEY_REVERSED = re.compile(
@@ -657,10 +659,11 @@ class _Patterns:
             if len(name) < 62:
                 runs.append(f"(?<=5B{key})(?<![A-Za-z0-9_.-]5B{key})")
             whole = "" if len(name) == 64 else f"(?:{'|'.join(runs)})"
+            bracket = r"(?:(?:\]|%5D)(?:[ \t]{1,3}(?==>))?|[ \t]{0,3})"
             separator = (
-                r"""(?:\\{0,15}["'](?:\]|%5D)?[ \t]{0,3}|(?:\]|%5D)?[ \t]{0,3}(?==))"""
+                rf"""(?:\\{{0,15}}["']{bracket}|{bracket}(?==))"""
                 if strict
-                else r"""(?:\\{0,15}["'])?(?:\]|%5D)?[ \t]{0,3}"""
+                else rf"""(?:\\{{0,15}}["'])?{bracket}"""
             )
             # (The separator and the value are not consumed: a key inside another's
             # value is found too, as from each separator.)

@@ -651,7 +651,8 @@ class TestStdlibPaths:
             ("[password] => hunter2 [user] => bob", "[password] => [REDACTED] [user] => bob"),
             ("form a[b][pin]=1234", "form a[b][pin]=[REDACTED]"),
             ("data%5Bpin=1234", "data%5Bpin=[REDACTED]"),
-            ('cfg["api_key"] = "ak 42"', 'cfg["api_key"] = "[REDACTED]"'),
+            ("cfg['api_key']='ak 42'", "cfg['api_key']='[REDACTED]'"),
+            ("[token]  =>  t1 cache[key] = value", "[token]  =>  [REDACTED] cache[key] = value"),
         ],
     )  # fmt: skip
     def test_a_bracketed_key_is_its_last_name(
@@ -659,7 +660,8 @@ class TestStdlibPaths:
     ) -> None:
         """A form field's key ("user[password]=", URL-encoded too) and PHP print_r's
         "[password] =>" are judged by the last bracketed name: the key was read as
-        none (or "5Bpin") and the value shipped."""
+        none (or "5Bpin") and the value shipped. Not with space before a plain "="
+        ("cache[key] = value": a line of code, in a traceback)."""
         assert_ships_as(wire, f"t.redact.brackets.{handle_path}", text, expected)
 
     @pytest.mark.parametrize(

@@ -106,7 +106,7 @@ EXAMPLES = [
     ' {"pin":1,"x":2} f(token=t,) sid=a,b; pw12=z',
     # bracketed keys (form fields, URL-encoded, print_r) and list values
     'user[password]=x&a[b][pin]=1 u%5Bpw%5D=y d%5Bpin=2 [password] => z cfg["token"] = "t"'
-    " 5Bpin=3 5B5Bpassword=4 %5D=5 ]=6 x]]=7 [REDACTED]=8",
+    " 5Bpin=3 5B5Bpassword=4 %5D=5 ]=6 x]]=7 [REDACTED]=8 c[key] = 9 [pin]\t=>0 [pw] :1",
     '{"tokens": ["a", "b]c", "d"], "pin": [1, -2], "pw": [["x"]], "key": [], "sid": [REDACTED]}'
     " {'api_key': ['k1', b'k2']} password=[abc] token=[\\\"q\\\" pw=[1\n2]"
     ' "password": "token: [\\"a\\"] and more than sixteen", "user": "bob"]',
