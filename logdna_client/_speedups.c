@@ -308,11 +308,10 @@ static const char aws_prefixes[][3] = {
 /* Whether a key could stand at ``text[at]`` (a ':' or '=', of ``n`` characters),
  * read back as the key=value pattern reads it (_redact._SEPARATOR_KEY_REVERSED: up
  * to 3 spaces or tabs, a ']' (see below), a quote (escaped or not: up to 15
- * backslashes), then 1 to 64 of
- * [A-Za-z0-9_.-]): 1 when there is none, or the redactor has answered that it
- * names no secret; 0 when the redactor must look (a secret, not asked yet, or a
- * URL-encoded bracket's key, which it judges by part of the key: _key_name); -1
- * on error. */
+ * backslashes), then 1 to 64 of [A-Za-z0-9_.-]): 1 when there is none, or the
+ * redactor has answered that it names no secret; 0 when the redactor must look (a
+ * secret, not asked yet, or a URL-encoded bracket's key, which it judges by part
+ * of the key: _key_name); -1 on error. */
 static int
 key_known_plain(Handle *self, int kind, const void *data, Py_ssize_t at, Py_ssize_t n)
 {
