@@ -567,7 +567,9 @@ class _Patterns:
         equals = _EQUALS_KEY_REVERSED.findall(backwards)
         secret: dict[str, bool] = {}
         for key in {*colons, *equals}:
-            name = _key_name(key[::-1])
+            name = key[::-1]
+            if name[0] == "5":  # (as in _at_separators)
+                name = _key_name(name)
             if self._is_secret(name) and not name.endswith(_NOT_KEYS):
                 secret[name] = self._quoted_only_for(name)
         if not secret:
