@@ -61,7 +61,7 @@ PARTS: dict[str, tuple[tuple[str, ...], list[tuple[str, str]]]] = {
     ),
     "the key before a ':' or '=' looked up in C (key_known_plain)": (
         ("key_known_plain",),
-        [("            int plain = key_known_plain(self, kind, data, i);",
+        [("            int plain = key_known_plain(self, kind, data, i, n);",
           "            int plain = 0;")],
     ),
     "the lock-free put in C (put_entry), not a call of Buffer.put_entry": (

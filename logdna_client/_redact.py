@@ -100,6 +100,12 @@ _IN_QUOTES = {
 _PLAIN = r"""[^\s"'&,;)\]}]"""
 _JOINER = r"""[&,;](?![\s"')\]}]|\Z|[A-Za-z0-9_.%\[\]-]{1,64}=)"""
 _BARE_UNIT = rf"(?:{_PLAIN}|{_JOINER})"
+# A list value (JSON's, Python's: '"tokens": ["a", "b"]') goes whole, to its first
+# "]" (one inside an item ends it early), when an item starts right after its "[":
+# a quote (escaped, or a bytes repr's), a number or another list. Any other "[" is
+# a bare value's character ("[REDACTED]" among them).
+_LIST_START = r"""\[(?=[ \t]{0,3}(?:b?\\{0,15}["']|[-\d\[]))"""
+_LIST_UNIT = r"[^\]\r\n]"
 
 
 def _key_value(quoted: str, bare: str) -> str:
@@ -135,7 +141,8 @@ CREDENTIAL_PATTERNS: dict[str, str] = {
     # engine's fast loop; only one with a joiner in it takes the slower units.)
     "secret_kv": _key_value(
         "{1,256}",
-        rf"(?:{_PLAIN}{{1,256}}(?:{_JOINER}{_BARE_UNIT}{{0,255}})?"
+        rf"(?:{_LIST_START}{_LIST_UNIT}{{0,256}}\]?"
+        rf"|{_PLAIN}{{1,256}}(?:{_JOINER}{_BARE_UNIT}{{0,255}})?"
         rf"|{_JOINER}{_BARE_UNIT}{{0,255}})",
     ),
     # AWS access key ids (long-term, temporary and the other principal kinds).
@@ -281,14 +288,31 @@ def key_words(key: str) -> list[str]:
 
 
 # A key=value separator and what stands before it, on the reversed text: the
-# separator (not a ":" after two digits: times, ratios), a little space, an optional
-# quote, the key (at most 64 characters). One scan finds every candidate, in C; the
-# key=value pattern then runs only at separators whose key names a secret.
-# _speedups.c reads keys back the same way (key_known_plain).
+# separator (not a ":" after two digits: times, ratios), a little space, a closing
+# bracket (plain or URL-encoded), an optional quote, the key (at most 64 characters;
+# see _key_name). A form field's or PHP print_r's key is its last bracketed name:
+# "user[password]=", "user%5Bpassword%5D=", "[password] =>"; a bracket is read only
+# right before its separator or before "=>" ("cache[key] = x" is a line of code,
+# in a traceback, not a key).
+# One scan finds every candidate, in C; the key=value pattern then runs only at
+# separators whose key names a secret. _speedups.c reads keys back the same way
+# (key_known_plain).
+_SPACE_BRACKET_REVERSED = r"(?:\]|D5%|(?<=>=)[ \t]{1,3}(?:\]|D5%)|[ \t]{0,3})"
+_QUOTE_REVERSED = r"""(?:["']\\{0,15})?"""
+_KEY_REVERSED = r"[A-Za-z0-9_.-]{1,64}"
 _SEPARATOR_KEY_REVERSED = re.compile(
-    r"(?:=|:(?!\d\d))[ \t]{0,3}((?:[\"']\\{0,15})?)([A-Za-z0-9_.-]{1,64})"
+    rf"(?:=|:(?!\d\d)){_SPACE_BRACKET_REVERSED}({_QUOTE_REVERSED})({_KEY_REVERSED})"
 )
 _LOCAL_PART_REVERSED = re.compile(r"[A-Za-z0-9._%+-]{1,64}")
+
+
+def _key_name(read: str) -> str:
+    """The key read back before a separator, as it is judged: one that starts with
+    "5B" (after a URL-encoded "[": "user%5Bpin%5D=") without it, unless it is 64
+    characters long (the last 64 of a longer run). (Not in the regex: a lookahead
+    for "%5B" at each character doubled the time of reading keys back.)"""
+    return read[2:] if read[:2] == "5B" and 2 < len(read) < 64 else read
+
 
 # card, us_ssn and phone_plain all start with a digit: whichever of them are on run
 # as one regex (one scan over the digits instead of one each), branches named after
@@ -377,6 +401,9 @@ _NEAR = 16
 # regex engine's fast loop).
 _QUOTED_RUN = {quote: re.compile(f"{unit}+") for quote, unit in _IN_QUOTES.items()}
 _BARE_RUN = re.compile(rf"{_BARE_UNIT}{_PLAIN}*(?:{_JOINER}{_PLAIN}*)*")
+# A list value's run, from its "[" or from where its bound cut it.
+_LIST_HEAD = re.compile(_LIST_START)
+_LIST_RUN = re.compile(rf"{_LIST_UNIT}*\]?")
 
 
 class _Patterns:
@@ -541,6 +568,8 @@ class _Patterns:
         secret: dict[str, bool] = {}
         for key in {*colons, *equals}:
             name = key[::-1]
+            if name[0] == "5":  # (as in _at_separators)
+                name = _key_name(name)
             if self._is_secret(name) and not name.endswith(_NOT_KEYS):
                 secret[name] = self._quoted_only_for(name)
         if not secret:
@@ -583,6 +612,8 @@ class _Patterns:
         separators: list[int] = []
         for candidate in _SEPARATOR_KEY_REVERSED.finditer(backwards):
             name = candidate[2][::-1]
+            if name[0] == "5":  # (most keys do not start so: no call for them)
+                name = _key_name(name)
             if secret is None:
                 # Cheapest first: most candidates are "word:" that names no secret.
                 if not is_secret(name) or name.endswith(_NOT_KEYS):
@@ -622,12 +653,19 @@ class _Patterns:
             if len(self._finders) >= _FINDERS_LIMIT:
                 self._finders.clear()
             key = re.escape(name)
-            # The key is the whole run of key characters, or its last 64.
-            whole = "" if len(name) == 64 else f"(?<![A-Za-z0-9_.-]{key})"
+            # The key is the whole run of key characters, or what follows its "5B"
+            # (_key_name), or its last 64.
+            runs = []
+            if not (name[:2] == "5B" and len(name) > 2):
+                runs.append(f"(?<![A-Za-z0-9_.-]{key})")
+            if len(name) < 62:
+                runs.append(f"(?<=5B{key})(?<![A-Za-z0-9_.-]5B{key})")
+            whole = "" if len(name) == 64 else f"(?:{'|'.join(runs)})"
+            bracket = r"(?:(?:\]|%5D)(?:[ \t]{1,3}(?==>))?|[ \t]{0,3})"
             separator = (
-                r"""(?:\\{0,15}["'][ \t]{0,3}|[ \t]{0,3}(?==))"""
+                rf"""(?:\\{{0,15}}["']{bracket}|{bracket}(?==))"""
                 if strict
-                else r"""(?:\\{0,15}["'])?[ \t]{0,3}"""
+                else rf"""(?:\\{{0,15}}["'])?{bracket}"""
             )
             # (The separator and the value are not consumed: a key inside another's
             # value is found too, as from each separator.)
@@ -661,12 +699,14 @@ def _values(
     (_NEAR: "'password='": the next value starts past it), and once for each
     class of value.
     """
-    # The end of each class's last run found, by class ('"', "'", or "" for a bare
-    # value: not by its regex, whose hash is computed from its code at every
-    # lookup); None: only that of the value found whole at ``start``, which ends
-    # at ``reach`` (made when needed: most text has no separator inside a value).
+    # The end of each class's last run found, by class ('"', "'", "[" for a list,
+    # or "" for a bare value: not by its regex, whose hash is computed from its code
+    # at every lookup); None: only that of the value last found whole (of class
+    # ``start_kind``), which ends at ``reach`` (made when needed: most text has no
+    # separator inside a value).
     ends: dict[str, int] | None = None
-    reach = start = 0  # (the furthest end)
+    reach = 0  # (the furthest end)
+    start_kind = ""  # (the class of the value found whole that ``ends`` starts from)
     # The last span added: one inside it changes nothing (spans are joined), and
     # values inside a value mostly end where it does.
     last_start = last_end = -1
@@ -675,20 +715,17 @@ def _values(
     for at in separators:
         if at < reach - _NEAR:
             if ends is None:
-                kind = text[start - 1]
-                ends = {kind if kind in _QUOTED_RUN else "": reach}
+                ends = {start_kind: reach}
             m = head.match(text, at)
             if m is None:
                 continue
             s = m.start(v)
-            kind = text[s - 1]
-            if kind not in _QUOTED_RUN:
-                kind = ""
+            kind = _value_class(text, s)
             e = ends.get(kind, 0)
             if s >= e:
                 # (None for a quoted class: a backslash before a line break after
                 # the quote, which the pattern takes as a bare value.)
-                found = _QUOTED_RUN.get(kind, _BARE_RUN).match(text, s) or _BARE_RUN.match(text, s)
+                found = _run_of(kind).match(text, s) or _BARE_RUN.match(text, s)
                 e = s + 1 if found is None else found.end()
             ends[kind] = e
         else:
@@ -696,26 +733,41 @@ def _values(
             if m is None:
                 continue
             s, e = m.span(whole_v)
-            kind = text[s - 1]
-            if kind not in _QUOTED_RUN:
-                kind = ""
-            if e - s >= _VALUE_BOUND:  # (maybe cut at the bound)
-                more = _QUOTED_RUN.get(kind, _BARE_RUN).match(text, e)
+            kind = _value_class(text, s)
+            # (Maybe cut at the bound; a list that reached its "]" is whole.)
+            if e - s >= _VALUE_BOUND and not (kind == "[" and text[e - 1] == "]"):
+                more = _run_of(kind).match(text, e)
                 if more is not None:
                     e = more.end()
             if at >= reach:  # (every run found before ends before this one)
                 ends = None
-                start = s
+                start_kind = kind
             else:
                 if ends is None:
-                    first = text[start - 1]
-                    ends = {first if first in _QUOTED_RUN else "": reach}
+                    ends = {start_kind: reach}
                 ends[kind] = e
         if e > reach:  # noqa: PLR1730 (faster than max() here)
             reach = e
         if (s < last_start or e > last_end) and not _redacted_already(text, s, e):
             spans.append((s, e))
             last_start, last_end = s, e
+
+
+def _value_class(text: str, start: int) -> str:
+    """The class of the key=value pattern's value at ``start``: the quote before it,
+    "[" for a list, "" for a bare value."""
+    kind = text[start - 1]
+    if kind in _QUOTED_RUN:
+        return kind
+    return "[" if text[start] == "[" and _LIST_HEAD.match(text, start) else ""
+
+
+def _run_of(kind: str) -> re.Pattern[str]:
+    """The whole run of a value of class ``kind`` (_value_class)."""
+    quoted = _QUOTED_RUN.get(kind)
+    if quoted is not None:
+        return quoted
+    return _LIST_RUN if kind == "[" else _BARE_RUN
 
 
 def _redacted_already(text: str, start: int, end: int) -> bool:
@@ -853,8 +905,10 @@ def _emails(text: str, backwards: str, regex: re.Pattern[str], spans: list[Span]
 # Keys before a separator, read back on the reversed text (_SEPARATOR_KEY_REVERSED
 # with only the key captured, one regex for each separator: a literal first is
 # found faster than a class): findall gives them without a Python step each.
-_COLON_KEY_REVERSED = re.compile(r":(?!\d\d)[ \t]{0,3}(?:[\"']\\{0,15})?([A-Za-z0-9_.-]{1,64})")
-_EQUALS_KEY_REVERSED = re.compile(r"=[ \t]{0,3}(?:[\"']\\{0,15})?([A-Za-z0-9_.-]{1,64})")
+_COLON_KEY_REVERSED = re.compile(
+    rf":(?!\d\d){_SPACE_BRACKET_REVERSED}{_QUOTE_REVERSED}({_KEY_REVERSED})"
+)
+_EQUALS_KEY_REVERSED = re.compile(rf"={_SPACE_BRACKET_REVERSED}{_QUOTE_REVERSED}({_KEY_REVERSED})")
 # Text at least this long, with at most this many distinct keys naming secrets, can
 # have their places found forwards from each key (a regex compiled for it, kept).
 _FORWARD_FROM = 2048

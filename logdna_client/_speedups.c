@@ -305,14 +305,15 @@ static const char aws_prefixes[][3] = {
     {'P', 'K', 'A'},
 };
 
-/* Whether a key could stand at ``text[at]`` (a ':' or '='), read back as the
- * key=value pattern reads it (_redact._SEPARATOR_KEY_REVERSED: up to 3 spaces or
- * tabs, a quote (escaped or not: up to 15 backslashes), then 1 to 64 of
- * [A-Za-z0-9_.-]): 1 when there is none, or the redactor has answered that it
- * names no secret; 0 when the redactor must look (a secret, or not asked yet);
- * -1 on error. */
+/* Whether a key could stand at ``text[at]`` (a ':' or '=', of ``n`` characters),
+ * read back as the key=value pattern reads it (_redact._SEPARATOR_KEY_REVERSED: up
+ * to 3 spaces or tabs, a ']' (see below), a quote (escaped or not: up to 15
+ * backslashes), then 1 to 64 of [A-Za-z0-9_.-]): 1 when there is none, or the
+ * redactor has answered that it names no secret; 0 when the redactor must look (a
+ * secret, not asked yet, or a URL-encoded bracket's key, which it judges by part
+ * of the key: _key_name); -1 on error. */
 static int
-key_known_plain(Handle *self, int kind, const void *data, Py_ssize_t at)
+key_known_plain(Handle *self, int kind, const void *data, Py_ssize_t at, Py_ssize_t n)
 {
     Py_ssize_t j = at, end, spaces = 0, slashes = 0;
     PyObject *key, *known;
@@ -333,6 +334,22 @@ key_known_plain(Handle *self, int kind, const void *data, Py_ssize_t at)
         }
         j--;
         spaces++;
+    }
+    /* A bracket counts right before its separator, or before "=>" ("[password] =>");
+       not with space before a plain "=" ("cache[key] = x": code). */
+    if (spaces == 0 || (PyUnicode_READ(kind, data, at) == '=' && at + 1 < n &&
+                        PyUnicode_READ(kind, data, at + 1) == '>')) {
+        if (j >= 3 && PyUnicode_READ(kind, data, j - 1) == 'D' &&
+            PyUnicode_READ(kind, data, j - 2) == '5' && PyUnicode_READ(kind, data, j - 3) == '%') {
+            /* A URL-encoded form key ("user%5Bpassword%5D="): the redactor reads
+               its name, or "5D" when there is none; rare enough to let it. */
+            return 0;
+        }
+        if (j > 0 && PyUnicode_READ(kind, data, j - 1) == ']') {
+            /* A bracketed key's last name ("user[password]="): with no name after
+               the ']' there is no key, as without the ']'. */
+            j--;
+        }
     }
     if (j > 0) {
         c = PyUnicode_READ(kind, data, j - 1);
@@ -362,6 +379,10 @@ key_known_plain(Handle *self, int kind, const void *data, Py_ssize_t at)
            42: ...", "10:30"): every secret name has letters (Redactor.is_secret). */
         return 1;
     }
+    if (end - j > 2 && end - j < 64 && PyUnicode_READ(kind, data, j) == '5' &&
+        PyUnicode_READ(kind, data, j + 1) == 'B') {
+        return 0;  /* "a%5Bpin=": the redactor judges "pin" (_redact._key_name) */
+    }
     key = PyUnicode_FromKindAndData(kind, (const char *)data + j * kind, end - j);
     if (key == NULL) {
         return -1;
@@ -389,7 +410,7 @@ needs_redaction(Handle *self, int kind, const void *data, Py_ssize_t n)
     for (i = 0; i < n; i++) {
         Py_UCS4 c = PyUnicode_READ(kind, data, i);
         if (c == ':' || c == '=') {
-            int plain = key_known_plain(self, kind, data, i);
+            int plain = key_known_plain(self, kind, data, i, n);
             if (plain != 1) {
                 return plain < 0 ? -1 : 1;
             }

@@ -10,7 +10,15 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Iterator
 
-from logdna_client._redact import _BARE_UNIT, _RUN_ON, MARKER, PRESET_PATTERNS, _redacted_already
+from logdna_client._redact import (
+    _BARE_UNIT,
+    _LIST_START,
+    _LIST_UNIT,
+    _RUN_ON,
+    MARKER,
+    PRESET_PATTERNS,
+    _redacted_already,
+)
 
 _NOT_KEYS = ("Error", "Exception", "Warning")
 # A digit doubled, its two digits summed (Luhn): 7 -> 14 -> 5.
@@ -40,9 +48,12 @@ def _is_ssn(text: str) -> bool:
     return area not in ("000", "666") and area[0] != "9" and group != "00" and serial != "0000"
 
 
-# (A quote escaped by up to 15 backslashes: JSON inside JSON, 5 deep.)
+# (A quote escaped by up to 15 backslashes: JSON inside JSON, 5 deep. A bracketed
+# key's last name: "user[password]=", "user%5Bpassword%5D=", "[password] =>"; not
+# with space before a plain "=": "cache[key] = x".)
 _SEPARATOR_KEY_REVERSED = re.compile(
-    r"(?:=|:(?!\d\d))[ \t]{0,3}((?:[\"']\\{0,15})?)([A-Za-z0-9_.-]{1,64})"
+    r"(?:=|:(?!\d\d))(?:\]|D5%|(?<=>=)[ \t]{1,3}(?:\]|D5%)|[ \t]{0,3})"
+    r"((?:[\"']\\{0,15})?)([A-Za-z0-9_.-]{1,64})"
 )
 _LOCAL_PART_REVERSED = re.compile(r"[A-Za-z0-9._%+-]{1,64}")
 
@@ -214,6 +225,12 @@ class ReferencePatterns:
             return span
         if run is None:  # secret_kv: the class the quote before the value says
             quote = text[s - 1] if s else ""
+            if quote not in ('"', "'") and re.match(_LIST_START, text[s:]):
+                # A list: to its "]", if the bound did not reach it.
+                if text[e - 1] == "]":
+                    return span
+                more = re.compile(rf"{_LIST_UNIT}*\]?").match(text, e)
+                return s, e if more is None else more.end()
             run = re.compile(
                 {'"': r'(?:[^"\\\r\n]|\\[^\r\n])*', "'": r"(?:[^'\\\r\n]|\\[^\r\n])*"}.get(
                     quote, rf"{_BARE_UNIT}*"
@@ -229,6 +246,8 @@ class ReferencePatterns:
         last = len(text) - 1
         for candidate in _SEPARATOR_KEY_REVERSED.finditer(text[::-1]):
             name = candidate.group(2)[::-1]
+            if name.startswith("5B") and 2 < len(name) < 64:
+                name = name[2:]  # (after a URL-encoded "[": "user%5Bpin%5D=")
             # Cheapest first: most candidates are "word:" that names no secret.
             if not is_secret(name) or name.endswith(_NOT_KEYS):
                 continue  # ("KeyError: 'k'": a traceback's last line)

@@ -643,6 +643,56 @@ class TestStdlibPaths:
         programs): only the ">" was replaced and the value shipped."""
         assert_ships_as(wire, f"t.redact.arrow.{handle_path}", text, expected)
 
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            ("user[password]=hunter2&user[name]=bob", "user[password]=[REDACTED]&user[name]=bob"),
+            ("user%5Bpassword%5D=hunter2&x=1", "user%5Bpassword%5D=[REDACTED]&x=1"),
+            ("[password] => hunter2 [user] => bob", "[password] => [REDACTED] [user] => bob"),
+            ("form a[b][pin]=1234", "form a[b][pin]=[REDACTED]"),
+            ("data%5Bpin=1234", "data%5Bpin=[REDACTED]"),
+            ("cfg['api_key']='ak 42'", "cfg['api_key']='[REDACTED]'"),
+            ("[token]  =>  t1 cache[key] = value", "[token]  =>  [REDACTED] cache[key] = value"),
+        ],
+    )  # fmt: skip
+    def test_a_bracketed_key_is_its_last_name(
+        self, text: str, expected: str, handle_path: str, wire: tuple[Client, RecordingTransport]
+    ) -> None:
+        """A form field's key ("user[password]=", URL-encoded too) and PHP print_r's
+        "[password] =>" are judged by the last bracketed name: the key was read as
+        none (or "5Bpin") and the value shipped. Not with space before a plain "="
+        ("cache[key] = value": a line of code, in a traceback)."""
+        assert_ships_as(wire, f"t.redact.brackets.{handle_path}", text, expected)
+
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            ('{"tokens": ["abc", "def"], "user": "bob"}', '{"tokens": [REDACTED], "user": "bob"}'),
+            ("{'api_keys': ['k1', 'k2']}", "{'api_keys': [REDACTED]}"),
+            ("{'tokens': [b'x']}", "{'tokens': [REDACTED]}"),
+            ('{"pin": [1234, -5678]}', '{"pin": [REDACTED]}'),
+            ('{\\"tokens\\": [\\"abc\\"]}', '{\\"tokens\\": [REDACTED]}'),
+            ("password=[REDACTED] user=bob", "password=[REDACTED] user=bob"),
+        ],
+    )  # fmt: skip
+    def test_a_list_value_goes_whole(
+        self, text: str, expected: str, handle_path: str, wire: tuple[Client, RecordingTransport]
+    ) -> None:
+        """A secret key's list value (JSON's, a Python repr's) is replaced to its "]":
+        only the "[" was, and the items shipped."""
+        assert_ships_as(wire, f"t.redact.lists.{handle_path}", text, expected)
+
+    def test_a_long_list_value_goes_whole(
+        self, handle_path: str, wire: tuple[Client, RecordingTransport]
+    ) -> None:
+        """A list value longer than a value's bound (256 characters) is run on to its
+        "]", as a long quoted value is."""
+        items = ", ".join(f'"tk-{n:04}"' for n in range(60))
+        text = f'{{"tokens": [{items}], "user": "bob"}}'
+        assert_ships_as(
+            wire, f"t.redact.long_list.{handle_path}", text, '{"tokens": [REDACTED], "user": "bob"}'
+        )
+
 
 class TestStructlogWithoutMessage:
     def test_processor(self, wire: tuple[Client, RecordingTransport]) -> None:

@@ -58,7 +58,7 @@ _PIECES = st.sampled_from(
      "Bearer", "bearer", "basic", "ssn", "SSN", "social", "Social Security", "security",
      "number", "no", "ann.lee", "example.com", ".com", "bob", "eyJ", "AKIA", "://",
      MARKER, "1-", "4 ", "12:30", "db_token", "sid", "PHPSESSID", "pw12", "=>", "b'", "[",
-     "]", "%5B"]
+     "]", "%5B", "%5D", "5B", "tokens", '["', "['", "[1", "[-", "[["]
 )  # fmt: skip
 
 
@@ -104,6 +104,12 @@ EXAMPLES = [
     # hash arrows, bytes reprs, joiners before a quote or bracket, bracketed keys
     """{"password"=>"x", :pw=>'y'} {'pin': b'1', "token": b"2"} pw=a&user[n]=b&u%5Bp%5D=c"""
     ' {"pin":1,"x":2} f(token=t,) sid=a,b; pw12=z',
+    # bracketed keys (form fields, URL-encoded, print_r) and list values
+    'user[password]=x&a[b][pin]=1 u%5Bpw%5D=y d%5Bpin=2 [password] => z cfg["token"] = "t"'
+    " 5Bpin=3 5B5Bpassword=4 %5D=5 ]=6 x]]=7 [REDACTED]=8 c[key] = 9 [pin]\t=>0 [pw] :1",
+    '{"tokens": ["a", "b]c", "d"], "pin": [1, -2], "pw": [["x"]], "key": [], "sid": [REDACTED]}'
+    " {'api_key': ['k1', b'k2']} password=[abc] token=[\\\"q\\\" pw=[1\n2]"
+    ' "password": "token: [\\"a\\"] and more than sixteen", "user": "bob"]',
     # a backslash before a line break after a quote: a bare value of one character
     'pw="\\\n pin=\'\\\r\n token="\\',
 ]
@@ -157,6 +163,7 @@ class TestSameSpansAsTheReference:
         text = (
             f"password={value}&x=1 'token': '{value}' \"secret\": \"{value} b\" "
             f"Authorization: Basic {value}\nCookie: {value}; more\nBearer {value}== tail "
+            f'tokens: ["{value}", "x"] pin=[1{value}] pw=[{value[:-2]}] '
             + "pin=" * (size // 4)
             + " end"
         )

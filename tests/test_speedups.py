@@ -640,6 +640,19 @@ class TestRedactionAgrees:
         assert slow_lines == fast_lines
         assert not any(b"hunter2" in line for line in fast_lines)
 
+    def test_an_encoded_bracket_ends_the_key(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The key before "data%5Bpin=" is "pin" (what follows the encoded "["), as the
+        redactor reads it: the C path read "5Bpin" and, once that was a plain meta
+        key, shipped the value without asking."""
+        handlers = pair_with(monkeypatch)
+        try:
+            with_extras_through_both(handlers, {"5Bpin": "x"}, 1)
+            fast_lines, slow_lines = through_both(handlers, record("data%5Bpin=1234", ()))
+        finally:
+            close_all(handlers)
+        assert not any(b"1234" in line for line in slow_lines)
+        assert slow_lines == fast_lines
+
     def test_long_meta_string_after_a_plain_key(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """A meta string with a trigger is redacted by the walk, which first cuts one
         longer than max_line_length + 256 characters (with a marker); the C path,
