@@ -76,7 +76,12 @@ _NEVER = 1 << 62
 # fast_limit when puts must lock: below any byte count (a count is never negative).
 _LOCKED = -1
 
-_call: Callable[[Callable[[], bytes]], bytes] = getattr(operator, "call", lambda f: f())
+# Calls its argument, in C: take's removal must run no Python frame, where a signal
+# handler could raise between two pops. operator.call is 3.11+; before it, a
+# methodcaller of __call__ (a lambda here lost lines uncounted on 3.10).
+_call: Callable[[Callable[[], bytes]], bytes] = getattr(
+    operator, "call", operator.methodcaller("__call__")
+)
 # What take pops one by one when it clears the queue instead: nothing.
 _NOTHING: Iterator[bytes] = iter(())
 
