@@ -13,6 +13,7 @@ runs, the standard library's included.
 from __future__ import annotations
 
 import dis
+import gc
 import sys
 import threading
 from collections.abc import Callable
@@ -61,11 +62,17 @@ def run_at(point: int, call: Callable[[], Any], act: Callable[[], object]) -> tu
                 act()
         return tracer
 
+    # No garbage collection meanwhile: a weakref callback it runs would take a point
+    # (and its KeyboardInterrupt, unraisable there) from the call under test.
+    collecting = gc.isenabled()
+    gc.disable()
     sys.settrace(tracer)
     try:
         returned = call()
     finally:
         sys.settrace(None)
+        if collecting:
+            gc.enable()
     return seen >= point, returned
 
 
