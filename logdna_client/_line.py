@@ -28,6 +28,7 @@ from ._limits import META_BYTES, META_EXCERPT, META_MARK, NAME_CHARS, cap_text
 from ._redact import (
     MAX_DEPTH,
     Redactor,
+    bytes_text,
     has_trigger,
     is_named_tuple,
     named_tuple_fields,
@@ -106,7 +107,7 @@ def _default(value: Any) -> Any:
     if isinstance(value, tuple) and is_named_tuple(value):
         return named_tuple_fields(value)  # an object, as the redaction walk sees it
     if isinstance(value, bytes | bytearray | memoryview):
-        return bytes(value).decode("utf-8", "backslashreplace")
+        return bytes_text(value)
     if isinstance(value, set | frozenset):
         try:
             return sorted(value, key=repr)

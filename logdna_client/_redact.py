@@ -34,6 +34,7 @@ __all__ = [
     "SECRET_WHOLE_KEYS",
     "SECRET_WORDS",
     "Redactor",
+    "bytes_text",
     "has_trigger",
     "key_words",
     "safe_str",
@@ -209,6 +210,12 @@ def has_trigger(text: str) -> bool:
         or "eyJ" in text
         or ("A" in text and _AWS_PREFIX.search(text) is not None)
     )
+
+
+def bytes_text(value: bytes | bytearray | memoryview) -> str:
+    """The text bytes ship as, in meta or as a rendered event: UTF-8, with what is
+    not UTF-8 shown as backslash escapes (never raising)."""
+    return bytes(value).decode("utf-8", "backslashreplace")
 
 
 def safe_str(value: object) -> str:
@@ -1203,7 +1210,7 @@ class Redactor:
             if self._text_re is None:
                 return value
             # The line builder ships bytes as text; check that text like any other.
-            text = bytes(value).decode("utf-8", "backslashreplace")
+            text = bytes_text(value)
             new_text = self._meta_text(text)
             return value if new_text == text else new_text
         if isinstance(value, Enum):

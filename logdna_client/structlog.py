@@ -49,6 +49,7 @@ from ._event import (
 )
 from ._line import millis, now_millis, safe_str
 from ._options import ClientOptions, with_options_help
+from ._redact import bytes_text
 from ._report import is_own_logger
 from ._threads import SENDER_THREADS, made_on_sender, marks_for
 
@@ -274,7 +275,7 @@ class LogDNAProcessor(_NativeCall):
             # A renderer ran before us: ship what it rendered (bytes, from an orjson
             # JSONRenderer, as their text: decoded as meta's bytes are).
             if isinstance(event_dict, bytes | bytearray):
-                text = bytes(event_dict).decode("utf-8", "backslashreplace")
+                text = bytes_text(event_dict)
             else:
                 text = event_dict if isinstance(event_dict, str) else safe_str(event_dict)
             level = level_name(method_name)
