@@ -12,6 +12,7 @@ import enum
 import functools
 import http.client
 import http.cookiejar
+import importlib
 import json
 import os
 import platform
@@ -261,11 +262,15 @@ class _Exchange:
     """
 
     __slots__ = (
-        "conn", "connected", "deadline", "done", "expired", "fresh", "poke", "status", "watched",
+        "conn", "connected", "deadline", "done", "expired", "fresh", "opening", "poke", "status",
+        "watched",
     )  # fmt: skip
 
     def __init__(self, deadline: float) -> None:
         self.conn: object = None
+        #: A SOCKS proxy's socket while its connect and handshake run (``_socks_connect``),
+        #: before urllib3 has a connection to hold: set and cleared on the sender thread.
+        self.opening: socket.socket | None = None
         # A duplicate of a new connection's socket, made before its TLS handshake: the
         # handshake runs on an SSLSocket that took the original's descriptor over (and
         # left ``conn.sock`` detached), so only this can still shut it down.
@@ -320,7 +325,7 @@ class _Exchange:
 
     def cut(self) -> None:
         self.expired = True
-        for sock in (getattr(self.conn, "sock", None), self.fresh):
+        for sock in (getattr(self.conn, "sock", None), self.fresh, self.opening):
             if sock is not None:
                 try:
                     # The plain socket's shutdown, even under TLS: it touches no SSL state
@@ -528,21 +533,96 @@ class _WatchedHTTPSPool(_Unwarned, urllib3.connectionpool.HTTPSConnectionPool):
 _WATCHED_POOLS = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
 
 
+class _WatchedSocks(_Watched):
+    """Mixed into urllib3's SOCKS connections: the proxy's connect and handshake are cut
+    at the exchange's deadline too (``_socks_connect``)."""
+
+    def _new_conn(self) -> socket.socket:
+        return _socks_connect(self, getattr(_current, "exchange", None))
+
+
+def _socks_connect(conn: Any, exchange: _Exchange | None) -> socket.socket:
+    """A new connection through ``conn``'s SOCKS proxy: what urllib3's SOCKS connections
+    make with PySocks' ``create_connection``, with each socket given to ``exchange``
+    before it connects to the proxy.
+
+    PySocks' ``create_connection`` runs the proxy's handshake before it hands the socket
+    back: a proxy that trickled its answers (a byte per read, each inside the read
+    timeout; a bound host name of 255 bytes) held the sender for minutes, past
+    request_timeout and the exit's deadline. Held from the start, ``_Exchange.cut``
+    ends the connect (on Linux a shutdown aborts one in progress) or the handshake.
+    Errors are raised as urllib3's SOCKS connections raise them."""
+    # PySocks (installed wherever the SOCKS pools are made), which has no type stubs.
+    socks = importlib.import_module("socks")
+    from urllib3.exceptions import ConnectTimeoutError, NewConnectionError  # noqa: PLC0415
+
+    options = conn._socks_options
+    proxy_host = options["proxy_host"]
+    host = conn.host
+    if proxy_host.startswith("["):  # PySocks takes IPv6 addresses without brackets
+        proxy_host = proxy_host.strip("[]")
+    if host.startswith("["):
+        host = host.strip("[]")
+    failure: OSError = OSError("gai returned empty list.")
+    try:
+        for family, kind, proto, _, _ in socket.getaddrinfo(
+            proxy_host, options["proxy_port"], 0, socket.SOCK_STREAM
+        ):
+            sock = socks.socksocket(family, kind, proto)
+            if exchange is not None:
+                exchange.opening = sock
+            try:
+                # After ``opening`` is set: a cut either sees the socket or is seen here.
+                if exchange is not None and exchange.expired:
+                    raise TimeoutError("the request's deadline passed")
+                for option in conn.socket_options or ():
+                    sock.setsockopt(*option)
+                if isinstance(conn.timeout, (int, float)):
+                    sock.settimeout(conn.timeout)
+                sock.set_proxy(
+                    options["socks_version"], proxy_host, options["proxy_port"],
+                    options["rdns"], options["username"], options["password"],
+                )  # fmt: skip
+                if conn.source_address:
+                    sock.bind(conn.source_address)
+                sock.connect((host, conn.port))
+            except OSError as exc:  # PySocks' ProxyError is one
+                failure = exc
+                sock.close()
+                if exchange is not None and exchange.expired:
+                    break  # the deadline passed: no other address of the proxy either
+            else:
+                if exchange is not None:
+                    exchange.hold(sock)  # before ``opening`` lets go of it
+                connected: socket.socket = sock
+                return connected
+            finally:
+                if exchange is not None:
+                    exchange.opening = None
+        raise failure
+    except OSError as exc:
+        reason = exc
+        if isinstance(exc, socks.ProxyError) and exc.socket_err:  # what the socket said
+            reason = exc.socket_err
+        if isinstance(reason, TimeoutError):
+            raise ConnectTimeoutError(
+                conn, f"Connection to {conn.host} timed out. (connect timeout={conn.timeout})"
+            ) from exc
+        raise NewConnectionError(conn, f"Failed to establish a new connection: {reason}") from exc
+
+
 @functools.cache  # made once, the same for every transport
 def _socks_pools() -> dict[str, type]:
     """The pools of urllib3's SOCKSProxyManager, watched and unwarned as ours are: made
     on first use, since urllib3.contrib.socks imports only where PySocks is installed.
-
-    The proxy's own handshake runs inside the connection's ``_new_conn`` (PySocks'
-    ``create_connection``), before the socket is handed back to be held: it is bounded
-    by the per-operation timeouts only. Everything after it (TLS, upload, answer) is cut
-    at the exchange's deadline, as without a proxy."""
+    The proxy's connect and handshake are cut at the exchange's deadline too, and so is
+    everything after them (TLS, upload, answer), as without a proxy."""
     from urllib3.contrib import socks  # noqa: PLC0415 - needs PySocks (see above)
 
-    class Conn(_Watched, socks.SOCKSConnection):
+    class Conn(_WatchedSocks, socks.SOCKSConnection):
         response_class = _FinalResponse
 
-    class TLSConn(_Watched, socks.SOCKSHTTPSConnection):
+    class TLSConn(_WatchedSocks, socks.SOCKSHTTPSConnection):
         response_class = _FinalResponse
 
     class Pool(socks.SOCKSHTTPConnectionPool):
