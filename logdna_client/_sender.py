@@ -45,7 +45,7 @@ _GZIP_BLOCK = 256
 _MAX_SINGLE_REJECTS = 16
 # Failures retrying soon cannot fix: retried every retry_max_backoff / 2 to
 # retry_max_backoff seconds (Backoff.slow), not on the quick exponential backoff.
-_SLOW_KINDS = frozenset({Kind.AUTH, Kind.OTHER, Kind.REDIRECT, Kind.PROTOCOL})
+_SLOW_KINDS = frozenset({Kind.AUTH, Kind.OTHER, Kind.REDIRECT, Kind.PROTOCOL, Kind.SETTINGS})
 
 
 def gzip_entries(entries: list[bytes]) -> bytes:
@@ -732,6 +732,12 @@ class Sender:
             self._report_misconfigured(
                 "protocol", outcome.detail, "the url option (and any proxy settings)"
             )
+            return
+        if outcome.kind is Kind.SETTINGS:
+            self._report_misconfigured(
+                "settings", outcome.detail,
+                "the url option and the proxy settings (HTTPS_PROXY, HTTP_PROXY, ALL_PROXY)",
+            )  # fmt: skip
             return
         self._reporter.report(
             "send-failed", logging.WARNING,

@@ -79,6 +79,9 @@ class Kind(enum.Enum):
     # No HTTP/1.1 answer at all (HTTP/2 only, TLS behind http://, another protocol): a
     # misconfiguration, which retrying soon cannot fix: lines kept, retried like OTHER.
     PROTOCOL = "protocol"
+    # No request can be made with the settings as they are (a SOCKS proxy without PySocks,
+    # a proxy URL requests cannot use): retrying soon cannot fix it; kept, retried like OTHER.
+    SETTINGS = "settings"
 
 
 @dataclass(frozen=True)
@@ -634,6 +637,10 @@ def _socks_pools() -> dict[str, type]:
     return {"http": Pool, "https": TLSPool}
 
 
+class _Unusable(requests.exceptions.RequestException):
+    """No request can be made with the settings as they are; the message says why."""
+
+
 class _WatchedAdapter(HTTPAdapter):
     """requests' adapter with pools of watched connections (urllib3's documented
     override point: a pool manager's ``pool_classes_by_scheme``)."""
@@ -643,12 +650,36 @@ class _WatchedAdapter(HTTPAdapter):
         self.poolmanager.pool_classes_by_scheme = _WATCHED_POOLS
 
     def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
-        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        socks = proxy.lower().startswith("socks")
+        try:
+            manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        except requests.exceptions.InvalidSchema as exc:
+            if not socks:
+                raise
+            # What requests raises for a socks proxy where PySocks is not installed
+            # ("Missing dependencies for SOCKS support"): said so, with the fix.
+            raise _Unusable(
+                f"the proxy {_shown_proxy(proxy)} is a SOCKS proxy, which needs PySocks, "
+                "not installed here: pip install 'requests[socks]' (or unset the proxy)"
+            ) from exc
         # requests made a SOCKSProxyManager for a socks proxy (PySocks is installed): its
         # pools are its own classes, which open connections through the proxy.
-        socks = proxy.lower().startswith("socks")
         manager.pool_classes_by_scheme = _socks_pools() if socks else _WATCHED_POOLS
         return manager
+
+
+def _shown_proxy(proxy: str) -> str:
+    """A proxy URL as a report may show it: scheme, host and port, never its user
+    name or password."""
+    try:
+        parts = urlsplit(proxy)
+        port = parts.port
+    except ValueError:
+        return "(from the environment's proxy settings)"
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}" + (f":{port}" if port is not None else "")
 
 
 class _NoAuth(requests.auth.AuthBase):
@@ -965,6 +996,14 @@ def _failure(exc: Exception, scrub: Callable[[str], str]) -> Outcome:
     ``scrub`` takes the key out of the reason before it is cut to length: a server
     writes part of some messages (a malformed status line is quoted whole).
     """
+    if isinstance(exc, _Unusable):
+        return Outcome(Kind.SETTINGS, None, None, str(exc))
+    if isinstance(exc, (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema)):
+        # Raised before any connection, from a URL requests cannot use (a proxy's, from the
+        # environment, or the url's own port out of range): the same on every retry.
+        return Outcome(
+            Kind.SETTINGS, None, None, f"no request can be made: {_describe(exc, scrub)}"
+        )
     if isinstance(exc, requests.exceptions.SSLError):
         return Outcome(Kind.RETRY, None, None, f"TLS error: {_describe(exc, scrub)}")
     if isinstance(exc, requests.exceptions.Timeout):
@@ -1078,7 +1117,13 @@ def _innermost(exc: BaseException) -> BaseException:
     return reason
 
 
+# A URL's user information (``scheme://user:password@``): up to its last "@", as URLs split.
+_USERINFO = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://)[^/?#\s'\"]+@")
+
+
 def _describe(exc: BaseException, scrub: Callable[[str], str]) -> str:
-    # Requests' messages carry the URL (never the key: it only travels in a header).
+    # Requests' messages carry the URL (never the key: it only travels in a header), and
+    # some a proxy's URL whole, its password too ("Failed to parse: http://u:pw@host:99999").
     reason = _innermost(exc)
-    return f"{type(reason).__name__}: {scrub(str(reason))[:200]}"
+    said = _USERINFO.sub(r"\1***@", scrub(str(reason)))
+    return f"{type(reason).__name__}: {said[:200]}"

@@ -145,7 +145,7 @@ class TestAProxyThatTricklesItsHandshake:
 
 
 #: A child interpreter with no PySocks to import, sending one line through the SOCKS proxy
-#: ALL_PROXY names; it prints its stats and the library's reports, as JSON, at the end.
+#: ALL_PROXY names; it prints its stats and the library's reports before close(), as JSON.
 _WITHOUT_PYSOCKS = """
 import json, logging, sys
 sys.modules["socks"] = None  # "import socks" fails, as where PySocks is not installed
@@ -163,9 +163,9 @@ client = Client(key=sys.argv[1], url=sys.argv[2], hostname="t", flush_interval=0
 client.log("through a socks proxy")
 # Long enough for retries on the quick backoff (the first within 0.5 s) to show.
 client.flush(2.0)
-stats = client.stats()
+stats, reported = client.stats(), list(reports)
 client.close(0.5)
-print(json.dumps({"stats": stats, "reports": reports}))
+print(json.dumps({"stats": stats, "reports": reported}))
 """
 
 
@@ -173,7 +173,7 @@ class TestWithoutPySocks:
     def test_reported_once_clearly_and_retried_slowly(self) -> None:
         """A socks5:// proxy where PySocks is not installed fails every request the same
         way: reported once at ERROR, naming PySocks and how to install it, counted under
-        last_error kind "proxy", and retried at the slow pace of the other settings
+        last_error kind "settings", and retried at the slow pace of the other settings
         failures (it was a connection error, retried on the quick backoff: a request
         every half second at first, reported as a passing failure)."""
         with scripted_server(lambda r, s, e: answer(200)) as server:
@@ -189,7 +189,7 @@ class TestWithoutPySocks:
         stats, reports = result["stats"], result["reports"]
         assert 0 == reached  # nothing went around the proxy
         assert (1, 1) == (stats["requests"], stats["queued"]), stats
-        assert "proxy" == stats["last_error"]["kind"], stats
+        assert "settings" == stats["last_error"]["kind"], stats
         errors = [text for level, text in reports if level == "ERROR"]
         assert 1 == len(errors), reports
         assert "PySocks" in errors[0] and "requests[socks]" in errors[0], errors
