@@ -722,11 +722,7 @@ class HTTPTransport:
         # "default" entry matches every host) as Basic auth: that sent the netrc
         # password to the log service beside the key, or in its place.
         session.auth = _NoAuth()
-        forms = secret_forms(self._key)
-        # Any case: a host name (a redirect's Location) comes back lower-cased.
-        self._secrets = (
-            re.compile("|".join(map(re.escape, forms)), re.IGNORECASE) if forms else None
-        )
+        self._secrets = _echoes_of(secret_forms(self._key))
         self._session = session
         params = {"hostname": config.hostname}
         if config.ip:
@@ -856,6 +852,28 @@ class HTTPTransport:
             self._session.close()
         except Exception:
             pass
+
+
+def _echoes_of(forms: tuple[str, ...]) -> re.Pattern[str] | None:
+    """What finds ``forms`` (the key as a server may echo it) in a server's answer, each
+    character as it is or escaped as a JSON string or a URL may carry it: ``\\uXXXX``,
+    ``\\/``, ``\\"``, ``\\\\``, ``%XX``. A JSON encoder escapes what it likes (PHP
+    writes "/" as "\\/"; others escape all but ASCII letters, or everything), and an
+    echo that escaped one character of the key showed all the rest of it."""
+    if not forms:
+        return None
+
+    def either(char: str) -> str:
+        ways = {re.escape(char)}
+        for each in {char.lower(), char.upper()}:  # echoed case-folded, then escaped
+            ways |= {f"\\\\u{ord(each):04x}", f"%{ord(each):02x}"}
+        if char in '/"\\':
+            ways.add(re.escape("\\" + char))
+        return "(?:" + "|".join(sorted(ways, key=len, reverse=True)) + ")"
+
+    # Any case: a host name (a redirect's Location) comes back lower-cased, and an
+    # escape's hex digits may be either case.
+    return re.compile("|".join("".join(map(either, form)) for form in forms), re.IGNORECASE)
 
 
 def _read_capped(response: requests.Response, cap: int = MAX_RESPONSE_BYTES) -> tuple[str, bool]:

@@ -5,11 +5,14 @@ header can carry."""
 from __future__ import annotations
 
 import base64
+import functools
+import json
 import logging
+import re
 import socket
 import threading
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +127,80 @@ class TestServerEchoesTheKey:
         client = run_against(respond, messages, "does not speak HTTP/1.1")
         assert [] == leaked_fragments("\n".join(messages.texts))
         assert [] == leaked_fragments(repr(client.stats()))
+
+
+def u_escaped(text: str, every: int = 1, upper: bool = False) -> str:
+    """``text`` with every ``every``-th character as a JSON ``\\uXXXX`` escape."""
+    digits = "04X" if upper else "04x"
+    return "".join(f"\\u{ord(c):{digits}}" if i % every == 0 else c for i, c in enumerate(text))
+
+
+#: How a JSON body (or a URL inside one) may carry the key: a JSON encoder escapes any
+#: character it likes as \uXXXX (in either case), "/" as "\/" (PHP does by default), a
+#: quote and a backslash with a backslash; a URL percent-encodes.
+ESCAPED_ECHOES: dict[str, Callable[[str], str]] = {
+    "every-char-u-escaped": u_escaped,
+    "upper-case-hex": functools.partial(u_escaped, upper=True),
+    "every-third-char-u-escaped": functools.partial(u_escaped, every=3),
+    "lower-cased-then-u-escaped": lambda key: u_escaped(key.lower(), every=2),
+    "percent-encoded": lambda key: "".join(
+        f"%{ord(c):02X}" if i % 2 else c for i, c in enumerate(key)
+    ),
+    "json-with-slashes-escaped": lambda key: json.dumps(key)[1:-1].replace("/", "\\/"),
+}
+#: A key with the characters JSON escapes with a backslash, and one whose Basic token
+#: (base64 of "key:") holds a "/".
+KEYS_TO_ESCAPE = {
+    "plain": KEY,
+    "slash-quote-backslash": 'Zq7Secret/KEY"0123\\456789abcdef',
+    "slash-in-base64": "Zq7SecretKEY0123456789abcdef???",
+}
+
+
+def fragments_of(secret: str, text: str) -> list[str]:
+    """Any 8 characters of ``secret``, in any case, found in ``text`` as it is or with its
+    JSON escapes and percent-encoding decoded (as whoever reads the report can)."""
+    decoded = re.sub(r"\\u([0-9a-fA-F]{4})", lambda m: chr(int(m.group(1), 16)), text)
+    decoded = re.sub(r"%([0-9a-fA-F]{2})", lambda m: chr(int(m.group(1), 16)), decoded)
+    decoded = re.sub(r'\\([/"\\])', r"\1", decoded)
+    low = (text + "\n" + decoded).lower()
+    return [secret[i : i + 8] for i in range(len(secret) - 7) if secret[i : i + 8].lower() in low]
+
+
+class TestServerEchoesTheKeyEscaped:
+    @pytest.mark.parametrize("auth", ["apikey", "basic"])
+    @pytest.mark.parametrize("key", list(KEYS_TO_ESCAPE.values()), ids=list(KEYS_TO_ESCAPE))
+    @pytest.mark.parametrize("echo", list(ESCAPED_ECHOES.values()), ids=list(ESCAPED_ECHOES))
+    def test_no_part_of_it_is_reported(
+        self, messages: Messages, echo: Callable[[str], str], key: str, auth: str
+    ) -> None:
+        """An error body echoing the credential header's value as a JSON body carries it
+        (escaped as \\uXXXX in either case, every character or some, "\\/", percent-
+        encoded) leaves no 8 characters of the key, nor of its Basic token, in the
+        library's reports or stats() (the scrub matched only the key as sent, and the
+        report showed it all but an escaped character or two)."""
+        echoed: list[str] = []
+
+        def respond(request: Request, sock: socket.socket, stop: threading.Event) -> bytes:
+            header = request.headers.get("apikey") or request.headers["authorization"]
+            echoed.append(echo(header.removeprefix("Basic ")))
+            return answer(500, b'{"error":"refused ' + echoed[-1].encode() + b'"}')
+
+        messages.wanted = "HTTP 500"
+        with scripted_server(respond) as server:
+            client = Client(
+                key=key, url=server.url, hostname="t", flush_interval=0.05, auth=auth,
+                retry_max_backoff=0.2,
+            )  # fmt: skip
+            try:
+                client.log("hello")
+                assert messages.seen.wait(WAIT), messages.texts
+            finally:
+                client.close(timeout=0)
+        said = "\n".join(messages.texts) + repr(client.stats())
+        token = base64.b64encode(f"{key}:".encode()).decode()
+        assert echoed
+        assert ([], []) == (fragments_of(key, said), fragments_of(token, said)), said
 
 
 #: Keys no request header can carry as they are: each is a paste error, not a key.
