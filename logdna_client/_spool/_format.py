@@ -30,8 +30,9 @@ Entries are opaque bytes to the spool (the sender's entries: a comma and one
 serialized line).
 
 The destination (``_destination``) says whose lines a segment holds: only a
-process sending to the same place adopts it. Version 1 segments have none and
-are anyone's, as they always were. A header of a later version (the magic and
+process sending to the same place adopts it. Version 1 segments have none, so
+no process adopts one by itself: only ``spool replay --any-destination``, run
+with the key and URL they were written for. A header of a later version (the magic and
 a version above ``VERSION``) is neither read nor damage: such a segment is left
 alone for the library that wrote it, whatever else that version changed.
 Versions before 2 look only at ``.spool`` names, so they never see a ``.seg``
@@ -102,7 +103,7 @@ class Header:
     pid: int
     created_ns: int
     size: int  # where the first record starts (0 for a later version: not read)
-    destination: bytes | None  # None: version 1, anyone's (or a later version's: unknown)
+    destination: bytes | None  # None: version 1, not recorded (or a later version's: unknown)
 
     @property
     def later(self) -> bool:

@@ -22,10 +22,10 @@ Files, all in the spool folder (see ``_format`` for what is inside one):
   for inspection (the newest ``QUARANTINE_KEEP`` files).
 
 Each segment records its destination (``_destination``): a process adopts,
-sends and drops only those of its own destination (and version 1 ones, which
-have none). Other destinations' segments are left alone: never sent with this
-process's key, never dropped for its cap or age, reported once; they only take
-their share of the folder's cap (``_make_room``).
+sends and drops only those of its own destination. Other destinations' segments,
+and version 1 ones (which do not record theirs), are left alone: never sent with
+this process's key, never dropped for its cap or age, reported once; they only
+take their share of the folder's cap (``_make_room``).
 
 A batch is done when an ACK record for it is in its segment. The owner
 appends ACKs to the same file, so one write (and one sync) covers a batch's
@@ -130,8 +130,8 @@ def _contained(
 
 
 # Whose a segment of the folder is (Spool._owner).
-_OURS = "ours"  # this destination's, version 1 (anyone's), or unreadable: its scan decides
-_OTHER = "other"  # another destination's: left for it
+_OURS = "ours"  # this destination's, or unreadable: its scan decides
+_OTHER = "other"  # another destination's, or version 1 (whose is not recorded): left for it
 _LATER = "later"  # a later version's: left for it
 
 
@@ -850,13 +850,17 @@ class Spool:
 
     def _report_left(self, others: list[tuple[str, bytes | None]], later: int) -> None:
         """Say once what this process leaves in the folder for others, and how to send it."""
-        if others and "spool-other" not in self._reported:
+        if others and not {"spool-other", "spool-format-1"} <= self._reported:
             # Only those no live process holds: another app sending there needs no advice.
             orphaned = [d for name, d in others if self._unlocked(name)]
-            if orphaned:
+            unmarked = orphaned.count(None)
+            if unmarked:
+                self._report_unmarked(unmarked)
+            if len(orphaned) > unmarked:
                 found = ", ".join(sorted({short(d) for d in orphaned if d is not None}))
                 folder = shlex.quote(self.directory)  # a command to paste into a shell
-                self._report("spool-other", f"logdna_client: {len(orphaned)} segment(s) in the "
+                self._report("spool-other", f"logdna_client: {len(orphaned) - unmarked} "
+                             f"segment(s) in the "
                              f"spool folder {self.directory!r} hold lines for another destination "
                              f"(ingestion key or URL; fingerprint {found}) and are left for it, "
                              f"neither sent nor dropped by this process. If they are this app's "
@@ -869,6 +873,17 @@ class Spool:
             self._report("spool-later", f"logdna_client: {later} segment(s) in the spool folder "
                          f"{self.directory!r} were written by a later version of logdna_client; "
                          f"this version leaves them for it")  # fmt: skip
+
+    def _report_unmarked(self, count: int) -> None:
+        """Say once that version 1 segments wait for the user to say whose they are."""
+        folder = shlex.quote(self.directory)  # a command to paste into a shell
+        self._report("spool-format-1", f"logdna_client: {count} segment(s) in the spool "
+                     f"folder {self.directory!r} were written by an older version of "
+                     f"logdna_client (format 1), which did not record the ingestion key and URL "
+                     f"they were for; they are left on disk, neither sent nor dropped. Send "
+                     f"them with the key and URL they were written for: python -m logdna_client "
+                     f"spool replay --spool-dir {folder} --key <that key> --url <that URL> "
+                     f"--any-destination (spool ls lists them as format 1)")  # fmt: skip
 
     def _adopt_more(self) -> int:
         """Adopt, oldest first, what the last rescan found, up to MAX_ADOPTED held at once;
