@@ -463,6 +463,38 @@ class TestDamage:
 
 
 class TestLimits:
+    def test_quarantine_counts_toward_the_cap_and_goes_first(self, tmp_path: Path) -> None:
+        """Quarantine files take the folder's room too: max_spool_bytes bounds them (the
+        folder grew past the cap through them), and when it is reached they go first,
+        oldest first (no process can send what they hold), the lines they still hold
+        whole counted as spool_full, before any segment that can still be delivered."""
+        pad = b"p" * 200
+        for _ in range(6):  # each damaged in its first record: the rest goes to quarantine
+            path = write_segment(tmp_path, 20, per_batch=10)
+            data = bytearray(path.read_bytes())
+            data[record_offsets(path)[0] + 30] ^= 0xFF
+            path.write_bytes(bytes(data))
+        spool = Spool.open(tmp_path, sync="none")
+        assert ((0, 0), 6) == (spool.pending(), spool.quarantined)
+        spool.close()
+        bad = sorted((tmp_path / "quarantine").iterdir(), key=lambda p: p.stat().st_mtime_ns)
+        held = sum(p.stat().st_size for p in bad)
+        keep = write_segment(tmp_path, 1, per_batch=3)  # deliverable: kept while quarantine goes
+
+        def on_disk() -> int:
+            return sum(p.stat().st_size for p in tmp_path.rglob("*") if p.is_file())
+
+        cap = on_disk() - held // 2
+        spool = Spool.open(tmp_path, sync="none", max_bytes=cap)
+        assert on_disk() == spool.disk_bytes
+        assert spool.append([line + pad for line in lines(1000, 20)]) is not None
+        gone = [p for p in bad if not p.exists()]
+        assert on_disk() <= cap and on_disk() == spool.disk_bytes
+        assert 3 <= len(gone) < 6 and gone == bad[: len(gone)]  # the oldest
+        assert {"spool_full": 190 * len(gone)} == dict(spool.dropped)  # 19 whole batches each
+        assert keep.exists()
+        spool.close()
+
     def test_cap_drops_oldest_segments_and_counts_their_lines(self, tmp_path: Path) -> None:
         """During an outage disk use stays under the cap; every line is replayed or counted."""
         cap = 64 * 1024

@@ -19,7 +19,9 @@ Files, all in the spool folder (see ``_format`` for what is inside one):
 - ``.tmp-<pid>-<random>``: a segment being created (header only). One whose
   lock is free was left by a process that died before the rename: deleted.
 - ``quarantine/<segment>.<offset>.bad``: corrupt bytes moved aside, kept
-  for inspection (the newest ``QUARANTINE_KEEP`` files).
+  for inspection (the newest ``QUARANTINE_KEEP`` files). They count toward
+  the cap like segments and are the first to go when it is reached: no
+  process can send what they hold.
 
 Each segment records its destination (``_destination``): a process adopts,
 sends and drops only those of its own destination. Other destinations' segments,
@@ -53,16 +55,19 @@ from . import _format as fmt
 from ._destination import UNNAMED, belongs, short
 from ._inspect import inspect_segment
 from ._segment import (
+    QUARANTINE,
     QUARANTINE_KEEP,
     SEG_PREFIX,
     SEG_SUFFIX,
     TMP_PREFIX,
     BatchId,
+    QuarantineFile,
     ReplayBatch,
     Segment,
     is_segment_name,
     list_dir,
     open_regular,
+    quarantine_files,
     save_quarantine,
     scan,
     try_lock,
@@ -198,6 +203,11 @@ class Spool:
         # live processes', those not adopted yet, other destinations' and later versions'.
         # All count toward max_bytes, a bound on the folder (see _make_room).
         self._unheld_bytes = 0
+        # The quarantine folder's files (any process's: damage records no destination), as
+        # of the last count: part of the folder max_bytes bounds. Counted again when the
+        # quarantine folder changes (its ino and mtime, one stat per append) and at rescans.
+        self._quarantine_bytes = 0
+        self._quarantine_seen: tuple[int, int] | None = None
         # Whose each segment not held is, and its destination (_owner), by name: a header
         # is read once, not at every rescan. Names are never reused.
         self._owners: dict[str, tuple[str, bytes | None]] = {}
@@ -553,7 +563,8 @@ class Spool:
         """Bytes the folder's segments take, whoever's (those this spool does not hold as
         of the last append or rescan): what ``max_bytes`` bounds."""
         # list() copies in one step: stats() reads this from the app's threads.
-        return self._unheld_bytes + sum(seg.size for seg in list(self._segments.values()))
+        held = sum(seg.size for seg in list(self._segments.values()))
+        return self._unheld_bytes + self._quarantine_bytes + held
 
     def stats(self) -> dict[str, object]:
         """The counters; safe to call from any thread (it only reads)."""
@@ -753,6 +764,7 @@ class Spool:
         live processes hold toward the cap; leave other destinations' alone."""
         self._next_rescan = self._monotonic() + RESCAN_INTERVAL
         self._check_current()
+        self._quarantine()  # files growing (being written) leave the folder's mtime as it was
         unheld = 0
         candidates: list[tuple[str, int]] = []
         others: list[tuple[str, bytes | None]] = []
@@ -818,6 +830,42 @@ class Spool:
         with contextlib.suppress(OSError):  # not listable now: the last count stands
             sizes = map(self._unheld_size, list_dir(self.directory))
             self._unheld_bytes = sum(size for size in sizes if size is not None)
+        try:
+            there = os.stat(os.path.join(self.directory, QUARANTINE))
+            changed = (there.st_ino, there.st_mtime_ns) != self._quarantine_seen
+        except OSError:
+            changed = self._quarantine_seen is not None or self._quarantine_bytes > 0
+        if changed:
+            self._quarantine()
+
+    def _quarantine(self) -> list[QuarantineFile]:
+        """The quarantine files, oldest first, counted into ``disk_bytes``."""
+        folder = os.path.join(self.directory, QUARANTINE)
+        try:
+            there = os.stat(folder)
+            files = quarantine_files(self.directory)
+        except OSError:  # none (or not listable: nothing this process could delete either)
+            self._quarantine_seen, self._quarantine_bytes = None, 0
+            return []
+        self._quarantine_seen = there.st_ino, there.st_mtime_ns
+        self._quarantine_bytes = sum(f.size for f in files)
+        return files
+
+    def _drop_quarantine(self, files: list[QuarantineFile]) -> None:
+        """Delete quarantine files; the lines they still hold whole count as ``spool_full``
+        (by this process only if it is the one whose unlink took the file)."""
+        for file in files:
+            try:
+                fd = open_regular(file.path, os.O_RDONLY)
+                try:
+                    lines = fmt.salvage_lines(fd, os.fstat(fd).st_size)
+                finally:
+                    os.close(fd)
+                os.unlink(file.path)
+            except OSError:
+                continue  # gone (another process took it, and counted it) or not ours to take
+            self._quarantine_bytes = max(0, self._quarantine_bytes - file.size)
+            self._count_dropped("spool_full", lines)
 
     def _owner(self, name: str) -> tuple[str, bytes | None]:
         """Whose the segment ``name`` (not held) is, from its header: _OURS, _OTHER or
@@ -1034,6 +1082,8 @@ class Spool:
         except OSError as exc:
             self._report("spool-quarantine", f"logdna_client: cannot write to the spool's "
                          f"quarantine folder: {exc}")  # fmt: skip
+        # Damage cannot fill the disk: the newest files are kept for a person to look at.
+        self._drop_quarantine(self._quarantine()[:-QUARANTINE_KEEP])
 
     def _drop_expired(self) -> None:
         """Drop the segments nothing was written to for ``max_age``: all they hold is older."""
@@ -1050,7 +1100,8 @@ class Spool:
 
         The cap is the folder's, the one rule for ``max_spool_bytes``: a user who
         sets it bounds the disk the folder takes, however many apps share it, so
-        every segment in it counts (``disk_bytes``). But only segments this spool
+        every segment in it counts (``disk_bytes``), and the quarantine files, which
+        go first. Then only segments this spool
         holds or may adopt (this destination's, their process dead) can go: never
         another destination's (their lines are not this process's to give up),
         nor the one being written, nor one with batches out for sending. The
@@ -1060,6 +1111,9 @@ class Spool:
         dropped: lines would be lost for a batch that still would not fit.
         """
         self._drop_expired()
+        # Quarantine first, oldest first: no process can send what it holds, and whatever
+        # destination it was damaged in, it takes the folder's room.
+        quarantine = self._quarantine()
         droppable: list[tuple[str, int, Segment | None]] = [
             (s.name, s.size, s) for s in self._segments.values()
             if s is not self._current and not s.out
@@ -1068,8 +1122,17 @@ class Spool:
         # only now, when the folder is full.
         droppable += [(n, size, None) for n, size in self._candidates if self._unlocked(n)]
         droppable.sort(key=lambda t: t[0])
-        if self.disk_bytes - sum(size for _, size, _ in droppable) + need > self.max_bytes:
+        freed = sum(size for _, size, _ in droppable) + self._quarantine_bytes
+        if self.disk_bytes - freed + need > self.max_bytes:
             return False
+        excess = self.disk_bytes + need - self.max_bytes
+        taken = 0
+        for count, file in enumerate(quarantine, 1):
+            taken += file.size
+            if taken >= excess:
+                quarantine = quarantine[:count]
+                break
+        self._drop_quarantine(quarantine)
         for name, size, held in droppable:
             if self.disk_bytes + need <= self.max_bytes:
                 break
