@@ -85,6 +85,7 @@ class Segment:
     done_batches: int = 0
     done_lines: int = 0
     done: fmt.AckBits = field(default_factory=fmt.AckBits)
+    seen: fmt.AckBits = field(default_factory=fmt.AckBits)  # numbers of the batches counted
     out: set[int] = field(default_factory=set)  # handed to the caller, not yet acked
     cursor: int = fmt.HEADER_SIZE  # records before it are done or out
     scanned: bool = False
@@ -102,9 +103,13 @@ class Segment:
     def count(self, record: fmt.Record) -> None:
         """Take a record read back from the file into the counts."""
         if record.kind == fmt.BATCH:
-            self.batches += 1
-            self.lines += record.count
             self.next_seq = max(self.next_seq, record.a + 1)
+            # A number written twice is one batch written twice (earlier versions did, when
+            # a Ctrl-C stopped an append after its write): counted twice, the segment never
+            # finished, and a process replaying it looped on a backlog that gave nothing.
+            if self.seen.add(record.a):
+                self.batches += 1
+                self.lines += record.count
             return
         for seq in range(record.a, record.b + 1):
             if self.done.add(seq):

@@ -327,18 +327,24 @@ class Spool:
                              "processes' segments, other keys' or URLs' segments, batches being "
                              "sent); batches that do not fit are kept in memory only")  # fmt: skip
                 return None
-            self._write(seg, parts)
+            batch_id = BatchId(seg.name, seg.next_seq, seg.next_seq, seg.size, len(entries), False)
+            # Numbered before the write: a Ctrl-C between the write and the bookkeeping left
+            # the number to the next batch (this one handed over again), two records under
+            # one number, and a segment whose count of batches never met its done marks.
+            seg.next_seq += 1
+            try:
+                self._write(seg, parts)
+            except OSError:
+                seg.next_seq -= 1  # nothing is left under it (_write cut it off)
+                raise
         except OSError as exc:
             self._fail("write", exc)
             return None
-        seq = seg.next_seq
-        seg.next_seq += 1
+        self._appended = entries, batch_id
         seg.batches += 1
         seg.lines += len(entries)
-        seg.out.add(seq)
+        seg.out.add(batch_id.first)
         self.spooled += len(entries)
-        batch_id = BatchId(seg.name, seq, seq, seg.size - need, len(entries), False)
-        self._appended = entries, batch_id
         self._synced(seg)
         return batch_id
 
@@ -444,9 +450,11 @@ class Spool:
         lines = 0
         size = 0
         horizon = (self._clock() - self.max_age) * 1e9
+        ended = False
         while True:
             peek = fmt.read_record(seg.fd, seg.cursor, seg.size, with_data=False)
             if peek is None:
+                ended = True
                 break
             if isinstance(peek, fmt.Damage):
                 self._quarantine_tail(seg, peek)
@@ -471,7 +479,10 @@ class Spool:
                 self._mark_done(seg, peek.a, peek.a, peek.count)
                 seg.cursor = peek.end
                 continue
-            if entries and size + (peek.end - peek.offset) > max_bytes:
+            if entries and (peek.a != last + 1 or size + (peek.end - peek.offset) > max_bytes):
+                # One batch handed out is a run of consecutive numbers, each one record: its
+                # ack marks the run done. A number skipped (a Ctrl-C between numbering and
+                # writing) or written twice (by earlier versions) ends the run.
                 break
             record = fmt.read_record(seg.fd, seg.cursor, seg.size, with_data=True)
             if not isinstance(record, fmt.Record) or record.data is None:
@@ -486,6 +497,11 @@ class Spool:
             size += record.end - record.offset
             seg.cursor = record.end
         if not entries:
+            if ended and not seg.out and seg.waiting > 0:
+                # Every record is done, whatever the counts say: kept, they would make a
+                # backlog that never yields (the sender loops on it) and a flush() that
+                # never succeeds. The records are the truth.
+                seg.batches, seg.lines = seg.done_batches, seg.done_lines
             if seg.finished and seg is not self._current:
                 self._retire(seg)
             return None
