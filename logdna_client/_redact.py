@@ -37,6 +37,7 @@ __all__ = [
     "bytes_text",
     "has_trigger",
     "key_words",
+    "keys_known_plain",
     "safe_str",
 ]
 
@@ -1132,7 +1133,7 @@ class Redactor:
             # not secrets. One pass over cached answers instead of the walk.
             try:
                 if (
-                    self._plain_keys.issuperset(value)
+                    keys_known_plain(self._plain_keys, value)
                     and _SCALARS.issuperset(map(type, value.values()))
                     and not (
                         self._text_re is not None
@@ -1282,6 +1283,17 @@ class Redactor:
 
 _OTHER: Any = object()
 _SCALARS = frozenset({str, int, float, bool, type(None)})
+_STR = frozenset({str})
+
+
+def keys_known_plain(plain_keys: set[str], meta: Mapping[Any, Any]) -> bool:
+    """Whether every key of ``meta`` is a str found plain (``Redactor.plain_keys``).
+
+    Each key's type is asked first: a set lookup runs the key's own ``__hash__`` and
+    ``__eq__``, and a str subclass or any other object can answer "user" to them
+    while it ships as "password".
+    """
+    return _STR.issuperset(map(type, meta)) and plain_keys.issuperset(meta)
 _UNREADABLE = "[REDACTED: unreadable]"
 #: Meta nested deeper than this is cut, by this walk and by the line builder alike.
 MAX_DEPTH = 32
