@@ -37,7 +37,6 @@ __all__ = [
     "bytes_text",
     "has_trigger",
     "key_words",
-    "keys_known_plain",
     "safe_str",
 ]
 
@@ -1133,7 +1132,7 @@ class Redactor:
             # not secrets. One pass over cached answers instead of the walk.
             try:
                 if (
-                    keys_known_plain(self._plain_keys, value)
+                    _keys_known_plain(self._plain_keys, value)
                     and _SCALARS.issuperset(map(type, value.values()))
                     and not (
                         self._text_re is not None
@@ -1286,7 +1285,7 @@ _SCALARS = frozenset({str, int, float, bool, type(None)})
 _STR = frozenset({str})
 
 
-def keys_known_plain(plain_keys: set[str], meta: Mapping[Any, Any]) -> bool:
+def _keys_known_plain(plain_keys: set[str], meta: Mapping[Any, Any]) -> bool:
     """Whether every key of ``meta`` is a str found plain (``Redactor.plain_keys``).
 
     Each key's type is asked first: a set lookup runs the key's own ``__hash__`` and
@@ -1294,6 +1293,8 @@ def keys_known_plain(plain_keys: set[str], meta: Mapping[Any, Any]) -> bool:
     while it ships as "password".
     """
     return _STR.issuperset(map(type, meta)) and plain_keys.issuperset(meta)
+
+
 _UNREADABLE = "[REDACTED: unreadable]"
 #: Meta nested deeper than this is cut, by this walk and by the line builder alike.
 MAX_DEPTH = 32
