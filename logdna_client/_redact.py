@@ -80,10 +80,13 @@ SECRET_LAST_WORDS: tuple[str, ...] = ("key",)
 SECRET_WHOLE_KEYS: tuple[str, ...] = ("sid",)
 
 # The key=value pattern's parts. What comes before the value (see secret_kv): the
-# separator, "=>" too (Ruby's, PHP's and Perl's hashes: {"password"=>"x"}).
+# separator, "=>" too (Ruby's, PHP's and Perl's hashes: {"password"=>"x"}); a
+# quote may open a bytes or bytearray repr ("b'x'", "bytearray(b'x')": the value
+# is what is quoted).
 _KV_BEFORE = (
     r"""[:=](?<!\d\d:)(?:(?<==)>)?"""
-    r"""(?:[ \t]{1,3}(?![A-Za-z0-9_.-]{1,64}(?:\\{0,15}["'])?[:=]))?(?:b?\\{0,15}["'])?"""
+    r"""(?:[ \t]{1,3}(?![A-Za-z0-9_.-]{1,64}(?:\\{0,15}["'])?[:=]))?"""
+    r"""(?:(?:bytearray\()?b?\\{0,15}["'])?"""
     r"""(?:(?i:bearer|basic|token|digest)[ \t]{1,3})?"""
 )
 # One character (or escape) of a quoted value, after a " and after a '.
@@ -149,8 +152,10 @@ CREDENTIAL_PATTERNS: dict[str, str] = {
     # AWS access key ids (long-term, temporary and the other principal kinds).
     "aws_key": r"A(?<![A-Za-z0-9]A)(?:KIA|SIA|BIA|CCA|GPA|IDA|ROA|IPA|NPA|NVA|PKA)"
     r"[A-Z0-9]{16}(?![A-Za-z0-9])",
-    # scheme://user:password@host: the password goes.
-    "url_credentials": r"://[^\s/?#@:]{0,128}:(?P<v>[^\s/?#@]{1,256})(?=@)",
+    # scheme://user:password@host: the password goes, to the authority's last "@"
+    # (one inside the password, unencoded, is the password's: urllib and the
+    # database drivers take the host after the last).
+    "url_credentials": r"://[^\s/?#@:]{0,128}:(?P<v>[^\s/?#]{1,256})(?=@)",
     # JSON Web Tokens: header.payload.signature, base64url.
     "jwt": r"eyJ(?<![A-Za-z0-9_-]eyJ)[A-Za-z0-9_-]{1,4093}\.[A-Za-z0-9_-]{4,8192}"
     r"\.[A-Za-z0-9_-]{0,4096}",
