@@ -84,7 +84,7 @@ SECRET_WHOLE_KEYS: tuple[str, ...] = ("sid",)
 # quote may open a bytes or bytearray repr ("b'x'", "bytearray(b'x')": the value
 # is what is quoted).
 _KV_BEFORE = (
-    r"""[:=](?<!\d\d:)(?:(?<==)>)?"""
+    r"""[:=](?:(?<!\d\d:)|(?!\d))(?:(?<==)>)?"""
     r"""(?:[ \t]{1,3}(?![A-Za-z0-9_.-]{1,64}(?:\\{0,15}["'])?[:=]))?"""
     r"""(?:(?:bytearray\()?b?\\{0,15}["'])?"""
     r"""(?:(?i:bearer|basic|token|digest)[ \t]{1,3})?"""
@@ -103,7 +103,17 @@ _IN_QUOTES = {
 # '{"pin":1234,"x":1}' keeps the comma after the number.
 _PLAIN = r"""[^\s"'&,;)\]}]"""
 _JOINER = r"""[&,;](?![\s"')\]}]|\Z|[A-Za-z0-9_.%\[\]-]{1,64}=)"""
-_BARE_UNIT = rf"(?:{_PLAIN}|{_JOINER})"
+# A space or tab, when at most 8 words (no "=" in them) and spaces lead from it to a
+# ";": a connection string's value holds spaces ("Password=my pass;Database=x",
+# "Password=a b; user=x"). Prose rarely ends a clause so; a value a space ends
+# elsewhere ends there.
+_SPACED_WORD = r"""[^\s"'&,;=)\]}]{1,64}"""
+_SPACED = rf"""[ \t](?=[ \t]{{0,2}}{_SPACED_WORD}(?:[ \t]{{1,3}}{_SPACED_WORD}){{0,7}};)"""
+# What may follow a value's first character: a joiner or such a space.
+_INNER = rf"(?:{_JOINER}|{_SPACED})"
+# A value's first character.
+_BARE_START = rf"(?:{_PLAIN}|{_JOINER})"
+_BARE_UNIT = rf"(?:{_PLAIN}|{_INNER})"
 # A list value (JSON's, Python's: '"tokens": ["a", "b"]') goes whole, to its first
 # "]" (one inside an item ends it early), when an item starts right after its "[":
 # a quote (escaped, or a bytes repr's), a number or another list. Any other "[" is
@@ -131,12 +141,13 @@ CREDENTIAL_PATTERNS: dict[str, str] = {
     # the whole value, to the end of the line or a closing quote.
     "auth_header": r"""(?<![A-Za-z0-9_])(?i:authorization|cookie)"""
     r"""["']?[ \t]{0,3}[:=][ \t]{0,3}["']?(?P<v>[^\r\n"']{1,4096})""",
-    # key=value and key: value, found from the separator (not a ":" after two digits:
-    # times, ratios; "password12=" is a key): the key before it is read back and
-    # judged by the rules for meta keys (Redactor.is_secret). Space after
-    # the separator and then another key right before its separator: this value is
-    # empty ("password= token=abc"); "password: hunter2 :" is a value. An auth scheme
-    # word stays; quoted values go whole. A quote may be escaped (JSON inside a JSON
+    # key=value and key: value, found from the separator (not a ":" between two
+    # digits and a third: times, ratios; "password12=" and "token01: x" have keys):
+    # the key before it is read back and judged by the rules for meta keys
+    # (Redactor.is_secret). Space after the separator and then another key right
+    # before its separator: this value is empty ("password= token=abc");
+    # "password: hunter2 :" is a value. An auth scheme word stays; quoted values go
+    # whole. A quote may be escaped (JSON inside a JSON
     # string: {\"password\": \"x\"}; by up to 15 backslashes, JSON nested 5 deep),
     # and an escaped quote does not end a quoted value ("p\"w": all of it; in JSON
     # inside JSON, what follows the value in its object too: more than the value,
@@ -146,7 +157,7 @@ CREDENTIAL_PATTERNS: dict[str, str] = {
     "secret_kv": _key_value(
         "{1,256}",
         rf"(?:{_LIST_START}{_LIST_UNIT}{{0,256}}\]?"
-        rf"|{_PLAIN}{{1,256}}(?:{_JOINER}{_BARE_UNIT}{{0,255}})?"
+        rf"|{_PLAIN}{{1,256}}(?:{_INNER}{_BARE_UNIT}{{0,255}})?"
         rf"|{_JOINER}{_BARE_UNIT}{{0,255}})",
     ),
     # AWS access key ids (long-term, temporary and the other principal kinds).
@@ -300,20 +311,22 @@ def key_words(key: str) -> list[str]:
 
 
 # A key=value separator and what stands before it, on the reversed text: the
-# separator (not a ":" after two digits: times, ratios), a little space, a closing
-# bracket (plain or URL-encoded), an optional quote, the key (at most 64 characters;
-# see _key_name). A form field's or PHP print_r's key is its last bracketed name:
-# "user[password]=", "user%5Bpassword%5D=", "[password] =>"; a bracket is read only
-# right before its separator or before "=>" ("cache[key] = x" is a line of code,
-# in a traceback, not a key).
+# separator (not a ":" between two digits and a third: times, ratios, "10:30",
+# "16:9"; "token01: x" has a key), a little space, a closing bracket (plain or
+# URL-encoded), an optional quote, the key (at most 64 characters; see _key_name).
+# A form field's or PHP print_r's key is its last bracketed name: "user[password]=",
+# "user%5Bpassword%5D=", "[password] =>"; a bracket is read only right before its
+# separator or before "=>" ("cache[key] = x" is a line of code, in a traceback,
+# not a key).
 # One scan finds every candidate, in C; the key=value pattern then runs only at
 # separators whose key names a secret. _speedups.c reads keys back the same way
 # (key_known_plain).
 _SPACE_BRACKET_REVERSED = r"(?:\]|D5%|(?<=>=)[ \t]{1,3}(?:\]|D5%)|[ \t]{0,3})"
 _QUOTE_REVERSED = r"""(?:["']\\{0,15})?"""
 _KEY_REVERSED = r"[A-Za-z0-9_.-]{1,64}"
+_COLON_REVERSED = r":(?:(?!\d\d)|(?<!\d:))"
 _SEPARATOR_KEY_REVERSED = re.compile(
-    rf"(?:=|:(?!\d\d)){_SPACE_BRACKET_REVERSED}({_QUOTE_REVERSED})({_KEY_REVERSED})"
+    rf"(?:=|{_COLON_REVERSED}){_SPACE_BRACKET_REVERSED}({_QUOTE_REVERSED})({_KEY_REVERSED})"
 )
 _LOCAL_PART_REVERSED = re.compile(r"[A-Za-z0-9._%+-]{1,64}")
 
@@ -403,7 +416,7 @@ _RUN_ON_FROM = min(bound for bound, _ in _RUN_ON_CLASSES.values())
 # finds where the value starts, as the whole pattern does (the parts before the
 # value are chosen the same: the value need only match once); _values reads the
 # value on from there.
-_KEY_VALUE_HEAD = _key_value("", _BARE_UNIT)
+_KEY_VALUE_HEAD = _key_value("", _BARE_START)
 _VALUE_BOUND = _RUN_ON["secret_kv"][0]
 # A separator at most this far before the furthest value's end found takes the
 # whole pattern (which reads at most that much of a value found again): a value
@@ -412,7 +425,7 @@ _NEAR = 16
 # A value's whole run, of each class (written so that plain characters take the
 # regex engine's fast loop).
 _QUOTED_RUN = {quote: re.compile(f"{unit}+") for quote, unit in _IN_QUOTES.items()}
-_BARE_RUN = re.compile(rf"{_BARE_UNIT}{_PLAIN}*(?:{_JOINER}{_PLAIN}*)*")
+_BARE_RUN = re.compile(rf"{_BARE_START}{_PLAIN}*(?:{_INNER}{_PLAIN}*)*")
 # A list value's run, from its "[" or from where its bound cut it.
 _LIST_HEAD = re.compile(_LIST_START)
 _LIST_RUN = re.compile(rf"{_LIST_UNIT}*\]?")
@@ -918,7 +931,7 @@ def _emails(text: str, backwards: str, regex: re.Pattern[str], spans: list[Span]
 # with only the key captured, one regex for each separator: a literal first is
 # found faster than a class): findall gives them without a Python step each.
 _COLON_KEY_REVERSED = re.compile(
-    rf":(?!\d\d){_SPACE_BRACKET_REVERSED}{_QUOTE_REVERSED}({_KEY_REVERSED})"
+    rf"{_COLON_REVERSED}{_SPACE_BRACKET_REVERSED}{_QUOTE_REVERSED}({_KEY_REVERSED})"
 )
 _EQUALS_KEY_REVERSED = re.compile(rf"={_SPACE_BRACKET_REVERSED}{_QUOTE_REVERSED}({_KEY_REVERSED})")
 # Text at least this long, with at most this many distinct keys naming secrets, can
@@ -991,8 +1004,9 @@ class Redactor:
         # relies on it to pass "request 42: ..." by without asking).
         names += [_SEPARATORS.sub("", k.lower()) for k in extra_keys if any(c.isalpha() for c in k)]
         self._key_re = re.compile("|".join(map(re.escape, names))) if names else None
+        # (A number after the name, "token01", "password_2", numbers the key.)
         self._key_end_re = (
-            re.compile("(?:" + "|".join(map(re.escape, names)) + r")s?\Z") if names else None
+            re.compile("(?:" + "|".join(map(re.escape, names)) + r")s?\d*\Z") if names else None
         )
         self._words = frozenset(SECRET_WORDS) if defaults else frozenset()
         chosen = expand_patterns([*CREDENTIAL_PATTERNS, *patterns] if defaults else patterns)
@@ -1082,7 +1096,8 @@ class Redactor:
         return hit
 
     def _names_secret(self, key: str) -> bool:
-        """Whether ``key`` ends with one of the longer names (not only a short word)."""
+        """Whether ``key`` ends with one of the longer names (not only a short word),
+        or with one and a number."""
         return bool(self._key_end_re and self._key_end_re.search(_SEPARATORS.sub("", key.lower())))
 
     def _has_secret_word(self, key: str) -> bool:

@@ -319,12 +319,14 @@ key_known_plain(Handle *self, int kind, const void *data, Py_ssize_t at, Py_ssiz
     PyObject *key, *known;
     Py_UCS4 c;
     int letters = 0;
-    if (at >= 2 && PyUnicode_READ(kind, data, at) == ':' &&
+    if (at >= 2 && at + 1 < n && PyUnicode_READ(kind, data, at) == ':' &&
+        (c = PyUnicode_READ(kind, data, at + 1)) >= '0' && c <= '9' &&
         (c = PyUnicode_READ(kind, data, at - 1)) >= '0' && c <= '9' &&
         (c = PyUnicode_READ(kind, data, at - 2)) >= '0' && c <= '9') {
-        /* No separator: a ':' after two digits ends a time or a ratio ("T10:30"), and
-           the redactor never judges the key before it, so asking would send every
-           line with a timestamp in it to Python. */
+        /* No separator: a ':' between two digits and a third is a time or a ratio
+           ("T10:30", "16:9"), and the redactor never judges the key before it, so
+           asking would send every line with a timestamp in it to Python. ("token01: x"
+           has a key.) */
         return 1;
     }
     while (j > 0 && spaces < 3) {
