@@ -4,12 +4,14 @@ adversarial review after them)."""
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
-from logdna_client import Client
+from logdna_client import Client, LogDNAHandler
 from logdna_client._redact import CREDENTIAL_PATTERNS, MARKER, Redactor
 from tests._redact_reference import ReferencePatterns
 from tests.test_redact import RecordingTransport, assert_ships_as, wire  # noqa: F401
+from tests.test_speedups import needs_speedups, pair, record, through_both  # noqa: F401
 
 #: (text, what it ships as); each secret piece is spelled "s3cr..." so a leak is
 #: easy to see.
@@ -64,6 +66,22 @@ class TestShapes:
     ) -> None:
         """As the message, a %s argument and an extra= value, through the handler."""
         assert_ships_as(wire, "tests.redact_shapes", text, expected)
+
+    @needs_speedups
+    @pytest.mark.parametrize(("text", "expected"), SHAPES)
+    def test_c_path_same_bytes(
+        self,
+        text: str,
+        expected: str,
+        pair: tuple[LogDNAHandler, LogDNAHandler],  # noqa: F811
+    ) -> None:
+        """The C handle's trigger check hands each to the redactor: the C path and
+        the pure-Python one queue the same line (the C check took the ':' in
+        "token01: x" for a time's and shipped the line as it was)."""
+        fast, slow = through_both(pair, record(text, ()))
+
+        assert slow == fast
+        assert [expected] * 2 == [orjson.loads(entry[1:])["line"] for entry in fast]
 
     @pytest.mark.parametrize("text", PLAIN)
     def test_plain_stays(self, text: str) -> None:
