@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from logdna_client import Client, LogDNAHandler
 from logdna_client._redact import CREDENTIAL_PATTERNS, MARKER, Redactor
@@ -30,6 +32,19 @@ SHAPES = [
     # A key ending in two digits before ": " is a key, not a time.
     ("token01: s3cret", "token01: [REDACTED]"),
     ('"password12": "s3cret"', '"password12": "[REDACTED]"'),
+    # A PEM private key logged bare (no key names it), whole or cut.
+    ("loaded -----BEGIN RSA PRIVATE KEY-----\nMIIEs3cret+/x\n-----END RSA PRIVATE KEY-----",
+     "loaded -----BEGIN RSA PRIVATE KEY-----[REDACTED]-----END RSA PRIVATE KEY-----"),
+    ("-----BEGIN PRIVATE KEY-----\\nMIIs3cret\\n-----END PRIVATE KEY-----\\n",
+     "-----BEGIN PRIVATE KEY-----[REDACTED]-----END PRIVATE KEY-----\\n"),
+    ("-----BEGIN OPENSSH PRIVATE KEY----- b3Blbs3cret",
+     "-----BEGIN OPENSSH PRIVATE KEY-----[REDACTED]"),
+    # Tokens that name themselves by their prefix, logged bare.
+    ("push with ghp_s3cr" + "a" * 32 + " done", "push with ghp_[REDACTED] done"),
+    ("github_pat_11AAs3cr" + "b" * 70, "github_pat_[REDACTED]"),
+    ("slack xoxb-1234-5678-s3cretTok ok", "slack xoxb-[REDACTED] ok"),
+    ("stripe sk_live_s3cr" + "c" * 20 + ", rk_test_s3cr" + "d" * 20,
+     "stripe sk_live_[REDACTED], rk_test_[REDACTED]"),
 ]  # fmt: skip
 
 #: Lines that stay as they are: times, ratios, ordinary text near the new rules.
@@ -41,7 +56,16 @@ PLAIN = [
     "mail admin@example.com about https://example.com/",
     "user=bob; more text",
     "Password policy: 8 characters; ok",
+    "-----BEGIN CERTIFICATE-----\nMIIBcert\n-----END CERTIFICATE-----",
+    "-----BEGIN PUBLIC KEY-----\nMIIBpub\n-----END PUBLIC KEY-----",
+    "my_ghp_value gh_pages sk_live xoxb- task_live_x",
 ]
+
+#: Pieces that make texts where the trigger marks with a "-" or "_" stand at every
+#: place (the text's start and end, beside others), for the C check to agree on.
+MARK_PIECES = ["ghp_" + "a" * 36, "github_pat_" + "b" * 22, "xoxp-" + "1" * 10,
+               "sk_test_" + "c" * 16, "rk_live_" + "d" * 16, "-----BEGIN PRIVATE KEY-----",
+               "-", "_", "x", "g", "k", " ", "\n", "ok"]  # fmt: skip
 
 
 class TestShapes:
@@ -82,6 +106,20 @@ class TestShapes:
 
         assert slow == fast
         assert [expected] * 2 == [orjson.loads(entry[1:])["line"] for entry in fast]
+
+    @needs_speedups
+    @settings(max_examples=200, deadline=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
+    @given(st.lists(st.sampled_from(MARK_PIECES), max_size=6))
+    def test_c_path_finds_every_mark(
+        self,
+        pair: tuple[LogDNAHandler, LogDNAHandler],  # noqa: F811
+        pieces: list[str],
+    ) -> None:
+        """The C trigger check sees each mark with a "-" or "_" wherever it stands."""
+        fast, slow = through_both(pair, record("".join(pieces), ()))
+
+        assert slow == fast
 
     @pytest.mark.parametrize("text", PLAIN)
     def test_plain_stays(self, text: str) -> None:
