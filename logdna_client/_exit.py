@@ -124,9 +124,12 @@ def close_all(*, wait: bool, at_exit: bool = True) -> list[Client]:
 
 
 def _close_all_at_exit() -> None:
-    _drain_queue_listeners()
-    _flush_memory_handlers()
-    close_all(wait=True)
+    try:
+        _drain_queue_listeners()
+        _flush_memory_handlers()
+        close_all(wait=True)
+    except KeyboardInterrupt:
+        _cut_short()
     signum = _ending_by
     if signum is not None and threading.current_thread() is threading.main_thread():
         # A termination signal began the ending while this thread could not wait (it
@@ -135,6 +138,27 @@ def _close_all_at_exit() -> None:
         # by that signal here, once the clients are done, as that thread would have:
         # an exit status of 0 would tell the supervisor the work was done.
         _end_once_delivered(signum)
+
+
+# How many more Ctrl-Cs the exit takes while it winds up after one cut it short (each
+# shortens nothing more: the deadline is already now; this only keeps it from looping).
+_CUT_SHORT_TRIES = 5
+
+
+def _cut_short() -> None:
+    """Ctrl-C while the exit delivers: whoever presses it at a waiting exit wants out,
+    as with a second SIGTERM. The exit's one deadline becomes now, for the closes that
+    follow too (``logging.shutdown()`` closing our handlers): each client's sender stops
+    at once, spools or counts what it holds as ``shutdown``, and the loss is said. Its
+    traceback ("Exception ignored in atexit callback") would say nothing more."""
+    global _window_end
+    _window_end = time.monotonic()
+    for _ in range(_CUT_SHORT_TRIES):
+        try:
+            close_all(wait=True)
+            return
+        except KeyboardInterrupt:
+            continue
 
 
 #: Whether logging.shutdown() leaves a MemoryHandler made with flushOnClose=False
