@@ -132,6 +132,34 @@ class TestKilledAtRandomPoints:
         assert max(delivered.values()) <= 1 + kills
 
 
+class TestTornDoneMark:
+    def test_a_done_mark_cut_at_any_byte_sends_only_its_batch_again(self, tmp_path: Path) -> None:
+        """A segment whose last record, a done mark, a crash cut at any byte: the batch it
+        marked is sent again (the one batch in flight at the crash), the batch marked
+        before it never, the one not marked once; nothing goes to quarantine."""
+        writer = Spool.open(tmp_path / "src", sync="none")
+        ids = [writer.append([b',{"line":"%d"}' % i for i in range(n * 10, n * 10 + 10)])
+               for n in range(3)]  # fmt: skip
+        for batch_id in ids[:2]:
+            assert batch_id is not None
+            writer.ack(batch_id)
+        writer.forget_after_fork()  # what kill -9 leaves
+        (path,) = segments(tmp_path / "src")
+        original = path.read_bytes()
+        mark = 31  # a done mark's bytes: frame and fixed fields
+        for cut in range(len(original) - mark, len(original) + 1):
+            folder = tmp_path / f"cut{cut}"
+            folder.mkdir()
+            (folder / path.name).write_bytes(original[:cut])
+            spool = Spool.open(folder, sync="none")
+            again = [] if cut == len(original) else list(range(10, 20))
+            expected = [b',{"line":"%d"}' % i for i in [*again, *range(20, 30)]]
+            assert expected == sorted(drain(spool), key=lambda e: int(e[10:-2])), cut
+            assert 0 == spool.quarantined
+            spool.close()
+            assert [] == segments(folder)
+
+
 class TestFileSizeLimit:
     def test_a_write_refused_for_size_loses_nothing_accepted(self, tmp_path: Path) -> None:
         """A child whose writes fail past 6 KiB (RLIMIT_FSIZE, SIGXFSZ ignored: EFBIG, as a
