@@ -132,6 +132,34 @@ class TestKilledAtRandomPoints:
         assert max(delivered.values()) <= 1 + kills
 
 
+class TestTornDoneMark:
+    def test_a_done_mark_cut_at_any_byte_sends_only_its_batch_again(self, tmp_path: Path) -> None:
+        """A segment whose last record, a done mark, a crash cut at any byte: the batch it
+        marked is sent again (the one batch in flight at the crash), the batch marked
+        before it never, the one not marked once; nothing goes to quarantine."""
+        writer = Spool.open(tmp_path / "src", sync="none")
+        ids = [writer.append([b',{"line":"%d"}' % i for i in range(n * 10, n * 10 + 10)])
+               for n in range(3)]  # fmt: skip
+        for batch_id in ids[:2]:
+            assert batch_id is not None
+            writer.ack(batch_id)
+        writer.forget_after_fork()  # what kill -9 leaves
+        (path,) = segments(tmp_path / "src")
+        original = path.read_bytes()
+        mark = 31  # a done mark's bytes: frame and fixed fields
+        for cut in range(len(original) - mark, len(original) + 1):
+            folder = tmp_path / f"cut{cut}"
+            folder.mkdir()
+            (folder / path.name).write_bytes(original[:cut])
+            spool = Spool.open(folder, sync="none")
+            again = [] if cut == len(original) else list(range(10, 20))
+            expected = [b',{"line":"%d"}' % i for i in [*again, *range(20, 30)]]
+            assert expected == sorted(drain(spool), key=lambda e: int(e[10:-2])), cut
+            assert 0 == spool.quarantined
+            spool.close()
+            assert [] == segments(folder)
+
+
 class TestFileSizeLimit:
     def test_a_write_refused_for_size_loses_nothing_accepted(self, tmp_path: Path) -> None:
         """A child whose writes fail past 6 KiB (RLIMIT_FSIZE, SIGXFSZ ignored: EFBIG, as a
@@ -167,3 +195,38 @@ os._exit(0)  # as a crash: nothing more written
         assert (0, 0) == (spool.torn, spool.quarantined)  # the partial record was cut
         spool.close()
         assert [b',{"line":"%d"}' % i for i in range(int(accepted) * 10)] == got
+
+    def test_done_marks_still_written_after_a_refused_write(self, tmp_path: Path) -> None:
+        """A process whose new segment hit the limit (its spool off) goes on replaying
+        what a dead one left, and is killed half way through it: the done marks of what
+        it delivered are in the file, where they fit (a full disk still takes an ack into
+        a segment's last block), so the next process sends only the rest. They were kept
+        in memory only: a kill after a full disk sent a whole segment again (up to 16 MiB
+        of lines), not one batch."""
+        writer = Spool.open(tmp_path, sync="none")
+        for n in range(20):
+            writer.append([b',{"line":"%d"}' % i for i in range(n * 10, n * 10 + 10)])
+        writer.forget_after_fork()  # what kill -9 leaves
+        code = r"""
+import os, resource, signal, sys
+from logdna_client._spool import Spool
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (8192, resource.RLIM_INFINITY))
+spool = Spool.open(sys.argv[1], sync="none", segment_bytes=1 << 20)
+refused = spool.append([b',{"line":"x"}' * 800]) is None  # past the limit: the spool goes off
+sent = 0
+for _ in range(10):
+    batch = spool.next_replay_batch(1)  # one batch per request
+    sent += len(batch.entries)
+    spool.ack(batch.id)
+print(refused, spool.enabled, sent)
+os._exit(0)  # killed: nothing more written
+"""
+        env = dict(os.environ, PYTHONPATH=REPO)
+        done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=env,
+                              capture_output=True, timeout=_ANSWER, check=True)  # fmt: skip
+        assert [b"True", b"False", b"100"] == done.stdout.split(), done.stderr.decode()
+        spool = Spool.open(tmp_path, sync="none")
+        assert [b',{"line":"%d"}' % i for i in range(100, 200)] == drain(spool)
+        spool.close()
+        assert [] == segments(tmp_path)

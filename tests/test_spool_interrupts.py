@@ -178,3 +178,53 @@ class TestLeftByEarlierVersions:
         assert (False, False) == (spool.backlog, spool.undelivered)
         spool.close()
         assert [] == segments(tmp_path)
+
+
+class TestCtrlCBetweenTheAnswerAndTheDoneMark:
+    def test_the_sender_leaves_that_one_batch_to_be_sent_again(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The real sender: the service stored the first batch, and a KeyboardInterrupt
+        comes out before its done mark is written (as at exit, where the sender's work
+        runs on the main thread). The sender goes on and delivers the next batch; the next
+        process sends the first batch again, and nothing else."""
+        import threading
+
+        from logdna_client import Client
+        from tests.test_buffer_exit_take import URL, Accepting
+
+        real_ack = Spool.ack
+        fired: list[int] = []
+        interrupted = threading.Event()
+
+        def ack(self: Spool, batch_id: BatchId, stored: int | None = None) -> None:
+            if not fired and threading.current_thread().name.startswith("logdna_client-sender"):
+                fired.append(1)
+                interrupted.set()
+                raise KeyboardInterrupt
+            real_ack(self, batch_id, stored)
+
+        monkeypatch.setattr(Spool, "ack", ack)
+        first = Accepting()
+        client = Client(key="k" * 32, url=URL, transport=first, flush_interval=3600,
+                        spool_dir=str(tmp_path))  # fmt: skip
+        for i in range(10):
+            client.log(f"line {i}")
+        client.flush(timeout=0)  # wakes the sender
+        assert interrupted.wait(30)
+        # Delivered, but its done mark is not written: flush() cannot say all is done.
+        assert not client.flush(timeout=0)
+        for i in range(10, 20):
+            client.log(f"line {i}")
+        client.close(timeout=30)
+        assert [1] == fired
+        assert [f"line {i}" for i in range(20)] == first.delivered
+        monkeypatch.setattr(Spool, "ack", real_ack)
+        second = Accepting()
+        client = Client(key="k" * 32, url=URL, transport=second, flush_interval=3600,
+                        spool_dir=str(tmp_path))  # fmt: skip
+        client.log("next")
+        assert client.flush(timeout=30)
+        client.close(timeout=10)
+        assert [f"line {i}" for i in range(10)] + ["next"] == second.delivered
+        assert [] == segments(tmp_path)

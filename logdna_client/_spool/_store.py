@@ -709,14 +709,17 @@ class Spool:
         seg.dirty = True
 
     def _mark_done(self, seg: Segment, first: int, last: int, lines: int) -> None:
-        if not self.enabled:
-            return  # the disk failed: marks stay in memory, the batch may come again later
+        # Tried even with the spool off: a full disk refuses a batch but still takes an
+        # ack into a segment's last block, and each mark not written is a batch the next
+        # process sends again (after a kill, the rest of the segment being replayed).
+        # Refused, the mark stays in memory: the batch may come again later.
         try:
             self._write(seg, [fmt.ack_frame(first, last, lines)])
         except OSError as exc:
             self._fail("write", exc)
             return
-        self._synced(seg)
+        if self.enabled:
+            self._synced(seg)
 
     def _synced(self, seg: Segment) -> None:
         if self.sync_mode == "always":
