@@ -183,6 +183,16 @@ CREDENTIAL_PATTERNS: dict[str, str] = {
     r"|(?<=github_pat_)(?<![A-Za-z0-9_]github_pat_)"
     r"|(?<=[rs]k_live_|[rs]k_test_)(?<![A-Za-z0-9_][rs]k_live_|[A-Za-z0-9_][rs]k_test_))"
     r"(?P<v>[A-Za-z0-9_-]{10,255})",
+    # Oracle's user/password@database (sqlplus, exp/imp, JDBC thin's
+    # "jdbc:oracle:thin:scott/tiger@host:1521:ORCL"): the password goes. Found from
+    # the "/" (the user before it is read back: a name of 1 to 30 letters, digits,
+    # "_", "$" or "#" that starts with a letter, after a space, a quote, "=", ":" or
+    # the start; not after "/", "." or "@": a path, a URL, an npm scope). Not where
+    # what follows the "@" reads as a version, a digest or a Kerberos realm
+    # ("actions/checkout@v4", "image@sha256:...", "HTTP/host@EXAMPLE.COM").
+    "connect_credentials": r"/(?<=[A-Za-z0-9_$#]/)(?P<v>[^\s/@\"'()\[\]{},;]{1,128})@"
+    r"(?![vV]?\d|sha\d|[0-9a-f]{7,64}(?![A-Za-z0-9])"
+    r"|[A-Z0-9-]{1,64}\.[A-Z0-9.-]{1,190}(?![A-Za-z0-9.-]))[A-Za-z(/]",
     # Slack's tokens (xoxb-, xoxp-, xoxa- ...): what follows the prefix.
     "slack_token": r"xox(?<![A-Za-z0-9_]xox)[abposr]-(?P<v>[A-Za-z0-9-]{10,255})",
 }
@@ -429,7 +439,7 @@ _LOWER_FORMS: dict[str, dict[str, str]] = {
 Span = tuple[int, int]
 
 # What a rule is, for _Patterns.sub: how its matches become spans.
-_WHOLE, _VALUE, _WORDS_FIRST, _KEY_VALUE, _EMAIL, _DIGITS = range(6)
+_WHOLE, _VALUE, _WORDS_FIRST, _KEY_VALUE, _EMAIL, _DIGITS, _USER_AT = range(7)
 # (kind, literals one of which every match holds, regex, its other forms, _RUN_ON's)
 _Rule = tuple[int, tuple[str, ...], re.Pattern[str], Any, "tuple[int, re.Pattern[str]] | None"]
 
@@ -510,6 +520,8 @@ class _Patterns:
                 kind: int = _KEY_VALUE
             elif name == "email":
                 kind = _EMAIL
+            elif name == "connect_credentials":
+                kind = _USER_AT
             elif name in _LOWER_FORMS:
                 kind = _WORDS_FIRST
             else:
@@ -577,10 +589,14 @@ class _Patterns:
                 for m in regex.finditer(text):
                     span = m.span("v")
                     spans.append(span if span[0] >= 0 else m.span())
-            else:  # _EMAIL
+            elif kind == _EMAIL:
                 if backwards is None:
                     backwards = text[::-1]
                 _emails(text, backwards, regex, spans)
+            else:  # _USER_AT
+                if backwards is None:
+                    backwards = text[::-1]
+                _connect_passwords(text, backwards, regex, spans)
         if not spans:
             return text if keep is None else text[:keep]
         if longs:
@@ -963,6 +979,23 @@ def _emails(text: str, backwards: str, regex: re.Pattern[str], spans: list[Span]
             spans.append((end - local.end(), m.end()))
 
 
+def _connect_passwords(
+    text: str, backwards: str, regex: re.Pattern[str], spans: list[Span]
+) -> None:
+    """Each user/password@database's password: matched from the "/", its user read
+    back (``ORACLE_USER_REVERSED``)."""
+    user = ORACLE_USER_REVERSED.match
+    end = len(text)
+    for m in regex.finditer(text):
+        if user(backwards, end - m.start()) is not None:
+            spans.append(m.span("v"))
+
+
+#: An Oracle user name before its "/", read back on the reversed text: 1 to 30
+#: characters, a letter first, after none that could continue a path, a URL or a
+#: host name (the connect_credentials pattern).
+ORACLE_USER_REVERSED = re.compile(r"[A-Za-z0-9_$#]{0,29}[A-Za-z](?![A-Za-z0-9_$#@/.\\%+-])")
+
 # Keys before a separator, read back on the reversed text (_SEPARATOR_KEY_REVERSED
 # with only the key captured, one regex for each separator: a literal first is
 # found faster than a class): findall gives them without a Python step each.
@@ -986,6 +1019,7 @@ _NEEDS: dict[str, tuple[str, ...]] = {
     "url_credentials": ("://",),
     "jwt": ("eyJ",),
     "private_key": ("-----BEGIN",),
+    "connect_credentials": ("@",),
     "service_token": ("_",),
     "slack_token": ("xox",),
     "email": ("@",),

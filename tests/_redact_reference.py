@@ -16,6 +16,7 @@ from logdna_client._redact import (
     _LIST_UNIT,
     _RUN_ON,
     MARKER,
+    ORACLE_USER_REVERSED,
     PRESET_PATTERNS,
     _redacted_already,
 )
@@ -158,6 +159,15 @@ class ReferencePatterns:
                 return (at - len(local.group()), m.end()) if local is not None else None
 
             return email
+        if name == "connect_credentials":
+            before = _Backwards()
+
+            def connect(m: re.Match[str]) -> Span | None:
+                text = m.string
+                user = ORACLE_USER_REVERSED.match(before.of(text), len(text) - m.start())
+                return m.span("v") if user is not None else None
+
+            return connect
         if name == "digits":
 
             def digits(m: re.Match[str]) -> Span | None:
@@ -281,6 +291,7 @@ _NEEDS: dict[str, tuple[str, ...]] = {
     "url_credentials": ("://",),
     "jwt": ("eyJ",),
     "private_key": ("-----BEGIN",),
+    "connect_credentials": ("@",),
     "service_token": ("_",),
     "slack_token": ("xox",),
     "email": ("@",),

@@ -32,6 +32,11 @@ SHAPES = [
     # A key ending in two digits before ": " is a key, not a time.
     ("token01: s3cret", "token01: [REDACTED]"),
     ('"password12": "s3cret"', '"password12": "[REDACTED]"'),
+    # Oracle's user/password@database.
+    ("sqlplus scott/s3cret@orcl", "sqlplus scott/[REDACTED]@orcl"),
+    ("url jdbc:oracle:thin:app/s3cret@db:1521:ORCL",
+     "url jdbc:oracle:thin:app/[REDACTED]@db:1521:ORCL"),
+    ("exp userid=system/s3cr#t@//db:1521/XE", "exp userid=system/[REDACTED]@//db:1521/XE"),
     # A PEM private key logged bare (no key names it), whole or cut.
     ("loaded -----BEGIN RSA PRIVATE KEY-----\nMIIEs3cret+/x\n-----END RSA PRIVATE KEY-----",
      "loaded -----BEGIN RSA PRIVATE KEY-----[REDACTED]-----END RSA PRIVATE KEY-----"),
@@ -56,6 +61,10 @@ PLAIN = [
     "mail admin@example.com about https://example.com/",
     "user=bob; more text",
     "Password policy: 8 characters; ok",
+    "uses: actions/checkout@v4 and actions/setup-python@0b93645",
+    "pulled library/nginx@sha256:0d17b565c37bcbd895e9d92315a05c1c3c9a29f762b011a10c54a66cd53c9b31",
+    "npm i @types/node@18.0.0 from /usr/lib/node_modules/x@y",
+    "kinit HTTP/web.example.com@EXAMPLE.COM and nn/localhost@EXAMPLE.COM",
     "-----BEGIN CERTIFICATE-----\nMIIBcert\n-----END CERTIFICATE-----",
     "-----BEGIN PUBLIC KEY-----\nMIIBpub\n-----END PUBLIC KEY-----",
     "my_ghp_value gh_pages sk_live xoxb- task_live_x",
