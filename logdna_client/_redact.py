@@ -117,9 +117,12 @@ _BARE_UNIT = rf"(?:{_PLAIN}|{_INNER})"
 # A list value (JSON's, Python's: '"tokens": ["a", "b"]') goes whole, to its first
 # "]" (one inside an item ends it early), when an item starts right after its "[":
 # a quote (escaped, or a bytes repr's), a number or another list. Any other "[" is
-# a bare value's character ("[REDACTED]" among them).
+# a bare value's character ("[REDACTED]" among them). A tuple likewise, to its first
+# ")": requests' "auth=('user', 'pass')" in a kwargs repr.
 _LIST_START = r"""\[(?=[ \t]{0,3}(?:b?\\{0,15}["']|[-\d\[]))"""
 _LIST_UNIT = r"[^\]\r\n]"
+_TUPLE_START = r"""\((?=[ \t]{0,3}(?:b?\\{0,15}["']|[-\d\[(]))"""
+_TUPLE_UNIT = r"[^)\r\n]"
 
 
 def _key_value(quoted: str, bare: str) -> str:
@@ -156,7 +159,7 @@ CREDENTIAL_PATTERNS: dict[str, str] = {
     # engine's fast loop; only one with a joiner in it takes the slower units.)
     "secret_kv": _key_value(
         "{1,256}",
-        rf"(?:{_LIST_START}{_LIST_UNIT}{{0,256}}\]?"
+        rf"(?:{_LIST_START}{_LIST_UNIT}{{0,256}}\]?|{_TUPLE_START}{_TUPLE_UNIT}{{0,256}}\)?"
         rf"|{_PLAIN}{{1,256}}(?:{_INNER}{_BARE_UNIT}{{0,255}})?"
         rf"|{_JOINER}{_BARE_UNIT}{{0,255}})",
     ),
@@ -474,7 +477,10 @@ _QUOTED_RUN = {quote: re.compile(f"{unit}+") for quote, unit in _IN_QUOTES.items
 _BARE_RUN = re.compile(rf"{_BARE_START}{_PLAIN}*(?:{_INNER}{_PLAIN}*)*")
 # A list value's run, from its "[" or from where its bound cut it.
 _LIST_HEAD = re.compile(_LIST_START)
-_LIST_RUN = re.compile(rf"{_LIST_UNIT}*\]?")
+_TUPLE_HEAD = re.compile(_TUPLE_START)
+# A list's or tuple's run, by its opening bracket; and the bracket that closes it.
+_CLOSED_RUNS = {"[": re.compile(rf"{_LIST_UNIT}*\]?"), "(": re.compile(rf"{_TUPLE_UNIT}*\)?")}
+_CLOSERS = {"[": "]", "(": ")"}
 
 
 class _Patterns:
@@ -812,7 +818,7 @@ def _values(
             s, e = m.span(whole_v)
             kind = _value_class(text, s)
             # (Maybe cut at the bound; a list that reached its "]" is whole.)
-            if e - s >= _VALUE_BOUND and not (kind == "[" and text[e - 1] == "]"):
+            if e - s >= _VALUE_BOUND and not (kind in _CLOSERS and text[e - 1] == _CLOSERS[kind]):
                 more = _run_of(kind).match(text, e)
                 if more is not None:
                     e = more.end()
@@ -832,11 +838,14 @@ def _values(
 
 def _value_class(text: str, start: int) -> str:
     """The class of the key=value pattern's value at ``start``: the quote before it,
-    "[" for a list, "" for a bare value."""
+    "[" for a list, "(" for a tuple, "" for a bare value."""
     kind = text[start - 1]
     if kind in _QUOTED_RUN:
         return kind
-    return "[" if text[start] == "[" and _LIST_HEAD.match(text, start) else ""
+    first = text[start]
+    if first == "[":
+        return "[" if _LIST_HEAD.match(text, start) else ""
+    return "(" if first == "(" and _TUPLE_HEAD.match(text, start) else ""
 
 
 def _run_of(kind: str) -> re.Pattern[str]:
@@ -844,7 +853,7 @@ def _run_of(kind: str) -> re.Pattern[str]:
     quoted = _QUOTED_RUN.get(kind)
     if quoted is not None:
         return quoted
-    return _LIST_RUN if kind == "[" else _BARE_RUN
+    return _CLOSED_RUNS.get(kind, _BARE_RUN)
 
 
 def _redacted_already(text: str, start: int, end: int) -> bool:

@@ -15,6 +15,8 @@ from logdna_client._redact import (
     _LIST_START,
     _LIST_UNIT,
     _RUN_ON,
+    _TUPLE_START,
+    _TUPLE_UNIT,
     MARKER,
     ORACLE_USER_REVERSED,
     PRESET_PATTERNS,
@@ -235,12 +237,14 @@ class ReferencePatterns:
             return span
         if run is None:  # secret_kv: the class the quote before the value says
             quote = text[s - 1] if s else ""
-            if quote not in ('"', "'") and re.match(_LIST_START, text[s:]):
-                # A list: to its "]", if the bound did not reach it.
-                if text[e - 1] == "]":
-                    return span
-                more = re.compile(rf"{_LIST_UNIT}*\]?").match(text, e)
-                return s, e if more is None else more.end()
+            for start, unit, close in ((_LIST_START, _LIST_UNIT, "]"),
+                                       (_TUPLE_START, _TUPLE_UNIT, ")")):  # fmt: skip
+                if quote not in ('"', "'") and re.match(start, text[s:]):
+                    # A list or a tuple: to its "]" or ")", if the bound did not reach it.
+                    if text[e - 1] == close:
+                        return span
+                    more = re.compile(rf"{unit}*\{close}?").match(text, e)
+                    return s, e if more is None else more.end()
             run = re.compile(
                 {'"': r'(?:[^"\\\r\n]|\\[^\r\n])*', "'": r"(?:[^'\\\r\n]|\\[^\r\n])*"}.get(
                     quote, rf"{_BARE_UNIT}*"

@@ -29,6 +29,9 @@ SHAPES = [
     ("{'password': bytearray(b's3cret')}", "{'password': bytearray(b'[REDACTED]')}"),
     ("Config(password=bytearray(b's3cret'), user='bob')",
      "Config(password=bytearray(b'[REDACTED]'), user='bob')"),
+    # A tuple value, as a kwargs repr prints requests' auth=.
+    ("get(url, auth=('admin', 's3cret'), timeout=3)", "get(url, auth=[REDACTED], timeout=3)"),
+    ("{'password': ('s3cr', 'et')}", "{'password': [REDACTED]}"),
     # A key ending in two digits before ": " is a key, not a time.
     ("token01: s3cret", "token01: [REDACTED]"),
     ('"password12": "s3cret"', '"password12": "[REDACTED]"'),
