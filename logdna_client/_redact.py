@@ -196,6 +196,11 @@ CREDENTIAL_PATTERNS: dict[str, str] = {
     "connect_credentials": r"/(?<=[A-Za-z0-9_$#]/)(?P<v>[^\s/@\"'()\[\]{},;]{1,128})@"
     r"(?![vV]?\d|sha\d|[0-9a-f]{7,64}(?![A-Za-z0-9])"
     r"|[A-Z0-9-]{1,64}\.[A-Z0-9.-]{1,190}(?![A-Za-z0-9.-]))[A-Za-z(/]",
+    # A command line's user:password (curl's, wget's "-u admin:pw", "-uadmin:pw",
+    # "--user=admin:pw", "--proxy-user admin:pw"): the password goes. The user starts
+    # with a letter ("docker run -u 1000:1000" is a uid and a gid).
+    "cli_credentials": r"""-(?<![^\s"'=]-)(?:-(?:proxy-)?user[ \t=]|u[ \t]?)["']?"""
+    r"""[A-Za-z][^\s:"'/@]{0,127}:(?P<v>[^\s"']{1,256})""",
     # Slack's tokens (xoxb-, xoxp-, xoxa- ...): what follows the prefix.
     "slack_token": r"xox(?<![A-Za-z0-9_]xox)[abposr]-(?P<v>[A-Za-z0-9-]{10,255})",
 }
@@ -1029,6 +1034,7 @@ _NEEDS: dict[str, tuple[str, ...]] = {
     "jwt": ("eyJ",),
     "private_key": ("-----BEGIN",),
     "connect_credentials": ("@",),
+    "cli_credentials": ("-u", "-proxy-user"),
     "service_token": ("_",),
     "slack_token": ("xox",),
     "email": ("@",),

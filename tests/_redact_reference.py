@@ -296,6 +296,7 @@ _NEEDS: dict[str, tuple[str, ...]] = {
     "jwt": ("eyJ",),
     "private_key": ("-----BEGIN",),
     "connect_credentials": ("@",),
+    "cli_credentials": ("-u", "-proxy-user"),
     "service_token": ("_",),
     "slack_token": ("xox",),
     "email": ("@",),

@@ -63,7 +63,7 @@ _PIECES = st.sampled_from(
      # digits, user/password@db, bytearray reprs, prefixed tokens, PEM keys)
      "('", "(1", "((", "token01", "session2", "Password", "/", "scott", "tiger@orcl",
      "bytearray(b'", "ghp_", "sk_live_", "xoxb-", "-----BEGIN PRIVATE KEY-----",
-     "-----END PRIVATE KEY-----", "a" * 12, "@v4", "@EXAMPLE.COM"]
+     "-----END PRIVATE KEY-----", "a" * 12, "@v4", "@EXAMPLE.COM", "-u", "--user="]
 )  # fmt: skip
 
 

@@ -40,6 +40,11 @@ SHAPES = [
     ("url jdbc:oracle:thin:app/s3cret@db:1521:ORCL",
      "url jdbc:oracle:thin:app/[REDACTED]@db:1521:ORCL"),
     ("exp userid=system/s3cr#t@//db:1521/XE", "exp userid=system/[REDACTED]@//db:1521/XE"),
+    # A command line's user:password.
+    ("run curl -u admin:s3cret https://api", "run curl -u admin:[REDACTED] https://api"),
+    ("curl -uadmin:s3cret --proxy-user p:s3cr x",
+     "curl -uadmin:[REDACTED] --proxy-user p:[REDACTED] x"),
+    ("wget --user=bob:s3cret\u00a0-u x:s3cret", "wget --user=bob:[REDACTED]\u00a0-u x:[REDACTED]"),
     # A PEM private key logged bare (no key names it), whole or cut.
     ("loaded -----BEGIN RSA PRIVATE KEY-----\nMIIEs3cret+/x\n-----END RSA PRIVATE KEY-----",
      "loaded -----BEGIN RSA PRIVATE KEY-----[REDACTED]-----END RSA PRIVATE KEY-----"),
@@ -64,6 +69,7 @@ PLAIN = [
     "mail admin@example.com about https://example.com/",
     "user=bob; more text",
     "Password policy: 8 characters; ok",
+    "docker run -u 1000:1000 img; sudo -u www-data cmd; git push -u origin main",
     "uses: actions/checkout@v4 and actions/setup-python@0b93645",
     "pulled library/nginx@sha256:0d17b565c37bcbd895e9d92315a05c1c3c9a29f762b011a10c54a66cd53c9b31",
     "npm i @types/node@18.0.0 from /usr/lib/node_modules/x@y",
@@ -77,7 +83,8 @@ PLAIN = [
 #: place (the text's start and end, beside others), for the C check to agree on.
 MARK_PIECES = ["ghp_" + "a" * 36, "github_pat_" + "b" * 22, "xoxp-" + "1" * 10,
                "sk_test_" + "c" * 16, "rk_live_" + "d" * 16, "-----BEGIN PRIVATE KEY-----",
-               "-", "_", "x", "g", "k", " ", "\n", "ok"]  # fmt: skip
+               "-", "_", "x", "g", "k", " ", "\n", "ok", "-u", "--user ", "a:b", "\u00a0",
+               "="]  # fmt: skip
 
 
 class TestShapes:
