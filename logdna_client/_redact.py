@@ -150,11 +150,11 @@ CREDENTIAL_PATTERNS: dict[str, str] = {
     # (Redactor.is_secret). Space after the separator and then another key right
     # before its separator: this value is empty ("password= token=abc");
     # "password: hunter2 :" is a value. An auth scheme word stays; quoted values go
-    # whole. A quote may be escaped (JSON inside a JSON
-    # string: {\"password\": \"x\"}; by up to 15 backslashes, JSON nested 5 deep),
-    # and an escaped quote does not end a quoted value ("p\"w": all of it; in JSON
-    # inside JSON, what follows the value in its object too: more than the value,
-    # never less).
+    # whole. A quote may be escaped (JSON inside a JSON string: {\"password\": \"x\"};
+    # by up to 15 backslashes, JSON nested 5 deep), and an escaped quote does not end
+    # a quoted value ("p\"w": all of it; in JSON inside JSON, what follows the value
+    # in its object too: more than the value, never less). A bare value runs on past
+    # a space to a ";" (_SPACED); a list or a tuple goes to its "]" or ")".
     # (An unquoted value is read as a run of plain characters first, the regex
     # engine's fast loop; only one with a joiner in it takes the slower units.)
     "secret_kv": _key_value(
@@ -189,8 +189,8 @@ CREDENTIAL_PATTERNS: dict[str, str] = {
     # Oracle's user/password@database (sqlplus, exp/imp, JDBC thin's
     # "jdbc:oracle:thin:scott/tiger@host:1521:ORCL"): the password goes. Found from
     # the "/" (the user before it is read back: a name of 1 to 30 letters, digits,
-    # "_", "$" or "#" that starts with a letter, after a space, a quote, "=", ":" or
-    # the start; not after "/", "." or "@": a path, a URL, an npm scope). Not where
+    # "_", "$" or "#" that starts with a letter, not after a "/", ".", "@", "-", "%",
+    # "+" or "\\": a path, a URL, a host name, an npm scope). Not where
     # what follows the "@" reads as a version, a digest or a Kerberos realm
     # ("actions/checkout@v4", "image@sha256:...", "HTTP/host@EXAMPLE.COM").
     "connect_credentials": r"/(?<=[A-Za-z0-9_$#]/)(?P<v>[^\s/@\"'()\[\]{},;]{1,128})@"
@@ -997,8 +997,8 @@ def _connect_passwords(
     text: str, backwards: str, regex: re.Pattern[str], spans: list[Span]
 ) -> None:
     """Each user/password@database's password: matched from the "/", its user read
-    back (``ORACLE_USER_REVERSED``)."""
-    user = ORACLE_USER_REVERSED.match
+    back (``_ORACLE_USER_REVERSED``)."""
+    user = _ORACLE_USER_REVERSED.match
     end = len(text)
     for m in regex.finditer(text):
         if user(backwards, end - m.start()) is not None:
@@ -1008,7 +1008,7 @@ def _connect_passwords(
 #: An Oracle user name before its "/", read back on the reversed text: 1 to 30
 #: characters, a letter first, after none that could continue a path, a URL or a
 #: host name (the connect_credentials pattern).
-ORACLE_USER_REVERSED = re.compile(r"[A-Za-z0-9_$#]{0,29}[A-Za-z](?![A-Za-z0-9_$#@/.\\%+-])")
+_ORACLE_USER_REVERSED = re.compile(r"[A-Za-z0-9_$#]{0,29}[A-Za-z](?![A-Za-z0-9_$#@/.\\%+-])")
 
 # Keys before a separator, read back on the reversed text (_SEPARATOR_KEY_REVERSED
 # with only the key captured, one regex for each separator: a literal first is

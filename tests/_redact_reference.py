@@ -14,11 +14,11 @@ from logdna_client._redact import (
     _BARE_UNIT,
     _LIST_START,
     _LIST_UNIT,
+    _ORACLE_USER_REVERSED,
     _RUN_ON,
     _TUPLE_START,
     _TUPLE_UNIT,
     MARKER,
-    ORACLE_USER_REVERSED,
     PRESET_PATTERNS,
     _redacted_already,
 )
@@ -166,7 +166,7 @@ class ReferencePatterns:
 
             def connect(m: re.Match[str]) -> Span | None:
                 text = m.string
-                user = ORACLE_USER_REVERSED.match(before.of(text), len(text) - m.start())
+                user = _ORACLE_USER_REVERSED.match(before.of(text), len(text) - m.start())
                 return m.span("v") if user is not None else None
 
             return connect
