@@ -81,12 +81,12 @@ SECRET_WHOLE_KEYS: tuple[str, ...] = ("sid",)
 
 # The key=value pattern's parts. What comes before the value (see secret_kv): the
 # separator, "=>" too (Ruby's, PHP's and Perl's hashes: {"password"=>"x"}); a
-# quote may open a bytes or bytearray repr ("b'x'", "bytearray(b'x')": the value
-# is what is quoted).
+# quote may open a bytes repr or stand inside a call's repr ("b'x'",
+# "bytearray(b'x')", "SecretStr('x')", "Token(\"x\")": the value is what is quoted).
 _KV_BEFORE = (
     r"""[:=](?:(?<!\d\d:)|(?!\d))(?:(?<==)>)?"""
     r"""(?:[ \t]{1,3}(?![A-Za-z0-9_.-]{1,64}(?:\\{0,15}["'])?[:=]))?"""
-    r"""(?:(?:bytearray\()?b?\\{0,15}["'])?"""
+    r"""(?:(?:[A-Za-z_][A-Za-z0-9_.]{0,63}\()?b?\\{0,15}["'])?"""
     r"""(?:(?i:bearer|basic|token|digest)[ \t]{1,3})?"""
 )
 # One character (or escape) of a quoted value, after a " and after a '.

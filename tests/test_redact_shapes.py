@@ -29,6 +29,10 @@ SHAPES = [
     ("{'password': bytearray(b's3cret')}", "{'password': bytearray(b'[REDACTED]')}"),
     ("Config(password=bytearray(b's3cret'), user='bob')",
      "Config(password=bytearray(b'[REDACTED]'), user='bob')"),
+    # A call's repr around the value (a wrapper type's, a custom secret holder's).
+    ("login(u, password=Secret('s3cret'))", "login(u, password=Secret('[REDACTED]'))"),
+    ('Config(api_token=types.Token("s3cret"), x=1)',
+     'Config(api_token=types.Token("[REDACTED]"), x=1)'),
     # A tuple value, as a kwargs repr prints requests' auth=.
     ("get(url, auth=('admin', 's3cret'), timeout=3)", "get(url, auth=[REDACTED], timeout=3)"),
     ("{'password': ('s3cr', 'et')}", "{'password': [REDACTED]}"),
