@@ -1241,7 +1241,11 @@ class Redactor:
             # not secrets. One pass over cached answers instead of the walk.
             try:
                 if (
-                    _keys_known_plain(self._plain_keys, value)
+                    # (Each key's type first: a set lookup runs a key's own __hash__
+                    # and __eq__, and a str subclass or any other object can answer
+                    # "user" to them while it ships as "password".)
+                    _STR.issuperset(map(type, value))
+                    and self._plain_keys.issuperset(value)
                     and _SCALARS.issuperset(map(type, value.values()))
                     and not (
                         self._text_re is not None
@@ -1392,16 +1396,6 @@ class Redactor:
 _OTHER: Any = object()
 _SCALARS = frozenset({str, int, float, bool, type(None)})
 _STR = frozenset({str})
-
-
-def _keys_known_plain(plain_keys: set[str], meta: Mapping[Any, Any]) -> bool:
-    """Whether every key of ``meta`` is a str found plain (``Redactor.plain_keys``).
-
-    Each key's type is asked first: a set lookup runs the key's own ``__hash__`` and
-    ``__eq__``, and a str subclass or any other object can answer "user" to them
-    while it ships as "password".
-    """
-    return _STR.issuperset(map(type, meta)) and plain_keys.issuperset(meta)
 
 
 _UNREADABLE = "[REDACTED: unreadable]"
