@@ -13,7 +13,13 @@ from logdna_client import Client, LogDNAHandler
 from logdna_client._redact import CREDENTIAL_PATTERNS, MARKER, Redactor
 from tests._redact_reference import ReferencePatterns
 from tests.test_redact import RecordingTransport, assert_ships_as, wire  # noqa: F401
-from tests.test_speedups import needs_speedups, pair, record, through_both  # noqa: F401
+from tests.test_speedups import (  # noqa: F401
+    needs_speedups,
+    pair,
+    record,
+    through_both,
+    with_extras_through_both,
+)
 
 #: (text, what it ships as); each secret piece is spelled "s3cr..." so a leak is
 #: easy to see.
@@ -129,6 +135,20 @@ class TestShapes:
 
         assert slow == fast
         assert [expected] * 2 == [orjson.loads(entry[1:])["line"] for entry in fast]
+
+    @needs_speedups
+    def test_c_path_meta_values(
+        self,
+        pair: tuple[LogDNAHandler, LogDNAHandler],  # noqa: F811
+    ) -> None:
+        """Each shape as an extra= value: the C handle writes no meta string the
+        redactor would change (it wrote them as they were, with keys it knew plain)."""
+        extra = {f"note{i}": text for i, (text, _) in enumerate(SHAPES)}
+
+        fast, slow = with_extras_through_both(pair, extra, 3)
+
+        assert slow == fast
+        assert not [line for line in fast if b"s3cr" in line]
 
     @needs_speedups
     @settings(max_examples=200, deadline=None,
