@@ -81,12 +81,12 @@ SECRET_WHOLE_KEYS: tuple[str, ...] = ("sid",)
 
 # The key=value pattern's parts. What comes before the value (see secret_kv): the
 # separator, "=>" too (Ruby's, PHP's and Perl's hashes: {"password"=>"x"}); a
-# quote may open a bytes or bytearray repr ("b'x'", "bytearray(b'x')": the value
-# is what is quoted).
+# quote may open a bytes repr or stand inside a call's repr ("b'x'",
+# "bytearray(b'x')", "SecretStr('x')", "Token(\"x\")": the value is what is quoted).
 _KV_BEFORE = (
     r"""[:=](?:(?<!\d\d:)|(?!\d))(?:(?<==)>)?"""
     r"""(?:[ \t]{1,3}(?![A-Za-z0-9_.-]{1,64}(?:\\{0,15}["'])?[:=]))?"""
-    r"""(?:(?:bytearray\()?b?\\{0,15}["'])?"""
+    r"""(?:(?:[A-Za-z_][A-Za-z0-9_.]{0,63}\()?b?\\{0,15}["'])?"""
     r"""(?:(?i:bearer|basic|token|digest)[ \t]{1,3})?"""
 )
 # One character (or escape) of a quoted value, after a " and after a '.
@@ -117,9 +117,12 @@ _BARE_UNIT = rf"(?:{_PLAIN}|{_INNER})"
 # A list value (JSON's, Python's: '"tokens": ["a", "b"]') goes whole, to its first
 # "]" (one inside an item ends it early), when an item starts right after its "[":
 # a quote (escaped, or a bytes repr's), a number or another list. Any other "[" is
-# a bare value's character ("[REDACTED]" among them).
+# a bare value's character ("[REDACTED]" among them). A tuple likewise, to its first
+# ")": requests' "auth=('user', 'pass')" in a kwargs repr.
 _LIST_START = r"""\[(?=[ \t]{0,3}(?:b?\\{0,15}["']|[-\d\[]))"""
 _LIST_UNIT = r"[^\]\r\n]"
+_TUPLE_START = r"""\((?=[ \t]{0,3}(?:b?\\{0,15}["']|[-\d\[(]))"""
+_TUPLE_UNIT = r"[^)\r\n]"
 
 
 def _key_value(quoted: str, bare: str) -> str:
@@ -147,16 +150,16 @@ CREDENTIAL_PATTERNS: dict[str, str] = {
     # (Redactor.is_secret). Space after the separator and then another key right
     # before its separator: this value is empty ("password= token=abc");
     # "password: hunter2 :" is a value. An auth scheme word stays; quoted values go
-    # whole. A quote may be escaped (JSON inside a JSON
-    # string: {\"password\": \"x\"}; by up to 15 backslashes, JSON nested 5 deep),
-    # and an escaped quote does not end a quoted value ("p\"w": all of it; in JSON
-    # inside JSON, what follows the value in its object too: more than the value,
-    # never less).
+    # whole. A quote may be escaped (JSON inside a JSON string: {\"password\": \"x\"};
+    # by up to 15 backslashes, JSON nested 5 deep), and an escaped quote does not end
+    # a quoted value ("p\"w": all of it; in JSON inside JSON, what follows the value
+    # in its object too: more than the value, never less). A bare value runs on past
+    # a space to a ";" (_SPACED); a list or a tuple goes to its "]" or ")".
     # (An unquoted value is read as a run of plain characters first, the regex
     # engine's fast loop; only one with a joiner in it takes the slower units.)
     "secret_kv": _key_value(
         "{1,256}",
-        rf"(?:{_LIST_START}{_LIST_UNIT}{{0,256}}\]?"
+        rf"(?:{_LIST_START}{_LIST_UNIT}{{0,256}}\]?|{_TUPLE_START}{_TUPLE_UNIT}{{0,256}}\)?"
         rf"|{_PLAIN}{{1,256}}(?:{_INNER}{_BARE_UNIT}{{0,255}})?"
         rf"|{_JOINER}{_BARE_UNIT}{{0,255}})",
     ),
@@ -183,6 +186,21 @@ CREDENTIAL_PATTERNS: dict[str, str] = {
     r"|(?<=github_pat_)(?<![A-Za-z0-9_]github_pat_)"
     r"|(?<=[rs]k_live_|[rs]k_test_)(?<![A-Za-z0-9_][rs]k_live_|[A-Za-z0-9_][rs]k_test_))"
     r"(?P<v>[A-Za-z0-9_-]{10,255})",
+    # Oracle's user/password@database (sqlplus, exp/imp, JDBC thin's
+    # "jdbc:oracle:thin:scott/tiger@host:1521:ORCL"): the password goes. Found from
+    # the "/" (the user before it is read back: a name of 1 to 30 letters, digits,
+    # "_", "$" or "#" that starts with a letter, not after a "/", ".", "@", "-", "%",
+    # "+" or "\\": a path, a URL, a host name, an npm scope). Not where
+    # what follows the "@" reads as a version, a digest or a Kerberos realm
+    # ("actions/checkout@v4", "image@sha256:...", "HTTP/host@EXAMPLE.COM").
+    "connect_credentials": r"/(?<=[A-Za-z0-9_$#]/)(?P<v>[^\s/@\"'()\[\]{},;]{1,128})@"
+    r"(?![vV]?\d|sha\d|[0-9a-f]{7,64}(?![A-Za-z0-9])"
+    r"|[A-Z0-9-]{1,64}\.[A-Z0-9.-]{1,190}(?![A-Za-z0-9.-]))[A-Za-z(/]",
+    # A command line's user:password (curl's, wget's "-u admin:pw", "-uadmin:pw",
+    # "--user=admin:pw", "--proxy-user admin:pw"): the password goes. The user starts
+    # with a letter ("docker run -u 1000:1000" is a uid and a gid).
+    "cli_credentials": r"""-(?<![^\s"'=]-)(?:-(?:proxy-)?user[ \t=]|u[ \t]?)["']?"""
+    r"""[A-Za-z][^\s:"'/@]{0,127}:(?P<v>[^\s"']{1,256})""",
     # Slack's tokens (xoxb-, xoxp-, xoxa- ...): what follows the prefix.
     "slack_token": r"xox(?<![A-Za-z0-9_]xox)[abposr]-(?P<v>[A-Za-z0-9-]{10,255})",
 }
@@ -429,7 +447,7 @@ _LOWER_FORMS: dict[str, dict[str, str]] = {
 Span = tuple[int, int]
 
 # What a rule is, for _Patterns.sub: how its matches become spans.
-_WHOLE, _VALUE, _WORDS_FIRST, _KEY_VALUE, _EMAIL, _DIGITS = range(6)
+_WHOLE, _VALUE, _WORDS_FIRST, _KEY_VALUE, _EMAIL, _DIGITS, _USER_AT = range(7)
 # (kind, literals one of which every match holds, regex, its other forms, _RUN_ON's)
 _Rule = tuple[int, tuple[str, ...], re.Pattern[str], Any, "tuple[int, re.Pattern[str]] | None"]
 
@@ -464,7 +482,10 @@ _QUOTED_RUN = {quote: re.compile(f"{unit}+") for quote, unit in _IN_QUOTES.items
 _BARE_RUN = re.compile(rf"{_BARE_START}{_PLAIN}*(?:{_INNER}{_PLAIN}*)*")
 # A list value's run, from its "[" or from where its bound cut it.
 _LIST_HEAD = re.compile(_LIST_START)
-_LIST_RUN = re.compile(rf"{_LIST_UNIT}*\]?")
+_TUPLE_HEAD = re.compile(_TUPLE_START)
+# A list's or tuple's run, by its opening bracket; and the bracket that closes it.
+_CLOSED_RUNS = {"[": re.compile(rf"{_LIST_UNIT}*\]?"), "(": re.compile(rf"{_TUPLE_UNIT}*\)?")}
+_CLOSERS = {"[": "]", "(": ")"}
 
 
 class _Patterns:
@@ -510,6 +531,8 @@ class _Patterns:
                 kind: int = _KEY_VALUE
             elif name == "email":
                 kind = _EMAIL
+            elif name == "connect_credentials":
+                kind = _USER_AT
             elif name in _LOWER_FORMS:
                 kind = _WORDS_FIRST
             else:
@@ -577,10 +600,14 @@ class _Patterns:
                 for m in regex.finditer(text):
                     span = m.span("v")
                     spans.append(span if span[0] >= 0 else m.span())
-            else:  # _EMAIL
+            elif kind == _EMAIL:
                 if backwards is None:
                     backwards = text[::-1]
                 _emails(text, backwards, regex, spans)
+            else:  # _USER_AT
+                if backwards is None:
+                    backwards = text[::-1]
+                _connect_passwords(text, backwards, regex, spans)
         if not spans:
             return text if keep is None else text[:keep]
         if longs:
@@ -796,7 +823,7 @@ def _values(
             s, e = m.span(whole_v)
             kind = _value_class(text, s)
             # (Maybe cut at the bound; a list that reached its "]" is whole.)
-            if e - s >= _VALUE_BOUND and not (kind == "[" and text[e - 1] == "]"):
+            if e - s >= _VALUE_BOUND and not (kind in _CLOSERS and text[e - 1] == _CLOSERS[kind]):
                 more = _run_of(kind).match(text, e)
                 if more is not None:
                     e = more.end()
@@ -816,11 +843,14 @@ def _values(
 
 def _value_class(text: str, start: int) -> str:
     """The class of the key=value pattern's value at ``start``: the quote before it,
-    "[" for a list, "" for a bare value."""
+    "[" for a list, "(" for a tuple, "" for a bare value."""
     kind = text[start - 1]
     if kind in _QUOTED_RUN:
         return kind
-    return "[" if text[start] == "[" and _LIST_HEAD.match(text, start) else ""
+    first = text[start]
+    if first == "[":
+        return "[" if _LIST_HEAD.match(text, start) else ""
+    return "(" if first == "(" and _TUPLE_HEAD.match(text, start) else ""
 
 
 def _run_of(kind: str) -> re.Pattern[str]:
@@ -828,7 +858,7 @@ def _run_of(kind: str) -> re.Pattern[str]:
     quoted = _QUOTED_RUN.get(kind)
     if quoted is not None:
         return quoted
-    return _LIST_RUN if kind == "[" else _BARE_RUN
+    return _CLOSED_RUNS.get(kind, _BARE_RUN)
 
 
 def _redacted_already(text: str, start: int, end: int) -> bool:
@@ -963,6 +993,23 @@ def _emails(text: str, backwards: str, regex: re.Pattern[str], spans: list[Span]
             spans.append((end - local.end(), m.end()))
 
 
+def _connect_passwords(
+    text: str, backwards: str, regex: re.Pattern[str], spans: list[Span]
+) -> None:
+    """Each user/password@database's password: matched from the "/", its user read
+    back (``_ORACLE_USER_REVERSED``)."""
+    user = _ORACLE_USER_REVERSED.match
+    end = len(text)
+    for m in regex.finditer(text):
+        if user(backwards, end - m.start()) is not None:
+            spans.append(m.span("v"))
+
+
+#: An Oracle user name before its "/", read back on the reversed text: 1 to 30
+#: characters, a letter first, after none that could continue a path, a URL or a
+#: host name (the connect_credentials pattern).
+_ORACLE_USER_REVERSED = re.compile(r"[A-Za-z0-9_$#]{0,29}[A-Za-z](?![A-Za-z0-9_$#@/.\\%+-])")
+
 # Keys before a separator, read back on the reversed text (_SEPARATOR_KEY_REVERSED
 # with only the key captured, one regex for each separator: a literal first is
 # found faster than a class): findall gives them without a Python step each.
@@ -986,6 +1033,8 @@ _NEEDS: dict[str, tuple[str, ...]] = {
     "url_credentials": ("://",),
     "jwt": ("eyJ",),
     "private_key": ("-----BEGIN",),
+    "connect_credentials": ("@",),
+    "cli_credentials": ("-u", "-proxy-user"),
     "service_token": ("_",),
     "slack_token": ("xox",),
     "email": ("@",),
@@ -1192,7 +1241,11 @@ class Redactor:
             # not secrets. One pass over cached answers instead of the walk.
             try:
                 if (
-                    _keys_known_plain(self._plain_keys, value)
+                    # (Each key's type first: a set lookup runs a key's own __hash__
+                    # and __eq__, and a str subclass or any other object can answer
+                    # "user" to them while it ships as "password".)
+                    _STR.issuperset(map(type, value))
+                    and self._plain_keys.issuperset(value)
                     and _SCALARS.issuperset(map(type, value.values()))
                     and not (
                         self._text_re is not None
@@ -1343,16 +1396,6 @@ class Redactor:
 _OTHER: Any = object()
 _SCALARS = frozenset({str, int, float, bool, type(None)})
 _STR = frozenset({str})
-
-
-def _keys_known_plain(plain_keys: set[str], meta: Mapping[Any, Any]) -> bool:
-    """Whether every key of ``meta`` is a str found plain (``Redactor.plain_keys``).
-
-    Each key's type is asked first: a set lookup runs the key's own ``__hash__`` and
-    ``__eq__``, and a str subclass or any other object can answer "user" to them
-    while it ships as "password".
-    """
-    return _STR.issuperset(map(type, meta)) and plain_keys.issuperset(meta)
 
 
 _UNREADABLE = "[REDACTED: unreadable]"

@@ -412,13 +412,24 @@ literal_at(int kind, const void *data, Py_ssize_t at, Py_ssize_t n, const char *
 
 /* Whether the '-' or '_' at ``text[i]`` is part of a mark _redact._dash_mark finds: a
  * PEM key's "-----BEGIN", a service token's prefix ("ghp_", "github_pat_", "xoxb-",
- * "sk_live_"). */
+ * "sk_live_"); or a command line's user option ("-u", "--user"), whose value the
+ * Python redactor judges (text with one has a ':' for has_trigger). */
 static int
 dash_mark(int kind, const void *data, Py_ssize_t i, Py_ssize_t n)
 {
     Py_UCS4 c;
     if (PyUnicode_READ(kind, data, i) == '-') {
         if (literal_at(kind, data, i, n, "-----BEGIN")) {
+            return 1;
+        }
+        /* A command line's "-u user:pw", "--user", "--proxy-user" (cli_credentials):
+           its ':' is after a user name the redactor may have found plain. (After any
+           character but a letter or digit: the pattern's space, quote or '=' among
+           them, Unicode spaces too.) */
+        c = i > 0 ? PyUnicode_READ(kind, data, i - 1) : ' ';
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) &&
+            (literal_at(kind, data, i + 1, n, "u") || literal_at(kind, data, i + 1, n, "-user") ||
+             literal_at(kind, data, i + 1, n, "-proxy-user"))) {
             return 1;
         }
         c = i >= 4 ? PyUnicode_READ(kind, data, i - 1) : 0;

@@ -14,7 +14,10 @@ from logdna_client._redact import (
     _BARE_UNIT,
     _LIST_START,
     _LIST_UNIT,
+    _ORACLE_USER_REVERSED,
     _RUN_ON,
+    _TUPLE_START,
+    _TUPLE_UNIT,
     MARKER,
     PRESET_PATTERNS,
     _redacted_already,
@@ -158,6 +161,15 @@ class ReferencePatterns:
                 return (at - len(local.group()), m.end()) if local is not None else None
 
             return email
+        if name == "connect_credentials":
+            before = _Backwards()
+
+            def connect(m: re.Match[str]) -> Span | None:
+                text = m.string
+                user = _ORACLE_USER_REVERSED.match(before.of(text), len(text) - m.start())
+                return m.span("v") if user is not None else None
+
+            return connect
         if name == "digits":
 
             def digits(m: re.Match[str]) -> Span | None:
@@ -225,12 +237,14 @@ class ReferencePatterns:
             return span
         if run is None:  # secret_kv: the class the quote before the value says
             quote = text[s - 1] if s else ""
-            if quote not in ('"', "'") and re.match(_LIST_START, text[s:]):
-                # A list: to its "]", if the bound did not reach it.
-                if text[e - 1] == "]":
-                    return span
-                more = re.compile(rf"{_LIST_UNIT}*\]?").match(text, e)
-                return s, e if more is None else more.end()
+            for start, unit, close in ((_LIST_START, _LIST_UNIT, "]"),
+                                       (_TUPLE_START, _TUPLE_UNIT, ")")):  # fmt: skip
+                if quote not in ('"', "'") and re.match(start, text[s:]):
+                    # A list or a tuple: to its "]" or ")", if the bound did not reach it.
+                    if text[e - 1] == close:
+                        return span
+                    more = re.compile(rf"{unit}*\{close}?").match(text, e)
+                    return s, e if more is None else more.end()
             run = re.compile(
                 {'"': r'(?:[^"\\\r\n]|\\[^\r\n])*', "'": r"(?:[^'\\\r\n]|\\[^\r\n])*"}.get(
                     quote, rf"{_BARE_UNIT}*"
@@ -281,6 +295,8 @@ _NEEDS: dict[str, tuple[str, ...]] = {
     "url_credentials": ("://",),
     "jwt": ("eyJ",),
     "private_key": ("-----BEGIN",),
+    "connect_credentials": ("@",),
+    "cli_credentials": ("-u", "-proxy-user"),
     "service_token": ("_",),
     "slack_token": ("xox",),
     "email": ("@",),

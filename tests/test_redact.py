@@ -474,7 +474,7 @@ class TestTextPatterns:
         examples = ["Authorization: x", "password=x", "AKIAIOSFODNN7EXAMPLE",
                     "s://u:p@h", "eyJhbGciOi.eyJzdWIi.sig",
                     "-----BEGIN PRIVATE KEY-----\nMII", "ghp_" + "a" * 36,
-                    "xoxb-1234567890"]  # fmt: skip
+                    "scott/tiger@orcl", "curl -u a:b", "xoxb-1234567890"]  # fmt: skip
         for name, example in zip(CREDENTIAL_PATTERNS, examples, strict=True):
             assert re.search(CREDENTIAL_PATTERNS[name], example), name
             assert TRIGGER.search(example), name

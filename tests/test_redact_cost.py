@@ -87,6 +87,10 @@ HOSTILE = [
     "sid=",  # a key that is a secret only whole
     "pw=b'",  # a bytes repr's quote inside a value
     "pw=> ",  # a hash arrow, a space after it
+    "pw=a b ",  # spaces inside a value that no ";" ends
+    "pw=a b;",  # spaces inside values that a ";" ends
+    "pw=('a', ",  # tuples that never close
+    "token01: a ",  # keys that end in digits before a ":"
     "".join(f'k{i}_token=\\"' for i in range(20)),  # more keys than the finders take
 ]
 

@@ -58,7 +58,12 @@ _PIECES = st.sampled_from(
      "Bearer", "bearer", "basic", "ssn", "SSN", "social", "Social Security", "security",
      "number", "no", "ann.lee", "example.com", ".com", "bob", "eyJ", "AKIA", "://",
      MARKER, "1-", "4 ", "12:30", "db_token", "sid", "PHPSESSID", "pw12", "=>", "b'", "[",
-     "]", "%5B", "%5D", "5B", "tokens", '["', "['", "[1", "[-", "[["]
+     "]", "%5B", "%5D", "5B", "tokens", '["', "['", "[1", "[-", "[[",
+     # (the review's shapes: tuple values, spaced values to a ";", keys ending in
+     # digits, user/password@db, bytearray reprs, prefixed tokens, PEM keys)
+     "('", "(1", "((", "token01", "session2", "Password", "/", "scott", "tiger@orcl",
+     "bytearray(b'", "ghp_", "sk_live_", "xoxb-", "-----BEGIN PRIVATE KEY-----",
+     "-----END PRIVATE KEY-----", "a" * 12, "@v4", "@EXAMPLE.COM", "-u", "--user="]
 )  # fmt: skip
 
 
@@ -112,6 +117,18 @@ EXAMPLES = [
     ' "password": "token: [\\"a\\"] and more than sixteen", "user": "bob"]',
     # a backslash before a line break after a quote: a bare value of one character
     'pw="\\\n pin=\'\\\r\n token="\\',
+    # the review's shapes: spaced values to a ";", keys ending in digits, "@" in a URL
+    # password, bytearray reprs, tuples, user/password@db, PEM keys, prefixed tokens
+    "Password=a b; pw=c d e;x token01: y 10:30: z 16:9 pw= a b c d e f g h i j; k",
+    "https://u:p@s@s@h/x s://u:a@b c@d {'pin': bytearray(b'1')} auth=('a', 'b)c'), pw=(1,",
+    "sqlplus scott/tiger@orcl a/b@v4 x/y@EXAMPLE.COM /p/q@r u/p@(D=1) jdbc:o:s/t@h:1:O",
+    "-----BEGIN RSA PRIVATE KEY-----\nMII\n-----END RSA PRIVATE KEY----- ghp_"
+    + "a" * 36
+    + " xoxb-"
+    + "1" * 12
+    + " sk_live_"
+    + "b" * 16
+    + " -----BEGIN PRIVATE KEY-----",
 ]
 
 

@@ -13,7 +13,13 @@ from logdna_client import Client, LogDNAHandler
 from logdna_client._redact import CREDENTIAL_PATTERNS, MARKER, Redactor
 from tests._redact_reference import ReferencePatterns
 from tests.test_redact import RecordingTransport, assert_ships_as, wire  # noqa: F401
-from tests.test_speedups import needs_speedups, pair, record, through_both  # noqa: F401
+from tests.test_speedups import (  # noqa: F401
+    needs_speedups,
+    pair,
+    record,
+    through_both,
+    with_extras_through_both,
+)
 
 #: (text, what it ships as); each secret piece is spelled "s3cr..." so a leak is
 #: easy to see.
@@ -29,9 +35,26 @@ SHAPES = [
     ("{'password': bytearray(b's3cret')}", "{'password': bytearray(b'[REDACTED]')}"),
     ("Config(password=bytearray(b's3cret'), user='bob')",
      "Config(password=bytearray(b'[REDACTED]'), user='bob')"),
+    # A call's repr around the value (a wrapper type's, a custom secret holder's).
+    ("login(u, password=Secret('s3cret'))", "login(u, password=Secret('[REDACTED]'))"),
+    ('Config(api_token=types.Token("s3cret"), x=1)',
+     'Config(api_token=types.Token("[REDACTED]"), x=1)'),
+    # A tuple value, as a kwargs repr prints requests' auth=.
+    ("get(url, auth=('admin', 's3cret'), timeout=3)", "get(url, auth=[REDACTED], timeout=3)"),
+    ("{'password': ('s3cr', 'et')}", "{'password': [REDACTED]}"),
     # A key ending in two digits before ": " is a key, not a time.
     ("token01: s3cret", "token01: [REDACTED]"),
     ('"password12": "s3cret"', '"password12": "[REDACTED]"'),
+    # Oracle's user/password@database.
+    ("sqlplus scott/s3cret@orcl", "sqlplus scott/[REDACTED]@orcl"),
+    ("url jdbc:oracle:thin:app/s3cret@db:1521:ORCL",
+     "url jdbc:oracle:thin:app/[REDACTED]@db:1521:ORCL"),
+    ("exp userid=system/s3cr#t@//db:1521/XE", "exp userid=system/[REDACTED]@//db:1521/XE"),
+    # A command line's user:password.
+    ("run curl -u admin:s3cret https://api", "run curl -u admin:[REDACTED] https://api"),
+    ("curl -uadmin:s3cret --proxy-user p:s3cr x",
+     "curl -uadmin:[REDACTED] --proxy-user p:[REDACTED] x"),
+    ("wget --user=bob:s3cret\u00a0-u x:s3cret", "wget --user=bob:[REDACTED]\u00a0-u x:[REDACTED]"),
     # A PEM private key logged bare (no key names it), whole or cut.
     ("loaded -----BEGIN RSA PRIVATE KEY-----\nMIIEs3cret+/x\n-----END RSA PRIVATE KEY-----",
      "loaded -----BEGIN RSA PRIVATE KEY-----[REDACTED]-----END RSA PRIVATE KEY-----"),
@@ -56,6 +79,11 @@ PLAIN = [
     "mail admin@example.com about https://example.com/",
     "user=bob; more text",
     "Password policy: 8 characters; ok",
+    "docker run -u 1000:1000 img; sudo -u www-data cmd; git push -u origin main",
+    "uses: actions/checkout@v4 and actions/setup-python@0b93645",
+    "pulled library/nginx@sha256:0d17b565c37bcbd895e9d92315a05c1c3c9a29f762b011a10c54a66cd53c9b31",
+    "npm i @types/node@18.0.0 from /usr/lib/node_modules/x@y",
+    "kinit HTTP/web.example.com@EXAMPLE.COM and nn/localhost@EXAMPLE.COM",
     "-----BEGIN CERTIFICATE-----\nMIIBcert\n-----END CERTIFICATE-----",
     "-----BEGIN PUBLIC KEY-----\nMIIBpub\n-----END PUBLIC KEY-----",
     "my_ghp_value gh_pages sk_live xoxb- task_live_x",
@@ -65,7 +93,8 @@ PLAIN = [
 #: place (the text's start and end, beside others), for the C check to agree on.
 MARK_PIECES = ["ghp_" + "a" * 36, "github_pat_" + "b" * 22, "xoxp-" + "1" * 10,
                "sk_test_" + "c" * 16, "rk_live_" + "d" * 16, "-----BEGIN PRIVATE KEY-----",
-               "-", "_", "x", "g", "k", " ", "\n", "ok"]  # fmt: skip
+               "-", "_", "x", "g", "k", " ", "\n", "ok", "-u", "--user ", "a:b", "\u00a0",
+               "="]  # fmt: skip
 
 
 class TestShapes:
@@ -106,6 +135,20 @@ class TestShapes:
 
         assert slow == fast
         assert [expected] * 2 == [orjson.loads(entry[1:])["line"] for entry in fast]
+
+    @needs_speedups
+    def test_c_path_meta_values(
+        self,
+        pair: tuple[LogDNAHandler, LogDNAHandler],  # noqa: F811
+    ) -> None:
+        """Each shape as an extra= value: the C handle writes no meta string the
+        redactor would change (it wrote them as they were, with keys it knew plain)."""
+        extra = {f"note{i}": text for i, (text, _) in enumerate(SHAPES)}
+
+        fast, slow = with_extras_through_both(pair, extra, 3)
+
+        assert slow == fast
+        assert not [line for line in fast if b"s3cr" in line]
 
     @needs_speedups
     @settings(max_examples=200, deadline=None,
