@@ -37,7 +37,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.ssl_ import resolve_cert_reqs
 
 from ._auth import auth_headers, secret_forms
-from ._config import Config
+from ._config import Config, _is_loopback
 from ._kubernetes import attributes_for, tags_for
 from ._retry import parse_retry_after
 from ._threads import Wakeup, start_library_thread
@@ -695,6 +695,11 @@ class HTTPTransport:
     def __init__(self, config: Config) -> None:
         self._url = config.url
         self._verify = config.verify
+        # A loopback url is never sent through a proxy (as Go's HTTP client decides too):
+        # a proxy reaches its own loopback, not ours, and http:// to loopback needs no
+        # allow_insecure because the key never leaves the machine, which it did in clear
+        # through a proxy on another host (or a local one forwarding to one).
+        self._direct = _is_loopback(urlsplit(config.url).hostname or "")
         session = requests.Session()
         # No cookies kept: the ingest API sets none, and an endpoint setting new ones
         # with every answer made every later request carry all of them, without end
@@ -783,6 +788,8 @@ class HTTPTransport:
             )
             settings = self._settings(prepared.url)
             settings["stream"] = True  # the body is read here, up to a cap
+            if self._direct:
+                settings["proxies"] = {}
             # Never follow a redirect: the key and the lines would go where the
             # configured endpoint points them (the ingest API never redirects).
             response = session.send(prepared, timeout=timeout, allow_redirects=False, **settings)

@@ -1,10 +1,12 @@
-"""Proxy settings from the environment that no request can be made with: a proxy URL
-requests cannot parse or use. Each is the same on every retry: a settings failure,
-reported once and retried slowly, whose report never shows the proxy's password."""
+"""Proxy settings from the environment: a proxy URL no request can be made with (the
+same on every retry: a settings failure, reported once and retried slowly, whose report
+never shows the proxy's password), and a proxy set for every URL, a loopback one too."""
 
 from __future__ import annotations
 
 import logging
+import socket
+import socketserver
 import threading
 from collections.abc import Iterator
 
@@ -20,6 +22,9 @@ PASSWORD = "pw5ecretPr0xy"
 PROXY_VARIABLES = ("no_proxy", "NO_PROXY", "http_proxy", "HTTP_PROXY", "https_proxy",
                    "HTTPS_PROXY", "all_proxy", "ALL_PROXY")  # fmt: skip
 
+#: An ingest URL the environment's proxy is used for (a loopback one never goes through
+#: a proxy); no request to it gets past the proxy's URL.
+REMOTE = "http://ingest.invalid/logs/ingest"
 #: Proxy URLs requests refuses before any connection is made.
 UNUSABLE = {
     "port-out-of-range": f"http://user:{PASSWORD}@127.0.0.1:99999",
@@ -71,9 +76,7 @@ class TestAProxyURLNoRequestCanUse:
         """The transport answers a settings failure (it was a connection failure, retried
         on the quick backoff), and its detail carries neither the proxy's password (it
         quoted the URL whole: "Failed to parse: http://user:PASSWORD@...") nor the key."""
-        transport = HTTPTransport(
-            Config(key=KEY, url="http://127.0.0.1:9/logs/ingest", hostname="h")
-        )
+        transport = HTTPTransport(Config(key=KEY, url=REMOTE, hostname="h", allow_insecure=True))
         try:
             outcome = transport.send(b'{"lines":[]}', gzipped=False, timeout=5)
         finally:
@@ -86,17 +89,75 @@ class TestAProxyURLNoRequestCanUse:
         """A Client behind such a proxy reports it once at ERROR, without the password,
         and waits the slow pace before the next try: one request in the flush's two
         seconds (the quick backoff's first retry comes within half a second)."""
-        with scripted_server(lambda r, s, e: answer(200)) as server:
-            client = Client(key=KEY, url=server.url, hostname="t", flush_interval=0.05)
-            client.log("behind an unusable proxy")
-            assert reports.said.wait(WAIT)
-            assert not client.flush(2.0)
-            s, reported = client.stats(), list(reports.reports)
-            client.close(0)
-            reached = len(server.requests)
-        assert (0, 1, 1) == (reached, s["requests"], s["queued"]), s
+        client = Client(key=KEY, url=REMOTE, hostname="t", flush_interval=0.05, allow_insecure=True)
+        client.log("behind an unusable proxy")
+        assert reports.said.wait(WAIT)
+        assert not client.flush(2.0)
+        s, reported = client.stats(), list(reports.reports)
+        client.close(0)
+        assert (1, 1) == (s["requests"], s["queued"]), s
         assert "settings" == s["last_error"]["kind"], s  # type: ignore[index]
         assert 1 == len(reported), reported
         level, said = reported[0]
         assert logging.ERROR == level and "no request can be made" in said, said
         assert PASSWORD not in said and KEY not in said
+
+
+class _Recorder(socketserver.ThreadingTCPServer):
+    """A proxy that answers every request 200 and keeps what it was sent."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _RecorderHandler)
+        self.received: list[bytes] = []
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _RecorderHandler(socketserver.BaseRequestHandler):
+    server: _Recorder
+
+    def handle(self) -> None:
+        sock: socket.socket = self.request
+        sock.settimeout(30)
+        try:
+            while data := sock.recv(65536):
+                self.server.received.append(data)
+                sock.sendall(b'HTTP/1.1 200 OK\r\nContent-Length: 15\r\n\r\n{"status":"ok"}')
+        except OSError:
+            return
+
+
+class TestALoopbackURLIsNeverProxied:
+    @pytest.mark.parametrize("variable", ["HTTP_PROXY", "ALL_PROXY"])
+    def test_the_key_and_lines_go_straight_to_it(
+        self, monkeypatch: pytest.MonkeyPatch, variable: str
+    ) -> None:
+        """An http:// url to a loopback host (the devserver, a local agent: allowed without
+        allow_insecure since the key never leaves the machine) is sent straight to it,
+        never through the environment's proxy: through one, the key crossed the network
+        in clear (a remote proxy, or a local one that forwards), and the lines reached
+        whatever listens on the proxy's own loopback, not ours."""
+        for name in PROXY_VARIABLES:
+            monkeypatch.delenv(name, raising=False)
+        recorder = _Recorder()
+        thread = threading.Thread(target=recorder.serve_forever, daemon=True)
+        thread.start()
+        try:
+            monkeypatch.setenv(variable, recorder.url)
+            with scripted_server(lambda r, s, e: answer(200)) as server:
+                client = Client(key=KEY, url=server.url, hostname="t", flush_interval=0.05)
+                client.log("straight to the loopback server")
+                assert client.flush(WAIT)
+                client.close(WAIT)
+                reached = [line["line"] for r in server.requests for line in r.lines]
+        finally:
+            recorder.shutdown()
+            recorder.server_close()
+            thread.join(5)
+        assert [] == recorder.received
+        assert ["straight to the loopback server"] == reached
