@@ -1023,9 +1023,13 @@ def _failure(exc: Exception, scrub: Callable[[str], str]) -> Outcome:
     """
     if isinstance(exc, _Unusable):
         return Outcome(Kind.SETTINGS, None, None, str(exc))
-    if isinstance(exc, (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema)):
-        # Raised before any connection, from a URL requests cannot use (a proxy's, from the
-        # environment, or the url's own port out of range): the same on every retry.
+    if isinstance(exc, (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema)) or (
+        # requests wraps every socket's OSError: a bare one is raised before any connection,
+        # for a TLS file it cannot find (REQUESTS_CA_BUNDLE naming a file that is not there).
+        isinstance(exc, OSError) and not isinstance(exc, requests.exceptions.RequestException)
+    ):
+        # Raised before any connection, from a setting requests cannot use (a proxy's URL
+        # from the environment, the url's own port out of range): the same on every retry.
         return Outcome(
             Kind.SETTINGS, None, None, f"no request can be made: {_describe(exc, scrub)}"
         )

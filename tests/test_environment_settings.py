@@ -1,6 +1,7 @@
-"""Proxy settings from the environment: a proxy URL no request can be made with (the
-same on every retry: a settings failure, reported once and retried slowly, whose report
-never shows the proxy's password), and a proxy set for every URL, a loopback one too."""
+"""Settings requests reads from the environment: a proxy URL, or a CA bundle, no request
+can be made with (the same on every retry: a settings failure, reported once and retried
+slowly, whose report never shows the proxy's password), and a proxy set for every URL, a
+loopback one too."""
 
 from __future__ import annotations
 
@@ -101,6 +102,28 @@ class TestAProxyURLNoRequestCanUse:
         level, said = reported[0]
         assert logging.ERROR == level and "no request can be made" in said, said
         assert PASSWORD not in said and KEY not in said
+
+
+class TestACABundleThatIsNotThere:
+    @pytest.mark.parametrize("variable", ["REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"])
+    def test_is_a_settings_failure_that_says_so(
+        self, monkeypatch: pytest.MonkeyPatch, variable: str
+    ) -> None:
+        """A CA bundle the environment names and that is not there fails every https://
+        request before it connects: a settings failure naming the file (it was "unexpected
+        OSError", retried on the quick backoff, the cause nowhere said)."""
+        for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv(variable, "/nonexistent/ca-bundle.pem")
+        transport = HTTPTransport(
+            Config(key=KEY, url="https://ingest.invalid/logs/ingest", hostname="h")
+        )
+        try:
+            outcome = transport.send(b'{"lines":[]}', gzipped=False, timeout=5)
+        finally:
+            transport.close()
+        assert Kind.SETTINGS is outcome.kind, outcome
+        assert "/nonexistent/ca-bundle.pem" in outcome.detail, outcome
 
 
 class _Recorder(socketserver.ThreadingTCPServer):
