@@ -109,9 +109,12 @@ class Transport(Protocol):
 
 # Characters that end or rewrite a line in a log file or a terminal: C0 controls,
 # DEL, the C1 controls (NEL among them) and the Unicode line and paragraph separators.
+# The bidirectional controls too: they reorder how the rest of the line reads.
 # Also lone surrogates (an answer in charset=unicode_escape decodes "\ud800" to one):
 # a handler writing UTF-8 cannot encode them, and loses the whole report.
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+_CONTROL = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
+)
 
 
 def one_line(text: str) -> str:
