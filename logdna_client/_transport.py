@@ -19,6 +19,7 @@ import platform
 import re
 import socket
 import ssl
+import sys
 import threading
 import time
 import urllib.request
@@ -1036,6 +1037,12 @@ def _failure(exc: Exception, scrub: Callable[[str], str]) -> Outcome:
         return Outcome(
             Kind.SETTINGS, None, None, f"no request can be made: {_describe(exc, scrub)}"
         )
+    if _proxy_wants_credentials(exc):
+        return Outcome(
+            Kind.SETTINGS, None, None,
+            "the proxy wants credentials, or refused those in its url (HTTP 407, SOCKS5 "
+            f"authentication): {_describe(exc, scrub)}",
+        )  # fmt: skip
     if isinstance(exc, requests.exceptions.SSLError):
         return Outcome(Kind.RETRY, None, None, f"TLS error: {_describe(exc, scrub)}")
     if isinstance(exc, requests.exceptions.Timeout):
@@ -1044,6 +1051,19 @@ def _failure(exc: Exception, scrub: Callable[[str], str]) -> Outcome:
         return Outcome(Kind.RETRY, None, None, f"connection failed: {_describe(exc, scrub)}")
     # A bug below us must not kill the sender.
     return Outcome(Kind.RETRY, None, None, f"unexpected {type(exc).__name__}")
+
+
+def _proxy_wants_credentials(exc: Exception) -> bool:
+    """Whether ``exc`` is a proxy refusing the connection for want of credentials: an
+    HTTPS proxy's 407 to CONNECT (http.client, and urllib3's copy of its ``_tunnel``,
+    raise it as an OSError in these words), or PySocks' SOCKS5 authentication error."""
+    if not isinstance(exc, requests.exceptions.ConnectionError):  # ProxyError is one
+        return False
+    reason = _innermost(exc)
+    socks = sys.modules.get("socks")  # PySocks, loaded where a SOCKS proxy was used
+    if socks is not None and isinstance(reason, getattr(socks, "SOCKS5AuthError", ())):
+        return True
+    return type(reason) is OSError and str(reason).startswith("Tunnel connection failed: 407")
 
 
 def _misspoken(

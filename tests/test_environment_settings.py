@@ -15,7 +15,7 @@ import pytest
 
 from logdna_client import Client, Config
 from logdna_client._transport import HTTPTransport, Kind
-from tests._claims_servers import answer, scripted_server
+from tests._claims_servers import Request, answer, scripted_server
 from tests.test_claims_hostile import WAIT
 
 KEY = "k" * 20 + "secret" + "k" * 6
@@ -102,6 +102,75 @@ class TestAProxyURLNoRequestCanUse:
         level, said = reported[0]
         assert logging.ERROR == level and "no request can be made" in said, said
         assert PASSWORD not in said and KEY not in said
+
+
+def _wants_credentials(request: Request, sock: socket.socket, stop: threading.Event) -> bytes:
+    """A proxy's answer to CONNECT when it wants credentials (or refused those given)."""
+    return b"HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic\r\n\r\n"
+
+
+class TestAProxyThatWantsCredentials:
+    @pytest.mark.parametrize("given", ["", f"user:{PASSWORD}@"], ids=["none", "refused"])
+    def test_is_a_settings_failure(self, monkeypatch: pytest.MonkeyPatch, given: str) -> None:
+        """An HTTPS proxy answering CONNECT with 407 (credentials missing from its url, or
+        refused) is a settings failure saying so: it was a passing connection failure,
+        retried on the quick backoff. Its report shows no password."""
+        for name in PROXY_VARIABLES:
+            monkeypatch.delenv(name, raising=False)
+        with scripted_server(_wants_credentials) as proxy:
+            proxy_url = proxy.url.replace("/logs/ingest", "").replace("//", f"//{given}")
+            monkeypatch.setenv("HTTPS_PROXY", proxy_url)
+            transport = HTTPTransport(
+                Config(key=KEY, url="https://ingest.invalid/logs/ingest", hostname="h")
+            )
+            try:
+                outcome = transport.send(b'{"lines":[]}', gzipped=False, timeout=10)
+            finally:
+                transport.close()
+        assert Kind.SETTINGS is outcome.kind, outcome
+        assert "407" in outcome.detail and "credentials" in outcome.detail, outcome
+        assert PASSWORD not in outcome.detail and KEY not in outcome.detail
+
+    def test_a_socks_proxy_too(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A SOCKS5 proxy that accepts no method the client offers without credentials
+        is the same settings failure."""
+        pytest.importorskip("socks", reason="PySocks is not installed")
+        for name in PROXY_VARIABLES:
+            monkeypatch.delenv(name, raising=False)
+
+        proxy = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _SocksWantsAPassword)
+        proxy.daemon_threads = True
+        thread = threading.Thread(target=proxy.serve_forever, daemon=True)
+        thread.start()
+        try:
+            monkeypatch.setenv("ALL_PROXY", f"socks5h://127.0.0.1:{proxy.server_address[1]}")
+            transport = HTTPTransport(
+                Config(key=KEY, url="https://ingest.invalid/logs/ingest", hostname="h")
+            )
+            try:
+                outcome = transport.send(b'{"lines":[]}', gzipped=False, timeout=10)
+            finally:
+                transport.close()
+        finally:
+            proxy.shutdown()
+            proxy.server_close()
+            thread.join(5)
+        assert Kind.SETTINGS is outcome.kind, outcome
+        assert "credentials" in outcome.detail, outcome
+
+
+class _SocksWantsAPassword(socketserver.BaseRequestHandler):
+    """A SOCKS5 proxy that takes only the username/password method."""
+
+    def handle(self) -> None:
+        sock: socket.socket = self.request
+        sock.settimeout(30)
+        try:
+            sock.recv(16)  # the client's greeting: it offers "no authentication" only
+            sock.sendall(b"\x05\x02")  # username/password, which the client did not offer
+            sock.recv(16)
+        except OSError:
+            return
 
 
 class TestACABundleThatIsNotThere:
