@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 
 from ._buffer import SEPARATOR
+from ._limits import Cuts, enforce_line
 
 __all__ = ["active", "deliver", "follow", "start", "stop"]
 
@@ -116,13 +117,17 @@ def deliver(entry: bytes) -> bool:
 
 
 def to_dict(data: bytes) -> dict[str, Any]:
-    """One serialized line as a dict with every wire field present.
+    """One serialized line as a dict with every wire field present, cut to the
+    service's limits as the sender would cut it.
 
     ``app`` and ``env`` are None where the line has none, ``meta`` an empty
     dict; meta that ``index_meta=False`` ships as a JSON string is decoded, so
     tests read it the same way either way.
     """
     line: dict[str, Any] = orjson.loads(data)
+    # As the sender cuts it: text over the service's limit (a max_line_length above
+    # it), meta over its limit. (The sender's count of cuts is not this one.)
+    enforce_line(line, Cuts(), meta_size=len(data))
     meta = line.get("meta")
     if isinstance(meta, str):
         try:

@@ -31,7 +31,7 @@ from ._threads import start_library_thread
 class _StreamPump(threading.Thread):
     """Copies one byte stream to another unchanged and ships each complete line.
 
-    Started by ``start_library_thread``: a SIGTERM or Ctrl-C sent to ``pipe`` then
+    Started by ``start_library_thread``: a SIGTERM, SIGHUP or Ctrl-C sent to ``pipe`` then
     lands on the main thread, whose handlers pass it on or stop reading at once.
     """
 
@@ -126,7 +126,8 @@ def _binary(stream: TextIO) -> IO[bytes] | None:
 
 
 def _terminal_delivers_sigint() -> bool:
-    """Whether Ctrl-C on our terminal reaches the child by itself (same foreground group)."""
+    """Whether Ctrl-C on our terminal (and its hangup) reaches the child by itself (same
+    foreground group)."""
     try:
         fd = os.open("/dev/tty", os.O_RDONLY | os.O_NOCTTY)
     except OSError:
@@ -176,8 +177,8 @@ def _pipe_stdin(client: Client, level: str) -> int:
     def stop(signum: int, frame: FrameType | None) -> None:
         stopped_by.append(signum)
 
-    # Ctrl-C or SIGTERM ends reading; what was read so far is still delivered.
-    previous = {signum: _on_signal(signum, stop) for signum in (signal.SIGINT, signal.SIGTERM)}
+    # Ctrl-C, SIGTERM or SIGHUP ends reading; what was read so far is still delivered.
+    previous = _take_stop_signals(stop)
     try:
         start_library_thread(pump)
         _join(pump, until=lambda: bool(stopped_by))
@@ -185,6 +186,23 @@ def _pipe_stdin(client: Client, level: str) -> int:
         pump.stop()  # what it reads from now on is not ours: it could not be delivered
         _give_back_unless_taken(previous, stopped_by)
     return 128 + stopped_by[0] if stopped_by else 0
+
+
+def _take_stop_signals(
+    handler: Callable[[int, FrameType | None], None],
+) -> dict[signal.Signals, _SignalHandler]:
+    """Make ``handler`` the one for each signal that stops ``pipe``; the previous ones.
+
+    SIGHUP too (a supervisor's reload or stop, the terminal closing): left to the
+    library, it delivered what was queued and ended ``pipe`` by it, leaving the command
+    running with no one reading its output, and went on showing stdin's lines it no
+    longer shipped. One ignored (``nohup``) stays ignored.
+    """
+    stopping = [signal.SIGINT, signal.SIGTERM]
+    hangup = getattr(signal, "SIGHUP", None)
+    if hangup is not None and signal.getsignal(hangup) is not signal.SIG_IGN:
+        stopping.append(hangup)
+    return {signum: _on_signal(signum, handler) for signum in stopping}
 
 
 def _give_back_unless_taken(
@@ -206,7 +224,7 @@ def _give_back_unless_taken(
 
 
 class _StopWaiting(KeyboardInterrupt):
-    """A second SIGTERM or SIGINT once pipe is ending: stop waiting for delivery now.
+    """A second SIGTERM, SIGINT or SIGHUP once pipe is ending: stop waiting for delivery now.
     A KeyboardInterrupt, so that one landing before the wait still ends the command."""
 
 
@@ -236,12 +254,12 @@ def _pipe_command(
 
     def forward(signum: int, frame: FrameType | None) -> None:
         forwarded.append(signum)
-        if signum == signal.SIGINT and terminal_sigint:
-            return  # the terminal sent Ctrl-C to the child as well
+        if signum != signal.SIGTERM and terminal_sigint:
+            return  # the terminal sent Ctrl-C (or its hangup) to the child as well
         with contextlib.suppress(OSError):
             child.send_signal(signum)
 
-    previous = {signum: _on_signal(signum, forward) for signum in (signal.SIGINT, signal.SIGTERM)}
+    previous = _take_stop_signals(forward)
     pumps = [
         _StreamPump(child.stdout, _binary(sys.stdout), _shipper(client, out_level), "stdout"),
         _StreamPump(child.stderr, _binary(sys.stderr), _shipper(client, err_level), "stderr"),

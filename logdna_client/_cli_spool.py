@@ -2,14 +2,14 @@
 
 - ``ls``: each segment with its size, age, lines waiting, destination (a short
   fingerprint of the ingestion key and URL it was written for, never the key)
-  and whether it is the given key and URL's, whether replay with them (or
-  without any) sends it, and whether a live process holds it; the quarantine
-  folder.
+  and whether it is the given key and URL's (which replay with them sends),
+  and whether a live process holds it; the quarantine folder.
 - ``verify``: checks every record's CRC; exit 1 when damage other than a torn
   tail is found.
 - ``replay``: delivers what dead processes left for the given key and URL (a
   live process's segments are never touched, nor, without
-  ``--any-destination``, other destinations'), with the library's flags
+  ``--any-destination``, other destinations' and format 1 ones, whose
+  destination is not recorded), with the library's flags
   (``--key``, ``--url``...).
 - ``purge``: lists what it would delete (segments no live process holds that
   were written for the given key and URL; with ``--any-destination``, every
@@ -81,7 +81,8 @@ def register(commands: Any, library: argparse.ArgumentParser) -> None:
         description="Each segment's destination is a short fingerprint of the ingestion key "
         "and URL it was written for (never the key); 'yours' marks those of --key and --url "
         f"(or {ENV_VARS['key']} and {ENV_VARS['url']}), which replay with them sends; "
-        "without a key, none is marked replayable but format 1 ones (any key sends them).",
+        "format 1 segments do not record theirs: replay sends them only with "
+        "--any-destination, given the key and URL they were written for.",
     )
     ls.set_defaults(func=_cmd_ls)
     verify = actions.add_parser(
@@ -97,7 +98,7 @@ def register(commands: Any, library: argparse.ArgumentParser) -> None:
         parents=[where, library],
         help="deliver what dead processes left in the folder",
         description="Send every batch no live process holds that was written for this key and "
-        "URL (or by a version without destinations), oldest first, and mark it done. Stops "
+        "URL, oldest first, and mark it done. Stops "
         "(exit 1) when the service keeps failing for --timeout seconds or refuses a batch, "
         "and at once when it refuses the key or does not speak HTTP/1.1; what is not "
         "delivered stays on disk.",
@@ -105,8 +106,8 @@ def register(commands: Any, library: argparse.ArgumentParser) -> None:
     replay.add_argument(
         "--any-destination",
         action="store_true",
-        help="also send segments written for other keys or URLs, with this key to this URL "
-        "(into this account)",
+        help="also send segments written for other keys or URLs, and format 1 ones (which do "
+        "not record theirs), with this key to this URL (into this account)",
     )
     replay.set_defaults(func=_cmd_replay)
     purge = actions.add_parser(
@@ -178,7 +179,7 @@ class _Whose:
 
     shown: str  # ls's destination column (a short fingerprint: see short() on why it is safe)
     yours: bool  # written for the key and URL given: replay sends it, purge deletes it
-    anyones: bool  # format 1: replay with any key sends it, but whose it is is not recorded
+    unmarked: bool  # format 1: whose it is is not recorded; sent only with --any-destination
 
 
 def _whose(info: SegmentInfo, mine: bytes | None) -> _Whose:
@@ -189,25 +190,25 @@ def _whose(info: SegmentInfo, mine: bytes | None) -> _Whose:
     if header.later:
         return _Whose(f"format {header.version}", False, False)
     if header.destination is None:
-        return _Whose("any (format 1)", False, True)
+        return _Whose("format 1", False, True)
     if mine is None:
         return _Whose(short(header.destination), False, False)
     yours = belongs(header.destination, mine)
     return _Whose(short(header.destination) + (" yours" if yours else " other"), yours, False)
 
 
-def _state(info: SegmentInfo, whose: _Whose, keyed: bool) -> str:
-    """ls's state column; ``keyed``: a key and URL were given (replay could run)."""
+def _state(info: SegmentInfo, whose: _Whose) -> str:
+    """ls's state column."""
     if not info.header_ok:
         return "not a spool segment"
     if info.header is not None and info.header.later:
         return "written by a later version of the library"
     if info.live:
         state = "held by a live process"
-    elif whose.yours or (whose.anyones and keyed):
+    elif whose.yours:
         state = "orphaned (replayable)"
-    elif whose.anyones:
-        state = "orphaned (replayable with any key)"
+    elif whose.unmarked:
+        state = "orphaned (format 1: replay --any-destination with its own key and URL)"
     else:
         state = "orphaned (replay with its own key and URL)"
     if info.damage is not None:
@@ -237,10 +238,10 @@ def _cmd_ls(args: argparse.Namespace) -> int:
         whose = _whose(info, mine)
         total_lines += info.pending_lines
         total_bytes += info.size
-        yours_lines += info.pending_lines if whose.yours or whose.anyones else 0
+        yours_lines += info.pending_lines if whose.yours else 0
         console.say(
             f"{os.path.basename(path):<48} {_size(info.size):>10} {_age(now - info.mtime):>5} "
-            f"{info.pending_lines:>13}  {whose.shown:<15} {_state(info, whose, mine is not None)}"
+            f"{info.pending_lines:>13}  {whose.shown:<15} {_state(info, whose)}"
         )
     quarantined = quarantine_paths(folder)
     console.say(f"total: {_size(total_bytes)}, {total_lines} line(s) waiting")
@@ -414,6 +415,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         f"replayed {sent} line(s) from {folder}" + (f"; dropped {dropped}" if dropped else "")
     )
     if spool.others:
-        console.say(f"left {spool.others} segment(s) written for other keys or URLs (spool ls "
-                    "shows them; --any-destination sends them with this key)")  # fmt: skip
+        console.say(f"left {spool.others} segment(s) written for other keys or URLs, or by "
+                    "format 1, which does not record them (spool ls shows them; "
+                    "--any-destination sends them with this key)")  # fmt: skip
     return status

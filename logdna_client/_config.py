@@ -57,7 +57,13 @@ _AUTHS: tuple[str, ...] = ("apikey", "basic", "bearer", "pipeline")
 _SPOOL_SYNCS: tuple[str, ...] = ("none", "interval", "always")
 
 _TRUE = frozenset({"1", "true", "yes", "on", "y", "t"})
-_FALSE = frozenset({"0", "false", "no", "off", "n", "f", ""})
+_FALSE = frozenset({"0", "false", "no", "off", "n", "f"})
+# Options read as booleans (verify and redact also take a path or names): blank text
+# there is an option not given. Read as false, an empty template variable or a bare
+# "verify =" would turn TLS verification or redaction off without a word.
+_BOOLEAN_OPTIONS = (
+    "compress", "verify", "index_meta", "allow_insecure", "kubernetes", "redact", "handle_signals",
+)  # fmt: skip
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]i?b?|b)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {
     "": 1, "b": 1,
@@ -430,6 +436,10 @@ class Config:
         # And a URL carrying credentials (often the key itself) becomes one too.
         set_(self, "url", _hide_url(self.url))
         env = _environ
+        for option in _BOOLEAN_OPTIONS:
+            value = getattr(self, option)
+            if isinstance(value, str) and not value.strip():
+                set_(self, option, _DEFAULTS[option])
 
         # -- where and as whom
         url = _hide_url(self.url if self.url is not None else env(ENV_VARS["url"]) or DEFAULT_URL)
@@ -671,3 +681,4 @@ def _check_pattern(pattern: str) -> None:
 
 
 OPTION_NAMES: frozenset[str] = frozenset(f.name for f in fields(Config))
+_DEFAULTS: Mapping[str, object] = {f.name: f.default for f in fields(Config)}

@@ -38,6 +38,7 @@ from ._threads import (
 
 if TYPE_CHECKING:
     from ._client import Client
+    from ._handler import LogDNAHandler
 
 __all__ = [
     "close_all",
@@ -123,9 +124,12 @@ def close_all(*, wait: bool, at_exit: bool = True) -> list[Client]:
 
 
 def _close_all_at_exit() -> None:
-    _drain_queue_listeners()
-    _flush_memory_handlers()
-    close_all(wait=True)
+    try:
+        _drain_queue_listeners()
+        _flush_memory_handlers()
+        close_all(wait=True)
+    except KeyboardInterrupt:
+        _cut_short()
     signum = _ending_by
     if signum is not None and threading.current_thread() is threading.main_thread():
         # A termination signal began the ending while this thread could not wait (it
@@ -134,6 +138,27 @@ def _close_all_at_exit() -> None:
         # by that signal here, once the clients are done, as that thread would have:
         # an exit status of 0 would tell the supervisor the work was done.
         _end_once_delivered(signum)
+
+
+# How many more Ctrl-Cs the exit takes while it winds up after one cut it short (each
+# shortens nothing more: the deadline is already now; this only keeps it from looping).
+_CUT_SHORT_TRIES = 5
+
+
+def _cut_short() -> None:
+    """Ctrl-C while the exit delivers: whoever presses it at a waiting exit wants out,
+    as with a second SIGTERM. The exit's one deadline becomes now, for the closes that
+    follow too (``logging.shutdown()`` closing our handlers): each client's sender stops
+    at once, spools or counts what it holds as ``shutdown``, and the loss is said. Its
+    traceback ("Exception ignored in atexit callback") would say nothing more."""
+    global _window_end
+    _window_end = time.monotonic()
+    for _ in range(_CUT_SHORT_TRIES):
+        try:
+            close_all(wait=True)
+            return
+        except KeyboardInterrupt:
+            continue
 
 
 #: Whether logging.shutdown() leaves a MemoryHandler made with flushOnClose=False
@@ -156,9 +181,9 @@ def _flush_memory_handlers() -> None:
     client and be lost. They are handed on here, before the clients close.
     """
     handlers = sys.modules.get("logging.handlers")
-    if handlers is None:  # never imported: there is no MemoryHandler
+    ours = _handler_type()
+    if handlers is None or ours is None:  # never imported: there is none
         return
-    from ._handler import LogDNAHandler  # noqa: PLC0415
 
     # As logging.shutdown() goes: newest handler first; and flushOnClose=False counts
     # where it honours it (Python 3.12+), not before.
@@ -170,7 +195,7 @@ def _flush_memory_handlers() -> None:
                 continue
             if honours and not getattr(handler, "flushOnClose", True):
                 continue
-            if not _feeds(handler, LogDNAHandler):
+            if not _feeds(handler, ours):
                 continue
             lock = handler.lock
             if lock is not None and not lock.acquire(timeout=_MEMORY_FLUSH_WAIT):
@@ -195,9 +220,9 @@ def _drain_queue_listeners() -> None:
     forgetting the thread, so that a ``stop()`` the application calls later still works.
     """
     handlers = sys.modules.get("logging.handlers")
-    if handlers is None:
+    ours = _handler_type()
+    if handlers is None or ours is None:  # never imported: there is none
         return
-    from ._handler import LogDNAHandler  # noqa: PLC0415
 
     for ref in reversed(list(getattr(logging, "_handlerList", ()))):
         try:
@@ -211,10 +236,10 @@ def _drain_queue_listeners() -> None:
             if thread is threading.current_thread():
                 continue
             targets = getattr(listener, "handlers", ())
-            if not any(isinstance(target, LogDNAHandler) for target in targets):
+            if not any(isinstance(target, ours) for target in targets):
                 continue
             timeout = max(
-                (t.client.config.shutdown_timeout for t in targets if isinstance(t, LogDNAHandler)),
+                (t.client.config.shutdown_timeout for t in targets if isinstance(t, ours)),
                 default=0.0,
             )
             # Within the exit's one deadline (which this begins): the clients' closes
@@ -683,22 +708,40 @@ def report_exit_loss(message: str) -> None:
     it); if nothing would show it, on stderr directly."""
     try:
         logger.error(message, extra={KIND_ATTR: "exit-loss"})
-        if not _has_visible_handler():
-            sys.stderr.write(message + "\n")
-            sys.stderr.flush()
     except Exception:
         pass
+    try:
+        visible = _has_visible_handler()
+    except Exception:  # whether anyone would show it is unknown: say it here too
+        visible = False
+    if not visible:
+        try:
+            sys.stderr.write(message + "\n")
+            sys.stderr.flush()
+        except Exception:  # no stderr left (the very end of the interpreter's teardown)
+            pass
+
+
+def _handler_type() -> type[LogDNAHandler] | None:
+    """``LogDNAHandler``, or None where its module was never imported (so none exists).
+
+    Looked up, not imported (the module imports this one): a loss is also said while
+    the interpreter clears its modules (a finalizer logging then), when ``import``
+    fails ("sys.meta_path is None") and the report must not fail with it.
+    """
+    module = sys.modules.get(__name__.rpartition(".")[0] + "._handler")
+    found: type[LogDNAHandler] | None = getattr(module, "LogDNAHandler", None)
+    return found
 
 
 def _has_visible_handler() -> bool:
     """Whether an ERROR on our logger reaches a handler that shows it."""
-    from ._handler import LogDNAHandler  # noqa: PLC0415
-
+    ours = _handler_type()
     if not logger.isEnabledFor(logging.ERROR):  # logging.disable(), or a level above ERROR
         return False
     current: logging.Logger | None = logger
     while current is not None:
-        if any(_shows(handler, LogDNAHandler) for handler in current.handlers):
+        if any(_shows(handler, ours) for handler in current.handlers):
             return True
         if not current.propagate:
             break
@@ -706,13 +749,15 @@ def _has_visible_handler() -> bool:
     return False
 
 
-def _shows(handler: logging.Handler, ours: type[logging.Handler], depth: int = 0) -> bool:
+def _shows(handler: logging.Handler, ours: type[logging.Handler] | None, depth: int = 0) -> bool:
     """Whether an ERROR given to ``handler`` now is shown by it (or the handlers it hands
     records to). A ``QueueHandler`` shows it only through a listener that still runs (the
     one dictConfig made, Python 3.12+): at exit the application's atexit handler has
     usually stopped it, and what is queued then is never read. A ``MemoryHandler`` shows
     it when its target does (``logging.shutdown()`` flushes it)."""
-    if handler.level > logging.ERROR or isinstance(handler, logging.NullHandler | ours):
+    if handler.level > logging.ERROR or isinstance(handler, logging.NullHandler):
+        return False
+    if ours is not None and isinstance(handler, ours):
         return False
     if depth > 4:  # handlers that feed each other round: say it on stderr too
         return False

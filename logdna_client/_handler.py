@@ -58,7 +58,8 @@ del _PROBE
 # The stdlib's own getMessage: while LogRecord has it, ``msg % args`` is what it returns.
 _GET_MESSAGE = logging.LogRecord.getMessage
 
-_STRUCTLOG_SKIP = STANDARD_RECORD_ATTRS | {"_logger", "_name"}
+# What structlog's wrap_for_formatter adds to the record for its own use: never meta.
+_STRUCTLOG_ATTRS = frozenset({"_logger", "_name"})
 
 
 def record_meta(attrs: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any] | None:
@@ -273,12 +274,13 @@ class LogDNAHandler(logging.Handler):
         meta: dict[str, Any] | None
         if type(msg) is dict and "_logger" in attrs:
             # structlog's ProcessorFormatter.wrap_for_formatter: the event dict is
-            # the message; its keys are meta, structlog's bookkeeping is not.
-            text, meta = event_dict_to_line(
-                msg,
-                {k: v for k, v in attrs.items() if k not in _STRUCTLOG_SKIP},
-                redact=self._builder.redact_meta,
-            )
+            # the message; its keys are meta, structlog's bookkeeping is not. The
+            # record is a LogRecord like any other: the record_meta attributes (the
+            # logger's name) and extras ship too, under the event's own keys.
+            found = record_meta(attrs, self._record_attrs)
+            if found and not _STRUCTLOG_ATTRS.isdisjoint(found):
+                found = {k: v for k, v in found.items() if k not in _STRUCTLOG_ATTRS}
+            text, meta = event_dict_to_line(msg, found, redact=self._builder.redact_meta)
         else:
             if (
                 type(msg) is str

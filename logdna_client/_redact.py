@@ -80,10 +80,13 @@ SECRET_LAST_WORDS: tuple[str, ...] = ("key",)
 SECRET_WHOLE_KEYS: tuple[str, ...] = ("sid",)
 
 # The key=value pattern's parts. What comes before the value (see secret_kv): the
-# separator, "=>" too (Ruby's, PHP's and Perl's hashes: {"password"=>"x"}).
+# separator, "=>" too (Ruby's, PHP's and Perl's hashes: {"password"=>"x"}); a
+# quote may open a bytes or bytearray repr ("b'x'", "bytearray(b'x')": the value
+# is what is quoted).
 _KV_BEFORE = (
-    r"""[:=](?<!\d\d:)(?:(?<==)>)?"""
-    r"""(?:[ \t]{1,3}(?![A-Za-z0-9_.-]{1,64}(?:\\{0,15}["'])?[:=]))?(?:b?\\{0,15}["'])?"""
+    r"""[:=](?:(?<!\d\d:)|(?!\d))(?:(?<==)>)?"""
+    r"""(?:[ \t]{1,3}(?![A-Za-z0-9_.-]{1,64}(?:\\{0,15}["'])?[:=]))?"""
+    r"""(?:(?:bytearray\()?b?\\{0,15}["'])?"""
     r"""(?:(?i:bearer|basic|token|digest)[ \t]{1,3})?"""
 )
 # One character (or escape) of a quoted value, after a " and after a '.
@@ -100,7 +103,17 @@ _IN_QUOTES = {
 # '{"pin":1234,"x":1}' keeps the comma after the number.
 _PLAIN = r"""[^\s"'&,;)\]}]"""
 _JOINER = r"""[&,;](?![\s"')\]}]|\Z|[A-Za-z0-9_.%\[\]-]{1,64}=)"""
-_BARE_UNIT = rf"(?:{_PLAIN}|{_JOINER})"
+# A space or tab, when at most 8 words (no "=" in them) and spaces lead from it to a
+# ";": a connection string's value holds spaces ("Password=my pass;Database=x",
+# "Password=a b; user=x"). Prose rarely ends a clause so; a value a space ends
+# elsewhere ends there.
+_SPACED_WORD = r"""[^\s"'&,;=)\]}]{1,64}"""
+_SPACED = rf"""[ \t](?=[ \t]{{0,2}}{_SPACED_WORD}(?:[ \t]{{1,3}}{_SPACED_WORD}){{0,7}};)"""
+# What may follow a value's first character: a joiner or such a space.
+_INNER = rf"(?:{_JOINER}|{_SPACED})"
+# A value's first character.
+_BARE_START = rf"(?:{_PLAIN}|{_JOINER})"
+_BARE_UNIT = rf"(?:{_PLAIN}|{_INNER})"
 # A list value (JSON's, Python's: '"tokens": ["a", "b"]') goes whole, to its first
 # "]" (one inside an item ends it early), when an item starts right after its "[":
 # a quote (escaped, or a bytes repr's), a number or another list. Any other "[" is
@@ -128,12 +141,13 @@ CREDENTIAL_PATTERNS: dict[str, str] = {
     # the whole value, to the end of the line or a closing quote.
     "auth_header": r"""(?<![A-Za-z0-9_])(?i:authorization|cookie)"""
     r"""["']?[ \t]{0,3}[:=][ \t]{0,3}["']?(?P<v>[^\r\n"']{1,4096})""",
-    # key=value and key: value, found from the separator (not a ":" after two digits:
-    # times, ratios; "password12=" is a key): the key before it is read back and
-    # judged by the rules for meta keys (Redactor.is_secret). Space after
-    # the separator and then another key right before its separator: this value is
-    # empty ("password= token=abc"); "password: hunter2 :" is a value. An auth scheme
-    # word stays; quoted values go whole. A quote may be escaped (JSON inside a JSON
+    # key=value and key: value, found from the separator (not a ":" between two
+    # digits and a third: times, ratios; "password12=" and "token01: x" have keys):
+    # the key before it is read back and judged by the rules for meta keys
+    # (Redactor.is_secret). Space after the separator and then another key right
+    # before its separator: this value is empty ("password= token=abc");
+    # "password: hunter2 :" is a value. An auth scheme word stays; quoted values go
+    # whole. A quote may be escaped (JSON inside a JSON
     # string: {\"password\": \"x\"}; by up to 15 backslashes, JSON nested 5 deep),
     # and an escaped quote does not end a quoted value ("p\"w": all of it; in JSON
     # inside JSON, what follows the value in its object too: more than the value,
@@ -143,17 +157,34 @@ CREDENTIAL_PATTERNS: dict[str, str] = {
     "secret_kv": _key_value(
         "{1,256}",
         rf"(?:{_LIST_START}{_LIST_UNIT}{{0,256}}\]?"
-        rf"|{_PLAIN}{{1,256}}(?:{_JOINER}{_BARE_UNIT}{{0,255}})?"
+        rf"|{_PLAIN}{{1,256}}(?:{_INNER}{_BARE_UNIT}{{0,255}})?"
         rf"|{_JOINER}{_BARE_UNIT}{{0,255}})",
     ),
     # AWS access key ids (long-term, temporary and the other principal kinds).
     "aws_key": r"A(?<![A-Za-z0-9]A)(?:KIA|SIA|BIA|CCA|GPA|IDA|ROA|IPA|NPA|NVA|PKA)"
     r"[A-Z0-9]{16}(?![A-Za-z0-9])",
-    # scheme://user:password@host: the password goes.
-    "url_credentials": r"://[^\s/?#@:]{0,128}:(?P<v>[^\s/?#@]{1,256})(?=@)",
+    # scheme://user:password@host: the password goes, to the authority's last "@"
+    # (one inside the password, unencoded, is the password's: urllib and the
+    # database drivers take the host after the last).
+    "url_credentials": r"://[^\s/?#@:]{0,128}:(?P<v>[^\s/?#]{1,256})(?=@)",
     # JSON Web Tokens: header.payload.signature, base64url.
     "jwt": r"eyJ(?<![A-Za-z0-9_-]eyJ)[A-Za-z0-9_-]{1,4093}\.[A-Za-z0-9_-]{4,8192}"
     r"\.[A-Za-z0-9_-]{0,4096}",
+    # A PEM private key (PKCS#1, PKCS#8, OpenSSH, PGP's block) logged bare, with no
+    # key before it: its body, to its END line (or the end of the text, when cut).
+    "private_key": r"-----BEGIN[A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----"
+    r"(?P<v>(?:(?!-----END)[\s\S]){1,16384})",
+    # Tokens that say what they are by their prefix, logged bare: GitHub's (ghp_,
+    # gho_, ghu_, ghs_, ghr_, github_pat_) and Stripe's secret and restricted keys
+    # (sk_live_, rk_test_ ...): what follows the prefix. (Found from the prefix's
+    # last "_", a literal the engine skips ahead to: a class or an alternation
+    # first made it try each "-" and "_" of a log, ten times slower.)
+    "service_token": r"_(?:(?<=gh[pousr]_)(?<![A-Za-z0-9_]gh[pousr]_)"
+    r"|(?<=github_pat_)(?<![A-Za-z0-9_]github_pat_)"
+    r"|(?<=[rs]k_live_|[rs]k_test_)(?<![A-Za-z0-9_][rs]k_live_|[A-Za-z0-9_][rs]k_test_))"
+    r"(?P<v>[A-Za-z0-9_-]{10,255})",
+    # Slack's tokens (xoxb-, xoxp-, xoxa- ...): what follows the prefix.
+    "slack_token": r"xox(?<![A-Za-z0-9_]xox)[abposr]-(?P<v>[A-Za-z0-9-]{10,255})",
 }
 
 #: Ready-made text patterns for PHI, off by default: name them in
@@ -193,10 +224,16 @@ PRESET_GROUPS: dict[str, tuple[str, ...]] = {
 }
 
 # Every default credential pattern needs one of these in the text: ":" or "=" (headers,
-# key=value), "@" (URLs), "eyJ" (JWTs), an AWS key id's prefix. Text without any skips
-# the patterns; _speedups.c has the same test (may_hold_secret), kept equal by tests.
-TRIGGER = re.compile(r"[:=@]|eyJ|A(?:KIA|SIA|BIA|CCA|GPA|IDA|ROA|IPA|NPA|NVA|PKA)")
+# key=value), "@" (URLs), "eyJ" (JWTs), an AWS key id's prefix, a PEM key's
+# "-----BEGIN", a GitHub, Stripe or Slack token's prefix. Text without any skips the
+# patterns; _speedups.c has the same test (needs_redaction), kept equal by tests.
+TRIGGER = re.compile(
+    r"[:=@]|eyJ|A(?:KIA|SIA|BIA|CCA|GPA|IDA|ROA|IPA|NPA|NVA|PKA)"
+    r"|-----BEGIN|gh[pousr]_|github_pat_|[rs]k_(?:live|test)_|xox[abposr]-"
+)
 _AWS_PREFIX = re.compile(r"A(?:KIA|SIA|BIA|CCA|GPA|IDA|ROA|IPA|NPA|NVA|PKA)")
+_STRIPE_MARK = re.compile(r"[rs]k_(?:live|test)_")
+_SLACK_MARK = re.compile(r"xox[abposr]-")
 
 
 def has_trigger(text: str) -> bool:
@@ -209,7 +246,22 @@ def has_trigger(text: str) -> bool:
         or "@" in text
         or "eyJ" in text
         or ("A" in text and _AWS_PREFIX.search(text) is not None)
+        or (("-" in text or "_" in text) and _dash_mark(text))
     )
+
+
+def _dash_mark(text: str) -> bool:
+    """Whether ``text`` (which holds a "-" or a "_") holds a PEM key's BEGIN or a
+    GitHub, Stripe or Slack token's prefix: substring tests first (a regex call
+    costs a few hundred ns on a log message)."""
+    return (
+        "-----BEGIN" in text
+        or ("gh" in text and ("ghp_" in text or "gho_" in text or "ghu_" in text
+                              or "ghs_" in text or "ghr_" in text))
+        or "github_pat_" in text
+        or (("k_live_" in text or "k_test_" in text) and _STRIPE_MARK.search(text) is not None)
+        or ("xox" in text and _SLACK_MARK.search(text) is not None)
+    )  # fmt: skip
 
 
 def bytes_text(value: bytes | bytearray | memoryview) -> str:
@@ -295,20 +347,22 @@ def key_words(key: str) -> list[str]:
 
 
 # A key=value separator and what stands before it, on the reversed text: the
-# separator (not a ":" after two digits: times, ratios), a little space, a closing
-# bracket (plain or URL-encoded), an optional quote, the key (at most 64 characters;
-# see _key_name). A form field's or PHP print_r's key is its last bracketed name:
-# "user[password]=", "user%5Bpassword%5D=", "[password] =>"; a bracket is read only
-# right before its separator or before "=>" ("cache[key] = x" is a line of code,
-# in a traceback, not a key).
+# separator (not a ":" between two digits and a third: times, ratios, "10:30",
+# "16:9"; "token01: x" has a key), a little space, a closing bracket (plain or
+# URL-encoded), an optional quote, the key (at most 64 characters; see _key_name).
+# A form field's or PHP print_r's key is its last bracketed name: "user[password]=",
+# "user%5Bpassword%5D=", "[password] =>"; a bracket is read only right before its
+# separator or before "=>" ("cache[key] = x" is a line of code, in a traceback,
+# not a key).
 # One scan finds every candidate, in C; the key=value pattern then runs only at
 # separators whose key names a secret. _speedups.c reads keys back the same way
 # (key_known_plain).
 _SPACE_BRACKET_REVERSED = r"(?:\]|D5%|(?<=>=)[ \t]{1,3}(?:\]|D5%)|[ \t]{0,3})"
 _QUOTE_REVERSED = r"""(?:["']\\{0,15})?"""
 _KEY_REVERSED = r"[A-Za-z0-9_.-]{1,64}"
+_COLON_REVERSED = r":(?:(?!\d\d)|(?<!\d:))"
 _SEPARATOR_KEY_REVERSED = re.compile(
-    rf"(?:=|:(?!\d\d)){_SPACE_BRACKET_REVERSED}({_QUOTE_REVERSED})({_KEY_REVERSED})"
+    rf"(?:=|{_COLON_REVERSED}){_SPACE_BRACKET_REVERSED}({_QUOTE_REVERSED})({_KEY_REVERSED})"
 )
 _LOCAL_PART_REVERSED = re.compile(r"[A-Za-z0-9._%+-]{1,64}")
 
@@ -398,7 +452,7 @@ _RUN_ON_FROM = min(bound for bound, _ in _RUN_ON_CLASSES.values())
 # finds where the value starts, as the whole pattern does (the parts before the
 # value are chosen the same: the value need only match once); _values reads the
 # value on from there.
-_KEY_VALUE_HEAD = _key_value("", _BARE_UNIT)
+_KEY_VALUE_HEAD = _key_value("", _BARE_START)
 _VALUE_BOUND = _RUN_ON["secret_kv"][0]
 # A separator at most this far before the furthest value's end found takes the
 # whole pattern (which reads at most that much of a value found again): a value
@@ -407,7 +461,7 @@ _NEAR = 16
 # A value's whole run, of each class (written so that plain characters take the
 # regex engine's fast loop).
 _QUOTED_RUN = {quote: re.compile(f"{unit}+") for quote, unit in _IN_QUOTES.items()}
-_BARE_RUN = re.compile(rf"{_BARE_UNIT}{_PLAIN}*(?:{_JOINER}{_PLAIN}*)*")
+_BARE_RUN = re.compile(rf"{_BARE_START}{_PLAIN}*(?:{_INNER}{_PLAIN}*)*")
 # A list value's run, from its "[" or from where its bound cut it.
 _LIST_HEAD = re.compile(_LIST_START)
 _LIST_RUN = re.compile(rf"{_LIST_UNIT}*\]?")
@@ -913,7 +967,7 @@ def _emails(text: str, backwards: str, regex: re.Pattern[str], spans: list[Span]
 # with only the key captured, one regex for each separator: a literal first is
 # found faster than a class): findall gives them without a Python step each.
 _COLON_KEY_REVERSED = re.compile(
-    rf":(?!\d\d){_SPACE_BRACKET_REVERSED}{_QUOTE_REVERSED}({_KEY_REVERSED})"
+    rf"{_COLON_REVERSED}{_SPACE_BRACKET_REVERSED}{_QUOTE_REVERSED}({_KEY_REVERSED})"
 )
 _EQUALS_KEY_REVERSED = re.compile(rf"={_SPACE_BRACKET_REVERSED}{_QUOTE_REVERSED}({_KEY_REVERSED})")
 # Text at least this long, with at most this many distinct keys naming secrets, can
@@ -931,6 +985,9 @@ _NEEDS: dict[str, tuple[str, ...]] = {
     "aws_key": ("A",),
     "url_credentials": ("://",),
     "jwt": ("eyJ",),
+    "private_key": ("-----BEGIN",),
+    "service_token": ("_",),
+    "slack_token": ("xox",),
     "email": ("@",),
     "phone": ("(",),
     "phone_plus": ("+",),
@@ -986,8 +1043,9 @@ class Redactor:
         # relies on it to pass "request 42: ..." by without asking).
         names += [_SEPARATORS.sub("", k.lower()) for k in extra_keys if any(c.isalpha() for c in k)]
         self._key_re = re.compile("|".join(map(re.escape, names))) if names else None
+        # (A number after the name, "token01", "password_2", numbers the key.)
         self._key_end_re = (
-            re.compile("(?:" + "|".join(map(re.escape, names)) + r")s?\Z") if names else None
+            re.compile("(?:" + "|".join(map(re.escape, names)) + r")s?\d*\Z") if names else None
         )
         self._words = frozenset(SECRET_WORDS) if defaults else frozenset()
         chosen = expand_patterns([*CREDENTIAL_PATTERNS, *patterns] if defaults else patterns)
@@ -1054,6 +1112,7 @@ class Redactor:
             or "@" in text
             or "eyJ" in text
             or ("A" in text and _AWS_PREFIX.search(text) is not None)
+            or (("-" in text or "_" in text) and _dash_mark(text))
         )
 
     def is_secret(self, key: str) -> bool:
@@ -1077,7 +1136,8 @@ class Redactor:
         return hit
 
     def _names_secret(self, key: str) -> bool:
-        """Whether ``key`` ends with one of the longer names (not only a short word)."""
+        """Whether ``key`` ends with one of the longer names (not only a short word),
+        or with one and a number."""
         return bool(self._key_end_re and self._key_end_re.search(_SEPARATORS.sub("", key.lower())))
 
     def _has_secret_word(self, key: str) -> bool:
@@ -1132,7 +1192,7 @@ class Redactor:
             # not secrets. One pass over cached answers instead of the walk.
             try:
                 if (
-                    self._plain_keys.issuperset(value)
+                    _keys_known_plain(self._plain_keys, value)
                     and _SCALARS.issuperset(map(type, value.values()))
                     and not (
                         self._text_re is not None
@@ -1282,6 +1342,19 @@ class Redactor:
 
 _OTHER: Any = object()
 _SCALARS = frozenset({str, int, float, bool, type(None)})
+_STR = frozenset({str})
+
+
+def _keys_known_plain(plain_keys: set[str], meta: Mapping[Any, Any]) -> bool:
+    """Whether every key of ``meta`` is a str found plain (``Redactor.plain_keys``).
+
+    Each key's type is asked first: a set lookup runs the key's own ``__hash__`` and
+    ``__eq__``, and a str subclass or any other object can answer "user" to them
+    while it ships as "password".
+    """
+    return _STR.issuperset(map(type, meta)) and plain_keys.issuperset(meta)
+
+
 _UNREADABLE = "[REDACTED: unreadable]"
 #: Meta nested deeper than this is cut, by this walk and by the line builder alike.
 MAX_DEPTH = 32

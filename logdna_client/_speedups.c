@@ -319,12 +319,14 @@ key_known_plain(Handle *self, int kind, const void *data, Py_ssize_t at, Py_ssiz
     PyObject *key, *known;
     Py_UCS4 c;
     int letters = 0;
-    if (at >= 2 && PyUnicode_READ(kind, data, at) == ':' &&
+    if (at >= 2 && at + 1 < n && PyUnicode_READ(kind, data, at) == ':' &&
+        (c = PyUnicode_READ(kind, data, at + 1)) >= '0' && c <= '9' &&
         (c = PyUnicode_READ(kind, data, at - 1)) >= '0' && c <= '9' &&
         (c = PyUnicode_READ(kind, data, at - 2)) >= '0' && c <= '9') {
-        /* No separator: a ':' after two digits ends a time or a ratio ("T10:30"), and
-           the redactor never judges the key before it, so asking would send every
-           line with a timestamp in it to Python. */
+        /* No separator: a ':' between two digits and a third is a time or a ratio
+           ("T10:30", "16:9"), and the redactor never judges the key before it, so
+           asking would send every line with a timestamp in it to Python. ("token01: x"
+           has a key.) */
         return 1;
     }
     while (j > 0 && spaces < 3) {
@@ -395,11 +397,53 @@ key_known_plain(Handle *self, int kind, const void *data, Py_ssize_t at, Py_ssiz
     return known == Py_False;
 }
 
+/* Whether the ASCII ``literal`` stands at ``text[at]`` (of ``n`` characters). */
+static int
+literal_at(int kind, const void *data, Py_ssize_t at, Py_ssize_t n, const char *literal)
+{
+    Py_ssize_t j;
+    for (j = 0; literal[j] != '\0'; j++) {
+        if (at + j >= n || PyUnicode_READ(kind, data, at + j) != (Py_UCS4)literal[j]) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* Whether the '-' or '_' at ``text[i]`` is part of a mark _redact._dash_mark finds: a
+ * PEM key's "-----BEGIN", a service token's prefix ("ghp_", "github_pat_", "xoxb-",
+ * "sk_live_"). */
+static int
+dash_mark(int kind, const void *data, Py_ssize_t i, Py_ssize_t n)
+{
+    Py_UCS4 c;
+    if (PyUnicode_READ(kind, data, i) == '-') {
+        if (literal_at(kind, data, i, n, "-----BEGIN")) {
+            return 1;
+        }
+        c = i >= 4 ? PyUnicode_READ(kind, data, i - 1) : 0;
+        return (c == 'a' || c == 'b' || c == 'p' || c == 'o' || c == 's' || c == 'r') &&
+               literal_at(kind, data, i - 4, n, "xox");
+    }
+    c = i >= 3 ? PyUnicode_READ(kind, data, i - 1) : 0;
+    if ((c == 'p' || c == 'o' || c == 'u' || c == 's' || c == 'r') &&
+        literal_at(kind, data, i - 3, n, "gh")) {
+        return 1;
+    }
+    if (i >= 6 && literal_at(kind, data, i - 6, n, "github_pat_")) {
+        return 1;
+    }
+    c = i >= 2 ? PyUnicode_READ(kind, data, i - 2) : 0;
+    return (c == 'r' || c == 's') && PyUnicode_READ(kind, data, i - 1) == 'k' &&
+           (literal_at(kind, data, i + 1, n, "live_") || literal_at(kind, data, i + 1, n, "test_"));
+}
+
 /* Whether the default credential patterns could change the text at ``data`` (``n``
  * characters of PyUnicode ``kind``), as LineBuilder.text_check answers: 1 yes (or
  * maybe: the Python redactor decides), 0 certainly not (or no text patterns run),
- * -1 error. A '@', "eyJ" or an AWS key id's prefix means maybe; each ':' or '='
- * means maybe unless the key before it is one the redactor has found plain. */
+ * -1 error. A '@', "eyJ", an AWS key id's prefix, a PEM key's BEGIN or a service
+ * token's prefix means maybe; each ':' or '=' means maybe unless the key before it
+ * is one the redactor has found plain. */
 static int
 needs_redaction(Handle *self, int kind, const void *data, Py_ssize_t n)
 {
@@ -430,6 +474,9 @@ needs_redaction(Handle *self, int kind, const void *data, Py_ssize_t n)
                     return 1;
                 }
             }
+        }
+        else if ((c == '-' || c == '_') && dash_mark(kind, data, i, n)) {
+            return 1;
         }
     }
     return 0;

@@ -52,7 +52,7 @@ def _is_ssn(text: str) -> bool:
 # key's last name: "user[password]=", "user%5Bpassword%5D=", "[password] =>"; not
 # with space before a plain "=": "cache[key] = x".)
 _SEPARATOR_KEY_REVERSED = re.compile(
-    r"(?:=|:(?!\d\d))(?:\]|D5%|(?<=>=)[ \t]{1,3}(?:\]|D5%)|[ \t]{0,3})"
+    r"(?:=|:(?:(?!\d\d)|(?<!\d:)))(?:\]|D5%|(?<=>=)[ \t]{1,3}(?:\]|D5%)|[ \t]{0,3})"
     r"((?:[\"']\\{0,15})?)([A-Za-z0-9_.-]{1,64})"
 )
 _LOCAL_PART_REVERSED = re.compile(r"[A-Za-z0-9._%+-]{1,64}")
@@ -280,6 +280,9 @@ _NEEDS: dict[str, tuple[str, ...]] = {
     "aws_key": ("A",),
     "url_credentials": ("://",),
     "jwt": ("eyJ",),
+    "private_key": ("-----BEGIN",),
+    "service_token": ("_",),
+    "slack_token": ("xox",),
     "email": ("@",),
     "phone": ("(",),
     "phone_plus": ("+",),

@@ -31,6 +31,8 @@ SHOWN_BEFORE_SIGNAL = 2_000
 #: room for them all, so none may be dropped for want of it.
 MAX_LINES = 20_000
 SIGNALS = [signal.SIGTERM, signal.SIGINT]
+#: pipe also passes on SIGHUP (a supervisor's reload or stop, the terminal closing).
+PIPE_SIGNALS = [*SIGNALS, signal.SIGHUP]
 
 
 def child_env(url: str | None = None) -> dict[str, str]:
@@ -106,10 +108,12 @@ def numbered(lines: list[bytes]) -> list[int]:
 
 
 #: Writes numbered lines without pause, in writes a pipe takes whole (under PIPE_BUF),
-#: then waits to be stopped. SIGINT at its default: it ends by the signal pipe passes on.
+#: then waits to be stopped. SIGINT and SIGHUP at their default (a runner in the background
+#: or under nohup passes them on ignored): it ends by the signal pipe passes on.
 FEEDER = f"""
 import signal, sys
 signal.signal(signal.SIGINT, signal.SIG_DFL)
+signal.signal(signal.SIGHUP, signal.SIG_DFL)
 out = sys.stdout.buffer
 for start in range(0, {MAX_LINES}, 100):
     out.write(b"".join(b"line %d\\n" % i for i in range(start, start + 100)))
@@ -119,7 +123,7 @@ signal.pause()
 
 
 class TestPipe:
-    @pytest.mark.parametrize("sig", SIGNALS, ids=lambda s: s.name)
+    @pytest.mark.parametrize("sig", PIPE_SIGNALS, ids=lambda s: s.name)
     def test_a_command_stopped_mid_flow_loses_nothing_it_showed(
         self, server: DevServer, sig: signal.Signals
     ) -> None:
@@ -140,7 +144,7 @@ class TestPipe:
         assert [line.decode() for line in lines] == [x["line"] for x in server.lines]
         assert b"not delivered" not in errors
 
-    @pytest.mark.parametrize("sig", SIGNALS, ids=lambda s: s.name)
+    @pytest.mark.parametrize("sig", PIPE_SIGNALS, ids=lambda s: s.name)
     def test_stdin_stopped_mid_flow_loses_nothing_it_showed(
         self, server: DevServer, sig: signal.Signals
     ) -> None:

@@ -78,6 +78,28 @@ class TestCoercion:
         assert isinstance(info.value, ValueError)
 
 
+class TestBlankBooleans:
+    @pytest.mark.parametrize(
+        ("option", "default"),
+        [
+            ("verify", True),
+            ("compress", True),
+            ("index_meta", True),
+            ("handle_signals", True),
+            ("allow_insecure", False),
+            ("kubernetes", "auto"),
+        ],
+    )
+    def test_blank_is_the_default(self, option: str, default: object) -> None:
+        """A blank boolean (an empty template variable, ``verify =`` in a file) is an
+        option not given: its default, never false (TLS verification off, unseen)."""
+        assert default == getattr(Config(key=KEY, **{option: " "}), option)
+
+    def test_blank_redact_keeps_the_default_redaction(self) -> None:
+        """``redact=""`` adds no key names; it does not turn redaction off."""
+        assert Config(key=KEY, redact="").redact not in (False, "")
+
+
 class TestEnvironment:
     def test_env_vars_fill_missing_options(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """The key, URL, app, env, hostname and tags come from LOGDNA_* when not given."""

@@ -138,6 +138,21 @@ class TestDictConfig:
         assert {"name": LOGGER} == outside["meta"]
 
 
+class TestBlankStrings:
+    def test_blank_redact_and_verify_keep_their_defaults(self, server: DevServer) -> None:
+        """A settings file that fills options from variables left empty
+        (``"redact": os.environ.get("EXTRA_REDACT", "")``) keeps redaction and TLS
+        verification on: blank is not given, not false."""
+        logging.config.dictConfig(config_for(server, redact="", verify="", compress=""))
+        config = our_handler().client.config
+        assert (True, True) == (config.verify, config.compress)
+        logging.getLogger(LOGGER).info("login", extra={"password": "hunter2"})
+        assert our_handler().client.flush(TIMEOUT)
+        assert server.wait_for_lines(1, TIMEOUT)
+        (line,) = server.lines
+        assert "[REDACTED]" == line["meta"]["password"]
+
+
 class TestReconfigure:
     def test_second_dictconfig_loses_nothing(self, server: DevServer) -> None:
         """Replacing the handler closes the old one without waiting; its lines all arrive."""

@@ -472,13 +472,16 @@ class TestTextPatterns:
         """Each credential example holds one of TRIGGER's marks (the fast paths rely
         on it: text without one skips the patterns)."""
         examples = ["Authorization: x", "password=x", "AKIAIOSFODNN7EXAMPLE",
-                    "s://u:p@h", "eyJhbGciOi.eyJzdWIi.sig"]  # fmt: skip
+                    "s://u:p@h", "eyJhbGciOi.eyJzdWIi.sig",
+                    "-----BEGIN PRIVATE KEY-----\nMII", "ghp_" + "a" * 36,
+                    "xoxb-1234567890"]  # fmt: skip
         for name, example in zip(CREDENTIAL_PATTERNS, examples, strict=True):
             assert re.search(CREDENTIAL_PATTERNS[name], example), name
             assert TRIGGER.search(example), name
 
     @settings(max_examples=500, deadline=None)
-    @given(st.text(alphabet=st.sampled_from(list('ab:=@eyJAKISPNV x{}"é')), max_size=40))
+    @given(st.text(alphabet=st.sampled_from(list('ab:=@eyJAKISPNV x{}"é-_ghposkBEGIN')),
+                   max_size=40))  # fmt: skip
     def test_substring_tests_agree_with_the_trigger(self, text: str) -> None:
         """The cheap test the fast paths run answers as TRIGGER does, on text and on a
         flat JSON object's text (whose own ":" do not count)."""

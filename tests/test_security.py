@@ -791,7 +791,9 @@ class TestRedaction:
         """The offered presets are exactly the documented ones."""
         assert {"card", "us_ssn", "us_ssn_labelled", "email", "phone", "phone_plain",
                 "phone_plus", "bearer", "auth_header", "secret_kv", "aws_key",
-                "url_credentials", "jwt"} == set(PRESET_PATTERNS)  # fmt: skip
+                "url_credentials", "jwt", "private_key", "service_token",
+                "slack_token"} == set(
+                    PRESET_PATTERNS)  # fmt: skip
         for pattern in PRESET_PATTERNS.values():
             re.compile(pattern)
 

@@ -278,10 +278,22 @@ def v1_header(pid: int, created_ns: int) -> bytes:
 
 def v1_segment(folder: Path, created_ns: int, batches: list[list[bytes]]) -> Path:
     """A segment of format version 1 (``.spool``) left by a dead process, its batches unacked."""
+    return dead_segment(folder, created_ns, batches, None)
+
+
+def dead_segment(
+    folder: Path, created_ns: int, batches: list[list[bytes]], destination: bytes | None
+) -> Path:
+    """A segment left by a dead process, its batches unacked, named as created at
+    ``created_ns``: of format 1 when ``destination`` is None, else of this format."""
     now = time.time_ns()
     records = [b"".join(fmt.batch_frame(seq, now, batch)) for seq, batch in enumerate(batches)]
-    path = folder / f"seg-{created_ns:020d}-1-{created_ns % 0xFFFFFF:06x}.spool"
-    path.write_bytes(v1_header(1, created_ns) + b"".join(records))
+    name = f"seg-{created_ns:020d}-1-{created_ns % 0xFFFFFF:06x}"
+    if destination is None:
+        path, header = folder / f"{name}.spool", v1_header(1, created_ns)
+    else:
+        path, header = folder / f"{name}.seg", fmt.encode_header(1, created_ns, destination)
+    path.write_bytes(header + b"".join(records))
     return path
 
 
@@ -451,6 +463,38 @@ class TestDamage:
 
 
 class TestLimits:
+    def test_quarantine_counts_toward_the_cap_and_goes_first(self, tmp_path: Path) -> None:
+        """Quarantine files take the folder's room too: max_spool_bytes bounds them (the
+        folder grew past the cap through them), and when it is reached they go first,
+        oldest first (no process can send what they hold), the lines they still hold
+        whole counted as spool_full, before any segment that can still be delivered."""
+        pad = b"p" * 200
+        for _ in range(6):  # each damaged in its first record: the rest goes to quarantine
+            path = write_segment(tmp_path, 20, per_batch=10)
+            data = bytearray(path.read_bytes())
+            data[record_offsets(path)[0] + 30] ^= 0xFF
+            path.write_bytes(bytes(data))
+        spool = Spool.open(tmp_path, sync="none")
+        assert ((0, 0), 6) == (spool.pending(), spool.quarantined)
+        spool.close()
+        bad = sorted((tmp_path / "quarantine").iterdir(), key=lambda p: p.stat().st_mtime_ns)
+        held = sum(p.stat().st_size for p in bad)
+        keep = write_segment(tmp_path, 1, per_batch=3)  # deliverable: kept while quarantine goes
+
+        def on_disk() -> int:
+            return sum(p.stat().st_size for p in tmp_path.rglob("*") if p.is_file())
+
+        cap = on_disk() - held // 2
+        spool = Spool.open(tmp_path, sync="none", max_bytes=cap)
+        assert on_disk() == spool.disk_bytes
+        assert spool.append([line + pad for line in lines(1000, 20)]) is not None
+        gone = [p for p in bad if not p.exists()]
+        assert on_disk() <= cap and on_disk() == spool.disk_bytes
+        assert 3 <= len(gone) < 6 and gone == bad[: len(gone)]  # the oldest
+        assert {"spool_full": 190 * len(gone)} == dict(spool.dropped)  # 19 whole batches each
+        assert keep.exists()
+        spool.close()
+
     def test_cap_drops_oldest_segments_and_counts_their_lines(self, tmp_path: Path) -> None:
         """During an outage disk use stays under the cap; every line is replayed or counted."""
         cap = 64 * 1024
@@ -665,12 +709,33 @@ class TestDestinations:
         spool.close()
         live.close()
 
-    def test_format_1_segments_are_anyones(self, tmp_path: Path) -> None:
-        """Segments written before destinations existed (format 1, ``.spool``) are adopted
-        and sent by any destination, as they were: an upgrade loses nothing."""
+    def test_format_1_segments_are_nobodys(self, tmp_path: Path) -> None:
+        """Segments written before destinations existed (format 1, ``.spool``) do not say
+        whose lines they hold: no process adopts, sends or drops them (any destination's
+        adopted them, so one app's lines went out with another's key); they are kept,
+        counted toward the cap, and reported once with the command that sends them."""
+        old = [v1_segment(tmp_path, 1000, [lines(0, 5), lines(5, 5)]),
+               v1_segment(tmp_path, 2000, [lines(10, 5)])]  # fmt: skip
+        kept = {p: p.read_bytes() for p in old}
+        size = sum(map(len, kept.values()))
+        for mine in (MINE, THEIRS):
+            trouble = Trouble()
+            spool = Spool.open(tmp_path, destination=mine, on_trouble=trouble,
+                               max_bytes=size + 1024)  # fmt: skip
+            assert ([], False) == (drain(spool), spool.undelivered)
+            assert spool.append(lines(20, 100)) is None  # no room, and theirs are not dropped
+            assert ({}, size + fmt.HEADER_SIZE) == (dict(spool.dropped), spool.disk_bytes)
+            assert ["spool-format-1", "spool-full"] == trouble.kinds
+            assert "--any-destination" in trouble.messages[0]
+            spool.close()
+        assert kept == {p: p.read_bytes() for p in segments(tmp_path)}
+
+    def test_format_1_segments_go_where_the_user_says(self, tmp_path: Path) -> None:
+        """``adopt_any`` (``spool replay --any-destination``, run with the key and URL they
+        were written for) adopts and sends format 1 segments, oldest first."""
         v1_segment(tmp_path, 1000, [lines(0, 5), lines(5, 5)])
         v1_segment(tmp_path, 2000, [lines(10, 5)])
-        spool = Spool.open(tmp_path, destination=MINE)
+        spool = Spool.open(tmp_path, destination=MINE, adopt_any=True)
         assert lines(0, 15) == drain(spool)
         spool.close()
         assert [] == segments(tmp_path)
@@ -1476,23 +1541,24 @@ class TestCli:
         assert count == len(server.lines)
 
     def test_replay_sends_only_the_given_keys_segments(self, tmp_path: Path, server: Any) -> None:
-        """With --key and --url, replay sends what was written for them (and format 1
-        segments, anyone's), leaves other destinations' and says so; --any-destination
-        sends those too, with the key given."""
+        """With --key and --url, replay sends what was written for them, leaves other
+        destinations' and format 1 ones (whose is not recorded; it sent those with any
+        key) and says so; --any-destination sends those too, with the key given."""
         ours, theirs = (
             fingerprint(Secret("key-a"), server.url),
             fingerprint(Secret("key-b"), server.url),
         )
         write_segment(tmp_path, 2, destination=ours)
         other = write_segment(tmp_path, 1, per_batch=5, destination=theirs)
-        v1_segment(tmp_path, 1000, [[b',{"line":"old"}']])
+        old = v1_segment(tmp_path, 1000, [[b',{"line":"old"}']])
         base = ["spool", "replay", "--spool-dir", str(tmp_path), "--url", server.url]
         status, out, err = self.run(*base, "--key", "key-a")
         assert 0 == status
-        assert ["old"] + [str(i) for i in range(20)] == [e["line"] for e in server.lines]
-        assert "left 1 segment(s) written for other keys or URLs" in out
+        assert [str(i) for i in range(20)] == [e["line"] for e in server.lines]
+        assert "left 2 segment(s) written for other keys or URLs, or by format 1" in out
         assert short(theirs) in err  # the report, with the fingerprint spool ls shows
-        assert [other] == segments(tmp_path)
+        assert "format 1" in err and "--any-destination" in err
+        assert sorted([other, old]) == sorted(segments(tmp_path))
         status, out, _ = self.run(*base, "--key", "key-c", "--any-destination")
         assert (0, 26) == (status, len(server.lines))
         assert [] == segments(tmp_path)
@@ -1536,8 +1602,8 @@ class TestCli:
                                   "key-of-app-a", "--url", URL)  # fmt: skip
         assert 0 == status
         assert f"{short(MINE)} yours" in out and f"{short(THEIRS)} other" in out
-        assert "any (format 1)" in out
-        assert "yours (" + short(MINE) + ": this key and URL): 13 line(s) waiting" in out
+        assert "format 1" in out
+        assert "yours (" + short(MINE) + ": this key and URL): 10 line(s) waiting" in out
         assert "key-of-app" not in out
 
     def test_verify_tells_torn_tails_from_corruption(self, tmp_path: Path) -> None:
@@ -1608,12 +1674,12 @@ class TestCli:
         assert [] == list((tmp_path / "quarantine").iterdir())
         live.close()
 
-    def test_ls_without_a_key_marks_only_format_1_replayable(
+    def test_ls_marks_replayable_only_what_replay_with_that_key_sends(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        """Without a key, ls marks no destination's segment replayable (replay needs its
-        own key and URL; they were all shown as replayable), only format 1 ones (any key
-        sends them); with a key, its own and format 1 ones."""
+        """Without a key, ls marks no segment replayable (replay needs its own key and URL;
+        they were all shown as replayable); with a key, its own. Format 1 ones, whose
+        destination is not recorded, need --any-destination with their own key and URL."""
         monkeypatch.delenv("LOGDNA_INGESTION_KEY", raising=False)
         monkeypatch.delenv("LOGDNA_URL", raising=False)
         names = {
@@ -1629,10 +1695,9 @@ class TestCli:
             return {names[name]: row.rsplit("  ", 1)[-1].strip() for name, row in rows}
 
         own = "orphaned (replay with its own key and URL)"
-        assert {"mine": own, "theirs": own,
-                "format 1": "orphaned (replayable with any key)"} == states()  # fmt: skip
-        assert {"mine": "orphaned (replayable)", "theirs": own,
-                "format 1": "orphaned (replayable)"} == states(
+        unmarked = "orphaned (format 1: replay --any-destination with its own key and URL)"
+        assert {"mine": own, "theirs": own, "format 1": unmarked} == states()
+        assert {"mine": "orphaned (replayable)", "theirs": own, "format 1": unmarked} == states(
             "--key", "key-of-app-a", "--url", URL)  # fmt: skip
 
     def test_no_folder_is_a_usage_error(self, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -21,7 +21,7 @@ from hypothesis.stateful import rule
 from logdna_client import Client
 from logdna_client._devserver import DevServer
 from logdna_client._spool import Spool, _store
-from logdna_client._spool._destination import UNNAMED
+from logdna_client._spool._destination import UNNAMED, destination
 from tests._children import REPO, assert_exactly_once_in_order, texts
 from tests.helpers import in_forked_child
 from tests.test_spool import (
@@ -29,10 +29,10 @@ from tests.test_spool import (
     SpoolMachine,
     Trouble,
     crash,
+    dead_segment,
     drain,
     lines,
     segments,
-    v1_segment,
 )
 
 # Deadline for a child process to answer: generous, only hit when something hangs.
@@ -539,14 +539,16 @@ class TestFolderReplaced:
         spool.close()
 
 
-def _dead_segments(folder: Path, count: int, per_segment: int = 1, pad: bytes = b"") -> None:
+def _dead_segments(
+    folder: Path, count: int, per_segment: int = 1, pad: bytes = b"", to: bytes = UNNAMED
+) -> None:
     """``count`` segments of dead processes, oldest first by name, ``per_segment`` lines
-    each: line ``i`` of the whole is in segment ``i // per_segment``. Of format version 1
-    (anyone's): any Client and ``spool replay`` adopt them."""
+    each: line ``i`` of the whole is in segment ``i // per_segment``. Written for ``to``
+    (by default the destination of a Spool opened without one)."""
     folder.mkdir(exist_ok=True)
     for n in range(count):
         body = [line + pad for line in lines(n * per_segment, per_segment)]
-        v1_segment(folder, 1000 + n, [body])
+        dead_segment(folder, 1000 + n, [body], to)
 
 
 class TestManySegments:
@@ -722,8 +724,8 @@ class TestReplayRace:
         """``spool replay`` run while a live process works through the same backlog of dead
         segments (more than it holds at once): between them every line arrives once, and
         the live process's own lines are never the command's to send."""
-        _dead_segments(tmp_path, 300, per_segment=5)
         live = _client(server, tmp_path)
+        _dead_segments(tmp_path, 300, per_segment=5, to=destination(live.config))
         live.log("live 0")  # starts its sender, which adopts and replays
         replay = subprocess.Popen(
             [sys.executable, "-m", "logdna_client", "spool", "replay",

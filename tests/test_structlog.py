@@ -804,7 +804,8 @@ class TestStdlibBridge:
         assert {"name": "t.structlog.kwargs", "invoice": 7, "amount": 3.5} == line["meta"]
 
     def test_wrap_for_formatter_keys_become_meta(self, server: DevServer) -> None:
-        """ProcessorFormatter.wrap_for_formatter: event is the line, keys meta, no internals."""
+        """ProcessorFormatter.wrap_for_formatter: event is the line, keys meta (after the
+        logger's name, as for any record), no internals."""
         h = handler_for(server)
         with logger_with("t.structlog.wrap", h) as std:
             log = structlog.wrap_logger(
@@ -815,7 +816,7 @@ class TestStdlibBridge:
             log.info("paid", invoice=7)
             (line,) = delivered(server, h.client, 1)
         assert "paid" == line["line"]
-        assert {"invoice": 7} == line["meta"]
+        assert {"name": "t.structlog.wrap", "invoice": 7} == line["meta"]
 
     def test_processor_inside_processor_formatter(self, server: DevServer) -> None:
         """The processor also works in ProcessorFormatter's chain (stdlib records too)."""

@@ -52,9 +52,15 @@ def destination(config: Config) -> bytes:
 
 
 def belongs(segment: bytes | None, destination: bytes) -> bool:
-    """Whether a segment written for ``segment`` (None: by version 1, for anyone) is for
-    ``destination``: the one rule for who adopts, sends and drops a segment."""
-    return segment is None or segment == destination
+    """Whether a segment written for ``segment`` is for ``destination``: the one rule for
+    who adopts, sends and drops a segment.
+
+    ``segment`` None is a version 1 segment, which does not record where its lines were
+    going: it belongs to no destination. Taking it for anyone's sent one app's lines with
+    another's key (two apps sharing a folder before an upgrade); only the user can say
+    whose it is (``spool replay --any-destination`` with its key and URL).
+    """
+    return segment is not None and segment == destination
 
 
 def short(fingerprint: bytes) -> str:

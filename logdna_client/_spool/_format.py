@@ -30,8 +30,9 @@ Entries are opaque bytes to the spool (the sender's entries: a comma and one
 serialized line).
 
 The destination (``_destination``) says whose lines a segment holds: only a
-process sending to the same place adopts it. Version 1 segments have none and
-are anyone's, as they always were. A header of a later version (the magic and
+process sending to the same place adopts it. Version 1 segments have none, so
+no process adopts one by itself: only ``spool replay --any-destination``, run
+with the key and URL they were written for. A header of a later version (the magic and
 a version above ``VERSION``) is neither read nor damage: such a segment is left
 alone for the library that wrote it, whatever else that version changed.
 Versions before 2 look only at ``.spool`` names, so they never see a ``.seg``
@@ -67,6 +68,7 @@ __all__ = [
     "decode_header",
     "encode_header",
     "read_record",
+    "salvage_lines",
     "torn_header",
 ]
 
@@ -102,7 +104,7 @@ class Header:
     pid: int
     created_ns: int
     size: int  # where the first record starts (0 for a later version: not read)
-    destination: bytes | None  # None: version 1, anyone's (or a later version's: unknown)
+    destination: bytes | None  # None: version 1, not recorded (or a later version's: unknown)
 
     @property
     def later(self) -> bool:
@@ -294,6 +296,47 @@ def _record_after(fd: int, offset: int, end: int) -> bool:
             at = data.find(MARK, at + 1)
         offset += chunk
     return False
+
+
+def salvage_lines(fd: int, end: int) -> int:
+    """Lines of the whole, CRC-checked batches not marked done anywhere in bytes
+    ``0``..``end`` of damaged data (a quarantine file): what deleting it gives up, as far
+    as it can be told. A damaged record's lines cannot be, nor, after ``_MAX_CANDIDATES``
+    chance marks in garbage, the rest: checking each may read megabytes."""
+    window = 1 << 16
+    pending: dict[int, int] = {}
+    done: list[tuple[int, int]] = []
+    misses = 0
+    offset = 0
+    while offset < end and misses <= _MAX_CANDIDATES:
+        data = os.pread(fd, min(window, end - offset), offset)
+        at = data.find(MARK)
+        if at < 0:
+            # The last byte may be the first half of a mark.
+            offset += max(1, len(data) - 1) if data else end
+            continue
+        offset += at
+        if not _whole_record_at(fd, offset, end):
+            misses += 1
+            offset += 1
+            continue
+        size, kind, a, b, count = _whole_head(os.pread(fd, RECORD_HEAD, offset))
+        if kind == BATCH:
+            pending[a] = count
+        elif kind == ACK:
+            done.append((a, b))
+        offset += FRAME_SIZE + size
+    for first, last in done:
+        for seq in [seq for seq in pending if first <= seq <= last]:
+            del pending[seq]
+    return sum(pending.values())
+
+
+def _whole_head(head: bytes) -> tuple[int, int, int, int, int]:
+    """A checked record's body size and fixed fields (kind, a, b, count)."""
+    _, size, _ = _FRAME.unpack_from(head)
+    kind, a, b, count = _FIXED.unpack_from(head, FRAME_SIZE)
+    return size, kind, a, b, count
 
 
 @dataclass

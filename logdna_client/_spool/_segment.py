@@ -26,12 +26,14 @@ __all__ = [
     "TMP_PREFIX",
     "V1_SEG_SUFFIX",
     "BatchId",
+    "QuarantineFile",
     "ReplayBatch",
     "Scan",
     "Segment",
     "is_segment_name",
     "list_dir",
     "open_regular",
+    "quarantine_files",
     "save_quarantine",
     "scan",
     "try_lock",
@@ -83,6 +85,7 @@ class Segment:
     done_batches: int = 0
     done_lines: int = 0
     done: fmt.AckBits = field(default_factory=fmt.AckBits)
+    seen: fmt.AckBits = field(default_factory=fmt.AckBits)  # numbers of the batches counted
     out: set[int] = field(default_factory=set)  # handed to the caller, not yet acked
     cursor: int = fmt.HEADER_SIZE  # records before it are done or out
     scanned: bool = False
@@ -100,9 +103,13 @@ class Segment:
     def count(self, record: fmt.Record) -> None:
         """Take a record read back from the file into the counts."""
         if record.kind == fmt.BATCH:
-            self.batches += 1
-            self.lines += record.count
             self.next_seq = max(self.next_seq, record.a + 1)
+            # A number written twice is one batch written twice (earlier versions did, when
+            # a Ctrl-C stopped an append after its write): counted twice, the segment never
+            # finished, and a process replaying it looped on a backlog that gave nothing.
+            if self.seen.add(record.a):
+                self.batches += 1
+                self.lines += record.count
             return
         for seq in range(record.a, record.b + 1):
             if self.done.add(seq):
@@ -191,7 +198,8 @@ def open_regular(path: str, flags: int) -> int:
 
 
 def save_quarantine(seg: Segment, folder: str, start: int, end: int) -> None:
-    """Copy bytes ``start``..``end`` of a segment to quarantine; keep the newest files only."""
+    """Copy bytes ``start``..``end`` of a segment to quarantine (``quarantine_files``
+    tells what the folder holds; the spool keeps the newest only)."""
     quarantine = os.path.join(folder, QUARANTINE)
     os.makedirs(quarantine, exist_ok=True)
     target = os.path.join(quarantine, f"{seg.name}.{start}.bad")
@@ -207,12 +215,29 @@ def save_quarantine(seg: Segment, folder: str, start: int, end: int) -> None:
             offset += len(chunk)
     finally:
         os.close(out)
-    kept = sorted(
-        (e for e in list_dir(quarantine) if e.name.endswith(".bad")),
-        key=lambda e: e.stat().st_mtime_ns,
-    )
-    for old in kept[:-QUARANTINE_KEEP]:
-        os.unlink(old.path)
+
+
+class QuarantineFile(NamedTuple):
+    path: str
+    size: int
+    mtime_ns: int
+
+
+def quarantine_files(folder: str) -> list[QuarantineFile]:
+    """The quarantine files of a spool folder, oldest first; OSError when it cannot be
+    listed (FileNotFoundError: there is none)."""
+    found = []
+    for entry in list_dir(os.path.join(folder, QUARANTINE)):
+        try:
+            # Only regular files the spool wrote: never followed, never another's file.
+            if not entry.name.endswith(".bad") or not entry.is_file(follow_symlinks=False):
+                continue
+            info = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        found.append(QuarantineFile(entry.path, info.st_size, info.st_mtime_ns))
+    found.sort(key=lambda f: (f.mtime_ns, f.path))
+    return found
 
 
 def write_all(fd: int, parts: list[bytes], offset: int) -> None:

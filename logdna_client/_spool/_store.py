@@ -19,13 +19,15 @@ Files, all in the spool folder (see ``_format`` for what is inside one):
 - ``.tmp-<pid>-<random>``: a segment being created (header only). One whose
   lock is free was left by a process that died before the rename: deleted.
 - ``quarantine/<segment>.<offset>.bad``: corrupt bytes moved aside, kept
-  for inspection (the newest ``QUARANTINE_KEEP`` files).
+  for inspection (the newest ``QUARANTINE_KEEP`` files). They count toward
+  the cap like segments and are the first to go when it is reached: no
+  process can send what they hold.
 
 Each segment records its destination (``_destination``): a process adopts,
-sends and drops only those of its own destination (and version 1 ones, which
-have none). Other destinations' segments are left alone: never sent with this
-process's key, never dropped for its cap or age, reported once; they only take
-their share of the folder's cap (``_make_room``).
+sends and drops only those of its own destination. Other destinations' segments,
+and version 1 ones (which do not record theirs), are left alone: never sent with
+this process's key, never dropped for its cap or age, reported once; they only
+take their share of the folder's cap (``_make_room``).
 
 A batch is done when an ACK record for it is in its segment. The owner
 appends ACKs to the same file, so one write (and one sync) covers a batch's
@@ -53,16 +55,19 @@ from . import _format as fmt
 from ._destination import UNNAMED, belongs, short
 from ._inspect import inspect_segment
 from ._segment import (
+    QUARANTINE,
     QUARANTINE_KEEP,
     SEG_PREFIX,
     SEG_SUFFIX,
     TMP_PREFIX,
     BatchId,
+    QuarantineFile,
     ReplayBatch,
     Segment,
     is_segment_name,
     list_dir,
     open_regular,
+    quarantine_files,
     save_quarantine,
     scan,
     try_lock,
@@ -130,8 +135,8 @@ def _contained(
 
 
 # Whose a segment of the folder is (Spool._owner).
-_OURS = "ours"  # this destination's, version 1 (anyone's), or unreadable: its scan decides
-_OTHER = "other"  # another destination's: left for it
+_OURS = "ours"  # this destination's, or unreadable: its scan decides
+_OTHER = "other"  # another destination's, or version 1 (whose is not recorded): left for it
 _LATER = "later"  # a later version's: left for it
 
 
@@ -198,6 +203,11 @@ class Spool:
         # live processes', those not adopted yet, other destinations' and later versions'.
         # All count toward max_bytes, a bound on the folder (see _make_room).
         self._unheld_bytes = 0
+        # The quarantine folder's files (any process's: damage records no destination), as
+        # of the last count: part of the folder max_bytes bounds. Counted again when the
+        # quarantine folder changes (its ino and mtime, one stat per append) and at rescans.
+        self._quarantine_bytes = 0
+        self._quarantine_seen: tuple[int, int] | None = None
         # Whose each segment not held is, and its destination (_owner), by name: a header
         # is read once, not at every rescan. Names are never reused.
         self._owners: dict[str, tuple[str, bytes | None]] = {}
@@ -317,18 +327,24 @@ class Spool:
                              "processes' segments, other keys' or URLs' segments, batches being "
                              "sent); batches that do not fit are kept in memory only")  # fmt: skip
                 return None
-            self._write(seg, parts)
+            batch_id = BatchId(seg.name, seg.next_seq, seg.next_seq, seg.size, len(entries), False)
+            # Numbered before the write: a Ctrl-C between the write and the bookkeeping left
+            # the number to the next batch (this one handed over again), two records under
+            # one number, and a segment whose count of batches never met its done marks.
+            seg.next_seq += 1
+            try:
+                self._write(seg, parts)
+            except OSError:
+                seg.next_seq -= 1  # nothing is left under it (_write cut it off)
+                raise
         except OSError as exc:
             self._fail("write", exc)
             return None
-        seq = seg.next_seq
-        seg.next_seq += 1
+        self._appended = entries, batch_id
         seg.batches += 1
         seg.lines += len(entries)
-        seg.out.add(seq)
+        seg.out.add(batch_id.first)
         self.spooled += len(entries)
-        batch_id = BatchId(seg.name, seq, seq, seg.size - need, len(entries), False)
-        self._appended = entries, batch_id
         self._synced(seg)
         return batch_id
 
@@ -434,9 +450,11 @@ class Spool:
         lines = 0
         size = 0
         horizon = (self._clock() - self.max_age) * 1e9
+        ended = False
         while True:
             peek = fmt.read_record(seg.fd, seg.cursor, seg.size, with_data=False)
             if peek is None:
+                ended = True
                 break
             if isinstance(peek, fmt.Damage):
                 self._quarantine_tail(seg, peek)
@@ -461,7 +479,10 @@ class Spool:
                 self._mark_done(seg, peek.a, peek.a, peek.count)
                 seg.cursor = peek.end
                 continue
-            if entries and size + (peek.end - peek.offset) > max_bytes:
+            if entries and (peek.a != last + 1 or size + (peek.end - peek.offset) > max_bytes):
+                # One batch handed out is a run of consecutive numbers, each one record: its
+                # ack marks the run done. A number skipped (a Ctrl-C between numbering and
+                # writing) or written twice (by earlier versions) ends the run.
                 break
             record = fmt.read_record(seg.fd, seg.cursor, seg.size, with_data=True)
             if not isinstance(record, fmt.Record) or record.data is None:
@@ -476,6 +497,11 @@ class Spool:
             size += record.end - record.offset
             seg.cursor = record.end
         if not entries:
+            if ended and not seg.out and seg.waiting > 0:
+                # Every record is done, whatever the counts say: kept, they would make a
+                # backlog that never yields (the sender loops on it) and a flush() that
+                # never succeeds. The records are the truth.
+                seg.batches, seg.lines = seg.done_batches, seg.done_lines
             if seg.finished and seg is not self._current:
                 self._retire(seg)
             return None
@@ -553,7 +579,8 @@ class Spool:
         """Bytes the folder's segments take, whoever's (those this spool does not hold as
         of the last append or rescan): what ``max_bytes`` bounds."""
         # list() copies in one step: stats() reads this from the app's threads.
-        return self._unheld_bytes + sum(seg.size for seg in list(self._segments.values()))
+        held = sum(seg.size for seg in list(self._segments.values()))
+        return self._unheld_bytes + self._quarantine_bytes + held
 
     def stats(self) -> dict[str, object]:
         """The counters; safe to call from any thread (it only reads)."""
@@ -753,6 +780,7 @@ class Spool:
         live processes hold toward the cap; leave other destinations' alone."""
         self._next_rescan = self._monotonic() + RESCAN_INTERVAL
         self._check_current()
+        self._quarantine()  # files growing (being written) leave the folder's mtime as it was
         unheld = 0
         candidates: list[tuple[str, int]] = []
         others: list[tuple[str, bytes | None]] = []
@@ -818,6 +846,42 @@ class Spool:
         with contextlib.suppress(OSError):  # not listable now: the last count stands
             sizes = map(self._unheld_size, list_dir(self.directory))
             self._unheld_bytes = sum(size for size in sizes if size is not None)
+        try:
+            there = os.stat(os.path.join(self.directory, QUARANTINE))
+            changed = (there.st_ino, there.st_mtime_ns) != self._quarantine_seen
+        except OSError:
+            changed = self._quarantine_seen is not None or self._quarantine_bytes > 0
+        if changed:
+            self._quarantine()
+
+    def _quarantine(self) -> list[QuarantineFile]:
+        """The quarantine files, oldest first, counted into ``disk_bytes``."""
+        folder = os.path.join(self.directory, QUARANTINE)
+        try:
+            there = os.stat(folder)
+            files = quarantine_files(self.directory)
+        except OSError:  # none (or not listable: nothing this process could delete either)
+            self._quarantine_seen, self._quarantine_bytes = None, 0
+            return []
+        self._quarantine_seen = there.st_ino, there.st_mtime_ns
+        self._quarantine_bytes = sum(f.size for f in files)
+        return files
+
+    def _drop_quarantine(self, files: list[QuarantineFile]) -> None:
+        """Delete quarantine files; the lines they still hold whole count as ``spool_full``
+        (by this process only if it is the one whose unlink took the file)."""
+        for file in files:
+            try:
+                fd = open_regular(file.path, os.O_RDONLY)
+                try:
+                    lines = fmt.salvage_lines(fd, os.fstat(fd).st_size)
+                finally:
+                    os.close(fd)
+                os.unlink(file.path)
+            except OSError:
+                continue  # gone (another process took it, and counted it) or not ours to take
+            self._quarantine_bytes = max(0, self._quarantine_bytes - file.size)
+            self._count_dropped("spool_full", lines)
 
     def _owner(self, name: str) -> tuple[str, bytes | None]:
         """Whose the segment ``name`` (not held) is, from its header: _OURS, _OTHER or
@@ -850,13 +914,17 @@ class Spool:
 
     def _report_left(self, others: list[tuple[str, bytes | None]], later: int) -> None:
         """Say once what this process leaves in the folder for others, and how to send it."""
-        if others and "spool-other" not in self._reported:
+        if others and not {"spool-other", "spool-format-1"} <= self._reported:
             # Only those no live process holds: another app sending there needs no advice.
             orphaned = [d for name, d in others if self._unlocked(name)]
-            if orphaned:
+            unmarked = orphaned.count(None)
+            if unmarked:
+                self._report_unmarked(unmarked)
+            if len(orphaned) > unmarked:
                 found = ", ".join(sorted({short(d) for d in orphaned if d is not None}))
                 folder = shlex.quote(self.directory)  # a command to paste into a shell
-                self._report("spool-other", f"logdna_client: {len(orphaned)} segment(s) in the "
+                self._report("spool-other", f"logdna_client: {len(orphaned) - unmarked} "
+                             f"segment(s) in the "
                              f"spool folder {self.directory!r} hold lines for another destination "
                              f"(ingestion key or URL; fingerprint {found}) and are left for it, "
                              f"neither sent nor dropped by this process. If they are this app's "
@@ -869,6 +937,17 @@ class Spool:
             self._report("spool-later", f"logdna_client: {later} segment(s) in the spool folder "
                          f"{self.directory!r} were written by a later version of logdna_client; "
                          f"this version leaves them for it")  # fmt: skip
+
+    def _report_unmarked(self, count: int) -> None:
+        """Say once that version 1 segments wait for the user to say whose they are."""
+        folder = shlex.quote(self.directory)  # a command to paste into a shell
+        self._report("spool-format-1", f"logdna_client: {count} segment(s) in the spool "
+                     f"folder {self.directory!r} were written by an older version of "
+                     f"logdna_client (format 1), which did not record the ingestion key and URL "
+                     f"they were for; they are left on disk, neither sent nor dropped. Send "
+                     f"them with the key and URL they were written for: python -m logdna_client "
+                     f"spool replay --spool-dir {folder} --key <that key> --url <that URL> "
+                     f"--any-destination (spool ls lists them as format 1)")  # fmt: skip
 
     def _adopt_more(self) -> int:
         """Adopt, oldest first, what the last rescan found, up to MAX_ADOPTED held at once;
@@ -1019,6 +1098,8 @@ class Spool:
         except OSError as exc:
             self._report("spool-quarantine", f"logdna_client: cannot write to the spool's "
                          f"quarantine folder: {exc}")  # fmt: skip
+        # Damage cannot fill the disk: the newest files are kept for a person to look at.
+        self._drop_quarantine(self._quarantine()[:-QUARANTINE_KEEP])
 
     def _drop_expired(self) -> None:
         """Drop the segments nothing was written to for ``max_age``: all they hold is older."""
@@ -1035,7 +1116,8 @@ class Spool:
 
         The cap is the folder's, the one rule for ``max_spool_bytes``: a user who
         sets it bounds the disk the folder takes, however many apps share it, so
-        every segment in it counts (``disk_bytes``). But only segments this spool
+        every segment in it counts (``disk_bytes``), and the quarantine files, which
+        go first. Then only segments this spool
         holds or may adopt (this destination's, their process dead) can go: never
         another destination's (their lines are not this process's to give up),
         nor the one being written, nor one with batches out for sending. The
@@ -1045,6 +1127,9 @@ class Spool:
         dropped: lines would be lost for a batch that still would not fit.
         """
         self._drop_expired()
+        # Quarantine first, oldest first: no process can send what it holds, and whatever
+        # destination it was damaged in, it takes the folder's room.
+        quarantine = self._quarantine()
         droppable: list[tuple[str, int, Segment | None]] = [
             (s.name, s.size, s) for s in self._segments.values()
             if s is not self._current and not s.out
@@ -1053,8 +1138,17 @@ class Spool:
         # only now, when the folder is full.
         droppable += [(n, size, None) for n, size in self._candidates if self._unlocked(n)]
         droppable.sort(key=lambda t: t[0])
-        if self.disk_bytes - sum(size for _, size, _ in droppable) + need > self.max_bytes:
+        freed = sum(size for _, size, _ in droppable) + self._quarantine_bytes
+        if self.disk_bytes - freed + need > self.max_bytes:
             return False
+        excess = self.disk_bytes + need - self.max_bytes
+        taken = 0
+        for count, file in enumerate(quarantine, 1):
+            taken += file.size
+            if taken >= excess:
+                quarantine = quarantine[:count]
+                break
+        self._drop_quarantine(quarantine)
         for name, size, held in droppable:
             if self.disk_bytes + need <= self.max_bytes:
                 break

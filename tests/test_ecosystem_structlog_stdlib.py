@@ -1,0 +1,70 @@
+"""structlog on top of stdlib logging, into a LogDNAHandler: an event handed over by
+``ProcessorFormatter.wrap_for_formatter`` is a LogRecord like any other, and ships
+the record attributes ``record_meta`` names, as every stdlib line does."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import pytest
+import structlog
+
+from logdna_client._devserver import DevServer
+from tests._helpers_integrations import delivered, handler_for, logger_with
+
+
+@pytest.fixture(autouse=True)
+def _structlog_defaults() -> Iterator[None]:
+    yield
+    structlog.reset_defaults()
+
+
+def _stdlib_bound(std: logging.Logger) -> structlog.stdlib.BoundLogger:
+    return structlog.wrap_logger(  # type: ignore[no-any-return]
+        std,
+        wrapper_class=structlog.stdlib.BoundLogger,
+        processors=[structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+    )
+
+
+class TestWrapForFormatter:
+    def test_logger_name_ships_as_for_a_stdlib_record(self, server: DevServer) -> None:
+        """The logger's name (``record_meta``'s default) ships with a structlog event
+        as it does with a stdlib record logged on the same logger."""
+        h = handler_for(server)
+        with logger_with("t.eco.structlog.name", h) as std:
+            std.info("from stdlib", extra={"invoice": 6})
+            _stdlib_bound(std).info("from structlog", invoice=7)
+            lines = delivered(server, h.client, 2)
+        assert [
+            {"name": "t.eco.structlog.name", "invoice": 6},
+            {"name": "t.eco.structlog.name", "invoice": 7},
+        ] == [line["meta"] for line in lines]
+
+    def test_record_meta_attributes_ship_and_event_keys_win(self, server: DevServer) -> None:
+        """``record_meta`` names ship (the app's function, as structlog's logger
+        factory fixes the caller), and an event key of the same name wins."""
+        h = handler_for(server, record_meta="name,funcName")
+        # Made by structlog's factory (as structlog.configure's logger_factory makes it).
+        structlog.stdlib.LoggerFactory()("t.eco.structlog.attrs")
+        with logger_with("t.eco.structlog.attrs", h) as std:
+
+            def place_order() -> None:
+                _stdlib_bound(std).info("placed", order=1)
+                _stdlib_bound(std).info("renamed", name="event's own")
+
+            place_order()
+            first, second = delivered(server, h.client, 2)
+        assert {"name": "t.eco.structlog.attrs", "funcName": "place_order", "order": 1} == (
+            first["meta"]
+        )
+        assert "event's own" == second["meta"]["name"]
+
+    def test_record_meta_empty_ships_only_the_event_keys(self, server: DevServer) -> None:
+        """``record_meta=""`` ships no record attribute, for these events too."""
+        h = handler_for(server, record_meta="")
+        with logger_with("t.eco.structlog.none", h) as std:
+            _stdlib_bound(std).info("paid", invoice=7)
+            (line,) = delivered(server, h.client, 1)
+        assert {"invoice": 7} == line["meta"]

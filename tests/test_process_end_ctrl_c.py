@@ -1,0 +1,52 @@
+"""Ctrl-C while the process's exit delivers, in real child processes with real signals
+against a service that never answers.
+
+Someone who presses Ctrl-C at an exit that waits on the log service wants out: as a
+second SIGTERM does (docs/delivery.md), it ends the wait at once. What must hold: the
+process ends promptly (not at the shutdown deadline), the lines still pending are
+counted and said on stderr, and the library prints no traceback.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+
+from tests._bad_servers import bad_server
+from tests._children import Child
+
+# Long, so that waiting it out is plainly not what happened.
+DEADLINE = 30.0
+
+
+class TestCtrlCDuringTheExit:
+    def test_a_second_ctrl_c_ends_the_exits_wait(self) -> None:
+        """The first Ctrl-C ends the script; the exit hook then waits on the service;
+        a second Ctrl-C ends that wait, and the loss is said, without a traceback."""
+        with bad_server("silent") as bad:
+            child = Child(
+                """
+                for i in range(300):
+                    log.info("pending %d", i)
+                mark("logged")
+                wait_for("never")  # the first Ctrl-C lands here
+                """,
+                bad.url,
+                flush_interval="60",  # nothing leaves before the exit
+                shutdown_timeout=str(DEADLINE),
+            )
+            child.expect("logged")
+            child.kill(signal.SIGINT)
+            # The exit woke the sender, whose request the service now holds: the exit
+            # hook waits for it.
+            assert bad.got_request.wait(30)
+            sent = child.kill(signal.SIGINT)
+            code, _ = child.finish(timeout=2 * DEADLINE)
+            took = time.monotonic() - sent
+        assert -signal.SIGINT == code, child.stderr
+        assert took < DEADLINE / 2, took
+        assert "300 lines could not be delivered" in child.stderr, child.stderr
+        # The script's own KeyboardInterrupt is the one traceback.
+        assert 1 == child.stderr.count("Traceback"), child.stderr
+        assert "Exception ignored" not in child.stderr, child.stderr
+        assert "" == child.stdout
