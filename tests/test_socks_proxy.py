@@ -137,7 +137,7 @@ class TestAProxyThatTricklesItsHandshake:
         assert trickling_proxy.greeted.wait(WAIT)
         took = close_took(client, DEADLINE)
         assert client._sender.thread is not None
-        client._sender.thread.join(SLACK)
+        client._sender.thread.join(WAIT)
         s = client.stats()
         assert (1, False) == (s["dropped"]["shutdown"], s["sender_alive"]), s
         assert took < DEADLINE + SLACK, f"close took {took:.2f} s"
