@@ -19,6 +19,7 @@ import platform
 import re
 import socket
 import ssl
+import sys
 import threading
 import time
 import urllib.request
@@ -37,7 +38,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.ssl_ import resolve_cert_reqs
 
 from ._auth import auth_headers, secret_forms
-from ._config import Config
+from ._config import Config, _is_loopback
 from ._kubernetes import attributes_for, tags_for
 from ._retry import parse_retry_after
 from ._threads import Wakeup, start_library_thread
@@ -109,9 +110,12 @@ class Transport(Protocol):
 
 # Characters that end or rewrite a line in a log file or a terminal: C0 controls,
 # DEL, the C1 controls (NEL among them) and the Unicode line and paragraph separators.
+# The bidirectional controls too: they reorder how the rest of the line reads.
 # Also lone surrogates (an answer in charset=unicode_escape decodes "\ud800" to one):
 # a handler writing UTF-8 cannot encode them, and loses the whole report.
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+_CONTROL = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
+)
 
 
 def one_line(text: str) -> str:
@@ -695,6 +699,11 @@ class HTTPTransport:
     def __init__(self, config: Config) -> None:
         self._url = config.url
         self._verify = config.verify
+        # A loopback url is never sent through a proxy (as Go's HTTP client decides too):
+        # a proxy reaches its own loopback, not ours, and http:// to loopback needs no
+        # allow_insecure because the key never leaves the machine, which it did in clear
+        # through a proxy on another host (or a local one forwarding to one).
+        self._direct = _is_loopback(urlsplit(config.url).hostname or "")
         session = requests.Session()
         # No cookies kept: the ingest API sets none, and an endpoint setting new ones
         # with every answer made every later request carry all of them, without end
@@ -783,6 +792,8 @@ class HTTPTransport:
             )
             settings = self._settings(prepared.url)
             settings["stream"] = True  # the body is read here, up to a cap
+            if self._direct:
+                settings["proxies"] = {}
             # Never follow a redirect: the key and the lines would go where the
             # configured endpoint points them (the ingest API never redirects).
             response = session.send(prepared, timeout=timeout, allow_redirects=False, **settings)
@@ -1016,12 +1027,22 @@ def _failure(exc: Exception, scrub: Callable[[str], str]) -> Outcome:
     """
     if isinstance(exc, _Unusable):
         return Outcome(Kind.SETTINGS, None, None, str(exc))
-    if isinstance(exc, (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema)):
-        # Raised before any connection, from a URL requests cannot use (a proxy's, from the
-        # environment, or the url's own port out of range): the same on every retry.
+    if isinstance(exc, (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema)) or (
+        # requests wraps every socket's OSError: a bare one is raised before any connection,
+        # for a TLS file it cannot find (REQUESTS_CA_BUNDLE naming a file that is not there).
+        isinstance(exc, OSError) and not isinstance(exc, requests.exceptions.RequestException)
+    ):
+        # Raised before any connection, from a setting requests cannot use (a proxy's URL
+        # from the environment, the url's own port out of range): the same on every retry.
         return Outcome(
             Kind.SETTINGS, None, None, f"no request can be made: {_describe(exc, scrub)}"
         )
+    if _proxy_wants_credentials(exc):
+        return Outcome(
+            Kind.SETTINGS, None, None,
+            "the proxy wants credentials, or refused those in its url (HTTP 407, SOCKS5 "
+            f"authentication): {_describe(exc, scrub)}",
+        )  # fmt: skip
     if isinstance(exc, requests.exceptions.SSLError):
         return Outcome(Kind.RETRY, None, None, f"TLS error: {_describe(exc, scrub)}")
     if isinstance(exc, requests.exceptions.Timeout):
@@ -1030,6 +1051,19 @@ def _failure(exc: Exception, scrub: Callable[[str], str]) -> Outcome:
         return Outcome(Kind.RETRY, None, None, f"connection failed: {_describe(exc, scrub)}")
     # A bug below us must not kill the sender.
     return Outcome(Kind.RETRY, None, None, f"unexpected {type(exc).__name__}")
+
+
+def _proxy_wants_credentials(exc: Exception) -> bool:
+    """Whether ``exc`` is a proxy refusing the connection for want of credentials: an
+    HTTPS proxy's 407 to CONNECT (http.client, and urllib3's copy of its ``_tunnel``,
+    raise it as an OSError in these words), or PySocks' SOCKS5 authentication error."""
+    if not isinstance(exc, requests.exceptions.ConnectionError):  # ProxyError is one
+        return False
+    reason = _innermost(exc)
+    socks = sys.modules.get("socks")  # PySocks, loaded where a SOCKS proxy was used
+    if socks is not None and isinstance(reason, getattr(socks, "SOCKS5AuthError", ())):
+        return True
+    return type(reason) is OSError and str(reason).startswith("Tunnel connection failed: 407")
 
 
 def _misspoken(

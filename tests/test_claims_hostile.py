@@ -289,3 +289,22 @@ class TestForgedLines:
             assert "\\r\\n2026-12-05 CRITICAL" in message
         assert 1 == client.stats()["dropped"]["rejected"]
         assert_accounted(client)
+
+    def test_nor_reorder_what_the_report_shows(self, caplog: pytest.LogCaptureFixture) -> None:
+        """Unicode's bidirectional controls in a server's answer (U+202E RIGHT-TO-LEFT
+        OVERRIDE and its kin) come out escaped in the library's reports: left in, they
+        reversed how the rest of the log line reads in a terminal or a log viewer."""
+        bidi = "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+        forged = f"refused {bidi} lla si ti".encode()
+        with scripted_server(lambda r, s, e: answer(400, forged)) as server:
+            client = Client(url=server.url, hostname="t", flush_interval=0.05)
+            with caplog.at_level(logging.WARNING, logger="logdna_client"):
+                client.log("refused")
+                client.flush(WAIT)
+                client.close(DEADLINE)
+        reports = [r.getMessage() for r in caplog.records if r.name.startswith("logdna_client")]
+        quoted = [m for m in reports if "lla si ti" in m]
+        assert quoted, reports
+        for message in quoted:
+            assert not any(c in message for c in bidi), ascii(message)
+            assert "\\u202e" in message

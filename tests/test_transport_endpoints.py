@@ -294,7 +294,9 @@ class TestOTLPAnswersThatConfirmLess:
 
 
 class _Socks5(socketserver.ThreadingTCPServer):
-    """A SOCKS5 proxy (no authentication, CONNECT only) that relays both ways."""
+    """A SOCKS5 proxy (no authentication, CONNECT only) that relays both ways, to this
+    machine whatever name it is asked for: the tests' servers listen on loopback, and a
+    loopback url is never sent through a proxy (so each test names them ``BY_NAME``)."""
 
     daemon_threads = True
     allow_reuse_address = True
@@ -306,7 +308,16 @@ class _Socks5(socketserver.ThreadingTCPServer):
 
     @property
     def url(self) -> str:
-        return f"socks5://127.0.0.1:{self.server_address[1]}"
+        return f"socks5h://127.0.0.1:{self.server_address[1]}"
+
+
+def by_name(url: str) -> str:
+    """``url`` of a server on 127.0.0.1 with the host named ``BY_NAME`` instead."""
+    return url.replace("//127.0.0.1:", f"//{BY_NAME}:", 1)
+
+
+#: The name the SOCKS proxy is asked for (socks5h: the proxy resolves it, to loopback).
+BY_NAME = "ingest.invalid"
 
 
 def _read_exactly(sock: socket.socket, n: int) -> bytes:
@@ -331,11 +342,11 @@ class _Socks5Handler(socketserver.BaseRequestHandler):
             client.sendall(b"\x05\x00")  # no authentication
             _, _, _, kind = _read_exactly(client, 4)
             if kind == 1:
-                host = socket.inet_ntoa(_read_exactly(client, 4))
+                _read_exactly(client, 4)
             else:  # a name
-                host = _read_exactly(client, _read_exactly(client, 1)[0]).decode()
+                _read_exactly(client, _read_exactly(client, 1)[0])
             port = int.from_bytes(_read_exactly(client, 2), "big")
-            target = socket.create_connection((host, port), timeout=30)
+            target = socket.create_connection(("127.0.0.1", port), timeout=30)
         except OSError:
             return
         self.server.tunnels += 1
@@ -385,7 +396,9 @@ class TestThroughASocksProxy:
         connections held the sender for as long as the trickle went on: an hour here)."""
         outcomes: list[Outcome] = []
         with bad_server("trickle") as trickle:
-            transport = HTTPTransport(Config(key=KEY, url=trickle.url, hostname="h"))
+            transport = HTTPTransport(
+                Config(key=KEY, url=by_name(trickle.url), hostname="h", allow_insecure=True)
+            )
             sender = threading.Thread(
                 target=lambda: outcomes.append(transport.send(BODY, gzipped=False, timeout=1.0))
             )
@@ -415,7 +428,9 @@ class TestThroughASocksProxy:
             warnings.catch_warnings(),
         ):
             warnings.simplefilter("error")
-            transport = HTTPTransport(Config(key=KEY, url=server.url, hostname="h", verify=False))
+            transport = HTTPTransport(
+                Config(key=KEY, url=by_name(server.url), hostname="h", verify=False)
+            )
             try:
                 outcomes = [transport.send(BODY, gzipped=False, timeout=10) for _ in range(2)]
             finally:
