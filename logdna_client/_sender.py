@@ -282,6 +282,7 @@ class Sender:
     def _serve(self) -> None:
         self.ident = threading.get_ident()
         SENDER_THREADS.add(self.ident)
+        interrupted: KeyboardInterrupt | None = None
         try:
             if self.on_start is not None:
                 with contextlib.suppress(Exception):
@@ -306,12 +307,24 @@ class Sender:
                     self._drain()
                 except _Shutdown:
                     pass
-                except BaseException:
-                    # A bug of ours, or a custom transport's gevent Timeout or
-                    # CancelledError, must not stop delivery of everything after it.
-                    self._reporter.report(
-                        "sender-bug", logging.ERROR, "logdna_client sender error", exc_info=True
-                    )
+                except BaseException as exc:
+                    if isinstance(exc, KeyboardInterrupt) and (
+                        threading.current_thread() is threading.main_thread()
+                    ):
+                        # Ctrl-C where the exit does the sender's work on the main thread
+                        # (run_here): whoever pressed it wants out, as _exit._cut_short
+                        # has it. The deadline is now: what is held goes to the spool or
+                        # counts as ``shutdown`` (_finish), and the interrupt goes on to
+                        # the caller, which cuts the other clients' closes short too.
+                        interrupted = exc
+                        self._deadline = self._clock()
+                    else:
+                        # A bug of ours, or a custom transport's gevent Timeout or
+                        # CancelledError, must not stop delivery of everything after it.
+                        self._reporter.report(
+                            "sender-bug", logging.ERROR, "logdna_client sender error",
+                            exc_info=True,
+                        )  # fmt: skip
                 if self._deadline is not None and (
                     # Held, not queued: a batch an interrupted take counted in flight
                     # is still to go (the next take hands it over).
@@ -321,6 +334,8 @@ class Sender:
                     break
         finally:
             self._finish()
+        if interrupted is not None:
+            raise interrupted
 
     def _open_spool(self) -> Spool | None:
         """The spool, opened here: the folder's I/O belongs on this thread, not the app's."""
@@ -425,7 +440,7 @@ class Sender:
                 spool.release(batch_id)
                 buffer.settle(len(lines))
                 continue
-            except _Shutdown:
+            except (_Shutdown, KeyboardInterrupt):
                 if batch_id is not None:
                     spool.release(batch_id)  # type: ignore[union-attr]  # on disk: not lost
                 raise
@@ -544,7 +559,10 @@ class Sender:
 
         try:
             self._deliver_parts(pending, summary, handoff=kept, own=not replayed)
-        except _Shutdown:
+        except (_Shutdown, KeyboardInterrupt):
+            # Ctrl-C's KeyboardInterrupt (only where the exit runs this on the main
+            # thread) ends the sending as the deadline does (_serve): never a bug's
+            # ``error``, and a spooled batch is not marked done.
             if not (kept or replayed):  # else it is on disk for the next process
                 self._cut_at_shutdown(undelivered())
             raise
