@@ -45,7 +45,10 @@ _GZIP_BLOCK = 256
 _MAX_SINGLE_REJECTS = 16
 # Failures retrying soon cannot fix: retried every retry_max_backoff / 2 to
 # retry_max_backoff seconds (Backoff.slow), not on the quick exponential backoff.
-_SLOW_KINDS = frozenset({Kind.AUTH, Kind.OTHER, Kind.REDIRECT, Kind.PROTOCOL, Kind.SETTINGS})
+# (A 415 lands here once gzip is off: the endpoint takes no JSON at all.)
+_SLOW_KINDS = frozenset(
+    {Kind.AUTH, Kind.OTHER, Kind.REDIRECT, Kind.PROTOCOL, Kind.SETTINGS, Kind.UNSUPPORTED_ENCODING}
+)
 
 
 def gzip_entries(entries: list[bytes]) -> bytes:
@@ -749,6 +752,14 @@ class Sender:
         if outcome.kind is Kind.PROTOCOL:
             self._report_misconfigured(
                 "protocol", outcome.detail, "the url option (and any proxy settings)"
+            )
+            return
+        if outcome.kind is Kind.UNSUPPORTED_ENCODING:  # (gzip is off already: _deliver_parts)
+            self._report_misconfigured(
+                "encoding",
+                f"the server refused the body's media type, plain JSON (HTTP {outcome.status})",
+                'the url option: the ingest API\'s /logs/ingest, or with protocol="otlp" an '
+                "OTLP/HTTP endpoint that takes JSON",
             )
             return
         if outcome.kind is Kind.SETTINGS:

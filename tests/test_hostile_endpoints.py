@@ -640,6 +640,31 @@ class TestServersThatDoNotSpeakHTTP11:
         assert_adds_up(client, 5)
 
 
+class TestAnEndpointThatTakesNoJSON:
+    def test_reported_once_and_retried_slowly(self) -> None:
+        """A 415 to plain JSON too (gzip already turned off by the first 415: an OTLP
+        endpoint that takes only protobuf, say) is settings to fix, not a passing
+        failure: reported once at ERROR with what to check, the lines kept, and retried
+        at the slow pace (with a backoff whose jitter draws 0 it was a new request
+        after another, each reported as a failed send)."""
+        with own_reports() as reports, scripted_server(lambda r, s, e: answer(415)) as server:
+            client = Client(
+                url=server.url, hostname="t", flush_interval=0.05,
+                backoff=Backoff(cap=60, rand=lambda: 0.0),
+            )  # fmt: skip
+            client.log("kept")
+            assert server.wait_for_requests(2, WAIT)
+            assert not client.flush(1.0)
+            bodies = [r.headers.get("content-encoding") for r in server.requests]
+            s = client.stats()
+            client.close(0)
+        assert ["gzip", None] == bodies  # once gzipped, once plain, then the slow pace
+        assert (1, 0) == (s["queued"], s["dropped_total"])
+        (report,) = [r for r in reports if "HTTP 415" in r and "media type" in r]
+        assert "check the url option" in report, report
+        assert_adds_up(client, 1)
+
+
 def no_gzip(plain: Callable[[Request], bytes]) -> Callable[..., bytes]:
     """A server that answers 400 to every gzip body (it cannot read them) and ``plain``
     to a plain one."""
