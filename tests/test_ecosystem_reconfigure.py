@@ -7,6 +7,10 @@ from __future__ import annotations
 import gc
 import logging
 import logging.config
+import os
+import subprocess
+import sys
+import textwrap
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -15,7 +19,7 @@ import pytest
 
 from logdna_client import LogDNAHandler
 from logdna_client._devserver import DevServer
-from tests._helpers_integrations import TIMEOUT
+from tests._helpers_integrations import REPO_ROOT, TIMEOUT
 
 AUDIT = "t.reconfigure.audit"
 WORKER = "t.reconfigure.worker"
@@ -136,6 +140,40 @@ class TestHandlerLeftOutOfANewConfig:
 
         assert 1 == _after_close(handler)
         assert handler.client.closed
+
+
+class TestAtExit:
+    def test_lines_after_a_reconfiguration_are_delivered_at_exit(self, server: DevServer) -> None:
+        """A process that logs through a handler a reconfiguration closed, and ends
+        without closing anything: its lines are delivered at exit, within the deadline."""
+        code = textwrap.dedent(
+            f"""
+            import logging, logging.config
+            from logdna_client import LogDNAHandler
+
+            audit = logging.getLogger("audit")
+            audit.setLevel(logging.INFO)
+            audit.addHandler(LogDNAHandler(url={server.url!r}, flush_interval=30))
+            logging.config.dictConfig({{"version": 1, "disable_existing_loggers": False}})
+            for i in range(100):
+                audit.info("after %d", i)
+            """
+        )
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LOGDNA_")}
+        env["PYTHONPATH"] = str(REPO_ROOT)
+        child = subprocess.run(
+            [sys.executable, "-c", code],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+        assert 0 == child.returncode, child.stderr
+        assert "" == child.stderr
+        assert server.wait_for_lines(100, TIMEOUT)
+        assert [f"after {i}" for i in range(100)] == [line["line"] for line in server.lines]
 
 
 @pytest.mark.usefixtures("handle_path")
