@@ -20,8 +20,10 @@ the Python ``handle`` for every other record.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import traceback
+import weakref
 from collections.abc import Mapping
 from itertools import islice
 from threading import get_ident
@@ -131,19 +133,12 @@ class LogDNAHandler(logging.Handler):
             kwargs = cast(ClientOptions, hide_key({**_official.translate(key, options), **kwargs}))
         level = level_beside_client(client, kwargs)
         self._owns_client = client is None
-        self._client = client if client is not None else Client(**kwargs)
+        client = client if client is not None else Client(**kwargs)
         # Beside client= and not given: NOTSET, every record (the logger's level decides).
-        super().__init__(self._client.config.level if self._owns_client else level or 0)
-        builder = self._builder = self._client._builder
-        self._entry = builder.entry
-        #: The LogRecord attributes shipped as meta, in order.
-        self._record_attrs: tuple[str, ...] = self._client.config.record_meta
-        #: With one such attribute (the logger's name, by default): its str value ->
-        #: ``meta_json`` of the meta it alone makes; reused by both paths.
-        #: Only where ``plain`` serves lines: no ``before_send`` could change the meta.
-        self._meta_cache: dict[str, tuple[dict[str, Any], bytes]] | None = (
-            {} if len(self._record_attrs) == 1 and builder.plain_max_chars > 0 else None
-        )
+        super().__init__(client.config.level if self._owns_client else level or 0)
+        self._official = official
+        #: Taken (never waited for) by the one thread that reopens a replaced handler.
+        self._reopening = threading.Lock()
         # A formatter of our own, so that logging.basicConfig() does not give this
         # handler its "LEVEL:name:message" one (the level already ships as a field).
         # Identity with it selects the short path; setFormatter() still wins.
@@ -159,13 +154,29 @@ class LogDNAHandler(logging.Handler):
         )
         #: Whether ``format`` is logging's, which formats with ``self.formatter``.
         self._own_format = not _overrides(self, "format", logging.Handler.format)
+        self._ship_through(client)
+
+    def _ship_through(self, client: Client) -> None:
+        """Build lines with ``client``'s builder and queue them in its buffer."""
+        self._client = client
+        builder = self._builder = client._builder
+        self._entry = builder.entry
+        #: The LogRecord attributes shipped as meta, in order.
+        self._record_attrs: tuple[str, ...] = client.config.record_meta
+        #: With one such attribute (the logger's name, by default): its str value ->
+        #: ``meta_json`` of the meta it alone makes; reused by both paths.
+        #: Only where ``plain`` serves lines: no ``before_send`` could change the meta.
+        self._meta_cache: dict[str, tuple[dict[str, Any], bytes]] | None = (
+            {} if len(self._record_attrs) == 1 and builder.plain_max_chars > 0 else None
+        )
+        self.__dict__.pop("handle", None)  # (a replaced one's _handle_replaced)
         #: The C ``handle`` of this handler, or None (the Python one runs).
         self._fast: Any = self._speedups_handle()
         if self._fast is not None:
             # An attribute of the handler, found before the class's method: the
             # logging call goes straight to C.
             self.handle = self._fast  # type: ignore[method-assign]
-        if official:
+        if self._official:
             _official.install(self)
 
     def _speedups_handle(self) -> Any:
@@ -378,6 +389,13 @@ class LogDNAHandler(logging.Handler):
 
         A handler built with ``client=`` leaves the shared client running. From
         ``logging.shutdown()`` the deadline is the process's one exit deadline.
+
+        Closed by a reconfiguration (``dictConfig``, ``fileConfig`` and
+        ``basicConfig(force=True)`` close every handler there is, holding
+        logging's module lock), a handler that still gets records (a logger the
+        new configuration left alone keeps it; a thread logged meanwhile) ships
+        them through a new client of the same options, as logging's own handlers
+        go on writing after such a close.
         """
         try:
             if self._owns_client:
@@ -387,8 +405,45 @@ class LogDNAHandler(logging.Handler):
                     client._close_by(_exit.shutdown_deadline(timeout), timeout)
                 else:
                     client.close()
+                if _exit.under_logging_lock() and _running():
+                    # Only a handler that is used again pays for it: its handle, not
+                    # the logging path of every handler, reopens it.
+                    self.handle = self._handle_replaced  # type: ignore[method-assign]
+                elif self.__dict__.get("handle") == self._handle_replaced:
+                    # Closed for good after all: its records are counted as after_close.
+                    self._ship_through(client)
         finally:
             super().close()
+
+    def _handle_replaced(self, record: logging.LogRecord) -> Any:
+        """``handle`` of a handler a reconfiguration closed: ship through a new client
+        of the same options (see ``close``), then handle as usual."""
+        client = self._client
+        # Not for records that would not ship (the old client's sender drains in
+        # the background, and urllib3 logs there), nor once the process is ending
+        # (the exit's closes have run, or are running). Never waited for: another
+        # thread reopening it meanwhile leaves this record to the closed client.
+        if (
+            client.closed
+            and _running()
+            and not made_on_sender(record, get_ident())
+            and self._reopening.acquire(blocking=False)
+        ):
+            try:
+                if self._client is client and not self._is_own(getattr(record, "name", None)):
+                    fresh = Client(config=client.config)
+                    self._ship_through(fresh)
+                    # A handler a thread used only while the reconfiguration ran is
+                    # dropped after it: its client's threads end with it.
+                    weakref.finalize(self, _close_unused, fresh).atexit = False
+            except Exception:  # no new client: the record is counted as after_close
+                pass
+            finally:
+                self._reopening.release()
+        handle = self.__dict__.get("handle")
+        if handle is None or handle == self._handle_replaced:
+            return type(self).handle(self, record)  # (a subclass's own, if it has one)
+        return handle(record)
 
     def handleError(self, record: logging.LogRecord) -> None:
         # The stdlib prints to stderr (never stdout) when logging.raiseExceptions is on.
@@ -417,6 +472,22 @@ class _MessageFormatter(logging.Formatter):
         if record.stack_info:
             text = f"{text}\n{record.stack_info}" if text else record.stack_info
         return text
+
+
+def _close_unused(client: Client) -> None:
+    """Begin closing the client of a handler that is gone (never waits: a finalizer)."""
+    try:
+        timeout = client.config.shutdown_timeout
+        client._begin_close(time.monotonic() + timeout, timeout)
+    except Exception:
+        pass
+
+
+def _running() -> bool:
+    """Whether the process is not ending: at interpreter exit logging's and the
+    library's closes run after the main thread stopped (``threading`` marks it so
+    before any atexit function runs)."""
+    return threading.main_thread().is_alive()
 
 
 def _millis(created: object) -> int:

@@ -95,7 +95,7 @@ def install(handler: LogDNAHandler) -> None:
 def _ship_with_options(
     handler: LogDNAHandler, record: logging.LogRecord, opts: Mapping[str, Any]
 ) -> bool:
-    from ._handler import record_meta  # noqa: PLC0415 - _handler imports this module
+    from ._handler import _unformattable, record_meta  # noqa: PLC0415 - a circle
 
     try:
         if not handler.filter(record):
@@ -104,7 +104,10 @@ def _ship_with_options(
         # copy (other handlers get the record as it was).
         copy = logging.makeLogRecord(record.__dict__)
         copy.args = None
-        text = handler.format(copy)
+        try:
+            text = handler.format(copy)
+        except Exception as exc:  # a line still ships, as from the handler's own path
+            text = _unformattable(copy, exc)
         # The record's meta as any line of the handler's has it, then the line's own.
         meta = record_meta(copy.__dict__, handler._record_attrs) or {}
         extra_meta = opts.get("meta")
@@ -124,5 +127,5 @@ def _ship_with_options(
             timestamp=stamp if isinstance(stamp, int | float) else record.created,
         )
     except Exception:
-        handler.handleError(record)
+        handler._failed(record)  # counted as error, then logging's say
     return True

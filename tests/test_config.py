@@ -90,9 +90,12 @@ class TestBlankBooleans:
             ("kubernetes", "auto"),
         ],
     )
-    def test_blank_is_the_default(self, option: str, default: object) -> None:
+    def test_blank_is_the_default(
+        self, option: str, default: object, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         """A blank boolean (an empty template variable, ``verify =`` in a file) is an
         option not given: its default, never false (TLS verification off, unseen)."""
+        monkeypatch.delenv("LOGDNA_HANDLE_SIGNALS", raising=False)
         assert default == getattr(Config(key=KEY, **{option: " "}), option)
 
     def test_blank_redact_keeps_the_default_redaction(self) -> None:
