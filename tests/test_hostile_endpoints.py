@@ -660,6 +660,7 @@ class TestAnEndpointThatTakesNoJSON:
             client.close(0)
         assert ["gzip", None] == bodies  # once gzipped, once plain, then the slow pace
         assert (1, 0) == (s["queued"], s["dropped_total"])
+        assert "unsupported_encoding" == (s["last_error"] or {}).get("kind"), s
         (report,) = [r for r in reports if "HTTP 415" in r and "media type" in r]
         assert "check the url option" in report, report
         assert_adds_up(client, 1)
