@@ -456,7 +456,11 @@ class Config:
             parts = urlsplit(url)
         except ValueError:  # ("http://[::1": an unclosed IPv6 address)
             raise _bad("url", url, "an http(s) URL such as " + DEFAULT_URL) from None
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        try:
+            port_ok = parts.port != 0
+        except ValueError:  # out of range, or not a number ("http://host:99999")
+            port_ok = False
+        if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
             shown = parts._replace(query="", fragment="").geturl()
             raise _bad("url", shown, "an http(s) URL such as " + DEFAULT_URL)
         set_(self, "allow_insecure", to_bool("allow_insecure", self.allow_insecure))

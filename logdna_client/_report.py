@@ -53,6 +53,12 @@ class Reporter:
             suppressed = self._suppressed.pop(kind, 0)
         if suppressed:
             message += f" (and {suppressed} more like it since the last report)"
+        if logger.disabled:
+            # dictConfig/fileConfig's default disable_existing_loggers=True disables every
+            # logger made before its loggers are set up, ours included, which the handler
+            # it builds makes: a refused key would be reported to no one. The app's level,
+            # handlers and propagate setting for "logdna_client" still decide.
+            logger.disabled = False
         try:
             logger.log(level, message, *args, exc_info=exc_info, extra={KIND_ATTR: kind})
         except Exception:  # a broken handler of the app's must not hurt us

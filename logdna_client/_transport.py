@@ -672,6 +672,25 @@ class _WatchedAdapter(HTTPAdapter):
         return manager
 
 
+def _check_proxy(url: str, proxies: dict[str, str]) -> None:
+    """Raise ``_Unusable`` where the proxy requests picks for ``url`` names no host: a
+    proxy URL with user info and no host (``http://user:pw@``) made requests raise a
+    TypeError of its own, which said nothing of the proxy."""
+    proxy = requests.utils.select_proxy(url, proxies)
+    if not proxy:
+        return
+    try:
+        # (requests takes "host:port" for http://host:port)
+        host = urlsplit(proxy if "://" in proxy else "http://" + proxy).hostname
+    except ValueError:
+        host = None
+    if not host:
+        raise _Unusable(
+            f"no request can be made: the proxy {_shown_proxy(proxy)} names no host "
+            "(HTTPS_PROXY, HTTP_PROXY, ALL_PROXY)"
+        )
+
+
 def _shown_proxy(proxy: str) -> str:
     """A proxy URL as a report may show it: scheme, host and port, never its user
     name or password."""
@@ -794,6 +813,8 @@ class HTTPTransport:
             settings["stream"] = True  # the body is read here, up to a cap
             if self._direct:
                 settings["proxies"] = {}
+            elif settings["proxies"]:
+                _check_proxy(prepared.url or self._url, settings["proxies"])
             # Never follow a redirect: the key and the lines would go where the
             # configured endpoint points them (the ingest API never redirects).
             response = session.send(prepared, timeout=timeout, allow_redirects=False, **settings)

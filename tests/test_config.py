@@ -183,6 +183,15 @@ class TestWire:
         with pytest.raises(ConfigurationError):
             Config(key=KEY, url=url)
 
+    @pytest.mark.parametrize("port", ["99999", "65536", "abc", "0", "-1"])
+    def test_a_port_no_request_can_use_is_refused_when_configured(self, port: str) -> None:
+        """A port out of range or not a number is a configuration error naming the url
+        (it was accepted, and every request then failed as a settings failure)."""
+        with pytest.raises(ConfigurationError) as info:
+            Config(key=KEY, url=f"https://logs.example.com:{port}/logs/ingest")
+        assert "url" == info.value.option
+        assert KEY not in str(info.value)
+
     def test_replace_revalidates(self) -> None:
         """replace() returns a new, validated config."""
         c = Config(key=KEY).replace(flush_interval="2")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import logging.config
+import subprocess
+import sys
 import textwrap
 import time
 from collections.abc import Iterator
@@ -254,3 +256,36 @@ class TestFileConfig:
         assert server.wait_for_lines(1, TIMEOUT)
         (line,) = server.lines
         assert ("from ini", "ERROR", "ini-app") == (line["line"], line["level"], line["app"])
+
+
+CHILD_DISABLING_EXISTING = """
+import logging, logging.config, socket, sys
+with socket.socket() as s:  # a loopback port nobody listens on
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+logging.config.dictConfig({
+    "version": 1,  # disable_existing_loggers left at its default, True
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr"},
+        "logdna": {"class": "logdna_client.LogDNAHandler", "hostname": "h",
+                   "url": f"http://127.0.0.1:{port}/logs/ingest", "flush_interval": "0.05"},
+    },
+    "root": {"handlers": ["console", "logdna"], "level": "INFO"},
+})
+logging.getLogger("app").warning("a line")
+handler = logging.getLogger().handlers[1]
+print("flushed", handler.client.flush(2.0), flush=True)
+handler.client.close(0)
+"""
+
+
+def test_reports_reach_the_app_after_dictconfig_disabled_existing_loggers() -> None:
+    """dictConfig with the default disable_existing_loggers=True disabled the library's
+    own logger (made as the handler was built, inside that same call): a failing send
+    was reported to no one. The report now reaches the app's handlers on root."""
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD_DISABLING_EXISTING], capture_output=True, text=True,
+        timeout=120, check=False,
+    )  # fmt: skip
+    assert "flushed False" in done.stdout, (done.stdout, done.stderr)
+    assert "logdna_client: sending failed" in done.stderr, done.stderr

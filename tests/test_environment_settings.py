@@ -32,6 +32,9 @@ UNUSABLE = {
     "port-not-a-number": f"http://user:{PASSWORD}@127.0.0.1:nope",
     "unknown-scheme": f"ftp://user:{PASSWORD}@127.0.0.1:21",
     "no-host": "http://:3128",
+    # requests raised a TypeError of its own for it (prepend_scheme_if_needed), taken for
+    # a bug below us and retried on the quick backoff.
+    "user-info-and-no-host": f"http://user:{PASSWORD}@",
 }
 
 
