@@ -146,11 +146,12 @@ _CUT_SHORT_TRIES = 5
 
 
 def _cut_short() -> None:
-    """Ctrl-C while the exit delivers: whoever presses it at a waiting exit wants out,
-    as with a second SIGTERM. The exit's one deadline becomes now, for the closes that
-    follow too (``logging.shutdown()`` closing our handlers): each client's sender stops
-    at once, spools or counts what it holds as ``shutdown``, and the loss is said. Its
-    traceback ("Exception ignored in atexit callback") would say nothing more."""
+    """Ctrl-C while the exit (or a termination signal) delivers: whoever presses it at
+    a waiting exit wants out, as with a second SIGTERM. The exit's one deadline becomes
+    now, for the closes that follow too (``logging.shutdown()`` closing our handlers):
+    each client's sender stops at once, spools or counts what it holds as ``shutdown``,
+    and the loss is said. Its traceback (out of the signal handler, or "Exception
+    ignored in atexit callback") would say nothing more."""
     global _window_end
     _window_end = time.monotonic()
     for _ in range(_CUT_SHORT_TRIES):
@@ -469,7 +470,10 @@ def _end_once_delivered(signum: int) -> None:
     ends the process: wait for it, and end the process by ``signum`` if it has not (past
     the longest deadline, this thread may hold a lock that thread needs)."""
     longest = max((c.config.shutdown_timeout for c in list(_clients)), default=0.0)
-    _delivered.wait(longest + _ENDING_GRACE)
+    try:
+        _delivered.wait(longest + _ENDING_GRACE)
+    except KeyboardInterrupt:  # Ctrl-C meanwhile: stop waiting, once the loss is said
+        _cut_short()
     _end_by(signum)
 
 
@@ -501,6 +505,8 @@ def _wait_then_end(clients: list[Client], signum: int) -> None:
     try:
         for client in clients:
             client._wait_closed(at_exit=True)
+    except KeyboardInterrupt:  # Ctrl-C meanwhile (on the main thread): as above
+        _cut_short()
     finally:
         _delivered.set()
         _end_by(signum)

@@ -50,3 +50,31 @@ class TestCtrlCDuringTheExit:
         assert 1 == child.stderr.count("Traceback"), child.stderr
         assert "Exception ignored" not in child.stderr, child.stderr
         assert "" == child.stdout
+
+    def test_ctrl_c_while_sigterm_delivers_ends_it_by_sigterm(self) -> None:
+        """SIGTERM begins the delivery; Ctrl-C meanwhile ends the wait at once, as a
+        second SIGTERM does: the process ends by SIGTERM, the loss is said, and no
+        KeyboardInterrupt comes out of the library's handler."""
+        with bad_server("silent") as bad:
+            child = Child(
+                """
+                for i in range(300):
+                    log.info("pending %d", i)
+                mark("logged")
+                wait_for("never")
+                """,
+                bad.url,
+                flush_interval="60",
+                shutdown_timeout=str(DEADLINE),
+            )
+            child.expect("logged")
+            child.kill(signal.SIGTERM)
+            assert bad.got_request.wait(30)  # delivering: the handler waits for it
+            sent = child.kill(signal.SIGINT)
+            code, _ = child.finish(timeout=2 * DEADLINE)
+            took = time.monotonic() - sent
+        assert -signal.SIGTERM == code, child.stderr
+        assert took < DEADLINE / 2, took
+        assert "300 lines could not be delivered" in child.stderr, child.stderr
+        assert "Traceback" not in child.stderr, child.stderr
+        assert "" == child.stdout
