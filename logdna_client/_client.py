@@ -534,7 +534,7 @@ class Client:
         if launched and sender._deadline is not None:
             left = sender._deadline - time.monotonic()
             # A little grace past the deadline for the sender's own bookkeeping.
-            sender.finished.wait(max(0.0, left) + _CLOSE_GRACE)
+            sender.finished.wait_noticing_signals(max(0.0, left) + _CLOSE_GRACE)
         if at_exit:
             self._exit_finished()
             if not self._exit_said.acquire(blocking=False):  # (never waits: signal-safe)

@@ -471,7 +471,7 @@ def _end_once_delivered(signum: int) -> None:
     the longest deadline, this thread may hold a lock that thread needs)."""
     longest = max((c.config.shutdown_timeout for c in list(_clients)), default=0.0)
     try:
-        _delivered.wait(longest + _ENDING_GRACE)
+        _delivered.wait_noticing_signals(longest + _ENDING_GRACE)
     except KeyboardInterrupt:  # Ctrl-C meanwhile: stop waiting, once the loss is said
         _cut_short()
     _end_by(signum)
