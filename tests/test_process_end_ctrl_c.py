@@ -10,7 +10,11 @@ counted and said on stderr, and the library prints no traceback.
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import time
+
+import pytest
 
 from tests._bad_servers import bad_server
 from tests._children import Child
@@ -109,4 +113,47 @@ class TestCtrlCDuringTheExit:
         assert took < DEADLINE / 2, (took, child.stderr)
         assert "300 lines could not be delivered" in child.stderr, child.stderr
         assert "Traceback" not in child.stderr, child.stderr
+        assert "" == child.stdout
+
+    @pytest.mark.skipif(
+        not sys.platform.startswith("linux"), reason="reads the main thread's state from /proc"
+    )
+    def test_ctrl_c_while_the_main_thread_cannot_run_handlers(self) -> None:
+        """SIGTERM, then Ctrl-C, both landing on an application thread while the main
+        thread sleeps in a read (so no handler of its runs): the signal watcher, which
+        begins the delivery, also cuts it short on the Ctrl-C. Ended by SIGTERM, promptly,
+        the loss said."""
+        with bad_server("silent") as bad:
+            child = Child(
+                """
+                import threading
+                for i in range(300):
+                    log.info("pending %d", i)
+                def application_thread():
+                    wchan = f"/proc/self/task/{os.getpid()}/wchan"
+                    while "pipe_read" not in open(wchan).read():  # main: in its read
+                        threading.Event().wait(0.005)
+                    mark("signalled")
+                    me = threading.get_ident()
+                    signal.pthread_kill(me, signal.SIGTERM)
+                    signal.pthread_kill(me, signal.SIGINT)
+                threading.Thread(target=application_thread, daemon=True).start()
+                wait_for("never")  # the main thread sleeps here for good
+                """,
+                bad.url,
+                flush_interval="60",
+                shutdown_timeout=str(DEADLINE),
+            )
+            child.expect("signalled")
+            sent = time.monotonic()
+            try:
+                # Waited for with stdin open: closing it would wake the main thread.
+                child.proc.wait(2 * DEADLINE)
+            except subprocess.TimeoutExpired:
+                pass
+            took = time.monotonic() - sent
+            code, _ = child.finish()
+        assert -signal.SIGTERM == code, child.stderr
+        assert took < DEADLINE / 2, (took, child.stderr)
+        assert "300 lines could not be delivered" in child.stderr, child.stderr
         assert "" == child.stdout
