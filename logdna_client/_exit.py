@@ -512,8 +512,9 @@ def _end_once_delivered(signum: int) -> None:
     ends the process: wait for it, and end the process by ``signum`` if it has not (past
     the longest deadline, this thread may hold a lock that thread needs)."""
     longest = max((c.config.shutdown_timeout for c in list(_clients)), default=0.0)
+    end = time.monotonic() + longest + _ENDING_GRACE
     try:
-        _delivered.wait_noticing_signals(longest + _ENDING_GRACE)
+        _delivered.wait_noticing_signals(lambda: end)
     except KeyboardInterrupt:  # Ctrl-C meanwhile: stop waiting, once the loss is said
         _cut_short()
     _end_by(signum)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from collections.abc import Callable
 from os import getpid
 from typing import Any
 
@@ -206,16 +207,18 @@ class Latch:
             self._lock.release()  # let the other waiters through
         return self._done
 
-    def wait_noticing_signals(self, timeout: float) -> bool:
-        """``wait``, in steps of at most ``SIGNAL_LOOK`` seconds, for the exit's waits.
+    def wait_noticing_signals(self, until: Callable[[], float]) -> bool:
+        """``wait`` until ``until()`` (monotonic), in steps of at most ``SIGNAL_LOOK``
+        seconds, for the exit's waits; True when it was set.
 
-        A signal that lands on the main thread just before its wait blocks is noted,
-        and nothing wakes the wait to run its handler: Ctrl-C at an exit waiting on a
-        dead service would be acted on only at the deadline. Between steps it is.
+        A signal that lands on the main thread just before its wait blocks, or on
+        another thread, is noted, and nothing wakes the wait to run its handler: Ctrl-C
+        at an exit waiting on a dead service would be acted on only at the deadline.
+        Between steps it is. ``until`` is asked again at each step: a close's deadline
+        may be brought forward meanwhile (Ctrl-C cuts it short).
         """
-        end = time.monotonic() + timeout
         while not self._done:
-            left = end - time.monotonic()
+            left = until() - time.monotonic()
             if left <= 0:
                 break
             self.wait(min(left, SIGNAL_LOOK))

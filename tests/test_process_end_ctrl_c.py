@@ -9,6 +9,7 @@ counted and said on stderr, and the library prints no traceback.
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -21,6 +22,14 @@ from tests._children import Child
 
 # Long, so that waiting it out is plainly not what happened.
 DEADLINE = 30.0
+
+
+def assert_loss_said(child: Child) -> None:
+    """The 300 pending lines are said lost: by the sender as it stops, or by the exit
+    while the sender is still stuck in its request (a connect under way when the
+    deadline came is not cut at once)."""
+    said = re.search(r"300 lines (could not be|were not) delivered", child.stderr)
+    assert said is not None, child.stderr
 
 
 class TestCtrlCDuringTheExit:
@@ -49,7 +58,7 @@ class TestCtrlCDuringTheExit:
             took = time.monotonic() - sent
         assert -signal.SIGINT == code, child.stderr
         assert took < DEADLINE / 2, (took, child.stderr)
-        assert "300 lines could not be delivered" in child.stderr, child.stderr
+        assert_loss_said(child)
         # The script's own KeyboardInterrupt is the one traceback.
         assert 1 == child.stderr.count("Traceback"), child.stderr
         assert "Exception ignored" not in child.stderr, child.stderr
@@ -79,7 +88,7 @@ class TestCtrlCDuringTheExit:
             took = time.monotonic() - sent
         assert -signal.SIGTERM == code, child.stderr
         assert took < DEADLINE / 2, (took, child.stderr)
-        assert "300 lines could not be delivered" in child.stderr, child.stderr
+        assert_loss_said(child)
         assert "Traceback" not in child.stderr, child.stderr
         assert "" == child.stdout
 
@@ -111,7 +120,7 @@ class TestCtrlCDuringTheExit:
             took = time.monotonic() - sent
         assert 0 == code, child.stderr
         assert took < DEADLINE / 2, (took, child.stderr)
-        assert "300 lines could not be delivered" in child.stderr, child.stderr
+        assert_loss_said(child)
         assert "Traceback" not in child.stderr, child.stderr
         assert "" == child.stdout
 
@@ -155,5 +164,5 @@ class TestCtrlCDuringTheExit:
             code, _ = child.finish()
         assert -signal.SIGTERM == code, child.stderr
         assert took < DEADLINE / 2, (took, child.stderr)
-        assert "300 lines could not be delivered" in child.stderr, child.stderr
+        assert_loss_said(child)
         assert "" == child.stdout
