@@ -532,9 +532,13 @@ class Client:
             sender.run_here()
         launched = self._launched()
         if launched and sender._deadline is not None:
-            left = sender._deadline - time.monotonic()
-            # A little grace past the deadline for the sender's own bookkeeping.
-            sender.finished.wait(max(0.0, left) + _CLOSE_GRACE)
+            # A little grace past the deadline (or now, when it passed) for the sender's
+            # own bookkeeping; the deadline as it is at each look (Ctrl-C may bring it
+            # forward).
+            began = time.monotonic()
+            sender.finished.wait_noticing_signals(
+                lambda: max(_deadline_of(sender), began) + _CLOSE_GRACE
+            )
         if at_exit:
             self._exit_finished()
             if not self._exit_said.acquire(blocking=False):  # (never waits: signal-safe)
@@ -682,6 +686,11 @@ class Client:
 
 
 Client.__doc__ = with_options_help(Client.__doc__)
+
+
+def _deadline_of(sender: Sender) -> float:
+    deadline = sender._deadline
+    return float("-inf") if deadline is None else deadline
 
 
 async def _on_a_thread(call: Callable[[], None]) -> None:

@@ -124,6 +124,7 @@ def close_all(*, wait: bool, at_exit: bool = True) -> list[Client]:
 
 
 def _close_all_at_exit() -> None:
+    _mark_in_watch(_EXIT_BEGINS)
     try:
         _drain_queue_listeners()
         _flush_memory_handlers()
@@ -146,19 +147,30 @@ _CUT_SHORT_TRIES = 5
 
 
 def _cut_short() -> None:
-    """Ctrl-C while the exit delivers: whoever presses it at a waiting exit wants out,
-    as with a second SIGTERM. The exit's one deadline becomes now, for the closes that
-    follow too (``logging.shutdown()`` closing our handlers): each client's sender stops
-    at once, spools or counts what it holds as ``shutdown``, and the loss is said. Its
-    traceback ("Exception ignored in atexit callback") would say nothing more."""
-    global _window_end
-    _window_end = time.monotonic()
+    """Ctrl-C while the exit (or a termination signal) delivers: whoever presses it at
+    a waiting exit wants out, as with a second SIGTERM. The exit's one deadline becomes
+    now, for the closes that follow too (``logging.shutdown()`` closing our handlers):
+    each client's sender stops at once, spools or counts what it holds as ``shutdown``,
+    and the loss is said. Its traceback (out of the signal handler, or "Exception
+    ignored in atexit callback") would say nothing more."""
+    _cut_deadline()
     for _ in range(_CUT_SHORT_TRIES):
         try:
             close_all(wait=True)
             return
         except KeyboardInterrupt:
             continue
+
+
+def _cut_deadline() -> None:
+    """Make the exit's one deadline now, for every client that is closing; never waits
+    (the signal watcher calls it)."""
+    global _window_end
+    now = time.monotonic()
+    _window_end = now
+    for client in list(_clients):
+        if client._closed and not client._exit_done:
+            client._begin_close(now, client.config.shutdown_timeout)
 
 
 #: Whether logging.shutdown() leaves a MemoryHandler made with flushOnClose=False
@@ -413,6 +425,9 @@ def _watch(read_fd: int) -> None:
     Blocked in read() all its life: it holds no lock a fork could leave held.
     """
     numbers = set(_termination_signals())
+    # Whether the ending is under way as the bytes tell it, in the order things came: a
+    # Ctrl-C before it (the one that ended the script) must not cut the exit short.
+    underway = False
     while True:
         try:
             data = os.read(read_fd, 64)
@@ -422,11 +437,39 @@ def _watch(read_fd: int) -> None:
             return
         for signum in data:
             # Python's handler writes the byte whatever the handler: only ours ends anything.
-            if signum in numbers and signal.getsignal(signum) is _on_termination:
-                try:
+            try:
+                if signum in numbers and signal.getsignal(signum) is _on_termination:
+                    underway = True
                     _heard_termination(signum)
-                except Exception:  # keep listening: a second signal must still end it
-                    pass
+                elif signum == _EXIT_BEGINS:
+                    underway = True
+                elif signum == signal.SIGINT and underway and _ctrl_c_interrupts():
+                    # Ctrl-C while the ending delivers: cut it short, as the main thread
+                    # does when it gets the KeyboardInterrupt (_cut_short); from here
+                    # too, since that thread may not (the signal landed on another
+                    # thread, or just as its wait blocked).
+                    _cut_deadline()
+            except Exception:  # keep listening: a second signal must still end it
+                pass
+
+
+# Written to the watcher's pipe by the exit hook as it begins, among the signal numbers
+# the C handler writes there (no signal is numbered 0).
+_EXIT_BEGINS = 0
+
+
+def _mark_in_watch(byte: int) -> None:
+    fds = _watch_fds
+    if fds is not None:
+        try:
+            os.write(fds[1], bytes((byte,)))
+        except OSError:  # full (the watcher is far behind) or closed
+            pass
+
+
+def _ctrl_c_interrupts() -> bool:
+    """Whether Ctrl-C raises KeyboardInterrupt here (the application has not taken it)."""
+    return signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def _heard_termination(signum: int) -> None:
@@ -469,7 +512,11 @@ def _end_once_delivered(signum: int) -> None:
     ends the process: wait for it, and end the process by ``signum`` if it has not (past
     the longest deadline, this thread may hold a lock that thread needs)."""
     longest = max((c.config.shutdown_timeout for c in list(_clients)), default=0.0)
-    _delivered.wait(longest + _ENDING_GRACE)
+    end = time.monotonic() + longest + _ENDING_GRACE
+    try:
+        _delivered.wait_noticing_signals(lambda: end)
+    except KeyboardInterrupt:  # Ctrl-C meanwhile: stop waiting, once the loss is said
+        _cut_short()
     _end_by(signum)
 
 
@@ -501,6 +548,8 @@ def _wait_then_end(clients: list[Client], signum: int) -> None:
     try:
         for client in clients:
             client._wait_closed(at_exit=True)
+    except KeyboardInterrupt:  # Ctrl-C meanwhile (on the main thread): as above
+        _cut_short()
     finally:
         _delivered.set()
         _end_by(signum)

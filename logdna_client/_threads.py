@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
+from collections.abc import Callable
 from os import getpid
 from typing import Any
 
@@ -74,6 +76,9 @@ def marks_for(thread: int) -> set[int] | None:
         return BUSY_THREADS
     return NESTED_THREADS if thread not in NESTED_THREADS else None
 
+
+#: The longest a wait of the exit's blocks between two looks for a signal's handler.
+SIGNAL_LOOK = 0.2
 
 # Signals a fault raises in the thread that faulted: never blocked.
 _SYNCHRONOUS = {"SIGSEGV", "SIGBUS", "SIGFPE", "SIGILL", "SIGABRT", "SIGTRAP", "SIGSYS"}
@@ -200,4 +205,21 @@ class Latch:
             return True
         if self._lock.acquire(timeout=-1 if timeout is None else max(0.0, timeout)):
             self._lock.release()  # let the other waiters through
+        return self._done
+
+    def wait_noticing_signals(self, until: Callable[[], float]) -> bool:
+        """``wait`` until ``until()`` (monotonic), in steps of at most ``SIGNAL_LOOK``
+        seconds, for the exit's waits; True when it was set.
+
+        A signal that lands on the main thread just before its wait blocks, or on
+        another thread, is noted, and nothing wakes the wait to run its handler: Ctrl-C
+        at an exit waiting on a dead service would be acted on only at the deadline.
+        Between steps it is. ``until`` is asked again at each step: a close's deadline
+        may be brought forward meanwhile (Ctrl-C cuts it short).
+        """
+        while not self._done:
+            left = until() - time.monotonic()
+            if left <= 0:
+                break
+            self.wait(min(left, SIGNAL_LOOK))
         return self._done

@@ -144,6 +144,24 @@ class TestPipe:
         assert [line.decode() for line in lines] == [x["line"] for x in server.lines]
         assert b"not delivered" not in errors
 
+    def test_a_sighup_ignored_when_it_started_stays_ignored(self, server: DevServer) -> None:
+        """Under nohup (SIGHUP ignored when pipe starts) SIGHUP neither stops pipe nor
+        reaches the command; a SIGTERM after it still does: exit 143, not 129."""
+
+        def nohup() -> None:
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+        args = ["pipe", "--timeout", "60", "--", sys.executable, "-c", FEEDER]
+        with started(args, child_env(server.url), preexec_fn=nohup) as proc:
+            assert proc.stdout is not None
+            shown = Lines(proc.stdout)
+            assert shown.reached(SHOWN_BEFORE_SIGNAL)
+            proc.send_signal(signal.SIGHUP)
+            proc.send_signal(signal.SIGTERM)
+            assert 128 + signal.SIGTERM == proc.wait(60)
+            lines = shown.all()
+        assert server.wait_for_lines(len(lines), 30)
+
     @pytest.mark.parametrize("sig", PIPE_SIGNALS, ids=lambda s: s.name)
     def test_stdin_stopped_mid_flow_loses_nothing_it_showed(
         self, server: DevServer, sig: signal.Signals

@@ -9,14 +9,27 @@ counted and said on stderr, and the library prints no traceback.
 
 from __future__ import annotations
 
+import re
 import signal
+import subprocess
+import sys
 import time
+
+import pytest
 
 from tests._bad_servers import bad_server
 from tests._children import Child
 
 # Long, so that waiting it out is plainly not what happened.
 DEADLINE = 30.0
+
+
+def assert_loss_said(child: Child) -> None:
+    """The 300 pending lines are said lost: by the sender as it stops, or by the exit
+    while the sender is still stuck in its request (a connect under way when the
+    deadline came is not cut at once)."""
+    said = re.search(r"300 lines (could not be|were not) delivered", child.stderr)
+    assert said is not None, child.stderr
 
 
 class TestCtrlCDuringTheExit:
@@ -44,9 +57,112 @@ class TestCtrlCDuringTheExit:
             code, _ = child.finish(timeout=2 * DEADLINE)
             took = time.monotonic() - sent
         assert -signal.SIGINT == code, child.stderr
-        assert took < DEADLINE / 2, took
-        assert "300 lines could not be delivered" in child.stderr, child.stderr
+        assert took < DEADLINE / 2, (took, child.stderr)
+        assert_loss_said(child)
         # The script's own KeyboardInterrupt is the one traceback.
         assert 1 == child.stderr.count("Traceback"), child.stderr
         assert "Exception ignored" not in child.stderr, child.stderr
+        assert "" == child.stdout
+
+    def test_ctrl_c_while_sigterm_delivers_ends_it_by_sigterm(self) -> None:
+        """SIGTERM begins the delivery; Ctrl-C meanwhile ends the wait at once, as a
+        second SIGTERM does: the process ends by SIGTERM, the loss is said, and no
+        KeyboardInterrupt comes out of the library's handler."""
+        with bad_server("silent") as bad:
+            child = Child(
+                """
+                for i in range(300):
+                    log.info("pending %d", i)
+                mark("logged")
+                wait_for("never")
+                """,
+                bad.url,
+                flush_interval="60",
+                shutdown_timeout=str(DEADLINE),
+            )
+            child.expect("logged")
+            child.kill(signal.SIGTERM)
+            assert bad.got_request.wait(30)  # delivering: the handler waits for it
+            sent = child.kill(signal.SIGINT)
+            code, _ = child.finish(timeout=2 * DEADLINE)
+            took = time.monotonic() - sent
+        assert -signal.SIGTERM == code, child.stderr
+        assert took < DEADLINE / 2, (took, child.stderr)
+        assert_loss_said(child)
+        assert "Traceback" not in child.stderr, child.stderr
+        assert "" == child.stdout
+
+    def test_ctrl_c_landing_on_an_application_thread(self) -> None:
+        """The kernel hands a process's Ctrl-C to any thread that does not block it: in
+        a threaded app, often not the main one, whose wait in the exit no signal then
+        wakes. The exit still notices it promptly (as it does a SIGINT that lands just
+        before that wait blocks), ends the wait and says the loss."""
+        with bad_server("silent") as bad:
+            child = Child(
+                """
+                import threading
+                def application_thread():
+                    sys.stdin.readline()  # the test says when: the exit is waiting
+                    signal.pthread_kill(threading.get_ident(), signal.SIGINT)
+                threading.Thread(target=application_thread, daemon=True).start()
+                for i in range(300):
+                    log.info("pending %d", i)
+                raise SystemExit(0)  # the exit hook then waits on the service
+                """,
+                bad.url,
+                flush_interval="60",
+                shutdown_timeout=str(DEADLINE),
+            )
+            assert bad.got_request.wait(30)  # the exit woke the sender: it waits
+            sent = time.monotonic()
+            child.send("go")
+            code, _ = child.finish(timeout=2 * DEADLINE)
+            took = time.monotonic() - sent
+        assert 0 == code, child.stderr
+        assert took < DEADLINE / 2, (took, child.stderr)
+        assert_loss_said(child)
+        assert "Traceback" not in child.stderr, child.stderr
+        assert "" == child.stdout
+
+    @pytest.mark.skipif(
+        not sys.platform.startswith("linux"), reason="reads the main thread's state from /proc"
+    )
+    def test_ctrl_c_while_the_main_thread_cannot_run_handlers(self) -> None:
+        """SIGTERM, then Ctrl-C, both landing on an application thread while the main
+        thread sleeps in a read (so no handler of its runs): the signal watcher, which
+        begins the delivery, also cuts it short on the Ctrl-C. Ended by SIGTERM, promptly,
+        the loss said."""
+        with bad_server("silent") as bad:
+            child = Child(
+                """
+                import threading
+                for i in range(300):
+                    log.info("pending %d", i)
+                def application_thread():
+                    wchan = f"/proc/self/task/{os.getpid()}/wchan"
+                    while "pipe_read" not in open(wchan).read():  # main: in its read
+                        threading.Event().wait(0.005)
+                    mark("signalled")
+                    me = threading.get_ident()
+                    signal.pthread_kill(me, signal.SIGTERM)
+                    signal.pthread_kill(me, signal.SIGINT)
+                threading.Thread(target=application_thread, daemon=True).start()
+                wait_for("never")  # the main thread sleeps here for good
+                """,
+                bad.url,
+                flush_interval="60",
+                shutdown_timeout=str(DEADLINE),
+            )
+            child.expect("signalled")
+            sent = time.monotonic()
+            try:
+                # Waited for with stdin open: closing it would wake the main thread.
+                child.proc.wait(2 * DEADLINE)
+            except subprocess.TimeoutExpired:
+                pass
+            took = time.monotonic() - sent
+            code, _ = child.finish()
+        assert -signal.SIGTERM == code, child.stderr
+        assert took < DEADLINE / 2, (took, child.stderr)
+        assert_loss_said(child)
         assert "" == child.stdout
