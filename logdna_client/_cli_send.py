@@ -19,6 +19,7 @@ from ._cli_common import (
 from ._client import Client
 from ._report import KIND_ATTR
 from ._report import logger as _library_logger
+from ._sender import MISCONFIGURED_KINDS
 
 # -- send and pipe -----------------------------------------------------------------
 
@@ -26,13 +27,13 @@ from ._report import logger as _library_logger
 class _Trouble(logging.Handler):
     """Collects what the library reports on its own logger, to explain a failure.
 
-    ``fatal`` is set when retrying cannot help: the key was refused, the server
-    does not speak HTTP/1.1 (the sender's misconfiguration reports), or the service
-    rejected a line.
+    ``fatal`` is set when retrying cannot help: the sender's misconfiguration reports
+    (a refused key, a server that does not speak HTTP/1.1 or takes no JSON, settings no
+    request can be made with), or the service rejected a line.
     """
 
     #: The report kinds that set ``fatal``.
-    FATAL_KINDS = frozenset({"auth", "protocol", "rejected"})
+    FATAL_KINDS = MISCONFIGURED_KINDS | {"rejected"}
 
     def __init__(self) -> None:
         super().__init__(logging.WARNING)

@@ -165,6 +165,7 @@ def _age(seconds: float) -> str:
 _SETTINGS_WRONG = {
     Kind.AUTH: "the key was refused: check --key",
     Kind.PROTOCOL: "the server does not speak HTTP/1.1: check --url",
+    Kind.SETTINGS: "no request can be made: check --url and the proxy settings",
 }
 
 

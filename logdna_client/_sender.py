@@ -45,6 +45,9 @@ _GZIP_BLOCK = 256
 _MAX_SINGLE_REJECTS = 16
 # Failures retrying soon cannot fix: retried every retry_max_backoff / 2 to
 # retry_max_backoff seconds (Backoff.slow), not on the quick exponential backoff.
+#: The report kinds (_report_misconfigured) of trouble only a change of settings fixes:
+#: a one-shot command (send, pipe) stops waiting at the first of them.
+MISCONFIGURED_KINDS = frozenset({"auth", "protocol", "encoding", "settings"})
 # (A 415 lands here once gzip is off: the endpoint takes no JSON at all.)
 _SLOW_KINDS = frozenset(
     {Kind.AUTH, Kind.OTHER, Kind.REDIRECT, Kind.PROTOCOL, Kind.SETTINGS, Kind.UNSUPPORTED_ENCODING}
