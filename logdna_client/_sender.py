@@ -211,6 +211,9 @@ class Sender:
         self._stored = 0
         #: The disk spool (docs/spool.md), opened on the sender thread; None without one.
         self.spool: Spool | None = None
+        # Until the sender opened the spool it may adopt what dead processes left there:
+        # flush() waits for that too, even with nothing logged.
+        self._spool_opening = config.spool_dir is not None
         # The counts a summary line being sent stands for, to restore if it is not sent.
         self._summary_counts: dict[str, int] | None = None
         #: Told how many lines the shutdown deadline cut off.
@@ -259,6 +262,8 @@ class Sender:
         or dropped and counted) and no batch waits on disk: the one test of flush(),
         aflush() and wait_done_through()."""
         spool = self.spool
+        if self._spool_opening and not self.finished.is_set():
+            return False
         return self._buffer.done_through >= target and not (spool is not None and spool.undelivered)
 
     def wait_done_through(self, target: int, timeout: float | None) -> bool:
@@ -303,6 +308,8 @@ class Sender:
             if old is not None:  # a restarted sender's new spool counts from 0 again
                 self.spool_dropped_before.update(old.dropped)
             self.spool = self._open_spool()
+            self._spool_opening = False
+            self._notify()  # a flush() waiting for the spool to be opened (done())
             while True:
                 if self._deadline is None:
                     self.wake.wait(self._config.flush_interval)
