@@ -8,6 +8,7 @@ The key travels only in one header (``apikey`` or ``Authorization``, see
 from __future__ import annotations
 
 import collections
+import contextlib
 import enum
 import functools
 import http.client
@@ -315,6 +316,13 @@ class _Exchange:
                 self.fresh = sock.dup()
             except OSError:
                 pass
+        # Read after ``fresh`` was written, as ``cut`` writes ``expired`` before it reads
+        # ``fresh``: one of the two sees the other. A deadline that passed while the TCP
+        # connect ran, with no socket yet to cut, cuts this one now; the request went on
+        # past it, each step within request_timeout, and no second cut came.
+        if self.expired:
+            with contextlib.suppress(OSError):
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
     def hurry(self, deadline: float) -> None:
         """End the exchange by ``deadline`` at the latest; safe from a signal handler."""

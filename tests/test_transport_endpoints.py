@@ -18,8 +18,9 @@ from typing import TypeVar
 
 import pytest
 import urllib3
+from urllib3.util import connection
 
-from logdna_client import Client, Config
+from logdna_client import Client, Config, _transport
 from logdna_client._devserver import DevServer
 from logdna_client._otlp import decode_export_request
 from logdna_client._retry import Backoff
@@ -438,3 +439,44 @@ class TestThroughASocksProxy:
             requests_read = len(server.requests)
         assert [Kind.OK, Kind.OK] == [o.kind for o in outcomes], outcomes
         assert (2, 1) == (requests_read, socks_proxy.tunnels)
+
+
+class TestADeadlineThatPassesDuringTheConnect:
+    def test_the_connection_is_cut_once_it_is_made(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The request's deadline passes while its TCP connect runs (a slow or black-holed
+        address), when there is no socket yet to cut: the connection is cut as soon as it
+        is made. It was not, and the request went on past the deadline for as long as the
+        server trickled (each read within request_timeout): here for a quarter of an hour."""
+        cut = threading.Event()
+        real_cut = _transport._Exchange.cut
+
+        def cut_and_say(exchange: _transport._Exchange) -> None:
+            real_cut(exchange)
+            cut.set()
+
+        real_connect = connection.create_connection
+
+        def slow_connect(*args: object, **kwargs: object) -> socket.socket:
+            sock = real_connect(*args, **kwargs)  # type: ignore[arg-type]
+            cut.wait(WAIT)  # the connect "returns" after the deadline passed
+            return sock
+
+        monkeypatch.setattr(_transport._Exchange, "cut", cut_and_say)
+        monkeypatch.setattr(connection, "create_connection", slow_connect)
+        outcomes: list[Outcome] = []
+        with bad_server("trickle") as trickle:
+            transport = HTTPTransport(
+                Config(key=KEY, url=trickle.url, hostname="h", allow_insecure=True)
+            )
+            sender = threading.Thread(
+                target=lambda: outcomes.append(transport.send(BODY, gzipped=False, timeout=1.0))
+            )
+            sender.start()
+            sender.join(WAIT)
+            cut_in_time = not sender.is_alive()
+        sender.join(WAIT)  # the server stopped: the connection ends, and the request
+        transport.close()
+        assert cut.is_set()
+        assert cut_in_time, "the request went on past its deadline"
+        (outcome,) = outcomes
+        assert Kind.RETRY is outcome.kind, outcome
