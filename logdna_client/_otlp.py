@@ -68,8 +68,27 @@ _LINE_KEYS = frozenset({"line", "timestamp", "level", "app", "env", "meta"})
 
 
 def severity_for(level: str) -> int:
-    """The SeverityNumber for a level name (0, unspecified, when it names none)."""
-    return _SEVERITY.get(level.upper(), 0) if level else 0
+    """The SeverityNumber for a level name (0, unspecified, when it names none).
+
+    ``logging`` names a level nobody named ``Level 25``: that one takes the number's
+    place among the stdlib's levels, as the OpenTelemetry SDK's ``LoggingHandler``
+    maps them (25 is INFO4, 45 ERROR4, 60 FATAL4; below DEBUG, TRACE).
+    """
+    if not level:
+        return 0
+    found = _SEVERITY.get(level.upper())
+    if found is not None:
+        return found
+    prefix, _, digits = level.partition(" ")
+    if prefix == "Level" and digits.isascii() and digits.isdigit() and len(digits) < 6:
+        number = int(digits)
+        if number <= 0:
+            return 0
+        if number < 10:
+            return 1
+        # Each stdlib decade (DEBUG 10, INFO 20, ...) is a range of four; past its 4th, the 4th.
+        return min(5 + (number // 10 - 1) * 4 + min(number % 10, 3), 24)
+    return 0
 
 
 def level_for(number: int) -> str:
