@@ -20,6 +20,7 @@ import contextlib
 import math
 import re
 import reprlib
+import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -56,6 +57,10 @@ _SEVERITY = {
 _LEVEL_OF_RANGE = ("TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL")
 
 _INT64 = (-(2**63), 2**63 - 1)
+# timeUnixNano is a fixed64: the latest millisecond whose nanoseconds it can hold (year
+# 2554). A timestamp past it (a before_send hook's in micro- or nanoseconds) made protobuf's
+# parser refuse the whole body: 400, and every line of the batch lost.
+_LATEST_MS = (2**64 - 1) // 1_000_000
 _SCOPE = {"name": "logdna_client", "version": __version__}
 # How the builder's lines begin, and the markers between their first fields.
 _HEAD = SEPARATOR + b'{"line":"'
@@ -260,7 +265,12 @@ class OTLPEncoder:
                     severity = severities.get(entry[level_at + len(_LEVEL) : level_end])
                     if severity is None:
                         severity = self._level_fragment(entry[level_at + len(_LEVEL) : level_end])
-                    if found is not None and severity is not None and timestamp.isdigit():
+                    if (
+                        found is not None
+                        and severity is not None
+                        and timestamp.isdigit()
+                        and len(timestamp) < 14  # within _LATEST_MS; longer: the general path
+                    ):
                         key, attributes = found
                         record = template % (
                             timestamp, severity, entry[_TEXT_AT : end + 1], attributes
@@ -307,7 +317,7 @@ class OTLPEncoder:
         if not (
             type(text) is str
             and type(timestamp) is int
-            and timestamp > 0
+            and 0 < timestamp <= _LATEST_MS
             and len(line) == 3 + ("app" in line) + ("env" in line) + ("meta" in line)
         ):
             return key, orjson.dumps(self._record(line))  # keys of a hook's, odd values
@@ -356,7 +366,14 @@ class OTLPEncoder:
 
     def _record(self, line: dict[str, Any]) -> dict[str, Any]:
         """A LogRecord for any line dict (the general path)."""
-        record: dict[str, Any] = {"timeUnixNano": _nanos(line.get("timestamp"))}
+        nanos = _nanos(line.get("timestamp"))
+        record: dict[str, Any] = (
+            {"timeUnixNano": nanos}
+            if nanos is not None
+            # Unknown time: the data model's observed time (now, as the record is sent),
+            # which receivers use in its place, as the ingest API uses its own clock.
+            else {"observedTimeUnixNano": str(time.time_ns())}
+        )
         record.update(orjson.loads(b"{" + self._severity(line.get("level"))[1:] + b"}"))
         record["body"] = any_value(line.get("line", ""))
         meta = line.get("meta")
@@ -373,12 +390,14 @@ class OTLPEncoder:
         return record
 
 
-def _nanos(timestamp: Any) -> str:
-    if isinstance(timestamp, int) and not isinstance(timestamp, bool) and timestamp > 0:
-        return str(timestamp * 1_000_000)
-    if isinstance(timestamp, float) and math.isfinite(timestamp) and timestamp > 0:
+def _nanos(timestamp: Any) -> str | None:
+    """A timestamp (ms) as timeUnixNano; None when it is none that a fixed64 holds."""
+    if isinstance(timestamp, int) and not isinstance(timestamp, bool):
+        if 0 < timestamp <= _LATEST_MS:
+            return str(timestamp * 1_000_000)
+    elif isinstance(timestamp, float) and 0 < timestamp <= _LATEST_MS:  # NaN compares False
         return str(int(timestamp * 1_000_000))
-    return "0"  # unset: the receiver uses the observed time
+    return None
 
 
 def classify_otlp(
