@@ -38,8 +38,9 @@ _DOWNWARD = (
     ("CONTAINER_NAME", "k8s.container.name"),
 )
 # A container id is 64 hex digits in every runtime's cgroup path (docker,
-# containerd, cri-o); the prefixes and suffixes around it differ.
-_CONTAINER_ID = re.compile(r"(?:^|[/\-:])([0-9a-f]{64})(?:\.scope)?(?:/|$)")
+# containerd, cri-o); the prefixes and suffixes around it differ. The delimiters are
+# looked at, not consumed, so that ids side by side ("/docker/<id>/<id>") all match.
+_CONTAINER_ID = re.compile(r"(?:^|(?<=[/\-:]))([0-9a-f]{64})(?=(?:\.scope)?(?:/|$))")
 # Values end up in a URL's tags and in JSON: keep them to what a name can hold.
 _MAX_VALUE = 253  # the longest DNS subdomain, Kubernetes' own limit for names
 
@@ -81,9 +82,11 @@ def container_id(
             if path == mountinfo_file and "/containers/" not in row and "/pods/" not in row:
                 continue  # mountinfo also lists the host's paths
             for part in row.split():
-                found = _CONTAINER_ID.search(part)
+                # The last id in a path is this process's container: the ones before it
+                # are the containers it is nested in (a kind node, docker-in-docker).
+                found = _CONTAINER_ID.findall(part)
                 if found:
-                    return found.group(1)
+                    return str(found[-1])
     return None
 
 

@@ -62,3 +62,24 @@ class TestNotUTF8:
         client.close()
         assert ["line 0", "line 1", "line 2"] == [line["line"] for line in server.lines]
         assert "k8s.pod.name=web-\ufffd1" in server.requests[0].tags
+
+
+OUTER = "0a1b2c3d" * 8  # the container the pod's node runs in (kind, docker-in-docker)
+INNER = "3f4b1c2d" * 8  # this process's
+
+
+class TestNestedContainers:
+    @pytest.mark.parametrize(
+        "cgroup",
+        [
+            f"12:memory:/docker/{OUTER}/kubepods/besteffort/pod0b4a/{INNER}\n",  # v1, kind
+            f"0::/docker/{OUTER}/kubelet.slice/kubelet-kubepods.slice/"
+            f"kubelet-kubepods-pod0b4a.slice/cri-containerd-{INNER}.scope\n",  # v2, kind
+            f"1:name=systemd:/docker/{OUTER}/docker/{INNER}\n",  # docker-in-docker
+        ],
+    )
+    def test_the_innermost_id_is_this_container(self, tmp_path: Path, cgroup: str) -> None:
+        """A process in a container inside another container gets its own id, the path's
+        last (old code: the outer container's, the path's first)."""
+        (tmp_path / "cgroup").write_text("2:cpu:/\n" + cgroup)
+        assert INNER == _kubernetes.container_id(str(tmp_path / "cgroup"), str(tmp_path / "x"))
