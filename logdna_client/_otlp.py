@@ -323,8 +323,11 @@ class OTLPEncoder:
             return key, orjson.dumps(self._record(line))  # keys of a hook's, odd values
         attributes = b""
         if type(meta) is dict:
+            trace, meta = _trace_context(meta)
+            if trace:
+                attributes = b"," + orjson.dumps(trace)[1:-1]
             if meta:
-                attributes = b',"attributes":' + orjson.dumps(key_values(meta))
+                attributes += b',"attributes":' + orjson.dumps(key_values(meta))
         elif meta is not None:  # index_meta=False: meta as a JSON string
             attributes = b',"attributes":' + orjson.dumps(
                 [{"key": "meta", "value": any_value(meta)}]
@@ -379,6 +382,8 @@ class OTLPEncoder:
         meta = line.get("meta")
         attributes: list[dict[str, Any]] = []
         if isinstance(meta, dict):
+            trace, meta = _trace_context(meta)
+            record.update(trace)
             attributes = key_values(meta)
         elif meta is not None:
             attributes = [{"key": "meta", "value": any_value(meta)}]
@@ -388,6 +393,40 @@ class OTLPEncoder:
         if attributes:
             record["attributes"] = attributes
         return record
+
+
+# The trace context opentelemetry-instrumentation-logging's LoggingInstrumentor sets on
+# each LogRecord (the handler ships such attributes as meta): ids as lowercase hex.
+_TRACE_ID, _SPAN_ID, _SAMPLED = "otelTraceID", "otelSpanID", "otelTraceSampled"
+_HEX = frozenset("0123456789abcdefABCDEF")
+
+
+def _trace_context(meta: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The record's ``traceId``, ``spanId`` and ``flags`` from a line's meta, and the meta
+    without the keys they came from.
+
+    In the record's own fields a collector and the backends join the line to its trace;
+    as attributes nothing does. OTLP/JSON writes the ids as hex (not base64). Ids that
+    are not hex of their length, or all zeros (no span was active: the instrumentation
+    writes "0"), stay attributes: the record has no trace context then.
+    """
+    trace_id, span_id = meta.get(_TRACE_ID), meta.get(_SPAN_ID)
+    if not (_is_id(trace_id, 32) and _is_id(span_id, 16)):
+        return {}, meta
+    fields: dict[str, Any] = {"traceId": str(trace_id).lower(), "spanId": str(span_id).lower()}
+    if meta.get(_SAMPLED) is True:
+        fields["flags"] = 1  # W3C trace flags: sampled
+    rest = {k: v for k, v in meta.items() if k not in (_TRACE_ID, _SPAN_ID, _SAMPLED)}
+    return fields, rest
+
+
+def _is_id(value: Any, digits: int) -> bool:
+    return (
+        isinstance(value, str)
+        and len(value) == digits
+        and _HEX.issuperset(value)
+        and value.strip("0") != ""
+    )
 
 
 def _nanos(timestamp: Any) -> str | None:
