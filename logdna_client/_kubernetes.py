@@ -38,8 +38,9 @@ _DOWNWARD = (
     ("CONTAINER_NAME", "k8s.container.name"),
 )
 # A container id is 64 hex digits in every runtime's cgroup path (docker,
-# containerd, cri-o); the prefixes and suffixes around it differ.
-_CONTAINER_ID = re.compile(r"(?:^|[/\-:])([0-9a-f]{64})(?:\.scope)?(?:/|$)")
+# containerd, cri-o); the prefixes and suffixes around it differ. The delimiters are
+# looked at, not consumed, so that ids side by side ("/docker/<id>/<id>") all match.
+_CONTAINER_ID = re.compile(r"(?:^|(?<=[/\-:]))([0-9a-f]{64})(?=(?:\.scope)?(?:/|$))")
 # Values end up in a URL's tags and in JSON: keep them to what a name can hold.
 _MAX_VALUE = 253  # the longest DNS subdomain, Kubernetes' own limit for names
 
@@ -81,9 +82,11 @@ def container_id(
             if path == mountinfo_file and "/containers/" not in row and "/pods/" not in row:
                 continue  # mountinfo also lists the host's paths
             for part in row.split():
-                found = _CONTAINER_ID.search(part)
+                # The last id in a path is this process's container: the ones before it
+                # are the containers it is nested in (a kind node, docker-in-docker).
+                found = _CONTAINER_ID.findall(part)
                 if found:
-                    return found.group(1)
+                    return str(found[-1])
     return None
 
 
@@ -129,7 +132,22 @@ def detect(
         cid = container_id(cgroup_file, mountinfo_file)
         if cid:
             found["container.id"] = cid
-    return {k: v[:_MAX_VALUE] for k, v in found.items()}
+    return {_text(k): _text(v)[:_MAX_VALUE] for k, v in found.items()}
+
+
+def _text(value: str) -> str:
+    """``value`` as text that encodes to UTF-8.
+
+    On POSIX, ``os.environ`` turns bytes that are not UTF-8 (a Latin-1 pod name, a
+    value cut mid-character) into lone surrogates, which no UTF-8 encoder takes: the
+    OTLP body could not be serialized and the ingest API's URL (the tags) could not
+    be built, so every line of the process was lost. The bytes are decoded back, and
+    what is not UTF-8 becomes U+FFFD.
+    """
+    try:
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:  # a surrogate no decoder made: nothing to recover
+        return value.encode("utf-8", "replace").decode("utf-8")
 
 
 def tags_for(attributes: Mapping[str, str]) -> list[str]:

@@ -20,6 +20,7 @@ import contextlib
 import math
 import re
 import reprlib
+import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -56,6 +57,10 @@ _SEVERITY = {
 _LEVEL_OF_RANGE = ("TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL")
 
 _INT64 = (-(2**63), 2**63 - 1)
+# timeUnixNano is a fixed64: the latest millisecond whose nanoseconds it can hold (year
+# 2554). A timestamp past it (a before_send hook's in micro- or nanoseconds) made protobuf's
+# parser refuse the whole body: 400, and every line of the batch lost.
+_LATEST_MS = (2**64 - 1) // 1_000_000
 _SCOPE = {"name": "logdna_client", "version": __version__}
 # How the builder's lines begin, and the markers between their first fields.
 _HEAD = SEPARATOR + b'{"line":"'
@@ -68,8 +73,27 @@ _LINE_KEYS = frozenset({"line", "timestamp", "level", "app", "env", "meta"})
 
 
 def severity_for(level: str) -> int:
-    """The SeverityNumber for a level name (0, unspecified, when it names none)."""
-    return _SEVERITY.get(level.upper(), 0) if level else 0
+    """The SeverityNumber for a level name (0, unspecified, when it names none).
+
+    ``logging`` names a level nobody named ``Level 25``: that one takes the number's
+    place among the stdlib's levels, as the OpenTelemetry SDK's ``LoggingHandler``
+    maps them (25 is INFO4, 45 ERROR4, 60 FATAL4; below DEBUG, TRACE).
+    """
+    if not level:
+        return 0
+    found = _SEVERITY.get(level.upper())
+    if found is not None:
+        return found
+    prefix, _, digits = level.partition(" ")
+    if prefix == "Level" and digits.isascii() and digits.isdigit() and len(digits) < 6:
+        number = int(digits)
+        if number <= 0:
+            return 0
+        if number < 10:
+            return 1
+        # Each stdlib decade (DEBUG 10, INFO 20, ...) is a range of four; past its 4th, the 4th.
+        return min(5 + (number // 10 - 1) * 4 + min(number % 10, 3), 24)
+    return 0
 
 
 def level_for(number: int) -> str:
@@ -241,7 +265,12 @@ class OTLPEncoder:
                     severity = severities.get(entry[level_at + len(_LEVEL) : level_end])
                     if severity is None:
                         severity = self._level_fragment(entry[level_at + len(_LEVEL) : level_end])
-                    if found is not None and severity is not None and timestamp.isdigit():
+                    if (
+                        found is not None
+                        and severity is not None
+                        and timestamp.isdigit()
+                        and len(timestamp) < 14  # within _LATEST_MS; longer: the general path
+                    ):
                         key, attributes = found
                         record = template % (
                             timestamp, severity, entry[_TEXT_AT : end + 1], attributes
@@ -288,14 +317,17 @@ class OTLPEncoder:
         if not (
             type(text) is str
             and type(timestamp) is int
-            and timestamp > 0
+            and 0 < timestamp <= _LATEST_MS
             and len(line) == 3 + ("app" in line) + ("env" in line) + ("meta" in line)
         ):
             return key, orjson.dumps(self._record(line))  # keys of a hook's, odd values
         attributes = b""
         if type(meta) is dict:
+            trace, meta = _trace_context(meta)
+            if trace:
+                attributes = b"," + orjson.dumps(trace)[1:-1]
             if meta:
-                attributes = b',"attributes":' + orjson.dumps(key_values(meta))
+                attributes += b',"attributes":' + orjson.dumps(key_values(meta))
         elif meta is not None:  # index_meta=False: meta as a JSON string
             attributes = b',"attributes":' + orjson.dumps(
                 [{"key": "meta", "value": any_value(meta)}]
@@ -337,12 +369,21 @@ class OTLPEncoder:
 
     def _record(self, line: dict[str, Any]) -> dict[str, Any]:
         """A LogRecord for any line dict (the general path)."""
-        record: dict[str, Any] = {"timeUnixNano": _nanos(line.get("timestamp"))}
+        nanos = _nanos(line.get("timestamp"))
+        record: dict[str, Any] = (
+            {"timeUnixNano": nanos}
+            if nanos is not None
+            # Unknown time: the data model's observed time (now, as the record is sent),
+            # which receivers use in its place, as the ingest API uses its own clock.
+            else {"observedTimeUnixNano": str(time.time_ns())}
+        )
         record.update(orjson.loads(b"{" + self._severity(line.get("level"))[1:] + b"}"))
         record["body"] = any_value(line.get("line", ""))
         meta = line.get("meta")
         attributes: list[dict[str, Any]] = []
         if isinstance(meta, dict):
+            trace, meta = _trace_context(meta)
+            record.update(trace)
             attributes = key_values(meta)
         elif meta is not None:
             attributes = [{"key": "meta", "value": any_value(meta)}]
@@ -354,12 +395,48 @@ class OTLPEncoder:
         return record
 
 
-def _nanos(timestamp: Any) -> str:
-    if isinstance(timestamp, int) and not isinstance(timestamp, bool) and timestamp > 0:
-        return str(timestamp * 1_000_000)
-    if isinstance(timestamp, float) and math.isfinite(timestamp) and timestamp > 0:
+# The trace context opentelemetry-instrumentation-logging's LoggingInstrumentor sets on
+# each LogRecord (the handler ships such attributes as meta): ids as lowercase hex.
+_TRACE_ID, _SPAN_ID, _SAMPLED = "otelTraceID", "otelSpanID", "otelTraceSampled"
+_HEX = frozenset("0123456789abcdefABCDEF")
+
+
+def _trace_context(meta: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The record's ``traceId``, ``spanId`` and ``flags`` from a line's meta, and the meta
+    without the keys they came from.
+
+    In the record's own fields a collector and the backends join the line to its trace;
+    as attributes nothing does. OTLP/JSON writes the ids as hex (not base64). Ids that
+    are not hex of their length, or all zeros (no span was active: the instrumentation
+    writes "0"), stay attributes: the record has no trace context then.
+    """
+    trace_id, span_id = meta.get(_TRACE_ID), meta.get(_SPAN_ID)
+    if not (_is_id(trace_id, 32) and _is_id(span_id, 16)):
+        return {}, meta
+    fields: dict[str, Any] = {"traceId": str(trace_id).lower(), "spanId": str(span_id).lower()}
+    if meta.get(_SAMPLED) is True:
+        fields["flags"] = 1  # W3C trace flags: sampled
+    rest = {k: v for k, v in meta.items() if k not in (_TRACE_ID, _SPAN_ID, _SAMPLED)}
+    return fields, rest
+
+
+def _is_id(value: Any, digits: int) -> bool:
+    return (
+        isinstance(value, str)
+        and len(value) == digits
+        and _HEX.issuperset(value)
+        and value.strip("0") != ""
+    )
+
+
+def _nanos(timestamp: Any) -> str | None:
+    """A timestamp (ms) as timeUnixNano; None when it is none that a fixed64 holds."""
+    if isinstance(timestamp, int) and not isinstance(timestamp, bool):
+        if 0 < timestamp <= _LATEST_MS:
+            return str(timestamp * 1_000_000)
+    elif isinstance(timestamp, float) and 0 < timestamp <= _LATEST_MS:  # NaN compares False
         return str(int(timestamp * 1_000_000))
-    return "0"  # unset: the receiver uses the observed time
+    return None
 
 
 def classify_otlp(
