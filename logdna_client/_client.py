@@ -514,6 +514,8 @@ class Client:
         return queued
 
     def _deadline_text(self) -> str:
+        if self._sender.interrupted or _exit.was_cut_short():
+            return "cut short by Ctrl-C"
         timeout = self._sender.close_timeout
         return f"{self.config.shutdown_timeout if timeout is None else timeout:g} s"
 

@@ -162,12 +162,22 @@ def _cut_short() -> None:
             continue
 
 
+#: Whether Ctrl-C cut the exit's deadline short (the loss reports say so, not the deadline).
+_cut_by_ctrl_c = False
+
+
+def was_cut_short() -> bool:
+    """Whether Ctrl-C cut the exit's deadline short (``_cut_deadline``)."""
+    return _cut_by_ctrl_c
+
+
 def _cut_deadline() -> None:
     """Make the exit's one deadline now, for every client that is closing; never waits
     (the signal watcher calls it)."""
-    global _window_end
+    global _window_end, _cut_by_ctrl_c
     now = time.monotonic()
     _window_end = now
+    _cut_by_ctrl_c = True
     for client in list(_clients):
         if client._closed and not client._exit_done:
             client._begin_close(now, client.config.shutdown_timeout)

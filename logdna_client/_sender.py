@@ -205,6 +205,8 @@ class Sender:
         # only while delivery works, so an outage ends in one summary line.
         self._delivering = True
         self._cut_by_shutdown = 0
+        #: Whether Ctrl-C ended the sending where the exit ran it on the main thread.
+        self.interrupted = False
         #: What earlier spools of this sender gave up (a restarted sender opens anew).
         self.spool_dropped_before: Counter[str] = Counter()
         #: The batch ``_deliver`` is delivering: its application lines the service stored.
@@ -330,6 +332,7 @@ class Sender:
                         # counts as ``shutdown`` (_finish), and the interrupt goes on to
                         # the caller, which cuts the other clients' closes short too.
                         interrupted = exc
+                        self.interrupted = True
                         self._deadline = self._clock()
                     else:
                         # A bug of ours, or a custom transport's gevent Timeout or

@@ -30,6 +30,8 @@ def assert_loss_said(child: Child) -> None:
     deadline came is not cut at once)."""
     said = re.search(r"300 lines (could not be|were not) delivered", child.stderr)
     assert said is not None, child.stderr
+    # What ended it, not the deadline that did not pass ("(30 s)").
+    assert "cut short by Ctrl-C" in child.stderr, child.stderr
 
 
 class TestCtrlCDuringTheExit:

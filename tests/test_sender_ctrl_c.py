@@ -89,6 +89,7 @@ class TestCtrlCDuringTheExitsRequest:
         assert (0, 10, 0) == (
             stats["sent"], stats["dropped"].get("shutdown", 0), stats["dropped"].get("error", 0)
         ), stats  # fmt: skip
+        assert "cut short by Ctrl-C" in caplog.text, caplog.text
         assert not [
             r
             for r in caplog.records
