@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import logging
 import re
+from typing import Any
 
 from logdna_client import Client
 from logdna_client._devserver import DevServer
 from tests._helpers_integrations import REPO_ROOT, TIMEOUT, handler_for, logger_with
+from tests.helpers import in_forked_child
 
 DOCS = REPO_ROOT / "docs"
 
@@ -133,3 +135,22 @@ def test_own_logger_is_never_shipped(server: DevServer) -> None:
     assert handler.client.flush(TIMEOUT)
     handler.close()
     assert ["the app's line"] == [line["line"] for line in server.lines]
+
+
+def test_a_client_closed_before_the_fork_stays_closed_in_the_child(server: DevServer) -> None:
+    """docs/delivery.md: "A client closed before the fork stays closed in the child": a
+    line the child logs is counted as after_close and never sent, and the child starts no
+    sender."""
+    client = Client(url=server.url)
+    client.log("from the parent")
+    client.close()
+
+    def in_child() -> dict[str, Any]:
+        client.log("from the child")
+        stats = client.stats()
+        return {"after_close": stats["dropped"]["after_close"], "sent": stats["sent"],
+                "alive": stats["sender_alive"], "flushed": client.flush(1.0)}  # fmt: skip
+
+    seen = in_forked_child(in_child)
+    assert {"after_close": 1, "sent": 0, "alive": False, "flushed": True} == seen
+    assert ["from the parent"] == [line["line"] for line in server.lines]
