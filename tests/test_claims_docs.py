@@ -6,9 +6,13 @@ from __future__ import annotations
 
 import logging
 import re
+from pathlib import Path
 from typing import Any
 
-from logdna_client import Client
+import pytest
+
+from logdna_client import Client, ConfigurationError
+from logdna_client._config import Config
 from logdna_client._devserver import DevServer
 from tests._helpers_integrations import REPO_ROOT, TIMEOUT, handler_for, logger_with
 from tests.helpers import in_forked_child
@@ -154,3 +158,33 @@ def test_a_client_closed_before_the_fork_stays_closed_in_the_child(server: DevSe
     seen = in_forked_child(in_child)
     assert {"after_close": 1, "sent": 0, "alive": False, "flushed": True} == seen
     assert ["from the parent"] == [line["line"] for line in server.lines]
+
+
+class TestBlankKey:
+    """docs/security.md: a blank key file is named in the error, and a blank ``key=`` or
+    key file is that error even with the variable set (first match wins: a key given
+    another way is never replaced by the environment's)."""
+
+    REMOTE = "https://logs.example.com/logs/ingest"  # a key is needed; never contacted
+
+    def test_blank_key_file_is_named_and_the_variable_unused(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A key file holding only whitespace: the error names it; the variable is unused."""
+        monkeypatch.setenv("LOGDNA_INGESTION_KEY", "env-key")
+        path = tmp_path / "logdna"
+        path.write_text(" \n")
+        with pytest.raises(ConfigurationError) as caught:
+            Config(key_file=str(path), url=self.REMOTE)
+        assert f"looked at key=, key_file='{path}')" in str(caught.value)
+        assert "env-key" not in str(caught.value)
+        assert "`looked at key=, key_file='/run/secrets/logdna'`" in said("docs/security.md")
+
+    def test_blank_key_argument_with_the_variable_set(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """``key=""`` (an empty template variable, say) is an error, not the variable's key."""
+        monkeypatch.setenv("LOGDNA_INGESTION_KEY", "env-key")
+        with pytest.raises(ConfigurationError, match="no ingestion key found"):
+            Config(key="", url=self.REMOTE)
+        assert "error even when `LOGDNA_INGESTION_KEY` is set" in said("docs/security.md")
