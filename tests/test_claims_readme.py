@@ -59,8 +59,11 @@ class TestStdlibLine:
     record's level name, the timestamp is `record.created`, and every `extra=` field
     becomes searchable meta. Exceptions (`log.exception`) ship with their traceback."""
 
-    def test_line_level_timestamp_meta(self, server: DevServer) -> None:
+    def test_line_level_timestamp_meta(self, server: DevServer, monkeypatch: Any) -> None:
         """Each part of the line, as the service receives it, is the record's."""
+        # A level name of the app's own, for this test only (logging keeps names globally).
+        monkeypatch.setattr(logging, "_levelToName", dict(logging._levelToName))
+        monkeypatch.setattr(logging, "_nameToLevel", dict(logging._nameToLevel))
         records: list[logging.LogRecord] = []
         seen = logging.Handler()
         seen.emit = records.append  # type: ignore[method-assign]
