@@ -309,7 +309,7 @@ def to_str_list(option: str, value: object) -> tuple[str, ...]:
         if not isinstance(item, str):
             raise _bad(option, value, "a list of strings or a comma-separated string")
         if item.strip():
-            out.append(item.strip())
+            out.append(utf8_text(item.strip()))
     return tuple(out)
 
 
@@ -332,12 +332,29 @@ def _record_attrs(value: object) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))  # each once, in the order given
 
 
+def utf8_text(value: str) -> str:
+    """``value`` as text that encodes to UTF-8.
+
+    On POSIX, ``os.environ`` turns bytes that are not UTF-8 (a Latin-1 pod or host name,
+    a value cut mid-character) into lone surrogates, which no UTF-8 encoder takes: the
+    entry template (app), the OTLP body and the ingest API's URL (hostname, tags) could
+    not be built, and every line of the process was lost. The bytes are decoded back,
+    and what is not UTF-8 becomes U+FFFD.
+    """
+    if value.isascii():
+        return value
+    try:
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:  # a surrogate no decoder made: nothing to recover
+        return value.encode("utf-8", "replace").decode("utf-8")
+
+
 def _optional_name(option: str, value: object) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str):
         raise _bad(option, value, "a string")
-    value = value.strip()
+    value = utf8_text(value.strip())
     if not value:
         return None
     if len(value) > _NAME_CAP:

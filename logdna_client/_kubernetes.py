@@ -24,6 +24,8 @@ import re
 from collections.abc import Mapping
 from urllib.parse import unquote
 
+from ._config import utf8_text
+
 __all__ = ["NAMESPACE_FILE", "detect", "in_pod", "parse_resource_attributes", "tags_for"]
 
 NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
@@ -132,22 +134,7 @@ def detect(
         cid = container_id(cgroup_file, mountinfo_file)
         if cid:
             found["container.id"] = cid
-    return {_text(k): _text(v)[:_MAX_VALUE] for k, v in found.items()}
-
-
-def _text(value: str) -> str:
-    """``value`` as text that encodes to UTF-8.
-
-    On POSIX, ``os.environ`` turns bytes that are not UTF-8 (a Latin-1 pod name, a
-    value cut mid-character) into lone surrogates, which no UTF-8 encoder takes: the
-    OTLP body could not be serialized and the ingest API's URL (the tags) could not
-    be built, so every line of the process was lost. The bytes are decoded back, and
-    what is not UTF-8 becomes U+FFFD.
-    """
-    try:
-        return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-    except UnicodeEncodeError:  # a surrogate no decoder made: nothing to recover
-        return value.encode("utf-8", "replace").decode("utf-8")
+    return {utf8_text(k): utf8_text(v)[:_MAX_VALUE] for k, v in found.items()}
 
 
 def tags_for(attributes: Mapping[str, str]) -> list[str]:
