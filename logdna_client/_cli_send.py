@@ -99,6 +99,8 @@ def _explain(what: str, client: Client, trouble: _Trouble, timeout: float) -> st
     reason = trouble.last()
     if not reason:
         reason = f"no answer from {client.config.url}"
+    if trouble.fatal.is_set():  # given up at once: the timeout had nothing to do with it
+        return f"{PROG} {what}: not delivered: {reason}"
     return f"{PROG} {what}: not delivered within {timeout:g} s: {reason}"
 
 

@@ -384,10 +384,11 @@ class Client:
     # -- flushing and closing
 
     def flush(self, timeout: float | None = 5.0) -> bool:
-        """Wait until every line accepted so far was delivered, or ``timeout`` passed.
+        """Wait until every line accepted so far has left the buffer (and the spool),
+        delivered or dropped, or ``timeout`` passed.
 
-        Returns True when all of them left the buffer (and the spool) and none was
-        dropped or refused meanwhile. Where waiting could not end well it only wakes
+        Returns True when all of them left and none was dropped or refused meanwhile
+        (lines dropped before the call, by a full buffer say, are in ``stats()``). Where waiting could not end well it only wakes
         the sender and returns False: under ``logging``'s module lock (dictConfig), on
         a sender thread, and in a signal handler or finalizer that interrupted this
         thread inside the client. Once the client is closing, it waits no longer

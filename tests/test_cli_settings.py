@@ -46,6 +46,7 @@ def test_send_stops_at_a_settings_failure() -> None:
                           env=settings_broken(url))  # fmt: skip
     assert 1 == done.returncode, done.stderr
     assert "/nonexistent/ca-bundle.pem" in done.stderr, done.stderr
+    assert "send: not delivered: " in done.stderr, done.stderr  # not "within 60 s": it did not wait
     assert KEY not in done.stderr + done.stdout
     assert elapsed < 30, elapsed  # half the timeout: it did not wait it out
 
