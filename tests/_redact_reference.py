@@ -170,6 +170,8 @@ class ReferencePatterns:
                 return m.span("v") if user is not None else None
 
             return connect
+        if name == "cli_option":
+            return lambda m: m.span("v") if self._names_secret(m.group("k")) else None
         if name == "digits":
 
             def digits(m: re.Match[str]) -> Span | None:
@@ -297,6 +299,12 @@ _NEEDS: dict[str, tuple[str, ...]] = {
     "private_key": ("-----BEGIN",),
     "connect_credentials": ("@",),
     "cli_credentials": ("-u", "-proxy-user"),
+    "cli_option": ("--",),
+    "mysql_password": ("mysql", "mariadb"),
+    "webhook_url": ("hooks.slack.com/", "/webhook"),
+    "url_token": ("://",),
+    "aws_secret": ("AKIA", "ASIA"),
+    "auth_call": ("Auth(",),
     "service_token": ("_",),
     "slack_token": ("xox",),
     "email": ("@",),

@@ -68,6 +68,35 @@ SHAPES = [
     ("slack xoxb-1234-5678-s3cretTok ok", "slack xoxb-[REDACTED] ok"),
     ("stripe sk_live_s3cr" + "c" * 20 + ", rk_test_s3cr" + "d" * 20,
      "stripe sk_live_[REDACTED], rk_test_[REDACTED]"),
+    # A command line's secret option, its value after a space (with "=" it is a
+    # key=value); MySQL's "-p" with the password run into it.
+    ("run tool --password s3cret --x 1", "run tool --password [REDACTED] --x 1"),
+    ("deploy --api-key s3cret --token 's3cr et' --client-secret \"s3cr\"",
+     "deploy --api-key [REDACTED] --token [REDACTED] --client-secret [REDACTED]"),
+    ("mysql -u root -ps3cret app", "mysql -u root -p[REDACTED] app"),
+    ("/usr/bin/mysqldump -h db -ps3cret --all", "/usr/bin/mysqldump -h db -p[REDACTED] --all"),
+    ("mariadb -ps3cret", "mariadb -p[REDACTED]"),
+    # Chat webhooks: the path is the secret.
+    ("post https://hooks.slack.com/services/T0S3CR/B0S3CR/s3cretXXXXXXXXXXXXXXXX ok",
+     "post https://hooks.slack.com/services/[REDACTED] ok"),
+    ("hooks.slack.com/services/T0S3CR/B0S3CR/s3cretXXXXXXXX",
+     "hooks.slack.com/services/[REDACTED]"),
+    ("POST https://discord.com/api/webhooks/1234567890/s3cretABC_def-XYZ failed",
+     "POST https://discord.com/api/webhooks/[REDACTED] failed"),
+    ("url='https://acme.webhook.office.com/webhookb2/a-1@b-2/IncomingWebhook/s3cret/c-3'",
+     "url='https://acme.webhook.office.com/webhookb2/[REDACTED]'"),
+    # A token as a URL's whole user info (a git remote).
+    ("git clone https://s3cret0123456789abcdef0123@github.com/o/r.git",
+     "git clone https://[REDACTED]@github.com/o/r.git"),
+    # An AWS secret access key after its key id, in an exception's message.
+    ("InvalidSignature: AKIAIOSFODNN7EXAMPLE wJalrXUts3cretK7MDENG/bPxRfiCYEXAMPLEKEY",
+     "InvalidSignature: [REDACTED] [REDACTED]"),
+    ("creds ASIAY34FZKBOKMUTVV7A/s3cretXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLE12",
+     "creds [REDACTED]/[REDACTED]"),
+    # A password passed by position to an HTTP auth class.
+    ("using HTTPBasicAuth('admin', 's3cret')", "using HTTPBasicAuth('admin', '[REDACTED]')"),
+    ('httpx.DigestAuth("admin", "s3cret")', 'httpx.DigestAuth("admin", "[REDACTED]")'),
+    ("aiohttp.BasicAuth(user, 's3cret')", "aiohttp.BasicAuth(user, '[REDACTED]')"),
 ]  # fmt: skip
 
 #: Lines that stay as they are: times, ratios, ordinary text near the new rules.
@@ -87,6 +116,20 @@ PLAIN = [
     "-----BEGIN CERTIFICATE-----\nMIIBcert\n-----END CERTIFICATE-----",
     "-----BEGIN PUBLIC KEY-----\nMIIBpub\n-----END PUBLIC KEY-----",
     "my_ghp_value gh_pages sk_live xoxb- task_live_x",
+    # A branch an action is pinned to; a user:group that names the user twice.
+    "uses: actions/checkout@main and org/deploy@master, Download 'a/b@develop'",
+    "docker run -u app:app img; docker exec --user=www-data:www-data c",
+    # Options whose names are no secret's; a "-p" that is no MySQL password.
+    "initdb --auth-local peer --auth-host scram-sha-256 --no-password -x",
+    "mkdir -p /srv; ssh -p22 host; gcc -pthread; docker login --password-stdin -u bob",
+    "mysql -u root -p app",
+    # URLs with a user and no token; git's ssh remotes.
+    "https://user@host/x git@github.com:org/repo.git ssh://git@github.com/o/r",
+    "https://deploy-bot@ci.example.com/x",
+    # A key id without its secret beside it; a git hash beside one.
+    "AKIA key rotated; commit 3f2a9c1d0b7e6f5a4c3b2a1d0e9f8a7b6c5d4e3f",
+    "HTTPBasicAuth(user, password) and BasicAuth()",
+    "https://hooks.slack.com/services/ and /webhook/x",
 ]
 
 #: Pieces that make texts where the trigger marks with a "-" or "_" stand at every
@@ -94,7 +137,8 @@ PLAIN = [
 MARK_PIECES = ["ghp_" + "a" * 36, "github_pat_" + "b" * 22, "xoxp-" + "1" * 10,
                "sk_test_" + "c" * 16, "rk_live_" + "d" * 16, "-----BEGIN PRIVATE KEY-----",
                "-", "_", "x", "g", "k", " ", "\n", "ok", "-u", "--user ", "a:b", "\u00a0",
-               "="]  # fmt: skip
+               "=", "--token ", "-p", "mysql ", "%3D", "%3a", "Auth(", "'a', ", "/webhook",
+               "hooks.slack.com/", "services/", "pw"]  # fmt: skip
 
 
 class TestShapes:
