@@ -239,6 +239,14 @@ CREDENTIAL_PATTERNS: dict[str, str] = {
     "auth_call": r"""\((?:(?<=BasicAuth\()|(?<=DigestAuth\()|(?<=ProxyAuth\())[ \t]{0,3}"""
     r"""(?:b?(?:"[^"\r\n]{0,256}"|'[^'\r\n]{0,256}')|[A-Za-z_][A-Za-z0-9_.]{0,64})"""
     r"""[ \t]{0,3},[ \t]{0,3}b?["'](?P<v>(?<=")[^"\r\n]{1,256}|(?<=')[^'\r\n]{1,256})""",
+    # key=value with its separator URL-encoded ("password%3Dpw", a query inside a
+    # logged URL's query: "next=%2Flogin%3Fpassword%3Dpw%26x%3D1"; '%22password%22%3A
+    # %22pw%22'), found from the "%3D" or "%3A": the key before it is read back and
+    # judged as secret_kv judges its key (_encoded_values). A value runs to an encoded
+    # space, quote, "&", ",", ";" or "#"; a quoted one (after "%22") to its "%22".
+    "encoded_kv": r"""%3(?:[Dd]|[Aa](?:%20|\+){0,3})(?:%22)?"""
+    r"""(?P<v>(?<=%22)(?:(?!%22)[^\s"'<>&]){1,4096}"""
+    r"""|(?<!%22)(?:[^\s%&"'<>;,#]|%(?!2[0236-7Cc]|3[Bb]|0[AaDd])[0-9A-Fa-f]{2}){1,4096})""",
     # Slack's tokens (xoxb-, xoxp-, xoxa- ...): what follows the prefix.
     "slack_token": r"xox(?<![A-Za-z0-9_]xox)[abposr]-(?P<v>[A-Za-z0-9-]{10,255})",
 }
@@ -497,7 +505,7 @@ _LOWER_FORMS: dict[str, dict[str, str]] = {
 Span = tuple[int, int]
 
 # What a rule is, for _Patterns.sub: how its matches become spans.
-_WHOLE, _VALUE, _WORDS_FIRST, _KEY_VALUE, _EMAIL, _DIGITS, _USER_AT, _OPTION = range(8)
+_WHOLE, _VALUE, _WORDS_FIRST, _KEY_VALUE, _EMAIL, _DIGITS, _USER_AT, _OPTION, _ENCODED = range(9)
 # (kind, literals one of which every match holds, regex, its other forms, _RUN_ON's)
 _Rule = tuple[int, tuple[str, ...], re.Pattern[str], Any, "tuple[int, re.Pattern[str]] | None"]
 
@@ -585,6 +593,8 @@ class _Patterns:
                 kind = _USER_AT
             elif name == "cli_option":
                 kind = _OPTION
+            elif name == "encoded_kv":
+                kind = _ENCODED
             elif name in _LOWER_FORMS:
                 kind = _WORDS_FIRST
             else:
@@ -660,6 +670,10 @@ class _Patterns:
                 # (The option's name judged as a bare "name:" key is: "--api-key",
                 # "--db-password"; not "--auth-local", "--pin-version".)
                 spans += [m.span("v") for m in regex.finditer(text) if self._names_secret(m["k"])]
+            elif kind == _ENCODED:
+                if backwards is None:
+                    backwards = text[::-1]
+                self._encoded_values(text, backwards, regex, spans)
             else:  # _USER_AT
                 if backwards is None:
                     backwards = text[::-1]
@@ -771,6 +785,26 @@ class _Patterns:
         if separators:
             separators.reverse()  # (found from the end)
             _values(text, separators, regex, head, spans)
+
+    def _encoded_values(
+        self, text: str, backwards: str, regex: re.Pattern[str], spans: list[Span]
+    ) -> None:
+        """Each URL-encoded key=value's value whose key names a secret: matched from
+        the encoded separator, its key read back (``_ENCODED_KEY_REVERSED``) and
+        judged as at a plain separator (``_at_separators``)."""
+        end = len(text)
+        for m in regex.finditer(text):
+            read = _ENCODED_KEY_REVERSED.match(backwards, end - m.start())
+            if read is None:
+                continue
+            name = read[2][::-1]
+            if read[3] and len(name) > 2:
+                name = name[2:]  # (after another escape: "%3Fpassword%3D", "%5Bpin%5D%3D")
+            if not self._is_secret(name) or name.endswith(_NOT_KEYS):
+                continue
+            if text[m.start() + 2] in "Aa" and not read[1] and self._quoted_only_for(name):
+                continue  # (a bare "pin%3A": as a bare "pin:")
+            spans.append(m.span("v"))
 
     def _quoted_only_for(self, name: str) -> bool:
         """Whether a key counts only quoted or before "=", not as a bare "name:".
@@ -1066,6 +1100,11 @@ def _connect_passwords(
 #: host name (the connect_credentials pattern).
 _ORACLE_USER_REVERSED = re.compile(r"[A-Za-z0-9_$#]{0,29}[A-Za-z](?![A-Za-z0-9_$#@/.\\%+-])")
 
+#: The key before a URL-encoded separator, read back on the reversed text: an encoded
+#: quote or closing bracket ("%22", "%5D"), the key, and the "%" of an escape right
+#: before it, if any (its two hex digits are then no part of the key).
+_ENCODED_KEY_REVERSED = re.compile(r"(22%)?(?:D5%)?([A-Za-z0-9_.-]{1,64})(%?)")
+
 # Keys before a separator, read back on the reversed text (_SEPARATOR_KEY_REVERSED
 # with only the key captured, one regex for each separator: a literal first is
 # found faster than a class): findall gives them without a Python step each.
@@ -1097,6 +1136,7 @@ _NEEDS: dict[str, tuple[str, ...]] = {
     "url_token": ("://",),
     "aws_secret": ("AKIA", "ASIA"),
     "auth_call": ("Auth(",),
+    "encoded_kv": ("%3",),
     "service_token": ("_",),
     "slack_token": ("xox",),
     "email": ("@",),

@@ -477,7 +477,7 @@ class TestTextPatterns:
                     "scott/tiger@orcl", "curl -u a:b", "x --password pw",
                     "mysql -ppw", "hooks.slack.com/services/T0/B0/XXXXXXXX",
                     "https://" + "a1" * 10 + "@h", "AKIAIOSFODNN7EXAMPLE " + "aB1/" * 10,
-                    "HTTPBasicAuth('a', 'pw')", "xoxb-1234567890"]  # fmt: skip
+                    "HTTPBasicAuth('a', 'pw')", "password%3Dpw", "xoxb-1234567890"]  # fmt: skip
         for name, example in zip(CREDENTIAL_PATTERNS, examples, strict=True):
             assert re.search(CREDENTIAL_PATTERNS[name], example), name
             assert TRIGGER.search(example), name

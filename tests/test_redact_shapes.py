@@ -93,6 +93,14 @@ SHAPES = [
      "InvalidSignature: [REDACTED] [REDACTED]"),
     ("creds ASIAY34FZKBOKMUTVV7A/s3cretXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLE12",
      "creds [REDACTED]/[REDACTED]"),
+    # key=value with its separator URL-encoded: a query inside a logged URL's query,
+    # JSON in a form field.
+    ("GET /cb?next=%2Flogin%3Fuser%3Dbob%26password%3Ds3cret%26x%3D1 200",
+     "GET /cb?next=%2Flogin%3Fuser%3Dbob%26password%3D[REDACTED]%26x%3D1 200"),
+    ("password%3A%20s3cret", "password%3A%20[REDACTED]"),
+    ("data=%7B%22api_key%22%3A%20%22s3cr%20et%22%7D",
+     "data=%7B%22api_key%22%3A%20%22[REDACTED]%22%7D"),
+    ("f=user%5Bpin%5D%3ds3cr%2Bet%20ok", "f=user%5Bpin%5D%3d[REDACTED]%20ok"),
     # A password passed by position to an HTTP auth class.
     ("using HTTPBasicAuth('admin', 's3cret')", "using HTTPBasicAuth('admin', '[REDACTED]')"),
     ('httpx.DigestAuth("admin", "s3cret")', 'httpx.DigestAuth("admin", "[REDACTED]")'),
@@ -130,6 +138,8 @@ PLAIN = [
     "AKIA key rotated; commit 3f2a9c1d0b7e6f5a4c3b2a1d0e9f8a7b6c5d4e3f",
     "HTTPBasicAuth(user, password) and BasicAuth()",
     "https://hooks.slack.com/services/ and /webhook/x",
+    # URL-encoded separators after keys that name no secret, or short names bare.
+    "q=%2Fa%3Fpage%3D2%26sort%3Dasc ts%3A10%3A30 pin%3A1234 KeyError%3Dx",
 ]
 
 #: Pieces that make texts where the trigger marks with a "-" or "_" stand at every
