@@ -214,18 +214,18 @@ CREDENTIAL_PATTERNS: dict[str, str] = {
     # MySQL's and MariaDB's password run into its option: "mysql -u root -ppw"
     # ("-p pw" is a prompt and a database name).
     "mysql_password": r"""m(?<![A-Za-z0-9_]m)(?:ysql|ariadb)[A-Za-z_-]{0,16}"""
-    r"""[^\r\n;|&]{0,256}?(?<=[\s"'])-p(?P<v>[^\s"'-][^\s"']{0,255})""",
+    r"""[^\r\n;|&]{0,256}?(?<=[\s"'])-p(?P<v>[^\s"'-][^\s"']{0,4095})""",
     # Chat webhooks whose path is the secret: Slack's
     # "hooks.slack.com/services/T.../B.../XXXX", Discord's ".../api/webhooks/ID/TOKEN",
     # Microsoft Teams' "....webhook.office.com/webhookb2/.../IncomingWebhook/...".
     "webhook_url": r"/(?:(?<=hooks\.slack\.com/)(?:services|workflows|triggers)/"
     r"|(?<=discord\.com/api/webhooks/)|(?<=discordapp\.com/api/webhooks/)"
     r"|(?<=webhook\.office\.com/webhookb2/)|(?<=outlook\.office\.com/webhook/))"
-    r"(?P<v>[A-Za-z0-9_@./%+=-]{8,1024})",
+    r"(?P<v>[A-Za-z0-9_@./%+=-]{8,4096})",
     # A token as a URL's whole user info: "https://<token>@github.com/o/r.git" (git
     # remotes): 20 or more token characters, a digit among them; not "user@host",
     # "git@github.com:" or an email.
-    "url_token": r"://(?=[A-Za-z0-9_.~%+-]{0,255}\d)(?P<v>[A-Za-z0-9_.~%+-]{20,256})(?=@)",
+    "url_token": r"://(?=[A-Za-z0-9_.~%+-]{0,4095}\d)(?P<v>[A-Za-z0-9_.~%+-]{20,4096})(?=@)",
     # An AWS secret access key logged bare after its access key id in the same line
     # (an exception's message, "AKIA.../wJalr..."): 40 base64 characters, both cases
     # and a digit, "/" or "+" among them (a git hash is one case).
@@ -238,7 +238,7 @@ CREDENTIAL_PATTERNS: dict[str, str] = {
     # httpx's BasicAuth, httpx's DigestAuth: what the second argument quotes.
     "auth_call": r"""\((?:(?<=BasicAuth\()|(?<=DigestAuth\()|(?<=ProxyAuth\())[ \t]{0,3}"""
     r"""(?:b?(?:"[^"\r\n]{0,256}"|'[^'\r\n]{0,256}')|[A-Za-z_][A-Za-z0-9_.]{0,64})"""
-    r"""[ \t]{0,3},[ \t]{0,3}b?["'](?P<v>(?<=")[^"\r\n]{1,256}|(?<=')[^'\r\n]{1,256})""",
+    r"""[ \t]{0,3},[ \t]{0,3}b?["'](?P<v>(?<=")[^"\r\n]{1,4096}|(?<=')[^'\r\n]{1,4096})""",
     # key=value with its separator URL-encoded ("password%3Dpw", a query inside a
     # logged URL's query: "next=%2Flogin%3Fpassword%3Dpw%26x%3D1"; '%22password%22%3A
     # %22pw%22'), found from the "%3D" or "%3A": the key before it is read back and

@@ -186,9 +186,9 @@ class ReferencePatterns:
                     key = key[2:]  # (the hex digits of an escape before it)
                 if not self._is_secret(key) or key.endswith(_NOT_KEYS):
                     return None
-                if m.group().lower().startswith("%3a") and not read.group(1):
-                    if not self._names_secret(key):  # (a bare "key:")
-                        return None
+                bare_colon = m.group().lower().startswith("%3a") and not read.group(1)
+                if bare_colon and not self._names_secret(key):  # (as a bare "key:")
+                    return None
                 return m.span("v")
 
             return encoded

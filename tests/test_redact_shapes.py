@@ -101,6 +101,10 @@ SHAPES = [
     ("data=%7B%22api_key%22%3A%20%22s3cr%20et%22%7D",
      "data=%7B%22api_key%22%3A%20%22[REDACTED]%22%7D"),
     ("f=user%5Bpin%5D%3ds3cr%2Bet%20ok", "f=user%5Bpin%5D%3d[REDACTED]%20ok"),
+    # Long values go whole (the patterns' bounds are past them).
+    ("mysql -p" + "s3cr" * 300 + " db", "mysql -p[REDACTED] db"),
+    ("BasicAuth('a', '" + "s3cr" * 300 + "')", "BasicAuth('a', '[REDACTED]')"),
+    ("https://1" + "s3cr" * 300 + "@host/x", "https://[REDACTED]@host/x"),
     # A password passed by position to an HTTP auth class.
     ("using HTTPBasicAuth('admin', 's3cret')", "using HTTPBasicAuth('admin', '[REDACTED]')"),
     ('httpx.DigestAuth("admin", "s3cret")', 'httpx.DigestAuth("admin", "[REDACTED]")'),
