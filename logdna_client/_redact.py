@@ -208,9 +208,18 @@ CREDENTIAL_PATTERNS: dict[str, str] = {
     # A command line's secret option and its value: "--password pw", "--api-key pw",
     # "--token 'pw'" (the option's name judged as a bare "name:" key is: it ends with
     # one of the longer names, Redactor._names_secret; "--auth-local peer" stays;
-    # "--password=pw" is a key=value). Not a value that starts with "-": the next option.
+    # "--password=pw" is a key=value). Not a value that starts with "-" (the next
+    # option), nor after a name that ends in "s", "session" or "signature" (flags:
+    # "--list-tokens", "--try-all-secrets", dbus's "--session", git's
+    # "--show-signature"), nor a word of prose after an option named in text
+    # ("--password is ...", "--passphrase with ...", "--password option").
     "cli_option": r"""--(?<![^\s"'(\[,]--)(?P<k>[A-Za-z][A-Za-z0-9_-]{0,62}[A-Za-z0-9])"""
-    r"""[ \t]{1,3}(?P<v>"[^"\r\n]{1,4096}"?|'[^'\r\n]{1,4096}'?|[^\s"'-][^\s"']{0,4095})""",
+    r"""(?<![sS])(?<!ession)(?<!ESSION)(?<!ignature)[ \t]{1,3}"""
+    r"""(?!(?:is|are|was|were|be|to|for|and|or|in|on|at|with|when|if|the|a|an|which|that"""
+    r"""|as|by|of|can|will|from|instead|also|not|no|must|may|should|does|do|has|have|had"""
+    r"""|it|now|only|(?:option|flag|switch|argument|parameter|command)(?:e?s)?[.,;:)]?)"""
+    r"""(?![^\s"']))"""
+    r"""(?P<v>"[^"\r\n]{1,4096}"?|'[^'\r\n]{1,4096}'?|[^\s"'-][^\s"']{0,4095})""",
     # MySQL's and MariaDB's password run into its option: "mysql -u root -ppw"
     # ("-p pw" is a prompt and a database name).
     "mysql_password": r"""m(?<![A-Za-z0-9_]m)(?:ysql|ariadb)[A-Za-z_-]{0,16}"""

@@ -133,6 +133,9 @@ PLAIN = [
     "docker run -u app:app img; docker exec --user=www-data:www-data c",
     # Options whose names are no secret's; a "-p" that is no MySQL password.
     "initdb --auth-local peer --auth-host scram-sha-256 --no-password -x",
+    # Options named in prose, and flags: their next word is no value.
+    "gpg --try-all-secrets used; p11tool --list-tokens only; dbus-send --session x.y.z",
+    "git log --show-signature HEAD; the --password is read; --api-key option, --token flag.",
     "mkdir -p /srv; ssh -p22 host; gcc -pthread; docker login --password-stdin -u bob",
     "mysql -u root -p app",
     # URLs with a user and no token; git's ssh remotes.
