@@ -101,6 +101,12 @@ SHAPES = [
     ("data=%7B%22api_key%22%3A%20%22s3cr%20et%22%7D",
      "data=%7B%22api_key%22%3A%20%22[REDACTED]%22%7D"),
     ("f=user%5Bpin%5D%3ds3cr%2Bet%20ok", "f=user%5Bpin%5D%3d[REDACTED]%20ok"),
+    # Shapes of this round's list that key=value already caught (kept so).
+    ("run tool --password=s3cret", "run tool --password=[REDACTED]"),
+    ("PGPASSWORD=s3cret psql -h db", "PGPASSWORD=[REDACTED] psql -h db"),
+    ("aws_secret_access_key = s3cretXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+     "aws_secret_access_key = [REDACTED]"),
+    ("requests.get(url, auth=('admin', 's3cret'))", "requests.get(url, auth=[REDACTED])"),
     # Long values go whole (the patterns' bounds are past them).
     ("mysql -p" + "s3cr" * 300 + " db", "mysql -p[REDACTED] db"),
     ("BasicAuth('a', '" + "s3cr" * 300 + "')", "BasicAuth('a', '[REDACTED]')"),
