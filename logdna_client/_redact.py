@@ -195,12 +195,67 @@ CREDENTIAL_PATTERNS: dict[str, str] = {
     # ("actions/checkout@v4", "image@sha256:...", "HTTP/host@EXAMPLE.COM").
     "connect_credentials": r"/(?<=[A-Za-z0-9_$#]/)(?P<v>[^\s/@\"'()\[\]{},;]{1,128})@"
     r"(?![vV]?\d|sha\d|[0-9a-f]{7,64}(?![A-Za-z0-9])"
-    r"|[A-Z0-9-]{1,64}\.[A-Z0-9.-]{1,190}(?![A-Za-z0-9.-]))[A-Za-z(/]",
+    r"|[A-Z0-9-]{1,64}\.[A-Z0-9.-]{1,190}(?![A-Za-z0-9.-])"
+    # (nor a branch a GitHub Actions step or a package is pinned to: actions/checkout@main)
+    r"|(?:main|master|develop|dev|trunk|HEAD|stable|latest|nightly|edge|canary)"
+    r"(?![A-Za-z0-9_.-])|releases?/)[A-Za-z(/]",
     # A command line's user:password (curl's, wget's "-u admin:pw", "-uadmin:pw",
     # "--user=admin:pw", "--proxy-user admin:pw"): the password goes. The user starts
-    # with a letter ("docker run -u 1000:1000" is a uid and a gid).
+    # with a letter ("docker run -u 1000:1000" is a uid and a gid), and the password
+    # is not the user again ("docker run -u app:app" is a user and its group).
     "cli_credentials": r"""-(?<![^\s"'=]-)(?:-(?:proxy-)?user[ \t=]|u[ \t]?)["']?"""
-    r"""[A-Za-z][^\s:"'/@]{0,127}:(?P<v>[^\s"']{1,256})""",
+    r"""(?P<u>[A-Za-z][^\s:"'/@]{0,127}):(?!(?P=u)(?![^\s"']))(?P<v>[^\s"']{1,256})""",
+    # A command line's secret option and its value: "--password pw", "--api-key pw",
+    # "--token 'pw'" (the option's name judged as a bare "name:" key is: it ends with
+    # one of the longer names, Redactor._names_secret; "--auth-local peer" stays;
+    # "--password=pw" is a key=value). Not a value that starts with "-" (the next
+    # option), nor after a name that ends in "s", "session" or "signature" (flags:
+    # "--list-tokens", "--try-all-secrets", dbus's "--session", git's
+    # "--show-signature"), nor a word of prose after an option named in text
+    # ("--password is ...", "--passphrase with ...", "--password option").
+    "cli_option": r"""--(?<![^\s"'(\[,]--)(?P<k>[A-Za-z][A-Za-z0-9_-]{0,62}[A-Za-z0-9])"""
+    r"""(?<![sS])(?<!ession)(?<!ESSION)(?<!ignature)[ \t]{1,3}"""
+    r"""(?!(?:is|are|was|were|be|to|for|and|or|in|on|at|with|when|if|the|a|an|which|that"""
+    r"""|as|by|of|can|will|from|instead|also|not|no|must|may|should|does|do|has|have|had"""
+    r"""|it|now|only|(?:option|flag|switch|argument|parameter|command)(?:e?s)?[.,;:)]?)"""
+    r"""(?![^\s"']))"""
+    r"""(?P<v>"[^"\r\n]{1,4096}"?|'[^'\r\n]{1,4096}'?|[^\s"'-][^\s"']{0,4095})""",
+    # MySQL's and MariaDB's password run into its option: "mysql -u root -ppw"
+    # ("-p pw" is a prompt and a database name).
+    "mysql_password": r"""m(?<![A-Za-z0-9_]m)(?:ysql|ariadb)[A-Za-z_-]{0,16}"""
+    r"""[^\r\n;|&]{0,256}?(?<=[\s"'])-p(?P<v>[^\s"'-][^\s"']{0,4095})""",
+    # Chat webhooks whose path is the secret: Slack's
+    # "hooks.slack.com/services/T.../B.../XXXX", Discord's ".../api/webhooks/ID/TOKEN",
+    # Microsoft Teams' "....webhook.office.com/webhookb2/.../IncomingWebhook/...".
+    "webhook_url": r"/(?:(?<=hooks\.slack\.com/)(?:services|workflows|triggers)/"
+    r"|(?<=discord\.com/api/webhooks/)|(?<=discordapp\.com/api/webhooks/)"
+    r"|(?<=webhook\.office\.com/webhookb2/)|(?<=outlook\.office\.com/webhook/))"
+    r"(?P<v>[A-Za-z0-9_@./%+=-]{8,4096})",
+    # A token as a URL's whole user info: "https://<token>@github.com/o/r.git" (git
+    # remotes): 20 or more token characters, a digit among them; not "user@host",
+    # "git@github.com:" or an email.
+    "url_token": r"://(?=[A-Za-z0-9_.~%+-]{0,4095}\d)(?P<v>[A-Za-z0-9_.~%+-]{20,4096})(?=@)",
+    # An AWS secret access key logged bare after its access key id in the same line
+    # (an exception's message, "AKIA.../wJalr..."): 40 base64 characters, both cases
+    # and a digit, "/" or "+" among them (a git hash is one case).
+    "aws_secret": r"A(?<![A-Za-z0-9]A)(?:KIA|SIA)[A-Z0-9]{16}(?![A-Za-z0-9])"
+    r"(?:[^\r\n]{0,128}?[^A-Za-z0-9/+\r\n]|/)"
+    r"(?P<v>(?=[A-Za-z0-9/+]{0,39}[a-z])(?=[A-Za-z0-9/+]{0,39}[A-Z])"
+    r"(?=[A-Za-z0-9/+]{0,39}[0-9/+])[A-Za-z0-9/+]{40})(?![A-Za-z0-9/+=])",
+    # A password passed by position to an HTTP auth class: requests'
+    # HTTPBasicAuth('admin', 'pw'), HTTPDigestAuth, HTTPProxyAuth, aiohttp's and
+    # httpx's BasicAuth, httpx's DigestAuth: what the second argument quotes.
+    "auth_call": r"""\((?:(?<=BasicAuth\()|(?<=DigestAuth\()|(?<=ProxyAuth\())[ \t]{0,3}"""
+    r"""(?:b?(?:"[^"\r\n]{0,256}"|'[^'\r\n]{0,256}')|[A-Za-z_][A-Za-z0-9_.]{0,64})"""
+    r"""[ \t]{0,3},[ \t]{0,3}b?["'](?P<v>(?<=")[^"\r\n]{1,4096}|(?<=')[^'\r\n]{1,4096})""",
+    # key=value with its separator URL-encoded ("password%3Dpw", a query inside a
+    # logged URL's query: "next=%2Flogin%3Fpassword%3Dpw%26x%3D1"; '%22password%22%3A
+    # %22pw%22'), found from the "%3D" or "%3A": the key before it is read back and
+    # judged as secret_kv judges its key (_encoded_values). A value runs to an encoded
+    # space, quote, "&", ",", ";" or "#"; a quoted one (after "%22") to its "%22".
+    "encoded_kv": r"""%3(?:[Dd]|[Aa](?:%20|\+){0,3})(?:%22)?"""
+    r"""(?P<v>(?<=%22)(?:(?!%22)[^\s"'<>&]){1,4096}"""
+    r"""|(?<!%22)(?:[^\s%&"'<>;,#]|%(?!2[0236-7Cc]|3[Bb]|0[AaDd])[0-9A-Fa-f]{2}){1,4096})""",
     # Slack's tokens (xoxb-, xoxp-, xoxa- ...): what follows the prefix.
     "slack_token": r"xox(?<![A-Za-z0-9_]xox)[abposr]-(?P<v>[A-Za-z0-9-]{10,255})",
 }
@@ -243,35 +298,45 @@ PRESET_GROUPS: dict[str, tuple[str, ...]] = {
 
 # Every default credential pattern needs one of these in the text: ":" or "=" (headers,
 # key=value), "@" (URLs), "eyJ" (JWTs), an AWS key id's prefix, a PEM key's
-# "-----BEGIN", a GitHub, Stripe or Slack token's prefix. Text without any skips the
-# patterns; _speedups.c has the same test (needs_redaction), kept equal by tests.
+# "-----BEGIN", a GitHub, Stripe or Slack token's prefix, a long option ("--password
+# pw") or "-p" (MySQL's), a chat webhook's path, a URL-encoded separator ("%3D",
+# "%3A"), an HTTP auth class's "Auth(". Text without any skips the patterns;
+# _speedups.c has the same test (needs_redaction), kept equal by tests.
 TRIGGER = re.compile(
-    r"[:=@]|eyJ|A(?:KIA|SIA|BIA|CCA|GPA|IDA|ROA|IPA|NPA|NVA|PKA)"
-    r"|-----BEGIN|gh[pousr]_|github_pat_|[rs]k_(?:live|test)_|xox[abposr]-"
+    r"[:=@]|eyJ|A(?:KIA|SIA|BIA|CCA|GPA|IDA|ROA|IPA|NPA|NVA|PKA)|Auth\("
+    r"|-----BEGIN|gh[pousr]_|github_pat_|[rs]k_(?:live|test)_|xox[abposr]-|--[A-Za-z]|-p"
+    r"|hooks\.slack\.com/|/webhook|%3[ADad]"
 )
 _AWS_PREFIX = re.compile(r"A(?:KIA|SIA|BIA|CCA|GPA|IDA|ROA|IPA|NPA|NVA|PKA)")
 _STRIPE_MARK = re.compile(r"[rs]k_(?:live|test)_")
 _SLACK_MARK = re.compile(r"xox[abposr]-")
+_OPTION_MARK = re.compile(r"--[A-Za-z]")
+_ENCODED_MARK = re.compile(r"%3[ADad]")
 
 
 def has_trigger(text: str) -> bool:
     """``TRIGGER.search(text)``, answered by substring tests first: four times
     cheaper on a log message, where the alternation makes the regex try every
     position (this runs on the logging call's path)."""
+    return ":" in text or "=" in text or _marked(text)
+
+
+def _marked(text: str) -> bool:
+    """``has_trigger`` but for ":" and "=" (a flat JSON object's text has its own)."""
     return (
-        ":" in text
-        or "=" in text
-        or "@" in text
+        "@" in text
         or "eyJ" in text
-        or ("A" in text and _AWS_PREFIX.search(text) is not None)
+        or ("A" in text and (_AWS_PREFIX.search(text) is not None or "Auth(" in text))
         or (("-" in text or "_" in text) and _dash_mark(text))
+        or ("/" in text and ("/webhook" in text or "hooks.slack.com/" in text))
+        or ("%3" in text and _ENCODED_MARK.search(text) is not None)
     )
 
 
 def _dash_mark(text: str) -> bool:
-    """Whether ``text`` (which holds a "-" or a "_") holds a PEM key's BEGIN or a
-    GitHub, Stripe or Slack token's prefix: substring tests first (a regex call
-    costs a few hundred ns on a log message)."""
+    """Whether ``text`` (which holds a "-" or a "_") holds a PEM key's BEGIN, a
+    GitHub, Stripe or Slack token's prefix, a long option or "-p": substring tests
+    first (a regex call costs a few hundred ns on a log message)."""
     return (
         "-----BEGIN" in text
         or ("gh" in text and ("ghp_" in text or "gho_" in text or "ghu_" in text
@@ -279,6 +344,8 @@ def _dash_mark(text: str) -> bool:
         or "github_pat_" in text
         or (("k_live_" in text or "k_test_" in text) and _STRIPE_MARK.search(text) is not None)
         or ("xox" in text and _SLACK_MARK.search(text) is not None)
+        or "-p" in text
+        or ("--" in text and _OPTION_MARK.search(text) is not None)
     )  # fmt: skip
 
 
@@ -447,7 +514,7 @@ _LOWER_FORMS: dict[str, dict[str, str]] = {
 Span = tuple[int, int]
 
 # What a rule is, for _Patterns.sub: how its matches become spans.
-_WHOLE, _VALUE, _WORDS_FIRST, _KEY_VALUE, _EMAIL, _DIGITS, _USER_AT = range(7)
+_WHOLE, _VALUE, _WORDS_FIRST, _KEY_VALUE, _EMAIL, _DIGITS, _USER_AT, _OPTION, _ENCODED = range(9)
 # (kind, literals one of which every match holds, regex, its other forms, _RUN_ON's)
 _Rule = tuple[int, tuple[str, ...], re.Pattern[str], Any, "tuple[int, re.Pattern[str]] | None"]
 
@@ -533,6 +600,10 @@ class _Patterns:
                 kind = _EMAIL
             elif name == "connect_credentials":
                 kind = _USER_AT
+            elif name == "cli_option":
+                kind = _OPTION
+            elif name == "encoded_kv":
+                kind = _ENCODED
             elif name in _LOWER_FORMS:
                 kind = _WORDS_FIRST
             else:
@@ -604,6 +675,14 @@ class _Patterns:
                 if backwards is None:
                     backwards = text[::-1]
                 _emails(text, backwards, regex, spans)
+            elif kind == _OPTION:
+                # (The option's name judged as a bare "name:" key is: "--api-key",
+                # "--db-password"; not "--auth-local", "--pin-version".)
+                spans += [m.span("v") for m in regex.finditer(text) if self._names_secret(m["k"])]
+            elif kind == _ENCODED:
+                if backwards is None:
+                    backwards = text[::-1]
+                self._encoded_values(text, backwards, regex, spans)
             else:  # _USER_AT
                 if backwards is None:
                     backwards = text[::-1]
@@ -715,6 +794,26 @@ class _Patterns:
         if separators:
             separators.reverse()  # (found from the end)
             _values(text, separators, regex, head, spans)
+
+    def _encoded_values(
+        self, text: str, backwards: str, regex: re.Pattern[str], spans: list[Span]
+    ) -> None:
+        """Each URL-encoded key=value's value whose key names a secret: matched from
+        the encoded separator, its key read back (``_ENCODED_KEY_REVERSED``) and
+        judged as at a plain separator (``_at_separators``)."""
+        end = len(text)
+        for m in regex.finditer(text):
+            read = _ENCODED_KEY_REVERSED.match(backwards, end - m.start())
+            if read is None:
+                continue
+            name = read[2][::-1]
+            if read[3] and len(name) > 2:
+                name = name[2:]  # (after another escape: "%3Fpassword%3D", "%5Bpin%5D%3D")
+            if not self._is_secret(name) or name.endswith(_NOT_KEYS):
+                continue
+            if text[m.start() + 2] in "Aa" and not read[1] and self._quoted_only_for(name):
+                continue  # (a bare "pin%3A": as a bare "pin:")
+            spans.append(m.span("v"))
 
     def _quoted_only_for(self, name: str) -> bool:
         """Whether a key counts only quoted or before "=", not as a bare "name:".
@@ -1010,6 +1109,11 @@ def _connect_passwords(
 #: host name (the connect_credentials pattern).
 _ORACLE_USER_REVERSED = re.compile(r"[A-Za-z0-9_$#]{0,29}[A-Za-z](?![A-Za-z0-9_$#@/.\\%+-])")
 
+#: The key before a URL-encoded separator, read back on the reversed text: an encoded
+#: quote or closing bracket ("%22", "%5D"), the key, and the "%" of an escape right
+#: before it, if any (its two hex digits are then no part of the key).
+_ENCODED_KEY_REVERSED = re.compile(r"(22%)?(?:D5%)?([A-Za-z0-9_.-]{1,64})(%?)")
+
 # Keys before a separator, read back on the reversed text (_SEPARATOR_KEY_REVERSED
 # with only the key captured, one regex for each separator: a literal first is
 # found faster than a class): findall gives them without a Python step each.
@@ -1035,6 +1139,13 @@ _NEEDS: dict[str, tuple[str, ...]] = {
     "private_key": ("-----BEGIN",),
     "connect_credentials": ("@",),
     "cli_credentials": ("-u", "-proxy-user"),
+    "cli_option": ("--",),
+    "mysql_password": ("mysql", "mariadb"),
+    "webhook_url": ("hooks.slack.com/", "/webhook"),
+    "url_token": ("://",),
+    "aws_secret": ("AKIA", "ASIA"),
+    "auth_call": ("Auth(",),
+    "encoded_kv": ("%3",),
     "service_token": ("_",),
     "slack_token": ("xox",),
     "email": ("@",),
@@ -1155,14 +1266,7 @@ class Redactor:
             return False
         if not self._triggered_only:
             return True
-        return (
-            text.count(":") != keys
-            or "=" in text
-            or "@" in text
-            or "eyJ" in text
-            or ("A" in text and _AWS_PREFIX.search(text) is not None)
-            or (("-" in text or "_" in text) and _dash_mark(text))
-        )
+        return text.count(":") != keys or "=" in text or _marked(text)
 
     def is_secret(self, key: str) -> bool:
         """Whether a meta key names a secret."""

@@ -412,8 +412,8 @@ literal_at(int kind, const void *data, Py_ssize_t at, Py_ssize_t n, const char *
 
 /* Whether the '-' or '_' at ``text[i]`` is part of a mark _redact._dash_mark finds: a
  * PEM key's "-----BEGIN", a service token's prefix ("ghp_", "github_pat_", "xoxb-",
- * "sk_live_"); or a command line's user option ("-u", "--user"), whose value the
- * Python redactor judges (text with one has a ':' for has_trigger). */
+ * "sk_live_"), a long option or "-p"; or a command line's user option ("-u"), whose
+ * value the Python redactor judges (text with one has a ':' for has_trigger). */
 static int
 dash_mark(int kind, const void *data, Py_ssize_t i, Py_ssize_t n)
 {
@@ -423,14 +423,23 @@ dash_mark(int kind, const void *data, Py_ssize_t i, Py_ssize_t n)
             return 1;
         }
         /* A command line's "-u user:pw", "--user", "--proxy-user" (cli_credentials):
-           its ':' is after a user name the redactor may have found plain. (After any
-           character but a letter or digit: the pattern's space, quote or '=' among
-           them, Unicode spaces too.) */
+           its ':' is after a user name the redactor may have found plain; any other
+           long option ("--password pw": cli_option judges its name) and "-p" (MySQL's
+           "-ppw": mysql_password). (After any character but a letter or digit: the
+           patterns' space, quote or '=' among them, Unicode spaces too.) */
         c = i > 0 ? PyUnicode_READ(kind, data, i - 1) : ' ';
         if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) &&
-            (literal_at(kind, data, i + 1, n, "u") || literal_at(kind, data, i + 1, n, "-user") ||
-             literal_at(kind, data, i + 1, n, "-proxy-user"))) {
-            return 1;
+            i + 1 < n) {
+            c = PyUnicode_READ(kind, data, i + 1);
+            if (c == 'u' || c == 'p') {
+                return 1;
+            }
+            if (c == '-' && i + 2 < n) {
+                c = PyUnicode_READ(kind, data, i + 2);
+                if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) {
+                    return 1;
+                }
+            }
         }
         c = i >= 4 ? PyUnicode_READ(kind, data, i - 1) : 0;
         return (c == 'a' || c == 'b' || c == 'p' || c == 'o' || c == 's' || c == 'r') &&
@@ -452,8 +461,9 @@ dash_mark(int kind, const void *data, Py_ssize_t i, Py_ssize_t n)
 /* Whether the default credential patterns could change the text at ``data`` (``n``
  * characters of PyUnicode ``kind``), as LineBuilder.text_check answers: 1 yes (or
  * maybe: the Python redactor decides), 0 certainly not (or no text patterns run),
- * -1 error. A '@', "eyJ", an AWS key id's prefix, a PEM key's BEGIN or a service
- * token's prefix means maybe; each ':' or '=' means maybe unless the key before it
+ * -1 error. A '@', "eyJ", an AWS key id's prefix, a PEM key's BEGIN, a service
+ * token's prefix, an option (dash_mark), a URL-encoded separator, "Auth(" or a chat
+ * webhook's path means maybe; each ':' or '=' means maybe unless the key before it
  * is one the redactor has found plain. */
 static int
 needs_redaction(Handle *self, int kind, const void *data, Py_ssize_t n)
@@ -487,6 +497,20 @@ needs_redaction(Handle *self, int kind, const void *data, Py_ssize_t n)
             }
         }
         else if ((c == '-' || c == '_') && dash_mark(kind, data, i, n)) {
+            return 1;
+        }
+        /* A URL-encoded separator ("password%3Dpw", "%3A"), an HTTP auth class's
+           "Auth(" (auth_call), a chat webhook's path (webhook_url). */
+        else if (c == '%' && i + 2 < n && PyUnicode_READ(kind, data, i + 1) == '3' &&
+                 ((c = PyUnicode_READ(kind, data, i + 2)) == 'D' || c == 'd' || c == 'A' ||
+                  c == 'a')) {
+            return 1;
+        }
+        else if (c == '(' && i >= 4 && literal_at(kind, data, i - 4, n, "Auth")) {
+            return 1;
+        }
+        else if (c == '/' && (literal_at(kind, data, i, n, "/webhook") ||
+                              (i >= 15 && literal_at(kind, data, i - 15, n, "hooks.slack.com/")))) {
             return 1;
         }
     }

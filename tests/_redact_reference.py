@@ -59,6 +59,9 @@ _SEPARATOR_KEY_REVERSED = re.compile(
     r"((?:[\"']\\{0,15})?)([A-Za-z0-9_.-]{1,64})"
 )
 _LOCAL_PART_REVERSED = re.compile(r"[A-Za-z0-9._%+-]{1,64}")
+# (The key before a URL-encoded separator: an encoded quote or "]", the key, the "%"
+# of an escape right before it.)
+_ENCODED_KEY_REVERSED = re.compile(r"(22%)?(?:D5%)?([A-Za-z0-9_.-]{1,64})(%?)")
 
 # card, us_ssn and phone_plain all start with a digit: where more than one is on,
 # they run as one regex (one scan over the digits instead of one each), branches
@@ -170,6 +173,27 @@ class ReferencePatterns:
                 return m.span("v") if user is not None else None
 
             return connect
+        if name == "encoded_kv":
+            behind = _Backwards()
+
+            def encoded(m: re.Match[str]) -> Span | None:
+                text = m.string
+                read = _ENCODED_KEY_REVERSED.match(behind.of(text), len(text) - m.start())
+                if read is None:
+                    return None
+                key = read.group(2)[::-1]
+                if read.group(3) and len(key) > 2:
+                    key = key[2:]  # (the hex digits of an escape before it)
+                if not self._is_secret(key) or key.endswith(_NOT_KEYS):
+                    return None
+                bare_colon = m.group().lower().startswith("%3a") and not read.group(1)
+                if bare_colon and not self._names_secret(key):  # (as a bare "key:")
+                    return None
+                return m.span("v")
+
+            return encoded
+        if name == "cli_option":
+            return lambda m: m.span("v") if self._names_secret(m.group("k")) else None
         if name == "digits":
 
             def digits(m: re.Match[str]) -> Span | None:
@@ -297,6 +321,13 @@ _NEEDS: dict[str, tuple[str, ...]] = {
     "private_key": ("-----BEGIN",),
     "connect_credentials": ("@",),
     "cli_credentials": ("-u", "-proxy-user"),
+    "cli_option": ("--",),
+    "mysql_password": ("mysql", "mariadb"),
+    "webhook_url": ("hooks.slack.com/", "/webhook"),
+    "url_token": ("://",),
+    "aws_secret": ("AKIA", "ASIA"),
+    "auth_call": ("Auth(",),
+    "encoded_kv": ("%3",),
     "service_token": ("_",),
     "slack_token": ("xox",),
     "email": ("@",),

@@ -474,13 +474,16 @@ class TestTextPatterns:
         examples = ["Authorization: x", "password=x", "AKIAIOSFODNN7EXAMPLE",
                     "s://u:p@h", "eyJhbGciOi.eyJzdWIi.sig",
                     "-----BEGIN PRIVATE KEY-----\nMII", "ghp_" + "a" * 36,
-                    "scott/tiger@orcl", "curl -u a:b", "xoxb-1234567890"]  # fmt: skip
+                    "scott/tiger@orcl", "curl -u a:b", "x --password pw",
+                    "mysql -ppw", "hooks.slack.com/services/T0/B0/XXXXXXXX",
+                    "https://" + "a1" * 10 + "@h", "AKIAIOSFODNN7EXAMPLE " + "aB1/" * 10,
+                    "HTTPBasicAuth('a', 'pw')", "password%3Dpw", "xoxb-1234567890"]  # fmt: skip
         for name, example in zip(CREDENTIAL_PATTERNS, examples, strict=True):
             assert re.search(CREDENTIAL_PATTERNS[name], example), name
             assert TRIGGER.search(example), name
 
     @settings(max_examples=500, deadline=None)
-    @given(st.text(alphabet=st.sampled_from(list('ab:=@eyJAKISPNV x{}"é-_ghposkBEGIN')),
+    @given(st.text(alphabet=st.sampled_from(list('ab:=@eyJAKISPNV x{}"é-_ghposkBEGIN%3Dd(ut/w')),
                    max_size=40))  # fmt: skip
     def test_substring_tests_agree_with_the_trigger(self, text: str) -> None:
         """The cheap test the fast paths run answers as TRIGGER does, on text and on a

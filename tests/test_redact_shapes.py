@@ -68,6 +68,53 @@ SHAPES = [
     ("slack xoxb-1234-5678-s3cretTok ok", "slack xoxb-[REDACTED] ok"),
     ("stripe sk_live_s3cr" + "c" * 20 + ", rk_test_s3cr" + "d" * 20,
      "stripe sk_live_[REDACTED], rk_test_[REDACTED]"),
+    # A command line's secret option, its value after a space (with "=" it is a
+    # key=value); MySQL's "-p" with the password run into it.
+    ("run tool --password s3cret --x 1", "run tool --password [REDACTED] --x 1"),
+    ("deploy --api-key s3cret --token 's3cr et' --client-secret \"s3cr\"",
+     "deploy --api-key [REDACTED] --token [REDACTED] --client-secret [REDACTED]"),
+    ("mysql -u root -ps3cret app", "mysql -u root -p[REDACTED] app"),
+    ("/usr/bin/mysqldump -h db -ps3cret --all", "/usr/bin/mysqldump -h db -p[REDACTED] --all"),
+    ("mariadb -ps3cret", "mariadb -p[REDACTED]"),
+    # Chat webhooks: the path is the secret.
+    ("post https://hooks.slack.com/services/T0S3CR/B0S3CR/s3cretXXXXXXXXXXXXXXXX ok",
+     "post https://hooks.slack.com/services/[REDACTED] ok"),
+    ("hooks.slack.com/services/T0S3CR/B0S3CR/s3cretXXXXXXXX",
+     "hooks.slack.com/services/[REDACTED]"),
+    ("POST https://discord.com/api/webhooks/1234567890/s3cretABC_def-XYZ failed",
+     "POST https://discord.com/api/webhooks/[REDACTED] failed"),
+    ("url='https://acme.webhook.office.com/webhookb2/a-1@b-2/IncomingWebhook/s3cret/c-3'",
+     "url='https://acme.webhook.office.com/webhookb2/[REDACTED]'"),
+    # A token as a URL's whole user info (a git remote).
+    ("git clone https://s3cret0123456789abcdef0123@github.com/o/r.git",
+     "git clone https://[REDACTED]@github.com/o/r.git"),
+    # An AWS secret access key after its key id, in an exception's message.
+    ("InvalidSignature: AKIAIOSFODNN7EXAMPLE wJalrXUts3cretK7MDENG/bPxRfiCYEXAMPLEKEY",
+     "InvalidSignature: [REDACTED] [REDACTED]"),
+    ("creds ASIAY34FZKBOKMUTVV7A/s3cretXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLE12",
+     "creds [REDACTED]/[REDACTED]"),
+    # key=value with its separator URL-encoded: a query inside a logged URL's query,
+    # JSON in a form field.
+    ("GET /cb?next=%2Flogin%3Fuser%3Dbob%26password%3Ds3cret%26x%3D1 200",
+     "GET /cb?next=%2Flogin%3Fuser%3Dbob%26password%3D[REDACTED]%26x%3D1 200"),
+    ("password%3A%20s3cret", "password%3A%20[REDACTED]"),
+    ("data=%7B%22api_key%22%3A%20%22s3cr%20et%22%7D",
+     "data=%7B%22api_key%22%3A%20%22[REDACTED]%22%7D"),
+    ("f=user%5Bpin%5D%3ds3cr%2Bet%20ok", "f=user%5Bpin%5D%3d[REDACTED]%20ok"),
+    # Shapes of this round's list that key=value already caught (kept so).
+    ("run tool --password=s3cret", "run tool --password=[REDACTED]"),
+    ("PGPASSWORD=s3cret psql -h db", "PGPASSWORD=[REDACTED] psql -h db"),
+    ("aws_secret_access_key = s3cretXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+     "aws_secret_access_key = [REDACTED]"),
+    ("requests.get(url, auth=('admin', 's3cret'))", "requests.get(url, auth=[REDACTED])"),
+    # Long values go whole (the patterns' bounds are past them).
+    ("mysql -p" + "s3cr" * 300 + " db", "mysql -p[REDACTED] db"),
+    ("BasicAuth('a', '" + "s3cr" * 300 + "')", "BasicAuth('a', '[REDACTED]')"),
+    ("https://1" + "s3cr" * 300 + "@host/x", "https://[REDACTED]@host/x"),
+    # A password passed by position to an HTTP auth class.
+    ("using HTTPBasicAuth('admin', 's3cret')", "using HTTPBasicAuth('admin', '[REDACTED]')"),
+    ('httpx.DigestAuth("admin", "s3cret")', 'httpx.DigestAuth("admin", "[REDACTED]")'),
+    ("aiohttp.BasicAuth(user, 's3cret')", "aiohttp.BasicAuth(user, '[REDACTED]')"),
 ]  # fmt: skip
 
 #: Lines that stay as they are: times, ratios, ordinary text near the new rules.
@@ -87,6 +134,25 @@ PLAIN = [
     "-----BEGIN CERTIFICATE-----\nMIIBcert\n-----END CERTIFICATE-----",
     "-----BEGIN PUBLIC KEY-----\nMIIBpub\n-----END PUBLIC KEY-----",
     "my_ghp_value gh_pages sk_live xoxb- task_live_x",
+    # A branch an action is pinned to; a user:group that names the user twice.
+    "uses: actions/checkout@main and org/deploy@master, Download 'a/b@develop'",
+    "docker run -u app:app img; docker exec --user=www-data:www-data c",
+    # Options whose names are no secret's; a "-p" that is no MySQL password.
+    "initdb --auth-local peer --auth-host scram-sha-256 --no-password -x",
+    # Options named in prose, and flags: their next word is no value.
+    "gpg --try-all-secrets used; p11tool --list-tokens only; dbus-send --session x.y.z",
+    "git log --show-signature HEAD; the --password is read; --api-key option, --token flag.",
+    "mkdir -p /srv; ssh -p22 host; gcc -pthread; docker login --password-stdin -u bob",
+    "mysql -u root -p app",
+    # URLs with a user and no token; git's ssh remotes.
+    "https://user@host/x git@github.com:org/repo.git ssh://git@github.com/o/r",
+    "https://deploy-bot@ci.example.com/x",
+    # A key id without its secret beside it; a git hash beside one.
+    "AKIA key rotated; commit 3f2a9c1d0b7e6f5a4c3b2a1d0e9f8a7b6c5d4e3f",
+    "HTTPBasicAuth(user, password) and BasicAuth()",
+    "https://hooks.slack.com/services/ and /webhook/x",
+    # URL-encoded separators after keys that name no secret, or short names bare.
+    "q=%2Fa%3Fpage%3D2%26sort%3Dasc ts%3A10%3A30 pin%3A1234 KeyError%3Dx",
 ]
 
 #: Pieces that make texts where the trigger marks with a "-" or "_" stand at every
@@ -94,7 +160,8 @@ PLAIN = [
 MARK_PIECES = ["ghp_" + "a" * 36, "github_pat_" + "b" * 22, "xoxp-" + "1" * 10,
                "sk_test_" + "c" * 16, "rk_live_" + "d" * 16, "-----BEGIN PRIVATE KEY-----",
                "-", "_", "x", "g", "k", " ", "\n", "ok", "-u", "--user ", "a:b", "\u00a0",
-               "="]  # fmt: skip
+               "=", "--token ", "-p", "mysql ", "%3D", "%3a", "Auth(", "'a', ", "/webhook",
+               "hooks.slack.com/", "services/", "pw"]  # fmt: skip
 
 
 class TestShapes:

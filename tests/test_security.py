@@ -792,7 +792,9 @@ class TestRedaction:
         assert {"card", "us_ssn", "us_ssn_labelled", "email", "phone", "phone_plain",
                 "phone_plus", "bearer", "auth_header", "secret_kv", "aws_key",
                 "url_credentials", "jwt", "private_key", "service_token",
-                "connect_credentials", "cli_credentials", "slack_token"} == set(
+                "connect_credentials", "cli_credentials", "cli_option", "mysql_password",
+                "webhook_url", "url_token", "aws_secret", "auth_call", "encoded_kv",
+                "slack_token"} == set(
                     PRESET_PATTERNS)  # fmt: skip
         for pattern in PRESET_PATTERNS.values():
             re.compile(pattern)
