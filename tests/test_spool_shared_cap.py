@@ -5,6 +5,12 @@ processes writing at the same moment may pass it by a batch each. Each counts th
 others' segments as they are when it writes a batch: counted as of its last rescan
 (every few seconds), two apps filling the folder together during an outage left it
 at about twice the cap.
+
+Each app's count is read once its sender has ended: close() returns at its deadline
+(and a moment's grace) even while the sender still moves the lines left in memory to
+the folder, and each batch moved there drops older segments for room. Counts read as
+close() returned, on a loaded machine, missed those drops: "lines unaccounted for",
+3 segments (378 lines) of them once, though every one of them was counted later.
 """
 
 from __future__ import annotations
@@ -13,22 +19,35 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from logdna_client._spool._inspect import inspect_segment
 from tests._children import Child
 from tests._otlp_server import running
 from tests.test_spool import segments
 
 # About 1 KB lines, as fast as the app can log them: the two fill the folder together,
-# well within one rescan interval.
+# well within one rescan interval. SLOW_SYNC: a disk whose syncs take that long (one
+# that other programs keep busy), so the sender is still moving memory to the folder
+# when the close's deadline comes.
 FILLING_CHILD = """
 logging.getLogger("logdna_client").addHandler(logging.StreamHandler(sys.stderr))
 name, count = os.environ["NAME"], int(os.environ["COUNT"])
+if os.environ.get("SLOW_SYNC"):
+    def slow_sync(fd, sync=os.fdatasync, pause=float(os.environ["SLOW_SYNC"])):
+        time.sleep(pause)
+        sync(fd)
+    os.fdatasync = slow_sync
 mark("ready")
 wait_for("go")
 for i in range(count):
     log.info("%s %d %s", name, i, "x" * 1000)
 client.close(3)
-mark("stats " + json.dumps(client.stats()))
+# The close ends at its deadline; the sender goes on moving what memory holds to the
+# folder (dropping older segments for room, counted then): the counts are final once
+# it has ended.
+ended = client._sender.finished.wait(120)
+mark("stats " + json.dumps({"ended": ended, **client.stats()}))
 """
 
 REPLAYER = """
@@ -42,9 +61,24 @@ CAP = 1 << 20
 BATCH = 16 << 10
 
 
+def ranges(numbers: list[int]) -> str:
+    """``[3, 4, 5, 9]`` as ``3-5 9``: which lines are missing, short enough to read."""
+    runs: list[list[int]] = []
+    for n in numbers:
+        if runs and n == runs[-1][1] + 1:
+            runs[-1][1] = n
+        else:
+            runs.append([n, n])
+    return " ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
+
+
 class TestAppsFillingOneFolderTogether:
+    # 0.1 s a sync: the sender is still moving about half the lines to the folder when
+    # the close's deadline comes (counts read as close() returned missed 1104 and 1134
+    # lines; at 0.05 s it keeps up on an idle machine).
+    @pytest.mark.parametrize("slow_sync", ["", "0.1"], ids=["disk", "slow-disk"])
     def test_the_folder_stays_under_the_cap_and_every_line_is_sent_or_counted(
-        self, tmp_path: Path
+        self, tmp_path: Path, slow_sync: str
     ) -> None:
         """Two apps with different keys and the same cap log about twice the cap each at
         the same moment during an outage: the folder they leave is within the cap (and a
@@ -60,7 +94,11 @@ class TestAppsFillingOneFolderTogether:
             server.down = True
             children = {
                 name: Child(
-                    FILLING_CHILD, url, env={"NAME": name, "COUNT": str(count)}, key=key, **options
+                    FILLING_CHILD,
+                    url,
+                    env={"NAME": name, "COUNT": str(count), "SLOW_SYNC": slow_sync},
+                    key=key,
+                    **options,
                 )
                 for name, key in KEYS.items()
             }
@@ -70,8 +108,9 @@ class TestAppsFillingOneFolderTogether:
                 child.send("go")
             stats: dict[str, dict[str, Any]] = {}
             for name, child in children.items():
-                stats[name] = json.loads(child.expect("stats", timeout=120))
+                stats[name] = json.loads(child.expect("stats", timeout=240))
                 assert 0 == child.finish()[0], child.stderr
+                assert stats[name]["ended"], child.stderr
             left = sum(p.stat().st_size for p in segments(folder))
             assert left <= CAP + 2 * BATCH, left
             assert 0 == sum(inspect_segment(str(p)).live for p in segments(folder))
@@ -91,5 +130,7 @@ class TestAppsFillingOneFolderTogether:
             assert {(("apikey", key),)} == {how for _, how in theirs}  # with their own key
             dropped = stats[name]["dropped"]
             lost = dropped["spool_full"] + dropped["buffer_full"] + dropped["shutdown"]
-            assert count == len(numbers) + lost, (name, len(numbers), dropped)
+            missing = ranges(sorted(set(range(count)) - set(numbers)))
+            unaccounted = count - len(numbers) - lost
+            assert 0 == unaccounted, (name, len(numbers), missing, stats[name])
         assert [] == segments(folder)
