@@ -420,6 +420,8 @@ class Sender:
         full = self._config.max_batch_bytes
         spool = self.spool
         while True:
+            if self._deadline is not None and not self._delivering:
+                self._to_disk_while_closing()
             backlog = self._backlog()
             if (
                 self._deadline is None
@@ -510,6 +512,17 @@ class Sender:
             self._to_disk(batch_id, lines)
             moved += len(lines)
         return moved, []
+
+    def _to_disk_while_closing(self) -> None:
+        """Closing while requests fail: what memory holds goes to the spool now, not at
+        the deadline (``_spill``). Written then, on a slow disk the writing outlasted
+        close()'s wait, and a process ending meanwhile lost what was not written yet,
+        uncounted."""
+        if self.spool is None or not self.spool.enabled:
+            return
+        _, left = self._move_to_disk()
+        if left:  # no room on disk: these wait in memory after all
+            self._buffer.untake(left)
 
     def _spill(self) -> int:
         """At the end: move what the buffer still holds to the spool; lines moved."""
@@ -833,6 +846,8 @@ class Sender:
         end = self._clock() + seconds
         while True:
             if self._interrupt.wait(min(self._config.flush_interval, end - self._clock())):
+                if self._deadline is not None:  # close() began, during an outage
+                    self._to_disk_while_closing()
                 return True
             _, left = self._move_to_disk()
             if left:  # no room on disk: these wait in memory after all
