@@ -8,37 +8,16 @@ without starting the sender: the dead process's lines stayed on disk, unsent.
 
 from __future__ import annotations
 
-import gzip
-import threading
 from pathlib import Path
-
-import orjson
 
 from logdna_client import Client
 from logdna_client._config import Secret
 from logdna_client._spool._destination import fingerprint
-from logdna_client._transport import Kind, Outcome
+from tests.test_buffer_exit_take import Accepting
 from tests.test_spool import segments, write_segment
 
 KEY = "k" * 32
 URL = "http://127.0.0.1:1/logs/ingest"
-
-
-class Accepting:
-    """A transport that stores every line it is sent."""
-
-    def __init__(self) -> None:
-        self.delivered: list[str] = []
-        self.lock = threading.Lock()
-
-    def send(self, body: bytes, *, gzipped: bool, timeout: float) -> Outcome:
-        lines = orjson.loads(gzip.decompress(body) if gzipped else body)["lines"]
-        with self.lock:
-            self.delivered.extend(line["line"] for line in lines)
-        return Outcome(Kind.OK, 200)
-
-    def close(self) -> None:
-        pass
 
 
 def test_flush_with_nothing_logged_delivers_a_dead_processs_backlog(tmp_path: Path) -> None:
