@@ -11,7 +11,7 @@ soon as the close finds requests failing, and the deadline finds nothing left to
 from __future__ import annotations
 
 import os
-import time
+import threading
 from pathlib import Path
 
 import pytest
@@ -24,6 +24,7 @@ URL = "http://127.0.0.1:1/logs/ingest"
 LINES = 400  # about 1 KB each: 25 batches of 16 KiB, each synced
 SYNC_TAKES = 0.1  # a disk other programs keep busy: 2.5 s for the lot
 DEADLINE = 12.0  # long past the writing, however loaded the machine
+BUSY_DISK = threading.Event()  # never set: each sync takes SYNC_TAKES
 
 
 class Down:
@@ -47,7 +48,8 @@ def test_close_returns_with_every_line_on_disk(
     real_sync = os.fdatasync
 
     def slow_sync(fd: int) -> None:
-        time.sleep(SYNC_TAKES)  # the disk's own slowness, not a wait for a thread
+        # The disk's own latency: nothing sets this event, no thread is waited for.
+        BUSY_DISK.wait(SYNC_TAKES)
         real_sync(fd)
 
     monkeypatch.setattr(os, "fdatasync", slow_sync)
