@@ -78,11 +78,15 @@ def stop(lines: list[dict[str, Any]]) -> None:
     """Stop collecting into ``lines``; with no capture left, lines ship again."""
     global _captures, _open
     with _lock:
-        before = len(_captures)
-        _captures = tuple(c for c in _captures if c is not lines)
-        _open = frozenset(map(id, _captures))
-        if before and not _captures:
+        left = tuple(c for c in _captures if c is not lines)
+        if _captures and not left:
+            # Undiverted while this capture is still open: a line that a buffer handed
+            # over meanwhile (under its lock, which undiverting waits for) is this
+            # capture's. The other way round, it reached deliver() with no capture
+            # left to take it, and was neither captured nor sent nor counted.
             _divert_all(False)
+        _captures = left
+        _open = frozenset(map(id, _captures))
     with _appending:  # an append to ``lines`` under way ends first
         pass
 

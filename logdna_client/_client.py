@@ -388,8 +388,9 @@ class Client:
         delivered or dropped, or ``timeout`` passed.
 
         Returns True when all of them left and none was dropped or refused meanwhile
-        (lines dropped before the call, by a full buffer say, are in ``stats()``). Where waiting could not end well it only wakes
-        the sender and returns False: under ``logging``'s module lock (dictConfig), on
+        (lines dropped before the call, by a full buffer say, are in ``stats()``).
+        Where waiting could not end well it only wakes the sender and returns False:
+        under ``logging``'s module lock (dictConfig), on
         a sender thread, and in a signal handler or finalizer that interrupted this
         thread inside the client. Once the client is closing, it waits no longer
         than the close's deadline.

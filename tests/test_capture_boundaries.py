@@ -1,0 +1,72 @@
+"""Tests for the edges of a ``capture_lines()`` block while other threads log: every
+line logged goes to the capture or to the service, never to neither."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from logdna_client import LogDNAHandler
+from logdna_client._devserver import DevServer
+from logdna_client.testing import capture_lines
+from tests.helpers import make_logger
+
+# Per logging thread: enough for hundreds of capture blocks to open and end meanwhile.
+LINES_PER_THREAD = 20_000
+WAIT = 60.0  # generous: the machine may be loaded
+
+
+@pytest.fixture
+def frequent_switches() -> Iterator[None]:
+    """Threads switch as often as the interpreter allows: the logging threads run
+    inside each capture's start and stop, not only between them."""
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    yield
+    sys.setswitchinterval(before)
+
+
+@pytest.mark.usefixtures("handle_path", "frequent_switches")
+class TestCaptureBoundaries:
+    def test_no_line_lost_as_captures_open_and_end(self, server: DevServer) -> None:
+        """Two threads log while the main thread opens and ends captures back to back
+        (and one nested in each): every line is in a capture or at the server, once,
+        and none is counted as dropped. A line logged as the last capture ended used to
+        reach no capture and not the server either, uncounted (thousands of 40,000)."""
+        handler = LogDNAHandler(url=server.url, key="not-used-in-tests", flush_interval=0.01)
+        log = make_logger("capture.boundaries", handler)
+        log.info("warm up")  # the sender runs: the inlined fast put is on between captures
+        assert handler.client.flush(WAIT)
+        server.clear()
+
+        def work(tag: str) -> None:
+            for i in range(LINES_PER_THREAD):
+                log.info("%s-%d", tag, i)
+
+        workers = [threading.Thread(target=work, args=(tag,)) for tag in "ab"]
+        for worker in workers:
+            worker.start()
+        captured: list[str] = []
+        blocks = 0
+        while any(worker.is_alive() for worker in workers):
+            with capture_lines() as lines, capture_lines() as inner:
+                pass
+            captured += [line["line"] for line in lines]
+            assert {line["line"] for line in inner} <= {line["line"] for line in lines}
+            blocks += 1
+        for worker in workers:
+            worker.join(WAIT)
+        assert handler.client.flush(WAIT)
+        stats = handler.client.stats()
+        handler.close()
+
+        sent = [line["line"] for line in server.lines]
+        expected = {f"{tag}-{i}" for tag in "ab" for i in range(LINES_PER_THREAD)}
+        assert 0 == stats["dropped_total"]
+        assert len(sent) == len(set(sent)) and len(captured) == len(set(captured))
+        assert set() == set(sent) & set(captured)  # none both captured and sent
+        assert set() == expected - set(sent) - set(captured)  # none lost
+        assert blocks > 10 and captured and sent  # both sides of the boundary were seen
