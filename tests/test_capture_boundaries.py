@@ -6,10 +6,11 @@ from __future__ import annotations
 import sys
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
-from logdna_client import LogDNAHandler
+from logdna_client import Client, LogDNAHandler, _capture
 from logdna_client._devserver import DevServer
 from logdna_client.testing import capture_lines
 from tests.helpers import make_logger
@@ -70,3 +71,43 @@ class TestCaptureBoundaries:
         assert set() == set(sent) & set(captured)  # none both captured and sent
         assert set() == expected - set(sent) - set(captured)  # none lost
         assert blocks > 10 and captured and sent  # both sides of the boundary were seen
+
+
+class TestLastCaptureEnding:
+    def test_a_line_being_captured_as_the_last_capture_ends(
+        self, server: DevServer, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A thread's line on its way into the only capture as that capture ends: the
+        line is in the capture (or at the server), never in neither. The old code ended
+        the capture at once, and the line, already handed over by the buffer, was lost
+        uncounted."""
+        entered, release = threading.Event(), threading.Event()
+        real = _capture.to_dict
+
+        def slow_to_dict(data: bytes) -> dict[str, Any]:
+            entered.set()
+            release.wait(WAIT)
+            return real(data)
+
+        client = Client(url=server.url, key="not-used-in-tests")
+        ended = threading.Event()
+        capture = capture_lines()
+        lines = capture.__enter__()
+        monkeypatch.setattr(_capture, "to_dict", slow_to_dict)
+        logger = threading.Thread(target=client.log, args=("racing",))
+        logger.start()
+        assert entered.wait(WAIT)
+        ender = threading.Thread(target=lambda: (capture.__exit__(None, None, None), ended.set()))
+        ender.start()
+        # The old code ends the capture at once; the new one waits for the line (and
+        # would wait this long in vain, passing all the same).
+        ended.wait(2)
+        release.set()
+        ender.join(WAIT)
+        logger.join(WAIT)
+        monkeypatch.setattr(_capture, "to_dict", real)
+        assert client.flush(WAIT)
+        stats = client.stats()
+        client.close(WAIT)
+        shipped = [line["line"] for line in lines] + [line["line"] for line in server.lines]
+        assert (["racing"], 0) == (shipped, stats["dropped_total"])
