@@ -13,7 +13,7 @@ import pytest
 from logdna_client import Client, LogDNAHandler, _capture
 from logdna_client._devserver import DevServer
 from logdna_client.testing import capture_lines
-from tests.helpers import make_logger
+from tests.helpers import in_forked_child, make_logger
 
 # Per logging thread: enough for hundreds of capture blocks to open and end meanwhile.
 LINES_PER_THREAD = 20_000
@@ -97,7 +97,12 @@ class TestLastCaptureEnding:
         logger = threading.Thread(target=client.log, args=("racing",))
         logger.start()
         assert entered.wait(WAIT)
-        ender = threading.Thread(target=lambda: (capture.__exit__(None, None, None), ended.set()))
+
+        def end_capture() -> None:
+            capture.__exit__(None, None, None)
+            ended.set()
+
+        ender = threading.Thread(target=end_capture)
         ender.start()
         # The old code ends the capture at once; the new one waits for the line (and
         # would wait this long in vain, passing all the same).
@@ -111,3 +116,53 @@ class TestLastCaptureEnding:
         client.close(WAIT)
         shipped = [line["line"] for line in lines] + [line["line"] for line in server.lines]
         assert (["racing"], 0) == (shipped, stats["dropped_total"])
+
+
+class TestForkedChild:
+    def test_a_child_forked_inside_a_capture_keeps_its_lines_to_itself(
+        self, server: DevServer
+    ) -> None:
+        """docs/testing.md: a child forked while a capture is open collects its lines
+        into its copy of the list and sends none; the parent's list never sees them."""
+        client = Client(url=server.url, key="not-used-in-tests")
+        with capture_lines() as lines:
+            client.log("parent")
+
+            def child() -> dict[str, Any]:
+                client.log("child")
+                return {"seen": [line["line"] for line in lines], "flushed": client.flush(WAIT)}
+
+            seen = in_forked_child(child)
+        client.log("after")
+        assert client.flush(WAIT)
+        client.close(WAIT)
+        assert {"seen": ["parent", "child"], "flushed": True} == seen
+        assert ["parent"] == [line["line"] for line in lines]
+        assert ["after"] == [line["line"] for line in server.lines]
+
+
+class TestCapturesOnTwoThreads:
+    def test_two_tests_at_once_see_each_others_lines(self) -> None:
+        """docs/testing.md: two captures open at once on two threads (two tests run in
+        parallel in one process) each see every line logged while both are open."""
+        client = Client(url="http://127.0.0.1:9/logs/ingest", key="not-used-in-tests")
+        both_open, both_logged = (
+            threading.Barrier(2, timeout=WAIT),
+            threading.Barrier(2, timeout=WAIT),
+        )
+        seen: dict[str, list[str]] = {}
+
+        def one_test(name: str) -> None:
+            with capture_lines() as lines:
+                both_open.wait()
+                client.log(name)
+                both_logged.wait()
+            seen[name] = sorted(line["line"] for line in lines)
+
+        tests = [threading.Thread(target=one_test, args=(name,)) for name in ("t1", "t2")]
+        for test in tests:
+            test.start()
+        for test in tests:
+            test.join(WAIT)
+        client.close(0)
+        assert {"t1": ["t1", "t2"], "t2": ["t1", "t2"]} == seen
