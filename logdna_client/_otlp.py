@@ -304,7 +304,9 @@ class OTLPEncoder:
         fragment = self._severities.get(level) if isinstance(level, str) else None
         if fragment is None:
             text = level if isinstance(level, str) else ""
-            fragment = b',"severityNumber":%d' % severity_for(text)
+            # A hook's level number (25) placed as a stdlib record's levelno is.
+            number = _severity_of_number(level) if type(level) is int else severity_for(text)
+            fragment = b',"severityNumber":%d' % number
             if text:
                 fragment += b',"severityText":' + orjson.dumps(text)
             if isinstance(level, str) and len(self._severities) < 64:
@@ -492,18 +494,18 @@ class OTLPEncoder:
         record.update(orjson.loads(b"{" + self._severity(line.get("level"))[1:] + b"}"))
         record["body"] = any_value(line.get("line", ""))
         meta = line.get("meta")
-        attributes: list[dict[str, Any]] = []
+        fields: dict[str, Any] = {}
         if isinstance(meta, dict):
             trace, meta = _trace_context(meta)
             record.update(trace)
-            attributes = key_values(meta)
+            fields.update(meta)
         elif meta is not None:
-            attributes = [{"key": "meta", "value": any_value(meta)}]
-        attributes += [
-            {"key": k, "value": any_value(v)} for k, v in line.items() if k not in _LINE_KEYS
-        ]
-        if attributes:
-            record["attributes"] = attributes
+            fields["meta"] = meta
+        # A hook's own keys, over meta's of the same name: an attribute map's keys are
+        # unique in OTLP, and receivers keep one of two at random (the hook ran last).
+        fields.update((k, v) for k, v in line.items() if k not in _LINE_KEYS)
+        if fields:
+            record["attributes"] = key_values(fields)
         return record
 
 

@@ -226,3 +226,36 @@ class TestCustomLevels:
                         number = int(record.body.string_value.split()[1])
                         got[number] = (record.severity_text, record.severity_number)
         assert {5: ("TRACE", 1), 25: ("NOTICE", 12), 35: ("AUDIT", 16)} == got
+
+
+class TestHookLines:
+    def test_a_hooks_keys_and_level_number_make_a_valid_record(self, otlp: Server) -> None:
+        """A before_send hook's key that meta also has is one attribute (the hook's), not
+        two with one key, which the data model forbids; its level number 35 is WARN4."""
+
+        def hook(line: dict[str, Any]) -> dict[str, Any]:
+            return {**line, "user": "from-hook", "level": 35}
+
+        client = LogDNAHandler(
+            key="k", url=otlp.url, protocol="otlp", hostname="h", kubernetes=False,
+            handle_signals=False, before_send=hook,
+        ).client  # fmt: skip
+        try:
+            client.log("hooked", meta={"user": "from-meta", "id": 7})
+            assert client.flush(timeout=30)
+        finally:
+            client.close()
+        records = [
+            record
+            for request in otlp.requests
+            for rl in request.parsed.resource_logs  # type: ignore[union-attr]
+            for sl in rl.scope_logs
+            for record in sl.log_records
+        ]
+        (record,) = records
+        keys = [kv.key for kv in record.attributes]
+        assert sorted(keys) == sorted(set(keys))
+        attributes = {kv.key: kv.value for kv in record.attributes}
+        assert "from-hook" == attributes["user"].string_value
+        assert 7 == attributes["id"].int_value
+        assert 16 == record.severity_number
