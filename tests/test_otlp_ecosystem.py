@@ -259,3 +259,57 @@ class TestHookLines:
         assert "from-hook" == attributes["user"].string_value
         assert 7 == attributes["id"].int_value
         assert 16 == record.severity_number
+
+
+class TestCollectorRefusals:
+    def test_a_413_splits_until_every_record_fits(self, otlp: Server) -> None:
+        """A Collector's 413 (max_request_body_size) splits the batch: every record
+        arrives, in order, none counted as rejected."""
+        otlp.max_body = 4096
+        client = LogDNAHandler(
+            key="k", url=otlp.url, protocol="otlp", hostname="h", kubernetes=False,
+            handle_signals=False, flush_interval=3600,
+        ).client  # fmt: skip
+        try:
+            for i in range(40):
+                client.log(f"record {i:02d} " + "x" * 200)
+            assert client.flush(timeout=60)
+            stats = client.stats()
+        finally:
+            client.close()
+        assert [f"record {i:02d}" for i in range(40)] == [line["line"][:9] for line in otlp.lines]
+        assert 0 == sum(stats["dropped"].values())
+        assert any(r.status == 413 for r in otlp.requests)
+
+    def test_a_400_status_costs_only_the_bad_record_and_reports_its_message(
+        self, otlp: Server
+    ) -> None:
+        """A 400 with a google.rpc.Status body drops only the record it is about, counted
+        as rejected, and the report carries the Status message."""
+        otlp.poison = "poison"
+        seen: list[str] = []
+
+        class Collect(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                seen.append(record.getMessage())
+
+        collect = Collect()
+        own = logging.getLogger("logdna_client")
+        own.addHandler(collect)
+        client = LogDNAHandler(
+            key="k", url=otlp.url, protocol="otlp", hostname="h", kubernetes=False,
+            handle_signals=False, flush_interval=3600, compress=False,
+        ).client  # fmt: skip
+        try:
+            for text in ("a", "poison", "b"):
+                client.log(text)
+            client.flush(timeout=60)
+            stats = client.stats()
+        finally:
+            client.close()
+            own.removeHandler(collect)
+        assert ["a", "b"] == [
+            line["line"] for line in otlp.lines if not line["line"].startswith("logdna_")
+        ]
+        assert 1 == stats["dropped"]["rejected"]
+        assert any("unable to decode the record" in message for message in seen)
