@@ -176,6 +176,8 @@ class Host(TypedDict, total=False):
 
 
 _logger = logging.getLogger("logdna_client")
+# The OTEL_RESOURCE_ATTRIBUTES values whose malformed entries were reported.
+_reported: set[str] = set()
 
 
 def otel_resource(environ: Mapping[str, str]) -> dict[str, str]:
@@ -184,7 +186,7 @@ def otel_resource(environ: Mapping[str, str]) -> dict[str, str]:
 
     ``OTEL_RESOURCE_ATTRIBUTES`` is ``k=v,k2=v2`` with values percent-encoded;
     ``OTEL_SERVICE_NAME`` wins over its ``service.name``. An entry without ``=`` or
-    a key is skipped and reported once, here, as the SDK's detector does: one typo
+    a key is skipped and reported, once per process, as the SDK's detector does: one typo
     must not cost the other attributes, nor fail the client (the variable is often
     set for other processes of the pod too). The report names the entry's place,
     not its text, which may hold a token.
@@ -196,7 +198,10 @@ def otel_resource(environ: Mapping[str, str]) -> dict[str, str]:
         for place, item in enumerate(text.split(","), 1)
         if item.strip() and ("=" not in item or not item.partition("=")[0].strip())
     ]
-    if skipped:
+    if skipped and text not in _reported:
+        # Once per process and value: not again for each client, nor in a forked child
+        # (its fresh sender is built in the fork hook, no place to emit records from).
+        _reported.add(text)
         _logger.warning(
             "OTEL_RESOURCE_ATTRIBUTES: entries %s are not key=value and were skipped",
             ", ".join(skipped[:10]) + (", ..." if len(skipped) > 10 else ""),

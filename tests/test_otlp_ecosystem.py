@@ -116,9 +116,9 @@ class TestOtelEnvironment:
         own = logging.getLogger("logdna_client")
         own.addHandler(collect)
         try:
-            attrs = otel_resource(
-                {"OTEL_RESOURCE_ATTRIBUTES": "a=1,secret-token-xyz,=2,,b=%ZZ,c=x=y,d=\udcff"}
-            )
+            environ = {"OTEL_RESOURCE_ATTRIBUTES": "a=1,secret-token-xyz,=2,,b=%ZZ,c=x=y,d=\udcff"}
+            attrs = otel_resource(environ)
+            assert attrs == otel_resource(environ)  # a second client: no second report
         finally:
             own.removeHandler(collect)
         assert {"a": "1", "b": "%ZZ", "c": "x=y", "d": "\ufffd"} == attrs
