@@ -225,6 +225,10 @@ def resource_attributes(
     attrs: dict[str, Any] = dict(host.get("otel") or {})
     if app:
         attrs["service.name"] = app
+    elif "service.name" not in attrs:
+        # The resource conventions' default, which the SDK sends: backends group by
+        # service.name, and a record without one lands in no service's view.
+        attrs["service.name"] = "unknown_service"
     if env:
         attrs["deployment.environment.name"] = env
     if host["hostname"] and (host.get("hostname_given", True) or "host.name" not in attrs):

@@ -101,6 +101,16 @@ class TestOtelEnvironment:
         assert "api" == resource["service.name"]
         assert "payments" == resource["team"]
 
+    def test_no_service_named_is_unknown_service(
+        self, otlp: Server, no_otel_env: pytest.MonkeyPatch
+    ) -> None:
+        """Neither app nor OTEL_SERVICE_NAME: service.name is 'unknown_service', the
+        resource conventions' default the SDK sends (the old code sent none, and the
+        records landed in no service's view)."""
+        ship(otlp, ["tests.otel_env"], hostname="h")
+        (resource,) = resources(otlp)
+        assert "unknown_service" == resource["service.name"]
+
     def test_malformed_entries_are_skipped_and_reported_once(
         self, no_otel_env: pytest.MonkeyPatch
     ) -> None:
