@@ -336,6 +336,9 @@ class OTLPEncoder:
         """
         # Records by resource, then by scope (None: the library's own scope).
         groups: dict[tuple[Any, Any], dict[str | None, list[bytes]]] = {}
+        last_key: object = None
+        last_scope: object = None
+        group: list[bytes] | None = None
         threshold, inspect_all = self.threshold, self.inspect_all
         template = b'{"timeUnixNano":"%b000000"%b,"body":{"stringValue":%b}%b}'
         tails = self._tails
@@ -381,19 +384,23 @@ class OTLPEncoder:
             scope: str | None = None
             if record is None:
                 key, scope, record = self._convert(entry, cuts)
-            scopes = groups.get(key)
-            if scopes is None:
-                scopes = groups[key] = {}
-            group = scopes.get(scope)
-            if group is None:
-                if scope is not None and len(scopes) > _MAX_SCOPES:
-                    # Each scope costs its header in the body: a batch of many loggers
-                    # keeps the first ones'; the rest go in the library's scope, their
-                    # logger's name still in the "name" attribute.
-                    scope = None
-                    group = scopes.get(scope)
+            # Lines in a row of one resource and scope (the fast path's key is one
+            # cached tuple) skip the two lookups.
+            if key is not last_key or scope is not last_scope or group is None:
+                last_key, last_scope = key, scope
+                scopes = groups.get(key)
+                if scopes is None:
+                    scopes = groups[key] = {}
+                group = scopes.get(scope)
                 if group is None:
-                    group = scopes[scope] = []
+                    if scope is not None and len(scopes) > _MAX_SCOPES:
+                        # Each scope costs its header in the body: a batch of many loggers
+                        # keeps the first ones'; the rest go in the library's scope, their
+                        # logger's name still in the "name" attribute.
+                        scope = None
+                        group = scopes.get(scope)
+                    if group is None:
+                        group = scopes[scope] = []
             group.append(record)
         return b"".join(
             (
