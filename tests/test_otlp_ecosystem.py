@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import orjson
@@ -159,33 +159,46 @@ class TestOtelEnvironment:
 class TestScopes:
     def test_each_logger_is_a_scope(self, otlp: Server) -> None:
         """Records go in a scope named after their logger, as the OpenTelemetry SDK's
-        LoggingHandler puts them (the old code put all in 'logdna_client')."""
-        ship(otlp, ["tests.scope.db", "tests.scope.web", "tests.scope.db"], hostname="h")
+        LoggingHandler puts them (the old code put all in 'logdna_client'), and keep the
+        order they were logged in across interleaved loggers."""
+        names = ["tests.scope.db", "tests.scope.db", "tests.scope.web", "tests.scope.db"]
+        ship(otlp, names, hostname="h")
         assert {
-            "tests.scope.db": ["line 0", "line 2"],
-            "tests.scope.web": ["line 1"],
+            "tests.scope.db": ["line 0", "line 1", "line 3"],
+            "tests.scope.web": ["line 2"],
         } == scopes(otlp)
-
-    def test_many_loggers_in_one_batch_are_bounded(self) -> None:
-        """A batch of 500 loggers makes at most 65 scopes; every record is in the body,
-        the ones past the bound in the library's scope with their logger's name."""
-        lines = [
-            SEPARATOR
-            + orjson.dumps(
-                {"line": f"l{i}", "timestamp": 1, "level": "INFO", "meta": {"name": f"lg{i}"}}
-            )
-            for i in range(500)
+        in_order = [
+            (sl.scope.name, record.body.string_value)
+            for request in otlp.requests
+            for rl in request.parsed.resource_logs  # type: ignore[union-attr]
+            for sl in rl.scope_logs
+            for record in sl.log_records
         ]
-        body = orjson.loads(OTLPEncoder(app="a", env=None, hostname="h", environ={}).encode(lines))
-        (resource_logs,) = body["resourceLogs"]
-        names = [sl["scope"]["name"] for sl in resource_logs["scopeLogs"]]
-        assert len(names) <= 66
-        records = [r for sl in resource_logs["scopeLogs"] for r in sl["logRecords"]]
-        assert 500 == len(records)
-        own = next(
-            sl for sl in resource_logs["scopeLogs"] if sl["scope"]["name"] == "logdna_client"
-        )
-        assert "lg499" == own["logRecords"][-1]["attributes"][0]["value"]["stringValue"]
+        assert [(name, f"line {i}") for i, name in enumerate(names)] == in_order
+
+    def test_many_loggers_in_one_batch_cost_a_bounded_header_each(self) -> None:
+        """A batch of 500 records from 500 loggers keeps them all, in order, each in its
+        logger's scope, for at most 60 bytes per record over one logger's body."""
+
+        def body(name: Callable[[int], str]) -> bytes:
+            lines = [
+                SEPARATOR
+                + orjson.dumps(
+                    {"line": f"l{i}", "timestamp": 1, "level": "INFO", "meta": {"name": name(i)}}
+                )
+                for i in range(500)
+            ]
+            return OTLPEncoder(app="a", env=None, hostname="h", environ={}).encode(lines)
+
+        many, one = body(lambda i: f"lg{i:03d}"), body(lambda i: "lg000")
+        (resource_logs,) = orjson.loads(many)["resourceLogs"]
+        got = [
+            (sl["scope"]["name"], record["body"]["stringValue"])
+            for sl in resource_logs["scopeLogs"]
+            for record in sl["logRecords"]
+        ]
+        assert [(f"lg{i:03d}", f"l{i}") for i in range(500)] == got
+        assert len(many) - len(one) <= 500 * 60
 
 
 @pytest.fixture
