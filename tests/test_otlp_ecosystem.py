@@ -15,7 +15,7 @@ import pytest
 from logdna_client import LogDNAHandler
 from logdna_client._buffer import SEPARATOR
 from logdna_client._otlp import OTLPEncoder, otel_resource
-from tests._otlp_server import Server, running
+from tests._otlp_server import Server, running, status_body
 
 
 @pytest.fixture
@@ -336,3 +336,26 @@ class TestCollectorRefusals:
         ]
         assert 1 == stats["dropped"]["rejected"]
         assert any("unable to decode the record" in message for message in seen)
+
+    @pytest.mark.parametrize("status", [408, 429, 500, 502, 503, 504])
+    def test_transient_answers_are_retried_and_the_batch_arrives_once(
+        self, otlp: Server, status: int
+    ) -> None:
+        """The OTLP spec's retryable answers (429, 502, 503, 504) and, by the library's
+        own rule (docs/scaling.md), 408 and 500 too: the batch is sent again and arrives
+        once, nothing dropped."""
+        otlp.answer_next(status, body=status_body(14, "try again"))
+        client = LogDNAHandler(
+            key="k", url=otlp.url, protocol="otlp", hostname="h", kubernetes=False,
+            handle_signals=False, retry_max_backoff=0.2,
+        ).client  # fmt: skip
+        try:
+            client.log("retried")
+            assert client.flush(timeout=60)
+            stats = client.stats()
+        finally:
+            client.close()
+        assert ["retried"] == [line["line"] for line in otlp.lines]
+        assert [status, 200] == [r.status for r in otlp.requests]
+        assert 1 == stats["retries"]
+        assert 0 == sum(stats["dropped"].values())
