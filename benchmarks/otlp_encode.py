@@ -7,8 +7,9 @@ The sender's own work only (no client, no server): for batches of lines as the
 line builder makes them, the LogDNA body against the OTLP/HTTP JSON body, both
 as sent (gzip at the sender's level) and before gzip. Workloads: ``plain``
 (``"request 1234 served in 56 ms"``), ``meta`` (two meta fields), ``extra``
-(five, as ``extra=`` gives them), and ``k8s`` (plain lines, with the Kubernetes
-metadata in the resource). docs/scaling.md's encoding figures come from here;
+(five, as ``extra=`` gives them), ``k8s`` (plain lines, with the Kubernetes
+metadata in the resource), and ``loggers`` (the logger's name as meta, from 8
+loggers in turn: a scope per change of logger). docs/scaling.md's encoding figures come from here;
 benchmarks/otlp.py measures whole clients.
 """
 
@@ -65,6 +66,9 @@ def workloads(n: int) -> dict[str, list[bytes]]:
             }
         ),
         "k8s": plain,
+        # The stdlib handler's default meta, from 8 loggers in turn: each change of
+        # logger is a scopeLogs entry of its own (the worst case for scopes).
+        "loggers": entries(lambda i: {"name": f"shop.module{i % 8}"}),
     }
 
 

@@ -17,9 +17,12 @@ a body back into the devserver's line dicts, so the devserver can accept
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
+import os
 import re
 import reprlib
+import socket
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -28,7 +31,9 @@ import orjson
 from typing_extensions import Required, TypedDict, Unpack
 
 from ._buffer import SEPARATOR
-from ._limits import LINE_BYTES, Cuts, count_excerpt, enforce_line
+from ._config import ENV_VARS, utf8_text
+from ._kubernetes import parse_resource_attributes
+from ._limits import LINE_BYTES, NAME_CHARS, Cuts, count_excerpt, enforce_line
 from ._transport import Kind, Outcome, classify, read_json, unconfirmed
 from ._version import __version__
 
@@ -40,6 +45,7 @@ __all__ = [
     "export_response",
     "from_any_value",
     "level_for",
+    "otel_resource",
     "receive",
     "severity_for",
 ]
@@ -62,6 +68,7 @@ _INT64 = (-(2**63), 2**63 - 1)
 # parser refuse the whole body: 400, and every line of the batch lost.
 _LATEST_MS = (2**64 - 1) // 1_000_000
 _SCOPE = {"name": "logdna_client", "version": __version__}
+_SCOPE_JSON = orjson.dumps(_SCOPE)
 # How the builder's lines begin, and the markers between their first fields.
 _HEAD = SEPARATOR + b'{"line":"'
 _TEXT_AT = len(SEPARATOR + b'{"line":')  # where the text's JSON string starts
@@ -75,25 +82,46 @@ _LINE_KEYS = frozenset({"line", "timestamp", "level", "app", "env", "meta"})
 def severity_for(level: str) -> int:
     """The SeverityNumber for a level name (0, unspecified, when it names none).
 
-    ``logging`` names a level nobody named ``Level 25``: that one takes the number's
-    place among the stdlib's levels, as the OpenTelemetry SDK's ``LoggingHandler``
-    maps them (25 is INFO4, 45 ERROR4, 60 FATAL4; below DEBUG, TRACE).
+    A name ``logging`` knows (its own, and any an application registered with
+    ``logging.addLevelName(25, "NOTICE")``) takes its number's place among the
+    stdlib's levels, as the OpenTelemetry SDK's ``LoggingHandler`` places a record's
+    ``levelno``; so does a level ``logging`` has no name for (``Level 25``). Other
+    names (structlog's, syslog's) are looked up in the data model's table.
     """
     if not level:
         return 0
-    found = _SEVERITY.get(level.upper())
-    if found is not None:
-        return found
     prefix, _, digits = level.partition(" ")
     if prefix == "Level" and digits.isascii() and digits.isdigit() and len(digits) < 6:
-        number = int(digits)
-        if number <= 0:
-            return 0
-        if number < 10:
-            return 1
-        # Each stdlib decade (DEBUG 10, INFO 20, ...) is a range of four; past its 4th, the 4th.
-        return min(5 + (number // 10 - 1) * 4 + min(number % 10, 3), 24)
-    return 0
+        return _severity_of_number(int(digits))
+    number = _registered(level)
+    if number is not None:
+        return _severity_of_number(number)
+    return _SEVERITY.get(level.upper(), 0)
+
+
+def _registered(level: str) -> int | None:
+    """The number ``logging`` registered for a level name, or None.
+
+    ``getLevelName`` reads logging's tables without its module lock: the sender
+    thread must never wait on that lock (DESIGN, "Deadlock on logging's module lock").
+    """
+    for name in (level, level.upper()):
+        number = logging.getLevelName(name)
+        if isinstance(number, int):
+            return number
+    return None
+
+
+def _severity_of_number(number: int) -> int:
+    """A stdlib level number's SeverityNumber: the SDK's ``std_to_otel`` from DEBUG up
+    (each decade a range of four, past its 4th the 4th; above 53 FATAL4); below DEBUG,
+    where the SDK gives 0, TRACE: a level under DEBUG is a trace level (TRACE=5), and
+    unspecified would rank it with records of no level at all."""
+    if number <= 0:
+        return 0
+    if number < 10:
+        return 1
+    return min(5 + (number // 10 - 1) * 4 + min(number % 10, 3), 24)
 
 
 def level_for(number: int) -> str:
@@ -139,18 +167,69 @@ class Host(TypedDict, total=False):
     mac: str | None
     tags: Iterable[str]
     extra: Mapping[str, str] | None  # more attributes (Kubernetes metadata, say)
+    #: The resource OpenTelemetry's environment variables give (``otel_resource``).
+    otel: Mapping[str, str] | None
+    #: Whether ``hostname`` was set (hostname= or LOGDNA_HOSTNAME), not detected.
+    hostname_given: bool
+
+
+_logger = logging.getLogger("logdna_client")
+# The OTEL_RESOURCE_ATTRIBUTES values whose malformed entries were reported.
+_reported: set[str] = set()
+
+
+def otel_resource(environ: Mapping[str, str]) -> dict[str, str]:
+    """The resource attributes ``OTEL_RESOURCE_ATTRIBUTES`` and ``OTEL_SERVICE_NAME``
+    give, as the OpenTelemetry SDK reads them.
+
+    ``OTEL_RESOURCE_ATTRIBUTES`` is ``k=v,k2=v2`` with values percent-encoded;
+    ``OTEL_SERVICE_NAME`` wins over its ``service.name``. An entry without ``=`` or
+    a key is skipped and reported, once per process, as the SDK's detector does: one typo
+    must not cost the other attributes, nor fail the client (the variable is often
+    set for other processes of the pod too). The report names the entry's place,
+    not its text, which may hold a token.
+    """
+    text = utf8_text(environ.get("OTEL_RESOURCE_ATTRIBUTES", ""))
+    attrs = {utf8_text(k): utf8_text(v) for k, v in parse_resource_attributes(text).items()}
+    skipped = [
+        str(place)
+        for place, item in enumerate(text.split(","), 1)
+        if item.strip() and ("=" not in item or not item.partition("=")[0].strip())
+    ]
+    if skipped and text not in _reported:
+        # Once per process and value: not again for each client, nor in a forked child
+        # (its fresh sender is built in the fork hook, no place to emit records from).
+        _reported.add(text)
+        _logger.warning(
+            "OTEL_RESOURCE_ATTRIBUTES: entries %s are not key=value and were skipped",
+            ", ".join(skipped[:10]) + (", ..." if len(skipped) > 10 else ""),
+        )
+    service = utf8_text(environ.get("OTEL_SERVICE_NAME", "").strip())
+    if service:
+        attrs["service.name"] = service
+    return attrs
 
 
 def resource_attributes(
     *, app: str | None, env: str | None, **host: Unpack[Host]
 ) -> dict[str, Any]:
-    """Resource attributes (semantic-convention names) for one app and env."""
-    attrs: dict[str, Any] = {}
+    """Resource attributes (semantic-convention names) for one app and env.
+
+    The library's own settings win over OpenTelemetry's environment variables for the
+    attributes both name (app over ``OTEL_SERVICE_NAME``): they are this library's,
+    set for it on purpose, where the OTel variables are often set for the whole pod.
+    A hostname the library only detected gives way to an OTel ``host.name``.
+    """
+    attrs: dict[str, Any] = dict(host.get("otel") or {})
     if app:
         attrs["service.name"] = app
+    elif "service.name" not in attrs:
+        # The resource conventions' default, which the SDK sends: backends group by
+        # service.name, and a record without one lands in no service's view.
+        attrs["service.name"] = "unknown_service"
     if env:
         attrs["deployment.environment.name"] = env
-    if host["hostname"]:
+    if host["hostname"] and (host.get("hostname_given", True) or "host.name" not in attrs):
         attrs["host.name"] = host["hostname"]
     ip, mac = host.get("ip"), host.get("mac")
     if ip:
@@ -176,12 +255,31 @@ class OTLPEncoder:
     to the service's limits if it must be, and re-serialized as a LogRecord.
     """
 
-    def __init__(self, *, app: str | None, env: str | None, **host: Unpack[Host]) -> None:
+    def __init__(
+        self,
+        *,
+        app: str | None,
+        env: str | None,
+        environ: Mapping[str, str] | None = None,
+        **host: Unpack[Host],
+    ) -> None:
+        """``environ``: where OpenTelemetry's variables are read (``os.environ`` by
+        default), once: the resource is the same for the client's life."""
+        env_vars = os.environ if environ is None else environ
+        if "otel" not in host:
+            host["otel"] = otel_resource(env_vars)
+        if "hostname_given" not in host:
+            # Config fills in socket.gethostname() when neither hostname= nor
+            # LOGDNA_HOSTNAME names one; that is the hostname detected, not given.
+            host["hostname_given"] = bool(env_vars.get(ENV_VARS["hostname"])) or host[
+                "hostname"
+            ] not in (socket.gethostname()[:NAME_CHARS], "localhost")
         # Kept as given, but copied: a caller's list or dict changed later changes nothing.
         self._host: Host = {
             **host,
             "tags": tuple(host.get("tags", ())),
             "extra": dict(host.get("extra") or {}),
+            "otel": dict(host.get("otel") or {}),
         }
         self._app = app
         self._env = env
@@ -213,7 +311,9 @@ class OTLPEncoder:
         fragment = self._severities.get(level) if isinstance(level, str) else None
         if fragment is None:
             text = level if isinstance(level, str) else ""
-            fragment = b',"severityNumber":%d' % severity_for(text)
+            # A hook's level number (25) placed as a stdlib record's levelno is.
+            number = _severity_of_number(level) if type(level) is int else severity_for(text)
+            fragment = b',"severityNumber":%d' % number
             if text:
                 fragment += b',"severityText":' + orjson.dumps(text)
             if isinstance(level, str) and len(self._severities) < 64:
@@ -232,7 +332,14 @@ class OTLPEncoder:
         (a ``before_send`` hook's keys, a line near a limit, another writer's
         spool) takes the general path, ``_convert``.
         """
-        groups: dict[tuple[Any, Any], list[bytes]] = {}
+        # Records by resource, then in runs of one scope (None: the library's own), in
+        # the order they were logged: a scope's records are not gathered from across the
+        # batch, which would reorder lines of interleaved loggers. A run's header costs
+        # about 50 bytes before gzip, at most one per record, however many loggers.
+        groups: dict[tuple[Any, Any], list[tuple[str | None, list[bytes]]]] = {}
+        last_key: object = None
+        last_scope: object = None
+        group: list[bytes] | None = None
         threshold, inspect_all = self.threshold, self.inspect_all
         template = b'{"timeUnixNano":"%b000000"%b,"body":{"stringValue":%b}%b}'
         tails = self._tails
@@ -275,29 +382,47 @@ class OTLPEncoder:
                         record = template % (
                             timestamp, severity, entry[_TEXT_AT : end + 1], attributes
                         )  # fmt: skip
+            scope: str | None = None
             if record is None:
-                key, record = self._convert(entry, cuts)
-            group = groups.get(key)
-            if group is None:
-                group = groups[key] = []
+                key, scope, record = self._convert(entry, cuts)
+            # Lines in a row of one resource (the fast path's key is one cached tuple)
+            # and scope skip the lookups.
+            if key is not last_key or scope != last_scope or group is None:
+                last_key, last_scope = key, scope
+                runs = groups.get(key)
+                if runs is None:
+                    runs = groups[key] = []
+                if runs and runs[-1][0] == scope:
+                    group = runs[-1][1]
+                else:
+                    group = []
+                    runs.append((scope, group))
             group.append(record)
-        scope = b',"scopeLogs":[{"scope":' + orjson.dumps(_SCOPE) + b',"logRecords":['
         return b"".join(
             (
                 b'{"resourceLogs":[',
                 b",".join(
                     b'{"resource":'
                     + orjson.dumps(self._resource(*key))
-                    + scope
-                    + b",".join(records)
-                    + b"]}]}"
-                    for key, records in groups.items()
+                    + b',"scopeLogs":['
+                    + b",".join(
+                        b'{"scope":'
+                        + (_SCOPE_JSON if scope is None else orjson.dumps({"name": scope}))
+                        + b',"logRecords":['
+                        + b",".join(records)
+                        + b"]}"
+                        for scope, records in runs
+                    )
+                    + b"]}"
+                    for key, runs in groups.items()
                 ),
                 b"]}",
             )
         )
 
-    def _convert(self, entry: bytes, cuts: Cuts | None) -> tuple[tuple[Any, Any], bytes]:
+    def _convert(
+        self, entry: bytes, cuts: Cuts | None
+    ) -> tuple[tuple[Any, Any], str | None, bytes]:
         """The general path: parse the line, cut it to the limits, build its record."""
         try:
             line = orjson.loads(entry[len(SEPARATOR) :])
@@ -320,7 +445,8 @@ class OTLPEncoder:
             and 0 < timestamp <= _LATEST_MS
             and len(line) == 3 + ("app" in line) + ("env" in line) + ("meta" in line)
         ):
-            return key, orjson.dumps(self._record(line))  # keys of a hook's, odd values
+            # keys of a hook's, odd values
+            return key, _scope_of(meta), orjson.dumps(self._record(line))
         attributes = b""
         if type(meta) is dict:
             trace, meta = _trace_context(meta)
@@ -335,7 +461,7 @@ class OTLPEncoder:
         record = b'{"timeUnixNano":"%d000000"%b,"body":{"stringValue":%b}%b}' % (
             timestamp, self._severity(line.get("level")), orjson.dumps(text), attributes
         )  # fmt: skip
-        return key, record
+        return key, _scope_of(meta), record
 
     def _tail(self, tail: bytes) -> tuple[tuple[Any, Any], bytes] | None:
         """The resource key a line's tail (``,"app":..,"env":..}``) gives, cached;
@@ -380,19 +506,31 @@ class OTLPEncoder:
         record.update(orjson.loads(b"{" + self._severity(line.get("level"))[1:] + b"}"))
         record["body"] = any_value(line.get("line", ""))
         meta = line.get("meta")
-        attributes: list[dict[str, Any]] = []
+        fields: dict[str, Any] = {}
         if isinstance(meta, dict):
             trace, meta = _trace_context(meta)
             record.update(trace)
-            attributes = key_values(meta)
+            fields.update(meta)
         elif meta is not None:
-            attributes = [{"key": "meta", "value": any_value(meta)}]
-        attributes += [
-            {"key": k, "value": any_value(v)} for k, v in line.items() if k not in _LINE_KEYS
-        ]
-        if attributes:
-            record["attributes"] = attributes
+            fields["meta"] = meta
+        # A hook's own keys, over meta's of the same name: an attribute map's keys are
+        # unique in OTLP, and receivers keep one of two at random (the hook ran last).
+        fields.update((k, v) for k, v in line.items() if k not in _LINE_KEYS)
+        if fields:
+            record["attributes"] = key_values(fields)
         return record
+
+
+def _scope_of(meta: Any) -> str | None:
+    """The instrumentation scope a line's record goes in: its logger's name, as the
+    OpenTelemetry SDK's ``LoggingHandler`` names it (the stdlib handler ships the
+    logger's name as meta ``name`` by default, ``record_meta``); None for the library's
+    own scope, when the line names no logger."""
+    if type(meta) is dict:
+        name = meta.get("name")
+        if type(name) is str and name:
+            return name
+    return None
 
 
 # The trace context opentelemetry-instrumentation-logging's LoggingInstrumentor sets on

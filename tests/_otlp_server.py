@@ -54,6 +54,9 @@ class Server:
         self.poison: str | None = None
         #: While True, every request (its credential checked and recorded) is answered 503.
         self.down = False
+        #: A body (inflated) longer than this is answered 413, as a Collector's
+        #: ``max_request_body_size`` refuses it.
+        self.max_body: int | None = None
         self._script: list[tuple[int, dict[str, str], bytes]] = []
         self._cond = threading.Condition()
         owner = self
@@ -131,12 +134,15 @@ class Server:
         if request.path == "/v1/logs":
             # What the official definitions make of it first: a body that does not
             # parse is a 400 here, which the tests notice.
+            # Refusals in the Collector's shape: a google.rpc.Status as JSON.
+            if self.max_body is not None and len(request.body) > self.max_body:
+                return 413, {}, status_body(8, "request body too large")
             try:
                 request.parsed = json_format.Parse(request.body, ExportLogsServiceRequest())
             except json_format.ParseError as exc:
-                return 400, {}, orjson.dumps({"error": str(exc)})
+                return 400, {}, status_body(3, str(exc))
             if self.poison is not None and self.poison.encode() in request.body:
-                return 400, {}, b'{"error": "bad line"}'
+                return 400, {}, status_body(3, "bad line: unable to decode the record")
             needle = self.reject_substring
             status, answer, lines = receive(
                 request.body, None if needle is None else (lambda line: needle in line["line"])
@@ -149,6 +155,11 @@ class Server:
             return 400, {}, orjson.dumps({"error": str(exc)})
         request.lines = lines
         return 200, {}, b'{"status": "ok"}'
+
+
+def status_body(code: int, message: str) -> bytes:
+    """A google.rpc.Status in the OTLP/HTTP JSON encoding, as a Collector answers a refusal."""
+    return orjson.dumps({"code": code, "message": message, "details": []})
 
 
 @contextmanager

@@ -18,7 +18,7 @@ def test_it_measures_every_workload_with_bodies_a_collector_takes() -> None:
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     results = module.measure(200, 1)
-    assert ["plain", "meta", "extra", "k8s"] == list(results)
+    assert ["plain", "meta", "extra", "k8s", "loggers"] == list(results)
     raw = {name: r["otlp_bytes"] / r["logdna_bytes"] for name, r in results.items()}
     assert 1.05 < raw["plain"] < 1.25  # "1.15 times (plain lines)"
     assert 1.8 < raw["extra"] < 2.1  # "to 1.95 times (five meta fields)"
