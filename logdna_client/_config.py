@@ -493,8 +493,7 @@ class Config:
         set_(self, "key", self._resolve_key(_is_loopback(parts.hostname) or otlp))
 
         hostname = self.hostname if self.hostname is not None else env(ENV_VARS["hostname"])
-        hostname = _optional_name("hostname", hostname) or socket.gethostname()[:_NAME_CAP]
-        set_(self, "hostname", hostname or "localhost")
+        set_(self, "hostname", _optional_name("hostname", hostname) or detected_hostname())
         set_(self, "ip", _optional_name("ip", self.ip))
         set_(self, "mac", _optional_name("mac", self.mac))
         tags = self.tags if self.tags is not None else env(ENV_VARS["tags"])
@@ -685,6 +684,11 @@ def _hiding_init(generated: Callable[..., None]) -> Callable[..., None]:
 
 _URL_AT = [f.name for f in fields(Config)].index("url")
 Config.__init__ = _hiding_init(Config.__init__)  # type: ignore[method-assign]
+
+
+def detected_hostname() -> str:
+    """The hostname lines carry when neither ``hostname=`` nor LOGDNA_HOSTNAME names one."""
+    return socket.gethostname()[:_NAME_CAP] or "localhost"
 
 
 def _check_pattern(pattern: str) -> None:

@@ -22,7 +22,6 @@ import math
 import os
 import re
 import reprlib
-import socket
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -31,9 +30,9 @@ import orjson
 from typing_extensions import Required, TypedDict, Unpack
 
 from ._buffer import SEPARATOR
-from ._config import ENV_VARS, utf8_text
+from ._config import ENV_VARS, detected_hostname, utf8_text
 from ._kubernetes import parse_resource_attributes
-from ._limits import LINE_BYTES, NAME_CHARS, Cuts, count_excerpt, enforce_line
+from ._limits import LINE_BYTES, Cuts, count_excerpt, enforce_line
 from ._transport import Kind, Outcome, classify, read_json, unconfirmed
 from ._version import __version__
 
@@ -269,11 +268,11 @@ class OTLPEncoder:
         if "otel" not in host:
             host["otel"] = otel_resource(env_vars)
         if "hostname_given" not in host:
-            # Config fills in socket.gethostname() when neither hostname= nor
-            # LOGDNA_HOSTNAME names one; that is the hostname detected, not given.
-            host["hostname_given"] = bool(env_vars.get(ENV_VARS["hostname"])) or host[
-                "hostname"
-            ] not in (socket.gethostname()[:NAME_CHARS], "localhost")
+            # Config fills in the detected hostname when neither hostname= nor
+            # LOGDNA_HOSTNAME names one (a hostname= equal to it reads as detected).
+            host["hostname_given"] = (
+                bool(env_vars.get(ENV_VARS["hostname"])) or host["hostname"] != detected_hostname()
+            )
         # Kept as given, but copied: a caller's list or dict changed later changes nothing.
         self._host: Host = {
             **host,
