@@ -52,14 +52,20 @@ def in_pod(environ: Mapping[str, str]) -> bool:
     return bool(environ.get("KUBERNETES_SERVICE_HOST"))
 
 
-def parse_resource_attributes(text: str) -> dict[str, str]:
-    """``OTEL_RESOURCE_ATTRIBUTES`` (``k=v,k2=v2``, values percent-encoded) as a dict."""
+def parse_resource_attributes(text: str, skipped: list[int] | None = None) -> dict[str, str]:
+    """``OTEL_RESOURCE_ATTRIBUTES`` (``k=v,k2=v2``, values percent-encoded) as a dict.
+
+    An entry without ``=`` or a key is left out, as the SDK does; ``skipped``, when
+    given, collects the places (from 1) of those that are not blank.
+    """
     out: dict[str, str] = {}
-    for item in text.split(","):
+    for place, item in enumerate(text.split(","), 1):
         key, sep, value = item.partition("=")
         key = key.strip()
         if sep and key:
             out[key] = unquote(value.strip())
+        elif skipped is not None and item.strip():
+            skipped.append(place)
     return out
 
 

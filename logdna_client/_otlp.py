@@ -189,12 +189,10 @@ def otel_resource(environ: Mapping[str, str]) -> dict[str, str]:
     not its text, which may hold a token.
     """
     text = utf8_text(environ.get("OTEL_RESOURCE_ATTRIBUTES", ""))
-    attrs = {utf8_text(k): utf8_text(v) for k, v in parse_resource_attributes(text).items()}
-    skipped = [
-        str(place)
-        for place, item in enumerate(text.split(","), 1)
-        if item.strip() and ("=" not in item or not item.partition("=")[0].strip())
-    ]
+    places: list[int] = []
+    parsed = parse_resource_attributes(text, places)
+    attrs = {utf8_text(k): utf8_text(v) for k, v in parsed.items()}
+    skipped = [str(place) for place in places]
     if skipped and text not in _reported:
         # Once per process and value: not again for each client, nor in a forked child
         # (its fresh sender is built in the fork hook, no place to emit records from).
