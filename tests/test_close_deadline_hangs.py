@@ -1,0 +1,175 @@
+"""The close's deadline against a connect that gets no answer, over real sockets.
+
+urllib3 hands a new connection's socket over only once its connect() is done, so a
+connect to a blackholed address (here: a loopback listener whose accept queue is full,
+which drops every SYN) ran its whole connect timeout, request_timeout, whatever the
+close's deadline. With request_timeout=30 and shutdown_timeout=2, close() returned at
+2.2 s with the sender still connecting: 100 of 100 lines neither sent nor counted
+(``queued`` 100, ``dropped`` 0), the sender done only at 29.5 s. A process ending then
+lost them unsaid. The connect is now cut at the exchange's deadline like every other
+step of a request: the sender is done at 2.0 s, the 100 lines counted as ``shutdown``
+(or on disk with a spool).
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from logdna_client import Client
+from logdna_client._config import Config
+from logdna_client._transport import HTTPTransport, Kind
+from tests._bad_servers import Blackhole, blackhole
+from tests._children import Child
+
+pytestmark = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="the blackhole reads /proc/net/tcp"
+)
+
+KEY = "k" * 32
+LINES = 100
+REQUEST_TIMEOUT = 30.0  # what the connect ran to before
+SHUTDOWN_TIMEOUT = 2.0
+# Well under REQUEST_TIMEOUT, well over SHUTDOWN_TIMEOUT: a loaded machine passes.
+WITHIN = 15.0
+WAIT = 60.0  # for the sender to reach its connect, however loaded the machine
+
+
+def wait_until(done: Callable[[], object], what: str, timeout: float = WAIT) -> None:
+    """Wait for ``done()``, looking every 10 ms, up to ``timeout``."""
+    pause = threading.Event()  # never set: the pause between looks
+    end = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < end, f"not within {timeout} s: {what}"
+        pause.wait(0.01)
+
+
+@pytest.fixture
+def hole() -> Iterator[Blackhole]:
+    with blackhole() as hole:
+        yield hole
+
+
+def connecting_client(hole: Blackhole, **options: object) -> Client:
+    """A client whose sender is in a connect to ``hole`` with LINES lines held."""
+    client = Client(
+        key=KEY, url=hole.url, request_timeout=REQUEST_TIMEOUT,
+        shutdown_timeout=SHUTDOWN_TIMEOUT, flush_interval=0.05, handle_signals=False,
+        **options,
+    )  # fmt: skip
+    for i in range(LINES):
+        client.log(f"line {i}")
+    wait_until(hole.connecting, "the sender's connect")
+    return client
+
+
+class TestCloseDuringAConnect:
+    def test_the_sender_is_done_by_the_deadline_and_every_line_counted(
+        self, hole: Blackhole
+    ) -> None:
+        """close() during a connect that gets no answer ends the connect by its deadline:
+        the sender is done when close() returns, every line counted as ``shutdown``."""
+        client = connecting_client(hole)
+        began = time.monotonic()
+        client.close()
+        took = time.monotonic() - began
+        done = client._sender.finished.is_set()
+        stats = client.stats()
+        assert took < WITHIN, took
+        assert done, f"close() returned after {took:.1f} s with the sender still connecting"
+        assert (0, 0, LINES) == (stats["queued"], stats["sent"], stats["dropped"]["shutdown"])
+        assert 0 == hole.connecting()
+
+    def test_with_a_spool_every_line_is_on_disk(self, hole: Blackhole, tmp_path: Path) -> None:
+        """The same with a spool: the lines are on disk, none dropped, when close() returns."""
+        client = connecting_client(hole, spool_dir=str(tmp_path))
+        client.close()
+        done = client._sender.finished.is_set()
+        stats = client.stats()
+        assert done, "close() returned with the sender still connecting"
+        assert (0, 0, 0) == (stats["queued"], stats["sent"], stats["dropped_total"])
+        assert LINES == stats["spooled"]  # type: ignore[typeddict-item]
+
+    def test_flush_says_false_by_its_timeout(self, hole: Blackhole) -> None:
+        """flush(timeout) during the connect returns False by its timeout, lines kept."""
+        client = connecting_client(hole)
+        try:
+            began = time.monotonic()
+            flushed = client.flush(timeout=1.0)
+            took = time.monotonic() - began
+            stats = client.stats()
+            assert (False, LINES, 0) == (flushed, stats["queued"], stats["dropped_total"])
+            assert took < WITHIN, took
+        finally:
+            client.close(0.5)
+        stats = client.stats()
+        assert LINES == stats["sent"] + stats["dropped_total"] + stats["queued"]
+
+
+class TestTransportHurried:
+    def test_a_request_begun_after_hurry_keeps_to_its_deadline(self, hole: Blackhole) -> None:
+        """A request the sender began with the whole request_timeout, just as the close
+        hurried the transport (before the request's exchange existed), still ends by
+        the close's deadline: it ran the whole 30 s before."""
+        transport = HTTPTransport(Config(key=KEY, url=hole.url))
+        try:
+            transport.start()
+            transport.hurry(time.monotonic() + 1.0)
+            began = time.monotonic()
+            outcome = transport.send(b'{"lines":[]}', gzipped=False, timeout=REQUEST_TIMEOUT)
+            took = time.monotonic() - began
+        finally:
+            transport.close()
+        assert Kind.RETRY is outcome.kind
+        assert took < WITHIN, took
+        assert KEY not in repr(outcome)
+
+
+# The child: LINES lines logged, then it says so and waits for the test, which sees
+# its connect and then either ends it with SIGTERM or lets its main return (atexit).
+CHILD = f"""
+for i in range({LINES}):
+    log.info("line %d", i)
+mark("logged")
+wait_for("go")
+"""
+
+
+class TestProcessEndDuringAConnect:
+    @pytest.mark.parametrize("end", ["exit", "signal"])
+    def test_ends_within_shutdown_timeout_and_says_what_was_lost(
+        self, hole: Blackhole, end: str
+    ) -> None:
+        """A process ending (its main returning: atexit; or SIGTERM) during a connect
+        that gets no answer ends within shutdown_timeout, not request_timeout, and
+        says how many lines were not delivered."""
+        child = Child(
+            CHILD, hole.url, key=KEY,
+            request_timeout=str(REQUEST_TIMEOUT), shutdown_timeout=str(SHUTDOWN_TIMEOUT),
+            flush_interval="0.05",
+        )  # fmt: skip
+        try:
+            child.expect("logged", WAIT)
+            wait_until(hole.connecting, "the child's connect")
+            began = time.monotonic()
+            if end == "signal":
+                child.kill(signal.SIGTERM)
+            else:
+                child.send("go")
+            status, _ = child.finish(WAIT)
+            took = time.monotonic() - began
+        finally:
+            if child.proc.poll() is None:
+                child.proc.kill()
+                child.proc.wait()
+        assert took < WITHIN, f"ended {took:.1f} s after its end began: {child.stderr}"
+        expected = -signal.SIGTERM if end == "signal" else 0
+        assert expected == status, child.stderr
+        assert f"{LINES} lines" in child.stderr, child.stderr
+        assert KEY not in child.stderr
