@@ -844,7 +844,7 @@ class HTTPTransport:
         # loop per variable). We keep its answer until os.environ changes.
         self._environ_seen: dict[bytes, bytes] | None = None
         self._exchange: _Exchange | None = None
-        #: The earliest deadline ``hurry`` was given: every exchange ends by it.
+        #: A deadline ``hurry`` gave with no exchange to hurry: the next one ends by it.
         self._hurry_by = float("inf")
         self._watchdog = _Watchdog()
         self._environ_settings: dict[str, Any] = {}
@@ -872,10 +872,12 @@ class HTTPTransport:
         session = self._session
         started = time.monotonic()
         exchange = self._exchange = _current.exchange = _Exchange(started + timeout)
-        # Read after ``_exchange`` was written, as ``hurry`` writes ``_hurry_by`` before it
-        # reads ``_exchange``: a close that began after the sender chose this request's
+        # Taken after ``_exchange`` was written, as ``hurry`` writes ``_hurry_by`` before
+        # it reads ``_exchange``: a close that began after the sender chose this request's
         # timeout, before the exchange was there to hurry, still cuts it at its deadline.
-        exchange.hurry(self._hurry_by)
+        # Taken once: a later request's timeout was chosen knowing of the close.
+        hurried, self._hurry_by = self._hurry_by, float("inf")
+        exchange.hurry(hurried)
         self._watchdog.watch(exchange)
         response = None
         try:
@@ -948,14 +950,15 @@ class HTTPTransport:
         return {**settings, "proxies": dict(settings["proxies"])}
 
     def hurry(self, deadline: float) -> None:
-        """End the request in flight, and any made later, by ``deadline`` (monotonic)
-        at the latest."""
+        """End the request in flight (or the one about to be made) by ``deadline``
+        (monotonic) at the latest."""
         self._hurry_by = min(self._hurry_by, deadline)
         exchange = self._exchange
         if exchange is not None:
             exchange.hurry(deadline)
 
     def close(self) -> None:
+        self._hurry_by = float("inf")  # the close it came from is over with its sender
         self._watchdog.stop()
         try:
             self._session.close()

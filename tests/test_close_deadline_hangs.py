@@ -13,7 +13,9 @@ step of a request: the sender is done at 2.0 s, the 100 lines counted as ``shutd
 
 from __future__ import annotations
 
+import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -25,8 +27,9 @@ import pytest
 from logdna_client import Client
 from logdna_client._config import Config
 from logdna_client._transport import HTTPTransport, Kind
-from tests._bad_servers import Blackhole, blackhole
-from tests._children import Child
+from tests._bad_servers import Blackhole, bad_server, blackhole
+from tests._children import Child, assert_exactly_once_in_order
+from tests._claims_servers import Request, answer, scripted_server
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="the blackhole reads /proc/net/tcp"
@@ -173,3 +176,115 @@ class TestProcessEndDuringAConnect:
         assert expected == status, child.stderr
         assert f"{LINES} lines" in child.stderr, child.stderr
         assert KEY not in child.stderr
+
+
+# -- a request that hangs (the server read it and never answers), with a spool
+
+HELD_LINES = 400  # about 1 KB each: 25 batches of 16 KiB, each synced
+SYNC_TAKES = 0.1  # a disk other programs keep busy: 2.5 s or more for the lot
+CLOSE_IN = 12.0  # the close's timeout: long past that writing, however loaded the machine
+BUSY_DISK = threading.Event()  # never set: each sync takes SYNC_TAKES
+
+
+def held_lines() -> list[str]:
+    return [f"held {i} " + "x" * 1000 for i in range(HELD_LINES)]
+
+
+def spooling_client(url: str, tmp_path: Path) -> Client:
+    client = Client(
+        key=KEY, url=url, spool_dir=str(tmp_path), spool_sync="always",
+        flush_interval=3600, max_batch_bytes="16KiB", request_timeout=60.0,
+        handle_signals=False,
+    )  # fmt: skip
+    for line in held_lines():
+        client.log(line)
+    return client
+
+
+class TestCloseDuringAHangingRequest:
+    def test_memory_is_on_disk_before_the_deadline(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """close() during a request that hangs moves memory to the spool at once: on a
+        slow disk, the writing used to begin at the deadline (when the request was cut)
+        and outlast close(), which returned with lines neither on disk nor counted."""
+        real_sync = os.fdatasync
+
+        def slow_sync(fd: int) -> None:
+            BUSY_DISK.wait(SYNC_TAKES)  # the disk's latency: nothing sets the event
+            real_sync(fd)
+
+        monkeypatch.setattr(os, "fdatasync", slow_sync)
+
+        def never_answer(request: Request, sock: socket.socket, stop: threading.Event) -> None:
+            stop.wait(120)
+
+        with scripted_server(never_answer) as server:
+            client = spooling_client(server.url, tmp_path)
+            assert server.wait_for_requests(1, WAIT)
+            client.close(CLOSE_IN)
+            done = client._sender.finished.is_set()
+            stats = client.stats()
+        assert done, f"close() returned with {stats['queued']} lines not yet on disk"
+        assert (0, 0, 0) == (stats["queued"], stats["sent"], stats["dropped_total"]), stats
+        assert HELD_LINES == stats["spooled"]  # type: ignore[typeddict-item]
+
+    def test_flush_says_false_by_its_timeout(self) -> None:
+        """flush(timeout) during a request that hangs returns False by its timeout; the
+        close after it counts every line (``shutdown``), none left uncounted."""
+        with bad_server("silent") as server:
+            client = Client(
+                key=KEY, url=server.url, request_timeout=REQUEST_TIMEOUT,
+                shutdown_timeout=SHUTDOWN_TIMEOUT, flush_interval=0.05, handle_signals=False,
+            )  # fmt: skip
+            for i in range(LINES):
+                client.log(f"line {i}")
+            assert server.got_request.wait(WAIT)
+            began = time.monotonic()
+            flushed = client.flush(timeout=1.0)
+            took = time.monotonic() - began
+            client.close()
+            done = client._sender.finished.is_set()
+        stats = client.stats()
+        assert (False, True) == (flushed, done)
+        assert took < WITHIN, took
+        assert (0, 0, LINES) == (stats["queued"], stats["sent"], stats["dropped"]["shutdown"])
+
+    def test_a_request_answered_late_is_not_sent_again(self, tmp_path: Path) -> None:
+        """The batch out when close() began, answered after memory went to disk behind
+        it, is not sent again; the lines moved go out from the spool after it: each line
+        arrives once, in order, and the counts add up."""
+        answer_now = threading.Event()
+
+        def answer_late(request: Request, sock: socket.socket, stop: threading.Event) -> bytes:
+            answer_now.wait(WAIT)  # only the first request waits: then it is set
+            return answer(200)
+
+        with scripted_server(answer_late) as server:
+            client = spooling_client(server.url, tmp_path)
+            assert server.wait_for_requests(1, WAIT)
+            moved = threading.Event()
+
+            def answer_once_on_disk() -> None:
+                # Every line on disk (the batch out was written before it was sent).
+                stats = client.stats
+                pause = threading.Event()
+                end = time.monotonic() + WAIT / 2
+                while time.monotonic() < end:
+                    if stats()["spooled"] == HELD_LINES:  # type: ignore[typeddict-item]
+                        moved.set()
+                        break
+                    pause.wait(0.01)
+                answer_now.set()
+
+            helper = threading.Thread(target=answer_once_on_disk, daemon=True)
+            helper.start()
+            client.close(WAIT)
+            helper.join(WAIT)
+            stats = client.stats()
+            got = [line["line"] for request in server.requests for line in request.lines]
+        assert moved.is_set(), "memory went to disk only after the request ended"
+        assert_exactly_once_in_order(held_lines(), got)
+        first = len(server.requests[0].lines)
+        assert (0, 0) == (stats["queued"], stats["dropped_total"]), stats
+        assert (first, HELD_LINES - first) == (stats["sent"], stats["replayed"])  # type: ignore[typeddict-item]
