@@ -615,11 +615,16 @@ def _direct_connect(conn: Any, exchange: _Exchange) -> socket.socket:
     timeout, request_timeout, past the close's deadline (30 s against a 2 s
     shutdown_timeout), with no socket ``_Exchange.cut`` could end. Errors are raised as
     urllib3 raises them."""
+    from urllib3.exceptions import LocationParseError  # noqa: PLC0415
     from urllib3.util.connection import allowed_gai_family  # noqa: PLC0415
 
     host = conn._dns_host
     if host.startswith("["):
         host = host.strip("[]")
+    try:
+        host.encode("idna")
+    except UnicodeError:
+        raise LocationParseError(f"'{host}', label empty or too long") from None
     failure: OSError = OSError("getaddrinfo returns an empty list")
     try:
         for family, kind, proto, _, address in socket.getaddrinfo(

@@ -288,3 +288,69 @@ class TestCloseDuringAHangingRequest:
         first = len(server.requests[0].lines)
         assert (0, 0) == (stats["queued"], stats["dropped_total"]), stats
         assert (first, HELD_LINES - first) == (stats["sent"], stats["replayed"])  # type: ignore[typeddict-item]
+
+
+# The child: a slow disk, HELD_LINES lines logged while the first request hangs; ended by
+# SIGTERM. What it left in the spool is delivered by the next process (the test's).
+SPOOL_CHILD = f"""
+import threading
+busy_disk = threading.Event()  # never set: each sync takes {SYNC_TAKES} s
+real_sync = os.fdatasync
+def slow_sync(fd):
+    busy_disk.wait({SYNC_TAKES})
+    real_sync(fd)
+os.fdatasync = slow_sync
+for i in range({HELD_LINES}):
+    log.info("held %d " + "x" * 1000, i)
+mark("logged")
+wait_for("go")
+"""
+
+
+class TestProcessEndDuringAHangingRequest:
+    def test_sigterm_leaves_every_line_on_disk(self, tmp_path: Path) -> None:
+        """SIGTERM while a request hangs, on a slow disk: the process ends within
+        shutdown_timeout with every line it held on disk, and the next process delivers
+        them all. Memory was written only once the request was cut at the deadline,
+        and the process ended before most of it was."""
+        lock = threading.Lock()
+        answered: list[Request] = []
+
+        def first_hangs(request: Request, sock: socket.socket, stop: threading.Event) -> bytes:
+            with lock:
+                first = not answered
+                answered.append(request)
+            if first:  # never answered: held until the server stops
+                stop.wait(WAIT)
+            return answer(200)
+
+        with scripted_server(first_hangs) as server:
+            options = dict(
+                key=KEY, spool_dir=str(tmp_path), spool_sync="always", flush_interval="3600",
+                max_batch_bytes="16KiB", request_timeout="60", shutdown_timeout="8",
+            )  # fmt: skip
+            child = Child(SPOOL_CHILD, server.url, **options)
+            try:
+                child.expect("logged", WAIT)
+                assert server.wait_for_requests(1, WAIT)
+                began = child.kill(signal.SIGTERM)
+                status, _ = child.finish(WAIT)
+                took = time.monotonic() - began
+            finally:
+                if child.proc.poll() is None:
+                    child.proc.kill()
+                    child.proc.wait()
+            assert -signal.SIGTERM == status, child.stderr
+            assert took < 8 + WITHIN, took
+            # The next process: the same key, URL and folder adopt what it left.
+            after = Client(
+                key=KEY, url=server.url, spool_dir=str(tmp_path), handle_signals=False,
+                flush_interval=0.05,
+            )  # fmt: skip
+            try:
+                assert after.flush(WAIT)
+            finally:
+                after.close(5)
+            got = {line["line"] for request in server.requests[1:] for line in request.lines}
+        missing = [line for line in held_lines() if line not in got]
+        assert [] == missing[:3], f"{len(missing)} of {HELD_LINES} lines lost: {child.stderr}"
