@@ -357,6 +357,9 @@ class Sender:
                 ):
                     break
         finally:
+            if not self._holds_turn:  # Ctrl-C came as _post took it back: a spill may run
+                self._turn.acquire()
+                self._holds_turn = True
             try:
                 self._finish()
             finally:
