@@ -466,6 +466,34 @@ class Buffer:
             self._taken = None
             self._update_room()
 
+    def take_behind(self, max_bytes: int) -> list[bytes]:
+        """Remove up to ``max_bytes`` of the oldest queued entries (at least one) and
+        leave the batch in flight as it is: a closed buffer's lines going to the spool
+        behind that batch while it is out (``Sender.spill_while_closing``). They leave
+        as a batch taken, settled and released does; ``put_back`` undoes it."""
+        with self._lock:
+            while True:
+                try:
+                    count, total = self._size_batch(len(self.entries), max_bytes)
+                except RuntimeError:  # a lock-free put that began before close() appended
+                    continue
+                break
+            batch = [self.entries.popleft() for _ in range(count)]
+            self.queued_bytes -= total
+            self._head_seq += count
+            self._update_room()
+            self._space.notify_all()
+        return batch
+
+    def put_back(self, lines: list[bytes]) -> None:
+        """Undo ``take_behind``: ``lines`` back at the head of the queue."""
+        size = cost_of(lines)
+        with self._lock:
+            self.entries.extendleft(reversed(lines))
+            self.queued_bytes += size
+            self._head_seq -= len(lines)
+            self._update_room()
+
     def reclaim(self) -> None:
         """Put a batch still taken back at the head, where no one can be sending it: at
         the sender's end, the batch of a take that was interrupted (Ctrl-C on the exit

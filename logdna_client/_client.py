@@ -540,9 +540,13 @@ class Client:
             # own bookkeeping; the deadline as it is at each look (Ctrl-C may bring it
             # forward).
             began = time.monotonic()
-            sender.finished.wait_noticing_signals(
-                lambda: max(_deadline_of(sender), began) + _CLOSE_GRACE
-            )
+
+            def until() -> float:
+                return max(_deadline_of(sender), began) + _CLOSE_GRACE
+
+            # With a spool, memory goes to disk now, not after a request that hangs.
+            sender.spill_while_closing(until)
+            sender.finished.wait_noticing_signals(until)
         if at_exit:
             self._exit_finished()
             if not self._exit_said.acquire(blocking=False):  # (never waits: signal-safe)

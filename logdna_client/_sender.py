@@ -29,7 +29,7 @@ from ._report import Reporter
 from ._retry import Backoff
 from ._spool import BatchId, Spool, destination
 from ._stats import LastError
-from ._threads import SENDER_THREADS, Latch, Wakeup, start_library_thread
+from ._threads import SENDER_THREADS, SIGNAL_LOOK, Latch, Wakeup, start_library_thread
 from ._transport import Kind, Outcome, Transport
 
 __all__ = ["Sender", "Stats", "app_outcome", "gzip_entries"]
@@ -223,6 +223,12 @@ class Sender:
         #: Run first on the sender thread (it may wait for another library's lock,
         #: which a logging call in a signal handler must never do).
         self.on_start: Callable[[], None] | None = None
+        # The buffer's taking side and the spool are the sender thread's, which holds
+        # this while it runs, except while a batch that is on disk is out (``_post``):
+        # then a closing thread may move memory to the spool behind it.
+        self._turn = threading.Lock()
+        self._holds_turn = False  # (not when Ctrl-C interrupted the taking back: _post)
+        self._out_on_disk = False
 
     # -- control, from other threads
 
@@ -296,6 +302,8 @@ class Sender:
         self.ident = threading.get_ident()
         SENDER_THREADS.add(self.ident)
         interrupted: KeyboardInterrupt | None = None
+        self._turn.acquire()
+        self._holds_turn = True
         try:
             if self.on_start is not None:
                 with contextlib.suppress(Exception):
@@ -349,7 +357,15 @@ class Sender:
                 ):
                     break
         finally:
-            self._finish()
+            if not self._holds_turn:  # Ctrl-C came as _post took it back: a spill may run
+                self._turn.acquire()
+                self._holds_turn = True
+            try:
+                self._finish()
+            finally:
+                if self._holds_turn:
+                    self._holds_turn = False
+                    self._turn.release()
         if interrupted is not None:
             raise interrupted
 
@@ -524,6 +540,52 @@ class Sender:
         if left:  # no room on disk: these wait in memory after all
             self._buffer.untake(left)
 
+    def spill_while_closing(self, until: Callable[[], float]) -> None:
+        """On a thread waiting for the close (never the sender's), with a spool: once a
+        batch that is on disk is out, move what memory holds to the spool behind it, at
+        once, not when that request ends. A request that hangs ended only at the
+        deadline (its watchdog's cut), and the writing after it outlasted close()'s
+        wait on a slow disk: a process ending then lost what was not written yet.
+        Gives up at ``until()`` (monotonic), or when the sender is done.
+
+        The batch out stays where it is, first: delivered, it is acked and not sent
+        again; not, it is on disk ahead of these. Their order is kept, and each line
+        is on disk once (``spooled``), later ``replayed`` or counted by the spool."""
+        if self._config.spool_dir is None or self.ident == threading.get_ident():
+            return  # (on the sender's thread: a signal handler that interrupted it)
+        turn = self._turn
+        pause = threading.Event()  # never set: before the sender thread takes its turn
+        while not self.finished.is_set():
+            left = until() - self._clock()
+            if left <= 0:
+                return
+            if not turn.acquire(timeout=min(left, SIGNAL_LOOK)):
+                continue  # the sender is busy with memory or the spool itself
+            try:
+                if self.finished.is_set():
+                    return
+                if self._out_on_disk:
+                    self._spill_behind()
+                    return
+            finally:
+                turn.release()
+            pause.wait(min(left, 0.05))
+
+    def _spill_behind(self) -> None:
+        """``spill_while_closing``'s moving, with the turn held."""
+        spool = self.spool
+        buffer = self._buffer
+        if spool is None or not spool.enabled:
+            return
+        while len(buffer):
+            lines = buffer.take_behind(self._config.max_batch_bytes)
+            batch_id = spool.append(lines)
+            if batch_id is None:  # no room on disk: these wait in memory after all
+                buffer.put_back(lines)
+                break
+            spool.release(batch_id)
+        self._notify()
+
     def _spill(self) -> int:
         """At the end: move what the buffer still holds to the spool; lines moved."""
         moved, left = self._move_to_disk()
@@ -582,6 +644,7 @@ class Sender:
         """
         pending: list[list[bytes]] = [lines]
         self._stored = 0
+        self._out_on_disk = kept or replayed
 
         def undelivered() -> int:
             return sum(_app_lines(part, summary) for part in pending)
@@ -607,6 +670,8 @@ class Sender:
                 "logdna_client: internal error while sending; %d line(s) dropped",
                 cut, exc_info=True,
             )  # fmt: skip
+        finally:
+            self._out_on_disk = False
         return self._stored
 
     def _deliver_parts(
@@ -720,7 +785,16 @@ class Sender:
                 raise _Shutdown
             timeout = max(0.05, min(timeout, left))
         self.stats.requests += 1
-        outcome = self._transport.send(body, gzipped=gzipped, timeout=timeout)
+        turn = self._turn if self._out_on_disk else None
+        if turn is not None:  # the batch is on disk: close() may spill memory behind it
+            self._holds_turn = False
+            turn.release()
+        try:
+            outcome = self._transport.send(body, gzipped=gzipped, timeout=timeout)
+        finally:
+            if turn is not None:
+                turn.acquire()
+                self._holds_turn = True
         if outcome.kind is Kind.OK or outcome.kind is Kind.PARTIAL:
             self.stats.bytes_sent += len(body)
             if cuts:  # counted once delivered: a retried batch is cut again, not counted again

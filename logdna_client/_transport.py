@@ -442,11 +442,11 @@ class _Watched:
         super().request(*args, **kwargs)  # type: ignore[misc]
 
     def _new_conn(self) -> socket.socket:
-        sock: socket.socket = super()._new_conn()  # type: ignore[misc]
         exchange = getattr(_current, "exchange", None)
-        if exchange is not None:
-            exchange.hold(sock)
-        return sock
+        if exchange is None:
+            sock: socket.socket = super()._new_conn()  # type: ignore[misc]
+            return sock
+        return _direct_connect(self, exchange)
 
 
 def _watch(conn: object) -> None:
@@ -569,7 +569,6 @@ def _socks_connect(conn: Any, exchange: _Exchange | None) -> socket.socket:
     Errors are raised as urllib3's SOCKS connections raise them."""
     # PySocks (installed wherever the SOCKS pools are made), which has no type stubs.
     socks = importlib.import_module("socks")
-    from urllib3.exceptions import ConnectTimeoutError, NewConnectionError  # noqa: PLC0415
 
     options = conn._socks_options
     proxy_host = options["proxy_host"]
@@ -584,46 +583,113 @@ def _socks_connect(conn: Any, exchange: _Exchange | None) -> socket.socket:
             proxy_host, options["proxy_port"], 0, socket.SOCK_STREAM
         ):
             sock = socks.socksocket(family, kind, proto)
-            if exchange is not None:
-                exchange.opening = sock
             try:
-                # After ``opening`` is set: a cut either sees the socket or is seen here.
-                if exchange is not None and exchange.expired:
-                    raise TimeoutError("the request's deadline passed")
-                for option in conn.socket_options or ():
-                    sock.setsockopt(*option)
-                if isinstance(conn.timeout, (int, float)):
-                    sock.settimeout(conn.timeout)
+                _prepare(conn, sock)
                 sock.set_proxy(
                     options["socks_version"], proxy_host, options["proxy_port"],
                     options["rdns"], options["username"], options["password"],
                 )  # fmt: skip
-                if conn.source_address:
-                    sock.bind(conn.source_address)
-                sock.connect((host, conn.port))
+                _connect_held(exchange, sock, (host, conn.port))
             except OSError as exc:  # PySocks' ProxyError is one
                 failure = exc
                 sock.close()
                 if exchange is not None and exchange.expired:
                     break  # the deadline passed: no other address of the proxy either
             else:
-                if exchange is not None:
-                    exchange.hold(sock)  # before ``opening`` lets go of it
                 connected: socket.socket = sock
                 return connected
-            finally:
-                if exchange is not None:
-                    exchange.opening = None
         raise failure
     except OSError as exc:
         reason = exc
         if isinstance(exc, socks.ProxyError) and exc.socket_err:  # what the socket said
             reason = exc.socket_err
-        if isinstance(reason, TimeoutError):
-            raise ConnectTimeoutError(
-                conn, f"Connection to {conn.host} timed out. (connect timeout={conn.timeout})"
-            ) from exc
-        raise NewConnectionError(conn, f"Failed to establish a new connection: {reason}") from exc
+        raise _connect_failed(conn, reason) from exc
+
+
+def _direct_connect(conn: Any, exchange: _Exchange) -> socket.socket:
+    """A new connection for ``conn``, as urllib3's ``_new_conn`` makes it
+    (``create_connection``), with each socket given to ``exchange`` before it connects.
+
+    urllib3 hands the socket over only once connected: a connect that got no answer
+    (the address blackholed, a listener whose backlog is full) ran its whole connect
+    timeout, request_timeout, past the close's deadline (30 s against a 2 s
+    shutdown_timeout), with no socket ``_Exchange.cut`` could end. Errors are raised as
+    urllib3 raises them."""
+    from urllib3.exceptions import LocationParseError  # noqa: PLC0415
+    from urllib3.util.connection import allowed_gai_family  # noqa: PLC0415
+
+    host = conn._dns_host
+    if host.startswith("["):
+        host = host.strip("[]")
+    try:
+        host.encode("idna")
+    except UnicodeError:
+        raise LocationParseError(f"'{host}', label empty or too long") from None
+    failure: OSError = OSError("getaddrinfo returns an empty list")
+    try:
+        for family, kind, proto, _, address in socket.getaddrinfo(
+            host, conn.port, allowed_gai_family(), socket.SOCK_STREAM
+        ):
+            sock = socket.socket(family, kind, proto)
+            try:
+                _prepare(conn, sock)
+                _connect_held(exchange, sock, address)
+            except OSError as exc:
+                failure = exc
+                sock.close()
+                if exchange.expired:
+                    break  # the deadline passed: no other address either
+            else:
+                sys.audit("http.client.connect", conn, conn.host, conn.port)
+                return sock
+        raise failure
+    except OSError as exc:
+        raise _connect_failed(conn, exc) from exc
+
+
+def _prepare(conn: Any, sock: socket.socket) -> None:
+    """``conn``'s socket options, connect timeout and source address, set on ``sock``."""
+    for option in conn.socket_options or ():
+        sock.setsockopt(*option)
+    if isinstance(conn.timeout, (int, float)):
+        sock.settimeout(conn.timeout)
+    if conn.source_address:
+        sock.bind(conn.source_address)
+
+
+def _connect_held(exchange: _Exchange | None, sock: socket.socket, address: Any) -> None:
+    """``sock.connect(address)`` (for a SOCKS socket, the proxy's handshake too) with
+    ``sock`` held by ``exchange`` meanwhile: its cut ends the connect (on Linux a
+    shutdown aborts one in progress), and once connected it keeps a duplicate."""
+    if exchange is None:
+        sock.connect(address)
+        return
+    exchange.opening = sock
+    try:
+        # After ``opening`` is set: a cut either sees the socket or is seen here.
+        if exchange.expired:
+            raise TimeoutError("the request's deadline passed")
+        sock.connect(address)
+        exchange.hold(sock)  # before ``opening`` lets go of it
+    finally:
+        exchange.opening = None
+
+
+def _connect_failed(conn: Any, reason: BaseException) -> Exception:
+    """The urllib3 error its own ``_new_conn`` raises for a connect that failed so."""
+    from urllib3 import exceptions  # noqa: PLC0415
+
+    if isinstance(reason, socket.gaierror):
+        # NameResolutionError from urllib3 2 on (a NewConnectionError, as 1.26 raises)
+        resolution = getattr(exceptions, "NameResolutionError", None)
+        if resolution is not None:
+            error: Exception = resolution(conn.host, conn, reason)
+            return error
+    if isinstance(reason, TimeoutError):
+        return exceptions.ConnectTimeoutError(
+            conn, f"Connection to {conn.host} timed out. (connect timeout={conn.timeout})"
+        )
+    return exceptions.NewConnectionError(conn, f"Failed to establish a new connection: {reason}")
 
 
 @functools.cache  # made once, the same for every transport
@@ -783,6 +849,8 @@ class HTTPTransport:
         # loop per variable). We keep its answer until os.environ changes.
         self._environ_seen: dict[bytes, bytes] | None = None
         self._exchange: _Exchange | None = None
+        #: A deadline ``hurry`` gave with no exchange to hurry: the next one ends by it.
+        self._hurry_by = float("inf")
         self._watchdog = _Watchdog()
         self._environ_settings: dict[str, Any] = {}
 
@@ -809,6 +877,12 @@ class HTTPTransport:
         session = self._session
         started = time.monotonic()
         exchange = self._exchange = _current.exchange = _Exchange(started + timeout)
+        # Taken after ``_exchange`` was written, as ``hurry`` writes ``_hurry_by`` before
+        # it reads ``_exchange``: a close that began after the sender chose this request's
+        # timeout, before the exchange was there to hurry, still cuts it at its deadline.
+        # Taken once: a later request's timeout was chosen knowing of the close.
+        hurried, self._hurry_by = self._hurry_by, float("inf")
+        exchange.hurry(hurried)
         self._watchdog.watch(exchange)
         response = None
         try:
@@ -881,12 +955,15 @@ class HTTPTransport:
         return {**settings, "proxies": dict(settings["proxies"])}
 
     def hurry(self, deadline: float) -> None:
-        """End the request in flight by ``deadline`` (monotonic) at the latest."""
+        """End the request in flight (or the one about to be made) by ``deadline``
+        (monotonic) at the latest."""
+        self._hurry_by = min(self._hurry_by, deadline)
         exchange = self._exchange
         if exchange is not None:
             exchange.hurry(deadline)
 
     def close(self) -> None:
+        self._hurry_by = float("inf")  # the close it came from is over with its sender
         self._watchdog.stop()
         try:
             self._session.close()

@@ -118,3 +118,60 @@ def bad_server(kind: str) -> Iterator[_Server]:
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+class Blackhole:
+    """A loopback port whose connects get no answer, as a blackholed address's: a
+    listener that never accepts, its accept queue filled by connects of its own. Linux
+    then drops every SYN to it, and a client's connect() hangs until its own timeout
+    (or until its socket is shut down)."""
+
+    def __init__(self) -> None:
+        self._listener = socket.socket()
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(0)  # an accept queue of one
+        self.port: int = self._listener.getsockname()[1]
+        self._fillers: list[socket.socket] = []
+        for _ in range(3):  # one fills the queue; the others hang as the client's will
+            filler = socket.socket()
+            filler.setblocking(False)
+            try:
+                filler.connect(("127.0.0.1", self.port))
+            except BlockingIOError:
+                pass
+            self._fillers.append(filler)
+        self._ours = {filler.getsockname()[1] for filler in self._fillers}
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/logs/ingest"
+
+    def connecting(self) -> int:
+        """How many connects to this port, not the fillers', are waiting for an answer
+        (in SYN_SENT, as /proc/net/tcp lists them)."""
+        count = 0
+        with open("/proc/net/tcp") as table:
+            for row in table.readlines()[1:]:
+                fields = row.split()
+                local, remote, state = fields[1], fields[2], fields[3]
+                if (
+                    state == "02"  # SYN_SENT
+                    and int(remote.split(":")[1], 16) == self.port
+                    and int(local.split(":")[1], 16) not in self._ours
+                ):
+                    count += 1
+        return count
+
+    def close(self) -> None:
+        for sock in (*self._fillers, self._listener):
+            sock.close()
+
+
+@contextmanager
+def blackhole() -> Iterator[Blackhole]:
+    """A ``Blackhole`` (Linux only: it reads /proc/net/tcp); closed on exit."""
+    hole = Blackhole()
+    try:
+        yield hole
+    finally:
+        hole.close()
