@@ -271,9 +271,11 @@ CREDENTIAL_PATTERNS: dict[str, str] = {
     # too many other things to judge ("scp -P 22", "grep -P 're'", "rsync -P a b");
     # after "-U" it is still not a port ("-P 3306") nor a "name=value" (psql's
     # "-U app -P pager=off").
-    # (A quote before "pass:" is the value's: "-passout 'pass:p w'".)
+    # (A quote before "pass:" is the value's: "-passout 'pass:p w'". At most 4 words
+    # between the user and "-P": each "-U" reads a few words on, not 256 characters.)
     "cli_password": r"""-(?<![^\s"'=]-)(?:pw[ \t]{1,3}|pass(?:in|out)?[ \t]{1,3}(?P<q>["'])?pass:"""
-    r"""|U[ \t]{1,3}[^\s"'-][^\s"']{0,127}[^\r\n;|&]{0,256}?(?<=[\s"'])-P[ \t]{1,3}"""
+    r"""|U[ \t]{1,3}["']?[^\s"'-][^\s"']{0,127}["']?(?:[ \t]{1,3}[^\s;|&]{1,64}){0,4}?"""
+    r"""[ \t]{1,3}-P[ \t]{1,3}"""
     r"""(?!\d{1,5}(?![^\s"'])|[A-Za-z_]{1,32}=[^\s"']))"""
     r"""(?P<v>(?(q)[^"'\r\n]{1,4096}"""
     r"""|(?:"[^"\r\n]{1,4096}"?|'[^'\r\n]{1,4096}'?|[^\s"'-][^\s"']{0,4095})))""",
@@ -876,8 +878,16 @@ class _Patterns:
     def _blocks(self, text: str, backwards: str, regex: re.Pattern[str], spans: list[Span]) -> None:
         """Each YAML block under a key that names a secret (the yaml_block pattern):
         its key read back from the ":" and judged as at a plain separator."""
+        found = list(regex.finditer(text))
+        if len(found) > _BLOCKS_CHECKED_ONE_BY_ONE and not any(
+            # (Many ":" ending lines: first whether any key before a ":" names a
+            # secret at all, in one scan, not one Python step for each.)
+            self._is_secret(_key_name(key[::-1]))
+            for key in set(_COLON_KEY_REVERSED.findall(backwards))
+        ):
+            return
         reach = 0
-        for m in regex.finditer(text):
+        for m in found:
             if m.start() < reach:
                 continue  # (inside a block found already: "secret:\n  token:\n    x")
             key_start = _block_key(
@@ -1222,6 +1232,7 @@ def _block_key(
     return len(text) - read.end()
 
 
+_BLOCKS_CHECKED_ONE_BY_ONE = 16
 # A line under a YAML key: its indentation, and the rest of it.
 _BLOCK_LINE = re.compile(r"\r?\n([ \t]*)([^\r\n]*)")
 
