@@ -1328,7 +1328,7 @@ _NEEDS: dict[str, tuple[str, ...]] = {
     "cli_password": ("-pw", "-pass", "-U"),
     "aws_secret_option": ("_access_key", "_ACCESS_KEY"),
     "aws_secret_before": ("AKIA", "ASIA"),
-    "yaml_block": (":",),
+    "yaml_block": ("\n",),  # (fewer messages have a line break than a ":")
     "cli_option": ("--",),
     "mysql_password": ("mysql", "mariadb"),
     "webhook_url": ("hooks.slack.com/", "/webhook"),
