@@ -1222,17 +1222,27 @@ def _block_key(
     quoted_only: Callable[[str], bool],
 ) -> int:
     """Where the key before the ":" at ``text[colon]`` starts, if it names a secret
-    (judged as at a plain separator: a bare short name does not count); else -1."""
+    (judged as at a plain separator: a bare short name does not count) and starts
+    its line; else -1."""
     read = _SEPARATOR_KEY_REVERSED.match(backwards, len(text) - 1 - colon)
     if read is None:
         return -1
     name = _key_name(read[2][::-1])
     if not is_secret(name) or name.endswith(_NOT_KEYS) or (not read[1] and quoted_only(name)):
         return -1
-    return len(text) - read.end()
+    # A YAML key starts its line (after its indentation and any "- " of a list; a
+    # quoted one at its quote): not code's "if signature:" or "for token in tokens:"
+    # and the block under it.
+    line_start = _LINE_START_REVERSED.match(backwards, read.end())
+    if line_start is None:
+        return -1
+    return len(text) - read.end() - len(line_start[1])
 
 
 _BLOCKS_CHECKED_ONE_BY_ONE = 16
+# What may stand before a YAML key on its line, read back: indentation and list
+# items' "- ", then the line's start.
+_LINE_START_REVERSED = re.compile(r"""(["']?)(?:[ \t]|-(?=[ \t\n]|\Z))*(?:\n|\Z)""")
 # A line under a YAML key: its indentation, and the rest of it.
 _BLOCK_LINE = re.compile(r"\r?\n([ \t]*)([^\r\n]*)")
 

@@ -123,6 +123,8 @@ SHAPES = [
     ("- api_token: |+\n    s3cret\n- user: bob",
      "- api_token: [REDACTED]\n    [REDACTED]\n- user: bob"),
     ("secret:\n  s3cret\nuser: bob", "secret:\n  [REDACTED]\nuser: bob"),
+    ("cfg:\n- x: 1\n- password: |\n    s3cret\n- y: 2",
+     "cfg:\n- x: 1\n- password: [REDACTED]\n    [REDACTED]\n- y: 2"),
     ("credentials:\n  user: admin\n  password: s3cret\nport: 5432",
      "credentials:\n  [REDACTED]\nport: 5432"),
     ('"password":\r\n  "s3cret"\r\n"user": "bob"', '"password":\r\n  [REDACTED]\r\n"user": "bob"'),
@@ -206,6 +208,9 @@ PLAIN = [
     # Options whose name holds a short one but is not it; YAML blocks under plain keys,
     # short names bare, and a traceback's colon.
     "cmd --pass-through x --no-pass host --bypass y",
+    # Code whose line holds a secret's name before a ":" and a block under it: a
+    # YAML key starts its line.
+    "if signature:\n    argspec = str(signature)\n  for token in tokens:\n    print(token)",
     'db:\n  host: x\npin:\n  1234\nTraceback (most recent call last):\n  File "a"',
 ]
 
