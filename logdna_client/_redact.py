@@ -196,9 +196,11 @@ CREDENTIAL_PATTERNS: dict[str, str] = {
     "connect_credentials": r"/(?<=[A-Za-z0-9_$#]/)(?P<v>[^\s/@\"'()\[\]{},;]{1,128})@"
     r"(?![vV]?\d|sha\d|[0-9a-f]{7,64}(?![A-Za-z0-9])"
     r"|[A-Z0-9-]{1,64}\.[A-Z0-9.-]{1,190}(?![A-Za-z0-9.-])"
-    # (nor a branch a GitHub Actions step or a package is pinned to: actions/checkout@main)
+    # (nor a branch a GitHub Actions step or a package is pinned to: actions/checkout@main,
+    # org/deploy@feature-x, o/r@fix/login: git-flow's and the forges' branch prefixes)
     r"|(?:main|master|develop|dev|trunk|HEAD|stable|latest|nightly|edge|canary)"
-    r"(?![A-Za-z0-9_.-])|releases?/)[A-Za-z(/]",
+    r"(?![A-Za-z0-9_.-])|(?:releases?|feature|feat|fix|bugfix|hotfix|chore|topic|refs)[/-])"
+    r"[A-Za-z(/]",
     # A command line's user:password (curl's, wget's "-u admin:pw", "-uadmin:pw",
     # "--user=admin:pw", "--proxy-user admin:pw"): the password goes. The user starts
     # with a letter ("docker run -u 1000:1000" is a uid and a gid), and the password
@@ -207,14 +209,15 @@ CREDENTIAL_PATTERNS: dict[str, str] = {
     r"""(?P<u>[A-Za-z][^\s:"'/@]{0,127}):(?!(?P=u)(?![^\s"']))(?P<v>[^\s"']{1,256})""",
     # A command line's secret option and its value: "--password pw", "--api-key pw",
     # "--token 'pw'" (the option's name judged as a bare "name:" key is: it ends with
-    # one of the longer names, Redactor._names_secret; "--auth-local peer" stays;
+    # one of the longer names, Redactor._names_secret, or is a short one whole:
+    # "--pass pw", sshpass's and others'; "--auth-local peer" stays;
     # "--password=pw" is a key=value). Not a value that starts with "-" (the next
     # option), nor after a name that ends in "s", "session" or "signature" (flags:
     # "--list-tokens", "--try-all-secrets", dbus's "--session", git's
     # "--show-signature"), nor a word of prose after an option named in text
     # ("--password is ...", "--passphrase with ...", "--password option").
     "cli_option": r"""--(?<![^\s"'(\[,]--)(?P<k>[A-Za-z][A-Za-z0-9_-]{0,62}[A-Za-z0-9])"""
-    r"""(?<![sS])(?<!ession)(?<!ESSION)(?<!ignature)[ \t]{1,3}"""
+    r"""(?:(?<![sS])|(?<=--pass)|(?<=--PASS))(?<!ession)(?<!ESSION)(?<!ignature)[ \t]{1,3}"""
     r"""(?!(?:is|are|was|were|be|to|for|and|or|in|on|at|with|when|if|the|a|an|which|that"""
     r"""|as|by|of|can|will|from|instead|also|not|no|must|may|should|does|do|has|have|had"""
     r"""|it|now|only|(?:option|flag|switch|argument|parameter|command)(?:e?s)?[.,;:)]?)"""
@@ -253,11 +256,45 @@ CREDENTIAL_PATTERNS: dict[str, str] = {
     # %22pw%22'), found from the "%3D" or "%3A": the key before it is read back and
     # judged as secret_kv judges its key (_encoded_values). A value runs to an encoded
     # space, quote, "&", ",", ";" or "#"; a quoted one (after "%22") to its "%22".
-    "encoded_kv": r"""%3(?:[Dd]|[Aa](?:%20|\+){0,3})(?:%22)?"""
-    r"""(?P<v>(?<=%22)(?:(?!%22)[^\s"'<>&]){1,4096}"""
-    r"""|(?<!%22)(?:[^\s%&"'<>;,#]|%(?!2[0236-7Cc]|3[Bb]|0[AaDd])[0-9A-Fa-f]{2}){1,4096})""",
+    # Encoded twice too ("password%253Dpw": a logged URL's query inside a redirect's
+    # parameter, "%25" the "%" encoded): each escape may be "%25" and its two digits;
+    # a value encoded once ends at a separator encoded twice (it is the inner query's).
+    "encoded_kv": r"""%(?:25)?3(?:[Dd]|[Aa](?:%(?:25)?20|\+){0,3})(?:%(?:25)?22)?"""
+    r"""(?P<v>(?:(?<=%22)|(?<=%2522))(?:(?!%(?:25)?22)[^\s"'<>&]){1,4096}"""
+    r"""|(?<!%22)(?:[^\s%&"'<>;,#]"""
+    r"""|%(?!(?:25)?(?:2[0236-7Cc]|3[Bb]|0[AaDd])|253[DdAa])[0-9A-Fa-f]{2}){1,4096})""",
     # Slack's tokens (xoxb-, xoxp-, xoxa- ...): what follows the prefix.
     "slack_token": r"xox(?<![A-Za-z0-9_]xox)[abposr]-(?P<v>[A-Za-z0-9-]{10,255})",
+    # A command line's password option that cli_option's long names miss: PuTTY's
+    # "plink -pw pw", OpenSSL's "-passin pass:pw" ("-passout", "-pass"), and "-P pw"
+    # after a "-U user" (sqlcmd's, bcp's, ipmitool's "-U sa -P pw"). "-P" alone is
+    # too many other things to judge ("scp -P 22", "grep -P 're'", "rsync -P a b");
+    # after "-U" it is still not a port ("-P 3306") nor a "name=value" (psql's
+    # "-U app -P pager=off").
+    # (A quote before "pass:" is the value's: "-passout 'pass:p w'". At most 4 words
+    # between the user and "-P": each "-U" reads a few words on, not 256 characters.)
+    "cli_password": r"""-(?<![^\s"'=]-)(?:pw[ \t]{1,3}|pass(?:in|out)?[ \t]{1,3}(?P<q>["'])?pass:"""
+    r"""|U[ \t]{1,3}["']?[^\s"'-][^\s"']{0,127}["']?(?:[ \t]{1,3}[^\s;|&]{1,64}){0,4}?"""
+    r"""[ \t]{1,3}-P[ \t]{1,3}"""
+    r"""(?!\d{1,5}(?![^\s"'])|[A-Za-z_]{1,32}=[^\s"']))"""
+    r"""(?P<v>(?(q)[^"'\r\n]{1,4096}"""
+    r"""|(?:"[^"\r\n]{1,4096}"?|'[^'\r\n]{1,4096}'?|[^\s"'-][^\s"']{0,4095})))""",
+    # An AWS secret access key after its name and a space, not "=": "aws configure set
+    # aws_secret_access_key wJalr...", csh's "setenv AWS_SECRET_ACCESS_KEY wJalr...".
+    "aws_secret_option": r"_(?:key(?<=secret_access_key)|KEY(?<=SECRET_ACCESS_KEY))"
+    r"""[ \t]{1,3}["']?(?P<v>[A-Za-z0-9/+]{40})(?![A-Za-z0-9/+=])""",
+    # An AWS secret access key logged before its access key id in the same line
+    # ("wJalr... AKIA..."): found from the key id, as aws_secret is, and read back
+    # (_AWS_SECRET_BEFORE_REVERSED): the same 40 characters, at most 128 before it.
+    "aws_secret_before": r"A(?<![A-Za-z0-9]A)(?:KIA|SIA)[A-Z0-9]{16}(?![A-Za-z0-9])",
+    # A secret key's YAML block, logged as one message: a block scalar ("password: |"
+    # or ">-" and the lines under it), a plain value on the next lines ("secret:\n
+    # s3cret") or a nested mapping ("credentials:\n  user: a\n  token: b", replaced
+    # whole, as under such a key in meta). Found from a ":" that ends its line before
+    # an indented one; the key before it is read back and judged as secret_kv's, and
+    # the block is the lines indented deeper than the key (_block_span).
+    "yaml_block": r""":[ \t]{0,3}(?:[|>][-+1-9]{0,2}[ \t]{0,3})?(?:#[^\r\n]{0,256})?"""
+    r"(?=\r?\n[ \t])",
 }
 
 #: Ready-made text patterns for PHI, off by default: name them in
@@ -299,19 +336,22 @@ PRESET_GROUPS: dict[str, tuple[str, ...]] = {
 # Every default credential pattern needs one of these in the text: ":" or "=" (headers,
 # key=value), "@" (URLs), "eyJ" (JWTs), an AWS key id's prefix, a PEM key's
 # "-----BEGIN", a GitHub, Stripe or Slack token's prefix, a long option ("--password
-# pw") or "-p" (MySQL's), a chat webhook's path, a URL-encoded separator ("%3D",
-# "%3A"), an HTTP auth class's "Auth(". Text without any skips the patterns;
-# _speedups.c has the same test (needs_redaction), kept equal by tests.
+# pw"), "-p" (MySQL's, "-pw", "-passin") or "-U" (before "-P pw"), an AWS secret
+# key's name ("aws_secret_access_key wJalr..."), a chat webhook's path, a URL-encoded
+# separator ("%3D", "%3A", or encoded twice: "%253D"), an HTTP auth class's "Auth(".
+# Text without any skips the patterns; _speedups.c has the same test
+# (needs_redaction), kept equal by tests.
 TRIGGER = re.compile(
     r"[:=@]|eyJ|A(?:KIA|SIA|BIA|CCA|GPA|IDA|ROA|IPA|NPA|NVA|PKA)|Auth\("
-    r"|-----BEGIN|gh[pousr]_|github_pat_|[rs]k_(?:live|test)_|xox[abposr]-|--[A-Za-z]|-p"
-    r"|hooks\.slack\.com/|/webhook|%3[ADad]"
+    r"|-----BEGIN|gh[pousr]_|github_pat_|[rs]k_(?:live|test)_|xox[abposr]-|--[A-Za-z]|-p|-U"
+    r"|_access_key|_ACCESS_KEY"
+    r"|hooks\.slack\.com/|/webhook|%(?:25)?3[ADad]"
 )
 _AWS_PREFIX = re.compile(r"A(?:KIA|SIA|BIA|CCA|GPA|IDA|ROA|IPA|NPA|NVA|PKA)")
 _STRIPE_MARK = re.compile(r"[rs]k_(?:live|test)_")
 _SLACK_MARK = re.compile(r"xox[abposr]-")
 _OPTION_MARK = re.compile(r"--[A-Za-z]")
-_ENCODED_MARK = re.compile(r"%3[ADad]")
+_ENCODED_MARK = re.compile(r"%(?:25)?3[ADad]")
 
 
 def has_trigger(text: str) -> bool:
@@ -329,14 +369,15 @@ def _marked(text: str) -> bool:
         or ("A" in text and (_AWS_PREFIX.search(text) is not None or "Auth(" in text))
         or (("-" in text or "_" in text) and _dash_mark(text))
         or ("/" in text and ("/webhook" in text or "hooks.slack.com/" in text))
-        or ("%3" in text and _ENCODED_MARK.search(text) is not None)
+        or (("%3" in text or "%25" in text) and _ENCODED_MARK.search(text) is not None)
     )
 
 
 def _dash_mark(text: str) -> bool:
     """Whether ``text`` (which holds a "-" or a "_") holds a PEM key's BEGIN, a
-    GitHub, Stripe or Slack token's prefix, a long option or "-p": substring tests
-    first (a regex call costs a few hundred ns on a log message)."""
+    GitHub, Stripe or Slack token's prefix, a long option, "-p", "-U" or an AWS
+    secret key's name: substring tests first (a regex call costs a few hundred ns
+    on a log message)."""
     return (
         "-----BEGIN" in text
         or ("gh" in text and ("ghp_" in text or "gho_" in text or "ghu_" in text
@@ -345,6 +386,9 @@ def _dash_mark(text: str) -> bool:
         or (("k_live_" in text or "k_test_" in text) and _STRIPE_MARK.search(text) is not None)
         or ("xox" in text and _SLACK_MARK.search(text) is not None)
         or "-p" in text
+        or "-U" in text
+        or "_access_key" in text
+        or "_ACCESS_KEY" in text
         or ("--" in text and _OPTION_MARK.search(text) is not None)
     )  # fmt: skip
 
@@ -514,7 +558,8 @@ _LOWER_FORMS: dict[str, dict[str, str]] = {
 Span = tuple[int, int]
 
 # What a rule is, for _Patterns.sub: how its matches become spans.
-_WHOLE, _VALUE, _WORDS_FIRST, _KEY_VALUE, _EMAIL, _DIGITS, _USER_AT, _OPTION, _ENCODED = range(9)
+(_WHOLE, _VALUE, _WORDS_FIRST, _KEY_VALUE, _EMAIL, _DIGITS, _USER_AT, _OPTION, _ENCODED,
+ _SECRET_BEFORE, _BLOCK) = range(11)  # fmt: skip
 # (kind, literals one of which every match holds, regex, its other forms, _RUN_ON's)
 _Rule = tuple[int, tuple[str, ...], re.Pattern[str], Any, "tuple[int, re.Pattern[str]] | None"]
 
@@ -604,6 +649,10 @@ class _Patterns:
                 kind = _OPTION
             elif name == "encoded_kv":
                 kind = _ENCODED
+            elif name == "aws_secret_before":
+                kind = _SECRET_BEFORE
+            elif name == "yaml_block":
+                kind = _BLOCK
             elif name in _LOWER_FORMS:
                 kind = _WORDS_FIRST
             else:
@@ -678,11 +727,24 @@ class _Patterns:
             elif kind == _OPTION:
                 # (The option's name judged as a bare "name:" key is: "--api-key",
                 # "--db-password"; not "--auth-local", "--pin-version".)
-                spans += [m.span("v") for m in regex.finditer(text) if self._names_secret(m["k"])]
+                names_secret = self._names_secret
+                spans += [
+                    m.span("v")
+                    for m in regex.finditer(text)
+                    if _option_names_secret(m["k"], names_secret)
+                ]
             elif kind == _ENCODED:
                 if backwards is None:
                     backwards = text[::-1]
                 self._encoded_values(text, backwards, regex, spans)
+            elif kind == _SECRET_BEFORE:
+                if backwards is None:
+                    backwards = text[::-1]
+                _secrets_before(text, backwards, regex, spans)
+            elif kind == _BLOCK:
+                if backwards is None:
+                    backwards = text[::-1]
+                self._blocks(text, backwards, regex, spans)
             else:  # _USER_AT
                 if backwards is None:
                     backwards = text[::-1]
@@ -806,14 +868,37 @@ class _Patterns:
             read = _ENCODED_KEY_REVERSED.match(backwards, end - m.start())
             if read is None:
                 continue
-            name = read[2][::-1]
-            if read[3] and len(name) > 2:
-                name = name[2:]  # (after another escape: "%3Fpassword%3D", "%5Bpin%5D%3D")
+            name = _encoded_key(text, m.start(), read)
             if not self._is_secret(name) or name.endswith(_NOT_KEYS):
                 continue
-            if text[m.start() + 2] in "Aa" and not read[1] and self._quoted_only_for(name):
+            if _encoded_colon(text, m.start()) and not read[1] and self._quoted_only_for(name):
                 continue  # (a bare "pin%3A": as a bare "pin:")
             spans.append(m.span("v"))
+
+    def _blocks(self, text: str, backwards: str, regex: re.Pattern[str], spans: list[Span]) -> None:
+        """Each YAML block under a key that names a secret (the yaml_block pattern):
+        its key read back from the ":" and judged as at a plain separator."""
+        found = list(regex.finditer(text))
+        if len(found) > _BLOCKS_CHECKED_ONE_BY_ONE and not any(
+            # (Many ":" ending lines: first whether any key before a ":" names a
+            # secret at all, in one scan, not one Python step for each.)
+            self._is_secret(_key_name(key[::-1]))
+            for key in set(_COLON_KEY_REVERSED.findall(backwards))
+        ):
+            return
+        reach = 0
+        for m in found:
+            if m.start() < reach:
+                continue  # (inside a block found already: "secret:\n  token:\n    x")
+            key_start = _block_key(
+                text, backwards, m.start(), self._is_secret, self._quoted_only_for
+            )
+            if key_start < 0:
+                continue
+            span = _block_span(text, key_start, m.end())
+            if span is not None:
+                spans.append(span)
+                reach = span[1]
 
     def _quoted_only_for(self, name: str) -> bool:
         """Whether a key counts only quoted or before "=", not as a bare "name:".
@@ -1092,6 +1177,94 @@ def _emails(text: str, backwards: str, regex: re.Pattern[str], spans: list[Span]
             spans.append((end - local.end(), m.end()))
 
 
+def _option_names_secret(name: str, names_secret: Callable[[str], bool]) -> bool:
+    """Whether a long option's name says its value is a secret (cli_option): it ends
+    with one of the longer names ("--api-key", "--db-password"; not "--auth-local"),
+    or it is a short one whole ("--pass pw", "--pwd pw"; not "--pass-through")."""
+    return name.lower() in _SECRET_OPTIONS or names_secret(name)
+
+
+#: Short names that name a secret as a whole long option (see _option_names_secret).
+_SECRET_OPTIONS = frozenset({"pass", "pw", "pwd"})
+
+#: A 40-character AWS secret access key before its key id, read back on the reversed
+#: text from the key id's "A": up to 128 characters and one that is not base64 (or
+#: a "/"), then the key (aws_secret's, reversed): both cases and a digit, "/" or "+".
+_AWS_SECRET_BEFORE_REVERSED = re.compile(
+    r"(?:[^\r\n]{0,128}?[^A-Za-z0-9/+=\r\n]|/)"
+    r"(?P<v>(?=[A-Za-z0-9/+]{0,39}[a-z])(?=[A-Za-z0-9/+]{0,39}[A-Z])"
+    r"(?=[A-Za-z0-9/+]{0,39}[0-9/+])[A-Za-z0-9/+]{40})(?![A-Za-z0-9/+])"
+)
+
+
+def _secret_before(backwards: str, at: int) -> Span | None:
+    """The span of an AWS secret access key logged before the key id at ``at``."""
+    end = len(backwards)
+    found = _AWS_SECRET_BEFORE_REVERSED.match(backwards, end - at)
+    if found is None:
+        return None
+    return end - found.end("v"), end - found.start("v")
+
+
+def _secrets_before(text: str, backwards: str, regex: re.Pattern[str], spans: list[Span]) -> None:
+    """Each AWS secret access key logged before its key id (aws_secret_before)."""
+    for m in regex.finditer(text):
+        span = _secret_before(backwards, m.start())
+        if span is not None:
+            spans.append(span)
+
+
+def _block_key(
+    text: str,
+    backwards: str,
+    colon: int,
+    is_secret: Callable[[str], bool],
+    quoted_only: Callable[[str], bool],
+) -> int:
+    """Where the key before the ":" at ``text[colon]`` starts, if it names a secret
+    (judged as at a plain separator: a bare short name does not count) and starts
+    its line; else -1."""
+    read = _SEPARATOR_KEY_REVERSED.match(backwards, len(text) - 1 - colon)
+    if read is None:
+        return -1
+    name = _key_name(read[2][::-1])
+    if not is_secret(name) or name.endswith(_NOT_KEYS) or (not read[1] and quoted_only(name)):
+        return -1
+    # A YAML key starts its line (after its indentation and any "- " of a list; a
+    # quoted one at its quote): not code's "if signature:" or "for token in tokens:"
+    # and the block under it.
+    line_start = _LINE_START_REVERSED.match(backwards, read.end())
+    if line_start is None:
+        return -1
+    return len(text) - read.end() - len(line_start[1])
+
+
+_BLOCKS_CHECKED_ONE_BY_ONE = 16
+# What may stand before a YAML key on its line, read back: indentation and list
+# items' "- ", then the line's start.
+_LINE_START_REVERSED = re.compile(r"""(["']?)(?:[ \t]|-(?=[ \t\n]|\Z))*(?:\n|\Z)""")
+# A line under a YAML key: its indentation, and the rest of it.
+_BLOCK_LINE = re.compile(r"\r?\n([ \t]*)([^\r\n]*)")
+
+
+def _block_span(text: str, key_start: int, after: int) -> Span | None:
+    """The lines after ``text[after]`` (a line break) indented deeper than the key at
+    ``key_start`` (blank lines among them too), from the first one's text to the
+    last one's end; None when there is none."""
+    column = key_start - text.rfind("\n", 0, key_start) - 1
+    start = end = -1
+    line = _BLOCK_LINE.match(text, after)
+    while line is not None:
+        if line[2]:
+            if len(line[1]) <= column:
+                break
+            if start < 0:
+                start = line.start(2)
+            end = line.end()
+        line = _BLOCK_LINE.match(text, line.end())
+    return None if start < 0 else (start, end)
+
+
 def _connect_passwords(
     text: str, backwards: str, regex: re.Pattern[str], spans: list[Span]
 ) -> None:
@@ -1113,6 +1286,29 @@ _ORACLE_USER_REVERSED = re.compile(r"[A-Za-z0-9_$#]{0,29}[A-Za-z](?![A-Za-z0-9_$
 #: quote or closing bracket ("%22", "%5D"), the key, and the "%" of an escape right
 #: before it, if any (its two hex digits are then no part of the key).
 _ENCODED_KEY_REVERSED = re.compile(r"(22%)?(?:D5%)?([A-Za-z0-9_.-]{1,64})(%?)")
+
+
+def _encoded_twice(text: str, at: int) -> bool:
+    """Whether the encoded separator at ``text[at]`` is encoded twice ("%253D")."""
+    return text[at + 1] == "2"
+
+
+def _encoded_colon(text: str, at: int) -> bool:
+    """Whether the encoded separator at ``text[at]`` is a ":" ("%3A", "%253A")."""
+    return text[at + (4 if _encoded_twice(text, at) else 2)] in "Aa"
+
+
+def _encoded_key(text: str, at: int, read: re.Match[str]) -> str:
+    """The key before the encoded separator at ``text[at]``, from its read-back
+    (``_ENCODED_KEY_REVERSED``): without the hex digits of an escape before it
+    ("%3Fpassword%3D", "%5Bpin%5D%3D"), nor, when the separator is encoded twice,
+    that escape's own ("%253Fpassword%253D")."""
+    name: str = read[2][::-1]
+    if read[3] and len(name) > 2:
+        cut = 4 if name[:2] == "25" and len(name) > 4 and _encoded_twice(text, at) else 2
+        name = name[cut:]
+    return name
+
 
 # Keys before a separator, read back on the reversed text (_SEPARATOR_KEY_REVERSED
 # with only the key captured, one regex for each separator: a literal first is
@@ -1139,13 +1335,17 @@ _NEEDS: dict[str, tuple[str, ...]] = {
     "private_key": ("-----BEGIN",),
     "connect_credentials": ("@",),
     "cli_credentials": ("-u", "-proxy-user"),
+    "cli_password": ("-pw", "-pass", "-U"),
+    "aws_secret_option": ("_access_key", "_ACCESS_KEY"),
+    "aws_secret_before": ("AKIA", "ASIA"),
+    "yaml_block": ("\n",),  # (fewer messages have a line break than a ":")
     "cli_option": ("--",),
     "mysql_password": ("mysql", "mariadb"),
     "webhook_url": ("hooks.slack.com/", "/webhook"),
     "url_token": ("://",),
     "aws_secret": ("AKIA", "ASIA"),
     "auth_call": ("Auth(",),
-    "encoded_kv": ("%3",),
+    "encoded_kv": ("%3", "%253"),
     "service_token": ("_",),
     "slack_token": ("xox",),
     "email": ("@",),

@@ -412,8 +412,9 @@ literal_at(int kind, const void *data, Py_ssize_t at, Py_ssize_t n, const char *
 
 /* Whether the '-' or '_' at ``text[i]`` is part of a mark _redact._dash_mark finds: a
  * PEM key's "-----BEGIN", a service token's prefix ("ghp_", "github_pat_", "xoxb-",
- * "sk_live_"), a long option or "-p"; or a command line's user option ("-u"), whose
- * value the Python redactor judges (text with one has a ':' for has_trigger). */
+ * "sk_live_"), a long option, "-p", "-U" (before "-P pw") or an AWS secret key's
+ * name ("_access_key"); or a command line's user option ("-u"), whose value the
+ * Python redactor judges (text with one has a ':' for has_trigger). */
 static int
 dash_mark(int kind, const void *data, Py_ssize_t i, Py_ssize_t n)
 {
@@ -424,14 +425,15 @@ dash_mark(int kind, const void *data, Py_ssize_t i, Py_ssize_t n)
         }
         /* A command line's "-u user:pw", "--user", "--proxy-user" (cli_credentials):
            its ':' is after a user name the redactor may have found plain; any other
-           long option ("--password pw": cli_option judges its name) and "-p" (MySQL's
-           "-ppw": mysql_password). (After any character but a letter or digit: the
-           patterns' space, quote or '=' among them, Unicode spaces too.) */
+           long option ("--password pw": cli_option judges its name), "-p" (MySQL's
+           "-ppw": mysql_password; "-pw pw", "-passin pass:pw") and "-U" (sqlcmd's
+           "-U sa -P pw": cli_password). (After any character but a letter or digit:
+           the patterns' space, quote or '=' among them, Unicode spaces too.) */
         c = i > 0 ? PyUnicode_READ(kind, data, i - 1) : ' ';
         if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) &&
             i + 1 < n) {
             c = PyUnicode_READ(kind, data, i + 1);
-            if (c == 'u' || c == 'p') {
+            if (c == 'u' || c == 'p' || c == 'U') {
                 return 1;
             }
             if (c == '-' && i + 2 < n) {
@@ -451,6 +453,11 @@ dash_mark(int kind, const void *data, Py_ssize_t i, Py_ssize_t n)
         return 1;
     }
     if (i >= 6 && literal_at(kind, data, i - 6, n, "github_pat_")) {
+        return 1;
+    }
+    /* "aws_secret_access_key wJalr..." (aws_secret_option): its name's "_" before
+       "access_key", where no ':' or '=' may follow. */
+    if (literal_at(kind, data, i, n, "_access_key") || literal_at(kind, data, i, n, "_ACCESS_KEY")) {
         return 1;
     }
     c = i >= 2 ? PyUnicode_READ(kind, data, i - 2) : 0;
@@ -499,12 +506,20 @@ needs_redaction(Handle *self, int kind, const void *data, Py_ssize_t n)
         else if ((c == '-' || c == '_') && dash_mark(kind, data, i, n)) {
             return 1;
         }
-        /* A URL-encoded separator ("password%3Dpw", "%3A"), an HTTP auth class's
-           "Auth(" (auth_call), a chat webhook's path (webhook_url). */
-        else if (c == '%' && i + 2 < n && PyUnicode_READ(kind, data, i + 1) == '3' &&
-                 ((c = PyUnicode_READ(kind, data, i + 2)) == 'D' || c == 'd' || c == 'A' ||
-                  c == 'a')) {
-            return 1;
+        /* A URL-encoded separator ("password%3Dpw", "%3A"; encoded twice: "%253D"),
+           an HTTP auth class's "Auth(" (auth_call), a chat webhook's path
+           (webhook_url). */
+        else if (c == '%' && i + 2 < n) {
+            Py_ssize_t at = i + 1;
+            if (PyUnicode_READ(kind, data, at) == '2' && i + 4 < n &&
+                PyUnicode_READ(kind, data, at + 1) == '5') {
+                at += 2;
+            }
+            if (PyUnicode_READ(kind, data, at) == '3' &&
+                ((c = PyUnicode_READ(kind, data, at + 1)) == 'D' || c == 'd' || c == 'A' ||
+                 c == 'a')) {
+                return 1;
+            }
         }
         else if (c == '(' && i >= 4 && literal_at(kind, data, i - 4, n, "Auth")) {
             return 1;

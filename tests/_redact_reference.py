@@ -20,7 +20,12 @@ from logdna_client._redact import (
     _TUPLE_UNIT,
     MARKER,
     PRESET_PATTERNS,
+    _block_key,
+    _block_span,
+    _encoded_key,
+    _option_names_secret,
     _redacted_already,
+    _secret_before,
 )
 
 _NOT_KEYS = ("Error", "Exception", "Warning")
@@ -183,19 +188,37 @@ class ReferencePatterns:
                 read = _ENCODED_KEY_REVERSED.match(behind.of(text), len(text) - m.start())
                 if read is None:
                     return None
-                key = read.group(2)[::-1]
-                if read.group(3) and len(key) > 2:
-                    key = key[2:]  # (the hex digits of an escape before it)
+                key = _encoded_key(text, m.start(), read)
                 if not self._is_secret(key) or key.endswith(_NOT_KEYS):
                     return None
-                bare_colon = m.group().lower().startswith("%3a") and not read.group(1)
+                bare_colon = m.group().lower().startswith(("%3a", "%253a")) and not read.group(1)
                 if bare_colon and not self._names_secret(key):  # (as a bare "key:")
                     return None
                 return m.span("v")
 
             return encoded
         if name == "cli_option":
-            return lambda m: m.span("v") if self._names_secret(m.group("k")) else None
+            names_secret = self._names_secret
+            return lambda m: (
+                m.span("v") if _option_names_secret(m.group("k"), names_secret) else None
+            )
+        if name == "aws_secret_before":
+            ahead = _Backwards()
+            return lambda m: _secret_before(ahead.of(m.string), m.start())
+        if name == "yaml_block":
+            above = _Backwards()
+
+            def block(m: re.Match[str]) -> Span | None:
+                # (Every match, even one inside a block found already: its span is
+                # inside that block's, and the merge joins them.)
+                text = m.string
+                key_start = _block_key(
+                    text, above.of(text), m.start(), self._is_secret,
+                    lambda key: not self._names_secret(key),
+                )  # fmt: skip
+                return None if key_start < 0 else _block_span(text, key_start, m.end())
+
+            return block
         if name == "digits":
 
             def digits(m: re.Match[str]) -> Span | None:
@@ -311,8 +334,6 @@ _WORDS: dict[str, tuple[str, ...]] = {
     "bearer": ("bearer",),
     "us_ssn_labelled": ("ssn", "social"),
 }
-
-
 
 
 def _at_words(

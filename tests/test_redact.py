@@ -477,13 +477,16 @@ class TestTextPatterns:
                     "scott/tiger@orcl", "curl -u a:b", "x --password pw",
                     "mysql -ppw", "hooks.slack.com/services/T0/B0/XXXXXXXX",
                     "https://" + "a1" * 10 + "@h", "AKIAIOSFODNN7EXAMPLE " + "aB1/" * 10,
-                    "HTTPBasicAuth('a', 'pw')", "password%3Dpw", "xoxb-1234567890"]  # fmt: skip
+                    "HTTPBasicAuth('a', 'pw')", "password%3Dpw", "xoxb-1234567890",
+                    "sqlcmd -U sa -P pw", "aws_secret_access_key " + "aB1/" * 10,
+                    "aB1/" * 10 + " AKIAIOSFODNN7EXAMPLE", "secret:\n  pw"]  # fmt: skip
         for name, example in zip(CREDENTIAL_PATTERNS, examples, strict=True):
             assert re.search(CREDENTIAL_PATTERNS[name], example), name
             assert TRIGGER.search(example), name
 
     @settings(max_examples=500, deadline=None)
-    @given(st.text(alphabet=st.sampled_from(list('ab:=@eyJAKISPNV x{}"é-_ghposkBEGIN%3Dd(ut/w')),
+    @given(st.text(alphabet=st.sampled_from(list('ab:=@eyJAKISPNV x{}"é-_ghposkBEGIN%3Dd(ut/w'
+                                                  "25UcCESY")),
                    max_size=40))  # fmt: skip
     def test_substring_tests_agree_with_the_trigger(self, text: str) -> None:
         """The cheap test the fast paths run answers as TRIGGER does, on text and on a

@@ -115,3 +115,29 @@ class TestValuesReadOnce:
             list(CREDENTIAL_PATTERNS), redactor.is_secret, redactor._names_secret
         )
         assert reference.sub(MARKER, text) == redacted
+
+
+class TestBlocksReadOnce:
+    @pytest.mark.parametrize(
+        "text",
+        [
+            # nested secret keys, each block inside the one before
+            "".join(" " * i + "secret:\n" for i in range(400)) + " " * 400 + "x",
+            # secret keys whose next line is not indented deeper: no block at all
+            " password:\n x\n" * 400,
+            # blank lines after each key, then a line that ends the block
+            ("token:\n" + "  \n" * 5 + "x: 1\n") * 200,
+        ],
+    )
+    def test_each_line_read_a_few_times(self, monkeypatch: pytest.MonkeyPatch, text: str) -> None:
+        """The lines under YAML keys are read once for each block that starts before
+        them, not once for each key inside a block found already."""
+        count = [0]
+        monkeypatch.setattr(_redact, "_BLOCK_LINE", _Counted(_redact._BLOCK_LINE, count))
+        redacted = Redactor().text(text)
+
+        assert count[0] <= 2 * len(text)
+        reference = ReferencePatterns(
+            list(CREDENTIAL_PATTERNS), Redactor().is_secret, Redactor()._names_secret
+        )
+        assert reference.sub(MARKER, text) == redacted

@@ -63,7 +63,13 @@ _PIECES = st.sampled_from(
      # digits, user/password@db, bytearray reprs, prefixed tokens, PEM keys)
      "('", "(1", "((", "token01", "session2", "Password", "/", "scott", "tiger@orcl",
      "bytearray(b'", "ghp_", "sk_live_", "xoxb-", "-----BEGIN PRIVATE KEY-----",
-     "-----END PRIVATE KEY-----", "a" * 12, "@v4", "@EXAMPLE.COM", "-u", "--user="]
+     "-----END PRIVATE KEY-----", "a" * 12, "@v4", "@EXAMPLE.COM", "-u", "--user=",
+     # (this round's: YAML blocks, "-U u -P pw", "-pw", "-passin pass:", "--pass", AWS
+     # secrets before their key id or after a space, values encoded twice, git refs)
+     "|", ">-", "\n  ", "\n    ", "secret:", "  credentials:", "- ", "-U ", "-P ", "-pw ",
+     "-passin pass:", "--pass ", "aws_secret_access_key ", "SECRET_ACCESS_KEY\t",
+     "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "AKIAIOSFODNN7EXAMPLE", "%253D", "%25",
+     "%2522", "%253A%2520", "%253F", "@feature-x", "@fix/y", "22"]
 )  # fmt: skip
 
 
@@ -129,6 +135,17 @@ EXAMPLES = [
     + " sk_live_"
     + "b" * 16
     + " -----BEGIN PRIVATE KEY-----",
+    # this round's: YAML blocks under secret keys (nested, blank lines, less indented
+    # lines ending them), command-line passwords, AWS secrets before their key id,
+    # URL-encoded separators encoded twice, git refs after "/name@"
+    "db:\n  password: |\n    a\n\n    b\n  user: x\nsecret:\n  token:\n    y\n  z\nw\n"
+    '- secret: >-\n   q\n pin:\n   1\n"password":\n  "v"\r\n  credentials: # c\n   k',
+    "sqlcmd -U sa -P pw -U u -P 22 -U v -P a=b -pw x -passin pass:y --pass z --pass-x q",
+    "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY AKIAIOSFODNN7EXAMPLE/"
+    "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY aws_secret_access_key "
+    "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY ASIAY34FZKBOKMUTVV7A",
+    "u=%253Fpassword%253Dx%2526pw%253Dy%2520z%2522pin%2522%253A%2520%25221%2522 %25pw%3Dq",
+    "org/deploy@feature-x scott/tiger@fix/y a/b@hotfix-1 u/p@release-2 x/y@refs/heads/z",
 ]
 
 

@@ -115,6 +115,51 @@ SHAPES = [
     ("using HTTPBasicAuth('admin', 's3cret')", "using HTTPBasicAuth('admin', '[REDACTED]')"),
     ('httpx.DigestAuth("admin", "s3cret")', 'httpx.DigestAuth("admin", "[REDACTED]")'),
     ("aiohttp.BasicAuth(user, 's3cret')", "aiohttp.BasicAuth(user, '[REDACTED]')"),
+    # A YAML block under a secret key, logged as one message: a block scalar's lines
+    # (only its "|" was replaced), a plain value on the next line, a nested mapping.
+    ("password: |\n  s3cret\n  s3cr2\nuser: bob", "password: [REDACTED]\n  [REDACTED]\nuser: bob"),
+    ("db:\n  password: >-\n    s3cret\n\n    s3cr2\n  user: bob",
+     "db:\n  password: [REDACTED]\n    [REDACTED]\n  user: bob"),
+    ("- api_token: |+\n    s3cret\n- user: bob",
+     "- api_token: [REDACTED]\n    [REDACTED]\n- user: bob"),
+    ("secret:\n  s3cret\nuser: bob", "secret:\n  [REDACTED]\nuser: bob"),
+    ("cfg:\n- x: 1\n- password: |\n    s3cret\n- y: 2",
+     "cfg:\n- x: 1\n- password: [REDACTED]\n    [REDACTED]\n- y: 2"),
+    ("credentials:\n  user: admin\n  password: s3cret\nport: 5432",
+     "credentials:\n  [REDACTED]\nport: 5432"),
+    ('"password":\r\n  "s3cret"\r\n"user": "bob"', '"password":\r\n  [REDACTED]\r\n"user": "bob"'),
+    # Command-line passwords cli_option's long names missed: "--pass", PuTTY's "-pw",
+    # OpenSSL's "pass:", and "-P" after "-U user" (not a port, not a name=value).
+    ("sshpass --pass s3cret ssh host", "sshpass --pass [REDACTED] ssh host"),
+    ("plink -ssh -pw s3cret admin@host", "plink -ssh -pw [REDACTED] admin@host"),
+    ("openssl rsa -in k.pem -passin pass:s3cret -passout 'pass:s3cr et'",
+     "openssl rsa -in k.pem -passin pass:[REDACTED] -passout 'pass:[REDACTED]'"),
+    ("sqlcmd -S db -U sa -P s3cret -Q 'select 1'",
+     "sqlcmd -S db -U sa -P [REDACTED] -Q 'select 1'"),
+    ("ipmitool -I lanplus -H bmc -U admin -P \"s3cr et\" power status",
+     "ipmitool -I lanplus -H bmc -U admin -P [REDACTED] power status"),
+    # An AWS secret access key before its key id, or after its name and a space.
+    ("creds ('wJalrXUs3crMI/K7MDENG/bPxRfiCYEXAMPLEKEY', 'AKIAIOSFODNN7EXAMPLE')",
+     "creds ('[REDACTED]', '[REDACTED]')"),
+    ("wJalrXUs3crMI/K7MDENG/bPxRfiCYEXAMPLEKEY AKIAIOSFODNN7EXAMPLE",
+     "[REDACTED] [REDACTED]"),
+    ("aws configure set aws_secret_access_key wJalrXUs3crMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+     "aws configure set aws_secret_access_key [REDACTED]"),
+    ("setenv AWS_SECRET_ACCESS_KEY wJalrXUs3crMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+     "setenv AWS_SECRET_ACCESS_KEY [REDACTED]"),
+    # A key=value encoded twice (a logged URL's query inside a redirect's parameter).
+    ("GET /sso?return=%2Fcb%3Fnext%3D%252Flogin%253Fpassword%253Ds3cret%2526x%253D1 302",
+     "GET /sso?return=%2Fcb%3Fnext%3D%252Flogin%253Fpassword%253D[REDACTED]%2526x%253D1 302"),
+    ("password%253Ds3cret", "password%253D[REDACTED]"),
+    ("f=%253Fpw%253Ds3cret", "f=%253Fpw%253D[REDACTED]"),
+    # Shapes of this round's list that key=value and cli_option already caught (kept so).
+    ('session.auth = ("admin", "s3cret")', 'session.auth = [REDACTED]'),
+    ("Client(basic_auth=('admin', 's3cret'), credentials=('a', 's3cr'))",
+     "Client(basic_auth=[REDACTED], credentials=[REDACTED])"),
+    ("cmd --passwd s3cret", "cmd --passwd [REDACTED]"),
+    ("secret=wJalrXUs3crMI/K7MDENG/bPxRfiCYEXAMPLEKEY key_id=AKIAIOSFODNN7EXAMPLE",
+     "secret=[REDACTED] key_id=[REDACTED]"),
+    ("GET /x?token=s3cr5&y=1 and ?pw=s3", "GET /x?token=[REDACTED]&y=1 and ?pw=[REDACTED]"),
 ]  # fmt: skip
 
 #: Lines that stay as they are: times, ratios, ordinary text near the new rules.
@@ -153,6 +198,20 @@ PLAIN = [
     "https://hooks.slack.com/services/ and /webhook/x",
     # URL-encoded separators after keys that name no secret, or short names bare.
     "q=%2Fa%3Fpage%3D2%26sort%3Dasc ts%3A10%3A30 pin%3A1234 KeyError%3Dx",
+    # Branches a git ref names after "/name@" (the Oracle rule took "deploy" for a
+    # password); URL-encoded twice, keys that name no secret.
+    "pushed org/deploy@feature-x; merged o/r@fix/login, a/b@hotfix-2 and c/d@refs/heads/x",
+    "q=%253Fpage%253D2%2526sort%253Dasc 100%25 done",
+    # "-P" that is no password: a port, a flag, a regex, psql's "-P name=value".
+    "scp -P 22 f host:; grep -P '\\d+' x; rsync -P a b; tar -U -P -xf t; mysqlsh -U r -P 3306",
+    "psql -U app -P pager=off -c 'select 1'",
+    # Options whose name holds a short one but is not it; YAML blocks under plain keys,
+    # short names bare, and a traceback's colon.
+    "cmd --pass-through x --no-pass host --bypass y",
+    # Code whose line holds a secret's name before a ":" and a block under it: a
+    # YAML key starts its line.
+    "if signature:\n    argspec = str(signature)\n  for token in tokens:\n    print(token)",
+    'db:\n  host: x\npin:\n  1234\nTraceback (most recent call last):\n  File "a"',
 ]
 
 #: Pieces that make texts where the trigger marks with a "-" or "_" stand at every
@@ -161,7 +220,9 @@ MARK_PIECES = ["ghp_" + "a" * 36, "github_pat_" + "b" * 22, "xoxp-" + "1" * 10,
                "sk_test_" + "c" * 16, "rk_live_" + "d" * 16, "-----BEGIN PRIVATE KEY-----",
                "-", "_", "x", "g", "k", " ", "\n", "ok", "-u", "--user ", "a:b", "\u00a0",
                "=", "--token ", "-p", "mysql ", "%3D", "%3a", "Auth(", "'a', ", "/webhook",
-               "hooks.slack.com/", "services/", "pw"]  # fmt: skip
+               "hooks.slack.com/", "services/", "pw", "-U ", "-P ", "x", "%253D", "%253a",
+               "%25", "_access_key ", "_ACCESS_KEY ",
+               "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"]  # fmt: skip
 
 
 class TestShapes:

@@ -794,7 +794,8 @@ class TestRedaction:
                 "url_credentials", "jwt", "private_key", "service_token",
                 "connect_credentials", "cli_credentials", "cli_option", "mysql_password",
                 "webhook_url", "url_token", "aws_secret", "auth_call", "encoded_kv",
-                "slack_token"} == set(
+                "slack_token", "cli_password", "aws_secret_option", "aws_secret_before",
+                "yaml_block"} == set(
                     PRESET_PATTERNS)  # fmt: skip
         for pattern in PRESET_PATTERNS.values():
             re.compile(pattern)
