@@ -22,7 +22,8 @@ import requests
 
 from logdna_client.devserver import MAX_BODY_BYTES, DevServer
 from logdna_client.devserver import _body as devserver_module
-from logdna_client.devserver._web import count_levels
+from logdna_client.devserver._store import Origin
+from logdna_client.devserver._web import EventHub, count_levels
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 KEY = "sekrit-ingest-key-5f2b"
@@ -959,6 +960,32 @@ class TestEventStream:
         post(server, body_of([{"line": "after it left"}]))
 
         assert server.wait_for_page_clients(0, TIMEOUT)
+
+    def test_a_browser_gone_after_the_look_before_a_write_is_dropped_soon(self) -> None:
+        """The look before a write can come before the browser's close is read (the lines
+        that woke the stream came first over another connection), and the write then
+        succeeds: the stream still leaves within a look's time, not at the keep-alive
+        15 s later (the old code's: a page count stuck at 1 for 15 s on a loaded machine)."""
+        hub = EventHub()
+        looks: list[bool] = []
+        writes: list[bytes] = []
+        ended = threading.Event()
+
+        def gone() -> bool:
+            looks.append(True)
+            return len(looks) > 2  # the looks at the wake and before the write: still there
+
+        def stream() -> None:
+            hub.stream(writes.append, threading.Event(), {"limit": 1}, gone=gone)
+            ended.set()
+
+        thread = threading.Thread(target=stream, daemon=True)
+        thread.start()
+        assert hub.wait_for_subscribers(1, TIMEOUT)
+        hub.publish([{"line": "wakes it"}], Origin({}), time.time())
+        assert ended.wait(TIMEOUT)
+        assert 0 == hub.subscribers
+        assert any(b"wakes it" in data for data in writes)  # the write before it left
 
     def test_stop_ends_open_streams(self) -> None:
         """stop() ends every event stream instead of waiting for its browser."""

@@ -31,6 +31,12 @@ from ._store import NESTED_TOO_DEEP, Origin
 DEFAULT_PAGE_LINES = 1000
 
 _KEEP_ALIVE = 15.0  # seconds between comments that find a vanished browser
+# How often a waiting stream looks whether its browser left. The look before each write
+# can come too early: the lines that wake a stream may be read off the network before
+# the browser's close is (the kernel handles the two connections' packets apart), and
+# a write into a closed connection often succeeds; the stream then stayed until the
+# next keep-alive.
+_GONE_LOOK = 1.0
 _MIN_INTERVAL = 0.25  # lines gather this long: at most 4 events a second...
 # ...and, while lines come faster than anyone reads (a flood), one event every
 # 2 s with only the newest lines: a browser on a flood then costs its machine
@@ -255,8 +261,8 @@ class EventHub:
                 write(encode_event(batches, self.limit, passed, passed_counts, self.instance)[0])
             last = -math.inf  # when the last event with new lines was written
             while not (closing.is_set() or self._closed.is_set()):
-                woken = subscriber.wake.wait(_KEEP_ALIVE)
-                if gone():
+                woken = _wait_watching(subscriber.wake, gone)
+                if woken is None:
                     break
                 if not woken:
                     write(b": keep-alive\n\n")
@@ -284,6 +290,19 @@ class EventHub:
             with self._lock:
                 self._subscribers.discard(subscriber)
                 self._changed.notify_all()
+
+
+def _wait_watching(wake: threading.Event, gone: Callable[[], bool]) -> bool | None:
+    """Wait up to ``_KEEP_ALIVE`` for ``wake``, looking every ``_GONE_LOOK`` whether the
+    browser left: True woken, False time for a keep-alive, None the browser is gone."""
+    deadline = time.monotonic() + _KEEP_ALIVE
+    while True:
+        left = deadline - time.monotonic()
+        woken = wake.wait(max(0.0, min(left, _GONE_LOOK)))
+        if gone():
+            return None
+        if woken or left <= _GONE_LOOK:
+            return woken
 
 
 def count_levels(lines: list[dict[str, Any]], likely: Sequence[str | None] = ()) -> dict[str, int]:
