@@ -338,7 +338,13 @@ class OTLPEncoder:
         last_scope: object = None
         group: list[bytes] | None = None
         threshold, inspect_all = self.threshold, self.inspect_all
-        template = b'{"timeUnixNano":"%b000000"%b,"body":{"stringValue":%b}%b}'
+        # The observed time is the timestamp: the handler observed the record as it was
+        # logged (the SDK's LoggingHandler sets both then), not when the batch went out
+        # (a spooled batch may go hours later). Repeated, it costs little after gzip.
+        template = (
+            b'{"timeUnixNano":"%b000000","observedTimeUnixNano":"%b000000"%b,'
+            b'"body":{"stringValue":%b}%b}'
+        )
         tails = self._tails
         severities = self._level_fragments
         for entry in entries:
@@ -377,7 +383,7 @@ class OTLPEncoder:
                     ):
                         key, attributes = found
                         record = template % (
-                            timestamp, severity, entry[_TEXT_AT : end + 1], attributes
+                            timestamp, timestamp, severity, entry[_TEXT_AT : end + 1], attributes
                         )  # fmt: skip
             scope: str | None = None
             if record is None:
@@ -455,9 +461,16 @@ class OTLPEncoder:
             attributes = b',"attributes":' + orjson.dumps(
                 [{"key": "meta", "value": any_value(meta)}]
             )
-        record = b'{"timeUnixNano":"%d000000"%b,"body":{"stringValue":%b}%b}' % (
-            timestamp, self._severity(line.get("level")), orjson.dumps(text), attributes
-        )  # fmt: skip
+        record = (
+            b'{"timeUnixNano":"%d000000","observedTimeUnixNano":"%d000000"%b,'
+            b'"body":{"stringValue":%b}%b}'
+        ) % (
+            timestamp,
+            timestamp,
+            self._severity(line.get("level")),
+            orjson.dumps(text),
+            attributes,
+        )
         return key, _scope_of(meta), record
 
     def _tail(self, tail: bytes) -> tuple[tuple[Any, Any], bytes] | None:
@@ -494,7 +507,7 @@ class OTLPEncoder:
         """A LogRecord for any line dict (the general path)."""
         nanos = _nanos(line.get("timestamp"))
         record: dict[str, Any] = (
-            {"timeUnixNano": nanos}
+            {"timeUnixNano": nanos, "observedTimeUnixNano": nanos}
             if nanos is not None
             # Unknown time: the data model's observed time (now, as the record is sent),
             # which receivers use in its place, as the ingest API uses its own clock.

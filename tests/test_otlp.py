@@ -526,8 +526,8 @@ class TestFastPath:
             for rl in body["resourceLogs"]:
                 for sl in rl["scopeLogs"]:
                     for record in sl["logRecords"]:
-                        if record.pop("observedTimeUnixNano", None) is not None:
-                            assert "timeUnixNano" not in record
+                        if "timeUnixNano" not in record:
+                            assert record.pop("observedTimeUnixNano") is not None
         return both
 
     @pytest.mark.parametrize("index_meta", [True, False])
