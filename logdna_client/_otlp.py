@@ -17,6 +17,7 @@ a body back into the devserver's line dicts, so the devserver can accept
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import os
@@ -631,15 +632,23 @@ def classify_otlp(
         if not isinstance(partial, dict):  # a partial success that says nothing readable
             return unconfirmed(status, f"partialSuccess {_shown(partial)} is no object")
         found = _get(partial, *_REJECTED)
-        if found is None:  # no count: zero (an errorMessage alone is a warning)
-            return outcome
         message = str(_get(partial, "errorMessage", "error_message") or "")
+        if found is None:  # no count: zero (an errorMessage alone is a warning)
+            return _warning(outcome, message)
     rejected = _count(found)
     if rejected is None:
         return unconfirmed(status, f"partialSuccess.rejectedLogRecords {_shown(found)} is no count")
     if rejected == 0:
-        return outcome
+        return _warning(outcome, message)
     return Outcome(Kind.PARTIAL, status, detail=message[:200], rejected=rejected)
+
+
+def _warning(outcome: Outcome, message: str) -> Outcome:
+    """A full success that carries the receiver's warning as its detail: OTLP's partial
+    success with no record rejected and an ``errorMessage`` ("the server accepted the
+    data but has something to say"). The sender reports it, counting nothing."""
+    message = message.strip()
+    return dataclasses.replace(outcome, detail=message[:200]) if message else outcome
 
 
 _REJECTED = ("rejectedLogRecords", "rejected_log_records")
