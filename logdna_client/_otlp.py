@@ -42,6 +42,7 @@ __all__ = [
     "any_value",
     "classify_otlp",
     "decode_export_request",
+    "exception_of",
     "export_response",
     "from_any_value",
     "level_for",
@@ -354,6 +355,7 @@ class OTLPEncoder:
                 entry.startswith(_HEAD)
                 and not entry.endswith(b"}}")  # an object last: meta, the general path's
                 and not (inspect_all or len(entry) > threshold)
+                and _TRACEBACK_BYTES not in entry  # its exception.* attributes: _record's
             ):
                 # The text's closing quote: a quote inside the text is escaped, so the
                 # first unescaped '","timestamp":' is the end of the "line" value.
@@ -448,8 +450,9 @@ class OTLPEncoder:
             and type(timestamp) is int
             and 0 < timestamp <= _LATEST_MS
             and len(line) == 3 + ("app" in line) + ("env" in line) + ("meta" in line)
+            and _TRACEBACK not in text
         ):
-            # keys of a hook's, odd values
+            # keys of a hook's, odd values, a traceback to take apart
             return key, _scope_of(meta), orjson.dumps(self._record(line))
         attributes = b""
         if type(meta) is dict:
@@ -515,13 +518,18 @@ class OTLPEncoder:
             else {"observedTimeUnixNano": str(time.time_ns())}
         )
         record.update(orjson.loads(b"{" + self._severity(line.get("level"))[1:] + b"}"))
-        record["body"] = any_value(line.get("line", ""))
-        meta = line.get("meta")
+        text = line.get("line", "")
         fields: dict[str, Any] = {}
+        found = exception_of(text) if isinstance(text, str) else None
+        if found is not None:
+            text, exception = found
+            fields.update(exception)
+        record["body"] = any_value(text)
+        meta = line.get("meta")
         if isinstance(meta, dict):
             trace, meta = _trace_context(meta)
             record.update(trace)
-            fields.update(meta)
+            fields.update(meta)  # over the exception.* taken from the text: set on purpose
         elif meta is not None:
             fields["meta"] = meta
         # A hook's own keys, over meta's of the same name: an attribute map's keys are
@@ -530,6 +538,54 @@ class OTLPEncoder:
         if fields:
             record["attributes"] = key_values(fields)
         return record
+
+
+# How logging formats an exception (traceback.format_exception), as the handler appends
+# it to the message; and the stack_info logging appends after it.
+_TRACEBACK = "Traceback (most recent call last):\n"
+_TRACEBACK_BYTES = b"Traceback (most recent call last):"  # (its newline JSON-escaped)
+_STACK = "\nStack (most recent call last):\n"
+# The exception line: its type (qualified but for builtins), then ": " and the message.
+_EXCEPTION_LINE = re.compile(r"([A-Za-z_][\w.]*)(?:: (.*))?", re.DOTALL)
+
+
+def exception_of(text: str) -> tuple[str, dict[str, str]] | None:
+    """A line's text that ends in a traceback, as the stdlib handler ships one (the
+    message, a newline, the formatted exception), split into the message and the logs
+    semantic conventions' ``exception.type``, ``exception.message`` and
+    ``exception.stacktrace``, as the OpenTelemetry SDK's ``LoggingHandler`` sends them.
+
+    Read on the sender thread from the text, so the logging call costs nothing more.
+    The type and message are the last traceback's exception line (the one raised, after
+    any chained causes): the first line after its frames that is not indented, then the
+    rest up to any stack_info (a multi-line message or PEP 678 notes included). None
+    when there is no traceback at a line's start, or no exception line after it (an
+    exception group's, all indented; a traceback cut by max_line_length): the line is
+    then sent as it is.
+    """
+    at = -1
+    while True:
+        at = text.find(_TRACEBACK, at + 1)
+        if at <= 0 or text[at - 1] == "\n":
+            break
+    if at < 0:
+        return None
+    stacktrace = text[at:]
+    last = stacktrace.rfind("\n" + _TRACEBACK) + 1  # the raised one: causes come first
+    stack = stacktrace.find(_STACK, last)
+    block = stacktrace[last : stack if stack >= 0 else len(stacktrace)].rstrip("\n")
+    lines = block.split("\n")
+    for i in range(1, len(lines)):
+        if lines[i][:1] not in (" ", ""):
+            match = _EXCEPTION_LINE.fullmatch("\n".join(lines[i:]))
+            if match is None:
+                return None
+            exception = {"exception.type": match.group(1)}
+            if match.group(2):
+                exception["exception.message"] = match.group(2)
+            exception["exception.stacktrace"] = stacktrace.rstrip("\n")
+            return text[: max(at - 1, 0)], exception
+    return None
 
 
 def _scope_of(meta: Any) -> str | None:
@@ -798,6 +854,12 @@ def _line_of(
     }
     line.update(base)
     attributes = from_key_values(record.get("attributes") or [])
+    stacktrace = attributes.get("exception.stacktrace")
+    if isinstance(stacktrace, str) and stacktrace:
+        # The traceback back after the message, as the tail showed it before it was
+        # sent as an attribute (and shown once: not in meta as well).
+        line["line"] = f"{text}\n{stacktrace}" if text else stacktrace
+        del attributes["exception.stacktrace"]
     if attributes:
         line["meta"] = attributes
     line["resource"] = resource
