@@ -679,7 +679,8 @@ class Config:
             # The ingest API does not speak OTLP: a silent default would lose every line.
             raise ConfigurationError(
                 "url: protocol='otlp' needs the OTLP endpoint, e.g. a Collector's "
-                "http://host:4318/v1/logs or Mezmo's OTLP endpoint",
+                "http://host:4318/v1/logs or Mezmo's OTLP endpoint (url=, LOGDNA_URL or "
+                "OTEL_EXPORTER_OTLP_ENDPOINT)",
                 "url",
             )
         auth = self.auth.strip().lower() if isinstance(self.auth, str) else None
