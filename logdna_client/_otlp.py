@@ -545,8 +545,9 @@ class OTLPEncoder:
 _TRACEBACK = "Traceback (most recent call last):\n"
 _TRACEBACK_BYTES = b"Traceback (most recent call last):"  # (its newline JSON-escaped)
 _STACK = "\nStack (most recent call last):\n"
-# The exception line: its type (qualified but for builtins), then ": " and the message.
-_EXCEPTION_LINE = re.compile(r"([A-Za-z_][\w.]*)(?:: (.*))?", re.DOTALL)
+# The exception line: its type (qualified but for builtins; "<locals>" in the name of a
+# class made in a function), then ": " and the message.
+_EXCEPTION_LINE = re.compile(r"([A-Za-z_][\w.<>]*)(?:: (.*))?", re.DOTALL)
 
 
 def exception_of(text: str) -> tuple[str, dict[str, str]] | None:

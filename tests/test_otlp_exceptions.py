@@ -5,6 +5,7 @@ text the stdlib handler ships, checked against a real server's protobuf parse.""
 from __future__ import annotations
 
 import logging
+import traceback
 from collections.abc import Iterator
 from typing import Any
 
@@ -132,6 +133,21 @@ class TestParsing:
         """No traceback at a line's start, or no exception line after it: no attributes,
         and the line goes as it is."""
         assert exception_of(text) is None
+
+    def test_a_class_made_in_a_function(self) -> None:
+        """A type whose qualified name has ``<locals>`` in it is read whole."""
+
+        class LocalError(Exception):
+            pass
+
+        try:
+            _raise(LocalError("x"))
+        except LocalError:
+            text = "msg\n" + traceback.format_exc()
+        found = exception_of(text)
+        assert found is not None
+        assert f"{__name__}.{LocalError.__qualname__}" == found[1]["exception.type"]
+        assert ("msg", "x") == (found[0], found[1]["exception.message"])
 
     def test_an_exception_without_a_message(self) -> None:
         """``raise RuntimeError``: a type and no exception.message."""
