@@ -355,7 +355,10 @@ class OTLPEncoder:
                 entry.startswith(_HEAD)
                 and not entry.endswith(b"}}")  # an object last: meta, the general path's
                 and not (inspect_all or len(entry) > threshold)
-                and _TRACEBACK_BYTES not in entry  # its exception.* attributes: _record's
+                # A traceback: its exception.* attributes are _record's. find, not "in":
+                # bytes' "in" first tries the needle as an int (an exception raised and
+                # cleared), 200 ns a line on 3.11 against 90.
+                and entry.find(_TRACEBACK_BYTES) < 0
             ):
                 # The text's closing quote: a quote inside the text is escaped, so the
                 # first unescaped '","timestamp":' is the end of the "line" value.
