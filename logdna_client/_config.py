@@ -18,7 +18,7 @@ import socket
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal, cast
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from ._errors import ConfigurationError
 from ._limits import BODY_BYTES, LINE_BYTES, NAME_CHARS
@@ -390,6 +390,77 @@ def _resolve_callable(option: str, value: object) -> Callable[..., Any] | None:
     raise _bad(option, value, 'a callable or a dotted path such as "myapp.logs.scrub"')
 
 
+#: OpenTelemetry's exporter variables (SDK environment variables, OTLP exporter
+#: configuration) read with protocol="otlp": the logs signal's own wins over the generic.
+OTEL_ENDPOINTS = ("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
+OTEL_HEADERS = ("OTEL_EXPORTER_OTLP_LOGS_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS")
+# An HTTP header name (RFC 9110's token).
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def _otel_variable(names: tuple[str, str]) -> tuple[str, str] | None:
+    """(name, value) of the first of ``names`` set to something other than blanks."""
+    for name in names:
+        value = _environ(name)
+        if value is not None and value.strip():
+            return name, value.strip()
+    return None
+
+
+def _otel_endpoint() -> tuple[str, str | None]:
+    """(the variable, the URL) the OTel endpoint variables give; ("url", None) for none.
+
+    The logs endpoint is used as it is; the generic one is a base URL that the logs
+    path ``v1/logs`` is appended to, as the SDK's exporter does."""
+    found = _otel_variable(OTEL_ENDPOINTS)
+    if found is None:
+        return "url", None
+    name, url = found
+    if name == OTEL_ENDPOINTS[1]:
+        url += "v1/logs" if url.endswith("/") else "/v1/logs"
+    return name, url
+
+
+def _otel_headers() -> tuple[tuple[str, Secret], ...]:
+    """The headers ``OTEL_EXPORTER_OTLP_(LOGS_)HEADERS`` give: ``k=v,k2=v2``, values
+    percent-decoded; each value held in a Secret (they often carry a token).
+
+    A malformed entry is a ConfigurationError naming the variable and the entry's place,
+    never its text: without the header the receiver refuses every request, which is
+    better said at start than found in a 401 later."""
+    found = _otel_variable(OTEL_HEADERS)
+    if found is None:
+        return ()
+    name = found[0]
+    headers = _parse_headers(found[1])
+    del found  # the raw text: not in this frame's locals when an error is captured
+    if isinstance(headers, int):
+        raise ConfigurationError(
+            f"{name}: entry {headers} is not key=value with a header name and a value of "
+            "printable ASCII (percent-encoded)",
+            "url",
+        )
+    return headers
+
+
+def _parse_headers(text: str) -> tuple[tuple[str, Secret], ...] | int:
+    """``k=v,...`` as headers, or the place (from 1) of the first malformed entry."""
+    headers: list[tuple[str, Secret]] = []
+    for place, entry in enumerate(text.split(","), 1):
+        if not entry.strip():
+            continue
+        key, equals, value = entry.partition("=")
+        key = key.strip()
+        try:
+            value = unquote(value.strip(), errors="strict")
+        except UnicodeDecodeError:  # percent-escapes that are not UTF-8
+            return place
+        if not (equals and _TOKEN.fullmatch(key) and value.isascii() and value.isprintable()):
+            return place
+        headers.append((key, Secret(value)))
+    return tuple(headers)
+
+
 _UNSET: Any = None  # dataclass defaults: None means "not given, use env var or default"
 
 
@@ -459,11 +530,21 @@ class Config:
                 set_(self, option, _DEFAULTS[option])
 
         # -- where and as whom
-        url = _hide_url(self.url if self.url is not None else env(ENV_VARS["url"]) or DEFAULT_URL)
+        otlp = isinstance(self.protocol, str) and self.protocol.strip().lower() == "otlp"
+        url: object = self.url if self.url is not None else env(ENV_VARS["url"])
+        # Where the URL came from, as messages name it: OpenTelemetry's variables are the
+        # exporter's settings, read only for OTLP and only when url= and LOGDNA_URL are not
+        # given (those were set for this library on purpose, the OTel ones often pod-wide).
+        source = "url"
+        if url is None and otlp:
+            source, url = _otel_endpoint()
+        url = _hide_url(url or DEFAULT_URL)
+        # An OTel variable's value is not shown: it may hold a token (a query's, a path's).
+        said = "url" if source == "url" else f"url (from {source})"
         if _carries_credentials(url):
             # The key belongs in a header: URLs end up in proxy and error logs.
             raise ConfigurationError(
-                "url: must not carry credentials; pass the key with key= or " + ENV_VARS["key"],
+                f"{said}: must not carry credentials; pass the key with key= or " + ENV_VARS["key"],
                 "url",
             )
         if not isinstance(url, str):
@@ -472,24 +553,34 @@ class Config:
         try:
             parts = urlsplit(url)
         except ValueError:  # ("http://[::1": an unclosed IPv6 address)
-            raise _bad("url", url, "an http(s) URL such as " + DEFAULT_URL) from None
+            parts = urlsplit("")
+            if source == "url":
+                raise _bad("url", url, "an http(s) URL such as " + DEFAULT_URL) from None
         try:
             port_ok = parts.port != 0
         except ValueError:  # out of range, or not a number ("http://host:99999")
             port_ok = False
         if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
+            if source != "url":
+                raise ConfigurationError(
+                    f"{source}: expected an http(s) URL such as http://collector:4318", "url"
+                )
             shown = parts._replace(query="", fragment="").geturl()
             raise _bad("url", shown, "an http(s) URL such as " + DEFAULT_URL)
         set_(self, "allow_insecure", to_bool("allow_insecure", self.allow_insecure))
         if parts.scheme == "http" and not _is_loopback(parts.hostname) and not self.allow_insecure:
             raise ConfigurationError(
-                f"url: plain http:// to {parts.hostname} would send the ingestion key "
-                "unencrypted; use https://, or pass allow_insecure=True if you really mean it",
+                f"{said}: plain http:// to {parts.hostname} would send the ingestion key "
+                "and any headers unencrypted; use https://, or pass allow_insecure=True if "
+                "you really mean it",
                 "url",
             )
+        # The OTel headers go only to the endpoint the OTel variables name, as the SDK's
+        # exporter sends them: they often hold a vendor's token, which url= or LOGDNA_URL
+        # pointing elsewhere must not receive.
+        set_(self, "_otlp_headers", _otel_headers() if source != "url" else ())
         set_(self, "url", url)
         # An OpenTelemetry Collector usually takes local senders without a key.
-        otlp = isinstance(self.protocol, str) and self.protocol.strip().lower() == "otlp"
         set_(self, "key", self._resolve_key(_is_loopback(parts.hostname) or otlp))
 
         hostname = self.hostname if self.hostname is not None else env(ENV_VARS["hostname"])
@@ -588,7 +679,8 @@ class Config:
             # The ingest API does not speak OTLP: a silent default would lose every line.
             raise ConfigurationError(
                 "url: protocol='otlp' needs the OTLP endpoint, e.g. a Collector's "
-                "http://host:4318/v1/logs or Mezmo's OTLP endpoint",
+                "http://host:4318/v1/logs or Mezmo's OTLP endpoint (url=, LOGDNA_URL or "
+                "OTEL_EXPORTER_OTLP_ENDPOINT)",
                 "url",
             )
         auth = self.auth.strip().lower() if isinstance(self.auth, str) else None
@@ -654,6 +746,12 @@ class Config:
         raise _bad("verify", value, "true/false or the path of a CA bundle")
 
     @property
+    def otlp_headers(self) -> tuple[tuple[str, Secret], ...]:
+        """The headers ``OTEL_EXPORTER_OTLP_(LOGS_)HEADERS`` give, sent with every request
+        when the URL came from the OTel endpoint variables (protocol="otlp" only)."""
+        return cast("tuple[tuple[str, Secret], ...]", self.__dict__.get("_otlp_headers", ()))
+
+    @property
     def secret(self) -> Secret | None:
         """The key, typed."""
         return cast("Secret | None", self.key)
@@ -663,7 +761,11 @@ class Config:
         changes = hide_key(changes)  # first: as in any frame that receives options
         current = {f.name: getattr(self, f.name) for f in fields(self)}
         current.update(changes)
-        return Config(**current)
+        config = Config(**current)
+        if "url" not in changes and config.protocol == "otlp":
+            # The URL the OTel variables gave is now given: their headers go with it still.
+            object.__setattr__(config, "_otlp_headers", self.otlp_headers)
+        return config
 
 
 def _hiding_init(generated: Callable[..., None]) -> Callable[..., None]:

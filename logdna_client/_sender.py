@@ -700,6 +700,14 @@ class Sender:
                     self.stats.sent += delivered
                     buffer.settle(delivered + rejected)
                 self._stored += delivered
+                if kind is Kind.OK and outcome.detail:
+                    # A receiver's warning (OTLP: a partial success refusing no record,
+                    # _otlp.classify_otlp): every line was taken, nothing to count.
+                    self._reporter.report(
+                        "receiver-warning", logging.WARNING,
+                        "logdna_client: the service took every line but warned: %s",
+                        outcome.detail,
+                    )  # fmt: skip
                 if rejected:
                     # Counted from the batch, not from the answer's word: a 207 that refused
                     # only places past the batch failed nothing; one that confirmed none of

@@ -819,12 +819,19 @@ class HTTPTransport:
         secret = config.secret
         # To scrub from what servers and proxies say back (some quote the headers).
         self._key = secret.reveal() if secret is not None else None
+        # OTEL_EXPORTER_OTLP_HEADERS (config.otlp_headers): under the key's header, which
+        # wins where both name one, and scrubbed from answers as the key is.
+        extra = [(name, value.reveal()) for name, value in config.otlp_headers]
+        session.headers.update(extra)
         session.headers.update(auth_headers(config.auth, self._key))
         # Any auth set keeps requests from adding a ~/.netrc entry for the host (a
         # "default" entry matches every host) as Basic auth: that sent the netrc
         # password to the log service beside the key, or in its place.
         session.auth = _NoAuth()
-        self._secrets = _echoes_of(secret_forms(self._key))
+        # Header values of 8 characters or more: shorter ones (a "1", a region) are no
+        # credential, and as "***" everywhere they would garble every report.
+        forms = secret_forms(self._key) + tuple(v for _, v in extra if len(v) >= 8)
+        self._secrets = _echoes_of(tuple(sorted(forms, key=len, reverse=True)))
         self._session = session
         params = {"hostname": config.hostname}
         if config.ip:

@@ -228,6 +228,27 @@ class TestAnswers:
         assert counted == (s["sent"], s["dropped"]["rejected"])
         assert s["accepted"] == s["sent"] + s["dropped_total"] + s["queued"]
 
+    def test_a_warning_with_no_record_rejected_is_reported_once_and_counts_nothing(
+        self, otlp: Server, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A partial success with 0 rejected records and an errorMessage (the receiver took
+        everything but has something to say) is reported once, rate-limited, and counts
+        nothing: every line sent, none dropped, no error (old code: taken silently)."""
+        warning = b'{"partialSuccess":{"rejectedLogRecords":"0","errorMessage":"attr cut"}}'
+        otlp.answer_next(200, body=warning)
+        otlp.answer_next(200, body=warning)
+        client = make_client(otlp, flush_interval=3600)
+        with caplog.at_level(logging.WARNING, logger="logdna_client"):
+            for i in range(2):
+                client.log(f"line {i}")
+                assert client.flush(timeout=10)
+        stats = client.stats()
+        client.close()
+        assert (2, 0, None) == (stats["sent"], stats["dropped_total"], stats["last_error"])
+        warned = [r.getMessage() for r in caplog.records if "warned" in r.getMessage()]
+        assert ["logdna_client: the service took every line but warned: attr cut"] == warned
+        assert 2 == len(otlp.requests)
+
     def test_retry_after_is_waited_for(self, otlp: Server) -> None:
         """429 and 503 with Retry-After: the same lines are sent again, no sooner than asked."""
         otlp.answer_next(429, {"Retry-After": "1"})
@@ -267,7 +288,9 @@ class TestAnswers:
         assert (Kind.PARTIAL, 3, "bad") == (partial.kind, partial.rejected, partial.detail)
         assert Kind.OK is classify_otlp(200, None, "{}").kind
         text = '{"partialSuccess": {"rejectedLogRecords": 0, "errorMessage": "warn"}}'
-        assert Kind.OK is classify_otlp(200, None, text).kind
+        warned = classify_otlp(200, None, text)
+        assert (Kind.OK, "warn", 0) == (warned.kind, warned.detail, warned.rejected)
+        assert "" == classify_otlp(200, None, '{"partialSuccess": {"errorMessage": " "}}').detail
         assert Kind.OK is classify_otlp(200, None, '{"rejectedLogRecords": nope').kind
         retry = classify_otlp(503, "7", "")
         assert (Kind.RETRY, 7.0) == (retry.kind, retry.retry_after)
@@ -526,8 +549,8 @@ class TestFastPath:
             for rl in body["resourceLogs"]:
                 for sl in rl["scopeLogs"]:
                     for record in sl["logRecords"]:
-                        if record.pop("observedTimeUnixNano", None) is not None:
-                            assert "timeUnixNano" not in record
+                        if "timeUnixNano" not in record:
+                            assert record.pop("observedTimeUnixNano") is not None
         return both
 
     @pytest.mark.parametrize("index_meta", [True, False])

@@ -80,3 +80,38 @@ class TestOutOfRange:
             record = parsed.resource_logs[0].scope_logs[0].log_records[0]
             expected = stamp * 1_000_000 if stamp == latest else 0
             assert expected == record.time_unix_nano
+
+
+class TestObservedTime:
+    def test_the_observed_time_is_the_records_time(self, otlp: Server) -> None:
+        """Every record carries observedTimeUnixNano, equal to its timeUnixNano (the handler
+        observed it as it was logged, as the SDK's LoggingHandler sets both): on the byte
+        path, with meta, and through a hook's keys (old code: no observed time at all)."""
+        client = Client(
+            key="k", url=otlp.url, protocol="otlp", hostname="h", kubernetes=False,
+            handle_signals=False, flush_interval=3600,
+        )  # fmt: skip
+        client.log("plain", timestamp=1732280000001)
+        client.log("with meta", meta={"k": 1}, timestamp=1732280000002)
+        assert client.flush(timeout=10)
+        client.close()
+        hooked = Client(
+            key="k", url=otlp.url, protocol="otlp", hostname="h", kubernetes=False,
+            handle_signals=False, before_send=lambda line: {**line, "extra_key": 1},
+        )  # fmt: skip
+        hooked.log("hooked", timestamp=1732280000003)
+        assert hooked.flush(timeout=10)
+        hooked.close()
+        got = [
+            (r.body.string_value, r.time_unix_nano, r.observed_time_unix_nano)
+            for request in otlp.requests
+            if request.parsed is not None
+            for rl in request.parsed.resource_logs
+            for sl in rl.scope_logs
+            for r in sl.log_records
+        ]
+        assert [
+            ("plain", 1732280000001_000000, 1732280000001_000000),
+            ("with meta", 1732280000002_000000, 1732280000002_000000),
+            ("hooked", 1732280000003_000000, 1732280000003_000000),
+        ] == got

@@ -1,0 +1,158 @@
+"""Tests for exceptions over OTLP: the logs semantic conventions' exception.type,
+exception.message and exception.stacktrace, read on the sender from the traceback
+text the stdlib handler ships, checked against a real server's protobuf parse."""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from logdna_client import LogDNAHandler
+from logdna_client._otlp import exception_of
+from tests._otlp_server import Server, running
+
+
+class AppError(Exception):
+    pass
+
+
+@pytest.fixture
+def otlp() -> Iterator[Server]:
+    with running() as server:
+        yield server
+
+
+@pytest.fixture
+def log(otlp: Server) -> Iterator[logging.Logger]:
+    handler = LogDNAHandler(
+        key="k", url=otlp.url, protocol="otlp", kubernetes=False, handle_signals=False,
+        flush_interval=3600,
+    )  # fmt: skip
+    logger = logging.getLogger("tests.otlp.exceptions")
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    try:
+        yield logger
+        assert handler.client.flush(timeout=30)
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+
+
+def received(server: Server) -> list[tuple[str, dict[str, Any]]]:
+    """(body, attributes) of every record, as protobuf parsed them."""
+    return [
+        (r.body.string_value, {kv.key: kv.value.string_value for kv in r.attributes})
+        for request in server.requests
+        if request.parsed is not None
+        for rl in request.parsed.resource_logs
+        for sl in rl.scope_logs
+        for r in sl.log_records
+    ]
+
+
+def _raise(exc: BaseException) -> None:
+    raise exc
+
+
+class TestExceptionAttributes:
+    def test_logger_exception_sends_the_semantic_convention_attributes(
+        self, otlp: Server, log: logging.Logger
+    ) -> None:
+        """logger.exception(): the body is the message (as the SDK's LoggingHandler sends
+        it), and exception.type (qualified as the traceback shows it), exception.message
+        and exception.stacktrace are attributes; a chained exception's type is the one
+        raised, a multi-line message is whole (old code: the traceback in the body only)."""
+        try:
+            _raise(ValueError("bad value"))
+        except ValueError:
+            log.exception("request %d failed", 7)
+        try:
+            try:
+                _raise(KeyError("k"))
+            except KeyError as exc:
+                raise AppError("first line\nsecond line") from exc
+        except AppError:
+            log.error("chained", exc_info=True)
+        log.info("no exception here")
+        log.handlers[0].flush()
+        assert otlp.wait_for_lines(3, timeout=30)
+        (body, attrs), (body2, attrs2), (body3, attrs3) = received(otlp)
+        assert "request 7 failed" == body
+        assert ("ValueError", "bad value") == (attrs["exception.type"], attrs["exception.message"])
+        stack = attrs["exception.stacktrace"]
+        assert stack.startswith("Traceback (most recent call last):\n")
+        assert stack.endswith("ValueError: bad value") and "in _raise" in stack
+        assert "chained" == body2
+        assert f"{__name__}.AppError" == attrs2["exception.type"]
+        assert "first line\nsecond line" == attrs2["exception.message"]
+        assert "KeyError: 'k'" in attrs2["exception.stacktrace"]  # the cause, still there
+        assert "no exception here" == body3
+        assert not any(name.startswith("exception.") for name in attrs3)
+        # The receiving side (the devserver's tail) shows the line as the handler made it.
+        assert otlp.lines[0]["line"] == f"request 7 failed\n{stack}"
+        assert "exception.stacktrace" not in otlp.lines[0]["meta"]
+
+    def test_meta_of_the_same_name_wins_and_stack_info_is_not_the_message(
+        self, otlp: Server, log: logging.Logger
+    ) -> None:
+        """An exception.* key the application set in extra= wins; stack_info after the
+        traceback stays out of exception.message."""
+        try:
+            _raise(RuntimeError("boom"))
+        except RuntimeError:
+            log.error("with extras", exc_info=True, stack_info=True,
+                      extra={"exception.type": "Mine"})  # fmt: skip
+        log.handlers[0].flush()
+        assert otlp.wait_for_lines(1, timeout=30)
+        [(body, attrs)] = received(otlp)
+        assert ("with extras", "Mine", "boom") == (
+            body, attrs["exception.type"], attrs["exception.message"]
+        )  # fmt: skip
+        assert "Stack (most recent call last):" in attrs["exception.stacktrace"]
+
+
+class TestParsing:
+    @pytest.mark.parametrize(
+        "text",
+        [
+            "no traceback",
+            "quoted: Traceback (most recent call last):\n  File 'x'\nValueError: x",
+            "cut\nTraceback (most recent call last):\n  File 'x.py', line 1, in f\n    g()",
+            "group\n  + Exception Group Traceback (most recent call last):\n  | ValueError: x",
+            "odd\nTraceback (most recent call last):\n  File 'x'\n!not a type: x",
+        ],
+        ids=["none", "not-at-a-line-start", "cut-before-the-exception", "group", "no-type"],
+    )
+    def test_text_without_a_readable_traceback_is_left_as_it_is(self, text: str) -> None:
+        """No traceback at a line's start, or no exception line after it: no attributes,
+        and the line goes as it is."""
+        assert exception_of(text) is None
+
+    def test_a_class_made_in_a_function(self) -> None:
+        """A type whose qualified name has ``<locals>`` in it is read whole."""
+
+        class LocalError(Exception):
+            pass
+
+        try:
+            _raise(LocalError("x"))
+        except LocalError:
+            text = "msg\n" + traceback.format_exc()
+        found = exception_of(text)
+        assert found is not None
+        assert f"{__name__}.{LocalError.__qualname__}" == found[1]["exception.type"]
+        assert ("msg", "x") == (found[0], found[1]["exception.message"])
+
+    def test_an_exception_without_a_message(self) -> None:
+        """``raise RuntimeError``: a type and no exception.message."""
+        text = "Traceback (most recent call last):\n  File 'x.py', line 1\nRuntimeError\n"
+        assert (
+            "",
+            {"exception.type": "RuntimeError", "exception.stacktrace": text.rstrip("\n")},
+        ) == exception_of(text)
