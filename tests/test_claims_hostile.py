@@ -73,6 +73,9 @@ class TestStalls:
             # Before the server goes away (closing the connection would free the sender
             # anyway): the request was cut, and every line is counted.
             assert 3000 == client.stats()["dropped"]["shutdown"]
+            # The sender marks itself finished a few bytecodes before its thread ends.
+            assert client._sender.thread is not None
+            client._sender.thread.join(WAIT)
             assert not client.stats()["sender_alive"]
         assert took < DEADLINE + SLACK, f"close took {took:.2f} s"
         assert_accounted(client)
