@@ -450,6 +450,7 @@ class Client:
         return not (
             self._buffer.owned()
             or _exit.owns(self._sender._progress)  # interrupted inside flush()'s wait
+            or self._sender.spilling_here()  # interrupted inside a close's spill
             or on_sender_thread()
             or _exit.under_logging_lock()
         )
@@ -535,15 +536,9 @@ class Client:
             self._delivered_here = True  # another waiter waits for it as for a thread
             sender.run_here()
         launched = self._launched()
-        if launched and sender._deadline is not None:
-            # A little grace past the deadline (or now, when it passed) for the sender's
-            # own bookkeeping; the deadline as it is at each look (Ctrl-C may bring it
-            # forward).
-            began = time.monotonic()
-
-            def until() -> float:
-                return max(_deadline_of(sender), began) + _CLOSE_GRACE
-
+        wait = self._close_wait()
+        if wait is not None:
+            _, until = wait
             # With a spool, memory goes to disk now, not after a request that hangs.
             sender.spill_while_closing(until)
             sender.finished.wait_noticing_signals(until)
@@ -560,6 +555,21 @@ class Client:
                 self._report_exit_loss(launched)
             finally:
                 self._exit_told.set()
+
+    def _close_wait(self) -> tuple[Sender, Callable[[], float]] | None:
+        """The sender a close waits for and until when, or None where none runs or it is
+        not closing: a little grace past the deadline (or now, when it passed) for the
+        sender's own bookkeeping; the deadline as it is at each look (Ctrl-C may bring
+        it forward)."""
+        sender = self._sender
+        if not self._launched() or sender._deadline is None:
+            return None
+        began = time.monotonic()
+
+        def until() -> float:
+            return max(_deadline_of(sender), began) + _CLOSE_GRACE
+
+        return sender, until
 
     def _launched(self) -> bool:
         """Whether a sender runs for this client: a thread, or the work done here by

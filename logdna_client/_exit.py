@@ -28,6 +28,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ._report import KIND_ATTR, logger
+from ._sender import spill_while_closing
 from ._threads import (
     BUSY_THREADS,
     NESTED_THREADS,
@@ -118,9 +119,18 @@ def close_all(*, wait: bool, at_exit: bool = True) -> list[Client]:
         timeout = client.config.shutdown_timeout
         client._begin_close(min(end, now + timeout), timeout)
     if wait:
-        for client in clients:
-            client._wait_closed(at_exit=at_exit)
+        _wait_all_closed(clients, at_exit=at_exit)
     return clients
+
+
+def _wait_all_closed(clients: list[Client], *, at_exit: bool = True) -> None:
+    """Wait for each client's close, one after the other; but first move every one's
+    memory to its spool behind the batch it has out (``spill_while_closing``). Waited
+    for in turn, the second client's memory moved only once the first's wait ended (a
+    request that hangs: at the deadline), and a process killed meanwhile lost it."""
+    spill_while_closing([wait for c in clients if (wait := c._close_wait()) is not None])
+    for client in clients:
+        client._wait_closed(at_exit=at_exit)
 
 
 def _close_all_at_exit() -> None:
@@ -556,8 +566,7 @@ def _wait_then_end_elsewhere(clients: list[Client], signum: int) -> None:
 
 def _wait_then_end(clients: list[Client], signum: int) -> None:
     try:
-        for client in clients:
-            client._wait_closed(at_exit=True)
+        _wait_all_closed(clients)
     except KeyboardInterrupt:  # Ctrl-C meanwhile (on the main thread): as above
         _cut_short()
     finally:

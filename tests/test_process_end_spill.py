@@ -1,0 +1,147 @@
+"""A process ending while requests hang, with a spool: every closing client's memory goes
+to disk at once, over real sockets, in real child processes with real signals.
+
+Seen: a process with two clients (a stdlib handler and a second one, e.g. structlog's,
+each with its own spool) got SIGTERM while both clients' first requests hung. The exit
+waited for the clients one after the other, and moved the second client's memory to
+disk only once the first client's wait ended, at the shutdown deadline: killed before
+that (SIGKILL after SIGTERM's grace period), the process lost all the second client's
+memory (386 of 400 lines here: only its first batch, 14 lines, was on disk, written
+before it was sent).
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from logdna_client import Client
+from logdna_client._spool._inspect import inspect_segment, segment_paths
+from tests._children import Child
+from tests._claims_servers import Request, answer, scripted_server
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+
+KEY = "k" * 32
+HELD_LINES = 400  # about 1 KB each: 25 batches of 16 KiB per client, each synced
+SYNC_TAKES = 0.1  # a disk other programs keep busy: 2.5 s or more per client
+SHUTDOWN_TIMEOUT = 120.0  # the deadline: far past SIGTERM's grace period
+# SIGTERM's grace period before SIGKILL: long past the writing (5 s for both clients),
+# however loaded the machine, and far before the deadline.
+GRACE = 40.0
+WAIT = 60.0
+
+
+def wait_until(done: Callable[[], bool], timeout: float) -> bool:
+    """Whether ``done()`` came true within ``timeout``, looking every 50 ms."""
+    pause = threading.Event()  # never set: the pause between looks
+    end = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() >= end:
+            return False
+        pause.wait(0.05)
+    return True
+
+
+def on_disk(folder: Path) -> int:
+    """The lines a spool folder holds, not yet delivered (read while its writer runs)."""
+    total = 0
+    for path in segment_paths(str(folder)):
+        try:
+            total += inspect_segment(path, check=False).pending_lines
+        except OSError:
+            pass
+    return total
+
+
+def lines_of(name: str) -> list[str]:
+    return [f"{name} {i} " + "x" * 1000 for i in range(HELD_LINES)]
+
+
+# The child: a slow disk, and two clients with spools of their own (the prelude's
+# handler, and a second one on another logger), each holding HELD_LINES lines while its
+# first request hangs; ended by SIGTERM, then SIGKILL.
+TWO_CLIENTS = f"""
+import threading
+busy_disk = threading.Event()  # never set: each sync takes {SYNC_TAKES} s
+real_sync = os.fdatasync
+def slow_sync(fd):
+    busy_disk.wait({SYNC_TAKES})
+    real_sync(fd)
+os.fdatasync = slow_sync
+options = json.loads(os.environ["FAULT_OPTS"])
+options["spool_dir"] = os.environ["SECOND_SPOOL"]
+second = logging.getLogger("second")
+second.addHandler(LogDNAHandler(**options))
+second.setLevel(logging.INFO)
+second.propagate = False
+for i in range({HELD_LINES}):
+    log.info("first %d " + "x" * 1000, i)
+    second.info("second %d " + "x" * 1000, i)
+mark("logged")
+wait_for("go")
+"""
+
+
+class TestTwoClientsAtSigterm:
+    def test_every_clients_memory_is_on_disk_before_the_kill(self, tmp_path: Path) -> None:
+        """SIGTERM while both clients' requests hang, then SIGKILL once SIGTERM's grace
+        period is over: every line of both clients is on disk by then, and the next
+        processes deliver them all."""
+        first_dir, second_dir = tmp_path / "first", tmp_path / "second"
+        killed = threading.Event()
+
+        def hang_until_killed(
+            request: Request, sock: socket.socket, stop: threading.Event
+        ) -> bytes | None:
+            if not killed.is_set():  # the child's: never answered
+                killed.wait(WAIT)
+                return None
+            return answer(200)
+
+        with scripted_server(hang_until_killed) as server:
+            child = Child(
+                TWO_CLIENTS, server.url, env={"SECOND_SPOOL": str(second_dir)}, key=KEY,
+                spool_dir=str(first_dir), spool_sync="always", flush_interval="3600",
+                max_batch_bytes="16KiB", request_timeout="600",
+                shutdown_timeout=str(SHUTDOWN_TIMEOUT),
+            )  # fmt: skip
+            try:
+                child.expect("logged", WAIT)
+                assert server.wait_for_requests(2, WAIT)  # one per client, both hanging
+                child.kill(signal.SIGTERM)
+                wait_until(
+                    lambda: on_disk(first_dir) + on_disk(second_dir) >= 2 * HELD_LINES, GRACE
+                )
+                held = {"first": on_disk(first_dir), "second": on_disk(second_dir)}
+                child.kill(signal.SIGKILL)
+                status, _ = child.finish(WAIT)
+            finally:
+                killed.set()
+                if child.proc.poll() is None:
+                    child.proc.kill()
+                    child.proc.wait()
+            assert -signal.SIGKILL == status, child.stderr
+            assert {"first": HELD_LINES, "second": HELD_LINES} == held, child.stderr
+            # The next processes: the same key, URL and folders adopt what it left.
+            asked = len(server.requests)
+            for folder in (first_dir, second_dir):
+                after = Client(
+                    key=KEY, url=server.url, spool_dir=str(folder), handle_signals=False,
+                    flush_interval=0.05,
+                )  # fmt: skip
+                try:
+                    assert after.flush(WAIT)
+                finally:
+                    after.close(5)
+            got = {line["line"] for request in server.requests[asked:] for line in request.lines}
+        missing = [line for line in lines_of("first") + lines_of("second") if line not in got]
+        assert [] == missing[:3], f"{len(missing)} of {2 * HELD_LINES} lines lost"
+        assert KEY not in child.stderr
