@@ -649,11 +649,11 @@ class Client:
             # a thread of its own instead (rare: see _begin_close).
             await _on_a_thread(lambda: self._wait_closed(at_exit=False))
             return
-        sender = self._sender
-        deadline = sender._deadline
-        if self._launched() and deadline is not None:
-            left = deadline - time.monotonic() + _CLOSE_GRACE
-            await _poll(sender.finished.is_set, max(0.0, left))
+        wait = self._close_wait()
+        if wait is not None:
+            sender, until = wait
+            _spill_off_the_loop(sender, until)
+            await _poll(sender.finished.is_set, max(0.0, until() - time.monotonic()))
 
     # -- introspection
 
@@ -709,6 +709,23 @@ Client.__doc__ = with_options_help(Client.__doc__)
 def _deadline_of(sender: Sender) -> float:
     deadline = sender._deadline
     return float("-inf") if deadline is None else deadline
+
+
+def _spill_off_the_loop(sender: Sender, until: Callable[[], float]) -> None:
+    """``aclose``'s ``spill_while_closing``, on a library thread: its disk writes would
+    stall the event loop. Not the loop's default executor, whose threads the exit may
+    already have shut (DESIGN: exit ordering). Where no thread can start, memory goes
+    to disk at the sender's end, as it did before."""
+    if not sender.spills():
+        return
+    thread = threading.Thread(
+        target=sender.spill_while_closing, args=(until,), name="logdna_client-spill",
+        daemon=True,
+    )  # fmt: skip
+    try:
+        start_library_thread(thread)
+    except RuntimeError:  # the interpreter is shutting down, or no thread is to be had
+        pass
 
 
 async def _on_a_thread(call: Callable[[], None]) -> None:

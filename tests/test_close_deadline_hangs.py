@@ -13,6 +13,7 @@ step of a request: the sender is done at 2.0 s, the 100 lines counted as ``shutd
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -288,6 +289,63 @@ class TestCloseDuringAHangingRequest:
         first = len(server.requests[0].lines)
         assert (0, 0) == (stats["queued"], stats["dropped_total"]), stats
         assert (first, HELD_LINES - first) == (stats["sent"], stats["replayed"])  # type: ignore[typeddict-item]
+
+
+class TestAcloseDuringAHangingRequest:
+    def test_memory_is_on_disk_before_the_deadline_and_the_loop_keeps_ticking(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """aclose() during a request that hangs moves memory to the spool at once, on a
+        thread of the library's, while the event loop keeps running. It waited in the
+        loop for the sender, which wrote memory only once the request was cut at the
+        deadline: on a slow disk aclose() returned with lines neither on disk nor counted."""
+        ticks = 0
+        syncs: list[tuple[float, int]] = []  # (when, the loop's ticks then) per sync
+        real_sync = os.fdatasync
+
+        def slow_sync(fd: int) -> None:
+            BUSY_DISK.wait(SYNC_TAKES)  # the disk's latency: nothing sets the event
+            real_sync(fd)
+            syncs.append((time.monotonic(), ticks))
+
+        monkeypatch.setattr(os, "fdatasync", slow_sync)
+
+        def never_answer(request: Request, sock: socket.socket, stop: threading.Event) -> None:
+            stop.wait(120)
+
+        async def close_while_ticking(client: Client) -> float:
+            nonlocal ticks
+            done = asyncio.Event()
+
+            async def tick() -> None:
+                nonlocal ticks
+                while not done.is_set():
+                    ticks += 1
+                    await asyncio.sleep(0.01)
+
+            ticker = asyncio.create_task(tick())
+            began = time.monotonic()
+            await client.aclose(CLOSE_IN)
+            done.set()
+            await ticker
+            return began
+
+        with scripted_server(never_answer) as server:
+            client = spooling_client(server.url, tmp_path)
+            assert server.wait_for_requests(1, WAIT)
+            before = len(syncs)  # the batch out was written before it was sent
+            began = asyncio.run(close_while_ticking(client))
+            done = client._sender.finished.is_set()
+            stats = client.stats()
+        assert done, f"aclose() returned with {stats['queued']} lines not yet on disk"
+        assert (0, 0, 0) == (stats["queued"], stats["sent"], stats["dropped_total"]), stats
+        assert HELD_LINES == stats["spooled"]  # type: ignore[typeddict-item]
+        spill = [sync for sync in syncs[before:] if sync[0] >= began]
+        assert spill, "nothing was written after aclose() began"
+        (first_at, first_ticks), (last_at, last_ticks) = spill[0], spill[-1]
+        assert last_at < began + CLOSE_IN, "memory went to disk only at the deadline"
+        # One tick every 10 ms or so: a loop stalled by the writing would tick not at all.
+        assert last_ticks - first_ticks >= 10, (last_ticks - first_ticks, last_at - first_at)
 
 
 # The child: a slow disk, HELD_LINES lines logged while the first request hangs; ended by
