@@ -600,14 +600,32 @@ class Sender:
         buffer = self._buffer
         if spool is None or not spool.enabled:
             return
-        while len(buffer):
-            lines = buffer.take_behind(self._config.max_batch_bytes)
-            batch_id = spool.append(lines)
-            if batch_id is None:  # no room on disk: these wait in memory after all
-                buffer.put_back(lines)
-                break
-            spool.release(batch_id)
+        try:
+            while len(buffer):
+                if not self._spill_batch(buffer.take_behind(self._config.max_batch_bytes)):
+                    break
+        except BaseException:
+            # Ctrl-C (a close on the main thread) with a batch taken and not yet on disk
+            # nor back in memory: written already, the spool hands back the batch it
+            # booked (no second copy); else it is written now.
+            lines = buffer.behind
+            if lines is not None:
+                self._spill_batch(lines)
+            raise
         self._notify()
+
+    def _spill_batch(self, lines: list[bytes]) -> bool:
+        """One batch ``take_behind`` took, to the spool (False: no room, it is back in
+        memory). Let go of in the buffer before the spool may hand it out again."""
+        spool = self.spool
+        assert spool is not None
+        batch_id = spool.append(lines)
+        if batch_id is None:  # no room on disk: these wait in memory after all
+            self._buffer.put_back(lines)
+            return False
+        self._buffer.behind = None
+        spool.release(batch_id)
+        return True
 
     def _spill(self) -> int:
         """At the end: move what the buffer still holds to the spool; lines moved."""

@@ -12,6 +12,7 @@ before it was sent).
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import sys
@@ -24,7 +25,7 @@ import pytest
 
 from logdna_client import Client
 from logdna_client._spool._inspect import inspect_segment, segment_paths
-from tests._children import Child
+from tests._children import Child, assert_exactly_once_in_order
 from tests._claims_servers import Request, answer, scripted_server
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
@@ -145,3 +146,81 @@ class TestTwoClientsAtSigterm:
         missing = [line for line in lines_of("first") + lines_of("second") if line not in got]
         assert [] == missing[:3], f"{len(missing)} of {2 * HELD_LINES} lines lost"
         assert KEY not in child.stderr
+
+
+# The child: HELD_LINES lines while its first request hangs; close() on the main thread
+# spills them behind it, and Ctrl-C (a real SIGINT, raised as the spill's third batch is
+# taken) interrupts it. A second close() then waits for the sender, and the child says
+# what its client counted.
+CTRL_C_IN_SPILL = f"""
+from logdna_client import _buffer
+real_take_behind = _buffer.Buffer.take_behind
+taken = 0
+def take_behind(self, max_bytes):
+    global taken
+    batch = real_take_behind(self, max_bytes)
+    taken += 1
+    if taken == 3:
+        signal.raise_signal(signal.SIGINT)  # lands as the batch is handed over
+    return batch
+_buffer.Buffer.take_behind = take_behind
+for i in range({HELD_LINES}):
+    log.info("held %d " + "x" * 1000, i)
+mark("logged")
+wait_for("go")
+try:
+    client.close()
+except KeyboardInterrupt:
+    mark("interrupted")
+client.close()
+stats = client.stats()
+mark("stats " + json.dumps([stats["queued"], stats["spooled"], stats["dropped_total"]]))
+"""
+
+
+class TestCtrlCInsideTheSpill:
+    def test_a_batch_taken_as_ctrl_c_lands_is_on_disk_once(self, tmp_path: Path) -> None:
+        """Ctrl-C as the close's spill takes a batch from memory: that batch still goes to
+        disk (once), every line is counted and the next process delivers them all, each
+        once. It was in neither place: 14 lines gone, counted nowhere."""
+        killed = threading.Event()
+
+        def hang_until_ended(
+            request: Request, sock: socket.socket, stop: threading.Event
+        ) -> bytes | None:
+            if not killed.is_set():  # the child's: never answered
+                killed.wait(WAIT)
+                return None
+            return answer(200)
+
+        with scripted_server(hang_until_ended) as server:
+            child = Child(
+                CTRL_C_IN_SPILL, server.url, key=KEY, spool_dir=str(tmp_path),
+                flush_interval="3600", max_batch_bytes="16KiB", request_timeout="600",
+                shutdown_timeout="5", handle_signals="false",
+            )  # fmt: skip
+            try:
+                child.expect("logged", WAIT)
+                assert server.wait_for_requests(1, WAIT)
+                child.send("go")
+                child.expect("interrupted", WAIT)
+                counted = child.expect("stats", WAIT)
+                status, _ = child.finish(WAIT)
+            finally:
+                killed.set()
+                if child.proc.poll() is None:
+                    child.proc.kill()
+                    child.proc.wait()
+            assert 0 == status, child.stderr
+            assert [0, HELD_LINES, 0] == json.loads(counted), child.stderr
+            asked = len(server.requests)
+            after = Client(
+                key=KEY, url=server.url, spool_dir=str(tmp_path), handle_signals=False,
+                flush_interval=0.05,
+            )  # fmt: skip
+            try:
+                assert after.flush(WAIT)
+            finally:
+                after.close(5)
+            got = [line["line"] for request in server.requests[asked:] for line in request.lines]
+        assert_exactly_once_in_order(lines_of("held"), got)
