@@ -224,3 +224,80 @@ class TestCtrlCInsideTheSpill:
                 after.close(5)
             got = [line["line"] for request in server.requests[asked:] for line in request.lines]
         assert_exactly_once_in_order(lines_of("held"), got)
+
+
+# The child: a slow disk; HELD_LINES lines while its first request hangs; close() on the
+# main thread spills them behind it, and SIGTERM comes while that spill writes its third
+# batch (the child waits there for the test's word): the signal's handler runs inside it.
+SIGTERM_IN_SPILL = f"""
+import threading
+busy_disk = threading.Event()  # never set: each sync takes {SYNC_TAKES} s
+real_sync = os.fdatasync
+main_syncs = 0
+def slow_sync(fd):
+    global main_syncs
+    busy_disk.wait({SYNC_TAKES})
+    real_sync(fd)
+    if threading.current_thread() is threading.main_thread():
+        main_syncs += 1
+        if main_syncs == 3:
+            mark("spilling")
+            wait_for("written")  # SIGTERM's handler runs here, inside the spill
+os.fdatasync = slow_sync
+for i in range({HELD_LINES}):
+    log.info("held %d " + "x" * 1000, i)
+mark("logged")
+wait_for("go")
+client.close()
+"""
+
+
+class TestSigtermInsideTheSpill:
+    def test_the_spill_goes_on_and_every_line_is_on_disk(self, tmp_path: Path) -> None:
+        """SIGTERM whose handler interrupts close()'s spill on the main thread: the spill
+        goes on once the handler returns (another thread waits for the ending), and the
+        process ends by SIGTERM at the deadline with every line on disk. The handler
+        waited on the main thread for the turn that thread held: the spill never went
+        on, the sender never finished, and the lines not yet written were lost."""
+        killed = threading.Event()
+
+        def hang_until_ended(
+            request: Request, sock: socket.socket, stop: threading.Event
+        ) -> bytes | None:
+            if not killed.is_set():  # the child's: never answered
+                killed.wait(WAIT)
+                return None
+            return answer(200)
+
+        with scripted_server(hang_until_ended) as server:
+            child = Child(
+                SIGTERM_IN_SPILL, server.url, key=KEY, spool_dir=str(tmp_path),
+                spool_sync="always", flush_interval="3600", max_batch_bytes="16KiB",
+                request_timeout="600", shutdown_timeout="10",
+            )  # fmt: skip
+            try:
+                child.expect("logged", WAIT)
+                assert server.wait_for_requests(1, WAIT)
+                child.send("go")
+                child.expect("spilling", WAIT)
+                child.kill(signal.SIGTERM)
+                child.send("written")
+                status, _ = child.finish(WAIT)
+            finally:
+                killed.set()
+                if child.proc.poll() is None:
+                    child.proc.kill()
+                    child.proc.wait()
+            assert -signal.SIGTERM == status, child.stderr
+            asked = len(server.requests)
+            after = Client(
+                key=KEY, url=server.url, spool_dir=str(tmp_path), handle_signals=False,
+                flush_interval=0.05,
+            )  # fmt: skip
+            try:
+                assert after.flush(WAIT)
+            finally:
+                after.close(5)
+            got = [line["line"] for request in server.requests[asked:] for line in request.lines]
+        assert_exactly_once_in_order(lines_of("held"), got)
+        assert KEY not in child.stderr
