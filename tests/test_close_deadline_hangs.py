@@ -291,6 +291,52 @@ class TestCloseDuringAHangingRequest:
         assert (first, HELD_LINES - first) == (stats["sent"], stats["replayed"])  # type: ignore[typeddict-item]
 
 
+class TestSpoolSmallerThanMemory:
+    def test_memory_stays_where_the_spool_would_drop_lines(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """close() during a request that hangs, with more in memory than the spool holds:
+        memory is not moved to the spool early, and once the request is answered every
+        line is delivered, each once, in order. Moved anyway, the spool made room by
+        dropping 1134 of the 2000 lines (``spool_full``) it had just been given."""
+        count = 2000  # about 2 MB in memory, the spool 1 MiB
+        expected = [f"held {i} " + "x" * 1000 for i in range(count)]
+        looked = threading.Event()  # the close's spill found the batch on disk out
+
+        def answer_after_the_spill(
+            request: Request, sock: socket.socket, stop: threading.Event
+        ) -> bytes:
+            looked.wait(WAIT)
+            return answer(200)
+
+        with scripted_server(answer_after_the_spill) as server:
+            client = Client(
+                key=KEY, url=server.url, spool_dir=str(tmp_path), max_spool_bytes="1MiB",
+                flush_interval=3600, max_batch_bytes="16KiB", request_timeout=WAIT,
+                handle_signals=False,
+            )  # fmt: skip
+            sender = client._sender
+            spill_behind = sender._spill_behind
+
+            def spill_then_say() -> None:
+                try:
+                    spill_behind()
+                finally:
+                    looked.set()
+
+            monkeypatch.setattr(sender, "_spill_behind", spill_then_say)
+            for line in expected:
+                client.log(line)
+            assert server.wait_for_requests(1, WAIT)
+            client.close(WAIT)
+            stats = client.stats()
+            got = [line["line"] for request in server.requests for line in request.lines]
+        assert looked.is_set()
+        assert (0, 0) == (stats["queued"], stats["dropped_total"]), stats["dropped"]
+        assert count == stats["sent"] + stats["replayed"]  # type: ignore[typeddict-item]
+        assert_exactly_once_in_order(expected, got)
+
+
 class TestAcloseDuringAHangingRequest:
     def test_memory_is_on_disk_before_the_deadline_and_the_loop_keeps_ticking(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
