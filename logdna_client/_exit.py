@@ -345,7 +345,10 @@ def _reset_all_after_fork() -> None:
 # and nothing ever wakes the main thread to run ours: the process never ends. So
 # where the signal wakeup fd is free, it is ours: that C-level handler writes each
 # signal's number to it whichever thread it runs on, and a watcher thread of ours
-# begins the ending without the main thread.
+# begins the ending without the main thread. An asyncio loop's add_signal_handler takes
+# the fd over (and sets none when its last handler goes): not taken back, since only the
+# main thread may set it. While the loop runs its fd wakes the main thread, which waits
+# in select(), not in a lock; after that the race is as it is without us (docs/delivery.md).
 
 _terminating = False  # the handler ran on the main thread (running again: a second signal)
 _heard = 0  # termination signals the watcher heard (one byte each)
