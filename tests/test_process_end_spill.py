@@ -301,3 +301,79 @@ class TestSigtermInsideTheSpill:
             got = [line["line"] for request in server.requests[asked:] for line in request.lines]
         assert_exactly_once_in_order(lines_of("held"), got)
         assert KEY not in child.stderr
+
+
+# The child: a slow disk; HELD_LINES lines while its first request hangs; close() on the
+# main thread spills them, and another thread forks while that spill holds the sender's
+# turn. The forked child logs, flushes and closes, each within a bound, and says so.
+FORK_IN_SPILL = f"""
+import threading
+busy_disk = threading.Event()  # never set: each sync takes {SYNC_TAKES} s
+spilling = threading.Event()
+real_sync = os.fdatasync
+def slow_sync(fd):
+    if threading.current_thread() is threading.main_thread():
+        spilling.set()
+    busy_disk.wait({SYNC_TAKES})
+    real_sync(fd)
+os.fdatasync = slow_sync
+
+def fork_while_spilling():
+    spilling.wait(60)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            log.info("from the child")
+            flushed = client.flush(5)
+            client.close(5)
+            stats = client.stats()
+            ok = stats["dropped"]["after_close"] == 1 and stats["queued"] == 0
+            os._exit(0 if ok else 2)
+        except BaseException:
+            os._exit(3)
+    _, status = os.waitpid(pid, 0)
+    mark("forked " + str(os.waitstatus_to_exitcode(status)))
+
+for i in range({HELD_LINES}):
+    log.info("held %d " + "x" * 1000, i)
+mark("logged")
+wait_for("go")
+threading.Thread(target=fork_while_spilling).start()
+client.close()
+"""
+
+
+class TestForkInsideTheSpill:
+    def test_the_forked_child_gets_a_fresh_sender(self, tmp_path: Path) -> None:
+        """fork() on another thread while close()'s spill holds the sender's turn: the
+        child's client (closed, as its parent's was) counts a line logged there as
+        ``after_close`` and its flush and close return; no lock the spill held is held
+        in it. Both processes end."""
+        killed = threading.Event()
+
+        def hang_until_ended(
+            request: Request, sock: socket.socket, stop: threading.Event
+        ) -> bytes | None:
+            if not killed.is_set():
+                killed.wait(WAIT)
+                return None
+            return answer(200)
+
+        with scripted_server(hang_until_ended) as server:
+            child = Child(
+                FORK_IN_SPILL, server.url, key=KEY, spool_dir=str(tmp_path),
+                spool_sync="always", flush_interval="3600", max_batch_bytes="16KiB",
+                request_timeout="600", shutdown_timeout="10", handle_signals="false",
+            )  # fmt: skip
+            try:
+                child.expect("logged", WAIT)
+                assert server.wait_for_requests(1, WAIT)
+                child.send("go")
+                forked = child.expect("forked", WAIT)
+                status, _ = child.finish(WAIT)
+            finally:
+                killed.set()
+                if child.proc.poll() is None:
+                    child.proc.kill()
+                    child.proc.wait()
+        assert ("0", 0) == (forked, status), child.stderr
