@@ -716,10 +716,11 @@ def _install_mp_finalizer(client: Client) -> None:
     import multiprocessing.util as mp_util  # noqa: PLC0415
 
     def drain() -> None:
+        # Every client of this ending child, as at exit: one finalizer per client, each
+        # closing and waiting for its own, left the next client's memory in place (not
+        # on its spool) until the first one's deadline.
         if not client._exit_done:
-            timeout = client.config.shutdown_timeout
-            client._begin_close(exit_deadline(timeout), timeout)
-            client._wait_closed(at_exit=True)
+            close_all(wait=True)
 
     mp_util.Finalize(client, drain, exitpriority=100)
 

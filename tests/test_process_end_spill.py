@@ -13,6 +13,7 @@ before it was sent).
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import sys
@@ -377,3 +378,81 @@ class TestForkInsideTheSpill:
                     child.proc.kill()
                     child.proc.wait()
         assert ("0", 0) == (forked, status), child.stderr
+
+
+# The child: a multiprocessing worker (fork) with two clients built there, each with a
+# spool of its own (the parent's handler has none: it would adopt them), on a slow disk;
+# the worker returns while both clients' first requests hang, and ends by its
+# finalizers (multiprocessing children skip atexit). The test kills it with SIGKILL.
+MP_WORKER_TWO_CLIENTS = f"""
+import multiprocessing, threading
+busy_disk = threading.Event()  # never set: each sync takes {SYNC_TAKES} s
+real_sync = os.fdatasync
+def slow_sync(fd):
+    busy_disk.wait({SYNC_TAKES})
+    real_sync(fd)
+os.fdatasync = slow_sync
+
+def logger_with_spool(name):
+    options = json.loads(os.environ["FAULT_OPTS"])
+    options["spool_dir"] = os.environ[name.upper() + "_SPOOL"]
+    logger = logging.getLogger(name)
+    logger.addHandler(LogDNAHandler(**options))
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    return logger
+
+def work():
+    first, second = logger_with_spool("first"), logger_with_spool("second")
+    for i in range({HELD_LINES}):
+        first.info("first %d " + "x" * 1000, i)
+        second.info("second %d " + "x" * 1000, i)
+    mark("logged " + str(os.getpid()))
+
+worker = multiprocessing.get_context("fork").Process(target=work)
+worker.start()
+worker.join()
+mark("joined")
+"""
+
+
+class TestTwoClientsInAMultiprocessingWorker:
+    def test_every_clients_memory_is_on_disk_before_the_kill(self, tmp_path: Path) -> None:
+        """A multiprocessing worker with two clients ends (its finalizers) while both
+        clients' requests hang, and is killed once a grace period is over: every line
+        of both clients is on disk by then. Each finalizer closed its own client and
+        waited for it, so the second client's memory waited for the first's deadline."""
+        first_dir, second_dir = tmp_path / "first", tmp_path / "second"
+        killed = threading.Event()
+
+        def hang_until_killed(
+            request: Request, sock: socket.socket, stop: threading.Event
+        ) -> bytes | None:
+            if not killed.is_set():
+                killed.wait(WAIT)
+                return None
+            return answer(200)
+
+        with scripted_server(hang_until_killed) as server:
+            child = Child(
+                MP_WORKER_TWO_CLIENTS, server.url,
+                env={"FIRST_SPOOL": str(first_dir), "SECOND_SPOOL": str(second_dir)},
+                key=KEY, spool_sync="always", flush_interval="3600",
+                max_batch_bytes="16KiB", request_timeout="600",
+                shutdown_timeout=str(SHUTDOWN_TIMEOUT),
+            )  # fmt: skip
+            try:
+                worker = int(child.expect("logged", WAIT))
+                wait_until(
+                    lambda: on_disk(first_dir) + on_disk(second_dir) >= 2 * HELD_LINES, GRACE
+                )
+                held = {"first": on_disk(first_dir), "second": on_disk(second_dir)}
+                os.kill(worker, signal.SIGKILL)
+                child.expect("joined", WAIT)
+                child.finish(WAIT)
+            finally:
+                killed.set()
+                if child.proc.poll() is None:
+                    child.proc.kill()
+                    child.proc.wait()
+        assert {"first": HELD_LINES, "second": HELD_LINES} == held, child.stderr
