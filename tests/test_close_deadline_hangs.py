@@ -360,7 +360,6 @@ class TestAcloseDuringAHangingRequest:
             stop.wait(120)
 
         async def close_while_ticking(client: Client) -> float:
-            nonlocal ticks
             done = asyncio.Event()
 
             async def tick() -> None:
