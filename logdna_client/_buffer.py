@@ -141,6 +141,10 @@ class Buffer:
         # The batch in flight, from before its entries leave the queue until it is
         # released or untaken: an interrupted take's, handed over by the next one.
         self._taken: list[bytes] | None = None
+        #: The batch ``take_behind`` took until the spill is done with it (on disk, or
+        #: ``put_back``): from before it leaves the queue, so that Ctrl-C as it is handed
+        #: over never loses it (``Sender._spill_behind``).
+        self.behind: list[bytes] | None = None
         self.dropped: Counter[str] = Counter()
         # Drops not yet told to the service in a summary line.
         self.unreported: Counter[str] = Counter()
@@ -471,16 +475,23 @@ class Buffer:
         leave the batch in flight as it is: a closed buffer's lines going to the spool
         behind that batch while it is out (``Sender.spill_while_closing``). They leave
         as a batch taken, settled and released does; ``put_back`` undoes it."""
+        lines = self.entries
         with self._lock:
             while True:
                 try:
-                    count, total = self._size_batch(len(self.entries), max_bytes)
+                    count, total = self._size_batch(len(lines), max_bytes)
                 except RuntimeError:  # a lock-free put that began before close() appended
                     continue
                 break
-            batch = [self.entries.popleft() for _ in range(count)]
+            # Copied, and the removal made, before any write: Ctrl-C at a call up to here
+            # leaves the queue as it was.
+            batch = list(islice(lines, count))
+            remove = map(deque.popleft, repeat(lines, count))
+            # From here to the removal: no call, hence no signal handler.
+            self.behind = batch
             self.queued_bytes -= total
             self._head_seq += count
+            deque(remove, 0)
             self._update_room()
             self._space.notify_all()
         return batch
@@ -489,9 +500,12 @@ class Buffer:
         """Undo ``take_behind``: ``lines`` back at the head of the queue."""
         size = cost_of(lines)
         with self._lock:
-            self.entries.extendleft(reversed(lines))
+            back = reversed(lines)
+            # From here to the return: no call before the one that puts them back.
+            self.behind = None
             self.queued_bytes += size
             self._head_seq -= len(lines)
+            self.entries.extendleft(back)
             self._update_room()
 
     def reclaim(self) -> None:

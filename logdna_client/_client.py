@@ -450,6 +450,7 @@ class Client:
         return not (
             self._buffer.owned()
             or _exit.owns(self._sender._progress)  # interrupted inside flush()'s wait
+            or self._sender.spilling_here()  # interrupted inside a close's spill
             or on_sender_thread()
             or _exit.under_logging_lock()
         )
@@ -535,15 +536,9 @@ class Client:
             self._delivered_here = True  # another waiter waits for it as for a thread
             sender.run_here()
         launched = self._launched()
-        if launched and sender._deadline is not None:
-            # A little grace past the deadline (or now, when it passed) for the sender's
-            # own bookkeeping; the deadline as it is at each look (Ctrl-C may bring it
-            # forward).
-            began = time.monotonic()
-
-            def until() -> float:
-                return max(_deadline_of(sender), began) + _CLOSE_GRACE
-
+        wait = self._close_wait()
+        if wait is not None:
+            _, until = wait
             # With a spool, memory goes to disk now, not after a request that hangs.
             sender.spill_while_closing(until)
             sender.finished.wait_noticing_signals(until)
@@ -560,6 +555,21 @@ class Client:
                 self._report_exit_loss(launched)
             finally:
                 self._exit_told.set()
+
+    def _close_wait(self) -> tuple[Sender, Callable[[], float]] | None:
+        """The sender a close waits for and until when, or None where none runs or it is
+        not closing: a little grace past the deadline (or now, when it passed) for the
+        sender's own bookkeeping; the deadline as it is at each look (Ctrl-C may bring
+        it forward)."""
+        sender = self._sender
+        if not self._launched() or sender._deadline is None:
+            return None
+        began = time.monotonic()
+
+        def until() -> float:
+            return max(_deadline_of(sender), began) + _CLOSE_GRACE
+
+        return sender, until
 
     def _launched(self) -> bool:
         """Whether a sender runs for this client: a thread, or the work done here by
@@ -639,11 +649,11 @@ class Client:
             # a thread of its own instead (rare: see _begin_close).
             await _on_a_thread(lambda: self._wait_closed(at_exit=False))
             return
-        sender = self._sender
-        deadline = sender._deadline
-        if self._launched() and deadline is not None:
-            left = deadline - time.monotonic() + _CLOSE_GRACE
-            await _poll(sender.finished.is_set, max(0.0, left))
+        wait = self._close_wait()
+        if wait is not None:
+            sender, until = wait
+            _spill_off_the_loop(sender, until)
+            await _poll(sender.finished.is_set, max(0.0, until() - time.monotonic()))
 
     # -- introspection
 
@@ -699,6 +709,23 @@ Client.__doc__ = with_options_help(Client.__doc__)
 def _deadline_of(sender: Sender) -> float:
     deadline = sender._deadline
     return float("-inf") if deadline is None else deadline
+
+
+def _spill_off_the_loop(sender: Sender, until: Callable[[], float]) -> None:
+    """``aclose``'s ``spill_while_closing``, on a library thread: its disk writes would
+    stall the event loop. Not the loop's default executor, whose threads the exit may
+    already have shut (DESIGN: exit ordering). Where no thread can start, memory goes
+    to disk at the sender's end, as it did before."""
+    if not sender.spills():
+        return
+    thread = threading.Thread(
+        target=sender.spill_while_closing, args=(until,), name="logdna_client-spill",
+        daemon=True,
+    )  # fmt: skip
+    try:
+        start_library_thread(thread)
+    except RuntimeError:  # the interpreter is shutting down, or no thread is to be had
+        pass
 
 
 async def _on_a_thread(call: Callable[[], None]) -> None:

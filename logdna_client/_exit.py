@@ -28,6 +28,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ._report import KIND_ATTR, logger
+from ._sender import spill_while_closing
 from ._threads import (
     BUSY_THREADS,
     NESTED_THREADS,
@@ -118,9 +119,18 @@ def close_all(*, wait: bool, at_exit: bool = True) -> list[Client]:
         timeout = client.config.shutdown_timeout
         client._begin_close(min(end, now + timeout), timeout)
     if wait:
-        for client in clients:
-            client._wait_closed(at_exit=at_exit)
+        _wait_all_closed(clients, at_exit=at_exit)
     return clients
+
+
+def _wait_all_closed(clients: list[Client], *, at_exit: bool = True) -> None:
+    """Wait for each client's close, one after the other; but first move every one's
+    memory to its spool behind the batch it has out (``spill_while_closing``). Waited
+    for in turn, the second client's memory moved only once the first's wait ended (a
+    request that hangs: at the deadline), and a process killed meanwhile lost it."""
+    spill_while_closing([wait for c in clients if (wait := c._close_wait()) is not None])
+    for client in clients:
+        client._wait_closed(at_exit=at_exit)
 
 
 def _close_all_at_exit() -> None:
@@ -335,7 +345,10 @@ def _reset_all_after_fork() -> None:
 # and nothing ever wakes the main thread to run ours: the process never ends. So
 # where the signal wakeup fd is free, it is ours: that C-level handler writes each
 # signal's number to it whichever thread it runs on, and a watcher thread of ours
-# begins the ending without the main thread.
+# begins the ending without the main thread. An asyncio loop's add_signal_handler takes
+# the fd over (and sets none when its last handler goes): not taken back, since only the
+# main thread may set it. While the loop runs its fd wakes the main thread, which waits
+# in select(), not in a lock; after that the race is as it is without us (docs/delivery.md).
 
 _terminating = False  # the handler ran on the main thread (running again: a second signal)
 _heard = 0  # termination signals the watcher heard (one byte each)
@@ -556,8 +569,7 @@ def _wait_then_end_elsewhere(clients: list[Client], signum: int) -> None:
 
 def _wait_then_end(clients: list[Client], signum: int) -> None:
     try:
-        for client in clients:
-            client._wait_closed(at_exit=True)
+        _wait_all_closed(clients)
     except KeyboardInterrupt:  # Ctrl-C meanwhile (on the main thread): as above
         _cut_short()
     finally:
@@ -704,10 +716,11 @@ def _install_mp_finalizer(client: Client) -> None:
     import multiprocessing.util as mp_util  # noqa: PLC0415
 
     def drain() -> None:
+        # Every client of this ending child, as at exit: one finalizer per client, each
+        # closing and waiting for its own, left the next client's memory in place (not
+        # on its spool) until the first one's deadline.
         if not client._exit_done:
-            timeout = client.config.shutdown_timeout
-            client._begin_close(exit_deadline(timeout), timeout)
-            client._wait_closed(at_exit=True)
+            close_all(wait=True)
 
     mp_util.Finalize(client, drain, exitpriority=100)
 

@@ -13,6 +13,7 @@ step of a request: the sender is done at 2.0 s, the 100 lines counted as ``shutd
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -288,6 +289,108 @@ class TestCloseDuringAHangingRequest:
         first = len(server.requests[0].lines)
         assert (0, 0) == (stats["queued"], stats["dropped_total"]), stats
         assert (first, HELD_LINES - first) == (stats["sent"], stats["replayed"])  # type: ignore[typeddict-item]
+
+
+class TestSpoolSmallerThanMemory:
+    def test_memory_stays_where_the_spool_would_drop_lines(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """close() during a request that hangs, with more in memory than the spool holds:
+        memory is not moved to the spool early, and once the request is answered every
+        line is delivered, each once, in order. Moved anyway, the spool made room by
+        dropping 1134 of the 2000 lines (``spool_full``) it had just been given."""
+        count = 2000  # about 2 MB in memory, the spool 1 MiB
+        expected = [f"held {i} " + "x" * 1000 for i in range(count)]
+        looked = threading.Event()  # the close's spill found the batch on disk out
+
+        def answer_after_the_spill(
+            request: Request, sock: socket.socket, stop: threading.Event
+        ) -> bytes:
+            looked.wait(WAIT)
+            return answer(200)
+
+        with scripted_server(answer_after_the_spill) as server:
+            client = Client(
+                key=KEY, url=server.url, spool_dir=str(tmp_path), max_spool_bytes="1MiB",
+                flush_interval=3600, max_batch_bytes="16KiB", request_timeout=WAIT,
+                handle_signals=False,
+            )  # fmt: skip
+            sender = client._sender
+            spill_behind = sender._spill_behind
+
+            def spill_then_say() -> None:
+                try:
+                    spill_behind()
+                finally:
+                    looked.set()
+
+            monkeypatch.setattr(sender, "_spill_behind", spill_then_say)
+            for line in expected:
+                client.log(line)
+            assert server.wait_for_requests(1, WAIT)
+            client.close(WAIT)
+            stats = client.stats()
+            got = [line["line"] for request in server.requests for line in request.lines]
+        assert looked.is_set()
+        assert (0, 0) == (stats["queued"], stats["dropped_total"]), stats["dropped"]
+        assert count == stats["sent"] + stats["replayed"]  # type: ignore[typeddict-item]
+        assert_exactly_once_in_order(expected, got)
+
+
+class TestAcloseDuringAHangingRequest:
+    def test_memory_is_on_disk_before_the_deadline_and_the_loop_keeps_ticking(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """aclose() during a request that hangs moves memory to the spool at once, on a
+        thread of the library's, while the event loop keeps running. It waited in the
+        loop for the sender, which wrote memory only once the request was cut at the
+        deadline: on a slow disk aclose() returned with lines neither on disk nor counted."""
+        ticks = 0
+        syncs: list[tuple[float, int]] = []  # (when, the loop's ticks then) per sync
+        real_sync = os.fdatasync
+
+        def slow_sync(fd: int) -> None:
+            BUSY_DISK.wait(SYNC_TAKES)  # the disk's latency: nothing sets the event
+            real_sync(fd)
+            syncs.append((time.monotonic(), ticks))
+
+        monkeypatch.setattr(os, "fdatasync", slow_sync)
+
+        def never_answer(request: Request, sock: socket.socket, stop: threading.Event) -> None:
+            stop.wait(120)
+
+        async def close_while_ticking(client: Client) -> float:
+            done = asyncio.Event()
+
+            async def tick() -> None:
+                nonlocal ticks
+                while not done.is_set():
+                    ticks += 1
+                    await asyncio.sleep(0.01)
+
+            ticker = asyncio.create_task(tick())
+            began = time.monotonic()
+            await client.aclose(CLOSE_IN)
+            done.set()
+            await ticker
+            return began
+
+        with scripted_server(never_answer) as server:
+            client = spooling_client(server.url, tmp_path)
+            assert server.wait_for_requests(1, WAIT)
+            before = len(syncs)  # the batch out was written before it was sent
+            began = asyncio.run(close_while_ticking(client))
+            done = client._sender.finished.is_set()
+            stats = client.stats()
+        assert done, f"aclose() returned with {stats['queued']} lines not yet on disk"
+        assert (0, 0, 0) == (stats["queued"], stats["sent"], stats["dropped_total"]), stats
+        assert HELD_LINES == stats["spooled"]  # type: ignore[typeddict-item]
+        spill = [sync for sync in syncs[before:] if sync[0] >= began]
+        assert spill, "nothing was written after aclose() began"
+        (first_at, first_ticks), (last_at, last_ticks) = spill[0], spill[-1]
+        assert last_at < began + CLOSE_IN, "memory went to disk only at the deadline"
+        # One tick every 10 ms or so: a loop stalled by the writing would tick not at all.
+        assert last_ticks - first_ticks >= 10, (last_ticks - first_ticks, last_at - first_at)
 
 
 # The child: a slow disk, HELD_LINES lines logged while the first request hangs; ended by

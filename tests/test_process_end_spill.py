@@ -1,0 +1,458 @@
+"""A process ending while requests hang, with a spool: every closing client's memory goes
+to disk at once, over real sockets, in real child processes with real signals.
+
+Seen: a process with two clients (a stdlib handler and a second one, e.g. structlog's,
+each with its own spool) got SIGTERM while both clients' first requests hung. The exit
+waited for the clients one after the other, and moved the second client's memory to
+disk only once the first client's wait ended, at the shutdown deadline: killed before
+that (SIGKILL after SIGTERM's grace period), the process lost all the second client's
+memory (386 of 400 lines here: only its first batch, 14 lines, was on disk, written
+before it was sent).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from logdna_client import Client
+from logdna_client._spool._inspect import inspect_segment, segment_paths
+from tests._children import Child, assert_exactly_once_in_order
+from tests._claims_servers import Request, answer, scripted_server
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+
+KEY = "k" * 32
+HELD_LINES = 400  # about 1 KB each: 25 batches of 16 KiB per client, each synced
+SYNC_TAKES = 0.1  # a disk other programs keep busy: 2.5 s or more per client
+SHUTDOWN_TIMEOUT = 120.0  # the deadline: far past SIGTERM's grace period
+# SIGTERM's grace period before SIGKILL: long past the writing (5 s for both clients),
+# however loaded the machine, and far before the deadline.
+GRACE = 40.0
+WAIT = 60.0
+
+
+def wait_until(done: Callable[[], bool], timeout: float) -> bool:
+    """Whether ``done()`` came true within ``timeout``, looking every 50 ms."""
+    pause = threading.Event()  # never set: the pause between looks
+    end = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() >= end:
+            return False
+        pause.wait(0.05)
+    return True
+
+
+def on_disk(folder: Path) -> int:
+    """The lines a spool folder holds, not yet delivered (read while its writer runs)."""
+    total = 0
+    for path in segment_paths(str(folder)):
+        try:
+            total += inspect_segment(path, check=False).pending_lines
+        except OSError:
+            pass
+    return total
+
+
+def lines_of(name: str) -> list[str]:
+    return [f"{name} {i} " + "x" * 1000 for i in range(HELD_LINES)]
+
+
+# The child: a slow disk, and two clients with spools of their own (the prelude's
+# handler, and a second one on another logger), each holding HELD_LINES lines while its
+# first request hangs; ended by SIGTERM, then SIGKILL.
+TWO_CLIENTS = f"""
+import threading
+busy_disk = threading.Event()  # never set: each sync takes {SYNC_TAKES} s
+real_sync = os.fdatasync
+def slow_sync(fd):
+    busy_disk.wait({SYNC_TAKES})
+    real_sync(fd)
+os.fdatasync = slow_sync
+options = json.loads(os.environ["FAULT_OPTS"])
+options["spool_dir"] = os.environ["SECOND_SPOOL"]
+second = logging.getLogger("second")
+second.addHandler(LogDNAHandler(**options))
+second.setLevel(logging.INFO)
+second.propagate = False
+for i in range({HELD_LINES}):
+    log.info("first %d " + "x" * 1000, i)
+    second.info("second %d " + "x" * 1000, i)
+mark("logged")
+wait_for("go")
+"""
+
+
+class TestTwoClientsAtSigterm:
+    def test_every_clients_memory_is_on_disk_before_the_kill(self, tmp_path: Path) -> None:
+        """SIGTERM while both clients' requests hang, then SIGKILL once SIGTERM's grace
+        period is over: every line of both clients is on disk by then, and the next
+        processes deliver them all."""
+        first_dir, second_dir = tmp_path / "first", tmp_path / "second"
+        killed = threading.Event()
+
+        def hang_until_killed(
+            request: Request, sock: socket.socket, stop: threading.Event
+        ) -> bytes | None:
+            if not killed.is_set():  # the child's: never answered
+                killed.wait(WAIT)
+                return None
+            return answer(200)
+
+        with scripted_server(hang_until_killed) as server:
+            child = Child(
+                TWO_CLIENTS, server.url, env={"SECOND_SPOOL": str(second_dir)}, key=KEY,
+                spool_dir=str(first_dir), spool_sync="always", flush_interval="3600",
+                max_batch_bytes="16KiB", request_timeout="600",
+                shutdown_timeout=str(SHUTDOWN_TIMEOUT),
+            )  # fmt: skip
+            try:
+                child.expect("logged", WAIT)
+                assert server.wait_for_requests(2, WAIT)  # one per client, both hanging
+                child.kill(signal.SIGTERM)
+                wait_until(
+                    lambda: on_disk(first_dir) + on_disk(second_dir) >= 2 * HELD_LINES, GRACE
+                )
+                held = {"first": on_disk(first_dir), "second": on_disk(second_dir)}
+                child.kill(signal.SIGKILL)
+                status, _ = child.finish(WAIT)
+            finally:
+                killed.set()
+                if child.proc.poll() is None:
+                    child.proc.kill()
+                    child.proc.wait()
+            assert -signal.SIGKILL == status, child.stderr
+            assert {"first": HELD_LINES, "second": HELD_LINES} == held, child.stderr
+            # The next processes: the same key, URL and folders adopt what it left.
+            asked = len(server.requests)
+            for folder in (first_dir, second_dir):
+                after = Client(
+                    key=KEY, url=server.url, spool_dir=str(folder), handle_signals=False,
+                    flush_interval=0.05,
+                )  # fmt: skip
+                try:
+                    assert after.flush(WAIT)
+                finally:
+                    after.close(5)
+            got = {line["line"] for request in server.requests[asked:] for line in request.lines}
+        missing = [line for line in lines_of("first") + lines_of("second") if line not in got]
+        assert [] == missing[:3], f"{len(missing)} of {2 * HELD_LINES} lines lost"
+        assert KEY not in child.stderr
+
+
+# The child: HELD_LINES lines while its first request hangs; close() on the main thread
+# spills them behind it, and Ctrl-C (a real SIGINT, raised as the spill's third batch is
+# taken) interrupts it. A second close() then waits for the sender, and the child says
+# what its client counted.
+CTRL_C_IN_SPILL = f"""
+from logdna_client import _buffer
+real_take_behind = _buffer.Buffer.take_behind
+taken = 0
+def take_behind(self, max_bytes):
+    global taken
+    batch = real_take_behind(self, max_bytes)
+    taken += 1
+    if taken == 3:
+        signal.raise_signal(signal.SIGINT)  # lands as the batch is handed over
+    return batch
+_buffer.Buffer.take_behind = take_behind
+for i in range({HELD_LINES}):
+    log.info("held %d " + "x" * 1000, i)
+mark("logged")
+wait_for("go")
+try:
+    client.close()
+except KeyboardInterrupt:
+    mark("interrupted")
+client.close()
+stats = client.stats()
+mark("stats " + json.dumps([stats["queued"], stats["spooled"], stats["dropped_total"]]))
+"""
+
+
+class TestCtrlCInsideTheSpill:
+    def test_a_batch_taken_as_ctrl_c_lands_is_on_disk_once(self, tmp_path: Path) -> None:
+        """Ctrl-C as the close's spill takes a batch from memory: that batch still goes to
+        disk (once), every line is counted and the next process delivers them all, each
+        once. It was in neither place: 14 lines gone, counted nowhere."""
+        killed = threading.Event()
+
+        def hang_until_ended(
+            request: Request, sock: socket.socket, stop: threading.Event
+        ) -> bytes | None:
+            if not killed.is_set():  # the child's: never answered
+                killed.wait(WAIT)
+                return None
+            return answer(200)
+
+        with scripted_server(hang_until_ended) as server:
+            child = Child(
+                CTRL_C_IN_SPILL, server.url, key=KEY, spool_dir=str(tmp_path),
+                flush_interval="3600", max_batch_bytes="16KiB", request_timeout="600",
+                shutdown_timeout="5", handle_signals="false",
+            )  # fmt: skip
+            try:
+                child.expect("logged", WAIT)
+                assert server.wait_for_requests(1, WAIT)
+                child.send("go")
+                child.expect("interrupted", WAIT)
+                counted = child.expect("stats", WAIT)
+                status, _ = child.finish(WAIT)
+            finally:
+                killed.set()
+                if child.proc.poll() is None:
+                    child.proc.kill()
+                    child.proc.wait()
+            assert 0 == status, child.stderr
+            assert [0, HELD_LINES, 0] == json.loads(counted), child.stderr
+            asked = len(server.requests)
+            after = Client(
+                key=KEY, url=server.url, spool_dir=str(tmp_path), handle_signals=False,
+                flush_interval=0.05,
+            )  # fmt: skip
+            try:
+                assert after.flush(WAIT)
+            finally:
+                after.close(5)
+            got = [line["line"] for request in server.requests[asked:] for line in request.lines]
+        assert_exactly_once_in_order(lines_of("held"), got)
+
+
+# The child: a slow disk; HELD_LINES lines while its first request hangs; close() on the
+# main thread spills them behind it, and SIGTERM comes while that spill writes its third
+# batch (the child waits there for the test's word): the signal's handler runs inside it.
+SIGTERM_IN_SPILL = f"""
+import threading
+busy_disk = threading.Event()  # never set: each sync takes {SYNC_TAKES} s
+real_sync = os.fdatasync
+main_syncs = 0
+def slow_sync(fd):
+    global main_syncs
+    busy_disk.wait({SYNC_TAKES})
+    real_sync(fd)
+    if threading.current_thread() is threading.main_thread():
+        main_syncs += 1
+        if main_syncs == 3:
+            mark("spilling")
+            wait_for("written")  # SIGTERM's handler runs here, inside the spill
+os.fdatasync = slow_sync
+for i in range({HELD_LINES}):
+    log.info("held %d " + "x" * 1000, i)
+mark("logged")
+wait_for("go")
+client.close()
+"""
+
+
+class TestSigtermInsideTheSpill:
+    def test_the_spill_goes_on_and_every_line_is_on_disk(self, tmp_path: Path) -> None:
+        """SIGTERM whose handler interrupts close()'s spill on the main thread: the spill
+        goes on once the handler returns (another thread waits for the ending), and the
+        process ends by SIGTERM at the deadline with every line on disk. The handler
+        waited on the main thread for the turn that thread held: the spill never went
+        on, the sender never finished, and the lines not yet written were lost."""
+        killed = threading.Event()
+
+        def hang_until_ended(
+            request: Request, sock: socket.socket, stop: threading.Event
+        ) -> bytes | None:
+            if not killed.is_set():  # the child's: never answered
+                killed.wait(WAIT)
+                return None
+            return answer(200)
+
+        with scripted_server(hang_until_ended) as server:
+            child = Child(
+                SIGTERM_IN_SPILL, server.url, key=KEY, spool_dir=str(tmp_path),
+                spool_sync="always", flush_interval="3600", max_batch_bytes="16KiB",
+                request_timeout="600", shutdown_timeout="10",
+            )  # fmt: skip
+            try:
+                child.expect("logged", WAIT)
+                assert server.wait_for_requests(1, WAIT)
+                child.send("go")
+                child.expect("spilling", WAIT)
+                child.kill(signal.SIGTERM)
+                child.send("written")
+                status, _ = child.finish(WAIT)
+            finally:
+                killed.set()
+                if child.proc.poll() is None:
+                    child.proc.kill()
+                    child.proc.wait()
+            assert -signal.SIGTERM == status, child.stderr
+            asked = len(server.requests)
+            after = Client(
+                key=KEY, url=server.url, spool_dir=str(tmp_path), handle_signals=False,
+                flush_interval=0.05,
+            )  # fmt: skip
+            try:
+                assert after.flush(WAIT)
+            finally:
+                after.close(5)
+            got = [line["line"] for request in server.requests[asked:] for line in request.lines]
+        assert_exactly_once_in_order(lines_of("held"), got)
+        assert KEY not in child.stderr
+
+
+# The child: a slow disk; HELD_LINES lines while its first request hangs; close() on the
+# main thread spills them, and another thread forks while that spill holds the sender's
+# turn. The forked child logs, flushes and closes, each within a bound, and says so.
+FORK_IN_SPILL = f"""
+import threading
+busy_disk = threading.Event()  # never set: each sync takes {SYNC_TAKES} s
+spilling = threading.Event()
+real_sync = os.fdatasync
+def slow_sync(fd):
+    if threading.current_thread() is threading.main_thread():
+        spilling.set()
+    busy_disk.wait({SYNC_TAKES})
+    real_sync(fd)
+os.fdatasync = slow_sync
+
+def fork_while_spilling():
+    spilling.wait(60)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            log.info("from the child")
+            flushed = client.flush(5)
+            client.close(5)
+            stats = client.stats()
+            ok = stats["dropped"]["after_close"] == 1 and stats["queued"] == 0
+            os._exit(0 if ok else 2)
+        except BaseException:
+            os._exit(3)
+    _, status = os.waitpid(pid, 0)
+    mark("forked " + str(os.waitstatus_to_exitcode(status)))
+
+for i in range({HELD_LINES}):
+    log.info("held %d " + "x" * 1000, i)
+mark("logged")
+wait_for("go")
+threading.Thread(target=fork_while_spilling).start()
+client.close()
+"""
+
+
+class TestForkInsideTheSpill:
+    def test_the_forked_child_gets_a_fresh_sender(self, tmp_path: Path) -> None:
+        """fork() on another thread while close()'s spill holds the sender's turn: the
+        child's client (closed, as its parent's was) counts a line logged there as
+        ``after_close`` and its flush and close return; no lock the spill held is held
+        in it. Both processes end."""
+        killed = threading.Event()
+
+        def hang_until_ended(
+            request: Request, sock: socket.socket, stop: threading.Event
+        ) -> bytes | None:
+            if not killed.is_set():
+                killed.wait(WAIT)
+                return None
+            return answer(200)
+
+        with scripted_server(hang_until_ended) as server:
+            child = Child(
+                FORK_IN_SPILL, server.url, key=KEY, spool_dir=str(tmp_path),
+                spool_sync="always", flush_interval="3600", max_batch_bytes="16KiB",
+                request_timeout="600", shutdown_timeout="10", handle_signals="false",
+            )  # fmt: skip
+            try:
+                child.expect("logged", WAIT)
+                assert server.wait_for_requests(1, WAIT)
+                child.send("go")
+                forked = child.expect("forked", WAIT)
+                status, _ = child.finish(WAIT)
+            finally:
+                killed.set()
+                if child.proc.poll() is None:
+                    child.proc.kill()
+                    child.proc.wait()
+        assert ("0", 0) == (forked, status), child.stderr
+
+
+# The child: a multiprocessing worker (fork) with two clients built there, each with a
+# spool of its own (the parent's handler has none: it would adopt them), on a slow disk;
+# the worker returns while both clients' first requests hang, and ends by its
+# finalizers (multiprocessing children skip atexit). The test kills it with SIGKILL.
+MP_WORKER_TWO_CLIENTS = f"""
+import multiprocessing, threading
+busy_disk = threading.Event()  # never set: each sync takes {SYNC_TAKES} s
+real_sync = os.fdatasync
+def slow_sync(fd):
+    busy_disk.wait({SYNC_TAKES})
+    real_sync(fd)
+os.fdatasync = slow_sync
+
+def logger_with_spool(name):
+    options = json.loads(os.environ["FAULT_OPTS"])
+    options["spool_dir"] = os.environ[name.upper() + "_SPOOL"]
+    logger = logging.getLogger(name)
+    logger.addHandler(LogDNAHandler(**options))
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    return logger
+
+def work():
+    first, second = logger_with_spool("first"), logger_with_spool("second")
+    for i in range({HELD_LINES}):
+        first.info("first %d " + "x" * 1000, i)
+        second.info("second %d " + "x" * 1000, i)
+    mark("logged " + str(os.getpid()))
+
+worker = multiprocessing.get_context("fork").Process(target=work)
+worker.start()
+worker.join()
+mark("joined")
+"""
+
+
+class TestTwoClientsInAMultiprocessingWorker:
+    def test_every_clients_memory_is_on_disk_before_the_kill(self, tmp_path: Path) -> None:
+        """A multiprocessing worker with two clients ends (its finalizers) while both
+        clients' requests hang, and is killed once a grace period is over: every line
+        of both clients is on disk by then. Each finalizer closed its own client and
+        waited for it, so the second client's memory waited for the first's deadline."""
+        first_dir, second_dir = tmp_path / "first", tmp_path / "second"
+        killed = threading.Event()
+
+        def hang_until_killed(
+            request: Request, sock: socket.socket, stop: threading.Event
+        ) -> bytes | None:
+            if not killed.is_set():
+                killed.wait(WAIT)
+                return None
+            return answer(200)
+
+        with scripted_server(hang_until_killed) as server:
+            child = Child(
+                MP_WORKER_TWO_CLIENTS, server.url,
+                env={"FIRST_SPOOL": str(first_dir), "SECOND_SPOOL": str(second_dir)},
+                key=KEY, spool_sync="always", flush_interval="3600",
+                max_batch_bytes="16KiB", request_timeout="600",
+                shutdown_timeout=str(SHUTDOWN_TIMEOUT),
+            )  # fmt: skip
+            try:
+                worker = int(child.expect("logged", WAIT))
+                wait_until(
+                    lambda: on_disk(first_dir) + on_disk(second_dir) >= 2 * HELD_LINES, GRACE
+                )
+                held = {"first": on_disk(first_dir), "second": on_disk(second_dir)}
+                os.kill(worker, signal.SIGKILL)
+                child.expect("joined", WAIT)
+                child.finish(WAIT)
+            finally:
+                killed.set()
+                if child.proc.poll() is None:
+                    child.proc.kill()
+                    child.proc.wait()
+        assert {"first": HELD_LINES, "second": HELD_LINES} == held, child.stderr
