@@ -568,20 +568,35 @@ class Config:
             shown = parts._replace(query="", fragment="").geturl()
             raise _bad("url", shown, "an http(s) URL such as " + DEFAULT_URL)
         set_(self, "allow_insecure", to_bool("allow_insecure", self.allow_insecure))
-        if parts.scheme == "http" and not _is_loopback(parts.hostname) and not self.allow_insecure:
-            raise ConfigurationError(
-                f"{said}: plain http:// to {parts.hostname} would send the ingestion key "
-                "and any headers unencrypted; use https://, or pass allow_insecure=True if "
-                "you really mean it",
-                "url",
-            )
         # The OTel headers go only to the endpoint the OTel variables name, as the SDK's
         # exporter sends them: they often hold a vendor's token, which url= or LOGDNA_URL
         # pointing elsewhere must not receive.
-        set_(self, "_otlp_headers", _otel_headers() if source != "url" else ())
-        set_(self, "url", url)
+        headers = _otel_headers() if source != "url" else ()
         # An OpenTelemetry Collector usually takes local senders without a key.
-        set_(self, "key", self._resolve_key(_is_loopback(parts.hostname) or otlp))
+        secret = self._resolve_key(_is_loopback(parts.hostname) or otlp)
+        # Plain http is refused for the credentials it would carry: an OTLP client with
+        # neither a key nor OTel headers (a Collector in the cluster, on its http port)
+        # sends none, and needs no allow_insecure.
+        credentials = [
+            what
+            for what, sent in (("the ingestion key", secret), ("the OTel headers", headers))
+            if sent
+        ]
+        if (
+            credentials
+            and parts.scheme == "http"
+            and not _is_loopback(parts.hostname)
+            and not self.allow_insecure
+        ):
+            raise ConfigurationError(
+                f"{said}: plain http:// to {parts.hostname} would send "
+                f"{' and '.join(credentials)} unencrypted; use https://, or pass "
+                "allow_insecure=True if you really mean it",
+                "url",
+            )
+        set_(self, "_otlp_headers", headers)
+        set_(self, "url", url)
+        set_(self, "key", secret)
 
         hostname = self.hostname if self.hostname is not None else env(ENV_VARS["hostname"])
         set_(self, "hostname", _optional_name("hostname", hostname) or detected_hostname())

@@ -139,6 +139,20 @@ class TestRefused:
         assert TOKEN not in repr(config) and TOKEN not in repr(config.otlp_headers)
         assert config.otlp_headers == config.replace(level="INFO").otlp_headers
 
+    def test_plain_http_without_a_credential_needs_no_allow_insecure(
+        self, env: pytest.MonkeyPatch
+    ) -> None:
+        """A Collector in the cluster on its plain http port, no key and no OTel headers:
+        nothing secret travels, so no allow_insecure is asked for (the old code refused it,
+        saying the key would travel). A key given makes it a refusal again, naming it."""
+        url = "http://otel-collector.observability.svc:4318/v1/logs"
+        assert url == Config(protocol="otlp", url=url, handle_signals=False).url
+        env.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://otel-collector:4318")
+        assert Config(protocol="otlp", handle_signals=False).url.startswith("http://otel-")
+        with pytest.raises(ConfigurationError) as info:
+            Config(protocol="otlp", url=url, key=TOKEN, handle_signals=False)
+        assert "ingestion key" in str(info.value) and "headers" not in str(info.value)
+
     @pytest.mark.parametrize("url", ["otelcol:4318", "ftp://otelcol", f"https://u:{TOKEN}@c"])
     def test_a_bad_endpoint_names_the_variable_not_the_value(
         self, env: pytest.MonkeyPatch, url: str
