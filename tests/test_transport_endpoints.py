@@ -18,7 +18,6 @@ from typing import TypeVar
 
 import pytest
 import urllib3
-from urllib3.util import connection
 
 from logdna_client import Client, Config, _transport
 from logdna_client._devserver import DevServer
@@ -454,15 +453,19 @@ class TestADeadlineThatPassesDuringTheConnect:
             real_cut(exchange)
             cut.set()
 
-        real_connect = connection.create_connection
+        real_hold = _transport._Exchange.hold
+        connected = []
 
-        def slow_connect(*args: object, **kwargs: object) -> socket.socket:
-            sock = real_connect(*args, **kwargs)  # type: ignore[arg-type]
-            cut.wait(WAIT)  # the connect "returns" after the deadline passed
-            return sock
+        def slow_connect(exchange: _transport._Exchange, sock: socket.socket) -> None:
+            # Called once the connect returned (_connect_held): it "returns" after the
+            # deadline passed. (Not urllib3's create_connection, which the transport no
+            # longer calls while a request is watched.)
+            connected.append(sock)
+            cut.wait(WAIT)
+            real_hold(exchange, sock)
 
         monkeypatch.setattr(_transport._Exchange, "cut", cut_and_say)
-        monkeypatch.setattr(connection, "create_connection", slow_connect)
+        monkeypatch.setattr(_transport._Exchange, "hold", slow_connect)
         outcomes: list[Outcome] = []
         with bad_server("trickle") as trickle:
             transport = HTTPTransport(
@@ -476,6 +479,7 @@ class TestADeadlineThatPassesDuringTheConnect:
             cut_in_time = not sender.is_alive()
         sender.join(WAIT)  # the server stopped: the connection ends, and the request
         transport.close()
+        assert 1 == len(connected)
         assert cut.is_set()
         assert cut_in_time, "the request went on past its deadline"
         (outcome,) = outcomes
