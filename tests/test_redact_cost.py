@@ -172,3 +172,29 @@ class TestCommandLinesReadAFewWordsOn:
         text = "sqlcmd -U sa " + "x " * words + "-P s3cret"
 
         assert redacted == ("s3cret" not in Redactor().text(text))
+
+    def test_a_one_line_message_does_not_run_the_block_pattern(self) -> None:
+        """yaml_block's regex runs only on a message with a line break: a ":" alone
+        (in many one-line messages) does not run it."""
+        runs = []
+
+        class Runs:
+            def __init__(self, regex: re.Pattern[str]) -> None:
+                self.regex = regex
+
+            def finditer(self, text: str) -> Iterator[re.Match[str]]:
+                runs.append(text)
+                return self.regex.finditer(text)
+
+        redactor = Redactor()
+        patterns = redactor._text_re
+        assert patterns is not None
+        patterns._rules = tuple(
+            (kind, needs, Runs(regex) if kind == _redact._BLOCK else regex, *rest)
+            for kind, needs, regex, *rest in patterns._rules
+        )
+
+        redactor.text("login: password accepted for bob")
+        assert [] == runs
+        redactor.text("config:\n  password: x")
+        assert ["config:\n  password: x"] == runs
