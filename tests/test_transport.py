@@ -391,3 +391,26 @@ class TestNewConnectionsAsUrllib3MakesThem:
             raised.append((type(failed.value), str(failed.value)))
         urllib3s, ours = raised
         assert urllib3s == ours
+
+    def test_socket_options_are_urllib3s(
+        self, server: DevServer, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A connection the transport made carries urllib3's socket options (its
+        default: TCP_NODELAY, so a small request is not held back by Nagle's wait)."""
+        from logdna_client import _transport
+
+        nodelay = []
+        real_hold = _transport._Exchange.hold
+
+        def hold(exchange: _transport._Exchange, sock: socket.socket) -> None:
+            nodelay.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            real_hold(exchange, sock)
+
+        monkeypatch.setattr(_transport._Exchange, "hold", hold)
+        url = f"{server.base_url}/logs/ingest"
+        transport = HTTPTransport(Config(key="k" * 32, url=url, hostname="h"))
+        try:
+            assert Kind.OK is transport.send(BODY, gzipped=False, timeout=30.0).kind
+        finally:
+            transport.close()
+        assert [1] == nodelay
