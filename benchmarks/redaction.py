@@ -7,8 +7,9 @@
    dense log text (a secret, a card, an email and many digits every 260
    bytes), and for inputs built against the patterns (long digit runs with
    separators, email-like runs, key words without values, values that hold
-   keys, commas inside values and between pairs). Linear time shows as a flat
-   ns/byte.
+   keys, commas inside values and between pairs, and the slowest inputs found
+   for the newer patterns: key ids, "%253D", "-U a ", "a:\\n  " repeated).
+   Linear time shows as a flat ns/byte.
 2. ``log.info`` through ``LogDNAHandler`` with default redaction against
    ``redact=False`` (no text patterns, no key names), for the ordinary message
    of docs/performance.md and for one with a ":" (which takes the patterns).
@@ -55,6 +56,14 @@ HOSTILE = {
     # Commas and nothing else inside values; bytes reprs' quotes inside values.
     "pw=,, repeated": "pw=,,",
     "pw=b' repeated": "pw=b'",
+    # The slowest inputs found for the newer patterns: key ids (aws_secret_before
+    # reads back from each), a separator encoded twice (encoded_kv), users with no
+    # "-P" after them (cli_password), and ":" ending lines before indented ones with
+    # no key a secret (yaml_block).
+    "AKIA... key ids repeated": "AKIAIOSFODNN7EXAMPLE ",
+    "pw%253D repeated": "pw%253D",
+    "-U a repeated": "-U a ",
+    "a:\\n   repeated": "a:\n  ",
 }
 
 

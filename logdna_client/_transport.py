@@ -276,8 +276,9 @@ class _Exchange:
 
     def __init__(self, deadline: float) -> None:
         self.conn: object = None
-        #: A SOCKS proxy's socket while its connect and handshake run (``_socks_connect``),
-        #: before urllib3 has a connection to hold: set and cleared on the sender thread.
+        #: A new connection's socket while its connect runs (a SOCKS proxy's: its
+        #: handshake too), before urllib3 has a connection to hold (``_connect_held``):
+        #: set and cleared on the sender thread.
         self.opening: socket.socket | None = None
         # A duplicate of a new connection's socket, made before its TLS handshake: the
         # handshake runs on an SSLSocket that took the original's descriptor over (and
@@ -582,8 +583,9 @@ def _socks_connect(conn: Any, exchange: _Exchange | None) -> socket.socket:
         for family, kind, proto, _, _ in socket.getaddrinfo(
             proxy_host, options["proxy_port"], 0, socket.SOCK_STREAM
         ):
-            sock = socks.socksocket(family, kind, proto)
+            sock: Any = None
             try:
+                sock = socks.socksocket(family, kind, proto)  # (as in _direct_connect)
                 _prepare(conn, sock)
                 sock.set_proxy(
                     options["socks_version"], proxy_host, options["proxy_port"],
@@ -592,7 +594,8 @@ def _socks_connect(conn: Any, exchange: _Exchange | None) -> socket.socket:
                 _connect_held(exchange, sock, (host, conn.port))
             except OSError as exc:  # PySocks' ProxyError is one
                 failure = exc
-                sock.close()
+                if sock is not None:
+                    sock.close()
                 if exchange is not None and exchange.expired:
                     break  # the deadline passed: no other address of the proxy either
             else:
@@ -630,13 +633,17 @@ def _direct_connect(conn: Any, exchange: _Exchange) -> socket.socket:
         for family, kind, proto, _, address in socket.getaddrinfo(
             host, conn.port, allowed_gai_family(), socket.SOCK_STREAM
         ):
-            sock = socket.socket(family, kind, proto)
+            sock: socket.socket | None = None
             try:
+                # Made inside the try, as urllib3 makes it: an address whose socket
+                # cannot be made (its family unsupported here) is passed for the next.
+                sock = socket.socket(family, kind, proto)
                 _prepare(conn, sock)
                 _connect_held(exchange, sock, address)
             except OSError as exc:
                 failure = exc
-                sock.close()
+                if sock is not None:
+                    sock.close()
                 if exchange.expired:
                     break  # the deadline passed: no other address either
             else:

@@ -105,6 +105,20 @@ EXAMPLES = [
     r'{"body": "{\"password\": \"hunter2\", \"pin\": \"12\"}"} pass=\"x\" user=\"bob\"',
     r"""{'token': 'it\'s', "secret": "a\"b\\", 'pw' : 'x\\'} key=\'v\' api_key=\" end""",
     r'{"b": "{\\\"password\\\": \\\"x\\\", \\\"pin\\\": 1}"} a=\"\npw=\"\\\n" pin="\\',
+    # AWS secret keys before runs of key ids, each key id reading back only to the one
+    # before it: a key found by the one before, one ended by "/" (the second form,
+    # which the first form's find wins over), one behind a line break, one past 128
+    # characters, one inside a base64 run longer than a key
+    "S wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY AKIAIOSFODNN7EXAMPLE "
+    "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKE2/AKIAIOSFODNN7EXAMPLF AKIAIOSFODNN7EXAMPLG",
+    "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKE2/AKIAIOSFODNN7EXAMPLF "
+    "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKE3/AKIAIOSFODNN7EXAMPLG",
+    "x" + "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEYab" * 2 + " AKIAIOSFODNN7EXAMPLE "
+    "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKE2/AKIAIOSFODNN7EXAMPLF",
+    "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY AKIAIOSFODNN7EXAMPLE\nASIAY34FZKBOKMUTVV7A "
+    "AKIAIOSFODNN7EXAMPLE " + "z " * 60 + "AKIAIOSFODNN7EXAMPLF",
+    "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY " + "AKIAIOSFODNN7EXAMPLE " * 12,
+    "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY " + "AKIAIOSFODNN7EXAMPLE/" * 12,
     # values that hold keys, each key's value running on over the others'
     'password=\\"' * 60,
     'token=\\"a\\" ' * 40 + "pw='" * 30 + "key=\\'x" * 30,

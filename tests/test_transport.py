@@ -302,3 +302,115 @@ def test_bytes_past_the_last_gzip_member_are_passed_over() -> None:
     assert broken is not None
     with pytest.raises(zlib.error):
         broken.decode(b"\x1f\x8b\x08\x00junk-junk-junk", 100)
+
+
+class TestNewConnectionsAsUrllib3MakesThem:
+    """The transport makes its connections itself (so a close can cut a connect that
+    gets no answer); each is made as urllib3's ``create_connection`` makes it."""
+
+    @staticmethod
+    def _dual_stack(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+        """``name`` resolves to ::1 first, then 127.0.0.1 (where the server listens)."""
+        real = socket.getaddrinfo
+
+        def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+            if host != name:
+                return real(host, port, *args, **kwargs)
+            return [
+                (socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("::1", port, 0, 0)),
+                (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port)),
+            ]
+
+        monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+        for proxy in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
+            monkeypatch.delenv(proxy, raising=False)
+
+    def _send(self, server: DevServer, name: str) -> Kind:
+        url = f"http://{name}:{server.port}/logs/ingest"
+        transport = HTTPTransport(Config(key="k" * 32, url=url, hostname="h", allow_insecure=True))
+        try:
+            return transport.send(BODY, gzipped=False, timeout=30.0).kind
+        finally:
+            transport.close()
+
+    def test_each_address_is_tried_in_turn(
+        self, server: DevServer, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A dual-stack name whose IPv6 address refuses is reached on its IPv4 one."""
+        self._dual_stack(monkeypatch, "dual.test")
+
+        assert Kind.OK is self._send(server, "dual.test")
+        assert 1 == server.request_count
+
+    def test_an_address_whose_socket_cannot_be_made_is_passed_over(
+        self, server: DevServer, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A socket of one family that cannot be made (IPv6 not supported here) is
+        urllib3's reason to try the next address; it ended the connect, every batch
+        retried without end while the IPv4 address answered."""
+        self._dual_stack(monkeypatch, "dual.test")
+        real_socket = socket.socket
+
+        class NoIPv6(real_socket):
+            def __init__(self, family: int = -1, *args: Any, **kwargs: Any) -> None:
+                if family == socket.AF_INET6:
+                    raise OSError(97, "Address family not supported by protocol")
+                super().__init__(family, *args, **kwargs)
+
+        monkeypatch.setattr(socket, "socket", NoIPv6)
+
+        assert Kind.OK is self._send(server, "dual.test")
+        assert 1 == server.request_count
+
+    @pytest.mark.parametrize(
+        "host",
+        [
+            "a..example",  # an empty label: LocationParseError
+            "x" * 64 + ".example",  # a label over 63 characters: the same
+            "ingest.invalid",  # no such name: NameResolutionError (urllib3 2)
+            "127.0.0.1",  # nothing listens: NewConnectionError
+        ],
+    )
+    def test_a_failure_raises_what_urllib3_raises(self, host: str) -> None:
+        """A connect that fails raises the error (type and message) urllib3's own
+        ``_new_conn`` raises, which requests and the transport's reports sort."""
+        from logdna_client import _transport
+
+        with socket.socket() as closed:  # a port nothing listens on
+            closed.bind(("127.0.0.1", 0))
+            port = closed.getsockname()[1]
+        conn = _transport._WatchedHTTPConnection(host, port, timeout=5.0)
+        raised = []
+        for exchange in (None, _transport._Exchange(float("inf"))):
+            _transport._current.exchange = exchange  # None: urllib3's own path
+            try:
+                with pytest.raises(Exception) as failed:
+                    conn._new_conn()
+            finally:
+                _transport._current.exchange = None
+            raised.append((type(failed.value), str(failed.value)))
+        urllib3s, ours = raised
+        assert urllib3s == ours
+
+    def test_socket_options_are_urllib3s(
+        self, server: DevServer, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A connection the transport made carries urllib3's socket options (its
+        default: TCP_NODELAY, so a small request is not held back by Nagle's wait)."""
+        from logdna_client import _transport
+
+        nodelay = []
+        real_hold = _transport._Exchange.hold
+
+        def hold(exchange: _transport._Exchange, sock: socket.socket) -> None:
+            nodelay.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            real_hold(exchange, sock)
+
+        monkeypatch.setattr(_transport._Exchange, "hold", hold)
+        url = f"{server.base_url}/logs/ingest"
+        transport = HTTPTransport(Config(key="k" * 32, url=url, hostname="h"))
+        try:
+            assert Kind.OK is transport.send(BODY, gzipped=False, timeout=30.0).kind
+        finally:
+            transport.close()
+        assert [1] == nodelay

@@ -11,14 +11,13 @@ import socketserver
 import ssl
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
 import pytest
 import urllib3
-from urllib3.util import connection
 
 from logdna_client import Client, Config, _transport
 from logdna_client._devserver import DevServer
@@ -390,27 +389,34 @@ def socks_proxy(monkeypatch: pytest.MonkeyPatch) -> Iterator[_Socks5]:
         yield proxy
 
 
+def _send_to_a_trickle(url_of: Callable[[str], str]) -> tuple[bool, Outcome]:
+    """One request with a 1 s deadline to a server that answers a byte at a time (at
+    ``url_of`` its url): whether it ended within WAIT, and its outcome."""
+    outcomes: list[Outcome] = []
+    with bad_server("trickle") as trickle:
+        transport = HTTPTransport(
+            Config(key=KEY, url=url_of(trickle.url), hostname="h", allow_insecure=True)
+        )
+        sender = threading.Thread(
+            target=lambda: outcomes.append(transport.send(BODY, gzipped=False, timeout=1.0))
+        )
+        sender.start()
+        sender.join(WAIT)
+        cut_in_time = not sender.is_alive()
+    sender.join(WAIT)  # the server stopped: the connection ends, and the request
+    transport.close()
+    (outcome,) = outcomes
+    return cut_in_time, outcome
+
+
 class TestThroughASocksProxy:
     def test_a_trickling_answer_is_cut_at_the_deadline(self, socks_proxy: _Socks5) -> None:
         """Through a SOCKS proxy a request is watched as without one: an answer trickled
         a byte at a time is cut at the request's deadline (unwatched, the SOCKS pools'
         connections held the sender for as long as the trickle went on: an hour here)."""
-        outcomes: list[Outcome] = []
-        with bad_server("trickle") as trickle:
-            transport = HTTPTransport(
-                Config(key=KEY, url=by_name(trickle.url), hostname="h", allow_insecure=True)
-            )
-            sender = threading.Thread(
-                target=lambda: outcomes.append(transport.send(BODY, gzipped=False, timeout=1.0))
-            )
-            sender.start()
-            sender.join(WAIT)
-            cut_in_time = not sender.is_alive()
-        sender.join(WAIT)  # the server stopped: the connection ends, and the request
-        transport.close()
+        cut_in_time, outcome = _send_to_a_trickle(by_name)
         assert cut_in_time, "the request was not cut at its deadline"
         assert 1 == socks_proxy.tunnels
-        (outcome,) = outcomes
         assert Kind.RETRY is outcome.kind and "timed out" in outcome.detail, outcome
 
     def test_verify_off_delivers_where_warnings_are_errors(
@@ -454,29 +460,21 @@ class TestADeadlineThatPassesDuringTheConnect:
             real_cut(exchange)
             cut.set()
 
-        real_connect = connection.create_connection
+        real_hold = _transport._Exchange.hold
+        connected = []
 
-        def slow_connect(*args: object, **kwargs: object) -> socket.socket:
-            sock = real_connect(*args, **kwargs)  # type: ignore[arg-type]
-            cut.wait(WAIT)  # the connect "returns" after the deadline passed
-            return sock
+        def slow_connect(exchange: _transport._Exchange, sock: socket.socket) -> None:
+            # Called once the connect returned (_connect_held): it "returns" after the
+            # deadline passed. (Not urllib3's create_connection, which the transport no
+            # longer calls while a request is watched.)
+            connected.append(sock)
+            cut.wait(WAIT)
+            real_hold(exchange, sock)
 
         monkeypatch.setattr(_transport._Exchange, "cut", cut_and_say)
-        monkeypatch.setattr(connection, "create_connection", slow_connect)
-        outcomes: list[Outcome] = []
-        with bad_server("trickle") as trickle:
-            transport = HTTPTransport(
-                Config(key=KEY, url=trickle.url, hostname="h", allow_insecure=True)
-            )
-            sender = threading.Thread(
-                target=lambda: outcomes.append(transport.send(BODY, gzipped=False, timeout=1.0))
-            )
-            sender.start()
-            sender.join(WAIT)
-            cut_in_time = not sender.is_alive()
-        sender.join(WAIT)  # the server stopped: the connection ends, and the request
-        transport.close()
+        monkeypatch.setattr(_transport._Exchange, "hold", slow_connect)
+        cut_in_time, outcome = _send_to_a_trickle(lambda url: url)
+        assert 1 == len(connected)
         assert cut.is_set()
         assert cut_in_time, "the request went on past its deadline"
-        (outcome,) = outcomes
         assert Kind.RETRY is outcome.kind, outcome
