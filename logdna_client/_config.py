@@ -572,28 +572,20 @@ class Config:
         # exporter sends them: they often hold a vendor's token, which url= or LOGDNA_URL
         # pointing elsewhere must not receive.
         headers = _otel_headers() if source != "url" else ()
+        # Plain http is refused for the credentials it would carry. The ingest API always
+        # takes a key (refused here first: the URL is the error to fix first); an OTLP
+        # client with neither a key nor OTel headers (a Collector in the cluster, on its
+        # http port) sends none, and needs no allow_insecure.
+        plain = parts.scheme == "http" and not _is_loopback(parts.hostname)
+        plain = plain and not self.allow_insecure
+        if plain and not otlp:
+            raise _plain_http_refused(said, parts.hostname, ["the ingestion key"])
         # An OpenTelemetry Collector usually takes local senders without a key.
         secret = self._resolve_key(_is_loopback(parts.hostname) or otlp)
-        # Plain http is refused for the credentials it would carry: an OTLP client with
-        # neither a key nor OTel headers (a Collector in the cluster, on its http port)
-        # sends none, and needs no allow_insecure.
-        credentials = [
-            what
-            for what, sent in (("the ingestion key", secret), ("the OTel headers", headers))
-            if sent
-        ]
-        if (
-            credentials
-            and parts.scheme == "http"
-            and not _is_loopback(parts.hostname)
-            and not self.allow_insecure
-        ):
-            raise ConfigurationError(
-                f"{said}: plain http:// to {parts.hostname} would send "
-                f"{' and '.join(credentials)} unencrypted; use https://, or pass "
-                "allow_insecure=True if you really mean it",
-                "url",
-            )
+        carried = (("the ingestion key", secret), ("the OTel headers", headers))
+        sent = [what for what, value in carried if value]
+        if plain and sent:
+            raise _plain_http_refused(said, parts.hostname, sent)
         set_(self, "_otlp_headers", headers)
         set_(self, "url", url)
         set_(self, "key", secret)
@@ -801,6 +793,14 @@ def _hiding_init(generated: Callable[..., None]) -> Callable[..., None]:
 
 _URL_AT = [f.name for f in fields(Config)].index("url")
 Config.__init__ = _hiding_init(Config.__init__)  # type: ignore[method-assign]
+
+
+def _plain_http_refused(said: str, host: str, credentials: list[str]) -> ConfigurationError:
+    return ConfigurationError(
+        f"{said}: plain http:// to {host} would send {' and '.join(credentials)} "
+        "unencrypted; use https://, or pass allow_insecure=True if you really mean it",
+        "url",
+    )
 
 
 def detected_hostname() -> str:
