@@ -82,12 +82,28 @@ class Lines:
             return list(self.lines)
 
 
+# Puts SIGINT and SIGHUP back to their default, then runs the interpreter with the rest
+# of its arguments (an exec keeps a default disposition; no preexec_fn, which is unsafe
+# with the test's server threads running).
+_DEFAULT_SIGNALS_THEN_RUN = """
+import os, signal, sys
+signal.signal(signal.SIGINT, signal.SIG_DFL)
+signal.signal(signal.SIGHUP, signal.SIG_DFL)
+os.execv(sys.executable, [sys.executable, *sys.argv[1:]])
+"""
+
+
 @contextlib.contextmanager
 def started(
     args: list[str], env: dict[str, str], script: str | None = None, **kwargs: object
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """``python -m logdna_client ARGS`` (or ``python -c SCRIPT``) in a new session."""
+    """``python -m logdna_client ARGS`` (or ``python -c SCRIPT``) in a new session, with
+    SIGINT and SIGHUP at their default: a suite run under nohup or in the background
+    passes them on ignored, and pipe honours an ignored SIGHUP (its own test sets one
+    with ``preexec_fn``)."""
     command = ["-m", "logdna_client", *args] if script is None else ["-c", script]
+    if "preexec_fn" not in kwargs:
+        command = ["-c", _DEFAULT_SIGNALS_THEN_RUN, *command]
     proc = subprocess.Popen(
         [sys.executable, *command], env=env, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, start_new_session=True, **kwargs,  # type: ignore[call-overload]
