@@ -27,7 +27,7 @@ import pytest
 from logdna_client import Client
 from logdna_client._spool._inspect import inspect_segment, segment_paths
 from tests._children import Child, assert_exactly_once_in_order
-from tests._claims_servers import Request, answer, scripted_server
+from tests._claims_servers import Request, Scripted, answer, scripted_server
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
@@ -55,7 +55,11 @@ def wait_until(done: Callable[[], bool], timeout: float) -> bool:
 def on_disk(folder: Path) -> int:
     """The lines a spool folder holds, not yet delivered (read while its writer runs)."""
     total = 0
-    for path in segment_paths(str(folder)):
+    try:
+        paths = segment_paths(str(folder))
+    except FileNotFoundError:  # its client has not opened its spool yet
+        return 0
+    for path in paths:
         try:
             total += inspect_segment(path, check=False).pending_lines
         except OSError:
@@ -65,6 +69,43 @@ def on_disk(folder: Path) -> int:
 
 def lines_of(name: str) -> list[str]:
     return [f"{name} {i} " + "x" * 1000 for i in range(HELD_LINES)]
+
+
+def hang_until(killed: threading.Event) -> Callable[..., bytes | None]:
+    """A scripted server's handler: requests made before ``killed`` (the child's) are
+    never answered; later ones (the next processes') are taken."""
+
+    def handle(request: Request, sock: socket.socket, stop: threading.Event) -> bytes | None:
+        if not killed.is_set():
+            killed.wait(WAIT)
+            return None
+        return answer(200)
+
+    return handle
+
+
+def end(child: Child, killed: threading.Event) -> None:
+    """Free the child's hanging requests, and kill the child if it still runs."""
+    killed.set()
+    if child.proc.poll() is None:
+        child.proc.kill()
+        child.proc.wait()
+
+
+def delivered_next(server: Scripted, *folders: Path) -> list[str]:
+    """The lines the next processes (a client per spool folder: the same key and URL)
+    deliver of what the child left there, in the order they arrived."""
+    asked = len(server.requests)
+    for folder in folders:
+        after = Client(
+            key=KEY, url=server.url, spool_dir=str(folder), handle_signals=False,
+            flush_interval=0.05,
+        )  # fmt: skip
+        try:
+            assert after.flush(WAIT)
+        finally:
+            after.close(5)
+    return [str(line["line"]) for request in server.requests[asked:] for line in request.lines]
 
 
 # The child: a slow disk, and two clients with spools of their own (the prelude's
@@ -99,16 +140,7 @@ class TestTwoClientsAtSigterm:
         processes deliver them all."""
         first_dir, second_dir = tmp_path / "first", tmp_path / "second"
         killed = threading.Event()
-
-        def hang_until_killed(
-            request: Request, sock: socket.socket, stop: threading.Event
-        ) -> bytes | None:
-            if not killed.is_set():  # the child's: never answered
-                killed.wait(WAIT)
-                return None
-            return answer(200)
-
-        with scripted_server(hang_until_killed) as server:
+        with scripted_server(hang_until(killed)) as server:
             child = Child(
                 TWO_CLIENTS, server.url, env={"SECOND_SPOOL": str(second_dir)}, key=KEY,
                 spool_dir=str(first_dir), spool_sync="always", flush_interval="3600",
@@ -126,24 +158,11 @@ class TestTwoClientsAtSigterm:
                 child.kill(signal.SIGKILL)
                 status, _ = child.finish(WAIT)
             finally:
-                killed.set()
-                if child.proc.poll() is None:
-                    child.proc.kill()
-                    child.proc.wait()
+                end(child, killed)
             assert -signal.SIGKILL == status, child.stderr
             assert {"first": HELD_LINES, "second": HELD_LINES} == held, child.stderr
             # The next processes: the same key, URL and folders adopt what it left.
-            asked = len(server.requests)
-            for folder in (first_dir, second_dir):
-                after = Client(
-                    key=KEY, url=server.url, spool_dir=str(folder), handle_signals=False,
-                    flush_interval=0.05,
-                )  # fmt: skip
-                try:
-                    assert after.flush(WAIT)
-                finally:
-                    after.close(5)
-            got = {line["line"] for request in server.requests[asked:] for line in request.lines}
+            got = set(delivered_next(server, first_dir, second_dir))
         missing = [line for line in lines_of("first") + lines_of("second") if line not in got]
         assert [] == missing[:3], f"{len(missing)} of {2 * HELD_LINES} lines lost"
         assert KEY not in child.stderr
@@ -185,16 +204,7 @@ class TestCtrlCInsideTheSpill:
         disk (once), every line is counted and the next process delivers them all, each
         once. It was in neither place: 14 lines gone, counted nowhere."""
         killed = threading.Event()
-
-        def hang_until_ended(
-            request: Request, sock: socket.socket, stop: threading.Event
-        ) -> bytes | None:
-            if not killed.is_set():  # the child's: never answered
-                killed.wait(WAIT)
-                return None
-            return answer(200)
-
-        with scripted_server(hang_until_ended) as server:
+        with scripted_server(hang_until(killed)) as server:
             child = Child(
                 CTRL_C_IN_SPILL, server.url, key=KEY, spool_dir=str(tmp_path),
                 flush_interval="3600", max_batch_bytes="16KiB", request_timeout="600",
@@ -208,22 +218,10 @@ class TestCtrlCInsideTheSpill:
                 counted = child.expect("stats", WAIT)
                 status, _ = child.finish(WAIT)
             finally:
-                killed.set()
-                if child.proc.poll() is None:
-                    child.proc.kill()
-                    child.proc.wait()
+                end(child, killed)
             assert 0 == status, child.stderr
             assert [0, HELD_LINES, 0] == json.loads(counted), child.stderr
-            asked = len(server.requests)
-            after = Client(
-                key=KEY, url=server.url, spool_dir=str(tmp_path), handle_signals=False,
-                flush_interval=0.05,
-            )  # fmt: skip
-            try:
-                assert after.flush(WAIT)
-            finally:
-                after.close(5)
-            got = [line["line"] for request in server.requests[asked:] for line in request.lines]
+            got = delivered_next(server, tmp_path)
         assert_exactly_once_in_order(lines_of("held"), got)
 
 
@@ -261,16 +259,7 @@ class TestSigtermInsideTheSpill:
         waited on the main thread for the turn that thread held: the spill never went
         on, the sender never finished, and the lines not yet written were lost."""
         killed = threading.Event()
-
-        def hang_until_ended(
-            request: Request, sock: socket.socket, stop: threading.Event
-        ) -> bytes | None:
-            if not killed.is_set():  # the child's: never answered
-                killed.wait(WAIT)
-                return None
-            return answer(200)
-
-        with scripted_server(hang_until_ended) as server:
+        with scripted_server(hang_until(killed)) as server:
             child = Child(
                 SIGTERM_IN_SPILL, server.url, key=KEY, spool_dir=str(tmp_path),
                 spool_sync="always", flush_interval="3600", max_batch_bytes="16KiB",
@@ -285,21 +274,9 @@ class TestSigtermInsideTheSpill:
                 child.send("written")
                 status, _ = child.finish(WAIT)
             finally:
-                killed.set()
-                if child.proc.poll() is None:
-                    child.proc.kill()
-                    child.proc.wait()
+                end(child, killed)
             assert -signal.SIGTERM == status, child.stderr
-            asked = len(server.requests)
-            after = Client(
-                key=KEY, url=server.url, spool_dir=str(tmp_path), handle_signals=False,
-                flush_interval=0.05,
-            )  # fmt: skip
-            try:
-                assert after.flush(WAIT)
-            finally:
-                after.close(5)
-            got = [line["line"] for request in server.requests[asked:] for line in request.lines]
+            got = delivered_next(server, tmp_path)
         assert_exactly_once_in_order(lines_of("held"), got)
         assert KEY not in child.stderr
 
@@ -351,16 +328,7 @@ class TestForkInsideTheSpill:
         ``after_close`` and its flush and close return; no lock the spill held is held
         in it. Both processes end."""
         killed = threading.Event()
-
-        def hang_until_ended(
-            request: Request, sock: socket.socket, stop: threading.Event
-        ) -> bytes | None:
-            if not killed.is_set():
-                killed.wait(WAIT)
-                return None
-            return answer(200)
-
-        with scripted_server(hang_until_ended) as server:
+        with scripted_server(hang_until(killed)) as server:
             child = Child(
                 FORK_IN_SPILL, server.url, key=KEY, spool_dir=str(tmp_path),
                 spool_sync="always", flush_interval="3600", max_batch_bytes="16KiB",
@@ -373,10 +341,7 @@ class TestForkInsideTheSpill:
                 forked = child.expect("forked", WAIT)
                 status, _ = child.finish(WAIT)
             finally:
-                killed.set()
-                if child.proc.poll() is None:
-                    child.proc.kill()
-                    child.proc.wait()
+                end(child, killed)
         assert ("0", 0) == (forked, status), child.stderr
 
 
@@ -424,16 +389,7 @@ class TestTwoClientsInAMultiprocessingWorker:
         waited for it, so the second client's memory waited for the first's deadline."""
         first_dir, second_dir = tmp_path / "first", tmp_path / "second"
         killed = threading.Event()
-
-        def hang_until_killed(
-            request: Request, sock: socket.socket, stop: threading.Event
-        ) -> bytes | None:
-            if not killed.is_set():
-                killed.wait(WAIT)
-                return None
-            return answer(200)
-
-        with scripted_server(hang_until_killed) as server:
+        with scripted_server(hang_until(killed)) as server:
             child = Child(
                 MP_WORKER_TWO_CLIENTS, server.url,
                 env={"FIRST_SPOOL": str(first_dir), "SECOND_SPOOL": str(second_dir)},
@@ -451,8 +407,5 @@ class TestTwoClientsInAMultiprocessingWorker:
                 child.expect("joined", WAIT)
                 child.finish(WAIT)
             finally:
-                killed.set()
-                if child.proc.poll() is None:
-                    child.proc.kill()
-                    child.proc.wait()
+                end(child, killed)
         assert {"first": HELD_LINES, "second": HELD_LINES} == held, child.stderr
