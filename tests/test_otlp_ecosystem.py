@@ -16,6 +16,7 @@ from logdna_client import LogDNAHandler
 from logdna_client._buffer import SEPARATOR
 from logdna_client._otlp import OTLPEncoder, otel_resource
 from tests._otlp_server import Server, running, status_body
+from tests.test_otlp_severity import severities
 
 
 @pytest.fixture
@@ -225,29 +226,7 @@ class TestCustomLevels:
     ) -> None:
         """logging.addLevelName(35, 'AUDIT') ships as WARN4 (16), not 0 (unspecified, the
         old code's, which a severity filter drops); the text stays the name."""
-        handler = LogDNAHandler(
-            key="k", url=otlp.url, protocol="otlp", hostname="h", kubernetes=False,
-            handle_signals=False,
-        )  # fmt: skip
-        logger = logging.getLogger("tests.otlp_custom_levels")
-        logger.addHandler(handler)
-        logger.setLevel(1)
-        logger.propagate = False
-        try:
-            for number in custom_levels:
-                logger.log(number, "at %d", number)
-            assert handler.client.flush(timeout=30)
-        finally:
-            logger.removeHandler(handler)
-            handler.close()
-        got = {}
-        for request in otlp.requests:
-            assert request.parsed is not None
-            for rl in request.parsed.resource_logs:
-                for sl in rl.scope_logs:
-                    for record in sl.log_records:
-                        number = int(record.body.string_value.split()[1])
-                        got[number] = (record.severity_text, record.severity_number)
+        got = severities(otlp, "tests.otlp_custom_levels", custom_levels)
         assert {5: ("TRACE", 1), 25: ("NOTICE", 12), 35: ("AUDIT", 16)} == got
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import pytest
 
@@ -28,6 +28,35 @@ EXPECTED = {
 }
 
 
+def severities(otlp: Server, name: str, levels: Iterable[int]) -> dict[int, tuple[str, int]]:
+    """Log "at N" at each level N through an OTLP handler on logger ``name``: what each
+    arrives as, (severity_text, severity_number), by N."""
+    handler = LogDNAHandler(
+        key="k", url=otlp.url, protocol="otlp", hostname="h", kubernetes=False,
+        handle_signals=False,
+    )  # fmt: skip
+    logger = logging.getLogger(name)
+    logger.addHandler(handler)
+    logger.setLevel(1)
+    logger.propagate = False
+    try:
+        for number in levels:
+            logger.log(number, "at %d", number)
+        assert handler.client.flush(timeout=30)
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+    got = {}
+    for request in otlp.requests:
+        assert request.parsed is not None
+        for rl in request.parsed.resource_logs:
+            for sl in rl.scope_logs:
+                for record in sl.log_records:
+                    number = int(record.body.string_value.split()[1])
+                    got[number] = (record.severity_text, record.severity_number)
+    return got
+
+
 @pytest.fixture
 def otlp() -> Iterator[Server]:
     with running() as server:
@@ -38,27 +67,5 @@ class TestSeverity:
     def test_every_level_has_its_number(self, otlp: Server) -> None:
         """Unnamed levels ('Level 45') arrive with their range's number, not 0 (unspecified:
         the old code's, which a collector's severity filter drops with the TRACE lines)."""
-        handler = LogDNAHandler(
-            key="k", url=otlp.url, protocol="otlp", hostname="h", kubernetes=False,
-            handle_signals=False,
-        )  # fmt: skip
-        logger = logging.getLogger("tests.otlp_severity")
-        logger.addHandler(handler)
-        logger.setLevel(1)
-        logger.propagate = False
-        try:
-            for number in EXPECTED:
-                logger.log(number, "at %d", number)
-            assert handler.client.flush(timeout=10)
-        finally:
-            logger.removeHandler(handler)
-            handler.close()
-        got = {}
-        for request in otlp.requests:
-            assert request.parsed is not None
-            for rl in request.parsed.resource_logs:
-                for sl in rl.scope_logs:
-                    for record in sl.log_records:
-                        number = int(record.body.string_value.split()[1])
-                        got[number] = (record.severity_text, record.severity_number)
+        got = severities(otlp, "tests.otlp_severity", EXPECTED)
         assert EXPECTED == got
