@@ -14,7 +14,6 @@ step of a request: the sender is done at 2.0 s, the 100 lines counted as ``shutd
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import socket
 import sys
@@ -31,6 +30,7 @@ from logdna_client._transport import HTTPTransport, Kind
 from tests._bad_servers import Blackhole, bad_server, blackhole
 from tests._children import Child, assert_exactly_once_in_order
 from tests._claims_servers import Request, answer, scripted_server
+from tests._slow_disk import HELD_LINES, SLOW_DISK, slow_disk
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="the blackhole reads /proc/net/tcp"
@@ -181,10 +181,7 @@ class TestProcessEndDuringAConnect:
 
 # -- a request that hangs (the server read it and never answers), with a spool
 
-HELD_LINES = 400  # about 1 KB each: 25 batches of 16 KiB, each synced
-SYNC_TAKES = 0.1  # a disk other programs keep busy: 2.5 s or more for the lot
-CLOSE_IN = 12.0  # the close's timeout: long past that writing, however loaded the machine
-BUSY_DISK = threading.Event()  # never set: each sync takes SYNC_TAKES
+CLOSE_IN = 12.0  # the close's timeout: long past the writing, however loaded the machine
 
 
 def held_lines() -> list[str]:
@@ -209,13 +206,7 @@ class TestCloseDuringAHangingRequest:
         """close() during a request that hangs moves memory to the spool at once: on a
         slow disk, the writing used to begin at the deadline (when the request was cut)
         and outlast close(), which returned with lines neither on disk nor counted."""
-        real_sync = os.fdatasync
-
-        def slow_sync(fd: int) -> None:
-            BUSY_DISK.wait(SYNC_TAKES)  # the disk's latency: nothing sets the event
-            real_sync(fd)
-
-        monkeypatch.setattr(os, "fdatasync", slow_sync)
+        slow_disk(monkeypatch)
 
         def never_answer(request: Request, sock: socket.socket, stop: threading.Event) -> None:
             stop.wait(120)
@@ -347,14 +338,7 @@ class TestAcloseDuringAHangingRequest:
         deadline: on a slow disk aclose() returned with lines neither on disk nor counted."""
         ticks = 0
         syncs: list[tuple[float, int]] = []  # (when, the loop's ticks then) per sync
-        real_sync = os.fdatasync
-
-        def slow_sync(fd: int) -> None:
-            BUSY_DISK.wait(SYNC_TAKES)  # the disk's latency: nothing sets the event
-            real_sync(fd)
-            syncs.append((time.monotonic(), ticks))
-
-        monkeypatch.setattr(os, "fdatasync", slow_sync)
+        slow_disk(monkeypatch, after=lambda: syncs.append((time.monotonic(), ticks)))
 
         def never_answer(request: Request, sock: socket.socket, stop: threading.Event) -> None:
             stop.wait(120)
@@ -395,19 +379,15 @@ class TestAcloseDuringAHangingRequest:
 
 # The child: a slow disk, HELD_LINES lines logged while the first request hangs; ended by
 # SIGTERM. What it left in the spool is delivered by the next process (the test's).
-SPOOL_CHILD = f"""
-import threading
-busy_disk = threading.Event()  # never set: each sync takes {SYNC_TAKES} s
-real_sync = os.fdatasync
-def slow_sync(fd):
-    busy_disk.wait({SYNC_TAKES})
-    real_sync(fd)
-os.fdatasync = slow_sync
+SPOOL_CHILD = (
+    SLOW_DISK
+    + f"""
 for i in range({HELD_LINES}):
     log.info("held %d " + "x" * 1000, i)
 mark("logged")
 wait_for("go")
 """
+)
 
 
 class TestProcessEndDuringAHangingRequest:

@@ -28,12 +28,11 @@ from logdna_client import Client
 from logdna_client._spool._inspect import inspect_segment, segment_paths
 from tests._children import Child, assert_exactly_once_in_order
 from tests._claims_servers import Request, Scripted, answer, scripted_server
+from tests._slow_disk import HELD_LINES, SLOW_DISK
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
 KEY = "k" * 32
-HELD_LINES = 400  # about 1 KB each: 25 batches of 16 KiB per client, each synced
-SYNC_TAKES = 0.1  # a disk other programs keep busy: 2.5 s or more per client
 SHUTDOWN_TIMEOUT = 120.0  # the deadline: far past SIGTERM's grace period
 # SIGTERM's grace period before SIGKILL: long past the writing (5 s for both clients),
 # however loaded the machine, and far before the deadline.
@@ -111,14 +110,9 @@ def delivered_next(server: Scripted, *folders: Path) -> list[str]:
 # The child: a slow disk, and two clients with spools of their own (the prelude's
 # handler, and a second one on another logger), each holding HELD_LINES lines while its
 # first request hangs; ended by SIGTERM, then SIGKILL.
-TWO_CLIENTS = f"""
-import threading
-busy_disk = threading.Event()  # never set: each sync takes {SYNC_TAKES} s
-real_sync = os.fdatasync
-def slow_sync(fd):
-    busy_disk.wait({SYNC_TAKES})
-    real_sync(fd)
-os.fdatasync = slow_sync
+TWO_CLIENTS = (
+    SLOW_DISK
+    + f"""
 options = json.loads(os.environ["FAULT_OPTS"])
 options["spool_dir"] = os.environ["SECOND_SPOOL"]
 second = logging.getLogger("second")
@@ -131,6 +125,7 @@ for i in range({HELD_LINES}):
 mark("logged")
 wait_for("go")
 """
+)
 
 
 class TestTwoClientsAtSigterm:
@@ -228,27 +223,24 @@ class TestCtrlCInsideTheSpill:
 # The child: a slow disk; HELD_LINES lines while its first request hangs; close() on the
 # main thread spills them behind it, and SIGTERM comes while that spill writes its third
 # batch (the child waits there for the test's word): the signal's handler runs inside it.
-SIGTERM_IN_SPILL = f"""
-import threading
-busy_disk = threading.Event()  # never set: each sync takes {SYNC_TAKES} s
-real_sync = os.fdatasync
+SIGTERM_IN_SPILL = (
+    SLOW_DISK
+    + f"""
 main_syncs = 0
-def slow_sync(fd):
+def after_sync():
     global main_syncs
-    busy_disk.wait({SYNC_TAKES})
-    real_sync(fd)
     if threading.current_thread() is threading.main_thread():
         main_syncs += 1
         if main_syncs == 3:
             mark("spilling")
             wait_for("written")  # SIGTERM's handler runs here, inside the spill
-os.fdatasync = slow_sync
 for i in range({HELD_LINES}):
     log.info("held %d " + "x" * 1000, i)
 mark("logged")
 wait_for("go")
 client.close()
 """
+)
 
 
 class TestSigtermInsideTheSpill:
@@ -284,17 +276,13 @@ class TestSigtermInsideTheSpill:
 # The child: a slow disk; HELD_LINES lines while its first request hangs; close() on the
 # main thread spills them, and another thread forks while that spill holds the sender's
 # turn. The forked child logs, flushes and closes, each within a bound, and says so.
-FORK_IN_SPILL = f"""
-import threading
-busy_disk = threading.Event()  # never set: each sync takes {SYNC_TAKES} s
+FORK_IN_SPILL = (
+    SLOW_DISK
+    + f"""
 spilling = threading.Event()
-real_sync = os.fdatasync
-def slow_sync(fd):
+def before_sync():
     if threading.current_thread() is threading.main_thread():
         spilling.set()
-    busy_disk.wait({SYNC_TAKES})
-    real_sync(fd)
-os.fdatasync = slow_sync
 
 def fork_while_spilling():
     spilling.wait(60)
@@ -319,6 +307,7 @@ wait_for("go")
 threading.Thread(target=fork_while_spilling).start()
 client.close()
 """
+)
 
 
 class TestForkInsideTheSpill:
@@ -349,14 +338,10 @@ class TestForkInsideTheSpill:
 # spool of its own (the parent's handler has none: it would adopt them), on a slow disk;
 # the worker returns while both clients' first requests hang, and ends by its
 # finalizers (multiprocessing children skip atexit). The test kills it with SIGKILL.
-MP_WORKER_TWO_CLIENTS = f"""
-import multiprocessing, threading
-busy_disk = threading.Event()  # never set: each sync takes {SYNC_TAKES} s
-real_sync = os.fdatasync
-def slow_sync(fd):
-    busy_disk.wait({SYNC_TAKES})
-    real_sync(fd)
-os.fdatasync = slow_sync
+MP_WORKER_TWO_CLIENTS = (
+    SLOW_DISK
+    + f"""
+import multiprocessing
 
 def logger_with_spool(name):
     options = json.loads(os.environ["FAULT_OPTS"])
@@ -379,6 +364,7 @@ worker.start()
 worker.join()
 mark("joined")
 """
+)
 
 
 class TestTwoClientsInAMultiprocessingWorker:

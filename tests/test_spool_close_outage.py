@@ -10,21 +10,18 @@ soon as the close finds requests failing, and the deadline finds nothing left to
 
 from __future__ import annotations
 
-import os
-import threading
 from pathlib import Path
 
 import pytest
 
 from logdna_client import Client
 from logdna_client._transport import Kind, Outcome
+from tests._slow_disk import slow_disk
 
 KEY = "k" * 32
 URL = "http://127.0.0.1:1/logs/ingest"
 LINES = 400  # about 1 KB each: 25 batches of 16 KiB, each synced
-SYNC_TAKES = 0.1  # a disk other programs keep busy: 2.5 s for the lot
 DEADLINE = 12.0  # long past the writing, however loaded the machine
-BUSY_DISK = threading.Event()  # never set: each sync takes SYNC_TAKES
 
 
 class Down:
@@ -45,14 +42,7 @@ class Down:
 def test_close_returns_with_every_line_on_disk(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_sync = os.fdatasync
-
-    def slow_sync(fd: int) -> None:
-        # The disk's own latency: nothing sets this event, no thread is waited for.
-        BUSY_DISK.wait(SYNC_TAKES)
-        real_sync(fd)
-
-    monkeypatch.setattr(os, "fdatasync", slow_sync)
+    slow_disk(monkeypatch)
     client = Client(key=KEY, url=URL, transport=Down(), spool_dir=str(tmp_path),
                     spool_sync="always", flush_interval=3600, max_batch_bytes="16KiB",
                     handle_signals=False)  # fmt: skip
