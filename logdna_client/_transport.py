@@ -15,6 +15,7 @@ import http.client
 import http.cookiejar
 import importlib
 import json
+import math
 import os
 import platform
 import re
@@ -580,9 +581,8 @@ def _socks_connect(conn: Any, exchange: _Exchange | None) -> socket.socket:
         host = host.strip("[]")
     failure: OSError = OSError("gai returned empty list.")
     try:
-        for family, kind, proto, _, _ in socket.getaddrinfo(
-            proxy_host, options["proxy_port"], 0, socket.SOCK_STREAM
-        ):
+        found = socket.getaddrinfo(proxy_host, options["proxy_port"], 0, socket.SOCK_STREAM)
+        for i, (family, kind, proto, _, _) in enumerate(found):
             sock: Any = None
             try:
                 sock = socks.socksocket(family, kind, proto)  # (as in _direct_connect)
@@ -591,7 +591,7 @@ def _socks_connect(conn: Any, exchange: _Exchange | None) -> socket.socket:
                     options["socks_version"], proxy_host, options["proxy_port"],
                     options["rdns"], options["username"], options["password"],
                 )  # fmt: skip
-                _connect_held(exchange, sock, (host, conn.port))
+                _connect_held(exchange, sock, (host, conn.port), len(found) - i)
             except OSError as exc:  # PySocks' ProxyError is one
                 failure = exc
                 if sock is not None:
@@ -630,16 +630,15 @@ def _direct_connect(conn: Any, exchange: _Exchange) -> socket.socket:
         raise LocationParseError(f"'{host}', label empty or too long") from None
     failure: OSError = OSError("getaddrinfo returns an empty list")
     try:
-        for family, kind, proto, _, address in socket.getaddrinfo(
-            host, conn.port, allowed_gai_family(), socket.SOCK_STREAM
-        ):
+        found = socket.getaddrinfo(host, conn.port, allowed_gai_family(), socket.SOCK_STREAM)
+        for i, (family, kind, proto, _, address) in enumerate(found):
             sock: socket.socket | None = None
             try:
                 # Made inside the try, as urllib3 makes it: an address whose socket
                 # cannot be made (its family unsupported here) is passed for the next.
                 sock = socket.socket(family, kind, proto)
                 _prepare(conn, sock)
-                _connect_held(exchange, sock, address)
+                _connect_held(exchange, sock, address, len(found) - i)
             except OSError as exc:
                 failure = exc
                 if sock is not None:
@@ -664,13 +663,31 @@ def _prepare(conn: Any, sock: socket.socket) -> None:
         sock.bind(conn.source_address)
 
 
-def _connect_held(exchange: _Exchange | None, sock: socket.socket, address: Any) -> None:
+#: The least connect timeout an address is given while others wait their turn (Go's
+#: dialer's "sane minimum"): the rest of the time is left to the addresses after it.
+_LEAST_CONNECT_SHARE = 2.0
+
+
+def _connect_held(
+    exchange: _Exchange | None, sock: socket.socket, address: Any, left: int = 1
+) -> None:
     """``sock.connect(address)`` (for a SOCKS socket, the proxy's handshake too) with
     ``sock`` held by ``exchange`` meanwhile: its cut ends the connect (on Linux a
-    shutdown aborts one in progress), and once connected it keeps a duplicate."""
+    shutdown aborts one in progress), and once connected it keeps a duplicate.
+
+    ``left``: the addresses still to try, this one included. Each but the last gets a
+    share of the time to the exchange's deadline, as Go's dialer gives it: given its
+    whole connect timeout (request_timeout, as urllib3 gives it), a first address that
+    got no answer (an IPv6 route that drops packets) ran to the deadline, and the
+    address that answered was never tried: no batch was ever delivered."""
     if exchange is None:
         sock.connect(address)
         return
+    timeout = sock.gettimeout()
+    remaining = exchange.deadline - time.monotonic()
+    if left > 1 and 0 < remaining < math.inf:
+        share = max(remaining / left, min(_LEAST_CONNECT_SHARE, remaining))
+        sock.settimeout(share if timeout is None else min(timeout, share))
     exchange.opening = sock
     try:
         # After ``opening`` is set: a cut either sees the socket or is seen here.
@@ -680,6 +697,7 @@ def _connect_held(exchange: _Exchange | None, sock: socket.socket, address: Any)
         exchange.hold(sock)  # before ``opening`` lets go of it
     finally:
         exchange.opening = None
+    sock.settimeout(timeout)  # what the request's reads are bounded by, as before
 
 
 def _connect_failed(conn: Any, reason: BaseException) -> Exception:
