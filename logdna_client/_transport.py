@@ -582,13 +582,16 @@ def _socks_connect(conn: Any, exchange: _Exchange | None) -> socket.socket:
     failure: OSError = OSError("gai returned empty list.")
     try:
         found = socket.getaddrinfo(proxy_host, options["proxy_port"], 0, socket.SOCK_STREAM)
-        for i, (family, kind, proto, _, _) in enumerate(found):
+        for i, (family, kind, proto, _, address) in enumerate(found):
             sock: Any = None
             try:
                 sock = socks.socksocket(family, kind, proto)  # (as in _direct_connect)
                 _prepare(conn, sock)
+                # The address found, not the name PySocks' create_connection passes:
+                # a socket connected by name goes to the name's first address each time,
+                # and the proxy's other addresses were never tried.
                 sock.set_proxy(
-                    options["socks_version"], proxy_host, options["proxy_port"],
+                    options["socks_version"], address[0], address[1],
                     options["rdns"], options["username"], options["password"],
                 )  # fmt: skip
                 _connect_held(exchange, sock, (host, conn.port), len(found) - i)

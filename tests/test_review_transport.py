@@ -21,6 +21,7 @@ from tests._bad_servers import Blackhole, bad_server, blackhole
 from tests._claims_servers import Request, answer, scripted_server
 from tests.helpers import make_cert
 from tests.test_review_day3 import tunnel_to
+from tests.test_transport_endpoints import _Socks5, by_name, serving
 
 KEY = "k" * 32
 BODY = b'{"lines":[{"line":"x"}]}'
@@ -80,6 +81,20 @@ class TestANameWithSeveralAddresses:
         resolve(monkeypatch, {"two.test": [hole.port, server.port]})
 
         kind, took, detail = send(f"http://two.test:{server.port}/logs/ingest", 8.0)
+
+        assert Kind.OK is kind, f"{detail} after {took:.1f} s"
+        assert 1 == server.request_count
+
+    def test_so_is_a_socks_proxys(
+        self, hole: Blackhole, server: DevServer, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The same for a SOCKS proxy's name (its first address blackholed)."""
+        pytest.importorskip("socks", reason="PySocks is not installed")
+        with serving(_Socks5()) as proxy:
+            resolve(monkeypatch, {"socks.test": [hole.port, proxy.server_address[1]]})
+            monkeypatch.setenv("ALL_PROXY", "socks5h://socks.test:1080")
+
+            kind, took, detail = send(by_name(f"{server.base_url}/logs/ingest"), 8.0)
 
         assert Kind.OK is kind, f"{detail} after {took:.1f} s"
         assert 1 == server.request_count
