@@ -422,8 +422,8 @@ def _otel_endpoint() -> tuple[str, str | None]:
 
 
 def _otel_headers() -> tuple[tuple[str, Secret], ...]:
-    """The headers ``OTEL_EXPORTER_OTLP_(LOGS_)HEADERS`` give: ``k=v,k2=v2``, values
-    percent-decoded; each value held in a Secret (they often carry a token).
+    """The headers ``OTEL_EXPORTER_OTLP_(LOGS_)HEADERS`` give: ``k=v,k2=v2``, names and
+    values percent-decoded; each value held in a Secret (they often carry a token).
 
     A malformed entry is a ConfigurationError naming the variable and the entry's place,
     never its text: without the header the receiver refuses every request, which is
@@ -450,9 +450,12 @@ def _parse_headers(text: str) -> tuple[tuple[str, Secret], ...] | int:
         if not entry.strip():
             continue
         key, equals, value = entry.partition("=")
-        key = key.strip()
+        # Both decoded, then trimmed, as the SDK's parse_env_headers does: a name sent
+        # still encoded ("x%2Dtenant") is another header, and a value that decodes to a
+        # leading space made requests refuse every request (InvalidHeader).
         try:
-            value = unquote(value.strip(), errors="strict")
+            key = unquote(key, errors="strict").strip()
+            value = unquote(value, errors="strict").strip()
         except UnicodeDecodeError:  # percent-escapes that are not UTF-8
             return place
         if not (equals and _TOKEN.fullmatch(key) and value.isascii() and value.isprintable()):
