@@ -1,10 +1,12 @@
 """Review of the OTLP path against what an OpenTelemetry user expects of the SDK's
-exporter: OTEL_EXPORTER_OTLP_HEADERS read as opentelemetry-python reads them."""
+exporter: OTEL_EXPORTER_OTLP_HEADERS and the endpoint variables read as
+opentelemetry-python's OTLP/HTTP exporter reads them."""
 
 from __future__ import annotations
 
 import pytest
 
+from logdna_client._config import Config
 from tests._otlp_server import Server
 from tests.test_otlp_environment import TOKEN, bearer, deliver, env
 
@@ -29,3 +31,40 @@ class TestHeaders:
         request = bearer.requests[0]
         assert (200, "t1") == (request.status, request.headers.get("x-tenant"))
         assert ["hello"] == [line["line"] for line in bearer.lines]
+
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            (" a = 1 ,, b=2 , ", [("a", "1"), ("b", "2")]),  # blanks and empty entries
+            ("x=Basic dXNlcjpw=", [("x", "Basic dXNlcjpw=")]),  # '=' in a value
+            ("x=a%2Cb%3Dc", [("x", "a,b=c")]),  # ',' and '=' percent-encoded
+            ("x=", [("x", "")]),
+        ],
+    )
+    def test_entries_read_as_the_sdk_reads_them(
+        self, env: pytest.MonkeyPatch, text: str, expected: list[tuple[str, str]]
+    ) -> None:
+        """Held before: the SDK's splitting, trimming and first '=' rule."""
+        env.setenv("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", "http://127.0.0.1:4318/v1/logs")
+        env.setenv("OTEL_EXPORTER_OTLP_HEADERS", text)
+        config = Config(protocol="otlp", handle_signals=False)
+        assert expected == [(name, value.reveal()) for name, value in config.otlp_headers]
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "url"),
+    [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318", "http://127.0.0.1:4318/v1/logs"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318/", "http://127.0.0.1:4318/v1/logs"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1/otel/", "http://127.0.0.1/otel/v1/logs"),
+        ("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", "http://127.0.0.1:4318", "http://127.0.0.1:4318"),
+        ("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", "http://127.0.0.1/x/", "http://127.0.0.1/x/"),
+    ],
+)
+def test_endpoints_as_the_sdk_resolves_them(
+    env: pytest.MonkeyPatch, name: str, value: str, url: str
+) -> None:
+    """Held before: the generic endpoint is a base that gets v1/logs (one slash between,
+    whether it ends in one or not), the logs endpoint is used as it is."""
+    env.setenv(name, value)
+    assert url == Config(protocol="otlp", handle_signals=False).url
