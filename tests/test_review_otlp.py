@@ -1,16 +1,22 @@
 """Review of the OTLP path against what an OpenTelemetry user expects of the SDK's
-exporter: OTEL_EXPORTER_OTLP_HEADERS and the endpoint variables read as
+exporter: OTEL_EXPORTER_OTLP_HEADERS, _CERTIFICATE and the endpoint variables read as
 opentelemetry-python's OTLP/HTTP exporter reads them."""
 
 from __future__ import annotations
 
+import ssl
+from pathlib import Path
+
 import pytest
 
-from logdna_client._config import Config
+from logdna_client import ConfigurationError
+from logdna_client._config import OTEL_CERTIFICATES, Config
+from tests._claims_servers import answer, scripted_server
 from tests._otlp_server import Server
+from tests.test_hostile_endpoints import tls
 from tests.test_otlp_environment import TOKEN, bearer, deliver, env
 
-__all__ = ["bearer", "env"]  # the fixtures this module's tests take
+__all__ = ["bearer", "env", "tls"]  # the fixtures this module's tests take
 
 
 class TestHeaders:
@@ -68,3 +74,49 @@ def test_endpoints_as_the_sdk_resolves_them(
     whether it ends in one or not), the logs endpoint is used as it is."""
     env.setenv(name, value)
     assert url == Config(protocol="otlp", handle_signals=False).url
+
+
+class TestCertificate:
+    @pytest.mark.parametrize(
+        "name", ["OTEL_EXPORTER_OTLP_CERTIFICATE", "OTEL_EXPORTER_OTLP_LOGS_CERTIFICATE"]
+    )
+    def test_the_otel_endpoints_ca_is_trusted(
+        self, env: pytest.MonkeyPatch, tls: tuple[ssl.SSLContext, Path], name: str
+    ) -> None:
+        """The SDK's exporter verifies its endpoint with the CA that
+        OTEL_EXPORTER_OTLP_(LOGS_)CERTIFICATE names (a Collector behind a private CA).
+        Before: the endpoint was taken from the OTel variables but not the CA that goes
+        with it, so every request failed TLS verification: no line delivered in 30 s."""
+        context, cert = tls
+        for variable in OTEL_CERTIFICATES:
+            env.delenv(variable, raising=False)
+        with scripted_server(lambda *_: answer(200, b"{}"), tls=context) as server:
+            env.setenv("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", server.url)
+            env.setenv(name, str(cert))
+            client = deliver()
+            assert client.flush(timeout=30)
+            client.close()
+        assert 1 == len(server.requests)
+        assert str(cert) == client.config.verify
+
+    def test_it_goes_with_the_otel_endpoint_only_and_never_over_verify(
+        self, env: pytest.MonkeyPatch, tmp_path: Path
+    ) -> None:
+        """Like the OTel headers, the CA is for the endpoint it came with: url= (often a
+        public endpoint, which a private CA in place of the default ones would fail) and
+        an explicit verify= are left as they are; a CA file that is not there is an error
+        naming the variable."""
+        ca = tmp_path / "ca.pem"
+        ca.write_text("")
+        env.delenv(OTEL_CERTIFICATES[0], raising=False)
+        env.setenv("OTEL_EXPORTER_OTLP_CERTIFICATE", str(ca))
+        url = "https://collector.example/v1/logs"
+        assert Config(protocol="otlp", url=url, handle_signals=False).verify is True
+        env.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector.example")
+        assert str(ca) == Config(protocol="otlp", handle_signals=False).verify
+        assert not Config(protocol="otlp", verify=False, handle_signals=False).verify
+        assert Config(protocol="logdna", key="k", handle_signals=False).verify is True
+        env.setenv("OTEL_EXPORTER_OTLP_LOGS_CERTIFICATE", str(tmp_path / "missing.pem"))
+        with pytest.raises(ConfigurationError) as info:
+            Config(protocol="otlp", handle_signals=False)
+        assert str(info.value).startswith("OTEL_EXPORTER_OTLP_LOGS_CERTIFICATE: ")
