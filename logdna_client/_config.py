@@ -453,8 +453,8 @@ def _otel_certificate() -> str | None:
     if found is None:
         return None
     name, path = found
-    if not os.path.isfile(path):
-        raise ConfigurationError(f"{name}: expected the path of a CA certificate file", "verify")
+    if not os.path.exists(path):  # (a folder of CA files too, as verify= takes one)
+        raise ConfigurationError(f"{name}: expected the path of an existing CA file", "verify")
     return path
 
 
