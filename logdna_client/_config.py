@@ -394,6 +394,7 @@ def _resolve_callable(option: str, value: object) -> Callable[..., Any] | None:
 #: configuration) read with protocol="otlp": the logs signal's own wins over the generic.
 OTEL_ENDPOINTS = ("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
 OTEL_HEADERS = ("OTEL_EXPORTER_OTLP_LOGS_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS")
+OTEL_CERTIFICATES = ("OTEL_EXPORTER_OTLP_LOGS_CERTIFICATE", "OTEL_EXPORTER_OTLP_CERTIFICATE")
 # An HTTP header name (RFC 9110's token).
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
@@ -422,8 +423,8 @@ def _otel_endpoint() -> tuple[str, str | None]:
 
 
 def _otel_headers() -> tuple[tuple[str, Secret], ...]:
-    """The headers ``OTEL_EXPORTER_OTLP_(LOGS_)HEADERS`` give: ``k=v,k2=v2``, values
-    percent-decoded; each value held in a Secret (they often carry a token).
+    """The headers ``OTEL_EXPORTER_OTLP_(LOGS_)HEADERS`` give: ``k=v,k2=v2``, names and
+    values percent-decoded; each value held in a Secret (they often carry a token).
 
     A malformed entry is a ConfigurationError naming the variable and the entry's place,
     never its text: without the header the receiver refuses every request, which is
@@ -443,6 +444,20 @@ def _otel_headers() -> tuple[tuple[str, Secret], ...]:
     return headers
 
 
+def _otel_certificate() -> str | None:
+    """The CA file ``OTEL_EXPORTER_OTLP_(LOGS_)CERTIFICATE`` names to verify the OTel
+    endpoint with, as the SDK's exporter does; None when neither is set. A file that is
+    not there is a ConfigurationError naming the variable: without it every request
+    would fail TLS verification."""
+    found = _otel_variable(OTEL_CERTIFICATES)
+    if found is None:
+        return None
+    name, path = found
+    if not os.path.exists(path):  # (a folder of CA files too, as verify= takes one)
+        raise ConfigurationError(f"{name}: expected the path of an existing CA file", "verify")
+    return path
+
+
 def _parse_headers(text: str) -> tuple[tuple[str, Secret], ...] | int:
     """``k=v,...`` as headers, or the place (from 1) of the first malformed entry."""
     headers: list[tuple[str, Secret]] = []
@@ -450,9 +465,12 @@ def _parse_headers(text: str) -> tuple[tuple[str, Secret], ...] | int:
         if not entry.strip():
             continue
         key, equals, value = entry.partition("=")
-        key = key.strip()
+        # Both decoded, then trimmed, as the SDK's parse_env_headers does: a name sent
+        # still encoded ("x%2Dtenant") is another header, and a value that decodes to a
+        # leading space made requests refuse every request (InvalidHeader).
         try:
-            value = unquote(value.strip(), errors="strict")
+            key = unquote(key, errors="strict").strip()
+            value = unquote(value, errors="strict").strip()
         except UnicodeDecodeError:  # percent-escapes that are not UTF-8
             return place
         if not (equals and _TOKEN.fullmatch(key) and value.isascii() and value.isprintable()):
@@ -572,6 +590,9 @@ class Config:
         # exporter sends them: they often hold a vendor's token, which url= or LOGDNA_URL
         # pointing elsewhere must not receive.
         headers = _otel_headers() if source != "url" else ()
+        # So does the CA the OTel variables name (a Collector behind a private CA): in
+        # place of the default ones, it would fail a url= to a public endpoint.
+        otel_ca = _otel_certificate() if source != "url" else None
         # Plain http is refused for the credentials it would carry. The ingest API always
         # takes a key (refused here first: the URL is the error to fix first); an OTLP
         # client with neither a key nor OTel headers (a Collector in the cluster, on its
@@ -637,7 +658,9 @@ class Config:
             if record_meta is None:
                 record_meta = "name"
         set_(self, "record_meta", _record_attrs(record_meta))
-        set_(self, "verify", self._resolve_verify())
+        verify = self._resolve_verify()
+        # An explicit path or False wins over the OTel CA, as the library's settings do.
+        set_(self, "verify", otel_ca if verify is True and otel_ca is not None else verify)
         set_(self, "max_line_length",
              to_size("max_line_length", self.max_line_length, minimum=64,
                      maximum=1024 * 1024))  # fmt: skip
