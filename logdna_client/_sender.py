@@ -579,7 +579,7 @@ class Sender:
         the turn back to go on."""
         return self._spiller == threading.get_ident()
 
-    def _spill_if_out(self) -> bool:
+    def _spill_if_out(self, until: Callable[[], float]) -> bool:
         """One look: spill behind the batch out, if one that is on disk is; True when
         there is nothing more to do (spilled, or the sender is done)."""
         turn = self._turn
@@ -590,21 +590,24 @@ class Sender:
             if self.finished.is_set():
                 return True
             if self._out_on_disk:
-                self._spill_behind()
+                self._spill_behind(until)
                 return True
             return False
         finally:
             self._spiller = None
             turn.release()
 
-    def _spill_behind(self) -> None:
-        """``spill_while_closing``'s moving, with the turn held."""
+    def _spill_behind(self, until: Callable[[], float]) -> None:
+        """``spill_while_closing``'s moving, with the turn held, until ``until()``: what
+        is left then goes at the sender's end, as without the spill. Written to the end, on
+        a slow disk 2000 lines (125 batches synced) held close(1.0) for 14.7 s, and an
+        exit as long: past the deadline that bounds it."""
         spool = self.spool
         buffer = self._buffer
         if spool is None or not spool.enabled or not self._spool_takes_all():
             return
         try:
-            while len(buffer):
+            while len(buffer) and until() > self._clock():
                 if not self._spill_batch(buffer.take_behind(self._config.max_batch_bytes)):
                     break
         except BaseException:
@@ -1016,7 +1019,7 @@ def spill_while_closing(waits: list[tuple[Sender, Callable[[], float]]]) -> None
         pending = [
             (sender, until)
             for sender, until in pending
-            if until() > sender._clock() and not sender._spill_if_out()
+            if until() > sender._clock() and not sender._spill_if_out(until)
         ]
         if pending:
             left = max(until() - sender._clock() for sender, until in pending)
