@@ -216,6 +216,9 @@ class Sender:
         self.spool_dropped_before: Counter[str] = Counter()
         #: The batch ``_deliver`` is delivering: its application lines the service stored.
         self._stored = 0
+        #: Of a batch on disk that the deadline cut with part of it settled (split by a
+        #: 413 or a 400): the entries not settled, to go back to disk without the rest.
+        self._unsettled: list[bytes] | None = None
         #: The disk spool (docs/spool.md), opened on the sender thread; None without one.
         self.spool: Spool | None = None
         # Until the sender opened the spool it may adopt what dead processes left there:
@@ -483,7 +486,7 @@ class Sender:
                 continue
             except (_Shutdown, KeyboardInterrupt):
                 if batch_id is not None:
-                    spool.release(batch_id)  # type: ignore[union-attr]  # on disk: not lost
+                    self._leave_on_disk(batch_id)  # on disk: not lost
                 raise
             finally:
                 buffer.release(lines)
@@ -506,12 +509,27 @@ class Sender:
             return False
         try:
             stored = self._deliver(list(batch.entries), replayed=True)
+        except (_Shutdown, KeyboardInterrupt):
+            self._leave_on_disk(batch.id)
+            raise
         except BaseException:
             spool.release(batch.id)
             raise
         spool.ack(batch.id, stored)
         self._notify()
         return True
+
+    def _leave_on_disk(self, batch_id: BatchId) -> None:
+        """A batch on disk the deadline cut: left there for the next process, but only
+        what of it was not settled. Released whole, a batch split by a 413 whose first
+        half the service had stored was sent again whole by the next process (5 of 10
+        lines twice). Where the rest finds no room on disk, or Ctrl-C took the turn
+        from this thread (a spill may be writing), it is left whole: sent twice, not lost."""
+        spool = self.spool
+        assert spool is not None
+        rest, self._unsettled = self._unsettled, None
+        if rest is None or not (self._holds_turn and spool.requeue(batch_id, rest, self._stored)):
+            spool.release(batch_id)
 
     def _to_disk(self, batch_id: BatchId, lines: list[bytes]) -> None:
         """A taken batch is safe on disk and will be replayed: let go of it in memory."""
@@ -705,6 +723,7 @@ class Sender:
         """
         pending: list[list[bytes]] = [lines]
         self._stored = 0
+        self._unsettled = None
         self._out_on_disk = kept or replayed
 
         def undelivered() -> int:
@@ -715,9 +734,13 @@ class Sender:
         except (_Shutdown, KeyboardInterrupt):
             # Ctrl-C's KeyboardInterrupt (only where the exit runs this on the main
             # thread) ends the sending as the deadline does (_serve): never a bug's
-            # ``error``, and a spooled batch is not marked done.
+            # ``error``, and a spooled batch is left on disk (what of it is not settled).
             if not (kept or replayed):  # else it is on disk for the next process
                 self._cut_at_shutdown(undelivered())
+            elif sum(map(len, pending)) < len(lines):  # part of it is settled: not that part
+                self._unsettled = [
+                    entry for part in pending for entry in part if entry is not summary
+                ]
             raise
         except _ToDisk:
             raise

@@ -13,7 +13,7 @@ import pytest
 
 from logdna_client import Client
 from tests._children import Child
-from tests._claims_servers import Request, scripted_server
+from tests._claims_servers import Request, answer, scripted_server
 from tests._slow_disk import SLOW_DISK, slow_disk
 from tests.test_process_end_spill import end, hang_until
 
@@ -83,3 +83,58 @@ class TestTheSpillKeepsToTheDeadline:
         assert -signal.SIGTERM == status, child.stderr
         assert took < 6.0, f"ended {took:.1f} s after SIGTERM: {child.stderr}"
         assert "lines were not delivered" in child.stderr, child.stderr
+
+
+class TestASplitBatchCutAtTheDeadline:
+    @pytest.mark.parametrize("replayed", [False, True], ids=["sent", "replayed"])
+    def test_the_half_delivered_is_not_sent_again_by_the_next_process(
+        self, tmp_path: Path, replayed: bool
+    ) -> None:
+        """A batch on disk that the service refused as too large (413) is sent in halves
+        (sent from memory, or replayed from disk after a 503); the first half is stored,
+        the second hangs until close()'s deadline cuts it. The next process replays what
+        the spool holds: the second half only. The whole batch was left on disk, and the
+        next process sent the first half again: 15 lines arrived for 10."""
+        lines = [f"line {i} " + "x" * 1000 for i in range(10)]
+        script = [503] * replayed + [413, 200]  # then the second half hangs
+        calls: list[int] = []
+        lock = threading.Lock()
+        healed = threading.Event()  # the next process's requests: taken
+
+        def respond(request: Request, sock: socket.socket, stop: threading.Event) -> bytes | None:
+            with lock:
+                calls.append(len(request.lines))
+                n = len(calls)
+            if n <= len(script):
+                return answer(script[n - 1])
+            if healed.is_set():
+                return answer(200)
+            healed.wait(WAIT)  # the second half hangs past the close's deadline
+            return None
+
+        with scripted_server(respond) as server:
+            options = dict(
+                key=KEY, url=server.url, spool_dir=str(tmp_path), flush_interval=0.05,
+                request_timeout=WAIT, handle_signals=False,
+            )  # fmt: skip
+            client = Client(**options)  # type: ignore[arg-type]
+            for line in lines:
+                client.log(line)
+            assert server.wait_for_requests(len(script) + 1, WAIT)
+            client.close(1.0)
+            assert client._sender.finished.wait(WAIT)
+            stats = client.stats()
+            healed.set()
+            after = Client(**options)  # type: ignore[arg-type]
+            try:
+                assert after.flush(WAIT)
+            finally:
+                after.close(5)
+            next_stats = after.stats()
+            requests = server.requests
+        stored = requests[len(script) - 1 : len(script)] + requests[len(script) + 1 :]
+        got = [line["line"] for request in stored for line in request.lines]
+        assert sorted(lines) == sorted(got), f"{len(got)} arrived for {len(lines)} lines"
+        this = (stats["sent"], stats["replayed"], stats["spooled"], stats["dropped_total"])  # type: ignore[typeddict-item]
+        assert ((0, 5) if replayed else (5, 0)) + (10, 0) == this, stats
+        assert (5, 0) == (next_stats["replayed"], next_stats["dropped_total"])  # type: ignore[typeddict-item]
