@@ -3,6 +3,8 @@ real sockets and a real spool folder."""
 
 from __future__ import annotations
 
+import errno
+import os
 import signal
 import socket
 import threading
@@ -12,9 +14,10 @@ from pathlib import Path
 import pytest
 
 from logdna_client import Client
-from tests._children import Child
+from tests._children import Child, assert_exactly_once_in_order
 from tests._claims_servers import Request, answer, scripted_server
-from tests._slow_disk import SLOW_DISK, slow_disk
+from tests._slow_disk import HELD_LINES, SLOW_DISK, slow_disk
+from tests.test_close_deadline_hangs import held_lines, spooling_client
 from tests.test_process_end_spill import end, hang_until
 
 KEY = "k" * 32
@@ -138,3 +141,211 @@ class TestASplitBatchCutAtTheDeadline:
         this = (stats["sent"], stats["replayed"], stats["spooled"], stats["dropped_total"])  # type: ignore[typeddict-item]
         assert ((0, 5) if replayed else (5, 0)) + (10, 0) == this, stats
         assert (5, 0) == (next_stats["replayed"], next_stats["dropped_total"])  # type: ignore[typeddict-item]
+
+
+class TestTheDiskFailsMidSpill:
+    @pytest.mark.parametrize("fails", ["pwritev", "fdatasync"])
+    def test_every_line_is_on_disk_or_counted(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fails: str
+    ) -> None:
+        """The disk refuses a write (ENOSPC) or a sync (EIO) after the close's spill wrote
+        5 batches: the lines are each on disk or counted (``shutdown``), none left
+        uncounted, and close() still returns by its deadline."""
+        real = getattr(os, fails)
+        closing = threading.Event()
+        calls = 0
+
+        def failing(*args: object) -> object:
+            nonlocal calls
+            if closing.is_set():
+                calls += 1
+                if calls > 5:
+                    code = errno.ENOSPC if fails == "pwritev" else errno.EIO
+                    raise OSError(code, os.strerror(code))
+            return real(*args)
+
+        monkeypatch.setattr(os, fails, failing)
+        with scripted_server(never_answer) as server:
+            client = spooling_client(server.url, tmp_path)
+            assert server.wait_for_requests(1, WAIT)
+            closing.set()
+            began = time.monotonic()
+            client.close(2.0)
+            took = time.monotonic() - began
+            assert client._sender.finished.wait(WAIT)
+            stats = client.stats()
+        assert calls > 5, "the disk never failed"
+        assert took < 2.0 + 4.0, took
+        assert (0, 0, False) == (stats["queued"], stats["sent"], stats["spool_enabled"]), stats  # type: ignore[typeddict-item]
+        spooled = stats["spooled"]  # type: ignore[typeddict-item]
+        assert HELD_LINES == spooled + stats["dropped"]["shutdown"], stats
+        assert HELD_LINES == spooled + stats["dropped_total"], stats
+
+
+class TestEverythingAtOnceDuringTheSpill:
+    @pytest.mark.parametrize("first", [200, 503, 413])
+    def test_two_closes_a_flush_and_logging_during_the_spill(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, first: int
+    ) -> None:
+        """While the close's spill writes memory behind a request that hangs (a slow
+        disk), a second thread closes too, a third flushes, a fourth goes on logging, and
+        the request is answered at the first sync of the spill (taken; refused for now,
+        503; or too large, 413, and split). Every held line arrives
+        once, in order; the lines logged after the close are counted ``after_close``;
+        sent + replayed + dropped add up to what was logged."""
+        spilling = threading.Event()  # a sync after the close began: the spill writes
+        closing = threading.Event()
+
+        def after_sync() -> None:
+            if closing.is_set():
+                spilling.set()
+
+        slow_disk(monkeypatch, after=after_sync)
+        answered = threading.Event()
+
+        def answer_in_the_spill(
+            request: Request, sock: socket.socket, stop: threading.Event
+        ) -> bytes:
+            if not answered.is_set():
+                spilling.wait(WAIT)
+                answered.set()
+                return answer(first)
+            return answer(200)
+
+        with scripted_server(answer_in_the_spill) as server:
+            client = spooling_client(server.url, tmp_path)
+            held = held_lines()
+            assert server.wait_for_requests(1, WAIT)
+            late = 0
+            flushed: list[bool] = []
+            stop = threading.Event()
+
+            def keep_logging() -> None:
+                nonlocal late
+                while not stop.is_set():
+                    client.log("late")
+                    late += 1
+                    stop.wait(0.001)
+
+            threads = [
+                threading.Thread(target=client.close, args=(WAIT,)),
+                threading.Thread(target=lambda: flushed.append(client.flush(WAIT))),
+                threading.Thread(target=keep_logging),
+            ]
+            closing.set()
+            client._begin_close(time.monotonic() + WAIT, WAIT)  # logged from here: late
+            for thread in threads:
+                thread.start()
+            client.close(WAIT)
+            assert spilling.is_set() and answered.is_set()
+            stop.set()
+            for thread in threads:
+                thread.join(WAIT)
+            stats = client.stats()
+            stored = server.requests[first != 200 :]
+            got = [str(line["line"]) for request in stored for line in request.lines]
+        assert_exactly_once_in_order(held, got)
+        replayed = stats["replayed"]  # type: ignore[typeddict-item]
+        assert (0, HELD_LINES) == (stats["queued"], stats["sent"] + replayed), stats
+        assert replayed > 0, "nothing was spilled"
+        assert late == stats["dropped"]["after_close"] == stats["dropped_total"], stats
+        assert 1 == len(flushed)  # returned (False: lines were dropped, after_close, meanwhile)
+
+
+class TestASignalHandlerInsideTheSpill:
+    def test_it_logs_flushes_and_closes_without_waiting(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A signal handler runs on the main thread inside close()'s spill (its turn held):
+        it logs (counted ``after_close``), flushes and closes without waiting for the
+        sender, which needs that turn back; close() then goes on, and every held line is
+        on disk, none lost."""
+        closing = threading.Event()
+        sent_signal = threading.Event()
+
+        def signal_in_the_spill() -> None:
+            if closing.is_set() and not sent_signal.is_set():
+                sent_signal.set()
+                os.kill(os.getpid(), signal.SIGUSR1)
+
+        slow_disk(monkeypatch, after=signal_in_the_spill)
+        took: list[float] = []
+        inside: list[bool] = []
+
+        def handler(signum: int, frame: object) -> None:
+            inside.append(client._sender.spilling_here())
+            began = time.monotonic()
+            client.log("from the handler")
+            took.append(time.monotonic() - began)
+            took.append(float(client.flush(WAIT)))
+            client.close(WAIT)
+            took.append(time.monotonic() - began)
+
+        previous = signal.signal(signal.SIGUSR1, handler)
+        try:
+            with scripted_server(never_answer) as server:
+                client = spooling_client(server.url, tmp_path)
+                assert server.wait_for_requests(1, WAIT)
+                closing.set()
+                client.close(8.0)
+                assert client._sender.finished.wait(WAIT)
+                stats = client.stats()
+        finally:
+            signal.signal(signal.SIGUSR1, previous)
+        assert [True] == inside, "the handler did not run inside the spill"
+        assert 3 == len(took) and 0.0 == took[1], took  # flush() said False at once
+        assert took[2] < 4.0, f"the handler's close() waited {took[2]:.1f} s"
+        assert (0, 0) == (stats["queued"], stats["sent"]), stats
+        assert HELD_LINES == stats["spooled"], stats  # type: ignore[typeddict-item]
+        assert 1 == stats["dropped"]["after_close"] == stats["dropped_total"], stats
+
+
+class TestForkDuringTheSpill:
+    def test_the_child_logs_and_closes_and_the_parent_spills_on(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Another thread forks while close()'s spill holds the sender's turn and writes
+        the spool: the child (a pipeline of its own) logs and closes at once, touching
+        none of the parent's files; the parent's spill goes on, every line on disk."""
+        closing = threading.Event()
+        spilling = threading.Event()
+        forked = threading.Event()
+
+        def after_sync() -> None:
+            if closing.is_set():
+                spilling.set()
+                forked.wait(WAIT)  # the fork comes while this spill holds the turn
+
+        slow_disk(monkeypatch, after=after_sync)
+        status: list[int] = []
+
+        def fork_in_the_spill() -> None:
+            spilling.wait(WAIT)
+            pid = os.fork()
+            if pid == 0:  # the child: no thread of the parent's runs here
+                code = 1
+                try:
+                    began = time.monotonic()
+                    client.log("from the child")
+                    client.close(2.0)
+                    stats = client.stats()
+                    fine = stats["dropped"]["after_close"] == 1 and stats["queued"] == 0
+                    code = 0 if fine and time.monotonic() - began < 5.0 else 2
+                finally:
+                    os._exit(code)
+            forked.set()
+            status.append(os.waitpid(pid, 0)[1])
+
+        with scripted_server(never_answer) as server:
+            client = spooling_client(server.url, tmp_path)
+            assert server.wait_for_requests(1, WAIT)
+            forker = threading.Thread(target=fork_in_the_spill)
+            forker.start()
+            closing.set()
+            client.close(8.0)
+            forker.join(WAIT)
+            assert client._sender.finished.wait(WAIT)
+            stats = client.stats()
+        assert [0] == status, status
+        assert (0, 0, 0) == (stats["queued"], stats["sent"], stats["dropped_total"]), stats
+        assert HELD_LINES == stats["spooled"], stats  # type: ignore[typeddict-item]
