@@ -298,3 +298,43 @@ class TestASignalHandlerInsideTheSpill:
         assert (0, 0) == (stats["queued"], stats["sent"]), stats
         assert HELD_LINES == stats["spooled"], stats  # type: ignore[typeddict-item]
         assert 1 == stats["dropped"]["after_close"] == stats["dropped_total"], stats
+
+
+class TestASplitBatchWaitingOutRetryAfter:
+    def test_memory_is_on_disk_when_close_returns(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A batch on disk split by a 413, its first half stored, its second answered 503
+        with Retry-After: 30: the sender waits that out, holding the turn a closing
+        thread's spill needs. close() then moves memory to the spool all the same (the
+        sender does it): on a slow disk, when close() returns every line is on disk."""
+        slow_disk(monkeypatch)
+        calls = 0
+        lock = threading.Lock()
+        retry_after = answer(503, headers=b"Retry-After: 30\r\n")
+
+        def respond(request: Request, sock: socket.socket, stop: threading.Event) -> bytes:
+            nonlocal calls
+            with lock:
+                calls += 1
+                n = calls
+            return answer(413) if n == 1 else answer(200) if n == 2 else retry_after
+
+        with scripted_server(respond) as server:
+            client = spooling_client(server.url, tmp_path)
+            sleeping = threading.Event()  # the sender counted the 503 and waits it out
+            pause = threading.Event()  # never set: the pause between looks
+            for _ in range(int(WAIT / 0.01)):
+                if client.stats()["retries"]:
+                    sleeping.set()
+                    break
+                pause.wait(0.01)
+            assert sleeping.is_set(), f"no 503 within {WAIT} s"
+            client.close(6.0)
+            spooled = client.stats()["spooled"]  # type: ignore[typeddict-item]
+            assert client._sender.finished.wait(WAIT)
+            stats = client.stats()
+        assert HELD_LINES == spooled, f"close() returned with {spooled} lines on disk"
+        first = len(server.requests[1].lines)
+        assert (0, first, 0) == (stats["queued"], stats["sent"], stats["dropped_total"]), stats
+        assert HELD_LINES == stats["spooled"], stats  # type: ignore[typeddict-item]
