@@ -309,9 +309,9 @@ class TestSpoolSmallerThanMemory:
             sender = client._sender
             spill_behind = sender._spill_behind
 
-            def spill_then_say() -> None:
+            def spill_then_say(until: Callable[[], float]) -> None:
                 try:
-                    spill_behind()
+                    spill_behind(until)
                 finally:
                     looked.set()
 

@@ -380,6 +380,24 @@ class Spool:
         if seg.finished and (seg is not self._current or seg.size >= self.segment_bytes):
             self._retire(seg)
 
+    @_contained(False)
+    def requeue(self, batch_id: BatchId, entries: Sequence[bytes], stored: int) -> bool:
+        """Part of a batch handed out was settled (delivered, or refused and counted) and
+        the rest was not: ``entries``, that rest, go back on disk as a batch of their own,
+        waiting for ``next_replay_batch`` (behind what is there), and the batch is done;
+        ``stored`` as for ``ack``. False, and nothing done, where they find no room: the
+        caller releases the batch whole (its settled part sent twice, nothing lost)."""
+        if entries:
+            rest = self.append(entries)
+            if rest is None:
+                return False
+            self.spooled -= len(entries)  # the same lines, written again: spooled once
+            self.release(rest)
+        # Marked done only once the rest is written: a process ending in between leaves
+        # both, the settled part sent twice rather than the rest lost.
+        self.ack(batch_id, stored)
+        return True
+
     @_contained(None)
     def release(self, batch_id: BatchId) -> None:
         """The caller gives the batch back unsent: ``next_replay_batch`` hands it out again."""
