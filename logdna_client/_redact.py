@@ -124,6 +124,12 @@ _LIST_UNIT = r"[^\]\r\n]"
 _TUPLE_START = r"""\((?=[ \t]{0,3}(?:b?\\{0,15}["']|[-\d\[(]))"""
 _TUPLE_UNIT = r"[^)\r\n]"
 
+# A line up to its first ":", and what may follow that ":" when a YAML block starts
+# under it: a block scalar's indicator, a comment, the line's end before an indented
+# line (see yaml_block).
+_BLOCK_HEAD = r"[^:\r\n]*:"
+_BLOCK_TAIL = r"""[ \t]{0,3}(?:[|>][-+1-9]{0,2}[ \t]{0,3})?(?:#[^\r\n]{0,256})?(?=\r?\n[ \t])"""
+
 
 def _key_value(quoted: str, bare: str) -> str:
     """The key=value pattern with ``quoted`` after each quoted value's unit (its
@@ -290,11 +296,13 @@ CREDENTIAL_PATTERNS: dict[str, str] = {
     # A secret key's YAML block, logged as one message: a block scalar ("password: |"
     # or ">-" and the lines under it), a plain value on the next lines ("secret:\n
     # s3cret") or a nested mapping ("credentials:\n  user: a\n  token: b", replaced
-    # whole, as under such a key in meta). Found from a ":" that ends its line before
-    # an indented one; the key before it is read back and judged as secret_kv's, and
-    # the block is the lines indented deeper than the key (_block_span).
-    "yaml_block": r""":[ \t]{0,3}(?:[|>][-+1-9]{0,2}[ \t]{0,3})?(?:#[^\r\n]{0,256})?"""
-    r"(?=\r?\n[ \t])",
+    # whole, as under such a key in meta). Found from a line whose first ":" ends it
+    # before an indented line; the key before it is read back and judged as
+    # secret_kv's, and the block is the lines indented deeper than the key
+    # (_block_span). (Only a line's first ":" can follow a key that starts the line;
+    # tried at every ":", a comment was read to the line's end from each: a line of
+    # ":#" took 146 times a plain one. _BLOCK_AFTER_BREAK: the form the engine runs.)
+    "yaml_block": rf"(?m:^){_BLOCK_HEAD}{_BLOCK_TAIL}",
 }
 
 #: Ready-made text patterns for PHI, off by default: name them in
@@ -653,6 +661,7 @@ class _Patterns:
                 kind = _SECRET_BEFORE
             elif name == "yaml_block":
                 kind = _BLOCK
+                regex = _BLOCK_AFTER_BREAK
             elif name in _LOWER_FORMS:
                 kind = _WORDS_FIRST
             else:
@@ -876,9 +885,13 @@ class _Patterns:
             spans.append(m.span("v"))
 
     def _blocks(self, text: str, backwards: str, regex: re.Pattern[str], spans: list[Span]) -> None:
-        """Each YAML block under a key that names a secret (the yaml_block pattern):
-        its key read back from the ":" and judged as at a plain separator."""
+        """Each YAML block under a key that names a secret (the yaml_block pattern:
+        ``regex`` after each line break, _BLOCK_FIRST_LINE at the start): its key read
+        back from the line's first ":" and judged as at a plain separator."""
         found = list(regex.finditer(text))
+        first = _BLOCK_FIRST_LINE.match(text)
+        if first is not None:
+            found.insert(0, first)
         if len(found) > _BLOCKS_CHECKED_ONE_BY_ONE and not any(
             # (Many ":" ending lines: first whether any key before a ":" names a
             # secret at all, in one scan, not one Python step for each.)
@@ -891,7 +904,7 @@ class _Patterns:
             if m.start() < reach:
                 continue  # (inside a block found already: "secret:\n  token:\n    x")
             key_start = _block_key(
-                text, backwards, m.start(), self._is_secret, self._quoted_only_for
+                text, backwards, text.find(":", m.start()), self._is_secret, self._quoted_only_for
             )
             if key_start < 0:
                 continue
@@ -1285,6 +1298,11 @@ def _block_key(
 
 
 _BLOCKS_CHECKED_ONE_BY_ONE = 16
+#: yaml_block as the engine runs it: from each line break (a literal the regex engine
+#: skips ahead to; "^" is tried at every character, five times slower), and at the
+#: text's start.
+_BLOCK_AFTER_BREAK = re.compile(rf"\n{_BLOCK_HEAD}{_BLOCK_TAIL}")
+_BLOCK_FIRST_LINE = re.compile(_BLOCK_HEAD + _BLOCK_TAIL)
 # What may stand before a YAML key on its line, read back: indentation and list
 # items' "- ", then the line's start.
 _LINE_START_REVERSED = re.compile(r"""(["']?)(?:[ \t]|-(?=[ \t\n]|\Z))*(?:\n|\Z)""")

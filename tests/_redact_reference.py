@@ -213,7 +213,7 @@ class ReferencePatterns:
                 # inside that block's, and the merge joins them.)
                 text = m.string
                 key_start = _block_key(
-                    text, above.of(text), m.start(), self._is_secret,
+                    text, above.of(text), text.find(":", m.start()), self._is_secret,
                     lambda key: not self._names_secret(key),
                 )  # fmt: skip
                 return None if key_start < 0 else _block_span(text, key_start, m.end())
