@@ -280,14 +280,19 @@ CREDENTIAL_PATTERNS: dict[str, str] = {
     # "plink -pw pw", OpenSSL's "-passin pass:pw" ("-passout", "-pass"), and "-P pw"
     # after a "-U user" (sqlcmd's, bcp's, ipmitool's "-U sa -P pw"). "-P" alone is
     # too many other things to judge ("scp -P 22", "grep -P 're'", "rsync -P a b");
-    # after "-U" it is still not a port ("-P 3306") nor a "name=value" (psql's
-    # "-U app -P pager=off").
+    # after "-U" it is still not a port ("-P 3306") nor a "name=value" or a print
+    # option's name alone (psql's "-U app -P pager=off", "-P expanded"), and a "-U"
+    # whose value holds a "/" names no user (wget's "-U Mozilla/5.0 -P downloads/":
+    # a user agent and a folder).
     # (A quote before "pass:" is the value's: "-passout 'pass:p w'". At most 4 words
     # between the user and "-P": each "-U" reads a few words on, not 256 characters.)
     "cli_password": r"""-(?<![^\s"'=]-)(?:pw[ \t]{1,3}|pass(?:in|out)?[ \t]{1,3}(?P<q>["'])?pass:"""
-    r"""|U[ \t]{1,3}["']?[^\s"'-][^\s"']{0,127}["']?(?:[ \t]{1,3}[^\s;|&]{1,64}){0,4}?"""
+    r"""|U[ \t]{1,3}["']?[^\s"'/-][^\s"'/]{0,127}["']?(?:[ \t]{1,3}[^\s;|&]{1,64}){0,4}?"""
     r"""[ \t]{1,3}-P[ \t]{1,3}"""
-    r"""(?!\d{1,5}(?![^\s"'])|[A-Za-z_]{1,32}=[^\s"']))"""
+    r"""(?!\d{1,5}(?![^\s"'])|[A-Za-z_]{1,32}=[^\s"']"""
+    r"""|(?:border|columns|csv_fieldsep|expanded|fieldsep(?:_zero)?|footer|format|linestyle"""
+    r"""|null|numericlocale|pager(?:_min_lines)?|recordsep(?:_zero)?|tableattr|title"""
+    r"""|tuples_only|unicode_(?:border|column|header)_linestyle|xheader_width)(?![^\s"'])))"""
     r"""(?P<v>(?(q)[^"'\r\n]{1,4096}"""
     r"""|(?:"[^"\r\n]{1,4096}"?|'[^'\r\n]{1,4096}'?|[^\s"'-][^\s"']{0,4095})))""",
     # An AWS secret access key after its name and a space, not "=": "aws configure set

@@ -138,6 +138,8 @@ SHAPES = [
      "sqlcmd -S db -U sa -P [REDACTED] -Q 'select 1'"),
     ("ipmitool -I lanplus -H bmc -U admin -P \"s3cr et\" power status",
      "ipmitool -I lanplus -H bmc -U admin -P [REDACTED] power status"),
+    ("sqlcmd -U CORP\\svc -P s3cret and bcp t out f -U sa -P 'pager'",
+     "sqlcmd -U CORP\\svc -P [REDACTED] and bcp t out f -U sa -P [REDACTED]"),
     # An AWS secret access key before its key id, or after its name and a space.
     ("creds ('wJalrXUs3crMI/K7MDENG/bPxRfiCYEXAMPLEKEY', 'AKIAIOSFODNN7EXAMPLE')",
      "creds ('[REDACTED]', '[REDACTED]')"),
@@ -205,6 +207,9 @@ PLAIN = [
     # "-P" that is no password: a port, a flag, a regex, psql's "-P name=value".
     "scp -P 22 f host:; grep -P '\\d+' x; rsync -P a b; tar -U -P -xf t; mysqlsh -U r -P 3306",
     "psql -U app -P pager=off -c 'select 1'",
+    # psql's print options named alone; wget's user agent ("-U") and folder ("-P").
+    "psql -U app -P expanded -f q.sql; psql -h db -U app -P tuples_only -P pager -d shop",
+    "wget -U Mozilla/5.0 -P /tmp/downloads http://example.com/f; wget -U 'Mozilla/5.0 (X11)' -P dl/ x",
     # Options whose name holds a short one but is not it; YAML blocks under plain keys,
     # short names bare, and a traceback's colon.
     "cmd --pass-through x --no-pass host --bypass y",
