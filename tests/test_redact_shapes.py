@@ -209,7 +209,8 @@ PLAIN = [
     "psql -U app -P pager=off -c 'select 1'",
     # psql's print options named alone; wget's user agent ("-U") and folder ("-P").
     "psql -U app -P expanded -f q.sql; psql -h db -U app -P tuples_only -P pager -d shop",
-    "wget -U Mozilla/5.0 -P /tmp/downloads http://example.com/f; wget -U 'Mozilla/5.0 (X11)' -P dl/ x",
+    "wget -U Mozilla/5.0 -P /tmp/downloads http://example.com/f",
+    "wget -U 'Mozilla/5.0 (X11)' -P dl/ https://example.com/f",
     # Options whose name holds a short one but is not it; YAML blocks under plain keys,
     # short names bare, and a traceback's colon.
     "cmd --pass-through x --no-pass host --bypass y",
