@@ -230,14 +230,15 @@ CREDENTIAL_PATTERNS: dict[str, str] = {
     r"""(?![^\s"']))"""
     r"""(?P<v>"[^"\r\n]{1,4096}"?|'[^'\r\n]{1,4096}'?|[^\s"'-][^\s"']{0,4095})""",
     # MySQL's and MariaDB's password run into its option: "mysql -u root -ppw"
-    # ("-p pw" is a prompt and a database name). The command's name is read whole
+    # ("-p pw" is a prompt and a database name), quoted for the shell too ("-p'p w'",
+    # '-p"pw"': the quotes and what they hold). The command's name is read whole
     # (a lookahead and a backreference: what backtracking gave back, the search for
     # "-p" read again, 256 characters for each of 17 lengths), and the search stops
     # at the next "mysql" (which searches on from there itself): "-mysqlghp_-"
     # repeated cost 327 times a plain line, "mysql a:" 29 times.
     "mysql_password": r"""m(?<![A-Za-z0-9_]m)(?:ysql|ariadb)(?=(?P<n>[A-Za-z_-]{0,16}))(?P=n)"""
     r"""(?:(?!(?<![A-Za-z0-9_])m(?:ysql|ariadb))[^\r\n;|&]){0,256}?"""
-    r"""-(?<=[\s"']-)p(?P<v>[^\s"'-][^\s"']{0,4095})""",
+    r"""-(?<=[\s"']-)p(?P<v>"[^"\r\n]{1,4096}"?|'[^'\r\n]{1,4096}'?|[^\s"'-][^\s"']{0,4095})""",
     # Chat webhooks whose path is the secret: Slack's
     # "hooks.slack.com/services/T.../B.../XXXX", Discord's ".../api/webhooks/ID/TOKEN",
     # Microsoft Teams' "....webhook.office.com/webhookb2/.../IncomingWebhook/...".

@@ -138,6 +138,9 @@ SHAPES = [
      "sqlcmd -S db -U sa -P [REDACTED] -Q 'select 1'"),
     ("ipmitool -I lanplus -H bmc -U admin -P \"s3cr et\" power status",
      "ipmitool -I lanplus -H bmc -U admin -P [REDACTED] power status"),
+    # MySQL's password quoted for the shell, run into its option.
+    ("mysql -u root -p's3 cr\"et' db && mysqldump -p\"s3cr'et\" db",
+     "mysql -u root -p[REDACTED] db && mysqldump -p[REDACTED] db"),
     ("sqlcmd -U CORP\\svc -P s3cret and bcp t out f -U sa -P 'pager'",
      "sqlcmd -U CORP\\svc -P [REDACTED] and bcp t out f -U sa -P [REDACTED]"),
     # An AWS secret access key before its key id, or after its name and a space.
