@@ -589,7 +589,7 @@ class Client:
         """What the exit lost, said once (``_wait_closed``): lines past the deadline and
         lines dropped while delivering."""
         sender = self._sender
-        stuck = self._buffer.held_lines
+        stuck = sender.held_off_disk()
         if stuck and not sender.finished.is_set():
             if launched:
                 _exit.report_exit_loss(
