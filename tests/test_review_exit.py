@@ -34,6 +34,35 @@ TIMEOUT = 2.0
 # process-end tests hold it to 0.5 s), and a batch the spill was writing at the deadline.
 MARGIN = 0.8
 
+
+def end_while_hanging(
+    code: str, ending: str, clients: int, said: str, env: dict[str, str], **options: str
+) -> tuple[int, str, Child]:
+    """Run ``code`` in a child whose ``clients`` hold lines (each with a spool, on a slow
+    disk) while every first request hangs; once it marked ``logged``, end it by
+    ``ending`` ("SIGTERM", or "exit": the end of main). Returns its exit status, the rest
+    of the line it marked ``said`` meanwhile, and the child."""
+    killed = threading.Event()
+    with scripted_server(hang_until(killed)) as server:
+        child = Child(
+            code, server.url, env=env, key=KEY, spool_sync="always", flush_interval="3600",
+            max_batch_bytes="16KiB", request_timeout="600", **options,
+        )  # fmt: skip
+        try:
+            child.expect("logged", WAIT)
+            assert server.wait_for_requests(clients, WAIT)  # every first request hangs
+            if ending == "SIGTERM":
+                child.kill(signal.SIGTERM)
+            else:
+                child.send("go")
+            rest = child.expect(said, WAIT)
+            status, _ = child.finish(WAIT)
+        finally:
+            end(child, killed)
+    assert KEY not in child.stderr
+    return status, rest, child
+
+
 # The child: CLIENTS handlers with spools of their own on a slow disk, HELD_LINES lines
 # each while every first request hangs; it returns from main, and says how long the exit
 # hook and logging.shutdown() (which runs after it) took from the exit hook's start.
@@ -78,24 +107,12 @@ class TestSeveralClientsOneDeadline:
     def test_the_exit_ends_within_the_deadline_and_a_margin(self, tmp_path: Path) -> None:
         """The exit hook and logging.shutdown() together end within shutdown_timeout and
         a margin, with four clients still writing to their spools at the deadline."""
-        killed = threading.Event()
-        with scripted_server(hang_until(killed)) as server:
-            child = Child(
-                SEVERAL_CLIENTS, server.url, env={"SPOOLS": str(tmp_path)}, key=KEY,
-                spool_dir=str(tmp_path / "0"), spool_sync="always", flush_interval="3600",
-                max_batch_bytes="16KiB", request_timeout="600", shutdown_timeout=str(TIMEOUT),
-            )  # fmt: skip
-            try:
-                child.expect("logged", WAIT)
-                assert server.wait_for_requests(CLIENTS, WAIT)  # every first request hangs
-                child.send("go")
-                took = float(child.expect("ended", WAIT))
-                status, _ = child.finish(WAIT)
-            finally:
-                end(child, killed)
+        status, took, child = end_while_hanging(
+            SEVERAL_CLIENTS, "exit", CLIENTS, "ended", {"SPOOLS": str(tmp_path)},
+            spool_dir=str(tmp_path / "0"), shutdown_timeout=str(TIMEOUT),
+        )  # fmt: skip
         assert 0 == status, child.stderr
-        assert took <= TIMEOUT + MARGIN, child.stderr
-        assert KEY not in child.stderr
+        assert float(took) <= TIMEOUT + MARGIN, child.stderr
 
 
 # The child: one client with a spool on a slow disk, HELD_LINES lines while its first
@@ -148,24 +165,10 @@ class TestExitReportCounts:
         delivered nor on disk: between what the spool had not taken just after it was
         counted and just before. The batch out, on disk before it was sent, counted as
         not delivered too: 232 said, with 182 of the 400 lines on disk."""
-        killed = threading.Event()
-        with scripted_server(hang_until(killed)) as server:
-            child = Child(
-                REPORT_COUNTS, server.url, key=KEY, spool_dir=str(tmp_path),
-                spool_sync="always", flush_interval="3600", max_batch_bytes="16KiB",
-                request_timeout="600", shutdown_timeout="1",
-            )  # fmt: skip
-            try:
-                child.expect("logged", WAIT)
-                assert server.wait_for_requests(1, WAIT)
-                if ending == "SIGTERM":
-                    child.kill(signal.SIGTERM)
-                else:
-                    child.send("go")
-                before, said, after = json.loads(child.expect("counts", WAIT))
-                child.finish(WAIT)
-            finally:
-                end(child, killed)
+        _, counts, _ = end_while_hanging(
+            REPORT_COUNTS, ending, 1, "counts", {}, spool_dir=str(tmp_path), shutdown_timeout="1"
+        )
+        before, said, after = json.loads(counts)
         found = [re.search(r"(\d+) lines were not delivered", message) for message in said]
         counted = [int(match.group(1)) for match in found if match is not None]
         assert 1 == len(counted), said  # the slow disk keeps the sender busy past the deadline
