@@ -45,6 +45,11 @@ _GZIP_BLOCK = 256
 _MAX_SINGLE_REJECTS = 16
 # How often a closing thread looks whether a sender's batch on disk is out (to spill).
 _SPILL_LOOK = 0.05
+# What a look of ``Sender._spill_if_out`` found (``spill_while_closing``).
+SPILL_DONE = "done"
+SPILL_MORE = "more"
+SPILL_WAIT = "wait"
+_SPILL_ON = (SPILL_MORE, SPILL_WAIT)
 # A batch's bytes on disk besides its entries and their 4-byte lengths: its record's
 # head and its done mark (more than enough).
 _SPOOL_FRAME = 256
@@ -610,20 +615,35 @@ class Sender:
         the turn back to go on."""
         return self._spiller == threading.get_ident()
 
-    def _spill_if_out(self, until: Callable[[], float]) -> bool:
-        """One look: spill behind the batch out, if one that is on disk is; True when
-        there is nothing more to do (spilled, or the sender is done)."""
+    def _spill_if_out(self, until: Callable[[], float]) -> str:
+        """One look: spill a batch behind the batch out, if one that is on disk is. Says
+        ``SPILL_DONE`` when there is nothing more to do (memory spilled, the sender done,
+        or ``until()`` passed), ``SPILL_MORE`` when a batch went and more is left, and
+        ``SPILL_WAIT`` when no batch on disk is out (yet). A batch a look: the exit's
+        waiter takes its clients in turn (``spill_while_closing``)."""
+        if until() <= self._clock():
+            return SPILL_DONE  # what is left goes at the sender's end
         turn = self._turn
         if not turn.acquire(blocking=False):
-            return self.finished.is_set()  # the sender is busy with memory or the spool
+            # The sender is busy with memory or the spool.
+            return SPILL_DONE if self.finished.is_set() else SPILL_WAIT
         self._spiller = threading.get_ident()
         try:
             if self.finished.is_set():
-                return True
-            if self._out_on_disk:
-                self._spill_behind(until)
-                return True
-            return False
+                return SPILL_DONE
+            if not self._out_on_disk:
+                return SPILL_WAIT
+            # One batch: ``_spill_behind`` looks at ``until()`` before each, and the second
+            # look says the first went and memory holds more (none: it stopped).
+            looks = 0
+
+            def until_one_went() -> float:
+                nonlocal looks
+                looks += 1
+                return until() if looks == 1 else float("-inf")
+
+            self._spill_behind(until_one_went)
+            return SPILL_MORE if looks > 1 else SPILL_DONE
         finally:
             self._spiller = None
             turn.release()
@@ -1066,11 +1086,13 @@ def spill_while_closing(waits: list[tuple[Sender, Callable[[], float]]]) -> None
     pending = [(sender, until) for sender, until in waits if sender.spills()]
     pause = threading.Event()  # never set: the pause between looks
     while pending:
-        pending = [
-            (sender, until)
-            for sender, until in pending
-            if until() > sender._clock() and not sender._spill_if_out(until)
-        ]
+        # A batch of each in turn: each client's whole memory, one after the other, left
+        # the second's in memory until the first's was written (or the deadline passed:
+        # with two clients of 400 lines on a slow disk, the second had 112 on disk).
+        looks = [(sender, until, sender._spill_if_out(until)) for sender, until in pending]
+        pending = [(sender, until) for sender, until, seen in looks if seen in _SPILL_ON]
+        if any(seen == SPILL_MORE for _, _, seen in looks):
+            continue  # (no pause: the disk is the pace)
         if pending:
             left = max(until() - sender._clock() for sender, until in pending)
             pause.wait(min(max(left, 0.0), _SPILL_LOOK))

@@ -13,6 +13,7 @@ deadline (two clients: 1.0 s).
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import sys
@@ -173,3 +174,55 @@ class TestExitReportCounts:
         counted = [int(match.group(1)) for match in found if match is not None]
         assert 1 == len(counted), said  # the slow disk keeps the sender busy past the deadline
         assert HELD_LINES - after <= counted[0] <= HELD_LINES - before, said
+
+
+# The child: two clients with spools of their own on a slow disk, HELD_LINES lines each
+# while both first requests hang. The exit's waiter (here SIGTERM's) writes both clients'
+# memory to their spools on one thread: the child says which spool each of that thread's
+# first SPILL_LOOK syncs was for.
+SPILL_LOOK = 6
+TWO_SPILLS = (
+    SLOW_DISK
+    + f"""
+options = json.loads(os.environ["FAULT_OPTS"])
+options["spool_dir"] = os.path.join(os.environ["SPOOLS"], "1")
+second = logging.getLogger("second")
+second.addHandler(LogDNAHandler(**options))
+second.setLevel(logging.INFO)
+second.propagate = False
+for i in range({HELD_LINES}):
+    log.info("first %d " + "x" * 1000, i)
+    second.info("second %d " + "x" * 1000, i)
+
+slow = os.fdatasync
+spools = []
+def noting_sync(fd):
+    if threading.current_thread().name != "logdna_client-sender":
+        folder = os.path.basename(os.path.dirname(os.readlink(f"/proc/self/fd/{{fd}}")))
+        if folder in ("0", "1"):  # a segment's (not a folder's) sync
+            spools.append(folder)
+            if len(spools) == {SPILL_LOOK}:
+                mark("spools " + json.dumps(spools))
+    slow(fd)
+os.fdatasync = noting_sync
+mark("logged")
+wait_for("go")
+"""
+)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="names an fd's file by /proc")
+class TestEveryClientsMemoryAtOnce:
+    def test_the_spill_takes_the_clients_in_turn(self, tmp_path: Path) -> None:
+        """SIGTERM while two clients' requests hang: the exit's spill writes a batch of
+        one client's memory, then one of the other's, in turn (docs/spool.md: "every
+        client's memory is written at once, not one client after another"). It wrote
+        the first client's to the end, or to the deadline, before the second's: with
+        the deadline before the disk had taken both, the second had 112 of 400 lines on
+        disk (its first batch, and what its sender wrote past the deadline) and the
+        first 378."""
+        _, spools, child = end_while_hanging(
+            TWO_SPILLS, "SIGTERM", 2, "spools", {"SPOOLS": str(tmp_path)},
+            spool_dir=str(tmp_path / "0"), shutdown_timeout="5",
+        )  # fmt: skip
+        assert {"0", "1"} == set(json.loads(spools)), child.stderr
