@@ -25,7 +25,7 @@ import pytest
 from tests._children import Child
 from tests._claims_servers import scripted_server
 from tests._slow_disk import HELD_LINES, SLOW_DISK
-from tests.test_process_end_spill import KEY, WAIT, end, hang_until
+from tests.test_process_end_spill import KEY, TWO_CLIENTS, WAIT, end, hang_until
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
@@ -176,38 +176,26 @@ class TestExitReportCounts:
         assert HELD_LINES - after <= counted[0] <= HELD_LINES - before, said
 
 
-# The child: two clients with spools of their own on a slow disk, HELD_LINES lines each
-# while both first requests hang. The exit's waiter (here SIGTERM's) writes both clients'
-# memory to their spools on one thread: the child says which spool each of that thread's
-# first SPILL_LOOK syncs was for.
+# The child: test_process_end_spill's, two clients with spools of their own on a slow disk,
+# HELD_LINES lines each while both first requests hang. The exit's waiter (SIGTERM's) writes
+# both clients' memory to their spools on one thread: the child says which spool each of
+# that thread's first SPILL_LOOK syncs was for.
 SPILL_LOOK = 6
-TWO_SPILLS = (
-    SLOW_DISK
-    + f"""
-options = json.loads(os.environ["FAULT_OPTS"])
-options["spool_dir"] = os.path.join(os.environ["SPOOLS"], "1")
-second = logging.getLogger("second")
-second.addHandler(LogDNAHandler(**options))
-second.setLevel(logging.INFO)
-second.propagate = False
-for i in range({HELD_LINES}):
-    log.info("first %d " + "x" * 1000, i)
-    second.info("second %d " + "x" * 1000, i)
-
+TWO_SPILLS = TWO_CLIENTS.replace(
+    'mark("logged")',
+    f"""
 slow = os.fdatasync
 spools = []
 def noting_sync(fd):
     if threading.current_thread().name != "logdna_client-sender":
         folder = os.path.basename(os.path.dirname(os.readlink(f"/proc/self/fd/{{fd}}")))
-        if folder in ("0", "1"):  # a segment's (not a folder's) sync
+        if folder in ("first", "second"):  # a segment's (not a folder's) sync
             spools.append(folder)
             if len(spools) == {SPILL_LOOK}:
                 mark("spools " + json.dumps(spools))
     slow(fd)
 os.fdatasync = noting_sync
-mark("logged")
-wait_for("go")
-"""
+mark("logged")""",
 )
 
 
@@ -222,7 +210,7 @@ class TestEveryClientsMemoryAtOnce:
         disk (its first batch, and what its sender wrote past the deadline) and the
         first 378."""
         _, spools, child = end_while_hanging(
-            TWO_SPILLS, "SIGTERM", 2, "spools", {"SPOOLS": str(tmp_path)},
-            spool_dir=str(tmp_path / "0"), shutdown_timeout="5",
+            TWO_SPILLS, "SIGTERM", 2, "spools", {"SECOND_SPOOL": str(tmp_path / "second")},
+            spool_dir=str(tmp_path / "first"), shutdown_timeout="5",
         )  # fmt: skip
-        assert {"0", "1"} == set(json.loads(spools)), child.stderr
+        assert {"first", "second"} == set(json.loads(spools)), child.stderr
