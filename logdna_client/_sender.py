@@ -244,6 +244,8 @@ class Sender:
         self._out_on_disk = False
         # The thread moving memory to the spool with the turn held (spill_while_closing).
         self._spiller: int | None = None
+        #: Batches on disk, not delivered, when the sender ended (left for the next process).
+        self._left_on_disk = False
 
     # -- control, from other threads
 
@@ -286,6 +288,8 @@ class Sender:
         aflush() and wait_done_through()."""
         spool = self.spool
         if self._spool_opening and not self.finished.is_set():
+            return False
+        if self._left_on_disk:  # (the closed spool forgot them)
             return False
         return self._buffer.done_through >= target and not (spool is not None and spool.undelivered)
 
@@ -333,6 +337,7 @@ class Sender:
             if old is not None:  # a restarted sender's new spool counts from 0 again
                 self.spool_dropped_before.update(old.dropped)
             self.spool = self._open_spool()
+            self._left_on_disk = False  # (a restarted sender's new spool adopted them)
             self._spool_opening = False
             self._notify()  # a flush() waiting for the spool to be opened (done())
             while True:
@@ -416,6 +421,9 @@ class Sender:
         if lost and self.on_shutdown_loss is not None:
             self.on_shutdown_loss(lost)
         if self.spool is not None:
+            # Closed, the spool forgets its segments: a flush() waiting across the end (or
+            # called after it) answered True with 400 lines on disk for the next process.
+            self._left_on_disk = self.spool.undelivered
             if spilled or self.spool.backlog:
                 self._reporter.report(
                     "spool-left", logging.WARNING,

@@ -214,3 +214,29 @@ class TestEveryClientsMemoryAtOnce:
             spool_dir=str(tmp_path / "first"), shutdown_timeout="5",
         )  # fmt: skip
         assert {"first", "second"} == set(json.loads(spools)), child.stderr
+
+
+# The child: one client with a spool, lines held while its first request hangs, and a
+# thread waiting in flush() when the script returns: the exit writes them to the spool.
+FLUSH_AT_EXIT = f"""
+for i in range({HELD_LINES}):
+    log.info("held %d", i)
+def flush_and_say():
+    mark("flushed " + json.dumps(client.flush(60)))
+import threading
+threading.Thread(target=flush_and_say, daemon=True).start()
+mark("logged")
+wait_for("go")
+"""
+
+
+class TestFlushWaitingAtExit:
+    def test_lines_left_on_disk_are_not_delivered(self, tmp_path: Path) -> None:
+        """A flush() waiting on another thread while the exit leaves the lines on disk for
+        the next process returns False: they are not delivered. It returned True (the
+        closed spool forgot its segments, and flush() saw nothing waiting on disk)."""
+        _, flushed, child = end_while_hanging(
+            FLUSH_AT_EXIT, "exit", 1, "flushed", {}, spool_dir=str(tmp_path),
+            shutdown_timeout="1",
+        )  # fmt: skip
+        assert False is json.loads(flushed), child.stderr
