@@ -434,13 +434,14 @@ class Client:
         if timeout is None:
             timeout = self.config.shutdown_timeout
         timeout = max(0.0, timeout)
-        self._close_by(_exit.exit_deadline(timeout, begins_exit=False), timeout)
+        self._close_by(_exit.exit_deadline(timeout, begins_exit=False), timeout, ending=False)
 
-    def _close_by(self, deadline: float, timeout: float) -> None:
-        """``close`` with a deadline given, as the process-end paths give it."""
+    def _close_by(self, deadline: float, timeout: float, *, ending: bool = True) -> None:
+        """``close`` with a deadline given, as the process-end paths give it (``ending``:
+        a close of the process's ending, ``logging.shutdown()`` closing a handler)."""
         self._begin_close(deadline, timeout)
         if self._can_wait():
-            self._wait_closed(at_exit=False)
+            self._wait_closed(at_exit=False, ending=ending)
         elif self._deliver_here:
             self._give_up_delivering_here()
 
@@ -528,15 +529,16 @@ class Client:
             f"deadline ({self._deadline_text()}) and were dropped"
         )
 
-    def _wait_closed(self, *, at_exit: bool) -> None:
-        """Wait for the sender to finish (by the close's deadline)."""
+    def _wait_closed(self, *, at_exit: bool, ending: bool = False) -> None:
+        """Wait for the sender to finish (by the close's deadline; ``ending`` or
+        ``at_exit``: a close of the process's ending, see ``_close_wait``)."""
         sender = self._sender
         if self._deliver_here:  # no sender thread could start: its work is done here
             self._deliver_here = False
             self._delivered_here = True  # another waiter waits for it as for a thread
             sender.run_here()
         launched = self._launched()
-        wait = self._close_wait()
+        wait = self._close_wait(ending=ending or at_exit)
         if wait is not None:
             _, until = wait
             # With a spool, memory goes to disk now, not after a request that hangs.
@@ -556,15 +558,20 @@ class Client:
             finally:
                 self._exit_told.set()
 
-    def _close_wait(self) -> tuple[Sender, Callable[[], float]] | None:
+    def _close_wait(self, *, ending: bool) -> tuple[Sender, Callable[[], float]] | None:
         """The sender a close waits for and until when, or None where none runs or it is
         not closing: a little grace past the deadline (or now, when it passed) for the
-        sender's own bookkeeping; the deadline as it is at each look (Ctrl-C may bring
-        it forward)."""
+        sender's own bookkeeping; the deadline as it is at each look (Ctrl-C may bring it
+        forward). A close of the process's ending (``ending``) counts its grace from the
+        exit deadline (``_exit.grace_from``): the ending waits one grace, not one per
+        close. An application's close() after the ending began (``logging.shutdown()``
+        called by the app) waits its own, so that ``stats()`` read after it counts what
+        the sender dropped at its end."""
         sender = self._sender
         if not self._launched() or sender._deadline is None:
             return None
-        began = time.monotonic()
+        now = time.monotonic()
+        began = _exit.grace_from(now) if ending else now
 
         def until() -> float:
             return max(_deadline_of(sender), began) + _CLOSE_GRACE
@@ -582,7 +589,7 @@ class Client:
         """What the exit lost, said once (``_wait_closed``): lines past the deadline and
         lines dropped while delivering."""
         sender = self._sender
-        stuck = self._buffer.held_lines
+        stuck = sender.held_off_disk()
         if stuck and not sender.finished.is_set():
             if launched:
                 _exit.report_exit_loss(
@@ -649,7 +656,7 @@ class Client:
             # a thread of its own instead (rare: see _begin_close).
             await _on_a_thread(lambda: self._wait_closed(at_exit=False))
             return
-        wait = self._close_wait()
+        wait = self._close_wait(ending=False)
         if wait is not None:
             sender, until = wait
             _spill_off_the_loop(sender, until)
