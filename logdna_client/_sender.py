@@ -641,34 +641,31 @@ class Sender:
                 return SPILL_DONE
             if not self._out_on_disk:
                 return SPILL_WAIT
-            # One batch: ``_spill_behind`` looks at ``until()`` before each, and the second
-            # look says the first went and memory holds more (none: it stopped).
-            looks = 0
-
-            def until_one_went() -> float:
-                nonlocal looks
-                looks += 1
-                return until() if looks == 1 else float("-inf")
-
-            self._spill_behind(until_one_went)
-            return SPILL_MORE if looks > 1 else SPILL_DONE
+            return SPILL_MORE if self._spill_behind(until, most=1) else SPILL_DONE
         finally:
             self._spiller = None
             turn.release()
 
-    def _spill_behind(self, until: Callable[[], float]) -> None:
-        """``spill_while_closing``'s moving, with the turn held, until ``until()``: what
-        is left then goes at the sender's end, as without the spill. Written to the end, on
-        a slow disk 2000 lines (125 batches synced) held close(1.0) for 14.7 s, and an
-        exit as long: past the deadline that bounds it."""
+    def _spill_behind(self, until: Callable[[], float], most: int | None = None) -> bool:
+        """``spill_while_closing``'s moving, with the turn held, until ``until()`` and at
+        most ``most`` batches (None: all): what is left then goes at the sender's end, as
+        without the spill. Written to the end, on a slow disk 2000 lines (125 batches
+        synced) held close(1.0) for 14.7 s, and an exit as long: past the deadline that
+        bounds it. True when it stopped at ``most`` with more in memory to move."""
         spool = self.spool
         buffer = self._buffer
         if spool is None or not spool.enabled or not self._spool_takes_all():
-            return
+            return False
+        more = False
         try:
+            moved = 0
             while len(buffer) and until() > self._clock():
+                if moved == most:
+                    more = True
+                    break
                 if not self._spill_batch(buffer.take_behind(self._config.max_batch_bytes)):
                     break
+                moved += 1
         except BaseException:
             # Ctrl-C (a close on the main thread) with a batch taken and not yet on disk
             # nor back in memory: written already, the spool hands back the batch it
@@ -678,6 +675,7 @@ class Sender:
                 self._spill_batch(lines)
             raise
         self._notify()
+        return more
 
     def _spool_takes_all(self) -> bool:
         """Whether the spool has room for all that memory holds without dropping any of

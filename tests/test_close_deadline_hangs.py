@@ -309,9 +309,9 @@ class TestSpoolSmallerThanMemory:
             sender = client._sender
             spill_behind = sender._spill_behind
 
-            def spill_then_say(until: Callable[[], float]) -> None:
+            def spill_then_say(until: Callable[[], float], most: int | None = None) -> bool:
                 try:
-                    spill_behind(until)
+                    return spill_behind(until, most)
                 finally:
                     looked.set()
 
