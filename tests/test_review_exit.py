@@ -223,8 +223,16 @@ for i in range({HELD_LINES}):
     log.info("held %d", i)
 def flush_and_say():
     mark("flushed " + json.dumps(client.flush(60)))
-import threading
-threading.Thread(target=flush_and_say, daemon=True).start()
+import atexit, threading
+from logdna_client import _exit
+flusher = threading.Thread(target=flush_and_say, daemon=True)
+flusher.start()
+# The flusher's answer comes as the library's exit hook ends: the interpreter would
+# end a daemon thread then, before it said anything on a loaded machine. A hook that
+# waits for it runs after the library's (atexit runs the newest first).
+atexit.unregister(_exit._close_all_at_exit)
+atexit.register(lambda: flusher.join(60))
+atexit.register(_exit._close_all_at_exit)
 mark("logged")
 wait_for("go")
 """
