@@ -930,6 +930,8 @@ class Sender:
             if turn is not None:
                 turn.acquire()
                 self._holds_turn = True
+        if outcome.resent:  # sent again at once on a new connection: no failure, no retry
+            self.stats.requests += 1
         if outcome.kind is Kind.OK or outcome.kind is Kind.PARTIAL:
             self.stats.bytes_sent += len(body)
             if cuts:  # counted once delivered: a retried batch is cut again, not counted again

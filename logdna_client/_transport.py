@@ -100,6 +100,10 @@ class Outcome:
     #: places its status array holds, 0 without one; 0, an OTLP count that cannot be
     #: read): the lines past them are unconfirmed. None: it speaks for all.
     answered: int | None = None
+    #: Whether the body went out a second time, at once, on a new connection, because the
+    #: server had closed the kept-alive one under the first (``_closed_by_server``): one
+    #: more request made, no failure. The outcome is the second request's.
+    resent: bool = False
 
 
 class Transport(Protocol):
@@ -271,8 +275,8 @@ class _Exchange:
     """
 
     __slots__ = (
-        "conn", "connected", "deadline", "done", "expired", "fresh", "opening", "poke", "status",
-        "watched",
+        "closed_by_server", "conn", "connected", "deadline", "dialed", "done", "expired",
+        "fresh", "heard", "opening", "poke", "status", "watched",
     )  # fmt: skip
 
     def __init__(self, deadline: float) -> None:
@@ -285,8 +289,16 @@ class _Exchange:
         # handshake runs on an SSLSocket that took the original's descriptor over (and
         # left ``conn.sock`` detached), so only this can still shut it down.
         self.fresh: socket.socket | None = None
+        #: Whether a new connection's connect() began: False, with ``conn`` set, when the
+        #: request went out on a connection kept alive from an earlier one.
+        self.dialed = False
         #: Whether a new connection's connect() (TCP, proxy, TLS handshake) completed.
         self.connected = False
+        #: Whether any byte of an answer arrived (``_FinalResponse``).
+        self.heard = False
+        #: Whether it failed as a kept-alive connection the server closed fails
+        #: (``_closed_by_server``): then sent again at once (``HTTPTransport._send``).
+        self.closed_by_server = False
         self.deadline = deadline
         self.done = False
         self.expired = False
@@ -434,8 +446,10 @@ class _Watched:
 
     def connect(self) -> None:
         _watch(self)
-        super().connect()  # type: ignore[misc]
         exchange = getattr(_current, "exchange", None)
+        if exchange is not None:
+            exchange.dialed = True
+        super().connect()  # type: ignore[misc]
         if exchange is not None:
             exchange.connected = True
 
@@ -481,6 +495,9 @@ class _FinalResponse(http.client.HTTPResponse):
         # it and raises, the start gone).
         peek = getattr(self.fp, "peek", None)
         head: bytes = peek(1) if peek is not None else b""
+        exchange = getattr(_current, "exchange", None)
+        if exchange is not None and (head or peek is None):  # (no peek: a byte may have come)
+            exchange.heard = True
         try:
             version, status, reason = super()._read_status()  # type: ignore[misc]
         except http.client.LineTooLong:
@@ -907,11 +924,32 @@ class HTTPTransport:
         return secrets.sub("***", text)
 
     def _send(self, body: bytes, *, gzipped: bool, timeout: float) -> Outcome:
+        first = _Exchange(time.monotonic() + timeout)
+        outcome = self._attempt(first, body, gzipped, timeout)
+        left = first.deadline - time.monotonic()  # (brought forward if close() hurried it)
+        if not (first.closed_by_server and left > 0):
+            return outcome
+        # The server (a load balancer's idle timeout, the service's) closed the kept-alive
+        # connection as the request went out on it, and said nothing: the request is sent
+        # again at once on a new connection, within the same deadline, as Go's HTTP client
+        # and browsers do: no failure, no backoff, no report, no retry counted.
+        # Duplicates: a server closing an idle connection reads nothing more from it, so
+        # it stored nothing of this batch. One that read and stored it, then closed without
+        # a word, is the one case that duplicates (docs/delivery.md, "What can duplicate"),
+        # and the ordinary retry after a backoff resent it just the same: sent sooner, it
+        # is stored twice no more often. Once only: a second failure, on a connection just
+        # made, is a failure like any other.
+        again = _Exchange(first.deadline)
+        return replace(self._attempt(again, body, gzipped, min(timeout, left)), resent=True)
+
+    def _attempt(self, exchange: _Exchange, body: bytes, gzipped: bool, timeout: float) -> Outcome:
+        """One request of ``body``, cut at ``exchange``'s deadline; ``timeout`` bounds
+        each socket operation of it."""
         headers = {"Content-Encoding": "gzip"} if gzipped else None
         params = dict(self._params, now=str(int(time.time() * 1000))) if self._params else None
         session = self._session
         started = time.monotonic()
-        exchange = self._exchange = _current.exchange = _Exchange(started + timeout)
+        self._exchange = _current.exchange = exchange
         # Taken after ``_exchange`` was written, as ``hurry`` writes ``_hurry_by`` before
         # it reads ``_exchange``: a close that began after the sender chose this request's
         # timeout, before the exchange was there to hurry, still cuts it at its deadline.
@@ -967,6 +1005,7 @@ class HTTPTransport:
             misspoken = _misspoken(exc, urlsplit(self._url).hostname, self._scrub, handshake)
             if misspoken is not None:
                 return Outcome(Kind.PROTOCOL, None, None, misspoken)
+            exchange.closed_by_server = _closed_by_server(exc, exchange)
             return _failure(exc, self._scrub)
         finally:
             exchange.finish()
@@ -1192,6 +1231,20 @@ def _failure(exc: Exception, scrub: Callable[[str], str]) -> Outcome:
         return Outcome(Kind.RETRY, None, None, f"connection failed: {_describe(exc, scrub)}")
     # A bug below us must not kill the sender.
     return Outcome(Kind.RETRY, None, None, f"unexpected {type(exc).__name__}")
+
+
+def _closed_by_server(exc: Exception, exchange: _Exchange) -> bool:
+    """Whether the request of ``exchange``, which raised ``exc``, failed because the
+    server had closed the kept-alive connection it went out on: on a connection reused,
+    not one just made, before any byte of an answer, the end of the stream or a reset
+    where the answer should be (http.client's RemoteDisconnected is a reset), or a broken
+    pipe under the upload. Never a timeout, nor the deadline's cut: its shutdown reads
+    as the end of the stream too, which is why ``expired`` is asked first."""
+    if exchange.expired or exchange.heard or exchange.status is not None:
+        return False
+    if exchange.conn is None or exchange.dialed:  # no connection, or a new one
+        return False
+    return isinstance(_innermost(exc), (ConnectionResetError, BrokenPipeError))
 
 
 def _proxy_wants_credentials(exc: Exception) -> bool:

@@ -9,6 +9,7 @@ once, and close() keeps its deadline."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gzip
 import io
@@ -24,7 +25,7 @@ import threading
 import time
 import warnings
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -351,17 +352,31 @@ class TestReportsOfWhatServersSay:
         assert_adds_up(client, 1)
 
 
-def each_connection(*answers: bytes | None) -> tuple[Responder, list[str]]:
-    """A responder giving each connection ``answers`` in turn (None: close it without
-    answering), then 200s; and the lines of the requests answered 2xx (stored)."""
+#: What a scripted connection does with a request: answer these bytes, close without
+#: answering (None), or what a Responder does.
+Step = bytes | None | Responder
+
+
+def scripted_connections(
+    script_of: Callable[[int], Sequence[Step]],
+) -> tuple[Responder, list[str]]:
+    """A responder giving the n-th connection the server accepts the steps
+    ``script_of(n)`` in turn, then 200s; and the lines of the requests answered 2xx
+    (stored)."""
     stored: list[str] = []
-    seen: dict[int, int] = {}
+    held: list[socket.socket] = []  # held: a socket freed could lend its id to the next one
+    seen: dict[int, tuple[int, int]] = {}  # id(sock): (which connection, requests it read)
     lock = threading.Lock()
 
     def respond(request: Request, sock: socket.socket, stop: threading.Event) -> bytes | None:
         with lock:
-            n = seen[id(sock)] = seen.get(id(sock), -1) + 1
-        reply = answers[n] if n < len(answers) else answer(200)
+            if id(sock) not in seen:
+                held.append(sock)
+            which, n = seen.get(id(sock), (len(seen), -1))
+            seen[id(sock)] = which, n + 1
+        script = script_of(which)
+        step = script[n + 1] if n + 1 < len(script) else answer(200)
+        reply = step(request, sock, stop) if callable(step) else step
         if reply is not None and reply.startswith(b"HTTP/1.1 2"):
             with lock:
                 stored.extend(str(line["line"]) for line in request.lines)
@@ -370,18 +385,170 @@ def each_connection(*answers: bytes | None) -> tuple[Responder, list[str]]:
     return respond, stored
 
 
+def each_connection(*answers: Step) -> tuple[Responder, list[str]]:
+    """A responder giving each connection ``answers`` in turn (None: close it without
+    answering), then 200s; and the lines of the requests answered 2xx (stored)."""
+    return scripted_connections(lambda which: answers)
+
+
+def by_connection(*scripts: Sequence[Step]) -> tuple[Responder, list[str]]:
+    """A responder giving the n-th connection ``scripts[n]``'s steps in turn, then 200s
+    (connections past the scripts: 200s only); and the lines stored."""
+    return scripted_connections(lambda which: scripts[which] if which < len(scripts) else ())
+
+
+def reset_by_the_server(request: Request, sock: socket.socket, stop: threading.Event) -> None:
+    """End the connection with a reset (SO_LINGER 0), not a close: the client reads
+    ECONNRESET rather than the end of the stream. Closed here: the server's own
+    shutdown(SHUT_WR) would send the end of the stream first."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+def stall_until_given_up(request: Request, sock: socket.socket, stop: threading.Event) -> None:
+    """Never answer: wait until the client ends the connection, then close it."""
+    sock.settimeout(WAIT)
+    with contextlib.suppress(OSError):
+        sock.recv(1)
+
+
+@contextmanager
+def everything_logged() -> Iterator[list[logging.LogRecord]]:
+    """Every record any logger makes while this is open (urllib3's DEBUG ones too)."""
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    keep = Keep(logging.DEBUG)
+    root = logging.getLogger()
+    levels = [(each, each.level) for each in (root, logging.getLogger("urllib3"))]
+    root.addHandler(keep)
+    for each, _ in levels:
+        each.setLevel(logging.DEBUG)
+    try:
+        yield records
+    finally:
+        root.removeHandler(keep)
+        for each, level in levels:
+            each.setLevel(level)
+
+
+def one_retry(
+    scripted: tuple[Responder, list[str]], batches: list[list[str]], requests: int, **options: Any
+) -> Client:
+    """Deliver ``batches`` through ``scripted`` (a responder and what it stored), and check
+    that every line was stored once after one counted retry, reported once, with
+    ``requests`` requests made and read. Returns the client."""
+    respond, stored = scripted
+    with own_reports() as said:
+        client, read = deliver(respond, *batches, flush_interval=60, **options)
+    lines = [line for batch in batches for line in batch]
+    assert lines == stored
+    assert 1 == sum("sending failed" in each for each in said), said
+    s = client.stats()
+    assert (len(lines), 1, requests, requests) == (
+        s["sent"],
+        s["retries"],
+        s["requests"],
+        len(read),
+    )
+    assert_adds_up(client, len(lines))
+    return client
+
+
 class TestConnectionsThatEnd:
-    def test_a_kept_alive_connection_closed_under_the_next_request(self) -> None:
-        """A server that closes a kept-alive connection as the next request arrives (its
-        idle timeout racing the client) stored nothing of it: the batch is retried on a
-        new connection, stored once, counted once as sent and once as a retry."""
-        respond, stored = each_connection(answer(200), None)
+    @pytest.mark.parametrize("ending", [None, reset_by_the_server], ids=["closed", "reset"])
+    def test_a_kept_alive_connection_closed_under_the_next_request(self, ending: Step) -> None:
+        """A server that closes (or resets) a kept-alive connection as the next request
+        arrives (its idle timeout racing the client) stored nothing of it: the batch is
+        sent again at once on a new connection, stored once, never counted as a retry,
+        and nothing is reported."""
+        respond, stored = each_connection(answer(200), ending)
         batches = [numbered(f"b{batch}", 4) for batch in range(3)]
-        client, _ = deliver(respond, *batches, flush_interval=60)
+        with own_reports() as said:
+            client, requests = deliver(respond, *batches, flush_interval=60)
         assert [line for batch in batches for line in batch] == stored
+        assert [] == said
         s = client.stats()
-        assert (12, 2, 0) == (s["sent"], s["retries"], s["dropped_total"])
+        assert (12, 0, 0) == (s["sent"], s["retries"], s["dropped_total"])
+        assert (5, 5) == (s["requests"], len(requests))  # each resend is a request made
+        assert s["last_error"] is None
         assert_adds_up(client, 12)
+
+    def test_a_kept_alive_tls_connection_closed_under_the_next_request(
+        self, tls: tuple[ssl.SSLContext, Path]
+    ) -> None:
+        """The same over https://, the server's TLS connection ending without a
+        close_notify: sent again at once, never counted as a retry."""
+        context, ca = tls
+        respond, stored = each_connection(answer(200), None)
+        batches = [numbered(f"tls{batch}", 2) for batch in range(3)]
+        with own_reports() as said:
+            client, _ = deliver(respond, *batches, tls=context, verify=str(ca), flush_interval=60)
+        assert [line for batch in batches for line in batch] == stored
+        assert [] == said
+        s = client.stats()
+        assert (6, 0, 0) == (s["sent"], s["retries"], s["dropped_total"])
+        assert_adds_up(client, 6)
+
+    def test_a_new_connection_closed_under_its_first_request_is_a_retry(self) -> None:
+        """A new connection the server closes under its first request is no idle
+        connection ending: the batch is retried after a backoff, counted and reported."""
+        client = one_retry(by_connection([None]), [["first"]], requests=2)
+        assert "retry" == (client.stats()["last_error"] or {}).get("kind")
+
+    def test_a_reused_connection_that_fails_twice_is_one_retry(self) -> None:
+        """A kept-alive connection closed under a request, then the new connection it is
+        sent again on closed too: one counted retry, reported once, and every line is
+        stored once."""
+        one_retry(by_connection([answer(200), None], [None]), [["one"], ["two"]], requests=4)
+
+    def test_a_kept_alive_connection_that_times_out_is_a_retry(self) -> None:
+        """A kept-alive connection on which no answer comes within request_timeout was
+        not closed by the server (the client cut it): the batch is retried after a
+        backoff, counted and reported, never sent again at once."""
+        scripted = by_connection([answer(200), stall_until_given_up])
+        one_retry(scripted, [["before"], ["stalled"]], requests=3, request_timeout=0.5)
+
+    def test_the_resend_keeps_the_first_requests_deadline(self) -> None:
+        """The request sent again at once ends within request_timeout of the first one's
+        start, not a whole request_timeout of its own: a server that held the kept-alive
+        connection 2.5 s before closing it, then let the new one hang, costs one
+        request_timeout (3 s), not two."""
+        times: dict[str, float] = {}
+
+        def hold_then_close(request: Request, sock: socket.socket, stop: threading.Event) -> None:
+            times["sent"] = time.monotonic()
+            stop.wait(2.5)
+
+        def hang(request: Request, sock: socket.socket, stop: threading.Event) -> None:
+            stall_until_given_up(request, sock, stop)
+            times["given up"] = time.monotonic()
+
+        respond, stored = by_connection([answer(200), hold_then_close], [hang])
+        client, requests = deliver(respond, ["one"], ["two"], request_timeout=3, flush_interval=60)
+        assert ["one", "two"] == stored
+        assert times["given up"] - times["sent"] < 3 + SLACK
+        s = client.stats()
+        assert (2, 1, 4, 4) == (s["sent"], s["retries"], s["requests"], len(requests))
+
+    def test_the_key_is_in_nothing_logged(self) -> None:
+        """Through a resend at once and a failure after it, nothing any logger records
+        (the library's reports, urllib3's DEBUG lines) holds the key."""
+        key = "k3y-" + "s" * 28
+        respond, stored = by_connection([answer(200), None], [None])
+        with everything_logged() as records:
+            client, _ = deliver(respond, ["one"], ["two"], key=key, flush_interval=60)
+        assert ["one", "two"] == stored
+        assert 1 == client.stats()["retries"]
+        assert any("sending failed" in record.getMessage() for record in records)
+        handler = logging.Handler()
+        handler.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+        said = "\n".join(handler.format(record) for record in records)
+        assert key not in said
+        assert key[4:] not in said
 
     @pytest.mark.parametrize(
         "first",
