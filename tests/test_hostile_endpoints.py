@@ -534,6 +534,39 @@ class TestConnectionsThatEnd:
         s = client.stats()
         assert (2, 1, 4, 4) == (s["sent"], s["retries"], s["requests"], len(requests))
 
+    def test_the_resend_keeps_the_close_deadline(self) -> None:
+        """A close that begins while the kept-alive connection is closed under a request
+        still ends at its deadline: the request sent again at once on a new connection,
+        which hangs, is cut there too (far below request_timeout), and its line is
+        counted as shutdown."""
+        closing = threading.Event()
+
+        def close_when_closing(
+            request: Request, sock: socket.socket, stop: threading.Event
+        ) -> None:
+            closing.wait(WAIT)
+
+        respond, stored = by_connection([answer(200), close_when_closing], [stall_until_given_up])
+        with scripted_server(respond) as server:
+            client = Client(url=server.url, hostname="t", flush_interval=60, request_timeout=60)
+            client.log("one")
+            assert client.flush(WAIT)
+            client.log("two")
+            assert not client.flush(0.2)  # sent, and held by the server
+            assert server.wait_for_requests(2, WAIT)
+            closing.set()
+            took = close_took(client, DEADLINE)
+            assert client._sender.thread is not None
+            client._sender.thread.join(WAIT)
+            assert not client.stats()["sender_alive"]
+        assert took < DEADLINE + SLACK, f"close took {took:.2f} s"
+        assert ["one"] == stored
+        assert 3 == len(server.requests)  # the resend was read, then hung
+        s = client.stats()
+        # The resend's failure (cut at the deadline) is an ordinary one: counted.
+        assert (1, 1, 3, 1) == (s["sent"], s["dropped"]["shutdown"], s["requests"], s["retries"])
+        assert_adds_up(client, 2)
+
     def test_the_key_is_in_nothing_logged(self) -> None:
         """Through a resend at once and a failure after it, nothing any logger records
         (the library's reports, urllib3's DEBUG lines) holds the key."""
