@@ -4,6 +4,7 @@ the official protobuf definitions (opentelemetry-proto) and over a real socket."
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterator
 from typing import Any
@@ -14,9 +15,11 @@ from google.protobuf import json_format
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
-from logdna_client import Client
+from logdna_client import Client, LogDNAHandler
 from logdna_client._buffer import SEPARATOR
 from logdna_client._otlp import OTLPEncoder, any_value
+from logdna_client.structlog import LogDNAProcessor
+from logdna_client.testing import capture_lines
 from tests._otlp_server import Server, running
 from tests.test_otlp import py, records
 
@@ -159,3 +162,113 @@ class TestOnTheWire:
         assert ["before", {"order": 42, "items": ["a", "b"]}, "cyclic", "after"] == bodies
         attributes = {kv.key: py(kv.value) for kv in got[2][1].attributes}
         assert {"n": 1, "loop": "<cycle>"} == attributes["loop"]
+
+
+class TestStructuredMessages:
+    @pytest.fixture
+    def logger(self, otlp: Server) -> Iterator[tuple[logging.Logger, LogDNAHandler]]:
+        handler = LogDNAHandler(
+            key="k", url=otlp.url, protocol="otlp", kubernetes=False, handle_signals=False,
+            flush_interval=0.05, retry_max_backoff=0.2,
+        )  # fmt: skip
+        log = logging.getLogger("tests.otlp.structured")
+        log.addHandler(handler)
+        log.propagate = False
+        log.setLevel(logging.INFO)
+        try:
+            yield log, handler
+        finally:
+            log.removeHandler(handler)
+            handler.close()
+
+    def test_a_dict_or_list_message_is_the_records_structured_body(
+        self, otlp: Server, logger: tuple[logging.Logger, LogDNAHandler]
+    ) -> None:
+        """logging.info({...}) and logging.info([...]) with no args send the message as a
+        kvlistValue or arrayValue body, as the SDK's LoggingHandler sends a msg that is no
+        str; secret keys in it are redacted as meta's are, a cycle is cut, and a message
+        with args, or a str, is its text as before. Before: a stringValue of str(msg)."""
+        log, handler = logger
+        loop: dict[str, Any] = {"n": 1}
+        loop["loop"] = loop
+        log.info({"order": 42, "items": ["a", "b"], "ok": True})
+        log.info([1, "two", {"three": 3.5}])
+        log.info({"user": "ann", "password": "hunter2-hunter2"})
+        log.info(loop)
+        log.info("%s", {"a": 1})
+        log.info("plain")
+        log.info({"big": "x" * 20_000})  # over max_line_length as JSON: its text, cut
+        assert handler.client.flush(timeout=30)
+        bodies = [py(record.body) for _, record in records(otlp)]
+        assert [
+            {"order": 42, "items": ["a", "b"], "ok": True},
+            [1, "two", {"three": 3.5}],
+            {"user": "ann", "password": "[REDACTED]"},
+            {"n": 1, "loop": "<cycle>"},
+            "{'a': 1}",
+            "plain",
+        ] == bodies[:-1]
+        assert bodies[-1].startswith("{'big': 'xxx") and len(bodies[-1]) < 16_500
+
+    def test_a_formatter_of_your_own_makes_it_text(
+        self, otlp: Server, logger: tuple[logging.Logger, LogDNAHandler]
+    ) -> None:
+        """With a formatter set, the body is what it formats, as the SDK's handler does."""
+        log, handler = logger
+        handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+        log.info({"a": 1})
+        assert handler.client.flush(timeout=30)
+        assert ["INFO {'a': 1}"] == [py(record.body) for _, record in records(otlp)]
+
+    def test_the_ingest_protocol_still_gets_the_text(self) -> None:
+        """With protocol="logdna" a dict message is its text, as the ingest API's line
+        must be a string."""
+        with capture_lines() as lines:
+            handler = LogDNAHandler(url="http://127.0.0.1:9/logs/ingest", handle_signals=False)
+            log = logging.getLogger("tests.otlp.structured.logdna")
+            log.addHandler(handler)
+            log.propagate = False
+            try:
+                log.warning({"a": 1})
+            finally:
+                log.removeHandler(handler)
+                handler.close()
+        assert ["{'a': 1}"] == [line["line"] for line in lines]
+
+    def test_a_structlog_event_that_is_a_dict_is_the_body(self, otlp: Server) -> None:
+        """structlog's log.info({...}) (the event a dict) sends it as a kvlistValue body, its
+        other keys as attributes. Before: a stringValue of str(event)."""
+        structlog = pytest.importorskip("structlog")
+        processor = LogDNAProcessor(
+            key="k", url=otlp.url, protocol="otlp", kubernetes=False, handle_signals=False,
+            flush_interval=0.05, retry_max_backoff=0.2,
+        )  # fmt: skip
+        log = structlog.wrap_logger(
+            None, processors=[processor, structlog.processors.JSONRenderer()]
+        )
+        log.info({"order": 42, "token": "s3cr3t-s3cr3t"}, user="ann")
+        log.info("plain", user="bob")
+        assert processor.client.flush(timeout=30)
+        processor.client.close()
+        got = [
+            (py(r.body), {kv.key: py(kv.value) for kv in r.attributes}) for _, r in records(otlp)
+        ]
+        assert [
+            ({"order": 42, "token": "[REDACTED]"}, {"user": "ann"}),
+            ("plain", {"user": "bob"}),
+        ] == got
+
+    def test_an_event_through_processor_formatter_too(
+        self, otlp: Server, logger: tuple[logging.Logger, LogDNAHandler]
+    ) -> None:
+        """The event dict structlog's ProcessorFormatter.wrap_for_formatter hands the stdlib
+        handler (the record's msg, with ``_logger`` set): a dict ``event`` is the body
+        there too; one with a traceback stays text."""
+        log, handler = logger
+        wrapped = {"_logger": None, "_name": "info"}
+        log.info({"event": {"order": 7}, "user": "ann"}, extra=wrapped)
+        log.info({"event": {"order": 8}, "stack": "Stack (most recent call last):"}, extra=wrapped)
+        assert handler.client.flush(timeout=30)
+        bodies = [py(record.body) for _, record in records(otlp)]
+        assert {"order": 7} == bodies[0]
+        assert isinstance(bodies[1], str) and bodies[1].startswith("{'order': 8}")
