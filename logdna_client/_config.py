@@ -395,6 +395,8 @@ def _resolve_callable(option: str, value: object) -> Callable[..., Any] | None:
 OTEL_ENDPOINTS = ("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
 OTEL_HEADERS = ("OTEL_EXPORTER_OTLP_LOGS_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS")
 OTEL_CERTIFICATES = ("OTEL_EXPORTER_OTLP_LOGS_CERTIFICATE", "OTEL_EXPORTER_OTLP_CERTIFICATE")
+OTEL_TIMEOUTS = ("OTEL_EXPORTER_OTLP_LOGS_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT")
+OTEL_COMPRESSIONS = ("OTEL_EXPORTER_OTLP_LOGS_COMPRESSION", "OTEL_EXPORTER_OTLP_COMPRESSION")
 # An HTTP header name (RFC 9110's token).
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
@@ -458,6 +460,46 @@ def _otel_certificate() -> str | None:
     return path
 
 
+def _otel_timeout() -> float | None:
+    """``request_timeout`` as ``OTEL_EXPORTER_OTLP_(LOGS_)TIMEOUT`` gives it, in seconds;
+    None when neither is set.
+
+    The specification's unit is milliseconds (the Python SDK's exporter reads seconds
+    today: a pod-wide ``10`` meant for it is 10 ms here, below the floor, and refused
+    rather than read as either). Out of request_timeout's range, or no number, is a
+    ConfigurationError naming the variable."""
+    found = _otel_variable(OTEL_TIMEOUTS)
+    if found is None:
+        return None
+    name, text = found
+    millis = float(text) if _MILLIS.fullmatch(text) else -1.0
+    if not 100 <= millis <= 600_000:
+        raise ConfigurationError(
+            f"{name}: expected milliseconds, as the OpenTelemetry specification says, from "
+            "100 to 600000 (request_timeout's 0.1 to 600 s); request_timeout= wins over it",
+            "request_timeout",
+        )
+    return millis / 1000
+
+
+def _otel_compression() -> bool | None:
+    """``compress`` as ``OTEL_EXPORTER_OTLP_(LOGS_)COMPRESSION`` gives it: "gzip" True,
+    "none" False (either case, as the SDK reads it); None when neither is set. Anything
+    else is a ConfigurationError naming the variable: the SDK's exporter warns and sends
+    plain, which here would turn gzip off without a word."""
+    found = _otel_variable(OTEL_COMPRESSIONS)
+    if found is None:
+        return None
+    name, text = found
+    value = text.lower()
+    if value not in ("gzip", "none"):
+        raise ConfigurationError(f'{name}: expected "gzip" or "none"', "compress")
+    return value == "gzip"
+
+
+_MILLIS = re.compile(r"\d+(?:\.\d*)?")
+
+
 def _parse_headers(text: str) -> tuple[tuple[str, Secret], ...] | int:
     """``k=v,...`` as headers, or the place (from 1) of the first malformed entry."""
     headers: list[tuple[str, Secret]] = []
@@ -505,10 +547,12 @@ class Config:
     max_buffer_bytes: int = 64 * 1024 * 1024
     overflow: Overflow = "drop_oldest"
     block_timeout: float = 1.0
-    request_timeout: float = 15.0
+    #: 15 s when neither given nor set by OTEL_EXPORTER_OTLP_(LOGS_)TIMEOUT.
+    request_timeout: float = _UNSET
     shutdown_timeout: float = 5.0
     retry_max_backoff: float = 30.0
-    compress: bool = True
+    #: True (gzip) when neither given nor set by OTEL_EXPORTER_OTLP_(LOGS_)COMPRESSION.
+    compress: bool = _UNSET
     verify: bool | str = True
     index_meta: bool = True
     #: LogRecord attributes shipped as meta by the stdlib handler ("" for none).
@@ -593,6 +637,14 @@ class Config:
         # So does the CA the OTel variables name (a Collector behind a private CA): in
         # place of the default ones, it would fail a url= to a public endpoint.
         otel_ca = _otel_certificate() if source != "url" else None
+        # The exporter's timeout and compression likewise: set for the OTel endpoint (often
+        # pod-wide), read with it; request_timeout= and compress= win, as url= does.
+        if self.request_timeout is None:
+            timeout = _otel_timeout() if source != "url" else None
+            set_(self, "request_timeout", 15.0 if timeout is None else timeout)
+        if self.compress is None:
+            compress = _otel_compression() if source != "url" else None
+            set_(self, "compress", True if compress is None else compress)
         # Plain http is refused for the credentials it would carry. The ingest API always
         # takes a key (refused here first: the URL is the error to fix first); an OTLP
         # client with neither a key nor OTel headers (a Collector in the cluster, on its

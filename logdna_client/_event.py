@@ -236,6 +236,15 @@ def event_dict_to_line(
     return text, meta or None
 
 
+def structured_event(event_dict: Mapping[str, Any]) -> Any:
+    """The event's ``event`` when it is a dict or a list and no traceback goes with it:
+    the OTLP record's structured body (protocol="otlp"); else None (its text is)."""
+    event = event_dict.get(TEXT_KEY)
+    if isinstance(event, Mapping | list | tuple) and _TRACE_KEYS.isdisjoint(event_dict):
+        return event
+    return None
+
+
 def _with_traces(text: str, event_dict: Mapping[str, Any], meta: dict[str, Any]) -> str:
     exception = event_dict.get("exception")
     if isinstance(exception, str):

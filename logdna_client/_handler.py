@@ -36,7 +36,7 @@ from ._client import Client
 from ._config import Secret, hide_key, level_beside_client
 from ._context import current as request_context
 from ._context import with_context
-from ._event import event_dict_to_line
+from ._event import event_dict_to_line, structured_event
 from ._line import millis, now_millis, safe_str
 from ._options import ClientOptions, with_options_help
 from ._report import is_own_logger
@@ -161,6 +161,8 @@ class LogDNAHandler(logging.Handler):
         self._client = client
         builder = self._builder = client._builder
         self._entry = builder.entry
+        #: Whether a dict or list message ships as itself (the OTLP record's body).
+        self._structured = client.config.protocol == "otlp"
         #: The LogRecord attributes shipped as meta, in order.
         self._record_attrs: tuple[str, ...] = client.config.record_meta
         #: With one such attribute (the logger's name, by default): its str value ->
@@ -292,7 +294,9 @@ class LogDNAHandler(logging.Handler):
             if found and not _STRUCTLOG_ATTRS.isdisjoint(found):
                 found = {k: v for k, v in found.items() if k not in _STRUCTLOG_ATTRS}
             text, meta = event_dict_to_line(msg, found, redact=self._builder.redact_meta)
+            body = structured_event(msg) if self._structured else None
         else:
+            body = None
             if (
                 type(msg) is str
                 and self.formatter is self._default_formatter
@@ -311,6 +315,15 @@ class LogDNAHandler(logging.Handler):
                     text = self.format(record)
                 except Exception as exc:
                     text = _unformattable(record, exc)
+                if (
+                    self._structured
+                    and self.formatter is self._default_formatter
+                    and self._own_format
+                    and _is_structured(record, msg)
+                ):
+                    # logging.info({...}): the OTLP record's body is the dict, as the SDK's
+                    # LoggingHandler sends a msg that is no str (the text: past the cap).
+                    body = msg
             names = self._record_attrs
             cache = self._meta_cache
             value = attrs.get(names[0]) if cache is not None else None
@@ -332,7 +345,10 @@ class LogDNAHandler(logging.Handler):
         # The usual float goes straight to millis (NaN and infinities fail the test).
         usual = type(created) is float and -1e15 < created < 1e15
         ms = millis(created) if usual else _millis(created)
-        entry = self._entry(text, level, ms, meta, data)
+        if body is None:
+            entry = self._entry(text, level, ms, meta, data)
+        else:
+            entry = self._builder.structured_entry(body, text, level, ms, meta)
         if entry is not None:
             self._client.put_entry(entry)
 
@@ -472,6 +488,17 @@ class _MessageFormatter(logging.Formatter):
         if record.stack_info:
             text = f"{text}\n{record.stack_info}" if text else record.stack_info
         return text
+
+
+def _is_structured(record: logging.LogRecord, msg: object) -> bool:
+    """Whether ``msg`` is a dict or a list the default formatter shows as its text alone
+    (no args to format into it, no traceback or stack after it)."""
+    return (
+        isinstance(msg, Mapping | list | tuple)
+        and not record.args
+        and not (record.exc_info or record.exc_text or record.stack_info)
+        and type(record).getMessage is _GET_MESSAGE
+    )
 
 
 def _close_unused(client: Client) -> None:

@@ -367,6 +367,14 @@ class LineBuilder:
 
         return entry
 
+    def structured_entry(
+        self, body: Any, text: str, level: str, timestamp: int, meta: dict[str, Any] | None
+    ) -> bytes | None:
+        """``entry`` for a message that is a dict or a list (protocol="otlp"): ``body``
+        as the line's ``line`` (see ``encode``), ``text`` its text past the cap."""
+        line = self.encode(text, level, timestamp, meta, body=body)
+        return None if line is None else SEPARATOR + line
+
     def encode(
         self,
         text: str,
@@ -377,9 +385,15 @@ class LineBuilder:
         env: str | None = None,
         *,
         count_filtered: bool = True,
+        body: Any = None,
     ) -> bytes | None:
         """The serialized line, or None when ``before_send`` dropped it (counted as
-        ``filtered`` unless ``count_filtered`` is False: the library's own lines)."""
+        ``filtered`` unless ``count_filtered`` is False: the library's own lines).
+
+        ``body``: a structured message (a dict or a list, protocol="otlp" only) that is
+        the line's ``line`` in place of ``text``, redacted as meta is; the OTLP encoder
+        sends it as the record's structured body. Its JSON over the text's cap
+        (``max_line_length``): ``text``, cut to it, as before."""
         limit = self._line_limit
         if self._redacts_text:
             # The patterns only ever see bounded input: the redactor cuts a text
@@ -410,6 +424,10 @@ class LineBuilder:
             if self._redacts_meta:
                 meta = self._redactor.meta(meta)
             line["meta"] = meta
+        if body is not None:
+            body = self._redactor.meta(body) if self._redacts_meta else body
+            if len(self._dumps(body)) <= limit:  # the text's cap, as JSON
+                line["line"] = body
         if self._before_send is not None:
             changed = self._run_before_send(line, count_filtered)
             if changed is None:
@@ -445,7 +463,10 @@ class LineBuilder:
             }
             if not self._index_meta:
                 line["meta"] = self._dumps(line["meta"]).decode("utf-8")
-        line["line"] = cap_text(line.get("line", _EMPTY), self._line_limit)
+        text = line.get("line", _EMPTY)
+        if not isinstance(text, str):  # a structured body (``encode``'s): as JSON text
+            text = self._dumps(text).decode("utf-8")
+        line["line"] = cap_text(text, self._line_limit)
         return self._dumps(line)
 
     def _run_before_send(self, line: dict[str, Any], count: bool = True) -> dict[str, Any] | None:

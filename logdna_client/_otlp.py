@@ -16,6 +16,7 @@ a body back into the devserver's line dicts, so the devserver can accept
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import dataclasses
 import logging
@@ -34,6 +35,7 @@ from ._buffer import SEPARATOR
 from ._config import ENV_VARS, detected_hostname, utf8_text
 from ._kubernetes import parse_resource_attributes
 from ._limits import LINE_BYTES, Cuts, count_excerpt, enforce_line
+from ._redact import MAX_DEPTH
 from ._transport import Kind, Outcome, classify, read_json, unconfirmed
 from ._version import __version__
 
@@ -133,9 +135,76 @@ def level_for(number: int) -> str:
 
 
 def any_value(value: Any) -> dict[str, Any]:
-    """A JSON value as an OTLP ``AnyValue`` (JSON encoding: int64 as a string)."""
-    if isinstance(value, str):
+    """A value as an OTLP ``AnyValue`` in the JSON encoding, as the SDK's ``_encode_value``
+    maps it: int64 as a string, bytes as ``bytesValue`` (base64), NaN and the infinities
+    as proto3's JSON mapping writes a double ("NaN", "Infinity", "-Infinity").
+
+    Bounded: a mapping or list met again inside itself is cut to ``<cycle>``, and one
+    nested deeper than the line builder keeps (``MAX_DEPTH``) to ``<too deep>`` (its
+    markers): another writer's spool line may nest 1,024 levels, where recursing
+    without end failed the whole batch's body.
+    """
+    return _any_value(value, 0, set())
+
+
+def key_values(mapping: Mapping[Any, Any]) -> list[dict[str, Any]]:
+    """A mapping as a list of OTLP ``KeyValue`` (its values bounded as ``any_value``'s)."""
+    return _key_values(mapping, 0, {id(mapping)})
+
+
+def _json_key_values(mapping: Mapping[Any, Any]) -> list[dict[str, Any]]:
+    """``key_values`` of a parsed line's mapping: JSON holds no cycle, only depth to bound
+    (no path of containers kept, per line, on the sender thread)."""
+    return _key_values(mapping, 0, None)
+
+
+def _key_values(
+    mapping: Mapping[Any, Any], depth: int, path: set[int] | None
+) -> list[dict[str, Any]]:
+    # A str, the usual value, without the call (a third of the cost on flat meta).
+    return [
+        {
+            "key": str(k),
+            "value": {"stringValue": v} if type(v) is str else _any_value(v, depth, path),
+        }
+        for k, v in mapping.items()
+    ]
+
+
+def _any_value(value: Any, depth: int, path: set[int] | None) -> dict[str, Any]:
+    """``any_value`` at ``depth``; ``path``: the containers it is inside, None for JSON."""
+    kind = type(value)
+    if kind is str:
         return {"stringValue": value}
+    if kind is int and _INT64[0] <= value <= _INT64[1]:
+        return {"intValue": str(value)}
+    if kind is bool:
+        return {"boolValue": value}
+    if kind is float and math.isfinite(value):
+        return {"doubleValue": value}
+    if value is None:
+        return {}  # an AnyValue with no value set: OTLP's null
+    if kind is not dict and kind is not list and not isinstance(value, Mapping | list | tuple):
+        return _scalar(value)
+    if depth >= MAX_DEPTH:
+        return {"stringValue": "<too deep>"}
+    if path is not None:
+        if id(value) in path:
+            return {"stringValue": "<cycle>"}
+        path.add(id(value))
+    try:
+        if kind is dict or isinstance(value, Mapping):
+            return {"kvlistValue": {"values": _key_values(value, depth + 1, path)}}
+        return {"arrayValue": {"values": [_any_value(v, depth + 1, path) for v in value]}}
+    finally:
+        if path is not None:
+            path.discard(id(value))
+
+
+def _scalar(value: Any) -> dict[str, Any]:
+    """The AnyValue of a value that is no container (those are ``_any_value``'s)."""
+    if isinstance(value, str):
+        return {"stringValue": str(value)}
     if value is True or value is False:
         return {"boolValue": value}
     if isinstance(value, int):
@@ -144,20 +213,13 @@ def any_value(value: Any) -> dict[str, Any]:
         return {"stringValue": str(value)}
     if isinstance(value, float):
         if math.isfinite(value):
-            return {"doubleValue": value}
-        return {"stringValue": str(value)}
-    if isinstance(value, Mapping):
-        return {"kvlistValue": {"values": key_values(value)}}
-    if isinstance(value, list | tuple):
-        return {"arrayValue": {"values": [any_value(v) for v in value]}}
-    if value is None:
-        return {}  # an AnyValue with no value set: OTLP's null
+            return {"doubleValue": float(value)}
+        # proto3's JSON mapping of a double JSON has no number for.
+        text = "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"
+        return {"doubleValue": text}
+    if isinstance(value, bytes | bytearray | memoryview):
+        return {"bytesValue": base64.b64encode(value).decode("ascii")}
     return {"stringValue": str(value)}
-
-
-def key_values(mapping: Mapping[Any, Any]) -> list[dict[str, Any]]:
-    """A mapping as a list of OTLP ``KeyValue``."""
-    return [{"key": str(k), "value": any_value(v)} for k, v in mapping.items()]
 
 
 class Host(TypedDict, total=False):
@@ -463,7 +525,7 @@ class OTLPEncoder:
             if trace:
                 attributes = b"," + orjson.dumps(trace)[1:-1]
             if meta:
-                attributes += b',"attributes":' + orjson.dumps(key_values(meta))
+                attributes += b',"attributes":' + orjson.dumps(_json_key_values(meta))
         elif meta is not None:  # index_meta=False: meta as a JSON string
             attributes = b',"attributes":' + orjson.dumps(
                 [{"key": "meta", "value": any_value(meta)}]
@@ -527,7 +589,7 @@ class OTLPEncoder:
         if found is not None:
             text, exception = found
             fields.update(exception)
-        record["body"] = any_value(text)
+        record["body"] = _any_value(text, 0, None)  # (parsed JSON, as the fields below)
         meta = line.get("meta")
         if isinstance(meta, dict):
             trace, meta = _trace_context(meta)
@@ -539,7 +601,7 @@ class OTLPEncoder:
         # unique in OTLP, and receivers keep one of two at random (the hook ran last).
         fields.update((k, v) for k, v in line.items() if k not in _LINE_KEYS)
         if fields:
-            record["attributes"] = key_values(fields)
+            record["attributes"] = _json_key_values(fields)
         return record
 
 

@@ -45,6 +45,7 @@ from ._event import (
     level_name,
     level_of,
     levelno_of,
+    structured_event,
     timestamp_of,
 )
 from ._line import millis, now_millis, safe_str
@@ -114,6 +115,7 @@ class LogDNAProcessor(_NativeCall):
         "_meta_json",
         "_min_level",
         "_owns_client",
+        "_structured",
     )
 
     def __init__(self, *, client: Client | None = None, **options: Unpack[ClientOptions]) -> None:
@@ -131,6 +133,8 @@ class LogDNAProcessor(_NativeCall):
         self._entry = builder.entry
         self._max_chars = builder.plain_max_chars
         self._meta_json = builder.meta_json
+        #: Whether an ``event`` that is a dict or a list ships as itself (OTLP's body).
+        self._structured = self._client.config.protocol == "otlp"
         # Method names and ``level`` values it knows -> their level names (level_of's),
         # only those at or above the processor's level: one lookup does both.
         self._levels = {
@@ -305,7 +309,11 @@ class LogDNAProcessor(_NativeCall):
         if ts is None:
             created = getattr(record, "created", None) if record is not None else None
             ts = millis(created) if isinstance(created, float) else now_millis()
-        entry = builder.entry(text, level, ts, meta, None)
+        body = structured_event(event_dict) if self._structured else None
+        if body is None:
+            entry = builder.entry(text, level, ts, meta, None)
+        else:
+            entry = builder.structured_entry(body, text, level, ts, meta)
         if entry is not None:
             self._client.put_entry(entry)
 

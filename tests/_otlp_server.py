@@ -58,6 +58,9 @@ class Server:
         #: ``max_request_body_size`` refuses it.
         self.max_body: int | None = None
         self._script: list[tuple[int, dict[str, str], bytes]] = []
+        #: Requests still to be held unanswered (``hold_next``), and what ends the hold.
+        self._holds = 0
+        self._released = threading.Event()
         self._cond = threading.Condition()
         owner = self
 
@@ -83,6 +86,12 @@ class Server:
         with self._cond:
             self._script.append((status, headers or {}, body))
 
+    def hold_next(self, n: int = 1) -> None:
+        """Leave the next ``n`` requests unanswered (read, recorded, never answered) until
+        ``close``: a receiver that hangs, for the client's request timeout to end."""
+        with self._cond:
+            self._holds += n
+
     def wait_for_lines(self, n: int, timeout: float = 10.0) -> bool:
         with self._cond:
             return self._cond.wait_for(lambda: len(self.lines) >= n, timeout)
@@ -92,6 +101,7 @@ class Server:
             return self._cond.wait_for(lambda: len(self.requests) >= n, timeout)
 
     def close(self) -> None:
+        self._released.set()
         self._httpd.shutdown()
         self._httpd.server_close()
 
@@ -105,6 +115,16 @@ class Server:
         headers = {k: v for k, v in h.headers.items()}
         found = credentials_in(h.headers.items(), parse_qsl(parts.query))
         request = Request(parts.path, query, headers, found, raw, time.monotonic())
+        with self._cond:
+            held = self._holds > 0
+            if held:
+                self._holds -= 1
+                self.requests.append(request)
+                self._cond.notify_all()
+        if held:
+            self._released.wait(60)
+            h.close_connection = True
+            return
         status, extra, body = self._decide(request)
         request.status = status
         with self._cond:

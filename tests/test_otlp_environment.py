@@ -1,5 +1,6 @@
-"""Tests for OpenTelemetry's exporter variables with protocol="otlp": the endpoint and
-the headers from OTEL_EXPORTER_OTLP_(LOGS_)ENDPOINT and _HEADERS, against a real server."""
+"""Tests for OpenTelemetry's exporter variables with protocol="otlp": the endpoint, the
+headers, the timeout and the compression from OTEL_EXPORTER_OTLP_(LOGS_)ENDPOINT,
+_HEADERS, _TIMEOUT and _COMPRESSION, against a real server."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ TOKEN = "otel-header-token-0123456789"
 _OTEL = (
     "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT",
     "OTEL_EXPORTER_OTLP_LOGS_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS",
+    "OTEL_EXPORTER_OTLP_LOGS_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT",
+    "OTEL_EXPORTER_OTLP_LOGS_COMPRESSION", "OTEL_EXPORTER_OTLP_COMPRESSION",
     "LOGDNA_URL", "LOGDNA_INGESTION_KEY",
 )  # fmt: skip
 
@@ -180,3 +183,133 @@ class TestEchoes:
             client.close()
         assert "busy; you sent ***" in caplog.text
         assert TOKEN not in caplog.text
+
+
+class TestTimeoutAndCompression:
+    def test_the_timeout_is_milliseconds_and_ends_a_hung_request(
+        self, env: pytest.MonkeyPatch, bearer: Server
+    ) -> None:
+        """OTEL_EXPORTER_OTLP_TIMEOUT is the request timeout in milliseconds (the OTel
+        specification's unit): a receiver that never answers the first request costs
+        half a second, and the retry delivers. Before: the variable was not read, and
+        the 15 s default outlasted this flush's 10 s."""
+        env.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", bearer.base)
+        env.setenv("OTEL_EXPORTER_OTLP_HEADERS", f"Authorization=Bearer {TOKEN}")
+        env.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "500")
+        bearer.hold_next()
+        client = deliver()
+        assert client.flush(timeout=10)
+        client.close()
+        assert 0.5 == client.config.request_timeout
+        assert [0, 200] == [request.status for request in bearer.requests]
+        assert ["hello"] == [line["line"] for line in bearer.lines]
+
+    @pytest.mark.parametrize(
+        ("variables", "options", "expected"),
+        [
+            ({"OTEL_EXPORTER_OTLP_TIMEOUT": "2500"}, {}, 2.5),
+            ({"OTEL_EXPORTER_OTLP_LOGS_TIMEOUT": " 750 ", "OTEL_EXPORTER_OTLP_TIMEOUT": "9000"},
+             {}, 0.75),
+            ({"OTEL_EXPORTER_OTLP_LOGS_TIMEOUT": "", "OTEL_EXPORTER_OTLP_TIMEOUT": "9000"},
+             {}, 9.0),
+            ({"OTEL_EXPORTER_OTLP_TIMEOUT": "2500"}, {"request_timeout": 15}, 15.0),
+            ({"OTEL_EXPORTER_OTLP_TIMEOUT": "2500"}, {"request_timeout": "3s"}, 3.0),
+            ({"OTEL_EXPORTER_OTLP_TIMEOUT": "2500"}, {"url": "http://127.0.0.1:9/v1/logs"},
+             15.0),
+            ({}, {}, 15.0),
+        ],
+    )  # fmt: skip
+    def test_which_timeout_wins(
+        self,
+        env: pytest.MonkeyPatch,
+        variables: dict[str, str],
+        options: dict[str, Any],
+        expected: float,
+    ) -> None:
+        """The logs variable wins over the generic one (a blank one is not set);
+        request_timeout= wins over both, even at the default's value; with url= given
+        neither is read, as for the headers (they are set for the OTel endpoint)."""
+        env.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
+        for name, value in variables.items():
+            env.setenv(name, value)
+        config = Config(protocol="otlp", handle_signals=False, **options)
+        assert expected == config.request_timeout
+        assert expected == config.replace(level="INFO").request_timeout
+
+    @pytest.mark.parametrize(
+        ("variables", "options", "gzipped"),
+        [
+            ({"OTEL_EXPORTER_OTLP_COMPRESSION": "none"}, {}, False),
+            ({"OTEL_EXPORTER_OTLP_COMPRESSION": " GZIP "}, {}, True),
+            ({"OTEL_EXPORTER_OTLP_LOGS_COMPRESSION": "gzip",
+              "OTEL_EXPORTER_OTLP_COMPRESSION": "none"}, {}, True),
+            ({"OTEL_EXPORTER_OTLP_LOGS_COMPRESSION": "none",
+              "OTEL_EXPORTER_OTLP_COMPRESSION": "gzip"}, {}, False),
+            ({"OTEL_EXPORTER_OTLP_COMPRESSION": "none"}, {"compress": True}, True),
+            ({"OTEL_EXPORTER_OTLP_COMPRESSION": "none"}, {"compress": ""}, False),
+            ({"OTEL_EXPORTER_OTLP_COMPRESSION": "gzip"}, {"compress": "false"}, False),
+            ({}, {}, True),
+        ],
+    )  # fmt: skip
+    def test_compression_as_the_variables_say_on_the_wire(
+        self,
+        env: pytest.MonkeyPatch,
+        bearer: Server,
+        variables: dict[str, str],
+        options: dict[str, Any],
+        gzipped: bool,
+    ) -> None:
+        """OTEL_EXPORTER_OTLP_(LOGS_)COMPRESSION "none" sends plain bodies, "gzip" gzipped
+        ones (the client's default); compress= wins (a blank one is not given). Before:
+        not read, every body went gzipped."""
+        env.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", bearer.base)
+        env.setenv("OTEL_EXPORTER_OTLP_HEADERS", f"Authorization=Bearer {TOKEN}")
+        for name, value in variables.items():
+            env.setenv(name, value)
+        client = deliver(**options)
+        assert client.flush(timeout=30)
+        client.close()
+        request = bearer.requests[0]
+        assert (200, gzipped) == (
+            request.status, request.headers.get("Content-Encoding") == "gzip"
+        )  # fmt: skip
+        assert ["hello"] == [line["line"] for line in bearer.lines]
+
+    @pytest.mark.parametrize(
+        ("name", "value"),
+        [
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "10"),  # seconds, as the Python SDK reads it
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "0"),
+            ("OTEL_EXPORTER_OTLP_LOGS_TIMEOUT", "-500"),
+            ("OTEL_EXPORTER_OTLP_LOGS_TIMEOUT", "1e4"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "10s"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "600001"),
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "deflate"),
+            ("OTEL_EXPORTER_OTLP_LOGS_COMPRESSION", "true"),
+        ],
+    )
+    def test_a_bad_value_names_the_variable(
+        self, env: pytest.MonkeyPatch, name: str, value: str
+    ) -> None:
+        """A value the client cannot use is a ConfigurationError at start naming the
+        variable (and the option that wins over it). Before: ignored."""
+        env.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
+        env.setenv(name, value)
+        with pytest.raises(ConfigurationError) as info:
+            Config(protocol="otlp", handle_signals=False)
+        message = str(info.value)
+        assert message.startswith(f"{name}: expected ")
+        option = "request_timeout" if "TIMEOUT" in name else "compress"
+        assert option == info.value.option
+
+    def test_the_ingest_protocol_and_url_read_neither(self, env: pytest.MonkeyPatch) -> None:
+        """With protocol="logdna", or url= given, the variables are not read: a bad one
+        fails nothing."""
+        env.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
+        env.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "nonsense")
+        env.setenv("OTEL_EXPORTER_OTLP_COMPRESSION", "nonsense")
+        config = Config(key="k", handle_signals=False)
+        assert (15.0, True) == (config.request_timeout, config.compress)
+        url = "http://127.0.0.1:9/v1/logs"
+        config = Config(protocol="otlp", url=url, handle_signals=False)
+        assert (15.0, True) == (config.request_timeout, config.compress)
