@@ -53,6 +53,24 @@ log.setLevel(logging.INFO)
 log.propagate = False
 """
 
+# Child code for a script whose main thread goes on after a signal's handler returned
+# while a thread of the library's waits for the delivery and then ends the process
+# (``_exit._end_by``): that thread ends it only once the main thread called
+# ``went_on.set()``, so the mark the main thread makes before is seen however the
+# threads are scheduled. Without it, a main thread held up 50 ms (a loaded machine)
+# let the delivery of 100 lines end the process first: "child ended before @@went on".
+ENDS_AFTER_MAIN_WENT_ON = """
+import threading
+from logdna_client import _exit
+went_on = threading.Event()
+_end_by = _exit._end_by
+def _end_by_once_main_went_on(signum):
+    if threading.current_thread() is not threading.main_thread():
+        went_on.wait(60)
+    _end_by(signum)
+_exit._end_by = _end_by_once_main_went_on
+"""
+
 
 class Child:
     """A child interpreter running a test script; stderr is read as it comes."""

@@ -20,7 +20,12 @@ import pytest
 from logdna_client import Client
 from logdna_client._devserver import DevServer
 from tests._bad_servers import bad_server
-from tests._children import Child, assert_exactly_once_in_order, texts
+from tests._children import (
+    ENDS_AFTER_MAIN_WENT_ON,
+    Child,
+    assert_exactly_once_in_order,
+    texts,
+)
 
 # Child code: SIGINT, sent in a storm by a thread, raises KeyboardInterrupt whenever it
 # finds the main thread inside the library's own code (as Ctrl-C does, at whatever
@@ -490,19 +495,23 @@ class TestSignalThatCannotWaitWhereItLands:
         process must still end by SIGTERM once the lines are delivered, not with the
         status of a finished job."""
         child = Child(
-            """
+            ENDS_AFTER_MAIN_WENT_ON
+            + textwrap.dedent(
+                """
             for i in range(100):
                 log.info("line %d", i)
             logging._lock.acquire()  # (3.13 has no _acquireLock)
             os.kill(os.getpid(), signal.SIGTERM)  # the handler runs here, under the lock
             logging._lock.release()
             mark("went on")
+            went_on.set()  # the library's thread may end the process from here on
             then = os.environ["THEN"]
             if then == "sys.exit(0)":
                 sys.exit(0)
             elif then == "raise":
                 raise RuntimeError("the job failed")
-            """,
+            """
+            ),
             server.url,
             env={"THEN": then},
             flush_interval="60",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import signal
 import socket
+import textwrap
 import threading
 import time
 import warnings
@@ -15,7 +16,12 @@ from typing import Any
 from logdna_client._config import Config
 from logdna_client._devserver import DevServer
 from logdna_client._transport import HTTPTransport, Kind
-from tests._children import Child, assert_exactly_once_in_order, texts
+from tests._children import (
+    ENDS_AFTER_MAIN_WENT_ON,
+    Child,
+    assert_exactly_once_in_order,
+    texts,
+)
 from tests._claims_servers import Request, answer, scripted_server
 
 
@@ -27,14 +33,18 @@ class TestExitReportsOnce:
         server.reject_lines_matching("refused")
         server.set_delay(0.2)  # the main thread reaches the exit while delivery goes on
         child = Child(
-            """
+            ENDS_AFTER_MAIN_WENT_ON
+            + textwrap.dedent(
+                """
             for i in range(20):
                 log.info("%s %d", "refused" if i == 7 else "kept", i)
             logging._lock.acquire()  # (3.13 has no _acquireLock)
             os.kill(os.getpid(), signal.SIGTERM)  # the handler runs here, under the lock
             logging._lock.release()
             mark("went on")
-            """,
+            went_on.set()  # the library's thread may end the process from here on
+            """
+            ),
             server.url,
             flush_interval="60",
             shutdown_timeout="10",
