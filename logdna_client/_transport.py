@@ -931,8 +931,9 @@ class HTTPTransport:
             return outcome
         # The server (a load balancer's idle timeout, the service's) closed the kept-alive
         # connection as the request went out on it, and said nothing: the request is sent
-        # again at once on a new connection, within the same deadline, as Go's HTTP client
-        # and browsers do: no failure, no backoff, no report, no retry counted.
+        # again at once on a new connection, within the same deadline, as browsers do (Go's
+        # HTTP client only when none of a POST was written: it may not send one twice):
+        # no failure, no backoff, no report, no retry counted.
         # Duplicates: a server closing an idle connection reads nothing more from it, so
         # it stored nothing of this batch. One that read and stored it, then closed without
         # a word, is the one case that duplicates (docs/delivery.md, "What can duplicate"),

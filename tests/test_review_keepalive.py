@@ -1,0 +1,162 @@
+"""The batch sent again at once when the server closed a kept-alive connection under
+a request (``HTTPTransport._send``), against servers that make the most of it: whatever
+the request sent again is answered, the stats add up; a server that closes every
+kept-alive connection under its next request, after storing what it read, gets each
+batch twice, never more. Each is a real server on loopback."""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+import pytest
+
+from logdna_client import Client
+from tests._claims_servers import Request, Responder, answer, scripted_server
+from tests.test_claims_hostile import WAIT
+from tests.test_hostile_endpoints import (
+    Step,
+    assert_adds_up,
+    by_connection,
+    deliver,
+    own_reports,
+    scripted_connections,
+)
+
+
+def texts(request: Request) -> list[str]:
+    return [str(line["line"]) for line in request.lines]
+
+
+#: More requests than any test here makes on one connection.
+MANY = 64
+
+
+def kept_alive_closed(inner: Responder, *, every: bool = False) -> tuple[Responder, list[str]]:
+    """A responder that closes the first connection under its second request (``every``:
+    each connection under each request after its first) after reading and storing it,
+    and answers every other request with ``inner``; and the lines stored (each request
+    it closed, and each one answered 2xx)."""
+
+    def store_and_close(request: Request, sock: socket.socket, stop: threading.Event) -> None:
+        stored.extend(texts(request))
+
+    def script_of(which: int) -> list[Step]:
+        if every:
+            return [inner] + [store_and_close] * MANY
+        first = [inner, store_and_close] if which == 0 else []
+        return first + [inner] * MANY
+
+    respond, stored = scripted_connections(script_of)
+    return respond, stored
+
+
+def ok(request: Request, sock: socket.socket, stop: threading.Event) -> bytes:
+    return answer(200)
+
+
+def too_large(request: Request, sock: socket.socket, stop: threading.Event) -> bytes:
+    return answer(413) if len(request.lines) > 1 else answer(200)
+
+
+def bad_line(request: Request, sock: socket.socket, stop: threading.Event) -> bytes:
+    return answer(400) if any("bad" in each for each in texts(request)) else answer(200)
+
+
+def partial(request: Request, sock: socket.socket, stop: threading.Event) -> bytes:
+    return answer(207, b'{"status":[200,400]}') if len(request.lines) == 2 else answer(200)
+
+
+def once_then_200(reply: bytes) -> Responder:
+    """``reply`` to the first request that is not the first batch's, then 200s."""
+    said: list[bytes] = []
+
+    def respond(request: Request, sock: socket.socket, stop: threading.Event) -> bytes:
+        if said or "first" in texts(request):
+            return answer(200)
+        said.append(reply)
+        return reply
+
+    return respond
+
+
+BUSY = answer(429, headers=b"Retry-After: 0\r\n")
+REDIRECT = answer(301, headers=b"Location: http://e.invalid/\r\n")
+
+
+class TestWhatTheResendIsAnswered:
+    @pytest.mark.parametrize(
+        ("inner", "second", "sent", "rejected", "retries"),
+        [
+            (too_large, ["a", "b", "c"], 3, 0, 0),
+            (bad_line, ["a", "bad", "c"], 2, 1, 0),
+            (once_then_200(BUSY), ["a", "b"], 2, 0, 1),
+            (partial, ["a", "b"], 1, 1, 0),
+            (once_then_200(REDIRECT), ["a"], 1, 0, 1),
+        ],
+        ids=["413 split", "400 bad line", "429 Retry-After", "207 partial", "301 redirect"],
+    )
+    def test_the_stats_add_up(
+        self, inner: Responder, second: list[str], sent: int, rejected: int, retries: int
+    ) -> None:
+        """Whatever the request sent again at once is answered (a 413 that splits the
+        batch, a 400 that finds a bad line, a 429, a 207 refusing a line, a redirect),
+        every request made is counted once, only failures after it count as retries,
+        and every line is sent, rejected or queued."""
+        respond, _ = kept_alive_closed(inner)
+        with scripted_server(respond) as server:
+            client = Client(
+                url=server.url, hostname="t", flush_interval=60, compress=False,
+                retry_max_backoff=0.2,
+            )  # fmt: skip
+            client.log("first")
+            assert client.flush(WAIT)
+            for line in second:
+                client.log(line)
+            client.flush(WAIT)  # (False where a line was rejected)
+            client.close(WAIT)
+            read = server.requests
+        s = client.stats()
+        assert (1 + sent, rejected, retries) == (
+            s["sent"],
+            s["dropped"].get("rejected", 0),
+            s["retries"],
+        )
+        assert len(read) == s["requests"]
+        assert second == texts(read[1]) == texts(read[2])  # closed under, then sent again
+        assert_adds_up(client, 1 + len(second))
+
+
+class TestAServerThatClosesEveryKeptAliveConnection:
+    def test_each_batch_is_sent_again_once_and_stored_twice_at_most(self) -> None:
+        """A server that reads and stores a request on a kept-alive connection, then
+        closes it without a word, stores that batch twice, as after any connection
+        broken once the body was sent (docs/delivery.md, "What can duplicate"). Done to
+        every kept-alive connection, each batch is sent again once at once on a new
+        connection and stored twice, never more: no loop, and every line counted once
+        as sent. (Neither counted as a retry nor reported: a server that closes every
+        kept-alive connection unread is as likely, and is no failure.)"""
+        respond, stored = kept_alive_closed(ok, every=True)
+        with own_reports() as said:
+            client, read = deliver(respond, *[[f"b{n}"] for n in range(4)], flush_interval=60)
+        assert ["b0", "b1", "b1", "b2", "b2", "b3", "b3"] == stored
+        assert [] == said
+        s = client.stats()
+        assert (4, 0, 7, 7) == (s["sent"], s["retries"], s["requests"], len(read))
+        assert_adds_up(client, 4)
+
+    def test_an_idle_close_after_answers_on_kept_alive_connections_is_sent_again(
+        self,
+    ) -> None:
+        """A kept-alive connection closed under a request, then the next ones answered
+        on the connection kept alive, then closed under one again (an idle timeout
+        racing the client now and then): each is sent again at once, none counted."""
+        # Connection 0's second request closed under, then connection 1's fourth.
+        respond, stored = by_connection([answer(200), None], [answer(200)] * 3 + [None])
+        with own_reports() as said:
+            client, read = deliver(respond, *[[f"b{n}"] for n in range(5)], flush_interval=60)
+        assert [f"b{n}" for n in range(5)] == stored
+        assert [] == said
+        s = client.stats()
+        assert (5, 0, 7, 7) == (s["sent"], s["retries"], s["requests"], len(read))
+        assert_adds_up(client, 5)
