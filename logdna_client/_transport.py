@@ -924,8 +924,9 @@ class HTTPTransport:
         return secrets.sub("***", text)
 
     def _send(self, body: bytes, *, gzipped: bool, timeout: float) -> Outcome:
-        first = _Exchange(time.monotonic() + timeout)
-        outcome = self._attempt(first, body, gzipped, timeout)
+        started = time.monotonic()
+        first = _Exchange(started + timeout)
+        outcome = self._attempt(first, body, gzipped, timeout, started)
         left = first.deadline - time.monotonic()  # (brought forward if close() hurried it)
         if not (first.closed_by_server and left > 0):
             return outcome
@@ -941,15 +942,18 @@ class HTTPTransport:
         # is stored twice no more often. Once only: a second failure, on a connection just
         # made, is a failure like any other.
         again = _Exchange(first.deadline)
-        return replace(self._attempt(again, body, gzipped, min(timeout, left)), resent=True)
+        outcome = self._attempt(again, body, gzipped, min(timeout, left), started)
+        return replace(outcome, resent=True)
 
-    def _attempt(self, exchange: _Exchange, body: bytes, gzipped: bool, timeout: float) -> Outcome:
+    def _attempt(
+        self, exchange: _Exchange, body: bytes, gzipped: bool, timeout: float, started: float
+    ) -> Outcome:
         """One request of ``body``, cut at ``exchange``'s deadline; ``timeout`` bounds
-        each socket operation of it."""
+        each socket operation of it. ``started``: when the first request of ``body``
+        began (a timeout's report counts from there: the two share one deadline)."""
         headers = {"Content-Encoding": "gzip"} if gzipped else None
         params = dict(self._params, now=str(int(time.time() * 1000))) if self._params else None
         session = self._session
-        started = time.monotonic()
         self._exchange = _current.exchange = exchange
         # Taken after ``_exchange`` was written, as ``hurry`` writes ``_hurry_by`` before
         # it reads ``_exchange``: a close that began after the sender chose this request's

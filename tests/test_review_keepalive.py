@@ -2,7 +2,8 @@
 a request (``HTTPTransport._send``), against servers that make the most of it: whatever
 the request sent again is answered, the stats add up; a server that closes every
 kept-alive connection under its next request, after storing what it read, gets each
-batch twice, never more. Each is a real server on loopback."""
+batch twice, never more; and a timeout of the request sent again is reported as long as
+the two took. Each is a real server on loopback."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from tests.test_hostile_endpoints import (
     deliver,
     own_reports,
     scripted_connections,
+    stall_until_given_up,
 )
 
 
@@ -160,3 +162,24 @@ class TestAServerThatClosesEveryKeptAliveConnection:
         s = client.stats()
         assert (5, 0, 7, 7) == (s["sent"], s["retries"], s["requests"], len(read))
         assert_adds_up(client, 5)
+
+
+class TestTheReportOfAResendThatTimesOut:
+    def test_it_says_how_long_both_requests_took(self) -> None:
+        """A kept-alive connection held 1 s and then closed under a request, and the
+        new connection it is sent again on never answered: the two share the first
+        one's request_timeout (1.5 s), and the report says so ("no complete answer in
+        1.5 s"), not the half second the second one was left ("in 0.5 s", which read as
+        a request_timeout cut short)."""
+
+        def hold_then_close(request: Request, sock: socket.socket, stop: threading.Event) -> None:
+            stop.wait(1.0)
+
+        respond, _ = by_connection([answer(200), hold_then_close], [stall_until_given_up])
+        with own_reports() as said:
+            client, _ = deliver(respond, ["one"], ["two"], flush_interval=60, request_timeout=1.5)
+        failed = [each for each in said if "sending failed" in each]
+        assert 1 == len(failed), said
+        took = float(failed[0].split("no complete answer in ")[1].split(" s")[0])
+        assert took >= 1.4, failed[0]
+        assert (2, 1) == (client.stats()["sent"], client.stats()["retries"])
