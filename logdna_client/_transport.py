@@ -1238,18 +1238,24 @@ def _failure(exc: Exception, scrub: Callable[[str], str]) -> Outcome:
     return Outcome(Kind.RETRY, None, None, f"unexpected {type(exc).__name__}")
 
 
+#: How a connection the server closed fails a request sent on it (``_closed_by_server``).
+_ENDED = (ConnectionResetError, BrokenPipeError, ssl.SSLEOFError, ssl.SSLZeroReturnError)
+
+
 def _closed_by_server(exc: Exception, exchange: _Exchange) -> bool:
     """Whether the request of ``exchange``, which raised ``exc``, failed because the
     server had closed the kept-alive connection it went out on: on a connection reused,
     not one just made, before any byte of an answer, the end of the stream or a reset
     where the answer should be (http.client's RemoteDisconnected is a reset), or a broken
-    pipe under the upload. Never a timeout, nor the deadline's cut: its shutdown reads
+    pipe under the upload; under TLS, the upload can end in the TLS connection's end
+    instead (an SSLEOFError, "EOF occurred in violation of protocol", where a large body
+    was still going out). Never a timeout, nor the deadline's cut: its shutdown reads
     as the end of the stream too, which is why ``expired`` is asked first."""
     if exchange.expired or exchange.heard or exchange.status is not None:
         return False
     if exchange.conn is None or exchange.dialed:  # no connection, or a new one
         return False
-    return isinstance(_innermost(exc), (ConnectionResetError, BrokenPipeError))
+    return isinstance(_innermost(exc), _ENDED)
 
 
 def _proxy_wants_credentials(exc: Exception) -> bool:

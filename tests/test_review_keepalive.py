@@ -8,7 +8,9 @@ the two took. Each is a real server on loopback."""
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -23,6 +25,7 @@ from tests.test_hostile_endpoints import (
     own_reports,
     scripted_connections,
     stall_until_given_up,
+    tls,  # noqa: F401 (a fixture)
 )
 
 
@@ -183,3 +186,55 @@ class TestTheReportOfAResendThatTimesOut:
         took = float(failed[0].split("no complete answer in ")[1].split(" s")[0])
         assert took >= 1.4, failed[0]
         assert (2, 1) == (client.stats()["sent"], client.stats()["retries"])
+
+
+def drained_but_the_second() -> tuple[Responder, list[int]]:
+    """For a server that reads only each request's head: read the rest of its body and
+    answer 200, except the first connection's second request, closed under its upload
+    (its body unread); and how many lines each answered request held."""
+    held: list[socket.socket] = []
+    seen: dict[int, tuple[int, int]] = {}
+    stored: list[int] = []
+
+    def respond(request: Request, sock: socket.socket, stop: threading.Event) -> bytes | None:
+        if id(sock) not in seen:
+            held.append(sock)
+        which, n = seen.get(id(sock), (len(seen), 0))
+        seen[id(sock)] = which, n + 1
+        if (which, n) == (0, 1):
+            return None
+        body = bytearray(request.body)
+        while len(body) < int(request.headers["content-length"]):
+            chunk = sock.recv(1 << 16)
+            if not chunk:
+                return None
+            body += chunk
+        stored.append(len(Request(request.headers, bytes(body)).lines))
+        return answer(200)
+
+    return respond, stored
+
+
+class TestClosedUnderTheUpload:
+    def test_a_kept_alive_tls_connection_closed_under_a_large_body(
+        self,
+        tls: tuple[ssl.SSLContext, Path],  # noqa: F811
+    ) -> None:
+        """A kept-alive https:// connection the server closes as a large batch goes out
+        on it, before reading its body, ends the upload with TLS's "EOF occurred in
+        violation of protocol" rather than a broken pipe: the same end, sent again at
+        once, not reported as a TLS error and counted as a retry."""
+        context, ca = tls
+        respond, stored = drained_but_the_second()
+        large = [f"{n:06d} " + "x" * 4000 for n in range(1500)]  # 6 MB, sent plain
+        with own_reports() as said:
+            client, read = deliver(
+                respond, ["small"], large, tls=context, verify=str(ca), read_body=False,
+                receive_buffer=4096, compress=False, max_batch_bytes=8 << 20,
+                flush_interval=60,
+            )  # fmt: skip
+        assert [] == said
+        assert [1, len(large)] == stored
+        s = client.stats()
+        assert (1 + len(large), 0, 3, 3) == (s["sent"], s["retries"], s["requests"], len(read))
+        assert_adds_up(client, 1 + len(large))
