@@ -2,8 +2,9 @@
 a request (``HTTPTransport._send``), against servers that make the most of it: whatever
 the request sent again is answered, the stats add up; a server that closes every
 kept-alive connection under its next request, after storing what it read, gets each
-batch twice, never more; and a timeout of the request sent again is reported as long as
-the two took. Each is a real server on loopback."""
+batch twice, never more; a timeout of the request sent again is reported as long as the
+two took; and a TLS connection closed under a large upload is sent again too. Each is a
+real server on loopback."""
 
 from __future__ import annotations
 
