@@ -3,19 +3,23 @@ a request (``HTTPTransport._send``), against servers that make the most of it: w
 the request sent again is answered, the stats add up; a server that closes every
 kept-alive connection under its next request, after storing what it read, gets each
 batch twice, never more; a timeout of the request sent again is reported as long as the
-two took; and a TLS connection closed under a large upload is sent again too. Each is a
-real server on loopback."""
+two took; a TLS connection closed under a large upload is sent again too; and SIGTERM
+during the resend ends the process within shutdown_timeout. Each is a real server on
+loopback."""
 
 from __future__ import annotations
 
+import signal
 import socket
 import ssl
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from logdna_client import Client
+from tests._children import Child
 from tests._claims_servers import Request, Responder, answer, scripted_server
 from tests.test_claims_hostile import WAIT
 from tests.test_hostile_endpoints import (
@@ -239,3 +243,53 @@ class TestClosedUnderTheUpload:
         s = client.stats()
         assert (1 + len(large), 0, 3, 3) == (s["sent"], s["retries"], s["requests"], len(read))
         assert_adds_up(client, 1 + len(large))
+
+
+#: The child: a line delivered, then one more sent once the test says so; then it
+#: waits for the test, which ends it with SIGTERM while the second is sent again.
+CHILD = """
+log.info("one")
+client.flush(30)
+mark("delivered")
+wait_for("two")
+log.info("two")
+wait_for("never")
+"""
+
+
+class TestSIGTERMDuringTheResend:
+    def test_the_process_ends_within_shutdown_timeout(self) -> None:
+        """A process ended by SIGTERM while its batch, whose kept-alive connection the
+        server closed under it, is sent again on a new connection that hangs, ends by
+        that signal within shutdown_timeout (1.5 s), not request_timeout (60 s), and
+        says the line was not delivered; the key appears nowhere in what it wrote."""
+        closing = threading.Event()
+
+        def close_when_told(request: Request, sock: socket.socket, stop: threading.Event) -> None:
+            closing.wait(WAIT)
+
+        key = "k3y-" + "s" * 28
+        respond, stored = by_connection([answer(200), close_when_told], [stall_until_given_up])
+        with scripted_server(respond) as server:
+            child = Child(
+                CHILD, server.url, key=key, request_timeout="60", shutdown_timeout="1.5",
+                flush_interval="0.05",
+            )  # fmt: skip
+            try:
+                child.expect("delivered", WAIT)
+                child.send("two")
+                assert server.wait_for_requests(2, WAIT)
+                closing.set()
+                assert server.wait_for_requests(3, WAIT)  # sent again, and held
+                began = child.kill(signal.SIGTERM)
+                status = child.finish(WAIT)[0]
+                took = time.monotonic() - began
+            finally:
+                child.proc.kill()  # (ended already, but where an assertion failed)
+                child.proc.wait()
+        assert ["one"] == stored
+        # Far below request_timeout, with room for reaping a process on a loaded machine.
+        assert took < 15, f"ended {took:.1f} s after SIGTERM: {child.stderr}"
+        assert -signal.SIGTERM == status, child.stderr
+        assert "1 lines could not be delivered" in child.stderr, child.stderr
+        assert key not in child.stderr + child.stdout
