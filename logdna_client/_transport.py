@@ -924,15 +924,17 @@ class HTTPTransport:
         return secrets.sub("***", text)
 
     def _send(self, body: bytes, *, gzipped: bool, timeout: float) -> Outcome:
-        first = _Exchange(time.monotonic() + timeout)
-        outcome = self._attempt(first, body, gzipped, timeout)
+        started = time.monotonic()
+        first = _Exchange(started + timeout)
+        outcome = self._attempt(first, body, gzipped, timeout, started)
         left = first.deadline - time.monotonic()  # (brought forward if close() hurried it)
         if not (first.closed_by_server and left > 0):
             return outcome
         # The server (a load balancer's idle timeout, the service's) closed the kept-alive
         # connection as the request went out on it, and said nothing: the request is sent
-        # again at once on a new connection, within the same deadline, as Go's HTTP client
-        # and browsers do: no failure, no backoff, no report, no retry counted.
+        # again at once on a new connection, within the same deadline, as browsers do (Go's
+        # HTTP client only when none of a POST was written: it may not send one twice):
+        # no failure, no backoff, no report, no retry counted.
         # Duplicates: a server closing an idle connection reads nothing more from it, so
         # it stored nothing of this batch. One that read and stored it, then closed without
         # a word, is the one case that duplicates (docs/delivery.md, "What can duplicate"),
@@ -940,15 +942,18 @@ class HTTPTransport:
         # is stored twice no more often. Once only: a second failure, on a connection just
         # made, is a failure like any other.
         again = _Exchange(first.deadline)
-        return replace(self._attempt(again, body, gzipped, min(timeout, left)), resent=True)
+        outcome = self._attempt(again, body, gzipped, min(timeout, left), started)
+        return replace(outcome, resent=True)
 
-    def _attempt(self, exchange: _Exchange, body: bytes, gzipped: bool, timeout: float) -> Outcome:
+    def _attempt(
+        self, exchange: _Exchange, body: bytes, gzipped: bool, timeout: float, started: float
+    ) -> Outcome:
         """One request of ``body``, cut at ``exchange``'s deadline; ``timeout`` bounds
-        each socket operation of it."""
+        each socket operation of it. ``started``: when the first request of ``body``
+        began (a timeout's report counts from there: the two share one deadline)."""
         headers = {"Content-Encoding": "gzip"} if gzipped else None
         params = dict(self._params, now=str(int(time.time() * 1000))) if self._params else None
         session = self._session
-        started = time.monotonic()
         self._exchange = _current.exchange = exchange
         # Taken after ``_exchange`` was written, as ``hurry`` writes ``_hurry_by`` before
         # it reads ``_exchange``: a close that began after the sender chose this request's
@@ -1233,18 +1238,24 @@ def _failure(exc: Exception, scrub: Callable[[str], str]) -> Outcome:
     return Outcome(Kind.RETRY, None, None, f"unexpected {type(exc).__name__}")
 
 
+#: How a connection the server closed fails a request sent on it (``_closed_by_server``).
+_ENDED = (ConnectionResetError, BrokenPipeError, ssl.SSLEOFError, ssl.SSLZeroReturnError)
+
+
 def _closed_by_server(exc: Exception, exchange: _Exchange) -> bool:
     """Whether the request of ``exchange``, which raised ``exc``, failed because the
     server had closed the kept-alive connection it went out on: on a connection reused,
     not one just made, before any byte of an answer, the end of the stream or a reset
     where the answer should be (http.client's RemoteDisconnected is a reset), or a broken
-    pipe under the upload. Never a timeout, nor the deadline's cut: its shutdown reads
+    pipe under the upload; under TLS, the upload can end in the TLS connection's end
+    instead (an SSLEOFError, "EOF occurred in violation of protocol", where a large body
+    was still going out). Never a timeout, nor the deadline's cut: its shutdown reads
     as the end of the stream too, which is why ``expired`` is asked first."""
     if exchange.expired or exchange.heard or exchange.status is not None:
         return False
     if exchange.conn is None or exchange.dialed:  # no connection, or a new one
         return False
-    return isinstance(_innermost(exc), (ConnectionResetError, BrokenPipeError))
+    return isinstance(_innermost(exc), _ENDED)
 
 
 def _proxy_wants_credentials(exc: Exception) -> bool:
