@@ -409,8 +409,9 @@ class LineBuilder:
                 text = cap_text(text, limit, size)
         elif len(text) * 4 > limit:
             text = cap_text(text, limit)
+        line_text = text or _EMPTY
         line: dict[str, Any] = {
-            "line": text or _EMPTY,
+            "line": line_text,
             "timestamp": timestamp,
             "level": level if len(level) <= _NAME_CAP else level[:_NAME_CAP],
         }
@@ -424,12 +425,14 @@ class LineBuilder:
             if self._redacts_meta:
                 meta = self._redactor.meta(meta)
             line["meta"] = meta
+        structured = False
         if body is not None:
             body = self._redactor.meta(body) if self._redacts_meta else body
             if len(self._dumps(body)) <= limit:  # the text's cap, as JSON
                 line["line"] = body
+                structured = True
         if self._before_send is not None:
-            changed = self._run_before_send(line, count_filtered)
+            changed = self._run_before_send(line, count_filtered, line_text if structured else None)
             if changed is None:
                 return None
             line = changed
@@ -464,12 +467,20 @@ class LineBuilder:
             if not self._index_meta:
                 line["meta"] = self._dumps(line["meta"]).decode("utf-8")
         text = line.get("line", _EMPTY)
-        if not isinstance(text, str):  # a structured body (``encode``'s): as JSON text
-            text = self._dumps(text).decode("utf-8")
+        if not isinstance(text, str):  # a structured body (``encode``'s or a hook's)
+            data = self._dumps(line)
+            if len(data) <= self.total_limit:  # the meta's excerpt was enough: it stays one
+                return data
+            text = self._dumps(text).decode("utf-8")  # else as JSON text, cut
         line["line"] = cap_text(text, self._line_limit)
         return self._dumps(line)
 
-    def _run_before_send(self, line: dict[str, Any], count: bool = True) -> dict[str, Any] | None:
+    def _run_before_send(
+        self, line: dict[str, Any], count: bool = True, text: str | None = None
+    ) -> dict[str, Any] | None:
+        """``line`` as the hook returns it, or as redaction left it if the hook fails.
+        ``text``: the text of a line whose ``line`` is a structured body, for a hook
+        written for text lines (``re.sub(.., line["line"])``) that fails on the body."""
         # The line as redaction left it, to ship if the hook fails: the hook gets the
         # dict itself (it may change it in place), and one that fails half-way must not
         # ship its half-done changes (a header it added, unredacted, say).
@@ -477,6 +488,12 @@ class LineBuilder:
         try:
             result = self._before_send(line)  # type: ignore[misc]
         except Exception:
+            if text is not None:
+                # It gets the text, as before bodies were structured: a scrubbing hook
+                # must not leave the line unscrubbed for a dict it was not written for.
+                line = _restored(pristine)
+                line["line"] = text
+                return self._run_before_send(line, count)
             self.report(
                 "before-send", logging.WARNING,
                 "logdna_client: before_send raised; lines are sent without it", exc_info=True,
@@ -486,7 +503,9 @@ class LineBuilder:
             if count and self.on_filtered is not None:
                 self.on_filtered()
             return None
-        if not isinstance(result, dict) or not result.get("line"):
+        if not isinstance(result, dict) or not (
+            result.get("line") or type(result.get("line")) in _EMPTY_BODIES  # {}, []: bodies
+        ):
             self.report(
                 "before-send", logging.WARNING,
                 "logdna_client: before_send returned %s, not a line dict; lines are sent as is",
@@ -494,6 +513,10 @@ class LineBuilder:
             )  # fmt: skip
             return _restored(pristine)
         return result
+
+
+#: The types of an empty line a hook may return: a structured body (protocol="otlp").
+_EMPTY_BODIES = (dict, list)
 
 
 def _restored(serialized: bytes) -> dict[str, Any]:

@@ -1,0 +1,189 @@
+"""Review of the OTLP structured bodies (a dict or list message as the record's body):
+a ``before_send`` hook written for text lines, an empty dict or list, a line whose meta
+is cut, and structlog events whose trace keys add no traceback to the text."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from logdna_client import LogDNAHandler
+from logdna_client.structlog import LogDNAProcessor
+from logdna_client.testing import capture_lines
+from tests._otlp_server import Server, running
+from tests.test_otlp import py, records
+
+# docs/security.md's before_send example, as it is written there: for text lines.
+NAME_RE = re.compile(r"\b(?:Dr|Mr|Mrs|Ms)\. [A-Z][a-z]+")
+
+
+def scrub(line: dict[str, Any]) -> dict[str, Any] | None:
+    if line.get("meta", {}).get("contains_phi"):
+        return None
+    line["line"] = NAME_RE.sub("<name>", line["line"])
+    return line
+
+
+@pytest.fixture
+def otlp() -> Iterator[Server]:
+    with running() as server:
+        yield server
+
+
+@pytest.fixture
+def reports() -> Iterator[list[str]]:
+    """What the library reports through its own logger while the test runs."""
+    said: list[str] = []
+
+    class Listen(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            said.append(record.getMessage())
+
+    own = logging.getLogger("logdna_client")
+    listener = Listen(logging.DEBUG)
+    own.addHandler(listener)
+    try:
+        yield said
+    finally:
+        own.removeHandler(listener)
+
+
+def logger_for(handler: LogDNAHandler, name: str) -> logging.Logger:
+    log = logging.getLogger(name)
+    log.handlers[:] = [handler]
+    log.propagate = False
+    log.setLevel(logging.INFO)
+    return log
+
+
+#: A quick OTLP client's options (a real server's URL added).
+QUICK: dict[str, Any] = {
+    "key": "k", "protocol": "otlp", "kubernetes": False, "handle_signals": False,
+    "flush_interval": 0.05, "retry_max_backoff": 0.2,
+}  # fmt: skip
+
+
+def otlp_handler(url: str, **options: Any) -> LogDNAHandler:
+    return LogDNAHandler(url=url, **QUICK, **options)
+
+
+def shipped(message: Any, hook: Any) -> list[dict[str, Any]]:
+    """The lines a protocol="otlp" handler with ``hook`` as before_send ships of
+    ``logging.info(message)``."""
+    with capture_lines() as lines:
+        handler = otlp_handler("http://127.0.0.1:9/v1/logs", before_send=hook)
+        try:
+            logger_for(handler, "tests.review_otlp2.hooked").info(message)
+        finally:
+            handler.close()
+    return lines
+
+
+class TestHooksForText:
+    def test_the_documented_scrub_hook_still_scrubs_a_dict_message(
+        self, otlp: Server, reports: list[str]
+    ) -> None:
+        """docs/security.md's hook (``NAME_RE.sub(..., line["line"])``), with
+        protocol="otlp", over a real socket: a dict message reaches it as the text it
+        was before structured bodies (the hook raised on the dict, and the line shipped
+        as redaction left it, the name in it), and is scrubbed; a hook that drops lines
+        still drops. Before: body {"seen_by": "Dr. Smith"}, and "before_send raised"."""
+        handler = otlp_handler(otlp.url, before_send=scrub)
+        log = logger_for(handler, "tests.review_otlp2.scrub")
+        try:
+            log.warning({"seen_by": "Dr. Smith"})
+            log.warning({"chart": "Dr. Jones"}, extra={"contains_phi": True})
+            log.warning("seen by Dr. Smith")
+            assert handler.client.flush(timeout=30)
+        finally:
+            handler.close()
+        bodies = [py(record.body) for _, record in records(otlp)]
+        assert ["{'seen_by': '<name>'}", "seen by <name>"] == bodies
+        assert 1 == handler.client.stats()["filtered"]
+        assert [] == [said for said in reports if "before_send" in said]
+
+    def test_a_hook_for_dicts_keeps_the_dict(self) -> None:
+        """A hook that reads the dict gets it, and what it returns ships."""
+
+        def tag(line: dict[str, Any]) -> dict[str, Any]:
+            if isinstance(line["line"], dict):
+                line["line"] = {**line["line"], "seen": True}
+            return line
+
+        lines = shipped({"order": 1}, tag)
+        assert [{"order": 1, "seen": True}] == [line["line"] for line in lines]
+
+    def test_a_hook_that_fails_on_the_text_too_is_reported_once_per_line(
+        self, reports: list[str]
+    ) -> None:
+        """A hook that fails on the dict and on the text too: the line ships as redaction
+        left it, as its text (what the hook was last given), reported once."""
+
+        def broken(line: dict[str, Any]) -> dict[str, Any]:
+            raise ValueError("no")
+
+        lines = shipped({"order": 2}, broken)
+        assert ["{'order': 2}"] == [line["line"] for line in lines]
+        assert 1 == len([said for said in reports if "before_send raised" in said])
+
+
+class TestEmpty:
+    @pytest.mark.parametrize("message", [{}, []])
+    def test_an_empty_dict_or_list_passes_a_hook(self, message: Any, reports: list[str]) -> None:
+        """logging.info({}) (or []) through a hook that returns the line: no report that
+        the hook returned 'not a line dict', and what the hook added ships. Before: the
+        empty body failed the hook's result check, the hook's change was dropped and
+        the library warned."""
+
+        def mark(line: dict[str, Any]) -> dict[str, Any]:
+            line["hooked"] = True
+            return line
+
+        lines = shipped(message, mark)
+        assert [(message, True)] == [(line["line"], line.get("hooked")) for line in lines]
+        assert [] == [said for said in reports if "before_send" in said]
+
+
+class TestCutMeta:
+    def test_a_structured_body_stays_structured_when_meta_is_cut(self, otlp: Server) -> None:
+        """A dict message with meta over the line's size: the meta becomes its excerpt,
+        the body stays the dict (it is within max_line_length). Before: the body became
+        its JSON text."""
+        handler = otlp_handler(otlp.url)
+        log = logger_for(handler, "tests.review_otlp2.cut")
+        try:
+            log.info({"order": 42}, extra={f"k{i}": "v" * 30 for i in range(3000)})
+            assert handler.client.flush(timeout=30)
+        finally:
+            handler.close()
+        (got,) = records(otlp)
+        assert {"order": 42} == py(got[1].body)
+        attributes = {kv.key: py(kv.value) for kv in got[1].attributes}
+        assert "excerpt" in attributes and "logdna_client_truncated" in attributes
+
+
+class TestStructlogTraceKeys:
+    def test_trace_keys_that_add_no_traceback_keep_the_body(self, otlp: Server) -> None:
+        """exc_info=False, and a structured ``exception`` (dict_tracebacks: it ships as
+        meta, not in the text): the dict event is still the body. A traceback in the
+        text keeps it text. Before: any of those keys made the body its text."""
+        structlog = pytest.importorskip("structlog")
+        processor = LogDNAProcessor(url=otlp.url, **QUICK)
+        log = structlog.wrap_logger(
+            None, processors=[processor, structlog.processors.JSONRenderer()]
+        )
+        try:
+            log.info({"order": 1}, exc_info=False)
+            log.info({"order": 2}, exception=[{"exc_type": "ValueError"}])
+            log.info({"order": 3}, stack_info="")
+            log.info({"order": 4}, exception="Traceback (most recent call last):\n  x\nE: y")
+            assert processor.client.flush(timeout=30)
+        finally:
+            processor.client.close()
+        bodies = [py(record.body) for _, record in records(otlp)]
+        assert [{"order": 1}, {"order": 2}, {"order": 3}] == bodies[:3]
+        assert "{'order': 4}" == bodies[3]
