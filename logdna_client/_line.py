@@ -426,7 +426,7 @@ class LineBuilder:
                 meta = self._redactor.meta(meta)
             line["meta"] = meta
         structured = False
-        if body is not None:
+        if body is not None and _may_fit(body, limit):
             body = self._redactor.meta(body) if self._redacts_meta else body
             if len(self._dumps(body)) <= limit:  # the text's cap, as JSON
                 line["line"] = body
@@ -513,6 +513,16 @@ class LineBuilder:
             )  # fmt: skip
             return _restored(pristine)
         return result
+
+
+def _may_fit(body: Any, limit: int) -> bool:
+    """Whether a structured body may be within ``limit`` bytes as JSON: not one of more
+    items than that at 2 bytes each (``0,``), which then costs no redaction and no
+    serialization on the logging call only to be found too long."""
+    try:
+        return 2 * len(body) < limit
+    except Exception:  # a Mapping of the application's whose __len__ fails: its text
+        return False
 
 
 #: The types of an empty line a hook may return: a structured body (protocol="otlp").
