@@ -11,11 +11,12 @@ from typing import Any
 
 import pytest
 
-from logdna_client import LogDNAHandler
+from logdna_client import Config, LogDNAHandler
 from logdna_client.structlog import LogDNAProcessor
 from logdna_client.testing import capture_lines
 from tests._otlp_server import Server, running
 from tests.test_otlp import py, records
+from tests.test_otlp_environment import _OTEL
 
 # docs/security.md's before_send example, as it is written there: for text lines.
 NAME_RE = re.compile(r"\b(?:Dr|Mr|Mrs|Ms)\. [A-Z][a-z]+")
@@ -32,6 +33,14 @@ def scrub(line: dict[str, Any]) -> dict[str, Any] | None:
 def otlp() -> Iterator[Server]:
     with running() as server:
         yield server
+
+
+@pytest.fixture
+def otel_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """No OTel or LOGDNA_ variable set but those a test sets."""
+    for name in (*_OTEL, "OTEL_EXPORTER_OTLP_LOGS_CERTIFICATE", "OTEL_EXPORTER_OTLP_CERTIFICATE"):
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
 
 
 @pytest.fixture
@@ -209,3 +218,34 @@ class TestCost:
         lines = shipped([Item() for _ in range(20_000)], None)
         assert [] == calls
         assert [("[" + "i, " * 19_999 + "i]")[:100]] == [line["line"][:100] for line in lines]
+
+
+class TestReplace:
+    def test_a_new_url_leaves_the_otel_settings_behind(
+        self, otel_env: pytest.MonkeyPatch, tmp_path: Any
+    ) -> None:
+        """Config.replace(url=...) on a config whose endpoint came from the OTel variables:
+        their timeout, compression and CA are not the new URL's (as their headers are
+        not, and as Config(url=...) does not read them). Before: 0.5 s, no gzip and the
+        Collector's CA went with the new URL. With the URL kept they all stay, and
+        options given stay given."""
+        ca = tmp_path / "collector-ca.pem"
+        ca.write_text("")
+        otel_env.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
+        otel_env.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "500")
+        otel_env.setenv("OTEL_EXPORTER_OTLP_COMPRESSION", "none")
+        otel_env.setenv("OTEL_EXPORTER_OTLP_CERTIFICATE", str(ca))
+        config = Config(protocol="otlp", handle_signals=False)
+        otel = (0.5, False, str(ca))
+        assert otel == (config.request_timeout, config.compress, config.verify)
+        kept = config.replace(level="INFO")
+        assert otel == (kept.request_timeout, kept.compress, kept.verify)
+        moved = config.replace(url="https://otlp.example.com/v1/logs")
+        assert (15.0, True, True) == (moved.request_timeout, moved.compress, moved.verify)
+        moved = kept.replace(url="https://otlp.example.com/v1/logs")
+        assert (15.0, True, True) == (moved.request_timeout, moved.compress, moved.verify)
+        again = moved.replace(level="INFO")
+        assert (15.0, True, True) == (again.request_timeout, again.compress, again.verify)
+        given = Config(protocol="otlp", handle_signals=False, request_timeout=2, compress=True)
+        moved = given.replace(url="https://otlp.example.com/v1/logs")
+        assert (2.0, True, True) == (moved.request_timeout, moved.compress, moved.verify)
