@@ -24,7 +24,7 @@ import orjson
 from ._buffer import BODY_HEAD, BODY_TAIL, LINE_OVERHEAD, SEPARATOR
 from ._config import Config
 from ._context import clean_path
-from ._limits import META_BYTES, META_EXCERPT, META_MARK, NAME_CHARS, cap_text
+from ._limits import LINE_BYTES, META_BYTES, META_EXCERPT, META_MARK, NAME_CHARS, cap_text
 from ._redact import (
     MAX_DEPTH,
     Redactor,
@@ -190,6 +190,7 @@ class LineBuilder:
         "_after",
         "_app",
         "_before_send",
+        "_body_limit",
         "_env",
         "_index_meta",
         "_line_limit",
@@ -225,6 +226,9 @@ class LineBuilder:
         self._index_meta = config.index_meta
         self._before_send = config.before_send
         self._line_limit = config.max_line_length
+        #: A structured body's (``encode``'s body=), as JSON: the sender cuts no body to the
+        #: service's line limit, as it cuts text, so one over it is its text.
+        self._body_limit = min(config.max_line_length, LINE_BYTES)
         # A line must fit a batch alone: with its costs there, and the body around it.
         alone = config.max_batch_bytes - LINE_OVERHEAD - len(BODY_HEAD) - len(BODY_TAIL)
         self.total_limit = min(alone, _MAX_META_BYTES + config.max_line_length)
@@ -426,9 +430,9 @@ class LineBuilder:
                 meta = self._redactor.meta(meta)
             line["meta"] = meta
         structured = False
-        if body is not None and _may_fit(body, limit):
+        if body is not None and _may_fit(body, self._body_limit):
             body = self._redactor.meta(body) if self._redacts_meta else body
-            if len(self._dumps(body)) <= limit:  # the text's cap, as JSON
+            if len(self._dumps(body)) <= self._body_limit:  # the text's cap, as JSON
                 line["line"] = body
                 structured = True
         if self._before_send is not None:

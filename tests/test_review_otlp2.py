@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from logdna_client import Config, LogDNAHandler
+from logdna_client import Client, Config, LogDNAHandler
+from logdna_client._buffer import SEPARATOR
 from logdna_client.structlog import LogDNAProcessor
 from logdna_client.testing import capture_lines
 from tests._otlp_server import Server, running
@@ -249,3 +250,70 @@ class TestReplace:
         given = Config(protocol="otlp", handle_signals=False, request_timeout=2, compress=True)
         moved = given.replace(url="https://otlp.example.com/v1/logs")
         assert (2.0, True, True) == (moved.request_timeout, moved.compress, moved.verify)
+
+
+class TestServiceLimit:
+    def test_a_body_over_the_services_line_limit_is_its_text_cut(self, otlp: Server) -> None:
+        """With max_line_length above the service's 16 KiB, a dict message whose JSON is
+        over 16 KiB (within max_line_length) is its text, cut at the service's limit as
+        any text is ("whatever the route", docs/scaling.md); one within 16 KiB is still
+        the body. Before: a 30 KB kvlistValue body went out whole."""
+        handler = otlp_handler(otlp.url, max_line_length=65536)
+        log = logger_for(handler, "tests.review_otlp2.limit")
+        try:
+            log.info({"big": "x" * 30_000})
+            log.info({"small": "x" * 15_000})
+            assert handler.client.flush(timeout=30)
+        finally:
+            handler.close()
+        big, small = [py(record.body) for _, record in records(otlp)]
+        assert isinstance(big, str) and big.startswith("{'big': 'xxx")
+        assert len(big.encode()) < 16_500
+        assert {"small": "x" * 15_000} == small
+        assert 1 == handler.client.stats()["cut"]["line"]
+
+    def test_a_hooks_body_over_the_services_line_limit_is_its_text_cut(self, otlp: Server) -> None:
+        """A before_send hook's dict as the line whose JSON is over 16 KiB: cut at the
+        sender as a text is, as its JSON text (the hook's own keys are past the builder's
+        checks). Before: a 30 KB kvlistValue body went out whole, uncounted."""
+
+        def enrich(line: dict[str, Any]) -> dict[str, Any]:
+            line["line"] = {"text": line["line"], "blob": "y" * 30_000}
+            return line
+
+        handler = otlp_handler(otlp.url, before_send=enrich)
+        log = logger_for(handler, "tests.review_otlp2.hook_limit")
+        try:
+            log.info("one")
+            assert handler.client.flush(timeout=30)
+        finally:
+            handler.close()
+        (body,) = [py(record.body) for _, record in records(otlp)]
+        assert isinstance(body, str) and body.startswith('{"text":"one","blob":"yyy')
+        assert len(body.encode()) < 16_500
+        assert 1 == handler.client.stats()["cut"]["line"]
+
+
+class TestDeepAndLong:
+    def test_the_lines_around_a_deep_and_long_line_arrive(self, otlp: Server) -> None:
+        """A buffer entry with meta nested 1,000 levels deep and over the service's 32 KiB
+        (another writer's spool line), between two lines, over a real socket: all three
+        arrive, the deep one's meta as its excerpt (measured cut at 32 levels, as the
+        builder cuts it: orjson refuses 255). Before: measuring it raised, the batch
+        failed to encode and all three were dropped as 'error'."""
+        client = Client(url=otlp.url, **QUICK)
+        deep = b'{"k":' * 1000 + b"1" + b"}" * 1000
+        pad = b"y" * 40_000
+        client.log("before")
+        client.put_entry(
+            SEPARATOR
+            + b'{"line":"deep","timestamp":1,"level":"INFO","meta":{"d":%b,"pad":"%b"}}'
+            % (deep, pad)
+        )
+        client.log("after")
+        assert client.flush(timeout=30)
+        client.close()
+        assert 0 == sum(client.stats()["dropped"].values())
+        got = {line["line"]: line.get("meta") for line in otlp.lines}
+        assert ["before", "deep", "after"] == list(got)
+        assert "meta of 40213 bytes cut to an excerpt" == got["deep"]["logdna_client_truncated"]
