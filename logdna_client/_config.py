@@ -639,12 +639,16 @@ class Config:
         otel_ca = _otel_certificate() if source != "url" else None
         # The exporter's timeout and compression likewise: set for the OTel endpoint (often
         # pod-wide), read with it; request_timeout= and compress= win, as url= does.
+        # (What they gave, by option: replace(url=...) leaves it behind, as the headers.)
+        from_otel: list[str] = []
         if self.request_timeout is None:
             timeout = _otel_timeout() if source != "url" else None
             set_(self, "request_timeout", 15.0 if timeout is None else timeout)
+            from_otel += ["request_timeout"] if timeout is not None else []
         if self.compress is None:
             compress = _otel_compression() if source != "url" else None
             set_(self, "compress", True if compress is None else compress)
+            from_otel += ["compress"] if compress is not None else []
         # Plain http is refused for the credentials it would carry. The ingest API always
         # takes a key (refused here first: the URL is the error to fix first); an OTLP
         # client with neither a key nor OTel headers (a Collector in the cluster, on its
@@ -712,7 +716,11 @@ class Config:
         set_(self, "record_meta", _record_attrs(record_meta))
         verify = self._resolve_verify()
         # An explicit path or False wins over the OTel CA, as the library's settings do.
-        set_(self, "verify", otel_ca if verify is True and otel_ca is not None else verify)
+        if verify is True and otel_ca is not None:
+            verify = otel_ca
+            from_otel.append("verify")
+        set_(self, "verify", verify)
+        set_(self, "_from_otel", tuple(from_otel))
         set_(self, "max_line_length",
              to_size("max_line_length", self.max_line_length, minimum=64,
                      maximum=1024 * 1024))  # fmt: skip
@@ -839,14 +847,24 @@ class Config:
         return cast("Secret | None", self.key)
 
     def replace(self, **changes: Any) -> Config:
-        """A copy with some options changed (and re-validated)."""
+        """A copy with some options changed (and re-validated). With ``url`` changed, what
+        the OTel variables gave for their endpoint (headers, timeout, compression, CA)
+        is not kept."""
         changes = hide_key(changes)  # first: as in any frame that receives options
         current = {f.name: getattr(self, f.name) for f in fields(self)}
+        from_otel: tuple[str, ...] = self.__dict__.get("_from_otel", ())
+        if "url" in changes:
+            # What the OTel variables gave is their URL's, as their headers are: a new
+            # URL has the options' own defaults (or what is given), as Config(url=) does.
+            current.update((name, _DEFAULTS[name]) for name in from_otel)
         current.update(changes)
         config = Config(**current)
-        if "url" not in changes and config.protocol == "otlp":
-            # The URL the OTel variables gave is now given: their headers go with it still.
-            object.__setattr__(config, "_otlp_headers", self.otlp_headers)
+        if "url" not in changes:
+            kept = tuple(name for name in from_otel if name not in changes)
+            object.__setattr__(config, "_from_otel", kept)
+            if config.protocol == "otlp":
+                # The URL the OTel variables gave is now given: their headers go with it still.
+                object.__setattr__(config, "_otlp_headers", self.otlp_headers)
         return config
 
 

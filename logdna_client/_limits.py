@@ -15,6 +15,7 @@ counted in ``stats()["cut"]``.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections import Counter
 from typing import Any
@@ -22,6 +23,7 @@ from typing import Any
 import orjson
 
 from ._buffer import SEPARATOR
+from ._redact import MAX_DEPTH, TOO_DEEP
 
 __all__ = [
     "APP_CHARS",
@@ -122,6 +124,11 @@ def enforce_line(line: dict[str, Any], cuts: Cuts, *, meta_size: int | None = No
     """
     changed = False
     text = line.get("line")
+    if isinstance(text, dict | list):  # a structured body (protocol="otlp"), a hook's too
+        with contextlib.suppress(orjson.JSONEncodeError):  # (past orjson's depth: as it is)
+            data = orjson.dumps(text)
+            if len(data) > LINE_BYTES:  # as its JSON text, cut below as any text
+                text = data.decode()
     if isinstance(text, str):
         text, cut = _cut_text(text, LINE_BYTES)
         if cut:
@@ -136,7 +143,12 @@ def enforce_line(line: dict[str, Any], cuts: Cuts, *, meta_size: int | None = No
     ):
         cuts["meta"] += 1  # the builder's excerpt
     elif meta is not None and (meta_size is None or meta_size > META_BYTES):
-        data = meta.encode() if isinstance(meta, str) else orjson.dumps(meta)
+        try:
+            data = meta.encode() if isinstance(meta, str) else orjson.dumps(meta)
+        except orjson.JSONEncodeError:  # past orjson's 254 levels (another writer's spool)
+            line["meta"] = meta = _shallow(meta, 0)
+            changed = True
+            data = orjson.dumps(meta)
         if len(data) > META_BYTES:
             excerpt = data[:META_EXCERPT].decode("utf-8", "ignore")
             shrunk: dict[str, Any] = {
@@ -153,6 +165,18 @@ def enforce_line(line: dict[str, Any], cuts: Cuts, *, meta_size: int | None = No
             changed = True
             cuts[name] += 1
     return changed
+
+
+def _shallow(value: Any, depth: int) -> Any:
+    """Parsed JSON cut to ``<too deep>`` past MAX_DEPTH levels, as the line builder and
+    the OTLP encoder cut it (JSON holds no cycle)."""
+    if type(value) is dict:
+        if depth >= MAX_DEPTH:
+            return TOO_DEEP
+        return {k: _shallow(v, depth + 1) for k, v in value.items()}
+    if type(value) is list:
+        return TOO_DEEP if depth >= MAX_DEPTH else [_shallow(v, depth + 1) for v in value]
+    return value
 
 
 #: The builder replaces oversize meta by an excerpt of this many characters: a

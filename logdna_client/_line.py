@@ -24,7 +24,7 @@ import orjson
 from ._buffer import BODY_HEAD, BODY_TAIL, LINE_OVERHEAD, SEPARATOR
 from ._config import Config
 from ._context import clean_path
-from ._limits import META_BYTES, META_EXCERPT, META_MARK, NAME_CHARS, cap_text
+from ._limits import LINE_BYTES, META_BYTES, META_EXCERPT, META_MARK, NAME_CHARS, cap_text
 from ._redact import (
     MAX_DEPTH,
     Redactor,
@@ -190,6 +190,7 @@ class LineBuilder:
         "_after",
         "_app",
         "_before_send",
+        "_body_limit",
         "_env",
         "_index_meta",
         "_line_limit",
@@ -225,6 +226,9 @@ class LineBuilder:
         self._index_meta = config.index_meta
         self._before_send = config.before_send
         self._line_limit = config.max_line_length
+        #: A structured body's (``encode``'s body=), as JSON: the sender cuts no body to the
+        #: service's line limit, as it cuts text, so one over it is its text.
+        self._body_limit = min(config.max_line_length, LINE_BYTES)
         # A line must fit a batch alone: with its costs there, and the body around it.
         alone = config.max_batch_bytes - LINE_OVERHEAD - len(BODY_HEAD) - len(BODY_TAIL)
         self.total_limit = min(alone, _MAX_META_BYTES + config.max_line_length)
@@ -409,8 +413,9 @@ class LineBuilder:
                 text = cap_text(text, limit, size)
         elif len(text) * 4 > limit:
             text = cap_text(text, limit)
+        line_text = text or _EMPTY
         line: dict[str, Any] = {
-            "line": text or _EMPTY,
+            "line": line_text,
             "timestamp": timestamp,
             "level": level if len(level) <= _NAME_CAP else level[:_NAME_CAP],
         }
@@ -424,12 +429,14 @@ class LineBuilder:
             if self._redacts_meta:
                 meta = self._redactor.meta(meta)
             line["meta"] = meta
-        if body is not None:
+        structured = False
+        if body is not None and _may_fit(body, self._body_limit):
             body = self._redactor.meta(body) if self._redacts_meta else body
-            if len(self._dumps(body)) <= limit:  # the text's cap, as JSON
+            if len(self._dumps(body)) <= self._body_limit:  # the text's cap, as JSON
                 line["line"] = body
+                structured = True
         if self._before_send is not None:
-            changed = self._run_before_send(line, count_filtered)
+            changed = self._run_before_send(line, count_filtered, line_text if structured else None)
             if changed is None:
                 return None
             line = changed
@@ -464,12 +471,20 @@ class LineBuilder:
             if not self._index_meta:
                 line["meta"] = self._dumps(line["meta"]).decode("utf-8")
         text = line.get("line", _EMPTY)
-        if not isinstance(text, str):  # a structured body (``encode``'s): as JSON text
-            text = self._dumps(text).decode("utf-8")
+        if not isinstance(text, str):  # a structured body (``encode``'s or a hook's)
+            data = self._dumps(line)
+            if len(data) <= self.total_limit:  # the meta's excerpt was enough: it stays one
+                return data
+            text = self._dumps(text).decode("utf-8")  # else as JSON text, cut
         line["line"] = cap_text(text, self._line_limit)
         return self._dumps(line)
 
-    def _run_before_send(self, line: dict[str, Any], count: bool = True) -> dict[str, Any] | None:
+    def _run_before_send(
+        self, line: dict[str, Any], count: bool = True, text: str | None = None
+    ) -> dict[str, Any] | None:
+        """``line`` as the hook returns it, or as redaction left it if the hook fails.
+        ``text``: the text of a line whose ``line`` is a structured body, for a hook
+        written for text lines (``re.sub(.., line["line"])``) that fails on the body."""
         # The line as redaction left it, to ship if the hook fails: the hook gets the
         # dict itself (it may change it in place), and one that fails half-way must not
         # ship its half-done changes (a header it added, unredacted, say).
@@ -477,6 +492,12 @@ class LineBuilder:
         try:
             result = self._before_send(line)  # type: ignore[misc]
         except Exception:
+            if text is not None:
+                # It gets the text, as before bodies were structured: a scrubbing hook
+                # must not leave the line unscrubbed for a dict it was not written for.
+                line = _restored(pristine)
+                line["line"] = text
+                return self._run_before_send(line, count)
             self.report(
                 "before-send", logging.WARNING,
                 "logdna_client: before_send raised; lines are sent without it", exc_info=True,
@@ -486,7 +507,9 @@ class LineBuilder:
             if count and self.on_filtered is not None:
                 self.on_filtered()
             return None
-        if not isinstance(result, dict) or not result.get("line"):
+        if not isinstance(result, dict) or not (
+            result.get("line") or type(result.get("line")) in _EMPTY_BODIES  # {}, []: bodies
+        ):
             self.report(
                 "before-send", logging.WARNING,
                 "logdna_client: before_send returned %s, not a line dict; lines are sent as is",
@@ -494,6 +517,20 @@ class LineBuilder:
             )  # fmt: skip
             return _restored(pristine)
         return result
+
+
+def _may_fit(body: Any, limit: int) -> bool:
+    """Whether a structured body may be within ``limit`` bytes as JSON: not one of more
+    items than that at 2 bytes each (``0,``), which then costs no redaction and no
+    serialization on the logging call only to be found too long."""
+    try:
+        return 2 * len(body) < limit
+    except Exception:  # a Mapping of the application's whose __len__ fails: its text
+        return False
+
+
+#: The types of an empty line a hook may return: a structured body (protocol="otlp").
+_EMPTY_BODIES = (dict, list)
 
 
 def _restored(serialized: bytes) -> dict[str, Any]:
