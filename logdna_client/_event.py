@@ -240,27 +240,15 @@ def structured_event(event_dict: Mapping[str, Any]) -> Any:
     """The event's ``event`` when it is a dict or a list and no traceback goes with it:
     the OTLP record's structured body (protocol="otlp"); else None (its text is)."""
     event = event_dict.get(TEXT_KEY)
-    if isinstance(event, Mapping | list | tuple) and (
-        _TRACE_KEYS.isdisjoint(event_dict) or not _adds_traces(event_dict)
-    ):
+    if not isinstance(event, Mapping | list | tuple):
+        return None
+    # ``_with_traces`` is the one home of what appends a traceback or a stack (not
+    # exc_info=False, an empty stack, or dict_tracebacks' exception, which is meta):
+    # asked of an empty text, it says whether this event has any. Rare: only a dict
+    # or list event with a trace key pays for it.
+    if _TRACE_KEYS.isdisjoint(event_dict) or not _with_traces("", event_dict, {}):
         return event
     return None
-
-
-def _adds_traces(event_dict: Mapping[str, Any]) -> bool:
-    """Whether ``_with_traces`` may append a traceback or a stack to the event's text
-    (not for ``exc_info=False``, an empty ``stack``, or dict_tracebacks' ``exception``,
-    which ships as meta)."""
-    exception = event_dict.get("exception")
-    if isinstance(exception, str):
-        if exception:
-            return True
-    elif exception is None and event_dict.get("exc_info"):
-        return True
-    return any(
-        (isinstance(stack, str) and stack) or stack is True
-        for stack in (event_dict.get("stack"), event_dict.get("stack_info"))
-    )
 
 
 def _with_traces(text: str, event_dict: Mapping[str, Any], meta: dict[str, Any]) -> str:
