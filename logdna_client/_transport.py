@@ -297,7 +297,8 @@ class _Exchange:
         #: Whether any byte of an answer arrived (``_FinalResponse``).
         self.heard = False
         #: Whether it failed as a kept-alive connection the server closed fails
-        #: (``_closed_by_server``): then sent again at once (``HTTPTransport._send``).
+        #: (``_closed_by_server``), or was answered 408 on one (``_idle_timeout``): then
+        #: sent again at once (``HTTPTransport._send``).
         self.closed_by_server = False
         self.deadline = deadline
         self.done = False
@@ -934,7 +935,9 @@ class HTTPTransport:
         # connection as the request went out on it, and said nothing: the request is sent
         # again at once on a new connection, within the same deadline, as browsers do (Go's
         # HTTP client only when none of a POST was written: it may not send one twice):
-        # no failure, no backoff, no report, no retry counted.
+        # no failure, no backoff, no report, no retry counted. So is one answered 408 on
+        # the kept-alive connection (``_idle_timeout``): the server said it closes the
+        # connection for idleness, having read no request (RFC 9110, 15.5.9).
         # Duplicates: a server closing an idle connection reads nothing more from it, so
         # it stored nothing of this batch. One that read and stored it, then closed without
         # a word, is the one case that duplicates (docs/delivery.md, "What can duplicate"),
@@ -981,7 +984,11 @@ class HTTPTransport:
             # Scrubbed whole, before anything is cut to length for a report: a key
             # echoed across the cut would otherwise leave a part of itself behind.
             cap = MAX_PARTIAL_BYTES if response.status_code == 207 else MAX_RESPONSE_BYTES
-            text, whole = _read_capped(response, cap)
+            # A 408 on a reused connection: the server closing it for idleness as the
+            # request went out (``_idle_timeout``). Never used again (the server closes
+            # it, said so or not): the request sent again goes out on a new one.
+            exchange.closed_by_server = _idle_timeout(response.status_code, exchange)
+            text, whole = _read_capped(response, cap, keep=not exchange.closed_by_server)
             text = self._scrub(text)
             location = response.headers.get("Location")
             return self._classify(
@@ -1001,6 +1008,7 @@ class HTTPTransport:
                 # says what the service did. As a failure, a 200 was sent again without
                 # end (stored each time) and a 413 or 400 was never split.
                 # Its body unread, a 207 confirms no line as stored.
+                exchange.closed_by_server = _idle_timeout(exchange.status, exchange)
                 return self._classify(exchange.status, None, "", None, whole=False)
             if exchange.expired:
                 detail = f"timed out: no complete answer in {time.monotonic() - started:.1f} s"
@@ -1072,9 +1080,11 @@ def _echoes_of(forms: tuple[str, ...]) -> re.Pattern[str] | None:
     return re.compile("|".join("".join(map(either, form)) for form in forms), re.IGNORECASE)
 
 
-def _read_capped(response: requests.Response, cap: int = MAX_RESPONSE_BYTES) -> tuple[str, bool]:
+def _read_capped(
+    response: requests.Response, cap: int = MAX_RESPONSE_BYTES, *, keep: bool = True
+) -> tuple[str, bool]:
     """The body, up to ``cap`` bytes once decoded, and whether that is all of it; the
-    connection is kept only when read to its end.
+    connection is kept only when read to its end, and ``keep``.
 
     Read as sent and decoded here, ``cap`` bounding what it decodes to: urllib3 before
     2.6 decodes each read whole, so the cap bounded only the compressed bytes, and a
@@ -1113,7 +1123,7 @@ def _read_capped(response: requests.Response, cap: int = MAX_RESPONSE_BYTES) -> 
     if len(data) > cap:
         whole = False
         del data[cap:]
-    if whole:
+    if whole and keep:
         raw.release_conn()  # back to the pool for the next request
     else:
         response.close()  # the rest unread: this connection cannot be reused
@@ -1256,6 +1266,18 @@ def _closed_by_server(exc: Exception, exchange: _Exchange) -> bool:
     if exchange.conn is None or exchange.dialed:  # no connection, or a new one
         return False
     return isinstance(_innermost(exc), _ENDED)
+
+
+def _idle_timeout(status: int, exchange: _Exchange) -> bool:
+    """Whether ``status``, the answer to the request of ``exchange``, is a 408 on a
+    connection reused from an earlier request: what a server sends on a kept-alive
+    connection it closes for idleness (RFC 9110, 15.5.9), the request unread, as the
+    request went out on it; a client sends it again (as browsers do). Then it is
+    handled as ``_closed_by_server``: sent again at once, once, on a new connection.
+    A 408 to a new connection's first request is a failure like any other."""
+    if status != 408 or exchange.expired:
+        return False
+    return exchange.conn is not None and not exchange.dialed
 
 
 def _proxy_wants_credentials(exc: Exception) -> bool:

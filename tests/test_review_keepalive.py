@@ -14,6 +14,7 @@ import socket
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,7 @@ from tests.test_hostile_endpoints import (
     assert_adds_up,
     by_connection,
     deliver,
+    one_retry,
     own_reports,
     scripted_connections,
     stall_until_given_up,
@@ -293,3 +295,89 @@ class TestSIGTERMDuringTheResend:
         assert -signal.SIGTERM == status, child.stderr
         assert "1 lines could not be delivered" in child.stderr, child.stderr
         assert key not in child.stderr + child.stdout
+
+
+#: A 408 as a server sends it on a kept-alive connection it closes for idleness (RFC 9110
+#: 15.5.9): "Connection: close", then the connection closed.
+TIMED_OUT = answer(408, b"", b"Connection: close\r\n")
+
+
+def timed_out_and_closed(request: Request, sock: socket.socket, stop: threading.Event) -> None:
+    """Answer 408 and close the connection, the request unread (not stored)."""
+    sock.sendall(TIMED_OUT)
+
+
+def timed_out_unsaid(request: Request, sock: socket.socket, stop: threading.Event) -> None:
+    """Answer 408 without "Connection: close", then close the connection: the client
+    must not take it for one it may use again."""
+    sock.sendall(answer(408, b""))
+
+
+def drained_or(step: Callable[[Request, socket.socket, threading.Event], None]) -> Responder:
+    """For a server that reads only each request's head: ``step`` for the first
+    connection's second request (its body unread: the 408 goes out while the client is
+    still uploading), else read the rest of the body and answer 200."""
+    respond, _ = drained_but_the_second()
+
+    def either(request: Request, sock: socket.socket, stop: threading.Event) -> bytes | None:
+        reply = respond(request, sock, stop)
+        if reply is None:  # the first connection's second request
+            step(request, sock, stop)
+        return reply
+
+    return either
+
+
+class TestA408OnAKeptAliveConnection:
+    """RFC 9110 15.5.9: a server sends 408 on a connection it closes for idleness, and a
+    client resends. On a reused connection it is the server closing it as the request
+    went out (as the "closed by server" case): sent again at once on a new connection,
+    counted in requests, not retries, not reported. On a new connection, or twice, it
+    is a failure like any other."""
+
+    @pytest.mark.parametrize(
+        "step", [timed_out_and_closed, timed_out_unsaid], ids=["connection-close", "unsaid"]
+    )
+    def test_it_is_sent_again_at_once_and_not_counted_as_a_retry(self, step: Step) -> None:
+        respond, stored = by_connection([answer(200), step])
+        batches = [["one"], ["two"], ["three"]]
+        with own_reports() as said:
+            client, read = deliver(respond, *batches, flush_interval=60)
+        assert ["one", "two", "three"] == stored
+        assert [] == said
+        s = client.stats()
+        assert (3, 0, 0, 4, 4) == (
+            s["sent"], s["retries"], s["dropped_total"], s["requests"], len(read)
+        )  # fmt: skip
+        assert s["last_error"] is None
+        assert ["two", "two"] == [texts(each)[0] for each in read[1:3]]
+        assert_adds_up(client, 3)
+
+    def test_one_that_comes_under_the_upload_is_sent_again_at_once(self) -> None:
+        """The 408 sent, and the connection closed, while a large body still goes out
+        on it (its body unread): the same, the whole batch stored once."""
+        respond = drained_or(timed_out_and_closed)
+        large = [f"{n:06d} " + "x" * 4000 for n in range(1500)]  # 6 MB, sent plain
+        with own_reports() as said:
+            client, read = deliver(
+                respond, ["small"], large, read_body=False, receive_buffer=4096,
+                compress=False, max_batch_bytes=8 << 20, flush_interval=60,
+            )  # fmt: skip
+        assert [] == said
+        s = client.stats()
+        assert (1 + len(large), 0, 3, 3) == (s["sent"], s["retries"], s["requests"], len(read))
+        assert_adds_up(client, 1 + len(large))
+
+    def test_on_a_new_connection_it_is_a_retry(self) -> None:
+        """A 408 to a connection's first request: no idle connection closing, a
+        failure: retried after a backoff, counted and reported."""
+        client = one_retry(by_connection([timed_out_and_closed]), [["first"]], requests=2)
+        assert {"kind": "retry", "status": 408} == {
+            k: v for k, v in (client.stats()["last_error"] or {}).items() if k != "when"
+        }
+
+    def test_twice_in_a_row_is_one_retry(self) -> None:
+        """A 408 on the kept-alive connection, then another on the new connection the
+        batch is sent again on: sent again at once only once, then one counted retry."""
+        scripted = by_connection([answer(200), timed_out_and_closed], [timed_out_and_closed])
+        one_retry(scripted, [["one"], ["two"]], requests=4)
