@@ -456,7 +456,17 @@ class _Watched:
 
     def request(self, *args: Any, **kwargs: Any) -> None:
         _watch(self)
-        super().request(*args, **kwargs)  # type: ignore[misc]
+        try:
+            super().request(*args, **kwargs)  # type: ignore[misc]
+        except _UPLOAD_ENDED:
+            # The server ended the connection under the upload: it may have answered
+            # first (a 413 or 408 from the request's head alone), and that answer is
+            # there to read. urllib3 passes over a broken pipe here for that (2.x a reset
+            # too), not TLS's end: a 413 over https:// was never read, and the batch was
+            # retried without end, never split. Where no answer came, reading it fails
+            # as the end of the connection (``_closed_by_server``).
+            if getattr(self, "sock", None) is None:  # never connected: nothing to read
+                raise
 
     def _new_conn(self) -> socket.socket:
         exchange = getattr(_current, "exchange", None)
@@ -1250,6 +1260,8 @@ def _failure(exc: Exception, scrub: Callable[[str], str]) -> Outcome:
 
 #: How a connection the server closed fails a request sent on it (``_closed_by_server``).
 _ENDED = (ConnectionResetError, BrokenPipeError, ssl.SSLEOFError, ssl.SSLZeroReturnError)
+#: How it fails the upload, where an answer sent first may still be read (``_Watched``).
+_UPLOAD_ENDED = _ENDED
 
 
 def _closed_by_server(exc: Exception, exchange: _Exchange) -> bool:

@@ -34,6 +34,7 @@ from tests.test_hostile_endpoints import (
     stall_until_given_up,
     tls,  # noqa: F401 (a fixture)
 )
+from tests.test_review_endpoints2 import read_whole
 
 
 def texts(request: Request) -> list[str]:
@@ -210,14 +211,7 @@ def drained_but_the_second() -> tuple[Responder, list[int]]:
         seen[id(sock)] = which, n + 1
         if (which, n) == (0, 1):
             return None
-        body = bytearray(request.body)
-        while len(body) < int(request.headers["content-length"]):
-            chunk = sock.recv(1 << 16)
-            if not chunk:
-                return None
-            body += chunk
-        stored.append(len(Request(request.headers, bytes(body)).lines))
-        return answer(200)
+        return read_whole(request, sock, stored)
 
     return respond, stored
 
