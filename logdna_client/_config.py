@@ -753,7 +753,8 @@ class Config:
         set_(self, "compress", to_bool("compress", self.compress))
         signals = self.handle_signals
         if signals is None:
-            signals = env(ENV_VARS["handle_signals"]) or True
+            signals = env(ENV_VARS["handle_signals"])  # blank: not set, as a blank option
+            signals = True if _blank(signals) else signals
         set_(self, "handle_signals", to_bool("handle_signals", signals))
         set_(self, "index_meta", to_bool("index_meta", self.index_meta))
         record_meta = self.record_meta

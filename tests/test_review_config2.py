@@ -182,3 +182,12 @@ class TestStringsFromFiles:
         assert "http://127.0.0.1:4318/v1/logs" == config.url
         env.setenv("LOGDNA_URL", blank)
         assert "http://127.0.0.1:4318/v1/logs" == Config(protocol="otlp", handle_signals=False).url
+
+    @pytest.mark.parametrize("blank", ["", "  "])
+    def test_a_blank_handle_signals_variable_is_not_set(
+        self, env: pytest.MonkeyPatch, blank: str
+    ) -> None:
+        """LOGDNA_HANDLE_SIGNALS set to blanks is the default, as handle_signals="  " is.
+        Before: "" was, and "  " was a ConfigurationError."""
+        env.setenv("LOGDNA_HANDLE_SIGNALS", blank)
+        assert Config(url="http://127.0.0.1:9/").handle_signals is True
