@@ -191,3 +191,40 @@ class TestStringsFromFiles:
         Before: "" was, and "  " was a ConfigurationError."""
         env.setenv("LOGDNA_HANDLE_SIGNALS", blank)
         assert Config(url="http://127.0.0.1:9/").handle_signals is True
+
+
+#: A value other than the computed one, for each option computed when not given.
+GIVEN: dict[str, object] = {
+    "key": "given-key-0123456789", "url": "https://otlp.example.com/v1/logs",
+    "hostname": "given-host", "tags": "given", "app": "given-app", "env": "given-env",
+    "request_timeout": 3, "compress": True, "record_meta": "module",
+    "handle_signals": True, "spool_dir": "/tmp/given-spool", "verify": False,
+}  # fmt: skip
+
+
+class TestReplaceEveryComputedDefault:
+    @pytest.mark.parametrize("name", sorted(GIVEN))
+    def test_replace_to_none_is_construction_without_it(
+        self, env: pytest.MonkeyPatch, tmp_path: Any, name: str
+    ) -> None:
+        """For every option whose value, not given, is computed at construction (from a
+        LOGDNA_ variable, the OTel variables, the machine), replace(option=None), or
+        verify=True, gives what Config() without it gives."""
+        ca = tmp_path / "ca.pem"
+        ca.write_text("")
+        for variable, value in {
+            "LOGDNA_INGESTION_KEY": KEY, "LOGDNA_HOSTNAME": "env-host", "LOGDNA_TAGS": "env",
+            "LOGDNA_APP": "env-app", "LOGDNA_ENV": "env-env", "LOGDNA_RECORD_META": "lineno",
+            "LOGDNA_HANDLE_SIGNALS": "false", "LOGDNA_SPOOL_DIR": str(tmp_path / "spool"),
+            "OTEL_EXPORTER_OTLP_ENDPOINT": "https://collector.example:4318",
+            "OTEL_EXPORTER_OTLP_HEADERS": "x-tenant=t1", "OTEL_EXPORTER_OTLP_TIMEOUT": "500",
+            "OTEL_EXPORTER_OTLP_COMPRESSION": "none", "OTEL_EXPORTER_OTLP_CERTIFICATE": str(ca),
+        }.items():  # fmt: skip
+            env.setenv(variable, value)
+        unset: object = True if name == "verify" else None
+        expected = Config(protocol="otlp")
+        changed = Config(protocol="otlp", **{name: GIVEN[name]})
+        assert getattr(expected, name) != getattr(changed, name)
+        again = changed.replace(**{name: unset})
+        assert expected == again
+        assert expected.otlp_headers == again.otlp_headers
