@@ -16,6 +16,7 @@ import os
 import re
 import socket
 from collections.abc import Callable, Iterable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal, cast
 from urllib.parse import unquote, urlsplit
@@ -195,8 +196,21 @@ def _hide_url(url: object) -> object:
     return Secret(cast(str, url))  # (whatever its type: refused, unseen)
 
 
+# The keys of the Config being built (given, and LOGDNA_INGESTION_KEY's), as Secrets: a
+# value that holds one (the key pasted into url= or app=, a swapped variable) is not shown.
+_KEYS: ContextVar[tuple[Secret, ...]] = ContextVar("_KEYS", default=())
+
+
+def _shows_key(value: object) -> bool:
+    """Whether ``value``, as a message would show it, holds a key of the Config being built
+    (one of 8 characters or more: a shorter one is no key, and would hide every value)."""
+    text = value if isinstance(value, str) else repr(value)
+    return any(len(s.reveal().strip()) >= 8 and s.reveal().strip() in text for s in _KEYS.get())
+
+
 def _bad(option: str, value: object, expected: str) -> ConfigurationError:
-    shown = "<hidden>" if option in ("key", "key_file") else repr(value)
+    hidden = option in ("key", "key_file") or _shows_key(value)
+    shown = "<hidden>" if hidden else repr(value)
     if len(shown) > 80:
         shown = shown[:77] + "..."
     return ConfigurationError(f"{option}: expected {expected}, got {shown}", option)
@@ -928,7 +942,14 @@ def _hiding_init(generated: Callable[..., None]) -> Callable[..., None]:
             args = (Secret(args[0]), *args[1:])
         if len(args) > _URL_AT:  # (the url given by position: fields in order)
             args = (*args[:_URL_AT], _hide_url(args[_URL_AT]), *args[_URL_AT + 1 :])
-        generated(self, *args, **kwargs)
+        given = args[0] if args else kwargs.get("key")
+        keys = (given, _as_secret(_environ(ENV_VARS["key"])))
+        token = _KEYS.set(tuple(key for key in keys if isinstance(key, Secret)))
+        del given, keys
+        try:
+            generated(self, *args, **kwargs)
+        finally:
+            _KEYS.reset(token)
 
     return __init__
 
@@ -958,8 +979,9 @@ def _check_pattern(pattern: str) -> None:
     try:
         re.compile(pattern)
     except re.error as exc:
+        shown = "<hidden>" if _shows_key(pattern) else repr(pattern)
         raise ConfigurationError(
-            f"redact_patterns: {pattern!r} is not a valid regular expression ({exc})",
+            f"redact_patterns: {shown} is not a valid regular expression ({exc})",
             "redact_patterns",
         ) from None
 

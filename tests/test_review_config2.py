@@ -228,3 +228,30 @@ class TestReplaceEveryComputedDefault:
         again = changed.replace(**{name: unset})
         assert expected == again
         assert expected.otlp_headers == again.otlp_headers
+
+
+class TestKeyInAnotherOption:
+    @pytest.mark.parametrize(
+        ("option", "value"),
+        [("url", KEY), ("hostname", KEY * 3), ("app", " " + KEY * 3), ("tags", [KEY, 5]),
+         ("flush_interval", KEY), ("redact_patterns", f"({KEY}"), ("before_send", KEY)],
+        ids=["url", "hostname", "app", "tags", "flush_interval", "redact_patterns",
+             "before_send"],
+    )  # fmt: skip
+    @pytest.mark.parametrize("given", ["key=", "LOGDNA_INGESTION_KEY"])
+    def test_a_bad_value_holding_the_key_is_not_shown(
+        self, env: pytest.MonkeyPatch, option: str, value: object, given: str
+    ) -> None:
+        """The key pasted into another option (a swapped variable, a shifted column) is
+        refused without being echoed: the error names the option, not the value. Before:
+        "url: expected an http(s) URL ..., got '<the key>'"."""
+        options: dict[str, Any] = {option: value, "handle_signals": False}
+        if given == "key=":
+            options["key"] = KEY
+        else:
+            env.setenv("LOGDNA_INGESTION_KEY", KEY)
+        with pytest.raises(ConfigurationError) as info:
+            Client(**options)
+        message = str(info.value)
+        assert message.startswith(f"{option}: ")
+        assert KEY[:12] not in message
