@@ -133,7 +133,13 @@ def _refuse_key() -> Secret:
     raise ConfigurationError("key: expected a string, got <hidden>", "key")
 
 
-def _read_key_file(path: str) -> Secret:
+def _read_key_file(path: object) -> Secret:
+    if isinstance(path, os.PathLike | bytes):
+        path = os.fsdecode(path)
+    if not isinstance(path, str):
+        # (an int would be read as a file descriptor: whatever is open there)
+        raise _bad("key_file", path, "the path of a file")
+    path = path if os.path.exists(path) else os.path.expanduser(path.strip())
     try:
         with open(path, encoding="utf-8") as fh:
             return Secret(fh.read())
@@ -887,13 +893,17 @@ class Config:
 
     def _resolve_verify(self) -> bool | str:
         value: object = self.verify
+        if isinstance(value, os.PathLike):  # (a pathlib.Path, as spool_dir takes one)
+            value = os.fspath(value)
         if isinstance(value, str):
             low = value.strip().lower()
             if low in _TRUE | _FALSE:
                 return low in _TRUE
-            if not os.path.exists(value):
+            # "~/ca.pem", or a path with the blanks a file or variable left around it.
+            path = value if os.path.exists(value) else os.path.expanduser(value.strip())
+            if not os.path.exists(path):
                 raise _bad("verify", value, "true/false or the path of an existing CA bundle")
-            return value
+            return path
         if isinstance(value, bool):
             return value
         raise _bad("verify", value, "true/false or the path of a CA bundle")

@@ -5,6 +5,7 @@ option values as config files and the environment give them."""
 from __future__ import annotations
 
 import os
+import pathlib
 from typing import Any
 
 import pytest
@@ -255,3 +256,31 @@ class TestKeyInAnotherOption:
         message = str(info.value)
         assert message.startswith(f"{option}: ")
         assert KEY[:12] not in message
+
+
+class TestPaths:
+    def test_verify_and_key_file_take_a_path_object_home_and_blanks(
+        self, env: pytest.MonkeyPatch, tmp_path: Any
+    ) -> None:
+        """verify= and key_file= take a pathlib.Path, "~/..." and the blanks a file or a
+        variable leaves around a path, as spool_dir does. Before: verify=Path(...) and
+        verify="~/ca.pem" were refused, key_file="~/key" could not be read."""
+        env.setenv("HOME", str(tmp_path))
+        (tmp_path / "ca.pem").write_text("")
+        (tmp_path / "key").write_text(KEY + "\n")
+        url = "https://logs.example.com/logs/ingest"
+        for verify in (tmp_path / "ca.pem", "~/ca.pem", f" {tmp_path / 'ca.pem'}\n"):
+            config = Config(key=KEY, url=url, verify=verify, handle_signals=False)
+            assert str(tmp_path / "ca.pem") == config.verify
+        for key_file in (pathlib.Path("~/key"), "~/key", " ~/key "):
+            config = Config(url=url, key_file=key_file, handle_signals=False)
+            assert config.secret is not None and KEY == config.secret.reveal()
+
+    def test_a_key_file_that_is_a_number_is_refused_not_read_as_a_descriptor(
+        self, env: pytest.MonkeyPatch
+    ) -> None:
+        """key_file=0 (a number from a YAML file) is refused, naming the option. Before:
+        open() read file descriptor 0, standard input, waiting on it, and closed it."""
+        with pytest.raises(ConfigurationError) as info:
+            Config(url="https://logs.example.com/logs/ingest", key_file=0)  # type: ignore[arg-type]
+        assert str(info.value).startswith("key_file: expected the path of a file")
