@@ -926,6 +926,9 @@ class Config:
         give for their endpoint): computed again, for the URL and protocol of the copy.
         With ``url`` changed, what the OTel variables gave is not kept."""
         changes = hide_key(changes)  # first: as in any frame that receives options
+        from ._options import check_option_names  # noqa: PLC0415 - _options imports this module
+
+        check_option_names(changes)  # "flushinterval": a ConfigurationError naming the closest
         current = {f.name: getattr(self, f.name) for f in fields(self)}
         unset: frozenset[str] = self.__dict__.get("_unset", frozenset())
         again = {*self.__dict__.get("_from_otel", ()), *(unset & _BY_URL)}

@@ -284,3 +284,13 @@ class TestPaths:
         with pytest.raises(ConfigurationError) as info:
             Config(url="https://logs.example.com/logs/ingest", key_file=0)  # type: ignore[arg-type]
         assert str(info.value).startswith("key_file: expected the path of a file")
+
+
+class TestReplaceTypo:
+    def test_a_misspelled_option_names_the_closest(self, env: pytest.MonkeyPatch) -> None:
+        """replace(flushinterval=2) is a ConfigurationError naming flush_interval, as a
+        misspelled option to Client() is. Before: a TypeError from the dataclass."""
+        config = Config(url="http://127.0.0.1:9/")
+        with pytest.raises(ConfigurationError) as info:
+            config.replace(flushinterval=2)
+        assert "did you mean 'flush_interval'?" in str(info.value)
