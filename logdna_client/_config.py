@@ -133,6 +133,21 @@ def _refuse_key() -> Secret:
     raise ConfigurationError("key: expected a string, got <hidden>", "key")
 
 
+def _near_key_variables() -> str:
+    """For the no-key error: the variables set that look meant for the key (LOGDNA_KEY,
+    MZ_INGESTION_KEY, the agent's LOGDNA_AGENT_KEY), by name; never a value."""
+    names = sorted(
+        name
+        for name in os.environ
+        if name != ENV_VARS["key"]
+        and name.upper().startswith(("LOGDNA", "MZ_", "MEZMO"))
+        and "KEY" in name.upper()
+    )
+    if not names:
+        return ""
+    return f" ({', '.join(names[:3])} {'is' if len(names) == 1 else 'are'} set, but not read)"
+
+
 def _read_key_file(path: object) -> Secret:
     if isinstance(path, os.PathLike | bytes):
         path = os.fsdecode(path)
@@ -874,7 +889,8 @@ class Config:
             where = ", ".join(looked) if looked else "key="
             raise ConfigurationError(
                 f"key: no ingestion key found (looked at {where}); pass key=, key_file= or set "
-                + ENV_VARS["key"],
+                + ENV_VARS["key"]
+                + _near_key_variables(),
                 "key",
             )
         secret = Secret(secret.reveal().strip())

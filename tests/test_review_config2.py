@@ -294,3 +294,19 @@ class TestReplaceTypo:
         with pytest.raises(ConfigurationError) as info:
             config.replace(flushinterval=2)
         assert "did you mean 'flush_interval'?" in str(info.value)
+
+
+class TestKeyVariableTypo:
+    @pytest.mark.parametrize("name", ["LOGDNA_KEY", "MZ_INGESTION_KEY", "LOGDNA_API_KEY"])
+    def test_the_no_key_error_names_a_variable_meant_for_it(
+        self, env: pytest.MonkeyPatch, name: str
+    ) -> None:
+        """With the key in a variable the library does not read (LOGDNA_KEY, the agent's
+        MZ_INGESTION_KEY), the no-key error names that variable, never its value.
+        Before: it said only that no key was found."""
+        env.setenv(name, KEY)
+        with pytest.raises(ConfigurationError) as info:
+            Config(url="https://logs.example.com/logs/ingest")
+        message = str(info.value)
+        assert f"({name} is set, but not read)" in message
+        assert KEY not in message
