@@ -16,6 +16,7 @@ import os
 import re
 import socket
 from collections.abc import Callable, Iterable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal, cast
 from urllib.parse import unquote, urlsplit
@@ -112,6 +113,11 @@ def _environ(name: str) -> str | None:
     return os.environ.get(name)
 
 
+def _blank(value: object) -> bool:
+    """Whether ``value`` is None or text of blanks: an option not given."""
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
 def _as_secret(value: object) -> Secret | None:
     """The key as a Secret (None stays None); a key that is not a string is refused
     without being shown, or kept in this frame's locals."""
@@ -127,7 +133,28 @@ def _refuse_key() -> Secret:
     raise ConfigurationError("key: expected a string, got <hidden>", "key")
 
 
-def _read_key_file(path: str) -> Secret:
+def _near_key_variables() -> str:
+    """For the no-key error: the variables set that look meant for the key (LOGDNA_KEY,
+    MZ_INGESTION_KEY, the agent's LOGDNA_AGENT_KEY), by name; never a value."""
+    names = sorted(
+        name
+        for name in os.environ
+        if name != ENV_VARS["key"]
+        and name.upper().startswith(("LOGDNA", "MZ_", "MEZMO"))
+        and "KEY" in name.upper()
+    )
+    if not names:
+        return ""
+    return f" ({', '.join(names[:3])} {'is' if len(names) == 1 else 'are'} set, but not read)"
+
+
+def _read_key_file(path: object) -> Secret:
+    if isinstance(path, os.PathLike | bytes):
+        path = os.fsdecode(path)
+    if not isinstance(path, str):
+        # (an int would be read as a file descriptor: whatever is open there)
+        raise _bad("key_file", path, "the path of a file")
+    path = path if os.path.exists(path) else os.path.expanduser(path.strip())
     try:
         with open(path, encoding="utf-8") as fh:
             return Secret(fh.read())
@@ -190,8 +217,21 @@ def _hide_url(url: object) -> object:
     return Secret(cast(str, url))  # (whatever its type: refused, unseen)
 
 
+# The keys of the Config being built (given, and LOGDNA_INGESTION_KEY's), as Secrets: a
+# value that holds one (the key pasted into url= or app=, a swapped variable) is not shown.
+_KEYS: ContextVar[tuple[Secret, ...]] = ContextVar("_KEYS", default=())
+
+
+def _shows_key(value: object) -> bool:
+    """Whether ``value``, as a message would show it, holds a key of the Config being built
+    (one of 8 characters or more: a shorter one is no key, and would hide every value)."""
+    text = value if isinstance(value, str) else repr(value)
+    return any(len(s.reveal().strip()) >= 8 and s.reveal().strip() in text for s in _KEYS.get())
+
+
 def _bad(option: str, value: object, expected: str) -> ConfigurationError:
-    shown = "<hidden>" if option in ("key", "key_file") else repr(value)
+    hidden = option in ("key", "key_file") or _shows_key(value)
+    shown = "<hidden>" if hidden else repr(value)
     if len(shown) > 80:
         shown = shown[:77] + "..."
     return ConfigurationError(f"{option}: expected {expected}, got {shown}", option)
@@ -218,7 +258,8 @@ def to_duration(option: str, value: object, *, minimum: float, maximum: float) -
     if isinstance(value, bool):
         raise _bad(option, value, "a number of seconds")
     if isinstance(value, int | float):
-        seconds = float(value)
+        # (an int past float's range: out of range, as inf is)
+        seconds = float(value) if abs(value) < 1e300 else float("inf")
     elif isinstance(value, str):
         m = _DURATION_RE.match(value)
         if not m:
@@ -246,7 +287,9 @@ def to_size(option: str, value: object, *, minimum: int, maximum: int) -> int:
         m = _SIZE_RE.match(value)
         if not m:
             raise _bad(option, value, 'a number of bytes such as "1048576", "512KiB" or "2MB"')
-        size = int(float(m.group(1)) * _SIZE_UNITS[(m.group(2) or "").lower()])
+        number = float(m.group(1)) * _SIZE_UNITS[(m.group(2) or "").lower()]
+        # (digits past float's range are inf: out of range, not an OverflowError)
+        size = int(number) if number < 1e300 else maximum + 1
     else:
         raise _bad(option, value, "a number of bytes")
     if not (minimum <= size <= maximum):
@@ -264,7 +307,7 @@ def to_level(option: str, value: object) -> int:
         return value
     if isinstance(value, str):
         text = value.strip()
-        if text.isdigit():
+        if text.isdecimal():  # (what int() reads: isdigit() also takes "²")
             return int(text)
         level = logging.getLevelName(text.upper())
         if isinstance(level, int):
@@ -424,16 +467,16 @@ def _otel_endpoint() -> tuple[str, str | None]:
     return name, url
 
 
-def _otel_headers() -> tuple[tuple[str, Secret], ...]:
-    """The headers ``OTEL_EXPORTER_OTLP_(LOGS_)HEADERS`` give: ``k=v,k2=v2``, names and
-    values percent-decoded; each value held in a Secret (they often carry a token).
+def _otel_headers() -> tuple[str, tuple[tuple[str, Secret], ...]]:
+    """(the variable, the headers) ``OTEL_EXPORTER_OTLP_(LOGS_)HEADERS`` give: ``k=v,k2=v2``,
+    names and values percent-decoded; each value held in a Secret (they often carry a token).
 
     A malformed entry is a ConfigurationError naming the variable and the entry's place,
     never its text: without the header the receiver refuses every request, which is
     better said at start than found in a 401 later."""
     found = _otel_variable(OTEL_HEADERS)
     if found is None:
-        return ()
+        return "", ()
     name = found[0]
     headers = _parse_headers(found[1])
     del found  # the raw text: not in this frame's locals when an error is captured
@@ -443,7 +486,33 @@ def _otel_headers() -> tuple[tuple[str, Secret], ...]:
             "printable ASCII (percent-encoded)",
             "url",
         )
-    return headers
+    return name, headers
+
+
+# Header names that carry a credential (see _auth.credentials_in): one such header in
+# the OTel headers and the key would be two credentials on one request.
+_CREDENTIAL_HEADERS = ("authorization", "apikey")
+
+
+def _one_credential(
+    secret: Secret | None, key_given: str, variable: str, headers: tuple[tuple[str, Secret], ...]
+) -> Secret | None:
+    """The key to send beside the OTel ``headers``: a request carries one credential.
+
+    A credential header there is the OTel endpoint's own (the variables came with it), so
+    it wins over an ambient ``LOGDNA_INGESTION_KEY`` (often set pod-wide for another
+    handler), which is then not sent. Beside a key given on purpose (``key_given`` names
+    how), it is a ConfigurationError naming both, neither's value."""
+    credential = next((n for n, _ in headers if n.lower() in _CREDENTIAL_HEADERS), None)
+    if credential is None or secret is None:
+        return secret
+    if key_given:
+        raise ConfigurationError(
+            f"key: {key_given} and the {credential} header in {variable} are two credentials, "
+            "and a request carries one; drop one of them",
+            "key",
+        )
+    return None
 
 
 def _otel_certificate() -> str | None:
@@ -590,10 +659,19 @@ class Config:
             value = getattr(self, option)
             if isinstance(value, str) and not value.strip():
                 set_(self, option, _DEFAULTS[option])
+        # What was not given, for replace(): computed again there, as here.
+        unset = frozenset(f.name for f in fields(self) if getattr(self, f.name) is None)
+        set_(self, "_unset", unset)
 
         # -- where and as whom
         otlp = isinstance(self.protocol, str) and self.protocol.strip().lower() == "otlp"
-        url: object = self.url if self.url is not None else env(ENV_VARS["url"])
+        # A blank url (an empty template variable, a bare "url =") is one not given, as a
+        # blank boolean is: the default in its place would send the key and every line to
+        # the classic host, whatever LOGDNA_URL or the OTel endpoint said.
+        url: object = None if _blank(self.url) else self.url
+        if url is None:
+            set_(self, "_unset", unset | {"url"})
+            url = None if _blank(env(ENV_VARS["url"])) else env(ENV_VARS["url"])
         # Where the URL came from, as messages name it: OpenTelemetry's variables are the
         # exporter's settings, read only for OTLP and only when url= and LOGDNA_URL are not
         # given (those were set for this library on purpose, the OTel ones often pod-wide).
@@ -633,7 +711,7 @@ class Config:
         # The OTel headers go only to the endpoint the OTel variables name, as the SDK's
         # exporter sends them: they often hold a vendor's token, which url= or LOGDNA_URL
         # pointing elsewhere must not receive.
-        headers = _otel_headers() if source != "url" else ()
+        headers_from, headers = _otel_headers() if source != "url" else ("", ())
         # So does the CA the OTel variables name (a Collector behind a private CA): in
         # place of the default ones, it would fail a url= to a public endpoint.
         otel_ca = _otel_certificate() if source != "url" else None
@@ -658,7 +736,10 @@ class Config:
         if plain and not otlp:
             raise _plain_http_refused(said, parts.hostname, ["the ingestion key"])
         # An OpenTelemetry Collector usually takes local senders without a key.
+        key_given = "key=" if self.key is not None else ""
+        key_given = key_given or ("key_file=" if self.key_file is not None else "")
         secret = self._resolve_key(_is_loopback(parts.hostname) or otlp)
+        secret = _one_credential(secret, key_given, headers_from, headers)
         carried = (("the ingestion key", secret), ("the OTel headers", headers))
         sent = [what for what, value in carried if value]
         if plain and sent:
@@ -667,8 +748,10 @@ class Config:
         set_(self, "url", url)
         set_(self, "key", secret)
 
-        hostname = self.hostname if self.hostname is not None else env(ENV_VARS["hostname"])
-        set_(self, "hostname", _optional_name("hostname", hostname) or detected_hostname())
+        # Blank is not given, as for url: a line has a hostname, LOGDNA_HOSTNAME's first.
+        hostname = _optional_name("hostname", self.hostname)
+        hostname = hostname or _optional_name("hostname", env(ENV_VARS["hostname"]))
+        set_(self, "hostname", hostname or detected_hostname())
         set_(self, "ip", _optional_name("ip", self.ip))
         set_(self, "mac", _optional_name("mac", self.mac))
         tags = self.tags if self.tags is not None else env(ENV_VARS["tags"])
@@ -705,7 +788,8 @@ class Config:
         set_(self, "compress", to_bool("compress", self.compress))
         signals = self.handle_signals
         if signals is None:
-            signals = env(ENV_VARS["handle_signals"]) or True
+            signals = env(ENV_VARS["handle_signals"])  # blank: not set, as a blank option
+            signals = True if _blank(signals) else signals
         set_(self, "handle_signals", to_bool("handle_signals", signals))
         set_(self, "index_meta", to_bool("index_meta", self.index_meta))
         record_meta = self.record_meta
@@ -805,7 +889,8 @@ class Config:
             where = ", ".join(looked) if looked else "key="
             raise ConfigurationError(
                 f"key: no ingestion key found (looked at {where}); pass key=, key_file= or set "
-                + ENV_VARS["key"],
+                + ENV_VARS["key"]
+                + _near_key_variables(),
                 "key",
             )
         secret = Secret(secret.reveal().strip())
@@ -824,13 +909,17 @@ class Config:
 
     def _resolve_verify(self) -> bool | str:
         value: object = self.verify
+        if isinstance(value, os.PathLike):  # (a pathlib.Path, as spool_dir takes one)
+            value = os.fspath(value)
         if isinstance(value, str):
             low = value.strip().lower()
             if low in _TRUE | _FALSE:
                 return low in _TRUE
-            if not os.path.exists(value):
+            # "~/ca.pem", or a path with the blanks a file or variable left around it.
+            path = value if os.path.exists(value) else os.path.expanduser(value.strip())
+            if not os.path.exists(path):
                 raise _bad("verify", value, "true/false or the path of an existing CA bundle")
-            return value
+            return path
         if isinstance(value, bool):
             return value
         raise _bad("verify", value, "true/false or the path of a CA bundle")
@@ -847,25 +936,28 @@ class Config:
         return cast("Secret | None", self.key)
 
     def replace(self, **changes: Any) -> Config:
-        """A copy with some options changed (and re-validated). With ``url`` changed, what
-        the OTel variables gave for their endpoint (headers, timeout, compression, CA)
-        is not kept."""
+        """A copy with some options changed (and re-validated). An option changed to None
+        is not given, as at construction. So is, unless changed, one that depends on the
+        URL and was not given (the URL, the timeout, compression and CA the OTel variables
+        give for their endpoint): computed again, for the URL and protocol of the copy.
+        With ``url`` changed, what the OTel variables gave is not kept."""
         changes = hide_key(changes)  # first: as in any frame that receives options
+        from ._options import check_option_names  # noqa: PLC0415 - _options imports this module
+
+        check_option_names(changes)  # "flushinterval": a ConfigurationError naming the closest
         current = {f.name: getattr(self, f.name) for f in fields(self)}
-        from_otel: tuple[str, ...] = self.__dict__.get("_from_otel", ())
+        unset: frozenset[str] = self.__dict__.get("_unset", frozenset())
+        again = {*self.__dict__.get("_from_otel", ()), *(unset & _BY_URL)}
         if "url" in changes:
-            # What the OTel variables gave is their URL's, as their headers are: a new
-            # URL has the options' own defaults (or what is given), as Config(url=) does.
-            current.update((name, _DEFAULTS[name]) for name in from_otel)
+            again.discard("url")
+        # (The OTel headers and an ambient key's yielding to them come again with the URL.)
+        current.update((name, _DEFAULTS[name]) for name in again)
         current.update(changes)
-        config = Config(**current)
-        if "url" not in changes:
-            kept = tuple(name for name in from_otel if name not in changes)
-            object.__setattr__(config, "_from_otel", kept)
-            if config.protocol == "otlp":
-                # The URL the OTel variables gave is now given: their headers go with it still.
-                object.__setattr__(config, "_otlp_headers", self.otlp_headers)
-        return config
+        return Config(**current)
+
+
+# Options whose value, when not given, depends on the URL and protocol (the OTel variables).
+_BY_URL = frozenset({"url", "request_timeout", "compress"})
 
 
 def _hiding_init(generated: Callable[..., None]) -> Callable[..., None]:
@@ -879,7 +971,14 @@ def _hiding_init(generated: Callable[..., None]) -> Callable[..., None]:
             args = (Secret(args[0]), *args[1:])
         if len(args) > _URL_AT:  # (the url given by position: fields in order)
             args = (*args[:_URL_AT], _hide_url(args[_URL_AT]), *args[_URL_AT + 1 :])
-        generated(self, *args, **kwargs)
+        given = args[0] if args else kwargs.get("key")
+        keys = (given, _as_secret(_environ(ENV_VARS["key"])))
+        token = _KEYS.set(tuple(key for key in keys if isinstance(key, Secret)))
+        del given, keys
+        try:
+            generated(self, *args, **kwargs)
+        finally:
+            _KEYS.reset(token)
 
     return __init__
 
@@ -909,8 +1008,9 @@ def _check_pattern(pattern: str) -> None:
     try:
         re.compile(pattern)
     except re.error as exc:
+        shown = "<hidden>" if _shows_key(pattern) else repr(pattern)
         raise ConfigurationError(
-            f"redact_patterns: {pattern!r} is not a valid regular expression ({exc})",
+            f"redact_patterns: {shown} is not a valid regular expression ({exc})",
             "redact_patterns",
         ) from None
 
