@@ -875,8 +875,9 @@ class HTTPTransport:
         secret = config.secret
         # To scrub from what servers and proxies say back (some quote the headers).
         self._key = secret.reveal() if secret is not None else None
-        # OTEL_EXPORTER_OTLP_HEADERS (config.otlp_headers): under the key's header, which
-        # wins where both name one, and scrubbed from answers as the key is.
+        # OTEL_EXPORTER_OTLP_HEADERS (config.otlp_headers), scrubbed from answers as the
+        # key is. Config lets a request carry one credential: the key, or an Authorization
+        # or apikey header there, never both (_config._one_credential).
         extra = [(name, value.reveal()) for name, value in config.otlp_headers]
         session.headers.update(extra)
         session.headers.update(auth_headers(config.auth, self._key))
