@@ -1,6 +1,6 @@
 """Process ends the other tests leave out, in real child processes with real signals against
-the real devserver (an adversarial review: none of these broke a promise; they stay so that
-none does later).
+the real devserver (an adversarial review: only the last broke a promise, the others stay
+so that none does later).
 
 - SIGKILL again and again through the whole client (sender, spool, adoption), two
   processes at a time on one folder, against a service that fails half its requests: every
@@ -12,6 +12,8 @@ none does later).
   every line logged before the signal is on disk, and the next process sends each once.
 - ``concurrent.futures.ProcessPoolExecutor`` (fork, spawn, forkserver) with the service down
   and the spool on, and ``Pool(maxtasksperchild=...)``: every line a worker logged arrives once.
+- Lines an ending leaves in the spool are counted on stderr where no logging is configured
+  (docs/spool.md: "the exit report says how many lines were left there"; it said nothing).
 """
 
 from __future__ import annotations
@@ -315,3 +317,62 @@ class TestProcessPools:
     ) -> None:
         _run_pool(tmp_path, server, "pool", method, "")
         _every_worker_line_once(server)
+
+
+# Logs HELD lines with the service down and the spool on, then ends as the test says
+# (no logging configuration of its own: the library's logger shows nothing).
+_LEAVES_ON_DISK = """
+for i in range(1000):
+    log.info("l %d", i)
+if os.environ.get("CLOSE"):
+    client.close()
+    mark("closed")
+mark("ready")
+if os.environ.get("WAIT"):
+    wait_for("never")
+"""
+
+
+class TestLinesLeftInTheSpoolAreSaid:
+    @pytest.mark.parametrize("ending", ["exit", "SIGTERM"])
+    def test_the_exit_says_how_many_on_stderr(
+        self, server: DevServer, tmp_path: Path, ending: str
+    ) -> None:
+        """docs/spool.md: at the deadline "the exit report says how many lines were left
+        there". With no logging configured, the library's WARNING went nowhere and the
+        exit said nothing at all (a loss is said on stderr then: this is the count of lines
+        the next process must deliver, and where they wait)."""
+        spool = tmp_path / "spool"
+        server.go_down()
+        child = Child(
+            _LEAVES_ON_DISK, server.url, env={"WAIT": "1" if ending == "SIGTERM" else ""},
+            spool_dir=str(spool), shutdown_timeout="1", flush_interval="0.1",
+        )  # fmt: skip
+        child.expect("ready")
+        if ending == "SIGTERM":
+            child.kill(signal.SIGTERM)
+        code, _ = child.finish()
+        assert (-signal.SIGTERM if ending == "SIGTERM" else 0) == code, child.stderr
+        _clean(child)
+        said = f"logdna_client: 1000 line(s) left in the spool at {spool} for the next process"
+        assert 1 == child.stderr.count(said), child.stderr
+        server.come_up()
+        _replay(server, spool)
+        assert [f"l {i}" for i in range(1000)] == [t for t in texts(server) if t[:2] == "l "]
+
+    def test_an_applications_close_says_nothing_on_stderr(
+        self, server: DevServer, tmp_path: Path
+    ) -> None:
+        """A close() while the process goes on is no ending: the count goes to the
+        library's logger only, as every report does."""
+        server.go_down()
+        child = Child(
+            _LEAVES_ON_DISK, server.url, env={"CLOSE": "1", "WAIT": "1"},
+            spool_dir=str(tmp_path / "spool"), shutdown_timeout="1", flush_interval="0.1",
+        )  # fmt: skip
+        child.expect("closed")
+        child.expect("ready")
+        assert not [line for line in child.stderr_lines if "left in the spool" in line]
+        child.kill(signal.SIGTERM)
+        child.finish()
+        assert "left in the spool" not in child.stderr, child.stderr
