@@ -183,6 +183,7 @@ class Client:
             config, self._buffer, transport, self._reporter, self._summary_line, self._backoff
         )
         self._sender.on_shutdown_loss = self._shutdown_loss
+        self._sender.on_spool_left = _exit.say_at_ending
         self._sender.on_start = _exit.hook_celery_pool_exit
         self._started = False
         self._starting = False

@@ -49,6 +49,7 @@ __all__ = [
     "owns",
     "register",
     "report_exit_loss",
+    "say_at_ending",
     "under_logging_lock",
 ]
 
@@ -794,6 +795,21 @@ def report_exit_loss(message: str) -> None:
         logger.error(message, extra={KIND_ATTR: "exit-loss"})
     except Exception:
         pass
+    _say_unseen(message)
+
+
+def say_at_ending(message: str) -> None:
+    """Say on stderr, where nothing would show the library's report of it (already
+    logged), what a close that is part of the process's ending (the exit hook, a
+    termination signal, ``logging.shutdown()``) left for the next process: the lines it
+    wrote to the spool. A close while the process goes on leaves it to the logger."""
+    if time.monotonic() <= _window_end + _WINDOW_GRACE:
+        _say_unseen(message)
+
+
+def _say_unseen(message: str) -> None:
+    """Write ``message`` on stderr unless a handler of the application shows the
+    library's ERRORs (which were given it)."""
     try:
         visible = _has_visible_handler()
     except Exception:  # whether anyone would show it is unknown: say it here too

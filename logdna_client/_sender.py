@@ -233,6 +233,9 @@ class Sender:
         self._summary_counts: dict[str, int] | None = None
         #: Told how many lines the shutdown deadline cut off.
         self.on_shutdown_loss: Callable[[int], None] | None = None
+        #: Told what the report below says of lines left on disk (the Client says it on
+        #: stderr at the process's end, where the library's logger shows nothing).
+        self.on_spool_left: Callable[[str], None] | None = None
         #: Run first on the sender thread (it may wait for another library's lock,
         #: which a logging call in a signal handler must never do).
         self.on_start: Callable[[], None] | None = None
@@ -425,11 +428,13 @@ class Sender:
             # called after it) answered True with 400 lines on disk for the next process.
             self._left_on_disk = self.spool.undelivered
             if spilled or self.spool.backlog:
-                self._reporter.report(
-                    "spool-left", logging.WARNING,
-                    "logdna_client: %d line(s) left in the spool at %s for the next process",
-                    self.spool.pending()[1], self.spool.directory,
-                )  # fmt: skip
+                left = (
+                    f"logdna_client: {self.spool.pending()[1]} line(s) left in the spool at "
+                    f"{self.spool.directory} for the next process"
+                )
+                self._reporter.report("spool-left", logging.WARNING, "%s", left)
+                if self.on_spool_left is not None:
+                    self.on_spool_left(left)
             self.spool.close()
         self._transport.close()
         self.finished.set()
