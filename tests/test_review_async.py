@@ -6,6 +6,7 @@ clients (Flask's and Django's run the app on the calling thread, as a sync worke
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterator
 from typing import Any
@@ -115,3 +116,112 @@ class TestFlaskHookBeforeOurs:
         assert {} == get_request_context()
         (line,) = delivered(server, handler.client, 1)
         assert ("pre-1", 404) == (line["meta"].get("request_id"), line["meta"].get("http_status"))
+
+
+class _Records(logging.Handler):
+    """Keeps the messages of the records it sees, in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+async def call(
+    app: Any, path: str, headers: list[tuple[bytes, bytes]]
+) -> tuple[int, dict[bytes, bytes]]:
+    """One HTTP GET through the ASGI interface, as a server makes it (the client stays
+    connected: a second ``receive`` waits); returns the status and the headers."""
+
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+        "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
+        "root_path": "", "headers": headers, "client": ("127.0.0.1", 5000),
+        "server": ("testserver", 80),
+    }  # fmt: skip
+    sent: list[dict[str, Any]] = []
+    requested = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal requested
+        if not requested:
+            requested = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await asyncio.get_running_loop().create_future()  # connected until cancelled
+        raise AssertionError("unreachable")
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    return sent[0]["status"], dict(sent[0]["headers"])
+
+
+class TestAsgiAccessLineAndBackgroundTasks:
+    """Starlette runs a response's ``BackgroundTask`` after the last byte went out, in the
+    request's task: the client has its answer, the request is over."""
+
+    def app(self, job: Any) -> Any:
+        from starlette.applications import Starlette
+        from starlette.background import BackgroundTask
+        from starlette.middleware import Middleware
+        from starlette.responses import PlainTextResponse, StreamingResponse
+        from starlette.routing import Route
+
+        from logdna_client.contrib.asgi import LogDNAMiddleware
+
+        async def signup(request: Any) -> Any:
+            return PlainTextResponse("ok", background=BackgroundTask(job))
+
+        async def chunks() -> Any:
+            yield b"a"
+            yield b"b"
+
+        async def stream(request: Any) -> Any:
+            return StreamingResponse(chunks(), background=BackgroundTask(job))
+
+        return Starlette(
+            routes=[Route("/signup", signup), Route("/stream", stream)],
+            middleware=[Middleware(LogDNAMiddleware, access_log=True)],
+        )
+
+    @pytest.mark.parametrize("path", ["/signup", "/stream"])
+    def test_access_line_does_not_wait_for_the_background_task(
+        self, path: str, server: DevServer, handler: LogDNAHandler
+    ) -> None:
+        """The access line is logged once the response is sent, before the background task
+        runs (whose time it does not count), with the request's fields and status; the
+        task's own lines carry the request's context too.
+
+        Seen failing before the fix: the line came after the task, its time counted."""
+
+        records = _Records()
+        access = logging.getLogger("asgi.access")
+        access.addHandler(records)
+        seen_by_job: list[list[str]] = []
+
+        async def job() -> None:
+            seen_by_job.append(list(records.messages))
+            logging.getLogger(APP_LOGGER).info("job ran")
+
+        try:
+            status, headers = asyncio.run(
+                call(self.app(job), path, headers=[(b"x-request-id", b"bg-1")])
+            )
+        finally:
+            access.removeHandler(records)
+        assert (200, b"bg-1") == (status, headers[b"x-request-id"])
+        ((line_seen,),) = seen_by_job
+        assert line_seen.startswith(f"GET {path} 200 "), line_seen
+        lines = {x["line"].split(" (")[0]: x["meta"] for x in delivered(server, handler.client, 2)}
+        meta = lines[f"GET {path} 200"]
+        assert ("bg-1", path, 200) == (
+            meta.get("request_id"), meta.get("http_path"), meta.get("http_status")
+        ), meta  # fmt: skip
+        meta = lines["job ran"]
+        assert ("bg-1", path) == (meta.get("request_id"), meta.get("http_path")), meta
+        if path == "/signup":  # (a StreamingResponse's start is sent from a task of its own)
+            assert 200 == meta.get("http_status"), meta
+        assert {} == get_request_context()

@@ -136,6 +136,26 @@ class LogDNAMiddleware:
             _own.debug("logdna_client: could not bind the request context", exc_info=True)
             request_id = None
 
+        access_logged = False
+
+        def log_access_once() -> None:
+            """The access line, once: when the response's last byte was sent (a
+            ``BackgroundTask`` runs after it, in this task: neither its time nor its
+            end are the request's), else when the app returned or raised."""
+            nonlocal access_logged
+            if access_logged or not access_log or scope["type"] != "http":
+                return
+            access_logged = True
+            # With the response's fields: the task sending it may not be this one.
+            bound = bind_request_context(**response_added) if token is not None else None
+            try:
+                log_access(access_logger, method, path, status, started)
+            except Exception:
+                _own.debug("logdna_client: could not log the access line", exc_info=True)
+            finally:
+                if bound is not None:
+                    reset_request_context(bound)
+
         def responded(new_status: int) -> None:
             nonlocal status
             status = new_status
@@ -161,6 +181,8 @@ class LogDNAMiddleware:
                         "logdna_client: could not record the response context", exc_info=True
                     )
             await send(message)
+            if kind == "http.response.body" and not message.get("more_body", False):
+                log_access_once()
 
         try:
             await self.app(scope, receive, send_with_context)
@@ -175,10 +197,7 @@ class LogDNAMiddleware:
                     _own.debug("logdna_client: could not record the 500", exc_info=True)
             raise
         finally:
-            if access_log and scope["type"] == "http":
-                if response_added and token is not None:
-                    update_request_context(**response_added)
-                log_access(access_logger, method, path, status, started)
+            log_access_once()
             if token is not None:
                 reset_request_context(token)
 
