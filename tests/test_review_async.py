@@ -225,3 +225,57 @@ class TestAsgiAccessLineAndBackgroundTasks:
         if path == "/signup":  # (a StreamingResponse's start is sent from a task of its own)
             assert 200 == meta.get("http_status"), meta
         assert {} == get_request_context()
+
+
+class TestAsgiErrorLinesOutsideTheMiddleware:
+    """An exception that escapes the middleware is logged outside it, where no request
+    context is bound: by the app's ``exception_handler(Exception)`` (Starlette runs it in
+    its ServerErrorMiddleware, the outermost) and by the server (uvicorn's
+    ``Exception in ASGI application`` on ``uvicorn.error``)."""
+
+    def test_error_lines_carry_the_failed_requests_context(
+        self, server: DevServer, handler: LogDNAHandler
+    ) -> None:
+        """With ``RequestContextFilter`` on the handler both error lines, tracebacks
+        included, carry the request's id, path and the 500; the next line outside any
+        request carries none."""
+        from starlette.applications import Starlette
+        from starlette.middleware import Middleware
+        from starlette.responses import PlainTextResponse
+        from starlette.routing import Route
+
+        from logdna_client.contrib.asgi import LogDNAMiddleware
+
+        log = logging.getLogger(APP_LOGGER)
+
+        async def broken(request: Any) -> Any:
+            raise RuntimeError("the view failed")
+
+        async def unhandled(request: Any, exc: Exception) -> Any:
+            log.exception("unhandled error")
+            return PlainTextResponse("internal error", status_code=500)
+
+        app = Starlette(
+            routes=[Route("/broken", broken)],
+            middleware=[Middleware(LogDNAMiddleware)],
+            exception_handlers={Exception: unhandled},
+        )
+
+        async def serve() -> None:
+            # What uvicorn's request task does with what the app raised.
+            try:
+                await call(app, "/broken", [(b"x-request-id", b"err-1")])
+            except Exception as exc:
+                log.error("Exception in ASGI application\n", exc_info=exc)
+
+        asyncio.run(serve())
+        log.info("outside")
+        lines = {x["line"].split("\n")[0]: x for x in delivered(server, handler.client, 3)}
+        for text in ("unhandled error", "Exception in ASGI application"):
+            line = lines[text]
+            assert "the view failed" in line["line"]  # the traceback
+            meta = line["meta"]
+            assert ("err-1", "/broken", 500) == (
+                meta.get("request_id"), meta.get("http_path"), meta.get("http_status")
+            ), (text, meta)  # fmt: skip
+        assert "request_id" not in lines["outside"]["meta"]

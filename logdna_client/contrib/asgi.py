@@ -39,6 +39,8 @@ from .._context import (
     RequestContextFilter,
     bind_request_context,
     clean_path,
+    get_request_context,
+    remember_context,
     reset_request_context,
     update_request_context,
 )
@@ -186,7 +188,7 @@ class LogDNAMiddleware:
 
         try:
             await self.app(scope, receive, send_with_context)
-        except Exception:
+        except Exception as exc:
             if status is None and scope["type"] == "http":
                 # Unanswered: the server (or Starlette's ServerErrorMiddleware, outside
                 # this one) answers 500, which the access line says, as Django's and
@@ -195,6 +197,10 @@ class LogDNAMiddleware:
                     responded(500)
                 except Exception:
                     _own.debug("logdna_client: could not record the 500", exc_info=True)
+            if token is not None:
+                # For the lines that log it outside, where nothing is bound (the server's
+                # traceback, Starlette's exception_handler(Exception)): RequestContextFilter.
+                remember_context(exc, get_request_context())
             raise
         finally:
             log_access_once()
