@@ -130,16 +130,17 @@ class _Records(logging.Handler):
 
 
 async def call(
-    app: Any, path: str, headers: list[tuple[bytes, bytes]]
+    app: Any, path: str, headers: list[tuple[bytes, bytes]], extensions: Any = None
 ) -> tuple[int, dict[bytes, bytes]]:
     """One HTTP GET through the ASGI interface, as a server makes it (the client stays
-    connected: a second ``receive`` waits); returns the status and the headers."""
+    connected: a second ``receive`` waits; ``extensions``: those the server offers);
+    returns the status and the headers."""
 
     scope = {
         "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
         "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
         "root_path": "", "headers": headers, "client": ("127.0.0.1", 5000),
-        "server": ("testserver", 80),
+        "server": ("testserver", 80), "extensions": extensions or {},
     }  # fmt: skip
     sent: list[dict[str, Any]] = []
     requested = False
@@ -167,7 +168,7 @@ class TestAsgiAccessLineAndBackgroundTasks:
         from starlette.applications import Starlette
         from starlette.background import BackgroundTask
         from starlette.middleware import Middleware
-        from starlette.responses import PlainTextResponse, StreamingResponse
+        from starlette.responses import FileResponse, PlainTextResponse, StreamingResponse
         from starlette.routing import Route
 
         from logdna_client.contrib.asgi import LogDNAMiddleware
@@ -182,12 +183,15 @@ class TestAsgiAccessLineAndBackgroundTasks:
         async def stream(request: Any) -> Any:
             return StreamingResponse(chunks(), background=BackgroundTask(job))
 
+        async def file(request: Any) -> Any:
+            return FileResponse(__file__, background=BackgroundTask(job))
+
         return Starlette(
-            routes=[Route("/signup", signup), Route("/stream", stream)],
+            routes=[Route("/signup", signup), Route("/stream", stream), Route("/file", file)],
             middleware=[Middleware(LogDNAMiddleware, access_log=True)],
         )
 
-    @pytest.mark.parametrize("path", ["/signup", "/stream"])
+    @pytest.mark.parametrize("path", ["/signup", "/stream", "/file"])
     def test_access_line_does_not_wait_for_the_background_task(
         self, path: str, server: DevServer, handler: LogDNAHandler
     ) -> None:
@@ -206,9 +210,12 @@ class TestAsgiAccessLineAndBackgroundTasks:
             seen_by_job.append(list(records.messages))
             logging.getLogger(APP_LOGGER).info("job ran")
 
+        # A server that sends files itself: Starlette's FileResponse hands it the path,
+        # in one message that ends the response.
+        offered = {"http.response.pathsend": {}}
         try:
             status, headers = asyncio.run(
-                call(self.app(job), path, headers=[(b"x-request-id", b"bg-1")])
+                call(self.app(job), path, [(b"x-request-id", b"bg-1")], offered)
             )
         finally:
             access.removeHandler(records)

@@ -183,7 +183,10 @@ class LogDNAMiddleware:
                         "logdna_client: could not record the response context", exc_info=True
                     )
             await send(message)
-            if kind == "http.response.body" and not message.get("more_body", False):
+            if kind == "http.response.pathsend" or (
+                kind in ("http.response.body", "http.response.zerocopysend")
+                and not message.get("more_body", False)
+            ):  # the response's last message (pathsend, zerocopysend: ASGI extensions)
                 log_access_once()
 
         try:
