@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -286,3 +287,100 @@ class TestAsgiErrorLinesOutsideTheMiddleware:
                 meta.get("request_id"), meta.get("http_path"), meta.get("http_status")
             ), (text, meta)  # fmt: skip
         assert "request_id" not in lines["outside"]["meta"]
+
+
+class LazyAuthMiddleware:
+    """What Django's AuthenticationMiddleware does: ``request.user`` a lazy object whose
+    first look reads the session and the user from the database (``async_unsafe``, as
+    Django's database calls are: in a coroutine they raise SynchronousOnlyOperation),
+    and, where ``auser`` is asked for (Django 5.0+), ``request.auser`` for coroutines."""
+
+    with_auser = True
+
+    def __init__(self, get_response: Any) -> None:
+        from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+
+        self.get_response = get_response
+        if iscoroutinefunction(get_response):
+            markcoroutinefunction(self)
+
+    def __call__(self, request: Any) -> Any:
+        from django.utils.asyncio import async_unsafe
+        from django.utils.functional import SimpleLazyObject
+
+        class User:
+            pk = 5
+            is_authenticated = True
+
+        request.user = SimpleLazyObject(async_unsafe(User))
+        if self.with_auser:
+
+            async def auser() -> Any:
+                return User()
+
+            request.auser = auser
+        return self.get_response(request)
+
+
+async def django_async_view(request: Any) -> Any:
+    from django.http import HttpResponse
+
+    logging.getLogger(APP_LOGGER).info("in async view")
+    return HttpResponse("ok")
+
+
+def django_sync_view(request: Any) -> Any:
+    from django.http import HttpResponse
+
+    logging.getLogger(APP_LOGGER).info("in sync view")
+    return HttpResponse("ok")
+
+
+def _urlpatterns() -> list[Any]:
+    from django.urls import path
+
+    return [path("async", django_async_view), path("sync", django_sync_view)]
+
+
+class TestDjangoUserUnderAsgi:
+    """Under ASGI the middleware chain runs in a coroutine, where the authenticated
+    user's first look (a database read) is refused: ``user_id`` went missing from every
+    line of an ASGI deployment, silently, while WSGI had it."""
+
+    @pytest.fixture(autouse=True)
+    def _django(self, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+        pytest.importorskip("django")
+        from tests.helpers import django_settings
+
+        monkeypatch.setattr(sys.modules[__name__], "urlpatterns", _urlpatterns(), raising=False)
+        middleware = [
+            f"{__name__}.LazyAuthMiddleware",
+            "logdna_client.contrib.django.LogDNARequestContextMiddleware",
+        ]
+        with django_settings(__name__, middleware), override_access_log():
+            yield
+
+    @pytest.mark.parametrize("with_auser", [True, False], ids=["auser", "django-4.2"])
+    @pytest.mark.parametrize("view", ["async", "sync"])
+    def test_user_id_on_view_and_access_lines(
+        self,
+        view: str,
+        with_auser: bool,
+        server: DevServer,
+        handler: LogDNAHandler,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        from django.test import AsyncClient
+
+        monkeypatch.setattr(LazyAuthMiddleware, "with_auser", with_auser)
+        response = asyncio.run(AsyncClient().get(f"/{view}"))
+        assert 200 == response.status_code
+        lines = {x["line"].split(" (")[0]: x["meta"] for x in delivered(server, handler.client, 2)}
+        for text in (f"in {view} view", f"GET /{view} 200"):
+            assert "5" == lines[text].get("user_id"), (text, lines[text])
+
+
+def override_access_log() -> Any:
+    from django.test import override_settings
+
+    return override_settings(LOGDNA_ACCESS_LOG=True)
