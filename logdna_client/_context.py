@@ -28,6 +28,7 @@ __all__ = [
     "clean_request_id",
     "get_request_context",
     "new_request_id",
+    "remember_context",
     "reset_request_context",
     "update_request_context",
     "with_context",
@@ -118,6 +119,41 @@ def clean_request_id(value: object) -> str | None:
 
 
 _COPY_RECORD = sys.version_info >= (3, 12)
+# On an exception that left a request: the context it was raised in (remember_context).
+_EXC_CONTEXT = "_logdna_request_context"
+
+
+def remember_context(exc: BaseException, context: Mapping[str, Any]) -> None:
+    """Keep the request ``context`` on ``exc``, escaping the request where it was bound,
+    for ``RequestContextFilter`` to find on the lines that log it outside (the server's
+    traceback). The latest request's wins (an exception object raised again by a later
+    request); one that takes no attribute goes without."""
+    if context:
+        try:
+            setattr(exc, _EXC_CONTEXT, dict(context))
+        except Exception:
+            pass
+
+
+def _context_of_record(attrs: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The request context a record logged outside its request carries: on its
+    ``request`` (django.request logs some responses after the middleware returned), or
+    on the exception it logs (``remember_context``; or one the exception was raised
+    while handling, or from)."""
+    request = attrs.get("request")
+    found = getattr(request, "logdna_context", None) if request is not None else None
+    if isinstance(found, Mapping) and found:
+        return found
+    exc_info = attrs.get("exc_info")
+    exc = exc_info[1] if isinstance(exc_info, tuple) and len(exc_info) > 1 else None
+    for _ in range(8):  # a chain's first few links: never a walk that costs
+        if not isinstance(exc, BaseException):
+            return None
+        found = exc.__dict__.get(_EXC_CONTEXT) if hasattr(exc, "__dict__") else None
+        if isinstance(found, Mapping) and found:
+            return found
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 class RequestContextFilter(logging.Filter):
@@ -128,18 +164,19 @@ class RequestContextFilter(logging.Filter):
     copy of the record and the original is left untouched; on older versions
     it adds the attributes to the record itself, never overwriting one the
     record already has, so handlers that run later may see them too.
-    Outside a request it does nothing.
+    Outside a request it adds what the record carries of one: the context
+    Django's middleware left on the record's ``request``, or the one the ASGI
+    middleware left on an exception that escaped it (the server's traceback);
+    else nothing.
     """
 
     def filter(self, record: logging.LogRecord) -> bool | logging.LogRecord:  # type: ignore[override]
         context = _request_context.get()
         if not context:
-            # django.request logs some responses after the middleware returned;
-            # those records carry the request, and the middleware left the
-            # context on it.
-            request = record.__dict__.get("request")
-            found = getattr(request, "logdna_context", None) if request is not None else None
-            if not isinstance(found, Mapping) or not found:
+            # Logged outside its request: django.request's responses after the
+            # middleware returned, the server's traceback of what escaped an ASGI app.
+            found = _context_of_record(record.__dict__)
+            if found is None:
                 return True
             context = found
         attrs = record.__dict__

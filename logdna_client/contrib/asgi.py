@@ -39,6 +39,8 @@ from .._context import (
     RequestContextFilter,
     bind_request_context,
     clean_path,
+    get_request_context,
+    remember_context,
     reset_request_context,
     update_request_context,
 )
@@ -136,6 +138,26 @@ class LogDNAMiddleware:
             _own.debug("logdna_client: could not bind the request context", exc_info=True)
             request_id = None
 
+        access_logged = False
+
+        def log_access_once() -> None:
+            """The access line, once: when the response's last byte was sent (a
+            ``BackgroundTask`` runs after it, in this task: neither its time nor its
+            end are the request's), else when the app returned or raised."""
+            nonlocal access_logged
+            if access_logged or not access_log or scope["type"] != "http":
+                return
+            access_logged = True
+            # With the response's fields: the task sending it may not be this one.
+            bound = bind_request_context(**response_added) if token is not None else None
+            try:
+                log_access(access_logger, method, path, status, started)
+            except Exception:
+                _own.debug("logdna_client: could not log the access line", exc_info=True)
+            finally:
+                if bound is not None:
+                    reset_request_context(bound)
+
         def responded(new_status: int) -> None:
             nonlocal status
             status = new_status
@@ -161,10 +183,15 @@ class LogDNAMiddleware:
                         "logdna_client: could not record the response context", exc_info=True
                     )
             await send(message)
+            if kind == "http.response.pathsend" or (
+                kind in ("http.response.body", "http.response.zerocopysend")
+                and not message.get("more_body", False)
+            ):  # the response's last message (pathsend, zerocopysend: ASGI extensions)
+                log_access_once()
 
         try:
             await self.app(scope, receive, send_with_context)
-        except Exception:
+        except Exception as exc:
             if status is None and scope["type"] == "http":
                 # Unanswered: the server (or Starlette's ServerErrorMiddleware, outside
                 # this one) answers 500, which the access line says, as Django's and
@@ -173,12 +200,13 @@ class LogDNAMiddleware:
                     responded(500)
                 except Exception:
                     _own.debug("logdna_client: could not record the 500", exc_info=True)
+            if token is not None:
+                # For the lines that log it outside, where nothing is bound (the server's
+                # traceback, Starlette's exception_handler(Exception)): RequestContextFilter.
+                remember_context(exc, get_request_context())
             raise
         finally:
-            if access_log and scope["type"] == "http":
-                if response_added and token is not None:
-                    update_request_context(**response_added)
-                log_access(access_logger, method, path, status, started)
+            log_access_once()
             if token is not None:
                 reset_request_context(token)
 

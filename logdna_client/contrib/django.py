@@ -42,7 +42,11 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction  # Django >= 4.2 needs it
+from asgiref.sync import (  # Django >= 4.2 needs it
+    iscoroutinefunction,
+    markcoroutinefunction,
+    sync_to_async,
+)
 
 from .._context import (
     RequestContextFilter,
@@ -57,14 +61,40 @@ __all__ = ["LogDNARequestContextMiddleware", "RequestContextFilter"]
 access_logger = logging.getLogger("django.access")
 
 
-def _user_id(request: Any) -> str | None:
+def _id_of(user: Any) -> str | None:
     try:
-        user = getattr(request, "user", None)
         if user is None or not user.is_authenticated:
             return None
         pk = user.pk
         return None if pk is None else str(pk)
     except Exception:  # a broken auth backend must not break the request
+        return None
+
+
+def _user_id(request: Any) -> str | None:
+    return _id_of(getattr(request, "user", None))
+
+
+async def _auser_id(request: Any) -> str | None:
+    """``_user_id`` in a coroutine (the ASGI chain). AuthenticationMiddleware's
+    ``request.user`` is lazy, and its first look reads the session and the user from
+    the database, which Django refuses in a coroutine (SynchronousOnlyOperation): an
+    unread one is read through ``request.auser()`` (Django 5.0+), else on Django's
+    thread for sync code, as the view would."""
+    try:
+        from django.utils.functional import (  # type: ignore[import-untyped]  # noqa: PLC0415
+            LazyObject,
+            empty,
+        )
+
+        user = getattr(request, "user", None)
+        if isinstance(user, LazyObject) and user._wrapped is empty:
+            auser = getattr(request, "auser", None)
+            if auser is None:
+                return await sync_to_async(_user_id)(request)
+            user = await auser()
+        return _id_of(user)
+    except Exception:
         return None
 
 
@@ -144,27 +174,28 @@ class LogDNARequestContextMiddleware:
         if self._async:
             return self.__acall__(request)
         started = time.perf_counter()
-        token = bind_request_context(**self._request_fields(request))
+        token = bind_request_context(**self._request_fields(request, _user_id(request)))
         try:
             response = self.get_response(request)
-            self._finish(request, response, started)
+            self._finish(request, response, started, _user_id(request))
             return response
         finally:
             reset_request_context(token)
 
     async def __acall__(self, request: Any) -> Any:
         started = time.perf_counter()
-        token = bind_request_context(**self._request_fields(request))
+        fields = self._request_fields(request, await _auser_id(request))
+        token = bind_request_context(**fields)
         try:
             response = await self.get_response(request)
-            self._finish(request, response, started)
+            self._finish(request, response, started, await _auser_id(request))
             return response
         finally:
             reset_request_context(token)
 
-    def _request_fields(self, request: Any) -> dict[str, Any]:
+    def _request_fields(self, request: Any, user_id: str | None) -> dict[str, Any]:
         fields = request_fields(
-            request.META.get(self._meta_key), request.method, request.path, _user_id(request)
+            request.META.get(self._meta_key), request.method, request.path, user_id
         )
         try:
             request.request_id = fields["request_id"]
@@ -176,10 +207,10 @@ class LogDNARequestContextMiddleware:
             pass
         return fields
 
-    def _finish(self, request: Any, response: Any, started: float) -> None:
+    def _finish(self, request: Any, response: Any, started: float, user_id: str | None) -> None:
         try:
             status = int(response.status_code)
-            fields = response_fields(status, _user_id(request))
+            fields = response_fields(status, user_id)
             update_request_context(**fields)
             context = getattr(request, "logdna_context", None)
             if isinstance(context, dict):

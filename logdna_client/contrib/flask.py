@@ -86,8 +86,11 @@ class LogDNA:
             self.init_app(app)
 
     def init_app(self, app: Any) -> None:
-        """Register the request hooks on ``app``."""
-        app.before_request(self._before_request)
+        """Register the request hooks on ``app``; ours runs before the app's other
+        ``before_request`` hooks, even those registered earlier."""
+        # First: a hook that answers early (a login check, a maintenance page) makes
+        # Flask skip the later ones, and its request would go without context.
+        app.before_request_funcs.setdefault(None, []).insert(0, self._before_request)
         app.after_request(self._after_request)
         app.teardown_request(self._teardown_request)
         app.teardown_appcontext(self._teardown_appcontext)
@@ -122,6 +125,14 @@ class LogDNA:
     def _after_request(self, response: Any) -> Any:
         from flask import g, request  # noqa: PLC0415
 
+        if g.get(_G_TOKEN) is None:
+            # Our before_request did not run (a url_value_preprocessor aborted, or a
+            # hook put before ours answered): bind the request's context now, which the
+            # teardown resets. Never add to a context not ours: on a worker's thread
+            # it would stay, and the next request would merge its fields over it.
+            self._before_request()
+        if g.get(_G_TOKEN) is None:
+            return response
         try:
             status = int(response.status_code)
             fields = response_fields(status, self._user_id())
