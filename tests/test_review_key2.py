@@ -4,15 +4,19 @@ number or a flag's value belongs, shown back in an error; and the command line."
 from __future__ import annotations
 
 import contextlib
+import http.client
 import io
+import logging
 import os
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from logdna_client import Config, ConfigurationError, LogDNAHandler
+from logdna_client import Client, Config, ConfigurationError, LogDNAHandler, _transport
 from logdna_client._cli import main
+from logdna_client.devserver import DevServer
 
 KEY = "k3yL3AKq8ZtW2vXr9PmN4bYcD7e"
 #: Any 12 characters of it, and its other cases: what a message must not show.
@@ -169,3 +173,83 @@ def test_help_names_a_way_that_ps_does_not_show() -> None:
     code, text = run_cli(["send", "--help"])
     assert code == 0
     assert "--key-file" in text
+
+
+class _Grab(logging.Handler):
+    """Keeps the library's reports, as an error reporter listening on the logger does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+class _Stop(BaseException):
+    """What a custom transport's gevent Timeout looks like to the sender: no Exception."""
+
+
+def _frames_with_locals(exc: BaseException) -> str:
+    """Every local of every frame of ``exc`` and of the exceptions chained to it, as an
+    error reporter capturing locals (Sentry's logging integration) records them."""
+    return "".join(traceback.TracebackException.from_exception(exc, capture_locals=True).format())
+
+
+class TestReportedTracebacks:
+    """A report with a traceback (a bug while sending, logged with exc_info) must carry
+    no frame whose locals hold the request's headers: requests', urllib3's and
+    http.client's frames do (``headers``, the ``msg`` bytes sent)."""
+
+    @pytest.fixture
+    def reports(self) -> Iterator[_Grab]:
+        grab = _Grab()
+        library = logging.getLogger("logdna_client")
+        library.addHandler(grab)
+        try:
+            yield grab
+        finally:
+            library.removeHandler(grab)
+
+    def _send_once(self, reports: _Grab, url: str) -> logging.LogRecord:
+        client = Client(key=KEY, url=url, flush_interval=0.05)
+        try:
+            client.log("hello")
+            client.flush(timeout=2)
+        finally:
+            client.close(timeout=0.5)
+        with_trace = [r for r in reports.records if r.exc_info]
+        assert with_trace, [r.getMessage() for r in reports.records]
+        return with_trace[0]
+
+    def test_a_bug_while_handling_a_connection_error(
+        self, reports: _Grab, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The requests ConnectionError (its ``.request`` and its urllib3 frames hold the
+        headers) is the context of the bug's exception."""
+
+        def bug(*args: object, **kwargs: object) -> object:
+            raise RuntimeError("a bug of ours")
+
+        monkeypatch.setattr(_transport, "_failure", bug)
+        record = self._send_once(reports, "http://127.0.0.1:9/logs/ingest")
+        assert record.exc_info is not None and record.exc_info[1] is not None
+        text = _frames_with_locals(record.exc_info[1])
+        assert "a bug of ours" in text
+        assert_hidden(text)
+
+    def test_an_interruption_inside_http_client(
+        self, reports: _Grab, monkeypatch: pytest.MonkeyPatch, server: DevServer
+    ) -> None:
+        """A BaseException (a gevent Timeout) out of http.client's send: its own frames
+        below ours hold the headers."""
+
+        def stop(self: object, data: object) -> None:
+            raise _Stop("cut short")
+
+        monkeypatch.setattr(http.client.HTTPConnection, "send", stop)
+        record = self._send_once(reports, server.url)
+        assert record.exc_info is not None and record.exc_info[1] is not None
+        text = _frames_with_locals(record.exc_info[1])
+        assert "_Stop" in text
+        assert_hidden(text)
