@@ -197,6 +197,12 @@ def hide_key(options: dict[str, Any]) -> dict[str, Any]:
     del key_file
     if not isinstance(options.get("url"), Secret) and _carries_credentials(options.get("url")):
         options = {**options, "url": Secret(options["url"])}
+    elif isinstance(options.get("url"), str):
+        # The key in its path or query (``?api_key=``, ``/inputs/KEY``): refused, unseen.
+        keys = (options.get("key"), _as_secret(_environ(ENV_VARS["key"])))
+        if _shows_key(options["url"], [key for key in keys if isinstance(key, Secret)]):
+            options = {**options, "url": Secret(options["url"])}
+        del keys
     return options
 
 
@@ -250,9 +256,10 @@ def _shows_key(value: object, keys: Iterable[Secret] | None = None) -> bool:
     hide every value)."""
     text = (value if isinstance(value, str) else repr(value)).lower()
     for secret in _KEYS.get() if keys is None else keys:
-        key = secret.reveal().strip().lower()
-        if len(key) < 8:
+        key = secret.reveal()
+        if not isinstance(key, str) or len(key.strip()) < 8:  # (a key of bytes is refused)
             continue
+        key = key.strip().lower()
         # Any run of 12 of its characters (the whole key when shorter), in any case: a
         # paste cut short, or a value upper-cased on its way, shows it too.
         run = min(len(key), _KEY_RUN)
@@ -725,6 +732,8 @@ class Config:
                 f"{said}: must not carry credentials; pass the key with key= or " + ENV_VARS["key"],
                 "url",
             )
+        if isinstance(url, Secret):  # (hide_key's: the key in its path or query)
+            raise _url_carries_key(said)
         if not isinstance(url, str):
             raise _bad("url", url, "an http(s) URL")
         url = url.strip()
@@ -778,6 +787,10 @@ class Config:
         key_given = key_given or ("key_file=" if self.key_file is not None else "")
         secret = self._resolve_key(_is_loopback(parts.hostname) or otlp)
         secret = _one_credential(secret, key_given, headers_from, headers)
+        if secret is not None and _shows_key(url, (secret,)):
+            # (A key file's, known only now: the url's text is in this frame's locals.)
+            set_(self, "url", Secret(url))
+            raise _url_carries_key(said)
         carried = (("the ingestion key", secret), ("the OTel headers", headers))
         sent = [what for what, value in carried if value]
         if plain and sent:
@@ -1023,6 +1036,15 @@ def _hiding_init(generated: Callable[..., None]) -> Callable[..., None]:
 
 _URL_AT = [f.name for f in fields(Config)].index("url")
 Config.__init__ = _hiding_init(Config.__init__)  # type: ignore[method-assign]
+
+
+def _url_carries_key(said: str) -> ConfigurationError:
+    """The key in a URL's path or query: URLs end up in proxy and error logs, and in
+    urllib3's debug lines."""
+    return ConfigurationError(
+        f"{said}: must not carry the ingestion key; pass it with key= or " + ENV_VARS["key"],
+        "url",
+    )
 
 
 def _plain_http_refused(said: str, host: str, credentials: list[str]) -> ConfigurationError:

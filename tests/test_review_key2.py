@@ -87,7 +87,8 @@ class TestTheKeyInAnotherOption:
     def test_not_shown(self, option: dict[str, str]) -> None:
         with pytest.raises(ConfigurationError) as caught:
             Config(key=KEY, **{"url": REMOTE, **option})
-        assert "<hidden>" in str(caught.value)
+        # (a URL holding the key is refused as such: see TestTheKeyInTheUrl)
+        assert "<hidden>" in str(caught.value) or "carry the ingestion key" in str(caught.value)
         assert_hidden(str(caught.value))
 
     def test_a_value_sharing_a_short_run_with_the_key_is_still_shown(self) -> None:
@@ -253,3 +254,41 @@ class TestReportedTracebacks:
         text = _frames_with_locals(record.exc_info[1])
         assert "_Stop" in text
         assert_hidden(text)
+
+
+class TestTheKeyInTheUrl:
+    """A URL holding the key anywhere (not only as ``user:KEY@`` or ``?apikey=``) would
+    carry it into proxy logs, urllib3's debug lines and every report naming the URL."""
+
+    @pytest.mark.parametrize(
+        "url",
+        [
+            f"{REMOTE}/{KEY}",
+            f"{REMOTE}?api_key={KEY}",
+            f"{REMOTE}?key={KEY}&x=1",
+            f"https://logs.example.com/inputs/{KEY}/tag/http/",
+        ],
+        ids=["path", "api_key", "key", "loggly-style"],
+    )
+    @pytest.mark.parametrize("given", ["argument", "environment", "file"])
+    def test_refused_unshown(
+        self, url: str, given: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        options: dict[str, object] = {"url": url}
+        if given == "argument":
+            options["key"] = KEY
+        elif given == "environment":
+            monkeypatch.setenv("LOGDNA_INGESTION_KEY", KEY)
+        else:
+            (tmp_path / "key").write_text(KEY + "\n")
+            options["key_file"] = str(tmp_path / "key")
+        with pytest.raises(ConfigurationError) as caught:
+            Config(**options)
+        assert caught.value.option == "url"
+        assert "must not carry the ingestion key" in str(caught.value)
+        assert_hidden(str(caught.value))
+        if given != "file":  # (a key file's key is known only once read: after the url is)
+            assert_hidden(library_frames(caught.value))
+
+    def test_a_url_without_it_is_taken(self) -> None:
+        assert Config(key=KEY, url=REMOTE + "?tag=" + KEY[:6]).url.endswith(KEY[:6])
