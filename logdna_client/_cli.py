@@ -25,10 +25,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import signal
 import sys
 from collections.abc import Callable, Sequence
-from typing import TextIO
+from contextvars import ContextVar
+from typing import NoReturn, TextIO
 
 from ._cli_common import (
     DEFAULT_DEVSERVER_PORT,
@@ -47,7 +49,7 @@ from ._cli_devserver import LineFilter, _cmd_devserver
 from ._cli_pipe import _cmd_pipe
 from ._cli_send import _cmd_send
 from ._cli_spool import register as _register_spool
-from ._config import ENV_VARS
+from ._config import ENV_VARS, Secret, _shows_key
 from ._errors import ConfigurationError
 from ._version import __version__
 from .devserver import DEFAULT_PAGE_LINES, MAX_CONCURRENT_BODIES
@@ -55,9 +57,40 @@ from .devserver import DEFAULT_PAGE_LINES, MAX_CONCURRENT_BODIES
 __all__ = ["DEFAULT_DEVSERVER_PORT", "LineFilter", "build_parser", "main"]
 
 
+#: The keys a command line was given (``--key``, LOGDNA_INGESTION_KEY): argparse's
+#: own errors quote a flag's bad value, which may be the key pasted there.
+_GIVEN_KEYS: ContextVar[tuple[Secret, ...]] = ContextVar("_GIVEN_KEYS", default=())
+_QUOTED = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"")
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors never show a key given to the command."""
+
+    def error(self, message: str) -> NoReturn:
+        keys = _GIVEN_KEYS.get()
+        if keys:
+            message = _QUOTED.sub(
+                lambda m: "<hidden>" if _shows_key(m.group(), keys) else m.group(), message
+            )
+            if _shows_key(message, keys):  # (unquoted)
+                message = message.split(":", 1)[0] + ": <hidden>"
+        super().error(message)
+
+
+def _keys_in(args: Sequence[str]) -> tuple[Secret, ...]:
+    """The keys ``args`` and the environment give a command, as argparse cannot tell yet."""
+    found = [os.environ.get(ENV_VARS["key"])]
+    for i, arg in enumerate(args):
+        if arg == "--key" and i + 1 < len(args):
+            found.append(args[i + 1])
+        elif arg.startswith("--key="):
+            found.append(arg[len("--key=") :])
+    return tuple(Secret(key) for key in found if key)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every command."""
-    parser = argparse.ArgumentParser(
+    parser: argparse.ArgumentParser = _Parser(
         prog=PROG,
         description="Ship logs to LogDNA / Mezmo from the shell, and run a local ingest server.",
         epilog=f"Run '{PROG} CMD --help' for the options of a command.",
@@ -223,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
 _PYTHON_WORDS = (
     ("pass key=, key_file= or set", "pass --key or set"),
     ("looked at key=", "looked at --key"),
+    (", key_file=", ", --key-file "),
     (", or pass allow_insecure=True if you really mean it", ""),
 )
 
@@ -252,7 +286,11 @@ def main(
         cut = args_list.index("--")
         args_list, after_dashes = args_list[:cut], args_list[cut + 1 :]
     parser = build_parser()
-    args = parser.parse_args(args_list)
+    token = _GIVEN_KEYS.set(_keys_in(args_list))
+    try:
+        args = parser.parse_args(args_list)
+    finally:
+        _GIVEN_KEYS.reset(token)
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2

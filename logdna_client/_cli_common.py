@@ -91,7 +91,14 @@ def _library_flags() -> argparse.ArgumentParser:
     group = parent.add_argument_group("library options (fall back to environment variables)")
     group.add_argument(
         "--key",
-        help=f"ingestion key (env {ENV_VARS['key']}; prefer the env var: flags show in `ps`)",
+        help=f"ingestion key (env {ENV_VARS['key']}; prefer the env var or --key-file: "
+        "flags show in `ps`)",
+    )
+    group.add_argument(
+        "--key-file",
+        metavar="PATH",
+        help="file holding the ingestion key (a mounted secret); unlike --key, never "
+        "visible to other users in `ps`",
     )
     group.add_argument(
         "--url",

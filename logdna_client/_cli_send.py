@@ -72,6 +72,7 @@ def _client_from(args: argparse.Namespace) -> Client:
     """A Client from the shared flags; None for an absent flag lets Config use env vars."""
     options: dict[str, Any] = {
         "key": args.key,
+        "key_file": args.key_file,
         "url": args.url,
         "app": args.app,
         "env": args.env,

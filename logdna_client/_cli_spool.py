@@ -170,8 +170,8 @@ _SETTINGS_WRONG = {
 
 
 def _config(args: argparse.Namespace) -> Config:
-    return Config(key=args.key, url=args.url, hostname=args.hostname, tags=args.tags,
-                  app=args.app, env=args.env)  # fmt: skip
+    return Config(key=args.key, key_file=args.key_file, url=args.url, hostname=args.hostname,
+                  tags=args.tags, app=args.app, env=args.env)  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -159,9 +159,26 @@ def _read_key_file(path: object) -> Secret:
         with open(path, encoding="utf-8") as fh:
             return Secret(fh.read())
     except OSError as exc:
-        raise ConfigurationError(
-            f"key_file: cannot read {path!r}: {exc.strerror}", "key_file"
-        ) from None
+        reason = exc.strerror
+    # (Raised out of the except: the OSError, which names the path, is not its context.)
+    if _may_be_key(path):
+        shown = "the file given (its name not shown: is it the key itself, not a path?)"
+    else:
+        shown = repr(path)
+    del path
+    raise ConfigurationError(f"key_file: cannot read {shown}: {reason}", "key_file")
+
+
+# A file name that may be an ingestion key pasted where its path belongs: letters and
+# digits only, both, 16 or more (Mezmo's keys are 32 hexadecimal digits).
+_KEY_LIKE = re.compile(r"(?=[^/]*[0-9])(?=[^/]*[A-Za-z])[A-Za-z0-9]{16,}")
+
+
+def _may_be_key(path: str) -> bool:
+    """Whether ``path``, shown in a message, may show a key: one of the Config being built,
+    or a last part that looks like one."""
+    name = path.strip().rstrip("/").rpartition("/")[2]
+    return _shows_key(path) or _KEY_LIKE.fullmatch(name) is not None
 
 
 def hide_key(options: dict[str, Any]) -> dict[str, Any]:
@@ -173,8 +190,19 @@ def hide_key(options: dict[str, Any]) -> dict[str, Any]:
         # Whatever its type: a key given as bytes is refused later, unseen.
         options = {**options, "key": Secret(cast(str, key))}
     del key
+    key_file = options.get("key_file")
+    if isinstance(key_file, str) and _may_be_key(key_file):
+        # The key itself pasted where its path belongs: unseen until it is read as a path.
+        options = {**options, "key_file": Secret(key_file)}
+    del key_file
     if not isinstance(options.get("url"), Secret) and _carries_credentials(options.get("url")):
         options = {**options, "url": Secret(options["url"])}
+    elif isinstance(options.get("url"), str):
+        # The key in its path or query (``?api_key=``, ``/inputs/KEY``): refused, unseen.
+        keys = (options.get("key"), _as_secret(_environ(ENV_VARS["key"])))
+        if _shows_key(options["url"], [key for key in keys if isinstance(key, Secret)]):
+            options = {**options, "url": Secret(options["url"])}
+        del keys
     return options
 
 
@@ -222,11 +250,26 @@ def _hide_url(url: object) -> object:
 _KEYS: ContextVar[tuple[Secret, ...]] = ContextVar("_KEYS", default=())
 
 
-def _shows_key(value: object) -> bool:
+def _shows_key(value: object, keys: Iterable[Secret] | None = None) -> bool:
     """Whether ``value``, as a message would show it, holds a key of the Config being built
-    (one of 8 characters or more: a shorter one is no key, and would hide every value)."""
-    text = value if isinstance(value, str) else repr(value)
-    return any(len(s.reveal().strip()) >= 8 and s.reveal().strip() in text for s in _KEYS.get())
+    (or one of ``keys``; one of 8 characters or more: a shorter one is no key, and would
+    hide every value)."""
+    text = (value if isinstance(value, str) else repr(value)).lower()
+    for secret in _KEYS.get() if keys is None else keys:
+        key = secret.reveal()
+        if not isinstance(key, str) or len(key.strip()) < 8:  # (a key of bytes is refused)
+            continue
+        key = key.strip().lower()
+        # Any run of 12 of its characters (the whole key when shorter), in any case: a
+        # paste cut short, or a value upper-cased on its way, shows it too.
+        run = min(len(key), _KEY_RUN)
+        if any(key[i : i + run] in text for i in range(len(key) - run + 1)):
+            return True
+    return False
+
+
+#: How many consecutive characters of a key a value must hold to be hidden as showing it.
+_KEY_RUN = 12
 
 
 def _bad(option: str, value: object, expected: str) -> ConfigurationError:
@@ -654,6 +697,8 @@ class Config:
         set_(self, "key", _as_secret(self.key))
         # And a URL carrying credentials (often the key itself) becomes one too.
         set_(self, "url", _hide_url(self.url))
+        if isinstance(self.key_file, Secret):  # (hide_key's: a path that may be the key)
+            set_(self, "key_file", self.key_file.reveal())  # not in repr, nor in a local
         env = _environ
         for option in _BOOLEAN_OPTIONS:
             value = getattr(self, option)
@@ -687,6 +732,8 @@ class Config:
                 f"{said}: must not carry credentials; pass the key with key= or " + ENV_VARS["key"],
                 "url",
             )
+        if isinstance(url, Secret):  # (hide_key's: the key in its path or query)
+            raise _url_carries_key(said)
         if not isinstance(url, str):
             raise _bad("url", url, "an http(s) URL")
         url = url.strip()
@@ -740,6 +787,10 @@ class Config:
         key_given = key_given or ("key_file=" if self.key_file is not None else "")
         secret = self._resolve_key(_is_loopback(parts.hostname) or otlp)
         secret = _one_credential(secret, key_given, headers_from, headers)
+        if secret is not None and _shows_key(url, (secret,)):
+            # (A key file's, known only now: the url's text is in this frame's locals.)
+            set_(self, "url", Secret(url))
+            raise _url_carries_key(said)
         carried = (("the ingestion key", secret), ("the OTel headers", headers))
         sent = [what for what, value in carried if value]
         if plain and sent:
@@ -878,8 +929,8 @@ class Config:
         if secret is None:
             looked.append("key=")
             if self.key_file is not None:
-                looked.append(f"key_file={self.key_file!r}")
                 secret = _read_key_file(self.key_file)
+                looked.append(f"key_file={self.key_file!r}")
         if secret is None:
             looked.append(ENV_VARS["key"])
             secret = _as_secret(_environ(ENV_VARS["key"]))
@@ -985,6 +1036,15 @@ def _hiding_init(generated: Callable[..., None]) -> Callable[..., None]:
 
 _URL_AT = [f.name for f in fields(Config)].index("url")
 Config.__init__ = _hiding_init(Config.__init__)  # type: ignore[method-assign]
+
+
+def _url_carries_key(said: str) -> ConfigurationError:
+    """The key in a URL's path or query: URLs end up in proxy and error logs, and in
+    urllib3's debug lines."""
+    return ConfigurationError(
+        f"{said}: must not carry the ingestion key; pass it with key= or " + ENV_VARS["key"],
+        "url",
+    )
 
 
 def _plain_http_refused(said: str, host: str, credentials: list[str]) -> ConfigurationError:

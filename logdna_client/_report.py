@@ -8,9 +8,11 @@ handler never ships records from this logger, so there is no feedback loop.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable
+from types import FrameType, TracebackType
 
 __all__ = ["KIND_ATTR", "Reporter", "is_own_logger", "logger"]
 
@@ -27,6 +29,43 @@ def is_own_logger(name: object) -> bool:
     """Whether ``name`` is the library's own logger or one below it: never shipped."""
     # makeLogRecord() can build records with no name, or a non-string one.
     return isinstance(name, str) and (name == logger.name or name.startswith(_OWN_PREFIX))
+
+
+#: Modules whose frames hold a request's headers, the key among them, in their locals
+#: (requests' and urllib3's ``headers``, http.client's ``msg`` as sent).
+_HTTP_PACKAGES = frozenset({"requests", "urllib3", "socks"})
+
+
+def _sends_requests(frame: FrameType) -> bool:
+    name = frame.f_globals.get("__name__")
+    if not isinstance(name, str):
+        return False
+    return name == "http.client" or name.partition(".")[0] in _HTTP_PACKAGES
+
+
+def _without_requests_frames() -> tuple[type[BaseException], BaseException, TracebackType | None]:
+    """The exception being handled, for a report with its traceback, with the frames of
+    the HTTP stack cut from it and from every exception chained to it: an error reporter
+    that records each frame's locals (Sentry's logging integration does) would record the
+    request's headers, the key among them. The exceptions, their messages and our frames
+    above the HTTP stack's stay."""
+    exc = sys.exc_info()[1]
+    if exc is None:
+        exc = RuntimeError("no exception was being handled")
+    seen: set[int] = set()
+    chained: BaseException | None = exc
+    while chained is not None and id(chained) not in seen:
+        seen.add(id(chained))
+        tb = chained.__traceback__
+        if tb is not None and _sends_requests(tb.tb_frame):
+            chained.__traceback__ = None
+        while tb is not None and tb.tb_next is not None:
+            if _sends_requests(tb.tb_next.tb_frame):
+                tb.tb_next = None
+                break
+            tb = tb.tb_next
+        chained = chained.__cause__ or chained.__context__
+    return type(exc), exc, exc.__traceback__
 
 
 class Reporter:
@@ -60,7 +99,8 @@ class Reporter:
             # handlers and propagate setting for "logdna_client" still decide.
             logger.disabled = False
         try:
-            logger.log(level, message, *args, exc_info=exc_info, extra={KIND_ATTR: kind})
+            logger.log(level, message, *args, exc_info=exc_info and _without_requests_frames(),
+                       extra={KIND_ATTR: kind})  # fmt: skip
         except Exception:  # a broken handler of the app's must not hurt us
             return False
         return True
