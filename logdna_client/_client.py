@@ -529,9 +529,16 @@ class Client:
 
     def _shutdown_loss(self, lost: int) -> None:
         why = ""
+        folder = self.config.spool_dir
+        spool = self._sender.spool
         if self._sender.stopped_writing:  # (the process ends: Sender.stop_writing)
-            spool = self.config.spool_dir
-            why = f": the process ended before they were written to the spool at {spool}"
+            why = f": the process ended before they were written to the spool at {folder}"
+        elif spool is not None and not spool.enabled:
+            # Else only the logger said it (at the spool's failure), which at exit often
+            # shows nothing: the report read as if the spool had lost them.
+            why = f": the spool at {folder} is off ({spool.off_because or 'failed'})"
+        elif spool is not None:
+            why = f": the spool at {folder} had no room for them (max_spool_bytes)"
         _exit.report_exit_loss(
             f"logdna_client: {lost} lines could not be delivered before the shutdown "
             f"deadline ({self._deadline_text()}) and were dropped{why}"

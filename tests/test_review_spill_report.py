@@ -57,6 +57,17 @@ def never_answer(request: Request, sock: socket.socket, stop: threading.Event) -
     stop.wait(WAIT)
 
 
+def run_child(code: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a child against a service that never answers; it must end well."""
+    with scripted_server(never_answer) as server:
+        proc = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=WAIT,
+            check=False, env=dict(os.environ, PYTHONPATH=REPO, KEY=KEY, URL=server.url, **env),
+        )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return proc
+
+
 def adoptable(folder: Path) -> int:
     """The lines the next process adopts from ``folder``: on disk and not done."""
     return sum(inspect_segment(path).pending_lines for path in segment_paths(str(folder)))
@@ -64,18 +75,37 @@ def adoptable(folder: Path) -> int:
 
 @pytest.mark.parametrize("how", ["aclose", "close", "exit"])
 def test_the_lines_said_lost_and_those_left_on_disk_add_up(tmp_path: Path, how: str) -> None:
-    with scripted_server(never_answer) as server:
-        env = dict(
-            os.environ, PYTHONPATH=REPO, KEY=KEY, URL=server.url, SPOOL=str(tmp_path),
-            LINES=str(LINES), HOW=how,
-        )  # fmt: skip
-        proc = subprocess.run(
-            [sys.executable, "-c", CHILD], env=env, capture_output=True, text=True,
-            timeout=WAIT, check=False,
-        )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
+    proc = run_child(CHILD, SPOOL=str(tmp_path), LINES=str(LINES), HOW=how)
     said = losses_said(proc.stderr)
     on_disk = adoptable(tmp_path)
     # The disk is slow: the spill cannot be done by the deadline, and the loss is said.
     assert said, proc.stderr
     assert on_disk + sum(said) == LINES, (on_disk, said, proc.stderr)
+
+
+# A child whose spool folder cannot be made (its parent is a file): the spool is off.
+SPOOL_OFF_CHILD = """
+import asyncio, os
+from logdna_client import Client
+
+client = Client(
+    key=os.environ["KEY"], url=os.environ["URL"], spool_dir=os.environ["SPOOL"],
+    shutdown_timeout=0.5, request_timeout=120, handle_signals=False,
+)
+for i in range(int(os.environ["LINES"])):
+    client.log(f"line {i}")
+asyncio.run(client.aclose())
+"""
+
+
+def test_a_loss_with_the_spool_off_says_why(tmp_path: Path) -> None:
+    """The spool folder could not be used (here: made): its failure went to the library's
+    logger only, which at exit usually shows nothing, and the exit said "200000 lines
+    could not be delivered before the shutdown deadline (0.5 s) and were dropped", as
+    if the spool had been there and lost them. It says the spool was off, and why."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    lines = 2000
+    proc = run_child(SPOOL_OFF_CHILD, SPOOL=str(blocker / "spool"), LINES=str(lines))
+    assert losses_said(proc.stderr) == [lines], proc.stderr
+    assert f"the spool at {blocker / 'spool'} is off (open: ENOTDIR)" in proc.stderr, proc.stderr
