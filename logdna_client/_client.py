@@ -45,6 +45,9 @@ _POLL_FIRST = 0.001
 _POLL_MAX = 0.05
 # How long one of an ending's waiters waits for another to say what the exit lost.
 _TELL_GRACE = 1.0
+# How long the ending waits, past its grace, for a sender still writing memory to the spool
+# to stop at the batch it is at and count the rest (``Sender.stop_writing``): one batch.
+_STOP_GRACE = 1.0
 
 # What the first line refused after the end of this client's delivery says (``_exit_finished``).
 _LOGGED_AFTER_EXIT = (
@@ -525,9 +528,20 @@ class Client:
         return f"{self.config.shutdown_timeout if timeout is None else timeout:g} s"
 
     def _shutdown_loss(self, lost: int) -> None:
+        why = ""
+        folder = self.config.spool_dir
+        spool = self._sender.spool
+        if self._sender.stopped_writing:  # (the process ends: Sender.stop_writing)
+            why = f": the process ended before they were written to the spool at {folder}"
+        elif spool is not None and not spool.enabled:
+            # Else only the logger said it (at the spool's failure), which at exit often
+            # shows nothing: the report read as if the spool had lost them.
+            why = f": the spool at {folder} is off ({spool.off_because or 'failed'})"
+        elif spool is not None:
+            why = f": the spool at {folder} had no room for them (max_spool_bytes)"
         _exit.report_exit_loss(
             f"logdna_client: {lost} lines could not be delivered before the shutdown "
-            f"deadline ({self._deadline_text()}) and were dropped"
+            f"deadline ({self._deadline_text()}) and were dropped{why}"
         )
 
     def _wait_closed(self, *, at_exit: bool, ending: bool = False) -> None:
@@ -545,6 +559,8 @@ class Client:
             # With a spool, memory goes to disk now, not after a request that hangs.
             sender.spill_while_closing(until)
             sender.finished.wait_noticing_signals(until)
+            if at_exit:
+                self._stop_writing(sender)
         if at_exit:
             self._exit_finished()
             if not self._exit_said.acquire(blocking=False):  # (never waits: signal-safe)
@@ -558,6 +574,17 @@ class Client:
                 self._report_exit_loss(launched)
             finally:
                 self._exit_told.set()
+
+    def _stop_writing(self, sender: Sender) -> None:
+        """At the process's end, past the wait: a sender still writing memory to its spool
+        (it holds its turn: not waiting on the service) stops at the batch it is at, and
+        counts and says the rest itself (``_shutdown_loss``), so that what the exit says it
+        lost and what the next process adopts add up to what was logged."""
+        if self.config.spool_dir is None or sender.finished.is_set() or not sender._holds_turn:
+            return
+        sender.stop_writing()
+        stop_by = time.monotonic() + _STOP_GRACE
+        sender.finished.wait_noticing_signals(lambda: stop_by)
 
     def _close_wait(self, *, ending: bool) -> tuple[Sender, Callable[[], float]] | None:
         """The sender a close waits for and until when, or None where none runs or it is

@@ -249,6 +249,9 @@ class Sender:
         self._spiller: int | None = None
         #: Batches on disk, not delivered, when the sender ended (left for the next process).
         self._left_on_disk = False
+        #: Set by the process's ending once its wait is over (``stop_writing``): no more
+        #: batches go to the spool, what memory holds is counted as ``shutdown`` and said.
+        self.stopped_writing = False
 
     # -- control, from other threads
 
@@ -282,6 +285,16 @@ class Sender:
             hurry = getattr(self._transport, "hurry", None)
             if hurry is not None:
                 hurry(deadline)
+        self._interrupt.set()
+        self.wake.set()
+
+    def stop_writing(self) -> None:
+        """The process's ending waited its deadline and grace for this sender, which is
+        still at work (writing memory to a slow spool, say): stop at the batch it is at,
+        count what is left as ``shutdown`` and say it (``on_shutdown_loss``). Left to go on
+        until the interpreter stops its thread, it wrote batches after the exit had said
+        them lost: the report and what the next process adopted did not add up."""
+        self.stopped_writing = True
         self._interrupt.set()
         self.wake.set()
 
@@ -377,6 +390,7 @@ class Sender:
                     # is still to go (the next take hands it over).
                     (self._buffer.held_lines == 0 and not self._backlog())
                     or self._clock() >= self._deadline
+                    or self.stopped_writing
                 ):
                     break
         finally:
@@ -464,6 +478,8 @@ class Sender:
         full = self._config.max_batch_bytes
         spool = self.spool
         while True:
+            if self.stopped_writing:
+                raise _Shutdown
             if self._deadline is not None and not self._delivering:
                 self._to_disk_while_closing()
             backlog = self._backlog()
@@ -563,7 +579,12 @@ class Sender:
         room on disk (or the disk failed): ``[]`` when there is none."""
         moved = 0
         buffer = self._buffer
-        while self.spool is not None and len(buffer) and not buffer.inflight_bytes:
+        while (
+            self.spool is not None
+            and len(buffer)
+            and not buffer.inflight_bytes
+            and not self.stopped_writing
+        ):
             lines = buffer.take(self._config.max_batch_bytes)
             batch_id = self.spool.append(lines)
             if batch_id is None:
@@ -664,7 +685,7 @@ class Sender:
         more = False
         try:
             moved = 0
-            while len(buffer) and until() > self._clock():
+            while len(buffer) and until() > self._clock() and not self.stopped_writing:
                 if moved == most:
                     more = True
                     break

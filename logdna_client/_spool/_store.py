@@ -226,6 +226,9 @@ class Spool:
         self._last_sync = monotonic()
         self._next_rescan = monotonic() + RESCAN_INTERVAL
         self.enabled = True
+        #: Why the spool switched itself off (``_fail``, ``_broken``), for the exit's report
+        #: of lines it could not take; None while it is on.
+        self.off_because: str | None = None
         self._closed = False
         self._replay_off = False  # after a bug of ours (_broken): see there
         self.spooled = 0
@@ -1213,6 +1216,8 @@ class Spool:
             self._on_trouble(kind, message)
 
     def _broken(self, where: str, exc: Exception) -> None:
+        if self.enabled:
+            self.off_because = f"an internal error ({where})"
         self.enabled = False
         self._current = None
         # Replay stops too: the same bug would come back at every call, and a backlog
@@ -1234,6 +1239,7 @@ class Spool:
         # deleted, it is not sent again by the next process).
         self._current = None
         name = errno.errorcode.get(exc.errno or 0, "error")
+        self.off_because = f"{what}: {name}"
         self._report(
             "spool-disabled",
             f"logdna_client: the spool folder {self.directory!r} failed ({what}: {name}, "
