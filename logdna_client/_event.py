@@ -9,10 +9,12 @@ Client: a circle).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import logging
 import math
 import sys
+import time
 import traceback
 from collections.abc import Callable, Mapping
 from types import FrameType, TracebackType
@@ -88,7 +90,8 @@ def level_name(raw: object) -> str:
     """The level name a line ships for ``raw`` (the structlog processor's and
     ``Client.log``'s one rule): a level number as logging names it (``addLevelName``
     names too, "Level 25" for an unnamed one); a name as LEVELS maps it, in any case
-    (``warn`` -> WARNING, ``exception`` -> ERROR); any other name upper-cased."""
+    (``warn`` -> WARNING, ``exception`` -> ERROR); logging's name for an unnamed
+    level, in any case ("level 35"), as its number; any other name upper-cased."""
     if isinstance(raw, int) and not isinstance(raw, bool):
         return logging.getLevelName(raw)
     name = raw if type(raw) is str else safe_str(raw)
@@ -96,7 +99,10 @@ def level_name(raw: object) -> str:
     if found is not None:
         return found
     found = LEVELS.get(name.lower())
-    return found if found is not None else (name.upper() or "INFO")  # the builder caps it
+    if found is not None:
+        return found
+    number = _unnamed_number(name)  # "level 35": as the number ships ("Level 35")
+    return logging.getLevelName(number) if number is not None else (name.upper() or "INFO")
 
 
 def levelno_of(name: str) -> int:
@@ -105,8 +111,26 @@ def levelno_of(name: str) -> int:
     found = LEVELNOS.get(name)
     if found is None:
         known = logging.getLevelName(name)  # a name it does not know comes back as text
-        found = known if isinstance(known, int) else logging.INFO
+        found = known if isinstance(known, int) else _unnamed_levelno(name)
     return found
+
+
+def _unnamed_levelno(name: str) -> int:
+    """The number in logging's name for a level it has no name for ("Level 35"), else
+    INFO's."""
+    number = _unnamed_number(name)
+    return logging.INFO if number is None else number
+
+
+def _unnamed_number(name: str) -> int | None:
+    """The number in logging's name for a level it has no name for, in any case
+    ("Level 35"; "level 35" from a stdlib record through ProcessorFormatter, which
+    lower-cases ``levelname``), else None."""
+    head, _, number = name.partition(" ")
+    if head.lower() == "level":
+        with contextlib.suppress(ValueError):
+            return int(number)
+    return None
 
 
 def timestamp_of(value: object) -> int | None:
@@ -114,7 +138,8 @@ def timestamp_of(value: object) -> int | None:
 
     Accepts epoch seconds or milliseconds (any number: int, float, a Decimal, a
     numpy scalar; or numeric text), ISO-8601 text (``TimeStamper(fmt="iso")``; a
-    trailing ``Z`` is fine, text without an offset is local time) and datetimes.
+    trailing ``Z`` is fine; text without an offset is local time, or UTC when that
+    reading is within 15 minutes of now and the local one is not) and datetimes.
     """
     try:
         if isinstance(value, str):
@@ -145,11 +170,27 @@ def _text_millis(text: str) -> int | None:
     return _number_millis(number)
 
 
+#: Seconds from the time of the call within which text without an offset that is
+#: not local time is read as UTC: under half the smallest offset between zones (30
+#: minutes), so never both readings are.
+_NEAR_NOW = 900.0
+
+
 def _iso_millis(text: str) -> int:
     # A trailing "Z" is UTC (3.10's fromisoformat does not know it).
     if text.endswith(("Z", "z")):
         text = text[:-1] + "+00:00"
-    return millis(_dt.datetime.fromisoformat(text).timestamp())
+    stamp = _dt.datetime.fromisoformat(text)
+    seconds = stamp.timestamp()
+    if stamp.tzinfo is None:
+        # Local time, unless it is UTC's wall time of the call: TimeStamper's default
+        # (utc=True) with a fmt that writes no offset ("%Y-%m-%d %H:%M:%S").
+        as_utc = stamp.replace(tzinfo=_dt.timezone.utc).timestamp()
+        if as_utc != seconds:
+            now = time.time()
+            if abs(seconds - now) > _NEAR_NOW and abs(as_utc - now) <= _NEAR_NOW:
+                seconds = as_utc
+    return millis(seconds)
 
 
 def _number_millis(number: float) -> int | None:
