@@ -138,8 +138,9 @@ def timestamp_of(value: object) -> int | None:
 
     Accepts epoch seconds or milliseconds (any number: int, float, a Decimal, a
     numpy scalar; or numeric text), ISO-8601 text (``TimeStamper(fmt="iso")``; a
-    trailing ``Z`` is fine; text without an offset is local time, or UTC when that
-    reading is within 15 minutes of now and the local one is not) and datetimes.
+    trailing ``Z`` is fine) and datetimes. Text or a datetime without an offset is
+    local time, or UTC when that reading is within 15 minutes of now and the local
+    one is not.
     """
     try:
         if isinstance(value, str):
@@ -147,7 +148,7 @@ def timestamp_of(value: object) -> int | None:
         if isinstance(value, (int, float)):  # a tuple: ``int | float`` is made anew each call
             return None if isinstance(value, bool) else _number_millis(float(value))
         if isinstance(value, _dt.datetime):
-            return millis(value.timestamp())
+            return millis(_seconds(value))
         if value is not None and not isinstance(value, (bytes, bytearray)):
             return _number_millis(float(value))  # type: ignore[arg-type]  # other numbers
     except Exception:  # not a number (float() refused it), or one whose __float__ raised
@@ -180,17 +181,21 @@ def _iso_millis(text: str) -> int:
     # A trailing "Z" is UTC (3.10's fromisoformat does not know it).
     if text.endswith(("Z", "z")):
         text = text[:-1] + "+00:00"
-    stamp = _dt.datetime.fromisoformat(text)
+    return millis(_seconds(_dt.datetime.fromisoformat(text)))
+
+
+def _seconds(stamp: _dt.datetime) -> float:
+    """Epoch seconds of a datetime; one without an offset is local time, unless it is
+    UTC's wall time of the call: TimeStamper's default (utc=True) with a fmt that
+    writes no offset ("%Y-%m-%d %H:%M:%S"), or ``datetime.utcnow()``."""
     seconds = stamp.timestamp()
     if stamp.tzinfo is None:
-        # Local time, unless it is UTC's wall time of the call: TimeStamper's default
-        # (utc=True) with a fmt that writes no offset ("%Y-%m-%d %H:%M:%S").
         as_utc = stamp.replace(tzinfo=_dt.timezone.utc).timestamp()
         if as_utc != seconds:
             now = time.time()
             if abs(seconds - now) > _NEAR_NOW and abs(as_utc - now) <= _NEAR_NOW:
                 seconds = as_utc
-    return millis(seconds)
+    return seconds
 
 
 def _number_millis(number: float) -> int | None:

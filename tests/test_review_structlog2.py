@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import logging
 import time
@@ -17,7 +18,7 @@ from logdna_client._devserver import DevServer
 from logdna_client._event import timestamp_of
 from logdna_client.structlog import LogDNAProcessor
 from tests._helpers_integrations import CapturingClient, delivered, logger_with
-from tests.test_speedups import UNREACHABLE
+from tests.test_speedups_events import offline_processor
 
 #: Five hours west of UTC, no summer time: a naive text read the wrong way is 5 h off.
 WEST = "XST+5"
@@ -86,6 +87,17 @@ class TestNaiveTimestampText:
         # Local wall time of now stays local.
         assert 1_700_000_000_000 == timestamp_of("2023-11-14T17:13:20")
 
+    def test_utcnow_datetime_is_read_as_utc(
+        self, zone: Any, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """``timestamp=datetime.utcnow()``: naive, UTC's wall time."""
+        zone(WEST)
+        monkeypatch.setattr(time, "time", lambda: 1_700_000_000.5)
+        assert 1_700_000_000_000 == timestamp_of(dt.datetime(2023, 11, 14, 22, 13, 20))
+        assert 1_700_000_000_000 == timestamp_of(dt.datetime(2023, 11, 14, 17, 13, 20))
+        # Far from now: local time.
+        assert 1_600_018_000_000 == timestamp_of(dt.datetime(2020, 9, 13, 12, 26, 40))
+
     def test_naive_text_far_from_now_is_still_local(
         self, zone: Any, monkeypatch: pytest.MonkeyPatch
     ) -> None:
@@ -109,9 +121,9 @@ class TestNaiveTimestampText:
     ) -> None:
         zone(WEST)
         monkeypatch.setattr(time, "time", lambda: 1_700_000_000.0007)
-        fast = _offline_processor()
+        fast = offline_processor()
         monkeypatch.setenv("LOGDNA_CLIENT_PURE_PYTHON", "1")
-        slow = _offline_processor()
+        slow = offline_processor()
         monkeypatch.delenv("LOGDNA_CLIENT_PURE_PYTHON")
         out = []
         try:
@@ -126,12 +138,6 @@ class TestNaiveTimestampText:
                 p.client.close(timeout=0)
         assert out[0] == out[1]
         assert [1_700_000_000_000] * 2 == [orjson.loads(e[1:])["timestamp"] for e in out[0]]
-
-
-def _offline_processor() -> LogDNAProcessor:
-    return LogDNAProcessor(
-        key="k", url=UNREACHABLE, hostname="t", app="a", env="e", flush_interval=3600
-    )
 
 
 class TestNumericLevelsAboveTheThreshold:
@@ -183,3 +189,20 @@ class TestNumericLevelsAboveTheThreshold:
         assert "above" == line["line"]
         assert "Level 35" == line["level"]  # as LogDNAHandler ships the record
 
+
+class TestLastInTheChain:
+    def test_with_a_return_logger_it_may_end_the_chain(self) -> None:
+        """The docs' way to ship to LogDNA only: no renderer, a ReturnLogger."""
+        client = CapturingClient()
+        try:
+            structlog.configure(
+                processors=[structlog.processors.add_log_level, LogDNAProcessor(client=client)],
+                logger_factory=structlog.ReturnLoggerFactory(),
+            )
+            structlog.get_logger().info("only to LogDNA", n=1)
+        finally:
+            structlog.reset_defaults()
+            client.close(0)
+        assert [("only to LogDNA", "INFO", {"n": 1})] == [
+            (line["line"], line["level"], line["meta"]) for line in lines_of(client)
+        ]
