@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime as dt
+import decimal
+import enum
 import json
 import logging
 import os
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -107,6 +111,27 @@ class _Key(str):
     pass
 
 
+class _Color(enum.Enum):
+    RED = "red"
+
+
+class _Number(enum.IntEnum):
+    ONE = 1
+
+
+@dataclasses.dataclass
+class _Point:
+    x: int
+    y: int
+
+
+class _Unprintable:
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+    __str__ = __repr__
+
+
 # Events the C call builds itself (after the first, which makes the keys known).
 C_EVENTS = [
     ("info", {"event": "request 7 served in 7 ms"}),
@@ -129,6 +154,11 @@ C_EVENTS = [
     ("info", {"event": "user=bob retries: 3"}),
     ("info", {"event": "my password: hunter2"}),  # redacted by the Python redactor
     ("info", {"event": "db https://admin:s3cret@db.local/x"}),
+    # Values and stamps structlog users log (tests/test_review_structlog2.py).
+    ("info", {"event": "v", "nan": float("nan"), "inf": float("-inf")}),
+    ("info", {"event": "t", "timestamp": dt.datetime(2023, 11, 14, 22, 13, 20)}),
+    ("info", {"event": "t", "timestamp": "2023-11-14 22:13:20"}),
+    ("info", {"event": "t", "timestamp": decimal.Decimal("1700000000.5")}),
 ]
 
 # Events it leaves to Python, which ships them as it always does.
@@ -158,6 +188,16 @@ PYTHON_EVENTS = [
     ("info", {"event": "o", "big": 2**70}),
     ("info", {"event": "p", "password": "hunter2"}),
     ("info", {"event": "\ud800 lone surrogate"}),
+    # Values structlog users log (tests/test_review_structlog2.py): orjson's or str()'s.
+    ("info", {"event": "v", "b": b"\xffraw", "s": {1}, "fs": frozenset({2}), "t": (1, 2)}),
+    ("info", {"event": "v", "d": dt.datetime(2026, 1, 2, 3, 4, 5), "day": dt.date(2026, 1, 2)}),
+    ("info", {"event": "v", "dec": decimal.Decimal("1.10"), "u": uuid.UUID(int=5)}),
+    ("info", {"event": "v", "e": _Color.RED, "ie": _Number.ONE, "dc": _Point(1, 2)}),
+    ("info", {"event": "v", "unprintable": _Unprintable(), "td": dt.timedelta(seconds=3)}),
+    ("info", {"event": _Unprintable()}),
+    ("info", {"event": b"bytes event"}),
+    ("info", {"event": None, "k": 1}),
+    ("level 35", {"event": "t"}),
 ]
 
 
