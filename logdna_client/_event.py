@@ -9,7 +9,6 @@ Client: a circle).
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import logging
 import math
@@ -126,10 +125,9 @@ def _unnamed_number(name: str) -> int | None:
     """The number in logging's name for a level it has no name for, in any case
     ("Level 35"; "level 35" from a stdlib record through ProcessorFormatter, which
     lower-cases ``levelname``), else None."""
-    head, _, number = name.partition(" ")
-    if head.lower() == "level":
-        with contextlib.suppress(ValueError):
-            return int(number)
+    head, _, digits = name.partition(" ")
+    if head.lower() == "level" and digits.isascii() and digits.isdigit() and len(digits) < 6:
+        return int(digits)  # the digits _otlp.severity_for reads in "Level 35"
     return None
 
 
