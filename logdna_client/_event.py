@@ -106,19 +106,16 @@ def level_name(raw: object) -> str:
 
 def levelno_of(name: str) -> int:
     """The level number a level name stands for, to compare with the client's level:
-    LEVELNOS's, else one logging knows (``addLevelName``), else INFO's."""
+    LEVELNOS's, else one logging knows (``addLevelName``), else the number in
+    logging's name for an unnamed level ("Level 35"), else INFO's."""
     found = LEVELNOS.get(name)
     if found is None:
         known = logging.getLevelName(name)  # a name it does not know comes back as text
-        found = known if isinstance(known, int) else _unnamed_levelno(name)
+        if isinstance(known, int):
+            return known
+        number = _unnamed_number(name)  # "Level 35": 35, not INFO's 20
+        found = logging.INFO if number is None else number
     return found
-
-
-def _unnamed_levelno(name: str) -> int:
-    """The number in logging's name for a level it has no name for ("Level 35"), else
-    INFO's."""
-    number = _unnamed_number(name)
-    return logging.INFO if number is None else number
 
 
 def _unnamed_number(name: str) -> int | None:
@@ -169,9 +166,9 @@ def _text_millis(text: str) -> int | None:
     return _number_millis(number)
 
 
-#: Seconds from the time of the call within which text without an offset that is
+#: Seconds from the time of the call within which a time without an offset that is
 #: not local time is read as UTC: under half the smallest offset between zones (30
-#: minutes), so never both readings are.
+#: minutes), so its two readings are never both within it.
 _NEAR_NOW = 900.0
 
 
