@@ -49,8 +49,9 @@ from ._cli_devserver import LineFilter, _cmd_devserver
 from ._cli_pipe import _cmd_pipe
 from ._cli_send import _cmd_send
 from ._cli_spool import register as _register_spool
-from ._config import ENV_VARS, Secret, _shows_key
+from ._config import ENV_VARS
 from ._errors import ConfigurationError
+from ._secret import Secret, shows_key
 from ._version import __version__
 from .devserver import DEFAULT_PAGE_LINES, MAX_CONCURRENT_BODIES
 
@@ -70,9 +71,9 @@ class _Parser(argparse.ArgumentParser):
         keys = _GIVEN_KEYS.get()
         if keys:
             message = _QUOTED.sub(
-                lambda m: "<hidden>" if _shows_key(m.group(), keys) else m.group(), message
+                lambda m: "<hidden>" if shows_key(m.group(), keys) else m.group(), message
             )
-            if _shows_key(message, keys):  # (unquoted)
+            if shows_key(message, keys):  # (unquoted)
                 message = message.split(":", 1)[0] + ": <hidden>"
         super().error(message)
 

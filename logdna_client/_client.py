@@ -22,12 +22,13 @@ from typing_extensions import Self, Unpack
 
 from . import _capture, _exit
 from ._buffer import SEPARATOR, Buffer
-from ._config import Config, hide_key
+from ._config import Config
 from ._event import level_name, levelno_of, timestamp_of
 from ._line import LineBuilder, now_millis, safe_str
 from ._options import ClientOptions, check_option_names, with_options_help
 from ._report import Reporter
 from ._retry import Backoff
+from ._secret import hide_key
 from ._sender import Sender
 from ._stats import DROP_REASONS, SPOOL_DROP_REASONS, ClientStats
 from ._threads import Latch, on_sender_thread, start_library_thread

@@ -5,6 +5,9 @@ Options arrive as Python values from code, and as strings from
 They are coerced and checked here, once, so the rest of the library can trust
 its ``Config``; a bad value is a ``ConfigurationError`` that names the option,
 raised when the client is built rather than when the first line is logged.
+
+How one value is read from text is ``_values.py``'s; how the key is kept unseen,
+``_secret.py``'s; OpenTelemetry's exporter variables, ``_otel_env.py``'s.
 """
 
 from __future__ import annotations
@@ -15,22 +18,57 @@ import logging
 import os
 import re
 import socket
-from collections.abc import Callable, Iterable, Mapping
-from contextvars import ContextVar
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal, cast
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 from ._errors import ConfigurationError
 from ._limits import BODY_BYTES, LINE_BYTES, NAME_CHARS
+from ._otel_env import (
+    one_credential,
+    otel_certificate,
+    otel_compression,
+    otel_endpoint,
+    otel_headers,
+    otel_timeout,
+)
+from ._secret import (
+    KEY_VARIABLE,
+    KEYS,
+    Secret,
+    as_secret,
+    carries_credentials,
+    environ,
+    hide_key,
+    hide_url,
+    may_be_key,
+    shows_key,
+)
+from ._values import (
+    FALSE,
+    TRUE,
+    bad,
+    blank,
+    check_pattern,
+    optional_name,
+    resolve_callable,
+    to_bool,
+    to_duration,
+    to_level,
+    to_size,
+    to_str_list,
+)
 
-__all__ = ["DEFAULT_URL", "ENV_VARS", "Config", "Secret", "hide_key"]
+# hide_key: structlog.py still imports it from here (its import moves with that module's
+# next change; then this entry goes).
+__all__ = ["DEFAULT_URL", "ENV_VARS", "Config", "hide_key"]
 
 DEFAULT_URL = "https://logs.logdna.com/logs/ingest"
 
 #: option name -> environment variable consulted when the option is not given.
 ENV_VARS: Mapping[str, str] = {
-    "key": "LOGDNA_INGESTION_KEY",
+    "key": KEY_VARIABLE,
     "url": "LOGDNA_URL",
     "app": "LOGDNA_APP",
     "env": "LOGDNA_ENV",
@@ -45,8 +83,6 @@ ENV_VARS: Mapping[str, str] = {
 # (_limits.BODY_BYTES, 10 MB) with a MiB to spare for the drop-summary line added to a
 # full batch (tests/test_claims_accounting.py holds it there).
 _MAX_BATCH_CAP = min(8 * 1024 * 1024, BODY_BYTES - 1024 * 1024)
-# hostname, app, env and level: capped at 80 characters as the official clients do.
-_NAME_CAP = NAME_CHARS
 
 Overflow = Literal["drop_oldest", "drop_newest", "block"]
 _OVERFLOWS: tuple[str, ...] = ("drop_oldest", "drop_newest", "block")
@@ -57,80 +93,15 @@ Auth = Literal["apikey", "basic", "bearer", "pipeline"]
 _AUTHS: tuple[str, ...] = ("apikey", "basic", "bearer", "pipeline")
 _SPOOL_SYNCS: tuple[str, ...] = ("none", "interval", "always")
 
-_TRUE = frozenset({"1", "true", "yes", "on", "y", "t"})
-_FALSE = frozenset({"0", "false", "no", "off", "n", "f"})
 # Options read as booleans (verify and redact also take a path or names): blank text
 # there is an option not given. Read as false, an empty template variable or a bare
 # "verify =" would turn TLS verification or redaction off without a word.
 _BOOLEAN_OPTIONS = (
     "compress", "verify", "index_meta", "allow_insecure", "kubernetes", "redact", "handle_signals",
 )  # fmt: skip
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]i?b?|b)?\s*$", re.IGNORECASE)
-_SIZE_UNITS = {
-    "": 1, "b": 1,
-    "k": 1000, "kb": 1000, "ki": 1024, "kib": 1024,
-    "m": 1000**2, "mb": 1000**2, "mi": 1024**2, "mib": 1024**2,
-    "g": 1000**3, "gb": 1000**3, "gi": 1024**3, "gib": 1024**3,
-}  # fmt: skip
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*(ms|s|m|h)?\s*$", re.IGNORECASE)
-_DURATION_UNITS = {"ms": 0.001, "": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-class Secret:
-    """Holds the ingestion key so that no repr, str or traceback shows it."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        """The key itself, for the one place that needs it: the request header."""
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('***')"
-
-    __str__ = __repr__
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
-
-    def __reduce__(self) -> Any:
-        # Pickling a Secret (multiprocessing spawn of a handler) keeps it usable
-        # but the pickled form is as sensitive as the key itself.
-        return (Secret, (self._value,))
 
 
 _CONTROL = re.compile(r"[\r\n\0]")
-
-
-def _environ(name: str) -> str | None:
-    """One environment variable (os.environ itself never sits in a caller's frame)."""
-    return os.environ.get(name)
-
-
-def _blank(value: object) -> bool:
-    """Whether ``value`` is None or text of blanks: an option not given."""
-    return value is None or (isinstance(value, str) and not value.strip())
-
-
-def _as_secret(value: object) -> Secret | None:
-    """The key as a Secret (None stays None); a key that is not a string is refused
-    without being shown, or kept in this frame's locals."""
-    if isinstance(value, Secret) and isinstance(value.reveal(), str):
-        return value
-    if value is None or isinstance(value, str):
-        return None if value is None else Secret(value)
-    del value  # not in this frame's locals when the error's traceback is captured
-    return _refuse_key()
-
-
-def _refuse_key() -> Secret:
-    raise ConfigurationError("key: expected a string, got <hidden>", "key")
 
 
 def _near_key_variables() -> str:
@@ -153,7 +124,7 @@ def _read_key_file(path: object) -> Secret:
         path = os.fsdecode(path)
     if not isinstance(path, str):
         # (an int would be read as a file descriptor: whatever is open there)
-        raise _bad("key_file", path, "the path of a file")
+        raise bad("key_file", path, "the path of a file")
     path = path if os.path.exists(path) else os.path.expanduser(path.strip())
     try:
         with open(path, encoding="utf-8") as fh:
@@ -161,201 +132,12 @@ def _read_key_file(path: object) -> Secret:
     except OSError as exc:
         reason = exc.strerror
     # (Raised out of the except: the OSError, which names the path, is not its context.)
-    if _may_be_key(path):
+    if may_be_key(path):
         shown = "the file given (its name not shown: is it the key itself, not a path?)"
     else:
         shown = repr(path)
     del path
     raise ConfigurationError(f"key_file: cannot read {shown}: {reason}", "key_file")
-
-
-# A file name that may be an ingestion key pasted where its path belongs: letters and
-# digits only, both, 16 or more (Mezmo's keys are 32 hexadecimal digits).
-_KEY_LIKE = re.compile(r"(?=[^/]*[0-9])(?=[^/]*[A-Za-z])[A-Za-z0-9]{16,}")
-
-
-def _may_be_key(path: str) -> bool:
-    """Whether ``path``, shown in a message, may show a key: one of the Config being built,
-    or a last part that looks like one."""
-    name = path.strip().rstrip("/").rpartition("/")[2]
-    return _shows_key(path) or _KEY_LIKE.fullmatch(name) is not None
-
-
-def hide_key(options: dict[str, Any]) -> dict[str, Any]:
-    """``options`` with a ``key`` given as text wrapped in a Secret, and a ``url`` that
-    carries credentials too (see ``_hide_url``): the first frame that receives keyword
-    options calls this before anything else."""
-    key = options.get("key")
-    if key is not None and not isinstance(key, Secret):
-        # Whatever its type: a key given as bytes is refused later, unseen.
-        options = {**options, "key": Secret(cast(str, key))}
-    del key
-    key_file = options.get("key_file")
-    if isinstance(key_file, str) and _may_be_key(key_file):
-        # The key itself pasted where its path belongs: unseen until it is read as a path.
-        options = {**options, "key_file": Secret(key_file)}
-    del key_file
-    if not isinstance(options.get("url"), Secret) and _carries_credentials(options.get("url")):
-        options = {**options, "url": Secret(options["url"])}
-    elif isinstance(options.get("url"), str):
-        # The key in its path or query (``?api_key=``, ``/inputs/KEY``): refused, unseen.
-        keys = (options.get("key"), _as_secret(_environ(ENV_VARS["key"])))
-        if _shows_key(options["url"], [key for key in keys if isinstance(key, Secret)]):
-            options = {**options, "url": Secret(options["url"])}
-        del keys
-    return options
-
-
-def _carries_credentials(url: object) -> bool:
-    """Whether ``url`` carries credentials (a user or password, an ``apikey=``): such a
-    URL is refused, and held in a Secret until then, as a key is (it often holds one).
-    Whatever the type it is given as: text, bytes, a URL object (by its str()), or a
-    Secret (by what it holds)."""
-    while isinstance(url, Secret):
-        url = url.reveal()
-    if isinstance(url, bytes | bytearray):
-        url = bytes(url).decode("latin-1")
-    elif url is not None and not isinstance(url, str):
-        try:
-            url = str(url)
-        except Exception:  # refused later, as not a URL
-            return False
-    if not isinstance(url, str):
-        return False
-    try:
-        parts = urlsplit(url.strip())
-        return bool(
-            parts.username
-            or parts.password
-            or "apikey=" in parts.query.lower()
-            # Without "//", "user:KEY@host" reads as scheme "user" and a path: no
-            # host, so refused anyway; hidden if an "@" may end a user part.
-            or (not parts.netloc and "@" in url)
-        )
-    except ValueError:
-        # Not a URL at all (refused later, as such): hidden if it may be one with
-        # credentials in it.
-        return "@" in url or "apikey=" in url.lower()
-
-
-def _hide_url(url: object) -> object:
-    """``url``, in a Secret when it carries credentials."""
-    if isinstance(url, Secret) or not _carries_credentials(url):
-        return url
-    return Secret(cast(str, url))  # (whatever its type: refused, unseen)
-
-
-# The keys of the Config being built (given, and LOGDNA_INGESTION_KEY's), as Secrets: a
-# value that holds one (the key pasted into url= or app=, a swapped variable) is not shown.
-_KEYS: ContextVar[tuple[Secret, ...]] = ContextVar("_KEYS", default=())
-
-
-def _shows_key(value: object, keys: Iterable[Secret] | None = None) -> bool:
-    """Whether ``value``, as a message would show it, holds a key of the Config being built
-    (or one of ``keys``; one of 8 characters or more: a shorter one is no key, and would
-    hide every value)."""
-    text = (value if isinstance(value, str) else repr(value)).lower()
-    for secret in _KEYS.get() if keys is None else keys:
-        key = secret.reveal()
-        if not isinstance(key, str) or len(key.strip()) < 8:  # (a key of bytes is refused)
-            continue
-        key = key.strip().lower()
-        # Any run of 12 of its characters (the whole key when shorter), in any case: a
-        # paste cut short, or a value upper-cased on its way, shows it too.
-        run = min(len(key), _KEY_RUN)
-        if any(key[i : i + run] in text for i in range(len(key) - run + 1)):
-            return True
-    return False
-
-
-#: How many consecutive characters of a key a value must hold to be hidden as showing it.
-_KEY_RUN = 12
-
-
-def _bad(option: str, value: object, expected: str) -> ConfigurationError:
-    hidden = option in ("key", "key_file") or _shows_key(value)
-    shown = "<hidden>" if hidden else repr(value)
-    if len(shown) > 80:
-        shown = shown[:77] + "..."
-    return ConfigurationError(f"{option}: expected {expected}, got {shown}", option)
-
-
-def to_bool(option: str, value: object) -> bool:
-    """Coerce a bool, or a string such as "true"/"0"/"off" from a config file."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str):
-        low = value.strip().lower()
-        if low in _TRUE:
-            return True
-        if low in _FALSE:
-            return False
-    raise _bad(option, value, "a boolean (true/false, yes/no, on/off, 1/0)")
-
-
-def to_duration(option: str, value: object, *, minimum: float, maximum: float) -> float:
-    """Coerce seconds: a number, or a string such as "5", "2.5s", "500ms", "1m" or "1h"."""
-    seconds: float
-    if isinstance(value, bool):
-        raise _bad(option, value, "a number of seconds")
-    if isinstance(value, int | float):
-        # (an int past float's range: out of range, as inf is)
-        seconds = float(value) if abs(value) < 1e300 else float("inf")
-    elif isinstance(value, str):
-        m = _DURATION_RE.match(value)
-        if not m:
-            raise _bad(
-                option, value, 'a number of seconds such as "5", "2.5s", "500ms", "1m" or "1h"'
-            )
-        seconds = float(m.group(1)) * _DURATION_UNITS[(m.group(2) or "").lower()]
-    else:
-        raise _bad(option, value, "a number of seconds")
-    if not (minimum <= seconds <= maximum):  # also rejects NaN
-        raise _bad(option, value, f"seconds between {minimum:g} and {maximum:g}")
-    return seconds
-
-
-def to_size(option: str, value: object, *, minimum: int, maximum: int) -> int:
-    """Coerce a byte count: an int, or a string such as "2097152", "512KiB" or "2MB"."""
-    if isinstance(value, bool):
-        raise _bad(option, value, "a number of bytes")
-    size: int
-    if isinstance(value, int):
-        size = value
-    elif isinstance(value, float) and value.is_integer():
-        size = int(value)
-    elif isinstance(value, str):
-        m = _SIZE_RE.match(value)
-        if not m:
-            raise _bad(option, value, 'a number of bytes such as "1048576", "512KiB" or "2MB"')
-        number = float(m.group(1)) * _SIZE_UNITS[(m.group(2) or "").lower()]
-        # (digits past float's range are inf: out of range, not an OverflowError)
-        size = int(number) if number < 1e300 else maximum + 1
-    else:
-        raise _bad(option, value, "a number of bytes")
-    if not (minimum <= size <= maximum):
-        raise _bad(option, value, f"a number of bytes between {minimum} and {maximum}")
-    return size
-
-
-def to_level(option: str, value: object) -> int:
-    """Coerce a logging level: an int, a numeric string or a name such as "warning"."""
-    if isinstance(value, bool):
-        raise _bad(option, value, "a logging level")
-    if isinstance(value, int):
-        if value < 0:
-            raise _bad(option, value, "a logging level >= 0")
-        return value
-    if isinstance(value, str):
-        text = value.strip()
-        if text.isdecimal():  # (what int() reads: isdigit() also takes "²")
-            return int(text)
-        level = logging.getLevelName(text.upper())
-        if isinstance(level, int):
-            return level
-    raise _bad(option, value, "a logging level (DEBUG, INFO, WARNING, ERROR, CRITICAL or a number)")
 
 
 def level_beside_client(client: object, options: Mapping[str, object]) -> int | None:
@@ -379,26 +161,6 @@ def level_beside_client(client: object, options: Mapping[str, object]) -> int | 
     return level
 
 
-def to_str_list(option: str, value: object) -> tuple[str, ...]:
-    """Coerce a list of strings, or one comma-separated string ("a, b")."""
-    if value is None:
-        return ()
-    items: Iterable[object]
-    if isinstance(value, str):
-        items = value.split(",")
-    elif isinstance(value, Iterable) and not isinstance(value, bytes | Mapping):
-        items = value
-    else:
-        raise _bad(option, value, "a list of strings or a comma-separated string")
-    out: list[str] = []
-    for item in items:
-        if not isinstance(item, str):
-            raise _bad(option, value, "a list of strings or a comma-separated string")
-        if item.strip():
-            out.append(utf8_text(item.strip()))
-    return tuple(out)
-
-
 #: LogRecord attributes ``record_meta`` may name: what ``LogRecord.__init__`` sets,
 #: less what already ships as the line, its level or its timestamp.
 RECORD_META_ATTRS = frozenset(
@@ -410,42 +172,12 @@ def _record_attrs(value: object) -> tuple[str, ...]:
     names = to_str_list("record_meta", value)
     unknown = [name for name in names if name not in RECORD_META_ATTRS]
     if unknown:
-        raise _bad(
+        raise bad(
             "record_meta",
             ", ".join(unknown),
             "LogRecord attributes among " + ", ".join(sorted(RECORD_META_ATTRS)),
         )
     return tuple(dict.fromkeys(names))  # each once, in the order given
-
-
-def utf8_text(value: str) -> str:
-    """``value`` as text that encodes to UTF-8.
-
-    On POSIX, ``os.environ`` turns bytes that are not UTF-8 (a Latin-1 pod or host name,
-    a value cut mid-character) into lone surrogates, which no UTF-8 encoder takes: the
-    entry template (app), the OTLP body and the ingest API's URL (hostname, tags) could
-    not be built, and every line of the process was lost. The bytes are decoded back,
-    and what is not UTF-8 becomes U+FFFD.
-    """
-    if value.isascii():
-        return value
-    try:
-        return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-    except UnicodeEncodeError:  # a surrogate no decoder made: nothing to recover
-        return value.encode("utf-8", "replace").decode("utf-8")
-
-
-def _optional_name(option: str, value: object) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise _bad(option, value, "a string")
-    value = utf8_text(value.strip())
-    if not value:
-        return None
-    if len(value) > _NAME_CAP:
-        raise _bad(option, value, f"at most {_NAME_CAP} characters")
-    return value
 
 
 def _is_loopback(host: str) -> bool:
@@ -456,181 +188,6 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
-
-
-def _resolve_callable(option: str, value: object) -> Callable[..., Any] | None:
-    """Accept a callable, or a dotted "module.attr" path (dictConfig gives strings)."""
-    if value is None:
-        return None
-    if callable(value):
-        return cast(Callable[..., Any], value)
-    if isinstance(value, str) and "." in value:
-        module_name, _, attr = value.rpartition(".")
-        try:
-            module = __import__(module_name, fromlist=[attr])
-            found = getattr(module, attr)
-        except (ImportError, AttributeError) as exc:
-            raise _bad(option, value, f"a callable or an importable dotted path ({exc})") from None
-        if callable(found):
-            return cast(Callable[..., Any], found)
-    raise _bad(option, value, 'a callable or a dotted path such as "myapp.logs.scrub"')
-
-
-#: OpenTelemetry's exporter variables (SDK environment variables, OTLP exporter
-#: configuration) read with protocol="otlp": the logs signal's own wins over the generic.
-OTEL_ENDPOINTS = ("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
-OTEL_HEADERS = ("OTEL_EXPORTER_OTLP_LOGS_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS")
-OTEL_CERTIFICATES = ("OTEL_EXPORTER_OTLP_LOGS_CERTIFICATE", "OTEL_EXPORTER_OTLP_CERTIFICATE")
-OTEL_TIMEOUTS = ("OTEL_EXPORTER_OTLP_LOGS_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT")
-OTEL_COMPRESSIONS = ("OTEL_EXPORTER_OTLP_LOGS_COMPRESSION", "OTEL_EXPORTER_OTLP_COMPRESSION")
-# An HTTP header name (RFC 9110's token).
-_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-
-
-def _otel_variable(names: tuple[str, str]) -> tuple[str, str] | None:
-    """(name, value) of the first of ``names`` set to something other than blanks."""
-    for name in names:
-        value = _environ(name)
-        if value is not None and value.strip():
-            return name, value.strip()
-    return None
-
-
-def _otel_endpoint() -> tuple[str, str | None]:
-    """(the variable, the URL) the OTel endpoint variables give; ("url", None) for none.
-
-    The logs endpoint is used as it is; the generic one is a base URL that the logs
-    path ``v1/logs`` is appended to, as the SDK's exporter does."""
-    found = _otel_variable(OTEL_ENDPOINTS)
-    if found is None:
-        return "url", None
-    name, url = found
-    if name == OTEL_ENDPOINTS[1]:
-        url += "v1/logs" if url.endswith("/") else "/v1/logs"
-    return name, url
-
-
-def _otel_headers() -> tuple[str, tuple[tuple[str, Secret], ...]]:
-    """(the variable, the headers) ``OTEL_EXPORTER_OTLP_(LOGS_)HEADERS`` give: ``k=v,k2=v2``,
-    names and values percent-decoded; each value held in a Secret (they often carry a token).
-
-    A malformed entry is a ConfigurationError naming the variable and the entry's place,
-    never its text: without the header the receiver refuses every request, which is
-    better said at start than found in a 401 later."""
-    found = _otel_variable(OTEL_HEADERS)
-    if found is None:
-        return "", ()
-    name = found[0]
-    headers = _parse_headers(found[1])
-    del found  # the raw text: not in this frame's locals when an error is captured
-    if isinstance(headers, int):
-        raise ConfigurationError(
-            f"{name}: entry {headers} is not key=value with a header name and a value of "
-            "printable ASCII (percent-encoded)",
-            "url",
-        )
-    return name, headers
-
-
-# Header names that carry a credential (see _auth.credentials_in): one such header in
-# the OTel headers and the key would be two credentials on one request.
-_CREDENTIAL_HEADERS = ("authorization", "apikey")
-
-
-def _one_credential(
-    secret: Secret | None, key_given: str, variable: str, headers: tuple[tuple[str, Secret], ...]
-) -> Secret | None:
-    """The key to send beside the OTel ``headers``: a request carries one credential.
-
-    A credential header there is the OTel endpoint's own (the variables came with it), so
-    it wins over an ambient ``LOGDNA_INGESTION_KEY`` (often set pod-wide for another
-    handler), which is then not sent. Beside a key given on purpose (``key_given`` names
-    how), it is a ConfigurationError naming both, neither's value."""
-    credential = next((n for n, _ in headers if n.lower() in _CREDENTIAL_HEADERS), None)
-    if credential is None or secret is None:
-        return secret
-    if key_given:
-        raise ConfigurationError(
-            f"key: {key_given} and the {credential} header in {variable} are two credentials, "
-            "and a request carries one; drop one of them",
-            "key",
-        )
-    return None
-
-
-def _otel_certificate() -> str | None:
-    """The CA file ``OTEL_EXPORTER_OTLP_(LOGS_)CERTIFICATE`` names to verify the OTel
-    endpoint with, as the SDK's exporter does; None when neither is set. A file that is
-    not there is a ConfigurationError naming the variable: without it every request
-    would fail TLS verification."""
-    found = _otel_variable(OTEL_CERTIFICATES)
-    if found is None:
-        return None
-    name, path = found
-    if not os.path.exists(path):  # (a folder of CA files too, as verify= takes one)
-        raise ConfigurationError(f"{name}: expected the path of an existing CA file", "verify")
-    return path
-
-
-def _otel_timeout() -> float | None:
-    """``request_timeout`` as ``OTEL_EXPORTER_OTLP_(LOGS_)TIMEOUT`` gives it, in seconds;
-    None when neither is set.
-
-    The specification's unit is milliseconds (the Python SDK's exporter reads seconds
-    today: a pod-wide ``10`` meant for it is 10 ms here, below the floor, and refused
-    rather than read as either). Out of request_timeout's range, or no number, is a
-    ConfigurationError naming the variable."""
-    found = _otel_variable(OTEL_TIMEOUTS)
-    if found is None:
-        return None
-    name, text = found
-    millis = float(text) if _MILLIS.fullmatch(text) else -1.0
-    if not 100 <= millis <= 600_000:
-        raise ConfigurationError(
-            f"{name}: expected milliseconds, as the OpenTelemetry specification says, from "
-            "100 to 600000 (request_timeout's 0.1 to 600 s); request_timeout= wins over it",
-            "request_timeout",
-        )
-    return millis / 1000
-
-
-def _otel_compression() -> bool | None:
-    """``compress`` as ``OTEL_EXPORTER_OTLP_(LOGS_)COMPRESSION`` gives it: "gzip" True,
-    "none" False (either case, as the SDK reads it); None when neither is set. Anything
-    else is a ConfigurationError naming the variable: the SDK's exporter warns and sends
-    plain, which here would turn gzip off without a word."""
-    found = _otel_variable(OTEL_COMPRESSIONS)
-    if found is None:
-        return None
-    name, text = found
-    value = text.lower()
-    if value not in ("gzip", "none"):
-        raise ConfigurationError(f'{name}: expected "gzip" or "none"', "compress")
-    return value == "gzip"
-
-
-_MILLIS = re.compile(r"\d+(?:\.\d*)?")
-
-
-def _parse_headers(text: str) -> tuple[tuple[str, Secret], ...] | int:
-    """``k=v,...`` as headers, or the place (from 1) of the first malformed entry."""
-    headers: list[tuple[str, Secret]] = []
-    for place, entry in enumerate(text.split(","), 1):
-        if not entry.strip():
-            continue
-        key, equals, value = entry.partition("=")
-        # Both decoded, then trimmed, as the SDK's parse_env_headers does: a name sent
-        # still encoded ("x%2Dtenant") is another header, and a value that decodes to a
-        # leading space made requests refuse every request (InvalidHeader).
-        try:
-            key = unquote(key, errors="strict").strip()
-            value = unquote(value, errors="strict").strip()
-        except UnicodeDecodeError:  # percent-escapes that are not UTF-8
-            return place
-        if not (equals and _TOKEN.fullmatch(key) and value.isascii() and value.isprintable()):
-            return place
-        headers.append((key, Secret(value)))
-    return tuple(headers)
 
 
 _UNSET: Any = None  # dataclass defaults: None means "not given, use env var or default"
@@ -693,13 +250,13 @@ class Config:
         set_ = object.__setattr__
         # The key becomes a Secret before anything can fail: a ConfigurationError's
         # traceback (Sentry captures frame locals) then shows only Secret('***').
-        # os.environ is read through _environ(), never held in a local here.
-        set_(self, "key", _as_secret(self.key))
+        # os.environ is read through environ(), never held in a local here.
+        set_(self, "key", as_secret(self.key))
         # And a URL carrying credentials (often the key itself) becomes one too.
-        set_(self, "url", _hide_url(self.url))
+        set_(self, "url", hide_url(self.url))
         if isinstance(self.key_file, Secret):  # (hide_key's: a path that may be the key)
             set_(self, "key_file", self.key_file.reveal())  # not in repr, nor in a local
-        env = _environ
+        env = environ
         for option in _BOOLEAN_OPTIONS:
             value = getattr(self, option)
             if isinstance(value, str) and not value.strip():
@@ -713,20 +270,20 @@ class Config:
         # A blank url (an empty template variable, a bare "url =") is one not given, as a
         # blank boolean is: the default in its place would send the key and every line to
         # the classic host, whatever LOGDNA_URL or the OTel endpoint said.
-        url: object = None if _blank(self.url) else self.url
+        url: object = None if blank(self.url) else self.url
         if url is None:
             set_(self, "_unset", unset | {"url"})
-            url = None if _blank(env(ENV_VARS["url"])) else env(ENV_VARS["url"])
+            url = None if blank(env(ENV_VARS["url"])) else env(ENV_VARS["url"])
         # Where the URL came from, as messages name it: OpenTelemetry's variables are the
         # exporter's settings, read only for OTLP and only when url= and LOGDNA_URL are not
         # given (those were set for this library on purpose, the OTel ones often pod-wide).
         source = "url"
         if url is None and otlp:
-            source, url = _otel_endpoint()
-        url = _hide_url(url or DEFAULT_URL)
+            source, url = otel_endpoint()
+        url = hide_url(url or DEFAULT_URL)
         # An OTel variable's value is not shown: it may hold a token (a query's, a path's).
         said = "url" if source == "url" else f"url (from {source})"
-        if _carries_credentials(url):
+        if carries_credentials(url):
             # The key belongs in a header: URLs end up in proxy and error logs.
             raise ConfigurationError(
                 f"{said}: must not carry credentials; pass the key with key= or " + ENV_VARS["key"],
@@ -735,14 +292,14 @@ class Config:
         if isinstance(url, Secret):  # (hide_key's: the key in its path or query)
             raise _url_carries_key(said)
         if not isinstance(url, str):
-            raise _bad("url", url, "an http(s) URL")
+            raise bad("url", url, "an http(s) URL")
         url = url.strip()
         try:
             parts = urlsplit(url)
         except ValueError:  # ("http://[::1": an unclosed IPv6 address)
             parts = urlsplit("")
             if source == "url":
-                raise _bad("url", url, "an http(s) URL such as " + DEFAULT_URL) from None
+                raise bad("url", url, "an http(s) URL such as " + DEFAULT_URL) from None
         try:
             port_ok = parts.port != 0
         except ValueError:  # out of range, or not a number ("http://host:99999")
@@ -753,25 +310,25 @@ class Config:
                     f"{source}: expected an http(s) URL such as http://collector:4318", "url"
                 )
             shown = parts._replace(query="", fragment="").geturl()
-            raise _bad("url", shown, "an http(s) URL such as " + DEFAULT_URL)
+            raise bad("url", shown, "an http(s) URL such as " + DEFAULT_URL)
         set_(self, "allow_insecure", to_bool("allow_insecure", self.allow_insecure))
         # The OTel headers go only to the endpoint the OTel variables name, as the SDK's
         # exporter sends them: they often hold a vendor's token, which url= or LOGDNA_URL
         # pointing elsewhere must not receive.
-        headers_from, headers = _otel_headers() if source != "url" else ("", ())
+        headers_from, headers = otel_headers() if source != "url" else ("", ())
         # So does the CA the OTel variables name (a Collector behind a private CA): in
         # place of the default ones, it would fail a url= to a public endpoint.
-        otel_ca = _otel_certificate() if source != "url" else None
+        otel_ca = otel_certificate() if source != "url" else None
         # The exporter's timeout and compression likewise: set for the OTel endpoint (often
         # pod-wide), read with it; request_timeout= and compress= win, as url= does.
         # (What they gave, by option: replace(url=...) leaves it behind, as the headers.)
         from_otel: list[str] = []
         if self.request_timeout is None:
-            timeout = _otel_timeout() if source != "url" else None
+            timeout = otel_timeout() if source != "url" else None
             set_(self, "request_timeout", 15.0 if timeout is None else timeout)
             from_otel += ["request_timeout"] if timeout is not None else []
         if self.compress is None:
-            compress = _otel_compression() if source != "url" else None
+            compress = otel_compression() if source != "url" else None
             set_(self, "compress", True if compress is None else compress)
             from_otel += ["compress"] if compress is not None else []
         # Plain http is refused for the credentials it would carry. The ingest API always
@@ -786,8 +343,8 @@ class Config:
         key_given = "key=" if self.key is not None else ""
         key_given = key_given or ("key_file=" if self.key_file is not None else "")
         secret = self._resolve_key(_is_loopback(parts.hostname) or otlp)
-        secret = _one_credential(secret, key_given, headers_from, headers)
-        if secret is not None and _shows_key(url, (secret,)):
+        secret = one_credential(secret, key_given, headers_from, headers)
+        if secret is not None and shows_key(url, (secret,)):
             # (A key file's, known only now: the url's text is in this frame's locals.)
             set_(self, "url", Secret(url))
             raise _url_carries_key(said)
@@ -800,11 +357,11 @@ class Config:
         set_(self, "key", secret)
 
         # Blank is not given, as for url: a line has a hostname, LOGDNA_HOSTNAME's first.
-        hostname = _optional_name("hostname", self.hostname)
-        hostname = hostname or _optional_name("hostname", env(ENV_VARS["hostname"]))
+        hostname = optional_name("hostname", self.hostname)
+        hostname = hostname or optional_name("hostname", env(ENV_VARS["hostname"]))
         set_(self, "hostname", hostname or detected_hostname())
-        set_(self, "ip", _optional_name("ip", self.ip))
-        set_(self, "mac", _optional_name("mac", self.mac))
+        set_(self, "ip", optional_name("ip", self.ip))
+        set_(self, "mac", optional_name("mac", self.mac))
         tags = self.tags if self.tags is not None else env(ENV_VARS["tags"])
         set_(self, "tags", to_str_list("tags", tags))
         for name in ("app", "env"):
@@ -812,7 +369,7 @@ class Config:
             set_(
                 self,
                 name,
-                _optional_name(name, raw if raw is not None else env(ENV_VARS[name])),
+                optional_name(name, raw if raw is not None else env(ENV_VARS[name])),
             )
 
         # -- behaviour
@@ -827,7 +384,7 @@ class Config:
                      maximum=1 << 40))  # fmt: skip
         overflow = self.overflow.strip().lower() if isinstance(self.overflow, str) else None
         if overflow not in _OVERFLOWS:
-            raise _bad("overflow", self.overflow, "one of " + ", ".join(_OVERFLOWS))
+            raise bad("overflow", self.overflow, "one of " + ", ".join(_OVERFLOWS))
         set_(self, "overflow", overflow)
         for name, lo, hi in (
             ("block_timeout", 0.0, 60.0),
@@ -840,7 +397,7 @@ class Config:
         signals = self.handle_signals
         if signals is None:
             signals = env(ENV_VARS["handle_signals"])  # blank: not set, as a blank option
-            signals = True if _blank(signals) else signals
+            signals = True if blank(signals) else signals
         set_(self, "handle_signals", to_bool("handle_signals", signals))
         set_(self, "index_meta", to_bool("index_meta", self.index_meta))
         record_meta = self.record_meta
@@ -864,26 +421,26 @@ class Config:
         redact: tuple[str, ...] | bool
         if isinstance(self.redact, bool):
             redact = self.redact
-        elif isinstance(self.redact, str) and self.redact.strip().lower() in _TRUE | _FALSE:
+        elif isinstance(self.redact, str) and self.redact.strip().lower() in TRUE | FALSE:
             redact = to_bool("redact", self.redact)
         else:
             redact = to_str_list("redact", self.redact)
         set_(self, "redact", redact)
         patterns = to_str_list("redact_patterns", self.redact_patterns)
         for pattern in patterns:
-            _check_pattern(pattern)
+            check_pattern(pattern)
         set_(self, "redact_patterns", patterns)
-        set_(self, "before_send", _resolve_callable("before_send", self.before_send))
+        set_(self, "before_send", resolve_callable("before_send", self.before_send))
 
         # -- durable delivery (docs/spool.md); only checked here: no folder is made until used
         spool_dir = self.spool_dir if self.spool_dir is not None else env(ENV_VARS["spool_dir"])
         if spool_dir is not None and not isinstance(spool_dir, str | os.PathLike):
-            raise _bad("spool_dir", spool_dir, "a folder path")
+            raise bad("spool_dir", spool_dir, "a folder path")
         spool_dir = os.path.expanduser(os.fspath(spool_dir)).strip() if spool_dir else None
         set_(self, "spool_dir", spool_dir or None)
         sync = self.spool_sync.strip().lower() if isinstance(self.spool_sync, str) else None
         if sync not in _SPOOL_SYNCS:
-            raise _bad("spool_sync", self.spool_sync, "one of " + ", ".join(_SPOOL_SYNCS))
+            raise bad("spool_sync", self.spool_sync, "one of " + ", ".join(_SPOOL_SYNCS))
         set_(self, "spool_sync", sync)
         set_(self, "max_spool_bytes",
              to_size("max_spool_bytes", self.max_spool_bytes, minimum=1024 * 1024,
@@ -898,7 +455,7 @@ class Config:
         set_ = object.__setattr__
         protocol = self.protocol.strip().lower() if isinstance(self.protocol, str) else None
         if protocol not in _PROTOCOLS:
-            raise _bad("protocol", self.protocol, "one of " + ", ".join(_PROTOCOLS))
+            raise bad("protocol", self.protocol, "one of " + ", ".join(_PROTOCOLS))
         set_(self, "protocol", protocol)
         if protocol == "otlp" and self.url == DEFAULT_URL:
             # The ingest API does not speak OTLP: a silent default would lose every line.
@@ -910,7 +467,7 @@ class Config:
             )
         auth = self.auth.strip().lower() if isinstance(self.auth, str) else None
         if auth not in _AUTHS:
-            raise _bad("auth", self.auth, "one of " + ", ".join(_AUTHS))
+            raise bad("auth", self.auth, "one of " + ", ".join(_AUTHS))
         set_(self, "auth", auth)
         kubernetes: object = self.kubernetes
         if isinstance(kubernetes, str) and kubernetes.strip().lower() == "auto":
@@ -919,7 +476,7 @@ class Config:
             try:
                 kubernetes = to_bool("kubernetes", kubernetes)
             except ConfigurationError:
-                raise _bad("kubernetes", kubernetes, '"auto", or a boolean to force it') from None
+                raise bad("kubernetes", kubernetes, '"auto", or a boolean to force it') from None
         set_(self, "kubernetes", kubernetes)
 
     def _resolve_key(self, loopback: bool) -> Secret | None:
@@ -933,7 +490,7 @@ class Config:
                 looked.append(f"key_file={self.key_file!r}")
         if secret is None:
             looked.append(ENV_VARS["key"])
-            secret = _as_secret(_environ(ENV_VARS["key"]))
+            secret = as_secret(environ(ENV_VARS["key"]))
         if secret is None or not secret.reveal().strip():
             if loopback:  # the local devserver needs no key
                 return None
@@ -964,16 +521,16 @@ class Config:
             value = os.fspath(value)
         if isinstance(value, str):
             low = value.strip().lower()
-            if low in _TRUE | _FALSE:
-                return low in _TRUE
+            if low in TRUE | FALSE:
+                return low in TRUE
             # "~/ca.pem", or a path with the blanks a file or variable left around it.
             path = value if os.path.exists(value) else os.path.expanduser(value.strip())
             if not os.path.exists(path):
-                raise _bad("verify", value, "true/false or the path of an existing CA bundle")
+                raise bad("verify", value, "true/false or the path of an existing CA bundle")
             return path
         if isinstance(value, bool):
             return value
-        raise _bad("verify", value, "true/false or the path of a CA bundle")
+        raise bad("verify", value, "true/false or the path of a CA bundle")
 
     @property
     def otlp_headers(self) -> tuple[tuple[str, Secret], ...]:
@@ -1021,15 +578,15 @@ def _hiding_init(generated: Callable[..., None]) -> Callable[..., None]:
         if args and args[0] is not None and not isinstance(args[0], Secret):
             args = (Secret(args[0]), *args[1:])
         if len(args) > _URL_AT:  # (the url given by position: fields in order)
-            args = (*args[:_URL_AT], _hide_url(args[_URL_AT]), *args[_URL_AT + 1 :])
+            args = (*args[:_URL_AT], hide_url(args[_URL_AT]), *args[_URL_AT + 1 :])
         given = args[0] if args else kwargs.get("key")
-        keys = (given, _as_secret(_environ(ENV_VARS["key"])))
-        token = _KEYS.set(tuple(key for key in keys if isinstance(key, Secret)))
+        keys = (given, as_secret(environ(ENV_VARS["key"])))
+        token = KEYS.set(tuple(key for key in keys if isinstance(key, Secret)))
         del given, keys
         try:
             generated(self, *args, **kwargs)
         finally:
-            _KEYS.reset(token)
+            KEYS.reset(token)
 
     return __init__
 
@@ -1057,22 +614,7 @@ def _plain_http_refused(said: str, host: str, credentials: list[str]) -> Configu
 
 def detected_hostname() -> str:
     """The hostname lines carry when neither ``hostname=`` nor LOGDNA_HOSTNAME names one."""
-    return socket.gethostname()[:_NAME_CAP] or "localhost"
-
-
-def _check_pattern(pattern: str) -> None:
-    from ._redact import PRESET_GROUPS, PRESET_PATTERNS  # noqa: PLC0415 - avoids an import cycle
-
-    if pattern in PRESET_PATTERNS or pattern in PRESET_GROUPS:
-        return
-    try:
-        re.compile(pattern)
-    except re.error as exc:
-        shown = "<hidden>" if _shows_key(pattern) else repr(pattern)
-        raise ConfigurationError(
-            f"redact_patterns: {shown} is not a valid regular expression ({exc})",
-            "redact_patterns",
-        ) from None
+    return socket.gethostname()[:NAME_CHARS] or "localhost"
 
 
 OPTION_NAMES: frozenset[str] = frozenset(f.name for f in fields(Config))

@@ -33,13 +33,14 @@ from typing_extensions import Unpack
 
 from . import _context, _exit, _native, _official
 from ._client import Client
-from ._config import Secret, hide_key, level_beside_client
+from ._config import level_beside_client
 from ._context import current as request_context
 from ._context import with_context
 from ._event import event_dict_to_line, structured_event
 from ._line import millis, now_millis, safe_str
 from ._options import ClientOptions, with_options_help
 from ._report import is_own_logger
+from ._secret import Secret, hide_key
 from ._threads import made_on_sender, marks_for
 
 __all__ = ["STANDARD_RECORD_ATTRS", "LogDNAHandler", "record_meta"]

@@ -24,7 +24,7 @@ import re
 from collections.abc import Mapping
 from urllib.parse import unquote
 
-from ._config import utf8_text
+from ._values import utf8_text
 
 __all__ = ["NAMESPACE_FILE", "detect", "in_pod", "parse_resource_attributes", "tags_for"]
 

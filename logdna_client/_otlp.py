@@ -32,11 +32,12 @@ import orjson
 from typing_extensions import Required, TypedDict, Unpack
 
 from ._buffer import SEPARATOR
-from ._config import ENV_VARS, detected_hostname, utf8_text
+from ._config import ENV_VARS, detected_hostname
 from ._kubernetes import parse_resource_attributes
 from ._limits import LINE_BYTES, Cuts, count_excerpt, enforce_line
 from ._redact import MAX_DEPTH
 from ._transport import Kind, Outcome, classify, read_json, unconfirmed
+from ._values import utf8_text
 from ._version import __version__
 
 __all__ = [

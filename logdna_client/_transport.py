@@ -877,7 +877,7 @@ class HTTPTransport:
         self._key = secret.reveal() if secret is not None else None
         # OTEL_EXPORTER_OTLP_HEADERS (config.otlp_headers), scrubbed from answers as the
         # key is. Config lets a request carry one credential: the key, or an Authorization
-        # or apikey header there, never both (_config._one_credential).
+        # or apikey header there, never both (_otel_env.one_credential).
         extra = [(name, value.reveal()) for name, value in config.otlp_headers]
         session.headers.update(extra)
         session.headers.update(auth_headers(config.auth, self._key))

@@ -14,7 +14,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from logdna_client._config import Secret
+from logdna_client._secret import Secret
 from logdna_client._spool._destination import fingerprint
 from tests.test_cli import cli, dead_port
 from tests.test_spool import segments, write_segment

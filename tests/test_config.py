@@ -7,7 +7,8 @@ import pickle
 import pytest
 
 from logdna_client import ConfigurationError
-from logdna_client._config import DEFAULT_URL, Config, Secret
+from logdna_client._config import DEFAULT_URL, Config
+from logdna_client._secret import Secret
 
 KEY = "c0ffee-ingestion-key-1234"
 

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from logdna_client import Config, ConfigurationError, LogDNAHandler
-from logdna_client._config import Secret
 from logdna_client._redact import Redactor
+from logdna_client._secret import Secret
 from tests.test_captured_locals import captured
 from tests.test_review_secrets import PIECES, across_the_window, leaked
 

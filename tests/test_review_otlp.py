@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from logdna_client import ConfigurationError
-from logdna_client._config import OTEL_CERTIFICATES, Config
+from logdna_client._config import Config
+from logdna_client._otel_env import OTEL_CERTIFICATES
 from tests._claims_servers import answer, scripted_server
 from tests._otlp_server import Server
 from tests.test_hostile_endpoints import tls

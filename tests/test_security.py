@@ -28,9 +28,9 @@ import requests
 import responses
 
 from logdna_client import Client, Config, ConfigurationError, LogDNAHandler
-from logdna_client._config import Secret
 from logdna_client._devserver import DevServer
 from logdna_client._redact import MARKER, PRESET_PATTERNS, Redactor
+from logdna_client._secret import Secret
 from logdna_client._transport import HTTPTransport
 from tests.helpers import make_cert as _make_cert
 from tests.helpers import make_logger

@@ -27,7 +27,7 @@ from hypothesis.stateful import (
     rule,
 )
 
-from logdna_client._config import Secret
+from logdna_client._secret import Secret
 from logdna_client._spool import BatchId, Spool
 from logdna_client._spool import _format as fmt
 from logdna_client._spool._destination import UNNAMED, fingerprint, short
@@ -757,7 +757,7 @@ class TestDestinations:
         """The same for every run (another process agrees), different for another key or
         URL, the same however the host's name is cased, and not the key."""
         code = "from logdna_client._spool._destination import fingerprint as f; "
-        code += "from logdna_client._config import Secret; "
+        code += "from logdna_client._secret import Secret; "
         code += f"print(f(Secret('key-of-app-a'), {URL!r}).hex())"
         env = {**os.environ, "PYTHONPATH": os.getcwd()}
         out = subprocess.run([sys.executable, "-c", code], check=True, env=env,

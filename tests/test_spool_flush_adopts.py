@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from logdna_client import Client
-from logdna_client._config import Secret
+from logdna_client._secret import Secret
 from logdna_client._spool._destination import fingerprint
 from tests.test_buffer_exit_take import Accepting
 from tests.test_spool import segments, write_segment

@@ -23,7 +23,8 @@ from urllib.parse import urlsplit
 from ._format import DESTINATION_SIZE
 
 if TYPE_CHECKING:
-    from .._config import Config, Secret
+    from .._config import Config
+    from .._secret import Secret
 
 __all__ = ["UNNAMED", "belongs", "destination", "fingerprint", "short"]
 

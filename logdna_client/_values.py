@@ -1,0 +1,210 @@
+"""How an option's value is read: from text or a Python value, into what ``Config`` keeps.
+
+Options arrive as Python values from code, and as strings from dictConfig/fileConfig
+files and environment variables: ``"2.5s"``, ``"512KiB"``, ``"off"``, ``"a, b"``, a
+dotted path to a callable. Each reader takes the option's name, and refuses what it
+cannot read with a ``ConfigurationError`` that names the option and what it expected,
+the value hidden when it may show the key.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, cast
+
+from ._errors import ConfigurationError
+from ._limits import NAME_CHARS
+from ._secret import shows_key
+
+# hostname, app, env and level: capped at 80 characters as the official clients do.
+_NAME_CAP = NAME_CHARS
+
+TRUE = frozenset({"1", "true", "yes", "on", "y", "t"})
+FALSE = frozenset({"0", "false", "no", "off", "n", "f"})
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]i?b?|b)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {
+    "": 1, "b": 1,
+    "k": 1000, "kb": 1000, "ki": 1024, "kib": 1024,
+    "m": 1000**2, "mb": 1000**2, "mi": 1024**2, "mib": 1024**2,
+    "g": 1000**3, "gb": 1000**3, "gi": 1024**3, "gib": 1024**3,
+}  # fmt: skip
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*(ms|s|m|h)?\s*$", re.IGNORECASE)
+_DURATION_UNITS = {"ms": 0.001, "": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def blank(value: object) -> bool:
+    """Whether ``value`` is None or text of blanks: an option not given."""
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def bad(option: str, value: object, expected: str) -> ConfigurationError:
+    """The error for ``value`` given as ``option`` where ``expected`` was wanted; the
+    value hidden when it may show the key, and cut to 80 characters."""
+    hidden = option in ("key", "key_file") or shows_key(value)
+    shown = "<hidden>" if hidden else repr(value)
+    if len(shown) > 80:
+        shown = shown[:77] + "..."
+    return ConfigurationError(f"{option}: expected {expected}, got {shown}", option)
+
+
+def to_bool(option: str, value: object) -> bool:
+    """Coerce a bool, or a string such as "true"/"0"/"off" from a config file."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        low = value.strip().lower()
+        if low in TRUE:
+            return True
+        if low in FALSE:
+            return False
+    raise bad(option, value, "a boolean (true/false, yes/no, on/off, 1/0)")
+
+
+def to_duration(option: str, value: object, *, minimum: float, maximum: float) -> float:
+    """Coerce seconds: a number, or a string such as "5", "2.5s", "500ms", "1m" or "1h"."""
+    seconds: float
+    if isinstance(value, bool):
+        raise bad(option, value, "a number of seconds")
+    if isinstance(value, int | float):
+        # (an int past float's range: out of range, as inf is)
+        seconds = float(value) if abs(value) < 1e300 else float("inf")
+    elif isinstance(value, str):
+        m = _DURATION_RE.match(value)
+        if not m:
+            raise bad(
+                option, value, 'a number of seconds such as "5", "2.5s", "500ms", "1m" or "1h"'
+            )
+        seconds = float(m.group(1)) * _DURATION_UNITS[(m.group(2) or "").lower()]
+    else:
+        raise bad(option, value, "a number of seconds")
+    if not (minimum <= seconds <= maximum):  # also rejects NaN
+        raise bad(option, value, f"seconds between {minimum:g} and {maximum:g}")
+    return seconds
+
+
+def to_size(option: str, value: object, *, minimum: int, maximum: int) -> int:
+    """Coerce a byte count: an int, or a string such as "2097152", "512KiB" or "2MB"."""
+    if isinstance(value, bool):
+        raise bad(option, value, "a number of bytes")
+    size: int
+    if isinstance(value, int):
+        size = value
+    elif isinstance(value, float) and value.is_integer():
+        size = int(value)
+    elif isinstance(value, str):
+        m = _SIZE_RE.match(value)
+        if not m:
+            raise bad(option, value, 'a number of bytes such as "1048576", "512KiB" or "2MB"')
+        number = float(m.group(1)) * _SIZE_UNITS[(m.group(2) or "").lower()]
+        # (digits past float's range are inf: out of range, not an OverflowError)
+        size = int(number) if number < 1e300 else maximum + 1
+    else:
+        raise bad(option, value, "a number of bytes")
+    if not (minimum <= size <= maximum):
+        raise bad(option, value, f"a number of bytes between {minimum} and {maximum}")
+    return size
+
+
+def to_level(option: str, value: object) -> int:
+    """Coerce a logging level: an int, a numeric string or a name such as "warning"."""
+    if isinstance(value, bool):
+        raise bad(option, value, "a logging level")
+    if isinstance(value, int):
+        if value < 0:
+            raise bad(option, value, "a logging level >= 0")
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        if text.isdecimal():  # (what int() reads: isdigit() also takes "²")
+            return int(text)
+        level = logging.getLevelName(text.upper())
+        if isinstance(level, int):
+            return level
+    raise bad(option, value, "a logging level (DEBUG, INFO, WARNING, ERROR, CRITICAL or a number)")
+
+
+def to_str_list(option: str, value: object) -> tuple[str, ...]:
+    """Coerce a list of strings, or one comma-separated string ("a, b")."""
+    if value is None:
+        return ()
+    items: Iterable[object]
+    if isinstance(value, str):
+        items = value.split(",")
+    elif isinstance(value, Iterable) and not isinstance(value, bytes | Mapping):
+        items = value
+    else:
+        raise bad(option, value, "a list of strings or a comma-separated string")
+    out: list[str] = []
+    for item in items:
+        if not isinstance(item, str):
+            raise bad(option, value, "a list of strings or a comma-separated string")
+        if item.strip():
+            out.append(utf8_text(item.strip()))
+    return tuple(out)
+
+
+def utf8_text(value: str) -> str:
+    """``value`` as text that encodes to UTF-8.
+
+    On POSIX, ``os.environ`` turns bytes that are not UTF-8 (a Latin-1 pod or host name,
+    a value cut mid-character) into lone surrogates, which no UTF-8 encoder takes: the
+    entry template (app), the OTLP body and the ingest API's URL (hostname, tags) could
+    not be built, and every line of the process was lost. The bytes are decoded back,
+    and what is not UTF-8 becomes U+FFFD.
+    """
+    if value.isascii():
+        return value
+    try:
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:  # a surrogate no decoder made: nothing to recover
+        return value.encode("utf-8", "replace").decode("utf-8")
+
+
+def optional_name(option: str, value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise bad(option, value, "a string")
+    value = utf8_text(value.strip())
+    if not value:
+        return None
+    if len(value) > _NAME_CAP:
+        raise bad(option, value, f"at most {_NAME_CAP} characters")
+    return value
+
+
+def resolve_callable(option: str, value: object) -> Callable[..., Any] | None:
+    """Accept a callable, or a dotted "module.attr" path (dictConfig gives strings)."""
+    if value is None:
+        return None
+    if callable(value):
+        return cast(Callable[..., Any], value)
+    if isinstance(value, str) and "." in value:
+        module_name, _, attr = value.rpartition(".")
+        try:
+            module = __import__(module_name, fromlist=[attr])
+            found = getattr(module, attr)
+        except (ImportError, AttributeError) as exc:
+            raise bad(option, value, f"a callable or an importable dotted path ({exc})") from None
+        if callable(found):
+            return cast(Callable[..., Any], found)
+    raise bad(option, value, 'a callable or a dotted path such as "myapp.logs.scrub"')
+
+
+def check_pattern(pattern: str) -> None:
+    from ._redact import PRESET_GROUPS, PRESET_PATTERNS  # noqa: PLC0415 - avoids an import cycle
+
+    if pattern in PRESET_PATTERNS or pattern in PRESET_GROUPS:
+        return
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        shown = "<hidden>" if shows_key(pattern) else repr(pattern)
+        raise ConfigurationError(
+            f"redact_patterns: {shown} is not a valid regular expression ({exc})",
+            "redact_patterns",
+        ) from None
