@@ -60,9 +60,7 @@ from ._values import (
     to_str_list,
 )
 
-# hide_key: structlog.py still imports it from here (its import moves with that module's
-# next change; then this entry goes).
-__all__ = ["DEFAULT_URL", "ENV_VARS", "Config", "hide_key"]
+__all__ = ["DEFAULT_URL", "ENV_VARS", "Config"]
 
 DEFAULT_URL = "https://logs.logdna.com/logs/ingest"
 
@@ -289,8 +287,12 @@ class Config:
                 f"{said}: must not carry credentials; pass the key with key= or " + ENV_VARS["key"],
                 "url",
             )
-        if isinstance(url, Secret):  # (hide_key's: the key in its path or query)
-            raise _url_carries_key(said)
+        if isinstance(url, Secret):
+            # hide_key's, for the key in its path or query (asked again here, in a frame
+            # that keeps no text of it); else a Secret of the caller's, which is no URL.
+            if shows_key(url.reveal()):
+                raise _url_carries_key(said)
+            raise bad("url", url, "an http(s) URL")
         if not isinstance(url, str):
             raise bad("url", url, "an http(s) URL")
         url = url.strip()

@@ -35,6 +35,7 @@ __all__ = [
     "level_of",
     "levelno_of",
     "timestamp_of",
+    "unnamed_level_number",
 ]
 
 # structlog method names (and ``level`` values) -> the level names LogDNA shows.
@@ -100,7 +101,7 @@ def level_name(raw: object) -> str:
     found = LEVELS.get(name.lower())
     if found is not None:
         return found
-    number = _unnamed_number(name)  # "level 35": as the number ships ("Level 35")
+    number = unnamed_level_number(name)  # "level 35": as the number ships ("Level 35")
     return logging.getLevelName(number) if number is not None else (name.upper() or "INFO")
 
 
@@ -113,18 +114,18 @@ def levelno_of(name: str) -> int:
         known = logging.getLevelName(name)  # a name it does not know comes back as text
         if isinstance(known, int):
             return known
-        number = _unnamed_number(name)  # "Level 35": 35, not INFO's 20
+        number = unnamed_level_number(name)  # "Level 35": 35, not INFO's 20
         found = logging.INFO if number is None else number
     return found
 
 
-def _unnamed_number(name: str) -> int | None:
+def unnamed_level_number(name: str) -> int | None:
     """The number in logging's name for a level it has no name for, in any case
     ("Level 35"; "level 35" from a stdlib record through ProcessorFormatter, which
     lower-cases ``levelname``), else None."""
     head, _, digits = name.partition(" ")
     if head.lower() == "level" and digits.isascii() and digits.isdigit() and len(digits) < 6:
-        return int(digits)  # the digits _otlp.severity_for reads in "Level 35"
+        return int(digits)
     return None
 
 

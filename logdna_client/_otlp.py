@@ -33,6 +33,7 @@ from typing_extensions import Required, TypedDict, Unpack
 
 from ._buffer import SEPARATOR
 from ._config import ENV_VARS, detected_hostname
+from ._event import unnamed_level_number
 from ._kubernetes import parse_resource_attributes
 from ._limits import LINE_BYTES, Cuts, count_excerpt, enforce_line
 from ._redact import MAX_DEPTH
@@ -94,9 +95,9 @@ def severity_for(level: str) -> int:
     """
     if not level:
         return 0
-    prefix, _, digits = level.partition(" ")
-    if prefix == "Level" and digits.isascii() and digits.isdigit() and len(digits) < 6:
-        return _severity_of_number(int(digits))
+    number = unnamed_level_number(level)
+    if number is not None:
+        return _severity_of_number(number)
     number = _registered(level)
     if number is not None:
         return _severity_of_number(number)

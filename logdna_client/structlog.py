@@ -34,7 +34,7 @@ from typing_extensions import Unpack
 
 from . import _context, _native
 from ._client import Client
-from ._config import hide_key, level_beside_client
+from ._config import level_beside_client
 from ._event import (
     LEVEL_KEY,
     LEVELS,
@@ -52,6 +52,7 @@ from ._line import millis, now_millis, safe_str
 from ._options import ClientOptions, with_options_help
 from ._redact import bytes_text
 from ._report import is_own_logger
+from ._secret import hide_key
 from ._threads import SENDER_THREADS, made_on_sender, marks_for
 
 __all__ = ["LogDNAProcessor", "event_dict_to_line", "level_of", "timestamp_of"]
