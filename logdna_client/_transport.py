@@ -458,7 +458,7 @@ class _Watched:
         _watch(self)
         try:
             super().request(*args, **kwargs)  # type: ignore[misc]
-        except _UPLOAD_ENDED:
+        except _ENDED:
             # The server ended the connection under the upload: it may have answered
             # first (a 413 or 408 from the request's head alone), and that answer is
             # there to read. urllib3 passes over a broken pipe here for that (2.x a reset
@@ -1259,10 +1259,9 @@ def _failure(exc: Exception, scrub: Callable[[str], str]) -> Outcome:
     return Outcome(Kind.RETRY, None, None, f"unexpected {type(exc).__name__}")
 
 
-#: How a connection the server closed fails a request sent on it (``_closed_by_server``).
+#: How a connection the server closed fails a request sent on it (``_closed_by_server``),
+#: and the upload, where an answer sent first may still be read (``_Watched``).
 _ENDED = (ConnectionResetError, BrokenPipeError, ssl.SSLEOFError, ssl.SSLZeroReturnError)
-#: How it fails the upload, where an answer sent first may still be read (``_Watched``).
-_UPLOAD_ENDED = _ENDED
 
 
 def _closed_by_server(exc: Exception, exchange: _Exchange) -> bool:
