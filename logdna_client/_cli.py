@@ -29,7 +29,6 @@ import re
 import signal
 import sys
 from collections.abc import Callable, Sequence
-from contextvars import ContextVar
 from typing import NoReturn, TextIO
 
 from ._cli_common import (
@@ -51,29 +50,27 @@ from ._cli_send import _cmd_send
 from ._cli_spool import register as _register_spool
 from ._config import ENV_VARS
 from ._errors import ConfigurationError
-from ._secret import Secret, shows_key
+from ._secret import KEYS, Secret, shows_key
 from ._version import __version__
 from .devserver import DEFAULT_PAGE_LINES, MAX_CONCURRENT_BODIES
 
 __all__ = ["DEFAULT_DEVSERVER_PORT", "LineFilter", "build_parser", "main"]
 
 
-#: The keys a command line was given (``--key``, LOGDNA_INGESTION_KEY): argparse's
-#: own errors quote a flag's bad value, which may be the key pasted there.
-_GIVEN_KEYS: ContextVar[tuple[Secret, ...]] = ContextVar("_GIVEN_KEYS", default=())
 _QUOTED = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"")
 
 
 class _Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose usage errors never show a key given to the command."""
+    """An ArgumentParser whose usage errors never show a key given to the command
+    (``main`` sets them as the keys to hide, as a Config being built does: argparse's own
+    errors quote a flag's bad value, which may be the key pasted there)."""
 
     def error(self, message: str) -> NoReturn:
-        keys = _GIVEN_KEYS.get()
-        if keys:
+        if KEYS.get():
             message = _QUOTED.sub(
-                lambda m: "<hidden>" if shows_key(m.group(), keys) else m.group(), message
+                lambda m: "<hidden>" if shows_key(m.group()) else m.group(), message
             )
-            if shows_key(message, keys):  # (unquoted)
+            if shows_key(message):  # (unquoted)
                 message = message.split(":", 1)[0] + ": <hidden>"
         super().error(message)
 
@@ -287,11 +284,11 @@ def main(
         cut = args_list.index("--")
         args_list, after_dashes = args_list[:cut], args_list[cut + 1 :]
     parser = build_parser()
-    token = _GIVEN_KEYS.set(_keys_in(args_list))
+    token = KEYS.set(_keys_in(args_list))
     try:
         args = parser.parse_args(args_list)
     finally:
-        _GIVEN_KEYS.reset(token)
+        KEYS.reset(token)
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2

@@ -147,8 +147,9 @@ def hide_url(url: object) -> object:
     return Secret(cast(str, url))  # (whatever its type: refused, unseen)
 
 
-# The keys of the Config being built (given, and LOGDNA_INGESTION_KEY's), as Secrets: a
-# value that holds one (the key pasted into url= or app=, a swapped variable) is not shown.
+# The keys of the Config being built (given, and LOGDNA_INGESTION_KEY's), or given to a
+# command line (_cli.main), as Secrets: a value that holds one (the key pasted into url=
+# or app=, a swapped variable, a flag's value) is not shown.
 KEYS: ContextVar[tuple[Secret, ...]] = ContextVar("KEYS", default=())
 
 
