@@ -1102,6 +1102,11 @@ def _read_capped(
     1 MiB gzip answer (a bomb: 1 GB of zeros) cost the sender 1 GB of memory.
     """
     raw = response.raw
+    # Taken before the read: urllib3 puts the connection back in the pool itself when
+    # the body's end is read, and response.close() then no longer closes it. Not to be
+    # kept (a 408: the server is closing it), it would be taken again, and the close
+    # arriving under the next request would cost that request.
+    conn = getattr(raw, "connection", None)
     coding = response.headers.get("Content-Encoding")
     decoder = _decoder_for(coding)
     if decoder is None:  # a coding the client did not ask for (it asks for none)
@@ -1137,7 +1142,9 @@ def _read_capped(
     if whole and keep:
         raw.release_conn()  # back to the pool for the next request
     else:
-        response.close()  # the rest unread: this connection cannot be reused
+        response.close()  # the rest unread, or not to be kept: never reused
+        if conn is not None:
+            conn.close()  # (the pool makes a new connection for the next request)
     try:
         return data.decode(response.encoding or "utf-8", "replace"), whole
     except (LookupError, ValueError, Warning):

@@ -347,6 +347,28 @@ class TestA408OnAKeptAliveConnection:
         assert ["two", "two"] == [texts(each)[0] for each in read[1:3]]
         assert_adds_up(client, 3)
 
+    def test_the_connection_it_came_on_is_never_used_again(self) -> None:
+        """A 408 without "Connection: close" on a kept-alive connection the server has
+        not closed yet (its close still on the way: on a loaded host the client reads
+        the 408 first): the request is sent again on a new connection, and so is the
+        next one. Put back in the pool, the connection was taken again, and the close
+        that came under the resend cost a retry and a WARNING."""
+        respond, stored = by_connection([answer(200), answer(408, b"")])
+        went_on: list[int] = []
+
+        def watched(request: Request, sock: socket.socket, stop: threading.Event) -> bytes | None:
+            went_on.append(id(sock))
+            return respond(request, sock, stop)
+
+        with own_reports() as said:
+            client, _ = deliver(watched, ["one"], ["two"], ["three"], flush_interval=60)
+        assert [] == said
+        assert ["one", "two", "three"] == stored
+        assert 4 == len(went_on)
+        assert went_on[0] == went_on[1] != went_on[2] == went_on[3]
+        assert (3, 0, 4) == (client.stats()["sent"], client.stats()["retries"],
+                             client.stats()["requests"])  # fmt: skip
+
     def test_one_that_comes_under_the_upload_is_sent_again_at_once(self) -> None:
         """The 408 sent, and the connection closed, while a large body still goes out
         on it (its body unread): the same, the whole batch stored once."""
