@@ -1,0 +1,258 @@
+"""Tests for _values: each reader of an option's value, on its own. What Config does with
+them (which option uses which reader, the environment's values) is tests/test_config.py's.
+
+Expected values are worked out from the units' definitions (a KiB is 1024 bytes, a minute
+60 seconds), not read back from the code under test."""
+
+from __future__ import annotations
+
+import logging
+import math
+from contextlib import AbstractContextManager
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from logdna_client import ConfigurationError
+from logdna_client._secret import KEYS, Secret
+from logdna_client._values import (
+    FALSE,
+    TRUE,
+    bad,
+    blank,
+    check_pattern,
+    optional_name,
+    resolve_callable,
+    to_bool,
+    to_duration,
+    to_level,
+    to_size,
+    to_str_list,
+    utf8_text,
+)
+
+KEY = "c0ffee-ingestion-key-1234"
+SIZE = {"minimum": 1, "maximum": 1 << 40}
+DURATION = {"minimum": 0.0, "maximum": 86_400.0}
+
+
+def refused(option: str) -> AbstractContextManager[object]:
+    """Refused with an error that names ``option`` first."""
+    return pytest.raises(ConfigurationError, match=f"^{option}: expected ")
+
+
+class TestBad:
+    def test_names_the_option_and_what_was_expected(self) -> None:
+        err = bad("flush_interval", "soon", "a number of seconds")
+        assert "flush_interval: expected a number of seconds, got 'soon'" == str(err)
+        assert "flush_interval" == err.option
+
+    def test_a_long_value_is_cut_to_80_characters(self) -> None:
+        shown = str(bad("app", "x" * 500, "a name")).partition("got ")[2]
+        assert 80 == len(shown) and shown.endswith("...")
+
+    @pytest.mark.parametrize("option", ["key", "key_file"])
+    def test_the_key_options_are_never_shown(self, option: str) -> None:
+        assert str(bad(option, "anything", "text")).endswith("got <hidden>")
+
+    def test_a_value_holding_a_key_being_configured_is_hidden(self) -> None:
+        token = KEYS.set((Secret(KEY),))
+        try:
+            message = str(bad("app", f"prefix-{KEY.upper()[:14]}", "a name"))
+        finally:
+            KEYS.reset(token)
+        assert message.endswith("got <hidden>")
+        assert KEY[:12] not in message.lower()
+
+
+class TestBlank:
+    @pytest.mark.parametrize("value", [None, "", "   ", "\t\n"])
+    def test_none_and_blank_text_are_not_given(self, value: object) -> None:
+        assert blank(value)
+
+    @pytest.mark.parametrize("value", ["x", " x ", 0, False, []])
+    def test_anything_else_is_given(self, value: object) -> None:
+        assert not blank(value)
+
+
+class TestToBool:
+    @settings(deadline=None)  # a loaded machine is slow, not wrong
+    @given(st.sampled_from(sorted(TRUE | FALSE)), st.text(" \t", max_size=2), st.booleans())
+    def test_each_word_in_any_case_with_blanks(self, word: str, pad: str, upper: bool) -> None:
+        text = pad + (word.upper() if upper else word) + pad
+        assert (word in TRUE) is to_bool("compress", text)
+
+    @pytest.mark.parametrize(
+        ("value", "expected"), [(True, True), (False, False), (1, True), (0, False)]
+    )
+    def test_bools_and_0_1(self, value: object, expected: bool) -> None:
+        assert expected is to_bool("compress", value)
+
+    @pytest.mark.parametrize("value", ["maybe", "", 2, -1, 1.0, None, b"true"])
+    def test_anything_else_is_refused(self, value: object) -> None:
+        with refused("compress"):
+            to_bool("compress", value)
+
+
+class TestToDuration:
+    @pytest.mark.parametrize(
+        ("text", "seconds"),
+        [("5", 5.0), ("2.5s", 2.5), ("500ms", 0.5), ("1m", 60.0), ("1h", 3600.0),
+         (".25", 0.25), (" 3 S ", 3.0), ("1.5H", 5400.0), ("0", 0.0)],
+    )  # fmt: skip
+    def test_text_in_each_unit(self, text: str, seconds: float) -> None:
+        assert seconds == to_duration("flush_interval", text, **DURATION)
+
+    @settings(deadline=None)  # a loaded machine is slow, not wrong
+    @given(st.integers(0, 10_000), st.sampled_from([("ms", 0.001), ("s", 1), ("m", 60)]))
+    def test_any_whole_number_of_a_unit(self, n: int, unit: tuple[str, float]) -> None:
+        expected = n * unit[1]
+        got = to_duration("flush_interval", f"{n}{unit[0]}", **{**DURATION, "maximum": 1e9})
+        assert math.isclose(expected, got)
+
+    def test_numbers_are_seconds(self) -> None:
+        assert 7.0 == to_duration("request_timeout", 7, **DURATION)
+        assert 0.125 == to_duration("request_timeout", 0.125, **DURATION)
+
+    @pytest.mark.parametrize(
+        "value",
+        ["soon", "5 minutes", "-1", "1d", "", True, None, [1], float("nan"), -0.5, 10**400,
+         float("inf"), "86401"],
+    )  # fmt: skip
+    def test_what_is_not_a_duration_in_range_is_refused(self, value: object) -> None:
+        with refused("flush_interval"):
+            to_duration("flush_interval", value, **DURATION)
+
+    def test_the_range_is_said(self) -> None:
+        with pytest.raises(ConfigurationError, match=r"seconds between 0\.1 and 60"):
+            to_duration("request_timeout", 61, minimum=0.1, maximum=60)
+
+
+class TestToSize:
+    @pytest.mark.parametrize(
+        ("text", "size"),
+        [("2097152", 2_097_152), ("512KiB", 512 * 1024), ("2MB", 2_000_000), ("1k", 1000),
+         ("1ki", 1024), ("3 GiB", 3 * 1024**3), ("1.5KiB", 1536), ("10b", 10), (" 7 ", 7)],
+    )  # fmt: skip
+    def test_text_in_each_unit(self, text: str, size: int) -> None:
+        assert size == to_size("max_batch_bytes", text, **SIZE)
+
+    @settings(deadline=None)  # a loaded machine is slow, not wrong
+    @given(st.integers(1, 10_000), st.sampled_from([("KiB", 1024), ("kb", 1000), ("Mi", 1024**2)]))
+    def test_any_whole_number_of_a_unit(self, n: int, unit: tuple[str, int]) -> None:
+        assert n * unit[1] == to_size("max_batch_bytes", f"{n}{unit[0]}", **SIZE)
+
+    def test_ints_and_whole_floats(self) -> None:
+        assert 4096 == to_size("max_batch_bytes", 4096, **SIZE)
+        assert 4096 == to_size("max_batch_bytes", 4096.0, **SIZE)
+
+    @pytest.mark.parametrize(
+        "value",
+        ["lots", "2TB", "-5", "", 1.5, True, None, 0, "1" + "0" * 400, 1 << 41, b"10"],
+    )
+    def test_what_is_not_a_size_in_range_is_refused(self, value: object) -> None:
+        with refused("max_batch_bytes"):
+            to_size("max_batch_bytes", value, **SIZE)
+
+
+class TestToLevel:
+    @pytest.mark.parametrize(
+        ("value", "level"),
+        [("warning", logging.WARNING), (" Error ", logging.ERROR), ("DEBUG", logging.DEBUG),
+         ("25", 25), (35, 35), (0, 0)],
+    )  # fmt: skip
+    def test_names_in_any_case_and_numbers(self, value: object, level: int) -> None:
+        assert level == to_level("level", value)
+
+    def test_a_level_added_by_name_is_read(self) -> None:
+        logging.addLevelName(27, "NOTICE_FOR_TEST_VALUES")
+        assert 27 == to_level("level", "notice_for_test_values")
+
+    @pytest.mark.parametrize("value", ["loud", "²", "-1", -1, True, 2.5, None, ""])
+    def test_anything_else_is_refused(self, value: object) -> None:
+        with refused("level"):
+            to_level("level", value)
+
+
+class TestToStrList:
+    def test_comma_separated_text_trimmed_and_blanks_dropped(self) -> None:
+        assert ("a", "b", "c") == to_str_list("tags", " a, b ,,c, ")
+
+    def test_any_iterable_of_strings(self) -> None:
+        assert ("x", "y") == to_str_list("tags", ("x", " y ", " "))
+        assert ("z",) == to_str_list("tags", iter(["z"]))
+        assert () == to_str_list("tags", None)
+
+    @pytest.mark.parametrize("value", [b"a,b", {"a": 1}, 5, ["a", 5]])
+    def test_anything_else_is_refused(self, value: object) -> None:
+        with refused("tags"):
+            to_str_list("tags", value)
+
+
+class TestUtf8Text:
+    def test_bytes_the_environment_could_not_decode_are_decoded_back(self) -> None:
+        # How os.environ holds a value of Latin-1 bytes on POSIX: lone surrogates.
+        held = "caf\xe9-pod".encode("latin-1").decode("utf-8", "surrogateescape")
+        text = utf8_text(held)
+        assert "caf\ufffd-pod" == text
+        assert text.encode("utf-8")
+
+    def test_utf8_split_by_the_environment_is_joined_again(self) -> None:
+        held = "naïve".encode().decode("ascii", "surrogateescape")
+        assert "naïve" == utf8_text(held)
+
+    def test_a_surrogate_no_decoder_made_becomes_a_replacement(self) -> None:
+        assert "a?b" == utf8_text("a\ud800b")
+
+    @settings(deadline=None)  # a loaded machine is slow, not wrong
+    @given(st.text())
+    def test_whatever_the_text_the_result_encodes(self, text: str) -> None:
+        utf8_text(text).encode("utf-8")
+
+
+class TestOptionalName:
+    def test_trimmed_and_blank_is_none(self) -> None:
+        assert "web" == optional_name("app", "  web ")
+        assert optional_name("app", "   ") is None
+        assert optional_name("app", None) is None
+
+    def test_80_characters_at_most(self) -> None:
+        assert "x" * 80 == optional_name("app", "x" * 80)
+        with pytest.raises(ConfigurationError, match="at most 80 characters"):
+            optional_name("app", "x" * 81)
+
+    def test_not_text_is_refused(self) -> None:
+        with refused("app"):
+            optional_name("app", 5)
+
+
+class TestResolveCallable:
+    def test_a_callable_or_a_dotted_path(self) -> None:
+        assert math.floor is resolve_callable("redact", math.floor)
+        assert math.floor is resolve_callable("redact", "math.floor")
+        assert resolve_callable("redact", None) is None
+
+    @pytest.mark.parametrize(
+        "value", ["math.no_such_thing", "no_such_module.f", "floor", "math.pi", 5]
+    )
+    def test_what_does_not_name_a_callable_is_refused(self, value: object) -> None:
+        with refused("redact"):
+            resolve_callable("redact", value)
+
+
+class TestCheckPattern:
+    def test_a_regular_expression_or_a_preset_passes(self) -> None:
+        check_pattern(r"user-\d+")
+        check_pattern("email")
+
+    def test_a_broken_expression_says_why_and_hides_a_key(self) -> None:
+        with pytest.raises(ConfigurationError, match=r"'\(unclosed' is not a valid regular"):
+            check_pattern("(unclosed")
+        token = KEYS.set((Secret(KEY),))
+        try:
+            with pytest.raises(ConfigurationError) as caught:
+                check_pattern(f"({KEY}")
+        finally:
+            KEYS.reset(token)
+        assert "<hidden>" in str(caught.value) and KEY not in str(caught.value)
