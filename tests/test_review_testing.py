@@ -1,0 +1,132 @@
+"""A user's review of the test helpers (``logdna_client.testing`` and the ``logdna_lines``
+pytest fixture): each test runs a user's test file in a child ``python -m pytest`` against
+a real local server standing in for the service, and checks what the user sees and what
+reaches the server."""
+
+from __future__ import annotations
+
+import pytest
+
+from logdna_client._devserver import DevServer
+
+pytest_plugins = ["pytester"]
+
+
+def _run(pytester: pytest.Pytester, source: str, *args: str) -> pytest.RunResult:
+    pytester.makepyfile(source)
+    return pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider", *args)
+
+
+#: A user's module: a handler on a logger, and a fixture that logs as it sets up and
+#: tears down (an app started and stopped for each test).
+_APP = """
+import logging, os
+
+import pytest
+
+from logdna_client import LogDNAHandler
+
+log = logging.getLogger("shop")
+log.setLevel(logging.INFO)
+log.propagate = False
+log.addHandler(LogDNAHandler(url=os.environ["SERVICE_URL"], app="shop", key="not-used"))
+
+
+@pytest.fixture
+def app():
+    log.info("app started")
+    yield
+    log.info("app stopped")
+"""
+
+
+class TestFixtureSpansTheWholeTest:
+    def test_lines_of_fixtures_set_up_before_it_are_captured_not_sent(
+        self, pytester: pytest.Pytester, server: DevServer, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """``def test(app, logdna_lines)``: the app fixture is set up before logdna_lines
+        and torn down after it. Its lines are the test's too: captured, and none reaches
+        the service, whatever the order the test names its fixtures in."""
+        monkeypatch.setenv("SERVICE_URL", server.url)
+        result = _run(
+            pytester,
+            _APP
+            + """
+HELD = []
+
+
+def test_app_named_first(app, logdna_lines):
+    HELD.append(logdna_lines)
+    log.info("checkout")
+    assert ["app started", "checkout"] == [line["line"] for line in logdna_lines]
+
+
+def test_app_named_last(logdna_lines, app):
+    HELD.append(logdna_lines)
+    log.info("checkout")
+    assert ["app started", "checkout"] == [line["line"] for line in logdna_lines]
+
+
+def test_their_teardown_lines_were_captured_too():
+    assert [["app started", "checkout", "app stopped"]] * 2 == [
+        [line["line"] for line in lines] for lines in HELD
+    ]
+""",
+        )
+        result.assert_outcomes(passed=3)
+        assert [] == server.lines
+        assert 0 == server._store.request_count
+
+    def test_no_capture_left_open_by_failing_fixtures_or_skips(
+        self, pytester: pytest.Pytester, server: DevServer, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A fixture that fails as it sets up, or as it tears down, a skipped test, and the
+        fixture asked for with ``request.getfixturevalue``: every capture ends with its
+        test, so the next test's lines ship."""
+        monkeypatch.setenv("SERVICE_URL", server.url)
+        result = _run(
+            pytester,
+            _APP
+            + """
+from logdna_client._capture import active
+
+
+@pytest.fixture
+def broken_setup():
+    log.info("setting up")
+    raise RuntimeError("setup failed")
+
+
+@pytest.fixture
+def broken_teardown():
+    yield
+    raise RuntimeError("teardown failed")
+
+
+def test_setup_fails(broken_setup, logdna_lines):
+    pass
+
+
+def test_teardown_fails(broken_teardown, logdna_lines):
+    log.info("in the test")
+
+
+@pytest.mark.skip(reason="skipped")
+def test_skipped(logdna_lines):
+    pass
+
+
+def test_asked_for_by_name(request):
+    assert not active()
+    lines = request.getfixturevalue("logdna_lines")
+    log.info("by name")
+    assert ["by name"] == [line["line"] for line in lines]
+
+
+def test_next_test_ships():
+    assert not active()
+    log.info("shipped")
+""",
+        )
+        result.assert_outcomes(passed=3, skipped=1, errors=2)
+        assert ["shipped"] == [line["line"] for line in server.lines]
