@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import pytest
 
+from logdna_client import Client
 from logdna_client._devserver import DevServer
+from logdna_client.testing import capture_lines
+from tests.helpers import UNREACHABLE
 
 pytest_plugins = ["pytester"]
 
@@ -130,3 +133,20 @@ def test_next_test_ships():
         )
         result.assert_outcomes(passed=3, skipped=1, errors=2)
         assert ["shipped"] == [line["line"] for line in server.lines]
+
+
+class TestWhatACaptureCounts:
+    def test_no_buffer_full_in_a_capture_and_captured_lines_counted_nowhere(self) -> None:
+        """docs/testing.md: a capture queues nothing, so the smallest buffer never fills
+        (1,000 lines of 1 KB into 64 KiB, drop_newest: all captured, none dropped), and the
+        lines it took are in none of the counters."""
+        client = Client(url=UNREACHABLE, max_buffer_bytes=64 * 1024, overflow="drop_newest")
+        with capture_lines() as lines:
+            for i in range(1000):
+                client.log(f"{i:04d} " + "x" * 1000)
+        stats = client.stats()
+        client.close(0)
+        assert 1000 == len(lines)
+        assert (0, 0, 0, 0) == (
+            stats["dropped_total"], stats["accepted"], stats["queued"], stats["sent"]
+        )  # fmt: skip
