@@ -150,3 +150,29 @@ class TestWhatACaptureCounts:
         assert (0, 0, 0, 0) == (
             stats["dropped_total"], stats["accepted"], stats["queued"], stats["sent"]
         )  # fmt: skip
+
+
+class TestLoadingThePlugin:
+    @pytest.mark.parametrize(
+        ("autoload", "args", "outcome"),
+        [
+            ("", (), {"passed": 1}),
+            ("", ("-p", "no:logdna_client"), {"errors": 1}),  # turned off: no fixture
+            ("1", (), {"errors": 1}),  # autoloading off, nothing named
+            ("1", ("-p", "logdna_client"), {"passed": 1}),
+        ],
+    )
+    def test_by_the_entry_points_name(
+        self,
+        pytester: pytest.Pytester,
+        monkeypatch: pytest.MonkeyPatch,
+        autoload: str,
+        args: tuple[str, ...],
+        outcome: dict[str, int],
+    ) -> None:
+        """docs/testing.md: the plugin loads by itself, ``-p no:logdna_client`` turns it
+        off, and where autoloading is off ``-p logdna_client`` loads it."""
+        monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", autoload)
+        source = "def test_it(logdna_lines):\n    assert [] == logdna_lines\n"
+        result = _run(pytester, source, *args)
+        result.assert_outcomes(**outcome)
