@@ -5,12 +5,16 @@ reaches the server."""
 
 from __future__ import annotations
 
+import logging
+import logging.handlers
+import queue
+
 import pytest
 
-from logdna_client import Client
+from logdna_client import Client, LogDNAHandler
 from logdna_client._devserver import DevServer
 from logdna_client.testing import capture_lines
-from tests.helpers import UNREACHABLE
+from tests.helpers import UNREACHABLE, make_logger
 
 pytest_plugins = ["pytester"]
 
@@ -176,3 +180,22 @@ class TestLoadingThePlugin:
         source = "def test_it(logdna_lines):\n    assert [] == logdna_lines\n"
         result = _run(pytester, source, *args)
         result.assert_outcomes(**outcome)
+
+
+class TestBehindAQueueHandler:
+    def test_listener_stopped_inside_the_block_nothing_ships(self, server: DevServer) -> None:
+        """docs/testing.md: behind a QueueHandler, stopping the QueueListener inside the
+        block hands every queued record to the handler first: all captured, none sent."""
+        handler = LogDNAHandler(url=server.url)
+        records: queue.Queue[logging.LogRecord] = queue.Queue()
+        listener = logging.handlers.QueueListener(records, handler)
+        listener.start()
+        log = make_logger("review.queue", logging.handlers.QueueHandler(records))
+        with capture_lines() as lines:
+            for i in range(2000):
+                log.info("line %d", i)
+            listener.stop()
+        assert handler.client.flush(30)
+        handler.close()
+        assert 2000 == len(lines)
+        assert 0 == server._store.request_count
