@@ -13,8 +13,9 @@ ship, as dicts in the wire format, and sends none of them::
         assert lines[0]["line"] == "user signed up"
         assert lines[0]["meta"]["plan"] == "free"
 
-With pytest, the ``logdna_lines`` fixture does the same for one test (the
-package registers it as a pytest plugin; nothing to import)::
+With pytest, the ``logdna_lines`` fixture does the same for one test, the setup
+and teardown of its other fixtures included (the package registers it as a
+pytest plugin; nothing to import)::
 
     def test_signup_is_logged(logdna_lines):
         signup("ada@example.com")
