@@ -8,6 +8,8 @@ from __future__ import annotations
 import logging
 import logging.handlers
 import queue
+import subprocess
+import sys
 
 import pytest
 
@@ -199,3 +201,40 @@ class TestBehindAQueueHandler:
         handler.close()
         assert 2000 == len(lines)
         assert 0 == server._store.request_count
+
+
+class TestAPytestRunThatDoesNotUseIt:
+    def test_imports_none_of_the_client(self, pytester: pytest.Pytester) -> None:
+        """pytest loads the plugin in every run wherever the package is installed: a run
+        whose tests never ask for ``logdna_lines`` imports the package's ``__init__`` and
+        the plugin only (not the client, requests, its C extension), and registers no
+        exit hook of ours; a test that asks for it gets it as before."""
+        source = """
+import sys
+
+
+def test_nothing_of_ours_was_imported():
+    ours = sorted(m for m in sys.modules if m.startswith("logdna_client"))
+    assert ["logdna_client", "logdna_client._pytest_plugin", "logdna_client._version"] == ours
+"""
+        result = _run(pytester, source)
+        result.assert_outcomes(passed=1)
+
+    def test_the_names_are_there_on_first_use(self) -> None:
+        """``import logdna_client`` then its names, ``from ... import *`` and dir()."""
+        code = (
+            "import logdna_client, sys\n"
+            "assert 'logdna_client._client' not in sys.modules\n"
+            "assert logdna_client.Client.__name__ == 'Client'\n"
+            "ns = {}\n"
+            "exec('from logdna_client import *', ns)\n"
+            "assert set(logdna_client.__all__) <= set(ns) | {'__version__'}\n"
+            "assert set(logdna_client.__all__) <= set(dir(logdna_client))\n"
+            "try:\n"
+            "    logdna_client.Nope\n"
+            "except AttributeError as exc:\n"
+            "    assert 'Nope' in str(exc)\n"
+            "else:\n"
+            "    raise SystemExit('no AttributeError')\n"
+        )
+        subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
