@@ -1027,6 +1027,9 @@ class HTTPTransport:
             # that protocol (and taken for a server that cannot speak HTTP/1.1).
             keep = not exchange.closed_by_server and response.status_code >= 200
             text, whole = _read_capped(response, cap, keep=keep)
+            # An answer that ends where its connection does (no Content-Length, no
+            # chunks) ends, to the reader, where the deadline's cut ended it too.
+            whole = whole and not exchange.expired
             text = self._scrub(text)
             location = response.headers.get("Location")
             return self._classify(

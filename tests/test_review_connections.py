@@ -5,6 +5,7 @@ records the connection every request came on (``on_connections``)."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import socket
@@ -231,3 +232,28 @@ class TestADeadlineThatPassesAsTheAnswerIsRead:
         assert [0, 0] == went_on
         s = client.stats()
         assert (2, 0, 2) == (s["sent"], s["retries"], s["requests"])
+
+
+class TestAnAnswerReadUntilTheConnectionEnds:
+    def test_cut_at_the_deadline_is_not_taken_for_all_of_it(self) -> None:
+        """An answer with neither a Content-Length nor chunks ends where the connection
+        does, and so, to the reader, does one the deadline cut: a 207 cut there was read
+        as a whole body that is no JSON, and every line of the batch counted as refused,
+        the statuses it did send for the first lines unread."""
+
+        def trickled(request: Request, sock: socket.socket, stop: threading.Event) -> None:
+            sock.sendall(b'HTTP/1.1 207 Multi-Status\r\n\r\n{"status":[200,200,')
+            sock.settimeout(WAIT)
+            with contextlib.suppress(OSError):
+                sock.recv(1)  # until the client ends the connection
+
+        respond, went_on = on_connections([trickled])
+        client, read = deliver(
+            respond, ["one", "two", "three"], flushed=False, flush_interval=60,
+            request_timeout=1,
+        )  # fmt: skip
+        assert ["one", "two", "three"] == lines_of(read[:1])
+        s = client.stats()
+        assert (2, 1) == (s["sent"], s["dropped"]["rejected"])
+        assert [0, 1] == went_on  # (the second request: the summary of the line dropped)
+        assert_adds_up(client, 3)
