@@ -275,8 +275,8 @@ class _Exchange:
     """
 
     __slots__ = (
-        "closed_by_server", "conn", "connected", "deadline", "dialed", "done", "expired",
-        "fresh", "heard", "opening", "poke", "status", "watched",
+        "closed_by_server", "conn", "connected", "deadline", "dialed", "done", "ending",
+        "expired", "fresh", "heard", "opening", "poke", "status", "watched",
     )  # fmt: skip
 
     def __init__(self, deadline: float) -> None:
@@ -302,6 +302,8 @@ class _Exchange:
         self.closed_by_server = False
         self.deadline = deadline
         self.done = False
+        #: Held by ``finish`` and ``cut``: a cut never lands once the request is over.
+        self.ending = threading.Lock()
         self.expired = False
         #: The final answer's status, once its status line was read (_FinalResponse).
         self.status: int | None = None
@@ -346,7 +348,8 @@ class _Exchange:
             self.poke.set()
 
     def finish(self) -> None:
-        self.done = True
+        with self.ending:
+            self.done = True
         self.poke.set()
         if not self.watched:  # no watchdog thread to close it: this is the only user
             fresh, self.fresh = self.fresh, None
@@ -354,15 +357,23 @@ class _Exchange:
                 fresh.close()
 
     def cut(self) -> None:
-        self.expired = True
-        for sock in (getattr(self.conn, "sock", None), self.fresh, self.opening):
-            if sock is not None:
-                try:
-                    # The plain socket's shutdown, even under TLS: it touches no SSL state
-                    # the sender thread is using, and the blocked read then sees the end.
-                    socket.socket.shutdown(sock, socket.SHUT_RDWR)
-                except OSError:
-                    pass
+        with self.ending:
+            # Over (its answer read whole, the sender gone on): its connection may be back
+            # in the pool, or carrying the next request already, which the cut ended (the
+            # batch sent a second time). The watchdog found the deadline passed while the
+            # request was not over yet, and the sender may have finished it since.
+            if self.done:
+                return
+            self.expired = True
+            for sock in (getattr(self.conn, "sock", None), self.fresh, self.opening):
+                if sock is not None:
+                    try:
+                        # The plain socket's shutdown, even under TLS: it touches no SSL
+                        # state the sender thread is using, and the blocked read then sees
+                        # the end.
+                        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+                    except OSError:
+                        pass
 
 
 class _Watchdog:
@@ -842,6 +853,18 @@ class _NoAuth(requests.auth.AuthBase):
         return r
 
 
+class _Session(requests.Session):
+    """requests' session, which never reads a redirect's body for us.
+
+    Told not to follow redirects, requests still reads a 3xx answer's body whole, and
+    decoded (to free the connection for the redirect it would follow if asked), before
+    handing the answer back: past the cap every other answer is read to (``_read_capped``),
+    a 64 MiB body, or a gzip bomb's gigabytes, all in the sender's memory."""
+
+    def get_redirect_target(self, resp: requests.Response) -> str | None:
+        return None  # never followed: the answer's Location is read in _attempt
+
+
 class HTTPTransport:
     """Sends bodies over one ``requests.Session`` (one kept-alive connection)."""
 
@@ -853,7 +876,7 @@ class HTTPTransport:
         # allow_insecure because the key never leaves the machine, which it did in clear
         # through a proxy on another host (or a local one forwarding to one).
         self._direct = _is_loopback(urlsplit(config.url).hostname or "")
-        session = requests.Session()
+        session = _Session()
         # No cookies kept: the ingest API sets none, and an endpoint setting new ones
         # with every answer made every later request carry all of them, without end
         # (memory, and headers the service at last refuses as too large).
@@ -999,7 +1022,14 @@ class HTTPTransport:
             # request went out (``_idle_timeout``). Never used again (the server closes
             # it, said so or not): the request sent again goes out on a new one.
             exchange.closed_by_server = _idle_timeout(response.status_code, exchange)
-            text, whole = _read_capped(response, cap, keep=not exchange.closed_by_server)
+            # A 101 (the only 1xx read as the answer, _FinalResponse) switched the
+            # connection to another protocol: sent on it, the next batch was answered in
+            # that protocol (and taken for a server that cannot speak HTTP/1.1).
+            keep = not exchange.closed_by_server and response.status_code >= 200
+            text, whole = _read_capped(response, cap, keep=keep)
+            # An answer that ends where its connection does (no Content-Length, no
+            # chunks) ends, to the reader, where the deadline's cut ended it too.
+            whole = whole and not exchange.expired
             text = self._scrub(text)
             location = response.headers.get("Location")
             return self._classify(
@@ -1095,7 +1125,8 @@ def _read_capped(
     response: requests.Response, cap: int = MAX_RESPONSE_BYTES, *, keep: bool = True
 ) -> tuple[str, bool]:
     """The body, up to ``cap`` bytes once decoded, and whether that is all of it; the
-    connection is kept only when read to its end, and ``keep``.
+    connection is kept only when the answer was read to its end, nothing past it waits
+    (``_past_the_answer``), and ``keep``.
 
     Read as sent and decoded here, ``cap`` bounding what it decodes to: urllib3 before
     2.6 decodes each read whole, so the cap bounded only the compressed bytes, and a
@@ -1113,7 +1144,9 @@ def _read_capped(
         response.close()  # unread: this connection cannot be reused
         return f"(an answer in Content-Encoding {(coding or '')[:40]!r}, not read)", False
     data = bytearray()
-    whole = False
+    # Whether the answer was read to the end its framing gives it (Content-Length, the
+    # last chunk): then the connection can carry the next request, whatever the body.
+    ended = False
     try:
         sent = 0
         # What it was sent as is bounded too: a body that decodes to little (empty
@@ -1121,25 +1154,25 @@ def _read_capped(
         while len(data) <= cap and sent <= 2 * cap:
             chunk = raw.read(_CHUNK, decode_content=False)
             if not chunk:
-                whole = True
+                ended = True
                 break
             sent += len(chunk)
             data += decoder.decode(chunk, cap + 1 - len(data))
-        # A gzip or deflate stream that stops before its end (the answer cut short, its
-        # Content-Length honest about what was sent) is not all of the answer either.
-        whole = whole and decoder.complete
         # Short of its Content-Length (the connection ended): urllib3 2 raises, 1.26
         # (which does not enforce the length) just stops.
         if getattr(raw, "length_remaining", None):
-            whole = False
+            ended = False
     except Exception:
-        # Cut by the connection (short of its Content-Length, a reset): what was read
-        # still says something (a 207's statuses read to their end count).
-        whole = False
-    if len(data) > cap:
-        whole = False
-        del data[cap:]
-    if whole and keep:
+        # Cut by the connection (short of its Content-Length, a reset), or a body that
+        # does not decode: what was read still says something (a 207's statuses read to
+        # their end count), and the rest is unread.
+        ended = False
+    # A gzip or deflate stream that stops before its end (the answer cut short, its
+    # Content-Length honest about what was sent) is not all of the answer either; its
+    # connection is as good as any (it was closed: a new one for the next request).
+    whole = ended and decoder.complete and len(data) <= cap
+    del data[cap:]
+    if ended and keep and not _past_the_answer(conn):
         raw.release_conn()  # back to the pool for the next request
     else:
         response.close()  # the rest unread, or not to be kept: never reused
@@ -1153,6 +1186,22 @@ def _read_capped(
         # included) into a retry, and every retry stored the lines once more. Warning:
         # unicode_escape warns of an invalid escape, raised where warnings are errors.
         return data.decode("utf-8", "replace"), whole
+
+
+def _past_the_answer(conn: object) -> bool:
+    """Whether bytes past the answer just read wait in ``conn``'s TLS connection: a
+    server that sent more than its answer (a body past its Content-Length, a 204's).
+    TLS reads a record whole, and what http.client's reader did not take of it stays in
+    TLS's buffer, where urllib3's check before it reuses a connection (is its socket
+    readable?) does not look: the next request read those bytes as its answer (a forged
+    400 had its line dropped as refused). Bytes still in the socket that check sees."""
+    pending = getattr(getattr(conn, "sock", None), "pending", None)  # (None: closed)
+    if pending is None:
+        return False
+    try:
+        return bool(pending())
+    except Exception:  # (a TLS object in a state it cannot say): not kept
+        return True
 
 
 #: Bytes of an answer asked of urllib3 at a time, as sent (compressed or not).
