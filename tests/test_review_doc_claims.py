@@ -334,6 +334,50 @@ class TestStructlogPage:
         assert "WARNING" == by_text(lines, "from a stdlib logger")["level"]
 
 
+class TestStructlogThroughTheHandler:
+    """structlog.md: end the chain "with `ProcessorFormatter.wrap_for_formatter` ... and the
+    handler reads the event dict itself: `event` is the line, `level` and `timestamp` are
+    the line's, the other keys meta". They were not: both were dropped, and the record's
+    level and time shipped, so an event's own time (or level) vanished without a trace."""
+
+    def test_the_events_level_and_timestamp_are_the_lines(
+        self, server: DevServer, handle_path: str
+    ) -> None:
+        """An event whose `timestamp` and `level` a processor set ships with them, as
+        `LogDNAProcessor` ships such an event; a `timestamp` it cannot read stays meta,
+        and an event without them ships the record's level and time."""
+        structlog = pytest.importorskip("structlog")
+
+        def stamped(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
+            if event.get("stamp"):
+                event["timestamp"], event["level"] = event.pop("stamp"), "notice"
+            return event
+
+        handler = handler_for(server)
+        with logger_with("docs.wrapped", handler) as std:
+            log = structlog.wrap_logger(
+                std,
+                wrapper_class=structlog.stdlib.BoundLogger,
+                processors=[stamped, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+            )
+            log.warning("its own", stamp=1_600_000_000.5, order=1)
+            log.warning("iso", stamp="2020-09-13T12:26:40.5Z", order=2)
+            log.warning("unreadable", stamp="yesterday", order=3)
+            log.warning("plain", order=4)
+            lines = delivered(server, handler.client, 4)
+        shipped = [(line["level"], line["timestamp"], line["meta"]) for line in lines]
+        plain_ts = shipped[3][1]
+        assert [
+            ("NOTICE", 1_600_000_000_500, {"name": "docs.wrapped", "order": 1}),
+            ("NOTICE", 1_600_000_000_500, {"name": "docs.wrapped", "order": 2}),
+            ("NOTICE", shipped[2][1], {"name": "docs.wrapped", "order": 3,
+                                       "timestamp": "yesterday"}),
+            ("WARNING", plain_ts, {"name": "docs.wrapped", "order": 4}),
+        ] == shipped  # fmt: skip
+        assert shipped[2][1] > 1_700_000_000_000 and plain_ts > 1_700_000_000_000
+        assert "`level` and `timestamp` are the line's" in said("docs/structlog.md")
+
+
 # -- request ids: "a sane token (letters, digits, `._:/+=@-`, at most 128)"
 
 NEWLINE_ID = "abc-123\n"
@@ -343,7 +387,7 @@ def _django_view(request: Any) -> Any:
     from django.http import HttpResponse
 
     logging.getLogger("docs.django").info("in view")
-    return HttpResponse("ok")
+    return HttpResponse(getattr(request, "request_id", "-"))
 
 
 urlpatterns: list[Any] = []
@@ -379,6 +423,33 @@ class TestRequestIdIsASaneToken:
         (line,) = captured_on
         assert re.fullmatch("[0-9a-f]{32}", line["meta"]["request_id"]), line["meta"]
         assert line["meta"]["request_id"] == response.get("X-Request-ID")
+
+    @pytest.mark.parametrize("captured_on", ["django"], indirect=True)
+    def test_django_header_setting_and_the_128_limit(
+        self, captured_on: list[dict[str, Any]]
+    ) -> None:
+        """`LOGDNA_REQUEST_ID_HEADER` names the header read and echoed; 128 characters of
+        the allowed ones are kept (and set as `request.request_id`), 129 are not."""
+        pytest.importorskip("django")
+        from django.test import Client as DjangoClient
+        from django.test import override_settings
+        from django.urls import path
+
+        from tests.helpers import django_settings
+
+        urlpatterns[:] = [path("v", _django_view)]
+        middleware = ["logdna_client.contrib.django.LogDNARequestContextMiddleware"]
+        longest = "aZ9._:/+=@-" * 11 + "abcdefg"
+        assert 128 == len(longest)
+        header = override_settings(LOGDNA_REQUEST_ID_HEADER="X-Correlation-ID")
+        with django_settings(__name__, middleware), header:
+            kept = DjangoClient().get("/v", HTTP_X_CORRELATION_ID=longest)
+            too_long = DjangoClient().get("/v", HTTP_X_CORRELATION_ID=longest + "h")
+        assert (longest, longest) == (kept["X-Correlation-ID"], kept.content.decode())
+        assert "X-Request-ID" not in kept
+        fresh = too_long["X-Correlation-ID"]
+        assert re.fullmatch("[0-9a-f]{32}", fresh) and fresh == too_long.content.decode()
+        assert [longest, fresh] == [line["meta"]["request_id"] for line in captured_on]
 
     @pytest.mark.parametrize("captured_on", ["flask"], indirect=True)
     def test_flask(self, captured_on: list[dict[str, Any]]) -> None:
@@ -434,6 +505,49 @@ class TestRequestIdIsASaneToken:
         assert re.fullmatch("[0-9a-f]{32}", line["meta"]["request_id"]), line["meta"]
         echoed = dict(sent[0]["headers"])[b"x-request-id"].decode()
         assert line["meta"]["request_id"] == echoed
+
+
+class TestFrameworkPages:
+    """flask.md and asgi.md, run verbatim on both handle paths (test_docs_frameworks
+    serves the Flask and Django configs on the default one), and django.md's settings
+    served on the Python path: the request's context in every line's meta."""
+
+    @pytest.mark.parametrize("page", ["flask.md", "asgi.md"])
+    def test_page_ships_the_request_context(
+        self, page: str, server: DevServer, tmp_path: Path, handle_path: str
+    ) -> None:
+        """The view's line carries `request_id` (the `X-Request-ID` sent), `http_method`
+        and `http_path`; Flask's access line (`access_log=True`) also `http_status` and
+        `duration_ms`, on the `flask.access` logger."""
+        pytest.importorskip("flask" if page == "flask.md" else "starlette")
+        run_blocks(page, server, tmp_path, handle_path)
+        assert server.wait_for_lines(2 if page == "flask.md" else 1, TIMEOUT), server.lines
+        context = {"request_id": "abc-123", "http_method": "GET", "http_path": "/orders/42"}
+        view = by_text(server.lines, "showing order 42")
+        logger = "__main__" if page == "flask.md" else "shop.orders"  # Flask(__name__)
+        assert ("INFO", "shop", "production", {**context, "name": logger}) == (
+            view["level"], view["app"], view["env"], view["meta"]
+        )  # fmt: skip
+        if page == "flask.md":
+            (access,) = [line for line in server.lines if line["line"].startswith("GET ")]
+            assert re.fullmatch(r"GET /orders/42 200 \([0-9.]+ ms\)", access["line"])
+            duration = access["meta"].pop("duration_ms")
+            assert isinstance(duration, float)
+            assert {**context, "http_status": 200, "name": "flask.access"} == access["meta"]
+
+    def test_django_settings_on_the_python_path(self, server: DevServer, tmp_path: Path) -> None:
+        """django.md's settings in a fresh project served by runserver's server, with
+        `LOGDNA_CLIENT_PURE_PYTHON=1`: the same lines as on the default path."""
+        pytest.importorskip("django")
+        from tests import test_docs_frameworks as frameworks
+
+        (tmp_path / "settings.py").write_text(
+            frameworks.DJANGO_SETTINGS + frameworks.doc_block("django.md", "py", "LOGGING = {")
+        )
+        (tmp_path / "urls.py").write_text(frameworks.DJANGO_URLS)
+        code = 'import os\nos.environ["LOGDNA_CLIENT_PURE_PYTHON"] = "1"\n'
+        console = frameworks.run(tmp_path, code + frameworks.DJANGO_SERVE, server)
+        frameworks.check_shipped(server, console)
 
 
 class TestClosedByTheApp:
