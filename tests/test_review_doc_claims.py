@@ -393,6 +393,26 @@ def _django_view(request: Any) -> Any:
 urlpatterns: list[Any] = []
 
 
+def asgi_get(app: Any, headers: list[tuple[bytes, bytes]]) -> dict[bytes, bytes]:
+    """One GET of /v through the ASGI interface; the response's headers."""
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+        "scheme": "http", "path": "/v", "raw_path": b"/v", "query_string": b"",
+        "root_path": "", "client": ("127.0.0.1", 5000), "server": ("testserver", 80),
+        "headers": headers,
+    }  # fmt: skip
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    asyncio.run(app(scope, receive, send))
+    return dict(sent[0]["headers"])
+
+
 @pytest.fixture
 def captured_on(request: pytest.FixtureRequest) -> Iterator[list[dict[str, Any]]]:
     """What a LogDNAHandler on the ``docs.<framework>`` logger ships, captured."""
@@ -485,26 +505,59 @@ class TestRequestIdIsASaneToken:
             await send({"type": "http.response.start", "status": 200, "headers": []})
             await send({"type": "http.response.body", "body": b"ok"})
 
-        sent: list[dict[str, Any]] = []
-
-        async def receive() -> dict[str, Any]:
-            return {"type": "http.request", "body": b"", "more_body": False}
-
-        async def send(message: dict[str, Any]) -> None:
-            sent.append(message)
-
-        scope = {
-            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
-            "method": "GET", "scheme": "http", "path": "/v", "raw_path": b"/v",
-            "query_string": b"", "root_path": "", "client": ("127.0.0.1", 5000),
-            "server": ("testserver", 80),
-            "headers": [(b"x-request-id", NEWLINE_ID.encode())],
-        }  # fmt: skip
-        asyncio.run(LogDNAMiddleware(inner)(scope, receive, send))
+        headers = asgi_get(LogDNAMiddleware(inner), [(b"x-request-id", NEWLINE_ID.encode())])
         (line,) = captured_on
         assert re.fullmatch("[0-9a-f]{32}", line["meta"]["request_id"]), line["meta"]
-        echoed = dict(sent[0]["headers"])[b"x-request-id"].decode()
+        echoed = headers[b"x-request-id"].decode()
         assert line["meta"]["request_id"] == echoed
+
+
+class TestRequestIdHeaderOption:
+    """flask.md and asgi.md: `request_id_header="X-Request-ID"` is the header the request
+    id is read from and echoed in."""
+
+    @pytest.mark.parametrize("captured_on", ["flask"], indirect=True)
+    def test_flask(self, captured_on: list[dict[str, Any]]) -> None:
+        """With `request_id_header="X-Correlation-ID"` that header is read and echoed, and
+        `X-Request-ID` is neither."""
+        flask = pytest.importorskip("flask")
+        from logdna_client.contrib.flask import LogDNA
+
+        app = flask.Flask(__name__)
+        LogDNA(app, request_id_header="X-Correlation-ID")
+
+        @app.get("/v")
+        def view() -> str:
+            logging.getLogger("docs.flask").info("in view")
+            return str(flask.g.request_id)
+
+        response = app.test_client().get(
+            "/v", headers={"X-Correlation-ID": "corr-1", "X-Request-ID": "other"}
+        )
+        assert ("corr-1", "corr-1") == (response.headers["X-Correlation-ID"], response.text)
+        assert "X-Request-ID" not in response.headers
+        assert ["corr-1"] == [line["meta"]["request_id"] for line in captured_on]
+
+    @pytest.mark.parametrize("captured_on", ["asgi"], indirect=True)
+    def test_asgi(self, captured_on: list[dict[str, Any]]) -> None:
+        """The same for `LogDNAMiddleware`, which keeps it in `scope["state"]`."""
+        from logdna_client.contrib.asgi import LogDNAMiddleware
+
+        seen: dict[str, Any] = {}
+
+        async def inner(scope: Any, receive: Any, send: Any) -> None:
+            seen.update(scope["state"])
+            logging.getLogger("docs.asgi").info("in view")
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"ok"})
+
+        middleware = LogDNAMiddleware(inner, request_id_header="X-Correlation-ID")
+        headers = asgi_get(
+            middleware, [(b"x-correlation-id", b"corr-2"), (b"x-request-id", b"other")]
+        )
+        assert (b"corr-2", "corr-2") == (headers[b"x-correlation-id"], seen["request_id"])
+        assert b"x-request-id" not in headers
+        assert ["corr-2"] == [line["meta"]["request_id"] for line in captured_on]
 
 
 class TestFrameworkPages:
