@@ -444,7 +444,7 @@ class Client:
     def _close_by(self, deadline: float, timeout: float, *, ending: bool = True) -> None:
         """``close`` with a deadline given, as the process-end paths give it (``ending``:
         a close of the process's ending, ``logging.shutdown()`` closing a handler)."""
-        self._begin_close(deadline, timeout)
+        self._begin_close(deadline, timeout, ending=ending)
         if self._can_wait():
             self._wait_closed(at_exit=False, ending=ending)
         elif self._deliver_here:
@@ -461,9 +461,10 @@ class Client:
             or _exit.under_logging_lock()
         )
 
-    def _begin_close(self, deadline: float, timeout: float) -> None:
+    def _begin_close(self, deadline: float, timeout: float, *, ending: bool = True) -> None:
         """Stop taking lines and let the sender drain until ``deadline``; never waits,
-        so a signal handler or finalizer may call it."""
+        so a signal handler or finalizer may call it. Not ``ending`` (the application's
+        ``close()``), a line logged later is counted, not said to come after the exit."""
         if not self._closed:
             self._dropped_at_close = self._dropped()
         self._closed = True
@@ -477,7 +478,8 @@ class Client:
             self._started = False
         if not self._started:
             if len(self._buffer) == 0:
-                self._exit_finished()
+                if ending:
+                    self._exit_finished()
                 return
             if not self._start(retry_now=True):
                 # No thread to be had (Python 3.12 starts none while the interpreter exits,
@@ -677,7 +679,7 @@ class Client:
             timeout = self.config.shutdown_timeout
         timeout = max(0.0, timeout)
         # Begun here (it never waits).
-        self._begin_close(_exit.exit_deadline(timeout, begins_exit=False), timeout)
+        self._begin_close(_exit.exit_deadline(timeout, begins_exit=False), timeout, ending=False)
         if not self._can_wait():
             return
         if self._deliver_here:

@@ -55,7 +55,8 @@ def with_context(meta: Mapping[str, Any] | None, context: Mapping[str, Any]) -> 
 in_use = False
 
 # Incoming request ids are attacker-controlled: keep them short and printable.
-_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:/+=@-]{1,128}$")
+# fullmatch: "$" would let a final newline through.
+_REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:/+=@-]{1,128}")
 
 
 def get_request_context() -> dict[str, Any]:
@@ -113,7 +114,7 @@ def new_request_id() -> str:
 
 def clean_request_id(value: object) -> str | None:
     """The incoming request id when it is a sane token, else None (then make a new one)."""
-    if isinstance(value, str) and _REQUEST_ID_RE.match(value):
+    if isinstance(value, str) and _REQUEST_ID_RE.fullmatch(value):
         return value
     return None
 

@@ -36,7 +36,14 @@ from ._client import Client
 from ._config import level_beside_client
 from ._context import current as request_context
 from ._context import with_context
-from ._event import event_dict_to_line, structured_event
+from ._event import (
+    LEVEL_KEY,
+    TIME_KEY,
+    event_dict_to_line,
+    level_name,
+    structured_event,
+    timestamp_of,
+)
 from ._line import millis, now_millis, safe_str
 from ._options import ClientOptions, with_options_help
 from ._report import is_own_logger
@@ -286,15 +293,24 @@ class LogDNAHandler(logging.Handler):
         msg = record.msg
         data: bytes | None = None
         meta: dict[str, Any] | None
+        level: str | None = None
+        ms: int | None = None
         if type(msg) is dict and "_logger" in attrs:
             # structlog's ProcessorFormatter.wrap_for_formatter: the event dict is
             # the message; its keys are meta, structlog's bookkeeping is not. The
             # record is a LogRecord like any other: the record_meta attributes (the
-            # logger's name) and extras ship too, under the event's own keys.
+            # logger's name) and extras ship too, under the event's own keys. The
+            # event's level and time are the line's, as LogDNAProcessor ships them.
             found = record_meta(attrs, self._record_attrs)
             if found and not _STRUCTLOG_ATTRS.isdisjoint(found):
                 found = {k: v for k, v in found.items() if k not in _STRUCTLOG_ATTRS}
-            text, meta = event_dict_to_line(msg, found, redact=self._builder.redact_meta)
+            if TIME_KEY in msg:
+                ms = timestamp_of(msg[TIME_KEY])
+            if msg.get(LEVEL_KEY) is not None:
+                level = level_name(msg[LEVEL_KEY])
+            text, meta = event_dict_to_line(
+                msg, found, timestamp_parsed=ms is not None, redact=self._builder.redact_meta
+            )
             body = structured_event(msg) if self._structured else None
         else:
             body = None
@@ -339,13 +355,15 @@ class LogDNAHandler(logging.Handler):
             if context:
                 meta = with_context(meta, context)
                 data = None
-        level = record.levelname
-        if type(level) is not str:  # a record made by hand, or changed by a filter
-            level = safe_str(level)
-        created = record.created
-        # The usual float goes straight to millis (NaN and infinities fail the test).
-        usual = type(created) is float and -1e15 < created < 1e15
-        ms = millis(created) if usual else _millis(created)
+        if level is None:
+            level = record.levelname
+            if type(level) is not str:  # a record made by hand, or changed by a filter
+                level = safe_str(level)
+        if ms is None:
+            created = record.created
+            # The usual float goes straight to millis (NaN and infinities fail the test).
+            usual = type(created) is float and -1e15 < created < 1e15
+            ms = millis(created) if usual else _millis(created)
         if body is None:
             entry = self._entry(text, level, ms, meta, data)
         else:
