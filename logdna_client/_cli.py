@@ -256,7 +256,10 @@ _PYTHON_WORDS = (
     ("looked at key=", "looked at --key"),
     (", key_file=", ", --key-file "),
     (", or pass allow_insecure=True if you really mean it", ""),
+    ("pass the key with key= or", "pass the key with --key, --key-file or"),
 )
+#: Options whose flag is not their name: --timeout is the client's shutdown_timeout.
+_FLAG_OF = {"shutdown_timeout": "timeout"}
 
 
 def _in_flags(exc: ConfigurationError) -> str:
@@ -266,7 +269,8 @@ def _in_flags(exc: ConfigurationError) -> str:
         text = text.replace(python, flags)
     option = exc.option
     if option and text.startswith(option + ":"):
-        text = "--" + option.replace("_", "-") + text[len(option) :]
+        flag = _FLAG_OF.get(option, option)
+        text = "--" + flag.replace("_", "-") + text[len(option) :]
     return text
 
 
