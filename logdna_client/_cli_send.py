@@ -41,6 +41,8 @@ class _Trouble(logging.Handler):
         #: What the library said of lines it left in the spool ("N line(s) left in the
         #: spool at DIR for the next process"): said at the close, to us alone.
         self.spool_left: list[str] = []
+        #: Why the spool configured is off ("the spool folder DIR failed (...)"), if it is.
+        self.spool_off: list[str] = []
         self.fatal = threading.Event()
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -54,6 +56,9 @@ class _Trouble(logging.Handler):
             self.fatal.set()
         elif kind == "spool-left":
             self.spool_left.append(message.removeprefix("logdna_client: "))
+        elif kind == "spool-disabled":
+            # "...; spooling is off, lines are kept in memory only": true while we ran.
+            self.spool_off.append(message.removeprefix("logdna_client: ").split(", lines")[0])
 
     def last(self) -> str:
         if not self.messages:
@@ -115,10 +120,11 @@ def _say_what_close_left(
     what: str, client: Client, trouble: _Trouble, console: _Console, *, drops: bool
 ) -> bool:
     """Once ``client`` is closed: say on stderr what the library said only to ``trouble``
-    (our handler on its logger, which stands in for stderr while a command runs): the
-    lines it left in the spool, and with ``drops`` the lines it dropped (a full buffer, a
-    refusal, the end of the wait), whose count ``_explain`` does not give and which a
-    flush that waited for the rest does not see. True when lines were dropped."""
+    (our handler on its logger, which stands in for stderr while a command runs): why
+    the spool is off, the lines it left in the spool, and with ``drops`` the lines it
+    dropped (a full buffer, a refusal, the end of the wait), whose count ``_explain``
+    does not give and which a flush that waited for the rest does not see. True when
+    lines were dropped."""
     stats = client.stats()
     by_reason = cast(Mapping[str, int], stats["dropped"])  # (a TypedDict of ints)
     dropped = {reason: n for reason, n in by_reason.items() if n}
@@ -131,6 +137,8 @@ def _say_what_close_left(
             f"{PROG} {what}: {sum(dropped.values())} line(s) were dropped, never delivered "
             f"({reasons})"
         )
+    for off in trouble.spool_off[:1]:
+        console.warn(f"{PROG} {what}: {off}")
     for left in trouble.spool_left:
         console.warn(f"{PROG} {what}: {left} ('{PROG} spool replay' sends them now)")
     return bool(dropped)

@@ -135,6 +135,21 @@ class TestPipeSaysWhatItLost:
         listed = run("spool", "ls", "--spool-dir", str(tmp_path), env=env)
         assert b"total: " in listed.stdout and b", 500 line(s) waiting" in listed.stdout
 
+    def test_a_spool_that_is_off_is_said(self, tmp_path: Path) -> None:
+        """A LOGDNA_SPOOL_DIR that cannot be a folder (a file there) turns the spool off:
+        pipe says so, and why, beside the lines it dropped; it said only that they were
+        not delivered, the operator left to believe them on disk."""
+        not_a_folder = tmp_path / "file"
+        not_a_folder.write_bytes(b"")
+        env = child_env(dead_url(), LOGDNA_SPOOL_DIR=str(not_a_folder))
+        result = run("pipe", "--timeout", "0", env=env, stdin=b"one\ntwo\n")
+        assert 1 == result.returncode
+        assert 2 == dropped_said(result.stderr), result.stderr
+        said = re.findall(
+            rb"the spool folder '([^']+)' failed \(.+\); spooling is off", result.stderr
+        )
+        assert [os.fsencode(not_a_folder)] == said, result.stderr
+
     def test_nothing_is_said_when_every_line_arrived(self, server: DevServer) -> None:
         """The counts are said only when there is a loss: a good run's stderr is empty."""
         result = run("pipe", env=child_env(server.url), stdin=b"a\nb\n")
