@@ -50,15 +50,18 @@ class _Trouble(logging.Handler):
             message = record.getMessage()
         except Exception:
             return
-        self.messages.append(message)
         kind = getattr(record, KIND_ATTR, None)
-        if kind in self.FATAL_KINDS:
-            self.fatal.set()
-        elif kind == "spool-left":
+        # Of the spool: said apart, not as the reason a line was not delivered.
+        if kind == "spool-left":
             self.spool_left.append(message.removeprefix("logdna_client: "))
-        elif kind == "spool-disabled":
+            return
+        if kind == "spool-disabled":
             # "...; spooling is off, lines are kept in memory only": true while we ran.
             self.spool_off.append(message.removeprefix("logdna_client: ").split(", lines")[0])
+            return
+        self.messages.append(message)
+        if kind in self.FATAL_KINDS:
+            self.fatal.set()
 
     def last(self) -> str:
         if not self.messages:

@@ -175,3 +175,28 @@ class TestUsageErrorsNameTheFlag:
         assert 2 == result.returncode
         assert b"pass the key with --key, --key-file or LOGDNA_INGESTION_KEY" in result.stderr
         assert b"secret-key-in-url" not in result.stderr + result.stdout
+
+
+class TestSpoolReplay:
+    def test_damage_found_while_replaying_is_exit_1(
+        self, server: DevServer, tmp_path: Path
+    ) -> None:
+        """A segment damaged in its first record (a flipped byte): replay sends what is
+        before the damage, moves the rest to the quarantine folder, says so on stdout too
+        and exits 1, as ``verify`` does for the same damage; it exited 0, so that
+        ``spool replay && spool purge`` went on as if every line had been sent."""
+        env = child_env(dead_url(), LOGDNA_SPOOL_DIR=str(tmp_path))
+        stdin = b"".join(b"%06d " % i + b"y" * 93 + b"\n" for i in range(40_000))  # 2 batches
+        assert 1 == run("pipe", "--timeout", "0", env=env, stdin=stdin).returncode
+        (segment,) = tmp_path.glob("*.seg")
+        data = bytearray(segment.read_bytes())
+        data[len(data) // 4] ^= 0xFF
+        segment.write_bytes(bytes(data))
+        assert 1 == run("spool", "verify", env=env).returncode
+
+        result = run("spool", "replay", "--any-destination", env=child_env(server.url,
+                     LOGDNA_SPOOL_DIR=str(tmp_path)))  # fmt: skip
+        assert 1 == result.returncode, result.stderr
+        assert b"damaged piece(s) of segments to the quarantine folder" in result.stdout
+        assert b"quarantine" in result.stderr  # (said as found, as before)
+        assert list((tmp_path / "quarantine").iterdir())
