@@ -274,6 +274,16 @@ def _in_flags(exc: ConfigurationError) -> str:
     return text
 
 
+def _or_nowhere(stream: TextIO | None) -> TextIO:
+    """``stream``, or where writing goes nowhere when it is closed (``>&-``, ``2>&-``:
+    Python's sys.stdout or sys.stderr is None then). What is meant for a closed stderr
+    is lost, never written to stdout, whose data a pipeline reads (the console wrote
+    its complaints there), and a closed stdout is no traceback."""
+    if stream is not None:
+        return stream
+    return open(os.devnull, "w", encoding="utf-8")  # (kept till exit)
+
+
 def main(
     argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None
 ) -> int:
@@ -302,7 +312,8 @@ def main(
         args.argv = after_dashes if after_dashes is not None else list(args.argv)
     func: Callable[[argparse.Namespace], int] = args.func
     console = args.console = _Console(
-        sys.stdout if out is None else out, sys.stderr if err is None else err
+        _or_nowhere(sys.stdout if out is None else out),
+        _or_nowhere(sys.stderr if err is None else err),
     )
     try:
         return int(func(args))

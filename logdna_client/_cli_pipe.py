@@ -143,6 +143,10 @@ def _terminal_delivers_sigint() -> bool:
 def _cmd_pipe(args: argparse.Namespace) -> int:
     argv: list[str] = args.argv
     delivered = True
+    if not argv and sys.stdin is None:  # started with stdin closed (<&-)
+        args.console.warn(f"{PROG} pipe: standard input is closed: nothing to read "
+                          "(give the command to run after --)")  # fmt: skip
+        return 2
     with _watch_library() as trouble:
         client = _client_from(args)
         try:

@@ -200,3 +200,40 @@ class TestSpoolReplay:
         assert b"damaged piece(s) of segments to the quarantine folder" in result.stdout
         assert b"quarantine" in result.stderr  # (said as found, as before)
         assert list((tmp_path / "quarantine").iterdir())
+
+
+def run_with_closed(fd: str, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[bytes]:
+    """The command line started with one of its standard streams closed, as ``<&-`` or
+    ``2>&-`` in a shell (or a supervisor that closes it) leave it."""
+    return subprocess.run(
+        ["sh", "-c", f'exec "$@" {fd}>&-' if fd != "0" else 'exec "$@" <&-', "sh", *cli(*args)],
+        env=env, capture_output=fd != "2", stdout=subprocess.PIPE if fd == "2" else None,
+        timeout=120, check=False,
+    )  # fmt: skip
+
+
+class TestClosedStreams:
+    def test_complaints_never_go_to_stdout_when_stderr_is_closed(self) -> None:
+        """With stderr closed, what send and pipe would say there is lost, not written
+        to stdout, which a pipeline reads as data: ``pipe 2>&- | consumer`` got
+        "logdna-client pipe: not delivered ..." among the lines it passed through."""
+        env = child_env(dead_url())
+        result = run_with_closed("2", "send", "x", "--timeout", "0", env=env)
+        assert (1, b"") == (result.returncode, result.stdout)
+        result = run_with_closed("2", "pipe", "--timeout", "0", "--", "echo", "data", env=env)
+        assert (0, b"data\n") == (result.returncode, result.stdout)
+
+    def test_pipe_with_stdin_closed_says_so(self) -> None:
+        """``pipe`` with no command and stdin closed (``<&-``) says there is nothing to
+        read and exits 2; it died with a traceback (AttributeError) and status 1."""
+        result = run_with_closed("0", "pipe", env=child_env(dead_url()))
+        assert 2 == result.returncode
+        assert b"standard input is closed" in result.stderr
+        assert b"Traceback" not in result.stderr
+        assert b"" == result.stdout
+
+    def test_spool_ls_with_stdout_closed_is_no_traceback(self, tmp_path: Path) -> None:
+        """``spool ls >&-`` writes nowhere and exits 0, instead of a traceback."""
+        result = run_with_closed("1", "spool", "ls", "--spool-dir", str(tmp_path),
+                                 env=child_env(dead_url()))  # fmt: skip
+        assert (0, b"") == (result.returncode, result.stderr)
