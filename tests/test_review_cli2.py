@@ -237,3 +237,38 @@ class TestClosedStreams:
         result = run_with_closed("1", "spool", "ls", "--spool-dir", str(tmp_path),
                                  env=child_env(dead_url()))  # fmt: skip
         assert (0, b"") == (result.returncode, result.stderr)
+
+
+class TestPipeCommandWords:
+    ECHO_ARGS = "import sys; print(' '.join(sys.argv[1:]))"
+
+    def test_a_double_dash_after_the_command_is_the_commands(self, server: DevServer) -> None:
+        """Without a leading "--" the command begins at the first word that is not one of
+        pipe's options, and every word after it is its own, a "--" too (``pipe grep -- -v
+        x``): that "--" was taken for pipe's, and the command refused (exit 2)."""
+        result = run("pipe", "--app", "words", sys.executable, "-c", self.ECHO_ARGS,
+                     "--", "--app", "-v", env=child_env(server.url))  # fmt: skip
+        assert (0, b"-- --app -v\n") == (result.returncode, result.stdout), result.stderr
+        assert server.wait_for_lines(1, timeout=30)
+        assert [("-- --app -v", "words")] == [(x["line"], x.get("app")) for x in server.lines]
+
+    @pytest.mark.parametrize(
+        "options",
+        [
+            ["--app", "words"],
+            ["--app=words"],
+            ["--ap", "words"],
+            ["--timeout", "9", "--app", "words"],
+        ],
+    )
+    def test_pipe_options_before_the_double_dash_are_pipes(
+        self, server: DevServer, options: list[str]
+    ) -> None:
+        """Options before the separating "--", in each form argparse takes (a value after
+        the flag or after "=", an unambiguous prefix), are pipe's; what follows is the
+        command's, words like pipe's own options among them."""
+        result = run("pipe", *options, "--", sys.executable, "-c", self.ECHO_ARGS, "--app", "--",
+                     env=child_env(server.url))  # fmt: skip
+        assert (0, b"--app --\n") == (result.returncode, result.stdout), result.stderr
+        assert server.wait_for_lines(1, timeout=30)
+        assert "words" == server.lines[0].get("app")
