@@ -137,7 +137,7 @@ def _say_what_close_left(
     if drops and dropped:
         reasons = ", ".join(f"{reason} {n}" for reason, n in dropped.items())
         console.warn(
-            f"{PROG} {what}: {sum(dropped.values())} line(s) were dropped, never delivered "
+            f"{PROG} {what}: {sum(dropped.values())} line(s) were dropped, not confirmed delivered "
             f"({reasons})"
         )
     for off in trouble.spool_off[:1]:

@@ -20,7 +20,7 @@ from tests._helpers_integrations import REPO_ROOT
 
 # What pipe (or, when its sender ended late, the library at the exit) says it lost.
 _DROPPED = re.compile(
-    rb"(\d+) line\(s\) were dropped, never delivered|(\d+) lines (?:could not be|were not) "
+    rb"(\d+) line\(s\) were dropped, not confirmed delivered|(\d+) lines (?:could not be|were not) "
     rb"delivered"
 )
 
