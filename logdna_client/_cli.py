@@ -65,6 +65,10 @@ class _Parser(argparse.ArgumentParser):
     (``main`` sets them as the keys to hide, as a Config being built does: argparse's own
     errors quote a flag's bad value, which may be the key pasted there)."""
 
+    #: The ``pipe`` command's parser (``main`` reads its options to find where the command
+    #: to run begins).
+    pipe: argparse.ArgumentParser | None = None
+
     def error(self, message: str) -> NoReturn:
         if KEYS.get():
             message = _QUOTED.sub(
@@ -86,13 +90,35 @@ def _keys_in(args: Sequence[str]) -> tuple[Secret, ...]:
     return tuple(Secret(key) for key in found if key)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _split_pipe(args: list[str], pipe: argparse.ArgumentParser) -> tuple[list[str], list[str]]:
+    """``pipe``'s words (from "pipe" on) cut into its own options and the command to run:
+    the command begins after a "--" among the options, or else at the first word that is
+    not one of them or an option's value. A "--" after that belongs to the command
+    (``pipe grep -- -v x``): it was taken for pipe's, and the command refused."""
+    options = {o: a.nargs != 0 for a in pipe._actions for o in a.option_strings}
+    i = 1
+    while i < len(args):
+        word = args[i]
+        if word == "--":
+            return args[:i], args[i + 1 :]
+        if not word.startswith("-") or word == "-":
+            return args[:i], args[i:]
+        name = word.split("=", 1)[0]
+        # argparse takes an unambiguous prefix of a long option (--ap for --app).
+        matches = [o for o in options if o == name] or [o for o in options if o.startswith(name)]
+        takes_value = "=" not in word and len(matches) == 1 and options[matches[0]]
+        i += 2 if takes_value else 1
+    return args, []
+
+
+def build_parser() -> _Parser:
     """The argument parser for every command."""
-    parser: argparse.ArgumentParser = _Parser(
+    root = _Parser(
         prog=PROG,
         description="Ship logs to LogDNA / Mezmo from the shell, and run a local ingest server.",
         epilog=f"Run '{PROG} CMD --help' for the options of a command.",
     )
+    parser: argparse.ArgumentParser = root  # (so the commands' parsers are plain ones)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="CMD")
     library = _library_flags()
@@ -246,8 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pipe.add_argument("argv", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     pipe.set_defaults(func=_cmd_pipe)
+    root.pipe = pipe
     _register_spool(commands, library)
-    return parser
+    return root
 
 
 # The library's messages name its keyword arguments; on the command line the flags are meant.
@@ -256,7 +283,10 @@ _PYTHON_WORDS = (
     ("looked at key=", "looked at --key"),
     (", key_file=", ", --key-file "),
     (", or pass allow_insecure=True if you really mean it", ""),
+    ("pass the key with key= or", "pass the key with --key, --key-file or"),
 )
+#: Options whose flag is not their name: --timeout is the client's shutdown_timeout.
+_FLAG_OF = {"shutdown_timeout": "timeout"}
 
 
 def _in_flags(exc: ConfigurationError) -> str:
@@ -266,8 +296,19 @@ def _in_flags(exc: ConfigurationError) -> str:
         text = text.replace(python, flags)
     option = exc.option
     if option and text.startswith(option + ":"):
-        text = "--" + option.replace("_", "-") + text[len(option) :]
+        flag = _FLAG_OF.get(option, option)
+        text = "--" + flag.replace("_", "-") + text[len(option) :]
     return text
+
+
+def _or_nowhere(stream: TextIO | None) -> TextIO:
+    """``stream``, or where writing goes nowhere when it is closed (``>&-``, ``2>&-``:
+    Python's sys.stdout or sys.stderr is None then). What is meant for a closed stderr
+    is lost, never written to stdout, whose data a pipeline reads (the console wrote
+    its complaints there), and a closed stdout is no traceback."""
+    if stream is not None:
+        return stream
+    return open(os.devnull, "w", encoding="utf-8")  # (kept till exit)
 
 
 def main(
@@ -278,12 +319,11 @@ def main(
     ``out`` and ``err`` are where the commands write (the terminal by default).
     """
     args_list = list(sys.argv[1:] if argv is None else argv)
-    after_dashes: list[str] | None = None
-    if args_list[:1] == ["pipe"] and "--" in args_list:
-        # Everything after "--" is the command, even words that look like our flags.
-        cut = args_list.index("--")
-        args_list, after_dashes = args_list[:cut], args_list[cut + 1 :]
     parser = build_parser()
+    command: list[str] = []
+    if args_list[:1] == ["pipe"] and parser.pipe is not None:
+        # Everything after "--" is the command, even words that look like our flags.
+        args_list, command = _split_pipe(args_list, parser.pipe)
     token = KEYS.set(_keys_in(args_list))
     try:
         args = parser.parse_args(args_list)
@@ -293,12 +333,11 @@ def main(
         parser.print_help(sys.stderr)
         return 2
     if args.command == "pipe":
-        if after_dashes is not None and args.argv:
-            parser.error("pipe: give the command after '--' only")
-        args.argv = after_dashes if after_dashes is not None else list(args.argv)
+        args.argv = command
     func: Callable[[argparse.Namespace], int] = args.func
     console = args.console = _Console(
-        sys.stdout if out is None else out, sys.stderr if err is None else err
+        _or_nowhere(sys.stdout if out is None else out),
+        _or_nowhere(sys.stderr if err is None else err),
     )
     try:
         return int(func(args))

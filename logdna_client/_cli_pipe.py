@@ -23,7 +23,7 @@ from ._cli_common import (
     _Console,
 )
 from ._cli_devserver import _on_signal, _restore_signal, _SignalHandler
-from ._cli_send import _client_from, _deliver, _explain, _watch_library
+from ._cli_send import _client_from, _deliver, _explain, _say_what_close_left, _watch_library
 from ._client import Client
 from ._threads import start_library_thread
 
@@ -142,6 +142,11 @@ def _terminal_delivers_sigint() -> bool:
 
 def _cmd_pipe(args: argparse.Namespace) -> int:
     argv: list[str] = args.argv
+    delivered = True
+    if not argv and sys.stdin is None:  # started with stdin closed (<&-)
+        args.console.warn(f"{PROG} pipe: standard input is closed: nothing to read "
+                          "(give the command to run after --)")  # fmt: skip
+        return 2
     with _watch_library() as trouble:
         client = _client_from(args)
         try:
@@ -152,14 +157,17 @@ def _cmd_pipe(args: argparse.Namespace) -> int:
             else:
                 status = _pipe_stdin(client, args.stdout_level)
             try:
-                if not _deliver(client, trouble, args.timeout):
+                delivered = _deliver(client, trouble, args.timeout)
+                if not delivered:
                     args.console.warn(_explain("pipe", client, trouble, args.timeout))
-                    if not argv and status == 0:
-                        status = 1
             except _StopWaiting:  # only after a first signal: the status says it already
                 args.console.warn(f"{PROG} pipe: stopped again before the lines were delivered")
         finally:
             client.close(timeout=0.0)
+        if _say_what_close_left("pipe", client, trouble, args.console, drops=True):
+            delivered = False  # (flush() sees only the drops while it waits)
+    if not delivered and not argv and status == 0:
+        status = 1
     return status
 
 

@@ -7,8 +7,8 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterator, Mapping
+from typing import Any, cast
 
 import orjson
 
@@ -38,6 +38,11 @@ class _Trouble(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
         self.messages: list[str] = []
+        #: What the library said of lines it left in the spool ("N line(s) left in the
+        #: spool at DIR for the next process"): said at the close, to us alone.
+        self.spool_left: list[str] = []
+        #: Why the spool configured is off ("the spool folder DIR failed (...)"), if it is.
+        self.spool_off: list[str] = []
         self.fatal = threading.Event()
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -45,8 +50,17 @@ class _Trouble(logging.Handler):
             message = record.getMessage()
         except Exception:
             return
+        kind = getattr(record, KIND_ATTR, None)
+        # Of the spool: said apart, not as the reason a line was not delivered.
+        if kind == "spool-left":
+            self.spool_left.append(message.removeprefix("logdna_client: "))
+            return
+        if kind == "spool-disabled":
+            # "...; spooling is off, lines are kept in memory only": true while we ran.
+            self.spool_off.append(message.removeprefix("logdna_client: ").split(", lines")[0])
+            return
         self.messages.append(message)
-        if getattr(record, KIND_ATTR, None) in self.FATAL_KINDS:
+        if kind in self.FATAL_KINDS:
             self.fatal.set()
 
     def last(self) -> str:
@@ -105,6 +119,34 @@ def _explain(what: str, client: Client, trouble: _Trouble, timeout: float) -> st
     return f"{PROG} {what}: not delivered within {timeout:g} s: {reason}"
 
 
+def _say_what_close_left(
+    what: str, client: Client, trouble: _Trouble, console: _Console, *, drops: bool
+) -> bool:
+    """Once ``client`` is closed: say on stderr what the library said only to ``trouble``
+    (our handler on its logger, which stands in for stderr while a command runs): why
+    the spool is off, the lines it left in the spool, and with ``drops`` the lines it
+    dropped (a full buffer, a refusal, the end of the wait), whose count ``_explain``
+    does not give and which a flush that waited for the rest does not see. True when
+    lines were dropped."""
+    stats = client.stats()
+    by_reason = cast(Mapping[str, int], stats["dropped"])  # (a TypedDict of ints)
+    dropped = {reason: n for reason, n in by_reason.items() if n}
+    rejected = stats["replay_rejected"]
+    if rejected:
+        dropped["rejected from the spool"] = rejected
+    if drops and dropped:
+        reasons = ", ".join(f"{reason} {n}" for reason, n in dropped.items())
+        console.warn(
+            f"{PROG} {what}: {sum(dropped.values())} line(s) were dropped, not confirmed delivered "
+            f"({reasons})"
+        )
+    for off in trouble.spool_off[:1]:
+        console.warn(f"{PROG} {what}: {off}")
+    for left in trouble.spool_left:
+        console.warn(f"{PROG} {what}: {left} ('{PROG} spool replay' sends them now)")
+    return bool(dropped)
+
+
 def _cmd_send(args: argparse.Namespace) -> int:
     console: _Console = args.console
     meta: dict[str, Any] | None = None
@@ -135,3 +177,4 @@ def _cmd_send(args: argparse.Namespace) -> int:
             return 1
         finally:
             client.close(timeout=0.0)
+            _say_what_close_left("send", client, trouble, console, drops=False)

@@ -415,6 +415,12 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     console.say(
         f"replayed {sent} line(s) from {folder}" + (f"; dropped {dropped}" if dropped else "")
     )
+    if spool.quarantined:
+        # Said as it was found (on_trouble); the status says it too: those lines were not
+        # sent, and `replay && purge` must not go on as if all had been.
+        console.say(f"moved {spool.quarantined} damaged piece(s) of segments to the "
+                    "quarantine folder, not sent (spool ls shows its size)")  # fmt: skip
+        status = 1
     if spool.others:
         console.say(f"left {spool.others} segment(s) written for other keys or URLs, or by "
                     "format 1, which does not record them (spool ls shows them; "
