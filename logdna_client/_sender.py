@@ -852,9 +852,16 @@ class Sender:
                 # on one failed allocation, and with a spool the batch it had accepted was
                 # deleted from disk with them.
                 short_of_memory += 1
-                if not self._short_of_memory(pending, summary, own, short_of_memory):
-                    short_of_memory = 0
+                if self._short_of_memory(pending, summary, own, short_of_memory):
+                    continue  # the same line again
+                if len(pending[0]) < len(part):
+                    short_of_memory = 0  # halved: each half may be tried twice
+                    continue
+                pending.pop(0)  # dropped and counted: retrying from disk would send it
+                handoff = False
+                short_of_memory = 0
                 continue
+            short_of_memory = 0
             kind = outcome.kind
             if kind is Kind.OK or kind is Kind.PARTIAL:
                 pending.pop(0)
@@ -938,7 +945,7 @@ class Sender:
     ) -> bool:
         """A MemoryError building or sending ``pending[0]``: halved while it has more than
         one line; one line is tried again once after a backoff (memory may come back), then
-        dropped and counted as ``error``. True while that line is to be tried again."""
+        counted as ``error`` (the caller drops it). True while it is to be tried again."""
         part = pending[0]
         with contextlib.suppress(Exception):
             self._reporter.report(
@@ -953,7 +960,6 @@ class Sender:
         if tries < 2:
             self._sleep(self._backoff.delay(1, None, self._left()))
             return True
-        pending.pop(0)
         if _app_lines(part, summary):  # our summary line is not an app line
             self._buffer.count_drop("error", 1)
             if own:

@@ -49,7 +49,8 @@ def first_call(n: int, args: tuple[Any, ...]) -> bool:
 
 def client_for(server: DevServer, **options: Any) -> Client:
     """A client whose sender is up (its spool open): one line sent."""
-    client = Client(key=KEY, url=server.url, flush_interval=0.05, handle_signals=False, **options)
+    options.setdefault("flush_interval", 0.05)
+    client = Client(key=KEY, url=server.url, handle_signals=False, **options)
     client.log("up")
     assert client.flush(30)
     return client
@@ -111,6 +112,28 @@ class TestSender:
             client.close(10)
         assert_exactly_once_in_order(expected, texts(server))
         assert "huge" not in texts(server)
+
+    def test_a_line_dropped_for_memory_is_not_sent_again_from_the_spool(
+        self, server: DevServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A batch on disk whose first line cannot be sent (dropped, counted as ``error``),
+        and a 503 to the next part: the rest is retried, and the dropped line is not handed
+        back to the spool with the batch, to be replayed and counted a second time."""
+        client = client_for(server, spool_dir=str(tmp_path), flush_interval=3600)
+        try:
+            real = sender_module.enforce_entries
+            huge = failing_at(real, lambda n, args: any(b"huge" in e for e in args[0]))
+            monkeypatch.setattr(sender_module, "enforce_entries", huge)
+            server.fail_next(1, 503)
+            client.log("huge")
+            expected = [f"a {i}" for i in range(10)]
+            for line in expected:
+                client.log(line)
+            client.flush(30)
+            assert {"error": 1} == dropped(client)
+        finally:
+            client.close(10)
+        assert_exactly_once_in_order(expected, texts(server))
 
     def test_a_memory_error_while_reporting_one_does_not_end_the_sender(
         self, server: DevServer, monkeypatch: pytest.MonkeyPatch
