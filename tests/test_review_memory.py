@@ -60,6 +60,13 @@ def dropped(client: Client) -> dict[str, int]:
     return {reason: n for reason, n in client.stats()["dropped"].items() if n}
 
 
+def never_fits(monkeypatch: pytest.MonkeyPatch, word: bytes) -> None:
+    """Every body holding a line with ``word`` meets a MemoryError being built."""
+    real = sender_module.enforce_entries
+    huge = failing_at(real, lambda n, args: any(word in e for e in args[0]))
+    monkeypatch.setattr(sender_module, "enforce_entries", huge)
+
+
 class TestSender:
     @pytest.mark.parametrize("where", ["gzip_entries", "enforce_entries", "send"])
     @pytest.mark.parametrize("spool", [False, True])
@@ -97,9 +104,7 @@ class TestSender:
         is dropped, counted as ``error`` and reported; the lines around it go."""
         client = client_for(server)
         try:
-            real = sender_module.enforce_entries
-            huge = failing_at(real, lambda n, args: any(b"huge" in e for e in args[0]))
-            monkeypatch.setattr(sender_module, "enforce_entries", huge)
+            never_fits(monkeypatch, b"huge")
             expected = [f"a {i}" for i in range(5)] + [f"b {i}" for i in range(5)]
             for line in expected[:5]:
                 client.log(line)
@@ -121,9 +126,7 @@ class TestSender:
         back to the spool with the batch, to be replayed and counted a second time."""
         client = client_for(server, spool_dir=str(tmp_path), flush_interval=3600)
         try:
-            real = sender_module.enforce_entries
-            huge = failing_at(real, lambda n, args: any(b"huge" in e for e in args[0]))
-            monkeypatch.setattr(sender_module, "enforce_entries", huge)
+            never_fits(monkeypatch, b"huge")
             server.fail_next(1, 503)
             client.log("huge")
             expected = [f"a {i}" for i in range(10)]
