@@ -380,11 +380,14 @@ class Sender:
                         self._deadline = self._clock()
                     else:
                         # A bug of ours, or a custom transport's gevent Timeout or
-                        # CancelledError, must not stop delivery of everything after it.
-                        self._reporter.report(
-                            "sender-bug", logging.ERROR, "logdna_client sender error",
-                            exc_info=True,
-                        )  # fmt: skip
+                        # CancelledError, must not stop delivery of everything after it;
+                        # nor may its report (a MemoryError while reporting one ended
+                        # the thread, and every line after it waited for a restart).
+                        with contextlib.suppress(Exception):
+                            self._reporter.report(
+                                "sender-bug", logging.ERROR, "logdna_client sender error",
+                                exc_info=True,
+                            )  # fmt: skip
                 if self._deadline is not None and (
                     # Held, not queued: a batch an interrupted take counted in flight
                     # is still to go (the next take hands it over).
@@ -814,11 +817,12 @@ class Sender:
             # same way forever, so count these lines and keep the sender going.
             cut = undelivered()
             self._buffer.count_drop("error", cut)  # ours or from the spool: lost to a bug
-            self._reporter.report(
-                "sender-bug", logging.ERROR,
-                "logdna_client: internal error while sending; %d line(s) dropped",
-                cut, exc_info=True,
-            )  # fmt: skip
+            with contextlib.suppress(Exception):  # (short of memory to say it, say)
+                self._reporter.report(
+                    "sender-bug", logging.ERROR,
+                    "logdna_client: internal error while sending; %d line(s) dropped",
+                    cut, exc_info=True,
+                )  # fmt: skip
         finally:
             self._out_on_disk = False
         return self._stored
@@ -835,11 +839,29 @@ class Sender:
         single_rejects = 0
         buffer = self._buffer
 
+        short_of_memory = 0
         while pending:
             part = pending[0]
-            outcome = self._post(part)
-            if outcome.kind is Kind.BAD_REQUEST and self._compress and not self._gzip_checked:
-                outcome = self._post_plain(part)  # a server that cannot read gzip bodies?
+            try:
+                outcome = self._post(part)
+                if outcome.kind is Kind.BAD_REQUEST and self._compress and not self._gzip_checked:
+                    outcome = self._post_plain(part)  # a server that cannot read gzip bodies?
+            except MemoryError:
+                # The process is at its memory limit building or sending this body: a
+                # smaller one needs less. Dropped whole as a bug's, a batch of 5 lines went
+                # on one failed allocation, and with a spool the batch it had accepted was
+                # deleted from disk with them.
+                short_of_memory += 1
+                if self._short_of_memory(pending, summary, own, short_of_memory):
+                    continue  # the same line again
+                if len(pending[0]) < len(part):
+                    short_of_memory = 0  # halved: each half may be tried twice
+                    continue
+                pending.pop(0)  # dropped and counted: retrying from disk would send it
+                handoff = False
+                short_of_memory = 0
+                continue
+            short_of_memory = 0
             kind = outcome.kind
             if kind is Kind.OK or kind is Kind.PARTIAL:
                 pending.pop(0)
@@ -918,6 +940,32 @@ class Sender:
                 delay = self._backoff.delay(attempt, outcome.retry_after, self._left())
             self._sleep(delay, floor)
 
+    def _short_of_memory(
+        self, pending: list[list[bytes]], summary: bytes | None, own: bool, tries: int
+    ) -> bool:
+        """A MemoryError building or sending ``pending[0]``: halved while it has more than
+        one line; one line is tried again once after a backoff (memory may come back), then
+        counted as ``error`` (the caller drops it). True while it is to be tried again."""
+        part = pending[0]
+        with contextlib.suppress(Exception):
+            self._reporter.report(
+                "memory", logging.ERROR,
+                "logdna_client: out of memory building or sending a batch; sending it in "
+                "smaller parts (a line that alone cannot be sent is dropped and counted)",
+            )  # fmt: skip
+        if len(part) > 1:
+            half = len(part) // 2
+            pending[0:1] = [part[:half], part[half:]]
+            return False
+        if tries < 2:
+            self._sleep(self._backoff.delay(1, None, self._left()))
+            return True
+        if _app_lines(part, summary):  # our summary line is not an app line
+            self._buffer.count_drop("error", 1)
+            if own:
+                self._buffer.settle(1)
+        return False
+
     def _close_deadline(self) -> float:
         """The close's deadline (``_spill_behind``'s ``until``, on this thread)."""
         return self._deadline if self._deadline is not None else float("inf")
@@ -978,7 +1026,12 @@ class Sender:
         bodies from now on. The caller accounts for the answer as for any other."""
         self._gzip_checked = True
         self._compress = False
-        outcome = self._post(lines)
+        try:
+            outcome = self._post(lines)
+        except BaseException:  # (a MemoryError, the deadline): gzip stays as it was
+            self._compress = True
+            self._gzip_checked = False
+            raise
         if outcome.kind is Kind.OK or outcome.kind is Kind.PARTIAL:
             self._reporter.report(
                 "gzip-off", logging.WARNING,

@@ -125,6 +125,12 @@ def _contained(
         def contained(self: Spool, /, *args: _P.args, **kwargs: _P.kwargs) -> _R | _D:
             try:
                 return method(self, *args, **kwargs)
+            except MemoryError:
+                # The process short of memory for a moment, not a bug: the spool stays
+                # on. Switched off as a bug's, one failed allocation ended spooling (and
+                # replay) for the rest of the process's life.
+                self._short_of_memory(method.__name__)
+                return default
             except Exception as exc:
                 self._broken(method.__name__, exc)
                 return default
@@ -138,6 +144,9 @@ def _contained(
 _OURS = "ours"  # this destination's, or unreadable: its scan decides
 _OTHER = "other"  # another destination's, or version 1 (whose is not recorded): left for it
 _LATER = "later"  # a later version's: left for it
+
+# Seconds replay pauses after a MemoryError reading a batch back (_short_of_memory).
+_MEMORY_PAUSE = 1.0
 
 
 def _created(name: str) -> int:
@@ -231,6 +240,7 @@ class Spool:
         self.off_because: str | None = None
         self._closed = False
         self._replay_off = False  # after a bug of ours (_broken): see there
+        self._replay_after = 0.0  # (monotonic) after a MemoryError: _short_of_memory
         self.spooled = 0
         self.replayed = 0
         self.quarantined = 0
@@ -337,7 +347,7 @@ class Spool:
             seg.next_seq += 1
             try:
                 self._write(seg, parts)
-            except OSError:
+            except (OSError, MemoryError):
                 seg.next_seq -= 1  # nothing is left under it (_write cut it off)
                 raise
         except OSError as exc:
@@ -570,7 +580,7 @@ class Spool:
     @property
     def backlog(self) -> bool:
         """True while next_replay_batch may have something (adopted or released batches)."""
-        if self._replay_off:
+        if self._replay_off or self._monotonic() < self._replay_after:
             return False
         segments = list(self._segments.values())
         # More to adopt counts only while there is room to adopt it: adopted segments whose
@@ -719,8 +729,9 @@ class Spool:
     def _write(self, seg: Segment, parts: list[bytes]) -> None:
         try:
             write_all(seg.fd, parts, seg.size)
-        except OSError:
-            # A partial write (disk full) must not stay in front of later records.
+        except (OSError, MemoryError):
+            # A partial write (disk full, or no memory to finish a short one) must not
+            # stay in front of later records.
             with contextlib.suppress(OSError):
                 os.ftruncate(seg.fd, seg.size)
             raise
@@ -1214,6 +1225,18 @@ class Spool:
         self._reported.add(kind)
         with contextlib.suppress(Exception):  # a broken callback must not break the sender
             self._on_trouble(kind, message)
+
+    def _short_of_memory(self, where: str) -> None:
+        """A MemoryError in ``where``: said once; what it was doing is not done (a batch
+        not appended stays in memory, a done mark not written means a batch sent again).
+        Replay pauses a moment: retried at once, a backlog spun the sender meanwhile."""
+        if where == "next_replay_batch":
+            self._replay_after = self._monotonic() + _MEMORY_PAUSE
+        self._report(
+            "spool-memory",
+            f"logdna_client: out of memory in the spool ({where}); the spool stays on, "
+            "what could not be written is kept in memory",
+        )
 
     def _broken(self, where: str, exc: Exception) -> None:
         if self.enabled:
