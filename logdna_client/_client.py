@@ -15,6 +15,7 @@ import logging
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any, cast
@@ -37,6 +38,8 @@ from ._threads import Latch, on_sender_thread, start_library_thread
 from ._transport import HTTPTransport, Transport
 
 __all__ = ["Client"]
+
+_Watches = weakref.WeakValueDictionary[tuple[asyncio.AbstractEventLoop, Sender], "_Watch"]
 
 # How long past its deadline a close waits for the sender's own bookkeeping.
 _CLOSE_GRACE = 0.2
@@ -131,7 +134,8 @@ class Client:
         # Re-entrant: a finalizer that an allocation under it runs may log.
         self._start_lock = threading.RLock()
         # aflush()/aclose() waits, by event loop and sender (_Watch), and aclose()'s spill.
-        self._watches: dict[tuple[asyncio.AbstractEventLoop, Sender], _Watch] = {}
+        # Weak: a loop closed while tasks waited (and they) must not live as long as we do.
+        self._watches: _Watches = weakref.WeakValueDictionary()
         self._spiller: threading.Thread | None = None
         self._new_pipeline()
         _exit.register(self)
@@ -303,7 +307,8 @@ class Client:
         self._exit_told = Latch()
         self._exit_teller = None
         self._dropped_at_close = {}  # the parent's counts: this child's buffer is new
-        self._watches, self._spiller = {}, None  # the parent's loops' waits, and thread
+        # The parent's loops' waits, and its spill thread.
+        self._watches, self._spiller = weakref.WeakValueDictionary(), None
         if self._transport_override is not None and hasattr(self._transport_override, "after_fork"):
             self._transport_override.after_fork()
         self._buffer.retire()  # a handler's C handle may still hold it
@@ -716,7 +721,7 @@ class Client:
 
             def forget() -> None:
                 if watches.get(key) is watch:  # (not a newer one of the same loop's)
-                    del watches[key]
+                    watches.pop(key, None)
 
             watch.forget = forget
         return watch

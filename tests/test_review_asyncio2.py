@@ -5,8 +5,10 @@ loopback; the spool writes to a real folder."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import threading
+import weakref
 from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
@@ -170,3 +172,28 @@ class TestSpillThreads:
         stats = client.stats()
         # Sent from memory, or written to the spool by the spill first and sent from there.
         assert (21, 0) == (stats["sent"] + stats["replayed"], stats["dropped_total"])
+
+
+class TestLoopClosedWhileWaiting:
+    def test_the_client_keeps_no_loop_alive(self, held: tuple[Scripted, threading.Event]) -> None:
+        """A loop closed while tasks await aflush() and aclose() (asyncio warns of them):
+        once the app lets go of the loop and its tasks, the client, which lives on, holds
+        neither."""
+        server, _ = held
+        client = Client(url=server.url, key="k", shutdown_timeout=WAIT)
+        loop = asyncio.new_event_loop()
+
+        async def start() -> list[asyncio.Task[Any]]:
+            client.log("one line")
+            tasks = [asyncio.ensure_future(client.aflush(WAIT)) for _ in range(10)]
+            tasks.append(asyncio.ensure_future(client.aclose()))
+            await asyncio.sleep(0)
+            return tasks
+
+        tasks = loop.run_until_complete(start())
+        assert not any(task.done() for task in tasks)
+        loop.close()
+        gone = weakref.ref(loop)
+        del loop, tasks
+        gc.collect()
+        assert gone() is None
