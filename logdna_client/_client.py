@@ -487,7 +487,9 @@ class Client:
                 "sender-dead", logging.ERROR, "logdna_client: sender thread died; restarting it"
             )
             self._started = False
-        if not self._started:
+        # Not where a waiter does the sender's work already (a cancelled aclose()'s thread
+        # goes on with it): a second run of it on the same buffer was a second sender.
+        if not self._started and not self._delivered_here:
             if len(self._buffer) == 0:
                 if ending:
                     self._exit_finished()
@@ -871,13 +873,26 @@ class _Watch:
         self._made += 1
         entry = (target, self._made, future)
         bisect.insort(self._waits, entry)
-        expiry = None if timeout is None else loop.call_later(max(0.0, timeout), _wake, future)
+        expiry: list[asyncio.TimerHandle] = []  # the timeout's timer, as it is now
+        if timeout is not None:
+            ends = time.monotonic() + max(0.0, timeout)
+
+            def expire() -> None:
+                # In seconds, as the sender works: a loop whose clock runs fast (a test's)
+                # ends the loop's own timer early.
+                left = ends - time.monotonic()
+                if left > 0:
+                    expiry[0] = loop.call_later(left, expire)
+                else:
+                    _wake(future)
+
+            expiry.append(loop.call_later(max(0.0, timeout), expire))
         self._look_soon()
         try:
             await future
         finally:  # done, timed out or cancelled: forgotten at once
-            if expiry is not None:
-                expiry.cancel()
+            if expiry:
+                expiry[0].cancel()
             self._remove(entry)
 
     def _remove(self, entry: tuple[int, int, asyncio.Future[None]]) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from logdna_client import Client
+from logdna_client import _sender as sender_module
 from tests._claims_servers import Request, Scripted, answer, scripted_server
 
 WAIT = 60.0  # generous: the machine may be loaded
@@ -197,3 +198,46 @@ class TestLoopClosedWhileWaiting:
         del loop, tasks
         gc.collect()
         assert gone() is None
+
+
+class TestNoSenderThread:
+    def test_a_second_aclose_does_not_run_the_sender_again(
+        self, held: tuple[Scripted, threading.Event], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """No sender thread can be started (RLIMIT_NPROC): aclose() does the sender's work
+        on a thread of its own. Cancelled while the first batch is out, and awaited again,
+        it started a second run of the sender's loop on the same buffer, beside the first
+        still delivering (two senders, as a second close() on another thread did); the
+        first delivers it all, and the second aclose() waits for it."""
+
+        def refuse(thread: threading.Thread) -> None:
+            raise RuntimeError("can't start new thread")
+
+        runs: list[str] = []
+        real_serve = sender_module.Sender._serve
+
+        def serve(self: sender_module.Sender) -> None:
+            runs.append(threading.current_thread().name)
+            real_serve(self)
+
+        monkeypatch.setattr(sender_module, "start_library_thread", refuse)
+        monkeypatch.setattr(sender_module.Sender, "_serve", serve)
+        server, release = held
+        client = Client(url=server.url, key="k", max_batch_bytes=1024, shutdown_timeout=WAIT)
+
+        async def main() -> None:
+            for i in range(100):
+                client.log(f"line {i}")
+            first = asyncio.ensure_future(client.aclose())
+            assert await asyncio.to_thread(server.wait_for_requests, 1, WAIT)
+            first.cancel()
+            second = asyncio.ensure_future(client.aclose())
+            await asyncio.sleep(0)
+            release.set()
+            await second
+
+        asyncio.run(main())
+        assert 1 == len(runs)
+        stats = client.stats()
+        assert (100, 0) == (stats["sent"], stats["dropped_total"])
+        assert 100 == sum(len(r.lines) for r in server.requests)
