@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import subprocess
+import sys
 import threading
 import weakref
 from collections.abc import Generator, Iterator
@@ -17,8 +19,10 @@ import pytest
 
 from logdna_client import Client
 from logdna_client import _sender as sender_module
+from logdna_client._devserver import DevServer
 from tests._claims_servers import Request, Scripted, answer, scripted_server
 
+REPO = str(Path(__file__).resolve().parent.parent)
 WAIT = 60.0  # generous: the machine may be loaded
 WAITERS = 200
 
@@ -241,3 +245,55 @@ class TestNoSenderThread:
         stats = client.stats()
         assert (100, 0) == (stats["sent"], stats["dropped_total"])
         assert 100 == sum(len(r.lines) for r in server.requests)
+
+
+_ENDING_APP = """
+import asyncio, sys
+from logdna_client import Client
+
+client = Client(url=sys.argv[1], key="k", shutdown_timeout=30)
+
+async def main():
+    for i in range(100):
+        client.log(f"line {i}")
+    mode = sys.argv[2]
+    if mode == "cancelled_aclose":
+        try:
+            await asyncio.wait_for(client.aclose(), 0.001)
+        except asyncio.TimeoutError:
+            pass
+    elif mode == "aclose_task_left":
+        asyncio.create_task(client.aclose())  # asyncio.run cancels it as it ends
+        await asyncio.sleep(0)
+    elif mode == "cancelled_aflush":
+        try:
+            await asyncio.wait_for(client.aflush(30), 0.001)
+        except asyncio.TimeoutError:
+            pass
+
+asyncio.run(main())
+"""
+
+
+class TestProcessEnds:
+    @pytest.mark.parametrize(
+        "mode", ["never_closed", "cancelled_aclose", "aclose_task_left", "cancelled_aflush"]
+    )
+    def test_lines_are_delivered_by_the_exit(self, mode: str, tmp_path: Path) -> None:
+        """``asyncio.run()`` returns with the client never closed, or its aclose()/aflush()
+        cancelled, while the service takes its time; the interpreter exits: the exit
+        delivers every line, once, and says nothing was lost."""
+        script = tmp_path / "app.py"
+        script.write_text(_ENDING_APP)
+        with DevServer() as server:
+            server.set_delay(0.3)  # the process ends while the batch is out
+            done = subprocess.run(
+                [sys.executable, str(script), server.url, mode],
+                check=False, capture_output=True, text=True, timeout=WAIT,
+                env={**os.environ, "PYTHONPATH": REPO},
+            )  # fmt: skip
+            assert 0 == done.returncode, done.stderr
+            assert server.wait_for_lines(100, timeout=WAIT)
+            got = [line["line"] for line in server.lines]
+        assert [f"line {i}" for i in range(100)] == got
+        assert "logdna_client" not in done.stderr
