@@ -2,7 +2,8 @@
 place one can run inside the logging call (``LogDNAHandler.handle`` on both paths, the
 structlog ``LogDNAProcessor``), with room in the buffer and with it full under each
 overflow policy; and, in real child processes, signals from an interval timer that log
-while the main thread logs, counted.
+while the main thread logs, counted, and the application's hooks that log as the process
+ends (atexit, threading.excepthook, sys.unraisablehook, a daemon thread).
 
 What must hold: every line a logging call was given is queued once or counted under a
 reason, never both, never neither; nothing is left marked busy; no deadlock; nothing
@@ -33,10 +34,11 @@ from typing import Any
 import pytest
 
 from logdna_client import Client, LogDNAHandler
+from logdna_client._devserver import DevServer
 from logdna_client._threads import BUSY_THREADS, NESTED_THREADS
 from logdna_client._transport import Kind, Outcome
 from logdna_client.structlog import LogDNAProcessor
-from tests._children import REPO
+from tests._children import REPO, Child, texts
 from tests.test_buffer_interrupts import run_at
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGUSR1"), reason="needs SIGUSR1")
@@ -296,3 +298,86 @@ class TestIntervalTimerInAChild:
         assert got["delivered"] == got["distinct"]
         assert got["logged"] == got["delivered"] + sum(got["dropped"].values()), got
         assert 0 == got["dropped"]["error"], got
+
+
+# Hooks of the application's that log while the process ends, each in a child of its own
+# (the prelude of tests/_children.py made the handler, so an atexit hook registered here
+# runs before the library's exit hook; one registered before the handler was made runs
+# after it, and a finalizer of a module global at teardown, after every hook: see
+# tests/test_process_end_teardown.py for those).
+_HOOKS = {
+    "atexit": """
+import atexit
+atexit.register(lambda: [log.info("atexit %d", i) for i in range(20)])
+""",
+    "excepthook": """
+import threading
+threading.excepthook = lambda args: log.error("thread died: %s", args.exc_value)
+go = threading.Event()
+def work():
+    go.wait(30)
+    raise ValueError("late")
+threading.Thread(target=work).start()  # not a daemon: the exit waits for it
+log.info("main done")
+go.set()
+""",
+    "unraisablehook": """
+import sys
+sys.unraisablehook = lambda u: log.error("unraisable: %s", u.exc_value)
+class Broken:
+    def __del__(self):
+        raise ValueError("in __del__")
+for i in range(3):
+    Broken()
+log.info("main done")
+""",
+}
+_EXPECTED = {
+    "atexit": [f"atexit {i}" for i in range(20)],
+    "excepthook": ["main done", "thread died: late"],
+    "unraisablehook": ["unraisable: in __del__"] * 3 + ["main done"],
+}
+
+
+class TestHooksThatLogAtTheEnd:
+    @pytest.mark.parametrize("hook", sorted(_HOOKS))
+    def test_their_lines_are_delivered(
+        self, server: DevServer, handle_path: str, hook: str
+    ) -> None:
+        """An atexit hook that runs before the library's, a threading.excepthook for a
+        thread that dies as the main thread ends, a sys.unraisablehook for finalizers
+        that raise: their lines arrive, and the child ends at once, quietly."""
+        env = {"LOGDNA_CLIENT_PURE_PYTHON": "1" if handle_path == "python" else "0"}
+        child = Child(_HOOKS[hook], server.url, env=env)
+        code, _ = child.finish()
+        assert 0 == code, child.stderr
+        assert _EXPECTED[hook] == texts(server)
+        assert "" == child.stderr
+        assert "" == child.stdout
+
+    def test_a_daemon_thread_logging_through_the_exit(
+        self, server: DevServer, handle_path: str
+    ) -> None:
+        """A daemon thread that never stops logging: the exit ends, without a traceback
+        or a word on stdout, and what it delivered arrived once each, in order."""
+        env = {"LOGDNA_CLIENT_PURE_PYTHON": "1" if handle_path == "python" else "0"}
+        code = """
+import threading
+started = threading.Event()
+def run():
+    i = 0
+    while True:
+        log.info("daemon %d", i)
+        i += 1
+        started.set()
+threading.Thread(target=run, daemon=True).start()
+started.wait(10)
+"""
+        child = Child(code, server.url, env=env)
+        exit_code, _ = child.finish()
+        assert 0 == exit_code, child.stderr
+        got = [t for t in texts(server) if t.startswith("daemon ")]
+        assert got, child.stderr
+        assert [f"daemon {i}" for i in range(len(got))] == got
+        assert "Traceback" not in child.stderr
+        assert "" == child.stdout
