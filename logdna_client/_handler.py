@@ -111,8 +111,11 @@ def raised_by_signal_handler(exc: BaseException) -> bool:
         codes = set()
         for signum in signal.valid_signals():
             handler = signal.getsignal(signum)
-            # A function, a bound method, or a functools.partial of one.
-            code = getattr(getattr(handler, "func", handler), "__code__", None)
+            # A function, a bound method, a functools.partial of one, an object's __call__.
+            target = getattr(handler, "func", handler)
+            code = getattr(target, "__code__", None)
+            if code is None and callable(target):
+                code = getattr(type(target).__call__, "__code__", None)
             if code is not None:
                 codes.add(code)
         tb = exc.__traceback__

@@ -35,6 +35,7 @@ import pytest
 
 from logdna_client import Client, LogDNAHandler
 from logdna_client._devserver import DevServer
+from logdna_client._handler import raised_by_signal_handler
 from logdna_client._threads import BUSY_THREADS, NESTED_THREADS
 from logdna_client._transport import Kind, Outcome
 from logdna_client.structlog import LogDNAProcessor
@@ -134,6 +135,38 @@ def assert_unmarked() -> None:
     assert current not in NESTED_THREADS
 
 
+class _CallableHandler:
+    def __call__(self, signum: int, frame: object) -> None:
+        raise Alarm
+
+
+def _alarm_with(extra: object, signum: int, frame: object) -> None:
+    raise Alarm
+
+
+def _alarm(signum: int, frame: object) -> None:
+    raise Alarm
+
+
+class TestRaisedBySignalHandler:
+    @pytest.mark.parametrize(
+        "handler", [_alarm, _CallableHandler(), partial(_alarm_with, 1)],
+        ids=["function", "callable-object", "partial"],
+    )  # fmt: skip
+    def test_tells_a_signal_handlers_exception_from_any_other(
+        self, usr1: Any, handler: Callable[[int, Any], None]
+    ) -> None:
+        """What a signal handler of each usual kind raised is told apart from the same
+        exception raised by other code."""
+        usr1(handler)
+        with pytest.raises(Alarm) as raised:
+            raise_usr1()
+        assert raised_by_signal_handler(raised.value)
+        with pytest.raises(Alarm) as other:
+            raise Alarm
+        assert not raised_by_signal_handler(other.value)
+
+
 @pytest.mark.usefixtures("handle_path")
 class TestSignalHandlerThatRaises:
     @pytest.mark.parametrize("kind", ["handler", "structlog"])
@@ -213,6 +246,7 @@ _TIMER_CHILD = """
 import json, logging, os, signal, sys, threading
 import orjson
 from logdna_client import Client, LogDNAHandler
+from logdna_client._handler import raised_by_signal_handler
 from logdna_client._transport import Kind, Outcome
 
 ROUTE, OVERFLOW, N = sys.argv[1], sys.argv[2], int(sys.argv[3])
