@@ -48,6 +48,7 @@ from ._event import (
     structured_event,
     timestamp_of,
 )
+from ._handler import raised_by_signal_handler
 from ._line import millis, now_millis, safe_str
 from ._options import ClientOptions, with_options_help
 from ._redact import bytes_text
@@ -198,7 +199,9 @@ class LogDNAProcessor(_NativeCall):
             marks.add(thread)  # inside the try: see LogDNAHandler._deliver
             if type(event_dict) is not dict or not self._ship_common(method_name, event_dict):
                 self._ship(method_name, event_dict)
-        except Exception:
+        except Exception as exc:
+            if raised_by_signal_handler(exc):
+                raise
             self._failed()
         finally:
             marks.discard(thread)
@@ -222,7 +225,9 @@ class LogDNAProcessor(_NativeCall):
         """Queue an entry the C call built, when the buffer wants its locked path."""
         try:
             self._native_buffer = _native.put_built(self._client, entry)
-        except Exception:
+        except Exception as exc:
+            if raised_by_signal_handler(exc):
+                raise
             self._failed()
         return event_dict
 
