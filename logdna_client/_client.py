@@ -34,7 +34,7 @@ from ._retry import Backoff
 from ._secret import hide_key
 from ._sender import Sender
 from ._stats import DROP_REASONS, SPOOL_DROP_REASONS, ClientStats
-from ._threads import Latch, on_sender_thread, start_library_thread
+from ._threads import Latch, on_sender_thread, raised_by_signal_handler, start_library_thread
 from ._transport import HTTPTransport, Transport
 
 __all__ = ["Client"]
@@ -376,7 +376,9 @@ class Client:
             if data is None:
                 return False
             return self.put(data)
-        except Exception:
+        except Exception as exc:
+            if raised_by_signal_handler(exc):  # the application's (an alarm()'s timeout)
+                raise
             self._count_drop("error")
             self._reporter.report(
                 "log-failed", logging.WARNING, "logdna_client: a line could not be built",

@@ -20,7 +20,6 @@ the Python ``handle`` for every other record.
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
 import traceback
@@ -49,9 +48,9 @@ from ._line import millis, now_millis, safe_str
 from ._options import ClientOptions, with_options_help
 from ._report import is_own_logger
 from ._secret import Secret, hide_key
-from ._threads import made_on_sender, marks_for
+from ._threads import made_on_sender, marks_for, raised_by_signal_handler
 
-__all__ = ["STANDARD_RECORD_ATTRS", "LogDNAHandler", "raised_by_signal_handler", "record_meta"]
+__all__ = ["STANDARD_RECORD_ATTRS", "LogDNAHandler", "record_meta"]
 
 _PROBE = logging.LogRecord("probe", logging.INFO, __file__, 1, "probe", None, None)
 # Attributes every LogRecord has; anything else arrived through extra= (or a
@@ -97,35 +96,6 @@ def _extras(attrs: dict[str, Any]) -> dict[str, Any] | None:
         source = extras if _INIT_ATTRS.isdisjoint(extras) else attrs
         extras = {k: v for k, v in source.items() if k not in STANDARD_RECORD_ATTRS}
     return extras or None
-
-
-def raised_by_signal_handler(exc: BaseException) -> bool:
-    """Whether ``exc`` came out of one of the process's Python signal handlers, which ran
-    inside the logging call (an ``alarm()`` timeout's TimeoutError, say): the
-    application's exception, not a line that failed. Raised on, as a signal handler's
-    KeyboardInterrupt or SystemExit is: counted as an ``error`` it would be lost to the
-    application, and counted for a line it interrupted after it was queued, the line
-    would be counted twice. Never raises; on the rare failure path only (it looks up
-    every signal's handler)."""
-    try:
-        codes = set()
-        for signum in signal.valid_signals():
-            handler = signal.getsignal(signum)
-            # A function, a bound method, a functools.partial of one, an object's __call__.
-            target = getattr(handler, "func", handler)
-            code = getattr(target, "__code__", None)
-            if code is None and callable(target):
-                code = getattr(type(target).__call__, "__code__", None)
-            if code is not None:
-                codes.add(code)
-        tb = exc.__traceback__
-        while tb is not None:
-            if tb.tb_frame.f_code in codes:
-                return True
-            tb = tb.tb_next
-    except Exception:  # no signal module to speak of (a thread at teardown)
-        pass
-    return False
 
 
 def _overrides(handler: logging.Handler, name: str, ours: object) -> bool:
@@ -313,7 +283,10 @@ class LogDNAHandler(logging.Handler):
 
     def _failed(self, record: logging.LogRecord) -> None:
         """A record no line could be built for: counted as ``error``, then the stdlib's say."""
-        self._client._count_drop("error")
+        try:
+            self._client._count_drop("error")
+        except Exception:  # (a second MemoryError, at the memory limit): never the caller's
+            pass
         self.handleError(record)
 
     def _queue_record(self, record: logging.LogRecord) -> None:

@@ -23,6 +23,7 @@ __all__ = [
     "made_on_sender",
     "marks_for",
     "on_sender_thread",
+    "raised_by_signal_handler",
     "start_library_thread",
 ]
 
@@ -223,3 +224,32 @@ class Latch:
                 break
             self.wait(min(left, SIGNAL_LOOK))
         return self._done
+
+
+def raised_by_signal_handler(exc: BaseException) -> bool:
+    """Whether ``exc`` came out of one of the process's Python signal handlers, which ran
+    inside the logging call (an ``alarm()`` timeout's TimeoutError, say): the
+    application's exception, not a line that failed. Raised on, as a signal handler's
+    KeyboardInterrupt or SystemExit is: counted as an ``error`` it would be lost to the
+    application, and counted for a line it interrupted after it was queued, the line
+    would be counted twice. Never raises; on the rare failure path only (it looks up
+    every signal's handler)."""
+    try:
+        codes = set()
+        for signum in signal.valid_signals():
+            handler = signal.getsignal(signum)
+            # A function, a bound method, a functools.partial of one, an object's __call__.
+            target = getattr(handler, "func", handler)
+            code = getattr(target, "__code__", None)
+            if code is None and callable(target):
+                code = getattr(type(target).__call__, "__code__", None)
+            if code is not None:
+                codes.add(code)
+        tb = exc.__traceback__
+        while tb is not None:
+            if tb.tb_frame.f_code in codes:
+                return True
+            tb = tb.tb_next
+    except Exception:  # no signal module to speak of (a thread at teardown)
+        pass
+    return False

@@ -48,13 +48,12 @@ from ._event import (
     structured_event,
     timestamp_of,
 )
-from ._handler import raised_by_signal_handler
 from ._line import millis, now_millis, safe_str
 from ._options import ClientOptions, with_options_help
 from ._redact import bytes_text
 from ._report import is_own_logger
 from ._secret import hide_key
-from ._threads import SENDER_THREADS, made_on_sender, marks_for
+from ._threads import SENDER_THREADS, made_on_sender, marks_for, raised_by_signal_handler
 
 __all__ = ["LogDNAProcessor", "event_dict_to_line", "level_of", "timestamp_of"]
 

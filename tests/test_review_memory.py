@@ -398,10 +398,6 @@ class TestProcessEnd:
 
 
 class TestLoggingCall:
-    @pytest.mark.xfail(
-        reason="_handler.py (not this change's): LogDNAHandler._failed counts the error "
-        "outside any try, so a MemoryError counting it reaches the caller",
-    )
     def test_a_memory_error_counting_a_failed_line_stays_in_the_handler(
         self, server: DevServer, monkeypatch: pytest.MonkeyPatch
     ) -> None:

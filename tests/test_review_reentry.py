@@ -35,8 +35,7 @@ import pytest
 
 from logdna_client import Client, LogDNAHandler
 from logdna_client._devserver import DevServer
-from logdna_client._handler import raised_by_signal_handler
-from logdna_client._threads import BUSY_THREADS, NESTED_THREADS
+from logdna_client._threads import BUSY_THREADS, NESTED_THREADS, raised_by_signal_handler
 from logdna_client._transport import Kind, Outcome
 from logdna_client.structlog import LogDNAProcessor
 from tests._children import REPO, Child, texts
@@ -105,6 +104,8 @@ def route(kind: str, client: Client) -> Callable[[str], object]:
         logger.propagate = False
         logger.setLevel(logging.DEBUG)
         return lambda text: logger.info("%s", text)
+    if kind == "client":
+        return lambda text: client.log(text, level="INFO")
     processor = LogDNAProcessor(client=client)
     return lambda text: processor(None, "info", {"event": text, "n": 1})
 
@@ -169,7 +170,7 @@ class TestRaisedBySignalHandler:
 
 @pytest.mark.usefixtures("handle_path")
 class TestSignalHandlerThatRaises:
-    @pytest.mark.parametrize("kind", ["handler", "structlog"])
+    @pytest.mark.parametrize("kind", ["handler", "structlog", "client"])
     @pytest.mark.parametrize("state", ["room", "full"])
     def test_the_line_is_counted_once_and_the_exception_reaches_the_application(
         self, gated: Callable[..., Client], usr1: Any, kind: str, state: str
@@ -246,7 +247,7 @@ _TIMER_CHILD = """
 import json, logging, os, signal, sys, threading
 import orjson
 from logdna_client import Client, LogDNAHandler
-from logdna_client._handler import raised_by_signal_handler
+from logdna_client._threads import raised_by_signal_handler
 from logdna_client._transport import Kind, Outcome
 
 ROUTE, OVERFLOW, N = sys.argv[1], sys.argv[2], int(sys.argv[3])
