@@ -83,6 +83,48 @@ def test_the_lines_said_lost_and_those_left_on_disk_add_up(tmp_path: Path, how: 
     assert on_disk + sum(said) == LINES, (on_disk, said, proc.stderr)
 
 
+# The same child, with the disk's sync held until the exit has said its loss: the batch
+# whose write the sync ends is in the file while the exit counts (the window the load
+# opened by chance: 168 adopted + 1846 said, again one batch over).
+HELD_SYNC_CHILD = (
+    CHILD
+    + """
+import atexit, threading
+import logdna_client._exit as ending
+
+ended = threading.Event()
+atexit.register(ended.set)  # (runs before the client's exit hook, registered earlier)
+said = threading.Event()
+real_report = ending.report_exit_loss
+def report_exit_loss(message):
+    real_report(message)
+    said.set()
+ending.report_exit_loss = report_exit_loss
+def before_sync():
+    # The sync of a batch the sender wrote (Spool.append's) while the process ends: held
+    # until the exit said what it lost (or gave up waiting for the sender).
+    if (
+        ended.is_set()
+        and threading.current_thread().name == "logdna_client-sender"
+        and sys._getframe(3).f_code.co_name == "append"
+    ):
+        said.wait(%r)
+"""
+    % (WAIT / 4)
+)
+
+
+@pytest.mark.parametrize("how", ["aclose", "close", "exit"])
+def test_a_batch_written_as_the_exit_counts_is_not_said_lost(tmp_path: Path, how: str) -> None:
+    """A batch written to the spool file whose sync was still running when the exit took
+    its count was said lost and adopted by the next process too (one batch over)."""
+    proc = run_child(HELD_SYNC_CHILD, SPOOL=str(tmp_path), LINES=str(LINES), HOW=how)
+    said = losses_said(proc.stderr)
+    on_disk = adoptable(tmp_path)
+    assert said, proc.stderr
+    assert on_disk + sum(said) == LINES, (on_disk, said, proc.stderr)
+
+
 # A child whose spool folder cannot be made (its parent is a file): the spool is off.
 SPOOL_OFF_CHILD = """
 import asyncio, os
