@@ -54,6 +54,8 @@ _TELL_GRACE = 1.0
 # How long the ending waits, past its grace, for a sender still writing memory to the spool
 # to stop at the batch it is at and count the rest (``Sender.stop_writing``): one batch.
 _STOP_GRACE = 1.0
+# The least the exit waits for the sender's count lock (``Sender.count_for_exit``).
+_COUNT_WAIT = 0.1
 
 # What the first line refused after the end of this client's delivery says (``_exit_finished``).
 _LOGGED_AFTER_EXIT = (
@@ -577,8 +579,7 @@ class Client:
             # With a spool, memory goes to disk now, not after a request that hangs.
             sender.spill_while_closing(until)
             sender.finished.wait_noticing_signals(until)
-            if at_exit:
-                self._stop_writing(sender)
+        stop_by = self._stop_writing(sender) if at_exit and wait is not None else time.monotonic()
         if at_exit:
             self._exit_finished()
             if not self._exit_said.acquire(blocking=False):  # (never waits: signal-safe)
@@ -589,20 +590,24 @@ class Client:
                 return
             self._exit_teller = threading.get_ident()
             try:
-                self._report_exit_loss(launched)
+                self._report_exit_loss(launched, stop_by)
             finally:
                 self._exit_told.set()
 
-    def _stop_writing(self, sender: Sender) -> None:
-        """At the process's end, past the wait: a sender still writing memory to its spool
-        (it holds its turn: not waiting on the service) stops at the batch it is at, and
-        counts and says the rest itself (``_shutdown_loss``), so that what the exit says it
-        lost and what the next process adopts add up to what was logged."""
-        if self.config.spool_dir is None or sender.finished.is_set() or not sender._holds_turn:
-            return
+    def _stop_writing(self, sender: Sender) -> float:
+        """At the process's end, past the wait: a sender still at work with a spool (writing
+        memory to it, or waiting on the service with more to write after) stops at the
+        batch it is at, and counts and says the rest itself (``_shutdown_loss``); where it
+        has not within the grace, the exit counts (``Sender.count_for_exit``), by the same
+        grace. What the exit says it lost and what the next process adopts add up to what
+        was logged. Returns when the grace ends."""
+        stop_by = time.monotonic()
+        if self.config.spool_dir is None or sender.finished.is_set():
+            return stop_by
         sender.stop_writing()
-        stop_by = time.monotonic() + _STOP_GRACE
+        stop_by += _STOP_GRACE
         sender.finished.wait_noticing_signals(lambda: stop_by)
+        return stop_by
 
     def _close_wait(self, *, ending: bool) -> tuple[Sender, Callable[[], float]] | None:
         """The sender a close waits for and until when, or None where none runs or it is
@@ -631,17 +636,23 @@ class Client:
         launched or not yet."""
         return self._started or self._delivered_here or (self._starting and self._sender.launched)
 
-    def _report_exit_loss(self, launched: bool) -> None:
+    def _report_exit_loss(self, launched: bool, stop_by: float) -> None:
         """What the exit lost, said once (``_wait_closed``): lines past the deadline and
-        lines dropped while delivering."""
+        lines dropped while delivering. A sender still running counts with the exit (by
+        ``stop_by``, the end of ``_stop_writing``'s grace), or has said it itself."""
         sender = self._sender
         stuck = sender.held_off_disk()
         if stuck and not sender.finished.is_set():
             if launched:
-                _exit.report_exit_loss(
-                    f"logdna_client: the log service did not answer within the shutdown "
-                    f"deadline ({self._deadline_text()}); {stuck} lines were not delivered"
-                )
+                # (a moment at least: the sender holds the count's lock only to let go of
+                # a batch or to say its own loss)
+                wait = max(stop_by - time.monotonic(), _COUNT_WAIT)
+                stuck = sender.count_for_exit(wait) or 0
+                if stuck:
+                    _exit.report_exit_loss(
+                        f"logdna_client: the log service did not answer within the shutdown "
+                        f"deadline ({self._deadline_text()}); {stuck} lines were not delivered"
+                    )
             elif self._starting:  # interrupted before it launched the thread: none runs
                 _exit.report_exit_loss(
                     f"logdna_client: {stuck} lines were not delivered: the process ended "

@@ -252,6 +252,17 @@ class Sender:
         #: Set by the process's ending once its wait is over (``stop_writing``): no more
         #: batches go to the spool, what memory holds is counted as ``shutdown`` and said.
         self.stopped_writing = False
+        # Taken by the process's ending to count the lines memory holds off disk
+        # (``count_for_exit``), and by this thread where a batch written to the spool leaves
+        # memory's count, and to count and say its own loss at its end: each batch is seen
+        # on one side of the disk only, and the loss is counted once, by one of the two.
+        self._count_lock = threading.Lock()
+        self._exit_counted = False  # the ending counted: this thread says nothing more
+        self._counted_here = False  # this thread counted (_finish): the ending does not
+        # The batch being written to the spool (``_append``), and the lines of one written
+        # there and not yet let go of in memory (still in the buffer's held count).
+        self._appending: list[bytes] | None = None
+        self._written_held = 0
 
     # -- control, from other threads
 
@@ -437,9 +448,11 @@ class Sender:
     def _finish(self) -> None:
         self._buffer.reclaim()  # an interrupted take's batch: spilled or counted below
         spilled = self._spill()
-        lost = self._buffer.discard_all("shutdown") + self._cut_by_shutdown
-        if lost and self.on_shutdown_loss is not None:
-            self.on_shutdown_loss(lost)
+        with self._count_lock:  # (said under it: the ending, waiting, cannot end unsaid)
+            self._counted_here = True
+            lost = self._buffer.discard_all("shutdown") + self._cut_by_shutdown
+            if lost and not self._exit_counted and self.on_shutdown_loss is not None:
+                self.on_shutdown_loss(lost)
         if self.spool is not None:
             # Closed, the spool forgets its segments: a flush() waiting across the end (or
             # called after it) answered True with 400 lines on disk for the next process.
@@ -496,7 +509,7 @@ class Sender:
                 return
             replayed = self._replay_one() if backlog else False
             lines = buffer.take(full)
-            batch_id = spool.append(lines) if spool is not None and lines else None
+            batch_id = self._append(lines) if spool is not None and lines else None
             if batch_id is not None and self._backlog():
                 self._to_disk(batch_id, lines)  # behind the older batches
                 continue
@@ -526,7 +539,9 @@ class Sender:
                     self._leave_on_disk(batch_id)  # on disk: not lost
                 raise
             finally:
-                buffer.release(lines)
+                with self._count_lock:  # (on disk, out: counted neither lost nor held)
+                    buffer.release(lines)
+                    self._out_on_disk = False
                 self._notify()
             if batch_id is not None:
                 spool.ack(batch_id)  # type: ignore[union-attr]
@@ -572,8 +587,10 @@ class Sender:
         """A taken batch is safe on disk and will be replayed: let go of it in memory."""
         assert self.spool is not None
         self.spool.release(batch_id)
-        self._buffer.settle(len(lines))
-        self._buffer.release(lines)
+        with self._count_lock:
+            self._buffer.settle(len(lines))
+            self._buffer.release(lines)
+            self._written_held = 0
         self._notify()
 
     def _move_to_disk(self) -> tuple[int, list[bytes]]:
@@ -589,7 +606,7 @@ class Sender:
             and not self.stopped_writing
         ):
             lines = buffer.take(self._config.max_batch_bytes)
-            batch_id = self.spool.append(lines)
+            batch_id = self._append(lines)
             if batch_id is None:
                 return moved, lines
             self._to_disk(batch_id, lines)
@@ -638,13 +655,65 @@ class Sender:
         delivered: the buffer's, but the batch out when it is on disk (written before it
         was sent: the next process sends it), and with the batch a spill took and is
         writing. Counted as not delivered, the batch out made the report say 232 lines
-        were not delivered with 182 of 400 on disk. Read while the sender runs: a batch
-        it lets go of meanwhile is counted still (more, never fewer)."""
+        were not delivered with 182 of 400 on disk. Exact only where the sender does not
+        run, or under ``_count_lock`` (``count_for_exit``)."""
         buffer = self._buffer
         held = buffer.held_lines
         taken = buffer.behind  # (cleared once on disk)
         out = buffer.inflight_lines if self._out_on_disk else 0
-        return max(0, held + (len(taken) if taken is not None else 0) - out)
+        return max(0, held + (len(taken) if taken is not None else 0) - out - self._written())
+
+    def _written(self) -> int:
+        """Lines of a batch in the spool's file that memory still counts as held: the one
+        being written, once its write returned (its sync may go on), or one written and
+        not let go of yet."""
+        writing, spool = self._appending, self.spool
+        if writing is not None:
+            return len(writing) if spool is not None and spool.last_written is writing else 0
+        return self._written_held
+
+    def _append(self, lines: list[bytes]) -> BatchId | None:
+        """``Spool.append``, seen by ``count_for_exit``: None once the ending counted."""
+        spool = self.spool
+        assert spool is not None
+        with self._count_lock:
+            if self._exit_counted:  # (the spool is sealed too: this is the quick way)
+                return None
+            self._appending = lines
+        batch_id = None
+        try:
+            batch_id = spool.append(lines)
+        finally:
+            with self._count_lock:
+                self._appending = None
+                if batch_id is not None:
+                    self._written_held = len(lines)
+        return batch_id
+
+    def count_for_exit(self, timeout: float) -> int | None:
+        """The process's ending, its wait for this sender over (``stop_writing``): the lines
+        memory holds off disk, counted once and for good; None where the sender counted
+        them itself (``_finish``, which says them) or ``timeout`` passed first.
+
+        The spool is sealed first (a write in progress is waited for, up to ``timeout``):
+        no batch reaches the disk after the count. A batch written while the count was
+        taken (its sync outlasting the wait, on a slow disk) was counted as not delivered
+        and adopted by the next process too: 168 adopted + 1846 said for 2000 logged.
+        Its lines count as on disk once its write returned; a write that outlasts
+        ``timeout`` counts as not delivered (it may yet land: said lost, then adopted)."""
+        until = self._clock() + timeout
+        spool = self.spool
+        if spool is not None:
+            spool.seal(until - self._clock())
+        if not self._count_lock.acquire(timeout=max(0.0, until - self._clock())):
+            return None
+        try:
+            if self._counted_here or self.finished.is_set():
+                return None
+            self._exit_counted = True
+            return self.held_off_disk()
+        finally:
+            self._count_lock.release()
 
     def spilling_here(self) -> bool:
         """Whether this thread is inside a spill of this sender, holding its turn (a signal
@@ -725,11 +794,13 @@ class Sender:
         memory). Let go of in the buffer before the spool may hand it out again."""
         spool = self.spool
         assert spool is not None
-        batch_id = spool.append(lines)
+        batch_id = self._append(lines)
         if batch_id is None:  # no room on disk: these wait in memory after all
             self._buffer.put_back(lines)
             return False
-        self._buffer.behind = None
+        with self._count_lock:
+            self._buffer.behind = None
+            self._written_held = 0
         spool.release(batch_id)
         return True
 
@@ -792,7 +863,9 @@ class Sender:
         pending: list[list[bytes]] = [lines]
         self._stored = 0
         self._unsettled = None
-        self._out_on_disk = kept or replayed
+        with self._count_lock:
+            self._out_on_disk = kept or replayed
+            self._written_held = 0  # (counted as out now)
 
         def undelivered() -> int:
             return sum(_app_lines(part, summary) for part in pending)
@@ -824,7 +897,8 @@ class Sender:
                     cut, exc_info=True,
                 )  # fmt: skip
         finally:
-            self._out_on_disk = False
+            if not kept:  # (a kept batch's _drain lets go of it and this together)
+                self._out_on_disk = False
         return self._stored
 
     def _deliver_parts(

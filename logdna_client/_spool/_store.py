@@ -46,6 +46,7 @@ import functools
 import os
 import secrets
 import shlex
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -232,6 +233,13 @@ class Spool:
         # The last batch appended, by the very entries object it was given, until it is
         # acked or released: appended again, it is the same batch (see append).
         self._appended: tuple[Sequence[bytes], BatchId] | None = None
+        # Held around each batch's write (never its sync): ``seal`` waits for a write in
+        # progress, then no batch is written any more (the process's ending counted).
+        self._gate = threading.Lock()
+        self._sealed = False
+        #: The entries of the last batch written to a segment, by the very object: in the
+        #: file from the moment its write returned, whether its sync ended or not.
+        self.last_written: Sequence[bytes] | None = None
         self._last_sync = monotonic()
         self._next_rescan = monotonic() + RESCAN_INTERVAL
         self.enabled = True
@@ -345,11 +353,16 @@ class Spool:
             # the number to the next batch (this one handed over again), two records under
             # one number, and a segment whose count of batches never met its done marks.
             seg.next_seq += 1
-            try:
-                self._write(seg, parts)
-            except (OSError, MemoryError):
-                seg.next_seq -= 1  # nothing is left under it (_write cut it off)
-                raise
+            with self._gate:
+                if self._sealed:  # (the lines stay the caller's: counted by the ending)
+                    seg.next_seq -= 1
+                    return None
+                try:
+                    self._write(seg, parts)
+                except (OSError, MemoryError):
+                    seg.next_seq -= 1  # nothing is left under it (_write cut it off)
+                    raise
+                self.last_written = entries
         except OSError as exc:
             self._fail("write", exc)
             return None
@@ -360,6 +373,18 @@ class Spool:
         self.spooled += len(entries)
         self._synced(seg)
         return batch_id
+
+    def seal(self, timeout: float) -> bool:
+        """No batch is written after this returns True: the process's ending counts the
+        lines not on disk, and a batch written after the count was adopted by the next
+        process as well as said lost. Waits up to ``timeout`` for a write in progress (not
+        its sync: the lines are in the file once the write returned); False when that
+        write did not end in time (it may yet land)."""
+        if not self._gate.acquire(timeout=max(0.0, timeout)):
+            return False
+        self._sealed = True
+        self._gate.release()
+        return True
 
     @_contained(None)
     def ack(self, batch_id: BatchId, stored: int | None = None) -> None:
