@@ -202,6 +202,9 @@ class Client:
         self._sender.on_start = _exit.hook_celery_pool_exit
         self._started = False
         self._starting = False
+        # Marked started by a start that a signal handler's exception cut short before
+        # it could tell whether the thread was launched: the next _start looks.
+        self._launch_unknown = False
         self._start_retry_at = float("-inf")  # no thread could be started: not before this
         # Closing, and no sender thread could be started: the one who waits delivers.
         self._deliver_here = False
@@ -241,20 +244,30 @@ class Client:
         # dead sender, rather than checking the thread on every line.
         sender = self._sender
         sender.wake.set()
-        if self._started and not sender.alive and not self._closed:
+        if self._started and not sender.alive and not self._closed and not self._starting:
             self._restart_dead_sender()
 
-    def _start(self, *, retry_now: bool = False) -> bool:
+    def _start(self, *, retry_now: bool = False, restart: bool = False) -> bool:
         """Start the sender; False when no thread could be started (the process may
         start no more: RLIMIT_NPROC, memory). That is reported, the lines stay queued
         (bounded as ever), and a later line, flush() or close() tries again: a line
-        not before ``_START_RETRY`` has passed, the others (``retry_now``) at once."""
+        not before ``_START_RETRY`` has passed, the others (``retry_now``) at once.
+        ``restart``: the client is marked started, but its sender thread died (or, not
+        known to have been launched, never ran: then it is started if it was not)."""
         claimed = False  # whether this call set _starting (and so must reset it)
         try:
             # Inside the try: a KeyboardInterrupt as the lock is let go must not leave
             # _starting set for good (no sender would ever start).
             with self._start_lock:
-                if self._started or self._starting:
+                if self._starting:
+                    return True
+                if self._started and (self._launch_unknown or not restart):
+                    if not self._launch_unknown or self._sender.launched:
+                        self._launch_unknown = False
+                        return True
+                    self._started = self._launch_unknown = False
+                if self._sender.alive:  # (restarted meanwhile) one sender per buffer, ever
+                    self._started = True
                     return True
                 if not retry_now and time.monotonic() < self._start_retry_at:
                     return False
@@ -263,6 +276,7 @@ class Client:
             # a finalizer that logs (and so comes here) before it signals that it runs.
             # Lines queued meanwhile take the buffer's locked path and wait for it.
             self._sender.start()
+            self._started = True
         except BaseException as exc:
             if not claimed:
                 raise
@@ -270,24 +284,30 @@ class Client:
             # handler's exception (Ctrl-C's KeyboardInterrupt; with the signals blocked
             # around the start, raised as they are let through again) can come out of
             # it with the sender already running. It is this client's sender then;
-            # starting another on the next line would put two on one buffer.
-            if self._sender.launched:
-                self._started = True
+            # starting another on the next line would put two on one buffer. So it is
+            # marked started before anything is called here (where a second Ctrl-C's
+            # handler could run and leave a running sender unmarked), then unmarked if
+            # it did not launch; or, interrupted before it knows, the next _start looks.
+            self._started = self._launch_unknown = True
+            launched = self._sender.launched
+            self._launch_unknown = False
+            if not launched:
+                self._started = False
+                if isinstance(exc, RuntimeError):  # "can't start new thread"
+                    self._start_retry_at = time.monotonic() + _START_RETRY
+                    if self._buffer._sink is None:  # a later line tries again
+                        self.put_entry, self.put = self._first_put_entry, self._first_put
+                    self._reporter.report(
+                        "sender-start", logging.ERROR,
+                        "logdna_client: the sender thread could not be started (%s); lines "
+                        "are kept in memory and starting it is tried again", exc,
+                    )  # fmt: skip
+                    return False
+            else:
                 self._buffer.allow_lock_free()
-            elif isinstance(exc, RuntimeError):  # "can't start new thread"
-                self._start_retry_at = time.monotonic() + _START_RETRY
-                if self._buffer._sink is None:  # a later line tries again
-                    self.put_entry, self.put = self._first_put_entry, self._first_put
-                self._reporter.report(
-                    "sender-start", logging.ERROR,
-                    "logdna_client: the sender thread could not be started (%s); lines are "
-                    "kept in memory and starting it is tried again", exc,
-                )  # fmt: skip
-                return False
             raise
         else:
             self.sender_ident = self._sender.ident
-            self._started = True
         finally:
             if claimed:
                 self._starting = False
@@ -337,13 +357,14 @@ class Client:
 
     def _restart_dead_sender(self) -> None:
         with self._start_lock:
-            if self._sender.alive or self._closed:
+            if self._sender.alive or self._closed or self._starting:
                 return
             self._reporter.report(
                 "sender-dead", logging.ERROR, "logdna_client: sender thread died; restarting it"
             )
-            self._started = False
-        self._start()
+        # Still marked started meanwhile: a Ctrl-C here leaves it for the next batch's
+        # wake to restart, not for a flush() or close() to find.
+        self._start(restart=True)
 
     def log(
         self,

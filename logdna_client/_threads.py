@@ -8,9 +8,10 @@ discarding and testing membership are single operations under the GIL.
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from os import getpid
 from typing import Any
 
@@ -93,6 +94,20 @@ _ASYNCHRONOUS = frozenset(
 )
 
 
+def _pthread_sigmask() -> Callable[[int, Iterable[int]], Iterable[int]] | None:
+    """The C function itself, not ``signal.py``'s wrapper, which turns the mask it
+    returns into enums: a pending signal's handler (Ctrl-C's) runs at a Python
+    function's start or after a call returns, so it could interrupt the wrapper as it
+    was entered to put the mask back, leaving the thread blocking the signals for good
+    (the main thread's handlers never run again, every process it starts inherits the
+    mask). Called with no Python frame of its own, it changes the mask before any can."""
+    wrapper = getattr(signal, "pthread_sigmask", None)
+    raw = getattr(sys.modules.get("_signal"), "pthread_sigmask", None)
+    if wrapper is None or raw is None or getattr(wrapper, "__module__", "") != "signal":
+        return wrapper  # (none, or one a test put in its place)
+    return raw  # type: ignore[no-any-return]
+
+
 def start_library_thread(thread: threading.Thread) -> None:
     """Start ``thread``, one of the library's own, with the asynchronous signals
     (SIGTERM, SIGINT, SIGHUP, ...) blocked in it from its first instruction, for its
@@ -114,7 +129,7 @@ def start_library_thread(thread: threading.Thread) -> None:
     an exception its handler raises (KeyboardInterrupt) comes out of here, the
     thread launched or not (``Sender.launched`` tells).
     """
-    sigmask = getattr(signal, "pthread_sigmask", None)
+    sigmask = _pthread_sigmask()
     if sigmask is None:  # Windows: no such thing as a thread's signal mask
         thread.start()
         return
