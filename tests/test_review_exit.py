@@ -131,9 +131,9 @@ def say(message):
     real_say(message)
 _exit.report_exit_loss = say
 real_report = _client.Client._report_exit_loss
-def report(self, launched):
+def report(self, *args):
     before = self.stats()["spooled"]
-    real_report(self, launched)
+    real_report(self, *args)
     mark("counts " + json.dumps([before, said, self.stats()["spooled"]]))
     reported.set()
 _client.Client._report_exit_loss = report
