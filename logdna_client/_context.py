@@ -123,6 +123,14 @@ _COPY_RECORD = sys.version_info >= (3, 12)
 # On an exception that left a request: the context it was raised in (remember_context).
 _EXC_CONTEXT = "_logdna_request_context"
 
+if sys.version_info >= (3, 11):
+    # The exception the logging call's ``except`` block handles: the one C call, no tuple.
+    _handled_exception = sys.exception
+else:
+
+    def _handled_exception() -> BaseException | None:
+        return sys.exc_info()[1]
+
 
 def remember_context(exc: BaseException, context: Mapping[str, Any]) -> None:
     """Keep the request ``context`` on ``exc``, escaping the request where it was bound,
@@ -140,13 +148,22 @@ def _context_of_record(attrs: Mapping[str, Any]) -> Mapping[str, Any] | None:
     """The request context a record logged outside its request carries: on its
     ``request`` (django.request logs some responses after the middleware returned), or
     on the exception it logs (``remember_context``; or one the exception was raised
-    while handling, or from)."""
+    while handling, or from), else on the exception being handled where it was logged."""
     request = attrs.get("request")
     found = getattr(request, "logdna_context", None) if request is not None else None
     if isinstance(found, Mapping) and found:
         return found
     exc_info = attrs.get("exc_info")
     exc = exc_info[1] if isinstance(exc_info, tuple) and len(exc_info) > 1 else None
+    if exc is None:
+        # A line without exc_info logged in an ``except`` block: Starlette's
+        # exception_handler(Exception) runs in the one of its ServerErrorMiddleware, and
+        # its ``log.error("failed: %r", exc)`` is about the request as much as a
+        # traceback is. Filters run in the logging call's thread, so this is the
+        # caller's exception (none on a QueueListener's thread).
+        exc = _handled_exception()
+        if exc is None:  # most lines: no exception anywhere, and no loop to set up
+            return None
     for _ in range(8):  # a chain's first few links: never a walk that costs
         if not isinstance(exc, BaseException):
             return None
@@ -167,8 +184,9 @@ class RequestContextFilter(logging.Filter):
     record already has, so handlers that run later may see them too.
     Outside a request it adds what the record carries of one: the context
     Django's middleware left on the record's ``request``, or the one the ASGI
-    middleware left on an exception that escaped it (the server's traceback);
-    else nothing.
+    middleware left on an exception that escaped it, which the record logs (the
+    server's traceback) or, logging none, is handling (a line of Starlette's
+    ``exception_handler(Exception)``); else nothing.
     """
 
     def filter(self, record: logging.LogRecord) -> bool | logging.LogRecord:  # type: ignore[override]

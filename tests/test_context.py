@@ -7,6 +7,7 @@ import logging
 import sys
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -17,6 +18,7 @@ from logdna_client._context import (
     clean_request_id,
     get_request_context,
     new_request_id,
+    remember_context,
     reset_request_context,
     update_request_context,
 )
@@ -144,3 +146,59 @@ class TestRequestContextFilter:
         result = RequestContextFilter().filter(r)
         shipped = result if isinstance(result, logging.LogRecord) else r
         assert "r-7" == shipped.request_id  # type: ignore[attr-defined]
+
+
+def failed(request_id: str) -> RuntimeError:
+    """An exception that escaped a request, carrying its context as the ASGI middleware
+    leaves it (remember_context)."""
+    exc = RuntimeError(f"request {request_id} failed")
+    remember_context(exc, {"request_id": request_id, "http_status": 500})
+    return exc
+
+
+def shipped_by_filter(r: logging.LogRecord) -> dict[str, Any]:
+    """The attributes the handler gets from RequestContextFilter, beyond the record's."""
+    before = set(r.__dict__)
+    result = RequestContextFilter().filter(r)
+    shipped = result if isinstance(result, logging.LogRecord) else r
+    return {k: v for k, v in shipped.__dict__.items() if k not in before}
+
+
+class TestContextOfTheHandledException:
+    """Outside a request, a line logged in an ``except`` block that handles an exception
+    escaped from one (Starlette's ``exception_handler(Exception)``) carries its context,
+    with or without ``exc_info``."""
+
+    def test_line_without_exc_info_in_the_except_block(self) -> None:
+        """A plain error line logged while the request's exception is handled gets its
+        context."""
+        try:
+            raise failed("r-8")
+        except RuntimeError:
+            added = shipped_by_filter(record())
+        assert {"request_id": "r-8", "http_status": 500} == added
+
+    def test_the_records_own_exception_wins(self) -> None:
+        """A record that logs another exception gets that one's context, not the one
+        being handled."""
+        logged = failed("r-logged")
+        try:
+            raise failed("r-handled")
+        except RuntimeError:
+            r = record()
+            r.exc_info = (RuntimeError, logged, None)
+            added = shipped_by_filter(r)
+        assert "r-logged" == added["request_id"]
+
+    def test_unrelated_exception_adds_nothing(self) -> None:
+        """Handling an exception that left no request adds nothing; neither does a line
+        after the except block."""
+        try:
+            raise KeyError("not a request's")
+        except KeyError:
+            assert {} == shipped_by_filter(record())
+        try:
+            raise failed("r-9")
+        except RuntimeError:
+            pass
+        assert {} == shipped_by_filter(record())

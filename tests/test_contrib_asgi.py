@@ -16,8 +16,9 @@ from starlette.routing import Route
 
 from logdna_client import LogDNAHandler
 from logdna_client.contrib import get_request_context
-from logdna_client.contrib.asgi import LogDNAMiddleware
+from logdna_client.contrib.asgi import LogDNAMiddleware, RequestContextFilter
 from logdna_client.testing import capture_lines
+from tests._helpers_integrations import logger_with
 
 log = logging.getLogger("asgi_app")
 
@@ -181,3 +182,62 @@ class TestRequestContext:
 
         asyncio.run(LogDNAMiddleware(inner)({"type": "lifespan"}, receive, send))
         assert [("lifespan", {})] == seen
+
+
+class TestExceptionHandlerLines:
+    """Starlette's ``exception_handler(Exception)`` runs in its ServerErrorMiddleware,
+    outside ours: with ``RequestContextFilter`` on the handler its lines carry the failed
+    request's context all the same (docs/asgi.md)."""
+
+    @staticmethod
+    def lines_of(on_error: Any) -> dict[str, dict[str, Any]]:
+        """The meta of each line ``on_error`` logs for a request whose endpoint raised,
+        by the line's first line."""
+
+        async def broken(request: Request) -> PlainTextResponse:
+            raise RuntimeError("the endpoint failed")
+
+        app = Starlette(
+            routes=[Route("/broken", broken)],
+            middleware=[Middleware(LogDNAMiddleware)],
+            exception_handlers={Exception: on_error},
+        )
+        handler = LogDNAHandler(url="http://127.0.0.1:9/logs/ingest")
+        handler.addFilter(RequestContextFilter())
+        # ServerErrorMiddleware raises the exception again once its handler answered.
+        with (
+            logger_with("asgi_app", handler),
+            capture_lines() as lines,
+            pytest.raises(RuntimeError, match="the endpoint failed"),
+        ):
+            asyncio.run(call(app, "/broken", [(b"x-request-id", b"err-7")]))
+        return {line["line"].split("\n")[0]: line["meta"] for line in lines}
+
+    def test_async_handler_lines_with_and_without_exc_info(self) -> None:
+        """In an ``async def`` handler (run in the ``except`` block) a line without
+        ``exc_info`` carries the request's id, path and 500, as the traceback does."""
+
+        async def on_error(request: Request, exc: Exception) -> PlainTextResponse:
+            log.error("unhandled error on %s: %r", request.url.path, exc)
+            log.exception("unhandled error")
+            return PlainTextResponse("error", status_code=500)
+
+        lines = self.lines_of(on_error)
+        expected = ("err-7", "/broken", 500)
+        for text in ("unhandled error on /broken: RuntimeError('the endpoint failed')",
+                     "unhandled error"):  # fmt: skip
+            meta = lines[text]
+            assert expected == (meta.get("request_id"), meta.get("http_path"),
+                                meta.get("http_status")), (text, meta)  # fmt: skip
+        assert {} == get_request_context()
+
+    def test_sync_handler_line_given_the_exception(self) -> None:
+        """A plain ``def`` handler runs in a worker thread, outside the ``except`` block:
+        there the line given the exception (``exc_info=exc``) carries the context."""
+
+        def on_error(request: Request, exc: Exception) -> PlainTextResponse:
+            log.error("unhandled error", exc_info=exc)
+            return PlainTextResponse("error", status_code=500)
+
+        meta = self.lines_of(on_error)["unhandled error"]
+        assert ("err-7", 500) == (meta.get("request_id"), meta.get("http_status"))

@@ -5,6 +5,7 @@ Requests go through Flask's test client; lines go to a real DevServer over a soc
 
 from __future__ import annotations
 
+import contextvars
 import logging
 from collections.abc import Iterator
 from typing import Any
@@ -14,10 +15,17 @@ import pytest
 flask = pytest.importorskip("flask")
 
 from logdna_client import LogDNAHandler  # noqa: E402
+from logdna_client._context import get_request_context  # noqa: E402
 from logdna_client._devserver import DevServer  # noqa: E402
 from logdna_client.contrib.flask import LogDNA  # noqa: E402
 from logdna_client.structlog import LogDNAProcessor  # noqa: E402
-from tests._helpers_integrations import TIMEOUT, context_handler_on, delivered  # noqa: E402
+from logdna_client.testing import capture_lines  # noqa: E402
+from tests._helpers_integrations import (  # noqa: E402
+    TIMEOUT,
+    context_handler_on,
+    delivered,
+    logger_with,
+)
 
 APP_LOGGER = "t.flask.app"
 
@@ -162,3 +170,85 @@ class TestExtension:
             proc.close()
         (line,) = server.lines
         assert {"k": 1, "request_id": "sl", "http_method": "GET", "http_path": "/"} == line["meta"]
+
+
+def two_requests(app: Any, header: str = "X-Request-ID") -> dict[str, Any]:
+    """Request 1 (user 5, no request id sent) then request 2 (anonymous) on one thread, as
+    a sync worker serves them, in a fresh context so that nothing left bound outlives
+    the test; what each view saw, the ids echoed, and what stayed bound after each."""
+
+    @app.get("/seen")
+    def seen() -> dict[str, Any]:
+        return {"context": get_request_context(), "g": flask.g.request_id}
+
+    client = app.test_client()
+
+    def serve() -> dict[str, Any]:
+        first = client.get("/seen", headers={"X-User": "5"})
+        after_first = get_request_context()
+        second = client.get("/seen")
+        return {
+            "views": [first.json, second.json],
+            "echoed": [first.headers.get(header), second.headers.get(header)],
+            "bound_after": [after_first, get_request_context()],
+        }
+
+    return contextvars.Context().run(serve)
+
+
+def user_from_header() -> object:
+    return flask.request.headers.get("X-User")
+
+
+class TestInitAppTwice:
+    """An extension initialised twice on one app (a module-level ``LogDNA(app)`` and an
+    app factory's ``init_app(app)``) binds each request once and leaves nothing bound."""
+
+    def test_same_extension_twice(self) -> None:
+        """The second init_app adds no hooks: request 2, anonymous, inherits no user_id,
+        and each request has one id (bound, in flask.g, echoed)."""
+        app = flask.Flask("t_flask_twice")
+        ext = LogDNA(app, user_id=user_from_header)
+        ext.init_app(app)
+        got = two_requests(app)
+        assert [{}, {}] == got["bound_after"]
+        first, second = got["views"]
+        assert "5" == first["context"]["user_id"]
+        assert "user_id" not in second["context"]
+        for view, echoed in zip(got["views"], got["echoed"], strict=True):
+            assert echoed == view["g"] == view["context"]["request_id"]
+        hooks = (app.before_request_funcs, app.after_request_funcs, app.teardown_request_funcs)
+        assert [1, 1, 1] == [len(funcs[None]) for funcs in hooks]
+
+    def test_another_extension_takes_over_the_options(self) -> None:
+        """A second LogDNA on the same app replaces the first's options (one access
+        line, the id echoed in its header) without binding the request twice."""
+        app = flask.Flask("t_flask_twice")
+        LogDNA(app, user_id=user_from_header)
+        second = LogDNA(app, request_id_header="X-Trace", access_log=True)
+        assert app.extensions["logdna_client"] is second
+        access_handler = LogDNAHandler(url="http://127.0.0.1:9/logs/ingest")
+        with logger_with("flask.access", access_handler), capture_lines() as lines:
+            got = two_requests(app, header="X-Trace")
+        assert [{}, {}] == got["bound_after"]
+        for view, echoed in zip(got["views"], got["echoed"], strict=True):
+            assert "user_id" not in view["context"]  # the second's user_id: none
+            assert echoed == view["g"] == view["context"]["request_id"]
+        assert 2 == len(lines)  # one access line per request
+        for view, line in zip(got["views"], lines, strict=True):
+            assert line["line"].startswith("GET /seen 200 (")
+            assert view["g"] == line["meta"]["request_id"]
+
+    def test_hooks_registered_twice_still_bind_once(self) -> None:
+        """Hooks registered twice all the same (the app's extensions mapping cleared
+        between two init_app calls) bind each request once: the first binding is the
+        one reset, so nothing of request 1 stays bound."""
+        app = flask.Flask("t_flask_twice")
+        ext = LogDNA(app, user_id=user_from_header)
+        del app.extensions["logdna_client"]
+        ext.init_app(app)
+        got = two_requests(app)
+        assert [{}, {}] == got["bound_after"]
+        assert "user_id" not in got["views"][1]["context"]
+        for view, echoed in zip(got["views"], got["echoed"], strict=True):
+            assert echoed == view["g"] == view["context"]["request_id"]

@@ -36,6 +36,7 @@ from ._request import log_access, request_fields, response_fields
 
 __all__ = ["LogDNA", "RequestContextFilter"]
 
+_EXTENSION = "logdna_client"
 _G_TOKEN = "_logdna_context_token"
 _G_STARTED = "_logdna_started"
 # The request's fields, kept past its teardown: ``stream_with_context`` pushes the
@@ -87,20 +88,31 @@ class LogDNA:
 
     def init_app(self, app: Any) -> None:
         """Register the request hooks on ``app``; ours runs before the app's other
-        ``before_request`` hooks, even those registered earlier."""
+        ``before_request`` hooks, even those registered earlier.
+
+        Once per app: a second call for the same app (a module-level ``LogDNA(app)``
+        and an app factory's ``init_app(app)``) registers nothing again, and another
+        ``LogDNA`` initialised on it replaces this one's options."""
+        registered = isinstance(app.extensions.get(_EXTENSION), LogDNA)
+        # The hooks read the options from here, each request: the extension
+        # initialised last on an app is the one whose options apply.
+        app.extensions[_EXTENSION] = self
+        if registered:
+            # Hooks twice would bind the request twice: two request ids, and the
+            # first binding (user_id included) left on the worker's thread.
+            return
         # First: a hook that answers early (a login check, a maintenance page) makes
         # Flask skip the later ones, and its request would go without context.
-        app.before_request_funcs.setdefault(None, []).insert(0, self._before_request)
-        app.after_request(self._after_request)
-        app.teardown_request(self._teardown_request)
-        app.teardown_appcontext(self._teardown_appcontext)
+        app.before_request_funcs.setdefault(None, []).insert(0, _before_request)
+        app.after_request(_after_request)
+        app.teardown_request(_teardown_request)
+        app.teardown_appcontext(_teardown_appcontext)
         try:
             from flask import appcontext_pushed  # noqa: PLC0415
 
-            appcontext_pushed.connect(self._appcontext_pushed, app)
+            appcontext_pushed.connect(_appcontext_pushed, app)
         except Exception:  # no signals (blinker) in this Flask: streams go without context
             _own.debug("logdna_client: could not connect to appcontext_pushed", exc_info=True)
-        app.extensions["logdna_client"] = self
 
     def _user_id(self) -> str | None:
         try:
@@ -109,9 +121,15 @@ class LogDNA:
             return None
         return None if value is None else str(value)
 
-    def _before_request(self) -> None:
+    def _bind(self) -> None:
+        """Bind the current request's context, once per request."""
         from flask import g, request  # noqa: PLC0415
 
+        if g.get(_G_TOKEN) is not None:
+            # Bound already (our hooks registered twice: init_app again after
+            # app.extensions was cleared): a second binding would give the request
+            # another id, and its token would hide the first one's from the teardown.
+            return
         try:
             header = request.headers.get(self.request_id_header)
             fields = request_fields(header, request.method, request.path, self._user_id())
@@ -122,7 +140,7 @@ class LogDNA:
         except Exception:
             _own.debug("logdna_client: could not bind the request context", exc_info=True)
 
-    def _after_request(self, response: Any) -> Any:
+    def _respond(self, response: Any) -> Any:
         from flask import g, request  # noqa: PLC0415
 
         if g.get(_G_TOKEN) is None:
@@ -130,7 +148,7 @@ class LogDNA:
             # hook put before ours answered): bind the request's context now, which the
             # teardown resets. Never add to a context not ours: on a worker's thread
             # it would stay, and the next request would merge its fields over it.
-            self._before_request()
+            self._bind()
         if g.get(_G_TOKEN) is None:
             return response
         try:
@@ -150,30 +168,53 @@ class LogDNA:
             _own.debug("logdna_client: could not record the response context", exc_info=True)
         return response
 
-    def _teardown_request(self, exc: BaseException | None = None) -> None:
-        from flask import g  # noqa: PLC0415
 
-        with contextlib.suppress(Exception):
-            token = g.pop(_G_TOKEN, None)
-            if token is not None:
-                reset_request_context(token)
+def _extension() -> LogDNA | None:
+    """The LogDNA extension initialised last on the current app."""
+    from flask import current_app  # noqa: PLC0415
 
-    def _appcontext_pushed(self, sender: Any, **_: Any) -> None:
-        """The app context pushed again for a streamed response (``stream_with_context``):
-        its lines get the request's context, as the view's did."""
-        from flask import g  # noqa: PLC0415
+    ext = current_app.extensions.get(_EXTENSION)
+    return ext if isinstance(ext, LogDNA) else None
 
-        with contextlib.suppress(Exception):
-            fields = g.get(_G_FIELDS)
-            # Only where the request's own binding is gone (torn down): a fresh app
-            # context (every request's first) has no fields yet.
-            if fields and g.get(_G_TOKEN) is None and g.get(_G_STREAM_TOKEN) is None:
-                setattr(g, _G_STREAM_TOKEN, bind_request_context(**fields))
 
-    def _teardown_appcontext(self, exc: BaseException | None = None) -> None:
-        from flask import g  # noqa: PLC0415
+def _before_request() -> None:
+    ext = _extension()
+    if ext is not None:
+        ext._bind()
 
-        with contextlib.suppress(Exception):
-            token = g.pop(_G_STREAM_TOKEN, None)
-            if token is not None:
-                reset_request_context(token)
+
+def _after_request(response: Any) -> Any:
+    ext = _extension()
+    return response if ext is None else ext._respond(response)
+
+
+def _teardown_request(exc: BaseException | None = None) -> None:
+    # Whatever the extension now is: what a request bound is always reset.
+    from flask import g  # noqa: PLC0415
+
+    with contextlib.suppress(Exception):
+        token = g.pop(_G_TOKEN, None)
+        if token is not None:
+            reset_request_context(token)
+
+
+def _appcontext_pushed(sender: Any, **_: Any) -> None:
+    """The app context pushed again for a streamed response (``stream_with_context``):
+    its lines get the request's context, as the view's did."""
+    from flask import g  # noqa: PLC0415
+
+    with contextlib.suppress(Exception):
+        fields = g.get(_G_FIELDS)
+        # Only where the request's own binding is gone (torn down): a fresh app
+        # context (every request's first) has no fields yet.
+        if fields and g.get(_G_TOKEN) is None and g.get(_G_STREAM_TOKEN) is None:
+            setattr(g, _G_STREAM_TOKEN, bind_request_context(**fields))
+
+
+def _teardown_appcontext(exc: BaseException | None = None) -> None:
+    from flask import g  # noqa: PLC0415
+
+    with contextlib.suppress(Exception):
+        token = g.pop(_G_STREAM_TOKEN, None)
+        if token is not None:
+            reset_request_context(token)
