@@ -30,8 +30,9 @@ is a sane token, else a new one; echoed in the response and set as
 ``request.request_id``), ``http_method``, ``http_path``, and ``user_id`` when
 the user is authenticated and the app has loaded it (the middleware never loads
 it: that reads the session, and the response would vary by cookie);
-``http_status`` once the response exists. Optional settings:
-``LOGDNA_REQUEST_ID_HEADER`` (default ``"X-Request-ID"``),
+``http_status`` once the response exists, and on the lines Django logs for the
+response it makes of an exception (with this module's ``RequestContextFilter``).
+Optional settings: ``LOGDNA_REQUEST_ID_HEADER`` (default ``"X-Request-ID"``),
 ``LOGDNA_ACCESS_LOG`` (default False: when True, one line per request,
 ``"GET /path 200 (12.3 ms)"``, on the ``django.access`` logger).
 
@@ -43,7 +44,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from asgiref.sync import (  # Django >= 4.2 needs it
@@ -54,7 +55,6 @@ from django.utils.functional import LazyObject, empty  # type: ignore[import-unt
 
 from .. import _context
 from .._context import (
-    RequestContextFilter,
     bind_request_context,
     reset_request_context,
     update_request_context,
@@ -151,6 +151,67 @@ def _watch_user(request: Any, context: dict[str, Any]) -> None:
             request.auser = auser_and_note
     except Exception:  # the request goes on without user_id on its early lines
         pass
+
+
+def _django_status(record: logging.LogRecord) -> int | None:
+    """The response status a record of Django's own loggers states about a request
+    this middleware handles, else None.
+
+    ``django.utils.log.log_response`` passes ``extra={"status_code": ..., "request":
+    ...}`` on ``django.request`` and the ``django.security.*`` loggers (an exception's
+    500, 403, 400, a CSRF rejection) while the middleware chain is still running,
+    before the middleware learns the status. Other loggers' ``status_code`` may be any
+    status (an upstream API's): only Django's are read as the response's.
+    """
+    attrs = record.__dict__
+    name = attrs.get("name")  # None on a record built by makeLogRecord({...})
+    if not isinstance(name, str) or (name != "django" and not name.startswith("django.")):
+        return None
+    status = attrs.get("status_code")
+    if not isinstance(status, int) or isinstance(status, bool) or not 100 <= status <= 599:
+        return None
+    context = getattr(attrs.get("request"), "logdna_context", None)
+    if not isinstance(context, Mapping):
+        return None
+    bound = _context.current()
+    if bound and bound.get("request_id") != context.get("request_id"):
+        return None  # the record is about another request than the one bound here
+    return int(status)
+
+
+class RequestContextFilter(_context.RequestContextFilter):
+    """``logdna_client.contrib.RequestContextFilter`` for Django: also adds
+    ``http_status`` to the lines Django logs for the response it makes of an exception
+    (its ``status_code``), which are logged before the middleware sees the response.
+
+    As the base filter, it never replaces an attribute the record already has, and on
+    Python 3.12+ hands the handler a copy of the record.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool | logging.LogRecord:  # type: ignore[override]
+        try:
+            status = _django_status(record)
+        except Exception:  # an odd ``request`` in extra= must not fail the log call
+            status = None
+        if status is None:
+            return super().filter(record)
+        had_status = "http_status" in record.__dict__
+        result = super().filter(record)
+        if had_status or result is False:
+            return result
+        # The record's status is the one Django is answering with: it wins over a
+        # context's (a middleware above this one failed after the view's 200).
+        if isinstance(result, logging.LogRecord):
+            result.__dict__["http_status"] = status
+            return result
+        if _context._COPY_RECORD:
+            copy = logging.makeLogRecord(record.__dict__)
+            copy.__dict__["http_status"] = status
+            return copy
+        record.__dict__["http_status"] = status
+        return True
 
 
 def _setting(name: str, default: Any) -> Any:
