@@ -17,6 +17,7 @@ import pytest
 django = pytest.importorskip("django")
 
 from asgiref.sync import async_to_sync  # noqa: E402
+from django.core.exceptions import BadRequest, PermissionDenied, SuspiciousOperation  # noqa: E402
 from django.http import HttpRequest, HttpResponse, HttpResponseNotFound  # noqa: E402
 from django.test import AsyncClient, Client, override_settings  # noqa: E402
 from django.urls import path  # noqa: E402
@@ -24,7 +25,13 @@ from django.urls import path  # noqa: E402
 from logdna_client import LogDNAHandler  # noqa: E402
 from logdna_client._devserver import DevServer  # noqa: E402
 from logdna_client.contrib.django import RequestContextFilter  # noqa: E402
-from tests._helpers_integrations import REPO_ROOT, context_handler_on, delivered  # noqa: E402
+from tests._helpers_integrations import (  # noqa: E402
+    REPO_ROOT,
+    _only_handler,
+    context_handler_on,
+    delivered,
+    handler_for,
+)
 from tests.helpers import django_settings  # noqa: E402
 
 app_log = logging.getLogger("t.django.app")
@@ -65,6 +72,30 @@ def missing(request: HttpRequest) -> HttpResponse:
     return HttpResponseNotFound("nope")
 
 
+def denied(request: HttpRequest) -> HttpResponse:
+    raise PermissionDenied
+
+
+def bad(request: HttpRequest) -> HttpResponse:
+    raise BadRequest("bad input")
+
+
+def suspicious(request: HttpRequest) -> HttpResponse:
+    raise SuspiciousOperation("odd input")
+
+
+class FailsAfterTheViewMiddleware:
+    """A middleware listed before ours whose work on the response fails: Django then
+    answers 500 for a request our middleware saw answered 200."""
+
+    def __init__(self, get_response: Any) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> Any:
+        self.get_response(request)
+        raise RuntimeError("post-processing failed")
+
+
 async def async_hello(request: HttpRequest) -> HttpResponse:
     app_log.info("in async view")
     return HttpResponse("ok")
@@ -75,6 +106,9 @@ urlpatterns = [
     path("boom", boom),
     path("missing", missing),
     path("async", async_hello),
+    path("denied", denied),
+    path("bad", bad),
+    path("suspicious", suspicious),
 ]
 
 
@@ -192,6 +226,115 @@ class TestMiddleware:
         assert "acc" == access_line["meta"]["request_id"]
         assert isinstance(access_line["meta"]["duration_ms"], float)
         assert "http_status" not in view_line["meta"]
+
+
+@pytest.fixture
+def django_filter_handler(server: DevServer) -> Iterator[LogDNAHandler]:
+    """Our handler with the Django page's filter (logdna_client.contrib.django's) on
+    Django's loggers of request errors."""
+    handler = handler_for(server)
+    handler.addFilter(RequestContextFilter())
+    with _only_handler(("django.request", "django.security"), handler, logging.INFO):
+        yield handler
+
+
+class TestDjangoExceptionLines:
+    """The lines Django logs for the response it makes of an exception are logged
+    inside the middleware chain, before the middleware sees the status; Django passes
+    it as ``status_code`` (django.utils.log.log_response)."""
+
+    @pytest.mark.parametrize("asgi", [False, True], ids=["wsgi", "asgi"])
+    @pytest.mark.parametrize(
+        ("url", "logger", "first_line"),
+        [
+            ("/boom", "django.request", "Internal Server Error: /boom"),
+            ("/denied", "django.request", "Forbidden (Permission denied): /denied"),
+            ("/bad", "django.request", "bad input: /bad"),
+            ("/suspicious", "django.security.SuspiciousOperation", "odd input"),
+        ],
+    )
+    def test_http_status_on_the_exception_line(
+        self,
+        url: str,
+        logger: str,
+        first_line: str,
+        asgi: bool,
+        server: DevServer,
+        django_filter_handler: LogDNAHandler,
+    ) -> None:
+        """The 500, 403 and 400 lines carry http_status, with the request's context."""
+        if asgi:
+            client = AsyncClient(raise_request_exception=False)
+            response = async_to_sync(client.get)(url, headers={"X-Request-ID": "exc-1"})
+        else:
+            response = Client(raise_request_exception=False).get(
+                url, headers={"X-Request-ID": "exc-1"}
+            )
+        (line,) = delivered(server, django_filter_handler.client, 1)
+        assert first_line == line["line"].splitlines()[0]
+        meta = line["meta"]
+        assert (logger, "exc-1", url) == (meta["name"], meta["request_id"], meta["http_path"])
+        assert response.status_code == meta["http_status"]
+
+    def test_a_failure_after_the_view_says_what_django_answered(
+        self, server: DevServer, django_filter_handler: LogDNAHandler
+    ) -> None:
+        """A middleware before ours that fails after the view answered 200: Django's
+        500 line says 500, not the 200 the view's response had."""
+        middleware = [f"{__name__}.FailsAfterTheViewMiddleware", *MIDDLEWARE]
+        with override_settings(MIDDLEWARE=middleware):
+            response = Client(raise_request_exception=False).get("/hello/1")
+        assert 500 == response.status_code
+        (line,) = delivered(server, django_filter_handler.client, 1)
+        assert line["line"].startswith("Internal Server Error: /hello/1")
+        assert 500 == line["meta"]["http_status"]
+
+
+class TestDjangoStatusOfRecords:
+    """Which records' ``status_code`` the Django filter takes as the response's."""
+
+    @staticmethod
+    def record(name: str, **attrs: Any) -> logging.LogRecord:
+        request = HttpRequest()
+        request.logdna_context = {"request_id": "r-1"}  # type: ignore[attr-defined]
+        return logging.makeLogRecord({"name": name, "msg": "x", "request": request, **attrs})
+
+    @staticmethod
+    def shipped(record: logging.LogRecord) -> dict[str, Any]:
+        result = RequestContextFilter().filter(record)
+        assert result is not False
+        return (result if isinstance(result, logging.LogRecord) else record).__dict__
+
+    def test_another_logger_status_code_is_not_the_response(self) -> None:
+        """An app's own status_code (an upstream API's answer) is not taken as
+        http_status, even with the request in extra=."""
+        attrs = self.shipped(self.record("shop.payments", status_code=502))
+        assert ("r-1", 502) == (attrs["request_id"], attrs["status_code"])
+        assert "http_status" not in attrs
+
+    def test_a_record_http_status_is_kept(self) -> None:
+        """An http_status the record already has (an extra=) is left as it is."""
+        attrs = self.shipped(self.record("django.request", status_code=500, http_status=599))
+        assert 599 == attrs["http_status"]
+
+    def test_a_request_without_our_context_is_ignored(self) -> None:
+        """runserver's django.server lines carry a socket as ``request``: no context."""
+        record = logging.makeLogRecord(
+            {"name": "django.server", "msg": "x", "request": object(), "status_code": 200}
+        )
+        assert "http_status" not in self.shipped(record)
+
+    def test_copy_mode_leaves_the_record_alone(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Where filters may return a record (3.12+), http_status goes on the copy."""
+        from logdna_client import _context
+
+        monkeypatch.setattr(_context, "_COPY_RECORD", True)
+        record = self.record("django.request", status_code=403)
+        before = dict(record.__dict__)
+        result = RequestContextFilter().filter(record)
+        assert isinstance(result, logging.LogRecord)
+        assert (403, "r-1") == (result.http_status, result.request_id)  # type: ignore[attr-defined]
+        assert before == record.__dict__
 
 
 def test_core_does_not_import_django() -> None:

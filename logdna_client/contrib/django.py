@@ -3,8 +3,9 @@
 Settings::
 
     MIDDLEWARE = [
+        # ... SessionMiddleware, AuthenticationMiddleware (before it, for user_id)
         "logdna_client.contrib.django.LogDNARequestContextMiddleware",
-        # ... the rest; put it first so it covers the others too
+        # ... the rest
     ]
 
     LOGGING = {
@@ -27,8 +28,11 @@ Settings::
 The middleware binds ``request_id`` (from the ``X-Request-ID`` header when it
 is a sane token, else a new one; echoed in the response and set as
 ``request.request_id``), ``http_method``, ``http_path``, and ``user_id`` when
-the user is authenticated; ``http_status`` once the response exists. Optional
-settings: ``LOGDNA_REQUEST_ID_HEADER`` (default ``"X-Request-ID"``),
+the user is authenticated and the app has loaded it (the middleware never loads
+it: that reads the session, and the response would vary by cookie);
+``http_status`` once the response exists, and on the lines Django logs for the
+response it makes of an exception (with this module's ``RequestContextFilter``).
+Optional settings: ``LOGDNA_REQUEST_ID_HEADER`` (default ``"X-Request-ID"``),
 ``LOGDNA_ACCESS_LOG`` (default False: when True, one line per request,
 ``"GET /path 200 (12.3 ms)"``, on the ``django.access`` logger).
 
@@ -37,19 +41,20 @@ Works under WSGI and ASGI (sync and async middleware chains).
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from asgiref.sync import (  # Django >= 4.2 needs it
     iscoroutinefunction,
     markcoroutinefunction,
-    sync_to_async,
 )
+from django.utils.functional import LazyObject, empty  # type: ignore[import-untyped]
 
+from .. import _context
 from .._context import (
-    RequestContextFilter,
     bind_request_context,
     reset_request_context,
     update_request_context,
@@ -71,31 +76,142 @@ def _id_of(user: Any) -> str | None:
         return None
 
 
-def _user_id(request: Any) -> str | None:
-    return _id_of(getattr(request, "user", None))
+def _loaded_user(request: Any) -> Any:
+    """The request's user when something has loaded it already (a view, a decorator,
+    another middleware, ``login()``), else None. Never loads it: the first look at
+    AuthenticationMiddleware's lazy ``request.user`` reads the session, which makes
+    SessionMiddleware add ``Vary: Cookie`` to the response (no shared cache may keep
+    it), and reads the user from the database; under ASGI, in a coroutine, Django
+    refuses that read outright."""
+    user = getattr(request, "user", None)
+    # isinstance() sees the proxy's own type first: it does not load the user.
+    if not isinstance(user, LazyObject):
+        return user  # None, or a user object set by login(), DRF, a custom middleware
+    loaded = user._wrapped  # LazyObject reads _wrapped without loading
+    if loaded is not empty:
+        return loaded
+    # AuthenticationMiddleware's caches, Django 4.2 to 5.x: get_user() (the lazy
+    # object's loader, also called directly by some libraries) and, since 5.0,
+    # ``await request.auser()``, which loads the user without touching the lazy object.
+    for cache in ("_cached_user", "_acached_user"):
+        found = getattr(request, cache, None)
+        if found is not None:
+            return found
+    return None
 
 
-async def _auser_id(request: Any) -> str | None:
-    """``_user_id`` in a coroutine (the ASGI chain). AuthenticationMiddleware's
-    ``request.user`` is lazy, and its first look reads the session and the user from
-    the database, which Django refuses in a coroutine (SynchronousOnlyOperation): an
-    unread one is read through ``request.auser()`` (Django 5.0+), else on Django's
-    thread for sync code, as the view would."""
+def _note_user(context: dict[str, Any], user: Any) -> None:
+    """Add the user the app just loaded to the request's ``context`` (its
+    ``logdna_context``) and, when the code that loaded it runs in that request's
+    context, to the bound one: the lines logged from then on carry ``user_id``."""
     try:
-        from django.utils.functional import (  # type: ignore[import-untyped]  # noqa: PLC0415
-            LazyObject,
-            empty,
-        )
+        user_id = _id_of(user)
+        if user_id is None:
+            return
+        context["user_id"] = user_id
+        # A thread the view handed the request to has no request bound, or another
+        # one: binding there would tag that thread's later lines with this user.
+        if _context.current().get("request_id") == context.get("request_id"):
+            update_request_context(user_id=user_id)
+    except Exception:  # never let our bookkeeping fail the app's user lookup
+        pass
 
+
+def _watch_user(request: Any, context: dict[str, Any]) -> None:
+    """Have ``user_id`` join the context the moment the app loads the user (through
+    ``request.user`` or ``await request.auser()``), without loading it ourselves.
+
+    Django's ``SimpleLazyObject`` keeps its loader in ``_setupfunc`` (4.2 to 5.x), and
+    ``request.auser`` is a plain attribute AuthenticationMiddleware sets (5.0+): each
+    is wrapped so that what it returns is noted, and returned unchanged (errors too).
+    Anything else (a user already loaded, another kind of lazy object) is left alone.
+    """
+    try:
         user = getattr(request, "user", None)
-        if isinstance(user, LazyObject) and user._wrapped is empty:
-            auser = getattr(request, "auser", None)
-            if auser is None:
-                return await sync_to_async(_user_id)(request)
-            user = await auser()
-        return _id_of(user)
-    except Exception:
+        if not isinstance(user, LazyObject) or user._wrapped is not empty:
+            return
+        load = user.__dict__.get("_setupfunc")
+        if callable(load):
+
+            @functools.wraps(load)  # the lazy object's repr still names Django's loader
+            def load_and_note() -> Any:
+                loaded = load()
+                _note_user(context, loaded)
+                return loaded
+
+            user.__dict__["_setupfunc"] = load_and_note
+        auser = getattr(request, "auser", None)
+        if callable(auser):
+
+            async def auser_and_note() -> Any:
+                loaded = await auser()
+                _note_user(context, loaded)
+                return loaded
+
+            request.auser = auser_and_note
+    except Exception:  # the request goes on without user_id on its early lines
+        pass
+
+
+def _django_status(record: logging.LogRecord) -> int | None:
+    """The response status a record of Django's own loggers states about a request
+    this middleware handles, else None.
+
+    ``django.utils.log.log_response`` passes ``extra={"status_code": ..., "request":
+    ...}`` on ``django.request`` and the ``django.security.*`` loggers (an exception's
+    500, 403, 400, a CSRF rejection) while the middleware chain is still running,
+    before the middleware learns the status. Other loggers' ``status_code`` may be any
+    status (an upstream API's): only Django's are read as the response's.
+    """
+    attrs = record.__dict__
+    name = attrs.get("name")  # None on a record built by makeLogRecord({...})
+    if not isinstance(name, str) or (name != "django" and not name.startswith("django.")):
         return None
+    status = attrs.get("status_code")
+    if not isinstance(status, int) or isinstance(status, bool) or not 100 <= status <= 599:
+        return None
+    context = getattr(attrs.get("request"), "logdna_context", None)
+    if not isinstance(context, Mapping):
+        return None
+    bound = _context.current()
+    if bound and bound.get("request_id") != context.get("request_id"):
+        return None  # the record is about another request than the one bound here
+    return int(status)
+
+
+class RequestContextFilter(_context.RequestContextFilter):
+    """``logdna_client.contrib.RequestContextFilter`` for Django: also adds
+    ``http_status`` to the lines Django logs for the response it makes of an exception
+    (its ``status_code``), which are logged before the middleware sees the response.
+
+    As the base filter, it never replaces an attribute the record already has, and on
+    Python 3.12+ hands the handler a copy of the record.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool | logging.LogRecord:  # type: ignore[override]
+        try:
+            status = _django_status(record)
+        except Exception:  # an odd ``request`` in extra= must not fail the log call
+            status = None
+        if status is None:
+            return super().filter(record)
+        had_status = "http_status" in record.__dict__
+        result = super().filter(record)
+        if had_status or result is False:
+            return result
+        # The record's status is the one Django is answering with: it wins over a
+        # context's (a middleware above this one failed after the view's 200).
+        if isinstance(result, logging.LogRecord):
+            result.__dict__["http_status"] = status
+            return result
+        if _context._COPY_RECORD:
+            copy = logging.makeLogRecord(record.__dict__)
+            copy.__dict__["http_status"] = status
+            return copy
+        record.__dict__["http_status"] = status
+        return True
 
 
 def _setting(name: str, default: Any) -> Any:
@@ -174,26 +290,28 @@ class LogDNARequestContextMiddleware:
         if self._async:
             return self.__acall__(request)
         started = time.perf_counter()
-        token = bind_request_context(**self._request_fields(request, _user_id(request)))
+        token = bind_request_context(**self._request_fields(request))
         try:
             response = self.get_response(request)
-            self._finish(request, response, started, _user_id(request))
+            self._finish(request, response, started)
             return response
         finally:
             reset_request_context(token)
 
     async def __acall__(self, request: Any) -> Any:
+        # The same as __call__: the user is only ever read where already loaded, which
+        # is no database call, so a coroutine may do it as well.
         started = time.perf_counter()
-        fields = self._request_fields(request, await _auser_id(request))
-        token = bind_request_context(**fields)
+        token = bind_request_context(**self._request_fields(request))
         try:
             response = await self.get_response(request)
-            self._finish(request, response, started, await _auser_id(request))
+            self._finish(request, response, started)
             return response
         finally:
             reset_request_context(token)
 
-    def _request_fields(self, request: Any, user_id: str | None) -> dict[str, Any]:
+    def _request_fields(self, request: Any) -> dict[str, Any]:
+        user_id = _id_of(_loaded_user(request))
         fields = request_fields(
             request.META.get(self._meta_key), request.method, request.path, user_id
         )
@@ -205,12 +323,16 @@ class LogDNARequestContextMiddleware:
             request.logdna_context = fields
         except Exception:
             pass
+        if user_id is None:
+            _watch_user(request, fields)
         return fields
 
-    def _finish(self, request: Any, response: Any, started: float, user_id: str | None) -> None:
+    def _finish(self, request: Any, response: Any, started: float) -> None:
         try:
             status = int(response.status_code)
-            fields = response_fields(status, user_id)
+            # login() during the view, or a user loaded where its note could not reach
+            # this context (a thread of the view's): read again, still never loaded.
+            fields = response_fields(status, _id_of(_loaded_user(request)))
             update_request_context(**fields)
             context = getattr(request, "logdna_context", None)
             if isinstance(context, dict):
