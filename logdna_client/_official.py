@@ -1,7 +1,8 @@
 """The official ``logdna`` client's form: ``LogDNAHandler(key, options)``.
 
-Code written for ``logdna.LogDNAHandler`` runs with only the import changed.
-Its option names are mapped to ours here; the ones with no counterpart (its
+Code written for ``logdna.LogDNAHandler`` runs with only the import changed,
+and so does its README's dictConfig form (``key=`` and ``options=`` as
+keywords). Its option names are mapped to ours here; the ones with no counterpart (its
 retry count, thread pool size, user agent ...) are accepted and ignored, as
 docs/migration.md lists. Its per-line options, a dict passed as the record's
 only argument (``log.info("text", {"level": "warn", "app": "x", "meta": {...}})``),

@@ -213,3 +213,95 @@ class TestOptionMapping:
         assert [("kept", "staging", {"name": "official.opts", "b": 2, "a": 1})] == [
             (x["line"], x["env"], x["meta"]) for x in lines
         ]
+
+
+# The README's "Usage with fileConfig" section, which shows a dictConfig dict (a Django
+# settings.py); only <True|False> filled in. Its handler class is the name the official
+# package published into the stdlib's module at import; ours publishes nothing there.
+README_DICTCONFIG = """
+import os
+import logging
+from logdna import LogDNAHandler #  required to register `logging.handlers.LogDNAHandler`
+
+LOGGING = {
+    # Other logging settings...
+    'handlers': {
+        'logdna': {
+            'level': logging.DEBUG,
+            'class': 'logging.handlers.LogDNAHandler',
+            'key': os.environ.get('LOGDNA_INGESTION_KEY'),
+            'options': {
+                'app': '<app name>',
+                'env': os.environ.get('ENVIRONMENT'),
+                'index_meta': True,
+            },
+        },
+    },
+    'loggers': {
+        '': {
+            'handlers': ['logdna'],
+            'level': logging.DEBUG
+        },
+    },
+}
+"""
+
+
+class TestDictConfigForm:
+    def test_readme_dictconfig(
+        self, server: DevServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The README's dictConfig dict, with the class path docs/migration.md gives,
+        configures and delivers with its options applied."""
+        code = (
+            README_DICTCONFIG.replace("from logdna import LogDNAHandler", "")
+            .replace("'logging.handlers.LogDNAHandler'", "'logdna_client.LogDNAHandler'")
+            .replace("<app name>", "shop")
+        )
+        # ("Other logging settings...": the version dictConfig needs.)
+        code += "\nimport logging.config\nlogging.config.dictConfig({**LOGGING, 'version': 1})\n"
+        code += "logging.getLogger('shop').info('from dictConfig', extra={'order': 42})\n"
+        monkeypatch.setenv("ENVIRONMENT", "staging")
+        _run(code, server, tmp_path)
+        assert server.wait_for_lines(1, TIMEOUT)
+        line = server.lines[0]
+        assert ("from dictConfig", "shop", "staging") == (line["line"], line["app"], line["env"])
+        assert {"name": "shop", "order": 42} == line["meta"]  # index_meta: an object
+
+    def test_keywords_are_the_positional_pair(self) -> None:
+        """key= and options= as keywords (as dictConfig passes them) build the handler
+        the positional pair builds, translated alike."""
+        options = {"url": URL, "app": "shop", "flush_limit": 100_000, "verbose": True}
+        by_position = LogDNAHandler("k", options)
+        by_keyword = LogDNAHandler(key="k", options=options)  # type: ignore[call-arg]
+        by_position.close()
+        by_keyword.close()
+        assert by_position.client.config == by_keyword.client.config
+        assert 100_000 == by_keyword.client.config.max_batch_bytes
+        assert 0 == by_keyword.level  # the official form: every level
+
+    def test_options_keyword_alone(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """options= without key=: the key comes from LOGDNA_INGESTION_KEY, as the
+        positional form with None for the key takes it."""
+        monkeypatch.setenv("LOGDNA_INGESTION_KEY", "env-key")
+        handler = LogDNAHandler(options={"url": URL, "flush_limit": 100_000})  # type: ignore[call-arg]
+        handler.close()
+        config = handler.client.config
+        assert config.secret is not None and "env-key" == config.secret.reveal()
+        assert 100_000 == config.max_batch_bytes
+
+    @pytest.mark.parametrize("options", ["app=shop", ["app"], 3])
+    def test_options_keyword_not_a_mapping(self, options: object) -> None:
+        """options= holding anything but a dict is refused, as the positional one is."""
+        with pytest.raises(ConfigurationError, match="options: expected a dict"):
+            LogDNAHandler(key="k", options=options)  # type: ignore[call-arg]
+
+    def test_options_given_twice(self) -> None:
+        """The options by position and as options= is refused."""
+        with pytest.raises(ConfigurationError, match="options: given twice"):
+            LogDNAHandler("k", {"url": URL}, options={"url": URL})  # type: ignore[call-arg]
+
+    def test_key_given_twice(self) -> None:
+        """The key by position and as key= beside options= is refused."""
+        with pytest.raises(ConfigurationError, match="key: given twice"):
+            LogDNAHandler("k", key="other", options={"url": URL})  # type: ignore[call-arg]
