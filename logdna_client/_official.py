@@ -4,9 +4,12 @@ Code written for ``logdna.LogDNAHandler`` runs with only the import changed,
 and so does its README's dictConfig form (``key=`` and ``options=`` as
 keywords). Its option names are mapped to ours here; the ones with no counterpart (its
 retry count, thread pool size, user agent ...) are accepted and ignored, as
-docs/migration.md lists. Its per-line options, a dict passed as the record's
-only argument (``log.info("text", {"level": "warn", "app": "x", "meta": {...}})``),
-ship as that line's level, app, env, timestamp and meta.
+docs/migration.md lists.
+
+Its per-line options, a dict passed as the record's only argument
+(``log.info("text", {"level": "warn", "app": "x", "meta": {...}})``), ship as
+that line's level, app, env, timestamp and meta; the message is formatted
+with the dict, as the official handler formatted it (see ``line_options``).
 
 Only handlers built in this form pay for any of this: ``install`` puts a
 ``handle`` on the handler instance that looks for such a dict first.
@@ -21,12 +24,14 @@ from typing import TYPE_CHECKING, Any
 from ._context import current as request_context
 from ._context import with_context
 from ._errors import ConfigurationError
+from ._event import level_name, timestamp_of
+from ._line import safe_str
 from ._options import check_option_names
 
 if TYPE_CHECKING:
     from ._handler import LogDNAHandler
 
-__all__ = ["IGNORED", "RENAMED", "install", "translate"]
+__all__ = ["IGNORED", "RENAMED", "install", "line_options", "translate"]
 
 #: The official name -> ours, where they differ.
 RENAMED: Mapping[str, str] = {
@@ -52,9 +57,6 @@ IGNORED: frozenset[str] = frozenset(
     }
 )
 
-# Per-line options the official handler reads from a dict logged as the only argument.
-_LINE_OPTIONS = frozenset({"app", "env", "hostname", "level", "timestamp", "meta"})
-
 
 def translate(key: object, options: Mapping[str, Any] | None) -> dict[str, Any]:
     """Our keyword options for the official ``(key, options)`` pair."""
@@ -78,14 +80,57 @@ def translate(key: object, options: Mapping[str, Any] | None) -> dict[str, Any]:
     return out
 
 
+def _is_number(value: object) -> bool:
+    """An int or a finite float (NaN and infinities are left for Config to refuse)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return isinstance(value, int) or value - value == 0
+
+
+def line_options(args: object) -> dict[str, Any] | None:
+    """The per-line options a record's ``args`` carry that apply to its line, or None.
+
+    Only a dict logged as the only %-argument carries them (logging makes it the
+    record's ``args``). The official handler applied its ``app``, ``env``,
+    ``hostname``, ``level`` and ``timestamp`` keys to the line (logdna 1.18.12,
+    ``LogDNAHandler.emit``); here each applies only with a value a line can carry:
+    ``level`` a name or a number, ``app`` and ``env`` non-empty text, ``timestamp``
+    a number (epoch seconds or milliseconds), and ``meta``, a non-empty dict, the
+    line's own meta (the official handler's README said so; its code shipped the
+    whole dict under ``meta.args``). ``hostname`` never applies: the ingest API
+    takes one per request, not per line. A dict none of them applies to is an
+    ordinary %-argument.
+    """
+    if not isinstance(args, Mapping) or not args:
+        return None
+    opts: dict[str, Any] = {}
+    level = args.get("level")
+    named = isinstance(level, str) and level != ""
+    if named or (isinstance(level, int) and not isinstance(level, bool)):  # (or a number)
+        opts["level"] = level
+    for name in ("app", "env"):
+        value = args.get(name)
+        if isinstance(value, str) and value:
+            opts[name] = value
+    stamp = args.get("timestamp")
+    if _is_number(stamp):
+        opts["timestamp"] = stamp
+    meta = args.get("meta")
+    if isinstance(meta, Mapping) and meta:
+        opts["meta"] = meta
+    return opts or None
+
+
 def install(handler: LogDNAHandler) -> None:
     """Make ``handler`` honour the official per-line options dict."""
     handle = handler.handle  # the class's (the C one where built), bound
 
     def handle_official(record: logging.LogRecord) -> Any:
         args = record.args
-        if isinstance(args, Mapping) and args and not _LINE_OPTIONS.isdisjoint(args):
-            return _ship_with_options(handler, record, args)
+        if type(args) is not tuple:  # (the usual record: no per-line options)
+            opts = line_options(args)
+            if opts is not None:
+                return _ship_with_options(handler, record, opts)
         return handle(record)
 
     # An instance attribute wins over the class's handle (a non-data descriptor,
@@ -96,37 +141,51 @@ def install(handler: LogDNAHandler) -> None:
 def _ship_with_options(
     handler: LogDNAHandler, record: logging.LogRecord, opts: Mapping[str, Any]
 ) -> bool:
-    from ._handler import _unformattable, record_meta  # noqa: PLC0415 - a circle
+    from ._handler import _millis, _unformattable, record_meta  # noqa: PLC0415 - a circle
 
     try:
         if not handler.filter(record):
             return False
-        # The dict is options, not %-arguments: format the message without it, on a
-        # copy (other handlers get the record as it was).
-        copy = logging.makeLogRecord(record.__dict__)
-        copy.args = None
+        source = record
         try:
-            text = handler.format(copy)
+            # The dict is the %-argument too, as the official handler formatted it:
+            # "user %(user)s set %(level)s" and "config %s" show it. (Tried here: the
+            # default formatter turns a failure into its marker text.)
+            record.getMessage()
+        except Exception:
+            # A message with no place for a mapping ("%d", "100% done"; the official
+            # handler raised into the logging call there): the dict was options alone.
+            source = logging.makeLogRecord(record.__dict__)  # (others get the record)
+            source.args = None
+        text: object
+        try:
+            text = handler.format(source)
         except Exception as exc:  # a line still ships, as from the handler's own path
-            text = _unformattable(copy, exc)
+            text = _unformattable(source, exc)
         # The record's meta as any line of the handler's has it, then the line's own.
-        meta = record_meta(copy.__dict__, handler._record_attrs) or {}
-        extra_meta = opts.get("meta")
-        if isinstance(extra_meta, Mapping):
-            meta = {**meta, **extra_meta}
+        meta = record_meta(record.__dict__, handler._record_attrs) or {}
+        if "meta" in opts:
+            meta = {**meta, **opts["meta"]}
         context = request_context()
         if context:
             meta = with_context(meta, context)
         level = opts.get("level")
-        app, env, stamp = opts.get("app"), opts.get("env"), opts.get("timestamp")
-        handler.client.log(
-            text,
-            level=level if level is not None else record.levelname,
-            app=app if isinstance(app, str) else None,
-            env=env if isinstance(env, str) else None,
-            meta=meta or None,
-            timestamp=stamp if isinstance(stamp, int | float) else record.created,
+        if level is None:
+            level = record.levelname
+        stamp = timestamp_of(opts["timestamp"]) if "timestamp" in opts else None
+        # Not Client.log: it filters on the level it is given. The record passed the
+        # handler's level already; the per-line level is only the text the line shows
+        # ("debug" on an ERROR record ships, as the official handler shipped it).
+        data = handler._builder.encode(
+            text if isinstance(text, str) else safe_str(text),
+            level_name(level),
+            stamp if stamp is not None else _millis(record.created),
+            meta or None,
+            opts.get("app"),
+            opts.get("env"),
         )
+        if data is not None:
+            handler.client.put(data)
     except Exception:
         handler._failed(record)  # counted as error, then logging's say
     return True
