@@ -154,7 +154,7 @@ class LogDNAHandler(logging.Handler):
         if isinstance(options, Mapping):  # (a url= in it, hidden as in kwargs)
             options = hide_key(dict(options))
         if official:
-            taken = _official.translate(key, options)
+            taken = _official.translate(key, options, keywords=kwargs.keys())
             kwargs = cast(ClientOptions, hide_key({**taken, **kwargs}))
         level = level_beside_client(client, kwargs)
         self._owns_client = client is None

@@ -2,9 +2,11 @@
 
 Code written for ``logdna.LogDNAHandler`` runs with only the import changed,
 and so does its README's dictConfig form (``key=`` and ``options=`` as
-keywords). Its option names are mapped to ours here; the ones with no counterpart (its
-retry count, thread pool size, user agent ...) are accepted and ignored, as
-docs/migration.md lists.
+keywords). Its option names are mapped to ours here; the ones with no
+counterpart (its retry count, thread pool size, user agent ...) are accepted
+and ignored, as docs/migration.md lists. Values it took that ours refuses
+(its README gives ``request_timeout`` in milliseconds, its code read seconds)
+are taken the closest sane way, with one warning each.
 
 Its per-line options, a dict passed as the record's only argument
 (``log.info("text", {"level": "warn", "app": "x", "meta": {...}})``), ship as
@@ -18,15 +20,18 @@ Only handlers built in this form pay for any of this: ``install`` puts a
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING, Any
 
+from ._config import _MAX_BATCH_CAP
 from ._context import current as request_context
 from ._context import with_context
 from ._errors import ConfigurationError
 from ._event import level_name, timestamp_of
 from ._line import safe_str
 from ._options import check_option_names
+from ._report import logger
+from ._values import bad, to_size
 
 if TYPE_CHECKING:
     from ._handler import LogDNAHandler
@@ -57,9 +62,26 @@ IGNORED: frozenset[str] = frozenset(
     }
 )
 
+# What Config takes for the official options whose values can fall outside it (the
+# bounds _config.py checks; tests/test_official_values.py holds the two together).
+_SECONDS: Mapping[str, tuple[float, float]] = {
+    "request_timeout": (0.1, 600.0),
+    "flush_interval": (0.01, 3600.0),
+}
+_BYTES: Mapping[str, tuple[int, int]] = {
+    "flush_limit": (1024, _MAX_BATCH_CAP),
+    "buf_retention_limit": (64 * 1024, 1 << 40),
+}
 
-def translate(key: object, options: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Our keyword options for the official ``(key, options)`` pair."""
+
+def translate(
+    key: object, options: Mapping[str, Any] | None, keywords: Collection[str] = ()
+) -> dict[str, Any]:
+    """Our keyword options for the official ``(key, options)`` pair.
+
+    ``keywords``: the options also given as keywords of ours, which win: their
+    official spelling in ``options`` is neither taken nor warned about.
+    """
     if options is not None and not isinstance(options, Mapping):
         raise ConfigurationError(
             f"options: expected a dict of the official client's options, got "
@@ -76,8 +98,68 @@ def translate(key: object, options: Mapping[str, Any] | None) -> dict[str, Any]:
         check_option_names([name], extra=RENAMED.keys() | IGNORED)
         if ours == "key" and key is not None:
             raise ConfigurationError("key: given twice (as the first argument and in options)")
-        out[ours] = value
+        if ours not in keywords:
+            out[ours] = _taken(name, value)
     return out
+
+
+def _taken(name: str, value: Any) -> Any:
+    """The value Config gets for the official option ``name`` given as ``value``.
+
+    A number the official client took and ours refuses is brought into range,
+    with a warning naming the option and what is used; anything else goes on
+    as it is (Config then refuses it under the same name), except that a byte
+    count is checked here, so that its error names the official option.
+    """
+    if name == "request_timeout":
+        return _request_timeout(value)
+    if name == "flush_interval" and _is_number(value):
+        low, high = _SECONDS[name]
+        used = min(max(value, low), high)
+        if used != value:
+            _warn(name, value, f"{used:g} seconds", "the nearest interval taken here")
+        return used
+    if name in _BYTES:
+        low, high = _BYTES[name]
+        if not _is_number(value):  # text, None, a list: the official client took none
+            return to_size(name, value, minimum=low, maximum=high)
+        used = min(max(int(value), low), high)
+        if used != value:
+            ours = RENAMED[name]
+            _warn(name, value, f"{used} bytes", f"the nearest {ours} taken here")
+        return used
+    return value
+
+
+def _request_timeout(value: Any) -> Any:
+    """request_timeout: seconds in the official code, milliseconds in its README
+    ("Default: 30000"); a ``(connect, read)`` pair, as requests takes, in both."""
+    said = value
+    how: list[str] = []
+    if isinstance(value, tuple | list) and len(value) == 2:
+        numbers = [part for part in value if _is_number(part)]  # (None: no limit there)
+        if numbers and all(part is None or _is_number(part) for part in value):
+            value = max(numbers)
+            how.append("the larger of its (connect, read) pair")
+    if not _is_number(value):
+        return value  # Config refuses it, as request_timeout
+    low, high = _SECONDS["request_timeout"]
+    if value > high:
+        if value > high * 1000:
+            raise bad(
+                "request_timeout",
+                said,
+                f"seconds up to {high:g}, or milliseconds up to {high * 1000:g} as the "
+                f"official client's README gives them",
+            )
+        value /= 1000
+        how.append("read as milliseconds, the unit of the official client's README")
+    if 0 < value < low:
+        value = low
+        how.append("the shortest timeout taken here")
+    if how:
+        _warn("request_timeout", said, f"{value:g} seconds", ", ".join(how))
+    return value
 
 
 def _is_number(value: object) -> bool:
@@ -85,6 +167,15 @@ def _is_number(value: object) -> bool:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return False
     return isinstance(value, int) or value - value == 0
+
+
+def _warn(name: str, given: object, used: str, why: str) -> None:
+    # Once, at construction: the handler is not attached yet, so this never ships
+    # through it; the application sees it where it shows the library's logger.
+    logger.warning(
+        "logdna_client: the official option %s=%r is not taken as it is here: %s used (%s)",
+        name, given, used, why,
+    )  # fmt: skip
 
 
 def line_options(args: object) -> dict[str, Any] | None:
