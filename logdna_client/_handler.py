@@ -36,6 +36,7 @@ from ._client import Client
 from ._config import level_beside_client
 from ._context import current as request_context
 from ._context import with_context
+from ._errors import ConfigurationError
 from ._event import (
     LEVEL_KEY,
     TIME_KEY,
@@ -110,8 +111,9 @@ class LogDNAHandler(logging.Handler):
     ``hostname``, ``tags``, ``record_meta``, ...; all accept strings, for
     dictConfig), or a ``client=`` to share one pipeline between several
     handlers/processors. The official ``logdna`` client's form,
-    ``LogDNAHandler(key, options)`` with its option names, works too (see
-    docs/migration.md).
+    ``LogDNAHandler(key, options)`` with its option names, works too, also
+    with both as keywords (``key=``, ``options=``), as its README's dictConfig
+    example passes them (see docs/migration.md).
 
     The shipped line is the formatted message (the handler's formatter when
     one is set, else ``record.getMessage()`` plus any exception and stack
@@ -131,14 +133,29 @@ class LogDNAHandler(logging.Handler):
     ) -> None:
         # First: no frame of ours holds the key's text, given either way.
         kwargs = cast(ClientOptions, hide_key(dict(kwargs)))
+        given = cast(dict[str, Any], kwargs)
+        official = "options" in given
+        if official:
+            # The official README's dictConfig form passes both as keywords
+            # ({"key": ..., "options": {...}}): the same pair as given by position.
+            if options is not None:
+                raise ConfigurationError(
+                    "options: given twice (as the second argument and as options=)", "options"
+                )
+            options = given.pop("options")
+            if "key" in given:
+                if key is not None:
+                    raise ConfigurationError("key: given twice (as the first argument and as key=)")
+                key = given.pop("key")
         if key is not None and not isinstance(key, Secret):
             key = cast(str, Secret(key))
         # The official client's form, LogDNAHandler(key, {...}): see _official.py.
-        official = key is not None or options is not None
+        official = official or key is not None or options is not None
         if isinstance(options, Mapping):  # (a url= in it, hidden as in kwargs)
             options = hide_key(dict(options))
         if official:
-            kwargs = cast(ClientOptions, hide_key({**_official.translate(key, options), **kwargs}))
+            taken = _official.translate(key, options, keywords=kwargs.keys())
+            kwargs = cast(ClientOptions, hide_key({**taken, **kwargs}))
         level = level_beside_client(client, kwargs)
         self._owns_client = client is None
         client = client if client is not None else Client(**kwargs)
