@@ -170,9 +170,12 @@ class TestExitReportCounts:
             REPORT_COUNTS, ending, 1, "counts", {}, spool_dir=str(tmp_path), shutdown_timeout="1"
         )
         before, said, after = json.loads(counts)
-        found = [re.search(r"(\d+) lines were not delivered", message) for message in said]
+        # Said by the exit (the sender still busy on the slow disk), or by the sender
+        # itself when it finished first (on a loaded machine it may): one report either way.
+        loss = r"(\d+) lines (?:were not delivered|could not be delivered before the shutdown)"
+        found = [re.search(loss, message) for message in said]
         counted = [int(match.group(1)) for match in found if match is not None]
-        assert 1 == len(counted), said  # the slow disk keeps the sender busy past the deadline
+        assert 1 == len(counted), said
         assert HELD_LINES - after <= counted[0] <= HELD_LINES - before, said
 
 
