@@ -4,7 +4,8 @@
     LOGDNA_URL=http://127.0.0.1:7080/logs/ingest python examples/django_app/run.py
 
 Every line logged during a request carries request_id, http_method and
-http_path in its meta (and user_id for an authenticated user).
+http_path in its meta (and user_id for an authenticated user, once the
+view has used request.user: the middleware never loads it itself).
 """
 
 import os

@@ -12,7 +12,7 @@ DATABASES: dict[str, dict[str, str]] = {}
 
 MIDDLEWARE = [
     # Put it after AuthenticationMiddleware when you use django.contrib.auth,
-    # so that lines carry user_id.
+    # so that lines carry user_id (from when the view first uses request.user).
     "logdna_client.contrib.django.LogDNARequestContextMiddleware",
 ]
 LOGDNA_ACCESS_LOG = True  # one "GET /path 200 (1.2 ms)" line per request
