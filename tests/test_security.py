@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import base64
 import collections
 import dataclasses
 import enum
@@ -32,8 +33,10 @@ from logdna_client._devserver import DevServer
 from logdna_client._redact import MARKER, PRESET_PATTERNS, Redactor
 from logdna_client._secret import Secret
 from logdna_client._transport import HTTPTransport
+from tests._otlp_server import Server, running
 from tests.helpers import make_cert as _make_cert
 from tests.helpers import make_logger
+from tests.test_otlp_environment import _OTEL as OTEL_VARIABLES
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 KEY = "kq7Z-ingest-Key-4f9c2e81b7d3a6"
@@ -1081,3 +1084,88 @@ class TestNoTraceOfTheKey:
         outputs.append(store.read_bytes())
         assert b"cli send line" in outputs[-1] and b"from a child" in outputs[-1]
         return outputs
+
+
+# -- protocol="otlp": what of an OTel header is scrubbed
+
+OTEL_TOKEN = "otel-vendor-token-9876543210fedcba"
+
+
+@pytest.fixture
+def otlp_server() -> Iterator[Server]:
+    with running() as server:
+        yield server
+
+
+@pytest.fixture
+def otlp_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """No OTel exporter or LOGDNA_ variable set but those a test sets."""
+    for name in OTEL_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def otlp_client(url: str | None, **options: Any) -> Client:
+    """An OTLP client to ``url`` (None: the OTel endpoint variables' URL)."""
+    defaults: dict[str, Any] = {
+        "protocol": "otlp", "url": url, "kubernetes": False, "handle_signals": False,
+        "flush_interval": 0.05, "retry_max_backoff": 0.2,
+    }  # fmt: skip
+    defaults.update(options)
+    return Client(**defaults)
+
+
+class TestOTLPHeaderEchoes:
+    USER, PASSWORD = "svc-logs-writer", "p4ssw0rd-of-the-collector"
+    BASIC = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+
+    @pytest.mark.parametrize(
+        ("header", "echo"),
+        [
+            (f"Authorization=Bearer%20{OTEL_TOKEN}", OTEL_TOKEN),
+            (f"Authorization=ApiKey%20{OTEL_TOKEN}", OTEL_TOKEN),
+            (f"Authorization=Basic%20{BASIC}", f"{USER}:{PASSWORD}"),
+            (f"Authorization=Basic%20{BASIC}", PASSWORD),
+            (f"Authorization=Basic%20{BASIC}", USER),
+        ],
+    )
+    def test_the_credential_after_the_scheme_is_scrubbed(
+        self,
+        otlp_server: Server,
+        otlp_env: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture,
+        header: str,
+        echo: str,
+    ) -> None:
+        """A receiver that echoes an OTel header's credential without its scheme (the
+        token of "Bearer <token>", a Basic header's user:password, password or user)
+        does not put it in the library's reports. Before: only the whole header value
+        was scrubbed, and "token <token> is expired" was logged as it came."""
+        otlp_env.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", otlp_server.base)
+        otlp_env.setenv("OTEL_EXPORTER_OTLP_HEADERS", header)
+        echoed = f'{{"code":16,"message":"token {echo} is expired"}}'
+        otlp_server.answer_next(500, body=echoed.encode())
+        with caplog.at_level(logging.WARNING, logger="logdna_client"):
+            client = otlp_client(None)
+            client.log("hello")
+            assert client.flush(timeout=30)
+            client.close()
+        assert "token *** is expired" in caplog.text
+        assert echo not in caplog.text
+
+    def test_short_parts_are_no_credential(
+        self, otlp_server: Server, otlp_env: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """Parts under 8 characters (a user "bob") are left as they are: as "***" in
+        every report they would garble it. The password from 8 is scrubbed."""
+        basic = base64.b64encode(f"bob:{self.PASSWORD}".encode()).decode()
+        otlp_env.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", otlp_server.base)
+        otlp_env.setenv("OTEL_EXPORTER_OTLP_HEADERS", f"Authorization=Basic%20{basic}")
+        echoed = f'{{"message":"user bob, password {self.PASSWORD}"}}'
+        otlp_server.answer_next(500, body=echoed.encode())
+        with caplog.at_level(logging.WARNING, logger="logdna_client"):
+            client = otlp_client(None)
+            client.log("hello")
+            assert client.flush(timeout=30)
+            client.close()
+        assert "user bob, password ***" in caplog.text
