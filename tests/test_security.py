@@ -1086,9 +1086,10 @@ class TestNoTraceOfTheKey:
         return outputs
 
 
-# -- protocol="otlp": what of an OTel header is scrubbed
+# -- protocol="otlp": where LOGDNA_INGESTION_KEY goes, what of an OTel header is scrubbed
 
 OTEL_TOKEN = "otel-vendor-token-9876543210fedcba"
+COLLECTOR = "http://otel-collector.observability.svc:4318/v1/logs"  # docs/scaling.md, section 2
 
 
 @pytest.fixture
@@ -1169,3 +1170,116 @@ class TestOTLPHeaderEchoes:
             assert client.flush(timeout=30)
             client.close()
         assert "user bob, password ***" in caplog.text
+
+
+class TestOTLPAmbientKey:
+    @pytest.mark.parametrize(
+        "header",
+        [
+            f"api-key={OTEL_TOKEN}",  # New Relic
+            f"x-honeycomb-team={OTEL_TOKEN}",  # Honeycomb
+            f"dd-api-key={OTEL_TOKEN}",  # Datadog
+            f"Authorization=Bearer%20{OTEL_TOKEN}",
+            "x-tenant=t1",  # no credential at all: the endpoint is not Mezmo's either
+        ],
+    )
+    def test_not_beside_otel_headers(
+        self, otlp_server: Server, otlp_env: pytest.MonkeyPatch, header: str
+    ) -> None:
+        """LOGDNA_INGESTION_KEY (set pod-wide) is not sent to the endpoint the OTel
+        variables name with headers of its own, whatever their names. Before: beside
+        any header not named Authorization or apikey, the Mezmo key went to the other
+        vendor too."""
+        otlp_env.setenv("LOGDNA_INGESTION_KEY", KEY)
+        otlp_env.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", otlp_server.base)
+        otlp_env.setenv("OTEL_EXPORTER_OTLP_HEADERS", header)
+        client = otlp_client(None, retry_max_backoff=60)
+        client.log("hello")
+        assert otlp_server.wait_for_requests(1)
+        client.close(timeout=0.5)
+        assert None is client.config.secret
+        sent = {name.lower(): value for name, value in otlp_server.requests[0].headers.items()}
+        assert "apikey" not in sent
+        assert KEY not in str(sent)
+        name, _, _ = header.partition("=")
+        assert name.lower() in sent
+
+    def test_not_to_a_collector(self, otlp_server: Server, otlp_env: pytest.MonkeyPatch) -> None:
+        """docs/scaling.md's Collector example, in a pod with LOGDNA_INGESTION_KEY: it
+        builds (plain http needs no allow_insecure: nothing secret travels), and no
+        credential goes to the Collector, with allow_insecure=True neither. Before: a
+        ConfigurationError, and with allow_insecure=True the key went in clear text."""
+        otlp_env.setenv("LOGDNA_INGESTION_KEY", KEY)
+        assert None is Config(protocol="otlp", url=COLLECTOR, handle_signals=False).secret
+        client = otlp_client(otlp_server.url, allow_insecure=True, retry_max_backoff=60)
+        client.log("hello")
+        assert otlp_server.wait_for_requests(1)
+        client.close(timeout=0.5)
+        assert [] == otlp_server.requests[0].credentials
+
+    @pytest.mark.parametrize(
+        "url",
+        [
+            "https://logs.mezmo.com/otel/v1/logs",
+            "https://pipeline.mezmo.com/v1/route-id",
+            "https://LOGS.LogDNA.com./otel/v1/logs",
+        ],
+    )
+    def test_to_mezmo(self, otlp_env: pytest.MonkeyPatch, url: str) -> None:
+        """To Mezmo's own endpoints (url= or LOGDNA_URL), the key from the environment
+        is sent, as before."""
+        otlp_env.setenv("LOGDNA_INGESTION_KEY", KEY)
+        config = Config(protocol="otlp", url=url, handle_signals=False)
+        assert config.secret is not None and KEY == config.secret.reveal()
+        otlp_env.setenv("LOGDNA_URL", url)
+        config = Config(protocol="otlp", handle_signals=False)
+        assert config.secret is not None and KEY == config.secret.reveal()
+
+    @pytest.mark.parametrize(
+        "url",
+        [
+            "https://logs.mezmo.com.attacker.example/v1/logs",
+            "https://notmezmo.com/v1/logs",
+            "https://otlp.nr-data.net/v1/logs",
+            "http://127.0.0.1:4318/v1/logs",
+        ],
+    )
+    def test_not_to_any_other_host(self, otlp_env: pytest.MonkeyPatch, url: str) -> None:
+        """Any other host (a look-alike, another vendor, a local Collector) gets no key
+        from the environment."""
+        otlp_env.setenv("LOGDNA_INGESTION_KEY", KEY)
+        assert None is Config(protocol="otlp", url=url, handle_signals=False).secret
+
+    def test_not_beside_otel_headers_to_mezmo_either(self, otlp_env: pytest.MonkeyPatch) -> None:
+        """The OTel variables naming Mezmo's endpoint with headers: those are the
+        request's, the ambient key is not added to them."""
+        otlp_env.setenv("LOGDNA_INGESTION_KEY", KEY)
+        otlp_env.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "https://logs.mezmo.com/otel")
+        otlp_env.setenv("OTEL_EXPORTER_OTLP_HEADERS", "x-tenant=t1")
+        assert None is Config(protocol="otlp", handle_signals=False).secret
+
+    def test_a_key_given_goes_as_before(self, otlp_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+        """key= and key_file= are sent wherever the URL points (as before), and still
+        need allow_insecure for plain http to a host that is not loopback."""
+        key_file = tmp_path / "key"
+        key_file.write_text(KEY)
+        for given in ({"key": KEY}, {"key_file": str(key_file)}):
+            config = Config(protocol="otlp", url=COLLECTOR, allow_insecure=True,
+                            handle_signals=False, **given)  # fmt: skip
+            assert config.secret is not None and KEY == config.secret.reveal()
+            with pytest.raises(ConfigurationError, match="ingestion key"):
+                Config(protocol="otlp", url=COLLECTOR, handle_signals=False, **given)
+
+    def test_replace_to_another_url_reads_the_rule_again(
+        self, otlp_env: pytest.MonkeyPatch
+    ) -> None:
+        """Config.replace(url=...) from Mezmo's endpoint to a Collector leaves the
+        ambient key behind (it was not given); back to Mezmo's it is read again.
+        Before: the copy was given the key, and sent it to the Collector."""
+        otlp_env.setenv("LOGDNA_INGESTION_KEY", KEY)
+        config = Config(protocol="otlp", url="https://logs.mezmo.com/otel/v1/logs",
+                        handle_signals=False)  # fmt: skip
+        moved = config.replace(url="http://127.0.0.1:4318/v1/logs")
+        assert None is moved.secret
+        back = moved.replace(url="https://logs.mezmo.com/otel/v1/logs")
+        assert back.secret is not None and KEY == back.secret.reveal()
