@@ -367,6 +367,9 @@ class Config:
         # Blank is not given, as for url: a line has a hostname, LOGDNA_HOSTNAME's first.
         hostname = optional_name("hostname", self.hostname)
         hostname = hostname or optional_name("hostname", env(ENV_VARS["hostname"]))
+        # Known here, not guessed later from the name: a hostname= that happens to be
+        # the detected one is still given (it wins over OTel's host.name).
+        set_(self, "_hostname_given", hostname is not None)
         set_(self, "hostname", hostname or detected_hostname())
         set_(self, "ip", optional_name("ip", self.ip))
         set_(self, "mac", optional_name("mac", self.mac))
@@ -548,6 +551,12 @@ class Config:
         return cast("tuple[tuple[str, Secret], ...]", self.__dict__.get("_otlp_headers", ()))
 
     @property
+    def hostname_given(self) -> bool:
+        """Whether ``hostname`` came from hostname= or LOGDNA_HOSTNAME (not blank), not
+        from the machine: a detected one gives way to OTel's ``host.name``."""
+        return cast("bool", self.__dict__.get("_hostname_given", True))
+
+    @property
     def secret(self) -> Secret | None:
         """The key, typed."""
         return cast("Secret | None", self.key)
@@ -558,7 +567,7 @@ class Config:
         URL and was not given (the URL, the timeout, compression and CA the OTel variables
         give for their endpoint, and a key from LOGDNA_INGESTION_KEY): computed again, for
         the URL and protocol of the copy. With ``url`` changed, what the OTel variables
-        gave is not kept."""
+        gave is not kept. A detected hostname is detected again, not made a given one."""
         changes = hide_key(changes)  # first: as in any frame that receives options
         from ._options import check_option_names  # noqa: PLC0415 - _options imports this module
 
@@ -566,6 +575,8 @@ class Config:
         current = {f.name: getattr(self, f.name) for f in fields(self)}
         unset: frozenset[str] = self.__dict__.get("_unset", frozenset())
         again = {*self.__dict__.get("_from_otel", ()), *(unset & _BY_URL)}
+        if not self.hostname_given:  # detected (or given blank): detected again, not given
+            again.add("hostname")
         if "url" in changes:
             again.discard("url")
         # (The OTel headers, and whether an ambient key goes, come again with the URL.)

@@ -33,7 +33,6 @@ import orjson
 from typing_extensions import Required, TypedDict, Unpack
 
 from ._buffer import SEPARATOR
-from ._config import ENV_VARS, detected_hostname
 from ._event import unnamed_level_number
 from ._kubernetes import parse_resource_attributes
 from ._limits import LINE_BYTES, Cuts, count_excerpt, enforce_line
@@ -353,12 +352,6 @@ class OTLPEncoder:
         env_vars = os.environ if environ is None else environ
         if "otel" not in host:
             host["otel"] = otel_resource(env_vars)
-        if "hostname_given" not in host:
-            # Config fills in the detected hostname when neither hostname= nor
-            # LOGDNA_HOSTNAME names one (a hostname= equal to it reads as detected).
-            host["hostname_given"] = (
-                bool(env_vars.get(ENV_VARS["hostname"])) or host["hostname"] != detected_hostname()
-            )
         # Kept as given, but copied: a caller's list or dict changed later changes nothing.
         self._host: Host = {
             **host,

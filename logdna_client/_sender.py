@@ -203,6 +203,7 @@ class Sender:
             encoder = OTLPEncoder(
                 app=config.app, env=config.env, hostname=config.hostname, ip=config.ip,
                 mac=config.mac, tags=config.tags, extra=attributes_for(config.kubernetes),
+                hostname_given=config.hostname_given,
             )  # fmt: skip
             encoder.threshold = self._cut_threshold
             encoder.inspect_all = self._inspect_all

@@ -1,9 +1,11 @@
-"""Review of protocol="otlp": a hook's list or object as a line's app or env, and a line
-that cannot be converted."""
+"""Review of protocol="otlp": a hook's list or object as a line's app or env, a line that
+cannot be converted, and which hostname is ``host.name``. (Where LOGDNA_INGESTION_KEY goes
+and what of an OTel header is scrubbed: tests/test_security.py.)"""
 
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,7 @@ import pytest
 
 from logdna_client import Client
 from logdna_client._buffer import SEPARATOR
+from logdna_client._config import Config
 from logdna_client._otlp import OTLPEncoder
 from tests._otlp_server import Server, running
 from tests.test_otlp_environment import _OTEL
@@ -165,3 +168,48 @@ class TestOneBadValueSpoilsNoBatch:
             again.flush(timeout=30)
             again.close()
             assert expected == app_lines(otlp)
+
+
+class TestHostName:
+    @pytest.mark.parametrize(
+        ("variables", "options", "expected"),
+        [
+            ({}, {"hostname": socket.gethostname()}, socket.gethostname()),
+            ({}, {"hostname": "web-1"}, "web-1"),
+            ({"LOGDNA_HOSTNAME": socket.gethostname()}, {}, socket.gethostname()),
+            ({"LOGDNA_HOSTNAME": "  "}, {}, "node-a"),
+            ({}, {"hostname": " "}, "node-a"),
+            ({}, {}, "node-a"),
+        ],
+    )
+    def test_a_hostname_given_is_host_name(
+        self,
+        otlp: Server,
+        env: pytest.MonkeyPatch,
+        variables: dict[str, str],
+        options: dict[str, Any],
+        expected: str,
+    ) -> None:
+        """hostname= or LOGDNA_HOSTNAME is host.name over OTEL_RESOURCE_ATTRIBUTES'
+        even when it is the machine's own name; blank, it is not given, and the
+        detected hostname gives way. Before: a hostname= equal to the detected one lost
+        to host.name, and a LOGDNA_HOSTNAME of blanks won over it."""
+        env.setenv("OTEL_RESOURCE_ATTRIBUTES", "host.name=node-a")
+        for name, value in variables.items():
+            env.setenv(name, value)
+        client = client_for(otlp.url, key="k", **options)
+        client.log("hello")
+        assert client.flush(timeout=30)
+        client.close()
+        assert expected == otlp.lines[0]["resource"]["host.name"]
+
+    def test_replace_keeps_a_detected_hostname_detected(self, env: pytest.MonkeyPatch) -> None:
+        """Config.replace() of a config whose hostname was detected: still not given in
+        the copy (it still gives way to OTel's host.name); one given stays given."""
+        detected = Config(protocol="otlp", url="http://127.0.0.1:4318/v1/logs",
+                          handle_signals=False)  # fmt: skip
+        assert (False, False) == (
+            detected.hostname_given, detected.replace(level="INFO").hostname_given
+        )  # fmt: skip
+        given = detected.replace(hostname=socket.gethostname())
+        assert (True, True) == (given.hostname_given, given.replace(level="INFO").hostname_given)
