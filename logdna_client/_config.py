@@ -344,7 +344,13 @@ class Config:
         # An OpenTelemetry Collector usually takes local senders without a key.
         key_given = "key=" if self.key is not None else ""
         key_given = key_given or ("key_file=" if self.key_file is not None else "")
-        secret = self._resolve_key(_is_loopback(parts.hostname) or otlp)
+        # With OTLP, a key only the environment gives (LOGDNA_INGESTION_KEY, often set
+        # pod-wide for handlers to the ingest API) goes only to Mezmo's own endpoint, and
+        # never beside OTel headers: a Collector needs none (and forwards what it is
+        # given), and another vendor's credential header has a name of its own
+        # (api-key, x-honeycomb-team, dd-api-key ...) that no list here can know.
+        ambient = not otlp or (not headers and _is_mezmo_host(parts.hostname))
+        secret = self._resolve_key(_is_loopback(parts.hostname) or otlp, ambient)
         secret = one_credential(secret, key_given, headers_from, headers)
         if secret is not None and shows_key(url, (secret,)):
             # (A key file's, known only now: the url's text is in this frame's locals.)
@@ -361,6 +367,9 @@ class Config:
         # Blank is not given, as for url: a line has a hostname, LOGDNA_HOSTNAME's first.
         hostname = optional_name("hostname", self.hostname)
         hostname = hostname or optional_name("hostname", env(ENV_VARS["hostname"]))
+        # Known here, not guessed later from the name: a hostname= that happens to be
+        # the detected one is still given (it wins over OTel's host.name).
+        set_(self, "_hostname_given", hostname is not None)
         set_(self, "hostname", hostname or detected_hostname())
         set_(self, "ip", optional_name("ip", self.ip))
         set_(self, "mac", optional_name("mac", self.mac))
@@ -481,7 +490,8 @@ class Config:
                 raise bad("kubernetes", kubernetes, '"auto", or a boolean to force it') from None
         set_(self, "kubernetes", kubernetes)
 
-    def _resolve_key(self, loopback: bool) -> Secret | None:
+    def _resolve_key(self, loopback: bool, ambient: bool = True) -> Secret | None:
+        """The key: key=, else key_file=, else (when ``ambient``) LOGDNA_INGESTION_KEY."""
         # Every local here holds a Secret, never the key's text (see __post_init__).
         looked: list[str] = []
         secret = cast("Secret | None", self.key)
@@ -490,7 +500,7 @@ class Config:
             if self.key_file is not None:
                 secret = _read_key_file(self.key_file)
                 looked.append(f"key_file={self.key_file!r}")
-        if secret is None:
+        if secret is None and ambient:
             looked.append(ENV_VARS["key"])
             secret = as_secret(environ(ENV_VARS["key"]))
         if secret is None or not secret.reveal().strip():
@@ -541,6 +551,12 @@ class Config:
         return cast("tuple[tuple[str, Secret], ...]", self.__dict__.get("_otlp_headers", ()))
 
     @property
+    def hostname_given(self) -> bool:
+        """Whether ``hostname`` came from hostname= or LOGDNA_HOSTNAME (not blank), not
+        from the machine: a detected one gives way to OTel's ``host.name``."""
+        return cast("bool", self.__dict__.get("_hostname_given", True))
+
+    @property
     def secret(self) -> Secret | None:
         """The key, typed."""
         return cast("Secret | None", self.key)
@@ -549,8 +565,9 @@ class Config:
         """A copy with some options changed (and re-validated). An option changed to None
         is not given, as at construction. So is, unless changed, one that depends on the
         URL and was not given (the URL, the timeout, compression and CA the OTel variables
-        give for their endpoint): computed again, for the URL and protocol of the copy.
-        With ``url`` changed, what the OTel variables gave is not kept."""
+        give for their endpoint, and a key from LOGDNA_INGESTION_KEY): computed again, for
+        the URL and protocol of the copy. With ``url`` changed, what the OTel variables
+        gave is not kept. A detected hostname is detected again, not made a given one."""
         changes = hide_key(changes)  # first: as in any frame that receives options
         from ._options import check_option_names  # noqa: PLC0415 - _options imports this module
 
@@ -558,16 +575,19 @@ class Config:
         current = {f.name: getattr(self, f.name) for f in fields(self)}
         unset: frozenset[str] = self.__dict__.get("_unset", frozenset())
         again = {*self.__dict__.get("_from_otel", ()), *(unset & _BY_URL)}
+        if not self.hostname_given:  # detected (or given blank): detected again, not given
+            again.add("hostname")
         if "url" in changes:
             again.discard("url")
-        # (The OTel headers and an ambient key's yielding to them come again with the URL.)
+        # (The OTel headers, and whether an ambient key goes, come again with the URL.)
         current.update((name, _DEFAULTS[name]) for name in again)
         current.update(changes)
         return Config(**current)
 
 
-# Options whose value, when not given, depends on the URL and protocol (the OTel variables).
-_BY_URL = frozenset({"url", "request_timeout", "compress"})
+# Options whose value, when not given, depends on the URL and protocol (the OTel variables;
+# and the key: LOGDNA_INGESTION_KEY is read for an OTLP URL only when it is Mezmo's).
+_BY_URL = frozenset({"url", "request_timeout", "compress", "key"})
 
 
 def _hiding_init(generated: Callable[..., None]) -> Callable[..., None]:
@@ -612,6 +632,17 @@ def _plain_http_refused(said: str, host: str, credentials: list[str]) -> Configu
         "unencrypted; use https://, or pass allow_insecure=True if you really mean it",
         "url",
     )
+
+
+#: Hosts of Mezmo's (LogDNA's) own endpoints, and below them (logs., pipeline.): with
+#: protocol="otlp", LOGDNA_INGESTION_KEY is sent only there.
+_MEZMO_DOMAINS = ("mezmo.com", "logdna.com")
+
+
+def _is_mezmo_host(host: str | None) -> bool:
+    """Whether ``host`` is one of Mezmo's (LogDNA's) own, which the ingestion key is for."""
+    name = (host or "").lower().rstrip(".")
+    return any(name == domain or name.endswith("." + domain) for domain in _MEZMO_DOMAINS)
 
 
 def detected_hostname() -> str:

@@ -81,10 +81,11 @@ def one_credential(
 ) -> Secret | None:
     """The key to send beside the OTel ``headers``: a request carries one credential.
 
-    A credential header there is the OTel endpoint's own (the variables came with it), so
-    it wins over an ambient ``LOGDNA_INGESTION_KEY`` (often set pod-wide for another
-    handler), which is then not sent. Beside a key given on purpose (``key_given`` names
-    how), it is a ConfigurationError naming both, neither's value."""
+    A credential header there is the OTel endpoint's own (the variables came with it).
+    Beside a key given on purpose (``key_given`` names how), it is a ConfigurationError
+    naming both, neither's value. An ambient ``LOGDNA_INGESTION_KEY`` is not read at all
+    beside OTel headers (``Config``: whatever their names, they may carry another
+    vendor's credential); one that reached here anyway is not sent."""
     credential = next((n for n, _ in headers if n.lower() in _CREDENTIAL_HEADERS), None)
     if credential is None or secret is None:
         return secret

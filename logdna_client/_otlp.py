@@ -25,6 +25,7 @@ import os
 import re
 import reprlib
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -32,7 +33,6 @@ import orjson
 from typing_extensions import Required, TypedDict, Unpack
 
 from ._buffer import SEPARATOR
-from ._config import ENV_VARS, detected_hostname
 from ._event import unnamed_level_number
 from ._kubernetes import parse_resource_attributes
 from ._limits import LINE_BYTES, Cuts, count_excerpt, enforce_line
@@ -311,6 +311,27 @@ def resource_attributes(
     return attrs
 
 
+#: A resource's (app, env): text, or None for none named.
+_Key = tuple[str | None, str | None]
+
+
+def _named(value: Any) -> str | None:
+    """A line's app or env as its resource names it (and batches are grouped by).
+
+    Text as it is; None (JSON's null) names none. Anything else a ``before_send`` hook
+    may set (a list, an object, a number) is its JSON text: the ingest API receives
+    that value as it is, and the resource, whose ``service.name`` and
+    ``deployment.environment.name`` are strings, carries it as text. Used as it was,
+    a list made the grouping key unhashable and failed the whole batch.
+    """
+    if value is None or type(value) is str:
+        return value
+    try:
+        return orjson.dumps(value).decode()
+    except orjson.JSONEncodeError:  # (parsed JSON always serializes; the config's is text)
+        return str(value)
+
+
 class OTLPEncoder:
     """Turns a batch of buffer entries into one ``ExportLogsServiceRequest`` body.
 
@@ -331,12 +352,6 @@ class OTLPEncoder:
         env_vars = os.environ if environ is None else environ
         if "otel" not in host:
             host["otel"] = otel_resource(env_vars)
-        if "hostname_given" not in host:
-            # Config fills in the detected hostname when neither hostname= nor
-            # LOGDNA_HOSTNAME names one (a hostname= equal to it reads as detected).
-            host["hostname_given"] = (
-                bool(env_vars.get(ENV_VARS["hostname"])) or host["hostname"] != detected_hostname()
-            )
         # Kept as given, but copied: a caller's list or dict changed later changes nothing.
         self._host: Host = {
             **host,
@@ -347,23 +362,19 @@ class OTLPEncoder:
         self._app = app
         self._env = env
         # Resources by (app, env): almost every batch has one; each is built once.
-        self._resources: dict[tuple[Any, Any], dict[str, Any]] = {}
+        self._resources: dict[_Key, dict[str, Any]] = {}
         self._severities: dict[str, bytes] = {}
         self._level_fragments: dict[bytes, bytes] = {}
-        self._tails: dict[bytes, tuple[tuple[Any, Any], bytes]] = {}
+        self._tails: dict[bytes, tuple[_Key, bytes]] = {}
         #: Lines longer than this are checked against the service's limits
         #: (see ``_limits.enforce_entries``); all of them with ``inspect_all``.
         self.threshold = LINE_BYTES
         self.inspect_all = False
 
-    def _resource(self, app: Any, env: Any) -> dict[str, Any]:
+    def _resource(self, app: str | None, env: str | None) -> dict[str, Any]:
         found = self._resources.get((app, env))
         if found is None:
-            attrs = resource_attributes(
-                app=app if isinstance(app, str) else None,
-                env=env if isinstance(env, str) else None,
-                **self._host,
-            )
+            attrs = resource_attributes(app=app, env=env, **self._host)
             found = {"attributes": key_values(attrs)}
             if len(self._resources) < 256:  # apps and envs are few; a flood is not kept
                 self._resources[(app, env)] = found
@@ -383,8 +394,49 @@ class OTLPEncoder:
                 self._severities[level] = fragment
         return fragment
 
-    def encode(self, entries: list[bytes], cuts: Cuts | None = None) -> bytes:
+    def encode(
+        self,
+        entries: list[bytes],
+        cuts: Cuts | None = None,
+        failed: list[tuple[int, Exception]] | None = None,
+    ) -> bytes:
         """The JSON body for ``entries`` (each a separator, then one LogDNA line).
+
+        One bad line never spoils the batch (DESIGN): when the body cannot be built (a
+        bug's exception), each line is converted on its own, and those that fail are
+        left out and added, with their place in ``entries``, to ``failed`` for the
+        caller to count; the others are sent. Without ``failed`` the exception is
+        raised (the caller has nowhere to count the line); a MemoryError always is (the
+        sender tries a smaller batch).
+        """
+        # Counted into ``cuts`` only for the body returned (None: not cut at all, as
+        # callers without a count asked).
+        found: Cuts | None = None if cuts is None else Counter()
+        try:
+            body = self._encode(entries, found)
+        except MemoryError:
+            raise
+        except Exception:
+            if failed is None:
+                raise
+            kept: list[bytes] = []
+            for place, entry in enumerate(entries):
+                try:
+                    self._encode([entry], None if cuts is None else Counter())
+                except MemoryError:
+                    raise
+                except Exception as exc:
+                    failed.append((place, exc))
+                else:
+                    kept.append(entry)
+            found = None if cuts is None else Counter()
+            body = self._encode(kept, found)
+        if cuts is not None and found:
+            cuts.update(found)
+        return body
+
+    def _encode(self, entries: list[bytes], cuts: Cuts | None) -> bytes:
+        """``encode``'s body, raising what converting any line raises.
 
         Lines as the builder makes them (``line``, ``timestamp``, ``level``,
         then app, env and meta) are taken apart as bytes, not parsed: the text
@@ -399,7 +451,7 @@ class OTLPEncoder:
         # the order they were logged: a scope's records are not gathered from across the
         # batch, which would reorder lines of interleaved loggers. A run's header costs
         # about 50 bytes before gzip, at most one per record, however many loggers.
-        groups: dict[tuple[Any, Any], list[tuple[str | None, list[bytes]]]] = {}
+        groups: dict[_Key, list[tuple[str | None, list[bytes]]]] = {}
         last_key: object = None
         last_scope: object = None
         group: list[bytes] | None = None
@@ -493,9 +545,7 @@ class OTLPEncoder:
             )
         )
 
-    def _convert(
-        self, entry: bytes, cuts: Cuts | None
-    ) -> tuple[tuple[Any, Any], str | None, bytes]:
+    def _convert(self, entry: bytes, cuts: Cuts | None) -> tuple[_Key, str | None, bytes]:
         """The general path: parse the line, cut it to the limits, build its record."""
         try:
             line = orjson.loads(entry[len(SEPARATOR) :])
@@ -508,7 +558,11 @@ class OTLPEncoder:
                 enforce_line(line, cuts, meta_size=len(entry))
             else:
                 count_excerpt(entry, cuts)
-        key = (line.get("app", self._app), line.get("env", self._env))
+        app, env = line.get("app", self._app), line.get("env", self._env)
+        # (Text, the usual value, without the call: this runs for every line with meta.)
+        if not (type(app) is str or app is None) or not (type(env) is str or env is None):
+            app, env = _named(app), _named(env)
+        key = (app, env)
         meta = line.get("meta")
         text = line.get("line")
         timestamp = line.get("timestamp")
@@ -544,7 +598,7 @@ class OTLPEncoder:
         )
         return key, _scope_of(meta), record
 
-    def _tail(self, tail: bytes) -> tuple[tuple[Any, Any], bytes] | None:
+    def _tail(self, tail: bytes) -> tuple[_Key, bytes] | None:
         """The resource key a line's tail (``,"app":..,"env":..}``) gives, cached;
         None for a tail with meta or anything else (the general path is as fast
         for those: the meta's conversion dominates)."""
@@ -559,7 +613,7 @@ class OTLPEncoder:
                 return None
         if type(rest) is not dict or not rest.keys() <= _TAIL_KEYS:
             return None
-        found = ((rest.get("app", self._app), rest.get("env", self._env)), b"")
+        found = ((_named(rest.get("app", self._app)), _named(rest.get("env", self._env))), b"")
         self._tails[tail] = found
         return found
 

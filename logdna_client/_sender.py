@@ -154,6 +154,20 @@ class _ToDisk(Exception):
     """Raised inside the sender when a batch kept on disk failed: retry it from there."""
 
 
+#: ``OTLPEncoder.encode``: the entries, the cuts to count, and where to put the places
+#: (and exceptions) of the lines it could not convert, left out of the body.
+_Encode = Callable[[list[bytes], Cuts, list[tuple[int, Exception]]], bytes]
+
+
+class _Unencodable(Exception):
+    """Raised by ``_post`` before sending: lines of the part the OTLP encoder could not
+    convert, as (place in the part, the exception); the caller drops and counts them."""
+
+    def __init__(self, failed: list[tuple[int, Exception]]) -> None:
+        super().__init__(len(failed))
+        self.failed = failed
+
+
 class Sender:
     """Owns the background thread. ``start``, ``request_flush``, ``begin_close``."""
 
@@ -182,13 +196,14 @@ class Sender:
         self._inspect_all = config.before_send is not None
         #: protocol="otlp": builds the body from the entries (the spool and the
         #: buffer keep LogDNA lines either way); None for the ingest API's body.
-        self._encode: Callable[[list[bytes], Cuts], bytes] | None = None
+        self._encode: _Encode | None = None
         if config.protocol == "otlp":
             from ._otlp import OTLPEncoder  # noqa: PLC0415 - loaded only for OTLP
 
             encoder = OTLPEncoder(
                 app=config.app, env=config.env, hostname=config.hostname, ip=config.ip,
                 mac=config.mac, tags=config.tags, extra=attributes_for(config.kubernetes),
+                hostname_given=config.hostname_given,
             )  # fmt: skip
             encoder.threshold = self._cut_threshold
             encoder.inspect_all = self._inspect_all
@@ -920,6 +935,10 @@ class Sender:
                 outcome = self._post(part)
                 if outcome.kind is Kind.BAD_REQUEST and self._compress and not self._gzip_checked:
                     outcome = self._post_plain(part)  # a server that cannot read gzip bodies?
+            except _Unencodable as unencodable:
+                self._drop_unencodable(pending, summary, own, unencodable.failed)
+                handoff = False  # dropped and counted: retrying from disk would count it again
+                continue
             except MemoryError:
                 # The process is at its memory limit building or sending this body: a
                 # smaller one needs less. Dropped whole as a bug's, a batch of 5 lines went
@@ -1014,6 +1033,37 @@ class Sender:
                 delay = self._backoff.delay(attempt, outcome.retry_after, self._left())
             self._sleep(delay, floor)
 
+    def _drop_unencodable(
+        self,
+        pending: list[list[bytes]],
+        summary: bytes | None,
+        own: bool,
+        failed: list[tuple[int, Exception]],
+    ) -> None:
+        """Take the lines the OTLP encoder could not convert out of ``pending[0]``,
+        counted as ``error`` (a bug's: sent again they would fail again), and leave the
+        rest of it to be sent. Before, the whole batch was dropped with them. Called
+        while ``_Unencodable`` is handled: the report's traceback is its cause's."""
+        places = {place for place, _ in failed}
+        part = pending[0]
+        rest = [entry for place, entry in enumerate(part) if place not in places]
+        lost = _app_lines([part[place] for place in sorted(places)], summary)
+        if rest:
+            pending[0] = rest
+        else:
+            pending.pop(0)
+        if lost:
+            self._buffer.count_drop("error", lost)  # ours or from the spool: lost to a bug
+            if own:
+                self._buffer.settle(lost)
+        with contextlib.suppress(Exception):
+            self._reporter.report(
+                "otlp-encode", logging.ERROR,
+                "logdna_client: internal error converting lines to OTLP; %d line(s) dropped, "
+                "the rest of the batch is sent",
+                lost, exc_info=True,
+            )  # fmt: skip
+
     def _short_of_memory(
         self, pending: list[list[bytes]], summary: bytes | None, own: bool, tries: int
     ) -> bool:
@@ -1053,7 +1103,10 @@ class Sender:
         gzipped = self._compress
         cuts: Cuts = Counter()
         if self._encode is not None:
-            body = self._encode(lines, cuts)
+            failed: list[tuple[int, Exception]] = []
+            body = self._encode(lines, cuts, failed)
+            if failed:  # not sent: the caller drops these alone, and sends the rest
+                raise _Unencodable(failed) from failed[0][1]  # (its traceback, reported)
             if gzipped:
                 body = _gzip(body)
         else:

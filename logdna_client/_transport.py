@@ -7,6 +7,8 @@ The key travels only in one header (``apikey`` or ``Authorization``, see
 
 from __future__ import annotations
 
+import base64
+import binascii
 import collections
 import contextlib
 import enum
@@ -908,10 +910,10 @@ class HTTPTransport:
         # "default" entry matches every host) as Basic auth: that sent the netrc
         # password to the log service beside the key, or in its place.
         session.auth = _NoAuth()
-        # Header values of 8 characters or more: shorter ones (a "1", a region) are no
-        # credential, and as "***" everywhere they would garble every report.
-        forms = secret_forms(self._key) + tuple(v for _, v in extra if len(v) >= 8)
-        self._secrets = _echoes_of(tuple(sorted(forms, key=len, reverse=True)))
+        forms = secret_forms(self._key) + tuple(
+            form for _, value in extra for form in _header_forms(value)
+        )
+        self._secrets = _echoes_of(tuple(sorted(set(forms), key=len, reverse=True)))
         self._session = session
         params = {"hostname": config.hostname}
         if config.ip:
@@ -1097,6 +1099,34 @@ class HTTPTransport:
             self._session.close()
         except Exception:
             pass
+
+
+# An auth scheme before a credential (RFC 9110's token): "Bearer", "Basic", "ApiKey" ...
+_SCHEME = re.compile(r"([!#$%&'*+.^_`|~0-9A-Za-z-]+) +(\S.*)", re.DOTALL)
+# Shorter than this, a header value (or a part of one) is no credential (a "1", a region),
+# and as "***" everywhere it would garble every report.
+_SHORTEST_SECRET = 8
+
+
+def _header_forms(value: str) -> tuple[str, ...]:
+    """What of an OTel header's value (credentials to the library) a receiver may echo:
+    the value; the credential after its auth scheme ("Bearer <token>": a receiver
+    saying "token <token> is expired" quotes the token alone); for Basic, its decoded
+    ``user:password``, the password and the user (Mezmo's Basic carries the key as the
+    user). Each from 8 characters."""
+    forms = [value]
+    found = _SCHEME.fullmatch(value.strip())
+    if found is not None:
+        credential = found.group(2).strip()
+        forms.append(credential)
+        if found.group(1).lower() == "basic":
+            try:
+                pair = base64.b64decode(credential, validate=True).decode("utf-8")
+            except (binascii.Error, ValueError):  # (UnicodeDecodeError is a ValueError)
+                pair = ""
+            user, colon, password = pair.partition(":")
+            forms += [pair, password, user] if colon else [pair]
+    return tuple(form for form in forms if len(form) >= _SHORTEST_SECRET)
 
 
 def _echoes_of(forms: tuple[str, ...]) -> re.Pattern[str] | None:

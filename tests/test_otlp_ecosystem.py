@@ -142,19 +142,23 @@ class TestOtelEnvironment:
         self, no_otel_env: pytest.MonkeyPatch
     ) -> None:
         """host.name from OTEL_RESOURCE_ATTRIBUTES wins over the hostname the library only
-        detected, not over one given with hostname=."""
+        detected, not over one given with hostname= (as the config says it was: a given
+        one that is the machine's own name is given too)."""
         env = {"OTEL_RESOURCE_ATTRIBUTES": "host.name=node-7"}
         line = SEPARATOR + orjson.dumps({"line": "x", "timestamp": 1, "level": "INFO"})
 
-        def host_name(hostname: str) -> str:
-            body = orjson.loads(
-                OTLPEncoder(app=None, env=None, hostname=hostname, environ=env).encode([line])
+        def host_name(hostname: str, given: bool) -> str:
+            encoder = OTLPEncoder(
+                app=None, env=None, hostname=hostname, hostname_given=given, environ=env
             )
+            body = orjson.loads(encoder.encode([line]))
             attributes = body["resourceLogs"][0]["resource"]["attributes"]
             return {a["key"]: a["value"]["stringValue"] for a in attributes}["host.name"]  # type: ignore[no-any-return]
 
-        assert "node-7" == host_name(socket.gethostname()[:80])
-        assert "web-1" == host_name("web-1")
+        detected = socket.gethostname()[:80]
+        assert "node-7" == host_name(detected, False)
+        assert detected == host_name(detected, True)
+        assert "web-1" == host_name("web-1", True)
 
 
 class TestScopes:

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import base64
 import collections
 import dataclasses
 import enum
@@ -32,8 +33,10 @@ from logdna_client._devserver import DevServer
 from logdna_client._redact import MARKER, PRESET_PATTERNS, Redactor
 from logdna_client._secret import Secret
 from logdna_client._transport import HTTPTransport
+from tests._otlp_server import Server, running
 from tests.helpers import make_cert as _make_cert
 from tests.helpers import make_logger
+from tests.test_otlp_environment import _OTEL as OTEL_VARIABLES
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 KEY = "kq7Z-ingest-Key-4f9c2e81b7d3a6"
@@ -1081,3 +1084,202 @@ class TestNoTraceOfTheKey:
         outputs.append(store.read_bytes())
         assert b"cli send line" in outputs[-1] and b"from a child" in outputs[-1]
         return outputs
+
+
+# -- protocol="otlp": where LOGDNA_INGESTION_KEY goes, what of an OTel header is scrubbed
+
+OTEL_TOKEN = "otel-vendor-token-9876543210fedcba"
+COLLECTOR = "http://otel-collector.observability.svc:4318/v1/logs"  # docs/scaling.md, section 2
+
+
+@pytest.fixture
+def otlp_server() -> Iterator[Server]:
+    with running() as server:
+        yield server
+
+
+@pytest.fixture
+def otlp_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """No OTel exporter or LOGDNA_ variable set but those a test sets."""
+    for name in OTEL_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def otlp_client(url: str | None, **options: Any) -> Client:
+    """An OTLP client to ``url`` (None: the OTel endpoint variables' URL)."""
+    defaults: dict[str, Any] = {
+        "protocol": "otlp", "url": url, "kubernetes": False, "handle_signals": False,
+        "flush_interval": 0.05, "retry_max_backoff": 0.2,
+    }  # fmt: skip
+    defaults.update(options)
+    return Client(**defaults)
+
+
+class TestOTLPHeaderEchoes:
+    USER, PASSWORD = "svc-logs-writer", "p4ssw0rd-of-the-collector"
+    BASIC = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+
+    @pytest.mark.parametrize(
+        ("header", "echo"),
+        [
+            (f"Authorization=Bearer%20{OTEL_TOKEN}", OTEL_TOKEN),
+            (f"Authorization=ApiKey%20{OTEL_TOKEN}", OTEL_TOKEN),
+            (f"Authorization=Basic%20{BASIC}", f"{USER}:{PASSWORD}"),
+            (f"Authorization=Basic%20{BASIC}", PASSWORD),
+            (f"Authorization=Basic%20{BASIC}", USER),
+        ],
+    )
+    def test_the_credential_after_the_scheme_is_scrubbed(
+        self,
+        otlp_server: Server,
+        otlp_env: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture,
+        header: str,
+        echo: str,
+    ) -> None:
+        """A receiver that echoes an OTel header's credential without its scheme (the
+        token of "Bearer <token>", a Basic header's user:password, password or user)
+        does not put it in the library's reports. Before: only the whole header value
+        was scrubbed, and "token <token> is expired" was logged as it came."""
+        otlp_env.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", otlp_server.base)
+        otlp_env.setenv("OTEL_EXPORTER_OTLP_HEADERS", header)
+        echoed = f'{{"code":16,"message":"token {echo} is expired"}}'
+        otlp_server.answer_next(500, body=echoed.encode())
+        with caplog.at_level(logging.WARNING, logger="logdna_client"):
+            client = otlp_client(None)
+            client.log("hello")
+            assert client.flush(timeout=30)
+            client.close()
+        assert "token *** is expired" in caplog.text
+        assert echo not in caplog.text
+
+    def test_short_parts_are_no_credential(
+        self, otlp_server: Server, otlp_env: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """Parts under 8 characters (a user "bob") are left as they are: as "***" in
+        every report they would garble it. The password from 8 is scrubbed."""
+        basic = base64.b64encode(f"bob:{self.PASSWORD}".encode()).decode()
+        otlp_env.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", otlp_server.base)
+        otlp_env.setenv("OTEL_EXPORTER_OTLP_HEADERS", f"Authorization=Basic%20{basic}")
+        echoed = f'{{"message":"user bob, password {self.PASSWORD}"}}'
+        otlp_server.answer_next(500, body=echoed.encode())
+        with caplog.at_level(logging.WARNING, logger="logdna_client"):
+            client = otlp_client(None)
+            client.log("hello")
+            assert client.flush(timeout=30)
+            client.close()
+        assert "user bob, password ***" in caplog.text
+
+
+class TestOTLPAmbientKey:
+    @pytest.mark.parametrize(
+        "header",
+        [
+            f"api-key={OTEL_TOKEN}",  # New Relic
+            f"x-honeycomb-team={OTEL_TOKEN}",  # Honeycomb
+            f"dd-api-key={OTEL_TOKEN}",  # Datadog
+            f"Authorization=Bearer%20{OTEL_TOKEN}",
+            "x-tenant=t1",  # no credential at all: the endpoint is not Mezmo's either
+        ],
+    )
+    def test_not_beside_otel_headers(
+        self, otlp_server: Server, otlp_env: pytest.MonkeyPatch, header: str
+    ) -> None:
+        """LOGDNA_INGESTION_KEY (set pod-wide) is not sent to the endpoint the OTel
+        variables name with headers of its own, whatever their names. Before: beside
+        any header not named Authorization or apikey, the Mezmo key went to the other
+        vendor too."""
+        otlp_env.setenv("LOGDNA_INGESTION_KEY", KEY)
+        otlp_env.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", otlp_server.base)
+        otlp_env.setenv("OTEL_EXPORTER_OTLP_HEADERS", header)
+        client = otlp_client(None, retry_max_backoff=60)
+        client.log("hello")
+        assert otlp_server.wait_for_requests(1)
+        client.close(timeout=0.5)
+        assert None is client.config.secret
+        sent = {name.lower(): value for name, value in otlp_server.requests[0].headers.items()}
+        assert "apikey" not in sent
+        assert KEY not in str(sent)
+        name, _, _ = header.partition("=")
+        assert name.lower() in sent
+
+    def test_not_to_a_collector(self, otlp_server: Server, otlp_env: pytest.MonkeyPatch) -> None:
+        """docs/scaling.md's Collector example, in a pod with LOGDNA_INGESTION_KEY: it
+        builds (plain http needs no allow_insecure: nothing secret travels), and no
+        credential goes to the Collector, with allow_insecure=True neither. Before: a
+        ConfigurationError, and with allow_insecure=True the key went in clear text."""
+        otlp_env.setenv("LOGDNA_INGESTION_KEY", KEY)
+        assert None is Config(protocol="otlp", url=COLLECTOR, handle_signals=False).secret
+        client = otlp_client(otlp_server.url, allow_insecure=True, retry_max_backoff=60)
+        client.log("hello")
+        assert otlp_server.wait_for_requests(1)
+        client.close(timeout=0.5)
+        assert [] == otlp_server.requests[0].credentials
+
+    @pytest.mark.parametrize(
+        "url",
+        [
+            "https://logs.mezmo.com/otel/v1/logs",
+            "https://pipeline.mezmo.com/v1/route-id",
+            "https://LOGS.LogDNA.com./otel/v1/logs",
+        ],
+    )
+    def test_to_mezmo(self, otlp_env: pytest.MonkeyPatch, url: str) -> None:
+        """To Mezmo's own endpoints (url= or LOGDNA_URL), the key from the environment
+        is sent, as before."""
+        otlp_env.setenv("LOGDNA_INGESTION_KEY", KEY)
+        config = Config(protocol="otlp", url=url, handle_signals=False)
+        assert config.secret is not None and KEY == config.secret.reveal()
+        otlp_env.setenv("LOGDNA_URL", url)
+        config = Config(protocol="otlp", handle_signals=False)
+        assert config.secret is not None and KEY == config.secret.reveal()
+
+    @pytest.mark.parametrize(
+        "url",
+        [
+            "https://logs.mezmo.com.attacker.example/v1/logs",
+            "https://notmezmo.com/v1/logs",
+            "https://otlp.nr-data.net/v1/logs",
+            "http://127.0.0.1:4318/v1/logs",
+        ],
+    )
+    def test_not_to_any_other_host(self, otlp_env: pytest.MonkeyPatch, url: str) -> None:
+        """Any other host (a look-alike, another vendor, a local Collector) gets no key
+        from the environment."""
+        otlp_env.setenv("LOGDNA_INGESTION_KEY", KEY)
+        assert None is Config(protocol="otlp", url=url, handle_signals=False).secret
+
+    def test_not_beside_otel_headers_to_mezmo_either(self, otlp_env: pytest.MonkeyPatch) -> None:
+        """The OTel variables naming Mezmo's endpoint with headers: those are the
+        request's, the ambient key is not added to them."""
+        otlp_env.setenv("LOGDNA_INGESTION_KEY", KEY)
+        otlp_env.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "https://logs.mezmo.com/otel")
+        otlp_env.setenv("OTEL_EXPORTER_OTLP_HEADERS", "x-tenant=t1")
+        assert None is Config(protocol="otlp", handle_signals=False).secret
+
+    def test_a_key_given_goes_as_before(self, otlp_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+        """key= and key_file= are sent wherever the URL points (as before), and still
+        need allow_insecure for plain http to a host that is not loopback."""
+        key_file = tmp_path / "key"
+        key_file.write_text(KEY)
+        for given in ({"key": KEY}, {"key_file": str(key_file)}):
+            config = Config(protocol="otlp", url=COLLECTOR, allow_insecure=True,
+                            handle_signals=False, **given)  # fmt: skip
+            assert config.secret is not None and KEY == config.secret.reveal()
+            with pytest.raises(ConfigurationError, match="ingestion key"):
+                Config(protocol="otlp", url=COLLECTOR, handle_signals=False, **given)
+
+    def test_replace_to_another_url_reads_the_rule_again(
+        self, otlp_env: pytest.MonkeyPatch
+    ) -> None:
+        """Config.replace(url=...) from Mezmo's endpoint to a Collector leaves the
+        ambient key behind (it was not given); back to Mezmo's it is read again.
+        Before: the copy was given the key, and sent it to the Collector."""
+        otlp_env.setenv("LOGDNA_INGESTION_KEY", KEY)
+        config = Config(protocol="otlp", url="https://logs.mezmo.com/otel/v1/logs",
+                        handle_signals=False)  # fmt: skip
+        moved = config.replace(url="http://127.0.0.1:4318/v1/logs")
+        assert None is moved.secret
+        back = moved.replace(url="https://logs.mezmo.com/otel/v1/logs")
+        assert back.secret is not None and KEY == back.secret.reveal()
