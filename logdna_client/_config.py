@@ -82,6 +82,20 @@ ENV_VARS: Mapping[str, str] = {
 # full batch (tests/test_claims_accounting.py holds it there).
 _MAX_BATCH_CAP = min(8 * 1024 * 1024, BODY_BYTES - 1024 * 1024)
 
+#: The values each numeric option takes, both ends included: seconds for the
+#: durations, bytes for the sizes. The one statement of them: Config checks
+#: against it, and the official client's form (``_official``) brings its values
+#: into it.
+RANGES: Mapping[str, tuple[float, float]] = {
+    "flush_interval": (0.01, 3600.0),
+    "max_batch_bytes": (1024, _MAX_BATCH_CAP),
+    "max_buffer_bytes": (64 * 1024, 1 << 40),
+    "block_timeout": (0.0, 60.0),
+    "request_timeout": (0.1, 600.0),
+    "shutdown_timeout": (0.0, 600.0),
+    "retry_max_backoff": (0.1, 3600.0),
+}
+
 Overflow = Literal["drop_oldest", "drop_newest", "block"]
 _OVERFLOWS: tuple[str, ...] = ("drop_oldest", "drop_newest", "block")
 SpoolSync = Literal["none", "interval", "always"]
@@ -385,25 +399,20 @@ class Config:
 
         # -- behaviour
         set_(self, "level", to_level("level", self.level))
-        interval = to_duration("flush_interval", self.flush_interval, minimum=0.01, maximum=3600)
-        set_(self, "flush_interval", interval)
-        set_(self, "max_batch_bytes",
-             to_size("max_batch_bytes", self.max_batch_bytes, minimum=1024,
-                     maximum=_MAX_BATCH_CAP))  # fmt: skip
-        set_(self, "max_buffer_bytes",
-             to_size("max_buffer_bytes", self.max_buffer_bytes, minimum=64 * 1024,
-                     maximum=1 << 40))  # fmt: skip
+        for name in ("max_batch_bytes", "max_buffer_bytes"):
+            low, high = RANGES[name]
+            size = to_size(name, getattr(self, name), minimum=int(low), maximum=int(high))
+            set_(self, name, size)
         overflow = self.overflow.strip().lower() if isinstance(self.overflow, str) else None
         if overflow not in _OVERFLOWS:
             raise bad("overflow", self.overflow, "one of " + ", ".join(_OVERFLOWS))
         set_(self, "overflow", overflow)
-        for name, lo, hi in (
-            ("block_timeout", 0.0, 60.0),
-            ("request_timeout", 0.1, 600.0),
-            ("shutdown_timeout", 0.0, 600.0),
-            ("retry_max_backoff", 0.1, 3600.0),
-        ):
-            set_(self, name, to_duration(name, getattr(self, name), minimum=lo, maximum=hi))
+        for name in (
+            "flush_interval", "block_timeout", "request_timeout", "shutdown_timeout",
+            "retry_max_backoff",
+        ):  # fmt: skip
+            low, high = RANGES[name]
+            set_(self, name, to_duration(name, getattr(self, name), minimum=low, maximum=high))
         set_(self, "compress", to_bool("compress", self.compress))
         signals = self.handle_signals
         if signals is None:

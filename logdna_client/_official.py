@@ -23,7 +23,7 @@ import logging
 from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING, Any
 
-from ._config import _MAX_BATCH_CAP
+from ._config import RANGES
 from ._context import current as request_context
 from ._context import with_context
 from ._errors import ConfigurationError
@@ -62,16 +62,14 @@ IGNORED: frozenset[str] = frozenset(
     }
 )
 
-# What Config takes for the official options whose values can fall outside it (the
-# bounds _config.py checks; tests/test_official_values.py holds the two together).
-_SECONDS: Mapping[str, tuple[float, float]] = {
-    "request_timeout": (0.1, 600.0),
-    "flush_interval": (0.01, 3600.0),
-}
-_BYTES: Mapping[str, tuple[int, int]] = {
-    "flush_limit": (1024, _MAX_BATCH_CAP),
-    "buf_retention_limit": (64 * 1024, 1 << 40),
-}
+# The official options whose values can fall outside what Config takes (its RANGES,
+# under our names): brought into range here, with a warning.
+_SECONDS = frozenset({"request_timeout", "flush_interval"})
+_BYTES = frozenset({"flush_limit", "buf_retention_limit"})
+
+
+def _range(name: str) -> tuple[float, float]:
+    return RANGES[RENAMED.get(name, name)]
 
 
 def translate(
@@ -114,13 +112,13 @@ def _taken(name: str, value: Any) -> Any:
     if name == "request_timeout":
         return _request_timeout(value)
     if name == "flush_interval" and _is_number(value):
-        low, high = _SECONDS[name]
+        low, high = _range(name)
         used = min(max(value, low), high)
         if used != value:
             _warn(name, value, f"{used:g} seconds", "the nearest interval taken here")
         return used
     if name in _BYTES:
-        low, high = _BYTES[name]
+        low, high = map(int, _range(name))
         if not _is_number(value):  # text, None, a list: the official client took none
             return to_size(name, value, minimum=low, maximum=high)
         used = min(max(int(value), low), high)
@@ -143,7 +141,7 @@ def _request_timeout(value: Any) -> Any:
             how.append("the larger of its (connect, read) pair")
     if not _is_number(value):
         return value  # Config refuses it, as request_timeout
-    low, high = _SECONDS["request_timeout"]
+    low, high = _range("request_timeout")
     if value > high:
         if value > high * 1000:
             raise bad(
