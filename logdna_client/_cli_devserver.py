@@ -18,6 +18,7 @@ from ._cli_common import (
     _LEVEL_RANKS,
     PROG,
     _Console,
+    _self_command,
 )
 from ._config import ENV_VARS
 from .devserver import DevServer, isatty
@@ -125,7 +126,10 @@ def _cmd_devserver(args: argparse.Namespace) -> int:
         auth = "key required" if args.key is not None else "any key accepted"
         banner = [f"logdna_client devserver listening on {server.url} ({auth})"]
         banner.append(f"  live tail:   {server.page_url}")
-        banner.append(f"  send to it:  {ENV_VARS['url']}={server.url} {PROG} send 'hello'")
+        # A command that runs where this one did: the script is not on PATH in a venv
+        # that was never activated (the README's Quickstart).
+        send = f"{_self_command()} send 'hello'"
+        banner.append(f"  send to it:  {ENV_VARS['url']}={server.url} {send}")
         if line_filter.active:
             banner.append(f"  showing:     {line_filter.describe()}")
         fault_parts = []

@@ -14,7 +14,11 @@ Sources, the first that names a value wins:
 3. the service-account namespace file, and ``HOSTNAME`` (the pod's name
    unless the pod spec sets another);
 4. the container id from ``/proc/self/cgroup`` (cgroup v1 paths, and v2's
-   ``.../cri-containerd-<id>.scope`` forms) or ``/proc/self/mountinfo``.
+   ``.../cri-containerd-<id>.scope`` forms), else from a ``/proc/self/mountinfo``
+   bind mount that is this container's own (never ``/etc/hostname``,
+   ``/etc/hosts``, ``/etc/resolv.conf`` or ``/dev/shm``: in a pod those are the
+   sandbox's). Where neither names it, ``container.id`` is left out: a wrong id,
+   the same in every container of the pod, is worse than none.
 """
 
 from __future__ import annotations
@@ -43,6 +47,13 @@ _DOWNWARD = (
 # containerd, cri-o); the prefixes and suffixes around it differ. The delimiters are
 # looked at, not consumed, so that ids side by side ("/docker/<id>/<id>") all match.
 _CONTAINER_ID = re.compile(r"(?:^|(?<=[/\-:]))([0-9a-f]{64})(?=(?:\.scope)?(?:/|$))")
+# Mount points a pod's containers get from its sandbox ("pause") container: they join
+# its network and IPC namespaces, so under Docker (cri-dockerd, minikube's docker driver)
+# and CRI-O these bind mounts come from the sandbox's folder and carry the sandbox's id,
+# the same in every container of the pod. opentelemetry-go left mountinfo out for this
+# (#3508: its minikube pod showed only the pause id); the Java and Python contrib
+# detectors read the /etc/hostname row, and give that wrong id (java-instrumentation#8462).
+_SANDBOX_MOUNTS = frozenset({"/etc/hostname", "/etc/hosts", "/etc/resolv.conf", "/dev/shm"})
 # Values end up in a URL's tags and in JSON: keep them to what a name can hold.
 _MAX_VALUE = 253  # the longest DNS subdomain, Kubernetes' own limit for names
 
@@ -80,22 +91,34 @@ def _read(path: str, limit: int = 64 * 1024) -> str | None:
 def container_id(
     cgroup_file: str = CGROUP_FILE, mountinfo_file: str = MOUNTINFO_FILE
 ) -> str | None:
-    """The container id from the cgroup file (v1, or v2 where the path names it),
-    else from mountinfo (cgroup v2 with a private namespace shows only ``/``)."""
-    for path in (cgroup_file, mountinfo_file):
-        text = _read(path)
-        if not text:
+    """This container's id: from the cgroup file (v1, or v2 where the path names it),
+    else from a mountinfo row that is the container's own (cgroup v2 with a private
+    namespace shows only ``/``); None when neither names it."""
+    text = _read(cgroup_file)
+    for row in (text or "").splitlines():
+        found = _last_id(row)
+        if found:
+            return found
+    text = _read(mountinfo_file)
+    for row in (text or "").splitlines():
+        # Fields: id, parent, major:minor, root, mount point, ... The root is the path
+        # the bind mount comes from; the rest (an overlay's upperdir among the super
+        # options) names layers and devices, not containers.
+        fields = row.split()
+        if len(fields) < 5 or fields[4] in _SANDBOX_MOUNTS:
             continue
-        for row in text.splitlines():
-            if path == mountinfo_file and "/containers/" not in row and "/pods/" not in row:
-                continue  # mountinfo also lists the host's paths
-            for part in row.split():
-                # The last id in a path is this process's container: the ones before it
-                # are the containers it is nested in (a kind node, docker-in-docker).
-                found = _CONTAINER_ID.findall(part)
-                if found:
-                    return str(found[-1])
+        if "/containers/" in fields[3]:  # the runtimes' per-container folders
+            found = _last_id(fields[3])
+            if found:
+                return found
     return None
+
+
+def _last_id(path: str) -> str | None:
+    # The last id in a path is this process's container: the ones before it are the
+    # containers it is nested in (a kind node, docker-in-docker).
+    found = _CONTAINER_ID.findall(path)
+    return str(found[-1]) if found else None
 
 
 def detect(

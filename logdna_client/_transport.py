@@ -43,6 +43,7 @@ from urllib3.util.ssl_ import resolve_cert_reqs
 
 from ._auth import auth_headers, secret_forms
 from ._config import Config, _is_loopback
+from ._controls import CONTROL
 from ._kubernetes import attributes_for, tags_for
 from ._retry import parse_retry_after
 from ._threads import Wakeup, start_library_thread
@@ -116,22 +117,14 @@ class Transport(Protocol):
     def close(self) -> None: ...
 
 
-# Characters that end or rewrite a line in a log file or a terminal: C0 controls,
-# DEL, the C1 controls (NEL among them) and the Unicode line and paragraph separators.
-# The bidirectional controls too: they reorder how the rest of the line reads.
-# Also lone surrogates (an answer in charset=unicode_escape decodes "\ud800" to one):
-# a handler writing UTF-8 cannot encode them, and loses the whole report.
-_CONTROL = re.compile(
-    "[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
-)
-
-
 def one_line(text: str) -> str:
     """``text`` (what a server said, quoted in our reports) with its control characters
     escaped: a server must not write lines of its own into the application's log."""
-    if _CONTROL.search(text) is None:
+    # The set holds lone surrogates, which an answer can too: charset=unicode_escape
+    # decodes "\ud800" to one.
+    if CONTROL.search(text) is None:
         return text
-    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+    return CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
 
 
 def classify(

@@ -20,9 +20,11 @@ import orjson
 import pytest
 import requests
 
+from logdna_client._transport import one_line
 from logdna_client.devserver import MAX_BODY_BYTES, DevServer
 from logdna_client.devserver import _body as devserver_module
 from logdna_client.devserver._store import Origin
+from logdna_client.devserver._tail import _clean
 from logdna_client.devserver._web import EventHub, count_levels
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -686,6 +688,29 @@ class TestTail:
 
         assert "\x1b" not in out.getvalue()
         assert "evil \\x1b[2J\n    trace\n" in out.getvalue()
+
+    @pytest.mark.parametrize(
+        "char", ["\u202e", "\u202a", "\u2066", "\u2069", "\u200e", "\u200f", "\u061c"]
+    )
+    def test_bidirectional_controls_are_escaped(self, char: str) -> None:
+        """A bidirectional control (an override, an isolate, a mark) is shown escaped: a
+        line cannot reorder what the terminal shows (old code passed them raw)."""
+        out = io.StringIO()
+        with DevServer(out=out) as srv:
+            post(srv, body_of([{"line": f"user {char}NIMDA logged in", "app": f"a{char}"}]))
+
+        assert char not in out.getvalue()
+        escape = f"\\u{ord(char):04x}"
+        assert f"[a{escape}] user {escape}NIMDA logged in" in out.getvalue()
+
+    def test_the_tail_escapes_what_the_reports_escape(self) -> None:
+        """The tail and the library's reports (one_line) escape the same characters, from
+        one definition; the tail keeps newlines and tabs."""
+        kept = {"\t", "\n"}
+        tail = {chr(c) for c in range(0x10000) if _clean(chr(c)) != chr(c)}
+        reports = {chr(c) for c in range(0x10000) if one_line(chr(c)) != chr(c)}
+        assert reports - kept == tail
+        assert {"\x1b", "\x85", "\u2028", "\u202e", "\u2066", "\ud800"} <= tail
 
     def test_key_never_appears_in_output(self) -> None:
         """Neither the configured key nor a wrong one is ever printed."""

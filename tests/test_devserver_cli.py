@@ -102,6 +102,29 @@ class TestDevserverCommand:
             proc.send_signal(signal.SIGINT)
             assert 0 == proc.wait(TIMEOUT)
 
+    def test_banner_send_command_runs_without_the_script_on_path(
+        self, env: dict[str, str], tmp_path: Path
+    ) -> None:
+        """The banner's "send to it" command works as printed where the logdna-client
+        script is not on PATH (a venv never activated, as after the README's Quickstart);
+        old code printed "logdna-client send", which the shell could not find (127)."""
+        env["PATH"] = str(tmp_path)  # an empty folder: no logdna-client script on it
+        with start(["devserver", "--port", "0"], env) as (proc, out):
+            command = out.until(r"send to it:\s+(.+)$").group(1).strip()
+            sent = subprocess.run(
+                command,
+                shell=True,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=TIMEOUT,
+                check=False,
+            )
+            assert 0 == sent.returncode, sent.stderr
+            out.until(r" hello$")  # the devserver received and printed it
+            proc.send_signal(signal.SIGINT)
+            assert 0 == proc.wait(TIMEOUT)
+
     def test_json_and_store_carry_hostname_tags_ip_mac_and_env(
         self, env: dict[str, str], tmp_path: Path
     ) -> None:

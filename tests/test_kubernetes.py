@@ -100,12 +100,13 @@ class TestContainerId:
         assert CID == container_id(str(tmp_path / "cgroup"), str(tmp_path / "none"))
 
     def test_from_mountinfo_under_cgroup_v2(self, tmp_path: Path) -> None:
-        """cgroup v2 with its own namespace shows "0::/": mountinfo names the container."""
+        """cgroup v2 with its own namespace shows "0::/": a bind mount from the container's
+        own folder (CRI-O's and Podman's secrets) names it."""
         (tmp_path / "cgroup").write_text("0::/\n")
         (tmp_path / "mountinfo").write_text(
             "1 0 8:1 / / rw - ext4 /dev/sda1 rw\n"
-            f"2 1 8:1 /var/lib/containerd/io.containerd.grpc.v1.cri/containers/{CID}/hostname "
-            "/etc/hostname rw - ext4 /dev/sda1 rw\n"
+            f"2 1 0:54 /containers/storage/overlay-containers/{CID}/userdata/run/secrets "
+            "/run/secrets rw - tmpfs tmpfs rw\n"
         )
         assert CID == container_id(str(tmp_path / "cgroup"), str(tmp_path / "mountinfo"))
 
@@ -118,6 +119,71 @@ class TestContainerId:
         """detect() adds container.id from the cgroup file."""
         Path(_kubernetes.CGROUP_FILE).write_text(f"0::/kubepods/pod1/{CID}\n")
         assert CID == detect({"KUBERNETES_SERVICE_HOST": "x"})["container.id"]
+
+
+PAUSE = "a" * 64  # the pod's sandbox ("pause") container
+APP_UID = "0b4a7c1e-1111-2222-3333-444455556666"
+
+
+def docker_pod_mountinfo(*extra: str) -> str:
+    """/proc/self/mountinfo of an app container in a pod on Docker (cri-dockerd), as
+    opentelemetry-go#3508 shows it: the network files and /dev/shm come from the pause
+    container's folder, /etc/hosts and the termination log from the kubelet's."""
+    docker = "/var/lib/docker/containers"
+    rows = [
+        "1076 961 0:286 / / rw,relatime - overlay overlay rw,lowerdir=/var/lib/docker/overlay2/"
+        f"l/X,upperdir=/var/lib/docker/overlay2/{'3' * 64}/diff",
+        f"1090 1078 254:1 /var/lib/kubelet/pods/{APP_UID}/containers/web/1b2c3d4e "
+        "/dev/termination-log rw - ext4 /dev/vda1 rw",
+        f"1091 1078 0:281 {docker}/{PAUSE}/mounts/shm /dev/shm rw - tmpfs shm rw",
+        f"1093 1076 254:1 {docker}/{PAUSE}/resolv.conf /etc/resolv.conf rw - ext4 /dev/vda1 rw",
+        f"1094 1076 254:1 {docker}/{PAUSE}/hostname /etc/hostname rw - ext4 /dev/vda1 rw",
+        f"1095 1076 254:1 /var/lib/kubelet/pods/{APP_UID}/etc-hosts /etc/hosts rw - ext4 "
+        "/dev/vda1 rw",
+        *extra,
+    ]
+    return "\n".join(rows) + "\n"
+
+
+class TestSandboxContainer:
+    def test_a_docker_pod_under_cgroup_v2_gets_no_id(self, no_files: Path) -> None:
+        """A Docker-runtime pod on cgroup v2 ("0::/"): mountinfo names only the pause
+        container, so container.id is left out (old code: the pause id, the same in
+        every container of the pod)."""
+        Path(_kubernetes.CGROUP_FILE).write_text("0::/\n")
+        Path(_kubernetes.MOUNTINFO_FILE).write_text(docker_pod_mountinfo())
+        env = {"KUBERNETES_SERVICE_HOST": "10.0.0.1", "HOSTNAME": "web-7d9f8b6c5-x2k4q"}
+        assert {"k8s.pod.name": "web-7d9f8b6c5-x2k4q"} == detect(env)
+
+    @pytest.mark.parametrize(
+        "mount_point", ["/etc/hostname", "/etc/hosts", "/etc/resolv.conf", "/dev/shm"]
+    )
+    def test_the_sandbox_files_never_name_the_container(
+        self, tmp_path: Path, mount_point: str
+    ) -> None:
+        """Each file a pod's containers share with its sandbox is passed over, whatever
+        folder it comes from (CRI-O's sandbox folder is an overlay-containers one too)."""
+        (tmp_path / "cgroup").write_text("0::/\n")
+        (tmp_path / "mountinfo").write_text(
+            f"2 1 0:54 /containers/storage/overlay-containers/{PAUSE}/userdata/x "
+            f"{mount_point} rw - tmpfs tmpfs rw\n"
+        )
+        assert container_id(str(tmp_path / "cgroup"), str(tmp_path / "mountinfo")) is None
+
+    def test_the_container_own_mount_wins_over_the_sandbox(self, tmp_path: Path) -> None:
+        """A mount from the container's own folder, listed after the sandbox's files,
+        gives the container's id, not the pause container's."""
+        (tmp_path / "cgroup").write_text("0::/\n")
+        own = f"1096 1076 254:1 /var/lib/docker/containers/{CID}/mounts/secrets /run/secrets rw"
+        (tmp_path / "mountinfo").write_text(docker_pod_mountinfo(own + " - ext4 /dev/vda1 rw"))
+        assert CID == container_id(str(tmp_path / "cgroup"), str(tmp_path / "mountinfo"))
+
+    def test_the_cgroup_file_comes_first(self, tmp_path: Path) -> None:
+        """Where the cgroup file names the container (cgroup v1, or v2 in the host's
+        namespace), that id is taken, whatever mountinfo holds."""
+        (tmp_path / "cgroup").write_text(f"0::/kubepods/besteffort/pod0b4a/{CID}\n")
+        (tmp_path / "mountinfo").write_text(docker_pod_mountinfo())
+        assert CID == container_id(str(tmp_path / "cgroup"), str(tmp_path / "mountinfo"))
 
 
 class TestShipping:

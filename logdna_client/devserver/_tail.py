@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TextIO, cast
 
 import orjson
 
+from .._controls import CONTROL, escaped
 from ._store import NESTED_TOO_DEEP, Origin, dump_line
 
 _RESET = "\x1b[0m"
@@ -32,20 +34,22 @@ _LEVEL_COLORS = {
     "EMERGENCY": "\x1b[1;31m",
     "PANIC": "\x1b[1;31m",
 }
-# A log line must not be able to drive the terminal: show control characters
-# (escape sequences included) as \xNN. Newlines and tabs stay.
-_CONTROL_ESCAPES = {
-    code: f"\\x{code:02x}"
-    for code in [*range(0x20), 0x7F, *range(0x80, 0xA0)]
-    if code not in (0x09, 0x0A)
-}
 # Lines are written in slices of this many, so one huge batch never becomes
 # one huge string.
 _WRITE_SLICE = 1000
 
 
 def _clean(text: str) -> str:
-    return text.translate(_CONTROL_ESCAPES)
+    """``text`` with what could drive the terminal or reorder what it shows (escape
+    sequences, bidirectional controls: the library's one set) escaped as ``\\x1b``,
+    ``\\u202e``."""
+    return CONTROL.sub(_escape, text)
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    # Newlines and tabs stay: a traceback shows as lines, indented under its line.
+    return char if char in "\t\n" else escaped(char)
 
 
 def _format_time(timestamp: object, received: float) -> str:
