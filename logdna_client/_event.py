@@ -66,16 +66,40 @@ LEVELNOS: dict[str, int] = {
 
 #: The event keys a line's text, level and time come from (structlog's names).
 TEXT_KEY, LEVEL_KEY, TIME_KEY = "event", "level", "timestamp"
-_TRACE_KEYS = frozenset({"exc_info", "exception", "stack", "stack_info"})
+# The keys of logging's own arguments (exc_info=, stack_info=): a traceback or a stack
+# when their value makes one, never meta.
+_TRACE_ARGS = frozenset({"exc_info", "stack_info"})
+# Keys that hold a traceback (format_exc_info's ``exception``) or a stack
+# (StackInfoRenderer's ``stack``) only when their text is one (see ``_traces``): an
+# application's own ``stack="prod-eu-1"`` or ``exception="TimeoutError"`` is meta.
+_TRACE_TEXT_KEYS = frozenset({"exception", "stack"})
+_TRACE_KEYS = _TRACE_ARGS | _TRACE_TEXT_KEYS
 # Keys that become part of the line itself (text, level, timestamp, traces), or that
 # are structlog's bookkeeping and mean nothing in LogDNA: never meta.
-_LINE_KEYS = frozenset({TEXT_KEY, LEVEL_KEY, TIME_KEY}) | _TRACE_KEYS
+_LINE_KEYS = frozenset({TEXT_KEY, LEVEL_KEY, TIME_KEY}) | _TRACE_ARGS
 _INTERNAL_KEYS = frozenset({"_record", "_from_structlog", "_logger", "_name"})
 NOT_META = _LINE_KEYS | _INTERNAL_KEYS
 #: Keys that make an event more than text, level, timestamp and meta (traces and
 #: bookkeeping, and any key added above): ``event_dict_to_line`` (and nothing
-#: quicker) handles those.
-UNUSUAL_KEYS = NOT_META - {TEXT_KEY, LEVEL_KEY, TIME_KEY}
+#: quicker) handles those. ``exception`` and ``stack`` too: only it tells whether
+#: their value is a trace.
+UNUSUAL_KEYS = (NOT_META - {TEXT_KEY, LEVEL_KEY, TIME_KEY}) | _TRACE_TEXT_KEYS
+
+# How the traceback module begins a formatted exception (format_exc_info's text, and
+# ExceptionRenderer's with its default formatter): "Traceback (most recent call
+# last):", or for an ExceptionGroup "  + Exception Group Traceback (most recent call
+# last):"; and the sentence it puts between chained exceptions, where the first one of
+# a chain was never raised (so it starts with "ValueError: ..." and no header).
+_TRACEBACK_HEADS = (
+    "Traceback (most recent call last):",
+    "+ Exception Group Traceback (most recent call last):",
+)
+_CHAIN_SENTENCES = (
+    "\n\nThe above exception was the direct cause of the following exception:\n\n",
+    "\n\nDuring handling of the above exception, another exception occurred:\n\n",
+)
+# How StackInfoRenderer (and logging, for stack_info=True) begins a stack.
+_STACK_HEAD = "Stack (most recent call last):"
 
 _NO_EVENT_LIMIT = 1000
 
@@ -243,9 +267,10 @@ def event_dict_to_line(
 ) -> tuple[str, dict[str, Any] | None]:
     """Split an event dict into the line text and the meta dict (None when empty).
 
-    Text: the ``event`` value (``str()``-ed safely), with any ``exception`` /
-    ``exc_info`` traceback and ``stack`` text appended; ``key=value`` pairs when
-    there is no ``event``. Meta: every other key (not ``level`` or a
+    Text: the ``event`` value (``str()``-ed safely), with any traceback (an
+    ``exception`` that is a formatted one, else ``exc_info``'s) and stack (a
+    ``stack`` that is one, else ``stack_info``'s) appended; ``key=value`` pairs
+    when there is no ``event``. Meta: every other key (not ``level`` or a
     ``timestamp``, and none of structlog's ``_record``/``_logger`` bookkeeping),
     over ``extra`` (e.g. request context), without changing ``event_dict``.
     A ``timestamp`` that ``timestamp_of`` cannot read stays in meta
@@ -260,15 +285,18 @@ def event_dict_to_line(
         for key, value in event_dict.items()
         if key not in not_meta
     }
+    # Before the text and the context: an ``exception`` or ``stack`` that is a trace
+    # leaves the event's own keys (a context field of that name stays), one that is
+    # not stays among them, in its place.
+    traces = _traces(event_dict, own) if not _TRACE_KEYS.isdisjoint(event_dict) else ""
     event = event_dict.get(TEXT_KEY)
     if event is None:
         text = _no_event_text(own, redact) if TEXT_KEY not in event_dict else "None"
     else:
         text = event if type(event) is str else safe_str(event)
     meta: dict[str, Any] = with_context(own, extra) if extra else own
-
-    if not _TRACE_KEYS.isdisjoint(event_dict):
-        text = _with_traces(text, event_dict, meta)
+    if traces:
+        text += traces
     if TIME_KEY in event_dict and not (
         timestamp_parsed
         if timestamp_parsed is not None
@@ -284,36 +312,50 @@ def structured_event(event_dict: Mapping[str, Any]) -> Any:
     event = event_dict.get(TEXT_KEY)
     if not isinstance(event, Mapping | list | tuple):
         return None
-    # ``_with_traces`` is the one home of what appends a traceback or a stack (not
-    # exc_info=False, an empty stack, or dict_tracebacks' exception, which is meta):
-    # asked of an empty text, it says whether this event has any. Rare: only a dict
-    # or list event with a trace key pays for it.
-    if _TRACE_KEYS.isdisjoint(event_dict) or not _with_traces("", event_dict, {}):
+    # ``_traces`` is the one home of what appends a traceback or a stack (not
+    # exc_info=False, an empty stack, dict_tracebacks' exception or a plain ``stack``
+    # value, which are meta). Rare: only a dict or list event with a trace key pays.
+    if _TRACE_KEYS.isdisjoint(event_dict) or not _traces(event_dict, {}):
         return event
     return None
 
 
-def _with_traces(text: str, event_dict: Mapping[str, Any], meta: dict[str, Any]) -> str:
+def _is_traceback(value: object) -> bool:
+    """Whether ``value`` is an exception formatted by the traceback module (as
+    structlog's format_exc_info writes ``exception``): text that starts with its
+    header, or that chains exceptions with its sentences."""
+    if not isinstance(value, str):
+        return False  # dict_tracebacks' list of dicts, or an application's value
+    if value.startswith(_TRACEBACK_HEADS[0]) or value.lstrip(" ").startswith(_TRACEBACK_HEADS[1]):
+        return True
+    return any(sentence in value for sentence in _CHAIN_SENTENCES)
+
+
+def _traces(event_dict: Mapping[str, Any], own: dict[str, Any]) -> str:
+    """The traceback and stack the event's trace keys make, each after a newline
+    ("" for none); an ``exception`` or ``stack`` that makes one is taken out of
+    ``own`` (the event's meta)."""
+    text = ""
     exception = event_dict.get("exception")
-    if isinstance(exception, str):
-        if exception:
-            text = f"{text}\n{exception}"
-    elif exception is not None:
-        meta["exception"] = exception  # structured (dict_tracebacks): searchable as meta
+    if _is_traceback(exception):
+        text = f"\n{exception}"
+        own.pop("exception", None)
     elif "exc_info" in event_dict:
-        exc_info = event_dict["exc_info"]
-        found = _exception_text(exc_info)
+        # A real exception wins over an ``exception`` that is no traceback (which
+        # stays meta): exc_info=True beside exception="KeyError in cache".
+        found = _exception_text(event_dict["exc_info"])
         if found:
-            text = f"{text}\n{found}"
-    for key in ("stack", "stack_info"):
-        stack = event_dict.get(key)
-        if isinstance(stack, str) and stack:
-            text = f"{text}\n{stack}"
-            break
-        if stack is True:
-            frames = traceback.format_stack(_caller_frame())
-            text = f"{text}\nStack (most recent call last):\n{''.join(frames).rstrip()}"
-            break
+            text = f"\n{found}"
+    stack = event_dict.get("stack")
+    if isinstance(stack, str) and stack.startswith(_STACK_HEAD):
+        own.pop("stack", None)
+        return f"{text}\n{stack}"
+    stack = event_dict.get("stack_info")
+    if isinstance(stack, str) and stack:  # logging's stack text (ProcessorFormatter's)
+        return f"{text}\n{stack}"
+    if stack is True:
+        frames = traceback.format_stack(_caller_frame())
+        return f"{text}\n{_STACK_HEAD}\n{''.join(frames).rstrip()}"
     return text
 
 

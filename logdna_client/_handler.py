@@ -42,6 +42,7 @@ from ._event import (
     TIME_KEY,
     event_dict_to_line,
     level_name,
+    levelno_of,
     structured_event,
     timestamp_of,
 )
@@ -61,16 +62,20 @@ STANDARD_RECORD_ATTRS: frozenset[str] = _INIT_ATTRS | {"message", "asctime"}
 # A record built without extra= has exactly this many attributes: the common
 # case skips the scan for extras altogether.
 _PLAIN_RECORD_LEN = len(_PROBE.__dict__)
-# For the C handle's reading of extras (_extras' rule): each standard attribute ->
-# whether LogRecord.__init__ sets it; one lookup tells both.
-_STANDARD_KINDS = {name: name in _INIT_ATTRS for name in STANDARD_RECORD_ATTRS}
+# What structlog's wrap_for_formatter adds to the record (as extra=) for its own use:
+# never meta, whichever way the record comes (with its event dict as the message, or
+# with the text a QueueHandler in front made of it, the common record's way).
+_STRUCTLOG_ATTRS = frozenset({"_logger", "_name"})
+# The attributes that are never extras: the one rule of _extras and of the C handle.
+_NOT_EXTRAS = STANDARD_RECORD_ATTRS | _STRUCTLOG_ATTRS
+# For the C handle's reading of extras (_extras' rule): each attribute that is no
+# extra -> whether LogRecord.__init__ sets it (True: Python decides; False: skipped,
+# never meta); one lookup tells both.
+_STANDARD_KINDS = {name: name in _INIT_ATTRS for name in _NOT_EXTRAS}
 del _PROBE
 
 # The stdlib's own getMessage: while LogRecord has it, ``msg % args`` is what it returns.
 _GET_MESSAGE = logging.LogRecord.getMessage
-
-# What structlog's wrap_for_formatter adds to the record for its own use: never meta.
-_STRUCTLOG_ATTRS = frozenset({"_logger", "_name"})
 
 
 def record_meta(attrs: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any] | None:
@@ -85,17 +90,19 @@ def record_meta(attrs: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]
 
 
 def _extras(attrs: dict[str, Any]) -> dict[str, Any] | None:
-    """The attributes ``extra=`` (or a filter, adapter or formatter) added to a record."""
+    """The attributes ``extra=`` (or a filter, adapter or formatter) added to a record,
+    less structlog's bookkeeping (``_NOT_EXTRAS``)."""
     # Extras come after the standard attributes (LogRecord.__init__ sets those
     # first; makeRecord, record factories and filters add theirs later), so
     # only the tail is read, in C. A formatter that ran before us may have
-    # added "message"/"asctime" there: filtered out on the rare path.
+    # added "message"/"asctime" there, and structlog its "_logger"/"_name":
+    # filtered out on the rare path.
     extras = dict(islice(attrs.items(), _PLAIN_RECORD_LEN, None))
-    if not STANDARD_RECORD_ATTRS.isdisjoint(extras):
+    if not _NOT_EXTRAS.isdisjoint(extras):
         # A filter that deleted an attribute __init__ sets and set it again moved
         # it to the end: extras may sit before the tail then. Read them all.
         source = extras if _INIT_ATTRS.isdisjoint(extras) else attrs
-        extras = {k: v for k, v in source.items() if k not in STANDARD_RECORD_ATTRS}
+        extras = {k: v for k, v in source.items() if k not in _NOT_EXTRAS}
     return extras or None
 
 
@@ -319,17 +326,21 @@ class LogDNAHandler(logging.Handler):
         ms: int | None = None
         if type(msg) is dict and "_logger" in attrs:
             # structlog's ProcessorFormatter.wrap_for_formatter: the event dict is
-            # the message; its keys are meta, structlog's bookkeeping is not. The
-            # record is a LogRecord like any other: the record_meta attributes (the
-            # logger's name) and extras ship too, under the event's own keys. The
-            # event's level and time are the line's, as LogDNAProcessor ships them.
-            found = record_meta(attrs, self._record_attrs)
-            if found and not _STRUCTLOG_ATTRS.isdisjoint(found):
-                found = {k: v for k, v in found.items() if k not in _STRUCTLOG_ATTRS}
-            if TIME_KEY in msg:
-                ms = timestamp_of(msg[TIME_KEY])
+            # the message; its keys are meta, structlog's bookkeeping is not (_extras
+            # leaves it out; record_meta cannot name it). The record is a LogRecord
+            # like any other: the record_meta attributes (the logger's name) and
+            # extras ship too, under the event's own keys. The event's level and time
+            # are the line's, as LogDNAProcessor ships them; the handler's level
+            # judges that level, as the processor's does (logging judged the
+            # record's, the method's, before calling us). A line below it is neither
+            # shipped nor counted as dropped, as the processor's is not: filtered.
             if msg.get(LEVEL_KEY) is not None:
                 level = level_name(msg[LEVEL_KEY])
+                if self.level and levelno_of(level) < self.level:
+                    return
+            found = record_meta(attrs, self._record_attrs)
+            if TIME_KEY in msg:
+                ms = timestamp_of(msg[TIME_KEY])
             text, meta = event_dict_to_line(
                 msg, found, timestamp_parsed=ms is not None, redact=self._builder.redact_meta
             )

@@ -5,6 +5,8 @@ the record attributes ``record_meta`` names, as every stdlib line does."""
 from __future__ import annotations
 
 import logging
+import logging.handlers
+import queue
 from collections.abc import Iterator
 
 import pytest
@@ -68,3 +70,76 @@ class TestWrapForFormatter:
             _stdlib_bound(std).info("paid", invoice=7)
             (line,) = delivered(server, h.client, 1)
         assert {"invoice": 7} == line["meta"]
+
+
+class TestThroughAQueueHandler:
+    def test_structlogs_bookkeeping_never_ships(self, server: DevServer, handle_path: str) -> None:
+        """wrap_for_formatter -> QueueHandler -> QueueListener -> LogDNAHandler: the
+        QueueHandler made the event dict text, so the record comes as a common one with
+        structlog's ``_logger`` and ``_name`` among its extras; they are no meta on
+        either handle path, and an ``extra=`` of a stdlib record still is."""
+        h = handler_for(server)
+        log_queue: queue.Queue[logging.LogRecord] = queue.Queue()
+        listener = logging.handlers.QueueListener(log_queue, h)
+        try:
+            with logger_with(
+                "t.eco.structlog.queue", logging.handlers.QueueHandler(log_queue)
+            ) as std:
+                listener.start()
+                try:
+                    _stdlib_bound(std).info("order placed", order=9)
+                    std.info("from stdlib", extra={"invoice": 6})
+                finally:
+                    listener.stop()
+                lines = delivered(server, h.client, 2)
+        finally:
+            h.close()
+        assert [
+            (str({"order": 9, "event": "order placed"}), {"name": "t.eco.structlog.queue"}),
+            ("from stdlib", {"name": "t.eco.structlog.queue", "invoice": 6}),
+        ] == [(line["line"], line["meta"]) for line in lines]
+
+
+class TestHandlerLevel:
+    def test_the_events_level_is_judged_as_the_processor_judges_it(
+        self, server: DevServer, handle_path: str
+    ) -> None:
+        """The line's level is the event's, and the handler's level judges it (set at
+        construction or later): an event whose ``level`` says debug, logged with
+        ``.info()``, does not ship from a handler at INFO; nor is it counted as dropped,
+        as ``LogDNAProcessor(level=...)`` counts none of the events it filters."""
+        h = handler_for(server, level="INFO")
+        with logger_with("t.eco.structlog.level", h) as std:
+            log = _stdlib_bound(std)
+            log.info("cache miss", level="debug")
+            log.info("payment failed", level="error")
+            log.info("served")
+            h.setLevel(logging.WARNING)
+            log.warning("noise", level="info")
+            log.error("disk full", level="warning")
+            log.warning("kept", level=35)
+            lines = delivered(server, h.client, 4)
+        assert [
+            ("payment failed", "ERROR"),
+            ("served", "INFO"),
+            ("disk full", "WARNING"),
+            ("kept", "Level 35"),
+        ] == [(line["line"], line["level"]) for line in lines]
+        assert 0 == h.client.stats()["dropped_total"]
+
+    def test_the_processor_ships_the_same_lines(self, server: DevServer) -> None:
+        """``LogDNAProcessor(level="INFO")`` ships those same events, at those levels."""
+        from logdna_client.structlog import LogDNAProcessor
+
+        p = LogDNAProcessor(url=server.url, level="INFO", flush_interval="0.05")
+        try:
+            log = structlog.wrap_logger(structlog.ReturnLogger(), processors=[p])
+            log.info("cache miss", level="debug")
+            log.info("payment failed", level="error")
+            log.info("served")
+            lines = delivered(server, p.client, 2)
+        finally:
+            p.close()
+        assert [("payment failed", "ERROR"), ("served", "INFO")] == [
+            (line["line"], line["level"]) for line in lines
+        ]

@@ -146,6 +146,8 @@ DOC_LINES = {
         "one stream",
         "from structlog",
         "from a stdlib logger",
+        "shipped before the queue",
+        "kept as an event through the queue",
     ],
     "flask.md": ["showing order 42"],
     "asgi.md": ["showing order 42"],

@@ -332,6 +332,60 @@ class TestStructlogPage:
             by_text(lines, "from structlog")["level"], by_text(lines, "from structlog")["meta"]
         )  # fmt: skip
         assert "WARNING" == by_text(lines, "from a stdlib logger")["level"]
+        # Both QueueHandler setups ship the event's keys as meta, not in the text.
+        assert {
+            "line": "shipped before the queue",
+            "level": "INFO",
+            "app": "api",
+            "env": None,
+            "meta": {"order": 9},
+        } == fields(by_text(lines, "shipped before the queue"))
+        assert {
+            "line": "kept as an event through the queue",
+            "level": "INFO",
+            "app": "api",
+            "env": None,
+            "meta": {"name": "api", "order": 9},
+        } == fields(by_text(lines, "kept as an event through the queue"))
+
+
+class TestRenderToLogKwargsWarning:
+    """structlog.md recommended ending the chain with ``render_to_log_kwargs`` in front of
+    the handler, and ``log.info("user created", name="bob")`` then raised into the app."""
+
+    def test_the_page_warns_and_wrap_for_formatter_ships_such_keys(
+        self, server: DevServer, handle_path: str
+    ) -> None:
+        """The page says so (no longer recommending it), and both halves of what it says
+        hold: ``render_to_log_kwargs`` raises the ``KeyError`` it quotes for each key it
+        names, and ``wrap_for_formatter`` ships the same event with the key as meta."""
+        structlog = pytest.importorskip("structlog")
+        page = said("docs/structlog.md")
+        assert "Do not end the chain with `structlog.stdlib.render_to_log_kwargs`" in page
+        assert (
+            "raises `KeyError: \"Attempt to overwrite 'name' in LogRecord\"` in your code" in page
+        )
+        handler = handler_for(server)
+        with logger_with("docs.kwargs", handler) as std:
+            kwargs_log = structlog.wrap_logger(
+                std,
+                wrapper_class=structlog.stdlib.BoundLogger,
+                processors=[structlog.stdlib.render_to_log_kwargs],
+            )
+            for key in ("name", "module", "filename", "lineno", "process", "thread", "message",
+                        "msg", "args"):  # fmt: skip
+                with pytest.raises(KeyError, match=f"Attempt to overwrite '{key}' in LogRecord"):
+                    kwargs_log.info("user created", **{key: "bob"})
+            structlog.wrap_logger(
+                std,
+                wrapper_class=structlog.stdlib.BoundLogger,
+                processors=[structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+            ).info("user created", name="bob", module="billing")
+            (line,) = delivered(server, handler.client, 1)
+        assert ("user created", {"name": "bob", "module": "billing"}) == (
+            line["line"],
+            line["meta"],
+        )
 
 
 class TestStructlogThroughTheHandler:

@@ -507,6 +507,21 @@ class TestSameBytes:
         assert before + 1 == c_lines(fast)
         assert {"name": "t.speedups", **extra} == json.loads(last(fast)[1:])["meta"]
 
+    def test_structlogs_bookkeeping_is_no_meta_and_c_builds_it(
+        self, pair: tuple[LogDNAHandler, LogDNAHandler]
+    ) -> None:
+        """A record structlog's wrap_for_formatter made, whose event dict a QueueHandler
+        turned into text: its ``_logger`` and ``_name`` extras are no meta on either
+        path (the C handle skips them as _extras does), and C builds the line."""
+        extra = {"_logger": logging.getLogger("svc"), "_name": "info", "order": 9}
+        queued = with_extras_through_both(pair, extra, 2)  # the keys get known safe
+        assert queued[1] == queued[0]
+        before = c_lines(pair[0])
+        fast, slow = with_extras_through_both(pair, extra, 1)
+        assert before + 1 == c_lines(pair[0])
+        assert slow == fast
+        assert {"name": "t.speedups", "order": 9} == json.loads(fast[0][1:])["meta"]
+
     @settings(
         max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
     )

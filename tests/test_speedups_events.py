@@ -235,13 +235,28 @@ class TestSameBytes:
         self, procs: tuple[LogDNAProcessor, LogDNAProcessor], key: str
     ) -> None:
         """A key the redactor found safe elsewhere (a stdlib handler sharing the client
-        shipped it as an extra) is still no meta in an event: the Python path makes
-        it part of the line, or drops it."""
+        shipped it as an extra) is still the Python path's to map in an event: it makes
+        it part of the line, drops it, or (a value that is no trace) ships it as meta."""
         for p in procs:
             keys = p.client._builder.meta_safe_keys
             assert keys is not None
             keys.add(key)
         python_decides(procs, "error", {"event": "e", key: "Traceback (most recent call last)"})
+
+    @pytest.mark.parametrize(
+        ("key", "value"), [("stack", "prod-eu-1"), ("exception", "TimeoutError"), ("stack", 3)]
+    )
+    def test_trace_keys_that_hold_no_trace_ship_as_meta_either_way(
+        self, procs: tuple[LogDNAProcessor, LogDNAProcessor], key: str, value: object
+    ) -> None:
+        """``stack="prod-eu-1"`` is no StackInfoRenderer stack: meta, in its place, the
+        same bytes on both paths (the Python path tells a trace from a value)."""
+        (entry, _) = python_decides(
+            procs, "info", {"event": "deploy finished", key: value, "region": "eu"}
+        )
+        line = json.loads(entry[1:])
+        assert "deploy finished" == line["line"]
+        assert [(key, value), ("region", "eu")] == list(line["meta"].items())
 
     def test_a_mapping_that_is_not_a_dict(
         self, procs: tuple[LogDNAProcessor, LogDNAProcessor]

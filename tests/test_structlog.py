@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import collections
 import copy
 import datetime as dt
@@ -335,6 +336,108 @@ class TestExceptions:
         bound(proc, structlog.processors.StackInfoRenderer()).info("s", stack_info=True)
         line = client.lines[0]["line"]
         assert line.startswith("s\nStack (most recent call last):")
+
+
+def _raised(error: BaseException, cause: BaseException | None = None) -> BaseException:
+    """``error`` as an ``except`` block gets it (with its traceback), raised from ``cause``."""
+    try:
+        raise error from cause
+    except BaseException as caught:
+        return caught
+
+
+def _context_never_raised() -> BaseException:
+    """An exception whose context (set by hand) was never raised: no header starts its text."""
+    error = _raised(RuntimeError("outer"))
+    error.__context__ = ValueError("inner")
+    return error
+
+
+_GROUP: Any = getattr(builtins, "ExceptionGroup", None)
+_needs_groups = pytest.mark.skipif(_GROUP is None, reason="ExceptionGroup is Python 3.11+")
+
+
+class TestTraceKeys:
+    """``exception`` and ``stack`` are a traceback and a stack only when their text is one
+    (``format_exc_info``'s, ``StackInfoRenderer``'s): any other value is meta like any key."""
+
+    @pytest.mark.parametrize(
+        ("key", "value"),
+        [
+            ("stack", "prod-eu-1"),
+            ("exception", "TimeoutError"),
+            ("exception", "KeyError in cache"),
+            ("stack", "Stack:\n  here"),
+            ("stack", True),
+            ("stack", ""),
+            ("exception", ""),
+            ("exception", None),
+            ("exception", {"code": 7}),
+        ],
+    )
+    def test_other_values_stay_meta_in_their_place(
+        self, proc: LogDNAProcessor, client: CapturingClient, key: str, value: object
+    ) -> None:
+        """``log.info("deploy finished", stack="prod-eu-1")`` ships the event alone as the
+        line, and ``stack`` as meta, where the event has it."""
+        proc(None, "info", {"event": "deploy finished", key: value, "region": "eu-west-1"})
+        (line,) = client.lines
+        assert "deploy finished" == line["line"]
+        assert [(key, value), ("region", "eu-west-1")] == list(line["meta"].items())
+
+    def test_exc_info_ships_its_traceback_beside_a_plain_exception(
+        self, proc: LogDNAProcessor, client: CapturingClient
+    ) -> None:
+        """``exc_info=True`` beside ``exception="KeyError in cache"``: the traceback being
+        handled is the line's, the ``exception`` field meta."""
+        log = bound(proc, structlog.processors.add_log_level)
+        try:
+            {}["missing"]
+        except KeyError:
+            log.error("lookup failed", exception="KeyError in cache", exc_info=True)
+        (line,) = client.lines
+        assert line["line"].startswith("lookup failed\nTraceback (most recent call last):\n")
+        assert line["line"].endswith("\nKeyError: 'missing'")
+        assert {"exception": "KeyError in cache"} == line["meta"]
+
+    @pytest.mark.parametrize(
+        ("make", "renderer"),
+        [
+            pytest.param(lambda: _raised(OSError("disk")), structlog.processors.format_exc_info,
+                         id="raised"),
+            pytest.param(lambda: _raised(OSError("disk")), structlog.processors.ExceptionRenderer(),
+                         id="ExceptionRenderer"),
+            pytest.param(lambda: _raised(RuntimeError("outer"), ValueError("inner")),
+                         structlog.processors.format_exc_info, id="cause never raised"),
+            pytest.param(_context_never_raised, structlog.processors.format_exc_info,
+                         id="context never raised"),
+            pytest.param(lambda: _raised(_GROUP("several", [ValueError("a"), TypeError("b")])),
+                         structlog.processors.format_exc_info, id="group",
+                         marks=_needs_groups),
+            pytest.param(lambda: _raised(_GROUP("one", [ValueError("a")]), KeyError("k")),
+                         structlog.processors.format_exc_info, id="group, cause never raised",
+                         marks=_needs_groups),
+        ],
+    )  # fmt: skip
+    def test_formatted_tracebacks_are_the_lines(
+        self, proc: LogDNAProcessor, client: CapturingClient, make: Any, renderer: Any
+    ) -> None:
+        """What structlog's ``format_exc_info`` (or ``ExceptionRenderer``) writes for any
+        exception, chained and grouped ones too, is appended to the line, not meta."""
+        event = renderer(None, "error", {"event": "failed", "exc_info": make(), "job": 3})
+        assert isinstance(event["exception"], str)  # structlog's text, not ours
+        proc(None, "error", event)
+        (line,) = client.lines
+        assert (f"failed\n{event['exception']}", {"job": 3}) == (line["line"], line["meta"])
+
+    def test_stack_info_renderer_stack_is_the_lines(
+        self, proc: LogDNAProcessor, client: CapturingClient
+    ) -> None:
+        """A ``stack`` as ``StackInfoRenderer`` writes it is appended to the line, not meta."""
+        stack = 'Stack (most recent call last):\n  File "app.py", line 3, in <module>\n    main()'
+        proc(None, "info", {"event": "here", "stack": stack, "job": 3})
+        (line,) = client.lines
+        assert (f"here\n{stack}", {"job": 3}) == (line["line"], line["meta"])
 
 
 class TestContext:
