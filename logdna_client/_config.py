@@ -131,7 +131,9 @@ def _near_key_variables() -> str:
     return f" ({', '.join(names[:3])} {'is' if len(names) == 1 else 'are'} set, but not read)"
 
 
-def _read_key_file(path: object) -> Secret:
+def _read_key_file(path: object) -> tuple[Secret, str]:
+    """The key a key file holds, and the path it was read at (from the working
+    directory of now: ``replace()`` may read it again after a chdir)."""
     if isinstance(path, os.PathLike | bytes):
         path = os.fsdecode(path)
     if not isinstance(path, str):
@@ -140,7 +142,7 @@ def _read_key_file(path: object) -> Secret:
     path = path if os.path.exists(path) else os.path.expanduser(path.strip())
     try:
         with open(path, encoding="utf-8") as fh:
-            return Secret(fh.read())
+            return Secret(fh.read()), _anchored(path)
     except OSError as exc:
         reason = exc.strerror
     # (Raised out of the except: the OSError, which names the path, is not its context.)
@@ -190,6 +192,22 @@ def _record_attrs(value: object) -> tuple[str, ...]:
             "LogRecord attributes among " + ", ".join(sorted(RECORD_META_ATTRS)),
         )
     return tuple(dict.fromkeys(names))  # each once, in the order given
+
+
+def _anchored(path: str) -> str:
+    """``path`` from the working directory of now, where the option was given. A relative
+    path is used later (the CA bundle at each request, the spool folder opened by the
+    sender thread, a key file read again by ``replace()``), when a chdir (a daemon's
+    ``chdir("/")``, a test's tmp folder) would have it point elsewhere: the check made here
+    passed, and then every request failed, or the spool went to another folder."""
+    if os.path.isabs(path):
+        return path
+    try:
+        # (Joined, not normalized: "certs/../ca.pem" is left for the kernel to resolve,
+        # as it would have been, across a symbolic link too.)
+        return os.path.join(os.getcwd(), path)
+    except OSError:  # the working directory is gone: nothing relative to it is found
+        return path
 
 
 def _is_loopback(host: str) -> bool:
@@ -429,7 +447,7 @@ class Config:
         verify = self._resolve_verify()
         # An explicit path or False wins over the OTel CA, as the library's settings do.
         if verify is True and otel_ca is not None:
-            verify = otel_ca
+            verify = _anchored(otel_ca)
             from_otel.append("verify")
         set_(self, "verify", verify)
         set_(self, "_from_otel", tuple(from_otel))
@@ -457,7 +475,7 @@ class Config:
         if spool_dir is not None and not isinstance(spool_dir, str | os.PathLike):
             raise bad("spool_dir", spool_dir, "a folder path")
         spool_dir = os.path.expanduser(os.fspath(spool_dir)).strip() if spool_dir else None
-        set_(self, "spool_dir", spool_dir or None)
+        set_(self, "spool_dir", _anchored(spool_dir) if spool_dir else None)
         sync = self.spool_sync.strip().lower() if isinstance(self.spool_sync, str) else None
         if sync not in _SPOOL_SYNCS:
             raise bad("spool_sync", self.spool_sync, "one of " + ", ".join(_SPOOL_SYNCS))
@@ -507,8 +525,9 @@ class Config:
         if secret is None:
             looked.append("key=")
             if self.key_file is not None:
-                secret = _read_key_file(self.key_file)
+                secret, path = _read_key_file(self.key_file)
                 looked.append(f"key_file={self.key_file!r}")
+                object.__setattr__(self, "key_file", path)
         if secret is None and ambient:
             looked.append(ENV_VARS["key"])
             secret = as_secret(environ(ENV_VARS["key"]))
@@ -548,7 +567,7 @@ class Config:
             path = value if os.path.exists(value) else os.path.expanduser(value.strip())
             if not os.path.exists(path):
                 raise bad("verify", value, "true/false or the path of an existing CA bundle")
-            return path
+            return _anchored(path)
         if isinstance(value, bool):
             return value
         raise bad("verify", value, "true/false or the path of a CA bundle")
