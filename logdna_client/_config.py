@@ -3,8 +3,9 @@
 Options arrive as Python values from code, and as strings from
 ``logging.config.dictConfig``/``fileConfig`` files and environment variables.
 They are coerced and checked here, once, so the rest of the library can trust
-its ``Config``; a bad value is a ``ConfigurationError`` that names the option,
-raised when the client is built rather than when the first line is logged.
+its ``Config``; a bad value is a ``ConfigurationError`` that names the option (or the
+environment variable it came from), raised when the client is built rather than when the
+first line is logged.
 
 How one value is read from text is ``_values.py``'s; how the key is kept unseen,
 ``_secret.py``'s; OpenTelemetry's exporter variables, ``_otel_env.py``'s.
@@ -64,7 +65,8 @@ __all__ = ["DEFAULT_URL", "ENV_VARS", "Config"]
 
 DEFAULT_URL = "https://logs.logdna.com/logs/ingest"
 
-#: option name -> environment variable consulted when the option is not given.
+#: option name -> environment variable consulted when the option is not given (read
+#: by ``Config._env`` alone, which an error about the value then names).
 ENV_VARS: Mapping[str, str] = {
     "key": KEY_VARIABLE,
     "url": "LOGDNA_URL",
@@ -210,6 +212,19 @@ def _anchored(path: str) -> str:
         return path
 
 
+def _named_for_env(exc: ConfigurationError, variables: Mapping[str, str]) -> None:
+    """``exc``, about an option whose value came from its environment variable, made to
+    name the variable ("LOGDNA_RECORD_META: expected ..."): that is what the user sets
+    and fixes, and the keyword, never passed, would send them looking in their code (and
+    the command line, after it, for a flag that may not exist). ``exc.option`` stays the
+    option's name. Changed in place, so its traceback still leads to what refused it."""
+    option = exc.option
+    variable = variables.get(option or "")
+    message = str(exc)
+    if option and variable and message.startswith(option + ":"):
+        exc.args = (variable + message[len(option) :], *exc.args[1:])
+
+
 def _is_loopback(host: str) -> bool:
     # Only the exact name: resolvers may send "x.localhost" to DNS.
     if host == "localhost":
@@ -277,6 +292,25 @@ class Config:
     kubernetes: bool | Literal["auto"] = "auto"
 
     def __post_init__(self) -> None:
+        # Options filled from the environment, by variable (_env): errors about them name it.
+        object.__setattr__(self, "_env_read", {})
+        try:
+            self._check()
+        except ConfigurationError as exc:
+            _named_for_env(exc, self.__dict__["_env_read"])
+            raise
+
+    def _env(self, option: str) -> str | None:
+        """The value of ``option``'s environment variable (``ENV_VARS``), read for an option
+        not given. Every such read is here: one that is not blank (an unset variable, as a
+        blank option is) is noted, for an error about the option to name the variable.
+        (No local holds the value: it may be the key; see ``_check``.)"""
+        if not blank(environ(ENV_VARS[option])):
+            self.__dict__["_env_read"][option] = ENV_VARS[option]
+        return environ(ENV_VARS[option])
+
+    def _check(self) -> None:
+        """Coerce and check every option; ``__post_init__``'s."""
         set_ = object.__setattr__
         # The key becomes a Secret before anything can fail: a ConfigurationError's
         # traceback (Sentry captures frame locals) then shows only Secret('***').
@@ -286,7 +320,7 @@ class Config:
         set_(self, "url", hide_url(self.url))
         if isinstance(self.key_file, Secret):  # (hide_key's: a path that may be the key)
             set_(self, "key_file", self.key_file.reveal())  # not in repr, nor in a local
-        env = environ
+        env = self._env
         for option in _BOOLEAN_OPTIONS:
             value = getattr(self, option)
             if isinstance(value, str) and not value.strip():
@@ -303,7 +337,7 @@ class Config:
         url: object = None if blank(self.url) else self.url
         if url is None:
             set_(self, "_unset", unset | {"url"})
-            url = None if blank(env(ENV_VARS["url"])) else env(ENV_VARS["url"])
+            url = None if blank(env("url")) else env("url")
         # Where the URL came from, as messages name it: OpenTelemetry's variables are the
         # exporter's settings, read only for OTLP and only when url= and LOGDNA_URL are not
         # given (those were set for this library on purpose, the OTel ones often pod-wide).
@@ -398,21 +432,21 @@ class Config:
 
         # Blank is not given, as for url: a line has a hostname, LOGDNA_HOSTNAME's first.
         hostname = optional_name("hostname", self.hostname)
-        hostname = hostname or optional_name("hostname", env(ENV_VARS["hostname"]))
+        hostname = hostname or optional_name("hostname", env("hostname"))
         # Known here, not guessed later from the name: a hostname= that happens to be
         # the detected one is still given (it wins over OTel's host.name).
         set_(self, "_hostname_given", hostname is not None)
         set_(self, "hostname", hostname or detected_hostname())
         set_(self, "ip", optional_name("ip", self.ip))
         set_(self, "mac", optional_name("mac", self.mac))
-        tags = self.tags if self.tags is not None else env(ENV_VARS["tags"])
+        tags = self.tags if self.tags is not None else env("tags")
         set_(self, "tags", to_str_list("tags", tags))
         for name in ("app", "env"):
             raw = getattr(self, name)
             set_(
                 self,
                 name,
-                optional_name(name, raw if raw is not None else env(ENV_VARS[name])),
+                optional_name(name, raw if raw is not None else env(name)),
             )
 
         # -- behaviour
@@ -434,13 +468,13 @@ class Config:
         set_(self, "compress", to_bool("compress", self.compress))
         signals = self.handle_signals
         if signals is None:
-            signals = env(ENV_VARS["handle_signals"])  # blank: not set, as a blank option
+            signals = env("handle_signals")  # blank: not set, as a blank option
             signals = True if blank(signals) else signals
         set_(self, "handle_signals", to_bool("handle_signals", signals))
         set_(self, "index_meta", to_bool("index_meta", self.index_meta))
         record_meta = self.record_meta
         if record_meta is None:
-            record_meta = env(ENV_VARS["record_meta"])
+            record_meta = env("record_meta")
             if record_meta is None:
                 record_meta = "name"
         set_(self, "record_meta", _record_attrs(record_meta))
@@ -471,7 +505,7 @@ class Config:
         set_(self, "before_send", resolve_callable("before_send", self.before_send))
 
         # -- durable delivery (docs/spool.md); only checked here: no folder is made until used
-        spool_dir = self.spool_dir if self.spool_dir is not None else env(ENV_VARS["spool_dir"])
+        spool_dir = self.spool_dir if self.spool_dir is not None else env("spool_dir")
         if spool_dir is not None and not isinstance(spool_dir, str | os.PathLike):
             raise bad("spool_dir", spool_dir, "a folder path")
         spool_dir = os.path.expanduser(os.fspath(spool_dir)).strip() if spool_dir else None
@@ -530,7 +564,7 @@ class Config:
                 object.__setattr__(self, "key_file", path)
         if secret is None and ambient:
             looked.append(ENV_VARS["key"])
-            secret = as_secret(environ(ENV_VARS["key"]))
+            secret = as_secret(self._env("key"))
         if secret is None or not secret.reveal().strip():
             if loopback:  # the local devserver needs no key
                 return None

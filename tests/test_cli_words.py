@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from logdna_client import _cli_common
-from logdna_client._cli import main
+from logdna_client import ConfigurationError, _cli_common
+from logdna_client._cli import _command_flags, _in_flags, build_parser, main
 
 
 def run_main(*args: str) -> tuple[int, str]:
@@ -41,6 +41,36 @@ class TestErrorsNameFlags:
         status, err = run_main("send", "--url", "http://127.0.0.1:9/", "--flush-interval", "0", "x")
         assert 2 == status
         assert "--flush-interval: expected seconds between" in err
+
+
+class TestErrorsNameVariables:
+    @pytest.mark.parametrize(
+        ("variable", "value"),
+        [("LOGDNA_RECORD_META", "name,line"), ("LOGDNA_HANDLE_SIGNALS", "enabled"),
+         ("LOGDNA_URL", "ftp://logs.example.com/x")],
+    )  # fmt: skip
+    @pytest.mark.parametrize("command", [["send", "x"], ["pipe", "--", "true"]])
+    def test_a_bad_variable_is_named(
+        self, variable: str, value: str, command: list[str], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A bad value from a LOGDNA_* variable: the error names the variable, never a flag
+        (--record-meta and --handle-signals do not exist; --url was not given)."""
+        monkeypatch.setenv("LOGDNA_URL", "http://127.0.0.1:9/logs/ingest")
+        monkeypatch.setenv(variable, value)
+        status, err = run_main(*command)
+        assert 2 == status
+        assert err.startswith(f"logdna-client {command[0]}: {variable}: "), err
+        assert "--" + variable.removeprefix("LOGDNA_").lower().replace("_", "-") not in err
+
+    def test_an_option_is_a_flag_only_where_the_command_has_it(self) -> None:
+        """An option's error is named as its flag for a command that has the flag (send:
+        --hostname), and keeps its name for one that has not (demo)."""
+        parser = build_parser()
+        error = ConfigurationError("hostname: expected at most 80 characters, got 'h'", "hostname")
+        send = _command_flags(parser, parser.parse_args(["send", "x"]))
+        demo = _command_flags(parser, parser.parse_args(["demo"]))
+        assert "--hostname: expected at most 80 characters, got 'h'" == _in_flags(error, send)
+        assert "hostname: expected at most 80 characters, got 'h'" == _in_flags(error, demo)
 
 
 class TestSelfCommand:

@@ -1,5 +1,6 @@
-"""Where an option's value came from, as _config keeps it: a relative path is kept from
-the working directory of the construction (verify, spool_dir, key_file)."""
+"""Where an option's value came from, as _config keeps and names it: a relative path is
+kept from the working directory of the construction (verify, spool_dir, key_file), and an
+error about a value from a LOGDNA_* variable names the variable."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from logdna_client import Client
+from logdna_client import Client, ConfigurationError
 from logdna_client._config import ENV_VARS, Config
 from logdna_client._devserver import DevServer
 from logdna_client._secret import Secret
@@ -110,3 +111,49 @@ class TestRelativePaths:
         """An absolute path is not rewritten (nor normalized: the kernel resolves "..")."""
         given = str(tmp_path / "x" / ".." / "spool")
         assert given == Config(url=LOCAL, spool_dir=given).spool_dir
+
+
+#: (variable, a value it cannot have, the option it fills)
+BAD_VARIABLES = [
+    ("LOGDNA_RECORD_META", "name,line", "record_meta"),
+    ("LOGDNA_HANDLE_SIGNALS", "enabled", "handle_signals"),
+    ("LOGDNA_HOSTNAME", "ip-10-0-0-1." + "x" * 70 + ".compute.internal", "hostname"),
+    ("LOGDNA_APP", "a" * 81, "app"),
+    ("LOGDNA_ENV", "e" * 81, "env"),
+    ("LOGDNA_URL", "ftp://logs.example.com/x", "url"),
+    ("LOGDNA_INGESTION_KEY", "abc\ndef", "key"),
+]
+
+
+class TestErrorsNameTheVariable:
+    @pytest.mark.parametrize(("variable", "value", "option"), BAD_VARIABLES)
+    def test_a_bad_value_from_the_environment(
+        self, variable: str, value: str, option: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The error names the variable the value came from, which is what the user
+        fixes; its ``option`` attribute is still the option."""
+        monkeypatch.setenv(variable, value)
+        others = {"url": REMOTE} if option in ("key", "url") else {"url": LOCAL}
+        others.pop(option, None)
+        with pytest.raises(ConfigurationError) as caught:
+            Config(**({"key": KEY} if option == "url" else {}), **others)
+        assert str(caught.value).startswith(f"{variable}: "), str(caught.value)
+        assert option == caught.value.option
+
+    @pytest.mark.parametrize(("variable", "value", "option"), BAD_VARIABLES)
+    def test_the_same_value_given_names_the_option(
+        self, variable: str, value: str, option: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Given as the keyword instead (the variable set too: the keyword wins), the error
+        names the keyword."""
+        monkeypatch.setenv(variable, value)
+        options = {"url": REMOTE, "key": KEY, option: value}
+        with pytest.raises(ConfigurationError) as caught:
+            Config(**options)
+        assert str(caught.value).startswith(f"{option}: "), str(caught.value)
+
+    def test_a_blank_variable_is_not_named(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A blank LOGDNA_INGESTION_KEY is no key (as an unset one): the error is the key's."""
+        monkeypatch.setenv("LOGDNA_INGESTION_KEY", "  ")
+        with pytest.raises(ConfigurationError, match=r"^key: no ingestion key found"):
+            Config(url=REMOTE)
