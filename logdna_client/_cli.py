@@ -278,12 +278,14 @@ def build_parser() -> _Parser:
 
 
 # The library's messages name its keyword arguments; on the command line the flags are meant.
+# (The Python words, the command line's, and the flag they name: replaced where the
+# command has that flag.)
 _PYTHON_WORDS = (
-    ("pass key=, key_file= or set", "pass --key or set"),
-    ("looked at key=", "looked at --key"),
-    (", key_file=", ", --key-file "),
-    (", or pass allow_insecure=True if you really mean it", ""),
-    ("pass the key with key= or", "pass the key with --key, --key-file or"),
+    ("pass key=, key_file= or set", "pass --key or set", "--key"),
+    ("looked at key=", "looked at --key", "--key"),
+    (", key_file=", ", --key-file ", "--key-file"),
+    ("pass allow_insecure=True (or set", "pass --allow-insecure (or set", "--allow-insecure"),
+    ("pass the key with key= or", "pass the key with --key, --key-file or", "--key-file"),
 )
 #: Options whose flag is not their name: --timeout is the client's shutdown_timeout.
 _FLAG_OF = {"shutdown_timeout": "timeout"}
@@ -309,8 +311,9 @@ def _in_flags(exc: ConfigurationError, flags: frozenset[str]) -> str:
     the user looking for it; an error about a variable's value names the variable
     (``Config``), and is left as it is."""
     text = str(exc)
-    for python, words in _PYTHON_WORDS:
-        text = text.replace(python, words)
+    for python, words, flag in _PYTHON_WORDS:
+        if flag in flags:
+            text = text.replace(python, words)
     option = exc.option
     if option and text.startswith(option + ":"):
         flag = "--" + _FLAG_OF.get(option, option).replace("_", "-")

@@ -77,6 +77,7 @@ ENV_VARS: Mapping[str, str] = {
     "handle_signals": "LOGDNA_HANDLE_SIGNALS",
     "spool_dir": "LOGDNA_SPOOL_DIR",
     "record_meta": "LOGDNA_RECORD_META",
+    "allow_insecure": "LOGDNA_ALLOW_INSECURE",
 }
 
 # The largest max_batch_bytes: 8 MiB, bounded below the API's limit on a request body
@@ -275,7 +276,8 @@ class Config:
     redact_patterns: tuple[str, ...] = ()
     before_send: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None
     max_line_length: int = LINE_BYTES  # the service's line limit (_limits.py)
-    allow_insecure: bool = False
+    #: False when neither given nor set by LOGDNA_ALLOW_INSECURE.
+    allow_insecure: bool = _UNSET
     #: Deliver within shutdown_timeout on SIGTERM/SIGHUP left at their default
     #: disposition, then end by that signal (see docs/delivery.md).
     handle_signals: bool = _UNSET
@@ -379,7 +381,14 @@ class Config:
                 )
             shown = parts._replace(query="", fragment="").geturl()
             raise bad("url", shown, "an http(s) URL such as " + DEFAULT_URL)
-        set_(self, "allow_insecure", to_bool("allow_insecure", self.allow_insecure))
+        insecure = self.allow_insecure
+        insecure = env("allow_insecure") if insecure is None else insecure
+        # Blank: not set, as a blank option (unset, an opt-in must be said, never assumed).
+        set_(
+            self,
+            "allow_insecure",
+            False if blank(insecure) else to_bool("allow_insecure", insecure),
+        )
         # The OTel headers go only to the endpoint the OTel variables name, as the SDK's
         # exporter sends them: they often hold a vendor's token, which url= or LOGDNA_URL
         # pointing elsewhere must not receive.
@@ -399,15 +408,19 @@ class Config:
             compress = otel_compression() if source != "url" else None
             set_(self, "compress", True if compress is None else compress)
             from_otel += ["compress"] if compress is not None else []
-        # Plain http is refused for the credentials it would carry. The ingest API always
-        # takes a key (refused here first: the URL is the error to fix first); an OTLP
-        # client with neither a key nor OTel headers (a Collector in the cluster, on its
-        # http port) sends none, and needs no allow_insecure.
+        # Plain http is refused for the credentials it would carry, and only for them: a
+        # client that sends none (no key: a devserver on another host, a VM's or a
+        # container's; an OTLP client with no OTel headers either, to a Collector in the
+        # cluster on its http port) needs no allow_insecure.
         plain = parts.scheme == "http" and not _is_loopback(parts.hostname)
         plain = plain and not self.allow_insecure
-        if plain and not otlp:
-            raise _plain_http_refused(said, parts.hostname, ["the ingestion key"])
-        # An OpenTelemetry Collector usually takes local senders without a key.
+        # A key is needed where Mezmo's service may be: its hosts, and any https URL. A
+        # plain http one that is not Mezmo's (whose endpoints take https only) is a
+        # devserver or a relay of one's own, which may take none, and a missing key is
+        # then no mistake to stop at; an OpenTelemetry Collector usually takes local
+        # senders without a key.
+        keyless = otlp or _is_loopback(parts.hostname)
+        keyless = keyless or (parts.scheme == "http" and not _is_mezmo_host(parts.hostname))
         key_given = "key=" if self.key is not None else ""
         key_given = key_given or ("key_file=" if self.key_file is not None else "")
         # With OTLP, a key only the environment gives (LOGDNA_INGESTION_KEY, often set
@@ -416,7 +429,7 @@ class Config:
         # given), and another vendor's credential header has a name of its own
         # (api-key, x-honeycomb-team, dd-api-key ...) that no list here can know.
         ambient = not otlp or (not headers and _is_mezmo_host(parts.hostname))
-        secret = self._resolve_key(_is_loopback(parts.hostname) or otlp, ambient)
+        secret = self._resolve_key(keyless, ambient)
         secret = one_credential(secret, key_given, headers_from, headers)
         if secret is not None and shows_key(url, (secret,)):
             # (A key file's, known only now: the url's text is in this frame's locals.)
@@ -551,8 +564,9 @@ class Config:
                 raise bad("kubernetes", kubernetes, '"auto", or a boolean to force it') from None
         set_(self, "kubernetes", kubernetes)
 
-    def _resolve_key(self, loopback: bool, ambient: bool = True) -> Secret | None:
-        """The key: key=, else key_file=, else (when ``ambient``) LOGDNA_INGESTION_KEY."""
+    def _resolve_key(self, keyless: bool, ambient: bool = True) -> Secret | None:
+        """The key: key=, else key_file=, else (when ``ambient``) LOGDNA_INGESTION_KEY; None
+        when there is none and the URL takes requests without one (``keyless``)."""
         # Every local here holds a Secret, never the key's text (see __post_init__).
         looked: list[str] = []
         secret = cast("Secret | None", self.key)
@@ -566,7 +580,7 @@ class Config:
             looked.append(ENV_VARS["key"])
             secret = as_secret(self._env("key"))
         if secret is None or not secret.reveal().strip():
-            if loopback:  # the local devserver needs no key
+            if keyless:
                 return None
             where = ", ".join(looked) if looked else "key="
             raise ConfigurationError(
@@ -691,7 +705,8 @@ def _url_carries_key(said: str) -> ConfigurationError:
 def _plain_http_refused(said: str, host: str, credentials: list[str]) -> ConfigurationError:
     return ConfigurationError(
         f"{said}: plain http:// to {host} would send {' and '.join(credentials)} "
-        "unencrypted; use https://, or pass allow_insecure=True if you really mean it",
+        "unencrypted; use https://, or pass allow_insecure=True (or set "
+        f"{ENV_VARS['allow_insecure']}=1) if you really mean it",
         "url",
     )
 

@@ -1,11 +1,14 @@
 """Where an option's value came from, as _config keeps and names it: a relative path is
-kept from the working directory of the construction (verify, spool_dir, key_file), and an
-error about a value from a LOGDNA_* variable names the variable."""
+kept from the working directory of the construction (verify, spool_dir, key_file), an
+error about a value from a LOGDNA_* variable names the variable, and plain http:// is
+refused for the credential it would carry, not for the host alone (LOGDNA_ALLOW_INSECURE)."""
 
 from __future__ import annotations
 
 import shutil
+import socket
 import ssl
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -38,6 +41,29 @@ def two_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, 
     b.mkdir()
     monkeypatch.chdir(a)
     return a, b
+
+
+def own_address() -> str:
+    """This machine's address on its way out (not loopback), or a skip where it has none.
+    (A UDP connect sends nothing: it only picks the route.)"""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.connect(("192.0.2.1", 9))
+            address = str(sock.getsockname()[0])
+    except OSError:
+        address = ""
+    if not address or address.startswith("127.") or address == "0.0.0.0":
+        pytest.skip("this machine has no address besides loopback")
+    return address
+
+
+@pytest.fixture
+def other_host() -> Iterator[tuple[DevServer, str]]:
+    """A devserver listening on every address (``devserver --host 0.0.0.0``), and its
+    URL at this machine's own address: as an app in a VM or a container reaches it."""
+    address = own_address()
+    with DevServer(host="0.0.0.0") as server:
+        yield server, f"http://{address}:{server.port}/logs/ingest"
 
 
 class TestRelativePaths:
@@ -117,6 +143,7 @@ class TestRelativePaths:
 BAD_VARIABLES = [
     ("LOGDNA_RECORD_META", "name,line", "record_meta"),
     ("LOGDNA_HANDLE_SIGNALS", "enabled", "handle_signals"),
+    ("LOGDNA_ALLOW_INSECURE", "sometimes", "allow_insecure"),
     ("LOGDNA_HOSTNAME", "ip-10-0-0-1." + "x" * 70 + ".compute.internal", "hostname"),
     ("LOGDNA_APP", "a" * 81, "app"),
     ("LOGDNA_ENV", "e" * 81, "env"),
@@ -157,3 +184,77 @@ class TestErrorsNameTheVariable:
         monkeypatch.setenv("LOGDNA_INGESTION_KEY", "  ")
         with pytest.raises(ConfigurationError, match=r"^key: no ingestion key found"):
             Config(url=REMOTE)
+
+
+class TestPlainHttp:
+    ELSEWHERE = "http://10.1.2.3:7080/logs/ingest"
+
+    def test_no_key_needs_no_allow_insecure(self) -> None:
+        """No key at all to a plain http:// host that is not loopback (a devserver in a
+        VM): nothing secret travels, so nothing is refused (it was, for "the ingestion
+        key" that was not there)."""
+        config = Config(url=self.ELSEWHERE)
+        assert (self.ELSEWHERE, None, False) == (config.url, config.secret, config.allow_insecure)
+
+    def test_a_key_is_still_refused(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """With the key in LOGDNA_INGESTION_KEY, plain http:// to LOGDNA_URL is refused,
+        naming the variable that gave the URL and the one that allows it."""
+        monkeypatch.setenv("LOGDNA_INGESTION_KEY", KEY)
+        monkeypatch.setenv("LOGDNA_URL", self.ELSEWHERE)
+        with pytest.raises(ConfigurationError) as caught:
+            Config()
+        assert str(caught.value).startswith(
+            "LOGDNA_URL: plain http:// to 10.1.2.3 would send the ingestion key unencrypted; "
+        )
+        assert "LOGDNA_ALLOW_INSECURE=1" in str(caught.value)
+        assert "url" == caught.value.option
+
+    @pytest.mark.parametrize("opt_in", ["1", "true", "YES", " on "])
+    def test_the_variable_opts_in(self, opt_in: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        """LOGDNA_ALLOW_INSECURE, read as the other boolean variables are, allows it."""
+        monkeypatch.setenv("LOGDNA_ALLOW_INSECURE", opt_in)
+        config = Config(key=KEY, url=self.ELSEWHERE)
+        assert (True, Secret(KEY)) == (config.allow_insecure, config.secret)
+
+    @pytest.mark.parametrize("opt_out", ["0", "false", "  "])
+    def test_the_variable_left_off(self, opt_out: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Off or blank (an empty template variable), the key is refused as without it."""
+        monkeypatch.setenv("LOGDNA_ALLOW_INSECURE", opt_out)
+        with pytest.raises(ConfigurationError, match=r"^url: plain http://"):
+            Config(key=KEY, url=self.ELSEWHERE)
+
+    def test_the_keyword_wins_over_the_variable(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """allow_insecure=False given wins over LOGDNA_ALLOW_INSECURE=1."""
+        monkeypatch.setenv("LOGDNA_ALLOW_INSECURE", "1")
+        with pytest.raises(ConfigurationError, match=r"^url: plain http://"):
+            Config(key=KEY, url=self.ELSEWHERE, allow_insecure=False)
+
+    @pytest.mark.parametrize(
+        "url", ["http://logs.mezmo.com/logs/ingest", "https://logs.example.com/logs/ingest"]
+    )
+    def test_where_the_service_is_a_key_is_still_needed(self, url: str) -> None:
+        """Mezmo's own hosts (over http too) and any https:// URL still want a key: a
+        missing one is said at construction, not as every request refused."""
+        with pytest.raises(ConfigurationError, match=r"^key: no ingestion key found"):
+            Config(url=url)
+
+    def test_an_app_reaches_a_devserver_on_another_host(
+        self, other_host: tuple[DevServer, str], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """An app configured by the environment alone (LOGDNA_URL) delivers to a devserver
+        on another host with no key; with a key, once LOGDNA_ALLOW_INSECURE=1 says so."""
+        server, url = other_host
+        monkeypatch.setenv("LOGDNA_URL", url)
+        for key, line in ((None, "no key"), (KEY, "with a key, allowed")):
+            if key is not None:
+                monkeypatch.setenv("LOGDNA_INGESTION_KEY", key)
+                monkeypatch.setenv("LOGDNA_ALLOW_INSECURE", "1")
+            client = Client(hostname="vm", flush_interval=0.05, handle_signals=False,
+                            kubernetes=False)  # fmt: skip
+            try:
+                client.log(line)
+                assert client.flush(timeout=WAIT)
+            finally:
+                client.close(timeout=0)
+        assert ["no key", "with a key, allowed"] == [line["line"] for line in server.lines]
+        assert [False, True] == [request.key_present for request in server.requests]
