@@ -278,26 +278,47 @@ def build_parser() -> _Parser:
 
 
 # The library's messages name its keyword arguments; on the command line the flags are meant.
+# (The Python words, the command line's, and the flag they name: replaced where the
+# command has that flag.)
 _PYTHON_WORDS = (
-    ("pass key=, key_file= or set", "pass --key or set"),
-    ("looked at key=", "looked at --key"),
-    (", key_file=", ", --key-file "),
-    (", or pass allow_insecure=True if you really mean it", ""),
-    ("pass the key with key= or", "pass the key with --key, --key-file or"),
+    ("pass key=, key_file= or set", "pass --key or set", "--key"),
+    ("looked at key=", "looked at --key", "--key"),
+    (", key_file=", ", --key-file ", "--key-file"),
+    ("pass allow_insecure=True (or set", "pass --allow-insecure (or set", "--allow-insecure"),
+    ("pass the key with key= or", "pass the key with --key, --key-file or", "--key-file"),
 )
 #: Options whose flag is not their name: --timeout is the client's shutdown_timeout.
 _FLAG_OF = {"shutdown_timeout": "timeout"}
 
 
-def _in_flags(exc: ConfigurationError) -> str:
-    """A ConfigurationError's message in the command line's words."""
+def _command_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> frozenset[str]:
+    """The flags of the command ``args`` ran: ``parser``'s, and those of the command it
+    chose, down to spool's actions."""
+    flags: set[str] = set()
+    for action in parser._actions:
+        flags.update(action.option_strings)
+        if isinstance(action, argparse._SubParsersAction):
+            chosen = action.choices.get(getattr(args, action.dest, None) or "")
+            if chosen is not None:
+                flags |= _command_flags(chosen, args)
+    return frozenset(flags)
+
+
+def _in_flags(exc: ConfigurationError, flags: frozenset[str]) -> str:
+    """A ConfigurationError's message in the command line's words: an option named as its
+    flag where the command has one (``flags``). Where it has none (demo, or an option only
+    the environment sets), the option keeps its name: a flag that does not exist would send
+    the user looking for it; an error about a variable's value names the variable
+    (``Config``), and is left as it is."""
     text = str(exc)
-    for python, flags in _PYTHON_WORDS:
-        text = text.replace(python, flags)
+    for python, words, flag in _PYTHON_WORDS:
+        if flag in flags:
+            text = text.replace(python, words)
     option = exc.option
     if option and text.startswith(option + ":"):
-        flag = _FLAG_OF.get(option, option)
-        text = "--" + flag.replace("_", "-") + text[len(option) :]
+        flag = "--" + _FLAG_OF.get(option, option).replace("_", "-")
+        if flag in flags:
+            text = flag + text[len(option) :]
     return text
 
 
@@ -342,7 +363,7 @@ def main(
     try:
         return int(func(args))
     except ConfigurationError as exc:
-        console.warn(f"{PROG} {args.command}: {_in_flags(exc)}")
+        console.warn(f"{PROG} {args.command}: {_in_flags(exc, _command_flags(parser, args))}")
         return 2
     except KeyboardInterrupt:
         return 128 + signal.SIGINT

@@ -1,5 +1,5 @@
 """What the command line's modules share: its name, the console it writes to,
-the devserver's port and level ranks, and the library flags of send and pipe."""
+the devserver's port and level ranks, and the library flags of send, pipe and spool."""
 
 from __future__ import annotations
 
@@ -86,7 +86,8 @@ def _level_name(text: str) -> str:
 
 
 def _library_flags() -> argparse.ArgumentParser:
-    """Flags shared by send and pipe; absent ones stay None so env vars apply."""
+    """Flags shared by send, pipe and spool ls/replay/purge; absent ones stay None so env
+    vars apply."""
     parent = argparse.ArgumentParser(add_help=False)
     group = parent.add_argument_group("library options (fall back to environment variables)")
     group.add_argument(
@@ -110,6 +111,14 @@ def _library_flags() -> argparse.ArgumentParser:
         "--hostname", help=f"hostname sent with each request (env {ENV_VARS['hostname']})"
     )
     group.add_argument("--tags", help=f"comma-separated tags (env {ENV_VARS['tags']})")
+    group.add_argument(
+        "--allow-insecure",
+        action="store_true",
+        default=None,  # (absent: None, so that the variable applies)
+        help=f"allow a plain http:// URL to a host that is not loopback even though the key "
+        f"then crosses the network unencrypted (env {ENV_VARS['allow_insecure']}); with no "
+        "key none is needed",
+    )
     group.add_argument(
         "--flush-interval",
         type=_positive_float,

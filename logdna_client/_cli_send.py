@@ -92,6 +92,7 @@ def _client_from(args: argparse.Namespace) -> Client:
         "env": args.env,
         "hostname": args.hostname,
         "tags": args.tags,
+        "allow_insecure": args.allow_insecure,
         "shutdown_timeout": args.timeout,
     }
     if args.flush_interval is not None:

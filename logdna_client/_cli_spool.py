@@ -171,7 +171,8 @@ _SETTINGS_WRONG = {
 
 def _config(args: argparse.Namespace) -> Config:
     return Config(key=args.key, key_file=args.key_file, url=args.url, hostname=args.hostname,
-                  tags=args.tags, app=args.app, env=args.env)  # fmt: skip
+                  tags=args.tags, app=args.app, env=args.env,
+                  allow_insecure=args.allow_insecure)  # fmt: skip
 
 
 @dataclass(frozen=True)

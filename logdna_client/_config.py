@@ -3,8 +3,9 @@
 Options arrive as Python values from code, and as strings from
 ``logging.config.dictConfig``/``fileConfig`` files and environment variables.
 They are coerced and checked here, once, so the rest of the library can trust
-its ``Config``; a bad value is a ``ConfigurationError`` that names the option,
-raised when the client is built rather than when the first line is logged.
+its ``Config``; a bad value is a ``ConfigurationError`` that names the option (or the
+environment variable it came from), raised when the client is built rather than when the
+first line is logged.
 
 How one value is read from text is ``_values.py``'s; how the key is kept unseen,
 ``_secret.py``'s; OpenTelemetry's exporter variables, ``_otel_env.py``'s.
@@ -64,7 +65,8 @@ __all__ = ["DEFAULT_URL", "ENV_VARS", "Config"]
 
 DEFAULT_URL = "https://logs.logdna.com/logs/ingest"
 
-#: option name -> environment variable consulted when the option is not given.
+#: option name -> environment variable consulted when the option is not given (read
+#: by ``Config._env`` alone, which an error about the value then names).
 ENV_VARS: Mapping[str, str] = {
     "key": KEY_VARIABLE,
     "url": "LOGDNA_URL",
@@ -75,6 +77,7 @@ ENV_VARS: Mapping[str, str] = {
     "handle_signals": "LOGDNA_HANDLE_SIGNALS",
     "spool_dir": "LOGDNA_SPOOL_DIR",
     "record_meta": "LOGDNA_RECORD_META",
+    "allow_insecure": "LOGDNA_ALLOW_INSECURE",
 }
 
 # The largest max_batch_bytes: 8 MiB, bounded below the API's limit on a request body
@@ -131,7 +134,9 @@ def _near_key_variables() -> str:
     return f" ({', '.join(names[:3])} {'is' if len(names) == 1 else 'are'} set, but not read)"
 
 
-def _read_key_file(path: object) -> Secret:
+def _read_key_file(path: object) -> tuple[Secret, str]:
+    """The key a key file holds, and the path it was read at (from the working
+    directory of now: ``replace()`` may read it again after a chdir)."""
     if isinstance(path, os.PathLike | bytes):
         path = os.fsdecode(path)
     if not isinstance(path, str):
@@ -140,7 +145,7 @@ def _read_key_file(path: object) -> Secret:
     path = path if os.path.exists(path) else os.path.expanduser(path.strip())
     try:
         with open(path, encoding="utf-8") as fh:
-            return Secret(fh.read())
+            return Secret(fh.read()), _anchored(path)
     except OSError as exc:
         reason = exc.strerror
     # (Raised out of the except: the OSError, which names the path, is not its context.)
@@ -190,6 +195,35 @@ def _record_attrs(value: object) -> tuple[str, ...]:
             "LogRecord attributes among " + ", ".join(sorted(RECORD_META_ATTRS)),
         )
     return tuple(dict.fromkeys(names))  # each once, in the order given
+
+
+def _anchored(path: str) -> str:
+    """``path`` from the working directory of now, where the option was given. A relative
+    path is used later (the CA bundle at each request, the spool folder opened by the
+    sender thread, a key file read again by ``replace()``), when a chdir (a daemon's
+    ``chdir("/")``, a test's tmp folder) would have it point elsewhere: the check made here
+    passed, and then every request failed, or the spool went to another folder."""
+    if os.path.isabs(path):
+        return path
+    try:
+        # (Joined, not normalized: "certs/../ca.pem" is left for the kernel to resolve,
+        # as it would have been, across a symbolic link too.)
+        return os.path.join(os.getcwd(), path)
+    except OSError:  # the working directory is gone: nothing relative to it is found
+        return path
+
+
+def _named_for_env(exc: ConfigurationError, variables: Mapping[str, str]) -> None:
+    """``exc``, about an option whose value came from its environment variable, made to
+    name the variable ("LOGDNA_RECORD_META: expected ..."): that is what the user sets
+    and fixes, and the keyword, never passed, would send them looking in their code (and
+    the command line, after it, for a flag that may not exist). ``exc.option`` stays the
+    option's name. Changed in place, so its traceback still leads to what refused it."""
+    option = exc.option
+    variable = variables.get(option or "")
+    message = str(exc)
+    if option and variable and message.startswith(option + ":"):
+        exc.args = (variable + message[len(option) :], *exc.args[1:])
 
 
 def _is_loopback(host: str) -> bool:
@@ -242,7 +276,8 @@ class Config:
     redact_patterns: tuple[str, ...] = ()
     before_send: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None
     max_line_length: int = LINE_BYTES  # the service's line limit (_limits.py)
-    allow_insecure: bool = False
+    #: False when neither given nor set by LOGDNA_ALLOW_INSECURE.
+    allow_insecure: bool = _UNSET
     #: Deliver within shutdown_timeout on SIGTERM/SIGHUP left at their default
     #: disposition, then end by that signal (see docs/delivery.md).
     handle_signals: bool = _UNSET
@@ -259,6 +294,25 @@ class Config:
     kubernetes: bool | Literal["auto"] = "auto"
 
     def __post_init__(self) -> None:
+        # Options filled from the environment, by variable (_env): errors about them name it.
+        object.__setattr__(self, "_env_read", {})
+        try:
+            self._check()
+        except ConfigurationError as exc:
+            _named_for_env(exc, self.__dict__["_env_read"])
+            raise
+
+    def _env(self, option: str) -> str | None:
+        """The value of ``option``'s environment variable (``ENV_VARS``), read for an option
+        not given. Every such read is here: one that is not blank (an unset variable, as a
+        blank option is) is noted, for an error about the option to name the variable.
+        (No local holds the value: it may be the key; see ``_check``.)"""
+        if not blank(environ(ENV_VARS[option])):
+            self.__dict__["_env_read"][option] = ENV_VARS[option]
+        return environ(ENV_VARS[option])
+
+    def _check(self) -> None:
+        """Coerce and check every option; ``__post_init__``'s."""
         set_ = object.__setattr__
         # The key becomes a Secret before anything can fail: a ConfigurationError's
         # traceback (Sentry captures frame locals) then shows only Secret('***').
@@ -268,7 +322,7 @@ class Config:
         set_(self, "url", hide_url(self.url))
         if isinstance(self.key_file, Secret):  # (hide_key's: a path that may be the key)
             set_(self, "key_file", self.key_file.reveal())  # not in repr, nor in a local
-        env = environ
+        env = self._env
         for option in _BOOLEAN_OPTIONS:
             value = getattr(self, option)
             if isinstance(value, str) and not value.strip():
@@ -285,7 +339,7 @@ class Config:
         url: object = None if blank(self.url) else self.url
         if url is None:
             set_(self, "_unset", unset | {"url"})
-            url = None if blank(env(ENV_VARS["url"])) else env(ENV_VARS["url"])
+            url = None if blank(env("url")) else env("url")
         # Where the URL came from, as messages name it: OpenTelemetry's variables are the
         # exporter's settings, read only for OTLP and only when url= and LOGDNA_URL are not
         # given (those were set for this library on purpose, the OTel ones often pod-wide).
@@ -327,7 +381,14 @@ class Config:
                 )
             shown = parts._replace(query="", fragment="").geturl()
             raise bad("url", shown, "an http(s) URL such as " + DEFAULT_URL)
-        set_(self, "allow_insecure", to_bool("allow_insecure", self.allow_insecure))
+        insecure = self.allow_insecure
+        insecure = env("allow_insecure") if insecure is None else insecure
+        # Blank: not set, as a blank option (unset, an opt-in must be said, never assumed).
+        set_(
+            self,
+            "allow_insecure",
+            False if blank(insecure) else to_bool("allow_insecure", insecure),
+        )
         # The OTel headers go only to the endpoint the OTel variables name, as the SDK's
         # exporter sends them: they often hold a vendor's token, which url= or LOGDNA_URL
         # pointing elsewhere must not receive.
@@ -347,15 +408,19 @@ class Config:
             compress = otel_compression() if source != "url" else None
             set_(self, "compress", True if compress is None else compress)
             from_otel += ["compress"] if compress is not None else []
-        # Plain http is refused for the credentials it would carry. The ingest API always
-        # takes a key (refused here first: the URL is the error to fix first); an OTLP
-        # client with neither a key nor OTel headers (a Collector in the cluster, on its
-        # http port) sends none, and needs no allow_insecure.
+        # Plain http is refused for the credentials it would carry, and only for them: a
+        # client that sends none (no key: a devserver on another host, a VM's or a
+        # container's; an OTLP client with no OTel headers either, to a Collector in the
+        # cluster on its http port) needs no allow_insecure.
         plain = parts.scheme == "http" and not _is_loopback(parts.hostname)
         plain = plain and not self.allow_insecure
-        if plain and not otlp:
-            raise _plain_http_refused(said, parts.hostname, ["the ingestion key"])
-        # An OpenTelemetry Collector usually takes local senders without a key.
+        # A key is needed where Mezmo's service may be: its hosts, and any https URL. A
+        # plain http one that is not Mezmo's (whose endpoints take https only) is a
+        # devserver or a relay of one's own, which may take none, and a missing key is
+        # then no mistake to stop at; an OpenTelemetry Collector usually takes local
+        # senders without a key.
+        keyless = otlp or _is_loopback(parts.hostname)
+        keyless = keyless or (parts.scheme == "http" and not _is_mezmo_host(parts.hostname))
         key_given = "key=" if self.key is not None else ""
         key_given = key_given or ("key_file=" if self.key_file is not None else "")
         # With OTLP, a key only the environment gives (LOGDNA_INGESTION_KEY, often set
@@ -364,7 +429,7 @@ class Config:
         # given), and another vendor's credential header has a name of its own
         # (api-key, x-honeycomb-team, dd-api-key ...) that no list here can know.
         ambient = not otlp or (not headers and _is_mezmo_host(parts.hostname))
-        secret = self._resolve_key(_is_loopback(parts.hostname) or otlp, ambient)
+        secret = self._resolve_key(keyless, ambient)
         secret = one_credential(secret, key_given, headers_from, headers)
         if secret is not None and shows_key(url, (secret,)):
             # (A key file's, known only now: the url's text is in this frame's locals.)
@@ -380,21 +445,21 @@ class Config:
 
         # Blank is not given, as for url: a line has a hostname, LOGDNA_HOSTNAME's first.
         hostname = optional_name("hostname", self.hostname)
-        hostname = hostname or optional_name("hostname", env(ENV_VARS["hostname"]))
+        hostname = hostname or optional_name("hostname", env("hostname"))
         # Known here, not guessed later from the name: a hostname= that happens to be
         # the detected one is still given (it wins over OTel's host.name).
         set_(self, "_hostname_given", hostname is not None)
         set_(self, "hostname", hostname or detected_hostname())
         set_(self, "ip", optional_name("ip", self.ip))
         set_(self, "mac", optional_name("mac", self.mac))
-        tags = self.tags if self.tags is not None else env(ENV_VARS["tags"])
+        tags = self.tags if self.tags is not None else env("tags")
         set_(self, "tags", to_str_list("tags", tags))
         for name in ("app", "env"):
             raw = getattr(self, name)
             set_(
                 self,
                 name,
-                optional_name(name, raw if raw is not None else env(ENV_VARS[name])),
+                optional_name(name, raw if raw is not None else env(name)),
             )
 
         # -- behaviour
@@ -416,20 +481,20 @@ class Config:
         set_(self, "compress", to_bool("compress", self.compress))
         signals = self.handle_signals
         if signals is None:
-            signals = env(ENV_VARS["handle_signals"])  # blank: not set, as a blank option
+            signals = env("handle_signals")  # blank: not set, as a blank option
             signals = True if blank(signals) else signals
         set_(self, "handle_signals", to_bool("handle_signals", signals))
         set_(self, "index_meta", to_bool("index_meta", self.index_meta))
         record_meta = self.record_meta
         if record_meta is None:
-            record_meta = env(ENV_VARS["record_meta"])
+            record_meta = env("record_meta")
             if record_meta is None:
                 record_meta = "name"
         set_(self, "record_meta", _record_attrs(record_meta))
         verify = self._resolve_verify()
         # An explicit path or False wins over the OTel CA, as the library's settings do.
         if verify is True and otel_ca is not None:
-            verify = otel_ca
+            verify = _anchored(otel_ca)
             from_otel.append("verify")
         set_(self, "verify", verify)
         set_(self, "_from_otel", tuple(from_otel))
@@ -453,11 +518,11 @@ class Config:
         set_(self, "before_send", resolve_callable("before_send", self.before_send))
 
         # -- durable delivery (docs/spool.md); only checked here: no folder is made until used
-        spool_dir = self.spool_dir if self.spool_dir is not None else env(ENV_VARS["spool_dir"])
+        spool_dir = self.spool_dir if self.spool_dir is not None else env("spool_dir")
         if spool_dir is not None and not isinstance(spool_dir, str | os.PathLike):
             raise bad("spool_dir", spool_dir, "a folder path")
         spool_dir = os.path.expanduser(os.fspath(spool_dir)).strip() if spool_dir else None
-        set_(self, "spool_dir", spool_dir or None)
+        set_(self, "spool_dir", _anchored(spool_dir) if spool_dir else None)
         sync = self.spool_sync.strip().lower() if isinstance(self.spool_sync, str) else None
         if sync not in _SPOOL_SYNCS:
             raise bad("spool_sync", self.spool_sync, "one of " + ", ".join(_SPOOL_SYNCS))
@@ -499,21 +564,23 @@ class Config:
                 raise bad("kubernetes", kubernetes, '"auto", or a boolean to force it') from None
         set_(self, "kubernetes", kubernetes)
 
-    def _resolve_key(self, loopback: bool, ambient: bool = True) -> Secret | None:
-        """The key: key=, else key_file=, else (when ``ambient``) LOGDNA_INGESTION_KEY."""
+    def _resolve_key(self, keyless: bool, ambient: bool = True) -> Secret | None:
+        """The key: key=, else key_file=, else (when ``ambient``) LOGDNA_INGESTION_KEY; None
+        when there is none and the URL takes requests without one (``keyless``)."""
         # Every local here holds a Secret, never the key's text (see __post_init__).
         looked: list[str] = []
         secret = cast("Secret | None", self.key)
         if secret is None:
             looked.append("key=")
             if self.key_file is not None:
-                secret = _read_key_file(self.key_file)
+                secret, path = _read_key_file(self.key_file)
                 looked.append(f"key_file={self.key_file!r}")
+                object.__setattr__(self, "key_file", path)
         if secret is None and ambient:
             looked.append(ENV_VARS["key"])
-            secret = as_secret(environ(ENV_VARS["key"]))
+            secret = as_secret(self._env("key"))
         if secret is None or not secret.reveal().strip():
-            if loopback:  # the local devserver needs no key
+            if keyless:
                 return None
             where = ", ".join(looked) if looked else "key="
             raise ConfigurationError(
@@ -548,7 +615,7 @@ class Config:
             path = value if os.path.exists(value) else os.path.expanduser(value.strip())
             if not os.path.exists(path):
                 raise bad("verify", value, "true/false or the path of an existing CA bundle")
-            return path
+            return _anchored(path)
         if isinstance(value, bool):
             return value
         raise bad("verify", value, "true/false or the path of a CA bundle")
@@ -638,7 +705,8 @@ def _url_carries_key(said: str) -> ConfigurationError:
 def _plain_http_refused(said: str, host: str, credentials: list[str]) -> ConfigurationError:
     return ConfigurationError(
         f"{said}: plain http:// to {host} would send {' and '.join(credentials)} "
-        "unencrypted; use https://, or pass allow_insecure=True if you really mean it",
+        "unencrypted; use https://, or pass allow_insecure=True (or set "
+        f"{ENV_VARS['allow_insecure']}=1) if you really mean it",
         "url",
     )
 

@@ -69,7 +69,9 @@ class ClientOptions(TypedDict, total=False):
         "edit or drop (return None) each line dict before it is queued",
     ]
     max_line_length: Annotated[int | str, "longest line text, in bytes: 16 KiB"]
-    allow_insecure: Annotated[bool, "allow http:// to a host that is not loopback: False"]
+    allow_insecure: Annotated[
+        bool, "send the key over http:// to a host not loopback (env LOGDNA_ALLOW_INSECURE): False"
+    ]
     handle_signals: Annotated[
         bool, "deliver on SIGTERM/SIGHUP, then end by it: True; env LOGDNA_HANDLE_SIGNALS"
     ]

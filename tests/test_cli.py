@@ -273,7 +273,8 @@ class TestSend:
         [
             (["--meta", "{nope"], b"not valid JSON"),
             (["--meta", "[1, 2]"], b"JSON object"),
-            (["--url", "http://example.com/logs/ingest"], b"url:"),
+            # (with a key: one that travels; with none, plain http carries nothing secret)
+            (["--url", "http://example.com/logs/ingest", "--key", "not-a-real-key"], b"url:"),
             (["--url", "ftp://x"], b"url:"),
         ],
     )

@@ -65,7 +65,7 @@ def test_env_var_column(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     sample = {
         "key": "doc-key", "url": "http://127.0.0.1:1/ingest", "hostname": "doc-host",
         "tags": "a, b", "app": "doc-app", "env": "doc-env", "handle_signals": "false",
-        "spool_dir": "/tmp/doc-spool", "record_meta": "module",
+        "spool_dir": "/tmp/doc-spool", "record_meta": "module", "allow_insecure": "true",
     }[name]  # fmt: skip
     expected = getattr(_config(name, sample), name)
     assert expected != getattr(_config(name), name)  # the sample is not the default
@@ -243,8 +243,10 @@ def test_explicit_argument_wins(monkeypatch: pytest.MonkeyPatch) -> None:
     for name, var in ENV_VARS.items():
         monkeypatch.setenv(var, "http://127.0.0.1:2/x" if name == "url" else "module")
     got = Config(url=LOCAL, key="k", hostname="h", tags="t", app="a", env="e",
-                 handle_signals=True, spool_dir="/tmp/s", record_meta="lineno")  # fmt: skip
-    assert (LOCAL, "k", "h", ("t",), "a", "e", True, "/tmp/s", ("lineno",)) == (
+                 handle_signals=True, spool_dir="/tmp/s", record_meta="lineno",
+                 allow_insecure=False)  # fmt: skip
+    assert (LOCAL, "k", "h", ("t",), "a", "e", True, "/tmp/s", ("lineno",), False) == (
         got.url, got.secret.reveal() if got.secret else None, got.hostname, got.tags,
         got.app, got.env, got.handle_signals, got.spool_dir, got.record_meta,
+        got.allow_insecure,
     )  # fmt: skip
