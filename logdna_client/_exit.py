@@ -824,12 +824,20 @@ def report_exit_loss(message: str) -> None:
     _say_unseen(message)
 
 
+def ending_under_way() -> bool:
+    """Whether the process's ending is under way: the exit's one deadline was set (the
+    exit hook, a termination signal, ``logging.shutdown()``, a ``multiprocessing``
+    child's finalizer) and is in force. Not a reconfiguration's close, nor the
+    application's own ``close()`` while the process goes on."""
+    return time.monotonic() <= _window_end + _WINDOW_GRACE
+
+
 def say_at_ending(message: str) -> None:
     """Say on stderr, where nothing would show the library's report of it (already
     logged), what a close that is part of the process's ending (the exit hook, a
     termination signal, ``logging.shutdown()``) left for the next process: the lines it
     wrote to the spool. A close while the process goes on leaves it to the logger."""
-    if time.monotonic() <= _window_end + _WINDOW_GRACE:
+    if ending_under_way():
         _say_unseen(message)
 
 
