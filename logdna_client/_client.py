@@ -133,6 +133,9 @@ class Client:
         self._exit_teller: int | None = None
         # Lines dropped by reason when the close began: an exit reports what it dropped.
         self._dropped_at_close: dict[str, int] = {}
+        # Lines refused as after_close when the process's ending began (its first close of
+        # this client once the exit's deadline was set): the exit says those refused since.
+        self._after_close_at_ending: int | None = None
         # Re-entrant: a finalizer that an allocation under it runs may log.
         self._start_lock = threading.RLock()
         # aflush()/aclose() waits, by event loop and sender (_Watch), and aclose()'s spill.
@@ -329,6 +332,7 @@ class Client:
         self._exit_told = Latch()
         self._exit_teller = None
         self._dropped_at_close = {}  # the parent's counts: this child's buffer is new
+        self._after_close_at_ending = None
         # The parent's loops' waits, and its spill thread.
         self._watches, self._spiller = weakref.WeakValueDictionary(), None
         if self._transport_override is not None and hasattr(self._transport_override, "after_fork"):
@@ -503,6 +507,10 @@ class Client:
         ``close()``), a line logged later is counted, not said to come after the exit."""
         if not self._closed:
             self._dropped_at_close = self._dropped()
+        if ending and self._after_close_at_ending is None and _exit.ending_under_way():
+            # From here a line logged (a thread still running) is refused as after_close:
+            # the exit's report says how many (_report_exit_drops), or none would.
+            self._after_close_at_ending = self._buffer.dropped["after_close"]
         self._closed = True
         self._buffer.close()
         if self._started and not self._sender.alive and len(self._buffer):
@@ -696,6 +704,17 @@ class Client:
             _exit.report_exit_loss(
                 f"logdna_client: {sum(dropped.values())} lines were dropped while delivering "
                 f"at exit ({reasons}; see docs/delivery.md for the reasons)"
+            )
+        began = self._after_close_at_ending
+        late = 0 if began is None else self._buffer.dropped["after_close"] - began
+        if late > 0:
+            # Refused because the ending had closed the buffer (a thread still logging
+            # while the exit delivered): counted as after_close, and said here, or by no
+            # one. Those refused after this report are _LOGGED_AFTER_EXIT's.
+            _exit.report_exit_loss(
+                f"logdna_client: {late} lines logged while the process was ending were "
+                f"dropped (after_close: logged once the exit had begun delivering; see "
+                f"docs/delivery.md)"
             )
 
     # -- asyncio

@@ -345,7 +345,10 @@ def _reset_all_after_fork() -> None:
     if _handling_signals() and not execs:
         # Now, not when this child's sender starts: a Pool worker that never logs
         # gets SIGTERM all the same. (The forking thread is this child's main thread.)
-        _watch_signals()
+        # A wakeup fd set now may be the forking machinery's, not the application's
+        # (multiprocessing's forkserver clears its own only after these hooks ran):
+        # not settled, so a later look takes the fd once it is free.
+        _watch_signals(settled=False)
 
 
 # -- termination signals
@@ -414,24 +417,34 @@ def _handling_signals() -> bool:
     return any(signal.getsignal(signum) is _on_termination for signum in _termination_signals())
 
 
-def _watch_signals() -> None:
+def _watch_signals(*, settled: bool = True) -> None:
     """Make the signal wakeup fd a pipe of ours and start the watcher on it (main thread).
 
     Never an fd the application set (an event loop's): that one is put back,
     and the handler on the main thread is then the only way in, as before.
+    ``settled``: whether an fd found set is the application's for good. In a fork
+    hook it need not be: a ``forkserver`` forks its workers with its own fd set, and
+    clears it only after the fork hooks ran (``forkserver._serve_one``); given up for
+    good there, a worker of a server that preloaded a module using the library had no
+    watcher, and a SIGTERM landing as it blocked on a lock (``Pool.terminate()``'s
+    race) left it hanging with its lines. So only a settled look gives up: the
+    child's sender starting, or ``multiprocessing``'s after-fork hooks, look again.
     """
     global _watch_tried, _watch_fds
     if _watch_tried or os.name != "posix":
         return
-    _watch_tried = True
+    if threading.current_thread() is not threading.main_thread():
+        return  # only the main thread may set it: a later call on it tries
     try:
         read_fd, write_fd = os.pipe()
     except OSError:
+        _watch_tried = True
         return
     try:
         os.set_blocking(write_fd, False)
         previous = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
-    except (ValueError, OSError):
+    except (ValueError, OSError):  # not the main interpreter: never
+        _watch_tried = True
         _close(read_fd, write_fd)
         return
     if previous != -1:
@@ -441,7 +454,10 @@ def _watch_signals() -> None:
         except (ValueError, OSError):
             pass
         _close(read_fd, write_fd)
+        if settled:
+            _watch_tried = True
         return
+    _watch_tried = True
     _watch_fds = (read_fd, write_fd)
     try:
         start_library_thread(
@@ -715,7 +731,7 @@ def _register_multiprocessing_child_hook(client: Client) -> None:
     try:
         import multiprocessing.util as mp_util  # noqa: PLC0415
 
-        mp_util.register_after_fork(client, _install_mp_finalizer)
+        mp_util.register_after_fork(client, _after_multiprocessing_fork)
         mp_process = sys.modules.get("multiprocessing.process")
         if mp_process is not None and mp_process.parent_process() is not None:
             # Built inside a multiprocessing child: it ends with os._exit (fork,
@@ -723,6 +739,16 @@ def _register_multiprocessing_child_hook(client: Client) -> None:
             _install_mp_finalizer(client)
     except Exception:
         pass
+
+
+def _after_multiprocessing_fork(client: Client) -> None:
+    """In a ``multiprocessing`` child (fork and forkserver), before its target runs."""
+    if _handling_signals():
+        # The watcher a forkserver's own wakeup fd kept the fork hook from arming (see
+        # _watch_signals): the fd is free by now, and a worker that never logs (whose
+        # sender never starts) must end by SIGTERM too. (On the child's main thread.)
+        _watch_signals()
+    _install_mp_finalizer(client)
 
 
 def _install_mp_finalizer(client: Client) -> None:
@@ -798,12 +824,20 @@ def report_exit_loss(message: str) -> None:
     _say_unseen(message)
 
 
+def ending_under_way() -> bool:
+    """Whether the process's ending is under way: the exit's one deadline was set (the
+    exit hook, a termination signal, ``logging.shutdown()``, a ``multiprocessing``
+    child's finalizer) and is in force. Not a reconfiguration's close, nor the
+    application's own ``close()`` while the process goes on."""
+    return time.monotonic() <= _window_end + _WINDOW_GRACE
+
+
 def say_at_ending(message: str) -> None:
     """Say on stderr, where nothing would show the library's report of it (already
     logged), what a close that is part of the process's ending (the exit hook, a
     termination signal, ``logging.shutdown()``) left for the next process: the lines it
     wrote to the spool. A close while the process goes on leaves it to the logger."""
-    if time.monotonic() <= _window_end + _WINDOW_GRACE:
+    if ending_under_way():
         _say_unseen(message)
 
 

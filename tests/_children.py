@@ -24,17 +24,19 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # delivered before the shutdown deadline ... and were dropped"), a waiter's when the
 # sender had not ended by the deadline's grace ("the log service did not answer within
 # the shutdown deadline (...); N lines were not delivered": on a loaded machine, where
-# a test that asked for the first wording alone failed), and lines dropped for other
-# reasons ("N lines were dropped while delivering at exit").
+# a test that asked for the first wording alone failed), lines dropped for other
+# reasons ("N lines were dropped while delivering at exit"), and lines a thread logged
+# once the ending had begun ("N lines logged while the process was ending were dropped").
 _EXIT_LOSS = re.compile(
     r"logdna_client: .*?\b(\d+) lines (?:could not be|were not) delivered|"
-    r"logdna_client: (\d+) lines were dropped while delivering"
+    r"logdna_client: (\d+) lines were dropped while delivering|"
+    r"logdna_client: (\d+) lines logged while the process was ending were dropped"
 )
 
 
 def losses_said(stderr: str) -> list[int]:
     """The numbers of lines the library said on ``stderr`` a process's end lost."""
-    return [int(a or b) for a, b in _EXIT_LOSS.findall(stderr)]
+    return [int(a or b or c) for a, b, c in _EXIT_LOSS.findall(stderr)]
 
 
 # Run at the top of every child script: a logger with one LogDNAHandler whose

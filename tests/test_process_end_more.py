@@ -14,6 +14,7 @@ import dis
 import inspect
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -598,6 +599,71 @@ class TestThreadsLoggingThroughTheExit:
         main = [t for t in got if t.startswith("main ")]
         assert [f"main {i}" for i in range(1000)] == main
         assert "" == child.stdout
+
+    @pytest.mark.parametrize("ending", ["exit", "sigterm"])
+    def test_lines_logged_while_the_ending_delivers_are_said(self, ending: str) -> None:
+        """A thread logs 300 lines while the ending (the exit hook, or SIGTERM with that
+        thread still running) waits on a service that never answers: they are dropped
+        (the ending closed the buffer), and said on stderr with the 10 lines the
+        ending could not deliver: every line lost is said, none twice."""
+        with bad_server("silent") as bad:
+            child = Child(
+                f"""
+                import threading
+                ending = {ending!r}
+                def still_running():
+                    sys.stdin.readline()  # the test says when: the ending delivers
+                    for i in range(300):
+                        log.info("late %d", i)
+                    mark("late logged")
+                    threading.Event().wait()  # (the ending is cut short meanwhile)
+                threading.Thread(target=still_running, daemon=ending == "exit").start()
+                for i in range(10):
+                    log.info("pending %d", i)
+                mark("logged")
+                """,
+                bad.url,
+                flush_interval="60",  # the ending's request is the first
+                shutdown_timeout="60",  # cut short below, once the thread logged
+            )
+            child.expect("logged")
+            if ending == "sigterm":
+                child.kill(signal.SIGTERM)
+            assert bad.got_request.wait(30)  # the ending's delivery: it waits on it
+            child.send("go")
+            child.expect("late logged")
+            child.kill(signal.SIGINT)  # Ctrl-C: the ending ends now, and says its loss
+            code, _ = child.finish(timeout=60)
+        expected_code = 0 if ending == "exit" else -signal.SIGTERM
+        assert expected_code == code, child.stderr
+        late = re.findall(r"(\d+) lines logged while the process was ending", child.stderr)
+        assert 1 == len(late), child.stderr
+        assert 0 < int(late[0])
+        # With the 10 the ending could not deliver (and any of the 300 that got in before
+        # the buffer closed): what was said adds up to what was lost, each line once.
+        assert 310 == sum(losses_said(child.stderr)), child.stderr
+
+    def test_lines_logged_after_the_applications_own_close_are_not_the_endings(
+        self, server: DevServer
+    ) -> None:
+        """Lines logged into a client the application closed itself, while the process
+        went on, are counted as after_close (as ever), not said at exit as lines the
+        ending dropped: the ending had not begun."""
+        child = Child(
+            """
+            log.info("delivered")
+            client.close(10)
+            log.info("after my own close 1")
+            log.info("after my own close 2")
+            mark("closed %d" % client.stats()["dropped"]["after_close"])
+            """,
+            server.url,
+        )
+        assert "2" == child.expect("closed")
+        code, _ = child.finish()
+        assert 0 == code, child.stderr
+        assert ["delivered"] == texts(server)
+        assert [] == [line for line in child.stderr_lines if not line.startswith("@@")]
 
 
 class TestAsyncio:
