@@ -1208,7 +1208,8 @@ class Sender:
         if outcome.kind is Kind.SETTINGS:
             self._report_misconfigured(
                 "settings", outcome.detail,
-                "the url option and the proxy settings (HTTPS_PROXY, HTTP_PROXY, ALL_PROXY)",
+                "the url option, the proxy settings (HTTPS_PROXY, HTTP_PROXY, ALL_PROXY) and "
+                "any CA bundle named (verify=, REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE)",
             )  # fmt: skip
             return
         self._reporter.report(
@@ -1221,7 +1222,7 @@ class Sender:
         self._misconfigured.add(kind)
         self._reporter.report(
             kind, logging.ERROR,
-            "logdna_client: %s. Lines are kept and retried every %.0f s or so; check %s.",
+            "logdna_client: %s. Lines are kept and retried every %g s or so; check %s.",
             what, self._backoff.cap, check,
         )  # fmt: skip
 
