@@ -19,6 +19,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import select
 import signal
 import sys
 import threading
@@ -38,6 +39,8 @@ from ._threads import (
 )
 
 if TYPE_CHECKING:
+    import ctypes
+
     from ._client import Client
     from ._handler import LogDNAHandler
 
@@ -361,14 +364,14 @@ def _reset_all_after_fork() -> None:
 # and nothing ever wakes the main thread to run ours: the process never ends. So
 # where the signal wakeup fd is free, it is ours: that C-level handler writes each
 # signal's number to it whichever thread it runs on, and a watcher thread of ours
-# begins the ending without the main thread. An asyncio loop's add_signal_handler takes
+# wakes the main thread for it (_watch). An asyncio loop's add_signal_handler takes
 # the fd over (and sets none when its last handler goes): not taken back, since only the
 # main thread may set it. While the loop runs its fd wakes the main thread, which waits
 # in select(), not in a lock; after that the race is as it is without us (docs/delivery.md).
 
 _terminating = False  # the handler ran on the main thread (running again: a second signal)
-_heard = 0  # termination signals the watcher heard (one byte each)
-_begun = threading.Lock()  # taken by whichever of the two begins the ending
+_heard = 0  # termination signals our handler took (Python calls it only while it is in force)
+_begun = threading.Lock()  # taken by the call of our handler that begins the ending
 _ending_by: int | None = None  # the signal whose ending has begun
 _delivered = Latch()  # the ending's clients are done, or their deadline passed
 _watch_fds: tuple[int, int] | None = None  # our pipe (read, write) while it is the wakeup fd
@@ -390,7 +393,7 @@ def install_signal_handlers() -> None:
     Called when a client's sender starts; only the main thread may set handlers.
     An application's own handler (or an ignored signal) is left alone.
     """
-    global _default_off_main
+    global _default_off_main, _waker
     if threading.current_thread() is not threading.main_thread():
         return
     for signum in _termination_signals():
@@ -404,6 +407,8 @@ def install_signal_handlers() -> None:
             # Here, not when the process ends: an import or a dlopen on another thread
             # can deadlock (a fork while one was under way leaves its lock held).
             _default_off_main = _libc_set_default()
+        if _waker is None:
+            _waker = _Waker.from_libc()  # (the same)
         _watch_signals()
 
 
@@ -472,42 +477,119 @@ def _watch_signals(*, settled: bool = True) -> None:
 
 
 def _watch(read_fd: int) -> None:
-    """The watcher thread: read signal numbers; a termination signal begins the ending.
+    """The watcher thread: read signal numbers; wake the main thread for a termination
+    signal that came while our handler was in force and that it has not taken.
 
-    Blocked in read() all its life: it holds no lock a fork could leave held.
+    It acts on no signal itself. When it reads a signal's number, the application's
+    handler may have taken that signal and put ours back since (``old =
+    signal.signal(...)``, later ``signal.signal(signum, old)``; a handler that hands the
+    signal on by sending it again): the number does not say which handler was in force
+    when the signal came, and acting on it, or counting it, would take the application's
+    signal for ours and the one sent again for a second signal. Woken, the main thread
+    runs what Python still has to run there, as it would at its next bytecode: our
+    handler for a signal that waits for it, nothing for one already taken; and our
+    handler alone counts signals. Waits in poll() and read() all its life: it holds no
+    lock a fork could leave held.
     """
     numbers = set(_termination_signals())
     # Whether the ending is under way as the bytes tell it, in the order things came: a
     # Ctrl-C before it (the one that ended the script) must not cut the exit short.
     underway = False
+    # Termination signals that came while our handler was in force and that it has not
+    # taken yet: signal -> (when to look again, whether the main thread was woken for
+    # it, _heard when its number was read).
+    waiting: dict[int, tuple[float, bool, int]] = {}
+    # A Ctrl-C that came while one waited: the ending's, should our handler then take it.
+    ctrl_c_waits = False
+    poller = select.poll()
+    poller.register(read_fd, select.POLLIN)
     while True:
+        timeout = None
+        if waiting:
+            soonest = min(due for due, _, _ in waiting.values())
+            timeout = max(0.0, soonest - time.monotonic()) * 1000  # ms
         try:
-            data = os.read(read_fd, 64)
+            data = os.read(read_fd, 64) if poller.poll(timeout) else None
         except OSError:  # closed after a fork
             return
-        if not data:
+        if data == b"":
             return
-        for signum in data:
-            # Python's handler writes the byte whatever the handler: only ours ends anything.
+        for byte in data or b"":
             try:
-                if signum in numbers and signal.getsignal(signum) is _on_termination:
+                if byte in numbers:
+                    # Python's C handler writes the byte whatever the handler: a signal
+                    # that came while the application's was in force is theirs (it may
+                    # have been taken before ours was put back: that one is too).
+                    if byte not in waiting and signal.getsignal(byte) is _on_termination:
+                        waiting[byte] = (time.monotonic() + _WAKE_AFTER, False, _heard)
+                elif byte >= _TAKEN:
+                    waiting.pop(byte - _TAKEN, None)
                     underway = True
-                    _heard_termination(signum)
-                elif signum == _EXIT_BEGINS:
+                    if ctrl_c_waits:
+                        ctrl_c_waits = False
+                        _cut_deadline()
+                elif byte == _EXIT_BEGINS:
                     underway = True
-                elif signum == signal.SIGINT and underway and _ctrl_c_interrupts():
+                elif byte == signal.SIGINT and _ctrl_c_interrupts():
                     # Ctrl-C while the ending delivers: cut it short, as the main thread
                     # does when it gets the KeyboardInterrupt (_cut_short); from here
                     # too, since that thread may not (the signal landed on another
                     # thread, or just as its wait blocked).
-                    _cut_deadline()
-            except Exception:  # keep listening: a second signal must still end it
+                    if underway:
+                        _cut_deadline()
+                    elif waiting:
+                        ctrl_c_waits = True
+            except Exception:  # keep listening
                 pass
+        try:
+            _look_again(waiting)
+            if not waiting:
+                ctrl_c_waits = False
+                if _waker is not None:
+                    _waker.rest()
+        except Exception:  # keep listening
+            pass
+
+
+def _look_again(waiting: dict[int, tuple[float, bool, int]]) -> None:
+    """For each termination signal in ``waiting`` whose time has come: wake the main
+    thread for it, once; or, woken already, forget it."""
+    now = time.monotonic()
+    for signum, (due, woken, heard) in list(waiting.items()):
+        if now < due:
+            continue
+        if heard != _heard:
+            # Our handler ran since (its mark lost: the pipe full): Python ran every
+            # handler it had to run then, this signal's too.
+            del waiting[signum]
+        elif not woken and _wake_main():
+            waiting[signum] = (now + _WAKE_HOLD, True, heard)
+        else:
+            # Woken, the main thread had nothing of ours left to run: the application's
+            # handler had taken the signal. (Or that thread is in C code that goes on
+            # waiting through signals, and runs ours when it comes out, as without us;
+            # or no signal can wake it.)
+            del waiting[signum]
+
+
+def _wake_main() -> bool:
+    main = threading.main_thread().ident
+    return _waker is not None and main is not None and _waker.wake(main)
 
 
 # Written to the watcher's pipe by the exit hook as it begins, among the signal numbers
 # the C handler writes there (no signal is numbered 0).
 _EXIT_BEGINS = 0
+# Written there by our handler as it takes a signal (this plus its number), after the
+# number the C handler wrote: no signal is numbered that high.
+_TAKEN = 128
+# How long the main thread has to run our handler for a termination signal, from when
+# the watcher read its number, before the watcher wakes it (a moment: the main thread
+# runs it at its next bytecode unless it is blocked); and how long, once woken, before
+# the watcher takes it that nothing of ours was left to run.
+_WAKE_AFTER = 0.1
+_WAKE_HOLD = 5.0
+_waker: _Waker | None = None  # made on the main thread (install_signal_handlers)
 
 
 def _mark_in_watch(byte: int) -> None:
@@ -515,8 +597,8 @@ def _mark_in_watch(byte: int) -> None:
     if fds is not None:
         try:
             os.write(fds[1], bytes((byte,)))
-        except OSError:  # full (the watcher is far behind) or closed
-            pass
+        except (OSError, ValueError):  # full (the watcher is far behind), closed, or no
+            pass  # byte for a number an application's call of our handler made up
 
 
 def _ctrl_c_interrupts() -> bool:
@@ -524,30 +606,26 @@ def _ctrl_c_interrupts() -> bool:
     return signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
-def _heard_termination(signum: int) -> None:
-    global _heard
-    _heard += 1
-    if _heard > 1:  # a second signal while we deliver: the sender means it
-        _end_by(signum)
-    clients = _begin_ending(signum)
-    if clients is not None:
-        # On a thread of its own: this one goes on listening for a second signal.
-        _wait_then_end_elsewhere(clients, signum)
-
-
 def _on_termination(signum: int, frame: Any) -> None:
-    """Deliver what every client holds within its deadline, then end by ``signum``."""
-    global _terminating
+    """Deliver what every client holds within its deadline, then end by ``signum``.
+
+    Python calls it only while it is the handler in force: each call is a signal that
+    was ours. So here alone are signals counted, and a second one ends the process.
+    """
+    global _terminating, _heard
+    _heard += 1
+    _mark_in_watch(_TAKEN + signum)  # the watcher need not wake the main thread for it
     if _terminating:  # a second signal while we deliver: the sender means it
         _end_by(signum)
     _terminating = True
     clients = _begin_ending(signum)
     can_wait = all(c._can_wait() for c in (list(_clients) if clients is None else clients))
     if clients is None:
-        # The watcher heard this signal first and ends the process; the main thread
-        # stops here meanwhile (where it may wait), as it does when it began. Never
-        # for good: this thread may hold a lock the watcher's side needs (starting a
-        # thread takes one of threading's), so past the deadline it ends it itself.
+        # Another call of this handler began the ending meanwhile (an application's
+        # handler may call ours, from another thread too) and ends the process; this
+        # thread stops here meanwhile (where it may wait), as it does when it began.
+        # Never for good: this thread may hold a lock the other's side needs (starting
+        # a thread takes one of threading's), so past the deadline it ends it itself.
         if can_wait:
             _end_once_delivered(signum)
         return
@@ -655,6 +733,109 @@ def _libc_set_default() -> Callable[[int], bool] | None:
             return False
 
     return set_default
+
+
+#: The signals the watcher may wake the main thread with: ignored by default, so one
+#: that arrives once the default is back is dropped by the kernel, as without us.
+_WAKE_SIGNALS: tuple[str, ...] = ("SIGURG", "SIGWINCH")
+
+
+class _Waker:
+    """Wakes a thread from the system call it is blocked in (a lock's, a read's, a
+    sleep's): the call fails with EINTR, and Python runs there the handlers of the
+    signals it noted before it goes on waiting (PEP 475). Nothing else runs: a signal
+    whose handler already ran leaves nothing to run.
+
+    The wake is one of ``_WAKE_SIGNALS``, sent to that thread alone, while a C handler
+    that does nothing is in place for it: no Python handler runs. Only a signal at its
+    default for Python and for the C library alike is used (a C handler another library
+    set, which Python knows nothing of, is left alone), and ``rest`` puts the default
+    back. Made on the main thread (``from_libc``): an import or a dlopen on another
+    thread can deadlock after a fork.
+    """
+
+    # Larger than any C library's ``struct sigaction``; each begins with the handler.
+    _ACTION_SIZE = 512
+
+    def __init__(self) -> None:
+        import ctypes  # noqa: PLC0415 - only where the watcher runs
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        self._sigaction = libc.sigaction
+        self._sigaction.restype = ctypes.c_int
+        self._sigaction.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
+        # The handler that does nothing: getpid, async-signal-safe, ignores the signal
+        # number it is given. (Not PyErr_SetInterruptEx: Python 3.11 compares objects in
+        # it, which crashes where the thread has let go of the GIL to wait.)
+        self._noop = ctypes.cast(libc.getpid, ctypes.c_void_p).value
+        if not self._noop:
+            raise OSError("no getpid")
+        self._pointer = ctypes.c_void_p
+        self._buffer = ctypes.create_string_buffer
+        self._signums = [int(getattr(signal, n)) for n in _WAKE_SIGNALS if hasattr(signal, n)]
+        self._installed: tuple[int, ctypes.Array[ctypes.c_char]] | None = None
+
+    @classmethod
+    def from_libc(cls) -> _Waker | None:
+        if not hasattr(signal, "pthread_kill"):
+            return None
+        try:
+            return cls()
+        except Exception:  # no ctypes, or no such C library function
+            return None
+
+    def wake(self, thread: int) -> bool:
+        """Interrupt ``thread``'s system call; False where no signal can do it for us."""
+        signum = self._install() if self._installed is None else self._installed[0]
+        if signum is None:
+            return False
+        try:
+            signal.pthread_kill(thread, signum)
+        except (OSError, ValueError):  # that thread is gone
+            return False
+        return True
+
+    def rest(self) -> None:
+        """Put back the default of the signal ``wake`` used (unless a handler has taken
+        our no-op's place since: theirs stays)."""
+        if self._installed is None:
+            return
+        signum, before = self._installed
+        self._installed = None
+        now = self._action(signum)
+        if now is not None and self._handler(now) == self._noop:
+            self._sigaction(signum, before, None)
+
+    def _install(self) -> int | None:
+        for signum in self._signums:
+            if signal.getsignal(signum) is not signal.SIG_DFL:
+                continue  # the application's
+            before = self._action(signum)
+            if before is None or self._handler(before) is not None:
+                continue  # a C handler Python knows nothing of
+            # The no-op, no signal blocked while it runs, and no SA_RESTART: the call it
+            # interrupts must fail with EINTR, not go on waiting.
+            mine = self._buffer(self._ACTION_SIZE)
+            self._pointer.from_buffer(mine).value = self._noop
+            if self._sigaction(signum, mine, None) != 0:
+                continue
+            now = self._action(signum)
+            if now is None or self._handler(now) != self._noop:
+                # Not the layout we know (the handler first): as it was, and no wakes.
+                self._sigaction(signum, before, None)
+                self._signums = []
+                return None
+            self._installed = (signum, before)
+            return signum
+        return None
+
+    def _action(self, signum: int) -> ctypes.Array[ctypes.c_char] | None:
+        action = self._buffer(self._ACTION_SIZE)
+        return action if self._sigaction(signum, None, action) == 0 else None
+
+    def _handler(self, action: ctypes.Array[ctypes.c_char]) -> int | None:
+        """The handler in ``action``: None for SIG_DFL (the null pointer)."""
+        return self._pointer.from_buffer(action).value
 
 
 def _flush_stdio(*, bounded: bool) -> None:
