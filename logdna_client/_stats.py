@@ -2,14 +2,7 @@
 
 from typing_extensions import NotRequired, TypedDict
 
-__all__ = [
-    "DROP_REASONS",
-    "SPOOL_DROP_REASONS",
-    "ClientStats",
-    "DroppedLines",
-    "LastError",
-    "said_of_failure",
-]
+__all__ = ["DROP_REASONS", "SPOOL_DROP_REASONS", "ClientStats", "DroppedLines", "LastError"]
 
 
 class DroppedLines(TypedDict):
@@ -39,33 +32,6 @@ class LastError(TypedDict):
     kind: str  #: "retry" (connection, timeout, 408/429/5xx), "auth", "too_large", ...
     status: int | None  #: the HTTP status; None for a connection-level failure
     when: float  #: epoch seconds
-
-
-# What each kind of failure was, in the words of the exit's report (``said_of_failure``).
-_FAILURE_WORDS = {
-    "auth": "the service refused the key",
-    "retry": "the service was unreachable or busy",
-    "too_large": "the service refused a body as too large",
-    "bad_request": "the service refused a line",
-    "unsupported_encoding": "the service refused the body's media type",
-    "redirect": "the url answered with a redirect, which is never followed",
-    "other": "the service answered with an error",
-    "protocol": "the url does not answer in HTTP/1.1",
-    "settings": "no request can be made with the settings (see the logdna_client logger)",
-}
-
-
-def said_of_failure(last: "LastError | None", now: float) -> str:
-    """The last failed delivery attempt, for a report of lines lost at the process's end
-    (its only report most apps show): "" when there was none. The exit's report otherwise
-    says only that lines were lost, while ``last_error`` knew why (a refused key, a wrong
-    url). Kind and status only, as ``last_error``: never the server's text."""
-    if last is None:
-        return ""
-    words = _FAILURE_WORDS.get(last["kind"], last["kind"])
-    status = f", HTTP {last['status']}" if last["status"] is not None else ""
-    ago = max(0.0, now - last["when"])
-    return f" (the last failed attempt, {ago:.1f} s before: {words}{status})"
 
 
 class ClientStats(TypedDict):
