@@ -348,10 +348,7 @@ def _reset_all_after_fork() -> None:
     if _handling_signals() and not execs:
         # Now, not when this child's sender starts: a Pool worker that never logs
         # gets SIGTERM all the same. (The forking thread is this child's main thread.)
-        # A wakeup fd set now may be the forking machinery's, not the application's
-        # (multiprocessing's forkserver clears its own only after these hooks ran):
-        # not settled, so a later look takes the fd once it is free.
-        _watch_signals(settled=False)
+        _watch_signals()
 
 
 # -- termination signals
@@ -422,34 +419,24 @@ def _handling_signals() -> bool:
     return any(signal.getsignal(signum) is _on_termination for signum in _termination_signals())
 
 
-def _watch_signals(*, settled: bool = True) -> None:
+def _watch_signals() -> None:
     """Make the signal wakeup fd a pipe of ours and start the watcher on it (main thread).
 
     Never an fd the application set (an event loop's): that one is put back,
     and the handler on the main thread is then the only way in, as before.
-    ``settled``: whether an fd found set is the application's for good. In a fork
-    hook it need not be: a ``forkserver`` forks its workers with its own fd set, and
-    clears it only after the fork hooks ran (``forkserver._serve_one``); given up for
-    good there, a worker of a server that preloaded a module using the library had no
-    watcher, and a SIGTERM landing as it blocked on a lock (``Pool.terminate()``'s
-    race) left it hanging with its lines. So only a settled look gives up: the
-    child's sender starting, or ``multiprocessing``'s after-fork hooks, look again.
     """
     global _watch_tried, _watch_fds
     if _watch_tried or os.name != "posix":
         return
-    if threading.current_thread() is not threading.main_thread():
-        return  # only the main thread may set it: a later call on it tries
+    _watch_tried = True
     try:
         read_fd, write_fd = os.pipe()
     except OSError:
-        _watch_tried = True
         return
     try:
         os.set_blocking(write_fd, False)
         previous = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
-    except (ValueError, OSError):  # not the main interpreter: never
-        _watch_tried = True
+    except (ValueError, OSError):
         _close(read_fd, write_fd)
         return
     if previous != -1:
@@ -459,10 +446,7 @@ def _watch_signals(*, settled: bool = True) -> None:
         except (ValueError, OSError):
             pass
         _close(read_fd, write_fd)
-        if settled:
-            _watch_tried = True
         return
-    _watch_tried = True
     _watch_fds = (read_fd, write_fd)
     try:
         start_library_thread(
@@ -912,7 +896,7 @@ def _register_multiprocessing_child_hook(client: Client) -> None:
     try:
         import multiprocessing.util as mp_util  # noqa: PLC0415
 
-        mp_util.register_after_fork(client, _after_multiprocessing_fork)
+        mp_util.register_after_fork(client, _install_mp_finalizer)
         mp_process = sys.modules.get("multiprocessing.process")
         if mp_process is not None and mp_process.parent_process() is not None:
             # Built inside a multiprocessing child: it ends with os._exit (fork,
@@ -920,16 +904,6 @@ def _register_multiprocessing_child_hook(client: Client) -> None:
             _install_mp_finalizer(client)
     except Exception:
         pass
-
-
-def _after_multiprocessing_fork(client: Client) -> None:
-    """In a ``multiprocessing`` child (fork and forkserver), before its target runs."""
-    if _handling_signals():
-        # The watcher a forkserver's own wakeup fd kept the fork hook from arming (see
-        # _watch_signals): the fd is free by now, and a worker that never logs (whose
-        # sender never starts) must end by SIGTERM too. (On the child's main thread.)
-        _watch_signals()
-    _install_mp_finalizer(client)
 
 
 def _install_mp_finalizer(client: Client) -> None:

@@ -257,65 +257,6 @@ class TestSignalTheMainThreadMisses:
         code, _ = child.finish()
         assert 0 == code, child.stderr
 
-    @pytest.mark.parametrize("lines", [100, 0], ids=["logs", "never-logs"])
-    def test_a_forkserver_worker_whose_server_preloaded_the_handler(
-        self, server: DevServer, tmp_path: Path, lines: int
-    ) -> None:
-        """A worker of a forkserver that preloaded a module building the handler (its
-        wakeup fd, the server's own, still set at the fork hook): SIGTERM landing as the
-        worker blocks on a lock ends it by SIGTERM, with its lines delivered, whether it
-        logged or not."""
-        (tmp_path / "preloaded_app.py").write_text(
-            SIGTERM_INSIDE_ACQUIRE
-            + textwrap.dedent(
-                """
-                import logging, os, sys
-                from logdna_client import LogDNAHandler
-                handler = LogDNAHandler(url=os.environ["LOGDNA_URL"], hostname="fs",
-                                        flush_interval=60, shutdown_timeout=10)
-                log = logging.getLogger("fs")
-                log.addHandler(handler)
-                log.setLevel(logging.INFO)
-                log.propagate = False
-                log.info("imported in %d", os.getpid())  # its sender starts in the server
-
-                def worker(lines):
-                    signal.signal(signal.SIGALRM, signal.SIG_DFL)
-                    signal.alarm(30)  # a hang ends here instead (-SIGALRM)
-                    for i in range(lines):
-                        log.info("worker %d", i)
-                    block_with_sigterm_inside(threading.Lock())
-                """
-            )
-        )
-        script = tmp_path / "forkserver_app.py"
-        script.write_text(
-            textwrap.dedent(
-                """
-                import multiprocessing, sys
-                if __name__ == "__main__":
-                    ctx = multiprocessing.get_context("forkserver")
-                    ctx.set_forkserver_preload(["preloaded_app"])
-                    import preloaded_app
-                    worker = ctx.Process(target=preloaded_app.worker, args=(int(sys.argv[1]),))
-                    worker.start()
-                    worker.join(90)
-                    sys.stderr.write("@@worker ended %s\\n" % worker.exitcode)
-                """
-            )
-        )
-        env = dict(os.environ, LOGDNA_URL=server.url,
-                   PYTHONPATH=os.pathsep.join([REPO, str(tmp_path)]))  # fmt: skip
-        env.pop("LOGDNA_INGESTION_KEY", None)
-        proc = subprocess.run(
-            [sys.executable, str(script), str(lines)],
-            env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path, check=False,
-        )  # fmt: skip
-        assert f"@@worker ended {-signal.SIGTERM}" in proc.stderr, proc.stderr
-        assert 0 == proc.returncode, proc.stderr
-        got = [t for t in texts(server) if t.startswith("worker ")]
-        assert_exactly_once_in_order([f"worker {i}" for i in range(lines)], got)
-
     def test_a_forked_childs_signal_is_its_own(self, server: DevServer) -> None:
         """A child forked from a process whose watcher listens gets a pipe of its own: its
         SIGTERM ends the child (by SIGTERM, its lines delivered), never the parent."""
@@ -384,35 +325,6 @@ class TestSignalTheMainThreadMisses:
         assert "@@kept True" in proc.stderr
         assert -signal.SIGTERM == proc.returncode, proc.stderr
         assert ["hello"] == texts(server)
-
-    def test_an_applications_wakeup_fd_is_kept_in_a_forked_child(self, server: DevServer) -> None:
-        """A child forked from a process whose event loop set the wakeup fd keeps that fd
-        when its sender starts (the fork hook leaves the question open; the start, which
-        looks again, still leaves the application's fd in place)."""
-        child = Child(
-            """
-            import signal, socket
-            mine, theirs = socket.socketpair()
-            mine.setblocking(False)
-            signal.set_wakeup_fd(mine.fileno())  # as asyncio's add_signal_handler does
-            log.info("parent")
-            pid = os.fork()
-            if pid == 0:
-                log.info("child")
-                client.flush(10)  # its sender runs, and looked at the wakeup fd as it started
-                kept = signal.set_wakeup_fd(mine.fileno()) == mine.fileno()
-                mark("child kept %s" % kept)
-                os._exit(0)
-            _, status = os.waitpid(pid, 0)
-            mark("child ended %d" % os.waitstatus_to_exitcode(status))
-            """,
-            server.url,
-            flush_interval="60",
-        )
-        assert "True" == child.expect("child kept")
-        assert "0" == child.expect("child ended")
-        code, _ = child.finish()
-        assert 0 == code, child.stderr
 
 
 POOL_SCRIPT = """
