@@ -15,7 +15,7 @@ from logdna_client import Client, Config, LogDNAHandler
 from logdna_client._buffer import SEPARATOR
 from logdna_client.structlog import LogDNAProcessor
 from logdna_client.testing import capture_lines
-from tests._otlp_server import Server, running
+from tests._otlp_server import Server
 from tests.test_otlp import py, records
 from tests.test_otlp_environment import _OTEL
 
@@ -28,12 +28,6 @@ def scrub(line: dict[str, Any]) -> dict[str, Any] | None:
         return None
     line["line"] = NAME_RE.sub("<name>", line["line"])
     return line
-
-
-@pytest.fixture
-def otlp() -> Iterator[Server]:
-    with running() as server:
-        yield server
 
 
 @pytest.fixture
