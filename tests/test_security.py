@@ -1126,17 +1126,10 @@ class TestOTLPHeaderEchoes:
         token of "Bearer <token>", a Basic header's user:password, password or user)
         does not put it in the library's reports. Before: only the whole header value
         was scrubbed, and "token <token> is expired" was logged as it came."""
-        otlp_env.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.base)
-        otlp_env.setenv("OTEL_EXPORTER_OTLP_HEADERS", header)
         echoed = f'{{"code":16,"message":"token {echo} is expired"}}'
-        otlp.answer_next(500, body=echoed.encode())
-        with caplog.at_level(logging.WARNING, logger="logdna_client"):
-            client = otlp_client(None)
-            client.log("hello")
-            assert client.flush(timeout=30)
-            client.close()
-        assert "token *** is expired" in caplog.text
-        assert echo not in caplog.text
+        said = self.reports_of_an_echo(otlp, otlp_env, caplog, header, echoed)
+        assert "token *** is expired" in said
+        assert echo not in said
 
     def test_short_parts_are_no_credential(
         self, otlp: Server, otlp_env: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
@@ -1144,16 +1137,31 @@ class TestOTLPHeaderEchoes:
         """Parts under 8 characters (a user "bob") are left as they are: as "***" in
         every report they would garble it. The password from 8 is scrubbed."""
         basic = base64.b64encode(f"bob:{self.PASSWORD}".encode()).decode()
-        otlp_env.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.base)
-        otlp_env.setenv("OTEL_EXPORTER_OTLP_HEADERS", f"Authorization=Basic%20{basic}")
         echoed = f'{{"message":"user bob, password {self.PASSWORD}"}}'
+        said = self.reports_of_an_echo(
+            otlp, otlp_env, caplog, f"Authorization=Basic%20{basic}", echoed
+        )
+        assert "user bob, password ***" in said
+
+    @staticmethod
+    def reports_of_an_echo(
+        otlp: Server,
+        otlp_env: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture,
+        header: str,
+        echoed: str,
+    ) -> str:
+        """What the library reports (warnings and up) when the OTel endpoint, sent the
+        OTel ``header``, answers a line's request 500 with ``echoed`` as its body."""
+        otlp_env.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.base)
+        otlp_env.setenv("OTEL_EXPORTER_OTLP_HEADERS", header)
         otlp.answer_next(500, body=echoed.encode())
         with caplog.at_level(logging.WARNING, logger="logdna_client"):
             client = otlp_client(None)
             client.log("hello")
             assert client.flush(timeout=30)
             client.close()
-        assert "user bob, password ***" in caplog.text
+        return caplog.text
 
 
 class TestOTLPAmbientKey:
