@@ -17,6 +17,7 @@ from logdna_client._buffer import SEPARATOR
 from logdna_client._config import Config
 from logdna_client._otlp import OTLPEncoder
 from tests._otlp_server import Server, otlp_client
+from tests.helpers import library_reports
 from tests.test_otlp_environment import _OTEL
 
 
@@ -31,19 +32,8 @@ def env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
 @pytest.fixture
 def reports() -> Iterator[list[logging.LogRecord]]:
     """The records the library logs through its own logger while the test runs."""
-    said: list[logging.LogRecord] = []
-
-    class Listen(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            said.append(record)
-
-    own = logging.getLogger("logdna_client")
-    listener = Listen(logging.DEBUG)
-    own.addHandler(listener)
-    try:
+    with library_reports(lambda record: record) as said:
         yield said
-    finally:
-        own.removeHandler(listener)
 
 
 def app_lines(server: Server) -> list[str]:
