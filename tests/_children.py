@@ -93,6 +93,24 @@ _exit._end_by = _end_by_once_main_went_on
 """
 
 
+def watcher_looks_late(event: str, seconds: int) -> str:
+    """Child code: the library's signal watcher (its "logdna_client-signals" thread)
+    looks at the handler in force only once the script's ``threading.Event`` named
+    ``event`` is set (``seconds`` at most): the moment a loaded machine may first let
+    it look. The script has imported signal, threading and ``_exit``, and made
+    ``event``, before this code."""
+    return f"""\
+class LateWatcher:  # _exit's signal module, as the watcher thread sees it
+    def __getattr__(self, name):
+        return getattr(signal, name)
+    def getsignal(self, signum):
+        if threading.current_thread().name == "logdna_client-signals":
+            {event}.wait({seconds})
+        return signal.getsignal(signum)
+_exit.signal = LateWatcher()
+"""
+
+
 class Child:
     """A child interpreter running a test script; stderr is read as it comes."""
 

@@ -23,6 +23,7 @@ import orjson
 from google.protobuf import json_format
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
+from logdna_client import Client
 from logdna_client._auth import credentials_in
 from logdna_client._otlp import receive
 
@@ -189,3 +190,14 @@ def running(expected: tuple[str, str] | None = None) -> Iterator[Server]:
         yield server
     finally:
         server.close()
+
+
+def otlp_client(url: str | None, **options: Any) -> Client:
+    """An OTLP client to ``url`` (None: the OTel endpoint variables' URL), quick to flush
+    and to retry."""
+    defaults: dict[str, Any] = {
+        "protocol": "otlp", "url": url, "kubernetes": False, "handle_signals": False,
+        "flush_interval": 0.05, "retry_max_backoff": 0.2,
+    }  # fmt: skip
+    defaults.update(options)
+    return Client(**defaults)

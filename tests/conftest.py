@@ -1,14 +1,19 @@
-"""Shared fixtures: a real local ingest server, and a logging setup restored after each test."""
+"""Shared fixtures: a real local ingest server, an OTLP/HTTP receiver, and a logging setup
+restored after each test."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
 from logdna_client import _exit, _native
 from logdna_client._devserver import DevServer
+
+if TYPE_CHECKING:
+    from tests._otlp_server import Server
 
 #: The ways LogDNAHandler.handle can run here: the C extension when it is built,
 #: and always the Python code it falls back to.
@@ -38,6 +43,16 @@ def server() -> Iterator[DevServer]:
     """A DevServer on a free loopback port."""
     with DevServer() as srv:
         yield srv
+
+
+@pytest.fixture
+def otlp() -> Iterator[Server]:
+    """An OTLP/HTTP receiver on a free loopback port (tests/_otlp_server.py). Imported
+    here, not at the top: it needs the official protobuf definitions (a dev extra)."""
+    from tests._otlp_server import running
+
+    with running() as receiver:
+        yield receiver
 
 
 @pytest.fixture(params=HANDLE_PATHS)

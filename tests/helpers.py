@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 #: A loopback address nothing listens on (no key needed for loopback; never contacted
 #: by a test that keeps its lines queued).
@@ -26,6 +26,28 @@ def make_logger(name: str, handler: logging.Handler) -> logging.Logger:
     log.propagate = False
     log.setLevel(logging.DEBUG)
     return log
+
+
+_T = TypeVar("_T")
+
+
+@contextmanager
+def library_reports(keep: Callable[[logging.LogRecord], _T]) -> Iterator[list[_T]]:
+    """What the library logs through its own logger ("logdna_client"), at every level,
+    for the duration: each record as ``keep`` makes of it when it is logged."""
+    said: list[_T] = []
+
+    class Listen(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            said.append(keep(record))
+
+    own = logging.getLogger("logdna_client")
+    listener = Listen(logging.DEBUG)
+    own.addHandler(listener)
+    try:
+        yield said
+    finally:
+        own.removeHandler(listener)
 
 
 def run_with_forced_switches(workers: list[Callable[[], object]]) -> None:

@@ -23,6 +23,7 @@ import requests
 
 from logdna_client._cli import LineFilter, build_parser, main
 from logdna_client._devserver import DevServer
+from tests._children import watcher_looks_late
 from tests._claims_servers import Request, scripted_server
 from tests.test_hostile_endpoints import NOT_HTTP_1_1
 
@@ -488,17 +489,10 @@ class TestPipe:
                 finally:
                     read_done.set()
             _cli_pipe._pipe_stdin = pipe_stdin
-            class LateWatcher:  # _exit's signal module, as the watcher thread sees it
-                def __getattr__(self, name):
-                    return getattr(signal, name)
-                def getsignal(self, signum):
-                    if threading.current_thread().name == "logdna_client-signals":
-                        read_done.wait(20)
-                    return signal.getsignal(signum)
-            _exit.signal = LateWatcher()
-            sys.exit(_cli.main(["pipe"]))
             """
         )
+        code += watcher_looks_late("read_done", 20)
+        code += 'sys.exit(_cli.main(["pipe"]))\n'
         status = status_after_signal(
             py(code), env, "second", signal.SIGTERM, stdin=b"first\nsecond\n"
         )

@@ -6,7 +6,6 @@ import base64
 import gzip
 import logging
 import logging.config
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +32,6 @@ from tests._claims_servers import answer, scripted_server
 from tests._otlp_server import Server, running
 
 KEY = "otlp-test-key-0123456789"
-
-
-@pytest.fixture
-def otlp() -> Iterator[Server]:
-    with running() as server:
-        yield server
 
 
 def make_client(server: Server, **options: Any) -> Client:

@@ -15,14 +15,8 @@ import pytest
 from logdna_client import LogDNAHandler
 from logdna_client._buffer import SEPARATOR
 from logdna_client._otlp import OTLPEncoder, otel_resource
-from tests._otlp_server import Server, running, status_body
+from tests._otlp_server import Server, status_body
 from tests.test_otlp_severity import severities
-
-
-@pytest.fixture
-def otlp() -> Iterator[Server]:
-    with running() as server:
-        yield server
 
 
 @pytest.fixture

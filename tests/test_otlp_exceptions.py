@@ -13,17 +13,11 @@ import pytest
 
 from logdna_client import LogDNAHandler
 from logdna_client._otlp import exception_of
-from tests._otlp_server import Server, running
+from tests._otlp_server import Server
 
 
 class AppError(Exception):
     pass
-
-
-@pytest.fixture
-def otlp() -> Iterator[Server]:
-    with running() as server:
-        yield server
 
 
 @pytest.fixture

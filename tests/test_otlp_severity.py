@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
-
-import pytest
+from collections.abc import Iterable
 
 from logdna_client import LogDNAHandler
-from tests._otlp_server import Server, running
+from tests._otlp_server import Server
 
 # Python level -> (severityText as logging names it, SeverityNumber): the stdlib's names,
 # and unnamed levels placed as the OpenTelemetry SDK's LoggingHandler places them.
@@ -55,12 +53,6 @@ def severities(otlp: Server, name: str, levels: Iterable[int]) -> dict[int, tupl
                     number = int(record.body.string_value.split()[1])
                     got[number] = (record.severity_text, record.severity_number)
     return got
-
-
-@pytest.fixture
-def otlp() -> Iterator[Server]:
-    with running() as server:
-        yield server
 
 
 class TestSeverity:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -13,13 +13,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from logdna_client import Client
 from logdna_client._buffer import SEPARATOR
 from logdna_client._otlp import OTLPEncoder
-from tests._otlp_server import Server, running
-
-
-@pytest.fixture
-def otlp() -> Iterator[Server]:
-    with running() as server:
-        yield server
+from tests._otlp_server import Server
 
 
 def setting(value: Callable[[], Any]) -> Callable[[dict[str, Any]], dict[str, Any]]:

@@ -4,24 +4,16 @@ the LogRecord's traceId and spanId, which is where collectors and backends look.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import orjson
-import pytest
 
 from logdna_client import LogDNAHandler
 from logdna_client._buffer import SEPARATOR
 from logdna_client._otlp import OTLPEncoder
-from tests._otlp_server import Server, running
+from tests._otlp_server import Server
 
 TRACE, SPAN = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
-
-
-@pytest.fixture
-def otlp() -> Iterator[Server]:
-    with running() as server:
-        yield server
 
 
 def context(trace: Any, span: Any, sampled: Any = True) -> dict[str, Any]:

@@ -20,14 +20,8 @@ from logdna_client._buffer import SEPARATOR
 from logdna_client._otlp import OTLPEncoder, any_value
 from logdna_client.structlog import LogDNAProcessor
 from logdna_client.testing import capture_lines
-from tests._otlp_server import Server, running
+from tests._otlp_server import Server
 from tests.test_otlp import py, records
-
-
-@pytest.fixture
-def otlp() -> Iterator[Server]:
-    with running() as server:
-        yield server
 
 
 def parsed(value: Any) -> AnyValue:

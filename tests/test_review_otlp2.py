@@ -15,7 +15,8 @@ from logdna_client import Client, Config, LogDNAHandler
 from logdna_client._buffer import SEPARATOR
 from logdna_client.structlog import LogDNAProcessor
 from logdna_client.testing import capture_lines
-from tests._otlp_server import Server, running
+from tests._otlp_server import Server
+from tests.helpers import library_reports
 from tests.test_otlp import py, records
 from tests.test_otlp_environment import _OTEL
 
@@ -31,12 +32,6 @@ def scrub(line: dict[str, Any]) -> dict[str, Any] | None:
 
 
 @pytest.fixture
-def otlp() -> Iterator[Server]:
-    with running() as server:
-        yield server
-
-
-@pytest.fixture
 def otel_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     """No OTel or LOGDNA_ variable set but those a test sets."""
     for name in (*_OTEL, "OTEL_EXPORTER_OTLP_LOGS_CERTIFICATE", "OTEL_EXPORTER_OTLP_CERTIFICATE"):
@@ -47,19 +42,8 @@ def otel_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
 @pytest.fixture
 def reports() -> Iterator[list[str]]:
     """What the library reports through its own logger while the test runs."""
-    said: list[str] = []
-
-    class Listen(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            said.append(record.getMessage())
-
-    own = logging.getLogger("logdna_client")
-    listener = Listen(logging.DEBUG)
-    own.addHandler(listener)
-    try:
+    with library_reports(logging.LogRecord.getMessage) as said:
         yield said
-    finally:
-        own.removeHandler(listener)
 
 
 def logger_for(handler: LogDNAHandler, name: str) -> logging.Logger:

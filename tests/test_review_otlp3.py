@@ -13,18 +13,12 @@ from typing import Any
 import orjson
 import pytest
 
-from logdna_client import Client
 from logdna_client._buffer import SEPARATOR
 from logdna_client._config import Config
 from logdna_client._otlp import OTLPEncoder
-from tests._otlp_server import Server, running
+from tests._otlp_server import Server, otlp_client
+from tests.helpers import library_reports
 from tests.test_otlp_environment import _OTEL
-
-
-@pytest.fixture
-def otlp() -> Iterator[Server]:
-    with running() as server:
-        yield server
 
 
 @pytest.fixture
@@ -38,29 +32,8 @@ def env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
 @pytest.fixture
 def reports() -> Iterator[list[logging.LogRecord]]:
     """The records the library logs through its own logger while the test runs."""
-    said: list[logging.LogRecord] = []
-
-    class Listen(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            said.append(record)
-
-    own = logging.getLogger("logdna_client")
-    listener = Listen(logging.DEBUG)
-    own.addHandler(listener)
-    try:
+    with library_reports(lambda record: record) as said:
         yield said
-    finally:
-        own.removeHandler(listener)
-
-
-def client_for(url: str | None, **options: Any) -> Client:
-    """An OTLP client to ``url`` (None: the OTel endpoint variables' URL)."""
-    defaults: dict[str, Any] = {
-        "protocol": "otlp", "url": url, "kubernetes": False, "handle_signals": False,
-        "flush_interval": 0.05, "retry_max_backoff": 0.2,
-    }  # fmt: skip
-    defaults.update(options)
-    return Client(**defaults)
 
 
 def app_lines(server: Server) -> list[str]:
@@ -95,7 +68,7 @@ class TestOneBadValueSpoilsNoBatch:
                 line[field] = value
             return line
 
-        client = client_for(otlp.url, key="k", app="shop", env="dev", before_send=hook)
+        client = otlp_client(otlp.url, key="k", app="shop", env="dev", before_send=hook)
         for i in range(50):
             client.log(f"line {i}")
         client.flush(timeout=30)
@@ -148,7 +121,7 @@ class TestOneBadValueSpoilsNoBatch:
 
         env.setattr(OTLPEncoder, "_convert", failing)
         folder = {"spool_dir": str(tmp_path / "spool")} if spool else {}
-        client = client_for(otlp.url, key="k", flush_interval=3600, **folder)
+        client = otlp_client(otlp.url, key="k", flush_interval=3600, **folder)
         for i in range(10):  # meta: every line takes the general path, _convert
             client.log("poison 3" if i == 3 else f"line {i}", meta={"i": i})
         client.flush(timeout=30)
@@ -164,7 +137,7 @@ class TestOneBadValueSpoilsNoBatch:
         assert said[0].exc_info is not None
         assert "a bug converting this line" == str(said[0].exc_info[1].__cause__)  # type: ignore[union-attr]
         if spool:
-            again = client_for(otlp.url, key="k", **folder)
+            again = otlp_client(otlp.url, key="k", **folder)
             again.flush(timeout=30)
             again.close()
             assert expected == app_lines(otlp)
@@ -197,7 +170,7 @@ class TestHostName:
         env.setenv("OTEL_RESOURCE_ATTRIBUTES", "host.name=node-a")
         for name, value in variables.items():
             env.setenv(name, value)
-        client = client_for(otlp.url, key="k", **options)
+        client = otlp_client(otlp.url, key="k", **options)
         client.log("hello")
         assert client.flush(timeout=30)
         client.close()

@@ -33,7 +33,7 @@ from logdna_client._devserver import DevServer
 from logdna_client._redact import MARKER, PRESET_PATTERNS, Redactor
 from logdna_client._secret import Secret
 from logdna_client._transport import HTTPTransport
-from tests._otlp_server import Server, running
+from tests._otlp_server import Server, otlp_client
 from tests.helpers import make_cert as _make_cert
 from tests.helpers import make_logger
 from tests.test_otlp_environment import _OTEL as OTEL_VARIABLES
@@ -1093,27 +1093,11 @@ COLLECTOR = "http://otel-collector.observability.svc:4318/v1/logs"  # docs/scali
 
 
 @pytest.fixture
-def otlp_server() -> Iterator[Server]:
-    with running() as server:
-        yield server
-
-
-@pytest.fixture
 def otlp_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     """No OTel exporter or LOGDNA_ variable set but those a test sets."""
     for name in OTEL_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     return monkeypatch
-
-
-def otlp_client(url: str | None, **options: Any) -> Client:
-    """An OTLP client to ``url`` (None: the OTel endpoint variables' URL)."""
-    defaults: dict[str, Any] = {
-        "protocol": "otlp", "url": url, "kubernetes": False, "handle_signals": False,
-        "flush_interval": 0.05, "retry_max_backoff": 0.2,
-    }  # fmt: skip
-    defaults.update(options)
-    return Client(**defaults)
 
 
 class TestOTLPHeaderEchoes:
@@ -1132,7 +1116,7 @@ class TestOTLPHeaderEchoes:
     )
     def test_the_credential_after_the_scheme_is_scrubbed(
         self,
-        otlp_server: Server,
+        otlp: Server,
         otlp_env: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture,
         header: str,
@@ -1142,34 +1126,42 @@ class TestOTLPHeaderEchoes:
         token of "Bearer <token>", a Basic header's user:password, password or user)
         does not put it in the library's reports. Before: only the whole header value
         was scrubbed, and "token <token> is expired" was logged as it came."""
-        otlp_env.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", otlp_server.base)
-        otlp_env.setenv("OTEL_EXPORTER_OTLP_HEADERS", header)
         echoed = f'{{"code":16,"message":"token {echo} is expired"}}'
-        otlp_server.answer_next(500, body=echoed.encode())
-        with caplog.at_level(logging.WARNING, logger="logdna_client"):
-            client = otlp_client(None)
-            client.log("hello")
-            assert client.flush(timeout=30)
-            client.close()
-        assert "token *** is expired" in caplog.text
-        assert echo not in caplog.text
+        said = self.reports_of_an_echo(otlp, otlp_env, caplog, header, echoed)
+        assert "token *** is expired" in said
+        assert echo not in said
 
     def test_short_parts_are_no_credential(
-        self, otlp_server: Server, otlp_env: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+        self, otlp: Server, otlp_env: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
     ) -> None:
         """Parts under 8 characters (a user "bob") are left as they are: as "***" in
         every report they would garble it. The password from 8 is scrubbed."""
         basic = base64.b64encode(f"bob:{self.PASSWORD}".encode()).decode()
-        otlp_env.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", otlp_server.base)
-        otlp_env.setenv("OTEL_EXPORTER_OTLP_HEADERS", f"Authorization=Basic%20{basic}")
         echoed = f'{{"message":"user bob, password {self.PASSWORD}"}}'
-        otlp_server.answer_next(500, body=echoed.encode())
+        said = self.reports_of_an_echo(
+            otlp, otlp_env, caplog, f"Authorization=Basic%20{basic}", echoed
+        )
+        assert "user bob, password ***" in said
+
+    @staticmethod
+    def reports_of_an_echo(
+        otlp: Server,
+        otlp_env: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture,
+        header: str,
+        echoed: str,
+    ) -> str:
+        """What the library reports (warnings and up) when the OTel endpoint, sent the
+        OTel ``header``, answers a line's request 500 with ``echoed`` as its body."""
+        otlp_env.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.base)
+        otlp_env.setenv("OTEL_EXPORTER_OTLP_HEADERS", header)
+        otlp.answer_next(500, body=echoed.encode())
         with caplog.at_level(logging.WARNING, logger="logdna_client"):
             client = otlp_client(None)
             client.log("hello")
             assert client.flush(timeout=30)
             client.close()
-        assert "user bob, password ***" in caplog.text
+        return caplog.text
 
 
 class TestOTLPAmbientKey:
@@ -1184,38 +1176,38 @@ class TestOTLPAmbientKey:
         ],
     )
     def test_not_beside_otel_headers(
-        self, otlp_server: Server, otlp_env: pytest.MonkeyPatch, header: str
+        self, otlp: Server, otlp_env: pytest.MonkeyPatch, header: str
     ) -> None:
         """LOGDNA_INGESTION_KEY (set pod-wide) is not sent to the endpoint the OTel
         variables name with headers of its own, whatever their names. Before: beside
         any header not named Authorization or apikey, the Mezmo key went to the other
         vendor too."""
         otlp_env.setenv("LOGDNA_INGESTION_KEY", KEY)
-        otlp_env.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", otlp_server.base)
+        otlp_env.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.base)
         otlp_env.setenv("OTEL_EXPORTER_OTLP_HEADERS", header)
         client = otlp_client(None, retry_max_backoff=60)
         client.log("hello")
-        assert otlp_server.wait_for_requests(1)
+        assert otlp.wait_for_requests(1)
         client.close(timeout=0.5)
         assert None is client.config.secret
-        sent = {name.lower(): value for name, value in otlp_server.requests[0].headers.items()}
+        sent = {name.lower(): value for name, value in otlp.requests[0].headers.items()}
         assert "apikey" not in sent
         assert KEY not in str(sent)
         name, _, _ = header.partition("=")
         assert name.lower() in sent
 
-    def test_not_to_a_collector(self, otlp_server: Server, otlp_env: pytest.MonkeyPatch) -> None:
+    def test_not_to_a_collector(self, otlp: Server, otlp_env: pytest.MonkeyPatch) -> None:
         """docs/scaling.md's Collector example, in a pod with LOGDNA_INGESTION_KEY: it
         builds (plain http needs no allow_insecure: nothing secret travels), and no
         credential goes to the Collector, with allow_insecure=True neither. Before: a
         ConfigurationError, and with allow_insecure=True the key went in clear text."""
         otlp_env.setenv("LOGDNA_INGESTION_KEY", KEY)
         assert None is Config(protocol="otlp", url=COLLECTOR, handle_signals=False).secret
-        client = otlp_client(otlp_server.url, allow_insecure=True, retry_max_backoff=60)
+        client = otlp_client(otlp.url, allow_insecure=True, retry_max_backoff=60)
         client.log("hello")
-        assert otlp_server.wait_for_requests(1)
+        assert otlp.wait_for_requests(1)
         client.close(timeout=0.5)
-        assert [] == otlp_server.requests[0].credentials
+        assert [] == otlp.requests[0].credentials
 
     @pytest.mark.parametrize(
         "url",

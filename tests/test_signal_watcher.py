@@ -29,7 +29,13 @@ import pytest
 from logdna_client import _exit
 from logdna_client._devserver import DevServer
 from tests._bad_servers import bad_server
-from tests._children import REPO, Child, assert_exactly_once_in_order, texts
+from tests._children import (
+    REPO,
+    Child,
+    assert_exactly_once_in_order,
+    texts,
+    watcher_looks_late,
+)
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="POSIX signals and /proc are the contract"
@@ -143,17 +149,10 @@ class TestASigtermTheApplicationTook:
                 if signum == signal.SIGTERM:
                     restored.set()
             _cli_demo._restore_signal = restore_signal
-            class LateWatcher:  # _exit's signal module, as the watcher thread sees it
-                def __getattr__(self, name):
-                    return getattr(signal, name)
-                def getsignal(self, signum):
-                    if threading.current_thread().name == "logdna_client-signals":
-                        restored.wait(30)
-                    return signal.getsignal(signum)
-            _exit.signal = LateWatcher()
-            sys.exit(_cli.main(["demo", "--open", "--no-color"]))
             """
         )
+        code += watcher_looks_late("restored", 30)
+        code += 'sys.exit(_cli.main(["demo", "--open", "--no-color"]))\n'
         env = dict(os.environ, PYTHONPATH=REPO, BROWSER="true")
         for name in ("LOGDNA_HANDLE_SIGNALS", "LOGDNA_INGESTION_KEY", "LOGDNA_URL"):
             env.pop(name, None)
