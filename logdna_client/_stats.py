@@ -47,7 +47,7 @@ _FAILURE_WORDS = {
     "retry": "the service was unreachable or busy",
     "too_large": "the service refused a body as too large",
     "bad_request": "the service refused a line",
-    "partial": "the service refused some lines of a batch",
+    "partial": "the service refused lines of a batch, or did not confirm them stored",
     "unsupported_encoding": "the service refused the body's media type",
     "redirect": "the url answered with a redirect, which is never followed",
     "other": "the url answered with an error",
