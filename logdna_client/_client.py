@@ -33,7 +33,7 @@ from ._report import Reporter
 from ._retry import Backoff
 from ._secret import hide_key
 from ._sender import Sender
-from ._stats import DROP_REASONS, SPOOL_DROP_REASONS, ClientStats
+from ._stats import DROP_REASONS, SPOOL_DROP_REASONS, ClientStats, said_of_failure
 from ._threads import Latch, on_sender_thread, raised_by_signal_handler, start_library_thread
 from ._transport import HTTPTransport, Transport
 
@@ -590,8 +590,12 @@ class Client:
             why = f": the spool at {folder} had no room for them (max_spool_bytes)"
         _exit.report_exit_loss(
             f"logdna_client: {lost} lines could not be delivered before the shutdown "
-            f"deadline ({self._deadline_text()}) and were dropped{why}"
+            f"deadline ({self._deadline_text()}) and were dropped{why}{self._last_failure()}"
         )
+
+    def _last_failure(self) -> str:
+        """Why the exit's lines were likely lost: the last failed attempt, in words."""
+        return said_of_failure(self._sender.stats.last_error, time.time())
 
     def _wait_closed(self, *, at_exit: bool, ending: bool = False) -> None:
         """Wait for the sender to finish (by the close's deadline; ``ending`` or
@@ -680,7 +684,8 @@ class Client:
                 if stuck:
                     _exit.report_exit_loss(
                         f"logdna_client: the log service did not answer within the shutdown "
-                        f"deadline ({self._deadline_text()}); {stuck} lines were not delivered"
+                        f"deadline ({self._deadline_text()}); {stuck} lines were not "
+                        f"delivered{self._last_failure()}"
                     )
             elif self._starting:  # interrupted before it launched the thread: none runs
                 _exit.report_exit_loss(

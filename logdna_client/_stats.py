@@ -2,7 +2,14 @@
 
 from typing_extensions import NotRequired, TypedDict
 
-__all__ = ["DROP_REASONS", "SPOOL_DROP_REASONS", "ClientStats", "DroppedLines", "LastError"]
+__all__ = [
+    "DROP_REASONS",
+    "SPOOL_DROP_REASONS",
+    "ClientStats",
+    "DroppedLines",
+    "LastError",
+    "said_of_failure",
+]
 
 
 class DroppedLines(TypedDict):
@@ -32,6 +39,35 @@ class LastError(TypedDict):
     kind: str  #: "retry" (connection, timeout, 408/429/5xx), "auth", "too_large", ...
     status: int | None  #: the HTTP status; None for a connection-level failure
     when: float  #: epoch seconds
+
+
+# ``LastError``'s kinds (the sender's ``Kind`` values) in the words of the exit's report.
+_FAILURE_WORDS = {
+    "auth": "the service refused the key",
+    "retry": "the service was unreachable or busy",
+    "too_large": "the service refused a body as too large",
+    "bad_request": "the service refused a line",
+    "partial": "the service refused lines of a batch, or did not confirm them stored",
+    "unsupported_encoding": "the service refused the body's media type",
+    "redirect": "the url answered with a redirect, which is never followed",
+    "other": "the url answered with an error",
+    "protocol": "the url does not answer in HTTP/1.1",
+    "settings": "no request could be made with the settings (url, proxy, CA bundle)",
+}
+
+
+def said_of_failure(last: "LastError | None", now: float) -> str:
+    """``last`` (``stats()["last_error"]``) in words for the report of lines lost at the
+    process's end, with how long before ``now`` (epoch seconds) it failed; "" when no
+    attempt failed. That report is often the only one a script shows, and said only how
+    many lines were lost while ``last_error`` knew why (a refused key, a wrong url).
+    Kind and status only, as ``last_error`` holds: never the key or the server's text."""
+    if last is None:
+        return ""
+    words = _FAILURE_WORDS.get(last["kind"], last["kind"])
+    status = f", HTTP {last['status']}" if last["status"] is not None else ""
+    ago = max(0.0, now - last["when"])
+    return f" (the last failed attempt, {ago:.1f} s before: {words}{status})"
 
 
 class ClientStats(TypedDict):
