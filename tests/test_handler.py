@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from logdna_client import Client, ConfigurationError, LogDNAHandler
 from logdna_client._devserver import DevServer
-from logdna_client._handler import STANDARD_RECORD_ATTRS
+from logdna_client._handler import _NOT_EXTRAS
 from tests.helpers import make_logger, run_with_forced_switches
 
 # Every test here runs on each way handle can run (the C extension, the Python code).
@@ -486,7 +486,7 @@ class TestInlinePath:
     @given(
         meta=st.dictionaries(
             st.sampled_from(["user_id", "path", "token", "db_password", "x{", "é", "status"])
-            | st.text(min_size=1, max_size=10).filter(lambda k: k not in STANDARD_RECORD_ATTRS),
+            | st.text(min_size=1, max_size=10).filter(lambda k: k not in _NOT_EXTRAS),
             _meta_values,
             min_size=1,
             max_size=5,
