@@ -2,10 +2,10 @@
 
 Importing the package starts nothing: no threads, no sockets and no
 environment reads until a Client (or handler, or processor) is built. Nor does
-it import what those need (requests, asyncio, the C extension) until one of its
+it import what those need (requests, the C extension) until one of its
 names is first used: pytest imports the package's plugin, and so the package,
 at the start of every test run wherever it is installed, and most of those runs
-never log through it.
+never log through it. asyncio it never imports (aflush and aclose run where it is).
 """
 
 from __future__ import annotations

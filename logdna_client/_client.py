@@ -8,7 +8,6 @@ which end with ``os._exit`` and never run ``atexit``).
 
 from __future__ import annotations
 
-import asyncio
 import bisect
 import datetime as _dt
 import logging
@@ -18,7 +17,7 @@ import time
 import weakref
 from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
 from typing_extensions import Self, Unpack
@@ -39,7 +38,13 @@ from ._transport import HTTPTransport, Transport
 
 __all__ = ["Client"]
 
-_Watches = weakref.WeakValueDictionary[tuple[asyncio.AbstractEventLoop, Sender], "_Watch"]
+if TYPE_CHECKING:
+    # Imported where a coroutine of ours runs, never at import: from 3.12 importing asyncio
+    # registers a fork hook that clears the signal wakeup fd in every forked child, an
+    # application's own (a select loop's self-pipe) too (docs/delivery.md).
+    import asyncio
+
+    _Watches = weakref.WeakValueDictionary[tuple[asyncio.AbstractEventLoop, Sender], "_Watch"]
 
 # How long past its deadline a close waits for the sender's own bookkeeping.
 _CLOSE_GRACE = 0.2
@@ -773,6 +778,8 @@ class Client:
     def _watch(self, sender: Sender) -> _Watch:
         """The watch of the running loop on ``sender`` (made on first use, forgotten when
         no task waits on it)."""
+        import asyncio  # noqa: PLC0415  (in a coroutine: imported already)
+
         loop = asyncio.get_running_loop()
         watches, key = self._watches, (loop, sender)
         watch = watches.get(key)
@@ -865,6 +872,8 @@ async def _on_a_thread(call: Callable[[], None]) -> None:
     unstarted), run it here, the loop waiting, as ``close()`` runs it on its caller's.
     Not the loop's default executor: a thread it cannot start leaves it the work to run
     whenever one can, long after, and raises."""
+    import asyncio  # noqa: PLC0415  (in a coroutine: imported already)
+
     loop = asyncio.get_running_loop()
     done: asyncio.Future[None] = loop.create_future()
 

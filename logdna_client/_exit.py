@@ -329,13 +329,14 @@ def _child_runs_another_program() -> bool:
 
 
 def _reset_all_after_fork() -> None:
-    global _terminating, _heard, _begun, _delivered, _watch_tried, _ending_by
+    global _terminating, _heard, _begun, _delivered, _watch_tried, _ending_by, _fork_look
     _terminating = False
     _ending_by = None
     _heard = 0
     _begun = threading.Lock()
     _delivered = Latch()
     _watch_tried = False
+    _fork_look = None
     _unwatch_after_fork()
     SENDER_THREADS.clear()  # the parent's threads do not exist here
     BUSY_THREADS.clear()
@@ -349,6 +350,9 @@ def _reset_all_after_fork() -> None:
         # Now, not when this child's sender starts: a Pool worker that never logs
         # gets SIGTERM all the same. (The forking thread is this child's main thread.)
         _watch_signals()
+        # A multiprocessing child looks again before its target runs (_watch_again):
+        # the start method may still change the wakeup fd after these hooks.
+        _fork_look = _ARMED if _watch_fds is not None else _YIELDED
 
 
 # -- termination signals
@@ -373,6 +377,11 @@ _ending_by: int | None = None  # the signal whose ending has begun
 _delivered = Latch()  # the ending's clients are done, or their deadline passed
 _watch_fds: tuple[int, int] | None = None  # our pipe (read, write) while it is the wakeup fd
 _watch_tried = False
+# What the fork hook did about the wakeup fd in this child, for multiprocessing's
+# after-fork look (_watch_again): armed ours, or left an fd it found set in place.
+_ARMED = "armed"
+_YIELDED = "yielded"
+_fork_look: str | None = None
 # signal(signum, SIG_DFL) for a thread other than the main one (Python refuses it there).
 _default_off_main: Callable[[int], bool] | None = None
 
@@ -896,13 +905,55 @@ def _register_multiprocessing_child_hook(client: Client) -> None:
     try:
         import multiprocessing.util as mp_util  # noqa: PLC0415
 
-        mp_util.register_after_fork(client, _install_mp_finalizer)
+        mp_util.register_after_fork(client, _after_multiprocessing_fork)
         mp_process = sys.modules.get("multiprocessing.process")
         if mp_process is not None and mp_process.parent_process() is not None:
             # Built inside a multiprocessing child: it ends with os._exit (fork,
             # forkserver) after running Finalize callbacks, never atexit.
             _install_mp_finalizer(client)
     except Exception:
+        pass
+
+
+def _after_multiprocessing_fork(client: Client) -> None:
+    """In a ``multiprocessing`` child (fork and forkserver), before its target runs."""
+    _watch_again()
+    _install_mp_finalizer(client)
+
+
+def _watch_again() -> None:
+    """The fork hook's look at the wakeup fd, taken again once the start method is done
+    with it (on the child's main thread, before its target runs; once per child).
+
+    A ``forkserver`` forks its workers with a wakeup fd of its own set and clears it only
+    after the fork hooks ran (``forkserver._serve_one``). The fork hook finds the
+    server's fd there and leaves it in place; or, from 3.12 in a server that imported
+    asyncio, asyncio's own fork hook (``asyncio.events.on_fork``, registered before ours)
+    has cleared it, the fork hook arms ours, and the server then clears ours. Either way
+    a worker of a server that preloaded a module using the library had no watcher, and a
+    SIGTERM landing as it blocked on a lock (``Pool.terminate()``'s race) left it hanging
+    with its lines. Here the fd is free in such a worker; one set is the application's
+    (an after-fork hook of its own set it), and stays.
+    """
+    global _fork_look, _watch_tried
+    look, _fork_look = _fork_look, None
+    if look is None or not _handling_signals():
+        return
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if look == _YIELDED:
+        if _watch_fds is None:
+            _watch_tried = False
+            _watch_signals()
+        return
+    fds = _watch_fds
+    if fds is None:
+        return
+    try:
+        previous = signal.set_wakeup_fd(fds[1], warn_on_full_buffer=False)
+        if previous not in (-1, fds[1]):  # the application's, set since the fork
+            signal.set_wakeup_fd(previous)
+    except (ValueError, OSError):
         pass
 
 

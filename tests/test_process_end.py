@@ -326,6 +326,176 @@ class TestSignalTheMainThreadMisses:
         assert -signal.SIGTERM == proc.returncode, proc.stderr
         assert ["hello"] == texts(server)
 
+    def test_an_applications_own_wakeup_fd_is_kept_in_a_forked_child(
+        self, server: DevServer
+    ) -> None:
+        """An application that set its own wakeup fd (a select loop's self-pipe, no asyncio)
+        keeps it in a child it forks: the fd the child inherits is the application's, on
+        every Python. (From 3.12, importing asyncio registers a fork hook that clears it in
+        every forked child; the library does not import asyncio.)"""
+        child = Child(
+            """
+            import socket
+            mine, theirs = socket.socketpair()
+            mine.setblocking(False)
+            signal.set_wakeup_fd(mine.fileno())
+            log.info("parent")
+            client.flush(10)  # its sender runs: the library's threads and handlers are in
+            mark("asyncio imported %s" % ("asyncio" in sys.modules))
+            pid = os.fork()
+            if pid == 0:
+                log.info("child")
+                client.flush(10)  # the child's sender runs, and looked at the wakeup fd
+                now = signal.set_wakeup_fd(mine.fileno())
+                os.write(2, b"@@child kept %s (now %d)\\n" % (
+                    str(now == mine.fileno()).encode(), now))
+                os._exit(0)
+            _, status = os.waitpid(pid, 0)
+            mark("child ended %d" % os.waitstatus_to_exitcode(status))
+            """,
+            server.url,
+            flush_interval="60",
+        )
+        assert "False" == child.expect("asyncio imported")
+        assert child.expect("child kept").startswith("True"), child.stderr
+        assert "0" == child.expect("child ended")
+        code, _ = child.finish()
+        assert 0 == code, child.stderr
+        assert ["child", "parent"] == sorted(texts(server))
+
+
+FORKSERVER_MAIN = """
+import multiprocessing, sys
+if __name__ == "__main__":
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["preloaded_app"])
+    import preloaded_app
+    worker = ctx.Process(target=preloaded_app.worker, args=(int(sys.argv[1]),))
+    worker.start()
+    worker.join(60)
+    sys.stderr.write("@@worker ended %s\\n" % worker.exitcode)
+"""
+
+# The module a forkserver preloads: it builds the handler, and logs, so its sender and
+# signal watcher run in the server, which forks every worker.
+PRELOADED_APP = """
+import logging, os, sys
+from logdna_client import LogDNAHandler
+handler = LogDNAHandler(url=os.environ["LOGDNA_URL"], hostname="fs",
+                        flush_interval=60, shutdown_timeout=10)
+log = logging.getLogger("fs")
+log.addHandler(handler)
+log.setLevel(logging.INFO)
+log.propagate = False
+log.info("imported in %d", os.getpid())
+"""
+
+
+def run_forkserver_app(server: DevServer, tmp_path: Path, module: str, arg: int) -> str:
+    """Run FORKSERVER_MAIN with ``module`` as the preloaded module; its stderr."""
+    (tmp_path / "preloaded_app.py").write_text(module)
+    script = tmp_path / "forkserver_app.py"
+    script.write_text(FORKSERVER_MAIN)
+    env = dict(os.environ, LOGDNA_URL=server.url,
+               PYTHONPATH=os.pathsep.join([REPO, str(tmp_path)]))  # fmt: skip
+    env.pop("LOGDNA_INGESTION_KEY", None)
+    proc = subprocess.run(
+        [sys.executable, str(script), str(arg)],
+        env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path, check=False,
+    )  # fmt: skip
+    assert 0 == proc.returncode, proc.stderr
+    return proc.stderr
+
+
+class TestForkserverWorkers:
+    """Workers of a ``forkserver`` that preloaded a module building the handler: the
+    server's sender and watcher run when it forks them, with its own wakeup fd set,
+    which it clears in the worker only after the fork hooks ran (from 3.12, asyncio's
+    fork hook clears it before ours runs)."""
+
+    @pytest.mark.parametrize("asyncio", [False, True], ids=["no-asyncio", "asyncio"])
+    @pytest.mark.parametrize("lines", [100, 0], ids=["logs", "never-logs"])
+    def test_sigterm_landing_as_the_worker_blocks_on_a_lock(
+        self, server: DevServer, tmp_path: Path, lines: int, asyncio: bool
+    ) -> None:
+        """SIGTERM landing as the worker blocks on a lock (Pool.terminate()'s race) ends it
+        by SIGTERM, with its lines delivered, whether it logged or not, and whether the
+        server imported asyncio or not (from 3.12 its fork hook clears the server's fd in
+        the worker before the library's runs)."""
+        stderr = run_forkserver_app(
+            server,
+            tmp_path,
+            ("import asyncio\n" if asyncio else "")
+            + PRELOADED_APP
+            + SIGTERM_INSIDE_ACQUIRE
+            + textwrap.dedent(
+                """
+                def worker(lines):
+                    signal.signal(signal.SIGALRM, signal.SIG_DFL)
+                    signal.alarm(20)  # a hang ends here instead (-SIGALRM)
+                    for i in range(lines):
+                        log.info("worker %d", i)
+                    block_with_sigterm_inside(threading.Lock())
+                """
+            ),
+            lines,
+        )
+        assert f"@@worker ended {-signal.SIGTERM}" in stderr, stderr
+        got = [t for t in texts(server) if t.startswith("worker ")]
+        assert_exactly_once_in_order([f"worker {i}" for i in range(lines)], got)
+
+    @pytest.mark.parametrize("asyncio", [False, True], ids=["no-asyncio", "asyncio"])
+    def test_the_wakeup_fd_an_after_fork_hook_of_the_applications_set_is_kept(
+        self, server: DevServer, tmp_path: Path, asyncio: bool
+    ) -> None:
+        """A wakeup fd the application set in the worker before its target runs (in a
+        multiprocessing after-fork hook of its own, which runs before the library's
+        look) stays the worker's; SIGTERM then ends it through the handler on the main
+        thread, its lines delivered."""
+        stderr = run_forkserver_app(
+            server,
+            tmp_path,
+            ("import asyncio\n" if asyncio else "")
+            + textwrap.dedent(
+                """
+                import multiprocessing.util, signal, socket, sys
+                mine = theirs = None
+
+                class App:
+                    pass
+
+                app = App()
+
+                def set_own_wakeup_fd(_):
+                    global mine, theirs
+                    mine, theirs = socket.socketpair()
+                    mine.setblocking(False)
+                    signal.set_wakeup_fd(mine.fileno())
+
+                multiprocessing.util.register_after_fork(app, set_own_wakeup_fd)
+                """
+            )
+            + PRELOADED_APP
+            + textwrap.dedent(
+                """
+                def worker(lines):
+                    signal.signal(signal.SIGALRM, signal.SIG_DFL)
+                    signal.alarm(20)
+                    now = signal.set_wakeup_fd(mine.fileno())
+                    sys.stderr.write("@@worker kept %s\\n" % (now == mine.fileno()))
+                    for i in range(lines):
+                        log.info("worker %d", i)
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    signal.pause()
+                """
+            ),
+            10,
+        )
+        assert "@@worker kept True" in stderr, stderr
+        assert f"@@worker ended {-signal.SIGTERM}" in stderr, stderr
+        got = [t for t in texts(server) if t.startswith("worker ")]
+        assert_exactly_once_in_order([f"worker {i}" for i in range(10)], got)
+
 
 POOL_SCRIPT = """
 import logging, multiprocessing, os, sys
