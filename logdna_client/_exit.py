@@ -336,7 +336,7 @@ def _reset_all_after_fork() -> None:
     _begun = threading.Lock()
     _delivered = Latch()
     _watch_tried = False
-    _fork_look = None
+    _fork_look = False
     _unwatch_after_fork()
     SENDER_THREADS.clear()  # the parent's threads do not exist here
     BUSY_THREADS.clear()
@@ -352,7 +352,7 @@ def _reset_all_after_fork() -> None:
         _watch_signals()
         # A multiprocessing child looks again before its target runs (_watch_again):
         # the start method may still change the wakeup fd after these hooks.
-        _fork_look = _ARMED if _watch_fds is not None else _YIELDED
+        _fork_look = True
 
 
 # -- termination signals
@@ -377,11 +377,9 @@ _ending_by: int | None = None  # the signal whose ending has begun
 _delivered = Latch()  # the ending's clients are done, or their deadline passed
 _watch_fds: tuple[int, int] | None = None  # our pipe (read, write) while it is the wakeup fd
 _watch_tried = False
-# What the fork hook did about the wakeup fd in this child, for multiprocessing's
-# after-fork look (_watch_again): armed ours, or left an fd it found set in place.
-_ARMED = "armed"
-_YIELDED = "yielded"
-_fork_look: str | None = None
+# Whether multiprocessing's after-fork look (_watch_again) is still to come in this
+# child. What the fork hook did shows in _watch_fds: set when it armed ours.
+_fork_look = False
 # signal(signum, SIG_DFL) for a thread other than the main one (Python refuses it there).
 _default_off_main: Callable[[int], bool] | None = None
 
@@ -936,18 +934,15 @@ def _watch_again() -> None:
     (an after-fork hook of its own set it), and stays.
     """
     global _fork_look, _watch_tried
-    look, _fork_look = _fork_look, None
-    if look is None or not _handling_signals():
+    look, _fork_look = _fork_look, False
+    if not look or not _handling_signals():
         return
     if threading.current_thread() is not threading.main_thread():
         return
-    if look == _YIELDED:
-        if _watch_fds is None:
-            _watch_tried = False
-            _watch_signals()
-        return
     fds = _watch_fds
-    if fds is None:
+    if fds is None:  # the fork hook left an fd it found in place: take it if free now
+        _watch_tried = False
+        _watch_signals()
         return
     try:
         previous = signal.set_wakeup_fd(fds[1], warn_on_full_buffer=False)
