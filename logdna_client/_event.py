@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import math
+import re
 import sys
 import time
 import traceback
@@ -201,7 +202,40 @@ def _iso_millis(text: str) -> int:
     # A trailing "Z" is UTC (3.10's fromisoformat does not know it).
     if text.endswith(("Z", "z")):
         text = text[:-1] + "+00:00"
-    return millis(_seconds(_dt.datetime.fromisoformat(text)))
+    try:
+        return millis(_seconds(_dt.datetime.fromisoformat(text)))
+    except ValueError:
+        if sys.version_info >= (3, 11):
+            raise
+        return millis(_seconds(_dt.datetime.fromisoformat(_as_310_reads(text))))
+
+
+#: ISO-8601 forms 3.11's fromisoformat reads and 3.10's does not: a fraction of other
+#: than 3 or 6 digits (RFC 3339's nanoseconds, "40.5"), a comma before it, an offset
+#: written "+0000" or "+00", and the basic format ("20231114T221320").
+_ISO_310 = re.compile(
+    r"(\d{4})-?(\d\d)-?(\d\d)(?:([T ])(\d\d):?(\d\d)(?::?(\d\d)(?:[.,](\d+))?)?"
+    r"([+-]\d\d(?::?\d\d)?)?)?",
+    re.ASCII,
+)
+
+
+def _as_310_reads(text: str) -> str:
+    """``text`` rewritten in the one form Python 3.10's fromisoformat reads (on 3.10
+    only: ValueError when it is no ISO-8601 date and time this knows)."""
+    found = _ISO_310.fullmatch(text)
+    if found is None:
+        raise ValueError(text)
+    year, month, day, sep, hour, minute, second, fraction, offset = found.groups()
+    out = f"{year}-{month}-{day}"
+    if sep is not None:
+        out += f"{sep}{hour}:{minute}:{second or '00'}"
+        if fraction:
+            out += "." + fraction[:6].ljust(6, "0")  # beyond microseconds: cut, as 3.11 does
+        if offset:
+            digits = offset[1:].replace(":", "")
+            out += f"{offset[0]}{digits[:2]}:{digits[2:4] or '00'}"
+    return out
 
 
 def _seconds(stamp: _dt.datetime) -> float:
