@@ -470,15 +470,26 @@ class LogDNAHandler(logging.Handler):
         try:
             if self._owns_client:
                 client = self._client
+                # Closed before (by the application, or by a reconfiguration that left
+                # its handle to reopen it already): this close changes nothing.
+                closed_before = client.closed
+                reconfiguring = _exit.under_logging_lock()
                 if _exit.owns(self.lock):
                     timeout = client.config.shutdown_timeout
-                    client._close_by(_exit.shutdown_deadline(timeout), timeout)
+                    # dictConfig's close is no ending of the process: a client that
+                    # never started is not done with the exit (a line given to it later
+                    # is not "logged after the exit hook ran").
+                    client._close_by(
+                        _exit.shutdown_deadline(timeout), timeout, ending=not reconfiguring
+                    )
                 else:
                     client.close()
-                if _exit.under_logging_lock() and _running():
-                    # Only a handler that is used again pays for it: its handle, not
-                    # the logging path of every handler, reopens it.
-                    self.handle = self._handle_replaced  # type: ignore[method-assign]
+                if reconfiguring and _running():
+                    if not closed_before:
+                        # Only a handler that is used again pays for it: its handle, not
+                        # the logging path of every handler, reopens it. Not one the
+                        # application closed itself: that stays closed.
+                        self.handle = self._handle_replaced  # type: ignore[method-assign]
                 elif self.__dict__.get("handle") == self._handle_replaced:
                     # Closed for good after all: its records are counted as after_close.
                     self._ship_through(client)

@@ -20,6 +20,7 @@ import pytest
 from logdna_client import LogDNAHandler
 from logdna_client._devserver import DevServer
 from tests._helpers_integrations import REPO_ROOT, TIMEOUT
+from tests.helpers import library_reports
 
 AUDIT = "t.reconfigure.audit"
 WORKER = "t.reconfigure.worker"
@@ -140,6 +141,40 @@ class TestHandlerLeftOutOfANewConfig:
 
         assert 1 == _after_close(handler)
         assert handler.client.closed
+
+    def test_closed_by_the_application_a_reconfiguration_leaves_it_closed(
+        self, server: DevServer
+    ) -> None:
+        """``handler.close()`` by the application, then a dictConfig (which closes every
+        handler there is, closed ones too): it stays closed, as docs/stdlib.md says; no
+        new client, no sender thread, the record counted as ``after_close``."""
+        handler = LogDNAHandler(url=server.url, flush_interval=0.05)
+        audit = logging.getLogger(AUDIT)
+        audit.addHandler(handler)
+        audit.setLevel(logging.INFO)
+        client = handler.client
+        handler.close()
+        logging.config.dictConfig(_console_only())
+
+        audit.info("after the application closed it, and a reconfiguration")
+
+        assert client is handler.client and client.closed
+        assert 1 == _after_close(handler)
+        assert not [t for t in threading.enumerate() if t.name == "logdna_client-sender"]
+
+    def test_a_reconfiguration_is_no_exit(self, server: DevServer) -> None:
+        """A handler that shipped nothing yet, closed by a dictConfig: a line given to its
+        client afterwards is counted as ``after_close``, and nothing says it came after
+        the library's exit hook (the process goes on)."""
+        handler = LogDNAHandler(url=server.url, flush_interval=0.05)
+        audit = logging.getLogger(AUDIT)
+        audit.addHandler(handler)
+        logging.config.dictConfig(_console_only())
+
+        with library_reports(lambda record: record.getMessage()) as said:
+            assert not handler.client.log("job 7 finished")
+        assert 1 == _after_close(handler)
+        assert not [text for text in said if "exit hook" in text], said
 
 
 class TestAtExit:
