@@ -22,6 +22,7 @@ annotations admit one only where a string is a normal way to write the value
 """
 
 import difflib
+import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import fields
 from typing import Annotated, Any, Literal, get_args, get_type_hints
@@ -40,7 +41,9 @@ class ClientOptions(TypedDict, total=False):
     key: Annotated[
         str | None, "ingestion key; env LOGDNA_INGESTION_KEY; none needed for a loopback URL"
     ]
-    key_file: Annotated[str | None, "path of a file holding the key (a mounted secret)"]
+    key_file: Annotated[
+        str | os.PathLike[str] | None, "path of a file holding the key (a mounted secret)"
+    ]
     url: Annotated[str, "ingest endpoint; env LOGDNA_URL; https://logs.logdna.com/logs/ingest"]
     hostname: Annotated[str, "host name shown in LogDNA; env LOGDNA_HOSTNAME; this machine's"]
     ip: Annotated[str | None, "IP address sent with every batch"]
@@ -60,7 +63,9 @@ class ClientOptions(TypedDict, total=False):
     shutdown_timeout: Annotated[float | str, "deadline to deliver at close and exit: 5 s"]
     retry_max_backoff: Annotated[float | str, "cap of the retry backoff: 30 s"]
     compress: Annotated[bool, "gzip request bodies: True"]
-    verify: Annotated[bool | str, "TLS verification: True, False or a CA bundle path"]
+    verify: Annotated[
+        bool | str | os.PathLike[str], "TLS verification: True, False or a CA bundle path"
+    ]
     index_meta: Annotated[bool, "meta searchable as fields (True) or one string (False)"]
     redact: Annotated[bool | str | Sequence[str], "meta keys whose values are masked: True"]
     redact_patterns: Annotated[str | Sequence[str], "regexes or presets masked in text: none"]
@@ -75,7 +80,9 @@ class ClientOptions(TypedDict, total=False):
     handle_signals: Annotated[
         bool, "deliver on SIGTERM/SIGHUP, then end by it: True; env LOGDNA_HANDLE_SIGNALS"
     ]
-    spool_dir: Annotated[str | None, "folder of the disk spool: off; env LOGDNA_SPOOL_DIR"]
+    spool_dir: Annotated[
+        str | os.PathLike[str] | None, "folder of the disk spool: off; env LOGDNA_SPOOL_DIR"
+    ]
     spool_sync: Annotated[
         Literal["none", "interval", "always"], "when spooled data is synced: interval (0.2 s)"
     ]

@@ -126,6 +126,8 @@ class TestHelp:
 
 
 _TYPED = """
+from pathlib import Path
+
 from logdna_client import Client, LogDNAHandler
 from logdna_client.structlog import LogDNAProcessor
 
@@ -133,6 +135,7 @@ Client(url="http://127.0.0.1:1", flush_interval=1.0, tags=["a"], overflow="block
 LogDNAHandler(app="api", max_buffer_bytes="64MB", shutdown_timeout=2)
 LogDNAHandler("key", {"app": "x"})
 LogDNAProcessor(env="prod", compress=False)
+LogDNAHandler(key_file=Path("/run/secrets/key"), spool_dir=Path("spool"), verify=Path("ca.pem"))
 reveal_type(Client(url="http://127.0.0.1:1").stats()["last_error"])
 """
 
