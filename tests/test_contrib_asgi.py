@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
+import types
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,10 +17,12 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from logdna_client import LogDNAHandler
+from logdna_client._devserver import DevServer
 from logdna_client.contrib import get_request_context
 from logdna_client.contrib.asgi import LogDNAMiddleware, RequestContextFilter
 from logdna_client.testing import capture_lines
-from tests._helpers_integrations import logger_with
+from tests._helpers_integrations import TIMEOUT, logger_with
+from tests.test_docs_frameworks import doc_block
 
 log = logging.getLogger("asgi_app")
 
@@ -241,3 +245,34 @@ class TestExceptionHandlerLines:
 
         meta = self.lines_of(on_error)["unhandled error"]
         assert ("err-7", 500) == (meta.get("request_id"), meta.get("http_status"))
+
+
+class TestLifespanRecipe:
+    def test_a_second_lifespan_still_ships(
+        self, server: DevServer, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """docs/asgi.md's lifespan, run as written, twice in one process (each ``with
+        TestClient(app)`` of a test suite runs it): the second app's lines arrive too.
+        With the ``aclose()`` the page showed before, the first lifespan closed the
+        handler's client for good and the second's lines were counted as after_close."""
+        from starlette.testclient import TestClient
+
+        # FastAPI is a Starlette app; the page's block imports it by that name.
+        monkeypatch.setitem(sys.modules, "fastapi", types.SimpleNamespace(FastAPI=Starlette))
+        handler = LogDNAHandler(url=server.url, flush_interval=0.05)
+        namespace: dict[str, Any] = {"handler": handler}
+        exec(doc_block("asgi.md", "py", "async def lifespan"), namespace)
+
+        with logger_with("t.asgi.lifespan", handler) as log:
+
+            async def view(request: Request) -> PlainTextResponse:
+                log.info("request %d", request.path_params["n"])
+                return PlainTextResponse("ok")
+
+            for n in (1, 2):
+                app = Starlette(routes=[Route("/{n:int}", view)], lifespan=namespace["lifespan"])
+                with TestClient(app) as http:
+                    assert 200 == http.get(f"/{n}").status_code
+            assert server.wait_for_lines(2, TIMEOUT), server.lines
+            assert ["request 1", "request 2"] == sorted(line["line"] for line in server.lines)
+            assert 0 == handler.client.stats()["dropped"]["after_close"]
