@@ -57,6 +57,7 @@ from ._values import (
     to_bool,
     to_duration,
     to_level,
+    to_pattern_list,
     to_size,
     to_str_list,
 )
@@ -511,7 +512,7 @@ class Config:
         else:
             redact = to_str_list("redact", self.redact)
         set_(self, "redact", redact)
-        patterns = to_str_list("redact_patterns", self.redact_patterns)
+        patterns = to_pattern_list("redact_patterns", self.redact_patterns)
         for pattern in patterns:
             check_pattern(pattern)
         set_(self, "redact_patterns", patterns)

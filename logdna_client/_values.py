@@ -147,6 +147,124 @@ def to_str_list(option: str, value: object) -> tuple[str, ...]:
     return tuple(out)
 
 
+def to_pattern_list(option: str, value: object) -> tuple[str, ...]:
+    """Coerce regular expressions and preset names: a list taken item by item, as given,
+    or one string of them separated by commas (``split_patterns``)."""
+    if value is None:
+        return ()
+    items: Iterable[object]
+    if isinstance(value, str):
+        items = split_patterns(option, value)
+    elif isinstance(value, Iterable) and not isinstance(value, bytes | Mapping):
+        items = value
+    else:
+        raise bad(option, value, "a list of regular expressions or a comma-separated string")
+    out: list[str] = []
+    for item in items:
+        if not isinstance(item, str):
+            raise bad(option, value, "a list of regular expressions or a comma-separated string")
+        # Not stripped: a space at either end of a regex is part of what it matches.
+        # A blank item matches everywhere (or every space): a list left ragged.
+        if item.strip():
+            out.append(utf8_text(item))
+    return tuple(out)
+
+
+def split_patterns(option: str, text: str) -> list[str]:
+    """``text`` split at the commas that separate regular expressions: those outside
+    ``(...)``, ``[...]`` and ``{...}`` and not after a backslash, with the blanks around
+    each piece dropped (but an escaped one at its end: ``"a\\ "``).
+
+    A regex's own commas (``\\d{6,8}``, ``[,;]``, ``(?:a,b)``, ``\\,``) stay in it: cut
+    there, both halves may still compile and match something else than meant, or
+    nothing, and text the user wanted redacted would ship. For the same reason a piece
+    whose brackets do not pair up is refused rather than read some other way.
+    """
+    cuts: list[int] = []
+    # (position, what is wrong there) of the first bracket that does not pair up
+    trouble: tuple[int, str] | None = None
+    opened: list[int] = []  # the "(" still open
+    i, end = 0, len(text)
+    while i < end:
+        char = text[i]
+        if char == "\\":
+            i += 2
+            continue
+        if char == "[":
+            # A class ends at its first "]" but one right after "[" or "[^" (a literal
+            # "]"), and "(", "{" and "," in it are literals.
+            j = i + 1
+            if text.startswith("^", j):
+                j += 1
+            if text.startswith("]", j):
+                j += 1
+            while j < end and text[j] != "]":
+                j += 2 if text[j] == "\\" else 1
+            if j >= end:
+                trouble = trouble or (i, "its '[' is not closed")
+            i = j + 1
+            continue
+        if char == "{":
+            # Braces do not nest in a regex: a quantifier's "{m,n}" ends at its "}".
+            j = text.find("}", i)
+            if j < 0:
+                trouble = trouble or (i, "its '{' is not closed")
+                break
+            i = j + 1
+            continue
+        if text.startswith("(?#", i):
+            # A comment runs to its first ")", whatever it holds.
+            j = text.find(")", i)
+            if j < 0:
+                trouble = trouble or (i, "its '(' is not closed")
+                break
+            i = j + 1
+            continue
+        if char == "(":
+            opened.append(i)
+        elif char == ")":
+            if opened:
+                opened.pop()
+            else:
+                trouble = trouble or (i, "its ')' closes nothing")
+        elif char in "]}":
+            trouble = trouble or (i, f"its {char!r} closes nothing")
+        elif char == "," and not opened:
+            cuts.append(i)
+        i += 1
+    if opened:
+        trouble = trouble or (opened[0], "its '(' is not closed")
+    bounds = list(zip([-1, *cuts], [*cuts, end], strict=True))
+    if trouble is not None:
+        at, what = trouble
+        start, stop = next((a, b) for a, b in bounds if a < at < b)
+        raise _fragment(option, text[start + 1 : stop], what)
+    return [_trimmed(text[start + 1 : stop]) for start, stop in bounds]
+
+
+def _trimmed(piece: str) -> str:
+    """``piece`` without the blanks around it, but an escaped one at its end."""
+    kept = piece.strip()
+    escapes = len(kept) - len(kept.rstrip("\\"))
+    if escapes % 2:  # the last blank was escaped ("a\\ "): it is the regex's
+        kept = piece.lstrip()[: len(kept) + 1]
+    return kept
+
+
+def _fragment(option: str, piece: str, what: str) -> ConfigurationError:
+    """The error for a piece of a comma-separated string whose brackets do not pair up."""
+    piece = piece.strip()
+    shown = "<hidden>" if shows_key(piece) else repr(piece)
+    if len(shown) > 80:
+        shown = shown[:77] + "..."
+    return ConfigurationError(
+        f"{option}: {shown} is not a whole regular expression ({what}); a string's "
+        "patterns are separated by the commas outside (), [] and {}: escape a literal "
+        "bracket, brace or comma there with a backslash (\\{, \\,), or give a list",
+        option,
+    )
+
+
 def utf8_text(value: str) -> str:
     """``value`` as text that encodes to UTF-8.
 

@@ -104,6 +104,45 @@ class TestBlankBooleans:
         assert Config(key=KEY, redact="").redact not in (False, "")
 
 
+class TestRedactPatterns:
+    """redact_patterns given as one string is split only at the commas between patterns;
+    each test here failed before, when it was split at every comma and every piece (list
+    items too) stripped."""
+
+    def patterns(self, value: object) -> tuple[str, ...]:
+        return Config(key=KEY, redact_patterns=value).redact_patterns
+
+    def test_a_quantifier_with_a_comma_stays_whole(self) -> None:
+        """Before: ('MRN-\\d{6', '8}'), both compiled, and MRN-1234567 shipped."""
+        assert (r"MRN-\d{6,8}",) == self.patterns(r"MRN-\d{6,8}")
+
+    def test_a_class_with_a_comma_stays_whole(self) -> None:
+        """Before: "'[' is not a valid regular expression"."""
+        assert (r"[,;]secret=\w+", r"[^],]+") == self.patterns(r"[,;]secret=\w+, [^],]+")
+
+    def test_an_escaped_comma_stays_in_its_pattern(self) -> None:
+        """Before: 'last\\' and 'first', refused as a bad escape."""
+        assert (r"last\, first", "email") == self.patterns(r"last\, first, email")
+
+    def test_presets_and_patterns_mixed(self) -> None:
+        """Before: ('phi', 'ORD-\\d{3', '6}', 'credentials')."""
+        assert ("phi", r"ORD-\d{3,6}", "credentials") == self.patterns(
+            r"phi, ORD-\d{3,6} ,credentials"
+        )
+
+    def test_list_items_are_neither_split_nor_stripped(self) -> None:
+        """Before: ' id ' became 'id', which matches inside "idle"."""
+        assert (" id ", "a,b") == self.patterns([" id ", "a,b"])
+
+    def test_a_fragment_is_refused_naming_the_option_and_the_piece(self) -> None:
+        """Before: 'MRN-\\d{6' compiled (it matches "MRN-d{6" literally) and the line
+        shipped unredacted, with no error."""
+        with pytest.raises(ConfigurationError) as info:
+            Config(key=KEY, redact_patterns=r"phi, MRN-\d{6")
+        assert "redact_patterns" == info.value.option
+        assert repr(r"MRN-\d{6") in str(info.value)
+
+
 class TestEnvironment:
     def test_env_vars_fill_missing_options(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """The key, URL, app, env, hostname and tags come from LOGDNA_* when not given."""

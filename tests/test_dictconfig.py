@@ -139,6 +139,25 @@ class TestDictConfig:
         assert {"request_id": "req-1", "http_method": "GET", "name": LOGGER} == inside["meta"]
         assert {"name": LOGGER} == outside["meta"]
 
+    def test_redact_patterns_with_commas_in_one_string(self, server: DevServer) -> None:
+        """Presets and regexes holding commas, in one string, redact what they name at
+        the server. Before, every comma split a pattern: 'ORD-\\d{3' and '6}' compiled,
+        matched nothing, and the order and MRN numbers arrived in clear."""
+        patterns = r"phi, ORD-\d{3,6}, MRN-\d{6,8}, [,;]secret=\w+"
+        logging.config.dictConfig(config_for(server, redact_patterns=patterns))
+        config = our_handler().client.config
+        assert ("phi", r"ORD-\d{3,6}", r"MRN-\d{6,8}", r"[,;]secret=\w+") == (
+            config.redact_patterns
+        )
+        log = logging.getLogger(LOGGER)
+        log.info("order ORD-12345 for ada@example.com")
+        log.info("patient MRN-1234567 called;secret=abc")
+        assert our_handler().client.flush(TIMEOUT)
+        assert server.wait_for_lines(2, TIMEOUT)
+        assert ["order [REDACTED] for [REDACTED]", "patient [REDACTED] called[REDACTED]"] == [
+            line["line"] for line in server.lines
+        ]
+
 
 class TestBlankStrings:
     def test_blank_redact_and_verify_keep_their_defaults(self, server: DevServer) -> None:
@@ -256,6 +275,49 @@ class TestFileConfig:
         assert server.wait_for_lines(1, TIMEOUT)
         (line,) = server.lines
         assert ("from ini", "ERROR", "ini-app") == (line["line"], line["level"], line["app"])
+
+    def test_ini_redact_patterns_with_commas(self, server: DevServer, tmp_path: Path) -> None:
+        """fileConfig's string reaches the same rule as dictConfig's. Before: the MRN
+        pattern was cut in two at its quantifier's comma and the number arrived in clear."""
+        ini = tmp_path / "logging.ini"
+        ini.write_text(
+            textwrap.dedent(
+                f"""\
+                [loggers]
+                keys=root,app
+
+                [handlers]
+                keys=logdna
+
+                [formatters]
+                keys=
+
+                [logger_root]
+                level=WARNING
+                handlers=
+
+                [logger_app]
+                level=DEBUG
+                handlers=logdna
+                qualname={LOGGER}
+                propagate=0
+
+                [handler_logdna]
+                class=logdna_client.LogDNAHandler
+                level=DEBUG
+                args=()
+                kwargs={{"url": "{server.url}", "flush_interval": "0.05",
+                        "redact_patterns": r"email, MRN-\\d{{6,8}}"}}
+                """
+            )
+        )
+        logging.config.fileConfig(ini, disable_existing_loggers=False)
+        handler = our_handler()
+        assert ("email", r"MRN-\d{6,8}") == handler.client.config.redact_patterns
+        logging.getLogger(LOGGER).warning("patient MRN-1234567 called")
+        assert handler.client.flush(TIMEOUT)
+        assert server.wait_for_lines(1, TIMEOUT)
+        assert "patient [REDACTED] called" == server.lines[0]["line"]
 
 
 CHILD_DISABLING_EXISTING = """

@@ -157,7 +157,11 @@ DOC_LINES = {
     "django.md": [],
     "configuration.md": [],
     "delivery.md": [],
-    "security.md": ["patient [REDACTED] called from [REDACTED]", "seen by <name>"],
+    "security.md": [
+        "patient [REDACTED] called from [REDACTED]",
+        "order [REDACTED] for [REDACTED] <[REDACTED]>",
+        "seen by <name>",
+    ],
     "cli.md": ["sent by the official client"],
     "scaling.md": [],  # handlers built, nothing logged: they must only build
     "spool.md": [],

@@ -783,6 +783,20 @@ class TestRedaction:
         assert f"patient {MARKER} {MARKER}" == line["line"]
         assert {"m": MARKER, "k": 5} == line["meta"]
 
+    def test_a_pattern_given_as_one_string_redacts_at_the_server(self, server: DevServer) -> None:
+        r"""``redact_patterns=r"MRN-\d{6,8}"``, a string rather than a list, arrives at a
+        real server redacted. Before, it was split at its quantifier's comma into two
+        patterns that both compiled, neither matched, and the MRN shipped in clear."""
+        client = Client(url=server.url, hostname="t", redact_patterns=r"MRN-\d{6,8}")
+        try:
+            client.log("patient MRN-1234567 called", meta={"note": "MRN-7654321"})
+            assert client.flush(WAIT)
+            assert server.wait_for_lines(1, WAIT)
+        finally:
+            client.close(timeout=0)
+        (line,) = server.lines
+        assert ("patient [REDACTED] called", "[REDACTED]") == (line["line"], line["meta"]["note"])
+
     def test_an_invalid_regex_is_a_configuration_error(self) -> None:
         """A pattern that does not compile fails at construction, naming the option."""
         with pytest.raises(ConfigurationError) as info:

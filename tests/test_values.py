@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from contextlib import AbstractContextManager
 
 import pytest
@@ -15,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from logdna_client import ConfigurationError
+from logdna_client._redact import PRESET_GROUPS, PRESET_PATTERNS
 from logdna_client._secret import KEYS, Secret
 from logdna_client._values import (
     FALSE,
@@ -27,6 +29,7 @@ from logdna_client._values import (
     to_bool,
     to_duration,
     to_level,
+    to_pattern_list,
     to_size,
     to_str_list,
     utf8_text,
@@ -188,6 +191,165 @@ class TestToStrList:
     def test_anything_else_is_refused(self, value: object) -> None:
         with refused("tags"):
             to_str_list("tags", value)
+
+
+def patterns(value: object) -> tuple[str, ...]:
+    return to_pattern_list("redact_patterns", value)
+
+
+def fragment(piece: str) -> AbstractContextManager[object]:
+    """Refused as a piece whose brackets do not pair up, the piece shown."""
+    shown = re.escape(repr(piece))
+    return pytest.raises(
+        ConfigurationError, match=f"^redact_patterns: {shown} is not a whole regular expression"
+    )
+
+
+# Regular expressions that a string of them must give back whole: their commas are inside
+# brackets, or escaped at the top.
+_LETTER = st.sampled_from(["a", "Z", "7", "_", "=", ":", ";", "-"])
+_ESCAPE = st.sampled_from([r"\,", r"\ ", r"\d", r"\w", r"\\", r"\[", r"\{", r"\(", r"\)"])
+_IN_CLASS = st.sampled_from(
+    ["a", "z", "0-9", ",", ";", " ", "(", ")", "{", "}", "[", r"\]", r"\\", r"\d", "^"]
+)
+_CLASS = st.builds(
+    lambda neg, bracket, body: "[" + neg + bracket + "".join(body) + "]",
+    st.sampled_from(["", "^"]),
+    st.sampled_from(["", "]"]),  # a "]" right after "[" or "[^" is a literal
+    # (a "[" first in a class is a literal too, but Python warns it may become a nested set)
+    st.lists(_IN_CLASS, min_size=1, max_size=4).filter(lambda body: body[0] != "["),
+)
+_QUANTIFIER = st.sampled_from(["", "*", "+", "?", "{2}", "{1,3}", "{,4}", "{2,}", "{1,3}?"])
+
+
+def _regex(depth: int) -> st.SearchStrategy[str]:
+    """A regular expression of atoms, each with a quantifier or not; a group's own
+    alternatives may hold bare commas and spaces."""
+    atoms = [_LETTER, _ESCAPE, _CLASS]
+    if depth:
+        inner = st.lists(
+            st.one_of(_regex(depth - 1), st.sampled_from([",", " ", ", "])),
+            min_size=1,
+            max_size=3,
+        ).map("".join)
+        atoms.append(
+            st.builds(
+                lambda head, alternatives: "(" + head + "|".join(alternatives) + ")",
+                st.sampled_from(["", "?:", "?i:", "?="]),
+                st.lists(inner, min_size=1, max_size=3),
+            )
+        )
+    atom = st.builds(lambda a, q: a + q, st.one_of(atoms), _QUANTIFIER)
+    return st.lists(atom, min_size=1, max_size=4).map("".join)
+
+
+#: A whole regular expression, as one would be written in a string of them: no blank at
+#: either end (but an escaped one), a plain space only between its atoms.
+_PATTERN = st.builds(
+    lambda first, middle, last: first + middle + last,
+    _regex(2),
+    st.sampled_from(["", " ", "  ", "\t"]),
+    _regex(2),
+)
+_ENTRY = st.one_of(_PATTERN, st.sampled_from(sorted({*PRESET_GROUPS, *PRESET_PATTERNS})))
+
+
+class TestToPatternList:
+    def test_a_quantifier_with_a_comma_stays_whole(self) -> None:
+        """Before, to_str_list cut it into 'MRN-\\d{6' and '8}', both of which compile."""
+        assert (r"MRN-\d{6,8}",) == patterns(r"MRN-\d{6,8}")
+        assert ("phi", r"ORD-\d{3,6}") == patterns(r"phi, ORD-\d{3,6}")
+
+    @pytest.mark.parametrize(
+        "pattern", [r"[,;]secret=\w+", r"[]a,]x", r"[^],]+", r"x[\],]y", r"[^\],]z"]
+    )
+    def test_a_class_with_a_comma_stays_whole(self, pattern: str) -> None:
+        """A "]" first in a class, or escaped, does not end it."""
+        assert ("email", pattern, "bearer") == patterns(f"email, {pattern},bearer")
+
+    def test_a_group_or_a_comment_with_a_comma_stays_whole(self) -> None:
+        assert (r"(?:ORD,|INV-)\d", r"(?#a, [b)c", "d") == patterns(
+            r"(?:ORD,|INV-)\d, (?#a, [b)c ,d"
+        )
+
+    def test_an_escaped_comma_stays_in_its_pattern(self) -> None:
+        """``\\,`` is a literal comma in a regex; ``\\\\,`` is a backslash, then a separator."""
+        assert (r"last\, first", "x") == patterns(r"last\, first, x")
+        assert ("a\\\\", "b") == patterns("a\\\\, b")
+
+    def test_blanks_around_separators_are_dropped_but_an_escaped_one(self) -> None:
+        assert ("phi", "a\\ ", "b", "\\\t") == patterns(" phi ,, a\\ ,\tb , \\\t ,")
+
+    def test_list_items_are_taken_as_given(self) -> None:
+        """Not split, not stripped: a space at either end of a regex is part of it. A
+        blank item (a list left ragged) is dropped."""
+        assert (" MRN-\\d{6} ", "a, b", "(x") == patterns([" MRN-\\d{6} ", "a, b", " ", "(x"])
+        assert ("z",) == patterns(iter(["z"]))
+        assert () == patterns(None)
+
+    @pytest.mark.parametrize(
+        ("text", "piece"),
+        [
+            (r"phi, MRN-\d{6", r"MRN-\d{6"),
+            (r"x, 8}", "8}"),
+            ("a(b, c", "a(b, c"),
+            ("a), b", "a)"),
+            ("[], x", "[], x"),
+            ("a], b", "a]"),
+            ("x{, y", "x{, y"),
+            ("(?#a, b", "(?#a, b"),
+            ("ok, a\\d{3 ", "a\\d{3"),
+        ],
+    )
+    def test_a_piece_whose_brackets_do_not_pair_up_is_refused(self, text: str, piece: str) -> None:
+        """It would be a regex other than the one meant (``\\d{6`` matches "d{6"
+        literally), so it is refused, the piece named."""
+        with fragment(piece):
+            patterns(text)
+
+    def test_a_piece_holding_a_key_being_configured_is_hidden(self) -> None:
+        token = KEYS.set((Secret(KEY),))
+        try:
+            with pytest.raises(ConfigurationError) as caught:
+                patterns(f"phi, ({KEY}")
+        finally:
+            KEYS.reset(token)
+        assert "<hidden>" in str(caught.value) and KEY not in str(caught.value)
+        assert "redact_patterns" == caught.value.option
+
+    @pytest.mark.parametrize("value", [b"a,b", {"a": 1}, 5, ["a", 5]])
+    def test_anything_else_is_refused(self, value: object) -> None:
+        with refused("redact_patterns"):
+            patterns(value)
+
+    @settings(deadline=None)
+    @given(st.lists(_ENTRY, min_size=1, max_size=5), st.sampled_from([",", ", ", " , "]))
+    def test_a_list_joined_with_commas_splits_back_into_it(
+        self, entries: list[str], separator: str
+    ) -> None:
+        """Any valid regexes and preset names, joined with commas, come back one by one."""
+        for entry in entries:
+            re.compile(entry)  # (the strategy makes only valid ones)
+        assert tuple(entries) == patterns(separator.join(entries))
+
+    @settings(deadline=None)
+    @given(st.text(alphabet="ab ,\t"))
+    def test_text_without_brackets_or_escapes_splits_as_any_list_option(self, text: str) -> None:
+        """Such text is split at every comma, as tags and redact are."""
+        assert to_str_list("tags", text) == patterns(text)
+
+    @settings(deadline=None)
+    @given(st.text(alphabet="a ,\\[]^(){}?#"))
+    def test_any_text_splits_or_is_refused_as_configuration(self, text: str) -> None:
+        """Nothing else escapes, and no piece is blank or has blanks around it unescaped."""
+        try:
+            pieces = patterns(text)
+        except ConfigurationError as exc:
+            assert "redact_patterns" == exc.option
+            return
+        for piece in pieces:
+            assert piece.strip() and piece == piece.lstrip()
+            assert piece == piece.rstrip() or piece.rstrip().endswith("\\")
 
 
 class TestUtf8Text:
