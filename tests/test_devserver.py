@@ -1149,6 +1149,10 @@ class TestBoundedMemory:
         assert 2000 == server.line_count
 
     @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc")
+    @pytest.mark.skipif(
+        tuple(int(part) for part in orjson.__version__.split(".")[:2]) < (3, 11),
+        reason="docs/cli.md states the bound for orjson 3.11+ (before it, about 710 MB)",
+    )
     def test_thirty_concurrent_9mb_requests_stay_under_the_stated_bound(self) -> None:
         """docs/cli.md: under 30 concurrent 9 MB requests the devserver stays under 400 MB."""
         bound_mb = 400
