@@ -101,7 +101,8 @@ def register(commands: Any, library: argparse.ArgumentParser) -> None:
         "URL, oldest first, and mark it done. Stops "
         "(exit 1) when the service keeps failing for --timeout seconds or refuses a batch, "
         "and at once when it refuses the key or does not speak HTTP/1.1; what is not "
-        "delivered stays on disk.",
+        "delivered stays on disk. Exit status 1 too when the service refused some lines of "
+        "a batch (those are not sent again) or damaged records were moved to quarantine.",
     )
     replay.add_argument(
         "--any-destination",
@@ -286,7 +287,17 @@ def _cmd_verify(args: argparse.Namespace) -> int:
                 if info.live:
                     line += " or a write in progress"
             else:
-                line += f"; CRC/format failure at byte {info.damage.offset}: {info.damage.reason}"
+                line += (f"; CRC/format failure at byte {info.damage.offset}: "
+                         f"{info.damage.reason}")  # fmt: skip
+                if info.damaged_places > 1:
+                    line += f", and in {info.damaged_places - 1} more place(s)"
+                line += (f"; when adopted, {info.salvageable_lines} line(s) after the damage "
+                         f"are re-queued, {info.damaged_bytes} damaged byte(s) go to "
+                         f"quarantine")  # fmt: skip
+                if info.lost_lines:
+                    line += f", {info.lost_lines} line(s) in damaged records are lost"
+                if info.uncounted:
+                    line += ", lines in damaged bytes cannot be counted"
                 corrupt += 1
         console.say(line)
     console.say("corruption found" if corrupt else "no corruption found")
@@ -410,17 +421,22 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         transport.close()
         if progress and sent + rejected:
             console.say(to=console.err)
-    dropped = dict(spool.dropped)
+    dropped = {reason: n for reason, n in spool.dropped.items() if n}
     if rejected:
         dropped["rejected"] = rejected  # as stats() names it
+        # The service refused lines (a 207, or a 400 down to single lines): they are not
+        # delivered, and `replay && purge` must not go on as if they had been.
+        status = 1
     console.say(
         f"replayed {sent} line(s) from {folder}" + (f"; dropped {dropped}" if dropped else "")
     )
     if spool.quarantined:
-        # Said as it was found (on_trouble); the status says it too: those lines were not
-        # sent, and `replay && purge` must not go on as if all had been.
+        # Said as it was found (on_trouble); the status says it too: the damaged records'
+        # lines were not sent, and `replay && purge` must not go on as if all had been.
         console.say(f"moved {spool.quarantined} damaged piece(s) of segments to the "
-                    "quarantine folder, not sent (spool ls shows its size)")  # fmt: skip
+                    "quarantine folder, not sent (spool ls shows its size); "
+                    f"{spool.salvaged} line(s) found whole after the damage were "
+                    "re-queued")  # fmt: skip
         status = 1
     if spool.others:
         console.say(f"left {spool.others} segment(s) written for other keys or URLs, or by "

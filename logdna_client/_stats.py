@@ -23,6 +23,7 @@ class DroppedLines(TypedDict):
     error: int  #: no line could be built
     spool_full: NotRequired[int]  #: with a spool: the spool folder was full
     spool_age: NotRequired[int]  #: with a spool: older than max_spool_age, unsent
+    spool_damaged: NotRequired[int]  #: with a spool: in a damaged record of a segment
 
 
 #: Every reason a line can be dropped for, in order (``stats()["dropped"]`` has each,
@@ -91,6 +92,7 @@ class ClientStats(TypedDict):
     spooled: NotRequired[int]  #: lines written to the spool
     replayed: NotRequired[int]  #: lines delivered from the spool
     quarantined: NotRequired[int]  #: damaged spool pieces moved aside
+    salvaged: NotRequired[int]  #: lines after damage in a segment, queued again
     torn: NotRequired[int]  #: cut-short writes trimmed
     spool_bytes: NotRequired[int]  #: disk the spool folder takes
     spool_bytes_written: NotRequired[int]  #: bytes written to it so far

@@ -200,6 +200,32 @@ class TestSpoolReplay:
         assert b"damaged piece(s) of segments to the quarantine folder" in result.stdout
         assert b"quarantine" in result.stderr  # (said as found, as before)
         assert list((tmp_path / "quarantine").iterdir())
+        # The batch after the damaged one was salvaged and sent, once.
+        sent = [x["line"] for x in server.lines]
+        assert len(sent) == len(set(sent)) and "039999 " + "y" * 93 in sent
+        assert re.search(rb"(\d+) line\(s\) found whole after the damage were re-queued",
+                         result.stdout)  # fmt: skip
+        assert 0 == run("spool", "replay", "--any-destination", env=child_env(server.url,
+                        LOGDNA_SPOOL_DIR=str(tmp_path))).returncode  # fmt: skip
+
+    def test_lines_refused_by_the_service_are_exit_1(self, tmp_path: Path) -> None:
+        """A batch the service answered with a 207 that confirms none of its lines: replay
+        marks it done (refused lines are not sent again), says them dropped, and exits 1;
+        it exited 0, so that ``spool replay && spool purge`` went on as if every line had
+        been delivered."""
+        env = child_env(dead_url(), LOGDNA_SPOOL_DIR=str(tmp_path))
+        stdin = b"".join(b"refused %d\n" % i for i in range(10))
+        assert 1 == run("pipe", "--timeout", "0", env=env, stdin=stdin).returncode
+
+        def partly(request: Request, sock: socket.socket, stop: threading.Event) -> bytes:
+            return answer(207)
+
+        with scripted_server(partly) as server:
+            result = run("spool", "replay", "--any-destination", env=child_env(server.url,
+                         LOGDNA_SPOOL_DIR=str(tmp_path)))  # fmt: skip
+        assert 1 == result.returncode, result.stdout + result.stderr
+        assert b"'rejected': 10" in result.stdout
+        assert [] == list(tmp_path.glob("*.seg"))  # done: not sent again
 
 
 def run_with_closed(fd: str, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[bytes]:

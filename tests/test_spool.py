@@ -13,6 +13,7 @@ import textwrap
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from itertools import pairwise
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -350,23 +351,211 @@ class TestDamage:
         assert (1, 0) == (spool.torn, spool.quarantined)
 
     @pytest.mark.parametrize("where", ["mark", "length", "fixed", "data"])
-    def test_flipped_byte_quarantines_the_rest(self, tmp_path: Path, where: str) -> None:
-        """Batches before the damage are delivered; the rest is moved aside and counted."""
+    def test_flipped_byte_salvages_what_follows(self, tmp_path: Path, where: str) -> None:
+        """A flipped byte in the middle of a segment costs only the record it is in: the
+        batches before and after it are delivered, once, in order; the damaged record
+        goes to quarantine, its lines counted as spool_damaged where its head still says
+        how many (a flip in its data or sequence number), said uncountable where not."""
         path = write_segment(tmp_path, 4)
         offsets = record_offsets(path)
-        at = offsets[2] + {"mark": 0, "length": 4, "fixed": 11, "data": 40}[where]
+        at = offsets[2] + {"mark": 0, "length": 4, "fixed": 11, "data": 100}[where]
         data = bytearray(path.read_bytes())
         data[at] ^= 0x40
         path.write_bytes(bytes(data))
         trouble = Trouble()
         spool = Spool.open(tmp_path, on_trouble=trouble)
-        assert lines(0, 20) == drain(spool)
-        assert 1 == spool.quarantined
+        assert lines(0, 20) + lines(30, 10) == drain(spool)
+        assert (1, 10) == (spool.quarantined, spool.salvaged)
         (bad,) = (tmp_path / "quarantine").iterdir()
-        assert bytes(data[offsets[2] :]) == bad.read_bytes()
+        assert bytes(data[offsets[2] : offsets[3]]) == bad.read_bytes()  # the damage only
+        assert f"{path.name}.{offsets[2]}.bad" == bad.name
         assert ["spool-corrupt"] == trouble.kinds
+        assert "10 line(s) after the damage re-queued" in trouble.messages[0]
+        if where in ("fixed", "data"):
+            assert {"spool_damaged": 10} == dict(spool.dropped)
+            assert "10 line(s) in damaged records lost" in trouble.messages[0]
+        else:
+            assert {} == {k: v for k, v in spool.dropped.items() if v}
+            assert "cannot be counted" in trouble.messages[0]
         spool.close()
         assert [] == segments(tmp_path)
+        assert {"salvaged": 10} == {"salvaged": spool.stats()["salvaged"]}
+
+    def test_damage_in_the_first_record(self, tmp_path: Path) -> None:
+        """Damage right after the header: every batch after the first is delivered."""
+        path = write_segment(tmp_path, 4)
+        data = bytearray(path.read_bytes())
+        data[record_offsets(path)[0] + 100] ^= 0xFF
+        path.write_bytes(bytes(data))
+        spool = Spool.open(tmp_path)
+        assert lines(10, 30) == drain(spool)
+        assert (1, 30, 10) == (spool.quarantined, spool.salvaged, spool.dropped["spool_damaged"])
+        spool.close()
+        assert [] == segments(tmp_path)
+
+    def test_done_marks_after_the_damage_count(self, tmp_path: Path) -> None:
+        """Done marks after the damage still count, for batches on either side of it: those
+        are not sent again, now or by the next process (the cut segment gets the marks
+        of its own batches written again); the others are sent, once."""
+        spool = Spool.open(tmp_path)
+        ids = [spool.append(lines(i * 10, 10)) for i in range(6)]
+        for batch in ids:
+            assert batch is not None
+            spool.release(batch)
+        assert ids[0] is not None and ids[4] is not None
+        spool.ack(ids[0])  # marks written after batch 5: after the damage below
+        spool.ack(ids[4])
+        crash(spool)
+        (path,) = segments(tmp_path)
+        data = bytearray(path.read_bytes())
+        data[record_offsets(path)[2] + 100] ^= 0xFF
+        path.write_bytes(bytes(data))
+        spool = Spool.open(tmp_path)
+        assert (3, 30) == spool.pending()  # batches 1, 3 and 5
+        assert (20, 10) == (spool.salvaged, spool.dropped["spool_damaged"])
+        crash(spool)  # salvaged, nothing sent: batch 1 keeps the cut segment on disk
+        again = Spool.open(tmp_path)
+        assert lines(10, 10) + lines(30, 10) + lines(50, 10) == drain(again)
+        assert (0, 0) == (again.quarantined, again.salvaged)
+        again.close()
+        assert [] == segments(tmp_path)
+
+    def test_zeros_in_the_middle(self, tmp_path: Path) -> None:
+        """A block of zeros over records in the middle (what a crash can leave where
+        writes never reached the disk): the records after it are delivered; how many
+        lines the zeros replaced is not known, and the report says so."""
+        path = write_segment(tmp_path, 5)
+        offsets = record_offsets(path)
+        data = bytearray(path.read_bytes())
+        data[offsets[1] : offsets[3]] = bytes(offsets[3] - offsets[1])
+        path.write_bytes(bytes(data))
+        trouble = Trouble()
+        spool = Spool.open(tmp_path, on_trouble=trouble)
+        assert lines(0, 10) + lines(30, 20) == drain(spool)
+        assert (1, 0, 0) == (spool.quarantined, spool.torn, spool.dropped["spool_damaged"])
+        (bad,) = (tmp_path / "quarantine").iterdir()
+        assert bytes(offsets[3] - offsets[1]) == bad.read_bytes()
+        assert "cannot be counted" in trouble.messages[0]
+
+    def test_two_damaged_places(self, tmp_path: Path) -> None:
+        """Two damaged records in one segment: each goes to quarantine, each counted; every
+        batch between and after them is delivered, once, in order."""
+        path = write_segment(tmp_path, 6)
+        offsets = record_offsets(path)
+        data = bytearray(path.read_bytes())
+        for n in (1, 4):
+            data[offsets[n] + 100] ^= 0xFF
+        path.write_bytes(bytes(data))
+        trouble = Trouble()
+        spool = Spool.open(tmp_path, on_trouble=trouble)
+        assert lines(0, 10) + lines(20, 20) + lines(50, 10) == drain(spool)
+        assert (2, 30, 20) == (spool.quarantined, spool.salvaged, spool.dropped["spool_damaged"])
+        assert {f"{path.name}.{offsets[n]}.bad" for n in (1, 4)} == {
+            p.name for p in (tmp_path / "quarantine").iterdir()
+        }
+        assert "and in 1 more place(s)" in trouble.messages[0]
+
+    def test_damage_found_while_replaying_is_salvaged(self, tmp_path: Path) -> None:
+        """A record damaged after the segment was checked (this process's own, or one
+        adopted and scanned): replay goes on after it, delivering the rest once."""
+        spool = Spool.open(tmp_path)
+        for i in range(3):
+            batch = spool.append(lines(i * 10, 10))
+            assert batch is not None
+            spool.release(batch)
+        (path,) = segments(tmp_path)
+        offsets = record_offsets(path)
+        data = bytearray(path.read_bytes())
+        data[offsets[1] + 100] ^= 0xFF
+        path.write_bytes(bytes(data))
+        assert lines(0, 10) + lines(20, 10) == drain(spool, max_bytes=100)
+        assert (1, 10, 10) == (spool.quarantined, spool.salvaged, spool.dropped["spool_damaged"])
+        assert spool.append(lines(100, 5)) is not None  # new batches go on
+        crash(spool)
+        assert lines(100, 5) == drain(Spool.open(tmp_path))
+
+    def test_damage_found_after_an_adopting_scan(self, tmp_path: Path) -> None:
+        """A dead process's segment, scanned whole when adopted, damaged before its batches
+        are replayed: the batches after the damage still arrive."""
+        path = write_segment(tmp_path, 4)
+        spool = Spool.open(tmp_path)
+        assert (4, 40) == spool.pending()  # scanned: no damage yet
+        offsets = record_offsets(path)
+        with path.open("r+b") as fh:
+            fh.seek(offsets[1] + 100)
+            fh.write(b"\xff\xff")
+        assert lines(0, 10) + lines(20, 20) == drain(spool)
+        assert (1, 20) == (spool.quarantined, spool.salvaged)
+        spool.close()
+        assert [] == segments(tmp_path)
+
+    def test_killed_between_the_copy_and_the_cut(self, tmp_path: Path) -> None:
+        """A process SIGKILLed after it wrote and synced the copy of what followed the
+        damage, before it cut the damaged segment: the next process finds both and sends
+        those lines twice (at least once), never zero times; the rest once."""
+        path = write_segment(tmp_path, 4)
+        data = bytearray(path.read_bytes())
+        data[record_offsets(path)[1] + 100] ^= 0xFF
+        path.write_bytes(bytes(data))
+
+        def run() -> None:
+            def killed(*args: object) -> None:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+            Spool._keep_damaged = killed  # type: ignore[method-assign]  # the step after the copy
+            Spool.open(tmp_path).pending()  # adopting: the scan finds the damage
+
+        proc = _FORK.Process(target=run)
+        proc.start()
+        proc.join(_ANSWER)
+        assert -signal.SIGKILL == proc.exitcode
+        assert bytes(data) == path.read_bytes()  # not cut
+        (copy,) = set(segments(tmp_path)) - {path}
+        assert copy.name.startswith(path.name[: -len(".seg")] + "~")
+        spool = Spool.open(tmp_path)
+        got = Counter(drain(spool))
+        assert {line: 1 for line in lines(0, 10)} == {line: got[line] for line in lines(0, 10)}
+        assert {line: 2 for line in lines(20, 20)} == {line: got[line] for line in lines(20, 20)}
+        assert set() == set(got) & set(lines(10, 10))  # the damaged record's
+        spool.close()
+        assert [] == segments(tmp_path)
+
+    def test_garbage_with_few_marks_then_records_is_salvaged(self, tmp_path: Path) -> None:
+        """Garbage in the middle with a few chance marks (within the bound): the records
+        after it are found and delivered."""
+        import random
+
+        path = write_segment(tmp_path, 2)
+        noise = bytearray(random.Random(3).randbytes(64 << 10))
+        for at in range(0, len(noise), 8192):  # 8 chance marks, each heading nothing whole
+            noise[at : at + 2] = fmt.MARK
+        with path.open("ab") as fh:
+            fh.write(bytes(noise))
+            fh.write(b"".join(fmt.batch_frame(2, time.time_ns(), lines(20, 10))))
+        spool = Spool.open(tmp_path)
+        assert lines(0, 30) == drain(spool)
+        assert (1, 10) == (spool.quarantined, spool.salvaged)
+
+    def test_beyond_the_bound_the_rest_goes_to_quarantine(self, tmp_path: Path) -> None:
+        """Garbage with more chance marks than the check's bound before the next whole
+        record: that record is not looked for further; the rest of the file goes to
+        quarantine whole, as before, and is said so."""
+        path = write_segment(tmp_path, 2)
+        garbage = (fmt.MARK + b"\xff" * 30) * (fmt.MAX_CANDIDATES + 10)
+        with path.open("ab") as fh:
+            fh.write(garbage)
+            fh.write(b"".join(fmt.batch_frame(2, time.time_ns(), lines(20, 10))))
+        trouble = Trouble()
+        spool = Spool.open(tmp_path, on_trouble=trouble)
+        good_end = record_offsets(path)[2]
+        assert lines(0, 20) == drain(spool)
+        assert (1, 0) == (spool.quarantined, spool.salvaged)
+        (bad,) = (tmp_path / "quarantine").iterdir()
+        assert f"{path.name}.{good_end}.bad" == bad.name
+        assert bad.stat().st_size == len(garbage) + len(
+            b"".join(fmt.batch_frame(2, 0, lines(20, 10)))
+        )
+        assert "no whole record found" in trouble.messages[0]
 
     @settings(max_examples=150, deadline=None)
     @given(
@@ -376,13 +565,18 @@ class TestDamage:
     def test_any_damage_yields_original_lines_once_in_order(
         self, flips: list[tuple[int, int]], cut: int | None
     ) -> None:
-        """Flipped bytes and cuts anywhere: no exception, no line twice, only lines written."""
+        """Flipped bytes and cuts anywhere: no exception, no line twice, only lines written,
+        and every line of a record that no flip touched and the cut left whole (with the
+        header whole: else nothing says whose lines they are)."""
         import tempfile
 
         with tempfile.TemporaryDirectory() as folder:
             path = write_segment(Path(folder), 8, per_batch=5)
             data = bytearray(path.read_bytes())
+            bounds = list(pairwise([*record_offsets(path), len(data)]))
+            touched = set()
             for at, mask in flips:
+                touched.add(at % len(data))
                 data[at % len(data)] ^= mask
             if cut is not None:
                 del data[cut % (len(data) + 1) :]
@@ -391,6 +585,12 @@ class TestDamage:
             original = lines(0, 40)
             assert len(got) == len(set(got))
             assert [line for line in original if line in set(got)] == got  # in order, no strays
+            if min(touched, default=len(data)) >= fmt.HEADER_SIZE:
+                whole = [
+                    n for n, (start, end) in enumerate(bounds)
+                    if end <= len(data) and not any(start <= at < end for at in touched)
+                ]  # fmt: skip
+                assert {line for n in whole for line in lines(5 * n, 5)} <= set(got)
 
     def test_megabytes_of_garbage_after_the_records_are_quarantined(self, tmp_path: Path) -> None:
         """A long garbage tail (full of chance marks) is checked in bounded time, moved aside."""
@@ -435,21 +635,6 @@ class TestDamage:
         assert 1 == spool.quarantined
         assert spool.enabled
 
-    def test_damage_found_while_replaying_is_quarantined(self, tmp_path: Path) -> None:
-        """A record damaged after the segment was checked stops replay there, counted."""
-        spool = Spool.open(tmp_path)
-        for i in range(3):
-            batch = spool.append(lines(i * 10, 10))
-            assert batch is not None
-            spool.release(batch)
-        (path,) = segments(tmp_path)
-        offsets = record_offsets(path)
-        data = bytearray(path.read_bytes())
-        data[offsets[1] + 40] ^= 0xFF
-        path.write_bytes(bytes(data))
-        assert lines(0, 10) == drain(spool, max_bytes=100)
-        assert 1 == spool.quarantined
-
     def test_quarantine_keeps_the_newest_files(self, tmp_path: Path) -> None:
         """Damage cannot fill the disk: old quarantine files are deleted."""
         from logdna_client._spool import QUARANTINE_KEEP
@@ -467,16 +652,20 @@ class TestLimits:
         """Quarantine files take the folder's room too: max_spool_bytes bounds them (the
         folder grew past the cap through them), and when it is reached they go first,
         oldest first (no process can send what they hold), the lines they still hold
-        whole counted as spool_full, before any segment that can still be delivered."""
+        whole counted as spool_full, before any segment that can still be delivered.
+        (Files as earlier versions left them, the rest of a segment from a damaged first
+        record on; or as damage followed by garbage past the salvage's bound still does.)"""
         pad = b"p" * 200
-        for _ in range(6):  # each damaged in its first record: the rest goes to quarantine
+        (tmp_path / "quarantine").mkdir()
+        for n in range(6):
             path = write_segment(tmp_path, 20, per_batch=10)
             data = bytearray(path.read_bytes())
-            data[record_offsets(path)[0] + 30] ^= 0xFF
-            path.write_bytes(bytes(data))
-        spool = Spool.open(tmp_path, sync="none")
-        assert ((0, 0), 6) == (spool.pending(), spool.quarantined)
-        spool.close()
+            at = record_offsets(path)[0]
+            data[at + 30] ^= 0xFF
+            bad_file = tmp_path / "quarantine" / f"{path.name}.{at}.bad"
+            bad_file.write_bytes(bytes(data[at:]))
+            os.utime(bad_file, ns=(n * 10**9, n * 10**9))
+            path.unlink()
         bad = sorted((tmp_path / "quarantine").iterdir(), key=lambda p: p.stat().st_mtime_ns)
         held = sum(p.stat().st_size for p in bad)
         keep = write_segment(tmp_path, 1, per_batch=3)  # deliverable: kept while quarantine goes
@@ -1620,6 +1809,29 @@ class TestCli:
         status, out, _ = self.run("spool", "verify", "--spool-dir", str(tmp_path))
         assert 1 == status
         assert f"failure at byte {offsets[1]}" in out
+
+    def test_verify_ls_and_purge_count_what_follows_damage(self, tmp_path: Path) -> None:
+        """A segment damaged in its middle: verify says what adopting it salvages and what
+        it loses; ls counts the lines after the damage as waiting (they are delivered),
+        and purge as given up; none of them changes the file."""
+        path = write_segment(tmp_path, 4)
+        offsets = record_offsets(path)
+        data = bytearray(path.read_bytes())
+        data[offsets[1] + 100] ^= 0xFF
+        path.write_bytes(bytes(data))
+        status, out, _ = self.run("spool", "verify", "--spool-dir", str(tmp_path))
+        assert 1 == status
+        assert f"3 record(s) OK, 30 line(s) waiting; CRC/format failure at byte {offsets[1]}" in out
+        size = offsets[2] - offsets[1]
+        said = (f"when adopted, 20 line(s) after the damage are re-queued, {size} damaged "
+                "byte(s) go to quarantine, 10 line(s) in damaged records are lost")  # fmt: skip
+        assert said in out
+        status, out, _ = self.run("spool", "ls", "--spool-dir", str(tmp_path))
+        assert "30 line(s) waiting" in out and "DAMAGED" in out
+        status, out, _ = self.run("spool", "purge", "--spool-dir", str(tmp_path),
+                                  "--any-destination")  # fmt: skip
+        assert "would delete (pass --yes): 1 file(s), 30 line(s) never delivered" in out
+        assert bytes(data) == path.read_bytes()
 
     def test_ls_and_purge(self, tmp_path: Path) -> None:
         """ls counts waiting lines; purge deletes only with --yes, never a live process's."""

@@ -21,10 +21,13 @@ again. A record is either whole and matching its CRC, or damage:
   fails its CRC, with no whole record after it (or the tail is zeros, what a
   file system leaves after a crash). A write cut by ``kill -9``, a full disk
   or a crash; cut off, nothing else lost.
-- *corruption*: anything else, such as a flipped bit with whole records after
-  it. Everything from there on is moved to quarantine. The mark lets the
-  checker find those later records (``bytes.find``, not a CRC at every byte).
-  Damage inside the very last record cannot be told from a torn write.
+- *corruption*: anything else, such as a flipped bit, or a block of zeros a
+  crash left in the middle of the file, with whole records after it. The
+  damaged bytes (up to the next whole record: ``next_record``) are moved to
+  quarantine; the whole records after them are salvaged (``_segment.salvage``).
+  The mark lets the checker find those later records (``bytes.find``, not a
+  CRC at every byte). Damage inside the very last record cannot be told from
+  a torn write.
 
 Entries are opaque bytes to the spool (the sender's entries: a comma and one
 serialized line).
@@ -57,6 +60,7 @@ __all__ = [
     "FRAME_SIZE",
     "HEADER_SIZE",
     "MAX_BODY",
+    "MAX_CANDIDATES",
     "VERSION",
     "AckBits",
     "Damage",
@@ -64,9 +68,11 @@ __all__ = [
     "Record",
     "ack_frame",
     "batch_frame",
+    "damaged_batch",
     "decode_entries",
     "decode_header",
     "encode_header",
+    "next_record",
     "read_record",
     "salvage_lines",
     "torn_header",
@@ -94,8 +100,10 @@ ACK = 2
 #: A length above this is damage, not a reason to allocate gigabytes.
 MAX_BODY = 64 * 1024 * 1024
 _LITTLE = sys.byteorder == "little"
-#: Marks checked after damage before giving up and calling it corruption.
-_MAX_CANDIDATES = 64
+#: Marks checked after damage before giving up and calling it corruption; also what
+#: salvaging one segment may check in vain (``next_record``) before the rest of it goes
+#: to quarantine whole: megabytes of garbage must not make adopting a segment slow.
+MAX_CANDIDATES = 64
 
 
 @dataclass(frozen=True)
@@ -279,7 +287,7 @@ def _record_after(fd: int, offset: int, end: int) -> bool:
     Only after damage: a torn write is the last thing in a file, so a good
     record after the damage means corruption in the middle. Megabytes of
     garbage would make this slow (each chance mark may announce a long
-    record to check), so after ``_MAX_CANDIDATES`` it answers True: calling
+    record to check), so after ``MAX_CANDIDATES`` it answers True: calling
     it corruption moves the bytes to quarantine instead of cutting them.
     """
     chunk = 1 << 20
@@ -289,7 +297,7 @@ def _record_after(fd: int, offset: int, end: int) -> bool:
         at = data.find(MARK)
         while 0 <= at < chunk:
             candidates += 1
-            if candidates > _MAX_CANDIDATES:
+            if candidates > MAX_CANDIDATES:
                 return True
             if _whole_record_at(fd, offset + at, end):
                 return True
@@ -298,17 +306,64 @@ def _record_after(fd: int, offset: int, end: int) -> bool:
     return False
 
 
+def next_record(fd: int, offset: int, end: int, budget: int) -> tuple[int | None, int]:
+    """Where the first whole, CRC-checked record in ``offset``..``end`` starts (None: none
+    found), and what is left of ``budget``, the chance marks that may still be checked in
+    vain; None too once it is spent, so that garbage full of marks stays quick to pass."""
+    chunk = 1 << 20
+    while offset < end:
+        data = os.pread(fd, min(chunk + FRAME_SIZE, end - offset), offset)
+        if not data:
+            break
+        at = data.find(MARK)
+        while 0 <= at < chunk:
+            if _whole_record_at(fd, offset + at, end):
+                return offset + at, budget
+            budget -= 1
+            if budget < 0:
+                return None, 0
+            at = data.find(MARK, at + 1)
+        offset += chunk
+    return None, budget
+
+
+def damaged_batch(fd: int, start: int, stop: int) -> tuple[int, int] | None:
+    """The sequence number and line count of the damaged record at ``start``, when they can
+    be trusted though its CRC failed: a batch's head whose length ends exactly at ``stop``
+    (where the next whole record starts) and whose lengths add up to its data (so the
+    damage is in the lines, not the head). None otherwise: a block of zeros, a head that
+    is not one, damage across several records; how many lines it held is not known."""
+    head = os.pread(fd, RECORD_HEAD, start)
+    if len(head) < RECORD_HEAD:
+        return None
+    mark, size, _ = _FRAME.unpack_from(head)
+    kind, seq, _, count = _FIXED.unpack_from(head, FRAME_SIZE)
+    if mark != MARK or kind != BATCH or start + FRAME_SIZE + size != stop:
+        return None
+    if 4 * count > size - _FIXED.size:
+        return None
+    lengths = array("I")
+    lengths.frombytes(os.pread(fd, 4 * count, start + RECORD_HEAD))
+    if len(lengths) != count:
+        return None
+    if not _LITTLE:
+        lengths.byteswap()
+    if sum(lengths) != size - _FIXED.size - 4 * count:
+        return None
+    return seq, count
+
+
 def salvage_lines(fd: int, end: int) -> int:
     """Lines of the whole, CRC-checked batches not marked done anywhere in bytes
     ``0``..``end`` of damaged data (a quarantine file): what deleting it gives up, as far
-    as it can be told. A damaged record's lines cannot be, nor, after ``_MAX_CANDIDATES``
+    as it can be told. A damaged record's lines cannot be, nor, after ``MAX_CANDIDATES``
     chance marks in garbage, the rest: checking each may read megabytes."""
     window = 1 << 16
     pending: dict[int, int] = {}
     done: list[tuple[int, int]] = []
     misses = 0
     offset = 0
-    while offset < end and misses <= _MAX_CANDIDATES:
+    while offset < end and misses <= MAX_CANDIDATES:
         data = os.pread(fd, min(window, end - offset), offset)
         at = data.find(MARK)
         if at < 0:

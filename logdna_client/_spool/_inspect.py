@@ -19,6 +19,8 @@ from ._segment import (
     is_segment_name,
     list_dir,
     open_regular,
+    plan,
+    salvage,
     scan,
     try_lock,
 )
@@ -46,6 +48,12 @@ class SegmentInfo:
     pending_batches: int
     pending_lines: int
     damage: fmt.Damage | None
+    # Corruption (damage that is no torn tail) and what adopting the segment does about it:
+    salvageable_lines: int = 0  # whole, pending lines after it, delivered from a copy
+    damaged_places: int = 0  # byte ranges moved to quarantine
+    damaged_bytes: int = 0
+    lost_lines: int = 0  # lines of damaged batches whose count could be read
+    uncounted: bool = False  # damaged bytes whose lines (if any) cannot be counted
 
     @property
     def header_ok(self) -> bool:
@@ -84,7 +92,7 @@ def inspect_segment(path: str, *, check: bool = True) -> SegmentInfo:
         seg = Segment(os.path.basename(path), fd, own=False)
         live = locked_by_live_process(fd)
         found = scan(seg, check=check)
-        return SegmentInfo(
+        info = SegmentInfo(
             path,
             found.end,
             os.fstat(fd).st_mtime,
@@ -95,6 +103,20 @@ def inspect_segment(path: str, *, check: bool = True) -> SegmentInfo:
             seg.lines - seg.done_lines,
             found.damage,
         )
+        if found.header is not None and found.damage is not None and not found.damage.torn:
+            # What adopting it will salvage: those lines wait too (purge gives them up).
+            after = salvage(fd, found.damage, found.end)
+            todo = plan(fd, found.header.size, after, seg.done)
+            again = sum(last - first + 1 for first, last, _ in todo.reack)
+            info.salvageable_lines = sum(record.count for record in todo.copies)
+            info.pending_batches += len(todo.copies) - again
+            info.pending_lines = todo.pending_before + info.salvageable_lines
+            info.damaged_places = len(after.damaged)
+            info.damaged_bytes = sum(stop - start for start, stop in after.damaged)
+            info.lost_lines = todo.lost
+            info.uncounted = bool(todo.uncounted) or after.rest
+            info.records += len(after.records)
+        return info
     finally:
         os.close(fd)
 

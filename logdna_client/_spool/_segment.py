@@ -3,7 +3,9 @@
 Names in a spool folder: ``seg-<created ns>-<pid>-<random>.seg`` (sorted
 by name is oldest first; ``.spool`` for those of format version 1, which the
 versions that wrote them look for), ``.tmp-<pid>-<random>`` while one is being
-made, and ``quarantine/<segment>.<offset>.bad`` for damage moved aside.
+made, and ``quarantine/<segment>.<offset>.bad`` for damage moved aside. A
+segment holding what was salvaged from after damage is named after the damaged
+one: ``<its name without suffix>~<offset>-<pid>-<random>.seg``.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import fcntl
 import os
 import stat
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 from . import _format as fmt
@@ -26,14 +28,18 @@ __all__ = [
     "TMP_PREFIX",
     "V1_SEG_SUFFIX",
     "BatchId",
+    "Plan",
     "QuarantineFile",
     "ReplayBatch",
+    "Salvage",
     "Scan",
     "Segment",
     "is_segment_name",
     "list_dir",
     "open_regular",
+    "plan",
     "quarantine_files",
+    "salvage",
     "save_quarantine",
     "scan",
     "try_lock",
@@ -90,6 +96,9 @@ class Segment:
     cursor: int = fmt.HEADER_SIZE  # records before it are done or out
     scanned: bool = False
     dirty: bool = False
+    # Where its lines go, from its header (None: format 1, or not read yet): a copy of
+    # what a salvage takes from it goes to the same place.
+    destination: bytes | None = None
 
     @property
     def waiting(self) -> int:
@@ -111,10 +120,17 @@ class Segment:
                 self.batches += 1
                 self.lines += record.count
             return
+        newly = 0
         for seq in range(record.a, record.b + 1):
-            if self.done.add(seq):
-                self.done_batches += 1
-        self.done_lines += record.count
+            # Only batches the file holds: the owner may mark done a batch whose record a
+            # salvage moved to another segment (it was out when the damage was found),
+            # and counted, such a mark left the segment more done than it has batches:
+            # never finished, never deleted.
+            if self.done.add(seq) and seq in self.seen:
+                newly += 1
+        self.done_batches += newly
+        if newly:
+            self.done_lines += record.count
 
 
 class Scan(NamedTuple):
@@ -152,6 +168,117 @@ def scan(seg: Segment, *, check: bool = True) -> Scan:
         seg.count(record)
         records += 1
         offset = record.end
+
+
+class Salvage(NamedTuple):
+    """What follows corruption in a segment (``salvage``): reads only."""
+
+    damaged: list[tuple[int, int]]  # byte ranges (start, stop) of damage, in order
+    records: list[fmt.Record]  # the whole records between and after them (heads only)
+    torn: fmt.Damage | None  # a torn tail after the last whole record
+    rest: bool  # the last range runs to the end: no whole record found within the bound
+
+
+def salvage(fd: int, damage: fmt.Damage, end: int) -> Salvage:
+    """Find the whole, CRC-checked records after corruption at ``damage.offset``.
+
+    Each damaged place runs to the next whole record (``fmt.next_record``); all of
+    them together may check ``fmt.MAX_CANDIDATES`` chance marks in vain, and once
+    that is spent the rest of the file is one damaged range, as before salvaging
+    existed: checking stays quick whatever garbage a file holds. OSError when the
+    file cannot be read.
+    """
+    damaged: list[tuple[int, int]] = []
+    records: list[fmt.Record] = []
+    budget = fmt.MAX_CANDIDATES
+    at = damage.offset
+    while True:
+        found, budget = fmt.next_record(fd, at + 1, end, budget)
+        if found is None:
+            damaged.append((at, end))
+            return Salvage(damaged, records, None, True)
+        damaged.append((at, found))
+        offset = found
+        while True:
+            record = fmt.read_record(fd, offset, end, with_data=True)
+            if record is None:
+                return Salvage(damaged, records, None, False)
+            if isinstance(record, fmt.Damage):
+                if record.torn:
+                    return Salvage(damaged, records, record, False)
+                at = record.offset
+                break
+            # Heads only: the data is read again, one record at a time, when it is copied.
+            records.append(replace(record, data=None))
+            offset = record.end
+
+
+class Plan(NamedTuple):
+    """What to do about corruption in a segment (``plan``): reads only."""
+
+    before: list[fmt.Record]  # the records before the damage (heads), which stay
+    copies: list[fmt.Record]  # the batches after it not done: to be delivered from a copy
+    reack: list[tuple[int, int, int]]  # done marks after it for batches before it (first,
+    #                                    last, lines): written again before the damage
+    pending_before: int  # lines before the damage not done anywhere in the file
+    lost: int  # lines of damaged batches not done (those whose count could be read)
+    uncounted: int  # damaged places whose lines cannot be counted
+
+
+def plan(fd: int, start: int, found: Salvage, done: fmt.AckBits) -> Plan:
+    """Sort what ``salvage`` found: ``start`` is where the first record is, ``done`` the
+    done marks known besides those after the damage (the scan's, or the owner's). Done
+    marks anywhere count for batches anywhere: a batch marked done after the damage was
+    delivered, whichever side of it its record is. OSError when the file cannot be read."""
+    done = fmt.AckBits(bytearray(done.bits))
+    before_marked = fmt.AckBits()
+    before: list[fmt.Record] = []
+    counts: dict[int, int] = {}
+    offset = start
+    stop = found.damaged[0][0]
+    while offset < stop:
+        record = fmt.read_record(fd, offset, stop, with_data=False)
+        if not isinstance(record, fmt.Record):
+            break  # (read whole before, by the scan or by this process's writes)
+        before.append(record)
+        if record.kind == fmt.BATCH:
+            counts.setdefault(record.a, record.count)
+        else:
+            for seq in range(record.a, record.b + 1):
+                before_marked.add(seq)
+                done.add(seq)
+        offset = record.end
+    for record in found.records:
+        if record.kind == fmt.ACK:
+            for seq in range(record.a, record.b + 1):
+                done.add(seq)
+    copies: list[fmt.Record] = []
+    taken = fmt.AckBits()
+    for record in found.records:
+        # A number seen before is the same batch written twice (as earlier versions did):
+        # delivered from its first record.
+        fresh = record.a not in done and record.a not in counts
+        if record.kind == fmt.BATCH and fresh and taken.add(record.a):
+            copies.append(record)
+    reack: list[tuple[int, int, int]] = []
+    for seq in sorted(counts):
+        if seq in done and seq not in before_marked:
+            if reack and reack[-1][1] == seq - 1:
+                first, _, lines = reack[-1]
+                reack[-1] = (first, seq, lines + counts[seq])
+            else:
+                reack.append((seq, seq, counts[seq]))
+    pending_before = sum(n for seq, n in counts.items() if seq not in done)
+    lost = uncounted = 0
+    for index, (at, until) in enumerate(found.damaged):
+        if found.rest and index == len(found.damaged) - 1:
+            continue  # kept whole in quarantine: what it holds is counted if it is deleted
+        got = fmt.damaged_batch(fd, at, until)
+        if got is None:
+            uncounted += 1
+        elif got[0] not in done and got[0] not in counts and got[0] not in taken:
+            lost += got[1]
+    return Plan(before, copies, reack, pending_before, lost, uncounted)
 
 
 def try_lock(path: str, held: set[int] | None = None) -> int | None:

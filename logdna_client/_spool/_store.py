@@ -18,6 +18,9 @@ Files, all in the spool folder (see ``_format`` for what is inside one):
   ``forget_after_fork``.
 - ``.tmp-<pid>-<random>``: a segment being created (header only). One whose
   lock is free was left by a process that died before the rename: deleted.
+- ``seg-...~<offset>-<pid>-<random>.seg``: a segment like any other, holding
+  copies of the whole batches found after damage at ``offset`` of the segment
+  whose name it starts with (``_salvage``); it sorts right after that one.
 - ``quarantine/<segment>.<offset>.bad``: corrupt bytes moved aside, kept
   for inspection (the newest ``QUARANTINE_KEEP`` files). They count toward
   the cap like segments and are the first to go when it is reached: no
@@ -62,13 +65,17 @@ from ._segment import (
     SEG_SUFFIX,
     TMP_PREFIX,
     BatchId,
+    Plan,
     QuarantineFile,
     ReplayBatch,
+    Salvage,
     Segment,
     is_segment_name,
     list_dir,
     open_regular,
+    plan,
     quarantine_files,
+    salvage,
     save_quarantine,
     scan,
     try_lock,
@@ -163,8 +170,9 @@ class Spool:
 
     Build it with ``Spool.open``. Counters: ``spooled`` and ``replayed`` (lines;
     of a replayed batch, those the service stored), ``quarantined`` (damaged pieces
-    moved aside), ``torn`` (cut tails), ``written`` (bytes), ``dropped`` (lines by
-    reason: ``spool_full``, ``spool_age``).
+    moved aside), ``salvaged`` (lines re-queued from after damage), ``torn`` (cut
+    tails), ``written`` (bytes), ``dropped`` (lines by reason: ``spool_full``,
+    ``spool_age``, ``spool_damaged``).
     """
 
     def __init__(
@@ -249,9 +257,12 @@ class Spool:
         self._closed = False
         self._replay_off = False  # after a bug of ours (_broken): see there
         self._replay_after = 0.0  # (monotonic) after a MemoryError: _short_of_memory
+        # A salvage added a segment while replay went through the others: look again.
+        self._grew = False
         self.spooled = 0
         self.replayed = 0
         self.quarantined = 0
+        self.salvaged = 0  # lines re-queued from after damage in a segment (_salvage)
         self.torn = 0
         self.written = 0  # bytes, records and done marks: what the spool costs the disk
         self.dropped: Counter[str] = Counter()
@@ -494,6 +505,10 @@ class Spool:
                     continue
                 if batch is not None:
                     return batch
+            if self._grew:  # a copy of what followed damage: it waits like the rest
+                self._grew = False
+                first = True
+                continue
             # Those held had nothing (say, all done or damaged): the next ones, if any.
             if not self._more_to_adopt or self._adopted_waiting():
                 return None
@@ -597,7 +612,11 @@ class Spool:
         """(batches, lines) on disk not yet done, in segments this spool owns."""
         batches = lines = 0
         for seg in self._ordered():
-            if seg.scanned or self._scan(seg):
+            if not seg.scanned:
+                self._scan(seg)
+        # (A scan may have salvaged into a new segment: counted from the list as it is now.)
+        for seg in self._ordered():
+            if seg.scanned:
                 batches += seg.batches - seg.done_batches
                 lines += seg.lines - seg.done_lines
         return batches, lines
@@ -644,6 +663,7 @@ class Spool:
             "spooled": self.spooled,
             "replayed": self.replayed,
             "quarantined": self.quarantined,
+            "salvaged": self.salvaged,
             "torn": self.torn,
             "spool_bytes": self.disk_bytes,
             "spool_bytes_written": self.written,
@@ -721,6 +741,15 @@ class Spool:
         created = max(int(self._clock() * 1e9), self._newest_name + 1)
         self._newest_name = created
         name = f"{SEG_PREFIX}{created:020d}-{self._pid}-{secrets.token_hex(3)}{SEG_SUFFIX}"
+        seg = self._create(name, created, self.destination, sync=self.sync_mode != "none")
+        self._current = seg
+        if old is not None and old.finished:
+            self._retire(old)
+        return seg
+
+    def _create(self, name: str, created: int, destination: bytes, *, sync: bool) -> Segment:
+        """A new segment, held: made under a temporary name with its lock and header, then
+        renamed into place, so it is never visible unlocked; OSError when the disk refuses."""
         tmp = self._path(f"{TMP_PREFIX}{self._pid}-{secrets.token_hex(4)}")
         flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
         try:
@@ -731,9 +760,9 @@ class Spool:
         self._fds.add(fd)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            header = fmt.encode_header(self._pid, created, self.destination)
+            header = fmt.encode_header(self._pid, created, destination)
             write_all(fd, [header], 0)
-            if self.sync_mode != "none":
+            if sync:
                 os.fdatasync(fd)
             os.rename(tmp, self._path(name))
         except BaseException:
@@ -743,12 +772,10 @@ class Spool:
                 os.unlink(tmp)
             raise
         seg = Segment(name, fd, own=True, size=fmt.HEADER_SIZE, scanned=True)
+        seg.destination = destination
         self._segments[name] = seg
-        self._current = seg
-        if self.sync_mode != "none":
+        if sync:
             self._sync_dir()
-        if old is not None and old.finished:
-            self._retire(old)
         return seg
 
     def _write(self, seg: Segment, parts: list[bytes]) -> None:
@@ -1109,8 +1136,12 @@ class Spool:
             self._owners[seg.name] = _OTHER, destination
             self._forget(seg)
             return False
+        seg.destination = destination
         if found.damage is not None:
-            self._cut(seg, found.damage, found.end)
+            if found.damage.torn:
+                self._cut(seg, found.damage, found.end)
+            else:
+                self._salvage(seg, found.damage, found.end)
         seg.scanned = True
         if seg.finished:
             self._retire(seg)
@@ -1130,12 +1161,14 @@ class Spool:
                 self._fail("write", exc)
 
     def _quarantine_tail(self, seg: Segment, damage: fmt.Damage) -> None:
-        """Damage found after the scan (or a bad header): move it aside and stop there."""
+        """Damage found after the scan (or a bad header): salvage what follows it, or move
+        it aside, and stop there."""
         try:
             end = os.fstat(seg.fd).st_size
         except OSError:
             end = seg.size
         if damage.offset == 0:
+            # No header: whose lines these are is not known, so none is sent.
             self._save_quarantine(seg, 0, end, damage.reason)
             try:
                 os.unlink(self._path(seg.name))
@@ -1143,21 +1176,174 @@ class Spool:
                 self._unusable.add(seg.name)
             self._forget(seg)
             return
+        if not damage.torn:
+            self._salvage(seg, damage, end)
+            return
+        self._fall_back(seg, damage, end)
+
+    def _salvage(self, seg: Segment, damage: fmt.Damage, end: int) -> None:
+        """Corruption in a segment, with whole records after it: deliver those, and cut the
+        segment at the damage.
+
+        The batches after it not marked done anywhere in the file are copied, as they are
+        and with their times, into a new segment of this process named to sort right
+        after the damaged one (so replay keeps their order), which is synced, its name
+        too, whatever ``sync`` says; only then are the damaged bytes copied to quarantine
+        (each damaged place to a file of its own: the whole records are not kept twice,
+        and a quarantine file deleted for room does not count delivered lines as lost)
+        and the segment cut at the damage, where done marks that were after it for
+        batches before it are written again. A crash before the cut leaves the records
+        in both files: sent twice, never lost. Lines of a damaged batch are counted as
+        ``spool_damaged`` where its head says how many and it was not done; said not
+        countable otherwise. Without a way to write the copy (the spool off, the disk
+        refusing), the rest of the file goes to quarantine as it is, as before salvaging
+        existed.
+        """
+        try:
+            found = salvage(seg.fd, damage, end)
+            header = fmt.decode_header(os.pread(seg.fd, fmt.HEADER_SIZE, 0))
+            if header is None:
+                raise OSError(errno.EIO, "header unreadable")  # (read whole by the scan)
+            todo = plan(seg.fd, header.size, found, seg.done)
+        except OSError as exc:
+            self._report("spool-read", f"logdna_client: cannot read spool segment "
+                         f"{seg.name}: {exc}")  # fmt: skip
+            self._fall_back(seg, damage, end)
+            return
+        if not self.enabled:
+            self._fall_back(seg, damage, end)
+            return
+        copy: Segment | None = None
+        salvaged = 0
+        try:
+            if todo.copies:
+                copy = self._copy(seg, todo.copies, damage.offset, end)
+                salvaged = copy.lines
+        except OSError as exc:
+            self._fail("write", exc)
+            self._fall_back(seg, damage, end)
+            return
+        moved = 0
+        for start, stop in found.damaged:
+            moved += stop - start
+            self._keep_damaged(seg, start, stop)
+        self._drop_quarantine(self._quarantine()[:-QUARANTINE_KEEP])
+        marks = b"".join(fmt.ack_frame(first, last, lines) for first, last, lines in todo.reack)
+        try:
+            # The marks over the damaged bytes (saved above), then the cut after them: a
+            # crash in between leaves the marks whole and the records after them, which
+            # the next process salvages again.
+            if marks:
+                write_all(seg.fd, [marks], damage.offset)
+            os.ftruncate(seg.fd, damage.offset + len(marks))
+            if self.sync_mode != "none":
+                os.fdatasync(seg.fd)
+        except OSError as exc:
+            self._fail("write", exc)
+        self.written += len(marks)
+        self._recount(seg, todo, damage.offset + len(marks))
+        if seg is self._current:
+            self._current = None  # new batches after the copy, in a segment named after it
+        self.salvaged += salvaged
+        if todo.lost:
+            self._count_dropped("spool_damaged", todo.lost)
+        self._report_damage(seg, damage, found, salvaged, moved, todo)
+
+    def _copy(self, seg: Segment, records: list[fmt.Record], at: int, end: int) -> Segment:
+        """Write the batches ``records`` of ``seg`` to a new segment, synced; OSError when
+        the disk refuses (and then there is no new segment)."""
+        stem = seg.name.rsplit(".", 1)[0]
+        # "~" sorts after "." (the suffix): right after the damaged segment and before
+        # any later one, whose name differs already in its time.
+        name = f"{stem}~{at:012d}-{self._pid}-{secrets.token_hex(3)}{SEG_SUFFIX}"
+        created = int(self._clock() * 1e9)
+        copy = self._create(name, created, seg.destination or self.destination, sync=True)
+        try:
+            for head in records:
+                record = fmt.read_record(seg.fd, head.offset, end, with_data=True)
+                if not isinstance(record, fmt.Record) or record.data is None:
+                    raise OSError(errno.EIO, f"record at byte {head.offset} changed while read")
+                entries = fmt.decode_entries(record.data, record.count)
+                self._write(copy, fmt.batch_frame(copy.next_seq, record.b, entries))
+                copy.next_seq += 1
+                copy.batches += 1
+                copy.lines += record.count
+            os.fdatasync(copy.fd)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(self._path(copy.name))
+            self._forget(copy)
+            raise
+        copy.dirty = False
+        self._grew = True
+        return copy
+
+    def _recount(self, seg: Segment, todo: Plan, size: int) -> None:
+        """The counts of a segment cut at ``size`` by a salvage: its records before the
+        damage, the marks written again; and the batches handed out whose records were
+        after it, which stay the caller's to ack or release (a copy of each waits in the
+        new segment: a crash sends them again rather than never)."""
+        after = {record.a: record.count for record in todo.copies if record.a in seg.out}
+        seg.size = size
+        seg.batches = seg.lines = seg.done_batches = seg.done_lines = 0
+        seg.done, seg.seen = fmt.AckBits(), fmt.AckBits()
+        for record in todo.before:
+            seg.count(record)
+        for first, last, lines in todo.reack:
+            seg.count(fmt.Record(0, 0, fmt.ACK, first, last, lines))
+        seg.batches += len(after)
+        seg.lines += sum(after.values())
+        seg.cursor = min(seg.cursor, size)
+
+    def _fall_back(self, seg: Segment, damage: fmt.Damage, end: int) -> None:
+        """No salvage (or a torn tail): the rest of the file to quarantine (or cut off), the
+        segment cut at the damage where the disk lets it, nothing counted beyond it."""
         self._cut(seg, damage, end)
-        # What was counted as pending beyond the damage is gone with it.
         seg.size = damage.offset
         seg.batches = seg.done_batches + len(seg.out)
         seg.lines = seg.done_lines
 
-    def _save_quarantine(self, seg: Segment, start: int, end: int, reason: str) -> None:
+    def _keep_damaged(self, seg: Segment, start: int, end: int) -> None:
+        """Copy damaged bytes to quarantine, counted as a damaged piece."""
         self.quarantined += 1
-        self._report("spool-corrupt", f"logdna_client: spool segment {seg.name} is damaged "
-                     f"at byte {start} ({reason}); the rest is moved to quarantine")  # fmt: skip
         try:
             save_quarantine(seg, self.directory, start, end)
         except OSError as exc:
             self._report("spool-quarantine", f"logdna_client: cannot write to the spool's "
                          f"quarantine folder: {exc}")  # fmt: skip
+
+    def _report_damage(
+        self, seg: Segment, damage: fmt.Damage, found: Salvage, salvaged: int, moved: int,
+        todo: Plan,
+    ) -> None:  # fmt: skip
+        """Say once what was found, what was saved and what was lost."""
+        places = found.damaged
+        where = f"at byte {damage.offset} ({damage.reason})"
+        if len(places) > 1:
+            where += f" and in {len(places) - 1} more place(s)"
+        said = (f"{salvaged} line(s) after the damage re-queued, {moved} damaged byte(s) "
+                "moved to quarantine")  # fmt: skip
+        if found.rest:
+            start, stop = places[-1]
+            said += (f" (the last {stop - start} byte(s), from byte {start}, as they are: no "
+                     f"whole record found in them within {fmt.MAX_CANDIDATES} checks)")  # fmt: skip
+        if todo.lost:
+            said += f"; {todo.lost} line(s) in damaged records lost (counted as spool_damaged)"
+        if todo.uncounted:
+            said += ("; more lines may have been in damaged bytes that cannot be counted"
+                     if todo.lost else
+                     "; the lines the damaged bytes held, if any, cannot be counted")  # fmt: skip
+        elif not todo.lost and not found.rest:
+            said += "; no line lost"
+        self._report("spool-corrupt", f"logdna_client: spool segment {seg.name} is damaged "
+                     f"{where}; {said}")  # fmt: skip
+
+    def _save_quarantine(self, seg: Segment, start: int, end: int, reason: str) -> None:
+        self._report("spool-corrupt", f"logdna_client: spool segment {seg.name} is damaged "
+                     f"at byte {start} ({reason}); the rest is moved to quarantine"
+                     + ("" if start else ", unsent: its header does not say whose lines "
+                        "they are"))  # fmt: skip
+        self._keep_damaged(seg, start, end)
         # Damage cannot fill the disk: the newest files are kept for a person to look at.
         self._drop_quarantine(self._quarantine()[:-QUARANTINE_KEEP])
 
