@@ -32,12 +32,28 @@ def run_child(code: str, env: dict[str, str]) -> subprocess.CompletedProcess[str
 
 class TestInstall:
     def test_python_and_runtime_dependencies(self) -> None:
-        """ "Python 3.10+. Runtime dependencies: requests, urllib3, orjson,
-        typing-extensions." is what the installed package declares."""
-        said = re.search(r"Python (\d+\.\d+)\+\. Runtime dependencies: ([^.]+)\.", README)
+        """ "Python 3.10+. Runtime dependencies: requests 2.28+, urllib3 1.26.5+, ...;
+        structlog 23.1+ for the processor" is what the installed package declares, and
+        the versions CI's lowest-versions stage pins (.ci/lowest-deps.txt) are those."""
+        said = re.search(
+            r"Python (\d+\.\d+)\+\. Runtime dependencies: (.+?); (structlog \S+) for",
+            README,
+            re.DOTALL,
+        )
         assert said is not None
         assert f">={said[1]}" == metadata.metadata("logdna_client")["Requires-Python"]
-        assert said[2].split(", ") == [_name(r) for r in _requires() if "extra ==" not in r]
+        listed = " ".join(said[2].split())  # (the sentence wraps)
+        readme = dict(part.split() for part in [*listed.split(", "), said[3]])
+        declared = {
+            _name(r): re.search(r">=([\d.]+)", r)[1]  # type: ignore[index]
+            for r in _requires()
+            if "extra ==" not in r or re.search(r"extra == .structlog.", r)
+        }
+        assert {name: f"{low}+" for name, low in declared.items()} == readme
+        pinned = re.findall(
+            r"^([\w-]+)==(\S+)$", (REPO_ROOT / ".ci/lowest-deps.txt").read_text(), re.M
+        )
+        assert {k: _version(v) for k, v in declared.items()} == {k: _version(v) for k, v in pinned}
 
     def test_structlog_extra(self) -> None:
         """``pip install 'logdna_client[structlog]'`` names an extra that brings structlog."""
@@ -48,6 +64,14 @@ class TestInstall:
 
 def _requires() -> list[str]:
     return metadata.requires("logdna_client") or []
+
+
+def _version(text: str) -> tuple[int, ...]:
+    """A release number as numbers, without trailing zeros ("3.8.0" is "3.8")."""
+    parts = [int(part) for part in text.split(".")]
+    while parts and parts[-1] == 0:
+        parts.pop()
+    return tuple(parts)
 
 
 def _name(requirement: str) -> str:
