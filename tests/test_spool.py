@@ -455,6 +455,59 @@ class TestDamage:
         }
         assert "and in 1 more place(s)" in trouble.messages[0]
 
+    def test_no_room_for_the_copy_keeps_the_lines_before_the_damage(self, tmp_path: Path) -> None:
+        """A damaged segment adopted where the disk refuses the copy (a file size limit: a
+        full disk): the spool goes off, and the segment stays, with the batches before
+        the damage still waiting; a later process with room delivers them and salvages
+        the rest. (The first salvage code cleared the scan's counts there and deleted the
+        segment: 0 of its 60 lines delivered, none counted.)"""
+        path = write_segment(tmp_path, 6)
+        offsets = record_offsets(path)
+        data = bytearray(path.read_bytes())
+        data[offsets[4] + 100] ^= 0xFF  # in its lines: its head still says how many
+        path.write_bytes(bytes(data))
+
+        def run() -> tuple[bool, tuple[int, int], bool]:
+            # Room for a new segment's header, not for a record after it.
+            resource.setrlimit(resource.RLIMIT_FSIZE, (fmt.HEADER_SIZE + 8, resource.RLIM_INFINITY))
+            spool = Spool.open(tmp_path, on_trouble=Trouble())
+            waiting = spool.pending()
+            crash(spool)
+            return spool.enabled, waiting, path.exists()
+
+        assert (False, (4, 40), True) == in_child(run)
+        spool = Spool.open(tmp_path)
+        assert lines(0, 40) + lines(50, 10) == drain(spool)
+        assert 10 == spool.dropped["spool_damaged"]
+
+    def test_salvages_of_salvages_stop_before_names_grow_too_long(self, tmp_path: Path) -> None:
+        """Each copy of a copy has a longer name; damage in a copy whose name is already
+        long goes to quarantine with the rest of that file, as before salvaging, rather
+        than to a copy whose name the file system refuses (ENAMETOOLONG switched the
+        spool off, 8 copies deep)."""
+        path = write_segment(tmp_path, 3)
+        for level in range(12):
+            offsets = record_offsets(path)
+            data = bytearray(path.read_bytes())
+            data[offsets[1] + 60] ^= 0xFF  # the middle record: whole ones on both sides
+            path.write_bytes(bytes(data))
+            spool = Spool.open(tmp_path)
+            spool.pending()  # the scan, and its salvage
+            assert spool.enabled, level
+            crash(spool)
+            copies = [p for p in segments(tmp_path) if len(p.name) > len(path.name)]
+            if not copies:
+                break
+            (copy,) = copies
+            assert len(copy.name) < 200
+            path.unlink()
+            # Two more batches after the salvaged one: the copy is damaged next round.
+            with open(copy, "ab") as out:
+                for seq in (1, 2):
+                    out.write(b"".join(fmt.batch_frame(seq, time.time_ns(), lines(0, 10))))
+            path = copy
+        assert 3 <= level < 11  # a few salvages of salvages, then quarantine
+
     def test_damage_found_while_replaying_is_salvaged(self, tmp_path: Path) -> None:
         """A record damaged after the segment was checked (this process's own, or one
         adopted and scanned): replay goes on after it, delivering the rest once."""

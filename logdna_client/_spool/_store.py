@@ -165,6 +165,13 @@ def _created(name: str) -> int:
         return 0
 
 
+#: The longest segment name salvaged into a copy: each salvage of a copy adds about 26
+#: characters to the name (its offset, pid and a random part), and file systems refuse
+#: names past 255 bytes (ENAMETOOLONG, which would switch the spool off). Beyond it, a
+#: copy's damage goes to quarantine with the rest of the file, as before salvaging.
+_MAX_SALVAGE_NAME = 160
+
+
 class Spool:
     """Append-only segments of batches in one folder; see the module docstring.
 
@@ -1141,7 +1148,7 @@ class Spool:
             if found.damage.torn:
                 self._cut(seg, found.damage, found.end)
             else:
-                self._salvage(seg, found.damage, found.end)
+                self._salvage(seg, found.damage, found.end, scanned=True)
         seg.scanned = True
         if seg.finished:
             self._retire(seg)
@@ -1181,7 +1188,9 @@ class Spool:
             return
         self._fall_back(seg, damage, end)
 
-    def _salvage(self, seg: Segment, damage: fmt.Damage, end: int) -> None:
+    def _salvage(
+        self, seg: Segment, damage: fmt.Damage, end: int, *, scanned: bool = False
+    ) -> None:
         """Corruption in a segment, with whole records after it: deliver those, and cut the
         segment at the damage.
 
@@ -1196,9 +1205,19 @@ class Spool:
         in both files: sent twice, never lost. Lines of a damaged batch are counted as
         ``spool_damaged`` where its head says how many and it was not done; said not
         countable otherwise. Without a way to write the copy (the spool off, the disk
-        refusing), the rest of the file goes to quarantine as it is, as before salvaging
-        existed.
+        refusing, a name already made of ``_MAX_SALVAGE_NAME`` characters by salvages
+        of salvages), the rest of the file goes to quarantine as it is, as before
+        salvaging existed. ``scanned``: found by the scan that counted the records
+        before the damage, which still wait (a fall back keeps those counts: cleared,
+        the segment looked finished and was deleted with its lines).
         """
+
+        def fall_back() -> None:
+            if scanned:
+                self._cut(seg, damage, end)
+            else:
+                self._fall_back(seg, damage, end)
+
         try:
             found = salvage(seg.fd, damage, end)
             header = fmt.decode_header(os.pread(seg.fd, fmt.HEADER_SIZE, 0))
@@ -1208,10 +1227,10 @@ class Spool:
         except OSError as exc:
             self._report("spool-read", f"logdna_client: cannot read spool segment "
                          f"{seg.name}: {exc}")  # fmt: skip
-            self._fall_back(seg, damage, end)
+            fall_back()
             return
-        if not self.enabled:
-            self._fall_back(seg, damage, end)
+        if not self.enabled or len(seg.name) > _MAX_SALVAGE_NAME:
+            fall_back()
             return
         copy: Segment | None = None
         salvaged = 0
@@ -1221,7 +1240,7 @@ class Spool:
                 salvaged = copy.lines
         except OSError as exc:
             self._fail("write", exc)
-            self._fall_back(seg, damage, end)
+            fall_back()
             return
         moved = 0
         for start, stop in found.damaged:
