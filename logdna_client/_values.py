@@ -127,47 +127,41 @@ def to_level(option: str, value: object) -> int:
     raise bad(option, value, "a logging level (DEBUG, INFO, WARNING, ERROR, CRITICAL or a number)")
 
 
-def to_str_list(option: str, value: object) -> tuple[str, ...]:
-    """Coerce a list of strings, or one comma-separated string ("a, b")."""
+def to_str_list(option: str, value: object, *, patterns: bool = False) -> tuple[str, ...]:
+    """Coerce a list of strings, or one comma-separated string ("a, b"); blank items
+    are dropped. ``patterns``: regular expressions (``to_pattern_list``)."""
     if value is None:
         return ()
+    what = (
+        f"a list of {'regular expressions' if patterns else 'strings'} or a comma-separated string"
+    )
     items: Iterable[object]
     if isinstance(value, str):
-        items = value.split(",")
+        items = split_patterns(option, value) if patterns else value.split(",")
     elif isinstance(value, Iterable) and not isinstance(value, bytes | Mapping):
         items = value
     else:
-        raise bad(option, value, "a list of strings or a comma-separated string")
+        raise bad(option, value, what)
     out: list[str] = []
     for item in items:
         if not isinstance(item, str):
-            raise bad(option, value, "a list of strings or a comma-separated string")
+            raise bad(option, value, what)
+        # (A blank pattern would match everywhere, or every space: a list left ragged.)
         if item.strip():
-            out.append(utf8_text(item.strip()))
+            # A pattern is not stripped: a space at either end of a regex is part of
+            # what it matches (split_patterns trims a string's pieces by its own rule).
+            out.append(utf8_text(item if patterns else item.strip()))
     return tuple(out)
 
 
 def to_pattern_list(option: str, value: object) -> tuple[str, ...]:
     """Coerce regular expressions and preset names: a list taken item by item, as given,
     or one string of them separated by commas (``split_patterns``)."""
-    if value is None:
-        return ()
-    items: Iterable[object]
-    if isinstance(value, str):
-        items = split_patterns(option, value)
-    elif isinstance(value, Iterable) and not isinstance(value, bytes | Mapping):
-        items = value
-    else:
-        raise bad(option, value, "a list of regular expressions or a comma-separated string")
-    out: list[str] = []
-    for item in items:
-        if not isinstance(item, str):
-            raise bad(option, value, "a list of regular expressions or a comma-separated string")
-        # Not stripped: a space at either end of a regex is part of what it matches.
-        # A blank item matches everywhere (or every space): a list left ragged.
-        if item.strip():
-            out.append(utf8_text(item))
-    return tuple(out)
+    return to_str_list(option, value, patterns=True)
+
+
+#: A regex quantifier in braces, as split_patterns reads one.
+_QUANTIFIER = re.compile(r"\{\d*(?:,\d*)?\}")
 
 
 def split_patterns(option: str, text: str) -> list[str]:
@@ -205,12 +199,15 @@ def split_patterns(option: str, text: str) -> list[str]:
             i = j + 1
             continue
         if char == "{":
-            # Braces do not nest in a regex: a quantifier's "{m,n}" ends at its "}".
-            j = text.find("}", i)
-            if j < 0:
-                trouble = trouble or (i, "its '{' is not closed")
-                break
-            i = j + 1
+            # A quantifier ("{2}", "{6,8}", "{,4}", "{2,}"): its comma is its own. Any
+            # other "{" is a literal the regex would take too, but then its comma could
+            # be either: refused, as a piece cut at it would be ("[x]{", ",a}").
+            quantifier = _QUANTIFIER.match(text, i)
+            if quantifier is None:
+                trouble = trouble or (i, "its '{' starts no quantifier such as {2} or {6,8}")
+                i += 1
+                continue
+            i = quantifier.end()
             continue
         if text.startswith("(?#", i):
             # A comment runs to its first ")", whatever it holds.

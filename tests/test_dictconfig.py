@@ -232,40 +232,48 @@ class TestReconfigure:
         assert server.wait_for_lines(1, TIMEOUT)
 
 
+def _ini(tmp_path: Path, kwargs: str) -> Path:
+    """A fileConfig file giving the ``LOGGER`` logger our handler, with ``kwargs`` (the
+    text of its ``kwargs=`` line, a dict literal) as its options."""
+    ini = tmp_path / "logging.ini"
+    head = textwrap.dedent(
+        f"""\
+        [loggers]
+        keys=root,app
+
+        [handlers]
+        keys=logdna
+
+        [formatters]
+        keys=
+
+        [logger_root]
+        level=WARNING
+        handlers=
+
+        [logger_app]
+        level=DEBUG
+        handlers=logdna
+        qualname={LOGGER}
+        propagate=0
+
+        [handler_logdna]
+        class=logdna_client.LogDNAHandler
+        level=DEBUG
+        args=()
+        """
+    )
+    ini.write_text(f"{head}kwargs={kwargs}\n")
+    return ini
+
+
 class TestFileConfig:
     def test_ini_with_string_kwargs(self, server: DevServer, tmp_path: Path) -> None:
         """fileConfig with kwargs as strings delivers lines."""
-        ini = tmp_path / "logging.ini"
-        ini.write_text(
-            textwrap.dedent(
-                f"""\
-                [loggers]
-                keys=root,app
-
-                [handlers]
-                keys=logdna
-
-                [formatters]
-                keys=
-
-                [logger_root]
-                level=WARNING
-                handlers=
-
-                [logger_app]
-                level=DEBUG
-                handlers=logdna
-                qualname={LOGGER}
-                propagate=0
-
-                [handler_logdna]
-                class=logdna_client.LogDNAHandler
-                level=DEBUG
-                args=()
-                kwargs={{"url": "{server.url}", "app": "ini-app", "tags": "x,y",
-                        "flush_interval": "0.05", "compress": "yes", "shutdown_timeout": "2"}}
-                """
-            )
+        ini = _ini(
+            tmp_path,
+            f'{{"url": "{server.url}", "app": "ini-app", "tags": "x,y", "flush_interval": '
+            '"0.05", "compress": "yes", "shutdown_timeout": "2"}',
         )
         logging.config.fileConfig(ini, disable_existing_loggers=False)
         handler = our_handler()
@@ -279,37 +287,10 @@ class TestFileConfig:
     def test_ini_redact_patterns_with_commas(self, server: DevServer, tmp_path: Path) -> None:
         """fileConfig's string reaches the same rule as dictConfig's. Before: the MRN
         pattern was cut in two at its quantifier's comma and the number arrived in clear."""
-        ini = tmp_path / "logging.ini"
-        ini.write_text(
-            textwrap.dedent(
-                f"""\
-                [loggers]
-                keys=root,app
-
-                [handlers]
-                keys=logdna
-
-                [formatters]
-                keys=
-
-                [logger_root]
-                level=WARNING
-                handlers=
-
-                [logger_app]
-                level=DEBUG
-                handlers=logdna
-                qualname={LOGGER}
-                propagate=0
-
-                [handler_logdna]
-                class=logdna_client.LogDNAHandler
-                level=DEBUG
-                args=()
-                kwargs={{"url": "{server.url}", "flush_interval": "0.05",
-                        "redact_patterns": r"email, MRN-\\d{{6,8}}"}}
-                """
-            )
+        ini = _ini(
+            tmp_path,
+            f'{{"url": "{server.url}", "flush_interval": "0.05", '
+            '"redact_patterns": r"email, MRN-\\d{6,8}"}',
         )
         logging.config.fileConfig(ini, disable_existing_loggers=False)
         handler = our_handler()

@@ -298,6 +298,14 @@ def dead_segment(
     return path
 
 
+def flip(path: Path, *places: int) -> None:
+    """Damage ``path``: every bit of the bytes at ``places`` flipped, in place."""
+    data = bytearray(path.read_bytes())
+    for at in places:
+        data[at] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
 def record_offsets(path: Path) -> list[int]:
     data = path.read_bytes()
     offsets = []
@@ -384,9 +392,7 @@ class TestDamage:
     def test_damage_in_the_first_record(self, tmp_path: Path) -> None:
         """Damage right after the header: every batch after the first is delivered."""
         path = write_segment(tmp_path, 4)
-        data = bytearray(path.read_bytes())
-        data[record_offsets(path)[0] + 100] ^= 0xFF
-        path.write_bytes(bytes(data))
+        flip(path, record_offsets(path)[0] + 100)
         spool = Spool.open(tmp_path)
         assert lines(10, 30) == drain(spool)
         assert (1, 30, 10) == (spool.quarantined, spool.salvaged, spool.dropped["spool_damaged"])
@@ -407,9 +413,7 @@ class TestDamage:
         spool.ack(ids[4])
         crash(spool)
         (path,) = segments(tmp_path)
-        data = bytearray(path.read_bytes())
-        data[record_offsets(path)[2] + 100] ^= 0xFF
-        path.write_bytes(bytes(data))
+        flip(path, record_offsets(path)[2] + 100)
         spool = Spool.open(tmp_path)
         assert (3, 30) == spool.pending()  # batches 1, 3 and 5
         assert (20, 10) == (spool.salvaged, spool.dropped["spool_damaged"])
@@ -442,10 +446,7 @@ class TestDamage:
         batch between and after them is delivered, once, in order."""
         path = write_segment(tmp_path, 6)
         offsets = record_offsets(path)
-        data = bytearray(path.read_bytes())
-        for n in (1, 4):
-            data[offsets[n] + 100] ^= 0xFF
-        path.write_bytes(bytes(data))
+        flip(path, offsets[1] + 100, offsets[4] + 100)
         trouble = Trouble()
         spool = Spool.open(tmp_path, on_trouble=trouble)
         assert lines(0, 10) + lines(20, 20) + lines(50, 10) == drain(spool)
@@ -463,9 +464,7 @@ class TestDamage:
         segment: 0 of its 60 lines delivered, none counted.)"""
         path = write_segment(tmp_path, 6)
         offsets = record_offsets(path)
-        data = bytearray(path.read_bytes())
-        data[offsets[4] + 100] ^= 0xFF  # in its lines: its head still says how many
-        path.write_bytes(bytes(data))
+        flip(path, offsets[4] + 100)  # in its lines: its head still says how many
 
         def run() -> tuple[bool, tuple[int, int], bool]:
             # Room for a new segment's header, not for a record after it.
@@ -488,9 +487,7 @@ class TestDamage:
         path = write_segment(tmp_path, 3)
         for level in range(12):
             offsets = record_offsets(path)
-            data = bytearray(path.read_bytes())
-            data[offsets[1] + 60] ^= 0xFF  # the middle record: whole ones on both sides
-            path.write_bytes(bytes(data))
+            flip(path, offsets[1] + 60)  # the middle record: whole ones on both sides
             spool = Spool.open(tmp_path)
             spool.pending()  # the scan, and its salvage
             assert spool.enabled, level
@@ -518,9 +515,7 @@ class TestDamage:
             spool.release(batch)
         (path,) = segments(tmp_path)
         offsets = record_offsets(path)
-        data = bytearray(path.read_bytes())
-        data[offsets[1] + 100] ^= 0xFF
-        path.write_bytes(bytes(data))
+        flip(path, offsets[1] + 100)
         assert lines(0, 10) + lines(20, 10) == drain(spool, max_bytes=100)
         assert (1, 10, 10) == (spool.quarantined, spool.salvaged, spool.dropped["spool_damaged"])
         assert spool.append(lines(100, 5)) is not None  # new batches go on
@@ -547,9 +542,8 @@ class TestDamage:
         damage, before it cut the damaged segment: the next process finds both and sends
         those lines twice (at least once), never zero times; the rest once."""
         path = write_segment(tmp_path, 4)
-        data = bytearray(path.read_bytes())
-        data[record_offsets(path)[1] + 100] ^= 0xFF
-        path.write_bytes(bytes(data))
+        flip(path, record_offsets(path)[1] + 100)
+        damaged = path.read_bytes()
 
         def run() -> None:
             def killed(*args: object) -> None:
@@ -562,7 +556,7 @@ class TestDamage:
         proc.start()
         proc.join(_ANSWER)
         assert -signal.SIGKILL == proc.exitcode
-        assert bytes(data) == path.read_bytes()  # not cut
+        assert damaged == path.read_bytes()  # not cut
         (copy,) = set(segments(tmp_path)) - {path}
         assert copy.name.startswith(path.name[: -len(".seg")] + "~")
         spool = Spool.open(tmp_path)
@@ -1869,9 +1863,8 @@ class TestCli:
         and purge as given up; none of them changes the file."""
         path = write_segment(tmp_path, 4)
         offsets = record_offsets(path)
-        data = bytearray(path.read_bytes())
-        data[offsets[1] + 100] ^= 0xFF
-        path.write_bytes(bytes(data))
+        flip(path, offsets[1] + 100)
+        damaged = path.read_bytes()
         status, out, _ = self.run("spool", "verify", "--spool-dir", str(tmp_path))
         assert 1 == status
         assert f"3 record(s) OK, 30 line(s) waiting; CRC/format failure at byte {offsets[1]}" in out
@@ -1884,7 +1877,7 @@ class TestCli:
         status, out, _ = self.run("spool", "purge", "--spool-dir", str(tmp_path),
                                   "--any-destination")  # fmt: skip
         assert "would delete (pass --yes): 1 file(s), 30 line(s) never delivered" in out
-        assert bytes(data) == path.read_bytes()
+        assert damaged == path.read_bytes()
 
     def test_ls_and_purge(self, tmp_path: Path) -> None:
         """ls counts waiting lines; purge deletes only with --yes, never a live process's."""

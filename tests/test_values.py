@@ -12,7 +12,7 @@ import re
 from contextlib import AbstractContextManager
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from logdna_client import ConfigurationError
@@ -296,7 +296,7 @@ class TestToPatternList:
             ("a), b", "a)"),
             ("[], x", "[], x"),
             ("a], b", "a]"),
-            ("x{, y", "x{, y"),
+            ("x{, y", "x{"),
             ("(?#a, b", "(?#a, b"),
             ("ok, a\\d{3 ", "a\\d{3"),
         ],
@@ -327,9 +327,15 @@ class TestToPatternList:
     def test_a_list_joined_with_commas_splits_back_into_it(
         self, entries: list[str], separator: str
     ) -> None:
-        """Any valid regexes and preset names, joined with commas, come back one by one."""
+        """Valid regexes and preset names that each read as themselves, joined with
+        commas, come back one by one (the strategy makes a few invalid regexes, and a
+        few with a literal "{" that a string must escape: those are left out)."""
         for entry in entries:
-            re.compile(entry)  # (the strategy makes only valid ones)
+            try:
+                re.compile(entry)
+                assume((entry,) == patterns(entry))
+            except (re.error, ConfigurationError):
+                assume(False)
         assert tuple(entries) == patterns(separator.join(entries))
 
     @settings(deadline=None)
