@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from ._report import KIND_ATTR, logger
@@ -35,6 +35,7 @@ from ._threads import (
     NESTED_THREADS,
     SENDER_THREADS,
     Latch,
+    _pthread_sigmask,
     start_library_thread,
 )
 
@@ -78,7 +79,11 @@ def register(client: Client) -> None:
         _hooks_installed = True
         atexit.register(_close_all_at_exit)
         if hasattr(os, "register_at_fork"):
-            os.register_at_fork(after_in_child=_reset_all_after_fork)
+            os.register_at_fork(
+                before=_block_for_fork,
+                after_in_parent=_unblock_after_fork,
+                after_in_child=_reset_all_after_fork,
+            )
     _register_multiprocessing_child_hook(client)
 
 
@@ -318,7 +323,7 @@ def _child_runs_another_program() -> bool:
     Neither atexit nor any thread survives the exec; a thread started there only adds to
     what may deadlock in such a child (the subprocess documentation warns)."""
     # The fork is a C call (``_posixsubprocess.fork_exec``): the Python frame that made
-    # it is the first one past this hook's.
+    # it is the first one past the hook's (_reset_all_after_fork, which calls this).
     try:
         frame = sys._getframe(2)
     except ValueError:  # forked from C with no Python frame below: not subprocess's
@@ -328,7 +333,52 @@ def _child_runs_another_program() -> bool:
     )
 
 
+# -- a termination signal sent while os.fork() runs
+#
+# CPython's child discards the signals its C-level handler caught between the fork and
+# the child's signal reset (PyOS_AfterFork_Child), whose byte went to the parent's
+# wakeup fd: a SIGTERM sent to a child just forked (Pool.terminate() right after
+# maxtasksperchild replaced a worker) was lost while our handler was in force, where the
+# default action would have ended the child, and `with Pool(...)` hung. So the forking
+# thread blocks the termination signals around the fork: the child takes a pending one
+# once its state is its own (the end of _reset_all_after_fork), the parent once the fork
+# is done.
+_fork_masks: dict[int, Iterable[int]] = {}  # forking thread -> its mask before the fork
+
+
+def _block_for_fork() -> None:
+    sigmask = _pthread_sigmask()
+    if sigmask is None or not _handling_signals():
+        return
+    try:
+        _fork_masks[threading.get_ident()] = sigmask(signal.SIG_BLOCK, _termination_signals())
+    except (ValueError, OSError):
+        pass
+
+
+def _unblock_after_fork() -> None:
+    previous = _fork_masks.pop(threading.get_ident(), None)
+    sigmask = _pthread_sigmask()
+    if previous is not None and sigmask is not None:
+        try:
+            sigmask(signal.SIG_SETMASK, previous)
+        except (ValueError, OSError):
+            pass
+
+
 def _reset_all_after_fork() -> None:
+    try:
+        _reset_after_fork(_child_runs_another_program())
+    finally:
+        # (The forking thread is this child's one thread; other threads' forks were not.)
+        mine = _fork_masks.pop(threading.get_ident(), None)
+        _fork_masks.clear()
+        if mine is not None:
+            _fork_masks[threading.get_ident()] = mine
+        _unblock_after_fork()
+
+
+def _reset_after_fork(execs: bool) -> None:
     global _terminating, _heard, _begun, _delivered, _watch_tried, _ending_by, _fork_look
     _terminating = False
     _ending_by = None
@@ -341,7 +391,6 @@ def _reset_all_after_fork() -> None:
     SENDER_THREADS.clear()  # the parent's threads do not exist here
     BUSY_THREADS.clear()
     NESTED_THREADS.clear()
-    execs = _child_runs_another_program()
     for client in list(_clients):
         client._after_fork()
         if execs:

@@ -26,6 +26,7 @@ from logdna_client import Client, LogDNAHandler
 from logdna_client._devserver import DevServer
 from tests._bad_servers import KINDS, bad_server
 from tests._children import REPO, Child, assert_exactly_once_in_order, texts
+from tests._helpers_integrations import TIMEOUT
 from tests.helpers import make_logger
 
 # Exit-path deadline tests use this shutdown_timeout; the Done means allow 0.5 s over it.
@@ -546,6 +547,52 @@ class TestPool:
         assert sorted(expected) == sorted(got)
         for t in range(8):  # each worker's lines in the order it logged them
             assert_exactly_once_in_order([f"task {t} line {j}" for j in range(1000)], got)
+
+
+FORKED_THEN_TERMINATED = """
+import logging, os, signal, sys
+from logdna_client import LogDNAHandler
+
+handler = LogDNAHandler(url=os.environ["LOGDNA_URL"], flush_interval=60, shutdown_timeout=3)
+log = logging.getLogger("forks")
+log.addHandler(handler)
+log.setLevel(logging.INFO)
+log.propagate = False
+log.info("the parent's line")
+statuses = []
+for _ in range(10):
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # a Pool worker waiting for its task: only a signal ends the wait
+        signal.alarm(20)  # (bounds a lost SIGTERM: the child ends by SIGALRM instead)
+        os.read(read, 1)
+        os._exit(0)
+    os.kill(pid, signal.SIGTERM)  # at once, as Pool.terminate() a worker just replaced
+    statuses.append(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+    os.close(read)
+    os.close(write)
+sys.stderr.write("@@statuses %s\\n" % statuses)
+"""
+
+
+class TestSigtermAsTheChildIsForked:
+    def test_a_child_terminated_at_once_ends_by_it(self, server: DevServer, tmp_path: Path) -> None:
+        """SIGTERM sent to a child the moment os.fork() returns (Pool.terminate() right
+        after maxtasksperchild replaced a worker) ends it, ten times out of ten. It was
+        lost in 40 of 40 tries: CPython's child discards the signals caught before its
+        signal reset, and our handler, in force there, had taken the default action's
+        place; `with Pool(4, maxtasksperchild=1)` hung for good in 1 run of 15."""
+        script = tmp_path / "forks.py"
+        script.write_text(FORKED_THEN_TERMINATED)
+        env = dict(os.environ, LOGDNA_URL=server.url, PYTHONPATH=REPO)
+        proc = subprocess.run(
+            [sys.executable, str(script)],
+            env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path, check=False,
+        )  # fmt: skip
+        assert 0 == proc.returncode, proc.stderr
+        assert f"@@statuses {[-signal.SIGTERM] * 10}" in proc.stderr, proc.stderr
+        assert server.wait_for_lines(1, TIMEOUT)
+        assert ["the parent's line"] == texts(server)
 
 
 class TestReentrantCalls:
