@@ -577,7 +577,7 @@ class Client:
 
     def _deadline_text(self) -> str:
         if self._sender.interrupted or _exit.was_cut_short():
-            return "cut short by Ctrl-C"
+            return f"cut short by {_exit.was_cut_short() or 'Ctrl-C'}"
         timeout = self._sender.close_timeout
         return f"{self.config.shutdown_timeout if timeout is None else timeout:g} s"
 

@@ -162,6 +162,11 @@ def _close_all_at_exit() -> None:
         close_all(wait=True)
     except KeyboardInterrupt:
         _cut_short()
+    except SystemExit:
+        # An application's signal handler that calls sys.exit() while the exit waits
+        # (gunicorn's on a worker timeout): it wants out, as Ctrl-C does. Let through,
+        # it left what the clients held uncounted, with "Exception ignored in atexit".
+        _cut_short(_BY_AN_EXIT)
     signum = _ending_by
     if signum is not None and threading.current_thread() is threading.main_thread():
         # A termination signal began the ending while this thread could not wait (it
@@ -177,38 +182,43 @@ def _close_all_at_exit() -> None:
 _CUT_SHORT_TRIES = 5
 
 
-def _cut_short() -> None:
+#: What a SystemExit during the exit's wait cut it short by (see _close_all_at_exit).
+_BY_AN_EXIT = "sys.exit() in a signal handler"
+
+
+def _cut_short(by: str = "Ctrl-C") -> None:
     """Ctrl-C while the exit (or a termination signal) delivers: whoever presses it at
     a waiting exit wants out, as with a second SIGTERM. The exit's one deadline becomes
     now, for the closes that follow too (``logging.shutdown()`` closing our handlers):
     each client's sender stops at once, spools or counts what it holds as ``shutdown``,
     and the loss is said. Its traceback (out of the signal handler, or "Exception
     ignored in atexit callback") would say nothing more."""
-    _cut_deadline()
+    _cut_deadline(by)
     for _ in range(_CUT_SHORT_TRIES):
         try:
             close_all(wait=True)
             return
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, SystemExit):
             continue
 
 
-#: Whether Ctrl-C cut the exit's deadline short (the loss reports say so, not the deadline).
-_cut_by_ctrl_c = False
+#: What cut the exit's deadline short, if anything did (the loss reports say so, not the
+#: deadline): "Ctrl-C", or _BY_AN_EXIT.
+_cut_by: str | None = None
 
 
-def was_cut_short() -> bool:
-    """Whether Ctrl-C cut the exit's deadline short (``_cut_deadline``)."""
-    return _cut_by_ctrl_c
+def was_cut_short() -> str | None:
+    """What cut the exit's deadline short (``_cut_deadline``), if anything did."""
+    return _cut_by
 
 
-def _cut_deadline() -> None:
+def _cut_deadline(by: str = "Ctrl-C") -> None:
     """Make the exit's one deadline now, for every client that is closing; never waits
     (the signal watcher calls it)."""
-    global _window_end, _cut_by_ctrl_c
+    global _window_end, _cut_by
     now = time.monotonic()
     _window_end = now
-    _cut_by_ctrl_c = True
+    _cut_by = by
     for client in list(_clients):
         if client._closed and not client._exit_done:
             client._begin_close(now, client.config.shutdown_timeout)

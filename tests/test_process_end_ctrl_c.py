@@ -168,3 +168,36 @@ class TestCtrlCDuringTheExit:
         assert took < DEADLINE / 2, (took, child.stderr)
         assert_loss_said(child)
         assert "" == child.stdout
+
+
+class TestSysExitDuringTheExit:
+    def test_a_signal_handlers_sys_exit_cuts_the_wait_short(self) -> None:
+        """An application's signal handler that calls ``sys.exit()`` while the exit hook
+        waits on the service (gunicorn's worker does, on a timeout's SIGABRT): the wait
+        ends, and the 300 pending lines are counted and said, cut short by it. Before,
+        its SystemExit left the hook ("Exception ignored in atexit callback") with the
+        lines neither sent nor counted, and nothing said of them."""
+        with bad_server("silent") as bad:
+            child = Child(
+                """
+                import signal, sys
+                signal.signal(signal.SIGUSR1, lambda signum, frame: sys.exit(1))
+                for i in range(300):
+                    log.info("pending %d", i)
+                mark("logged")
+                """,
+                bad.url,
+                flush_interval="60",  # nothing leaves before the exit
+                shutdown_timeout=str(DEADLINE),
+            )
+            child.expect("logged")
+            assert bad.got_request.wait(30)  # the exit hook now waits on the service
+            sent = child.kill(signal.SIGUSR1)
+            child.finish(timeout=2 * DEADLINE)
+            took = time.monotonic() - sent
+        assert took < DEADLINE / 2, (took, child.stderr)
+        said = re.search(r"300 lines (could not be|were not) delivered", child.stderr)
+        assert said is not None, child.stderr
+        assert "cut short by sys.exit() in a signal handler" in child.stderr, child.stderr
+        assert "Exception ignored" not in child.stderr, child.stderr
+        assert "Traceback" not in child.stderr, child.stderr
