@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 import math
 import re
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 
 import pytest
 from hypothesis import assume, given, settings
@@ -40,6 +41,17 @@ SIZE = {"minimum": 1, "maximum": 1 << 40}
 DURATION = {"minimum": 0.0, "maximum": 86_400.0}
 
 
+@contextmanager
+def key_being_configured() -> Iterator[None]:
+    """For the duration, ``KEY`` is a key being configured (as a Client's own is while it
+    is built): a value holding it is shown as <hidden>."""
+    token = KEYS.set((Secret(KEY),))
+    try:
+        yield
+    finally:
+        KEYS.reset(token)
+
+
 def refused(option: str) -> AbstractContextManager[object]:
     """Refused with an error that names ``option`` first."""
     return pytest.raises(ConfigurationError, match=f"^{option}: expected ")
@@ -60,11 +72,8 @@ class TestBad:
         assert str(bad(option, "anything", "text")).endswith("got <hidden>")
 
     def test_a_value_holding_a_key_being_configured_is_hidden(self) -> None:
-        token = KEYS.set((Secret(KEY),))
-        try:
+        with key_being_configured():
             message = str(bad("app", f"prefix-{KEY.upper()[:14]}", "a name"))
-        finally:
-            KEYS.reset(token)
         assert message.endswith("got <hidden>")
         assert KEY[:12] not in message.lower()
 
@@ -308,12 +317,8 @@ class TestToPatternList:
             patterns(text)
 
     def test_a_piece_holding_a_key_being_configured_is_hidden(self) -> None:
-        token = KEYS.set((Secret(KEY),))
-        try:
-            with pytest.raises(ConfigurationError) as caught:
-                patterns(f"phi, ({KEY}")
-        finally:
-            KEYS.reset(token)
+        with key_being_configured(), pytest.raises(ConfigurationError) as caught:
+            patterns(f"phi, ({KEY}")
         assert "<hidden>" in str(caught.value) and KEY not in str(caught.value)
         assert "redact_patterns" == caught.value.option
 
@@ -417,10 +422,6 @@ class TestCheckPattern:
     def test_a_broken_expression_says_why_and_hides_a_key(self) -> None:
         with pytest.raises(ConfigurationError, match=r"'\(unclosed' is not a valid regular"):
             check_pattern("(unclosed")
-        token = KEYS.set((Secret(KEY),))
-        try:
-            with pytest.raises(ConfigurationError) as caught:
-                check_pattern(f"({KEY}")
-        finally:
-            KEYS.reset(token)
+        with key_being_configured(), pytest.raises(ConfigurationError) as caught:
+            check_pattern(f"({KEY}")
         assert "<hidden>" in str(caught.value) and KEY not in str(caught.value)
