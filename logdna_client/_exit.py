@@ -361,7 +361,11 @@ def _block_for_fork() -> None:
     if sigmask is None or not _handling_signals():
         return
     try:
-        _fork_masks[threading.get_ident()] = sigmask(signal.SIG_BLOCK, _termination_signals())
+        # The mask read first, changing nothing, and kept before the block: a Ctrl-C
+        # handler's exception between the block and keeping the mask would have left
+        # this thread blocking them for good (as in start_library_thread).
+        _fork_masks[threading.get_ident()] = sigmask(signal.SIG_BLOCK, ())
+        sigmask(signal.SIG_BLOCK, _termination_signals())
     except (ValueError, OSError):
         pass
 
