@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime
 import enum
 import gzip
+import json
 import logging
 import re
 import threading
@@ -388,8 +389,11 @@ class TestTextPatterns:
 
         body = shipped(client, transport)
 
-        assert secret.encode() not in body, body[max(0, body.find(secret.encode()) - 300) :][:400]
-        assert MARKER in lines_of(body)[0]["line"]
+        (line,) = lines_of(body)
+        # Not the timestamp's digits: "8812" is in 1796606388125 (a CI run failed on it).
+        del line["timestamp"]
+        assert secret not in json.dumps(line), line
+        assert MARKER in line["line"]
 
     @pytest.mark.parametrize(
         "text",
