@@ -290,26 +290,14 @@ def _record_after(fd: int, offset: int, end: int) -> bool:
     record to check), so after ``MAX_CANDIDATES`` it answers True: calling
     it corruption moves the bytes to quarantine instead of cutting them.
     """
-    chunk = 1 << 20
-    candidates = 0
-    while offset < end:
-        data = os.pread(fd, min(chunk + FRAME_SIZE, end - offset), offset)
-        at = data.find(MARK)
-        while 0 <= at < chunk:
-            candidates += 1
-            if candidates > MAX_CANDIDATES:
-                return True
-            if _whole_record_at(fd, offset + at, end):
-                return True
-            at = data.find(MARK, at + 1)
-        offset += chunk
-    return False
+    found, left = next_record(fd, offset, end, MAX_CANDIDATES)
+    return found is not None or left < 0
 
 
 def next_record(fd: int, offset: int, end: int, budget: int) -> tuple[int | None, int]:
     """Where the first whole, CRC-checked record in ``offset``..``end`` starts (None: none
     found), and what is left of ``budget``, the chance marks that may still be checked in
-    vain; None too once it is spent, so that garbage full of marks stays quick to pass."""
+    vain; None and -1 once it is spent, so that garbage full of marks stays quick to pass."""
     chunk = 1 << 20
     while offset < end:
         data = os.pread(fd, min(chunk + FRAME_SIZE, end - offset), offset)
@@ -321,7 +309,7 @@ def next_record(fd: int, offset: int, end: int, budget: int) -> tuple[int | None
                 return offset + at, budget
             budget -= 1
             if budget < 0:
-                return None, 0
+                return None, -1
             at = data.find(MARK, at + 1)
         offset += chunk
     return None, budget
