@@ -97,8 +97,15 @@ def _extras(attrs: dict[str, Any]) -> dict[str, Any] | None:
     # only the tail is read, in C. A formatter that ran before us may have
     # added "message"/"asctime" there, and structlog its "_logger"/"_name":
     # filtered out on the rare path.
-    extras = dict(islice(attrs.items(), _PLAIN_RECORD_LEN, None))
-    if not _NOT_EXTRAS.isdisjoint(extras):
+    tail = islice(attrs.items(), _PLAIN_RECORD_LEN - 1, None)
+    before = next(tail, None)
+    extras = dict(tail)
+    if before is None or before[0] not in _INIT_ATTRS:
+        # A filter deleted an attribute __init__ sets: the tail starts earlier, and
+        # its first extras sit before it. Read them all (the C handle leaves such a
+        # record to this code).
+        extras = {k: v for k, v in attrs.items() if k not in _NOT_EXTRAS}
+    elif not _NOT_EXTRAS.isdisjoint(extras):
         # A filter that deleted an attribute __init__ sets and set it again moved
         # it to the end: extras may sit before the tail then. Read them all.
         source = extras if _INIT_ATTRS.isdisjoint(extras) else attrs
@@ -583,10 +590,14 @@ def _running() -> bool:
 
 
 def _millis(created: object) -> int:
-    """``created`` in epoch milliseconds; now, where it is not a usable time (NaN, a string)."""
+    """``created`` in epoch milliseconds; now, where it is not a usable time (NaN, a
+    string, or one a line's timestamp cannot hold: past a 64-bit integer, which a
+    service's JSON reader refuses, and the batch with it)."""
     if not isinstance(created, str | bytes):  # a number of any kind (a Decimal, say)
         try:
-            return millis(created)  # type: ignore[arg-type]
+            ms = millis(created)  # type: ignore[arg-type]
+            if -(2**63) <= ms < 2**63:
+                return ms
         except Exception:  # NaN, infinite, None, an object
             pass
     return now_millis()

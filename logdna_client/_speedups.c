@@ -657,6 +657,11 @@ meta_json(Handle *self, PyObject *attrs)
     }
     /* Extras: what follows the attributes LogRecord.__init__ sets (_extras). */
     for (i = 0; size > self->plain_len && PyDict_Next(attrs, &pos, &key, &value); i++) {
+        if (i == self->plain_len - 1 &&
+            (!PyUnicode_CheckExact(key) ||
+             PyDict_GetItemWithError(self->standard_attrs, key) != Py_True)) {
+            return NULL;  /* a filter deleted one __init__ sets: extras sit before the tail */
+        }
         if (i < self->plain_len) {
             continue;
         }

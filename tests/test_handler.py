@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -554,6 +555,24 @@ class TestInlinePath:
             line = json.loads(offline.client._buffer.snapshot()[-1])
             assert ("m a", {"name": "t.readd", "user": 1}) == (line["line"], line.get("meta"))
 
+    @pytest.mark.parametrize("deleted", [("processName",), ("funcName", "lineno")])
+    def test_extras_kept_when_a_filter_deletes_a_standard_attribute(
+        self, offline: LogDNAHandler, deleted: tuple[str, ...]
+    ) -> None:
+        """A filter that deletes standard attributes (one or two) moves the extras
+        before the tail where they are looked for: every one still ships."""
+        log = logging.getLogger("t.deleted")
+        extra = {"user": 1, "path": "/x", "method": "GET"}
+        for _ in range(2):  # the second: keys known, the level's tail cached
+            record = log.makeRecord(
+                "t.deleted", logging.INFO, __file__, 1, "m %s", ("a",), None, extra=extra
+            )
+            for name in deleted:
+                delattr(record, name)
+            offline.handle(record)
+            line = json.loads(offline.client._buffer.snapshot()[-1])
+            assert ("m a", {"name": "t.deleted", **extra}) == (line["line"], line.get("meta"))
+
     @pytest.mark.parametrize("depth", [31, 32, 33, 40, 200])
     def test_deep_lists_in_extra_as_the_general_builder(
         self, offline: LogDNAHandler, depth: int
@@ -625,6 +644,22 @@ class TestInlinePath:
             first, second = self.queued_twice(offline, record)
             assert int(created * 1000) == first["timestamp"] == second["timestamp"]
 
+    @pytest.mark.parametrize(
+        "created",
+        [1e300, -1e300, 9_223_372_036_854_776, 10**400],
+        ids=["1e300", "-1e300", "a second past int64", "10**400"],
+    )
+    def test_times_no_timestamp_holds_are_now(self, offline: LogDNAHandler, created: float) -> None:
+        """A created time past what a 64-bit timestamp holds (in milliseconds) ships
+        with the time of the call, not as a number the service cannot read."""
+        record = logging.LogRecord("t.ts", logging.INFO, __file__, 1, "x", None, None)
+        record.created = created
+        before = int(time.time() * 1000)
+        offline.handle(record)
+        after = int(time.time() * 1000)
+        stamp = json.loads(offline.client._buffer.snapshot()[-1])["timestamp"]
+        assert before <= stamp <= after
+
     def test_odd_times(self, offline: LogDNAHandler) -> None:
         """Negative times (cut toward 0, as int() cuts) and exact times beyond what a
         float holds exactly each ship their own millisecond."""
@@ -634,7 +669,7 @@ class TestInlinePath:
         made: list[Any] = [
             -0.0015, -0.0005, -0.9995, -0.9990, 0.0005,
             Decimal("9007199254740.992"), Decimal("9007199254740.993"),
-            Fraction(1125899906842624, 125), 9_223_372_036_854_911, 9_223_372_036_854_912,
+            Fraction(1125899906842624, 125), 9_223_372_036_854_774, 9_223_372_036_854_775,
         ]  # fmt: skip
         for created in made:
             record = logging.LogRecord("t.ts", logging.INFO, __file__, 1, "x", None, None)
