@@ -575,6 +575,17 @@ sys.stderr.write("@@statuses %s\\n" % statuses)
 """
 
 
+def run_script(tmp_path: Path, text: str, server: DevServer) -> subprocess.CompletedProcess[str]:
+    """Runs ``text`` as a program of its own, shipping to ``server``, to its end."""
+    script = tmp_path / "program.py"
+    script.write_text(text)
+    env = dict(os.environ, LOGDNA_URL=server.url, PYTHONPATH=REPO)
+    return subprocess.run(
+        [sys.executable, str(script)],
+        env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path, check=False,
+    )  # fmt: skip
+
+
 class TestSigtermAsTheChildIsForked:
     def test_a_child_terminated_at_once_ends_by_it(self, server: DevServer, tmp_path: Path) -> None:
         """SIGTERM sent to a child the moment os.fork() returns (Pool.terminate() right
@@ -582,17 +593,95 @@ class TestSigtermAsTheChildIsForked:
         lost in 40 of 40 tries: CPython's child discards the signals caught before its
         signal reset, and our handler, in force there, had taken the default action's
         place; `with Pool(4, maxtasksperchild=1)` hung for good in 1 run of 15."""
-        script = tmp_path / "forks.py"
-        script.write_text(FORKED_THEN_TERMINATED)
-        env = dict(os.environ, LOGDNA_URL=server.url, PYTHONPATH=REPO)
-        proc = subprocess.run(
-            [sys.executable, str(script)],
-            env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path, check=False,
-        )  # fmt: skip
+        proc = run_script(tmp_path, FORKED_THEN_TERMINATED, server)
         assert 0 == proc.returncode, proc.stderr
         assert f"@@statuses {[-signal.SIGTERM] * 10}" in proc.stderr, proc.stderr
         assert server.wait_for_lines(1, TIMEOUT)
         assert ["the parent's line"] == texts(server)
+
+
+# A prefork master that respawns a worker from its SIGCHLD handler, made certain: a fork
+# hook of the application's, registered before the library's (its after_in_parent runs
+# first), raises the signal as a child's end would while the master forks.
+FORKED_INSIDE_THE_HOOKS = """
+import logging, os, signal, sys
+once = [True]
+def respawn(signum, frame):
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+def while_forking():
+    if once[0]:
+        once[0] = False
+        signal.raise_signal(signal.SIGUSR1)
+os.register_at_fork(after_in_parent=while_forking)
+signal.signal(signal.SIGUSR1, respawn)
+from logdna_client import LogDNAHandler
+handler = LogDNAHandler(url=os.environ["LOGDNA_URL"], shutdown_timeout=3)
+logging.getLogger().addHandler(handler)
+logging.getLogger().warning("the master's line")
+pid = os.fork()
+if pid == 0:
+    os._exit(0)
+os.waitpid(pid, 0)
+blocked = sorted(int(s) for s in signal.pthread_sigmask(signal.SIG_BLOCK, ()))
+sys.stderr.write("@@blocked %s\\n" % blocked)
+sys.stderr.flush()
+os.kill(os.getpid(), signal.SIGTERM)  # ends it, by SIGTERM, once its line is delivered
+signal.alarm(20)
+while True:
+    signal.pause()
+"""
+
+# The application's own masks: SIGTERM blocked in the forking thread before the fork (kept
+# in parent and child), SIGINT blocked in the child by a fork hook of its own, registered
+# before the library's (kept).
+FORKED_WITH_MASKS_OF_ITS_OWN = """
+import os, signal, sys
+os.register_at_fork(
+    after_in_child=lambda: signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}))
+from logdna_client import LogDNAHandler
+handler = LogDNAHandler(url=os.environ["LOGDNA_URL"], shutdown_timeout=3)
+handler.client.log("started")  # the sender, and with it the library's signal handlers
+def mask():
+    return sorted(int(s) for s in signal.pthread_sigmask(signal.SIG_BLOCK, ()))
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+read, write = os.pipe()
+pid = os.fork()
+if pid == 0:
+    os.write(write, repr(mask()).encode())
+    os._exit(0)
+os.waitpid(pid, 0)
+sys.stderr.write("@@parent %s child %s\\n" % (mask(), os.read(read, 100).decode()))
+"""
+
+
+class TestForksInsideTheForkHooks:
+    def test_a_fork_in_a_signal_handler_leaves_no_signal_blocked(
+        self, server: DevServer, tmp_path: Path
+    ) -> None:
+        """A fork made by a signal handler that runs inside another fork's hooks (a
+        prefork master respawning a worker on SIGCHLD) left SIGTERM and SIGHUP blocked
+        in the master for good: SIGTERM no longer ended it, and every child it forked
+        later inherited the block. The nested fork's hooks overwrote the mask the outer
+        fork had kept."""
+        proc = run_script(tmp_path, FORKED_INSIDE_THE_HOOKS, server)
+        assert "@@blocked []" in proc.stderr, proc.stderr
+        assert -signal.SIGTERM == proc.returncode, proc.stderr
+        assert server.wait_for_lines(1, TIMEOUT)
+        assert ["the master's line"] == texts(server)
+
+    def test_the_applications_own_masks_are_kept(self, server: DevServer, tmp_path: Path) -> None:
+        """Only what the library blocked for the fork is unblocked after it: SIGTERM the
+        application blocked before the fork stays blocked in parent and child, and SIGINT
+        its own fork hook blocks in the child stays blocked there (the library put the
+        whole mask from before the fork back, undoing the hook's block)."""
+        proc = run_script(tmp_path, FORKED_WITH_MASKS_OF_ITS_OWN, server)
+        assert 0 == proc.returncode, proc.stderr
+        term, sigint = int(signal.SIGTERM), int(signal.SIGINT)
+        expected = f"@@parent {[term]} child {sorted([sigint, term])}"
+        assert expected in proc.stderr, proc.stderr
 
 
 class TestReentrantCalls:
