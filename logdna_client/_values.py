@@ -162,6 +162,10 @@ def to_pattern_list(option: str, value: object) -> tuple[str, ...]:
 
 #: A regex quantifier in braces, as split_patterns reads one.
 _QUANTIFIER = re.compile(r"\{\d*(?:,\d*)?\}")
+#: A piece's global flags at its start ("(?x)", "(?ix)"), and a group's own ("(?x:",
+#: "(?-x:"), as split_patterns reads them for verbose mode.
+_GLOBAL_FLAGS = re.compile(r"\s*\(\?([aiLmsux]+)\)")
+_GROUP_FLAGS = re.compile(r"\(\?([aiLmsux]*)(?:-([imsx]+))?:")
 
 
 def split_patterns(option: str, text: str) -> list[str]:
@@ -169,20 +173,32 @@ def split_patterns(option: str, text: str) -> list[str]:
     ``(...)``, ``[...]`` and ``{...}`` and not after a backslash, with the blanks around
     each piece dropped (but an escaped one at its end: ``"a\\ "``).
 
-    A regex's own commas (``\\d{6,8}``, ``[,;]``, ``(?:a,b)``, ``\\,``) stay in it: cut
-    there, both halves may still compile and match something else than meant, or
-    nothing, and text the user wanted redacted would ship. For the same reason a piece
-    whose brackets do not pair up is refused rather than read some other way.
+    A regex's own commas (``\\d{6,8}``, ``[,;]``, ``(?:a,b)``, ``\\,``, a verbose
+    pattern's ``# comment, to the line's end``) stay in it: cut there, both halves may
+    still compile and match something else than meant, or nothing, and text the user
+    wanted redacted would ship. For the same reason a piece whose brackets do not pair
+    up is refused rather than read some other way.
     """
     cuts: list[int] = []
     # (position, what is wrong there) of the first bracket that does not pair up
     trouble: tuple[int, str] | None = None
-    opened: list[int] = []  # the "(" still open
+    opened: list[tuple[int, bool]] = []  # the "(" still open, and verbose mode in each
+    verbose = _verbose_at(text, 0)  # the piece's own mode (re.VERBOSE, "(?x)")
     i, end = 0, len(text)
     while i < end:
         char = text[i]
         if char == "\\":
-            i += 2
+            # (A named character's braces are its own: "\N{EURO SIGN}".)
+            named = text.startswith("N{", i + 1) and text.find("}", i) >= 0
+            i = text.find("}", i) + 1 if named else i + 2
+            continue
+        if char == "#" and (opened[-1][1] if opened else verbose):
+            # A verbose pattern's comment runs to the line's end, commas and all. One
+            # that runs to the text's end holds the rest: its comma is either.
+            j = text.find("\n", i)
+            if j < 0 and "," in text[i:]:
+                trouble = trouble or (i, "a comma in its '#' comment, which runs to the end")
+            i = end if j < 0 else j
             continue
         if char == "[":
             # A class ends at its first "]" but one right after "[" or "[^" (a literal
@@ -218,7 +234,13 @@ def split_patterns(option: str, text: str) -> list[str]:
             i = j + 1
             continue
         if char == "(":
-            opened.append(i)
+            flags = _GROUP_FLAGS.match(text, i)
+            inside = opened[-1][1] if opened else verbose
+            if flags is not None and "x" in flags[1]:
+                inside = True
+            elif flags is not None and "x" in (flags[2] or ""):
+                inside = False
+            opened.append((i, inside))
         elif char == ")":
             if opened:
                 opened.pop()
@@ -228,15 +250,22 @@ def split_patterns(option: str, text: str) -> list[str]:
             trouble = trouble or (i, f"its {char!r} closes nothing")
         elif char == "," and not opened:
             cuts.append(i)
+            verbose = _verbose_at(text, i + 1)
         i += 1
     if opened:
-        trouble = trouble or (opened[0], "its '(' is not closed")
+        trouble = trouble or (opened[0][0], "its '(' is not closed")
     bounds = list(zip([-1, *cuts], [*cuts, end], strict=True))
     if trouble is not None:
         at, what = trouble
         start, stop = next((a, b) for a, b in bounds if a < at < b)
         raise _fragment(option, text[start + 1 : stop], what)
     return [_trimmed(text[start + 1 : stop]) for start, stop in bounds]
+
+
+def _verbose_at(text: str, at: int) -> bool:
+    """Whether the piece starting at ``text[at]`` sets verbose mode (``(?x)``) first."""
+    flags = _GLOBAL_FLAGS.match(text, at)
+    return flags is not None and "x" in flags[1]
 
 
 def _trimmed(piece: str) -> str:

@@ -158,6 +158,19 @@ class TestDictConfig:
             line["line"] for line in server.lines
         ]
 
+    def test_a_verbose_pattern_with_a_commented_comma(self, server: DevServer) -> None:
+        """A verbose regex (a YAML block's) whose comment holds a comma redacts both of
+        its alternatives at the server. Before, it was cut at the comment's comma: the
+        rest lost its "(?x)", matched nothing, and the SSN arrived in clear."""
+        verbose = (
+            "(?x) MRN: \\s* \\d{7}  # record number, 7 digits\n | SSN: \\s* \\d{3}-\\d{2}-\\d{4}"
+        )
+        logging.config.dictConfig(config_for(server, redact_patterns=f"email, {verbose}"))
+        logging.getLogger(LOGGER).info("patient MRN: 1234567, SSN: 123-45-6789")
+        assert our_handler().client.flush(TIMEOUT)
+        assert server.wait_for_lines(1, TIMEOUT)
+        assert ["patient [REDACTED], [REDACTED]"] == [line["line"] for line in server.lines]
+
 
 class TestBlankStrings:
     def test_blank_redact_and_verify_keep_their_defaults(self, server: DevServer) -> None:

@@ -281,6 +281,31 @@ class TestToPatternList:
             r"(?:ORD,|INV-)\d, (?#a, [b)c ,d"
         )
 
+    @pytest.mark.parametrize(
+        "pattern",
+        [
+            "(?x) MRN: \\s* \\d{7}  # record number, 7 digits\n | SSN: \\s* \\d{3}-\\d{2}-\\d{4}",
+            "(?ix:ssn # US, with dashes\n \\d{3}-\\d{2}-\\d{4})",
+        ],
+    )
+    def test_a_verbose_patterns_comment_keeps_its_commas(self, pattern: str) -> None:
+        """In verbose mode a "#" comment runs to the line's end: cut at its comma, the
+        rest lost its "(?x)" (its spaces then literal), matched nothing, and the SSN it
+        was for shipped unredacted, with no error."""
+        assert ("phi", pattern) == patterns(f"phi, {pattern}")
+        re.compile(pattern)
+        # An escaped "#" starts no comment, nor does one in a class: three patterns.
+        assert ("(?x) a \\# b", "(?x)[#] c", "d") == patterns("(?x) a \\# b, (?x)[#] c, d")
+
+    def test_a_verbose_comment_with_a_comma_to_the_end_is_refused(self) -> None:
+        """Whether its comma ends it or not cannot be told: refused, not guessed."""
+        with fragment("(?x) a # mrn, b"):
+            patterns("(?x) a # mrn, b")
+        assert ("(?i)a # mrn", "b") == patterns("(?i)a # mrn, b")  # not verbose: a literal "#"
+
+    def test_a_named_characters_braces_are_its_own(self) -> None:
+        assert ("\\N{EURO SIGN}\\d+", "x") == patterns("\\N{EURO SIGN}\\d+, x")
+
     def test_an_escaped_comma_stays_in_its_pattern(self) -> None:
         """``\\,`` is a literal comma in a regex; ``\\\\,`` is a backslash, then a separator."""
         assert (r"last\, first", "x") == patterns(r"last\, first, x")
