@@ -156,17 +156,7 @@ def _wait_all_closed(clients: list[Client], *, at_exit: bool = True) -> None:
 
 def _close_all_at_exit() -> None:
     _mark_in_watch(_EXIT_BEGINS)
-    try:
-        _drain_queue_listeners()
-        _flush_memory_handlers()
-        close_all(wait=True)
-    except KeyboardInterrupt:
-        _cut_short()
-    except SystemExit:
-        # An application's signal handler that calls sys.exit() while the exit waits
-        # (gunicorn's on a worker timeout): it wants out, as Ctrl-C does. Let through,
-        # it left what the clients held uncounted, with "Exception ignored in atexit".
-        _cut_short(_BY_AN_EXIT)
+    _deliver_or_cut_short(_deliver_at_exit)
     signum = _ending_by
     if signum is not None and threading.current_thread() is threading.main_thread():
         # A termination signal began the ending while this thread could not wait (it
@@ -175,6 +165,31 @@ def _close_all_at_exit() -> None:
         # by that signal here, once the clients are done, as that thread would have:
         # an exit status of 0 would tell the supervisor the work was done.
         _end_once_delivered(signum)
+
+
+def _deliver_at_exit() -> None:
+    _drain_queue_listeners()
+    _flush_memory_handlers()
+    close_all(wait=True)
+
+
+def _deliver_or_cut_short(wait: Callable[[], object], *, reraise: bool = False) -> None:
+    """``wait`` for an ending's delivery (at exit, a termination signal's, a
+    multiprocessing or Celery child's end). An application's signal handler that raises
+    meanwhile wants out: Ctrl-C's KeyboardInterrupt, or a ``sys.exit()`` (gunicorn's on a
+    worker timeout). The deadline becomes now, and what the clients hold is spooled or
+    counted and said (``_cut_short``); let through, it was left uncounted, unsaid.
+    ``reraise``: the exception then goes on, where it decides how the process ends."""
+    try:
+        wait()
+    except KeyboardInterrupt:
+        _cut_short()
+        if reraise:
+            raise
+    except SystemExit:
+        _cut_short(_BY_AN_EXIT)
+        if reraise:
+            raise
 
 
 # How many more Ctrl-Cs the exit takes while it winds up after one cut it short (each
@@ -761,9 +776,8 @@ def _wait_then_end_elsewhere(clients: list[Client], signum: int) -> None:
 
 def _wait_then_end(clients: list[Client], signum: int) -> None:
     try:
-        _wait_all_closed(clients)
-    except KeyboardInterrupt:  # Ctrl-C meanwhile (on the main thread): as above
-        _cut_short()
+        # (Only on the main thread can a signal handler raise here.)
+        _deliver_or_cut_short(lambda: _wait_all_closed(clients))
     finally:
         _delivered.set()
         _end_by(signum)
@@ -1054,7 +1068,7 @@ def _install_mp_finalizer(client: Client) -> None:
         # closing and waiting for its own, left the next client's memory in place (not
         # on its spool) until the first one's deadline.
         if not client._exit_done:
-            close_all(wait=True)
+            _deliver_or_cut_short(_close_all_waiting, reraise=True)
 
     mp_util.Finalize(client, drain, exitpriority=100)
 
@@ -1089,6 +1103,10 @@ def hook_celery_pool_exit() -> None:
 
 
 def _deliver_at_pool_exit(**_: Any) -> None:
+    _deliver_or_cut_short(_close_all_waiting, reraise=True)
+
+
+def _close_all_waiting() -> None:
     close_all(wait=True)
 
 

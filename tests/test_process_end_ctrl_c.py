@@ -9,6 +9,7 @@ counted and said on stderr, and the library prints no traceback.
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -201,3 +202,73 @@ class TestSysExitDuringTheExit:
         assert "cut short by sys.exit() in a signal handler" in child.stderr, child.stderr
         assert "Exception ignored" not in child.stderr, child.stderr
         assert "Traceback" not in child.stderr, child.stderr
+
+    def test_sys_exit_while_sigterm_delivers(self) -> None:
+        """SIGTERM begins the delivery; an application's handler calls ``sys.exit()``
+        meanwhile: the wait is cut short, the loss said, and the process still ends by
+        SIGTERM. Before, the library's handler let the SystemExit through its wait and
+        ended the process at once, the 300 lines unsaid."""
+        with bad_server("silent") as bad:
+            child = Child(
+                """
+                import signal, sys
+                signal.signal(signal.SIGUSR1, lambda signum, frame: sys.exit(1))
+                for i in range(300):
+                    log.info("pending %d", i)
+                mark("logged")
+                wait_for("never")
+                """,
+                bad.url,
+                flush_interval="60",
+                shutdown_timeout=str(DEADLINE),
+            )
+            child.expect("logged")
+            child.kill(signal.SIGTERM)
+            assert bad.got_request.wait(30)  # delivering: the handler waits for it
+            sent = child.kill(signal.SIGUSR1)
+            code, _ = child.finish(timeout=2 * DEADLINE)
+            took = time.monotonic() - sent
+        assert -signal.SIGTERM == code, child.stderr
+        assert took < DEADLINE / 2, (took, child.stderr)
+        said = re.search(r"300 lines (could not be|were not) delivered", child.stderr)
+        assert said is not None, child.stderr
+        assert "cut short by sys.exit() in a signal handler" in child.stderr, child.stderr
+
+    @pytest.mark.parametrize(
+        ("handler", "exitcode"), [("sys.exit(3)", 3), ("raise KeyboardInterrupt", 1)]
+    )
+    def test_in_a_multiprocessing_childs_delivery(self, handler: str, exitcode: int) -> None:
+        """A multiprocessing child ends by os._exit: its lines are delivered by a
+        finalizer, which a handler's ``sys.exit()`` or KeyboardInterrupt cut short the
+        same way (before, the child ended at once, its 300 lines neither counted nor
+        said). The exception then goes on: the child's exit code is the one it asked."""
+        with bad_server("silent") as bad:
+            child = Child(
+                f"""
+                import multiprocessing, signal, sys
+                def work():
+                    def on_usr1(signum, frame):
+                        {handler}
+                    signal.signal(signal.SIGUSR1, on_usr1)
+                    for i in range(300):
+                        log.info("pending %d", i)
+                    mark("logged " + str(os.getpid()))
+                worker = multiprocessing.get_context("fork").Process(target=work)
+                worker.start()
+                worker.join()
+                mark("joined " + str(worker.exitcode))
+                """,
+                bad.url,
+                flush_interval="60",
+                shutdown_timeout=str(DEADLINE),
+            )
+            pid = int(child.expect("logged"))
+            assert bad.got_request.wait(30)  # the child's finalizer now waits on it
+            sent = time.monotonic()
+            os.kill(pid, signal.SIGUSR1)
+            assert str(exitcode) == child.expect("joined", timeout=2 * DEADLINE)
+            took = time.monotonic() - sent
+            child.finish(timeout=2 * DEADLINE)
+        assert took < DEADLINE / 2, (took, child.stderr)
+        said = re.search(r"300 lines (could not be|were not) delivered", child.stderr)
+        assert said is not None, child.stderr
