@@ -14,9 +14,20 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pytest
+
+from logdna_client import _native
+
 #: A loopback address nothing listens on (no key needed for loopback; never contacted
 #: by a test that keeps its lines queued).
 UNREACHABLE = "http://127.0.0.1:9/logs/ingest"
+
+#: For tests of the C path: skipped where it is not built, or switched off for the run
+#: (``LOGDNA_CLIENT_PURE_PYTHON``, as _native.enabled reads it: CI's pure-Python stage).
+needs_speedups = pytest.mark.skipif(
+    _native.speedups is None or os.environ.get("LOGDNA_CLIENT_PURE_PYTHON", "") not in ("", "0"),
+    reason="the C extension is not built, or switched off",
+)
 
 
 def make_logger(name: str, handler: logging.Handler) -> logging.Logger:

@@ -14,7 +14,12 @@ from hypothesis import strategies as st
 from logdna_client import Client, LogDNAHandler
 from logdna_client._redact import CREDENTIAL_PATTERNS, MARKER, Redactor
 from tests._redact_reference import ReferencePatterns
-from tests.test_redact import RecordingTransport, assert_ships_as, wire  # noqa: F401
+from tests.test_redact import (  # noqa: F401
+    CREDENTIAL_EXAMPLES,
+    RecordingTransport,
+    assert_ships_as,
+    wire,
+)
 from tests.test_speedups import (  # noqa: F401
     needs_speedups,
     pair,
@@ -274,6 +279,28 @@ class TestShapes:
 
         assert slow == fast
         assert [expected] * 2 == [orjson.loads(entry[1:])["line"] for entry in fast]
+
+    @needs_speedups
+    @pytest.mark.parametrize(("name", "example"), CREDENTIAL_EXAMPLES.items())
+    def test_c_path_redacts_every_patterns_example(
+        self,
+        name: str,
+        example: str,
+        pair: tuple[LogDNAHandler, LogDNAHandler],  # noqa: F811
+    ) -> None:
+        """Each default pattern's example, in a message and as an extra= value under a
+        key known plain, is redacted on the C path as on the Python one: a pattern
+        whose mark the C trigger check lacks ships there unredacted."""
+        changed = Redactor().text(example)
+        assert changed != example, name
+
+        fast, slow = through_both(pair, record(example, ()))
+        assert slow == fast
+        assert [changed] * 2 == [orjson.loads(entry[1:])["line"] for entry in fast]
+
+        fast_meta, slow_meta = with_extras_through_both(pair, {"note": example}, 3)
+        assert slow_meta == fast_meta
+        assert not [line for line in fast_meta if example.encode() in line], name
 
     @needs_speedups
     def test_c_path_meta_values(

@@ -13,11 +13,11 @@ import orjson
 import pytest
 import structlog
 
-from logdna_client import _native
 from logdna_client._devserver import DevServer
 from logdna_client._event import timestamp_of
 from logdna_client.structlog import LogDNAProcessor
 from tests._helpers_integrations import CapturingClient, delivered, logger_with
+from tests.helpers import needs_speedups
 from tests.test_speedups_events import offline_processor
 
 #: Five hours west of UTC, no summer time: a naive text read the wrong way is 5 h off.
@@ -115,7 +115,7 @@ class TestNaiveTimestampText:
         assert 1_700_018_000_000 == timestamp_of("2023-11-14T22:13:20-05:00")
         assert 1_700_000_000_000 == timestamp_of("2023-11-14T22:13:20+00:00")
 
-    @pytest.mark.skipif(_native.speedups is None, reason="the C extension is not built")
+    @needs_speedups
     def test_same_bytes_on_the_c_and_python_paths(
         self, zone: Any, monkeypatch: pytest.MonkeyPatch
     ) -> None:

@@ -31,7 +31,7 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", r".*httpx2", UserWarning)
     from starlette.testclient import TestClient
 
-from logdna_client import Client, ConfigurationError, LogDNAHandler, _capture, _exit, _native
+from logdna_client import Client, ConfigurationError, LogDNAHandler, _capture, _exit
 from logdna_client._devserver import DevServer
 from logdna_client._transport import Kind, Outcome
 from logdna_client.contrib import get_request_context
@@ -39,7 +39,7 @@ from logdna_client.contrib.asgi import LogDNAMiddleware
 from logdna_client.structlog import LogDNAProcessor
 from logdna_client.testing import capture_lines
 from tests._children import Child
-from tests.helpers import make_logger
+from tests.helpers import make_logger, needs_speedups
 from tests.test_client_api import _gated_client, _tick_then_release
 from tests.test_sender import client_with
 
@@ -619,7 +619,7 @@ class TestConfigurationDoc:
             with pytest.raises(ConfigurationError, match=f"^{name}: "):
                 Client(**_options(name, bad))
 
-    @pytest.mark.skipif(_native.speedups is None, reason="the C extension is not built here")
+    @needs_speedups
     def test_pure_python_env_when_built(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """LOGDNA_CLIENT_PURE_PYTHON=1 as a handler is built keeps that handler (and
         only that one) off the C extension, for good; both ship the same lines."""

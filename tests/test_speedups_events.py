@@ -29,13 +29,13 @@ from logdna_client._threads import BUSY_THREADS, SENDER_THREADS
 from logdna_client.contrib import bind_request_context, reset_request_context
 from logdna_client.structlog import LogDNAProcessor
 from tests import test_speedups
-from tests.helpers import busy_while_putting, in_forked_child
+from tests.helpers import busy_while_putting, in_forked_child, needs_speedups
 from tests.test_speedups import SCALARS, UNREACHABLE, offline_handler, record, twin
 
 #: The handler on the C path and the one on the Python path (test_speedups' fixture).
 pair = test_speedups.pair
 
-pytestmark = pytest.mark.skipif(_native.speedups is None, reason="the C extension is not built")
+pytestmark = needs_speedups
 
 # A fraction of a millisecond (0.7 ms): cutting and rounding it would differ.
 NOW = 1_700_000_000.0007

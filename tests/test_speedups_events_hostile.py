@@ -16,12 +16,12 @@ from typing import Any
 
 import pytest
 
-from logdna_client import _native
 from logdna_client.structlog import LogDNAProcessor
 from tests import test_speedups_events
+from tests.helpers import needs_speedups
 from tests.test_speedups_events import NOW
 
-pytestmark = pytest.mark.skipif(_native.speedups is None, reason="the C extension is not built")
+pytestmark = needs_speedups
 
 #: The C-path and Python-path processors of test_speedups_events, as a fixture here too.
 procs = test_speedups_events.procs

@@ -21,12 +21,13 @@ from typing import Any
 
 import pytest
 
-from logdna_client import LogDNAHandler, _native
+from logdna_client import LogDNAHandler
 from logdna_client.structlog import LogDNAProcessor
 from tests import test_speedups
+from tests.helpers import needs_speedups
 from tests.test_speedups import record, through_both, with_extras_through_both
 
-pytestmark = pytest.mark.skipif(_native.speedups is None, reason="the C extension is not built")
+pytestmark = needs_speedups
 
 #: A handler that never sends, whose credential check of message text runs ``hook``
 #: (once) after the redactor's Python code: what a signal handler, a finalizer or
