@@ -567,6 +567,43 @@ class TestDamage:
         spool.close()
         assert [] == segments(tmp_path)
 
+    def test_killed_while_writing_the_copy(self, tmp_path: Path) -> None:
+        """A process SIGKILLed while it wrote the copy, after some of its records: the
+        copy is not in place yet (its records go into it under a temporary name), so the
+        next process salvages the damaged segment again and sends every line once.
+        Before, the partial copy was adopted and its lines sent twice."""
+        path = write_segment(tmp_path, 6)
+        flip(path, record_offsets(path)[1] + 100)
+        damaged = path.read_bytes()
+
+        def run() -> None:
+            write = Spool._write
+            copied = []
+
+            def killed_at_the_second(self: Spool, seg: Any, parts: list[bytes]) -> None:
+                if "~" in seg.name:  # the copy's (whatever its file is called now)
+                    copied.append(parts)
+                    if len(copied) == 2:
+                        os.kill(os.getpid(), signal.SIGKILL)
+                write(self, seg, parts)
+
+            Spool._write = killed_at_the_second  # type: ignore[method-assign]
+            Spool.open(tmp_path).pending()  # adopting: the scan finds the damage
+
+        proc = _FORK.Process(target=run)
+        proc.start()
+        proc.join(_ANSWER)
+        assert -signal.SIGKILL == proc.exitcode
+        assert damaged == path.read_bytes()  # not cut
+        assert [path] == segments(tmp_path)  # and no copy in place
+        spool = Spool.open(tmp_path)
+        got = Counter(drain(spool))
+        whole = lines(0, 10) + lines(20, 40)
+        assert {line: 1 for line in whole} == {line: got[line] for line in whole}
+        assert set() == set(got) & set(lines(10, 10))  # the damaged record's
+        spool.close()
+        assert [] == segments(tmp_path)
+
     def test_garbage_with_few_marks_then_records_is_salvaged(self, tmp_path: Path) -> None:
         """Garbage in the middle with a few chance marks (within the bound): the records
         after it are found and delivered."""

@@ -754,9 +754,14 @@ class Spool:
             self._retire(old)
         return seg
 
-    def _create(self, name: str, created: int, destination: bytes, *, sync: bool) -> Segment:
-        """A new segment, held: made under a temporary name with its lock and header, then
-        renamed into place, so it is never visible unlocked; OSError when the disk refuses."""
+    def _create(
+        self, name: str, created: int, destination: bytes, *, sync: bool,
+        fill: Callable[[Segment], None] | None = None,
+    ) -> Segment:  # fmt: skip
+        """A new segment, held: made under a temporary name with its lock and header (and
+        what ``fill`` writes into it: a salvage's copy, whole before anyone can adopt it),
+        then renamed into place, so it is never visible unlocked, nor partly filled;
+        OSError when the disk refuses."""
         tmp = self._path(f"{TMP_PREFIX}{self._pid}-{secrets.token_hex(4)}")
         flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
         try:
@@ -769,6 +774,10 @@ class Spool:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             header = fmt.encode_header(self._pid, created, destination)
             write_all(fd, [header], 0)
+            seg = Segment(name, fd, own=True, size=fmt.HEADER_SIZE, scanned=True)
+            seg.destination = destination
+            if fill is not None:
+                fill(seg)
             if sync:
                 os.fdatasync(fd)
             os.rename(tmp, self._path(name))
@@ -778,8 +787,8 @@ class Spool:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
-        seg = Segment(name, fd, own=True, size=fmt.HEADER_SIZE, scanned=True)
-        seg.destination = destination
+        if sync:
+            seg.dirty = False  # (what fill wrote is on disk)
         self._segments[name] = seg
         if sync:
             self._sync_dir()
@@ -1276,8 +1285,11 @@ class Spool:
         # any later one, whose name differs already in its time.
         name = f"{stem}~{at:012d}-{self._pid}-{secrets.token_hex(3)}{SEG_SUFFIX}"
         created = int(self._clock() * 1e9)
-        copy = self._create(name, created, seg.destination or self.destination, sync=True)
-        try:
+
+        def fill(copy: Segment) -> None:
+            # Under the temporary name: a process killed before the copy is whole leaves
+            # no part of it to adopt (its records would go out again with the next
+            # salvage's copy), only the damaged segment, salvaged again.
             for head in records:
                 record = fmt.read_record(seg.fd, head.offset, end, with_data=True)
                 if not isinstance(record, fmt.Record) or record.data is None:
@@ -1287,13 +1299,10 @@ class Spool:
                 copy.next_seq += 1
                 copy.batches += 1
                 copy.lines += record.count
-            os.fdatasync(copy.fd)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(self._path(copy.name))
-            self._forget(copy)
-            raise
-        copy.dirty = False
+
+        copy = self._create(
+            name, created, seg.destination or self.destination, sync=True, fill=fill
+        )
         self._grew = True
         return copy
 
