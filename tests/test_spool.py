@@ -255,6 +255,20 @@ class TestAppendAndAck:
         assert [young] == list(tmp_path.iterdir())
 
 
+def adopt_and_be_killed(folder: Path, arm: Callable[[], None]) -> None:
+    """A forked child that ``arm``s its SIGKILL, then adopts ``folder``'s segments (the
+    scan finds their damage, and salvages it): it must end by that SIGKILL."""
+
+    def run() -> None:
+        arm()
+        Spool.open(folder).pending()
+
+    proc = _FORK.Process(target=run)
+    proc.start()
+    proc.join(_ANSWER)
+    assert -signal.SIGKILL == proc.exitcode
+
+
 def write_segment(
     folder: Path, batches: int, per_batch: int = 10, destination: bytes = UNNAMED
 ) -> Path:
@@ -550,12 +564,8 @@ class TestDamage:
                 os.kill(os.getpid(), signal.SIGKILL)
 
             Spool._keep_damaged = killed  # type: ignore[method-assign]  # the step after the copy
-            Spool.open(tmp_path).pending()  # adopting: the scan finds the damage
 
-        proc = _FORK.Process(target=run)
-        proc.start()
-        proc.join(_ANSWER)
-        assert -signal.SIGKILL == proc.exitcode
+        adopt_and_be_killed(tmp_path, run)
         assert damaged == path.read_bytes()  # not cut
         (copy,) = set(segments(tmp_path)) - {path}
         assert copy.name.startswith(path.name[: -len(".seg")] + "~")
@@ -588,12 +598,8 @@ class TestDamage:
                 write(self, seg, parts)
 
             Spool._write = killed_at_the_second  # type: ignore[method-assign]
-            Spool.open(tmp_path).pending()  # adopting: the scan finds the damage
 
-        proc = _FORK.Process(target=run)
-        proc.start()
-        proc.join(_ANSWER)
-        assert -signal.SIGKILL == proc.exitcode
+        adopt_and_be_killed(tmp_path, run)
         assert damaged == path.read_bytes()  # not cut
         assert [path] == segments(tmp_path)  # and no copy in place
         spool = Spool.open(tmp_path)
