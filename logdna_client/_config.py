@@ -179,11 +179,16 @@ def level_beside_client(client: object, options: Mapping[str, object]) -> int | 
     return level
 
 
+#: The attributes ``LogRecord.__init__`` sets, in the order it sets them (the record's
+#: extras follow them: ``_handler._extras``).
+INIT_RECORD_ATTRS: tuple[str, ...] = tuple(
+    logging.LogRecord("probe", logging.INFO, "p", 1, "m", None, None).__dict__
+)
 #: LogRecord attributes ``record_meta`` may name: what ``LogRecord.__init__`` sets,
 #: less what already ships as the line, its level or its timestamp.
-RECORD_META_ATTRS = frozenset(
-    logging.LogRecord("n", logging.INFO, "p", 1, "m", None, None).__dict__
-) - {"msg", "args", "exc_info", "exc_text", "stack_info", "levelname", "created"}
+RECORD_META_ATTRS = frozenset(INIT_RECORD_ATTRS) - {
+    "msg", "args", "exc_info", "exc_text", "stack_info", "levelname", "created",
+}  # fmt: skip
 
 
 def _record_attrs(value: object) -> tuple[str, ...]:

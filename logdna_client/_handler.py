@@ -33,7 +33,7 @@ from typing_extensions import Unpack
 
 from . import _context, _exit, _native, _official
 from ._client import Client
-from ._config import level_beside_client
+from ._config import INIT_RECORD_ATTRS, level_beside_client
 from ._context import current as request_context
 from ._context import with_context
 from ._errors import ConfigurationError
@@ -54,14 +54,13 @@ from ._threads import made_on_sender, marks_for, raised_by_signal_handler
 
 __all__ = ["STANDARD_RECORD_ATTRS", "LogDNAHandler", "record_meta"]
 
-_PROBE = logging.LogRecord("probe", logging.INFO, __file__, 1, "probe", None, None)
 # Attributes every LogRecord has; anything else arrived through extra= (or a
 # filter, adapter or other handler set it) and becomes meta.
-_INIT_ATTRS = frozenset(_PROBE.__dict__)  # the ones LogRecord.__init__ sets
+_INIT_ATTRS = frozenset(INIT_RECORD_ATTRS)
 STANDARD_RECORD_ATTRS: frozenset[str] = _INIT_ATTRS | {"message", "asctime"}
 # A record built without extra= has exactly this many attributes: the common
 # case skips the scan for extras altogether.
-_PLAIN_RECORD_LEN = len(_PROBE.__dict__)
+_PLAIN_RECORD_LEN = len(INIT_RECORD_ATTRS)
 # What structlog's wrap_for_formatter adds to the record (as extra=) for its own use:
 # never meta, whichever way the record comes (with its event dict as the message, or
 # with the text a QueueHandler in front made of it, the common record's way).
@@ -72,7 +71,6 @@ _NOT_EXTRAS = STANDARD_RECORD_ATTRS | _STRUCTLOG_ATTRS
 # extra -> whether LogRecord.__init__ sets it (True: Python decides; False: skipped,
 # never meta); one lookup tells both.
 _STANDARD_KINDS = {name: name in _INIT_ATTRS for name in _NOT_EXTRAS}
-del _PROBE
 
 # The stdlib's own getMessage: while LogRecord has it, ``msg % args`` is what it returns.
 _GET_MESSAGE = logging.LogRecord.getMessage

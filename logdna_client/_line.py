@@ -36,6 +36,7 @@ from ._redact import (
 )
 
 __all__ = [
+    "EMPTY_TEXT",
     "ENTRY_END",
     "ENTRY_HEAD",
     "ENTRY_META",
@@ -74,7 +75,8 @@ ENTRY_TIMESTAMP = b',"timestamp":'
 ENTRY_META = b',"meta":'
 ENTRY_END = b"}"
 
-_EMPTY = "(empty message)"
+#: The line an empty message ships as (the service refuses an empty one).
+EMPTY_TEXT = "(empty message)"
 # The service's limits live in _limits.py; the sender enforces them (and counts cuts).
 _NAME_CAP = NAME_CHARS
 # Meta that makes a line bigger than this plus max_line_length is replaced by a
@@ -413,7 +415,7 @@ class LineBuilder:
                 text = cap_text(text, limit, size)
         elif len(text) * 4 > limit:
             text = cap_text(text, limit)
-        line_text = text or _EMPTY
+        line_text = text or EMPTY_TEXT
         line: dict[str, Any] = {
             "line": line_text,
             "timestamp": timestamp,
@@ -470,7 +472,7 @@ class LineBuilder:
             }
             if not self._index_meta:
                 line["meta"] = self._dumps(line["meta"]).decode("utf-8")
-        text = line.get("line", _EMPTY)
+        text = line.get("line", EMPTY_TEXT)
         if not isinstance(text, str):  # a structured body (``encode``'s or a hook's)
             data = self._dumps(line)
             if len(data) <= self.total_limit:  # the meta's excerpt was enough: it stays one

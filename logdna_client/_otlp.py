@@ -36,6 +36,7 @@ from ._buffer import SEPARATOR
 from ._event import unnamed_level_number
 from ._kubernetes import parse_resource_attributes
 from ._limits import LINE_BYTES, Cuts, count_excerpt, enforce_line
+from ._line import EMPTY_TEXT
 from ._redact import MAX_DEPTH
 from ._transport import Kind, Outcome, classify, read_json, unconfirmed
 from ._values import utf8_text
@@ -970,7 +971,7 @@ def _line_of(
         number = _SEVERITY.get(number.rpartition("_")[2].rstrip("0123456789"), 0)
     level = _get(record, "severityText", "severity_text") or level_for(int(number))
     line: dict[str, Any] = {
-        "line": text or "(empty message)",
+        "line": text or EMPTY_TEXT,
         "timestamp": int(nanos or 0) // 1_000_000,
         "level": level,
     }
