@@ -140,6 +140,11 @@ def _key_value(quoted: str, bare: str) -> str:
     )
 
 
+#: What follows the "A" of an AWS access key id, by principal kind (AKIA long-term,
+#: ASIA temporary, ...): the aws_key pattern, TRIGGER and has_trigger read them here;
+#: _speedups.c's aws_prefixes keeps the same list (tests hold them equal).
+_AWS_KEY_KINDS = "KIA|SIA|BIA|CCA|GPA|IDA|ROA|IPA|NPA|NVA|PKA"
+
 #: Credential patterns for message text, on by default (with ``redact`` on). Each
 #: starts with a literal or a character class (any lookbehind comes after it), so
 #: the regex engine skips ahead to where a match can start, and has only bounded
@@ -170,8 +175,7 @@ CREDENTIAL_PATTERNS: dict[str, str] = {
         rf"|{_JOINER}{_BARE_UNIT}{{0,255}})",
     ),
     # AWS access key ids (long-term, temporary and the other principal kinds).
-    "aws_key": r"A(?<![A-Za-z0-9]A)(?:KIA|SIA|BIA|CCA|GPA|IDA|ROA|IPA|NPA|NVA|PKA)"
-    r"[A-Z0-9]{16}(?![A-Za-z0-9])",
+    "aws_key": rf"A(?<![A-Za-z0-9]A)(?:{_AWS_KEY_KINDS})[A-Z0-9]{{16}}(?![A-Za-z0-9])",
     # scheme://user:password@host: the password goes, to the authority's last "@"
     # (one inside the password, unencoded, is the password's: urllib and the
     # database drivers take the host after the last).
@@ -361,12 +365,12 @@ PRESET_GROUPS: dict[str, tuple[str, ...]] = {
 # Text without any skips the patterns; _speedups.c has the same test
 # (needs_redaction), kept equal by tests.
 TRIGGER = re.compile(
-    r"[:=@]|eyJ|A(?:KIA|SIA|BIA|CCA|GPA|IDA|ROA|IPA|NPA|NVA|PKA)|Auth\("
+    rf"[:=@]|eyJ|A(?:{_AWS_KEY_KINDS})|Auth\("
     r"|-----BEGIN|gh[pousr]_|github_pat_|[rs]k_(?:live|test)_|xox[abposr]-|--[A-Za-z]|-p|-U"
     r"|_access_key|_ACCESS_KEY"
     r"|hooks\.slack\.com/|/webhook|%(?:25)?3[ADad]"
 )
-_AWS_PREFIX = re.compile(r"A(?:KIA|SIA|BIA|CCA|GPA|IDA|ROA|IPA|NPA|NVA|PKA)")
+_AWS_PREFIX = re.compile(rf"A(?:{_AWS_KEY_KINDS})")
 _STRIPE_MARK = re.compile(r"[rs]k_(?:live|test)_")
 _SLACK_MARK = re.compile(r"xox[abposr]-")
 _OPTION_MARK = re.compile(r"--[A-Za-z]")

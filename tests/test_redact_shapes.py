@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from logdna_client import Client, LogDNAHandler
-from logdna_client._redact import CREDENTIAL_PATTERNS, MARKER, Redactor
+from logdna_client._redact import _AWS_KEY_KINDS, CREDENTIAL_PATTERNS, MARKER, Redactor
 from tests._redact_reference import ReferencePatterns
 from tests.test_redact import (  # noqa: F401
     CREDENTIAL_EXAMPLES,
@@ -301,6 +301,20 @@ class TestShapes:
         fast_meta, slow_meta = with_extras_through_both(pair, {"note": example}, 3)
         assert slow_meta == fast_meta
         assert not [line for line in fast_meta if example.encode() in line], name
+
+    @needs_speedups
+    @pytest.mark.parametrize("kind", _AWS_KEY_KINDS.split("|"))
+    def test_c_path_knows_every_aws_key_kind(
+        self,
+        kind: str,
+        pair: tuple[LogDNAHandler, LogDNAHandler],  # noqa: F811
+    ) -> None:
+        """An access key id of each principal kind the aws_key pattern knows is redacted
+        on the C path too (its check has its own list of the prefixes)."""
+        text = f"key A{kind}IOSFODNN7EXAMPLE used"
+        fast, slow = through_both(pair, record(text, ()))
+        assert slow == fast
+        assert ["key [REDACTED] used"] * 2 == [orjson.loads(e[1:])["line"] for e in fast]
 
     @needs_speedups
     def test_c_path_meta_values(
