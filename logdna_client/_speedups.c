@@ -297,8 +297,8 @@ done:
 
 /* -- the default credential patterns' triggers: _redact.TRIGGER ---------------- */
 
-/* The prefixes of AWS access key ids after their "A": text holding one goes to
- * the Python redactor. */
+/* The prefixes of AWS access key ids after their "A" (_redact._AWS_KEY_KINDS; a test
+ * checks each): text holding one goes to the Python redactor. */
 static const char aws_prefixes[][3] = {
     {'K', 'I', 'A'}, {'S', 'I', 'A'}, {'B', 'I', 'A'}, {'C', 'C', 'A'}, {'G', 'P', 'A'},
     {'I', 'D', 'A'}, {'R', 'O', 'A'}, {'I', 'P', 'A'}, {'N', 'P', 'A'}, {'N', 'V', 'A'},
