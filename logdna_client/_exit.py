@@ -410,7 +410,7 @@ def _unblock_after_fork() -> None:
     # function's start or after a call returns, and its exception, which CPython
     # swallows in a fork hook, would skip the rest and leave the thread blocking them
     # for good. (A Ctrl-C landing right at this function's start still can: SIGINT
-    # sent every 0.3 ms while a process forks did it once in about 200 forks, against
+    # sent every 0.3 ms while a process forks did it once in 60 to 190 forks, against
     # once in about 10 with the calls first. A window Python code cannot close.)
     state = _fork_block
     state.depth -= 1
