@@ -1120,14 +1120,16 @@ class HTTPTransport:
             # Scrubbed whole, before anything is cut to length for a report: a key
             # echoed across the cut would otherwise leave a part of itself behind.
             cap = MAX_PARTIAL_BYTES if response.status_code == 207 else MAX_RESPONSE_BYTES
+            retry_after = response.headers.get("Retry-After")
             # A 408 on a reused connection: the server closing it for idleness as the
-            # request went out (``_idle_timeout``). Never used again (the server closes
-            # it, said so or not): the request sent again goes out on a new one.
-            exchange.closed_by_server = _idle_timeout(response.status_code, exchange)
-            # A 101 (the only 1xx read as the answer, _FinalResponse) switched the
-            # connection to another protocol: sent on it, the next batch was answered in
-            # that protocol (and taken for a server that cannot speak HTTP/1.1).
-            keep = not exchange.closed_by_server and response.status_code >= 200
+            # request went out (``_idle_timeout``), sent again at once.
+            exchange.closed_by_server = _idle_timeout(response.status_code, exchange, retry_after)
+            # A 408's connection is never used again (the server closes it, said so or
+            # not; RFC 9110, 15.5.9): the request after it goes out on a new one. A 101
+            # (the only 1xx read as the answer, _FinalResponse) switched the connection
+            # to another protocol: sent on it, the next batch was answered in that
+            # protocol (and taken for a server that cannot speak HTTP/1.1).
+            keep = response.status_code >= 200 and response.status_code != 408
             text, whole = _read_capped(response, cap, keep=keep)
             # An answer that ends where its connection does (no Content-Length, no
             # chunks) ends, to the reader, where the deadline's cut ended it too.
@@ -1135,7 +1137,7 @@ class HTTPTransport:
             text = self._scrub(text)
             location = response.headers.get("Location")
             return self._classify(
-                response.status_code, response.headers.get("Retry-After"), text,
+                response.status_code, retry_after, text,
                 None if location is None else self._scrub(location), whole=whole,
             )  # fmt: skip
         except Exception as exc:
@@ -1151,7 +1153,7 @@ class HTTPTransport:
                 # says what the service did. As a failure, a 200 was sent again without
                 # end (stored each time) and a 413 or 400 was never split.
                 # Its body unread, a 207 confirms no line as stored.
-                exchange.closed_by_server = _idle_timeout(exchange.status, exchange)
+                exchange.closed_by_server = _idle_timeout(exchange.status, exchange, None)
                 return self._classify(exchange.status, None, "", None, whole=False)
             if exchange.expired:
                 detail = f"timed out: no complete answer in {time.monotonic() - started:.1f} s"
@@ -1466,14 +1468,18 @@ def _closed_by_server(exc: Exception, exchange: _Exchange) -> bool:
     return isinstance(_innermost(exc), _ENDED)
 
 
-def _idle_timeout(status: int, exchange: _Exchange) -> bool:
+def _idle_timeout(status: int, exchange: _Exchange, retry_after: str | None) -> bool:
     """Whether ``status``, the answer to the request of ``exchange``, is a 408 on a
     connection reused from an earlier request: what a server sends on a kept-alive
     connection it closes for idleness (RFC 9110, 15.5.9), the request unread, as the
     request went out on it; a client sends it again (as browsers do). Then it is
     handled as ``_closed_by_server``: sent again at once, once, on a new connection.
-    A 408 to a new connection's first request is a failure like any other."""
+    A 408 to a new connection's first request is a failure like any other; so is one
+    whose ``retry_after`` (its Retry-After) asks for a wait: the server asks the client
+    to wait, and it is a retry that honours it, as a 429's or a 503's is."""
     if status != 408 or exchange.expired:
+        return False
+    if (parse_retry_after(retry_after) or 0.0) > 0:
         return False
     return exchange.conn is not None and not exchange.dialed
 
