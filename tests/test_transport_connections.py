@@ -179,11 +179,11 @@ asyncio.run(main())
 )
 
 
-class TestTheProcessesEnd:
+class TestAtTheProcessEnd:
     @pytest.mark.parametrize(
         ("script", "delay"),
         [(_DELIVERS_AT_EXIT, 0.0), (_CANCELS_ITS_ACLOSE, 0.3)],
-        ids=["exit-after-a-flush", "cancelled-aclose"],
+        ids=["delivered-at-exit", "cancelled-aclose"],
     )
     def test_no_socket_is_left_unclosed(self, script: str, delay: float, tmp_path: Path) -> None:
         """A process whose exit delivers its last line on a pool made earlier leaves no
