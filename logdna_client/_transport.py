@@ -270,12 +270,15 @@ class _Exchange:
     """
 
     __slots__ = (
-        "closed_by_server", "conn", "connected", "deadline", "dialed", "done", "ending",
-        "expired", "fresh", "heard", "opening", "poke", "status", "watched",
+        "began", "closed_by_server", "conn", "connected", "deadline", "dialed", "done",
+        "ending", "expired", "fresh", "heard", "opening", "poke", "status", "watched",
     )  # fmt: skip
 
-    def __init__(self, deadline: float) -> None:
+    def __init__(self, deadline: float, began: float = 0.0) -> None:
         self.conn: object = None
+        #: The transport's clock as the request began: a kept-alive connection its server
+        #: said it ends by then is not used for it (``_Watched.spent``).
+        self.began = began
         #: A new connection's socket while its connect runs (a SOCKS proxy's: its
         #: handshake too), before urllib3 has a connection to hold (``_connect_held``):
         #: set and cleared on the sender thread.
@@ -449,19 +452,51 @@ _current = threading.local()
 
 
 class _Watched:
-    """Mixed into urllib3's connections: tell the current exchange which one it uses."""
+    """Mixed into urllib3's connections: tell the current exchange which one it uses,
+    and keep what the server announced of the connection's life (``Keep-Alive``)."""
+
+    #: The transport's clock at the last answer read on it, when its idle time began.
+    idle_since = 0.0
+    #: How long it may stay idle and still be used: the idle timeout the server last
+    #: announced, less ``_keep_alive_margin``; unlimited where none was.
+    idle_limit = math.inf
+    #: The requests the server said it still takes on it (its last ``max=``), less those
+    #: made since; unlimited where it said none.
+    requests_left = math.inf
 
     def connect(self) -> None:
         _watch(self)
         exchange = getattr(_current, "exchange", None)
         if exchange is not None:
             exchange.dialed = True
+        # A new socket: what the server announced of the one before holds no more.
+        self.idle_limit = self.requests_left = math.inf
         super().connect()  # type: ignore[misc]
         if exchange is not None:
             exchange.connected = True
 
+    def answered(self, keep_alive: str | None, now: float) -> None:
+        """An answer was read on it at ``now``, with ``keep_alive`` (its ``Keep-Alive``
+        header, if any): its idle time begins, under what the server announced."""
+        self.idle_since = now
+        if keep_alive is not None:
+            timeout, left = _keep_alive(keep_alive)
+            if timeout is not None:
+                self.idle_limit = timeout - _keep_alive_margin(timeout)
+            if left is not None:
+                self.requests_left = left
+
+    def spent(self, now: float) -> bool:
+        """Whether the server has ended it by ``now``, as it announced: idle past its
+        timeout (less the margin), or as many requests made as its ``max=`` allowed.
+        Used, a request on it races the server's close: it fails on the closed socket
+        (sent again, at the cost of a failed write) or, written as the close comes, may
+        cost a retry or be stored twice."""
+        return self.requests_left < 1 or now - self.idle_since >= self.idle_limit
+
     def request(self, *args: Any, **kwargs: Any) -> None:
         _watch(self)
+        self.requests_left -= 1
         try:
             super().request(*args, **kwargs)  # type: ignore[misc]
         except _ENDED:
@@ -486,6 +521,54 @@ def _watch(conn: object) -> None:
     exchange = getattr(_current, "exchange", None)
     if exchange is not None:
         exchange.conn = conn
+
+
+#: The most taken off an announced idle timeout before a connection idle that long is not
+#: used again: the server's timer starts once it sent its answer, before the client read
+#: it, and the next request takes as long again to reach it.
+_KEEP_ALIVE_MARGIN = 1.0
+_KEEP_ALIVE_NUMBER = re.compile(r"[0-9]{1,12}(?:\.[0-9]{1,9})?")
+
+
+def _keep_alive_margin(timeout: float) -> float:
+    """What is taken off an announced idle ``timeout``: ``_KEEP_ALIVE_MARGIN``, or a
+    quarter of it where that is less (announced 1 s, a connection is used again within
+    0.75 s, not never)."""
+    return min(_KEEP_ALIVE_MARGIN, timeout / 4)
+
+
+def _keep_alive(value: str) -> tuple[float | None, int | None]:
+    """The idle timeout (seconds) and the requests still taken that a ``Keep-Alive``
+    header announces (``timeout=5, max=100``; RFC 2068, 19.7.1.1), each None where it
+    says none that can be read. Said twice (two headers, joined), the lesser holds."""
+    timeout: float | None = None
+    left: int | None = None
+    for part in value.split(","):
+        name, _, number = part.partition("=")
+        number = number.strip().strip('"')
+        if _KEEP_ALIVE_NUMBER.fullmatch(number) is None:
+            continue
+        name = name.strip().lower()
+        if name == "timeout":
+            seconds = float(number)
+            timeout = seconds if timeout is None else min(timeout, seconds)
+        elif name == "max" and "." not in number:
+            count = int(number)
+            left = count if left is None else min(left, count)
+    return timeout, left
+
+
+class _Pooled:
+    """Mixed into urllib3's pools: a kept-alive connection its server announced it has
+    ended by now (``_Watched.spent``) is closed rather than used, as urllib3 closes one
+    it finds dropped; the request goes out on a new one."""
+
+    def _get_conn(self, timeout: float | None = None) -> Any:
+        conn = super()._get_conn(timeout)  # type: ignore[misc]
+        exchange = getattr(_current, "exchange", None)
+        if isinstance(conn, _Watched) and exchange is not None and conn.spent(exchange.began):
+            conn.close()  # type: ignore[attr-defined]
+        return conn
 
 
 #: The longest status line http.client reads (its ``_MAXLINE``).
@@ -553,7 +636,7 @@ class _WatchedHTTPSConnection(_Watched, urllib3.connection.HTTPSConnection):
     response_class = _FinalResponse
 
 
-class _WatchedHTTPPool(urllib3.connectionpool.HTTPConnectionPool):
+class _WatchedHTTPPool(_Pooled, urllib3.connectionpool.HTTPConnectionPool):
     ConnectionCls = _WatchedHTTPConnection
 
 
@@ -577,7 +660,7 @@ class _Unwarned:
             conn.connect()
 
 
-class _WatchedHTTPSPool(_Unwarned, urllib3.connectionpool.HTTPSConnectionPool):
+class _WatchedHTTPSPool(_Pooled, _Unwarned, urllib3.connectionpool.HTTPSConnectionPool):
     ConnectionCls = _WatchedHTTPSConnection
 
 
@@ -768,10 +851,10 @@ def _socks_pools() -> dict[str, type]:
     class TLSConn(_WatchedSocks, socks.SOCKSHTTPSConnection):
         response_class = _FinalResponse
 
-    class Pool(socks.SOCKSHTTPConnectionPool):
+    class Pool(_Pooled, socks.SOCKSHTTPConnectionPool):
         ConnectionCls = Conn
 
-    class TLSPool(_Unwarned, socks.SOCKSHTTPSConnectionPool):
+    class TLSPool(_Pooled, _Unwarned, socks.SOCKSHTTPSConnectionPool):
         ConnectionCls = TLSConn
 
     return {"http": Pool, "https": TLSPool}
@@ -806,6 +889,25 @@ class _WatchedAdapter(HTTPAdapter):
         # pools are its own classes, which open connections through the proxy.
         manager.pool_classes_by_scheme = _socks_pools() if socks else _WATCHED_POOLS
         return manager
+
+    def close(self) -> None:
+        # requests' close clears the pool managers, and urllib3 2 drops their pools
+        # there without closing them: a pool's connections close only when the pool is
+        # garbage-collected (a weakref finalizer). At the interpreter's exit those
+        # finalizers are off (weakref ends them at atexit, before the exit hook delivers
+        # the last lines), and the kept-alive connection the exit used was left open to
+        # the end: "ResourceWarning: unclosed socket" under -X dev. Closed here, every
+        # connection of every pool closes now (urllib3 1.26's clear closes them too; a
+        # pool closed twice does nothing), and one still carrying a request closes when
+        # it is handed back.
+        for manager in (self.poolmanager, *self.proxy_manager.values()):
+            pools = manager.pools
+            # keys(): a copy taken under the container's lock (iterating it raises).
+            for key in pools.keys():  # noqa: SIM118
+                pool = pools.get(key)
+                if pool is not None:
+                    pool.close()
+        super().close()
 
 
 def _check_proxy(url: str, proxies: dict[str, str]) -> None:
@@ -863,8 +965,10 @@ class _Session(requests.Session):
 class HTTPTransport:
     """Sends bodies over one ``requests.Session`` (one kept-alive connection)."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._url = config.url
+        #: What a kept-alive connection's idle time is told by (tests pass their own).
+        self._clock = clock
         self._verify = config.verify
         # A loopback url is never sent through a proxy (as Go's HTTP client decides too):
         # a proxy reaches its own loopback, not ours, and http:// to loopback needs no
@@ -955,7 +1059,7 @@ class HTTPTransport:
 
     def _send(self, body: bytes, *, gzipped: bool, timeout: float) -> Outcome:
         started = time.monotonic()
-        first = _Exchange(started + timeout)
+        first = _Exchange(started + timeout, self._clock())
         outcome = self._attempt(first, body, gzipped, timeout, started)
         left = first.deadline - time.monotonic()  # (brought forward if close() hurried it)
         if not (first.closed_by_server and left > 0):
@@ -973,7 +1077,7 @@ class HTTPTransport:
         # and the ordinary retry after a backoff resent it just the same: sent sooner, it
         # is stored twice no more often. Once only: a second failure, on a connection just
         # made, is a failure like any other.
-        again = _Exchange(first.deadline)
+        again = _Exchange(first.deadline, first.began)
         outcome = self._attempt(again, body, gzipped, min(timeout, left), started)
         return replace(outcome, resent=True)
 
@@ -1010,17 +1114,22 @@ class HTTPTransport:
             # Never follow a redirect: the key and the lines would go where the
             # configured endpoint points them (the ingest API never redirects).
             response = session.send(prepared, timeout=timeout, allow_redirects=False, **settings)
+            conn = exchange.conn
+            if isinstance(conn, _Watched):  # (before the read hands it back to the pool)
+                conn.answered(response.headers.get("Keep-Alive"), self._clock())
             # Scrubbed whole, before anything is cut to length for a report: a key
             # echoed across the cut would otherwise leave a part of itself behind.
             cap = MAX_PARTIAL_BYTES if response.status_code == 207 else MAX_RESPONSE_BYTES
+            retry_after = response.headers.get("Retry-After")
             # A 408 on a reused connection: the server closing it for idleness as the
-            # request went out (``_idle_timeout``). Never used again (the server closes
-            # it, said so or not): the request sent again goes out on a new one.
-            exchange.closed_by_server = _idle_timeout(response.status_code, exchange)
-            # A 101 (the only 1xx read as the answer, _FinalResponse) switched the
-            # connection to another protocol: sent on it, the next batch was answered in
-            # that protocol (and taken for a server that cannot speak HTTP/1.1).
-            keep = not exchange.closed_by_server and response.status_code >= 200
+            # request went out (``_idle_timeout``), sent again at once.
+            exchange.closed_by_server = _idle_timeout(response.status_code, exchange, retry_after)
+            # A 408's connection is never used again (the server closes it, said so or
+            # not; RFC 9110, 15.5.9): the request after it goes out on a new one. A 101
+            # (the only 1xx read as the answer, _FinalResponse) switched the connection
+            # to another protocol: sent on it, the next batch was answered in that
+            # protocol (and taken for a server that cannot speak HTTP/1.1).
+            keep = response.status_code >= 200 and response.status_code != 408
             text, whole = _read_capped(response, cap, keep=keep)
             # An answer that ends where its connection does (no Content-Length, no
             # chunks) ends, to the reader, where the deadline's cut ended it too.
@@ -1028,7 +1137,7 @@ class HTTPTransport:
             text = self._scrub(text)
             location = response.headers.get("Location")
             return self._classify(
-                response.status_code, response.headers.get("Retry-After"), text,
+                response.status_code, retry_after, text,
                 None if location is None else self._scrub(location), whole=whole,
             )  # fmt: skip
         except Exception as exc:
@@ -1044,7 +1153,7 @@ class HTTPTransport:
                 # says what the service did. As a failure, a 200 was sent again without
                 # end (stored each time) and a 413 or 400 was never split.
                 # Its body unread, a 207 confirms no line as stored.
-                exchange.closed_by_server = _idle_timeout(exchange.status, exchange)
+                exchange.closed_by_server = _idle_timeout(exchange.status, exchange, None)
                 return self._classify(exchange.status, None, "", None, whole=False)
             if exchange.expired:
                 detail = f"timed out: no complete answer in {time.monotonic() - started:.1f} s"
@@ -1359,14 +1468,18 @@ def _closed_by_server(exc: Exception, exchange: _Exchange) -> bool:
     return isinstance(_innermost(exc), _ENDED)
 
 
-def _idle_timeout(status: int, exchange: _Exchange) -> bool:
+def _idle_timeout(status: int, exchange: _Exchange, retry_after: str | None) -> bool:
     """Whether ``status``, the answer to the request of ``exchange``, is a 408 on a
     connection reused from an earlier request: what a server sends on a kept-alive
     connection it closes for idleness (RFC 9110, 15.5.9), the request unread, as the
     request went out on it; a client sends it again (as browsers do). Then it is
     handled as ``_closed_by_server``: sent again at once, once, on a new connection.
-    A 408 to a new connection's first request is a failure like any other."""
+    A 408 to a new connection's first request is a failure like any other; so is one
+    whose ``retry_after`` (its Retry-After) asks for a wait: the server asks the client
+    to wait, and it is a retry that honours it, as a 429's or a 503's is."""
     if status != 408 or exchange.expired:
+        return False
+    if (parse_retry_after(retry_after) or 0.0) > 0:
         return False
     return exchange.conn is not None and not exchange.dialed
 

@@ -392,6 +392,28 @@ class TestA408OnAKeptAliveConnection:
             k: v for k, v in (client.stats()["last_error"] or {}).items() if k != "when"
         }
 
+    def test_one_that_asks_for_a_wait_is_a_retry_that_waits(self) -> None:
+        """A 408 on the kept-alive connection with ``Retry-After: 1``: the server asks the
+        client to wait, so the batch is not sent again at once but retried as after a
+        429 or 503: counted, reported once, sent no sooner than the second asked for,
+        on a new connection."""
+
+        def timed_out_wait(request: Request, sock: socket.socket, stop: threading.Event) -> None:
+            sock.sendall(answer(408, b"", b"Retry-After: 1\r\nConnection: close\r\n"))
+
+        respond, stored = by_connection([answer(200), timed_out_wait])
+        arrived: list[float] = []
+
+        def timed(request: Request, sock: socket.socket, stop: threading.Event) -> bytes | None:
+            arrived.append(time.monotonic())
+            return respond(request, sock, stop)
+
+        client = one_retry((timed, stored), [["one"], ["two"]], requests=3)
+        assert {"kind": "retry", "status": 408} == {
+            k: v for k, v in (client.stats()["last_error"] or {}).items() if k != "when"
+        }
+        assert arrived[2] - arrived[1] >= 0.9, arrived  # (1 s, less the clocks' grain)
+
     def test_twice_in_a_row_is_one_retry(self) -> None:
         """A 408 on the kept-alive connection, then another on the new connection the
         batch is sent again on: sent again at once only once, then one counted retry."""
