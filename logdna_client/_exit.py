@@ -32,10 +32,12 @@ from ._report import KIND_ATTR, logger
 from ._sender import spill_while_closing
 from ._threads import (
     BUSY_THREADS,
+    LIBRARY_THREADS,
     NESTED_THREADS,
     SENDER_THREADS,
     Latch,
     _pthread_sigmask,
+    library_threads,
     start_library_thread,
 )
 
@@ -75,6 +77,7 @@ def register(client: Client) -> None:
     """Make the process-end hooks cover ``client``."""
     global _hooks_installed
     _clients.add(client)
+    _outlive_the_application()  # (a client built in such a child: no fork hook ran)
     if not _hooks_installed:
         _hooks_installed = True
         atexit.register(_close_all_at_exit)
@@ -447,6 +450,115 @@ def _reset_after_fork(execs: bool) -> None:
         # A multiprocessing child looks again before its target runs (_watch_again):
         # the start method may still change the wakeup fd after these hooks.
         _fork_look = True
+    if not execs:
+        _outlive_the_application()
+
+
+# -- a process forked from a thread other than the main one
+#
+# Only the original main thread's return from Py_Main finalizes the interpreter and runs
+# atexit. A child forked from another thread has no such thread: when its last thread
+# ends (the forking thread's function returns, raises, or calls sys.exit()) the OS
+# process ends with status 0, and nothing of Python's exit runs there. The library's
+# threads, still running, kept such a child alive for good, with its lines undelivered.
+# So in such a process a thread of ours waits for the application's threads to end
+# (join: no CPU while it waits), then does what the exit hook does, and lets the
+# library's threads end: the last thread's end ends the process, as without us.
+
+# The process (pid) whose watch for its last thread was started (once per process).
+_outliving: int | None = None
+# How often the watch looks again while a thread Python cannot join (one started
+# outside ``threading``) is all that is left of the application's, where /proc shows it.
+_OUTLIVE_LOOK = 1.0
+# How long it waits for a thread of the application's that is being started to run.
+_STARTING_LOOK = 0.01
+
+
+def _orphaned() -> bool:
+    """Whether this process has no thread whose end finalizes the interpreter: forked
+    from a thread other than the main one (or from such a process). After the fork,
+    ``threading.main_thread()`` is the forking thread there, not a ``_MainThread``."""
+    main_type = getattr(threading, "_MainThread", None)
+    return isinstance(main_type, type) and not isinstance(threading.main_thread(), main_type)
+
+
+def _outlive_the_application() -> None:
+    """Start, once per process and only in an orphaned one, the thread that ends the
+    library's part once the application's threads have all ended (``_outlive``)."""
+    global _outliving
+    pid = os.getpid()
+    if _outliving == pid or not _orphaned():
+        return
+    _outliving = pid
+    try:
+        start_library_thread(
+            threading.Thread(target=_outlive, name="logdna_client-outlive", daemon=True)
+        )
+    except RuntimeError:  # no thread to be had: the process stays as it was
+        _outliving = None
+
+
+def _outlive() -> None:
+    """Wait until no thread of the application's is left (daemon threads count: each
+    keeps the OS process alive without the library too), then end as the exit does."""
+    ended: set[int] = set()
+    pause = threading.Event()  # never set: the pause between looks at /proc
+    dummy = getattr(threading, "_DummyThread", ())
+    main = threading.main_thread()
+    while True:
+        me = threading.current_thread()
+        others = [t for t in threading.enumerate() if t is not me and t not in LIBRARY_THREADS]
+        joinable = [t for t in others if not isinstance(t, dummy)]
+        for thread in joinable:
+            try:
+                thread.join()
+            except RuntimeError:  # still being started (another thread's start())
+                pause.wait(_STARTING_LOOK)
+                continue
+            # Past its join the OS thread may still be on its way out. (The forking
+            # thread's native_id is the parent's: in the child its id is the pid.)
+            ended.add(os.getpid() if thread is main else thread.native_id or 0)
+        if joinable:
+            continue  # (one may have started another meanwhile)
+        foreign = _foreign_threads(ended)
+        if foreign is None:
+            if others:  # threads started outside threading, and no way to see them end
+                return
+            break
+        if not foreign:
+            break
+        pause.wait(_OUTLIVE_LOOK)
+    _end_orphaned()
+
+
+def _foreign_threads(ended: set[int]) -> bool | None:
+    """Whether an OS thread other than the library's (and those seen to end) runs in this
+    process, as Linux's /proc tells it (it shows threads Python never started: a C
+    library's, ``_thread``'s); None where it cannot tell."""
+    try:
+        tasks = {int(name) for name in os.listdir("/proc/self/task")}
+    except (OSError, ValueError):
+        return None
+    ours = {t.native_id for t in library_threads()} | ended
+    return bool(tasks - ours)
+
+
+def _end_orphaned() -> None:
+    """The exit hook's work (same deadline, reports and spool), then the signal watcher
+    ends; the process ends when the library's last thread does (status 0, as the
+    application's last thread would have ended it). A thread of ours that has not ended
+    by a moment's grace (a DNS lookup, which nothing can cut) is not waited for."""
+    _close_all_at_exit()
+    _stop_watching()
+    me = threading.current_thread()
+    until = time.monotonic() + _ENDING_GRACE
+    # (Alive only: the set also holds the parent's, one of them maybe never started here.)
+    ours = [t for t in library_threads() if t is not me and t.is_alive()]
+    for thread in ours:
+        thread.join(max(0.0, until - time.monotonic()))
+    if any(t.is_alive() for t in ours):
+        _flush_stdio(bounded=False)
+        os._exit(0)
 
 
 # -- termination signals
@@ -978,15 +1090,29 @@ def _unwatch_after_fork() -> None:
     except (ValueError, OSError):
         # Not the main thread: the C handler still writes to that number, so it must
         # not come free for a file of the child's. Point it at nothing.
-        try:
-            null = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(null, write_fd, inheritable=False)
-            os.close(null)
-        except OSError:
-            pass
+        _point_at_nothing(write_fd)
         _close(read_fd)
         return
     _close(read_fd, write_fd)
+
+
+def _stop_watching() -> None:
+    """End the watcher: its pipe's write end closed, it reads the end of the pipe. Called
+    off the main thread (which alone may change the wakeup fd), so that number, which the
+    C handler still writes to, is pointed at nothing rather than closed."""
+    global _watch_fds
+    fds, _watch_fds = _watch_fds, None
+    if fds is not None:
+        _point_at_nothing(fds[1])
+
+
+def _point_at_nothing(fd: int) -> None:
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, fd, inheritable=False)
+        os.close(null)
+    except OSError:
+        pass
 
 
 # -- multiprocessing children
