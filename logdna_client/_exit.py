@@ -470,7 +470,8 @@ _outliving: int | None = None
 # How often the watch looks again while a thread Python cannot join (one started
 # outside ``threading``) is all that is left of the application's, where /proc shows it.
 _OUTLIVE_LOOK = 1.0
-# How long it waits for a thread of the application's that is being started to run.
+# How long it waits for a thread of the application's that is being started to run (and
+# the first look again at /proc).
 _STARTING_LOOK = 0.01
 
 
@@ -505,6 +506,7 @@ def _outlive() -> None:
     pause = threading.Event()  # never set: the pause between looks at /proc
     dummy = getattr(threading, "_DummyThread", ())
     main = threading.main_thread()
+    look = _STARTING_LOOK
     while True:
         me = threading.current_thread()
         others = [t for t in threading.enumerate() if t is not me and t not in LIBRARY_THREADS]
@@ -527,7 +529,10 @@ def _outlive() -> None:
             break
         if not foreign:
             break
-        pause.wait(_OUTLIVE_LOOK)
+        # Soon at first: it may be a thread of ours or the application's that is being
+        # started or is on its way out, which Python does not show yet or any more.
+        pause.wait(look)
+        look = min(look * 2, _OUTLIVE_LOOK)
     _end_orphaned()
 
 
@@ -717,7 +722,11 @@ def _watch(read_fd: int) -> None:
                     # Python's C handler writes the byte whatever the handler: a signal
                     # that came while the application's was in force is theirs (it may
                     # have been taken before ours was put back: that one is too).
-                    if byte not in waiting and signal.getsignal(byte) is _on_termination:
+                    if signal.getsignal(byte) is not _on_termination:
+                        pass
+                    elif _main_has_ended():
+                        _take_without_main(byte)
+                    elif byte not in waiting:
                         waiting[byte] = (time.monotonic() + _WAKE_AFTER, False, _heard)
                 elif byte >= _TAKEN:
                     waiting.pop(byte - _TAKEN, None)
@@ -769,6 +778,30 @@ def _look_again(waiting: dict[int, tuple[float, bool, int]]) -> None:
             del waiting[signum]
 
 
+def _main_has_ended() -> bool:
+    """Whether the thread Python runs signal handlers on has ended for good: the forking
+    thread of a process forked from a thread other than the main one (``_orphaned``).
+    (In other processes the main thread counts as ended once the interpreter's exit
+    began, while it still runs the handlers.)"""
+    return _orphaned() and not threading.main_thread().is_alive()
+
+
+def _take_without_main(signum: int) -> None:
+    """Our handler's work for a termination signal, on the watcher: the main thread has
+    ended, so Python will never run a handler again (nor can the application's change
+    since: only that thread may set one), and the signal is ours. Before, such a process
+    went on as if it had none: SIGTERM never ended it. Never waits: the watcher must
+    read a second signal, which ends the process at once."""
+    global _terminating, _heard
+    _heard += 1
+    if _terminating:
+        _end_by(signum)
+    _terminating = True
+    clients = _begin_ending(signum)
+    if clients is not None:
+        _wait_then_end_elsewhere(clients, signum)
+
+
 def _wake_main() -> bool:
     main = threading.main_thread().ident
     return _waker is not None and main is not None and _waker.wake(main)
@@ -810,6 +843,11 @@ def _on_termination(signum: int, frame: Any) -> None:
     was ours. So here alone are signals counted, and a second one ends the process.
     """
     global _terminating, _heard
+    if _watch_fds is not None and _main_has_ended():
+        # Python runs handlers on the thread whose ident is the main thread's; once that
+        # thread has ended, a thread started later may get its ident, and runs them. The
+        # watcher takes these signals (_take_without_main): they are not taken twice.
+        return
     _heard += 1
     _mark_in_watch(_TAKEN + signum)  # the watcher need not wake the main thread for it
     if _terminating:  # a second signal while we deliver: the sender means it

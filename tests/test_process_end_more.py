@@ -1003,6 +1003,31 @@ class TestChildForkedFromAThread:
         got = [t for t in texts(server) if t != "parent"]
         assert_exactly_once_in_order(["early"] + [f"late {i}" for i in range(100)], got)
 
+    def test_sigterm_once_the_forking_thread_ended(self, server: DevServer) -> None:
+        """SIGTERM to such a child whose forking thread has ended, while a thread of the
+        application's still runs: no handler of Python's can run there any more (only
+        the main thread runs them, and it is gone), yet the child delivers its lines and
+        ends by SIGTERM, as a process whose main thread runs does. Before, the signal
+        was caught and never acted on: the child went on."""
+        in_the_child = """
+            def in_the_child():
+                main = threading.main_thread()
+                def last():
+                    main.join()
+                    for i in range(100):
+                        log.info("child %d", i)
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    threading.Event().wait()  # for good: only the signal ends the child
+                threading.Thread(target=last).start()
+            """
+        child = Child(forked_from_a_thread(in_the_child), server.url, flush_interval="60")
+        status = child.expect("child ended", timeout=60).split()[0]
+        code, _ = child.finish(timeout=60)
+        assert 0 == code, child.stderr
+        assert str(-signal.SIGTERM) == status, child.stderr
+        got = [t for t in texts(server) if t != "parent"]
+        assert_exactly_once_in_order([f"child {i}" for i in range(100)], got)
+
     def test_a_dead_service_ends_it_by_the_deadline_said(self) -> None:
         """With the service not answering, the child ends by ``shutdown_timeout`` (and
         a moment), with status 0, and says what it lost, as a normal exit does."""
@@ -1053,3 +1078,92 @@ class TestChildForkedFromAThread:
         assert 0 == code, stderr
         assert "@@child ended 0" in stderr, stderr
         assert_exactly_once_in_order([f"built in the child {i}" for i in range(50)], texts(server))
+
+
+class TestOnlyWhereNoThreadEndsTheInterpreter:
+    """Guards (they passed before the fix too): the watch for the last thread runs only
+    in a process forked from a thread other than the main one, and changes nothing for
+    the other ways such a process ends."""
+
+    def test_not_in_the_main_process_nor_a_child_forked_from_the_main_thread(
+        self, server: DevServer
+    ) -> None:
+        """Neither the main process nor a child forked from its main thread (whose exit
+        runs the exit hook) has the watch's thread; a child forked from another one has."""
+        child = Child(
+            """
+            import threading
+            def watching():
+                return any(t.name == "logdna_client-outlive" for t in threading.enumerate())
+            log.info("parent")
+            client.flush(30)
+            mark("parent watching %s" % watching())
+            pid = os.fork()
+            if pid == 0:
+                log.info("from the main thread's child")
+                client.flush(30)
+                mark("main thread's child watching %s" % watching())
+                os._exit(0)
+            os.waitpid(pid, 0)
+            def work():
+                pid = os.fork()
+                if pid == 0:
+                    mark("other thread's child watching %s" % watching())
+                    os._exit(0)
+                os.waitpid(pid, 0)
+            thread = threading.Thread(target=work)
+            thread.start()
+            thread.join()
+            """,
+            server.url,
+        )
+        assert "False" == child.expect("parent watching")
+        assert "False" == child.expect("main thread's child watching")
+        assert "True" == child.expect("other thread's child watching")
+        code, _ = child.finish()
+        assert 0 == code, child.stderr
+
+    @pytest.mark.parametrize("ending", ["multiprocessing", "exec"])
+    def test_a_child_that_ends_otherwise_keeps_its_status(
+        self, server: DevServer, ending: str
+    ) -> None:
+        """A ``multiprocessing`` child (fork) started from a thread ends by its own
+        ``os._exit`` with its exit code, its lines delivered by the library's finalizer;
+        a child that execs another program gets that program's status."""
+        child = Child(
+            """
+            import multiprocessing, subprocess, threading
+            def target():
+                for i in range(50):
+                    log.info("mp child %d", i)
+                sys.exit(5)
+            def work():
+                if os.environ["ENDING"] == "multiprocessing":
+                    process = multiprocessing.get_context("fork").Process(target=target)
+                    process.start()
+                    process.join(60)
+                    mark("child ended %s" % process.exitcode)
+                    return
+                pid = os.fork()
+                if pid == 0:
+                    signal.alarm(30)
+                    log.info("before the exec")
+                    os.execv(sys.executable, [sys.executable, "-c", "raise SystemExit(7)"])
+                _, status = os.waitpid(pid, 0)
+                mark("child ended %d" % os.waitstatus_to_exitcode(status))
+            thread = threading.Thread(target=work)
+            thread.start()
+            thread.join()
+            """,
+            server.url,
+            env={"ENDING": ending},
+            flush_interval="60",
+        )
+        status = child.expect("child ended", timeout=60)
+        code, _ = child.finish(timeout=60)
+        assert 0 == code, child.stderr
+        if ending == "multiprocessing":
+            assert "5" == status, child.stderr
+            assert_exactly_once_in_order([f"mp child {i}" for i in range(50)], texts(server))
+        else:
+            assert "7" == status, child.stderr
