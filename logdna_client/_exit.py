@@ -1,8 +1,10 @@
 """How a process ends, and what the clients in it do about it.
 
 Every way a process ends goes through here: interpreter exit (``atexit``),
-``fork`` (the child forgets the parent's pipelines), ``multiprocessing``
-children (which end with ``os._exit`` and skip ``atexit``), and SIGTERM and
+``fork`` (the child forgets the parent's pipelines), a child forked from a
+thread other than the main one (no atexit there: it ends when its last thread
+does), ``multiprocessing`` children (which end with ``os._exit`` and skip
+``atexit``), and SIGTERM and
 SIGHUP while their disposition is still the default (Kubernetes, systemd,
 ``docker stop``, ``Pool.terminate``): those are caught, the clients deliver
 within their ``shutdown_timeout``, and the process then ends by the same
@@ -510,22 +512,30 @@ def _outlive() -> None:
     while True:
         me = threading.current_thread()
         others = [t for t in threading.enumerate() if t is not me and t not in LIBRARY_THREADS]
-        joinable = [t for t in others if not isinstance(t, dummy)]
-        for thread in joinable:
+        waited = False
+        for thread in others:
+            if isinstance(thread, dummy):
+                continue  # (no join for them: /proc tells below)
+            alive = thread.is_alive()
             try:
                 thread.join()
             except RuntimeError:  # still being started (another thread's start())
                 pause.wait(_STARTING_LOOK)
+                waited = True
                 continue
+            # (Not one that had ended already: threading._shutdown(), which a
+            # multiprocessing child runs before its os._exit, marks the main thread
+            # ended and leaves it listed.)
+            waited = waited or alive
             # Past its join the OS thread may still be on its way out. (The forking
             # thread's native_id is the parent's: in the child its id is the pid.)
             ended.add(os.getpid() if thread is main else thread.native_id or 0)
-        if joinable:
+        if waited:
             continue  # (one may have started another meanwhile)
         foreign = _foreign_threads(ended)
         if foreign is None:
-            if others:  # threads started outside threading, and no way to see them end
-                return
+            if any(isinstance(t, dummy) for t in others):
+                return  # threads started outside threading, and no way to see them end
             break
         if not foreign:
             break
