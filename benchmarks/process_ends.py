@@ -69,6 +69,22 @@ CASES: dict[str, tuple[str, int | None]] = {
         ).replace("QUARTER", str(LINES // 4)),
         None,
     ),
+    "fork in a thread; the child's thread returns": (
+        textwrap.dedent(
+            """
+            import threading
+            def work():
+                pid = os.fork()
+                if pid == 0:
+                    burst("child")
+                    return  # the child's last thread of the application's ends
+                _, status = os.waitpid(pid, 0)
+                os._exit(os.waitstatus_to_exitcode(status))  # the child's status is ours
+            threading.Thread(target=work).start()
+            """
+        ),
+        None,
+    ),
     "os._exit(0)": ("burst()\nos._exit(0)", None),
     "SIGKILL (kill -9; also the kernel's OOM killer)": (
         "burst()\nsys.stderr.write('ready\\n'); sys.stderr.flush()\nsys.stdin.read()",

@@ -1,8 +1,10 @@
 """How a process ends, and what the clients in it do about it.
 
 Every way a process ends goes through here: interpreter exit (``atexit``),
-``fork`` (the child forgets the parent's pipelines), ``multiprocessing``
-children (which end with ``os._exit`` and skip ``atexit``), and SIGTERM and
+``fork`` (the child forgets the parent's pipelines), a child forked from a
+thread other than the main one (no atexit there: it ends when its last thread
+does), ``multiprocessing`` children (which end with ``os._exit`` and skip
+``atexit``), and SIGTERM and
 SIGHUP while their disposition is still the default (Kubernetes, systemd,
 ``docker stop``, ``Pool.terminate``): those are caught, the clients deliver
 within their ``shutdown_timeout``, and the process then ends by the same
@@ -32,10 +34,12 @@ from ._report import KIND_ATTR, logger
 from ._sender import spill_while_closing
 from ._threads import (
     BUSY_THREADS,
+    LIBRARY_THREADS,
     NESTED_THREADS,
     SENDER_THREADS,
     Latch,
     _pthread_sigmask,
+    library_threads,
     start_library_thread,
 )
 
@@ -75,6 +79,7 @@ def register(client: Client) -> None:
     """Make the process-end hooks cover ``client``."""
     global _hooks_installed
     _clients.add(client)
+    _outlive_the_application()  # (a client built in such a child: no fork hook ran)
     if not _hooks_installed:
         _hooks_installed = True
         atexit.register(_close_all_at_exit)
@@ -462,6 +467,128 @@ def _reset_after_fork(execs: bool) -> None:
         # A multiprocessing child looks again before its target runs (_watch_again):
         # the start method may still change the wakeup fd after these hooks.
         _fork_look = True
+    if not execs:
+        _outlive_the_application()
+
+
+# -- a process forked from a thread other than the main one
+#
+# Only the original main thread's return from Py_Main finalizes the interpreter and runs
+# atexit. A child forked from another thread has no such thread: when its last thread
+# ends (the forking thread's function returns, raises, or calls sys.exit()) the OS
+# process ends with status 0, and nothing of Python's exit runs there. The library's
+# threads, still running, kept such a child alive for good, with its lines undelivered.
+# So in such a process a thread of ours waits for the application's threads to end
+# (join: no CPU while it waits), then does what the exit hook does, and lets the
+# library's threads end: the last thread's end ends the process, as without us.
+
+# The process (pid) whose watch for its last thread was started (once per process).
+_outliving: int | None = None
+# How often the watch looks again while a thread Python cannot join (one started
+# outside ``threading``) is all that is left of the application's, where /proc shows it.
+_OUTLIVE_LOOK = 1.0
+# How long it waits for a thread of the application's that is being started to run (and
+# the first look again at /proc).
+_STARTING_LOOK = 0.01
+
+
+def _orphaned() -> bool:
+    """Whether this process has no thread whose end finalizes the interpreter: forked
+    from a thread other than the main one (or from such a process). After the fork,
+    ``threading.main_thread()`` is the forking thread there, not a ``_MainThread``."""
+    main_type = getattr(threading, "_MainThread", None)
+    return isinstance(main_type, type) and not isinstance(threading.main_thread(), main_type)
+
+
+def _outlive_the_application() -> None:
+    """Start, once per process and only in an orphaned one, the thread that ends the
+    library's part once the application's threads have all ended (``_outlive``)."""
+    global _outliving
+    pid = os.getpid()
+    if _outliving == pid or not _orphaned():
+        return
+    _outliving = pid
+    try:
+        start_library_thread(
+            threading.Thread(target=_outlive, name="logdna_client-outlive", daemon=True)
+        )
+    except RuntimeError:  # no thread to be had: the process stays as it was
+        _outliving = None
+
+
+def _outlive() -> None:
+    """Wait until no thread of the application's is left (daemon threads count: each
+    keeps the OS process alive without the library too), then end as the exit does."""
+    ended: set[int] = set()
+    pause = threading.Event()  # never set: the pause between looks at /proc
+    dummy = getattr(threading, "_DummyThread", ())
+    main = threading.main_thread()
+    look = _STARTING_LOOK
+    while True:
+        me = threading.current_thread()
+        others = [t for t in threading.enumerate() if t is not me and t not in LIBRARY_THREADS]
+        waited = False
+        for thread in others:
+            if isinstance(thread, dummy):
+                continue  # (no join for them: /proc tells below)
+            alive = thread.is_alive()
+            try:
+                thread.join()
+            except RuntimeError:  # still being started (another thread's start())
+                pause.wait(_STARTING_LOOK)
+                waited = True
+                continue
+            # (Not one that had ended already: threading._shutdown(), which a
+            # multiprocessing child runs before its os._exit, marks the main thread
+            # ended and leaves it listed.)
+            waited = waited or alive
+            # Past its join the OS thread may still be on its way out. (The forking
+            # thread's native_id is the parent's: in the child its id is the pid.)
+            ended.add(os.getpid() if thread is main else thread.native_id or 0)
+        if waited:
+            continue  # (one may have started another meanwhile)
+        foreign = _foreign_threads(ended)
+        if foreign is None:
+            if any(isinstance(t, dummy) for t in others):
+                return  # threads started outside threading, and no way to see them end
+            break
+        if not foreign:
+            break
+        # Soon at first: it may be a thread of ours or the application's that is being
+        # started or is on its way out, which Python does not show yet or any more.
+        pause.wait(look)
+        look = min(look * 2, _OUTLIVE_LOOK)
+    _end_orphaned()
+
+
+def _foreign_threads(ended: set[int]) -> bool | None:
+    """Whether an OS thread other than the library's (and those seen to end) runs in this
+    process, as Linux's /proc tells it (it shows threads Python never started: a C
+    library's, ``_thread``'s); None where it cannot tell."""
+    try:
+        tasks = {int(name) for name in os.listdir("/proc/self/task")}
+    except (OSError, ValueError):
+        return None
+    ours = {t.native_id for t in library_threads()} | ended
+    return bool(tasks - ours)
+
+
+def _end_orphaned() -> None:
+    """The exit hook's work (same deadline, reports and spool), then the signal watcher
+    ends; the process ends when the library's last thread does (status 0, as the
+    application's last thread would have ended it). A thread of ours that has not ended
+    by a moment's grace (a DNS lookup, which nothing can cut) is not waited for."""
+    _close_all_at_exit()
+    _stop_watching()
+    me = threading.current_thread()
+    until = time.monotonic() + _ENDING_GRACE
+    # (Alive only: the set also holds the parent's, one of them maybe never started here.)
+    ours = [t for t in library_threads() if t is not me and t.is_alive()]
+    for thread in ours:
+        thread.join(max(0.0, until - time.monotonic()))
+    if any(t.is_alive() for t in ours):
+        _flush_stdio(bounded=False)
+        os._exit(0)
 
 
 # -- termination signals
@@ -620,7 +747,11 @@ def _watch(read_fd: int) -> None:
                     # Python's C handler writes the byte whatever the handler: a signal
                     # that came while the application's was in force is theirs (it may
                     # have been taken before ours was put back: that one is too).
-                    if byte not in waiting and signal.getsignal(byte) is _on_termination:
+                    if signal.getsignal(byte) is not _on_termination:
+                        pass
+                    elif _main_has_ended():
+                        _take_without_main(byte)
+                    elif byte not in waiting:
                         waiting[byte] = (time.monotonic() + _WAKE_AFTER, False, _heard)
                 elif byte >= _TAKEN:
                     waiting.pop(byte - _TAKEN, None)
@@ -672,6 +803,30 @@ def _look_again(waiting: dict[int, tuple[float, bool, int]]) -> None:
             del waiting[signum]
 
 
+def _main_has_ended() -> bool:
+    """Whether the thread Python runs signal handlers on has ended for good: the forking
+    thread of a process forked from a thread other than the main one (``_orphaned``).
+    (In other processes the main thread counts as ended once the interpreter's exit
+    began, while it still runs the handlers.)"""
+    return _orphaned() and not threading.main_thread().is_alive()
+
+
+def _take_without_main(signum: int) -> None:
+    """Our handler's work for a termination signal, on the watcher: the main thread has
+    ended, so Python will never run a handler again (nor can the application's change
+    since: only that thread may set one), and the signal is ours. Before, such a process
+    went on as if it had none: SIGTERM never ended it. Never waits: the watcher must
+    read a second signal, which ends the process at once."""
+    global _terminating, _heard
+    _heard += 1
+    if _terminating:
+        _end_by(signum)
+    _terminating = True
+    clients = _begin_ending(signum)
+    if clients is not None:
+        _wait_then_end_elsewhere(clients, signum)
+
+
 def _wake_main() -> bool:
     main = threading.main_thread().ident
     return _waker is not None and main is not None and _waker.wake(main)
@@ -713,6 +868,11 @@ def _on_termination(signum: int, frame: Any) -> None:
     was ours. So here alone are signals counted, and a second one ends the process.
     """
     global _terminating, _heard
+    if _watch_fds is not None and _main_has_ended():
+        # Python runs handlers on the thread whose ident is the main thread's; once that
+        # thread has ended, a thread started later may get its ident, and runs them. The
+        # watcher takes these signals (_take_without_main): they are not taken twice.
+        return
     _heard += 1
     _mark_in_watch(_TAKEN + signum)  # the watcher need not wake the main thread for it
     if _terminating:  # a second signal while we deliver: the sender means it
@@ -992,15 +1152,29 @@ def _unwatch_after_fork() -> None:
     except (ValueError, OSError):
         # Not the main thread: the C handler still writes to that number, so it must
         # not come free for a file of the child's. Point it at nothing.
-        try:
-            null = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(null, write_fd, inheritable=False)
-            os.close(null)
-        except OSError:
-            pass
+        _point_at_nothing(write_fd)
         _close(read_fd)
         return
     _close(read_fd, write_fd)
+
+
+def _stop_watching() -> None:
+    """End the watcher: its pipe's write end closed, it reads the end of the pipe. Called
+    off the main thread (which alone may change the wakeup fd), so that number, which the
+    C handler still writes to, is pointed at nothing rather than closed."""
+    global _watch_fds
+    fds, _watch_fds = _watch_fds, None
+    if fds is not None:
+        _point_at_nothing(fds[1])
+
+
+def _point_at_nothing(fd: int) -> None:
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, fd, inheritable=False)
+        os.close(null)
+    except OSError:
+        pass
 
 
 # -- multiprocessing children

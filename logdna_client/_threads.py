@@ -11,16 +11,19 @@ import signal
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from os import getpid
 from typing import Any
 
 __all__ = [
     "BUSY_THREADS",
+    "LIBRARY_THREADS",
     "NESTED_THREADS",
     "SENDER_THREADS",
     "Latch",
     "Wakeup",
+    "library_threads",
     "made_on_sender",
     "marks_for",
     "on_sender_thread",
@@ -66,6 +69,20 @@ def made_on_sender(record: Any, running: int) -> bool:
         return thread in SENDER_THREADS and getattr(record, "process", None) in (None, getpid())
     except Exception:
         return False
+
+
+#: Every thread the library started (``start_library_thread``): the threads that must not
+#: keep a process alive once the application's own have ended (``_exit._outlive``).
+LIBRARY_THREADS: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
+
+
+def library_threads() -> list[threading.Thread]:
+    """What ``LIBRARY_THREADS`` holds now (read while other threads may add to it)."""
+    while True:
+        try:
+            return list(LIBRARY_THREADS)
+        except RuntimeError:  # changed size while it was read: read again
+            continue
 
 
 def marks_for(thread: int) -> set[int] | None:
@@ -129,6 +146,7 @@ def start_library_thread(thread: threading.Thread) -> None:
     an exception its handler raises (KeyboardInterrupt) comes out of here, the
     thread launched or not (``Sender.launched`` tells).
     """
+    LIBRARY_THREADS.add(thread)
     sigmask = _pthread_sigmask()
     if sigmask is None:  # Windows: no such thing as a thread's signal mask
         thread.start()

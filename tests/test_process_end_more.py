@@ -876,3 +876,298 @@ class TestLoggingInAPreexecFn:
         expected = (["parent before"] if sending else []) + ["parent after"]
         assert expected == [t for t in texts(server) if not t.startswith("logdna_client:")]
         assert "" == child.stdout
+
+
+# -- a child forked from a thread other than the main one
+#
+# Such a child has no thread whose end finalizes the interpreter: when its last thread
+# ends, the OS process ends (status 0), and neither atexit nor the library's exit hook
+# runs. The library's threads kept it alive for good. ``signal.alarm`` bounds each child:
+# one that hangs ends by SIGALRM (-14) instead of holding the test.
+
+# How the forking thread ends in the child.
+FORKING_THREAD_ENDS = {
+    "return": "return",
+    "sys.exit": "sys.exit(3)",
+    "exception": "raise RuntimeError('the child fails')",
+}
+
+# The same script without the library: the reference for the exit status.
+FORKED_FROM_A_THREAD_ALONE = """
+import os, signal, sys, threading
+def work():
+    pid = os.fork()
+    if pid == 0:
+        signal.alarm(30)
+        {end}
+    _, status = os.waitpid(pid, 0)
+    sys.stderr.write("@@child ended %d\\n" % os.waitstatus_to_exitcode(status))
+threading.Thread(target=work).start()
+"""
+
+# Child code: the parent logs on its main thread (its sender and signal watcher run when
+# it forks), then forks from another thread; the child runs ``in_the_child()`` (defined
+# before this), then its forking thread ends by ``{end}``. The parent says when the
+# child ended (``time.monotonic()``) and with what status.
+FORKED_FROM_A_THREAD = """
+import threading
+log.info("parent")
+def work():
+    pid = os.fork()
+    if pid == 0:
+        signal.alarm(30)
+        in_the_child()
+        {end}
+    _, status = os.waitpid(pid, 0)
+    mark("child ended %d %f" % (os.waitstatus_to_exitcode(status), time.monotonic()))
+thread = threading.Thread(target=work)
+thread.start()
+thread.join()
+"""
+
+
+def forked_from_a_thread(in_the_child: str, end: str = "return") -> str:
+    """Child code: ``FORKED_FROM_A_THREAD`` running ``in_the_child`` (a function's code)."""
+    return textwrap.dedent(in_the_child) + FORKED_FROM_A_THREAD.format(end=end)
+
+
+def run_alone(code: str) -> tuple[int, str]:
+    """Run ``code`` in a fresh interpreter that never imports the library itself."""
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    return proc.returncode, proc.stderr
+
+
+class TestChildForkedFromAThread:
+    @pytest.mark.parametrize("end", list(FORKING_THREAD_ENDS))
+    def test_ends_as_without_the_library(self, server: DevServer, end: str) -> None:
+        """The forking thread's end (a return, ``sys.exit(3)``, an uncaught exception)
+        ends the child with the status it has without the library (0: its last thread
+        ended), once the lines it logged were delivered; the parent's are not sent again."""
+        how = FORKING_THREAD_ENDS[end]
+        code, stderr = run_alone(FORKED_FROM_A_THREAD_ALONE.format(end=how))
+        assert 0 == code, stderr
+        alone = stderr.split("@@child ended ")[1].split()[0]
+        assert "0" == alone, stderr
+        in_the_child = """
+            def in_the_child():
+                for i in range(200):
+                    log.info("child %d", i)
+            """
+        child = Child(
+            forked_from_a_thread(in_the_child, how),
+            server.url,
+            flush_interval="60",  # delivered by the ending, not by the interval
+        )
+        assert alone == child.expect("child ended", timeout=60).split()[0], child.stderr
+        code, _ = child.finish(timeout=60)
+        assert 0 == code, child.stderr
+        got = texts(server)
+        assert_exactly_once_in_order([f"child {i}" for i in range(200)], got)
+        assert 1 == got.count("parent")
+        assert "" == child.stdout
+
+    @pytest.mark.parametrize("daemon", [False, True], ids=["thread", "daemon-thread"])
+    def test_an_application_thread_still_running_keeps_it_alive(
+        self, server: DevServer, daemon: bool
+    ) -> None:
+        """A thread of the application's still running when the forking thread ends
+        (a daemon thread too: it keeps an OS process alive without the library as well)
+        keeps the child alive, and its lines logged after that end ship; once it ends,
+        the child ends with status 0, every line delivered."""
+        in_the_child = """
+            def in_the_child():
+                main = threading.main_thread()
+                def late():
+                    main.join()  # the forking thread has ended
+                    mark("forking thread ended")
+                    wait_for("go")
+                    for i in range(100):
+                        log.info("late %d", i)
+                threading.Thread(target=late, daemon=os.environ["DAEMON"] == "1").start()
+                log.info("early")
+            """
+        child = Child(
+            forked_from_a_thread(in_the_child),
+            server.url,
+            env={"DAEMON": "1" if daemon else "0"},
+            flush_interval="60",
+        )
+        child.expect("forking thread ended", timeout=60)
+        child.send("go")
+        assert "0" == child.expect("child ended", timeout=60).split()[0], child.stderr
+        code, _ = child.finish(timeout=60)
+        assert 0 == code, child.stderr
+        got = [t for t in texts(server) if t != "parent"]
+        assert_exactly_once_in_order(["early"] + [f"late {i}" for i in range(100)], got)
+
+    def test_sigterm_once_the_forking_thread_ended(self, server: DevServer) -> None:
+        """SIGTERM to such a child whose forking thread has ended, while a thread of the
+        application's still runs: no handler of Python's can run there any more (only
+        the main thread runs them, and it is gone), yet the child delivers its lines and
+        ends by SIGTERM, as a process whose main thread runs does. Before, the signal
+        was caught and never acted on: the child went on."""
+        # Every thread started before the forking thread ends: a thread started after it
+        # may get its ident, and Python then runs the handler there (which hid the bug).
+        in_the_child = """
+            def in_the_child():
+                main = threading.main_thread()
+                def last():
+                    main.join()
+                    for i in range(100):
+                        log.info("child %d", i)  # delivered by the ending only
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    threading.Event().wait()  # for good: only the signal ends the child
+                log.info("first")
+                client.flush(30)  # its sender runs
+                threading.Thread(target=last).start()
+            """
+        child = Child(forked_from_a_thread(in_the_child), server.url, flush_interval="60")
+        status = child.expect("child ended", timeout=60).split()[0]
+        code, _ = child.finish(timeout=60)
+        assert 0 == code, child.stderr
+        assert str(-signal.SIGTERM) == status, child.stderr
+        got = [t for t in texts(server) if t != "parent"]
+        assert_exactly_once_in_order(["first"] + [f"child {i}" for i in range(100)], got)
+
+    def test_a_dead_service_ends_it_by_the_deadline_said(self) -> None:
+        """With the service not answering, the child ends by ``shutdown_timeout`` (and
+        a moment), with status 0, and says what it lost, as a normal exit does."""
+        in_the_child = """
+            def in_the_child():
+                for i in range(100):
+                    log.info("child %d", i)
+                mark("forking thread ends %f" % time.monotonic())
+            """
+        with bad_server("silent") as bad:
+            child = Child(
+                forked_from_a_thread(in_the_child),
+                bad.url,
+                flush_interval="60",
+                shutdown_timeout="1.5",
+            )
+            began = float(child.expect("forking thread ends", timeout=60))
+            status, ended = child.expect("child ended", timeout=60).split()
+            code, _ = child.finish(timeout=60)
+        assert 0 == code, child.stderr
+        assert "0" == status, child.stderr
+        # The deadline and the close's grace; a loaded machine's scheduling besides.
+        assert float(ended) - began < 1.5 + 5, float(ended) - began
+        # The child's, then the parent's at its own exit (its line went to the same server).
+        assert [100, 1] == losses_said(child.stderr), child.stderr
+
+    def test_a_client_built_in_the_child(self, server: DevServer) -> None:
+        """A child whose first client is built after the fork (the parent never built
+        one, so no fork hook of the library's ran) ends as well, its lines delivered."""
+        code, stderr = run_alone(
+            f"""
+            import os, signal, sys, threading
+            sys.path.insert(0, {REPO!r})
+            def work():
+                pid = os.fork()
+                if pid == 0:
+                    signal.alarm(30)
+                    from logdna_client import Client
+                    client = Client(url={server.url!r}, flush_interval=60)
+                    for i in range(50):
+                        client.log("built in the child %d" % i)
+                    sys.exit(0)
+                _, status = os.waitpid(pid, 0)
+                sys.stderr.write("@@child ended %d\\n" % os.waitstatus_to_exitcode(status))
+            threading.Thread(target=work).start()
+            """
+        )
+        assert 0 == code, stderr
+        assert "@@child ended 0" in stderr, stderr
+        assert_exactly_once_in_order([f"built in the child {i}" for i in range(50)], texts(server))
+
+
+class TestOnlyWhereNoThreadEndsTheInterpreter:
+    """Guards (they passed before the fix too): the watch for the last thread runs only
+    in a process forked from a thread other than the main one, and changes nothing for
+    the other ways such a process ends."""
+
+    def test_not_in_the_main_process_nor_a_child_forked_from_the_main_thread(
+        self, server: DevServer
+    ) -> None:
+        """Neither the main process nor a child forked from its main thread (whose exit
+        runs the exit hook) has the watch's thread; a child forked from another one has."""
+        child = Child(
+            """
+            import threading
+            def watching():
+                return any(t.name == "logdna_client-outlive" for t in threading.enumerate())
+            log.info("parent")
+            client.flush(30)
+            mark("parent watching %s" % watching())
+            pid = os.fork()
+            if pid == 0:
+                log.info("from the main thread's child")
+                client.flush(30)
+                mark("main thread's child watching %s" % watching())
+                os._exit(0)
+            os.waitpid(pid, 0)
+            def work():
+                pid = os.fork()
+                if pid == 0:
+                    mark("other thread's child watching %s" % watching())
+                    os._exit(0)
+                os.waitpid(pid, 0)
+            thread = threading.Thread(target=work)
+            thread.start()
+            thread.join()
+            """,
+            server.url,
+        )
+        assert "False" == child.expect("parent watching")
+        assert "False" == child.expect("main thread's child watching")
+        assert "True" == child.expect("other thread's child watching")
+        code, _ = child.finish()
+        assert 0 == code, child.stderr
+
+    @pytest.mark.parametrize("ending", ["multiprocessing", "exec"])
+    def test_a_child_that_ends_otherwise_keeps_its_status(
+        self, server: DevServer, ending: str
+    ) -> None:
+        """A ``multiprocessing`` child (fork) started from a thread ends by its own
+        ``os._exit`` with its exit code, its lines delivered by the library's finalizer;
+        a child that execs another program gets that program's status."""
+        child = Child(
+            """
+            import multiprocessing, subprocess, threading
+            def target():
+                for i in range(50):
+                    log.info("mp child %d", i)
+                sys.exit(5)
+            def work():
+                if os.environ["ENDING"] == "multiprocessing":
+                    process = multiprocessing.get_context("fork").Process(target=target)
+                    process.start()
+                    process.join(60)
+                    mark("child ended %s" % process.exitcode)
+                    return
+                pid = os.fork()
+                if pid == 0:
+                    signal.alarm(30)
+                    log.info("before the exec")
+                    os.execv(sys.executable, [sys.executable, "-c", "raise SystemExit(7)"])
+                _, status = os.waitpid(pid, 0)
+                mark("child ended %d" % os.waitstatus_to_exitcode(status))
+            thread = threading.Thread(target=work)
+            thread.start()
+            thread.join()
+            """,
+            server.url,
+            env={"ENDING": ending},
+            flush_interval="60",
+        )
+        status = child.expect("child ended", timeout=60)
+        code, _ = child.finish(timeout=60)
+        assert 0 == code, child.stderr
+        if ending == "multiprocessing":
+            assert "5" == status, child.stderr
+            assert_exactly_once_in_order([f"mp child {i}" for i in range(50)], texts(server))
+        else:
+            assert "7" == status, child.stderr

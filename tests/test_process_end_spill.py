@@ -395,3 +395,51 @@ class TestTwoClientsInAMultiprocessingWorker:
             finally:
                 end(child, killed)
         assert {"first": HELD_LINES, "second": HELD_LINES} == held, child.stderr
+
+
+# The child: logs on its main thread, then forks from another thread; the grandchild logs
+# 100 lines and its forking thread returns: its last thread of the application's.
+FORK_IN_A_THREAD = """
+import threading
+log.info("parent")
+def work():
+    pid = os.fork()
+    if pid == 0:
+        signal.alarm(60)  # a child that hangs ends here instead (-SIGALRM)
+        for i in range(100):
+            log.info("child %d", i)
+        return
+    _, status = os.waitpid(pid, 0)
+    mark("child ended %d" % os.waitstatus_to_exitcode(status))
+thread = threading.Thread(target=work)
+thread.start()
+thread.join()
+"""
+
+
+class TestChildForkedFromAThreadWithASpool:
+    def test_what_the_service_did_not_take_is_left_for_the_next_process(
+        self, tmp_path: Path
+    ) -> None:
+        """A child forked from a thread other than the main one, whose requests hang: once
+        its forking thread ended it ends by its ``shutdown_timeout`` with status 0, as at a
+        normal exit its lines on disk and said so, and the next process delivers each
+        once."""
+        killed = threading.Event()
+        with scripted_server(hang_until(killed)) as server:
+            child = Child(
+                FORK_IN_A_THREAD, server.url, key=KEY, spool_dir=str(tmp_path),
+                flush_interval="3600", request_timeout="600", shutdown_timeout="1.5",
+            )  # fmt: skip
+            try:
+                status = child.expect("child ended", WAIT)
+                code, _ = child.finish(WAIT)
+            finally:
+                end(child, killed)
+            assert 0 == code, child.stderr
+            assert "0" == status, child.stderr
+            assert "left in the spool" in child.stderr, child.stderr
+            got = delivered_next(server, tmp_path)
+        assert_exactly_once_in_order([f"child {i}" for i in range(100)], got)
+        assert 1 == got.count("parent")
+        assert KEY not in child.stderr
