@@ -379,8 +379,9 @@ class _ForkBlock(threading.local):
     """A forking thread's part in the block: how many of its forks' hooks are running
     (a signal handler run inside them may fork again: a prefork master's SIGCHLD
     handler respawning a worker), and the signals they blocked, which the outermost
-    one's end unblocks. Only those: a signal the application blocks, before
-    the fork or in a fork hook of its own, stays blocked."""
+    one's end unblocks. Only those: a signal the application blocks before the fork,
+    or another than these two in a fork hook of its own, stays blocked. (SIGTERM or
+    SIGHUP blocked by its hook that runs before ours cannot be told from our block.)"""
 
     depth = 0
     blocked: frozenset[int] = frozenset()
@@ -793,6 +794,11 @@ def _look_again(waiting: dict[int, tuple[float, bool, int]]) -> None:
             # Our handler ran since (its mark lost: the pipe full): Python ran every
             # handler it had to run then, this signal's too.
             del waiting[signum]
+        elif _main_has_ended():
+            # The thread woken for it ended instead of running our handler (it was a
+            # forking thread's last moments): no thread will run it now.
+            del waiting[signum]
+            _take_without_main(signum)
         elif not woken and _wake_main():
             waiting[signum] = (now + _WAKE_HOLD, True, heard)
         else:

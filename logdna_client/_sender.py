@@ -383,19 +383,25 @@ class Sender:
             self._spool_opening = False
             self._notify()  # a flush() waiting for the spool to be opened (done())
             while True:
-                if self._deadline is None:
-                    self.wake.wait(self._config.flush_interval)
-                self.wake.clear()
-                if self.spool is not None:
-                    self.spool.tick()
                 try:
+                    if self._deadline is None:
+                        self.wake.wait(self._config.flush_interval)
+                    self.wake.clear()
+                    if self.spool is not None:
+                        self.spool.tick()
                     self._drain()
                 except _Shutdown:
                     pass
                 except BaseException as exc:
-                    if isinstance(exc, KeyboardInterrupt) and (
-                        threading.current_thread() is threading.main_thread()
-                    ):
+                    main = threading.current_thread() is threading.main_thread()
+                    if isinstance(exc, KeyboardInterrupt) and not main:
+                        # Python runs handlers on the thread whose ident is the main
+                        # thread's: in a child forked from a thread whose forking thread
+                        # ended, a sender started later may inherit that ident, and
+                        # Ctrl-C's handler raised here. No thread of the application's
+                        # could have taken it; the sender goes on.
+                        continue
+                    if isinstance(exc, KeyboardInterrupt):  # (on the main thread)
                         # Ctrl-C where the exit does the sender's work on the main thread
                         # (run_here): whoever pressed it wants out, as _exit._cut_short
                         # has it. The deadline is now: what is held goes to the spool or

@@ -969,6 +969,41 @@ class TestChildForkedFromAThread:
         assert 1 == got.count("parent")
         assert "" == child.stdout
 
+    def test_ctrl_c_does_not_end_a_sender_that_took_the_ended_threads_ident(
+        self, server: DevServer
+    ) -> None:
+        """A sender started after the forking thread ended may inherit its ident, and
+        Python runs signal handlers on that ident: Ctrl-C's KeyboardInterrupt was raised
+        in the sender, which ended, its lines undelivered till the deadline (3 to 6 of
+        300 lost). Without the library no thread takes it there; the sender goes on."""
+        in_the_child = """
+            def in_the_child():
+                main, ident = threading.main_thread(), threading.get_ident()
+                def worker():
+                    main.join()  # the forking thread has ended
+                    log.info("first")  # the child's sender starts now
+                    names = [t.name for t in threading.enumerate() if t.ident == ident]
+                    mark("reused %s %d" % (",".join(names) or "-", os.getpid()))
+                    wait_for("go")
+                    pace = threading.Event()  # never set: the lines spread over a second,
+                    for i in range(100):      # while the sender sends them as they come
+                        log.info("after %d", i)
+                        pace.wait(0.01)
+                threading.Thread(target=worker).start()
+            """
+        child = Child(forked_from_a_thread(in_the_child), server.url, flush_interval="0.05")
+        names, pid = child.expect("reused", timeout=60).split()
+        if "logdna_client-sender" not in names.split(","):
+            pytest.skip(f"the sender did not get the ended thread's ident here ({names})")
+        os.kill(int(pid), signal.SIGINT)
+        child.send("go")
+        assert "0" == child.expect("child ended", timeout=60).split()[0], child.stderr
+        code, _ = child.finish(timeout=60)
+        assert 0 == code, child.stderr
+        got = [t for t in texts(server) if t != "parent"]
+        assert_exactly_once_in_order(["first"] + [f"after {i}" for i in range(100)], got)
+        assert "KeyboardInterrupt" not in child.stderr, child.stderr
+
     @pytest.mark.parametrize("daemon", [False, True], ids=["thread", "daemon-thread"])
     def test_an_application_thread_still_running_keeps_it_alive(
         self, server: DevServer, daemon: bool
