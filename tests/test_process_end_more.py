@@ -940,6 +940,15 @@ def run_alone(code: str) -> tuple[int, str]:
     return proc.returncode, proc.stderr
 
 
+def assert_child_ended_delivering(child: Child, server: DevServer, lines: list[str]) -> None:
+    """The forked child ended with status 0 (and then the program did), and ``lines``
+    arrived, each once and in order, beside the parent's."""
+    assert "0" == child.expect("child ended", timeout=60).split()[0], child.stderr
+    code, _ = child.finish(timeout=60)
+    assert 0 == code, child.stderr
+    assert_exactly_once_in_order(lines, [t for t in texts(server) if t != "parent"])
+
+
 class TestChildForkedFromAThread:
     @pytest.mark.parametrize("end", list(FORKING_THREAD_ENDS))
     def test_ends_as_without_the_library(self, server: DevServer, end: str) -> None:
@@ -997,11 +1006,7 @@ class TestChildForkedFromAThread:
             pytest.skip(f"the sender did not get the ended thread's ident here ({names})")
         os.kill(int(pid), signal.SIGINT)
         child.send("go")
-        assert "0" == child.expect("child ended", timeout=60).split()[0], child.stderr
-        code, _ = child.finish(timeout=60)
-        assert 0 == code, child.stderr
-        got = [t for t in texts(server) if t != "parent"]
-        assert_exactly_once_in_order(["first"] + [f"after {i}" for i in range(100)], got)
+        assert_child_ended_delivering(child, server, ["first"] + [f"after {i}" for i in range(100)])
         assert "KeyboardInterrupt" not in child.stderr, child.stderr
 
     @pytest.mark.parametrize("daemon", [False, True], ids=["thread", "daemon-thread"])
@@ -1032,11 +1037,7 @@ class TestChildForkedFromAThread:
         )
         child.expect("forking thread ended", timeout=60)
         child.send("go")
-        assert "0" == child.expect("child ended", timeout=60).split()[0], child.stderr
-        code, _ = child.finish(timeout=60)
-        assert 0 == code, child.stderr
-        got = [t for t in texts(server) if t != "parent"]
-        assert_exactly_once_in_order(["early"] + [f"late {i}" for i in range(100)], got)
+        assert_child_ended_delivering(child, server, ["early"] + [f"late {i}" for i in range(100)])
 
     def test_sigterm_once_the_forking_thread_ended(self, server: DevServer) -> None:
         """SIGTERM to such a child whose forking thread has ended, while a thread of the
