@@ -35,6 +35,32 @@ def assert_loss_said(child: Child) -> None:
     assert "cut short by Ctrl-C" in child.stderr, child.stderr
 
 
+def interrupt_sigterms_delivery(setup: str, interrupt: int) -> tuple[Child, int, float]:
+    """A child (its code begun by ``setup``) with 300 lines pending gets SIGTERM, whose
+    delivery then waits on a service that never answers; ``interrupt`` is sent then.
+    The child, its exit code, and the seconds it took to end after ``interrupt``."""
+    with bad_server("silent") as bad:
+        child = Child(
+            f"""
+            import signal, sys
+            {setup}
+            for i in range(300):
+                log.info("pending %d", i)
+            mark("logged")
+            wait_for("never")
+            """,
+            bad.url,
+            flush_interval="60",
+            shutdown_timeout=str(DEADLINE),
+        )
+        child.expect("logged")
+        child.kill(signal.SIGTERM)
+        assert bad.got_request.wait(30)  # delivering: the handler waits for it
+        sent = child.kill(interrupt)
+        code, _ = child.finish(timeout=2 * DEADLINE)
+        return child, code, time.monotonic() - sent
+
+
 class TestCtrlCDuringTheExit:
     def test_a_second_ctrl_c_ends_the_exits_wait(self) -> None:
         """The first Ctrl-C ends the script; the exit hook then waits on the service;
@@ -71,24 +97,7 @@ class TestCtrlCDuringTheExit:
         """SIGTERM begins the delivery; Ctrl-C meanwhile ends the wait at once, as a
         second SIGTERM does: the process ends by SIGTERM, the loss is said, and no
         KeyboardInterrupt comes out of the library's handler."""
-        with bad_server("silent") as bad:
-            child = Child(
-                """
-                for i in range(300):
-                    log.info("pending %d", i)
-                mark("logged")
-                wait_for("never")
-                """,
-                bad.url,
-                flush_interval="60",
-                shutdown_timeout=str(DEADLINE),
-            )
-            child.expect("logged")
-            child.kill(signal.SIGTERM)
-            assert bad.got_request.wait(30)  # delivering: the handler waits for it
-            sent = child.kill(signal.SIGINT)
-            code, _ = child.finish(timeout=2 * DEADLINE)
-            took = time.monotonic() - sent
+        child, code, took = interrupt_sigterms_delivery("", signal.SIGINT)
         assert -signal.SIGTERM == code, child.stderr
         assert took < DEADLINE / 2, (took, child.stderr)
         assert_loss_said(child)
@@ -208,26 +217,9 @@ class TestSysExitDuringTheExit:
         meanwhile: the wait is cut short, the loss said, and the process still ends by
         SIGTERM. Before, the library's handler let the SystemExit through its wait and
         ended the process at once, the 300 lines unsaid."""
-        with bad_server("silent") as bad:
-            child = Child(
-                """
-                import signal, sys
-                signal.signal(signal.SIGUSR1, lambda signum, frame: sys.exit(1))
-                for i in range(300):
-                    log.info("pending %d", i)
-                mark("logged")
-                wait_for("never")
-                """,
-                bad.url,
-                flush_interval="60",
-                shutdown_timeout=str(DEADLINE),
-            )
-            child.expect("logged")
-            child.kill(signal.SIGTERM)
-            assert bad.got_request.wait(30)  # delivering: the handler waits for it
-            sent = child.kill(signal.SIGUSR1)
-            code, _ = child.finish(timeout=2 * DEADLINE)
-            took = time.monotonic() - sent
+        child, code, took = interrupt_sigterms_delivery(
+            "signal.signal(signal.SIGUSR1, lambda signum, frame: sys.exit(1))", signal.SIGUSR1
+        )
         assert -signal.SIGTERM == code, child.stderr
         assert took < DEADLINE / 2, (took, child.stderr)
         said = re.search(r"300 lines (could not be|were not) delivered", child.stderr)
