@@ -19,6 +19,7 @@ in turn.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import select
@@ -579,6 +580,13 @@ def _end_orphaned() -> None:
     ends; the process ends when the library's last thread does (status 0, as the
     application's last thread would have ended it). A thread of ours that has not ended
     by a moment's grace (a DNS lookup, which nothing can cut) is not waited for."""
+    # Every thread left is the library's, and each blocks the termination signals: this
+    # one takes them now, so that SIGTERM during the wait reaches the watcher (which
+    # begins the ending by it, and a second one ends the process at once), as at a
+    # normal exit. (No handler of the application's can run here any more.)
+    if _SIGMASK is not None and _watch_fds is not None:
+        with contextlib.suppress(ValueError, OSError):
+            _SIGMASK(signal.SIG_UNBLOCK, _termination_signals())
     _close_all_at_exit()
     _stop_watching()
     me = threading.current_thread()

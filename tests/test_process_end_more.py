@@ -1094,6 +1094,33 @@ class TestChildForkedFromAThread:
         # The child's, then the parent's at its own exit (its line went to the same server).
         assert [100, 1] == losses_said(child.stderr), child.stderr
 
+    def test_sigterm_during_its_ending_ends_it_by_sigterm(self) -> None:
+        """SIGTERM while such a child's ending waits on a service that does not answer
+        (every thread left is the library's): the child ends by SIGTERM once the wait is
+        over, as a process whose exit is under way does. Before, every thread blocked
+        it: it stayed pending, and the child ended with status 0 as if never sent."""
+        in_the_child = """
+            def in_the_child():
+                for i in range(100):
+                    log.info("child %d", i)
+                mark("pid %d" % os.getpid())
+            """
+        with bad_server("silent") as bad:
+            child = Child(
+                forked_from_a_thread(in_the_child),
+                bad.url,
+                flush_interval="60",
+                shutdown_timeout="1.5",
+            )
+            pid = int(child.expect("pid", timeout=60))
+            assert bad.got_request.wait(30)  # the ending delivers: it waits on the service
+            os.kill(pid, signal.SIGTERM)
+            status = child.expect("child ended", timeout=60).split()[0]
+            code, _ = child.finish(timeout=60)
+        assert 0 == code, child.stderr
+        assert str(-signal.SIGTERM) == status, child.stderr
+        assert 100 == losses_said(child.stderr)[0], child.stderr
+
     def test_a_client_built_in_the_child(self, server: DevServer) -> None:
         """A child whose first client is built after the fork (the parent never built
         one, so no fork hook of the library's ran) ends as well, its lines delivered."""
