@@ -949,6 +949,23 @@ def assert_child_ended_delivering(child: Child, server: DevServer, lines: list[s
     assert_exactly_once_in_order(lines, [t for t in texts(server) if t != "parent"])
 
 
+def ending_on_a_silent_service(url: str) -> tuple[Child, int, float]:
+    """A child forked from a thread logs 100 lines for ``url`` (a service that never
+    answers; ``shutdown_timeout`` 1.5 s) and its forking thread ends: the child, the
+    forked child's pid, and when its forking thread ended (monotonic)."""
+    in_the_child = """
+        def in_the_child():
+            for i in range(100):
+                log.info("child %d", i)
+            mark("forking thread ends %d %f" % (os.getpid(), time.monotonic()))
+        """
+    child = Child(
+        forked_from_a_thread(in_the_child), url, flush_interval="60", shutdown_timeout="1.5"
+    )
+    pid, began = child.expect("forking thread ends", timeout=60).split()
+    return child, int(pid), float(began)
+
+
 class TestChildForkedFromAThread:
     @pytest.mark.parametrize("end", list(FORKING_THREAD_ENDS))
     def test_ends_as_without_the_library(self, server: DevServer, end: str) -> None:
@@ -984,7 +1001,8 @@ class TestChildForkedFromAThread:
         """A sender started after the forking thread ended may inherit its ident, and
         Python runs signal handlers on that ident: Ctrl-C's KeyboardInterrupt was raised
         in the sender, which ended, its lines undelivered till the deadline (3 to 6 of
-        300 lost). Without the library no thread takes it there; the sender goes on."""
+        300 lost). Without the library no thread takes it there; the sender goes on.
+        (One that lands while the sender starts, before its loop, still ends it.)"""
         in_the_child = """
             def in_the_child():
                 main, ident = threading.main_thread(), threading.get_ident()
@@ -1004,6 +1022,8 @@ class TestChildForkedFromAThread:
         names, pid = child.expect("reused", timeout=60).split()
         if "logdna_client-sender" not in names.split(","):
             pytest.skip(f"the sender did not get the ended thread's ident here ({names})")
+        # In its loop (it sent "first"), not starting: Ctrl-C then still ends it (below).
+        assert server.wait_for_lines(2, 30)  # (and the parent's line)
         os.kill(int(pid), signal.SIGINT)
         child.send("go")
         assert_child_ended_delivering(child, server, ["first"] + [f"after {i}" for i in range(100)])
@@ -1071,20 +1091,8 @@ class TestChildForkedFromAThread:
     def test_a_dead_service_ends_it_by_the_deadline_said(self) -> None:
         """With the service not answering, the child ends by ``shutdown_timeout`` (and
         a moment), with status 0, and says what it lost, as a normal exit does."""
-        in_the_child = """
-            def in_the_child():
-                for i in range(100):
-                    log.info("child %d", i)
-                mark("forking thread ends %f" % time.monotonic())
-            """
         with bad_server("silent") as bad:
-            child = Child(
-                forked_from_a_thread(in_the_child),
-                bad.url,
-                flush_interval="60",
-                shutdown_timeout="1.5",
-            )
-            began = float(child.expect("forking thread ends", timeout=60))
+            child, _, began = ending_on_a_silent_service(bad.url)
             status, ended = child.expect("child ended", timeout=60).split()
             code, _ = child.finish(timeout=60)
         assert 0 == code, child.stderr
@@ -1099,20 +1107,8 @@ class TestChildForkedFromAThread:
         (every thread left is the library's): the child ends by SIGTERM once the wait is
         over, as a process whose exit is under way does. Before, every thread blocked
         it: it stayed pending, and the child ended with status 0 as if never sent."""
-        in_the_child = """
-            def in_the_child():
-                for i in range(100):
-                    log.info("child %d", i)
-                mark("pid %d" % os.getpid())
-            """
         with bad_server("silent") as bad:
-            child = Child(
-                forked_from_a_thread(in_the_child),
-                bad.url,
-                flush_interval="60",
-                shutdown_timeout="1.5",
-            )
-            pid = int(child.expect("pid", timeout=60))
+            child, pid, _ = ending_on_a_silent_service(bad.url)
             assert bad.got_request.wait(30)  # the ending delivers: it waits on the service
             os.kill(pid, signal.SIGTERM)
             status = child.expect("child ended", timeout=60).split()[0]
