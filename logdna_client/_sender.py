@@ -168,6 +168,15 @@ class _Unencodable(Exception):
         self.failed = failed
 
 
+def _stray_interrupt() -> bool:
+    """Whether a KeyboardInterrupt raised on this sender thread is a stray one: Python
+    runs signal handlers on the thread whose ident is the main thread's, and in a child
+    forked from a thread whose forking thread ended, a sender started later may inherit
+    that ident. No thread of the application's could have taken that Ctrl-C there; the
+    sender goes on."""
+    return threading.current_thread() is not threading.main_thread()
+
+
 class Sender:
     """Owns the background thread. ``start``, ``request_flush``, ``begin_close``."""
 
@@ -383,23 +392,21 @@ class Sender:
             self._spool_opening = False
             self._notify()  # a flush() waiting for the spool to be opened (done())
             while True:
-                try:
-                    if self._deadline is None:
+                if self._deadline is None:
+                    try:
                         self.wake.wait(self._config.flush_interval)
-                    self.wake.clear()
-                    if self.spool is not None:
-                        self.spool.tick()
+                    except KeyboardInterrupt:
+                        if not _stray_interrupt():
+                            raise
+                self.wake.clear()
+                if self.spool is not None:
+                    self.spool.tick()
+                try:
                     self._drain()
                 except _Shutdown:
                     pass
                 except BaseException as exc:
-                    main = threading.current_thread() is threading.main_thread()
-                    if isinstance(exc, KeyboardInterrupt) and not main:
-                        # Python runs handlers on the thread whose ident is the main
-                        # thread's: in a child forked from a thread whose forking thread
-                        # ended, a sender started later may inherit that ident, and
-                        # Ctrl-C's handler raised here. No thread of the application's
-                        # could have taken it; the sender goes on.
+                    if isinstance(exc, KeyboardInterrupt) and _stray_interrupt():
                         continue
                     if isinstance(exc, KeyboardInterrupt):  # (on the main thread)
                         # Ctrl-C where the exit does the sender's work on the main thread
