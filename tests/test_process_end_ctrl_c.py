@@ -233,7 +233,8 @@ class TestSysExitDuringTheExit:
         """A multiprocessing child ends by os._exit: its lines are delivered by a
         finalizer, which a handler's ``sys.exit()`` or KeyboardInterrupt cut short the
         same way (before, the child ended at once, its 300 lines neither counted nor
-        said). The exception then goes on: the child's exit code is the one it asked."""
+        said). The exception then goes on: the child's exit code is the one it asked
+        (before 3.13)."""
         with bad_server("silent") as bad:
             child = Child(
                 f"""
@@ -258,7 +259,10 @@ class TestSysExitDuringTheExit:
             assert bad.got_request.wait(30)  # the child's finalizer now waits on it
             sent = time.monotonic()
             os.kill(pid, signal.SIGUSR1)
-            assert str(exitcode) == child.expect("joined", timeout=2 * DEADLINE)
+            # (From 3.13 multiprocessing runs the finalizers as atexit callbacks, once the
+            # exit code is set: the exception goes on there, but decides it no more.)
+            asked = exitcode if sys.version_info < (3, 13) else 0
+            assert str(asked) == child.expect("joined", timeout=2 * DEADLINE)
             took = time.monotonic() - sent
             child.finish(timeout=2 * DEADLINE)
         assert took < DEADLINE / 2, (took, child.stderr)
