@@ -393,6 +393,14 @@ _fork_block = _ForkBlock()
 _SIGMASK = _pthread_sigmask()
 
 
+def _unblock(signals: list[int]) -> None:
+    """Unblock ``signals`` in the calling thread; nothing where threads have no masks.
+    (Not for _unblock_after_fork, which may make no call before its own.)"""
+    if _SIGMASK is not None:
+        with contextlib.suppress(ValueError, OSError):
+            _SIGMASK(signal.SIG_UNBLOCK, signals)
+
+
 def _block_for_fork() -> None:
     state = _fork_block
     # First, and no call before it: each fork's hooks end with exactly one unblock,
@@ -584,9 +592,8 @@ def _end_orphaned() -> None:
     # one takes them now, so that SIGTERM during the wait reaches the watcher (which
     # begins the ending by it, and a second one ends the process at once), as at a
     # normal exit. (No handler of the application's can run here any more.)
-    if _SIGMASK is not None and _watch_fds is not None:
-        with contextlib.suppress(ValueError, OSError):
-            _SIGMASK(signal.SIG_UNBLOCK, _termination_signals())
+    if _watch_fds is not None:
+        _unblock(_termination_signals())
     _close_all_at_exit()
     _stop_watching()
     me = threading.current_thread()
@@ -972,12 +979,7 @@ def _end_by(signum: int) -> None:
     _flush_stdio(bounded=not on_main)
     if defaulted:
         # Our threads block the signal: this one takes it, whatever the others' masks.
-        sigmask = getattr(signal, "pthread_sigmask", None)
-        if sigmask is not None:
-            try:
-                sigmask(signal.SIG_UNBLOCK, {signum})
-            except (ValueError, OSError):
-                pass
+        _unblock([signum])
         os.kill(os.getpid(), signum)
     # Only reached where the signal could not end us; end the same way a shell reports it.
     os._exit(128 + signum)
