@@ -151,6 +151,8 @@ class Buffer:
         self.closed = False
         #: Where lines go instead of the queue while ``testing.capture_lines`` is on.
         self._sink: Callable[[bytes], bool] | None = None
+        #: Where lines go once closed, if the closer said (``close(forward=)``).
+        self._forward: Callable[[bytes], bool] | None = None
         self._refresh_fast_limit()
 
     def __len__(self) -> int:
@@ -184,21 +186,32 @@ class Buffer:
         # wait for a take that only this thread could make.
         nested = self._overflow == "block" and (self.owned() or on_sender_thread())
         with self._lock:
-            if self.closed:
+            forward = self._forward
+            if self.closed and forward is None:
                 self._drop("after_close", 1)
                 return False
-            if self._sink is not None:
+            if self.closed:
+                pass  # forwarded below, outside the lock: it may take locks of its own
+            elif self._sink is not None:
                 return self._sink(data)
-            if self.queued_bytes + self.inflight_bytes + size > self._max and not self._make_room(
-                size, wait=not nested
+            elif self.queued_bytes + self.inflight_bytes + size > self._max and not (
+                self._make_room(size, wait=not nested)
             ):
                 return False
-            self.queued_bytes += size
-            self.entries.append(data)
-            wake = self.queued_bytes >= self._wake_at
-            if wake:
-                self._wake_at = _NEVER
-                self._refresh_fast_limit()
+            else:
+                self.queued_bytes += size
+                self.entries.append(data)
+                wake = self.queued_bytes >= self._wake_at
+                if wake:
+                    self._wake_at = _NEVER
+                    self._refresh_fast_limit()
+                forward = None
+        if forward is not None:
+            if forward(data):
+                return True
+            with self._lock:
+                self._drop("after_close", 1)
+            return False
         if wake:
             self._wake()
         return True
@@ -549,9 +562,14 @@ class Buffer:
         with self._lock:
             self.unreported.update(counts)
 
-    def close(self) -> None:
-        """Refuse further lines (counted as ``after_close``) and wake blocked writers."""
+    def close(self, forward: Callable[[bytes], bool] | None = None) -> None:
+        """Refuse further lines (counted as ``after_close``) and wake blocked writers.
+
+        ``forward``: hand each further line to it instead, and count it only when it
+        says False (a handler that a reconfiguration closed ships through a new client).
+        """
         with self._lock:
+            self._forward = forward
             self.closed = True
             self._refresh_fast_limit()
             self._space.notify_all()

@@ -486,10 +486,18 @@ class Client:
         timeout = max(0.0, timeout)
         self._close_by(_exit.exit_deadline(timeout, begins_exit=False), timeout, ending=False)
 
-    def _close_by(self, deadline: float, timeout: float, *, ending: bool = True) -> None:
+    def _close_by(
+        self,
+        deadline: float,
+        timeout: float,
+        *,
+        ending: bool = True,
+        forward: Callable[[bytes], bool] | None = None,
+    ) -> None:
         """``close`` with a deadline given, as the process-end paths give it (``ending``:
-        a close of the process's ending, ``logging.shutdown()`` closing a handler)."""
-        self._begin_close(deadline, timeout, ending=ending)
+        a close of the process's ending, ``logging.shutdown()`` closing a handler;
+        ``forward``: see ``Buffer.close``)."""
+        self._begin_close(deadline, timeout, ending=ending, forward=forward)
         if self._can_wait():
             self._wait_closed(at_exit=False, ending=ending)
         elif self._deliver_here:
@@ -506,7 +514,14 @@ class Client:
             or _exit.under_logging_lock()
         )
 
-    def _begin_close(self, deadline: float, timeout: float, *, ending: bool = True) -> None:
+    def _begin_close(
+        self,
+        deadline: float,
+        timeout: float,
+        *,
+        ending: bool = True,
+        forward: Callable[[bytes], bool] | None = None,
+    ) -> None:
         """Stop taking lines and let the sender drain until ``deadline``; never waits,
         so a signal handler or finalizer may call it. Not ``ending`` (the application's
         ``close()``), a line logged later is counted, not said to come after the exit."""
@@ -517,7 +532,7 @@ class Client:
             # the exit's report says how many (_report_exit_drops), or none would.
             self._after_close_at_ending = self._buffer.dropped["after_close"]
         self._closed = True
-        self._buffer.close()
+        self._buffer.close(forward)
         if self._started and not self._sender.alive and len(self._buffer):
             # The sender died (a bug of ours) with lines left: a new one delivers them,
             # as a line that finds it dead starts one (_restart_dead_sender).

@@ -24,7 +24,7 @@ import threading
 import time
 import traceback
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from itertools import islice
 from threading import get_ident
 from typing import Any, cast
@@ -71,6 +71,10 @@ _NOT_EXTRAS = STANDARD_RECORD_ATTRS | _STRUCTLOG_ATTRS
 # extra -> whether LogRecord.__init__ sets it (True: Python decides; False: skipped,
 # never meta); one lookup tells both.
 _STANDARD_KINDS = {name: name in _INIT_ATTRS for name in _NOT_EXTRAS}
+
+# How long a line waits for another thread to make the new client of a handler that a
+# reconfiguration closed (a moment; bounded against a wait on a lock this thread holds).
+_REOPEN_WAIT = 1.0
 
 # The stdlib's own getMessage: while LogRecord has it, ``msg % args`` is what it returns.
 _GET_MESSAGE = logging.LogRecord.getMessage
@@ -174,8 +178,10 @@ class LogDNAHandler(logging.Handler):
         # Beside client= and not given: NOTSET, every record (the logger's level decides).
         super().__init__(client.config.level if self._owns_client else level or 0)
         self._official = official
-        #: Taken (never waited for) by the one thread that reopens a replaced handler.
+        #: Held by the one thread that reopens a replaced handler (see ``_reopened``),
+        #: whose ident is ``_reopener`` meanwhile.
         self._reopening = threading.Lock()
+        self._reopener: int | None = None
         # A formatter of our own, so that logging.basicConfig() does not give this
         # handler its "LEVEL:name:message" one (the level already ships as a field).
         # Identity with it selects the short path; setFormatter() still wins.
@@ -426,8 +432,11 @@ class LogDNAHandler(logging.Handler):
 
     def _queue_built(self, record: logging.LogRecord, entry: bytes) -> bool:
         """Queue an entry the C ``handle`` built, when the buffer wants its locked path."""
+        fast = self._fast
         try:
-            self._fast.buffer = _native.put_built(self._client, entry)
+            buffer = _native.put_built(self._client, entry)
+            if fast is self._fast:  # (not where the put reopened the handler: see close)
+                fast.buffer = buffer
         except Exception as exc:
             if raised_by_signal_handler(exc):
                 raise
@@ -479,23 +488,30 @@ class LogDNAHandler(logging.Handler):
                 # its handle to reopen it already): this close changes nothing.
                 closed_before = client.closed
                 reconfiguring = _exit.under_logging_lock()
+                forward = None
+                if reconfiguring and _running() and not closed_before:
+                    # Before the close: a line from now on, and one a thread is building
+                    # with the handle it looked up before (its client closed under it),
+                    # goes to the new client. Only a handler that is used again pays for
+                    # it: its handle, not the logging path of every handler, reopens it.
+                    # Not one the application closed itself: that stays closed.
+                    self.handle = self._handle_replaced  # type: ignore[method-assign]
+                    forward = _forward_to(weakref.ref(self))
+                timeout = client.config.shutdown_timeout
                 if _exit.owns(self.lock):
-                    timeout = client.config.shutdown_timeout
                     # dictConfig's close is no ending of the process: a client that
                     # never started is not done with the exit (a line given to it later
                     # is not "logged after the exit hook ran").
-                    client._close_by(
-                        _exit.shutdown_deadline(timeout), timeout, ending=not reconfiguring
-                    )
+                    deadline = _exit.shutdown_deadline(timeout)
+                    client._close_by(deadline, timeout, ending=not reconfiguring, forward=forward)
+                elif forward is not None:  # basicConfig(force=True): client.close(), forwarding
+                    deadline = _exit.exit_deadline(timeout, begins_exit=False)
+                    client._close_by(deadline, timeout, ending=False, forward=forward)
                 else:
                     client.close()
-                if reconfiguring and _running():
-                    if not closed_before:
-                        # Only a handler that is used again pays for it: its handle, not
-                        # the logging path of every handler, reopens it. Not one the
-                        # application closed itself: that stays closed.
-                        self.handle = self._handle_replaced  # type: ignore[method-assign]
-                elif self.__dict__.get("handle") == self._handle_replaced:
+                if not (reconfiguring and _running()) and (
+                    self.__dict__.get("handle") == self._handle_replaced
+                ):
                     # Closed for good after all: its records are counted as after_close.
                     self._ship_through(client)
         finally:
@@ -504,32 +520,54 @@ class LogDNAHandler(logging.Handler):
     def _handle_replaced(self, record: logging.LogRecord) -> Any:
         """``handle`` of a handler a reconfiguration closed: ship through a new client
         of the same options (see ``close``), then handle as usual."""
-        client = self._client
         # Not for records that would not ship (the old client's sender drains in
-        # the background, and urllib3 logs there), nor once the process is ending
-        # (the exit's closes have run, or are running). Never waited for: another
-        # thread reopening it meanwhile leaves this record to the closed client.
-        if (
-            client.closed
-            and _running()
-            and not made_on_sender(record, get_ident())
-            and self._reopening.acquire(blocking=False)
+        # the background, and urllib3 logs there).
+        if not made_on_sender(record, get_ident()) and not self._is_own(
+            getattr(record, "name", None)
         ):
-            try:
-                if self._client is client and not self._is_own(getattr(record, "name", None)):
-                    fresh = Client(config=client.config)
-                    self._ship_through(fresh)
-                    # A handler a thread used only while the reconfiguration ran is
-                    # dropped after it: its client's threads end with it.
-                    weakref.finalize(self, _close_unused, fresh).atexit = False
-            except Exception:  # no new client: the record is counted as after_close
-                pass
-            finally:
-                self._reopening.release()
+            self._reopened()
         handle = self.__dict__.get("handle")
         if handle is None or handle == self._handle_replaced:
             return type(self).handle(self, record)  # (a subclass's own, if it has one)
         return handle(record)
+
+    def _reopened(self) -> Client | None:
+        """The open client to ship through: this handler's, or where a reconfiguration
+        closed it (see ``close``), a new one of the same options, which the first thread
+        to need it makes. None where there is none: the process is ending (the exit's
+        closes have run, or are running), the application closed the handler itself,
+        or this thread is making it (a line its signal handler logs meanwhile)."""
+        client = self._client
+        if not client.closed:
+            return client
+        current = get_ident()
+        if not _running() or self._reopener == current:
+            return None
+        # Waits for another thread making it, a moment (no I/O); bounded all the same.
+        if not self._reopening.acquire(timeout=_REOPEN_WAIT):
+            return None
+        try:
+            client = self._client
+            if client.closed and self.__dict__.get("handle") == self._handle_replaced:
+                self._reopener = current
+                fresh = Client(config=client.config)
+                self._ship_through(fresh)
+                # A handler a thread used only while the reconfiguration ran is
+                # dropped after it: its client's threads end with it.
+                weakref.finalize(self, _close_unused, fresh).atexit = False
+        except Exception:  # no new client: the line is counted as after_close
+            pass
+        finally:
+            self._reopener = None
+            self._reopening.release()
+        client = self._client
+        return None if client.closed else client
+
+    def _put_reopened(self, entry: bytes) -> bool:
+        """Queue an entry that reached the client a reconfiguration closed in the new
+        one (``Buffer.close``'s ``forward``); False: none, the old one counts it."""
+        client = self._reopened()
+        return client is not None and client.put_entry(entry)
 
     def handleError(self, record: logging.LogRecord) -> None:
         # The stdlib prints to stderr (never stdout) when logging.raiseExceptions is on.
@@ -569,6 +607,17 @@ def _is_structured(record: logging.LogRecord, msg: object) -> bool:
         and not (record.exc_info or record.exc_text or record.stack_info)
         and type(record).getMessage is _GET_MESSAGE
     )
+
+
+def _forward_to(handler: weakref.ref[LogDNAHandler]) -> Callable[[bytes], bool]:
+    """``handler``'s ``_put_reopened``, for the buffer of the client a reconfiguration
+    closed; held weakly, so that the handler's end still closes its new client."""
+
+    def forward(entry: bytes) -> bool:
+        alive = handler()
+        return alive is not None and alive._put_reopened(entry)
+
+    return forward
 
 
 def _close_unused(client: Client) -> None:

@@ -164,16 +164,20 @@ class TestHandlerLeftOutOfANewConfig:
 
     def test_a_reconfiguration_is_no_exit(self, server: DevServer) -> None:
         """A handler that shipped nothing yet, closed by a dictConfig: a line given to its
-        client afterwards is counted as ``after_close``, and nothing says it came after
-        the library's exit hook (the process goes on)."""
+        (closed) client afterwards ships through the handler's new one, and nothing says
+        it came after the library's exit hook (the process goes on)."""
         handler = LogDNAHandler(url=server.url, flush_interval=0.05)
         audit = logging.getLogger(AUDIT)
         audit.addHandler(handler)
         logging.config.dictConfig(_console_only())
+        old = handler.client
 
         with library_reports(lambda record: record.getMessage()) as said:
-            assert not handler.client.log("job 7 finished")
-        assert 1 == _after_close(handler)
+            assert old.log("job 7 finished")
+        assert old.closed and handler.client is not old
+        assert handler.client.flush(TIMEOUT)
+        assert ["job 7 finished"] == [line["line"] for line in server.lines]
+        assert 0 == _after_close(handler) == old.stats()["dropped"]["after_close"]
         assert not [text for text in said if "exit hook" in text], said
 
 
@@ -278,3 +282,116 @@ class TestThreadsLoggingWhileItRuns:
         gc.collect()
         assert reopened._sender.finished.wait(TIMEOUT)
         assert reopened.closed
+
+    def test_a_handle_looked_up_before_the_close_still_ships(self, server: DevServer) -> None:
+        """A thread in ``Logger.callHandlers`` that looked ``handler.handle`` up just
+        before dictConfig closed the handler calls the old one afterwards: its line goes
+        to the new client, not counted as ``after_close`` (it was dropped)."""
+        handler = LogDNAHandler(url=server.url, flush_interval=0.05)
+        audit = logging.getLogger(AUDIT)
+        audit.addHandler(handler)
+        audit.setLevel(logging.INFO)
+        audit.info("before")
+        stale = handler.handle
+        record = audit.makeRecord(AUDIT, logging.INFO, __file__, 1, "meanwhile", (), None)
+
+        logging.config.dictConfig(_console_only())
+        old = handler.client
+        assert old.closed
+        stale(record)
+
+        assert handler.client is not old and handler.client.flush(TIMEOUT)
+        assert old.flush(TIMEOUT)
+        assert server.wait_for_lines(2, TIMEOUT)
+        assert ["before", "meanwhile"] == sorted(line["line"] for line in server.lines)
+        assert 0 == old.stats()["dropped"]["after_close"]
+
+    def test_a_line_logged_while_another_thread_reopens_waits_for_it(
+        self, server: DevServer, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Two threads log through a handler dictConfig closed: the first makes the new
+        client; the second, arriving meanwhile, waits for it and ships through it (it
+        used to give up at once, its line counted as ``after_close``)."""
+        from logdna_client import Client, _handler
+
+        making, made, waiting = threading.Event(), threading.Event(), threading.Event()
+
+        class SlowClient(Client):
+            def __init__(self, **kwargs: Any) -> None:
+                making.set()
+                assert made.wait(TIMEOUT)
+                super().__init__(**kwargs)
+
+        class WatchedLock:
+            """The handler's reopening lock, saying when a second thread waits on it."""
+
+            def __init__(self) -> None:
+                self._lock = threading.Lock()
+
+            def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+                if self._lock.locked():
+                    waiting.set()
+                return self._lock.acquire(blocking, timeout)
+
+            def release(self) -> None:
+                self._lock.release()
+
+        handler = LogDNAHandler(url=server.url, flush_interval=0.05)
+        audit = logging.getLogger(AUDIT)
+        audit.addHandler(handler)
+        audit.setLevel(logging.INFO)
+        logging.config.dictConfig(_console_only())
+        old = handler.client
+        monkeypatch.setattr(_handler, "Client", SlowClient)
+        handler._reopening = WatchedLock()  # type: ignore[assignment]
+
+        first = threading.Thread(target=audit.info, args=("first",))
+        first.start()
+        assert making.wait(TIMEOUT)
+        second = threading.Thread(target=audit.info, args=("second",))
+        second.start()
+        assert waiting.wait(TIMEOUT)
+        made.set()
+        first.join(TIMEOUT)
+        second.join(TIMEOUT)
+
+        assert handler.client is not old and handler.client.flush(TIMEOUT)
+        assert server.wait_for_lines(2, TIMEOUT)
+        assert ["first", "second"] == sorted(line["line"] for line in server.lines)
+        assert 0 == old.stats()["dropped"]["after_close"]
+
+    def test_threads_logging_through_repeated_reconfigurations_lose_nothing(
+        self, server: DevServer
+    ) -> None:
+        """Two threads log without pause while the main thread configures logging again
+        and again (the same handler settings each time, as an autoreloader does): every
+        line arrives, as with logging's own handlers (11 to 722 lines were lost in 30
+        reconfigurations, counted as ``after_close``)."""
+        config = {
+            "version": 1,
+            "disable_existing_loggers": False,
+            "handlers": {"logdna": {"class": "logdna_client.LogDNAHandler", "url": server.url}},
+            "root": {"handlers": ["logdna"], "level": "INFO"},
+        }
+        logging.config.dictConfig(config)
+        n = 3000
+
+        def work(tag: str) -> None:
+            log = logging.getLogger(f"{WORKER}.{tag}")
+            for i in range(n):
+                log.info("%s %d", tag, i)
+
+        workers = [threading.Thread(target=work, args=(tag,)) for tag in "ab"]
+        for worker in workers:
+            worker.start()
+        reconfigured = 0
+        while any(worker.is_alive() for worker in workers) or reconfigured < 5:
+            logging.config.dictConfig(config)
+            reconfigured += 1
+        for worker in workers:
+            worker.join(TIMEOUT)
+
+        assert logging.getLogger().handlers[0].client.flush(TIMEOUT)  # type: ignore[attr-defined]
+        assert server.wait_for_lines(2 * n, TIMEOUT)
+        expected = sorted(f"{tag} {i}" for tag in "ab" for i in range(n))
+        assert expected == sorted(line["line"] for line in server.lines)
