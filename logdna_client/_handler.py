@@ -651,13 +651,21 @@ def _millis(created: object) -> int:
 
 
 def _unformattable(record: logging.LogRecord, exc: Exception) -> str:
-    """A best-effort line for a record whose message cannot be formatted."""
-    try:
-        args = repr(record.args)
-    except Exception:
-        args = "<unprintable args>"
+    """A best-effort line for a record whose message cannot be formatted: the message
+    as written, the error, and the arguments' types. Not their values: a password
+    passed by position has no key beside it that redaction could judge, and would ship
+    in clear (the stdlib prints them, but only to the local stderr)."""
     detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
     return (
         f"{safe_str(record.msg)} [logdna_client: message could not be formatted "
-        f"({safe_str(detail)}); args={args[:1000]}]"
+        f"({safe_str(detail)}); {_shape_of(record.args)}]"
     )
+
+
+def _shape_of(args: object) -> str:
+    """What a record's ``args`` are, without their values: ``args: 2 (str, int)``."""
+    if isinstance(args, tuple):
+        names = [type(arg).__name__ for arg in args[:20]]
+        more = ", ..." if len(args) > 20 else ""
+        return f"args: {len(args)} ({', '.join(names)}{more})"
+    return f"args: a {type(args).__name__}"

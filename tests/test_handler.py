@@ -154,6 +154,32 @@ class TestNeverHurtsTheApp:
         assert "after" == after["line"]
         h.close()
 
+    @pytest.mark.parametrize(
+        ("message", "args", "shape"),
+        [
+            ("login user={} password={}", ("bob", "hunter2"), "args: 2 (str, str)"),  # {}-style
+            ("login user=%s pw=%s", ("bob", "hunter2", 3), "args: 3 (str, str, int)"),  # too many
+            ("retry %d for user=%s pw=%s", ("3", "bob", "hunter2"), "args: 3 (str, str, str)"),
+            ("login %(user)s %(pw)s", ({"user": "bob", "password": "hunter2"},), "args: a dict"),
+        ],
+    )
+    def test_format_error_note_holds_no_argument_values(
+        self, server: DevServer, message: str, args: tuple[Any, ...], shape: str
+    ) -> None:
+        """The note of a message that cannot be formatted names the error and the
+        arguments' types, not their values: a password passed by position has no key
+        that redaction could judge (``args=('bob', 'hunter2')`` shipped in clear)."""
+        h = handler_for(server)
+        log = make_logger("t.bad_args", h)
+        log.info(message, *args)
+        (line,) = delivered(server, h, 1)
+        # (The message as written; the text patterns may redact a placeholder after "pw=".)
+        assert line["line"].startswith(message[:10])
+        assert "[logdna_client: message could not be formatted" in line["line"]
+        assert "hunter2" not in line["line"] and "bob" not in line["line"]
+        assert line["line"].endswith(f"; {shape}]")
+        h.close()
+
     def test_format_error_keeps_the_traceback(self, server: DevServer) -> None:
         """log.exception with arguments that do not fit the message still ships the traceback."""
         h = handler_for(server)
