@@ -72,6 +72,9 @@ _NOT_EXTRAS = STANDARD_RECORD_ATTRS | _STRUCTLOG_ATTRS
 # never meta); one lookup tells both.
 _STANDARD_KINDS = {name: name in _INIT_ATTRS for name in _NOT_EXTRAS}
 
+# The stdlib's hooks whose replacement on a handler (set on it, or deleted) is looked for.
+_HOOKS = frozenset({"format", "filter", "emit"})
+
 # How long a line waits for another thread to make the new client of a handler that a
 # reconfiguration closed (a moment; bounded against a wait on a lock this thread holds).
 _REOPEN_WAIT = 1.0
@@ -138,6 +141,9 @@ class LogDNAHandler(logging.Handler):
     by default), then every ``extra=`` attribute.
     """
 
+    #: The C ``handle`` of this handler, or None (the Python one runs).
+    _fast: Any
+
     def __init__(
         self,
         key: str | None = None,
@@ -189,7 +195,14 @@ class LogDNAHandler(logging.Handler):
         self.formatter = self._default_formatter
         #: Logger name -> whether it is one of the library's own (see _is_own).
         self._skip_names: dict[object, bool] = {}
-        #: A subclass replaced format, filter or emit: the stdlib's handle runs.
+        self._read_hooks()
+        self._ship_through(client)
+
+    def _read_hooks(self) -> None:
+        """Which of the stdlib's hooks are the library's own: at construction, and again
+        whenever one is set on the handler or deleted from it (see ``__setattr__``)."""
+        #: A subclass (or the handler itself) replaced format, filter or emit: the
+        #: stdlib's handle runs.
         self._stdlib_handle = (
             _overrides(self, "format", logging.Handler.format)
             or _overrides(self, "filter", logging.Filterer.filter)
@@ -197,7 +210,31 @@ class LogDNAHandler(logging.Handler):
         )
         #: Whether ``format`` is logging's, which formats with ``self.formatter``.
         self._own_format = not _overrides(self, "format", logging.Handler.format)
-        self._ship_through(client)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        super().__setattr__(name, value)
+        if name in _HOOKS:
+            self._hooks_changed()
+
+    def __delattr__(self, name: str) -> None:
+        super().__delattr__(name)
+        if name in _HOOKS:
+            self._hooks_changed()
+
+    def _hooks_changed(self) -> None:
+        """A hook set on this handler, or taken back (``mock.patch.object(handler,
+        "emit")`` in a test does both): the short paths run only while all are ours."""
+        if "_fast" not in self.__dict__:
+            return  # still being built: __init__ reads them
+        self._read_hooks()
+        current = self.__dict__.get("handle")
+        if current is None or current is self._fast:
+            # The C handle, made while they were ours (or none): made again, or not, for
+            # the new ones. (Not a handle of the application's, nor _handle_replaced.)
+            self.__dict__.pop("handle", None)
+            self._fast = self._speedups_handle()
+            if self._fast is not None:
+                self.__dict__["handle"] = self._fast
 
     def _ship_through(self, client: Client) -> None:
         """Build lines with ``client``'s builder and queue them in its buffer."""
@@ -215,8 +252,7 @@ class LogDNAHandler(logging.Handler):
             {} if len(self._record_attrs) == 1 and builder.plain_max_chars > 0 else None
         )
         self.__dict__.pop("handle", None)  # (a replaced one's _handle_replaced)
-        #: The C ``handle`` of this handler, or None (the Python one runs).
-        self._fast: Any = self._speedups_handle()
+        self._fast = self._speedups_handle()
         if self._fast is not None:
             # An attribute of the handler, found before the class's method: the
             # logging call goes straight to C.

@@ -887,6 +887,28 @@ class TestStdlibHooks:
             line["line"] for line in queued_lines(h)
         ]
 
+    @pytest.mark.parametrize("hook", ["emit", "format", "filter"])
+    def test_hook_patched_on_the_handler_takes_effect_and_back(self, hook: str) -> None:
+        """A hook set on a built handler (``mock.patch.object(handler, "emit")``, the
+        usual way to keep a test off the network) is called, as logging's ``handle``
+        calls it on any handler; once the patch is undone, the library's runs again.
+        (The handler read its hooks once, when built: the mocked ones were never called
+        and the lines shipped.)"""
+        from unittest import mock
+
+        h = offline_handler()
+        log = make_logger(f"t.hooks.patched.{hook}", h)
+        log.info("before")
+        answer: Any = {"emit": None, "format": "formatted by the mock", "filter": False}[hook]
+        with mock.patch.object(h, hook, return_value=answer) as patched:
+            for _ in range(2):
+                log.info("while patched")
+        log.info("after")
+        assert 2 == patched.call_count
+        during = {"emit": [], "format": ["formatted by the mock"] * 2, "filter": []}[hook]
+        assert ["before", *during, "after"] == [line["line"] for line in queued_lines(h)]
+        assert hook not in h.__dict__
+
     def test_patched_get_message(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """A LogRecord.getMessage patched after the handler ran ships its text."""
         h = offline_handler()
