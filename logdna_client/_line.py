@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json.encoder
 import logging
+import sys
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
@@ -286,6 +287,8 @@ class LineBuilder:
         plain_keys = self.meta_safe_keys
         redact = self._redactor.meta
         values_may_match = self._redactor.json_may_hold_secret
+        # JSON no longer than this holds no string the walk would cut (see meta()).
+        cap = self._redactor.meta_string_cap or sys.maxsize
 
         def meta_json(meta: dict[str, Any]) -> bytes:
             data = dumps(meta)
@@ -296,6 +299,7 @@ class LineBuilder:
                     text
                     and text.find("{", 1) < 0
                     and text.count("[") < MAX_DEPTH
+                    and len(text) <= cap
                     and not values_may_match(text, len(meta))
                 ):
                     redacted = redact(meta)

@@ -1537,6 +1537,13 @@ class Redactor:
             return False
         return not self._triggered_only or has_trigger(text)
 
+    @property
+    def meta_string_cap(self) -> int | None:
+        """The longest meta string that ships whole: the walk cuts a longer one, with a
+        marker (``_meta_text``), so no fast path may skip it then. None: no text
+        patterns, nothing cut."""
+        return self._max_chars if self._text_re is not None else None
+
     def json_may_hold_secret(self, text: str, keys: int) -> bool:
         """``may_hold_secret`` for the JSON text of a flat object with ``keys`` keys:
         its own ":" (one a key) are not counted."""
@@ -1629,12 +1636,7 @@ class Redactor:
                     _STR.issuperset(map(type, value))
                     and self._plain_keys.issuperset(value)
                     and _SCALARS.issuperset(map(type, value.values()))
-                    and not (
-                        self._text_re is not None
-                        and self.may_hold_secret(
-                            "\0".join(v for v in value.values() if type(v) is str)
-                        )
-                    )
+                    and not (self._text_re is not None and self._strings_need_walk(value))
                 ):
                     return value
             except Exception:  # the dict changed under us
@@ -1644,6 +1646,13 @@ class Redactor:
         except Exception:  # a hostile container: ship nothing of it rather than secrets
             return _UNREADABLE
         return value if result is _OTHER else result
+
+    def _strings_need_walk(self, meta: dict[str, Any]) -> bool:
+        """Whether a string of flat ``meta`` may hold a secret, or is one to cut."""
+        strings = [v for v in meta.values() if type(v) is str]
+        return self.may_hold_secret("\0".join(strings)) or any(
+            len(v) > self._max_chars for v in strings
+        )
 
     def _key_is_secret(self, key: object, objects: bool = True) -> bool:
         """Whether a mapping key names a secret: str and bytes keys, an Enum key by

@@ -199,3 +199,44 @@ class TestCounting:
         (line,) = otlp.lines
         assert within_limits(line)
         assert (1, 1) == (cut["line"], cut["meta"])
+
+
+@pytest.mark.usefixtures("handle_path")
+class TestMetaStringCutEveryTime:
+    @pytest.mark.parametrize("source", ["handler", "extra", "structlog", "client"])
+    def test_a_long_meta_string_is_cut_on_every_line(self, source: str) -> None:
+        """A meta string past ``max_line_length`` + 256 characters is cut, with the
+        marker, on every line: only the first line with a set of keys was cut, and
+        later ones (their keys known, nothing in them to redact) shipped it whole."""
+        import logging
+
+        from logdna_client import LogDNAHandler
+        from logdna_client.structlog import LogDNAProcessor
+        from logdna_client.testing import capture_lines
+
+        options: dict[str, Any] = {"url": UNREACHABLE, "max_line_length": 1000}
+        with capture_lines() as lines:
+            if source in ("handler", "extra"):
+                handler = LogDNAHandler(record_meta="" if source == "extra" else "name", **options)
+                log = logging.getLogger(f"t.limits.cut.{source}")
+                log.addHandler(handler)
+                log.propagate = False
+                try:
+                    for i in range(3):
+                        log.warning("body", extra={"body": "abcdefghij" * 500 + str(i)})
+                finally:
+                    log.removeHandler(handler)
+            elif source == "structlog":
+                processor = LogDNAProcessor(**options)
+                for i in range(3):
+                    processor(None, "info", {"event": "body", "body": "abcdefghij" * 500 + str(i)})
+            else:
+                client = Client(**options)
+                for i in range(3):
+                    client.log("body", meta={"body": "abcdefghij" * 500 + str(i)})
+        bodies = [line["meta"]["body"] for line in lines]
+        assert 3 == len(bodies)
+        for body in bodies:
+            assert body.endswith("[cut by logdna_client before redaction]")
+            assert body.startswith("abcdefghij" * 100)
+            assert len(body) < 1000 + 256 + 50
