@@ -163,10 +163,17 @@ def level_beside_client(client: object, options: Mapping[str, object]) -> int | 
     own (handlers sharing one client may each want another). None when it is not
     given, or when no client is (the options then build the caller's own client).
     Any other option beside ``client=`` is a ConfigurationError: the client's
-    options are the client's."""
+    options are the client's; so is a ``client=`` that is no Client."""
     if client is None:
         return None
+    from ._client import Client  # noqa: PLC0415 - _client imports this module
     from ._options import check_option_names  # noqa: PLC0415 - _options imports this module
+
+    if not isinstance(client, Client):  # (a dictConfig's string, say: "cfg://...")
+        raise ConfigurationError(
+            f"client: expected a logdna_client.Client to share, got {type(client).__name__}",
+            "client",
+        )
 
     # First: "levle" is a typo of the one option taken here, not a second option.
     check_option_names(options)

@@ -31,7 +31,7 @@ Lines queued before the capture started are still delivered as usual.
 Captures may nest; each sees every line shipped while it is open. See
 docs/testing.md for Django, Flask and structlog examples.
 
-.. versionadded:: 0.2.0
+.. versionadded:: 0.1.0
 """
 
 from __future__ import annotations

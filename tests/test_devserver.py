@@ -1201,3 +1201,26 @@ class TestBoundedMemory:
         peak_mb = int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) // 1024  # type: ignore[union-attr]
         assert [200] * 30 == codes
         assert peak_mb < bound_mb
+
+
+def test_answers_when_no_thread_can_be_started(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where no connection thread can be started (Python 3.12+ starts none while the
+    interpreter exits, when a server run inside the application takes the exit's
+    delivery), the serving thread answers the request itself: it used to print a
+    traceback per attempt and the lines were lost."""
+    import socketserver
+
+    from logdna_client import Client
+
+    def refused(self: Any, request: Any, client_address: Any) -> None:
+        raise RuntimeError("can't create new thread at interpreter shutdown")
+
+    with DevServer() as server:
+        monkeypatch.setattr(socketserver.ThreadingMixIn, "process_request", refused)
+        client = Client(url=server.url, flush_interval=0.05)
+        try:
+            client.log("delivered without a connection thread")
+            assert client.flush(10)
+        finally:
+            client.close(0)
+        assert ["delivered without a connection thread"] == [x["line"] for x in server.lines]

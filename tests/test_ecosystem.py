@@ -110,6 +110,16 @@ class TestSharedClient:
         finally:
             client.close()
 
+    @pytest.mark.parametrize("given", ["cfg://clients.main", {"url": "http://localhost"}, 42])
+    def test_a_client_that_is_no_client_is_a_configuration_error(self, given: object) -> None:
+        """``client=`` given what is no Client (a dictConfig string, the options dict)
+        is a ConfigurationError naming ``client``, for the handler and the processor (it
+        was an AttributeError about ``_builder``)."""
+        for make in (LogDNAHandler, LogDNAProcessor):
+            with pytest.raises(ConfigurationError, match=r"expected a .*Client") as err:
+                make(client=given)  # type: ignore[arg-type]
+            assert "client" == err.value.option
+
 
 class TestExitReport:
     def test_loss_at_exit_is_said_on_stderr_when_the_only_handler_is_a_stopped_queue(

@@ -84,7 +84,7 @@ class LogDNAMiddleware:
         access_log: Log one line per request (``"GET /path 200 (3.1 ms)"``,
             without the query string) on the ``asgi.access`` logger.
 
-    .. versionadded:: 0.2.0
+    .. versionadded:: 0.1.0
     """
 
     def __init__(

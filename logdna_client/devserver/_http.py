@@ -66,6 +66,15 @@ class Server(ThreadingHTTPServer):
         self.closing = closing
         super().__init__(address, Handler)
 
+    def process_request(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request(request, client_address)
+        except RuntimeError:
+            # No new thread to be had: from Python 3.12 none starts while the interpreter
+            # exits. The serving thread answers this connection itself, so that a server
+            # run inside the application (a test's) still takes the exit's delivery.
+            self.process_request_thread(request, client_address)
+
     def server_bind(self) -> None:
         # HTTPServer.server_bind resolves the host name (getfqdn), which can
         # take seconds on a machine with slow DNS; nothing here needs it.
