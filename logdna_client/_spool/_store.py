@@ -389,7 +389,7 @@ class Spool:
         seg.lines += len(entries)
         seg.out.add(batch_id.first)
         self.spooled += len(entries)
-        self._synced(seg)
+        self._synced(seg, batch=True)
         return batch_id
 
     def seal(self, timeout: float) -> bool:
@@ -821,8 +821,13 @@ class Spool:
         if self.enabled:
             self._synced(seg)
 
-    def _synced(self, seg: Segment) -> None:
-        if self.sync_mode == "always":
+    def _synced(self, seg: Segment, *, batch: bool = False) -> None:
+        """Sync after a write, as the mode says. A ``batch`` is synced at once in
+        "interval" mode too: it is sent next, and no tick runs while its request is out,
+        which may take up to ``request_timeout`` (a slow service left a batch unsynced
+        that long, where the mode promises 0.2 s). Done marks wait for the interval: a
+        lost one costs a batch sent again, never a line."""
+        if self.sync_mode == "always" or (batch and self.sync_mode == "interval"):
             try:
                 os.fdatasync(seg.fd)
                 seg.dirty = False
