@@ -730,6 +730,25 @@ class Client:
                 f"logdna_client: {sum(dropped.values())} lines were dropped while delivering "
                 f"at exit ({reasons}; see docs/delivery.md for the reasons)"
             )
+        # Drops from before the ending that no summary line told the service of (it goes
+        # only once delivery works again: an outage the process ended in). Said here, or
+        # counted only in the stats() of a process that is gone.
+        try:
+            untold = dict(self._buffer.unreported)
+        except RuntimeError:  # (changed while read: a thread still logging)
+            untold = {}
+        earlier = {
+            reason: count - dropped.get(reason, 0)
+            for reason, count in untold.items()
+            if reason not in ("shutdown", "after_close") and count > dropped.get(reason, 0)
+        }
+        if earlier:
+            reasons = ", ".join(f"{reason} {count}" for reason, count in earlier.items())
+            _exit.report_exit_loss(
+                f"logdna_client: {sum(earlier.values())} lines dropped before the process "
+                f"ended were never reported to the service ({reasons}; its summary line "
+                f"goes only once delivery works again; see docs/delivery.md for the reasons)"
+            )
         began = self._after_close_at_ending
         late = 0 if began is None else self._buffer.dropped["after_close"] - began
         if late > 0:

@@ -565,6 +565,9 @@ class Sender:
             except (_Shutdown, KeyboardInterrupt):
                 if batch_id is not None:
                     self._leave_on_disk(batch_id)  # on disk: not lost
+                # Cut before its summary went: its counts are untold again (the exit says
+                # them, _report_exit_drops, or no one would).
+                self._restore_summary()
                 raise
             finally:
                 with self._count_lock:  # (on disk, out: counted neither lost nor held)
@@ -866,7 +869,8 @@ class Sender:
         return SEPARATOR + data  # batches hold buffer entries: a comma, then the line
 
     def _restore_summary(self) -> None:
-        """The summary line taken for a batch that went to disk instead: tell it later."""
+        """The summary line taken for a batch that went to disk instead, or that the
+        deadline cut before it went: tell it later."""
         if self._summary_counts:
             self._buffer.restore_unreported(Counter(self._summary_counts))
         self._summary_counts = None
@@ -972,6 +976,8 @@ class Sender:
             if kind is Kind.OK or kind is Kind.PARTIAL:
                 pending.pop(0)
                 handoff = False  # part of it went: retrying from disk would duplicate that
+                if summary is not None and any(line is summary for line in part):
+                    self._summary_counts = None  # told: nothing to restore
                 delivered, rejected = app_outcome(part, outcome, summary)
                 if own:
                     self.stats.sent += delivered

@@ -130,3 +130,41 @@ def test_the_exit_report_says_the_service_was_busy() -> None:
     assert re.search(r"\(the last failed attempt, \d+\.\d s before: ", said), said
     assert re.search(r"the service was unreachable or busy(, HTTP 503)?\)$", said), said
     assert '"error"' not in stderr
+
+
+def _busy(request: Request, sock: socket.socket, stop: threading.Event) -> bytes:
+    return answer(503, b'{"error":"busy"}')
+
+
+def test_the_exit_says_lines_dropped_in_an_outage_it_ended_in() -> None:
+    """The service is down (503) for the whole run; a small buffer evicts the oldest lines
+    (``buffer_full``). The drop summary line goes only once delivery works again, which
+    never happens: the exit says how many were dropped and why (it said only the lines
+    its deadline cut, and the evicted ones were counted only in the ended process's
+    ``stats()``)."""
+    code = textwrap.dedent(
+        """
+        import logging
+        from logdna_client import LogDNAHandler
+        handler = LogDNAHandler(max_buffer_bytes="64KiB", shutdown_timeout="0.3",
+                                retry_max_backoff="0.2")
+        log = logging.getLogger("app")
+        log.addHandler(handler)
+        for i in range(10000):
+            log.warning("line %d of a run the service never answers", i)
+        print(handler.client.stats()["dropped"]["buffer_full"])
+        """
+    )
+    with scripted_server(_busy) as server:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LOGDNA_")}
+        env.update(PYTHONPATH=str(REPO_ROOT), LOGDNA_URL=server.url)
+        run = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60,
+            check=False,
+        )  # fmt: skip
+    assert 0 == run.returncode, run.stderr
+    evicted = int(run.stdout)
+    assert evicted > 0
+    said = [line for line in run.stderr.splitlines() if "never reported" in line]
+    assert 1 == len(said), run.stderr
+    assert f"buffer_full {evicted}" in said[0], run.stderr
