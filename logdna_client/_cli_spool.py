@@ -321,7 +321,7 @@ def _cmd_purge(args: argparse.Namespace) -> int:
                          f"{ENV_VARS['key']} and {ENV_VARS['url']}) as for replay, or "
                          "--any-destination to delete every key's and URL's")  # fmt: skip
             return 2
-    lines = files = left = left_lines = 0
+    lines = files = left = left_lines = uncounted = 0
     for path in segment_paths(folder):
         try:
             info = inspect_segment(path)
@@ -330,6 +330,13 @@ def _cmd_purge(args: argparse.Namespace) -> int:
         if info.live:
             console.say(f"kept {os.path.basename(path)}: held by a live process")
             continue
+        if info.header is not None and info.header.later:
+            # Never read, so its lines cannot be counted nor known to be anyone's: left
+            # alone, as by replay and adoption (this library deleted it as "0 lines").
+            console.say(f"kept {os.path.basename(path)}: written by a later version of the "
+                        f"library (format {info.header.version}); its lines are not counted "
+                        "here: that version's spool purge deletes it")  # fmt: skip
+            continue
         if mine is not None and not _whose(info, mine).yours:
             left, left_lines = left + 1, left_lines + info.pending_lines
             continue
@@ -337,6 +344,7 @@ def _cmd_purge(args: argparse.Namespace) -> int:
             continue
         files += 1
         lines += info.pending_lines
+        uncounted += not info.header_ok
     # Damaged bytes do not say whose they were: deleted only with every destination's.
     quarantined = quarantine_paths(folder)
     if mine is None:
@@ -345,7 +353,8 @@ def _cmd_purge(args: argparse.Namespace) -> int:
                 os.unlink(path)
             files += 1
     verb = "deleted" if args.yes else "would delete (pass --yes)"
-    console.say(f"{verb}: {files} file(s), {lines} line(s) never delivered")
+    unknown = f" ({uncounted} not readable as a segment: lines not counted)" if uncounted else ""
+    console.say(f"{verb}: {files} file(s), {lines} line(s) never delivered{unknown}")
     if left:
         console.say(f"left {left} segment(s), {left_lines} line(s), not written for this key "
                     "and URL (other keys' or URLs', format 1 ones whose is not recorded, or "

@@ -1997,6 +1997,29 @@ class TestCli:
         assert [] == list((tmp_path / "quarantine").iterdir())
         live.close()
 
+    def test_purge_leaves_a_later_versions_segment(self, tmp_path: Path) -> None:
+        """A segment whose header names a later format is never read, so its lines are
+        not known: purge, --any-destination --yes included, keeps it and says so (it
+        deleted it, saying "0 line(s) never delivered"). One with a damaged header is
+        deleted, its lines said not counted rather than 0."""
+        later = write_segment(tmp_path, 2, destination=MINE)
+        data = bytearray(later.read_bytes())
+        struct.pack_into("<H", data, 8, 3)  # the header's format version
+        later.write_bytes(bytes(data))
+        where = ["spool", "purge", "--spool-dir", str(tmp_path), "--any-destination"]
+        for yes in ((), ("--yes",)):
+            status, out, _ = self.run(*where, *yes)
+            assert 0 == status
+            assert f"kept {later.name}: written by a later version of the library" in out
+            assert ": 0 file(s), 0 line(s) never delivered\n" in out + "\n"
+        assert bytes(data) == later.read_bytes()
+        later.unlink()
+        broken = write_segment(tmp_path, 2, destination=MINE)
+        flip(broken, 13)
+        status, out, _ = self.run(*where, "--yes")
+        said = "deleted: 1 file(s), 0 line(s) never delivered (1 not readable as a segment"
+        assert said in out and not broken.exists()
+
     def test_ls_marks_replayable_only_what_replay_with_that_key_sends(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
