@@ -129,6 +129,9 @@ class Client:
         # Through self, so a fork's fresh Reporter is used.
         self._builder.report = self._report
         self._closed = False
+        # Closed first by the process's ending (its exit hook, a SIGTERM), not by the
+        # application: a child forked meanwhile is no ending, and opens it again.
+        self._closed_by_ending = False
         self._exit_done = False
         self._late_said = False  # a line logged after the exit's close was reported
         # Taken by the first of the ending's waiters (a signal's thread, atexit) to say
@@ -344,7 +347,12 @@ class Client:
             self._transport_override.after_fork()
         self._buffer.retire()  # a handler's C handle may still hold it
         self._new_pipeline()
-        if self._closed:
+        if self._closed_by_ending:
+            # Forked while the parent was ending (a SIGCHLD handler respawning a worker
+            # during its SIGTERM delivery, a thread forking while atexit waits): this
+            # process is not ending, and ships its lines (they were all dropped unsaid).
+            self._closed = self._closed_by_ending = False
+        elif self._closed:  # closed by the application: it stays closed
             self._buffer.close()
 
     # -- logging
@@ -527,6 +535,7 @@ class Client:
         ``close()``), a line logged later is counted, not said to come after the exit."""
         if not self._closed:
             self._dropped_at_close = self._dropped()
+            self._closed_by_ending = ending and _exit.ending_under_way()
         if ending and self._after_close_at_ending is None and _exit.ending_under_way():
             # From here a line logged (a thread still running) is refused as after_close:
             # the exit's report says how many (_report_exit_drops), or none would.

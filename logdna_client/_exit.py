@@ -455,7 +455,9 @@ def _reset_all_after_fork() -> None:
 
 def _reset_after_fork(execs: bool) -> None:
     global _terminating, _heard, _begun, _delivered, _watch_tried, _ending_by, _fork_look
+    global _window_end
     _terminating = False
+    _window_end = float("-inf")  # the parent's exit deadline: not this child's
     _ending_by = None
     _heard = 0
     _begun = threading.Lock()

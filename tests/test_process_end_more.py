@@ -1230,3 +1230,39 @@ class TestOnlyWhereNoThreadEndsTheInterpreter:
             assert_exactly_once_in_order([f"mp child {i}" for i in range(50)], texts(server))
         else:
             assert "7" == status, child.stderr
+
+
+class TestChildForkedWhileTheParentEnds:
+    def test_a_child_forked_during_the_exit_ships_its_lines(self, server: DevServer) -> None:
+        """A thread forks a worker while the parent's exit hook delivers (waiting on a
+        second client's service that never answers): the worker is a new process, not an
+        ending one, and its lines arrive. They were all dropped, unsaid, as after_close:
+        the child kept the clients the parent's ending had closed."""
+        code = """
+            import threading
+            slow = LogDNAHandler(url=os.environ["SILENT"], shutdown_timeout="2")
+            slow_log = logging.getLogger("slow")
+            slow_log.addHandler(slow)
+            slow_log.propagate = False
+            slow_log.warning("never answered")
+            log.info("parent")
+
+            def runner():
+                while not client.closed:  # the exit hook has begun (and waits)
+                    pass
+                if os.fork() == 0:  # forked from a thread: ends when this thread ends
+                    for i in range(200):
+                        log.info("child %d", i)
+                    mark("child logged %s" % (client.stats()["dropped"]["after_close"],))
+
+            threading.Thread(target=runner, daemon=True).start()
+            """
+        with bad_server("silent") as silent:
+            child = Child(code, server.url, env={"SILENT": silent.url}, flush_interval="60")
+            assert "0" == child.expect("child logged", timeout=60), child.stderr
+            code_, _ = child.finish(timeout=60)
+            assert 0 == code_, child.stderr
+            assert server.wait_for_lines(201, 30), texts(server)
+        got = texts(server)
+        assert_exactly_once_in_order([f"child {i}" for i in range(200)], got)
+        assert 1 == got.count("parent")
