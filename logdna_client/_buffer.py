@@ -76,6 +76,10 @@ _NEVER = 1 << 62
 # fast_limit when puts must lock: below any byte count (a count is never negative).
 _LOCKED = -1
 
+#: How long a line logged once the exit is done with a buffer waits for its lock
+#: (``refuse_late``): a moment, then never again.
+_LATE_WAIT = 0.1
+
 # Calls its argument, in C: take's removal must run no Python frame, where a signal
 # handler could raise between two pops. operator.call is 3.11+; before it, a
 # methodcaller of __call__ (a lambda here lost lines uncounted on 3.10).
@@ -153,6 +157,8 @@ class Buffer:
         self._sink: Callable[[bytes], bool] | None = None
         #: Where lines go once closed, if the closer said (``close(forward=)``).
         self._forward: Callable[[bytes], bool] | None = None
+        #: A line refused late found the lock held past _LATE_WAIT (see refuse_late).
+        self._lock_lost = False
         self._refresh_fast_limit()
 
     def __len__(self) -> int:
@@ -215,6 +221,25 @@ class Buffer:
         if wake:
             self._wake()
         return True
+
+    def refuse_late(self, data: bytes) -> bool:
+        """``put_entry`` once the process's ending is done with this (closed) buffer: the
+        line is counted as ``after_close``. The lock is waited for a moment only: at
+        interpreter shutdown a daemon thread that held it may be stopped for good (3.13
+        freezes them where they are), and a finalizer's line waited forever, the process
+        with it. Past that moment, and from then on, it is counted without the lock
+        (a race may lose a count; nothing waits)."""
+        if not self.closed:
+            return self.put_entry(data)
+        if not self._lock_lost and self._lock.acquire(timeout=_LATE_WAIT):
+            try:
+                self._drop("after_close", 1)
+            finally:
+                self._lock.release()
+        else:
+            self._lock_lost = True
+            self._drop("after_close", 1)
+        return False
 
     def allow_lock_free(self) -> None:
         """Let puts skip the lock from now on (the owner's sender is running)."""

@@ -593,7 +593,7 @@ class Client:
         self._exit_finished(_LOGGED_BEFORE_EXEC)
 
     def _put_after_exit(self, entry: bytes) -> bool:
-        queued = self._buffer.put_entry(entry)  # refused and counted: the buffer is closed
+        queued = self._buffer.refuse_late(entry)  # refused and counted: the buffer is closed
         if not queued and not self._late_said:
             self._late_said = True
             _exit.report_exit_loss(self._late_why)

@@ -215,3 +215,35 @@ class TestLifecycle:
             assert UNREACHABLE in text and "very-secret" not in text
         finally:
             c.close(timeout=0)
+
+
+def test_a_line_after_the_exit_never_waits_for_a_frozen_lock() -> None:
+    """Once the exit is done with a client, a line (a finalizer's, at interpreter
+    shutdown) is counted as ``after_close`` without waiting on the buffer's lock: a
+    daemon thread stopped for good while it held it (Python 3.13 freezes daemon threads
+    where they are) made such a line wait forever, and the process never ended."""
+    import threading
+
+    client = Client(key="k", url=UNREACHABLE, hostname="t", shutdown_timeout=0)
+    client.close(0)
+    client._exit_finished()
+    held, release, done = threading.Event(), threading.Event(), threading.Event()
+
+    def frozen() -> None:  # a daemon thread stopped inside the buffer's critical section
+        with client._buffer._lock:
+            held.set()
+            release.wait(60)
+
+    def finalizer() -> None:
+        for _ in range(3):
+            client.log("logged by a __del__ at shutdown")
+        done.set()
+
+    threading.Thread(target=frozen, daemon=True).start()
+    assert held.wait(10)
+    try:
+        threading.Thread(target=finalizer, daemon=True).start()
+        assert done.wait(30), "a late line waited on the frozen thread's lock"
+    finally:
+        release.set()
+    assert 3 == client.stats()["dropped"]["after_close"]
