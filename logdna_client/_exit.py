@@ -630,6 +630,12 @@ _begun = threading.Lock()  # taken by the call of our handler that begins the en
 _ending_by: int | None = None  # the signal whose ending has begun
 _delivered = Latch()  # the ending's clients are done, or their deadline passed
 _watch_fds: tuple[int, int] | None = None  # our pipe (read, write) while it is the wakeup fd
+# What the pipe's ends are (device and inode): a program that closes every fd (a daemon
+# detaching) makes those numbers another file's, which nothing of ours may touch.
+_watch_ids: tuple[tuple[int, int], tuple[int, int]] | None = None
+# Pipe fds go at this number or above (below the fd limit), away from the lowest free
+# numbers that a program's open() gets: see _high.
+_HIGH_FD = 1000
 _watch_tried = False
 # Whether multiprocessing's after-fork look (_watch_again) is still to come in this
 # child. What the fork hook did shows in _watch_fds: set when it armed ours.
@@ -686,12 +692,13 @@ def _watch_signals() -> None:
     Never an fd the application set (an event loop's): that one is put back,
     and the handler on the main thread is then the only way in, as before.
     """
-    global _watch_tried, _watch_fds
+    global _watch_tried, _watch_fds, _watch_ids
     if _watch_tried or os.name != "posix":
         return
     _watch_tried = True
     try:
-        read_fd, write_fd = os.pipe()
+        read_fd, write_fd = map(_high, os.pipe())
+        ids = (_identity(read_fd), _identity(write_fd))
     except OSError:
         return
     try:
@@ -708,11 +715,14 @@ def _watch_signals() -> None:
             pass
         _close(read_fd, write_fd)
         return
-    _watch_fds = (read_fd, write_fd)
+    _watch_fds, _watch_ids = (read_fd, write_fd), ids
     try:
         start_library_thread(
             threading.Thread(
-                target=_watch, args=(read_fd,), name="logdna_client-signals", daemon=True
+                target=_watch,
+                args=(read_fd, write_fd, ids),
+                name="logdna_client-signals",
+                daemon=True,
             )
         )
     except RuntimeError:  # the interpreter is shutting down
@@ -721,7 +731,59 @@ def _watch_signals() -> None:
         _close(read_fd, write_fd)
 
 
-def _watch(read_fd: int) -> None:
+def _high(fd: int) -> int:
+    """``fd`` moved to a number at ``_HIGH_FD`` or above where the fd limit allows: a
+    daemon that closes every fd and opens its own files gets the lowest free numbers,
+    and Python's C signal handler, which writes each signal's number to the wakeup fd
+    whatever file it now is, wrote into the daemon's data files."""
+    try:
+        import fcntl  # noqa: PLC0415 - POSIX only
+        import resource  # noqa: PLC0415
+
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        base = _HIGH_FD if soft == resource.RLIM_INFINITY else min(_HIGH_FD, soft - 64)
+        if fd >= base:
+            return fd
+        high = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, base)
+    except (ImportError, OSError, ValueError):
+        return fd
+    _close(fd)
+    return high
+
+
+def _identity(fd: int) -> tuple[int, int]:
+    st = os.fstat(fd)
+    return st.st_dev, st.st_ino
+
+
+def _is(fd: int, identity: tuple[int, int]) -> bool:
+    """Whether ``fd`` is still the file it was (not closed, not another file's number)."""
+    try:
+        return _identity(fd) == identity
+    except OSError:
+        return False
+
+
+def _stand_down(write_fd: int) -> None:
+    """The watcher's pipe is gone (closed by a program that closes every fd): stop
+    writing to it, and, where its write end's number is free, point that number at
+    nothing, so that the C handler's bytes go nowhere rather than into a file the
+    program opens there later (or raise an error on every signal)."""
+    global _watch_fds, _watch_ids
+    if _watch_fds is None or _watch_fds[1] != write_fd:
+        return
+    _watch_fds = _watch_ids = None
+    try:
+        os.fstat(write_fd)
+    except OSError:  # free: ours to take
+        _point_at_nothing(write_fd)
+
+
+def _watch(
+    read_fd: int,
+    write_fd: int | None = None,
+    ids: tuple[tuple[int, int], tuple[int, int]] | None = None,
+) -> None:
     """The watcher thread: read signal numbers; wake the main thread for a termination
     signal that came while our handler was in force and that it has not taken.
 
@@ -754,10 +816,19 @@ def _watch(read_fd: int) -> None:
             soonest = min(due for due, _, _ in waiting.values())
             timeout = max(0.0, soonest - time.monotonic()) * 1000  # ms
         try:
-            data = os.read(read_fd, 64) if poller.poll(timeout) else None
+            ready = poller.poll(timeout)
+            if ready and ids is not None and not _is(read_fd, ids[0]):
+                # Closed (by a program that closes every fd), maybe another file's
+                # number now: never read it.
+                if write_fd is not None and not _is(write_fd, ids[1]):
+                    _stand_down(write_fd)
+                return
+            data = os.read(read_fd, 64) if ready else None
         except OSError:  # closed after a fork
             return
-        if data == b"":
+        if data == b"":  # every write end closed
+            if write_fd is not None and ids is not None and not _is(write_fd, ids[1]):
+                _stand_down(write_fd)
             return
         for byte in data or b"":
             try:
@@ -871,8 +942,8 @@ _waker: _Waker | None = None  # made on the main thread (install_signal_handlers
 
 
 def _mark_in_watch(byte: int) -> None:
-    fds = _watch_fds
-    if fds is not None:
+    fds, ids = _watch_fds, _watch_ids
+    if fds is not None and (ids is None or _is(fds[1], ids[1])):
         try:
             os.write(fds[1], bytes((byte,)))
         except (OSError, ValueError):  # full (the watcher is far behind), closed, or no

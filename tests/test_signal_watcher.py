@@ -412,3 +412,41 @@ class TestWatch:
         assert watched.woken.acquire(timeout=10)
         assert watched.rested.acquire(timeout=10)
         assert 0 == watched.cuts
+
+
+class TestAProgramThatClosesEveryFd:
+    def test_signals_never_write_into_the_files_it_opens_after(
+        self, server: DevServer, tmp_path: Path
+    ) -> None:
+        """A daemon detaching closes every fd (``os.closerange``, as python-daemon does)
+        and opens its own files, which get the lowest free numbers. The watcher's pipe is
+        placed high, away from those, and the watcher stands down once its pipe is gone,
+        pointing the wakeup fd's number at nothing: a signal the program handles writes
+        nothing into its files (each SIGUSR1 wrote its number, b"\\n", into one of them,
+        as Python's C handler writes to the wakeup fd whatever file that number is now)."""
+        code = f"""
+            import threading
+            signal.signal(signal.SIGUSR1, lambda *args: None)  # the program's own handler
+            log.info("before")
+            watchers = [t for t in threading.enumerate() if t.name == "logdna_client-signals"]
+            os.closerange(3, 65536)
+            files = [os.open(os.path.join({str(tmp_path)!r}, "data%d" % i),
+                             os.O_WRONLY | os.O_CREAT | os.O_TRUNC) for i in range(4)]
+            for watcher in watchers:
+                watcher.join(30)
+            for fd in files:
+                os.write(fd, b"app data;")
+            for _ in range(3):
+                os.kill(os.getpid(), signal.SIGUSR1)
+            for fd in files:
+                os.write(fd, b"more")
+                os.close(fd)
+            mark("written %d %s" % (len(watchers), [w.is_alive() for w in watchers]))
+            """
+        child = Child(code, server.url, flush_interval="60")
+        assert "1 [False]" == child.expect("written", timeout=60), child.stderr
+        code_, _ = child.finish(timeout=60)
+        assert 0 == code_, child.stderr
+        for i in range(4):
+            assert b"app data;more" == (tmp_path / f"data{i}").read_bytes()
+        assert "wakeup fd" not in child.stderr, child.stderr
