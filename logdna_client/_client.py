@@ -134,6 +134,7 @@ class Client:
         self._closed_by_ending = False
         self._exit_done = False
         self._late_said = False  # a line logged after the exit's close was reported
+        self._late_held = False  # the exit's report, about to be said, counts late lines
         # Taken by the first of the ending's waiters (a signal's thread, atexit) to say
         # what the exit lost: the others wait on the same sender, and would say it again.
         self._exit_said = threading.Lock()
@@ -334,7 +335,7 @@ class Client:
             spool.forget_after_fork()
         self._start_lock = threading.RLock()
         self._reporter = Reporter()
-        self._exit_done = self._late_said = False
+        self._exit_done = self._late_said = self._late_held = False
         self._deliver_here = self._delivered_here = False
         self._exit_said = threading.Lock()
         self._exit_told = Latch()
@@ -594,7 +595,7 @@ class Client:
 
     def _put_after_exit(self, entry: bytes) -> bool:
         queued = self._buffer.refuse_late(entry)  # refused and counted: the buffer is closed
-        if not queued and not self._late_said:
+        if not queued and not self._late_said and not self._late_held:
             self._late_said = True
             _exit.report_exit_loss(self._late_why)
         return queued
@@ -643,17 +644,22 @@ class Client:
             sender.finished.wait_noticing_signals(until)
         stop_by = self._stop_writing(sender) if at_exit and wait is not None else time.monotonic()
         if at_exit:
+            # A line refused from here until the report is said is counted in it (lines
+            # logged while the process was ending): said there, not before it, as late.
+            self._late_held = True
             self._exit_finished()
             if not self._exit_said.acquire(blocking=False):  # (never waits: signal-safe)
                 # Another of the ending's waiters says it: let it, before this one may end
                 # the process. Not where it is this thread, interrupted by a signal handler.
                 if self._exit_teller != threading.get_ident():
                     self._exit_told.wait(_TELL_GRACE)
+                self._late_held = False
                 return
             self._exit_teller = threading.get_ident()
             try:
                 self._report_exit_loss(launched, stop_by)
             finally:
+                self._late_held = False
                 self._exit_told.set()
 
     def _stop_writing(self, sender: Sender) -> float:
