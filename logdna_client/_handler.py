@@ -77,7 +77,7 @@ _HOOKS = frozenset({"format", "filter", "emit"})
 
 # How long a line waits for another thread to make the new client of a handler that a
 # reconfiguration closed (a moment; bounded against a wait on a lock this thread holds).
-_REOPEN_WAIT = 1.0
+_REOPEN_WAIT = 5.0
 
 # The stdlib's own getMessage: while LogRecord has it, ``msg % args`` is what it returns.
 _GET_MESSAGE = logging.LogRecord.getMessage
