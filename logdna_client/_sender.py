@@ -904,6 +904,10 @@ class Sender:
 
         try:
             self._deliver_parts(pending, summary, handoff=kept, own=not replayed)
+            if summary is not None:
+                # Its part refused (a 400 or 413 dropped it), not stored: the drops it
+                # told are untold again, for the next summary or the exit's report.
+                self._restore_summary()
         except (_Shutdown, KeyboardInterrupt):
             # Ctrl-C's KeyboardInterrupt (only where the exit runs this on the main
             # thread) ends the sending as the deadline does (_serve): never a bug's

@@ -13,6 +13,8 @@ import textwrap
 import threading
 from pathlib import Path
 
+import pytest
+
 from logdna_client._stats import said_of_failure
 from logdna_client._transport import Kind
 from tests._claims_servers import Request, Responder, answer, scripted_server
@@ -136,12 +138,18 @@ def _busy(request: Request, sock: socket.socket, stop: threading.Event) -> bytes
     return answer(503, b'{"error":"busy"}')
 
 
-def test_the_exit_says_lines_dropped_in_an_outage_it_ended_in() -> None:
-    """The service is down (503) for the whole run; a small buffer evicts the oldest lines
-    (``buffer_full``). The drop summary line goes only once delivery works again, which
-    never happens: the exit says how many were dropped and why (it said only the lines
-    its deadline cut, and the evicted ones were counted only in the ended process's
-    ``stats()``)."""
+def _refusing(request: Request, sock: socket.socket, stop: threading.Event) -> bytes:
+    return answer(400, b'{"error":"bad request"}')
+
+
+@pytest.mark.parametrize("respond", [_busy, _refusing], ids=["503", "400"])
+def test_the_exit_says_lines_dropped_in_an_outage_it_ended_in(respond: Responder) -> None:
+    """The service is down (503), or refuses every batch (400), for the whole run; a
+    small buffer evicts the oldest lines (``buffer_full``). The drop summary line goes
+    only once delivery works again, which never happens: the exit says how many were
+    dropped and why (it said only the lines its deadline cut, and the evicted ones were
+    counted only in the ended process's ``stats()``; with the 400, the summary rode a
+    refused batch and was taken as told)."""
     code = textwrap.dedent(
         """
         import logging
@@ -155,7 +163,7 @@ def test_the_exit_says_lines_dropped_in_an_outage_it_ended_in() -> None:
         print(handler.client.stats()["dropped"]["buffer_full"])
         """
     )
-    with scripted_server(_busy) as server:
+    with scripted_server(respond) as server:
         env = {k: v for k, v in os.environ.items() if not k.startswith("LOGDNA_")}
         env.update(PYTHONPATH=str(REPO_ROOT), LOGDNA_URL=server.url)
         run = subprocess.run(
