@@ -362,6 +362,11 @@ class Client:
         """``put_entry`` until the sender runs: start it, then go straight to the buffer."""
         if self._closed or not self._start():  # closed before any line: count it
             return self._buffer.put_entry(entry)  # or no thread now: keep it for one later
+        if self._closed and self._sender._deadline is None:
+            # A close landed between the look above and the start, and found no sender to
+            # stop: this one, started after it, must end too (it waited for good).
+            timeout = self.config.shutdown_timeout
+            self._sender.begin_close(time.monotonic() + timeout, timeout)
         # Not when another thread is starting it (_start says True then): that start may
         # still fail, and its reset of put_entry to this would be undone here for good.
         if self._started:

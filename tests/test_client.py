@@ -247,3 +247,22 @@ def test_a_line_after_the_exit_never_waits_for_a_frozen_lock() -> None:
     finally:
         release.set()
     assert 3 == client.stats()["dropped"]["after_close"]
+
+
+def test_a_close_between_the_first_lines_look_and_its_start_ends_the_sender(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The first line looks whether the client is closed, then starts the sender; a close
+    from another thread in between found no sender to stop, and the one started after it
+    waited for good (with its watchdog thread: two threads leaked per such close)."""
+    client = Client(key="k", url=UNREACHABLE, hostname="t", shutdown_timeout=0.2)
+    start = client._start
+
+    def start_after_a_close(**kwargs: Any) -> bool:
+        client.close(0)  # what another thread's close did at that moment
+        return start(**kwargs)
+
+    monkeypatch.setattr(client, "_start", start_after_a_close)
+    client.log("the first line")
+    assert client.closed
+    assert client._sender.finished.wait(30), "the sender started after the close never ended"
