@@ -191,12 +191,15 @@ class Buffer:
         # Nested in a section of this thread's, or on a sender: waiting for room would
         # wait for a take that only this thread could make.
         nested = self._overflow == "block" and (self.owned() or on_sender_thread())
+        wake = False
         with self._lock:
-            forward = self._forward
-            if self.closed and forward is None:
+            # Read once: a signal handler on this thread (the lock is reentrant) may close
+            # the buffer between two reads, and the line went neither way then.
+            closed, forward = self.closed, self._forward
+            if closed and forward is None:
                 self._drop("after_close", 1)
                 return False
-            if self.closed:
+            if closed:
                 pass  # forwarded below, outside the lock: it may take locks of its own
             elif self._sink is not None:
                 return self._sink(data)
