@@ -636,16 +636,19 @@ class _Patterns:
     plain form they are checked against.
     """
 
-    __slots__ = ("_finders", "_is_secret", "_names_secret", "_quoted_only", "_rules", "_seen")
+    __slots__ = ("_counts_tokens", "_finders", "_is_secret", "_names_secret", "_quoted_only",
+                 "_rules", "_seen")  # fmt: skip
 
     def __init__(
         self,
         patterns: list[str],
         is_secret: Callable[[str], bool],
         names_secret: Callable[[str], bool],
+        counts_tokens: Callable[[str], bool],
     ) -> None:
         self._is_secret = is_secret
         self._names_secret = names_secret
+        self._counts_tokens = counts_tokens
         # Key -> whether it counts only as "key=" or quoted, not as a bare "key:".
         self._quoted_only: dict[str, bool] = {}
         self._finders: dict[tuple[str, bool], re.Pattern[str]] = {}
@@ -800,6 +803,11 @@ class _Patterns:
         pieces.append(text[end:] if keep is None else text[end:keep])
         return replacement.join(pieces)
 
+    def _number_counted(self, name: str, text: str, at: int) -> bool:
+        """Whether the value at separator ``at`` of secret key ``name`` is a count of
+        tokens, which ships ("prompt_tokens=120": Redactor._counts_tokens)."""
+        return _NUMBER_VALUE.match(text, at) is not None and self._counts_tokens(name)
+
     def _key_values(
         self,
         text: str,
@@ -845,7 +853,11 @@ class _Patterns:
             return
         separators: list[int] = []
         for name, strict in secret.items():
-            separators += [found.end() for found in self._key_finder(name, strict).finditer(text)]
+            separators += [
+                at
+                for found in self._key_finder(name, strict).finditer(text)
+                if not self._number_counted(name, text, at := found.end())
+            ]
         separators.sort()
         _values(text, separators, regex, head, spans)
 
@@ -875,6 +887,8 @@ class _Patterns:
                 continue
             at = last - candidate.start()
             if text[at] == ":" and not candidate[1] and self._quoted_only_for(name):
+                continue
+            if self._number_counted(name, text, at):
                 continue
             separators.append(at)
         if separators:
@@ -1434,6 +1448,18 @@ _NEEDS: dict[str, tuple[str, ...]] = {
 
 _SEPARATORS = re.compile(r"[-_.\s]+")
 _CACHE_LIMIT = 4096
+# Where "token" is a language model's, matched on a key as the names are (lower-cased,
+# separators out): a tokenizer ("tokenizer", "tokenization") and a dict of counts
+# ("token_usage", LangChain's) are no credentials; a count ("prompt_tokens",
+# "total_tokens", Gemini's "promptTokenCount", OpenTelemetry's
+# "gen_ai.usage.input_tokens") is none when its value is a number (_counts_tokens).
+_NOT_A_CREDENTIAL = re.compile(r"tokeniz|tokenusage")
+_TOKEN_COUNT = re.compile(r"tokens|tokencount")
+_NUMBERS = frozenset({int, float})
+# A count's value in text, at its separator: a bare number, ending the value
+# ("prompt_tokens=120,", '"total_tokens": 15}', "max_tokens=512."; not "tokens=12ab",
+# "tokens=1.2.3").
+_NUMBER_VALUE = re.compile(r"(?:=>?|:)[ \t]*-?\d+(?:\.\d+)?(?![\w\-'\"]|\.\d)")
 #: Text patterns run on at most this many characters past ``max_line_length``: a
 #: secret that straddles the cut is still whole for them.
 _CUT_MARGIN = 256
@@ -1470,8 +1496,8 @@ class Redactor:
             line builder's fallback): the text patterns run on that text.
     """
 
-    __slots__ = ("_cache", "_describe", "_key_end_re", "_key_re", "_max_chars",
-                 "_plain_keys", "_text_re", "_triggered_only", "_words")  # fmt: skip
+    __slots__ = ("_cache", "_counts", "_describe", "_extra_re", "_key_end_re", "_key_re",
+                 "_max_chars", "_plain_keys", "_text_re", "_triggered_only", "_words")  # fmt: skip
 
     def __init__(self, extra_keys: Iterable[str] = (), patterns: Iterable[str] = (),
                  *, defaults: bool = True, max_chars: int = 1 << 20,
@@ -1479,15 +1505,24 @@ class Redactor:
         names = list(DEFAULT_SECRET_KEYS) if defaults else []
         # A name needs a letter: keys without one are never secrets (the C handle
         # relies on it to pass "request 42: ..." by without asking).
-        names += [_SEPARATORS.sub("", k.lower()) for k in extra_keys if any(c.isalpha() for c in k)]
+        extra = [_SEPARATORS.sub("", k.lower()) for k in extra_keys if any(c.isalpha() for c in k)]
+        names += extra
         self._key_re = re.compile("|".join(map(re.escape, names))) if names else None
+        # The names given here count whole: "prompt_tokens" given is no count of tokens.
+        self._extra_re = re.compile("|".join(map(re.escape, extra))) if extra else None
+        #: Secret key -> whether it names one only as a count of tokens (_counts_tokens).
+        self._counts: dict[str, bool] | None = {} if defaults else None
         # (A number after the name, "token01", "password_2", numbers the key.)
         self._key_end_re = (
             re.compile("(?:" + "|".join(map(re.escape, names)) + r")s?\d*\Z") if names else None
         )
         self._words = frozenset(SECRET_WORDS) if defaults else frozenset()
         chosen = expand_patterns([*CREDENTIAL_PATTERNS, *patterns] if defaults else patterns)
-        self._text_re = _Patterns(chosen, self.is_secret, self._names_secret) if chosen else None
+        self._text_re = (
+            _Patterns(chosen, self.is_secret, self._names_secret, self._counts_tokens)
+            if chosen
+            else None
+        )
         # With only the default credential patterns, text without a trigger cannot
         # match: one cheap test (has_trigger) instead of the patterns.
         self._triggered_only = bool(chosen) and set(chosen) <= set(CREDENTIAL_PATTERNS)
@@ -1561,8 +1596,12 @@ class Redactor:
             key = str.__str__(key)
         hit = self._cache.get(key)
         if hit is None:
+            flat = _SEPARATORS.sub("", key.lower())
+            if self._counts is not None and not (self._extra_re and self._extra_re.search(flat)):
+                # (A tokenizer, a usage dict: unless the application named the key.)
+                flat = _NOT_A_CREDENTIAL.sub(" ", flat)
             hit = bool(
-                (self._key_re and self._key_re.search(_SEPARATORS.sub("", key.lower())))
+                (self._key_re and self._key_re.search(flat))
                 or (self._words and self._has_secret_word(key))
             )
             if len(self._cache) >= _CACHE_LIMIT:
@@ -1571,6 +1610,27 @@ class Redactor:
             self._cache[key] = hit
             if not hit:
                 self._plain_keys.add(key)
+        return hit
+
+    def _counts_tokens(self, key: str) -> bool:
+        """Whether secret ``key`` names a secret only as a count of a language model's
+        tokens (see _TOKEN_COUNT): a number under it ships, anything else does not."""
+        counts = self._counts
+        if counts is None or self._key_re is None:
+            return False
+        hit = counts.get(key)
+        if hit is None:
+            flat = _SEPARATORS.sub("", key.lower())
+            rest = _TOKEN_COUNT.sub(" ", _NOT_A_CREDENTIAL.sub(" ", flat))
+            hit = (
+                _TOKEN_COUNT.search(flat) is not None
+                and not self._key_re.search(rest)
+                and not (self._words and self._has_secret_word(key))
+                and not (self._extra_re and self._extra_re.search(flat))
+            )
+            if len(counts) >= _CACHE_LIMIT:
+                counts.clear()
+            counts[key] = hit
         return hit
 
     def _names_secret(self, key: str) -> bool:
@@ -1758,6 +1818,8 @@ class Redactor:
                         # "password" when the line is written.
                         name = safe_str(k)
                         secret = self.is_secret(name) or self._key_is_secret(k, False)
+                    if secret and type(v) in _NUMBERS and type(name) is str:
+                        secret = not self._counts_tokens(name)  # ("prompt_tokens": 120)
                     new: Any = MARKER if secret else self._walk(v, path, depth + 1)
                     if new is _OTHER or new is v:
                         if name is k:

@@ -14,12 +14,14 @@ from logdna_client._redact import (
     _BARE_UNIT,
     _LIST_START,
     _LIST_UNIT,
+    _NUMBER_VALUE,
     _ORACLE_USER_REVERSED,
     _RUN_ON,
     _TUPLE_START,
     _TUPLE_UNIT,
     MARKER,
     PRESET_PATTERNS,
+    Redactor,
     _block_key,
     _block_span,
     _encoded_key,
@@ -110,16 +112,15 @@ class ReferencePatterns:
     pattern carry global flags or back-references.
     """
 
-    __slots__ = ("_is_secret", "_key_value", "_names_secret", "_rules", "_run_on")
+    __slots__ = ("_counts_tokens", "_is_secret", "_key_value", "_names_secret", "_rules",
+                 "_run_on")  # fmt: skip
 
-    def __init__(
-        self,
-        patterns: list[str],
-        is_secret: Callable[[str], bool],
-        names_secret: Callable[[str], bool],
-    ) -> None:
-        self._is_secret = is_secret
-        self._names_secret = names_secret
+    def __init__(self, patterns: list[str], redactor: Redactor) -> None:
+        # The redactor's judgement of keys: which name secrets, which do only as a
+        # bare "key:", which only while their value is no number (a count of tokens).
+        self._is_secret = redactor.is_secret
+        self._names_secret = redactor._names_secret
+        self._counts_tokens = redactor._counts_tokens
         self._key_value: _Finder | None = None
         rules: list[tuple[tuple[str, ...], tuple[str, ...] | None, re.Pattern[str], _Finder]] = []
         self._run_on: dict[re.Pattern[str], tuple[int, re.Pattern[str] | None]] = {}
@@ -322,6 +323,8 @@ class ReferencePatterns:
                 # "db_token: ..."); short ones (pass, pin, key ...) only as "pin=" or
                 # '"pin":'.
                 continue
+            if _NUMBER_VALUE.match(text, at) and self._counts_tokens(name):
+                continue  # ("prompt_tokens=120": a count of a language model's tokens)
             yield regex.match(text, at)
 
     def search(self, text: str) -> bool:

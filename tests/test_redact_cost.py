@@ -142,9 +142,7 @@ class TestValuesReadOnce:
             redacted = redactor.text(text)
 
             assert count[0] <= 4 * size
-        reference = ReferencePatterns(
-            list(CREDENTIAL_PATTERNS), redactor.is_secret, redactor._names_secret
-        )
+        reference = ReferencePatterns(list(CREDENTIAL_PATTERNS), redactor)
         assert reference.sub(MARKER, text) == redacted
 
 
@@ -168,9 +166,7 @@ class TestBlocksReadOnce:
         redacted = Redactor().text(text)
 
         assert count[0] <= 2 * len(text)
-        reference = ReferencePatterns(
-            list(CREDENTIAL_PATTERNS), Redactor().is_secret, Redactor()._names_secret
-        )
+        reference = ReferencePatterns(list(CREDENTIAL_PATTERNS), Redactor())
         assert reference.sub(MARKER, text) == redacted
 
 

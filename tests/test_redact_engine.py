@@ -38,7 +38,7 @@ def both(choice: list[str], defaults: bool = True) -> tuple[Redactor, ReferenceP
     """A redactor and the reference engine for the same patterns and key rules."""
     redactor = Redactor(patterns=choice, defaults=defaults)
     chosen = expand_patterns([*CREDENTIAL_PATTERNS, *choice] if defaults else choice)
-    return redactor, ReferencePatterns(chosen, redactor.is_secret, redactor._names_secret)
+    return redactor, ReferencePatterns(chosen, redactor)
 
 
 def fast(redactor: Redactor, text: str) -> str:

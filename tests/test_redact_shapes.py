@@ -246,9 +246,7 @@ class TestShapes:
     def test_redactor(self, text: str, expected: str) -> None:
         """The redactor alone, and the reference engine the same."""
         redactor = Redactor()
-        reference = ReferencePatterns(
-            list(CREDENTIAL_PATTERNS), redactor.is_secret, redactor._names_secret
-        )
+        reference = ReferencePatterns(list(CREDENTIAL_PATTERNS), redactor)
 
         assert expected == redactor.text(text)
         assert expected == reference.sub(MARKER, text)
