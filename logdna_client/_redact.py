@@ -803,10 +803,20 @@ class _Patterns:
         pieces.append(text[end:] if keep is None else text[end:keep])
         return replacement.join(pieces)
 
-    def _number_counted(self, name: str, text: str, at: int) -> bool:
-        """Whether the value at separator ``at`` of secret key ``name`` is a count of
-        tokens, which ships ("prompt_tokens=120": Redactor._counts_tokens)."""
-        return _NUMBER_VALUE.match(text, at) is not None and self._counts_tokens(name)
+    def _number_counted(self, name: str, text: str, at: int, regex: re.Pattern[str]) -> bool:
+        """Whether the value the key=value pattern (``regex``) finds at separator ``at``
+        of secret key ``name`` is, whole, a count of tokens, which ships
+        ("prompt_tokens=120": Redactor._counts_tokens)."""
+        if not self._counts_tokens(name):
+            return False
+        m = regex.match(text, at)
+        if m is None:
+            return False
+        start, end = m.span("v")
+        # (Bare: digits in quotes are a string, as in meta.)
+        return (
+            _value_class(text, start) == "" and _COUNT_VALUE.fullmatch(text, start, end) is not None
+        )
 
     def _key_values(
         self,
@@ -856,7 +866,7 @@ class _Patterns:
             separators += [
                 at
                 for found in self._key_finder(name, strict).finditer(text)
-                if not self._number_counted(name, text, at := found.end())
+                if not self._number_counted(name, text, at := found.end(), regex)
             ]
         separators.sort()
         _values(text, separators, regex, head, spans)
@@ -888,7 +898,7 @@ class _Patterns:
             at = last - candidate.start()
             if text[at] == ":" and not candidate[1] and self._quoted_only_for(name):
                 continue
-            if self._number_counted(name, text, at):
+            if self._number_counted(name, text, at, regex):
                 continue
             separators.append(at)
         if separators:
@@ -1448,18 +1458,46 @@ _NEEDS: dict[str, tuple[str, ...]] = {
 
 _SEPARATORS = re.compile(r"[-_.\s]+")
 _CACHE_LIMIT = 4096
-# Where "token" is a language model's, matched on a key as the names are (lower-cased,
-# separators out): a tokenizer ("tokenizer", "tokenization") and a dict of counts
-# ("token_usage", LangChain's) are no credentials; a count ("prompt_tokens",
-# "total_tokens", Gemini's "promptTokenCount", OpenTelemetry's
-# "gen_ai.usage.input_tokens") is none when its value is a number (_counts_tokens).
-_NOT_A_CREDENTIAL = re.compile(r"tokeniz|tokenusage")
-_TOKEN_COUNT = re.compile(r"tokens|tokencount")
-_NUMBERS = frozenset({int, float})
-# A count's value in text, at its separator: a bare number, ending the value
-# ("prompt_tokens=120,", '"total_tokens": 15}', "max_tokens=512."; not "tokens=12ab",
-# "tokens=1.2.3").
-_NUMBER_VALUE = re.compile(r"(?:=>?|:)[ \t]*-?\d+(?:\.\d+)?(?![\w\-'\"]|\.\d)")
+# Where "token" is a language model's, judged on a key's words (key_words): a
+# tokenizer ("tokenizer", "tokenization"), a usage dict ("token_usage", LangChain's) and
+# a dict of count details ("prompt_tokens_details", OpenAI's) name no credential; a
+# count ("prompt_tokens", "total_tokens", Gemini's "promptTokenCount", OpenTelemetry's
+# "gen_ai.usage.input_tokens") names none while its value is a number (_counts_tokens).
+# Whole words only: "token_secret", "detokenized" and "tokenized_card" stay secrets.
+_TOKENIZER_WORDS = frozenset({"tokenizer", "tokenizers", "tokenization"})
+_COUNT_TYPES = frozenset({int, float, type(None)})
+# A count's whole value in text, as the key=value pattern finds it, bare ("120",
+# "1,234", "512." ending a sentence, "None"); not "1//0gLx..." nor "123456789:AA...".
+_COUNT_VALUE = re.compile(r"-?[0-9][0-9,]*(?:\.[0-9]+)?\.?|None|null")
+
+
+def _without_token_words(words: list[str], counts: bool) -> tuple[str, bool]:
+    """A key's words joined as names are matched (separators out), with those that
+    name a language model's tokens, not a credential, blanked (and its counts, with
+    ``counts``); and whether a count was among them."""
+    out: list[str] = []
+    counted = False
+    i, n = 0, len(words)
+    while i < n:
+        word = words[i]
+        after = words[i + 1] if i + 1 < n else ""
+        if word in _TOKENIZER_WORDS:
+            out.append(" ")
+        elif (word in ("token", "tokens") and after == "details") or (
+            word == "token" and after == "usage" and i == 0
+        ):
+            out.append(" ")
+            i += 1
+        elif word == "tokens" or (word == "token" and after in ("count", "counts")):
+            counted = True
+            out.append(" " if counts else word + after if word == "token" else word)
+            i += word == "token"
+        else:
+            out.append(word)
+        i += 1
+    return "".join(out), counted
+
+
 #: Text patterns run on at most this many characters past ``max_line_length``: a
 #: secret that straddles the cut is still whole for them.
 _CUT_MARGIN = 256
@@ -1597,9 +1635,13 @@ class Redactor:
         hit = self._cache.get(key)
         if hit is None:
             flat = _SEPARATORS.sub("", key.lower())
-            if self._counts is not None and not (self._extra_re and self._extra_re.search(flat)):
+            if (
+                "token" in flat
+                and self._counts is not None
+                and not (self._extra_re and self._extra_re.search(flat))
+            ):
                 # (A tokenizer, a usage dict: unless the application named the key.)
-                flat = _NOT_A_CREDENTIAL.sub(" ", flat)
+                flat = _without_token_words(key_words(key), counts=False)[0]
             hit = bool(
                 (self._key_re and self._key_re.search(flat))
                 or (self._words and self._has_secret_word(key))
@@ -1614,19 +1656,19 @@ class Redactor:
 
     def _counts_tokens(self, key: str) -> bool:
         """Whether secret ``key`` names a secret only as a count of a language model's
-        tokens (see _TOKEN_COUNT): a number under it ships, anything else does not."""
+        tokens (a word "tokens", or "token" and "count"; see _without_token_words): a
+        number under it ships, anything else does not."""
         counts = self._counts
         if counts is None or self._key_re is None:
             return False
         hit = counts.get(key)
         if hit is None:
-            flat = _SEPARATORS.sub("", key.lower())
-            rest = _TOKEN_COUNT.sub(" ", _NOT_A_CREDENTIAL.sub(" ", flat))
+            rest, counted = _without_token_words(key_words(key), counts=True)
             hit = (
-                _TOKEN_COUNT.search(flat) is not None
+                counted
                 and not self._key_re.search(rest)
                 and not (self._words and self._has_secret_word(key))
-                and not (self._extra_re and self._extra_re.search(flat))
+                and not (self._extra_re and self._extra_re.search(_SEPARATORS.sub("", key.lower())))
             )
             if len(counts) >= _CACHE_LIMIT:
                 counts.clear()
@@ -1818,7 +1860,7 @@ class Redactor:
                         # "password" when the line is written.
                         name = safe_str(k)
                         secret = self.is_secret(name) or self._key_is_secret(k, False)
-                    if secret and type(v) in _NUMBERS and type(name) is str:
+                    if secret and type(v) in _COUNT_TYPES and type(name) is str:
                         secret = not self._counts_tokens(name)  # ("prompt_tokens": 120)
                     new: Any = MARKER if secret else self._walk(v, path, depth + 1)
                     if new is _OTHER or new is v:

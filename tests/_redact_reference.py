@@ -12,9 +12,9 @@ from collections.abc import Callable, Iterable, Iterator
 
 from logdna_client._redact import (
     _BARE_UNIT,
+    _COUNT_VALUE,
     _LIST_START,
     _LIST_UNIT,
-    _NUMBER_VALUE,
     _ORACLE_USER_REVERSED,
     _RUN_ON,
     _TUPLE_START,
@@ -28,6 +28,7 @@ from logdna_client._redact import (
     _option_names_secret,
     _redacted_already,
     _secret_before,
+    _value_class,
 )
 
 _NOT_KEYS = ("Error", "Exception", "Warning")
@@ -323,9 +324,15 @@ class ReferencePatterns:
                 # "db_token: ..."); short ones (pass, pin, key ...) only as "pin=" or
                 # '"pin":'.
                 continue
-            if _NUMBER_VALUE.match(text, at) and self._counts_tokens(name):
+            m = regex.match(text, at)
+            if (
+                m
+                and self._counts_tokens(name)
+                and _value_class(text, m.start("v")) == ""  # (bare, not in quotes)
+                and _COUNT_VALUE.fullmatch(m.group("v"))
+            ):
                 continue  # ("prompt_tokens=120": a count of a language model's tokens)
-            yield regex.match(text, at)
+            yield m
 
     def search(self, text: str) -> bool:
         """Whether any pattern would replace something in ``text``."""

@@ -26,17 +26,22 @@ COUNT_KEYS = [
 # Still secrets whatever their value: the singular, and plural ones another name or
 # word makes a secret's.
 SECRET_KEYS = ["token", "api_token", "tokens_token", "auth_tokens", "password_tokens",
-               "otp_tokens", "session_tokens"]  # fmt: skip
+               "otp_tokens", "session_tokens",
+               # Whole words only: "tokens" with another name after it, singular "token"
+               # beside one that starts like "s" (OAuth 1's "oauth_token_secret").
+               "token_secret", "tokenSecret", "access_token_secret", "oauth_token_secret",
+               "X-Token-Secret", "token_session", "tokenSessionId", "token_signature",
+               "tokenString", "token_store"]  # fmt: skip
 
 
 class TestMeta:
     @pytest.mark.parametrize("key", COUNT_KEYS)
-    @pytest.mark.parametrize("count", [0, 1234, 1.5])
-    def test_a_count_ships(self, key: str, count: float) -> None:
+    @pytest.mark.parametrize("count", [0, 1234, 1.5, None])
+    def test_a_count_ships(self, key: str, count: float | None) -> None:
         assert {key: count} == Redactor().meta({key: count})
 
     @pytest.mark.parametrize(
-        "value", ["sk-abc123", "1234", ["abc", "def"], {"prod": "abc"}, True, None, b"12"]
+        "value", ["sk-abc123", "1234", ["abc", "def"], {"prod": "abc"}, True, b"12"]
     )
     @pytest.mark.parametrize("key", ["prompt_tokens", "access_tokens", "tokens", "token_count"])
     def test_anything_else_under_a_count_key_is_redacted(self, key: str, value: Any) -> None:
@@ -59,8 +64,31 @@ class TestMeta:
         )
         assert {key: "cl100k"} == Redactor().meta({key: "cl100k"})
 
-    def test_a_secret_name_beside_tokenizer_still_counts(self) -> None:
-        assert {"tokenizer_secret": MARKER} == Redactor().meta({"tokenizer_secret": "x"})
+    @pytest.mark.parametrize(
+        "key",
+        ["tokenizer_secret", "detokenized_value", "tokenized_card", "tokenizedValue",
+         "access_token_usage", "access_token_details_secret"],
+    )  # fmt: skip
+    def test_whole_words_only(self, key: str) -> None:
+        """A secret name beside the tokenizer's, and words that only start like it (a
+        vault's detokenized value is the raw card number), are secrets."""
+        assert {key: MARKER} == Redactor().meta({key: "4111111111111111"})
+
+    def test_count_details_are_walked(self) -> None:
+        """OpenAI's usage (``usage.model_dump()``): its details dicts are walked, their
+        counts ship; Gemini's list of counts too."""
+        usage = {
+            "prompt_tokens": 9,
+            "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": None},
+            "completion_tokens_details": {"reasoning_tokens": 4, "access_token": "t0p"},
+            "promptTokensDetails": [{"modality": "TEXT", "tokenCount": 3}],
+        }
+        expected = {
+            **usage,
+            "completion_tokens_details": {"reasoning_tokens": 4, "access_token": MARKER},
+        }
+
+        assert expected == Redactor().meta(usage)
 
     def test_keys_given_by_the_application_are_secrets_whole(self) -> None:
         """redact_keys=["prompt_tokens"] asked for that count to go: it goes."""
@@ -89,6 +117,7 @@ class TestText:
             "[max_tokens] => 512",
             "limit reached: max_tokens=512.",
             "rate tokens_per_second: 41.5, done",
+            "tokens_used=1,234 cached_tokens=None",
         ],
     )
     def test_counts_ship(self, text: str) -> None:
@@ -104,20 +133,50 @@ class TestText:
             ("token=123456", f"token={MARKER}"),
             ("auth_tokens=5", f"auth_tokens={MARKER}"),
             ("total_tokens=5;pw=3", f"total_tokens=5;pw={MARKER}"),
+            # A number that only starts the value (H179): Google's and Microsoft's
+            # refresh tokens, Telegram's bot tokens, Facebook's app tokens.
+            ("refresh_tokens=1//0gLxW9zXk3aBcDeF", f"refresh_tokens={MARKER}"),
+            ("refresh_tokens=0.ARoAv4j5cvGGr0GRq x", f"refresh_tokens={MARKER} x"),
+            ("BOT_TOKENS=123456789:AAHdqTcvCH1vGWJx", f"BOT_TOKENS={MARKER}"),
+            ("access_tokens=1234567890|abcdef0123", f"access_tokens={MARKER}"),
+            ("config:\n  refresh_tokens: 1//0gabc", f"config:\n  refresh_tokens: {MARKER}"),
+            ("?refresh_tokens=1//0gabc&x=1", f"?refresh_tokens={MARKER}&x=1"),
+            ("Tokens=12 ab cd; Server=x", f"Tokens={MARKER}; Server=x"),
+            *[
+                (f"tokens={v} x", f"tokens={MARKER} x")
+                for v in [
+                    "123.abc",
+                    "1.5.abc",
+                    "12%20ab",
+                    "12/3/ab",
+                    "-1/abc",
+                    "123€abc",
+                    "12+ab==",
+                ]
+            ],
+            ("X-Token-Secret: 12/ab+cdEFgh==", f"X-Token-Secret: {MARKER}"),
+            ("token_secret=839201", f"token_secret={MARKER}"),
         ],
     )
     def test_anything_else_is_redacted(self, text: str, expected: str) -> None:
         assert expected == Redactor().text(text)
 
-    def test_long_text_takes_the_same_rule(self) -> None:
-        """Text long enough that keys are found forwards from each (_key_values)."""
-        text = ("filler " * 400) + " ".join(f"prompt_tokens={n} token=t{n}" for n in range(20))
+    @pytest.mark.parametrize("keys", [1, 20])
+    def test_long_text_takes_the_same_rule(self, keys: int) -> None:
+        """Text long enough that keys are found forwards from each (_key_values), or
+        with so many that each separator is read (_at_separators), several times (the
+        finders are compiled after a few)."""
+        text = ("filler " * 400) + " ".join(
+            f"prompt_tokens={n} refresh_tokens=1//0g{n} token{n % keys}=t{n}" for n in range(20)
+        )
+        redactor = Redactor()
 
-        redacted = Redactor().text(text)
+        for _ in range(4):
+            redacted = redactor.text(text)
 
-        assert "prompt_tokens=19 " in redacted
-        assert "t19" not in redacted
-        assert redacted.count(f"token={MARKER}") == 20
+            assert "prompt_tokens=19 " in redacted
+            assert "t19" not in redacted and "0g19" not in redacted
+            assert redacted.count(f"refresh_tokens={MARKER}") == 20
 
 
 class TestEndToEnd:
