@@ -196,6 +196,18 @@ CREDENTIAL_PATTERNS: dict[str, str] = {
     r"|(?<=github_pat_)(?<![A-Za-z0-9_]github_pat_)"
     r"|(?<=[rs]k_live_|[rs]k_test_)(?<![A-Za-z0-9_][rs]k_live_|[A-Za-z0-9_][rs]k_test_))"
     r"(?P<v>[A-Za-z0-9_-]{10,255})",
+    # API keys that say what they are by their prefix, logged bare (a config dump, an
+    # exception's text): OpenAI's (sk-proj-, sk-svcacct-, sk-admin-, and the older
+    # sk-<48> with "T3BlbkFJ" in it), Anthropic's (sk-ant-api03-), Hugging Face's (hf_),
+    # GitLab's (glpat-), npm's (npm_), PyPI's (pypi-AgE...), DigitalOcean's (dop_v1_,
+    # doo_v1_, dor_v1_), Google's (AIza) and SendGrid's (SG.<22>.<43>): what follows
+    # the prefix, each kind's own shape, whole (not part of a longer word; a "." may
+    # be inside one, as in GitLab's newer tokens, not end it).
+    "provider_key": r"(?<![A-Za-z0-9_-])(?:sk-(?:proj|svcacct|admin|ant-[a-z]{2,8}[0-9]{2})-"
+    r"|sk-(?=[A-Za-z0-9]{20}T3BlbkFJ)|glpat-|pypi-(?=AgE)|hf_|npm_|do[opr]_v1_|AIza|SG\.)"
+    r"(?P<v>(?<=-)(?=[A-Za-z0-9_.-]{20})[A-Za-z0-9_.-]{0,511}[A-Za-z0-9_-]|(?<=hf_)[A-Za-z0-9]{30,64}|(?<=npm_)[A-Za-z0-9]{36}"
+    r"|(?<=_v1_)[a-f0-9]{64}|(?<=AIza)[A-Za-z0-9_-]{35}"
+    r"|(?<=SG\.)[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43})(?![A-Za-z0-9_-])",
     # Oracle's user/password@database (sqlplus, exp/imp, JDBC thin's
     # "jdbc:oracle:thin:scott/tiger@host:1521:ORCL"): the password goes. Found from
     # the "/" (the user before it is read back: a name of 1 to 30 letters, digits,
@@ -361,20 +373,23 @@ PRESET_GROUPS: dict[str, tuple[str, ...]] = {
 # "-----BEGIN", a GitHub, Stripe or Slack token's prefix, a long option ("--password
 # pw"), "-p" (MySQL's, "-pw", "-passin") or "-U" (before "-P pw"), an AWS secret
 # key's name ("aws_secret_access_key wJalr..."), a chat webhook's path, a URL-encoded
-# separator ("%3D", "%3A", or encoded twice: "%253D"), an HTTP auth class's "Auth(".
-# Text without any skips the patterns; _speedups.c has the same test
-# (needs_redaction), kept equal by tests.
+# separator ("%3D", "%3A", or encoded twice: "%253D"), an HTTP auth class's "Auth(",
+# an API key's prefix (provider_key's: "sk-", "hf_" ... not after a letter or digit;
+# "_v1_", "AIza", "SG."). Text without any skips the patterns; _speedups.c has the
+# same test (needs_redaction), kept equal by tests.
 TRIGGER = re.compile(
     rf"[:=@]|eyJ|A(?:{_AWS_KEY_KINDS})|Auth\("
     r"|-----BEGIN|gh[pousr]_|github_pat_|[rs]k_(?:live|test)_|xox[abposr]-|--[A-Za-z]|-p|-U"
     r"|_access_key|_ACCESS_KEY"
     r"|hooks\.slack\.com/|/webhook|%(?:25)?3[ADad]"
+    r"|(?<![A-Za-z0-9])(?:sk-|hf_|glpat-|npm_|pypi-)|_v1_|AIza|SG\."
 )
 _AWS_PREFIX = re.compile(rf"A(?:{_AWS_KEY_KINDS})")
 _STRIPE_MARK = re.compile(r"[rs]k_(?:live|test)_")
 _SLACK_MARK = re.compile(r"xox[abposr]-")
 _OPTION_MARK = re.compile(r"--[A-Za-z]")
 _ENCODED_MARK = re.compile(r"%(?:25)?3[ADad]")
+_PROVIDER_MARK = re.compile(r"(?<![A-Za-z0-9])(?:sk-|hf_|glpat-|npm_|pypi-)")
 
 
 def has_trigger(text: str) -> bool:
@@ -389,7 +404,11 @@ def _marked(text: str) -> bool:
     return (
         "@" in text
         or "eyJ" in text
-        or ("A" in text and (_AWS_PREFIX.search(text) is not None or "Auth(" in text))
+        or (
+            "A" in text
+            and (_AWS_PREFIX.search(text) is not None or "Auth(" in text or "AIza" in text)
+        )
+        or "SG." in text
         or (("-" in text or "_" in text) and _dash_mark(text))
         or ("/" in text and ("/webhook" in text or "hooks.slack.com/" in text))
         or (("%3" in text or "%25" in text) and _ENCODED_MARK.search(text) is not None)
@@ -398,9 +417,9 @@ def _marked(text: str) -> bool:
 
 def _dash_mark(text: str) -> bool:
     """Whether ``text`` (which holds a "-" or a "_") holds a PEM key's BEGIN, a
-    GitHub, Stripe or Slack token's prefix, a long option, "-p", "-U" or an AWS
-    secret key's name: substring tests first (a regex call costs a few hundred ns
-    on a log message)."""
+    GitHub, Stripe or Slack token's prefix, a long option, "-p", "-U", an AWS
+    secret key's name or an API key's prefix: substring tests first (a regex call
+    costs a few hundred ns on a log message)."""
     return (
         "-----BEGIN" in text
         or ("gh" in text and ("ghp_" in text or "gho_" in text or "ghu_" in text
@@ -413,6 +432,9 @@ def _dash_mark(text: str) -> bool:
         or "_access_key" in text
         or "_ACCESS_KEY" in text
         or ("--" in text and _OPTION_MARK.search(text) is not None)
+        or (("sk-" in text or "hf_" in text or "glpat-" in text or "npm_" in text
+             or "pypi-" in text) and _PROVIDER_MARK.search(text) is not None)
+        or "_v1_" in text
     )  # fmt: skip
 
 
@@ -1450,6 +1472,7 @@ _NEEDS: dict[str, tuple[str, ...]] = {
     "encoded_kv": ("%3", "%253"),
     "service_token": ("_",),
     "slack_token": ("xox",),
+    "provider_key": ("sk-", "hf_", "glpat-", "npm_", "pypi-", "_v1_", "AIza", "SG."),
     "email": ("@",),
     "phone": ("(",),
     "phone_plus": ("+",),

@@ -410,17 +410,33 @@ literal_at(int kind, const void *data, Py_ssize_t at, Py_ssize_t n, const char *
     return 1;
 }
 
+/* Whether ``word`` ends right before ``text[i]``, not after a letter or digit (an API
+ * key's prefix: _redact._PROVIDER_MARK). */
+static int
+word_before(int kind, const void *data, Py_ssize_t i, Py_ssize_t n, const char *word)
+{
+    Py_ssize_t len = (Py_ssize_t)strlen(word);
+    Py_UCS4 c;
+    if (i < len || !literal_at(kind, data, i - len, n, word)) {
+        return 0;
+    }
+    c = i > len ? PyUnicode_READ(kind, data, i - len - 1) : ' ';
+    return !((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'));
+}
+
 /* Whether the '-' or '_' at ``text[i]`` is part of a mark _redact._dash_mark finds: a
  * PEM key's "-----BEGIN", a service token's prefix ("ghp_", "github_pat_", "xoxb-",
- * "sk_live_"), a long option, "-p", "-U" (before "-P pw") or an AWS secret key's
- * name ("_access_key"); or a command line's user option ("-u"), whose value the
- * Python redactor judges (text with one has a ':' for has_trigger). */
+ * "sk_live_"), a long option, "-p", "-U" (before "-P pw"), an AWS secret key's
+ * name ("_access_key") or an API key's prefix ("sk-", "glpat-", "pypi-", "hf_",
+ * "npm_", "_v1_"); or a command line's user option ("-u"), whose value the Python
+ * redactor judges (text with one has a ':' for has_trigger). */
 static int
 dash_mark(int kind, const void *data, Py_ssize_t i, Py_ssize_t n)
 {
     Py_UCS4 c;
     if (PyUnicode_READ(kind, data, i) == '-') {
-        if (literal_at(kind, data, i, n, "-----BEGIN")) {
+        if (literal_at(kind, data, i, n, "-----BEGIN") || word_before(kind, data, i, n, "sk") ||
+            word_before(kind, data, i, n, "glpat") || word_before(kind, data, i, n, "pypi")) {
             return 1;
         }
         /* A command line's "-u user:pw", "--user", "--proxy-user" (cli_credentials):
@@ -452,7 +468,9 @@ dash_mark(int kind, const void *data, Py_ssize_t i, Py_ssize_t n)
         literal_at(kind, data, i - 3, n, "gh")) {
         return 1;
     }
-    if (i >= 6 && literal_at(kind, data, i - 6, n, "github_pat_")) {
+    if ((i >= 6 && literal_at(kind, data, i - 6, n, "github_pat_")) ||
+        word_before(kind, data, i, n, "hf") || word_before(kind, data, i, n, "npm") ||
+        literal_at(kind, data, i, n, "_v1_")) {
         return 1;
     }
     /* "aws_secret_access_key wJalr..." (aws_secret_option): its name's "_" before
@@ -469,7 +487,7 @@ dash_mark(int kind, const void *data, Py_ssize_t i, Py_ssize_t n)
  * characters of PyUnicode ``kind``), as LineBuilder.text_check answers: 1 yes (or
  * maybe: the Python redactor decides), 0 certainly not (or no text patterns run),
  * -1 error. A '@', "eyJ", an AWS key id's prefix, a PEM key's BEGIN, a service
- * token's prefix, an option (dash_mark), a URL-encoded separator, "Auth(" or a chat
+ * token's or an API key's prefix, an option (dash_mark), a URL-encoded separator, "Auth(" or a chat
  * webhook's path means maybe; each ':' or '=' means maybe unless the key before it
  * is one the redactor has found plain. */
 static int
@@ -495,6 +513,9 @@ needs_redaction(Handle *self, int kind, const void *data, Py_ssize_t n)
             return 1;
         }
         else if (c == 'A' && i + 3 < n) {
+            if (literal_at(kind, data, i, n, "AIza")) {
+                return 1;  /* (a Google API key: provider_key) */
+            }
             for (k = 0; k < (Py_ssize_t)(sizeof aws_prefixes / 3); k++) {
                 if (PyUnicode_READ(kind, data, i + 1) == (Py_UCS4)aws_prefixes[k][0] &&
                     PyUnicode_READ(kind, data, i + 2) == (Py_UCS4)aws_prefixes[k][1] &&
@@ -505,6 +526,9 @@ needs_redaction(Handle *self, int kind, const void *data, Py_ssize_t n)
         }
         else if ((c == '-' || c == '_') && dash_mark(kind, data, i, n)) {
             return 1;
+        }
+        else if (c == 'G' && i >= 1 && literal_at(kind, data, i - 1, n, "SG.")) {
+            return 1;  /* (a SendGrid key: provider_key) */
         }
         /* A URL-encoded separator ("password%3Dpw", "%3A"; encoded twice: "%253D"),
            an HTTP auth class's "Auth(" (auth_call), a chat webhook's path

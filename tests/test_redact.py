@@ -59,6 +59,7 @@ CREDENTIAL_EXAMPLES: dict[str, str] = {
     "jwt": "eyJhbGciOi.eyJzdWIi.sig",
     "private_key": "-----BEGIN PRIVATE KEY-----\nMII",
     "service_token": "ghp_" + "a" * 36,
+    "provider_key": "sk-proj-" + "a1" * 16,
     "connect_credentials": "scott/tiger@orcl",
     "cli_credentials": "curl -u a:b",
     "cli_option": "x --password pw",

@@ -75,6 +75,27 @@ SHAPES = [
     ("slack xoxb-1234-5678-s3cretTok ok", "slack xoxb-[REDACTED] ok"),
     ("stripe sk_live_s3cr" + "c" * 20 + ", rk_test_s3cr" + "d" * 20,
      "stripe sk_live_[REDACTED], rk_test_[REDACTED]"),
+    # API keys that name their provider by their prefix, logged bare: OpenAI's,
+    # Anthropic's, Hugging Face's, GitLab's, npm's, PyPI's, DigitalOcean's, Google's,
+    # SendGrid's.
+    ("Incorrect API key provided: sk-proj-s3cr" + "A1_-" * 12 + ".",
+     "Incorrect API key provided: sk-proj-[REDACTED]."),
+    ("keys sk-svcacct-s3cr" + "x" * 30 + " sk-admin-s3cr" + "y" * 30,
+     "keys sk-svcacct-[REDACTED] sk-admin-[REDACTED]"),
+    ("legacy sk-s3cr" + "a" * 16 + "T3BlbkFJ" + "b" * 20 + " ok",
+     "legacy sk-[REDACTED] ok"),
+    ("{'detail': 'sk-ant-api03-s3cr" + "Zz9_-" * 20 + "AA'}",
+     "{'detail': 'sk-ant-api03-[REDACTED]'}"),
+    ("ValueError('hf_s3cr" + "Ab" * 15 + "')", "ValueError('hf_[REDACTED]')"),
+    ("remote https://oauth2:glpat-s3cr" + "x" * 16 + "@gitlab.com/a.git",
+     "remote https://oauth2:[REDACTED]@gitlab.com/a.git"),
+    ("token glpat-s3cr" + "Xy1" * 6 + " set", "token glpat-[REDACTED] set"),
+    ("npm_s3cr" + "a1" * 16 + ", pypi-AgEIcHlwaS5vcmcs3cr" + "B" * 40,
+     "npm_[REDACTED], pypi-[REDACTED]"),
+    ("do: dop_v1_" + "ab12" * 16, "do: dop_v1_[REDACTED]"),
+    ("maps AIzas3cr" + "Aa0_-" * 6 + "z key", "maps AIza[REDACTED] key"),
+    ("mail SG.s3cr" + "a" * 18 + ".s3cr" + "B" * 39 + " sent",
+     "mail SG.[REDACTED] sent"),
     # A command line's secret option, its value after a space (with "=" it is a
     # key=value); MySQL's "-p" with the password run into it.
     ("run tool --password s3cret --x 1", "run tool --password [REDACTED] --x 1"),
@@ -222,6 +243,10 @@ PLAIN = [
     "wget -U Mozilla/5.0 -P /tmp/downloads http://example.com/f",
     "wget -U 'Mozilla/5.0 (X11)' -P dl/ https://example.com/f",
     # Options whose name holds a short one but is not it; YAML blocks under plain keys,
+    # Words that only look like an API key's prefix.
+    "task-runner disk-full hf_transformers_cache_directory npm_config_cache_dir",
+    "pypi-packaging-tools-for-everyone-to-use sk-learn AIzawa SG.OK",
+    "ask-proj-" + "a" * 30 + " xhf_" + "a" * 34 + " hf_" + "a" * 70,
     # short names bare, and a traceback's colon.
     "cmd --pass-through x --no-pass host --bypass y",
     # Code whose line holds a secret's name before a ":" and a block under it: a
@@ -238,7 +263,9 @@ MARK_PIECES = ["ghp_" + "a" * 36, "github_pat_" + "b" * 22, "xoxp-" + "1" * 10,
                "=", "--token ", "-p", "mysql ", "%3D", "%3a", "Auth(", "'a', ", "/webhook",
                "hooks.slack.com/", "services/", "pw", "-U ", "-P ", "x", "%253D", "%253a",
                "%25", "_access_key ", "_ACCESS_KEY ",
-               "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"]  # fmt: skip
+               "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+               "sk-", "hf_", "glpat-", "npm_", "pypi-", "_v1_", "AIza", "SG.", "ask-", "s",
+               "G", "a1"]  # fmt: skip
 
 
 class TestShapes:

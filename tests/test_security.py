@@ -812,7 +812,7 @@ class TestRedaction:
                 "connect_credentials", "cli_credentials", "cli_option", "mysql_password",
                 "webhook_url", "url_token", "aws_secret", "auth_call", "encoded_kv",
                 "slack_token", "cli_password", "aws_secret_option", "aws_secret_before",
-                "yaml_block"} == set(
+                "yaml_block", "provider_key"} == set(
                     PRESET_PATTERNS)  # fmt: skip
         for pattern in PRESET_PATTERNS.values():
             re.compile(pattern)
