@@ -258,6 +258,10 @@ def _statuses_read(text: str) -> list[object] | None:
         return statuses if isinstance(statuses, list) else None
     return []
 
+# A request that failed this close to its deadline failed by it (the sockets' timeouts
+# are rounded to the millisecond).
+_DEADLINE_SLACK = 0.01
+
 
 class _Exchange:
     """One request's deadline, and the connection it uses so the deadline can cut it.
@@ -1155,8 +1159,12 @@ class HTTPTransport:
                 # Its body unread, a 207 confirms no line as stored.
                 exchange.closed_by_server = _idle_timeout(exchange.status, exchange, None)
                 return self._classify(exchange.status, None, "", None, whole=False)
-            if exchange.expired:
-                detail = f"timed out: no complete answer in {time.monotonic() - started:.1f} s"
+            now = time.monotonic()
+            # Cut at the deadline, or failed as it came: the socket's own timeout (each
+            # read is bounded by what is left of the deadline) may end the read before
+            # the watchdog thread runs, on a busy machine.
+            if exchange.expired or now >= exchange.deadline - _DEADLINE_SLACK:
+                detail = f"timed out: no complete answer in {now - started:.1f} s"
                 return Outcome(Kind.RETRY, None, None, detail)
             # A TLS handshake failed only on a new connection whose connect() did not end.
             handshake = None if exchange.connected else exchange.fresh

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from logdna_client import Client
+from logdna_client import Client, _transport
 from tests._children import Child
 from tests._claims_servers import Request, Responder, answer, scripted_server
 from tests.test_claims_hostile import WAIT
@@ -194,6 +194,22 @@ class TestTheReportOfAResendThatTimesOut:
         took = float(failed[0].split("no complete answer in ")[1].split(" s")[0])
         assert took >= 1.4, failed[0]
         assert (2, 1) == (client.stats()["sent"], client.stats()["retries"])
+
+    def test_it_says_so_when_the_sockets_timeout_ends_the_read_first(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """On a busy machine the socket's own timeout (each read is bounded by what is
+        left of the deadline) can end the read before the watchdog thread runs to cut
+        it: the report still says the deadline ended it ("timed out: TimeoutError:
+        timed out" in a loaded run of the test above). Here the watchdog never cuts."""
+        monkeypatch.setattr(_transport._Exchange, "cut", lambda self: None)
+        respond, _ = by_connection([stall_until_given_up])
+        with own_reports() as said:
+            client, _ = deliver(respond, ["one"], flush_interval=60, request_timeout=1.0)
+        failed = [each for each in said if "sending failed" in each]
+        assert 1 == len(failed), said
+        assert "timed out: no complete answer in 1." in failed[0], failed[0]
+        assert (1, 1) == (client.stats()["sent"], client.stats()["retries"])
 
 
 def drained_but_the_second() -> tuple[Responder, list[int]]:
