@@ -377,19 +377,21 @@ PRESET_GROUPS: dict[str, tuple[str, ...]] = {
 # an API key's prefix (provider_key's: "sk-", "hf_" ... not after a letter or digit;
 # "_v1_", "AIza", "SG."). Text without any skips the patterns; _speedups.c has the
 # same test (needs_redaction), kept equal by tests.
+# (The API keys' prefixes that must not follow a letter or digit: _provider_mark.)
+_PROVIDER_PREFIXES = ("sk-", "hf_", "glpat-", "npm_", "pypi-")
 TRIGGER = re.compile(
     rf"[:=@]|eyJ|A(?:{_AWS_KEY_KINDS})|Auth\("
     r"|-----BEGIN|gh[pousr]_|github_pat_|[rs]k_(?:live|test)_|xox[abposr]-|--[A-Za-z]|-p|-U"
     r"|_access_key|_ACCESS_KEY"
     r"|hooks\.slack\.com/|/webhook|%(?:25)?3[ADad]"
-    r"|(?<![A-Za-z0-9])(?:sk-|hf_|glpat-|npm_|pypi-)|_v1_|AIza|SG\."
+    rf"|(?<![A-Za-z0-9])(?:{'|'.join(_PROVIDER_PREFIXES)})|_v1_|AIza|SG\."
 )
 _AWS_PREFIX = re.compile(rf"A(?:{_AWS_KEY_KINDS})")
 _STRIPE_MARK = re.compile(r"[rs]k_(?:live|test)_")
 _SLACK_MARK = re.compile(r"xox[abposr]-")
 _OPTION_MARK = re.compile(r"--[A-Za-z]")
 _ENCODED_MARK = re.compile(r"%(?:25)?3[ADad]")
-_PROVIDER_MARK = re.compile(r"(?<![A-Za-z0-9])(?:sk-|hf_|glpat-|npm_|pypi-)")
+_ASCII_ALNUM = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
 
 
 def has_trigger(text: str) -> bool:
@@ -432,10 +434,22 @@ def _dash_mark(text: str) -> bool:
         or "_access_key" in text
         or "_ACCESS_KEY" in text
         or ("--" in text and _OPTION_MARK.search(text) is not None)
-        or (("sk-" in text or "hf_" in text or "glpat-" in text or "npm_" in text
-             or "pypi-" in text) and _PROVIDER_MARK.search(text) is not None)
-        or "_v1_" in text
+        # (An API key's prefix: a "-" or "_" in it rules out half of them at once.)
+        or ("-" in text and (("sk-" in text and _word_start(text, "sk-"))
+                             or ("glpat-" in text and _word_start(text, "glpat-"))
+                             or ("pypi-" in text and _word_start(text, "pypi-"))))
+        or ("_" in text and ("_v1_" in text or ("hf_" in text and _word_start(text, "hf_"))
+                             or ("npm_" in text and _word_start(text, "npm_"))))
     )  # fmt: skip
+
+
+def _word_start(text: str, prefix: str) -> bool:
+    """Whether ``prefix`` (an API key's: ``_PROVIDER_PREFIXES``) stands in ``text``, not
+    after a letter or digit ("sk-" in "task-runner" is no key's)."""
+    at = text.find(prefix)
+    while at > 0 and text[at - 1] in _ASCII_ALNUM:
+        at = text.find(prefix, at + 1)
+    return at >= 0
 
 
 def bytes_text(value: bytes | bytearray | memoryview) -> str:

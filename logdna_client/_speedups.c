@@ -411,7 +411,7 @@ literal_at(int kind, const void *data, Py_ssize_t at, Py_ssize_t n, const char *
 }
 
 /* Whether ``word`` ends right before ``text[i]``, not after a letter or digit (an API
- * key's prefix: _redact._PROVIDER_MARK). */
+ * key's prefix: _redact._word_start). */
 static int
 word_before(int kind, const void *data, Py_ssize_t i, Py_ssize_t n, const char *word)
 {

@@ -258,6 +258,7 @@ def _statuses_read(text: str) -> list[object] | None:
         return statuses if isinstance(statuses, list) else None
     return []
 
+
 # A request that failed this close to its deadline failed by it (the sockets' timeouts
 # are rounded to the millisecond).
 _DEADLINE_SLACK = 0.01
