@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 import datetime as _dt
 import logging
+import math
 import sys
 import threading
 import time
@@ -74,6 +75,14 @@ _LOGGED_BEFORE_EXEC = (
     "child runs another program next, before any line could be sent (log before Popen(), "
     "or from the program it runs); later ones are counted as after_close"
 )
+
+
+def _checked_timeout(timeout: float | None) -> float | None:
+    """A ``timeout`` given to ``flush``, ``close`` or their async forms: NaN is refused
+    (every comparison with it is false: a flush waited in a busy loop for good)."""
+    if timeout is not None and math.isnan(timeout):
+        raise ValueError("timeout is NaN: give a number of seconds, or None")
+    return timeout
 
 
 class Client:
@@ -469,6 +478,7 @@ class Client:
         """What ``flush`` and ``aflush`` do before they wait: their answer when there is
         nothing to wait for, else what to wait for (the sender done through ``target``),
         the lines lost so far, and how long (clipped to a close's deadline)."""
+        timeout = _checked_timeout(timeout)
         target = self._buffer.accepted
         if self._sender.done(target):
             return True
@@ -495,10 +505,14 @@ class Client:
         module lock while dictConfig replaces handlers, it does not wait: the
         sender drains in the background on its own deadline.
         """
-        if timeout is None:
-            timeout = self.config.shutdown_timeout
-        timeout = max(0.0, timeout)
+        timeout = self._close_timeout(timeout)
         self._close_by(_exit.exit_deadline(timeout, begins_exit=False), timeout, ending=False)
+
+    def _close_timeout(self, timeout: float | None) -> float:
+        """``close``'s and ``aclose``'s ``timeout``: ``shutdown_timeout`` when None, never
+        below 0."""
+        checked = _checked_timeout(timeout)
+        return max(0.0, self.config.shutdown_timeout if checked is None else checked)
 
     def _close_by(
         self,
@@ -807,9 +821,7 @@ class Client:
         (see ``aflush``). Lines logged once the close began are dropped and counted
         as ``after_close``. Cancelled, it stops waiting (as ``aflush`` does); the
         sender goes on delivering until the close's deadline."""
-        if timeout is None:
-            timeout = self.config.shutdown_timeout
-        timeout = max(0.0, timeout)
+        timeout = self._close_timeout(timeout)
         # Begun here (it never waits).
         self._begin_close(_exit.exit_deadline(timeout, begins_exit=False), timeout, ending=False)
         if not self._can_wait():

@@ -115,6 +115,38 @@ class TestAsyncio:
             client.close(0)
 
 
+class TestTimeouts:
+    """A NaN timeout (from a config value, a division by zero) is refused at once, the
+    line kept: every comparison with NaN is false, and flush(nan) waited in a busy
+    loop for good while aclose(nan) and close(nan) dropped what was queued at once."""
+
+    def _held(self) -> tuple[Client, _GatedTransport]:
+        client, transport = _gated_client()
+        client.log("kept")
+        assert transport.entered.wait(10)
+        return client, transport
+
+    @pytest.mark.parametrize("call", ["flush", "close"])
+    def test_nan_is_refused(self, call: str) -> None:
+        client, transport = self._held()
+        with pytest.raises(ValueError, match="NaN"):
+            getattr(client, call)(float("nan"))
+        assert not client.closed
+        transport.release.set()
+        client.close(10)
+        assert ["kept"] == transport.delivered
+
+    @pytest.mark.parametrize("call", ["aflush", "aclose"])
+    def test_nan_is_refused_async(self, call: str) -> None:
+        client, transport = self._held()
+        with pytest.raises(ValueError, match="NaN"):
+            asyncio.run(getattr(client, call)(float("nan")))
+        assert not client.closed
+        transport.release.set()
+        client.close(10)
+        assert ["kept"] == transport.delivered
+
+
 class TestStats:
     def test_typed_keys(self) -> None:
         """stats() has every key its TypedDict declares, and no other: without a spool
