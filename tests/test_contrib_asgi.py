@@ -7,6 +7,8 @@ import logging
 import sys
 import types
 from collections.abc import Iterator
+from logging.handlers import QueueHandler, QueueListener
+from queue import Queue
 from typing import Any
 
 import pytest
@@ -22,6 +24,7 @@ from logdna_client.contrib import get_request_context
 from logdna_client.contrib.asgi import LogDNAMiddleware, RequestContextFilter
 from logdna_client.testing import capture_lines
 from tests._helpers_integrations import TIMEOUT, logger_with
+from tests.helpers import make_logger
 from tests.test_docs_frameworks import doc_block
 
 log = logging.getLogger("asgi_app")
@@ -170,6 +173,84 @@ class TestRequestContext:
         app = LogDNAMiddleware(endpoint, user_id=lambda scope: 42)
         asyncio.run(call(app, "/"))
         assert "42" == seen[0]["user_id"]
+
+    @pytest.mark.usefixtures("handler")
+    def test_async_user_id_callable_is_awaited(self) -> None:
+        """An ``async def`` user_id= (a user looked up in a database): its result is the
+        id, on the endpoint's lines and the access line (the coroutine's repr, with its
+        address, shipped as the id, and it was never awaited)."""
+        calls: list[str] = []
+
+        async def user_id(scope: Any) -> str:
+            await asyncio.sleep(0)
+            calls.append(scope["path"])
+            return "u-42"
+
+        async def endpoint(scope: Any, receive: Any, send: Any) -> None:
+            log.info("in the endpoint")
+            await send({"type": "http.response.start", "status": 204, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+
+        app = LogDNAMiddleware(endpoint, user_id=user_id, access_log=True)
+        with capture_lines() as lines:
+            asyncio.run(call(app, "/me"))
+        assert [("in the endpoint", "u-42"), ("GET /me 204", "u-42")] == [
+            (line["line"].split(" (")[0], line["meta"]["user_id"]) for line in lines
+        ]
+        assert ["/me", "/me"] == calls  # at the request's start and its response's
+
+    @pytest.mark.usefixtures("handler")
+    def test_a_request_cancelled_before_it_answered(self) -> None:
+        """Its client went away and the server cancelled it: the access line says "no
+        response", not "None", and carries no http_status."""
+
+        async def endpoint(scope: Any, receive: Any, send: Any) -> None:
+            await asyncio.Event().wait()  # until cancelled
+
+        app = LogDNAMiddleware(endpoint, access_log=True)
+
+        async def main() -> None:
+            task = asyncio.create_task(call(app, "/slow"))
+            await asyncio.sleep(0.01)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+        with capture_lines() as lines:
+            asyncio.run(main())
+        (access,) = lines
+        assert access["line"].startswith("GET /slow no response (")
+        assert "http_status" not in access["meta"]
+
+    @pytest.mark.parametrize("on", ["queue_handler", "logdna_handler"])
+    def test_with_a_queue_handler_in_front(self, on: str) -> None:
+        """docs/stdlib.md: behind a QueueHandler the LogDNA handler runs on the listener's
+        thread, where no request is bound; RequestContextFilter on the QueueHandler
+        copies the context onto the record in the logging thread (on the LogDNA
+        handler, it has nothing to copy)."""
+        handler = LogDNAHandler(url="http://127.0.0.1:9/logs/ingest")
+        queue: Queue[logging.LogRecord] = Queue()
+        front = QueueHandler(queue)
+        (front if on == "queue_handler" else handler).addFilter(RequestContextFilter())
+        listener = QueueListener(queue, handler)
+        logger = make_logger("asgi_app_queued", front)
+
+        async def endpoint(scope: Any, receive: Any, send: Any) -> None:
+            logger.info("queued")
+            await send({"type": "http.response.start", "status": 204, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+
+        app = LogDNAMiddleware(endpoint)
+        with capture_lines() as lines:
+            listener.start()
+            try:
+                asyncio.run(call(app, "/q", [(b"x-request-id", b"q-1")]))
+            finally:
+                listener.stop()
+        handler.close()
+        (line,) = lines
+        shipped = (line["meta"].get("request_id"), line["meta"].get("http_path"))
+        assert (("q-1", "/q") if on == "queue_handler" else (None, None)) == shipped
 
     def test_lifespan_passes_through(self) -> None:
         """Non-HTTP scopes reach the app untouched, with no context bound."""

@@ -48,6 +48,9 @@ def log_access(
     (``time.perf_counter()``; None where its start was not recorded: 0 ms)."""
     elapsed_ms = round((time.perf_counter() - started) * 1000, 1) if started is not None else 0.0
     logger.info(
-        "%s %s %s (%.1f ms)", method, clean_path(path), status, elapsed_ms,
+        # (No status: the request ended with no response begun, cancelled say, when its
+        # client went away: not "None".)
+        "%s %s %s (%.1f ms)", method, clean_path(path),
+        "no response" if status is None else status, elapsed_ms,
         extra={"duration_ms": elapsed_ms},
     )  # fmt: skip

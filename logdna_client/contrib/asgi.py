@@ -30,6 +30,7 @@ It imports no framework.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -79,8 +80,9 @@ class LogDNAMiddleware:
         app: The ASGI application to wrap.
         request_id_header: The header an incoming request id is read from and
             the response echoes it in.
-        user_id: Called with the ASGI scope, returns the user's id (or None);
-            called when the request starts and again when the response starts.
+        user_id: Called with the ASGI scope, returns the user's id (or None; a
+            coroutine function's result is awaited); called when the request starts
+            and again when the response starts.
         access_log: Log one line per request (``"GET /path 200 (3.1 ms)"``,
             without the query string) on the ``asgi.access`` logger.
 
@@ -101,9 +103,13 @@ class LogDNAMiddleware:
         self.user_id = user_id if user_id is not None else _scope_user_id
         self.access_log = access_log
 
-    def _user_id(self, scope: Scope) -> str | None:
+    async def _user_id(self, scope: Scope) -> str | None:
+        """The ``user_id`` callable's result as text: awaited when it is a coroutine
+        function's (an async user lookup; its coroutine's repr shipped as the id)."""
         try:
             value = self.user_id(scope)
+            if inspect.isawaitable(value):
+                value = await value
         except Exception:
             return None
         return None if value is None else str(value)
@@ -127,7 +133,7 @@ class LogDNAMiddleware:
         access_log = self.access_log and not outer_logs_access
         try:
             sent_id = outer_id if outer_id is not None else self._header(scope)
-            fields = request_fields(sent_id, method, path, self._user_id(scope))
+            fields = request_fields(sent_id, method, path, await self._user_id(scope))
             request_id = fields["request_id"]
             scope[_SCOPE_KEY] = (request_id, access_log or outer_logs_access)
             state = scope.setdefault("state", {})
@@ -158,10 +164,10 @@ class LogDNAMiddleware:
                 if bound is not None:
                     reset_request_context(bound)
 
-        def responded(new_status: int) -> None:
+        async def responded(new_status: int) -> None:
             nonlocal status
             status = new_status
-            changed = response_fields(status, self._user_id(scope))
+            changed = response_fields(status, await self._user_id(scope))
             update_request_context(**changed)
             response_added.update(changed)
 
@@ -171,7 +177,7 @@ class LogDNAMiddleware:
             if kind in ("http.response.start", "websocket.accept"):
                 try:
                     if kind == "http.response.start":
-                        responded(int(message["status"]))
+                        await responded(int(message["status"]))
                     headers = list(message.get("headers") or ())
                     if request_id and all(k.lower() != self._header_key for k, _ in headers):
                         headers.append((self._header_key, request_id.encode("latin-1")))
@@ -197,7 +203,7 @@ class LogDNAMiddleware:
                 # this one) answers 500, which the access line says, as Django's and
                 # Flask's do. Not for a cancellation (BaseException): no answer is sent.
                 try:
-                    responded(500)
+                    await responded(500)
                 except Exception:
                     _own.debug("logdna_client: could not record the 500", exc_info=True)
             if token is not None:
