@@ -1500,8 +1500,20 @@ _CACHE_LIMIT = 4096
 # a dict of count details ("prompt_tokens_details", OpenAI's) name no credential; a
 # count ("prompt_tokens", "total_tokens", Gemini's "promptTokenCount", OpenTelemetry's
 # "gen_ai.usage.input_tokens") names none while its value is a number (_counts_tokens).
-# Whole words only: "token_secret", "detokenized" and "tokenized_card" stay secrets.
+# Whole words only: "token_secret", "detokenized" and "tokenized_card" stay secrets; and
+# only with words counts are named with: "mfa_tokens" and "access_token_details" too.
 _TOKENIZER_WORDS = frozenset({"tokenizer", "tokenizers", "tokenization"})
+# The words a count of tokens is named with (the SDKs', LangChain's, OpenTelemetry's
+# GenAI conventions'), its "token"/"tokens"/"count"/"details" among them.
+_COUNT_WORDS = frozenset({
+    "token", "tokens", "count", "counts", "details",
+    "prompt", "completion", "completions", "total", "input", "output", "max", "min", "new",
+    "num", "n", "number", "used", "per", "second", "sec", "cache", "cached", "read",
+    "creation", "write", "reasoning", "audio", "text", "image", "video", "context",
+    "generated", "remaining", "accepted", "rejected", "prediction", "gen", "ai", "usage",
+    "request", "response", "llm", "candidates", "thoughts", "tool", "use", "content",
+    "limit", "billed", "eval", "embedding", "estimated", "avg", "sum", "batch", "model",
+})  # fmt: skip
 _COUNT_TYPES = frozenset({int, float, type(None)})
 # A count's whole value in text, as the key=value pattern finds it, bare ("120",
 # "1,234", "512." ending a sentence, "None"); not "1//0gLx..." nor "123456789:AA...".
@@ -1511,7 +1523,12 @@ _COUNT_VALUE = re.compile(r"-?[0-9][0-9,]*(?:\.[0-9]+)?\.?|None|null")
 def _without_token_words(words: list[str], counts: bool) -> tuple[str, bool]:
     """A key's words joined as names are matched (separators out), with those that
     name a language model's tokens, not a credential, blanked (and its counts, with
-    ``counts``); and whether a count was among them."""
+    ``counts``); and whether a count was among them.
+
+    A count or a dict of count details only where every other word of the key is one
+    counts are named with (_COUNT_WORDS: "prompt_tokens", "max_new_tokens"):
+    "mfa_tokens", "card_tokens" and "access_token_details" hold credentials."""
+    of_counts = all(w in _COUNT_WORDS or w.isdigit() for w in words)
     out: list[str] = []
     counted = False
     i, n = 0, len(words)
@@ -1520,12 +1537,12 @@ def _without_token_words(words: list[str], counts: bool) -> tuple[str, bool]:
         after = words[i + 1] if i + 1 < n else ""
         if word in _TOKENIZER_WORDS:
             out.append(" ")
-        elif (word in ("token", "tokens") and after == "details") or (
-            word == "token" and after == "usage" and i == 0
+        elif (word == "token" and after == "usage" and i == 0) or (
+            of_counts and word in ("token", "tokens") and after == "details"
         ):
             out.append(" ")
             i += 1
-        elif word == "tokens" or (word == "token" and after in ("count", "counts")):
+        elif of_counts and (word == "tokens" or (word == "token" and after in ("count", "counts"))):
             counted = True
             out.append(" " if counts else word + after if word == "token" else word)
             i += word == "token"

@@ -31,7 +31,13 @@ SECRET_KEYS = ["token", "api_token", "tokens_token", "auth_tokens", "password_to
                # beside one that starts like "s" (OAuth 1's "oauth_token_secret").
                "token_secret", "tokenSecret", "access_token_secret", "oauth_token_secret",
                "X-Token-Secret", "token_session", "tokenSessionId", "token_signature",
-               "tokenString", "token_store"]  # fmt: skip
+               "tokenString", "token_store",
+               # Plural, with words no count is named with (H181): one-time codes,
+               # card tokens, a bot's tokens.
+               "mfa_tokens", "sms_tokens", "verification_tokens", "recovery_tokens",
+               "backup_tokens", "reset_tokens", "card_tokens", "TELEGRAM_BOT_TOKENS",
+               "access_tokens", "refresh_tokens", "access_token_details",
+               "refresh_token_details"]  # fmt: skip
 
 
 class TestMeta:
@@ -67,7 +73,8 @@ class TestMeta:
     @pytest.mark.parametrize(
         "key",
         ["tokenizer_secret", "detokenized_value", "tokenized_card", "tokenizedValue",
-         "access_token_usage", "access_token_details_secret"],
+         "access_token_usage", "access_token_details_secret", "access_token_details",
+         "refresh_tokens_details"],
     )  # fmt: skip
     def test_whole_words_only(self, key: str) -> None:
         """A secret name beside the tokenizer's, and words that only start like it (a
