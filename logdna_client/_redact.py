@@ -374,17 +374,19 @@ PRESET_GROUPS: dict[str, tuple[str, ...]] = {
 # pw"), "-p" (MySQL's, "-pw", "-passin") or "-U" (before "-P pw"), an AWS secret
 # key's name ("aws_secret_access_key wJalr..."), a chat webhook's path, a URL-encoded
 # separator ("%3D", "%3A", or encoded twice: "%253D"), an HTTP auth class's "Auth(",
-# an API key's prefix (provider_key's: "sk-", "hf_" ... not after a letter or digit;
-# "_v1_", "AIza", "SG."). Text without any skips the patterns; _speedups.c has the
-# same test (needs_redaction), kept equal by tests.
-# (The API keys' prefixes that must not follow a letter or digit: _provider_mark.)
-_PROVIDER_PREFIXES = ("sk-", "hf_", "glpat-", "npm_", "pypi-")
+# an API key's prefix and its next 20 characters (provider_key's: _key_at). Text without
+# any skips the patterns; _speedups.c has the same test (needs_redaction), kept equal by
+# tests.
+# Where an API key may start: not after a letter or digit ("sk-" in "task-runner"),
+# unless that is a JSON escape's ("\nhf_...", "\u0001hf_...": meta's JSON is tested).
+_KEY_START = r"(?:(?<![A-Za-z0-9])|(?<=\\[\s\S])|(?<=\\u[\s\S]{4}))"
 TRIGGER = re.compile(
     rf"[:=@]|eyJ|A(?:{_AWS_KEY_KINDS})|Auth\("
     r"|-----BEGIN|gh[pousr]_|github_pat_|[rs]k_(?:live|test)_|xox[abposr]-|--[A-Za-z]|-p|-U"
     r"|_access_key|_ACCESS_KEY"
     r"|hooks\.slack\.com/|/webhook|%(?:25)?3[ADad]"
-    rf"|(?<![A-Za-z0-9])(?:{'|'.join(_PROVIDER_PREFIXES)})|_v1_|AIza|SG\."
+    rf"|{_KEY_START}(?:(?:sk-|glpat-|pypi-)[A-Za-z0-9_.-]{{20}}|(?:hf_|npm_)[A-Za-z0-9]{{20}})"
+    r"|_v1_[A-Za-z0-9]{20}|(?:AIza|SG\.)[A-Za-z0-9_.-]{20}"
 )
 _AWS_PREFIX = re.compile(rf"A(?:{_AWS_KEY_KINDS})")
 _STRIPE_MARK = re.compile(r"[rs]k_(?:live|test)_")
@@ -392,6 +394,9 @@ _SLACK_MARK = re.compile(r"xox[abposr]-")
 _OPTION_MARK = re.compile(r"--[A-Za-z]")
 _ENCODED_MARK = re.compile(r"%(?:25)?3[ADad]")
 _ASCII_ALNUM = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
+# The 20 characters after an API key's prefix, as provider_key needs them (_key_at).
+_DASH_RUN = re.compile(r"[A-Za-z0-9_.-]{20}")
+_ALNUM_RUN = re.compile(r"[A-Za-z0-9]{20}")
 
 
 def has_trigger(text: str) -> bool:
@@ -408,9 +413,13 @@ def _marked(text: str) -> bool:
         or "eyJ" in text
         or (
             "A" in text
-            and (_AWS_PREFIX.search(text) is not None or "Auth(" in text or "AIza" in text)
+            and (
+                _AWS_PREFIX.search(text) is not None
+                or "Auth(" in text
+                or ("AIza" in text and _key_at(text, "AIza", _DASH_RUN, word=False))
+            )
         )
-        or "SG." in text
+        or ("SG." in text and _key_at(text, "SG.", _DASH_RUN, word=False))
         or (("-" in text or "_" in text) and _dash_mark(text))
         or ("/" in text and ("/webhook" in text or "hooks.slack.com/" in text))
         or (("%3" in text or "%25" in text) and _ENCODED_MARK.search(text) is not None)
@@ -435,21 +444,35 @@ def _dash_mark(text: str) -> bool:
         or "_ACCESS_KEY" in text
         or ("--" in text and _OPTION_MARK.search(text) is not None)
         # (An API key's prefix: a "-" or "_" in it rules out half of them at once.)
-        or ("-" in text and (("sk-" in text and _word_start(text, "sk-"))
-                             or ("glpat-" in text and _word_start(text, "glpat-"))
-                             or ("pypi-" in text and _word_start(text, "pypi-"))))
-        or ("_" in text and ("_v1_" in text or ("hf_" in text and _word_start(text, "hf_"))
-                             or ("npm_" in text and _word_start(text, "npm_"))))
+        or ("-" in text and (("sk-" in text and _key_at(text, "sk-", _DASH_RUN))
+                             or ("glpat-" in text and _key_at(text, "glpat-", _DASH_RUN))
+                             or ("pypi-" in text and _key_at(text, "pypi-", _DASH_RUN))))
+        or ("_" in text and (("_v1_" in text and _key_at(text, "_v1_", _ALNUM_RUN, word=False))
+                             or ("hf_" in text and _key_at(text, "hf_", _ALNUM_RUN))
+                             or ("npm_" in text and _key_at(text, "npm_", _ALNUM_RUN))))
     )  # fmt: skip
 
 
-def _word_start(text: str, prefix: str) -> bool:
-    """Whether ``prefix`` (an API key's: ``_PROVIDER_PREFIXES``) stands in ``text``, not
-    after a letter or digit ("sk-" in "task-runner" is no key's)."""
+def _key_at(text: str, prefix: str, run: re.Pattern[str], word: bool = True) -> bool:
+    """Whether an API key's ``prefix`` stands in ``text`` with 20 characters of ``run``
+    after it (provider_key's shape: "sk-learn", "hf_hub_download" are no keys), and
+    with ``word`` where one may start (``_KEY_START``: "task-runner" holds none)."""
     at = text.find(prefix)
-    while at > 0 and text[at - 1] in _ASCII_ALNUM:
+    while at >= 0:
+        if (not word or _key_start(text, at)) and run.match(text, at + len(prefix)):
+            return True
         at = text.find(prefix, at + 1)
-    return at >= 0
+    return False
+
+
+def _key_start(text: str, at: int) -> bool:
+    """``_KEY_START`` at ``text[at]``."""
+    return (
+        at == 0
+        or text[at - 1] not in _ASCII_ALNUM
+        or (at >= 2 and text[at - 2] == "\\")
+        or (at >= 6 and text[at - 6] == "\\" and text[at - 5] == "u")
+    )
 
 
 def bytes_text(value: bytes | bytearray | memoryview) -> str:

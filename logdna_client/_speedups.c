@@ -410,33 +410,58 @@ literal_at(int kind, const void *data, Py_ssize_t at, Py_ssize_t n, const char *
     return 1;
 }
 
-/* Whether ``word`` ends right before ``text[i]``, not after a letter or digit (an API
- * key's prefix: _redact._word_start). */
+/* Whether 20 characters of an API key follow from ``text[at]`` (_redact._DASH_RUN, or
+ * with ``alnum`` _redact._ALNUM_RUN). */
 static int
-word_before(int kind, const void *data, Py_ssize_t i, Py_ssize_t n, const char *word)
+key_run(int kind, const void *data, Py_ssize_t at, Py_ssize_t n, int alnum)
 {
-    Py_ssize_t len = (Py_ssize_t)strlen(word);
+    Py_ssize_t j;
     Py_UCS4 c;
-    if (i < len || !literal_at(kind, data, i - len, n, word)) {
+    if (at < 0 || at + 20 > n) {
         return 0;
     }
-    c = i > len ? PyUnicode_READ(kind, data, i - len - 1) : ' ';
-    return !((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'));
+    for (j = at; j < at + 20; j++) {
+        c = PyUnicode_READ(kind, data, j);
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              (!alnum && (c == '_' || c == '.' || c == '-')))) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* Whether an API key's ``word`` ends right before ``text[i]`` (its '-' or '_'), where a
+ * key may start (_redact._key_start: not after a letter or digit, unless a JSON
+ * escape's: "\\nhf_", "\\u0001hf_"), with 20 characters of it after ``text[i]``
+ * (_redact._key_at). */
+static int
+key_before(int kind, const void *data, Py_ssize_t i, Py_ssize_t n, const char *word, int alnum)
+{
+    Py_ssize_t at = i - (Py_ssize_t)strlen(word);
+    Py_UCS4 c;
+    if (at < 0 || !literal_at(kind, data, at, n, word) || !key_run(kind, data, i + 1, n, alnum)) {
+        return 0;
+    }
+    c = at > 0 ? PyUnicode_READ(kind, data, at - 1) : ' ';
+    return !((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) ||
+           (at >= 2 && PyUnicode_READ(kind, data, at - 2) == '\\') ||
+           (at >= 6 && PyUnicode_READ(kind, data, at - 6) == '\\' &&
+            PyUnicode_READ(kind, data, at - 5) == 'u');
 }
 
 /* Whether the '-' or '_' at ``text[i]`` is part of a mark _redact._dash_mark finds: a
  * PEM key's "-----BEGIN", a service token's prefix ("ghp_", "github_pat_", "xoxb-",
  * "sk_live_"), a long option, "-p", "-U" (before "-P pw"), an AWS secret key's
- * name ("_access_key") or an API key's prefix ("sk-", "glpat-", "pypi-", "hf_",
- * "npm_", "_v1_"); or a command line's user option ("-u"), whose value the Python
+ * name ("_access_key") or an API key ("sk-", "glpat-", "pypi-", "hf_", "npm_", "_v1_"
+ * and what follows: key_before); or a command line's user option ("-u"), whose value the Python
  * redactor judges (text with one has a ':' for has_trigger). */
 static int
 dash_mark(int kind, const void *data, Py_ssize_t i, Py_ssize_t n)
 {
     Py_UCS4 c;
     if (PyUnicode_READ(kind, data, i) == '-') {
-        if (literal_at(kind, data, i, n, "-----BEGIN") || word_before(kind, data, i, n, "sk") ||
-            word_before(kind, data, i, n, "glpat") || word_before(kind, data, i, n, "pypi")) {
+        if (literal_at(kind, data, i, n, "-----BEGIN") || key_before(kind, data, i, n, "sk", 0) ||
+            key_before(kind, data, i, n, "glpat", 0) || key_before(kind, data, i, n, "pypi", 0)) {
             return 1;
         }
         /* A command line's "-u user:pw", "--user", "--proxy-user" (cli_credentials):
@@ -469,8 +494,8 @@ dash_mark(int kind, const void *data, Py_ssize_t i, Py_ssize_t n)
         return 1;
     }
     if ((i >= 6 && literal_at(kind, data, i - 6, n, "github_pat_")) ||
-        word_before(kind, data, i, n, "hf") || word_before(kind, data, i, n, "npm") ||
-        literal_at(kind, data, i, n, "_v1_")) {
+        key_before(kind, data, i, n, "hf", 1) || key_before(kind, data, i, n, "npm", 1) ||
+        (literal_at(kind, data, i, n, "_v1_") && key_run(kind, data, i + 4, n, 1))) {
         return 1;
     }
     /* "aws_secret_access_key wJalr..." (aws_secret_option): its name's "_" before
@@ -513,7 +538,7 @@ needs_redaction(Handle *self, int kind, const void *data, Py_ssize_t n)
             return 1;
         }
         else if (c == 'A' && i + 3 < n) {
-            if (literal_at(kind, data, i, n, "AIza")) {
+            if (literal_at(kind, data, i, n, "AIza") && key_run(kind, data, i + 4, n, 0)) {
                 return 1;  /* (a Google API key: provider_key) */
             }
             for (k = 0; k < (Py_ssize_t)(sizeof aws_prefixes / 3); k++) {
@@ -527,7 +552,8 @@ needs_redaction(Handle *self, int kind, const void *data, Py_ssize_t n)
         else if ((c == '-' || c == '_') && dash_mark(kind, data, i, n)) {
             return 1;
         }
-        else if (c == 'G' && i >= 1 && literal_at(kind, data, i - 1, n, "SG.")) {
+        else if (c == 'G' && i >= 1 && literal_at(kind, data, i - 1, n, "SG.") &&
+                 key_run(kind, data, i + 2, n, 0)) {
             return 1;  /* (a SendGrid key: provider_key) */
         }
         /* A URL-encoded separator ("password%3Dpw", "%3A"; encoded twice: "%253D"),

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from logdna_client import Client, LogDNAHandler
-from logdna_client._redact import _AWS_KEY_KINDS, CREDENTIAL_PATTERNS, MARKER, Redactor
+from logdna_client._redact import _AWS_KEY_KINDS, CREDENTIAL_PATTERNS, MARKER, Redactor, has_trigger
 from tests._redact_reference import ReferencePatterns
 from tests.test_redact import (  # noqa: F401
     CREDENTIAL_EXAMPLES,
@@ -247,6 +247,7 @@ PLAIN = [
     "task-runner disk-full hf_transformers_cache_directory npm_config_cache_dir",
     "pypi-packaging-tools-for-everyone-to-use sk-learn AIzawa SG.OK",
     "ask-proj-" + "a" * 30 + " xhf_" + "a" * 34 + " hf_" + "a" * 70,
+    "loaded sk-learn pipeline for hf_hub_download, MSG. DFSG. _reduce_v1__ x",
     # short names bare, and a traceback's colon.
     "cmd --pass-through x --no-pass host --bypass y",
     # Code whose line holds a secret's name before a ":" and a block under it: a
@@ -372,6 +373,38 @@ class TestShapes:
     @pytest.mark.parametrize("text", PLAIN)
     def test_plain_stays(self, text: str) -> None:
         assert text == Redactor().text(text)
+
+    @pytest.mark.parametrize(
+        "text",
+        ["loaded sk-learn pipeline for hf_hub_download", "MSG. DFSG. USG.",
+         "_reduce_v1__ opentelemetry.proto.logs_v1_x", "npm_config_cache AIzawa"],
+    )  # fmt: skip
+    def test_words_like_a_keys_prefix_need_no_patterns(self, text: str) -> None:
+        """Without the 20 characters a key has after its prefix, no trigger: the
+        patterns (several microseconds) do not run for "sk-learn" or "hf_hub_download"."""
+        assert not has_trigger(text)
+
+    @needs_speedups
+    @pytest.mark.parametrize(
+        "value",
+        ["pushed\nglpat-s3cr" + "x" * 16, "id\thf_s3cr" + "A" * 30,
+         "x\u0001npm_s3cr" + "a" * 32, "\rsk-ant-api03-s3cr" + "b" * 20],
+    )  # fmt: skip
+    def test_a_key_after_a_control_character_in_meta(
+        self,
+        value: str,
+        pair: tuple[LogDNAHandler, LogDNAHandler],  # noqa: F811
+    ) -> None:
+        """A key after a line break or a tab in an extra= value: meta's JSON writes the
+        character as an escape ("\\n"), a letter before the key's prefix; the check of
+        that JSON took the prefix for a word's middle, and once the keys were known every
+        such line shipped the key in clear (H181)."""
+        value = value.encode().decode("unicode_escape")
+        for _ in range(3):  # (the first time, the keys are new: the walk runs anyway)
+            fast, slow = with_extras_through_both(pair, {"output": value}, 3)
+            assert slow == fast
+            for entry in fast:
+                assert "s3cr" not in entry.decode(), entry
 
 
 #: docs/security.md, "What stays your responsibility": shapes it says ship as they are
