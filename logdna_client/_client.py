@@ -80,7 +80,11 @@ _LOGGED_BEFORE_EXEC = (
 def _checked_timeout(timeout: float | None) -> float | None:
     """A ``timeout`` given to ``flush``, ``close`` or their async forms: NaN is refused
     (every comparison with it is false: a flush waited in a busy loop for good)."""
-    if timeout is not None and math.isnan(timeout):
+    try:
+        nan = timeout is not None and math.isnan(timeout)
+    except (TypeError, ValueError, OverflowError):  # (an int past a float's range: no NaN)
+        nan = False
+    if nan:
         raise ValueError("timeout is NaN: give a number of seconds, or None")
     return timeout
 

@@ -136,6 +136,15 @@ class TestTimeouts:
         client.close(10)
         assert ["kept"] == transport.delivered
 
+    def test_a_huge_timeout_is_no_nan(self) -> None:
+        """An int past a float's range waits as any long timeout does (H181: the NaN
+        test raised OverflowError for it)."""
+        client, transport = self._held()
+        transport.release.set()
+        assert client.flush(10)
+        assert client.flush(10**400)  # (nothing left to wait for)
+        client.close(10)
+
     @pytest.mark.parametrize("call", ["aflush", "aclose"])
     def test_nan_is_refused_async(self, call: str) -> None:
         client, transport = self._held()
