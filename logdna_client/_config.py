@@ -105,6 +105,8 @@ _OVERFLOWS: tuple[str, ...] = ("drop_oldest", "drop_newest", "block")
 SpoolSync = Literal["none", "interval", "always"]
 Protocol = Literal["logdna", "otlp"]
 _PROTOCOLS: tuple[str, ...] = ("logdna", "otlp")
+#: The path OTLP/HTTP sends logs to (a Collector's http://host:4318/v1/logs).
+_OTLP_PATH = "/v1/logs"
 Auth = Literal["apikey", "basic", "bearer", "pipeline"]
 _AUTHS: tuple[str, ...] = ("apikey", "basic", "bearer", "pipeline")
 _SPOOL_SYNCS: tuple[str, ...] = ("none", "interval", "always")
@@ -394,6 +396,17 @@ class Config:
                 )
             shown = parts._replace(query="", fragment="").geturl()
             raise bad("url", shown, "an http(s) URL such as " + DEFAULT_URL)
+        if not otlp and parts.path.rstrip("/").endswith(_OTLP_PATH):
+            # protocol="otlp" forgotten: an OpenTelemetry Collector skips the fields it
+            # does not know and answers 200: every line "delivered", none stored.
+            raise ConfigurationError(
+                f"{said}: its path ends in {_OTLP_PATH}, an OTLP logs endpoint, which "
+                "stores none of the LogDNA API's lines and still answers 200: give "
+                "protocol='otlp' to send there (the spool replay tool speaks the LogDNA "
+                "API only: an OTLP app delivers its own backlog when it starts again with "
+                "the same spool_dir)",
+                "url",
+            )
         insecure = self.allow_insecure
         insecure = env("allow_insecure") if insecure is None else insecure
         # Blank: not set, as a blank option (unset, an opt-in must be said, never assumed).

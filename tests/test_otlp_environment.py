@@ -129,6 +129,24 @@ class TestRefused:
             assert TOKEN not in repr(tb.tb_frame.f_locals)
             tb = tb.tb_next
 
+    @pytest.mark.parametrize(
+        "url",
+        ["http://127.0.0.1:4318/v1/logs", "https://otel.example:4318/v1/logs/",
+         "http://localhost/otel/V1/logs"],
+    )  # fmt: skip
+    def test_an_otlp_url_without_protocol_otlp(self, url: str) -> None:
+        """protocol="otlp" forgotten: a Collector answers the LogDNA API's body 200 and
+        stores none of it (H182: 100 lines "sent", 0 dropped, none stored). Refused at
+        construction, naming url."""
+        if url.endswith("V1/logs"):  # (a path's case matters: another endpoint)
+            assert Config(url=url, handle_signals=False).url
+            return
+        with pytest.raises(ConfigurationError) as info:
+            Client(url=url, handle_signals=False)
+        assert "url" == info.value.option
+        assert "protocol='otlp'" in str(info.value)
+        assert Config(url=url, protocol="otlp", handle_signals=False).url
+
     def test_plain_http_to_another_host_needs_allow_insecure(self, env: pytest.MonkeyPatch) -> None:
         """The headers may carry a token: plain http:// to a host that is not loopback is
         refused, naming the variable, unless allow_insecure=True."""
