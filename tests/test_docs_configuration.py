@@ -160,7 +160,8 @@ def test_the_options_with_choices() -> None:
 def test_unit_column_choices(name: str) -> None:
     """The listed strings are exactly those the code accepts (its refusal lists them)."""
     listed = TICKED.findall(ROWS[name][2])
-    extra = {"url": "http://127.0.0.1:4318/v1/logs"} if name == "protocol" else {}
+    # (An OTLP endpoint's path, /v1/logs, is refused with protocol="logdna".)
+    extra = {"url": "http://127.0.0.1:4318/"} if name == "protocol" else {}
     for choice in listed:
         assert choice == getattr(_config(name, choice.upper(), **extra), name)
     with pytest.raises(ConfigurationError) as caught:
