@@ -667,6 +667,11 @@ class OTLPEncoder:
 _TRACEBACK = "Traceback (most recent call last):\n"
 _TRACEBACK_BYTES = b"Traceback (most recent call last):"  # (its newline JSON-escaped)
 _STACK = "\nStack (most recent call last):\n"
+# What the traceback module writes between a cause's traceback and the next one's.
+_CHAINED = (
+    "\nThe above exception was the direct cause of the following exception:\n\n",
+    "\nDuring handling of the above exception, another exception occurred:\n\n",
+)
 # The exception line: its type (qualified but for builtins; "<locals>" in the name of a
 # class made in a function), then ": " and the message.
 _EXCEPTION_LINE = re.compile(r"([A-Za-z_][\w.<>]*)(?:: (.*))?", re.DOTALL)
@@ -679,8 +684,8 @@ def exception_of(text: str) -> tuple[str, dict[str, str]] | None:
     ``exception.stacktrace``, as the OpenTelemetry SDK's ``LoggingHandler`` sends them.
 
     Read on the sender thread from the text, so the logging call costs nothing more.
-    The type and message are the last traceback's exception line (the one raised, after
-    any chained causes): the first line after its frames that is not indented, then the
+    The type and message are the raised exception's line (after the last chain
+    separator: causes come first): the first line after its frames that is not indented, then the
     rest up to any stack_info (a multi-line message or PEP 678 notes included). None
     when there is no traceback at a line's start, or no exception line after it (an
     exception group's, all indented; a traceback cut by max_line_length): the line is
@@ -694,11 +699,19 @@ def exception_of(text: str) -> tuple[str, dict[str, str]] | None:
     if at < 0:
         return None
     stacktrace = text[at:]
-    last = stacktrace.rfind("\n" + _TRACEBACK) + 1  # the raised one: causes come first
+    # The raised one's block: after the last chain separator (causes come first), not
+    # after the last "Traceback" header, which may be a message's (a worker's traceback
+    # quoted in the exception raised for it). An exception never raised, logged with
+    # its raised cause, has no header of its own: its line follows the separator.
+    last = 0
+    for separator in _CHAINED:
+        found = stacktrace.rfind(separator)
+        if found >= 0:
+            last = max(last, found + len(separator))
     stack = stacktrace.find(_STACK, last)
     block = stacktrace[last : stack if stack >= 0 else len(stacktrace)].rstrip("\n")
     lines = block.split("\n")
-    for i in range(1, len(lines)):
+    for i in range(1 if block.startswith(_TRACEBACK) else 0, len(lines)):
         if lines[i][:1] not in (" ", ""):
             match = _EXCEPTION_LINE.fullmatch("\n".join(lines[i:]))
             if match is None:

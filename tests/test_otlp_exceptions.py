@@ -150,3 +150,54 @@ class TestParsing:
             "",
             {"exception.type": "RuntimeError", "exception.stacktrace": text.rstrip("\n")},
         ) == exception_of(text)
+
+
+class TestWhichExceptionWasRaised:
+    """scaling.md: "the type and message are those of the last traceback's exception
+    line (the exception raised)" (H182: the last "Traceback" header anywhere was taken,
+    a quoted one in a message included)."""
+
+    def _read(self, exc: BaseException) -> dict[str, str]:
+        found = exception_of("giving up\n" + "".join(traceback.format_exception(exc)))
+        assert found is not None
+        assert "giving up" == found[0]
+        return found[1]
+
+    def test_a_message_that_quotes_a_traceback(self) -> None:
+        """A worker's traceback quoted in the error raised for it (a process pool's,
+        a subprocess's stderr): the raised one is named, its whole message kept."""
+        quoted = (
+            "job 7 failed on the worker:\nTraceback (most recent call last):\n"
+            '  File "worker.py", line 9, in run\nConnectionResetError: peer closed'
+        )
+        try:
+            _raise(RuntimeError(quoted))
+        except RuntimeError as exc:
+            found = self._read(exc)
+        assert ("RuntimeError", quoted) == (found["exception.type"], found["exception.message"])
+
+    @pytest.mark.parametrize("how", ["cause", "context"])
+    def test_a_chain_names_the_last(self, how: str) -> None:
+        try:
+            try:
+                _raise(KeyError("k"))
+            except KeyError as cause:
+                if how == "cause":
+                    raise AppError("outer") from cause
+                _raise(AppError("outer"))
+        except AppError as exc:
+            found = self._read(exc)
+        assert (f"{__name__}.AppError", "outer") == (
+            found["exception.type"], found["exception.message"]
+        )  # fmt: skip
+
+    def test_one_never_raised_with_a_raised_cause(self) -> None:
+        """``log.error("...", exc_info=exc)`` of an exception made, not raised, whose
+        cause was raised: it has no traceback header of its own."""
+        try:
+            _raise(KeyError("k"))
+        except KeyError as cause:
+            outer = ValueError("outer")
+            outer.__cause__ = cause
+        found = self._read(outer)
+        assert ("ValueError", "outer") == (found["exception.type"], found["exception.message"])
