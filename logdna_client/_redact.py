@@ -201,9 +201,11 @@ CREDENTIAL_PATTERNS: dict[str, str] = {
     # sk-<48> with "T3BlbkFJ" in it), Anthropic's (sk-ant-api03-), Hugging Face's (hf_),
     # GitLab's (glpat-), npm's (npm_), PyPI's (pypi-AgE...), DigitalOcean's (dop_v1_,
     # doo_v1_, dor_v1_), Google's (AIza) and SendGrid's (SG.<22>.<43>): what follows
-    # the prefix, each kind's own shape, whole (not part of a longer word; a "." may
-    # be inside one, as in GitLab's newer tokens, not end it).
-    "provider_key": r"(?<![A-Za-z0-9_-])(?:sk-(?:proj|svcacct|admin|ant-[a-z]{2,8}[0-9]{2})-"
+    # the prefix, each kind's own shape, whole (not part of a longer word, but after a
+    # backslash escape written out, "\\n" or "\\u00e9", as %r and json.dumps write
+    # them; a "." may be inside one, as in GitLab's newer tokens, not end it).
+    "provider_key": r"(?:(?<![A-Za-z0-9_-])|(?<=\\[A-Za-z])|(?<=\\u[0-9A-Fa-f]{4}))"
+    r"(?:sk-(?:proj|svcacct|admin|ant-[a-z]{2,8}[0-9]{2})-"
     r"|sk-(?=[A-Za-z0-9]{20}T3BlbkFJ)|glpat-|pypi-(?=AgE)|hf_|npm_|do[opr]_v1_|AIza|SG\.)"
     r"(?P<v>(?<=-)(?=[A-Za-z0-9_.-]{20})[A-Za-z0-9_.-]{0,511}[A-Za-z0-9_-]|(?<=hf_)[A-Za-z0-9]{30,64}|(?<=npm_)[A-Za-z0-9]{36}"
     r"|(?<=_v1_)[a-f0-9]{64}|(?<=AIza)[A-Za-z0-9_-]{35}"

@@ -96,6 +96,12 @@ SHAPES = [
     ("maps AIzas3cr" + "Aa0_-" * 6 + "z key", "maps AIza[REDACTED] key"),
     ("mail SG.s3cr" + "a" * 18 + ".s3cr" + "B" * 39 + " sent",
      "mail SG.[REDACTED] sent"),
+    # After a backslash escape written out, as %r and json.dumps write a line break or
+    # an "é" (H183: the "n" before the prefix read as a word's letter).
+    ("loaded 'card\\nhf_s3cr" + "Ab" * 15 + "'", "loaded 'card\\nhf_[REDACTED]'"),
+    ('said {"error": "bad\\tglpat-s3cr' + "x" * 16 + '"}',
+     'said {"error": "bad\\tglpat-[REDACTED]"}'),
+    ("x\\u00e9npm_s3cr" + "a1" * 16, "x\\u00e9npm_[REDACTED]"),
     # A command line's secret option, its value after a space (with "=" it is a
     # key=value); MySQL's "-p" with the password run into it.
     ("run tool --password s3cret --x 1", "run tool --password [REDACTED] --x 1"),
