@@ -28,8 +28,9 @@ import os
 import time
 from dataclasses import dataclass
 from typing import Any, Protocol, TextIO
+from urllib.parse import urlsplit
 
-from ._config import ENV_VARS, Config
+from ._config import ENV_VARS, Config, posts_otlp_logs
 from ._devserver import isatty
 from ._errors import ConfigurationError
 from ._retry import Backoff
@@ -170,10 +171,16 @@ _SETTINGS_WRONG = {
 }
 
 
-def _config(args: argparse.Namespace) -> Config:
+def _config(args: argparse.Namespace, *, sending: bool = False) -> Config:
+    """The options given; ``sending``: replay's, which speaks the LogDNA API only. ls and
+    purge only tell a key and URL's segments apart: an OTLP endpoint's URL is taken as
+    its app takes it (protocol="otlp"), which also decides which key is the app's."""
+    url = args.url if args.url is not None else os.environ.get(ENV_VARS["url"])
+    otlp = not sending and isinstance(url, str) and posts_otlp_logs(urlsplit(url.strip()).path)
     return Config(key=args.key, key_file=args.key_file, url=args.url, hostname=args.hostname,
                   tags=args.tags, app=args.app, env=args.env,
-                  allow_insecure=args.allow_insecure)  # fmt: skip
+                  allow_insecure=args.allow_insecure,
+                  protocol="otlp" if otlp else "logdna")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -371,7 +378,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     folder = _folder(args)
     if folder is None:
         return 2
-    config = _config(args)
+    config = _config(args, sending=True)
     spool = Spool.open(
         folder,
         max_bytes=1 << 50,  # replay drops nothing for space: the folder is already as it is

@@ -17,12 +17,13 @@ import functools
 import ipaddress
 import logging
 import os
+import posixpath
 import re
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal, cast
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from ._errors import ConfigurationError
 from ._limits import BODY_BYTES, LINE_BYTES, NAME_CHARS
@@ -107,6 +108,16 @@ Protocol = Literal["logdna", "otlp"]
 _PROTOCOLS: tuple[str, ...] = ("logdna", "otlp")
 #: The path OTLP/HTTP sends logs to (a Collector's http://host:4318/v1/logs).
 _OTLP_PATH = "/v1/logs"
+
+
+def posts_otlp_logs(path: str) -> bool:
+    """Whether a URL's ``path`` is an OTLP logs endpoint's, as a server reads it: its
+    escapes decoded and its dot segments and doubled slashes resolved ("/v1/./logs",
+    "/v1/log%73")."""
+    path = posixpath.normpath(re.sub("/+", "/", "/" + unquote(path)))
+    return path.rstrip("/").endswith(_OTLP_PATH)
+
+
 Auth = Literal["apikey", "basic", "bearer", "pipeline"]
 _AUTHS: tuple[str, ...] = ("apikey", "basic", "bearer", "pipeline")
 _SPOOL_SYNCS: tuple[str, ...] = ("none", "interval", "always")
@@ -396,7 +407,7 @@ class Config:
                 )
             shown = parts._replace(query="", fragment="").geturl()
             raise bad("url", shown, "an http(s) URL such as " + DEFAULT_URL)
-        if not otlp and parts.path.rstrip("/").endswith(_OTLP_PATH):
+        if not otlp and posts_otlp_logs(parts.path):
             # protocol="otlp" forgotten: an OpenTelemetry Collector skips the fields it
             # does not know and answers 200: every line "delivered", none stored.
             raise ConfigurationError(

@@ -132,7 +132,10 @@ class TestRefused:
     @pytest.mark.parametrize(
         "url",
         ["http://127.0.0.1:4318/v1/logs", "https://otel.example:4318/v1/logs/",
-         "http://localhost/otel/V1/logs"],
+         "http://localhost/otel/V1/logs",
+         # As the request carries them (H183): dot segments, escapes, doubled slashes.
+         "http://127.0.0.1/v1/./logs", "http://127.0.0.1/v1/log%73", "http://127.0.0.1/%761/logs",
+         "http://127.0.0.1/v1//logs", "http://127.0.0.1/x/../v1/logs?a=1"],
     )  # fmt: skip
     def test_an_otlp_url_without_protocol_otlp(self, url: str) -> None:
         """protocol="otlp" forgotten: a Collector answers the LogDNA API's body 200 and

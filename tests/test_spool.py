@@ -1944,6 +1944,29 @@ class TestCli:
         assert "would delete (pass --yes): 1 file(s), 30 line(s) never delivered" in out
         assert damaged == path.read_bytes()
 
+    def test_an_otlp_apps_backlog(self, tmp_path: Path) -> None:
+        """ls and purge find an OTLP app's segments given its key and /v1/logs URL (H183:
+        the check that refuses such a URL without protocol="otlp" made both refuse it);
+        replay, which speaks the LogDNA API only, refuses it, saying so (H182: it sent
+        the LogDNA body there, answered 200, stored nothing, and deleted the backlog)."""
+        from logdna_client._config import Config
+        from logdna_client._spool import destination as destination_of
+
+        url = "http://127.0.0.1:9/v1/logs"
+        app = Config(protocol="otlp", url=url, key="key-of-otlp-app", handle_signals=False)
+        write_segment(tmp_path, 2, destination=destination_of(app))
+        given = ["--spool-dir", str(tmp_path), "--key", "key-of-otlp-app", "--url", url]
+        status, out, _ = self.run("spool", "ls", *given)
+        assert 0 == status
+        assert f"{short(destination_of(app))} yours" in out
+        status, _, err = self.run("spool", "replay", *given)
+        assert 2 == status
+        assert "protocol='otlp'" in err and "replay" in err
+        assert 1 == len(segments(tmp_path))
+        status, out, _ = self.run("spool", "purge", *given, "--yes")
+        assert "deleted: 1 file(s), 20 line(s)" in out
+        assert [] == segments(tmp_path)
+
     def test_ls_and_purge(self, tmp_path: Path) -> None:
         """ls counts waiting lines; purge deletes only with --yes, never a live process's."""
         live = Spool.open(tmp_path, destination=MINE)
