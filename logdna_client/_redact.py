@@ -145,11 +145,23 @@ def _key_value(quoted: str, bare: str) -> str:
 #: _speedups.c's aws_prefixes keeps the same list (tests hold them equal).
 _AWS_KEY_KINDS = "KIA|SIA|BIA|CCA|GPA|IDA|ROA|IPA|NPA|NVA|PKA"
 
+
 #: Credential patterns for message text, on by default (with ``redact`` on). Each
 #: starts with a literal or a character class (any lookbehind comes after it), so
 #: the regex engine skips ahead to where a match can start, and has only bounded
 #: repeats: each runs in time linear in the text. A group named ``v`` is what is
 #: replaced (else the whole match): "password=" stays, its value goes.
+def _starts(before: str, prefix: str) -> str:
+    """A lookbehind at the end of ``prefix`` (a regex of fixed width): not after a
+    character of class ``before`` (a word's), unless that is a backslash escape's
+    letter or digit written out ("\\n", "\\u00e9"), as %r and json.dumps write a
+    line break or an accent before a token."""
+    return (
+        rf"(?:(?<![{before}]{prefix})|(?<=\\[A-Za-z]{prefix})"
+        rf"|(?<=\\u[0-9A-Fa-f]{{4}}{prefix}))"
+    )
+
+
 CREDENTIAL_PATTERNS: dict[str, str] = {
     # "Authorization: Basic ...", "Proxy-Authorization=...", "Cookie: a=b; c=d":
     # the whole value, to the end of the line or a closing quote.
@@ -175,13 +187,14 @@ CREDENTIAL_PATTERNS: dict[str, str] = {
         rf"|{_JOINER}{_BARE_UNIT}{{0,255}})",
     ),
     # AWS access key ids (long-term, temporary and the other principal kinds).
-    "aws_key": rf"A(?<![A-Za-z0-9]A)(?:{_AWS_KEY_KINDS})[A-Z0-9]{{16}}(?![A-Za-z0-9])",
+    "aws_key": rf"A{_starts('A-Za-z0-9', 'A')}(?:{_AWS_KEY_KINDS})[A-Z0-9]{{16}}(?![A-Za-z0-9])",
     # scheme://user:password@host: the password goes, to the authority's last "@"
     # (one inside the password, unencoded, is the password's: urllib and the
     # database drivers take the host after the last).
     "url_credentials": r"://[^\s/?#@:]{0,128}:(?P<v>[^\s/?#]{1,256})(?=@)",
     # JSON Web Tokens: header.payload.signature, base64url.
-    "jwt": r"eyJ(?<![A-Za-z0-9_-]eyJ)[A-Za-z0-9_-]{1,4093}\.[A-Za-z0-9_-]{4,8192}"
+    "jwt": rf"eyJ{_starts('A-Za-z0-9_-', 'eyJ')}[A-Za-z0-9_-]{{1,4093}}"
+    r"\.[A-Za-z0-9_-]{4,8192}"
     r"\.[A-Za-z0-9_-]{0,4096}",
     # A PEM private key (PKCS#1, PKCS#8, OpenSSH, PGP's block) logged bare, with no
     # key before it: its body, to its END line (or the end of the text, when cut).
@@ -192,9 +205,10 @@ CREDENTIAL_PATTERNS: dict[str, str] = {
     # (sk_live_, rk_test_ ...): what follows the prefix. (Found from the prefix's
     # last "_", a literal the engine skips ahead to: a class or an alternation
     # first made it try each "-" and "_" of a log, ten times slower.)
-    "service_token": r"_(?:(?<=gh[pousr]_)(?<![A-Za-z0-9_]gh[pousr]_)"
-    r"|(?<=github_pat_)(?<![A-Za-z0-9_]github_pat_)"
-    r"|(?<=[rs]k_live_|[rs]k_test_)(?<![A-Za-z0-9_][rs]k_live_|[A-Za-z0-9_][rs]k_test_))"
+    "service_token": rf"_(?:(?<=gh[pousr]_){_starts('A-Za-z0-9_', 'gh[pousr]_')}"
+    rf"|(?<=github_pat_){_starts('A-Za-z0-9_', 'github_pat_')}"
+    rf"|(?<=[rs]k_live_){_starts('A-Za-z0-9_', '[rs]k_live_')}"
+    rf"|(?<=[rs]k_test_){_starts('A-Za-z0-9_', '[rs]k_test_')})"
     r"(?P<v>[A-Za-z0-9_-]{10,255})",
     # API keys that say what they are by their prefix, logged bare (a config dump, an
     # exception's text): OpenAI's (sk-proj-, sk-svcacct-, sk-admin-, and the older
@@ -204,8 +218,8 @@ CREDENTIAL_PATTERNS: dict[str, str] = {
     # the prefix, each kind's own shape, whole (not part of a longer word, but after a
     # backslash escape written out, "\\n" or "\\u00e9", as %r and json.dumps write
     # them; a "." may be inside one, as in GitLab's newer tokens, not end it).
-    "provider_key": r"(?:(?<![A-Za-z0-9_-])|(?<=\\[A-Za-z])|(?<=\\u[0-9A-Fa-f]{4}))"
-    r"(?:sk-(?:proj|svcacct|admin|ant-[a-z]{2,8}[0-9]{2})-"
+    "provider_key": _starts("A-Za-z0-9_-", "")
+    + r"(?:sk-(?:proj|svcacct|admin|ant-[a-z]{2,8}[0-9]{2})-"
     r"|sk-(?=[A-Za-z0-9]{20}T3BlbkFJ)|glpat-|pypi-(?=AgE)|hf_|npm_|do[opr]_v1_|AIza|SG\.)"
     r"(?P<v>(?<=-)(?=[A-Za-z0-9_.-]{20})[A-Za-z0-9_.-]{0,511}[A-Za-z0-9_-]|(?<=hf_)[A-Za-z0-9]{30,64}|(?<=npm_)[A-Za-z0-9]{36}"
     r"|(?<=_v1_)[a-f0-9]{64}|(?<=AIza)[A-Za-z0-9_-]{35}"
@@ -271,7 +285,7 @@ CREDENTIAL_PATTERNS: dict[str, str] = {
     # An AWS secret access key logged bare after its access key id in the same line
     # (an exception's message, "AKIA.../wJalr..."): 40 base64 characters, both cases
     # and a digit, "/" or "+" among them (a git hash is one case).
-    "aws_secret": r"A(?<![A-Za-z0-9]A)(?:KIA|SIA)[A-Z0-9]{16}(?![A-Za-z0-9])"
+    "aws_secret": rf"A{_starts('A-Za-z0-9', 'A')}(?:KIA|SIA)[A-Z0-9]{{16}}(?![A-Za-z0-9])"
     r"(?:[^\r\n]{0,128}?[^A-Za-z0-9/+\r\n]|/)"
     r"(?P<v>(?=[A-Za-z0-9/+]{0,39}[a-z])(?=[A-Za-z0-9/+]{0,39}[A-Z])"
     r"(?=[A-Za-z0-9/+]{0,39}[0-9/+])[A-Za-z0-9/+]{40})(?![A-Za-z0-9/+=])",
@@ -294,7 +308,7 @@ CREDENTIAL_PATTERNS: dict[str, str] = {
     r"""|(?<!%22)(?:[^\s%&"'<>;,#]"""
     r"""|%(?!(?:25)?(?:2[0236-7Cc]|3[Bb]|0[AaDd])|253[DdAa])[0-9A-Fa-f]{2}){1,4096})""",
     # Slack's tokens (xoxb-, xoxp-, xoxa- ...): what follows the prefix.
-    "slack_token": r"xox(?<![A-Za-z0-9_]xox)[abposr]-(?P<v>[A-Za-z0-9-]{10,255})",
+    "slack_token": rf"xox{_starts('A-Za-z0-9_', 'xox')}[abposr]-(?P<v>[A-Za-z0-9-]{{10,255}})",
     # A command line's password option that cli_option's long names miss: PuTTY's
     # "plink -pw pw", OpenSSL's "-passin pass:pw" ("-passout", "-pass"), and "-P pw"
     # after a "-U user" (sqlcmd's, bcp's, ipmitool's "-U sa -P pw"). "-P" alone is

@@ -102,6 +102,12 @@ SHAPES = [
     ('said {"error": "bad\\tglpat-s3cr' + "x" * 16 + '"}',
      'said {"error": "bad\\tglpat-[REDACTED]"}'),
     ("x\\u00e9npm_s3cr" + "a1" * 16, "x\\u00e9npm_[REDACTED]"),
+    # The same for the other tokens that name themselves, and AWS key ids and JWTs.
+    ("got 'a\\nghp_s3cr" + "a" * 32 + "'", "got 'a\\nghp_[REDACTED]'"),
+    ("got 'a\\txoxb-1234-s3cretTok'", "got 'a\\txoxb-[REDACTED]'"),
+    ("got 'a\\u00e9sk_live_s3cr" + "c" * 20 + "'", "got 'a\\u00e9sk_live_[REDACTED]'"),
+    ("got 'a\\nAKIAIOSFODNN7EXAMPLE'", "got 'a\\n[REDACTED]'"),
+    ("got 'a\\neyJhbGciOi.eyJzdWIi.s3cr'", "got 'a\\n[REDACTED]'"),
     # A command line's secret option, its value after a space (with "=" it is a
     # key=value); MySQL's "-p" with the password run into it.
     ("run tool --password s3cret --x 1", "run tool --password [REDACTED] --x 1"),
