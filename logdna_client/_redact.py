@@ -146,22 +146,22 @@ def _key_value(quoted: str, bare: str) -> str:
 _AWS_KEY_KINDS = "KIA|SIA|BIA|CCA|GPA|IDA|ROA|IPA|NPA|NVA|PKA"
 
 
+def _starts(before: str, prefix: str) -> str:
+    """A lookbehind at the end of ``prefix`` (a regex of fixed width): not after a
+    character of class ``before`` (a word's), unless that is a backslash escape's,
+    written out as %r and json.dumps write a line break, a control character or an
+    accent before a token ("\\n", "\\x00", "\\012", "\\u00e9", "\\U0001f600")."""
+    escapes = (r"[A-Za-z]", r"x[0-9A-Fa-f]{2}", r"[0-7]{3}", r"u[0-9A-Fa-f]{4}",
+               r"U[0-9A-Fa-f]{8}")  # fmt: skip
+    after = "".join(rf"|(?<=\\{escape}{prefix})" for escape in escapes)
+    return rf"(?:(?<![{before}]{prefix}){after})"
+
+
 #: Credential patterns for message text, on by default (with ``redact`` on). Each
 #: starts with a literal or a character class (any lookbehind comes after it), so
 #: the regex engine skips ahead to where a match can start, and has only bounded
 #: repeats: each runs in time linear in the text. A group named ``v`` is what is
 #: replaced (else the whole match): "password=" stays, its value goes.
-def _starts(before: str, prefix: str) -> str:
-    """A lookbehind at the end of ``prefix`` (a regex of fixed width): not after a
-    character of class ``before`` (a word's), unless that is a backslash escape's
-    letter or digit written out ("\\n", "\\u00e9"), as %r and json.dumps write a
-    line break or an accent before a token."""
-    return (
-        rf"(?:(?<![{before}]{prefix})|(?<=\\[A-Za-z]{prefix})"
-        rf"|(?<=\\u[0-9A-Fa-f]{{4}}{prefix}))"
-    )
-
-
 CREDENTIAL_PATTERNS: dict[str, str] = {
     # "Authorization: Basic ...", "Proxy-Authorization=...", "Cookie: a=b; c=d":
     # the whole value, to the end of the line or a closing quote.
@@ -395,7 +395,9 @@ PRESET_GROUPS: dict[str, tuple[str, ...]] = {
 # tests.
 # Where an API key may start: not after a letter or digit ("sk-" in "task-runner"),
 # unless that is a JSON escape's ("\nhf_...", "\u0001hf_...": meta's JSON is tested).
-_KEY_START = r"(?:(?<![A-Za-z0-9])|(?<=\\[\s\S])|(?<=\\u[\s\S]{4}))"
+# (A superset of _starts' escapes, for a cheap test: a backslash among the 10 characters
+# before, the longest escape's, "\\U0001f600".)
+_KEY_START = "(?:(?<![A-Za-z0-9])" + "".join(rf"|(?<=\\[\s\S]{{{n}}})" for n in range(10)) + ")"
 TRIGGER = re.compile(
     rf"[:=@]|eyJ|A(?:{_AWS_KEY_KINDS})|Auth\("
     r"|-----BEGIN|gh[pousr]_|github_pat_|[rs]k_(?:live|test)_|xox[abposr]-|--[A-Za-z]|-p|-U"
@@ -483,12 +485,7 @@ def _key_at(text: str, prefix: str, run: re.Pattern[str], word: bool = True) -> 
 
 def _key_start(text: str, at: int) -> bool:
     """``_KEY_START`` at ``text[at]``."""
-    return (
-        at == 0
-        or text[at - 1] not in _ASCII_ALNUM
-        or (at >= 2 and text[at - 2] == "\\")
-        or (at >= 6 and text[at - 6] == "\\" and text[at - 5] == "u")
-    )
+    return at == 0 or text[at - 1] not in _ASCII_ALNUM or "\\" in text[max(0, at - 10) : at - 1]
 
 
 def bytes_text(value: bytes | bytearray | memoryview) -> str:

@@ -431,22 +431,28 @@ key_run(int kind, const void *data, Py_ssize_t at, Py_ssize_t n, int alnum)
 }
 
 /* Whether an API key's ``word`` ends right before ``text[i]`` (its '-' or '_'), where a
- * key may start (_redact._key_start: not after a letter or digit, unless a JSON
- * escape's: "\\nhf_", "\\u0001hf_"), with 20 characters of it after ``text[i]``
+ * key may start (_redact._key_start: not after a letter or digit, unless an escape's
+ * written out: "\\nhf_", "\\u0001hf_"), with 20 characters of it after ``text[i]``
  * (_redact._key_at). */
 static int
 key_before(int kind, const void *data, Py_ssize_t i, Py_ssize_t n, const char *word, int alnum)
 {
-    Py_ssize_t at = i - (Py_ssize_t)strlen(word);
+    Py_ssize_t at = i - (Py_ssize_t)strlen(word), j;
     Py_UCS4 c;
     if (at < 0 || !literal_at(kind, data, at, n, word) || !key_run(kind, data, i + 1, n, alnum)) {
         return 0;
     }
     c = at > 0 ? PyUnicode_READ(kind, data, at - 1) : ' ';
-    return !((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) ||
-           (at >= 2 && PyUnicode_READ(kind, data, at - 2) == '\\') ||
-           (at >= 6 && PyUnicode_READ(kind, data, at - 6) == '\\' &&
-            PyUnicode_READ(kind, data, at - 5) == 'u');
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))) {
+        return 1;
+    }
+    /* (A backslash among the 10 characters before: an escape's, "\\U0001f600".) */
+    for (j = at - 2; j >= 0 && j >= at - 10; j--) {
+        if (PyUnicode_READ(kind, data, j) == '\\') {
+            return 1;
+        }
+    }
+    return 0;
 }
 
 /* Whether the '-' or '_' at ``text[i]`` is part of a mark _redact._dash_mark finds: a

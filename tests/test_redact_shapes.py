@@ -108,6 +108,11 @@ SHAPES = [
     ("got 'a\\u00e9sk_live_s3cr" + "c" * 20 + "'", "got 'a\\u00e9sk_live_[REDACTED]'"),
     ("got 'a\\nAKIAIOSFODNN7EXAMPLE'", "got 'a\\n[REDACTED]'"),
     ("got 'a\\neyJhbGciOi.eyJzdWIi.s3cr'", "got 'a\\n[REDACTED]'"),
+    # %r's other escapes (H184): a control character, octal, an astral character.
+    ("got 'a\\x00AKIAIOSFODNN7EXAMPLE'", "got 'a\\x00[REDACTED]'"),
+    ("got 'a\\012ghp_s3cr" + "a" * 32 + "'", "got 'a\\012ghp_[REDACTED]'"),
+    ("got 'a\\U0001f600hf_s3cr" + "Ab" * 15 + "'", "got 'a\\U0001f600hf_[REDACTED]'"),
+    ("got 'a\\x0axoxb-1234-s3cretTok'", "got 'a\\x0axoxb-[REDACTED]'"),
     # A command line's secret option, its value after a space (with "=" it is a
     # key=value); MySQL's "-p" with the password run into it.
     ("run tool --password s3cret --x 1", "run tool --password [REDACTED] --x 1"),
