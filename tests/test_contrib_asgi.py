@@ -204,14 +204,17 @@ class TestRequestContext:
         """Its client went away and the server cancelled it: the access line says "no
         response", not "None", and carries no http_status."""
 
+        entered = asyncio.Event()
+
         async def endpoint(scope: Any, receive: Any, send: Any) -> None:
+            entered.set()
             await asyncio.Event().wait()  # until cancelled
 
         app = LogDNAMiddleware(endpoint, access_log=True)
 
         async def main() -> None:
             task = asyncio.create_task(call(app, "/slow"))
-            await asyncio.sleep(0.01)
+            await entered.wait()
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
