@@ -260,17 +260,25 @@ def _number_millis(number: float) -> int | None:
     return int(number) if number > 1e11 else millis(number)
 
 
-def _exception_text(exc_info: object) -> str | None:
-    """A traceback for ``exc_info``: True, an exception, or a (type, value, tb) tuple."""
-    info: tuple[type[BaseException], BaseException, TracebackType | None] | None = None
+def exception_info(
+    exc_info: object,
+) -> tuple[type[BaseException], BaseException, TracebackType | None] | None:
+    """``exc_info`` as logging and structlog take it (True: the exception being handled;
+    an exception; a (type, value, traceback) tuple) as such a tuple; None for none."""
     if exc_info is True:
         current = sys.exc_info()
         if current[1] is not None:
-            info = current
+            return current
     elif isinstance(exc_info, BaseException):
-        info = (type(exc_info), exc_info, exc_info.__traceback__)
+        return (type(exc_info), exc_info, exc_info.__traceback__)
     elif isinstance(exc_info, tuple) and len(exc_info) == 3 and exc_info[1] is not None:
-        info = exc_info
+        return exc_info
+    return None
+
+
+def _exception_text(exc_info: object) -> str | None:
+    """A traceback for ``exc_info`` (see ``exception_info``)."""
+    info = exception_info(exc_info)
     if info is None:
         return None
     try:
@@ -365,6 +373,14 @@ def _is_traceback(value: object) -> bool:
     return any(sentence in value for sentence in _CHAIN_SENTENCES)
 
 
+def shown_exc_info(event_dict: Mapping[str, Any]) -> object:
+    """The event's ``exc_info`` when its text shows that one's traceback (``_traces``):
+    None when an ``exception`` that is a formatted traceback is shown in its place."""
+    if "exc_info" not in event_dict or _is_traceback(event_dict.get("exception")):
+        return None
+    return event_dict["exc_info"]
+
+
 def _traces(event_dict: Mapping[str, Any], own: dict[str, Any]) -> str:
     """The traceback and stack the event's trace keys make, each after a newline
     ("" for none); an ``exception`` or ``stack`` that makes one is taken out of
@@ -376,7 +392,8 @@ def _traces(event_dict: Mapping[str, Any], own: dict[str, Any]) -> str:
         own.pop("exception", None)
     elif "exc_info" in event_dict:
         # A real exception wins over an ``exception`` that is no traceback (which
-        # stays meta): exc_info=True beside exception="KeyError in cache".
+        # stays meta): exc_info=True beside exception="KeyError in cache". (The
+        # exc_info shown_exc_info names.)
         found = _exception_text(event_dict["exc_info"])
         if found:
             text = f"\n{found}"

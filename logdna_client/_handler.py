@@ -43,6 +43,7 @@ from ._event import (
     event_dict_to_line,
     level_name,
     levelno_of,
+    shown_exc_info,
     structured_event,
     timestamp_of,
 )
@@ -243,6 +244,12 @@ class LogDNAHandler(logging.Handler):
         self._entry = builder.entry
         #: Whether a dict or list message ships as itself (the OTLP record's body).
         self._structured = client.config.protocol == "otlp"
+        #: OTLP: the record's exception's exception.type and .message, as meta.
+        self._with_exception: Callable[[Any, object], Any] | None = None
+        if self._structured:
+            from ._otlp import with_exception  # noqa: PLC0415 - loaded only for OTLP
+
+            self._with_exception = with_exception
         #: The LogRecord attributes shipped as meta, in order.
         self._record_attrs: tuple[str, ...] = client.config.record_meta
         #: With one such attribute (the logger's name, by default): its str value ->
@@ -371,6 +378,7 @@ class LogDNAHandler(logging.Handler):
         meta: dict[str, Any] | None
         level: str | None = None
         ms: int | None = None
+        exc_info: object = None  # the exception the text shows a traceback of
         if type(msg) is dict and "_logger" in attrs:
             # structlog's ProcessorFormatter.wrap_for_formatter: the event dict is
             # the message; its keys are meta, structlog's bookkeeping is not (_extras
@@ -392,6 +400,7 @@ class LogDNAHandler(logging.Handler):
                 msg, found, timestamp_parsed=ms is not None, redact=self._builder.redact_meta
             )
             body = structured_event(msg) if self._structured else None
+            exc_info = shown_exc_info(msg)
         else:
             body = None
             if (
@@ -412,6 +421,7 @@ class LogDNAHandler(logging.Handler):
                     text = self.format(record)
                 except Exception as exc:
                     text = _unformattable(record, exc)
+                exc_info = record.exc_info
                 if (
                     self._structured
                     and self.formatter is self._default_formatter
@@ -430,6 +440,9 @@ class LogDNAHandler(logging.Handler):
                 meta, data = kept if kept is not None else self._cache_meta(value)
             else:
                 meta = record_meta(attrs, names)
+        if exc_info and self._with_exception is not None:
+            meta = self._with_exception(meta, exc_info)
+            data = None
         if _context.in_use:
             context = request_context()
             if context:

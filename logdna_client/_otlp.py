@@ -25,6 +25,7 @@ import os
 import re
 import reprlib
 import time
+import traceback
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -33,7 +34,7 @@ import orjson
 from typing_extensions import Required, TypedDict, Unpack
 
 from ._buffer import SEPARATOR
-from ._event import unnamed_level_number
+from ._event import exception_info, unnamed_level_number
 from ._kubernetes import parse_resource_attributes
 from ._limits import LINE_BYTES, Cuts, count_excerpt, enforce_line
 from ._line import EMPTY_TEXT
@@ -54,6 +55,7 @@ __all__ = [
     "otel_resource",
     "receive",
     "severity_for",
+    "with_exception",
 ]
 
 #: OpenTelemetry's SeverityNumber for the level names clients send (logs data
@@ -711,17 +713,52 @@ def exception_of(text: str) -> tuple[str, dict[str, str]] | None:
     stack = stacktrace.find(_STACK, last)
     block = stacktrace[last : stack if stack >= 0 else len(stacktrace)].rstrip("\n")
     lines = block.split("\n")
-    for i in range(1 if block.startswith(_TRACEBACK) else 0, len(lines)):
-        if lines[i][:1] not in (" ", ""):
+    exception = _exception_line(lines[1:] if block.startswith(_TRACEBACK) else lines)
+    if exception is None:
+        return None
+    exception["exception.stacktrace"] = stacktrace.rstrip("\n")
+    return text[: max(at - 1, 0)], exception
+
+
+def _exception_line(lines: list[str]) -> dict[str, str] | None:
+    """``exception.type`` and ``exception.message`` from the lines of one exception's
+    block after its header: the first line that is not indented (after the frames, or a
+    SyntaxError's source and caret), then the rest (a multi-line message, PEP 678 notes).
+    None when there is no such line, or it is no exception's."""
+    for i, line in enumerate(lines):
+        if line[:1] not in (" ", ""):
             match = _EXCEPTION_LINE.fullmatch("\n".join(lines[i:]))
             if match is None:
                 return None
-            exception = {"exception.type": match.group(1)}
+            found = {"exception.type": match.group(1)}
             if match.group(2):
-                exception["exception.message"] = match.group(2)
-            exception["exception.stacktrace"] = stacktrace.rstrip("\n")
-            return text[: max(at - 1, 0)], exception
+                found["exception.message"] = match.group(2)
+            return found
     return None
+
+
+def with_exception(meta: dict[str, Any] | None, exc_info: object) -> dict[str, Any] | None:
+    """``meta`` over the ``exception.type`` and ``exception.message`` of a record's
+    ``exc_info`` (see ``exception_info``); ``meta`` itself when there is no exception.
+
+    Read from the exception, by ``_exception_line``'s rule, in the lines the traceback
+    module ends its traceback with (``format_exception_only``), where ``exception_of``
+    has only the line's text: a message or note that quotes another traceback (a
+    worker's, re-raised) cannot rename it, and a traceback cut by ``max_line_length``
+    still names it. Meta's own keys of those names win, as they win over the text's.
+    Called by the handler and the processor for OTLP lines with an exception only: the
+    common line pays nothing."""
+    info = exception_info(exc_info)
+    if info is None:
+        return meta
+    try:
+        written = "".join(traceback.format_exception_only(info[0], info[1]))
+    except Exception:  # a type or value that is no exception's: the text's reading stands
+        return meta
+    found = _exception_line(written.rstrip("\n").split("\n"))
+    if found is None:
+        return meta
+    return found if not meta else {**found, **meta}
 
 
 def _scope_of(meta: Any) -> str | None:

@@ -45,6 +45,7 @@ from ._event import (
     level_name,
     level_of,
     levelno_of,
+    shown_exc_info,
     structured_event,
     timestamp_of,
 )
@@ -117,6 +118,7 @@ class LogDNAProcessor(_NativeCall):
         "_min_level",
         "_owns_client",
         "_structured",
+        "_with_exception",
     )
 
     def __init__(self, *, client: Client | None = None, **options: Unpack[ClientOptions]) -> None:
@@ -136,6 +138,11 @@ class LogDNAProcessor(_NativeCall):
         self._meta_json = builder.meta_json
         #: Whether an ``event`` that is a dict or a list ships as itself (OTLP's body).
         self._structured = self._client.config.protocol == "otlp"
+        if self._structured:
+            from ._otlp import with_exception  # noqa: PLC0415 - loaded only for OTLP
+
+            #: The exc_info's exception.type and .message, as meta (see the handler's).
+            self._with_exception = with_exception
         # Method names and ``level`` values it knows -> their level names (level_of's),
         # only those at or above the processor's level: one lookup does both.
         self._levels = {
@@ -314,7 +321,11 @@ class LogDNAProcessor(_NativeCall):
         if ts is None:
             created = getattr(record, "created", None) if record is not None else None
             ts = millis(created) if isinstance(created, float) else now_millis()
-        body = structured_event(event_dict) if self._structured else None
+        body = None
+        if self._structured:
+            body = structured_event(event_dict)
+            if "exc_info" in event_dict:
+                meta = self._with_exception(meta, shown_exc_info(event_dict))
         if body is None:
             entry = builder.entry(text, level, ts, meta, None)
         else:

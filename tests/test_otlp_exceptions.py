@@ -13,6 +13,8 @@ import pytest
 
 from logdna_client import LogDNAHandler
 from logdna_client._otlp import exception_of
+from logdna_client.structlog import LogDNAProcessor
+from logdna_client.testing import capture_lines
 from tests._otlp_server import Server
 
 
@@ -201,3 +203,152 @@ class TestWhichExceptionWasRaised:
             outer.__cause__ = cause
         found = self._read(outer)
         assert ("ValueError", "outer") == (found["exception.type"], found["exception.message"])
+
+
+# A message that quotes a worker's chained traceback, separator and all (a process
+# pool's error, a subprocess's stderr): read from text, its last link looks like the
+# raised exception.
+_QUOTED_CHAIN = (
+    "job 7 failed on the worker:\nTraceback (most recent call last):\n"
+    "  File \"worker.py\", line 3, in run\nKeyError: 'k'\n\n"
+    "The above exception was the direct cause of the following exception:\n\n"
+    "Traceback (most recent call last):\n"
+    '  File "worker.py", line 9, in run\nConnectionResetError: peer closed'
+)
+
+
+class TestTheExceptionItself:
+    """H183: exception.type and exception.message are read from the record's exception
+    (exc_info) where there is one, not from the text, which a message or a note can make
+    say something else; on both handle paths and from the structlog processor."""
+
+    @pytest.fixture
+    def log(self, otlp: Server, handle_path: str) -> Iterator[logging.Logger]:
+        handler = LogDNAHandler(
+            key="k", url=otlp.url, protocol="otlp", kubernetes=False, handle_signals=False,
+            flush_interval=3600, max_line_length=2000,
+        )  # fmt: skip
+        logger = logging.getLogger(f"tests.otlp.raised.{handle_path}")
+        logger.addHandler(handler)
+        logger.setLevel(logging.DEBUG)
+        logger.propagate = False
+        try:
+            yield logger
+        finally:
+            logger.removeHandler(handler)
+            handler.close()
+
+    def _sent(self, otlp: Server, log: logging.Logger, n: int) -> list[dict[str, Any]]:
+        handler = log.handlers[0]
+        assert isinstance(handler, LogDNAHandler)
+        assert handler.client.flush(timeout=30)
+        assert otlp.wait_for_lines(n, timeout=30)
+        return [attrs for _, attrs in received(otlp)]
+
+    def test_a_message_that_quotes_a_chained_traceback(
+        self, otlp: Server, log: logging.Logger
+    ) -> None:
+        """The quoted chain's separator made the text's reading take the quoted
+        ConnectionResetError (old code: that type, and "peer closed")."""
+        try:
+            _raise(RuntimeError(_QUOTED_CHAIN))
+        except RuntimeError:
+            log.exception("giving up")
+        [attrs] = self._sent(otlp, log, 1)
+        assert ("RuntimeError", _QUOTED_CHAIN) == (
+            attrs["exception.type"], attrs["exception.message"]
+        )  # fmt: skip
+        assert attrs["exception.stacktrace"].endswith(f"RuntimeError: {_QUOTED_CHAIN}")
+
+    @pytest.mark.skipif(not hasattr(BaseException, "add_note"), reason="PEP 678: 3.11+")
+    def test_a_note_that_quotes_a_chain_separator(self, otlp: Server, log: logging.Logger) -> None:
+        """A PEP 678 note (traceback writes notes after the exception line) that quotes
+        the separator: the note's next line was read as the exception (old code)."""
+        exc = ValueError("bad input")
+        exc.add_note(
+            "retried after:\n\nDuring handling of the above exception, another exception"
+            " occurred:\n\nTimeoutError: upstream"
+        )
+        try:
+            _raise(exc)
+        except ValueError:
+            log.exception("giving up")
+        [attrs] = self._sent(otlp, log, 1)
+        assert "ValueError" == attrs["exception.type"]
+        assert attrs["exception.message"].startswith("bad input\nretried after:")
+
+    def test_a_traceback_cut_by_max_line_length_still_names_it(
+        self, otlp: Server, log: logging.Logger
+    ) -> None:
+        """A long message puts the whole traceback past the cap (2,000 here): the text
+        names nothing (old code: no exception.* at all); the exception does."""
+        try:
+            _raise(OSError("disk full"))
+        except OSError:
+            log.exception("write failed for %s", "y" * 2500)
+        [attrs] = self._sent(otlp, log, 1)
+        assert ("OSError", "disk full") == (attrs["exception.type"], attrs["exception.message"])
+        assert "exception.stacktrace" not in attrs  # (the text is cut before it)
+
+    def test_a_secret_in_the_message_is_redacted_there_too(
+        self, otlp: Server, log: logging.Logger
+    ) -> None:
+        """exception.message is meta now: the redactor sees it as it sees the text."""
+        try:
+            _raise(RuntimeError("login failed password=hunter2 for bob"))
+        except RuntimeError:
+            log.exception("auth")
+        [attrs] = self._sent(otlp, log, 1)
+        assert "hunter2" not in attrs["exception.message"]
+        assert attrs["exception.message"].startswith("login failed password=")
+        assert "hunter2" not in attrs["exception.stacktrace"]
+
+    def test_an_exception_passed_never_raised(self, otlp: Server, log: logging.Logger) -> None:
+        """exc_info=an exception (no traceback of its own): its type and message."""
+        log.error("rejected", exc_info=AppError("quota exceeded"))
+        [attrs] = self._sent(otlp, log, 1)
+        assert (f"{__name__}.AppError", "quota exceeded") == (
+            attrs["exception.type"], attrs["exception.message"]
+        )  # fmt: skip
+
+    def test_the_processor_reads_exc_info_too(self, otlp: Server) -> None:
+        """structlog's exc_info=True (no format_exc_info before it): the exception's."""
+        structlog = pytest.importorskip("structlog")
+        processor = LogDNAProcessor(
+            key="k", url=otlp.url, protocol="otlp", kubernetes=False, handle_signals=False,
+            flush_interval=3600,
+        )  # fmt: skip
+        log = structlog.wrap_logger(None, processors=[processor, lambda *_: ""])
+        try:
+            try:
+                _raise(RuntimeError(_QUOTED_CHAIN))
+            except RuntimeError:
+                log.error("giving up", exc_info=True)
+            assert processor.client.flush(timeout=30)
+            assert otlp.wait_for_lines(1, timeout=30)
+        finally:
+            processor.close()
+        [(body, attrs)] = received(otlp)
+        assert ("giving up", "RuntimeError", _QUOTED_CHAIN) == (
+            body, attrs["exception.type"], attrs["exception.message"]
+        )  # fmt: skip
+
+    def test_the_ingest_api_lines_carry_no_such_meta(self, handle_path: str) -> None:
+        """Only OTLP lines get exception.* (the ingest API has the traceback in the text)."""
+        handler = LogDNAHandler(key="k", url="http://127.0.0.1:9/logs/ingest",
+                                kubernetes=False, handle_signals=False)  # fmt: skip
+        logger = logging.getLogger(f"tests.ingest.raised.{handle_path}")
+        logger.addHandler(handler)
+        logger.propagate = False
+        try:
+            with capture_lines() as lines:
+                try:
+                    _raise(RuntimeError(_QUOTED_CHAIN))
+                except RuntimeError:
+                    logger.exception("giving up")
+        finally:
+            logger.removeHandler(handler)
+            handler.close()
+        [line] = lines
+        assert line["line"].startswith("giving up\nTraceback")
+        assert not any(key.startswith("exception.") for key in line["meta"])
