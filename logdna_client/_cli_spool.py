@@ -207,8 +207,12 @@ def _whose(info: SegmentInfo, mine: bytes | None) -> _Whose:
     return _Whose(short(header.destination) + (" yours" if yours else " other"), yours, False)
 
 
-def _state(info: SegmentInfo, whose: _Whose) -> str:
-    """ls's state column."""
+# An OTLP app's own backlog: replay speaks the LogDNA API only (and refuses its URL).
+_SENT_BY_ITS_APP = "orphaned (its app sends it on its next start; replay cannot: OTLP)"
+
+
+def _state(info: SegmentInfo, whose: _Whose, *, replayable: bool = True) -> str:
+    """ls's state column; ``replayable``: whether replay sends the given URL's segments."""
     if not info.header_ok:
         return "not a spool segment"
     if info.header is not None and info.header.later:
@@ -216,7 +220,7 @@ def _state(info: SegmentInfo, whose: _Whose) -> str:
     if info.live:
         state = "held by a live process"
     elif whose.yours:
-        state = "orphaned (replayable)"
+        state = "orphaned (replayable)" if replayable else _SENT_BY_ITS_APP
     elif whose.unmarked:
         state = "orphaned (format 1: replay --any-destination with its own key and URL)"
     else:
@@ -231,10 +235,13 @@ def _cmd_ls(args: argparse.Namespace) -> int:
     folder = _folder(args)
     if folder is None:
         return 2
+    mine: bytes | None = None
+    otlp = False
     try:
-        mine: bytes | None = destination(_config(args))
+        config = _config(args)
+        mine, otlp = destination(config), config.protocol == "otlp"
     except ConfigurationError:  # no key: the fingerprints are shown, unmatched
-        mine = None
+        pass
     now = time.time()
     total_lines = total_bytes = yours_lines = 0
     console.say(f"{'segment':<48} {'size':>10} {'age':>5} {'lines waiting':>13}  "
@@ -251,7 +258,8 @@ def _cmd_ls(args: argparse.Namespace) -> int:
         yours_lines += info.pending_lines if whose.yours else 0
         console.say(
             f"{os.path.basename(path):<48} {_size(info.size):>10} {_age(now - info.mtime):>5} "
-            f"{info.pending_lines:>13}  {whose.shown:<15} {_state(info, whose)}"
+            f"{info.pending_lines:>13}  {whose.shown:<15} "
+            f"{_state(info, whose, replayable=not otlp)}"
         )
     quarantined = quarantine_paths(folder)
     console.say(f"total: {_size(total_bytes)}, {total_lines} line(s) waiting")

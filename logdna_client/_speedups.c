@@ -28,10 +28,11 @@
  * signal handler or another thread does while the redactor's Python code runs,
  * which is why the values it reads from the record are held), so it needs no
  * re-entry guard; an EventHandle runs more (timestamp_of, a timestamp's
- * __float__), and marks its thread busy as LogDNAProcessor._process does. The put runs no Python code and releases
- * no GIL, so the buffer's lock-free protocol holds as it does in Python (see
- * _buffer.py). The module declares that it needs the GIL, and _native.py does
- * not import it on builds without one, nor on other Pythons than CPython.
+ * __float__), and marks its thread busy as LogDNAProcessor._process does.
+ * The put runs no Python code and releases no GIL, so the buffer's lock-free
+ * protocol holds as it does in Python (see _buffer.py). The module declares that
+ * it needs the GIL, and _native.py does not import it on builds without one, nor
+ * on other Pythons than CPython.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -196,9 +197,10 @@ write_int(long long value, char *out)
     return len;
 }
 
-/* ``msg % args`` (``args`` a tuple, or NULL: ``msg`` as it is) written at ``out`` (``room`` bytes), for
- * the commonest message: ASCII, each conversion a bare %s, %d or %i of an exact
- * int, or %s of an ASCII str, and nothing that JSON escapes. The same characters
+/* ``msg % args`` (``args`` a tuple, or NULL: ``msg`` as it is) written at
+ * ``out`` (``room`` bytes), for the commonest message: ASCII, each conversion a
+ * bare %s, %d or %i of an exact int, or %s of an ASCII str, and nothing that JSON
+ * escapes. The same characters
  * PyUnicode_Format makes, without making a str; the length, or -1 (no error set)
  * for any other message, which is formatted the general way. */
 static Py_ssize_t
@@ -506,7 +508,8 @@ dash_mark(int kind, const void *data, Py_ssize_t i, Py_ssize_t n)
     }
     /* "aws_secret_access_key wJalr..." (aws_secret_option): its name's "_" before
        "access_key", where no ':' or '=' may follow. */
-    if (literal_at(kind, data, i, n, "_access_key") || literal_at(kind, data, i, n, "_ACCESS_KEY")) {
+    if (literal_at(kind, data, i, n, "_access_key")
+        || literal_at(kind, data, i, n, "_ACCESS_KEY")) {
         return 1;
     }
     c = i >= 2 ? PyUnicode_READ(kind, data, i - 2) : 0;
@@ -803,7 +806,9 @@ entry_for(Handle *self, PyObject *text, const char *direct, Py_ssize_t n, PyObje
     ok = text != NULL ? needs_redaction(self, PyUnicode_KIND(text), PyUnicode_DATA(text), n)
                       : needs_redaction(self, PyUnicode_1BYTE_KIND, direct, n);
     if (ok != 0) {
-        str = ok < 0 ? NULL : text != NULL ? Py_NewRef(text) : PyUnicode_FromStringAndSize(direct, n);
+        str = ok < 0 ? NULL
+              : text != NULL ? Py_NewRef(text)
+              : PyUnicode_FromStringAndSize(direct, n);
         redacted = str == NULL ? NULL : PyObject_CallOneArg(self->redact_text, str);
         Py_XDECREF(str);
         if (redacted == NULL || !PyUnicode_CheckExact(redacted) ||

@@ -1959,6 +1959,9 @@ class TestCli:
         status, out, _ = self.run("spool", "ls", *given)
         assert 0 == status
         assert f"{short(destination_of(app))} yours" in out
+        # (H184: it said "replayable", though replay refuses the URL)
+        assert "replayable" not in out
+        assert "orphaned (its app sends it on its next start; replay cannot: OTLP)" in out
         status, _, err = self.run("spool", "replay", *given)
         assert 2 == status
         assert "protocol='otlp'" in err and "replay" in err
