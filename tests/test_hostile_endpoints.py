@@ -311,6 +311,21 @@ class TestPartialAnswers:
         assert "unconfirmed" in report, report
         assert_adds_up(client, 2000)
 
+    @pytest.mark.parametrize(("status", "sent"), [(200, 10), (207, 0)])
+    def test_an_answer_in_a_coding_the_client_cannot_read(self, status: int, sent: int) -> None:
+        """docs/delivery.md: an answer in a coding the client did not ask for (br) is not
+        read, and its status decides: a 200 delivers the batch, a 207 confirms none of it
+        (rejected). Either way each line is sent once and counted once."""
+        body = b"\x8b\x05\x80" + b"not brotli the client could read" + b"\x03"
+        client, requests = deliver(
+            lambda r, s, e: answer(status, body, b"Content-Encoding: br\r\n"),
+            numbered("coded", 10), flushed=sent == 10, flush_interval=60,
+        )  # fmt: skip
+        assert numbered("coded", 10) == [t for t in texts(requests) if t.startswith("coded")]
+        s = client.stats()
+        assert (sent, 10 - sent) == (s["sent"], s["dropped"].get("rejected", 0))
+        assert_adds_up(client, 10)
+
     @pytest.mark.parametrize("extra", [[400], [400] * 3, ["bad"] * 1000])
     def test_a_207_refusing_places_beyond_the_batch_refuses_none_of_it(
         self, extra: list[object]
