@@ -48,7 +48,7 @@ from ._cli_devserver import LineFilter, _cmd_devserver
 from ._cli_pipe import _cmd_pipe
 from ._cli_send import _cmd_send
 from ._cli_spool import register as _register_spool
-from ._config import ENV_VARS
+from ._config import ENV_VARS, key_in_file
 from ._errors import ConfigurationError
 from ._secret import KEYS, Secret, shows_key
 from ._version import __version__
@@ -80,14 +80,21 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _keys_in(args: Sequence[str]) -> tuple[Secret, ...]:
-    """The keys ``args`` and the environment give a command, as argparse cannot tell yet."""
+    """The keys ``args`` and the environment give a command, as argparse cannot tell yet
+    (a ``--key-file``'s too, when it is a regular file: see ``key_in_file``)."""
     found = [os.environ.get(ENV_VARS["key"])]
+    files: list[Secret | None] = []
     for i, arg in enumerate(args):
         if arg == "--key" and i + 1 < len(args):
             found.append(args[i + 1])
         elif arg.startswith("--key="):
             found.append(arg[len("--key=") :])
-    return tuple(Secret(key) for key in found if key)
+        elif arg == "--key-file" and i + 1 < len(args):
+            files.append(key_in_file(args[i + 1]))
+        elif arg.startswith("--key-file="):
+            files.append(key_in_file(arg[len("--key-file=") :]))
+    given = tuple(Secret(key) for key in found if key)
+    return given + tuple(key for key in files if key is not None)
 
 
 def _split_pipe(args: list[str], pipe: argparse.ArgumentParser) -> tuple[list[str], list[str]]:

@@ -148,15 +148,34 @@ def _near_key_variables() -> str:
     return f" ({', '.join(names[:3])} {'is' if len(names) == 1 else 'are'} set, but not read)"
 
 
-def _read_key_file(path: object) -> tuple[Secret, str]:
-    """The key a key file holds, and the path it was read at (from the working
-    directory of now: ``replace()`` may read it again after a chdir)."""
+def _key_path(path: object) -> str:
+    """The path a ``key_file`` value names, as it is opened."""
     if isinstance(path, os.PathLike | bytes):
         path = os.fsdecode(path)
     if not isinstance(path, str):
         # (an int would be read as a file descriptor: whatever is open there)
         raise bad("key_file", path, "the path of a file")
-    path = path if os.path.exists(path) else os.path.expanduser(path.strip())
+    return path if os.path.exists(path) else os.path.expanduser(path.strip())
+
+
+def key_in_file(path: object) -> Secret | None:
+    """The key in the regular file ``path`` names, for the command line's keys to hide
+    while it reads its flags (before a Config reads the file, and says what is wrong
+    with it); None for anything else: a pipe (``<(pass show key)``) gives it only once."""
+    try:
+        found = _key_path(path)
+        if not os.path.isfile(found):
+            return None
+        with open(found, encoding="utf-8") as fh:
+            return Secret(fh.read(64 * 1024).strip())
+    except (ConfigurationError, OSError, ValueError):
+        return None
+
+
+def _read_key_file(path: object) -> tuple[Secret, str]:
+    """The key a key file holds, and the path it was read at (from the working
+    directory of now: ``replace()`` may read it again after a chdir)."""
+    path = _key_path(path)
     try:
         with open(path, encoding="utf-8") as fh:
             return Secret(fh.read()), _anchored(path)
@@ -348,6 +367,15 @@ class Config:
         set_(self, "url", hide_url(self.url))
         if isinstance(self.key_file, Secret):  # (hide_key's: a path that may be the key)
             set_(self, "key_file", self.key_file.reveal())  # not in repr, nor in a local
+        if self.key is None and self.key_file is not None:
+            # Read before any other option is checked: the key it holds is then hidden in
+            # their messages (KEYS, which __init__ resets), as key='s is. Read once: a
+            # pipe (--key-file <(pass show key)) gives it only once.
+            file_key, path = _read_key_file(self.key_file)
+            KEYS.set((*KEYS.get(), file_key))
+            self.__dict__["_file_key"] = file_key  # (for _resolve_key, which takes it)
+            set_(self, "key_file", path)
+            del file_key
         env = self._env
         for option in _BOOLEAN_OPTIONS:
             value = getattr(self, option)
@@ -610,9 +638,8 @@ class Config:
         if secret is None:
             looked.append("key=")
             if self.key_file is not None:
-                secret, path = _read_key_file(self.key_file)
+                secret = self.__dict__.pop("_file_key")  # (read first: _check)
                 looked.append(f"key_file={self.key_file!r}")
-                object.__setattr__(self, "key_file", path)
         if secret is None and ambient:
             looked.append(ENV_VARS["key"])
             secret = as_secret(self._env("key"))

@@ -333,7 +333,9 @@ def resolve_callable(option: str, value: object) -> Callable[..., Any] | None:
             module = __import__(module_name, fromlist=[attr])
             found = getattr(module, attr)
         except (ImportError, AttributeError) as exc:
-            raise bad(option, value, f"a callable or an importable dotted path ({exc})") from None
+            # (Its text quotes the path, which may be the key, pasted here by mistake.)
+            why = "" if shows_key(str(exc)) else f" ({exc})"
+            raise bad(option, value, f"a callable or an importable dotted path{why}") from None
         if callable(found):
             return cast(Callable[..., Any], found)
     raise bad(option, value, 'a callable or a dotted path such as "myapp.logs.scrub"')

@@ -235,20 +235,26 @@ class TestKeyInAnotherOption:
     @pytest.mark.parametrize(
         ("option", "value"),
         [("url", KEY), ("hostname", KEY * 3), ("app", " " + KEY * 3), ("tags", [KEY, 5]),
-         ("flush_interval", KEY), ("redact_patterns", f"({KEY}"), ("before_send", KEY)],
+         ("flush_interval", KEY), ("redact_patterns", f"({KEY}"), ("before_send", KEY),
+         ("before_send", KEY + ".scrub"), ("overflow", KEY), ("url", "ftp://" + KEY)],
         ids=["url", "hostname", "app", "tags", "flush_interval", "redact_patterns",
-             "before_send"],
+             "before_send", "before_send-path", "overflow", "url-scheme"],
     )  # fmt: skip
-    @pytest.mark.parametrize("given", ["key=", "LOGDNA_INGESTION_KEY"])
+    @pytest.mark.parametrize("given", ["key=", "LOGDNA_INGESTION_KEY", "key_file="])
     def test_a_bad_value_holding_the_key_is_not_shown(
-        self, env: pytest.MonkeyPatch, option: str, value: object, given: str
+        self, env: pytest.MonkeyPatch, tmp_path: Any, option: str, value: object, given: str
     ) -> None:
         """The key pasted into another option (a swapped variable, a shifted column) is
         refused without being echoed: the error names the option, not the value. Before:
-        "url: expected an http(s) URL ..., got '<the key>'"."""
+        "url: expected an http(s) URL ..., got '<the key>'"; with key_file= (H187), every
+        such message showed it (the file was read after the other options were checked),
+        and before_send's import error quoted it (its text, beside the hidden value)."""
         options: dict[str, Any] = {option: value, "handle_signals": False}
         if given == "key=":
             options["key"] = KEY
+        elif given == "key_file=":
+            (tmp_path / "key").write_text(KEY + "\n")
+            options["key_file"] = tmp_path / "key"
         else:
             env.setenv("LOGDNA_INGESTION_KEY", KEY)
         with pytest.raises(ConfigurationError) as info:

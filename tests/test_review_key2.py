@@ -159,6 +159,25 @@ class TestCommandLine:
         assert seen["key"] == KEY
         assert_hidden(text)
 
+    @pytest.mark.parametrize("flag", ["--timeout", "--url", "--app"])
+    @pytest.mark.parametrize("form", ["two words", "one word"])
+    def test_the_key_files_key_pasted_into_another_flag_is_not_echoed(
+        self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, flag: str, form: str
+    ) -> None:
+        """--key-file's key pasted into another flag: refused unseen, by argparse
+        (--timeout's type) and by the Config (--url, --app) alike, as with --key (H187:
+        both showed it)."""
+        monkeypatch.delenv("LOGDNA_INGESTION_KEY", raising=False)
+        secret = tmp_path / "key"
+        secret.write_text(KEY + "\n")
+        value = {"--timeout": KEY, "--url": "ftp://" + KEY, "--app": KEY * 8}[flag]
+        given = (["--key-file", str(secret)] if form == "two words"
+                 else [f"--key-file={secret}"])  # fmt: skip
+        code, text = run_cli(["send", *given, flag, value, "hello"])
+        assert code == 2
+        assert flag in text
+        assert_hidden(text)
+
     def test_key_file_flag_pasted_with_the_key_is_not_echoed(
         self, monkeypatch: pytest.MonkeyPatch
     ) -> None:
