@@ -513,16 +513,39 @@ class LineBuilder:
             if count and self.on_filtered is not None:
                 self.on_filtered()
             return None
-        if not isinstance(result, dict) or not (
-            result.get("line") or type(result.get("line")) in _EMPTY_BODIES  # {}, []: bodies
-        ):
+        wrong = _not_a_line(result)
+        if wrong is not None:
             self.report(
                 "before-send", logging.WARNING,
                 "logdna_client: before_send returned %s, not a line dict; lines are sent as is",
-                type(result).__name__,
+                wrong,
             )  # fmt: skip
             return _restored(pristine)
         return result
+
+
+#: The wire's type of each field a line may have (INGEST_API.md), but ``line``.
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "timestamp": (int,), "level": (str,), "app": (str,), "env": (str,), "file": (str,),
+    "meta": (dict, str),  # (a string: stored, not indexed)
+}  # fmt: skip
+
+
+def _not_a_line(result: object) -> str | None:
+    """What a ``before_send`` result is, when it is no line the service takes (the
+    report's words); None when it is one: a dict whose ``line`` is text that is not
+    empty (or a structured body, protocol="otlp"), and whose wire fields have the wire's
+    types. Shipped as it is, the service would refuse it (400), the line then lost."""
+    if not isinstance(result, dict):
+        return type(result).__name__
+    text = result.get("line")
+    if not (type(text) is str and text) and type(text) not in _EMPTY_BODIES:
+        return f"a dict whose line is {'empty' if text == '' else type(text).__name__}"
+    for name, types in _FIELD_TYPES.items():
+        value = result.get(name)
+        if value is not None and (not isinstance(value, types) or type(value) is bool):
+            return f"a dict whose {name} is {type(value).__name__}"
+    return None
 
 
 def _may_fit(body: Any, limit: int) -> bool:

@@ -865,6 +865,31 @@ class TestRedaction:
         finally:
             client.close(timeout=0)
 
+    @pytest.mark.parametrize(
+        ("returned", "said"),
+        [({"line": 5}, "line is int"), ({"line": ""}, "line is empty"),
+         ({"line": "x", "timestamp": "now"}, "timestamp is str"),
+         ({"line": "x", "timestamp": True}, "timestamp is bool"),
+         ({"line": "x", "level": 30}, "level is int"), ({"line": "x", "meta": [1]}, "meta is list"),
+         (["x"], "list")],
+    )  # fmt: skip
+    def test_a_result_the_service_would_refuse_is_not_shipped(
+        self, capture: Capture, returned: Any, said: str
+    ) -> None:
+        """A hook's result the service would answer 400 to (a line that is no text, a
+        timestamp that is no integer ...) is "not a line dict": the line ships as
+        redaction left it, and the hook's trouble is reported (H187: {'line': 5} was
+        shipped, refused, and the line lost as rejected)."""
+        client = make_client(before_send=lambda line: returned)
+        try:
+            assert client.log("kept", meta={"token": "t1"})
+            [line] = buffered(client)
+        finally:
+            client.close(timeout=0)
+        assert ("kept", {"token": MARKER}) == (line["line"], line["meta"])
+        [report] = [text for text in capture.texts if "before_send returned" in text]
+        assert said in report
+
     def test_before_send_that_raises_is_reported_once(self, capture: Capture) -> None:
         """A before_send that always raises is reported once, not once per line."""
 
