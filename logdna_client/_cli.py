@@ -35,6 +35,7 @@ from ._cli_common import (
     DEFAULT_DEVSERVER_PORT,
     PROG,
     _Console,
+    _filter_level,
     _level_name,
     _library_flags,
     _port,
@@ -174,7 +175,7 @@ def build_parser() -> _Parser:
         "filters (they choose what is shown and stored; every line is still accepted)"
     )
     shown.add_argument(
-        "--level", type=_level_name, metavar="LEVEL", help="show lines at this level or above"
+        "--level", type=_filter_level, metavar="LEVEL", help="show lines at this level or above"
     )
     shown.add_argument(
         "--app", action="append", metavar="APP", help="show lines of this app (repeatable)"

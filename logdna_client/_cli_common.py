@@ -24,6 +24,28 @@ _LEVEL_RANKS = {
     "CRITICAL": 50, "SEVERE": 50, "FATAL": 50, "ALERT": 50, "EMERGENCY": 50, "PANIC": 50,
 }  # fmt: skip
 
+
+def _level_rank(name: str) -> int | None:
+    """The rank of a level name (upper case) for the devserver's --level filter: a name
+    of ``_LEVEL_RANKS``, a number ("35"), or logging's name for an unnamed level
+    ("LEVEL 35"); None for any other name."""
+    found = _LEVEL_RANKS.get(name)
+    if found is not None:
+        return found
+    number = name[6:] if name.startswith("LEVEL ") else name
+    return int(number) if number.isascii() and number.isdigit() and len(number) < 10 else None
+
+
+def _filter_level(text: str) -> str:
+    """The devserver's --level: a level it can rank (a name it does not know would
+    filter as INFO, whatever was meant)."""
+    name = _level_name(text)
+    if _level_rank(name) is None:
+        known = ", ".join(n for n in _LEVEL_RANKS if n not in ("FINE", "ERR", "SEVERE"))
+        raise argparse.ArgumentTypeError(f"expected a level name ({known}) or a number")
+    return name
+
+
 # pipe: a line longer than this without a newline is shipped in pieces, so a
 # child that never writes "\n" cannot grow our memory without bound.
 _MAX_PENDING_LINE = 1024 * 1024

@@ -15,9 +15,9 @@ from typing import Any, TextIO
 import orjson
 
 from ._cli_common import (
-    _LEVEL_RANKS,
     PROG,
     _Console,
+    _level_rank,
     _self_command,
 )
 from ._config import ENV_VARS
@@ -49,9 +49,10 @@ class LineFilter:
     def matches(self, line: Mapping[str, Any]) -> bool:
         """Whether a received line passes every filter."""
         if self.level is not None:
-            minimum = _LEVEL_RANKS.get(self.level, 20)
-            level = str(line.get("level") or "INFO").upper()
-            if _LEVEL_RANKS.get(level, 20) < minimum:
+            minimum = _level_rank(self.level)
+            rank = _level_rank(str(line.get("level") or "INFO").upper())
+            # (A line's level the filter cannot rank ranks as INFO, as the service's own.)
+            if (20 if rank is None else rank) < (20 if minimum is None else minimum):
                 return False
         if self.apps and str(line.get("app") or line.get("file") or "") not in self.apps:
             return False

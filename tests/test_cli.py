@@ -773,6 +773,27 @@ class TestLineFilter:
         assert not f.matches({"line": "x"})
         assert not f.matches({"line": "x", "level": "debug"})
 
+    def test_a_number_and_an_unnamed_level_rank_by_their_number(self) -> None:
+        """--level 35 shows ERROR and "Level 37", not WARNING or INFO (H187: any number
+        filtered as INFO); a line's "Level 25" ranks as 25."""
+        f = LineFilter(level="35")
+        assert f.matches({"line": "x", "level": "ERROR"})
+        assert f.matches({"line": "x", "level": "Level 37"})
+        assert not f.matches({"line": "x", "level": "WARNING"})
+        assert not f.matches({"line": "x", "level": "INFO"})
+        assert LineFilter(level="LEVEL 25").matches({"line": "x", "level": "NOTICE"})
+
+    @pytest.mark.parametrize("level", ["LOUD", "3.5", "-1", ""])
+    def test_a_level_it_cannot_rank_is_a_usage_error(
+        self, level: str, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """devserver --level LOUD exits 2 naming the flag (H187: it started, and
+        filtered as INFO)."""
+        with pytest.raises(SystemExit) as ended:
+            build_parser().parse_args(["devserver", "--level", level])
+        assert 2 == ended.value.code
+        assert "--level" in capsys.readouterr().err
+
     def test_grep_looks_at_text_and_meta(self) -> None:
         """The text match finds the needle in the line or in its meta (object or string)."""
         f = LineFilter(grep="42")
