@@ -15,7 +15,7 @@ from logdna_client import LogDNAHandler
 # key and URL come from LOGDNA_INGESTION_KEY / LOGDNA_URL (no key needed on loopback).
 handler = LogDNAHandler(app="example", env="dev", tags="examples")
 logging.basicConfig(level=logging.INFO)  # a console handler, as usual
-# Add ours afterwards: basicConfig(handlers=[...]) would give it a "LEVEL:name:" formatter.
+# (basicConfig(handlers=[handler, ...]) works too: it keeps the handler's own formatter.)
 logging.getLogger().addHandler(handler)
 
 log = logging.getLogger("shop.orders")

@@ -289,7 +289,7 @@ def build_parser() -> _Parser:
 # (The Python words, the command line's, and the flag they name: replaced where the
 # command has that flag.)
 _PYTHON_WORDS = (
-    ("pass key=, key_file= or set", "pass --key or set", "--key"),
+    ("pass key=, key_file= or set", "pass --key, --key-file or set", "--key-file"),
     ("looked at key=", "looked at --key", "--key"),
     (", key_file=", ", --key-file ", "--key-file"),
     ("pass allow_insecure=True (or set", "pass --allow-insecure (or set", "--allow-insecure"),

@@ -30,8 +30,16 @@ class TestErrorsNameFlags:
         status, err = run_main("send", "--url", "https://logs.example.invalid/logs/ingest", "x")
         assert 2 == status
         assert "--key: no ingestion key found (looked at --key, LOGDNA_INGESTION_KEY); " in err
-        assert "pass --key or set LOGDNA_INGESTION_KEY" in err
-        assert "key=" not in err
+        assert "pass --key, --key-file or set LOGDNA_INGESTION_KEY" in err  # (H187: no
+        assert "key=" not in err  # --key-file)
+
+    def test_a_url_carrying_the_key(self) -> None:
+        """The key in --url's query: the flags to pass it with (H187: "key=")."""
+        url = f"https://logs.example.invalid/logs/ingest?api_key={KEY}"
+        status, err = run_main("send", "--url", url, "--key", KEY, "x")
+        assert 2 == status
+        assert "--url: must not carry the ingestion key; pass the key with --key, " in err
+        assert "key=" not in err and KEY not in err
 
     def test_insecure_url(self) -> None:
         """Plain http to a remote host with a key: the flag that allows it, not the keyword."""
