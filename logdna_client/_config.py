@@ -761,8 +761,7 @@ def _url_carries_key(said: str) -> ConfigurationError:
     """The key in a URL's path or query: URLs end up in proxy and error logs, and in
     urllib3's debug lines."""
     return ConfigurationError(
-        f"{said}: must not carry the ingestion key; pass the key with key= or "
-        + ENV_VARS["key"],
+        f"{said}: must not carry the ingestion key; pass the key with key= or " + ENV_VARS["key"],
         "url",
     )
 
