@@ -82,6 +82,11 @@ ENV_VARS: Mapping[str, str] = {
     "allow_insecure": "LOGDNA_ALLOW_INSECURE",
 }
 
+# How many batches (max_batch_bytes) the spool's cap must hold at least: the one being
+# sent, on disk, one written behind it, and a segment's slack for each (a batch is
+# written whole into the segment it begins in).
+_SPOOL_BATCHES = 4
+
 # The largest max_batch_bytes: 8 MiB, bounded below the API's limit on a request body
 # (_limits.BODY_BYTES, 10 MB) with a MiB to spare for the drop-summary line added to a
 # full batch (tests/test_claims_accounting.py holds it there).
@@ -595,6 +600,18 @@ class Config:
         set_(self, "max_spool_bytes",
              to_size("max_spool_bytes", self.max_spool_bytes, minimum=1024 * 1024,
                      maximum=1 << 50))  # fmt: skip
+        least = _SPOOL_BATCHES * self.max_batch_bytes
+        if spool_dir and self.max_spool_bytes < least:
+            # Each batch is written before it is sent: one the cap cannot hold with the
+            # batch out and one behind it never reaches the disk (H188: with 1 MiB for
+            # 2 MiB batches, 1,404 of 50,000 lines were spooled, the rest at risk).
+            raise ConfigurationError(
+                f"max_spool_bytes: expected at least {_SPOOL_BATCHES} x max_batch_bytes "
+                f"({least} bytes) with a spool_dir, got {self.max_spool_bytes}: room for "
+                "the batch being sent and those written behind it; raise it, or lower "
+                "max_batch_bytes",
+                "max_spool_bytes",
+            )
         set_(self, "max_spool_age",
              to_duration("max_spool_age", self.max_spool_age, minimum=1.0,
                          maximum=10 * 365 * 86400.0))  # fmt: skip

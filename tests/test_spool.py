@@ -1753,6 +1753,22 @@ class TestConfig:
         with pytest.raises(ConfigurationError, match=f"^{option}:"):
             Config(url=self.URL, **{option: value})
 
+    def test_a_cap_too_small_for_the_batches_is_refused(self) -> None:
+        """With a spool_dir, max_spool_bytes must hold 4 batches (the one out, on disk, and
+        those behind it): 1 MiB (the documented minimum) for 2 MiB batches is refused,
+        naming both options (H188: it was taken, and 1,404 of 50,000 lines reached the
+        disk). The same cap with smaller batches, or without a folder, is taken."""
+        from logdna_client import ConfigurationError
+        from logdna_client._config import Config
+
+        with pytest.raises(ConfigurationError, match="^max_spool_bytes: .*max_batch_bytes"):
+            Config(url=self.URL, spool_dir="/tmp/s", max_spool_bytes="1MiB")
+        with pytest.raises(ConfigurationError, match="^max_spool_bytes:"):
+            Config(url=self.URL, spool_dir="/tmp/s", max_spool_bytes="8MiB", max_batch_bytes="3MiB")
+        assert 1 << 20 == Config(url=self.URL, spool_dir="/tmp/s", max_spool_bytes="1MiB",
+                                 max_batch_bytes="256KiB").max_spool_bytes  # fmt: skip
+        assert 1 << 20 == Config(url=self.URL, max_spool_bytes="1MiB").max_spool_bytes
+
 
 class TestCli:
     """``logdna-client spool ls|verify|replay|purge``."""

@@ -251,7 +251,8 @@ class TestCrashes:
             import resource
             from logdna_client import Client
             c = Client(spool_dir=os.environ["SPOOL"], flush_interval=0.05, retry_max_backoff=0.2,
-                       max_buffer_bytes="256KiB", max_spool_bytes="1MiB", shutdown_timeout=0.5)
+                       max_buffer_bytes="256KiB", max_spool_bytes="1MiB", shutdown_timeout=0.5,
+                       max_batch_bytes="64KiB")
             rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
             for i in range(100_000):  # about 10 MB of lines, ten times the spool's cap
                 c.log("capped %d %s" % (i, "x" * 60))
