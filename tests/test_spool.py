@@ -1761,9 +1761,9 @@ class TestConfig:
         from logdna_client import ConfigurationError
         from logdna_client._config import Config
 
-        with pytest.raises(ConfigurationError, match="^max_spool_bytes: .*max_batch_bytes"):
+        with pytest.raises(ConfigurationError, match=r"^max_spool_bytes: .*max_batch_bytes"):
             Config(url=self.URL, spool_dir="/tmp/s", max_spool_bytes="1MiB")
-        with pytest.raises(ConfigurationError, match="^max_spool_bytes:"):
+        with pytest.raises(ConfigurationError, match=r"^max_spool_bytes:"):
             Config(url=self.URL, spool_dir="/tmp/s", max_spool_bytes="8MiB", max_batch_bytes="3MiB")
         assert 1 << 20 == Config(url=self.URL, spool_dir="/tmp/s", max_spool_bytes="1MiB",
                                  max_batch_bytes="256KiB").max_spool_bytes  # fmt: skip
