@@ -1280,8 +1280,9 @@ class Sender:
     def _wait_interruptibly(self, seconds: float) -> bool:
         """Wait ``seconds`` unless close() interrupts (then True). With a spool, and no
         batch of the buffer's in flight, memory moves to disk every flush_interval
-        meanwhile: an outage longer than the buffer holds loses nothing, and a crash
-        during it loses at most the last flush_interval of lines."""
+        meanwhile, while the spool can take all of it (``_spool_takes_all``): an outage
+        longer than the buffer holds loses nothing, and a crash during it loses at most
+        the last flush_interval of lines."""
         if self._deadline is not None and self._out_on_disk:
             # Closing, a batch on disk out and waited for (a Retry-After after a split):
             # a closing thread's spill needs the turn this thread holds, so the moving
@@ -1300,9 +1301,13 @@ class Sender:
                 if self._deadline is not None:  # close() began, during an outage
                     self._to_disk_while_closing()
                 return True
-            _, left = self._move_to_disk()
-            if left:  # no room on disk: these wait in memory after all
-                self._buffer.untake(left)
+            # As at close: where the spool cannot take all memory holds without dropping
+            # older batches for room, memory stays (H188: a 1 MiB spool dropped 27,009
+            # of 30,000 lines of an 8 s outage that memory alone would have delivered).
+            if self._spool_takes_all():
+                _, left = self._move_to_disk()
+                if left:  # no room on disk: these wait in memory after all
+                    self._buffer.untake(left)
             self.spool.tick()
             if self._clock() >= end:
                 return False
