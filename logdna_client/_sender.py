@@ -255,6 +255,10 @@ class Sender:
         self._spool_opening = config.spool_dir is not None
         # The counts a summary line being sent stands for, to restore if it is not sent.
         self._summary_counts: dict[str, int] | None = None
+        # A summary line the service refused (400, 413) rides only a batch of application
+        # lines until one of those is stored: sent alone again, it was refused again at
+        # once, over a thousand requests a second (H186).
+        self._summary_refused = False
         #: Told how many lines the shutdown deadline cut off.
         self.on_shutdown_loss: Callable[[int], None] | None = None
         #: Told what the report below says of lines left on disk (the Client says it on
@@ -531,7 +535,8 @@ class Sender:
                 self._deadline is None
                 and buffer.done_through >= target
                 and buffer.queued_bytes < full
-                and not (self._delivering and buffer.unreported)  # a drop summary goes now
+                # A drop summary goes now (but one refused waits for app lines).
+                and not (self._delivering and buffer.unreported and not self._summary_refused)
                 and not backlog
             ):
                 return
@@ -546,7 +551,7 @@ class Sender:
                 # these wait in memory until those are sent, or they would overtake them.
                 buffer.untake(lines)
                 continue
-            summary = self._take_summary()
+            summary = self._take_summary() if lines or not self._summary_refused else None
             if not lines and summary is None:
                 if backlog:
                     continue
@@ -904,9 +909,11 @@ class Sender:
 
         try:
             self._deliver_parts(pending, summary, handoff=kept, own=not replayed)
-            if summary is not None:
+            if summary is not None and self._summary_counts is not None:
                 # Its part refused (a 400 or 413 dropped it), not stored: the drops it
-                # told are untold again, for the next summary or the exit's report.
+                # told are untold again, for the next summary or the exit's report,
+                # which rides the next batch of application lines, never alone.
+                self._summary_refused = True
                 self._restore_summary()
         except (_Shutdown, KeyboardInterrupt):
             # Ctrl-C's KeyboardInterrupt (only where the exit runs this on the main
@@ -1004,6 +1011,8 @@ class Sender:
                 attempt = 0
                 single_rejects = 0
                 self._rejected_batches = 0
+                if delivered:
+                    self._summary_refused = False
                 self._delivering = True
                 self._recovered()
                 continue

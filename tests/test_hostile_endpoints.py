@@ -343,6 +343,39 @@ class TestPartialAnswers:
         assert_adds_up(client, 10)
 
 
+class TestAServerThatRefusesEverything:
+    @pytest.mark.parametrize("status", [400, 413])
+    def test_the_refused_summary_is_not_sent_again_alone(self, status: int) -> None:
+        """Every request refused (a 400 or 413 to any body): the batch is dropped as
+        rejected, and its drop summary, refused too, waits for the next batch of
+        application lines; it is not sent on its own again. Before (H186): it was, at
+        once and again, 1,000 to 1,800 requests a second and most of a core, until
+        close(); ``retries`` stayed 0."""
+        requests: list[int] = []
+
+        def refuse(request: Request, sock: socket.socket, stop: threading.Event) -> bytes:
+            requests.append(len(request.lines))
+            return answer(status, b'{"error":"no"}')
+
+        with scripted_server(refuse) as server:
+            client = Client(url=server.url, hostname="t", flush_interval=0.05)
+            try:
+                for line in numbered("refused", 10):
+                    client.log(line)
+                assert not client.flush(WAIT)  # (dropped: not delivered)
+                seen = len(requests)
+                # A window for the loop to show itself (it made hundreds of requests in
+                # this much time); an event nothing sets, not a sleep for a thread.
+                threading.Event().wait(0.5)
+                more = len(requests) - seen
+            finally:
+                client.close(DEADLINE)
+            assert more <= 1, (more, requests[-5:])
+            s = client.stats()
+            assert 10 == s["dropped"]["rejected"]
+            assert_adds_up(client, 10)
+
+
 class TestReportsOfWhatServersSay:
     def test_a_lone_surrogate_in_an_answer_cannot_break_the_apps_log_handler(self) -> None:
         """An answer in a charset that decodes to lone surrogates (unicode_escape and
