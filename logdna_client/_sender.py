@@ -50,6 +50,13 @@ SPILL_DONE = "done"
 SPILL_MORE = "more"
 SPILL_WAIT = "wait"
 _SPILL_ON = (SPILL_MORE, SPILL_WAIT)
+
+
+def _no_end() -> float:
+    """The ``until`` of a spill without a deadline: the running sender's (not closing)."""
+    return float("inf")
+
+
 # A batch's bytes on disk besides its entries and their 4-byte lengths: its record's
 # head and its done mark (more than enough).
 _SPOOL_FRAME = 256
@@ -275,6 +282,10 @@ class Sender:
         self._out_on_disk = False
         # The thread moving memory to the spool with the turn held (spill_while_closing).
         self._spiller: int | None = None
+        # A request whose batch is on disk is out, the turn let go (_post): memory moves
+        # to the spool behind it meanwhile (_spill_while_out), raised as it goes out.
+        self._request_out = False
+        self._out_began = Wakeup()
         #: Batches on disk, not delivered, when the sender ended (left for the next process).
         self._left_on_disk = False
         #: Set by the process's ending once its wait is over (``stop_writing``): no more
@@ -388,6 +399,8 @@ class Sender:
             if start is not None:
                 with contextlib.suppress(Exception):
                     start()
+            if self._config.spool_dir is not None:
+                self._start_spilling()
             old = self.spool
             if old is not None:  # a restarted sender's new spool counts from 0 again
                 self.spool_dropped_before.update(old.dropped)
@@ -452,6 +465,37 @@ class Sender:
         if interrupted is not None:
             raise interrupted
 
+    def _start_spilling(self) -> None:
+        """Start ``_spill_while_out``'s thread, where one can start (none at exit on 3.12:
+        then memory waits for the request, as before)."""
+        self._out_began.clear()  # (a restarted sender's: the last thread saw its end)
+        thread = threading.Thread(
+            target=self._spill_while_out, args=(self.finished,),
+            name="logdna_client-spiller", daemon=True,
+        )  # fmt: skip
+        with contextlib.suppress(RuntimeError):
+            start_library_thread(thread)
+
+    def _spill_while_out(self, finished: Latch) -> None:
+        """With a spool, on a thread of the library's: while a request whose batch is on
+        disk is out (its turn let go, ``_post``) for longer than flush_interval, what
+        memory holds moves to the spool behind it, as the backoff's waits move it
+        (``_wait_interruptibly``), by the close's rule (``_spill_behind``: only when the
+        spool can take all of it). A request that hangs lasts up to request_timeout, on
+        each retry: memory held all that was logged meanwhile, and a kill -9 lost it
+        (H188: 33,000 lines, where the docs allow one flush_interval's). Closing, the
+        closing thread spills (``spill_while_closing``), not this one. Ends with the
+        sender run it was started for (``finished``)."""
+        pause = threading.Event()  # never set: flush_interval between looks
+        while not finished.is_set():
+            self._out_began.wait(None)
+            while self._request_out and self._deadline is None and not finished.is_set():
+                pause.wait(self._config.flush_interval)
+                if not self._request_out or self._deadline is not None:
+                    break
+                while self._spill_if_out(_no_end) == SPILL_MORE:
+                    pass
+
     def _open_spool(self) -> Spool | None:
         """The spool, opened here: the folder's I/O belongs on this thread, not the app's."""
         config = self._config
@@ -500,6 +544,7 @@ class Sender:
             self.spool.close()
         self._transport.close()
         self.finished.set()
+        self._out_began.set()  # (_spill_while_out's thread ends)
         self._notify()
         if self.ident is not None:
             SENDER_THREADS.discard(self.ident)
@@ -1154,13 +1199,16 @@ class Sender:
             timeout = max(0.05, min(timeout, left))
         self.stats.requests += 1
         turn = self._turn if self._out_on_disk else None
-        if turn is not None:  # the batch is on disk: close() may spill memory behind it
+        if turn is not None:  # the batch is on disk: memory may be spilled behind it
             self._holds_turn = False
             turn.release()
+            self._request_out = True
+            self._out_began.set()
         try:
             outcome = self._transport.send(body, gzipped=gzipped, timeout=timeout)
         finally:
             if turn is not None:
+                self._request_out = False
                 turn.acquire()
                 self._holds_turn = True
         if outcome.resent:  # sent again at once on a new connection: no failure, no retry

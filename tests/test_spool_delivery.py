@@ -203,6 +203,37 @@ class TestCrashes:
         got = [t.split()[2] for t in texts(server) if t.startswith("short outage ")]
         assert [str(i) for i in range(count)] == got
 
+    def test_a_request_that_hangs_leaves_memory_on_disk_for_a_kill(
+        self, server: DevServer, tmp_path: Path
+    ) -> None:
+        """The service takes each request and answers only after 60 s (request_timeout
+        60 s): while the request is out, memory moves to the spool behind its batch every
+        flush_interval, so a SIGKILL 3 s in loses only the last moments, as in an outage
+        of failed requests. Before (H188): all logged since the request went out was in
+        memory only, and the kill lost it (33,000 lines in 10 s)."""
+        spool = tmp_path / "spool"
+        server.set_delay(60)
+        code = LOGGING_CHILD.replace(
+            "shutdown_timeout=1)", "shutdown_timeout=1, request_timeout=60)"
+        )
+        child = Child(code, server.url, env={"SPOOL": str(spool)})
+        marks: list[tuple[int, float]] = []
+        began: float | None = None
+        while began is None or time.monotonic() - began < 3.0:
+            n, at = child.expect("at").split()
+            marks.append((int(n), float(at)))
+            if began is None:
+                began = time.monotonic()
+        sent_at = time.time()
+        child.kill(signal.SIGKILL)
+        child.finish()
+        server.set_delay(0)
+        safe = max(n for n, at in marks if at <= sent_at - SAFE_AGE)
+        replay(server, spool)
+        got = Counter(texts(server))
+        missing = [i for i in range(safe) if got[f"spooled {i}"] < 1]
+        assert not missing, f"{len(missing)} of {safe} lost, from {missing[0]}"
+
     def test_three_processes_two_killed_the_third_delivers_both(
         self, server: DevServer, tmp_path: Path
     ) -> None:

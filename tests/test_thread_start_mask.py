@@ -57,6 +57,11 @@ before = main_mask()
 client = Client(key="k", url=sys.argv[1], hostname="t", handle_signals=True)  # the watcher
 client.log("starts the sender")
 assert client.flush(30)
+import tempfile
+spooled = Client(key="k", url=sys.argv[1], hostname="t", spool_dir=tempfile.mkdtemp())
+spooled.log("starts its sender, which starts the spiller")
+assert spooled.flush(30)
+spooled.close()
 
 transport = HTTPTransport(Config(url=sys.argv[1], hostname="t"))
 transport.start()
@@ -80,6 +85,7 @@ _LIBRARY_THREADS = {
     "logdna_client-watchdog",
     "logdna_client-exit",
     "logdna_client-flush",
+    "logdna_client-spiller",
 }
 
 
