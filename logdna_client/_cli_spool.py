@@ -454,6 +454,10 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     console.say(
         f"replayed {sent} line(s) from {folder}" + (f"; dropped {dropped}" if dropped else "")
     )
+    if spool.refused:
+        # Said as it was found (on_trouble): segments it may not open were not sent, and
+        # `replay && purge` must not go on as if all had been.
+        status = 1
     if spool.quarantined:
         # Said as it was found (on_trouble); the status says it too: the damaged records'
         # lines were not sent, and `replay && purge` must not go on as if all had been.

@@ -1783,6 +1783,46 @@ class TestCli:
         status = main(list(argv), out=out, err=err)
         return status, out.getvalue(), err.getvalue()
 
+    def test_a_segment_it_may_not_open_is_said_and_fails_replay(
+        self, tmp_path: Path, server: Any, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A dead process's segment this one may not open for writing (another user's:
+        the open is refused with EACCES, injected here, as root opens anything): the
+        spool says so once, naming the segment and what to do, and replay exits 1, the
+        lines still on disk. Before (H188): skipped as if a live process held it, without
+        a word; replay said "replayed 0 line(s)" and exited 0, so `replay && purge`
+        went on."""
+        import errno
+
+        from logdna_client._spool import _segment
+
+        monkeypatch.delenv("LOGDNA_INGESTION_KEY", raising=False)
+        path = write_segment(tmp_path, 3, destination=fingerprint(None, server.url))
+        real = _segment.open_regular
+
+        def refused(name: str, flags: int) -> int:
+            if name == str(path) and flags & os.O_RDWR:
+                raise PermissionError(errno.EACCES, "Permission denied", name)
+            return real(name, flags)
+
+        monkeypatch.setattr(_segment, "open_regular", refused)
+        said: list[tuple[str, str]] = []
+        spool = Spool.open(
+            tmp_path, destination=fingerprint(None, server.url),
+            on_trouble=lambda kind, message: said.append((kind, message)),
+        )  # fmt: skip
+        assert spool.next_replay_batch(1 << 20) is None
+        spool.close()
+        [(kind, message)] = said
+        assert "spool-refused" == kind
+        assert f"cannot open spool segment {path.name}" in message
+        assert "Permission denied" in message and "read and write access" in message
+        status, out, err = self.run("spool", "replay", "--spool-dir", str(tmp_path),
+                                    "--url", server.url)  # fmt: skip
+        assert 1 == status, (out, err)
+        assert "cannot open spool segment" in err
+        assert [] == server.lines and path.exists()
+
     def test_replay_delivers_orphaned_lines_once_and_leaves_live_ones(
         self, tmp_path: Path, server: Any, monkeypatch: pytest.MonkeyPatch
     ) -> None:

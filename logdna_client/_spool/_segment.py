@@ -14,7 +14,7 @@ import errno
 import fcntl
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
@@ -281,15 +281,22 @@ def plan(fd: int, start: int, found: Salvage, done: fmt.AckBits) -> Plan:
     return Plan(before, copies, reack, pending_before, lost, uncounted)
 
 
-def try_lock(path: str, held: set[int] | None = None) -> int | None:
+def try_lock(
+    path: str, held: set[int] | None = None, refused: Callable[[OSError], None] | None = None
+) -> int | None:
     """A descriptor holding the lock of a file nobody else holds; None if taken or gone.
 
     ``held``: the caller's set of open descriptors, which the descriptor joins the
     moment it exists (a fork from another thread must find it: see ``Spool._fds``).
+    ``refused``: told when the file is there but this process may not open it for
+    writing (another user's, one ``sudo`` run wrote; a read-only mount): unlike a lock
+    a live process holds, that does not pass, and its lines wait until someone acts.
     """
     try:
         fd = open_regular(path, os.O_RDWR)
-    except OSError:
+    except OSError as exc:
+        if refused is not None and exc.errno in _REFUSED:
+            refused(exc)
         return None
     if held is not None:
         held.add(fd)
@@ -304,6 +311,10 @@ def try_lock(path: str, held: set[int] | None = None) -> int | None:
         os.close(fd)
         return None
     return fd
+
+
+#: The errors of an open that the file's permissions or its file system refused.
+_REFUSED = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
 
 
 def open_regular(path: str, flags: int) -> int:

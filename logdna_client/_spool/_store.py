@@ -242,6 +242,9 @@ class Spool:
         # Segments that could be neither read nor moved aside: not adopted again
         # and again (each time counted and reported) by every rescan.
         self._unusable: set[str] = set()
+        #: Segments to send that this process may not open for writing (another user's,
+        #: one a ``sudo`` run wrote; a read-only mount): their lines wait, said once.
+        self.refused: set[str] = set()
         # Descriptors of segments that are done (or dropped) but could not be deleted
         # (a read-only remount): held, locked, until close, so no process sends them again.
         self._kept: list[int] = []
@@ -1088,7 +1091,7 @@ class Spool:
             self._more_to_adopt = bool(self._candidates)
         if name in self._segments:
             return None
-        fd = try_lock(self._path(name), self._fds)
+        fd = try_lock(self._path(name), self._fds, lambda exc: self._refused(name, exc))
         if fd is None:
             return None
         try:
@@ -1103,6 +1106,21 @@ class Spool:
         self._unheld_bytes = max(0, self._unheld_bytes - size)
         self._newest_name = max(self._newest_name, _created(name))
         return seg
+
+    def _refused(self, name: str, exc: OSError) -> None:
+        """A segment to send that this process may not open (its permissions, the folder's
+        mount): unlike one a live process holds, that does not pass. Said once, with what
+        to do; not asked again at each rescan (it was skipped without a word, and flush()
+        and ``spool replay`` said all was delivered)."""
+        self.refused.add(name)
+        self._unusable.add(name)
+        self._report(
+            "spool-refused",
+            f"logdna_client: cannot open spool segment {name} in {self.directory!r} to send "
+            f"it ({exc.strerror or exc}): its lines wait there, not delivered; give this "
+            "process read and write access to it, or run 'logdna-client spool replay' as "
+            "its owner",
+        )
 
     def _check_current(self) -> None:
         """The segment being written is still in the folder, under its name; if not (the
