@@ -174,6 +174,38 @@ def _cli(*argv: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+class TestImpossibleNumbers:
+    @pytest.mark.parametrize(
+        "frame",
+        [(0, 2**34, 1), (2**40, 2**40, 1), (7, 3, 1)],
+        ids=["a-huge-range", "a-huge-number", "backwards"],
+    )
+    def test_a_done_mark_naming_batches_the_file_cannot_hold(
+        self, tmp_path: Path, frame: tuple[int, int, int]
+    ) -> None:
+        """A done mark whose CRC is right but whose batch numbers no file this size holds
+        (or a range backwards) is damage, not a mark: the batches before it are sent,
+        and ``spool verify`` answers at once. Before (H188): marks of batches 0 to 2**34
+        held verify, and the sender, in a loop over each number."""
+        from logdna_client._spool import _format as fmt
+
+        path = _dead_segment(tmp_path, 0, 5)
+        with path.open("ab") as fh:
+            fh.write(fmt.ack_frame(*frame))
+        done = _cli("spool", "verify", "--spool-dir", str(tmp_path))
+        assert "1 record(s) OK, 5 line(s) waiting" in done.stdout, (done.stdout, done.stderr)
+        assert lines(0, 5) == drain(Spool.open(tmp_path, sync="none"))
+
+    def test_a_batch_numbered_past_the_file(self, tmp_path: Path) -> None:
+        """The same for a batch record's own number (2**40 would be a bitmap of 128 GiB)."""
+        from logdna_client._spool import _format as fmt
+
+        path = _dead_segment(tmp_path, 0, 5)
+        with path.open("ab") as fh:
+            fh.write(b"".join(fmt.batch_frame(2**40, 1, lines(5, 3))))
+        assert lines(0, 5) == drain(Spool.open(tmp_path, sync="none"))
+
+
 class TestNotSegments:
     """Names are only names: what sits under a segment's name may be anything."""
 

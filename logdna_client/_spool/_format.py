@@ -99,6 +99,9 @@ ACK = 2
 #: ``_config._MAX_BATCH_CAP``, itself below the service's ``_limits.BODY_BYTES``.
 #: A length above this is damage, not a reason to allocate gigabytes.
 MAX_BODY = 64 * 1024 * 1024
+# Batch numbers a segment may hold beyond one per RECORD_HEAD bytes of it (read_record):
+# a margin for what a torn tail cut off and later records name.
+_SEQ_SLACK = 1024
 _LITTLE = sys.byteorder == "little"
 #: Marks checked after damage before giving up and calling it corruption; also what
 #: salvaging one segment may check in vain (``next_record``) before the rest of it goes
@@ -241,6 +244,18 @@ def read_record(fd: int, offset: int, end: int, *, with_data: bool) -> Record | 
     kind, a, b, count = _FIXED.unpack_from(head, FRAME_SIZE)
     if kind not in (BATCH, ACK) or (kind == BATCH and 4 * count > size - _FIXED.size):
         return _damage(fd, offset, end, f"unknown record kind {kind}", maybe_torn=False)
+    # Batches are numbered from 0 in their segment, a record each: a number past what a
+    # file this size can hold, or a done mark's range backwards, is no record this library
+    # wrote. Taken, a mark of batches 0 to 2**34 (its CRC right) held the scan, and the
+    # sender, in a loop over each (H188).
+    # (``end`` may be where a read stops short of the file's end: the file's own size
+    # decides, asked only of a number past ``end``'s.)
+    last = b if kind == ACK else a
+    if a > last or (
+        last > end // RECORD_HEAD + _SEQ_SLACK
+        and last > os.fstat(fd).st_size // RECORD_HEAD + _SEQ_SLACK
+    ):
+        return _damage(fd, offset, end, "batch numbers past the file's", maybe_torn=False)
     data: bytes | None = None
     if with_data:
         body = os.pread(fd, size, offset + FRAME_SIZE)
