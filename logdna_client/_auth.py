@@ -16,6 +16,8 @@ import base64
 import binascii
 from collections.abc import Iterable
 
+from ._secret import SHORTEST_KEY
+
 __all__ = ["auth_headers", "credentials_in", "secret_forms"]
 
 
@@ -35,8 +37,10 @@ def auth_headers(auth: str, key: str | None) -> dict[str, str]:
 
 def secret_forms(key: str | None) -> tuple[str, ...]:
     """The key as it may come back in a server's answer: itself, and base64-encoded
-    as in a Basic token (with and without the colon); the longest first."""
-    if not key:
+    as in a Basic token (with and without the colon); the longest first. None for a key
+    shorter than ``SHORTEST_KEY``: no ingestion key, and scrubbed it would cut up every
+    message its letters are in."""
+    if not key or len(key.strip()) < SHORTEST_KEY:
         return ()
     forms = {key, base64.b64encode(f"{key}:".encode()).decode("ascii"),
              base64.b64encode(key.encode()).decode("ascii")}  # fmt: skip

@@ -160,7 +160,7 @@ def shows_key(value: object, keys: Iterable[Secret] | None = None) -> bool:
     text = (value if isinstance(value, str) else repr(value)).lower()
     for secret in KEYS.get() if keys is None else keys:
         key = secret.reveal()
-        if not isinstance(key, str) or len(key.strip()) < 8:  # (a key of bytes is refused)
+        if not isinstance(key, str) or len(key.strip()) < SHORTEST_KEY:  # (bytes: refused)
             continue
         key = key.strip().lower()
         # Any run of 12 of its characters (the whole key when shorter), in any case: a
@@ -173,3 +173,7 @@ def shows_key(value: object, keys: Iterable[Secret] | None = None) -> bool:
 
 #: How many consecutive characters of a key a value must hold to be hidden as showing it.
 _KEY_RUN = 12
+#: A key shorter than this is no ingestion key (those are 32 characters): a test's "k".
+#: Neither hidden in values nor scrubbed from answers, where it would hide every "k" of
+#: every message ("does not spea*** TLS").
+SHORTEST_KEY = 8

@@ -268,6 +268,25 @@ class TestKeyNotInLibraryLogs:
         self.run(capture, "sending failed", url=url)
 
 
+class TestAShortKey:
+    def test_it_does_not_cut_up_the_librarys_messages(self, capture: Capture) -> None:
+        """A key under 8 characters (a test's "k") is no ingestion key: its letters in a
+        report are not scrubbed (H187: "does not spea*** TLS"), as it is not hidden in
+        configuration errors either. A real key's still is (the tests above)."""
+        capture.wanted = "does not speak TLS"
+        with DevServer() as server:
+            client = make_client(key="k", url=f"https://127.0.0.1:{server.port}/logs/ingest",
+                                 flush_interval=0.05, request_timeout=2,
+                                 retry_max_backoff=0.2)  # fmt: skip
+            try:
+                client.log("hello")
+                client.flush(timeout=0.01)
+                assert capture.seen.wait(WAIT), capture.text
+            finally:
+                client.close(timeout=0)
+        assert "***" not in capture.text
+
+
 class TestKeyOnTheWire:
     @responses.activate
     def test_key_travels_in_the_apikey_header_only(self) -> None:
