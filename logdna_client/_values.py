@@ -9,6 +9,7 @@ the value hidden when it may show the key.
 
 from __future__ import annotations
 
+import difflib
 import logging
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -346,6 +347,17 @@ def check_pattern(pattern: str) -> None:
 
     if pattern in PRESET_PATTERNS or pattern in PRESET_GROUPS:
         return
+    if pattern.isidentifier():
+        # A bare word is a regular expression that redacts that word: one that is nearly
+        # a preset's name is a typo ('emails'), and the addresses would ship unredacted.
+        names = [*PRESET_PATTERNS, *PRESET_GROUPS]
+        close = difflib.get_close_matches(pattern.lower(), names, 1, 0.75)
+        if close:
+            raise ConfigurationError(
+                f"redact_patterns: {pattern!r} is no preset; did you mean {close[0]!r}? "
+                f"(for a regular expression that redacts the word, write (?:{pattern}))",
+                "redact_patterns",
+            )
     try:
         re.compile(pattern)
     except re.error as exc:

@@ -747,6 +747,20 @@ class TestRedaction:
         finally:
             client.close(timeout=0)
 
+    @pytest.mark.parametrize(("typo", "meant"), [("emails", "email"), ("cards", "card"),
+                                                 ("phones", "phone"), ("JWT", "jwt")])  # fmt: skip
+    def test_a_presets_name_misspelled_is_refused(self, typo: str, meant: str) -> None:
+        """redact_patterns=["emails"]: a bare word near a preset's name is a typo, refused
+        with the name meant and the way to write the word as a pattern (H187: it was taken
+        as a pattern for the word "emails", and addresses shipped unredacted). A word no
+        preset is near, and the word written as a group, are patterns as before."""
+        with pytest.raises(ConfigurationError) as caught:
+            make_client(redact_patterns=[typo])
+        assert f"did you mean {meant!r}?" in str(caught.value)
+        assert f"(?:{typo})" in str(caught.value)
+        for fine in (f"(?:{typo})", "order_id"):
+            make_client(redact_patterns=[fine]).close(timeout=0)
+
     @pytest.mark.parametrize(
         ("preset", "text"),
         [
