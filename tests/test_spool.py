@@ -1071,6 +1071,14 @@ class TestDestinations:
         assert MINE == fingerprint(
             Secret("key-of-app-a"), URL.replace("logs.example", "LOGS.Example")
         )
+        # The scheme's default port written, a host's final dot: the same place (H188:
+        # each orphaned the backlog); another port or path is another destination.
+        for same in ("https://logs.example.com:443/logs/ingest",
+                     "HTTPS://logs.example.com./logs/ingest"):  # fmt: skip
+            assert MINE == fingerprint(Secret("key-of-app-a"), same), same
+        for other in ("https://logs.example.com:8443/logs/ingest",
+                      "https://logs.example.com/logs/ingest/"):  # fmt: skip
+            assert MINE != fingerprint(Secret("key-of-app-a"), other), other
         assert b"key-of-app-a" not in MINE
 
     def test_segments_record_the_destination_of_the_client(self, tmp_path: Path) -> None:

@@ -35,9 +35,7 @@ UNNAMED = bytes(DESTINATION_SIZE)
 
 def fingerprint(key: Secret | None, url: str) -> bytes:
     """The destination of lines sent with ``key`` (None: no key) to ``url``."""
-    parts = urlsplit(url)
-    # Scheme and host are case-insensitive: the same URL however it was typed.
-    where = parts._replace(scheme=parts.scheme.lower(), netloc=parts.netloc.lower()).geturl()
+    where = _as_sent(url)
     digest = hashlib.blake2b(digest_size=DESTINATION_SIZE, person=_PERSON)
     # The key is hashed where it is revealed: no local of this frame holds its text
     # (error reporters capture frame locals). Its part has a fixed length and comes
@@ -45,6 +43,26 @@ def fingerprint(key: Secret | None, url: str) -> bytes:
     digest.update(b"-" if key is None else b"+" + hashlib.blake2b(key.reveal().encode()).digest())
     digest.update(where.encode())
     return digest.digest()
+
+
+def _as_sent(url: str) -> str:
+    """``url`` the same however it was typed where requests go to the same place: scheme
+    and host in any case, the scheme's default port written or not, a host's final dot
+    (H188: ``:443`` or ``logs.logdna.com.`` orphaned the backlog). The path is the
+    server's to read: ``/logs/ingest/`` may be another endpoint."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        host, port = (parts.hostname or "").rstrip("."), parts.port
+    except ValueError:  # (no URL a Config takes: as it is)
+        return parts._replace(scheme=scheme, netloc=parts.netloc.lower()).geturl()
+    if port == _DEFAULT_PORTS.get(scheme):
+        port = None
+    netloc = (f"[{host}]" if ":" in host else host) + ("" if port is None else f":{port}")
+    return parts._replace(scheme=scheme, netloc=netloc).geturl()
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 def destination(config: Config) -> bytes:
