@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -233,6 +234,58 @@ class TestCrashes:
         got = Counter(texts(server))
         missing = [i for i in range(safe) if got[f"spooled {i}"] < 1]
         assert not missing, f"{len(missing)} of {safe} lost, from {missing[0]}"
+
+    @pytest.mark.parametrize("trouble", ["slow", "outage"])
+    def test_the_smallest_spool_drops_nothing_memory_would_deliver(
+        self, server: DevServer, tmp_path: Path, trouble: str
+    ) -> None:
+        """The smallest spool allowed (4 batches) while the app logs on at a steady pace
+        and the service answers only after 1.5 s, or not at all (then comes back): what
+        the spills and backoffs put on disk fills it, and the batches that follow wait in
+        memory rather than drop those for room; every line arrives. Before (H189): the
+        next batches' appends dropped the spilled ones, 900 of 9,000 lines as spool_full
+        with the slow service (none without a spool), 1,750 with the outage."""
+        batch = 256 << 10  # (the cap: 1 MiB, the least there is)
+        client = Client(url=server.url, spool_dir=str(tmp_path / "spool"), flush_interval=0.2,
+                        max_batch_bytes=batch, max_spool_bytes=4 * batch,
+                        request_timeout=30, retry_max_backoff=1, handle_signals=False)  # fmt: skip
+        if trouble == "slow":
+            server.set_delay(1.5)
+        else:
+            server.go_down()
+        pace = threading.Event()  # never set: the app's own pause between its lines
+        count, began = 9000, time.monotonic()
+        for i in range(count):
+            client.log(f"steady {i} " + "w" * 150)
+            if i % 50 == 49:
+                pace.wait(max(0.0, began + i / 1500 - time.monotonic()))
+        server.set_delay(0)
+        server.come_up()
+        assert client.flush(60)
+        stats = client.stats()
+        client.close(5)
+        assert 0 == stats["dropped_total"], stats["dropped"]
+        got = Counter(t.split()[1] for t in texts(server) if t.startswith("steady "))
+        assert [] == [i for i in range(count) if got[str(i)] != 1]
+
+    def test_a_healthy_service_keeps_every_line_off_the_disk_path(
+        self, server: DevServer, tmp_path: Path
+    ) -> None:
+        """A service answering each request in 0.1 s, well within flush_interval (0.5 s):
+        no request is out long enough to spill memory behind it, and every line is sent
+        from memory (``sent``), none through the disk (``replayed``). Before (H189): the
+        spiller counted the interval from its own wake, not from each request's start,
+        and 87% of the lines went through the disk."""
+        client = Client(url=server.url, spool_dir=str(tmp_path / "spool"), flush_interval=0.5,
+                        max_batch_bytes="8KiB", handle_signals=False)  # fmt: skip
+        server.set_delay(0.1)
+        count = 3000  # about 40 requests back to back: 4 s of them
+        for i in range(count):
+            client.log(f"healthy {i} " + "w" * 80)
+        assert client.flush(60)
+        stats = client.stats()
+        client.close(5)
+        assert (count, 0) == (stats["sent"], stats["replayed"])
 
     def test_three_processes_two_killed_the_third_delivers_both(
         self, server: DevServer, tmp_path: Path

@@ -341,11 +341,15 @@ class Spool:
     # -- writing
 
     @_contained(None)
-    def append(self, entries: Sequence[bytes]) -> BatchId | None:
+    def append(self, entries: Sequence[bytes], *, make_room: bool = True) -> BatchId | None:
         """Write a batch before it is sent; None when the spool is off or has no room.
 
         The batch is handed out at once (the caller sends it): ``ack`` it after
         a 2xx, or ``release`` it to have ``next_replay_batch`` give it back later.
+        ``make_room``: drop the oldest segments for room (``spool_full``) when it does not
+        fit; False: only quarantine files, then None, silently (the caller keeps the
+        batch in memory, where the lines on disk are still on their way, to be sent
+        before it).
         """
         if not self._usable() or not entries:
             return None
@@ -363,7 +367,11 @@ class Spool:
             parts = fmt.batch_frame(seg.next_seq, int(self._clock() * 1e9), entries)
             need = sum(map(len, parts))
             self._recount_unheld()
-            if self.disk_bytes + need > self.max_bytes and not self._make_room(need):
+            if self.disk_bytes + need > self.max_bytes and not self._make_room(
+                need, segments=make_room
+            ):
+                if not make_room:
+                    return None
                 self._report("spool-full", "logdna_client: the spool folder is at "
                              "max_spool_bytes with nothing this process may drop (other live "
                              "processes' segments, other keys' or URLs' segments, batches being "
@@ -1408,8 +1416,9 @@ class Spool:
                 if os.fstat(seg.fd).st_mtime < horizon:
                     self._drop(seg, "spool_age")
 
-    def _make_room(self, need: int) -> bool:
-        """Drop the oldest segments until ``need`` more bytes fit under the cap.
+    def _make_room(self, need: int, *, segments: bool = True) -> bool:
+        """Drop the oldest segments until ``need`` more bytes fit under the cap
+        (``segments`` False: quarantine files only, which no process can send).
 
         The cap is the folder's, the one rule for ``max_spool_bytes``: a user who
         sets it bounds the disk the folder takes, however many apps share it, so
@@ -1429,11 +1438,12 @@ class Spool:
         quarantine = self._quarantine()
         droppable: list[tuple[str, int, Segment | None]] = [
             (s.name, s.size, s) for s in self._segments.values()
-            if s is not self._current and not s.out
+            if segments and s is not self._current and not s.out
         ]  # fmt: skip
         # Dead processes' segments not adopted yet (MAX_ADOPTED): asked of their locks
         # only now, when the folder is full.
-        droppable += [(n, size, None) for n, size in self._candidates if self._unlocked(n)]
+        if segments:
+            droppable += [(n, size, None) for n, size in self._candidates if self._unlocked(n)]
         droppable.sort(key=lambda t: t[0])
         freed = sum(size for _, size, _ in droppable) + self._quarantine_bytes
         if self.disk_bytes - freed + need > self.max_bytes:
