@@ -287,6 +287,27 @@ class TestCrashes:
         client.close(5)
         assert (count, 0) == (stats["sent"], stats["replayed"])
 
+    def test_stats_after_close_say_what_the_folder_holds(
+        self, server: DevServer, tmp_path: Path
+    ) -> None:
+        """Closed during an outage, the lines left on disk: stats() says the spool worked
+        (``spool_enabled``) and what its folder takes (``spool_bytes``). Before (H185): a
+        closed spool read as a failed one, and as an empty folder."""
+        folder = tmp_path / "spool"
+        server.go_down()
+        client = Client(
+            url=server.url, spool_dir=str(folder), flush_interval=0.05, retry_max_backoff=0.2,
+            shutdown_timeout=1, handle_signals=False,
+        )  # fmt: skip
+        for i in range(2000):
+            client.log(f"left {i}")
+        assert not client.flush(0.5)
+        client.close(1)
+        stats = client.stats()
+        on_disk = sum(path.stat().st_size for path in segments(folder))
+        assert on_disk > 0
+        assert (True, on_disk) == (stats["spool_enabled"], stats["spool_bytes"])
+
     def test_three_processes_two_killed_the_third_delivers_both(
         self, server: DevServer, tmp_path: Path
     ) -> None:

@@ -265,6 +265,7 @@ class Spool:
         #: of lines it could not take; None while it is on.
         self.off_because: str | None = None
         self._closed = False
+        self._closed_stats: tuple[int, bool] | None = None  # (close's: see there)
         self._replay_off = False  # after a bug of ours (_broken): see there
         self._replay_after = 0.0  # (monotonic) after a MemoryError: _short_of_memory
         # A salvage added a segment while replay went through the others: look again.
@@ -677,16 +678,17 @@ class Spool:
 
     def stats(self) -> dict[str, object]:
         """The counters; safe to call from any thread (it only reads)."""
+        closed = self._closed_stats
         return {
             "spooled": self.spooled,
             "replayed": self.replayed,
             "quarantined": self.quarantined,
             "salvaged": self.salvaged,
             "torn": self.torn,
-            "spool_bytes": self.disk_bytes,
+            "spool_bytes": self.disk_bytes if closed is None else closed[0],
             "spool_bytes_written": self.written,
             "spool_dropped": dict(self.dropped),
-            "spool_enabled": self.enabled,
+            "spool_enabled": self.enabled if closed is None else closed[1],
         }
 
     # -- time and endings
@@ -714,10 +716,12 @@ class Spool:
             return
         if self.sync_mode != "none":
             self._sync_all()
+        left = 0
         for seg in list(self._segments.values()):
             if seg.finished:
                 self._retire(seg)
             else:
+                left += seg.size
                 self._forget(seg)
         self._current = None
         for fd in self._kept:
@@ -725,6 +729,11 @@ class Spool:
             with contextlib.suppress(OSError):
                 os.close(fd)
         self._kept.clear()
+        # What stats() says from now on: the folder as this spool leaves it (the segments
+        # forgotten still take their room), and whether it worked to the end (H185: a
+        # closed spool read as a failed one, and as an empty folder with 83,907 lines
+        # left in it).
+        self._closed_stats = (self.disk_bytes + left, self.enabled)
         self.enabled = False
         self._closed = True
 
