@@ -914,11 +914,28 @@ def _take_without_main(signum: int) -> None:
     global _terminating, _heard
     _heard += 1
     if _terminating:
+        _say_second_signal(signum)
         _end_by(signum)
     _terminating = True
     clients = _begin_ending(signum)
     if clients is not None:
         _wait_then_end_elsewhere(clients, signum)
+
+
+def _say_second_signal(signum: int) -> None:
+    """A second termination signal ends the process at once: say on stderr what memory
+    held off disk then (H185: lost without a word, where Ctrl-C's cut is said). Never
+    the library's logger: this may run in a signal handler, inside logging's lock."""
+    try:
+        held = sum(client._sender.held_off_disk() for client in list(_clients))
+        name = signal.Signals(signum).name
+    except Exception:  # (an odd number: no report rather than no ending)
+        return
+    if held:
+        _say_unseen(
+            f"logdna_client: a second {name} ended the process while it delivered; "
+            f"{held} line(s) held in memory were not delivered"
+        )
 
 
 def _wake_main() -> bool:
@@ -970,6 +987,7 @@ def _on_termination(signum: int, frame: Any) -> None:
     _heard += 1
     _mark_in_watch(_TAKEN + signum)  # the watcher need not wake the main thread for it
     if _terminating:  # a second signal while we deliver: the sender means it
+        _say_second_signal(signum)
         _end_by(signum)
     _terminating = True
     clients = _begin_ending(signum)

@@ -223,6 +223,9 @@ class TestASecondSignalTheMainThreadCannotRun:
         assert -signal.SIGTERM == code, child.stderr
         assert took < 20, child.stderr
         assert "" == child.stdout
+        # The loss is said, as a Ctrl-C's cut is (H185: not a word on stderr).
+        said = "a second SIGTERM ended the process while it delivered; 100 line(s) held"
+        assert said in child.stderr, child.stderr
 
 
 # -- the wake itself
