@@ -122,8 +122,8 @@ class TestATakeInterruptedAsTheSenderEnds:
         append = Spool.append
         fired: list[int] = []
 
-        def interrupted(spool: Spool, entries: Sequence[bytes]) -> BatchId | None:
-            written = append(spool, entries)
+        def interrupted(spool: Spool, entries: Sequence[bytes], **how: bool) -> BatchId | None:
+            written = append(spool, entries, **how)
             if written is not None and not fired:
                 fired.append(1)
                 raise KeyboardInterrupt

@@ -142,14 +142,14 @@ _client.Client._report_exit_loss = report
 from logdna_client._spool import _store
 reported = threading.Event()
 real_append = _store.Spool.append
-def append(self, entries):
+def append(self, entries, **how):
     deadline = client._sender._deadline
     if (
         threading.current_thread().name == "logdna_client-sender"
         and deadline is not None and time.monotonic() >= deadline
     ):
         reported.wait(30)
-    return real_append(self, entries)
+    return real_append(self, entries, **how)
 _store.Spool.append = append
 for i in range({HELD_LINES}):
     log.info("held %d " + "x" * 1000, i)

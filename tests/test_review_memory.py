@@ -286,8 +286,8 @@ from logdna_client._spool import _store
 accepted = os.open(os.environ["ACCEPTED"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
 append = _store.Spool.append
 
-def recording_append(self, entries):
-    got = append(self, entries)
+def recording_append(self, entries, **how):
+    got = append(self, entries, **how)
     if got is not None:
         try:
             os.write(accepted, b"".join(json.loads(e[1:])["line"].encode() + b"\\n"

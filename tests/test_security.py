@@ -901,18 +901,15 @@ class TestRedaction:
     @pytest.mark.parametrize(
         ("returned", "said"),
         [({"line": 5}, "line is int"), ({"line": ""}, "line is empty"),
-         ({"line": "x", "timestamp": "now"}, "timestamp is str"),
-         ({"line": "x", "timestamp": True}, "timestamp is bool"),
-         ({"line": "x", "level": 30}, "level is int"), ({"line": "x", "meta": [1]}, "meta is list"),
-         (["x"], "list")],
+         ({"line": None}, "line is NoneType"), (["x"], "list")],
     )  # fmt: skip
     def test_a_result_the_service_would_refuse_is_not_shipped(
         self, capture: Capture, returned: Any, said: str
     ) -> None:
-        """A hook's result the service would answer 400 to (a line that is no text, a
-        timestamp that is no integer ...) is "not a line dict": the line ships as
-        redaction left it, and the hook's trouble is reported (H187: {'line': 5} was
-        shipped, refused, and the line lost as rejected)."""
+        """A hook's result the service would answer 400 to (a line that is no text, or
+        is empty) is "not a line dict": the line ships as redaction left it, and the
+        hook's trouble is reported (H187: {'line': 5} was shipped, refused, and the line
+        lost as rejected)."""
         client = make_client(before_send=lambda line: returned)
         try:
             assert client.log("kept", meta={"token": "t1"})
