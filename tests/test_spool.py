@@ -385,6 +385,22 @@ class TestDamage:
         crash(first)
         assert lines(10, 20) == drain(Spool.open(tmp_path))
 
+    def test_damage_said_once_names_where_the_rest_is_counted(self, tmp_path: Path) -> None:
+        """Damage is said once per process; a second damaged segment's lost lines are not
+        said, so the one message says where they are counted, and they are counted there."""
+        for _ in range(2):
+            path = write_segment(tmp_path, 4)
+            data = bytearray(path.read_bytes())
+            data[record_offsets(path)[2] + 100] ^= 0x40  # a flip in a batch's lines
+            path.write_bytes(bytes(data))
+        trouble = Trouble()
+        spool = Spool.open(tmp_path, on_trouble=trouble)
+        assert 60 == len(drain(spool))
+        assert ["spool-corrupt"] == trouble.kinds
+        assert "not said again: see stats()'s quarantined" in trouble.messages[0]
+        assert (2, {"spool_damaged": 20}) == (spool.quarantined, dict(spool.dropped))
+        spool.close()
+
     def test_zeros_at_the_end_are_a_torn_tail(self, tmp_path: Path) -> None:
         """Zeros where unsynced data never reached the disk are cut, not quarantined."""
         path = write_segment(tmp_path, 2)

@@ -155,6 +155,9 @@ _LATER = "later"  # a later version's: left for it
 
 # Seconds replay pauses after a MemoryError reading a batch back (_short_of_memory).
 _MEMORY_PAUSE = 1.0
+# Damage is said once (trouble is said once per kind); the message says where the rest goes.
+_LATER_DAMAGE = (" (damage found later in this process is not said again: see stats()'s "
+                 "quarantined, one per damaged place, and dropped's spool_damaged)")  # fmt: skip
 
 
 def _created(name: str) -> int:
@@ -1404,13 +1407,13 @@ class Spool:
         elif not todo.lost and not found.rest:
             said += "; no line lost"
         self._report("spool-corrupt", f"logdna_client: spool segment {seg.name} is damaged "
-                     f"{where}; {said}")  # fmt: skip
+                     f"{where}; {said}{_LATER_DAMAGE}")  # fmt: skip
 
     def _save_quarantine(self, seg: Segment, start: int, end: int, reason: str) -> None:
         self._report("spool-corrupt", f"logdna_client: spool segment {seg.name} is damaged "
                      f"at byte {start} ({reason}); the rest is moved to quarantine"
                      + ("" if start else ", unsent: its header does not say whose lines "
-                        "they are"))  # fmt: skip
+                        "they are") + _LATER_DAMAGE)  # fmt: skip
         self._keep_damaged(seg, start, end)
         # Damage cannot fill the disk: the newest files are kept for a person to look at.
         self._drop_quarantine(self._quarantine()[:-QUARANTINE_KEEP])
