@@ -400,7 +400,8 @@ class LogDNAHandler(logging.Handler):
                 msg, found, timestamp_parsed=ms is not None, redact=self._builder.redact_meta
             )
             body = structured_event(msg) if self._structured else None
-            exc_info = shown_exc_info(msg)
+            if self._with_exception is not None:  # read only where it ships (OTLP)
+                exc_info = shown_exc_info(msg)
         else:
             body = None
             if (
