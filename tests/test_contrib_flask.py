@@ -125,6 +125,33 @@ class TestExtension:
         assert "RuntimeError: view failed" in line["line"]
         assert "r500" == line["meta"]["request_id"]
 
+    def test_url_value_preprocessor_lines_have_context(
+        self, server: DevServer, handler: LogDNAHandler
+    ) -> None:
+        """Flask runs url_value_preprocessors before any before_request hook: a line one
+        logs, and the "Exception on" line of one that raises, carry the request's
+        context (H191: both shipped with none, while the 500 echoed the request id)."""
+        app = make_app()
+        app.config["PROPAGATE_EXCEPTIONS"] = False
+        log = logging.getLogger(APP_LOGGER)
+
+        @app.url_value_preprocessor
+        def pull(endpoint: str | None, values: dict[str, Any] | None) -> None:
+            log.info("preprocessing %s", endpoint)
+            if values and values.get("n") == 13:
+                raise KeyError("unlucky")
+
+        client = app.test_client()
+        assert 200 == client.get("/hello/2", headers={"X-Request-ID": "pre-ok"}).status_code
+        response = client.get("/hello/13", headers={"X-Request-ID": "pre-500"})
+        assert (500, "pre-500") == (response.status_code, response.headers["X-Request-ID"])
+        first, view, second, failure = delivered(server, handler.client, 4)
+        assert ("preprocessing hello", "pre-ok") == (first["line"], first["meta"]["request_id"])
+        assert "pre-ok" == view["meta"]["request_id"]
+        assert "pre-500" == second["meta"]["request_id"]
+        assert failure["line"].startswith("Exception on /hello/13 [GET]")
+        assert "pre-500" == failure["meta"]["request_id"]
+
     def test_access_log(self, server: DevServer, handler: LogDNAHandler) -> None:
         """access_log=True adds one line per request with status and duration."""
         make_app(access_log=True).test_client().get("/hello/4", headers={"X-Request-ID": "a"})

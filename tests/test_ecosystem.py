@@ -522,7 +522,22 @@ async def django_stream_async(request: HttpRequest) -> StreamingHttpResponse:
     return StreamingHttpResponse(chunks())
 
 
-urlpatterns = [path("stream", django_stream), path("stream-async", django_stream_async)]
+def django_stream_closed(request: HttpRequest) -> StreamingHttpResponse:
+    def chunks() -> Iterator[bytes]:
+        try:
+            for _ in range(5):
+                yield b"chunk"
+        finally:
+            django_log.info("generator cleanup")
+
+    return StreamingHttpResponse(chunks())
+
+
+urlpatterns = [
+    path("stream", django_stream),
+    path("stream-async", django_stream_async),
+    path("stream-closed", django_stream_closed),
+]
 
 
 @pytest.fixture
@@ -574,6 +589,28 @@ class TestDjangoStreaming:
         assert ("a-1", "/stream-async") == (
             got["streaming async"].get("request_id"),
             got["streaming async"].get("http_path"),
+        )
+
+    def test_a_stream_closed_early_cleans_up_with_the_request_context(self) -> None:
+        """The server closes a response whose client went away (PEP 3333): the lines
+        the generator's ``finally`` logs then carry the request's context too (H191:
+        Django closed the view's generator with none bound)."""
+        handler = LogDNAHandler(key="not-used-in-tests", hostname="h")
+        django_log.addHandler(handler)
+        django_log.setLevel(logging.INFO)
+        django_log.propagate = False
+        try:
+            with capture_lines() as lines:
+                response = DjangoClient().get("/stream-closed", HTTP_X_REQUEST_ID="c-1")
+                assert b"chunk" == next(iter(response.streaming_content))
+                response.close()
+        finally:
+            django_log.removeHandler(handler)
+            handler.close()
+        (cleanup,) = [line for line in lines if line["line"] == "generator cleanup"]
+        assert ("c-1", "/stream-closed") == (
+            cleanup["meta"].get("request_id"),
+            cleanup["meta"].get("http_path"),
         )
 
 

@@ -260,7 +260,31 @@ def _stream_with_context(response: Any, fields: dict[str, Any]) -> None:
                 reset_request_context(token)
             yield chunk
 
+    _close_with_context(response, fields)
     response.streaming_content = chunks()
+
+
+def _close_with_context(response: Any, fields: dict[str, Any]) -> None:
+    """Have the response's closers (the view's generator's ``close`` among them) run
+    with the request's context bound, when the server closes the response before the
+    end (the client went away): the lines a generator's ``finally`` logs are the
+    request's too (H191: they had none). Django keeps them in a list it calls in
+    ``response.close()``; where that list is not found, they run as before."""
+    closers = getattr(response, "_resource_closers", None)
+    if not isinstance(closers, list):
+        return
+
+    def bound(close: Callable[[], object]) -> Callable[[], None]:
+        def close_bound() -> None:
+            token = bind_request_context(**fields)
+            try:
+                close()
+            finally:
+                reset_request_context(token)
+
+        return close_bound
+
+    closers[:] = [bound(closer) for closer in closers]
 
 
 class LogDNARequestContextMiddleware:

@@ -102,7 +102,11 @@ class LogDNA:
             # first binding (user_id included) left on the worker's thread.
             return
         # First: a hook that answers early (a login check, a maintenance page) makes
-        # Flask skip the later ones, and its request would go without context.
+        # Flask skip the later ones, and its request would go without context. Flask
+        # runs url_value_preprocessors before any before_request hook: binding in the
+        # first of those too gives their lines, and the "Exception on" line of one that
+        # raises, the request's context, and its time to duration_ms (H191).
+        app.url_value_preprocessors.setdefault(None, []).insert(0, _preprocess_url)
         app.before_request_funcs.setdefault(None, []).insert(0, _before_request)
         app.after_request(_after_request)
         app.teardown_request(_teardown_request)
@@ -181,6 +185,10 @@ def _before_request() -> None:
     ext = _extension()
     if ext is not None:
         ext._bind()
+
+
+def _preprocess_url(endpoint: str | None, values: dict[str, Any] | None) -> None:
+    _before_request()  # (binds once: _before_request then finds the request bound)
 
 
 def _after_request(response: Any) -> Any:
