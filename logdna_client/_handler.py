@@ -49,6 +49,7 @@ from ._event import (
 )
 from ._line import millis, now_millis, safe_str
 from ._options import ClientOptions, with_options_help
+from ._redact import bytes_text
 from ._report import is_own_logger
 from ._secret import Secret, hide_key
 from ._threads import made_on_sender, marks_for, raised_by_signal_handler
@@ -420,6 +421,8 @@ class LogDNAHandler(logging.Handler):
             else:
                 try:
                     text = self.format(record)
+                    if type(text) is not str:  # an app's Formatter that returns no text
+                        text = _as_text(text)
                 except Exception as exc:
                     text = _unformattable(record, exc)
                 exc_info = record.exc_info
@@ -698,6 +701,16 @@ def _millis(created: object) -> int:
         except Exception:  # NaN, infinite, None, an object
             pass
     return now_millis()
+
+
+def _as_text(formatted: object) -> str:
+    """What a ``format()`` that returned no text ships as: bytes as UTF-8, anything else
+    as its ``str()``. As it was, a dict or list went on the wire as JSON in ``line``
+    (the service refused it: 400, lost as ``rejected``) and bytes or None were lost as
+    ``error``, with a traceback per record (H191)."""
+    if isinstance(formatted, bytes | bytearray | memoryview):
+        return bytes_text(formatted)
+    return safe_str(formatted)
 
 
 def _unformattable(record: logging.LogRecord, exc: Exception) -> str:

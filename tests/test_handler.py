@@ -143,6 +143,26 @@ class TestRecordToLine:
 
 
 class TestNeverHurtsTheApp:
+    def test_a_formatter_that_returns_no_text_still_ships_text(self, server: DevServer) -> None:
+        """An app's Formatter returning a dict, bytes, None or a number ships its text: the
+        service accepts every line (H191: a dict went out as JSON in "line" and got a 400,
+        lost as rejected; bytes and None were lost as errors)."""
+        results: list[object] = [{"a": 1}, b"raw \xff bytes", None, 42]
+
+        class OddFormatter(logging.Formatter):
+            def format(self, record: logging.LogRecord) -> str:
+                return results[int(record.getMessage())]  # type: ignore[return-value]
+
+        h = handler_for(server)
+        h.setFormatter(OddFormatter())
+        log = make_logger("t.odd_format", h)
+        for i in range(len(results)):
+            log.info("%d", i)
+        lines = delivered(server, h, len(results))
+        assert ["{'a': 1}", "raw \\xff bytes", "None", "42"] == [x["line"] for x in lines]
+        assert not any(h.client.stats()["dropped"].values())
+        h.close()
+
     def test_format_error_still_ships_a_line(self, server: DevServer) -> None:
         """A record whose message cannot be formatted ships a best-effort line, no exception."""
         h = handler_for(server)
