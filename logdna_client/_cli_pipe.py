@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from types import FrameType
 from typing import IO, TextIO
 
@@ -22,7 +22,7 @@ from ._cli_common import (
     PROG,
     _Console,
 )
-from ._cli_devserver import _on_signal, _restore_signal, _SignalHandler
+from ._cli_devserver import _on_signal, _SignalHandler
 from ._cli_send import _client_from, _deliver, _explain, _say_what_close_left, _watch_library
 from ._client import Client
 from ._threads import start_library_thread
@@ -157,10 +157,11 @@ def _cmd_pipe(args: argparse.Namespace) -> int:
             else:
                 status = _pipe_stdin(client, args.stdout_level)
             try:
-                delivered = _deliver(client, trouble, args.timeout)
+                with _ENDING.waiting():
+                    delivered = _deliver(client, trouble, args.timeout)
                 if not delivered:
                     args.console.warn(_explain("pipe", client, trouble, args.timeout))
-            except _StopWaiting:  # only after a first signal: the status says it already
+            except _StopWaiting:  # a second signal: the status says the first already
                 args.console.warn(f"{PROG} pipe: stopped again before the lines were delivered")
         finally:
             client.close(timeout=0.0)
@@ -168,6 +169,9 @@ def _cmd_pipe(args: argparse.Namespace) -> int:
             delivered = False  # (flush() sees only the drops while it waits)
     if not delivered and not argv and status == 0:
         status = 1
+    # The status is decided and said: a stop signal from here on could only replace it
+    # (the interpreter's exit puts the defaults back, which end the process by it).
+    _ENDING.ignore_from_now()
     return status
 
 
@@ -192,7 +196,7 @@ def _pipe_stdin(client: Client, level: str) -> int:
         _join(pump, until=lambda: bool(stopped_by))
     finally:
         pump.stop()  # what it reads from now on is not ours: it could not be delivered
-        _give_back_unless_taken(previous, stopped_by)
+        _ENDING.take(previous, stopped_by)
     return 128 + stopped_by[0] if stopped_by else 0
 
 
@@ -213,31 +217,55 @@ def _take_stop_signals(
     return {signum: _on_signal(signum, handler) for signum in stopping}
 
 
-def _give_back_unless_taken(
-    previous: Mapping[signal.Signals, _SignalHandler], taken: list[int]
-) -> None:
-    """Put the previous handlers back, unless one of the signals came to ours: the
-    library's signal watcher reads each signal from the wakeup fd on a thread of its
-    own and acts on it when the library's handler is the one in force when it looks,
-    which under load can be after this; the process would then end by that signal
-    instead of the status we owe. Once one came, we are ending anyway, and the same
-    signal again ends the wait for delivery (_StopWaiting), as the handlers we would
-    have given back did (Ctrl-C twice)."""
-    if taken:
+class _Ending:
+    """The stop signals once the command has ended (or standard input was read), until
+    ``pipe`` exits with the status it owes.
+
+    Never the previous handlers again: the library's would end ``pipe`` by the signal
+    (its status lost, the drops unsaid: H192), and Ctrl-C's would raise wherever the
+    main thread is. A first signal (none came while the command ran) lets the wait for
+    delivery go on to ``--timeout``, as the library's own ending does; another one ends
+    that wait at once (Ctrl-C twice), and only inside it. The library's signal watcher
+    does nothing with a signal ours took (see _exit._watch)."""
+
+    def __init__(self) -> None:
+        self.came = 0
+        self.in_wait = False
+        self.previous: Mapping[signal.Signals, _SignalHandler] = {}
+
+    def take(self, previous: Mapping[signal.Signals, _SignalHandler], came: list[int]) -> None:
+        self.came = len(came)
+        self.previous = previous
         for signum in previous:
-            _on_signal(signum, _stop_waiting)
-        return
-    for signum, handler in previous.items():
-        _restore_signal(signum, handler)
+            _on_signal(signum, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.came += 1
+        if self.in_wait and self.came > 1:
+            raise _StopWaiting
+
+    @contextlib.contextmanager
+    def waiting(self) -> Iterator[None]:
+        if self.came > 1:  # sent again before the wait began
+            raise _StopWaiting
+        self.in_wait = True
+        try:
+            yield
+        finally:
+            self.in_wait = False
+
+    def ignore_from_now(self) -> None:
+        for signum in self.previous:
+            with contextlib.suppress(OSError, ValueError):
+                signal.signal(signum, signal.SIG_IGN)
+
+
+_ENDING = _Ending()
 
 
 class _StopWaiting(KeyboardInterrupt):
-    """A second SIGTERM, SIGINT or SIGHUP once pipe is ending: stop waiting for delivery now.
-    A KeyboardInterrupt, so that one landing before the wait still ends the command."""
-
-
-def _stop_waiting(signum: int, frame: FrameType | None) -> None:
-    raise _StopWaiting
+    """A second SIGTERM, SIGINT or SIGHUP while ``pipe`` waits for delivery: stop now.
+    A KeyboardInterrupt, which ``flush()`` lets through as it does Ctrl-C's."""
 
 
 def _join(thread: threading.Thread, until: Callable[[], bool] = lambda: False) -> None:
@@ -284,7 +312,7 @@ def _pipe_command(
     finally:
         for pump in pumps:
             pump.stop()  # as in _pipe_stdin
-        _give_back_unless_taken(previous, forwarded)
+        _ENDING.take(previous, forwarded)
         child.stdout.close()
         child.stderr.close()
     return 128 - returncode if returncode < 0 else returncode

@@ -468,6 +468,57 @@ class TestPipe:
         # must end it (within 30 s, far below --timeout).
         assert 128 + sig == status_after_signal(args, env, ready, sig, stdin, again=True)
 
+    @pytest.mark.parametrize("mode", ["stdin", "command"])
+    @pytest.mark.parametrize(
+        "sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP], ids=["term", "int", "hup"]
+    )
+    def test_a_first_signal_during_the_wait_keeps_the_status_and_says_the_drops(
+        self, env: dict[str, str], mode: str, sig: int
+    ) -> None:
+        """The command ended by itself (or stdin did), and pipe waits for delivery to a
+        service that is down when a first signal comes: the wait goes on to --timeout,
+        and pipe exits with the command's status (stdin: 1, lines undelivered), saying
+        what it dropped (H192: the library's handler, put back, ended pipe by the
+        signal, -15 with nothing said; Ctrl-C's raised: 130)."""
+        env = {**env, "LOGDNA_URL": f"http://127.0.0.1:{dead_port()}/logs/ingest"}
+        code = textwrap.dedent(
+            """
+            import sys
+            from logdna_client import _cli, _cli_pipe
+            real_deliver = _cli_pipe._deliver
+            def deliver(*args):
+                print("waiting", flush=True)  # (pipe's own stdout: the test reads it)
+                return real_deliver(*args)
+            _cli_pipe._deliver = deliver
+            """
+        )
+        if mode == "stdin":
+            code += 'sys.exit(_cli.main(["pipe", "--timeout", "2"]))\n'
+            stdin, expected = subprocess.PIPE, 1
+        else:
+            command = [sys.executable, "-c", "print('one'); raise SystemExit(3)"]
+            code += f'sys.exit(_cli.main(["pipe", "--timeout", "2", "--", *{command!r}]))\n'
+            stdin, expected = None, 3
+        proc = subprocess.Popen(
+            py(code), env=env, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            start_new_session=True,
+        )  # fmt: skip
+        assert proc.stdout is not None and proc.stderr is not None
+        if proc.stdin is not None:  # one line, then the end of input
+            proc.stdin.write(b"first\n")
+            proc.stdin.close()
+        try:
+            LineReader(proc.stdout).until("waiting")
+            proc.send_signal(sig)
+            assert expected == proc.wait(timeout=60)
+            said = proc.stderr.read().decode()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert "not delivered within 2 s" in said
+        assert "1 line(s) were dropped" in said
+
     def test_a_sigterm_pipe_took_is_not_taken_again_by_the_library(
         self, server: DevServer, env: dict[str, str]
     ) -> None:
