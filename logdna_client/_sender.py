@@ -127,6 +127,18 @@ def app_outcome(
     return count - refused, refused
 
 
+def summary_stored(part: list[bytes], outcome: Outcome, summary: bytes) -> bool:
+    """Whether the service, answering OK or 207 (``outcome``), stored our summary line
+    where it stood in ``part``: not at a place the 207 refused, nor past those it speaks
+    for. (Taken as told whenever in the part, a refused one's drops were never told.)"""
+    at = next((i for i, line in enumerate(part) if line is summary), None)
+    if at is None:
+        return False
+    if outcome.answered is not None and at >= outcome.answered:
+        return False
+    return at not in outcome.rejected_at
+
+
 def _gzip(body: bytes) -> bytes:
     """Gzip container around a deflate stream, at our chosen level."""
     compressor = zlib.compressobj(_GZIP_LEVEL, zlib.DEFLATED, 31)
@@ -1056,7 +1068,7 @@ class Sender:
             if kind is Kind.OK or kind is Kind.PARTIAL:
                 pending.pop(0)
                 handoff = False  # part of it went: retrying from disk would duplicate that
-                if summary is not None and any(line is summary for line in part):
+                if summary is not None and summary_stored(part, outcome, summary):
                     self._summary_counts = None  # told: nothing to restore
                 delivered, rejected = app_outcome(part, outcome, summary)
                 if own:

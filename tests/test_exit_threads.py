@@ -88,6 +88,32 @@ def test_lines_refused_at_exit_are_said_on_stderr(server: DevServer) -> None:
     assert "3 lines were dropped while delivering at exit (rejected 3;" in said[0]
 
 
+def test_lines_refused_at_the_applications_own_close_are_not_the_exits(
+    server: DevServer,
+) -> None:
+    """The application closes its client itself, the service refusing lines then, and
+    the process ends later: the exit delivered nothing, so the refused lines are said
+    as dropped before the end and never told to the service, not as dropped "while
+    delivering at exit" (H193)."""
+    server.reject_lines_matching(" ")  # every line, our summary line's too
+    child = Child(
+        """
+        for i in range(5):
+            log.info("refused %d", i)
+        handler.close()  # (its client's close(), which delivers)
+        mark("closed")
+        """,
+        server.url,
+        flush_interval="60",  # nothing leaves before the close
+    )
+    child.expect("closed")
+    code, _ = child.finish()
+    assert 0 == code, child.stderr
+    said = [line for line in child.stderr_lines if not line.startswith("@@")]
+    assert 1 == len(said), said
+    assert "5 lines dropped before the process ended were never reported" in said[0]
+
+
 def test_first_lines_logged_at_exit_when_no_thread_can_start(server: DevServer) -> None:
     """An atexit handler logs a client's first lines after thread starts are refused (as
     Python 3.12 refuses them then): no sender thread can start, and the exit delivers
