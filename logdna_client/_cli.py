@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import re
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -51,14 +50,11 @@ from ._cli_send import _cmd_send
 from ._cli_spool import register as _register_spool
 from ._config import ENV_VARS, key_in_file
 from ._errors import ConfigurationError
-from ._secret import KEYS, Secret, shows_key
+from ._secret import KEYS, QUOTED, Secret, hide_keys
 from ._version import __version__
 from .devserver import DEFAULT_PAGE_LINES, MAX_CONCURRENT_BODIES
 
 __all__ = ["DEFAULT_DEVSERVER_PORT", "LineFilter", "build_parser", "main"]
-
-
-_QUOTED = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -70,21 +66,23 @@ class _Parser(argparse.ArgumentParser):
     #: to run begins).
     pipe: argparse.ArgumentParser | None = None
 
+    #: A ``--key-file`` that could not be read before the flags (a pipe gives its key
+    #: only once): any value an error would quote may be that key.
+    key_unread = False
+
     def error(self, message: str) -> NoReturn:
-        if KEYS.get():
-            message = _QUOTED.sub(
-                lambda m: "<hidden>" if shows_key(m.group()) else m.group(), message
-            )
-            if shows_key(message):  # (unquoted)
-                message = message.split(":", 1)[0] + ": <hidden>"
-        super().error(message)
+        if self.key_unread:
+            message = QUOTED.sub("<hidden>", message)
+        super().error(hide_keys(message))
 
 
 def _keys_in(args: Sequence[str]) -> tuple[Secret, ...]:
     """The keys ``args`` and the environment give a command, as argparse cannot tell yet
-    (a ``--key-file``'s too, when it is a regular file: see ``key_in_file``)."""
+    (a ``--key-file``'s too, when it is a regular file: see ``key_in_file``; when it is
+    not, ``_Parser.key_unread`` says so)."""
     found = [os.environ.get(ENV_VARS["key"])]
     files: list[Secret | None] = []
+    _Parser.key_unread = False
     for i, arg in enumerate(args):
         if arg == "--key" and i + 1 < len(args):
             found.append(args[i + 1])
@@ -95,6 +93,7 @@ def _keys_in(args: Sequence[str]) -> tuple[Secret, ...]:
         elif arg.startswith("--key-file="):
             files.append(key_in_file(arg[len("--key-file=") :]))
     given = tuple(Secret(key) for key in found if key)
+    _Parser.key_unread = any(key is None for key in files)
     return given + tuple(key for key in files if key is not None)
 
 
@@ -353,11 +352,22 @@ def main(
     if args_list[:1] == ["pipe"] and parser.pipe is not None:
         # Everything after "--" is the command, even words that look like our flags.
         args_list, command = _split_pipe(args_list, parser.pipe)
+    # The keys stay set while the command runs: its own messages hide them too (a key
+    # pasted into --spool-dir or --host was shown in "... is not a folder": H192).
     token = KEYS.set(_keys_in(args_list))
     try:
-        args = parser.parse_args(args_list)
+        return _run(parser, parser.parse_args(args_list), command, out, err)
     finally:
         KEYS.reset(token)
+
+
+def _run(
+    parser: _Parser,
+    args: argparse.Namespace,
+    command: list[str],
+    out: TextIO | None,
+    err: TextIO | None,
+) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
@@ -367,6 +377,7 @@ def main(
     console = args.console = _Console(
         _or_nowhere(sys.stdout if out is None else out),
         _or_nowhere(sys.stderr if err is None else err),
+        keys=KEYS.get(),
     )
     try:
         return int(func(args))

@@ -10,6 +10,7 @@ import sys
 from typing import TextIO
 
 from ._config import ENV_VARS
+from ._secret import Secret, hide_keys
 
 #: The devserver's default port: fixed, so ``LOGDNA_URL`` can be set once.
 DEFAULT_DEVSERVER_PORT = 7080
@@ -164,13 +165,17 @@ class _Console:
     so their output goes wherever ``main`` was told.
     """
 
-    def __init__(self, out: TextIO, err: TextIO) -> None:
+    def __init__(self, out: TextIO, err: TextIO, *, keys: tuple[Secret, ...] = ()) -> None:
         self.out = out
         self.err = err
+        #: The keys the command was given: never shown, whatever flag they were pasted in.
+        self.keys = keys
 
     def say(self, text: str = "", *, to: TextIO | None = None, flush: bool = False) -> None:
         """One line (or several) to ``out``, or to ``to``."""
         stream = self.out if to is None else to
+        if self.keys:
+            text = hide_keys(text, self.keys)
         stream.write(text + "\n")
         if flush:
             stream.flush()

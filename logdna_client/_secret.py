@@ -171,6 +171,25 @@ def shows_key(value: object, keys: Iterable[Secret] | None = None) -> bool:
     return False
 
 
+def hide_keys(message: str, keys: Iterable[Secret] | None = None) -> str:
+    """``message`` with each key in it, then each quoted value that still shows one
+    (``shows_key``: a part of it), as ``<hidden>``; all after its first colon, when one
+    still shows unquoted."""
+    if not shows_key(message, keys):
+        return message
+    for secret in KEYS.get() if keys is None else keys:
+        key = secret.reveal()
+        if isinstance(key, str) and len(key.strip()) >= SHORTEST_KEY:
+            message = re.sub(re.escape(key.strip()), "<hidden>", message, flags=re.IGNORECASE)
+    message = QUOTED.sub(lambda m: "<hidden>" if shows_key(m.group(), keys) else m.group(), message)
+    if shows_key(message, keys):
+        message = message.split(":", 1)[0] + ": <hidden>"
+    return message
+
+
+#: A quoted value in a message, as repr() and argparse quote them.
+QUOTED = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"")
+
 #: How many consecutive characters of a key a value must hold to be hidden as showing it.
 _KEY_RUN = 12
 #: A key shorter than this is no ingestion key (those are 32 characters): a test's "k".

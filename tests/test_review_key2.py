@@ -187,6 +187,46 @@ class TestCommandLine:
         assert "--key-file" in text
         assert_hidden(text)
 
+    @pytest.mark.parametrize(
+        "args",
+        [
+            ["spool", "ls", "--key", KEY, "--spool-dir", KEY],
+            ["spool", "purge", "--key", KEY, "--spool-dir", "/nonexistent/" + KEY],
+            ["devserver", "--key", KEY, "--port", "0", "--store", "/nonexistent/" + KEY],
+        ],
+        ids=["spool-ls", "spool-purge", "devserver-store"],
+    )
+    def test_a_commands_own_messages_do_not_show_the_key(
+        self, monkeypatch: pytest.MonkeyPatch, args: list[str]
+    ) -> None:
+        """The key pasted into a path flag: the command's own complaint (not argparse's)
+        names the flag's value with the key hidden (H192: "SECRETKEY... is not a folder",
+        "cannot open '/x/SECRETKEY...'")."""
+        monkeypatch.delenv("LOGDNA_INGESTION_KEY", raising=False)
+        code, text = run_cli(args)
+        assert code != 0
+        assert "<hidden>" in text
+        assert_hidden(text)
+
+    def test_a_key_file_that_is_a_pipe_hides_every_value_argparse_quotes(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A --key-file that is a pipe (``<(pass show key)``) cannot be read before the
+        flags (it gives its key once): any value argparse's error quotes may be that
+        key, and is hidden (H192: --timeout <key> showed it)."""
+        monkeypatch.delenv("LOGDNA_INGESTION_KEY", raising=False)
+        read_end, write_end = os.pipe()
+        try:
+            os.write(write_end, KEY.encode())
+            os.close(write_end)
+            fifo = f"/dev/fd/{read_end}"
+            code, text = run_cli(["send", "--key-file", fifo, "--timeout", KEY, "hello"])
+        finally:
+            os.close(read_end)
+        assert code == 2
+        assert "--timeout" in text
+        assert_hidden(text)
+
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/cmdline"), reason="needs /proc")
 def test_help_names_a_way_that_ps_does_not_show() -> None:
