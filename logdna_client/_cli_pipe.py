@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import functools
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -59,6 +60,11 @@ class _StreamPump(threading.Thread):
                 chunk = os.read(self._fd, _READ_SIZE)
             except InterruptedError:
                 continue
+            except BlockingIOError:
+                # Input left non-blocking by whoever shares it (node, ssh): no data yet,
+                # not its end (H192: taken for the end, pipe read nothing).
+                _wait_for(self._fd, readable=True)
+                continue
             except OSError:
                 chunk = b""
             with self._hand:
@@ -109,8 +115,7 @@ class _StreamPump(threading.Thread):
         if sink is None:
             return
         try:
-            sink.write(chunk)
-            sink.flush()
+            _write_all(sink, chunk)
         except (OSError, ValueError):
             self._sink = None  # our output is closed (| head): keep shipping
 
@@ -118,6 +123,32 @@ class _StreamPump(threading.Thread):
         text = raw.removesuffix(b"\r").decode("utf-8", errors="replace")
         if text.strip():
             self._ship(text)
+
+
+def _write_all(sink: IO[bytes], chunk: bytes) -> None:
+    """Write and flush ``chunk``, waiting where ``sink`` is non-blocking and its reader
+    is behind, as a blocking one waits (H192: the BlockingIOError was taken for a closed
+    output, and the echo stopped for good after 1,009 of 20,000 lines)."""
+    data = memoryview(chunk)
+    while True:
+        try:
+            while data:
+                written = sink.write(data)
+                if written is None:  # (an unbuffered non-blocking one: nothing taken)
+                    _wait_for(sink.fileno(), readable=False)
+                    continue
+                data = data[written:]
+            sink.flush()
+            return
+        except BlockingIOError as exc:
+            data = data[exc.characters_written :]  # (taken into the buffer)
+            _wait_for(sink.fileno(), readable=False)
+
+
+def _wait_for(fd: int, *, readable: bool) -> None:
+    """Until ``fd`` is readable (or writable); a while at most, then the caller tries."""
+    with contextlib.suppress(OSError, ValueError):
+        select.select([fd] if readable else [], [] if readable else [fd], [], 1.0)
 
 
 def _binary(stream: TextIO) -> IO[bytes] | None:

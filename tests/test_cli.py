@@ -7,6 +7,7 @@ import io
 import os
 import queue
 import re
+import select
 import signal
 import socket
 import subprocess
@@ -571,6 +572,41 @@ class TestPipe:
         pump.join(10)
         os.close(read_end)
         assert [("queued", "first"), ("queued", "second"), ("shown", "first\nsecond\n")] == events
+
+    def test_non_blocking_input_and_output_are_waited_for(self) -> None:
+        """Descriptors another program left non-blocking (node, ssh): input with no data
+        yet is waited for, not taken for its end, and output whose reader is behind is
+        waited for, not taken for closed (H192: pipe read nothing; the echo stopped for
+        good after about 1,000 of 20,000 lines)."""
+        from logdna_client._cli_pipe import _StreamPump
+
+        source_read, source_write = os.pipe()
+        sink_read, sink_write = os.pipe()
+        os.set_blocking(source_read, False)
+        os.set_blocking(sink_write, False)
+        shipped: list[str] = []
+        sink = os.fdopen(sink_write, "wb")
+        pump = _StreamPump(source_read, sink, shipped.append, "t")
+        pump.start()  # finds no input yet: EAGAIN
+        data = b"".join(b"line %06d\n" % i for i in range(20_000))  # past a pipe's 64 KiB
+        writer = threading.Thread(
+            target=lambda: (os.write(source_write, data), os.close(source_write))
+        )
+        writer.start()
+        echoed = bytearray()
+        # The reader keeps up only now; it stops once nothing came for 10 s.
+        while len(echoed) < len(data) and select.select([sink_read], [], [], 10)[0]:
+            chunk = os.read(sink_read, 65536)
+            if not chunk:
+                break
+            echoed += chunk
+        pump.join(30)
+        writer.join(30)
+        sink.close()
+        os.close(sink_read)
+        os.close(source_read)
+        assert data == bytes(echoed)
+        assert 20_000 == len(shipped)
 
     def test_child_killed_by_signal_is_128_plus_n(self, env: dict[str, str]) -> None:
         """A child that dies of SIGINT (forwarded from pipe) makes pipe exit 130."""

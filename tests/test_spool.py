@@ -2024,6 +2024,19 @@ class TestCli:
         assert "would delete (pass --yes): 1 file(s), 30 line(s) never delivered" in out
         assert damaged == path.read_bytes()
 
+    def test_a_file_named_quarantine_is_no_traceback(self, tmp_path: Path) -> None:
+        """ls and purge with a file where the quarantine folder goes: it holds no
+        quarantine pieces, and the segments are listed (H192: NotADirectoryError)."""
+        write_segment(tmp_path, 3)
+        (tmp_path / "quarantine").write_text("not a folder")
+        status, out, err = self.run("spool", "ls", "--spool-dir", str(tmp_path))
+        assert (0, "") == (status, err)
+        assert "30 line(s) waiting" in out
+        status, out, err = self.run("spool", "purge", "--spool-dir", str(tmp_path),
+                                    "--any-destination")  # fmt: skip
+        assert "Traceback" not in err
+        assert "1 file(s), 30 line(s) never delivered" in out
+
     def test_an_otlp_apps_backlog(self, tmp_path: Path) -> None:
         """ls and purge find an OTLP app's segments given its key and /v1/logs URL (H183:
         the check that refuses such a URL without protocol="otlp" made both refuse it);

@@ -70,7 +70,7 @@ def segment_paths(folder: str) -> list[str]:
 def quarantine_paths(folder: str) -> list[str]:
     try:
         return sorted(e.path for e in list_dir(os.path.join(folder, QUARANTINE)) if e.is_file())
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # (a file of that name holds none)
         return []
 
 
