@@ -616,6 +616,12 @@ class Buffer:
         return count
 
     @property
+    def oldest_queued(self) -> int:
+        """The sequence number of the oldest line in memory (not taken): every line below
+        it has been taken, to be sent, to disk, or dropped."""
+        return self._head_seq
+
+    @property
     def done_through(self) -> int:
         """Every line with a sequence number below this has left (sent or dropped)."""
         start = self._inflight_start

@@ -235,6 +235,38 @@ class TestCrashes:
         missing = [i for i in range(safe) if got[f"spooled {i}"] < 1]
         assert not missing, f"{len(missing)} of {safe} lost, from {missing[0]}"
 
+    def test_a_service_slower_than_the_app_leaves_memory_on_disk_for_a_kill(
+        self, server: DevServer, tmp_path: Path
+    ) -> None:
+        """The service answers each request within flush_interval (0.5 s of 1 s) but takes
+        lines more slowly than the app logs them: memory's oldest line waiting two
+        flush_intervals moves memory to the spool, so a SIGKILL 3 s in loses only the last
+        moments. Before (H194): no request was out long enough to spill behind it, memory
+        grew for good, and the kill lost seconds of lines (15,356 in one run)."""
+        spool = tmp_path / "spool"
+        server.set_delay(0.5)
+        code = LOGGING_CHILD.replace(
+            "flush_interval=0.1,", "flush_interval=1.0, max_batch_bytes=16384,"
+        )
+        child = Child(code, server.url, env={"SPOOL": str(spool)})
+        marks: list[tuple[int, float]] = []
+        began: float | None = None
+        while began is None or time.monotonic() - began < 4.0:
+            n, at = child.expect("at").split()
+            marks.append((int(n), float(at)))
+            if began is None:
+                began = time.monotonic()
+        sent_at = time.time()
+        child.kill(signal.SIGKILL)
+        child.finish()
+        server.set_delay(0)
+        # Two flush_intervals and the spiller's look: what may be in memory only.
+        safe = max(n for n, at in marks if at <= sent_at - 2.5 - SAFE_AGE)
+        replay(server, spool)
+        got = Counter(texts(server))
+        missing = [i for i in range(safe) if got[f"spooled {i}"] < 1]
+        assert not missing, f"{len(missing)} of {safe} lost, from {missing[0]}"
+
     @pytest.mark.parametrize("trouble", ["slow", "outage"])
     def test_the_smallest_spool_drops_nothing_memory_would_deliver(
         self, server: DevServer, tmp_path: Path, trouble: str
@@ -271,17 +303,22 @@ class TestCrashes:
     def test_a_healthy_service_keeps_every_line_off_the_disk_path(
         self, server: DevServer, tmp_path: Path
     ) -> None:
-        """A service answering each request in 0.1 s, well within flush_interval (0.5 s):
-        no request is out long enough to spill memory behind it, and every line is sent
-        from memory (``sent``), none through the disk (``replayed``). Before (H189): the
-        spiller counted the interval from its own wake, not from each request's start,
-        and 87% of the lines went through the disk."""
+        """A service answering each request in 0.1 s, well within flush_interval (0.5 s),
+        and taking lines faster than the app logs them: no request is out long enough,
+        and no line waits in memory long enough, to spill memory behind it, and every
+        line is sent from memory (``sent``), none through the disk (``replayed``). Before
+        (H189): the spiller counted the interval from its own wake, not from each
+        request's start, and 87% of the lines went through the disk."""
         client = Client(url=server.url, spool_dir=str(tmp_path / "spool"), flush_interval=0.5,
-                        max_batch_bytes="8KiB", handle_signals=False)  # fmt: skip
+                        max_batch_bytes="64KiB", handle_signals=False)  # fmt: skip
         server.set_delay(0.1)
-        count = 3000  # about 40 requests back to back: 4 s of them
+        count = 3000  # at 1,000 a second: 3 s of requests, 2 per flush_interval
+        pace = threading.Event()  # never set: the app's own pause between its lines
+        began = time.monotonic()
         for i in range(count):
             client.log(f"healthy {i} " + "w" * 80)
+            if i % 50 == 49:
+                pace.wait(max(0.0, began + i / 1000 - time.monotonic()))
         assert client.flush(60)
         stats = client.stats()
         client.close(5)
