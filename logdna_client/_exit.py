@@ -460,7 +460,6 @@ def _reset_after_fork(execs: bool) -> None:
     _window_end = float("-inf")  # the parent's exit deadline: not this child's
     _ending_by = None
     _heard = 0
-    _taken_for_main.clear()
     _begun = threading.Lock()
     _delivered = Latch()
     _watch_tried = False
@@ -627,9 +626,6 @@ def _end_orphaned() -> None:
 
 _terminating = False  # the handler ran on the main thread (running again: a second signal)
 _heard = 0  # termination signals our handler took (Python calls it only while it is in force)
-# Signals the watcher took for a main thread stuck in C code (_look_again): the call
-# of our handler Python still owes them, when that code returns, is not a second one.
-_taken_for_main: set[int] = set()
 _begun = threading.Lock()  # taken by the call of our handler that begins the ending
 _ending_by: int | None = None  # the signal whose ending has begun
 _delivered = Latch()  # the ending's clients are done, or their deadline passed
@@ -807,9 +803,9 @@ def _watch(
     # Ctrl-C before it (the one that ended the script) must not cut the exit short.
     underway = False
     # Termination signals that came while our handler was in force and that it has not
-    # taken yet: signal -> (when to look again, where the main thread was when woken
-    # for it (None: not woken), _heard when its number was read).
-    waiting: dict[int, tuple[float, _Main | None, int]] = {}
+    # taken yet: signal -> (when to look again, whether the main thread was woken for
+    # it, _heard when its number was read).
+    waiting: dict[int, tuple[float, bool, int]] = {}
     # A Ctrl-C that came while one waited: the ending's, should our handler then take it.
     ctrl_c_waits = False
     poller = select.poll()
@@ -845,7 +841,7 @@ def _watch(
                     elif _main_has_ended():
                         _take_without_main(byte)
                     elif byte not in waiting:
-                        waiting[byte] = (time.monotonic() + _WAKE_AFTER, None, _heard)
+                        waiting[byte] = (time.monotonic() + _WAKE_AFTER, False, _heard)
                 elif byte >= _TAKEN:
                     waiting.pop(byte - _TAKEN, None)
                     underway = True
@@ -875,12 +871,11 @@ def _watch(
             pass
 
 
-def _look_again(waiting: dict[int, tuple[float, _Main | None, int]]) -> None:
+def _look_again(waiting: dict[int, tuple[float, bool, int]]) -> None:
     """For each termination signal in ``waiting`` whose time has come: wake the main
-    thread for it, once; or, woken already, take it for that thread when it is stuck in
-    C code, or forget it."""
+    thread for it, once; or, woken already, forget it."""
     now = time.monotonic()
-    for signum, (due, woken_at, heard) in list(waiting.items()):
+    for signum, (due, woken, heard) in list(waiting.items()):
         if now < due:
             continue
         if heard != _heard:
@@ -892,64 +887,14 @@ def _look_again(waiting: dict[int, tuple[float, _Main | None, int]]) -> None:
             # forking thread's last moments): no thread will run it now.
             del waiting[signum]
             _take_without_main(signum)
-        elif woken_at is None:
-            if _wake_main():
-                waiting[signum] = (now + _WAKE_HOLD, _main_now(), heard)
-            else:  # no signal can wake it
-                del waiting[signum]
+        elif not woken and _wake_main():
+            waiting[signum] = (now + _WAKE_HOLD, True, heard)
         else:
+            # Woken, the main thread had nothing of ours left to run: the application's
+            # handler had taken the signal. (Or that thread is in C code that goes on
+            # waiting through signals, and runs ours when it comes out, as without us;
+            # or no signal can wake it.)
             del waiting[signum]
-            if _computes_in_c(woken_at) and signal.getsignal(signum) is _on_termination:
-                # Woken, the main thread ran no bytecode in all that time (any would
-                # have run our handler), yet it ran: it computes in C code that does
-                # not look at signals (a long SQLite query), and runs handlers only when
-                # that returns, maybe never. Without the library SIGTERM would have
-                # ended the process at once; it is taken here (H185).
-                _taken_for_main.add(signum)
-                _take_without_main(signum)
-            # Else the application's handler had taken the signal (ours back since),
-            # and the main thread, woken, had nothing of ours left to run; or it waits
-            # in C code that goes on waiting through signals (sigwait()), which looks
-            # just the same from here: it runs our handler when that returns.
-
-
-# The main thread, seen from another: its innermost frame, that frame's last
-# instruction, and the CPU seconds it has used (None where the system does not say).
-_Main = tuple[object, int, float | None]
-# CPU the main thread must have used, of _WAKE_HOLD, to be computing rather than
-# waiting: a thread blocked in a call uses next to none; one computing gets far more,
-# on a loaded machine too.
-_COMPUTING = 0.1
-
-
-def _main_now() -> _Main | None:
-    """Where the main thread is in its Python code, and its CPU time (None: not known)."""
-    main = threading.main_thread()
-    try:
-        # (sys._current_frames is documented, for tools like this; PyPy has it too.)
-        frame = sys._current_frames().get(main.ident or 0)
-    except Exception:
-        return None
-    if frame is None:
-        return None
-    cpu = None
-    try:
-        # utime and stime, the 14th and 15th fields, after the name in parentheses.
-        with open(f"/proc/self/task/{main.native_id}/stat", "rb") as stat:
-            fields = stat.read().rsplit(b")", 1)[1].split()
-        cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, AttributeError):
-        pass  # not Linux: such a main thread runs our handler when its call returns
-    return frame, frame.f_lasti, cpu
-
-
-def _computes_in_c(before: _Main | None) -> bool:
-    """Whether the main thread, seen as ``before`` one hold ago, ran no bytecode since
-    but used CPU: it is in one call of C code that computes."""
-    now = _main_now()
-    if before is None or now is None or before[2] is None or now[2] is None:
-        return False
-    return before[:2] == now[:2] and now[2] - before[2] >= _COMPUTING * _WAKE_HOLD
 
 
 def _main_has_ended() -> bool:
@@ -963,8 +908,7 @@ def _main_has_ended() -> bool:
 def _take_without_main(signum: int) -> None:
     """Our handler's work for a termination signal, on the watcher: the main thread has
     ended, so Python will never run a handler again (nor can the application's change
-    since: only that thread may set one), and the signal is ours; or it is stuck in C
-    code and runs no handler until that returns (``_look_again``). Before, such a process
+    since: only that thread may set one), and the signal is ours. Before, such a process
     went on as if it had none: SIGTERM never ended it. Never waits: the watcher must
     read a second signal, which ends the process at once."""
     global _terminating, _heard
@@ -1039,11 +983,6 @@ def _on_termination(signum: int, frame: Any) -> None:
         # Python runs handlers on the thread whose ident is the main thread's; once that
         # thread has ended, a thread started later may get its ident, and runs them. The
         # watcher takes these signals (_take_without_main): they are not taken twice.
-        return
-    if signum in _taken_for_main:
-        # The call Python owed a signal the watcher took while this thread was stuck in
-        # C code: that signal's ending is under way, this is no second one.
-        _taken_for_main.discard(signum)
         return
     _heard += 1
     _mark_in_watch(_TAKEN + signum)  # the watcher need not wake the main thread for it

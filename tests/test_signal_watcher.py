@@ -416,41 +416,6 @@ class TestWatch:
         assert watched.rested.acquire(timeout=10)
         assert 0 == watched.cuts
 
-    def test_a_main_thread_that_waits_is_not_taken_for_stuck(
-        self, watched: _Watched, monkeypatch: pytest.MonkeyPatch
-    ) -> None:
-        """Woken, the main thread stays in one call that waits (ours never takes the
-        signal: the application's had): it ran no bytecode, but used no CPU either, so
-        the watcher does not take the signal as one stuck C code owes (H185's rule is
-        for a main thread that computes)."""
-        taken: list[int] = []
-        monkeypatch.setattr(_exit, "_take_without_main", taken.append)
-        watched.write(signal.SIGTERM)
-        assert watched.rested.acquire(timeout=10)  # one call, across wake and hold
-        assert [threading.main_thread().ident] == watched.wakes
-        assert [] == taken
-
-
-def test_the_handler_call_a_signal_taken_for_main_owes_is_no_second_signal(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """The watcher took a SIGTERM for a main thread stuck in C code; when that code
-    returns, Python runs our handler for it: that call begins nothing and ends
-    nothing (counted as a second signal, it ended the process while it delivered)."""
-    calls: list[str] = []
-    monkeypatch.setattr(_exit, "_terminating", True)  # the watcher began the ending
-    monkeypatch.setattr(_exit, "_say_second_signal", lambda signum: calls.append("said"))
-    monkeypatch.setattr(_exit, "_end_by", lambda signum: calls.append("ended"))
-    monkeypatch.setattr(_exit, "_begin_ending", lambda signum: calls.append("began"))
-    monkeypatch.setattr(_exit, "_end_once_delivered", lambda signum: calls.append("waited"))
-    monkeypatch.setattr(_exit, "_mark_in_watch", lambda byte: None)  # (the real watcher's)
-    monkeypatch.setattr(_exit, "_heard", _exit._heard)
-    monkeypatch.setattr(_exit, "_taken_for_main", {signal.SIGTERM})
-    _exit._on_termination(signal.SIGTERM, None)
-    assert [] == calls
-    _exit._on_termination(signal.SIGTERM, None)  # one more: a second signal
-    assert ["said", "ended"] == calls[:2]
-
 
 class TestAProgramThatClosesEveryFd:
     def test_signals_never_write_into_the_files_it_opens_after(
