@@ -23,7 +23,7 @@ from ._cli_common import (
     PROG,
     _Console,
 )
-from ._cli_devserver import _on_signal, _SignalHandler
+from ._cli_devserver import _on_signal, _restore_signal, _SignalHandler
 from ._cli_send import _client_from, _deliver, _explain, _say_what_close_left, _watch_library
 from ._client import Client
 from ._threads import start_library_thread
@@ -178,17 +178,18 @@ def _cmd_pipe(args: argparse.Namespace) -> int:
         args.console.warn(f"{PROG} pipe: standard input is closed: nothing to read "
                           "(give the command to run after --)")  # fmt: skip
         return 2
+    ending = _Ending()
     with _watch_library() as trouble:
         client = _client_from(args)
         try:
             if argv:
                 status = _pipe_command(
-                    argv, client, args.stdout_level, args.stderr_level, args.console
+                    argv, client, args.stdout_level, args.stderr_level, args.console, ending
                 )
             else:
-                status = _pipe_stdin(client, args.stdout_level)
+                status = _pipe_stdin(client, args.stdout_level, ending)
             try:
-                with _ENDING.waiting():
+                with ending.waiting():
                     delivered = _deliver(client, trouble, args.timeout)
                 if not delivered:
                     args.console.warn(_explain("pipe", client, trouble, args.timeout))
@@ -201,8 +202,9 @@ def _cmd_pipe(args: argparse.Namespace) -> int:
     if not delivered and not argv and status == 0:
         status = 1
     # The status is decided and said: a stop signal from here on could only replace it
-    # (the interpreter's exit puts the defaults back, which end the process by it).
-    _ENDING.ignore_from_now()
+    # (the interpreter's exit puts the defaults back, which end the process by it). Not
+    # where main() was called in a process of its own (a test's): its handlers come back.
+    ending.finish(keep_ignoring=getattr(args, "as_program", False))
     return status
 
 
@@ -213,7 +215,7 @@ def _shipper(client: Client, level: str) -> Callable[[str], None]:
     return ship
 
 
-def _pipe_stdin(client: Client, level: str) -> int:
+def _pipe_stdin(client: Client, level: str, ending: _Ending) -> int:
     pump = _StreamPump(sys.stdin.fileno(), _binary(sys.stdout), _shipper(client, level), "stdin")
     stopped_by: list[int] = []
 
@@ -227,7 +229,7 @@ def _pipe_stdin(client: Client, level: str) -> int:
         _join(pump, until=lambda: bool(stopped_by))
     finally:
         pump.stop()  # what it reads from now on is not ours: it could not be delivered
-        _ENDING.take(previous, stopped_by)
+        ending.take(previous, stopped_by)
     return 128 + stopped_by[0] if stopped_by else 0
 
 
@@ -254,10 +256,12 @@ class _Ending:
 
     Never the previous handlers again: the library's would end ``pipe`` by the signal
     (its status lost, the drops unsaid: H192), and Ctrl-C's would raise wherever the
-    main thread is. A first signal (none came while the command ran) lets the wait for
-    delivery go on to ``--timeout``, as the library's own ending does; another one ends
-    that wait at once (Ctrl-C twice), and only inside it. The library's signal watcher
-    does nothing with a signal ours took (see _exit._watch)."""
+    main thread is. The first signal after the command ended, where none came while
+    it ran, lets the wait for delivery go on to ``--timeout``, as the library's own
+    ending does; one more after that (or the first, where one came while it ran) ends
+    the wait at once (Ctrl-C twice), and only inside it: those the command got while it
+    ran (Ctrl-C twice to make it quit) end nothing. The library's signal watcher does
+    nothing with a signal ours took (see _exit._watch)."""
 
     def __init__(self) -> None:
         self.came = 0
@@ -265,7 +269,7 @@ class _Ending:
         self.previous: Mapping[signal.Signals, _SignalHandler] = {}
 
     def take(self, previous: Mapping[signal.Signals, _SignalHandler], came: list[int]) -> None:
-        self.came = len(came)
+        self.came = 1 if came else 0  # (how many the command got: the ending's first)
         self.previous = previous
         for signum in previous:
             _on_signal(signum, self._on_signal)
@@ -277,7 +281,7 @@ class _Ending:
 
     @contextlib.contextmanager
     def waiting(self) -> Iterator[None]:
-        if self.came > 1:  # sent again before the wait began
+        if self.came > 1:  # sent again after the command ended, before the wait began
             raise _StopWaiting
         self.in_wait = True
         try:
@@ -285,13 +289,15 @@ class _Ending:
         finally:
             self.in_wait = False
 
-    def ignore_from_now(self) -> None:
-        for signum in self.previous:
+    def finish(self, *, keep_ignoring: bool) -> None:
+        """Ignore the stop signals (``keep_ignoring``: up to the exit), or put back the
+        handlers that were in force before ``pipe`` (a caller's own process)."""
+        for signum, handler in self.previous.items():
             with contextlib.suppress(OSError, ValueError):
-                signal.signal(signum, signal.SIG_IGN)
-
-
-_ENDING = _Ending()
+                if keep_ignoring:
+                    signal.signal(signum, signal.SIG_IGN)
+                else:
+                    _restore_signal(signum, handler)
 
 
 class _StopWaiting(KeyboardInterrupt):
@@ -307,7 +313,12 @@ def _join(thread: threading.Thread, until: Callable[[], bool] = lambda: False) -
 
 
 def _pipe_command(
-    argv: list[str], client: Client, out_level: str, err_level: str, console: _Console
+    argv: list[str],
+    client: Client,
+    out_level: str,
+    err_level: str,
+    console: _Console,
+    ending: _Ending,
 ) -> int:
     try:
         child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -343,7 +354,7 @@ def _pipe_command(
     finally:
         for pump in pumps:
             pump.stop()  # as in _pipe_stdin
-        _ENDING.take(previous, forwarded)
+        ending.take(previous, forwarded)
         child.stdout.close()
         child.stderr.close()
     return 128 - returncode if returncode < 0 else returncode

@@ -163,16 +163,19 @@ def _key_path(path: object) -> str:
     return path if os.path.exists(path) else os.path.expanduser(path.strip())
 
 
-def key_in_file(path: object) -> Secret | None:
+def key_in_file(path: object, *, once: bool = False) -> Secret | None:
     """The key in the regular file ``path`` names, for the command line's keys to hide
     while it reads its flags (before a Config reads the file, and says what is wrong
-    with it); None for anything else: a pipe (``<(pass show key)``) gives it only once."""
+    with it); None for anything else: a pipe (``<(pass show key)``) gives it only once.
+    ``once``: read such a file too (its reader must then use the key it gave, and not
+    read the file again); None where it gives no key, or is a folder."""
     try:
         found = _key_path(path)
-        if not os.path.isfile(found):
+        if os.path.isdir(found) or not (once or os.path.isfile(found)):
             return None
         with open(found, encoding="utf-8") as fh:
-            return Secret(fh.read(64 * 1024).strip())
+            key = fh.read(64 * 1024).strip()
+        return Secret(key) if key or not once else None
     except (ConfigurationError, OSError, ValueError):
         return None
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import queue
 import re
@@ -519,6 +520,72 @@ class TestPipe:
                 proc.wait()
         assert "not delivered within 2 s" in said
         assert "1 line(s) were dropped" in said
+
+    def test_two_signals_while_the_command_runs_still_deliver(
+        self, server: DevServer, env: dict[str, str]
+    ) -> None:
+        """Ctrl-C twice (or SIGTERM twice) while the command runs, the second to make it
+        quit sooner: pipe passes both on, and then still waits for delivery: neither came
+        during the wait (H195: pipe counted them as "sent again" and dropped every line
+        the command wrote as it shut down)."""
+        code = textwrap.dedent(
+            """
+            import signal, sys, threading
+            hits = []
+            second = threading.Event()
+            def on(signum, frame):
+                hits.append(signum)
+                print("stop %d" % len(hits), flush=True)
+                if len(hits) == 2:
+                    second.set()
+            signal.signal(signal.SIGTERM, on)
+            print("ready", flush=True)
+            second.wait(60)
+            for i in range(50):
+                print("cleanup %d" % i, flush=True)
+            """
+        )
+        proc = subprocess.Popen(
+            cli("pipe", "--", *py(code)), env=env, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, start_new_session=True,
+        )  # fmt: skip
+        assert proc.stdout is not None
+        try:
+            reader = LineReader(proc.stdout)
+            reader.until("ready")
+            proc.send_signal(signal.SIGTERM)
+            reader.until("stop 1")
+            proc.send_signal(signal.SIGTERM)
+            assert 0 == proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert server.wait_for_lines(53, timeout=10)
+        assert [f"cleanup {i}" for i in range(50)] == [x["line"] for x in server.lines][3:]
+
+    def test_pipe_run_in_a_callers_process_gives_its_signals_back(self, server: DevServer) -> None:
+        """main() called in a process of the caller's (a test's): the handlers in force
+        before pipe ran are in force after it (H195: they were left ignored, Ctrl-C dead
+        in the caller's process). Run as the program, pipe ignores them at its end."""
+        code = textwrap.dedent(
+            f"""
+            import json, signal, sys
+            from logdna_client import _cli
+            before = [repr(signal.getsignal(s)) for s in (signal.SIGINT, signal.SIGTERM)]
+            status = _cli.main(["pipe", "--url", {server.url!r}, "--", sys.executable,
+                                "-c", "print('ran')"])
+            after = [repr(signal.getsignal(s)) for s in (signal.SIGINT, signal.SIGTERM)]
+            print(json.dumps({{"status": status, "before": before, "after": after}}))
+            """
+        )
+        result = subprocess.run(py(code), capture_output=True, timeout=60, check=False)
+        facts = json.loads(result.stdout.decode().splitlines()[-1])
+        assert 0 == facts["status"]
+        # Ctrl-C's as before; SIGTERM the library's handler, in force once a client runs
+        # (handle_signals), as after any client: neither ignored.
+        assert facts["before"][0] == facts["after"][0]
+        assert "_on_termination" in facts["after"][1]
 
     def test_a_sigterm_pipe_took_is_not_taken_again_by_the_library(
         self, server: DevServer, env: dict[str, str]

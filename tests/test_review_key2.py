@@ -227,6 +227,25 @@ class TestCommandLine:
         assert "--timeout" in text
         assert_hidden(text)
 
+    def test_a_key_file_that_is_a_pipe_is_read_once_and_hidden(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A --key-file that gives its key only once is read before the flags, and its
+        key then hidden in the command's own messages too (H195: "spool ls --key-file
+        <(...) --spool-dir <key>" showed it); the command uses that key."""
+        monkeypatch.delenv("LOGDNA_INGESTION_KEY", raising=False)
+        read_end, write_end = os.pipe()
+        try:
+            os.write(write_end, KEY.encode())
+            os.close(write_end)
+            fifo = f"/dev/fd/{read_end}"
+            code, text = run_cli(["spool", "ls", "--key-file", fifo, "--spool-dir", KEY])
+        finally:
+            os.close(read_end)
+        assert code != 0
+        assert "<hidden> is not a folder" in text
+        assert_hidden(text)
+
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/cmdline"), reason="needs /proc")
 def test_help_names_a_way_that_ps_does_not_show() -> None:
