@@ -152,6 +152,31 @@ class TestExtension:
         assert failure["line"].startswith("Exception on /hello/13 [GET]")
         assert "pre-500" == failure["meta"]["request_id"]
 
+    def test_the_user_is_asked_for_after_the_apps_url_value_preprocessors(
+        self, server: DevServer, handler: LogDNAHandler
+    ) -> None:
+        """The request is bound before the app's url_value_preprocessors, but its user
+        only after them: loading the user may need what they set (a tenant in ``g``),
+        and Flask-Login keeps its first answer for the request (H195: bound with the
+        user first, a tenant's login answered 401)."""
+        asked: list[object] = []
+
+        def user_id() -> str | None:
+            tenant = flask.g.get("tenant")
+            asked.append(tenant)
+            return None if tenant is None else f"{tenant}:42"
+
+        app = make_app(user_id=user_id)
+
+        @app.url_value_preprocessor
+        def pull_tenant(endpoint: str | None, values: dict[str, Any] | None) -> None:
+            flask.g.tenant = "acme"
+
+        assert 200 == app.test_client().get("/hello/5", headers={"X-Request-ID": "t-1"}).status_code
+        (line,) = delivered(server, handler.client, 1)
+        assert ("t-1", "acme:42") == (line["meta"]["request_id"], line["meta"].get("user_id"))
+        assert None not in asked
+
     def test_access_log(self, server: DevServer, handler: LogDNAHandler) -> None:
         """access_log=True adds one line per request with status and duration."""
         make_app(access_log=True).test_client().get("/hello/4", headers={"X-Request-ID": "a"})

@@ -39,6 +39,7 @@ __all__ = ["LogDNA", "RequestContextFilter"]
 _EXTENSION = "logdna_client"
 _G_TOKEN = "_logdna_context_token"
 _G_STARTED = "_logdna_started"
+_G_USER_ASKED = "_logdna_user_asked"  # the user_id callable was asked for this request
 # The request's fields, kept past its teardown: ``stream_with_context`` pushes the
 # request's app context again while the response streams, and they are bound again then.
 _G_FIELDS = "_logdna_fields"
@@ -125,24 +126,45 @@ class LogDNA:
             return None
         return None if value is None else str(value)
 
-    def _bind(self) -> None:
-        """Bind the current request's context, once per request."""
+    def _bind(self, *, with_user: bool = True) -> None:
+        """Bind the current request's context, once per request. ``with_user``: with
+        its ``user_id`` (not before the app's url_value_preprocessors have run: the
+        user is loaded from what they set, and Flask-Login keeps the first answer)."""
         from flask import g, request  # noqa: PLC0415
 
         if g.get(_G_TOKEN) is not None:
-            # Bound already (our hooks registered twice: init_app again after
-            # app.extensions was cleared): a second binding would give the request
-            # another id, and its token would hide the first one's from the teardown.
+            # Bound already (our url_value_preprocessor, or our hooks registered twice:
+            # init_app again after app.extensions was cleared): a second binding would
+            # give the request another id, and its token would hide the first one's
+            # from the teardown. The user comes now, where it did not then.
+            if with_user and not g.get(_G_USER_ASKED):
+                self._add_user()
             return
         try:
             header = request.headers.get(self.request_id_header)
-            fields = request_fields(header, request.method, request.path, self._user_id())
+            user = self._user_id() if with_user else None
+            setattr(g, _G_USER_ASKED, with_user)
+            fields = request_fields(header, request.method, request.path, user)
             g.request_id = fields["request_id"]
             setattr(g, _G_STARTED, time.perf_counter())
             setattr(g, _G_FIELDS, fields)
             setattr(g, _G_TOKEN, bind_request_context(**fields))
         except Exception:
             _own.debug("logdna_client: could not bind the request context", exc_info=True)
+
+    def _add_user(self) -> None:
+        from flask import g  # noqa: PLC0415
+
+        setattr(g, _G_USER_ASKED, True)
+        try:
+            user = self._user_id()
+            if user is not None:
+                update_request_context(user_id=user)
+                bound = g.get(_G_FIELDS)
+                if isinstance(bound, dict):
+                    bound["user_id"] = user
+        except Exception:
+            _own.debug("logdna_client: could not add the user to the context", exc_info=True)
 
     def _respond(self, response: Any) -> Any:
         from flask import g, request  # noqa: PLC0415
@@ -188,7 +210,12 @@ def _before_request() -> None:
 
 
 def _preprocess_url(endpoint: str | None, values: dict[str, Any] | None) -> None:
-    _before_request()  # (binds once: _before_request then finds the request bound)
+    ext = _extension()
+    if ext is not None:
+        # Without the user: the app's preprocessors after this one may set what loading
+        # it needs (a tenant in g), and Flask-Login keeps its first answer (H195: 401).
+        # _before_request, after them all, adds it.
+        ext._bind(with_user=False)
 
 
 def _after_request(response: Any) -> Any:
