@@ -9,6 +9,7 @@ folder, with the service up, must deliver what the first one logged, once.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -323,6 +324,39 @@ class TestCrashes:
         stats = client.stats()
         client.close(5)
         assert (count, 0) == (stats["sent"], stats["replayed"])
+
+    def test_lines_left_are_this_processs_and_apart_those_it_took_on(
+        self, server: DevServer, tmp_path: Path
+    ) -> None:
+        """Two clients share a folder through an outage: the second takes on the first's
+        segments once it has closed. Each says its own lines left, and the second those
+        it took on apart: the reports add up to what the folder holds (H194: the second
+        counted the first's as its own, and six processes said 9,792 of 5,695)."""
+        said: list[str] = []
+
+        class Said(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                said.append(record.getMessage())
+
+        own = logging.getLogger("logdna_client")
+        hearing = Said()
+        own.addHandler(hearing)
+        server.go_down()
+        folder = str(tmp_path / "spool")
+        try:
+            for name, count in (("first", 300), ("second", 200)):
+                client = Client(url=server.url, spool_dir=folder, flush_interval=0.05,
+                                shutdown_timeout=0.5, handle_signals=False)  # fmt: skip
+                for i in range(count):
+                    client.log(f"{name} {i}")
+                client.close(2)
+        finally:
+            own.removeHandler(hearing)
+        left = [text for text in said if "left in the spool" in text]
+        assert 2 == len(left), said
+        assert left[0].startswith("logdna_client: 300 line(s) left in the spool")
+        assert left[1].startswith("logdna_client: 200 line(s) left in the spool")
+        assert left[1].endswith("(and 300 of other processes' segments it had taken on)")
 
     def test_stats_after_close_say_what_the_folder_holds(
         self, server: DevServer, tmp_path: Path

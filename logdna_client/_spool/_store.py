@@ -630,15 +630,16 @@ class Spool:
         return lines
 
     @_contained((0, 0))
-    def pending(self) -> tuple[int, int]:
-        """(batches, lines) on disk not yet done, in segments this spool owns."""
+    def pending(self, *, own: bool | None = None) -> tuple[int, int]:
+        """(batches, lines) on disk not yet done, in segments this spool holds: ``own``
+        True, only those it wrote; False, only those it adopted; None, both."""
         batches = lines = 0
         for seg in self._ordered():
             if not seg.scanned:
                 self._scan(seg)
         # (A scan may have salvaged into a new segment: counted from the list as it is now.)
         for seg in self._ordered():
-            if seg.scanned:
+            if seg.scanned and (own is None or seg.own == own):
                 batches += seg.batches - seg.done_batches
                 lines += seg.lines - seg.done_lines
         return batches, lines
