@@ -589,11 +589,11 @@ class Sender:
                 # took on: those that closed may have said them already (H194: six
                 # processes sharing a folder said 9,792 lines left of the 5,695 there).
                 taken_on = self.spool.pending(own=False)[1]
+                apart = f" (and {taken_on} of other processes' segments it had taken on)"
                 left = (
                     f"logdna_client: {self.spool.pending(own=True)[1]} line(s) left in the "
                     f"spool at {self.spool.directory} for the next process"
-                    + (f" (and {taken_on} of other processes' segments it had taken on)"
-                       if taken_on else "")  # fmt: skip
+                    + (apart if taken_on else "")
                 )
                 self._reporter.report("spool-left", logging.WARNING, "%s", left)
                 if self.on_spool_left is not None:
