@@ -643,6 +643,18 @@ class Sender:
             ):
                 return
             replayed = self._replay_one() if backlog else False
+            if (
+                replayed
+                and self._deadline is None
+                and buffer.queued_bytes < full
+                and self._backlog()
+            ):
+                # Replays go on first while they succeed: memory taken now would go to
+                # disk behind them, and an app logging on kept the backlog from ever
+                # emptying, every later line sent through the disk (H196: after one burst,
+                # 2,518 of 3,800 lines "replayed", 2.6 times the requests). Memory waits
+                # for a full batch (the spiller moves it to disk if it waits too long).
+                continue
             lines = buffer.take(full)
             # Room made by dropping older batches only where none waits (done ones go).
             batch_id = (

@@ -236,6 +236,39 @@ class TestCrashes:
         missing = [i for i in range(safe) if got[f"spooled {i}"] < 1]
         assert not missing, f"{len(missing)} of {safe} lost, from {missing[0]}"
 
+    def test_after_a_burst_went_through_the_disk_lines_go_from_memory_again(
+        self, server: DevServer, tmp_path: Path
+    ) -> None:
+        """A burst the service takes a while to send goes partly through the disk; the
+        app then logs on at a pace the service keeps up with: once the backlog is sent,
+        its lines go from memory again (``sent``), none through the disk. Before (H196):
+        each turn sent one batch from disk and wrote memory's lines behind it, so the
+        backlog never emptied while the app logged, and every later line went through
+        the disk."""
+        client = Client(url=server.url, spool_dir=str(tmp_path / "spool"), flush_interval=0.1,
+                        max_batch_bytes="64KiB", handle_signals=False)  # fmt: skip
+        server.set_delay(0.05)
+        pace = threading.Event()  # never set: the app's own pause between its lines
+
+        def steady(name: str, count: int) -> None:
+            began = time.monotonic()
+            for i in range(count):
+                client.log(f"{name} {i}")
+                pace.wait(max(0.0, began + (i + 1) / 100 - time.monotonic()))
+
+        for i in range(3000):
+            client.log(f"burst {i} " + "w" * 80)
+        steady("steady", 300)  # 3 s: the burst's backlog is sent meanwhile
+        before = client.stats()
+        steady("after", 100)
+        assert client.flush(30)
+        after = client.stats()
+        client.close(5)
+        assert before["replayed"] > 0  # (the burst did go through the disk)
+        # (Sent since: these 100, and the steady lines still queued at the look.)
+        assert after["sent"] - before["sent"] >= 100
+        assert 0 == after["replayed"] - before["replayed"]
+
     def test_a_service_slower_than_the_app_leaves_memory_on_disk_for_a_kill(
         self, server: DevServer, tmp_path: Path
     ) -> None:
