@@ -76,44 +76,42 @@ class _Parser(argparse.ArgumentParser):
         super().error(hide_keys(message))
 
 
-def _keys_in(args: Sequence[str]) -> tuple[tuple[Secret, ...], dict[str, Secret]]:
-    """The keys ``args`` and the environment give a command, as argparse cannot tell yet,
-    a ``--key-file``'s too (``key_in_file``); and the keys read here of those files that
-    give theirs only once (a pipe, ``<(pass show key)``), by path, for the command to use
-    (``_key_read_here``). Where one cannot be read, ``_Parser.key_unread`` says so."""
+def _keys_in(args: Sequence[str]) -> tuple[Secret, ...]:
+    """The keys ``args`` and the environment give a command, as argparse cannot tell yet
+    (a ``--key-file``'s too, when it is a regular file: see ``key_in_file``; when it is
+    not, ``_Parser.key_unread`` says so, and ``_key_read_here`` reads it once the flags
+    are read)."""
     found = [os.environ.get(ENV_VARS["key"])]
-    paths: list[str] = []
+    files: list[Secret | None] = []
     for i, arg in enumerate(args):
         if arg == "--key" and i + 1 < len(args):
             found.append(args[i + 1])
         elif arg.startswith("--key="):
             found.append(arg[len("--key=") :])
         elif arg == "--key-file" and i + 1 < len(args):
-            paths.append(args[i + 1])
+            files.append(key_in_file(args[i + 1]))
         elif arg.startswith("--key-file="):
-            paths.append(arg[len("--key-file=") :])
-    once: dict[str, Secret] = {}
-    files: list[Secret | None] = []
-    for path in paths:
-        key = key_in_file(path)
-        if key is None and path not in once:
-            key = key_in_file(path, once=True)
-            if key is not None:
-                once[path] = key
-        files.append(once.get(path, key))
+            files.append(key_in_file(arg[len("--key-file=") :]))
     given = tuple(Secret(key) for key in found if key)
     _Parser.key_unread = any(key is None for key in files)
-    return given + tuple(key for key in files if key is not None), once
+    return given + tuple(key for key in files if key is not None)
 
 
-def _key_read_here(args: argparse.Namespace, once: dict[str, Secret]) -> None:
-    """A ``--key-file`` that gives its key only once, read by ``_keys_in``: the command
-    takes that key, not the file (read again, it gives nothing). Its messages then hide
-    it from the start (H195: ``spool ls --key-file <(...) --spool-dir <key>`` showed it)."""
+def _key_read_here(args: argparse.Namespace) -> None:
+    """A ``--key-file`` that gives its key only once (a pipe, ``<(pass show key)``),
+    read once the flags are read, where the command will use it (no ``--key``): the
+    command takes that key, not the file (read again, it gives nothing), and its
+    messages hide it from the start (H195: ``spool ls --key-file <(...) --spool-dir
+    <key>`` showed it). Not before the flags: a FIFO no one writes held ``--help`` for
+    good (H196)."""
     path = getattr(args, "key_file", None)
-    if path is not None and str(path) in once and getattr(args, "key", None) is None:
-        args.key = once[str(path)]
+    if path is None or getattr(args, "key", None) is not None or key_in_file(path):
+        return  # (a regular file: the Config reads it, and _keys_in hid it)
+    key = key_in_file(path, once=True)
+    if key is not None:
+        args.key = key
         args.key_file = None
+        KEYS.set((*KEYS.get(), key))  # (main resets it)
 
 
 def _split_pipe(args: list[str], pipe: argparse.ArgumentParser) -> tuple[list[str], list[str]]:
@@ -373,11 +371,10 @@ def main(
         args_list, command = _split_pipe(args_list, parser.pipe)
     # The keys stay set while the command runs: its own messages hide them too (a key
     # pasted into --spool-dir or --host was shown in "... is not a folder": H192).
-    keys, once = _keys_in(args_list)
-    token = KEYS.set(keys)
+    token = KEYS.set(_keys_in(args_list))
     try:
         args = parser.parse_args(args_list)
-        _key_read_here(args, once)
+        _key_read_here(args)
         # Run as the program (not by a caller in its own process, as tests do): what a
         # command changes for the rest of the process may stay (pipe's signals).
         args.as_program = argv is None

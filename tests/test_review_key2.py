@@ -246,6 +246,30 @@ class TestCommandLine:
         assert "<hidden> is not a folder" in text
         assert_hidden(text)
 
+    @pytest.mark.parametrize(
+        "tail", [["--help"], ["--bogus", "hi"], ["--key", KEY, "hi"]], ids=["help", "usage", "key"]
+    )
+    def test_a_key_file_fifo_no_one_writes_holds_nothing_that_needs_no_key(
+        self, tmp_path: Path, tail: list[str]
+    ) -> None:
+        """A --key-file FIFO no one writes: --help, a usage error, and a run given --key
+        (which never reads the file) end as they did, not wait for a writer for good
+        (H196: reading such files before the flags held each of them)."""
+        import subprocess
+        import sys
+
+        fifo = tmp_path / "key"
+        os.mkfifo(fifo)
+        env = {k: v for k, v in os.environ.items() if k != "LOGDNA_INGESTION_KEY"}
+        url = ["--url", "http://127.0.0.1:9/logs/ingest", "--timeout", "0.5"]
+        args = ["send", "--key-file", str(fifo), *(url if tail[0] == "--key" else []), *tail]
+        result = subprocess.run(
+            [sys.executable, "-m", "logdna_client", *args], env=env, capture_output=True,
+            timeout=60, cwd=tmp_path, check=False,
+        )  # fmt: skip
+        assert result.returncode in (0, 1, 2), result
+        assert_hidden(result.stdout.decode() + result.stderr.decode())
+
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/cmdline"), reason="needs /proc")
 def test_help_names_a_way_that_ps_does_not_show() -> None:
