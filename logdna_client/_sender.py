@@ -588,10 +588,10 @@ class Sender:
                 # This process's lines, and apart those of other processes' segments it
                 # took on: those that closed may have said them already (H194: six
                 # processes sharing a folder said 9,792 lines left of the 5,695 there).
-                taken_on = self.spool.pending(own=False)[1]
+                taken_on = self.spool.pending(logged_here=False)[1]
                 apart = f" (and {taken_on} of other processes' segments it had taken on)"
                 left = (
-                    f"logdna_client: {self.spool.pending(own=True)[1]} line(s) left in the "
+                    f"logdna_client: {self.spool.pending(logged_here=True)[1]} line(s) left in the "
                     f"spool at {self.spool.directory} for the next process"
                     + (apart if taken_on else "")
                 )

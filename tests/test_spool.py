@@ -401,6 +401,22 @@ class TestDamage:
         assert (2, {"spool_damaged": 20}) == (spool.quarantined, dict(spool.dropped))
         spool.close()
 
+    def test_a_salvaged_copy_of_anothers_segment_is_not_counted_as_logged_here(
+        self, tmp_path: Path
+    ) -> None:
+        """The copy a salvage writes of a dead process's damaged segment is this spool's
+        file but that process's lines: pending() counts them with the segments taken on,
+        not with the lines logged here (H196: the exit said them as this process's)."""
+        path = write_segment(tmp_path, 4)
+        data = bytearray(path.read_bytes())
+        data[record_offsets(path)[1] + 100] ^= 0x40  # a flip in the second batch's lines
+        path.write_bytes(bytes(data))
+        spool = Spool.open(tmp_path)
+        spool.append(lines(100, 5))
+        assert (1, 5) == spool.pending(logged_here=True)
+        assert 30 == spool.pending(logged_here=False)[1]  # 10 before the damage, 20 after
+        spool.close()
+
     def test_zeros_at_the_end_are_a_torn_tail(self, tmp_path: Path) -> None:
         """Zeros where unsynced data never reached the disk are cut, not quarantined."""
         path = write_segment(tmp_path, 2)

@@ -99,6 +99,13 @@ class Segment:
     # Where its lines go, from its header (None: format 1, or not read yet): a copy of
     # what a salvage takes from it goes to the same place.
     destination: bytes | None = None
+    #: A salvage's copy of an adopted segment: written here, its lines logged elsewhere.
+    copied_from_other: bool = False
+
+    @property
+    def logged_here(self) -> bool:
+        """Whether its lines are this process's (not adopted, nor copied from adopted)."""
+        return self.own and not self.copied_from_other
 
     @property
     def waiting(self) -> int:

@@ -630,16 +630,18 @@ class Spool:
         return lines
 
     @_contained((0, 0))
-    def pending(self, *, own: bool | None = None) -> tuple[int, int]:
-        """(batches, lines) on disk not yet done, in segments this spool holds: ``own``
-        True, only those it wrote; False, only those it adopted; None, both."""
+    def pending(self, *, logged_here: bool | None = None) -> tuple[int, int]:
+        """(batches, lines) on disk not yet done, in segments this spool holds:
+        ``logged_here`` True, only those of lines this process logged; False, only those
+        of lines other processes logged (adopted, or copied from adopted by a salvage);
+        None, both."""
         batches = lines = 0
         for seg in self._ordered():
             if not seg.scanned:
                 self._scan(seg)
         # (A scan may have salvaged into a new segment: counted from the list as it is now.)
         for seg in self._ordered():
-            if seg.scanned and (own is None or seg.own == own):
+            if seg.scanned and (logged_here is None or seg.logged_here == logged_here):
                 batches += seg.batches - seg.done_batches
                 lines += seg.lines - seg.done_lines
         return batches, lines
@@ -1347,6 +1349,7 @@ class Spool:
         copy = self._create(
             name, created, seg.destination or self.destination, sync=True, fill=fill
         )
+        copy.copied_from_other = not seg.logged_here
         self._grew = True
         return copy
 
