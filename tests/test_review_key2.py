@@ -108,6 +108,18 @@ def run_cli(args: list[str]) -> tuple[int, str]:
     return code, out.getvalue() + err.getvalue()
 
 
+@contextlib.contextmanager
+def key_pipe() -> Iterator[str]:
+    """A path that gives KEY once, as ``<(pass show key)`` does."""
+    read_end, write_end = os.pipe()
+    try:
+        os.write(write_end, KEY.encode())
+        os.close(write_end)
+        yield f"/dev/fd/{read_end}"
+    finally:
+        os.close(read_end)
+
+
 class TestCommandLine:
     @pytest.mark.parametrize(
         "flags",
@@ -215,14 +227,8 @@ class TestCommandLine:
         flags (it gives its key once): any value argparse's error quotes may be that
         key, and is hidden (H192: --timeout <key> showed it)."""
         monkeypatch.delenv("LOGDNA_INGESTION_KEY", raising=False)
-        read_end, write_end = os.pipe()
-        try:
-            os.write(write_end, KEY.encode())
-            os.close(write_end)
-            fifo = f"/dev/fd/{read_end}"
+        with key_pipe() as fifo:
             code, text = run_cli(["send", "--key-file", fifo, "--timeout", KEY, "hello"])
-        finally:
-            os.close(read_end)
         assert code == 2
         assert "--timeout" in text
         assert_hidden(text)
@@ -234,14 +240,8 @@ class TestCommandLine:
         key then hidden in the command's own messages too (H195: "spool ls --key-file
         <(...) --spool-dir <key>" showed it); the command uses that key."""
         monkeypatch.delenv("LOGDNA_INGESTION_KEY", raising=False)
-        read_end, write_end = os.pipe()
-        try:
-            os.write(write_end, KEY.encode())
-            os.close(write_end)
-            fifo = f"/dev/fd/{read_end}"
+        with key_pipe() as fifo:
             code, text = run_cli(["spool", "ls", "--key-file", fifo, "--spool-dir", KEY])
-        finally:
-            os.close(read_end)
         assert code != 0
         assert "<hidden> is not a folder" in text
         assert_hidden(text)

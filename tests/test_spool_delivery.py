@@ -72,22 +72,40 @@ def crash_during_outage_for(
     """Log at 2,000 lines/s through an outage, end the child by ``signum``; returns how far
     it had got SAFE_AGE s before the signal, when the signal went (wall clock), the status."""
     server.go_down()
-    child = Child(LOGGING_CHILD, server.url, env={"SPOOL": str(spool)})
+    return log_then_end(LOGGING_CHILD, server, spool, outage, signum, SAFE_AGE)
+
+
+def log_then_end(
+    code: str, server: DevServer, spool: Path, seconds: float, signum: int, age: float
+) -> tuple[int, float, int]:
+    """Run ``code`` (LOGGING_CHILD's kind) for ``seconds``, end it by ``signum``; returns
+    how far it had got ``age`` s before the signal, when the signal went (wall clock),
+    the status."""
+    child = Child(code, server.url, env={"SPOOL": str(spool)})
     marks: list[tuple[int, float]] = []
     began: float | None = None
-    # The outage counts from the first lines: an interpreter starting on a loaded machine
+    # The time counts from the first lines: an interpreter starting on a loaded machine
     # (2 s and more) would take its share of the lines the test expects.
-    while began is None or time.monotonic() - began < outage:
+    while began is None or time.monotonic() - began < seconds:
         n, at = child.expect("at").split()
         marks.append((int(n), float(at)))
         if began is None:
             began = time.monotonic()
     sent_at = time.time()
     child.kill(signum)
-    code, _ = child.finish()
-    # Lines logged SAFE_AGE before the signal: the last mark at least that old.
-    safe = max(n for n, at in marks if at <= sent_at - SAFE_AGE)
-    return safe, sent_at, code
+    status, _ = child.finish()
+    # Lines logged ``age`` before the signal: the last mark at least that old.
+    safe = max(n for n, at in marks if at <= sent_at - age)
+    return safe, sent_at, status
+
+
+def assert_all_arrive(server: DevServer, spool: Path, safe: int) -> None:
+    """Once the next process has sent what ``spool`` holds: every "spooled N" below
+    ``safe`` arrived."""
+    replay(server, spool)
+    got = Counter(texts(server))
+    missing = [i for i in range(safe) if got[f"spooled {i}"] < 1]
+    assert not missing, f"{len(missing)} of {safe} lost, from {missing[0]}"
 
 
 def _records(data: bytes) -> list[tuple[int, int, int, list[int]]]:
@@ -218,23 +236,9 @@ class TestCrashes:
         code = LOGGING_CHILD.replace(
             "shutdown_timeout=1)", "shutdown_timeout=1, request_timeout=60)"
         )
-        child = Child(code, server.url, env={"SPOOL": str(spool)})
-        marks: list[tuple[int, float]] = []
-        began: float | None = None
-        while began is None or time.monotonic() - began < 3.0:
-            n, at = child.expect("at").split()
-            marks.append((int(n), float(at)))
-            if began is None:
-                began = time.monotonic()
-        sent_at = time.time()
-        child.kill(signal.SIGKILL)
-        child.finish()
+        safe, _, _ = log_then_end(code, server, spool, 3.0, signal.SIGKILL, SAFE_AGE)
         server.set_delay(0)
-        safe = max(n for n, at in marks if at <= sent_at - SAFE_AGE)
-        replay(server, spool)
-        got = Counter(texts(server))
-        missing = [i for i in range(safe) if got[f"spooled {i}"] < 1]
-        assert not missing, f"{len(missing)} of {safe} lost, from {missing[0]}"
+        assert_all_arrive(server, spool, safe)
 
     def test_after_a_burst_went_through_the_disk_lines_go_from_memory_again(
         self, server: DevServer, tmp_path: Path
@@ -282,24 +286,10 @@ class TestCrashes:
         code = LOGGING_CHILD.replace(
             "flush_interval=0.1,", "flush_interval=1.0, max_batch_bytes=16384,"
         )
-        child = Child(code, server.url, env={"SPOOL": str(spool)})
-        marks: list[tuple[int, float]] = []
-        began: float | None = None
-        while began is None or time.monotonic() - began < 4.0:
-            n, at = child.expect("at").split()
-            marks.append((int(n), float(at)))
-            if began is None:
-                began = time.monotonic()
-        sent_at = time.time()
-        child.kill(signal.SIGKILL)
-        child.finish()
-        server.set_delay(0)
         # Two flush_intervals and the spiller's look: what may be in memory only.
-        safe = max(n for n, at in marks if at <= sent_at - 2.5 - SAFE_AGE)
-        replay(server, spool)
-        got = Counter(texts(server))
-        missing = [i for i in range(safe) if got[f"spooled {i}"] < 1]
-        assert not missing, f"{len(missing)} of {safe} lost, from {missing[0]}"
+        safe, _, _ = log_then_end(code, server, spool, 4.0, signal.SIGKILL, 2.5 + SAFE_AGE)
+        server.set_delay(0)
+        assert_all_arrive(server, spool, safe)
 
     @pytest.mark.parametrize("trouble", ["slow", "outage"])
     def test_the_smallest_spool_drops_nothing_memory_would_deliver(
