@@ -626,6 +626,7 @@ class Sender:
         buffer = self._buffer
         target = buffer.accepted
         full = self._config.max_batch_bytes
+        wait_up_to = min(full, self._config.max_buffer_bytes // 2)
         spool = self.spool
         while True:
             if self.stopped_writing:
@@ -646,14 +647,15 @@ class Sender:
             if (
                 replayed
                 and self._deadline is None
-                and buffer.queued_bytes < full
+                and buffer.queued_bytes < wait_up_to
                 and self._backlog()
             ):
                 # Replays go on first while they succeed: memory taken now would go to
                 # disk behind them, and an app logging on kept the backlog from ever
                 # emptying, every later line sent through the disk (H196: after one burst,
                 # 2,518 of 3,800 lines "replayed", 2.6 times the requests). Memory waits
-                # for a full batch (the spiller moves it to disk if it waits too long).
+                # for a full batch, or half its room (H197: a buffer smaller than a batch
+                # filled and dropped lines), or the spiller's two flush_intervals.
                 continue
             lines = buffer.take(full)
             # Room made by dropping older batches only where none waits (done ones go).

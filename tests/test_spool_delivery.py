@@ -273,6 +273,40 @@ class TestCrashes:
         assert after["sent"] - before["sent"] >= 100
         assert 0 == after["replayed"] - before["replayed"]
 
+    def test_a_buffer_smaller_than_a_batch_drops_nothing_while_a_backlog_is_sent(
+        self, server: DevServer, tmp_path: Path
+    ) -> None:
+        """A long backlog another client left is sent while the app logs into a buffer
+        smaller than a batch (128 KiB against 2 MiB): memory goes to disk behind the
+        backlog once it holds half its room, and no line is dropped. Before (H197): it
+        waited for a full batch that could never gather, and the buffer dropped 277 of
+        800 lines (buffer_full)."""
+        folder = str(tmp_path / "spool")
+        server.go_down()
+        first = Client(url=server.url, spool_dir=folder, flush_interval=0.2,
+                       max_batch_bytes="16KiB", shutdown_timeout=1, retry_max_backoff=1,
+                       handle_signals=False)  # fmt: skip
+        for i in range(25000):
+            first.log(f"old {i} " + "x" * 150)
+        first.close(5)
+        server.come_up()
+        server.set_delay(0.5)
+        client = Client(url=server.url, spool_dir=folder, max_buffer_bytes="128KiB",
+                        handle_signals=False)  # fmt: skip
+        pace = threading.Event()  # never set: the app's own pause between its lines
+        began = time.monotonic()
+        for i in range(800):
+            client.log(f"new {i} " + "y" * 280)
+            if i % 20 == 19:
+                pace.wait(max(0.0, began + (i + 1) / 200 - time.monotonic()))
+        server.set_delay(0)
+        assert client.flush(120)
+        stats = client.stats()
+        client.close(5)
+        assert 0 == stats["dropped_total"], stats["dropped"]
+        got = [t for t in texts(server) if t.startswith("new ")]
+        assert [f"new {i} " + "y" * 280 for i in range(800)] == got
+
     def test_a_service_slower_than_the_app_leaves_memory_on_disk_for_a_kill(
         self, server: DevServer, tmp_path: Path
     ) -> None:
