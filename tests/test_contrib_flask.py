@@ -177,6 +177,70 @@ class TestExtension:
         assert ("t-1", "acme:42") == (line["meta"]["request_id"], line["meta"].get("user_id"))
         assert None not in asked
 
+    @pytest.mark.parametrize("where", ["app", "blueprint"])
+    def test_the_user_is_asked_for_after_the_apps_before_request_hooks(
+        self, server: DevServer, handler: LogDNAHandler, where: str
+    ) -> None:
+        """The user is asked for once every before_request hook ran, the app's and its
+        blueprints', those registered after the extension too: loading it may need
+        what they set, and Flask-Login keeps its first answer (H196: a tenant's login
+        answered 401 once the extension was added). The hooks' own lines have the
+        request's context, without the user."""
+        asked: list[object] = []
+
+        def user_id() -> str | None:
+            tenant = flask.g.get("tenant")
+            asked.append(tenant)
+            return None if tenant is None else f"{tenant}:42"
+
+        app = flask.Flask("t_flask_app")
+        LogDNA(app, user_id=user_id)
+        log = logging.getLogger(APP_LOGGER)
+        hooks = app if where == "app" else flask.Blueprint("shop", "t_flask_bp")
+
+        @hooks.before_request
+        def pick_tenant() -> None:
+            log.info("picking")
+            flask.g.tenant = "acme"
+
+        @hooks.get("/orders")
+        def orders() -> str:
+            log.info("in view")
+            return "ok"
+
+        if where == "blueprint":
+            app.register_blueprint(hooks)
+        response = app.test_client().get("/orders", headers={"X-Request-ID": "t-2"})
+        assert 200 == response.status_code
+        hook_line, view_line = delivered(server, handler.client, 2)
+        hook_meta, view_meta = hook_line["meta"], view_line["meta"]
+        assert ("t-2", None) == (hook_meta["request_id"], hook_meta.get("user_id"))
+        assert ("t-2", "acme:42") == (view_meta["request_id"], view_meta.get("user_id"))
+        assert None not in asked
+
+    def test_a_hook_that_answers_early_gets_the_user_with_its_response(
+        self, server: DevServer, handler: LogDNAHandler
+    ) -> None:
+        """A before_request hook that answers (a maintenance page) skips the view: the
+        user is asked for once, with the response, and the access line has it."""
+        asked: list[object] = []
+
+        def user_id() -> str:
+            asked.append(flask.g.get("tenant"))
+            return "u-7"
+
+        app = make_app(user_id=user_id, access_log=True)
+
+        @app.before_request
+        def maintenance() -> tuple[str, int]:
+            flask.g.tenant = "acme"
+            return "down", 503
+
+        assert 503 == app.test_client().get("/hello/1").status_code
+        (access,) = delivered(server, handler.client, 1)
+        assert (503, "u-7") == (access["meta"]["http_status"], access["meta"].get("user_id"))
+        assert ["acme"] == asked
+
     def test_access_log(self, server: DevServer, handler: LogDNAHandler) -> None:
         """access_log=True adds one line per request with status and duration."""
         make_app(access_log=True).test_client().get("/hello/4", headers={"X-Request-ID": "a"})

@@ -20,6 +20,7 @@ reach LogDNA through a ``LogDNAHandler`` (with ``RequestContextFilter``) or a
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import sys
 import time
@@ -64,8 +65,9 @@ class LogDNA:
         app: The application; or call ``init_app`` later (app factories).
         request_id_header: The header an incoming request id is read from and
             the response echoes it in.
-        user_id: Returns the current user's id (or None); called once the
-            request started and again when the response is ready.
+        user_id: Returns the current user's id (or None); called once the app's
+            URL preprocessors and ``before_request`` hooks have run, right before
+            the view, and again when the response is ready.
         access_log: Log one line per request (``"GET /path 200 (3.1 ms)"``)
             on the ``flask.access`` logger.
 
@@ -109,6 +111,7 @@ class LogDNA:
         # raises, the request's context, and its time to duration_ms (H191).
         app.url_value_preprocessors.setdefault(None, []).insert(0, _preprocess_url)
         app.before_request_funcs.setdefault(None, []).insert(0, _before_request)
+        _ask_user_after_hooks(app)
         app.after_request(_after_request)
         app.teardown_request(_teardown_request)
         app.teardown_appcontext(_teardown_appcontext)
@@ -128,8 +131,9 @@ class LogDNA:
 
     def _bind(self, *, with_user: bool = True) -> None:
         """Bind the current request's context, once per request. ``with_user``: with
-        its ``user_id`` (not before the app's url_value_preprocessors have run: the
-        user is loaded from what they set, and Flask-Login keeps the first answer)."""
+        its ``user_id`` (not before the app's url_value_preprocessors and
+        before_request hooks have run: the user is loaded from what they set, and
+        Flask-Login keeps the first answer)."""
         from flask import g, request  # noqa: PLC0415
 
         if g.get(_G_TOKEN) is not None:
@@ -203,19 +207,50 @@ def _extension() -> LogDNA | None:
     return ext if isinstance(ext, LogDNA) else None
 
 
-def _before_request() -> None:
+def _bind_without_user() -> None:
     ext = _extension()
     if ext is not None:
-        ext._bind()
+        # Without the user: the app's preprocessors and hooks after this one may set
+        # what loading it needs (a tenant in g), and Flask-Login keeps its first answer
+        # (H195, H196: 401). _ask_user_after_hooks, after them all, adds it.
+        ext._bind(with_user=False)
+
+
+def _before_request() -> None:
+    _bind_without_user()
 
 
 def _preprocess_url(endpoint: str | None, values: dict[str, Any] | None) -> None:
-    ext = _extension()
-    if ext is not None:
-        # Without the user: the app's preprocessors after this one may set what loading
-        # it needs (a tenant in g), and Flask-Login keeps its first answer (H195: 401).
-        # _before_request, after them all, adds it.
-        ext._bind(with_user=False)
+    _bind_without_user()
+
+
+_ASKS_USER = "_logdna_asks_user"
+
+
+def _ask_user_after_hooks(app: Any) -> None:
+    """Ask for the request's user where Flask has run every URL preprocessor and
+    ``before_request`` hook (the app's and its blueprints', those registered after
+    the extension too) and is about to call the view: around this app's
+    ``preprocess_request``. Flask has no hook or signal at that point. A hook that
+    answered early skips the view: the user is asked for with the response then."""
+    preprocess = app.preprocess_request
+    if getattr(preprocess, _ASKS_USER, False):  # init_app again after extensions were cleared
+        return
+
+    @functools.wraps(preprocess)
+    def preprocess_request() -> Any:
+        answer = preprocess()
+        if answer is None:
+            ext = _extension()
+            if ext is not None:
+                ext._bind()
+        return answer
+
+    setattr(preprocess_request, _ASKS_USER, True)
+    try:
+        app.preprocess_request = preprocess_request
+    except Exception:  # an app class that refuses it: the user comes with the response
+        _own.debug("logdna_client: could not wrap preprocess_request", exc_info=True)
 
 
 def _after_request(response: Any) -> Any:
