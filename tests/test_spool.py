@@ -417,6 +417,31 @@ class TestDamage:
         assert 30 == spool.pending(logged_here=False)[1]  # 10 before the damage, 20 after
         spool.close()
 
+    def test_a_taken_on_batchs_rest_written_back_is_counted_as_taken_on(
+        self, tmp_path: Path
+    ) -> None:
+        """The unsettled rest of a batch taken on from a dead process (a 207, a split)
+        goes back on disk in this spool's own segment, but its lines are still that
+        process's: pending() counts them with the segments taken on, also once that rest
+        is taken and written back again (H197: 259 of the 260 lines said as this
+        process's were taken on)."""
+        write_segment(tmp_path, 2)
+        spool = Spool.open(tmp_path)
+        spool.append(lines(100, 5))
+        taken = spool.next_replay_batch(1 << 20)
+        assert taken is not None and lines(0, 20) == taken.entries
+        assert spool.requeue(taken.id, taken.entries[12:], stored=12)
+        assert ((1, 5), (1, 8)) == (
+            spool.pending(logged_here=True),
+            spool.pending(logged_here=False),
+        )
+        again = spool.next_replay_batch(1 << 20)
+        assert again is not None and lines(12, 8) == again.entries
+        assert spool.requeue(again.id, again.entries[5:], stored=5)
+        assert (5, 3) == (spool.pending(logged_here=True)[1], spool.pending(logged_here=False)[1])
+        assert (2, 8) == spool.pending()
+        spool.close()
+
     def test_zeros_at_the_end_are_a_torn_tail(self, tmp_path: Path) -> None:
         """Zeros where unsynced data never reached the disk are cut, not quarantined."""
         path = write_segment(tmp_path, 2)

@@ -101,6 +101,16 @@ class Segment:
     destination: bytes | None = None
     #: A salvage's copy of an adopted segment: written here, its lines logged elsewhere.
     copied_from_other: bool = False
+    #: Batches (number -> lines) written here that hold other processes' lines: the
+    #: unsettled rest of a batch taken on (``Spool.requeue``). This process's view only.
+    taken_on: dict[int, int] = field(default_factory=dict)
+
+    def pending_taken_on(self) -> tuple[int, int]:
+        """(batches, lines) not yet done that hold other processes' lines."""
+        if not self.logged_here:
+            return self.batches - self.done_batches, self.lines - self.done_lines
+        waiting = [n for seq, n in self.taken_on.items() if seq not in self.done]
+        return len(waiting), sum(waiting)
 
     @property
     def logged_here(self) -> bool:

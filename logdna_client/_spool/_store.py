@@ -459,15 +459,30 @@ class Spool:
         ``stored`` as for ``ack``. False, and nothing done, where they find no room: the
         caller releases the batch whole (its settled part sent twice, nothing lost)."""
         if entries:
+            taken_on = self._taken_on_lines(batch_id)
             rest = self.append(entries)
             if rest is None:
                 return False
             self.spooled -= len(entries)  # the same lines, written again: spooled once
+            seg = self._segments.get(rest.segment)
+            if taken_on and seg is not None:
+                # (Into this process's own segment: still another process's lines.)
+                seg.taken_on[rest.first] = min(taken_on, len(entries))
             self.release(rest)
         # Marked done only once the rest is written: a process ending in between leaves
         # both, the settled part sent twice rather than the rest lost.
         self.ack(batch_id, stored)
         return True
+
+    def _taken_on_lines(self, batch_id: BatchId) -> int:
+        """How many of the batch's lines other processes logged (a bound, where a joined
+        replay batch holds both kinds)."""
+        seg = self._segments.get(batch_id.segment)
+        if seg is None:
+            return 0
+        if not seg.logged_here:
+            return batch_id.lines
+        return sum(seg.taken_on.get(seq, 0) for seq in range(batch_id.first, batch_id.last + 1))
 
     @_contained(None)
     def release(self, batch_id: BatchId) -> None:
@@ -641,9 +656,14 @@ class Spool:
                 self._scan(seg)
         # (A scan may have salvaged into a new segment: counted from the list as it is now.)
         for seg in self._ordered():
-            if seg.scanned and (logged_here is None or seg.logged_here == logged_here):
-                batches += seg.batches - seg.done_batches
-                lines += seg.lines - seg.done_lines
+            if not seg.scanned:
+                continue
+            waiting = (seg.batches - seg.done_batches, seg.lines - seg.done_lines)
+            other = seg.pending_taken_on() if logged_here is not None else (0, 0)
+            if logged_here is False:
+                waiting = other
+            batches += waiting[0] - (other[0] if logged_here else 0)
+            lines += waiting[1] - (other[1] if logged_here else 0)
         return batches, lines
 
     @property
