@@ -105,12 +105,18 @@ class Segment:
     #: unsettled rest of a batch taken on (``Spool.requeue``). This process's view only.
     taken_on: dict[int, int] = field(default_factory=dict)
 
-    def pending_taken_on(self) -> tuple[int, int]:
-        """(batches, lines) not yet done that hold other processes' lines."""
+    def pending(self, logged_here: bool | None = None) -> tuple[int, int]:
+        """(batches, lines) not yet done: all (None), or those holding lines this process
+        logged (True) or other processes did (False)."""
+        waiting = self.batches - self.done_batches, self.lines - self.done_lines
+        if logged_here is None:
+            return waiting
         if not self.logged_here:
-            return self.batches - self.done_batches, self.lines - self.done_lines
-        waiting = [n for seq, n in self.taken_on.items() if seq not in self.done]
-        return len(waiting), sum(waiting)
+            return (0, 0) if logged_here else waiting
+        taken = [n for seq, n in self.taken_on.items() if seq not in self.done]
+        if not logged_here:
+            return len(taken), sum(taken)
+        return waiting[0] - len(taken), waiting[1] - sum(taken)
 
     @property
     def logged_here(self) -> bool:

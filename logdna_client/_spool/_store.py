@@ -658,12 +658,9 @@ class Spool:
         for seg in self._ordered():
             if not seg.scanned:
                 continue
-            waiting = (seg.batches - seg.done_batches, seg.lines - seg.done_lines)
-            other = seg.pending_taken_on() if logged_here is not None else (0, 0)
-            if logged_here is False:
-                waiting = other
-            batches += waiting[0] - (other[0] if logged_here else 0)
-            lines += waiting[1] - (other[1] if logged_here else 0)
+            seg_batches, seg_lines = seg.pending(logged_here)
+            batches += seg_batches
+            lines += seg_lines
         return batches, lines
 
     @property
