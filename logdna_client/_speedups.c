@@ -378,6 +378,13 @@ key_known_plain(Handle *self, int kind, const void *data, Py_ssize_t at, Py_ssiz
         }
         j--;
     }
+    if (j > 0 && PyUnicode_READ(kind, data, j - 1) > 127) {
+        /* A key read back as ASCII stops at a letter that is not: the redactor's
+           patterns match case-insensitively, so "authorızation" (a dotless i) or
+           "cooKie" (a Kelvin sign) is their header word, not the plain "zation" or
+           "ie" read here (H199). */
+        return 0;
+    }
     if (!letters) {
         /* No key ("a: b" has one, " : " not), or one without a letter ("request
            42: ...", "10:30"): every secret name has letters (Redactor.is_secret). */

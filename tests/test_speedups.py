@@ -613,6 +613,30 @@ class TestRedactionAgrees:
         assert not any(b"dXNlcjpwYXNz" in line for line in queued[1])
         assert queued[1] == queued[0]
 
+    @pytest.mark.parametrize(
+        "header", ["upstream author\u0131zation", "COOK\u0130E", "Coo\u212aie"]
+    )
+    def test_a_header_word_with_a_letter_that_folds_to_ascii(
+        self, monkeypatch: pytest.MonkeyPatch, header: str
+    ) -> None:
+        """The auth_header pattern matches case-insensitively, so a dotless i, a dotted
+        capital I or a Kelvin sign in "authorization" or "cookie" still makes the header
+        word. The C path read the key back as the ASCII after that letter ("zation",
+        "E", "ie"), found it plain once the first line had been redacted, and shipped
+        the credential in clear from the second line on (H199), in text and in meta."""
+        handlers = pair_with(monkeypatch)
+        try:
+            lines: tuple[list[bytes], list[bytes]] = ([], [])
+            for _ in range(3):
+                fast, slow = through_both(handlers, record(header + ": Bearer %s", ("s3cr3t",)))
+                lines[0].extend(fast)
+                lines[1].extend(slow)
+            meta = with_extras_through_both(handlers, {"hdr": header + ": s3cr3t"}, 3)
+        finally:
+            close_all(handlers)
+        assert not any(b"s3cr3t" in line for line in lines[1] + meta[1])
+        assert (lines[1], meta[1]) == (lines[0], meta[0])
+
     def test_a_time_is_no_key_to_ask_about(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """A ':' after two digits is no separator for the redactor (a time, a ratio), so
         the C path does not hand text with a timestamp to it (it asked about the key
