@@ -67,12 +67,15 @@ _PLAIN_RECORD_LEN = len(INIT_RECORD_ATTRS)
 # never meta, whichever way the record comes (with its event dict as the message, or
 # with the text a QueueHandler in front made of it, the common record's way).
 _STRUCTLOG_ATTRS = frozenset({"_logger", "_name"})
+# A getMessage a record factory or filter set on the record itself: the record's
+# text, never meta (see _queue_record).
+_GET_MESSAGE_ATTR = "getMessage"
 # The attributes that are never extras: the one rule of _extras and of the C handle.
-_NOT_EXTRAS = STANDARD_RECORD_ATTRS | _STRUCTLOG_ATTRS
+_NOT_EXTRAS = STANDARD_RECORD_ATTRS | _STRUCTLOG_ATTRS | {_GET_MESSAGE_ATTR}
 # For the C handle's reading of extras (_extras' rule): each attribute that is no
-# extra -> whether LogRecord.__init__ sets it (True: Python decides; False: skipped,
-# never meta); one lookup tells both.
-_STANDARD_KINDS = {name: name in _INIT_ATTRS for name in _NOT_EXTRAS}
+# extra -> whether Python decides the record (True: LogRecord.__init__ sets it, or it is
+# a getMessage of the record's own; False: skipped, never meta); one lookup tells both.
+_STANDARD_KINDS = {name: name in _INIT_ATTRS or name == _GET_MESSAGE_ATTR for name in _NOT_EXTRAS}
 
 # The stdlib's hooks whose replacement on a handler (set on it, or deleted) is looked for.
 _HOOKS = frozenset({"format", "filter", "emit"})
@@ -81,8 +84,19 @@ _HOOKS = frozenset({"format", "filter", "emit"})
 # reconfiguration closed (a moment; bounded against a wait on a lock this thread holds).
 _REOPEN_WAIT = 5.0
 
-# The stdlib's own getMessage: while LogRecord has it, ``msg % args`` is what it returns.
-_GET_MESSAGE = logging.LogRecord.getMessage
+
+def _stdlib_get_message() -> object:
+    """The stdlib's own getMessage, while LogRecord has it: ``msg % args`` is what it
+    returns. Where another library patched it before this module was imported, a
+    marker no class has: every record's text then comes from its getMessage (H199)."""
+    found = logging.LogRecord.getMessage
+    code = getattr(found, "__code__", None)
+    if code is not None and code.co_filename == logging.__file__ and code.co_name == "getMessage":
+        return found
+    return object()
+
+
+_GET_MESSAGE = _stdlib_get_message()
 
 
 def record_meta(attrs: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any] | None:
@@ -120,9 +134,11 @@ def _extras(attrs: dict[str, Any]) -> dict[str, Any] | None:
     return extras or None
 
 
-def _overrides(handler: logging.Handler, name: str, ours: object) -> bool:
-    """Whether ``handler``'s class (or the handler itself) replaces hook ``name``."""
-    return getattr(type(handler), name) is not ours or name in handler.__dict__
+def _overrides(handler: logging.Handler, name: str) -> bool:
+    """Whether ``handler``'s class (or the handler itself) replaces hook ``name``: one
+    of ``_OWN_HOOKS``, as they were when this module was imported (a mock patched on
+    the class before a handler is built is not the library's)."""
+    return getattr(type(handler), name) is not _OWN_HOOKS[name] or name in handler.__dict__
 
 
 class LogDNAHandler(logging.Handler):
@@ -186,6 +202,8 @@ class LogDNAHandler(logging.Handler):
         # Beside client= and not given: NOTSET, every record (the logger's level decides).
         super().__init__(client.config.level if self._owns_client else level or 0)
         self._official = official
+        #: LOGDNA_CLIENT_PURE_PYTHON as it was when the handler was built.
+        self._pure_python = _native.pure_python_asked()
         #: Held by the one thread that reopens a replaced handler (see ``_reopened``),
         #: whose ident is ``_reopener`` meanwhile.
         self._reopening = threading.Lock()
@@ -206,12 +224,10 @@ class LogDNAHandler(logging.Handler):
         #: A subclass (or the handler itself) replaced format, filter or emit: the
         #: stdlib's handle runs.
         self._stdlib_handle = (
-            _overrides(self, "format", logging.Handler.format)
-            or _overrides(self, "filter", logging.Filterer.filter)
-            or _overrides(self, "emit", LogDNAHandler.emit)
+            _overrides(self, "format") or _overrides(self, "filter") or _overrides(self, "emit")
         )
         #: Whether ``format`` is logging's, which formats with ``self.formatter``.
-        self._own_format = not _overrides(self, "format", logging.Handler.format)
+        self._own_format = not _overrides(self, "format")
 
     def __setattr__(self, name: str, value: Any) -> None:
         super().__setattr__(name, value)
@@ -274,14 +290,14 @@ class LogDNAHandler(logging.Handler):
         None where ``_native.enabled`` says no, and when a subclass replaced
         ``handle`` or one of the hooks it calls.
         """
-        if not _native.enabled(self._builder) or self._stdlib_handle:
+        if self._pure_python or not _native.enabled(self._builder) or self._stdlib_handle:
             return None
-        if _overrides(self, "handle", LogDNAHandler.handle):
+        if _overrides(self, "handle"):
             return None
         try:
             return _native.speedups.Handle(
                 handler=self,
-                slow=LogDNAHandler.handle,
+                slow=_OWN_HOOKS["handle"],
                 queue=LogDNAHandler._queue_built,
                 record_type=logging.LogRecord,
                 get_message=_GET_MESSAGE,
@@ -411,6 +427,7 @@ class LogDNAHandler(logging.Handler):
                 and self._own_format
                 and type(record).getMessage is _GET_MESSAGE
                 and not (record.exc_info or record.exc_text or record.stack_info)
+                and (len(attrs) == _PLAIN_RECORD_LEN or _GET_MESSAGE_ATTR not in attrs)
             ):
                 # What the default formatter makes of it, two calls shorter.
                 args = record.args
@@ -632,6 +649,14 @@ class LogDNAHandler(logging.Handler):
 
 LogDNAHandler.__doc__ = with_options_help(LogDNAHandler.__doc__)
 
+#: The hooks the short paths stand in for, as defined here and in logging.
+_OWN_HOOKS: dict[str, object] = {
+    "format": logging.Handler.format,
+    "filter": logging.Filterer.filter,
+    "emit": LogDNAHandler.__dict__["emit"],
+    "handle": LogDNAHandler.__dict__["handle"],
+}
+
 
 class _MessageFormatter(logging.Formatter):
     """The default: the message, then any traceback and stack, not cached into the record."""
@@ -659,6 +684,7 @@ def _is_structured(record: logging.LogRecord, msg: object) -> bool:
         and not record.args
         and not (record.exc_info or record.exc_text or record.stack_info)
         and type(record).getMessage is _GET_MESSAGE
+        and _GET_MESSAGE_ATTR not in record.__dict__
     )
 
 

@@ -21,11 +21,12 @@ from . import _context
 from ._buffer import ENTRY_OVERHEAD
 from ._line import ENTRY_END, ENTRY_HEAD, ENTRY_META, ENTRY_TIMESTAMP, LineBuilder, _escape
 from ._threads import BUSY_THREADS, SENDER_THREADS
+from ._values import FALSE
 
 if TYPE_CHECKING:
     from ._client import Client
 
-__all__ = ["API", "enabled", "pieces", "put_built", "speedups"]
+__all__ = ["API", "enabled", "pieces", "pure_python_asked", "put_built", "speedups"]
 
 #: The version of the arguments the C code takes; a build that says otherwise is
 #: one left from another version of the package (an editable install not rebuilt).
@@ -45,19 +46,24 @@ if sys.implementation.name == "cpython" and getattr(sys, "_is_gil_enabled", lamb
             speedups = None
 
 
-def enabled(builder: LineBuilder) -> bool:
-    """Whether a handler or processor made now with ``builder`` uses the C code.
+def pure_python_asked() -> bool:
+    """Whether ``LOGDNA_CLIENT_PURE_PYTHON`` asks a handler or processor made now to
+    keep off the C code: set to anything but blank or a false word ("0", "false",
+    "no", "off"). Read once, when one is made (H199: a handler read it again when a
+    hook changed, and moved between paths)."""
+    value = os.environ.get("LOGDNA_CLIENT_PURE_PYTHON", "").strip().lower()
+    return bool(value) and value not in FALSE
 
-    Not when it is not here, when ``LOGDNA_CLIENT_PURE_PYTHON`` is set to anything
-    but "" or "0", or when no line could take ``LineBuilder.entry``'s fast path
-    anyway (other text patterns than the defaults, a ``before_send`` hook, string
+
+def enabled(builder: LineBuilder) -> bool:
+    """Whether a handler or processor built with ``builder`` (and not asked to keep off
+    it: ``pure_python_asked``) uses the C code.
+
+    Not when it is not here, or when no line could take ``LineBuilder.entry``'s fast
+    path anyway (other text patterns than the defaults, a ``before_send`` hook, string
     meta).
     """
-    return (
-        speedups is not None
-        and builder.plain_max_chars > 0
-        and os.environ.get("LOGDNA_CLIENT_PURE_PYTHON", "") in ("", "0")
-    )
+    return speedups is not None and builder.plain_max_chars > 0
 
 
 def put_built(client: Client, entry: bytes) -> object:

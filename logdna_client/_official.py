@@ -212,7 +212,6 @@ def line_options(args: object) -> dict[str, Any] | None:
 
 def install(handler: LogDNAHandler) -> None:
     """Make ``handler`` honour the official per-line options dict."""
-    handle = handler.handle  # the class's (the C one where built), bound
 
     def handle_official(record: logging.LogRecord) -> Any:
         args = record.args
@@ -220,7 +219,12 @@ def install(handler: LogDNAHandler) -> None:
             opts = line_options(args)
             if opts is not None:
                 return _ship_with_options(handler, record, opts)
-        return handle(record)
+        # Read at each call: a hook set on the handler later (a test's mock of emit)
+        # turns the C handle off, as it does for a handler built the usual way (H199).
+        fast = handler._fast
+        if fast is not None and not handler._stdlib_handle:
+            return fast(record)
+        return type(handler).handle(handler, record)
 
     # An instance attribute wins over the class's handle (a non-data descriptor,
     # in C and in Python): handlers built the usual way keep their fast path.

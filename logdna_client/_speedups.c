@@ -704,11 +704,14 @@ meta_json(Handle *self, PyObject *attrs)
         PyTuple_GET_SIZE(self->record_attrs) == 1) {
         /* The one record attribute alone: its (meta, JSON) as _queue_record keeps them. */
         value = PyDict_GetItemWithError(attrs, PyTuple_GET_ITEM(self->record_attrs, 0));
-        json = value != NULL && PyUnicode_CheckExact(value)
-                   ? PyDict_GetItemWithError(self->meta_cache, value) : NULL;
-        json = json != NULL && PyTuple_CheckExact(json) && PyTuple_GET_SIZE(json) == 2
-                   ? PyTuple_GET_ITEM(json, 1) : NULL;
-        return json != NULL && PyBytes_CheckExact(json) ? Py_NewRef(json) : NULL;
+        if (value == NULL || PyUnicode_CheckExact(value)) {
+            json = value != NULL ? PyDict_GetItemWithError(self->meta_cache, value) : NULL;
+            json = json != NULL && PyTuple_CheckExact(json) && PyTuple_GET_SIZE(json) == 2
+                       ? PyTuple_GET_ITEM(json, 1) : NULL;
+            return json != NULL && PyBytes_CheckExact(json) ? Py_NewRef(json) : NULL;
+        }
+        /* Not text (lineno, process: an int), which the cache never holds: written
+           below as any meta is (H199: such records all went to Python). */
     }
     if (size < self->plain_len) {
         return NULL;

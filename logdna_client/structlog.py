@@ -154,7 +154,7 @@ class LogDNAProcessor(_NativeCall):
             # slow and queue always; the rest only where C is to build the common event
             # (C does _ship_common's work: not for a subclass with one of its own).
             builds = type(self)._ship_common is LogDNAProcessor._ship_common
-            builds = builds and _native.enabled(builder)
+            builds = builds and not _native.pure_python_asked() and _native.enabled(builder)
             native = builds and {
                 "levels": self._levels,
                 "key_kinds": _KEY_KINDS,

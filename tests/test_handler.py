@@ -961,6 +961,94 @@ class TestStdlibHooks:
             logging.setLogRecordFactory(old)
         assert ["[tagged] m 1"] * 2 == [line["line"] for line in queued_lines(h)]
 
+    def test_emit_patched_on_the_class_before_the_handler_is_built(self) -> None:
+        """docs/stdlib.md: patch ``LogDNAHandler.emit`` itself before building the
+        handlers. The handler took the class's emit as it found it for its own, so the
+        mock was never called and the lines shipped (H199)."""
+        from unittest import mock
+
+        with mock.patch.object(LogDNAHandler, "emit") as emit:
+            h = offline_handler()
+            log = make_logger("t.hooks.class_emit", h)
+            for i in range(3):
+                log.info("n%d", i)
+        assert 3 == emit.call_count
+        assert [] == queued_lines(h)
+
+    def test_handle_spied_on_the_class_before_the_handler_is_built(self) -> None:
+        """A spy on ``LogDNAHandler.handle`` sees every record: on the C path it saw the
+        first only, the C handle then standing in for it (H199)."""
+        from unittest import mock
+
+        own = LogDNAHandler.handle
+        with mock.patch.object(LogDNAHandler, "handle", autospec=True, side_effect=own) as spy:
+            h = offline_handler()
+            log = make_logger("t.hooks.class_handle", h)
+            for i in range(3):
+                log.info("n%d", i)
+        assert 3 == spy.call_count
+        assert ["n0", "n1", "n2"] == [line["line"] for line in queued_lines(h)]
+
+    def test_hooks_set_on_a_handler_built_in_the_official_form(self) -> None:
+        """``LogDNAHandler(key, {options})``: a format or an emit mock set on the built
+        handler takes effect as on one built the usual way; the C path kept the C handle
+        it was built with, and shipped as before (H199)."""
+        from unittest import mock
+
+        h = LogDNAHandler("k", {"url": UNREACHABLE, "hostname": "t", "flush_interval": 3600})
+        log = make_logger("t.hooks.official", h)
+        log.info("before")
+        h.format = lambda record: "custom " + record.getMessage()  # type: ignore[method-assign]
+        log.info("formatted")
+        del h.format
+        with mock.patch.object(h, "emit") as emit:
+            log.info("while patched")
+        log.info("after")
+        assert 1 == emit.call_count
+        assert ["before", "custom formatted", "after"] == [line["line"] for line in queued_lines(h)]
+
+    def test_get_message_set_on_the_record(self) -> None:
+        """A getMessage a filter (or a record factory) sets on the record itself makes its
+        text, as the stdlib's formatter calls it; it is no meta. Both paths shipped
+        ``msg % args``, and the function's repr as meta (H199)."""
+
+        class Tag(logging.Filter):
+            def filter(self, record: logging.LogRecord) -> bool:
+                text = record.msg % record.args
+                record.getMessage = lambda: "[tagged] " + text  # type: ignore[method-assign]
+                return True
+
+        h = offline_handler()
+        log = make_logger("t.hooks.record_getmessage", h)
+        log.addFilter(Tag())
+        for i in range(2):
+            log.info("m %d", i)
+        lines = queued_lines(h)
+        assert ["[tagged] m 0", "[tagged] m 1"] == [line["line"] for line in lines]
+        assert all("getMessage" not in line["meta"] for line in lines)
+
+    def test_get_message_patched_before_the_library_was_imported(self, tmp_path: Any) -> None:
+        """A getMessage another library patched before logdna_client was imported is not
+        the stdlib's: its text ships. The handler took the method it found at import
+        for the stdlib's, and shipped ``msg % args`` (H199)."""
+        import subprocess
+
+        code = (
+            "import json, logging\n"
+            "plain = logging.LogRecord.getMessage\n"
+            "logging.LogRecord.getMessage = lambda self: '[patched] ' + plain(self)\n"
+            "from logdna_client import LogDNAHandler\n"
+            f"h = LogDNAHandler(key='k', url={UNREACHABLE!r}, flush_interval=3600)\n"
+            "log = logging.getLogger('t'); log.addHandler(h); log.propagate = False\n"
+            "for i in range(2): log.warning('m %d', i)\n"
+            "print(json.dumps([json.loads(e)['line'] for e in h.client._buffer.snapshot()]))\n"
+            "h.client.close(timeout=0)\n"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+        )
+        assert ["[patched] m 0", "[patched] m 1"] == json.loads(done.stdout)
+
 
 def _held(lock: Any) -> bool:
     """Whether this thread holds ``lock`` (an RLock, as Handler.createLock makes)."""

@@ -794,7 +794,49 @@ class TestMethod:
             h.client.close(timeout=0)
             h.close()
 
-    def test_unusable_extension_falls_back(self, monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_pure_python_switch_is_read_when_the_handler_is_built(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The variable as it was when the handler was built decides, however it changes
+        later: a handler read it again when a hook came and went, and moved to the other
+        path; and a false word ("false", "off") means the C path (H199)."""
+        from unittest import mock
+
+        monkeypatch.setenv("LOGDNA_CLIENT_PURE_PYTHON", "1")
+        pure = offline_handler()
+        monkeypatch.setenv("LOGDNA_CLIENT_PURE_PYTHON", "false")
+        fast = offline_handler()
+        try:
+            monkeypatch.setenv("LOGDNA_CLIENT_PURE_PYTHON", "1")
+            with mock.patch.object(fast, "emit"):
+                pass
+            monkeypatch.delenv("LOGDNA_CLIENT_PURE_PYTHON")
+            with mock.patch.object(pure, "emit"):
+                pass
+            assert (None, True) == (pure._fast, fast._fast is not None)
+        finally:
+            close_all((pure, fast))
+
+    @pytest.mark.parametrize("attribute", ["lineno", "process", "levelno"])
+    def test_one_record_attribute_that_is_no_text_takes_the_c_path(
+        self, monkeypatch: pytest.MonkeyPatch, attribute: str
+    ) -> None:
+        """``record_meta`` of one attribute whose value is a number (``lineno``): the C
+        path left every such record to Python (H199); it builds them, with the bytes
+        of the Python path."""
+        handlers = pair_with(monkeypatch, record_meta=attribute)
+        try:
+            for h in handlers:
+                h.handle(record())  # the first: the level's JSON gets known
+            before = c_lines(handlers[0])
+            fast_lines, slow_lines = through_both(handlers, record())
+            built = c_lines(handlers[0]) - before
+        finally:
+            close_all(handlers)
+        assert 2 == built
+        assert slow_lines == fast_lines
+        assert json.loads(fast_lines[0][1:])["meta"] == {attribute: getattr(record(), attribute)}
+
         """An extension that cannot make a handler's state (say, a build left from
         another version) leaves that handler on the Python path, working."""
 
