@@ -21,6 +21,7 @@ __all__ = [
     "LIBRARY_THREADS",
     "NESTED_THREADS",
     "SENDER_THREADS",
+    "SENDER_WORK_LOGGERS",
     "Latch",
     "Wakeup",
     "library_threads",
@@ -28,13 +29,24 @@ __all__ = [
     "marks_for",
     "on_sender_thread",
     "raised_by_signal_handler",
+    "sender_work",
     "start_library_thread",
 ]
 
-#: Idents of every live sender thread in this process. Records made on them
-#: (urllib3's and requests' own logging, our reports) are never shipped by any
-#: handler, so one client's sending cannot feed another client's buffer.
+#: Idents of every live sender thread in this process. The records their own work
+#: makes there (``SENDER_WORK_LOGGERS``: urllib3's and requests' logging) are never
+#: shipped by any handler, so one client's sending cannot feed another client's buffer.
 SENDER_THREADS: set[int] = set()
+
+#: The loggers of what a sender thread runs itself: the HTTP stack, and warnings it
+#: raises (an InsecureRequestWarning per request, through ``logging.captureWarnings``).
+#: A record of any other logger made there comes from code the garbage collector ran
+#: on it (a finalizer, asyncio's "Task exception was never retrieved"): the
+#: application's, shipped (H198: a third of such ERROR lines were lost, uncounted).
+SENDER_WORK_LOGGERS = frozenset(
+    {"urllib3", "requests", "charset_normalizer", "chardet", "socks", "http"}  # http.cookiejar
+)
+_WARNINGS_LOGGER = "py.warnings"
 
 #: Idents of the threads currently inside one of our handlers or processors. A
 #: record that arrives on such a thread comes from a ``__str__``, a formatter,
@@ -50,10 +62,11 @@ NESTED_THREADS: set[int] = set()
 
 
 def made_on_sender(record: Any, running: int) -> bool:
-    """Whether ``record`` (a LogRecord) was made on one of this process's sender
-    threads (urllib3's and requests' lines of the library's own requests): the
-    handler and the processor never ship it, on whichever thread it is handled (a
-    QueueListener's, say), or each request would make more to send.
+    """Whether ``record`` (a LogRecord) was made by a sender's own work, on one of this
+    process's sender threads (urllib3's and requests' lines of the library's own
+    requests: ``SENDER_WORK_LOGGERS``): the handler and the processor never ship it, on
+    whichever thread it is handled (a QueueListener's, say), or each request would make
+    more to send. A record of another logger (or none) made there ships.
 
     ``running`` is the running thread's ident: a record made with
     ``logging.logThreads`` off has no thread, and the thread handling it made it.
@@ -66,9 +79,21 @@ def made_on_sender(record: Any, running: int) -> bool:
         if thread is None:
             thread = running
         # A record without a process (stripped by a filter) counts as this process's.
-        return thread in SENDER_THREADS and getattr(record, "process", None) in (None, getpid())
+        return (
+            thread in SENDER_THREADS
+            and getattr(record, "process", None) in (None, getpid())
+            and sender_work(getattr(record, "name", None))
+        )
     except Exception:
         return False
+
+
+def sender_work(name: object) -> bool:
+    """Whether logger ``name`` is one a sender's own work logs to (``SENDER_WORK_LOGGERS``,
+    or warnings); a name that is no text counts as one (no application logger has it)."""
+    if not isinstance(name, str):
+        return True
+    return name.partition(".")[0] in SENDER_WORK_LOGGERS or name == _WARNINGS_LOGGER
 
 
 #: Every thread the library started (``start_library_thread``): the threads that must not

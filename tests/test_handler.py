@@ -1053,3 +1053,60 @@ class TestStdlibHooks:
 def _held(lock: Any) -> bool:
     """Whether this thread holds ``lock`` (an RLock, as Handler.createLock makes)."""
     return bool(lock._is_owned())
+
+
+class TestFinalizersOnTheSenderThread:
+    def test_lines_the_garbage_collector_logs_on_a_sender_ship(self, server: DevServer) -> None:
+        """A collection can run on any thread, the sender's among them: the finalizers it
+        runs there log the application's lines (asyncio's "Task exception was never
+        retrieved" at ERROR, a ``__del__``'s line), which ship; urllib3's lines made
+        there do not. They were all dropped as the sender's own, counted nowhere (H198:
+        a third of an asyncio app's such lines)."""
+        import asyncio
+        import gc
+
+        from tests.helpers import on_a_sender_thread
+
+        h = handler_for(server)
+        app = make_logger("t.finalizers.app", h)
+        asyncio_log = logging.getLogger("asyncio")
+        urllib3 = make_logger("urllib3.connectionpool", h)
+        saved = asyncio_log.handlers[:], asyncio_log.propagate
+        asyncio_log.handlers[:], asyncio_log.propagate = [h], False
+
+        class Closing:
+            def __init__(self) -> None:
+                self.me = self  # a cycle: only a collection ends it
+
+            def __del__(self) -> None:
+                app.warning("resource closed by its finalizer")
+                urllib3.debug("a connection pool's line")
+
+        async def fails() -> None:
+            task = asyncio.current_task()  # the frame holds its task: a cycle
+            assert task is not None
+            raise RuntimeError("never retrieved")
+
+        async def fire_and_forget() -> None:
+            asyncio.get_running_loop().create_task(fails())
+            await asyncio.sleep(0)
+
+        def collect_as_a_sender() -> None:
+            with on_a_sender_thread():
+                gc.collect()
+
+        gc.disable()
+        try:
+            asyncio.run(fire_and_forget())
+            Closing()
+            collector = threading.Thread(target=collect_as_a_sender)
+            collector.start()
+            collector.join()
+        finally:
+            gc.enable()
+            asyncio_log.handlers[:], asyncio_log.propagate = saved
+        lines = delivered(server, h, 2)
+        texts = sorted(line["line"].split("\n")[0] for line in lines)
+        assert ["Task exception was never retrieved", "resource closed by its finalizer"] == texts
+        assert 0 == h.client.stats()["dropped_total"]
+        h.close()

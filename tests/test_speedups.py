@@ -319,6 +319,7 @@ class TestSameBytes:
         logging of a request) is still never shipped: the running thread is its thread."""
         base = record()
         base.thread = None
+        base.name = "urllib3.connectionpool"
         for h in pair:
             h.handle(twin(base))  # caches the INFO level's tail
         SENDER_THREADS.add(threading.get_ident())

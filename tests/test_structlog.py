@@ -6,6 +6,7 @@ import builtins
 import collections
 import copy
 import datetime as dt
+import json
 import logging
 import subprocess
 import sys
@@ -538,11 +539,16 @@ class TestNeverHurts:
     def test_sender_thread_events_not_shipped(
         self, proc: LogDNAProcessor, client: CapturingClient
     ) -> None:
-        """Events made on a sender thread (urllib3 through a formatter) are never shipped."""
-        event = {"event": "from the sender"}
+        """Events of a record the sender's own work made (urllib3 through a
+        ProcessorFormatter) are never shipped; a structlog call there (a finalizer the
+        garbage collector ran on it) is the application's, and ships (H198)."""
+        urllib3 = logging.LogRecord("urllib3.connectionpool", logging.DEBUG, "f", 1, "m", (), None)
+        event = {"event": "from the sender", "_record": urllib3, "_from_structlog": False}
         with on_a_sender_thread():
+            urllib3.thread = threading.get_ident()
             assert event is proc(None, "debug", event)
-        assert [] == client.captured
+            proc(None, "info", {"event": "a finalizer's"})
+        assert ["a finalizer's"] == [json.loads(line)["line"] for line in client.captured]
 
     def test_reentrant_event_does_not_recurse(
         self, proc: LogDNAProcessor, client: CapturingClient
@@ -836,11 +842,11 @@ class TestCommonPath:
         assert me not in BUSY_THREADS
         assert me not in NESTED_THREADS
 
-    def test_sender_thread_skipped(self, proc: LogDNAProcessor, client: CapturingClient) -> None:
-        """A common event made on a sender thread is not shipped."""
+    def test_sender_thread_ships(self, proc: LogDNAProcessor, client: CapturingClient) -> None:
+        """A common event made on a sender thread (a finalizer's) ships (H198)."""
         with on_a_sender_thread():
             proc(None, "info", {"event": "from the sender"})
-        assert [] == client.captured
+        assert ["from the sender"] == [json.loads(line)["line"] for line in client.captured]
 
     @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
     @given(
