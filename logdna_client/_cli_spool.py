@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 from ._config import ENV_VARS, Config, posts_otlp_logs
 from ._devserver import isatty
 from ._errors import ConfigurationError
+from ._otel_env import otel_endpoint
 from ._retry import Backoff
 from ._sender import app_outcome, gzip_entries
 from ._spool import Spool, destination
@@ -177,6 +178,9 @@ def _config(args: argparse.Namespace, *, sending: bool = False) -> Config:
     its app takes it (protocol="otlp"), which also decides which key is the app's."""
     url = args.url if args.url is not None else os.environ.get(ENV_VARS["url"])
     otlp = not sending and isinstance(url, str) and posts_otlp_logs(urlsplit(url.strip()).path)
+    # No URL given, in an environment whose OTel variables name an endpoint: the app's
+    # (with their headers, which its segments' destination counts).
+    otlp = otlp or (not sending and url is None and otel_endpoint()[1] is not None)
     return Config(key=args.key, key_file=args.key_file, url=args.url, hostname=args.hostname,
                   tags=args.tags, app=args.app, env=args.env,
                   allow_insecure=args.allow_insecure,

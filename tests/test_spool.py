@@ -1138,6 +1138,35 @@ class TestDestinations:
             assert MINE != fingerprint(Secret("key-of-app-a"), other), other
         assert b"key-of-app-a" not in MINE
 
+    def test_an_otlp_apps_otel_headers_are_part_of_its_destination(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Apps of several tenants post to one node's Collector URL, each with its own
+        credential or tenant in the OTel headers: a process adopts only segments written
+        with the same headers (H198: another tenant's process sent a dead one's lines with
+        its own header). Their names in any case and any order are the same headers; no
+        header is the digest of key and URL alone, as segments written before had it."""
+        from logdna_client._config import Config
+        from logdna_client._spool import destination
+
+        team = [("x-honeycomb-team", Secret("KEY-OF-TENANT-A"))]
+        both = [*team, ("X-Scope-OrgID", Secret("acme"))]
+        assert fingerprint(None, URL, ()) == fingerprint(None, URL)
+        assert fingerprint(None, URL, team) != fingerprint(None, URL)
+        assert fingerprint(None, URL, team) != fingerprint(
+            None, URL, [("x-honeycomb-team", Secret("KEY-OF-TENANT-B"))]
+        )
+        assert fingerprint(None, URL, both) == fingerprint(
+            None, URL, [("x-scope-orgid", Secret("acme")), ("X-Honeycomb-Team", team[0][1])]
+        )
+        found = []
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
+        for tenant in ("A", "B", "A"):
+            monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", f"x-honeycomb-team=KEY-OF-{tenant}")
+            found.append(destination(Config(protocol="otlp")))
+        assert found[0] == found[2] != found[1]
+        assert b"KEY-OF" not in found[0]
+
     def test_segments_record_the_destination_of_the_client(self, tmp_path: Path) -> None:
         """A Client's spool writes the fingerprint of its key and URL, and never the key."""
         from logdna_client._config import Config
@@ -2027,6 +2056,27 @@ class TestCli:
         assert "format 1" in out
         assert "yours (" + short(MINE) + ": this key and URL): 10 line(s) waiting" in out
         assert "key-of-app" not in out
+
+    def test_ls_in_an_otlp_apps_environment_marks_its_segments(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Run where the app's OTel variables are set (no --url), ls takes the endpoint
+        and headers they give, as the app does: the app's segments are its own, another
+        tenant's on the same endpoint are not."""
+        from logdna_client._config import Config
+        from logdna_client._spool import destination
+
+        monkeypatch.delenv("LOGDNA_URL", raising=False)
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
+        made = {}
+        for tenant in ("B", "A"):
+            monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", f"x-honeycomb-team=KEY-OF-{tenant}")
+            made[tenant] = destination(Config(protocol="otlp"))
+            write_segment(tmp_path, 1, destination=made[tenant])
+        status, out, _ = self.run("spool", "ls", "--spool-dir", str(tmp_path))
+        assert 0 == status
+        assert f"{short(made['A'])} yours" in out and f"{short(made['B'])} other" in out
+        assert "KEY-OF" not in out
 
     def test_verify_tells_torn_tails_from_corruption(self, tmp_path: Path) -> None:
         """verify exits 0 with a torn tail and 1 with a flipped byte, naming the offset."""

@@ -11,12 +11,17 @@ this use: the same for every run of the same app, different for another key
 or URL, and, keys being random, of no help in finding the key. The key
 itself is never written. ``protocol`` and ``auth`` are not part of it: they
 say how lines are carried to the URL, not where (an app moving from the
-``apikey`` header to ``bearer`` keeps its own backlog).
+``apikey`` header to ``bearer`` keeps its own backlog). The headers
+OpenTelemetry's variables give an OTLP app are: they often are its credential
+or its tenant (``x-honeycomb-team``, ``X-Scope-OrgID``), and apps of several
+tenants post to one node's Collector URL (H198: another tenant's process sent a
+dead one's lines with its own header).
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -33,8 +38,10 @@ _PERSON = b"logdna-spool-dst"  # BLAKE2b's personalisation: 16 bytes at most
 UNNAMED = bytes(DESTINATION_SIZE)
 
 
-def fingerprint(key: Secret | None, url: str) -> bytes:
-    """The destination of lines sent with ``key`` (None: no key) to ``url``."""
+def fingerprint(key: Secret | None, url: str, headers: Sequence[tuple[str, Secret]] = ()) -> bytes:
+    """The destination of lines sent with ``key`` (None: no key) to ``url``, with
+    ``headers`` (an OTLP app's OTel headers; none: the digest of key and URL alone, as
+    segments written before they counted have it)."""
     where = _as_sent(url)
     digest = hashlib.blake2b(digest_size=DESTINATION_SIZE, person=_PERSON)
     # The key is hashed where it is revealed: no local of this frame holds its text
@@ -42,6 +49,11 @@ def fingerprint(key: Secret | None, url: str) -> bytes:
     # first, and no key is told apart from an empty one: no two inputs collide.
     digest.update(b"-" if key is None else b"+" + hashlib.blake2b(key.reveal().encode()).digest())
     digest.update(where.encode())
+    # After the URL, whose text holds no NUL: each header as its name (in any case, as
+    # HTTP reads it) and its value's digest, in the order of their names.
+    for name, value in sorted(headers, key=lambda header: header[0].lower()):
+        digest.update(b"\0" + name.lower().encode() + b"\0")
+        digest.update(hashlib.blake2b(value.reveal().encode()).digest())
     return digest.digest()
 
 
@@ -67,7 +79,7 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 def destination(config: Config) -> bytes:
     """Where ``config`` sends its lines, as segments record it."""
-    return fingerprint(config.secret, config.url)
+    return fingerprint(config.secret, config.url, config.otlp_headers)
 
 
 def belongs(segment: bytes | None, destination: bytes) -> bool:
