@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -218,11 +219,14 @@ class TestExtension:
         assert ("t-2", "acme:42") == (view_meta["request_id"], view_meta.get("user_id"))
         assert None not in asked
 
-    def test_a_hook_that_answers_early_gets_the_user_with_its_response(
-        self, server: DevServer, handler: LogDNAHandler
+    @pytest.mark.parametrize("how", ["answers", "aborts", "raises"])
+    def test_lines_after_a_hook_that_answers_early_or_fails_have_the_user(
+        self, server: DevServer, handler: LogDNAHandler, how: str
     ) -> None:
-        """A before_request hook that answers (a maintenance page) skips the view: the
-        user is asked for once, with the response, and the access line has it."""
+        """A before_request hook that answers (a maintenance page), aborts or raises skips
+        the view: the user is asked for once the hooks are done all the same, so the error
+        handler's line, Flask's "Exception on" line and the access line have it (H200:
+        the fix for H196 asked only where the view was to run)."""
         asked: list[object] = []
 
         def user_id() -> str:
@@ -230,16 +234,90 @@ class TestExtension:
             return "u-7"
 
         app = make_app(user_id=user_id, access_log=True)
+        app.config["PROPAGATE_EXCEPTIONS"] = False
 
         @app.before_request
-        def maintenance() -> tuple[str, int]:
+        def hook() -> tuple[str, int]:
             flask.g.tenant = "acme"
+            if how == "aborts":
+                flask.abort(403)
+            if how == "raises":
+                raise RuntimeError("hook failed")
             return "down", 503
 
-        assert 503 == app.test_client().get("/hello/1").status_code
-        (access,) = delivered(server, handler.client, 1)
-        assert (503, "u-7") == (access["meta"]["http_status"], access["meta"].get("user_id"))
-        assert ["acme"] == asked
+        @app.errorhandler(403)
+        def forbidden(exc: Exception) -> tuple[str, int]:
+            logging.getLogger(APP_LOGGER).warning("forbidden")
+            return "no", 403
+
+        status = {"answers": 503, "aborts": 403, "raises": 500}[how]
+        assert status == app.test_client().get("/hello/1").status_code
+        lines = delivered(server, handler.client, 1 if how == "answers" else 2)
+        assert [("u-7", status)] == [
+            (line["meta"].get("user_id"), line["meta"]["http_status"])
+            for line in lines
+            if "http_status" in line["meta"]
+        ]
+        assert all("u-7" == line["meta"].get("user_id") for line in lines)
+        assert {"acme"} == set(asked)
+
+    def test_flask_logins_user_is_never_loaded_by_the_extension(
+        self, server: DevServer, handler: LogDNAHandler, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """With Flask-Login, the user your code loaded ships (Flask-Login keeps it in
+        ``g._login_user``); the extension never loads one: that runs the app's user
+        loader, and Flask-Login keeps its first answer, so a view whose decorator sets the
+        tenant the loader needs got 401 (H200), and a remember-me cookie logged users in
+        on requests that never asked for one."""
+        loads: list[str] = []
+
+        class User:
+            is_authenticated = True
+
+            def get_id(self) -> str:
+                return "acme:7"
+
+        class CurrentUser:  # a stand-in for flask_login.current_user: loads when read
+            def __getattr__(self, name: str) -> object:
+                loads.append(name)
+                return getattr(User(), name)
+
+        stub = type(sys)("flask_login")
+        stub.current_user = CurrentUser()  # type: ignore[attr-defined]
+        monkeypatch.setitem(sys.modules, "flask_login", stub)
+        app = flask.Flask("t_flask_login")
+        LogDNA(app, access_log=True)
+        log = logging.getLogger(APP_LOGGER)
+
+        @app.get("/me")
+        def me() -> str:
+            log.info("before the view loads the user")
+            flask.g._login_user = User()  # as Flask-Login's login_required loads it
+            return "ok"
+
+        @app.get("/health")
+        def health() -> str:
+            return "ok"
+
+        client = app.test_client()
+        assert (200, 200) == (client.get("/me").status_code, client.get("/health").status_code)
+        view, access, health_access = delivered(server, handler.client, 3)
+        assert "user_id" not in view["meta"]
+        assert "acme:7" == access["meta"].get("user_id")
+        assert "user_id" not in health_access["meta"]
+        assert [] == loads
+
+    def test_a_patch_of_flasks_preprocess_request_made_later_applies(self) -> None:
+        """The extension wraps the app's preprocess_request looking the class's up at each
+        request: a test's patch or an instrumentation of Flask.preprocess_request made
+        after init_app still runs (H200: the method bound at init ran instead)."""
+        from unittest import mock
+
+        app = make_app()
+        app.before_request(lambda: ("hook answered", 403))
+        with mock.patch.object(flask.Flask, "preprocess_request", lambda self: None):
+            response = app.test_client().get("/hello/1")
+        assert (200, b"ok") == (response.status_code, response.data)
 
     def test_access_log(self, server: DevServer, handler: LogDNAHandler) -> None:
         """access_log=True adds one line per request with status and duration."""
@@ -356,13 +434,15 @@ class TestInitAppTwice:
             assert view["g"] == line["meta"]["request_id"]
 
     def test_hooks_registered_twice_still_bind_once(self) -> None:
-        """Hooks registered twice all the same (the app's extensions mapping cleared
-        between two init_app calls) bind each request once: the first binding is the
-        one reset, so nothing of request 1 stays bound."""
+        """init_app again once the app's extensions mapping was cleared registers no hook
+        twice (an access line each time, H200): each request is bound once, and nothing
+        of request 1 stays bound."""
         app = flask.Flask("t_flask_twice")
         ext = LogDNA(app, user_id=user_from_header)
         del app.extensions["logdna_client"]
         ext.init_app(app)
+        hooks = (app.before_request_funcs, app.after_request_funcs, app.teardown_request_funcs)
+        assert [1, 1, 1] == [len(funcs[None]) for funcs in hooks]
         got = two_requests(app)
         assert [{}, {}] == got["bound_after"]
         assert "user_id" not in got["views"][1]["context"]

@@ -49,12 +49,18 @@ _own = logging.getLogger("logdna_client")
 
 
 def _flask_login_user_id() -> object:
-    flask_login = sys.modules.get("flask_login")
-    if flask_login is None:  # not in use: never import it ourselves
+    """The id of the user Flask-Login has loaded for this request, if your code loaded
+    one: never loaded here. Loading runs the app's user loader, and Flask-Login keeps its
+    first answer: asked before a view decorator set what the loader needs (a tenant in
+    ``g``), it answered 401 for every such view (H200), and with only a remember-me cookie
+    it logged the user in on requests that never asked for one."""
+    if "flask_login" not in sys.modules:  # not in use: never import it ourselves
         return None
-    current_user = getattr(flask_login, "current_user", None)
-    if current_user is not None and current_user.is_authenticated:
-        return current_user.get_id()
+    from flask import g  # noqa: PLC0415
+
+    user = g.get("_login_user")  # (where Flask-Login keeps the request's loaded user)
+    if user is not None and getattr(user, "is_authenticated", False):
+        return user.get_id()
     return None
 
 
@@ -67,7 +73,9 @@ class LogDNA:
             the response echoes it in.
         user_id: Returns the current user's id (or None); called once the app's
             URL preprocessors and ``before_request`` hooks have run, right before
-            the view, and again when the response is ready.
+            the view, and again when the response is ready. By default, the id of
+            the user Flask-Login has loaded, if your code loaded one (the extension
+            never loads it).
         access_log: Log one line per request (``"GET /path 200 (3.1 ms)"``)
             on the ``flask.access`` logger.
 
@@ -96,7 +104,9 @@ class LogDNA:
         Once per app: a second call for the same app (a module-level ``LogDNA(app)``
         and an app factory's ``init_app(app)``) registers nothing again, and another
         ``LogDNA`` initialised on it replaces this one's options."""
-        registered = isinstance(app.extensions.get(_EXTENSION), LogDNA)
+        registered = isinstance(app.extensions.get(_EXTENSION), LogDNA) or (
+            _before_request in app.before_request_funcs.get(None, ())  # extensions cleared
+        )
         # The hooks read the options from here, each request: the extension
         # initialised last on an app is the one whose options apply.
         app.extensions[_EXTENSION] = self
@@ -199,6 +209,10 @@ class LogDNA:
         return response
 
 
+def _class_preprocess(app: Any) -> Any:
+    return type(app).preprocess_request(app)
+
+
 def _extension() -> LogDNA | None:
     """The LogDNA extension initialised last on the current app."""
     from flask import current_app  # noqa: PLC0415
@@ -230,21 +244,25 @@ _ASKS_USER = "_logdna_asks_user"
 def _ask_user_after_hooks(app: Any) -> None:
     """Ask for the request's user where Flask has run every URL preprocessor and
     ``before_request`` hook (the app's and its blueprints', those registered after
-    the extension too) and is about to call the view: around this app's
-    ``preprocess_request``. Flask has no hook or signal at that point. A hook that
-    answered early skips the view: the user is asked for with the response then."""
-    preprocess = app.preprocess_request
-    if getattr(preprocess, _ASKS_USER, False):  # init_app again after extensions were cleared
+    the extension too), and is about to call the view, or an error handler when one
+    raised or answered early: around this app's ``preprocess_request``. Flask has no
+    hook or signal at that point."""
+    # Looked up at each request where the app has none of its own: a patch or an
+    # instrumentation of Flask.preprocess_request made later applies (H200).
+    own = app.__dict__.get("preprocess_request")
+    if getattr(own, _ASKS_USER, False):  # ours already (the app's hooks were reset)
         return
+    preprocess = own if own is not None else functools.partial(_class_preprocess, app)
 
-    @functools.wraps(preprocess)
+    @functools.wraps(type(app).preprocess_request)
     def preprocess_request() -> Any:
-        answer = preprocess()
-        if answer is None:
-            ext = _extension()
-            if ext is not None:
-                ext._bind()
-        return answer
+        try:
+            return preprocess()
+        finally:
+            with contextlib.suppress(Exception):  # (never in place of the hook's exception)
+                ext = _extension()
+                if ext is not None:
+                    ext._bind()
 
     setattr(preprocess_request, _ASKS_USER, True)
     try:
