@@ -450,11 +450,12 @@ class OTLPEncoder:
         (a ``before_send`` hook's keys, a line near a limit, another writer's
         spool) takes the general path, ``_convert``.
         """
-        # Records by resource, then in runs of one scope (None: the library's own), in
-        # the order they were logged: a scope's records are not gathered from across the
-        # batch, which would reorder lines of interleaved loggers. A run's header costs
-        # about 50 bytes before gzip, at most one per record, however many loggers.
-        groups: dict[_Key, list[tuple[str | None, list[bytes]]]] = {}
+        # Records in runs of one resource, and in those in runs of one scope (None: the
+        # library's own), in the order they were logged: a resource's or a scope's records
+        # are not gathered from across the batch, which would reorder lines of interleaved
+        # apps or loggers (H198: lines of another app= or env= came after the rest). A
+        # run's header costs about 50 bytes before gzip, at most one per record.
+        resources: list[tuple[_Key, list[tuple[str | None, list[bytes]]]]] = []
         last_key: object = None
         last_scope: object = None
         group: list[bytes] | None = None
@@ -517,9 +518,9 @@ class OTLPEncoder:
             # and scope skip the lookups.
             if key is not last_key or scope != last_scope or group is None:
                 last_key, last_scope = key, scope
-                runs = groups.get(key)
-                if runs is None:
-                    runs = groups[key] = []
+                if not resources or resources[-1][0] != key:
+                    resources.append((key, []))
+                runs = resources[-1][1]
                 if runs and runs[-1][0] == scope:
                     group = runs[-1][1]
                 else:
@@ -542,7 +543,7 @@ class OTLPEncoder:
                         for scope, records in runs
                     )
                     + b"]}"
-                    for key, runs in groups.items()
+                    for key, runs in resources
                 ),
                 b"]}",
             )

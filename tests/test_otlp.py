@@ -582,7 +582,8 @@ class TestFastPath:
         assert general == fast
         bodies = [r["body"]["stringValue"] for rl in fast["resourceLogs"]
                   for sl in rl["scopeLogs"] for r in sl["logRecords"]]  # fmt: skip
-        assert ["x", "z", "w", "y"] == bodies  # grouped by app: "a" is a resource of its own
+        assert ["x", "y", "z", "w"] == bodies  # in order: "a" is a resource of its own, in a run
+        assert 3 == len(fast["resourceLogs"])
 
 
 class TestDevServer:

@@ -15,7 +15,7 @@ import pytest
 from logdna_client import LogDNAHandler
 from logdna_client._buffer import SEPARATOR
 from logdna_client._otlp import OTLPEncoder, otel_resource
-from tests._otlp_server import Server, status_body
+from tests._otlp_server import Server, otlp_client, status_body
 from tests.test_otlp_severity import severities
 
 
@@ -174,6 +174,31 @@ class TestScopes:
             for record in sl.log_records
         ]
         assert [(name, f"line {i}") for i, name in enumerate(names)] == in_order
+
+    def test_lines_of_other_apps_and_envs_keep_their_order(self, otlp: Server) -> None:
+        """Lines with their own app= or env= go in their resource, in runs, in the order
+        they were logged: the resources were gathered from across the batch, so such a
+        line came after all the others (H198)."""
+        client = otlp_client(
+            otlp.url, key="k", app="main", env="prod", hostname="h", flush_interval=3600
+        )
+        client.log("1 main")
+        client.log("2 other", app="other")
+        client.log("3 main")
+        client.log("4 dev", env="dev")
+        client.log("5 main")
+        assert client.flush(10)
+        client.close()
+        got = [
+            (rl.resource.attributes[0].value.string_value, record.body.string_value)
+            for request in otlp.requests
+            for rl in request.parsed.resource_logs  # type: ignore[union-attr]
+            for sl in rl.scope_logs
+            for record in sl.log_records
+        ]
+        assert ["1 main", "2 other", "3 main", "4 dev", "5 main"] == [text for _, text in got]
+        (request,) = otlp.requests
+        assert 5 == len(request.parsed.resource_logs)  # type: ignore[union-attr]
 
     def test_many_loggers_in_one_batch_cost_a_bounded_header_each(self) -> None:
         """A batch of 500 records from 500 loggers keeps them all, in order, each in its
