@@ -33,7 +33,6 @@ from urllib.parse import urlsplit
 from ._config import ENV_VARS, Config, posts_otlp_logs
 from ._devserver import isatty
 from ._errors import ConfigurationError
-from ._otel_env import otel_endpoint
 from ._retry import Backoff
 from ._sender import app_outcome, gzip_entries
 from ._spool import Spool, destination
@@ -75,10 +74,19 @@ def register(commands: Any, library: argparse.ArgumentParser) -> None:
     where.add_argument(
         "--spool-dir", metavar="DIR", help=f"the spool folder (env {ENV_VARS['spool_dir']})"
     )
+    # ls and purge: whose segments are an OTLP app's that takes its endpoint and headers
+    # from OpenTelemetry's variables (its segments' destination counts those headers).
+    otel = argparse.ArgumentParser(add_help=False)
+    otel.add_argument(
+        "--otel",
+        action="store_true",
+        help="the destination of an OTLP app that takes its endpoint and headers from "
+        "OTEL_EXPORTER_OTLP_(LOGS_)ENDPOINT and _HEADERS, read here (instead of --url)",
+    )
     actions = spool.add_subparsers(dest="spool_command", metavar="ACTION", required=True)
     ls = actions.add_parser(
         "ls",
-        parents=[where, library],
+        parents=[where, library, otel],
         help="list segments, lines waiting, their destination and who holds them",
         description="Each segment's destination is a short fingerprint of the ingestion key "
         "and URL it was written for (never the key); 'yours' marks those of --key and --url "
@@ -115,7 +123,7 @@ def register(commands: Any, library: argparse.ArgumentParser) -> None:
     replay.set_defaults(func=_cmd_replay)
     purge = actions.add_parser(
         "purge",
-        parents=[where, library],
+        parents=[where, library, otel],
         help="delete this key and URL's segments no live process holds",
         description="Delete the segments no live process holds that were written for --key "
         f"and --url (or {ENV_VARS['key']} and {ENV_VARS['url']}), as replay sends them; "
@@ -176,11 +184,16 @@ def _config(args: argparse.Namespace, *, sending: bool = False) -> Config:
     """The options given; ``sending``: replay's, which speaks the LogDNA API only. ls and
     purge only tell a key and URL's segments apart: an OTLP endpoint's URL is taken as
     its app takes it (protocol="otlp"), which also decides which key is the app's."""
+    if getattr(args, "otel", False):
+        # Asked for (never guessed from the environment: OTel variables set pod-wide for
+        # traces are no LogDNA app's, H202): the URL and headers they give, as an OTLP app
+        # takes them with no url=.
+        if args.url is not None:
+            raise ConfigurationError("--otel and --url: give one of them", "url")
+        return Config(key=args.key, key_file=args.key_file, protocol="otlp",
+                      hostname=args.hostname, allow_insecure=args.allow_insecure)  # fmt: skip
     url = args.url if args.url is not None else os.environ.get(ENV_VARS["url"])
     otlp = not sending and isinstance(url, str) and posts_otlp_logs(urlsplit(url.strip()).path)
-    # No URL given, in an environment whose OTel variables name an endpoint: the app's
-    # (with their headers, which its segments' destination counts).
-    otlp = otlp or (not sending and url is None and otel_endpoint()[1] is not None)
     return Config(key=args.key, key_file=args.key_file, url=args.url, hostname=args.hostname,
                   tags=args.tags, app=args.app, env=args.env,
                   allow_insecure=args.allow_insecure,
@@ -245,7 +258,8 @@ def _cmd_ls(args: argparse.Namespace) -> int:
         config = _config(args)
         mine, otlp = destination(config), config.protocol == "otlp"
     except ConfigurationError:  # no key: the fingerprints are shown, unmatched
-        pass
+        if args.otel:  # (asked for: what is wrong with the OTel variables is said)
+            raise
     now = time.time()
     total_lines = total_bytes = yours_lines = 0
     console.say(f"{'segment':<48} {'size':>10} {'age':>5} {'lines waiting':>13}  "

@@ -307,6 +307,40 @@ class TestExtension:
         assert "user_id" not in health_access["meta"]
         assert [] == loads
 
+    def test_the_user_of_a_logout_stays_on_its_request(
+        self, server: DevServer, handler: LogDNAHandler, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """logout_user() leaves Flask-Login an anonymous user for the rest of the request:
+        the user who logged out stays on its lines and its access line (H202: the access
+        line of a logout said no one)."""
+        import blinker
+
+        class User:
+            is_authenticated = True
+
+            def get_id(self) -> str:
+                return "alice"
+
+        stub = type(sys)("flask_login")
+        stub.user_logged_out = blinker.Signal()  # type: ignore[attr-defined]
+        monkeypatch.setitem(sys.modules, "flask_login", stub)
+        app = flask.Flask("t_flask_logout")
+        LogDNA(app, access_log=True)
+        log = logging.getLogger(APP_LOGGER)
+
+        @app.get("/logout")
+        def logout() -> str:
+            user = flask.g._login_user = User()  # loaded by login_required
+            log.info("logging out")
+            stub.user_logged_out.send(app, user=user)  # as logout_user() does, then:
+            flask.g._login_user = None
+            log.info("logged out")
+            return "out"
+
+        assert 200 == app.test_client().get("/logout").status_code
+        lines = delivered(server, handler.client, 3)
+        assert [None, "alice", "alice"] == [line["meta"].get("user_id") for line in lines]
+
     def test_a_patch_of_flasks_preprocess_request_made_later_applies(self) -> None:
         """The extension wraps the app's preprocess_request looking the class's up at each
         request: a test's patch or an instrumentation of Flask.preprocess_request made

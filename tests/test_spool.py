@@ -1159,6 +1159,9 @@ class TestDestinations:
         assert fingerprint(None, URL, both) == fingerprint(
             None, URL, [("x-scope-orgid", Secret("acme")), ("X-Honeycomb-Team", team[0][1])]
         )
+        # A name given twice is sent with its last value (H202: another fingerprint).
+        twice = [("X-Scope-OrgID", Secret("globex")), *both]
+        assert fingerprint(None, URL, twice) == fingerprint(None, URL, both)
         found = []
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
         for tenant in ("A", "B", "A"):
@@ -2057,26 +2060,43 @@ class TestCli:
         assert "yours (" + short(MINE) + ": this key and URL): 10 line(s) waiting" in out
         assert "key-of-app" not in out
 
-    def test_ls_in_an_otlp_apps_environment_marks_its_segments(
+    def test_ls_and_purge_with_otel_take_an_otlp_apps_destination(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        """Run where the app's OTel variables are set (no --url), ls takes the endpoint
-        and headers they give, as the app does: the app's segments are its own, another
-        tenant's on the same endpoint are not."""
+        """With --otel, ls and purge take the endpoint and headers OpenTelemetry's
+        variables give, as an OTLP app does: the app's segments are its own, another
+        tenant's on the same endpoint are not. Without it those variables (often set
+        for a whole pod) are no LogDNA app's: its segments stay its own (H202: purge
+        there deleted the OTLP app's backlog and left the LogDNA app's)."""
         from logdna_client._config import Config
         from logdna_client._spool import destination
 
-        monkeypatch.delenv("LOGDNA_URL", raising=False)
+        for name in ("LOGDNA_INGESTION_KEY", "LOGDNA_URL"):
+            monkeypatch.delenv(name, raising=False)
+        write_segment(tmp_path, 1, destination=MINE)
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
         made = {}
         for tenant in ("B", "A"):
             monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", f"x-honeycomb-team=KEY-OF-{tenant}")
             made[tenant] = destination(Config(protocol="otlp"))
-            write_segment(tmp_path, 1, destination=made[tenant])
+            write_segment(tmp_path, 2, destination=made[tenant])
+        monkeypatch.setenv("LOGDNA_INGESTION_KEY", "key-of-app-a")  # the LogDNA app's
+        monkeypatch.setenv("LOGDNA_URL", URL)
         status, out, _ = self.run("spool", "ls", "--spool-dir", str(tmp_path))
         assert 0 == status
+        assert f"{short(MINE)} yours" in out and f"{short(made['A'])} other" in out
+        monkeypatch.delenv("LOGDNA_INGESTION_KEY")
+        monkeypatch.delenv("LOGDNA_URL")
+        status, out, _ = self.run("spool", "ls", "--spool-dir", str(tmp_path), "--otel")
+        assert 0 == status
         assert f"{short(made['A'])} yours" in out and f"{short(made['B'])} other" in out
+        assert f"{short(MINE)} other" in out
         assert "KEY-OF" not in out
+        status, out, _ = self.run("spool", "purge", "--spool-dir", str(tmp_path), "--otel", "--yes")
+        assert 0 == status and "deleted: 1 file(s), 20 line(s)" in out, out
+        status, _, err = self.run("spool", "ls", "--spool-dir", str(tmp_path), "--otel",
+                                  "--url", URL)  # fmt: skip
+        assert 2 == status and "--otel and --url" in err
 
     def test_verify_tells_torn_tails_from_corruption(self, tmp_path: Path) -> None:
         """verify exits 0 with a torn tail and 1 with a flipped byte, naming the offset."""

@@ -49,12 +49,26 @@ def fingerprint(key: Secret | None, url: str, headers: Sequence[tuple[str, Secre
     # first, and no key is told apart from an empty one: no two inputs collide.
     digest.update(b"-" if key is None else b"+" + hashlib.blake2b(key.reveal().encode()).digest())
     digest.update(where.encode())
-    # After the URL, whose text holds no NUL: each header as its name (in any case, as
-    # HTTP reads it) and its value's digest, in the order of their names.
-    for name, value in sorted(headers, key=lambda header: header[0].lower()):
-        digest.update(b"\0" + name.lower().encode() + b"\0")
-        digest.update(hashlib.blake2b(value.reveal().encode()).digest())
+    # After the URL, whose text holds no NUL: each header as it is sent (its name in any
+    # case, as HTTP reads it; the last value of a name given twice) in the order of their
+    # names, its value through a slow digest: a header value need not be random as a key
+    # is (a tenant's name, a Basic password), and ``short`` shows 32 bits of the result,
+    # other destinations' too, in warnings (H202: a guess was checked in microseconds).
+    sent = {name.lower(): value for name, value in headers}
+    for name in sorted(sent):
+        digest.update(b"\0" + name.encode() + b"\0")
+        digest.update(_slow_digest(name, sent[name]))
     return digest.digest()
+
+
+#: PBKDF2 rounds for a header value: about 40 ms once per process with a spool.
+_HEADER_ROUNDS = 100_000
+
+
+def _slow_digest(name: str, value: Secret) -> bytes:
+    return hashlib.pbkdf2_hmac(
+        "sha256", value.reveal().encode(), _PERSON + name.encode(), _HEADER_ROUNDS
+    )
 
 
 def _as_sent(url: str) -> str:

@@ -11,8 +11,8 @@
 For each request it binds ``request_id`` (from the ``X-Request-ID`` header
 when it is a sane token, else a new one; echoed in the response and kept as
 ``flask.g.request_id``), ``http_method``, ``http_path``, and ``user_id`` when
-one is known (``user_id=`` callable, else Flask-Login's ``current_user`` when
-Flask-Login is in use); ``http_status`` once the response exists. The lines
+one is known (``user_id=`` callable, else the user Flask-Login loaded for the
+request, when the app loaded one); ``http_status`` once the response exists. The lines
 reach LogDNA through a ``LogDNAHandler`` (with ``RequestContextFilter``) or a
 ``LogDNAProcessor`` configured as usual; see docs/flask.md.
 """
@@ -166,12 +166,14 @@ class LogDNA:
         except Exception:
             _own.debug("logdna_client: could not bind the request context", exc_info=True)
 
-    def _add_user(self) -> None:
+    def _add_user(self, user: str | None = None) -> None:
+        """Bind the user (``user``, or the one ``user_id`` gives) into the request's
+        context, and into the fields a streamed response binds again."""
         from flask import g  # noqa: PLC0415
 
         setattr(g, _G_USER_ASKED, True)
         try:
-            user = self._user_id()
+            user = self._user_id() if user is None else user
             if user is not None:
                 update_request_context(user_id=user)
                 bound = g.get(_G_FIELDS)
@@ -224,6 +226,7 @@ def _extension() -> LogDNA | None:
 def _bind_without_user() -> None:
     ext = _extension()
     if ext is not None:
+        _watch_logouts()
         # Without the user: the app's preprocessors and hooks after this one may set
         # what loading it needs (a tenant in g), and Flask-Login keeps its first answer
         # (H195, H196: 401). _ask_user_after_hooks, after them all, adds it.
@@ -232,6 +235,33 @@ def _bind_without_user() -> None:
 
 def _before_request() -> None:
     _bind_without_user()
+
+
+_watched: list[object] = []  # the user_logged_out signal connected to, once
+
+
+def _watch_logouts() -> None:
+    """Hear Flask-Login's logouts, once it is in use: the request of a ``logout_user()``
+    is the user's, though Flask-Login forgets it (H202: its access line lost it)."""
+    signal = getattr(sys.modules.get("flask_login"), "user_logged_out", None)
+    if signal is None or signal in _watched:
+        return
+    _watched[:] = [signal]
+    try:
+        signal.connect(_logged_out, weak=False)
+    except Exception:
+        _own.debug("logdna_client: could not connect to user_logged_out", exc_info=True)
+
+
+def _logged_out(sender: Any, user: Any = None, **_: Any) -> None:
+    from flask import g  # noqa: PLC0415
+
+    with contextlib.suppress(Exception):
+        ext = _extension()
+        if ext is None or user is None or ext.user_id is not _flask_login_user_id:
+            return
+        if g.get(_G_TOKEN) is not None:  # (only into a request context of ours: see _respond)
+            ext._add_user(str(user.get_id()))
 
 
 def _preprocess_url(endpoint: str | None, values: dict[str, Any] | None) -> None:
