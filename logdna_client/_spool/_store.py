@@ -1077,13 +1077,15 @@ class Spool:
                 self._report("spool-other", f"logdna_client: {len(orphaned) - unmarked} "
                              f"segment(s) in the "
                              f"spool folder {self.directory!r} hold lines for another destination "
-                             f"(ingestion key or URL; fingerprint {found}) and are left for it, "
+                             f"(ingestion key, URL, or an OTLP app's OTel headers; fingerprint "
+                             f"{found}) and are left for it, "
                              f"neither sent nor dropped by this process. If they are this app's "
                              f"from before a key or URL change, send them with: python -m "
                              f"logdna_client spool replay --spool-dir {folder} --key "
                              f"<that key> --url <that URL>; if that key or URL was wrong (refused, "
                              f"a typo) and is fixed now, add --any-destination and give the right "
-                             f"ones (spool ls shows each segment's destination)")  # fmt: skip
+                             f"ones (spool ls shows each segment's destination). An OTLP "
+                             f"app's are sent only by a process of that app")  # fmt: skip
         if later:
             self._report("spool-later", f"logdna_client: {later} segment(s) in the spool folder "
                          f"{self.directory!r} were written by a later version of logdna_client; "
