@@ -396,7 +396,12 @@ class LogDNAHandler(logging.Handler):
         level: str | None = None
         ms: int | None = None
         exc_info: object = None  # the exception the text shows a traceback of
-        if type(msg) is dict and "_logger" in attrs:
+        if (
+            type(msg) is dict
+            and "_logger" in attrs
+            and self._own_format
+            and self.formatter is self._default_formatter
+        ):
             # structlog's ProcessorFormatter.wrap_for_formatter: the event dict is
             # the message; its keys are meta, structlog's bookkeeping is not (_extras
             # leaves it out; record_meta cannot name it). The record is a LogRecord

@@ -143,3 +143,39 @@ class TestHandlerLevel:
         assert [("payment failed", "ERROR"), ("served", "INFO")] == [
             (line["line"], line["level"]) for line in lines
         ]
+
+
+@pytest.mark.usefixtures("handle_path")
+class TestTheHandlersFormatter:
+    def test_a_formatter_set_on_the_handler_makes_the_line(self, server: DevServer) -> None:
+        """A formatter set on the handler (structlog's ProcessorFormatter, say) makes the
+        line of a wrapped event as of any record, as docs/stdlib.md says: the handler
+        read the event dict itself and left it out (H199)."""
+        h = handler_for(server)
+        h.setFormatter(
+            structlog.stdlib.ProcessorFormatter(
+                processors=[
+                    structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                    structlog.processors.KeyValueRenderer(key_order=["event"]),
+                ]
+            )
+        )
+        with logger_with("t.eco.structlog.formatter", h) as std:
+            _stdlib_bound(std).info("hello", invoice=7)
+            (line,) = delivered(server, h.client, 1)
+        assert "event='hello' invoice=7" == line["line"]
+
+    def test_a_subclass_format_makes_the_line(self, server: DevServer) -> None:
+        """A subclass that overrides ``format`` gets the stdlib's semantics, a wrapped
+        event's record too."""
+        from logdna_client import LogDNAHandler
+
+        class Shouting(LogDNAHandler):
+            def format(self, record: logging.LogRecord) -> str:
+                return "SHOUT " + str(record.msg["event"]).upper()  # type: ignore[index]
+
+        h = Shouting(url=server.url, hostname="test-host")
+        with logger_with("t.eco.structlog.subclass", h) as std:
+            _stdlib_bound(std).info("hello", invoice=7)
+            (line,) = delivered(server, h.client, 1)
+        assert "SHOUT HELLO" == line["line"]
