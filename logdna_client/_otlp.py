@@ -971,8 +971,9 @@ def decode_export_request(body: bytes | bytearray) -> list[dict[str, Any]]:
 
     Each has ``line``, ``timestamp`` (ms), ``level``, ``app`` (``service.name``),
     ``env`` (``deployment.environment[.name]``), ``meta`` (the record's
-    attributes, when any), ``hostname`` (``host.name``) and ``resource`` (all
-    resource attributes). Raises ``OTLPDecodeError`` for a body to answer 400.
+    attributes, when any), ``hostname`` (``host.name``), ``trace_id``, ``span_id``
+    and ``trace_flags`` (when the record has them) and ``resource`` (all resource
+    attributes). Raises ``OTLPDecodeError`` for a body to answer 400.
     """
     try:
         doc = orjson.loads(body)
@@ -1036,8 +1037,22 @@ def _line_of(
         del attributes["exception.stacktrace"]
     if attributes:
         line["meta"] = attributes
+    # The trace context, where collectors join logs to traces: shown, so that a devserver
+    # user can see it travels (H198).
+    for name, keys in _TRACE_FIELDS:
+        value = _get(record, *keys)
+        if value not in (None, "", 0):
+            line[name] = value
     line["resource"] = resource
     return line
+
+
+#: A record's trace fields, as ``_line_of`` names them, and their JSON spellings.
+_TRACE_FIELDS = (
+    ("trace_id", ("traceId", "trace_id")),
+    ("span_id", ("spanId", "span_id")),
+    ("trace_flags", ("flags", "flags")),
+)
 
 
 def export_response(rejected: int = 0, message: str = "") -> bytes:

@@ -605,6 +605,25 @@ class TestDevServer:
         )  # fmt: skip
         assert 7 == line["meta"]["user"]
 
+    def test_the_trace_context_shows_in_the_devservers_lines(self) -> None:
+        """A record's trace context (opentelemetry-instrumentation-logging's attributes,
+        sent as the record's traceId, spanId and flags) shows in the devserver's lines,
+        where a user checks that it travels: the devserver left it out (H198)."""
+        from logdna_client._devserver import DevServer
+
+        trace, span = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
+        with DevServer() as dev:
+            client = Client(url=dev.base_url + "/v1/logs", protocol="otlp", hostname="web-1",
+                            kubernetes=False, flush_interval=0.05)  # fmt: skip
+            client.log("traced", meta={"otelTraceID": trace, "otelSpanID": span,
+                                       "otelTraceSampled": True})  # fmt: skip
+            client.log("untraced")
+            assert client.flush(10)
+            client.close()
+            traced, untraced = dev.lines
+        assert (trace, span, 1) == (traced["trace_id"], traced["span_id"], traced["trace_flags"])
+        assert not {"trace_id", "span_id", "trace_flags"} & set(untraced)
+
     def test_partial_success_and_retry_after(self) -> None:
         """Refused records come back as an OTLP partial success (counted as rejected, not
         retried); a 429 with Retry-After is waited out before the same lines go again."""
