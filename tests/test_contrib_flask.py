@@ -52,6 +52,31 @@ def make_app(**options: Any) -> Any:
     return app
 
 
+class LoggedIn:
+    """A user Flask-Login loaded, as the extension reads it."""
+
+    is_authenticated = True
+
+    def __init__(self, user_id: str) -> None:
+        self.user_id = user_id
+
+    def get_id(self) -> str:
+        return self.user_id
+
+
+def app_with_flask_login(
+    monkeypatch: pytest.MonkeyPatch, **flask_login: object
+) -> tuple[Any, logging.Logger]:
+    """An app with the extension (an access line per request) where a stand-in for
+    Flask-Login, with ``flask_login``'s names, is imported; and the app's logger."""
+    stub = type(sys)("flask_login")
+    stub.__dict__.update(flask_login)
+    monkeypatch.setitem(sys.modules, "flask_login", stub)
+    app = flask.Flask("t_flask_login")
+    LogDNA(app, access_log=True)
+    return app, logging.getLogger(APP_LOGGER)
+
+
 @pytest.fixture
 def handler(server: DevServer) -> Iterator[LogDNAHandler]:
     """Our handler with the context filter on the app's loggers."""
@@ -271,28 +296,17 @@ class TestExtension:
         on requests that never asked for one."""
         loads: list[str] = []
 
-        class User:
-            is_authenticated = True
-
-            def get_id(self) -> str:
-                return "acme:7"
-
         class CurrentUser:  # a stand-in for flask_login.current_user: loads when read
             def __getattr__(self, name: str) -> object:
                 loads.append(name)
-                return getattr(User(), name)
+                return getattr(LoggedIn("acme:7"), name)
 
-        stub = type(sys)("flask_login")
-        stub.current_user = CurrentUser()  # type: ignore[attr-defined]
-        monkeypatch.setitem(sys.modules, "flask_login", stub)
-        app = flask.Flask("t_flask_login")
-        LogDNA(app, access_log=True)
-        log = logging.getLogger(APP_LOGGER)
+        app, log = app_with_flask_login(monkeypatch, current_user=CurrentUser())
 
         @app.get("/me")
         def me() -> str:
             log.info("before the view loads the user")
-            flask.g._login_user = User()  # as Flask-Login's login_required loads it
+            flask.g._login_user = LoggedIn("acme:7")  # as Flask-Login's login_required does
             return "ok"
 
         @app.get("/health")
@@ -315,24 +329,14 @@ class TestExtension:
         line of a logout said no one)."""
         import blinker
 
-        class User:
-            is_authenticated = True
-
-            def get_id(self) -> str:
-                return "alice"
-
-        stub = type(sys)("flask_login")
-        stub.user_logged_out = blinker.Signal()  # type: ignore[attr-defined]
-        monkeypatch.setitem(sys.modules, "flask_login", stub)
-        app = flask.Flask("t_flask_logout")
-        LogDNA(app, access_log=True)
-        log = logging.getLogger(APP_LOGGER)
+        logged_out = blinker.Signal()
+        app, log = app_with_flask_login(monkeypatch, user_logged_out=logged_out)
 
         @app.get("/logout")
         def logout() -> str:
-            user = flask.g._login_user = User()  # loaded by login_required
+            user = flask.g._login_user = LoggedIn("alice")  # loaded by login_required
             log.info("logging out")
-            stub.user_logged_out.send(app, user=user)  # as logout_user() does, then:
+            logged_out.send(app, user=user)  # as logout_user() does, then:
             flask.g._login_user = None
             log.info("logged out")
             return "out"
