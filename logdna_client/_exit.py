@@ -35,6 +35,7 @@ from ._report import KIND_ATTR, logger
 from ._sender import spill_while_closing
 from ._threads import (
     BUSY_THREADS,
+    COLLECTING,
     LIBRARY_THREADS,
     NESTED_THREADS,
     SENDER_THREADS,
@@ -466,6 +467,7 @@ def _reset_after_fork(execs: bool) -> None:
     _fork_look = False
     _unwatch_after_fork()
     SENDER_THREADS.clear()  # the parent's threads do not exist here
+    COLLECTING.clear()
     BUSY_THREADS.clear()
     NESTED_THREADS.clear()
     for client in list(_clients):

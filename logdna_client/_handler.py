@@ -90,8 +90,9 @@ def _stdlib_get_message() -> object:
     returns. Where another library patched it before this module was imported, a
     marker no class has: every record's text then comes from its getMessage (H199)."""
     found = logging.LogRecord.getMessage
-    code = getattr(found, "__code__", None)
-    if code is not None and code.co_filename == logging.__file__ and code.co_name == "getMessage":
+    # By the module it was defined in: functools.wraps copies a name, never the globals;
+    # a file name differs where logging runs from .pyc alone (H201: PyInstaller).
+    if getattr(found, "__globals__", None) is vars(logging) and found.__name__ == "getMessage":
         return found
     return object()
 
@@ -344,6 +345,8 @@ class LogDNAHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         """Ship one record: serialize it and queue it for the sender."""
+        if self._official and _official.emitted_with_options(self, record):
+            return  # (its per-line options dict: a handler made as the official one is)
         self._deliver(record)
 
     def _deliver(self, record: logging.LogRecord) -> None:

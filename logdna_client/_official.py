@@ -217,7 +217,7 @@ def install(handler: LogDNAHandler) -> None:
         args = record.args
         if type(args) is not tuple:  # (the usual record: no per-line options)
             opts = line_options(args)
-            if opts is not None:
+            if opts is not None and not handler._stdlib_handle:
                 return _ship_with_options(handler, record, opts)
         # Read at each call: a hook set on the handler later (a test's mock of emit)
         # turns the C handle off, as it does for a handler built the usual way (H199).
@@ -231,13 +231,29 @@ def install(handler: LogDNAHandler) -> None:
     handler.handle = handle_official  # type: ignore[method-assign]
 
 
+def emitted_with_options(handler: LogDNAHandler, record: logging.LogRecord) -> bool:
+    """Ship ``record`` with its per-line options dict, where it has one, from ``emit``:
+    the stdlib's ``handle`` (a hook of the application's: a subclass's ``emit``, a mock
+    of it) filtered it already. False: none, the record ships as any does."""
+    args = record.args
+    opts = None if type(args) is tuple else line_options(args)
+    if opts is None:
+        return False
+    _ship_with_options(handler, record, opts, filtered=True)
+    return True
+
+
 def _ship_with_options(
-    handler: LogDNAHandler, record: logging.LogRecord, opts: Mapping[str, Any]
+    handler: LogDNAHandler,
+    record: logging.LogRecord,
+    opts: Mapping[str, Any],
+    *,
+    filtered: bool = False,
 ) -> bool:
     from ._handler import _millis, _unformattable, record_meta  # noqa: PLC0415 - a circle
 
     try:
-        if not handler.filter(record):
+        if not filtered and not handler.filter(record):
             return False
         source = record
         try:

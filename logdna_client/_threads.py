@@ -7,6 +7,7 @@ discarding and testing membership are single operations under the GIL.
 
 from __future__ import annotations
 
+import gc
 import signal
 import sys
 import threading
@@ -18,35 +19,55 @@ from typing import Any
 
 __all__ = [
     "BUSY_THREADS",
+    "COLLECTING",
     "LIBRARY_THREADS",
     "NESTED_THREADS",
     "SENDER_THREADS",
     "SENDER_WORK_LOGGERS",
     "Latch",
     "Wakeup",
+    "finalizing",
     "library_threads",
     "made_on_sender",
     "marks_for",
     "on_sender_thread",
     "raised_by_signal_handler",
-    "sender_work",
     "start_library_thread",
 ]
 
-#: Idents of every live sender thread in this process. The records their own work
-#: makes there (``SENDER_WORK_LOGGERS``: urllib3's and requests' logging) are never
-#: shipped by any handler, so one client's sending cannot feed another client's buffer.
+#: Idents of every live sender thread in this process. The records made on them
+#: (urllib3's and requests' own logging, an HTTP instrumentation's, our reports) are
+#: never shipped by any handler, so one client's sending cannot feed another client's
+#: buffer; but for those of finalizers (``COLLECTING``).
 SENDER_THREADS: set[int] = set()
 
-#: The loggers of what a sender thread runs itself: the HTTP stack, and warnings it
-#: raises (an InsecureRequestWarning per request, through ``logging.captureWarnings``).
-#: A record of any other logger made there comes from code the garbage collector ran
-#: on it (a finalizer, asyncio's "Task exception was never retrieved"): the
-#: application's, shipped (H198: a third of such ERROR lines were lost, uncounted).
+#: Sender threads inside a garbage collection now. A collection runs on whichever thread
+#: allocates when it is due, a sender's too, and the finalizers it runs log the
+#: application's lines (a ``__del__``'s, asyncio's "Task exception was never retrieved"
+#: at ERROR): those ship (H198: a third of such lines were lost, counted nowhere).
+#: Judged by the collection, not by the logger: an HTTP client's instrumentation logs
+#: under names of its own on every request the sender makes (H201: shipped, each line
+#: made the next request, for as long as the process ran).
+COLLECTING: set[int] = set()
+
+#: The loggers of the sender's HTTP stack: never shipped from a sender thread, a
+#: collection's there included (a connection a collection closes may log).
 SENDER_WORK_LOGGERS = frozenset(
     {"urllib3", "requests", "charset_normalizer", "chardet", "socks", "http"}  # http.cookiejar
 )
-_WARNINGS_LOGGER = "py.warnings"
+
+
+def _collection(phase: str, info: dict[str, int]) -> None:
+    """``gc.callbacks``' hook: marks a sender thread while a collection runs on it."""
+    ident = threading.get_ident()
+    if ident in SENDER_THREADS:
+        if phase == "start":
+            COLLECTING.add(ident)
+        else:
+            COLLECTING.discard(ident)
+
+
+gc.callbacks.append(_collection)
 
 #: Idents of the threads currently inside one of our handlers or processors. A
 #: record that arrives on such a thread comes from a ``__str__``, a formatter,
@@ -62,11 +83,12 @@ NESTED_THREADS: set[int] = set()
 
 
 def made_on_sender(record: Any, running: int) -> bool:
-    """Whether ``record`` (a LogRecord) was made by a sender's own work, on one of this
-    process's sender threads (urllib3's and requests' lines of the library's own
-    requests: ``SENDER_WORK_LOGGERS``): the handler and the processor never ship it, on
-    whichever thread it is handled (a QueueListener's, say), or each request would make
-    more to send. A record of another logger (or none) made there ships.
+    """Whether ``record`` (a LogRecord) was made on one of this process's sender threads
+    by the sender's own work (urllib3's and requests' lines of the library's own
+    requests): the handler and the processor never ship it, on whichever thread it is
+    handled (a QueueListener's, say), or each request would make more to send. One a
+    finalizer made there, handled as it was made, inside a garbage collection
+    (``COLLECTING``) and not by the HTTP stack's loggers, is the application's: it ships.
 
     ``running`` is the running thread's ident: a record made with
     ``logging.logThreads`` off has no thread, and the thread handling it made it.
@@ -79,21 +101,22 @@ def made_on_sender(record: Any, running: int) -> bool:
         if thread is None:
             thread = running
         # A record without a process (stripped by a filter) counts as this process's.
-        return (
-            thread in SENDER_THREADS
-            and getattr(record, "process", None) in (None, getpid())
-            and sender_work(getattr(record, "name", None))
-        )
+        if thread not in SENDER_THREADS or getattr(record, "process", None) not in (
+            None,
+            getpid(),
+        ):
+            return False
+        return not (thread == running and finalizing(running, getattr(record, "name", None)))
     except Exception:
         return False
 
 
-def sender_work(name: object) -> bool:
-    """Whether logger ``name`` is one a sender's own work logs to (``SENDER_WORK_LOGGERS``,
-    or warnings); a name that is no text counts as one (no application logger has it)."""
-    if not isinstance(name, str):
-        return True
-    return name.partition(".")[0] in SENDER_WORK_LOGGERS or name == _WARNINGS_LOGGER
+def finalizing(thread: int, name: object) -> bool:
+    """Whether sender ``thread`` is running a collection's finalizers, and a record of
+    logger ``name`` (None: no logger's, a structlog call's) made there is theirs."""
+    if thread not in COLLECTING:
+        return False
+    return not (isinstance(name, str) and name.partition(".")[0] in SENDER_WORK_LOGGERS)
 
 
 #: Every thread the library started (``start_library_thread``): the threads that must not

@@ -54,7 +54,13 @@ from ._options import ClientOptions, with_options_help
 from ._redact import bytes_text
 from ._report import is_own_logger
 from ._secret import hide_key
-from ._threads import made_on_sender, marks_for, raised_by_signal_handler
+from ._threads import (
+    SENDER_THREADS,
+    finalizing,
+    made_on_sender,
+    marks_for,
+    raised_by_signal_handler,
+)
 
 __all__ = ["LogDNAProcessor", "event_dict_to_line", "level_of", "timestamp_of"]
 
@@ -195,9 +201,8 @@ class LogDNAProcessor(_NativeCall):
     ) -> MutableMapping[str, Any]:
         """Ship the event (see the class's docstring) and return it unchanged."""
         thread = get_ident()
-        # (On a sender thread too: a structlog call there is code the garbage collector
-        # ran, a finalizer's; urllib3's records through a ProcessorFormatter carry theirs,
-        # which _ship judges by made_on_sender.)
+        if thread in SENDER_THREADS and not finalizing(thread, _logger_of(event_dict)):
+            return event_dict  # on a sender thread (urllib3), but for a finalizer's event
         marks = marks_for(thread)  # nested in one of ours already, or deeper: see there
         if marks is None:
             self._client._count_drop("reentrant")
@@ -345,3 +350,10 @@ class LogDNAProcessor(_NativeCall):
 
 
 LogDNAProcessor.__doc__ = with_options_help(LogDNAProcessor.__doc__)
+
+
+def _logger_of(event_dict: object) -> object:
+    """The logger name of the stdlib record a ProcessorFormatter hands over in the event
+    (None: a structlog call's own event)."""
+    record = event_dict.get("_record") if isinstance(event_dict, dict) else None
+    return getattr(record, "name", None) if record is not None else None

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from logdna_client import Client, ConfigurationError, LogDNAHandler
 from logdna_client._devserver import DevServer
 from logdna_client._handler import _NOT_EXTRAS
+from tests._helpers_integrations import _only_handler
 from tests.helpers import make_logger, run_with_forced_switches
 
 # Every test here runs on each way handle can run (the C extension, the Python code).
@@ -1049,6 +1050,63 @@ class TestStdlibHooks:
         )
         assert ["[patched] m 0", "[patched] m 1"] == json.loads(done.stdout)
 
+    def test_the_stdlibs_get_message_is_known_where_logging_runs_from_pyc(
+        self, tmp_path: Any
+    ) -> None:
+        """Where logging runs from .pyc files alone (PyInstaller, stripped images), the
+        stdlib's getMessage is still known for its own, and the short paths run: the
+        file name its code gives differs there, and every record took the slow path
+        (H201)."""
+        import compileall
+        import os
+        import shutil
+        import subprocess
+
+        shutil.copytree(os.path.dirname(logging.__file__), tmp_path / "logging")
+        assert compileall.compile_dir(tmp_path / "logging", quiet=1, legacy=True)
+        for source in (tmp_path / "logging").glob("*.py"):
+            source.unlink()
+        code = (
+            "import logging\n"
+            "assert logging.__file__.endswith('.pyc'), logging.__file__\n"
+            "from logdna_client import _handler\n"
+            "print(_handler._GET_MESSAGE is logging.LogRecord.getMessage)\n"
+        )
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.getcwd()])}
+        done = subprocess.run(
+            [sys.executable, "-c", code],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert (0, "True") == (done.returncode, done.stdout.strip()), done.stderr
+
+    def test_hooks_apply_to_official_records_with_per_line_options(self) -> None:
+        """A record with the official client's per-line options dict, on a handler built in
+        its form, goes through a subclass's emit (under the handler's lock) and an emit
+        mock set on the handler, as any record does: it went around them (H201)."""
+        from unittest import mock
+
+        class Audited(LogDNAHandler):
+            def emit(self, record: logging.LogRecord) -> None:
+                record.msg = "[audited] " + str(record.msg)
+                super().emit(record)
+
+        options = {"url": UNREACHABLE, "hostname": "t", "flush_interval": 3600}
+        h = Audited("k", options)
+        log = make_logger("t.hooks.official_options", h)
+        log.info("with options %s", {"app": "billing"})
+        plain = LogDNAHandler("k", options)
+        mocked = make_logger("t.hooks.official_options_mocked", plain)
+        with mock.patch.object(plain, "emit") as emit:
+            mocked.info("with options %s", {"app": "billing"})
+        assert 1 == emit.call_count
+        assert [] == queued_lines(plain)
+        (line,) = queued_lines(h)
+        assert ("billing", True) == (line["app"], line["line"].startswith("[audited] with options"))
+
 
 def _held(lock: Any) -> bool:
     """Whether this thread holds ``lock`` (an RLock, as Handler.createLock makes)."""
@@ -1068,11 +1126,10 @@ class TestFinalizersOnTheSenderThread:
         from tests.helpers import on_a_sender_thread
 
         h = handler_for(server)
-        app = make_logger("t.finalizers.app", h)
-        asyncio_log = logging.getLogger("asyncio")
-        urllib3 = make_logger("urllib3.connectionpool", h)
-        saved = asyncio_log.handlers[:], asyncio_log.propagate
-        asyncio_log.handlers[:], asyncio_log.propagate = [h], False
+        app, warnings_log, urllib3 = (
+            logging.getLogger(name)
+            for name in ("t.finalizers.app", "py.warnings", "urllib3.connectionpool")
+        )
 
         class Closing:
             def __init__(self) -> None:
@@ -1080,6 +1137,7 @@ class TestFinalizersOnTheSenderThread:
 
             def __del__(self) -> None:
                 app.warning("resource closed by its finalizer")
+                warnings_log.warning("RuntimeWarning: coroutine 'job' was never awaited")
                 urllib3.debug("a connection pool's line")
 
         async def fails() -> None:
@@ -1095,18 +1153,52 @@ class TestFinalizersOnTheSenderThread:
             with on_a_sender_thread():
                 gc.collect()
 
-        gc.disable()
+        names = ("t.finalizers.app", "py.warnings", "urllib3.connectionpool", "asyncio")
+        with _only_handler(names, h, logging.DEBUG):
+            gc.disable()
+            try:
+                asyncio.run(fire_and_forget())
+                Closing()
+                collector = threading.Thread(target=collect_as_a_sender)
+                collector.start()
+                collector.join()
+            finally:
+                gc.enable()
+            lines = delivered(server, h, 3)
+            stats = h.client.stats()
+        # (asyncio's own DEBUG line, "Using selector", ships too: logged on this thread.)
+        texts = {line["line"].split("\n")[0] for line in lines}
+        assert {
+            "RuntimeWarning: coroutine 'job' was never awaited",
+            "Task exception was never retrieved",
+            "resource closed by its finalizer",
+        } <= texts
+        assert "a connection pool's line" not in texts
+        assert 0 == stats["dropped_total"]
+
+    def test_an_instrumentations_lines_on_the_sender_never_ship(self, server: DevServer) -> None:
+        """An HTTP client's instrumentation (an APM agent's patch of requests) logs a line
+        per request the sender makes, under a logger of its own: never shipped, or each
+        line makes the next request for as long as the process runs (H201: one request
+        per flush_interval from an idle app)."""
+        import requests
+
+        send = requests.Session.send
+
+        def instrumented(self: requests.Session, request: Any, **kwargs: Any) -> Any:
+            logging.getLogger("myapm.http").debug("outgoing %s %s", request.method, request.url)
+            return send(self, request, **kwargs)
+
+        h = handler_for(server, flush_interval=3600)
+        requests.Session.send = instrumented  # type: ignore[method-assign]
         try:
-            asyncio.run(fire_and_forget())
-            Closing()
-            collector = threading.Thread(target=collect_as_a_sender)
-            collector.start()
-            collector.join()
+            with _only_handler(("t.instrumented.app", "myapm.http"), h, logging.DEBUG):
+                logging.getLogger("t.instrumented.app").info("the only line the app logs")
+                assert h.client.flush(10)
+                assert h.client.flush(10)  # (waits for any line the first request made)
         finally:
-            gc.enable()
-            asyncio_log.handlers[:], asyncio_log.propagate = saved
-        lines = delivered(server, h, 2)
-        texts = sorted(line["line"].split("\n")[0] for line in lines)
-        assert ["Task exception was never retrieved", "resource closed by its finalizer"] == texts
-        assert 0 == h.client.stats()["dropped_total"]
-        h.close()
+            requests.Session.send = send  # type: ignore[method-assign]
+        assert (1, ["the only line the app logs"]) == (
+            server.request_count,
+            [line["line"] for line in server.lines],
+        )
