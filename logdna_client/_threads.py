@@ -57,10 +57,16 @@ SENDER_WORK_LOGGERS = frozenset(
 )
 
 
-def _collection(phase: str, info: dict[str, int]) -> None:
-    """``gc.callbacks``' hook: marks a sender thread while a collection runs on it."""
-    ident = threading.get_ident()
-    if ident in SENDER_THREADS:
+def _collection(
+    phase: str,
+    info: dict[str, int],
+    senders: set[int] = SENDER_THREADS,
+    ident_of: Callable[[], int] = threading.get_ident,
+) -> None:
+    """``gc.callbacks``' hook: marks a sender thread while a collection runs on it. (It
+    runs twice per collection, on every thread: two lookups, bound as defaults.)"""
+    ident = ident_of()
+    if ident in senders:
         if phase == "start":
             COLLECTING.add(ident)
         else:
