@@ -628,10 +628,6 @@ class Sender:
         full = self._config.max_batch_bytes
         wait_up_to = min(full, self._config.max_buffer_bytes // 2)
         spool = self.spool
-        # Application lines delivered in this turn: a summary of drops they met (a 207's
-        # refused lines) waits for the next turn's lines, or goes alone then (H198: a
-        # request of its own right after each batch, twice the requests).
-        sent_lines = False
         while True:
             if self.stopped_writing:
                 raise _Shutdown
@@ -642,14 +638,8 @@ class Sender:
                 self._deadline is None
                 and buffer.done_through >= target
                 and buffer.queued_bytes < full
-                # A drop summary goes now, with no lines to ride in this turn (but one
-                # refused waits for app lines).
-                and not (
-                    self._delivering
-                    and buffer.unreported
-                    and not self._summary_refused
-                    and not sent_lines
-                )
+                # A drop summary goes now (but one refused waits for app lines).
+                and not (self._delivering and buffer.unreported and not self._summary_refused)
                 and not backlog
             ):
                 return
@@ -711,7 +701,6 @@ class Sender:
             if batch_id is not None:
                 spool.ack(batch_id)  # type: ignore[union-attr]
                 self._notify()  # flush() waits for the ack too (Spool.undelivered)
-            sent_lines = sent_lines or bool(lines)
             if not lines and self._deadline is not None:
                 # Closing, a summary alone: lines logged after the close (threads that
                 # go on logging) are told in one, not in a request each till the deadline.

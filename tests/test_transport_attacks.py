@@ -275,10 +275,10 @@ class TestHostile207s:
 
     def test_a_207_that_refuses_the_drop_summary(self) -> None:
         """The drop-summary line refused by a 207 (wherever in its batch) is neither
-        sent nor rejected: no summary of a summary, no line counted twice. The summary of
-        the 207 that refused "b" rides the next batch ("c"); refused there, it is told
-        again only with application lines: none follows once no app line comes (H193:
-        taken as told, a refused summary's drops were never told)."""
+        sent nor rejected: no summary of a summary, no line counted twice. Not stored,
+        its drops are told again with the next batch of application lines ("c"), as
+        after a 400, and only with one: none follows once no app line comes (H193: taken
+        as told, a refused summary's drops were never told)."""
 
         def refuse_b_and_summaries(request: Request, sock: socket.socket, e: object) -> bytes:
             texts = [str(line["line"]) for line in request.lines]
@@ -288,7 +288,7 @@ class TestHostile207s:
         got, failed, stored = deliver(refuse_b_and_summaries, ["a", "b"], ["c"])
         assert ((2, 1), "partial") == (got, failed)
         summary = "logdna_client: 1 lines dropped (1 rejected)"
-        assert ["a", "b", "c", summary] == stored, stored
+        assert ["a", "b", summary, "c", summary] == stored, stored
 
 
 class TestAnAnswerNotClassified:
