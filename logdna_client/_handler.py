@@ -52,7 +52,7 @@ from ._options import ClientOptions, with_options_help
 from ._redact import bytes_text
 from ._report import is_own_logger
 from ._secret import Secret, hide_key
-from ._threads import made_on_sender, marks_for, raised_by_signal_handler
+from ._threads import SENDER_THREADS, made_on_sender, marks_for, raised_by_signal_handler
 
 __all__ = ["STANDARD_RECORD_ATTRS", "LogDNAHandler", "record_meta"]
 
@@ -333,6 +333,9 @@ class LogDNAHandler(logging.Handler):
         ``Handler.handle`` instead, hooks, lock and all.
         """
         if self._stdlib_handle:
+            current = get_ident()
+            if current in SENDER_THREADS:
+                return self._stdlib_handle_on_sender(record, current)
             return logging.Handler.handle(self, record)
         if self.filters:
             result: Any = self.filter(record)
@@ -342,6 +345,24 @@ class LogDNAHandler(logging.Handler):
                 record = result
         self._deliver(record)
         return True
+
+    def _stdlib_handle_on_sender(self, record: logging.LogRecord, current: int) -> Any:
+        """The stdlib's ``handle`` for a record made on a sender thread (a finalizer's,
+        as a garbage collection there runs it): its lock is tried, never waited for. The
+        thread holding it may be waiting for this sender (``logging.shutdown()`` flushes
+        each handler under its lock): both waited until the exit's deadline, and lines
+        were lost (H203). Such a line is counted as ``reentrant`` then."""
+        if made_on_sender(record, current):
+            return False  # (the sender's own: before the lock, as _deliver decides)
+        lock = self.lock
+        if lock is not None and not lock.acquire(blocking=False):
+            self._client._count_drop("reentrant")
+            return False
+        try:
+            return logging.Handler.handle(self, record)
+        finally:
+            if lock is not None:
+                lock.release()
 
     def emit(self, record: logging.LogRecord) -> None:
         """Ship one record: serialize it and queue it for the sender."""

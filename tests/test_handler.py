@@ -1202,3 +1202,39 @@ class TestFinalizersOnTheSenderThread:
             server.request_count,
             [line["line"] for line in server.lines],
         )
+
+    def test_a_subclass_never_waits_on_the_sender_for_its_lock(self) -> None:
+        """A subclass that overrides format takes the stdlib's handle, under the handler's
+        lock. A finalizer's line on the sender thread, while another thread holds that lock
+        (logging.shutdown() flushes each handler under it, waiting for the sender), is
+        counted as reentrant at once: the sender waited for the lock, the flush for the
+        sender, both until the exit's deadline, and lines were lost (H203)."""
+        from logdna_client._threads import COLLECTING, SENDER_THREADS
+
+        class Tagged(LogDNAHandler):
+            def format(self, record: logging.LogRecord) -> str:
+                return "[svc] " + super().format(record)
+
+        h = offline_handler(Tagged)
+        done = threading.Event()
+
+        def finalizer_on_the_sender() -> None:
+            me = threading.get_ident()
+            SENDER_THREADS.add(me)
+            COLLECTING.add(me)
+            try:
+                h.handle(logging.LogRecord("app.res", logging.WARNING, "f", 1, "freed", (), None))
+            finally:
+                COLLECTING.discard(me)
+                SENDER_THREADS.discard(me)
+                done.set()
+
+        h.acquire()
+        try:
+            threading.Thread(target=finalizer_on_the_sender, daemon=True).start()
+            assert done.wait(10)
+        finally:
+            h.release()
+        h.handle(logging.LogRecord("app", logging.WARNING, "f", 1, "after", (), None))
+        assert 1 == h.client.stats()["dropped"]["reentrant"]
+        assert ["[svc] after"] == [line["line"] for line in queued_lines(h)]
