@@ -1342,6 +1342,9 @@ class Sender:
             self._buffer.count_drop("rejected", count)
         else:
             self.stats.replay_rejected += count
+            # Told as the spool's own losses are, in the next summary line (H203: lines
+            # refused from the spool were counted here and told nowhere).
+            self._buffer.tell("replay_rejected", count)
         self._reporter.report(
             "rejected", logging.WARNING,
             "logdna_client: the service rejected %d line(s) (HTTP %s: %s); dropped and counted",

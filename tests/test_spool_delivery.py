@@ -777,6 +777,39 @@ class TestFlushWaitsForTheSpool:
             client.close(5)
         assert (2, 1, 0) == (stats["replayed"], stats["replay_rejected"], stats["sent"])
 
+    def test_lines_refused_from_the_spool_are_told_in_the_summary(self, tmp_path: Path) -> None:
+        """Lines the service refuses when replayed from the spool, this process's own
+        included, are counted in replay_rejected and told in the next summary line, as
+        the spool's other losses are: they were told nowhere (H203)."""
+        import threading
+
+        from logdna_client._transport import Kind, Outcome
+        from tests.test_sender import client_with
+
+        up = threading.Event()
+        sent: list[str] = []
+
+        def answer(lines: list[dict[str, object]], gzipped: bool) -> Outcome:
+            if not up.is_set():
+                return Outcome(Kind.RETRY, 503)
+            texts = [str(line["line"]) for line in lines]
+            sent.extend(texts)
+            if "line 0" in texts:
+                return Outcome(Kind.PARTIAL, 207, rejected=1, rejected_at=(texts.index("line 0"),))
+            return Outcome(Kind.OK, 200)
+
+        client, _, _ = client_with(answer, spool_dir=str(tmp_path), flush_interval=0.05)
+        try:
+            for i in range(3):
+                client.log(f"line {i}")
+            assert not client.flush(1.0)  # on disk, retried from there
+            up.set()
+            client.flush(30)
+        finally:
+            client.close(5)
+        assert 1 == client.stats()["replay_rejected"]
+        assert "logdna_client: 1 lines dropped (1 replay rejected)" in sent, sent
+
     @pytest.mark.parametrize("spool", [False, True], ids=["no spool", "spool"])
     def test_a_failed_attempt_is_a_retry_with_or_without_a_spool(
         self, tmp_path: Path, spool: bool
