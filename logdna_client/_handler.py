@@ -80,6 +80,10 @@ _STANDARD_KINDS = {name: name in _INIT_ATTRS or name == _GET_MESSAGE_ATTR for na
 # The stdlib's hooks whose replacement on a handler (set on it, or deleted) is looked for.
 _HOOKS = frozenset({"format", "filter", "emit"})
 
+# How often a finalizer's line on a sender thread, waiting for a handler subclass's lock,
+# looks whether its holder waits for the sender (_stdlib_handle_on_sender).
+_LOCK_LOOK = 0.05
+
 # How long a line waits for another thread to make the new client of a handler that a
 # reconfiguration closed (a moment; bounded against a wait on a lock this thread holds).
 _REOPEN_WAIT = 5.0
@@ -205,6 +209,9 @@ class LogDNAHandler(logging.Handler):
         self._official = official
         #: LOGDNA_CLIENT_PURE_PYTHON as it was when the handler was built.
         self._pure_python = _native.pure_python_asked()
+        #: Threads in this handler's flush() or close(), which wait for the sender (see
+        #: _stdlib_handle_on_sender).
+        self._waiting: set[int] = set()
         #: Held by the one thread that reopens a replaced handler (see ``_reopened``),
         #: whose ident is ``_reopener`` meanwhile.
         self._reopening = threading.Lock()
@@ -348,21 +355,29 @@ class LogDNAHandler(logging.Handler):
 
     def _stdlib_handle_on_sender(self, record: logging.LogRecord, current: int) -> Any:
         """The stdlib's ``handle`` for a record made on a sender thread (a finalizer's,
-        as a garbage collection there runs it): its lock is tried, never waited for. The
-        thread holding it may be waiting for this sender (``logging.shutdown()`` flushes
-        each handler under its lock): both waited until the exit's deadline, and lines
-        were lost (H203). Such a line is counted as ``reentrant`` then."""
+        as a garbage collection there runs it), whose wait for the handler's lock ends
+        when the thread holding it waits for this sender: ``logging.shutdown()`` flushes
+        each handler under its lock (both waited until the exit's deadline, and lines
+        were lost: H203). Such a line is counted as ``reentrant`` then. The lock is
+        taken once (a subclass's ``createLock`` may make one that is not reentrant)."""
         if made_on_sender(record, current):
             return False  # (the sender's own: before the lock, as _deliver decides)
+        result: Any = self.filter(record)
+        if not result:
+            return result
+        if isinstance(result, logging.LogRecord):  # Python 3.12+ filters may swap records
+            record = result
         lock = self.lock
-        if lock is not None and not lock.acquire(blocking=False):
-            self._client._count_drop("reentrant")
-            return False
+        while lock is not None and not lock.acquire(timeout=_LOCK_LOOK):
+            if self._waiting:
+                self._client._count_drop("reentrant")
+                return False
         try:
-            return logging.Handler.handle(self, record)
+            self.emit(record)
         finally:
             if lock is not None:
                 lock.release()
+        return result
 
     def emit(self, record: logging.LogRecord) -> None:
         """Ship one record: serialize it and queue it for the sender."""
@@ -561,11 +576,16 @@ class LogDNAHandler(logging.Handler):
         it next) the wait is part of the process's one exit deadline instead.
         """
         client = self._client
-        if _exit.owns(self.lock):
-            deadline = _exit.shutdown_deadline(client.config.shutdown_timeout)
-            client.flush(max(0.0, deadline - time.monotonic()))
-        else:
-            client.flush(timeout)
+        current = get_ident()
+        self._waiting.add(current)
+        try:
+            if _exit.owns(self.lock):
+                deadline = _exit.shutdown_deadline(client.config.shutdown_timeout)
+                client.flush(max(0.0, deadline - time.monotonic()))
+            else:
+                client.flush(timeout)
+        finally:
+            self._waiting.discard(current)
 
     def close(self) -> None:
         """Deliver what is queued within ``shutdown_timeout`` and stop the sender.
@@ -580,6 +600,8 @@ class LogDNAHandler(logging.Handler):
         them through a new client of the same options, as logging's own handlers
         go on writing after such a close.
         """
+        current = get_ident()
+        self._waiting.add(current)
         try:
             if self._owns_client:
                 client = self._client
@@ -614,6 +636,7 @@ class LogDNAHandler(logging.Handler):
                     # Closed for good after all: its records are counted as after_close.
                     self._ship_through(client)
         finally:
+            self._waiting.discard(current)
             super().close()
 
     def _handle_replaced(self, record: logging.LogRecord) -> Any:

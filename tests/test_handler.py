@@ -1203,38 +1203,59 @@ class TestFinalizersOnTheSenderThread:
             [line["line"] for line in server.lines],
         )
 
-    def test_a_subclass_never_waits_on_the_sender_for_its_lock(self) -> None:
+    @pytest.mark.parametrize("lock", ["reentrant", "plain"])
+    def test_a_subclass_never_waits_on_the_sender_for_its_lock(self, lock: str) -> None:
         """A subclass that overrides format takes the stdlib's handle, under the handler's
-        lock. A finalizer's line on the sender thread, while another thread holds that lock
-        (logging.shutdown() flushes each handler under it, waiting for the sender), is
-        counted as reentrant at once: the sender waited for the lock, the flush for the
-        sender, both until the exit's deadline, and lines were lost (H203)."""
+        lock. A finalizer's line on the sender thread waits for that lock while another
+        thread holds it briefly, and ships; while its holder waits for the sender
+        (logging.shutdown() flushes each handler under it) it is counted as reentrant:
+        the sender waited for the lock, the flush for the sender, both until the exit's
+        deadline, and lines were lost (H203). The lock is taken once: a subclass's
+        createLock may make a plain one (H204: the sender deadlocked on it)."""
         from logdna_client._threads import COLLECTING, SENDER_THREADS
 
         class Tagged(LogDNAHandler):
+            def createLock(self) -> None:
+                self.lock = threading.RLock() if lock == "reentrant" else threading.Lock()  # type: ignore[assignment]
+
             def format(self, record: logging.LogRecord) -> str:
                 return "[svc] " + super().format(record)
 
         h = offline_handler(Tagged)
-        done = threading.Event()
 
-        def finalizer_on_the_sender() -> None:
-            me = threading.get_ident()
-            SENDER_THREADS.add(me)
-            COLLECTING.add(me)
-            try:
-                h.handle(logging.LogRecord("app.res", logging.WARNING, "f", 1, "freed", (), None))
-            finally:
-                COLLECTING.discard(me)
-                SENDER_THREADS.discard(me)
-                done.set()
+        def finalizer_on_the_sender(text: str) -> threading.Event:
+            done = threading.Event()
 
+            def run() -> None:
+                me = threading.get_ident()
+                SENDER_THREADS.add(me)
+                COLLECTING.add(me)
+                try:
+                    h.handle(logging.LogRecord("app.res", logging.WARNING, "f", 1, text, (), None))
+                finally:
+                    COLLECTING.discard(me)
+                    SENDER_THREADS.discard(me)
+                    done.set()
+
+            threading.Thread(target=run, daemon=True).start()
+            return done
+
+        assert finalizer_on_the_sender("freed alone").wait(10)
         h.acquire()
         try:
-            threading.Thread(target=finalizer_on_the_sender, daemon=True).start()
-            assert done.wait(10)
+            waited = finalizer_on_the_sender("freed while the lock was held")
+            assert not waited.wait(0.2)  # (held by a thread that waits for no sender)
         finally:
             h.release()
-        h.handle(logging.LogRecord("app", logging.WARNING, "f", 1, "after", (), None))
+        assert waited.wait(10)
+        h.acquire()
+        h._waiting.add(threading.get_ident())  # as logging.shutdown()'s flush, under the lock
+        try:
+            assert finalizer_on_the_sender("freed during the flush").wait(10)
+        finally:
+            h._waiting.clear()
+            h.release()
         assert 1 == h.client.stats()["dropped"]["reentrant"]
-        assert ["[svc] after"] == [line["line"] for line in queued_lines(h)]
+        assert ["[svc] freed alone", "[svc] freed while the lock was held"] == [
+            line["line"] for line in queued_lines(h)
+        ]
