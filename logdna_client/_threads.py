@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import Callable, Iterable
 from os import getpid
 from typing import Any
@@ -57,6 +58,13 @@ SENDER_WORK_LOGGERS = frozenset(
 )
 
 
+#: The last collections on sender threads, (thread, start, end) in ``time.time()``, the
+#: clock of a record's ``created``: a record made in one and handled on another thread
+#: (a QueueListener's) is a finalizer's too (H204: dropped, counted nowhere).
+_COLLECTIONS: deque[tuple[int, float, float]] = deque(maxlen=64)
+_STARTED: dict[int, float] = {}
+
+
 def _collection(
     phase: str,
     info: dict[str, int],
@@ -68,9 +76,21 @@ def _collection(
     ident = ident_of()
     if ident in senders:
         if phase == "start":
+            _STARTED[ident] = time.time()
             COLLECTING.add(ident)
         else:
             COLLECTING.discard(ident)
+            _COLLECTIONS.append((ident, _STARTED.pop(ident, 0.0), time.time()))
+
+
+def _made_in_collection(thread: int, created: object) -> bool:
+    """Whether a record of sender ``thread`` made at ``created`` was made in one of its
+    collections (the one running, or one of the last)."""
+    if not isinstance(created, float):
+        return False
+    if thread in COLLECTING and created >= _STARTED.get(thread, float("inf")):
+        return True
+    return any(t == thread and start <= created <= end for t, start, end in list(_COLLECTIONS))
 
 
 gc.callbacks.append(_collection)
@@ -112,17 +132,25 @@ def made_on_sender(record: Any, running: int) -> bool:
             getpid(),
         ):
             return False
-        return not (thread == running and finalizing(running, getattr(record, "name", None)))
+        name = getattr(record, "name", None)
+        if thread == running:
+            return not finalizing(running, name)
+        # Handled on another thread (a QueueListener's): made in a collection there?
+        return not (
+            _made_in_collection(thread, getattr(record, "created", None)) and not _http_stack(name)
+        )
     except Exception:
         return False
+
+
+def _http_stack(name: object) -> bool:
+    return isinstance(name, str) and name.partition(".")[0] in SENDER_WORK_LOGGERS
 
 
 def finalizing(thread: int, name: object) -> bool:
     """Whether sender ``thread`` is running a collection's finalizers, and a record of
     logger ``name`` (None: no logger's, a structlog call's) made there is theirs."""
-    if thread not in COLLECTING:
-        return False
-    return not (isinstance(name, str) and name.partition(".")[0] in SENDER_WORK_LOGGERS)
+    return thread in COLLECTING and not _http_stack(name)
 
 
 #: Every thread the library started (``start_library_thread``): the threads that must not

@@ -1176,6 +1176,47 @@ class TestFinalizersOnTheSenderThread:
         assert "a connection pool's line" not in texts
         assert 0 == stats["dropped_total"]
 
+    def test_a_finalizers_line_behind_a_queue_listener_ships(self, server: DevServer) -> None:
+        """The cookbook's QueueHandler and QueueListener in front of the handler: a line a
+        finalizer logs on the sender thread is handled on the listener's thread, and
+        ships; it was dropped there, counted nowhere (H204)."""
+        import gc
+        import logging.handlers
+        import queue
+
+        from tests.helpers import on_a_sender_thread
+
+        h = handler_for(server)
+        records: queue.Queue[logging.LogRecord] = queue.Queue()
+        listener = logging.handlers.QueueListener(records, h)
+        queued = logging.handlers.QueueHandler(records)
+
+        class Freed:
+            def __init__(self) -> None:
+                self.me = self  # a cycle: only a collection ends it
+
+            def __del__(self) -> None:
+                logging.getLogger("t.queued.res").warning("freed on the sender")
+
+        def collect_as_a_sender() -> None:
+            with on_a_sender_thread():
+                logging.getLogger("t.queued.apm").warning("the sender's own work")
+                Freed()
+                gc.collect()
+                records.join()  # (handled while this thread is still a sender)
+
+        listener.start()
+        try:
+            with _only_handler(("t.queued.res", "t.queued.apm"), queued, logging.DEBUG):
+                collector = threading.Thread(target=collect_as_a_sender)
+                collector.start()
+                collector.join()
+            lines = delivered(server, h, 1)
+        finally:
+            listener.stop()
+            h.close()
+        assert ["freed on the sender"] == [line["line"] for line in lines]
+
     def test_an_instrumentations_lines_on_the_sender_never_ship(self, server: DevServer) -> None:
         """An HTTP client's instrumentation (an APM agent's patch of requests) logs a line
         per request the sender makes, under a logger of its own: never shipped, or each

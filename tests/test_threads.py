@@ -122,3 +122,37 @@ class TestMadeOnSender:
     def test_an_unhashable_thread_is_not_ours(self) -> None:
         """A thread that cannot be looked up does not raise: the record is not ours."""
         assert not made_on_sender(_record(thread=[SENDER]), SENDER)
+
+
+class TestMadeInACollection:
+    def test_a_finalizers_record_handled_on_another_thread_is_known(self) -> None:
+        """A record a finalizer made on a sender thread, handled on another thread (a
+        QueueListener's), is known by its time against the collection's: it ships; one
+        made there outside a collection, or by the HTTP stack in one, does not (H204:
+        behind a QueueListener every finalizer line was dropped, counted nowhere)."""
+        made: list[logging.LogRecord] = []
+
+        class Freed:
+            def __init__(self) -> None:
+                self.me = self  # a cycle: only a collection ends it
+
+            def __del__(self) -> None:
+                made.append(_record("app.res"))
+                made.append(_record("urllib3.connectionpool"))
+
+        def on_the_sender() -> None:
+            with on_a_sender_thread():
+                made.append(_record("myapm.http"))  # the sender's work
+                Freed()
+                gc.collect()
+
+        worker = threading.Thread(target=on_the_sender)
+        worker.start()
+        worker.join()
+        outside, finalizers, http_stack = made
+        listener = threading.get_ident()
+        # (The sender is gone: a listener handles its records later, its ident known.)
+        with on_a_sender_thread(outside.thread):
+            assert made_on_sender(outside, listener)
+            assert not made_on_sender(finalizers, listener)
+            assert made_on_sender(http_stack, listener)
