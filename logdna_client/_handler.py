@@ -47,7 +47,7 @@ from ._event import (
     structured_event,
     timestamp_of,
 )
-from ._line import millis, now_millis, safe_str
+from ._line import created_millis, safe_str
 from ._options import ClientOptions, with_options_help
 from ._redact import bytes_text
 from ._report import is_own_logger
@@ -518,10 +518,7 @@ class LogDNAHandler(logging.Handler):
             if type(level) is not str:  # a record made by hand, or changed by a filter
                 level = safe_str(level)
         if ms is None:
-            created = record.created
-            # The usual float goes straight to millis (NaN and infinities fail the test).
-            usual = type(created) is float and -1e15 < created < 1e15
-            ms = millis(created) if usual else _millis(created)
+            ms = created_millis(record.created)
         if body is None:
             entry = self._entry(text, level, ms, meta, data)
         else:
@@ -765,20 +762,6 @@ def _running() -> bool:
     library's closes run after the main thread stopped (``threading`` marks it so
     before any atexit function runs)."""
     return threading.main_thread().is_alive()
-
-
-def _millis(created: object) -> int:
-    """``created`` in epoch milliseconds; now, where it is not a usable time (NaN, a
-    string, or one a line's timestamp cannot hold: past a 64-bit integer, which a
-    service's JSON reader refuses, and the batch with it)."""
-    if not isinstance(created, str | bytes):  # a number of any kind (a Decimal, say)
-        try:
-            ms = millis(created)  # type: ignore[arg-type]
-            if -(2**63) <= ms < 2**63:
-                return ms
-        except Exception:  # NaN, infinite, None, an object
-            pass
-    return now_millis()
 
 
 def _as_text(formatted: object) -> str:

@@ -28,7 +28,7 @@ from ._context import current as request_context
 from ._context import with_context
 from ._errors import ConfigurationError
 from ._event import level_name, timestamp_of
-from ._line import safe_str
+from ._line import created_millis, safe_str
 from ._options import check_option_names
 from ._report import logger
 from ._values import bad, to_size
@@ -250,7 +250,7 @@ def _ship_with_options(
     *,
     filtered: bool = False,
 ) -> bool:
-    from ._handler import _millis, _unformattable, record_meta  # noqa: PLC0415 - a circle
+    from ._handler import _unformattable, record_meta  # noqa: PLC0415 - a circle
 
     try:
         if not filtered and not handler.filter(record):
@@ -288,7 +288,7 @@ def _ship_with_options(
         data = handler._builder.encode(
             text if isinstance(text, str) else safe_str(text),
             level_name(level),
-            stamp if stamp is not None else _millis(record.created),
+            stamp if stamp is not None else created_millis(record.created),
             meta or None,
             opts.get("app"),
             opts.get("env"),

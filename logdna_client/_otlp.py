@@ -1051,7 +1051,7 @@ def _line_of(
 _TRACE_FIELDS = (
     ("trace_id", ("traceId", "trace_id")),
     ("span_id", ("spanId", "span_id")),
-    ("trace_flags", ("flags", "flags")),
+    ("trace_flags", ("flags", "flags")),  # (one word in both spellings)
 )
 
 

@@ -49,7 +49,7 @@ from ._event import (
     structured_event,
     timestamp_of,
 )
-from ._line import millis, now_millis, safe_str
+from ._line import created_millis, now_millis, safe_str
 from ._options import ClientOptions, with_options_help
 from ._redact import bytes_text
 from ._report import is_own_logger
@@ -325,8 +325,9 @@ class LogDNAProcessor(_NativeCall):
             redact=builder.redact_meta,
         )
         if ts is None:
-            created = getattr(record, "created", None) if record is not None else None
-            ts = millis(created) if isinstance(created, float) else now_millis()
+            # (A record's time as the handler ships it: created_millis, NaN and all.)
+            created = getattr(record, "created", None)
+            ts = now_millis() if record is None else created_millis(created)
         body = None
         if self._structured:
             body = structured_event(event_dict)

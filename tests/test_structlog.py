@@ -279,6 +279,29 @@ class TestTimestamp:
         proc(None, "info", {"event": "t", "timestamp": 1_700_000_000})
         assert 1_700_000_000_000 == client.lines[0]["timestamp"]
 
+    @pytest.mark.parametrize(
+        ("created", "expected"),
+        [(1_700_000_000.25, 1_700_000_000_250), (1_700_000_000, 1_700_000_000_000),
+         (float("nan"), None), (float("inf"), None), ("soon", None)],
+    )  # fmt: skip
+    def test_record_time_as_the_handler_ships_it(
+        self, proc: LogDNAProcessor, client: CapturingClient, created: object, expected: int | None
+    ) -> None:
+        """A ProcessorFormatter's record with no timestamp in its event ships at its
+        ``created``, read as the handler reads it: a number of any type, and the time
+        of the call where it is none (a NaN ``created`` was counted as an error, the
+        line lost)."""
+        record = logging.makeLogRecord({"msg": "m", "name": "app", "created": created})
+        before = int(time.time() * 1000)
+        proc(None, "info", {"event": "r", "_record": record})
+        after = int(time.time() * 1000)
+        assert 0 == client.stats()["dropped"].get("error", 0)
+        (line,) = client.lines
+        if expected is None:
+            assert before <= line["timestamp"] <= after
+        else:
+            assert expected == line["timestamp"]
+
     def test_unknown_timestamp_kept_as_meta(
         self, proc: LogDNAProcessor, client: CapturingClient
     ) -> None:
