@@ -27,6 +27,7 @@ import orjson
 
 from ._buffer import SEPARATOR
 from ._limits import Cuts, enforce_line
+from ._line import FIELDS
 
 __all__ = ["active", "deliver", "follow", "start", "stop"]
 
@@ -138,15 +139,7 @@ def to_dict(data: bytes) -> dict[str, Any]:
             meta = orjson.loads(meta)
         except orjson.JSONDecodeError:
             pass
-    return {
-        "line": line.get("line"),
-        "level": line.get("level"),
-        "app": line.get("app"),
-        "env": line.get("env"),
-        "timestamp": line.get("timestamp"),
-        "meta": meta if meta is not None else {},
-        **{k: v for k, v in line.items() if k not in _WIRE_FIELDS},
-    }
-
-
-_WIRE_FIELDS = frozenset({"line", "level", "app", "env", "timestamp", "meta"})
+    found = {name: line.get(name) for name in FIELDS}
+    found["meta"] = meta if meta is not None else {}
+    found.update((k, v) for k, v in line.items() if k not in found)
+    return found

@@ -40,8 +40,10 @@ __all__ = [
     "EMPTY_TEXT",
     "ENTRY_END",
     "ENTRY_HEAD",
+    "ENTRY_LEVEL",
     "ENTRY_META",
     "ENTRY_TIMESTAMP",
+    "FIELDS",
     "LineBuilder",
     "created_millis",
     "millis",
@@ -69,11 +71,18 @@ class EntryMaker(Protocol):
 # Python twin where the accelerator is missing.
 _escape: Callable[[str], str] = json.encoder.c_encode_basestring or json.encoder.encode_basestring  # type: ignore[attr-defined]
 
+#: A line's wire fields, in the order every line carries them: ``encode`` writes them
+#: (``LineBuilder._names`` the level, app and env), ``entry`` with the pieces below.
+#: Readers of lines (the OTLP encoder, the test helpers) take the names from here.
+FIELDS = ("line", "timestamp", "level", "app", "env", "meta")
+
 #: The fast path's entry, in order: ``ENTRY_HEAD`` text ``ENTRY_TIMESTAMP`` ms, the
-#: level's tail (``LineBuilder.level_tails``: level, app, env), then ``ENTRY_META``
-#: meta when there is meta, then ``ENTRY_END``; text and meta as JSON.
+#: level's tail (``LineBuilder.level_tails``: level, app, env; it starts with
+#: ``ENTRY_LEVEL``), then ``ENTRY_META`` meta when there is meta, then ``ENTRY_END``;
+#: text and meta as JSON.
 ENTRY_HEAD = SEPARATOR + b'{"line":'
 ENTRY_TIMESTAMP = b',"timestamp":'
+ENTRY_LEVEL = b',"level":'
 ENTRY_META = b',"meta":'
 ENTRY_END = b"}"
 
@@ -345,12 +354,8 @@ class LineBuilder:
         head = ENTRY_HEAD + b"%b" + ENTRY_TIMESTAMP + b"%d%b"
         template = head + ENTRY_END
         template_meta = head + ENTRY_META + b"%b" + ENTRY_END
-        app_env = b""
-        if self._app:
-            app_env += b',"app":' + orjson.dumps(self._app[:_NAME_CAP])
-        if self._env:
-            app_env += b',"env":' + orjson.dumps(self._env[:_NAME_CAP])
         levels = self.level_tails
+        names = self._names
         encode = self.encode
         dumps = orjson.dumps
         meta_json = self.meta_json
@@ -374,7 +379,8 @@ class LineBuilder:
                     try:
                         tail = levels.get(level)
                         if tail is None:
-                            tail = b',"level":' + dumps(level[:_NAME_CAP]) + app_env
+                            # The fields as encode() writes them, without the braces.
+                            tail = b"," + dumps(names(level, None, None))[1:-1]
                             # Level names are few; a flood of odd ones is not cached.
                             if len(levels) < 64:
                                 levels[level] = tail
@@ -441,14 +447,8 @@ class LineBuilder:
         line: dict[str, Any] = {
             "line": line_text,
             "timestamp": timestamp,
-            "level": level if len(level) <= _NAME_CAP else level[:_NAME_CAP],
+            **self._names(level, app, env),
         }
-        app = app or self._app
-        if app:
-            line["app"] = app[:_NAME_CAP]
-        env = env or self._env
-        if env:
-            line["env"] = env[:_NAME_CAP]
         if meta:
             if self._redacts_meta:
                 meta = self._redactor.meta(meta)
@@ -470,6 +470,19 @@ class LineBuilder:
         if len(data) > self.total_limit:
             data = self._shrink(line, len(data))
         return data
+
+    def _names(self, level: str, app: str | None, env: str | None) -> dict[str, str]:
+        """A line's ``level``, ``app`` and ``env`` fields, in the order lines carry them:
+        the builder's app and env where none is given, none where empty, each cut to
+        ``NAME_CHARS`` (the one rule for them: ``entry``'s level tails are these as JSON)."""
+        names = {"level": level[:_NAME_CAP]}
+        app = app or self._app
+        if app:
+            names["app"] = app[:_NAME_CAP]
+        env = env or self._env
+        if env:
+            names["env"] = env[:_NAME_CAP]
+        return names
 
     def _dumps(self, value: Any) -> bytes:
         try:

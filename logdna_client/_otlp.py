@@ -37,7 +37,7 @@ from ._buffer import SEPARATOR
 from ._event import exception_info, unnamed_level_number
 from ._kubernetes import parse_resource_attributes
 from ._limits import LINE_BYTES, Cuts, count_excerpt, enforce_line
-from ._line import EMPTY_TEXT
+from ._line import EMPTY_TEXT, ENTRY_HEAD, ENTRY_LEVEL, ENTRY_TIMESTAMP, FIELDS
 from ._redact import MAX_DEPTH
 from ._transport import Kind, Outcome, classify, read_json, unconfirmed
 from ._values import utf8_text
@@ -77,14 +77,15 @@ _INT64 = (-(2**63), 2**63 - 1)
 _LATEST_MS = (2**64 - 1) // 1_000_000
 _SCOPE = {"name": "logdna_client", "version": __version__}
 _SCOPE_JSON = orjson.dumps(_SCOPE)
-# How the builder's lines begin, and the markers between their first fields.
-_HEAD = SEPARATOR + b'{"line":"'
-_TEXT_AT = len(SEPARATOR + b'{"line":')  # where the text's JSON string starts
-_AFTER_TEXT = b'","timestamp":'
-_LEVEL = b',"level":"'
+# How the builder's fast-path lines begin, and the markers between their first fields
+# (its ENTRY_* pieces, with the quotes of a text and a level).
+_HEAD = ENTRY_HEAD + b'"'
+_TEXT_AT = len(ENTRY_HEAD)  # where the text's JSON string starts
+_AFTER_TEXT = b'"' + ENTRY_TIMESTAMP
+_LEVEL = ENTRY_LEVEL + b'"'
 _TAIL_KEYS = frozenset({"app", "env"})
 # Line keys that are not attributes: they become body, time, severity or resource.
-_LINE_KEYS = frozenset({"line", "timestamp", "level", "app", "env", "meta"})
+_LINE_KEYS = frozenset(FIELDS)
 
 
 def severity_for(level: str) -> int:

@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from logdna_client._config import Config
-from logdna_client._limits import cap_text
-from logdna_client._line import LineBuilder, safe_str
+from logdna_client._limits import NAME_CHARS, cap_text
+from logdna_client._line import ENTRY_LEVEL, FIELDS, LineBuilder, safe_str
 from logdna_client._redact import MARKER
 
 
@@ -255,6 +255,23 @@ class TestProperties:
         assert expected is not None
         for _ in range(3):
             assert b"," + expected == b.entry(text, "INFO", 1_700_000_000_000, meta)
+
+    def test_names_are_cut_alike_and_in_one_order(self) -> None:
+        """A line's level, app and env (given per line, as Client.log takes them) are cut
+        to NAME_CHARS each, by encode() and by entry()'s cached level tail alike, and
+        come in FIELDS' order, the tail starting as ENTRY_LEVEL says."""
+        long = "\u00e9" * (NAME_CHARS + 50)
+        b = builder(app="web", env="prod")
+        line = orjson.loads(b.encode("x", long, 1, app="a" * 600, env=long) or b"")
+        assert (long[:NAME_CHARS], "a" * NAME_CHARS, long[:NAME_CHARS]) == (
+            line["level"],
+            line["app"],
+            line["env"],
+        )
+        assert [name for name in FIELDS if name in line] == list(line)
+        for _ in range(2):  # the tail made, then the tail cached
+            assert b"," + (b.encode("x", long, 1) or b"") == b.entry("x", long, 1)
+        assert all(tail.startswith(ENTRY_LEVEL) for tail in b.level_tails.values())
 
     @pytest.mark.parametrize("depth", [31, 32, 33, 200])
     def test_plain_cuts_deep_lists_as_encode_does(self, depth: int) -> None:

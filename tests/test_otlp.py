@@ -570,6 +570,29 @@ class TestFastPath:
         assert general == fast
         json_format.Parse(orjson.dumps(fast), ExportLogsServiceRequest())
 
+    def test_the_builders_plain_lines_take_the_fast_path(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Lines without meta as the builder makes them (both ways) are taken apart as
+        bytes: none reaches the general path. (Markers written apart from the builder's
+        pieces sent every line there, unnoticed.)"""
+        from logdna_client._line import LineBuilder
+
+        builder = LineBuilder(Config(key="k", hostname="h", app="api", env="prod"))
+        entries = [
+            builder.entry("plain", "INFO", 1732280000000),
+            b"," + (builder.encode("encoded", "WARNING", 1732280000001, app="other") or b""),
+        ]
+        encoder = OTLPEncoder(app="api", env="prod", hostname="h")
+        general: list[bytes] = []
+        convert = encoder._convert
+        monkeypatch.setattr(encoder, "_convert", lambda e, c: general.append(e) or convert(e, c))
+        body = orjson.loads(encoder.encode([e for e in entries if e is not None]))
+        assert [] == general
+        texts = [r["body"]["stringValue"] for rl in body["resourceLogs"]
+                 for sl in rl["scopeLogs"] for r in sl["logRecords"]]  # fmt: skip
+        assert ["plain", "encoded"] == texts
+
     def test_other_key_orders_are_not_misread(self) -> None:
         """Lines in another order (another writer's spool, a hook) are not taken apart."""
         entries = [
