@@ -61,9 +61,10 @@ BODY_TAIL = b"]}"
 
 def cost_of(entries: list[bytes]) -> int:
     """What ``entries`` count for against the bound: each one's length plus
-    ``ENTRY_OVERHEAD`` (the one rule; ``put_entry`` and ``_make_room`` write it out
-    for one entry, on the hot path and line by line, and ``take`` for whole blocks at
-    a time; the C put is handed the constant)."""
+    ``ENTRY_OVERHEAD``. The rule is that sum; it is also written out where a call
+    here would cost: for one entry in ``put_entry`` (the hot path) and
+    ``_make_room`` (line by line), and in ``_size_batch`` for blocks at a time (the C
+    put is handed the constant). ``tests/test_buffer.py`` holds them to it."""
     return sum(map(len, entries)) + ENTRY_OVERHEAD * len(entries)
 
 

@@ -9,7 +9,7 @@ import shutil
 import sys
 from typing import TextIO
 
-from ._config import ENV_VARS
+from ._config import DEFAULT_URL, ENV_VARS, Config
 from ._secret import Secret, hide_keys
 
 #: The devserver's default port: fixed, so ``LOGDNA_URL`` can be set once.
@@ -126,7 +126,7 @@ def _library_flags() -> argparse.ArgumentParser:
     )
     group.add_argument(
         "--url",
-        help=f"ingest URL (env {ENV_VARS['url']}; default https://logs.logdna.com/logs/ingest)",
+        help=f"ingest URL (env {ENV_VARS['url']}; default {DEFAULT_URL})",
     )
     group.add_argument("--app", help=f"app name on every line (env {ENV_VARS['app']})")
     group.add_argument("--env", help=f"environment name on every line (env {ENV_VARS['env']})")
@@ -146,7 +146,7 @@ def _library_flags() -> argparse.ArgumentParser:
         "--flush-interval",
         type=_positive_float,
         metavar="SECONDS",
-        help="how often queued lines are sent (default 1)",
+        help=f"how often queued lines are sent (default {Config.flush_interval:g})",
     )
     group.add_argument(
         "--timeout",

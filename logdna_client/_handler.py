@@ -440,6 +440,8 @@ class LogDNAHandler(logging.Handler):
             and "_logger" in attrs
             and self._own_format
             and self.formatter is self._default_formatter
+            and type(record).getMessage is _GET_MESSAGE  # (a patched one: as any record)
+            and _GET_MESSAGE_ATTR not in attrs
         ):
             # structlog's ProcessorFormatter.wrap_for_formatter: the event dict is
             # the message; its keys are meta, structlog's bookkeeping is not (_extras

@@ -1,9 +1,10 @@
 """Line building: text, level, timestamp and meta -> one serialized JSON line.
 
-This runs in the application's thread. ``LineBuilder.entry`` is the one way a
-buffer entry is made: for the common line, one escape, one ``orjson.dumps`` of
-the meta and one bytes template built from the ``ENTRY_*`` pieces below;
-``encode`` for everything else. The C extension (``_speedups.c``) is handed
+This runs in the application's thread. ``LineBuilder.entry`` makes the entries
+of the logging calls' lines: for the common line, one escape, one ``orjson.dumps``
+of the meta and one bytes template built from the ``ENTRY_*`` pieces below;
+``encode`` (which ``entry`` falls back to) serializes every other line, the
+library's own and ``Client.log``'s too. The C extension (``_speedups.c``) is handed
 the same pieces and writes the same bytes as ``entry`` for the common stdlib
 record. Everything unusual (values orjson cannot encode, cycles,
 surrogates, huge integers, oversize lines, a raising ``__str__``) is handled
@@ -213,7 +214,7 @@ def _sanitize(value: Any, depth: int, path: set[int]) -> Any:
 class LineBuilder:
     """Turns the parts of one log line into the bytes the buffer holds.
 
-    Built once per Client from its Config; ``encode`` is the hot path.
+    Built once per Client from its Config; ``entry`` is the hot path.
     """
 
     __slots__ = (

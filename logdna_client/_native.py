@@ -4,8 +4,9 @@ It makes the entries of the common stdlib record (``Handle``, each
 ``LogDNAHandler``'s ``handle``) and of the common structlog event
 (``EventHandle``, the base of ``LogDNAProcessor``) as the Python code makes
 them, and hands every other record and event to that code. Both are built
-from the same pieces (``pieces``); this module is
-the one place that knows which.
+from the same pieces (``pieces``: the builder's and the buffer's, which this module
+alone chooses), and each with its own (the handler's in
+``LogDNAHandler._speedups_handle``, the processor's in ``LogDNAProcessor.__init__``).
 """
 
 from __future__ import annotations

@@ -11,11 +11,13 @@
  * dict made on the way. Each job mirrors exactly one Python function, named
  * where it is done:
  *
- *   which records qualify, their text and meta: LogDNAHandler._deliver and
- *     LogDNAHandler._queue_record (and _line.LineBuilder.meta_json for meta);
- *   which events qualify, and their meta: LogDNAProcessor._ship_common;
- *   the entry's bytes: _line.LineBuilder.entry;
- *   queueing it: _buffer.Buffer.put_entry.
+ *   which records qualify (may_ship): LogDNAHandler._deliver;
+ *   a record's text, meta and entry (build; text_of for the text, meta_json for
+ *     the meta's JSON): LogDNAHandler._queue_record;
+ *   which events qualify, and their meta (common_entry): LogDNAProcessor._ship_common;
+ *   the entry's bytes (entry_for, entry_of): _line.LineBuilder.entry;
+ *   whether text needs the redactor (needs_redaction): _redact.has_trigger;
+ *   queueing it (put_entry): _buffer.Buffer.put_entry.
  *
  * Every other record or event, and any for which something here fails, goes
  * to the Python LogDNAHandler.handle or LogDNAProcessor._process untouched,
@@ -104,7 +106,9 @@ is_scalar(PyObject *v)
            t == &PyBool_Type || v == Py_None;
 }
 
-/* 1 when the running thread may ship ``record`` here; 0: Python decides; -1 error. */
+/* LogDNAHandler._deliver's checks: 1 when the running thread may ship ``record`` here
+ * (not a sender's, not nested, not the library's own logger); 0: Python decides;
+ * -1 error. */
 static int
 may_ship(Handle *self, PyObject *attrs)
 {
@@ -252,9 +256,9 @@ format_direct(PyObject *msg, PyObject *args, char *out, Py_ssize_t room)
     return k == nargs ? len : -1;  /* arguments left over: formatting raises (Python reports it) */
 }
 
-/* The record's text as the default formatter makes it: a new str, or Py_None when
- * format_direct wrote it at ``buf`` (its length at ``*n``); NULL (maybe an error)
- * to leave the record to Python. */
+/* _queue_record's text (``msg % args``, as the default formatter makes it): a new
+ * str, or Py_None when format_direct wrote it at ``buf`` (its length at ``*n``); NULL
+ * (maybe an error) to leave the record to Python. */
 static PyObject *
 text_of(Handle *self, PyObject *attrs, char *buf, Py_ssize_t room, Py_ssize_t *n)
 {
@@ -439,10 +443,10 @@ key_run(int kind, const void *data, Py_ssize_t at, Py_ssize_t n, int alnum)
     return 1;
 }
 
-/* Whether an API key's ``word`` ends right before ``text[i]`` (its '-' or '_'), where a
- * key may start (_redact._key_start: not after a letter or digit, unless an escape's
- * written out: "\\nhf_", "\\u0001hf_"), with 20 characters of it after ``text[i]``
- * (_redact._key_at). */
+/* _redact._key_at at one place: whether an API key's ``word`` ends right before
+ * ``text[i]`` (its '-' or '_'), where a key may start (as _key_at asks _key_start:
+ * not after a letter or digit, unless an escape's written out: "\\nhf_",
+ * "\\u0001hf_"), with 20 characters of it after ``text[i]``. */
 static int
 key_before(int kind, const void *data, Py_ssize_t i, Py_ssize_t n, const char *word, int alnum)
 {
@@ -524,13 +528,15 @@ dash_mark(int kind, const void *data, Py_ssize_t i, Py_ssize_t n)
            (literal_at(kind, data, i + 1, n, "live_") || literal_at(kind, data, i + 1, n, "test_"));
 }
 
-/* Whether the default credential patterns could change the text at ``data`` (``n``
- * characters of PyUnicode ``kind``), as LineBuilder.text_check answers: 1 yes (or
- * maybe: the Python redactor decides), 0 certainly not (or no text patterns run),
- * -1 error. A '@', "eyJ", an AWS key id's prefix, a PEM key's BEGIN, a service
- * token's or an API key's prefix, an option (dash_mark), a URL-encoded separator, "Auth(" or a chat
- * webhook's path means maybe; each ':' or '=' means maybe unless the key before it
- * is one the redactor has found plain. */
+/* _redact.has_trigger of the text at ``data`` (``n`` characters of PyUnicode
+ * ``kind``), narrowed by the redactor's own answers: 1 maybe (the Python redactor,
+ * Redactor.text_triggered, decides), 0 certainly nothing to redact (or no text
+ * patterns run), -1 error. A '@', "eyJ", an AWS key id's prefix, a PEM key's BEGIN, a
+ * service token's or an API key's prefix, an option (dash_mark), a URL-encoded
+ * separator, "Auth(" or a chat webhook's path is a trigger, as there. A ':' or '=' is
+ * one there, and here only unless the key before it is one the redactor has already
+ * found plain (its cache, key_known_plain): text_triggered would change nothing after
+ * it, so both paths ship the same bytes (tests/test_speedups.py compares them). */
 static int
 needs_redaction(Handle *self, int kind, const void *data, Py_ssize_t n)
 {
@@ -886,7 +892,8 @@ no_context(Handle *self)
 /* Room for the text format_direct writes; longer ones are formatted the general way. */
 #define DIRECT_ROOM 1024
 
-/* The common record's entry, or NULL (maybe an error): Python builds that one. */
+/* LogDNAHandler._queue_record for the common record: its entry, or NULL (maybe an
+ * error): Python builds that one. */
 static PyObject *
 build(Handle *self, PyObject *record)
 {
@@ -1058,7 +1065,8 @@ event_entry(Handle *self, PyObject *method_name, PyObject *event)
 
 /* -- queueing it: Buffer.put_entry's lock-free protocol ------------------------- */
 
-/* 1 queued; 0 the locked path must queue it; -1 error (nothing queued). */
+/* Buffer.put_entry: 1 queued; 0 the locked path must queue it; -1 error (nothing
+ * queued). */
 static int
 put_entry(Handle *self, PyObject *entry, Py_ssize_t size)
 {

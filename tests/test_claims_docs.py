@@ -188,3 +188,15 @@ class TestBlankKey:
         with pytest.raises(ConfigurationError, match="no ingestion key found"):
             Config(key="", url=self.REMOTE)
         assert "error even when `LOGDNA_INGESTION_KEY` is set" in said("docs/security.md")
+
+
+def test_the_reasons_table_lists_every_drop_reason() -> None:
+    """docs/delivery.md's table of ``dropped`` reasons names each reason stats() has, in
+    its order, and no other: a reason added to the code and not to the page (or renamed
+    in one of them) fails here."""
+    from logdna_client._stats import DROP_REASONS, SPOOL_DROP_REASONS
+
+    page = (DOCS / "delivery.md").read_text()
+    table = page.split("| reason | when |", 1)[1].split("\n\n", 1)[0]
+    named = re.findall(r"^\| `([a-z_]+)` \|", table, re.MULTILINE)
+    assert list(DROP_REASONS + SPOOL_DROP_REASONS) == named

@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from logdna_client._cli import build_parser
-from logdna_client._config import DEFAULT_URL, ENV_VARS
+from logdna_client._config import DEFAULT_URL, ENV_VARS, Config
 from logdna_client._devserver import DevServer
 from tests._helpers_integrations import REPO_ROOT, TIMEOUT
 
@@ -75,8 +75,9 @@ def test_library_flag_row(command: str, row: list[str]) -> None:
     elif flag == "--timeout":
         assert default.startswith(f"{action.default:g}:")
     elif flag == "--flush-interval":
-        assert None is action.default  # the library's own default applies: 1
-        assert "1" == default
+        assert None is action.default  # the library's own default applies
+        assert f"{Config.flush_interval:g}" == default
+        assert f"(default {default})" in (action.help or "")
     else:
         assert None is action.default
 

@@ -944,6 +944,24 @@ class TestStdlibHooks:
         lines = [line["line"] for line in queued_lines(h)]
         assert ["before patch"] * 2 + ["patched: after patch"] * 2 == lines
 
+    def test_patched_get_message_for_a_structlog_event(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A record structlog's ``wrap_for_formatter`` made (its event dict the message)
+        ships what a patched LogRecord.getMessage makes of it, as any other record."""
+        h = offline_handler()
+
+        def wrapped() -> logging.LogRecord:
+            return logging.makeLogRecord(
+                {"msg": {"event": "structlog event", "user": 1}, "_logger": None, "name": "s"}
+            )
+
+        h.handle(wrapped())
+        monkeypatch.setattr(logging.LogRecord, "getMessage", lambda self: "patched")
+        h.handle(wrapped())
+        lines = [line["line"] for line in queued_lines(h)]
+        assert ["structlog event", "patched"] == lines
+
     def test_record_factory_overriding_get_message(self) -> None:
         """Records of a factory's subclass with its own getMessage ship its text."""
 
