@@ -52,7 +52,13 @@ from ._options import ClientOptions, with_options_help
 from ._redact import bytes_text
 from ._report import is_own_logger
 from ._secret import Secret, hide_key
-from ._threads import SENDER_THREADS, made_on_sender, marks_for, raised_by_signal_handler
+from ._threads import (
+    SENDER_MARK,
+    SENDER_THREADS,
+    made_on_sender,
+    marks_for,
+    raised_by_signal_handler,
+)
 
 __all__ = ["STANDARD_RECORD_ATTRS", "LogDNAHandler", "record_meta"]
 
@@ -71,11 +77,14 @@ _STRUCTLOG_ATTRS = frozenset({"_logger", "_name"})
 # text, never meta (see _queue_record).
 _GET_MESSAGE_ATTR = "getMessage"
 # The attributes that are never extras: the one rule of _extras and of the C handle.
-_NOT_EXTRAS = STANDARD_RECORD_ATTRS | _STRUCTLOG_ATTRS | {_GET_MESSAGE_ATTR}
+_NOT_EXTRAS = STANDARD_RECORD_ATTRS | _STRUCTLOG_ATTRS | {_GET_MESSAGE_ATTR, SENDER_MARK}
 # For the C handle's reading of extras (_extras' rule): each attribute that is no
 # extra -> whether Python decides the record (True: LogRecord.__init__ sets it, or it is
-# a getMessage of the record's own; False: skipped, never meta); one lookup tells both.
-_STANDARD_KINDS = {name: name in _INIT_ATTRS or name == _GET_MESSAGE_ATTR for name in _NOT_EXTRAS}
+# a getMessage of the record's own, or the mark of a record made on a sender, which
+# made_on_sender judges; False: skipped, never meta); one lookup tells both.
+_STANDARD_KINDS = {
+    name: name in _INIT_ATTRS or name in (_GET_MESSAGE_ATTR, SENDER_MARK) for name in _NOT_EXTRAS
+}
 
 # The stdlib's hooks whose replacement on a handler (set on it, or deleted) is looked for.
 _HOOKS = frozenset({"format", "filter", "emit"})

@@ -30,7 +30,7 @@ from ._report import Reporter
 from ._retry import Backoff
 from ._spool import BatchId, Spool, destination
 from ._stats import LastError
-from ._threads import SENDER_THREADS, Latch, Wakeup, start_library_thread
+from ._threads import Latch, Wakeup, sender_ended, sender_started, start_library_thread
 from ._transport import Kind, Outcome, Transport
 
 __all__ = ["Sender", "Stats", "app_outcome", "gzip_entries", "spill_while_closing"]
@@ -406,7 +406,7 @@ class Sender:
 
     def _serve(self) -> None:
         self.ident = threading.get_ident()
-        SENDER_THREADS.add(self.ident)
+        sender_started(self.ident)
         interrupted: KeyboardInterrupt | None = None
         self._turn.acquire()
         self._holds_turn = True
@@ -604,7 +604,7 @@ class Sender:
         self._out_began.set()  # (_spill_while_out's thread ends)
         self._notify()
         if self.ident is not None:
-            SENDER_THREADS.discard(self.ident)
+            sender_ended(self.ident)
 
     def _notify(self) -> None:
         with self._progress:

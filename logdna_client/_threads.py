@@ -7,7 +7,9 @@ discarding and testing membership are single operations under the GIL.
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import logging
 import signal
 import sys
 import threading
@@ -23,6 +25,7 @@ __all__ = [
     "COLLECTING",
     "LIBRARY_THREADS",
     "NESTED_THREADS",
+    "SENDER_MARK",
     "SENDER_THREADS",
     "SENDER_WORK_LOGGERS",
     "Latch",
@@ -33,6 +36,8 @@ __all__ = [
     "marks_for",
     "on_sender_thread",
     "raised_by_signal_handler",
+    "sender_ended",
+    "sender_started",
     "start_library_thread",
 ]
 
@@ -93,7 +98,58 @@ def _made_in_collection(thread: int, created: object) -> bool:
     return any(t == thread and start <= created <= end for t, start, end in list(_COLLECTIONS))
 
 
-gc.callbacks.append(_collection)
+#: The attribute a record made on a sender thread with ``logging.logThreads`` off carries:
+#: that thread's ident (``_mark_sender_records``). Never meta.
+SENDER_MARK = "_logdna_sender"
+
+_senders_lock = threading.Lock()
+
+
+def sender_started(ident: int) -> None:
+    """A sender thread begins: its records are known from now on, and the collection
+    hook runs while any sender does (each collection on every thread pays for it, about
+    a microsecond: H205, not in a process whose handlers never sent)."""
+    with _senders_lock:
+        SENDER_THREADS.add(ident)
+        if _collection not in gc.callbacks:
+            gc.callbacks.append(_collection)
+    if not logging.logThreads:
+        _mark_sender_records()
+
+
+def sender_ended(ident: int) -> None:
+    """A sender thread ends (its ident may be a new thread's next)."""
+    with _senders_lock:
+        SENDER_THREADS.discard(ident)
+        COLLECTING.discard(ident)
+        _STARTED.pop(ident, None)
+        if not SENDER_THREADS:
+            with contextlib.suppress(ValueError):
+                gc.callbacks.remove(_collection)
+
+
+def _mark_sender_records() -> None:
+    """Have the records made on a sender thread say so while ``logging.logThreads`` is
+    off: such a record has no thread, and handled on another (a QueueListener's) it was
+    taken for that thread's, and shipped: each of urllib3's or an instrumentation's lines
+    of the sender's requests made the next request (H205). The record factory in place
+    is wrapped, once; one set later by the application replaces it (as it replaces any)."""
+    with _senders_lock:
+        factory = logging.getLogRecordFactory()
+        if getattr(factory, "_logdna_marks", False):
+            return
+
+        def make(*args: Any, **kwargs: Any) -> Any:
+            record = factory(*args, **kwargs)
+            if getattr(record, "thread", 0) is None:
+                current = threading.get_ident()
+                if current in SENDER_THREADS:
+                    record.__dict__[SENDER_MARK] = current
+            return record
+
+        make._logdna_marks = True  # type: ignore[attr-defined]
+        logging.setLogRecordFactory(make)
+
 
 #: Idents of the threads currently inside one of our handlers or processors. A
 #: record that arrives on such a thread comes from a ``__str__``, a formatter,
@@ -116,16 +172,25 @@ def made_on_sender(record: Any, running: int) -> bool:
     finalizer made there, handled as it was made, inside a garbage collection
     (``COLLECTING``) and not by the HTTP stack's loggers, is the application's: it ships.
 
+    Judged by the record's ``created`` against the sender's collections, wherever and
+    whenever it is handled: as it is made, later through a QueueListener's thread, or
+    from a ``MemoryHandler``'s buffer flushed on the sender in or out of a collection
+    (H205: judged by the collection running when it was handed over, a finalizer's
+    line was lost and an instrumentation's shipped).
+
     ``running`` is the running thread's ident: a record made with
-    ``logging.logThreads`` off has no thread, and the thread handling it made it.
-    A record made in another process (the parent's, through a queue) is not from
-    our senders. A record stripped of its thread, or whose thread cannot be looked up
-    (unhashable), is not either: it ships what it has. Never raises.
+    ``logging.logThreads`` off has no thread, and was made on the sender whose ident
+    its ``SENDER_MARK`` holds, or else on the thread handling it. A record made in
+    another process (the parent's, through a queue) is not from our senders. A record
+    stripped of its thread, or whose thread cannot be looked up (unhashable), is not
+    either: it ships what it has. Never raises.
     """
     try:
         thread = record.thread
         if thread is None:
-            thread = running
+            if not logging.logThreads:
+                _mark_sender_records()  # (a no-op once done; off since the sender started)
+            thread = getattr(record, SENDER_MARK, running)
         # A record without a process (stripped by a filter) counts as this process's.
         if thread not in SENDER_THREADS or getattr(record, "process", None) not in (
             None,
@@ -133,9 +198,6 @@ def made_on_sender(record: Any, running: int) -> bool:
         ):
             return False
         name = getattr(record, "name", None)
-        if thread == running:
-            return not finalizing(running, name)
-        # Handled on another thread (a QueueListener's): made in a collection there?
         return not (
             _made_in_collection(thread, getattr(record, "created", None)) and not _http_stack(name)
         )

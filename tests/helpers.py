@@ -152,11 +152,24 @@ def django_settings(urlconf: str, middleware: list[str]) -> Iterator[None]:
 def on_a_sender_thread(ident: int | None = None) -> Iterator[int]:
     """Thread ``ident`` (the calling one when None) counts as one of this process's
     sender threads for the duration; yields its ident."""
-    from logdna_client._threads import SENDER_THREADS
+    from logdna_client._threads import sender_ended, sender_started
 
     ident = threading.get_ident() if ident is None else ident
-    SENDER_THREADS.add(ident)
+    sender_started(ident)
     try:
         yield ident
     finally:
-        SENDER_THREADS.discard(ident)
+        sender_ended(ident)
+
+
+@contextmanager
+def in_a_collection(ident: int) -> Iterator[None]:
+    """Sender thread ``ident`` inside a garbage collection for the duration, as the
+    library's collection hook marks one at its start and its end."""
+    from logdna_client._threads import _collection
+
+    _collection("start", {}, ident_of=lambda: ident)
+    try:
+        yield
+    finally:
+        _collection("stop", {}, ident_of=lambda: ident)

@@ -20,7 +20,7 @@ from logdna_client import Client, ConfigurationError, LogDNAHandler
 from logdna_client._devserver import DevServer
 from logdna_client._handler import _NOT_EXTRAS
 from tests._helpers_integrations import _only_handler
-from tests.helpers import make_logger, run_with_forced_switches
+from tests.helpers import in_a_collection, make_logger, on_a_sender_thread, run_with_forced_switches
 
 # Every test here runs on each way handle can run (the C extension, the Python code).
 pytestmark = pytest.mark.usefixtures("handle_path")
@@ -1271,7 +1271,6 @@ class TestFinalizersOnTheSenderThread:
         the sender waited for the lock, the flush for the sender, both until the exit's
         deadline, and lines were lost (H203). The lock is taken once: a subclass's
         createLock may make a plain one (H204: the sender deadlocked on it)."""
-        from logdna_client._threads import COLLECTING, SENDER_THREADS
 
         class Tagged(LogDNAHandler):
             def createLock(self) -> None:
@@ -1286,14 +1285,13 @@ class TestFinalizersOnTheSenderThread:
             done = threading.Event()
 
             def run() -> None:
-                me = threading.get_ident()
-                SENDER_THREADS.add(me)
-                COLLECTING.add(me)
                 try:
-                    h.handle(logging.LogRecord("app.res", logging.WARNING, "f", 1, text, (), None))
+                    with on_a_sender_thread() as me, in_a_collection(me):
+                        record = logging.LogRecord(
+                            "app.res", logging.WARNING, "f", 1, text, (), None
+                        )
+                        h.handle(record)
                 finally:
-                    COLLECTING.discard(me)
-                    SENDER_THREADS.discard(me)
                     done.set()
 
             threading.Thread(target=run, daemon=True).start()

@@ -34,7 +34,7 @@ from tests._helpers_integrations import (
     handler_for,
     logger_with,
 )
-from tests.helpers import on_a_sender_thread
+from tests.helpers import in_a_collection, on_a_sender_thread
 
 
 @pytest.fixture
@@ -566,7 +566,6 @@ class TestNeverHurts:
         ProcessorFormatter, even once remove_processors_meta took its record out: H201, a
         line per request made the next one), never shipped; but for a structlog call in
         a garbage collection there (a finalizer's: H198), and not urllib3's even then."""
-        from logdna_client._threads import COLLECTING
 
         urllib3 = logging.LogRecord("urllib3.connectionpool", logging.DEBUG, "f", 1, "m", (), None)
         event = {"event": "from the sender", "_record": urllib3, "_from_structlog": False}
@@ -574,12 +573,9 @@ class TestNeverHurts:
             urllib3.thread = me
             assert event is proc(None, "debug", event)
             proc(None, "info", {"event": "its record removed"})
-            COLLECTING.add(me)
-            try:
+            with in_a_collection(me):
                 proc(None, "debug", dict(event))
                 proc(None, "info", {"event": "a finalizer's"})
-            finally:
-                COLLECTING.discard(me)
         assert ["a finalizer's"] == [json.loads(line)["line"] for line in client.captured]
 
     def test_reentrant_event_does_not_recurse(

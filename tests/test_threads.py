@@ -11,7 +11,13 @@ from contextlib import contextmanager
 
 import pytest
 
-from logdna_client._threads import COLLECTING, made_on_sender
+from logdna_client._threads import (
+    COLLECTING,
+    _collection,
+    made_on_sender,
+    sender_ended,
+    sender_started,
+)
 from tests.helpers import on_a_sender_thread
 
 SENDER = threading.get_ident() + 1  # an ident no test thread here has
@@ -26,13 +32,15 @@ def _a_sender() -> Iterator[None]:
 
 @contextmanager
 def _collecting(thread: int, collecting: bool) -> Iterator[None]:
-    """``thread`` inside a garbage collection (``collecting``) for the duration."""
+    """``thread`` inside a garbage collection (``collecting``) for the duration, as the
+    collection hook marks it at its start."""
     if collecting:
-        COLLECTING.add(thread)
+        _collection("start", {}, ident_of=lambda: thread)
     try:
         yield
     finally:
-        COLLECTING.discard(thread)
+        if collecting:
+            _collection("stop", {}, ident_of=lambda: thread)
 
 
 def _record(name: str = "urllib3.connectionpool", **attrs: object) -> logging.LogRecord:
@@ -95,8 +103,8 @@ class TestMadeOnSender:
         with _collecting(SENDER, True):
             assert not made_on_sender(_record(name, thread=SENDER), SENDER)
             assert not made_on_sender(_record(name, thread=None), SENDER)
-            # Made there, handled on another thread: when it was made is not known.
-            assert made_on_sender(_record(name, thread=SENDER), threading.get_ident())
+            # Made there, handled on another thread (a QueueListener's): the same.
+            assert not made_on_sender(_record(name, thread=SENDER), threading.get_ident())
 
     def test_collections_are_marked_on_sender_threads_only(self) -> None:
         """gc.callbacks marks a sender thread for the length of a collection run on it."""
@@ -156,3 +164,81 @@ class TestMadeInACollection:
             assert made_on_sender(outside, listener)
             assert not made_on_sender(finalizers, listener)
             assert made_on_sender(http_stack, listener)
+
+
+class TestJudgedByWhenMade:
+    def test_a_buffered_record_is_judged_by_when_it_was_made(self) -> None:
+        """A record handled on the sender later than it was made (a ``MemoryHandler``'s
+        buffer flushed there) is judged by its ``created``, not by the collection running
+        when it is handed over (H205: an instrumentation's line made outside one shipped
+        when a collection flushed it; a finalizer's line made in one was lost, counted
+        nowhere, when the sender's work flushed it)."""
+        work = _record("myapm.http", thread=SENDER)
+        work.created -= 1.0  # made well before the collection
+        with _collecting(SENDER, True):
+            finalizers = _record("app.res", thread=SENDER)
+            assert made_on_sender(work, SENDER)
+        assert not made_on_sender(finalizers, SENDER)
+
+    def test_records_made_on_a_sender_without_threads_are_known(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """With ``logging.logThreads`` off a record has no thread: one made on a sender
+        and handled on another thread (a QueueListener's) is still known as the sender's
+        (H205: taken for the listener's, each of urllib3's or an instrumentation's lines
+        of a request shipped and made the next request, for as long as the process ran);
+        a finalizer's made there in a collection ships, as with threads on."""
+        monkeypatch.setattr(logging, "logThreads", False)
+        factory = logging.getLogRecordFactory()
+        made: list[logging.LogRecord] = []
+
+        class Freed:
+            def __init__(self) -> None:
+                self.me = self  # a cycle: only a collection ends it
+
+            def __del__(self) -> None:
+                made.append(logging.getLogger("app.res").makeRecord(
+                    "app.res", logging.ERROR, __file__, 1, "freed", None, None))  # fmt: skip
+
+        def on_the_sender() -> None:
+            with on_a_sender_thread():
+                made.append(logging.getLogger("myapm.http").makeRecord(
+                    "myapm.http", logging.INFO, __file__, 1, "GET", None, None))  # fmt: skip
+                Freed()
+                gc.collect()
+
+        try:
+            worker = threading.Thread(target=on_the_sender)
+            worker.start()
+            worker.join()
+            work, finalizers = made
+            assert (None, None) == (work.thread, finalizers.thread)
+            listener = threading.get_ident()
+            with on_a_sender_thread(work.__dict__["_logdna_sender"]):
+                assert made_on_sender(work, listener)
+                assert not made_on_sender(finalizers, listener)
+            # Made on this (no sender) thread: its own, shipped.
+            mine = logging.getLogger("app").makeRecord(
+                "app", logging.INFO, __file__, 1, "m", None, None
+            )
+            assert not made_on_sender(mine, listener)
+        finally:
+            logging.setLogRecordFactory(factory)
+
+    def test_the_collection_hook_runs_only_while_a_sender_does(self) -> None:
+        """The hook every collection on every thread pays for (about a microsecond) is
+        registered while a sender thread runs, and only then (H205)."""
+        from logdna_client._threads import SENDER_THREADS
+
+        assert _collection in gc.callbacks  # (this module's SENDER)
+        with on_a_sender_thread(SENDER + 1):
+            assert _collection in gc.callbacks
+        others = set(SENDER_THREADS)
+        for ident in others:
+            sender_ended(ident)
+        try:
+            assert _collection not in gc.callbacks
+        finally:
+            for ident in others:
+                sender_started(ident)
+        assert _collection in gc.callbacks
