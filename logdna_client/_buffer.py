@@ -120,6 +120,10 @@ class Buffer:
         # every statement, so a nested one may run in the middle of it.
         self._lock = threading.RLock()
         self._space = threading.Condition(self._lock)
+        #: Idents of the threads waiting for the sender now: for room (``block``), in a
+        #: flush or a close. A finalizer's line on the sender does not wait for a lock
+        #: one of them may hold (see ``LogDNAHandler._stdlib_handle_on_sender``).
+        self.waiting: set[int] = set()
         self._max = max_bytes
         self._overflow = overflow
         self._block_timeout = block_timeout
@@ -307,25 +311,32 @@ class Buffer:
             # dead sender is restarted from the wake-up, and starting takes it.
             # Released inside the try: a KeyboardInterrupt as release() returns must
             # still find the lock held again (the caller's ``with`` lets it go).
+            current = threading.get_ident()
+            self.waiting.add(current)
             try:
-                self._lock.release()
-                self._wake()
-            finally:
-                self._lock.acquire()
-            while self.queued_bytes + self.inflight_bytes + size > self._max and not self.closed:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
                 try:
-                    woken = self._space.wait(left)
+                    self._lock.release()
+                    self._wake()
                 finally:
-                    # Condition.wait lets the lock go before its own try: a Ctrl-C as
-                    # that returns leaves it let go, and the caller's ``with`` would
-                    # then fail to release it (a RuntimeError instead).
-                    if not self.owned():
-                        self._lock.acquire()
-                if not woken:
-                    break
+                    self._lock.acquire()
+                while (
+                    self.queued_bytes + self.inflight_bytes + size > self._max and not self.closed
+                ):
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    try:
+                        woken = self._space.wait(left)
+                    finally:
+                        # Condition.wait lets the lock go before its own try: a Ctrl-C as
+                        # that returns leaves it let go, and the caller's ``with`` would
+                        # then fail to release it (a RuntimeError instead).
+                        if not self.owned():
+                            self._lock.acquire()
+                    if not woken:
+                        break
+            finally:
+                self.waiting.discard(current)
             if self.queued_bytes + self.inflight_bytes + size <= self._max and not self.closed:
                 return True
         self._drop("buffer_full", 1)

@@ -664,7 +664,12 @@ class Client:
             _, until = wait
             # With a spool, memory goes to disk now, not after a request that hangs.
             sender.spill_while_closing(until)
-            sender.finished.wait_noticing_signals(until)
+            current = threading.get_ident()
+            self._buffer.waiting.add(current)
+            try:
+                sender.finished.wait_noticing_signals(until)
+            finally:
+                self._buffer.waiting.discard(current)
         stop_by = self._stop_writing(sender) if at_exit and wait is not None else time.monotonic()
         if at_exit:
             # A line refused from here until the report is said is counted in it (lines

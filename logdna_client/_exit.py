@@ -47,6 +47,7 @@ from ._threads import (
 
 if TYPE_CHECKING:
     import ctypes
+    from types import FrameType
 
     from ._client import Client
     from ._handler import LogDNAHandler
@@ -1402,12 +1403,36 @@ def under_logging_lock() -> bool:
 
 
 def owns(lock: object) -> bool:
-    # An RLock's own answer, as threading.Condition asks it.
+    """Whether the running thread holds ``lock``: an RLock's own answer, as
+    threading.Condition asks it. A plain Lock (a handler subclass's ``createLock``)
+    says only whether it is held: held while the process's ending is under way or
+    ``logging.shutdown()`` runs on this thread, it is taken for that one's, which
+    flushes and closes each handler under it (H205: its flush waited 5 s of its own
+    past a 1 s ``shutdown_timeout``)."""
     is_owned: Callable[[], bool] | None = getattr(lock, "_is_owned", None)
     try:
-        return bool(is_owned()) if is_owned is not None else False
+        if is_owned is not None:
+            return bool(is_owned())
+        locked: Callable[[], bool] | None = getattr(lock, "locked", None)
+        return (
+            locked is not None and bool(locked()) and (ending_under_way() or _in_logging_shutdown())
+        )
     except Exception:
         return False
+
+
+def _in_logging_shutdown() -> bool:
+    """Whether ``logging.shutdown()`` is among the running thread's last few callers (it
+    calls a handler's flush and close directly; ours looks three calls up)."""
+    code = getattr(logging.shutdown, "__code__", None)
+    frame: FrameType | None = sys._getframe(1)
+    for _ in range(6):
+        if frame is None:
+            return False
+        if frame.f_code is code:
+            return True
+        frame = frame.f_back
+    return False
 
 
 def report_exit_loss(message: str) -> None:

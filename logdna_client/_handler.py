@@ -365,10 +365,12 @@ class LogDNAHandler(logging.Handler):
     def _stdlib_handle_on_sender(self, record: logging.LogRecord, current: int) -> Any:
         """The stdlib's ``handle`` for a record made on a sender thread (a finalizer's,
         as a garbage collection there runs it), whose wait for the handler's lock ends
-        when the thread holding it waits for this sender: ``logging.shutdown()`` flushes
-        each handler under its lock (both waited until the exit's deadline, and lines
-        were lost: H203). Such a line is counted as ``reentrant`` then. The lock is
-        taken once (a subclass's ``createLock`` may make one that is not reentrant)."""
+        when a thread that may hold it waits for this sender: ``logging.shutdown()``
+        flushes each handler under its lock (both waited until the exit's deadline, and
+        lines were lost: H203), an ``emit`` may flush or wait for room (``block``) under
+        it (H205: the sender stalled for as long as the app logged, calls took 14 s past
+        a 2 s ``block_timeout``). Such a line is counted as ``reentrant`` then. The lock
+        is taken once (a subclass's ``createLock`` may make one that is not reentrant)."""
         if made_on_sender(record, current):
             return False  # (the sender's own: before the lock, as _deliver decides)
         result: Any = self.filter(record)
@@ -377,8 +379,8 @@ class LogDNAHandler(logging.Handler):
         if isinstance(result, logging.LogRecord):  # Python 3.12+ filters may swap records
             record = result
         lock = self.lock
-        while lock is not None and not lock.acquire(timeout=_LOCK_LOOK):
-            if self._waiting:
+        while lock is not None and not _acquired(lock):
+            if self._waiting or self._client._buffer.waiting:
                 self._client._count_drop("reentrant")
                 return False
         try:
@@ -734,6 +736,17 @@ class _MessageFormatter(logging.Formatter):
         if record.stack_info:
             text = f"{text}\n{record.stack_info}" if text else record.stack_info
         return text
+
+
+def _acquired(lock: Any) -> bool:
+    """Whether ``lock`` was taken within ``_LOCK_LOOK``. A lock of the application's own
+    whose ``acquire`` takes no timeout is taken as the stdlib takes it, waiting (H205: its
+    TypeError escaped into the finalizer, the line lost, counted nowhere)."""
+    try:
+        return bool(lock.acquire(timeout=_LOCK_LOOK))
+    except TypeError:
+        lock.acquire()
+        return True
 
 
 def _is_structured(record: logging.LogRecord, msg: object) -> bool:

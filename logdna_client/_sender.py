@@ -383,14 +383,19 @@ class Sender:
     def wait_done_through(self, target: int, timeout: float | None) -> bool:
         """Wait until ``done(target)``, or ``timeout`` passed; returns ``done(target)``."""
         deadline = None if timeout is None else self._clock() + timeout
-        with self._progress:
-            while not self.done(target):
-                if self.finished.is_set():
-                    break
-                left = None if deadline is None else deadline - self._clock()
-                if left is not None and left <= 0:
-                    break
-                self._progress.wait(left if left is None else min(left, 0.5))
+        current = threading.get_ident()
+        self._buffer.waiting.add(current)
+        try:
+            with self._progress:
+                while not self.done(target):
+                    if self.finished.is_set():
+                        break
+                    left = None if deadline is None else deadline - self._clock()
+                    if left is not None and left <= 0:
+                        break
+                    self._progress.wait(left if left is None else min(left, 0.5))
+        finally:
+            self._buffer.waiting.discard(current)
         return self.done(target)
 
     # -- the thread

@@ -102,7 +102,9 @@ def _made_in_collection(thread: int, created: object) -> bool:
 #: that thread's ident (``_mark_sender_records``). Never meta.
 SENDER_MARK = "_logdna_sender"
 
-_senders_lock = threading.Lock()
+# Reentrant: a collection may run while it is held (an allocation under it), and a
+# finalizer's line then come back here on the same thread.
+_senders_lock = threading.RLock()
 
 
 def sender_started(ident: int) -> None:
@@ -134,6 +136,8 @@ def _mark_sender_records() -> None:
     taken for that thread's, and shipped: each of urllib3's or an instrumentation's lines
     of the sender's requests made the next request (H205). The record factory in place
     is wrapped, once; one set later by the application replaces it (as it replaces any)."""
+    if getattr(logging.getLogRecordFactory(), "_logdna_marks", False):
+        return  # (the common case, looked at with no lock: each record without a thread)
     with _senders_lock:
         factory = logging.getLogRecordFactory()
         if getattr(factory, "_logdna_marks", False):

@@ -8,6 +8,7 @@ import logging
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -1132,6 +1133,122 @@ def _held(lock: Any) -> bool:
 
 
 class TestFinalizersOnTheSenderThread:
+    def test_a_lock_whose_acquire_takes_no_timeout(self) -> None:
+        """A subclass's lock of its own whose ``acquire`` takes no timeout (the stdlib
+        never passes one) is taken on the sender thread too: a finalizer's line ships
+        (its TypeError escaped into the finalizer, the line lost, counted nowhere)."""
+
+        class SimpleLock:
+            def __init__(self) -> None:
+                self._lock = threading.Lock()
+
+            def acquire(self) -> bool:
+                return self._lock.acquire()
+
+            def release(self) -> None:
+                self._lock.release()
+
+        class Custom(LogDNAHandler):
+            def createLock(self) -> None:
+                self.lock = SimpleLock()  # type: ignore[assignment]
+
+            def format(self, record: logging.LogRecord) -> str:
+                return "[c] " + super().format(record)
+
+        h = offline_handler(Custom)
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                with on_a_sender_thread() as me, in_a_collection(me):
+                    h.handle(logging.LogRecord("app", logging.WARNING, "f", 1, "freed", (), None))
+            except BaseException as exc:  # (what would reach the finalizer)
+                errors.append(exc)
+
+        worker = threading.Thread(target=run)
+        worker.start()
+        worker.join()
+        assert [] == errors
+        assert ["[c] freed"] == [line["line"] for line in queued_lines(h)]
+
+    def test_no_wait_for_a_lock_whose_holder_waits_for_the_sender(self) -> None:
+        """A finalizer's line on the sender does not wait for a subclass's lock while the
+        thread holding it waits for that sender (an ``emit`` that flushes on ERROR, or
+        waits for room under ``block``): counted as ``reentrant`` (H205: the sender
+        stalled until the flush gave up, every flush failed, block_timeout was
+        overrun)."""
+
+        class Flushing(LogDNAHandler):
+            def format(self, record: logging.LogRecord) -> str:
+                return "[f] " + super().format(record)
+
+        h = offline_handler(Flushing)
+        h.handle(logging.LogRecord("app", logging.ERROR, "f", 1, "queued", (), None))
+        holding = threading.Event()
+
+        def hold_and_flush() -> None:
+            with h.lock:  # type: ignore[union-attr]
+                holding.set()
+                h.client.flush(timeout=60)
+
+        holder = threading.Thread(target=hold_and_flush, daemon=True)
+        holder.start()
+        assert holding.wait(10)
+        done = threading.Event()
+
+        def finalizer() -> None:
+            try:
+                with on_a_sender_thread() as me, in_a_collection(me):
+                    h.handle(logging.LogRecord("app", logging.WARNING, "f", 1, "freed", (), None))
+            finally:
+                done.set()
+
+        threading.Thread(target=finalizer, daemon=True).start()
+        try:
+            assert done.wait(10)
+        finally:
+            h.client.close(timeout=0)
+            holder.join(10)
+        assert 1 == h.client.stats()["dropped"]["reentrant"]
+        h.close()
+
+    def test_a_plain_lock_held_at_the_end_is_logging_shutdowns(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A subclass whose ``createLock`` makes a plain Lock: held while the process's
+        ending is under way, its flush waits within the exit's deadline, as with the
+        stdlib's RLock, not its own 5 s (logging.shutdown() took 6 s at a 1 s
+        shutdown_timeout)."""
+        from logdna_client import _exit
+
+        class Plain(LogDNAHandler):
+            def createLock(self) -> None:
+                self.lock = threading.Lock()  # type: ignore[assignment]
+
+        h = offline_handler(Plain, shutdown_timeout=1)
+        waits: list[float | None] = []
+        monkeypatch.setattr(h.client, "flush", lambda timeout=None: waits.append(timeout))
+        monkeypatch.setattr(_exit, "ending_under_way", lambda: True)
+        h.acquire()
+        try:
+            h.flush()
+        finally:
+            h.release()
+        h.flush()  # not held: its own timeout
+        monkeypatch.setattr(_exit, "ending_under_way", lambda: False)
+        h.acquire()
+        try:
+            h.flush()  # held, but no ending: an application's own flush
+        finally:
+            h.release()
+        assert waits[0] is not None and waits[0] <= 1.0
+        assert [5.0, 5.0] == waits[1:]
+        # Called by the application, not at the exit: logging.shutdown()'s flush too.
+        logging.shutdown([weakref.ref(h)])
+        assert waits[3] is not None and waits[3] <= 1.0
+        monkeypatch.undo()
+        h.client.close(timeout=0)
+
     def test_lines_the_garbage_collector_logs_on_a_sender_ship(self, server: DevServer) -> None:
         """A collection can run on any thread, the sender's among them: the finalizers it
         runs there log the application's lines (asyncio's "Task exception was never
