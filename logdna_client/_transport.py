@@ -582,6 +582,15 @@ _MAX_LINE = 65536
 _STATUS_START = re.compile(rb"(HTTP/[0-9.]{1,5}) +([0-9]{3}) ")
 
 
+#: Interim (1xx) answers one request takes before its final one: a server may send a
+#: few (100 Continue, 102 Processing, 103 Early Hints), none sends more.
+_MAX_INTERIM = 16
+
+
+class _EndlessInterim(http.client.BadStatusLine):
+    """More interim answers than ``_MAX_INTERIM`` to one request, and no final one."""
+
+
 class _FinalResponse(http.client.HTTPResponse):
     """http.client's response, which also skips interim answers other than 100 Continue.
 
@@ -616,8 +625,13 @@ class _FinalResponse(http.client.HTTPResponse):
                 if not rest or rest.endswith(b"\n"):
                     break
             version, status, reason = found.group(1).decode(), int(found.group(2)), ""
-        if 100 < status < 200 and status != 101:  # 101: a protocol switch, not interim
-            status = http.client.CONTINUE  # begin() skips its headers and reads on
+        if 100 <= status < 200 and status != 101:  # 101: a protocol switch, not interim
+            # begin() skips its headers and reads on, with no end of its own: a server
+            # sending interim answers forever kept a core busy (H206: 28 s of CPU in 30).
+            self._interim: int = getattr(self, "_interim", 0) + 1
+            if self._interim > _MAX_INTERIM:
+                raise _EndlessInterim(f"{_MAX_INTERIM} interim answers")
+            status = http.client.CONTINUE
         return version, status, reason
 
     def begin(self) -> None:
@@ -1574,6 +1588,8 @@ def _not_http(exc: Exception, scrub: Callable[[str], str]) -> str | None:
     the end of a sentence; None for a failure that may pass (a connection cut before
     or inside the status line)."""
     reason = _innermost(exc)
+    if isinstance(reason, _EndlessInterim):
+        return f"sent more than {_MAX_INTERIM} interim (1xx) answers to one request, no final one"
     if isinstance(reason, http.client.LineTooLong):  # and no status at its start
         return "sent a status line over 64 KiB" if "status line" in str(reason) else None
     if isinstance(reason, http.client.RemoteDisconnected) or not isinstance(

@@ -175,6 +175,26 @@ class TestInterimAnswers:
         assert (5, 0, None) == (s["sent"], s["retries"], s["last_error"])
         assert_adds_up(client, 5)
 
+    def test_endless_interim_answers_are_no_answer(self) -> None:
+        """A server that sends interim answers and never a final one is not listened to
+        for ever: past 16 of them the request failed, as to a server that does not speak
+        HTTP/1.1 (retried slowly, said once), and the line goes in the next request that
+        gets an answer (http.client reads 1xx answers with no end: a core was busy for as
+        long as the server went on)."""
+        flood = b"HTTP/1.1 102 Processing\r\n\r\n" * 5000
+        answers = iter([flood + answer(200)])
+
+        def respond(request: Request, sock: socket.socket, stop: threading.Event) -> bytes:
+            return next(answers, answer(200))
+
+        with own_reports() as said:
+            client, requests = deliver(respond, ["after a flood"], retry_max_backoff=1)
+        s = client.stats()
+        assert (1, 2) == (s["sent"], len(requests))
+        assert ["after a flood"] == texts(requests[1:])
+        assert any("more than 16 interim (1xx) answers" in text for text in said), said
+        assert_adds_up(client, 1)
+
     def test_interim_answers_then_a_failure_are_a_failure(self) -> None:
         """A 103 followed by a 503 is a 503: retried, then delivered once when the
         service answers 200."""
