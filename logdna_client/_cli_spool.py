@@ -425,8 +425,15 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     status = 0
     try:
         while (batch := spool.next_replay_batch(config.max_batch_bytes)) is not None:
+            started = time.monotonic()
+            # A failing streak counts from the start of its first request, and no request
+            # outlasts --timeout (H206: a hanging service took two request_timeouts, 30 s,
+            # to give up after "3 s of failures").
+            left = args.timeout - (0.0 if failing_since is None else started - failing_since)
             outcome = transport.send(
-                gzip_entries(batch.entries), gzipped=True, timeout=config.request_timeout
+                gzip_entries(batch.entries),
+                gzipped=True,
+                timeout=max(0.1, min(config.request_timeout, left)),
             )
             if outcome.kind in (Kind.OK, Kind.PARTIAL):
                 delivered, refused = app_outcome(list(batch.entries), outcome)
@@ -450,14 +457,16 @@ def _cmd_replay(args: argparse.Namespace) -> int:
                 status = 1
                 break
             now = time.monotonic()
-            failing_since = now if failing_since is None else failing_since
-            if now - failing_since >= args.timeout:
-                console.warn(f"{PROG} spool replay: giving up after {args.timeout:g} s of "
+            failing_since = started if failing_since is None else failing_since
+            failing = now - failing_since
+            if failing >= args.timeout:
+                console.warn(f"{PROG} spool replay: giving up after {failing:.1f} s of "
                              f"failures ({detail}); the rest stays on disk")  # fmt: skip
                 status = 1
                 break
             attempt += 1
-            time.sleep(backoff.delay(attempt, outcome.retry_after))
+            wait = backoff.delay(attempt, outcome.retry_after)
+            time.sleep(min(wait, args.timeout - failing))
     finally:
         spool.close()
         transport.close()

@@ -271,6 +271,34 @@ class TestSend:
         assert b"refused" in result.stderr.lower()
         assert elapsed < 10
 
+    def test_spool_replay_gives_up_within_its_timeout_on_a_hanging_service(
+        self, env: dict[str, str], tmp_path: Path
+    ) -> None:
+        """``spool replay --timeout 1`` against a service that takes the request and never
+        answers gives up after about a second of failures, as it says, its lines left on
+        disk (each request took the library's 15 s request_timeout, and the first failure
+        only began the count: 30 s)."""
+        from logdna_client._secret import Secret
+        from logdna_client._spool._destination import fingerprint
+        from tests.test_spool import segments, write_segment
+
+        def respond(request: Request, sock: socket.socket, stop: threading.Event) -> None:
+            stop.wait()  # hangs until the test ends
+
+        with scripted_server(respond) as hanging:
+            write_segment(tmp_path, 2, destination=fingerprint(Secret(KEY), hanging.url))
+            before = {p: p.read_bytes() for p in segments(tmp_path)}
+            started = time.monotonic()
+            result = run("spool", "replay", "--spool-dir", str(tmp_path), "--url", hanging.url,
+                         "--key", KEY, "--timeout", "1", env=env)  # fmt: skip
+            elapsed = time.monotonic() - started
+        assert 1 == result.returncode, result.stderr
+        said = re.search(rb"giving up after ([0-9.]+) s of failures", result.stderr)
+        assert said is not None, result.stderr
+        assert 1.0 <= float(said[1]) < 5.0  # (what it says: the time it failed for)
+        assert before == {p: p.read_bytes() for p in segments(tmp_path)}  # the lines stay
+        assert elapsed < 14  # under one request_timeout (15 s): it did not wait one out
+
     @pytest.mark.parametrize(
         ("args", "message"),
         [
