@@ -36,14 +36,18 @@ def auth_headers(auth: str, key: str | None) -> dict[str, str]:
 
 
 def secret_forms(key: str | None) -> tuple[str, ...]:
-    """The key as it may come back in a server's answer: itself, and base64-encoded
-    as in a Basic token (with and without the colon); the longest first. None for a key
-    shorter than ``SHORTEST_KEY``: no ingestion key, and scrubbed it would cut up every
-    message its letters are in."""
+    """The key as it may come back in a server's answer: itself, base64-encoded as in a
+    Basic token (with and without the colon) in either alphabet (the URL-safe one of a
+    token in a URL) and without its padding, and in hex (H206: a server echoing these
+    showed the key whole); the longest first. None for a key shorter than
+    ``SHORTEST_KEY``: no ingestion key, and scrubbed it would cut up every message its
+    letters are in."""
     if not key or len(key.strip()) < SHORTEST_KEY:
         return ()
-    forms = {key, base64.b64encode(f"{key}:".encode()).decode("ascii"),
-             base64.b64encode(key.encode()).decode("ascii")}  # fmt: skip
+    forms = {key, key.encode().hex()}
+    for data in (f"{key}:".encode(), key.encode()):
+        for encode in (base64.b64encode, base64.urlsafe_b64encode):
+            forms.add(encode(data).decode("ascii").rstrip("="))
     return tuple(sorted(forms, key=len, reverse=True))
 
 

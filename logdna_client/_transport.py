@@ -1256,10 +1256,11 @@ def _header_forms(value: str) -> tuple[str, ...]:
 
 def _echoes_of(forms: tuple[str, ...]) -> re.Pattern[str] | None:
     """What finds ``forms`` (the key as a server may echo it) in a server's answer, each
-    character as it is or escaped as a JSON string or a URL may carry it: ``\\uXXXX``,
-    ``\\/``, ``\\"``, ``\\\\``, ``%XX``. A JSON encoder escapes what it likes (PHP
-    writes "/" as "\\/"; others escape all but ASCII letters, or everything), and an
-    echo that escaped one character of the key showed all the rest of it."""
+    character as it is or escaped as a JSON string, a URL or an HTML page may carry it:
+    ``\\uXXXX``, ``\\/``, ``\\"``, ``\\\\``, ``%XX``, ``&#NN;``, ``&#xXX;``. A JSON
+    encoder escapes what it likes (PHP writes "/" as "\\/"; others escape all but ASCII
+    letters, or everything), and an echo that escaped one character of the key showed
+    all the rest of it."""
     if not forms:
         return None
 
@@ -1267,6 +1268,7 @@ def _echoes_of(forms: tuple[str, ...]) -> re.Pattern[str] | None:
         ways = {re.escape(char)}
         for each in {char.lower(), char.upper()}:  # echoed case-folded, then escaped
             ways |= {f"\\\\u{ord(each):04x}", f"%{ord(each):02x}"}
+            ways |= {f"&#0*{ord(each)};", f"&#x0*{ord(each):x};"}
         if char in '/"\\':
             ways.add(re.escape("\\" + char))
         return "(?:" + "|".join(sorted(ways, key=len, reverse=True)) + ")"

@@ -147,6 +147,10 @@ ESCAPED_ECHOES: dict[str, Callable[[str], str]] = {
         f"%{ord(c):02X}" if i % 2 else c for i, c in enumerate(key)
     ),
     "json-with-slashes-escaped": lambda key: json.dumps(key)[1:-1].replace("/", "\\/"),
+    "html-character-references": lambda key: "".join(
+        (f"&#{ord(c)};" if i % 3 == 0 else f"&#x{ord(c):X};") if i % 2 else c
+        for i, c in enumerate(key)
+    ),
 }
 #: A key with the characters JSON escapes with a backslash, and one whose Basic token
 #: (base64 of "key:") holds a "/".
@@ -162,9 +166,45 @@ def fragments_of(secret: str, text: str) -> list[str]:
     JSON escapes and percent-encoding decoded (as whoever reads the report can)."""
     decoded = re.sub(r"\\u([0-9a-fA-F]{4})", lambda m: chr(int(m.group(1), 16)), text)
     decoded = re.sub(r"%([0-9a-fA-F]{2})", lambda m: chr(int(m.group(1), 16)), decoded)
+    decoded = re.sub(r"&#([0-9]+);", lambda m: chr(int(m.group(1))), decoded)
+    decoded = re.sub(r"&#[xX]([0-9a-fA-F]+);", lambda m: chr(int(m.group(1), 16)), decoded)
     decoded = re.sub(r'\\([/"\\])', r"\1", decoded)
     low = (text + "\n" + decoded).lower()
     return [secret[i : i + 8] for i in range(len(secret) - 7) if secret[i : i + 8].lower() in low]
+
+
+class TestServerEchoesTheKeyEncoded:
+    @pytest.mark.parametrize("key", list(KEYS_TO_ESCAPE.values()), ids=list(KEYS_TO_ESCAPE))
+    @pytest.mark.parametrize(
+        "encode",
+        [bytes.hex, base64.urlsafe_b64encode, lambda data: base64.b64encode(data).rstrip(b"=")],
+        ids=["hex", "url-safe-base64", "base64-unpadded"],
+    )
+    def test_no_part_of_it_is_reported(
+        self, messages: Messages, key: str, encode: Callable[[bytes], Any]
+    ) -> None:
+        """An error body echoing the key encoded (in hex, in URL-safe base64, in base64
+        without its padding) leaves none of that encoding in the library's reports or
+        stats() (they showed it whole)."""
+        encoded = encode(key.encode())
+        echoed = (encoded if isinstance(encoded, str) else encoded.decode()).rstrip("=")
+
+        def respond(request: Request, sock: socket.socket, stop: threading.Event) -> bytes:
+            return answer(500, b'{"error":"refused ' + echoed.encode() + b'"}')
+
+        messages.wanted = "HTTP 500"
+        with scripted_server(respond) as server:
+            client = Client(
+                key=key, url=server.url, hostname="t", flush_interval=0.05, retry_max_backoff=0.2
+            )
+            try:
+                client.log("hello")
+                assert messages.seen.wait(WAIT), messages.texts
+            finally:
+                client.close(timeout=0)
+        said = ("\n".join(messages.texts) + repr(client.stats())).lower()
+        runs = [echoed[i : i + 12] for i in range(len(echoed) - 11)]
+        assert [] == [run for run in runs if run.lower() in said]
 
 
 class TestServerEchoesTheKeyEscaped:
