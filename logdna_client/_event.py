@@ -32,9 +32,11 @@ __all__ = [
     "TIME_KEY",
     "UNUSUAL_KEYS",
     "event_dict_to_line",
+    "event_line",
     "level_name",
     "level_of",
     "levelno_of",
+    "passes",
     "timestamp_of",
     "unnamed_level_number",
 ]
@@ -298,6 +300,29 @@ def _no_event_text(pairs: dict[str, Any], redact: Callable[[dict[Any, Any]], Any
             return "(event without a message)"
     parts = [f"{key}={safe_str(value)}" for key, value in pairs.items()]
     return " ".join(parts)[:_NO_EVENT_LIMIT]
+
+
+def event_line(
+    event_dict: Mapping[str, Any],
+    extra: Mapping[str, Any] | None,
+    redact: Callable[[dict[Any, Any]], Any] | None,
+) -> tuple[str, dict[str, Any] | None, int | None]:
+    """An event's text and meta (``event_dict_to_line``) and its time in epoch ms: its
+    ``timestamp`` as ``timestamp_of`` reads it, None where it has none that is a time.
+    The one reading of an event, the processor's and the handler's (a record structlog's
+    ``wrap_for_formatter`` made)."""
+    ts = timestamp_of(event_dict[TIME_KEY]) if TIME_KEY in event_dict else None
+    text, meta = event_dict_to_line(
+        event_dict, extra, timestamp_parsed=ts is not None, redact=redact
+    )
+    return text, meta, ts
+
+
+def passes(level: str, threshold: int) -> bool:
+    """Whether a line at ``level`` (a name) is at or above ``threshold`` (a level number;
+    0: every line): the rule of the processor's level, and of the handler's for an
+    event's own level."""
+    return not threshold or levelno_of(level) >= threshold
 
 
 def event_dict_to_line(

@@ -39,13 +39,11 @@ from ._context import with_context
 from ._errors import ConfigurationError
 from ._event import (
     LEVEL_KEY,
-    TIME_KEY,
-    event_dict_to_line,
+    event_line,
     level_name,
-    levelno_of,
+    passes,
     shown_exc_info,
     structured_event,
-    timestamp_of,
 )
 from ._line import created_millis, safe_str
 from ._options import ClientOptions, with_options_help
@@ -465,14 +463,10 @@ class LogDNAHandler(logging.Handler):
             # shipped nor counted as dropped, as the processor's is not: filtered.
             if msg.get(LEVEL_KEY) is not None:
                 level = level_name(msg[LEVEL_KEY])
-                if self.level and levelno_of(level) < self.level:
+                if not passes(level, self.level):
                     return
             found = record_meta(attrs, self._record_attrs)
-            if TIME_KEY in msg:
-                ms = timestamp_of(msg[TIME_KEY])
-            text, meta = event_dict_to_line(
-                msg, found, timestamp_parsed=ms is not None, redact=self._builder.redact_meta
-            )
+            text, meta, ms = event_line(msg, found, self._builder.redact_meta)
             body = structured_event(msg) if self._structured else None
             if self._with_exception is not None:  # read only where it ships (OTLP)
                 exc_info = shown_exc_info(msg)

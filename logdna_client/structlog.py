@@ -42,9 +42,10 @@ from ._event import (
     TIME_KEY,
     UNUSUAL_KEYS,
     event_dict_to_line,
+    event_line,
     level_name,
     level_of,
-    levelno_of,
+    passes,
     shown_exc_info,
     structured_event,
     timestamp_of,
@@ -187,7 +188,7 @@ class LogDNAProcessor(_NativeCall):
 
     def _passes(self, level: str) -> bool:
         """Whether a line at ``level`` is at or above the client's level."""
-        return not self._min_level or levelno_of(level) >= self._min_level
+        return passes(level, self._min_level)
 
     def __copy__(self) -> LogDNAProcessor:
         # A handle on its client's pipeline, as a logger is: a copy would share it anyway.
@@ -317,13 +318,8 @@ class LogDNAProcessor(_NativeCall):
         level = level_of(method_name, event_dict)
         if not self._passes(level):
             return
-        ts = timestamp_of(event_dict[TIME_KEY]) if TIME_KEY in event_dict else None
-        text, meta = event_dict_to_line(
-            event_dict,
-            _context.current() if _context.in_use else None,
-            timestamp_parsed=ts is not None,
-            redact=builder.redact_meta,
-        )
+        context = _context.current() if _context.in_use else None
+        text, meta, ts = event_line(event_dict, context, builder.redact_meta)
         if ts is None:
             # (A record's time as the handler ships it: created_millis, NaN and all.)
             created = getattr(record, "created", None)
