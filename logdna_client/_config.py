@@ -227,7 +227,7 @@ def level_beside_client(client: object, options: Mapping[str, object]) -> int | 
 
 
 #: The attributes ``LogRecord.__init__`` sets, in the order it sets them (the record's
-#: extras follow them: ``_handler._extras``).
+#: extras follow them: ``_record._extras``).
 INIT_RECORD_ATTRS: tuple[str, ...] = tuple(
     logging.LogRecord("probe", logging.INFO, "p", 1, "m", None, None).__dict__
 )

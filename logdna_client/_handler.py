@@ -22,10 +22,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import traceback
 import weakref
 from collections.abc import Callable, Mapping
-from itertools import islice
 from threading import get_ident
 from typing import Any, cast
 
@@ -33,7 +31,7 @@ from typing_extensions import Unpack
 
 from . import _context, _exit, _native, _official
 from ._client import Client
-from ._config import INIT_RECORD_ATTRS, level_beside_client
+from ._config import level_beside_client
 from ._context import current as request_context
 from ._context import with_context
 from ._errors import ConfigurationError
@@ -47,42 +45,25 @@ from ._event import (
 )
 from ._line import created_millis, safe_str
 from ._options import ClientOptions, with_options_help
+from ._record import (
+    GET_MESSAGE_ATTR,
+    PLAIN_RECORD_LEN,
+    STANDARD_KINDS,
+    STANDARD_RECORD_ATTRS,
+    record_meta,
+    unformattable,
+)
 from ._redact import bytes_text
 from ._report import is_own_logger
 from ._secret import Secret, hide_key
 from ._threads import (
-    SENDER_MARK,
     SENDER_THREADS,
     made_on_sender,
     marks_for,
     raised_by_signal_handler,
 )
 
-__all__ = ["STANDARD_RECORD_ATTRS", "LogDNAHandler", "record_meta"]
-
-# Attributes every LogRecord has; anything else arrived through extra= (or a
-# filter, adapter or other handler set it) and becomes meta.
-_INIT_ATTRS = frozenset(INIT_RECORD_ATTRS)
-STANDARD_RECORD_ATTRS: frozenset[str] = _INIT_ATTRS | {"message", "asctime"}
-# A record built without extra= has exactly this many attributes: the common
-# case skips the scan for extras altogether.
-_PLAIN_RECORD_LEN = len(INIT_RECORD_ATTRS)
-# What structlog's wrap_for_formatter adds to the record (as extra=) for its own use:
-# never meta, whichever way the record comes (with its event dict as the message, or
-# with the text a QueueHandler in front made of it, the common record's way).
-_STRUCTLOG_ATTRS = frozenset({"_logger", "_name"})
-# A getMessage a record factory or filter set on the record itself: the record's
-# text, never meta (see _queue_record).
-_GET_MESSAGE_ATTR = "getMessage"
-# The attributes that are never extras: the one rule of _extras and of the C handle.
-_NOT_EXTRAS = STANDARD_RECORD_ATTRS | _STRUCTLOG_ATTRS | {_GET_MESSAGE_ATTR, SENDER_MARK}
-# For the C handle's reading of extras (_extras' rule): each attribute that is no
-# extra -> whether Python decides the record (True: LogRecord.__init__ sets it, or it is
-# a getMessage of the record's own, or the mark of a record made on a sender, which
-# made_on_sender judges; False: skipped, never meta); one lookup tells both.
-_STANDARD_KINDS = {
-    name: name in _INIT_ATTRS or name in (_GET_MESSAGE_ATTR, SENDER_MARK) for name in _NOT_EXTRAS
-}
+__all__ = ["STANDARD_RECORD_ATTRS", "LogDNAHandler", "record_meta"]  # (those two: _record's)
 
 # The stdlib's hooks whose replacement on a handler (set on it, or deleted) is looked for.
 _HOOKS = frozenset({"format", "filter", "emit"})
@@ -109,41 +90,6 @@ def _stdlib_get_message() -> object:
 
 
 _GET_MESSAGE = _stdlib_get_message()
-
-
-def record_meta(attrs: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any] | None:
-    """A record's meta (from its ``__dict__``): the attributes ``names`` lists
-    (``record_meta``) that it has, then its extras (see ``_extras``)."""
-    meta = {k: attrs[k] for k in names if k in attrs} or None
-    if len(attrs) != _PLAIN_RECORD_LEN:
-        extras = _extras(attrs)
-        if extras:
-            meta = {**meta, **extras} if meta else extras
-    return meta
-
-
-def _extras(attrs: dict[str, Any]) -> dict[str, Any] | None:
-    """The attributes ``extra=`` (or a filter, adapter or formatter) added to a record,
-    less structlog's bookkeeping (``_NOT_EXTRAS``)."""
-    # Extras come after the standard attributes (LogRecord.__init__ sets those
-    # first; makeRecord, record factories and filters add theirs later), so
-    # only the tail is read, in C. A formatter that ran before us may have
-    # added "message"/"asctime" there, and structlog its "_logger"/"_name":
-    # filtered out on the rare path.
-    tail = islice(attrs.items(), _PLAIN_RECORD_LEN - 1, None)
-    before = next(tail, None)
-    extras = dict(tail)
-    if before is None or before[0] not in _INIT_ATTRS:
-        # A filter deleted an attribute __init__ sets: the tail starts earlier, and
-        # its first extras sit before it. Read them all (the C handle leaves such a
-        # record to this code).
-        extras = {k: v for k, v in attrs.items() if k not in _NOT_EXTRAS}
-    elif not _NOT_EXTRAS.isdisjoint(extras):
-        # A filter that deleted an attribute __init__ sets and set it again moved
-        # it to the end: extras may sit before the tail then. Read them all.
-        source = extras if _INIT_ATTRS.isdisjoint(extras) else attrs
-        extras = {k: v for k, v in source.items() if k not in _NOT_EXTRAS}
-    return extras or None
 
 
 def _overrides(handler: logging.Handler, name: str) -> bool:
@@ -320,8 +266,8 @@ class LogDNAHandler(logging.Handler):
                 skip_names=self._skip_names,
                 record_attrs=self._record_attrs,
                 meta_cache=self._meta_cache,
-                standard_attrs=_STANDARD_KINDS,
-                plain_len=_PLAIN_RECORD_LEN,
+                standard_attrs=STANDARD_KINDS,
+                plain_len=PLAIN_RECORD_LEN,
                 **_native.pieces(self._builder, self._client._buffer),
             )
         except Exception:  # an unusable build that takes other arguments
@@ -450,10 +396,10 @@ class LogDNAHandler(logging.Handler):
             and self._own_format
             and self.formatter is self._default_formatter
             and type(record).getMessage is _GET_MESSAGE  # (a patched one: as any record)
-            and _GET_MESSAGE_ATTR not in attrs
+            and GET_MESSAGE_ATTR not in attrs
         ):
             # structlog's ProcessorFormatter.wrap_for_formatter: the event dict is
-            # the message; its keys are meta, structlog's bookkeeping is not (_extras
+            # the message; its keys are meta, structlog's bookkeeping is not (_record._extras
             # leaves it out; record_meta cannot name it). The record is a LogRecord
             # like any other: the record_meta attributes (the logger's name) and
             # extras ship too, under the event's own keys. The event's level and time
@@ -478,21 +424,21 @@ class LogDNAHandler(logging.Handler):
                 and self._own_format
                 and type(record).getMessage is _GET_MESSAGE
                 and not (record.exc_info or record.exc_text or record.stack_info)
-                and (len(attrs) == _PLAIN_RECORD_LEN or _GET_MESSAGE_ATTR not in attrs)
+                and (len(attrs) == PLAIN_RECORD_LEN or GET_MESSAGE_ATTR not in attrs)
             ):
                 # What the default formatter makes of it, two calls shorter.
                 args = record.args
                 try:
                     text = msg % args if args else msg
                 except Exception as exc:
-                    text = _unformattable(record, exc)
+                    text = unformattable(record, exc)
             else:
                 try:
                     text = self.format(record)
                     if type(text) is not str:  # an app's Formatter that returns no text
                         text = _as_text(text)
                 except Exception as exc:
-                    text = _unformattable(record, exc)
+                    text = unformattable(record, exc)
                 exc_info = record.exc_info
                 if (
                     self._structured
@@ -506,7 +452,7 @@ class LogDNAHandler(logging.Handler):
             names = self._record_attrs
             cache = self._meta_cache
             value = attrs.get(names[0]) if cache is not None else None
-            if type(value) is str and len(attrs) == _PLAIN_RECORD_LEN:
+            if type(value) is str and len(attrs) == PLAIN_RECORD_LEN:
                 # The one record attribute alone (no extras): its meta and JSON once per value.
                 kept = cache.get(value)  # type: ignore[union-attr]
                 meta, data = kept if kept is not None else self._cache_meta(value)
@@ -721,7 +667,7 @@ class _MessageFormatter(logging.Formatter):
         try:
             text = record.getMessage()
         except Exception as exc:  # the traceback still ships, with a marker for the message
-            text = _unformattable(record, exc)
+            text = unformattable(record, exc)
         exc_text = record.exc_text
         if not exc_text and record.exc_info:
             exc_text = self.formatException(record.exc_info)
@@ -751,7 +697,7 @@ def _is_structured(record: logging.LogRecord, msg: object) -> bool:
         and not record.args
         and not (record.exc_info or record.exc_text or record.stack_info)
         and type(record).getMessage is _GET_MESSAGE
-        and _GET_MESSAGE_ATTR not in record.__dict__
+        and GET_MESSAGE_ATTR not in record.__dict__
     )
 
 
@@ -790,24 +736,3 @@ def _as_text(formatted: object) -> str:
     if isinstance(formatted, bytes | bytearray | memoryview):
         return bytes_text(formatted)
     return safe_str(formatted)
-
-
-def _unformattable(record: logging.LogRecord, exc: Exception) -> str:
-    """A best-effort line for a record whose message cannot be formatted: the message
-    as written, the error, and the arguments' types. Not their values: a password
-    passed by position has no key beside it that redaction could judge, and would ship
-    in clear (the stdlib prints them, but only to the local stderr)."""
-    detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-    return (
-        f"{safe_str(record.msg)} [logdna_client: message could not be formatted "
-        f"({safe_str(detail)}); {_shape_of(record.args)}]"
-    )
-
-
-def _shape_of(args: object) -> str:
-    """What a record's ``args`` are, without their values: ``args: 2 (str, int)``."""
-    if isinstance(args, tuple):
-        names = [type(arg).__name__ for arg in args[:20]]
-        more = ", ..." if len(args) > 20 else ""
-        return f"args: {len(args)} ({', '.join(names)}{more})"
-    return f"args: a {type(args).__name__}"

@@ -30,6 +30,7 @@ from ._errors import ConfigurationError
 from ._event import level_name, timestamp_of
 from ._line import created_millis, safe_str
 from ._options import check_option_names
+from ._record import record_meta, unformattable
 from ._report import logger
 from ._values import bad, to_size
 
@@ -250,8 +251,6 @@ def _ship_with_options(
     *,
     filtered: bool = False,
 ) -> bool:
-    from ._handler import _unformattable, record_meta  # noqa: PLC0415 - a circle
-
     try:
         if not filtered and not handler.filter(record):
             return False
@@ -270,7 +269,7 @@ def _ship_with_options(
         try:
             text = handler.format(source)
         except Exception as exc:  # a line still ships, as from the handler's own path
-            text = _unformattable(source, exc)
+            text = unformattable(source, exc)
         # The record's meta as any line of the handler's has it, then the line's own.
         meta = record_meta(record.__dict__, handler._record_attrs) or {}
         if "meta" in opts:

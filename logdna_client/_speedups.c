@@ -742,7 +742,7 @@ meta_json(Handle *self, PyObject *attrs)
         }
         /* True: one __init__ sets, moved here by a filter (extras may sit before it:
            Python decides); False: never meta (the message or asctime a formatter
-           added, structlog's _logger or _name: _handler._NOT_EXTRAS); absent: an extra. */
+           added, structlog's _logger or _name: _record.NOT_EXTRAS); absent: an extra. */
         kind = PyUnicode_CheckExact(key) ? PyDict_GetItemWithError(self->standard_attrs, key)
                                          : Py_True;
         if (kind == Py_True || (kind == NULL && PyErr_Occurred()) ||

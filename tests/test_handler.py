@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from logdna_client import Client, ConfigurationError, LogDNAHandler
 from logdna_client._devserver import DevServer
-from logdna_client._handler import _NOT_EXTRAS
+from logdna_client._record import NOT_EXTRAS
 from tests._helpers_integrations import _only_handler
 from tests.helpers import in_a_collection, make_logger, on_a_sender_thread, run_with_forced_switches
 
@@ -535,7 +535,7 @@ class TestInlinePath:
     @given(
         meta=st.dictionaries(
             st.sampled_from(["user_id", "path", "token", "db_password", "x{", "é", "status"])
-            | st.text(min_size=1, max_size=10).filter(lambda k: k not in _NOT_EXTRAS),
+            | st.text(min_size=1, max_size=10).filter(lambda k: k not in NOT_EXTRAS),
             _meta_values,
             min_size=1,
             max_size=5,
