@@ -1278,6 +1278,21 @@ def _echoes_of(forms: tuple[str, ...]) -> re.Pattern[str] | None:
     return re.compile("|".join("".join(map(either, form)) for form in forms), re.IGNORECASE)
 
 
+def _partial_read(exc: BaseException) -> bytes:
+    """The bytes a read that ``exc`` (or what it wraps) cut short had read: http.client's
+    IncompleteRead keeps them; urllib3 wraps it (its own IncompleteRead keeps a count)."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            break
+        partial = getattr(seen, "partial", None)
+        if isinstance(seen, http.client.IncompleteRead) and isinstance(partial, bytes):
+            return partial
+        inner = [a for a in seen.args if isinstance(a, BaseException)]
+        seen = seen.__cause__ or seen.__context__ or (inner[0] if inner else None)
+    return b""
+
+
 def _read_capped(
     response: requests.Response, cap: int = MAX_RESPONSE_BYTES, *, keep: bool = True
 ) -> tuple[str, bool]:
@@ -1319,10 +1334,16 @@ def _read_capped(
         # (which does not enforce the length) just stops.
         if getattr(raw, "length_remaining", None):
             ended = False
-    except Exception:
+    except Exception as exc:
         # Cut by the connection (short of its Content-Length, a reset), or a body that
         # does not decode: what was read still says something (a 207's statuses read to
-        # their end count), and the rest is unread.
+        # their end count), and the rest is unread. A chunked body's read gathers its
+        # chunks up to the size asked: those read before the cut come with the error
+        # (H206: a chunked 207 cut short lost them all, its stored lines counted refused).
+        partial = _partial_read(exc)
+        if partial and len(data) <= cap:
+            with contextlib.suppress(Exception):
+                data += decoder.decode(partial, cap + 1 - len(data))
         ended = False
     # A gzip or deflate stream that stops before its end (the answer cut short, its
     # Content-Length honest about what was sent) is not all of the answer either; its

@@ -693,6 +693,26 @@ class TestConnectionsThatEnd:
         assert (5, 0) == (s["sent"], s["retries"])
         assert_adds_up(client, 5)
 
+    def test_a_chunked_207_cut_short_speaks_for_the_statuses_it_sent(self) -> None:
+        """A 207 sent chunked and cut off before its last chunk speaks for the statuses
+        its chunks carried whole, as one with a Content-Length does: those lines are
+        sent, the rest refused (the chunks read before the cut were lost with it, and
+        every line the service had stored was counted as refused)."""
+        answers = iter(["cut"])
+
+        def respond(request: Request, sock: socket.socket, stop: threading.Event) -> bytes | None:
+            if next(answers, None) is None:
+                return answer(200)
+            sock.sendall(b"HTTP/1.1 207 Multi-Status\r\nTransfer-Encoding: chunked\r\n\r\n")
+            for piece in (b'{"status":[' + b"200," * 10, b"200," * 5):
+                sock.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
+            return None  # closed: the last chunk never comes
+
+        client, _ = deliver(respond, numbered("chunked 207", 20), flushed=False)
+        s = client.stats()
+        assert (15, 5) == (s["sent"], s["dropped"]["rejected"])
+        assert_adds_up(client, 20)
+
     @pytest.mark.parametrize("status", [200, 503])
     def test_an_answer_cut_by_a_reset(self, status: int) -> None:
         """A connection reset after the status line: a 200 is a delivery (counted once,
