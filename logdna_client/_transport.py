@@ -582,6 +582,10 @@ _MAX_LINE = 65536
 _STATUS_START = re.compile(rb"(HTTP/[0-9.]{1,5}) +([0-9]{3}) ")
 
 
+#: How long the body of a plain 2xx answer (not a 207's, whose statuses count) is waited
+#: for once its status line was read.
+_SETTLED_BODY_WAIT = 1.0
+
 #: Interim (1xx) answers one request takes before its final one: a server may send a
 #: few (100 Continue, 102 Processing, 103 Early Hints), none sends more.
 _MAX_INTERIM = 16
@@ -1133,6 +1137,11 @@ class HTTPTransport:
             # Never follow a redirect: the key and the lines would go where the
             # configured endpoint points them (the ingest API never redirects).
             response = session.send(prepared, timeout=timeout, allow_redirects=False, **settings)
+            if 200 <= response.status_code < 300 and response.status_code != 207:
+                # The status settles a plain 2xx: its body says nothing the client uses,
+                # so one that stalls is waited for a moment, not the request's whole
+                # timeout (H206: flush() and the CLI's send said "no answer" meanwhile).
+                exchange.hurry(time.monotonic() + _SETTLED_BODY_WAIT)
             conn = exchange.conn
             if isinstance(conn, _Watched):  # (before the read hands it back to the pool)
                 conn.answered(response.headers.get("Keep-Alive"), self._clock())

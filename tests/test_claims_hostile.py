@@ -109,8 +109,9 @@ class TestStalls:
     )
     def test_an_answer_of_endless_1xx_lines_is_cut_by_request_timeout(self, interim: bytes) -> None:
         """An endpoint that answers a 1xx without end (each one quickly, so no socket
-        read ever times out) is cut by request_timeout, retried, and cannot hold close()
-        past its deadline: skipping interim answers has no way around the watchdog."""
+        read ever times out) fails the request once it sent 16 (as a server that does
+        not speak HTTP/1.1: retried slowly), and cannot hold close() past its deadline;
+        no more than request_timeout either way."""
 
         def endless_continue(request: Request, sock: socket.socket, stop: threading.Event) -> None:
             while not stop.wait(0.01):
@@ -123,8 +124,7 @@ class TestStalls:
             )  # fmt: skip
             client.log("never answered")
             assert server.wait_for_requests(2, WAIT), "the first request was never cut"
-            assert client.stats()["retries"] >= 1
-            assert "retry" == client.stats()["last_error"]["kind"]  # type: ignore[index]
+            assert "protocol" == client.stats()["last_error"]["kind"]  # type: ignore[index]
             took = close_took(client, DEADLINE)
             assert 1 == client.stats()["dropped"]["shutdown"]
         assert took < DEADLINE + SLACK, f"close took {took:.2f} s"

@@ -693,6 +693,23 @@ class TestConnectionsThatEnd:
         assert (5, 0) == (s["sent"], s["retries"])
         assert_adds_up(client, 5)
 
+    def test_a_200_whose_body_stalls_settles_at_its_status(self) -> None:
+        """A 200 whose body stalls after its status line delivered the lines: flush()
+        says so within a moment, not at request_timeout (the CLI's send said "not
+        delivered: no answer" and exited 1 meanwhile, for lines the service stored)."""
+
+        def stalls(request: Request, sock: socket.socket, stop: threading.Event) -> None:
+            sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{")
+            stop.wait()
+
+        started = time.monotonic()
+        client, requests = deliver(stalls, numbered("stalled", 5), request_timeout=60)
+        assert time.monotonic() - started < WAIT  # deliver's flush(WAIT) was True, too
+        assert 1 == len(requests)
+        s = client.stats()
+        assert (5, 0) == (s["sent"], s["retries"])
+        assert_adds_up(client, 5)
+
     def test_a_chunked_207_cut_short_speaks_for_the_statuses_it_sent(self) -> None:
         """A 207 sent chunked and cut off before its last chunk speaks for the statuses
         its chunks carried whole, as one with a Content-Length does: those lines are
