@@ -34,14 +34,11 @@ from typing import TYPE_CHECKING, Any
 from ._report import KIND_ATTR, logger
 from ._sender import spill_while_closing
 from ._threads import (
-    BUSY_THREADS,
-    COLLECTING,
     LIBRARY_THREADS,
-    NESTED_THREADS,
-    SENDER_THREADS,
     Latch,
     _pthread_sigmask,
     library_threads,
+    reset_after_fork,
     start_library_thread,
 )
 
@@ -467,10 +464,7 @@ def _reset_after_fork(execs: bool) -> None:
     _watch_tried = False
     _fork_look = False
     _unwatch_after_fork()
-    SENDER_THREADS.clear()  # the parent's threads do not exist here
-    COLLECTING.clear()
-    BUSY_THREADS.clear()
-    NESTED_THREADS.clear()
+    reset_after_fork()  # the thread sets: the parent's threads do not exist here
     for client in list(_clients):
         client._after_fork()
         if execs:

@@ -36,6 +36,7 @@ __all__ = [
     "marks_for",
     "on_sender_thread",
     "raised_by_signal_handler",
+    "reset_after_fork",
     "sender_ended",
     "sender_started",
     "start_library_thread",
@@ -128,6 +129,21 @@ def sender_ended(ident: int) -> None:
         if not SENDER_THREADS:
             with contextlib.suppress(ValueError):
                 gc.callbacks.remove(_collection)
+
+
+def reset_after_fork() -> None:
+    """In a forked child: the parent's threads do not exist here, nor does a thread that
+    held the senders' lock when it forked (the child would wait for it for ever)."""
+    global _senders_lock
+    _senders_lock = threading.RLock()
+    SENDER_THREADS.clear()
+    COLLECTING.clear()
+    _STARTED.clear()
+    _COLLECTIONS.clear()
+    BUSY_THREADS.clear()
+    NESTED_THREADS.clear()
+    with contextlib.suppress(ValueError):
+        gc.callbacks.remove(_collection)  # (the child's first sender registers it again)
 
 
 def _mark_sender_records() -> None:

@@ -242,3 +242,47 @@ class TestJudgedByWhenMade:
             for ident in others:
                 sender_started(ident)
         assert _collection in gc.callbacks
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_child_forked_while_a_sender_started_can_start_its_own() -> None:
+    """A child forked while another thread held the senders' lock (a sender starting or
+    ending) starts its own sender and delivers: the lock is the child's own (it waited
+    for the parent's thread, which does not exist in the child, for ever)."""
+    from logdna_client import Client, _threads
+    from logdna_client._devserver import DevServer
+    from tests.helpers import in_forked_child
+
+    holding, release = threading.Event(), threading.Event()
+    parents = Client(url="http://127.0.0.1:1/logs/ingest", hostname="t")  # (as any app)
+
+    def hold() -> None:
+        with _threads._senders_lock:
+            holding.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold, daemon=True)
+    holder.start()
+    assert holding.wait(10)
+    with DevServer() as server:
+        try:
+
+            def child() -> dict[str, object]:
+                # (Taken here by the child's main thread: its new threads may get the
+                # parent's holder's ident by chance, and take that lock as their own.)
+                free = _threads._senders_lock.acquire(timeout=5)
+                if free:
+                    _threads._senders_lock.release()
+                client = Client(url=server.url, hostname="t", flush_interval=0.05)
+                client.log("from the child")
+                delivered = client.flush(10)
+                hooked = _collection in gc.callbacks
+                client.close(timeout=1)
+                return {"free": free, "delivered": delivered, "hooked": hooked}
+
+            seen = in_forked_child(child)
+        finally:
+            release.set()
+            holder.join(10)
+            parents.close(timeout=0)
+    assert {"free": True, "delivered": True, "hooked": True} == seen
