@@ -59,13 +59,13 @@ def messages() -> Iterator[Messages]:
     own.removeHandler(handler)
 
 
-def run_against(respond: Any, messages: Messages, wanted: str) -> Client:
-    """One line sent with KEY to a server answering with ``respond``, until the library
-    has logged a message naming ``wanted``."""
+def run_against(respond: Any, messages: Messages, wanted: str, key: str = KEY) -> Client:
+    """One line sent with ``key`` to a server answering with ``respond``, until the
+    library has logged a message naming ``wanted``."""
     messages.wanted = wanted
     with scripted_server(respond) as server:
         client = Client(
-            key=KEY, url=server.url, hostname="t", flush_interval=0.05, retry_max_backoff=0.2
+            key=key, url=server.url, hostname="t", flush_interval=0.05, retry_max_backoff=0.2
         )
         try:
             client.log("hello")
@@ -192,16 +192,7 @@ class TestServerEchoesTheKeyEncoded:
         def respond(request: Request, sock: socket.socket, stop: threading.Event) -> bytes:
             return answer(500, b'{"error":"refused ' + echoed.encode() + b'"}')
 
-        messages.wanted = "HTTP 500"
-        with scripted_server(respond) as server:
-            client = Client(
-                key=key, url=server.url, hostname="t", flush_interval=0.05, retry_max_backoff=0.2
-            )
-            try:
-                client.log("hello")
-                assert messages.seen.wait(WAIT), messages.texts
-            finally:
-                client.close(timeout=0)
+        client = run_against(respond, messages, "HTTP 500", key)
         said = ("\n".join(messages.texts) + repr(client.stats())).lower()
         runs = [echoed[i : i + 12] for i in range(len(echoed) - 11)]
         assert [] == [run for run in runs if run.lower() in said]
