@@ -425,15 +425,13 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     status = 0
     try:
         while (batch := spool.next_replay_batch(config.max_batch_bytes)) is not None:
+            # A failing streak counts from the start of its first request (H206: a hanging
+            # service took two request_timeouts, 30 s, to give up after "3 s of failures").
+            # No request is cut short by --timeout: a slow service's answer that came
+            # after the cut would leave stored lines on disk, sent again (H208).
             started = time.monotonic()
-            # A failing streak counts from the start of its first request, and no request
-            # outlasts --timeout (H206: a hanging service took two request_timeouts, 30 s,
-            # to give up after "3 s of failures").
-            left = args.timeout - (0.0 if failing_since is None else started - failing_since)
             outcome = transport.send(
-                gzip_entries(batch.entries),
-                gzipped=True,
-                timeout=max(0.1, min(config.request_timeout, left)),
+                gzip_entries(batch.entries), gzipped=True, timeout=config.request_timeout
             )
             if outcome.kind in (Kind.OK, Kind.PARTIAL):
                 delivered, refused = app_outcome(list(batch.entries), outcome)

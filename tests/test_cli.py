@@ -55,6 +55,29 @@ def run(
     )
 
 
+def _answer_200() -> bytes:
+    return b'HTTP/1.1 200 OK\r\nContent-Length: 15\r\n\r\n{"status":"ok"}'
+
+
+def _replay(
+    respond: Any, env: dict[str, str], folder: Path, timeout: str
+) -> tuple[subprocess.CompletedProcess[bytes], float, bool]:
+    """``spool replay --timeout`` of a crashed process's segment (2 batches of 10 lines)
+    to a scripted server: its result, how long it took, and whether the lines are left."""
+    from logdna_client._secret import Secret
+    from logdna_client._spool._destination import fingerprint
+    from tests.test_spool import segments, write_segment
+
+    with scripted_server(respond) as server:
+        write_segment(folder, 2, destination=fingerprint(Secret(KEY), server.url))
+        before = {p: p.read_bytes() for p in segments(folder)}
+        started = time.monotonic()
+        result = run("spool", "replay", "--spool-dir", str(folder), "--url", server.url,
+                     "--key", KEY, "--timeout", timeout, env=env)  # fmt: skip
+        elapsed = time.monotonic() - started
+    return result, elapsed, before == {p: p.read_bytes() for p in segments(folder)}
+
+
 def dead_port() -> int:
     """A loopback port nothing listens on."""
     with socket.socket() as sock:
@@ -271,33 +294,41 @@ class TestSend:
         assert b"refused" in result.stderr.lower()
         assert elapsed < 10
 
-    def test_spool_replay_gives_up_within_its_timeout_on_a_hanging_service(
+    def test_spool_replay_gives_up_after_one_request_to_a_hanging_service(
         self, env: dict[str, str], tmp_path: Path
     ) -> None:
         """``spool replay --timeout 1`` against a service that takes the request and never
-        answers gives up after about a second of failures, as it says, its lines left on
-        disk (each request took the library's 15 s request_timeout, and the first failure
-        only began the count: 30 s)."""
-        from logdna_client._secret import Secret
-        from logdna_client._spool._destination import fingerprint
-        from tests.test_spool import segments, write_segment
+        answers gives up once that request's request_timeout (15 s) ended it, saying how
+        long it failed for, its lines left on disk (the first failure only began the
+        count: a second request, 30 s)."""
 
         def respond(request: Request, sock: socket.socket, stop: threading.Event) -> None:
             stop.wait()  # hangs until the test ends
 
-        with scripted_server(respond) as hanging:
-            write_segment(tmp_path, 2, destination=fingerprint(Secret(KEY), hanging.url))
-            before = {p: p.read_bytes() for p in segments(tmp_path)}
-            started = time.monotonic()
-            result = run("spool", "replay", "--spool-dir", str(tmp_path), "--url", hanging.url,
-                         "--key", KEY, "--timeout", "1", env=env)  # fmt: skip
-            elapsed = time.monotonic() - started
+        result, elapsed, left = _replay(respond, env, tmp_path, "1")
         assert 1 == result.returncode, result.stderr
         said = re.search(rb"giving up after ([0-9.]+) s of failures", result.stderr)
         assert said is not None, result.stderr
-        assert 1.0 <= float(said[1]) < 5.0  # (what it says: the time it failed for)
-        assert before == {p: p.read_bytes() for p in segments(tmp_path)}  # the lines stay
-        assert elapsed < 14  # under one request_timeout (15 s): it did not wait one out
+        assert 14.0 <= float(said[1]) < 25.0  # (what it says: the time it failed for)
+        assert left  # the lines stay
+        assert elapsed < 25  # one request_timeout, not two
+
+    def test_spool_replay_waits_for_a_slow_service_past_its_timeout(
+        self, env: dict[str, str], tmp_path: Path
+    ) -> None:
+        """--timeout bounds failures, not a request: a service that answers each request
+        after 2 s gets the lines with --timeout 1 (a request cut at --timeout lost the
+        answer of a service that had stored the batch, which then stayed on disk to be
+        sent again)."""
+
+        def respond(request: Request, sock: socket.socket, stop: threading.Event) -> bytes:
+            stop.wait(2)
+            return _answer_200()
+
+        result, _, left = _replay(respond, env, tmp_path, "1")
+        assert 0 == result.returncode, result.stderr
+        assert b"replayed 20 line(s)" in result.stdout + result.stderr
+        assert not left
 
     @pytest.mark.parametrize(
         ("args", "message"),
