@@ -45,9 +45,17 @@ def secret_forms(key: str | None) -> tuple[str, ...]:
     if not key or len(key.strip()) < SHORTEST_KEY:
         return ()
     forms = {key, key.encode().hex()}
-    for data in (f"{key}:".encode(), key.encode()):
-        for encode in (base64.b64encode, base64.urlsafe_b64encode):
-            forms.add(encode(data).decode("ascii").rstrip("="))
+    data = key.encode()
+    for encode in (base64.b64encode, base64.urlsafe_b64encode):
+        forms.add(encode(f"{key}:".encode()).decode("ascii").rstrip("="))
+        forms.add(encode(data).decode("ascii").rstrip("="))
+        # Inside a longer text encoded whole (``b64("apikey: " + key + ...)``): at each
+        # of the three byte offsets, the characters that its bytes alone make (H208).
+        for shift in (0, 1, 2):
+            text = encode(b"\0" * shift + data).decode("ascii")
+            first, last = (shift + 2) // 3, (shift + len(data)) // 3
+            if last - first >= 3:  # 12 characters at least: no word of a message
+                forms.add(text[4 * first : 4 * last])
     return tuple(sorted(forms, key=len, reverse=True))
 
 

@@ -323,8 +323,8 @@ class LogDNAHandler(logging.Handler):
         if isinstance(result, logging.LogRecord):  # Python 3.12+ filters may swap records
             record = result
         lock = self.lock
-        while lock is not None and not _acquired(lock):
-            if self._waiting or self._client._buffer.waiting:
+        while lock is not None and not _acquired(lock, self._sender_awaited):
+            if self._sender_awaited():
                 self._client._count_drop("reentrant")
                 return False
         try:
@@ -333,6 +333,11 @@ class LogDNAHandler(logging.Handler):
             if lock is not None:
                 lock.release()
         return result
+
+    def _sender_awaited(self) -> bool:
+        """Whether a thread waits for the sender now: this handler's flush() or close(),
+        or any flush, close or wait for room (``Buffer.waiting``)."""
+        return bool(self._waiting or self._client._buffer.waiting)
 
     def emit(self, record: logging.LogRecord) -> None:
         """Ship one record: serialize it and queue it for the sender."""
@@ -678,15 +683,27 @@ class _MessageFormatter(logging.Formatter):
         return text
 
 
-def _acquired(lock: Any) -> bool:
-    """Whether ``lock`` was taken within ``_LOCK_LOOK``. A lock of the application's own
-    whose ``acquire`` takes no timeout is taken as the stdlib takes it, waiting (H205: its
-    TypeError escaped into the finalizer, the line lost, counted nowhere)."""
+def _acquired(lock: Any, awaited: Callable[[], bool]) -> bool:
+    """Whether ``lock`` was taken within ``_LOCK_LOOK`` (on a sender thread). A lock of
+    the application's own whose ``acquire`` takes no timeout is tried, then looked at
+    again after ``_LOCK_LOOK``; one that takes no argument at all is waited for as the
+    stdlib takes it, unless a thread waits for the sender (``awaited``), which may hold
+    it (H205: its TypeError escaped into the finalizer, the line lost, counted nowhere;
+    H208: waiting for it stalled the sender as before)."""
     try:
         return bool(lock.acquire(timeout=_LOCK_LOOK))
     except TypeError:
+        pass
+    try:
+        if lock.acquire(False):
+            return True
+    except TypeError:
+        if awaited():
+            return False
         lock.acquire()
         return True
+    time.sleep(_LOCK_LOOK)  # (the sender thread's own wait)
+    return False
 
 
 def _is_structured(record: logging.LogRecord, msg: object) -> bool:

@@ -15,7 +15,6 @@ from typing import Any
 
 from ._config import INIT_RECORD_ATTRS
 from ._line import safe_str
-from ._threads import SENDER_MARK
 
 __all__ = [
     "GET_MESSAGE_ATTR",
@@ -42,14 +41,11 @@ _STRUCTLOG_ATTRS = frozenset({"_logger", "_name"})
 # text, never meta (see _queue_record).
 GET_MESSAGE_ATTR = "getMessage"
 # The attributes that are never extras: the one rule of _extras and of the C handle.
-NOT_EXTRAS = STANDARD_RECORD_ATTRS | _STRUCTLOG_ATTRS | {GET_MESSAGE_ATTR, SENDER_MARK}
+NOT_EXTRAS = STANDARD_RECORD_ATTRS | _STRUCTLOG_ATTRS | {GET_MESSAGE_ATTR}
 # For the C handle's reading of extras (_extras' rule): each attribute that is no
 # extra -> whether Python decides the record (True: LogRecord.__init__ sets it, or it is
-# a getMessage of the record's own, or the mark of a record made on a sender, which
-# made_on_sender judges; False: skipped, never meta); one lookup tells both.
-STANDARD_KINDS = {
-    name: name in _INIT_ATTRS or name in (GET_MESSAGE_ATTR, SENDER_MARK) for name in NOT_EXTRAS
-}
+# a getMessage of the record's own; False: skipped, never meta); one lookup tells both.
+STANDARD_KINDS = {name: name in _INIT_ATTRS or name == GET_MESSAGE_ATTR for name in NOT_EXTRAS}
 
 
 def record_meta(attrs: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any] | None:

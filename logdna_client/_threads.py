@@ -25,7 +25,6 @@ __all__ = [
     "COLLECTING",
     "LIBRARY_THREADS",
     "NESTED_THREADS",
-    "SENDER_MARK",
     "SENDER_THREADS",
     "SENDER_WORK_LOGGERS",
     "Latch",
@@ -64,10 +63,13 @@ SENDER_WORK_LOGGERS = frozenset(
 )
 
 
-#: The last collections on sender threads, (thread, start, end) in ``time.time()``, the
-#: clock of a record's ``created``: a record made in one and handled on another thread
-#: (a QueueListener's) is a finalizer's too (H204: dropped, counted nowhere).
-_COLLECTIONS: deque[tuple[int, float, float]] = deque(maxlen=64)
+#: Each sender thread's last collections, (start, end) in ``time.time()``, the clock of a
+#: record's ``created``: a record made in one and handled later (a QueueListener's thread,
+#: a MemoryHandler's flush) is a finalizer's too (H204: dropped, counted nowhere). One
+#: whose clock did not move (frozen, as freezegun freezes it) is not kept: every record
+#: made on the sender at that time would seem made in it (H208: an instrumentation's line
+#: per request shipped, and made the next request).
+_COLLECTIONS: dict[int, deque[tuple[float, float]]] = {}
 _STARTED: dict[int, float] = {}
 
 
@@ -86,22 +88,23 @@ def _collection(
             COLLECTING.add(ident)
         else:
             COLLECTING.discard(ident)
-            _COLLECTIONS.append((ident, _STARTED.pop(ident, 0.0), time.time()))
+            start, end = _STARTED.pop(ident, 0.0), time.time()
+            if end > start:
+                last = _COLLECTIONS.get(ident)
+                if last is None:
+                    last = _COLLECTIONS[ident] = deque(maxlen=64)
+                last.append((start, end))
 
 
 def _made_in_collection(thread: int, created: object) -> bool:
     """Whether a record of sender ``thread`` made at ``created`` was made in one of its
-    collections (the one running, or one of the last)."""
-    if not isinstance(created, float):
+    collections (the one running, or one of its last 64)."""
+    if not isinstance(created, int | float) or isinstance(created, bool):
         return False
     if thread in COLLECTING and created >= _STARTED.get(thread, float("inf")):
         return True
-    return any(t == thread and start <= created <= end for t, start, end in list(_COLLECTIONS))
+    return any(start <= created <= end for start, end in list(_COLLECTIONS.get(thread, ())))
 
-
-#: The attribute a record made on a sender thread with ``logging.logThreads`` off carries:
-#: that thread's ident (``_mark_sender_records``). Never meta.
-SENDER_MARK = "_logdna_sender"
 
 # Reentrant: a collection may run while it is held (an allocation under it), and a
 # finalizer's line then come back here on the same thread.
@@ -126,6 +129,10 @@ def sender_ended(ident: int) -> None:
         SENDER_THREADS.discard(ident)
         COLLECTING.discard(ident)
         _STARTED.pop(ident, None)
+        # Its collections are kept for the records still to be handled (a listener's
+        # queue); those of senders gone long ago go, but for the last few.
+        for gone in [t for t in _COLLECTIONS if t not in SENDER_THREADS][:-16]:
+            del _COLLECTIONS[gone]
         if not SENDER_THREADS:
             with contextlib.suppress(ValueError):
                 gc.callbacks.remove(_collection)
@@ -150,8 +157,11 @@ def _mark_sender_records() -> None:
     """Have the records made on a sender thread say so while ``logging.logThreads`` is
     off: such a record has no thread, and handled on another (a QueueListener's) it was
     taken for that thread's, and shipped: each of urllib3's or an instrumentation's lines
-    of the sender's requests made the next request (H205). The record factory in place
-    is wrapped, once; one set later by the application replaces it (as it replaces any)."""
+    of the sender's requests made the next request (H205). Their ``thread`` is the
+    sender's ident, as with threads on (no attribute of its own, which structlog's
+    ExtraAdder would copy into the app's events: H208). The record factory in place is
+    wrapped, once (about 200 ns a record, on every thread, for apps with thread logging
+    off); one set later by the application replaces it (as it replaces any)."""
     if getattr(logging.getLogRecordFactory(), "_logdna_marks", False):
         return  # (the common case, looked at with no lock: each record without a thread)
     with _senders_lock:
@@ -164,7 +174,7 @@ def _mark_sender_records() -> None:
             if getattr(record, "thread", 0) is None:
                 current = threading.get_ident()
                 if current in SENDER_THREADS:
-                    record.__dict__[SENDER_MARK] = current
+                    record.thread = current
             return record
 
         make._logdna_marks = True  # type: ignore[attr-defined]
@@ -198,9 +208,14 @@ def made_on_sender(record: Any, running: int) -> bool:
     (H205: judged by the collection running when it was handed over, a finalizer's
     line was lost and an instrumentation's shipped).
 
+    Handled on the sender as it is made, it is judged by the collection running now
+    (no clock: under a frozen one, or a ``created`` a filter rewrote, it is still
+    known); a record made outside a collection and handed over inside one (a
+    MemoryHandler's buffer flushed by a finalizer's line) ships with it.
+
     ``running`` is the running thread's ident: a record made with
-    ``logging.logThreads`` off has no thread, and was made on the sender whose ident
-    its ``SENDER_MARK`` holds, or else on the thread handling it. A record made in
+    ``logging.logThreads`` off has no thread, and was made on the thread handling it
+    (one made on a sender has the sender's: ``_mark_sender_records``). A record made in
     another process (the parent's, through a queue) is not from our senders. A record
     stripped of its thread, or whose thread cannot be looked up (unhashable), is not
     either: it ships what it has. Never raises.
@@ -210,7 +225,7 @@ def made_on_sender(record: Any, running: int) -> bool:
         if thread is None:
             if not logging.logThreads:
                 _mark_sender_records()  # (a no-op once done; off since the sender started)
-            thread = getattr(record, SENDER_MARK, running)
+            thread = running
         # A record without a process (stripped by a filter) counts as this process's.
         if thread not in SENDER_THREADS or getattr(record, "process", None) not in (
             None,
@@ -218,6 +233,8 @@ def made_on_sender(record: Any, running: int) -> bool:
         ):
             return False
         name = getattr(record, "name", None)
+        if thread == running and thread in COLLECTING:
+            return not finalizing(running, name)
         return not (
             _made_in_collection(thread, getattr(record, "created", None)) and not _http_stack(name)
         )

@@ -1277,7 +1277,7 @@ def _echoes_of(forms: tuple[str, ...]) -> re.Pattern[str] | None:
         ways = {re.escape(char)}
         for each in {char.lower(), char.upper()}:  # echoed case-folded, then escaped
             ways |= {f"\\\\u{ord(each):04x}", f"%{ord(each):02x}"}
-            ways |= {f"&#0*{ord(each)};", f"&#x0*{ord(each):x};"}
+            ways |= {f"&#0*{ord(each)};?", f"&#x0*{ord(each):x};?"}  # (HTML reads them so)
         if char in '/"\\':
             ways.add(re.escape("\\" + char))
         return "(?:" + "|".join(sorted(ways, key=len, reverse=True)) + ")"

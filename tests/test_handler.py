@@ -1171,14 +1171,43 @@ class TestFinalizersOnTheSenderThread:
         assert [] == errors
         assert ["[c] freed"] == [line["line"] for line in queued_lines(h)]
 
-    def test_no_wait_for_a_lock_whose_holder_waits_for_the_sender(self) -> None:
+    @pytest.mark.parametrize("kind", ["rlock", "no-timeout", "no-argument"])
+    def test_no_wait_for_a_lock_whose_holder_waits_for_the_sender(self, kind: str) -> None:
         """A finalizer's line on the sender does not wait for a subclass's lock while the
         thread holding it waits for that sender (an ``emit`` that flushes on ERROR, or
         waits for room under ``block``): counted as ``reentrant`` (H205: the sender
         stalled until the flush gave up, every flush failed, block_timeout was
-        overrun)."""
+        overrun), whatever its lock's ``acquire`` takes (H208: one that takes no
+        timeout was waited for)."""
+
+        class NoTimeout:
+            def __init__(self) -> None:
+                self._lock = threading.RLock()
+
+            def acquire(self, blocking: bool = True) -> bool:
+                return self._lock.acquire(blocking)
+
+            def release(self) -> None:
+                self._lock.release()
+
+            __enter__ = acquire
+
+            def __exit__(self, *exc: object) -> None:
+                self.release()
+
+        class NoArgument(NoTimeout):
+            def acquire(self) -> bool:  # type: ignore[override]
+                return self._lock.acquire()
+
+            __enter__ = acquire
 
         class Flushing(LogDNAHandler):
+            def createLock(self) -> None:
+                if kind == "rlock":
+                    super().createLock()
+                else:
+                    self.lock = (NoTimeout if kind == "no-timeout" else NoArgument)()  # type: ignore[assignment]
+
             def format(self, record: logging.LogRecord) -> str:
                 return "[f] " + super().format(record)
 

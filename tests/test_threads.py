@@ -6,6 +6,7 @@ import gc
 import logging
 import os
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -167,18 +168,30 @@ class TestMadeInACollection:
 
 
 class TestJudgedByWhenMade:
-    def test_a_buffered_record_is_judged_by_when_it_was_made(self) -> None:
-        """A record handled on the sender later than it was made (a ``MemoryHandler``'s
-        buffer flushed there) is judged by its ``created``, not by the collection running
-        when it is handed over (H205: an instrumentation's line made outside one shipped
-        when a collection flushed it; a finalizer's line made in one was lost, counted
-        nowhere, when the sender's work flushed it)."""
-        work = _record("myapm.http", thread=SENDER)
-        work.created -= 1.0  # made well before the collection
+    def test_a_buffered_finalizers_record_is_judged_by_when_it_was_made(self) -> None:
+        """A finalizer's record handed over on the sender after its collection ended (a
+        ``MemoryHandler``'s buffer flushed by the sender's work) is judged by its
+        ``created`` (H205: lost, counted nowhere); handled in the collection, by the
+        collection, whatever its ``created`` says (H208: a filter's int, a frozen clock)."""
         with _collecting(SENDER, True):
             finalizers = _record("app.res", thread=SENDER)
-            assert made_on_sender(work, SENDER)
+            rewritten = _record("app.res", thread=SENDER, created=int(finalizers.created) - 5)
+            assert not made_on_sender(rewritten, SENDER)
         assert not made_on_sender(finalizers, SENDER)
+
+    def test_a_frozen_clock_makes_no_collection_of_all_time(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Under a clock that does not move (freezegun), a collection on the sender is
+        not kept as the time of every record made there since: the sender's own work
+        after it is still the sender's (H208: an instrumentation's line per request
+        shipped, each making the next request)."""
+        monkeypatch.setattr(time, "time", lambda: 1_800_000_000.0)
+        with _collecting(SENDER, True):
+            pass
+        work = _record("myapm.http", thread=SENDER, created=1_800_000_000.0)
+        assert made_on_sender(work, SENDER)
+        assert made_on_sender(work, threading.get_ident())
 
     def test_records_made_on_a_sender_without_threads_are_known(
         self, monkeypatch: pytest.MonkeyPatch
@@ -212,9 +225,9 @@ class TestJudgedByWhenMade:
             worker.start()
             worker.join()
             work, finalizers = made
-            assert (None, None) == (work.thread, finalizers.thread)
+            assert work.thread is not None and work.thread == finalizers.thread  # the sender's
             listener = threading.get_ident()
-            with on_a_sender_thread(work.__dict__["_logdna_sender"]):
+            with on_a_sender_thread(work.thread):
                 assert made_on_sender(work, listener)
                 assert not made_on_sender(finalizers, listener)
             # Made on this (no sender) thread: its own, shipped.
@@ -222,6 +235,7 @@ class TestJudgedByWhenMade:
                 "app", logging.INFO, __file__, 1, "m", None, None
             )
             assert not made_on_sender(mine, listener)
+            assert set(vars(mine)) == set(vars(work))  # no attribute of its own: no meta
         finally:
             logging.setLogRecordFactory(factory)
 
