@@ -131,8 +131,9 @@ def sender_ended(ident: int) -> None:
         _STARTED.pop(ident, None)
         # Its collections are kept for the records still to be handled (a listener's
         # queue); those of senders gone long ago go, but for the last few.
-        for gone in [t for t in _COLLECTIONS if t not in SENDER_THREADS][:-16]:
-            del _COLLECTIONS[gone]
+        # (list(): taken at once, while another sender's collection may add its own.)
+        for gone in [t for t in list(_COLLECTIONS) if t not in SENDER_THREADS][:-16]:
+            _COLLECTIONS.pop(gone, None)
         if not SENDER_THREADS:
             with contextlib.suppress(ValueError):
                 gc.callbacks.remove(_collection)
@@ -202,16 +203,12 @@ def made_on_sender(record: Any, running: int) -> bool:
     finalizer made there, handled as it was made, inside a garbage collection
     (``COLLECTING``) and not by the HTTP stack's loggers, is the application's: it ships.
 
-    Judged by the record's ``created`` against the sender's collections, wherever and
-    whenever it is handled: as it is made, later through a QueueListener's thread, or
-    from a ``MemoryHandler``'s buffer flushed on the sender in or out of a collection
-    (H205: judged by the collection running when it was handed over, a finalizer's
-    line was lost and an instrumentation's shipped).
-
-    Handled on the sender as it is made, it is judged by the collection running now
+    Handled on the sender inside a collection, a record is judged by that collection
     (no clock: under a frozen one, or a ``created`` a filter rewrote, it is still
-    known); a record made outside a collection and handed over inside one (a
-    MemoryHandler's buffer flushed by a finalizer's line) ships with it.
+    known; one made before it and handed over in it, from a MemoryHandler's buffer,
+    ships with it). Handled anywhere else (a QueueListener's thread, the sender's work
+    after the collection: a MemoryHandler flushed there), by its ``created`` against
+    that sender's collections (H205: a finalizer's line was lost so, counted nowhere).
 
     ``running`` is the running thread's ident: a record made with
     ``logging.logThreads`` off has no thread, and was made on the thread handling it
