@@ -1047,6 +1047,9 @@ class HTTPTransport:
             params["tags"] = ",".join(tags)
         self._params = params
         self._classify = classify
+        # Whether a plain 2xx's body can change what it says: an OTLP 200 may carry a
+        # partial success in it; the ingest API's 200 says all in its status.
+        self._body_decides_2xx = config.protocol == "otlp"
         if config.protocol == "otlp":
             from ._otlp import classify_otlp  # noqa: PLC0415 - _otlp imports this module
 
@@ -1137,7 +1140,8 @@ class HTTPTransport:
             # Never follow a redirect: the key and the lines would go where the
             # configured endpoint points them (the ingest API never redirects).
             response = session.send(prepared, timeout=timeout, allow_redirects=False, **settings)
-            if 200 <= response.status_code < 300 and response.status_code != 207:
+            status = response.status_code
+            if 200 <= status < 300 and status != 207 and not self._body_decides_2xx:
                 # The status settles a plain 2xx: its body says nothing the client uses,
                 # so one that stalls is waited for a moment, not the request's whole
                 # timeout (H206: flush() and the CLI's send said "no answer" meanwhile).

@@ -710,6 +710,23 @@ class TestConnectionsThatEnd:
         assert (5, 0) == (s["sent"], s["retries"])
         assert_adds_up(client, 5)
 
+    def test_an_otlp_200s_slow_body_is_read_for_its_partial_success(self) -> None:
+        """An OTLP 200's body may refuse records (a partial success): it is read however
+        long it takes within request_timeout, not settled at the status as the ingest
+        API's 200 is."""
+        body = b'{"partialSuccess":{"rejectedLogRecords":2}}'
+
+        def slow(request: Request, sock: socket.socket, stop: threading.Event) -> bytes:
+            sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: %d\r\n\r\n" % len(body))  # fmt: skip
+            stop.wait(1.5)
+            return body
+
+        client, _ = deliver(slow, numbered("otlp", 5), flushed=False, protocol="otlp")
+        s = client.stats()
+        assert (3, 2) == (s["sent"], s["dropped"]["rejected"])
+        assert_adds_up(client, 5)
+
     def test_a_chunked_207_cut_short_speaks_for_the_statuses_it_sent(self) -> None:
         """A 207 sent chunked and cut off before its last chunk speaks for the statuses
         its chunks carried whole, as one with a Content-Length does: those lines are
