@@ -52,7 +52,7 @@ DUTIES: tuple[tuple[str, str, str, str], ...] = (
      "            names = self._record_attrs\n            cache = self._meta_cache",
      "            names = ()\n            cache = None"),
     ("extras are looked for (len(record.__dict__))", "_queue_record",
-     "if type(value) is str and len(attrs) == _PLAIN_RECORD_LEN:",
+     "if type(value) is str and len(attrs) == PLAIN_RECORD_LEN:",
      "if type(value) is str:"),
     ("request context is looked for", "_queue_record",
      "if _context.in_use:\n            context = request_context()",
