@@ -179,6 +179,16 @@ class TestJudgedByWhenMade:
             assert not made_on_sender(rewritten, SENDER)
         assert not made_on_sender(finalizers, SENDER)
 
+    def test_a_buffered_work_record_is_not_a_finalizers(self) -> None:
+        """The sender's own work (an instrumentation's line) made before a collection and
+        handed over inside it (a MemoryHandler flushed by a finalizer's line) is still the
+        sender's work, never shipped (H209: it shipped with the finalizer's)."""
+        work = _record("myapm.http", thread=SENDER)
+        work.created -= 1.0  # made well before the collection
+        with _collecting(SENDER, True):
+            assert made_on_sender(work, SENDER)
+            assert made_on_sender(work, threading.get_ident())
+
     def test_a_frozen_clock_makes_no_collection_of_all_time(
         self, monkeypatch: pytest.MonkeyPatch
     ) -> None:
@@ -187,9 +197,11 @@ class TestJudgedByWhenMade:
         after it is still the sender's (H208: an instrumentation's line per request
         shipped, each making the next request)."""
         monkeypatch.setattr(time, "time", lambda: 1_800_000_000.0)
-        with _collecting(SENDER, True):
-            pass
         work = _record("myapm.http", thread=SENDER, created=1_800_000_000.0)
+        with _collecting(SENDER, True):
+            # (In a collection: a record handled later, on a listener, made at its start's
+            # time, is not taken for one made in it; H209: an APM line shipped so.)
+            assert made_on_sender(work, threading.get_ident())
         assert made_on_sender(work, SENDER)
         assert made_on_sender(work, threading.get_ident())
 
@@ -230,11 +242,14 @@ class TestJudgedByWhenMade:
             with on_a_sender_thread(work.thread):
                 assert made_on_sender(work, listener)
                 assert not made_on_sender(finalizers, listener)
-            # Made on this (no sender) thread: its own, shipped.
+            # Made on this (no sender) thread: its own, shipped, also when a sender
+            # handles it (a MemoryHandler flushed there; H209: dropped).
             mine = logging.getLogger("app").makeRecord(
                 "app", logging.INFO, __file__, 1, "m", None, None
             )
             assert not made_on_sender(mine, listener)
+            with on_a_sender_thread() as here:
+                assert not made_on_sender(mine, here)
             assert set(vars(mine)) == set(vars(work))  # no attribute of its own: no meta
         finally:
             logging.setLogRecordFactory(factory)
