@@ -464,6 +464,16 @@ def _cmd_replay(args: argparse.Namespace) -> int:
                 break
             attempt += 1
             wait = backoff.delay(attempt, outcome.retry_after)
+            if outcome.retry_after is not None:
+                # Honoured whole (the backoff's cap is a quarter of --timeout: H209, a
+                # Retry-After of 2 s was answered after 0.75 s), or given up at once.
+                wait = max(wait, outcome.retry_after)
+                if wait >= args.timeout - failing:
+                    console.warn(f"{PROG} spool replay: giving up after {failing:.1f} s of "
+                                 f"failures ({detail}; it asks to wait {wait:.1f} s); the "
+                                 f"rest stays on disk")  # fmt: skip
+                    status = 1
+                    break
             time.sleep(min(wait, args.timeout - failing))
     finally:
         spool.close()

@@ -313,6 +313,22 @@ class TestSend:
         assert left  # the lines stay
         assert elapsed < 25  # one request_timeout, not two
 
+    def test_spool_replay_honours_retry_after(self, env: dict[str, str], tmp_path: Path) -> None:
+        """A 503 with Retry-After: 2 is retried after 2 s, not at the backoff's cap (a
+        quarter of --timeout: 0.75 s for 3, a request the service had asked not to get)."""
+        refused: list[float] = []
+
+        def respond(request: Request, sock: socket.socket, stop: threading.Event) -> bytes:
+            if not refused or time.monotonic() - refused[0] < 1.9:
+                refused.append(time.monotonic())
+                return b"HTTP/1.1 503 Busy\r\nRetry-After: 2\r\nContent-Length: 0\r\n\r\n"
+            return _answer_200()
+
+        result, _, left = _replay(respond, env, tmp_path, "3")
+        assert 0 == result.returncode, result.stderr
+        assert 1 == len(refused)  # the one 503: the retry came when it asked
+        assert not left
+
     def test_spool_replay_waits_for_a_slow_service_past_its_timeout(
         self, env: dict[str, str], tmp_path: Path
     ) -> None:
