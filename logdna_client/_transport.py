@@ -1033,7 +1033,10 @@ class HTTPTransport:
         forms = secret_forms(self._key) + tuple(
             form for _, value in extra for form in _header_forms(value)
         )
-        self._secrets = _echoes_of(tuple(sorted(set(forms), key=len, reverse=True)))
+        # Compiled when an answer first needs scrubbing, on the sender thread: tens of
+        # milliseconds (H209), not paid in the thread that builds the client.
+        self._forms = tuple(sorted(set(forms), key=len, reverse=True))
+        self._secrets: re.Pattern[str] | None = None
         self._session = session
         params = {"hostname": config.hostname}
         if config.ip:
@@ -1078,8 +1081,12 @@ class HTTPTransport:
 
     def _scrub(self, text: str) -> str:
         """``text`` with the key, in any of the forms a server may echo, as ``***``."""
+        if not text or not self._forms:
+            return text
         secrets = self._secrets
-        if secrets is None or not text or secrets.search(text) is None:
+        if secrets is None:
+            secrets = self._secrets = _echoes_of(self._forms)
+        if secrets is None or secrets.search(text) is None:
             return text
         return secrets.sub("***", text)
 
