@@ -101,16 +101,19 @@ class TestATransportUsedAgain:
 
         asked = itertools.count()
 
-        def ok_then_hints(request: Request, sock: socket.socket, stop: threading.Event) -> None:
+        def ok_then_trickle(request: Request, sock: socket.socket, stop: threading.Event) -> None:
             if next(asked) == 0:
                 sock.sendall(answer(200))
                 return
-            for _ in range(500):  # 5 s of interim answers: no socket read times out
+            # A 503 whose body trickles for 5 s: no socket read times out. (Not interim
+            # answers: past 16 of them the request fails at once.)
+            sock.sendall(b"HTTP/1.1 503 Busy\r\nContent-Length: 1000\r\n\r\n")
+            for _ in range(500):
                 if stop.wait(0.01):
                     break
-                sock.sendall(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n")
+                sock.sendall(b" ")
 
-        with scripted_server(ok_then_hints) as server:
+        with scripted_server(ok_then_trickle) as server:
             transport = HTTPTransport(Config(url=server.url, hostname="t"))
             threading.settrace(tracer)  # the watchdog thread the first request starts
             try:
