@@ -1220,9 +1220,18 @@ class TestFinalizersOnTheSenderThread:
                 holding.set()
                 h.client.flush(timeout=60)
 
+        waiting = threading.Event()
+
+        class Told(set[int]):  # (the flush's wait has begun: a lock that cannot be tried,
+            def add(self, ident: int) -> None:  # the no-argument one, is not waited for
+                super().add(ident)  # only from then on)
+                waiting.set()
+
+        h.client._buffer.waiting = Told()
         holder = threading.Thread(target=hold_and_flush, daemon=True)
         holder.start()
         assert holding.wait(10)
+        assert waiting.wait(10)
         done = threading.Event()
 
         def finalizer() -> None:
