@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json.encoder
 import logging
-import sys
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
@@ -291,7 +290,7 @@ class LineBuilder:
         #: Level name -> the entry's level, app and env fields, filled by ``entry``.
         self.level_tails: dict[str, bytes] = {}
         #: Meta keys the redactor has found safe (a live set), or None when meta is
-        #: not redacted: meta with only such keys and nothing nested skips the walk.
+        #: not redacted: the C handle's part of ``Redactor.plain_meta``.
         self.meta_safe_keys: set[str] | None = (
             self._redactor.plain_keys if self._redacts_meta else None
         )
@@ -306,33 +305,20 @@ class LineBuilder:
     def _make_meta_json(self) -> Callable[[dict[str, Any]], bytes]:
         """``meta_json(meta)``: meta as JSON, secrets redacted; for the fast paths.
 
-        One ``orjson.dumps``; the redaction walk only when the JSON may hold a
-        secret or a list deep enough to cut (see ``Redactor.plain_keys``), and
-        a second dump only when the walk changed something. Raises TypeError
-        for values orjson does not know: callers fall back to ``encode``.
+        One ``orjson.dumps``, and a second only when redaction changed something
+        (``Redactor.meta``, whose ``plain_meta`` passes flat meta of known keys
+        without the walk). Raises TypeError for values orjson does not know:
+        callers fall back to ``encode``.
         """
         dumps = orjson.dumps
-        plain_keys = self.meta_safe_keys
-        redact = self._redactor.meta
-        values_may_match = self._redactor.json_may_hold_secret
-        # JSON no longer than this holds no string the walk would cut (see meta()).
-        cap = self._redactor.meta_string_cap or sys.maxsize
+        redact = self._redactor.meta if self._redacts_meta else None
 
         def meta_json(meta: dict[str, Any]) -> bytes:
             data = dumps(meta)
-            if plain_keys is not None:
-                # (Tested as text: str searches are several times cheaper than bytes ones.)
-                text = data.decode() if plain_keys.issuperset(meta) else ""
-                if not (
-                    text
-                    and text.find("{", 1) < 0
-                    and text.count("[") < MAX_DEPTH
-                    and len(text) <= cap
-                    and not values_may_match(text, len(meta))
-                ):
-                    redacted = redact(meta)
-                    if redacted is not meta:
-                        data = dumps(redacted)
+            if redact is not None:
+                redacted = redact(meta)
+                if redacted is not meta:
+                    data = dumps(redacted)
             return data
 
         return meta_json

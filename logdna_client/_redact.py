@@ -421,13 +421,10 @@ def has_trigger(text: str) -> bool:
     """``TRIGGER.search(text)``, answered by substring tests first: four times
     cheaper on a log message, where the alternation makes the regex try every
     position (this runs on the logging call's path)."""
-    return ":" in text or "=" in text or _marked(text)
-
-
-def _marked(text: str) -> bool:
-    """``has_trigger`` but for ":" and "=" (a flat JSON object's text has its own)."""
     return (
-        "@" in text
+        ":" in text
+        or "=" in text
+        or "@" in text
         or "eyJ" in text
         or (
             "A" in text
@@ -1668,14 +1665,8 @@ class Redactor:
     @property
     def plain_keys(self) -> set[str]:
         """Keys found not to be secrets so far: the live set (it grows; it is
-        emptied, never replaced, when the cache is full).
-
-        The line builders' shortcut: when meta's own keys are all in it and its
-        JSON has no nested object (no "{" after the first byte), no secret key
-        can be anywhere in it; with fewer than ``MAX_DEPTH`` "[" in it, no list
-        is deep enough for the walk to cut either; and where text patterns run,
-        ``json_may_hold_secret`` says whether a value may match one.
-        """
+        emptied, never replaced, when the cache is full). ``plain_meta`` asks it;
+        the C handle is handed it (as the line builder's ``meta_safe_keys``)."""
         return self._plain_keys
 
     @property
@@ -1706,15 +1697,6 @@ class Redactor:
         marker (``_meta_text``), so no fast path may skip it then. None: no text
         patterns, nothing cut."""
         return self._max_chars if self._text_re is not None else None
-
-    def json_may_hold_secret(self, text: str, keys: int) -> bool:
-        """``may_hold_secret`` for the JSON text of a flat object with ``keys`` keys:
-        its own ":" (one a key) are not counted."""
-        if self._text_re is None:
-            return False
-        if not self._triggered_only:
-            return True
-        return text.count(":") != keys or "=" in text or _marked(text)
 
     def is_secret(self, key: str) -> bool:
         """Whether a meta key names a secret."""
@@ -1817,34 +1799,52 @@ class Redactor:
         at any depth up to a limit; deeper parts, cycles and containers that
         cannot be read are replaced by a marker rather than shipped unchecked.
         """
-        if type(value) is dict and (self._text_re is None or self._triggered_only):
-            # The common case: flat meta whose keys were all seen before and are
-            # not secrets. One pass over cached answers instead of the walk.
-            try:
-                if (
-                    # (Each key's type first: a set lookup runs a key's own __hash__
-                    # and __eq__, and a str subclass or any other object can answer
-                    # "user" to them while it ships as "password".)
-                    _STR.issuperset(map(type, value))
-                    and self._plain_keys.issuperset(value)
-                    and _SCALARS.issuperset(map(type, value.values()))
-                    and not (self._text_re is not None and self._strings_need_walk(value))
-                ):
-                    return value
-            except Exception:  # the dict changed under us
-                pass
+        if type(value) is dict and self.plain_meta(value):
+            return value
         try:
             result = self._walk(value, set(), 0)
         except Exception:  # a hostile container: ship nothing of it rather than secrets
             return _UNREADABLE
         return value if result is _OTHER else result
 
-    def _strings_need_walk(self, meta: dict[str, Any]) -> bool:
-        """Whether a string of flat ``meta`` may hold a secret, or is one to cut."""
-        strings = [v for v in meta.values() if type(v) is str]
-        return self.may_hold_secret("\0".join(strings)) or any(
-            len(v) > self._max_chars for v in strings
-        )
+    def plain_meta(self, meta: dict[Any, Any]) -> bool:
+        """Whether the walk would leave flat ``meta`` as it is, told cheaply: its keys
+        are all ``plain_keys``, its values scalars or lists of scalars, and none of
+        its strings one the text patterns may change or the walk would cut.
+
+        The one rule of every shortcut past the walk: ``meta`` takes it, and so the
+        line builder's ``meta_json``; _speedups.c's ``add_meta`` mirrors it, item by
+        item, for scalar values (anything else it leaves to Python). A tuple is
+        walked: it may be a header pair, ``("Authorization", "Bearer ...")``, whose
+        value the walk replaces though no key of the dict names a secret.
+        """
+        if self._text_re is not None and not self._triggered_only:
+            return False  # (custom patterns: no cheap test tells what they match)
+        try:
+            # (Each key's type first: a set lookup runs a key's own __hash__ and
+            # __eq__, and a str subclass or any other object can answer "user" to
+            # them while it ships as "password".)
+            if not (_STR.issuperset(map(type, meta)) and self._plain_keys.issuperset(meta)):
+                return False
+            values: list[Any] | Any = meta.values()
+            if not _SCALARS.issuperset(map(type, values)):
+                flat: list[Any] = []
+                for value in values:
+                    if type(value) is list and _SCALARS.issuperset(map(type, value)):
+                        flat.extend(value)
+                    elif type(value) in _SCALARS:
+                        flat.append(value)
+                    else:
+                        return False
+                values = flat
+            if self._text_re is None:
+                return True
+            strings = [value for value in values if type(value) is str]
+            return not strings or not (
+                self.may_hold_secret("\0".join(strings)) or max(map(len, strings)) > self._max_chars
+            )
+        except Exception:  # the dict changed under us
+            return False
 
     def _key_is_secret(self, key: object, objects: bool = True) -> bool:
         """Whether a mapping key names a secret: str and bytes keys, an Enum key by

@@ -660,9 +660,9 @@ put_json(Handle *self, PyObject *value, char **out, const char *end)
     return 0;
 }
 
-/* ``"key":value``, after a comma unless it is the first, for a scalar value under a
- * key the redactor found safe (with only such items, meta_json needs no redaction
- * walk): 0, else -1 (Python decides). */
+/* ``"key":value``, after a comma unless it is the first, for an item that passes
+ * Redactor.plain_meta (a key it found safe, a scalar value): 0, else -1 (Python
+ * decides). */
 static int
 add_meta(Handle *self, PyObject *key, PyObject *value, char **out, const char *end, int first)
 {
