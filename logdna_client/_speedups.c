@@ -1140,6 +1140,7 @@ finish(Handle *self, PyObject *owner, PyObject *item, PyObject *entry, PyObject 
        PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
     PyObject *result = NULL, *bound;
+    /* (The size: _buffer.entry_cost.) */
     int queued = entry == NULL ? -1 : put_entry(self, entry, SIZE(entry) + self->entry_overhead);
     if (queued >= 0) {
         self->lines++;

@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from unittest import mock
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from logdna_client._buffer import LINE_OVERHEAD, SEPARATOR, Buffer, join_entries
+from logdna_client import _buffer
+from logdna_client._buffer import (
+    LINE_OVERHEAD,
+    SEPARATOR,
+    Buffer,
+    cost_of,
+    entry_cost,
+    join_entries,
+)
 from tests.helpers import run_with_forced_switches
 
 
@@ -251,8 +260,7 @@ def test_counters_do_not_drift_under_forced_thread_switches() -> None:
             buf.put(b"B" * 50_000)
 
     run_with_forced_switches([small] * 4 + [big] * 2)
-    held = sum(len(entry) + LINE_OVERHEAD - len(SEPARATOR) for entry in buf.entries)
-    assert held == buf.queued_bytes
+    assert sum(map(entry_cost, buf.entries)) == buf.queued_bytes
     assert buf.queued_bytes <= 200_000
 
 
@@ -292,6 +300,55 @@ class TestProperties:
         assert accepted == buf.accepted
 
 
+class TestOneCostRule:
+    """Every count the buffer keeps comes from one rule, ``entry_cost``."""
+
+    @given(entries=st.lists(st.binary(max_size=300), max_size=60))
+    def test_cost_of_is_entry_cost_summed(self, entries: list[bytes]) -> None:
+        assert sum(map(entry_cost, entries)) == cost_of(entries)
+
+    @settings(max_examples=150, deadline=None)
+    @given(ops=ops, overflow=st.sampled_from(["drop_oldest", "drop_newest"]),
+           max_bytes=st.integers(min_value=200, max_value=5000),
+           overhead=st.sampled_from([0, 1, 41, 97]))  # fmt: skip
+    def test_every_count_follows_the_overhead(
+        self, ops: list[tuple[str, int]], overflow: str, max_bytes: int, overhead: int
+    ) -> None:
+        """With another ``ENTRY_OVERHEAD``, puts, evictions, takes (whole blocks and
+        line by line) and releases all count by it: no place keeps its own copy."""
+        with mock.patch.object(_buffer, "ENTRY_OVERHEAD", overhead):
+            buf, _ = make(max_bytes=max_bytes, overflow=overflow)
+            n = 0
+            for op, arg in ops:
+                if op == "put":
+                    buf.put(str(n).encode().ljust(arg, b"."))
+                    n += 1
+                else:
+                    batch = buf.take(arg)
+                    assert cost_of(batch) == buf.inflight_bytes
+                    assert cost_of(batch) <= arg or len(batch) == 1
+                    buf.release(batch)
+                    assert 0 == buf.inflight_bytes
+                assert sum(len(e) + overhead for e in buf.entries) == buf.queued_bytes
+                assert buf.queued_bytes <= max_bytes
+
+    @pytest.mark.parametrize("overhead", [0, 97])
+    @pytest.mark.parametrize("cap", [150, 33_300, 1 << 30])
+    def test_take_counts_by_the_overhead(self, overhead: int, cap: int) -> None:
+        """take()'s whole-block sums, its line-by-line count and its copy all follow
+        ``ENTRY_OVERHEAD``: 600 entries are more than a block (512); the middle cap
+        falls in the first block with either overhead."""
+        with mock.patch.object(_buffer, "ENTRY_OVERHEAD", overhead):
+            buf, _ = make(max_bytes=1 << 40)
+            for i in range(600):
+                assert buf.put(line(i))
+            sizes = [len(e) + overhead for e in buf.entries]
+            batch = buf.take(cap)
+            assert _line_by_line_count(sizes, cap) == len(batch)
+            assert sum(sizes[: len(batch)]) == buf.inflight_bytes == cost_of(batch)
+            assert sum(sizes[len(batch) :]) == buf.queued_bytes
+
+
 def _line_by_line_count(sizes: list[int], max_bytes: int) -> int:
     """How many leading entries take() must return, counted the obvious way."""
     count = total = 0
@@ -315,7 +372,7 @@ class TestTakeSizing:
         buf, _ = make(max_bytes=1 << 40)
         for i, length in enumerate(lengths):
             assert buf.put(str(i).encode().ljust(length, b"."))
-        sizes = [len(entry) + LINE_OVERHEAD - len(SEPARATOR) for entry in buf.entries]
+        sizes = list(map(entry_cost, buf.entries))
         edges = [sum(sizes[:k]) for k in (1, 511, 512, 513, 1024, 1536, n)]
         cap = data.draw(
             st.one_of(

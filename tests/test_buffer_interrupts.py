@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from logdna_client._buffer import ENTRY_OVERHEAD, Buffer, cost_of
+from logdna_client._buffer import Buffer, cost_of, entry_cost
 
 #: Instructions after which CPython looks for pending signals (3.10 to 3.13 names).
 _CHECKS_AFTER = {"CALL", "CALL_FUNCTION", "CALL_FUNCTION_KW", "CALL_FUNCTION_EX",
@@ -94,7 +94,7 @@ def entry(i: int) -> bytes:
     return b",%08d" % i
 
 
-PER = len(entry(0)) + ENTRY_OVERHEAD
+PER = entry_cost(entry(0))
 
 
 def assert_books_balance(buf: Buffer, accepted: int) -> None:
@@ -266,7 +266,7 @@ class TestCtrlCInsideTake:
             late = entry(5000)
 
             def lock_free_put(buf: Buffer = buf, late: bytes = late) -> None:
-                buf.queued_bytes += len(late) + ENTRY_OVERHEAD  # as put_entry's fast path
+                buf.queued_bytes += entry_cost(late)  # as put_entry's fast path
                 buf.entries.append(late)
 
             reached, got = run_at(point, partial(buf.take, cap), lock_free_put)

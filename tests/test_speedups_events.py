@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from logdna_client import LogDNAHandler, _native
-from logdna_client._buffer import ENTRY_OVERHEAD
+from logdna_client._buffer import entry_cost
 from logdna_client._event import NOT_META, timestamp_of
 from logdna_client._threads import BUSY_THREADS, SENDER_THREADS
 from logdna_client.contrib import bind_request_context, reset_request_context
@@ -591,14 +591,14 @@ class TestFoundByMutants:
     def test_the_queued_bytes_count_as_in_python(
         self, procs: tuple[LogDNAProcessor, LogDNAProcessor]
     ) -> None:
-        """The C put counts each entry as Buffer.put_entry does (its ENTRY_OVERHEAD too)."""
+        """The C put counts each entry as Buffer.put_entry does (``entry_cost``)."""
         fast = procs[0]
         before = c_lines(fast)
         through_both(procs, "info", {"event": "counted", "n": 1}, times=3)
         assert before + 2 <= c_lines(fast)
         buffers = [p.client._buffer for p in procs]
         assert [b.queued_bytes for b in buffers] == [
-            sum(map(len, b.entries)) + ENTRY_OVERHEAD * len(b.entries) for b in buffers
+            sum(map(entry_cost, b.entries)) for b in buffers
         ]
 
     def test_queued_entries_are_not_leaked(
