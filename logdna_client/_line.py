@@ -115,7 +115,7 @@ def created_millis(created: object) -> int:
     past a 64-bit integer, which a service's JSON reader refuses, and the batch with
     it). The one rule for a LogRecord's time, on every path that ships one."""
     if type(created) is float and -1e15 < created < 1e15:  # the usual float
-        return int(created * 1000)
+        return millis(created)
     if not isinstance(created, str | bytes):  # a number of any kind (a Decimal, say)
         try:
             ms = millis(created)  # type: ignore[arg-type]

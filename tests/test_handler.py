@@ -1222,9 +1222,11 @@ class TestFinalizersOnTheSenderThread:
 
         waiting = threading.Event()
 
-        class Told(set[int]):  # (the flush's wait has begun: a lock that cannot be tried,
-            def add(self, ident: int) -> None:  # the no-argument one, is not waited for
-                super().add(ident)  # only from then on)
+        # A lock that cannot be tried (the no-argument one) is not waited for only
+        # once the flush's wait has begun: the finalizer starts after that.
+        class Told(set[int]):
+            def add(self, ident: int) -> None:
+                super().add(ident)
                 waiting.set()
 
         h.client._buffer.waiting = Told()
