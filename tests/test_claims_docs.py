@@ -200,3 +200,32 @@ def test_the_reasons_table_lists_every_drop_reason() -> None:
     table = page.split("| reason | when |", 1)[1].split("\n\n", 1)[0]
     named = re.findall(r"^\| `([a-z_]+)` \|", table, re.MULTILINE)
     assert list(DROP_REASONS + SPOOL_DROP_REASONS) == named
+
+
+_UNITS = {"s": 1, "MiB": 1024 * 1024}
+
+
+def test_the_batching_table_states_the_defaults() -> None:
+    """docs/delivery.md's batching table gives each option's default as ``Config`` has
+    it, and the per-line cost it names is the buffer's; scaling.md and migration.md
+    state ``flush_interval``'s the same: a default changed in the code and not on the
+    pages (or the other way) fails here."""
+    from logdna_client._buffer import LINE_OVERHEAD
+
+    config = Config(url="http://127.0.0.1:1/logs/ingest")
+    page = (DOCS / "delivery.md").read_text()
+    table = page.split("## Batching", 1)[1].split("\n\n", 2)[1]
+    rows = re.findall(r"^\| `([a-z_]+)` \| `([^`]+)` ?(s)? \|", table, re.MULTILINE)
+    assert ["flush_interval", "max_batch_bytes", "compress", "request_timeout"] == [
+        name for name, _, _ in rows
+    ]
+    for name, value, unit in rows:
+        if value in ("true", "false"):
+            assert (value == "true") is getattr(config, name), name
+            continue
+        number, size_unit = re.fullmatch(r"([0-9.]+)([A-Za-z]*)", value).groups()  # type: ignore[union-attr]
+        assert float(number) * _UNITS[unit or size_unit] == getattr(config, name), name
+    assert f"line's serialized bytes plus {LINE_OVERHEAD}" in said("docs/delivery.md")
+    interval = f"{config.flush_interval:g}"
+    assert f"`flush_interval` ({interval} s)" in said("docs/scaling.md")
+    assert f"(official default 0.25, here {interval})" in said("docs/migration.md")
