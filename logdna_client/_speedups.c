@@ -17,7 +17,9 @@
  *   which events qualify, and their meta (common_entry): LogDNAProcessor._ship_common;
  *   the entry's bytes (entry_for, entry_of): _line.LineBuilder.entry;
  *   whether text needs the redactor (needs_redaction): _redact.has_trigger;
- *   queueing it (put_entry): _buffer.Buffer.put_entry.
+ *   whether meta needs the redaction walk (add_meta, item by item):
+ *     _redact.Redactor.plain_meta;
+ *   queueing it (put_entry): _buffer.Buffer.put_entry, its size _buffer.entry_cost.
  *
  * Every other record or event, and any for which something here fails, goes
  * to the Python LogDNAHandler.handle or LogDNAProcessor._process untouched,
