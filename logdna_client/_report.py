@@ -7,6 +7,7 @@ handler never ships records from this logger, so there is no feedback loop.
 
 from __future__ import annotations
 
+import builtins
 import logging
 import sys
 import threading
@@ -43,6 +44,12 @@ def _sends_requests(frame: FrameType) -> bool:
     return name == "http.client" or name.partition(".")[0] in _HTTP_PACKAGES
 
 
+#: Exception groups (3.11 and later; none before): their members carry tracebacks too.
+_GROUPS: tuple[type[BaseException], ...] = tuple(
+    group for group in (getattr(builtins, "BaseExceptionGroup", None),) if group is not None
+)
+
+
 def _without_requests_frames() -> tuple[type[BaseException], BaseException, TracebackType | None]:
     """The exception being handled, for a report with its traceback, with the frames of
     the HTTP stack cut from it and from every exception chained to it: an error reporter
@@ -53,8 +60,11 @@ def _without_requests_frames() -> tuple[type[BaseException], BaseException, Trac
     if exc is None:
         exc = RuntimeError("no exception was being handled")
     seen: set[int] = set()
-    chained: BaseException | None = exc
-    while chained is not None and id(chained) not in seen:
+    todo: list[BaseException] = [exc]
+    while todo:
+        chained = todo.pop()
+        if id(chained) in seen:
+            continue
         seen.add(id(chained))
         tb = chained.__traceback__
         if tb is not None and _sends_requests(tb.tb_frame):
@@ -64,7 +74,13 @@ def _without_requests_frames() -> tuple[type[BaseException], BaseException, Trac
                 tb.tb_next = None
                 break
             tb = tb.tb_next
-        chained = chained.__cause__ or chained.__context__
+        # Every exception a traceback printer may show: the cause and the context both
+        # (``raise X from Y`` inside an ``except``: a reporter that records locals walks
+        # the hidden context too), and an exception group's members.
+        todo.extend(e for e in (chained.__cause__, chained.__context__) if e is not None)
+        members = getattr(chained, "exceptions", None)
+        if isinstance(chained, _GROUPS) and isinstance(members, tuple):
+            todo.extend(e for e in members if isinstance(e, BaseException))
     return type(exc), exc, exc.__traceback__
 
 

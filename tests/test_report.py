@@ -3,7 +3,9 @@ own logger, and never with the HTTP stack's frames (which hold the key) in a tra
 
 from __future__ import annotations
 
+import builtins
 import logging
+import sys
 from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Any
@@ -69,15 +71,22 @@ def boom() -> None:
 
 
 def frames_of(exc: BaseException) -> list[tuple[str, str]]:
-    """(module, function) of every frame in ``exc``'s traceback and its chained ones'."""
+    """(module, function) of every frame in ``exc``'s traceback and in those of every
+    exception reachable from it: its cause, its context (shown or not), a group's
+    members."""
     found: list[tuple[str, str]] = []
-    chained: BaseException | None = exc
-    while chained is not None:
+    todo, seen = [exc], set()
+    while todo:
+        chained = todo.pop()
+        if id(chained) in seen:
+            continue
+        seen.add(id(chained))
         tb: TracebackType | None = chained.__traceback__
         while tb is not None:
             found.append((tb.tb_frame.f_globals.get("__name__", "?"), tb.tb_frame.f_code.co_name))
             tb = tb.tb_next
-        chained = chained.__cause__ or chained.__context__
+        todo += [e for e in (chained.__cause__, chained.__context__) if e is not None]
+        todo += list(getattr(chained, "exceptions", ()))
     return found
 
 
@@ -202,6 +211,47 @@ class TestTracebacks:
         while tb is not None:
             assert SECRET not in repr(tb.tb_frame.f_locals)
             tb = tb.tb_next
+
+    def test_a_context_hidden_by_raise_from_is_cut_too(self, seen: Collect) -> None:
+        """``raise X from Y`` inside an ``except``: the exception handled there (the
+        context, which a printer hides but a reporter that records locals still walks)
+        loses the HTTP stack's frames as the cause does."""
+        send = in_module("urllib3.connectionpool")
+        try:
+            try:
+                send(boom)
+            except OSError:
+                raise KeyError("wrapped") from ValueError("the cause")
+        except KeyError:
+            Reporter(clock=FakeClock()).report("retry", logging.ERROR, "failed", exc_info=True)
+        (record,) = seen.records
+        assert record.exc_info is not None and record.exc_info[1] is not None
+        context = record.exc_info[1].__context__
+        assert isinstance(context, OSError)
+        assert "urllib3.connectionpool" not in {name for name, _ in frames_of(context)}
+        assert "test_a_context_hidden_by_raise_from_is_cut_too" in {
+            function for _, function in frames_of(context)
+        }
+
+    @pytest.mark.skipif(sys.version_info < (3, 11), reason="exception groups: 3.11 and later")
+    def test_an_exception_groups_members_are_cut_too(self, seen: Collect) -> None:
+        """A member of an exception group (``asyncio.TaskGroup`` raises them) loses the
+        HTTP stack's frames as a chained exception does."""
+        send = in_module("requests.adapters")
+        try:
+            send(boom)
+        except OSError as exc:
+            member = exc
+        group = builtins.ExceptionGroup  # (a name 3.10 has not: looked up here)
+        try:
+            raise group("requests failed", [member])
+        except Exception:
+            Reporter(clock=FakeClock()).report("retry", logging.ERROR, "failed", exc_info=True)
+        (record,) = seen.records
+        assert record.exc_info is not None and record.exc_info[1] is not None
+        names = {name for name, _ in frames_of(record.exc_info[1])}
+        assert "requests.adapters" not in names
+        assert __name__ in names
 
     def test_other_packages_frames_stay(self, seen: Collect) -> None:
         """Only the HTTP stack is cut: a package whose name merely starts like one keeps
