@@ -36,6 +36,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from itertools import accumulate, islice, repeat
 
+from ._stats import DropReason, ToldReason
 from ._threads import on_sender_thread
 
 __all__ = ["ENTRY_OVERHEAD", "LINE_OVERHEAD", "SEPARATOR", "Buffer", "join_entries"]
@@ -355,7 +356,9 @@ class Buffer:
         # What threading.Condition asks an RLock; present on every CPython we support.
         return bool(self._lock._is_owned())  # type: ignore[attr-defined]
 
-    def _drop(self, reason: str, count: int, *, head: int | None = None, cost: int = 0) -> bool:
+    def _drop(
+        self, reason: DropReason, count: int, *, head: int | None = None, cost: int = 0
+    ) -> bool:
         """Count ``count`` lines as dropped for ``reason`` (lock held).
 
         With ``head`` (``_head_seq`` as read before sizing them) they are the ``count``
@@ -389,7 +392,7 @@ class Buffer:
             deque(remove, 0)
         return True
 
-    def count_drop(self, reason: str, count: int = 1) -> None:
+    def count_drop(self, reason: DropReason, count: int = 1) -> None:
         """Count lines lost elsewhere (rejected by the service, cut by shutdown ...)."""
         with self._lock:
             self._drop(reason, count)
@@ -591,7 +594,7 @@ class Buffer:
             self.unreported = Counter()
         return counts
 
-    def tell(self, reason: str, count: int) -> None:
+    def tell(self, reason: ToldReason, count: int) -> None:
         """A loss counted elsewhere (by the spool) for the next summary line to tell."""
         with self._lock:
             self.unreported[reason] += count
@@ -613,7 +616,7 @@ class Buffer:
             self._refresh_fast_limit()
             self._space.notify_all()
 
-    def discard_all(self, reason: str) -> int:
+    def discard_all(self, reason: DropReason) -> int:
         """Drop everything still queued (at the shutdown deadline); returns how many."""
         with self._lock:
             lines = self.entries

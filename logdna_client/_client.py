@@ -33,7 +33,7 @@ from ._report import Reporter
 from ._retry import Backoff
 from ._secret import hide_key
 from ._sender import Sender
-from ._stats import DROP_REASONS, SPOOL_DROP_REASONS, ClientStats, said_of_failure
+from ._stats import DROP_REASONS, SPOOL_DROP_REASONS, ClientStats, DropReason, said_of_failure
 from ._threads import Latch, on_sender_thread, raised_by_signal_handler, start_library_thread
 from ._transport import HTTPTransport, Transport
 
@@ -260,7 +260,7 @@ class Client:
                 exc_info: bool = False) -> bool:  # fmt: skip
         return self._reporter.report(kind, level, message, *args, exc_info=exc_info)
 
-    def _count_drop(self, reason: str) -> None:
+    def _count_drop(self, reason: DropReason) -> None:
         """Count a line that was accepted by a logging call but could not be queued."""
         self._buffer.count_drop(reason)
 

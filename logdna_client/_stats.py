@@ -1,13 +1,17 @@
 """The typed shape of ``Client.stats()``."""
 
+from typing import Literal
+
 from typing_extensions import NotRequired, TypedDict
 
 __all__ = [
     "DROP_REASONS",
     "SPOOL_DROP_REASONS",
     "ClientStats",
+    "DropReason",
     "DroppedLines",
     "LastError",
+    "ToldReason",
     "said_of_failure",
 ]
 
@@ -25,6 +29,19 @@ class DroppedLines(TypedDict):
     spool_age: NotRequired[int]  #: with a spool: older than max_spool_age, unsent
     spool_damaged: NotRequired[int]  #: with a spool: in a damaged record of a segment
 
+
+#: A reason a line can be dropped for, as the code names it where it counts one: a
+#: misspelt reason is a type error there (``tests/test_stats.py`` holds it to
+#: ``DroppedLines``, whose keys ``stats()`` shows).
+DropReason = Literal[
+    "buffer_full", "rejected", "shutdown", "after_close", "reentrant", "error",
+    "spool_full", "spool_age", "spool_damaged",
+]  # fmt: skip
+
+#: What a drop-summary line tells: the drop reasons, and lines the service refused from
+#: the spool (``stats()["replay_rejected"]``, not a drop reason: they were delivered to
+#: it).
+ToldReason = DropReason | Literal["replay_rejected"]
 
 #: Every reason a line can be dropped for, in order (``stats()["dropped"]`` has each,
 #: 0 until it happens); with a spool, ``SPOOL_DROP_REASONS`` too. The one list.

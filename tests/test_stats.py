@@ -3,12 +3,13 @@ words of the exit's loss report (the kinds one by one are in test_exit_report_ca
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any, cast, get_args
 
 from logdna_client._stats import (
     DROP_REASONS,
     SPOOL_DROP_REASONS,
     DroppedLines,
+    DropReason,
     LastError,
     said_of_failure,
 )
@@ -32,6 +33,11 @@ class TestDropReasons:
         """No reason the type names is left out of both lists, or in both."""
         assert set(DroppedLines.__annotations__) == set(DROP_REASONS) | set(SPOOL_DROP_REASONS)
         assert not set(DROP_REASONS) & set(SPOOL_DROP_REASONS)
+
+    def test_the_type_of_a_reason_is_the_typed_dicts_keys(self) -> None:
+        """``DropReason``, the type every place that counts a drop takes (a misspelt
+        reason is a type error there), names exactly ``stats()``'s reasons, in order."""
+        assert DROP_REASONS + SPOOL_DROP_REASONS == get_args(DropReason)
 
     def test_last_error_has_no_room_for_text(self) -> None:
         """The last error holds its kind, status and time, and no field where the key, a

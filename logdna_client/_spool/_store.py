@@ -55,6 +55,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Concatenate, Literal, ParamSpec, TypeVar
 
+from .._stats import DropReason
 from . import _format as fmt
 from ._destination import UNNAMED, belongs, short
 from ._inspect import inspect_segment
@@ -193,7 +194,7 @@ class Spool:
         max_age: float,
         sync: SyncMode,
         on_trouble: Callable[[str, str], None] | None,
-        on_drop: Callable[[str, int], None] | None,
+        on_drop: Callable[[DropReason, int], None] | None,
         segment_bytes: int | None,
         clock: Callable[[], float],
         monotonic: Callable[[], float],
@@ -290,7 +291,7 @@ class Spool:
         max_age: float = 7 * 86400.0,
         sync: SyncMode = "interval",
         on_trouble: Callable[[str, str], None] | None = None,
-        on_drop: Callable[[str, int], None] | None = None,
+        on_drop: Callable[[DropReason, int], None] | None = None,
         segment_bytes: int | None = None,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
@@ -1500,12 +1501,12 @@ class Spool:
                 self._drop(seg, "spool_full")
         return self.disk_bytes + need <= self.max_bytes
 
-    def _drop(self, seg: Segment, reason: str) -> None:
+    def _drop(self, seg: Segment, reason: DropReason) -> None:
         if seg.scanned or self._scan(seg):
             self._count_dropped(reason, seg.lines - seg.done_lines)
             self._retire(seg)
 
-    def _count_dropped(self, reason: str, lines: int) -> None:
+    def _count_dropped(self, reason: DropReason, lines: int) -> None:
         self.dropped[reason] += lines
         if lines and self._on_drop is not None:
             self._on_drop(reason, lines)
