@@ -1691,13 +1691,6 @@ class Redactor:
             return False
         return not self._triggered_only or has_trigger(text)
 
-    @property
-    def meta_string_cap(self) -> int | None:
-        """The longest meta string that ships whole: the walk cuts a longer one, with a
-        marker (``_meta_text``), so no fast path may skip it then. None: no text
-        patterns, nothing cut."""
-        return self._max_chars if self._text_re is not None else None
-
     def is_secret(self, key: str) -> bool:
         """Whether a meta key names a secret."""
         if type(key) is not str:
