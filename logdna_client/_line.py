@@ -305,21 +305,23 @@ class LineBuilder:
     def _make_meta_json(self) -> Callable[[dict[str, Any]], bytes]:
         """``meta_json(meta)``: meta as JSON, secrets redacted; for the fast paths.
 
-        One ``orjson.dumps``, and a second only when redaction changed something
-        (``Redactor.meta``, whose ``plain_meta`` passes flat meta of known keys
-        without the walk). Raises TypeError for values orjson does not know:
-        callers fall back to ``encode``.
+        ``Redactor.meta`` (whose ``plain_meta`` passes flat meta of known keys
+        without the walk), and the bytes made of what it gives: bytes made before
+        the check were of objects the check had not seen yet (H210: a list that a
+        ``__len__``, or another thread, emptied and refilled between the two
+        shipped a password the walk never judged). Raises TypeError for values
+        orjson does not know: callers fall back to ``encode``.
         """
         dumps = orjson.dumps
         redact = self._redactor.meta if self._redacts_meta else None
 
         def meta_json(meta: dict[str, Any]) -> bytes:
+            # First: a value orjson does not know raises TypeError before the redactor
+            # runs its __str__ (encode runs it, once).
             data = dumps(meta)
-            if redact is not None:
-                redacted = redact(meta)
-                if redacted is not meta:
-                    data = dumps(redacted)
-            return data
+            if redact is None:
+                return data
+            return dumps(redact(meta))  # (again: data may be of objects changed since)
 
         return meta_json
 

@@ -565,6 +565,30 @@ class TestStdlibPaths:
         assert ["Authorization", "[REDACTED]"] == lines[4]["meta"]["hdr"]
         assert [["X-Api-Key", "[REDACTED]"]] == lines[5]["meta"]["hdrs"]
 
+    def test_meta_is_serialized_as_the_redactor_saw_it(
+        self, handle_path: str, wire: tuple[Client, RecordingTransport]
+    ) -> None:
+        """The bytes that ship are made after the redaction check, of what it saw: meta
+        that changes while it is checked (here a value's ``__len__`` empties a list; in
+        life, another thread) never ships a secret from before the check."""
+        client, transport = wire
+        log = make_logger(f"t.redact.snapshot.{handle_path}", LogDNAHandler(client=client))
+        shared: list[str] = []
+
+        class Emptying(str):
+            def __len__(self) -> int:
+                shared.clear()
+                return str.__len__(self)
+
+        for _ in range(3):
+            shared[:] = ["password=hunter2"]
+            log.warning("m", extra={"a": Emptying("x"), "b": shared})
+
+        body = shipped(client, transport)
+
+        assert b"hunter2" not in body
+        assert 3 == len(lines_of(body))
+
     @pytest.mark.parametrize(
         "text",
         ["key AKIAIOSFODNN7EXAMPLE ok", "t eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2ln ok",
