@@ -31,7 +31,7 @@ __all__ = ["API", "enabled", "pieces", "pure_python_asked", "put_built", "speedu
 
 #: The version of the arguments the C code takes; a build that says otherwise is
 #: one left from another version of the package (an editable install not rebuilt).
-API = 9
+API = 10
 
 #: The extension module, or None: not built (no compiler at install), not
 #: CPython, or a build without a GIL (it relies on one, and importing it there

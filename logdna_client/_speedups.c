@@ -19,7 +19,8 @@
  *   whether text needs the redactor (needs_redaction): _redact.has_trigger;
  *   whether meta needs the redaction walk (add_meta, item by item):
  *     _redact.Redactor.plain_meta;
- *   queueing it (put_entry): _buffer.Buffer.put_entry, its size _buffer.entry_cost.
+ *   queueing it (put_entry): _buffer.Buffer.put_entry, its size _buffer.entry_cost;
+ *   the garbage collector's hook's dispatch (on_senders): _threads.gc_hook's.
  *
  * Every other record or event, and any for which something here fails, goes
  * to the Python LogDNAHandler.handle or LogDNAProcessor._process untouched,
@@ -52,7 +53,7 @@
 
 /* What _native.py expects of this module; a build left from another version
  * of the package (an editable install not rebuilt) is not used. */
-#define SPEEDUPS_API 9
+#define SPEEDUPS_API 10
 
 /* Attribute names: the stdlib's public ones and the buffer's lock-free protocol. */
 #define NAMES(X)                                                                          \
@@ -1360,6 +1361,39 @@ static PyTypeObject EventHandleType = {
     HANDLE_TYPE_SLOTS,
 };
 
+/* -- the garbage collector's hook: _threads.gc_hook ------------------------------ */
+
+/* ``on_senders(senders, target, phase, info)``, for gc.callbacks (bound by a
+ * functools.partial): ``target(phase, info)`` on a thread in ``senders``, nothing on any
+ * other. No Python code runs then, on the main thread above all: a signal that came
+ * during the collection has its handler run at a Python function's start, inside the
+ * collection, which swallows what the handler raises (Ctrl-C's KeyboardInterrupt was
+ * lost while any sender ran). Python's handlers run on the main thread only. */
+static PyObject *
+on_senders(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "on_senders(senders, target, phase, info)");
+        return NULL;
+    }
+    PyObject *ident = PyLong_FromUnsignedLong(PyThread_get_thread_ident());
+    if (ident == NULL) {
+        return NULL;
+    }
+    int found = PySet_Contains(args[0], ident);
+    Py_DECREF(ident);
+    if (found <= 0) {
+        return found < 0 ? NULL : Py_NewRef(Py_None);
+    }
+    return PyObject_Vectorcall(args[1], args + 2, 2, NULL);
+}
+
+static PyMethodDef speedups_methods[] = {
+    {"on_senders", (PyCFunction)(void (*)(void))on_senders, METH_FASTCALL,
+     "on_senders(senders, target, phase, info): target(phase, info) on a sender thread only."},
+    {NULL, NULL, 0, NULL},
+};
+
 /* -- the module: multi-phase initialisation ------------------------------------- */
 
 static int
@@ -1399,6 +1433,7 @@ static struct PyModuleDef speedups_module = {
     .m_name = "logdna_client._speedups",
     .m_doc = "The common record and structlog event in C; optional (see _native.py).",
     .m_size = 0,
+    .m_methods = speedups_methods,
     .m_slots = speedups_slots,
 };
 

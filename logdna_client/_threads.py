@@ -8,6 +8,7 @@ discarding and testing membership are single operations under the GIL.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import logging
 import signal
@@ -30,6 +31,7 @@ __all__ = [
     "Latch",
     "Wakeup",
     "finalizing",
+    "gc_hook",
     "library_threads",
     "made_on_sender",
     "marks_for",
@@ -96,6 +98,32 @@ def _collection(
                 last.append((start, end))
 
 
+_hook: Any = None
+_hook_made = threading.Lock()
+
+
+def gc_hook() -> Callable[[str, dict[str, int]], None]:
+    """What ``gc.callbacks`` holds while a sender runs: ``_collection``, run on sender
+    threads only. With the C extension a C function tells the threads apart, so no
+    Python code runs in a collection on any other thread: on the main thread, a signal
+    that came during the collection has its handler run at a Python function's start,
+    inside the collection, which swallows what the handler raises (Ctrl-C's
+    KeyboardInterrupt was lost while any sender ran). Without it (not CPython, no
+    compiler, no GIL), ``_collection`` itself, and that window stays (docs/delivery.md)."""
+    global _hook
+    if _hook is None:
+        with _hook_made:  # (once: two threads asking first must not make two)
+            if _hook is None:
+                from ._native import speedups  # noqa: PLC0415  (_native imports this module)
+
+                _hook = (
+                    _collection
+                    if speedups is None
+                    else functools.partial(speedups.on_senders, SENDER_THREADS, _collection)
+                )
+    return _hook  # type: ignore[no-any-return]
+
+
 def _made_in_collection(thread: int, created: object) -> bool:
     """Whether a record of sender ``thread`` made at ``created`` was made in one of its
     collections (the one running, or one of its last 64)."""
@@ -117,10 +145,11 @@ def sender_started(ident: int) -> None:
     """A sender thread begins: its records are known from now on, and the collection
     hook runs while any sender does (each collection on every thread pays for it, about
     a microsecond: H205, not in a process whose handlers never sent)."""
+    hook = gc_hook()  # (before the lock: the first call imports)
     with _senders_lock:
         SENDER_THREADS.add(ident)
-        if _collection not in gc.callbacks:
-            gc.callbacks.append(_collection)
+        if hook not in gc.callbacks:
+            gc.callbacks.append(hook)
     if not logging.logThreads:
         _mark_sender_records()
 
@@ -138,14 +167,15 @@ def sender_ended(ident: int) -> None:
             _COLLECTIONS.pop(gone, None)
         if not SENDER_THREADS:
             with contextlib.suppress(ValueError):
-                gc.callbacks.remove(_collection)
+                gc.callbacks.remove(gc_hook())
 
 
 def reset_after_fork() -> None:
     """In a forked child: the parent's threads do not exist here, nor does a thread that
     held the senders' lock when it forked (the child would wait for it for ever)."""
-    global _senders_lock
+    global _senders_lock, _hook_made
     _senders_lock = threading.RLock()
+    _hook_made = threading.Lock()
     SENDER_THREADS.clear()
     COLLECTING.clear()
     _STARTED.clear()
@@ -153,7 +183,7 @@ def reset_after_fork() -> None:
     BUSY_THREADS.clear()
     NESTED_THREADS.clear()
     with contextlib.suppress(ValueError):
-        gc.callbacks.remove(_collection)  # (the child's first sender registers it again)
+        gc.callbacks.remove(gc_hook())  # (the child's first sender registers it again)
 
 
 def _mark_sender_records() -> bool:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import gc
+import json
 import logging
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -12,13 +15,16 @@ from contextlib import contextmanager
 
 import pytest
 
+from logdna_client import _native
 from logdna_client._threads import (
     COLLECTING,
     _collection,
+    gc_hook,
     made_on_sender,
     sender_ended,
     sender_started,
 )
+from tests._helpers_integrations import REPO_ROOT
 from tests.helpers import on_a_sender_thread
 
 SENDER = threading.get_ident() + 1  # an ident no test thread here has
@@ -259,18 +265,18 @@ class TestJudgedByWhenMade:
         registered while a sender thread runs, and only then (H205)."""
         from logdna_client._threads import SENDER_THREADS
 
-        assert _collection in gc.callbacks  # (this module's SENDER)
+        assert gc_hook() in gc.callbacks  # (this module's SENDER)
         with on_a_sender_thread(SENDER + 1):
-            assert _collection in gc.callbacks
+            assert gc_hook() in gc.callbacks
         others = set(SENDER_THREADS)
         for ident in others:
             sender_ended(ident)
         try:
-            assert _collection not in gc.callbacks
+            assert gc_hook() not in gc.callbacks
         finally:
             for ident in others:
                 sender_started(ident)
-        assert _collection in gc.callbacks
+        assert gc_hook() in gc.callbacks
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
@@ -305,7 +311,7 @@ def test_a_child_forked_while_a_sender_started_can_start_its_own() -> None:
                 client = Client(url=server.url, hostname="t", flush_interval=0.05)
                 client.log("from the child")
                 delivered = client.flush(10)
-                hooked = _collection in gc.callbacks
+                hooked = gc_hook() in gc.callbacks
                 client.close(timeout=1)
                 return {"free": free, "delivered": delivered, "hooked": hooked}
 
@@ -315,3 +321,45 @@ def test_a_child_forked_while_a_sender_started_can_start_its_own() -> None:
             holder.join(10)
             parents.close(timeout=0)
     assert {"free": True, "delivered": True, "hooked": True} == seen
+
+
+_CTRL_C_IN_A_COLLECTION = """
+import _thread, functools, gc, json, operator, signal, sys, threading
+from logdna_client import Client, _threads
+client = Client(url="http://127.0.0.1:1/logs/ingest", hostname="t")
+client.log("starts the sender")
+started = threading.Event()
+while _threads.gc_hook() not in gc.callbacks:  # (registered as the sender starts)
+    started.wait(0.01)
+reached = False
+try:
+    # Called from C, one after the other: SIGINT arrives as the stdlib simulates it (its
+    # handler is due; nothing runs it yet), and its handler can run no sooner than inside
+    # the collection's hooks, as when Ctrl-C comes during a collection.
+    list(map(operator.methodcaller("__call__"),
+             [functools.partial(_thread.interrupt_main, signal.SIGINT), gc.collect]))
+    for _ in range(1000):  # (where the handler runs when no hook ran it)
+        pass
+except KeyboardInterrupt:
+    reached = True
+hooked = _threads.gc_hook() in gc.callbacks
+client.close(timeout=0)
+print(json.dumps({"reached": reached, "hooked": hooked}))
+"""
+
+
+@pytest.mark.skipif(_native.speedups is None, reason="the C extension is not built")
+def test_ctrl_c_during_a_collection_reaches_the_application() -> None:
+    """Ctrl-C that comes while a garbage collection runs on the main thread, with a
+    sender running (its hook registered), raises KeyboardInterrupt in the application:
+    the collection swallowed it (printing "Exception ignored in: <function _collection")
+    when the hook ran Python code on every thread."""
+    done = subprocess.run(
+        [sys.executable, "-c", _CTRL_C_IN_A_COLLECTION],
+        capture_output=True, text=True, timeout=120, check=False,
+        cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+    )  # fmt: skip
+    assert {"reached": True, "hooked": True} == json.loads(done.stdout.splitlines()[-1]), (
+        done.stderr
+    )
+    assert "Exception ignored" not in done.stderr
