@@ -305,23 +305,30 @@ class LineBuilder:
     def _make_meta_json(self) -> Callable[[dict[str, Any]], bytes]:
         """``meta_json(meta)``: meta as JSON, secrets redacted; for the fast paths.
 
-        ``Redactor.meta`` (whose ``plain_meta`` passes flat meta of known keys
-        without the walk), and the bytes made of what it gives: bytes made before
-        the check were of objects the check had not seen yet (H210: a list that a
-        ``__len__``, or another thread, emptied and refilled between the two
-        shipped a password the walk never judged). Raises TypeError for values
-        orjson does not know: callers fall back to ``encode``.
+        One ``orjson.dumps`` (a value it does not know raises TypeError before any
+        of the application's code runs: callers fall back to ``encode``), and, for
+        meta ``Redactor.plain_meta`` passes, that is all: no code of the
+        application's ran between the two. Other meta is walked, and the walk runs
+        such code (a str subclass's ``__len__``, a mapping's ``items``, a
+        ``__str__``), which may change what it judged before or after judging it;
+        so the bytes made of its answer are judged once more, as the JSON they are,
+        where no such code runs (H210, H212: a list emptied or filled meanwhile
+        shipped a password, in either order; a list subclass whose ``__iter__``
+        hid its items from the walk shipped them).
         """
-        dumps = orjson.dumps
-        redact = self._redactor.meta if self._redacts_meta else None
+        dumps, loads = orjson.dumps, orjson.loads
+        redactor = self._redactor
+        redact, plain = redactor.meta, redactor.plain_meta
+        redacts = self._redacts_meta
 
         def meta_json(meta: dict[str, Any]) -> bytes:
-            # First: a value orjson does not know raises TypeError before the redactor
-            # runs its __str__ (encode runs it, once).
             data = dumps(meta)
-            if redact is None:
+            if not redacts or plain(meta):
                 return data
-            return dumps(redact(meta))  # (again: data may be of objects changed since)
+            data = dumps(redact(meta))
+            shipped = loads(data)
+            judged = redact(shipped)
+            return data if judged is shipped else dumps(judged)
 
         return meta_json
 

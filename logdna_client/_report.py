@@ -78,8 +78,11 @@ def _without_requests_frames() -> tuple[type[BaseException], BaseException, Trac
         # (``raise X from Y`` inside an ``except``: a reporter that records locals walks
         # the hidden context too), and an exception group's members.
         todo.extend(e for e in (chained.__cause__, chained.__context__) if e is not None)
-        members = getattr(chained, "exceptions", None)
-        if isinstance(chained, _GROUPS) and isinstance(members, tuple):
+        if isinstance(chained, _GROUPS):
+            try:  # (a subclass's own ``exceptions`` may be anything, or raise)
+                members = list(chained.exceptions)  # type: ignore[attr-defined]
+            except Exception:
+                members = []
             todo.extend(e for e in members if isinstance(e, BaseException))
     return type(exc), exc, exc.__traceback__
 

@@ -1372,8 +1372,8 @@ static PyTypeObject EventHandleType = {
 static PyObject *
 on_senders(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "on_senders(senders, target, phase, info)");
+    if (nargs != 4 || !PyAnySet_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "on_senders(senders: set, target, phase, info)");
         return NULL;
     }
     PyObject *ident = PyLong_FromUnsignedLong(PyThread_get_thread_ident());

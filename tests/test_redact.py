@@ -589,6 +589,38 @@ class TestStdlibPaths:
         assert b"hunter2" not in body
         assert 3 == len(lines_of(body))
 
+    def test_meta_changed_after_it_was_judged_is_judged_again(
+        self, handle_path: str, wire: tuple[Client, RecordingTransport]
+    ) -> None:
+        """Code the redaction walk runs may change meta it judged already (here a later
+        value's ``__len__`` puts a secret in a list judged before it), and a list
+        subclass may hide its items from the walk: the bytes that ship are judged
+        too."""
+        client, transport = wire
+        log = make_logger(f"t.redact.rejudged.{handle_path}", LogDNAHandler(client=client))
+        shared: list[Any] = ["ok"]
+
+        class Filling(str):
+            def __len__(self) -> int:
+                shared[0] = {"password": "hunter2"}
+                return str.__len__(self)
+
+        class Hiding(list[Any]):
+            def __iter__(self) -> Iterator[Any]:
+                return iter(["ok"])
+
+        for _ in range(3):
+            shared[:] = ["ok"]
+            log.warning("m", extra={"tags": shared, "s": Filling("x")})
+            log.warning("m", extra={"x": Hiding([{"password": "hunter3"}])})
+
+        body = shipped(client, transport)
+
+        assert b"hunter2" not in body
+        assert b"hunter3" not in body
+        lines = lines_of(body)
+        assert [[{"password": "[REDACTED]"}]] * 3 == [line["meta"]["tags"] for line in lines[::2]]
+
     @pytest.mark.parametrize(
         "text",
         ["key AKIAIOSFODNN7EXAMPLE ok", "t eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2ln ok",

@@ -253,6 +253,32 @@ class TestTracebacks:
         assert "requests.adapters" not in names
         assert __name__ in names
 
+    @pytest.mark.skipif(sys.version_info < (3, 11), reason="exception groups: 3.11 and later")
+    def test_a_group_whose_members_cannot_be_read_is_still_reported(self, seen: Collect) -> None:
+        """An exception group subclass whose ``exceptions`` raises: the report is still
+        made (it reaches the library's logger's handlers), with the HTTP stack's frames
+        cut from what can be read."""
+        send = in_module("urllib3.connectionpool")
+
+        class Odd(builtins.ExceptionGroup):  # type: ignore[name-defined, misc]
+            @property
+            def exceptions(self) -> Any:
+                raise RuntimeError("unreadable")
+
+        try:
+            try:
+                send(boom)
+            except OSError as exc:
+                raise Odd("odd", [exc]) from None
+        except Exception:
+            # (False here: pytest's own handler, which formats the group, fails on it.)
+            Reporter(clock=FakeClock()).report("retry", logging.ERROR, "failed", exc_info=True)
+        (record,) = seen.records
+        assert record.exc_info is not None and record.exc_info[1] is not None
+        context = record.exc_info[1].__context__
+        assert context is not None
+        assert "urllib3.connectionpool" not in {name for name, _ in frames_of(context)}
+
     def test_other_packages_frames_stay(self, seen: Collect) -> None:
         """Only the HTTP stack is cut: a package whose name merely starts like one keeps
         its frames."""
